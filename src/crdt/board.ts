@@ -1,0 +1,349 @@
+import * as A from '@automerge/automerge'
+import { createHash } from 'node:crypto'
+import type { ZodType } from 'zod'
+import {
+  conflictSchema, mainSchema, nodeRecordSchema, taskSchema,
+  type BoardSnapshot, type Conflict, type ConflictId, type MainRef, type NodeRecord, type PeerIdString, type Task, type TaskId
+} from './schema.ts'
+import { BoardCorruptError } from '../util/errors.ts'
+
+/** The raw Automerge document. Strings are stored as `ImmutableString` (scalars, not text CRDTs). */
+export interface BoardDoc {
+  meshId: A.ImmutableString
+  tasks: Record<string, Record<string, unknown>>
+  nodes: Record<string, Record<string, unknown>>
+  conflicts: Record<string, Record<string, unknown>>
+  main: Record<string, unknown>
+}
+
+/** Why a change or sync message from a peer was refused. */
+export class BoardChangeRejectedError extends Error {
+  override name = 'BoardChangeRejectedError'
+}
+
+/** A change to the board, local or remote. */
+export interface BoardUpdate {
+  /** true when this node made the change. */
+  local: boolean
+  /** Change bytes of a local change (for broadcast); empty for remote ones. */
+  changes: Uint8Array[]
+  /** Task ids whose record changed. */
+  tasks: TaskId[]
+}
+
+/** Wraps a value as an Automerge scalar string (never a text CRDT: concurrent writes resolve last-writer-wins). */
+export function str (s: string): A.ImmutableString {
+  return new A.ImmutableString(s)
+}
+
+/** Converts Automerge values (ImmutableString, proxies, counters) into plain JSON values. */
+export function plain (value: unknown): unknown {
+  if (value === null || typeof value !== 'object') return value
+  if (A.isImmutableString(value)) return value.toString()
+  if (Array.isArray(value)) return value.map(plain)
+  if (value instanceof Uint8Array || value instanceof Date) return value
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(value)) out[k] = plain(v)
+  return out
+}
+
+/** The deterministic Automerge actor of the genesis change of `meshId`. */
+function genesisActor (meshId: string): string {
+  return createHash('sha256').update('meshwork/genesis/1:' + meshId).digest('hex').slice(0, 32)
+}
+
+/**
+ * The genesis change: identical bytes (hence hash) on every node of a mesh, so
+ * all nodes share one root instead of hiding each other's data behind conflicts.
+ */
+function genesis (meshId: string): A.Doc<BoardDoc> {
+  return A.change(A.init<BoardDoc>({ actor: genesisActor(meshId) }), { time: 0, message: 'genesis' }, d => {
+    d.meshId = str(meshId)
+    d.tasks = {}
+    d.nodes = {}
+    d.conflicts = {}
+    d.main = { head: null, leader: null, term: 0 }
+  })
+}
+
+/** The Automerge actor a peer writes with: derived from its peer id, so a gossip sender can be checked against its changes. */
+export function actorForPeer (peerId: string): string {
+  return createHash('sha256').update('meshwork/actor/1:' + peerId).digest('hex').slice(0, 32)
+}
+
+type Listener = (update: BoardUpdate) => void
+
+interface Section<K, V> {
+  schema: ZodType<V>
+  entries: Map<K, V>
+}
+
+/**
+ * The mesh's replicated task board: one Automerge document with a single,
+ * deterministic root. Local changes are returned (and emitted) as change bytes
+ * for gossip; remote changes are checked before they are applied; reads go
+ * through `snapshot()`, whose entries have all passed the zod schema.
+ *
+ * Not safe for concurrent use from several event loops; within one it is
+ * synchronous, so changes never interleave.
+ */
+export class Board {
+  readonly meshId: string
+  readonly genesisHash: string
+  #doc: A.Doc<BoardDoc>
+  #listeners = new Set<Listener>()
+  #tasks: Section<TaskId, Task> = { schema: taskSchema as unknown as ZodType<Task>, entries: new Map() }
+  #nodes: Section<PeerIdString, NodeRecord> = { schema: nodeRecordSchema, entries: new Map() }
+  #conflicts: Section<ConflictId, Conflict> = { schema: conflictSchema as unknown as ZodType<Conflict>, entries: new Map() }
+  #main: MainRef = { head: null, leader: null, term: 0 }
+  #invalid = new Set<string>()
+  #snapshot: BoardSnapshot | null = null
+  /** Called once per board entry that fails the schema. */
+  onInvalid: (key: string, reason: string) => void = () => {}
+
+  private constructor (meshId: string, doc: A.Doc<BoardDoc>, genesisHash: string) {
+    this.meshId = meshId
+    this.#doc = doc
+    this.genesisHash = genesisHash
+    this.#reindexAll()
+  }
+
+  /** A new board for `meshId`, writing as `actor`. */
+  static create (meshId: string, actor: string): Board {
+    const g = genesis(meshId)
+    const hash = A.getHeads(g)[0] as string
+    return new Board(meshId, A.clone(g, { actor }), hash)
+  }
+
+  /**
+   * A board from saved bytes (a `save()` followed by any number of incremental
+   * chunks). Throws `BoardCorruptError` when the bytes cannot be loaded or
+   * belong to another mesh.
+   */
+  static load (meshId: string, actor: string, bytes: Uint8Array): Board {
+    const g = genesis(meshId)
+    const hash = A.getHeads(g)[0] as string
+    let doc: A.Doc<BoardDoc>
+    try {
+      doc = A.load<BoardDoc>(bytes, { actor })
+    } catch (err) {
+      throw new BoardCorruptError(`the saved board cannot be read: ${(err as Error).message}`)
+    }
+    if (A.getHeads(doc).length > 0 && !A.hasHeads(doc, [hash])) {
+      throw new BoardCorruptError('the saved board belongs to another mesh (its genesis differs from this swarm key\'s)')
+    }
+    if (A.getHeads(doc).length === 0) doc = A.clone(g, { actor })
+    return new Board(meshId, doc, hash)
+  }
+
+  /** Registers a listener for every change; returns the function that removes it. */
+  subscribe (listener: Listener): () => void {
+    this.#listeners.add(listener)
+    return () => { this.#listeners.delete(listener) }
+  }
+
+  /** The document's current heads (change hashes), sorted. */
+  heads (): string[] {
+    return [...A.getHeads(this.#doc)].sort()
+  }
+
+  /** Whether every change named in `heads` is in this board. */
+  hasHeads (heads: string[]): boolean {
+    try {
+      return A.hasHeads(this.#doc, heads)
+    } catch {
+      return false
+    }
+  }
+
+  /**
+   * Makes one local change (keep changes coarse: one per scheduler event) and
+   * returns its bytes for broadcast, or null when `fn` changed nothing.
+   */
+  change (message: string, fn: (doc: BoardDoc) => void): Uint8Array | null {
+    const touched = new Set<string>()
+    const before = this.#doc
+    this.#doc = A.change(this.#doc, { message, patchCallback: patches => { this.#collect(patches, touched) } }, fn)
+    if (this.#doc === before) return null
+    const bytes = A.getLastLocalChange(this.#doc)
+    if (bytes === undefined) return null
+    this.#afterPatches(touched, true, [bytes])
+    return bytes
+  }
+
+  /**
+   * Checks a change from a peer: it must decode, and only the genesis change may
+   * touch the document root (a peer that replaces `tasks` would otherwise hide
+   * the whole board). Returns the decoded change.
+   */
+  checkChange (bytes: Uint8Array): A.DecodedChange {
+    let decoded: A.DecodedChange
+    try {
+      decoded = A.decodeChange(bytes)
+    } catch (err) {
+      throw new BoardChangeRejectedError(`undecodable change: ${(err as Error).message}`)
+    }
+    if (decoded.hash !== this.genesisHash) {
+      for (const op of decoded.ops) {
+        if (op.obj === '_root') throw new BoardChangeRejectedError(`change ${decoded.hash?.slice(0, 12) ?? '?'} writes the document root (key ${String(op.key)})`)
+      }
+    }
+    return decoded
+  }
+
+  /** Applies changes received from a peer after checking each; throws `BoardChangeRejectedError` and applies none if one is bad. */
+  applyChanges (changes: Uint8Array[]): void {
+    for (const c of changes) this.checkChange(c)
+    const touched = new Set<string>()
+    const before = this.#doc
+    ;[this.#doc] = A.applyChanges(this.#doc, changes, { patchCallback: patches => { this.#collect(patches, touched) } })
+    if (this.#doc !== before) this.#afterPatches(touched, false, [])
+  }
+
+  /** The next Automerge sync message for a peer, or null when the peer is up to date. */
+  generateSyncMessage (state: A.SyncState): [A.SyncState, Uint8Array | null] {
+    return A.generateSyncMessage(this.#doc, state)
+  }
+
+  /**
+   * Applies a sync message from a peer. Sync messages may carry compressed
+   * document chunks rather than single changes, so the root rule is checked on
+   * the resulting patches: a message that writes the root is rolled back whole
+   * and refused.
+   */
+  receiveSyncMessage (state: A.SyncState, message: Uint8Array): A.SyncState {
+    const touched = new Set<string>()
+    const before = this.#doc
+    let rootWrite: string | null = null
+    let doc: A.Doc<BoardDoc>
+    let next: A.SyncState
+    try {
+      [doc, next] = A.receiveSyncMessage(this.#doc, state, message, {
+        patchCallback: patches => {
+          for (const p of patches) if (p.path.length === 1) rootWrite ??= String(p.path[0])
+          this.#collect(patches, touched)
+        }
+      })
+    } catch (err) {
+      throw new BoardChangeRejectedError(`bad sync message: ${(err as Error).message}`)
+    }
+    if (rootWrite !== null) {
+      this.#doc = A.clone(before, { actor: A.getActorId(before) })
+      throw new BoardChangeRejectedError(`sync message writes the document root (key ${rootWrite as string}); rolled back`)
+    }
+    this.#doc = doc
+    if (doc !== before && touched.size > 0) this.#afterPatches(touched, false, [])
+    return next
+  }
+
+  /** The whole document, compacted. */
+  save (): Uint8Array {
+    return A.save(this.#doc)
+  }
+
+  /** The changes since the last `save()`/`saveIncremental()`. */
+  saveIncremental (): Uint8Array {
+    return A.saveIncremental(this.#doc)
+  }
+
+  /** Number of changes in the document's history. */
+  changeCount (): number {
+    return A.getAllChanges(this.#doc).length
+  }
+
+  /** The validated plain view of the board; the same object until the board changes. */
+  snapshot (): BoardSnapshot {
+    this.#snapshot ??= {
+      meshId: this.meshId,
+      tasks: this.#tasks.entries,
+      nodes: this.#nodes.entries,
+      conflicts: this.#conflicts.entries,
+      main: this.#main,
+      invalid: [...this.#invalid]
+    }
+    return this.#snapshot
+  }
+
+  /** Shortcut for one task of the snapshot. */
+  task (id: string): Task | undefined {
+    return this.#tasks.entries.get(id as TaskId)
+  }
+
+  #collect (patches: A.Patch[], touched: Set<string>): void {
+    for (const p of patches) {
+      const [root, key] = p.path
+      if (root === 'main') touched.add('main')
+      else if (typeof root === 'string' && key !== undefined) touched.add(`${root}/${String(key)}`)
+      else if (typeof root === 'string') touched.add(`${root}/*`)
+    }
+  }
+
+  #afterPatches (touched: Set<string>, local: boolean, changes: Uint8Array[]): void {
+    if (touched.size === 0 && changes.length === 0) return
+    const tasks: TaskId[] = []
+    let copied = { tasks: false, nodes: false, conflicts: false }
+    for (const t of touched) {
+      if (t === 'main') { this.#reindexMain(); continue }
+      const slash = t.indexOf('/')
+      const section = t.slice(0, slash)
+      const key = t.slice(slash + 1)
+      if (section !== 'tasks' && section !== 'nodes' && section !== 'conflicts') continue
+      if (key === '*') { this.#reindexAll(); copied = { tasks: true, nodes: true, conflicts: true }; continue }
+      const target = section === 'tasks' ? this.#tasks : section === 'nodes' ? this.#nodes : this.#conflicts
+      if (!copied[section]) {
+        (target as Section<string, unknown>).entries = new Map((target as Section<string, unknown>).entries)
+        copied[section] = true
+      }
+      this.#reindexEntry(section, target as Section<string, unknown>, key)
+      if (section === 'tasks') tasks.push(key as TaskId)
+    }
+    this.#snapshot = null
+    const update: BoardUpdate = { local, changes, tasks }
+    for (const l of this.#listeners) l(update)
+  }
+
+  #reindexEntry (section: 'tasks' | 'nodes' | 'conflicts', target: Section<string, unknown>, key: string): void {
+    const raw = this.#doc[section]?.[key]
+    const label = `${section}/${key}`
+    if (raw === undefined) {
+      target.entries.delete(key)
+      this.#invalid.delete(label)
+      return
+    }
+    const parsed = target.schema.safeParse(plain(raw))
+    const idOk = section !== 'tasks' || (parsed.success && (parsed.data as Task).id === key)
+    if (parsed.success && idOk) {
+      target.entries.set(key, parsed.data)
+      this.#invalid.delete(label)
+    } else {
+      target.entries.delete(key)
+      if (!this.#invalid.has(label)) {
+        this.#invalid.add(label)
+        this.onInvalid(label, parsed.success ? 'id does not match its key' : parsed.error.issues.map(i => `${i.path.join('.')}: ${i.message}`).join('; ').slice(0, 300))
+      }
+    }
+  }
+
+  #reindexMain (): void {
+    const parsed = mainSchema.safeParse(plain(this.#doc.main))
+    if (parsed.success) {
+      this.#main = parsed.data
+      this.#invalid.delete('main')
+    } else if (!this.#invalid.has('main')) {
+      this.#invalid.add('main')
+      this.onInvalid('main', parsed.error.message)
+    }
+  }
+
+  #reindexAll (): void {
+    for (const section of ['tasks', 'nodes', 'conflicts'] as const) {
+      const target = (section === 'tasks' ? this.#tasks : section === 'nodes' ? this.#nodes : this.#conflicts) as Section<string, unknown>
+      target.entries = new Map()
+      const raw = this.#doc[section]
+      if (raw === null || typeof raw !== 'object') continue
+      for (const key of Object.keys(raw)) this.#reindexEntry(section, target, key)
+    }
+    this.#reindexMain()
+    this.#snapshot = null
+  }
+}

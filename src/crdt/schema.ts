@@ -1,0 +1,117 @@
+import { z } from 'zod'
+
+/**
+ * The board's shape, validated at the read edge: whatever arrives over gossip or
+ * sync is checked here before the scheduler, CLI or TUI sees it.
+ */
+
+export type TaskId = string & { readonly __brand: 'TaskId' }
+export type PeerIdString = string & { readonly __brand: 'PeerIdString' }
+export type ConflictId = string & { readonly __brand: 'ConflictId' }
+
+/** SPEC task id: `[a-z0-9][a-z0-9._-]{0,63}`. */
+export const TASK_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/
+
+/** Every task state of SPEC.md, in lifecycle order. */
+export const TASK_STATES = ['pending', 'ready', 'claimed', 'running', 'done', 'merging', 'merged', 'conflict', 'failed', 'cancelled'] as const
+export type TaskState = typeof TASK_STATES[number]
+
+/** Task states from which nothing more happens without a human. */
+export const FINAL_TASK_STATES: ReadonlySet<TaskState> = new Set(['merged', 'failed', 'cancelled'])
+
+export const tokensSchema = z.object({
+  input: z.number().nonnegative(),
+  output: z.number().nonnegative(),
+  cacheRead: z.number().nonnegative(),
+  cacheWrite: z.number().nonnegative()
+})
+export type Tokens = z.infer<typeof tokensSchema>
+
+export const simSchema = z.object({
+  durationMs: z.number().nonnegative(),
+  write: z.record(z.string(), z.string()),
+  append: z.record(z.string(), z.string()),
+  fail: z.number().int().nonnegative()
+})
+export type SimSpec = z.infer<typeof simSchema>
+
+export const claimSchema = z.object({
+  epoch: z.number().int().nonnegative(),
+  at: z.number()
+})
+export type Claim = z.infer<typeof claimSchema>
+
+const nullableString = z.string().nullable()
+
+export const taskSchema = z.object({
+  id: z.string().regex(TASK_ID_PATTERN).transform(s => s as TaskId),
+  title: z.string(),
+  prompt: z.string(),
+  deps: z.array(z.string().transform(s => s as TaskId)),
+  files: z.array(z.string()),
+  priority: z.number(),
+  timeoutMs: z.number().positive().nullable(),
+  maxAttempts: z.number().int().positive(),
+  sim: simSchema.nullable(),
+  state: z.enum(TASK_STATES),
+  /** Incremented whenever the task is taken back (dead claimant, retry): results of older epochs are ignored. */
+  epoch: z.number().int().nonnegative(),
+  attempts: z.number().int().nonnegative(),
+  node: nullableString,
+  branch: z.string(),
+  head: nullableString,
+  mergeCommit: nullableString,
+  costUsd: z.number().nonnegative(),
+  tokens: tokensSchema,
+  createdAt: z.number(),
+  startedAt: z.number().nullable(),
+  doneAt: z.number().nullable(),
+  mergedAt: z.number().nullable(),
+  error: nullableString,
+  /** One key per claimant so concurrent claims are all visible (never overwritten). */
+  claims: z.record(z.string(), claimSchema)
+})
+export type Task = z.infer<typeof taskSchema>
+
+export const nodeRecordSchema = z.object({
+  name: z.string(),
+  slots: z.number().int().nonnegative(),
+  startedAt: z.number(),
+  leftAt: z.number().nullable()
+})
+export type NodeRecord = z.infer<typeof nodeRecordSchema>
+
+export const conflictSchema = z.object({
+  id: z.string().transform(s => s as ConflictId),
+  taskId: z.string().transform(s => s as TaskId),
+  files: z.array(z.string()),
+  state: z.enum(['open', 'resolved']),
+  decision: z.object({
+    action: z.enum(['ours', 'theirs', 'rerun', 'agent', 'abandon']),
+    by: z.string(),
+    at: z.number(),
+    note: z.string()
+  }).nullable()
+})
+export type Conflict = z.infer<typeof conflictSchema>
+
+export const mainSchema = z.object({
+  head: nullableString,
+  leader: nullableString,
+  term: z.number().int().nonnegative()
+})
+export type MainRef = z.infer<typeof mainSchema>
+
+/** Keys of the document root. Only the genesis change may write to the root. */
+export const ROOT_KEYS = ['meshId', 'tasks', 'nodes', 'conflicts', 'main'] as const
+
+/** The validated, plain view of a board that the rest of meshwork reads. */
+export interface BoardSnapshot {
+  meshId: string
+  tasks: ReadonlyMap<TaskId, Task>
+  nodes: ReadonlyMap<PeerIdString, NodeRecord>
+  conflicts: ReadonlyMap<ConflictId, Conflict>
+  main: MainRef
+  /** Entries that failed the schema and were left out (counted, logged once). */
+  invalid: readonly string[]
+}

@@ -1,0 +1,170 @@
+import type { Presence } from './presence.ts'
+import { DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS, HEARTBEAT_INTERVAL_MS } from './constants.ts'
+
+/** Liveness of a peer as this node sees it. */
+export const MEMBER_STATES = ['alive', 'suspect', 'dead', 'left'] as const
+export type MemberState = typeof MEMBER_STATES[number]
+
+/** What this node knows about one peer. */
+export interface Member {
+  peerId: string
+  name: string
+  slots: number
+  running: string[]
+  heads: string[]
+  addrs: string[]
+  load: number
+  lagMs: number
+  backoffUntil: number | null
+  state: MemberState
+  /** Wall-clock ms of the last heartbeat, or null if never heard from (known from the board only). */
+  lastSeenAt: number | null
+  /** Milliseconds since the last heartbeat, as this node's failure detector counts them. */
+  silentMs: number
+}
+
+export interface MembershipInit {
+  suspectAfterMs?: number
+  deadAfterMs?: number
+  heartbeatMs?: number
+  /** Wall clock (tests may replace it). */
+  now?: () => number
+}
+
+/** A state change produced by `tick()` or a heartbeat. */
+export interface Transition {
+  peerId: string
+  from: MemberState | null
+  to: MemberState
+}
+
+interface Entry {
+  member: Member
+  /** Failure-detector clock reading of the last heartbeat. */
+  seenClock: number
+  heard: boolean
+}
+
+/**
+ * The failure detector: heartbeats make a peer alive; silence for
+ * `suspectAfterMs` makes it suspect and for `deadAfterMs` dead; a leaving
+ * heartbeat makes it left.
+ *
+ * Two guards against false positives on a busy host (after memberlist's
+ * Lifeguard): silence is measured on a clock that advances by at most two
+ * heartbeat periods per tick, so a stalled event loop does not age every peer at
+ * once; and the timeouts widen with this node's own event-loop lag and with the
+ * lag each peer reports about itself.
+ */
+export class Membership {
+  readonly suspectAfterMs: number
+  readonly deadAfterMs: number
+  readonly heartbeatMs: number
+  #now: () => number
+  #entries = new Map<string, Entry>()
+  #clock = 0
+  #lastTickWall: number
+  #localLagMs = 0
+
+  constructor (init: MembershipInit = {}) {
+    this.suspectAfterMs = init.suspectAfterMs ?? DEFAULT_SUSPECT_AFTER_MS
+    this.deadAfterMs = init.deadAfterMs ?? DEFAULT_DEAD_AFTER_MS
+    this.heartbeatMs = init.heartbeatMs ?? HEARTBEAT_INTERVAL_MS
+    if (this.deadAfterMs < this.suspectAfterMs) throw new RangeError('deadAfterMs must be at least suspectAfterMs')
+    this.#now = init.now ?? Date.now
+    this.#lastTickWall = this.#now()
+  }
+
+  /** The failure detector's clock: wall time, except that a stall counts as at most two heartbeat periods. */
+  #clockNow (): number {
+    const delta = this.#now() - this.#lastTickWall
+    return this.#clock + Math.max(0, Math.min(delta, 2 * this.heartbeatMs))
+  }
+
+  /** Records a heartbeat; returns the transition it caused, if any. */
+  heartbeat (p: Presence): Transition | null {
+    const prev = this.#entries.get(p.peerId)
+    const from = prev?.member.state ?? null
+    const member: Member = {
+      peerId: p.peerId,
+      name: p.name,
+      slots: p.slots,
+      running: p.running,
+      heads: p.heads,
+      addrs: p.addrs,
+      load: p.load,
+      lagMs: p.lagMs,
+      backoffUntil: p.backoffUntil,
+      state: p.leaving ? 'left' : 'alive',
+      lastSeenAt: this.#now(),
+      silentMs: 0
+    }
+    this.#entries.set(p.peerId, { member, seenClock: this.#clockNow(), heard: true })
+    return from === member.state ? null : { peerId: p.peerId, from, to: member.state }
+  }
+
+  /**
+   * Makes a peer known without having heard from it (from the board's node
+   * registry). It starts suspect and turns dead unless it speaks up; a peer
+   * recorded as gracefully left starts left.
+   */
+  seed (peerId: string, name: string, slots: number, left: boolean): void {
+    if (this.#entries.has(peerId)) return
+    this.#entries.set(peerId, {
+      member: { peerId, name, slots, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null, state: left ? 'left' : 'suspect', lastSeenAt: null, silentMs: 0 },
+      seenClock: this.#clockNow(),
+      heard: false
+    })
+  }
+
+  /** Removes a peer (e.g. ourselves). */
+  forget (peerId: string): void {
+    this.#entries.delete(peerId)
+  }
+
+  /**
+   * Advances the detector; call once per heartbeat period. `localLagMs` is this
+   * node's recent event-loop lag. Returns the state changes.
+   */
+  tick (localLagMs = 0): Transition[] {
+    const wall = this.#now()
+    this.#clock += Math.max(0, Math.min(wall - this.#lastTickWall, 2 * this.heartbeatMs))
+    this.#lastTickWall = wall
+    this.#localLagMs = localLagMs
+    const out: Transition[] = []
+    for (const e of this.#entries.values()) {
+      const m = e.member
+      m.silentMs = this.#clock - e.seenClock
+      if (m.state === 'left') continue
+      const widen = this.#widening(m.lagMs)
+      let next: MemberState = 'alive'
+      if (m.silentMs >= this.deadAfterMs * widen) next = 'dead'
+      else if (m.silentMs >= this.suspectAfterMs * widen || !e.heard) next = 'suspect'
+      if (next !== m.state) {
+        out.push({ peerId: m.peerId, from: m.state, to: next })
+        m.state = next
+      }
+    }
+    return out
+  }
+
+  /** Timeout multiplier: 1 on a healthy host, up to 4 when this node or the peer lags. */
+  #widening (peerLagMs: number): number {
+    const lag = Math.max(0, this.#localLagMs - 50) + Math.max(0, peerLagMs - 50)
+    return 1 + Math.min(3, lag / this.heartbeatMs)
+  }
+
+  get (peerId: string): Member | undefined {
+    return this.#entries.get(peerId)?.member
+  }
+
+  /** Every known peer. */
+  members (): Member[] {
+    return [...this.#entries.values()].map(e => ({ ...e.member, silentMs: this.#clockNow() - e.seenClock }))
+  }
+
+  /** Peers currently alive. */
+  alive (): Member[] {
+    return this.members().filter(m => m.state === 'alive')
+  }
+}

@@ -1,0 +1,43 @@
+import { z } from 'zod'
+
+/** Largest lists a presence message may carry (bounded so one peer cannot bloat another's memory). */
+const MAX_LIST = 256
+
+/** One presence heartbeat, published every second on the presence topic. */
+export const presenceSchema = z.object({
+  v: z.literal(1),
+  peerId: z.string().min(1).max(128),
+  name: z.string().max(128),
+  slots: z.number().int().nonnegative().max(1024),
+  running: z.array(z.string().max(64)).max(MAX_LIST),
+  heads: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(64),
+  addrs: z.array(z.string().max(512)).max(16),
+  /** The sender's recent event-loop lag: receivers give a slow peer more time. */
+  lagMs: z.number().nonnegative(),
+  /** 1-minute load average divided by cores. */
+  load: z.number().nonnegative(),
+  rssBytes: z.number().nonnegative(),
+  /** Epoch ms until which the sender backs off from starting agents (rate limits), or null. */
+  backoffUntil: z.number().nullable(),
+  startedAt: z.number(),
+  seq: z.number().int().nonnegative(),
+  /** true in the last message of a graceful stop. */
+  leaving: z.boolean()
+})
+export type Presence = z.infer<typeof presenceSchema>
+
+/** Decodes and validates a presence message; null when malformed. */
+export function decodePresence (data: Uint8Array): Presence | null {
+  let json: unknown
+  try {
+    json = JSON.parse(new TextDecoder().decode(data))
+  } catch {
+    return null
+  }
+  const parsed = presenceSchema.safeParse(json)
+  return parsed.success ? parsed.data : null
+}
+
+export function encodePresence (p: Presence): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(p))
+}

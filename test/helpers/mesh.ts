@@ -1,0 +1,81 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { MeshNode, type MeshNodeInit } from '../../src/node/mesh-node.ts'
+import { generateSwarmKey, type SwarmKey } from '../../src/node/swarm-key.ts'
+import { waitFor } from '../../src/util/wait.ts'
+
+export const LOOPBACK = '/ip4/127.0.0.1/tcp/0'
+
+/** A temp dir removed by `cleanup`. */
+export async function tempDir (prefix = 'meshwork-test-'): Promise<string> {
+  return await mkdtemp(join(tmpdir(), prefix))
+}
+
+export interface TestMesh {
+  key: SwarmKey
+  nodes: MeshNode[]
+  dirs: string[]
+  /** Starts one more node bootstrapped through the first. */
+  add: (init?: Partial<MeshNodeInit>) => Promise<MeshNode>
+  stop: () => Promise<void>
+}
+
+/**
+ * Starts `n` real nodes on loopback, each with its own data dir, all
+ * bootstrapped through the first one (like `createMesh(5)` in js-libp2p's tests).
+ */
+export async function createMesh (n: number, init: Partial<MeshNodeInit> = {}): Promise<TestMesh> {
+  const key = init.swarmKey ?? generateSwarmKey()
+  const root = await tempDir()
+  const mesh: TestMesh = {
+    key,
+    nodes: [],
+    dirs: [root],
+    add: async (extra = {}) => {
+      const i = mesh.nodes.length
+      const first = mesh.nodes[0]
+      const node = new MeshNode({
+        role: 'node',
+        swarmKey: key,
+        dataDir: join(root, `n${i}`),
+        listen: [LOOPBACK],
+        bootstrap: first !== undefined ? [first.addrs()[0] as string] : [],
+        name: `n${i}`,
+        heartbeatMs: 500,
+        suspectAfterMs: 1500,
+        deadAfterMs: 4000,
+        ...init,
+        ...extra
+      })
+      await node.start()
+      mesh.nodes.push(node)
+      return node
+    },
+    stop: async () => {
+      await Promise.all(mesh.nodes.map(async n => { await n.stop() }))
+      await rm(root, { recursive: true, force: true })
+    }
+  }
+  for (let i = 0; i < n; i++) await mesh.add()
+  return mesh
+}
+
+/** Waits until every node's board has the same heads (and optionally satisfies `check`). */
+export async function waitConverged (nodes: MeshNode[], timeoutMs = 20_000, check: (n: MeshNode) => boolean = () => true): Promise<void> {
+  await waitFor(() => {
+    const h = nodes[0]?.board.heads().join()
+    return nodes.every(n => n.board.heads().join() === h && check(n))
+  }, {
+    timeoutMs,
+    message: () => `boards did not converge: ${nodes.map(n => `${n.name}:${n.board.heads().map(h => h.slice(0, 6)).join('+')}`).join(' ')}`
+  })
+}
+
+/** Waits until every node sees every other as alive. */
+export async function waitAllAlive (nodes: MeshNode[], timeoutMs = 20_000): Promise<void> {
+  await waitFor(() => nodes.every(n => nodes.every(o => o === n || n.membership.get(o.peerId)?.state === 'alive')), {
+    timeoutMs,
+    message: () => `not all alive: ${nodes.map(n => `${n.name} sees ${n.membership.alive().length}`).join(', ')}`
+  })
+}
