@@ -95,7 +95,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   #seq = 0
   #startedAt = 0
   #lag: ReturnType<typeof monitorEventLoopDelay> | null = null
-  #syncing = new Map<string, Promise<void>>()
+  #syncing = new Map<string, Promise<boolean>>()
   #syncWanted = new Map<string, number>()
   #dialing = new Set<string>()
   #persistQueue: Promise<void> = Promise.resolve()
@@ -398,21 +398,23 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     }
   }
 
-  /** Runs an anti-entropy session with `peer` unless one is already running. */
-  requestSync (peer: string): Promise<void> {
+  /** Runs an anti-entropy session with `peer` unless one is already running; resolves true when it completed. */
+  requestSync (peer: string): Promise<boolean> {
     const running = this.#syncing.get(peer)
     if (running !== undefined) return running
     const run = (async () => {
       const host = this.#host
-      if (host === null || host.status !== 'started') return
+      if (host === null || host.status !== 'started') return false
       try {
         const stream = await host.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
         const res = await runSyncSession(this.board, stream, true, AbortSignal.timeout(60_000))
         this.stats.syncSessions++
         this.#log.debug('sync:done', { peer, ...res })
+        return true
       } catch (err) {
         this.stats.syncFailures++
         this.#log.debug('sync:failed', { peer, error: toError(err).message })
+        return false
       } finally {
         this.#syncing.delete(peer)
       }

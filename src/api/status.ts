@@ -1,0 +1,85 @@
+import type { BoardSnapshot, Task, TaskState, Tokens } from '../crdt/schema.ts'
+import type { MembersView } from '../node/mesh-node.ts'
+import type { MemberState } from '../node/membership.ts'
+
+/** One node in `status --json` (SPEC). */
+export interface StatusNode {
+  peerId: string
+  name: string
+  state: MemberState
+  slots: number
+  running: string[]
+  lastSeenMs: number | null
+}
+
+/** One task in `status --json` (SPEC). */
+export interface StatusTask {
+  id: string
+  title: string
+  state: TaskState
+  deps: string[]
+  attempts: number
+  node: string | null
+  branch: string
+  head: string | null
+  mergeCommit: string | null
+  costUsd: number
+  tokens: Tokens
+  createdAt: number
+  startedAt: number | null
+  doneAt: number | null
+  mergedAt: number | null
+  error: string | null
+}
+
+/** The object `meshwork status --json` prints (SPEC; fields may be added, never renamed). */
+export interface StatusReport {
+  meshId: string
+  main: { head: string | null, leader: string | null, term: number }
+  nodes: StatusNode[]
+  tasks: StatusTask[]
+  conflicts: Array<{ id: string, taskId: string, files: string[], state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null }>
+}
+
+function statusTask (t: Task): StatusTask {
+  return {
+    id: t.id,
+    title: t.title,
+    state: t.state,
+    deps: [...t.deps],
+    attempts: t.attempts,
+    node: t.node,
+    branch: t.branch,
+    head: t.head,
+    mergeCommit: t.mergeCommit,
+    costUsd: t.costUsd,
+    tokens: { ...t.tokens },
+    createdAt: t.createdAt,
+    startedAt: t.startedAt,
+    doneAt: t.doneAt,
+    mergedAt: t.mergedAt,
+    error: t.error
+  }
+}
+
+/**
+ * Builds the status report from a board snapshot and a node's membership view.
+ * Nodes known only from the board's registry (never heard by the viewing node)
+ * are included with the state the failure detector gave them.
+ */
+export function buildStatus (snap: BoardSnapshot, view: MembersView | null): StatusReport {
+  const nodes: StatusNode[] = []
+  const seen = new Set<string>()
+  for (const m of view?.members ?? []) {
+    seen.add(m.peerId)
+    const rec = snap.nodes.get(m.peerId as never)
+    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs) })
+  }
+  for (const [peerId, rec] of snap.nodes) {
+    if (seen.has(peerId)) continue
+    nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null })
+  }
+  const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(statusTask)
+  const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], state: c.state, decision: c.decision === null ? null : { ...c.decision } }))
+  return { meshId: snap.meshId, main: { ...snap.main }, nodes, tasks, conflicts }
+}

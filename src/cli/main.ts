@@ -1,0 +1,63 @@
+import { UsageError, toError } from '../util/errors.ts'
+import { commandHelp, parseCommandArgs, type Command } from './command.ts'
+import { initCommand } from './init.ts'
+import { nodeCommand } from './node.ts'
+import { statusCommand } from './status.ts'
+
+/** Every command, in the order `meshwork --help` lists them. */
+export const COMMANDS: Command[] = [initCommand, nodeCommand, statusCommand]
+
+const VERSION = '0.1.0'
+
+function mainHelp (): string {
+  const width = Math.max(...COMMANDS.map(c => c.name.length)) + 2
+  return [
+    'meshwork: run many coding-agent sessions in parallel across machines you own, with no central coordinator.',
+    '',
+    'Usage: meshwork <command> [options]',
+    '',
+    'Commands:',
+    ...COMMANDS.map(c => `  ${c.name.padEnd(width)}${c.summary}`),
+    '',
+    'Run `meshwork <command> --help` for a command\'s options.',
+    'Connection options (--join, --swarm-key, --bootstrap) also come from MESHWORK_JOIN, MESHWORK_SWARM_KEY, MESHWORK_BOOTSTRAP.'
+  ].join('\n')
+}
+
+/**
+ * Runs the CLI and returns the exit code: 0 success, 1 runtime failure, 2 usage
+ * or input error. This is the one place that turns errors into messages.
+ */
+export async function main (argv: string[]): Promise<number> {
+  const [name, ...rest] = argv
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(mainHelp() + '\n')
+    return name === undefined ? 2 : 0
+  }
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(VERSION + '\n')
+    return 0
+  }
+  const cmd = COMMANDS.find(c => c.name === name)
+  if (cmd === undefined) {
+    process.stderr.write(`meshwork: unknown command "${name}". Commands: ${COMMANDS.map(c => c.name).join(', ')}. Run \`meshwork --help\`.\n`)
+    return 2
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(commandHelp(cmd) + '\n')
+    return 0
+  }
+  try {
+    const { opts, positionals } = parseCommandArgs(cmd, rest)
+    return await cmd.run(opts, positionals)
+  } catch (err) {
+    const e = toError(err)
+    if (e instanceof UsageError) {
+      process.stderr.write(`meshwork ${cmd.name}: ${e.message}\n`)
+      return 2
+    }
+    process.stderr.write(`meshwork ${cmd.name}: ${e.message}\n`)
+    if (process.env.MESHWORK_DEBUG === '1' && e.stack !== undefined) process.stderr.write(e.stack + '\n')
+    return 1
+  }
+}

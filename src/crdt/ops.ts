@@ -1,0 +1,67 @@
+import { str, type BoardDoc } from './board.ts'
+import type { SimSpec, TaskId } from './schema.ts'
+
+/** What a plan contributes to a new task; the rest of the record starts empty. */
+export interface NewTask {
+  id: string
+  title: string
+  prompt: string
+  deps: string[]
+  files: string[]
+  priority: number
+  timeoutMs: number | null
+  maxAttempts: number
+  sim: SimSpec | null
+}
+
+/** Default `maxAttempts` of a task (SPEC). */
+export const DEFAULT_MAX_ATTEMPTS = 3
+
+/** The stored form of a new task (strings as Automerge scalars). */
+export function newTaskRecord (t: NewTask, now: number): Record<string, unknown> {
+  return {
+    id: str(t.id),
+    title: str(t.title),
+    prompt: str(t.prompt),
+    deps: t.deps.map(str),
+    files: t.files.map(str),
+    priority: t.priority,
+    timeoutMs: t.timeoutMs,
+    maxAttempts: t.maxAttempts,
+    sim: t.sim === null
+      ? null
+      : {
+          durationMs: t.sim.durationMs,
+          write: Object.fromEntries(Object.entries(t.sim.write).map(([k, v]) => [k, str(v)])),
+          append: Object.fromEntries(Object.entries(t.sim.append).map(([k, v]) => [k, str(v)])),
+          fail: t.sim.fail
+        },
+    state: str(t.deps.length === 0 ? 'ready' : 'pending'),
+    epoch: 0,
+    attempts: 0,
+    node: null,
+    branch: str(`meshwork/${t.id}`),
+    head: null,
+    mergeCommit: null,
+    costUsd: 0,
+    tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 },
+    createdAt: now,
+    startedAt: null,
+    doneAt: null,
+    mergedAt: null,
+    error: null,
+    claims: {}
+  }
+}
+
+/** A board mutation adding tasks (one change for the whole batch). */
+export function addTasks (tasks: NewTask[], now = Date.now()): (d: BoardDoc) => void {
+  return d => {
+    for (const t of tasks) d.tasks[t.id] = newTaskRecord(t, now)
+  }
+}
+
+/** A minimal task for tests and benchmarks. */
+export function simpleTask (id: string, extra: Partial<NewTask> = {}): NewTask {
+  return { id: id as TaskId, title: id, prompt: `do ${id}`, deps: [], files: [], priority: 0, timeoutMs: null, maxAttempts: DEFAULT_MAX_ATTEMPTS, sim: null, ...extra }
+}
