@@ -101,6 +101,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   #persistQueue: Promise<void> = Promise.resolve()
   #started = false
   #stopping = false
+  #redialRound = 0
   #storeClosed = false
   #loadReport: LoadReport | null = null
   /** Extra fields the scheduler puts into each heartbeat. */
@@ -536,8 +537,10 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       if (peer === this.peerId) continue
       void this.#dial([ma], peer ?? addr)
     }
+    // dead peers are retried less often: a healed partition must find its way back
+    const retryDead = this.#redialRound++ % 5 === 0
     for (const m of this.membership.members()) {
-      if (m.state === 'left' || m.state === 'dead' || m.addrs.length === 0) continue
+      if (m.state === 'left' || (m.state === 'dead' && !retryDead) || m.addrs.length === 0) continue
       if (host.getConnections(peerIdFromString(m.peerId)).length > 0) continue
       void this.#dial(m.addrs.map(a => multiaddr(a)), m.peerId)
     }

@@ -14,6 +14,10 @@ export async function tempDir (prefix = 'meshwork-test-'): Promise<string> {
 
 export interface TestMesh {
   key: SwarmKey
+  /** Cuts every link between the two groups (through the connection gater) and hangs up. */
+  partition: (a: MeshNode[], b: MeshNode[]) => Promise<void>
+  /** Lets all links form again. */
+  heal: () => void
   nodes: MeshNode[]
   dirs: string[]
   /** Starts one more node bootstrapped through the first. */
@@ -28,14 +32,36 @@ export interface TestMesh {
 export async function createMesh (n: number, init: Partial<MeshNodeInit> = {}): Promise<TestMesh> {
   const key = init.swarmKey ?? generateSwarmKey()
   const root = await tempDir()
+  const blocked = new Set<string>()
+  const cut = (x: string, y: string): boolean => blocked.has(`${x}|${y}`)
+  const gaterFor = (self: () => string) => ({
+    denyDialPeer: (peer: { toString: () => string }) => cut(self(), peer.toString()),
+    denyInboundEncryptedConnection: (peer: { toString: () => string }) => cut(self(), peer.toString()),
+    denyOutboundEncryptedConnection: (peer: { toString: () => string }) => cut(self(), peer.toString())
+  })
   const mesh: TestMesh = {
     key,
+    partition: async (a, b) => {
+      for (const x of a) {
+        for (const y of b) {
+          blocked.add(`${x.peerId}|${y.peerId}`)
+          blocked.add(`${y.peerId}|${x.peerId}`)
+        }
+      }
+      await Promise.all(a.flatMap(x => b.map(async y => {
+        await x.host.hangUp(y.host.peerId).catch(() => {})
+        await y.host.hangUp(x.host.peerId).catch(() => {})
+      })))
+    },
+    heal: () => { blocked.clear() },
     nodes: [],
     dirs: [root],
     add: async (extra = {}) => {
       const i = mesh.nodes.length
       const first = mesh.nodes[0]
-      const node = new MeshNode({
+      let selfId = ''
+      const node: MeshNode = new MeshNode({
+        connectionGater: gaterFor(() => selfId),
         role: 'node',
         swarmKey: key,
         dataDir: join(root, `n${i}`),
@@ -49,6 +75,7 @@ export async function createMesh (n: number, init: Partial<MeshNodeInit> = {}): 
         ...extra
       })
       await node.start()
+      selfId = node.peerId
       mesh.nodes.push(node)
       return node
     },
