@@ -191,13 +191,31 @@ export class Board {
     return decoded
   }
 
-  /** Applies changes received from a peer after checking each; throws `BoardChangeRejectedError` and applies none if one is bad. */
+  /**
+   * Applies changes received from a peer after checking each; throws
+   * `BoardChangeRejectedError` and applies none if one is bad. The root rule is
+   * also checked on the resulting patches: a change parked earlier by Automerge
+   * (its dependency was missing, e.g. one that arrived in a sync message) is
+   * applied together with the change that completes it and was never checked.
+   */
   applyChanges (changes: Uint8Array[]): void {
     for (const c of changes) this.checkChange(c)
     const touched = new Set<string>()
     const before = this.#doc
-    ;[this.#doc] = A.applyChanges(this.#doc, changes, { patchCallback: patches => { this.#collect(patches, touched) } })
-    if (this.#doc !== before) this.#afterPatches(touched, false, [])
+    let rootWrite: string | null = null
+    const [doc] = A.applyChanges(this.#doc, changes, {
+      patchCallback: patches => {
+        for (const p of patches) if (p.path.length === 1) rootWrite ??= String(p.path[0])
+        this.#collect(patches, touched)
+      }
+    })
+    if (rootWrite !== null) {
+      // forking at the old heads also drops Automerge's queue of parked changes
+      this.#doc = A.clone(before, { actor: A.getActorId(before) })
+      throw new BoardChangeRejectedError(`applying these changes releases a parked change that writes the document root (key ${rootWrite as string}); rolled back`)
+    }
+    this.#doc = doc
+    if (doc !== before) this.#afterPatches(touched, false, [])
   }
 
   /** The next Automerge sync message for a peer, or null when the peer is up to date. */

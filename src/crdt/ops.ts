@@ -39,6 +39,7 @@ export function newTaskRecord (t: NewTask, now: number): Record<string, unknown>
     state: str(t.deps.length === 0 ? 'ready' : 'pending'),
     epoch: 0,
     attempts: 0,
+    failures: 0,
     node: null,
     branch: str(`meshwork/${t.id}`),
     head: null,
@@ -50,6 +51,9 @@ export function newTaskRecord (t: NewTask, now: number): Record<string, unknown>
     doneAt: null,
     mergedAt: null,
     error: null,
+    readyAt: t.deps.length === 0 ? now : null,
+    notBefore: null,
+    holders: [],
     claims: {}
   }
 }

@@ -56,7 +56,10 @@ export const taskSchema = z.object({
   state: z.enum(TASK_STATES),
   /** Incremented whenever the task is taken back (dead claimant, retry): results of older epochs are ignored. */
   epoch: z.number().int().nonnegative(),
+  /** Agent runs started (SPEC). */
   attempts: z.number().int().nonnegative(),
+  /** Runs the agent itself failed: these count against `maxAttempts`; lost, rate-limited and released runs do not. */
+  failures: z.number().int().nonnegative(),
   node: nullableString,
   branch: z.string(),
   head: nullableString,
@@ -68,6 +71,12 @@ export const taskSchema = z.object({
   doneAt: z.number().nullable(),
   mergedAt: z.number().nullable(),
   error: nullableString,
+  /** When the task last became ready (creation without deps, release, retry); null while pending. */
+  readyAt: z.number().nullable(),
+  /** Not to be claimed before this time (back-off after a failed attempt). */
+  notBefore: z.number().nullable(),
+  /** Peers known to hold the task's committed branch. */
+  holders: z.array(z.string()),
   /** One key per claimant so concurrent claims are all visible (never overwritten). */
   claims: z.record(z.string(), claimSchema)
 })

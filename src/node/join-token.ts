@@ -28,6 +28,7 @@ export function decodeJoinToken (token: string): JoinInfo {
   } catch {
     return bad('it is not base64url JSON')
   }
+  if (typeof body !== 'object' || body === null) return bad('it is not a JSON object')
   const o = body as { k?: unknown, a?: unknown }
   if (typeof o.k !== 'string') return bad('no key')
   if (!Array.isArray(o.a) || !o.a.every(a => typeof a === 'string')) return bad('no address list')

@@ -484,6 +484,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       backoffUntil: extras.backoffUntil ?? null,
       startedAt: this.#startedAt,
       seq: this.#seq++,
+      sentAt: Date.now(),
       leaving
     }
   }

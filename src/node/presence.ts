@@ -21,6 +21,8 @@ export const presenceSchema = z.object({
   backoffUntil: z.number().nullable(),
   startedAt: z.number(),
   seq: z.number().int().nonnegative(),
+  /** Sender's wall clock at publish time: receivers estimate gossip delay from it. */
+  sentAt: z.number().optional(),
   /** true in the last message of a graceful stop. */
   leaving: z.boolean()
 })

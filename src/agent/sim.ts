@@ -1,0 +1,46 @@
+import { appendFile, mkdir, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { ZERO_TOKENS, type Agent, type AgentResult, type AgentRunInit } from './types.ts'
+
+/**
+ * The built-in simulated agent (SPEC: the `sim` agent): takes the task's `sim`
+ * block and behaves like an agent run without calling any model: waits
+ * `duration`, writes and appends files in its worktree, and fails the first
+ * `fail` attempts.
+ */
+export function simAgent (): Agent {
+  return {
+    kind: 'sim',
+    run: async (init: AgentRunInit): Promise<AgentResult> => {
+      const sim = init.task.sim ?? { durationMs: 1000, write: {}, append: {}, fail: 0 }
+      init.onProgress?.({ kind: 'info', text: `sim: working for ${sim.durationMs} ms` })
+      const aborted = await sleep(sim.durationMs, init.signal)
+      if (aborted) return { outcome: 'aborted', error: String(init.signal.reason ?? 'aborted'), costUsd: 0, tokens: ZERO_TOKENS }
+      if (init.task.failures < sim.fail) {
+        return { outcome: 'failure', error: `sim: attempt ${init.attempt} fails as configured (fail: ${sim.fail})`, costUsd: 0, tokens: ZERO_TOKENS }
+      }
+      if (init.cwd !== undefined) {
+        for (const [file, text] of Object.entries(sim.write)) {
+          await mkdir(dirname(join(init.cwd, file)), { recursive: true })
+          await writeFile(join(init.cwd, file), text)
+        }
+        for (const [file, text] of Object.entries(sim.append)) {
+          await mkdir(dirname(join(init.cwd, file)), { recursive: true })
+          await appendFile(join(init.cwd, file), text)
+        }
+      }
+      init.onProgress?.({ kind: 'info', text: 'sim: done' })
+      return { outcome: 'success', error: null, costUsd: 0, tokens: ZERO_TOKENS }
+    }
+  }
+}
+
+/** Resolves true if aborted before `ms` passed. */
+function sleep (ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(true)
+  return new Promise(resolve => {
+    const t = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve(false) }, ms)
+    const onAbort = (): void => { clearTimeout(t); resolve(true) }
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+}

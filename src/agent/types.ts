@@ -1,0 +1,42 @@
+import type { Task, Tokens } from '../crdt/schema.ts'
+
+/** How an agent run ended. Only `failure` counts against a task's `maxAttempts`. */
+export const RUN_OUTCOMES = ['success', 'failure', 'rate-limited', 'aborted'] as const
+export type RunOutcome = typeof RUN_OUTCOMES[number]
+
+/** The result of one agent run: expected failures are values, never throws. */
+export interface AgentResult {
+  outcome: RunOutcome
+  error: string | null
+  costUsd: number
+  tokens: Tokens
+  /** For rate limits: when the agent may be tried again (epoch ms), if known. */
+  retryAt?: number
+}
+
+/** A progress event from a running agent (tool use, text, turn), for status and the TUI. */
+export interface AgentProgress {
+  kind: 'text' | 'tool' | 'turn' | 'info'
+  text: string
+}
+
+export interface AgentRunInit {
+  task: Task
+  /** 1-based number of this run (the task's `attempts` after it started). */
+  attempt: number
+  /** Peer id of the node running the task. */
+  node: string
+  /** The task's worktree; absent for agents that touch no files. */
+  cwd?: string
+  /** Aborted on timeout, cancel, a lost claim or node shutdown. */
+  signal: AbortSignal
+  onProgress?: (p: AgentProgress) => void
+}
+
+/** An agent adapter: claude, command or sim. */
+export interface Agent {
+  readonly kind: string
+  run: (init: AgentRunInit) => Promise<AgentResult>
+}
+
+export const ZERO_TOKENS: Tokens = { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }

@@ -1,0 +1,74 @@
+import { createHash } from 'node:crypto'
+import type { Claim, Task, TaskId } from '../crdt/schema.ts'
+
+/**
+ * Claim resolution without a coordinator (pure functions). A claim is a write
+ * to `tasks[id].claims[peer] = { epoch, at }`: one key per claimant, so
+ * concurrent claims are all visible once gossip has delivered them. After a
+ * settle window every claimant computes the same winner from the same claims.
+ */
+
+/** Compares claims: earlier `at` first, then the lower peer id. */
+function before (a: [string, Claim], b: [string, Claim]): boolean {
+  return a[1].at < b[1].at || (a[1].at === b[1].at && a[0] < b[0])
+}
+
+/** The winning claimant among the claims of the task's current epoch, or null. */
+export function claimWinner (task: Pick<Task, 'claims' | 'epoch'>): string | null {
+  let best: [string, Claim] | null = null
+  for (const entry of Object.entries(task.claims)) {
+    if (entry[1].epoch !== task.epoch) continue
+    if (best === null || before(entry, best)) best = entry
+  }
+  return best?.[0] ?? null
+}
+
+/** The winning claim itself (who and when), or null. */
+export function winningClaim (task: Pick<Task, 'claims' | 'epoch'>): { peer: string, at: number } | null {
+  const w = claimWinner(task)
+  if (w === null) return null
+  return { peer: w, at: (task.claims[w] as Claim).at }
+}
+
+/** Rendezvous (highest random weight) score of a peer for a task. */
+export function rendezvousScore (taskId: string, peerId: string): number {
+  return createHash('sha256').update(taskId).update('\0').update(peerId).digest().readUInt32BE(0)
+}
+
+/** A node's spare capacity as the scheduler sees it. */
+export interface Capacity {
+  peerId: string
+  free: number
+}
+
+/**
+ * Preferred owner of each ready task: tasks in claim order each go to the node
+ * with free capacity that scores highest for it (rendezvous hashing with
+ * capacity). Every node computes this from its own view; views that differ only
+ * cause contention that the settle window resolves.
+ */
+export function assignOwners (orderedTasks: ReadonlyArray<Pick<Task, 'id'>>, capacity: readonly Capacity[]): Map<TaskId, string> {
+  const free = new Map(capacity.filter(c => c.free > 0).map(c => [c.peerId, c.free]))
+  const out = new Map<TaskId, string>()
+  for (const t of orderedTasks) {
+    let best: string | null = null
+    let bestScore = -1
+    for (const [peer, n] of free) {
+      if (n <= 0) continue
+      const s = rendezvousScore(t.id, peer)
+      if (s > bestScore || (s === bestScore && best !== null && peer < best)) {
+        best = peer
+        bestScore = s
+      }
+    }
+    if (best === null) break
+    out.set(t.id as TaskId, best)
+    free.set(best, (free.get(best) ?? 1) - 1)
+  }
+  return out
+}
+
+/** Back-off before a failed task may be claimed again: 1 s, 2 s, 4 s, ... capped at 60 s. */
+export function retryBackoffMs (failures: number, baseMs = 1000): number {
+  return Math.min(60_000, baseMs * 2 ** Math.max(0, failures - 1))
+}

@@ -1,0 +1,125 @@
+import { readFile } from 'node:fs/promises'
+import { parse as parseYaml } from 'yaml'
+import { z } from 'zod'
+import { TASK_ID_PATTERN } from '../crdt/schema.ts'
+import { DEFAULT_MAX_ATTEMPTS, type NewTask } from '../crdt/ops.ts'
+import { UsageError } from '../util/errors.ts'
+import { parseDuration } from '../util/wait.ts'
+import { findCycle } from './dag.ts'
+
+/** A plan that failed validation; `problems` lists every one found. */
+export class PlanError extends UsageError {
+  override name = 'PlanError'
+  readonly problems: string[]
+  constructor (source: string, problems: string[]) {
+    super(`${source} is not a valid plan (${problems.length} problem${problems.length === 1 ? '' : 's'}); nothing was submitted:\n${problems.map(p => `  - ${p}`).join('\n')}`)
+    this.problems = problems
+  }
+}
+
+const duration = z.union([z.string(), z.number()])
+
+/** The plan file format (SPEC: Plan files), before semantic checks. */
+export const planFileSchema = z.object({
+  tasks: z.array(z.object({
+    id: z.string(),
+    title: z.string().optional(),
+    prompt: z.string(),
+    deps: z.array(z.string()).optional(),
+    files: z.array(z.string()).optional(),
+    priority: z.number().optional(),
+    timeout: duration.optional(),
+    maxAttempts: z.number().int().positive().optional(),
+    sim: z.object({
+      duration: duration.optional(),
+      write: z.record(z.string(), z.string()).optional(),
+      append: z.record(z.string(), z.string()).optional(),
+      fail: z.number().int().nonnegative().optional()
+    }).strict().optional()
+  }).strict()).min(1, 'a plan needs at least one task')
+}).strict()
+
+function issuePath (path: PropertyKey[], raw: unknown): string {
+  const [first, index, ...rest] = path
+  if (first === 'tasks' && typeof index === 'number') {
+    const id = ((raw as { tasks?: Array<{ id?: unknown }> }).tasks?.[index]?.id)
+    const label = typeof id === 'string' ? `task "${id}"` : `tasks[${index}]`
+    return rest.length > 0 ? `${label}.${rest.map(String).join('.')}` : label
+  }
+  return path.map(String).join('.') || '(plan)'
+}
+
+/**
+ * Parses and validates plan text (YAML or JSON). `existing` holds the ids
+ * already on the board: a dependency may name one, a new task may not reuse one.
+ * Returns the tasks or throws a `PlanError` listing every problem.
+ */
+export function parsePlan (text: string, existing: ReadonlySet<string>, source = 'plan'): NewTask[] {
+  let raw: unknown
+  try {
+    raw = parseYaml(text, { prettyErrors: true })
+  } catch (err) {
+    throw new PlanError(source, [`cannot parse YAML/JSON: ${(err as Error).message.split('\n')[0] ?? ''}`])
+  }
+  const parsed = planFileSchema.safeParse(raw)
+  if (!parsed.success) {
+    throw new PlanError(source, parsed.error.issues.map(i => `${issuePath(i.path, raw)}: ${i.message}`))
+  }
+  const problems: string[] = []
+  const seen = new Set<string>()
+  const tasks: NewTask[] = []
+  for (const t of parsed.data.tasks) {
+    const label = `task "${t.id}"`
+    if (!TASK_ID_PATTERN.test(t.id)) problems.push(`${label}: malformed id (use lowercase letters, digits, ".", "_", "-", starting with a letter or digit, at most 64 characters)`)
+    if (seen.has(t.id)) problems.push(`${label}: duplicate id in the plan`)
+    seen.add(t.id)
+    if (existing.has(t.id)) problems.push(`${label}: a task with this id is already on the board (choose another id, or \`meshwork retry ${t.id}\`)`)
+    if (t.prompt.trim() === '') problems.push(`${label}: empty prompt`)
+    let timeoutMs: number | null = null
+    if (t.timeout !== undefined) {
+      timeoutMs = parseDuration(t.timeout)
+      if (timeoutMs === null || timeoutMs <= 0) problems.push(`${label}: bad timeout "${String(t.timeout)}" (use e.g. 90s, 20m, 1.5h)`)
+    }
+    let sim: NewTask['sim'] = null
+    if (t.sim !== undefined) {
+      const d = t.sim.duration === undefined ? 1000 : parseDuration(t.sim.duration)
+      if (d === null) problems.push(`${label}: bad sim.duration "${String(t.sim.duration)}" (use e.g. 500ms, 2s)`)
+      for (const file of [...Object.keys(t.sim.write ?? {}), ...Object.keys(t.sim.append ?? {})]) {
+        if (file.startsWith('/') || file.split('/').includes('..') || file === '') problems.push(`${label}: sim file "${file}" must be a relative path inside the repository`)
+      }
+      sim = { durationMs: d ?? 0, write: t.sim.write ?? {}, append: t.sim.append ?? {}, fail: t.sim.fail ?? 0 }
+    }
+    tasks.push({
+      id: t.id,
+      title: t.title ?? t.prompt.trim().split('\n')[0]?.slice(0, 80) ?? t.id,
+      prompt: t.prompt,
+      deps: t.deps ?? [],
+      files: t.files ?? [],
+      priority: t.priority ?? 0,
+      timeoutMs,
+      maxAttempts: t.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+      sim
+    })
+  }
+  for (const t of tasks) {
+    for (const d of t.deps) {
+      if (!seen.has(d) && !existing.has(d)) problems.push(`task "${t.id}": unknown dependency "${d}" (not in this plan and not on the board)`)
+    }
+    if (new Set(t.deps).size !== t.deps.length) problems.push(`task "${t.id}": a dependency is listed twice`)
+  }
+  const cycle = findCycle(tasks)
+  if (cycle !== null) problems.push(`dependency cycle: ${cycle.join(' -> ')}`)
+  if (problems.length > 0) throw new PlanError(source, problems)
+  return tasks
+}
+
+/** Reads and validates a plan file. */
+export async function readPlan (file: string, existing: ReadonlySet<string>): Promise<NewTask[]> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new UsageError(`cannot read the plan ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}).`)
+  }
+  return parsePlan(text, existing, file)
+}

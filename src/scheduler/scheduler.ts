@@ -1,0 +1,466 @@
+import type { MeshNode } from '../node/mesh-node.ts'
+import type { BoardDoc } from '../crdt/board.ts'
+import { str } from '../crdt/board.ts'
+import type { BoardSnapshot, Task, TaskId } from '../crdt/schema.ts'
+import type { Agent, AgentProgress, AgentResult } from '../agent/types.ts'
+import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
+import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
+import { silentLogger, type Logger } from '../util/logger.ts'
+import { toError } from '../util/errors.ts'
+
+/** Bounds of the settle window (the wait between a claim and starting the run). */
+export const MIN_SETTLE_MS = 300
+export const MAX_SETTLE_MS = 3000
+/** How long a ready task waits for its preferred owner before another node may steal it. @default 2000 ms */
+export const DEFAULT_STEAL_AFTER_MS = 2000
+/** A claim that has not turned into a run after this long is stale and may be taken over. @default 15000 ms */
+export const CLAIM_TTL_MS = 15_000
+/** How long non-janitor nodes wait before releasing a dead node's tasks themselves. @default 5000 ms */
+export const JANITOR_GRACE_MS = 5000
+/** Scheduler tick period (it also runs on every board or membership change). @default 250 ms */
+export const TICK_MS = 250
+/** Default grace for running agents on a graceful stop. @default 30 s */
+export const DEFAULT_STOP_GRACE_MS = 30_000
+
+export interface SchedulerInit {
+  node: MeshNode
+  agent: Agent
+  slots: number
+  logger?: Logger
+  /** Fixed settle window; default: adaptive from the observed gossip delay. */
+  settleMs?: number
+  stealAfterMs?: number
+  retryBaseMs?: number
+  /** Prepares a run's working directory (worktree); default: none. */
+  prepare?: (task: Task) => Promise<string | undefined>
+  /** Called after a successful run, before the task is marked done; returns the branch head oid. */
+  finish?: (task: Task, cwd: string | undefined) => Promise<string | null>
+  /** Observes every run start (tests count executions with it). */
+  onRunStart?: (taskId: TaskId, epoch: number) => void
+  onProgress?: (taskId: TaskId, p: AgentProgress) => void
+}
+
+interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean }
+interface Run { epoch: number, abort: AbortController, done: Promise<void> }
+
+/**
+ * One node's scheduler: claims ready tasks (priority, then longest remaining
+ * critical path), settles concurrent claims, steals work a busy or vanished
+ * owner left waiting, recovers the tasks of dead nodes and runs the agent.
+ *
+ * Safety rests on the board: a run is valid only while the task's `epoch` is
+ * the one it started with and its `node` is this peer; a node that sees
+ * otherwise stops the run (claim lost), and results of older epochs are ignored.
+ */
+export class Scheduler {
+  readonly node: MeshNode
+  readonly agent: Agent
+  slots: number
+  #init: SchedulerInit
+  #log: Logger
+  #pending = new Map<TaskId, PendingClaim>()
+  #runs = new Map<TaskId, Run>()
+  #timer: NodeJS.Timeout | null = null
+  #scheduled = false
+  #stopped = true
+  #claiming = false
+  #gossipDelayMs = 50
+  #orphanSince = new Map<TaskId, number>()
+  #unsubs: Array<() => void> = []
+
+  constructor (init: SchedulerInit) {
+    this.node = init.node
+    this.agent = init.agent
+    this.slots = init.slots
+    this.#init = init
+    this.#log = init.logger ?? silentLogger
+  }
+
+  /** Current settle window: fixed, or about three observed gossip delays, bounded. */
+  get settleMs (): number {
+    if (this.#init.settleMs !== undefined) return this.#init.settleMs
+    return Math.min(MAX_SETTLE_MS, Math.max(MIN_SETTLE_MS, 200 + 3 * this.#gossipDelayMs))
+  }
+
+  /** Tasks this node has claimed or is running. */
+  busy (): TaskId[] {
+    return [...this.#pending.keys(), ...this.#runs.keys()]
+  }
+
+  start (): void {
+    if (!this.#stopped) return
+    this.#stopped = false
+    this.#claiming = true
+    this.node.presenceExtras = () => ({ running: this.busy() })
+    const onUpdate = (): void => { this.#schedule() }
+    const onPresence = (evt: CustomEvent<{ sentAt?: number }>): void => {
+      const sent = evt.detail.sentAt
+      if (sent === undefined) return
+      const d = Math.min(2000, Math.max(0, Date.now() - sent))
+      this.#gossipDelayMs = 0.9 * this.#gossipDelayMs + 0.1 * d
+    }
+    this.node.addEventListener('board:update', onUpdate)
+    this.node.addEventListener('peer:state', onUpdate)
+    this.node.addEventListener('presence', onPresence as never)
+    this.#unsubs.push(
+      () => { this.node.removeEventListener('board:update', onUpdate) },
+      () => { this.node.removeEventListener('peer:state', onUpdate) },
+      () => { this.node.removeEventListener('presence', onPresence as never) }
+    )
+    this.#releaseLeftovers()
+    this.#timer = setInterval(() => { this.#schedule() }, TICK_MS)
+    this.#schedule()
+  }
+
+  /**
+   * Graceful stop: claims nothing more, lets running agents finish for up to
+   * `graceMs`, then stops the rest and gives their tasks back to the mesh.
+   */
+  async stop (graceMs = DEFAULT_STOP_GRACE_MS): Promise<void> {
+    if (this.#stopped) return
+    this.#claiming = false
+    for (const id of [...this.#pending.keys()]) this.#withdraw(id, 'node stopping')
+    const deadline = Date.now() + graceMs
+    while (this.#runs.size > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 100))
+    const left = [...this.#runs.entries()]
+    for (const [, run] of left) run.abort.abort(new Error('node stopping'))
+    await Promise.all(left.map(async ([, r]) => { await r.done }))
+    this.#stopped = true
+    if (this.#timer !== null) clearInterval(this.#timer)
+    for (const u of this.#unsubs) u()
+    this.#unsubs = []
+  }
+
+  #schedule (): void {
+    if (this.#scheduled || this.#stopped) return
+    this.#scheduled = true
+    setImmediate(() => {
+      this.#scheduled = false
+      if (this.#stopped) return
+      try {
+        this.#tick()
+      } catch (err) {
+        this.#log.error('scheduler:tick-failed', { error: toError(err).message })
+      }
+    })
+  }
+
+  #me (): string {
+    return this.node.peerId
+  }
+
+  #alive (peer: string): boolean {
+    if (peer === this.#me()) return true
+    const s = this.node.membership.get(peer)?.state
+    return s === 'alive' || s === 'suspect'
+  }
+
+  #tick (): void {
+    const snap = this.node.board.snapshot()
+    const now = Date.now()
+    this.#checkRuns(snap)
+    this.#recover(snap, now)
+    this.#settle(snap, now)
+    if (this.#claiming) this.#claim(snap, now)
+  }
+
+  /** Stops runs whose claim was lost, superseded or cancelled. */
+  #checkRuns (snap: BoardSnapshot): void {
+    for (const [id, run] of this.#runs) {
+      const t = snap.tasks.get(id)
+      let reason: string | null = null
+      if (t === undefined) reason = 'task vanished'
+      else if (t.state === 'cancelled') reason = 'cancelled'
+      else if (t.epoch !== run.epoch) reason = `epoch moved to ${t.epoch}`
+      else if (t.node !== this.#me()) reason = `task now belongs to ${t.node ?? 'nobody'}`
+      if (reason !== null && !run.abort.signal.aborted) {
+        this.#log.warn('task:lost', { task: id, epoch: run.epoch, reason })
+        run.abort.abort(new Error(`claim lost: ${reason}`))
+      }
+    }
+  }
+
+  /** Gives the tasks of dead nodes back to the mesh (epoch + 1). */
+  #recover (snap: BoardSnapshot, now: number): void {
+    const me = this.#me()
+    const alivePeers = [me, ...this.node.membership.alive().map(m => m.peerId)].sort()
+    const janitor = alivePeers[0] === me
+    const releases: Array<{ id: TaskId, reason: string }> = []
+    for (const t of snap.tasks.values()) {
+      let reason: string | null = null
+      if (t.state === 'running' && t.node !== null && t.node !== me && !this.#alive(t.node)) {
+        reason = `node ${t.node} is ${this.node.membership.get(t.node)?.state ?? 'gone'}`
+      } else if (t.state === 'claimed') {
+        const w = winningClaim(t)
+        if (w === null) reason = 'no live claim'
+        else if (w.peer !== me && !this.#alive(w.peer)) reason = `claimant ${w.peer} is ${this.node.membership.get(w.peer)?.state ?? 'gone'}`
+        else if (w.peer !== me && now - w.at > CLAIM_TTL_MS) reason = `claim by ${w.peer} went stale`
+      } else if (t.state === 'done' && t.holders.length > 0 && t.holders.every(h => !this.#alive(h))) {
+        reason = `every holder of the branch is gone (${t.holders.join(', ')})`
+      }
+      if (reason === null) {
+        this.#orphanSince.delete(t.id)
+        continue
+      }
+      const since = this.#orphanSince.get(t.id) ?? now
+      this.#orphanSince.set(t.id, since)
+      if (janitor || now - since >= JANITOR_GRACE_MS) releases.push({ id: t.id, reason })
+    }
+    if (releases.length === 0) return
+    this.node.changeBoard('tasks:release', d => {
+      for (const r of releases) releaseTask(d, r.id, now, null)
+    })
+    for (const r of releases) {
+      this.#orphanSince.delete(r.id)
+      this.#log.info('task:released', { task: r.id, reason: r.reason })
+    }
+  }
+
+  /** At a node start: tasks this peer held in a previous life go back to the mesh. */
+  #releaseLeftovers (): void {
+    const me = this.#me()
+    const ids: TaskId[] = []
+    for (const t of this.node.board.snapshot().tasks.values()) {
+      if ((t.state === 'running' && t.node === me) || (t.state === 'claimed' && claimWinner(t) === me)) ids.push(t.id)
+    }
+    if (ids.length === 0) return
+    const now = Date.now()
+    this.node.changeBoard('tasks:release', d => { for (const id of ids) releaseTask(d, id, now, null) })
+    for (const id of ids) this.#log.info('task:released', { task: id, reason: 'this node restarted while holding it' })
+  }
+
+  #freeSlots (): number {
+    return Math.max(0, this.slots - this.#pending.size - this.#runs.size)
+  }
+
+  #claim (snap: BoardSnapshot, now: number): void {
+    const free = this.#freeSlots()
+    if (free === 0) return
+    const me = this.#me()
+    const candidates: Task[] = []
+    for (const t of snap.tasks.values()) {
+      if (this.#pending.has(t.id) || this.#runs.has(t.id)) continue
+      const s = effectiveState(t, snap)
+      if (s !== 'ready' && !(s === 'claimed' && claimWinner(t) === null)) continue
+      if (t.notBefore !== null && t.notBefore > now) continue
+      candidates.push(t)
+    }
+    if (candidates.length === 0) return
+    const ordered = claimOrder(candidates, remainingCriticalPath(snap.tasks))
+    // other nodes' load comes from the board (gossiped at once), not from presence (a heartbeat old)
+    const load = new Map<string, number>()
+    for (const t of snap.tasks.values()) {
+      const holder = t.state === 'running' ? t.node : t.state === 'claimed' ? claimWinner(t) : null
+      if (holder !== null) load.set(holder, (load.get(holder) ?? 0) + 1)
+    }
+    const capacity: Capacity[] = [{ peerId: me, free }]
+    for (const m of this.node.membership.alive()) {
+      if (m.backoffUntil !== null && m.backoffUntil > now) continue
+      capacity.push({ peerId: m.peerId, free: Math.max(0, m.slots - (load.get(m.peerId) ?? 0)) })
+    }
+    const owners = assignOwners(ordered, capacity)
+    const active = [...snap.tasks.values()].filter(t => t.files.length > 0 && (t.state === 'running' || (t.state === 'claimed' && claimWinner(t) !== null)))
+    const picked: Array<{ task: Task, stolen: boolean }> = []
+    for (const t of ordered) {
+      if (picked.length >= free) break
+      const owner = owners.get(t.id)
+      const waited = now - readySince(t, snap)
+      const stealAfter = this.#init.stealAfterMs ?? DEFAULT_STEAL_AFTER_MS
+      const mine = owner === me
+      if (!mine && waited < stealAfter) continue
+      if (t.files.length > 0 && [...active, ...picked.map(p => p.task)].some(o => o.id !== t.id && scopesOverlap(o.files, t.files))) continue
+      picked.push({ task: t, stolen: !mine })
+    }
+    if (picked.length === 0) return
+    this.node.changeBoard('tasks:claim', d => {
+      for (const { task } of picked) {
+        const rec = d.tasks[task.id]
+        if (rec === undefined) continue
+        ;(rec.claims as Record<string, unknown>)[me] = { epoch: task.epoch, at: now }
+        rec.state = str('claimed')
+      }
+    })
+    for (const { task, stolen } of picked) {
+      this.#pending.set(task.id, { epoch: task.epoch, at: now, settleAt: now + this.settleMs, stolen })
+      const owner = owners.get(task.id)
+      if (stolen) this.#log.info('task:stolen', { task: task.id, epoch: task.epoch, reason: owner === undefined ? 'no node had room for it in this node\'s view' : `preferred node ${owner} left it waiting ${now - readySince(task, snap)} ms` })
+      else this.#log.info('task:claimed', { task: task.id, epoch: task.epoch, reason: 'preferred owner (rendezvous)' })
+    }
+    this.#schedule()
+  }
+
+  #settle (snap: BoardSnapshot, now: number): void {
+    const me = this.#me()
+    for (const [id, claim] of [...this.#pending]) {
+      if (claim.settleAt > now) continue
+      const t = snap.tasks.get(id)
+      if (t === undefined || t.epoch !== claim.epoch || (t.state !== 'claimed' && t.state !== 'ready' && t.state !== 'pending')) {
+        this.#pending.delete(id)
+        this.#log.info('task:released', { task: id, reason: t === undefined ? 'task vanished' : `superseded (state ${t.state}, epoch ${t.epoch})` })
+        continue
+      }
+      const winner = claimWinner(t)
+      if (winner !== me) {
+        this.#withdraw(id, `lost the claim to ${winner ?? 'nobody'}`)
+        continue
+      }
+      const mine = t.claims[me]
+      const blocker = t.files.length === 0
+        ? undefined
+        : [...snap.tasks.values()].find(o => {
+            if (o.id === id || o.files.length === 0 || !scopesOverlap(o.files, t.files)) return false
+            if (o.state === 'running') return true
+            const w = o.state === 'claimed' ? winningClaim(o) : null
+            return w !== null && mine !== undefined && (w.at < mine.at || (w.at === mine.at && w.peer < me))
+          })
+      if (blocker !== undefined) {
+        this.#withdraw(id, `files scope overlaps ${blocker.id}`)
+        continue
+      }
+      this.#pending.delete(id)
+      this.#startRun(t, now)
+    }
+  }
+
+  #withdraw (id: TaskId, reason: string): void {
+    this.#pending.delete(id)
+    const me = this.#me()
+    this.node.changeBoard('tasks:withdraw', d => {
+      const rec = d.tasks[id]
+      if (rec === undefined) return
+      const claims = rec.claims as Record<string, { epoch: number }>
+      delete claims[me]
+      const epoch = rec.epoch as number
+      if (String(rec.state) === 'claimed' && !Object.values(claims).some(c => c.epoch === epoch)) rec.state = str('ready')
+    })
+    this.#log.info('task:released', { task: id, reason })
+  }
+
+  #startRun (t: Task, now: number): void {
+    const me = this.#me()
+    const attempt = t.attempts + 1
+    this.node.changeBoard('task:start', d => {
+      const rec = d.tasks[t.id]
+      if (rec === undefined) return
+      rec.state = str('running')
+      rec.node = str(me)
+      rec.startedAt = now
+      rec.attempts = attempt
+      rec.error = null
+    })
+    const abort = new AbortController()
+    if (t.timeoutMs !== null) {
+      const timer = setTimeout(() => { abort.abort(new Error(`timed out after ${t.timeoutMs} ms`)) }, t.timeoutMs)
+      abort.signal.addEventListener('abort', () => { clearTimeout(timer) }, { once: true })
+    }
+    this.#init.onRunStart?.(t.id, t.epoch)
+    this.#log.info('task:started', { task: t.id, epoch: t.epoch, attempt })
+    const run: Run = { epoch: t.epoch, abort, done: Promise.resolve() }
+    run.done = this.#execute({ ...t, attempts: attempt }, run).finally(() => {
+      this.#runs.delete(t.id)
+      this.#schedule()
+    })
+    this.#runs.set(t.id, run)
+  }
+
+  async #execute (t: Task, run: Run): Promise<void> {
+    let result: AgentResult
+    let cwd: string | undefined
+    let head: string | null = null
+    try {
+      cwd = await this.#init.prepare?.(t)
+      const onProgress = this.#init.onProgress
+      result = await this.agent.run({
+        task: t,
+        attempt: t.attempts,
+        node: this.#me(),
+        signal: run.abort.signal,
+        ...(cwd !== undefined ? { cwd } : {}),
+        ...(onProgress !== undefined ? { onProgress: (p: AgentProgress) => { onProgress(t.id, p) } } : {})
+      })
+      if (result.outcome === 'success' && this.#init.finish !== undefined) head = await this.#init.finish(t, cwd)
+    } catch (err) {
+      result = { outcome: 'failure', error: toError(err).message, costUsd: 0, tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 } }
+    }
+    if (run.abort.signal.aborted && result.outcome !== 'success') {
+      const reason = toError(run.abort.signal.reason).message
+      if (reason.startsWith('timed out')) result = { ...result, outcome: 'failure', error: reason }
+      else result = { ...result, outcome: 'aborted', error: reason }
+    }
+    this.#record(t, run, result, head)
+  }
+
+  /** Writes a run's result, if the run still owns the task (fencing by epoch and node). */
+  #record (t: Task, run: Run, result: AgentResult, head: string | null): void {
+    const me = this.#me()
+    const now = Date.now()
+    const current = this.node.board.task(t.id)
+    const valid = current !== undefined && current.epoch === run.epoch && current.node === me && current.state === 'running'
+    if (!valid) {
+      this.#log.info('task:result-ignored', { task: t.id, epoch: run.epoch, outcome: result.outcome, reason: current === undefined ? 'task vanished' : `task is ${current.state} at epoch ${current.epoch} on ${current.node ?? 'nobody'}` })
+      return
+    }
+    const base = retryBackoffMs(current.failures + 1, this.#init.retryBaseMs)
+    this.node.changeBoard(`task:${result.outcome}`, d => {
+      const rec = d.tasks[t.id]
+      if (rec === undefined) return
+      rec.costUsd = (rec.costUsd as number) + result.costUsd
+      const tok = rec.tokens as Record<string, number>
+      tok.input = (tok.input ?? 0) + result.tokens.input
+      tok.output = (tok.output ?? 0) + result.tokens.output
+      tok.cacheRead = (tok.cacheRead ?? 0) + result.tokens.cacheRead
+      tok.cacheWrite = (tok.cacheWrite ?? 0) + result.tokens.cacheWrite
+      switch (result.outcome) {
+        case 'success':
+          rec.state = str('done')
+          rec.doneAt = now
+          rec.head = head === null ? null : str(head)
+          rec.holders = [str(me)]
+          rec.error = null
+          break
+        case 'failure': {
+          const failures = (rec.failures as number) + 1
+          rec.failures = failures
+          if (failures >= (rec.maxAttempts as number)) {
+            rec.state = str('failed')
+            rec.error = str(result.error ?? 'agent failed')
+          } else {
+            releaseTask(d, t.id, now, now + base)
+            rec.error = str(result.error ?? 'agent failed')
+          }
+          break
+        }
+        case 'rate-limited':
+          releaseTask(d, t.id, now, result.retryAt ?? now + base)
+          rec.error = str(result.error ?? 'rate limited')
+          break
+        case 'aborted':
+          releaseTask(d, t.id, now, null)
+          break
+        default: {
+          const never: never = result.outcome
+          throw new Error(`unknown outcome ${String(never)}`)
+        }
+      }
+    })
+    const fields = { task: t.id, epoch: run.epoch, attempt: t.attempts, ...(result.error !== null ? { error: result.error } : {}) }
+    if (result.outcome === 'success') this.#log.info('task:done', fields)
+    else if (result.outcome === 'failure') this.#log.warn(this.node.board.task(t.id)?.state === 'failed' ? 'task:failed' : 'task:retry', fields)
+    else this.#log.info('task:released', { ...fields, reason: result.outcome })
+  }
+}
+
+/**
+ * Gives a task back to the mesh inside a board change: a new epoch (older
+ * results are ignored), no claims, ready again (or pending while a dependency
+ * is not merged).
+ */
+export function releaseTask (d: BoardDoc, id: string, now: number, notBefore: number | null): void {
+  const rec = d.tasks[id]
+  if (rec === undefined) return
+  rec.epoch = (rec.epoch as number) + 1
+  rec.claims = {}
+  rec.state = str('ready')
+  rec.readyAt = now
+  rec.notBefore = notBefore
+}
