@@ -62,3 +62,54 @@ describe('scheduling on a real mesh', () => {
     expect(n0.board.task('broken')!.error).toMatch(/fails as configured/)
   })
 })
+
+/** Emulates a crash: the node vanishes from the network at once; its runs stop and nothing more it writes reaches anyone. */
+async function crash (node: MeshNode, sched: Scheduler): Promise<void> {
+  await node.host.stop()
+  await sched.stop(0)
+}
+
+describe('nodes that come and go', () => {
+  it('runs 40 tasks exactly once while one node crashes mid-run and another joins mid-run', async () => {
+    mesh = await createMesh(4)
+    await waitAllAlive(mesh.nodes)
+    const log = new RunLog()
+    scheds = mesh.nodes.map(n => attachScheduler(n, log, 2))
+    const n0 = mesh.nodes[0]!
+    n0.changeBoard('plan', addTasks(Array.from({ length: 40 }, (_, i) => simpleTask(`t${i}`, { sim: sim(400) }))))
+    const victim = mesh.nodes[3]!
+    await waitFor(() => [...n0.board.snapshot().tasks.values()].some(t => t.state === 'running' && t.node === victim.peerId), { timeoutMs: 20_000, message: 'the victim never ran a task' })
+    const lostTasks = [...n0.board.snapshot().tasks.values()].filter(t => t.state === 'running' && t.node === victim.peerId).map(t => t.id)
+    await crash(victim, scheds[3]!)
+    const joiner = await mesh.add()
+    scheds.push(attachScheduler(joiner, log, 2))
+    const live = mesh.nodes.filter(n => n !== victim)
+    await waitAllDone(n0, 40, 90_000)
+    // the crashed node's runs were taken over: started again elsewhere in a later epoch
+    for (const id of lostTasks) {
+      const runs = log.runs.get(id)!
+      expect(runs.length).toBeGreaterThanOrEqual(2)
+      const final = n0.board.task(id)!
+      expect(final.node).not.toBe(victim.peerId)
+      expect(final.epoch).toBeGreaterThan(0)
+    }
+    // every other task ran exactly once
+    for (const [id, runs] of log.runs) if (!(lostTasks as string[]).includes(id)) expect(runs.length, id).toBe(1)
+    expect(log.runs.size).toBe(40)
+    expect(n0.membership.get(victim.peerId)?.state).toBe('dead')
+    expect([...log.runs.values()].some(r => r.some(x => x.node === joiner.peerId))).toBe(true)
+    for (const n of live) expect(n.board.snapshot().tasks.size).toBe(40)
+  })
+
+  it('two nodes racing for the same tasks with gossip delayed 250 ms never both run one', async () => {
+    mesh = await createMesh(2, { gossipDelayMs: 250 })
+    await waitAllAlive(mesh.nodes)
+    const log = new RunLog()
+    // stealAfter 0: both nodes go for every ready task at once, the worst case for the settle protocol
+    scheds = mesh.nodes.map(n => attachScheduler(n, log, 3, { stealAfterMs: 0 }))
+    mesh.nodes[0]!.changeBoard('plan', addTasks(Array.from({ length: 24 }, (_, i) => simpleTask(`r${i}`, { sim: sim(100) }))))
+    await waitAllDone(mesh.nodes[0]!, 24, 90_000)
+    expect(log.duplicates()).toEqual([])
+    expect(log.runs.size).toBe(24)
+  })
+})

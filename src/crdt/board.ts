@@ -254,6 +254,21 @@ export class Board {
     return next
   }
 
+  /**
+   * Whether a peer whose document is at `heads` has seen change `hash`: true or
+   * false, or null when this board lacks some of those heads (cannot tell yet).
+   */
+  seenBy (heads: string[], hash: string): boolean | null {
+    if (!this.hasHeads(heads)) return null
+    if (!this.hasHeads([hash])) return false
+    return !A.getChangesMetaSince(this.#doc, heads).some(c => c.hash === hash)
+  }
+
+  /** Hash of a change made by `change()`. */
+  static hashOf (change: Uint8Array): string {
+    return A.decodeChange(change).hash as string
+  }
+
   /** The whole document, compacted. */
   save (): Uint8Array {
     return A.save(this.#doc)

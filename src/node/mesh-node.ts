@@ -40,6 +40,8 @@ export interface MeshNodeInit {
   heartbeatMs?: number
   logger?: Logger
   connectionGater?: ConnectionGater
+  /** Test and benchmark knob: hold every inbound gossip message this long before handling it. */
+  gossipDelayMs?: number
 }
 
 /** Counters of what the node dropped or did, for logs, status and tests. */
@@ -211,7 +213,11 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const pubsub = host.services.pubsub
     pubsub.topicValidators.set(this.#topics.board, (_peer, msg) => this.#validateBoardMessage(msg))
     pubsub.topicValidators.set(this.#topics.presence, (_peer, msg) => this.#validatePresence(msg))
-    pubsub.addEventListener('message', evt => { this.#onGossip(evt.detail) })
+    const delay = init.gossipDelayMs ?? 0
+    pubsub.addEventListener('message', evt => {
+      if (delay > 0) setTimeout(() => { if (!this.#stopping) this.#onGossip(evt.detail) }, delay)
+      else this.#onGossip(evt.detail)
+    })
     host.addEventListener('peer:identify', evt => {
       if (evt.detail.protocols.includes(SYNC_PROTOCOL)) this.requestSync(evt.detail.peerId.toString())
     })
@@ -244,6 +250,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (this.#stopping) return
     this.#stopping = true
     for (const t of this.#timers) clearInterval(t)
+    if (this.#ackTimer !== null) clearTimeout(this.#ackTimer)
     this.#timers = []
     this.#lag?.disable()
     const host = this.#host
@@ -275,6 +282,12 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     return this.board.change(message, fn) !== null
   }
 
+  /** Like `changeBoard`, returning the change's hash (null when nothing changed). */
+  changeBoardHash (message: string, fn: Parameters<Board['change']>[1]): string | null {
+    const bytes = this.board.change(message, fn)
+    return bytes === null ? null : Board.hashOf(bytes)
+  }
+
   /** Resolves once every board write so far is on disk. */
   async flush (): Promise<void> {
     await this.#persistQueue
@@ -291,6 +304,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       this.#log.error('board:persist-failed', { error: toError(err).message })
     })
     if (update.tasks.length > 0 || !update.local) this.#seedMembersFromBoard()
+    // acknowledge remote changes quickly: claimants settle once every peer's heads contain their claim
+    if (!update.local) this.#ackSoon()
     this.dispatchEvent(new CustomEvent('board:update', { detail: update }))
   }
 
@@ -501,6 +516,20 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     this.#lagMs = Math.round(Math.max(drift, loopLag))
     for (const t of this.membership.tick(this.#lagMs)) this.#emitTransition(t)
     void this.#publish(this.#topics.presence, encodePresence(this.#presence(false)))
+  }
+
+  #ackTimer: NodeJS.Timeout | null = null
+  #lastAck = 0
+
+  /** Publishes an extra presence (with our new heads) soon, at most every 100 ms. */
+  #ackSoon (): void {
+    if (this.role !== 'node' || this.#ackTimer !== null || this.#stopping) return
+    const wait = Math.max(20, 100 - (Date.now() - this.#lastAck))
+    this.#ackTimer = setTimeout(() => {
+      this.#ackTimer = null
+      this.#lastAck = Date.now()
+      if (this.#host?.status === 'started') void this.#publish(this.#topics.presence, encodePresence(this.#presence(false)))
+    }, wait)
   }
 
   #emitTransition (t: Transition): void {
