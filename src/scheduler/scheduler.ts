@@ -9,7 +9,7 @@ import { silentLogger, type Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 
 /** Bounds of the settle window (the wait between a claim and starting the run). */
-export const MIN_SETTLE_MS = 300
+export const MIN_SETTLE_MS = 150
 export const MAX_SETTLE_MS = 3000
 /** How long a ready task waits for its preferred owner before another node may steal it. @default 2000 ms */
 export const DEFAULT_STEAL_AFTER_MS = 2000
@@ -40,7 +40,7 @@ export interface SchedulerInit {
   onProgress?: (taskId: TaskId, p: AgentProgress) => void
 }
 
-interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean }
+interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean, hash: string | null }
 interface Run { epoch: number, abort: AbortController, done: Promise<void> }
 
 /**
@@ -76,7 +76,11 @@ export class Scheduler {
     this.#log = init.logger ?? silentLogger
   }
 
-  /** Current settle window: fixed, or about three observed gossip delays, bounded. */
+  /**
+   * Minimum settle window: fixed, or about three observed gossip delays,
+   * bounded. A claim settles after this window once every live peer has
+   * acknowledged it, or after `MAX_SETTLE_MS` regardless.
+   */
   get settleMs (): number {
     if (this.#init.settleMs !== undefined) return this.#init.settleMs
     return Math.min(MAX_SETTLE_MS, Math.max(MIN_SETTLE_MS, 200 + 3 * this.#gossipDelayMs))
@@ -272,7 +276,7 @@ export class Scheduler {
       picked.push({ task: t, stolen: !mine })
     }
     if (picked.length === 0) return
-    this.node.changeBoard('tasks:claim', d => {
+    const hash = this.node.changeBoardHash('tasks:claim', d => {
       for (const { task } of picked) {
         const rec = d.tasks[task.id]
         if (rec === undefined) continue
@@ -281,7 +285,7 @@ export class Scheduler {
       }
     })
     for (const { task, stolen } of picked) {
-      this.#pending.set(task.id, { epoch: task.epoch, at: now, settleAt: now + this.settleMs, stolen })
+      this.#pending.set(task.id, { epoch: task.epoch, at: now, settleAt: now + this.settleMs, stolen, hash })
       const owner = owners.get(task.id)
       if (stolen) this.#log.info('task:stolen', { task: task.id, epoch: task.epoch, reason: owner === undefined ? 'no node had room for it in this node\'s view' : `preferred node ${owner} left it waiting ${now - readySince(task, snap)} ms` })
       else this.#log.info('task:claimed', { task: task.id, epoch: task.epoch, reason: 'preferred owner (rendezvous)' })
@@ -291,8 +295,14 @@ export class Scheduler {
 
   #settle (snap: BoardSnapshot, now: number): void {
     const me = this.#me()
+    const peers = this.node.membership.alive()
     for (const [id, claim] of [...this.#pending]) {
       if (claim.settleAt > now) continue
+      // settle once every live peer has seen the claim (its heads contain it): a concurrent claim
+      // of theirs is then in our board too, so all claimants compute the same winner
+      const waiting = claim.hash === null ? [] : peers.filter(p => this.node.board.seenBy(p.heads, claim.hash as string) !== true)
+      if (waiting.length > 0 && now - claim.at < MAX_SETTLE_MS) continue
+      if (waiting.length > 0) this.#log.warn('task:settle-timeout', { task: id, unacknowledged: waiting.map(p => p.peerId) })
       const t = snap.tasks.get(id)
       if (t === undefined || t.epoch !== claim.epoch || (t.state !== 'claimed' && t.state !== 'ready' && t.state !== 'pending')) {
         this.#pending.delete(id)
