@@ -3,9 +3,10 @@ import { commandHelp, parseCommandArgs, type Command } from './command.ts'
 import { initCommand } from './init.ts'
 import { nodeCommand } from './node.ts'
 import { statusCommand } from './status.ts'
+import { submitCommand, cancelCommand, retryCommand } from './tasks.ts'
 
 /** Every command, in the order `meshwork --help` lists them. */
-export const COMMANDS: Command[] = [initCommand, nodeCommand, statusCommand]
+export const COMMANDS: Command[] = [initCommand, nodeCommand, submitCommand, statusCommand, cancelCommand, retryCommand]
 
 const VERSION = '0.1.0'
 

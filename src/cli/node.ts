@@ -3,6 +3,8 @@ import { mkdir, realpath, writeFile, rename } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
+import { Scheduler, DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
+import { simAgent } from '../agent/sim.ts'
 import { DEFAULT_LISTEN, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS } from '../node/constants.ts'
 import { createLogger, LOG_LEVELS, type LogLevel } from '../util/logger.ts'
 import { UsageError } from '../util/errors.ts'
@@ -57,6 +59,7 @@ export const nodeCommand: Command = {
     push: { type: 'string', arg: 'REMOTE', description: 'As leader, push main to REMOTE after each advance (with a lease, never forced).' },
     'suspect-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_SUSPECT_AFTER_MS / 1000}s`, description: 'A silent peer is suspect after this long.' },
     'dead-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_DEAD_AFTER_MS / 1000}s`, description: 'A silent peer is dead after this long.' },
+    grace: { type: 'string', arg: 'DURATION', default: '30s', description: 'On SIGINT/SIGTERM, how long running agents may finish before their tasks are released.' },
     'log-level': { type: 'string', arg: 'LEVEL', default: 'info', description: 'debug, info, warn, error or silent.' },
     ...CONNECTION_OPTIONS
   },
@@ -95,6 +98,15 @@ export const nodeCommand: Command = {
       logger: log
     })
     await node.start()
+    const graceMs = durationOpt(opts, 'grace', DEFAULT_STOP_GRACE_MS)
+    let scheduler: Scheduler | null = null
+    if (agent === 'sim') {
+      scheduler = new Scheduler({ node, agent: simAgent(), slots, logger: log })
+      scheduler.start()
+    } else {
+      log.warn('node:no-agent', { agent, note: `the ${agent} agent is not available in this version yet (worktrees and git transfer are still being built); this node joins the mesh but takes no work. Use --agent sim to run tasks.` })
+      node.slots = 0
+    }
     const facts = { peerId: node.peerId, addrs: node.addrs(), join: node.joinToken(), pid: process.pid }
     const tmp = join(dataDir, 'node.json.tmp')
     await writeFile(tmp, JSON.stringify(facts, null, 2) + '\n', { mode: 0o600 })
@@ -118,7 +130,10 @@ export const nodeCommand: Command = {
         }
         stopping = true
         log.info('node:stopping', { signal: sig })
-        void node.stop().then(resolveStop, resolveStop)
+        void (async () => {
+          await scheduler?.stop(graceMs)
+          await node.stop()
+        })().then(resolveStop, resolveStop)
       }
       process.on('SIGINT', () => { onSignal('SIGINT') })
       process.on('SIGTERM', () => { onSignal('SIGTERM') })

@@ -1,0 +1,75 @@
+import { str } from '../crdt/board.ts'
+import { addTasks, type NewTask } from '../crdt/ops.ts'
+import type { Task, TaskId } from '../crdt/schema.ts'
+import { releaseTask } from '../scheduler/scheduler.ts'
+import { depsMerged } from '../scheduler/dag.ts'
+import { UsageError } from '../util/errors.ts'
+import type { Client } from './client.ts'
+
+/** A task id that is not on the board. */
+export class UnknownTaskError extends UsageError {
+  override name = 'UnknownTaskError'
+}
+
+/** A request that the task's current state does not allow. */
+export class TaskStateError extends UsageError {
+  override name = 'TaskStateError'
+}
+
+/** Makes sure the node the client reads through has our latest changes. */
+async function confirm (client: Client): Promise<void> {
+  if (!await client.node.requestSync(client.peer)) {
+    throw new Error(`the change is recorded locally but ${client.peer} did not confirm it; check the node and run the command again`)
+  }
+}
+
+function taskOrThrow (client: Client, id: string): Task {
+  const t = client.node.board.task(id)
+  if (t === undefined) throw new UnknownTaskError(`no task "${id}" on the board. \`meshwork status\` lists the tasks.`)
+  return t
+}
+
+/** Adds a validated plan's tasks to the board in one change and waits until the mesh node has it. */
+export async function submitTasks (client: Client, tasks: NewTask[]): Promise<TaskId[]> {
+  client.node.changeBoard(`plan:submit ${tasks.length} tasks`, addTasks(tasks))
+  await confirm(client)
+  return tasks.map(t => t.id as TaskId)
+}
+
+/** Cancels a task that has not merged; the node running it stops its agent. */
+export async function cancelTask (client: Client, id: string): Promise<Task['state']> {
+  const t = taskOrThrow(client, id)
+  if (t.state === 'merged') throw new TaskStateError(`task "${id}" is already merged into main; it cannot be cancelled.`)
+  if (t.state === 'cancelled') return t.state
+  client.node.changeBoard(`task:cancel ${id}`, d => {
+    const rec = d.tasks[id]
+    if (rec === undefined) return
+    rec.state = str('cancelled')
+    rec.claims = {}
+  })
+  await confirm(client)
+  return t.state
+}
+
+/** Puts a failed or cancelled task back in line with its attempt count reset. */
+export async function retryTask (client: Client, id: string): Promise<void> {
+  const t = taskOrThrow(client, id)
+  if (t.state !== 'failed' && t.state !== 'cancelled') {
+    throw new TaskStateError(`task "${id}" is ${t.state}; only failed or cancelled tasks can be retried.`)
+  }
+  const snap = client.node.board.snapshot()
+  const now = Date.now()
+  client.node.changeBoard(`task:retry ${id}`, d => {
+    const rec = d.tasks[id]
+    if (rec === undefined) return
+    releaseTask(d, id, now, null)
+    if (!depsMerged(t, snap)) {
+      rec.state = str('pending')
+      rec.readyAt = null
+    }
+    rec.attempts = 0
+    rec.failures = 0
+    rec.error = null
+  })
+  await confirm(client)
+}

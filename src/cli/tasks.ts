@@ -1,0 +1,109 @@
+import { resolve } from 'node:path'
+import { readPlan } from '../scheduler/plan.ts'
+import { cancelTask, retryTask, submitTasks } from '../api/tasks.ts'
+import type { Task } from '../crdt/schema.ts'
+import { CLIENT_OPTIONS } from './connection.ts'
+import { flag, type Command } from './command.ts'
+import { clientFromOptions } from './status.ts'
+
+/** States after which `submit --wait` stops following a task. */
+const SETTLED: ReadonlySet<Task['state']> = new Set(['merged', 'failed', 'cancelled', 'conflict'])
+
+export const submitCommand: Command = {
+  name: 'submit',
+  summary: 'Validate a plan (YAML or JSON) and add its tasks to the board.',
+  usage: 'meshwork submit PLAN [--wait] [--json] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
+  details: 'An invalid plan is rejected whole, with every problem listed, before anything reaches the board (exit 2).\nWith --wait, follows progress until every task of the plan is merged, failed, cancelled or waiting on a human; exits 0 only if all merged.',
+  positionals: { min: 1, max: 1, names: 'a plan file' },
+  options: {
+    wait: { type: 'boolean', description: 'Follow the plan until it settles; exit 0 only if every task merged.' },
+    json: { type: 'boolean', description: 'Print JSON: {"tasks": [ids]} (with --wait, one JSON line per change and a final summary).' },
+    ...CLIENT_OPTIONS
+  },
+  run: async (opts, [planFile]) => {
+    const json = flag(opts, 'json')
+    const client = await clientFromOptions(opts)
+    try {
+      const existing = new Set<string>(client.node.board.snapshot().tasks.keys())
+      const tasks = await readPlan(resolve(planFile as string), existing)
+      const ids = await submitTasks(client, tasks)
+      if (json) process.stdout.write(JSON.stringify({ tasks: ids }) + '\n')
+      else process.stdout.write(ids.join('\n') + '\n')
+      if (!flag(opts, 'wait')) return 0
+      return await follow(client, ids, json)
+    } finally {
+      await client.close()
+    }
+  }
+}
+
+async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, ids: string[], json: boolean): Promise<number> {
+  const last = new Map<string, string>()
+  let lastSync = Date.now()
+  const name = (peer: string | null): string => peer === null ? '-' : client.node.board.snapshot().nodes.get(peer as never)?.name ?? peer.slice(-8)
+  for (;;) {
+    const snap = client.node.board.snapshot()
+    for (const id of ids) {
+      const t = snap.tasks.get(id as never)
+      if (t === undefined) continue
+      const line = `${t.state}|${t.attempts}|${t.node ?? ''}`
+      if (last.get(id) === line) continue
+      last.set(id, line)
+      if (json) process.stdout.write(JSON.stringify({ id, state: t.state, attempts: t.attempts, node: t.node, error: t.error }) + '\n')
+      else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} ${t.state}${t.state === 'running' || t.state === 'done' ? ` on ${name(t.node)} (attempt ${t.attempts})` : ''}${t.error !== null && t.state !== 'running' ? `: ${t.error}` : ''}\n`)
+    }
+    const tasks = ids.map(id => snap.tasks.get(id as never)).filter((t): t is Task => t !== undefined)
+    if (tasks.length === ids.length && tasks.every(t => SETTLED.has(t.state))) {
+      const merged = tasks.filter(t => t.state === 'merged').length
+      const summary = { merged, failed: tasks.filter(t => t.state === 'failed').length, cancelled: tasks.filter(t => t.state === 'cancelled').length, conflict: tasks.filter(t => t.state === 'conflict').length }
+      if (json) process.stdout.write(JSON.stringify({ summary }) + '\n')
+      else process.stdout.write(`plan settled: ${summary.merged} merged, ${summary.failed} failed, ${summary.cancelled} cancelled, ${summary.conflict} waiting on a decision\n`)
+      return merged === ids.length ? 0 : 1
+    }
+    // gossip brings changes; a periodic sync repairs anything missed
+    await Promise.race([
+      new Promise(resolve => { client.node.addEventListener('board:update', resolve, { once: true }) }),
+      new Promise(resolve => setTimeout(resolve, 2000))
+    ])
+    if (Date.now() - lastSync > 5000) {
+      lastSync = Date.now()
+      await client.node.requestSync(client.peer)
+    }
+  }
+}
+
+export const cancelCommand: Command = {
+  name: 'cancel',
+  summary: 'Cancel a task that has not merged (stops its agent if running).',
+  usage: 'meshwork cancel TASK_ID (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
+  positionals: { min: 1, max: 1, names: 'a task id' },
+  options: { ...CLIENT_OPTIONS },
+  run: async (opts, [id]) => {
+    const client = await clientFromOptions(opts)
+    try {
+      const was = await cancelTask(client, id as string)
+      process.stdout.write(was === 'cancelled' ? `${id as string} was already cancelled\n` : `${id as string} cancelled (was ${was})\n`)
+      return 0
+    } finally {
+      await client.close()
+    }
+  }
+}
+
+export const retryCommand: Command = {
+  name: 'retry',
+  summary: 'Put a failed or cancelled task back to pending with its attempt count reset.',
+  usage: 'meshwork retry TASK_ID (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
+  positionals: { min: 1, max: 1, names: 'a task id' },
+  options: { ...CLIENT_OPTIONS },
+  run: async (opts, [id]) => {
+    const client = await clientFromOptions(opts)
+    try {
+      await retryTask(client, id as string)
+      process.stdout.write(`${id as string} queued again\n`)
+      return 0
+    } finally {
+      await client.close()
+    }
+  }
+}
