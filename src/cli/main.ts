@@ -4,9 +4,10 @@ import { initCommand } from './init.ts'
 import { nodeCommand } from './node.ts'
 import { statusCommand } from './status.ts'
 import { submitCommand, cancelCommand, retryCommand } from './tasks.ts'
+import { demoCommand } from './demo.ts'
 
 /** Every command, in the order `meshwork --help` lists them. */
-export const COMMANDS: Command[] = [initCommand, nodeCommand, submitCommand, statusCommand, cancelCommand, retryCommand]
+export const COMMANDS: Command[] = [initCommand, nodeCommand, submitCommand, statusCommand, cancelCommand, retryCommand, demoCommand]
 
 const VERSION = '0.1.0'
 
