@@ -133,7 +133,8 @@ export function claimOrder (tasks: Task[], cp: ReadonlyMap<TaskId, number>): Tas
 }
 
 /** The literal part of a glob before its first wildcard. */
-function staticPrefix (glob: string): string {
+function staticPrefix (raw: string): string {
+  const glob = raw.replace(/^(\.\/)+/, '').replace(/\/{2,}/g, '/')
   const i = glob.search(/[*?[{]/)
   return i === -1 ? glob : glob.slice(0, i)
 }

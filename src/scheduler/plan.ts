@@ -62,13 +62,32 @@ export function parsePlan (text: string, existing: ReadonlySet<string>, source =
     throw new PlanError(source, [`cannot parse YAML/JSON: ${(err as Error).message.split('\n')[0] ?? ''}`])
   }
   const parsed = planFileSchema.safeParse(raw)
-  if (!parsed.success) {
-    throw new PlanError(source, parsed.error.issues.map(i => `${issuePath(i.path, raw)}: ${i.message}`))
-  }
   const problems: string[] = []
+  type PlanTask = z.infer<typeof planFileSchema>['tasks'][number]
+  let planTasks: PlanTask[]
+  const badShapeIds = new Set<string>()
+  if (parsed.success) {
+    planTasks = parsed.data.tasks
+  } else {
+    // Shape problems do not hide the others (SPEC: every problem listed): the
+    // tasks whose only shape problem is an unknown field are still checked, and
+    // the ids of the rest still count as known dependencies.
+    problems.push(...parsed.error.issues.map(i => `${issuePath(i.path, raw)}: ${i.message}`))
+    const badShape = new Set<number>()
+    for (const i of parsed.error.issues) {
+      if (i.path[0] === 'tasks' && typeof i.path[1] === 'number' && i.code !== 'unrecognized_keys') badShape.add(i.path[1])
+    }
+    const rawTasks: unknown[] = raw !== null && typeof raw === 'object' && Array.isArray((raw as { tasks?: unknown }).tasks) ? (raw as { tasks: unknown[] }).tasks : []
+    planTasks = []
+    rawTasks.forEach((t, index) => {
+      if (t === null || typeof t !== 'object' || Array.isArray(t)) return
+      if (!badShape.has(index)) planTasks.push(t as PlanTask)
+      else if (typeof (t as { id?: unknown }).id === 'string') badShapeIds.add((t as { id: string }).id)
+    })
+  }
   const seen = new Set<string>()
   const tasks: NewTask[] = []
-  for (const t of parsed.data.tasks) {
+  for (const t of planTasks) {
     const label = `task "${t.id}"`
     if (!TASK_ID_PATTERN.test(t.id)) problems.push(`${label}: malformed id (use lowercase letters, digits, ".", "_", "-", starting with a letter or digit, at most 64 characters)`)
     if (seen.has(t.id)) problems.push(`${label}: duplicate id in the plan`)
@@ -103,12 +122,18 @@ export function parsePlan (text: string, existing: ReadonlySet<string>, source =
   }
   for (const t of tasks) {
     for (const d of t.deps) {
-      if (!seen.has(d) && !existing.has(d)) problems.push(`task "${t.id}": unknown dependency "${d}" (not in this plan and not on the board)`)
+      if (!seen.has(d) && !badShapeIds.has(d) && !existing.has(d)) problems.push(`task "${t.id}": unknown dependency "${d}" (not in this plan and not on the board)`)
     }
     if (new Set(t.deps).size !== t.deps.length) problems.push(`task "${t.id}": a dependency is listed twice`)
+    if (t.deps.includes(t.id)) problems.push(`task "${t.id}": depends on itself`)
   }
-  const cycle = findCycle(tasks)
-  if (cycle !== null) problems.push(`dependency cycle: ${cycle.join(' -> ')}`)
+  // every cycle, not just the first: report one, drop its tasks, look again
+  let graph = tasks.map(t => ({ id: t.id, deps: t.deps.filter(d => d !== t.id) }))
+  for (let cycle = findCycle(graph); cycle !== null; cycle = findCycle(graph)) {
+    problems.push(`dependency cycle: ${cycle.join(' -> ')}`)
+    const inCycle = new Set(cycle)
+    graph = graph.filter(n => !inCycle.has(n.id))
+  }
   if (problems.length > 0) throw new PlanError(source, problems)
   return tasks
 }
