@@ -1,0 +1,98 @@
+import { describe, it, expect, afterAll, beforeAll } from 'vitest'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { waitFor } from '../src/util/wait.ts'
+
+interface TaskJson { id: string, state: string, node: string | null, attempts: number, error: string | null }
+
+let dir = ''
+const nodes: CliNode[] = []
+let conn: string[] = []
+
+async function tasks (): Promise<TaskJson[]> {
+  const r = await runCli(['status', '--json', ...conn], { timeoutMs: 40_000 })
+  if (r.code !== 0) throw new Error(describeResult(['status'], r))
+  return (JSON.parse(r.stdout) as { tasks: TaskJson[] }).tasks
+}
+
+beforeAll(async () => {
+  dir = await makeTempDir('meshwork-sched-')
+  const key = join(dir, 'swarm.key')
+  const init = await runCli(['init', '--out', key], { timeoutMs: 30_000 })
+  expect(init.code, describeResult(['init'], init)).toBe(0)
+  const extra = ['--agent', 'sim', '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s', '--log-level', 'info']
+  nodes.push(await startNode({ dir, name: 'a', keyFile: key, extraArgs: extra }))
+  const join0 = nodes[0]!.info.join
+  nodes.push(...await Promise.all(['b', 'c'].map(async name => await startNode({ dir, name, join: join0, extraArgs: extra }))))
+  conn = ['--join', join0]
+})
+
+afterAll(async () => {
+  await killAllChildren()
+  if (dir !== '') await removeDir(dir)
+})
+
+describe('scheduling through the CLI', () => {
+  it('a task whose node is killed -9 mid-run reruns elsewhere and finishes; the rest run once', async () => {
+    const plan = join(dir, 'plan.yaml')
+    const ids = Array.from({ length: 6 }, (_, i) => `job-${i}`)
+    await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: do ${id}\n    sim: { duration: 4s }\n`).join(''))
+    const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 40_000 })
+    expect(sub.code, describeResult(['submit'], sub)).toBe(0)
+    expect(sub.stdout.trim().split('\n')).toEqual(ids)
+
+    // pick a victim among the non-bootstrap nodes once it runs something
+    const byPeer = new Map(nodes.map(n => [n.info.peerId, n]))
+    let victim: CliNode | undefined
+    let lost: string[] = []
+    await waitFor(async () => {
+      const running = (await tasks()).filter(t => t.state === 'running' && t.node !== nodes[0]!.info.peerId)
+      if (running.length === 0) return false
+      victim = byPeer.get(running[0]!.node!)
+      lost = running.filter(t => t.node === victim?.info.peerId).map(t => t.id)
+      return victim !== undefined
+    }, { timeoutMs: 40_000, intervalMs: 300, message: 'no task ever ran on nodes b or c' })
+    victim!.proc.kill('SIGKILL')
+    await victim!.exited
+
+    let seen: TaskJson[] = []
+    const final = await waitFor(async () => {
+      seen = await tasks()
+      return seen.length === ids.length && seen.every(t => t.state === 'done') ? seen : null
+    }, { timeoutMs: 90_000, intervalMs: 500, message: () => `tasks did not all finish: ${JSON.stringify(seen)}` })
+
+    for (const t of final) {
+      if (lost.includes(t.id)) {
+        expect(t.node, `${t.id} finished on the killed node`).not.toBe(victim!.info.peerId)
+        expect(t.attempts).toBe(2)
+      } else {
+        expect(t.attempts, `${t.id} ran more than once`).toBe(1)
+      }
+    }
+    expect(lost.length).toBeGreaterThan(0)
+    // the survivors explain what they did in their logs
+    const logs = nodes.filter(n => n !== victim).map(n => n.stderr()).join('\n')
+    expect(logs).toMatch(/"event":"task:released".*"reason":"node \S+ is dead"/)
+  })
+
+  it('cancel and retry through the CLI', async () => {
+    const plan = join(dir, 'plan2.yaml')
+    await writeFile(plan, 'tasks:\n  - id: slow\n    prompt: slow\n    sim: { duration: 30s }\n')
+    expect((await runCli(['submit', plan, ...conn], { timeoutMs: 40_000 })).code).toBe(0)
+    await waitFor(async () => (await tasks()).find(t => t.id === 'slow')?.state === 'running', { timeoutMs: 30_000, intervalMs: 300, message: 'slow never ran' })
+    const c = await runCli(['cancel', 'slow', ...conn], { timeoutMs: 40_000 })
+    expect(c.code, describeResult(['cancel'], c)).toBe(0)
+    expect(c.stdout).toMatch(/cancelled \(was running\)/)
+    const runner = nodes.find(n => n.running() && /"event":"task:started","task":"slow"/.test(n.stderr()))
+    await waitFor(() => runner !== undefined && /"event":"task:lost","task":"slow".*cancelled/.test(runner.stderr()), { timeoutMs: 20_000, message: 'the running node never stopped the cancelled run' })
+    const again = await runCli(['retry', 'done-nothing', ...conn], { timeoutMs: 40_000 })
+    expect(again.code).toBe(2)
+    expect(again.stderr).toMatch(/no task "done-nothing"/)
+    const r = await runCli(['retry', 'slow', ...conn], { timeoutMs: 40_000 })
+    expect(r.code, describeResult(['retry'], r)).toBe(0)
+    await waitFor(async () => (await tasks()).find(t => t.id === 'slow')?.state === 'running', { timeoutMs: 30_000, intervalMs: 300, message: 'slow did not run again after retry' })
+    const t = (await tasks()).find(x => x.id === 'slow')!
+    expect(t.attempts).toBe(1)
+  })
+})
