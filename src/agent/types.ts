@@ -26,6 +26,11 @@ export interface AgentRunInit {
   attempt: number
   /** Peer id of the node running the task. */
   node: string
+  /**
+   * What meshwork tells the agent besides the task prompt: task id, dependency
+   * summaries, what else runs where (ids and titles only). Appended to the prompt.
+   */
+  context?: string
   /** The task's worktree; absent for agents that touch no files. */
   cwd?: string
   /** Aborted on timeout, cancel, a lost claim or node shutdown. */

@@ -1,0 +1,80 @@
+import { spawn } from 'node:child_process'
+
+/** A git command that exited non-zero. */
+export class GitError extends Error {
+  override name = 'GitError'
+  readonly args: string[]
+  readonly code: number | null
+  readonly stderr: string
+  constructor (args: string[], code: number | null, stderr: string) {
+    super(`git ${args.join(' ')} failed (${code ?? 'killed'}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`)
+    this.args = args
+    this.code = code
+    this.stderr = stderr
+  }
+}
+
+export interface GitOptions {
+  cwd: string
+  /** Bytes written to git's stdin. */
+  input?: string | Uint8Array
+  signal?: AbortSignal
+  env?: NodeJS.ProcessEnv
+  /** Resolve with the result instead of throwing on a non-zero exit. */
+  allowFail?: boolean
+  /** Cap on captured stdout (bytes); more is an error. @default 256 MiB */
+  maxOutput?: number
+}
+
+export interface GitResult {
+  code: number | null
+  stdout: Buffer
+  stderr: string
+}
+
+/**
+ * Runs the system git with an argument array (never a shell string), without
+ * blocking the event loop. Throws `GitError` on a non-zero exit unless
+ * `allowFail` is set.
+ */
+export async function git (args: string[], opts: GitOptions): Promise<GitResult> {
+  const max = opts.maxOutput ?? 256 * 1024 * 1024
+  return await new Promise<GitResult>((resolve, reject) => {
+    const child = spawn('git', args, {
+      cwd: opts.cwd,
+      env: { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C', ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      ...(opts.signal !== undefined ? { signal: opts.signal } : {})
+    })
+    const out: Buffer[] = []
+    let outBytes = 0
+    let err = ''
+    child.stdout.on('data', (c: Buffer) => {
+      outBytes += c.length
+      if (outBytes > max) {
+        child.kill('SIGKILL')
+        return
+      }
+      out.push(c)
+    })
+    child.stderr.on('data', (c: Buffer) => { if (err.length < 64 * 1024) err += c.toString() })
+    child.on('error', reject)
+    child.on('close', code => {
+      if (outBytes > max) {
+        reject(new GitError(args, code, `output larger than ${max} bytes`))
+        return
+      }
+      const result = { code, stdout: Buffer.concat(out), stderr: err }
+      if (code !== 0 && opts.allowFail !== true) reject(new GitError(args, code, err))
+      else resolve(result)
+    })
+    child.stdin.on('error', () => {})
+    if (opts.input !== undefined) child.stdin.end(opts.input)
+    else child.stdin.end()
+  })
+}
+
+/** Runs git and returns its stdout as trimmed text. */
+export async function gitText (args: string[], opts: GitOptions): Promise<string> {
+  return (await git(args, opts)).stdout.toString('utf8').trim()
+}
