@@ -1,0 +1,127 @@
+import { mkdir, readdir, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { spawn } from 'node:child_process'
+import { git, gitText } from './git.ts'
+
+/** The trailer every commit meshwork makes for a task carries (SPEC: git conventions). */
+export const TASK_TRAILER = 'Meshwork-Task'
+
+/** Branch name of a task (SPEC). */
+export function taskBranch (taskId: string): string {
+  return `meshwork/${taskId}`
+}
+
+/** A task run's worktree. */
+export interface Worktree {
+  path: string
+  branch: string
+  /** The commit the branch started from. */
+  base: string
+}
+
+/** A `--setup` command that failed. */
+export class SetupError extends Error {
+  override name = 'SetupError'
+}
+
+/**
+ * Manages one worktree per task run under `DATA/worktrees`, never inside the
+ * primary checkout. Two runs never share one: a leftover worktree of the same
+ * task (a crashed run) is removed before a new one is made.
+ */
+export class Worktrees {
+  readonly repo: string
+  readonly root: string
+
+  constructor (repo: string, dataDir: string) {
+    this.repo = repo
+    this.root = join(dataDir, 'worktrees')
+  }
+
+  /** Removes worktrees left by a crash and lets git forget them. */
+  async pruneStale (): Promise<string[]> {
+    await mkdir(this.root, { recursive: true })
+    const removed: string[] = []
+    for (const name of await readdir(this.root)) {
+      const path = join(this.root, name)
+      await git(['worktree', 'remove', '--force', path], { cwd: this.repo, allowFail: true })
+      await rm(path, { recursive: true, force: true })
+      removed.push(name)
+    }
+    await git(['worktree', 'prune'], { cwd: this.repo, allowFail: true })
+    return removed
+  }
+
+  /**
+   * Creates the worktree of a task run on branch `meshwork/<id>`, reset to
+   * `base` (the mesh main at claim time), and runs `setup` in it.
+   */
+  async create (taskId: string, base: string, opts: { setup?: string, signal?: AbortSignal, env?: NodeJS.ProcessEnv } = {}): Promise<Worktree> {
+    await mkdir(this.root, { recursive: true })
+    const path = join(this.root, taskId)
+    const branch = taskBranch(taskId)
+    if (await exists(path)) {
+      await git(['worktree', 'remove', '--force', path], { cwd: this.repo, allowFail: true })
+      await rm(path, { recursive: true, force: true })
+      await git(['worktree', 'prune'], { cwd: this.repo, allowFail: true })
+    }
+    await git(['worktree', 'add', '--force', '-B', branch, path, base], { cwd: this.repo, ...(opts.signal !== undefined ? { signal: opts.signal } : {}) })
+    if (opts.setup !== undefined && opts.setup.trim() !== '') await runSetup(opts.setup, path, opts.signal, opts.env)
+    return { path, branch, base }
+  }
+
+  /**
+   * Commits whatever the agent left uncommitted, with the task trailer; an
+   * agent that committed by itself keeps its commits. Returns the branch head.
+   */
+  async commit (wt: Worktree, taskId: string, title: string): Promise<string> {
+    await git(['add', '-A'], { cwd: wt.path })
+    const dirty = (await git(['diff', '--cached', '--quiet'], { cwd: wt.path, allowFail: true })).code !== 0
+    if (dirty) {
+      const message = `${title === '' ? taskId : title}\n\n${TASK_TRAILER}: ${taskId}\n`
+      await git(['commit', '--no-verify', '-q', '-F', '-'], { cwd: wt.path, input: message, env: commitEnv() })
+    }
+    return await gitText(['rev-parse', 'HEAD'], { cwd: wt.path })
+  }
+
+  /** Removes the worktree; the branch (and its commits) stay in the repository. */
+  async remove (wt: Worktree): Promise<void> {
+    await git(['worktree', 'remove', '--force', wt.path], { cwd: this.repo, allowFail: true })
+    await rm(wt.path, { recursive: true, force: true })
+  }
+}
+
+/** Author and committer when the repository has none configured. */
+export function commitEnv (): NodeJS.ProcessEnv {
+  return {
+    GIT_AUTHOR_NAME: process.env.GIT_AUTHOR_NAME ?? 'meshwork',
+    GIT_AUTHOR_EMAIL: process.env.GIT_AUTHOR_EMAIL ?? 'meshwork@localhost',
+    GIT_COMMITTER_NAME: process.env.GIT_COMMITTER_NAME ?? 'meshwork',
+    GIT_COMMITTER_EMAIL: process.env.GIT_COMMITTER_EMAIL ?? 'meshwork@localhost'
+  }
+}
+
+async function exists (p: string): Promise<boolean> {
+  try {
+    await stat(p)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Runs `--setup` through the shell in the worktree; a non-zero exit is a `SetupError` with its output. */
+async function runSetup (cmd: string, cwd: string, signal?: AbortSignal, env?: NodeJS.ProcessEnv): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', cmd], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], ...(signal !== undefined ? { signal } : {}) })
+    let out = ''
+    const keep = (c: Buffer): void => { out = (out + c.toString()).slice(-4000) }
+    child.stdout.on('data', keep)
+    child.stderr.on('data', keep)
+    child.on('error', reject)
+    child.on('close', code => {
+      if (code === 0) resolve()
+      else reject(new SetupError(`--setup "${cmd}" exited ${code ?? 'killed'}: ${out.trim().split('\n').slice(-5).join(' | ')}`))
+    })
+  })
+}

@@ -1,0 +1,91 @@
+import { describe, it, expect, beforeEach, afterEach } from 'vitest'
+import { mkdtemp, readFile, rm, writeFile, mkdir, readdir } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Worktrees, commitEnv } from '../src/git/worktree.ts'
+import { git, gitText } from '../src/git/git.ts'
+import { simAgent } from '../src/agent/sim.ts'
+import { Board } from '../src/crdt/board.ts'
+import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+
+let dir = ''
+let repo = ''
+let data = ''
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'meshwork-wt-'))
+  repo = join(dir, 'repo')
+  data = join(dir, 'data')
+  await mkdir(repo)
+  await git(['init', '-q', '-b', 'main'], { cwd: repo })
+  await writeFile(join(repo, 'README.md'), 'hello\n')
+  await git(['add', '.'], { cwd: repo })
+  await git(['commit', '-q', '-m', 'initial'], { cwd: repo, env: commitEnv() })
+})
+afterEach(async () => { await rm(dir, { recursive: true, force: true }) })
+
+function task (id: string, sim: { write?: Record<string, string>, append?: Record<string, string> }) {
+  const b = Board.create('m', 'aa'.repeat(16))
+  b.change('t', addTasks([simpleTask(id, { sim: { durationMs: 1, write: sim.write ?? {}, append: sim.append ?? {}, fail: 0 } })]))
+  return b.task(id)!
+}
+
+describe('worktrees', () => {
+  it('runs a task in its own worktree from base, commits with the trailer, leaves the primary checkout alone', async () => {
+    const wts = new Worktrees(repo, data)
+    const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+    const wt = await wts.create('t1', base, { setup: 'echo setup-ran > .setup-marker' })
+    expect(wt.path.startsWith(data)).toBe(true)
+    expect(await readFile(join(wt.path, '.setup-marker'), 'utf8')).toBe('setup-ran\n')
+    const t = task('t1', { write: { 'src/a.txt': 'A\n' }, append: { 'README.md': 'more\n' } })
+    const res = await simAgent().run({ task: t, attempt: 1, node: 'n', cwd: wt.path, signal: new AbortController().signal })
+    expect(res.outcome).toBe('success')
+    const head = await wts.commit(wt, 't1', 'Task one')
+    expect(head).not.toBe(base)
+    expect(await gitText(['rev-parse', 'meshwork/t1'], { cwd: repo })).toBe(head)
+    const msg = await gitText(['log', '-1', '--format=%B', head], { cwd: repo })
+    expect(msg).toContain('Meshwork-Task: t1')
+    expect(await gitText(['show', `${head}:src/a.txt`], { cwd: repo })).toBe('A')
+    expect(await gitText(['show', `${head}:README.md`], { cwd: repo })).toBe('hello\nmore')
+    // the primary checkout did not change
+    expect(await readFile(join(repo, 'README.md'), 'utf8')).toBe('hello\n')
+    expect(await gitText(['status', '--porcelain'], { cwd: repo })).toBe('')
+    await wts.remove(wt)
+    expect(await readdir(join(data, 'worktrees'))).toEqual([])
+    expect(await gitText(['rev-parse', 'meshwork/t1'], { cwd: repo })).toBe(head)
+  })
+
+  it('keeps commits an agent made itself and adds one for leftovers; two tasks never share files', async () => {
+    const wts = new Worktrees(repo, data)
+    const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+    const [a, b] = await Promise.all([wts.create('a', base), wts.create('b', base)])
+    await writeFile(join(a.path, 'x.txt'), 'agent commit\n')
+    await git(['add', '.'], { cwd: a.path })
+    await git(['commit', '-q', '-m', 'agent did this'], { cwd: a.path, env: commitEnv() })
+    await writeFile(join(a.path, 'y.txt'), 'left over\n')
+    await writeFile(join(b.path, 'z.txt'), 'b only\n')
+    const ha = await wts.commit(a, 'a', 'A')
+    const hb = await wts.commit(b, 'b', 'B')
+    const log = (await gitText(['log', '--format=%s', `${base}..${ha}`], { cwd: repo })).split('\n')
+    expect(log).toEqual(['A', 'agent did this'])
+    expect((await git(['cat-file', '-e', `${hb}:x.txt`], { cwd: repo, allowFail: true })).code).not.toBe(0)
+    expect((await git(['cat-file', '-e', `${ha}:z.txt`], { cwd: repo, allowFail: true })).code).not.toBe(0)
+    // nothing left uncommitted: no extra commit
+    expect(await wts.commit(b, 'b', 'B')).toBe(hb)
+  })
+
+  it('a rerun starts fresh from the new base; stale worktrees from a crash are pruned; a failing setup says so', async () => {
+    const wts = new Worktrees(repo, data)
+    const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+    const first = await wts.create('t', base)
+    await writeFile(join(first.path, 'half.txt'), 'crashed run\n')
+    // "crash": the worktree is left behind; a new run of the same task replaces it
+    const again = await wts.create('t', base)
+    expect((await git(['status', '--porcelain'], { cwd: again.path })).stdout.toString()).toBe('')
+    await wts.create('other', base)
+    const removed = await wts.pruneStale()
+    expect(removed.sort()).toEqual(['other', 't'])
+    expect(await readdir(join(data, 'worktrees'))).toEqual([])
+    await expect(wts.create('s', base, { setup: 'echo nope >&2; exit 3' })).rejects.toMatchObject({ name: 'SetupError', message: expect.stringContaining('nope') })
+  })
+})
