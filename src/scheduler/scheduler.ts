@@ -35,6 +35,10 @@ export interface SchedulerInit {
   prepare?: (task: Task) => Promise<string | undefined>
   /** Called after a successful run, before the task is marked done; returns the branch head oid. */
   finish?: (task: Task, cwd: string | undefined) => Promise<string | null>
+  /** Called after every run, whatever its outcome (remove the worktree). */
+  cleanup?: (task: Task) => Promise<void>
+  /** What to tell the agent besides the prompt; default: nothing. */
+  context?: (task: Task, snap: BoardSnapshot) => string
   /** Observes every run start (tests count executions with it). */
   onRunStart?: (taskId: TaskId, epoch: number) => void
   onProgress?: (taskId: TaskId, p: AgentProgress) => void
@@ -380,7 +384,9 @@ export class Scheduler {
     try {
       cwd = await this.#init.prepare?.(t)
       const onProgress = this.#init.onProgress
+      const context = this.#init.context?.(t, this.node.board.snapshot())
       result = await this.agent.run({
+        ...(context !== undefined ? { context } : {}),
         task: t,
         attempt: t.attempts,
         node: this.#me(),
@@ -391,6 +397,11 @@ export class Scheduler {
       if (result.outcome === 'success' && this.#init.finish !== undefined) head = await this.#init.finish(t, cwd)
     } catch (err) {
       result = { outcome: 'failure', error: toError(err).message, costUsd: 0, tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 } }
+    }
+    try {
+      await this.#init.cleanup?.(t)
+    } catch (err) {
+      this.#log.warn('task:cleanup-failed', { task: t.id, error: toError(err).message })
     }
     if (run.abort.signal.aborted && result.outcome !== 'success') {
       const reason = toError(run.abort.signal.reason).message

@@ -1,0 +1,139 @@
+import { describe, it, expect, beforeEach, afterEach } from 'vitest'
+import { existsSync, readFileSync, realpathSync } from 'node:fs'
+import { mkdtemp, mkdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { commandAgent } from '../src/agent/command.ts'
+import type { AgentProgress, AgentResult } from '../src/agent/types.ts'
+import type { Task, TaskId } from '../src/crdt/schema.ts'
+import { waitFor } from '../src/util/wait.ts'
+
+let dir = ''
+let cwd = ''
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'meshwork-cmd-'))
+  cwd = join(dir, 'worktree')
+  await mkdir(cwd)
+})
+afterEach(async () => { await rm(dir, { recursive: true, force: true }) })
+
+function task (id = 'task-1'): Task {
+  return {
+    id: id as TaskId,
+    title: `Title of ${id}`,
+    prompt: `Please do ${id}.`,
+    deps: [],
+    files: [],
+    priority: 0,
+    timeoutMs: null,
+    maxAttempts: 3,
+    sim: null,
+    state: 'running',
+    epoch: 1,
+    attempts: 1,
+    failures: 0,
+    node: 'peer-a',
+    branch: `meshwork/${id}`,
+    head: null,
+    mergeCommit: null,
+    costUsd: 0,
+    tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 },
+    createdAt: 0,
+    startedAt: 0,
+    doneAt: null,
+    mergedAt: null,
+    error: null,
+    readyAt: 0,
+    notBefore: null,
+    holders: [],
+    claims: {}
+  }
+}
+
+function start (cmd: string, opts: { context?: string, killGraceMs?: number } = {}): { result: Promise<AgentResult>, progress: AgentProgress[], abort: AbortController } {
+  const agent = commandAgent({ cmd, nodeName: 'node-one', killGraceMs: opts.killGraceMs })
+  const abort = new AbortController()
+  const progress: AgentProgress[] = []
+  const result = agent.run({ task: task(), attempt: 1, node: 'peer-a', context: opts.context, cwd, signal: abort.signal, onProgress: p => { progress.push(p) } })
+  return { result, progress, abort }
+}
+
+/** Alive and not a zombie (a container's init may not reap orphans). */
+function isAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+  } catch {
+    return false
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]
+    return state !== 'Z' && state !== 'X'
+  } catch {
+    return !existsSync('/proc/self')
+  }
+}
+
+describe('command agent', () => {
+  it('runs the command through the shell in the worktree with the prompt on stdin and the MESHWORK_ environment', async () => {
+    const run = start('cat > prompt.txt; pwd; echo "id=$MESHWORK_TASK_ID title=$MESHWORK_TASK_TITLE node=$MESHWORK_NODE"', { context: 'Context: nothing else runs.' })
+    const r = await run.result
+    expect(r).toEqual({ outcome: 'success', error: null, costUsd: 0, tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 } })
+    expect(readFileSync(join(cwd, 'prompt.txt'), 'utf8')).toBe('Please do task-1.\n\nContext: nothing else runs.')
+    expect(run.progress).toEqual([
+      { kind: 'text', text: realpathSync(cwd) },
+      { kind: 'text', text: 'id=task-1 title=Title of task-1 node=node-one' }
+    ])
+  })
+
+  it('fails with the exit code and the last stderr lines', async () => {
+    const r = await start('echo working; echo "first problem" >&2; echo "second problem" >&2; exit 3').result
+    expect(r.outcome).toBe('failure')
+    expect(r.error).toContain('exit code 3')
+    expect(r.error).toContain('first problem\nsecond problem')
+    expect(r.error!.split('last stderr lines:')[1]).toBe('\nfirst problem\nsecond problem')
+  })
+
+  it('falls back to the last stdout lines when stderr is empty', async () => {
+    const r = await start('echo "tests: 2 failed"; exit 1').result
+    expect(r.outcome).toBe('failure')
+    expect(r.error).toContain('exit code 1')
+    expect(r.error).toContain('tests: 2 failed')
+  })
+
+  it('kills the whole process group on abort', async () => {
+    const run = start('echo $$ > sh.pid; sleep 1000 & echo $! > child.pid; wait')
+    const childPid = await waitFor(() => existsSync(join(cwd, 'child.pid')) && readFileSync(join(cwd, 'child.pid'), 'utf8').trim(), { timeoutMs: 10_000, message: 'background child started' })
+    const shPid = Number(readFileSync(join(cwd, 'sh.pid'), 'utf8'))
+    expect(isAlive(Number(childPid))).toBe(true)
+    run.abort.abort(new Error('cancelled by user'))
+    const r = await run.result
+    expect(r).toMatchObject({ outcome: 'aborted', error: 'cancelled by user', costUsd: 0 })
+    expect(isAlive(shPid)).toBe(false)
+    expect(isAlive(Number(childPid))).toBe(false)
+  })
+
+  it('escalates to SIGKILL for a command that ignores SIGTERM, and a timeout is a failure', async () => {
+    const run = start('trap "" TERM; echo $$ > sh.pid; while :; do sleep 0.05; done', { killGraceMs: 300 })
+    await waitFor(() => existsSync(join(cwd, 'sh.pid')) && readFileSync(join(cwd, 'sh.pid'), 'utf8').trim(), { timeoutMs: 10_000, message: 'shell started' })
+    const shPid = Number(readFileSync(join(cwd, 'sh.pid'), 'utf8'))
+    run.abort.abort(new Error('timed out after 50 ms'))
+    const r = await run.result
+    expect(r).toMatchObject({ outcome: 'failure', error: 'timed out after 50 ms' })
+    expect(isAlive(shPid)).toBe(false)
+  })
+
+  it('kills what the command left running in the background when it exits', async () => {
+    const r = await start('sleep 1000 > /dev/null 2>&1 & echo $! > child.pid; exit 0').result
+    expect(r.outcome).toBe('success')
+    expect(isAlive(Number(readFileSync(join(cwd, 'child.pid'), 'utf8')))).toBe(false)
+  })
+
+  it('fails clearly when the worktree does not exist', async () => {
+    await rm(cwd, { recursive: true })
+    const r = await start('true').result
+    expect(r.outcome).toBe('failure')
+    expect(r.error).toContain(`working directory ${cwd} does not exist`)
+  })
+})
