@@ -73,7 +73,9 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
   for (const m of view?.members ?? []) {
     seen.add(m.peerId)
     const rec = snap.nodes.get(m.peerId as never)
-    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs) })
+    // a graceful stop is on the board too: a lost "leaving" heartbeat must not turn it into "dead"
+    const leftOnBoard = rec !== undefined && rec.leftAt !== null && rec.leftAt >= rec.startedAt && (m.state === 'suspect' || m.state === 'dead')
+    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs) })
   }
   for (const [peerId, rec] of snap.nodes) {
     if (seen.has(peerId)) continue
