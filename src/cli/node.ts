@@ -1,10 +1,15 @@
 import { createHash } from 'node:crypto'
-import { mkdir, realpath, writeFile, rename } from 'node:fs/promises'
+import { realpath, writeFile, rename } from 'node:fs/promises'
+import { inspectRepo } from '../node/exec.ts'
 import { homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
-import { Scheduler, DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
+import { DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
 import { simAgent } from '../agent/sim.ts'
+import { commandAgent } from '../agent/command.ts'
+import { claudeAgent } from '../agent/claude.ts'
+import type { Agent } from '../agent/types.ts'
+import { Worker } from '../node/worker.ts'
 import { DEFAULT_LISTEN, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS } from '../node/constants.ts'
 import { createLogger, LOG_LEVELS, type LogLevel } from '../util/logger.ts'
 import { UsageError } from '../util/errors.ts'
@@ -82,7 +87,7 @@ export const nodeCommand: Command = {
     if (conn.insecure) log.warn('mesh:insecure', { note: 'running without a private swarm key: anyone who can reach this node can join the mesh' })
 
     const repo = resolve(repoOpt)
-    await mkdir(repo, { recursive: true })
+    await inspectRepo(repo, str(opts, 'branch') ?? 'main')
     const dataDir = resolve(str(opts, 'data') ?? await defaultDataDir(repo))
     const listen = list(opts, 'listen')
     const node = new MeshNode({
@@ -93,19 +98,39 @@ export const nodeCommand: Command = {
       bootstrap: conn.bootstrap,
       name: str(opts, 'name') ?? (await import('node:os')).hostname(),
       slots,
+      eligible: !flag(opts, 'no-leader'),
       suspectAfterMs,
       deadAfterMs,
       logger: log
     })
     await node.start()
     const graceMs = durationOpt(opts, 'grace', DEFAULT_STOP_GRACE_MS)
-    let scheduler: Scheduler | null = null
-    if (agent === 'sim') {
-      scheduler = new Scheduler({ node, agent: simAgent(), slots, logger: log })
-      scheduler.start()
-    } else {
-      log.warn('node:no-agent', { agent, note: `the ${agent} agent is not available in this version yet (worktrees and git transfer are still being built); this node joins the mesh but takes no work. Use --agent sim to run tasks.` })
-      node.slots = 0
+    const nodeName = node.name
+    const allowed = str(opts, 'allowed-tools')
+    const maxTurns = str(opts, 'max-turns')
+    const model = str(opts, 'model')
+    const claudeBin = str(opts, 'claude-bin')
+    const agentImpl: Agent = agent === 'sim'
+      ? simAgent()
+      : agent === 'command'
+        ? commandAgent({ cmd: str(opts, 'agent-cmd') as string, nodeName })
+        : claudeAgent({
+          dataDir,
+          nodeName,
+          permissionMode: str(opts, 'permission-mode') ?? 'acceptEdits',
+          ...(claudeBin !== undefined ? { bin: claudeBin } : {}),
+          ...(allowed !== undefined ? { allowedTools: allowed.split(',').map(s => s.trim()).filter(s => s !== '') } : {}),
+          ...(model !== undefined ? { model } : {}),
+          ...(maxTurns !== undefined ? { maxTurns: Number(maxTurns) } : {}),
+          ...(budget !== undefined ? { maxBudgetUsd: Number(budget) } : {})
+        })
+    const setup = str(opts, 'setup')
+    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, ...(setup !== undefined ? { setup } : {}) })
+    try {
+      await worker.start()
+    } catch (err) {
+      await node.stop()
+      throw err
     }
     const facts = { peerId: node.peerId, addrs: node.addrs(), join: node.joinToken(), pid: process.pid }
     const tmp = join(dataDir, 'node.json.tmp')
@@ -131,7 +156,7 @@ export const nodeCommand: Command = {
         stopping = true
         log.info('node:stopping', { signal: sig })
         void (async () => {
-          await scheduler?.stop(graceMs)
+          await worker.stop(graceMs)
           await node.stop()
         })().then(resolveStop, resolveStop)
       }

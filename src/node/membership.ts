@@ -17,6 +17,10 @@ export interface Member {
   lagMs: number
   backoffUntil: number | null
   state: MemberState
+  /** May become merge leader (false with --no-leader). */
+  eligible: boolean
+  /** Wall-clock ms since which the peer has been continuously alive, or null. */
+  aliveSince: number | null
   /** Wall-clock ms of the last heartbeat, or null if never heard from (known from the board only). */
   lastSeenAt: number | null
   /** Milliseconds since the last heartbeat, as this node's failure detector counts them. */
@@ -96,6 +100,8 @@ export class Membership {
       lagMs: p.lagMs,
       backoffUntil: p.backoffUntil,
       state: p.leaving ? 'left' : 'alive',
+      eligible: p.eligible ?? true,
+      aliveSince: p.leaving ? null : prev?.member.state === 'alive' ? prev.member.aliveSince : this.#now(),
       lastSeenAt: this.#now(),
       silentMs: 0
     }
@@ -111,7 +117,7 @@ export class Membership {
   seed (peerId: string, name: string, slots: number, left: boolean): void {
     if (this.#entries.has(peerId)) return
     this.#entries.set(peerId, {
-      member: { peerId, name, slots, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null, state: left ? 'left' : 'suspect', lastSeenAt: null, silentMs: 0 },
+      member: { peerId, name, slots, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null, state: left ? 'left' : 'suspect', eligible: true, aliveSince: null, lastSeenAt: null, silentMs: 0 },
       seenClock: this.#clockNow(),
       heard: false
     })
@@ -143,6 +149,7 @@ export class Membership {
       if (next !== m.state) {
         out.push({ peerId: m.peerId, from: m.state, to: next })
         m.state = next
+        if (next !== 'alive') m.aliveSince = null
       }
     }
     return out

@@ -40,6 +40,8 @@ export interface MeshNodeInit {
   heartbeatMs?: number
   logger?: Logger
   connectionGater?: ConnectionGater
+  /** May this node become merge leader? @default true for nodes */
+  eligible?: boolean
   /** Test and benchmark knob: hold every inbound gossip message this long before handling it. */
   gossipDelayMs?: number
 }
@@ -86,6 +88,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0 }
   readonly name: string
   slots: number
+  /** Whether this node may become merge leader (false with --no-leader). */
+  eligible: boolean
   #init: MeshNodeInit
   #log: Logger
   #host: Host | null = null
@@ -117,6 +121,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     this.swarmKey = init.swarmKey
     this.name = init.name ?? ''
     this.slots = init.slots ?? (init.role === 'node' ? 1 : 0)
+    this.eligible = init.role === 'node' && init.eligible !== false
     this.#log = init.logger ?? silentLogger
     this.#topics = topics(init.swarmKey.meshId)
     this.membership = new Membership({
@@ -142,6 +147,11 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
 
   get meshId (): string {
     return this.swarmKey.meshId
+  }
+
+  /** Wall-clock ms when this node started. */
+  get startedAt (): number {
+    return this.#startedAt
   }
 
   get loadReport (): LoadReport | null {
@@ -467,7 +477,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       const p = this.#presence(false)
       members.unshift({
         peerId: p.peerId, name: p.name, slots: p.slots, running: p.running, heads: p.heads, addrs: p.addrs,
-        load: p.load, lagMs: p.lagMs, backoffUntil: p.backoffUntil, state: 'alive', lastSeenAt: Date.now(), silentMs: 0
+        load: p.load, lagMs: p.lagMs, backoffUntil: p.backoffUntil, state: 'alive', eligible: p.eligible ?? true, aliveSince: this.#startedAt, lastSeenAt: Date.now(), silentMs: 0
       })
     }
     return { self: this.peerId, members }
@@ -500,6 +510,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       startedAt: this.#startedAt,
       seq: this.#seq++,
       sentAt: Date.now(),
+      eligible: this.eligible,
       leaving
     }
   }

@@ -23,6 +23,8 @@ export const presenceSchema = z.object({
   seq: z.number().int().nonnegative(),
   /** Sender's wall clock at publish time: receivers estimate gossip delay from it. */
   sentAt: z.number().optional(),
+  /** false for nodes started with --no-leader. */
+  eligible: z.boolean().optional(),
   /** true in the last message of a graceful stop. */
   leaving: z.boolean()
 })

@@ -1,0 +1,78 @@
+/**
+ * Small read-only helpers over a local git repository, built on `git()` (argument
+ * arrays, never shell strings). Nothing here changes a repository.
+ */
+import { isAbsolute, resolve } from 'node:path'
+import { git, gitText } from './git.ts'
+
+/** A full object id: 40 hex digits (SHA-1) or 64 (SHA-256). */
+export const OID_RE = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/
+
+export function isOid (value: unknown): value is string {
+  return typeof value === 'string' && OID_RE.test(value)
+}
+
+/** Absolute path of the repository's common git dir (shared by all its worktrees). */
+export async function gitCommonDir (repoDir: string, signal?: AbortSignal): Promise<string> {
+  const dir = await gitText(['rev-parse', '--path-format=absolute', '--git-common-dir'], { cwd: repoDir, ...(signal !== undefined ? { signal } : {}) })
+  return isAbsolute(dir) ? dir : resolve(repoDir, dir)
+}
+
+/** `sha1` or `sha256`. */
+export async function objectFormat (repoDir: string, signal?: AbortSignal): Promise<string> {
+  const fmt = await gitText(['rev-parse', '--show-object-format'], { cwd: repoDir, ...(signal !== undefined ? { signal } : {}) })
+  return fmt === '' ? 'sha1' : fmt
+}
+
+/** Whether `ref` is a well-formed full ref name (`git check-ref-format`), starting with `refs/`. */
+export async function isValidRefName (repoDir: string, ref: string): Promise<boolean> {
+  if (!ref.startsWith('refs/') || ref.length > 1024 || /[\0-\x20\x7f]/.test(ref)) return false
+  const res = await git(['check-ref-format', ref], { cwd: repoDir, allowFail: true })
+  return res.code === 0
+}
+
+/** Whether `name` is a well-formed branch name (`git check-ref-format --branch`). */
+export async function isValidBranchName (cwd: string, name: string): Promise<boolean> {
+  if (name === '' || name.startsWith('-') || name.length > 1024 || /[\0-\x20\x7f]/.test(name)) return false
+  const res = await git(['check-ref-format', '--branch', name], { cwd, allowFail: true })
+  return res.code === 0
+}
+
+/** The oid an exact full ref points to, or null if it does not exist. */
+export async function refOid (repoDir: string, ref: string, signal?: AbortSignal): Promise<string | null> {
+  if (!ref.startsWith('refs/')) throw new Error(`not a full ref name: ${ref}`)
+  const res = await git(['show-ref', '--verify', '--hash', ref], { cwd: repoDir, allowFail: true, ...(signal !== undefined ? { signal } : {}) })
+  if (res.code !== 0) return null
+  const oid = res.stdout.toString('utf8').trim()
+  return isOid(oid) ? oid : null
+}
+
+/** The type of an object (`commit`, `tree`, …), or null if the repository does not have it. */
+export async function objectType (repoDir: string, oid: string, signal?: AbortSignal): Promise<string | null> {
+  if (!isOid(oid)) return null
+  const res = await git(['cat-file', '-t', oid], { cwd: repoDir, allowFail: true, ...(signal !== undefined ? { signal } : {}) })
+  return res.code === 0 ? res.stdout.toString('utf8').trim() : null
+}
+
+/** Of `oids`, the ones that name commits present in the repository (order kept, duplicates dropped). */
+export async function presentCommits (repoDir: string, oids: string[], signal?: AbortSignal): Promise<string[]> {
+  const wanted = [...new Set(oids.filter(isOid))]
+  if (wanted.length === 0) return []
+  const out = await gitText(['cat-file', '--batch-check=%(objectname) %(objecttype)'], {
+    cwd: repoDir, input: wanted.join('\n') + '\n', ...(signal !== undefined ? { signal } : {})
+  })
+  const commits = new Set<string>()
+  for (const line of out.split('\n')) {
+    const [oid, type] = line.split(' ')
+    if (oid !== undefined && type === 'commit') commits.add(oid)
+  }
+  return wanted.filter(o => commits.has(o))
+}
+
+/** Full ref names of branches checked out in any worktree of the repository. */
+export async function checkedOutBranches (repoDir: string, signal?: AbortSignal): Promise<Set<string>> {
+  const out = await gitText(['worktree', 'list', '--porcelain'], { cwd: repoDir, ...(signal !== undefined ? { signal } : {}) })
+  const refs = new Set<string>()
+  for (const line of out.split('\n')) if (line.startsWith('branch ')) refs.add(line.slice('branch '.length))
+  return refs
+}

@@ -1,0 +1,115 @@
+import { readdir, mkdir } from 'node:fs/promises'
+import type { MeshNode } from './mesh-node.ts'
+import type { Task, BoardSnapshot } from '../crdt/schema.ts'
+import { Worktrees, commitEnv, type Worktree } from '../git/worktree.ts'
+import { git, gitText } from '../git/git.ts'
+import { UsageError } from '../util/errors.ts'
+import type { Logger } from '../util/logger.ts'
+
+/** The repository a node works in is not usable. */
+export class RepoError extends UsageError {
+  override name = 'RepoError'
+}
+
+/** What the node's `--repo` was when it started. */
+export type RepoState = 'ready' | 'empty'
+
+/**
+ * Checks `--repo`: an existing git repository with the main branch is ready; a
+ * missing or empty directory is `empty` (the node clones main from the mesh, or
+ * starts a new history if it is the first node); anything else is refused.
+ */
+export async function inspectRepo (repo: string, branch: string): Promise<RepoState> {
+  await mkdir(repo, { recursive: true })
+  const entries = await readdir(repo)
+  if (entries.length === 0) return 'empty'
+  const inside = await git(['rev-parse', '--is-inside-work-tree'], { cwd: repo, allowFail: true })
+  if (inside.code !== 0) throw new RepoError(`--repo ${repo} is neither empty nor a git repository. Point --repo at your project's clone, or at an empty directory to clone main from the mesh.`)
+  const head = await git(['rev-parse', '--verify', '--quiet', `refs/heads/${branch}`], { cwd: repo, allowFail: true })
+  if (head.code !== 0) throw new RepoError(`--repo ${repo} has no branch "${branch}". Create it (git switch -c ${branch}) or pass --branch NAME.`)
+  return 'ready'
+}
+
+/** Starts a new history in an empty directory: the first node of a new mesh with no project yet. */
+export async function initRepo (repo: string, branch: string): Promise<string> {
+  await git(['init', '-q', '-b', branch], { cwd: repo })
+  await git(['commit', '-q', '--allow-empty', '-m', 'meshwork: start'], { cwd: repo, env: commitEnv() })
+  return await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+}
+
+/** Builds what meshwork tells an agent besides the task prompt (SPEC: the claude agent). */
+export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: string) => string): string {
+  const lines = [`You are working on meshwork task "${t.id}"${t.title !== '' ? ` (${t.title})` : ''} in a git worktree on branch meshwork/${t.id}. Commit your work or leave it in the worktree: meshwork commits what is left.`]
+  const deps = t.deps.map(d => snap.tasks.get(d)).filter((d): d is Task => d !== undefined)
+  if (deps.length > 0) {
+    lines.push('', 'It builds on these tasks, already merged into the main branch you start from:')
+    for (const d of deps) lines.push(`- ${d.id}: ${d.title}`)
+  }
+  const others = [...snap.tasks.values()].filter(o => o.id !== t.id && o.state === 'running')
+  if (others.length > 0) {
+    lines.push('', 'Running at the same time elsewhere (avoid overlapping edits):')
+    for (const o of others.slice(0, 30)) lines.push(`- ${o.id}: ${o.title} (on ${o.node === null ? '?' : nodeName(o.node)})`)
+  }
+  return lines.join('\n')
+}
+
+export interface ExecutionInit {
+  node: MeshNode
+  repo: string
+  dataDir: string
+  branch: string
+  setup?: string
+  logger: Logger
+}
+
+/**
+ * Connects the scheduler to git: each run gets a fresh worktree on
+ * `meshwork/<id>` from the main it is based on; after a successful run the
+ * leftovers are committed and the head oid goes to the board; the worktree is
+ * removed after every run (the branch stays).
+ */
+export class Execution {
+  readonly worktrees: Worktrees
+  #init: ExecutionInit
+  #open = new Map<string, Worktree>()
+
+  constructor (init: ExecutionInit) {
+    this.#init = init
+    this.worktrees = new Worktrees(init.repo, init.dataDir)
+  }
+
+  async start (): Promise<void> {
+    const removed = await this.worktrees.pruneStale()
+    if (removed.length > 0) this.#init.logger.warn('worktree:pruned', { count: removed.length, tasks: removed, note: 'left by a crash; their tasks are rerun by the mesh' })
+  }
+
+  /** The commit a new run starts from: the mesh main when this repo has it, else the local main branch. */
+  async base (): Promise<string> {
+    const mesh = this.#init.node.board.snapshot().main.head
+    if (mesh !== null) {
+      const has = await git(['cat-file', '-e', `${mesh}^{commit}`], { cwd: this.#init.repo, allowFail: true })
+      if (has.code === 0) return mesh
+    }
+    return await gitText(['rev-parse', `refs/heads/${this.#init.branch}`], { cwd: this.#init.repo })
+  }
+
+  prepare = async (task: Task): Promise<string> => {
+    const base = await this.base()
+    const wt = await this.worktrees.create(task.id, base, this.#init.setup !== undefined ? { setup: this.#init.setup } : {})
+    this.#open.set(task.id, wt)
+    return wt.path
+  }
+
+  finish = async (task: Task): Promise<string | null> => {
+    const wt = this.#open.get(task.id)
+    if (wt === undefined) return null
+    return await this.worktrees.commit(wt, task.id, task.title)
+  }
+
+  cleanup = async (task: Task): Promise<void> => {
+    const wt = this.#open.get(task.id)
+    if (wt === undefined) return
+    this.#open.delete(task.id)
+    await this.worktrees.remove(wt)
+  }
+}

@@ -1,0 +1,105 @@
+import type { MeshNode } from './mesh-node.ts'
+import { Execution, inspectRepo, initRepo, taskContext } from './exec.ts'
+import { Scheduler } from '../scheduler/scheduler.ts'
+import type { Agent } from '../agent/types.ts'
+import { serveGit, cloneFromPeer } from '../git/transfer.ts'
+import { GIT_PROTOCOL } from '../git/transfer.ts'
+import { Leadership } from './leader.ts'
+import type { Logger } from '../util/logger.ts'
+import { toError } from '../util/errors.ts'
+
+export interface WorkerInit {
+  node: MeshNode
+  agent: Agent
+  repo: string
+  dataDir: string
+  branch: string
+  slots: number
+  setup?: string
+  /** Whether this node was given peers to join (else it may start a new history in an empty repo). */
+  hasBootstrap: boolean
+  logger: Logger
+}
+
+/**
+ * A node's working side: its repository (cloned from the mesh when empty), git
+ * serving to peers, worktrees, and the scheduler running the agent. `start()`
+ * returns at once; the scheduler starts as soon as the repository is usable.
+ */
+export class Worker {
+  scheduler: Scheduler | null = null
+  leadership: Leadership | null = null
+  #init: WorkerInit
+  #stopped = false
+  #ready: Promise<void> = Promise.resolve()
+
+  constructor (init: WorkerInit) {
+    this.#init = init
+  }
+
+  /** Resolves once the repository is usable and the scheduler runs. */
+  get ready (): Promise<void> {
+    return this.#ready
+  }
+
+  async start (): Promise<void> {
+    const { node, repo, branch, logger } = this.#init
+    const state = await inspectRepo(repo, branch)
+    if (state === 'empty' && !this.#init.hasBootstrap) {
+      const head = await initRepo(repo, branch)
+      logger.info('repo:created', { repo, branch, head, note: 'empty --repo and no peers to clone from: started a new history' })
+    }
+    this.#ready = (async () => {
+      if (state === 'empty' && this.#init.hasBootstrap) await this.#cloneFromMesh()
+      if (this.#stopped) return
+      await serveGit(node, repo)
+      this.leadership = new Leadership({ node, repo, logger })
+      this.leadership.start()
+      const exec = new Execution({ node, repo, dataDir: this.#init.dataDir, branch, logger, ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}) })
+      await exec.start()
+      const names = (peer: string): string => node.board.snapshot().nodes.get(peer as never)?.name ?? peer.slice(-8)
+      this.scheduler = new Scheduler({
+        node,
+        agent: this.#init.agent,
+        slots: this.#init.slots,
+        logger,
+        prepare: exec.prepare,
+        finish: exec.finish,
+        cleanup: exec.cleanup,
+        context: (t, snap) => taskContext(t, snap, names)
+      })
+      this.scheduler.start()
+    })()
+    this.#ready.catch(err => { logger.error('worker:start-failed', { error: toError(err).message }) })
+  }
+
+  /** Keeps trying peers that serve git until one gives us main. */
+  async #cloneFromMesh (): Promise<void> {
+    const { node, repo, branch, logger } = this.#init
+    let lastLog = 0
+    while (!this.#stopped) {
+      for (const peerId of node.connectedPeers()) {
+        const peer = await node.host.peerStore.get(peerId).catch(() => null)
+        if (peer?.protocols.includes(GIT_PROTOCOL) !== true) continue
+        try {
+          const res = await cloneFromPeer(node, peerId, repo, branch)
+          logger.info('repo:cloned', { from: peerId.toString(), branch, head: res.oid, bytes: res.bytes })
+          return
+        } catch (err) {
+          logger.warn('repo:clone-failed', { from: peerId.toString(), error: toError(err).message })
+        }
+      }
+      if (Date.now() - lastLog > 10_000) {
+        lastLog = Date.now()
+        logger.info('repo:waiting', { note: `--repo is empty: waiting for a peer that serves ${branch} to clone it (this node takes no work until then)` })
+      }
+      await new Promise(resolve => setTimeout(resolve, 500))
+    }
+  }
+
+  async stop (graceMs: number): Promise<void> {
+    this.#stopped = true
+    this.leadership?.stop()
+    await this.scheduler?.stop(graceMs)
+  }
+}

@@ -1,0 +1,85 @@
+import { describe, it, expect, afterAll, beforeAll } from 'vitest'
+import { mkdir, symlink, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { waitFor } from '../src/util/wait.ts'
+import { git, gitText } from '../src/git/git.ts'
+
+const FAKE = resolve(fileURLToPath(new URL('.', import.meta.url)), 'fixtures', 'fake-claude.mjs')
+
+interface TaskJson { id: string, state: string, node: string | null, head: string | null, costUsd: number, tokens: { input: number, output: number } }
+
+let dir = ''
+const nodes: CliNode[] = []
+
+beforeAll(async () => {
+  dir = await makeTempDir('meshwork-exec-')
+  // the fake claude on PATH, as a real install would be
+  const bin = join(dir, 'bin')
+  await mkdir(bin)
+  await symlink(FAKE, join(bin, 'claude'))
+  const env = { PATH: `${bin}:${process.env.PATH ?? ''}`, FAKE_CLAUDE_FILE: 'out/{task}.txt', FAKE_CLAUDE_DELAY_MS: '5', ANTHROPIC_API_KEY: undefined, CLAUDE_CODE_OAUTH_TOKEN: undefined }
+  const key = join(dir, 'swarm.key')
+  expect((await runCli(['init', '--out', key], { timeoutMs: 30_000 })).code).toBe(0)
+  // node a starts the project's history; b and c start with empty repos and clone main from the mesh
+  const repoA = join(dir, 'repo-a')
+  await mkdir(repoA)
+  await git(['init', '-q', '-b', 'main'], { cwd: repoA })
+  await writeFile(join(repoA, 'README.md'), '# project\n')
+  await git(['add', '.'], { cwd: repoA })
+  await git(['-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '-m', 'initial'], { cwd: repoA })
+  const extra = ['--slots', '2', '--suspect-after', '1s', '--dead-after', '3s']
+  nodes.push(await startNode({ dir, name: 'a', keyFile: key, extraArgs: extra, env }))
+  const join0 = nodes[0]!.info.join
+  nodes.push(...await Promise.all(['b', 'c'].map(async name => await startNode({ dir, name, join: join0, extraArgs: extra, env }))))
+})
+
+afterAll(async () => {
+  await killAllChildren()
+  if (dir !== '') await removeDir(dir)
+})
+
+describe('agent runs in worktrees across a mesh', { timeout: 300_000 }, () => {
+  it('the claude agent (a fake on PATH) runs a plan on three nodes, two cloned from the mesh; every branch reaches the leader', async () => {
+    const conn = ['--join', nodes[0]!.info.join]
+    const ids = Array.from({ length: 6 }, (_, i) => `feat-${i}`)
+    const plan = join(dir, 'plan.yaml')
+    await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: implement ${id}\n`).join(''))
+    const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 40_000 })
+    expect(sub.code, describeResult(['submit'], sub)).toBe(0)
+    let last: { main: { leader: string | null }, tasks: TaskJson[], nodes: Array<{ peerId: string, name: string }> } | null = null
+    const status = async (): Promise<typeof last> => {
+      const r = await runCli(['status', '--json', ...conn], { timeoutMs: 40_000 })
+      if (r.code !== 0) throw new Error(describeResult(['status'], r))
+      last = JSON.parse(r.stdout)
+      return last
+    }
+    await waitFor(async () => {
+      const s = await status()
+      return s !== null && s.tasks.filter(t => ids.includes(t.id)).every(t => t.state === 'done' && t.head !== null)
+    }, { timeoutMs: 120_000, intervalMs: 500, message: () => `not all done: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}\n${nodes.map(n => n.describe()).join('\n')}` })
+    const s = last!
+    // more than one node ran tasks, and cost from Claude's result is on the board
+    expect(new Set(s.tasks.map(t => t.node)).size).toBeGreaterThan(1)
+    for (const t of s.tasks) expect(t.costUsd).toBeCloseTo(0.0123, 6)
+    // a leader was elected and holds every branch with the oid on the board
+    await waitFor(async () => (await status())?.main.leader !== null, { timeoutMs: 30_000, message: 'no leader elected' })
+    const leader = nodes.find(n => n.info.peerId === last!.main.leader)!
+    expect(leader).toBeDefined()
+    const leaderRepo = join(dir, `repo-${leader.name}`)
+    await waitFor(async () => {
+      for (const t of last!.tasks) {
+        const r = await git(['rev-parse', '--verify', '--quiet', `refs/heads/meshwork/${t.id}`], { cwd: leaderRepo, allowFail: true })
+        if (r.stdout.toString().trim() !== t.head) return false
+      }
+      return true
+    }, { timeoutMs: 60_000, intervalMs: 500, message: () => `the leader ${leader.name} did not collect every branch\n${leader.describe()}` })
+    for (const t of last!.tasks) {
+      expect(await gitText(['show', `${t.head!}:out/${t.id}.txt`], { cwd: leaderRepo })).toBe(`hello from fake claude for ${t.id}`)
+      expect(await gitText(['log', '-1', '--format=%B', t.head!], { cwd: leaderRepo })).toContain(`Meshwork-Task: ${t.id}`)
+    }
+    // the cloned nodes have the project's history
+    for (const name of ['b', 'c']) expect(await gitText(['log', '--format=%s', 'main'], { cwd: join(dir, `repo-${name}`) })).toBe('initial')
+  })
+})
