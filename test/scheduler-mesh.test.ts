@@ -113,3 +113,39 @@ describe('nodes that come and go', () => {
     expect(log.runs.size).toBe(24)
   })
 })
+
+describe('rate limits', () => {
+  it('a rate-limited run burns no attempt, the node backs off and the whole mesh lowers its concurrency', async () => {
+    mesh = await createMesh(2)
+    await waitAllAlive(mesh.nodes)
+    const [a, b] = mesh.nodes as [MeshNode, MeshNode]
+    const log = new RunLog()
+    let limited = 0
+    const limitedAgent = {
+      kind: 'limited',
+      run: async () => {
+        limited++
+        return { outcome: 'rate-limited' as const, error: 'Claude AI usage limit reached', costUsd: 0, tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }, retryAt: Date.now() + 4000 }
+      }
+    }
+    const sa = attachScheduler(a, log, 2, { agent: limitedAgent })
+    const sb = attachScheduler(b, log, 4)
+    scheds = [sa, sb]
+    a.changeBoard('plan', addTasks([simpleTask('only-a', { sim: sim(50) })]))
+    // whoever runs it first: make sure a gets it by giving b no room until a has tried
+    sb.slots = 0
+    await waitFor(() => limited > 0, { timeoutMs: 20_000, message: 'a never ran the task' })
+    expect(sa.backoffUntil).not.toBeNull()
+    expect(sa.effectiveSlots()).toBe(0)
+    sb.slots = 4
+    // b hears a's back-off through presence and halves its slots
+    await waitFor(() => sb.effectiveSlots() === 2, { timeoutMs: 10_000, message: 'b did not lower its concurrency' })
+    await waitFor(() => b.board.task('only-a')?.state === 'done', { timeoutMs: 20_000, message: () => JSON.stringify(states(b)) })
+    const t = b.board.task('only-a')!
+    expect(t.failures).toBe(0)
+    expect(t.attempts).toBe(2)
+    expect(t.node).toBe(b.peerId)
+    // once the reset time has passed, everything is back to normal
+    await waitFor(() => sa.backoffUntil === null && sb.effectiveSlots() === 4, { timeoutMs: 15_000, message: 'back-off did not clear' })
+  })
+})

@@ -19,6 +19,10 @@ export const CLAIM_TTL_MS = 15_000
 export const JANITOR_GRACE_MS = 5000
 /** Scheduler tick period (it also runs on every board or membership change). @default 250 ms */
 export const TICK_MS = 250
+/** Back-off after a rate-limited run when the agent gave no reset time; doubles on repeats. @default 60 s */
+export const RATE_LIMIT_BACKOFF_MS = 60_000
+/** Longest rate-limit back-off without a reset time. @default 15 min */
+export const MAX_RATE_LIMIT_BACKOFF_MS = 15 * 60_000
 /** Default grace for running agents on a graceful stop. @default 30 s */
 export const DEFAULT_STOP_GRACE_MS = 30_000
 
@@ -70,6 +74,9 @@ export class Scheduler {
   #claiming = false
   #gossipDelayMs = 50
   #orphanSince = new Map<TaskId, number>()
+  #backoffUntil: number | null = null
+  #rateLimitStreak = 0
+  #lowered = false
   #unsubs: Array<() => void> = []
 
   constructor (init: SchedulerInit) {
@@ -99,7 +106,7 @@ export class Scheduler {
     if (!this.#stopped) return
     this.#stopped = false
     this.#claiming = true
-    this.node.presenceExtras = () => ({ running: this.busy() })
+    this.node.presenceExtras = () => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null })
     const onUpdate = (): void => { this.#schedule() }
     const onPresence = (evt: CustomEvent<{ sentAt?: number }>): void => {
       const sent = evt.detail.sentAt
@@ -237,8 +244,29 @@ export class Scheduler {
     for (const id of ids) this.#log.info('task:released', { task: id, reason: 'this node restarted while holding it' })
   }
 
+  /** Until when this node starts no agent (it was rate-limited), or null. */
+  get backoffUntil (): number | null {
+    return this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null
+  }
+
+  /**
+   * Slots this node may use now: none while it backs off from a rate limit; half
+   * (at least one) while any live node of the mesh does, since agents usually
+   * share one account.
+   */
+  effectiveSlots (now = Date.now()): number {
+    if (this.#backoffUntil !== null && this.#backoffUntil > now) return 0
+    const meshLimited = this.node.membership.alive().some(m => m.backoffUntil !== null && m.backoffUntil > now)
+    if (meshLimited !== this.#lowered) {
+      this.#lowered = meshLimited
+      if (meshLimited) this.#log.warn('mesh:concurrency-lowered', { slots: Math.max(1, Math.floor(this.slots / 2)), reason: 'a node of the mesh is backing off from a rate limit' })
+      else this.#log.info('mesh:concurrency-restored', { slots: this.slots })
+    }
+    return meshLimited ? Math.max(1, Math.floor(this.slots / 2)) : this.slots
+  }
+
   #freeSlots (): number {
-    return Math.max(0, this.slots - this.#pending.size - this.#runs.size)
+    return Math.max(0, this.effectiveSlots() - this.#pending.size - this.#runs.size)
   }
 
   #claim (snap: BoardSnapshot, now: number): void {
@@ -452,7 +480,7 @@ export class Scheduler {
           break
         }
         case 'rate-limited':
-          releaseTask(d, t.id, now, result.retryAt ?? now + base)
+          releaseTask(d, t.id, now, null)
           rec.error = str(result.error ?? 'rate limited')
           break
         case 'aborted':
@@ -464,6 +492,14 @@ export class Scheduler {
         }
       }
     })
+    if (result.outcome === 'rate-limited') {
+      this.#rateLimitStreak++
+      const wait = Math.min(MAX_RATE_LIMIT_BACKOFF_MS, RATE_LIMIT_BACKOFF_MS * 2 ** (this.#rateLimitStreak - 1))
+      this.#backoffUntil = Math.max(this.#backoffUntil ?? 0, result.retryAt ?? now + wait)
+      this.#log.warn('node:rate-limited', { task: t.id, until: new Date(this.#backoffUntil).toISOString(), note: 'this node starts no agent until then; the attempt does not count; the mesh lowers its concurrency meanwhile' })
+    } else if (result.outcome === 'success') {
+      this.#rateLimitStreak = 0
+    }
     const fields = { task: t.id, epoch: run.epoch, attempt: t.attempts, ...(result.error !== null ? { error: result.error } : {}) }
     if (result.outcome === 'success') this.#log.info('task:done', fields)
     else if (result.outcome === 'failure') this.#log.warn(this.node.board.task(t.id)?.state === 'failed' ? 'task:failed' : 'task:retry', fields)
