@@ -25,13 +25,17 @@ describe('board over a real mesh', () => {
 describe('late joiners and partitions', () => {
   it('a late joiner catches up on a board of 1,000 tasks', async () => {
     mesh = await createMesh(2)
-    const tasks = Array.from({ length: 1000 }, (_, i) => simpleTask(`task-${i}`, { prompt: `prompt ${i} `.repeat(20) }))
+    // ~2 KB prompts: the joiner's sync moves megabytes through the swarm-key cipher
+    const tasks = Array.from({ length: 1000 }, (_, i) => simpleTask(`task-${i}`, { prompt: `prompt ${i} `.repeat(200) }))
     // ten coarse changes of 100 tasks, as ten plan submissions would make
     for (let i = 0; i < 10; i++) mesh.nodes[0]!.changeBoard('plan', addTasks(tasks.slice(i * 100, (i + 1) * 100)))
     await waitConverged(mesh.nodes, 20_000, n => n.board.snapshot().tasks.size === 1000)
     const late = await mesh.add()
     await waitConverged(mesh.nodes, 30_000, n => n.board.snapshot().tasks.size === 1000)
-    expect(late.board.task('task-999')?.prompt).toBe('prompt 999 '.repeat(20))
+    expect(late.board.task('task-999')?.prompt).toBe('prompt 999 '.repeat(200))
+    // the mesh keeps working after the large transfer
+    mesh.nodes[1]!.changeBoard('after', addTasks([simpleTask('after-sync')]))
+    await waitConverged(mesh.nodes, 20_000, n => n.board.task('after-sync') !== undefined)
     expect(late.stats.syncSessions).toBeGreaterThan(0)
   })
 

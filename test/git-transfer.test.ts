@@ -1,0 +1,458 @@
+/**
+ * Git between peers over `/meshwork/git/1`, on a real 3-node in-process mesh with
+ * real git repositories in temp dirs:
+ *   a  serves its repository (the "maker" of task branches, owner of main)
+ *   b  fetches (and serves its own repository in some tests)
+ *   c  is a malicious server: a raw handler answering with garbage
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { randomBytes } from 'node:crypto'
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { lpStream } from '@libp2p/utils'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Stream } from '@libp2p/interface'
+import { createMesh, tempDir, waitAllAlive, type TestMesh } from './helpers/mesh.ts'
+import {
+  commitFiles, createBranch, fsckOk, initRepo, listRefs, revParse, showFile, statusPorcelain, transferTemps
+} from './helpers/git.ts'
+import {
+  GIT_PROTOCOL, GitFrame, GitTransferError, cloneFromPeer, encodeFrame, encodeJsonFrame, fetchFromPeer, removeStaleTransferTemps, serveGit,
+  type FetchFromPeerOptions, type GitServer
+} from '../src/git/transfer.ts'
+import { git, gitText } from '../src/git/git.ts'
+import type { MeshNode } from '../src/node/mesh-node.ts'
+import { waitFor } from '../src/util/wait.ts'
+
+const MiB = 1024 * 1024
+const T1 = 'refs/heads/meshwork/t1'
+
+let mesh: TestMesh
+let root: string
+let a: MeshNode
+let b: MeshNode
+let c: MeshNode
+let repoA: string
+let serverA: GitServer
+/** Filled in as the tests run, printed at the end. */
+const sizes: Record<string, number> = {}
+
+type EvilMode = 'garbage' | 'silent' | 'truncated-header' | 'truncated-pack' | 'wrong-oid' | 'oversize' | 'lie-up-to-date' | 'corrupt-pack'
+let evilMode: EvilMode = 'garbage'
+let evilBundle: Uint8Array = new Uint8Array()
+let evilBundleOid = ''
+let evilDone = 0
+let evilRequests = 0
+const evilStreams = new Set<Stream>()
+
+/** Expects `p` to reject with a GitTransferError of `code`; returns it. */
+async function expectTransferError (p: Promise<unknown>, code: string): Promise<GitTransferError> {
+  const err = await p.then(() => { throw new Error(`expected a GitTransferError ${code}, but it resolved`) }, (e: unknown) => e)
+  expect(err).toBeInstanceOf(GitTransferError)
+  const e = err as GitTransferError
+  expect(e.name).toBe('GitTransferError')
+  expect(e.constructor.name).toBe(e.name)
+  expect(e.code, e.message).toBe(code)
+  return e
+}
+
+async function freshRepo (name: string): Promise<string> {
+  return await initRepo(join(root, name))
+}
+
+/** The malicious server on node c: reads the request, then misbehaves as `evilMode` says. */
+async function evil (stream: Stream): Promise<void> {
+  evilStreams.add(stream)
+  const lp = lpStream(stream, { maxDataLength: 1024 * 1024 })
+  const signal = AbortSignal.timeout(20_000)
+  try {
+    await lp.read({ signal })
+    evilRequests++
+    const header = (oid: string, bytes: number, upToDate = false): Uint8Array => encodeJsonFrame(GitFrame.HEADER, { oid, ref: T1, upToDate, bytes })
+    const sendBundle = async (data: Uint8Array, oid: string): Promise<void> => {
+      const { createHash } = await import('node:crypto')
+      await lp.write(header(oid, data.length), { signal })
+      for (let off = 0; off < data.length; off += 16 * 1024) await lp.write(encodeFrame(GitFrame.DATA, data.subarray(off, off + 16 * 1024)), { signal })
+      await lp.write(encodeJsonFrame(GitFrame.END, { bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') }), { signal })
+    }
+    switch (evilMode) {
+      case 'garbage':
+        // not even frames: random bytes straight onto the stream
+        stream.send(randomBytes(64 * 1024))
+        break
+      case 'silent':
+        if (stream.status === 'open') {
+          await new Promise<void>(resolve => {
+            stream.addEventListener('close', () => { resolve() }, { once: true })
+            signal.addEventListener('abort', () => { resolve() }, { once: true })
+          })
+        }
+        return
+      case 'truncated-header':
+        await sendBundle(evilBundle.subarray(0, 30), evilBundleOid)
+        break
+      case 'truncated-pack':
+        await sendBundle(evilBundle.subarray(0, Math.floor(evilBundle.length / 2)), evilBundleOid)
+        break
+      case 'corrupt-pack': {
+        const bad = Uint8Array.from(evilBundle)
+        for (let i = Math.floor(bad.length / 2); i < bad.length - 40; i += 997) bad[i] = (bad[i] ?? 0) ^ 0x5a
+        await sendBundle(bad, evilBundleOid)
+        break
+      }
+      case 'wrong-oid':
+        await sendBundle(evilBundle, 'f'.repeat(40))
+        break
+      case 'oversize':
+        await lp.write(header(evilBundleOid, 100), { signal })
+        await lp.write(encodeFrame(GitFrame.DATA, randomBytes(1000)), { signal })
+        await lp.write(encodeJsonFrame(GitFrame.END, { bytes: 1000, sha256: '0'.repeat(64) }), { signal })
+        break
+      case 'lie-up-to-date':
+        await lp.write(header('e'.repeat(40), 0, true), { signal })
+        break
+    }
+    await stream.close({ signal })
+  } catch (err) {
+    stream.abort(err as Error)
+  } finally {
+    evilStreams.delete(stream)
+    evilDone++
+  }
+}
+
+beforeAll(async () => {
+  mesh = await createMesh(3)
+  ;[a, b, c] = mesh.nodes as [MeshNode, MeshNode, MeshNode]
+  await waitAllAlive(mesh.nodes)
+  await waitFor(() => mesh.nodes.every(x => mesh.nodes.every(y => x === y || x.host.getConnections(y.host.peerId).length > 0)), {
+    timeoutMs: 20_000, message: 'nodes did not connect to each other'
+  })
+  root = await tempDir('meshwork-git-')
+
+  // a: main with a sizeable first commit (incompressible), task branch t1 on top
+  repoA = await freshRepo('a')
+  await commitFiles(repoA, {
+    'README.md': '# project\n',
+    'blob/one.bin': randomBytes(MiB),
+    'blob/two.bin': randomBytes(MiB),
+    'blob/three.bin': randomBytes(MiB),
+    'src/app.ts': 'export const x = 1\n'.repeat(200)
+  }, 'initial import')
+  await createBranch(repoA, 'meshwork/t1')
+  await commitFiles(repoA, { 'src/feature.ts': 'export function feature () { return 42 }\n' }, 'add feature\n\nMeshwork-Task: t1')
+  await git(['checkout', '--quiet', 'main'], { cwd: repoA })
+  serverA = await serveGit(a, repoA)
+
+  await c.host.handle(GIT_PROTOCOL, (stream) => { void evil(stream) })
+  // c's bundles are real but small (c ignores flow control, see DEFAULT_CHUNK_BYTES)
+  const repoE = await freshRepo('evil')
+  for (let i = 0; i < 3; i++) await commitFiles(repoE, { [`f${i}.txt`]: `evil ${i}\n`.repeat(500) + randomBytes(8 * 1024).toString('hex') }, `evil ${i}`)
+  const bundleFile = join(root, 'evil.bundle')
+  await git(['bundle', 'create', '--quiet', bundleFile, 'main'], { cwd: repoE })
+  evilBundle = await readFile(bundleFile)
+  evilBundleOid = (await revParse(repoE, 'refs/heads/main'))!
+})
+
+afterAll(async () => {
+  await serverA?.close()
+  await mesh?.stop()
+  if (root !== undefined) await rm(root, { recursive: true, force: true })
+  console.log(`git-transfer sizes (bytes): ${JSON.stringify(sizes)}`)
+})
+
+describe('fetchFromPeer over a real mesh', () => {
+  let repoB: string
+  let first = 0
+
+  it('fetches a task branch made on a into b with identical oid and content', async () => {
+    repoB = await freshRepo('b')
+    const oidA = await revParse(repoA, T1)
+    const res = await fetchFromPeer(b, a.peerId, repoB, T1, { intoRef: T1 })
+    expect(res).toEqual({ oid: oidA, bytes: expect.any(Number), upToDate: false })
+    first = sizes.first = res.bytes
+    expect(res.bytes).toBeGreaterThan(3 * MiB) // everything travelled, in several 1 MiB chunks
+    expect(await revParse(repoB, T1)).toBe(oidA)
+    expect(await revParse(repoB, `${T1}^{tree}`)).toBe(await revParse(repoA, `${T1}^{tree}`))
+    expect((await showFile(repoB, T1, 'blob/two.bin')).equals(await showFile(repoA, T1, 'blob/two.bin'))).toBe(true)
+    expect((await showFile(repoB, T1, 'src/feature.ts')).toString()).toContain('return 42')
+    expect(await gitText(['log', '-1', '--format=%B', T1], { cwd: repoB })).toContain('Meshwork-Task: t1')
+    expect(await fsckOk(repoB)).toBe(true)
+    expect(await transferTemps(repoB)).toEqual([])
+    await waitFor(() => serverA.active === 0, { timeoutMs: 10_000, message: 'serve did not finish' })
+    expect(await transferTemps(repoA)).toEqual([])
+    expect(serverA.stats.served).toBeGreaterThanOrEqual(1)
+  })
+
+  it('a second fetch after one more commit transfers only the new objects', async () => {
+    await git(['checkout', '--quiet', 'meshwork/t1'], { cwd: repoA })
+    const oid2 = await commitFiles(repoA, { 'src/feature.ts': 'export function feature () { return 43 }\n' }, 'tweak feature\n\nMeshwork-Task: t1')
+    await git(['checkout', '--quiet', 'main'], { cwd: repoA })
+    const res = await fetchFromPeer(b, a.peerId, repoB, T1, { intoRef: T1 })
+    sizes.second = res.bytes
+    expect(res.oid).toBe(oid2)
+    expect(res.upToDate).toBe(false)
+    expect(res.bytes).toBeGreaterThan(0)
+    expect(res.bytes).toBeLessThan(first / 5)
+    expect(res.bytes).toBeLessThan(4096)
+    expect(await revParse(repoB, T1)).toBe(oid2)
+    expect((await showFile(repoB, T1, 'src/feature.ts')).toString()).toContain('return 43')
+    expect(await fsckOk(repoB)).toBe(true)
+  })
+
+  it('answers "up to date" when nothing is missing, and still points intoRef at the oid', async () => {
+    const oid = await revParse(repoA, T1)
+    const res = await fetchFromPeer(b, a.peerId, repoB, T1, { intoRef: T1 })
+    expect(res).toEqual({ oid, bytes: 0, upToDate: true })
+    // main is an ancestor of what b has: up to date as well, into a new ref
+    const mainOid = await revParse(repoA, 'refs/heads/main')
+    const res2 = await fetchFromPeer(b, a.peerId, repoB, 'refs/heads/main', { intoRef: 'refs/remotes/a/main' })
+    expect(res2).toEqual({ oid: mainOid, bytes: 0, upToDate: true })
+    expect(await revParse(repoB, 'refs/remotes/a/main')).toBe(mainOid)
+    expect(await transferTemps(repoB)).toEqual([])
+  })
+
+  it('fetches a commit by oid; refuses oids no branch reaches or that do not exist', async () => {
+    await createBranch(repoA, 'meshwork/t2', 'main')
+    const oid = await commitFiles(repoA, { 'docs/t2.md': 'task two\n' }, 'task two')
+    await git(['checkout', '--quiet', 'main'], { cwd: repoA })
+    const res = await fetchFromPeer(b, a.peerId, repoB, oid, { intoRef: 'refs/heads/meshwork/t2' })
+    expect(res.oid).toBe(oid)
+    expect(res.upToDate).toBe(false)
+    expect(res.bytes).toBeLessThan(4096)
+    expect(await revParse(repoB, 'refs/heads/meshwork/t2')).toBe(oid)
+    // a commit object that no branch reaches (not served) and one that does not exist
+    const tree = await gitText(['rev-parse', 'main^{tree}'], { cwd: repoA })
+    const dangling = await gitText(['commit-tree', tree, '-m', 'dangling'], { cwd: repoA })
+    await expectTransferError(fetchFromPeer(b, a.peerId, repoB, dangling, { intoRef: 'refs/heads/x' }), 'not-found')
+    await expectTransferError(fetchFromPeer(b, a.peerId, repoB, '1'.repeat(40), { intoRef: 'refs/heads/x' }), 'not-found')
+    expect(await revParse(repoB, 'refs/heads/x')).toBeNull()
+    // an oid needs an explicit intoRef
+    await expectTransferError(fetchFromPeer(b, a.peerId, repoB, oid), 'bad-request')
+  })
+
+  it('an unknown ref is a clear not-found error and creates nothing', async () => {
+    const before = await listRefs(repoB)
+    const err = await expectTransferError(fetchFromPeer(b, a.peerId, repoB, 'refs/heads/meshwork/nope', { intoRef: 'refs/heads/meshwork/nope' }), 'not-found')
+    expect(err.message).toContain('refs/heads/meshwork/nope')
+    expect(err.peer).toBe(a.peerId)
+    expect(await listRefs(repoB)).toEqual(before)
+    expect(await transferTemps(repoB)).toEqual([])
+  })
+
+  it('refuses refs outside refs/heads/', async () => {
+    await git(['tag', 'v1', 'main'], { cwd: repoA })
+    await git(['update-ref', 'refs/meshwork-private/secret', 'main'], { cwd: repoA })
+    const before = await listRefs(repoB)
+    for (const want of ['refs/tags/v1', 'refs/meshwork-private/secret', 'HEAD', 'main', 'refs/remotes/origin/main']) {
+      const err = await expectTransferError(fetchFromPeer(b, a.peerId, repoB, want, { intoRef: 'refs/heads/stolen' }), 'refused')
+      expect(err.message).toContain('refs/heads/')
+    }
+    // malformed names under refs/heads are rejected too
+    await expectTransferError(fetchFromPeer(b, a.peerId, repoB, 'refs/heads/../tags/v1', { intoRef: 'refs/heads/stolen' }), 'bad-request')
+    expect(await listRefs(repoB)).toEqual(before)
+  })
+
+  it('removeStaleTransferTemps clears what a crashed transfer left in the git dir', async () => {
+    const gitDir = join(repoB, '.git')
+    await mkdir(join(gitDir, 'meshwork-fetch-crashed'))
+    await writeFile(join(gitDir, 'meshwork-fetch-crashed', 'in.bundle'), 'partial')
+    await mkdir(join(gitDir, 'meshwork-serve-crashed'))
+    expect(await transferTemps(repoB)).toHaveLength(2)
+    expect(await removeStaleTransferTemps(repoB)).toBe(2)
+    expect(await transferTemps(repoB)).toEqual([])
+    expect(await fsckOk(repoB)).toBe(true)
+  })
+
+  it('a bad intoRef or a checked-out intoRef is refused locally', async () => {
+    await expectTransferError(fetchFromPeer(b, a.peerId, repoB, T1, { intoRef: 'meshwork/t1' }), 'bad-request')
+    await expectTransferError(fetchFromPeer(b, a.peerId, repoB, T1, { intoRef: 'refs/heads/a..b' }), 'bad-request')
+    // b's primary worktree has main checked out (unborn): fetching into it would leave the worktree stale
+    await expectTransferError(fetchFromPeer(b, a.peerId, repoB, 'refs/heads/main', { intoRef: 'refs/heads/main' }), 'bad-request')
+    expect(await revParse(repoB, 'refs/heads/main')).toBeNull()
+  })
+
+  it('maxBytes exceeded (requester or server side) is a typed error; nothing is created', async () => {
+    const repo = await freshRepo('b-small')
+    await expectTransferError(fetchFromPeer(b, a.peerId, repo, T1, { intoRef: T1, maxBytes: 100_000 }), 'too-large')
+    expect(await listRefs(repo)).toEqual(new Map())
+    expect(await transferTemps(repo)).toEqual([])
+    // b serves its own copy with a small limit; a asks for it
+    const serverB = await serveGit(b, repoB, { maxBytes: 100_000 })
+    try {
+      const repoA2 = await freshRepo('a-small')
+      await expectTransferError(fetchFromPeer(a, b.peerId, repoA2, T1, { intoRef: T1 }), 'too-large')
+      expect(await listRefs(repoA2)).toEqual(new Map())
+      await waitFor(() => serverB.active === 0, { timeoutMs: 10_000, message: 'serve did not finish' })
+      expect(await transferTemps(repoB)).toEqual([])
+    } finally {
+      await serverB.close()
+    }
+  })
+
+  it('flow control: a bundle in many small chunks arrives intact', async () => {
+    const serverB = await serveGit(b, repoB, { chunkBytes: 4 * 1024 })
+    try {
+      const repo = await freshRepo('a-chunks')
+      const res = await fetchFromPeer(a, b.peerId, repo, T1, { intoRef: T1 })
+      sizes.smallChunks = res.bytes
+      expect(res.bytes).toBeGreaterThan(3 * MiB) // ~800 DATA frames, ~25 ACKs
+      expect(res.oid).toBe(await revParse(repoB, T1))
+      expect(await fsckOk(repo)).toBe(true)
+    } finally {
+      await serverB.close()
+    }
+  })
+
+  it('bounds concurrent serves', async () => {
+    const serverB = await serveGit(b, repoB, { maxConcurrent: 1 })
+    try {
+      const repo = await freshRepo('a-busy')
+      // a silent requester takes the only slot…
+      const silent = await a.host.dialProtocol(peerIdFromString(b.peerId), GIT_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+      await waitFor(() => serverB.active === 1, { timeoutMs: 10_000, message: 'silent requester not being served' })
+      await expectTransferError(fetchFromPeer(a, b.peerId, repo, T1, { intoRef: T1 }), 'busy')
+      expect(await listRefs(repo)).toEqual(new Map())
+      // …until it goes away
+      silent.abort(new Error('done'))
+      await waitFor(() => serverB.active === 0, { timeoutMs: 10_000, message: 'the server kept the slot of a reset stream' })
+      const res = await fetchFromPeer(a, b.peerId, repo, T1, { intoRef: T1 })
+      expect(res.oid).toBe(await revParse(repoB, T1))
+      expect(await transferTemps(repoB)).toEqual([])
+    } finally {
+      await serverB.close()
+    }
+  })
+
+  it('bounds the time of a serve: a requester that never asks is told and dropped', async () => {
+    const serverB = await serveGit(b, repoB, { timeoutMs: 1000 })
+    try {
+      const silent = await a.host.dialProtocol(peerIdFromString(b.peerId), GIT_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+      const lp = lpStream(silent)
+      const reply = (await lp.read({ signal: AbortSignal.timeout(15_000) })).subarray()
+      expect(reply[0]).toBe(GitFrame.ERROR)
+      expect(JSON.parse(new TextDecoder().decode(reply.subarray(1)))).toMatchObject({ code: 'timeout' })
+      await waitFor(() => serverB.active === 0, { timeoutMs: 10_000, message: 'the server never gave up on the silent requester' })
+      expect(serverB.stats.failed).toBe(1)
+      silent.abort(new Error('done'))
+    } finally {
+      await serverB.close()
+    }
+  })
+
+  it('a malformed request gets a bad-request ERROR frame and the server keeps serving', async () => {
+    const ask = async (frame: Uint8Array): Promise<Record<string, unknown>> => {
+      const stream = await b.host.dialProtocol(peerIdFromString(a.peerId), GIT_PROTOCOL, { signal: AbortSignal.timeout(5000) })
+      const lp = lpStream(stream)
+      await lp.write(frame, { signal: AbortSignal.timeout(5000) })
+      const reply = (await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray()
+      await stream.close().catch(() => {})
+      expect(reply[0]).toBe(GitFrame.ERROR)
+      return JSON.parse(new TextDecoder().decode(reply.subarray(1))) as Record<string, unknown>
+    }
+    expect(await ask(encodeFrame(GitFrame.REQUEST, new TextEncoder().encode('not json')))).toMatchObject({ code: 'bad-request' })
+    expect(await ask(encodeJsonFrame(GitFrame.ACK, { bytes: 0 }))).toMatchObject({ code: 'bad-request' })
+    expect(await ask(encodeJsonFrame(GitFrame.REQUEST, { want: T1, haves: Array.from({ length: 257 }, () => 'a'.repeat(40)) }))).toMatchObject({ code: 'bad-request' })
+    expect(await ask(encodeJsonFrame(GitFrame.REQUEST, { want: T1, haves: ['--upload-pack=evil'] }))).toMatchObject({ code: 'bad-request' })
+    expect(await ask(encodeJsonFrame(GitFrame.REQUEST, { want: '--all', haves: [] }))).toMatchObject({ code: 'refused' })
+    const res = await fetchFromPeer(b, a.peerId, repoB, T1, { intoRef: T1 })
+    expect(res.upToDate).toBe(true)
+  })
+
+  it('the requester\'s time bound and signal abort a transfer cleanly', async () => {
+    evilMode = 'silent'
+    const repo = await freshRepo('b-timeout')
+    const started = Date.now()
+    await expectTransferError(fetchFromPeer(b, c.peerId, repo, T1, { intoRef: T1, timeoutMs: 2000 }), 'timeout')
+    expect(Date.now() - started).toBeLessThan(15_000)
+    await waitFor(() => evilStreams.size === 0, { timeoutMs: 15_000, message: 'c still holds the timed-out stream' })
+    const requests = evilRequests
+    const ac = new AbortController()
+    const p = fetchFromPeer(b, c.peerId, repo, T1, { intoRef: T1, signal: ac.signal })
+    await waitFor(() => evilRequests > requests, { timeoutMs: 10_000, message: 'request never reached c' })
+    ac.abort()
+    await expectTransferError(p, 'aborted')
+    expect(await listRefs(repo)).toEqual(new Map())
+    expect(await transferTemps(repo)).toEqual([])
+    await waitFor(() => evilStreams.size === 0, { timeoutMs: 15_000, message: 'c still holds streams' })
+  })
+})
+
+describe('a malicious server', () => {
+  const cases: Array<[EvilMode, string]> = [
+    ['garbage', 'protocol'],
+    ['truncated-header', 'bad-bundle'],
+    ['truncated-pack', 'bad-bundle'],
+    ['corrupt-pack', 'bad-bundle'],
+    ['wrong-oid', 'bad-bundle'],
+    ['oversize', 'protocol'],
+    ['lie-up-to-date', 'protocol']
+  ]
+  for (const [mode, code] of cases) {
+    it(`${mode} → GitTransferError ${code}, no ref created, temp files gone`, async () => {
+      evilMode = mode
+      const repo = await freshRepo(`b-evil-${mode}`)
+      await commitFiles(repo, { 'x.txt': 'local work\n' }, 'local work')
+      const before = await listRefs(repo)
+      const done = evilDone
+      const opts: FetchFromPeerOptions = { intoRef: 'refs/heads/meshwork/evil', timeoutMs: 20_000 }
+      const err = await expectTransferError(fetchFromPeer(b, c.peerId, repo, T1, opts), code)
+      expect(err.peer).toBe(c.peerId)
+      expect(await listRefs(repo)).toEqual(before)
+      expect(await revParse(repo, 'refs/heads/meshwork/evil')).toBeNull()
+      expect(await transferTemps(repo)).toEqual([])
+      expect(await fsckOk(repo)).toBe(true)
+      expect(await statusPorcelain(repo)).toBe('')
+      await waitFor(() => evilDone > done, { timeoutMs: 15_000, message: 'c did not finish' })
+    })
+  }
+})
+
+describe('cloneFromPeer', () => {
+  it('clones main into a missing dir: a clean checkout with the same HEAD', async () => {
+    const dir = join(root, 'clones', 'missing', 'repo')
+    const res = await cloneFromPeer(b, a.peerId, dir, 'main')
+    sizes.clone = res.bytes
+    const head = await revParse(repoA, 'refs/heads/main')
+    expect(res.oid).toBe(head)
+    expect(await revParse(dir, 'HEAD')).toBe(head)
+    expect(await gitText(['symbolic-ref', 'HEAD'], { cwd: dir })).toBe('refs/heads/main')
+    expect(await statusPorcelain(dir)).toBe('')
+    expect((await readFile(join(dir, 'blob', 'one.bin'))).equals(await readFile(join(repoA, 'blob', 'one.bin')))).toBe(true)
+    expect(await readFile(join(dir, 'README.md'), 'utf8')).toBe('# project\n')
+    expect(await fsckOk(dir)).toBe(true)
+    expect(await transferTemps(dir)).toEqual([])
+    // with main in hand, fetching a task branch moves only the task's objects
+    const t = await fetchFromPeer(b, a.peerId, dir, T1, { intoRef: T1 })
+    sizes.taskAfterClone = t.bytes
+    expect(t.bytes).toBeLessThan(8192)
+    expect(await revParse(dir, T1)).toBe(await revParse(repoA, T1))
+  })
+
+  it('clones main into an empty dir', async () => {
+    const dir = join(root, 'clones', 'empty')
+    await mkdir(dir, { recursive: true })
+    const res = await cloneFromPeer(b, a.peerId, dir, 'main')
+    expect(res.upToDate).toBe(false)
+    expect(await revParse(dir, 'HEAD')).toBe(await revParse(repoA, 'refs/heads/main'))
+    expect(await statusPorcelain(dir)).toBe('')
+    expect(await readFile(join(dir, 'src', 'app.ts'), 'utf8')).toBe('export const x = 1\n'.repeat(200))
+  })
+
+  it('refuses a non-empty dir; an unknown branch leaves the dir as it was', async () => {
+    const full = join(root, 'clones', 'full')
+    await mkdir(full, { recursive: true })
+    await writeFile(join(full, 'keep.txt'), 'mine\n')
+    await expect(cloneFromPeer(b, a.peerId, full, 'main')).rejects.toMatchObject({ name: 'UsageError' })
+    expect(await readFile(join(full, 'keep.txt'), 'utf8')).toBe('mine\n')
+
+    const missing = join(root, 'clones', 'never')
+    await expectTransferError(cloneFromPeer(b, a.peerId, missing, 'no-such-branch'), 'not-found')
+    await expect(stat(missing)).rejects.toMatchObject({ code: 'ENOENT' })
+    const empty = join(root, 'clones', 'still-empty')
+    await mkdir(empty)
+    evilMode = 'truncated-pack'
+    await expectTransferError(cloneFromPeer(b, c.peerId, empty, 'main'), 'bad-bundle')
+    expect(await readdir(empty)).toEqual([])
+  })
+})
