@@ -125,7 +125,8 @@ export const nodeCommand: Command = {
           ...(budget !== undefined ? { maxBudgetUsd: Number(budget) } : {})
         })
     const setup = str(opts, 'setup')
-    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, ...(setup !== undefined ? { setup } : {}) })
+    const verify = str(opts, 'verify')
+    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}) })
     try {
       await worker.start()
     } catch (err) {

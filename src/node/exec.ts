@@ -60,6 +60,8 @@ export interface ExecutionInit {
   branch: string
   setup?: string
   logger: Logger
+  /** Brings the local main to the mesh main (fetching it if needed). */
+  ensureMain?: () => Promise<void>
 }
 
 /**
@@ -86,11 +88,12 @@ export class Execution {
   /** The commit a new run starts from: the mesh main when this repo has it, else the local main branch. */
   async base (): Promise<string> {
     const mesh = this.#init.node.board.snapshot().main.head
-    if (mesh !== null) {
-      const has = await git(['cat-file', '-e', `${mesh}^{commit}`], { cwd: this.#init.repo, allowFail: true })
-      if (has.code === 0) return mesh
-    }
-    return await gitText(['rev-parse', `refs/heads/${this.#init.branch}`], { cwd: this.#init.repo })
+    if (mesh === null) return await gitText(['rev-parse', `refs/heads/${this.#init.branch}`], { cwd: this.#init.repo })
+    const has = async (): Promise<boolean> => (await git(['cat-file', '-e', `${mesh}^{commit}`], { cwd: this.#init.repo, allowFail: true })).code === 0
+    if (!await has()) await this.#init.ensureMain?.()
+    // a task must start from a main that contains its dependencies: never from an older one
+    if (!await has()) throw new Error(`the mesh main ${mesh.slice(0, 12)} is not in this repository yet and could not be fetched`)
+    return mesh
   }
 
   prepare = async (task: Task): Promise<string> => {

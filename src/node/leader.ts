@@ -3,6 +3,10 @@ import { str } from '../crdt/board.ts'
 import { electLeader, ELECTION_TIMEOUT_MS, type Candidate } from '../scheduler/election.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
 import { taskBranch } from '../git/worktree.ts'
+import { branchOid, casBranch, followCheckout, hasCommit, mergeCommit, runVerify, tryMerge } from '../git/merge.ts'
+import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
+import type { Task } from '../crdt/schema.ts'
+import { git } from '../git/git.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 
@@ -14,6 +18,10 @@ export const MAX_PARALLEL_FETCHES = 2
 export interface LeaderInit {
   node: MeshNode
   repo: string
+  dataDir: string
+  branch: string
+  /** `--verify`: run on each candidate merge before main advances. */
+  verify?: string
   logger: Logger
   electionTimeoutMs?: number
 }
@@ -29,6 +37,8 @@ export class Leadership {
   #timer: NodeJS.Timeout | null = null
   #fetching = new Set<string>()
   #failedAt = new Map<string, number>()
+  #merging = false
+  #syncing = false
 
   constructor (init: LeaderInit) {
     this.#init = init
@@ -50,6 +60,7 @@ export class Leadership {
 
   tick (): void {
     const { node, logger } = this.#init
+    const snap0 = (): ReturnType<typeof node.board.snapshot> => node.board.snapshot()
     const me = node.peerId
     const snap = node.board.snapshot()
     const candidates: Candidate[] = node.membership.members().map(m => ({ peerId: m.peerId, state: m.state, eligible: m.eligible, aliveSince: m.aliveSince }))
@@ -62,7 +73,130 @@ export class Leadership {
       })
       logger.info('leader:elected', { term: next.term, previous: snap.main.leader })
     }
-    if (this.isLeader()) this.#collect()
+    if (this.isLeader()) {
+      this.#collect()
+      if (!this.#merging) {
+        // a task left "merging" by a previous leader (or by this one before a restart) is merged by nobody now
+        const stuck = [...snap0().tasks.values()].filter(t => t.state === 'merging').map(t => t.id)
+        if (stuck.length > 0) {
+          node.changeBoard('task:merge-reset', d => { for (const id of stuck) { const rec = d.tasks[id]; if (rec !== undefined) rec.state = str('done') } })
+          logger.info('merge:reset', { tasks: stuck, reason: 'left merging by an earlier leader' })
+        }
+        this.#merging = true
+        void this.#mergeNext().finally(() => { this.#merging = false })
+      }
+    }
+    if (!this.#syncing) {
+      this.#syncing = true
+      void this.syncMain().catch(err => { logger.warn('main:sync-failed', { error: toError(err).message }) }).finally(() => { this.#syncing = false })
+    }
+  }
+
+  /**
+   * Keeps this repository's main equal to the mesh main on the board: moves the
+   * branch when the commit is here, else fetches it from the leader (or any
+   * node that has merged), and brings a clean primary checkout along.
+   */
+  async syncMain (): Promise<void> {
+    const { node, repo, branch, logger } = this.#init
+    const target = node.board.snapshot().main.head
+    if (target === null) return
+    const local = await branchOid(repo, branch)
+    if (local === target) return
+    if (!await hasCommit(repo, target)) {
+      const leader = node.board.snapshot().main.leader
+      const sources = [leader, ...node.membership.alive().map(m => m.peerId)].filter((p): p is string => p !== null && p !== node.peerId)
+      let fetched = false
+      for (const peer of sources) {
+        try {
+          await fetchFromPeer(node, peer, repo, target, { intoRef: 'refs/meshwork/main-incoming', timeoutMs: 5 * 60_000, logger })
+          fetched = true
+          break
+        } catch (err) {
+          logger.debug('main:fetch-failed', { from: peer, error: toError(err).message })
+        }
+      }
+      if (!fetched) return
+    }
+    // main only moves forward: never rewind to a commit the local main already contains
+    if (local !== null && (await git(['merge-base', '--is-ancestor', target, local], { cwd: repo, allowFail: true })).code === 0) return
+    if (!await casBranch(repo, branch, target, local)) return
+    const how = await followCheckout(repo, branch, local, target)
+    if (how === 'dirty') logger.warn('main:checkout-dirty', { repo, head: target, note: `${branch} moved to the mesh main but the checked-out working tree has local changes: left alone; run \`git reset --keep ${target.slice(0, 12)}\` when ready` })
+    logger.info('main:updated', { head: target, checkout: how })
+  }
+
+  /** Merges the next ready task into main (the leader only, one at a time). */
+  async #mergeNext (): Promise<void> {
+    const { node, repo, branch, logger } = this.#init
+    const me = node.peerId
+    const snap = node.board.snapshot()
+    const { term } = snap.main
+    const candidates: Task[] = []
+    for (const t of snap.tasks.values()) {
+      if (t.state !== 'done' || t.head === null || !t.holders.includes(me) || !depsMerged(t, snap)) continue
+      if (Date.now() - (this.#failedAt.get(`merge:${t.id}`) ?? 0) < 5000) continue
+      candidates.push(t)
+    }
+    const next = claimOrder(candidates, remainingCriticalPath(snap.tasks))[0]
+    if (next === undefined) return
+    const head = next.head as string
+    if (await branchOid(repo, taskBranch(next.id)) !== head || !await hasCommit(repo, head)) return
+    const base = snap.main.head ?? await branchOid(repo, branch)
+    if (base === null) return
+    if (snap.main.head !== null && await branchOid(repo, branch) !== base) {
+      await this.syncMain()
+      if (await branchOid(repo, branch) !== base) return
+    }
+    const still = (): boolean => {
+      const s = node.board.snapshot()
+      return s.main.leader === me && s.main.term === term && (s.main.head ?? base) === base && s.tasks.get(next.id)?.state === 'merging' && s.tasks.get(next.id)?.head === head
+    }
+    node.changeBoard('task:merging', d => { const rec = d.tasks[next.id]; if (rec !== undefined) rec.state = str('merging') })
+    try {
+      const attempt = await tryMerge(repo, base, head)
+      if (attempt.kind === 'conflict') {
+        if (!still()) return
+        const n = [...node.board.snapshot().conflicts.values()].filter(c => c.taskId === next.id).length + 1
+        const id = `${next.id}-${n}`
+        node.changeBoard('task:conflict', d => {
+          d.conflicts[id] = { id: str(id), taskId: str(next.id), files: attempt.files.map(str), state: str('open'), decision: null, base: str(base), head: str(head), at: Date.now() }
+          const rec = d.tasks[next.id]
+          if (rec !== undefined) { rec.state = str('conflict'); rec.error = str(`merge conflict in ${attempt.files.join(', ')}`) }
+        })
+        logger.warn('merge:conflict', { task: next.id, conflict: id, files: attempt.files, term })
+        return
+      }
+      const candidate = await mergeCommit(repo, attempt.tree, base, head, next.id, next.title)
+      if (this.#init.verify !== undefined) {
+        const v = await runVerify(repo, this.#init.dataDir, candidate, this.#init.verify)
+        if (!v.ok) {
+          if (!still()) return
+          node.changeBoard('task:verify-failed', d => {
+            const rec = d.tasks[next.id]
+            if (rec !== undefined) { rec.state = str('failed'); rec.error = str(`--verify failed on the merge with main:
+${v.output.slice(-4000)}`) }
+          })
+          logger.warn('merge:verify-failed', { task: next.id, ms: v.ms })
+          return
+        }
+      }
+      if (!still()) { logger.warn('merge:abandoned', { task: next.id, reason: 'leadership, term or main changed during the merge' }); return }
+      const local = await branchOid(repo, branch)
+      if (!await casBranch(repo, branch, candidate, local === base ? base : local)) throw new Error('local main moved during the merge')
+      const now = Date.now()
+      node.changeBoard('main:advance', d => {
+        d.main.head = str(candidate)
+        const rec = d.tasks[next.id]
+        if (rec !== undefined) { rec.state = str('merged'); rec.mergeCommit = str(candidate); rec.mergedAt = now; rec.error = null }
+      })
+      const how = await followCheckout(repo, branch, local, candidate)
+      logger.info('merge:done', { task: next.id, main: candidate, term, checkout: how })
+    } catch (err) {
+      this.#failedAt.set(`merge:${next.id}`, Date.now())
+      logger.warn('merge:failed', { task: next.id, error: toError(err).message })
+      if (node.board.task(next.id)?.state === 'merging') node.changeBoard('task:merge-retry', d => { const rec = d.tasks[next.id]; if (rec !== undefined) rec.state = str('done') })
+    }
   }
 
   #collect (): void {

@@ -16,6 +16,7 @@ export interface WorkerInit {
   branch: string
   slots: number
   setup?: string
+  verify?: string
   /** Whether this node was given peers to join (else it may start a new history in an empty repo). */
   hasBootstrap: boolean
   logger: Logger
@@ -53,9 +54,10 @@ export class Worker {
       if (state === 'empty' && this.#init.hasBootstrap) await this.#cloneFromMesh()
       if (this.#stopped) return
       await serveGit(node, repo)
-      this.leadership = new Leadership({ node, repo, logger })
-      this.leadership.start()
-      const exec = new Execution({ node, repo, dataDir: this.#init.dataDir, branch, logger, ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}) })
+      const leadership = new Leadership({ node, repo, dataDir: this.#init.dataDir, branch, logger, ...(this.#init.verify !== undefined ? { verify: this.#init.verify } : {}) })
+      this.leadership = leadership
+      leadership.start()
+      const exec = new Execution({ node, repo, dataDir: this.#init.dataDir, branch, logger, ensureMain: async () => { await leadership.syncMain() }, ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}) })
       await exec.start()
       const names = (peer: string): string => node.board.snapshot().nodes.get(peer as never)?.name ?? peer.slice(-8)
       this.scheduler = new Scheduler({

@@ -1,0 +1,95 @@
+import { spawn } from 'node:child_process'
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { git, gitText } from './git.ts'
+import { commitEnv, TASK_TRAILER } from './worktree.ts'
+
+/** The outcome of merging a task branch into main, computed without touching any checkout. */
+export type MergeAttempt =
+  | { kind: 'clean', tree: string }
+  | { kind: 'conflict', tree: string, files: string[] }
+
+/** `git merge-tree --write-tree main head`: a clean tree, or the conflicted files. */
+export async function tryMerge (repo: string, main: string, head: string): Promise<MergeAttempt> {
+  const res = await git(['merge-tree', '--write-tree', '--name-only', '--no-messages', main, head], { cwd: repo, allowFail: true })
+  const lines = res.stdout.toString('utf8').split('\n').filter(l => l !== '')
+  const tree = lines[0] ?? ''
+  if (res.code === 0) return { kind: 'clean', tree }
+  if (res.code === 1) return { kind: 'conflict', tree, files: [...new Set(lines.slice(1))] }
+  throw new Error(`git merge-tree failed (${res.code ?? 'killed'}): ${res.stderr.trim()}`)
+}
+
+/** The merge commit of a task: two parents (main first) and the task trailer. */
+export async function mergeCommit (repo: string, tree: string, main: string, head: string, taskId: string, title: string): Promise<string> {
+  const message = `Merge meshwork/${taskId}: ${title === '' ? taskId : title}\n\n${TASK_TRAILER}: ${taskId}\n`
+  return await gitText(['commit-tree', tree, '-p', main, '-p', head, '-F', '-'], { cwd: repo, input: message, env: commitEnv() })
+}
+
+/** Compare-and-swap of a branch: moves it to `next` only if it still points at `prev`. */
+export async function casBranch (repo: string, branch: string, next: string, prev: string | null): Promise<boolean> {
+  const args = ['update-ref', '-m', 'meshwork: main advanced', `refs/heads/${branch}`, next]
+  if (prev !== null) args.push(prev)
+  return (await git(args, { cwd: repo, allowFail: true })).code === 0
+}
+
+/** The oid of a local branch, or null. */
+export async function branchOid (repo: string, branch: string): Promise<string | null> {
+  const r = await git(['rev-parse', '--verify', '--quiet', `refs/heads/${branch}^{commit}`], { cwd: repo, allowFail: true })
+  return r.code === 0 ? r.stdout.toString().trim() : null
+}
+
+/** Whether the repository has a commit. */
+export async function hasCommit (repo: string, oid: string): Promise<boolean> {
+  return (await git(['cat-file', '-e', `${oid}^{commit}`], { cwd: repo, allowFail: true })).code === 0
+}
+
+/**
+ * After `branch` moved from `prev` to `next`: brings a clean primary checkout of
+ * that branch along (`read-tree -m -u`); a dirty one is left alone.
+ */
+export async function followCheckout (repo: string, branch: string, prev: string | null, next: string): Promise<'updated' | 'dirty' | 'not-checked-out'> {
+  const head = await git(['symbolic-ref', '-q', 'HEAD'], { cwd: repo, allowFail: true })
+  if (head.stdout.toString().trim() !== `refs/heads/${branch}`) return 'not-checked-out'
+  const bare = (await gitText(['rev-parse', '--is-bare-repository'], { cwd: repo })) === 'true'
+  if (bare) return 'not-checked-out'
+  if (prev === null) {
+    await git(['read-tree', '-u', '--reset', next], { cwd: repo })
+    return 'updated'
+  }
+  // compare against the old commit: the branch ref has already moved
+  const dirty = await git(['diff-index', '--quiet', prev, '--'], { cwd: repo, allowFail: true })
+  const untracked = (await gitText(['ls-files', '--others', '--exclude-standard'], { cwd: repo })) !== ''
+  if (dirty.code !== 0 || untracked) return 'dirty'
+  await git(['read-tree', '-m', '-u', prev, next], { cwd: repo })
+  return 'updated'
+}
+
+/** Result of `--verify` on a candidate merge. */
+export interface VerifyResult {
+  ok: boolean
+  output: string
+  ms: number
+}
+
+/** Runs `--verify` through the shell in a detached worktree of the candidate, then removes the worktree. */
+export async function runVerify (repo: string, dataDir: string, candidate: string, cmd: string, signal?: AbortSignal): Promise<VerifyResult> {
+  const path = join(dataDir, 'worktrees', `.verify-${candidate.slice(0, 12)}`)
+  await mkdir(join(dataDir, 'worktrees'), { recursive: true })
+  await git(['worktree', 'remove', '--force', path], { cwd: repo, allowFail: true })
+  await git(['worktree', 'add', '--detach', '--force', path, candidate], { cwd: repo })
+  const started = Date.now()
+  try {
+    return await new Promise<VerifyResult>((resolve, reject) => {
+      const child = spawn('/bin/sh', ['-c', cmd], { cwd: path, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHWORK_CANDIDATE: candidate }, ...(signal !== undefined ? { signal } : {}) })
+      let out = ''
+      const keep = (c: Buffer): void => { out = (out + c.toString()).slice(-8000) }
+      child.stdout.on('data', keep)
+      child.stderr.on('data', keep)
+      child.on('error', reject)
+      child.on('close', code => { resolve({ ok: code === 0, output: out.trim(), ms: Date.now() - started }) })
+    })
+  } finally {
+    await git(['worktree', 'remove', '--force', path], { cwd: repo, allowFail: true })
+    await rm(path, { recursive: true, force: true })
+  }
+}
