@@ -5,9 +5,10 @@ import { nodeCommand } from './node.ts'
 import { statusCommand } from './status.ts'
 import { submitCommand, cancelCommand, retryCommand } from './tasks.ts'
 import { demoCommand } from './demo.ts'
+import { resolveCommand } from './resolve.ts'
 
 /** Every command, in the order `meshwork --help` lists them. */
-export const COMMANDS: Command[] = [initCommand, nodeCommand, submitCommand, statusCommand, cancelCommand, retryCommand, demoCommand]
+export const COMMANDS: Command[] = [initCommand, nodeCommand, submitCommand, statusCommand, resolveCommand, cancelCommand, retryCommand, demoCommand]
 
 const VERSION = '0.1.0'
 

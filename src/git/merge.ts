@@ -93,3 +93,28 @@ export async function runVerify (repo: string, dataDir: string, candidate: strin
     await rm(path, { recursive: true, force: true })
   }
 }
+
+/**
+ * Merges `head` into `main` in a temporary detached worktree, settling every
+ * conflicted hunk for one side (`-X ours` keeps main's side, `-X theirs` the
+ * task's). Returns the merge commit (two parents, the task trailer), or throws
+ * when git cannot settle the conflict that way (e.g. a file deleted on one side).
+ */
+export async function mergeTakingSide (repo: string, dataDir: string, main: string, head: string, side: 'ours' | 'theirs', taskId: string, title: string): Promise<string> {
+  const path = join(dataDir, 'worktrees', `.resolve-${taskId}`)
+  await mkdir(join(dataDir, 'worktrees'), { recursive: true })
+  await git(['worktree', 'remove', '--force', path], { cwd: repo, allowFail: true })
+  await git(['worktree', 'add', '--detach', '--force', path, main], { cwd: repo })
+  try {
+    const message = `Merge meshwork/${taskId}: ${title === '' ? taskId : title} (conflicts: ${side})\n\n${TASK_TRAILER}: ${taskId}\n`
+    const res = await git(['merge', '--no-ff', '--no-edit', '-X', side, '-m', message, head], { cwd: path, allowFail: true, env: commitEnv() })
+    if (res.code !== 0) {
+      const detail = (res.stdout.toString() + res.stderr).trim().split('\n').slice(-4).join(' | ')
+      throw new Error(`git could not settle the conflict by taking "${side}": ${detail}`)
+    }
+    return await gitText(['rev-parse', 'HEAD'], { cwd: path })
+  } finally {
+    await git(['worktree', 'remove', '--force', path], { cwd: repo, allowFail: true })
+    await rm(path, { recursive: true, force: true })
+  }
+}

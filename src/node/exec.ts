@@ -45,6 +45,7 @@ export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: stri
     lines.push('', 'It builds on these tasks, already merged into the main branch you start from:')
     for (const d of deps) lines.push(`- ${d.id}: ${d.title}`)
   }
+  if (t.epoch > 0 && t.error !== null) lines.push('', `An earlier attempt of this task did not land: ${t.error}`)
   const others = [...snap.tasks.values()].filter(o => o.id !== t.id && o.state === 'running')
   if (others.length > 0) {
     lines.push('', 'Running at the same time elsewhere (avoid overlapping edits):')

@@ -3,7 +3,8 @@ import { str } from '../crdt/board.ts'
 import { electLeader, ELECTION_TIMEOUT_MS, type Candidate } from '../scheduler/election.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
 import { taskBranch } from '../git/worktree.ts'
-import { branchOid, casBranch, followCheckout, hasCommit, mergeCommit, runVerify, tryMerge } from '../git/merge.ts'
+import { branchOid, casBranch, followCheckout, hasCommit, mergeCommit, mergeTakingSide, runVerify, tryMerge } from '../git/merge.ts'
+import { releaseTask } from '../scheduler/scheduler.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
 import type { Task } from '../crdt/schema.ts'
 import { git } from '../git/git.ts'
@@ -53,9 +54,15 @@ export class Leadership {
     this.#timer = null
   }
 
-  /** Whether this node is the leader on its board. */
+  /**
+   * Whether this node acts as leader: the board names it, and it has been up
+   * for an election timeout, so a restarted node does not act on a stale board
+   * before it has heard from the mesh.
+   */
   isLeader (): boolean {
-    return this.#init.node.board.snapshot().main.leader === this.#init.node.peerId
+    const { node } = this.#init
+    if (Date.now() - node.startedAt < (this.#init.electionTimeoutMs ?? ELECTION_TIMEOUT_MS)) return false
+    return node.board.snapshot().main.leader === node.peerId
   }
 
   tick (): void {
@@ -126,10 +133,94 @@ export class Leadership {
     logger.info('main:updated', { head: target, checkout: how })
   }
 
+  /** Carries out the first human decision waiting on an open conflict; true if there was one. */
+  async #decide (): Promise<boolean> {
+    const { node, repo, branch, logger } = this.#init
+    const snap = node.board.snapshot()
+    const c = [...snap.conflicts.values()].find(x => x.state === 'open' && x.decision !== null)
+    if (c === undefined || c.decision === null) return false
+    const t = snap.tasks.get(c.taskId)
+    const { action, by } = c.decision
+    const resolved = (d: Parameters<Parameters<typeof node.changeBoard>[1]>[0]): void => {
+      const rec = d.conflicts[c.id]
+      if (rec !== undefined) rec.state = str('resolved')
+    }
+    if (t === undefined || t.state !== 'conflict') {
+      node.changeBoard('conflict:resolved', resolved)
+      return true
+    }
+    const now = Date.now()
+    switch (action) {
+      case 'abandon':
+        node.changeBoard('conflict:abandon', d => { resolved(d); const rec = d.tasks[t.id]; if (rec !== undefined) { rec.state = str('cancelled'); rec.error = str(`abandoned after a merge conflict (decision by ${by})`) } })
+        break
+      case 'rerun':
+        node.changeBoard('conflict:rerun', d => {
+          resolved(d)
+          releaseTask(d, t.id, now, null)
+          const rec = d.tasks[t.id]
+          if (rec !== undefined) { rec.head = null; rec.holders = []; rec.error = str(`rerun on the current main after a merge conflict in ${c.files.join(', ')}`) }
+        })
+        break
+      case 'agent':
+        node.changeBoard('conflict:unsupported', d => { const rec = d.conflicts[c.id]; if (rec !== undefined) rec.decision = null })
+        logger.warn('conflict:unsupported', { conflict: c.id, action, note: 'agent-resolved merges are not available yet; choose ours, theirs, rerun or abandon' })
+        break
+      case 'ours':
+      case 'theirs': {
+        const base = snap.main.head ?? await branchOid(repo, branch)
+        if (base === null || t.head === null) return false
+        if (!await hasCommit(repo, t.head)) {
+          const holder = t.holders.find(h => node.membership.get(h)?.state === 'alive')
+          if (holder === undefined) return false
+          await fetchFromPeer(node, holder, repo, `refs/heads/${taskBranch(t.id)}`, { intoRef: `refs/heads/${taskBranch(t.id)}`, timeoutMs: 5 * 60_000, logger })
+        }
+        const unchanged = (): boolean => {
+          const x = node.board.snapshot().conflicts.get(c.id)
+          return x !== undefined && x.state === 'open' && x.decision?.action === action && x.decision.at === c.decision?.at
+        }
+        let candidate: string
+        try {
+          candidate = await mergeTakingSide(repo, this.#init.dataDir, base, t.head, action, t.id, t.title)
+        } catch (err) {
+          if (!unchanged()) return true
+          node.changeBoard('conflict:decision-failed', d => { const rec = d.conflicts[c.id]; if (rec !== undefined) rec.decision = null; const tr = d.tasks[t.id]; if (tr !== undefined) tr.error = str(toError(err).message) })
+          logger.warn('conflict:decision-failed', { conflict: c.id, action, error: toError(err).message })
+          return true
+        }
+        if (this.#init.verify !== undefined) {
+          const v = await runVerify(repo, this.#init.dataDir, candidate, this.#init.verify)
+          if (!v.ok) {
+            node.changeBoard('task:verify-failed', d => { resolved(d); const rec = d.tasks[t.id]; if (rec !== undefined) { rec.state = str('failed'); rec.error = str(`--verify failed on the merge with main:\n${v.output.slice(-4000)}`) } })
+            return true
+          }
+        }
+        const s2 = node.board.snapshot()
+        if (s2.main.leader !== node.peerId || (s2.main.head ?? base) !== base) return false
+        if (!await casBranch(repo, branch, candidate, await branchOid(repo, branch))) return false
+        node.changeBoard('main:advance', d => {
+          resolved(d)
+          d.main.head = str(candidate)
+          const rec = d.tasks[t.id]
+          if (rec !== undefined) { rec.state = str('merged'); rec.mergeCommit = str(candidate); rec.mergedAt = now; rec.error = null }
+        })
+        await followCheckout(repo, branch, base, candidate)
+        break
+      }
+      default: {
+        const never: never = action
+        throw new Error(`unknown action ${String(never)}`)
+      }
+    }
+    logger.info('conflict:decided', { conflict: c.id, task: t.id, action, by })
+    return true
+  }
+
   /** Merges the next ready task into main (the leader only, one at a time). */
   async #mergeNext (): Promise<void> {
     const { node, repo, branch, logger } = this.#init
     const me = node.peerId
+    if (await this.#decide()) return
     const snap = node.board.snapshot()
     const { term } = snap.main
     const candidates: Task[] = []
