@@ -90,7 +90,7 @@ export class Leadership {
           logger.info('merge:reset', { tasks: stuck, reason: 'left merging by an earlier leader' })
         }
         this.#merging = true
-        void this.#mergeNext().finally(() => { this.#merging = false })
+        void this.#mergeNext().catch(err => { logger.warn('merge:error', { error: toError(err).message }) }).finally(() => { this.#merging = false })
       }
     }
     if (!this.#syncing) {
