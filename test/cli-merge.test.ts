@@ -1,0 +1,130 @@
+import { describe, it, expect, afterAll, beforeAll } from 'vitest'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { waitFor } from '../src/util/wait.ts'
+import { gitText } from '../src/git/git.ts'
+
+interface Status {
+  main: { head: string | null, leader: string | null, term: number }
+  tasks: Array<{ id: string, state: string, mergeCommit: string | null, mergedAt: number | null, doneAt: number | null, error: string | null }>
+  conflicts: Array<{ id: string, taskId: string, files: string[], state: string, decision: { action: string, by: string, at: number } | null }>
+}
+
+let dir = ''
+const nodes: CliNode[] = []
+let conn: string[] = []
+let last: Status | null = null
+
+async function status (): Promise<Status> {
+  const r = await runCli(['status', '--json', ...conn], { timeoutMs: 40_000 })
+  if (r.code !== 0) throw new Error(describeResult(['status'], r))
+  last = JSON.parse(r.stdout) as Status
+  return last
+}
+
+beforeAll(async () => {
+  dir = await makeTempDir('meshwork-merge-')
+  const key = join(dir, 'swarm.key')
+  expect((await runCli(['init', '--out', key], { timeoutMs: 30_000 })).code).toBe(0)
+  const extra = ['--agent', 'sim', '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s', '--verify', 'test ! -e forbidden.txt']
+  nodes.push(await startNode({ dir, name: 'a', keyFile: key, extraArgs: extra }))
+  const join0 = nodes[0]!.info.join
+  nodes.push(...await Promise.all(['b', 'c'].map(async name => await startNode({ dir, name, join: join0, extraArgs: extra }))))
+  conn = ['--join', join0]
+})
+
+afterAll(async () => {
+  await killAllChildren()
+  if (dir !== '') await removeDir(dir)
+})
+
+describe('merging through the CLI', { timeout: 300_000 }, () => {
+  it('merges a DAG in dependency order, stops a failing verify, raises a conflict, carries out a decision; every node ends on the same main', async () => {
+    const plan = join(dir, 'plan.yaml')
+    await writeFile(plan, `tasks:
+  - id: schema
+    prompt: schema
+    sim: { duration: 500ms, write: { "db/schema.sql": "create table users;\\n" } }
+  - id: api
+    prompt: api
+    deps: [schema]
+    sim: { duration: 500ms, write: { "api/users.js": "export {}\\n" } }
+  - id: ui
+    prompt: ui
+    deps: [schema]
+    sim: { duration: 500ms, write: { "ui/users.js": "export {}\\n" } }
+  - id: docs
+    prompt: docs
+    deps: [api, ui]
+    sim: { duration: 300ms, write: { "docs/users.md": "users\\n" } }
+  - id: bad
+    prompt: breaks the build
+    sim: { duration: 300ms, write: { "forbidden.txt": "no\\n" } }
+  - id: left
+    prompt: left
+    sim: { duration: 300ms, write: { "conf.txt": "left\\n" } }
+  - id: right
+    prompt: right
+    deps: [left]
+    sim: { duration: 300ms, write: { "conf.txt": "right\\n" } }
+`)
+    // "right" depends on "left" only so that the conflict is certain: it starts from a main that has left's file
+    const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 40_000 })
+    expect(sub.code, describeResult(['submit'], sub)).toBe(0)
+    await waitFor(async () => {
+      const s = await status()
+      const st = (id: string): string | undefined => s.tasks.find(t => t.id === id)?.state
+      return ['schema', 'api', 'ui', 'docs', 'left', 'right'].every(id => st(id) === 'merged') && st('bad') === 'failed'
+    }, { timeoutMs: 120_000, intervalMs: 500, message: () => `plan did not settle: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state, t.error]))}\n${nodes.map(n => n.describe()).join('\n')}` })
+    const s = last!
+    const t = (id: string) => s.tasks.find(x => x.id === id)!
+    // dependency order: a dependent's work started only after its dependencies merged
+    expect(t('api').doneAt!).toBeGreaterThan(t('schema').mergedAt!)
+    expect(t('docs').doneAt!).toBeGreaterThan(Math.max(t('api').mergedAt!, t('ui').mergedAt!))
+    expect(t('bad').error).toMatch(/--verify failed/)
+    // one merge commit per task on main's first-parent history, each with its trailer
+    const repoA = join(dir, 'repo-a')
+    await waitFor(async () => (await gitText(['rev-parse', 'main'], { cwd: repoA })) === s.main.head, { timeoutMs: 30_000, message: 'node a did not follow main' })
+    const log = (await gitText(['log', '--first-parent', '--format=%(trailers:key=Meshwork-Task,valueonly)', 'main'], { cwd: repoA })).split('\n').filter(l => l.trim() !== '')
+    expect(log.map(l => l.trim()).sort()).toEqual(['api', 'docs', 'left', 'right', 'schema', 'ui'])
+    expect(await gitText(['show', 'main:forbidden.txt'], { cwd: repoA }).catch(() => 'absent')).toBe('absent')
+    // every node ends on the same main, with a clean checkout
+    for (const n of ['a', 'b', 'c']) {
+      const repo = join(dir, `repo-${n}`)
+      await waitFor(async () => (await gitText(['rev-parse', 'main'], { cwd: repo })) === last!.main.head, { timeoutMs: 30_000, message: `node ${n} is not on the mesh main` })
+      expect(await gitText(['status', '--porcelain'], { cwd: repo })).toBe('')
+      expect(await gitText(['show', 'main:docs/users.md'], { cwd: repo })).toBe('users')
+    }
+  })
+
+  it('a conflict waits for a human; "theirs" merges the task\'s side and records who decided', async () => {
+    const plan = join(dir, 'plan2.yaml')
+    // two tasks racing to write the same file from the same main: the second to merge conflicts
+    await writeFile(plan, `tasks:
+  - id: red
+    prompt: red
+    sim: { duration: 300ms, write: { "color.txt": "red\\n" } }
+  - id: blue
+    prompt: blue
+    sim: { duration: 1500ms, write: { "color.txt": "blue\\n" } }
+`)
+    expect((await runCli(['submit', plan, ...conn], { timeoutMs: 40_000 })).code).toBe(0)
+    const conflict = await waitFor(async () => (await status()).conflicts.find(c => c.state === 'open'), { timeoutMs: 90_000, intervalMs: 500, message: () => `no conflict: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
+    expect(conflict.files).toEqual(['color.txt'])
+    const loser = conflict.taskId
+    expect(last!.tasks.find(x => x.id === loser)!.state).toBe('conflict')
+    const bad = await runCli(['resolve', conflict.id, '--action', 'maybe', ...conn], { timeoutMs: 40_000 })
+    expect(bad.code).toBe(2)
+    const r = await runCli(['resolve', conflict.id, '--action', 'theirs', '--note', 'the later color wins', ...conn], { timeoutMs: 40_000 })
+    expect(r.code, describeResult(['resolve'], r)).toBe(0)
+    await waitFor(async () => (await status()).tasks.find(x => x.id === loser)?.state === 'merged', { timeoutMs: 60_000, intervalMs: 500, message: () => `decision not carried out: ${JSON.stringify(last?.conflicts)}` })
+    const c = last!.conflicts.find(x => x.id === conflict.id)!
+    expect(c.state).toBe('resolved')
+    expect(c.decision?.action).toBe('theirs')
+    expect(c.decision?.by).toMatch(/@/)
+    const repo = join(dir, 'repo-b')
+    await waitFor(async () => (await gitText(['rev-parse', 'main'], { cwd: repo })) === last!.main.head, { timeoutMs: 30_000, message: 'node b is not on the mesh main' })
+    expect(await gitText(['show', 'main:color.txt'], { cwd: repo })).toBe(`${loser}`)
+  })
+})
