@@ -1,11 +1,16 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { createInterface } from 'node:readline/promises'
+import { userInfo } from 'node:os'
+import { git, gitText } from '../git/git.ts'
+import { commitEnv } from '../git/worktree.ts'
+import { decodeJoinToken } from '../node/join-token.ts'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { generateSwarmKey, writeSwarmKey } from '../node/swarm-key.ts'
 import { connectClient, type Client } from '../api/client.ts'
-import { submitTasks } from '../api/tasks.ts'
+import { submitTasks, resolveConflict, type ResolveAction } from '../api/tasks.ts'
 import { parsePlan } from '../scheduler/plan.ts'
 import { waitFor } from '../util/wait.ts'
 import { silentLogger } from '../util/logger.ts'
@@ -20,39 +25,42 @@ export const DEMO_PLAN = `tasks:
     title: Add the users table
     prompt: Create a migration that adds the users table.
     priority: 2
-    sim: { duration: 3s }
+    sim: { duration: 3s, write: { "db/001_users.sql": "create table users (id integer primary key, email text);\\n" } }
   - id: login-form
     title: Build the login form
-    prompt: Build the login form component.
-    sim: { duration: 2s }
+    prompt: Build the login form on top of the users table.
+    deps: [users-table]
+    sim: { duration: 2s, write: { "web/login.html": "<form id=login></form>\\n" } }
+  - id: users-api
+    title: Add the /users endpoint
+    prompt: Add the /users endpoint on top of the users table.
+    deps: [users-table]
+    sim: { duration: 2.5s, write: { "api/users.js": "export function users () { return [] }\\n" } }
   - id: rate-limiter
     title: Add a rate limiter
     prompt: Add a token-bucket rate limiter to the API.
-    sim: { duration: 4s }
-  - id: flaky-migration
+    sim: { duration: 4s, write: { "api/limits.js": "export const perMinute = 60\\n" } }
+  - id: backfill
     title: Backfill emails (fails once)
     prompt: Backfill the email column.
-    sim: { duration: 1.5s, fail: 1 }
+    sim: { duration: 1.5s, fail: 1, write: { "scripts/backfill.sh": "echo backfill\\n" } }
   - id: search-index
     title: Build the search index
     prompt: Add a search index over posts.
-    sim: { duration: 5s }
-  - id: audit-log
-    title: Audit log
-    prompt: Record every admin action in an audit log.
-    sim: { duration: 2.5s }
-  - id: docs
+    sim: { duration: 4s, write: { "search/index.js": "export const fields = ['title']\\n" } }
+  - id: port-8080
+    title: Serve on port 8080
+    prompt: Change the server port to 8080.
+    sim: { duration: 1.5s, write: { "config/server.json": "{ \\"port\\": 8080 }\\n" } }
+  - id: port-9000
+    title: Serve on port 9000
+    prompt: Change the server port to 9000.
+    sim: { duration: 2.5s, write: { "config/server.json": "{ \\"port\\": 9000 }\\n" } }
+  - id: api-docs
     title: Write the API docs
     prompt: Document every endpoint.
-    sim: { duration: 2s }
-  - id: metrics
-    title: Export metrics
-    prompt: Export request metrics.
-    sim: { duration: 3s }
-  - id: cleanup
-    title: Remove dead code
-    prompt: Remove unused modules.
-    sim: { duration: 1s }
+    deps: [users-api, login-form]
+    sim: { duration: 1.5s, write: { "docs/api.md": "# API\\n" } }
 `
 
 interface DemoNode { name: string, proc: ChildProcess, data: string, peerId: string, join: string, stderr: string[] }
@@ -79,18 +87,42 @@ async function startNode (dir: string, name: string, keyFile: string | null, joi
 
 const clock = (t0: number): string => `${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s`
 
+async function makeSampleRepo (repo: string): Promise<void> {
+  await mkdir(repo, { recursive: true })
+  await git(['init', '-q', '-b', 'main'], { cwd: repo })
+  await writeFile(join(repo, 'README.md'), '# sample app\n\nA small web app that meshwork\'s demo builds on.\n')
+  await git(['add', '.'], { cwd: repo })
+  await git(['commit', '-q', '-m', 'sample app'], { cwd: repo, env: commitEnv() })
+}
+
+/** Asks on a TTY which way to settle a conflict; `theirs` without one. */
+async function askDecision (question: string): Promise<ResolveAction> {
+  if (process.stdin.isTTY !== true || process.stdout.isTTY !== true) return 'theirs'
+  const rl = createInterface({ input: process.stdin, output: process.stdout })
+  try {
+    for (;;) {
+      const answer = (await rl.question(question)).trim().toLowerCase()
+      const pick = ({ o: 'ours', ours: 'ours', t: 'theirs', theirs: 'theirs', r: 'rerun', rerun: 'rerun', a: 'abandon', abandon: 'abandon', '': 'theirs' } as Record<string, ResolveAction>)[answer]
+      if (pick !== undefined) return pick
+    }
+  } finally {
+    rl.close()
+  }
+}
+
 export const demoCommand: Command = {
   name: 'demo',
-  summary: 'Start a local three-node mesh on loopback, run a sample plan with the sim agent and show it work.',
-  usage: 'meshwork demo [--keep]',
+  summary: 'Start a local three-node mesh on loopback and run a sample plan end to end with the sim agent.',
+  usage: 'meshwork demo [--clean]',
   details: [
-    'No credentials, nothing but 127.0.0.1. Three real `meshwork node` processes share one board, claim the',
-    'sample plan\'s tasks, retry the one that fails once, and one node is killed (kill -9) mid-run: its task',
-    'goes back to the mesh and runs elsewhere. Preview: task branches, merging and the conflict question come',
-    'with the execution and merge-leader work, so tasks end at `done`.'
+    'No credentials, nothing but 127.0.0.1. Three real `meshwork node` processes share one board, run a sample',
+    'plan with dependencies in git worktrees, retry a task that fails once, survive one node killed with kill -9',
+    'mid-run, merge every branch into main in dependency order, and stop at a real merge conflict: on a terminal',
+    'you decide (ours, theirs, rerun, abandon); without one the demo takes "theirs". It ends with a summary and',
+    'the path of the merged repository.'
   ].join('\n'),
   options: {
-    keep: { type: 'boolean', description: 'Leave the nodes\' data directories in place and print where they are.' }
+    clean: { type: 'boolean', description: 'Remove the demo\'s workspace at the end instead of keeping it for a look.' }
   },
   run: async (opts) => {
     const t0 = Date.now()
@@ -99,6 +131,7 @@ export const demoCommand: Command = {
     const key = generateSwarmKey()
     const keyFile = join(dir, 'swarm.key')
     await writeSwarmKey(keyFile, key)
+    await makeSampleRepo(resolve(dir, 'alpha', 'repo'))
     out(`mesh ${key.meshId}: starting 3 nodes on 127.0.0.1 (workspace ${dir})`)
     const nodes: DemoNode[] = []
     let client: Client | null = null
@@ -115,16 +148,18 @@ export const demoCommand: Command = {
       const first = nodes[0] as DemoNode
       nodes.push(...await Promise.all([startNode(dir, 'beta', null, first.join), startNode(dir, 'gamma', null, first.join)]))
       const names = new Map(nodes.map(n => [n.peerId, n.name]))
-      client = await connectClient({ key, bootstrap: [first.join].flatMap(j => JSON.parse(Buffer.from(j.slice(4), 'base64url').toString()).a as string[]), timeoutMs: 20_000, logger: silentLogger })
+      const name = (peer: string | null): string => peer === null ? '?' : names.get(peer) ?? peer.slice(-8)
+      client = await connectClient({ key, bootstrap: decodeJoinToken(first.join).bootstrap, timeoutMs: 20_000, logger: silentLogger })
       const c = client
-      await waitFor(async () => (await c.node.fetchMembers(c.peer)).members.filter(m => m.state === 'alive').length === 3, { timeoutMs: 20_000, message: 'the three nodes did not see each other' })
-      out('3 nodes alive: alpha, beta, gamma (2 slots each)')
+      await waitFor(async () => (await c.node.fetchMembers(c.peer)).members.filter(m => m.state === 'alive').length === 3, { timeoutMs: 30_000, message: 'the three nodes did not see each other' })
+      out('3 nodes alive: alpha (has the project), beta and gamma (cloned it from the mesh), 2 slots each')
       const tasks = parsePlan(DEMO_PLAN, new Set(c.node.board.snapshot().tasks.keys()), 'demo plan')
       await submitTasks(c, tasks)
-      out(`submitted ${tasks.length} tasks`)
+      out(`submitted ${tasks.length} tasks (users-table -> login-form, users-api -> api-docs; two tasks both set the server port)`)
       const last = new Map<string, string>()
+      const decided = new Set<string>()
       let killed: { node: DemoNode, task: string } | null = null
-      const deadline = Date.now() + 60_000
+      const deadline = Date.now() + 180_000
       for (;;) {
         const snap = c.node.board.snapshot()
         const mine = tasks.map(t => snap.tasks.get(t.id as never)).filter((t): t is Task => t !== undefined)
@@ -132,12 +167,23 @@ export const demoCommand: Command = {
           const key2 = `${t.state}|${t.epoch}`
           if (last.get(t.id) === key2) continue
           last.set(t.id, key2)
-          const where = t.node === null ? '' : ` on ${names.get(t.node) ?? t.node.slice(-8)}`
-          if (t.state === 'running') out(`${t.id.padEnd(16)} running${where} (attempt ${t.attempts})`)
-          else if (t.state === 'done') out(`${t.id.padEnd(16)} done${where}`)
-          else if (t.state === 'ready' && t.error !== null) out(`${t.id.padEnd(16)} failed, will retry: ${t.error}`)
-          else if (t.state === 'ready' && t.epoch > 0) out(`${t.id.padEnd(16)} back to ready, epoch ${t.epoch} (its node is gone)`)
-          else if (t.state === 'failed') out(`${t.id.padEnd(16)} FAILED: ${t.error ?? ''}`)
+          const id = t.id.padEnd(13)
+          if (t.state === 'running') out(`${id} running on ${name(t.node)} (attempt ${t.attempts})`)
+          else if (t.state === 'done') out(`${id} done on ${name(t.node)}, branch meshwork/${t.id} @ ${(t.head ?? '').slice(0, 7)}`)
+          else if (t.state === 'merged') out(`${id} merged into main @ ${(t.mergeCommit ?? '').slice(0, 7)}`)
+          else if (t.state === 'ready' && t.epoch > 0 && t.error !== null) out(`${id} failed, will retry: ${t.error}`)
+          else if (t.state === 'ready' && t.epoch > 0) out(`${id} back to ready, epoch ${t.epoch} (its node is gone)`)
+          else if (t.state === 'failed') out(`${id} FAILED: ${t.error ?? ''}`)
+          else if (t.state === 'cancelled') out(`${id} cancelled`)
+        }
+        for (const conflict of snap.conflicts.values()) {
+          if (conflict.state !== 'open' || decided.has(conflict.id)) continue
+          decided.add(conflict.id)
+          const t = snap.tasks.get(conflict.taskId)
+          out(`CONFLICT ${conflict.id}: ${conflict.taskId} (${t?.title ?? ''}) conflicts with main in ${conflict.files.join(', ')}`)
+          const action = await askDecision(`         settle it: [o]urs keeps main, [t]heirs takes ${conflict.taskId}, [r]erun, [a]bandon? [t] `)
+          await resolveConflict(c, conflict.id, action, 'decided in meshwork demo', `${userInfo().username}@demo`)
+          out(`decision for ${conflict.id}: ${action}${process.stdin.isTTY === true ? '' : ' (no terminal to ask: the demo takes theirs)'}`)
         }
         if (killed === null) {
           const victim = nodes.find(n => n.name === 'gamma')
@@ -145,33 +191,31 @@ export const demoCommand: Command = {
           if (victim !== undefined && running !== undefined && Date.now() - (running.startedAt ?? 0) > 500) {
             victim.proc.kill('SIGKILL')
             killed = { node: victim, task: running.id }
-            out(`killing gamma (kill -9) while it runs ${running.id}: the mesh must notice and rerun it`)
+            out(`killing gamma (kill -9) while it runs ${running.id}: the mesh must notice and run it elsewhere`)
           }
         }
-        if (mine.length === tasks.length && mine.every(t => t.state === 'done' || t.state === 'failed')) break
-        if (Date.now() > deadline) throw new Error('the demo did not finish within 60 s; run `meshwork demo --keep` and look at the node logs')
+        if (mine.length === tasks.length && mine.every(t => t.state === 'merged' || t.state === 'failed' || t.state === 'cancelled')) break
+        if (Date.now() > deadline) throw new Error(`the demo did not finish within 3 minutes; its workspace is ${dir} (node logs: */data)`)
         await Promise.race([
           new Promise(resolveUpdate => { c.node.addEventListener('board:update', resolveUpdate, { once: true }) }),
           new Promise(resolveTick => setTimeout(resolveTick, 250))
         ])
       }
       const snap = c.node.board.snapshot()
-      const perNode = new Map<string, number>()
-      for (const t of tasks) {
-        const done = snap.tasks.get(t.id as never)
-        if (done?.node != null) perNode.set(names.get(done.node) ?? '?', (perNode.get(names.get(done.node) ?? '?') ?? 0) + 1)
-      }
-      const view = await c.node.fetchMembers(c.peer).catch(() => null)
-      const gamma = view?.members.find(m => m.peerId === killed?.node.peerId)
+      const merged = tasks.filter(t => snap.tasks.get(t.id as never)?.state === 'merged').length
+      const repo = resolve(dir, 'alpha', 'repo')
+      await waitFor(async () => (await gitText(['rev-parse', 'main'], { cwd: repo })) === snap.main.head, { timeoutMs: 20_000, message: 'alpha did not follow the mesh main' })
+      const history = await gitText(['log', '--first-parent', '--format=%h %s', 'main'], { cwd: repo })
       out('')
-      out(`summary: ${tasks.length} tasks done in ${((Date.now() - t0) / 1000).toFixed(1)} s; by node: ${[...perNode].map(([n, k]) => `${n} ${k}`).join(', ')}`)
-      if (killed !== null) out(`gamma was killed mid-run and is ${gamma?.state ?? 'gone'}; ${killed.task} ran again on ${names.get(snap.tasks.get(killed.task as never)?.node ?? '') ?? '?'}`)
-      out(flag(opts, 'keep') ? `nodes' data (boards, identities, logs) kept in ${dir}` : `workspace ${dir} (pass --keep to keep it)`)
-      out('next: `meshwork init` and `meshwork node` on your own machines (README: "Start a mesh on real VMs")')
-      return 0
+      out(`summary: ${merged} of ${tasks.length} tasks merged in ${((Date.now() - t0) / 1000).toFixed(1)} s; main @ ${(snap.main.head ?? '').slice(0, 7)} (leader ${name(snap.main.leader)}, term ${snap.main.term})`)
+      if (killed !== null) out(`gamma was killed mid-run; ${killed.task} ran again on ${name(snap.tasks.get(killed.task as never)?.node ?? null)}`)
+      out('main, first-parent history (one merge commit per task, in dependency order):')
+      for (const line of history.split('\n')) out(`  ${line}`)
+      out(flag(opts, 'clean') ? 'workspace removed (--clean)' : `the merged repository: ${repo}   (nodes' data: ${dir}/*/data)`)
+      return merged === tasks.length ? 0 : 1
     } finally {
       await stopAll()
-      if (!flag(opts, 'keep')) await import('node:fs/promises').then(async fs => { await fs.rm(dir, { recursive: true, force: true }) })
+      if (flag(opts, 'clean')) await rm(dir, { recursive: true, force: true })
     }
   }
 }

@@ -90,7 +90,11 @@ export class Leadership {
           logger.info('merge:reset', { tasks: stuck, reason: 'left merging by an earlier leader' })
         }
         this.#merging = true
-        void this.#mergeNext().catch(err => { logger.warn('merge:error', { error: toError(err).message }) }).finally(() => { this.#merging = false })
+        void this.#mergeNext().catch(err => { logger.warn('merge:error', { error: toError(err).message }) }).finally(() => {
+          this.#merging = false
+          // keep the queue moving: the next merge need not wait for the next tick
+          if (this.#timer !== null) setImmediate(() => { this.tick() })
+        })
       }
     }
     if (!this.#syncing) {
