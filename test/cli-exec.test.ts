@@ -2,7 +2,7 @@ import { describe, it, expect, afterAll, beforeAll } from 'vitest'
 import { mkdir, symlink, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { runCli, startCliMesh, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { git, gitText } from '../src/git/git.ts'
 
@@ -11,33 +11,34 @@ const FAKE = resolve(fileURLToPath(new URL('.', import.meta.url)), 'fixtures', '
 interface TaskJson { id: string, state: string, node: string | null, head: string | null, costUsd: number, tokens: { input: number, output: number } }
 
 let dir = ''
+let bin = ''
 const nodes: CliNode[] = []
 
 beforeAll(async () => {
-  dir = await makeTempDir('meshwork-exec-')
   // the fake claude on PATH, as a real install would be
-  const bin = join(dir, 'bin')
-  await mkdir(bin)
+  bin = await makeTempDir('meshwork-fakebin-')
   await symlink(FAKE, join(bin, 'claude'))
   const env = { PATH: `${bin}:${process.env.PATH ?? ''}`, FAKE_CLAUDE_FILE: 'out/{task}.txt', FAKE_CLAUDE_DELAY_MS: '5', ANTHROPIC_API_KEY: undefined, CLAUDE_CODE_OAUTH_TOKEN: undefined }
-  const key = join(dir, 'swarm.key')
-  expect((await runCli(['init', '--out', key], { timeoutMs: 30_000 })).code).toBe(0)
   // node a starts the project's history; b and c start with empty repos and clone main from the mesh
-  const repoA = join(dir, 'repo-a')
-  await mkdir(repoA)
-  await git(['init', '-q', '-b', 'main'], { cwd: repoA })
-  await writeFile(join(repoA, 'README.md'), '# project\n')
-  await git(['add', '.'], { cwd: repoA })
-  await git(['-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '-m', 'initial'], { cwd: repoA })
-  const extra = ['--slots', '2', '--suspect-after', '1s', '--dead-after', '3s']
-  nodes.push(await startNode({ dir, name: 'a', keyFile: key, extraArgs: extra, env }))
-  const join0 = nodes[0]!.info.join
-  nodes.push(...await Promise.all(['b', 'c'].map(async name => await startNode({ dir, name, join: join0, extraArgs: extra, env }))))
+  const mesh = await startCliMesh('meshwork-exec-', ['--slots', '2', '--suspect-after', '1s', '--dead-after', '3s'], {
+    env,
+    prepare: async (d) => {
+      const repoA = join(d, 'repo-a')
+      await mkdir(repoA)
+      await git(['init', '-q', '-b', 'main'], { cwd: repoA })
+      await writeFile(join(repoA, 'README.md'), '# project\n')
+      await git(['add', '.'], { cwd: repoA })
+      await git(['-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '-m', 'initial'], { cwd: repoA })
+    }
+  })
+  dir = mesh.dir
+  nodes.push(...mesh.nodes)
 })
 
 afterAll(async () => {
   await killAllChildren()
   if (dir !== '') await removeDir(dir)
+  if (bin !== '') await removeDir(bin)
 })
 
 describe('agent runs in worktrees across a mesh', { timeout: 300_000 }, () => {
@@ -57,7 +58,7 @@ describe('agent runs in worktrees across a mesh', { timeout: 300_000 }, () => {
     }
     await waitFor(async () => {
       const s = await status()
-      return s !== null && s.tasks.filter(t => ids.includes(t.id)).every(t => t.state === 'done' && t.head !== null)
+      return s !== null && s.tasks.filter(t => ids.includes(t.id)).every(t => (t.state === 'done' || t.state === 'merged') && t.head !== null)
     }, { timeoutMs: 120_000, intervalMs: 500, message: () => `not all done: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}\n${nodes.map(n => n.describe()).join('\n')}` })
     const s = last!
     // more than one node ran tasks, and cost from Claude's result is on the board

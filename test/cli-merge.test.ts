@@ -1,7 +1,7 @@
 import { describe, it, expect, afterAll, beforeAll } from 'vitest'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { runCli, startCliMesh, killAllChildren, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { gitText } from '../src/git/git.ts'
 
@@ -24,14 +24,10 @@ async function status (): Promise<Status> {
 }
 
 beforeAll(async () => {
-  dir = await makeTempDir('meshwork-merge-')
-  const key = join(dir, 'swarm.key')
-  expect((await runCli(['init', '--out', key], { timeoutMs: 30_000 })).code).toBe(0)
-  const extra = ['--agent', 'sim', '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s', '--verify', 'test ! -e forbidden.txt']
-  nodes.push(await startNode({ dir, name: 'a', keyFile: key, extraArgs: extra }))
-  const join0 = nodes[0]!.info.join
-  nodes.push(...await Promise.all(['b', 'c'].map(async name => await startNode({ dir, name, join: join0, extraArgs: extra }))))
-  conn = ['--join', join0]
+  const mesh = await startCliMesh('meshwork-merge-', ['--agent', 'sim', '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s', '--verify', 'test ! -e forbidden.txt'])
+  dir = mesh.dir
+  nodes.push(...mesh.nodes)
+  conn = mesh.conn
 })
 
 afterAll(async () => {

@@ -1,7 +1,7 @@
 import { describe, it, expect, afterAll, beforeAll } from 'vitest'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { runCli, startCliMesh, killAllChildren, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
 import { waitFor } from '../src/util/wait.ts'
 
 interface TaskJson { id: string, state: string, node: string | null, attempts: number, error: string | null }
@@ -17,15 +17,10 @@ async function tasks (): Promise<TaskJson[]> {
 }
 
 beforeAll(async () => {
-  dir = await makeTempDir('meshwork-sched-')
-  const key = join(dir, 'swarm.key')
-  const init = await runCli(['init', '--out', key], { timeoutMs: 30_000 })
-  expect(init.code, describeResult(['init'], init)).toBe(0)
-  const extra = ['--agent', 'sim', '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s', '--log-level', 'info']
-  nodes.push(await startNode({ dir, name: 'a', keyFile: key, extraArgs: extra }))
-  const join0 = nodes[0]!.info.join
-  nodes.push(...await Promise.all(['b', 'c'].map(async name => await startNode({ dir, name, join: join0, extraArgs: extra }))))
-  conn = ['--join', join0]
+  const mesh = await startCliMesh('meshwork-sched-', ['--agent', 'sim', '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s', '--log-level', 'info'])
+  dir = mesh.dir
+  nodes.push(...mesh.nodes)
+  conn = mesh.conn
 })
 
 afterAll(async () => {
@@ -59,7 +54,7 @@ describe('scheduling through the CLI', () => {
     let seen: TaskJson[] = []
     const final = await waitFor(async () => {
       seen = await tasks()
-      return seen.length === ids.length && seen.every(t => t.state === 'done') ? seen : null
+      return seen.length === ids.length && seen.every(t => t.state === 'merged') ? seen : null
     }, { timeoutMs: 90_000, intervalMs: 500, message: () => `tasks did not all finish: ${JSON.stringify(seen)}` })
 
     for (const t of final) {

@@ -305,3 +305,31 @@ export function nodeStates (s: StatusJson | null): string {
   if (s === null) return '(no status yet)'
   return s.nodes.map(n => `${n.name}:${n.peerId.slice(-6)}=${n.state}`).join(' ') || '(no nodes)'
 }
+
+/** A mesh of `meshwork node` processes: the first made with a new key, the rest joining with its token. */
+export interface CliMesh {
+  dir: string
+  keyFile: string
+  nodes: CliNode[]
+  /** `--join <token>` of the first node, for client commands. */
+  conn: string[]
+}
+
+/**
+ * Runs `init` in a new temp dir and starts `names` as nodes on loopback with
+ * `extraArgs` (the first with the key file, the others in parallel with its
+ * join token). Repos are `<dir>/repo-<name>`; `prepare` may create them first.
+ */
+export async function startCliMesh (prefix: string, extraArgs: string[], opts: { names?: string[], env?: Record<string, string | undefined>, prepare?: (dir: string) => Promise<void> } = {}): Promise<CliMesh> {
+  const dir = await makeTempDir(prefix)
+  const keyFile = join(dir, 'swarm.key')
+  const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
+  if (init.code !== 0) throw new Error(describeResult(['init'], init))
+  await opts.prepare?.(dir)
+  const [first, ...rest] = opts.names ?? ['a', 'b', 'c']
+  const env = opts.env
+  const nodes = [await startNode({ dir, name: first as string, keyFile, extraArgs, ...(env !== undefined ? { env } : {}) })]
+  const join0 = nodes[0]!.info.join
+  nodes.push(...await Promise.all(rest.map(async name => await startNode({ dir, name, join: join0, extraArgs, ...(env !== undefined ? { env } : {}) }))))
+  return { dir, keyFile, nodes, conn: ['--join', join0] }
+}
