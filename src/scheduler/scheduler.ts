@@ -11,6 +11,13 @@ import { toError } from '../util/errors.ts'
 /** Bounds of the settle window (the wait between a claim and starting the run). */
 export const MIN_SETTLE_MS = 150
 export const MAX_SETTLE_MS = 3000
+/**
+ * A claim waits this long at most for every live peer's acknowledgement before
+ * it starts anyway (a peer that heartbeats but cannot take our changes). Long on
+ * purpose: starting without every acknowledgement is what lets a task run twice
+ * on an overloaded host. @default 30 s
+ */
+export const ACK_TIMEOUT_MS = 30_000
 /** How long a ready task waits for its preferred owner before another node may steal it. @default 2000 ms */
 export const DEFAULT_STEAL_AFTER_MS = 2000
 /** A claim that has not turned into a run after this long is stale and may be taken over. @default 15000 ms */
@@ -90,7 +97,8 @@ export class Scheduler {
   /**
    * Minimum settle window: fixed, or about three observed gossip delays,
    * bounded. A claim settles after this window once every live peer has
-   * acknowledged it, or after `MAX_SETTLE_MS` regardless.
+   * acknowledged it (suspect and dead peers are not waited for), or after
+   * `ACK_TIMEOUT_MS` regardless.
    */
   get settleMs (): number {
     if (this.#init.settleMs !== undefined) return this.#init.settleMs
@@ -333,8 +341,8 @@ export class Scheduler {
       // settle once every live peer has seen the claim (its heads contain it): a concurrent claim
       // of theirs is then in our board too, so all claimants compute the same winner
       const waiting = claim.hash === null ? [] : peers.filter(p => this.node.board.seenBy(p.heads, claim.hash as string) !== true)
-      if (waiting.length > 0 && now - claim.at < MAX_SETTLE_MS) continue
-      if (waiting.length > 0) this.#log.warn('task:settle-timeout', { task: id, unacknowledged: waiting.map(p => p.peerId) })
+      if (waiting.length > 0 && now - claim.at < ACK_TIMEOUT_MS) continue
+      if (waiting.length > 0) this.#log.warn('task:settle-timeout', { task: id, unacknowledged: waiting.map(p => p.peerId), note: `started without every acknowledgement after ${ACK_TIMEOUT_MS / 1000} s` })
       const t = snap.tasks.get(id)
       if (t === undefined || t.epoch !== claim.epoch || (t.state !== 'claimed' && t.state !== 'ready' && t.state !== 'pending')) {
         this.#pending.delete(id)
