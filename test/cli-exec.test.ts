@@ -8,7 +8,7 @@ import { git, gitText } from '../src/git/git.ts'
 
 const FAKE = resolve(fileURLToPath(new URL('.', import.meta.url)), 'fixtures', 'fake-claude.mjs')
 
-interface TaskJson { id: string, state: string, node: string | null, head: string | null, costUsd: number, tokens: { input: number, output: number } }
+interface TaskJson { id: string, state: string, node: string | null, head: string | null, costUsd: number, tokens: { input: number, output: number }, progress: { kind: string, text: string } | null }
 
 let dir = ''
 let bin = ''
@@ -49,7 +49,7 @@ describe('agent runs in worktrees across a mesh', { timeout: 300_000 }, () => {
     await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: implement ${id}\n`).join(''))
     const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 40_000 })
     expect(sub.code, describeResult(['submit'], sub)).toBe(0)
-    let last: { main: { leader: string | null }, tasks: TaskJson[], nodes: Array<{ peerId: string, name: string }> } | null = null
+    let last: { main: { leader: string | null, head: string | null }, tasks: TaskJson[], nodes: Array<{ peerId: string, name: string }> } | null = null
     const status = async (): Promise<typeof last> => {
       const r = await runCli(['status', '--json', ...conn], { timeoutMs: 40_000 })
       if (r.code !== 0) throw new Error(describeResult(['status'], r))
@@ -64,6 +64,8 @@ describe('agent runs in worktrees across a mesh', { timeout: 300_000 }, () => {
     // more than one node ran tasks, and cost from Claude's result is on the board
     expect(new Set(s.tasks.map(t => t.node)).size).toBeGreaterThan(1)
     for (const t of s.tasks) expect(t.costUsd).toBeCloseTo(0.0123, 6)
+    // the agents' stream reached the node status reads through, as progress gossip
+    expect(s.tasks.filter(t => t.progress !== null).length).toBeGreaterThan(0)
     // a leader was elected and holds every branch with the oid on the board
     await waitFor(async () => (await status())?.main.leader !== null, { timeoutMs: 30_000, message: 'no leader elected' })
     const leader = nodes.find(n => n.info.peerId === last!.main.leader)!
@@ -80,7 +82,13 @@ describe('agent runs in worktrees across a mesh', { timeout: 300_000 }, () => {
       expect(await gitText(['show', `${t.head!}:out/${t.id}.txt`], { cwd: leaderRepo })).toBe(`hello from fake claude for ${t.id}`)
       expect(await gitText(['log', '-1', '--format=%B', t.head!], { cwd: leaderRepo })).toContain(`Meshwork-Task: ${t.id}`)
     }
-    // the cloned nodes have the project's history
-    for (const name of ['b', 'c']) expect(await gitText(['log', '--format=%s', 'main'], { cwd: join(dir, `repo-${name}`) })).toBe('initial')
+    // the cloned nodes have the project's history and follow the mesh main
+    await waitFor(async () => (await status())?.tasks.every(t => t.state === 'merged'), { timeoutMs: 60_000, intervalMs: 500, message: () => `not all merged: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
+    const main = (last as unknown as { main: { head: string } }).main.head
+    for (const name of ['b', 'c']) {
+      const repo = join(dir, `repo-${name}`)
+      await waitFor(async () => (await gitText(['rev-parse', 'main'], { cwd: repo })) === main, { timeoutMs: 30_000, message: `node ${name} did not follow main` })
+      expect((await gitText(['log', '--format=%s', 'main'], { cwd: repo })).split('\n').at(-1)).toBe('initial')
+    }
   })
 })

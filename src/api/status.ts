@@ -30,6 +30,8 @@ export interface StatusTask {
   doneAt: number | null
   mergedAt: number | null
   error: string | null
+  /** The agent's latest progress event, as the node read through has heard it (ephemeral). */
+  progress: { kind: string, text: string, at: number } | null
 }
 
 /** The object `meshwork status --json` prints (SPEC; fields may be added, never renamed). */
@@ -41,7 +43,8 @@ export interface StatusReport {
   conflicts: Array<{ id: string, taskId: string, files: string[], state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null }>
 }
 
-function statusTask (t: Task): StatusTask {
+function statusTask (t: Task, progress: MembersView['progress']): StatusTask {
+  const p = progress?.[t.id]
   return {
     id: t.id,
     title: t.title,
@@ -58,7 +61,8 @@ function statusTask (t: Task): StatusTask {
     startedAt: t.startedAt,
     doneAt: t.doneAt,
     mergedAt: t.mergedAt,
-    error: t.error
+    error: t.error,
+    progress: p === undefined ? null : { kind: p.kind, text: p.text, at: p.at }
   }
 }
 
@@ -81,7 +85,7 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
     if (seen.has(peerId)) continue
     nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null })
   }
-  const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(statusTask)
+  const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress))
   const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], state: c.state, decision: c.decision === null ? null : { ...c.decision } }))
   return { meshId: snap.meshId, main: { ...snap.main }, nodes, tasks, conflicts }
 }

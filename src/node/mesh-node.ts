@@ -12,7 +12,7 @@ import { loadOrCreateIdentity } from './identity.ts'
 import type { SwarmKey } from './swarm-key.ts'
 import { encodeJoinToken } from './join-token.ts'
 import { Membership, type Member, type Transition } from './membership.ts'
-import { decodePresence, encodePresence, type Presence } from './presence.ts'
+import { decodePresence, encodePresence, decodeProgress, type Presence, type ProgressEvent } from './presence.ts'
 import {
   HEARTBEAT_INTERVAL_MS, MAX_GOSSIP_BYTES, MAX_STREAM_FRAME_BYTES, MEMBERS_PROTOCOL, REDIAL_INTERVAL_MS, SYNC_PROTOCOL, topics
 } from './constants.ts'
@@ -60,12 +60,15 @@ export interface MeshNodeEvents {
   'board:update': CustomEvent<BoardUpdate>
   'peer:state': CustomEvent<Transition>
   'presence': CustomEvent<Presence>
+  'progress': CustomEvent<ProgressEvent>
 }
 
 /** What a node reports about the mesh's membership over `/meshwork/members/1`. */
 export interface MembersView {
   self: string
   members: Member[]
+  /** The latest agent progress event of each task this node has heard about. */
+  progress?: Record<string, { kind: string, text: string, at: number, peerId: string }>
 }
 
 /** Gossip board message tags. */
@@ -223,6 +226,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const pubsub = host.services.pubsub
     pubsub.topicValidators.set(this.#topics.board, (_peer, msg) => this.#validateBoardMessage(msg))
     pubsub.topicValidators.set(this.#topics.presence, (_peer, msg) => this.#validatePresence(msg))
+    pubsub.topicValidators.set(this.#topics.progress, (_peer, msg) => this.#validateProgress(msg))
     const delay = init.gossipDelayMs ?? 0
     pubsub.addEventListener('message', evt => {
       if (delay > 0) setTimeout(() => { if (!this.#stopping) this.#onGossip(evt.detail) }, delay)
@@ -233,7 +237,10 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     })
     await host.start()
     pubsub.subscribe(this.#topics.board)
-    if (this.role === 'node') pubsub.subscribe(this.#topics.presence)
+    if (this.role === 'node') {
+      pubsub.subscribe(this.#topics.presence)
+      pubsub.subscribe(this.#topics.progress)
+    }
 
     if (this.role === 'node') {
       this.#lag = monitorEventLoopDelay({ resolution: 20 })
@@ -373,6 +380,38 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     return this.#reject('unknown-tag', from)
   }
 
+  #validateProgress (msg: Message): TopicValidatorResult {
+    if (msg.type !== 'signed') return this.#reject('unsigned', '?')
+    const from = msg.from.toString()
+    if (msg.data.length > 4096) return this.#reject('oversized', from)
+    const p = decodeProgress(msg.data)
+    if (p === null) return this.#reject('bad-progress', from)
+    if (p.peerId !== from) return this.#reject('progress-spoofed', from)
+    return TopicValidatorResult.Accept
+  }
+
+  #progress = new Map<string, ProgressEvent>()
+  #progressSent = new Map<string, number>()
+
+  #noteProgress (p: ProgressEvent): void {
+    this.#progress.set(p.taskId, p)
+    if (this.#progress.size > 1000) this.#progress.delete(this.#progress.keys().next().value as string)
+    this.dispatchEvent(new CustomEvent('progress', { detail: p }))
+  }
+
+  /**
+   * Shares an agent's progress with the mesh (status and the TUI show it). At
+   * most four events a second per task go out; the rest are kept locally only.
+   */
+  publishProgress (taskId: string, kind: ProgressEvent['kind'], text: string): void {
+    const p: ProgressEvent = { v: 1, peerId: this.peerId, taskId, kind, text: text.slice(0, 1000), at: Date.now() }
+    this.#noteProgress(p)
+    const last = this.#progressSent.get(taskId) ?? 0
+    if (p.at - last < 250) return
+    this.#progressSent.set(taskId, p.at)
+    void this.#publish(this.#topics.progress, new TextEncoder().encode(JSON.stringify(p)))
+  }
+
   #validatePresence (msg: Message): TopicValidatorResult {
     if (msg.type !== 'signed') return this.#reject('unsigned', '?')
     const from = msg.from.toString()
@@ -387,6 +426,11 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (msg.type !== 'signed') return
     const from = msg.from.toString()
     try {
+      if (msg.topic === this.#topics.progress) {
+        const p = decodeProgress(msg.data)
+        if (p !== null) this.#noteProgress(p)
+        return
+      }
       if (msg.topic === this.#topics.board) {
         const tag = msg.data[0]
         if (tag === MSG_CHANGE) {
@@ -480,7 +524,9 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
         load: p.load, lagMs: p.lagMs, backoffUntil: p.backoffUntil, state: 'alive', eligible: p.eligible ?? true, aliveSince: this.#startedAt, lastSeenAt: Date.now(), silentMs: 0
       })
     }
-    return { self: this.peerId, members }
+    const progress: NonNullable<MembersView['progress']> = {}
+    for (const [id, p] of this.#progress) progress[id] = { kind: p.kind, text: p.text, at: p.at, peerId: p.peerId }
+    return { self: this.peerId, members, progress }
   }
 
   /** Asks a node for its membership view (what `status` shows). */

@@ -45,3 +45,23 @@ export function decodePresence (data: Uint8Array): Presence | null {
 export function encodePresence (p: Presence): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(p))
 }
+
+/** An agent progress event, gossiped on the progress topic (ephemeral: never on the board). */
+export const progressSchema = z.object({
+  v: z.literal(1),
+  peerId: z.string().min(1).max(128),
+  taskId: z.string().max(64),
+  kind: z.enum(['text', 'tool', 'turn', 'info']),
+  text: z.string().max(1000),
+  at: z.number()
+})
+export type ProgressEvent = z.infer<typeof progressSchema>
+
+export function decodeProgress (data: Uint8Array): ProgressEvent | null {
+  try {
+    const parsed = progressSchema.safeParse(JSON.parse(new TextDecoder().decode(data)))
+    return parsed.success ? parsed.data : null
+  } catch {
+    return null
+  }
+}

@@ -68,7 +68,8 @@ export class Worker {
         prepare: exec.prepare,
         finish: exec.finish,
         cleanup: exec.cleanup,
-        context: (t, snap) => taskContext(t, snap, names)
+        context: (t, snap) => taskContext(t, snap, names),
+        onProgress: (taskId, p) => { node.publishProgress(taskId, p.kind, p.text) }
       })
       this.scheduler.start()
     })()
