@@ -1,0 +1,114 @@
+/**
+ * `npm run bench:board`: the board and membership benchmark over real node
+ * processes on loopback.
+ *
+ *   1. board change propagation p50/p99 at 5, 20 and 50 nodes
+ *   2. joiner sync time for boards of 1,000 and 10,000 tasks
+ *   3. bytes per task lifecycle (gossip payload and real loopback bytes), 5 nodes
+ *   4. idle RSS and CPU per node at 5 and 20 nodes
+ *   5. dead detection and false positives on a saturated host, 10 nodes
+ *
+ * Flags:
+ *   --quick         smoke run: sizes 5 and 10, 1,000-task joiner only, shorter windows;
+ *                   does not touch docs/benchmarks.md
+ *   --no-docs       do not rewrite the section in docs/benchmarks.md
+ *   --json FILE     also write the raw results as JSON
+ *   --only LIST     run only some phases (comma list of prop, join, dead; prop includes
+ *                   idle and bytes); implies --no-docs
+ *   --sizes LIST    mesh sizes of the propagation phase (default 5,20,50); implies --no-docs
+ *   --diag-no-ping-abort  diagnostic: libp2p's connection monitor keeps a connection whose
+ *                   ping timed out (not meshwork's configuration); implies --no-docs
+ *
+ * Every child process is killed when the script ends, fails or is interrupted.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { installExitGuards, killAllChildren } from './bench/board-cluster.ts'
+import { runDead, runJoiner, runSize, type BenchContext } from './bench/board-phases.ts'
+import { currentLoad, machine, markdownSection, textReport, writeSection, type Results } from './bench/board-report.ts'
+
+const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url))
+
+async function main (): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      'no-docs': { type: 'boolean', default: false },
+      json: { type: 'string' },
+      only: { type: 'string' },
+      sizes: { type: 'string' },
+      'diag-no-ping-abort': { type: 'boolean', default: false }
+    }
+  })
+  const major = Number(process.versions.node.split('.')[0])
+  if (major < 22) throw new Error(`Node ${process.version} cannot run libp2p 3; use the pinned Node 24 (npm run bench:board, or ./node_modules/.bin/node scripts/bench-board.ts)`)
+  const quick = values.quick === true
+  const only = new Set((values.only ?? 'prop,join,dead').split(',').map(s => s.trim()))
+  const diag = values['diag-no-ping-abort'] === true
+  const writeDocs = !quick && !diag && values['no-docs'] !== true && values.only === undefined && values.sizes === undefined
+
+  installExitGuards()
+  const root = await mkdtemp(join(tmpdir(), 'meshwork-bench-'))
+  const started = Date.now()
+  const ctx: BenchContext = { root, quick, quietBoundMs: quick ? 10_000 : 30_000, diagNoPingAbort: diag, log: line => { process.stderr.write(line + '\n') } }
+  const results: Results = {
+    date: new Date().toISOString(),
+    quick,
+    diagNoPingAbort: diag,
+    durationMs: 0,
+    machine: machine(),
+    loadavgAtStart: currentLoad(),
+    sizes: [],
+    joiners: [],
+    dead: null
+  }
+  ctx.log(`meshwork board benchmark${quick ? ' (quick)' : ''}: data under ${root}`)
+  try {
+    if (only.has('prop')) {
+      const sizes = values.sizes !== undefined ? values.sizes.split(',').map(Number).filter(n => Number.isInteger(n) && n >= 2) : quick ? [5, 10] : [5, 20, 50]
+      for (const size of sizes) {
+        results.sizes.push(await runSize(ctx, {
+          size,
+          changes: quick ? 20 : 40,
+          intervalMs: 150,
+          spawnBoundMs: size >= 50 ? 120_000 : size >= 20 ? 90_000 : 60_000,
+          formBoundMs: size >= 50 ? 90_000 : size >= 20 ? 45_000 : 30_000,
+          // idle cost at the 5- and 20-node meshes (5 and 10 in a quick run)
+          idleWindowMs: size <= 20 ? (quick ? 5000 : 10_000) : null,
+          lifecycles: size === 5 ? (quick ? 10 : 30) : null,
+          loWindowMs: quick ? 5000 : 10_000
+        }))
+      }
+    }
+    if (only.has('join')) {
+      for (const tasks of quick ? [1000] : [1000, 10_000]) results.joiners.push(await runJoiner(ctx, tasks, 180_000))
+    }
+    if (only.has('dead')) {
+      results.dead = await runDead(ctx, 10, quick ? 20_000 : 30_000, 3000, 90_000)
+    }
+  } finally {
+    killAllChildren()
+    await rm(root, { recursive: true, force: true }).catch(() => {})
+  }
+  results.durationMs = Date.now() - started
+  process.stdout.write('\n' + textReport(results) + '\n')
+  if (values.json !== undefined) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n')
+  if (writeDocs) {
+    await writeSection(DOCS, markdownSection(results))
+    process.stdout.write(`\nwrote the "Board" section of ${DOCS}\n`)
+  } else {
+    process.stdout.write(`\n(docs/benchmarks.md not touched: ${quick ? '--quick run' : diag ? 'diagnostic run' : values.only !== undefined || values.sizes !== undefined ? 'partial run' : '--no-docs'})\n`)
+  }
+}
+
+main().then(
+  () => { process.exit(0) },
+  err => {
+    killAllChildren()
+    process.stderr.write(`bench:board failed: ${(err as Error)?.stack ?? String(err)}\n`)
+    process.exit(1)
+  }
+)
