@@ -47,11 +47,11 @@ describe('agent runs in worktrees across a mesh', { timeout: 300_000 }, () => {
     const ids = Array.from({ length: 6 }, (_, i) => `feat-${i}`)
     const plan = join(dir, 'plan.yaml')
     await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: implement ${id}\n`).join(''))
-    const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 40_000 })
+    const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })
     expect(sub.code, describeResult(['submit'], sub)).toBe(0)
     let last: { main: { leader: string | null, head: string | null }, tasks: TaskJson[], nodes: Array<{ peerId: string, name: string }> } | null = null
     const status = async (): Promise<typeof last> => {
-      const r = await runCli(['status', '--json', ...conn], { timeoutMs: 40_000 })
+      const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
       if (r.code !== 0) throw new Error(describeResult(['status'], r))
       last = JSON.parse(r.stdout)
       return last

@@ -17,7 +17,7 @@ let conn: string[] = []
 let last: Status | null = null
 
 async function status (): Promise<Status> {
-  const r = await runCli(['status', '--json', ...conn], { timeoutMs: 40_000 })
+  const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
   if (r.code !== 0) throw new Error(describeResult(['status'], r))
   last = JSON.parse(r.stdout) as Status
   return last
@@ -66,7 +66,7 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
     sim: { duration: 300ms, write: { "conf.txt": "right\\n" } }
 `)
     // "right" depends on "left" only so that the conflict is certain: it starts from a main that has left's file
-    const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 40_000 })
+    const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })
     expect(sub.code, describeResult(['submit'], sub)).toBe(0)
     await waitFor(async () => {
       const s = await status()
@@ -105,14 +105,14 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
     prompt: blue
     sim: { duration: 1500ms, write: { "color.txt": "blue\\n" } }
 `)
-    expect((await runCli(['submit', plan, ...conn], { timeoutMs: 40_000 })).code).toBe(0)
+    expect((await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })).code).toBe(0)
     const conflict = await waitFor(async () => (await status()).conflicts.find(c => c.state === 'open'), { timeoutMs: 90_000, intervalMs: 500, message: () => `no conflict: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
     expect(conflict.files).toEqual(['color.txt'])
     const loser = conflict.taskId
     expect(last!.tasks.find(x => x.id === loser)!.state).toBe('conflict')
-    const bad = await runCli(['resolve', conflict.id, '--action', 'maybe', ...conn], { timeoutMs: 40_000 })
+    const bad = await runCli(['resolve', conflict.id, '--action', 'maybe', ...conn], { timeoutMs: 90_000 })
     expect(bad.code).toBe(2)
-    const r = await runCli(['resolve', conflict.id, '--action', 'theirs', '--note', 'the later color wins', ...conn], { timeoutMs: 40_000 })
+    const r = await runCli(['resolve', conflict.id, '--action', 'theirs', '--note', 'the later color wins', ...conn], { timeoutMs: 90_000 })
     expect(r.code, describeResult(['resolve'], r)).toBe(0)
     await waitFor(async () => (await status()).tasks.find(x => x.id === loser)?.state === 'merged', { timeoutMs: 60_000, intervalMs: 500, message: () => `decision not carried out: ${JSON.stringify(last?.conflicts)}` })
     const c = last!.conflicts.find(x => x.id === conflict.id)!

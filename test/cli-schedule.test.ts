@@ -11,7 +11,7 @@ const nodes: CliNode[] = []
 let conn: string[] = []
 
 async function tasks (): Promise<TaskJson[]> {
-  const r = await runCli(['status', '--json', ...conn], { timeoutMs: 40_000 })
+  const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
   if (r.code !== 0) throw new Error(describeResult(['status'], r))
   return (JSON.parse(r.stdout) as { tasks: TaskJson[] }).tasks
 }
@@ -33,7 +33,7 @@ describe('scheduling through the CLI', () => {
     const plan = join(dir, 'plan.yaml')
     const ids = Array.from({ length: 6 }, (_, i) => `job-${i}`)
     await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: do ${id}\n    sim: { duration: 4s }\n`).join(''))
-    const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 40_000 })
+    const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })
     expect(sub.code, describeResult(['submit'], sub)).toBe(0)
     expect(sub.stdout.trim().split('\n')).toEqual(ids)
 
@@ -47,7 +47,7 @@ describe('scheduling through the CLI', () => {
       victim = byPeer.get(running[0]!.node!)
       lost = running.filter(t => t.node === victim?.info.peerId).map(t => t.id)
       return victim !== undefined
-    }, { timeoutMs: 40_000, intervalMs: 300, message: 'no task ever ran on nodes b or c' })
+    }, { timeoutMs: 90_000, intervalMs: 300, message: 'no task ever ran on nodes b or c' })
     victim!.proc.kill('SIGKILL')
     await victim!.exited
 
@@ -74,17 +74,17 @@ describe('scheduling through the CLI', () => {
   it('cancel and retry through the CLI', async () => {
     const plan = join(dir, 'plan2.yaml')
     await writeFile(plan, 'tasks:\n  - id: slow\n    prompt: slow\n    sim: { duration: 30s }\n')
-    expect((await runCli(['submit', plan, ...conn], { timeoutMs: 40_000 })).code).toBe(0)
+    expect((await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })).code).toBe(0)
     await waitFor(async () => (await tasks()).find(t => t.id === 'slow')?.state === 'running', { timeoutMs: 30_000, intervalMs: 300, message: 'slow never ran' })
-    const c = await runCli(['cancel', 'slow', ...conn], { timeoutMs: 40_000 })
+    const c = await runCli(['cancel', 'slow', ...conn], { timeoutMs: 90_000 })
     expect(c.code, describeResult(['cancel'], c)).toBe(0)
     expect(c.stdout).toMatch(/cancelled \(was running\)/)
     const runner = nodes.find(n => n.running() && /"event":"task:started","task":"slow"/.test(n.stderr()))
     await waitFor(() => runner !== undefined && /"event":"task:lost","task":"slow".*cancelled/.test(runner.stderr()), { timeoutMs: 20_000, message: 'the running node never stopped the cancelled run' })
-    const again = await runCli(['retry', 'done-nothing', ...conn], { timeoutMs: 40_000 })
+    const again = await runCli(['retry', 'done-nothing', ...conn], { timeoutMs: 90_000 })
     expect(again.code).toBe(2)
     expect(again.stderr).toMatch(/no task "done-nothing"/)
-    const r = await runCli(['retry', 'slow', ...conn], { timeoutMs: 40_000 })
+    const r = await runCli(['retry', 'slow', ...conn], { timeoutMs: 90_000 })
     expect(r.code, describeResult(['retry'], r)).toBe(0)
     await waitFor(async () => (await tasks()).find(t => t.id === 'slow')?.state === 'running', { timeoutMs: 30_000, intervalMs: 300, message: 'slow did not run again after retry' })
     const t = (await tasks()).find(x => x.id === 'slow')!

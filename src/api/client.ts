@@ -41,6 +41,7 @@ export async function connectClient (init: ClientInit): Promise<Client> {
         const peer = await node.host.peerStore.get(peerId).catch(() => null)
         if (peer?.protocols.includes(MEMBERS_PROTOCOL) !== true) continue
         if (await node.requestSync(peerId.toString())) {
+          node.followBoard()
           return { node, peer: peerId.toString(), close: async () => { await node.stop() } }
         }
       }

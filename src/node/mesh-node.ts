@@ -236,7 +236,9 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       if (evt.detail.protocols.includes(SYNC_PROTOCOL)) this.requestSync(evt.detail.peerId.toString())
     })
     await host.start()
-    pubsub.subscribe(this.#topics.board)
+    // a light client subscribes once its first sync is done (followBoard): changes gossiped
+    // into it during that sync would only make the session longer
+    if (this.role === 'node') pubsub.subscribe(this.#topics.board)
     if (this.role === 'node') {
       pubsub.subscribe(this.#topics.presence)
       pubsub.subscribe(this.#topics.progress)
@@ -650,6 +652,12 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     this.#timers.push(setInterval(() => {
       try { fn() } catch (err) { this.#log.error('timer:failed', { error: toError(err).message }) }
     }, ms))
+  }
+
+  /** Starts receiving board changes as they are gossiped (light clients call this after their first sync). */
+  followBoard (): void {
+    const host = this.#host
+    if (host !== null && !host.services.pubsub.getTopics().includes(this.#topics.board)) host.services.pubsub.subscribe(this.#topics.board)
   }
 
   /** Peers this node has an open connection to. */
