@@ -44,24 +44,25 @@ export async function hasCommit (repo: string, oid: string): Promise<boolean> {
 }
 
 /**
- * After `branch` moved from `prev` to `next`: brings a clean primary checkout of
- * that branch along (`read-tree -m -u`); a dirty one is left alone.
+ * Moves `branch` from `prev` to `next` (compare-and-swap) and brings a clean
+ * checked-out primary worktree along in the same step (`git merge --ff-only`,
+ * which updates the files before the ref, so the checkout never looks dirty
+ * halfway). A dirty checkout is left alone with the branch moved under it.
+ * Returns how the checkout fared, or 'lost-race' when the branch was not at `prev`.
  */
-export async function followCheckout (repo: string, branch: string, prev: string | null, next: string): Promise<'updated' | 'dirty' | 'not-checked-out'> {
+export async function advanceBranch (repo: string, branch: string, prev: string | null, next: string): Promise<'updated' | 'dirty' | 'not-checked-out' | 'lost-race'> {
   const head = await git(['symbolic-ref', '-q', 'HEAD'], { cwd: repo, allowFail: true })
-  if (head.stdout.toString().trim() !== `refs/heads/${branch}`) return 'not-checked-out'
   const bare = (await gitText(['rev-parse', '--is-bare-repository'], { cwd: repo })) === 'true'
-  if (bare) return 'not-checked-out'
-  if (prev === null) {
-    await git(['read-tree', '-u', '--reset', next], { cwd: repo })
-    return 'updated'
+  if (bare || head.stdout.toString().trim() !== `refs/heads/${branch}`) {
+    return await casBranch(repo, branch, next, prev) ? 'not-checked-out' : 'lost-race'
   }
-  // compare against the old commit: the branch ref has already moved
-  const dirty = await git(['diff-index', '--quiet', prev, '--'], { cwd: repo, allowFail: true })
-  const untracked = (await gitText(['ls-files', '--others', '--exclude-standard'], { cwd: repo })) !== ''
-  if (dirty.code !== 0 || untracked) return 'dirty'
-  await git(['read-tree', '-m', '-u', prev, next], { cwd: repo })
-  return 'updated'
+  if (prev !== null && await branchOid(repo, branch) !== prev) return 'lost-race'
+  const clean = prev !== null && (await git(['diff-index', '--quiet', 'HEAD', '--'], { cwd: repo, allowFail: true })).code === 0
+  if (clean) {
+    const ff = await git(['merge', '--ff-only', '-q', next], { cwd: repo, allowFail: true, env: commitEnv() })
+    if (ff.code === 0) return 'updated'
+  }
+  return await casBranch(repo, branch, next, prev) ? 'dirty' : 'lost-race'
 }
 
 /** Result of `--verify` on a candidate merge. */

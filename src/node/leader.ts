@@ -3,7 +3,7 @@ import { str } from '../crdt/board.ts'
 import { electLeader, ELECTION_TIMEOUT_MS, type Candidate } from '../scheduler/election.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
 import { taskBranch } from '../git/worktree.ts'
-import { branchOid, casBranch, followCheckout, hasCommit, mergeCommit, mergeTakingSide, runVerify, tryMerge } from '../git/merge.ts'
+import { advanceBranch, branchOid, hasCommit, mergeCommit, mergeTakingSide, runVerify, tryMerge } from '../git/merge.ts'
 import { releaseTask } from '../scheduler/scheduler.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
 import type { Task } from '../crdt/schema.ts'
@@ -131,8 +131,8 @@ export class Leadership {
     }
     // main only moves forward: never rewind to a commit the local main already contains
     if (local !== null && (await git(['merge-base', '--is-ancestor', target, local], { cwd: repo, allowFail: true })).code === 0) return
-    if (!await casBranch(repo, branch, target, local)) return
-    const how = await followCheckout(repo, branch, local, target)
+    const how = await advanceBranch(repo, branch, local, target)
+    if (how === 'lost-race') return
     if (how === 'dirty') logger.warn('main:checkout-dirty', { repo, head: target, note: `${branch} moved to the mesh main but the checked-out working tree has local changes: left alone; run \`git reset --keep ${target.slice(0, 12)}\` when ready` })
     logger.info('main:updated', { head: target, checkout: how })
   }
@@ -201,14 +201,15 @@ export class Leadership {
         }
         const s2 = node.board.snapshot()
         if (s2.main.leader !== node.peerId || (s2.main.head ?? base) !== base) return false
-        if (!await casBranch(repo, branch, candidate, await branchOid(repo, branch))) return false
+        const local = await branchOid(repo, branch)
+        const how = await advanceBranch(repo, branch, local, candidate)
+        if (how === 'lost-race') return false
         node.changeBoard('main:advance', d => {
           resolved(d)
           d.main.head = str(candidate)
           const rec = d.tasks[t.id]
           if (rec !== undefined) { rec.state = str('merged'); rec.mergeCommit = str(candidate); rec.mergedAt = now; rec.error = null }
         })
-        await followCheckout(repo, branch, base, candidate)
         break
       }
       default: {
@@ -278,14 +279,14 @@ ${v.output.slice(-4000)}`) }
       }
       if (!still()) { logger.warn('merge:abandoned', { task: next.id, reason: 'leadership, term or main changed during the merge' }); return }
       const local = await branchOid(repo, branch)
-      if (!await casBranch(repo, branch, candidate, local === base ? base : local)) throw new Error('local main moved during the merge')
+      const how = await advanceBranch(repo, branch, local, candidate)
+      if (how === 'lost-race') throw new Error('local main moved during the merge')
       const now = Date.now()
       node.changeBoard('main:advance', d => {
         d.main.head = str(candidate)
         const rec = d.tasks[next.id]
         if (rec !== undefined) { rec.state = str('merged'); rec.mergeCommit = str(candidate); rec.mergedAt = now; rec.error = null }
       })
-      const how = await followCheckout(repo, branch, local, candidate)
       logger.info('merge:done', { task: next.id, main: candidate, term, checkout: how })
     } catch (err) {
       this.#failedAt.set(`merge:${next.id}`, Date.now())
