@@ -18,10 +18,15 @@ export const MAX_SETTLE_MS = 3000
  * on an overloaded host. @default 30 s
  */
 export const ACK_TIMEOUT_MS = 30_000
+/**
+ * A claim that has not turned into a run after this long is stale and may be
+ * taken over. Longer than `ACK_TIMEOUT_MS`, so a claim still waiting for
+ * acknowledgements is never released under its claimant. @default 45 s
+ */
+export const CLAIM_TTL_MS = ACK_TIMEOUT_MS + 15_000
 /** How long a ready task waits for its preferred owner before another node may steal it. @default 2000 ms */
 export const DEFAULT_STEAL_AFTER_MS = 2000
-/** A claim that has not turned into a run after this long is stale and may be taken over. @default 15000 ms */
-export const CLAIM_TTL_MS = 15_000
+
 /** How long non-janitor nodes wait before releasing a dead node's tasks themselves. @default 5000 ms */
 export const JANITOR_GRACE_MS = 5000
 /** Scheduler tick period (it also runs on every board or membership change). @default 250 ms */
