@@ -16,12 +16,14 @@
  *   --only LIST     run only some phases (comma list of prop, join, dead; prop includes
  *                   idle and bytes); implies --no-docs
  *   --sizes LIST    mesh sizes of the propagation phase (default 5,20,50); implies --no-docs
+ *   --from-json FILE  print the report of a saved full run (--json) and rewrite the docs
+ *                   section from it, measuring nothing
  *   --diag-no-ping-abort  diagnostic: libp2p's connection monitor keeps a connection whose
  *                   ping timed out (not meshwork's configuration); implies --no-docs
  *
  * Every child process is killed when the script ends, fails or is interrupted.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -40,7 +42,8 @@ async function main (): Promise<void> {
       json: { type: 'string' },
       only: { type: 'string' },
       sizes: { type: 'string' },
-      'diag-no-ping-abort': { type: 'boolean', default: false }
+      'diag-no-ping-abort': { type: 'boolean', default: false },
+      'from-json': { type: 'string' }
     }
   })
   const major = Number(process.versions.node.split('.')[0])
@@ -49,6 +52,17 @@ async function main (): Promise<void> {
   const only = new Set((values.only ?? 'prop,join,dead').split(',').map(s => s.trim()))
   const diag = values['diag-no-ping-abort'] === true
   const writeDocs = !quick && !diag && values['no-docs'] !== true && values.only === undefined && values.sizes === undefined
+
+  if (values['from-json'] !== undefined) {
+    // re-render the report (and the docs section) from a saved full run, measuring nothing
+    const saved = JSON.parse(await readFile(values['from-json'], 'utf8')) as Results
+    process.stdout.write(textReport(saved) + '\n')
+    if (!saved.quick && !saved.diagNoPingAbort && values['no-docs'] !== true) {
+      await writeSection(DOCS, markdownSection(saved))
+      process.stdout.write(`\nwrote the "Board" section of ${DOCS} from ${values['from-json']} (measured ${saved.date})\n`)
+    }
+    return
+  }
 
   installExitGuards()
   const root = await mkdtemp(join(tmpdir(), 'meshwork-bench-'))

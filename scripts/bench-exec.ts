@@ -79,7 +79,7 @@ async function main (): Promise<void> {
     machine: machine(root),
     loadStart: currentLoad(),
     loadEnd: [],
-    spawnMs: null,
+    spawn: { gitMs: null, blockMs: null },
     overhead: [],
     throughput: null
   }
@@ -90,8 +90,8 @@ async function main (): Promise<void> {
     const [a, b] = mesh.nodes
     if (a === undefined || b === undefined) throw new Error('mesh did not start two nodes')
     const ctx = { root, a, b, swarmKeyHex: mesh.key.hex, log }
-    results.spawnMs = await spawnBaseline(root, 30)
-    log(`a trivial git process (git --version) takes ${results.spawnMs?.toFixed(1) ?? 'n/a'} ms (median of 30)`)
+    results.spawn = await spawnBaseline(root, 30)
+    log(`a trivial git process takes ${results.spawn.gitMs?.toFixed(1) ?? 'n/a'} ms; spawn() blocks the event loop ${results.spawn.blockMs?.toFixed(1) ?? 'n/a'} ms (medians of 30)`)
     const scenarios: OverheadParams[] = [{ name: 'small', repo: SMALL_REPO, tasks, warmup: 2, setup: 'true' }]
     if (!quick) scenarios.push({ name: 'large', repo: LARGE_REPO, tasks, warmup: 2, setup: 'true' })
     for (const s of scenarios) {

@@ -13,7 +13,7 @@
  */
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { execFileSync, fork } from 'node:child_process'
+import { execFileSync, fork, spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -495,15 +495,27 @@ function subcommand (args: string): string {
   return cmd === 'bundle' || cmd === 'worktree' ? `${cmd} ${words[i + 1] ?? ''}`.trim() : cmd
 }
 
-/** Median wall time (ms) of `n` trivial git processes spawned from this process: the floor of any git call here. */
-export async function spawnBaseline (cwd: string, n: number): Promise<number | null> {
+export interface SpawnBaseline {
+  /** Median wall time of a trivial git process (`git --version`) through `git()` (ms). */
+  gitMs: number | null
+  /** Median time the synchronous `spawn()` call blocks this process's event loop (ms). */
+  blockMs: number | null
+}
+
+/** The floor of any git call here: `n` trivial git processes spawned from this process. */
+export async function spawnBaseline (cwd: string, n: number): Promise<SpawnBaseline> {
   const times: number[] = []
+  const blocks: number[] = []
   for (let i = 0; i < n; i++) {
     const t0 = performance.now()
     await git(['--version'], { cwd })
     times.push(performance.now() - t0)
+    const t1 = performance.now()
+    const child = spawn('git', ['--version'], { cwd, stdio: 'ignore' })
+    blocks.push(performance.now() - t1)
+    await new Promise<void>(resolve => { child.on('close', () => { resolve() }) })
   }
-  return median(times)
+  return { gitMs: median(times), blockMs: median(blocks) }
 }
 
 interface GitCall { s: bigint, e: bigint, rc: number, args: string }

@@ -1,5 +1,5 @@
 /** Renders the execution benchmark's results: a text report (stdout) and the Markdown section of docs/benchmarks.md. */
-import type { Method, OverheadResult, Phase, ThroughputResult } from './exec-phases.ts'
+import type { Method, OverheadResult, Phase, SpawnBaseline, ThroughputResult } from './exec-phases.ts'
 import { PHASES } from './exec-phases.ts'
 import { SECTION, fmtBytes, fmtMiB, fmtMs, fmtRate, mdTable, textTable, type Machine } from './exec-report.ts'
 
@@ -10,8 +10,8 @@ export interface ExecResults {
   machine: Machine
   loadStart: number[]
   loadEnd: number[]
-  /** Median wall time of a trivial git process spawned from the benchmark (ms). */
-  spawnMs: number | null
+  /** What a trivial git process costs in the benchmark process. */
+  spawn: SpawnBaseline
   overhead: OverheadResult[]
   throughput: ThroughputResult | null
 }
@@ -141,14 +141,14 @@ export function findings (r: ExecResults): string[] {
     if (g !== null) {
       const calls = PHASES.reduce((a, p) => a + g[p].calls, 0)
       line += ` A task starts ${calls} git processes one after the other (create ${g.create.calls}, commit ${g.commit.calls}, cleanup ${g.cleanup.calls}, transfer ${g.transfer.calls}) plus one shell for \`--setup\`.`
-      if (r.spawnMs !== null) line += ` A trivial git process (\`git --version\`) spawned from this process took ${fmtMs(r.spawnMs)} here (median), so process starts alone account for about ${fmtMs(calls * r.spawnMs)} per task.`
+      if (r.spawn.gitMs !== null) line += ` A trivial git process (\`git --version\`) started from the benchmark process took ${fmtMs(r.spawn.gitMs)} here (median${r.spawn.blockMs !== null ? `, of which the synchronous \`spawn()\` blocked the event loop ${fmtMs(r.spawn.blockMs)}` : ''}), so process starts alone account for about ${fmtMs(calls * r.spawn.gitMs)} per task.`
       const createShare = g.create.wallMs > 0 ? g.create.gitMs / g.create.wallMs : null
       if (top.p === 'create' && createShare !== null) line += ` In the shimmed run \`git worktree add\` was ${(100 * Math.min(1, createShare)).toFixed(0)} % of create: writing the ${o.repo.files}-file checkout (${fmtMiB(o.repo.checkoutBytes)}) to disk.`
     }
     out.push(line)
   }
   const tr = r.overhead.find(o => o.name === 'small')?.gitCalls?.transfer
-  if (tr !== undefined) out.push(`The ${tr.calls} git processes meshwork starts for one task transfer (receiver and server, in order): ${countList(tr.commands)}.`)
+  if (tr !== undefined) out.push(`The ${tr.calls} git processes meshwork starts for one task transfer (receiver and server), by command: ${countList(tr.commands)}.`)
   const tp = r.throughput
   const a = tp?.anatomy ?? null
   if (tp != null && a !== null && a.steps.length > 0) {
@@ -173,7 +173,7 @@ export function proposals (r: ExecResults): string[] {
   const tr = r.overhead.find(o => o.name === 'small')?.gitCalls?.transfer
   out.push(`**Fixed cost of a transfer: ${tr !== undefined ? `${tr.calls} sequential git processes` : 'many sequential git processes'}** (src/git/transfer.ts). Most can go: the requester can cache \`gitCommonDir\`, check \`intoRef\` without \`git check-ref-format\` (the fetch refspec is checked by git anyway), gather haves with one \`for-each-ref\` and one \`rev-list\`, and read the bundle's header (text lines up to the first blank line) itself instead of running \`bundle list-heads\` next to \`bundle verify\`; the server can resolve the want, its type and the present haves in one \`cat-file --batch-check\` (\`<ref>^{commit}\` and each have), and write the bundle without the scratch repository (\`git init\` + alternates + \`update-ref\` + \`bundle create\`): a v2 bundle is \`# v2 git bundle\\n\`, one \`-<have>\` line per prerequisite, \`<oid> <ref>\`, a blank line, then the output of \`git pack-objects --revs --stdout --thin\` fed \`<oid>\` and \`^<have>\` lines. That is about half the processes.`)
   out.push('**Store and forward** (src/git/transfer.ts): `git bundle create` to a temp file, then the wire, then `git bundle verify`, then `git fetch <file>` — each waits for the previous one to finish. Proposed: announce no size in HEADER (END already carries the size and SHA-256), pipe `pack-objects --stdout` straight into DATA frames as it produces them, and on the receiver pipe DATA into `git index-pack --stdin --fix-thin --strict` (which is what `git fetch` runs) while hashing and counting; after END and a good hash, check connectivity (`git rev-list --objects --quiet <oid> --not --all`) and `update-ref`. Limits stay enforced as bytes arrive, no temp files are needed, and packing, the wire and indexing overlap, so a transfer takes about as long as its slowest stage instead of their sum.')
-  out.push('**The wire itself** is bounded by libp2p\'s JavaScript crypto (pnet and Noise) in the Node process — the raw-stream figure above. Nothing in meshwork can remove that short of a different transport for bulk data; with the transfer pipelined, large transfers approach the raw stream\'s rate.')
+  out.push('**The wire itself** is bounded by libp2p\'s crypto in the Node process (pnet XSalsa20 in WebAssembly over Noise) — the raw-stream figure above. The transfer can overlap it with the git work (previous point) but not remove it, short of a different transport for bulk data; pipelined, a large transfer approaches the raw stream\'s rate.')
   const large = r.overhead.find(o => o.name === 'large')
   if (large !== undefined) {
     out.push(`**Large repositories pay the checkout twice per task** (src/git/worktree.ts): \`create\` writes all ${large.repo.files} files (${fmtMiB(large.repo.checkoutBytes)}) and \`cleanup\` deletes them again (p50 ${fmtMs(large.phases.create.p50)} + ${fmtMs(large.phases.cleanup.p50)} here). Proposed: keep a small pool of finished worktrees per node and reuse one for the next task (\`git checkout -f -B meshwork/<id> <base>\` + \`git clean -ffdx\`), which rewrites only the files that differ between the two bases; remove pooled worktrees on shutdown and in \`pruneStale\`.`)
@@ -188,6 +188,7 @@ export function textReport (r: ExecResults): string {
   lines.push(`meshwork execution benchmark${r.quick ? ' (quick)' : ''}, ${r.date}, ${(r.durationMs / 1000).toFixed(0)} s`)
   lines.push(`machine: ${m.cpu}, ${m.cores} cores, ${(m.memBytes / 2 ** 30).toFixed(1)} GiB, Node ${m.node}, Linux ${m.kernel}, git ${m.git}, temp dir on ${m.tmpFs}`)
   lines.push(`load average (1/5/15 min): start ${load(r.loadStart)}, end ${load(r.loadEnd)}`)
+  lines.push(`a trivial git process from this process: ${fmtMs(r.spawn.gitMs)} wall, spawn() blocks the event loop ${fmtMs(r.spawn.blockMs)} (medians of 30)`)
   lines.push('two meshwork nodes IN ONE PROCESS (real libp2p hosts on 127.0.0.1: TCP, pnet, Noise, Yamux); git repositories in a temp dir')
   lines.push('')
   if (r.overhead.length > 0) {
@@ -235,9 +236,9 @@ export function markdownSection (r: ExecResults): string {
   out.push(`Measured ${r.date.slice(0, 10)} (${r.date}) by \`npm run bench:exec\` in ${(r.durationMs / 1000).toFixed(0)} s.`)
   out.push('')
   out.push(`Machine: ${m.cpu}, ${m.cores} cores, ${(m.memBytes / 2 ** 30).toFixed(1)} GiB RAM, Node ${m.node}, Linux ${m.kernel}, git ${m.git}; repositories in a temp dir on ${m.tmpFs}.`)
-  out.push(`Load average (1/5/15 min) at the start ${load(r.loadStart)}, at the end ${load(r.loadEnd)}: other processes were running on the same ${m.cores} cores, so wall times include waiting for a CPU, and the comparison runs interleave meshwork and git to share that noise.`)
+  out.push(`Load average (1/5/15 min) at the start ${load(r.loadStart)}, at the end ${load(r.loadEnd)}: other processes were running on the same ${m.cores} cores, so wall times include waiting for a CPU, and the comparison runs interleave meshwork and git to share that noise. A trivial git process (\`git --version\`) started from the benchmark process took ${fmtMs(r.spawn.gitMs)} (median of 30), its synchronous \`spawn()\` blocking the event loop ${fmtMs(r.spawn.blockMs)}.`)
   out.push('')
-  out.push('Setup: two meshwork nodes — real libp2p hosts on 127.0.0.1 with TCP, the pnet swarm key, Noise and Yamux, as `meshwork node` runs them — **in one Node process** (`test/helpers/mesh.ts`), so both ends of every stream share one thread. Node A serves its repository with `serveGit`; node B fetches with `fetchFromPeer`. Repositories are generated with `git fast-import` from pseudo-random bytes (incompressible, no deltas), so the bytes moved are the content\'s size. All traffic is on loopback; the temp dir is removed at the end.')
+  out.push('Setup: two meshwork nodes — real libp2p hosts on 127.0.0.1 with TCP, the pnet swarm key, Noise and Yamux, as `meshwork node` runs them — **in one Node process** (`test/helpers/mesh.ts`), so both ends of every stream share one thread; the throughput test also runs the serving node in a process of its own (with ${m.cores} cores and other load on them, that process does not get a core to itself either). Node A serves its repository with `serveGit`; node B fetches with `fetchFromPeer`. Repositories are generated with `git fast-import` from pseudo-random bytes (incompressible, no deltas), so the bytes moved are the content\'s size. All traffic is on loopback; the temp dir is removed at the end.')
   out.push('')
   out.push('### Aims')
   out.push('')
