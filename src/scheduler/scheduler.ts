@@ -35,6 +35,8 @@ export const TICK_MS = 250
 export const RATE_LIMIT_BACKOFF_MS = 60_000
 /** Longest rate-limit back-off without a reset time. @default 15 min */
 export const MAX_RATE_LIMIT_BACKOFF_MS = 15 * 60_000
+/** Heartbeat periods a new node waits before its first claim. @default 3 */
+export const STARTUP_QUIET_HEARTBEATS = 3
 /** Default grace for running agents on a graceful stop. @default 30 s */
 export const DEFAULT_STOP_GRACE_MS = 30_000
 
@@ -285,6 +287,9 @@ export class Scheduler {
   #claim (snap: BoardSnapshot, now: number): void {
     const free = this.#freeSlots()
     if (free === 0) return
+    // a node that just started claims nothing until its heartbeats have reached the mesh: peers
+    // that have not heard of it would not wait for its acknowledgement and could run the same task
+    if (now - this.node.startedAt < STARTUP_QUIET_HEARTBEATS * this.node.membership.heartbeatMs) return
     const me = this.#me()
     const candidates: Task[] = []
     for (const t of snap.tasks.values()) {
