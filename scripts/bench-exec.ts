@@ -16,11 +16,13 @@
  *   --no-docs      do not rewrite the section in docs/benchmarks.md
  *   --json FILE    also write the raw results as JSON
  *   --tasks N      tasks per repo (default 30; implies --no-docs when changed)
+ *   --from-json FILE  measure nothing: print the report of a run saved with --json
+ *                  and (unless it was a quick run, or --no-docs) write its docs section
  *
  * The temp dir is removed at the end, also on failure or Ctrl-C.
  */
 import { rmSync } from 'node:fs'
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -48,9 +50,19 @@ async function main (): Promise<void> {
       quick: { type: 'boolean', default: false },
       'no-docs': { type: 'boolean', default: false },
       json: { type: 'string' },
-      tasks: { type: 'string' }
+      tasks: { type: 'string' },
+      'from-json': { type: 'string' }
     }
   })
+  if (values['from-json'] !== undefined) {
+    const saved = JSON.parse(await readFile(values['from-json'], 'utf8')) as ExecResults
+    process.stdout.write(textReport(saved) + '\n')
+    if (!saved.quick && values['no-docs'] !== true) {
+      await writeSection(DOCS, markdownSection(saved))
+      process.stderr.write(`wrote the execution section of ${DOCS} from ${values['from-json']}\n`)
+    }
+    return
+  }
   const major = Number(process.versions.node.split('.')[0])
   if (major < 22) throw new Error(`Node ${process.version} cannot run libp2p 3 or strip types; use the pinned Node 24 (npm run bench:exec, or ./node_modules/.bin/node scripts/bench-exec.ts)`)
   const quick = values.quick === true

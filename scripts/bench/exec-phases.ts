@@ -92,6 +92,8 @@ export interface OverheadResult {
   bundleBytesP50: number | null
   /** One more task with every git command timed through a PATH shim: git processes and time in git per phase. */
   gitCalls: Record<Phase, PhaseGitCalls> | null
+  /** Extra wall time the timing shim adds per git call (ms). */
+  shimOverheadMs: number | null
   loadBefore: number[]
   loadAfter: number[]
 }
@@ -136,6 +138,7 @@ export async function runOverhead (ctx: Ctx, params: OverheadParams): Promise<Ov
   const samples: TaskSample[] = []
   const cpuRows: Array<Record<Phase, number>> = []
   let gitCalls: OverheadResult['gitCalls'] = null
+  let shimOverheadMs: number | null = null
   const loadBefore = currentLoad()
   try {
     /** Runs one task through the four phases; returns wall and CPU times of each phase (ms). */
@@ -186,6 +189,7 @@ export async function runOverhead (ctx: Ctx, params: OverheadParams): Promise<Ov
       shimmed = await runTask('shim', (phase, start) => { marks.push({ phase, start, ns: BigInt(Date.now()) * 1_000_000n }) })
     })
     const calls = await shim.calls()
+    shimOverheadMs = await shim.overheadMs()
     const none = (): PhaseGitCalls => ({ calls: 0, gitMs: 0, wallMs: 0, commands: [] })
     gitCalls = { create: none(), commit: none(), cleanup: none(), transfer: none() }
     for (const p of PHASES) {
@@ -231,6 +235,7 @@ export async function runOverhead (ctx: Ctx, params: OverheadParams): Promise<Ov
     },
     bundleBytesP50: median(col('bundleBytes')),
     gitCalls,
+    shimOverheadMs,
     loadBefore,
     loadAfter
   }
@@ -445,6 +450,8 @@ export interface Anatomy {
   steps: AnatomyStep[]
   /** git processes the transfer ran (both sides). */
   gitCalls: number
+  /** Extra wall time the timing shim adds per git call (ms), measured after the run. */
+  shimOverheadMs: number | null
 }
 
 /**
@@ -480,7 +487,8 @@ async function runAnatomy (ctx: Ctx, dir: string, repoA: string, ref: string, bi
     steps.push({ key: 'after', step: 'after the fetch (ref check, temp cleanup)', ms: ms(fetch.e, endNs) })
   }
   await rm(dest, { recursive: true, force: true })
-  return { totalMs, bytes: got.bytes, steps, gitCalls: calls.length }
+  const shimOverheadMs = await shim.overheadMs()
+  return { totalMs, bytes: got.bytes, steps, gitCalls: calls.length, shimOverheadMs }
 }
 
 // ---------------------------------------------------------------------------
@@ -526,7 +534,14 @@ interface GitCall { s: bigint, e: bigint, rc: number, args: string }
  * with the current process.env). It adds a few ms per call, so runs under it are
  * never among the timed samples.
  */
-async function gitShim (dir: string): Promise<{ around: (fn: () => Promise<void>) => Promise<void>, calls: () => Promise<GitCall[]> }> {
+interface GitShim {
+  around: (fn: () => Promise<void>) => Promise<void>
+  calls: () => Promise<GitCall[]>
+  /** Median extra wall time (ms) the shim adds to one git call, measured with `git --version`. */
+  overheadMs: () => Promise<number | null>
+}
+
+async function gitShim (dir: string): Promise<GitShim> {
   const realGit = execFileSync('/bin/sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim()
   const shimDir = await mkdtemp(join(dir, 'shim-'))
   const logFile = join(shimDir, 'calls.log')
@@ -552,6 +567,28 @@ async function gitShim (dir: string): Promise<{ around: (fn: () => Promise<void>
         if (oldPath === undefined) delete process.env.PATH
         else process.env.PATH = oldPath
       }
+    },
+    overheadMs: async () => {
+      const direct: number[] = []
+      const shimmed: number[] = []
+      const oldPath = process.env.PATH
+      for (let i = 0; i < 15; i++) {
+        let t0 = performance.now()
+        await git(['--version'], { cwd: dir })
+        direct.push(performance.now() - t0)
+        process.env.PATH = `${shimDir}:${oldPath ?? ''}`
+        try {
+          t0 = performance.now()
+          await git(['--version'], { cwd: dir })
+          shimmed.push(performance.now() - t0)
+        } finally {
+          if (oldPath === undefined) delete process.env.PATH
+          else process.env.PATH = oldPath
+        }
+      }
+      const d = median(direct)
+      const m = median(shimmed)
+      return d === null || m === null ? null : Math.max(0, m - d)
     },
     calls: async () => {
       const text = await readFile(logFile, 'utf8').catch(() => '')

@@ -141,7 +141,7 @@ export function findings (r: ExecResults): string[] {
     if (g !== null) {
       const calls = PHASES.reduce((a, p) => a + g[p].calls, 0)
       line += ` A task starts ${calls} git processes one after the other (create ${g.create.calls}, commit ${g.commit.calls}, cleanup ${g.cleanup.calls}, transfer ${g.transfer.calls}) plus one shell for \`--setup\`.`
-      if (r.spawn.gitMs !== null) line += ` A trivial git process (\`git --version\`) started from the benchmark process took ${fmtMs(r.spawn.gitMs)} here (median${r.spawn.blockMs !== null ? `, of which the synchronous \`spawn()\` blocked the event loop ${fmtMs(r.spawn.blockMs)}` : ''}), so process starts alone account for about ${fmtMs(calls * r.spawn.gitMs)} per task.`
+      if (r.spawn.gitMs !== null && o === r.overhead[0]) line += ` A trivial git process (\`git --version\`) started from the benchmark process took ${fmtMs(r.spawn.gitMs)} here (median${r.spawn.blockMs !== null ? `, of which the synchronous \`spawn()\` blocked the event loop ${fmtMs(r.spawn.blockMs)}` : ''}), so process starts alone account for about ${fmtMs(calls * r.spawn.gitMs)} per task.`
       const createShare = g.create.wallMs > 0 ? g.create.gitMs / g.create.wallMs : null
       if (top.p === 'create' && createShare !== null) line += ` In the shimmed run \`git worktree add\` was ${(100 * Math.min(1, createShare)).toFixed(0)} % of create: writing the ${o.repo.files}-file checkout (${fmtMiB(o.repo.checkoutBytes)}) to disk.`
     }
@@ -158,10 +158,15 @@ export function findings (r: ExecResults): string[] {
     if (wire !== undefined && create !== undefined && fetch !== undefined) {
       out.push(`One ${fmtMiB(a.bytes)} meshwork transfer took ${fmtMs(a.totalMs)} (${a.gitCalls} git processes): building the bundle ${fmtMs(create.ms)}, the wire ${fmtMs(wire.ms)} (${fmtRate(a.bytes, wire.ms)}), the receiver's \`git fetch\` of the bundle ${fmtMs(fetch.ms)}. These run one after the other: the server writes the whole bundle to a file before the first byte leaves, and the receiver starts indexing only once the last byte is in its file, while \`git fetch\` streams \`pack-objects\` into \`index-pack\` and overlaps them.`)
     }
+    const one = tp.median.meshwork
+    const two = tp.median['meshwork-2proc']
+    if (one.ms !== null && two.ms !== null && one.cpuMs !== null && two.cpuMs !== null && two.ms > one.ms) {
+      out.push(`With the serving node in a process of its own the transfer was slower (${fmtMs(two.ms)} against ${fmtMs(one.ms)}) and used more CPU in all (${fmtMs(two.cpuMs)} against ${fmtMs(one.cpuMs)}) on this ${r.machine.cores}-core machine; this benchmark does not break that difference down.`)
+    }
     if (tp.raw !== null) {
       const gitMs = tp.median.git.ms
       const floor = gitMs !== null && gitMs > 0 ? tp.raw.ms / gitMs : null
-      out.push(`The raw libp2p stream between the same two in-process nodes (${fmtBytes(tp.raw.chunkBytes)} frames, no window, no files, no git) moved ${fmtMiB(tp.raw.bytes)} in ${fmtMs(tp.raw.ms)} (${fmtRate(tp.raw.bytes, tp.raw.ms)})${wire !== undefined ? `; the transfer's wire phase reached ${fmtRate(a.bytes, wire.ms)}` : ''}.${floor !== null ? ` That stream alone takes ${floor.toFixed(2)}x the time of the whole \`git fetch\`, so even a fully overlapped transfer ${floor > AIM_RATIO ? 'could not' : 'could'} meet the ${AIM_RATIO}x aim with both nodes in one process.` : ''} Each byte is encrypted twice and decrypted twice in JavaScript/WebAssembly (pnet XSalsa20 over Noise ChaCha20-Poly1305), where \`git fetch file://\` moves it through a pipe.`)
+      out.push(`The raw libp2p stream between the same two in-process nodes (${fmtBytes(tp.raw.chunkBytes)} frames, no window, no files, no git) moved ${fmtMiB(tp.raw.bytes)} in ${fmtMs(tp.raw.ms)} (${fmtRate(tp.raw.bytes, tp.raw.ms)})${wire !== undefined ? `; the transfer's wire phase reached ${fmtRate(a.bytes, wire.ms)}` : ''}.${floor !== null ? ` That stream alone takes ${floor.toFixed(2)}x the time of the whole \`git fetch\`, so ${floor > AIM_RATIO ? `even a fully overlapped transfer could not meet the ${AIM_RATIO}x aim with both nodes in one process` : `the wire alone leaves room for the ${AIM_RATIO}x aim: a transfer that overlapped its git work with the wire could meet it${tp.ratio !== null && tp.ratio > AIM_RATIO ? '; the present one, which runs them one after the other, does not' : ''}`}.` : ''} Each byte is encrypted twice and decrypted twice in JavaScript/WebAssembly (pnet XSalsa20 over Noise ChaCha20-Poly1305), where \`git fetch file://\` moves it through a pipe.`)
     }
   }
   return out
@@ -197,7 +202,7 @@ export function textReport (r: ExecResults): string {
     lines.push(`Per-task overhead (${r.overhead[0]?.samples.length ?? 0} tasks per repo after ${r.overhead[0]?.params.warmup ?? 0} warm-up; p99 is nearest-rank)`)
     lines.push(textTable(overheadHead(r.overhead), overheadRows(r.overhead)))
     lines.push('')
-    lines.push('git processes per phase (one more task, git timed through a PATH shim)')
+    lines.push(`git processes per phase (one more task, git timed through a PATH shim adding ${r.overhead.map(o => fmtMs(o.shimOverheadMs)).join(' / ')} per call)`)
     lines.push(textTable(gitCallHead(r.overhead), gitCallRows(r.overhead)))
     lines.push('')
   }
@@ -208,7 +213,7 @@ export function textReport (r: ExecResults): string {
     lines.push(`ratio meshwork / git fetch: ${num(tp.ratio)}x in one process, ${num(tp.ratio2proc)}x in two; meshwork (one process) / git fetch with fsck: ${num(tp.ratioFsck)}x`)
     if (tp.anatomy !== null) {
       lines.push('')
-      lines.push(`Anatomy of one more meshwork transfer (${fmtMs(tp.anatomy.totalMs)}, git timed through a PATH shim)`)
+      lines.push(`Anatomy of one more meshwork transfer (${fmtMs(tp.anatomy.totalMs)}, git timed through a PATH shim adding ${fmtMs(tp.anatomy.shimOverheadMs)} per call)`)
       lines.push(textTable(['step', 'time', 'share'], anatomyRows(tp)))
     }
     if (tp.raw !== null) lines.push(`raw libp2p stream, ${fmtBytes(tp.raw.chunkBytes)} frames: ${fmtMiB(tp.raw.bytes)} in ${fmtMs(tp.raw.ms)} = ${fmtRate(tp.raw.bytes, tp.raw.ms)}`)
@@ -256,7 +261,8 @@ export function markdownSection (r: ExecResults): string {
     out.push('')
     out.push('CPU is the median CPU time of the phase: this process (both nodes) plus its git children, so it does not grow with waiting for a core as wall time does.')
     out.push('')
-    out.push('git processes each phase ran, and their summed wall time against the phase\'s (one more task, every git command timed through a shell shim on `PATH`, which adds a few ms per call; not among the samples):')
+    const shimMs = r.overhead.map(o => o.shimOverheadMs).filter((v): v is number => v !== null)
+    out.push(`git processes each phase ran, and their summed wall time against the phase's (one more task, every git command timed through a shell shim on \`PATH\` — a shell and two \`date\` processes around the real git, ${shimMs.length > 0 ? `measured to add ${shimMs.map(v => fmtMs(v)).join(' / ')} per call` : 'adding some ms per call'} — so these wall times run high; not among the samples):`)
     out.push('')
     out.push(mdTable(gitCallHead(r.overhead), gitCallRows(r.overhead)))
     out.push('')
@@ -274,7 +280,7 @@ export function markdownSection (r: ExecResults): string {
     out.push(`Ratio of medians, meshwork / \`git fetch\`: **${num(tp.ratio)}x** with both nodes in one process, **${num(tp.ratio2proc)}x** with the serving node in its own process (\`scripts/bench/exec-worker.ts\`: what a real mesh does, each side encrypting on its own core); meshwork (one process) / \`git fetch\` with \`transfer.fsckObjects\` (which meshwork's fetch of the bundle sets): ${num(tp.ratioFsck)}x.`)
     out.push('')
     if (tp.anatomy !== null && tp.anatomy.steps.length > 0) {
-      out.push(`Where one more meshwork transfer of the same branch spent its ${fmtMs(tp.anatomy.totalMs)} (every git command timed through a shell shim on \`PATH\`, which adds a few ms per call; ${tp.anatomy.gitCalls} git processes):`)
+      out.push(`Where one more meshwork transfer of the same branch spent its ${fmtMs(tp.anatomy.totalMs)} (every git command timed through the shell shim on \`PATH\`, ${tp.anatomy.shimOverheadMs !== null ? `measured to add ${fmtMs(tp.anatomy.shimOverheadMs)} per call` : 'which adds some ms per call'}, ${tp.anatomy.gitCalls} git processes; steps are the gaps between their start and end times):`)
       out.push('')
       out.push(mdTable(['step', 'time', 'share'], anatomyRows(tp)))
       out.push('')
