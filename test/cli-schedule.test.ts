@@ -35,6 +35,11 @@ describe('scheduling through the CLI', () => {
     const plan = join(dir, 'plan.yaml')
     const ids = Array.from({ length: 6 }, (_, i) => `job-${i}`)
     await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: do ${id}\n    sim: { duration: 4s }\n`).join(''))
+    // every node has its repository and runs its scheduler (it advertises its slots)
+    await waitFor(async () => {
+      const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
+      return r.code === 0 && (JSON.parse(r.stdout) as { nodes: Array<{ slots: number }> }).nodes.filter(n => n.slots === 2).length === 3
+    }, { timeoutMs: 90_000, intervalMs: 500, message: 'the nodes never advertised their slots' })
     const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })
     expect(sub.code, describeResult(['submit'], sub)).toBe(0)
     expect(sub.stdout.trim().split('\n')).toEqual(ids)

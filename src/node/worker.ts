@@ -45,6 +45,8 @@ export class Worker {
 
   async start (): Promise<void> {
     const { node, repo, branch, logger } = this.#init
+    // no free slots to advertise until the repository is usable and the scheduler runs
+    node.slots = 0
     const state = await inspectRepo(repo, branch)
     if (state === 'empty' && !this.#init.hasBootstrap) {
       const head = await initRepo(repo, branch)
@@ -72,6 +74,7 @@ export class Worker {
         onProgress: (taskId, p) => { node.publishProgress(taskId, p.kind, p.text) }
       })
       this.scheduler.start()
+      node.slots = this.#init.slots
     })()
     this.#ready.catch(err => { logger.error('worker:start-failed', { error: toError(err).message }) })
   }
