@@ -16,6 +16,11 @@ async function tasks (): Promise<TaskJson[]> {
   return (JSON.parse(r.stdout) as { tasks: TaskJson[] }).tasks
 }
 
+/** Every node's log lines about one task, for failure messages. */
+function history (id: string): string {
+  return nodes.flatMap(n => n.stderr().split('\n').filter(l => l.includes(`"task":"${id}"`)).map(l => `${n.name}: ${l}`)).join('\n')
+}
+
 beforeAll(async () => {
   const mesh = await startCliMesh('meshwork-sched-', ['--agent', 'sim', '--slots', '2', '--suspect-after', '2s', '--dead-after', '6s', '--log-level', 'info'])
   dir = mesh.dir
@@ -34,7 +39,7 @@ describe('scheduling through the CLI', () => {
   it('a task whose node is killed -9 mid-run reruns elsewhere and finishes; the rest run once', async () => {
     const plan = join(dir, 'plan.yaml')
     const ids = Array.from({ length: 6 }, (_, i) => `job-${i}`)
-    await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: do ${id}\n    sim: { duration: 4s }\n`).join(''))
+    await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: do ${id}\n    sim: { duration: 6s }\n`).join(''))
     // every node has its repository and runs its scheduler (it advertises its slots)
     await waitFor(async () => {
       const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
@@ -44,18 +49,21 @@ describe('scheduling through the CLI', () => {
     expect(sub.code, describeResult(['submit'], sub)).toBe(0)
     expect(sub.stdout.trim().split('\n')).toEqual(ids)
 
-    // pick a victim among the non-bootstrap nodes once it runs something
-    const byPeer = new Map(nodes.map(n => [n.info.peerId, n]))
+    // pick a victim among the non-bootstrap nodes the moment its own log says it started a task
+    // (read from its stderr, not by polling status: under load a status call can take longer than a task)
     let victim: CliNode | undefined
     let lost: string[] = []
     let finishedByVictim: string[] = []
-    await waitFor(async () => {
-      const running = (await tasks()).filter(t => t.state === 'running' && t.node !== nodes[0]!.info.peerId)
-      if (running.length === 0) return false
-      victim = byPeer.get(running[0]!.node!)
-      lost = running.filter(t => t.node === victim?.info.peerId).map(t => t.id)
+    await waitFor(() => {
+      victim = nodes.slice(1).find(n => /"event":"task:started"/.test(n.stderr()))
       return victim !== undefined
-    }, { timeoutMs: 90_000, intervalMs: 300, message: 'no task ever ran on nodes b or c' })
+    }, { timeoutMs: 90_000, intervalMs: 50, message: () => `no task ever started on nodes b or c; node a log:\n${nodes[0]!.stderr().slice(-3000)}` })
+    // and the rest of the mesh has seen it running there (so the rerun is a second attempt)
+    let seenRunning: string[] = []
+    await waitFor(async () => {
+      seenRunning = (await tasks()).filter(t => t.state === 'running' && t.node === victim!.info.peerId).map(t => t.id)
+      return seenRunning.length > 0
+    }, { timeoutMs: 60_000, intervalMs: 100, message: () => `the mesh never saw ${victim!.name}'s run` })
     victim!.proc.kill('SIGKILL')
     await victim!.exited
     // what the victim really had when it died, from its own log: started and not finished
@@ -73,14 +81,16 @@ describe('scheduling through the CLI', () => {
 
     for (const t of final) {
       if (lost.includes(t.id)) {
-        // running on the victim when it died: run again elsewhere
+        // running on the victim when it died: run again elsewhere; a second attempt if the mesh had
+        // seen the first (a start the victim could not broadcast before dying counts for nothing)
         expect(t.node, `${t.id} finished on the killed node`).not.toBe(victim!.info.peerId)
-        expect(t.attempts).toBe(2)
+        if (seenRunning.includes(t.id)) expect(t.attempts, `${t.id} was seen running on the victim`).toBe(2)
+        else expect([1, 2]).toContain(t.attempts)
       } else if (finishedByVictim.includes(t.id)) {
         // done on the victim: kept if the leader had collected its branch, else run again (SPEC)
         expect(t.attempts === 1 || (t.attempts === 2 && t.node !== victim!.info.peerId), `${t.id}: attempts ${t.attempts} on ${t.node ?? '?'}`).toBe(true)
       } else {
-        expect(t.attempts, `${t.id} ran more than once (victim ${victim!.name}, lost ${lost.join(',')})`).toBe(1)
+        expect(t.attempts, `${t.id} ran more than once (victim ${victim!.name}, lost ${lost.join(',')}):\n${history(t.id)}`).toBe(1)
       }
     }
     // the victim did real work: it died running tasks, or held finished ones

@@ -1,4 +1,4 @@
-import type { BoardSnapshot, Task, TaskState, Tokens } from '../crdt/schema.ts'
+import type { BoardSnapshot, ConflictHunk, Task, TaskState, Tokens } from '../crdt/schema.ts'
 import type { MembersView } from '../node/mesh-node.ts'
 import type { MemberState } from '../node/membership.ts'
 
@@ -40,7 +40,7 @@ export interface StatusReport {
   main: { head: string | null, leader: string | null, term: number }
   nodes: StatusNode[]
   tasks: StatusTask[]
-  conflicts: Array<{ id: string, taskId: string, files: string[], state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null }>
+  conflicts: Array<{ id: string, taskId: string, files: string[], hunks: ConflictHunk[], state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null }>
 }
 
 function statusTask (t: Task, progress: MembersView['progress']): StatusTask {
@@ -86,6 +86,6 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
     nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null })
   }
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress))
-  const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], state: c.state, decision: c.decision === null ? null : { ...c.decision } }))
+  const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), state: c.state, decision: c.decision === null ? null : { ...c.decision } }))
   return { meshId: snap.meshId, main: { ...snap.main }, nodes, tasks, conflicts }
 }

@@ -90,10 +90,27 @@ export const nodeRecordSchema = z.object({
 })
 export type NodeRecord = z.infer<typeof nodeRecordSchema>
 
+/**
+ * One conflicting hunk of a merge, both sides with a little context, as a human needs it to decide.
+ * `ours` is main's side, `theirs` the task's side. Texts are bounded by the writer (board messages are capped).
+ */
+export const conflictHunkSchema = z.object({
+  file: z.string(),
+  /** First line of the hunk in the merge result (1-based); 0 when unknown (binary, delete/modify). */
+  line: z.number().int().nonnegative(),
+  before: z.string(),
+  ours: z.string(),
+  theirs: z.string(),
+  after: z.string()
+})
+export type ConflictHunk = z.infer<typeof conflictHunkSchema>
+
 export const conflictSchema = z.object({
   id: z.string().transform(s => s as ConflictId),
   taskId: z.string().transform(s => s as TaskId),
   files: z.array(z.string()),
+  /** Absent on records written before hunks existed. */
+  hunks: z.array(conflictHunkSchema).default([]),
   state: z.enum(['open', 'resolved']),
   decision: z.object({
     action: z.enum(['ours', 'theirs', 'rerun', 'agent', 'abandon']),
