@@ -88,4 +88,15 @@ describe('worktrees', () => {
     expect(await readdir(join(data, 'worktrees'))).toEqual([])
     await expect(wts.create('s', base, { setup: 'echo nope >&2; exit 3' })).rejects.toMatchObject({ name: 'SetupError', message: expect.stringContaining('nope') })
   })
+  it('many runs creating and removing worktrees at once in one repository all succeed', async () => {
+    const wts = new Worktrees(repo, data)
+    const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+    const ids = Array.from({ length: 12 }, (_, i) => `c${i}`)
+    for (let round = 0; round < 3; round++) {
+      const made = await Promise.all(ids.map(async id => await wts.create(id, base)))
+      expect(made.map(w => w.branch)).toEqual(ids.map(id => `meshwork/${id}`))
+      await Promise.all(made.map(async w => { await wts.remove(w) }))
+    }
+    expect(await readdir(join(data, 'worktrees'))).toEqual([])
+  })
 })

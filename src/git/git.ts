@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { resolve } from 'node:path'
 
 /** A git command that exited non-zero. */
 export class GitError extends Error {
@@ -38,6 +39,25 @@ export interface GitResult {
  * `allowFail` is set.
  */
 export async function git (args: string[], opts: GitOptions): Promise<GitResult> {
+  // git reads every worktree's admin directory while adding, removing or pruning one, and fails on a
+  // half-written one ("failed to read .git/worktrees/x/commondir"): worktree commands on one
+  // repository run one at a time
+  if (args[0] === 'worktree') return await serialized(resolve(opts.cwd), async () => await run(args, opts))
+  return await run(args, opts)
+}
+
+const queues = new Map<string, Promise<unknown>>()
+
+async function serialized<T> (key: string, fn: () => Promise<T>): Promise<T> {
+  const prev = queues.get(key) ?? Promise.resolve()
+  const next = prev.then(fn, fn)
+  const tail = next.catch(() => {})
+  queues.set(key, tail)
+  void tail.then(() => { if (queues.get(key) === tail) queues.delete(key) })
+  return await next
+}
+
+async function run (args: string[], opts: GitOptions): Promise<GitResult> {
   const max = opts.maxOutput ?? 256 * 1024 * 1024
   return await new Promise<GitResult>((resolve, reject) => {
     const child = spawn('git', args, {
