@@ -15,7 +15,10 @@ import { parsePlan } from '../scheduler/plan.ts'
 import { waitFor } from '../util/wait.ts'
 import { silentLogger } from '../util/logger.ts'
 import type { Task } from '../crdt/schema.ts'
-import { flag, type Command } from './command.ts'
+import { flag, str, type Command } from './command.ts'
+import { UsageError } from '../util/errors.ts'
+import { access, constants as fsConstants } from 'node:fs/promises'
+import { delimiter } from 'node:path'
 
 const BIN = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'bin', 'meshwork.js')
 
@@ -63,12 +66,14 @@ export const DEMO_PLAN = `tasks:
     sim: { duration: 1.5s, write: { "docs/api.md": "# API\\n" } }
 `
 
+type DemoAgent = 'sim' | 'claude'
+
 interface DemoNode { name: string, proc: ChildProcess, data: string, peerId: string, join: string, stderr: string[] }
 
-async function startNode (dir: string, name: string, keyFile: string | null, join: string | null): Promise<DemoNode> {
+async function startNode (dir: string, name: string, keyFile: string | null, join: string | null, agent: DemoAgent): Promise<DemoNode> {
   const data = join === null && keyFile === null ? '' : resolve(dir, name, 'data')
   const args = ['node', '--repo', resolve(dir, name, 'repo'), '--data', data, '--name', name, '--listen', '/ip4/127.0.0.1/tcp/0',
-    '--agent', 'sim', '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s', '--grace', '2s', '--log-level', 'info']
+    '--agent', agent, '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s', '--grace', '2s', '--log-level', 'info']
   if (keyFile !== null) args.push('--swarm-key', keyFile)
   if (join !== null) args.push('--join', join)
   const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
@@ -83,6 +88,17 @@ async function startNode (dir: string, name: string, keyFile: string | null, joi
     }
   }, { timeoutMs: 30_000, intervalMs: 100, message: `node ${name} did not start` })
   return { name, proc, data, peerId: info.peerId, join: info.join, stderr }
+}
+
+async function onPath (exe: string): Promise<boolean> {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue
+    try {
+      await access(join(dir, exe), fsConstants.X_OK)
+      return true
+    } catch {}
+  }
+  return false
 }
 
 const clock = (t0: number): string => `${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s`
@@ -113,18 +129,24 @@ async function askDecision (question: string): Promise<ResolveAction> {
 export const demoCommand: Command = {
   name: 'demo',
   summary: 'Start a local three-node mesh on loopback and run a sample plan end to end with the sim agent.',
-  usage: 'meshwork demo [--clean]',
+  usage: 'meshwork demo [--agent sim|claude] [--clean]',
   details: [
     'No credentials, nothing but 127.0.0.1. Three real `meshwork node` processes share one board, run a sample',
     'plan with dependencies in git worktrees, retry a task that fails once, survive one node killed with kill -9',
     'mid-run, merge every branch into main in dependency order, and stop at a real merge conflict: on a terminal',
     'you decide (ours, theirs, rerun, abandon); without one the demo takes "theirs". It ends with a summary and',
-    'the path of the merged repository.'
+    'the path of the merged repository. With --agent claude the same plan runs with real Claude Code (the',
+    '`claude` executable and its credentials: ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN); that costs money and',
+    'takes minutes, and whether the two port tasks conflict is then up to the model.'
   ].join('\n'),
   options: {
+    agent: { type: 'string', arg: 'KIND', default: 'sim', description: 'sim (built in, no model, under a minute) or claude (real Claude Code).' },
     clean: { type: 'boolean', description: 'Remove the demo\'s workspace at the end instead of keeping it for a look.' }
   },
   run: async (opts) => {
+    const agent = str(opts, 'agent') ?? 'sim'
+    if (agent !== 'sim' && agent !== 'claude') throw new UsageError(`--agent must be sim or claude, got "${agent}".`)
+    if (agent === 'claude' && !await onPath('claude')) throw new UsageError('--agent claude needs the `claude` executable (Claude Code) on PATH; install it or run the demo with the sim agent.')
     const t0 = Date.now()
     const dir = await mkdtemp(join(tmpdir(), 'meshwork-demo-'))
     const out = (line: string): void => { process.stdout.write(`${clock(t0)}  ${line}\n`) }
@@ -144,9 +166,9 @@ export const demoCommand: Command = {
       }))
     }
     try {
-      nodes.push(await startNode(dir, 'alpha', keyFile, null))
+      nodes.push(await startNode(dir, 'alpha', keyFile, null, agent))
       const first = nodes[0] as DemoNode
-      nodes.push(...await Promise.all([startNode(dir, 'beta', null, first.join), startNode(dir, 'gamma', null, first.join)]))
+      nodes.push(...await Promise.all([startNode(dir, 'beta', null, first.join, agent), startNode(dir, 'gamma', null, first.join, agent)]))
       const names = new Map(nodes.map(n => [n.peerId, n.name]))
       const name = (peer: string | null): string => peer === null ? '?' : names.get(peer) ?? peer.slice(-8)
       client = await connectClient({ key, bootstrap: decodeJoinToken(first.join).bootstrap, timeoutMs: 20_000, logger: silentLogger })
@@ -159,7 +181,8 @@ export const demoCommand: Command = {
       const last = new Map<string, string>()
       const decided = new Set<string>()
       let killed: { node: DemoNode, task: string } | null = null
-      const deadline = Date.now() + 180_000
+      const deadlineMs = agent === 'sim' ? 180_000 : 60 * 60_000
+      const deadline = Date.now() + deadlineMs
       for (;;) {
         const snap = c.node.board.snapshot()
         const mine = tasks.map(t => snap.tasks.get(t.id as never)).filter((t): t is Task => t !== undefined)
@@ -195,7 +218,7 @@ export const demoCommand: Command = {
           }
         }
         if (mine.length === tasks.length && mine.every(t => t.state === 'merged' || t.state === 'failed' || t.state === 'cancelled')) break
-        if (Date.now() > deadline) throw new Error(`the demo did not finish within 3 minutes; its workspace is ${dir} (node logs: */data)`)
+        if (Date.now() > deadline) throw new Error(`the demo did not finish within ${deadlineMs / 60_000} minutes; its workspace is ${dir} (node logs: */data)`)
         await Promise.race([
           new Promise(resolveUpdate => { c.node.addEventListener('board:update', resolveUpdate, { once: true }) }),
           new Promise(resolveTick => setTimeout(resolveTick, 250))
