@@ -8,7 +8,7 @@ import { gitText } from '../src/git/git.ts'
 interface Status {
   main: { head: string | null, leader: string | null, term: number }
   tasks: Array<{ id: string, state: string, mergeCommit: string | null, mergedAt: number | null, doneAt: number | null, error: string | null }>
-  conflicts: Array<{ id: string, taskId: string, files: string[], state: string, decision: { action: string, by: string, at: number } | null }>
+  conflicts: Array<{ id: string, taskId: string, files: string[], hunks: Array<{ file: string, line: number, before: string, ours: string, theirs: string, after: string }>, state: string, decision: { action: string, by: string, at: number } | null }>
 }
 
 let dir = ''
@@ -109,6 +109,9 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
     const conflict = await waitFor(async () => (await status()).conflicts.find(c => c.state === 'open'), { timeoutMs: 90_000, intervalMs: 500, message: () => `no conflict: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
     expect(conflict.files).toEqual(['color.txt'])
     const loser = conflict.taskId
+    const winner = loser === 'red' ? 'blue' : 'red'
+    // the record shows both sides of the hunk: main's (the task merged first) and the task's
+    expect(conflict.hunks).toEqual([{ file: 'color.txt', line: 1, before: '', ours: `${winner}\n`, theirs: `${loser}\n`, after: '' }])
     expect(last!.tasks.find(x => x.id === loser)!.state).toBe('conflict')
     const bad = await runCli(['resolve', conflict.id, '--action', 'maybe', ...conn], { timeoutMs: 90_000 })
     expect(bad.code).toBe(2)

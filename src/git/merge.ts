@@ -3,19 +3,26 @@ import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { git, gitText } from './git.ts'
 import { commitEnv, TASK_TRAILER } from './worktree.ts'
+import { conflictHunks, parseMergeTree } from './conflict.ts'
+import type { ConflictHunk } from '../crdt/schema.ts'
 
 /** The outcome of merging a task branch into main, computed without touching any checkout. */
 export type MergeAttempt =
   | { kind: 'clean', tree: string }
-  | { kind: 'conflict', tree: string, files: string[] }
+  | { kind: 'conflict', tree: string, files: string[], hunks: ConflictHunk[] }
 
-/** `git merge-tree --write-tree main head`: a clean tree, or the conflicted files. */
+/**
+ * `git merge-tree --write-tree main head`: a clean tree, or the conflicted
+ * files with their hunks (main's side as `ours`, the task's as `theirs`).
+ */
 export async function tryMerge (repo: string, main: string, head: string): Promise<MergeAttempt> {
-  const res = await git(['merge-tree', '--write-tree', '--name-only', '--no-messages', main, head], { cwd: repo, allowFail: true })
-  const lines = res.stdout.toString('utf8').split('\n').filter(l => l !== '')
-  const tree = lines[0] ?? ''
-  if (res.code === 0) return { kind: 'clean', tree }
-  if (res.code === 1) return { kind: 'conflict', tree, files: [...new Set(lines.slice(1))] }
+  const res = await git(['merge-tree', '--write-tree', '-z', main, head], { cwd: repo, allowFail: true })
+  const out = parseMergeTree(res.stdout.toString('utf8'))
+  if (res.code === 0) return { kind: 'clean', tree: out.tree }
+  if (res.code === 1) {
+    const files = [...new Set(out.stages.map(s => s.path))]
+    return { kind: 'conflict', tree: out.tree, files, hunks: await conflictHunks(repo, out) }
+  }
   throw new Error(`git merge-tree failed (${res.code ?? 'killed'}): ${res.stderr.trim()}`)
 }
 

@@ -256,11 +256,11 @@ export class Leadership {
         const n = [...node.board.snapshot().conflicts.values()].filter(c => c.taskId === next.id).length + 1
         const id = `${next.id}-${n}`
         node.changeBoard('task:conflict', d => {
-          d.conflicts[id] = { id: str(id), taskId: str(next.id), files: attempt.files.map(str), state: str('open'), decision: null, base: str(base), head: str(head), at: Date.now() }
+          d.conflicts[id] = { id: str(id), taskId: str(next.id), files: attempt.files.map(str), hunks: attempt.hunks.map(h => ({ file: str(h.file), line: h.line, before: str(h.before), ours: str(h.ours), theirs: str(h.theirs), after: str(h.after) })), state: str('open'), decision: null, base: str(base), head: str(head), at: Date.now() }
           const rec = d.tasks[next.id]
           if (rec !== undefined) { rec.state = str('conflict'); rec.error = str(`merge conflict in ${attempt.files.join(', ')}`) }
         })
-        logger.warn('merge:conflict', { task: next.id, conflict: id, files: attempt.files, term })
+        logger.warn('merge:conflict', { task: next.id, conflict: id, files: attempt.files, hunks: attempt.hunks.length, term })
         return
       }
       const candidate = await mergeCommit(repo, attempt.tree, base, head, next.id, next.title)
