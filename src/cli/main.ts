@@ -6,9 +6,10 @@ import { statusCommand } from './status.ts'
 import { submitCommand, cancelCommand, retryCommand } from './tasks.ts'
 import { demoCommand } from './demo.ts'
 import { resolveCommand } from './resolve.ts'
+import { tuiCommand } from './tui.ts'
 
 /** Every command, in the order `meshwork --help` lists them. */
-export const COMMANDS: Command[] = [initCommand, nodeCommand, submitCommand, statusCommand, resolveCommand, cancelCommand, retryCommand, demoCommand]
+export const COMMANDS: Command[] = [initCommand, nodeCommand, submitCommand, statusCommand, resolveCommand, cancelCommand, retryCommand, tuiCommand, demoCommand]
 
 const VERSION = '0.1.0'
 

@@ -1,0 +1,56 @@
+import { hostname, userInfo } from 'node:os'
+import { runTui, renderPlain, plainSignature } from '../tui/index.ts'
+import { CLIENT_OPTIONS, durationOpt } from './connection.ts'
+import { flag, type Command } from './command.ts'
+import { clientFromOptions, readStatus } from './status.ts'
+
+export const tuiCommand: Command = {
+  name: 'tui',
+  summary: 'Terminal UI: nodes, the task DAG with live progress and cost, the conflict inbox, keys for resolve, cancel and retry.',
+  usage: 'meshwork tui [--no-bell] [--plain] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
+  details: [
+    'Joins as a light peer (never takes work, never listed among the nodes). Views: 1 tasks (the DAG: state, node,',
+    'attempt, time, cost, tokens, latest agent line, critical path *), 2 nodes (slots, load, rate-limit back-off),',
+    '3 inbox (conflicts with both sides of each hunk, failed tasks), 4 output (one task\'s live agent output).',
+    'Keys: arrows or j/k select, Enter opens a task\'s output, PgUp/PgDn scroll; in the inbox o ours, t theirs,',
+    'r rerun, a agent, x abandon; on tasks c cancel, r retry. Every action asks y/n and does exactly what',
+    '`meshwork resolve`, `cancel` and `retry` do. q or Ctrl-C quits. The bell rings when something new waits on you.',
+    'Without a terminal (or with --plain) it prints the `status` view and the inbox whenever they change.'
+  ].join('\n'),
+  options: {
+    'no-bell': { type: 'boolean', description: 'Do not ring the terminal bell when a conflict or failure reaches the inbox.' },
+    plain: { type: 'boolean', description: 'Print plain status frames when something changes instead of the interactive UI (the default without a terminal).' },
+    interval: { type: 'string', arg: 'DURATION', default: '1s', description: 'How often the plain output checks for changes.' },
+    ...CLIENT_OPTIONS
+  },
+  run: async (opts) => {
+    const interval = durationOpt(opts, 'interval', 1000)
+    const interactive = !flag(opts, 'plain') && process.stdout.isTTY === true && process.stdin.isTTY === true
+    const client = await clientFromOptions(opts)
+    try {
+      if (interactive) {
+        await runTui({ client, by: `${userInfo().username}@${hostname()}`, bell: !flag(opts, 'no-bell') })
+        return 0
+      }
+      process.stderr.write('meshwork tui: no terminal here (or --plain): printing the status and the inbox whenever they change; Ctrl-C to stop.\n')
+      let stop = false
+      const onSig = (): void => { stop = true }
+      process.once('SIGINT', onSig)
+      process.once('SIGTERM', onSig)
+      let last = ''
+      while (!stop) {
+        const s = await readStatus(client)
+        const sig = plainSignature(s)
+        if (sig !== last) {
+          last = sig
+          process.stdout.write(`--- ${new Date().toISOString()}\n${renderPlain(s, client.peer)}\n`)
+        }
+        const until = Date.now() + interval
+        while (!stop && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 50))
+      }
+      return 0
+    } finally {
+      await client.close()
+    }
+  }
+}

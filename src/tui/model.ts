@@ -1,0 +1,359 @@
+import type { StatusReport, StatusTask } from '../api/status.ts'
+import type { BoardSnapshot, ConflictHunk, TaskState } from '../crdt/schema.ts'
+import type { MembersView } from '../node/mesh-node.ts'
+import type { MemberState } from '../node/membership.ts'
+import { estimateMs, topoOrder } from '../scheduler/dag.ts'
+
+/**
+ * The TUI's view model: pure functions from a board snapshot, a membership view
+ * and the progress lines heard so far to what the screen shows (rows, critical
+ * path, inbox, totals, ETA). No I/O, no React: every function here is unit-tested.
+ */
+
+/** One line of an agent's stream, as heard over progress gossip. */
+export interface ProgressLine {
+  kind: string
+  text: string
+  at: number
+}
+
+/** Progress lines kept per task (the oldest go first). @default 200 */
+export const MAX_PROGRESS_LINES = 200
+
+/** Board facts of a task that `status --json` does not carry but the TUI shows. */
+export interface TaskDetail {
+  prompt: string
+  files: string[]
+  priority: number
+  /** Estimated run time from the plan (sim duration, timeout / 4, else 60 s). */
+  estimateMs: number
+  /** The plan gave a duration (sim or timeout): better than any observed mean. */
+  estimated: boolean
+}
+
+/** Presence facts of a node that `status --json` does not carry. */
+export interface NodeExtra {
+  load: number
+  backoffUntil: number | null
+}
+
+/** Everything one frame is drawn from. */
+export interface TuiData {
+  status: StatusReport
+  tasks: ReadonlyMap<string, TaskDetail>
+  nodes: ReadonlyMap<string, NodeExtra>
+  /** Agent output per task id, oldest first. */
+  progress: ReadonlyMap<string, readonly ProgressLine[]>
+  /** The mesh node the client reads through. */
+  via: string
+  /** Wall clock of this frame (epoch ms). */
+  now: number
+}
+
+/** Task states that need no more agent work. */
+const NO_WORK: ReadonlySet<TaskState> = new Set(['done', 'merging', 'merged', 'cancelled', 'failed', 'conflict'])
+
+/** Builds the frame data from what the client knows; `status` comes from `buildStatus` of the same snapshot. */
+export function tuiData (status: StatusReport, snap: BoardSnapshot, view: MembersView | null, progress: ReadonlyMap<string, readonly ProgressLine[]>, via: string, now: number): TuiData {
+  const tasks = new Map<string, TaskDetail>()
+  for (const t of snap.tasks.values()) {
+    tasks.set(t.id, { prompt: t.prompt, files: [...t.files], priority: t.priority, estimateMs: estimateMs(t), estimated: t.sim !== null || t.timeoutMs !== null })
+  }
+  const nodes = new Map<string, NodeExtra>()
+  for (const m of view?.members ?? []) nodes.set(m.peerId, { load: m.load, backoffUntil: m.backoffUntil })
+  return { status, tasks, nodes, progress, via, now }
+}
+
+/**
+ * Adds the latest progress events of a membership view (or single gossiped
+ * events) to a per-task log, skipping ones already there; returns true when
+ * something was added. Keeps at most `MAX_PROGRESS_LINES` per task.
+ */
+export function appendProgress (log: Map<string, ProgressLine[]>, taskId: string, p: ProgressLine): boolean {
+  const lines = log.get(taskId) ?? []
+  const last = lines[lines.length - 1]
+  if (last !== undefined && (p.at < last.at || (p.at === last.at && p.text === last.text))) return false
+  lines.push({ kind: p.kind, text: p.text, at: p.at })
+  if (lines.length > MAX_PROGRESS_LINES) lines.splice(0, lines.length - MAX_PROGRESS_LINES)
+  log.set(taskId, lines)
+  return true
+}
+
+/** Mean wall time of the finished runs on the board (doneAt - startedAt), or null. */
+export function observedRunMs (tasks: readonly StatusTask[]): number | null {
+  const runs = tasks.filter(t => t.startedAt !== null && t.doneAt !== null && t.doneAt >= t.startedAt).map(t => (t.doneAt as number) - (t.startedAt as number))
+  return runs.length === 0 ? null : runs.reduce((a, b) => a + b, 0) / runs.length
+}
+
+/**
+ * Agent time a task still needs: 0 when it needs no more agent work, the rest
+ * of its estimate when running, its whole estimate otherwise. Without a plan
+ * estimate, the mean of the runs observed so far is the better guess.
+ */
+export function remainingWorkMs (t: StatusTask, d: TaskDetail | undefined, observed: number | null, now: number): number {
+  if (NO_WORK.has(t.state)) return 0
+  const est = d !== undefined && d.estimated ? d.estimateMs : observed ?? d?.estimateMs ?? 60_000
+  if (t.state === 'running' && t.startedAt !== null) return Math.max(0, est - (now - t.startedAt))
+  return est
+}
+
+/**
+ * The critical path of what is left: the chain of dependent tasks with the most
+ * remaining agent time, first task first. Tasks that need no more work are left
+ * out; empty when nothing remains.
+ */
+export function criticalPath (data: TuiData): { ids: string[], ms: number } {
+  const tasks = data.status.tasks
+  const byId = new Map(tasks.map(t => [t.id, t]))
+  const observed = observedRunMs(tasks)
+  const dependents = new Map<string, string[]>()
+  for (const t of tasks) for (const dep of t.deps) dependents.set(dep, [...dependents.get(dep) ?? [], t.id])
+  const memo = new Map<string, { ms: number, next: string | null }>()
+  const level = (id: string, guard: Set<string>): { ms: number, next: string | null } => {
+    const cached = memo.get(id)
+    if (cached !== undefined) return cached
+    const t = byId.get(id)
+    if (t === undefined || guard.has(id)) return { ms: 0, next: null }
+    guard.add(id)
+    let best: { ms: number, next: string | null } = { ms: 0, next: null }
+    for (const child of dependents.get(id) ?? []) {
+      const l = level(child, guard)
+      if (l.ms > best.ms) best = { ms: l.ms, next: child }
+    }
+    guard.delete(id)
+    const v = { ms: remainingWorkMs(t, data.tasks.get(id), observed, data.now) + best.ms, next: best.next }
+    memo.set(id, v)
+    return v
+  }
+  let start: string | null = null
+  let ms = 0
+  for (const t of tasks) {
+    if (remainingWorkMs(t, data.tasks.get(t.id), observed, data.now) === 0) continue
+    const l = level(t.id, new Set())
+    if (l.ms > ms) { ms = l.ms; start = t.id }
+  }
+  const ids: string[] = []
+  const seen = new Set<string>()
+  for (let id = start; id !== null && !seen.has(id); id = memo.get(id)?.next ?? null) {
+    seen.add(id)
+    // a finished task between two that are not keeps the chain, not a place on it
+    if (remainingWorkMs(byId.get(id)!, data.tasks.get(id), observed, data.now) > 0) ids.push(id)
+  }
+  return { ids, ms }
+}
+
+/** What waits on a human. */
+export const INBOX_KINDS = ['conflict', 'failed', 'budget'] as const
+export type InboxKind = typeof INBOX_KINDS[number]
+
+/** One thing waiting on a human decision. */
+export interface InboxItem {
+  /** Stable while the item waits: `conflict:<id>` or `failed:<task>`. */
+  key: string
+  kind: InboxKind
+  taskId: string
+  /** Set for conflicts. */
+  conflictId: string | null
+  title: string
+  /** One line: the conflicted files or the error. */
+  summary: string
+  files: string[]
+  hunks: ConflictHunk[]
+}
+
+/** Open conflicts first (board order), then failed tasks; a failure that mentions the budget is a `budget` item. */
+export function inbox (status: StatusReport): InboxItem[] {
+  const items: InboxItem[] = []
+  const title = (id: string): string => status.tasks.find(t => t.id === id)?.title ?? ''
+  for (const c of status.conflicts) {
+    if (c.state !== 'open' || c.decision !== null) continue
+    items.push({ key: `conflict:${c.id}`, kind: 'conflict', taskId: c.taskId, conflictId: c.id, title: title(c.taskId), summary: `conflicts with main in ${c.files.join(', ') || '(no files listed)'}`, files: [...c.files], hunks: c.hunks })
+  }
+  for (const t of status.tasks) {
+    if (t.state !== 'failed') continue
+    const error = t.error ?? 'failed'
+    items.push({ key: `failed:${t.id}`, kind: /budget/i.test(error) ? 'budget' : 'failed', taskId: t.id, conflictId: null, title: t.title, summary: firstLine(error), files: [], hunks: [] })
+  }
+  return items
+}
+
+/** Keys present in `next` but not in `prev`: the items that should ring the bell. */
+export function newInboxKeys (prev: ReadonlySet<string>, next: readonly InboxItem[]): string[] {
+  return next.filter(i => !prev.has(i.key)).map(i => i.key)
+}
+
+/** Totals of the header. */
+export interface Totals {
+  total: number
+  byState: Array<[TaskState, number]>
+  costUsd: number
+  tokens: number
+  /** Estimated ms until every remaining task has run, or null when nothing can run (no live slots) or nothing is left. */
+  etaMs: number | null
+  /** Tasks still needing agent work. */
+  remaining: number
+  /** Items waiting on a human (they stop the plan from finishing). */
+  waiting: number
+}
+
+const STATE_ORDER: readonly TaskState[] = ['running', 'claimed', 'ready', 'pending', 'done', 'merging', 'merged', 'conflict', 'failed', 'cancelled']
+
+/**
+ * Tasks by state, cost and tokens so far, and the time to finish: the longer of
+ * the critical path and the remaining agent time spread over the live slots.
+ */
+export function totals (data: TuiData): Totals {
+  const tasks = data.status.tasks
+  const counts = new Map<TaskState, number>()
+  for (const t of tasks) counts.set(t.state, (counts.get(t.state) ?? 0) + 1)
+  const observed = observedRunMs(tasks)
+  const work = tasks.reduce((sum, t) => sum + remainingWorkMs(t, data.tasks.get(t.id), observed, data.now), 0)
+  const remaining = tasks.filter(t => t.state === 'running' || remainingWorkMs(t, data.tasks.get(t.id), observed, data.now) > 0).length
+  const slots = data.status.nodes.filter(n => n.state === 'alive').reduce((s, n) => s + n.slots, 0)
+  const cp = criticalPath(data).ms
+  const etaMs = remaining === 0 || slots === 0 ? null : Math.max(cp, work / slots)
+  return {
+    total: tasks.length,
+    byState: STATE_ORDER.filter(s => counts.has(s)).map(s => [s, counts.get(s)!]),
+    costUsd: tasks.reduce((s, t) => s + t.costUsd, 0),
+    tokens: tasks.reduce((s, t) => s + t.tokens.input + t.tokens.output + t.tokens.cacheRead + t.tokens.cacheWrite, 0),
+    etaMs,
+    remaining,
+    waiting: inbox(data.status).length
+  }
+}
+
+/** One row of the task DAG view. */
+export interface TaskRow {
+  id: string
+  title: string
+  state: TaskState
+  /** Longest chain of dependencies above the task (0 for roots): the indentation. */
+  depth: number
+  deps: string[]
+  critical: boolean
+  node: string
+  attempts: number
+  /** Wall time of the latest run: running so far, or start to done; null before the first run. */
+  elapsedMs: number | null
+  costUsd: number
+  tokens: number
+  /** The agent's latest line, or the error of a failed task. */
+  note: string
+}
+
+/** Tasks in dependency order (each after its dependencies), indented by depth, with the critical path marked. */
+export function taskRows (data: TuiData): TaskRow[] {
+  const tasks = data.status.tasks
+  const byId = new Map(tasks.map(t => [t.id, t]))
+  const cp = new Set(criticalPath(data).ids)
+  const depth = new Map<string, number>()
+  const order = topoOrder(tasks)
+  for (const id of order) {
+    const t = byId.get(id)!
+    depth.set(id, t.deps.reduce((d, dep) => Math.max(d, byId.has(dep) ? (depth.get(dep) ?? 0) + 1 : 0), 0))
+  }
+  return order.map(id => {
+    const t = byId.get(id)!
+    const lines = data.progress.get(id)
+    const latest = lines?.[lines.length - 1] ?? t.progress
+    const end = t.state === 'running' ? data.now : t.doneAt
+    const elapsedMs = t.startedAt === null || end === null ? null : Math.max(0, end - t.startedAt)
+    const note = t.state === 'failed' || (t.error !== null && t.state !== 'merged' && t.state !== 'running') ? firstLine(t.error ?? '') : t.state === 'running' || t.state === 'claimed' ? (latest?.text ?? '') : ''
+    return {
+      id,
+      title: t.title,
+      state: t.state,
+      depth: depth.get(id) ?? 0,
+      deps: [...t.deps],
+      critical: cp.has(id),
+      node: nodeName(data.status, t.node),
+      attempts: t.attempts,
+      elapsedMs,
+      costUsd: t.costUsd,
+      tokens: t.tokens.input + t.tokens.output + t.tokens.cacheRead + t.tokens.cacheWrite,
+      note: firstLine(note)
+    }
+  })
+}
+
+/** One row of the nodes view. */
+export interface NodeRow {
+  peerId: string
+  name: string
+  state: MemberState
+  used: number
+  slots: number
+  running: string[]
+  /** 1-minute load per core, or null when not heard. */
+  load: number | null
+  /** Rate-limit back-off left in ms, or 0. */
+  backoffMs: number
+  lastSeenMs: number | null
+}
+
+/** Nodes: live ones first, then by name. */
+export function nodeRows (data: TuiData): NodeRow[] {
+  const rank: Record<MemberState, number> = { alive: 0, suspect: 1, dead: 2, left: 3 }
+  return [...data.status.nodes]
+    .sort((a, b) => rank[a.state] - rank[b.state] || a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId))
+    .map(n => {
+      const x = data.nodes.get(n.peerId)
+      return {
+        peerId: n.peerId,
+        name: n.name === '' ? shortPeer(n.peerId) : n.name,
+        state: n.state,
+        used: n.running.length,
+        slots: n.slots,
+        running: [...n.running],
+        load: x === undefined ? null : x.load,
+        backoffMs: x?.backoffUntil == null ? 0 : Math.max(0, x.backoffUntil - data.now),
+        lastSeenMs: n.lastSeenMs
+      }
+    })
+}
+
+/** A node's name from the status (or the tail of its peer id). */
+export function nodeName (status: StatusReport, peer: string | null): string {
+  if (peer === null) return '-'
+  const n = status.nodes.find(x => x.peerId === peer)
+  return n !== undefined && n.name !== '' ? n.name : shortPeer(peer)
+}
+
+/** The last 8 characters of a peer id, marked as shortened. */
+export function shortPeer (peer: string): string {
+  return '…' + peer.slice(-8)
+}
+
+/** `950ms`, `12s`, `3m05s`, `1h02m`. */
+export function formatDuration (ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`
+  const s = Math.round(ms / 1000)
+  if (s < 60) return `${s}s`
+  const m = Math.floor(s / 60)
+  if (m < 60) return `${m}m${String(s % 60).padStart(2, '0')}s`
+  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`
+}
+
+/** `812`, `12.3k`, `4.5M`. */
+export function formatTokens (n: number): string {
+  if (n < 1000) return String(n)
+  if (n < 1_000_000) return `${(n / 1000).toFixed(1)}k`
+  return `${(n / 1_000_000).toFixed(1)}M`
+}
+
+/** `$0.42`. */
+export function formatCost (usd: number): string {
+  return `$${usd.toFixed(2)}`
+}
+
+/** The first line of a text, without trailing spaces. */
+export function firstLine (text: string): string {
+  return (text.split('\n').find(l => l.trim() !== '') ?? '').trimEnd()
+}
+
+/** Cuts `text` to `width` columns, marking the cut with `…`. */
+export function fit (text: string, width: number): string {
+  if (width <= 0) return ''
+  return text.length <= width ? text : text.slice(0, Math.max(0, width - 1)) + '…'
+}

@@ -1,0 +1,129 @@
+import type { Client } from '../api/client.ts'
+import { buildStatus } from '../api/status.ts'
+import { cancelTask, resolveConflict, retryTask } from '../api/tasks.ts'
+import type { MembersView } from '../node/mesh-node.ts'
+import { topics } from '../node/constants.ts'
+import type { TuiActions, TuiSource } from './app.ts'
+import { appendProgress, tuiData, type ProgressLine, type TuiData } from './model.ts'
+
+/** How often the membership view (liveness, load, back-off, latest progress) is asked for. @default 1 s */
+export const MEMBERS_POLL_MS = 1000
+
+/** Least time between two frames: at most five redraws a second, whatever the gossip rate. @default 200 ms */
+export const MIN_FRAME_MS = 200
+
+/** How often a full sync repairs board gossip the client may have missed. @default 5 s */
+export const RESYNC_MS = 5000
+
+export interface LiveSourceInit {
+  client: Client
+  pollMs?: number
+  minFrameMs?: number
+}
+
+/** A `TuiSource` that also has to be started and stopped. */
+export interface LiveSource extends TuiSource {
+  start: () => void
+  stop: () => Promise<void>
+}
+
+/**
+ * The TUI's data from a light client: the board it follows, the membership
+ * view of the node it reads through (polled; runs never overlap), and the
+ * agents' progress gossip, which the client subscribes to so the output view
+ * is live. Changes are coalesced into at most one frame per `minFrameMs`.
+ */
+export function liveSource (init: LiveSourceInit): LiveSource {
+  const { client } = init
+  const pollMs = init.pollMs ?? MEMBERS_POLL_MS
+  const minFrameMs = init.minFrameMs ?? MIN_FRAME_MS
+  const listeners = new Set<() => void>()
+  const progress = new Map<string, ProgressLine[]>()
+  let view: MembersView | null = null
+  let current: TuiData | null = null
+  let lastFrame = 0
+  let frameTimer: NodeJS.Timeout | null = null
+  let stopped = false
+  let loop: Promise<void> = Promise.resolve()
+  const stopSignal = new AbortController()
+
+  const emit = (): void => {
+    frameTimer = null
+    if (stopped) return
+    lastFrame = Date.now()
+    const snap = client.node.board.snapshot()
+    current = tuiData(buildStatus(snap, view), snap, view, progress, client.peer, lastFrame)
+    for (const l of listeners) l()
+  }
+  const schedule = (): void => {
+    if (frameTimer !== null || stopped) return
+    frameTimer = setTimeout(emit, Math.max(0, lastFrame + minFrameMs - Date.now()))
+  }
+  const onProgress = (evt: CustomEvent<{ taskId: string, kind: string, text: string, at: number }>): void => {
+    if (appendProgress(progress, evt.detail.taskId, evt.detail)) schedule()
+  }
+  const onBoard = (): void => { schedule() }
+
+  const sleep = async (ms: number): Promise<void> => {
+    await new Promise<void>(resolve => {
+      const t = setTimeout(resolve, ms)
+      stopSignal.signal.addEventListener('abort', () => { clearTimeout(t); resolve() }, { once: true })
+    })
+  }
+
+  const poll = async (): Promise<void> => {
+    let lastSync = Date.now()
+    while (!stopped) {
+      const v = await client.node.fetchMembers(client.peer).catch(() => null)
+      if (stopped) return
+      if (v !== null) {
+        view = v
+        for (const [taskId, p] of Object.entries(v.progress ?? {})) appendProgress(progress, taskId, p)
+      }
+      if (Date.now() - lastSync >= RESYNC_MS) {
+        lastSync = Date.now()
+        await client.node.requestSync(client.peer)
+      }
+      // a frame every poll even when nothing changed: elapsed times, back-off and "last seen" move on
+      schedule()
+      await sleep(pollMs)
+    }
+  }
+
+  return {
+    current: () => current,
+    subscribe: (listener) => {
+      listeners.add(listener)
+      return () => { listeners.delete(listener) }
+    },
+    start: () => {
+      const pubsub = client.node.host.services.pubsub
+      const topic = topics(client.node.meshId).progress
+      if (!pubsub.getTopics().includes(topic)) pubsub.subscribe(topic)
+      client.node.addEventListener('progress', onProgress)
+      client.node.addEventListener('board:update', onBoard)
+      emit()
+      loop = poll()
+    },
+    stop: async () => {
+      stopped = true
+      stopSignal.abort()
+      if (frameTimer !== null) clearTimeout(frameTimer)
+      client.node.removeEventListener('progress', onProgress)
+      client.node.removeEventListener('board:update', onBoard)
+      await loop
+    }
+  }
+}
+
+/**
+ * The TUI's actions: exactly the calls `meshwork resolve`, `cancel` and
+ * `retry` make, with the same `by` (user@host) for decisions.
+ */
+export function liveActions (client: Client, by: string): TuiActions {
+  return {
+    resolve: async (conflictId, action) => { await resolveConflict(client, conflictId, action, '', by) },
+    cancel: async (taskId) => await cancelTask(client, taskId),
+    retry: async (taskId) => { await retryTask(client, taskId) }
+  }
+}

@@ -1,0 +1,55 @@
+import { row, seg, windowAround, type Cell, type Line } from '../lines.ts'
+import { criticalPath, firstLine, formatCost, formatDuration, formatTokens, taskRows, type TaskRow, type TuiData } from '../model.ts'
+import { STATE_COLOURS } from './colours.ts'
+
+/**
+ * The task DAG: tasks in dependency order, indented under what they depend on,
+ * the critical path marked `*`, with state, node, attempt, elapsed time, cost,
+ * tokens and the agent's latest line; the selected task's dependencies, scope
+ * and prompt below. Exactly `height` lines of at most `width` columns.
+ */
+export function taskLines (data: TuiData, selected: string | null, width: number, height: number): Line[] {
+  const rows = taskRows(data)
+  if (rows.length === 0) return pad([[seg('No tasks on the board yet. Submit a plan: meshwork submit plan.yaml --join …', { dim: true })]], height)
+  const wide = width >= 110
+  const idWidth = Math.min(28, Math.max(8, ...rows.map(r => r.id.length + 2 * Math.min(r.depth, 4))))
+  const cols = (r: TaskRow | null): Cell[] => {
+    const cells: Cell[] = [
+      { text: r === null ? ' ' : r.critical ? '*' : ' ', width: 1, style: { color: 'yellow', bold: true } },
+      { text: r === null ? 'TASK' : '  '.repeat(Math.min(r.depth, 4)) + r.id, width: idWidth, style: r === null ? { bold: true } : {} },
+      { text: r === null ? 'STATE' : r.state, width: 9, style: r === null ? { bold: true } : { color: STATE_COLOURS[r.state] } },
+      { text: r === null ? 'NODE' : r.node, width: wide ? 12 : 8, style: r === null ? { bold: true } : {} },
+      { text: r === null ? 'TRY' : r.attempts === 0 ? '-' : `#${r.attempts}`, width: 3, align: 'right', style: r === null ? { bold: true } : {} },
+      { text: r === null ? 'TIME' : r.elapsedMs === null ? '-' : formatDuration(r.elapsedMs), width: 6, align: 'right', style: r === null ? { bold: true } : {} },
+      { text: r === null ? 'COST' : formatCost(r.costUsd), width: 6, align: 'right', style: r === null ? { bold: true } : {} },
+      { text: r === null ? 'TOK' : formatTokens(r.tokens), width: 6, align: 'right', style: r === null ? { bold: true } : {} }
+    ]
+    if (wide) cells.push({ text: r === null ? 'DEPS' : r.deps.join(',') || '-', width: 16, style: r === null ? { bold: true } : { dim: true } })
+    const used = cells.reduce((n, c) => n + c.width + 1, 0)
+    cells.push({ text: r === null ? 'PROGRESS' : r.note, width: Math.max(0, width - used), style: r === null ? { bold: true } : r.state === 'failed' ? { color: 'red' } : { dim: true } })
+    return cells
+  }
+  const sel = Math.max(0, rows.findIndex(r => r.id === selected))
+  const listHeight = Math.max(1, height - 3)
+  const win = windowAround(rows, sel, listHeight)
+  const out: Line[] = [row(cols(null))]
+  win.items.forEach((r, i) => {
+    const line = row(cols(r))
+    out.push(win.start + i === sel ? line.map(s => ({ ...s, inverse: true })) : line)
+  })
+  while (out.length < height - 2) out.push([])
+  const cp = criticalPath(data)
+  const t = rows[sel]
+  const d = t === undefined ? undefined : data.tasks.get(t.id)
+  out.push(t === undefined
+    ? []
+    : [seg(`${t.id}`, { bold: true }), seg(`  deps ${t.deps.join(', ') || '-'}  files ${d?.files.join(', ') || '-'}  priority ${d?.priority ?? 0}`), seg(cp.ids.length > 0 ? `  * critical path ${formatDuration(cp.ms)}` : '', { color: 'yellow' })])
+  out.push(d === undefined ? [] : [seg('prompt ', { dim: true }), seg(firstLine(d.prompt))])
+  return pad(out, height)
+}
+
+function pad (lines: Line[], height: number): Line[] {
+  const out = lines.slice(0, height)
+  while (out.length < height) out.push([])
+  return out
+}
