@@ -53,6 +53,11 @@ export async function createHost (init: HostInit): Promise<Host> {
       maxIncomingPendingConnections: 200,
       dialTimeout: 10_000
     },
+    // liveness is the presence failure detector's job (it widens its timeouts under load); libp2p's own
+    // ping monitor, with its default few-second adaptive timeout, aborted healthy connections on a
+    // saturated host and split large local meshes. It still closes links silent for half a minute (a VM
+    // that vanished without a TCP reset), so redials can find the peer again.
+    connectionMonitor: { pingInterval: 10_000, pingTimeout: { minTimeout: 30_000, maxTimeout: 60_000 } },
     services: {
       identify: identify(),
       pubsub: gossipsub({

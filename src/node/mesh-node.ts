@@ -255,6 +255,11 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       }
       this.#seedMembersFromBoard()
       this.#every(this.membership.heartbeatMs, () => { this.#heartbeat() })
+      // the failure detector looks four times per heartbeat: a silent peer is declared as soon as its
+      // timeout passes, not up to a whole period later
+      this.#every(Math.max(50, Math.floor(this.membership.heartbeatMs / 4)), () => {
+        for (const t of this.membership.tick(this.#lagMs)) this.#emitTransition(t)
+      })
       this.#heartbeat()
     }
     this.#every(REDIAL_INTERVAL_MS, () => { this.#redial() })
@@ -323,8 +328,10 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       this.#log.error('board:persist-failed', { error: toError(err).message })
     })
     if (update.tasks.length > 0 || !update.local) this.#seedMembersFromBoard()
-    // acknowledge remote changes quickly: claimants settle once every peer's heads contain their claim
-    if (!update.local) this.#ackSoon()
+    // acknowledge remote claims quickly: a claimant settles once every peer's heads contain its claim.
+    // Other remote changes are acknowledged by the next heartbeat (an extra presence message from every
+    // node for every change made acknowledgements O(nodes x changes))
+    if (!update.local && update.tasks.some(id => this.board.task(id)?.state === 'claimed')) this.#ackSoon()
     this.dispatchEvent(new CustomEvent('board:update', { detail: update }))
   }
 
