@@ -3,7 +3,8 @@ import { str } from '../crdt/board.ts'
 import { electLeader, ELECTION_TIMEOUT_MS, type Candidate } from '../scheduler/election.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
 import { taskBranch } from '../git/worktree.ts'
-import { advanceBranch, branchOid, hasCommit, mergeCommit, mergeTakingSide, runVerify, tryMerge } from '../git/merge.ts'
+import { advanceBranch, branchOid, hasCommit, mergeTakingSide, runVerify } from '../git/merge.ts'
+import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch } from '../git/batch.ts'
 import { releaseTask } from '../scheduler/scheduler.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
 import type { Task } from '../crdt/schema.ts'
@@ -25,6 +26,8 @@ export interface LeaderInit {
   verify?: string
   logger: Logger
   electionTimeoutMs?: number
+  /** Merges verified together in one `--verify` run; 1 turns batching off. @default MAX_VERIFY_BATCH */
+  batch?: number
 }
 
 /**
@@ -221,7 +224,12 @@ export class Leadership {
     return true
   }
 
-  /** Merges the next ready task into main (the leader only, one at a time). */
+  /**
+   * Merges the next batch of ready tasks into main (the leader only; one batch
+   * at a time): the queue's first tasks whose branches are here are stacked on
+   * main, verified together and landed (see `runBatch`), each landing a
+   * compare-and-swap of main fenced by this leader's term.
+   */
   async #mergeNext (): Promise<void> {
     const { node, repo, branch, logger } = this.#init
     const me = node.peerId
@@ -234,64 +242,96 @@ export class Leadership {
       if (Date.now() - (this.#failedAt.get(`merge:${t.id}`) ?? 0) < 5000) continue
       candidates.push(t)
     }
-    const next = claimOrder(candidates, remainingCriticalPath(snap.tasks))[0]
-    if (next === undefined) return
-    const head = next.head as string
-    if (await branchOid(repo, taskBranch(next.id)) !== head || !await hasCommit(repo, head)) return
+    const max = this.#init.verify === undefined ? MAX_PLAIN_BATCH : (this.#init.batch ?? MAX_VERIFY_BATCH)
+    const batch: Task[] = []
+    for (const t of claimOrder(candidates, remainingCriticalPath(snap.tasks))) {
+      if (batch.length >= max) break
+      if (await branchOid(repo, taskBranch(t.id)) !== t.head || !await hasCommit(repo, t.head as string)) continue
+      batch.push(t)
+    }
+    if (batch.length === 0) return
     const base = snap.main.head ?? await branchOid(repo, branch)
     if (base === null) return
     if (snap.main.head !== null && await branchOid(repo, branch) !== base) {
       await this.syncMain()
       if (await branchOid(repo, branch) !== base) return
     }
-    const still = (): boolean => {
+    const heads = new Map(batch.map(t => [t.id as string, t.head as string]))
+    /** Fencing: this node still leads in the same term, main is still `at`, and the tasks are still ours to merge. */
+    const still = (at: string, ids: Iterable<string>): boolean => {
       const s = node.board.snapshot()
-      return s.main.leader === me && s.main.term === term && (s.main.head ?? base) === base && s.tasks.get(next.id)?.state === 'merging' && s.tasks.get(next.id)?.head === head
+      if (s.main.leader !== me || s.main.term !== term || (s.main.head ?? base) !== at) return false
+      for (const id of ids) { const t = s.tasks.get(id as never); if (t?.state !== 'merging' || t.head !== heads.get(id)) return false }
+      return true
     }
-    node.changeBoard('task:merging', d => { const rec = d.tasks[next.id]; if (rec !== undefined) rec.state = str('merging') })
+    node.changeBoard('task:merging', d => { for (const t of batch) { const rec = d.tasks[t.id]; if (rec !== undefined) rec.state = str('merging') } })
+    const ids = batch.map(t => t.id as string)
     try {
-      const attempt = await tryMerge(repo, base, head)
-      if (attempt.kind === 'conflict') {
-        if (!still()) return
-        const n = [...node.board.snapshot().conflicts.values()].filter(c => c.taskId === next.id).length + 1
-        const id = `${next.id}-${n}`
-        node.changeBoard('task:conflict', d => {
-          d.conflicts[id] = { id: str(id), taskId: str(next.id), files: attempt.files.map(str), hunks: attempt.hunks.map(h => ({ file: str(h.file), line: h.line, before: str(h.before), ours: str(h.ours), theirs: str(h.theirs), after: str(h.after) })), state: str('open'), decision: null, base: str(base), head: str(head), at: Date.now() }
-          const rec = d.tasks[next.id]
-          if (rec !== undefined) { rec.state = str('conflict'); rec.error = str(`merge conflict in ${attempt.files.join(', ')}`) }
-        })
-        logger.warn('merge:conflict', { task: next.id, conflict: id, files: attempt.files, hunks: attempt.hunks.length, term })
-        return
-      }
-      const candidate = await mergeCommit(repo, attempt.tree, base, head, next.id, next.title)
-      if (this.#init.verify !== undefined) {
-        const v = await runVerify(repo, this.#init.dataDir, candidate, this.#init.verify)
-        if (!v.ok) {
-          if (!still()) return
-          node.changeBoard('task:verify-failed', d => {
-            const rec = d.tasks[next.id]
-            if (rec !== undefined) { rec.state = str('failed'); rec.error = str(`--verify failed on the merge with main:
-${v.output.slice(-4000)}`) }
+      const res = await runBatch({
+        repo,
+        dataDir: this.#init.dataDir,
+        base,
+        items: batch.map(t => ({ taskId: t.id, title: t.title, head: t.head as string })),
+        verify: this.#init.verify,
+        onVerify: (commit, ok, ms, size) => { logger.info('merge:verified', { commit, ok, ms, merges: size, term }) },
+        land: async (prev, tip, merged) => {
+          if (!still(prev, merged.map(m => m.taskId))) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'leadership, term or main changed during the merge' }); return false }
+          const how = await advanceBranch(repo, branch, await branchOid(repo, branch), tip)
+          if (how === 'lost-race') throw new Error('local main moved during the merge')
+          const now = Date.now()
+          node.changeBoard('main:advance', d => {
+            d.main.head = str(tip)
+            for (const m of merged) {
+              const rec = d.tasks[m.taskId]
+              if (rec !== undefined) { rec.state = str('merged'); rec.mergeCommit = str(m.commit); rec.mergedAt = now; rec.error = null }
+            }
           })
-          logger.warn('merge:verify-failed', { task: next.id, ms: v.ms })
-          return
+          logger.info('merge:done', { tasks: merged.map(m => m.taskId), main: tip, term, checkout: how })
+          return true
+        }
+      })
+      const current = res.main
+      for (const o of res.outcomes) {
+        switch (o.kind) {
+          case 'merged':
+            break
+          case 'deferred':
+            if (node.board.task(o.taskId)?.state === 'merging') node.changeBoard('task:merge-deferred', d => { const rec = d.tasks[o.taskId]; if (rec !== undefined) rec.state = str('done') })
+            logger.info('merge:deferred', { task: o.taskId, reason: o.reason })
+            break
+          case 'conflict': {
+            if (!still(current, [o.taskId])) break
+            const n = [...node.board.snapshot().conflicts.values()].filter(c => c.taskId === o.taskId).length + 1
+            const id = `${o.taskId}-${n}`
+            node.changeBoard('task:conflict', d => {
+              d.conflicts[id] = { id: str(id), taskId: str(o.taskId), files: o.files.map(str), hunks: o.hunks.map(h => ({ file: str(h.file), line: h.line, before: str(h.before), ours: str(h.ours), theirs: str(h.theirs), after: str(h.after) })), state: str('open'), decision: null, base: str(current), head: str(heads.get(o.taskId) as string), at: Date.now() }
+              const rec = d.tasks[o.taskId]
+              if (rec !== undefined) { rec.state = str('conflict'); rec.error = str(`merge conflict in ${o.files.join(', ')}`) }
+            })
+            logger.warn('merge:conflict', { task: o.taskId, conflict: id, files: o.files, hunks: o.hunks.length, term })
+            break
+          }
+          case 'verify-failed':
+            if (!still(current, [o.taskId])) break
+            node.changeBoard('task:verify-failed', d => {
+              const rec = d.tasks[o.taskId]
+              if (rec !== undefined) { rec.state = str('failed'); rec.error = str(`--verify failed on the merge with main:\n${o.output.slice(-4000)}`) }
+            })
+            logger.warn('merge:verify-failed', { task: o.taskId })
+            break
+          default: {
+            const never: never = o
+            throw new Error(`unknown outcome ${String(never)}`)
+          }
         }
       }
-      if (!still()) { logger.warn('merge:abandoned', { task: next.id, reason: 'leadership, term or main changed during the merge' }); return }
-      const local = await branchOid(repo, branch)
-      const how = await advanceBranch(repo, branch, local, candidate)
-      if (how === 'lost-race') throw new Error('local main moved during the merge')
-      const now = Date.now()
-      node.changeBoard('main:advance', d => {
-        d.main.head = str(candidate)
-        const rec = d.tasks[next.id]
-        if (rec !== undefined) { rec.state = str('merged'); rec.mergeCommit = str(candidate); rec.mergedAt = now; rec.error = null }
-      })
-      logger.info('merge:done', { task: next.id, main: candidate, term, checkout: how })
+      logger.info('merge:batch', { tasks: ids.length, merged: res.outcomes.filter(o => o.kind === 'merged').length, verifyRuns: res.verifyRuns, term })
     } catch (err) {
-      this.#failedAt.set(`merge:${next.id}`, Date.now())
-      logger.warn('merge:failed', { task: next.id, error: toError(err).message })
-      if (node.board.task(next.id)?.state === 'merging') node.changeBoard('task:merge-retry', d => { const rec = d.tasks[next.id]; if (rec !== undefined) rec.state = str('done') })
+      for (const id of ids) this.#failedAt.set(`merge:${id}`, Date.now())
+      logger.warn('merge:failed', { tasks: ids, error: toError(err).message })
+    } finally {
+      const left = ids.filter(id => node.board.task(id)?.state === 'merging')
+      if (left.length > 0) node.changeBoard('task:merge-retry', d => { for (const id of left) { const rec = d.tasks[id]; if (rec !== undefined) rec.state = str('done') } })
     }
   }
 
