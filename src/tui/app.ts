@@ -2,7 +2,7 @@ import React from 'react'
 import { Box, Text, useApp, useInput, useStdout } from 'ink'
 import type { ResolveAction } from '../api/tasks.ts'
 import { toError } from '../util/errors.ts'
-import { handleKey, initialUiState, keyHelp, selectedInbox, selectedTask, type Effect, type KeyContext, type UiState } from './keys.ts'
+import { handleKey, initialUiState, keyHelp, selectedInbox, selectedTask, type Effect, type KeyContext, type KeyInfo, type UiState } from './keys.ts'
 import { fitLine, seg, type Line } from './lines.ts'
 import { inbox, newInboxKeys, taskRows, totals, type TuiData } from './model.ts'
 import { headerLines } from './views/header.ts'
@@ -133,6 +133,16 @@ export function frameLines (data: TuiData | null, ui: UiState, ctx: KeyContext, 
   return frame.slice(0, height)
 }
 
+/**
+ * One input event as single key presses: a terminal may deliver several typed
+ * characters in one read ("1j\r"); special keys (arrows, Escape) come alone.
+ */
+export function splitKeys (input: string, key: KeyInfo): Array<[string, KeyInfo]> {
+  const chars = [...input]
+  if (chars.length <= 1 || key.ctrl === true || key.escape === true) return [[input, key]]
+  return chars.map((c): [string, KeyInfo] => c === '\r' || c === '\n' ? ['', { return: true }] : c === '\t' ? ['', { tab: true }] : [c, {}])
+}
+
 /** The key context of a frame: task order and states, the inbox. */
 export function keyContext (data: TuiData | null): KeyContext {
   if (data === null) return { taskIds: [], taskStates: new Map(), inbox: [] }
@@ -167,12 +177,18 @@ export function App (props: AppProps): React.ReactElement {
     if (fresh.length > 0) props.bell?.()
   }, [ctx, data, props.bell])
 
+  // the latest state, read synchronously: several keys can arrive before React renders again
+  const uiRef = React.useRef(ui)
+  uiRef.current = ui
   useInput((input, key) => {
-    const r = handleKey(ui, ctx, input, key)
-    setUi(r.state)
-    if (r.quit === true) { exit(); return }
-    if (r.effect !== undefined) {
-      void runEffect(props.actions, r.effect).then(message => { setUi(s => ({ ...s, message })) })
+    for (const [ch, k] of splitKeys(input, key)) {
+      const r = handleKey(uiRef.current, ctx, ch, k)
+      uiRef.current = r.state
+      setUi(r.state)
+      if (r.quit === true) { exit(); return }
+      if (r.effect !== undefined) {
+        void runEffect(props.actions, r.effect).then(message => { setUi(s => ({ ...s, message })) })
+      }
     }
   })
 

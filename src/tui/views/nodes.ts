@@ -18,7 +18,7 @@ export function nodeLines (data: TuiData, width: number, height: number): Line[]
       { text: r === null ? 'SLOTS' : `${r.used}/${r.slots}`, width: 5, align: 'right', style: h },
       { text: r === null ? 'LOAD' : r.load === null ? '-' : r.load.toFixed(2), width: 5, align: 'right', style: r !== null && r.load !== null && r.load > 1 ? { color: 'yellow' } : h },
       { text: r === null ? 'BACKOFF' : r.backoffMs > 0 ? formatDuration(r.backoffMs) : '-', width: 7, align: 'right', style: r !== null && r.backoffMs > 0 ? { color: 'yellow', bold: true } : h },
-      { text: r === null ? 'SEEN' : r.lastSeenMs === null ? 'never' : `${formatDuration(r.lastSeenMs)} ago`, width: 10, align: 'right', style: h }
+      { text: r === null ? 'SEEN' : r.lastSeenMs === null ? 'never' : r.lastSeenMs < 1000 ? 'now' : `${formatDuration(r.lastSeenMs)} ago`, width: 10, align: 'right', style: h }
     ]
     if (wide) cells.push({ text: r === null ? 'PEER' : r.peerId, width: 20, style: r === null ? h : { dim: true } })
     const used = cells.reduce((n, c) => n + c.width + 1, 0)
