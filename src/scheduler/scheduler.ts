@@ -128,6 +128,8 @@ export class Scheduler {
       if (sent === undefined) return
       const d = Math.min(2000, Math.max(0, Date.now() - sent))
       this.#gossipDelayMs = 0.9 * this.#gossipDelayMs + 0.1 * d
+      // a presence may carry the last acknowledgement a pending claim waits for: settle now, not at the next tick
+      if (this.#pending.size > 0) this.#schedule()
     }
     this.node.addEventListener('board:update', onUpdate)
     this.node.addEventListener('peer:state', onUpdate)
@@ -334,8 +336,12 @@ export class Scheduler {
         rec.state = str('claimed')
       }
     })
+    const settleMs = this.settleMs
+    // look again the moment the settle window ends rather than at the next tick
+    const wake = setTimeout(() => { this.#schedule() }, settleMs + 1)
+    wake.unref()
     for (const { task, stolen } of picked) {
-      this.#pending.set(task.id, { epoch: task.epoch, at: now, settleAt: now + this.settleMs, stolen, hash })
+      this.#pending.set(task.id, { epoch: task.epoch, at: now, settleAt: now + settleMs, stolen, hash })
       const owner = owners.get(task.id)
       if (stolen) this.#log.info('task:stolen', { task: task.id, epoch: task.epoch, reason: owner === undefined ? 'no node had room for it in this node\'s view' : `preferred node ${owner} left it waiting ${now - readySince(task, snap)} ms` })
       else this.#log.info('task:claimed', { task: task.id, epoch: task.epoch, reason: 'preferred owner (rendezvous)' })
