@@ -43,9 +43,10 @@ export interface AppProps {
 export const MIN_WIDTH = 80
 export const MIN_HEIGHT = 24
 
-/** Lines above the view (header, totals, tabs) and below it (message or question, keys). */
+/** Lines above the view (header, totals, tabs). */
 const HEADER_LINES = 3
-const FOOTER_LINES = 2
+/** Lines for the keys at most (below them: nothing; above them: the question or last outcome). */
+const MAX_KEY_LINES = 2
 
 /** Runs a confirmed effect through the actions and describes the outcome. */
 export async function runEffect (actions: TuiActions, effect: Effect): Promise<{ text: string, tone: 'ok' | 'error' }> {
@@ -71,7 +72,7 @@ export async function runEffect (actions: TuiActions, effect: Effect): Promise<{
   }
 }
 
-/** The keys line(s): `[key] meaning` pairs, wrapped onto at most `lines` lines. */
+/** The keys line(s): `key meaning` pairs, wrapped onto as few lines as fit, at most `lines`. */
 export function keyLines (pairs: ReadonlyArray<[string, string]>, width: number, lines: number): Line[] {
   const out: Line[] = [[]]
   let used = 0
@@ -85,7 +86,6 @@ export function keyLines (pairs: ReadonlyArray<[string, string]>, width: number,
     out[out.length - 1]!.push(seg(k, { bold: true, color: 'cyan' }), seg(` ${what}  `))
     used += len
   }
-  while (out.length < lines) out.push([])
   return out
 }
 
@@ -111,7 +111,8 @@ export function frameLines (data: TuiData | null, ui: UiState, ctx: KeyContext, 
   }
   const items = ctx.inbox
   const t = totals(data)
-  const bodyHeight = Math.max(1, height - HEADER_LINES - FOOTER_LINES)
+  const keys = keyLines(keyHelp(ui, ctx), width, MAX_KEY_LINES)
+  const bodyHeight = Math.max(1, height - HEADER_LINES - 1 - keys.length)
   let body: Line[]
   switch (ui.view) {
     case 'tasks': body = taskLines(data, selectedTask(ui, ctx), width, bodyHeight); break
@@ -124,12 +125,12 @@ export function frameLines (data: TuiData | null, ui: UiState, ctx: KeyContext, 
     }
   }
   const ask: Line = ui.pending !== null
-    ? [seg(` ${ui.pending.question} [y/n] `, { color: 'yellow', inverse: true, bold: true })]
+    ? [seg(` ${ui.pending.question} [y/n] `, { color: 'yellow', inverse: true, bold: true }), seg(` ${ui.pending.detail}`, { color: 'yellow' })]
     : ui.message !== null
       ? [seg(ui.message.text, { color: ui.message.tone === 'error' ? 'red' : ui.message.tone === 'ok' ? 'green' : 'white' })]
       : []
   const selected = selectedTask(ui, ctx)
-  const frame = [...headerLines(data, t, items, { ...ui, taskId: selected }), ...body, ask, ...keyLines(keyHelp(ui, ctx), width, FOOTER_LINES - 1)]
+  const frame = [...headerLines(data, t, items, { ...ui, taskId: selected }, width), ...body, ask, ...keys]
   return frame.slice(0, height)
 }
 

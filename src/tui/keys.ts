@@ -39,8 +39,8 @@ export interface UiState {
   inboxKey: string | null
   /** Lines scrolled up from the bottom (output) or down from the top (inbox detail). */
   scroll: number
-  /** An effect waiting for y/n. */
-  pending: { effect: Effect, question: string } | null
+  /** An effect waiting for y/n: a short question (shown first, with y/n) and what it means. */
+  pending: { effect: Effect, question: string, detail: string } | null
   /** The last outcome or hint shown above the keys. */
   message: { text: string, tone: 'info' | 'ok' | 'error' } | null
 }
@@ -106,8 +106,8 @@ function move<T> (list: readonly T[], current: T | null, delta: number): T | nul
   return list[next] ?? null
 }
 
-function ask (state: UiState, effect: Effect, question: string): KeyResult {
-  return { state: { ...state, pending: { effect, question }, message: null } }
+function ask (state: UiState, effect: Effect, question: string, detail: string): KeyResult {
+  return { state: { ...state, pending: { effect, question, detail }, message: null } }
 }
 
 /** The confirmation question of a task action, or a refusal message when the task's state does not allow it. */
@@ -116,10 +116,10 @@ function taskAction (state: UiState, ctx: KeyContext, taskId: string | null, kin
   const st = ctx.taskStates.get(taskId) ?? ''
   if (kind === 'cancel') {
     if (!CANCELLABLE.has(st)) return { state: { ...state, message: { text: `${taskId} is ${st}; it cannot be cancelled`, tone: 'error' } } }
-    return ask(state, { kind: 'cancel', taskId }, `Cancel ${taskId} (${st})${st === 'running' ? ', stopping its agent' : ''}?`)
+    return ask(state, { kind: 'cancel', taskId }, `Cancel ${taskId}?`, `it is ${st}${st === 'running' ? '; its node stops the agent' : ''}`)
   }
   if (!RETRYABLE.has(st)) return { state: { ...state, message: { text: `${taskId} is ${st}; only failed or cancelled tasks can be retried`, tone: 'error' } } }
-  return ask(state, { kind: 'retry', taskId }, `Retry ${taskId} (${st}) with its attempts reset?`)
+  return ask(state, { kind: 'retry', taskId }, `Retry ${taskId}?`, `it is ${st}; it goes back in line with its attempts reset`)
 }
 
 /**
@@ -171,7 +171,7 @@ export function handleKey (state: UiState, ctx: KeyContext, input: string, key: 
       if (item.conflictId !== null) {
         const action = RESOLVE_KEYS[input]
         if (action === undefined) return { state }
-        return ask(state, { kind: 'resolve', conflictId: item.conflictId, action }, `Resolve ${item.conflictId} with "${action}" (${RESOLVE_MEANING[action]})?`)
+        return ask(state, { kind: 'resolve', conflictId: item.conflictId, action }, `Resolve ${item.conflictId} with "${action}"?`, RESOLVE_MEANING[action])
       }
       if (input === CANCEL_KEY) return taskAction(state, ctx, item.taskId, 'cancel')
       if (input === RETRY_KEY) return taskAction(state, ctx, item.taskId, 'retry')

@@ -9,24 +9,24 @@ import { STATE_COLOURS } from './colours.ts'
  * something waits on a human); the totals (tasks by state, cost, tokens, time
  * to finish); the view tabs.
  */
-export function headerLines (data: TuiData, totals: Totals, inbox: readonly InboxItem[], ui: UiState): Line[] {
+export function headerLines (data: TuiData, totals: Totals, inbox: readonly InboxItem[], ui: UiState, width: number): Line[] {
   const s = data.status
   const alive = s.nodes.filter(n => n.state === 'alive').length
   const first: Line = [
-    seg('meshwork', { bold: true }),
-    seg(` mesh ${s.meshId}  main ${s.main.head === null ? '-' : s.main.head.slice(0, 7)}  leader ${s.main.leader === null ? 'none' : nodeName(s, s.main.leader)}  nodes ${alive}/${s.nodes.length}  via ${shortPeer(data.via)}  `),
+    seg('meshwork ', { bold: true }),
+    // first after the name, so that no width can cut it off
     inbox.length > 0
       ? seg(` INBOX ${inbox.length} waiting on you `, { color: 'red', inverse: true, bold: true })
-      : seg('inbox 0', { color: 'green' })
+      : seg('inbox 0', { color: 'green' }),
+    seg(`  mesh ${s.meshId}  main ${s.main.head === null ? '-' : s.main.head.slice(0, 7)}  leader ${s.main.leader === null ? 'none' : nodeName(s, s.main.leader)}  nodes ${alive}/${s.nodes.length}`),
+    seg(width >= 100 ? `  via ${shortPeer(data.via)}` : '', { dim: true })
   ]
-  const second: Line = [seg(`tasks ${totals.total}`, { bold: true })]
+  const second: Line = [seg(etaText(totals), { bold: true }), seg(`  ${formatCost(totals.costUsd)}  ${formatTokens(totals.tokens)} tok  `), seg(`tasks ${totals.total}`, { bold: true })]
   if (totals.byState.length > 0) second.push(seg(': '))
   totals.byState.forEach(([state, n], i) => {
     if (i > 0) second.push(seg(' '))
     second.push(seg(`${n} ${state}`, { color: STATE_COLOURS[state] }))
   })
-  second.push(seg(`  ${formatCost(totals.costUsd)}  ${formatTokens(totals.tokens)} tok  `))
-  second.push(seg(etaText(totals), { bold: true }))
   return [first, second, tabs(ui.view, inbox.length, ui.taskId)]
 }
 
