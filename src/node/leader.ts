@@ -5,6 +5,7 @@ import { fetchFromPeer } from '../git/transfer.ts'
 import { taskBranch } from '../git/worktree.ts'
 import { advanceBranch, branchOid, hasCommit, mergeTakingSide, runVerify } from '../git/merge.ts'
 import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch } from '../git/batch.ts'
+import { mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
 import { releaseTask } from '../scheduler/scheduler.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
 import type { Task } from '../crdt/schema.ts'
@@ -43,6 +44,8 @@ export class Leadership {
   #failedAt = new Map<string, number>()
   #merging = false
   #syncing = false
+  /** Main's first-parent merges at the last head read (task id → merge commit). */
+  #history: { head: string, history: MainHistory } | null = null
 
   constructor (init: LeaderInit) {
     this.#init = init
@@ -234,8 +237,16 @@ export class Leadership {
     const { node, repo, branch, logger } = this.#init
     const me = node.peerId
     if (await this.#decide()) return
-    const snap = node.board.snapshot()
+    let snap = node.board.snapshot()
     const { term } = snap.main
+    const base = snap.main.head ?? await branchOid(repo, branch)
+    if (base === null) return
+    if (snap.main.head !== null && await branchOid(repo, branch) !== base) {
+      await this.syncMain()
+      if (await branchOid(repo, branch) !== base) return
+    }
+    if (snap.main.head !== null && await this.#reconcile(base)) snap = node.board.snapshot()
+    if (snap.main.head !== base && snap.main.head !== null) return
     const candidates: Task[] = []
     for (const t of snap.tasks.values()) {
       if (t.state !== 'done' || t.head === null || !t.holders.includes(me) || !depsMerged(t, snap)) continue
@@ -250,12 +261,6 @@ export class Leadership {
       batch.push(t)
     }
     if (batch.length === 0) return
-    const base = snap.main.head ?? await branchOid(repo, branch)
-    if (base === null) return
-    if (snap.main.head !== null && await branchOid(repo, branch) !== base) {
-      await this.syncMain()
-      if (await branchOid(repo, branch) !== base) return
-    }
     const heads = new Map(batch.map(t => [t.id as string, t.head as string]))
     /** Fencing: this node still leads in the same term, main is still `at`, and the tasks are still ours to merge. */
     const still = (at: string, ids: Iterable<string>): boolean => {
@@ -333,6 +338,43 @@ export class Leadership {
       const left = ids.filter(id => node.board.task(id)?.state === 'merging')
       if (left.length > 0) node.changeBoard('task:merge-retry', d => { for (const id of left) { const rec = d.tasks[id]; if (rec !== undefined) rec.state = str('done') } })
     }
+  }
+
+  /**
+   * Makes the board's "merged" agree with main's history (`reconcileMerged`):
+   * after a healed partition, tasks merged on the losing side's main go back in
+   * the queue and tasks already on main are recorded merged. Runs between
+   * batches on the leader, whose main is the board's; true if it changed the board.
+   */
+  async #reconcile (head: string): Promise<boolean> {
+    const { node, repo, logger } = this.#init
+    if (this.#history?.head !== head) this.#history = { head, history: await mainHistory(repo, head) }
+    const snap = node.board.snapshot()
+    if (snap.main.head !== head || snap.main.leader !== node.peerId) return false
+    const repair = reconcileMerged(snap.tasks.values(), this.#history.history)
+    if (repair.requeue.length === 0 && repair.record.length === 0) return false
+    const now = Date.now()
+    node.changeBoard('main:reconcile', d => {
+      for (const r of repair.requeue) {
+        const rec = d.tasks[r.id]
+        if (rec === undefined) continue
+        rec.state = str(r.to)
+        rec.mergeCommit = null
+        rec.mergedAt = null
+        rec.error = str(`its merge ${r.lost === null ? '' : r.lost.slice(0, 12) + ' '}is not on main (made on the other side of a partition that lost); merging again`)
+        if (r.to === 'ready') rec.readyAt = now
+      }
+      for (const r of repair.record) {
+        const rec = d.tasks[r.id]
+        if (rec === undefined) continue
+        rec.state = str('merged')
+        rec.mergeCommit = str(r.commit)
+        rec.mergedAt ??= now
+        rec.error = null
+      }
+    })
+    logger.warn('main:reconciled', { main: head, requeued: repair.requeue.map(r => r.id), recorded: repair.record.map(r => r.id) })
+    return true
   }
 
   #collect (): void {

@@ -1,0 +1,64 @@
+import { gitText } from './git.ts'
+import { TASK_TRAILER } from './worktree.ts'
+import type { Task } from '../crdt/schema.ts'
+
+/** Main's first-parent history as far as merges of tasks go. */
+export interface MainHistory {
+  /** Every commit on the first-parent line. */
+  commits: Set<string>
+  /** Task id → its merges on that line (oldest first): the merge commit and the task head it merged (second parent). */
+  merges: Map<string, Array<{ commit: string, head: string }>>
+}
+
+/** Reads `head`'s first-parent history: its commits and the merges carrying a `Meshwork-Task` trailer. */
+export async function mainHistory (repo: string, head: string): Promise<MainHistory> {
+  const out = await gitText(['log', '--first-parent', '--reverse', `--format=%H %P%x00%(trailers:key=${TASK_TRAILER},valueonly,separator=%x01)%x00`, head], { cwd: repo })
+  const commits = new Set<string>()
+  const merges = new Map<string, Array<{ commit: string, head: string }>>()
+  const parts = out.split('\0')
+  for (let i = 0; i + 1 < parts.length; i += 2) {
+    const [commit, , second] = (parts[i] as string).trim().split(' ')
+    if (commit === undefined || commit === '') continue
+    commits.add(commit)
+    if (second === undefined) continue
+    for (const id of (parts[i + 1] as string).split('\x01').map(x => x.trim()).filter(x => x !== '')) {
+      const list = merges.get(id) ?? []
+      list.push({ commit, head: second })
+      merges.set(id, list)
+    }
+  }
+  return { commits, merges }
+}
+
+/** What the leader corrects on the board so that "merged" means "on main" (see `reconcileMerged`). */
+export interface MergedRepair {
+  /** Marked merged but not on main (their merge was on the losing side of a partition): merge again, or run again if no branch is left. */
+  requeue: Array<{ id: string, to: 'done' | 'ready', lost: string | null }>
+  /** On main but not marked merged (or marked with another commit): record it, never merge it twice. */
+  record: Array<{ id: string, commit: string }>
+}
+
+/**
+ * Re-derives each task's merged state from main's history (pure): a task is
+ * merged exactly when main's first-parent history has the merge of its branch
+ * head (a merge commit carrying its trailer whose second parent is the task's
+ * head). After two leaders acted on the two sides of a partition, the board
+ * keeps one main; the merges made on the other side are not on it, and their
+ * tasks go back to `done` (their branch is still held) or `ready` (it is not)
+ * to be merged again: nothing merged disappears silently. A task whose merge
+ * is on main is recorded merged: nothing is merged twice. An old merge of an
+ * earlier task with the same id (another head) is not taken for this one.
+ */
+export function reconcileMerged (tasks: Iterable<{ id: string, state: Task['state'], mergeCommit: string | null, head: string | null }>, history: MainHistory): MergedRepair {
+  const repair: MergedRepair = { requeue: [], record: [] }
+  for (const t of tasks) {
+    if (t.state === 'merged' && t.mergeCommit !== null && history.commits.has(t.mergeCommit)) continue
+    const onMain = t.head === null ? undefined : history.merges.get(t.id)?.find(m => m.head === t.head)
+    if (onMain !== undefined) {
+      if (t.state !== 'merged' || t.mergeCommit !== onMain.commit) repair.record.push({ id: t.id, commit: onMain.commit })
+    } else if (t.state === 'merged') {
+      repair.requeue.push({ id: t.id, to: t.head !== null ? 'done' : 'ready', lost: t.mergeCommit })
+    }
+  }
+  return repair
+}
