@@ -102,7 +102,7 @@ export function liveSource (init: LiveSourceInit): LiveSource {
       if (!pubsub.getTopics().includes(topic)) pubsub.subscribe(topic)
       client.node.addEventListener('progress', onProgress)
       client.node.addEventListener('board:update', onBoard)
-      emit()
+      // the first frame waits for the first membership view: without it every node would read as dead
       loop = poll()
     },
     stop: async () => {
