@@ -35,7 +35,9 @@ export async function runTui (init: RunTuiInit): Promise<void> {
     interactive: true,
     alternateScreen: true,
     maxFps: Math.round(1000 / MIN_FRAME_MS),
-    incrementalRendering: true,
+    // whole frames (inside synchronized-output brackets, so no flicker): a line-diffing renderer never
+    // repaints a line that did not change, which leaves it blank if anything cleared the screen meanwhile
+    incrementalRendering: false,
     exitOnCtrlC: true,
     patchConsole: true
   })
