@@ -15,6 +15,7 @@ import { waitFor } from '../src/util/wait.ts'
 
 const run = promisify(execFile)
 const HAS_TMUX = spawnSync('tmux', ['-V'], { stdio: 'ignore' }).status === 0
+if (!HAS_TMUX) console.warn('test/tui-cli.test.ts: tmux is not installed (not on PATH), so the real-terminal test of `meshwork tui` is skipped; install tmux to run it')
 const SOCKET = `meshwork-tui-test-${process.pid}`
 const SESSION = 'tui'
 
@@ -58,7 +59,6 @@ async function waitScreen (what: string | RegExp, timeoutMs: number, why: string
 const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`
 
 beforeAll(async () => {
-  if (!HAS_TMUX) return
   mesh = await startCliMesh('meshwork-tui-', ['--agent', 'sim', '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s'], { names: ['a', 'b'] })
 }, 120_000)
 
@@ -136,7 +136,10 @@ describe.skipIf(!HAS_TMUX)('meshwork tui in a real terminal (tmux; skipped when 
     await waitFor(async () => !await sessionAlive(), { timeoutMs: 15_000, message: 'the TUI did not exit on q' })
   })
 
-  it('without a terminal it prints the status and the inbox when they change, and exits 0 on SIGINT', async () => {
+})
+
+describe('meshwork tui without a terminal', { timeout: 300_000 }, () => {
+  it('prints the status and the inbox when they change, and exits 0 on SIGINT', async () => {
     const m = mesh!
     const env: NodeJS.ProcessEnv = {}
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MESHWORK_')) env[k] = v
@@ -151,6 +154,13 @@ describe.skipIf(!HAS_TMUX)('meshwork tui in a real terminal (tmux; skipped when 
       expect(err).toContain('no terminal here')
       expect(out).toMatch(/^--- \d{4}-\d\d-\d\dT/)
       expect(out).not.toContain('\x1b[')
+      // a task that fails reaches the plain inbox in a new frame
+      const plan = join(m.dir, 'plain.yaml')
+      await writeFile(plan, 'tasks:\n  - id: plain-fail\n    prompt: fails once\n    maxAttempts: 1\n    sim: { duration: 200ms, fail: 1 }\n')
+      const sub = await runCli(['submit', plan, ...m.conn], { timeoutMs: 90_000 })
+      expect(sub.code, describeResult(['submit'], sub)).toBe(0)
+      await waitFor(() => out.includes('FAILED plain-fail: sim: attempt 1 fails as configured'), { timeoutMs: 90_000, message: () => `the failure never reached the plain inbox\n${tail('stdout', out)}` })
+      expect(out).toMatch(/INBOX \d+ waiting on a human/)
       child.kill('SIGINT')
       const code = await Promise.race([exited, new Promise<'timeout'>(resolve => setTimeout(() => { resolve('timeout') }, 20_000))])
       expect(code, `${tail('stdout', out)}\n${tail('stderr', err)}`).toBe(0)
