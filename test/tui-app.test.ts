@@ -3,8 +3,9 @@ import React from 'react'
 import { render, cleanup } from 'ink-testing-library'
 import { stripVTControlCharacters } from 'node:util'
 import { App, keyLines, runEffect, splitKeys, type TuiActions, type TuiSource } from '../src/tui/app.ts'
-import type { TuiData } from '../src/tui/model.ts'
-import { hunkLines, SIDE_BY_SIDE_MIN_WIDTH } from '../src/tui/views/inbox.ts'
+import { inbox as inboxOf, type TuiData } from '../src/tui/model.ts'
+import { hunkLines, inboxLines, SIDE_BY_SIDE_MIN_WIDTH } from '../src/tui/views/inbox.ts'
+import { outputLines } from '../src/tui/views/output.ts'
 import { lineText } from '../src/tui/lines.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { conflict, fixtureData, PORT_HUNK } from './helpers/tui.ts'
@@ -270,5 +271,35 @@ describe('tui keys (ink, fake terminal)', () => {
     expect(await runEffect(actions, { kind: 'cancel', taskId: 'x' })).toEqual({ text: 'x cancelled (was running)', tone: 'ok' })
     actions.retry.mockRejectedValueOnce(new Error('task "x" is running; only failed or cancelled tasks can be retried.'))
     expect(await runEffect(actions, { kind: 'retry', taskId: 'x' })).toEqual({ text: 'task "x" is running; only failed or cancelled tasks can be retried.', tone: 'error' })
+  })
+})
+
+describe('tui scrolling (pure views)', () => {
+  it('the output view follows the tail and PgUp scrolls back to earlier lines', () => {
+    const lines = Array.from({ length: 50 }, (_, i) => ({ kind: 'text', text: `line ${i}`, at: 1_750_000_000_000 + i }))
+    const data = fixtureData({ progress: new Map([['api', lines]]) })
+    const tailView = outputLines(data, 'api', 0, 80, 12).map(lineText)
+    expect(tailView.length).toBe(12)
+    expect(tailView.at(-1)).toMatch(/line 49$/)
+    expect(tailView.some(l => l.includes('earlier lines (PgUp)'))).toBe(true)
+    const back = outputLines(data, 'api', 10, 80, 12).map(lineText)
+    expect(back.at(-1)).toMatch(/line 39$/)
+    expect(back.some(l => l.includes('10 lines below (PgDn)'))).toBe(true)
+    // scrolling past the start stops at the first line
+    const top = outputLines(data, 'api', 1000, 80, 12).map(lineText)
+    expect(top.some(l => / line 0$/.test(l))).toBe(true)
+  })
+
+  it('the inbox detail scrolls down through many hunks and says how much is left', () => {
+    const hunks = Array.from({ length: 6 }, (_, i) => ({ ...PORT_HUNK, line: 10 * i + 1, ours: `ours ${i}\n`, theirs: `theirs ${i}\n` }))
+    const data = fixtureData({ hunks })
+    const items = inboxOf(data.status)
+    const first = inboxLines(data, items, null, 0, 80, 19).map(lineText)
+    expect(first.length).toBe(19)
+    expect(first.some(l => l.includes('ours 0'))).toBe(true)
+    expect(first.some(l => l.includes('ours 5'))).toBe(false)
+    expect(first.at(-1)).toMatch(/more lines \(PgDn\)/)
+    const later = inboxLines(data, items, null, 1000, 80, 19).map(lineText)
+    expect(later.some(l => l.includes('theirs 5'))).toBe(true)
   })
 })
