@@ -1,0 +1,98 @@
+import { describe, it, expect, afterAll } from 'vitest'
+import { join } from 'node:path'
+import { createMesh, waitAllAlive, type TestMesh } from './helpers/mesh.ts'
+import { Worker } from '../src/node/worker.ts'
+import { simAgent } from '../src/agent/sim.ts'
+import { silentLogger } from '../src/util/logger.ts'
+import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+import { waitFor } from '../src/util/wait.ts'
+import { git, gitText } from '../src/git/git.ts'
+import { commitFiles, initRepo } from './helpers/git.ts'
+import type { MeshNode } from '../src/node/mesh-node.ts'
+
+let mesh: TestMesh | null = null
+const workers: Worker[] = []
+
+afterAll(async () => {
+  await Promise.all(workers.map(async w => { await w.stop(0) }))
+  await mesh?.stop()
+})
+
+/** Progress for a failure report (a timeout of the whole test says nothing about where it stood). */
+const step = (what: string): void => { process.stderr.write(`[leader-partition] ${new Date().toISOString()} ${what}\n`) }
+
+const sim = (file: string): ReturnType<typeof simpleTask>['sim'] => ({ durationMs: 200, write: { [file]: `${file}\n` }, append: {}, fail: 0 })
+
+describe('merges on both sides of a partition', { timeout: 300_000 }, () => {
+  it('two leaders merge on the two sides; after the heal main is one linear history with every task merged exactly once', async () => {
+    mesh = await createMesh(4)
+    const root = mesh.dirs[0] as string
+    // every node starts from a clone of the same project (cloning through the mesh is tested elsewhere)
+    const project = await initRepo(join(root, 'project'))
+    await commitFiles(project, { 'README.md': 'project\n' }, 'project')
+    for (const [i] of mesh.nodes.entries()) await git(['clone', '-q', project, join(root, `repo${i}`)], { cwd: root })
+    for (const [i, node] of mesh.nodes.entries()) {
+      const w = new Worker({ node, agent: simAgent(), repo: join(root, `repo${i}`), dataDir: join(root, `w${i}`), branch: 'main', slots: 2, hasBootstrap: i > 0, logger: silentLogger })
+      workers.push(w)
+      await w.start()
+      await w.ready
+      step(`worker ${i} ready`)
+    }
+    await waitAllAlive(mesh.nodes, 30_000)
+    const leaderOf = (n: MeshNode): string | null => n.board.snapshot().main.leader
+    const first = mesh.nodes[0] as MeshNode
+    const leader = await waitFor(() => leaderOf(first), { timeoutMs: 30_000, message: 'no leader' })
+    await waitFor(() => mesh!.nodes.every(n => leaderOf(n) === leader), { timeoutMs: 30_000, message: 'nodes do not agree on the leader' })
+    // the old leader and one other node on one side, the other two on the other
+    const left = [mesh.nodes.find(n => n.peerId === leader) as MeshNode]
+    left.push(mesh.nodes.find(n => !left.includes(n)) as MeshNode)
+    const right = mesh.nodes.filter(n => !left.includes(n))
+    await mesh.partition(left, right)
+    step('partitioned')
+    // the right side elects its own leader once the old one is dead to it
+    await waitFor(() => { const l = leaderOf(right[0] as MeshNode); return l !== null && l !== leader && right.some(n => n.peerId === l) }, { timeoutMs: 40_000, message: 'the right side elected no leader' })
+
+    step('right side elected its leader')
+    const lTasks = ['l1', 'l2', 'l3']
+    const rTasks = ['r1', 'r2', 'r3']
+    ;(left[0] as MeshNode).changeBoard('plan', addTasks(lTasks.map(id => simpleTask(id, { sim: sim(`${id}.txt`) }))))
+    ;(right[0] as MeshNode).changeBoard('plan', addTasks(rTasks.map(id => simpleTask(id, { sim: sim(`${id}.txt`) }))))
+    const mergedOn = (n: MeshNode, ids: string[]): boolean => ids.every(id => n.board.task(id)?.state === 'merged')
+    await waitFor(() => mergedOn(left[0] as MeshNode, lTasks) && mergedOn(right[0] as MeshNode, rTasks), {
+      timeoutMs: 60_000,
+      message: () => `sides did not merge: ${[...left, ...right].map(n => `${n.name}: ${[...n.board.snapshot().tasks.values()].map(t => `${t.id}=${t.state}`).join(',')}`).join(' | ')}`
+    })
+    const leftMain = (left[0] as MeshNode).board.snapshot().main.head
+    const rightMain = (right[0] as MeshNode).board.snapshot().main.head
+    expect(leftMain).not.toBe(rightMain)
+
+    step('both sides merged their tasks')
+    mesh.heal()
+    const all = [...lTasks, ...rTasks]
+    // after the heal: one leader, every task merged, every node's main equal to the board's, containing every task's merge once
+    const repoOf = (n: MeshNode): string => join(root, `repo${mesh!.nodes.indexOf(n)}`)
+    let lastProblem = ''
+    await waitFor(async () => {
+      const heads = new Set(mesh!.nodes.map(n => n.board.snapshot().main.head))
+      if (heads.size !== 1) { lastProblem = `boards disagree on main: ${[...heads].join(' ')}`; return false }
+      const head = [...heads][0] as string
+      for (const n of mesh!.nodes) {
+        if (!mergedOn(n, all)) { lastProblem = `${n.name}: ${all.map(id => `${id}=${n.board.task(id)?.state}`).join(',')}`; return false }
+        if (await gitText(['rev-parse', 'main'], { cwd: repoOf(n) }) !== head) { lastProblem = `${n.name}'s repo is not on main ${head}`; return false }
+      }
+      return true
+    }, { timeoutMs: 90_000, intervalMs: 250, message: () => `no single complete main after the heal: ${lastProblem}` })
+    const head = first.board.snapshot().main.head as string
+    for (const n of mesh.nodes) {
+      const repo = repoOf(n)
+      const trailers = (await gitText(['log', '--first-parent', '--format=%(trailers:key=Meshwork-Task,valueonly)', 'main'], { cwd: repo })).split('\n').map(l => l.trim()).filter(l => l !== '')
+      expect(trailers.sort(), `${n.name}'s main`).toEqual([...all].sort())
+      const firstParent = new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repo })).split('\n'))
+      for (const id of all) expect(firstParent.has(n.board.task(id)?.mergeCommit as string), `${id}'s merge commit on ${n.name}'s main`).toBe(true)
+      for (const id of all) expect(await gitText(['show', `${head}:${id}.txt`], { cwd: repo })).toBe(`${id}.txt`)
+    }
+    // one of the two sides' mains is kept whole; the other side's tasks were merged again on top of it
+    expect(new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repoOf(first) })).split('\n')).has(leftMain as string) ||
+      new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repoOf(first) })).split('\n')).has(rightMain as string)).toBe(true)
+  })
+})
