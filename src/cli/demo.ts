@@ -54,10 +54,12 @@ export const DEMO_PLAN = `tasks:
   - id: port-8080
     title: Serve on port 8080
     prompt: Change the server port to 8080.
+    priority: 1
     sim: { duration: 1.5s, write: { "config/server.json": "{ \\"port\\": 8080 }\\n" } }
   - id: port-9000
     title: Serve on port 9000
     prompt: Change the server port to 9000.
+    priority: 1
     sim: { duration: 2.5s, write: { "config/server.json": "{ \\"port\\": 9000 }\\n" } }
   - id: api-docs
     title: Write the API docs
@@ -99,6 +101,28 @@ async function onPath (exe: string): Promise<boolean> {
     } catch {}
   }
   return false
+}
+
+/** The two tasks that both set the server port: the demo's deliberate conflict. */
+export const CONFLICT_PAIR: readonly string[] = ['port-8080', 'port-9000']
+
+/**
+ * The node the demo kills: not the merge leader, running a long task (2.5 s or
+ * more, for half a second already), and holding no part of the deliberate
+ * conflict (a port task running there, or done there and not yet collected by
+ * the leader): a port task run again after the other merged would start from a
+ * main that has it, and the conflict the demo promises would not happen.
+ */
+function pickVictim (nodes: readonly DemoNode[], tasks: readonly Task[], leader: string | null): { node: DemoNode, task: string } | null {
+  for (const n of nodes) {
+    if (n.peerId === leader || n.proc.exitCode !== null) continue
+    const holdsConflict = tasks.some(t => CONFLICT_PAIR.includes(t.id) && t.node === n.peerId &&
+      (t.state === 'claimed' || t.state === 'running' || (t.state === 'done' && (leader === null || !t.holders.includes(leader)))))
+    if (holdsConflict) continue
+    const long = tasks.find(t => t.state === 'running' && t.node === n.peerId && t.sim !== null && t.sim.durationMs >= 2500 && Date.now() - (t.startedAt ?? 0) > 500)
+    if (long !== undefined) return { node: n, task: long.id }
+  }
+  return null
 }
 
 const clock = (t0: number): string => `${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s`
@@ -209,12 +233,11 @@ export const demoCommand: Command = {
           out(`decision for ${conflict.id}: ${action}${process.stdin.isTTY === true ? '' : ' (no terminal to ask: the demo takes theirs)'}`)
         }
         if (killed === null) {
-          const victim = nodes.find(n => n.name === 'gamma')
-          const running = mine.find(t => t.state === 'running' && t.node === victim?.peerId && t.sim !== null && t.sim.durationMs >= 2500)
-          if (victim !== undefined && running !== undefined && Date.now() - (running.startedAt ?? 0) > 500) {
-            victim.proc.kill('SIGKILL')
-            killed = { node: victim, task: running.id }
-            out(`killing gamma (kill -9) while it runs ${running.id}: the mesh must notice and run it elsewhere`)
+          const victim = pickVictim(nodes, mine, snap.main.leader)
+          if (victim !== null) {
+            victim.node.proc.kill('SIGKILL')
+            killed = { node: victim.node, task: victim.task }
+            out(`killing ${victim.node.name} (kill -9) while it runs ${victim.task}: the mesh must notice and run it elsewhere`)
           }
         }
         if (mine.length === tasks.length && mine.every(t => t.state === 'merged' || t.state === 'failed' || t.state === 'cancelled')) break
@@ -231,7 +254,7 @@ export const demoCommand: Command = {
       const history = await gitText(['log', '--first-parent', '--format=%h %s', 'main'], { cwd: repo })
       out('')
       out(`summary: ${merged} of ${tasks.length} tasks merged in ${((Date.now() - t0) / 1000).toFixed(1)} s; main @ ${(snap.main.head ?? '').slice(0, 7)} (leader ${name(snap.main.leader)}, term ${snap.main.term})`)
-      if (killed !== null) out(`gamma was killed mid-run; ${killed.task} ran again on ${name(snap.tasks.get(killed.task as never)?.node ?? null)}`)
+      if (killed !== null) out(`${killed.node.name} was killed mid-run; ${killed.task} ran again on ${name(snap.tasks.get(killed.task as never)?.node ?? null)}`)
       out('main, first-parent history (one merge commit per task, in dependency order):')
       for (const line of history.split('\n')) out(`  ${line}`)
       out(flag(opts, 'clean') ? 'workspace removed (--clean)' : `the merged repository: ${repo}   (nodes' data: ${dir}/*/data)`)
