@@ -10,9 +10,9 @@
  *   4. duplicate runs, ready->running latency, overhead per task
  *   5. the 4-node run again with one node SIGKILLed ~30% into the run
  *
- * The merge leader does not exist yet: the submitting worker runs an INSTANT
- * STAND-IN merger (done -> merged once every dep is merged, no git), so the
- * figures measure scheduling only.
+ * The merge step is an INSTANT STAND-IN run by the submitting worker (done ->
+ * merged once every dep is merged, no git; the real leader is bench:merge's
+ * subject), so the figures measure scheduling only.
  *
  * Flags:
  *   --quick         smoke run: 60 tasks in 6 layers, 4 nodes only, no kill run;

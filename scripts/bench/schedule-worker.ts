@@ -6,9 +6,10 @@
  *
  * It reports every run start, every task state change its board goes through
  * and the scheduler's log events, each with a `Date.now()` timestamp. The
- * designated merger worker also plays the merge leader, which does not exist
- * yet: an instant stand-in that turns every `done` task whose dependencies are
- * all merged into `merged` (no git), so the benchmark measures scheduling only.
+ * designated merger worker plays the merge leader with an instant stand-in
+ * (the real leader's git work is bench:merge's subject): it turns every `done`
+ * task whose dependencies are all merged into `merged` (no git), so the
+ * benchmark measures scheduling only.
  *
  * The worker exits when the parent disconnects, so a crashed parent never
  * leaves nodes behind.
