@@ -119,4 +119,34 @@ describe('scheduling through the CLI', () => {
     const t = (await tasks()).find(x => x.id === 'slow')!
     expect(t.attempts).toBe(1)
   })
+
+  it('submit --wait --json: a failed task settles the plan with its dependents blocked behind it, exit 1', async () => {
+    const plan = join(dir, 'plan3.yaml')
+    await writeFile(plan, [
+      'tasks:',
+      '  - id: w-ok', '    prompt: fine', '    sim: { duration: 300ms }',
+      '  - id: w-bad', '    prompt: always fails', '    maxAttempts: 1', '    sim: { duration: 200ms, fail: 9 }',
+      '  - id: w-child', '    prompt: after bad', '    deps: [w-bad]',
+      '  - id: w-grandchild', '    prompt: after child', '    deps: [w-child, w-ok]', ''
+    ].join('\n'))
+    const r = await runCli(['submit', plan, '--wait', '--json', ...conn], { timeoutMs: 120_000 })
+    expect(r.code, describeResult(['submit', '--wait'], r)).toBe(1)
+    const lines = r.stdout.trim().split('\n').map(l => JSON.parse(l) as Record<string, unknown>)
+    expect(lines[0]).toEqual({ tasks: ['w-ok', 'w-bad', 'w-child', 'w-grandchild'] })
+    expect(lines.at(-1)).toEqual({ summary: { merged: 1, failed: 1, cancelled: 0, conflict: 0, blocked: 2 } })
+    expect(lines).toContainEqual({ id: 'w-grandchild', state: 'pending', blockedBy: 'w-bad', blockedState: 'failed' })
+    expect(lines).toContainEqual(expect.objectContaining({ id: 'w-bad', state: 'failed' }))
+  })
+
+  it('submit: a plan with problems exits 2 at once, before looking for a mesh', async () => {
+    const plan = join(dir, 'bad.yaml')
+    await writeFile(plan, 'tasks:\n  - id: Bad Id\n    prompt: ""\n  - id: a\n    prompt: x\n    deps: [b]\n  - id: b\n    prompt: y\n    deps: [a]\n')
+    // an address nobody listens on: a client would wait for its --timeout there
+    const r = await runCli(['submit', plan, '--swarm-key', join(dir, 'swarm.key'), '--bootstrap', '/ip4/127.0.0.1/tcp/9/p2p/12D3KooWLRPJAA5o6RB1pnZqDvsdgqm6bjTDbRKNdHKHNsMk6AQp', '--timeout', '60s'], { timeoutMs: 30_000 })
+    expect(r.code, describeResult(['submit', 'bad.yaml'], r)).toBe(2)
+    expect(r.stderr).toMatch(/malformed id/)
+    expect(r.stderr).toMatch(/empty prompt/)
+    expect(r.stderr).toMatch(/dependency cycle: (a -> b -> a|b -> a -> b)/)
+    expect(r.stderr).toMatch(/nothing was submitted/)
+  })
 })

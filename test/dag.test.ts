@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest'
 import {
   findCycle, topoOrder, estimateMs, remainingCriticalPath, depsMerged, effectiveState, readySince,
-  claimOrder, scopesOverlap, DEFAULT_ESTIMATE_MS, type GraphNode
+  claimOrder, scopesOverlap, blockedBy, DEFAULT_ESTIMATE_MS, type GraphNode
 } from '../src/scheduler/dag.ts'
 import { Board, plain, str } from '../src/crdt/board.ts'
 import { addTasks, newTaskRecord, simpleTask, type NewTask } from '../src/crdt/ops.ts'
@@ -409,5 +409,28 @@ describe('scopesOverlap', () => {
     for (const a of globs) {
       for (const b of globs) expect(scopesOverlap([a], [b]), `${a} vs ${b}`).toBe(scopesOverlap([b], [a]))
     }
+  })
+})
+
+describe('blockedBy', () => {
+  it('names the failed, cancelled or conflicted dependency, direct or transitive, that a pending task waits behind', () => {
+    const snap = snapshotOf([
+      task('a', { state: 'merged' as never }),
+      task('bad', { state: 'failed' as never }),
+      task('c', { state: 'conflict' as never }),
+      task('mid', { state: 'pending' as never, deps: ['bad' as TaskId] }),
+      task('leaf', { state: 'pending' as never, deps: ['a' as TaskId, 'mid' as TaskId] }),
+      task('onc', { state: 'pending' as never, deps: ['c' as TaskId] }),
+      task('free', { state: 'pending' as never, deps: ['a' as TaskId] }),
+      task('running', { state: 'running' as never }),
+      task('waits', { state: 'pending' as never, deps: ['running' as TaskId] })
+    ])
+    const by = (id: string): unknown => blockedBy(snap.tasks.get(id as TaskId)!, snap)
+    expect(by('mid')).toEqual({ id: 'bad', state: 'failed' })
+    expect(by('leaf')).toEqual({ id: 'bad', state: 'failed' })
+    expect(by('onc')).toEqual({ id: 'c', state: 'conflict' })
+    expect(by('free')).toBeNull()
+    expect(by('waits')).toBeNull()
+    expect(by('bad')).toBeNull()
   })
 })

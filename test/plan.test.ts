@@ -403,3 +403,12 @@ tasks:
     }
   })
 })
+
+describe('parsePlan without a board', () => {
+  it("'unchecked' reports the file's own problems but leaves dependencies and taken ids to the check with the board", () => {
+    const text = 'tasks:\n  - id: a\n    prompt: x\n    deps: [on-board]\n  - id: b\n    prompt: y\n    deps: [a]\n'
+    expect(parsePlan(text, 'unchecked').map(t => t.id)).toEqual(['a', 'b'])
+    expect(() => parsePlan(text, new Set())).toThrow(/unknown dependency "on-board"/)
+    expect(() => parsePlan('tasks:\n  - id: a\n    prompt: x\n    deps: [a]\n', 'unchecked')).toThrow(/depends on itself/)
+  })
+})

@@ -1,7 +1,9 @@
 import { resolve } from 'node:path'
+import { hostname, userInfo } from 'node:os'
 import { readPlan } from '../scheduler/plan.ts'
 import { cancelTask, retryTask, submitTasks } from '../api/tasks.ts'
 import type { Task } from '../crdt/schema.ts'
+import { blockedBy } from '../scheduler/dag.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { flag, type Command } from './command.ts'
 import { clientFromOptions } from './status.ts'
@@ -13,7 +15,12 @@ export const submitCommand: Command = {
   name: 'submit',
   summary: 'Validate a plan (YAML or JSON) and add its tasks to the board.',
   usage: 'meshwork submit PLAN [--wait] [--json] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
-  details: 'An invalid plan is rejected whole, with every problem listed, before anything reaches the board (exit 2).\nWith --wait, follows progress until every task of the plan is merged, failed, cancelled or waiting on a human; exits 0 only if all merged.',
+  details: [
+    'An invalid plan is rejected whole, with every problem listed, before anything reaches the board (exit 2); the file is',
+    'checked before connecting, and its ids and dependencies against the board once connected.',
+    'With --wait, follows progress until every task of the plan is merged, failed, cancelled, waiting on a conflict decision,',
+    'or blocked behind such a task (it cannot start until a human acts); exits 0 only if all merged.'
+  ].join('\n'),
   positionals: { min: 1, max: 1, names: 'a plan file' },
   options: {
     wait: { type: 'boolean', description: 'Follow the plan until it settles; exit 0 only if every task merged.' },
@@ -22,10 +29,13 @@ export const submitCommand: Command = {
   },
   run: async (opts, [planFile]) => {
     const json = flag(opts, 'json')
+    const file = resolve(planFile as string)
+    // the file's own problems are usage errors that need no mesh: report them at once
+    await readPlan(file, 'unchecked')
     const client = await clientFromOptions(opts)
     try {
       const existing = new Set<string>(client.node.board.snapshot().tasks.keys())
-      const tasks = await readPlan(resolve(planFile as string), existing)
+      const tasks = await readPlan(file, existing)
       const ids = await submitTasks(client, tasks)
       if (json) process.stdout.write(JSON.stringify({ tasks: ids }) + '\n')
       else process.stdout.write(ids.join('\n') + '\n')
@@ -53,11 +63,19 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
       else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} ${t.state}${t.state === 'running' || t.state === 'done' ? ` on ${name(t.node)} (attempt ${t.attempts})` : ''}${t.error !== null && t.state !== 'running' ? `: ${t.error}` : ''}\n`)
     }
     const tasks = ids.map(id => snap.tasks.get(id as never)).filter((t): t is Task => t !== undefined)
-    if (tasks.length === ids.length && tasks.every(t => SETTLED.has(t.state))) {
+    const blocked = new Map(tasks.map(t => [t.id as string, blockedBy(t, snap)] as const).filter((e): e is [string, NonNullable<ReturnType<typeof blockedBy>>] => e[1] !== null))
+    for (const [id, by] of blocked) {
+      const line = `blocked|${by.id}|${by.state}`
+      if (last.get(id) === line) continue
+      last.set(id, line)
+      if (json) process.stdout.write(JSON.stringify({ id, state: 'pending', blockedBy: by.id, blockedState: by.state }) + '\n')
+      else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} blocked: its dependency ${by.id} is ${by.state} (\`meshwork retry ${by.id}\` or \`meshwork resolve\` lets it go on)\n`)
+    }
+    if (tasks.length === ids.length && tasks.every(t => SETTLED.has(t.state) || blocked.has(t.id))) {
       const merged = tasks.filter(t => t.state === 'merged').length
-      const summary = { merged, failed: tasks.filter(t => t.state === 'failed').length, cancelled: tasks.filter(t => t.state === 'cancelled').length, conflict: tasks.filter(t => t.state === 'conflict').length }
+      const summary = { merged, failed: tasks.filter(t => t.state === 'failed').length, cancelled: tasks.filter(t => t.state === 'cancelled').length, conflict: tasks.filter(t => t.state === 'conflict').length, blocked: blocked.size }
       if (json) process.stdout.write(JSON.stringify({ summary }) + '\n')
-      else process.stdout.write(`plan settled: ${summary.merged} merged, ${summary.failed} failed, ${summary.cancelled} cancelled, ${summary.conflict} waiting on a decision\n`)
+      else process.stdout.write(`plan settled: ${summary.merged} merged, ${summary.failed} failed, ${summary.cancelled} cancelled, ${summary.conflict} waiting on a decision, ${summary.blocked} blocked behind those\n`)
       return merged === ids.length ? 0 : 1
     }
     // gossip brings changes; a periodic sync repairs anything missed
@@ -81,7 +99,7 @@ export const cancelCommand: Command = {
   run: async (opts, [id]) => {
     const client = await clientFromOptions(opts)
     try {
-      const was = await cancelTask(client, id as string)
+      const was = await cancelTask(client, id as string, `${userInfo().username}@${hostname()}`)
       process.stdout.write(was === 'cancelled' ? `${id as string} was already cancelled\n` : `${id as string} cancelled (was ${was})\n`)
       return 0
     } finally {

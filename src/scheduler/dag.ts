@@ -116,6 +116,30 @@ export function effectiveState (t: Task, snap: BoardSnapshot): Task['state'] {
   return t.state
 }
 
+/** States in which a task stays until a human acts: a dependent of one cannot become ready by itself. */
+export const WAITING_ON_HUMAN: ReadonlySet<Task['state']> = new Set(['failed', 'cancelled', 'conflict'])
+
+/**
+ * The first dependency, direct or transitive, that keeps `t` from ever
+ * becoming ready without a human decision (a failed, cancelled or conflicted
+ * task), or null. Only for tasks that are not ready yet.
+ */
+export function blockedBy (t: Task, snap: BoardSnapshot): { id: TaskId, state: Task['state'] } | null {
+  if (t.state !== 'pending') return null
+  const seen = new Set<TaskId>()
+  const stack = [...t.deps]
+  while (stack.length > 0) {
+    const id = stack.pop() as TaskId
+    if (seen.has(id)) continue
+    seen.add(id)
+    const d = snap.tasks.get(id)
+    if (d === undefined || d.state === 'merged') continue
+    if (WAITING_ON_HUMAN.has(d.state)) return { id, state: d.state }
+    stack.push(...d.deps)
+  }
+  return null
+}
+
 /** When `t` became ready: its own `readyAt`, or the merge of its last dependency. */
 export function readySince (t: Task, snap: BoardSnapshot): number {
   let at = t.readyAt ?? t.createdAt

@@ -54,7 +54,16 @@ function issuePath (path: PropertyKey[], raw: unknown): string {
  * already on the board: a dependency may name one, a new task may not reuse one.
  * Returns the tasks or throws a `PlanError` listing every problem.
  */
-export function parsePlan (text: string, existing: ReadonlySet<string>, source = 'plan'): NewTask[] {
+/**
+ * Validates a plan and returns its tasks, or throws `PlanError` listing every
+ * problem. `existing` is the set of task ids on the board (dependencies may
+ * name them; plan ids must not), or `'unchecked'` to validate without a board:
+ * then neither unknown dependencies nor ids already taken are reported (the
+ * check with the board follows once connected).
+ */
+export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchecked', source = 'plan'): NewTask[] {
+  const unchecked = existing === 'unchecked'
+  const onBoard = (id: string): boolean => existing !== 'unchecked' && existing.has(id)
   let raw: unknown
   try {
     raw = parseYaml(text, { prettyErrors: true })
@@ -92,7 +101,7 @@ export function parsePlan (text: string, existing: ReadonlySet<string>, source =
     if (!TASK_ID_PATTERN.test(t.id)) problems.push(`${label}: malformed id (use lowercase letters, digits, ".", "_", "-", starting with a letter or digit, at most 64 characters)`)
     if (seen.has(t.id)) problems.push(`${label}: duplicate id in the plan`)
     seen.add(t.id)
-    if (existing.has(t.id)) problems.push(`${label}: a task with this id is already on the board (choose another id, or \`meshwork retry ${t.id}\`)`)
+    if (onBoard(t.id)) problems.push(`${label}: a task with this id is already on the board (choose another id, or \`meshwork retry ${t.id}\`)`)
     if (t.prompt.trim() === '') problems.push(`${label}: empty prompt`)
     let timeoutMs: number | null = null
     if (t.timeout !== undefined) {
@@ -122,7 +131,7 @@ export function parsePlan (text: string, existing: ReadonlySet<string>, source =
   }
   for (const t of tasks) {
     for (const d of t.deps) {
-      if (!seen.has(d) && !badShapeIds.has(d) && !existing.has(d)) problems.push(`task "${t.id}": unknown dependency "${d}" (not in this plan and not on the board)`)
+      if (!unchecked && !seen.has(d) && !badShapeIds.has(d) && !onBoard(d)) problems.push(`task "${t.id}": unknown dependency "${d}" (not in this plan and not on the board)`)
     }
     if (new Set(t.deps).size !== t.deps.length) problems.push(`task "${t.id}": a dependency is listed twice`)
     if (t.deps.includes(t.id)) problems.push(`task "${t.id}": depends on itself`)
@@ -139,7 +148,8 @@ export function parsePlan (text: string, existing: ReadonlySet<string>, source =
 }
 
 /** Reads and validates a plan file. */
-export async function readPlan (file: string, existing: ReadonlySet<string>): Promise<NewTask[]> {
+/** Reads and validates a plan file (see `parsePlan`). */
+export async function readPlan (file: string, existing: ReadonlySet<string> | 'unchecked'): Promise<NewTask[]> {
   let text: string
   try {
     text = await readFile(file, 'utf8')
