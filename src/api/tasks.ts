@@ -36,16 +36,28 @@ export async function submitTasks (client: Client, tasks: NewTask[]): Promise<Ta
   return tasks.map(t => t.id as TaskId)
 }
 
-/** Cancels a task that has not merged; the node running it stops its agent. */
-export async function cancelTask (client: Client, id: string): Promise<Task['state']> {
+/**
+ * Cancels a task that has not merged; the node running it stops its agent. An
+ * open conflict of the task is closed with it (decision `abandon`, by `by`),
+ * so the inbox does not keep asking about a task nobody wants any more.
+ */
+export async function cancelTask (client: Client, id: string, by = `${client.node.peerId}`): Promise<Task['state']> {
   const t = taskOrThrow(client, id)
   if (t.state === 'merged') throw new TaskStateError(`task "${id}" is already merged into main; it cannot be cancelled.`)
   if (t.state === 'cancelled') return t.state
+  const open = [...client.node.board.snapshot().conflicts.values()].filter(c => c.taskId === id && c.state === 'open').map(c => c.id as string)
+  const now = Date.now()
   client.node.changeBoard(`task:cancel ${id}`, d => {
     const rec = d.tasks[id]
     if (rec === undefined) return
     rec.state = str('cancelled')
     rec.claims = {}
+    for (const cid of open) {
+      const c = d.conflicts[cid]
+      if (c === undefined) continue
+      c.state = str('resolved')
+      c.decision = { action: str('abandon'), by: str(by), at: now, note: str('the task was cancelled') }
+    }
   })
   await confirm(client)
   return t.state

@@ -123,7 +123,7 @@ export function liveSource (init: LiveSourceInit): LiveSource {
 export function liveActions (client: Client, by: string): TuiActions {
   return {
     resolve: async (conflictId, action) => { await resolveConflict(client, conflictId, action, '', by) },
-    cancel: async (taskId) => await cancelTask(client, taskId),
+    cancel: async (taskId) => await cancelTask(client, taskId, by),
     retry: async (taskId) => { await retryTask(client, taskId) }
   }
 }
