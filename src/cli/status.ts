@@ -4,6 +4,7 @@ import { silentLogger } from '../util/logger.ts'
 import { CLIENT_OPTIONS, durationOpt, resolveConnection } from './connection.ts'
 import { flag, type Command, type ParsedOptions } from './command.ts'
 import { renderStatus } from './render.ts'
+import { UsageError } from '../util/errors.ts'
 
 /** Connects a light client with the standard client options. */
 export async function clientFromOptions (opts: ParsedOptions): Promise<Client> {
@@ -11,10 +12,26 @@ export async function clientFromOptions (opts: ParsedOptions): Promise<Client> {
   return await connectClient({ key: conn.key, bootstrap: conn.bootstrap, timeoutMs: durationOpt(opts, 'timeout', 15_000), logger: silentLogger })
 }
 
-/** The status report as seen through the client's mesh node. */
+/** Tries to read the node's membership view before `readStatus` gives up. @default 3 */
+const MEMBERS_ATTEMPTS = 3
+
+/**
+ * The status report as seen through the client's mesh node. Without that
+ * node's membership view every node would read as dead, so a view that cannot
+ * be had after a few tries is an error, not an empty list.
+ */
 export async function readStatus (client: Client): Promise<StatusReport> {
-  const view = await client.node.fetchMembers(client.peer).catch(() => null)
-  return buildStatus(client.node.board.snapshot(), view)
+  let last: unknown = null
+  for (let i = 0; i < MEMBERS_ATTEMPTS; i++) {
+    try {
+      const view = await client.node.fetchMembers(client.peer)
+      return buildStatus(client.node.board.snapshot(), view)
+    } catch (err) {
+      last = err
+      await new Promise(resolve => setTimeout(resolve, 200 * (i + 1)))
+    }
+  }
+  throw new Error(`${client.peer} did not answer for its membership view (${last instanceof Error ? last.message : String(last)}); run the command again or through another node`)
 }
 
 export const statusCommand: Command = {
@@ -32,6 +49,7 @@ export const statusCommand: Command = {
     const json = flag(opts, 'json')
     const watch = flag(opts, 'watch')
     const interval = durationOpt(opts, 'interval', 1000)
+    if (interval < 100) throw new UsageError(`--interval must be at least 100ms, got ${String(opts.interval)}.`)
     const client = await clientFromOptions(opts)
     try {
       if (!watch) {
@@ -45,7 +63,14 @@ export const statusCommand: Command = {
       process.once('SIGINT', onSig)
       process.once('SIGTERM', onSig)
       while (!stop) {
-        const s = await readStatus(client)
+        let s: StatusReport
+        try {
+          s = await readStatus(client)
+        } catch (err) {
+          process.stderr.write(`${new Date().toISOString()} ${(err as Error).message}\n`)
+          await new Promise(resolve => setTimeout(resolve, interval))
+          continue
+        }
         if (json) process.stdout.write(JSON.stringify(s) + '\n')
         else if (tty) process.stdout.write('\x1b[H\x1b[2J' + renderStatus(s, client.peer) + `\n\n(refreshing every ${interval / 1000} s; Ctrl-C to quit)\n`)
         else process.stdout.write(`--- ${new Date().toISOString()}\n${renderStatus(s, client.peer)}\n`)

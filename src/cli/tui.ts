@@ -39,7 +39,14 @@ export const tuiCommand: Command = {
       process.once('SIGTERM', onSig)
       let last = ''
       while (!stop) {
-        const s = await readStatus(client)
+        let s: Awaited<ReturnType<typeof readStatus>>
+        try {
+          s = await readStatus(client)
+        } catch (err) {
+          process.stderr.write(`${new Date().toISOString()} ${(err as Error).message}\n`)
+          await new Promise(resolve => setTimeout(resolve, interval))
+          continue
+        }
         const sig = plainSignature(s)
         if (sig !== last) {
           last = sig
