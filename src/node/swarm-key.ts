@@ -64,6 +64,10 @@ export async function writeSwarmKey (file: string, key: SwarmKey): Promise<void>
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       throw new SwarmKeyError(`${file} already exists; meshwork init never overwrites a swarm key. Choose another path with --out FILE, or delete the old key if no mesh uses it.`)
     }
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EACCES' || code === 'EROFS') {
+      throw new SwarmKeyError(`cannot write the swarm key to ${file} (${code === 'ENOENT' ? 'its directory does not exist' : code}); create the directory or choose another path with --out FILE.`)
+    }
     throw err
   }
 }
