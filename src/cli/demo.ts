@@ -103,6 +103,14 @@ async function onPath (exe: string): Promise<boolean> {
   return false
 }
 
+/** The demo's live footer on a terminal: tasks by state and what runs where, with elapsed times. */
+function liveLine (clockText: string, tasks: readonly Task[], name: (peer: string | null) => string): string {
+  const count = (state: Task['state']): number => tasks.filter(t => t.state === state).length
+  const running = tasks.filter(t => t.state === 'running').map(t => `${t.id}@${name(t.node)} ${((Date.now() - (t.startedAt ?? Date.now())) / 1000).toFixed(1)}s`)
+  const waiting = tasks.filter(t => t.state === 'pending' || t.state === 'ready' || t.state === 'claimed').length
+  return `${clockText}  [merged ${count('merged')}/${tasks.length} · waiting ${waiting} · done ${count('done') + count('merging')} · conflict ${count('conflict')}] running: ${running.length === 0 ? '-' : running.join(', ')}`
+}
+
 /** The two tasks that both set the server port: the demo's deliberate conflict. */
 export const CONFLICT_PAIR: readonly string[] = ['port-8080', 'port-9000']
 
@@ -173,7 +181,12 @@ export const demoCommand: Command = {
     if (agent === 'claude' && !await onPath('claude')) throw new UsageError('--agent claude needs the `claude` executable (Claude Code) on PATH; install it or run the demo with the sim agent.')
     const t0 = Date.now()
     const dir = await mkdtemp(join(tmpdir(), 'meshwork-demo-'))
-    const out = (line: string): void => { process.stdout.write(`${clock(t0)}  ${line}\n`) }
+    // on a terminal a live footer (tasks by state, what runs where) sits under the event lines
+    const tty = process.stdout.isTTY === true
+    let footer = ''
+    const clearFooter = (): void => { if (tty && footer !== '') process.stdout.write('\r\x1b[2K') }
+    const drawFooter = (): void => { if (tty && footer !== '') process.stdout.write(footer.slice(0, Math.max(20, (process.stdout.columns ?? 80) - 1))) }
+    const out = (line: string): void => { clearFooter(); process.stdout.write(`${clock(t0)}  ${line}\n`); drawFooter() }
     const key = generateSwarmKey()
     const keyFile = join(dir, 'swarm.key')
     await writeSwarmKey(keyFile, key)
@@ -228,6 +241,8 @@ export const demoCommand: Command = {
           decided.add(conflict.id)
           const t = snap.tasks.get(conflict.taskId)
           out(`CONFLICT ${conflict.id}: ${conflict.taskId} (${t?.title ?? ''}) conflicts with main in ${conflict.files.join(', ')}`)
+          clearFooter()
+          footer = ''
           const action = await askDecision(`         settle it: [o]urs keeps main, [t]heirs takes ${conflict.taskId}, [r]erun, [a]bandon? [t] `)
           await resolveConflict(c, conflict.id, action, 'decided in meshwork demo', `${userInfo().username}@demo`)
           out(`decision for ${conflict.id}: ${action}${process.stdin.isTTY === true ? '' : ' (no terminal to ask: the demo takes theirs)'}`)
@@ -240,6 +255,11 @@ export const demoCommand: Command = {
             out(`killing ${victim.node.name} (kill -9) while it runs ${victim.task}: the mesh must notice and run it elsewhere`)
           }
         }
+        if (tty) {
+          clearFooter()
+          footer = liveLine(clock(t0), mine, name)
+          drawFooter()
+        }
         if (mine.length === tasks.length && mine.every(t => t.state === 'merged' || t.state === 'failed' || t.state === 'cancelled')) break
         if (Date.now() > deadline) throw new Error(`the demo did not finish within ${deadlineMs / 60_000} minutes; its workspace is ${dir} (node logs: */data)`)
         await Promise.race([
@@ -247,18 +267,23 @@ export const demoCommand: Command = {
           new Promise(resolveTick => setTimeout(resolveTick, 250))
         ])
       }
+      clearFooter()
+      footer = ''
       const snap = c.node.board.snapshot()
       const merged = tasks.filter(t => snap.tasks.get(t.id as never)?.state === 'merged').length
+      // a task dropped by the human's own "abandon" is the outcome asked for, not a failure
+      const abandoned = [...snap.conflicts.values()].filter(x => x.decision?.action === 'abandon' && snap.tasks.get(x.taskId)?.state === 'cancelled').map(x => x.taskId as string)
       const repo = resolve(dir, 'alpha', 'repo')
       await waitFor(async () => (await gitText(['rev-parse', 'main'], { cwd: repo })) === snap.main.head, { timeoutMs: 20_000, message: 'alpha did not follow the mesh main' })
       const history = await gitText(['log', '--first-parent', '--format=%h %s', 'main'], { cwd: repo })
       out('')
       out(`summary: ${merged} of ${tasks.length} tasks merged in ${((Date.now() - t0) / 1000).toFixed(1)} s; main @ ${(snap.main.head ?? '').slice(0, 7)} (leader ${name(snap.main.leader)}, term ${snap.main.term})`)
+      if (abandoned.length > 0) out(`abandoned by your decision: ${abandoned.join(', ')} (cancelled, its changes dropped)`)
       if (killed !== null) out(`${killed.node.name} was killed mid-run; ${killed.task} ran again on ${name(snap.tasks.get(killed.task as never)?.node ?? null)}`)
       out('main, first-parent history (one merge commit per task, in dependency order):')
       for (const line of history.split('\n')) out(`  ${line}`)
       out(flag(opts, 'clean') ? 'workspace removed (--clean)' : `the merged repository: ${repo}   (nodes' data: ${dir}/*/data)`)
-      return merged === tasks.length ? 0 : 1
+      return merged + abandoned.length === tasks.length ? 0 : 1
     } finally {
       await stopAll()
       if (flag(opts, 'clean')) await rm(dir, { recursive: true, force: true })
