@@ -1,13 +1,17 @@
 #!/usr/bin/env node
-// meshwork's executable: checks the Node version, then runs the TypeScript CLI
-// directly (Node >= 22.18 strips types natively; the npm `node` devDependency
-// pins such a Node for npm scripts and npx).
+// meshwork's executable: checks the Node version, then runs the CLI. From a
+// clone it runs the TypeScript sources directly (Node >= 22.18 strips types
+// natively; the npm `node` devDependency pins such a Node for npm scripts and
+// npx). Installed from a package (where Node will not strip types inside
+// node_modules) it runs the JavaScript that `npm pack` built into dist/.
 const [major, minor] = process.versions.node.split('.').map(Number)
 if (major < 22 || (major === 22 && minor < 18)) {
   process.stderr.write(`meshwork needs Node.js >= 22.18 (this is ${process.version}). From a clone, run it through npm (npx meshwork ..., npm start) so the pinned Node is used.\n`)
   process.exit(1)
 }
-const { main } = await import('../src/cli/main.ts')
+const { existsSync } = await import('node:fs')
+const fromSources = existsSync(new URL('../src/cli/main.ts', import.meta.url)) && !import.meta.url.includes('/node_modules/')
+const { main } = await import(fromSources ? '../src/cli/main.ts' : '../dist/cli/main.js')
 const code = await main(process.argv.slice(2))
 process.exitCode = code
 // libp2p may leave handles behind after stop(): exit once output is flushed
