@@ -12,6 +12,8 @@ import type { Task } from '../crdt/schema.ts'
 import { git } from '../git/git.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
+import type { Agent } from '../agent/types.ts'
+import { MainPusher, type PushReport } from './main-push.ts'
 
 /** Period of the election and branch-collection loop. @default 500 ms */
 export const LEADER_TICK_MS = 500
@@ -29,6 +31,14 @@ export interface LeaderInit {
   electionTimeoutMs?: number
   /** Merges verified together in one `--verify` run; 1 turns batching off. @default MAX_VERIFY_BATCH */
   batch?: number
+  /** The node's agent: resolves conflicts decided with the `agent` action (without one, that action fails with a reason). */
+  agent?: Agent
+  /** `--setup`: run in the worktree of an agent-resolved merge before the agent starts. */
+  setup?: string
+  /** `--push REMOTE`: after each advance of main made here, push it there (never forced; see `MainPusher`). */
+  push?: string
+  /** Pause before a failed push is tried again. @default PUSH_RETRY_MS */
+  pushRetryMs?: number
 }
 
 /**
@@ -47,8 +57,34 @@ export class Leadership {
   /** Main's first-parent merges at the last head read (task id → merge commit). */
   #history: { head: string, history: MainHistory } | null = null
 
+  /** Pushes main to `--push REMOTE` after each advance (null without `--push`). */
+  readonly pusher: MainPusher | null
+
   constructor (init: LeaderInit) {
     this.#init = init
+    this.pusher = init.push === undefined
+      ? null
+      : new MainPusher({
+        repo: init.repo,
+        remote: init.push,
+        branch: init.branch,
+        logger: init.logger,
+        onResult: r => { this.#publishPush(r) },
+        ...(init.pushRetryMs !== undefined ? { retryMs: init.pushRetryMs } : {})
+      })
+  }
+
+  /** Records a push's outcome as `main.push` on the board, for `status` and the TUI. */
+  #publishPush (r: PushReport): void {
+    const { node } = this.#init
+    node.changeBoard('main:push', d => {
+      d.main.push = { remote: str(r.remote), head: str(r.head), ok: r.ok, at: r.at, error: r.error === null ? null : str(r.error), by: str(node.peerId) }
+    })
+  }
+
+  /** Main advanced to `head` here: push it if `--push` is set (asynchronously, coalesced). */
+  #advanced (head: string): void {
+    this.pusher?.request(head)
   }
 
   start (): void {
@@ -58,6 +94,7 @@ export class Leadership {
   stop (): void {
     if (this.#timer !== null) clearInterval(this.#timer)
     this.#timer = null
+    this.pusher?.stop()
   }
 
   /**
@@ -216,6 +253,7 @@ export class Leadership {
           const rec = d.tasks[t.id]
           if (rec !== undefined) { rec.state = str('merged'); rec.mergeCommit = str(candidate); rec.mergedAt = now; rec.error = null }
         })
+        this.#advanced(candidate)
         break
       }
       default: {
@@ -292,6 +330,7 @@ export class Leadership {
             }
           })
           logger.info('merge:done', { tasks: merged.map(m => m.taskId), main: tip, term, checkout: how })
+          this.#advanced(tip)
           return true
         }
       })
