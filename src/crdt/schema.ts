@@ -117,7 +117,9 @@ export const conflictSchema = z.object({
     by: z.string(),
     at: z.number(),
     note: z.string()
-  }).nullable()
+  }).nullable(),
+  /** Why the last decision could not be carried out (the conflict then waits for another); absent on older records. */
+  error: nullableString.default(null)
 })
 export type Conflict = z.infer<typeof conflictSchema>
 
