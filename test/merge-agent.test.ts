@@ -1,6 +1,6 @@
 import { describe, it, expect, afterAll, beforeAll } from 'vitest'
 import { existsSync } from 'node:fs'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, rm, writeFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 import { createMesh, type TestMesh } from './helpers/mesh.ts'
@@ -32,9 +32,16 @@ afterAll(async () => {
 
 /** A finished task on the board whose branch `meshwork/<id>` (from `from`) writes `files`, held by `node`. */
 async function doneTask (node: MeshNode, repo: string, id: string, files: Record<string, string>, from = 'main', sim: Record<string, string> = {}): Promise<string> {
-  await git(['checkout', '-q', '-B', `meshwork/${id}`, from], { cwd: repo })
-  const head = await commitFiles(repo, files, id)
-  await git(['checkout', '-q', 'main'], { cwd: repo })
+  // plumbing only: the leader may be moving the primary checkout meanwhile
+  const env = { GIT_INDEX_FILE: join(repo, '.git', `index-${id}`) }
+  await git(['read-tree', from], { cwd: repo, env })
+  for (const [path, text] of Object.entries(files)) {
+    const blob = await gitText(['hash-object', '-w', '--stdin'], { cwd: repo, input: text })
+    await git(['update-index', '--add', '--cacheinfo', `100644,${blob},${path}`], { cwd: repo, env })
+  }
+  const tree = await gitText(['write-tree'], { cwd: repo, env })
+  const head = await gitText(['commit-tree', tree, '-p', from, '-m', id], { cwd: repo })
+  await git(['update-ref', `refs/heads/meshwork/${id}`, head], { cwd: repo })
   node.changeBoard('test:done', d => {
     addTasks([simpleTask(id, { title: `Paint it ${id}`, prompt: `Make the colour ${id}.`, sim: Object.keys(sim).length === 0 ? null : { durationMs: 10, write: sim, append: {}, fail: 0 } })])(d)
     const rec = d.tasks[id] as Record<string, unknown>
@@ -82,7 +89,12 @@ describe('the "agent" conflict action on the merge leader (real git)', { timeout
     repo = await initRepo(join(root, 'repo'))
     await commitFiles(repo, { 'README.md': 'base\n' }, 'base')
     // the command agent resolves only once the flag file exists; it keeps the prompt and the conflict env for the test
-    const cmd = `cat > "${root}/prompt-$MESHWORK_CONFLICT_ID.txt"; printf '%s' "$MESHWORK_CONFLICT_FILES" > "${root}/files-$MESHWORK_CONFLICT_ID.txt"; if [ -e "${flag()}" ]; then printf 'red\\nblue\\n' > color.txt; fi`
+    // with a "hold" file it waits (bounded) for a "go" file first, so the test can move main while it works
+    const cmd = [
+      `cat > "${root}/prompt-$MESHWORK_CONFLICT_ID.txt"; printf '%s' "$MESHWORK_CONFLICT_FILES" > "${root}/files-$MESHWORK_CONFLICT_ID.txt"`,
+      `if [ -e "${root}/hold" ]; then touch "${root}/held"; i=0; while [ ! -e "${root}/go" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; fi`,
+      `if [ -e "${flag()}" ]; then for f in $MESHWORK_CONFLICT_FILES; do printf 'both sides of %s\\n' "$f" > "$f"; done; fi`
+    ].join('\n')
     const command = commandAgent({ cmd, nodeName: 'n0' })
     const claude = claudeAgent({ bin: FAKE_CLAUDE, dataDir: join(root, 'claude-data'), nodeName: 'n0', env: { FAKE_CLAUDE_FILE: 'shade.txt', FAKE_CLAUDE_COST: '0.25', FAKE_CLAUDE_DELAY_MS: '1' } })
     const sim = simAgent()
@@ -145,8 +157,32 @@ describe('the "agent" conflict action on the merge leader (real git)', { timeout
     expect(await gitText(['rev-parse', `${head}^1`], { cwd: repo })).toBe(mainBefore)
     expect(await gitText(['rev-parse', `${head}^2`], { cwd: repo })).toBe(heads[loser])
     expect(await gitText(['log', '-1', '--format=%(trailers:key=Meshwork-Task,valueonly)', head], { cwd: repo })).toBe(loser)
-    expect(await gitText(['show', `${head}:color.txt`], { cwd: repo })).toBe('red\nblue')
+    expect(await gitText(['show', `${head}:color.txt`], { cwd: repo })).toBe('both sides of color.txt')
     await waitFor(async () => await gitText(['rev-parse', 'main'], { cwd: repo }) === head, { timeoutMs: 10_000, message: 'local main did not move' })
+  })
+
+  it('the merge loop goes on while the agent works; a main that moved meanwhile gets the resolution on top of it', async () => {
+    const base = await gitText(['rev-parse', 'main'], { cwd: repo })
+    const heads = { circle: await doneTask(node, repo, 'circle', { 'shape.txt': 'circle\n' }, base), square: await doneTask(node, repo, 'square', { 'shape.txt': 'square\n' }, base) }
+    const c = await openConflict(['circle', 'square'])
+    const loser = c.taskId as 'circle' | 'square'
+    await writeFile(join(root, 'hold'), '')
+    decideAgent(node, c.id)
+    await waitFor(() => existsSync(join(root, 'held')), { timeoutMs: 30_000, message: () => `the agent did not start: ${describeBoard()}` })
+    // another task merges while the agent holds
+    await doneTask(node, repo, 'other', { 'other.txt': 'other\n' }, node.board.snapshot().main.head as string)
+    await waitFor(() => node.board.task('other')?.state === 'merged', { timeoutMs: 30_000, message: () => `the merge loop was blocked by the agent: ${describeBoard()}` })
+    const moved = node.board.snapshot().main.head as string
+    expect(node.board.task(loser)?.state).toBe('conflict')
+    await writeFile(join(root, 'go'), '')
+    await waitFor(() => node.board.task(loser)?.state === 'merged', { timeoutMs: 30_000, message: () => `not merged: ${describeBoard()}` })
+    const head = node.board.snapshot().main.head as string
+    expect(await gitText(['rev-parse', `${head}^1`], { cwd: repo })).toBe(moved)
+    expect(await gitText(['rev-parse', `${head}^2`], { cwd: repo })).toBe(heads[loser])
+    expect(await gitText(['log', '-1', '--format=%(trailers:key=Meshwork-Task,valueonly)', head], { cwd: repo })).toBe(loser)
+    expect(await gitText(['show', `${head}:shape.txt`], { cwd: repo })).toBe('both sides of shape.txt')
+    expect(await gitText(['show', `${head}:other.txt`], { cwd: repo })).toBe('other')
+    await rm(join(root, 'hold'))
   })
 
   it('the claude adapter resolves a conflict; its cost and tokens are added to the task', async () => {
