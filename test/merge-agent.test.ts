@@ -31,11 +31,12 @@ afterAll(async () => {
 })
 
 /** A finished task on the board whose branch `meshwork/<id>` (from `from`) writes `files`, held by `node`. */
-async function doneTask (node: MeshNode, repo: string, id: string, files: Record<string, string>, from = 'main', sim: Record<string, string> = {}): Promise<string> {
+async function doneTask (node: MeshNode, repo: string, id: string, files: Record<string, string | null>, from = 'main', sim: Record<string, string> = {}): Promise<string> {
   // plumbing only: the leader may be moving the primary checkout meanwhile
   const env = { GIT_INDEX_FILE: join(repo, '.git', `index-${id}`) }
   await git(['read-tree', from], { cwd: repo, env })
   for (const [path, text] of Object.entries(files)) {
+    if (text === null) { await git(['update-index', '--force-remove', path], { cwd: repo, env }); continue }
     const blob = await gitText(['hash-object', '-w', '--stdin'], { cwd: repo, input: text })
     await git(['update-index', '--add', '--cacheinfo', `100644,${blob},${path}`], { cwd: repo, env })
   }
@@ -87,7 +88,7 @@ describe('the "agent" conflict action on the merge leader (real git)', { timeout
     node = mesh.nodes[0] as MeshNode
     root = mesh.dirs[0] as string
     repo = await initRepo(join(root, 'repo'))
-    await commitFiles(repo, { 'README.md': 'base\n' }, 'base')
+    await commitFiles(repo, { 'README.md': 'base\n', 'doomed.txt': 'doomed\n' }, 'base')
     // the command agent resolves only once the flag file exists; it keeps the prompt and the conflict env for the test
     // with a "hold" file it waits (bounded) for a "go" file first, so the test can move main while it works
     const cmd = [
@@ -183,6 +184,21 @@ describe('the "agent" conflict action on the merge leader (real git)', { timeout
     expect(await gitText(['show', `${head}:shape.txt`], { cwd: repo })).toBe('both sides of shape.txt')
     expect(await gitText(['show', `${head}:other.txt`], { cwd: repo })).toBe('other')
     await rm(join(root, 'hold'))
+  })
+
+  it('a side git cannot take (modify/delete) fails with the reason on the conflict; the agent then settles it', async () => {
+    which = 'command'
+    const base = await gitText(['rev-parse', 'main'], { cwd: repo })
+    await doneTask(node, repo, 'edit', { 'doomed.txt': 'edited\n' }, base)
+    await doneTask(node, repo, 'drop', { 'doomed.txt': null }, base)
+    const c = await openConflict(['edit', 'drop'])
+    expect(c.files).toEqual(['doomed.txt'])
+    node.changeBoard('test:decision', d => { const rec = d.conflicts[c.id]!; rec.decision = { action: str(c.taskId === 'drop' ? 'theirs' : 'ours'), by: str('tester@host'), at: Date.now(), note: str('') } })
+    await waitFor(() => { const x = node.board.snapshot().conflicts.get(c.id); return x?.decision === null && x.error !== null }, { timeoutMs: 30_000, message: () => `the failed decision was not reported: ${describeBoard()}` })
+    expect(node.board.snapshot().conflicts.get(c.id)?.error).toMatch(/failed: git could not settle the conflict/)
+    decideAgent(node, c.id)
+    await waitFor(() => node.board.task(c.taskId)?.state === 'merged', { timeoutMs: 30_000, message: () => `not merged: ${describeBoard()}` })
+    expect(await gitText(['show', `${node.board.snapshot().main.head as string}:doomed.txt`], { cwd: repo })).toBe('both sides of doomed.txt')
   })
 
   it('the claude adapter resolves a conflict; its cost and tokens are added to the task', async () => {

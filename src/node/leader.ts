@@ -257,8 +257,7 @@ export class Leadership {
           candidate = await mergeTakingSide(repo, this.#init.dataDir, base, t.head, action, t.id, t.title)
         } catch (err) {
           if (!unchanged()) return true
-          node.changeBoard('conflict:decision-failed', d => { const rec = d.conflicts[c.id]; if (rec !== undefined) rec.decision = null; const tr = d.tasks[t.id]; if (tr !== undefined) tr.error = str(toError(err).message) })
-          logger.warn('conflict:decision-failed', { conflict: c.id, action, error: toError(err).message })
+          this.#decisionFailed(c, t.id, toError(err).message)
           return true
         }
         if (this.#init.verify !== undefined) {
