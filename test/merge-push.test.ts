@@ -75,6 +75,19 @@ describe('the push of main (unit)', () => {
     pusher.stop()
   })
 
+  it('pushes nothing once this node no longer leads', async () => {
+    const calls: string[] = []
+    let leads = true
+    const pusher = new MainPusher({ repo: '/nowhere', remote: 'origin', branch: 'main', logger: silentLogger, onResult: () => {}, active: () => leads, push: async (_r, _m, head) => { calls.push(head); return { ok: true, error: null } } })
+    pusher.request('h1')
+    await pusher.idle()
+    leads = false
+    pusher.request('h2')
+    await pusher.idle()
+    expect(calls).toEqual(['h1'])
+    pusher.stop()
+  })
+
   it('reports an unreachable remote and git\'s rejection text', async () => {
     expect(redactRemote('/srv/git/app.git')).toBe('/srv/git/app.git')
     const out = await pushMain(process.cwd(), join(process.cwd(), 'no-such-remote.git'), 'HEAD', 'main')

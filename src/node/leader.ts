@@ -85,13 +85,15 @@ export class Leadership {
         branch: init.branch,
         logger: init.logger,
         onResult: r => { this.#publishPush(r) },
+        active: () => init.node.board.snapshot().main.leader === init.node.peerId,
         ...(init.pushRetryMs !== undefined ? { retryMs: init.pushRetryMs } : {})
       })
   }
 
-  /** Records a push's outcome as `main.push` on the board, for `status` and the TUI. */
+  /** Records a push's outcome as `main.push` on the board, for `status` and the TUI (only the current leader writes it). */
   #publishPush (r: PushReport): void {
-    const { node } = this.#init
+    const { node, logger } = this.#init
+    if (node.board.snapshot().main.leader !== node.peerId) { logger.info('main:push-unreported', { head: r.head, ok: r.ok, reason: 'this node no longer leads' }); return }
     node.changeBoard('main:push', d => {
       d.main.push = { remote: str(r.remote), head: str(r.head), ok: r.ok, at: r.at, error: r.error === null ? null : str(r.error), by: str(node.peerId) }
     })

@@ -28,6 +28,8 @@ export interface MainPusherInit {
   onResult: (report: PushReport) => void
   /** @default PUSH_RETRY_MS */
   retryMs?: number
+  /** Whether pushing is still this node's job (it leads); a waiting push or retry is dropped otherwise. @default always */
+  active?: () => boolean
   /** Runs the push (tests swap it). @default pushMain */
   push?: (repo: string, remote: string, head: string, branch: string, signal: AbortSignal) => Promise<PushOutcome>
 }
@@ -38,6 +40,7 @@ export interface MainPusherInit {
  * requested while a push runs replaces any earlier waiting one, so after a
  * burst of merges only the newest head is pushed next. A failed push is retried
  * after `retryMs` with the newest head; the next successful one clears it.
+ * Nothing is pushed once `active()` says this node no longer leads.
  */
 export class MainPusher {
   #init: MainPusherInit
@@ -77,6 +80,11 @@ export class MainPusher {
     const { repo, remote, branch, logger } = this.#init
     const push = this.#init.push ?? pushMain
     while (!this.#stopped && this.#wanted !== null && this.#wanted !== this.#pushed) {
+      if (this.#init.active?.() === false) {
+        logger.info('main:push-dropped', { head: this.#wanted, reason: 'this node no longer leads' })
+        this.#wanted = null
+        return
+      }
       const head = this.#wanted
       const started = Date.now()
       let outcome: PushOutcome
