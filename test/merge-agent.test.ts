@@ -16,6 +16,8 @@ import type { Conflict } from '../src/crdt/schema.ts'
 import { conflictPrompt } from '../src/node/agent-resolve.ts'
 import { filesWithMarkers } from '../src/git/agent-merge.ts'
 import { silentLogger } from '../src/util/logger.ts'
+import { buildStatus } from '../src/api/status.ts'
+import { renderStatus } from '../src/cli/render.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { git, gitText } from '../src/git/git.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
@@ -136,6 +138,10 @@ describe('the "agent" conflict action on the merge leader (real git)', { timeout
     expect(node.board.task(loser)?.state).toBe('conflict')
     expect(node.board.task(loser)?.error).toMatch(/"agent" failed: .*markers/)
     expect(node.board.snapshot().main.head).toBe(mainBefore)
+    // status shows why: the conflict's error in --json and in the text view
+    const report = buildStatus(node.board.snapshot(), null)
+    expect(report.conflicts.find(x => x.id === c.id)?.error).toMatch(/^"agent" failed: conflict markers are left in color\.txt/)
+    expect(renderStatus(report, node.peerId)).toContain(`${c.id}: "agent" failed: conflict markers are left in color.txt`)
     // the agent was told what conflicted, and where it runs
     const prompt = await readFile(join(root, `prompt-${c.id}.txt`), 'utf8')
     expect(prompt).toMatch(/- color\.txt/)

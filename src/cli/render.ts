@@ -39,6 +39,8 @@ export function renderStatus (s: StatusReport, via: string): string {
   if (s.conflicts.length > 0) {
     out.push('', `CONFLICTS ${open.length} open of ${s.conflicts.length}`)
     out.push(...table([['ID', 'TASK', 'STATE', 'FILES'], ...s.conflicts.map(c => [c.id, c.taskId, c.state, c.files.join(',')])]))
+    // a decision that could not be carried out: the conflict waits for another one
+    for (const c of open) if (c.error !== null && c.decision === null) out.push(`  ${c.id}: ${c.error.split('\n')[0] ?? ''}`)
   }
   return out.join('\n')
 }

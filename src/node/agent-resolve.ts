@@ -1,7 +1,7 @@
 import type { Agent, AgentProgress } from '../agent/types.ts'
 import { ZERO_TOKENS } from '../agent/types.ts'
 import type { Conflict, Task, Tokens } from '../crdt/schema.ts'
-import { finishConflictedMerge, removeMergeWorktree, startConflictedMerge } from '../git/agent-merge.ts'
+import { AgentMergeError, finishConflictedMerge, removeMergeWorktree, startConflictedMerge } from '../git/agent-merge.ts'
 import { runSetup } from '../git/worktree.ts'
 import { toError } from '../util/errors.ts'
 
@@ -96,7 +96,8 @@ export async function resolveWithAgent (init: AgentResolveInit): Promise<AgentRe
     const done = await finishConflictedMerge(repo, merge, task.id, task.title)
     return { commit: done.commit, error: null, costUsd, tokens }
   } catch (err) {
-    return { commit: null, error: `the agent-resolved merge failed: ${toError(err).message}`, costUsd, tokens }
+    // AgentMergeError says what is wrong with the result; anything else is a failure of the machinery
+    return { commit: null, error: err instanceof AgentMergeError ? err.message : `the agent-resolved merge failed: ${toError(err).message}`, costUsd, tokens }
   } finally {
     await removeMergeWorktree(repo, merge.path)
   }
