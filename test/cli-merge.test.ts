@@ -1,12 +1,13 @@
 import { describe, it, expect, afterAll, beforeAll } from 'vitest'
-import { writeFile } from 'node:fs/promises'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { runCli, startCliMesh, killAllChildren, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
 import { waitFor } from '../src/util/wait.ts'
-import { gitText } from '../src/git/git.ts'
+import { git, gitText } from '../src/git/git.ts'
 
 interface Status {
-  main: { head: string | null, leader: string | null, term: number }
+  main: { head: string | null, leader: string | null, term: number, push: { remote: string, head: string, ok: boolean, error: string | null } | null }
   tasks: Array<{ id: string, state: string, mergeCommit: string | null, mergedAt: number | null, doneAt: number | null, error: string | null }>
   conflicts: Array<{ id: string, taskId: string, files: string[], hunks: Array<{ file: string, line: number, before: string, ours: string, theirs: string, after: string }>, state: string, decision: { action: string, by: string, at: number } | null }>
 }
@@ -15,6 +16,8 @@ let dir = ''
 const nodes: CliNode[] = []
 let conn: string[] = []
 let last: Status | null = null
+/** The leader pushes main here (`--push`): a bare repository. */
+let remote = ''
 
 async function status (): Promise<Status> {
   const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
@@ -24,7 +27,10 @@ async function status (): Promise<Status> {
 }
 
 beforeAll(async () => {
-  const mesh = await startCliMesh('meshwork-merge-', ['--agent', 'sim', '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s', '--verify', 'test ! -e forbidden.txt'])
+  const remoteDir = await mkdtemp(join(tmpdir(), 'meshwork-merge-remote-'))
+  remote = join(remoteDir, 'remote.git')
+  await git(['init', '-q', '--bare', remote], { cwd: remoteDir })
+  const mesh = await startCliMesh('meshwork-merge-', ['--agent', 'sim', '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s', '--verify', 'test ! -e forbidden.txt', '--push', remote])
   dir = mesh.dir
   nodes.push(...mesh.nodes)
   conn = mesh.conn
@@ -33,6 +39,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await killAllChildren()
   if (dir !== '') await removeDir(dir)
+  if (remote !== '') await removeDir(join(remote, '..'))
 })
 
 describe('merging through the CLI', { timeout: 300_000 }, () => {
@@ -92,6 +99,10 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
       expect(await gitText(['status', '--porcelain'], { cwd: repo })).toBe('')
       expect(await gitText(['show', 'main:docs/users.md'], { cwd: repo })).toBe('users')
     }
+    // --push: the leader pushed main to the bare remote, and says so in status --json
+    await waitFor(async () => (await status()).main.push?.head === s.main.head, { timeoutMs: 30_000, intervalMs: 500, message: () => `no push of ${s.main.head} reported: ${JSON.stringify(last?.main)}` })
+    expect(last!.main.push).toMatchObject({ remote, ok: true, error: null })
+    expect(await gitText(['rev-parse', 'refs/heads/main'], { cwd: remote })).toBe(s.main.head)
   })
 
   it('a conflict waits for a human; "theirs" merges the task\'s side and records who decided', async () => {
@@ -125,5 +136,30 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
     const repo = join(dir, 'repo-b')
     await waitFor(async () => (await gitText(['rev-parse', 'main'], { cwd: repo })) === last!.main.head, { timeoutMs: 30_000, message: 'node b is not on the mesh main' })
     expect(await gitText(['show', 'main:color.txt'], { cwd: repo })).toBe(`${loser}`)
+  })
+
+  it('"agent": the leader\'s agent (sim: the task\'s files win) resolves the conflicted merge', async () => {
+    const help = await runCli(['resolve', '--help'], { timeoutMs: 30_000 })
+    expect(help.stdout).toMatch(/agent +the merge leader starts the merge in a worktree/)
+    const plan = join(dir, 'plan3.yaml')
+    await writeFile(plan, `tasks:
+  - id: tea
+    prompt: tea
+    sim: { duration: 300ms, write: { "drink.txt": "tea\\n" } }
+  - id: coffee
+    prompt: coffee
+    sim: { duration: 1500ms, write: { "drink.txt": "coffee\\n" } }
+`)
+    expect((await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })).code).toBe(0)
+    const conflict = await waitFor(async () => (await status()).conflicts.find(c => c.state === 'open' && (c.taskId === 'tea' || c.taskId === 'coffee')), { timeoutMs: 90_000, intervalMs: 500, message: () => `no conflict: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
+    const r = await runCli(['resolve', conflict.id, '--action', 'agent', ...conn], { timeoutMs: 90_000 })
+    expect(r.code, describeResult(['resolve'], r)).toBe(0)
+    await waitFor(async () => (await status()).tasks.find(x => x.id === conflict.taskId)?.state === 'merged', { timeoutMs: 60_000, intervalMs: 500, message: () => `decision not carried out: ${JSON.stringify(last?.conflicts.find(c => c.id === conflict.id))}` })
+    expect(last!.conflicts.find(x => x.id === conflict.id)?.state).toBe('resolved')
+    const head = last!.main.head as string
+    const repo = join(dir, 'repo-c')
+    await waitFor(async () => (await gitText(['rev-parse', 'main'], { cwd: repo })) === head, { timeoutMs: 30_000, message: 'node c is not on the mesh main' })
+    expect(await gitText(['show', 'main:drink.txt'], { cwd: repo })).toBe(conflict.taskId)
+    expect(await gitText(['log', '-1', '--format=%s', 'main'], { cwd: repo })).toMatch(/conflicts resolved by an agent/)
   })
 })

@@ -228,7 +228,7 @@ describe('tui keys (ink, fake terminal)', () => {
 
   it('an action that fails shows its error', async () => {
     const actions = fakeActions()
-    actions.resolve.mockRejectedValueOnce(new Error('the "agent" action is not available in this version yet'))
+    actions.resolve.mockRejectedValueOnce(new Error('conflict "right-1" is already resolved (theirs).'))
     const m = mount({ source: fakeSource(fixtureData()), actions, width: 80, height: 24 })
     await m.waitFor('TASK')
     m.press('3')
@@ -236,7 +236,7 @@ describe('tui keys (ink, fake terminal)', () => {
     m.press('a')
     await m.waitFor('with "agent"')
     m.press('y')
-    await m.waitFor('is not available in this version yet')
+    await m.waitFor('is already resolved (theirs)')
   })
 
   it('rings the bell once for a new inbox item, never for what waited at start', async () => {

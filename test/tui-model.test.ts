@@ -6,6 +6,7 @@ import { handleKey, initialUiState, keyHelp, type KeyContext, type UiState } fro
 import { fitLine, lineText, row, seg, windowAround } from '../src/tui/lines.ts'
 import { plainSignature, renderPlain } from '../src/tui/plain.ts'
 import { fixtureData, membersView, NOW, PEER_A, snapshot, task, conflict } from './helpers/tui.ts'
+import { headerLines } from '../src/tui/views/header.ts'
 
 describe('tui model', () => {
   it('finds the critical path of the remaining work: the running task (rest of its estimate) then its dependent', () => {
@@ -69,6 +70,16 @@ describe('tui model', () => {
     expect(inbox(decided.status).map(i => i.key)).toEqual(['failed:flaky'])
     expect(newInboxKeys(new Set(['failed:flaky']), items)).toEqual(['conflict:right-1', 'failed:costly'])
     expect(newInboxKeys(new Set(items.map(i => i.key)), items)).toEqual([])
+  })
+
+  it('a decision that failed puts the conflict back in the inbox with the reason; a refused push of main shows in the header', () => {
+    const data = fixtureData({ conflicts: [conflict('right-1', 'right', { error: '"agent" failed: conflict markers are left in config/server.json' })] })
+    expect(inbox(data.status)[0]!.summary).toBe('conflicts with main in config/server.json; "agent" failed: conflict markers are left in config/server.json')
+    const ui = initialUiState()
+    const header = (d: typeof data): string => lineText(headerLines(d, totals(d), inbox(d.status), ui, 160)[0]!)
+    expect(header(data)).not.toMatch(/push/)
+    const rejected = { ...data, status: { ...data.status, main: { ...data.status.main, push: { remote: '/srv/app.git', head: 'abc', ok: false, at: NOW, error: 'refs/heads/main [rejected] (fetch first)', by: PEER_A } } } }
+    expect(header(rejected)).toMatch(/push to \/srv\/app\.git rejected/)
   })
 
   it('task rows come in dependency order with depth, node names, elapsed time and the latest agent line', () => {

@@ -122,7 +122,7 @@ export function claudeAgent (init: ClaudeAgentInit): Agent {
     kind: 'claude',
     run: async (run: AgentRunInit): Promise<AgentResult> => {
       if (run.signal.aborted) return abortedResult(run.signal, null)
-      const runId = `${run.task.id}-${run.attempt}`
+      const runId = run.runId ?? `${run.task.id}-${run.attempt}`
       const configDir = join(init.dataDir, 'claude', runId)
       const transcriptDir = join(init.dataDir, 'transcripts')
       await mkdir(configDir, { recursive: true, mode: 0o700 })
@@ -131,7 +131,7 @@ export function claudeAgent (init: ClaudeAgentInit): Agent {
       const transcript = createWriteStream(transcriptPath, { flags: 'w' })
       transcript.on('error', () => { /* a transcript that cannot be written does not fail the run */ })
 
-      const env: NodeJS.ProcessEnv = { ...process.env, ...init.env, ...meshworkEnv(run.task, init.nodeName, run.node, run.attempt), CLAUDE_CONFIG_DIR: configDir }
+      const env: NodeJS.ProcessEnv = { ...process.env, ...init.env, ...meshworkEnv(run.task, init.nodeName, run.node, run.attempt), ...run.env, CLAUDE_CONFIG_DIR: configDir }
       delete env.CLAUDECODE
       delete env.CLAUDE_CODE_ENTRYPOINT
       if (permissionMode === 'bypassPermissions' && process.getuid?.() === 0) env.IS_SANDBOX = '1'

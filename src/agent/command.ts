@@ -30,7 +30,7 @@ export function commandAgent (init: CommandAgentInit): Agent {
         file: '/bin/sh',
         args: ['-c', init.cmd],
         cwd: run.cwd,
-        env: { ...process.env, ...init.env, ...meshworkEnv(run.task, init.nodeName, run.node, run.attempt) },
+        env: { ...process.env, ...init.env, ...meshworkEnv(run.task, init.nodeName, run.node, run.attempt), ...run.env },
         stdin: promptText(run.task, run.context),
         signal: run.signal,
         killGraceMs: init.killGraceMs,

@@ -7,6 +7,12 @@ import { ZERO_TOKENS, type Agent, type AgentResult, type AgentRunInit } from './
  * block and behaves like an agent run without calling any model: waits
  * `duration`, writes and appends files in its worktree, and fails the first
  * `fail` attempts.
+ *
+ * Asked to resolve a conflicted merge (`resolve --action agent`), it does the
+ * same in the merge's worktree: its `write` files overwrite the conflicted ones
+ * (the task's side wins for them) and `append` is appended again. A conflict in
+ * a file it does not write keeps git's markers, and the leader refuses the
+ * result, so the sim agent never passes off an unresolved merge.
  */
 export function simAgent (): Agent {
   return {

@@ -31,6 +31,14 @@ export interface AgentRunInit {
    * summaries, what else runs where (ids and titles only). Appended to the prompt.
    */
   context?: string
+  /**
+   * Names this run's files (transcripts) instead of `<task>-<attempt>`: a run
+   * that is not one of the task's attempts (an agent-resolved merge) must not
+   * overwrite one's.
+   */
+  runId?: string
+  /** Extra environment for this run (e.g. MESHWORK_CONFLICT_ID when resolving a merge). */
+  env?: Record<string, string>
   /** The task's worktree; absent for agents that touch no files. */
   cwd?: string
   /** Aborted on timeout, cancel, a lost claim or node shutdown. */

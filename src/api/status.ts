@@ -1,4 +1,4 @@
-import type { BoardSnapshot, ConflictHunk, Task, TaskState, Tokens } from '../crdt/schema.ts'
+import type { BoardSnapshot, ConflictHunk, PushReportRecord, Task, TaskState, Tokens } from '../crdt/schema.ts'
 import type { MembersView } from '../node/mesh-node.ts'
 import type { MemberState } from '../node/membership.ts'
 
@@ -37,10 +37,11 @@ export interface StatusTask {
 /** The object `meshwork status --json` prints (SPEC; fields may be added, never renamed). */
 export interface StatusReport {
   meshId: string
-  main: { head: string | null, leader: string | null, term: number }
+  /** `push`: the leader's last push of main to its `--push` remote (null if none was made). */
+  main: { head: string | null, leader: string | null, term: number, push: PushReportRecord | null }
   nodes: StatusNode[]
   tasks: StatusTask[]
-  conflicts: Array<{ id: string, taskId: string, files: string[], hunks: ConflictHunk[], state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null }>
+  conflicts: Array<{ id: string, taskId: string, files: string[], hunks: ConflictHunk[], state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null, error: string | null }>
 }
 
 function statusTask (t: Task, progress: MembersView['progress']): StatusTask {
@@ -86,6 +87,7 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
     nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null })
   }
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress))
-  const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), state: c.state, decision: c.decision === null ? null : { ...c.decision } }))
-  return { meshId: snap.meshId, main: { ...snap.main }, nodes, tasks, conflicts }
+  const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), state: c.state, decision: c.decision === null ? null : { ...c.decision }, error: c.error }))
+  const { head, leader, term, push } = snap.main
+  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push } }, nodes, tasks, conflicts }
 }

@@ -95,11 +95,11 @@ export async function resolveConflict (client: Client, id: string, action: Resol
   const c = client.node.board.snapshot().conflicts.get(id as never)
   if (c === undefined) throw new UsageError(`no conflict "${id}" on the board. \`meshwork status\` lists the open conflicts.`)
   if (c.state !== 'open') throw new TaskStateError(`conflict "${id}" is already resolved (${c.decision?.action ?? 'no decision'}).`)
-  if (action === 'agent') throw new UsageError('the "agent" action (an agent resolves the conflicted merge) is not available in this version yet; choose ours, theirs, rerun or abandon.')
   client.node.changeBoard(`conflict:decision ${id}`, d => {
     const rec = d.conflicts[id]
     if (rec === undefined) return
     rec.decision = { action: str(action), by: str(by), at: Date.now(), note: str(note) }
+    rec.error = null
   })
   await confirm(client)
 }

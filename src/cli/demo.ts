@@ -150,7 +150,7 @@ async function askDecision (question: string): Promise<ResolveAction> {
   try {
     for (;;) {
       const answer = (await rl.question(question)).trim().toLowerCase()
-      const pick = ({ o: 'ours', ours: 'ours', t: 'theirs', theirs: 'theirs', r: 'rerun', rerun: 'rerun', a: 'abandon', abandon: 'abandon', '': 'theirs' } as Record<string, ResolveAction>)[answer]
+      const pick = ({ o: 'ours', ours: 'ours', t: 'theirs', theirs: 'theirs', r: 'rerun', rerun: 'rerun', g: 'agent', agent: 'agent', a: 'abandon', abandon: 'abandon', '': 'theirs' } as Record<string, ResolveAction>)[answer]
       if (pick !== undefined) return pick
     }
   } finally {
@@ -166,7 +166,7 @@ export const demoCommand: Command = {
     'No credentials, nothing but 127.0.0.1. Three real `meshwork node` processes share one board, run a sample',
     'plan with dependencies in git worktrees, retry a task that fails once, survive one node killed with kill -9',
     'mid-run, merge every branch into main in dependency order, and stop at a real merge conflict: on a terminal',
-    'you decide (ours, theirs, rerun, abandon); without one the demo takes "theirs". It ends with a summary and',
+    'you decide (ours, theirs, rerun, agent, abandon); without one the demo takes "theirs". It ends with a summary and',
     'the path of the merged repository. With --agent claude the same plan runs with real Claude Code (the',
     '`claude` executable and its credentials: ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN); that costs money and',
     'takes minutes, and whether the two port tasks conflict is then up to the model.'
@@ -237,13 +237,16 @@ export const demoCommand: Command = {
           else if (t.state === 'cancelled') out(`${id} cancelled`)
         }
         for (const conflict of snap.conflicts.values()) {
-          if (conflict.state !== 'open' || decided.has(conflict.id)) continue
-          decided.add(conflict.id)
+          // asked again when a decision could not be carried out (an agent that left markers): the leader clears it
+          if (conflict.state !== 'open' || conflict.decision !== null) continue
+          if (decided.has(conflict.id) && (process.stdin.isTTY !== true || process.stdout.isTTY !== true)) continue
           const t = snap.tasks.get(conflict.taskId)
-          out(`CONFLICT ${conflict.id}: ${conflict.taskId} (${t?.title ?? ''}) conflicts with main in ${conflict.files.join(', ')}`)
+          if (decided.has(conflict.id)) out(`${conflict.id}: the decision was not carried out: ${conflict.error ?? 'no reason given'}`)
+          else out(`CONFLICT ${conflict.id}: ${conflict.taskId} (${t?.title ?? ''}) conflicts with main in ${conflict.files.join(', ')}`)
+          decided.add(conflict.id)
           clearFooter()
           footer = ''
-          const action = await askDecision(`         settle it: [o]urs keeps main, [t]heirs takes ${conflict.taskId}, [r]erun, [a]bandon? [t] `)
+          const action = await askDecision(`         settle it: [o]urs keeps main, [t]heirs takes ${conflict.taskId}, [r]erun, a[g]ent resolves it, [a]bandon? [t] `)
           await resolveConflict(c, conflict.id, action, 'decided in meshwork demo', `${userInfo().username}@demo`)
           out(`decision for ${conflict.id}: ${action}${process.stdin.isTTY === true ? '' : ' (no terminal to ask: the demo takes theirs)'}`)
         }

@@ -61,7 +61,7 @@ export const nodeCommand: Command = {
     verify: { type: 'string', arg: 'CMD', description: 'Check run by the merge leader on each candidate merge before main advances.' },
     setup: { type: 'string', arg: 'CMD', description: 'Run in each new worktree before the agent starts.' },
     'no-leader': { type: 'boolean', description: 'Never become merge leader.' },
-    push: { type: 'string', arg: 'REMOTE', description: 'As leader, push main to REMOTE after each advance (with a lease, never forced).' },
+    push: { type: 'string', arg: 'REMOTE', description: 'As leader, push main to REMOTE (a remote name, URL or path) after each advance; never forced: a remote that moved is reported (status), not overwritten.' },
     'suspect-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_SUSPECT_AFTER_MS / 1000}s`, description: 'A silent peer is suspect after this long.' },
     'dead-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_DEAD_AFTER_MS / 1000}s`, description: 'A silent peer is dead after this long.' },
     grace: { type: 'string', arg: 'DURATION', default: '30s', description: 'On SIGINT/SIGTERM, how long running agents may finish before their tasks are released.' },
@@ -126,7 +126,10 @@ export const nodeCommand: Command = {
         })
     const setup = str(opts, 'setup')
     const verify = str(opts, 'verify')
-    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}) })
+    const pushOpt = str(opts, 'push')
+    // a path is git's relative to --repo (where git push runs): make it the caller's
+    const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
+    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
       await worker.start()
     } catch (err) {

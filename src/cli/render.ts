@@ -21,6 +21,12 @@ export function renderStatus (s: StatusReport, via: string): string {
   const out: string[] = []
   out.push(`mesh ${s.meshId} (via ${peerShort(via)})`)
   out.push(`main ${short(s.main.head, 12)}  leader ${s.main.leader === null ? 'none' : peerShort(s.main.leader)}  term ${s.main.term}`)
+  const push = s.main.push
+  if (push != null) {
+    out.push(push.ok
+      ? `pushed ${short(push.head, 12)} to ${push.remote}`
+      : `PUSH REJECTED: ${short(push.head, 12)} to ${push.remote}: ${push.error ?? 'unknown error'}`)
+  }
   const alive = s.nodes.filter(n => n.state === 'alive').length
   out.push('', `NODES ${alive} alive of ${s.nodes.length}`)
   out.push(...table([['NAME', 'STATE', 'SLOTS', 'RUNNING', 'LAST SEEN', 'PEER'], ...s.nodes.map(n => [n.name === '' ? '-' : n.name, n.state, String(n.slots), n.running.length === 0 ? '-' : n.running.join(','), ago(n.lastSeenMs), n.peerId])]))
@@ -33,6 +39,8 @@ export function renderStatus (s: StatusReport, via: string): string {
   if (s.conflicts.length > 0) {
     out.push('', `CONFLICTS ${open.length} open of ${s.conflicts.length}`)
     out.push(...table([['ID', 'TASK', 'STATE', 'FILES'], ...s.conflicts.map(c => [c.id, c.taskId, c.state, c.files.join(',')])]))
+    // a decision that could not be carried out: the conflict waits for another one
+    for (const c of open) if (c.error !== null && c.decision === null) out.push(`  ${c.id}: ${c.error.split('\n')[0] ?? ''}`)
   }
   return out.join('\n')
 }

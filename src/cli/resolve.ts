@@ -8,14 +8,16 @@ import { clientFromOptions } from './status.ts'
 export const resolveCommand: Command = {
   name: 'resolve',
   summary: 'Record a human decision for a merge conflict; the merge leader carries it out.',
-  usage: 'meshwork resolve CONFLICT_ID --action ours|theirs|rerun|abandon [--note TEXT] (--join TOKEN | ...)',
+  usage: 'meshwork resolve CONFLICT_ID --action ours|theirs|rerun|agent|abandon [--note TEXT] (--join TOKEN | ...)',
   details: [
     'ours     keep main\'s side of every conflicted hunk, merge the rest of the task',
     'theirs   take the task\'s side of every conflicted hunk',
     'rerun    discard the task\'s branch and run it again on the current main, telling the agent what conflicted',
+    'agent    the merge leader starts the merge in a worktree with git\'s conflict markers and runs its agent (--agent) there',
+    '         to resolve them (the note is passed on); no marker may be left. The merge then goes through --verify',
+    '         like any merge; if the agent fails or leaves markers, the conflict waits for another decision, with the reason',
     'abandon  drop the task\'s changes; the task ends cancelled',
-    'agent    (not available yet) an agent resolves the conflicted merge',
-    'The decision records who made it (user@host) and when; ours and theirs go through --verify like any merge.'
+    'The decision records who made it (user@host) and when; ours, theirs and agent go through --verify like any merge.'
   ].join('\n'),
   positionals: { min: 1, max: 1, names: 'a conflict id' },
   options: {

@@ -117,14 +117,33 @@ export const conflictSchema = z.object({
     by: z.string(),
     at: z.number(),
     note: z.string()
-  }).nullable()
+  }).nullable(),
+  /** Why the last decision could not be carried out (the conflict then waits for another); absent on older records. */
+  error: nullableString.default(null)
 })
 export type Conflict = z.infer<typeof conflictSchema>
+
+/**
+ * The merge leader's last push of main to its `--push` remote (absent on boards
+ * of meshes whose leader never pushed). Informational: a malformed record is
+ * read as absent, never invalidating main.
+ */
+export const pushReportSchema = z.object({
+  remote: z.string(),
+  head: z.string(),
+  ok: z.boolean(),
+  at: z.number(),
+  error: nullableString,
+  /** The leader that pushed. */
+  by: z.string()
+})
+export type PushReportRecord = z.infer<typeof pushReportSchema>
 
 export const mainSchema = z.object({
   head: nullableString,
   leader: nullableString,
-  term: z.number().int().nonnegative()
+  term: z.number().int().nonnegative(),
+  push: pushReportSchema.nullable().optional().catch(undefined)
 })
 export type MainRef = z.infer<typeof mainSchema>
 

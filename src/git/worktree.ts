@@ -110,8 +110,8 @@ async function exists (p: string): Promise<boolean> {
   }
 }
 
-/** Runs `--setup` through the shell in the worktree; a non-zero exit is a `SetupError` with its output. */
-async function runSetup (cmd: string, cwd: string, signal?: AbortSignal, env?: NodeJS.ProcessEnv): Promise<void> {
+/** Runs `--setup` through the shell in a worktree (a task's, or an agent-resolved merge's); a non-zero exit is a `SetupError` with its output. */
+export async function runSetup (cmd: string, cwd: string, signal?: AbortSignal, env?: NodeJS.ProcessEnv): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const child = spawn('/bin/sh', ['-c', cmd], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], ...(signal !== undefined ? { signal } : {}) })
     let out = ''

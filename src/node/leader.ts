@@ -3,15 +3,31 @@ import { str } from '../crdt/board.ts'
 import { electLeader, ELECTION_TIMEOUT_MS, type Candidate } from '../scheduler/election.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
 import { taskBranch } from '../git/worktree.ts'
-import { advanceBranch, branchOid, hasCommit, mergeTakingSide, runVerify } from '../git/merge.ts'
+import { advanceBranch, branchOid, hasCommit, mergeCommit, mergeTakingSide, runVerify, tryMerge } from '../git/merge.ts'
 import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch } from '../git/batch.ts'
 import { mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
 import { releaseTask } from '../scheduler/scheduler.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
-import type { Task } from '../crdt/schema.ts'
+import type { Conflict, Task } from '../crdt/schema.ts'
 import { git } from '../git/git.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
+import type { Agent } from '../agent/types.ts'
+import { MainPusher, type PushReport } from './main-push.ts'
+import { resolveWithAgent, type AgentResolveResult } from './agent-resolve.ts'
+
+/** An agent-resolved merge the leader runs in the background (one at a time), with its result once the agent is done. */
+interface AgentJob {
+  conflictId: string
+  taskId: string
+  /** The decision being carried out (`decision.at`): a newer decision drops this job. */
+  decisionAt: number
+  /** Main and the task head the merge was made of. */
+  main: string
+  head: string
+  abort: AbortController
+  result: AgentResolveResult | null
+}
 
 /** Period of the election and branch-collection loop. @default 500 ms */
 export const LEADER_TICK_MS = 500
@@ -29,6 +45,14 @@ export interface LeaderInit {
   electionTimeoutMs?: number
   /** Merges verified together in one `--verify` run; 1 turns batching off. @default MAX_VERIFY_BATCH */
   batch?: number
+  /** The node's agent: resolves conflicts decided with the `agent` action (without one, that action fails with a reason). */
+  agent?: Agent
+  /** `--setup`: run in the worktree of an agent-resolved merge before the agent starts. */
+  setup?: string
+  /** `--push REMOTE`: after each advance of main made here, push it there (never forced; see `MainPusher`). */
+  push?: string
+  /** Pause before a failed push is tried again. @default PUSH_RETRY_MS */
+  pushRetryMs?: number
 }
 
 /**
@@ -44,11 +68,40 @@ export class Leadership {
   #failedAt = new Map<string, number>()
   #merging = false
   #syncing = false
+  #agentJob: AgentJob | null = null
   /** Main's first-parent merges at the last head read (task id → merge commit). */
   #history: { head: string, history: MainHistory } | null = null
 
+  /** Pushes main to `--push REMOTE` after each advance (null without `--push`). */
+  readonly pusher: MainPusher | null
+
   constructor (init: LeaderInit) {
     this.#init = init
+    this.pusher = init.push === undefined
+      ? null
+      : new MainPusher({
+        repo: init.repo,
+        remote: init.push,
+        branch: init.branch,
+        logger: init.logger,
+        onResult: r => { this.#publishPush(r) },
+        active: () => init.node.board.snapshot().main.leader === init.node.peerId,
+        ...(init.pushRetryMs !== undefined ? { retryMs: init.pushRetryMs } : {})
+      })
+  }
+
+  /** Records a push's outcome as `main.push` on the board, for `status` and the TUI (only the current leader writes it). */
+  #publishPush (r: PushReport): void {
+    const { node, logger } = this.#init
+    if (node.board.snapshot().main.leader !== node.peerId) { logger.info('main:push-unreported', { head: r.head, ok: r.ok, reason: 'this node no longer leads' }); return }
+    node.changeBoard('main:push', d => {
+      d.main.push = { remote: str(r.remote), head: str(r.head), ok: r.ok, at: r.at, error: r.error === null ? null : str(r.error), by: str(node.peerId) }
+    })
+  }
+
+  /** Main advanced to `head` here: push it if `--push` is set (asynchronously, coalesced). */
+  #advanced (head: string): void {
+    this.pusher?.request(head)
   }
 
   start (): void {
@@ -58,6 +111,8 @@ export class Leadership {
   stop (): void {
     if (this.#timer !== null) clearInterval(this.#timer)
     this.#timer = null
+    this.pusher?.stop()
+    this.#agentJob?.abort.abort(new Error('the node is stopping'))
   }
 
   /**
@@ -86,6 +141,8 @@ export class Leadership {
       })
       logger.info('leader:elected', { term: next.term, previous: snap.main.leader })
     }
+    // an agent resolving a conflict for a leader that is no longer one works for nobody
+    if (this.#agentJob !== null && this.#agentJob.result === null && snap.main.leader !== me) this.#agentJob.abort.abort(new Error('this node is no longer the merge leader'))
     if (this.isLeader()) {
       this.#collect()
       if (!this.#merging) {
@@ -146,8 +203,14 @@ export class Leadership {
   /** Carries out the first human decision waiting on an open conflict; true if there was one. */
   async #decide (): Promise<boolean> {
     const { node, repo, branch, logger } = this.#init
+    const job = this.#agentJob
+    if (job !== null) {
+      if (job.result === null && !this.#jobCurrent(job)) job.abort.abort(new Error('the decision on the conflict changed'))
+      if (job.result !== null) return await this.#finishAgentJob(job)
+    }
     const snap = node.board.snapshot()
-    const c = [...snap.conflicts.values()].find(x => x.state === 'open' && x.decision !== null)
+    // while an agent resolves one conflict, other agent decisions wait; other actions go ahead
+    const c = [...snap.conflicts.values()].find(x => x.state === 'open' && x.decision !== null && !(job !== null && (x.decision.action === 'agent' || (x.id === job.conflictId && x.decision.at === job.decisionAt))))
     if (c === undefined || c.decision === null) return false
     const t = snap.tasks.get(c.taskId)
     const { action, by } = c.decision
@@ -172,19 +235,21 @@ export class Leadership {
           if (rec !== undefined) { rec.head = null; rec.holders = []; rec.error = str(`rerun on the current main after a merge conflict in ${c.files.join(', ')}`) }
         })
         break
-      case 'agent':
-        node.changeBoard('conflict:unsupported', d => { const rec = d.conflicts[c.id]; if (rec !== undefined) rec.decision = null })
-        logger.warn('conflict:unsupported', { conflict: c.id, action, note: 'agent-resolved merges are not available yet; choose ours, theirs, rerun or abandon' })
-        break
+      case 'agent': {
+        const base = snap.main.head ?? await branchOid(repo, branch)
+        if (base === null || t.head === null || !await this.#ensureHead(t)) return false
+        if (this.#init.agent === undefined) {
+          this.#decisionFailed(c, t.id, 'this merge leader has no agent to resolve conflicts with; choose ours, theirs, rerun or abandon')
+          return true
+        }
+        this.#startAgentJob(c, t, base)
+        return true
+      }
       case 'ours':
       case 'theirs': {
         const base = snap.main.head ?? await branchOid(repo, branch)
         if (base === null || t.head === null) return false
-        if (!await hasCommit(repo, t.head)) {
-          const holder = t.holders.find(h => node.membership.get(h)?.state === 'alive')
-          if (holder === undefined) return false
-          await fetchFromPeer(node, holder, repo, `refs/heads/${taskBranch(t.id)}`, { intoRef: `refs/heads/${taskBranch(t.id)}`, timeoutMs: 5 * 60_000, logger })
-        }
+        if (!await this.#ensureHead(t)) return false
         const unchanged = (): boolean => {
           const x = node.board.snapshot().conflicts.get(c.id)
           return x !== undefined && x.state === 'open' && x.decision?.action === action && x.decision.at === c.decision?.at
@@ -194,8 +259,7 @@ export class Leadership {
           candidate = await mergeTakingSide(repo, this.#init.dataDir, base, t.head, action, t.id, t.title)
         } catch (err) {
           if (!unchanged()) return true
-          node.changeBoard('conflict:decision-failed', d => { const rec = d.conflicts[c.id]; if (rec !== undefined) rec.decision = null; const tr = d.tasks[t.id]; if (tr !== undefined) tr.error = str(toError(err).message) })
-          logger.warn('conflict:decision-failed', { conflict: c.id, action, error: toError(err).message })
+          this.#decisionFailed(c, t.id, toError(err).message)
           return true
         }
         if (this.#init.verify !== undefined) {
@@ -216,6 +280,7 @@ export class Leadership {
           const rec = d.tasks[t.id]
           if (rec !== undefined) { rec.state = str('merged'); rec.mergeCommit = str(candidate); rec.mergedAt = now; rec.error = null }
         })
+        this.#advanced(candidate)
         break
       }
       default: {
@@ -224,6 +289,150 @@ export class Leadership {
       }
     }
     logger.info('conflict:decided', { conflict: c.id, task: t.id, action, by })
+    return true
+  }
+
+  /** Makes sure the task's branch head is in this repository (fetching it from a live holder); false if it cannot be yet. */
+  async #ensureHead (t: Task): Promise<boolean> {
+    const { node, repo, logger } = this.#init
+    if (t.head === null) return false
+    if (await hasCommit(repo, t.head)) return true
+    const holder = t.holders.find(h => node.membership.get(h)?.state === 'alive')
+    if (holder === undefined) return false
+    await fetchFromPeer(node, holder, repo, `refs/heads/${taskBranch(t.id)}`, { intoRef: `refs/heads/${taskBranch(t.id)}`, timeoutMs: 5 * 60_000, logger })
+    return true
+  }
+
+  /** A decision that could not be carried out: the conflict stays open with no decision, and says why (as does its task). */
+  #decisionFailed (c: Conflict, taskId: string, reason: string, extra?: (d: Parameters<Parameters<MeshNode['changeBoard']>[1]>[0]) => void): void {
+    const { node, logger } = this.#init
+    const action = c.decision?.action ?? 'none'
+    node.changeBoard('conflict:decision-failed', d => {
+      const rec = d.conflicts[c.id]
+      if (rec !== undefined) { rec.decision = null; rec.error = str(`"${action}" failed: ${reason}`) }
+      const tr = d.tasks[taskId]
+      if (tr !== undefined) tr.error = str(`conflict ${c.id}: "${action}" failed: ${reason}`)
+      extra?.(d)
+    })
+    logger.warn('conflict:decision-failed', { conflict: c.id, action, error: reason })
+  }
+
+  /** Whether the job's decision is still the conflict's, and the conflict still open on the same task head. */
+  #jobCurrent (job: AgentJob): boolean {
+    const snap = this.#init.node.board.snapshot()
+    const c = snap.conflicts.get(job.conflictId as never)
+    const t = snap.tasks.get(job.taskId as never)
+    return c !== undefined && c.state === 'open' && c.decision?.action === 'agent' && c.decision.at === job.decisionAt && t?.state === 'conflict' && t.head === job.head
+  }
+
+  /** Starts the agent on the conflicted merge in the background; its result is landed by the merge loop (`#finishAgentJob`). */
+  #startAgentJob (c: Conflict, t: Task, base: string): void {
+    const { node, repo, branch, logger } = this.#init
+    const agent = this.#init.agent as Agent
+    const abort = new AbortController()
+    const job: AgentJob = { conflictId: c.id, taskId: t.id, decisionAt: c.decision?.at ?? 0, main: base, head: t.head as string, abort, result: null }
+    this.#agentJob = job
+    const signal = t.timeoutMs === null ? abort.signal : AbortSignal.any([abort.signal, AbortSignal.timeout(t.timeoutMs)])
+    logger.info('conflict:agent-started', { conflict: c.id, task: t.id, agent: agent.kind, main: base, head: t.head })
+    void resolveWithAgent({
+      repo,
+      dataDir: this.#init.dataDir,
+      branch,
+      main: base,
+      task: t,
+      conflict: c,
+      agent,
+      peerId: node.peerId,
+      ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}),
+      signal,
+      onProgress: p => { try { node.publishProgress(t.id, p.kind, p.text) } catch { /* progress is best effort */ } }
+    }).catch((err: unknown) => ({ commit: null, error: toError(err).message, costUsd: 0, tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 } })).then(r => {
+      job.result = r
+      logger.info('conflict:agent-finished', { conflict: c.id, task: t.id, ok: r.commit !== null, error: r.error, costUsd: r.costUsd })
+      // land it now rather than at the next tick
+      if (this.#timer !== null) setImmediate(() => { this.tick() })
+    })
+  }
+
+  /**
+   * Lands the result of an agent-resolved merge, on the merge loop: the merge
+   * commit (re-made on main if main moved meanwhile and the resolution still
+   * merges cleanly) goes through `--verify`, then main is compare-and-swapped
+   * like any merge, fenced by the leader's term and main's head. The run's cost
+   * goes on the task whatever the outcome. True if the board changed.
+   */
+  async #finishAgentJob (job: AgentJob): Promise<boolean> {
+    const { node, repo, branch, logger } = this.#init
+    const r = job.result as AgentResolveResult
+    const addCost = (d: Parameters<Parameters<MeshNode['changeBoard']>[1]>[0]): void => {
+      const rec = d.tasks[job.taskId]
+      if (rec === undefined) return
+      rec.costUsd = Number(rec.costUsd ?? 0) + r.costUsd
+      const tk = rec.tokens as Record<string, number> | undefined
+      if (tk !== undefined) for (const k of ['input', 'output', 'cacheRead', 'cacheWrite'] as const) tk[k] = Number(tk[k] ?? 0) + r.tokens[k]
+    }
+    const done = (): void => { if (this.#agentJob === job) this.#agentJob = null }
+    const snap = node.board.snapshot()
+    const c = snap.conflicts.get(job.conflictId as never)
+    const t = snap.tasks.get(job.taskId as never)
+    if (c === undefined || t === undefined || !this.#jobCurrent(job)) {
+      done()
+      node.changeBoard('conflict:agent-dropped', addCost)
+      logger.info('conflict:agent-dropped', { conflict: job.conflictId, reason: 'the decision or the task changed while the agent worked' })
+      return true
+    }
+    if (r.commit === null) {
+      done()
+      this.#decisionFailed(c, t.id, r.error ?? 'the agent gave no result', addCost)
+      return true
+    }
+    const base = snap.main.head ?? await branchOid(repo, branch)
+    if (base === null) return false
+    let candidate = r.commit
+    if (base !== job.main) {
+      // main moved while the agent worked: the resolution is carried onto the new main if it still merges cleanly
+      const again = await tryMerge(repo, base, r.commit)
+      if (again.kind === 'conflict') {
+        done()
+        this.#decisionFailed(c, t.id, `main moved while the agent worked and its resolution no longer merges cleanly (${again.files.join(', ')}); choose an action again`, addCost)
+        return true
+      }
+      candidate = await mergeCommit(repo, again.tree, base, job.head, t.id, `${t.title === '' ? t.id : t.title} (conflicts resolved by an agent)`)
+    }
+    if (this.#init.verify !== undefined) {
+      const v = await runVerify(repo, this.#init.dataDir, candidate, this.#init.verify)
+      if (!this.#jobCurrent(job)) return await this.#finishAgentJob(job)
+      if (!v.ok) {
+        done()
+        node.changeBoard('task:verify-failed', d => {
+          addCost(d)
+          const rec = d.conflicts[c.id]
+          if (rec !== undefined) rec.state = str('resolved')
+          const tr = d.tasks[t.id]
+          if (tr !== undefined) { tr.state = str('failed'); tr.error = str(`--verify failed on the agent-resolved merge with main:\n${v.output.slice(-4000)}`) }
+        })
+        logger.warn('merge:verify-failed', { task: t.id, conflict: c.id, action: 'agent' })
+        return true
+      }
+    }
+    const s2 = node.board.snapshot()
+    // fencing: still the leader, main still where the candidate was made (else the next round re-makes it on the new main)
+    if (s2.main.leader !== node.peerId || s2.main.term !== snap.main.term || (s2.main.head ?? base) !== base) return false
+    const how = await advanceBranch(repo, branch, await branchOid(repo, branch), candidate)
+    if (how === 'lost-race') return false
+    const now = Date.now()
+    done()
+    node.changeBoard('main:advance', d => {
+      addCost(d)
+      const rec = d.conflicts[c.id]
+      if (rec !== undefined) { rec.state = str('resolved'); rec.error = null }
+      d.main.head = str(candidate)
+      const tr = d.tasks[t.id]
+      if (tr !== undefined) { tr.state = str('merged'); tr.mergeCommit = str(candidate); tr.mergedAt = now; tr.error = null }
+    })
+    this.#advanced(candidate)
+    logger.info('merge:done', { tasks: [t.id], main: candidate, term: snap.main.term, checkout: how, conflict: c.id, action: 'agent' })
+    logger.info('conflict:decided', { conflict: c.id, task: t.id, action: 'agent', by: c.decision?.by })
     return true
   }
 
@@ -292,6 +501,7 @@ export class Leadership {
             }
           })
           logger.info('merge:done', { tasks: merged.map(m => m.taskId), main: tip, term, checkout: how })
+          this.#advanced(tip)
           return true
         }
       })

@@ -17,6 +17,8 @@ export interface WorkerInit {
   slots: number
   setup?: string
   verify?: string
+  /** `--push REMOTE`: as leader, push main there after each advance. */
+  push?: string
   /** Whether this node was given peers to join (else it may start a new history in an empty repo). */
   hasBootstrap: boolean
   logger: Logger
@@ -56,7 +58,18 @@ export class Worker {
       if (state === 'empty' && this.#init.hasBootstrap) await this.#cloneFromMesh()
       if (this.#stopped) return
       await serveGit(node, repo)
-      const leadership = new Leadership({ node, repo, dataDir: this.#init.dataDir, branch, logger, ...(this.#init.verify !== undefined ? { verify: this.#init.verify } : {}) })
+      const leadership = new Leadership({
+        node,
+        repo,
+        dataDir: this.#init.dataDir,
+        branch,
+        logger,
+        // conflicts decided with "agent" are resolved by the same agent the scheduler runs tasks with
+        agent: this.#init.agent,
+        ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}),
+        ...(this.#init.verify !== undefined ? { verify: this.#init.verify } : {}),
+        ...(this.#init.push !== undefined ? { push: this.#init.push } : {})
+      })
       this.leadership = leadership
       leadership.start()
       const exec = new Execution({ node, repo, dataDir: this.#init.dataDir, branch, logger, ensureMain: async () => { await leadership.syncMain() }, ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}) })

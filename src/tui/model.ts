@@ -167,7 +167,7 @@ export function inbox (status: StatusReport): InboxItem[] {
   const title = (id: string): string => status.tasks.find(t => t.id === id)?.title ?? ''
   for (const c of status.conflicts) {
     if (c.state !== 'open' || c.decision !== null) continue
-    items.push({ key: `conflict:${c.id}`, kind: 'conflict', taskId: c.taskId, conflictId: c.id, title: title(c.taskId), summary: `conflicts with main in ${c.files.join(', ') || '(no files listed)'}`, files: [...c.files], hunks: c.hunks })
+    items.push({ key: `conflict:${c.id}`, kind: 'conflict', taskId: c.taskId, conflictId: c.id, title: title(c.taskId), summary: `conflicts with main in ${c.files.join(', ') || '(no files listed)'}${c.error === null ? '' : `; ${firstLine(c.error)}`}`, files: [...c.files], hunks: c.hunks })
   }
   for (const t of status.tasks) {
     if (t.state !== 'failed') continue

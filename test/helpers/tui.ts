@@ -52,7 +52,7 @@ export function task (id: string, over: Partial<Task> = {}): Task {
 
 /** A conflict record; `over` wins. */
 export function conflict (id: string, taskId: string, over: Partial<Conflict> = {}): Conflict {
-  return { id: id as ConflictId, taskId: taskId as TaskId, files: ['config/server.json'], hunks: [], state: 'open', decision: null, ...over }
+  return { id: id as ConflictId, taskId: taskId as TaskId, files: ['config/server.json'], hunks: [], state: 'open', decision: null, error: null, ...over }
 }
 
 /** A board snapshot of `tasks`, `conflicts` and the two fixture nodes. */

@@ -19,6 +19,8 @@ export function headerLines (data: TuiData, totals: Totals, inbox: readonly Inbo
       ? seg(` INBOX ${inbox.length} waiting on you `, { color: 'red', inverse: true, bold: true })
       : seg('inbox 0', { color: 'green' }),
     seg(`  mesh ${s.meshId}  main ${s.main.head === null ? '-' : s.main.head.slice(0, 7)}  leader ${s.main.leader === null ? 'none' : nodeName(s, s.main.leader)}  nodes ${alive}/${s.nodes.length}`),
+    // a refused push of main to --push REMOTE is for a human too: the remote moved or is unreachable
+    s.main.push != null && !s.main.push.ok ? seg(`  push to ${s.main.push.remote} rejected`, { color: 'red', bold: true }) : seg(''),
     seg(width >= 120 ? `  via ${shortPeer(data.via)}` : '', { dim: true })
   ]
   const second: Line = [seg(etaText(totals), { bold: true }), seg(`  ${formatCost(totals.costUsd)}  ${formatTokens(totals.tokens)} tok  `), seg(`tasks ${totals.total}`, { bold: true })]
