@@ -8,8 +8,14 @@ import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity 
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 
-/** Bounds of the settle window (the wait between a claim and starting the run). */
-export const MIN_SETTLE_MS = 150
+/**
+ * Bounds of the minimum settle window (the wait between a claim and starting
+ * the run). The acknowledgements are what make a claim safe: a peer's
+ * heartbeat heads contain the claim and this board has every change those
+ * heads name, so any claim the peer made before it saw ours is here too. The
+ * window only has to cover the round trip those need anyway.
+ */
+export const MIN_SETTLE_MS = 100
 export const MAX_SETTLE_MS = 3000
 /**
  * A claim waits this long at most for every live peer's acknowledgement before
@@ -102,14 +108,16 @@ export class Scheduler {
   }
 
   /**
-   * Minimum settle window: fixed, or about three observed gossip delays,
-   * bounded. A claim settles after this window once every live peer has
-   * acknowledged it (suspect and dead peers are not waited for), or after
-   * `ACK_TIMEOUT_MS` regardless.
+   * Minimum settle window: fixed, or a gossip round trip (two observed
+   * one-way delays) plus 50 ms, bounded. A claim settles after this window once
+   * every live peer has acknowledged it (suspect and dead peers are not waited
+   * for), or after `ACK_TIMEOUT_MS` regardless. (Until the new-node quiet
+   * period existed the floor was 200 ms + 3 delays: it hid joiners that claimed
+   * before anyone waited for them.)
    */
   get settleMs (): number {
     if (this.#init.settleMs !== undefined) return this.#init.settleMs
-    return Math.min(MAX_SETTLE_MS, Math.max(MIN_SETTLE_MS, 200 + 3 * this.#gossipDelayMs))
+    return Math.min(MAX_SETTLE_MS, Math.max(MIN_SETTLE_MS, 50 + 2 * this.#gossipDelayMs))
   }
 
   /** Tasks this node has claimed or is running. */
