@@ -17,6 +17,8 @@ export interface WorkerInit {
   slots: number
   setup?: string
   verify?: string
+  /** Wall-clock limit of a run whose task gives no `timeout`; null: none (`--task-timeout`). */
+  taskTimeoutMs?: number | null
   /** Whether this node was given peers to join (else it may start a new history in an empty repo). */
   hasBootstrap: boolean
   logger: Logger
@@ -67,6 +69,7 @@ export class Worker {
         agent: this.#init.agent,
         slots: this.#init.slots,
         logger,
+        ...(this.#init.taskTimeoutMs !== undefined ? { defaultTimeoutMs: this.#init.taskTimeoutMs } : {}),
         prepare: exec.prepare,
         finish: exec.finish,
         cleanup: exec.cleanup,
