@@ -13,7 +13,7 @@ import { gitText } from '../src/git/git.ts'
 import { Execution, taskContext } from '../src/node/exec.ts'
 import { claudeAgent } from '../src/agent/claude.ts'
 import { ZERO_TOKENS, type Agent } from '../src/agent/types.ts'
-import type { Scheduler } from '../src/scheduler/scheduler.ts'
+import { runTimeoutMs, DEFAULT_TASK_TIMEOUT_MS, type Scheduler } from '../src/scheduler/scheduler.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
 import type { Task } from '../src/crdt/schema.ts'
 
@@ -173,6 +173,15 @@ describe('run limits', () => {
     await waitFor(() => node.board.task('slow')?.state === 'failed' && node.board.task('own-timeout')?.state === 'done', { timeoutMs: 20_000, message: () => JSON.stringify([...node.board.snapshot().tasks.values()].map(t => [t.id, t.state, t.error])) })
     expect(node.board.task('slow')!.error).toBe('timed out after 300 ms (the node\'s --task-timeout)')
     expect(node.board.task('slow')!.failures).toBe(1)
+  })
+
+  it('the limit is the plan\'s timeout, else the node default (2 h unless set; null or 0: none)', () => {
+    expect(runTimeoutMs({ timeoutMs: 5000 }, 300)).toBe(5000)
+    expect(runTimeoutMs({ timeoutMs: null }, 300)).toBe(300)
+    expect(runTimeoutMs({ timeoutMs: null }, undefined)).toBe(DEFAULT_TASK_TIMEOUT_MS)
+    expect(DEFAULT_TASK_TIMEOUT_MS).toBe(2 * 3_600_000)
+    expect(runTimeoutMs({ timeoutMs: null }, null)).toBeNull()
+    expect(runTimeoutMs({ timeoutMs: null }, 0)).toBeNull()
   })
 
   it('a run stopped by its budget ends the task failed at once, whatever maxAttempts says', async () => {

@@ -455,7 +455,7 @@ export class Scheduler {
       rec.summary = null
     })
     const abort = new AbortController()
-    const timeoutMs = t.timeoutMs ?? this.#init.defaultTimeoutMs ?? DEFAULT_TASK_TIMEOUT_MS
+    const timeoutMs = runTimeoutMs(t, this.#init.defaultTimeoutMs)
     if (timeoutMs !== null && timeoutMs > 0) {
       const source = t.timeoutMs !== null ? 'the task\'s timeout' : 'the node\'s --task-timeout'
       // the reason must start with "timed out": agents and #execute read it as a failed attempt
@@ -643,6 +643,16 @@ export class Scheduler {
       note: `not the agent's failure: counts nothing against maxAttempts; this node claims no work for ${formatMs(wait)}`
     })
   }
+}
+
+/**
+ * The wall-clock limit of a run: the task's own `timeout`, else the node's
+ * default (`undefined`: `DEFAULT_TASK_TIMEOUT_MS`; null or 0: no limit, null).
+ */
+export function runTimeoutMs (t: Pick<Task, 'timeoutMs'>, nodeDefault: number | null | undefined): number | null {
+  if (t.timeoutMs !== null) return t.timeoutMs
+  const d = nodeDefault === undefined ? DEFAULT_TASK_TIMEOUT_MS : nodeDefault
+  return d === null || d <= 0 ? null : d
 }
 
 /** How an infrastructure failure reads on the board, by stage. */
