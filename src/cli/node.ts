@@ -74,7 +74,7 @@ export const nodeCommand: Command = {
     'max-budget-usd': { type: 'string', arg: 'X', description: 'Claude budget per run in USD; a run that reaches it ends its task failed at once (no retry). No default.' },
     'task-timeout': { type: 'string', arg: 'DURATION', default: formatTimeout(DEFAULT_TASK_TIMEOUT_MS), description: 'Wall-clock limit of a run (--setup and agent) for tasks whose plan gives no timeout, e.g. 90s, 20m, 2h; 0 or none: no limit.' },
     verify: { type: 'string', arg: 'CMD', description: 'Check run by the merge leader on each candidate merge before main advances.' },
-    setup: { type: 'string', arg: 'CMD', description: 'Run in each new worktree before the agent starts.' },
+    setup: { type: 'string', arg: 'CMD', description: 'Run in each new worktree before the agent starts; killed with what it started on cancel or timeout; a failing setup releases the task without using an attempt.' },
     'no-leader': { type: 'boolean', description: 'Never become merge leader.' },
     push: { type: 'string', arg: 'REMOTE', description: 'As leader, push main to REMOTE after each advance (with a lease, never forced).' },
     'suspect-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_SUSPECT_AFTER_MS / 1000}s`, description: 'A silent peer is suspect after this long.' },
@@ -169,7 +169,7 @@ export const nodeCommand: Command = {
       `data   ${dataDir}`,
       ''
     ].join('\n'))
-    log.info('node:started', { peer: facts.peerId, name: node.name, slots, repo, data: dataDir, bootstrap: conn.bootstrap.length, noLeader: flag(opts, 'no-leader') })
+    log.info('node:started', { peer: facts.peerId, name: node.name, slots, repo, data: dataDir, bootstrap: conn.bootstrap.length, noLeader: flag(opts, 'no-leader'), taskTimeoutMs })
 
     await new Promise<void>(resolveStop => {
       let stopping = false
