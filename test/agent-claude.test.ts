@@ -55,6 +55,7 @@ function task (id = 'task-1', extra: Partial<Task> = {}): Task {
     notBefore: null,
     holders: [],
     claims: {},
+    summary: null,
     ...extra
   }
 }
@@ -115,7 +116,8 @@ describe('claude agent', () => {
     const run = start({ FAKE_CLAUDE_MODE: 'success', FAKE_CLAUDE_PAUSE_MS: String(pauseMs) })
     const r = await run.result
     const doneAt = Date.now()
-    expect(r).toEqual({ outcome: 'success', error: null, costUsd: 0.0123, tokens: { input: 1200, output: 340, cacheRead: 5000, cacheWrite: 800 } })
+    // the result text is the task's summary
+    expect(r).toEqual({ outcome: 'success', error: null, costUsd: 0.0123, tokens: { input: 1200, output: 340, cacheRead: 5000, cacheWrite: 800 }, summary: 'Done.' })
     expect(readFileSync(join(cwd, 'fake-claude.txt'), 'utf8')).toMatch(/^hello from fake claude for /)
 
     const kinds = run.progress.map(p => p.kind)
@@ -240,11 +242,22 @@ describe('claude agent', () => {
     expect(r.error).toContain('exit code 1')
   })
 
-  it('fails when the per-run budget stopped the run (error_max_budget_usd with is_error false)', async () => {
+  it('fails for good when the per-run budget stopped the run (error_max_budget_usd with is_error false): a retry would spend it again', async () => {
     const r = await start({ FAKE_CLAUDE_MODE: 'max_budget', FAKE_CLAUDE_COST: '0.61' }, { maxBudgetUsd: 0.5 }).result
     expect(r.outcome).toBe('failure')
-    expect(r.error).toContain('per-run budget of $0.5 exceeded (spent $0.6100)')
+    expect(r.final).toBe(true)
+    expect(r.error).toContain('per-run budget of $0.5 exceeded (spent $0.6100')
+    expect(r.error).toContain('meshwork retry task-1')
     expect(r.costUsd).toBe(0.61)
+    // other failures stay retryable
+    expect((await start({ FAKE_CLAUDE_MODE: 'is_error' }).result).final).toBeUndefined()
+  })
+
+  it('clips a long result text to the summary limit', async () => {
+    const r = await start({ FAKE_CLAUDE_MODE: 'success', FAKE_CLAUDE_RESULT: 'x'.repeat(5000) }).result
+    expect(r.outcome).toBe('success')
+    expect(r.summary).toHaveLength(2000)
+    expect(r.summary!.endsWith('…')).toBe(true)
   })
 
   it('reports a usage limit as rate-limited with the reset time of the message', async () => {
@@ -335,9 +348,10 @@ describe('claude agent', () => {
     expect(isAlive(pid)).toBe(false)
   })
 
-  it('fails clearly when the claude executable is missing', async () => {
+  it('reports a missing claude executable as unavailable (not a failed attempt), naming the fix', async () => {
     const r = await start({}, { bin: join(dir, 'no-such-claude') }).result
-    expect(r.outcome).toBe('failure')
+    expect(r.outcome).toBe('unavailable')
+    expect(r.error).toContain('--claude-bin')
     expect(r.error).toContain('could not start claude')
     expect(r.error).toContain('ENOENT')
   })

@@ -47,7 +47,8 @@ function task (id = 'task-1'): Task {
     readyAt: 0,
     notBefore: null,
     holders: [],
-    claims: {}
+    claims: {},
+    summary: null
   }
 }
 
@@ -79,7 +80,8 @@ describe('command agent', () => {
   it('runs the command through the shell in the worktree with the prompt on stdin and the MESHWORK_ environment', async () => {
     const run = start('cat > prompt.txt; pwd; echo "id=$MESHWORK_TASK_ID title=$MESHWORK_TASK_TITLE node=$MESHWORK_NODE"', { context: 'Context: nothing else runs.' })
     const r = await run.result
-    expect(r).toEqual({ outcome: 'success', error: null, costUsd: 0, tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 } })
+    // the summary of a successful run is its last stdout lines
+    expect(r).toEqual({ outcome: 'success', error: null, costUsd: 0, tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }, summary: `${realpathSync(cwd)}\nid=task-1 title=Title of task-1 node=node-one` })
     expect(readFileSync(join(cwd, 'prompt.txt'), 'utf8')).toBe('Please do task-1.\n\nContext: nothing else runs.')
     expect(run.progress).toEqual([
       { kind: 'text', text: realpathSync(cwd) },
@@ -130,10 +132,16 @@ describe('command agent', () => {
     expect(isAlive(Number(readFileSync(join(cwd, 'child.pid'), 'utf8')))).toBe(false)
   })
 
-  it('fails clearly when the worktree does not exist', async () => {
+  it('summarises a run by its last 10 non-blank stdout lines, or says it printed nothing', async () => {
+    const r = await start('for i in $(seq 1 30); do echo "line $i"; echo; done').result
+    expect(r.summary).toBe(Array.from({ length: 10 }, (_, i) => `line ${21 + i}`).join('\n'))
+    expect((await start('true').result).summary).toBe('command exited 0 without output')
+  })
+
+  it('reports a run that cannot start (missing worktree) as unavailable, not as a failed attempt', async () => {
     await rm(cwd, { recursive: true })
     const r = await start('true').result
-    expect(r.outcome).toBe('failure')
+    expect(r.outcome).toBe('unavailable')
     expect(r.error).toContain(`working directory ${cwd} does not exist`)
   })
 })

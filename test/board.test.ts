@@ -256,6 +256,24 @@ describe('schema validation of entries', () => {
     expect(reports).toHaveLength(1)
   })
 
+  it('loads tasks written before summaries existed (summary null) and validates summaries that are there', () => {
+    const board = Board.create(MESH, actorA)
+    const peer = Board.create(MESH, actorB)
+    const old = peer.change('old node', d => {
+      const rec: Record<string, unknown> = newTaskRecord(simpleTask('old'), 0)
+      delete rec.summary
+      d.tasks.old = rec
+      d.tasks.bad = { ...newTaskRecord(simpleTask('bad'), 0), summary: 42 }
+      d.tasks.good = { ...newTaskRecord(simpleTask('good'), 0), summary: str('did it') }
+    })
+    deliver(board, [old])
+    expect(board.task('old')?.summary).toBeNull()
+    expect(board.task('good')?.summary).toBe('did it')
+    expect(board.snapshot().invalid).toEqual(['tasks/bad'])
+    // a reload keeps them the same
+    expect(Board.load(MESH, actorA, board.save()).task('old')?.summary).toBeNull()
+  })
+
   it('quarantines a task whose id differs from its key', () => {
     const board = Board.create(MESH, actorA)
     const reports: string[] = []

@@ -8,7 +8,7 @@ import { git, gitText } from '../src/git/git.ts'
 
 const FAKE = resolve(fileURLToPath(new URL('.', import.meta.url)), 'fixtures', 'fake-claude.mjs')
 
-interface TaskJson { id: string, state: string, node: string | null, head: string | null, costUsd: number, tokens: { input: number, output: number }, progress: { kind: string, text: string } | null }
+interface TaskJson { id: string, state: string, node: string | null, head: string | null, summary: string | null, costUsd: number, tokens: { input: number, output: number }, progress: { kind: string, text: string } | null }
 
 let dir = ''
 let bin = ''
@@ -64,6 +64,8 @@ describe('agent runs in worktrees across a mesh', { timeout: 300_000 }, () => {
     // more than one node ran tasks, and cost from Claude's result is on the board
     expect(new Set(s.tasks.map(t => t.node)).size).toBeGreaterThan(1)
     for (const t of s.tasks) expect(t.costUsd).toBeCloseTo(0.0123, 6)
+    // what the agent said it did (Claude's result text) is the task's summary in status --json
+    for (const t of s.tasks) expect(t.summary).toBe('Done.')
     // the agents' stream reached the node status reads through, as progress gossip
     expect(s.tasks.filter(t => t.progress !== null).length).toBeGreaterThan(0)
     // a leader was elected and holds every branch with the oid on the board

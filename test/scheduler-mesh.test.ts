@@ -5,6 +5,9 @@ import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { waitFor } from '../src/util/wait.ts'
 import type { Scheduler } from '../src/scheduler/scheduler.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
+import { simAgent } from '../src/agent/sim.ts'
+import { scopesOverlap } from '../src/scheduler/dag.ts'
+import type { Agent } from '../src/agent/types.ts'
 
 let mesh: TestMesh | undefined
 let scheds: Scheduler[] = []
@@ -60,6 +63,66 @@ describe('scheduling on a real mesh', () => {
     expect(n0.board.task('flaky')!.attempts).toBe(2)
     expect(n0.board.task('broken')!.attempts).toBe(2)
     expect(n0.board.task('broken')!.error).toMatch(/fails as configured/)
+  })
+})
+
+describe('files scopes', () => {
+  it('tasks whose scopes overlap never run at once, anywhere in the mesh; tasks with disjoint scopes run in parallel', async () => {
+    mesh = await createMesh(3)
+    await waitAllAlive(mesh.nodes)
+    // every agent run's start and end, mesh-wide, from the agent's side
+    const spans: Array<{ id: string, node: string, start: number, end: number }> = []
+    const timed = (node: string): Agent => {
+      const inner = simAgent()
+      return {
+        kind: 'timed-sim',
+        run: async init => {
+          const start = Date.now()
+          try {
+            return await inner.run(init)
+          } finally {
+            spans.push({ id: init.task.id, node, start, end: Date.now() })
+          }
+        }
+      }
+    }
+    const log = new RunLog()
+    // stealAfter 0: every node goes for every ready task at once, the worst case for the scope check
+    scheds = mesh.nodes.map(n => attachScheduler(n, log, 2, { agent: timed(n.name), stealAfterMs: 0 }))
+    const scopes: Record<string, string[]> = {
+      'db-a': ['src/db/**'],
+      'db-b': ['src/db/users.ts'],
+      'db-c': ['src/**'],
+      'db-d': ['src/db/**', 'migrations/*.sql'],
+      'doc-a': ['docs/a.md'],
+      'doc-b': ['docs/b.md'],
+      web: ['web/**'],
+      api: ['api/**']
+    }
+    mesh.nodes[0]!.changeBoard('plan', addTasks(Object.entries(scopes).map(([id, files]) => simpleTask(id, { files, sim: sim(700) }))))
+    await waitAllDone(mesh.nodes[0]!, 8, 90_000)
+    expect(log.duplicates()).toEqual([])
+    expect(spans).toHaveLength(8)
+    const at = new Map(spans.map(s => [s.id, s]))
+    const ids = Object.keys(scopes)
+    const together = (a: string, b: string): boolean => at.get(a)!.start < at.get(b)!.end && at.get(b)!.start < at.get(a)!.end
+    const clashes: string[] = []
+    const parallel: string[] = []
+    for (let i = 0; i < ids.length; i++) {
+      for (let j = i + 1; j < ids.length; j++) {
+        const [a, b] = [ids[i]!, ids[j]!]
+        if (scopesOverlap(scopes[a]!, scopes[b]!)) {
+          if (together(a, b)) clashes.push(`${a} (${at.get(a)!.node}) and ${b} (${at.get(b)!.node})`)
+        } else if (together(a, b)) parallel.push(`${a}+${b}`)
+      }
+    }
+    // the four src/db tasks all overlap one another: they ran one after another
+    expect(scopesOverlap(scopes['db-b']!, scopes['db-c']!)).toBe(true)
+    expect(clashes).toEqual([])
+    // six slots and four disjoint scopes (plus one src task at a time): several ran side by side
+    expect(parallel.length).toBeGreaterThanOrEqual(3)
+    const src = ids.filter(id => id.startsWith('db-')).map(id => at.get(id)!).sort((x, y) => x.start - y.start)
+    for (let i = 1; i < src.length; i++) expect(src[i]!.start).toBeGreaterThanOrEqual(src[i - 1]!.end)
   })
 })
 

@@ -8,7 +8,7 @@ import { hunkLines, inboxLines, SIDE_BY_SIDE_MIN_WIDTH } from '../src/tui/views/
 import { outputLines } from '../src/tui/views/output.ts'
 import { lineText } from '../src/tui/lines.ts'
 import { waitFor } from '../src/util/wait.ts'
-import { conflict, fixtureData, PORT_HUNK } from './helpers/tui.ts'
+import { conflict, fixtureData, task, PORT_HUNK } from './helpers/tui.ts'
 
 /** A source whose data the test replaces. */
 function fakeSource (first: TuiData | null): TuiSource & { push: (d: TuiData) => void } {
@@ -301,5 +301,26 @@ describe('tui scrolling (pure views)', () => {
     expect(first.at(-1)).toMatch(/more lines \(PgDn\)/)
     const later = inboxLines(data, items, null, 1000, 80, 19).map(lineText)
     expect(later.some(l => l.includes('theirs 5'))).toBe(true)
+  })
+
+  it('the inbox detail shows what the agent said it did (the board summary), else its last line; a budget stop is a BUDGET item', async () => {
+    const data = fixtureData({
+      extraTasks: [
+        task('port', { state: 'conflict', attempts: 1, summary: 'Moved the server to port 8080.\nUpdated the docs.' }),
+        task('pricey', { state: 'failed', attempts: 1, error: 'claude stopped: per-run budget of $0.5 exceeded (spent $0.5500, exit code 0); not retried' })
+      ],
+      conflicts: [conflict('port-1', 'port', { hunks: [PORT_HUNK] }), conflict('right-1', 'right')]
+    })
+    const items = inboxOf(data.status)
+    expect(data.status.tasks.find(t => t.id === 'port')!.summary).toBe('Moved the server to port 8080.\nUpdated the docs.')
+    const portView = inboxLines(data, items, 'conflict:port-1', 0, 100, 30).map(lineText)
+    expect(portView.some(l => /^summary Moved the server to port 8080\.$/.test(l))).toBe(true)
+    expect(portView.some(l => /^ +Updated the docs\.$/.test(l))).toBe(true)
+    // no summary on the board (the conflict of "right" has none): the latest line heard stands in, labelled as such
+    const rightView = inboxLines(data, items, 'conflict:right-1', 0, 100, 30).map(lineText)
+    expect(rightView.some(l => l.startsWith('summary '))).toBe(false)
+    const budget = items.find(i => i.taskId === 'pricey')!
+    expect(budget.kind).toBe('budget')
+    expect(inboxLines(data, items, budget.key, 0, 100, 30).map(lineText).some(l => l.includes('BUDGET'))).toBe(true)
   })
 })

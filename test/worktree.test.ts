@@ -1,12 +1,23 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
 import { mkdtemp, readFile, rm, writeFile, mkdir, readdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Worktrees, commitEnv } from '../src/git/worktree.ts'
 import { git, gitText } from '../src/git/git.ts'
 import { simAgent } from '../src/agent/sim.ts'
 import { Board } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+import { waitFor } from '../src/util/wait.ts'
+
+/** Alive and not a zombie. */
+function alive (pid: number): boolean {
+  try { process.kill(pid, 0) } catch { return false }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return !['Z', 'X'].includes(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '')
+  } catch { return true }
+}
 
 let dir = ''
 let repo = ''
@@ -88,6 +99,21 @@ describe('worktrees', () => {
     expect(await readdir(join(data, 'worktrees'))).toEqual([])
     await expect(wts.create('s', base, { setup: 'echo nope >&2; exit 3' })).rejects.toMatchObject({ name: 'SetupError', message: expect.stringContaining('nope') })
   })
+  it('--setup runs in its own process group: aborting the run kills it and what it started, and rejects with the reason', async () => {
+    const wts = new Worktrees(repo, data)
+    const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+    const pidFile = join(dir, 'grandchild.pid')
+    const abort = new AbortController()
+    const made = wts.create('hang', base, { setup: `sleep 1000 & echo $! > ${pidFile}; wait`, signal: abort.signal })
+    await waitFor(async () => (await readFile(pidFile, 'utf8').catch(() => '')).trim() !== '', { timeoutMs: 10_000, message: 'setup did not start' })
+    const grandchild = Number(await readFile(pidFile, 'utf8'))
+    const t0 = Date.now()
+    abort.abort(new Error('cancelled'))
+    await expect(made).rejects.toThrow('cancelled')
+    expect(Date.now() - t0).toBeLessThan(5000)
+    await waitFor(() => !alive(grandchild), { timeoutMs: 5000, message: `setup's background child ${grandchild} survived the abort` })
+  })
+
   it('many runs creating and removing worktrees at once in one repository all succeed', async () => {
     const wts = new Worktrees(repo, data)
     const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })

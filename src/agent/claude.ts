@@ -1,9 +1,9 @@
-import { createWriteStream } from 'node:fs'
-import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
+import { constants, createWriteStream } from 'node:fs'
+import { access, mkdir, stat } from 'node:fs/promises'
+import { delimiter, join, resolve } from 'node:path'
 import type { Tokens } from '../crdt/schema.ts'
 import { abortReason, meshworkEnv, promptText, runInGroup, withTail } from './process.ts'
-import { ZERO_TOKENS, type Agent, type AgentProgress, type AgentResult, type AgentRunInit } from './types.ts'
+import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult, type AgentRunInit } from './types.ts'
 
 /*
  * The `claude` agent (SPEC "The `claude` agent"): runs Claude Code in print mode
@@ -31,7 +31,9 @@ import { ZERO_TOKENS, type Agent, type AgentProgress, type AgentResult, type Age
  *                                with `subtype: "error_max_budget_usd"` and
  *                                `is_error: false` (agentmastered.com recipe
  *                                "set-budget-cap"; jonnyquan/claude-agent-sdk-go
- *                                example 16) — judged a failure here.
+ *                                example 16) — judged a failure here, and a final one: a
+ *                                retry would spend the budget again, so the task
+ *                                ends `failed` at once.
  *
  * Stream-json field names (system/init, assistant, user, result with subtype,
  * is_error, total_cost_usd, usage.{input,output,cache_read_input,
@@ -169,7 +171,7 @@ export function claudeAgent (init: ClaudeAgentInit): Agent {
       const tokens = r?.tokens ?? ZERO_TOKENS
 
       if (exit.spawnError !== null) {
-        return { outcome: 'failure', error: `could not start claude (${bin}): ${exit.spawnError.message}`, costUsd, tokens }
+        return { outcome: 'unavailable', error: `could not start claude (${bin}): ${exit.spawnError.message}. Install Claude Code or pass --claude-bin PATH.`, costUsd, tokens }
       }
       if (exit.aborted) return abortedResult(run.signal, r)
 
@@ -177,7 +179,8 @@ export function claudeAgent (init: ClaudeAgentInit): Agent {
       const exitOk = exit.code === 0 || (lingered && r !== null)
       const subtypeOk = r !== null && (r.subtype === 'success' || r.subtype === '')
       if (exitOk && r !== null && !r.isError && subtypeOk) {
-        return { outcome: 'success', error: null, costUsd, tokens }
+        const summary = r.text.trim() !== '' ? clipSummary(r.text) : `claude finished after ${r.numTurns ?? '?'} turns without a result text`
+        return { outcome: 'success', error: null, costUsd, tokens, summary }
       }
 
       // Not a success: a rate or usage limit does not burn an attempt.
@@ -193,16 +196,17 @@ export function claudeAgent (init: ClaudeAgentInit): Agent {
       }
 
       let error: string
+      if (r !== null && isBudgetStop(r.subtype)) {
+        // a retry would start over and spend the budget again: the task fails at once
+        error = withTail(`claude stopped: per-run budget of $${init.maxBudgetUsd ?? '?'} exceeded (spent $${r.costUsd.toFixed(4)}, ${how}); not retried: raise --max-budget-usd or split the task, then \`meshwork retry ${run.task.id}\``, 'stderr', exit.stderrTail)
+        return { outcome: 'failure', error, costUsd, tokens, final: true }
+      }
       if (r === null) {
         error = withTail(`claude ended (${how}) without a result event${extra}`, 'stderr', exit.stderrTail)
       } else if (r.isError) {
         error = withTail(`claude reported an error (subtype ${r.subtype}, ${how}): ${clip(r.text, 1000) || '(no result text)'}`, 'stderr', exit.stderrTail)
       } else if (!subtypeOk) {
-        const why = r.subtype === 'error_max_budget_usd'
-          ? `per-run budget of $${init.maxBudgetUsd ?? '?'} exceeded (spent $${r.costUsd.toFixed(4)})`
-          : r.subtype === 'error_max_turns'
-            ? `reached --max-turns ${init.maxTurns ?? '?'}`
-            : `result subtype ${r.subtype}`
+        const why = r.subtype === 'error_max_turns' ? `reached --max-turns ${init.maxTurns ?? '?'}` : `result subtype ${r.subtype}`
         error = withTail(`claude stopped: ${why} (${how})`, 'stderr', exit.stderrTail)
       } else {
         error = withTail(`claude exited with ${how} after a successful result event${extra}`, 'stderr', exit.stderrTail)
@@ -210,6 +214,28 @@ export function claudeAgent (init: ClaudeAgentInit): Agent {
       return { outcome: 'failure', error, costUsd, tokens }
     }
   }
+}
+
+/** Result subtypes of a run that its `--max-budget-usd` cap stopped. */
+export function isBudgetStop (subtype: string): boolean {
+  return subtype === 'error_max_budget_usd' || /budget/i.test(subtype)
+}
+
+/**
+ * Finds the claude executable a node would run: `bin` itself when it contains a
+ * slash, else the first match on PATH. Null when there is none (or it is not
+ * executable): `meshwork node` refuses to start then, rather than fail every run.
+ */
+export async function findExecutable (bin: string, path = process.env.PATH ?? ''): Promise<string | null> {
+  const candidates = bin.includes('/') ? [resolve(bin)] : path.split(delimiter).filter(d => d !== '').map(d => join(d, bin))
+  for (const c of candidates) {
+    try {
+      if (!(await stat(c)).isFile()) continue
+      await access(c, constants.X_OK)
+      return c
+    } catch { /* not this one */ }
+  }
+  return null
 }
 
 /** An aborted run: `aborted`, except the scheduler's timeout ("timed out …"), which is a failed attempt. */

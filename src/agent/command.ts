@@ -1,5 +1,5 @@
 import { abortReason, meshworkEnv, promptText, runInGroup, withTail } from './process.ts'
-import { ZERO_TOKENS, type Agent, type AgentResult, type AgentRunInit } from './types.ts'
+import { ZERO_TOKENS, clipSummary, type Agent, type AgentResult, type AgentRunInit } from './types.ts'
 
 export interface CommandAgentInit {
   /** A shell command line (`--agent-cmd`), run through `/bin/sh -c`. */
@@ -16,7 +16,7 @@ export interface CommandAgentInit {
  * The `command` agent (SPEC): runs `cmd` through the shell in the task's
  * worktree with the prompt (and meshwork's context) on stdin and
  * MESHWORK_TASK_ID, MESHWORK_TASK_TITLE, MESHWORK_NODE in the environment.
- * Exit 0 is success; anything else is a failure with the exit code and the last
+ * Exit 0 is success (its last stdout lines are the task's summary); anything else is a failure with the exit code and the last
  * stderr lines (stdout's if stderr is empty). Its stdout lines are reported as
  * progress. The shell and whatever it starts share one process group, killed as
  * a whole on abort.
@@ -41,10 +41,10 @@ export function commandAgent (init: CommandAgentInit): Agent {
       })
       const exit = await handle.done
       if (exit.spawnError !== null) {
-        return { outcome: 'failure', error: `could not start /bin/sh for "${init.cmd}": ${exit.spawnError.message}`, costUsd: 0, tokens: ZERO_TOKENS }
+        return { outcome: 'unavailable', error: `could not start /bin/sh for "${init.cmd}": ${exit.spawnError.message}`, costUsd: 0, tokens: ZERO_TOKENS }
       }
       if (exit.aborted) return aborted(run.signal)
-      if (exit.code === 0) return { outcome: 'success', error: null, costUsd: 0, tokens: ZERO_TOKENS }
+      if (exit.code === 0) return { outcome: 'success', error: null, costUsd: 0, tokens: ZERO_TOKENS, summary: commandSummary(exit.stdoutTail) }
       const how = exit.code !== null ? `exit code ${exit.code}` : `killed by ${exit.exitSignal ?? 'a signal'}`
       const message = `command failed with ${how}: ${init.cmd}`
       const error = exit.stderrTail.some(l => l.trim().length > 0)
@@ -53,6 +53,18 @@ export function commandAgent (init: CommandAgentInit): Agent {
       return { outcome: 'failure', error, costUsd: 0, tokens: ZERO_TOKENS }
     }
   }
+}
+
+/** Stdout lines a successful command run is summarised by (its last ones). @default 10 */
+export const COMMAND_SUMMARY_LINES = 10
+
+/** The summary of a successful command run: its last non-blank stdout lines, clipped. */
+export function commandSummary (stdoutTail: readonly string[]): string {
+  const lines = stdoutTail.filter(l => l.trim() !== '').slice(-COMMAND_SUMMARY_LINES)
+  if (lines.length === 0) return 'command exited 0 without output'
+  // keep the end: the last lines of a run are the ones that tell what it did
+  const text = lines.join('\n')
+  return text.length > 2000 ? clipSummary('…' + text.slice(-1999)) : clipSummary(text)
 }
 
 /** An aborted run: `aborted`, except the scheduler's timeout ("timed out …"), which is a failed attempt. */

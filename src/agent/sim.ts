@@ -1,6 +1,6 @@
 import { appendFile, mkdir, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { ZERO_TOKENS, type Agent, type AgentResult, type AgentRunInit } from './types.ts'
+import { ZERO_TOKENS, clipSummary, type Agent, type AgentResult, type AgentRunInit } from './types.ts'
 
 /**
  * The built-in simulated agent (SPEC: the `sim` agent): takes the task's `sim`
@@ -36,7 +36,7 @@ export function simAgent (): Agent {
         }
       }
       init.onProgress?.({ kind: 'info', text: 'sim: done' })
-      return { outcome: 'success', error: null, costUsd: 0, tokens: ZERO_TOKENS }
+      return { outcome: 'success', error: null, costUsd: 0, tokens: ZERO_TOKENS, summary: simSummary(Object.keys(sim.write), Object.keys(sim.append), init.cwd !== undefined) }
     }
   }
 }
@@ -49,4 +49,13 @@ function sleep (ms: number, signal: AbortSignal): Promise<boolean> {
     const onAbort = (): void => { clearTimeout(t); resolve(true) }
     signal.addEventListener('abort', onAbort, { once: true })
   })
+}
+
+/** What a sim run did, honestly: the files it wrote and appended to (none without a worktree). */
+export function simSummary (written: readonly string[], appended: readonly string[], hadWorktree: boolean): string {
+  if (!hadWorktree || (written.length === 0 && appended.length === 0)) return 'sim: changed no files'
+  const parts: string[] = []
+  if (written.length > 0) parts.push(`wrote ${written.join(', ')}`)
+  if (appended.length > 0) parts.push(`appended to ${appended.join(', ')}`)
+  return clipSummary(`sim: ${parts.join('; ')}`)
 }

@@ -1,7 +1,12 @@
 import type { Task, Tokens } from '../crdt/schema.ts'
 
-/** How an agent run ended. Only `failure` counts against a task's `maxAttempts`. */
-export const RUN_OUTCOMES = ['success', 'failure', 'rate-limited', 'aborted'] as const
+/**
+ * How an agent run ended. Only `failure` counts against a task's `maxAttempts`.
+ * `unavailable`: the agent could not be started at all (its executable is
+ * missing or not runnable): a fault of the node, not of the task, so it burns no
+ * attempt and the node backs off like for any other infrastructure failure.
+ */
+export const RUN_OUTCOMES = ['success', 'failure', 'rate-limited', 'aborted', 'unavailable'] as const
 export type RunOutcome = typeof RUN_OUTCOMES[number]
 
 /** The result of one agent run: expected failures are values, never throws. */
@@ -12,6 +17,25 @@ export interface AgentResult {
   tokens: Tokens
   /** For rate limits: when the agent may be tried again (epoch ms), if known. */
   retryAt?: number
+  /**
+   * For failures: a retry would fail the same way at the same cost (the per-run
+   * budget was spent), so the task ends `failed` at once whatever `maxAttempts` says.
+   */
+  final?: boolean
+  /**
+   * For successes: a short account of what the agent did (at most
+   * `MAX_SUMMARY_CHARS`), stored on the board and given to dependent tasks.
+   */
+  summary?: string
+}
+
+/** Longest task summary kept on the board (board changes are gossiped: keep them small). @default 2000 */
+export const MAX_SUMMARY_CHARS = 2000
+
+/** Cuts a summary to `MAX_SUMMARY_CHARS`, marking the cut; trims surrounding blank space. */
+export function clipSummary (text: string, max = MAX_SUMMARY_CHARS): string {
+  const t = text.trim()
+  return t.length > max ? t.slice(0, max - 1) + '…' : t
 }
 
 /** A progress event from a running agent (tool use, text, turn), for status and the TUI. */

@@ -30,6 +30,8 @@ export interface StatusTask {
   doneAt: number | null
   mergedAt: number | null
   error: string | null
+  /** What the agent said it did in the run that made the task done (at most 2 KB); null before that. */
+  summary: string | null
   /** The agent's latest progress event, as the node read through has heard it (ephemeral). */
   progress: { kind: string, text: string, at: number } | null
 }
@@ -63,6 +65,7 @@ function statusTask (t: Task, progress: MembersView['progress']): StatusTask {
     doneAt: t.doneAt,
     mergedAt: t.mergedAt,
     error: t.error,
+    summary: t.summary,
     progress: p === undefined ? null : { kind: p.kind, text: p.text, at: p.at }
   }
 }

@@ -4,15 +4,16 @@ import { inspectRepo } from '../node/exec.ts'
 import { homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
-import { DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
+import { DEFAULT_STOP_GRACE_MS, DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/scheduler.ts'
 import { simAgent } from '../agent/sim.ts'
 import { commandAgent } from '../agent/command.ts'
-import { claudeAgent } from '../agent/claude.ts'
+import { claudeAgent, findExecutable } from '../agent/claude.ts'
 import type { Agent } from '../agent/types.ts'
 import { Worker } from '../node/worker.ts'
 import { DEFAULT_LISTEN, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS } from '../node/constants.ts'
 import { createLogger, LOG_LEVELS, type LogLevel } from '../util/logger.ts'
 import { UsageError } from '../util/errors.ts'
+import { parseDuration } from '../util/wait.ts'
 import { CONNECTION_OPTIONS, durationOpt, resolveConnection } from './connection.ts'
 import { flag, int, list, str, type Command } from './command.ts'
 
@@ -31,6 +32,19 @@ export function logLevelOpt (v: string | undefined): LogLevel {
   if (v === undefined) return 'info'
   if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${v}".`)
   return v as LogLevel
+}
+
+/** `--task-timeout`: a duration, or `0`/`none` for no limit (null). */
+export function taskTimeoutOpt (v: string | undefined): number | null {
+  if (v === undefined) return DEFAULT_TASK_TIMEOUT_MS
+  if (v.trim().toLowerCase() === 'none') return null
+  const ms = parseDuration(v)
+  if (ms === null) throw new UsageError(`--task-timeout must be a duration such as 90s, 20m or 2h (or 0/none for no limit), got "${v}".`)
+  return ms === 0 ? null : ms
+}
+
+function formatTimeout (ms: number): string {
+  return ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : `${ms / 1000}s`
 }
 
 export const nodeCommand: Command = {
@@ -57,9 +71,10 @@ export const nodeCommand: Command = {
     'allowed-tools': { type: 'string', arg: 'RULES', description: 'Claude allowed tools, comma separated, e.g. "Bash(git *),Bash(npm test)".' },
     model: { type: 'string', arg: 'NAME', description: 'Claude model.' },
     'max-turns': { type: 'string', arg: 'N', description: 'Claude max turns per run.' },
-    'max-budget-usd': { type: 'string', arg: 'X', description: 'Claude budget per run in USD.' },
+    'max-budget-usd': { type: 'string', arg: 'X', description: 'Claude budget per run in USD; a run that reaches it ends its task failed at once (no retry). No default.' },
+    'task-timeout': { type: 'string', arg: 'DURATION', default: formatTimeout(DEFAULT_TASK_TIMEOUT_MS), description: 'Wall-clock limit of a run (--setup and agent) for tasks whose plan gives no timeout, e.g. 90s, 20m, 2h; 0 or none: no limit.' },
     verify: { type: 'string', arg: 'CMD', description: 'Check run by the merge leader on each candidate merge before main advances.' },
-    setup: { type: 'string', arg: 'CMD', description: 'Run in each new worktree before the agent starts.' },
+    setup: { type: 'string', arg: 'CMD', description: 'Run in each new worktree before the agent starts; killed with what it started on cancel or timeout; a failing setup releases the task without using an attempt.' },
     'no-leader': { type: 'boolean', description: 'Never become merge leader.' },
     push: { type: 'string', arg: 'REMOTE', description: 'As leader, push main to REMOTE (a remote name, URL or path) after each advance; never forced: a remote that moved is reported (status), not overwritten.' },
     'suspect-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_SUSPECT_AFTER_MS / 1000}s`, description: 'A silent peer is suspect after this long.' },
@@ -78,6 +93,16 @@ export const nodeCommand: Command = {
     const budget = str(opts, 'max-budget-usd')
     if (budget !== undefined && !(Number(budget) > 0)) throw new UsageError(`--max-budget-usd must be a positive number, got "${budget}".`)
     const slots = int(opts, 'slots', 1, 0)
+    const taskTimeoutMs = taskTimeoutOpt(str(opts, 'task-timeout'))
+    const claudeBin = str(opts, 'claude-bin')
+    if (agent === 'claude') {
+      const bin = claudeBin ?? 'claude'
+      if (await findExecutable(bin) === null) {
+        throw new UsageError(claudeBin !== undefined
+          ? `--agent claude: --claude-bin ${claudeBin} is not an executable file. Point --claude-bin (env MESHWORK_CLAUDE_BIN) at the claude CLI, or use --agent command|sim.`
+          : '--agent claude (the default) needs the claude CLI, and there is no `claude` on PATH. Install Claude Code (npm install -g @anthropic-ai/claude-code), pass --claude-bin PATH (env MESHWORK_CLAUDE_BIN), or use --agent command|sim.')
+      }
+    }
     const suspectAfterMs = durationOpt(opts, 'suspect-after', DEFAULT_SUSPECT_AFTER_MS)
     const deadAfterMs = durationOpt(opts, 'dead-after', DEFAULT_DEAD_AFTER_MS)
     if (deadAfterMs < suspectAfterMs) throw new UsageError('--dead-after must be at least --suspect-after.')
@@ -109,7 +134,6 @@ export const nodeCommand: Command = {
     const allowed = str(opts, 'allowed-tools')
     const maxTurns = str(opts, 'max-turns')
     const model = str(opts, 'model')
-    const claudeBin = str(opts, 'claude-bin')
     const agentImpl: Agent = agent === 'sim'
       ? simAgent()
       : agent === 'command'
@@ -129,7 +153,7 @@ export const nodeCommand: Command = {
     const pushOpt = str(opts, 'push')
     // a path is git's relative to --repo (where git push runs): make it the caller's
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
-    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
+    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, taskTimeoutMs, ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
       await worker.start()
     } catch (err) {
@@ -148,7 +172,7 @@ export const nodeCommand: Command = {
       `data   ${dataDir}`,
       ''
     ].join('\n'))
-    log.info('node:started', { peer: facts.peerId, name: node.name, slots, repo, data: dataDir, bootstrap: conn.bootstrap.length, noLeader: flag(opts, 'no-leader') })
+    log.info('node:started', { peer: facts.peerId, name: node.name, slots, repo, data: dataDir, bootstrap: conn.bootstrap.length, noLeader: flag(opts, 'no-leader'), taskTimeoutMs })
 
     await new Promise<void>(resolveStop => {
       let stopping = false

@@ -51,6 +51,7 @@ export function newTaskRecord (t: NewTask, now: number): Record<string, unknown>
     doneAt: null,
     mergedAt: null,
     error: null,
+    summary: null,
     readyAt: t.deps.length === 0 ? now : null,
     notBefore: null,
     holders: [],

@@ -71,6 +71,12 @@ export const taskSchema = z.object({
   doneAt: z.number().nullable(),
   mergedAt: z.number().nullable(),
   error: nullableString,
+  /**
+   * What the agent said it did in the run that made the task `done` (claude's
+   * result text, a command's last stdout lines, the sim's files), at most 2 KB.
+   * Null until a run succeeds; absent on boards written before it existed.
+   */
+  summary: z.string().nullable().default(null),
   /** When the task last became ready (creation without deps, release, retry); null while pending. */
   readyAt: z.number().nullable(),
   /** Not to be claimed before this time (back-off after a failed attempt). */

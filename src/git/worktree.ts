@@ -1,7 +1,7 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { spawn } from 'node:child_process'
 import { git, gitText } from './git.ts'
+import { runInGroup, withTail } from '../agent/process.ts'
 
 /** The trailer every commit meshwork makes for a task carries (SPEC: git conventions). */
 export const TASK_TRAILER = 'Meshwork-Task'
@@ -110,18 +110,26 @@ async function exists (p: string): Promise<boolean> {
   }
 }
 
-/** Runs `--setup` through the shell in a worktree (a task's, or an agent-resolved merge's); a non-zero exit is a `SetupError` with its output. */
+/** Last output lines of a failing `--setup` quoted in its error. @default 10 */
+const SETUP_TAIL_LINES = 10
+
+/**
+ * Runs `--setup` through the shell in the worktree, in its own process group
+ * (everything it starts is killed with it): a non-zero exit is a `SetupError`
+ * with its last output lines; an abort (cancel, lost claim, task timeout, node
+ * stop) kills the group and rejects with the abort reason. Also used in the
+ * worktree of an agent-resolved merge.
+ */
 export async function runSetup (cmd: string, cwd: string, signal?: AbortSignal, env?: NodeJS.ProcessEnv): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', cmd], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], ...(signal !== undefined ? { signal } : {}) })
-    let out = ''
-    const keep = (c: Buffer): void => { out = (out + c.toString()).slice(-4000) }
-    child.stdout.on('data', keep)
-    child.stderr.on('data', keep)
-    child.on('error', reject)
-    child.on('close', code => {
-      if (code === 0) resolve()
-      else reject(new SetupError(`--setup "${cmd}" exited ${code ?? 'killed'}: ${out.trim().split('\n').slice(-5).join(' | ')}`))
-    })
-  })
+  const out: string[] = []
+  const keep = (line: string): void => {
+    out.push(line.length > 300 ? line.slice(0, 299) + '…' : line)
+    if (out.length > SETUP_TAIL_LINES) out.shift()
+  }
+  const exit = await runInGroup({ file: '/bin/sh', args: ['-c', cmd], cwd, env: { ...process.env, ...env }, stdin: '', signal: signal ?? new AbortController().signal, onStdoutLine: keep, onStderrLine: keep }).done
+  if (exit.aborted) throw signal?.reason instanceof Error ? signal.reason : new Error(`--setup "${cmd}" aborted`)
+  if (exit.spawnError !== null) throw new SetupError(`--setup "${cmd}" could not start: ${exit.spawnError.message}`)
+  if (exit.code === 0) return
+  const how = exit.code !== null ? `exited ${exit.code}` : `was killed by ${exit.exitSignal ?? 'a signal'}`
+  throw new SetupError(withTail(`--setup "${cmd}" ${how} in the task's worktree`, 'output', out, SETUP_TAIL_LINES))
 }

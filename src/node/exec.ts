@@ -1,4 +1,5 @@
 import { readdir, mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { MeshNode } from './mesh-node.ts'
 import type { Task, BoardSnapshot } from '../crdt/schema.ts'
 import { Worktrees, commitEnv, type Worktree } from '../git/worktree.ts'
@@ -37,13 +38,23 @@ export async function initRepo (repo: string, branch: string): Promise<string> {
   return await gitText(['rev-parse', 'HEAD'], { cwd: repo })
 }
 
+/** Characters of each dependency's summary given to a dependent task's agent. @default 1000 */
+export const DEP_SUMMARY_CHARS = 1000
+
 /** Builds what meshwork tells an agent besides the task prompt (SPEC: the claude agent). */
 export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: string) => string): string {
   const lines = [`You are working on meshwork task "${t.id}"${t.title !== '' ? ` (${t.title})` : ''} in a git worktree on branch meshwork/${t.id}. Commit your work or leave it in the worktree: meshwork commits what is left.`]
   const deps = t.deps.map(d => snap.tasks.get(d)).filter((d): d is Task => d !== undefined)
   if (deps.length > 0) {
-    lines.push('', 'It builds on these tasks, already merged into the main branch you start from:')
-    for (const d of deps) lines.push(`- ${d.id}: ${d.title}`)
+    lines.push('', 'It builds on these tasks, already merged into the main branch you start from (with what their agents said they did):')
+    for (const d of deps) {
+      lines.push(`- ${d.id}: ${d.title}`)
+      if (d.summary !== null && d.summary.trim() !== '') {
+        const summary = d.summary.trim()
+        const clipped = summary.length > DEP_SUMMARY_CHARS ? summary.slice(0, DEP_SUMMARY_CHARS - 1) + '…' : summary
+        for (const l of clipped.split('\n')) lines.push(`    ${l}`)
+      }
+    }
   }
   if (t.epoch > 0 && t.error !== null) lines.push('', `An earlier attempt of this task did not land: ${t.error}`)
   const others = [...snap.tasks.values()].filter(o => o.id !== t.id && o.state === 'running')
@@ -97,11 +108,23 @@ export class Execution {
     return mesh
   }
 
-  prepare = async (task: Task): Promise<string> => {
+  /**
+   * Makes the run's worktree from the mesh main and runs `--setup` in it (its
+   * own process group, killed when `signal` aborts). On failure the half-made
+   * worktree is removed and the error says which step failed.
+   */
+  prepare = async (task: Task, signal?: AbortSignal): Promise<string> => {
     const base = await this.base()
-    const wt = await this.worktrees.create(task.id, base, this.#init.setup !== undefined ? { setup: this.#init.setup } : {})
-    this.#open.set(task.id, wt)
-    return wt.path
+    signal?.throwIfAborted()
+    try {
+      const wt = await this.worktrees.create(task.id, base, { ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}), ...(signal !== undefined ? { signal } : {}) })
+      this.#open.set(task.id, wt)
+      return wt.path
+    } catch (err) {
+      const path = join(this.worktrees.root, task.id)
+      await this.worktrees.remove({ path, branch: `meshwork/${task.id}`, base }).catch(() => {})
+      throw err
+    }
   }
 
   finish = async (task: Task): Promise<string | null> => {

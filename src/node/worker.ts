@@ -19,6 +19,8 @@ export interface WorkerInit {
   verify?: string
   /** `--push REMOTE`: as leader, push main there after each advance. */
   push?: string
+  /** Wall-clock limit of a run whose task gives no `timeout`; null: none (`--task-timeout`). */
+  taskTimeoutMs?: number | null
   /** Whether this node was given peers to join (else it may start a new history in an empty repo). */
   hasBootstrap: boolean
   logger: Logger
@@ -80,6 +82,7 @@ export class Worker {
         agent: this.#init.agent,
         slots: this.#init.slots,
         logger,
+        ...(this.#init.taskTimeoutMs !== undefined ? { defaultTimeoutMs: this.#init.taskTimeoutMs } : {}),
         prepare: exec.prepare,
         finish: exec.finish,
         cleanup: exec.cleanup,

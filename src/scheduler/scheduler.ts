@@ -2,7 +2,7 @@ import type { MeshNode } from '../node/mesh-node.ts'
 import type { BoardDoc } from '../crdt/board.ts'
 import { str } from '../crdt/board.ts'
 import type { BoardSnapshot, Task, TaskId } from '../crdt/schema.ts'
-import type { Agent, AgentProgress, AgentResult } from '../agent/types.ts'
+import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
@@ -45,6 +45,20 @@ export const MAX_RATE_LIMIT_BACKOFF_MS = 15 * 60_000
 export const STARTUP_QUIET_HEARTBEATS = 3
 /** Default grace for running agents on a graceful stop. @default 30 s */
 export const DEFAULT_STOP_GRACE_MS = 30_000
+/**
+ * Wall-clock limit of a run (setup and agent) when the task's plan gives no
+ * `timeout` (`meshwork node --task-timeout`). @default 2 h
+ */
+export const DEFAULT_TASK_TIMEOUT_MS = 2 * 3_600_000
+/**
+ * Back-off after an infrastructure failure (worktree, fetching main, `--setup`,
+ * the agent could not start, commit): the task waits this long before anyone
+ * claims it again and this node claims nothing meanwhile; doubles with every
+ * such failure in a row on this node. @default 5 s
+ */
+export const INFRA_BACKOFF_MS = 5_000
+/** Longest infrastructure back-off. @default 5 min */
+export const MAX_INFRA_BACKOFF_MS = 5 * 60_000
 
 export interface SchedulerInit {
   node: MeshNode
@@ -55,8 +69,19 @@ export interface SchedulerInit {
   settleMs?: number
   stealAfterMs?: number
   retryBaseMs?: number
-  /** Prepares a run's working directory (worktree); default: none. */
-  prepare?: (task: Task) => Promise<string | undefined>
+  /** First back-off after an infrastructure failure. @default INFRA_BACKOFF_MS */
+  infraBackoffMs?: number
+  /**
+   * Wall-clock limit of a run (prepare, setup and agent) for tasks whose plan
+   * gives no `timeout`; null or 0: none. @default DEFAULT_TASK_TIMEOUT_MS
+   */
+  defaultTimeoutMs?: number | null
+  /**
+   * Prepares a run's working directory (worktree, `--setup`); default: none.
+   * `signal` is the run's: aborted on timeout, cancel, a lost claim or node stop.
+   * Whatever it throws is an infrastructure failure, never the agent's.
+   */
+  prepare?: (task: Task, signal: AbortSignal) => Promise<string | undefined>
   /** Called after a successful run, before the task is marked done; returns the branch head oid. */
   finish?: (task: Task, cwd: string | undefined) => Promise<string | null>
   /** Called after every run, whatever its outcome (remove the worktree). */
@@ -70,6 +95,16 @@ export interface SchedulerInit {
 
 interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean, hash: string | null }
 interface Run { epoch: number, abort: AbortController, done: Promise<void> }
+
+/** Where a run failed that was no fault of the agent (SPEC: such runs do not count against `maxAttempts`). */
+export const INFRA_STAGES = ['prepare', 'agent-start', 'finish'] as const
+export type InfraStage = typeof INFRA_STAGES[number]
+
+/** How a run ended, as the scheduler records it. */
+type RunEnd =
+  | { kind: 'agent', result: AgentResult, head: string | null, agentStarted: boolean }
+  /** `result` is set when the agent did run (its cost is kept); `agentStarted` decides whether the attempt counts. */
+  | { kind: 'infra', stage: InfraStage, error: string, agentStarted: boolean, result: AgentResult | null }
 
 /**
  * One node's scheduler: claims ready tasks (priority, then longest remaining
@@ -96,6 +131,8 @@ export class Scheduler {
   #orphanSince = new Map<TaskId, number>()
   #backoffUntil: number | null = null
   #rateLimitStreak = 0
+  #infraStreak = 0
+  #infraPauseUntil = 0
   #lowered = false
   #unsubs: Array<() => void> = []
 
@@ -297,6 +334,8 @@ export class Scheduler {
   #claim (snap: BoardSnapshot, now: number): void {
     const free = this.#freeSlots()
     if (free === 0) return
+    // after an infrastructure failure this node takes no work until its back-off ends: a broken node must not spin
+    if (this.#infraPauseUntil > now) return
     // a node that just started claims nothing until its heartbeats have reached the mesh: peers
     // that have not heard of it would not wait for its acknowledgement and could run the same task
     if (now - this.node.startedAt < STARTUP_QUIET_HEARTBEATS * this.node.membership.heartbeatMs) return
@@ -421,10 +460,15 @@ export class Scheduler {
       rec.startedAt = now
       rec.attempts = attempt
       rec.error = null
+      rec.summary = null
     })
     const abort = new AbortController()
-    if (t.timeoutMs !== null) {
-      const timer = setTimeout(() => { abort.abort(new Error(`timed out after ${t.timeoutMs} ms`)) }, t.timeoutMs)
+    const timeoutMs = runTimeoutMs(t, this.#init.defaultTimeoutMs)
+    if (timeoutMs !== null && timeoutMs > 0) {
+      const source = t.timeoutMs !== null ? 'the task\'s timeout' : 'the node\'s --task-timeout'
+      // the reason must start with "timed out": agents and #execute read it as a failed attempt
+      const timer = setTimeout(() => { abort.abort(new Error(`timed out after ${formatMs(timeoutMs)} (${source})`)) }, timeoutMs)
+      timer.unref()
       abort.signal.addEventListener('abort', () => { clearTimeout(timer) }, { once: true })
     }
     this.#init.onRunStart?.(t.id, t.epoch)
@@ -438,11 +482,42 @@ export class Scheduler {
   }
 
   async #execute (t: Task, run: Run): Promise<void> {
-    let result: AgentResult
-    let cwd: string | undefined
-    let head: string | null = null
+    const end = await this.#runStages(t, run)
     try {
-      cwd = await this.#init.prepare?.(t)
+      await this.#init.cleanup?.(t)
+    } catch (err) {
+      this.#log.warn('task:cleanup-failed', { task: t.id, error: toError(err).message })
+    }
+    this.#record(t, run, end)
+  }
+
+  /**
+   * Prepare, agent, finish. Only what the agent itself did can be a failed
+   * attempt: a throw from `prepare` or `finish`, or an agent that could not be
+   * started, is an infrastructure failure; an abort is a release, except the
+   * timeout (a failed attempt once the agent runs, an infrastructure failure
+   * while still preparing).
+   */
+  async #runStages (t: Task, run: Run): Promise<RunEnd> {
+    const signal = run.abort.signal
+    const abortEnd = (agentStarted: boolean, result: AgentResult | null): RunEnd => {
+      const reason = toError(signal.reason).message
+      if (reason.startsWith('timed out')) {
+        if (!agentStarted) return { kind: 'infra', stage: 'prepare', error: `${reason} before the agent started (preparing the worktree or running --setup)`, agentStarted, result }
+        return { kind: 'agent', result: { ...(result ?? emptyResult()), outcome: 'failure', error: reason }, head: null, agentStarted }
+      }
+      return { kind: 'agent', result: { ...(result ?? emptyResult()), outcome: 'aborted', error: reason }, head: null, agentStarted }
+    }
+    let cwd: string | undefined
+    try {
+      cwd = await this.#init.prepare?.(t, signal)
+    } catch (err) {
+      if (signal.aborted) return abortEnd(false, null)
+      return { kind: 'infra', stage: 'prepare', error: toError(err).message, agentStarted: false, result: null }
+    }
+    if (signal.aborted) return abortEnd(false, null)
+    let result: AgentResult
+    try {
       const onProgress = this.#init.onProgress
       const context = this.#init.context?.(t, this.node.board.snapshot())
       result = await this.agent.run({
@@ -450,47 +525,46 @@ export class Scheduler {
         task: t,
         attempt: t.attempts,
         node: this.#me(),
-        signal: run.abort.signal,
+        signal,
         ...(cwd !== undefined ? { cwd } : {}),
         ...(onProgress !== undefined ? { onProgress: (p: AgentProgress) => { onProgress(t.id, p) } } : {})
       })
-      if (result.outcome === 'success' && this.#init.finish !== undefined) head = await this.#init.finish(t, cwd)
     } catch (err) {
-      result = { outcome: 'failure', error: toError(err).message, costUsd: 0, tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 } }
+      // agents return expected failures as values: a throw is the adapter's bug, judged like a failed run
+      result = { ...emptyResult(), outcome: 'failure', error: toError(err).message }
     }
+    if (result.outcome === 'unavailable') return { kind: 'infra', stage: 'agent-start', error: result.error ?? 'the agent could not be started', agentStarted: false, result }
+    if (result.outcome !== 'success') return signal.aborted ? abortEnd(true, result) : { kind: 'agent', result, head: null, agentStarted: true }
+    let head: string | null = null
     try {
-      await this.#init.cleanup?.(t)
+      if (this.#init.finish !== undefined) head = await this.#init.finish(t, cwd)
     } catch (err) {
-      this.#log.warn('task:cleanup-failed', { task: t.id, error: toError(err).message })
+      return { kind: 'infra', stage: 'finish', error: toError(err).message, agentStarted: true, result }
     }
-    if (run.abort.signal.aborted && result.outcome !== 'success') {
-      const reason = toError(run.abort.signal.reason).message
-      if (reason.startsWith('timed out')) result = { ...result, outcome: 'failure', error: reason }
-      else result = { ...result, outcome: 'aborted', error: reason }
-    }
-    this.#record(t, run, result, head)
+    return { kind: 'agent', result, head, agentStarted: true }
   }
 
-  /** Writes a run's result, if the run still owns the task (fencing by epoch and node). */
-  #record (t: Task, run: Run, result: AgentResult, head: string | null): void {
+  /** Writes a run's end, if the run still owns the task (fencing by epoch and node). */
+  #record (t: Task, run: Run, end: RunEnd): void {
     const me = this.#me()
     const now = Date.now()
     const current = this.node.board.task(t.id)
     const valid = current !== undefined && current.epoch === run.epoch && current.node === me && current.state === 'running'
+    const outcome = end.kind === 'infra' ? 'infra-failed' : end.result.outcome
     if (!valid) {
-      this.#log.info('task:result-ignored', { task: t.id, epoch: run.epoch, outcome: result.outcome, reason: current === undefined ? 'task vanished' : `task is ${current.state} at epoch ${current.epoch} on ${current.node ?? 'nobody'}` })
+      this.#log.info('task:result-ignored', { task: t.id, epoch: run.epoch, outcome, reason: current === undefined ? 'task vanished' : `task is ${current.state} at epoch ${current.epoch} on ${current.node ?? 'nobody'}` })
       return
     }
+    if (end.kind === 'infra') {
+      this.#recordInfra(t, run, end, now)
+      return
+    }
+    const { result, head } = end
     const base = retryBackoffMs(current.failures + 1, this.#init.retryBaseMs)
     this.node.changeBoard(`task:${result.outcome}`, d => {
       const rec = d.tasks[t.id]
       if (rec === undefined) return
-      rec.costUsd = (rec.costUsd as number) + result.costUsd
-      const tok = rec.tokens as Record<string, number>
-      tok.input = (tok.input ?? 0) + result.tokens.input
-      tok.output = (tok.output ?? 0) + result.tokens.output
-      tok.cacheRead = (tok.cacheRead ?? 0) + result.tokens.cacheRead
-      tok.cacheWrite = (tok.cacheWrite ?? 0) + result.tokens.cacheWrite
+      addCost(rec, result)
       switch (result.outcome) {
         case 'success':
           rec.state = str('done')
@@ -498,11 +572,12 @@ export class Scheduler {
           rec.head = head === null ? null : str(head)
           rec.holders = [str(me)]
           rec.error = null
+          rec.summary = result.summary !== undefined && result.summary.trim() !== '' ? str(clipSummary(result.summary)) : null
           break
         case 'failure': {
           const failures = (rec.failures as number) + 1
           rec.failures = failures
-          if (failures >= (rec.maxAttempts as number)) {
+          if (result.final === true || failures >= (rec.maxAttempts as number)) {
             rec.state = str('failed')
             rec.error = str(result.error ?? 'agent failed')
           } else {
@@ -516,7 +591,14 @@ export class Scheduler {
           rec.error = str(result.error ?? 'rate limited')
           break
         case 'aborted':
+          // stopped before its agent started (node stopping during --setup): no agent run to count
+          if (!end.agentStarted) rec.attempts = Math.max(0, (rec.attempts as number) - 1)
           releaseTask(d, t.id, now, null)
+          break
+        case 'unavailable':
+          // turned into an infrastructure end by #runStages; kept for exhaustiveness
+          releaseTask(d, t.id, now, null)
+          rec.error = str(result.error ?? 'the agent could not be started')
           break
         default: {
           const never: never = result.outcome
@@ -532,11 +614,82 @@ export class Scheduler {
     } else if (result.outcome === 'success') {
       this.#rateLimitStreak = 0
     }
+    // the run got past prepare and the agent started: this node's infrastructure works
+    if (result.outcome === 'success' || result.outcome === 'failure') this.#infraStreak = 0
     const fields = { task: t.id, epoch: run.epoch, attempt: t.attempts, ...(result.error !== null ? { error: result.error } : {}) }
     if (result.outcome === 'success') this.#log.info('task:done', fields)
-    else if (result.outcome === 'failure') this.#log.warn(this.node.board.task(t.id)?.state === 'failed' ? 'task:failed' : 'task:retry', fields)
+    else if (result.outcome === 'failure') this.#log.warn(this.node.board.task(t.id)?.state === 'failed' ? 'task:failed' : 'task:retry', { ...fields, ...(result.final === true ? { note: 'not retried: a retry would fail the same way' } : {}) })
     else this.#log.info('task:released', { ...fields, reason: result.outcome })
   }
+
+  /**
+   * An infrastructure failure: the task goes back to the mesh with the error on
+   * the board and a back-off, counting no failure (and no attempt when the
+   * agent never started); this node claims nothing until the back-off ends.
+   */
+  #recordInfra (t: Task, run: Run, end: Extract<RunEnd, { kind: 'infra' }>, now: number): void {
+    this.#infraStreak++
+    const wait = Math.min(MAX_INFRA_BACKOFF_MS, (this.#init.infraBackoffMs ?? INFRA_BACKOFF_MS) * 2 ** (this.#infraStreak - 1))
+    this.#infraPauseUntil = Math.max(this.#infraPauseUntil, now + wait)
+    const error = clipSummary(`${INFRA_TEXT[end.stage]} on node ${this.node.name !== '' ? this.node.name : this.#me()}: ${end.error}`)
+    this.node.changeBoard('task:infra-failed', d => {
+      const rec = d.tasks[t.id]
+      if (rec === undefined) return
+      if (end.result !== null) addCost(rec, end.result)
+      // attempts count agent runs started: a run that never got to its agent gives its number back
+      if (!end.agentStarted) rec.attempts = Math.max(0, (rec.attempts as number) - 1)
+      releaseTask(d, t.id, now, now + wait)
+      rec.error = str(error)
+    })
+    this.#log.warn('task:infra-failed', {
+      task: t.id,
+      epoch: run.epoch,
+      stage: end.stage,
+      error: end.error,
+      attemptCounted: end.agentStarted,
+      retryInMs: wait,
+      note: `not the agent's failure: counts nothing against maxAttempts; this node claims no work for ${formatMs(wait)}`
+    })
+  }
+}
+
+/**
+ * The wall-clock limit of a run: the task's own `timeout`, else the node's
+ * default (`undefined`: `DEFAULT_TASK_TIMEOUT_MS`; null or 0: no limit, null).
+ */
+export function runTimeoutMs (t: Pick<Task, 'timeoutMs'>, nodeDefault: number | null | undefined): number | null {
+  if (t.timeoutMs !== null) return t.timeoutMs
+  const d = nodeDefault === undefined ? DEFAULT_TASK_TIMEOUT_MS : nodeDefault
+  return d === null || d <= 0 ? null : d
+}
+
+/** How an infrastructure failure reads on the board, by stage. */
+const INFRA_TEXT: Record<InfraStage, string> = {
+  prepare: 'could not prepare the run (worktree, main or --setup)',
+  'agent-start': 'could not start the agent',
+  finish: 'could not commit the agent\'s work'
+}
+
+function emptyResult (): AgentResult {
+  return { outcome: 'failure', error: null, costUsd: 0, tokens: { ...ZERO_TOKENS } }
+}
+
+/** Adds a run's cost and tokens to a task record (SPEC: they sum every run). */
+function addCost (rec: Record<string, unknown>, result: AgentResult): void {
+  rec.costUsd = (rec.costUsd as number) + result.costUsd
+  const tok = rec.tokens as Record<string, number>
+  tok.input = (tok.input ?? 0) + result.tokens.input
+  tok.output = (tok.output ?? 0) + result.tokens.output
+  tok.cacheRead = (tok.cacheRead ?? 0) + result.tokens.cacheRead
+  tok.cacheWrite = (tok.cacheWrite ?? 0) + result.tokens.cacheWrite
+}
+
+/** `90 s`, `20 min`, `2 h`, `250 ms`. */
+export function formatMs (ms: number): string {
+  if (ms < 1000) return `${ms} ms`
+  if (ms < 120_000) return `${+(ms / 1000).toFixed(1)} s`
+  if (ms < 2 * 3_600_000) return `${+(ms / 60_000).toFixed(1)} min`
+  return `${+(ms / 3_600_000).toFixed(1)} h`
 }
 
 /**

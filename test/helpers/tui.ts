@@ -46,6 +46,7 @@ export function task (id: string, over: Partial<Task> = {}): Task {
     notBefore: null,
     holders: [],
     claims: {},
+    summary: null,
     ...over
   }
 }

@@ -5,6 +5,9 @@ import type { ConflictHunk } from '../../crdt/schema.ts'
 /** Width from which a hunk's two sides are drawn next to each other. @default 100 */
 export const SIDE_BY_SIDE_MIN_WIDTH = 100
 
+/** Lines of a task's summary shown in the inbox detail. @default 4 */
+const SUMMARY_LINES = 4
+
 /** Inbox list lines at most (the rest of the height is the selected item). @default 5 */
 const MAX_LIST_LINES = 5
 
@@ -51,9 +54,16 @@ export function itemDetail (data: TuiData, item: InboxItem, width: number): Line
   const prompt = textLines(d?.prompt ?? '')
   prompt.slice(0, 4).forEach((l, i) => { out.push(fitLine([seg(i === 0 ? 'prompt  ' : '        ', { dim: true }), seg(l)], width)) })
   if (prompt.length > 4) out.push([seg(`        … ${prompt.length - 4} more line${prompt.length - 4 === 1 ? '' : 's'}`, { dim: true })])
-  const lines = data.progress.get(item.taskId)
-  const last = lines?.[lines.length - 1]?.text ?? t?.progress?.text
-  if (last !== undefined) out.push(fitLine([seg('summary ', { dim: true }), seg(firstLine(last))], width))
+  // what the agent said it did (on the board once a run succeeded); else its latest line, as heard
+  const summary = t?.summary !== null && t?.summary !== undefined && t.summary.trim() !== '' ? textLines(t.summary.trim()) : []
+  if (summary.length > 0) {
+    summary.slice(0, SUMMARY_LINES).forEach((l, i) => { out.push(fitLine([seg(i === 0 ? 'summary ' : '        ', { dim: true }), seg(l)], width)) })
+    if (summary.length > SUMMARY_LINES) out.push([seg(`        … ${summary.length - SUMMARY_LINES} more line${summary.length - SUMMARY_LINES === 1 ? '' : 's'}`, { dim: true })])
+  } else {
+    const lines = data.progress.get(item.taskId)
+    const last = lines?.[lines.length - 1]?.text ?? t?.progress?.text
+    if (last !== undefined) out.push(fitLine([seg('last    ', { dim: true }), seg(firstLine(last))], width))
+  }
   if (item.kind === 'conflict') {
     out.push(fitLine([seg('files   ', { dim: true }), seg(item.files.join(', ') || '(none listed)', { color: 'yellow' })], width))
     out.push([])
@@ -75,7 +85,7 @@ export function itemDetail (data: TuiData, item: InboxItem, width: number): Line
 /**
  * The inbox: what waits on a human (open conflicts, failed tasks, spent
  * budgets), the selected one in full below (for a conflict: the task's prompt,
- * its agent's last line, the files and each hunk with both sides and context).
+ * what its agent said it did (or its last line), the files and each hunk with both sides and context).
  * `scroll` moves the detail down. Exactly `height` lines.
  */
 export function inboxLines (data: TuiData, items: readonly InboxItem[], selectedKey: string | null, scroll: number, width: number, height: number): Line[] {
