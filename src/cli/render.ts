@@ -19,8 +19,11 @@ function ago (ms: number | null): string {
 /** Human-readable status (the default output of `meshwork status`). */
 export function renderStatus (s: StatusReport, via: string): string {
   const out: string[] = []
-  out.push(`mesh ${s.meshId} (via ${peerShort(via)})`)
-  out.push(`main ${short(s.main.head, 12)}  leader ${s.main.leader === null ? 'none' : peerShort(s.main.leader)}  term ${s.main.term}`)
+  // peers by their --name where the mesh knows it, else the end of the peer id
+  const names = new Map(s.nodes.filter(n => n.name !== '').map(n => [n.peerId, n.name]))
+  const who = (p: string | null): string => p === null ? '-' : names.get(p) ?? peerShort(p)
+  out.push(`mesh ${s.meshId} (via ${who(via)})`)
+  out.push(`main ${short(s.main.head, 12)}  leader ${s.main.leader === null ? 'none' : who(s.main.leader)}  term ${s.main.term}`)
   const push = s.main.push
   if (push != null) {
     out.push(push.ok
@@ -34,7 +37,7 @@ export function renderStatus (s: StatusReport, via: string): string {
   for (const t of s.tasks) byState.set(t.state, (byState.get(t.state) ?? 0) + 1)
   const cost = s.tasks.reduce((sum, t) => sum + t.costUsd, 0)
   out.push('', `TASKS ${s.tasks.length}${byState.size > 0 ? ' (' + [...byState].map(([k, v]) => `${v} ${k}`).join(', ') + ')' : ''}  cost $${cost.toFixed(2)}`)
-  out.push(...table(s.tasks.length === 0 ? [] : [['ID', 'STATE', 'ATTEMPTS', 'NODE', 'COST', 'DEPS'], ...s.tasks.map(t => [t.id, t.state, String(t.attempts), peerShort(t.node), `$${t.costUsd.toFixed(2)}`, t.deps.join(',') || '-'])]))
+  out.push(...table(s.tasks.length === 0 ? [] : [['ID', 'STATE', 'ATTEMPTS', 'NODE', 'COST', 'DEPS'], ...s.tasks.map(t => [t.id, t.state, String(t.attempts), who(t.node), `$${t.costUsd.toFixed(2)}`, t.deps.join(',') || '-'])]))
   const open = s.conflicts.filter(c => c.state === 'open')
   if (s.conflicts.length > 0) {
     out.push('', `CONFLICTS ${open.length} open of ${s.conflicts.length}`)

@@ -11,6 +11,9 @@ import { clientFromOptions } from './status.ts'
 /** States after which `submit --wait` stops following a task. */
 const SETTLED: ReadonlySet<Task['state']> = new Set(['merged', 'failed', 'cancelled', 'conflict'])
 
+/** States whose line carries the task's error (why it is back in line, failed, or waiting). */
+const SHOW_ERROR: ReadonlySet<Task['state']> = new Set(['ready', 'failed', 'conflict', 'cancelled'])
+
 export const submitCommand: Command = {
   name: 'submit',
   summary: 'Validate a plan (YAML or JSON) and add its tasks to the board.',
@@ -49,6 +52,7 @@ export const submitCommand: Command = {
 
 async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, ids: string[], json: boolean): Promise<number> {
   const last = new Map<string, string>()
+  const lastBlocked = new Map<string, string>()
   let lastSync = Date.now()
   const name = (peer: string | null): string => peer === null ? '-' : client.node.board.snapshot().nodes.get(peer as never)?.name ?? peer.slice(-8)
   for (;;) {
@@ -60,14 +64,14 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
       if (last.get(id) === line) continue
       last.set(id, line)
       if (json) process.stdout.write(JSON.stringify({ id, state: t.state, attempts: t.attempts, node: t.node, error: t.error }) + '\n')
-      else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} ${t.state}${t.state === 'running' || t.state === 'done' ? ` on ${name(t.node)} (attempt ${t.attempts})` : ''}${t.error !== null && t.state !== 'running' ? `: ${t.error}` : ''}\n`)
+      else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} ${t.state}${t.state === 'running' || t.state === 'done' ? ` on ${name(t.node)} (attempt ${t.attempts})` : ''}${t.error !== null && SHOW_ERROR.has(t.state) ? `: ${t.error}` : ''}\n`)
     }
     const tasks = ids.map(id => snap.tasks.get(id as never)).filter((t): t is Task => t !== undefined)
     const blocked = new Map(tasks.map(t => [t.id as string, blockedBy(t, snap)] as const).filter((e): e is [string, NonNullable<ReturnType<typeof blockedBy>>] => e[1] !== null))
     for (const [id, by] of blocked) {
-      const line = `blocked|${by.id}|${by.state}`
-      if (last.get(id) === line) continue
-      last.set(id, line)
+      const line = `${by.id}|${by.state}`
+      if (lastBlocked.get(id) === line) continue
+      lastBlocked.set(id, line)
       if (json) process.stdout.write(JSON.stringify({ id, state: 'pending', blockedBy: by.id, blockedState: by.state }) + '\n')
       else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} blocked: its dependency ${by.id} is ${by.state} (\`meshwork retry ${by.id}\` or \`meshwork resolve\` lets it go on)\n`)
     }
