@@ -172,7 +172,7 @@ beforeAll(async () => {
   serverA = await serveGit(a, repoA)
 
   await c.host.handle(GIT_PROTOCOL, (stream) => { void evil(stream) })
-  // c's packs are real but small (c ignores flow control, see DEFAULT_CHUNK_BYTES)
+  // c's packs are real but small (c ignores flow control)
   const repoE = await freshRepo('evil')
   for (let i = 0; i < 3; i++) await commitFiles(repoE, { [`f${i}.txt`]: `evil ${i}\n`.repeat(500) + randomBytes(8 * 1024).toString('hex') }, `evil ${i}`)
   evilPack = (await git(['pack-objects', '--revs', '--stdout', '--quiet'], { cwd: repoE, input: 'main\n' })).stdout
