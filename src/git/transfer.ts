@@ -295,13 +295,12 @@ class ServeRefusal extends Error {
 interface Resolved { oid: string, haves: string[] }
 
 /**
- * Reads a stream in order, handing out pieces of at most `n` bytes: `read(n)`
- * returns what is there (waiting for something), `read(n, true)` waits for `n`
- * bytes (fewer only at the end); `null` at the end.
+ * Reads a stream of buffers in order into buffers the caller provides, so a
+ * DATA frame is filled with one copy of each byte.
  */
-class PieceReader {
+class StreamFiller {
   private readonly it: AsyncIterator<Buffer>
-  private buf: Buffer = Buffer.alloc(0)
+  private rest: Buffer = Buffer.alloc(0)
   private ended = false
   constructor (source: AsyncIterable<Buffer>) {
     this.it = source[Symbol.asyncIterator]()
@@ -309,19 +308,27 @@ class PieceReader {
 
   /** Puts `piece` back in front of what is still to be read. */
   unshift (piece: Buffer): void {
-    this.buf = this.buf.length === 0 ? piece : Buffer.concat([piece, this.buf])
+    this.rest = this.rest.length === 0 ? piece : Buffer.concat([piece, this.rest])
   }
 
-  async read (n: number, exact = false): Promise<Buffer | null> {
-    while (!this.ended && (this.buf.length === 0 || (exact && this.buf.length < n))) {
-      const next = await this.it.next()
-      if (next.done === true) this.ended = true
-      else this.buf = this.buf.length === 0 ? next.value : Buffer.concat([this.buf, next.value])
+  /** Fills `target` from `from` on; returns the bytes written (fewer than asked only at the end). */
+  async fill (target: Buffer, from = 0): Promise<number> {
+    let at = from
+    while (at < target.length) {
+      if (this.rest.length === 0) {
+        if (this.ended) break
+        const next = await this.it.next()
+        if (next.done === true) {
+          this.ended = true
+          break
+        }
+        this.rest = next.value
+      }
+      const n = this.rest.copy(target, at)
+      this.rest = this.rest.subarray(n)
+      at += n
     }
-    if (this.buf.length === 0) return null
-    const piece = this.buf.subarray(0, n)
-    this.buf = this.buf.subarray(piece.length)
-    return piece
+    return at - from
   }
 }
 
@@ -431,10 +438,10 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
       // `oid` is fixed now: the pack is of that commit even if the branch moves meanwhile
       pack = spawnGit(['pack-objects', '--revs', '--stdout', '--thin', '--delta-base-offset', '--quiet'], { cwd: repoDir, signal })
       pack.child.stdin.end([oid, ...haves.map(h => `^${h}`)].join('\n') + '\n')
-      const reader = new PieceReader(pack.child.stdout)
+      const reader = new StreamFiller(pack.child.stdout)
       // pack-objects writes the header once it has counted the objects: none means nothing is missing
-      const header = await reader.read(PACK_HEADER_BYTES, true)
-      if (header === null || header.length < PACK_HEADER_BYTES || header.subarray(0, 4).toString('latin1') !== 'PACK') {
+      const header = Buffer.alloc(PACK_HEADER_BYTES)
+      if (await reader.fill(header) < PACK_HEADER_BYTES || header.subarray(0, 4).toString('latin1') !== 'PACK') {
         const { code, stderr } = await pack.exited
         throw new Error(`git pack-objects produced no pack (exit ${String(code)}): ${lastLines(stderr, 3)}`)
       }
@@ -447,7 +454,9 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
       const hash = createHash('sha256')
       let offset = 0 // bytes sent
       let acked = 0
-      const send = async (piece: Buffer): Promise<void> => {
+      /** Sends `frame` (the DATA tag, then a piece of the pack) within the window. */
+      const send = async (frame: Buffer): Promise<void> => {
+        const piece = frame.subarray(1)
         if (offset + piece.length > maxBytes) throw new ServeRefusal('too-large', `the pack of ${req.want} is more than this server's limit of ${maxBytes} bytes`)
         while (offset > acked && offset - acked + piece.length > WINDOW_BYTES) {
           const ack = await readFrame(lp, signal)
@@ -457,12 +466,19 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
           acked = bytes
         }
         hash.update(piece)
-        await lp.write(encodeFrame(GitFrame.DATA, piece), { signal })
+        await lp.write(frame, { signal })
         offset += piece.length
       }
-      // the header, then the rest as pack-objects produces it, in pieces of chunkBytes
+      // the header, then the rest as pack-objects produces it, in frames of chunkBytes (a fresh
+      // buffer each: lp.write may hold on to it)
       reader.unshift(header)
-      for (let piece = await reader.read(chunkBytes, true); piece !== null; piece = await reader.read(chunkBytes, true)) await send(piece)
+      for (;;) {
+        const frame = Buffer.allocUnsafe(1 + chunkBytes)
+        frame[0] = GitFrame.DATA
+        const n = await reader.fill(frame, 1)
+        if (n > 0) await send(n < chunkBytes ? frame.subarray(0, 1 + n) : frame)
+        if (n < chunkBytes) break
+      }
       const { code, stderr } = await pack.exited
       if (code !== 0) throw new Error(`git pack-objects failed (${String(code)}): ${lastLines(stderr, 3)}`)
       await lp.write(encodeJsonFrame(GitFrame.END, { bytes: offset, sha256: hash.digest('hex') }), { signal })
