@@ -294,6 +294,9 @@ describe('fetchFromPeer over a real mesh', () => {
     }
     // malformed names under refs/heads are rejected too
     await expectTransferError(fetchFromPeer(b, a.peerId, repoB, 'refs/heads/../tags/v1', { intoRef: 'refs/heads/stolen' }), 'bad-request')
+    // a branch name is resolved exactly: git's DWIM would find refs/tags/refs/heads/hidden for refs/heads/hidden
+    await git(['update-ref', 'refs/tags/refs/heads/hidden', 'main'], { cwd: repoA })
+    await expectTransferError(fetchFromPeer(b, a.peerId, repoB, 'refs/heads/hidden', { intoRef: 'refs/heads/stolen' }), 'not-found')
     expect(await listRefs(repoB)).toEqual(before)
   })
 

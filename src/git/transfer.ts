@@ -11,7 +11,7 @@
  *     REQUEST 0x01  JSON `{ want, haves }`: `want` is a ref under `refs/heads/`
  *                   or a full oid; `haves` are up to `MAX_HAVES` commit oids the
  *                   requester already has.
- *     ACK     0x05  JSON `{ bytes }`: pack bytes taken in so far; sent whenever
+ *     ACK     0x05  JSON `{ bytes }`: pack bytes received so far; sent whenever
  *                   `ACK_BYTES` more have arrived (flow control).
  *   server → requester
  *     HEADER  0x02  JSON `{ oid, ref, upToDate }`. With `upToDate` the requester
@@ -25,8 +25,9 @@
  *     ERROR   0x00  JSON `{ code, message }`: the server gives up, in place of
  *                   the HEADER or after some DATA; then it closes its side.
  *
- * The server resolves the want and the haves it actually has in one
- * `git cat-file --batch-check` and streams `git pack-objects --revs --stdout
+ * The server resolves the want and the haves it actually has (one `git cat-file
+ * --batch-check` and one exact `git for-each-ref`, side by side; the branch's
+ * oid is fixed from then on) and streams `git pack-objects --revs --stdout
  * --thin` of `want ^haves` (a thin pack: deltas may use objects the haves
  * reach); an empty pack means the requester is up to date. Its repository is
  * never written to. The requester pipes DATA into `git index-pack --stdin
@@ -39,7 +40,7 @@
  * failed transfer leaves neither refs nor objects behind.
  */
 import { createHash } from 'node:crypto'
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -690,8 +691,8 @@ export async function fetchFromPeer (node: MeshNode, peer: string | PeerId, repo
     // the pack joins the repository (the .idx last: it makes the pack visible), then the ref moves
     const packDir = join(info.commonDir, 'objects', 'pack')
     await mkdir(packDir, { recursive: true })
-    await rename(join(objects, 'pack', 'incoming.pack'), join(packDir, `pack-${got.packHash}.pack`))
-    await rename(join(objects, 'pack', 'incoming.idx'), join(packDir, `pack-${got.packHash}.idx`))
+    await moveFile(join(objects, 'pack', 'incoming.pack'), join(packDir, `pack-${got.packHash}.pack`))
+    await moveFile(join(objects, 'pack', 'incoming.idx'), join(packDir, `pack-${got.packHash}.idx`))
     await protectCheckedOut()
     await git(['update-ref', '-m', `meshwork: fetch ${want} from ${peerText}`, intoRef, got.oid], local)
     mark('updated')
@@ -702,6 +703,17 @@ export async function fetchFromPeer (node: MeshNode, peer: string | PeerId, repo
     throw fail(err)
   } finally {
     if (quarantine !== undefined) await rm(quarantine, { recursive: true, force: true }).catch(() => {})
+  }
+}
+
+/** `rename`, or a copy when `objects/` is on another file system than the git dir (a symlink). */
+async function moveFile (from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
+    await copyFile(from, `${to}.meshwork-tmp`)
+    await rename(`${to}.meshwork-tmp`, to)
   }
 }
 
