@@ -351,6 +351,28 @@ describe('fetchFromPeer over a real mesh', () => {
     }
   })
 
+  it('moves objects between SHA-256 repositories', async () => {
+    const src = join(root, 'sha256-src')
+    await mkdir(src, { recursive: true })
+    await git(['init', '--quiet', '--object-format=sha256', '-b', 'main'], { cwd: src })
+    await initRepo(src) // identity (re-running init on an existing repo keeps its format)
+    await commitFiles(src, { 'a.txt': 'one\n' }, 'one')
+    const tip = await commitFiles(src, { 'b.txt': 'two\n' }, 'two')
+    expect(tip).toMatch(/^[0-9a-f]{64}$/)
+    const serverB = await serveGit(b, src)
+    try {
+      const dest = join(root, 'sha256-dest')
+      await mkdir(dest, { recursive: true })
+      await git(['init', '--quiet', '--object-format=sha256', '-b', 'main'], { cwd: dest })
+      const res = await fetchFromPeer(a, b.peerId, dest, 'refs/heads/main', { intoRef: 'refs/heads/from-b' })
+      expect(res.oid).toBe(tip)
+      expect(await revParse(dest, 'refs/heads/from-b')).toBe(tip)
+      expect(await fsckOk(dest)).toBe(true)
+    } finally {
+      await serverB.close()
+    }
+  })
+
   it('bounds concurrent serves', async () => {
     const serverB = await serveGit(b, repoB, { maxConcurrent: 1 })
     try {
