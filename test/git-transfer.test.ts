@@ -17,7 +17,7 @@ import {
   commitFiles, createBranch, fsckOk, initRepo, listRefs, revParse, showFile, statusPorcelain, transferTemps
 } from './helpers/git.ts'
 import {
-  GIT_PROTOCOL, GitFrame, GitTransferError, cloneFromPeer, encodeFrame, encodeJsonFrame, fetchFromPeer, removeStaleTransferTemps, serveGit,
+  GIT_PROTOCOL, GitFrame, GitTransferError, MAX_CHUNK_BYTES, cloneFromPeer, encodeFrame, encodeJsonFrame, fetchFromPeer, removeStaleTransferTemps, serveGit,
   type FetchFromPeerOptions, type GitServer
 } from '../src/git/transfer.ts'
 import { git, gitText } from '../src/git/git.ts'
@@ -343,7 +343,20 @@ describe('fetchFromPeer over a real mesh', () => {
       const repo = await freshRepo('a-chunks')
       const res = await fetchFromPeer(a, b.peerId, repo, T1, { intoRef: T1 })
       sizes.smallChunks = res.bytes
-      expect(res.bytes).toBeGreaterThan(3 * MiB) // ~800 DATA frames, ~25 ACKs
+      expect(res.bytes).toBeGreaterThan(3 * MiB) // ~800 DATA frames, ~6 ACKs
+      expect(res.oid).toBe(await revParse(repoB, T1))
+      expect(await fsckOk(repo)).toBe(true)
+    } finally {
+      await serverB.close()
+    }
+  })
+
+  it('flow control: a pack in the largest chunks (MAX_CHUNK_BYTES) arrives intact, the window does not stall', async () => {
+    const serverB = await serveGit(b, repoB, { chunkBytes: MAX_CHUNK_BYTES })
+    try {
+      const repo = await freshRepo('a-big-chunks')
+      const res = await fetchFromPeer(a, b.peerId, repo, T1, { intoRef: T1, timeoutMs: 20_000 })
+      expect(res.bytes).toBeGreaterThan(3 * MiB) // 4 DATA frames
       expect(res.oid).toBe(await revParse(repoB, T1))
       expect(await fsckOk(repo)).toBe(true)
     } finally {

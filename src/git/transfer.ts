@@ -81,7 +81,10 @@ export const MAX_HAVES = 256
 export const WINDOW_BYTES = 1536 * 1024
 /**
  * The requester ACKs whenever this many bytes arrived since its last ACK.
- * `2 * ACK_BYTES <= WINDOW_BYTES` keeps the window from deadlocking.
+ * `ACK_BYTES + MAX_CHUNK_BYTES <= WINDOW_BYTES` keeps the window from
+ * deadlocking: a server waits for an ACK only while more than
+ * `WINDOW_BYTES - piece >= ACK_BYTES` bytes are unacknowledged, and a requester
+ * that has read everything has less than `ACK_BYTES` unacknowledged.
  */
 export const ACK_BYTES = 512 * 1024
 /** Default cap on one transfer's pack. @default 2 GiB */
