@@ -39,7 +39,7 @@ const sizes: Record<string, number> = {}
 
 type EvilMode =
   | 'garbage' | 'silent' | 'truncated-header' | 'truncated-pack' | 'truncated-stream' | 'wrong-oid' | 'oversize' | 'lie-up-to-date'
-  | 'corrupt-pack' | 'garbage-pack' | 'bad-hash' | 'disconnected'
+  | 'corrupt-pack' | 'garbage-pack' | 'garbage-then-silent' | 'bad-hash' | 'disconnected'
 let evilMode: EvilMode = 'garbage'
 /** A real pack of c's main (three commits), and one of its tip commit alone (without what it needs from its parent). */
 let evilPack: Uint8Array = new Uint8Array()
@@ -120,6 +120,17 @@ async function evil (stream: Stream): Promise<void> {
         // well-formed frames, END with the right size and hash, but the bytes are no pack
         await sendPack(randomBytes(40 * 1024), evilPackOid)
         break
+      case 'garbage-then-silent':
+        // bytes that are no pack, then nothing (no END, the stream stays open): the requester must not wait for more
+        await lp.write(header(evilPackOid), { signal })
+        await lp.write(encodeFrame(GitFrame.DATA, randomBytes(4096)), { signal })
+        if (stream.status === 'open') {
+          await new Promise<void>(resolve => {
+            stream.addEventListener('close', () => { resolve() }, { once: true })
+            signal.addEventListener('abort', () => { resolve() }, { once: true })
+          })
+        }
+        return
       case 'bad-hash':
         await sendPack(evilPack, evilPackOid, 'bad-hash')
         break
@@ -468,6 +479,7 @@ describe('a malicious server', () => {
     ['truncated-stream', 'protocol'],
     ['corrupt-pack', 'bad-bundle'],
     ['garbage-pack', 'bad-bundle'],
+    ['garbage-then-silent', 'bad-bundle'],
     ['bad-hash', 'protocol'],
     ['wrong-oid', 'bad-bundle'],
     ['disconnected', 'bad-bundle'],

@@ -811,6 +811,12 @@ async function receivePack (node: MeshNode, peer: string | PeerId, want: string,
       if (state.exited.code === 0) throw new GitTransferError('bad-bundle', `the pack from ${peerText} goes on after its end`, { peer: peerText })
       throw badPack(state.exited.stderr)
     }
+    // a pack index-pack gave up on fails the transfer at once, even while the server sends nothing more
+    const failed = proc.exited.then(async r => {
+      if (r.code !== 0) throw badPack(r.stderr)
+      return await new Promise<never>(() => {})
+    })
+    failed.catch(() => {})
     const stdout: Buffer[] = []
     proc.child.stdout.on('data', (c: Buffer) => { stdout.push(c) })
     const stdin = proc.child.stdin
@@ -820,7 +826,9 @@ async function receivePack (node: MeshNode, peer: string | PeerId, want: string,
     for (;;) {
       let frame: Frame
       try {
-        frame = await readFrame(lp, signal)
+        const read = readFrame(lp, signal)
+        read.catch(() => {})
+        frame = await Promise.race([read, failed])
       } catch (err) {
         if (err instanceof GitTransferError || signal.aborted) throw err
         throw protocolError(`the stream ended or broke after ${received} pack bytes, before END: ${toError(err).message}`)
