@@ -7,7 +7,7 @@
  *      trivial `--setup`), commit of the sim agent's edits, cleanup, transfer of
  *      the task branch to the other node; on a small and a large generated repo
  *   2. transfer throughput of a branch with a large fresh commit: meshwork's
- *      `/meshwork/git/1` against `git fetch file://` into equivalent fresh clones,
+ *      `/meshwork/git/2` against `git fetch file://` into equivalent fresh clones,
  *      with the anatomy of one transfer and the raw libp2p stream ceiling
  *
  * Flags:

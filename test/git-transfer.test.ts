@@ -1,5 +1,5 @@
 /**
- * Git between peers over `/meshwork/git/1`, on a real 3-node in-process mesh with
+ * Git between peers over `/meshwork/git/2`, on a real 3-node in-process mesh with
  * real git repositories in temp dirs:
  *   a  serves its repository (the "maker" of task branches, owner of main)
  *   b  fetches (and serves its own repository in some tests)
@@ -17,7 +17,7 @@ import {
   commitFiles, createBranch, fsckOk, initRepo, listRefs, revParse, showFile, statusPorcelain, transferTemps
 } from './helpers/git.ts'
 import {
-  GIT_PROTOCOL, GitFrame, GitTransferError, cloneFromPeer, encodeFrame, encodeJsonFrame, fetchFromPeer, removeStaleTransferTemps, serveGit,
+  GIT_PROTOCOL, GitFrame, GitTransferError, MAX_CHUNK_BYTES, cloneFromPeer, encodeFrame, encodeJsonFrame, fetchFromPeer, removeStaleTransferTemps, serveGit,
   type FetchFromPeerOptions, type GitServer
 } from '../src/git/transfer.ts'
 import { git, gitText } from '../src/git/git.ts'
@@ -37,10 +37,14 @@ let serverA: GitServer
 /** Filled in as the tests run, printed at the end. */
 const sizes: Record<string, number> = {}
 
-type EvilMode = 'garbage' | 'silent' | 'truncated-header' | 'truncated-pack' | 'wrong-oid' | 'oversize' | 'lie-up-to-date' | 'corrupt-pack'
+type EvilMode =
+  | 'garbage' | 'silent' | 'truncated-header' | 'truncated-pack' | 'truncated-stream' | 'wrong-oid' | 'oversize' | 'lie-up-to-date'
+  | 'corrupt-pack' | 'garbage-pack' | 'garbage-then-silent' | 'bad-hash' | 'disconnected'
 let evilMode: EvilMode = 'garbage'
-let evilBundle: Uint8Array = new Uint8Array()
-let evilBundleOid = ''
+/** A real pack of c's main (three commits), and one of its tip commit alone (without what it needs from its parent). */
+let evilPack: Uint8Array = new Uint8Array()
+let evilTipPack: Uint8Array = new Uint8Array()
+let evilPackOid = ''
 let evilDone = 0
 let evilRequests = 0
 const evilStreams = new Set<Stream>()
@@ -60,6 +64,12 @@ async function freshRepo (name: string): Promise<string> {
   return await initRepo(join(root, name))
 }
 
+/** Every file under the repo's `objects/` (loose objects, packs, temp packs), relative, sorted. */
+async function objectFiles (repo: string): Promise<string[]> {
+  const entries = await readdir(join(repo, '.git', 'objects'), { recursive: true, withFileTypes: true })
+  return entries.filter(e => e.isFile()).map(e => join(e.parentPath, e.name).slice(repo.length)).sort()
+}
+
 /** The malicious server on node c: reads the request, then misbehaves as `evilMode` says. */
 async function evil (stream: Stream): Promise<void> {
   evilStreams.add(stream)
@@ -68,12 +78,14 @@ async function evil (stream: Stream): Promise<void> {
   try {
     await lp.read({ signal })
     evilRequests++
-    const header = (oid: string, bytes: number, upToDate = false): Uint8Array => encodeJsonFrame(GitFrame.HEADER, { oid, ref: T1, upToDate, bytes })
-    const sendBundle = async (data: Uint8Array, oid: string): Promise<void> => {
+    const header = (oid: string, upToDate = false): Uint8Array => encodeJsonFrame(GitFrame.HEADER, { oid, ref: T1, upToDate })
+    const sendPack = async (data: Uint8Array, oid: string, end: 'end' | 'bad-hash' | 'none' = 'end'): Promise<void> => {
       const { createHash } = await import('node:crypto')
-      await lp.write(header(oid, data.length), { signal })
+      await lp.write(header(oid), { signal })
       for (let off = 0; off < data.length; off += 16 * 1024) await lp.write(encodeFrame(GitFrame.DATA, data.subarray(off, off + 16 * 1024)), { signal })
-      await lp.write(encodeJsonFrame(GitFrame.END, { bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') }), { signal })
+      if (end === 'none') return
+      const sha256 = end === 'bad-hash' ? '0'.repeat(64) : createHash('sha256').update(data).digest('hex')
+      await lp.write(encodeJsonFrame(GitFrame.END, { bytes: data.length, sha256 }), { signal })
     }
     switch (evilMode) {
       case 'garbage':
@@ -89,27 +101,53 @@ async function evil (stream: Stream): Promise<void> {
         }
         return
       case 'truncated-header':
-        await sendBundle(evilBundle.subarray(0, 30), evilBundleOid)
+        await sendPack(evilPack.subarray(0, 30), evilPackOid)
         break
       case 'truncated-pack':
-        await sendBundle(evilBundle.subarray(0, Math.floor(evilBundle.length / 2)), evilBundleOid)
+        await sendPack(evilPack.subarray(0, Math.floor(evilPack.length / 2)), evilPackOid)
+        break
+      case 'truncated-stream':
+        // half the pack, then the stream ends without END
+        await sendPack(evilPack.subarray(0, Math.floor(evilPack.length / 2)), evilPackOid, 'none')
         break
       case 'corrupt-pack': {
-        const bad = Uint8Array.from(evilBundle)
+        const bad = Uint8Array.from(evilPack)
         for (let i = Math.floor(bad.length / 2); i < bad.length - 40; i += 997) bad[i] = (bad[i] ?? 0) ^ 0x5a
-        await sendBundle(bad, evilBundleOid)
+        await sendPack(bad, evilPackOid)
         break
       }
+      case 'garbage-pack':
+        // well-formed frames, END with the right size and hash, but the bytes are no pack
+        await sendPack(randomBytes(40 * 1024), evilPackOid)
+        break
+      case 'garbage-then-silent':
+        // bytes that are no pack, then nothing (no END, the stream stays open): the requester must not wait for more
+        await lp.write(header(evilPackOid), { signal })
+        await lp.write(encodeFrame(GitFrame.DATA, randomBytes(4096)), { signal })
+        if (stream.status === 'open') {
+          await new Promise<void>(resolve => {
+            stream.addEventListener('close', () => { resolve() }, { once: true })
+            signal.addEventListener('abort', () => { resolve() }, { once: true })
+          })
+        }
+        return
+      case 'bad-hash':
+        await sendPack(evilPack, evilPackOid, 'bad-hash')
+        break
       case 'wrong-oid':
-        await sendBundle(evilBundle, 'f'.repeat(40))
+        // a good pack, but not of the announced commit: the connectivity check finds it missing
+        await sendPack(evilPack, 'f'.repeat(40))
+        break
+      case 'disconnected':
+        // the tip commit without the parent (and the parent's files) it refers to
+        await sendPack(evilTipPack, evilPackOid)
         break
       case 'oversize':
-        await lp.write(header(evilBundleOid, 100), { signal })
-        await lp.write(encodeFrame(GitFrame.DATA, randomBytes(1000)), { signal })
-        await lp.write(encodeJsonFrame(GitFrame.END, { bytes: 1000, sha256: '0'.repeat(64) }), { signal })
+        // a real pack, more of it than the requester's limit (the test sets maxBytes), at full speed
+        await sendPack(evilPack, evilPackOid)
         break
       case 'lie-up-to-date':
-        await lp.write(header('e'.repeat(40), 0, true), { signal })
+        await lp.write(header('e'.repeat(40), true), { signal })
         break
     }
     await stream.close({ signal })
@@ -145,13 +183,13 @@ beforeAll(async () => {
   serverA = await serveGit(a, repoA)
 
   await c.host.handle(GIT_PROTOCOL, (stream) => { void evil(stream) })
-  // c's bundles are real but small (c ignores flow control, see DEFAULT_CHUNK_BYTES)
+  // c's packs are real but small (c ignores flow control)
   const repoE = await freshRepo('evil')
   for (let i = 0; i < 3; i++) await commitFiles(repoE, { [`f${i}.txt`]: `evil ${i}\n`.repeat(500) + randomBytes(8 * 1024).toString('hex') }, `evil ${i}`)
-  const bundleFile = join(root, 'evil.bundle')
-  await git(['bundle', 'create', '--quiet', bundleFile, 'main'], { cwd: repoE })
-  evilBundle = await readFile(bundleFile)
-  evilBundleOid = (await revParse(repoE, 'refs/heads/main'))!
+  evilPack = (await git(['pack-objects', '--revs', '--stdout', '--quiet'], { cwd: repoE, input: 'main\n' })).stdout
+  evilTipPack = (await git(['pack-objects', '--revs', '--stdout', '--quiet'], { cwd: repoE, input: 'main\n^main~1\n' })).stdout
+  evilPackOid = (await revParse(repoE, 'refs/heads/main'))!
+  expect(evilPack.length).toBeGreaterThan(20_000)
 })
 
 afterAll(async () => {
@@ -231,6 +269,23 @@ describe('fetchFromPeer over a real mesh', () => {
     await expectTransferError(fetchFromPeer(b, a.peerId, repoB, oid), 'bad-request')
   })
 
+  it('fetches a commit by oid into a ref outside refs/heads/ (as the leader fetches a new main)', async () => {
+    await git(['checkout', '--quiet', 'meshwork/t2'], { cwd: repoA })
+    const oid = await commitFiles(repoA, { 'docs/t2.md': 'task two, again\n' }, 'task two again')
+    await git(['checkout', '--quiet', 'main'], { cwd: repoA })
+    const objectsBefore = await objectFiles(repoB)
+    const res = await fetchFromPeer(b, a.peerId, repoB, oid, { intoRef: 'refs/meshwork/main-incoming' })
+    expect(res).toEqual({ oid, bytes: expect.any(Number), upToDate: false })
+    expect(res.bytes).toBeGreaterThan(0)
+    expect(await revParse(repoB, 'refs/meshwork/main-incoming')).toBe(oid)
+    // one new pack with its index, nothing else (the quarantine is gone)
+    const added = (await objectFiles(repoB)).filter(f => !objectsBefore.includes(f))
+    expect(added).toHaveLength(2)
+    expect(added.every(f => /\/objects\/pack\/pack-[0-9a-f]{40}\.(?:pack|idx)$/.test(f))).toBe(true)
+    expect(await transferTemps(repoB)).toEqual([])
+    expect(await fsckOk(repoB)).toBe(true)
+  })
+
   it('an unknown ref is a clear not-found error and creates nothing', async () => {
     const before = await listRefs(repoB)
     const err = await expectTransferError(fetchFromPeer(b, a.peerId, repoB, 'refs/heads/meshwork/nope', { intoRef: 'refs/heads/meshwork/nope' }), 'not-found')
@@ -250,6 +305,9 @@ describe('fetchFromPeer over a real mesh', () => {
     }
     // malformed names under refs/heads are rejected too
     await expectTransferError(fetchFromPeer(b, a.peerId, repoB, 'refs/heads/../tags/v1', { intoRef: 'refs/heads/stolen' }), 'bad-request')
+    // a branch name is resolved exactly: git's DWIM would find refs/tags/refs/heads/hidden for refs/heads/hidden
+    await git(['update-ref', 'refs/tags/refs/heads/hidden', 'main'], { cwd: repoA })
+    await expectTransferError(fetchFromPeer(b, a.peerId, repoB, 'refs/heads/hidden', { intoRef: 'refs/heads/stolen' }), 'not-found')
     expect(await listRefs(repoB)).toEqual(before)
   })
 
@@ -290,15 +348,50 @@ describe('fetchFromPeer over a real mesh', () => {
     }
   })
 
-  it('flow control: a bundle in many small chunks arrives intact', async () => {
+  it('flow control: a pack in many small chunks arrives intact', async () => {
     const serverB = await serveGit(b, repoB, { chunkBytes: 4 * 1024 })
     try {
       const repo = await freshRepo('a-chunks')
       const res = await fetchFromPeer(a, b.peerId, repo, T1, { intoRef: T1 })
       sizes.smallChunks = res.bytes
-      expect(res.bytes).toBeGreaterThan(3 * MiB) // ~800 DATA frames, ~25 ACKs
+      expect(res.bytes).toBeGreaterThan(3 * MiB) // ~800 DATA frames, ~6 ACKs
       expect(res.oid).toBe(await revParse(repoB, T1))
       expect(await fsckOk(repo)).toBe(true)
+    } finally {
+      await serverB.close()
+    }
+  })
+
+  it('flow control: a pack in the largest chunks (MAX_CHUNK_BYTES) arrives intact, the window does not stall', async () => {
+    const serverB = await serveGit(b, repoB, { chunkBytes: MAX_CHUNK_BYTES })
+    try {
+      const repo = await freshRepo('a-big-chunks')
+      const res = await fetchFromPeer(a, b.peerId, repo, T1, { intoRef: T1, timeoutMs: 20_000 })
+      expect(res.bytes).toBeGreaterThan(3 * MiB) // 4 DATA frames
+      expect(res.oid).toBe(await revParse(repoB, T1))
+      expect(await fsckOk(repo)).toBe(true)
+    } finally {
+      await serverB.close()
+    }
+  })
+
+  it('moves objects between SHA-256 repositories', async () => {
+    const src = join(root, 'sha256-src')
+    await mkdir(src, { recursive: true })
+    await git(['init', '--quiet', '--object-format=sha256', '-b', 'main'], { cwd: src })
+    await initRepo(src) // identity (re-running init on an existing repo keeps its format)
+    await commitFiles(src, { 'a.txt': 'one\n' }, 'one')
+    const tip = await commitFiles(src, { 'b.txt': 'two\n' }, 'two')
+    expect(tip).toMatch(/^[0-9a-f]{64}$/)
+    const serverB = await serveGit(b, src)
+    try {
+      const dest = join(root, 'sha256-dest')
+      await mkdir(dest, { recursive: true })
+      await git(['init', '--quiet', '--object-format=sha256', '-b', 'main'], { cwd: dest })
+      const res = await fetchFromPeer(a, b.peerId, dest, 'refs/heads/main', { intoRef: 'refs/heads/from-b' })
+      expect(res.oid).toBe(tip)
+      expect(await revParse(dest, 'refs/heads/from-b')).toBe(tip)
+      expect(await fsckOk(dest)).toBe(true)
     } finally {
       await serverB.close()
     }
@@ -379,26 +472,33 @@ describe('fetchFromPeer over a real mesh', () => {
 })
 
 describe('a malicious server', () => {
-  const cases: Array<[EvilMode, string]> = [
+  const cases: Array<[EvilMode, string, Partial<FetchFromPeerOptions>?]> = [
     ['garbage', 'protocol'],
     ['truncated-header', 'bad-bundle'],
     ['truncated-pack', 'bad-bundle'],
+    ['truncated-stream', 'protocol'],
     ['corrupt-pack', 'bad-bundle'],
+    ['garbage-pack', 'bad-bundle'],
+    ['garbage-then-silent', 'bad-bundle'],
+    ['bad-hash', 'protocol'],
     ['wrong-oid', 'bad-bundle'],
-    ['oversize', 'protocol'],
+    ['disconnected', 'bad-bundle'],
+    ['oversize', 'too-large', { maxBytes: 8 * 1024 }],
     ['lie-up-to-date', 'protocol']
   ]
-  for (const [mode, code] of cases) {
-    it(`${mode} → GitTransferError ${code}, no ref created, temp files gone`, async () => {
+  for (const [mode, code, extra] of cases) {
+    it(`${mode} → GitTransferError ${code}, no ref created, no objects added, temp files gone`, async () => {
       evilMode = mode
       const repo = await freshRepo(`b-evil-${mode}`)
       await commitFiles(repo, { 'x.txt': 'local work\n' }, 'local work')
       const before = await listRefs(repo)
+      const objectsBefore = await objectFiles(repo)
       const done = evilDone
-      const opts: FetchFromPeerOptions = { intoRef: 'refs/heads/meshwork/evil', timeoutMs: 20_000 }
+      const opts: FetchFromPeerOptions = { intoRef: 'refs/heads/meshwork/evil', timeoutMs: 20_000, ...extra }
       const err = await expectTransferError(fetchFromPeer(b, c.peerId, repo, T1, opts), code)
       expect(err.peer).toBe(c.peerId)
       expect(await listRefs(repo)).toEqual(before)
+      expect(await objectFiles(repo)).toEqual(objectsBefore)
       expect(await revParse(repo, 'refs/heads/meshwork/evil')).toBeNull()
       expect(await transferTemps(repo)).toEqual([])
       expect(await fsckOk(repo)).toBe(true)

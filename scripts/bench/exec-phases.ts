@@ -5,11 +5,12 @@
  *
  *   - per-task overhead outside the agent: worktree create (+ `--setup`),
  *     commit of the sim agent's edits, cleanup, and the transfer of the task
- *     branch to the other node over `/meshwork/git/1`;
+ *     branch to the other node over `/meshwork/git/2`;
  *   - transfer throughput of a branch carrying a large fresh commit, meshwork's
  *     transfer against `git fetch file://` into equivalent fresh clones;
- *   - the anatomy of one large meshwork transfer (which git command took how
- *     long, and the wire in between) and the raw libp2p stream ceiling.
+ *   - the anatomy of one large meshwork transfer (its steps as the fetch marks
+ *     them: haves, the server's resolve, the overlapped pack/wire/index stream,
+ *     the checks) and the raw libp2p stream ceiling.
  */
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -22,7 +23,8 @@ import { git, gitText } from '../../src/git/git.ts'
 import { simAgent } from '../../src/agent/sim.ts'
 import { Board } from '../../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../../src/crdt/ops.ts'
-import { DEFAULT_CHUNK_BYTES, fetchFromPeer, serveGit, type FetchResult } from '../../src/git/transfer.ts'
+import { DEFAULT_CHUNK_BYTES, fetchFromPeer, serveGit, type FetchStep } from '../../src/git/transfer.ts'
+import type { Logger } from '../../src/util/logger.ts'
 import type { MeshNode } from '../../src/node/mesh-node.ts'
 import { addBigCommit, dirBytes, generateRepo, type RepoSpec, type RepoStats } from './exec-repo.ts'
 import { cpuSample, cpuSince, currentLoad, median, percentile } from './exec-report.ts'
@@ -64,6 +66,7 @@ export interface TaskSample {
   total: number
   /** CPU used by those four phases (ms): this process (both nodes) and its git children. */
   cpu: number
+  /** Bytes the transfer moved (the pack; the field keeps its name from the bundle-based protocol, for saved JSON). */
   bundleBytes: number
 }
 
@@ -260,7 +263,7 @@ export interface ThroughputRun {
   /** Position of this method within its rep (0 = ran first). */
   order: number
   ms: number
-  /** Bytes that crossed: the bundle (meshwork) or what git added to the object store (git). */
+  /** Bytes that crossed: the pack (meshwork) or what git added to the object store (git). */
   bytes: number
   /** CPU used meanwhile (ms): this process (both nodes) and its git children. */
   cpuSelfMs: number
@@ -352,7 +355,7 @@ export async function runThroughput (ctx: Ctx, params: ThroughputParams, base: R
       }
       for (const d of dests.values()) await rm(d, { recursive: true, force: true })
     }
-    ctx.log('[throughput] anatomy of one more meshwork transfer (git commands timed through a PATH shim)')
+    ctx.log('[throughput] anatomy of one more meshwork transfer (the fetch\'s own step marks)')
     anatomy = await runAnatomy(ctx, dir, repoA, REF, big)
     ctx.log('[throughput] raw libp2p stream ceiling')
     raw = await runRawStream(ctx, params.files * params.bytesPerFile)
@@ -442,53 +445,57 @@ async function startWorker (ctx: Ctx, dir: string, repo: string): Promise<Worker
 // ---------------------------------------------------------------------------
 // anatomy of one transfer
 
-export interface AnatomyStep { key: 'before' | 'create' | 'wire' | 'verify' | 'fetch' | 'after', step: string, ms: number }
+export interface AnatomyStep { key: 'haves' | 'resolve' | 'stream' | 'index' | 'connect' | 'update' | 'after', step: string, ms: number }
 
 export interface Anatomy {
   totalMs: number
   bytes: number
   steps: AnatomyStep[]
-  /** git processes the transfer ran (both sides). */
-  gitCalls: number
-  /** Extra wall time the timing shim adds per git call (ms), measured after the run. */
-  shimOverheadMs: number | null
 }
 
+/** What each of the fetch's step marks (`FetchStep`, from the `git:fetched` event) ends. */
+const ANATOMY_STEPS: Array<{ key: AnatomyStep['key'], until: FetchStep | 'return', step: string }> = [
+  { key: 'haves', until: 'asked', step: 'receiver gathers haves (`for-each-ref` + `rev-list`), sends the request' },
+  { key: 'resolve', until: 'header', step: 'server resolves want and haves (`cat-file --batch-check`, `for-each-ref`), `pack-objects` counts; HEADER arrives' },
+  { key: 'stream', until: 'end', step: '`pack-objects` → libp2p stream → `index-pack --strict`, overlapped, until END' },
+  { key: 'index', until: 'indexed', step: '`index-pack` finishing after the last byte' },
+  { key: 'connect', until: 'connected', step: 'connectivity check (`rev-list --objects <oid> --not --all`)' },
+  { key: 'update', until: 'updated', step: 'pack moved into `objects/pack`, `update-ref`' },
+  { key: 'after', until: 'return', step: 'return (quarantine removed)' }
+]
+
 /**
- * One more meshwork transfer with every git command going through a shell shim
- * on PATH that logs its start and end: splits the transfer into server-side
- * bundle building, the wire, and the receiver's checks and fetch. The shim adds a
- * few ms per git call, so this run is not one of the timed ones.
+ * One more meshwork transfer, split into steps by the marks `fetchFromPeer`
+ * reports in its `git:fetched` debug event (no shim: git runs as in the timed
+ * transfers, so this run is comparable to them).
  */
 async function runAnatomy (ctx: Ctx, dir: string, repoA: string, ref: string, big: string): Promise<Anatomy> {
   const dest = join(dir, 'anatomy')
   await freshClone(repoA, dest)
-  const shim = await gitShim(dir)
-  let got: FetchResult | undefined
-  const startNs = BigInt(Date.now()) * 1_000_000n
+  let marks: Partial<Record<FetchStep, number>> | undefined
+  const capture: Logger = {
+    debug: (event, fields) => { if (event === 'git:fetched') marks = fields?.steps as Partial<Record<FetchStep, number>> },
+    info: () => {},
+    warn: () => {},
+    error: () => {},
+    child: () => capture
+  }
   const t0 = performance.now()
-  await shim.around(async () => { got = await fetchFromPeer(ctx.b, ctx.a.peerId, dest, ref, { intoRef: ref }) })
+  const got = await fetchFromPeer(ctx.b, ctx.a.peerId, dest, ref, { intoRef: ref, logger: capture })
   const totalMs = performance.now() - t0
-  const endNs = startNs + BigInt(Math.round(totalMs * 1e6))
-  if (got?.oid !== big) throw new Error(`anatomy transfer got ${String(got?.oid)}, expected ${big}`)
-  const calls = await shim.calls()
-  const find = (re: RegExp): { s: bigint, e: bigint } | undefined => calls.find(c => re.test(c.args))
-  const create = find(/^bundle create /)
-  const verify = find(/^bundle verify /)
-  const fetch = find(/fetch --quiet .*\.bundle /)
-  const ms = (a: bigint, b: bigint): number => Number(b - a) / 1e6
+  if (got.oid !== big) throw new Error(`anatomy transfer got ${got.oid}, expected ${big}`)
   const steps: AnatomyStep[] = []
-  if (create !== undefined && verify !== undefined && fetch !== undefined) {
-    steps.push({ key: 'before', step: 'request → server starts `git bundle create` (ref checks, haves, scratch repo)', ms: ms(startNs, create.s) })
-    steps.push({ key: 'create', step: '`git bundle create` (server, whole bundle to a temp file)', ms: ms(create.s, create.e) })
-    steps.push({ key: 'wire', step: 'wire: bundle over the libp2p stream into the receiver\'s temp file', ms: ms(create.e, verify.s) })
-    steps.push({ key: 'verify', step: '`git bundle verify` + `list-heads` + checked-out check (receiver)', ms: ms(verify.s, fetch.s) })
-    steps.push({ key: 'fetch', step: '`git fetch <bundle>` with `transfer.fsckObjects` (index-pack, fsck, connectivity)', ms: ms(fetch.s, fetch.e) })
-    steps.push({ key: 'after', step: 'after the fetch (ref check, temp cleanup)', ms: ms(fetch.e, endNs) })
+  if (marks !== undefined) {
+    let prev = 0
+    for (const s of ANATOMY_STEPS) {
+      const at = s.until === 'return' ? totalMs : marks[s.until]
+      if (at === undefined) continue
+      steps.push({ key: s.key, step: s.step, ms: Math.max(0, at - prev) })
+      prev = at
+    }
   }
   await rm(dest, { recursive: true, force: true })
-  const shimOverheadMs = await shim.overheadMs()
-  return { totalMs, bytes: got.bytes, steps, gitCalls: calls.length, shimOverheadMs }
+  return { totalMs, bytes: got.bytes, steps }
 }
 
 // ---------------------------------------------------------------------------

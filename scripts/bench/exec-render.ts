@@ -32,8 +32,8 @@ const PHASE_LABEL: Record<Phase | 'total' | 'agent', string> = {
 }
 
 const METHOD_LABEL: Record<Method, string> = {
-  meshwork: 'meshwork `/meshwork/git/1`, both nodes in one process',
-  'meshwork-2proc': 'meshwork `/meshwork/git/1`, serving node in its own process',
+  meshwork: 'meshwork `/meshwork/git/2`, both nodes in one process',
+  'meshwork-2proc': 'meshwork `/meshwork/git/2`, serving node in its own process',
   git: '`git fetch file://`',
   'git-fsck': '`git -c transfer.fsckObjects=true fetch file://`'
 }
@@ -94,7 +94,7 @@ function repoRows (rs: OverheadResult[]): string[][] {
     r.bundleBytesP50 === null ? 'n/a' : fmtBytes(r.bundleBytesP50)
   ])
 }
-const REPO_HEAD = ['repo', 'files', 'commits', 'objects on disk', 'checkout', 'generated in', 'bundle per task (p50)']
+const REPO_HEAD = ['repo', 'files', 'commits', 'objects on disk', 'checkout', 'generated in', 'pack per task (p50)']
 
 function throughputRows (tp: ThroughputResult): string[][] {
   return (['meshwork', 'meshwork-2proc', 'git', 'git-fsck'] as Method[]).map(m => {
@@ -152,11 +152,11 @@ export function findings (r: ExecResults): string[] {
   const tp = r.throughput
   const a = tp?.anatomy ?? null
   if (tp != null && a !== null && a.steps.length > 0) {
-    const wire = a.steps.find(s => s.key === 'wire')
-    const create = a.steps.find(s => s.key === 'create')
-    const fetch = a.steps.find(s => s.key === 'fetch')
-    if (wire !== undefined && create !== undefined && fetch !== undefined) {
-      out.push(`One ${fmtMiB(a.bytes)} meshwork transfer took ${fmtMs(a.totalMs)} (${a.gitCalls} git processes): building the bundle ${fmtMs(create.ms)}, the wire ${fmtMs(wire.ms)} (${fmtRate(a.bytes, wire.ms)}), the receiver's \`git fetch\` of the bundle ${fmtMs(fetch.ms)}. These run one after the other: the server writes the whole bundle to a file before the first byte leaves, and the receiver starts indexing only once the last byte is in its file, while \`git fetch\` streams \`pack-objects\` into \`index-pack\` and overlaps them.`)
+    const stream = a.steps.find(s => s.key === 'stream')
+    const index = a.steps.find(s => s.key === 'index')
+    const rest = a.steps.filter(s => s.key !== 'stream').reduce((sum, s) => sum + s.ms, 0)
+    if (stream !== undefined && index !== undefined) {
+      out.push(`One ${fmtMiB(a.bytes)} meshwork transfer took ${fmtMs(a.totalMs)}: the overlapped stream (\`pack-objects\` on the server, the libp2p stream, \`index-pack --strict\` on the receiver, from HEADER to END) ${fmtMs(stream.ms)} (${fmtRate(a.bytes, stream.ms)}); \`index-pack\` finished ${fmtMs(index.ms)} after the last byte arrived; everything else (haves, the server's resolve, connectivity check, ref update) ${fmtMs(rest)} together.`)
     }
     const one = tp.median.meshwork
     const two = tp.median['meshwork-2proc']
@@ -166,7 +166,7 @@ export function findings (r: ExecResults): string[] {
     if (tp.raw !== null) {
       const gitMs = tp.median.git.ms
       const floor = gitMs !== null && gitMs > 0 ? tp.raw.ms / gitMs : null
-      out.push(`The raw libp2p stream between the same two in-process nodes (${fmtBytes(tp.raw.chunkBytes)} frames, no window, no files, no git) moved ${fmtMiB(tp.raw.bytes)} in ${fmtMs(tp.raw.ms)} (${fmtRate(tp.raw.bytes, tp.raw.ms)})${wire !== undefined ? `; the transfer's wire phase reached ${fmtRate(a.bytes, wire.ms)}` : ''}.${floor !== null ? ` That stream alone takes ${floor.toFixed(2)}x the time of the whole \`git fetch\`, so ${floor > AIM_RATIO ? `even a fully overlapped transfer could not meet the ${AIM_RATIO}x aim with both nodes in one process` : `the wire alone leaves room for the ${AIM_RATIO}x aim: a transfer that overlapped its git work with the wire could meet it${tp.ratio !== null && tp.ratio > AIM_RATIO ? '; the present one, which runs them one after the other, does not' : ''}`}.` : ''} Each byte is encrypted twice and decrypted twice in JavaScript/WebAssembly (pnet XSalsa20 over Noise ChaCha20-Poly1305), where \`git fetch file://\` moves it through a pipe.`)
+      out.push(`The raw libp2p stream between the same two in-process nodes (${fmtBytes(tp.raw.chunkBytes)} frames, no window, no files, no git) moved ${fmtMiB(tp.raw.bytes)} in ${fmtMs(tp.raw.ms)} (${fmtRate(tp.raw.bytes, tp.raw.ms)})${stream !== undefined ? `; the transfer's overlapped stream reached ${fmtRate(a.bytes, stream.ms)}` : ''}.${floor !== null ? ` That stream alone takes ${floor.toFixed(2)}x the time of the whole \`git fetch\`, so ${floor > AIM_RATIO ? `even a transfer as fast as the raw stream could not meet the ${AIM_RATIO}x aim with both nodes in one process` : `the wire alone leaves room for the ${AIM_RATIO}x aim${tp.ratio !== null && tp.ratio > AIM_RATIO ? '; the transfer, at ' + num(tp.ratio) + 'x, does not reach it' : ''}`}.` : ''} Each byte is encrypted twice and decrypted twice in JavaScript/WebAssembly (pnet XSalsa20 over Noise ChaCha20-Poly1305), where \`git fetch file://\` moves it through a pipe.`)
     }
   }
   return out
@@ -176,9 +176,8 @@ export function findings (r: ExecResults): string[] {
 export function proposals (r: ExecResults): string[] {
   const out: string[] = []
   const tr = r.overhead.find(o => o.name === 'small')?.gitCalls?.transfer
-  out.push(`**Fixed cost of a transfer: ${tr !== undefined ? `${tr.calls} sequential git processes` : 'many sequential git processes'}** (src/git/transfer.ts). Most can go: the requester can cache \`gitCommonDir\`, check \`intoRef\` without \`git check-ref-format\` (the fetch refspec is checked by git anyway), gather haves with one \`for-each-ref\` and one \`rev-list\`, and read the bundle's header (text lines up to the first blank line) itself instead of running \`bundle list-heads\` next to \`bundle verify\`; the server can resolve the want, its type and the present haves in one \`cat-file --batch-check\` (\`<ref>^{commit}\` and each have), and write the bundle without the scratch repository (\`git init\` + alternates + \`update-ref\` + \`bundle create\`): a v2 bundle is \`# v2 git bundle\\n\`, one \`-<have>\` line per prerequisite, \`<oid> <ref>\`, a blank line, then the output of \`git pack-objects --revs --stdout --thin\` fed \`<oid>\` and \`^<have>\` lines. That is about half the processes.`)
-  out.push('**Store and forward** (src/git/transfer.ts): `git bundle create` to a temp file, then the wire, then `git bundle verify`, then `git fetch <file>` — each waits for the previous one to finish. Proposed: announce no size in HEADER (END already carries the size and SHA-256), pipe `pack-objects --stdout` straight into DATA frames as it produces them, and on the receiver pipe DATA into `git index-pack --stdin --fix-thin --strict` (which is what `git fetch` runs) while hashing and counting; after END and a good hash, check connectivity (`git rev-list --objects --quiet <oid> --not --all`) and `update-ref`. Limits stay enforced as bytes arrive, no temp files are needed, and packing, the wire and indexing overlap, so a transfer takes about as long as its slowest stage instead of their sum.')
-  out.push('**The wire itself** is bounded by libp2p\'s crypto in the Node process (pnet XSalsa20 in WebAssembly over Noise) — the raw-stream figure above. The transfer can overlap it with the git work (previous point) but not remove it, short of a different transport for bulk data; pipelined, a large transfer approaches the raw stream\'s rate.')
+  out.push(`**Fixed cost of a transfer: ${tr !== undefined ? `${tr.calls} git processes (${countList(tr.commands)})` : 'its git processes'}** (src/git/transfer.ts). \`/meshwork/git/2\` already batches the lookups (one \`cat-file --batch-check\` and one exact \`for-each-ref\` on the server, side by side; \`for-each-ref\` and \`rev-list\` for the haves, side by side), caches the git dir and checks ref names and checked-out branches without git. What is left per fetch is the pack itself (\`pack-objects\`, \`index-pack\`), the connectivity check and \`update-ref\`. Further cuts would need long-lived git processes: one \`cat-file --batch-check\` per served repository fed each request's lines, and haves kept per repository and refreshed when its refs change instead of gathered per fetch.`)
+  out.push('**The wire itself** is bounded by libp2p\'s crypto in the Node process (pnet XSalsa20 in WebAssembly over Noise) — the raw-stream figure above. The transfer overlaps it with packing and indexing (compare the overlapped stream\'s rate with the raw stream\'s above); beyond that, going faster needs less crypto work per byte on that path (one layer of encryption for bulk data instead of two, or a different transport for it).')
   const large = r.overhead.find(o => o.name === 'large')
   if (large !== undefined) {
     out.push(`**Large repositories pay the checkout twice per task** (src/git/worktree.ts): \`create\` writes all ${large.repo.files} files (${fmtMiB(large.repo.checkoutBytes)}) and \`cleanup\` deletes them again (p50 ${fmtMs(large.phases.create.p50)} + ${fmtMs(large.phases.cleanup.p50)} here). Proposed: keep a small pool of finished worktrees per node and reuse one for the next task (\`git checkout -f -B meshwork/<id> <base>\` + \`git clean -ffdx\`), which rewrites only the files that differ between the two bases; remove pooled worktrees on shutdown and in \`pruneStale\`.`)
@@ -213,7 +212,7 @@ export function textReport (r: ExecResults): string {
     lines.push(`ratio meshwork / git fetch: ${num(tp.ratio)}x in one process, ${num(tp.ratio2proc)}x in two; meshwork (one process) / git fetch with fsck: ${num(tp.ratioFsck)}x`)
     if (tp.anatomy !== null) {
       lines.push('')
-      lines.push(`Anatomy of one more meshwork transfer (${fmtMs(tp.anatomy.totalMs)}, git timed through a PATH shim adding ${fmtMs(tp.anatomy.shimOverheadMs)} per call)`)
+      lines.push(`Anatomy of one more meshwork transfer (${fmtMs(tp.anatomy.totalMs)}, steps as the fetch marks them)`)
       lines.push(textTable(['step', 'time', 'share'], anatomyRows(tp)))
     }
     if (tp.raw !== null) lines.push(`raw libp2p stream, ${fmtBytes(tp.raw.chunkBytes)} frames: ${fmtMiB(tp.raw.bytes)} in ${fmtMs(tp.raw.ms)} = ${fmtRate(tp.raw.bytes, tp.raw.ms)}`)
@@ -253,7 +252,7 @@ export function markdownSection (r: ExecResults): string {
     const o0 = r.overhead[0] as OverheadResult
     out.push('### Per-task overhead outside the agent')
     out.push('')
-    out.push(`Each task, one after the other on node A: \`Worktrees.create\` (\`git worktree add -B meshwork/<id>\` from main, then \`--setup true\`), the sim agent writing 3 small files (timed, not overhead), \`Worktrees.commit\` (\`add -A\`, commit with the trailer), \`Worktrees.remove\`, then node B fetches \`refs/heads/meshwork/<id>\` from A over \`/meshwork/git/1\` into its own repository, a clone of main made before the first task (so only the task's objects move). ${o0.samples.length} tasks per repository after ${o0.params.warmup} warm-up tasks that are not counted; p99 is nearest-rank (with ${o0.samples.length} tasks: the slowest).`)
+    out.push(`Each task, one after the other on node A: \`Worktrees.create\` (\`git worktree add -B meshwork/<id>\` from main, then \`--setup true\`), the sim agent writing 3 small files (timed, not overhead), \`Worktrees.commit\` (\`add -A\`, commit with the trailer), \`Worktrees.remove\`, then node B fetches \`refs/heads/meshwork/<id>\` from A over \`/meshwork/git/2\` into its own repository, a clone of main made before the first task (so only the task's objects move). ${o0.samples.length} tasks per repository after ${o0.params.warmup} warm-up tasks that are not counted; p99 is nearest-rank (with ${o0.samples.length} tasks: the slowest).`)
     out.push('')
     out.push(mdTable(REPO_HEAD, repoRows(r.overhead)))
     out.push('')
@@ -273,14 +272,14 @@ export function markdownSection (r: ExecResults): string {
   if (tp !== null) {
     out.push('### Transfer throughput: meshwork against `git fetch file://`')
     out.push('')
-    out.push(`A branch \`bench/big\` off main with one commit of ${tp.params.files} new files of ${fmtBytes(tp.params.bytesPerFile)} random bytes (${fmtMiB(tp.freshBytes)} of fresh objects, packed on the sender) in a ${tp.baseFiles}-file repository. Each rep makes four fresh \`git clone --no-local\` clones of main and fetches the branch into one with each method, in rotated order; ${tp.params.reps} reps, medians shown. Throughput is bytes moved (meshwork: the bundle; git: what its object store grew by) over wall time from the call to the ref being updated. CPU is this process (both nodes) plus its git children, and for the two-process run also the serving process and its git children.`)
+    out.push(`A branch \`bench/big\` off main with one commit of ${tp.params.files} new files of ${fmtBytes(tp.params.bytesPerFile)} random bytes (${fmtMiB(tp.freshBytes)} of fresh objects, packed on the sender) in a ${tp.baseFiles}-file repository. Each rep makes four fresh \`git clone --no-local\` clones of main and fetches the branch into one with each method, in rotated order; ${tp.params.reps} reps, medians shown. Throughput is bytes moved (meshwork: the pack; git: what its object store grew by) over wall time from the call to the ref being updated. CPU is this process (both nodes) plus its git children, and for the two-process run also the serving process and its git children.`)
     out.push('')
     out.push(mdTable(TP_HEAD, throughputRows(tp)))
     out.push('')
-    out.push(`Ratio of medians, meshwork / \`git fetch\`: **${num(tp.ratio)}x** with both nodes in one process, **${num(tp.ratio2proc)}x** with the serving node in its own process (\`scripts/bench/exec-worker.ts\`: what a real mesh does, each side encrypting on its own core); meshwork (one process) / \`git fetch\` with \`transfer.fsckObjects\` (which meshwork's fetch of the bundle sets): ${num(tp.ratioFsck)}x.`)
+    out.push(`Ratio of medians, meshwork / \`git fetch\`: **${num(tp.ratio)}x** with both nodes in one process, **${num(tp.ratio2proc)}x** with the serving node in its own process (\`scripts/bench/exec-worker.ts\`: what a real mesh does, each side encrypting on its own core); meshwork (one process) / \`git fetch\` with \`transfer.fsckObjects\` (whose \`index-pack --strict\` meshwork's receiver runs too): ${num(tp.ratioFsck)}x.`)
     out.push('')
     if (tp.anatomy !== null && tp.anatomy.steps.length > 0) {
-      out.push(`Where one more meshwork transfer of the same branch spent its ${fmtMs(tp.anatomy.totalMs)} (every git command timed through the shell shim on \`PATH\`, ${tp.anatomy.shimOverheadMs !== null ? `measured to add ${fmtMs(tp.anatomy.shimOverheadMs)} per call` : 'which adds some ms per call'}, ${tp.anatomy.gitCalls} git processes; steps are the gaps between their start and end times):`)
+      out.push(`Where one more meshwork transfer of the same branch spent its ${fmtMs(tp.anatomy.totalMs)} (steps between the marks \`fetchFromPeer\` reports in its \`git:fetched\` debug event; no shim, git runs as in the timed transfers):`)
       out.push('')
       out.push(mdTable(['step', 'time', 'share'], anatomyRows(tp)))
       out.push('')

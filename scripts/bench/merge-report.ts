@@ -89,7 +89,7 @@ export function markdownSection (r: MergeResults): string {
     '',
     '### Latency from done to dependents running',
     '',
-    `${l.nodes} \`meshwork node\` processes (sim agent, 2 slots each) on 127.0.0.1 run ${l.tasks} tasks in ${l.tasks / 3} chains of 3 (each 300 ms, its own file), no verify. For each dependency edge: the dependent's \`startedAt\` minus its dependency's \`doneAt\`, from \`status --json\` (one host clock). Done → merged includes collecting the branch from the node that made it over \`/meshwork/git/1\`; merged → running includes the claim settling (every live peer's acknowledgement) and the worktree. Whole run ${(l.wallMs / 1000).toFixed(1)} s.`,
+    `${l.nodes} \`meshwork node\` processes (sim agent, 2 slots each) on 127.0.0.1 run ${l.tasks} tasks in ${l.tasks / 3} chains of 3 (each 300 ms, its own file), no verify. For each dependency edge: the dependent's \`startedAt\` minus its dependency's \`doneAt\`, from \`status --json\` (one host clock). Done → merged includes collecting the branch from the node that made it over \`/meshwork/git/2\`; merged → running includes the claim settling (every live peer's acknowledgement) and the worktree. Whole run ${(l.wallMs / 1000).toFixed(1)} s.`,
     '',
     mdTable(['latency', 'n', 'p50', 'p99', 'max'], latencyRows(l)),
     ''

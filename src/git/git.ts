@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { resolve } from 'node:path'
 
 /** A git command that exited non-zero. */
@@ -97,4 +97,47 @@ async function run (args: string[], opts: GitOptions): Promise<GitResult> {
 /** Runs git and returns its stdout as trimmed text. */
 export async function gitText (args: string[], opts: GitOptions): Promise<string> {
   return (await git(args, opts)).stdout.toString('utf8').trim()
+}
+
+/** A git process whose stdin and stdout the caller streams (see `spawnGit`). */
+export interface GitProcess {
+  readonly child: ChildProcessWithoutNullStreams
+  /** Settles when the process has exited: its exit code (null if killed) and the start of its stderr. */
+  readonly exited: Promise<{ code: number | null, stderr: string }>
+  /** Kills the process if it is still running. */
+  kill: () => void
+}
+
+/**
+ * Starts the system git with an argument array and leaves its stdin and stdout
+ * to the caller, for data that should flow through rather than be buffered
+ * (`pack-objects --stdout`, `index-pack --stdin`). `exited` never rejects: a
+ * failed start resolves with code null and the error in `stderr`.
+ */
+export function spawnGit (args: string[], opts: Omit<GitOptions, 'input' | 'allowFail' | 'maxOutput'>): GitProcess {
+  const child = spawn('git', args, {
+    cwd: opts.cwd,
+    env: { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C', ...opts.env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+    ...(opts.signal !== undefined ? { signal: opts.signal } : {})
+  })
+  let err = ''
+  child.stderr.on('data', (c: Buffer) => { if (err.length < 64 * 1024) err += c.toString() })
+  child.stdin.on('error', () => {})
+  child.stdout.on('error', () => {})
+  const exited = new Promise<{ code: number | null, stderr: string }>(resolve => {
+    let done = false
+    child.on('error', e => {
+      if (done) return
+      err += `${e.message}\n`
+      // a failed spawn emits no 'close'
+      if (child.pid === undefined) { done = true; resolve({ code: null, stderr: err }) }
+    })
+    child.on('close', code => { if (!done) { done = true; resolve({ code, stderr: err }) } })
+  })
+  return {
+    child,
+    exited,
+    kill: () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') }
+  }
 }

@@ -24,6 +24,19 @@ export async function objectFormat (repoDir: string, signal?: AbortSignal): Prom
   return fmt === '' ? 'sha1' : fmt
 }
 
+/**
+ * Whether `ref` is a well-formed full ref name starting with `refs/`, by the
+ * rules of `git check-ref-format` (no `..`, `@{`, control characters, space,
+ * `~^:?*[\\`, no component starting with `.` or ending with `.lock`, no empty
+ * component, not ending with `.`), checked without starting git. Such a name
+ * is read by git as exactly that ref, never as a revision expression.
+ */
+export function isWellFormedRefName (ref: string): boolean {
+  if (!ref.startsWith('refs/') || ref.length > 1024) return false
+  if (/[\0-\x20\x7f~^:?*[\\]/.test(ref) || ref.includes('..') || ref.includes('@{') || ref.endsWith('.')) return false
+  return ref.split('/').every(c => c !== '' && !c.startsWith('.') && !c.endsWith('.lock'))
+}
+
 /** Whether `ref` is a well-formed full ref name (`git check-ref-format`), starting with `refs/`. */
 export async function isValidRefName (repoDir: string, ref: string): Promise<boolean> {
   if (!ref.startsWith('refs/') || ref.length > 1024 || /[\0-\x20\x7f]/.test(ref)) return false

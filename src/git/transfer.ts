@@ -1,7 +1,9 @@
 /**
- * Git between peers: `/meshwork/git/1` moves a branch (or a commit) from one
- * node's repository to another's as a `git bundle` over a libp2p stream, with no
- * git server.
+ * Git between peers: `/meshwork/git/2` moves a branch (or a commit) from one
+ * node's repository to another's as a git pack over a libp2p stream, with no
+ * git server. The pack streams through: the server's `git pack-objects` output
+ * goes onto the stream as it is produced and the requester feeds it to
+ * `git index-pack` as it arrives, so packing, the wire and indexing overlap.
  *
  * Every frame is length-prefixed (`lpStream`) and starts with a one-byte tag:
  *
@@ -9,45 +11,49 @@
  *     REQUEST 0x01  JSON `{ want, haves }`: `want` is a ref under `refs/heads/`
  *                   or a full oid; `haves` are up to `MAX_HAVES` commit oids the
  *                   requester already has.
- *     ACK     0x05  JSON `{ bytes }`: bundle bytes written to disk so far; sent
- *                   whenever `ACK_BYTES` more have arrived (flow control).
+ *     ACK     0x05  JSON `{ bytes }`: pack bytes received so far; sent whenever
+ *                   `ACK_BYTES` more have arrived (flow control).
  *   server → requester
- *     HEADER  0x02  JSON `{ oid, ref, upToDate, bytes }`. With `upToDate` the
- *                   requester already has `oid` and nothing follows; otherwise a
- *                   bundle of `bytes` bytes follows.
- *     DATA    0x03  a piece of the bundle (64 KiB by default, at most 1 MiB).
- *                   The server keeps at most `WINDOW_BYTES` unacknowledged
- *                   (or one piece, if a piece is larger).
- *     END     0x04  JSON `{ bytes, sha256 }` of the whole bundle; then the server
+ *     HEADER  0x02  JSON `{ oid, ref, upToDate }`. With `upToDate` the requester
+ *                   already has `oid` and nothing follows; otherwise a pack
+ *                   follows (its size is not known in advance).
+ *     DATA    0x03  a piece of the pack (256 KiB by default, at most 1 MiB). The
+ *                   server keeps at most `WINDOW_BYTES` unacknowledged (or one
+ *                   piece, if a piece is larger).
+ *     END     0x04  JSON `{ bytes, sha256 }` of the whole pack; then the server
  *                   closes its side.
  *     ERROR   0x00  JSON `{ code, message }`: the server gives up, in place of
  *                   the HEADER or after some DATA; then it closes its side.
  *
- * The server builds the bundle of `want` minus the haves it actually has in a
- * throwaway bare repository borrowing its objects (alternates), so its own
- * repository is never written to. The requester receives the bundle into a temp
- * file, checks size and hash, runs `git bundle verify`, then
- * `git fetch <bundle> +<head>:<intoRef>` (git 2.39 cannot verify or unbundle
- * from stdin, and `unbundle` does not update refs). Temp files are removed on
- * every path.
+ * The server resolves the want and the haves it actually has (one `git cat-file
+ * --batch-check` and one exact `git for-each-ref`, side by side; the branch's
+ * oid is fixed from then on) and streams `git pack-objects --revs --stdout
+ * --thin` of `want ^haves` (a thin pack: deltas may use objects the haves
+ * reach); an empty pack means the requester is up to date. Its repository is
+ * never written to. The requester pipes DATA into `git index-pack --stdin
+ * --fix-thin --strict` (what `git fetch` with `transfer.fsckObjects` runs)
+ * writing into a quarantine directory in the git dir, while counting bytes
+ * against its limit and hashing; after END and a matching size and hash it
+ * checks that `oid` is connected (`git rev-list --objects <oid> --not --all`
+ * with the quarantine as an alternate), moves the pack into `objects/pack` and
+ * only then updates `intoRef`. The quarantine is removed on every path, so a
+ * failed transfer leaves neither refs nor objects behind.
  */
 import { createHash } from 'node:crypto'
-import { mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
+import { isAbsolute, join, resolve } from 'node:path'
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId, Stream } from '@libp2p/interface'
 import type { MeshNode } from '../node/mesh-node.ts'
-import { GitError, git, gitText } from './git.ts'
-import {
-  OID_RE, checkedOutBranches, gitCommonDir, isOid, isValidBranchName, isValidRefName, objectFormat, objectType, presentCommits, refOid
-} from './repo.ts'
+import { GitError, git, spawnGit, type GitProcess } from './git.ts'
+import { OID_RE, gitCommonDir, isOid, isValidBranchName, isWellFormedRefName, refOid } from './repo.ts'
 import { UsageError, toError } from '../util/errors.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 
-export const GIT_PROTOCOL = '/meshwork/git/1'
+export const GIT_PROTOCOL = '/meshwork/git/2'
 
-/** Frame tags on `/meshwork/git/1`. */
+/** Frame tags on `/meshwork/git/2`. */
 export const GitFrame = {
   ERROR: 0x00,
   REQUEST: 0x01,
@@ -57,28 +63,31 @@ export const GitFrame = {
   ACK: 0x05
 } as const
 
-/** Largest bundle piece in one DATA frame a requester accepts. */
+/** Largest pack piece in one DATA frame a requester accepts. */
 export const MAX_CHUNK_BYTES = 1024 * 1024
 /**
- * Bundle bytes per DATA frame a server sends by default. Kept small together
- * with the window because pnet's xsalsa20 (WASM, shared by the whole process)
- * leaks memory and eventually throws `WebAssembly.Memory.grow(): Maximum memory
- * size exceeded` once a single write through a connection exceeds its initial
- * 640 KiB (js-libp2p PR #3585): with 384 KiB in flight per transfer no write
- * gets near that.
- * @default 64 KiB
+ * Pack bytes per DATA frame a server sends by default. Fewer, larger frames
+ * cost less CPU per byte on the libp2p path (one trip through yamux, Noise and
+ * pnet each; with 64 KiB frames a 25 MiB transfer took about a fifth more CPU
+ * in the trial). Writes this large through pnet's xsalsa20 are safe since
+ * src/node/pnet-fix.ts (its shared WebAssembly memory used to grow without
+ * bound after one write above 64 KiB).
+ * @default 256 KiB
  */
-export const DEFAULT_CHUNK_BYTES = 64 * 1024
+export const DEFAULT_CHUNK_BYTES = 256 * 1024
 /** Most haves a request may carry. */
 export const MAX_HAVES = 256
-/** Bundle bytes a server sends ahead of the requester's ACKs. */
-export const WINDOW_BYTES = 384 * 1024
+/** Pack bytes a server sends ahead of the requester's ACKs: a few default frames. */
+export const WINDOW_BYTES = 1536 * 1024
 /**
  * The requester ACKs whenever this many bytes arrived since its last ACK.
- * `2 * ACK_BYTES <= WINDOW_BYTES` keeps the window from deadlocking.
+ * `ACK_BYTES + MAX_CHUNK_BYTES <= WINDOW_BYTES` keeps the window from
+ * deadlocking: a server waits for an ACK only while more than
+ * `WINDOW_BYTES - piece >= ACK_BYTES` bytes are unacknowledged, and a requester
+ * that has read everything has less than `ACK_BYTES` unacknowledged.
  */
-export const ACK_BYTES = 128 * 1024
-/** Default cap on one transfer's bundle. @default 2 GiB */
+export const ACK_BYTES = 512 * 1024
+/** Default cap on one transfer's pack. @default 2 GiB */
 export const DEFAULT_MAX_TRANSFER_BYTES = 2 * 1024 * 1024 * 1024
 /** Default time bound of one transfer, either side. @default 10 min */
 export const DEFAULT_TRANSFER_TIMEOUT_MS = 10 * 60_000
@@ -89,6 +98,14 @@ export const DEFAULT_MAX_CONCURRENT_SERVES = 4
 const MAX_REQUEST_FRAME_BYTES = 64 * 1024
 /** Largest `want` string. */
 const MAX_WANT_LENGTH = 1024
+/** A pack file starts with `PACK`, version 2 or 3, and a 4-byte object count. */
+const PACK_HEADER_BYTES = 12
+/**
+ * Packs in `objects/pack` above which a fetch runs `git maintenance run --auto`
+ * (git's own `gc.autoPackLimit` default; git then decides by its config, as
+ * after a `git fetch`).
+ */
+const AUTO_MAINTENANCE_PACKS = 50
 
 export type GitTransferErrorCode =
   /** malformed request (from the server) or bad arguments (local) */
@@ -99,7 +116,7 @@ export type GitTransferErrorCode =
   | 'not-found'
   /** the server is serving its maximum of transfers */
   | 'busy'
-  /** the bundle is larger than a `maxBytes` */
+  /** the pack is larger than a `maxBytes` */
   | 'too-large'
   /** the transfer took longer than allowed */
   | 'timeout'
@@ -107,9 +124,13 @@ export type GitTransferErrorCode =
   | 'aborted'
   /** the peer could not be dialled */
   | 'unreachable'
-  /** the peer broke the protocol (bad frame, bad size or hash, stream reset) */
+  /** the peer broke the protocol (bad frame, bad size or hash, stream reset or ended early) */
   | 'protocol'
-  /** what arrived is not a valid bundle of what was announced */
+  /**
+   * what arrived is not a valid pack of what was announced (git rejected the
+   * pack, or the announced commit is not connected); the name is from the
+   * bundle-based `/meshwork/git/1`
+   */
   | 'bad-bundle'
   /** the server failed */
   | 'server'
@@ -176,19 +197,76 @@ function isCount (value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0
 }
 
+const lastLines = (text: string, n: number): string => text.trim().split('\n').slice(-n).join(' | ')
+
+// ---------------------------------------------------------------------------
+// the repository, looked up once
+
+interface RepoInfo { commonDir: string, bare: boolean }
+
+const repoInfos = new Map<string, RepoInfo>()
+
+/**
+ * The repository's common git dir and whether it is bare, from one `git
+ * rev-parse`, remembered per directory while that git dir exists.
+ */
+async function repoInfo (repoDir: string, signal?: AbortSignal): Promise<RepoInfo> {
+  const key = resolve(repoDir)
+  const cached = repoInfos.get(key)
+  if (cached !== undefined && await stat(cached.commonDir).then(s => s.isDirectory(), () => false)) return cached
+  repoInfos.delete(key)
+  const res = await git(['rev-parse', '--path-format=absolute', '--git-common-dir', '--is-bare-repository'], { cwd: repoDir, ...(signal !== undefined ? { signal } : {}) })
+  const [dir, bare] = res.stdout.toString('utf8').trim().split('\n')
+  if (dir === undefined || dir === '') throw new Error(`git rev-parse printed no git dir for ${repoDir}`)
+  const info = { commonDir: isAbsolute(dir) ? dir : resolve(repoDir, dir), bare: bare === 'true' }
+  repoInfos.set(key, info)
+  return info
+}
+
+/**
+ * Full ref names of branches checked out in any worktree of the repository:
+ * the `HEAD` files of the main worktree (unless bare) and of each linked one,
+ * which is what `git worktree list` reads, without starting git (and without
+ * waiting behind the worktree commands `git()` runs one at a time).
+ */
+async function checkedOutBranches (info: RepoInfo): Promise<Set<string>> {
+  const heads = info.bare ? [] : [join(info.commonDir, 'HEAD')]
+  const linked = await readdir(join(info.commonDir, 'worktrees')).catch(() => [] as string[])
+  for (const name of linked) heads.push(join(info.commonDir, 'worktrees', name, 'HEAD'))
+  const refs = new Set<string>()
+  for (const file of heads) {
+    const text = await readFile(file, 'utf8').catch(() => '')
+    const m = /^ref: (refs\/\S+)\s*$/.exec(text)
+    if (m !== null) refs.add(m[1] as string)
+  }
+  return refs
+}
+
+/**
+ * `git cat-file --batch-check` of `names` (full oids, one process): for each,
+ * its oid and type, or null when the repository lacks it.
+ */
+async function batchCheck (repoDir: string, names: string[], signal: AbortSignal, env?: NodeJS.ProcessEnv): Promise<Array<{ oid: string, type: string } | null>> {
+  if (names.length === 0) return []
+  const res = await git(['cat-file', '--batch-check=%(objectname) %(objecttype)'], { cwd: repoDir, input: names.join('\n') + '\n', signal, ...(env !== undefined ? { env } : {}) })
+  const lines = res.stdout.toString('utf8').split('\n')
+  return names.map((_, i) => {
+    const m = /^([0-9a-f]{40}|[0-9a-f]{64}) ([a-z]+)$/.exec(lines[i] ?? '')
+    return m === null ? null : { oid: m[1] as string, type: m[2] as string }
+  })
+}
+
 // ---------------------------------------------------------------------------
 // server
 
 export interface ServeGitOptions {
-  /** Largest bundle served. @default 2 GiB */
+  /** Largest pack served. @default 2 GiB */
   maxBytes?: number
   /** Transfers served at once (over all peers); more are answered `busy`. @default 4 */
   maxConcurrent?: number
   /** Time bound of one served transfer. @default 10 min */
   timeoutMs?: number
-  /** Where bundles are built. @default the repository's git dir */
-  tmpDir?: string
-  /** Bundle bytes per DATA frame (at most 1 MiB). @default 64 KiB */
+  /** Pack bytes per DATA frame (at most 1 MiB). @default 256 KiB */
   chunkBytes?: number
   logger?: Logger
 }
@@ -218,11 +296,49 @@ class ServeRefusal extends Error {
   }
 }
 
-interface Resolved { oid: string, ref: string | null }
+interface Resolved { oid: string, haves: string[] }
+
+/**
+ * Reads a stream of buffers in order into buffers the caller provides, so a
+ * DATA frame is filled with one copy of each byte.
+ */
+class StreamFiller {
+  private readonly it: AsyncIterator<Buffer>
+  private rest: Buffer = Buffer.alloc(0)
+  private ended = false
+  constructor (source: AsyncIterable<Buffer>) {
+    this.it = source[Symbol.asyncIterator]()
+  }
+
+  /** Puts `piece` back in front of what is still to be read. */
+  unshift (piece: Buffer): void {
+    this.rest = this.rest.length === 0 ? piece : Buffer.concat([piece, this.rest])
+  }
+
+  /** Fills `target` from `from` on; returns the bytes written (fewer than asked only at the end). */
+  async fill (target: Buffer, from = 0): Promise<number> {
+    let at = from
+    while (at < target.length) {
+      if (this.rest.length === 0) {
+        if (this.ended) break
+        const next = await this.it.next()
+        if (next.done === true) {
+          this.ended = true
+          break
+        }
+        this.rest = next.value
+      }
+      const n = this.rest.copy(target, at)
+      this.rest = this.rest.subarray(n)
+      at += n
+    }
+    return at - from
+  }
+}
 
 /**
  * Serves `repoDir`'s branches (`refs/heads/*`, or commits reachable from them)
- * to mesh peers over `/meshwork/git/1`.
+ * to mesh peers over `/meshwork/git/2`.
  */
 export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitOptions = {}): Promise<GitServer> {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_TRANSFER_BYTES
@@ -231,29 +347,48 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
   const chunkBytes = Math.max(1, Math.min(opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES))
   const log = opts.logger ?? silentLogger
   const stats: GitServeStats = { served: 0, upToDate: 0, failed: 0, bytesSent: 0 }
-  const gitDir = await gitCommonDir(repoDir)
-  const objectsDir = join(gitDir, 'objects')
-  const format = await objectFormat(repoDir)
+  await repoInfo(repoDir) // fails early on a directory that is not a repository
   const running = new Set<Promise<void>>()
   const controllers = new Set<AbortController>()
   let active = 0
   let closed = false
 
-  const resolveWant = async (want: string, signal: AbortSignal): Promise<Resolved> => {
-    const opt = { cwd: repoDir, signal, allowFail: true }
-    if (OID_RE.test(want)) {
-      if (await objectType(repoDir, want, signal) !== 'commit') throw new ServeRefusal('not-found', `no commit ${want}`)
-      // only what the branches reach is served
-      const res = await git(['for-each-ref', '--count=1', '--format=%(refname)', `--contains=${want}`, 'refs/heads/'], opt)
-      if (res.code !== 0 || res.stdout.toString('utf8').trim() === '') throw new ServeRefusal('not-found', `no branch contains ${want}`)
-      return { oid: want, ref: null }
+  /**
+   * The want's commit and the haves that are commits here: one `cat-file
+   * --batch-check` for the haves (and an oid want) and, side by side, one
+   * `for-each-ref` that resolves a branch exactly (no DWIM: `refs/heads/x` never
+   * falls back to `refs/tags/refs/heads/x`) or checks that a branch contains an
+   * oid want.
+   */
+  const resolveRequest = async (want: string, haves: string[], signal: AbortSignal): Promise<Resolved> => {
+    const isOidWant = OID_RE.test(want)
+    if (!isOidWant) {
+      if (!want.startsWith('refs/heads/')) throw new ServeRefusal('refused', `only refs under refs/heads/ are served, not ${JSON.stringify(want)}`)
+      if (!isWellFormedRefName(want)) throw new ServeRefusal('bad-request', `invalid ref name ${JSON.stringify(want)}`)
     }
-    if (!want.startsWith('refs/heads/')) throw new ServeRefusal('refused', `only refs under refs/heads/ are served, not ${JSON.stringify(want)}`)
-    if (!await isValidRefName(repoDir, want)) throw new ServeRefusal('bad-request', `invalid ref name ${JSON.stringify(want)}`)
-    const oid = await refOid(repoDir, want, signal)
-    if (oid === null) throw new ServeRefusal('not-found', `no branch ${want}`)
-    if (await objectType(repoDir, oid, signal) !== 'commit') throw new ServeRefusal('not-found', `${want} is not a commit`)
-    return { oid, ref: want }
+    const uniqueHaves = [...new Set(haves)]
+    const opt = { cwd: repoDir, signal, allowFail: true }
+    const [checks, refs] = await Promise.all([
+      batchCheck(repoDir, isOidWant ? [want, ...uniqueHaves] : uniqueHaves, signal),
+      isOidWant
+        // only what the branches reach is served
+        ? git(['for-each-ref', '--count=1', '--format=%(refname)', `--contains=${want}`, 'refs/heads/'], opt)
+        : git(['for-each-ref', '--format=%(objectname) %(objecttype) %(refname)', want], opt)
+    ])
+    const refLines = refs.code === 0 ? refs.stdout.toString('utf8').split('\n').filter(l => l !== '') : []
+    let oid: string
+    if (isOidWant) {
+      const w = checks.shift()
+      if (w === null || w === undefined || w.type !== 'commit') throw new ServeRefusal('not-found', `no commit ${want}`)
+      if (refLines.length === 0) throw new ServeRefusal('not-found', `no branch contains ${want}`)
+      oid = w.oid
+    } else {
+      const line = refLines.map(l => l.split(' ')).find(([, , name]) => name === want)
+      if (line === undefined || !isOid(line[0])) throw new ServeRefusal('not-found', `no branch ${want}`)
+      if (line[1] !== 'commit') throw new ServeRefusal('not-found', `${want} is not a commit`)
+      oid = line[0]
+    }
+    return { oid, haves: uniqueHaves.filter((_, i) => checks[i]?.type === 'commit') }
   }
 
   const parseRequest = (frame: Frame): { want: string, haves: string[] } => {
@@ -278,7 +413,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
     const timeout = AbortSignal.timeout(timeoutMs)
     const signal = AbortSignal.any([ac.signal, timeout])
     const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_FRAME_BYTES })
-    let tmp: string | undefined
+    let pack: GitProcess | undefined
     let counted = false
     const started = Date.now()
     try {
@@ -293,65 +428,68 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
         throw new ServeRefusal('bad-request', `unreadable request: ${toError(err).message}`)
       }
       const req = parseRequest(first)
-      const resolved = await resolveWant(req.want, signal)
-      const haves = await presentCommits(repoDir, req.haves, signal)
-      if (haves.length > 0) {
-        const missing = await gitText(['rev-list', '--max-count=1', resolved.oid, '--not', ...haves], { cwd: repoDir, signal })
-        if (missing === '') {
-          await lp.write(encodeJsonFrame(GitFrame.HEADER, { oid: resolved.oid, ref: req.want, upToDate: true, bytes: 0 }), { signal })
-          await stream.close({ signal })
-          stats.upToDate++
-          log.debug('git:serve-up-to-date', { peer, want: req.want, oid: resolved.oid })
-          return
-        }
+      const { oid, haves } = await resolveRequest(req.want, req.haves, signal)
+      const upToDate = async (): Promise<void> => {
+        await lp.write(encodeJsonFrame(GitFrame.HEADER, { oid, ref: req.want, upToDate: true }), { signal })
+        await stream.close({ signal })
+        stats.upToDate++
+        log.debug('git:serve-up-to-date', { peer, want: req.want, oid })
       }
-      // Build the bundle in a throwaway bare repo that borrows our objects: a
-      // bundle needs a ref, and a fixed ref keeps the announced oid exact even if
-      // the branch moves meanwhile.
-      tmp = await mkdtemp(join(opts.tmpDir ?? gitDir, 'meshwork-serve-'))
-      const scratch = join(tmp, 'scratch.git')
-      const file = join(tmp, 'out.bundle')
-      await git(['init', '--quiet', '--bare', '--template=', `--object-format=${format}`, scratch], { cwd: tmp, signal })
-      await mkdir(join(scratch, 'objects', 'info'), { recursive: true })
-      await writeFile(join(scratch, 'objects', 'info', 'alternates'), objectsDir + '\n')
-      const inScratch = { cwd: tmp, signal, env: { GIT_DIR: scratch } }
-      const bundleRef = resolved.ref ?? 'refs/heads/meshwork-want'
-      await git(['update-ref', bundleRef, resolved.oid], inScratch)
-      await git(['bundle', 'create', '--quiet', file, bundleRef, ...haves.map(h => `^${h}`)], inScratch)
-      const size = (await stat(file)).size
-      if (size > maxBytes) throw new ServeRefusal('too-large', `bundle of ${req.want} is ${size} bytes, more than this server's limit of ${maxBytes}`)
-      await lp.write(encodeJsonFrame(GitFrame.HEADER, { oid: resolved.oid, ref: req.want, upToDate: false, bytes: size }), { signal })
+      if (haves.includes(oid)) {
+        await upToDate()
+        return
+      }
+      // `oid` is fixed now: the pack is of that commit even if the branch moves meanwhile
+      pack = spawnGit(['pack-objects', '--revs', '--stdout', '--thin', '--delta-base-offset', '--quiet'], { cwd: repoDir, signal })
+      pack.child.stdin.end([oid, ...haves.map(h => `^${h}`)].join('\n') + '\n')
+      const reader = new StreamFiller(pack.child.stdout)
+      // pack-objects writes the header once it has counted the objects: none means nothing is missing
+      const header = Buffer.alloc(PACK_HEADER_BYTES)
+      if (await reader.fill(header) < PACK_HEADER_BYTES || header.subarray(0, 4).toString('latin1') !== 'PACK') {
+        const { code, stderr } = await pack.exited
+        throw new Error(`git pack-objects produced no pack (exit ${String(code)}): ${lastLines(stderr, 3)}`)
+      }
+      if (header.readUInt32BE(8) === 0) {
+        await upToDate()
+        return
+      }
+      await lp.write(encodeJsonFrame(GitFrame.HEADER, { oid, ref: req.want, upToDate: false }), { signal })
 
-      const fh = await open(file, 'r')
       const hash = createHash('sha256')
       let offset = 0 // bytes sent
       let acked = 0
-      try {
-        const buf = Buffer.allocUnsafe(chunkBytes)
-        while (offset < size) {
-          const n = Math.min(chunkBytes, size - offset)
-          while (offset > acked && offset - acked + n > WINDOW_BYTES) {
-            const ack = await readFrame(lp, signal)
-            if (ack.tag !== GitFrame.ACK) throw new ServeRefusal('bad-request', `expected an ACK frame, got tag ${ack.tag}`)
-            const { bytes } = parseJson(ack.body, 'ACK')
-            if (!isCount(bytes) || bytes < acked || bytes > offset) throw new ServeRefusal('bad-request', `bad ACK of ${String(bytes)} bytes (sent ${offset})`)
-            acked = bytes
-          }
-          const { bytesRead } = await fh.read(buf, 0, n, offset)
-          if (bytesRead === 0) throw new Error('bundle file shrank while being sent')
-          const piece = buf.subarray(0, bytesRead)
-          hash.update(piece)
-          await lp.write(encodeFrame(GitFrame.DATA, piece), { signal })
-          offset += bytesRead
+      /** Sends `frame` (the DATA tag, then a piece of the pack) within the window. */
+      const send = async (frame: Buffer): Promise<void> => {
+        const piece = frame.subarray(1)
+        if (offset + piece.length > maxBytes) throw new ServeRefusal('too-large', `the pack of ${req.want} is more than this server's limit of ${maxBytes} bytes`)
+        while (offset > acked && offset - acked + piece.length > WINDOW_BYTES) {
+          const ack = await readFrame(lp, signal)
+          if (ack.tag !== GitFrame.ACK) throw new ServeRefusal('bad-request', `expected an ACK frame, got tag ${ack.tag}`)
+          const { bytes } = parseJson(ack.body, 'ACK')
+          if (!isCount(bytes) || bytes < acked || bytes > offset) throw new ServeRefusal('bad-request', `bad ACK of ${String(bytes)} bytes (sent ${offset})`)
+          acked = bytes
         }
-      } finally {
-        await fh.close()
+        hash.update(piece)
+        await lp.write(frame, { signal })
+        offset += piece.length
       }
+      // the header, then the rest as pack-objects produces it, in frames of chunkBytes (a fresh
+      // buffer each: lp.write may hold on to it)
+      reader.unshift(header)
+      for (;;) {
+        const frame = Buffer.allocUnsafe(1 + chunkBytes)
+        frame[0] = GitFrame.DATA
+        const n = await reader.fill(frame, 1)
+        if (n > 0) await send(n < chunkBytes ? frame.subarray(0, 1 + n) : frame)
+        if (n < chunkBytes) break
+      }
+      const { code, stderr } = await pack.exited
+      if (code !== 0) throw new Error(`git pack-objects failed (${String(code)}): ${lastLines(stderr, 3)}`)
       await lp.write(encodeJsonFrame(GitFrame.END, { bytes: offset, sha256: hash.digest('hex') }), { signal })
       await stream.close({ signal })
       stats.served++
       stats.bytesSent += offset
-      log.debug('git:served', { peer, want: req.want, oid: resolved.oid, bytes: offset, haves: haves.length, ms: Date.now() - started })
+      log.debug('git:served', { peer, want: req.want, oid, bytes: offset, haves: haves.length, ms: Date.now() - started })
     } catch (err) {
       stats.failed++
       const e = toError(err)
@@ -360,6 +498,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
         : timeout.aborted ? 'timeout' : 'server'
       const message = e instanceof ServeRefusal ? e.message : timeout.aborted ? `transfer took longer than ${timeoutMs} ms` : `serving failed: ${e.message.slice(0, 500)}`
       log.debug('git:serve-failed', { peer, code, error: e.message })
+      pack?.kill()
       if (stream.writeStatus === 'writable' && !ac.signal.aborted) {
         // tell the requester why (after whatever it has not read yet), then close
         try {
@@ -371,7 +510,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
       }
       stream.abort(e)
     } finally {
-      if (tmp !== undefined) await rm(tmp, { recursive: true, force: true }).catch(() => {})
+      pack?.kill()
       if (counted) active--
       controllers.delete(ac)
     }
@@ -399,7 +538,6 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
     }
   }
 }
-
 // ---------------------------------------------------------------------------
 // requester
 
@@ -410,12 +548,10 @@ export interface FetchFromPeerOptions {
    */
   intoRef?: string
   signal?: AbortSignal
-  /** Largest bundle accepted. @default 2 GiB */
+  /** Largest pack accepted, enforced as bytes arrive. @default 2 GiB */
   maxBytes?: number
   /** Time bound of the whole transfer. @default 10 min */
   timeoutMs?: number
-  /** Where the bundle is received. @default the repository's git dir */
-  tmpDir?: string
   /** Oids to announce as haves instead of the default (local branch tips, recent first-parent history). */
   haves?: string[]
   /** Whose first-parent history is announced as haves besides the branch tips. @default HEAD */
@@ -428,7 +564,7 @@ export interface FetchFromPeerOptions {
 export interface FetchResult {
   /** The commit `intoRef` now points to. */
   oid: string
-  /** Bundle bytes received (0 when up to date). */
+  /** Pack bytes received (0 when up to date). */
   bytes: number
   /** The requester already had everything: nothing was transferred. */
   upToDate: boolean
@@ -436,41 +572,41 @@ export interface FetchResult {
 
 /**
  * What to announce as haves: the current `intoRef`, tips of local branches (most
- * recent first) and recent first-parent history of `baseRef`, at most `MAX_HAVES`.
+ * recent first) and recent first-parent history of `baseRef`, at most
+ * `MAX_HAVES`. Two git processes, run side by side.
  */
 export async function collectHaves (repoDir: string, opts: { intoRef?: string, baseRef?: string, signal?: AbortSignal } = {}): Promise<string[]> {
   const sig = opts.signal !== undefined ? { signal: opts.signal } : {}
+  const patterns = ['refs/heads/']
+  const intoRef = opts.intoRef !== undefined && isWellFormedRefName(opts.intoRef) ? opts.intoRef : undefined
+  if (intoRef !== undefined && !intoRef.startsWith('refs/heads/')) patterns.push(intoRef)
+  const base = opts.baseRef ?? 'HEAD'
+  const [tips, hist] = await Promise.all([
+    git(['for-each-ref', '--sort=-committerdate', '--format=%(objectname) %(refname)', ...patterns], { cwd: repoDir, allowFail: true, ...sig }),
+    base === 'HEAD' || base.startsWith('refs/')
+      ? git(['rev-list', '--first-parent', `--max-count=${MAX_HAVES}`, base, '--'], { cwd: repoDir, allowFail: true, ...sig })
+      : Promise.resolve(null)
+  ])
   const out: string[] = []
   const seen = new Set<string>()
-  const add = (oid: string): void => {
+  const add = (oid: string | undefined): void => {
     if (isOid(oid) && !seen.has(oid) && out.length < MAX_HAVES) {
       seen.add(oid)
       out.push(oid)
     }
   }
-  if (opts.intoRef !== undefined) {
-    const cur = await refOid(repoDir, opts.intoRef, opts.signal).catch(() => null)
-    if (cur !== null) add(cur)
-  }
-  const tips = await git(['for-each-ref', '--sort=-committerdate', `--count=${MAX_HAVES / 2}`, '--format=%(objectname)', 'refs/heads/'], { cwd: repoDir, allowFail: true, ...sig })
-  if (tips.code === 0) for (const line of tips.stdout.toString('utf8').split('\n')) add(line.trim())
-  const base = opts.baseRef ?? 'HEAD'
-  if (base === 'HEAD' || base.startsWith('refs/')) {
-    const hist = await git(['rev-list', '--first-parent', `--max-count=${MAX_HAVES}`, base, '--'], { cwd: repoDir, allowFail: true, ...sig })
-    if (hist.code === 0) for (const line of hist.stdout.toString('utf8').split('\n')) add(line.trim())
-  }
+  const refs = tips.code === 0 ? tips.stdout.toString('utf8').split('\n').map(l => l.split(' ')) : []
+  add(refs.find(([, name]) => name === intoRef)?.[0])
+  for (const [oid] of refs.slice(0, MAX_HAVES / 2)) add(oid)
+  if (hist !== null && hist.code === 0) for (const line of hist.stdout.toString('utf8').split('\n')) add(line.trim())
   return out
 }
-
-type Received =
-  | { upToDate: true, oid: string }
-  | { upToDate: false, oid: string, bytes: number }
 
 /**
  * Fetches `want` (a branch `refs/heads/…` or a commit oid) from a peer into
  * `intoRef` (force-updated). Only objects the peer cannot prove we have travel.
- * On any failure the local repository is left as it was and a
- * `GitTransferError` says why.
+ * On any failure the local repository is left as it was (no ref changed, no
+ * objects added) and a `GitTransferError` says why.
  */
 export async function fetchFromPeer (node: MeshNode, peer: string | PeerId, repoDir: string, want: string, opts: FetchFromPeerOptions = {}): Promise<FetchResult> {
   const peerText = peer.toString()
@@ -478,15 +614,15 @@ export async function fetchFromPeer (node: MeshNode, peer: string | PeerId, repo
   if (typeof want !== 'string' || want === '' || want.length > MAX_WANT_LENGTH || /[\0-\x1f\x7f]/.test(want)) {
     throw new GitTransferError('bad-request', `invalid want ${JSON.stringify(want)}`)
   }
-  let gitDir: string
+  let info: RepoInfo
   try {
-    gitDir = await gitCommonDir(repoDir)
+    info = await repoInfo(repoDir)
   } catch (err) {
     throw new GitTransferError('local', `${repoDir} is not a git repository: ${toError(err).message}`, { cause: err })
   }
   const intoRef = opts.intoRef ?? (OID_RE.test(want) ? undefined : want)
   if (intoRef === undefined) throw new GitTransferError('bad-request', 'intoRef is required when fetching an oid')
-  if (!await isValidRefName(repoDir, intoRef)) throw new GitTransferError('bad-request', `invalid intoRef ${JSON.stringify(intoRef)}`)
+  if (!isWellFormedRefName(intoRef)) throw new GitTransferError('bad-request', `invalid intoRef ${JSON.stringify(intoRef)}`)
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_TRANSFER_BYTES
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS
   const timeout = AbortSignal.timeout(timeoutMs)
@@ -501,25 +637,38 @@ export async function fetchFromPeer (node: MeshNode, peer: string | PeerId, repo
   }
 
   const started = Date.now()
-  let tmp: string | undefined
+  const t0 = performance.now()
+  const steps: Partial<Record<FetchStep, number>> = {}
+  const mark = (step: FetchStep): void => { steps[step] = Math.round(performance.now() - t0) }
+  const local = { cwd: repoDir, signal }
+  const mayBeCheckedOut = opts.updateHeadOk !== true && intoRef.startsWith('refs/heads/')
+  const protectCheckedOut = async (): Promise<void> => {
+    if (mayBeCheckedOut && (await checkedOutBranches(info)).has(intoRef)) {
+      throw new GitTransferError('bad-request', `${intoRef} is checked out; pass updateHeadOk to update it anyway`)
+    }
+  }
+  let quarantine: string | undefined
   try {
     const haves = (opts.haves ?? await collectHaves(repoDir, { intoRef, ...(opts.baseRef !== undefined ? { baseRef: opts.baseRef } : {}), signal })).filter(isOid).slice(0, MAX_HAVES)
-    tmp = await mkdtemp(join(opts.tmpDir ?? gitDir, 'meshwork-fetch-'))
-    const file = join(tmp, 'in.bundle')
-    const got = await receiveBundle(node, peer, want, haves, file, maxBytes, signal)
-    const local = { cwd: repoDir, signal }
-    const protectCheckedOut = async (): Promise<void> => {
-      if (opts.updateHeadOk !== true && (await checkedOutBranches(repoDir, signal)).has(intoRef)) {
-        throw new GitTransferError('bad-request', `${intoRef} is checked out; pass updateHeadOk to update it anyway`)
-      }
-    }
+    const got = await receivePack(node, peer, want, haves, maxBytes, signal, {
+      // only once the server offers a pack: an up-to-date answer may leave intoRef as it is
+      beforePack: protectCheckedOut,
+      quarantine: async () => {
+        quarantine = await mkdtemp(join(info.commonDir, 'meshwork-fetch-'))
+        await mkdir(join(quarantine, 'objects', 'pack'), { recursive: true })
+        return quarantine
+      },
+      repoDir,
+      mark
+    })
 
     if (got.upToDate) {
       // the peer says we have it: check, then point intoRef at it
-      if (await objectType(repoDir, got.oid, signal) !== 'commit') {
+      const [[have], cur] = await Promise.all([batchCheck(repoDir, [got.oid], signal), refOid(repoDir, intoRef, signal)])
+      if (have?.type !== 'commit') {
         throw new GitTransferError('protocol', `peer ${peerText} said we are up to date with ${got.oid}, which we do not have`, { peer: peerText })
       }
-      if (await refOid(repoDir, intoRef, signal) !== got.oid) {
+      if (cur !== got.oid) {
         await protectCheckedOut()
         await git(['update-ref', '-m', `meshwork: fetch ${want} from ${peerText}`, intoRef, got.oid], local)
       }
@@ -527,39 +676,92 @@ export async function fetchFromPeer (node: MeshNode, peer: string | PeerId, repo
       return { oid: got.oid, bytes: 0, upToDate: true }
     }
 
-    const verify = await git(['bundle', 'verify', '--quiet', file], { ...local, allowFail: true })
-    if (verify.code !== 0) {
-      throw new GitTransferError('bad-bundle', `bundle from ${peerText} failed verification: ${verify.stderr.trim().split('\n').slice(-2).join(' | ')}`, { peer: peerText })
+    // index-pack checked every object (--strict) and that each object the pack refers to exists; what
+    // is left is that the announced commit is there and complete down to what our refs already reach
+    const objects = join(got.dir, 'objects')
+    const alternates = [objects, process.env.GIT_ALTERNATE_OBJECT_DIRECTORIES].filter(d => d !== undefined && d !== '').join(':')
+    const withPack = { GIT_ALTERNATE_OBJECT_DIRECTORIES: alternates }
+    const [connected, [obj]] = await Promise.all([
+      git(['rev-list', '--objects', '--quiet', got.oid, '--not', '--all'], { ...local, allowFail: true, env: withPack }),
+      // update-ref refuses non-commits for branches only
+      intoRef.startsWith('refs/heads/') ? Promise.resolve([{ oid: got.oid, type: 'commit' }]) : batchCheck(repoDir, [got.oid], signal, withPack)
+    ])
+    if (connected.code !== 0) {
+      throw new GitTransferError('bad-bundle', `the pack from ${peerText} does not hold ${got.oid} with everything it needs: ${lastLines(connected.stderr, 2)}`, { peer: peerText })
     }
-    const heads = await git(['bundle', 'list-heads', file], { ...local, allowFail: true })
-    const lines = heads.code === 0 ? heads.stdout.toString('utf8').trim().split('\n').filter(l => l !== '') : []
-    const entry = lines.length === 1 ? /^([0-9a-f]{40}|[0-9a-f]{64}) (refs\/[^\s:^~?*[\\]+)$/.exec(lines[0] as string) : null
-    if (entry === null || entry[1] !== got.oid) {
-      throw new GitTransferError('bad-bundle', `bundle from ${peerText} does not hold exactly the announced ${got.oid}`, { peer: peerText })
-    }
+    if (obj?.type !== 'commit') throw new GitTransferError('bad-bundle', `${got.oid} from ${peerText} is a ${String(obj?.type)}, not a commit`, { peer: peerText })
+    mark('connected')
+    // the pack joins the repository (the .idx last: it makes the pack visible), then the ref moves
+    const packDir = join(info.commonDir, 'objects', 'pack')
+    await mkdir(packDir, { recursive: true })
+    await moveFile(join(objects, 'pack', 'incoming.pack'), join(packDir, `pack-${got.packHash}.pack`))
+    await moveFile(join(objects, 'pack', 'incoming.idx'), join(packDir, `pack-${got.packHash}.idx`))
     await protectCheckedOut()
-    const args = ['-c', 'transfer.fsckObjects=true', 'fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--no-recurse-submodules']
-    if (opts.updateHeadOk === true) args.push('--update-head-ok')
-    const res = await git([...args, file, `+${entry[2] as string}:${intoRef}`], { ...local, allowFail: true })
-    if (res.code !== 0) {
-      // the bundle passed verify, so a failure is its pack's fault unless git says the problem is local
-      const isLocal = /cannot lock ref|unable to (?:create|write|open)|permission denied|no space left|quota|read-only file system|refusing to fetch/i.test(res.stderr)
-      throw new GitTransferError(isLocal ? 'git' : 'bad-bundle',
-        `git fetch of the bundle from ${peerText} failed: ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`, { peer: peerText })
-    }
-    const now = await refOid(repoDir, intoRef, signal)
-    if (now !== got.oid) throw new GitTransferError('git', `${intoRef} is ${String(now)} after the fetch, expected ${got.oid}`, { peer: peerText })
-    log.debug('git:fetched', { peer: peerText, want, oid: got.oid, bytes: got.bytes, haves: haves.length, ms: Date.now() - started })
+    await git(['update-ref', '-m', `meshwork: fetch ${want} from ${peerText}`, intoRef, got.oid], local)
+    mark('updated')
+    log.debug('git:fetched', { peer: peerText, want, oid: got.oid, bytes: got.bytes, haves: haves.length, ms: Date.now() - started, steps })
+    await autoMaintenance(repoDir, packDir)
     return { oid: got.oid, bytes: got.bytes, upToDate: false }
   } catch (err) {
     throw fail(err)
   } finally {
-    if (tmp !== undefined) await rm(tmp, { recursive: true, force: true }).catch(() => {})
+    if (quarantine !== undefined) await rm(quarantine, { recursive: true, force: true }).catch(() => {})
   }
 }
 
-/** Dials the peer, sends the request and receives the bundle into `file` (checked for size and hash). */
-async function receiveBundle (node: MeshNode, peer: string | PeerId, want: string, haves: string[], file: string, maxBytes: number, signal: AbortSignal): Promise<Received> {
+/** `rename`, or a copy when `objects/` is on another file system than the git dir (a symlink). */
+async function moveFile (from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
+    await copyFile(from, `${to}.meshwork-tmp`)
+    await rename(`${to}.meshwork-tmp`, to)
+  }
+}
+
+/**
+ * Every fetch adds a pack, as `git fetch` of a bundle does; past git's pack
+ * limit, let git's own auto maintenance decide (it detaches its gc). Failures
+ * here are not the transfer's.
+ */
+async function autoMaintenance (repoDir: string, packDir: string): Promise<void> {
+  const packs = (await readdir(packDir).catch(() => [] as string[])).filter(f => f.endsWith('.idx')).length
+  if (packs > AUTO_MAINTENANCE_PACKS) await git(['maintenance', 'run', '--auto', '--quiet'], { cwd: repoDir, allowFail: true }).catch(() => {})
+}
+
+/**
+ * Steps of a fetch, in order, as ms since the call in the `steps` field of the
+ * `git:fetched` debug event: `asked` (haves gathered, request sent), `header`
+ * (the server's HEADER arrived: it resolved the want and its pack-objects
+ * started producing), `end` (the last pack byte and END arrived and went to
+ * index-pack), `indexed` (index-pack finished), `connected` (connectivity
+ * checked), `updated` (pack moved into the repository, ref updated).
+ */
+export type FetchStep = 'asked' | 'header' | 'end' | 'indexed' | 'connected' | 'updated'
+
+type Received =
+  | { upToDate: true, oid: string }
+  | { upToDate: false, oid: string, bytes: number, dir: string, packHash: string }
+
+interface ReceiveHooks {
+  repoDir: string
+  /** Notes when a step of the transfer is reached (for the `git:fetched` event). */
+  mark: (step: FetchStep) => void
+  /** Runs when the server announces a pack, before any of it is read. */
+  beforePack: () => Promise<void>
+  /** Makes the quarantine dir (with `objects/pack`) and returns it. */
+  quarantine: () => Promise<string>
+}
+
+/** Recognises local trouble in index-pack's complaints; anything else is the pack's fault. */
+const LOCAL_GIT_TROUBLE = /unable to (?:create|write|open)|permission denied|no space left|quota|read-only file system|cannot (?:store|fsync)|out of memory/i
+
+/**
+ * Dials the peer, sends the request and streams the pack into `git index-pack`
+ * in the quarantine, counting bytes against `maxBytes` and hashing them.
+ */
+async function receivePack (node: MeshNode, peer: string | PeerId, want: string, haves: string[], maxBytes: number, signal: AbortSignal, hooks: ReceiveHooks): Promise<Received> {
   const peerText = peer.toString()
   const pid = typeof peer === 'string' ? peerIdFromString(peer) : peer
   let stream: Stream
@@ -575,15 +777,20 @@ async function receiveBundle (node: MeshNode, peer: string | PeerId, want: strin
     maxBufferSize: WINDOW_BYTES + MAX_CHUNK_BYTES + 64 * 1024
   })
   const protocolError = (message: string): GitTransferError => new GitTransferError('protocol', `peer ${peerText}: ${message}`, { peer: peerText })
+  const badPack = (stderr: string): GitTransferError => new GitTransferError(LOCAL_GIT_TROUBLE.test(stderr) ? 'git' : 'bad-bundle',
+    `git index-pack of the pack from ${peerText} failed: ${lastLines(stderr, 3)}`, { peer: peerText })
   const remoteError = (frame: Frame): GitTransferError => {
     const e = parseJson(frame.body, 'ERROR') // throws a protocol error if malformed
     if (typeof e.code !== 'string' || typeof e.message !== 'string') return protocolError('malformed ERROR frame')
     const code = (REMOTE_CODES.has(e.code) ? e.code : 'server') as GitTransferErrorCode
     return new GitTransferError(code, `peer ${peerText}: ${e.message.slice(0, 1000)}`, { peer: peerText })
   }
+  let index: GitProcess | undefined
   try {
     await lp.write(encodeJsonFrame(GitFrame.REQUEST, { want, haves }), { signal })
+    hooks.mark('asked')
     const first = await readFrame(lp, signal)
+    hooks.mark('header')
     if (first.tag === GitFrame.ERROR) throw remoteError(first)
     if (first.tag !== GitFrame.HEADER) throw protocolError(`expected a HEADER frame, got tag ${first.tag}`)
     const header = parseJson(first.body, 'HEADER')
@@ -593,50 +800,81 @@ async function receiveBundle (node: MeshNode, peer: string | PeerId, want: strin
       await stream.close({ signal }).catch(() => {})
       return { upToDate: true, oid: header.oid }
     }
-    if (!isCount(header.bytes)) throw protocolError('HEADER without a valid size')
-    const size = header.bytes
-    if (size > maxBytes) {
-      throw new GitTransferError('too-large', `peer ${peerText} offers a ${size}-byte bundle of ${want}, more than the limit of ${maxBytes} bytes`, { peer: peerText })
+    await hooks.beforePack()
+    const dir = await hooks.quarantine()
+    const proc = spawnGit(['index-pack', '--stdin', '--fix-thin', '--strict', join(dir, 'objects', 'pack', 'incoming.pack')], { cwd: hooks.repoDir, signal })
+    index = proc
+    const state: { exited?: { code: number | null, stderr: string } } = {}
+    void proc.exited.then(r => { state.exited = r })
+    const checkAlive = (): void => {
+      if (state.exited === undefined) return
+      if (state.exited.code === 0) throw new GitTransferError('bad-bundle', `the pack from ${peerText} goes on after its end`, { peer: peerText })
+      throw badPack(state.exited.stderr)
     }
+    // a pack index-pack gave up on fails the transfer at once, even while the server sends nothing more
+    const failed = proc.exited.then(async r => {
+      if (r.code !== 0) throw badPack(r.stderr)
+      return await new Promise<never>(() => {})
+    })
+    failed.catch(() => {})
+    const stdout: Buffer[] = []
+    proc.child.stdout.on('data', (c: Buffer) => { stdout.push(c) })
+    const stdin = proc.child.stdin
     const hash = createHash('sha256')
     let received = 0
     let acked = 0
-    const fh = await open(file, 'wx')
-    try {
-      for (;;) {
-        const frame = await readFrame(lp, signal)
-        if (frame.tag === GitFrame.DATA) {
-          if (frame.body.length === 0) throw protocolError('empty DATA frame')
-          received += frame.body.length
-          if (received > size) {
-            throw received > maxBytes
-              ? new GitTransferError('too-large', `peer ${peerText} sent more than the limit of ${maxBytes} bytes`, { peer: peerText })
-              : protocolError(`sent more than the announced ${size} bytes`)
-          }
-          hash.update(frame.body)
-          await fh.write(frame.body)
-          if (received - acked >= ACK_BYTES) {
-            acked = received
-            await lp.write(encodeJsonFrame(GitFrame.ACK, { bytes: received }), { signal })
-          }
-        } else if (frame.tag === GitFrame.END) {
-          const end = parseJson(frame.body, 'END')
-          if (end.bytes !== received || received !== size) throw protocolError(`bundle ended after ${received} of ${size} bytes`)
-          if (end.sha256 !== hash.digest('hex')) throw protocolError('bundle hash mismatch')
-          break
-        } else if (frame.tag === GitFrame.ERROR) {
-          throw remoteError(frame)
-        } else {
-          throw protocolError(`unexpected frame tag ${frame.tag}`)
-        }
+    for (;;) {
+      let frame: Frame
+      try {
+        const read = readFrame(lp, signal)
+        read.catch(() => {})
+        frame = await Promise.race([read, failed])
+      } catch (err) {
+        if (err instanceof GitTransferError || signal.aborted) throw err
+        throw protocolError(`the stream ended or broke after ${received} pack bytes, before END: ${toError(err).message}`)
       }
-    } finally {
-      await fh.close()
+      if (frame.tag === GitFrame.DATA) {
+        if (frame.body.length === 0) throw protocolError('empty DATA frame')
+        received += frame.body.length
+        if (received > maxBytes) throw new GitTransferError('too-large', `peer ${peerText} sent more than the limit of ${maxBytes} bytes for ${want}`, { peer: peerText })
+        // index-pack stops at the first bad object: no point reading on
+        checkAlive()
+        hash.update(frame.body)
+        if (!stdin.write(frame.body)) {
+          await Promise.race([new Promise(resolve => stdin.once('drain', resolve)), proc.exited])
+          checkAlive()
+        }
+        if (received - acked >= ACK_BYTES) {
+          acked = received
+          await lp.write(encodeJsonFrame(GitFrame.ACK, { bytes: received }), { signal })
+        }
+      } else if (frame.tag === GitFrame.END) {
+        const end = parseJson(frame.body, 'END')
+        if (end.bytes !== received) throw protocolError(`pack ended after ${received} bytes, END says ${String(end.bytes)}`)
+        if (end.sha256 !== hash.digest('hex')) throw protocolError('pack hash mismatch')
+        hooks.mark('end')
+        break
+      } else if (frame.tag === GitFrame.ERROR) {
+        throw remoteError(frame)
+      } else {
+        throw protocolError(`unexpected frame tag ${frame.tag}`)
+      }
     }
+    stdin.end()
+    const { code, stderr } = await proc.exited
+    if (code !== 0) throw badPack(stderr)
+    hooks.mark('indexed')
+    const printed = /^(?:pack|keep)\t([0-9a-f]{40}|[0-9a-f]{64})$/m.exec(Buffer.concat(stdout).toString('utf8'))
+    if (printed === null) throw new GitTransferError('git', `git index-pack printed no pack name: ${Buffer.concat(stdout).toString('utf8').slice(0, 200)}`, { peer: peerText })
     await stream.close({ signal }).catch(() => {})
-    return { upToDate: false, oid: header.oid, bytes: received }
+    return { upToDate: false, oid: header.oid, bytes: received, dir, packHash: printed[1] as string }
   } catch (err) {
     stream.abort(toError(err))
+    if (index !== undefined) {
+      // dead before the caller removes the quarantine it writes into
+      index.kill()
+      await index.exited
+    }
     // local file errors and aborts are classified by the caller; the rest is the peer's doing
     if (err instanceof GitTransferError || signal.aborted || typeof (err as NodeJS.ErrnoException | null)?.syscall === 'string') throw err
     throw new GitTransferError('protocol', `peer ${peerText}: ${toError(err).message}`, { peer: peerText, cause: err })
