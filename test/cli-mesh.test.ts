@@ -15,7 +15,8 @@ import {
 
 /** Fast failure detection for the mesh (SPEC defaults are 3 s / 10 s). */
 const DEAD_AFTER_MS = 4000
-const TIMING = ['--suspect-after', '1s', '--dead-after', `${DEAD_AFTER_MS / 1000}s`]
+// membership and board tests: the sim agent (the default, claude, is refused at start when no `claude` is installed)
+const TIMING = ['--agent', 'sim', '--suspect-after', '1s', '--dead-after', `${DEAD_AFTER_MS / 1000}s`]
 const MEMBER_STATES = ['alive', 'suspect', 'dead', 'left']
 
 const dirs: string[] = []
