@@ -46,6 +46,16 @@ export const REDIAL_INTERVAL_MS = 2000
  */
 export const PEER_TARGET = 10
 
+/**
+ * How long a dial (TCP, pnet, Noise, Yamux) may take, per address and in all,
+ * and how long an inbound upgrade may take. libp2p's defaults (6 s per address,
+ * 10 s inbound) aborted handshakes that were nearly done when many nodes start on
+ * one busy host (event loops lagging by seconds), and the redials that followed
+ * repeated the work: hundreds of "aborted due to timeout" dials at 20 nodes.
+ * @default 20000 ms
+ */
+export const DIAL_TIMEOUT_MS = 20_000
+
 /** Dials of peers learned from heartbeats that may run at once. @default 2 */
 export const MAX_LEARNED_DIALS = 2
 

@@ -10,7 +10,8 @@ import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
 import type { SwarmKey } from './swarm-key.ts'
-import { GOSSIP_IDONTWANT_MIN_BYTES, GOSSIP_MESH, MAX_GOSSIP_BYTES } from './constants.ts'
+import { noiseCrypto } from './noise-crypto.ts'
+import { DIAL_TIMEOUT_MS, GOSSIP_IDONTWANT_MIN_BYTES, GOSSIP_MESH, MAX_GOSSIP_BYTES } from './constants.ts'
 
 /** The libp2p node meshwork runs on, with the services it needs. */
 export type Host = Libp2p<{ pubsub: GossipSub, identify: Identify }>
@@ -34,7 +35,10 @@ export interface HostInit {
  *   the swarm key, so sybil defence by IP buys nothing, and with it more than ten
  *   nodes behind one address get no mesh at all;
  * - libp2p's inbound connection rate limit (5/s per host by default) is raised,
- *   or simultaneous loopback dials are refused.
+ *   or simultaneous loopback dials are refused;
+ * - dial and inbound upgrade timeouts are longer (DIAL_TIMEOUT_MS): a handshake
+ *   between two lagging event loops takes seconds, and aborting it near the end
+ *   only makes both sides do it again.
  *
  * Settings for gossip cost (every node hears every heartbeat of every peer, so
  * per-message work is multiplied by nodes x mesh degree):
@@ -55,7 +59,7 @@ export async function createHost (init: HostInit): Promise<Host> {
     start: false,
     addresses: { listen: init.listen },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
     connectionProtector: preSharedKey({ psk: init.swarmKey.psk }),
     peerDiscovery: init.bootstrap.length > 0 ? [bootstrap({ list: init.bootstrap, timeout: 100 })] : [],
@@ -64,7 +68,9 @@ export async function createHost (init: HostInit): Promise<Host> {
       maxConnections: 400,
       inboundConnectionThreshold: 1000,
       maxIncomingPendingConnections: 200,
-      dialTimeout: 10_000
+      dialTimeout: DIAL_TIMEOUT_MS,
+      addressDialTimeout: DIAL_TIMEOUT_MS,
+      inboundUpgradeTimeout: DIAL_TIMEOUT_MS
     },
     // liveness is the presence failure detector's job (it widens its timeouts under load); libp2p's own
     // ping monitor, with its default few-second adaptive timeout, aborted healthy connections on a

@@ -14,7 +14,7 @@ import { encodeJoinToken } from './join-token.ts'
 import { Membership, type Member, type Transition } from './membership.ts'
 import { decodePresence, encodePresence, decodeProgress, type Presence, type ProgressEvent } from './presence.ts'
 import {
-  HEARTBEAT_INTERVAL_MS, MAX_GOSSIP_BYTES, MAX_LEARNED_DIALS, MAX_STREAM_FRAME_BYTES, MEMBERS_PROTOCOL, PEER_TARGET, REDIAL_INTERVAL_MS, SYNC_PROTOCOL, topics
+  DIAL_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, MAX_GOSSIP_BYTES, MAX_LEARNED_DIALS, MAX_STREAM_FRAME_BYTES, MEMBERS_PROTOCOL, PEER_TARGET, REDIAL_INTERVAL_MS, SYNC_PROTOCOL, topics
 } from './constants.ts'
 import { Board, actorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
@@ -698,7 +698,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (host === null || addrs.length === 0 || this.#dialing.has(key) || this.#dialing.size >= 16) return
     this.#dialing.add(key)
     try {
-      await host.dial(addrs, { signal: AbortSignal.timeout(5000) })
+      await host.dial(addrs, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
     } catch (err) {
       this.#log.debug('dial:failed', { peer: key, error: toError(err).message })
     } finally {
