@@ -1,4 +1,5 @@
 import './pnet-fix.ts'
+import './yamux-fix.ts'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
