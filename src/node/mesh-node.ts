@@ -71,6 +71,9 @@ export interface MembersView {
   progress?: Record<string, { kind: string, text: string, at: number, peerId: string }>
 }
 
+/** Sync sessions a heartbeat showing missing heads may start while others run. */
+const MAX_HEARTBEAT_SYNCS = 2
+
 /** How often the resident set size reported in heartbeats is sampled. */
 const RSS_SAMPLE_MS = 10_000
 
@@ -483,13 +486,20 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     }
   }
 
-  /** A peer's heads are ahead of ours: sync if it stays that way past a gossip round. */
+  /**
+   * A peer's heads are ahead of ours: sync if it stays that way for two
+   * heartbeats and fewer than MAX_HEARTBEAT_SYNCS sessions are running (else
+   * wait for a later heartbeat that still shows the gap). While changes are
+   * being written, heads differ everywhere for a gossip round; on a busy host a
+   * round lasts seconds, and syncing with every such peer at once (up to N x N
+   * sessions) loaded the host further and made every round longer still.
+   */
   #wantSync (peer: string): void {
     const since = this.#syncWanted.get(peer)
     const now = Date.now()
     if (since === undefined) {
       this.#syncWanted.set(peer, now)
-    } else if (now - since >= this.membership.heartbeatMs) {
+    } else if (now - since >= 2 * this.membership.heartbeatMs && this.#syncing.size < MAX_HEARTBEAT_SYNCS) {
       this.#syncWanted.delete(peer)
       this.requestSync(peer)
     }
