@@ -5,8 +5,9 @@
  *   1. board change propagation p50/p99 at 5, 20 and 50 nodes
  *   2. joiner sync time for boards of 1,000 and 10,000 tasks
  *   3. bytes per task lifecycle (gossip payload and real loopback bytes), 5 nodes
- *   4. idle RSS and CPU per node at 5 and 20 nodes
- *   5. dead detection and false positives on a saturated host, 10 nodes
+ *   4. idle RSS and CPU per node at 5, 20 and 50 nodes
+ *   5. dead detection and false positives on a saturated host, 10 nodes, with the default
+ *      timeouts (suspect/dead after 3 s/10 s) and again with a lower deadAfter
  *
  * Flags:
  *   --quick         smoke run: sizes 5 and 10, 1,000-task joiner only, shorter windows;
@@ -16,6 +17,13 @@
  *   --only LIST     run only some phases (comma list of prop, join, dead; prop includes
  *                   idle and bytes); implies --no-docs
  *   --sizes LIST    mesh sizes of the propagation phase (default 5,20,50); implies --no-docs
+ *   --per-process N nodes per process in the propagation phase (the first node always runs
+ *                   alone). Default: 1 (a process per node) up to 20 nodes, 5 above (the
+ *                   50-node mesh runs as 1 + 10 processes: 50 processes of ~200 MiB, each
+ *                   with its own V8 and libp2p, do not fit 2 cores); every node is still a
+ *                   full libp2p node on its own TCP port. The report states the layout
+ *   --dead-after MS deadAfter of the second dead-detection run (default 5000; suspect after
+ *                   40 % of it); 0 skips that run
  *   --from-json FILE  print the report of a saved full run (--json) and rewrite the docs
  *                   section from it, measuring nothing
  *   --diag-no-ping-abort  diagnostic: libp2p's connection monitor keeps a connection whose
@@ -34,6 +42,9 @@ import { currentLoad, machine, markdownSection, textReport, writeSection, type R
 
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url))
 
+/** Nodes per process of meshes above 20 nodes (see --per-process). */
+const DEFAULT_PER_PROCESS_ABOVE_20 = 5
+
 async function main (): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -42,6 +53,8 @@ async function main (): Promise<void> {
       json: { type: 'string' },
       only: { type: 'string' },
       sizes: { type: 'string' },
+      'per-process': { type: 'string' },
+      'dead-after': { type: 'string' },
       'diag-no-ping-abort': { type: 'boolean', default: false },
       'from-json': { type: 'string' }
     }
@@ -51,6 +64,11 @@ async function main (): Promise<void> {
   const quick = values.quick === true
   const only = new Set((values.only ?? 'prop,join,dead').split(',').map(s => s.trim()))
   const diag = values['diag-no-ping-abort'] === true
+  const perProcessFlag = values['per-process'] === undefined ? null : Number(values['per-process'])
+  if (perProcessFlag !== null && (!Number.isInteger(perProcessFlag) || perProcessFlag < 1)) throw new Error(`--per-process wants a whole number >= 1, got ${values['per-process'] ?? ''}`)
+  const perProcess = (size: number): number => perProcessFlag ?? (size > 20 ? DEFAULT_PER_PROCESS_ABOVE_20 : 1)
+  const fastDeadMs = Number(values['dead-after'] ?? 5000)
+  if (!Number.isInteger(fastDeadMs) || fastDeadMs < 0) throw new Error(`--dead-after wants whole milliseconds >= 0, got ${values['dead-after'] ?? ''}`)
   const writeDocs = !quick && !diag && values['no-docs'] !== true && values.only === undefined && values.sizes === undefined
 
   if (values['from-json'] !== undefined) {
@@ -77,7 +95,8 @@ async function main (): Promise<void> {
     loadavgAtStart: currentLoad(),
     sizes: [],
     joiners: [],
-    dead: null
+    dead: null,
+    deadFast: null
   }
   ctx.log(`meshwork board benchmark${quick ? ' (quick)' : ''}: data under ${root}`)
   try {
@@ -90,8 +109,8 @@ async function main (): Promise<void> {
           intervalMs: 150,
           spawnBoundMs: size >= 50 ? 120_000 : size >= 20 ? 90_000 : 60_000,
           formBoundMs: size >= 50 ? 90_000 : size >= 20 ? 45_000 : 30_000,
-          // idle cost at the 5- and 20-node meshes (5 and 10 in a quick run)
-          idleWindowMs: size <= 20 ? (quick ? 5000 : 10_000) : null,
+          idleWindowMs: quick ? 5000 : 10_000,
+          perProcess: perProcess(size),
           lifecycles: size === 5 ? (quick ? 10 : 30) : null,
           loWindowMs: quick ? 5000 : 10_000
         }))
@@ -102,6 +121,10 @@ async function main (): Promise<void> {
     }
     if (only.has('dead')) {
       results.dead = await runDead(ctx, 10, quick ? 20_000 : 30_000, 3000, 90_000)
+      if (fastDeadMs > 0) {
+        const suspectAfterMs = Math.max(1000, Math.round(fastDeadMs * 0.4))
+        results.deadFast = await runDead(ctx, 10, quick ? 20_000 : 30_000, 3000, 90_000, { suspectAfterMs, deadAfterMs: Math.max(fastDeadMs, suspectAfterMs) })
+      }
     }
   } finally {
     killAllChildren()

@@ -1,6 +1,7 @@
 /**
  * Parent-side helpers of the board benchmark: worker processes (one MeshNode
- * each, see ./board-worker.ts), CPU burners, /proc readers and bounded polling.
+ * each, or a group of nodes per process; see ./board-worker.ts), CPU burners,
+ * /proc readers and bounded polling.
  *
  * Every child process is registered here and killed (SIGKILL) when the
  * benchmark ends, fails or is interrupted.
@@ -10,7 +11,7 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Command, WorkerConfig, WorkerEvent } from './board-protocol.ts'
+import type { Command, ProcessConfig, WorkerConfig, WorkerEvent } from './board-protocol.ts'
 
 /** A command without its request id (the worker handle assigns it). */
 export type CommandBody = Command extends infer C ? C extends unknown ? Omit<C, 'reqId'> : never : never
@@ -86,34 +87,22 @@ export async function delay (ms: number): Promise<void> {
 export interface PeerEvent { peerId: string, from: string | null, to: string, at: number }
 export interface UpdateEvent { taskIds: string[], states: Array<string | null>, at: number }
 
-/** One MeshNode in a child process. */
-export class Worker {
-  readonly name: string
-  readonly config: WorkerConfig
+/**
+ * A worker child process hosting one node or a group of nodes (each its own
+ * libp2p node on its own TCP port); routes IPC events to the node's `Worker`.
+ */
+export class NodeProcess {
   readonly child: ChildProcess
   readonly spawnAt: number
-  bootAt: number | null = null
-  startingAt: number | null = null
-  readyAt: number | null = null
-  hasAllAt: number | null = null
-  peerId: string | null = null
-  addrs: string[] = []
-  failure: string | null = null
+  readonly nodes: Worker[] = []
   exited = false
-  /** Last known membership state of each peer, from this worker's transitions. */
-  readonly peerStates = new Map<string, string>()
-  readonly peerEvents: PeerEvent[] = []
-  onUpdate: ((w: Worker, u: UpdateEvent) => void) | null = null
   #stderr = ''
-  #reqId = 0
-  #pending = new Map<number, { resolve: (v: unknown) => void, reject: (e: Error) => void, timer: NodeJS.Timeout }>()
-  #readyWaiters: Array<() => void> = []
 
-  constructor (config: WorkerConfig, execArgv: string[] = []) {
-    this.name = config.name
-    this.config = config
+  constructor (configs: WorkerConfig[], execArgv: string[] = []) {
+    if (configs.length === 0) throw new Error('a node process needs at least one node')
     this.spawnAt = Date.now()
-    this.child = fork(WORKER_PATH, [JSON.stringify(config)], {
+    const pc: ProcessConfig = configs.length === 1 ? configs[0] as WorkerConfig : { group: configs }
+    this.child = fork(WORKER_PATH, [JSON.stringify(pc)], {
       execPath: process.execPath,
       execArgv,
       // a warm V8 compile cache cuts each process's start-up CPU by about a quarter (50 of them share 2 cores)
@@ -125,17 +114,88 @@ export class Worker {
     const keep = (d: Buffer): void => { this.#stderr = (this.#stderr + d.toString()).slice(-4000) }
     this.child.stdout?.on('data', keep)
     this.child.stderr?.on('data', keep)
-    this.child.on('message', (m: WorkerEvent) => { this.#onEvent(m) })
+    this.child.on('message', (m: WorkerEvent) => { this.nodes[m.node ?? 0]?.onEvent(m) })
     this.child.once('exit', (code, signal) => {
       this.exited = true
-      if (this.readyAt === null && this.failure === null) this.failure = `exited before ready (code ${String(code)}, signal ${String(signal)}): ${this.#stderr.trim().slice(-1500)}`
-      for (const p of this.#pending.values()) {
-        clearTimeout(p.timer)
-        p.reject(new Error(`${this.name} exited (code ${String(code)}, signal ${String(signal)})`))
-      }
-      this.#pending.clear()
-      this.#wakeReady()
+      for (const n of this.nodes) n.onExit(code, signal)
     })
+    configs.forEach((c, i) => { this.nodes.push(new Worker(c, { proc: this, index: i })) })
+  }
+
+  get stderrTail (): string {
+    return this.#stderr
+  }
+}
+
+/** One MeshNode, in a child process of its own or sharing one with other nodes (`NodeProcess`). */
+export class Worker {
+  readonly name: string
+  readonly config: WorkerConfig
+  readonly proc: NodeProcess
+  /** This node's index in its process. */
+  readonly index: number
+  bootAt: number | null = null
+  startingAt: number | null = null
+  readyAt: number | null = null
+  hasAllAt: number | null = null
+  peerId: string | null = null
+  addrs: string[] = []
+  failure: string | null = null
+  /** Last known membership state of each peer, from this worker's transitions. */
+  readonly peerStates = new Map<string, string>()
+  readonly peerEvents: PeerEvent[] = []
+  onUpdate: ((w: Worker, u: UpdateEvent) => void) | null = null
+  #reqId = 0
+  #pending = new Map<number, { resolve: (v: unknown) => void, reject: (e: Error) => void, timer: NodeJS.Timeout }>()
+  #readyWaiters: Array<() => void> = []
+
+  /** A node in a process of its own (`execArgv` for that process), or node `index` of a `NodeProcess`. */
+  constructor (config: WorkerConfig, where: string[] | { proc: NodeProcess, index: number } = []) {
+    this.name = config.name
+    this.config = config
+    if (Array.isArray(where)) {
+      const proc = new NodeProcess([config], where)
+      this.proc = proc
+      this.index = 0
+      // NodeProcess made its own Worker for index 0: route its events here instead
+      proc.nodes[0] = this
+    } else {
+      this.proc = where.proc
+      this.index = where.index
+    }
+  }
+
+  /** Starts one process hosting `configs.length` nodes; returns their workers in order. */
+  static group (configs: WorkerConfig[], execArgv: string[] = []): Worker[] {
+    return new NodeProcess(configs, execArgv).nodes
+  }
+
+  get child (): ChildProcess {
+    return this.proc.child
+  }
+
+  get spawnAt (): number {
+    return this.proc.spawnAt
+  }
+
+  get exited (): boolean {
+    return this.proc.exited
+  }
+
+  /** Nodes sharing this node's process (1 when it has its own). */
+  get processNodes (): number {
+    return this.proc.nodes.length
+  }
+
+  /** @internal called by the process when it exits */
+  onExit (code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.readyAt === null && this.failure === null) this.failure = `exited before ready (code ${String(code)}, signal ${String(signal)}): ${this.proc.stderrTail.trim().slice(-1500)}`
+    for (const p of this.#pending.values()) {
+      clearTimeout(p.timer)
+      p.reject(new Error(`${this.name} exited (code ${String(code)}, signal ${String(signal)})`))
+    }
+    this.#pending.clear()
+    this.#wakeReady()
   }
 
   get pid (): number {
@@ -143,7 +203,7 @@ export class Worker {
   }
 
   get stderrTail (): string {
-    return this.#stderr
+    return this.proc.stderrTail
   }
 
   #wakeReady (): void {
@@ -151,7 +211,8 @@ export class Worker {
     this.#readyWaiters = []
   }
 
-  #onEvent (m: WorkerEvent): void {
+  /** @internal called by the process for this node's events */
+  onEvent (m: WorkerEvent): void {
     switch (m.ev) {
       case 'boot': this.bootAt = m.at; break
       case 'starting': this.startingAt = m.at; break
@@ -208,7 +269,7 @@ export class Worker {
         reject(new Error(`${this.name}: ${cmd.cmd} timed out after ${timeoutMs} ms`))
       }, timeoutMs)
       this.#pending.set(reqId, { resolve: resolve as (v: unknown) => void, reject, timer })
-      this.child.send({ ...cmd, reqId } as Command)
+      this.child.send({ ...cmd, reqId, ...(this.index > 0 ? { node: this.index } : {}) } as Command)
     })
   }
 
@@ -219,7 +280,7 @@ export class Worker {
     return n
   }
 
-  /** SIGKILL; resolves when the process is gone (bounded). */
+  /** SIGKILL of this node's process (every node in it); resolves when the process is gone (bounded). */
   async kill (timeoutMs = 5000): Promise<void> {
     if (this.exited) return
     const gone = new Promise<void>(resolve => { this.child.once('exit', () => { resolve() }) })
@@ -241,13 +302,20 @@ export interface MeshOptions {
   diagNoPingAbort?: boolean
   /** Stop starting more workers after this long (the rest count as not started). */
   spawnBoundMs?: number
-  /** Workers started at once after the first (bounded to keep a 2-core host responsive). */
+  /** Processes started at once after the first (bounded to keep a 2-core host responsive). */
   concurrency: number
+  /**
+   * Nodes per process after the first node (which always has a process of its
+   * own, as the bootstrap node): 1 = a process per node. @default 1
+   */
+  perProcess?: number
   readyTimeoutMs: number
 }
 
 export interface Mesh {
   workers: Worker[]
+  /** Node processes started (equal to the nodes when each has its own). */
+  processes: number
   /** ms from the first spawn until every node had started (or the start bound passed). */
   spawnMs: number
   /** Workers that failed to start, with why. */
@@ -272,11 +340,13 @@ export async function startMesh (o: MeshOptions): Promise<Mesh> {
   const first = new Worker(cfg(0, []))
   const workers: Worker[] = [first]
   const failed: Mesh['failed'] = []
+  let processes = 1
   if (!await first.waitReady(o.readyTimeoutMs) || first.addrs[0] === undefined) {
     failed.push({ name: first.name, error: first.failure ?? 'no ready within bound' })
-    return { workers, spawnMs: Date.now() - t0, failed }
+    return { workers, processes, spawnMs: Date.now() - t0, failed }
   }
   const boot = [first.addrs[0]]
+  const per = Math.max(1, o.perProcess ?? 1)
   let next = 1
   const deadline = t0 + (o.spawnBoundMs ?? Infinity)
   const lane = async (): Promise<void> => {
@@ -286,18 +356,23 @@ export async function startMesh (o: MeshOptions): Promise<Mesh> {
         next++
         continue
       }
-      const w = new Worker(cfg(next++, boot))
-      workers.push(w)
-      if (!await w.waitReady(o.readyTimeoutMs)) failed.push({ name: w.name, error: w.failure ?? `no ready within ${o.readyTimeoutMs} ms` })
+      const configs: WorkerConfig[] = []
+      while (configs.length < per && next < o.size) configs.push(cfg(next++, boot))
+      const group = Worker.group(configs)
+      processes++
+      workers.push(...group)
+      await Promise.all(group.map(async w => {
+        if (!await w.waitReady(o.readyTimeoutMs)) failed.push({ name: w.name, error: w.failure ?? `no ready within ${o.readyTimeoutMs} ms` })
+      }))
     }
   }
   await Promise.all(Array.from({ length: Math.max(1, o.concurrency) }, lane))
-  return { workers, spawnMs: Date.now() - t0, failed }
+  return { workers, processes, spawnMs: Date.now() - t0, failed }
 }
 
-/** Kills every worker of a mesh and waits for them to be gone. */
+/** Kills every worker process of a mesh and waits for them to be gone. */
 export async function killMesh (workers: Worker[]): Promise<void> {
-  await Promise.all(workers.map(async w => { await w.kill() }))
+  await Promise.all([...new Set(workers.map(w => w.proc))].map(async p => { await p.nodes[0]?.kill() }))
 }
 
 /** Waits (bounded) until every ready worker sees every other ready worker alive. */

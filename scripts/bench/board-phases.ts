@@ -59,6 +59,10 @@ export interface Formation {
   /** Nodes that answered the status request after formation (a starved node may not within 15 s). */
   statusAnswered: number
   size: number
+  /** Node processes the mesh ran in (equal to `size` when every node had its own). */
+  processes: number
+  /** Nodes per process after the first node (which always runs alone: it is the bootstrap). */
+  perProcess: number
   started: number
   failedStarts: Array<{ name: string, error: string }>
   spawnMs: number
@@ -94,13 +98,27 @@ function sumCounts (list: Array<Record<string, number>>): Record<string, number>
   return out
 }
 
-async function formMesh (ctx: BenchContext, size: number, prefix: string, spawnBoundMs: number, formBoundMs: number, reportUpdates = true, traceRpc = false): Promise<{ mesh: Mesh, formation: Formation }> {
+interface MeshInit {
+  reportUpdates?: boolean
+  traceRpc?: boolean
+  /** Nodes per process after the first. @default 1 */
+  perProcess?: number
+  deadAfterMs?: number
+  suspectAfterMs?: number
+}
+
+async function formMesh (ctx: BenchContext, size: number, prefix: string, spawnBoundMs: number, formBoundMs: number, init: MeshInit = {}): Promise<{ mesh: Mesh, formation: Formation }> {
   const bg = await background(ctx)
   const key = generateSwarmKey()
-  ctx.log(`  starting ${size} node processes (bootstrap through the first, ${SPAWN_CONCURRENCY} at a time, ≤ ${spawnBoundMs / 1000} s)`)
+  const per = Math.max(1, init.perProcess ?? 1)
+  const procs = 1 + Math.ceil((size - 1) / per)
+  ctx.log(`  starting ${size} nodes in ${procs} processes (${per === 1 ? 'one node each' : `the first alone, then ${per} nodes per process`}; bootstrap through the first, ${SPAWN_CONCURRENCY} processes at a time, ≤ ${spawnBoundMs / 1000} s)`)
   const mesh = await startMesh({
-    size, swarmKeyHex: key.hex, root: ctx.root, prefix, heartbeatMs: HEARTBEAT_MS, reportUpdates,
-    concurrency: SPAWN_CONCURRENCY, readyTimeoutMs: 90_000, spawnBoundMs, diagNoPingAbort: ctx.diagNoPingAbort, traceRpc
+    size, swarmKeyHex: key.hex, root: ctx.root, prefix, heartbeatMs: HEARTBEAT_MS, reportUpdates: init.reportUpdates ?? true,
+    concurrency: SPAWN_CONCURRENCY, readyTimeoutMs: 90_000, spawnBoundMs, diagNoPingAbort: ctx.diagNoPingAbort, traceRpc: init.traceRpc ?? false,
+    perProcess: per,
+    ...(init.deadAfterMs !== undefined ? { deadAfterMs: init.deadAfterMs } : {}),
+    ...(init.suspectAfterMs !== undefined ? { suspectAfterMs: init.suspectAfterMs } : {})
   })
   const started = mesh.workers.filter(w => w.readyAt !== null).length
   ctx.log(`  ${started}/${size} started in ${(mesh.spawnMs / 1000).toFixed(1)} s; waiting (≤ ${formBoundMs / 1000} s) until every node sees all others alive`)
@@ -112,6 +130,8 @@ async function formMesh (ctx: BenchContext, size: number, prefix: string, spawnB
     background: bg,
     statusAnswered: st.length,
     size,
+    processes: mesh.processes,
+    perProcess: per,
     started,
     failedStarts: mesh.failed,
     spawnMs: mesh.spawnMs,
@@ -154,6 +174,8 @@ export interface PropagationResult {
 
 export interface IdleResult {
   size: number
+  /** Processes the nodes ran in; with several nodes in a process, per-node figures are the process's divided by its nodes. */
+  processes: number
   windowMs: number
   rssBytes: Spread
   cpuPct: Spread
@@ -220,26 +242,37 @@ async function measurePropagation (ctx: BenchContext, workers: Worker[], changes
 
 async function measureIdle (workers: Worker[], windowMs: number): Promise<IdleResult> {
   const live = workers.filter(w => !w.exited && w.readyAt !== null)
+  // per process: a process hosting k nodes counts k nodes, each with 1/k of its CPU and RSS
+  const procs = [...new Set(live.map(w => w.proc))]
   const t0 = Date.now()
   const meter = new CpuMeter(childPids)
-  const c0 = live.map(w => readCpuTicks(w.pid))
+  const c0 = procs.map(p => readCpuTicks(p.child.pid ?? -1))
   await delay(windowMs) // the measurement window
-  const c1 = live.map(w => readCpuTicks(w.pid))
+  const c1 = procs.map(p => readCpuTicks(p.child.pid ?? -1))
   const share = meter.read()
   const elapsed = (Date.now() - t0) / 1000
   const cpu: number[] = []
-  live.forEach((_, i) => {
+  const rss: number[] = []
+  let cpuSum = 0
+  procs.forEach((p, i) => {
+    const k = p.nodes.filter(w => live.includes(w)).length
     const a = c0[i]; const b = c1[i]
-    if (a !== null && a !== undefined && b !== null && b !== undefined) cpu.push(100 * (b - a) / CLK_TCK / elapsed)
+    if (a !== null && a !== undefined && b !== null && b !== undefined) {
+      const pctOfCore = 100 * (b - a) / CLK_TCK / elapsed
+      cpuSum += pctOfCore
+      for (let j = 0; j < k; j++) cpu.push(pctOfCore / k)
+    }
+    const r = readRss(p.child.pid ?? -1)
+    if (r !== null) for (let j = 0; j < k; j++) rss.push(r / k)
   })
-  const rss = live.map(w => readRss(w.pid)).filter((r): r is number => r !== null)
   const cores = availableParallelism()
   return {
     size: live.length,
+    processes: procs.length,
     windowMs: Math.round(elapsed * 1000),
     rssBytes: spread(rss),
     cpuPct: spread(cpu),
-    nodesPctOfHost: cpu.reduce((a, b) => a + b, 0) / cores,
+    nodesPctOfHost: cpuSum / cores,
     cpu: share
   }
 }
@@ -395,11 +428,13 @@ export interface SizeOptions {
   idleWindowMs: number | null
   lifecycles: number | null
   loWindowMs: number
+  /** Nodes per process after the first. @default 1 */
+  perProcess?: number
 }
 
 export async function runSize (ctx: BenchContext, o: SizeOptions): Promise<PropagationResult> {
   ctx.log(`\n[mesh of ${o.size}]`)
-  const { mesh, formation } = await formMesh(ctx, o.size, `m${o.size}`, o.spawnBoundMs, o.formBoundMs, true, o.lifecycles !== null)
+  const { mesh, formation } = await formMesh(ctx, o.size, `m${o.size}`, o.spawnBoundMs, o.formBoundMs, { traceRpc: o.lifecycles !== null, perProcess: o.perProcess ?? 1 })
   const res: PropagationResult = {
     formation, changes: 0, intervalMs: o.intervalMs, writeErrors: 0, deliveredPairs: 0, expectedPairs: 0,
     perDelivery: { p50: null, p99: null, max: null }, lastNode: { p50: null, p99: null, max: null, complete: 0 },
@@ -463,7 +498,7 @@ export async function runJoiner (ctx: BenchContext, tasks: number, boundMs: numb
     tasks, batch: 100, promptChars: 200, buildMs: null, builder: null, spawnToAllMs: null, spawnToBootMs: null,
     startToAllMs: null, readyToAllMs: null, joiner: null, background: null, cpu: null, error: null
   }
-  const { mesh, formation } = await formMesh(ctx, 2, `j${tasks}`, 60_000, 30_000, false)
+  const { mesh, formation } = await formMesh(ctx, 2, `j${tasks}`, 60_000, 30_000, { reportUpdates: false })
   res.background = formation.background
   let joiner: Worker | null = null
   try {
@@ -511,6 +546,9 @@ export async function runJoiner (ctx: BenchContext, tasks: number, boundMs: numb
 
 export interface DeadResult {
   nodes: number
+  /** The failure detector's timeouts in this run (absent in older saved results: the defaults, 3 s / 10 s). */
+  suspectAfterMs?: number
+  deadAfterMs?: number
   formation: Formation
   burners: number
   windowMs: number
@@ -532,12 +570,15 @@ export interface DeadResult {
   error: string | null
 }
 
-export async function runDead (ctx: BenchContext, nodes: number, windowMs: number, preKillMs: number, detectBoundMs: number): Promise<DeadResult> {
-  ctx.log(`\n[dead detection, ${nodes} nodes, saturated host]`)
-  const { mesh, formation } = await formMesh(ctx, nodes, 'd', 120_000, 60_000, false)
+/** Failure-detector timeouts of a dead-detection run. */
+export interface DetectorTimeouts { suspectAfterMs: number, deadAfterMs: number }
+
+export async function runDead (ctx: BenchContext, nodes: number, windowMs: number, preKillMs: number, detectBoundMs: number, timeouts: DetectorTimeouts = { suspectAfterMs: 3000, deadAfterMs: 10_000 }): Promise<DeadResult> {
+  ctx.log(`\n[dead detection, ${nodes} nodes, saturated host, suspect/dead after ${timeouts.suspectAfterMs / 1000} s/${timeouts.deadAfterMs / 1000} s]`)
+  const { mesh, formation } = await formMesh(ctx, nodes, `d${timeouts.deadAfterMs}`, 120_000, 60_000, { reportUpdates: false, ...timeouts })
   const burnerCount = Math.max(2, availableParallelism())
   const res: DeadResult = {
-    nodes, formation, burners: burnerCount, windowMs: 0, cpu: null, victim: null, detectMs: [],
+    nodes, ...timeouts, formation, burners: burnerCount, windowMs: 0, cpu: null, victim: null, detectMs: [],
     detect: { median: null, max: null, all: false }, suspectMs: { median: null, max: null },
     falseDead: 0, falseDeadDetail: [], falseSuspect: 0, maxReportedLagMs: null, connectionsClosed: null, error: null
   }

@@ -1,9 +1,17 @@
 /**
  * The IPC protocol between `scripts/bench-board.ts` (the parent) and
- * `scripts/bench/board-worker.ts` (one MeshNode per child process).
+ * `scripts/bench/board-worker.ts` (one or more MeshNodes per child process).
  */
 
-/** Configuration of one worker, passed as JSON in argv[2]. */
+/**
+ * What a child process runs, passed as JSON in argv[2]: one node (a
+ * `WorkerConfig`) or several (`{ group: [...] }`), each a full libp2p node on
+ * its own TCP port, sharing the process's event loop. Commands and events name
+ * the node by its index in the group (`node`, 0 when absent).
+ */
+export type ProcessConfig = WorkerConfig | { group: WorkerConfig[] }
+
+/** Configuration of one node. */
 export interface WorkerConfig {
   swarmKeyHex: string
   dataDir: string
@@ -29,13 +37,14 @@ export interface WorkerConfig {
 export type LifecycleStep = 'create' | 'claim' | 'running' | 'done' | 'merging' | 'merged'
 export const LIFECYCLE_STEPS: readonly LifecycleStep[] = ['create', 'claim', 'running', 'done', 'merging', 'merged']
 
-export type Command =
+export type Command = (
   | { cmd: 'write', reqId: number, id: string }
   | { cmd: 'bulk', reqId: number, prefix: string, count: number, batch: number, promptChars: number }
   | { cmd: 'step', reqId: number, id: string, step: LifecycleStep }
   | { cmd: 'status', reqId: number }
   | { cmd: 'save', reqId: number }
   | { cmd: 'stop', reqId: number }
+) & { node?: number }
 
 export interface StatusReply {
   peerId: string
@@ -60,7 +69,9 @@ export interface StatusReply {
   lastErrors: Record<string, string>
 }
 
-export type WorkerEvent =
+export type WorkerEvent = WorkerEventBody & { node?: number }
+
+type WorkerEventBody =
   | { ev: 'boot', at: number }
   | { ev: 'starting', at: number }
   | { ev: 'ready', peerId: string, addrs: string[], at: number }

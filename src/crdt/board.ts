@@ -142,18 +142,42 @@ export class Board {
     return () => { this.#listeners.delete(listener) }
   }
 
-  /** The document's current heads (change hashes), sorted. */
+  /** The document's current heads (change hashes), sorted. A fresh array; cached until the document changes. */
   heads (): string[] {
-    return [...A.getHeads(this.#doc)].sort()
+    return [...this.#headsCache().sorted]
   }
 
-  /** Whether every change named in `heads` is in this board. */
+  /**
+   * Whether every change named in `heads` is in this board. Every peer's
+   * heartbeat asks this, and Automerge answers it by rebuilding each named
+   * change, so answers are cached until the document changes, and heads that
+   * are our own current heads are answered without Automerge.
+   */
   hasHeads (heads: string[]): boolean {
+    const cache = this.#headsCache()
+    if (heads.every(h => cache.set.has(h))) return true
+    const key = heads.join(',')
+    const known = cache.answers.get(key)
+    if (known !== undefined) return known
+    let has: boolean
     try {
-      return A.hasHeads(this.#doc, heads)
+      has = A.hasHeads(this.#doc, heads)
     } catch {
-      return false
+      has = false
     }
+    if (cache.answers.size >= 1024) cache.answers.clear()
+    cache.answers.set(key, has)
+    return has
+  }
+
+  #heads: { doc: A.Doc<BoardDoc>, sorted: string[], set: Set<string>, answers: Map<string, boolean> } | null = null
+
+  #headsCache (): { sorted: string[], set: Set<string>, answers: Map<string, boolean> } {
+    if (this.#heads?.doc !== this.#doc) {
+      const sorted = [...A.getHeads(this.#doc)].sort()
+      this.#heads = { doc: this.#doc, sorted, set: new Set(sorted), answers: new Map() }
+    }
+    return this.#heads
   }
 
   /**

@@ -1,4 +1,5 @@
 import './pnet-fix.ts'
+import './yamux-fix.ts'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -10,7 +11,8 @@ import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
 import type { SwarmKey } from './swarm-key.ts'
-import { MAX_GOSSIP_BYTES } from './constants.ts'
+import { noiseCrypto } from './noise-crypto.ts'
+import { DIAL_TIMEOUT_MS, GOSSIP_IDONTWANT_MIN_BYTES, GOSSIP_MESH, MAX_GOSSIP_BYTES } from './constants.ts'
 
 /** The libp2p node meshwork runs on, with the services it needs. */
 export type Host = Libp2p<{ pubsub: GossipSub, identify: Identify }>
@@ -34,7 +36,23 @@ export interface HostInit {
  *   the swarm key, so sybil defence by IP buys nothing, and with it more than ten
  *   nodes behind one address get no mesh at all;
  * - libp2p's inbound connection rate limit (5/s per host by default) is raised,
- *   or simultaneous loopback dials are refused.
+ *   or simultaneous loopback dials are refused;
+ * - dial and inbound upgrade timeouts are longer (DIAL_TIMEOUT_MS): a handshake
+ *   between two lagging event loops takes seconds, and aborting it near the end
+ *   only makes both sides do it again.
+ *
+ * Settings for gossip cost (every node hears every heartbeat of every peer, so
+ * per-message work is multiplied by nodes x mesh degree):
+ * - `fastMsgIdFn`: gossipsub verifies a message's signature before it looks the
+ *   message up in its seen cache, so without a fast id every duplicate copy
+ *   (each message arrives from several mesh peers) costs an Ed25519 verify;
+ * - IDONTWANT only for large messages: for a heartbeat or a task change of a
+ *   few hundred bytes, the IDONTWANT sent to every mesh peer costs as many
+ *   frames as the duplicates it prevents;
+ * - a smaller mesh degree (GOSSIP_MESH): each node receives every message about
+ *   once per mesh peer, so the degree multiplies the whole mesh's gossip work.
+ *   Meshes of tens of nodes are covered in a few hops at degree 4, and flood
+ *   publishing (kept) delivers a node's own messages to all its peers at once.
  */
 export async function createHost (init: HostInit): Promise<Host> {
   return await createLibp2p({
@@ -42,7 +60,7 @@ export async function createHost (init: HostInit): Promise<Host> {
     start: false,
     addresses: { listen: init.listen },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
     connectionProtector: preSharedKey({ psk: init.swarmKey.psk }),
     peerDiscovery: init.bootstrap.length > 0 ? [bootstrap({ list: init.bootstrap, timeout: 100 })] : [],
@@ -51,7 +69,9 @@ export async function createHost (init: HostInit): Promise<Host> {
       maxConnections: 400,
       inboundConnectionThreshold: 1000,
       maxIncomingPendingConnections: 200,
-      dialTimeout: 10_000
+      dialTimeout: DIAL_TIMEOUT_MS,
+      addressDialTimeout: DIAL_TIMEOUT_MS,
+      inboundUpgradeTimeout: DIAL_TIMEOUT_MS
     },
     // liveness is the presence failure detector's job (it widens its timeouts under load); libp2p's own
     // ping monitor, with its default few-second adaptive timeout, aborted healthy connections on a
@@ -68,6 +88,9 @@ export async function createHost (init: HostInit): Promise<Host> {
         fallbackToFloodsub: false,
         // the receiver's hard limit sits above the sender's cap, so an honest message never trips it
         maxInboundDataLength: MAX_GOSSIP_BYTES * 4,
+        fastMsgIdFn,
+        ...GOSSIP_MESH,
+        idontwantMinDataSize: GOSSIP_IDONTWANT_MIN_BYTES,
         scoreParams: {
           IPColocationFactorWeight: 0
         }
@@ -75,3 +98,20 @@ export async function createHost (init: HostInit): Promise<Host> {
     }
   })
 }
+
+/**
+ * The id gossipsub derives for a StrictSign message (author + sequence number),
+ * computed from the raw fields so that duplicates are recognised before their
+ * signature is checked. A forged copy cannot poison the cache: gossipsub records
+ * a fast id only after the message it came with passed validation.
+ */
+export function fastMsgId (msg: { from?: Uint8Array, seqno?: Uint8Array }): string {
+  const from = msg.from
+  const seqno = msg.seqno
+  // StrictSign rejects these, so no fast id of theirs is ever recorded
+  if (from === undefined || seqno === undefined) return 'unsigned'
+  return Buffer.from(from.buffer, from.byteOffset, from.byteLength).toString('base64') +
+    Buffer.from(seqno.buffer, seqno.byteOffset, seqno.byteLength).toString('base64')
+}
+
+const fastMsgIdFn = fastMsgId

@@ -14,7 +14,7 @@ import { encodeJoinToken } from './join-token.ts'
 import { Membership, type Member, type Transition } from './membership.ts'
 import { decodePresence, encodePresence, decodeProgress, type Presence, type ProgressEvent } from './presence.ts'
 import {
-  HEARTBEAT_INTERVAL_MS, MAX_GOSSIP_BYTES, MAX_STREAM_FRAME_BYTES, MEMBERS_PROTOCOL, REDIAL_INTERVAL_MS, SYNC_PROTOCOL, topics
+  DIAL_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, MAX_GOSSIP_BYTES, MAX_LEARNED_DIALS, MAX_STREAM_FRAME_BYTES, MEMBERS_PROTOCOL, PEER_TARGET, REDIAL_INTERVAL_MS, SYNC_PROTOCOL, topics
 } from './constants.ts'
 import { Board, actorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
@@ -71,6 +71,12 @@ export interface MembersView {
   progress?: Record<string, { kind: string, text: string, at: number, peerId: string }>
 }
 
+/** Sync sessions a heartbeat showing missing heads may start while others run. */
+const MAX_HEARTBEAT_SYNCS = 2
+
+/** How often the resident set size reported in heartbeats is sampled. */
+const RSS_SAMPLE_MS = 10_000
+
 /** Gossip board message tags. */
 const MSG_CHANGE = 1
 const MSG_HEADS = 2
@@ -107,6 +113,14 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   #syncing = new Map<string, Promise<boolean>>()
   #syncWanted = new Map<string, number>()
   #dialing = new Set<string>()
+  /** Dials of peers learned from heartbeats now running (bounded by MAX_LEARNED_DIALS). */
+  #learnedDials = 0
+  /** Peers with at least one open connection (kept from libp2p's connect/disconnect events). */
+  #connected = new Set<string>()
+  /** The addresses last put into the peer store for each peer, joined. */
+  #storedAddrs = new Map<string, string>()
+  /** Presence messages decoded by the validator, so the handler does not parse them again. */
+  #decoded = new WeakMap<Message, Presence>()
   #persistQueue: Promise<void> = Promise.resolve()
   #started = false
   #stopping = false
@@ -145,8 +159,12 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   }
 
   get peerId (): string {
-    return this.host.peerId.toString()
+    // PeerId.toString() encodes the id every time, and every heartbeat and gossip message asks
+    this.#peerIdText ??= this.host.peerId.toString()
+    return this.#peerIdText
   }
+
+  #peerIdText: string | undefined
 
   get meshId (): string {
     return this.swarmKey.meshId
@@ -232,6 +250,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       if (delay > 0) setTimeout(() => { if (!this.#stopping) this.#onGossip(evt.detail) }, delay)
       else this.#onGossip(evt.detail)
     })
+    host.addEventListener('peer:connect', evt => { this.#connected.add(evt.detail.toString()) })
+    host.addEventListener('peer:disconnect', evt => { this.#connected.delete(evt.detail.toString()) })
     host.addEventListener('peer:identify', evt => {
       if (evt.detail.protocols.includes(SYNC_PROTOCOL)) this.requestSync(evt.detail.peerId.toString())
     })
@@ -428,6 +448,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const p = decodePresence(msg.data)
     if (p === null) return this.#reject('bad-presence', from)
     if (p.peerId !== from) return this.#reject('presence-spoofed', from)
+    this.#decoded.set(msg, p)
     return TopicValidatorResult.Accept
   }
 
@@ -450,7 +471,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
           if (heads !== null && !this.board.hasHeads(heads)) this.requestSync(from)
         }
       } else if (msg.topic === this.#topics.presence) {
-        const p = decodePresence(msg.data)
+        const p = this.#decoded.get(msg) ?? decodePresence(msg.data)
         if (p === null) return
         const t = this.membership.heartbeat(p)
         if (t !== null) this.#emitTransition(t)
@@ -465,13 +486,20 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     }
   }
 
-  /** A peer's heads are ahead of ours: sync if it stays that way past a gossip round. */
+  /**
+   * A peer's heads are ahead of ours: sync if it stays that way for two
+   * heartbeats and fewer than MAX_HEARTBEAT_SYNCS sessions are running (else
+   * wait for a later heartbeat that still shows the gap). While changes are
+   * being written, heads differ everywhere for a gossip round; on a busy host a
+   * round lasts seconds, and syncing with every such peer at once (up to N x N
+   * sessions) loaded the host further and made every round longer still.
+   */
   #wantSync (peer: string): void {
     const since = this.#syncWanted.get(peer)
     const now = Date.now()
     if (since === undefined) {
       this.#syncWanted.set(peer, now)
-    } else if (now - since >= this.membership.heartbeatMs) {
+    } else if (now - since >= 2 * this.membership.heartbeatMs && this.#syncing.size < MAX_HEARTBEAT_SYNCS) {
       this.#syncWanted.delete(peer)
       this.requestSync(peer)
     }
@@ -549,7 +577,11 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
 
   #presence (leaving: boolean): Presence {
     const extras = this.presenceExtras()
-    const rss = process.memoryUsage.rss()
+    const now = Date.now()
+    if (now - this.#rssAt >= RSS_SAMPLE_MS) {
+      this.#rss = process.memoryUsage.rss()
+      this.#rssAt = now
+    }
     return {
       v: 1,
       peerId: this.peerId,
@@ -560,7 +592,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       addrs: this.addrs().slice(0, 16),
       lagMs: this.#lagMs,
       load: (loadavg()[0] ?? 0) / availableParallelism(),
-      rssBytes: rss,
+      rssBytes: this.#rss,
       backoffUntil: extras.backoffUntil ?? null,
       startedAt: this.#startedAt,
       seq: this.#seq++,
@@ -572,6 +604,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
 
   #lagMs = 0
   #lastBeat = 0
+  #rss = 0
+  #rssAt = 0
 
   #heartbeat (): void {
     const now = Date.now()
@@ -599,7 +633,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   }
 
   #emitTransition (t: Transition): void {
-    if (t.peerId === this.#host?.peerId.toString()) return
+    if (this.#host !== null && t.peerId === this.peerId) return
     this.#log.info(`peer:${t.to}`, { peer: t.peerId, from: t.from })
     this.dispatchEvent(new CustomEvent('peer:state', { detail: t }))
   }
@@ -613,15 +647,41 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     }
   }
 
+  /**
+   * A heartbeat told us where its sender listens: record it in the peer store
+   * (so a sync or git stream can dial the peer later), and dial the peer if this
+   * node has fewer than PEER_TARGET peers and no more than MAX_LEARNED_DIALS
+   * such dials running.
+   */
   #learnAddrs (p: Presence): void {
     const host = this.#host
-    if (host === null) return
-    const id = peerIdFromString(p.peerId)
-    if (host.getConnections(id).length > 0) return
-    void this.#dial(p.addrs.map(a => { try { return multiaddr(a) } catch { return null } }).filter((a): a is Multiaddr => a !== null), p.peerId)
+    if (host === null || p.addrs.length === 0 || p.peerId === this.peerId) return
+    const joined = p.addrs.join(' ')
+    const connected = this.#connected.has(p.peerId)
+    if (this.#storedAddrs.get(p.peerId) !== joined) {
+      this.#storedAddrs.set(p.peerId, joined)
+      if (this.#storedAddrs.size > 4096) this.#storedAddrs.delete(this.#storedAddrs.keys().next().value as string)
+      const addrs = parseAddrs(p.addrs)
+      if (addrs.length > 0) void host.peerStore.merge(peerIdFromString(p.peerId), { multiaddrs: addrs }).catch(() => {})
+    }
+    if (connected) return
+    this.#dialLearned(p.peerId, p.addrs)
   }
 
-  /** Keeps trying the bootstrap addresses (the first node may come up later) and peers we lost. */
+  /** Dials a peer learned from a heartbeat if this node is below its peer target (bounded, never more than MAX_LEARNED_DIALS at once). */
+  #dialLearned (peerId: string, addrs: string[]): void {
+    if (this.#learnedDials >= MAX_LEARNED_DIALS || this.#connected.size >= PEER_TARGET || this.#dialing.has(peerId)) return
+    const parsed = parseAddrs(addrs)
+    if (parsed.length === 0) return
+    this.#learnedDials++
+    void this.#dial(parsed, peerId).finally(() => { this.#learnedDials-- })
+  }
+
+  /**
+   * Keeps trying the bootstrap addresses (the first node may come up later), tops
+   * up to PEER_TARGET peers, and redials peers that went suspect or dead: they may
+   * be cut off from us (a partition) rather than gone.
+   */
   #redial (): void {
     const host = this.#host
     if (host === null || host.status !== 'started') return
@@ -629,7 +689,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       let ma: Multiaddr
       try { ma = multiaddr(addr) } catch { continue }
       const peer = ma.getComponents().find(c => c.name === 'p2p')?.value
-      if (peer !== undefined && host.getConnections(peerIdFromString(peer)).length > 0) continue
+      if (peer !== undefined && this.#connected.has(peer)) continue
       if (peer === this.peerId) continue
       void this.#dial([ma], peer ?? addr)
     }
@@ -637,8 +697,9 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const retryDead = this.#redialRound++ % 5 === 0
     for (const m of this.membership.members()) {
       if (m.state === 'left' || (m.state === 'dead' && !retryDead) || m.addrs.length === 0) continue
-      if (host.getConnections(peerIdFromString(m.peerId)).length > 0) continue
-      void this.#dial(m.addrs.map(a => multiaddr(a)), m.peerId)
+      if (this.#connected.has(m.peerId)) continue
+      if (m.state === 'alive') this.#dialLearned(m.peerId, m.addrs)
+      else void this.#dial(parseAddrs(m.addrs), m.peerId)
     }
   }
 
@@ -647,7 +708,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (host === null || addrs.length === 0 || this.#dialing.has(key) || this.#dialing.size >= 16) return
     this.#dialing.add(key)
     try {
-      await host.dial(addrs, { signal: AbortSignal.timeout(5000) })
+      await host.dial(addrs, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
     } catch (err) {
       this.#log.debug('dial:failed', { peer: key, error: toError(err).message })
     } finally {
@@ -671,6 +732,14 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   connectedPeers (): PeerId[] {
     return this.#host?.getPeers() ?? []
   }
+}
+
+function parseAddrs (addrs: string[]): Multiaddr[] {
+  const out: Multiaddr[] = []
+  for (const a of addrs) {
+    try { out.push(multiaddr(a)) } catch {}
+  }
+  return out
 }
 
 function parseHeads (data: Uint8Array): string[] | null {
