@@ -106,7 +106,11 @@ describe('command agent', () => {
 
   it('kills the whole process group on abort', async () => {
     const run = start('echo $$ > sh.pid; sleep 1000 & echo $! > child.pid; wait')
-    const childPid = await waitFor(() => existsSync(join(cwd, 'child.pid')) && readFileSync(join(cwd, 'child.pid'), 'utf8').trim(), { timeoutMs: 10_000, message: 'background child started' })
+    // the whole line, newline included: a read between the shell's truncate and its write sees a part
+    const childPid = await waitFor(() => {
+      const text = existsSync(join(cwd, 'child.pid')) ? readFileSync(join(cwd, 'child.pid'), 'utf8') : ''
+      return text.endsWith('\n') ? text.trim() : null
+    }, { timeoutMs: 10_000, message: 'background child started' })
     const shPid = Number(readFileSync(join(cwd, 'sh.pid'), 'utf8'))
     expect(isAlive(Number(childPid))).toBe(true)
     run.abort.abort(new Error('cancelled by user'))
