@@ -8,6 +8,7 @@ import { claudeAgent, isRateLimitText, parseResetTime, toolSummary, type ClaudeA
 import type { AgentProgress, AgentResult } from '../src/agent/types.ts'
 import type { Task, TaskId } from '../src/crdt/schema.ts'
 import { waitFor } from '../src/util/wait.ts'
+import { isAlive } from './helpers/proc.ts'
 
 const FAKE = fileURLToPath(new URL('./fixtures/fake-claude.mjs', import.meta.url))
 
@@ -89,21 +90,6 @@ async function readRecord (): Promise<{ argv: string[], env: Record<string, stri
   return JSON.parse(await readFile(record, 'utf8'))
 }
 
-/** Alive and not a zombie (a container's init may not reap orphans). */
-function isAlive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch {
-    return false
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]
-    return state !== 'Z' && state !== 'X'
-  } catch {
-    return !existsSync('/proc/self') // no /proc: trust kill(0)
-  }
-}
 
 function flagValue (argv: string[], name: string): string | undefined {
   const i = argv.indexOf(name)

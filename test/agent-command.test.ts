@@ -7,6 +7,7 @@ import { commandAgent } from '../src/agent/command.ts'
 import type { AgentProgress, AgentResult } from '../src/agent/types.ts'
 import type { Task, TaskId } from '../src/crdt/schema.ts'
 import { waitFor } from '../src/util/wait.ts'
+import { isAlive } from './helpers/proc.ts'
 
 let dir = ''
 let cwd = ''
@@ -60,21 +61,6 @@ function start (cmd: string, opts: { context?: string, killGraceMs?: number } = 
   return { result, progress, abort }
 }
 
-/** Alive and not a zombie (a container's init may not reap orphans). */
-function isAlive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch {
-    return false
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]
-    return state !== 'Z' && state !== 'X'
-  } catch {
-    return !existsSync('/proc/self')
-  }
-}
 
 describe('command agent', () => {
   it('runs the command through the shell in the worktree with the prompt on stdin and the MESHWORK_ environment', async () => {

@@ -16,6 +16,7 @@ import { ZERO_TOKENS, type Agent } from '../src/agent/types.ts'
 import { runTimeoutMs, DEFAULT_TASK_TIMEOUT_MS, type Scheduler } from '../src/scheduler/scheduler.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
 import type { Task } from '../src/crdt/schema.ts'
+import { isAlive } from './helpers/proc.ts'
 
 const FAKE = fileURLToPath(new URL('./fixtures/fake-claude.mjs', import.meta.url))
 
@@ -248,17 +249,3 @@ describe('task summaries', () => {
   })
 })
 
-function isAlive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch {
-    return false
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]
-    return state !== 'Z' && state !== 'X'
-  } catch {
-    return true
-  }
-}

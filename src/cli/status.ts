@@ -34,6 +34,32 @@ export async function readStatus (client: Client): Promise<StatusReport> {
   throw new Error(`${client.peer} did not answer for its membership view (${last instanceof Error ? last.message : String(last)}); run the command again or through another node`)
 }
 
+/**
+ * Reads the status every `intervalMs` and hands each report to `onReport`
+ * until SIGINT or SIGTERM; a read that fails is reported on stderr and the
+ * watch goes on.
+ */
+export async function watchStatus (client: Client, intervalMs: number, onReport: (s: StatusReport) => void): Promise<void> {
+  let stop = false
+  const onSig = (): void => { stop = true }
+  process.once('SIGINT', onSig)
+  process.once('SIGTERM', onSig)
+  try {
+    while (!stop) {
+      try {
+        onReport(await readStatus(client))
+      } catch (err) {
+        process.stderr.write(`${new Date().toISOString()} ${(err as Error).message}\n`)
+      }
+      const until = Date.now() + intervalMs
+      while (!stop && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 50))
+    }
+  } finally {
+    process.off('SIGINT', onSig)
+    process.off('SIGTERM', onSig)
+  }
+}
+
 export const statusCommand: Command = {
   name: 'status',
   summary: 'Show the mesh as seen through the node it connects to: nodes, tasks, main, conflicts.',
@@ -58,25 +84,11 @@ export const statusCommand: Command = {
         return 0
       }
       const tty = process.stdout.isTTY === true
-      let stop = false
-      const onSig = (): void => { stop = true }
-      process.once('SIGINT', onSig)
-      process.once('SIGTERM', onSig)
-      while (!stop) {
-        let s: StatusReport
-        try {
-          s = await readStatus(client)
-        } catch (err) {
-          process.stderr.write(`${new Date().toISOString()} ${(err as Error).message}\n`)
-          await new Promise(resolve => setTimeout(resolve, interval))
-          continue
-        }
+      await watchStatus(client, interval, s => {
         if (json) process.stdout.write(JSON.stringify(s) + '\n')
         else if (tty) process.stdout.write('\x1b[H\x1b[2J' + renderStatus(s, client.peer) + `\n\n(refreshing every ${interval / 1000} s; Ctrl-C to quit)\n`)
         else process.stdout.write(`--- ${new Date().toISOString()}\n${renderStatus(s, client.peer)}\n`)
-        const until = Date.now() + interval
-        while (!stop && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 50))
-      }
+      })
       return 0
     } finally {
       await client.close()

@@ -2,7 +2,7 @@ import { hostname, userInfo } from 'node:os'
 import { runTui, renderPlain, plainSignature } from '../tui/index.ts'
 import { CLIENT_OPTIONS, durationOpt } from './connection.ts'
 import { flag, type Command } from './command.ts'
-import { clientFromOptions, readStatus } from './status.ts'
+import { clientFromOptions, watchStatus } from './status.ts'
 
 export const tuiCommand: Command = {
   name: 'tui',
@@ -33,28 +33,13 @@ export const tuiCommand: Command = {
         return 0
       }
       process.stderr.write('meshwork tui: no terminal here (or --plain): printing the status and the inbox whenever they change; Ctrl-C to stop.\n')
-      let stop = false
-      const onSig = (): void => { stop = true }
-      process.once('SIGINT', onSig)
-      process.once('SIGTERM', onSig)
       let last = ''
-      while (!stop) {
-        let s: Awaited<ReturnType<typeof readStatus>>
-        try {
-          s = await readStatus(client)
-        } catch (err) {
-          process.stderr.write(`${new Date().toISOString()} ${(err as Error).message}\n`)
-          await new Promise(resolve => setTimeout(resolve, interval))
-          continue
-        }
+      await watchStatus(client, interval, s => {
         const sig = plainSignature(s)
-        if (sig !== last) {
-          last = sig
-          process.stdout.write(`--- ${new Date().toISOString()}\n${renderPlain(s, client.peer)}\n`)
-        }
-        const until = Date.now() + interval
-        while (!stop && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 50))
-      }
+        if (sig === last) return
+        last = sig
+        process.stdout.write(`--- ${new Date().toISOString()}\n${renderPlain(s, client.peer)}\n`)
+      })
       return 0
     } finally {
       await client.close()
