@@ -83,16 +83,18 @@ describe.skipIf(!HAS_TMUX)('meshwork tui in a real terminal (tmux; skipped when 
     await waitScreen(/^(?:.*\n){39}.*q quit/, 10_000, 'the frame does not fill the 40-line terminal')
 
     const plan = join(m.dir, 'plan.yaml')
-    // two tasks racing to write the same file from the same main: the second to merge conflicts
+    // two tasks racing to write the same file from the same main: the second to merge conflicts. Each runs
+    // longer than the 2 s steal delay, so the second starts from the same main even when the two nodes'
+    // views gave it to each other and it is only stolen
     await writeFile(plan, `tasks:
   - id: red
     title: Paint it red
     prompt: Make the colour red.
-    sim: { duration: 300ms, write: { "color.txt": "red\\n" } }
+    sim: { duration: 4s, write: { "color.txt": "red\\n" } }
   - id: blue
     title: Paint it blue
     prompt: Make the colour blue.
-    sim: { duration: 1500ms, write: { "color.txt": "blue\\n" } }
+    sim: { duration: 4s, write: { "color.txt": "blue\\n" } }
 `)
     const sub = await runCli(['submit', plan, ...m.conn], { timeoutMs: 90_000 })
     expect(sub.code, describeResult(['submit'], sub)).toBe(0)
