@@ -107,14 +107,15 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
 
   it('a conflict waits for a human; "theirs" merges the task\'s side and records who decided', async () => {
     const plan = join(dir, 'plan2.yaml')
-    // two tasks racing to write the same file from the same main: the second to merge conflicts
+    // two tasks racing to write the same file from the same main: the second to merge conflicts (each runs
+    // longer than the 2 s steal delay, so the second starts from the same main even if it is only stolen)
     await writeFile(plan, `tasks:
   - id: red
     prompt: red
-    sim: { duration: 300ms, write: { "color.txt": "red\\n" } }
+    sim: { duration: 4s, write: { "color.txt": "red\\n" } }
   - id: blue
     prompt: blue
-    sim: { duration: 1500ms, write: { "color.txt": "blue\\n" } }
+    sim: { duration: 4s, write: { "color.txt": "blue\\n" } }
 `)
     expect((await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })).code).toBe(0)
     const conflict = await waitFor(async () => (await status()).conflicts.find(c => c.state === 'open'), { timeoutMs: 90_000, intervalMs: 500, message: () => `no conflict: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
@@ -145,10 +146,10 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
     await writeFile(plan, `tasks:
   - id: tea
     prompt: tea
-    sim: { duration: 300ms, write: { "drink.txt": "tea\\n" } }
+    sim: { duration: 4s, write: { "drink.txt": "tea\\n" } }
   - id: coffee
     prompt: coffee
-    sim: { duration: 1500ms, write: { "drink.txt": "coffee\\n" } }
+    sim: { duration: 4s, write: { "drink.txt": "coffee\\n" } }
 `)
     expect((await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })).code).toBe(0)
     const conflict = await waitFor(async () => (await status()).conflicts.find(c => c.state === 'open' && (c.taskId === 'tea' || c.taskId === 'coffee')), { timeoutMs: 90_000, intervalMs: 500, message: () => `no conflict: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
