@@ -12,9 +12,13 @@ import type { Conflict, Task } from '../crdt/schema.ts'
 import { git } from '../git/git.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
+import { addUsage } from '../crdt/ops.ts'
 import type { Agent } from '../agent/types.ts'
 import { MainPusher, type PushReport } from './main-push.ts'
 import { resolveWithAgent, type AgentResolveResult } from './agent-resolve.ts'
+
+/** The board document inside a change. */
+type BoardDraft = Parameters<Parameters<MeshNode['changeBoard']>[1]>[0]
 
 /** An agent-resolved merge the leader runs in the background (one at a time), with its result once the agent is done. */
 interface AgentJob {
@@ -262,25 +266,9 @@ export class Leadership {
           this.#decisionFailed(c, t.id, toError(err).message)
           return true
         }
-        if (this.#init.verify !== undefined) {
-          const v = await runVerify(repo, this.#init.dataDir, candidate, this.#init.verify)
-          if (!v.ok) {
-            node.changeBoard('task:verify-failed', d => { resolved(d); const rec = d.tasks[t.id]; if (rec !== undefined) { rec.state = str('failed'); rec.error = str(`--verify failed on the merge with main:\n${v.output.slice(-4000)}`) } })
-            return true
-          }
-        }
-        const s2 = node.board.snapshot()
-        if (s2.main.leader !== node.peerId || (s2.main.head ?? base) !== base) return false
-        const local = await branchOid(repo, branch)
-        const how = await advanceBranch(repo, branch, local, candidate)
-        if (how === 'lost-race') return false
-        node.changeBoard('main:advance', d => {
-          resolved(d)
-          d.main.head = str(candidate)
-          const rec = d.tasks[t.id]
-          if (rec !== undefined) { rec.state = str('merged'); rec.mergeCommit = str(candidate); rec.mergedAt = now; rec.error = null }
-        })
-        this.#advanced(candidate)
+        const landed = await this.#landDecision(c, t, base, snap.main.term, candidate, 'the merge with main')
+        if (landed === 'stale') return false
+        if (landed === 'verify-failed') return true
         break
       }
       default: {
@@ -290,6 +278,50 @@ export class Leadership {
     }
     logger.info('conflict:decided', { conflict: c.id, task: t.id, action, by })
     return true
+  }
+
+  /**
+   * Lands a decided conflict's merge commit `candidate`, made on main `base`:
+   * `--verify` on it, then the compare-and-swap of main fenced by this
+   * leader's term and main's head. The conflict ends resolved, the task merged
+   * (or failed with the check's output); `extra` joins either board change.
+   * 'changed' when `current` says the decision changed during the verify run,
+   * 'stale' when leadership or main moved (the next round tries again).
+   */
+  async #landDecision (c: Conflict, t: Task, base: string, term: number, candidate: string, what: string, extra?: (d: BoardDraft) => void, current?: () => boolean): Promise<'landed' | 'verify-failed' | 'changed' | 'stale'> {
+    const { node, repo, branch, logger } = this.#init
+    const resolve = (d: BoardDraft): void => {
+      extra?.(d)
+      const rec = d.conflicts[c.id]
+      if (rec !== undefined) { rec.state = str('resolved'); rec.error = null }
+    }
+    if (this.#init.verify !== undefined) {
+      const v = await runVerify(repo, this.#init.dataDir, candidate, this.#init.verify)
+      if (current !== undefined && !current()) return 'changed'
+      if (!v.ok) {
+        node.changeBoard('task:verify-failed', d => {
+          resolve(d)
+          const tr = d.tasks[t.id]
+          if (tr !== undefined) { tr.state = str('failed'); tr.error = str(`--verify failed on ${what}:\n${v.output.slice(-4000)}`) }
+        })
+        logger.warn('merge:verify-failed', { task: t.id, conflict: c.id, action: c.decision?.action })
+        return 'verify-failed'
+      }
+    }
+    const s2 = node.board.snapshot()
+    if (s2.main.leader !== node.peerId || s2.main.term !== term || (s2.main.head ?? base) !== base) return 'stale'
+    const how = await advanceBranch(repo, branch, await branchOid(repo, branch), candidate)
+    if (how === 'lost-race') return 'stale'
+    const now = Date.now()
+    node.changeBoard('main:advance', d => {
+      resolve(d)
+      d.main.head = str(candidate)
+      const tr = d.tasks[t.id]
+      if (tr !== undefined) { tr.state = str('merged'); tr.mergeCommit = str(candidate); tr.mergedAt = now; tr.error = null }
+    })
+    this.#advanced(candidate)
+    logger.info('merge:done', { tasks: [t.id], main: candidate, term, checkout: how, conflict: c.id, action: c.decision?.action })
+    return 'landed'
   }
 
   /** Makes sure the task's branch head is in this repository (fetching it from a live holder); false if it cannot be yet. */
@@ -304,7 +336,7 @@ export class Leadership {
   }
 
   /** A decision that could not be carried out: the conflict stays open with no decision, and says why (as does its task). */
-  #decisionFailed (c: Conflict, taskId: string, reason: string, extra?: (d: Parameters<Parameters<MeshNode['changeBoard']>[1]>[0]) => void): void {
+  #decisionFailed (c: Conflict, taskId: string, reason: string, extra?: (d: BoardDraft) => void): void {
     const { node, logger } = this.#init
     const action = c.decision?.action ?? 'none'
     node.changeBoard('conflict:decision-failed', d => {
@@ -364,12 +396,9 @@ export class Leadership {
   async #finishAgentJob (job: AgentJob): Promise<boolean> {
     const { node, repo, branch, logger } = this.#init
     const r = job.result as AgentResolveResult
-    const addCost = (d: Parameters<Parameters<MeshNode['changeBoard']>[1]>[0]): void => {
+    const addCost = (d: BoardDraft): void => {
       const rec = d.tasks[job.taskId]
-      if (rec === undefined) return
-      rec.costUsd = Number(rec.costUsd ?? 0) + r.costUsd
-      const tk = rec.tokens as Record<string, number> | undefined
-      if (tk !== undefined) for (const k of ['input', 'output', 'cacheRead', 'cacheWrite'] as const) tk[k] = Number(tk[k] ?? 0) + r.tokens[k]
+      if (rec !== undefined) addUsage(rec as Record<string, unknown>, r)
     }
     const done = (): void => { if (this.#agentJob === job) this.#agentJob = null }
     const snap = node.board.snapshot()
@@ -399,39 +428,11 @@ export class Leadership {
       }
       candidate = await mergeCommit(repo, again.tree, base, job.head, t.id, `${t.title === '' ? t.id : t.title} (conflicts resolved by an agent)`)
     }
-    if (this.#init.verify !== undefined) {
-      const v = await runVerify(repo, this.#init.dataDir, candidate, this.#init.verify)
-      if (!this.#jobCurrent(job)) return await this.#finishAgentJob(job)
-      if (!v.ok) {
-        done()
-        node.changeBoard('task:verify-failed', d => {
-          addCost(d)
-          const rec = d.conflicts[c.id]
-          if (rec !== undefined) rec.state = str('resolved')
-          const tr = d.tasks[t.id]
-          if (tr !== undefined) { tr.state = str('failed'); tr.error = str(`--verify failed on the agent-resolved merge with main:\n${v.output.slice(-4000)}`) }
-        })
-        logger.warn('merge:verify-failed', { task: t.id, conflict: c.id, action: 'agent' })
-        return true
-      }
-    }
-    const s2 = node.board.snapshot()
-    // fencing: still the leader, main still where the candidate was made (else the next round re-makes it on the new main)
-    if (s2.main.leader !== node.peerId || s2.main.term !== snap.main.term || (s2.main.head ?? base) !== base) return false
-    const how = await advanceBranch(repo, branch, await branchOid(repo, branch), candidate)
-    if (how === 'lost-race') return false
-    const now = Date.now()
+    const landed = await this.#landDecision(c, t, base, snap.main.term, candidate, 'the agent-resolved merge with main', addCost, () => this.#jobCurrent(job))
+    if (landed === 'changed') return await this.#finishAgentJob(job)
+    if (landed === 'stale') return false
     done()
-    node.changeBoard('main:advance', d => {
-      addCost(d)
-      const rec = d.conflicts[c.id]
-      if (rec !== undefined) { rec.state = str('resolved'); rec.error = null }
-      d.main.head = str(candidate)
-      const tr = d.tasks[t.id]
-      if (tr !== undefined) { tr.state = str('merged'); tr.mergeCommit = str(candidate); tr.mergedAt = now; tr.error = null }
-    })
-    this.#advanced(candidate)
-    logger.info('merge:done', { tasks: [t.id], main: candidate, term: snap.main.term, checkout: how, conflict: c.id, action: 'agent' })
+    if (landed === 'verify-failed') return true
     logger.info('conflict:decided', { conflict: c.id, task: t.id, action: 'agent', by: c.decision?.by })
     return true
   }

@@ -1,6 +1,7 @@
 import type { MeshNode } from '../node/mesh-node.ts'
 import type { BoardDoc } from '../crdt/board.ts'
 import { str } from '../crdt/board.ts'
+import { addUsage } from '../crdt/ops.ts'
 import type { BoardSnapshot, Task, TaskId } from '../crdt/schema.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
@@ -564,7 +565,7 @@ export class Scheduler {
     this.node.changeBoard(`task:${result.outcome}`, d => {
       const rec = d.tasks[t.id]
       if (rec === undefined) return
-      addCost(rec, result)
+      addUsage(rec, result)
       switch (result.outcome) {
         case 'success':
           rec.state = str('done')
@@ -635,7 +636,7 @@ export class Scheduler {
     this.node.changeBoard('task:infra-failed', d => {
       const rec = d.tasks[t.id]
       if (rec === undefined) return
-      if (end.result !== null) addCost(rec, end.result)
+      if (end.result !== null) addUsage(rec, end.result)
       // attempts count agent runs started: a run that never got to its agent gives its number back
       if (!end.agentStarted) rec.attempts = Math.max(0, (rec.attempts as number) - 1)
       releaseTask(d, t.id, now, now + wait)
@@ -672,16 +673,6 @@ const INFRA_TEXT: Record<InfraStage, string> = {
 
 function emptyResult (): AgentResult {
   return { outcome: 'failure', error: null, costUsd: 0, tokens: { ...ZERO_TOKENS } }
-}
-
-/** Adds a run's cost and tokens to a task record (SPEC: they sum every run). */
-function addCost (rec: Record<string, unknown>, result: AgentResult): void {
-  rec.costUsd = (rec.costUsd as number) + result.costUsd
-  const tok = rec.tokens as Record<string, number>
-  tok.input = (tok.input ?? 0) + result.tokens.input
-  tok.output = (tok.output ?? 0) + result.tokens.output
-  tok.cacheRead = (tok.cacheRead ?? 0) + result.tokens.cacheRead
-  tok.cacheWrite = (tok.cacheWrite ?? 0) + result.tokens.cacheWrite
 }
 
 /** `90 s`, `20 min`, `2 h`, `250 ms`. */
