@@ -68,7 +68,11 @@ export function assignOwners (orderedTasks: ReadonlyArray<Pick<Task, 'id'>>, cap
   return out
 }
 
-/** Back-off before a failed task may be claimed again: 1 s, 2 s, 4 s, ... capped at 60 s. */
-export function retryBackoffMs (failures: number, baseMs = 1000): number {
-  return Math.min(60_000, baseMs * 2 ** Math.max(0, failures - 1))
+/**
+ * Doubling back-off after the `failures`-th failure in a row: `baseMs`,
+ * twice that, four times, ... capped at `maxMs`. The default is the wait
+ * before a failed task may be claimed again (1 s, 2 s, 4 s, ... 60 s).
+ */
+export function retryBackoffMs (failures: number, baseMs = 1000, maxMs = 60_000): number {
+  return Math.min(maxMs, baseMs * 2 ** Math.max(0, failures - 1))
 }

@@ -609,7 +609,7 @@ export class Scheduler {
     })
     if (result.outcome === 'rate-limited') {
       this.#rateLimitStreak++
-      const wait = Math.min(MAX_RATE_LIMIT_BACKOFF_MS, RATE_LIMIT_BACKOFF_MS * 2 ** (this.#rateLimitStreak - 1))
+      const wait = retryBackoffMs(this.#rateLimitStreak, RATE_LIMIT_BACKOFF_MS, MAX_RATE_LIMIT_BACKOFF_MS)
       this.#backoffUntil = Math.max(this.#backoffUntil ?? 0, result.retryAt ?? now + wait)
       this.#log.warn('node:rate-limited', { task: t.id, until: new Date(this.#backoffUntil).toISOString(), note: 'this node starts no agent until then; the attempt does not count; the mesh lowers its concurrency meanwhile' })
     } else if (result.outcome === 'success') {
@@ -630,7 +630,7 @@ export class Scheduler {
    */
   #recordInfra (t: Task, run: Run, end: Extract<RunEnd, { kind: 'infra' }>, now: number): void {
     this.#infraStreak++
-    const wait = Math.min(MAX_INFRA_BACKOFF_MS, (this.#init.infraBackoffMs ?? INFRA_BACKOFF_MS) * 2 ** (this.#infraStreak - 1))
+    const wait = retryBackoffMs(this.#infraStreak, this.#init.infraBackoffMs ?? INFRA_BACKOFF_MS, MAX_INFRA_BACKOFF_MS)
     this.#infraPauseUntil = Math.max(this.#infraPauseUntil, now + wait)
     const error = clipSummary(`${INFRA_TEXT[end.stage]} on node ${this.node.name !== '' ? this.node.name : this.#me()}: ${end.error}`)
     this.node.changeBoard('task:infra-failed', d => {
