@@ -154,7 +154,8 @@ export async function readPlan (file: string, existing: ReadonlySet<string> | 'u
   try {
     text = await readFile(file, 'utf8')
   } catch (err) {
-    throw new UsageError(`cannot read the plan ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}).`)
+    const code = (err as NodeJS.ErrnoException).code
+    throw new UsageError(`cannot read the plan ${file} (${code === 'ENOENT' ? 'no such file' : code ?? String(err)}); check the path, or write a plan as README.md's "Plans" section shows.`)
   }
   return parsePlan(text, existing, file)
 }
