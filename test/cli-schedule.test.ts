@@ -39,7 +39,10 @@ describe('scheduling through the CLI', () => {
   it('a task whose node is killed -9 mid-run reruns elsewhere and finishes; the rest run once', async () => {
     const plan = join(dir, 'plan.yaml')
     const ids = Array.from({ length: 6 }, (_, i) => `job-${i}`)
-    await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: do ${id}\n    sim: { duration: 6s }\n`).join(''))
+    // every run is held until the test creates `release`: the victim is killed while it runs,
+    // however slow the host (a fixed duration could end before a status call sees the run)
+    const release = join(dir, 'release-1')
+    await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: do ${id}\n    sim: { duration: 0s, until: ${JSON.stringify(release)} }\n`).join(''))
     // every node has its repository and runs its scheduler (it advertises its slots)
     await waitFor(async () => {
       const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
@@ -72,6 +75,7 @@ describe('scheduling through the CLI', () => {
     const finished = new Set(events.filter(e => e.event === 'task:done').map(e => e.task))
     lost = ids.filter(id => started.has(id) && !finished.has(id))
     finishedByVictim = ids.filter(id => finished.has(id))
+    await writeFile(release, '')
 
     let seen: TaskJson[] = []
     const final = await waitFor(async () => {
@@ -102,7 +106,9 @@ describe('scheduling through the CLI', () => {
 
   it('cancel and retry through the CLI', async () => {
     const plan = join(dir, 'plan2.yaml')
-    await writeFile(plan, 'tasks:\n  - id: slow\n    prompt: slow\n    sim: { duration: 30s }\n')
+    // held until the test creates `release`: it cannot finish before the cancel, however slow the host
+    const release = join(dir, 'release-2')
+    await writeFile(plan, `tasks:\n  - id: slow\n    prompt: slow\n    sim: { duration: 0s, until: ${JSON.stringify(release)} }\n`)
     expect((await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })).code).toBe(0)
     await waitFor(async () => (await tasks()).find(t => t.id === 'slow')?.state === 'running', { timeoutMs: 30_000, intervalMs: 300, message: 'slow never ran' })
     const c = await runCli(['cancel', 'slow', ...conn], { timeoutMs: 90_000 })
@@ -118,6 +124,8 @@ describe('scheduling through the CLI', () => {
     await waitFor(async () => (await tasks()).find(t => t.id === 'slow')?.state === 'running', { timeoutMs: 30_000, intervalMs: 300, message: 'slow did not run again after retry' })
     const t = (await tasks()).find(x => x.id === 'slow')!
     expect(t.attempts).toBe(1)
+    await writeFile(release, '')
+    await waitFor(async () => (await tasks()).find(x => x.id === 'slow')?.state === 'merged', { timeoutMs: 60_000, intervalMs: 300, message: 'slow did not merge once released' })
   })
 
   it('submit --wait --json: a failed task settles the plan with its dependents blocked behind it, exit 1', async () => {
