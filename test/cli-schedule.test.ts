@@ -1,7 +1,7 @@
 import { describe, it, expect, afterAll, beforeAll } from 'vitest'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { runCli, startCliMesh, killAllChildren, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { runCli, startCliMesh, killAllChildren, removeDir, describeResult, watchStatusJson, type CliNode, type StatusWatch } from './helpers/cli.ts'
 import { waitFor } from '../src/util/wait.ts'
 
 interface TaskJson { id: string, state: string, node: string | null, attempts: number, error: string | null }
@@ -9,11 +9,11 @@ interface TaskJson { id: string, state: string, node: string | null, attempts: n
 let dir = ''
 const nodes: CliNode[] = []
 let conn: string[] = []
+/** One status client for the whole file, through node a (never the one killed). */
+let watch: StatusWatch | null = null
 
 async function tasks (): Promise<TaskJson[]> {
-  const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
-  if (r.code !== 0) throw new Error(describeResult(['status'], r))
-  return (JSON.parse(r.stdout) as { tasks: TaskJson[] }).tasks
+  return ((await watch!.fresh()) as { tasks: TaskJson[] }).tasks
 }
 
 /** Every node's log lines about one task, for failure messages. */
@@ -26,9 +26,11 @@ beforeAll(async () => {
   dir = mesh.dir
   nodes.push(...mesh.nodes)
   conn = mesh.conn
+  watch = await watchStatusJson(conn)
 })
 
 afterAll(async () => {
+  await watch?.close()
   await killAllChildren()
   if (dir !== '') await removeDir(dir)
 })
@@ -44,10 +46,8 @@ describe('scheduling through the CLI', () => {
     const release = join(dir, 'release-1')
     await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: do ${id}\n    sim: { duration: 0s, until: ${JSON.stringify(release)} }\n`).join(''))
     // every node has its repository and runs its scheduler (it advertises its slots)
-    await waitFor(async () => {
-      const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
-      return r.code === 0 && (JSON.parse(r.stdout) as { nodes: Array<{ slots: number }> }).nodes.filter(n => n.slots === 2).length === 3
-    }, { timeoutMs: 90_000, intervalMs: 500, message: 'the nodes never advertised their slots' })
+    await waitFor(async () => ((await watch!.fresh()) as { nodes: Array<{ slots: number }> }).nodes.filter(n => n.slots === 2).length === 3,
+      { timeoutMs: 90_000, intervalMs: 100, message: 'the nodes never advertised their slots' })
     const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })
     expect(sub.code, describeResult(['submit'], sub)).toBe(0)
     expect(sub.stdout.trim().split('\n')).toEqual(ids)
@@ -81,7 +81,7 @@ describe('scheduling through the CLI', () => {
     const final = await waitFor(async () => {
       seen = await tasks()
       return seen.length === ids.length && seen.every(t => t.state === 'merged') ? seen : null
-    }, { timeoutMs: 90_000, intervalMs: 500, message: () => `tasks did not all finish: ${JSON.stringify(seen)}` })
+    }, { timeoutMs: 90_000, intervalMs: 100, message: () => `tasks did not all finish: ${JSON.stringify(seen)}` })
 
     for (const t of final) {
       if (lost.includes(t.id)) {
@@ -110,7 +110,7 @@ describe('scheduling through the CLI', () => {
     const release = join(dir, 'release-2')
     await writeFile(plan, `tasks:\n  - id: slow\n    prompt: slow\n    sim: { duration: 0s, until: ${JSON.stringify(release)} }\n`)
     expect((await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })).code).toBe(0)
-    await waitFor(async () => (await tasks()).find(t => t.id === 'slow')?.state === 'running', { timeoutMs: 30_000, intervalMs: 300, message: 'slow never ran' })
+    await waitFor(async () => (await tasks()).find(t => t.id === 'slow')?.state === 'running', { timeoutMs: 30_000, intervalMs: 100, message: 'slow never ran' })
     const c = await runCli(['cancel', 'slow', ...conn], { timeoutMs: 90_000 })
     expect(c.code, describeResult(['cancel'], c)).toBe(0)
     expect(c.stdout).toMatch(/cancelled \(was running\)/)
