@@ -1,5 +1,5 @@
 import { MeshNode } from '../node/mesh-node.ts'
-import { MEMBERS_PROTOCOL } from '../node/constants.ts'
+import { MEMBERS_PROTOCOL } from '../protocol/members.ts'
 import type { SwarmKey } from '../node/swarm-key.ts'
 import { MeshUnreachableError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'

@@ -5,16 +5,19 @@ import { TypedEventEmitter, type PeerId, type ConnectionGater, type Stream, type
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import { lpStream } from '@libp2p/utils'
 import { TopicValidatorResult, type Message } from '@libp2p/gossipsub'
 import { createHost, type Host } from './host.ts'
 import { loadOrCreateIdentity } from './identity.ts'
 import type { SwarmKey } from './swarm-key.ts'
 import { encodeJoinToken } from './join-token.ts'
 import { Membership, type Member, type Transition } from './membership.ts'
-import { decodePresence, encodePresence, decodeProgress, type Presence, type ProgressEvent } from './presence.ts'
+import { decodePresence, encodePresence, decodeProgress, encodeProgress, MAX_PROGRESS_BYTES, type Presence, type ProgressEvent } from '../protocol/presence.ts'
+import { decodeBoardGossip, encodeBoardChange, encodeBoardHeads } from '../protocol/board-gossip.ts'
+import { MEMBERS_PROTOCOL, decodeMembersView, type MembersView } from '../protocol/members.ts'
+import { SYNC_PROTOCOL } from '../protocol/sync.ts'
+import { FramedStream, encodeJson } from '../protocol/frame.ts'
 import {
-  DIAL_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, MAX_GOSSIP_BYTES, MAX_LEARNED_DIALS, MAX_STREAM_FRAME_BYTES, MEMBERS_PROTOCOL, PEER_TARGET, REDIAL_INTERVAL_MS, SYNC_PROTOCOL, topics
+  DIAL_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, MAX_GOSSIP_BYTES, MAX_LEARNED_DIALS, MAX_STREAM_FRAME_BYTES, PEER_TARGET, REDIAL_INTERVAL_MS, topics
 } from './constants.ts'
 import { Board, actorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
@@ -63,23 +66,13 @@ export interface MeshNodeEvents {
   'progress': CustomEvent<ProgressEvent>
 }
 
-/** What a node reports about the mesh's membership over `/meshwork/members/1`. */
-export interface MembersView {
-  self: string
-  members: Member[]
-  /** The latest agent progress event of each task this node has heard about. */
-  progress?: Record<string, { kind: string, text: string, at: number, peerId: string }>
-}
+export type { MembersView }
 
 /** Sync sessions a heartbeat showing missing heads may start while others run. */
 const MAX_HEARTBEAT_SYNCS = 2
 
 /** How often the resident set size reported in heartbeats is sampled. */
 const RSS_SAMPLE_MS = 10_000
-
-/** Gossip board message tags. */
-const MSG_CHANGE = 1
-const MSG_HEADS = 2
 
 /**
  * One meshwork peer: the libp2p host, the replicated board (gossip + anti-entropy
@@ -356,18 +349,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   }
 
   async #broadcastChange (change: Uint8Array): Promise<void> {
-    let msg: Uint8Array
-    if (change.length + 1 <= MAX_GOSSIP_BYTES) {
-      msg = new Uint8Array(change.length + 1)
-      msg[0] = MSG_CHANGE
-      msg.set(change, 1)
-    } else {
-      // too large for gossip: announce the new heads; peers pull over the sync protocol
-      const body = new TextEncoder().encode(JSON.stringify(this.board.heads()))
-      msg = new Uint8Array(body.length + 1)
-      msg[0] = MSG_HEADS
-      msg.set(body, 1)
-    }
+    // too large for gossip: announce the new heads; peers pull over the sync protocol
+    const msg = change.length + 1 <= MAX_GOSSIP_BYTES ? encodeBoardChange(change) : encodeBoardHeads(this.board.heads())
     this.stats.changesBroadcast++
     await this.#publish(this.#topics.board, msg)
   }
@@ -393,26 +376,23 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (msg.type !== 'signed') return this.#reject('unsigned', '?')
     const from = msg.from.toString()
     if (msg.data.length > MAX_GOSSIP_BYTES) return this.#reject('oversized', from)
-    const tag = msg.data[0]
-    if (tag === MSG_CHANGE) {
+    const m = decodeBoardGossip(msg.data)
+    if (m.kind === 'invalid') return this.#reject(m.reason, from)
+    if (m.kind === 'change') {
       try {
-        const decoded = this.board.checkChange(msg.data.subarray(1))
+        const decoded = this.board.checkChange(m.change)
         if (decoded.actor !== actorForPeer(from)) return this.#reject('foreign-actor', from)
       } catch {
         return this.#reject('bad-change', from)
       }
-      return TopicValidatorResult.Accept
     }
-    if (tag === MSG_HEADS) {
-      return parseHeads(msg.data.subarray(1)) === null ? this.#reject('bad-heads', from) : TopicValidatorResult.Accept
-    }
-    return this.#reject('unknown-tag', from)
+    return TopicValidatorResult.Accept
   }
 
   #validateProgress (msg: Message): TopicValidatorResult {
     if (msg.type !== 'signed') return this.#reject('unsigned', '?')
     const from = msg.from.toString()
-    if (msg.data.length > 4096) return this.#reject('oversized', from)
+    if (msg.data.length > MAX_PROGRESS_BYTES) return this.#reject('oversized', from)
     const p = decodeProgress(msg.data)
     if (p === null) return this.#reject('bad-progress', from)
     if (p.peerId !== from) return this.#reject('progress-spoofed', from)
@@ -438,7 +418,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const last = this.#progressSent.get(taskId) ?? 0
     if (p.at - last < 250) return
     this.#progressSent.set(taskId, p.at)
-    void this.#publish(this.#topics.progress, new TextEncoder().encode(JSON.stringify(p)))
+    void this.#publish(this.#topics.progress, encodeProgress(p))
   }
 
   #validatePresence (msg: Message): TopicValidatorResult {
@@ -462,13 +442,12 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
         return
       }
       if (msg.topic === this.#topics.board) {
-        const tag = msg.data[0]
-        if (tag === MSG_CHANGE) {
+        const m = decodeBoardGossip(msg.data)
+        if (m.kind === 'change') {
           this.stats.changesReceived++
-          this.board.applyChanges([msg.data.subarray(1)])
-        } else if (tag === MSG_HEADS) {
-          const heads = parseHeads(msg.data.subarray(1))
-          if (heads !== null && !this.board.hasHeads(heads)) this.requestSync(from)
+          this.board.applyChanges([m.change])
+        } else if (m.kind === 'heads') {
+          if (!this.board.hasHeads(m.heads)) this.requestSync(from)
         }
       } else if (msg.topic === this.#topics.presence) {
         const p = this.#decoded.get(msg) ?? decodePresence(msg.data)
@@ -543,8 +522,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
 
   async #serveMembers (stream: Stream): Promise<void> {
     try {
-      const lp = lpStream(stream)
-      await lp.write(new TextEncoder().encode(JSON.stringify(this.membersView())), { signal: AbortSignal.timeout(5000) })
+      const lp = new FramedStream(stream, { maxDataLength: MAX_STREAM_FRAME_BYTES })
+      await lp.writeRaw(encodeJson(this.membersView()), { signal: AbortSignal.timeout(5000) })
       await stream.close()
     } catch (err) {
       stream.abort(toError(err))
@@ -569,10 +548,10 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   /** Asks a node for its membership view (what `status` shows). */
   async fetchMembers (peer: string): Promise<MembersView> {
     const stream = await this.host.dialProtocol(peerIdFromString(peer), MEMBERS_PROTOCOL, { signal: AbortSignal.timeout(5000) })
-    const lp = lpStream(stream, { maxDataLength: MAX_STREAM_FRAME_BYTES })
-    const data = await lp.read({ signal: AbortSignal.timeout(5000) })
+    const lp = new FramedStream(stream, { maxDataLength: MAX_STREAM_FRAME_BYTES })
+    const data = await lp.readRaw({ signal: AbortSignal.timeout(5000) })
     await stream.close().catch(() => {})
-    return JSON.parse(new TextDecoder().decode(data.subarray())) as MembersView
+    return decodeMembersView(data, peer)
   }
 
   #presence (leaving: boolean): Presence {
@@ -740,14 +719,6 @@ function parseAddrs (addrs: string[]): Multiaddr[] {
     try { out.push(multiaddr(a)) } catch {}
   }
   return out
-}
-
-function parseHeads (data: Uint8Array): string[] | null {
-  try {
-    const v: unknown = JSON.parse(new TextDecoder().decode(data))
-    if (Array.isArray(v) && v.length <= 64 && v.every(h => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h))) return v as string[]
-  } catch {}
-  return null
 }
 
 async function withTimeout<T> (p: Promise<T>, ms: number): Promise<T | undefined> {

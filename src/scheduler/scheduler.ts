@@ -7,7 +7,7 @@ import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentRes
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
-import { toError } from '../util/errors.ts'
+import { TimeoutError, abortedByTimeout, toError } from '../util/errors.ts'
 
 /**
  * Bounds of the minimum settle window (the wait between a claim and starting
@@ -467,8 +467,8 @@ export class Scheduler {
     const timeoutMs = runTimeoutMs(t, this.#init.defaultTimeoutMs)
     if (timeoutMs !== null && timeoutMs > 0) {
       const source = t.timeoutMs !== null ? 'the task\'s timeout' : 'the node\'s --task-timeout'
-      // the reason must start with "timed out": agents and #execute read it as a failed attempt
-      const timer = setTimeout(() => { abort.abort(new Error(`timed out after ${formatMs(timeoutMs)} (${source})`)) }, timeoutMs)
+      // a TimeoutError reason: agents and #runStages read it as a failed attempt, not a release
+      const timer = setTimeout(() => { abort.abort(new TimeoutError(`timed out after ${formatMs(timeoutMs)} (${source})`)) }, timeoutMs)
       timer.unref()
       abort.signal.addEventListener('abort', () => { clearTimeout(timer) }, { once: true })
     }
@@ -503,7 +503,7 @@ export class Scheduler {
     const signal = run.abort.signal
     const abortEnd = (agentStarted: boolean, result: AgentResult | null): RunEnd => {
       const reason = toError(signal.reason).message
-      if (reason.startsWith('timed out')) {
+      if (abortedByTimeout(signal)) {
         if (!agentStarted) return { kind: 'infra', stage: 'prepare', error: `${reason} before the agent started (preparing the worktree or running --setup)`, agentStarted, result }
         return { kind: 'agent', result: { ...(result ?? emptyResult()), outcome: 'failure', error: reason }, head: null, agentStarted }
       }

@@ -1,7 +1,7 @@
 import type { Client } from '../api/client.ts'
 import { buildStatus } from '../api/status.ts'
 import { cancelTask, resolveConflict, retryTask } from '../api/tasks.ts'
-import type { MembersView } from '../node/mesh-node.ts'
+import type { MembersView } from '../protocol/members.ts'
 import { topics } from '../node/constants.ts'
 import type { TuiActions, TuiSource } from './app.ts'
 import { appendProgress, tuiData, type ProgressLine, type TuiData } from './model.ts'
