@@ -25,8 +25,7 @@ import { createHash } from 'node:crypto'
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { PeerId, Stream } from '@libp2p/interface'
-import type { MeshNode } from '../node/mesh-node.ts'
+import type { AbortOptions, PeerId, Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
 import type { z } from 'zod'
 import { EmptyFrameError, FramedStream, encodeJsonFrame, parseJson, type Frame } from '../protocol/frame.ts'
 import {
@@ -110,6 +109,13 @@ export class GitTransferError extends Error {
     this.code = code
     this.peer = opts.peer
   }
+}
+
+/** What git transfers need of a node: open and serve streams (a `MeshNode` is one). */
+export interface GitStreams {
+  dialProtocol: (peer: PeerId, protocol: string, options?: AbortOptions) => Promise<Stream>
+  handle: (protocol: string, handler: StreamHandler, options?: StreamHandlerOptions) => Promise<void>
+  unhandle: (protocol: string) => Promise<void>
 }
 
 // ---------------------------------------------------------------------------
@@ -274,7 +280,7 @@ class StreamFiller {
  * Serves `repoDir`'s branches (`refs/heads/*`, or commits reachable from them)
  * to mesh peers over `/meshwork/git/2`.
  */
-export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitOptions = {}): Promise<GitServer> {
+export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGitOptions = {}): Promise<GitServer> {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_TRANSFER_BYTES
   const maxConcurrent = Math.max(1, opts.maxConcurrent ?? DEFAULT_MAX_CONCURRENT_SERVES)
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS
@@ -446,7 +452,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
     }
   }
 
-  await node.host.handle(GIT_PROTOCOL, (stream, connection) => {
+  await node.handle(GIT_PROTOCOL, (stream, connection) => {
     if (closed) {
       stream.abort(new Error('git server closed'))
       return
@@ -462,7 +468,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
     close: async () => {
       if (closed) return
       closed = true
-      await node.host.unhandle(GIT_PROTOCOL).catch(() => {})
+      await node.unhandle(GIT_PROTOCOL).catch(() => {})
       for (const ac of controllers) ac.abort(new Error('git server closed'))
       await Promise.race([Promise.allSettled([...running]), new Promise(resolve => setTimeout(resolve, 5000).unref())])
     }
@@ -538,7 +544,7 @@ export async function collectHaves (repoDir: string, opts: { intoRef?: string, b
  * On any failure the local repository is left as it was (no ref changed, no
  * objects added) and a `GitTransferError` says why.
  */
-export async function fetchFromPeer (node: MeshNode, peer: string | PeerId, repoDir: string, want: string, opts: FetchFromPeerOptions = {}): Promise<FetchResult> {
+export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, repoDir: string, want: string, opts: FetchFromPeerOptions = {}): Promise<FetchResult> {
   const peerText = peer.toString()
   const log = opts.logger ?? silentLogger
   if (typeof want !== 'string' || want === '' || want.length > MAX_WANT_LENGTH || /[\0-\x1f\x7f]/.test(want)) {
@@ -691,12 +697,12 @@ const LOCAL_GIT_TROUBLE = /unable to (?:create|write|open)|permission denied|no 
  * Dials the peer, sends the request and streams the pack into `git index-pack`
  * in the quarantine, counting bytes against `maxBytes` and hashing them.
  */
-async function receivePack (node: MeshNode, peer: string | PeerId, want: string, haves: string[], maxBytes: number, signal: AbortSignal, hooks: ReceiveHooks): Promise<Received> {
+async function receivePack (node: GitStreams, peer: string | PeerId, want: string, haves: string[], maxBytes: number, signal: AbortSignal, hooks: ReceiveHooks): Promise<Received> {
   const peerText = peer.toString()
   const pid = typeof peer === 'string' ? peerIdFromString(peer) : peer
   let stream: Stream
   try {
-    stream = await node.host.dialProtocol(pid, GIT_PROTOCOL, { signal })
+    stream = await node.dialProtocol(pid, GIT_PROTOCOL, { signal })
   } catch (err) {
     if (signal.aborted) throw err
     throw new GitTransferError('unreachable', `cannot open ${GIT_PROTOCOL} to ${peerText}: ${toError(err).message}`, { peer: peerText, cause: err })
@@ -824,7 +830,7 @@ export interface CloneFromPeerOptions extends Omit<FetchFromPeerOptions, 'intoRe
  * failure `dir` is put back as it was (removed if it was missing, emptied if it
  * was empty).
  */
-export async function cloneFromPeer (node: MeshNode, peer: string | PeerId, dir: string, branch = 'main', opts: CloneFromPeerOptions = {}): Promise<FetchResult> {
+export async function cloneFromPeer (node: GitStreams, peer: string | PeerId, dir: string, branch = 'main', opts: CloneFromPeerOptions = {}): Promise<FetchResult> {
   let existed = true
   try {
     const entries = await readdir(dir)

@@ -1,4 +1,4 @@
-import type { MeshNode } from '../node/mesh-node.ts'
+import type { SchedulerNode } from '../node/components.ts'
 import type { BoardDoc } from '../crdt/board.ts'
 import { str } from '../crdt/board.ts'
 import { addUsage } from '../crdt/ops.ts'
@@ -62,7 +62,7 @@ export const INFRA_BACKOFF_MS = 5_000
 export const MAX_INFRA_BACKOFF_MS = 5 * 60_000
 
 export interface SchedulerInit {
-  node: MeshNode
+  node: SchedulerNode
   agent: Agent
   slots: number
   logger?: Logger
@@ -117,7 +117,7 @@ type RunEnd =
  * otherwise stops the run (claim lost), and results of older epochs are ignored.
  */
 export class Scheduler {
-  readonly node: MeshNode
+  readonly node: SchedulerNode
   readonly agent: Agent
   slots: number
   #init: SchedulerInit
@@ -167,7 +167,7 @@ export class Scheduler {
     if (!this.#stopped) return
     this.#stopped = false
     this.#claiming = true
-    this.node.presenceExtras = () => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null })
+    this.node.setPresenceExtras(() => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null }))
     const onUpdate = (): void => { this.#schedule() }
     const onPresence = (evt: CustomEvent<{ sentAt?: number }>): void => {
       const sent = evt.detail.sentAt
