@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { claudeAgent, isRateLimitText, parseResetTime, toolSummary, type ClaudeAgentInit } from '../src/agent/claude.ts'
 import type { AgentProgress, AgentResult } from '../src/agent/types.ts'
 import type { Task, TaskId } from '../src/crdt/schema.ts'
-import { waitFor } from '../src/util/wait.ts'
+import { TimeoutError, waitFor } from '../src/util/wait.ts'
 import { isAlive } from './helpers/proc.ts'
 
 const FAKE = fileURLToPath(new URL('./fixtures/fake-claude.mjs', import.meta.url))
@@ -286,7 +286,7 @@ describe('claude agent', () => {
   it('counts the scheduler timeout as a failed attempt', async () => {
     const run = start({ FAKE_CLAUDE_MODE: 'hang' })
     await waitFor(() => run.progress.some(p => p.kind === 'text'), { timeoutMs: 10_000, message: 'fake claude streaming' })
-    run.abort.abort(new Error('timed out after 100 ms'))
+    run.abort.abort(new TimeoutError('timed out after 100 ms'))
     const r = await run.result
     expect(r).toMatchObject({ outcome: 'failure', error: 'timed out after 100 ms' })
   })

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { commandAgent } from '../src/agent/command.ts'
 import type { AgentProgress, AgentResult } from '../src/agent/types.ts'
 import type { Task, TaskId } from '../src/crdt/schema.ts'
-import { waitFor } from '../src/util/wait.ts'
+import { TimeoutError, waitFor } from '../src/util/wait.ts'
 import { isAlive } from './helpers/proc.ts'
 
 let dir = ''
@@ -110,7 +110,7 @@ describe('command agent', () => {
     const run = start('trap "" TERM; echo $$ > sh.pid; while :; do sleep 0.05; done', { killGraceMs: 300 })
     await waitFor(() => existsSync(join(cwd, 'sh.pid')) && readFileSync(join(cwd, 'sh.pid'), 'utf8').trim(), { timeoutMs: 10_000, message: 'shell started' })
     const shPid = Number(readFileSync(join(cwd, 'sh.pid'), 'utf8'))
-    run.abort.abort(new Error('timed out after 50 ms'))
+    run.abort.abort(new TimeoutError('timed out after 50 ms'))
     const r = await run.result
     expect(r).toMatchObject({ outcome: 'failure', error: 'timed out after 50 ms' })
     expect(isAlive(shPid)).toBe(false)

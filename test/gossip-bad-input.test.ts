@@ -8,13 +8,13 @@ import { createHost, type Host } from '../src/node/host.ts'
 import { MAX_GOSSIP_BYTES, topics } from '../src/node/constants.ts'
 import { Board, actorForPeer, type BoardDoc } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
-import { encodePresence, type Presence } from '../src/node/presence.ts'
+import { encodePresence, type Presence } from '../src/protocol/presence.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
 import type { Transition } from '../src/node/membership.ts'
 import { waitFor } from '../src/util/wait.ts'
+import { BoardGossipTag, encodeBoardChange } from '../src/protocol/board-gossip.ts'
+import { encodeFrame } from '../src/protocol/frame.ts'
 
-const MSG_CHANGE = 1
-const MSG_HEADS = 2
 
 let mesh: TestMesh | undefined
 let attacker: Host | undefined
@@ -24,13 +24,6 @@ afterEach(async () => {
   await mesh?.stop()
   mesh = undefined
 })
-
-function tagged (tag: number, body: Uint8Array): Uint8Array {
-  const out = new Uint8Array(body.length + 1)
-  out[0] = tag
-  out.set(body, 1)
-  return out
-}
 
 function rejected (node: MeshNode, reason: string): number {
   return node.stats.gossipRejected[reason] ?? 0
@@ -84,13 +77,13 @@ describe('gossip validation against a peer that holds the swarm key', () => {
     const garbage = randomBytes(512)
     garbage[0] = 0xee
     await attack(t.board, garbage, 'unknown-tag')
-    await attack(t.board, tagged(MSG_CHANGE, randomBytes(512)), 'bad-change')
-    await attack(t.board, tagged(MSG_HEADS, new TextEncoder().encode('["not-a-hash"]')), 'bad-heads')
+    await attack(t.board, encodeBoardChange(randomBytes(512)), 'bad-change')
+    await attack(t.board, encodeFrame(BoardGossipTag.HEADS, new TextEncoder().encode('["not-a-hash"]')), 'bad-heads')
 
     // 2. a message over MAX_GOSSIP_BYTES (300 KiB) but under gossipsub's inbound limit (4x): our validator drops it
     const big = Board.create(mesh.key.meshId, actorForPeer(evilId))
     const bigChange = big.change('big', addTasks([simpleTask('big-1', { prompt: randomBytes(225 * 1024).toString('base64') })]))!
-    const oversized = tagged(MSG_CHANGE, bigChange)
+    const oversized = encodeBoardChange(bigChange)
     expect(oversized.length).toBeGreaterThan(MAX_GOSSIP_BYTES)
     expect(oversized.length).toBeLessThan(MAX_GOSSIP_BYTES * 4)
     await attack(t.board, oversized, 'oversized')
@@ -99,12 +92,12 @@ describe('gossip validation against a peer that holds the swarm key', () => {
     const forger = Board.create(mesh.key.meshId, actorForPeer(n1.peerId))
     const forged = forger.change('forged', addTasks([simpleTask('evil-forged')]))!
     const forgedHash = A.decodeChange(forged).hash!
-    await attack(t.board, tagged(MSG_CHANGE, forged), 'foreign-actor')
+    await attack(t.board, encodeBoardChange(forged), 'foreign-actor')
 
     // 4. the attacker's own change that replaces the board's root
     const raw = A.load<BoardDoc>(n0.board.save(), { actor: actorForPeer(evilId) })
     const rootWrite = A.getLastLocalChange(A.change(raw, d => { d.tasks = {} }))!
-    await attack(t.board, tagged(MSG_CHANGE, rootWrite), 'bad-change')
+    await attack(t.board, encodeBoardChange(rootWrite), 'bad-change')
 
     // 5. presence claiming to be node 1 (and announcing that it left)
     const spoof: Presence = {
@@ -164,7 +157,7 @@ describe('gossip validation against a peer that holds the swarm key', () => {
     // a well-formed change with the attacker's own actor, so only its size is wrong
     const big = Board.create(mesh.key.meshId, actorForPeer(evilId))
     const change = big.change('huge', addTasks([simpleTask('huge-1', { prompt: randomBytes(1024 * 1024).toString('base64') })]))!
-    const msg = tagged(MSG_CHANGE, change)
+    const msg = encodeBoardChange(change)
     expect(msg.length).toBeGreaterThan(MAX_GOSSIP_BYTES * 4) // above the receiver's maxInboundDataLength
     const res = await host.services.pubsub.publish(t.board, msg)
     expect(res.recipients.map(p => p.toString())).toContain(n0.peerId)

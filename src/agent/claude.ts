@@ -1,3 +1,4 @@
+import { abortedByTimeout } from '../util/errors.ts'
 import { constants, createWriteStream } from 'node:fs'
 import { access, mkdir, stat } from 'node:fs/promises'
 import { delimiter, join, resolve } from 'node:path'
@@ -238,11 +239,11 @@ export async function findExecutable (bin: string, path = process.env.PATH ?? ''
   return null
 }
 
-/** An aborted run: `aborted`, except the scheduler's timeout ("timed out …"), which is a failed attempt. */
+/** An aborted run: `aborted`, except the scheduler's timeout (a `TimeoutError` reason), which is a failed attempt. */
 function abortedResult (signal: AbortSignal, r: ResultEvent | null): AgentResult {
   const reason = abortReason(signal)
   return {
-    outcome: reason.startsWith('timed out') ? 'failure' : 'aborted',
+    outcome: abortedByTimeout(signal) ? 'failure' : 'aborted',
     error: reason,
     costUsd: r?.costUsd ?? 0,
     tokens: r?.tokens ?? ZERO_TOKENS

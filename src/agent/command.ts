@@ -1,3 +1,4 @@
+import { abortedByTimeout } from '../util/errors.ts'
 import { abortReason, meshworkEnv, promptText, runInGroup, withTail } from './process.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentResult, type AgentRunInit } from './types.ts'
 
@@ -67,8 +68,8 @@ export function commandSummary (stdoutTail: readonly string[]): string {
   return text.length > 2000 ? clipSummary('…' + text.slice(-1999)) : clipSummary(text)
 }
 
-/** An aborted run: `aborted`, except the scheduler's timeout ("timed out …"), which is a failed attempt. */
+/** An aborted run: `aborted`, except the scheduler's timeout (a `TimeoutError` reason), which is a failed attempt. */
 function aborted (signal: AbortSignal): AgentResult {
   const reason = abortReason(signal)
-  return { outcome: reason.startsWith('timed out') ? 'failure' : 'aborted', error: reason, costUsd: 0, tokens: ZERO_TOKENS }
+  return { outcome: abortedByTimeout(signal) ? 'failure' : 'aborted', error: reason, costUsd: 0, tokens: ZERO_TOKENS }
 }

@@ -1,5 +1,5 @@
 import { MeshNode } from '../node/mesh-node.ts'
-import { MEMBERS_PROTOCOL } from '../node/constants.ts'
+import { MEMBERS_PROTOCOL } from '../protocol/members.ts'
 import type { SwarmKey } from '../node/swarm-key.ts'
 import { MeshUnreachableError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
@@ -38,8 +38,7 @@ export async function connectClient (init: ClientInit): Promise<Client> {
   try {
     for (;;) {
       for (const peerId of node.connectedPeers()) {
-        const peer = await node.host.peerStore.get(peerId).catch(() => null)
-        if (peer?.protocols.includes(MEMBERS_PROTOCOL) !== true) continue
+        if (!(await node.peerProtocols(peerId)).includes(MEMBERS_PROTOCOL)) continue
         if (await node.requestSync(peerId.toString())) {
           node.followBoard()
           return { node, peer: peerId.toString(), close: async () => { await node.stop() } }

@@ -1,5 +1,5 @@
 import type { BoardSnapshot, ConflictHunk, PushReportRecord, Task, TaskState, Tokens } from '../crdt/schema.ts'
-import type { MembersView } from '../node/mesh-node.ts'
+import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
 
 /** One node in `status --json` (SPEC). */

@@ -1,13 +1,9 @@
 import * as A from '@automerge/automerge'
-import { lpStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import type { Board } from './board.ts'
 import { MAX_STREAM_FRAME_BYTES } from '../node/constants.ts'
-
-/** Frame kinds on `/meshwork/sync/1`: a one-byte tag, then the Automerge sync message. */
-const FRAME_IDLE = 0 // nothing to send this turn
-const FRAME_SYNC = 1 // an Automerge sync message follows
-const FRAME_DONE = 2 // both sides are up to date
+import { FramedStream } from '../protocol/frame.ts'
+import { SyncFrame } from '../protocol/sync.ts'
 
 /** Upper bound of turns in one session; a session never needs many when both sides behave. */
 export const MAX_SYNC_ROUNDS = 200
@@ -28,16 +24,13 @@ export interface SyncResult {
  * stream.
  */
 export async function runSyncSession (board: Board, stream: Stream, initiator: boolean, signal?: AbortSignal): Promise<SyncResult> {
-  const lp = lpStream(stream, { maxDataLength: MAX_STREAM_FRAME_BYTES })
+  const lp = new FramedStream(stream, { maxDataLength: MAX_STREAM_FRAME_BYTES })
   let state = A.initSyncState()
   const result: SyncResult = { rounds: 0, sent: 0, received: 0, bytesIn: 0, bytesOut: 0 }
   const opts = signal !== undefined ? { signal } : {}
   const send = async (tag: number, body?: Uint8Array): Promise<void> => {
-    const frame = new Uint8Array(1 + (body?.length ?? 0))
-    frame[0] = tag
-    if (body !== undefined) frame.set(body, 1)
-    result.bytesOut += frame.length
-    await lp.write(frame, opts)
+    result.bytesOut += 1 + (body?.length ?? 0)
+    await lp.write(tag, body, opts)
   }
   let lastReceivedIdle = false
   let turn = initiator
@@ -48,28 +41,27 @@ export async function runSyncSession (board: Board, stream: Stream, initiator: b
       state = next
       if (msg === null) {
         if (lastReceivedIdle) {
-          await send(FRAME_DONE)
+          await send(SyncFrame.DONE)
           break
         }
-        await send(FRAME_IDLE)
+        await send(SyncFrame.IDLE)
       } else {
         result.sent++
-        await send(FRAME_SYNC, msg)
+        await send(SyncFrame.SYNC, msg)
       }
       turn = false
     } else {
-      const frame = (await lp.read(opts)).subarray()
-      result.bytesIn += frame.length
-      const tag = frame[0]
-      if (tag === FRAME_DONE) break
-      if (tag === FRAME_SYNC) {
+      const { tag, body } = await lp.read(opts)
+      result.bytesIn += 1 + body.length
+      if (tag === SyncFrame.DONE) break
+      if (tag === SyncFrame.SYNC) {
         result.received++
-        state = board.receiveSyncMessage(state, frame.subarray(1))
+        state = board.receiveSyncMessage(state, body)
         lastReceivedIdle = false
-      } else if (tag === FRAME_IDLE) {
+      } else if (tag === SyncFrame.IDLE) {
         lastReceivedIdle = true
       } else {
-        throw new Error(`unknown sync frame tag ${String(tag)}`)
+        throw new Error(`unknown sync frame tag ${tag}`)
       }
       turn = true
     }

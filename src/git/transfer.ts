@@ -5,25 +5,7 @@
  * goes onto the stream as it is produced and the requester feeds it to
  * `git index-pack` as it arrives, so packing, the wire and indexing overlap.
  *
- * Every frame is length-prefixed (`lpStream`) and starts with a one-byte tag:
- *
- *   requester → server
- *     REQUEST 0x01  JSON `{ want, haves }`: `want` is a ref under `refs/heads/`
- *                   or a full oid; `haves` are up to `MAX_HAVES` commit oids the
- *                   requester already has.
- *     ACK     0x05  JSON `{ bytes }`: pack bytes received so far; sent whenever
- *                   `ACK_BYTES` more have arrived (flow control).
- *   server → requester
- *     HEADER  0x02  JSON `{ oid, ref, upToDate }`. With `upToDate` the requester
- *                   already has `oid` and nothing follows; otherwise a pack
- *                   follows (its size is not known in advance).
- *     DATA    0x03  a piece of the pack (256 KiB by default, at most 1 MiB). The
- *                   server keeps at most `WINDOW_BYTES` unacknowledged (or one
- *                   piece, if a piece is larger).
- *     END     0x04  JSON `{ bytes, sha256 }` of the whole pack; then the server
- *                   closes its side.
- *     ERROR   0x00  JSON `{ code, message }`: the server gives up, in place of
- *                   the HEADER or after some DATA; then it closes its side.
+ * The frames and their JSON bodies are defined in src/protocol/git.ts.
  *
  * The server resolves the want and the haves it actually has (one `git cat-file
  * --batch-check` and one exact `git for-each-ref`, side by side; the branch's
@@ -42,29 +24,21 @@
 import { createHash } from 'node:crypto'
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
-import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { PeerId, Stream } from '@libp2p/interface'
-import type { MeshNode } from '../node/mesh-node.ts'
+import type { AbortOptions, PeerId, Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
+import type { z } from 'zod'
+import { EmptyFrameError, FramedStream, encodeJsonFrame, parseJson, type Frame } from '../protocol/frame.ts'
+import {
+  ACK_BYTES, GIT_PROTOCOL, GitFrame, MAX_CHUNK_BYTES, MAX_HAVES, MAX_REQUEST_FRAME_BYTES, MAX_WANT_LENGTH, WINDOW_BYTES,
+  gitAckSchema, gitEndSchema, gitErrorSchema, gitHeaderSchema, gitRequestSchema
+} from '../protocol/git.ts'
 import { GitError, git, spawnGit, type GitProcess } from './git.ts'
 import { OID_RE, gitCommonDir, isOid, isValidBranchName, isWellFormedRefName, refOid } from './repo.ts'
 import { UsageError, toError } from '../util/errors.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 
-export const GIT_PROTOCOL = '/meshwork/git/2'
-
-/** Frame tags on `/meshwork/git/2`. */
-export const GitFrame = {
-  ERROR: 0x00,
-  REQUEST: 0x01,
-  HEADER: 0x02,
-  DATA: 0x03,
-  END: 0x04,
-  ACK: 0x05
-} as const
-
-/** Largest pack piece in one DATA frame a requester accepts. */
-export const MAX_CHUNK_BYTES = 1024 * 1024
+export { GIT_PROTOCOL, GitFrame, MAX_CHUNK_BYTES, MAX_HAVES, WINDOW_BYTES, ACK_BYTES } from '../protocol/git.ts'
+export { encodeFrame, encodeJsonFrame } from '../protocol/frame.ts'
 /**
  * Pack bytes per DATA frame a server sends by default. Fewer, larger frames
  * cost less CPU per byte on the libp2p path (one trip through yamux, Noise and
@@ -75,18 +49,6 @@ export const MAX_CHUNK_BYTES = 1024 * 1024
  * @default 256 KiB
  */
 export const DEFAULT_CHUNK_BYTES = 256 * 1024
-/** Most haves a request may carry. */
-export const MAX_HAVES = 256
-/** Pack bytes a server sends ahead of the requester's ACKs: a few default frames. */
-export const WINDOW_BYTES = 1536 * 1024
-/**
- * The requester ACKs whenever this many bytes arrived since its last ACK.
- * `ACK_BYTES + MAX_CHUNK_BYTES <= WINDOW_BYTES` keeps the window from
- * deadlocking: a server waits for an ACK only while more than
- * `WINDOW_BYTES - piece >= ACK_BYTES` bytes are unacknowledged, and a requester
- * that has read everything has less than `ACK_BYTES` unacknowledged.
- */
-export const ACK_BYTES = 512 * 1024
 /** Default cap on one transfer's pack. @default 2 GiB */
 export const DEFAULT_MAX_TRANSFER_BYTES = 2 * 1024 * 1024 * 1024
 /** Default time bound of one transfer, either side. @default 10 min */
@@ -94,10 +56,6 @@ export const DEFAULT_TRANSFER_TIMEOUT_MS = 10 * 60_000
 /** Default bound on transfers one node serves at once. */
 export const DEFAULT_MAX_CONCURRENT_SERVES = 4
 
-/** Largest REQUEST or ACK frame a server accepts. */
-const MAX_REQUEST_FRAME_BYTES = 64 * 1024
-/** Largest `want` string. */
-const MAX_WANT_LENGTH = 1024
 /** A pack file starts with `PACK`, version 2 or 3, and a 4-byte object count. */
 const PACK_HEADER_BYTES = 12
 /**
@@ -153,48 +111,30 @@ export class GitTransferError extends Error {
   }
 }
 
+/** What git transfers need of a node: open and serve streams (a `MeshNode` is one). */
+export interface GitStreams {
+  dialProtocol: (peer: PeerId, protocol: string, options?: AbortOptions) => Promise<Stream>
+  handle: (protocol: string, handler: StreamHandler, options?: StreamHandlerOptions) => Promise<void>
+  unhandle: (protocol: string) => Promise<void>
+}
+
 // ---------------------------------------------------------------------------
 // frames
 
-const encoder = new TextEncoder()
-const decoder = new TextDecoder('utf-8', { fatal: true })
-
-/** One frame: `tag` then `body`. */
-export function encodeFrame (tag: number, body?: Uint8Array): Uint8Array {
-  const frame = new Uint8Array(1 + (body?.length ?? 0))
-  frame[0] = tag
-  if (body !== undefined) frame.set(body, 1)
-  return frame
-}
-
-/** One frame: `tag` then `value` as JSON. */
-export function encodeJsonFrame (tag: number, value: unknown): Uint8Array {
-  return encodeFrame(tag, encoder.encode(JSON.stringify(value)))
-}
-
-interface Frame { tag: number, body: Uint8Array }
-
-type Lp = ReturnType<typeof lpStream>
-
-async function readFrame (lp: Lp, signal: AbortSignal): Promise<Frame> {
-  const data = (await lp.read({ signal })).subarray()
-  if (data.length === 0) throw new GitTransferError('protocol', 'empty frame')
-  return { tag: data[0] as number, body: data.subarray(1) }
-}
-
-function parseJson (body: Uint8Array, what: string): Record<string, unknown> {
-  let value: unknown
+async function readFrame (lp: FramedStream, signal: AbortSignal): Promise<Frame> {
   try {
-    value = JSON.parse(decoder.decode(body))
-  } catch {
-    throw new GitTransferError('protocol', `${what} frame is not JSON`)
+    return await lp.read({ signal })
+  } catch (err) {
+    if (err instanceof EmptyFrameError) throw new GitTransferError('protocol', 'empty frame')
+    throw err
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new GitTransferError('protocol', `${what} frame is not a JSON object`)
-  return value as Record<string, unknown>
 }
 
-function isCount (value: unknown): value is number {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0
+/** The JSON body of a `what` frame, checked against `schema`; a protocol error otherwise. */
+function parseBody<S extends z.ZodType> (schema: S, body: Uint8Array, what: string): z.infer<S> {
+  const r = parseJson(schema, body)
+  if (!r.ok) throw new GitTransferError('protocol', `${what} frame ${r.reason === 'not JSON' ? 'is not JSON' : `is malformed: ${r.reason.slice(0, 300)}`}`)
+  return r.value
 }
 
 const lastLines = (text: string, n: number): string => text.trim().split('\n').slice(-n).join(' | ')
@@ -340,7 +280,7 @@ class StreamFiller {
  * Serves `repoDir`'s branches (`refs/heads/*`, or commits reachable from them)
  * to mesh peers over `/meshwork/git/2`.
  */
-export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitOptions = {}): Promise<GitServer> {
+export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGitOptions = {}): Promise<GitServer> {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_TRANSFER_BYTES
   const maxConcurrent = Math.max(1, opts.maxConcurrent ?? DEFAULT_MAX_CONCURRENT_SERVES)
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS
@@ -393,18 +333,13 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
 
   const parseRequest = (frame: Frame): { want: string, haves: string[] } => {
     if (frame.tag !== GitFrame.REQUEST) throw new ServeRefusal('bad-request', `expected a REQUEST frame, got tag ${frame.tag}`)
-    let req: Record<string, unknown>
-    try {
-      req = parseJson(frame.body, 'REQUEST')
-    } catch (err) {
-      throw new ServeRefusal('bad-request', toError(err).message)
+    const r = parseJson(gitRequestSchema, frame.body)
+    if (!r.ok) {
+      if (r.reason === 'not JSON') throw new ServeRefusal('bad-request', 'REQUEST frame is not JSON')
+      if (r.reason.startsWith('haves')) throw new ServeRefusal('bad-request', `\`haves\` must be at most ${MAX_HAVES} full oids`)
+      throw new ServeRefusal('bad-request', '`want` must be a ref name or an oid')
     }
-    const { want, haves } = req
-    if (typeof want !== 'string' || want === '' || want.length > MAX_WANT_LENGTH) throw new ServeRefusal('bad-request', '`want` must be a ref name or an oid')
-    if (haves !== undefined && (!Array.isArray(haves) || haves.length > MAX_HAVES || !haves.every(isOid))) {
-      throw new ServeRefusal('bad-request', `\`haves\` must be at most ${MAX_HAVES} full oids`)
-    }
-    return { want, haves: (haves ?? []) as string[] }
+    return { want: r.value.want, haves: r.value.haves ?? [] }
   }
 
   const serveOne = async (stream: Stream, peer: string): Promise<void> => {
@@ -412,7 +347,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
     controllers.add(ac)
     const timeout = AbortSignal.timeout(timeoutMs)
     const signal = AbortSignal.any([ac.signal, timeout])
-    const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_FRAME_BYTES })
+    const lp = new FramedStream(stream, { maxDataLength: MAX_REQUEST_FRAME_BYTES })
     let pack: GitProcess | undefined
     let counted = false
     const started = Date.now()
@@ -430,7 +365,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
       const req = parseRequest(first)
       const { oid, haves } = await resolveRequest(req.want, req.haves, signal)
       const upToDate = async (): Promise<void> => {
-        await lp.write(encodeJsonFrame(GitFrame.HEADER, { oid, ref: req.want, upToDate: true }), { signal })
+        await lp.writeRaw(encodeJsonFrame(GitFrame.HEADER, { oid, ref: req.want, upToDate: true }), { signal })
         await stream.close({ signal })
         stats.upToDate++
         log.debug('git:serve-up-to-date', { peer, want: req.want, oid })
@@ -453,7 +388,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
         await upToDate()
         return
       }
-      await lp.write(encodeJsonFrame(GitFrame.HEADER, { oid, ref: req.want, upToDate: false }), { signal })
+      await lp.writeRaw(encodeJsonFrame(GitFrame.HEADER, { oid, ref: req.want, upToDate: false }), { signal })
 
       const hash = createHash('sha256')
       let offset = 0 // bytes sent
@@ -465,12 +400,13 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
         while (offset > acked && offset - acked + piece.length > WINDOW_BYTES) {
           const ack = await readFrame(lp, signal)
           if (ack.tag !== GitFrame.ACK) throw new ServeRefusal('bad-request', `expected an ACK frame, got tag ${ack.tag}`)
-          const { bytes } = parseJson(ack.body, 'ACK')
-          if (!isCount(bytes) || bytes < acked || bytes > offset) throw new ServeRefusal('bad-request', `bad ACK of ${String(bytes)} bytes (sent ${offset})`)
+          const parsed = parseJson(gitAckSchema, ack.body)
+          const bytes = parsed.ok ? parsed.value.bytes : null
+          if (bytes === null || bytes < acked || bytes > offset) throw new ServeRefusal('bad-request', `bad ACK of ${parsed.ok ? String(bytes) : 'malformed'} bytes (sent ${offset})`)
           acked = bytes
         }
         hash.update(piece)
-        await lp.write(frame, { signal })
+        await lp.writeRaw(frame, { signal })
         offset += piece.length
       }
       // the header, then the rest as pack-objects produces it, in frames of chunkBytes (a fresh
@@ -485,7 +421,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
       }
       const { code, stderr } = await pack.exited
       if (code !== 0) throw new Error(`git pack-objects failed (${String(code)}): ${lastLines(stderr, 3)}`)
-      await lp.write(encodeJsonFrame(GitFrame.END, { bytes: offset, sha256: hash.digest('hex') }), { signal })
+      await lp.writeRaw(encodeJsonFrame(GitFrame.END, { bytes: offset, sha256: hash.digest('hex') }), { signal })
       await stream.close({ signal })
       stats.served++
       stats.bytesSent += offset
@@ -503,7 +439,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
         // tell the requester why (after whatever it has not read yet), then close
         try {
           const bounded = AbortSignal.any([ac.signal, AbortSignal.timeout(2000)])
-          await lp.write(encodeJsonFrame(GitFrame.ERROR, { code, message }), { signal: bounded })
+          await lp.writeRaw(encodeJsonFrame(GitFrame.ERROR, { code, message }), { signal: bounded })
           await stream.close({ signal: bounded })
           return
         } catch {}
@@ -516,7 +452,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
     }
   }
 
-  await node.host.handle(GIT_PROTOCOL, (stream, connection) => {
+  await node.handle(GIT_PROTOCOL, (stream, connection) => {
     if (closed) {
       stream.abort(new Error('git server closed'))
       return
@@ -532,7 +468,7 @@ export async function serveGit (node: MeshNode, repoDir: string, opts: ServeGitO
     close: async () => {
       if (closed) return
       closed = true
-      await node.host.unhandle(GIT_PROTOCOL).catch(() => {})
+      await node.unhandle(GIT_PROTOCOL).catch(() => {})
       for (const ac of controllers) ac.abort(new Error('git server closed'))
       await Promise.race([Promise.allSettled([...running]), new Promise(resolve => setTimeout(resolve, 5000).unref())])
     }
@@ -608,7 +544,7 @@ export async function collectHaves (repoDir: string, opts: { intoRef?: string, b
  * On any failure the local repository is left as it was (no ref changed, no
  * objects added) and a `GitTransferError` says why.
  */
-export async function fetchFromPeer (node: MeshNode, peer: string | PeerId, repoDir: string, want: string, opts: FetchFromPeerOptions = {}): Promise<FetchResult> {
+export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, repoDir: string, want: string, opts: FetchFromPeerOptions = {}): Promise<FetchResult> {
   const peerText = peer.toString()
   const log = opts.logger ?? silentLogger
   if (typeof want !== 'string' || want === '' || want.length > MAX_WANT_LENGTH || /[\0-\x1f\x7f]/.test(want)) {
@@ -761,17 +697,17 @@ const LOCAL_GIT_TROUBLE = /unable to (?:create|write|open)|permission denied|no 
  * Dials the peer, sends the request and streams the pack into `git index-pack`
  * in the quarantine, counting bytes against `maxBytes` and hashing them.
  */
-async function receivePack (node: MeshNode, peer: string | PeerId, want: string, haves: string[], maxBytes: number, signal: AbortSignal, hooks: ReceiveHooks): Promise<Received> {
+async function receivePack (node: GitStreams, peer: string | PeerId, want: string, haves: string[], maxBytes: number, signal: AbortSignal, hooks: ReceiveHooks): Promise<Received> {
   const peerText = peer.toString()
   const pid = typeof peer === 'string' ? peerIdFromString(peer) : peer
   let stream: Stream
   try {
-    stream = await node.host.dialProtocol(pid, GIT_PROTOCOL, { signal })
+    stream = await node.dialProtocol(pid, GIT_PROTOCOL, { signal })
   } catch (err) {
     if (signal.aborted) throw err
     throw new GitTransferError('unreachable', `cannot open ${GIT_PROTOCOL} to ${peerText}: ${toError(err).message}`, { peer: peerText, cause: err })
   }
-  const lp = lpStream(stream, {
+  const lp = new FramedStream(stream, {
     maxDataLength: 1 + MAX_CHUNK_BYTES,
     // a well-behaved server never has more than a window (or one piece) in flight
     maxBufferSize: WINDOW_BYTES + MAX_CHUNK_BYTES + 64 * 1024
@@ -780,21 +716,23 @@ async function receivePack (node: MeshNode, peer: string | PeerId, want: string,
   const badPack = (stderr: string): GitTransferError => new GitTransferError(LOCAL_GIT_TROUBLE.test(stderr) ? 'git' : 'bad-bundle',
     `git index-pack of the pack from ${peerText} failed: ${lastLines(stderr, 3)}`, { peer: peerText })
   const remoteError = (frame: Frame): GitTransferError => {
-    const e = parseJson(frame.body, 'ERROR') // throws a protocol error if malformed
-    if (typeof e.code !== 'string' || typeof e.message !== 'string') return protocolError('malformed ERROR frame')
+    const parsed = parseJson(gitErrorSchema, frame.body)
+    if (!parsed.ok) return parsed.reason === 'not JSON' ? new GitTransferError('protocol', 'ERROR frame is not JSON') : protocolError('malformed ERROR frame')
+    const e = parsed.value
     const code = (REMOTE_CODES.has(e.code) ? e.code : 'server') as GitTransferErrorCode
     return new GitTransferError(code, `peer ${peerText}: ${e.message.slice(0, 1000)}`, { peer: peerText })
   }
   let index: GitProcess | undefined
   try {
-    await lp.write(encodeJsonFrame(GitFrame.REQUEST, { want, haves }), { signal })
+    await lp.writeRaw(encodeJsonFrame(GitFrame.REQUEST, { want, haves }), { signal })
     hooks.mark('asked')
     const first = await readFrame(lp, signal)
     hooks.mark('header')
     if (first.tag === GitFrame.ERROR) throw remoteError(first)
     if (first.tag !== GitFrame.HEADER) throw protocolError(`expected a HEADER frame, got tag ${first.tag}`)
-    const header = parseJson(first.body, 'HEADER')
-    if (!isOid(header.oid)) throw protocolError('HEADER without a valid oid')
+    const headerJson = parseJson(gitHeaderSchema, first.body)
+    if (!headerJson.ok) throw headerJson.reason === 'not JSON' ? new GitTransferError('protocol', 'HEADER frame is not JSON') : protocolError('HEADER without a valid oid')
+    const header = headerJson.value
     if (isOid(want) && header.oid !== want) throw protocolError(`asked for ${want}, offered ${header.oid}`)
     if (header.upToDate === true) {
       await stream.close({ signal }).catch(() => {})
@@ -846,10 +784,10 @@ async function receivePack (node: MeshNode, peer: string | PeerId, want: string,
         }
         if (received - acked >= ACK_BYTES) {
           acked = received
-          await lp.write(encodeJsonFrame(GitFrame.ACK, { bytes: received }), { signal })
+          await lp.writeRaw(encodeJsonFrame(GitFrame.ACK, { bytes: received }), { signal })
         }
       } else if (frame.tag === GitFrame.END) {
-        const end = parseJson(frame.body, 'END')
+        const end = parseBody(gitEndSchema, frame.body, 'END')
         if (end.bytes !== received) throw protocolError(`pack ended after ${received} bytes, END says ${String(end.bytes)}`)
         if (end.sha256 !== hash.digest('hex')) throw protocolError('pack hash mismatch')
         hooks.mark('end')
@@ -892,7 +830,7 @@ export interface CloneFromPeerOptions extends Omit<FetchFromPeerOptions, 'intoRe
  * failure `dir` is put back as it was (removed if it was missing, emptied if it
  * was empty).
  */
-export async function cloneFromPeer (node: MeshNode, peer: string | PeerId, dir: string, branch = 'main', opts: CloneFromPeerOptions = {}): Promise<FetchResult> {
+export async function cloneFromPeer (node: GitStreams, peer: string | PeerId, dir: string, branch = 'main', opts: CloneFromPeerOptions = {}): Promise<FetchResult> {
   let existed = true
   try {
     const entries = await readdir(dir)

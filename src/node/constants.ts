@@ -62,12 +62,6 @@ export const MAX_LEARNED_DIALS = 2
 /** Default listen address of a node (SPEC). */
 export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4001'
 
-/** Stream protocol for Automerge anti-entropy sync of the board. */
-export const SYNC_PROTOCOL = '/meshwork/sync/1'
-
-/** Stream protocol a light client uses to read a node's membership view. */
-export const MEMBERS_PROTOCOL = '/meshwork/members/1'
-
 /** Largest single frame on meshwork's stream protocols. @default 64 MiB */
 export const MAX_STREAM_FRAME_BYTES = 64 * 1024 * 1024
 

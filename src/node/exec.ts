@@ -1,6 +1,6 @@
 import { readdir, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { MeshNode } from './mesh-node.ts'
+import type { ExecutionNode } from './components.ts'
 import type { Task, BoardSnapshot } from '../crdt/schema.ts'
 import { Worktrees, commitEnv, type Worktree } from '../git/worktree.ts'
 import { git, gitText } from '../git/git.ts'
@@ -66,7 +66,7 @@ export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: stri
 }
 
 export interface ExecutionInit {
-  node: MeshNode
+  node: ExecutionNode
   repo: string
   dataDir: string
   branch: string

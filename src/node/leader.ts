@@ -1,4 +1,4 @@
-import type { MeshNode } from './mesh-node.ts'
+import type { BoardDraft as LeaderBoardDraft, LeaderNode } from './components.ts'
 import { str } from '../crdt/board.ts'
 import { electLeader, ELECTION_TIMEOUT_MS, type Candidate } from '../scheduler/election.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
@@ -18,7 +18,7 @@ import { MainPusher, type PushReport } from './main-push.ts'
 import { resolveWithAgent, type AgentResolveResult } from './agent-resolve.ts'
 
 /** The board document inside a change. */
-type BoardDraft = Parameters<Parameters<MeshNode['changeBoard']>[1]>[0]
+type BoardDraft = LeaderBoardDraft
 
 /** An agent-resolved merge the leader runs in the background (one at a time), with its result once the agent is done. */
 interface AgentJob {
@@ -47,7 +47,7 @@ export const IDLE_RECHECK_MS = 5000
 export const MAX_PARALLEL_FETCHES = 2
 
 export interface LeaderInit {
-  node: MeshNode
+  node: LeaderNode
   repo: string
   dataDir: string
   branch: string

@@ -1,4 +1,4 @@
-import type { Presence } from './presence.ts'
+import type { Presence } from '../protocol/presence.ts'
 import { DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS, HEARTBEAT_INTERVAL_MS } from './constants.ts'
 
 /** Liveness of a peer as this node sees it. */

@@ -50,7 +50,7 @@ export class Worker {
   async start (): Promise<void> {
     const { node, repo, branch, logger } = this.#init
     // no free slots to advertise until the repository is usable and the scheduler runs
-    node.slots = 0
+    node.setSlots(0)
     const state = await inspectRepo(repo, branch)
     if (state === 'empty' && !this.#init.hasBootstrap) {
       const head = await initRepo(repo, branch)
@@ -90,7 +90,7 @@ export class Worker {
         onProgress: (taskId, p) => { node.publishProgress(taskId, p.kind, p.text) }
       })
       this.scheduler.start()
-      node.slots = this.#init.slots
+      node.setSlots(this.#init.slots)
     })()
     this.#ready.catch(err => { logger.error('worker:start-failed', { error: toError(err).message }) })
   }
@@ -101,8 +101,7 @@ export class Worker {
     let lastLog = 0
     while (!this.#stopped) {
       for (const peerId of node.connectedPeers()) {
-        const peer = await node.host.peerStore.get(peerId).catch(() => null)
-        if (peer?.protocols.includes(GIT_PROTOCOL) !== true) continue
+        if (!(await node.peerProtocols(peerId)).includes(GIT_PROTOCOL)) continue
         try {
           const res = await cloneFromPeer(node, peerId, repo, branch)
           logger.info('repo:cloned', { from: peerId.toString(), branch, head: res.oid, bytes: res.bytes })

@@ -1,4 +1,4 @@
-import type { MeshNode } from '../node/mesh-node.ts'
+import type { SchedulerNode } from '../node/components.ts'
 import type { BoardDoc } from '../crdt/board.ts'
 import { str } from '../crdt/board.ts'
 import { addUsage } from '../crdt/ops.ts'
@@ -7,7 +7,7 @@ import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentRes
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
-import { toError } from '../util/errors.ts'
+import { TimeoutError, abortedByTimeout, toError } from '../util/errors.ts'
 
 /**
  * Bounds of the minimum settle window (the wait between a claim and starting
@@ -62,7 +62,7 @@ export const INFRA_BACKOFF_MS = 5_000
 export const MAX_INFRA_BACKOFF_MS = 5 * 60_000
 
 export interface SchedulerInit {
-  node: MeshNode
+  node: SchedulerNode
   agent: Agent
   slots: number
   logger?: Logger
@@ -117,7 +117,7 @@ type RunEnd =
  * otherwise stops the run (claim lost), and results of older epochs are ignored.
  */
 export class Scheduler {
-  readonly node: MeshNode
+  readonly node: SchedulerNode
   readonly agent: Agent
   slots: number
   #init: SchedulerInit
@@ -167,7 +167,7 @@ export class Scheduler {
     if (!this.#stopped) return
     this.#stopped = false
     this.#claiming = true
-    this.node.presenceExtras = () => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null })
+    this.node.setPresenceExtras(() => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null }))
     const onUpdate = (): void => { this.#schedule() }
     const onPresence = (evt: CustomEvent<{ sentAt?: number }>): void => {
       const sent = evt.detail.sentAt
@@ -467,8 +467,8 @@ export class Scheduler {
     const timeoutMs = runTimeoutMs(t, this.#init.defaultTimeoutMs)
     if (timeoutMs !== null && timeoutMs > 0) {
       const source = t.timeoutMs !== null ? 'the task\'s timeout' : 'the node\'s --task-timeout'
-      // the reason must start with "timed out": agents and #execute read it as a failed attempt
-      const timer = setTimeout(() => { abort.abort(new Error(`timed out after ${formatMs(timeoutMs)} (${source})`)) }, timeoutMs)
+      // a TimeoutError reason: agents and #runStages read it as a failed attempt, not a release
+      const timer = setTimeout(() => { abort.abort(new TimeoutError(`timed out after ${formatMs(timeoutMs)} (${source})`)) }, timeoutMs)
       timer.unref()
       abort.signal.addEventListener('abort', () => { clearTimeout(timer) }, { once: true })
     }
@@ -503,7 +503,7 @@ export class Scheduler {
     const signal = run.abort.signal
     const abortEnd = (agentStarted: boolean, result: AgentResult | null): RunEnd => {
       const reason = toError(signal.reason).message
-      if (reason.startsWith('timed out')) {
+      if (abortedByTimeout(signal)) {
         if (!agentStarted) return { kind: 'infra', stage: 'prepare', error: `${reason} before the agent started (preparing the worktree or running --setup)`, agentStarted, result }
         return { kind: 'agent', result: { ...(result ?? emptyResult()), outcome: 'failure', error: reason }, head: null, agentStarted }
       }

@@ -1,6 +1,6 @@
 import type { StatusReport, StatusTask } from '../api/status.ts'
 import type { BoardSnapshot, ConflictHunk, TaskState } from '../crdt/schema.ts'
-import type { MembersView } from '../node/mesh-node.ts'
+import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
 import { estimateMs, topoOrder } from '../scheduler/dag.ts'
 

@@ -1,8 +1,7 @@
 import type { Client } from '../api/client.ts'
 import { buildStatus } from '../api/status.ts'
 import { cancelTask, resolveConflict, retryTask } from '../api/tasks.ts'
-import type { MembersView } from '../node/mesh-node.ts'
-import { topics } from '../node/constants.ts'
+import type { MembersView } from '../protocol/members.ts'
 import type { TuiActions, TuiSource } from './app.ts'
 import { appendProgress, tuiData, type ProgressLine, type TuiData } from './model.ts'
 
@@ -97,9 +96,7 @@ export function liveSource (init: LiveSourceInit): LiveSource {
       return () => { listeners.delete(listener) }
     },
     start: () => {
-      const pubsub = client.node.host.services.pubsub
-      const topic = topics(client.node.meshId).progress
-      if (!pubsub.getTopics().includes(topic)) pubsub.subscribe(topic)
+      client.node.followProgress()
       client.node.addEventListener('progress', onProgress)
       client.node.addEventListener('board:update', onBoard)
       // the first frame waits for the first membership view: without it every node would read as dead

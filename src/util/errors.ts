@@ -35,6 +35,20 @@ export class DataDirLockedError extends Error {
   override name = 'DataDirLockedError'
 }
 
+/**
+ * Something took longer than it may. A task's run is aborted with one as the
+ * signal's reason when its timeout passes, which makes the attempt a failure
+ * rather than a release; check with `instanceof`, never by the message.
+ */
+export class TimeoutError extends Error {
+  override name = 'TimeoutError'
+}
+
+/** Whether `signal` was aborted because a time bound passed (its reason is a `TimeoutError`). */
+export function abortedByTimeout (signal: AbortSignal): boolean {
+  return signal.aborted && signal.reason instanceof TimeoutError
+}
+
 /** Turns anything thrown into an Error (catch clauses receive `unknown`). */
 export function toError (err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err))

@@ -1,7 +1,6 @@
-/** Rejects after `ms` with `message`; used to bound every wait. */
-export class TimeoutError extends Error {
-  override name = 'TimeoutError'
-}
+import { TimeoutError } from './errors.ts'
+
+export { TimeoutError }
 
 export interface WaitForOptions {
   timeoutMs: number

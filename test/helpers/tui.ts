@@ -5,7 +5,7 @@
  */
 import { buildStatus } from '../../src/api/status.ts'
 import type { BoardSnapshot, Conflict, ConflictId, NodeRecord, PeerIdString, Task, TaskId } from '../../src/crdt/schema.ts'
-import type { MembersView } from '../../src/node/mesh-node.ts'
+import type { MembersView } from '../../src/protocol/members.ts'
 import type { Member } from '../../src/node/membership.ts'
 import { tuiData, type ProgressLine, type TuiData } from '../../src/tui/model.ts'
 

@@ -1,4 +1,9 @@
+/**
+ * The presence and progress gossip topics: one heartbeat per node per period
+ * (liveness, load, heads, addresses), and agent progress events.
+ */
 import { z } from 'zod'
+import { decodeJson, encodeJson } from './frame.ts'
 
 /** Largest lists a presence message may carry (bounded so one peer cannot bloat another's memory). */
 const MAX_LIST = 256
@@ -32,18 +37,11 @@ export type Presence = z.infer<typeof presenceSchema>
 
 /** Decodes and validates a presence message; null when malformed. */
 export function decodePresence (data: Uint8Array): Presence | null {
-  let json: unknown
-  try {
-    json = JSON.parse(new TextDecoder().decode(data))
-  } catch {
-    return null
-  }
-  const parsed = presenceSchema.safeParse(json)
-  return parsed.success ? parsed.data : null
+  return decodeJson(presenceSchema, data)
 }
 
 export function encodePresence (p: Presence): Uint8Array {
-  return new TextEncoder().encode(JSON.stringify(p))
+  return encodeJson(p)
 }
 
 /** An agent progress event, gossiped on the progress topic (ephemeral: never on the board). */
@@ -57,11 +55,14 @@ export const progressSchema = z.object({
 })
 export type ProgressEvent = z.infer<typeof progressSchema>
 
+/** Largest progress message a receiver accepts. */
+export const MAX_PROGRESS_BYTES = 4096
+
+/** Decodes and validates a progress message; null when malformed. */
 export function decodeProgress (data: Uint8Array): ProgressEvent | null {
-  try {
-    const parsed = progressSchema.safeParse(JSON.parse(new TextDecoder().decode(data)))
-    return parsed.success ? parsed.data : null
-  } catch {
-    return null
-  }
+  return decodeJson(progressSchema, data)
+}
+
+export function encodeProgress (p: ProgressEvent): Uint8Array {
+  return encodeJson(p)
 }

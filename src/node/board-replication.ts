@@ -1,0 +1,204 @@
+import { TopicValidatorResult } from '@libp2p/gossipsub'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Stream, Connection, StreamHandler, StreamHandlerOptions, AbortOptions, PeerId } from '@libp2p/interface'
+import { withTimeout, type Startable } from './service.ts'
+import type { Gossip } from './gossip.ts'
+import { MAX_GOSSIP_BYTES } from './constants.ts'
+import { Board, actorForPeer, type BoardUpdate } from '../crdt/board.ts'
+import type { BoardStore } from '../crdt/store.ts'
+import { runSyncSession } from '../crdt/sync.ts'
+import { decodeBoardGossip, encodeBoardChange, encodeBoardHeads } from '../protocol/board-gossip.ts'
+import { SYNC_PROTOCOL } from '../protocol/sync.ts'
+import type { Logger } from '../util/logger.ts'
+import { toError } from '../util/errors.ts'
+
+/** Sync sessions a heartbeat showing missing heads may start while others run. */
+const MAX_HEARTBEAT_SYNCS = 2
+
+/** What of the libp2p host stream protocols use. */
+export interface StreamHost {
+  readonly status: string
+  handle: (protocol: string, handler: StreamHandler, options?: StreamHandlerOptions) => Promise<void>
+  unhandle: (protocol: string) => Promise<void>
+  dialProtocol: (peer: PeerId, protocols: string | string[], options?: AbortOptions) => Promise<Stream>
+}
+
+/** Counters the replication keeps (part of the node's `stats`). */
+export interface ReplicationStats {
+  syncSessions: number
+  syncFailures: number
+  changesBroadcast: number
+  changesReceived: number
+}
+
+export interface BoardReplicationComponents {
+  board: Board
+  /** Where a node persists the board; null for a light client. */
+  store: BoardStore | null
+  gossip: Gossip
+  /** The board gossip topic. */
+  topic: string
+  streams: StreamHost
+  /** The presence period: a peer whose heads stay ahead for two of them is synced with. */
+  heartbeatMs: number
+  stats: ReplicationStats
+  logger: Logger
+}
+
+/**
+ * Board replication: every local change is written to disk, then gossiped
+ * (or, too large for gossip, announced by its heads); gossiped changes are
+ * checked (signed by their author's actor) and applied; anti-entropy sessions
+ * over `/meshwork/sync/1` fill any gap.
+ */
+export class BoardReplication implements Startable {
+  readonly #c: BoardReplicationComponents
+  readonly #log: Logger
+  #persistQueue: Promise<void> = Promise.resolve()
+  #storeClosed = false
+  #started = false
+  #stopped = false
+  readonly #syncing = new Map<string, Promise<boolean>>()
+  readonly #syncWanted = new Map<string, number>()
+
+  constructor (components: BoardReplicationComponents) {
+    this.#c = components
+    this.#log = components.logger
+    components.gossip.route(components.topic, {
+      validate: (msg, from) => this.#validate(msg.data, from),
+      handle: (msg, from) => { this.#handle(msg.data, from) }
+    })
+  }
+
+  async start (): Promise<void> {
+    if (this.#started) return
+    this.#started = true
+    await this.#c.streams.handle(SYNC_PROTOCOL, (stream, conn) => { void this.#serveSync(stream, conn) }, { maxInboundStreams: 64, maxOutboundStreams: 64 })
+  }
+
+  /** Waits (bounded) for pending writes, then closes the store. Call after the host stopped. */
+  async stop (): Promise<void> {
+    if (this.#stopped) return
+    this.#stopped = true
+    await withTimeout(this.#persistQueue, 5000).catch(() => {})
+    this.#storeClosed = true
+    await withTimeout(this.#c.store?.close() ?? Promise.resolve(), 5000).catch(() => {})
+  }
+
+  /** Starts receiving gossiped changes (nodes at once, light clients after their first sync). */
+  follow (): void {
+    this.#c.gossip.subscribe(this.#c.topic)
+  }
+
+  /** Resolves once every board write so far is on disk (and handed to gossip). */
+  async flush (): Promise<void> {
+    await this.#persistQueue
+  }
+
+  /** A board change happened (local or applied from a peer): persist it, then gossip it. */
+  onUpdate (update: BoardUpdate): void {
+    const store = this.#c.store
+    const board = this.#c.board
+    // a change is on disk before it is acknowledged to anyone: write, then publish
+    this.#persistQueue = this.#persistQueue.then(async () => {
+      if (store !== null && !this.#storeClosed) await store.append(board)
+      for (const change of update.changes) await this.#broadcastChange(change)
+    }).catch(err => {
+      this.#log.error('board:persist-failed', { error: toError(err).message })
+    })
+  }
+
+  async #broadcastChange (change: Uint8Array): Promise<void> {
+    // too large for gossip: announce the new heads; peers pull over the sync protocol
+    const msg = change.length + 1 <= MAX_GOSSIP_BYTES ? encodeBoardChange(change) : encodeBoardHeads(this.#c.board.heads())
+    this.#c.stats.changesBroadcast++
+    await this.#c.gossip.publish(this.#c.topic, msg)
+  }
+
+  #validate (data: Uint8Array, from: string): TopicValidatorResult {
+    const gossip = this.#c.gossip
+    if (data.length > MAX_GOSSIP_BYTES) return gossip.reject('oversized', from)
+    const m = decodeBoardGossip(data)
+    if (m.kind === 'invalid') return gossip.reject(m.reason, from)
+    if (m.kind === 'change') {
+      try {
+        const decoded = this.#c.board.checkChange(m.change)
+        if (decoded.actor !== actorForPeer(from)) return gossip.reject('foreign-actor', from)
+      } catch {
+        return gossip.reject('bad-change', from)
+      }
+    }
+    return TopicValidatorResult.Accept
+  }
+
+  #handle (data: Uint8Array, from: string): void {
+    const m = decodeBoardGossip(data)
+    if (m.kind === 'change') {
+      this.#c.stats.changesReceived++
+      this.#c.board.applyChanges([m.change])
+    } else if (m.kind === 'heads') {
+      if (!this.#c.board.hasHeads(m.heads)) void this.requestSync(from)
+    }
+  }
+
+  /**
+   * A peer's heartbeat showed `heads`. If they are ahead of ours: sync if it
+   * stays that way for two heartbeats and fewer than MAX_HEARTBEAT_SYNCS
+   * sessions are running (else wait for a later heartbeat that still shows the
+   * gap). While changes are being written, heads differ everywhere for a gossip
+   * round; on a busy host a round lasts seconds, and syncing with every such
+   * peer at once (up to N x N sessions) loaded the host further and made every
+   * round longer still.
+   */
+  peerHeads (peer: string, heads: string[]): void {
+    if (heads.length === 0 || this.#c.board.hasHeads(heads)) {
+      this.#syncWanted.delete(peer)
+      return
+    }
+    const since = this.#syncWanted.get(peer)
+    const now = Date.now()
+    if (since === undefined) {
+      this.#syncWanted.set(peer, now)
+    } else if (now - since >= 2 * this.#c.heartbeatMs && this.#syncing.size < MAX_HEARTBEAT_SYNCS) {
+      this.#syncWanted.delete(peer)
+      void this.requestSync(peer)
+    }
+  }
+
+  /** Runs an anti-entropy session with `peer` unless one is already running; resolves true when it completed. */
+  requestSync (peer: string): Promise<boolean> {
+    const running = this.#syncing.get(peer)
+    if (running !== undefined) return running
+    const run = (async () => {
+      const streams = this.#c.streams
+      if (streams.status !== 'started') return false
+      try {
+        const stream = await streams.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+        const res = await runSyncSession(this.#c.board, stream, true, AbortSignal.timeout(60_000))
+        this.#c.stats.syncSessions++
+        this.#log.debug('sync:done', { peer, ...res })
+        return true
+      } catch (err) {
+        this.#c.stats.syncFailures++
+        this.#log.debug('sync:failed', { peer, error: toError(err).message })
+        return false
+      } finally {
+        this.#syncing.delete(peer)
+      }
+    })()
+    this.#syncing.set(peer, run)
+    return run
+  }
+
+  async #serveSync (stream: Stream, conn: Connection): Promise<void> {
+    try {
+      await runSyncSession(this.#c.board, stream, false, AbortSignal.timeout(60_000))
+      this.#c.stats.syncSessions++
+    } catch (err) {
+      this.#c.stats.syncFailures++
+      this.#log.warn('sync:serve-failed', { peer: conn.remotePeer.toString(), error: toError(err).message })
+      stream.abort(toError(err))
+    }
+  }
+}
+

@@ -1,0 +1,53 @@
+/**
+ * The narrow views of a node that the parts built on it take (after
+ * js-libp2p's components): each declares exactly what it uses, so a part can
+ * be reasoned about, and tested, without the whole node. `MeshNode` satisfies
+ * all of them.
+ */
+import type { TypedEventTarget } from '@libp2p/interface'
+import type { Board } from '../crdt/board.ts'
+import type { Membership } from './membership.ts'
+import type { PresenceExtras } from './heartbeats.ts'
+import type { MeshNodeEvents } from './mesh-node.ts'
+import type { ProgressEvent } from '../protocol/presence.ts'
+import type { GitStreams } from '../git/transfer.ts'
+
+/** One board change: a function that edits the draft document. */
+export type BoardChange = Parameters<Board['change']>[1]
+
+/** The draft document a `BoardChange` edits. */
+export type BoardDraft = Parameters<BoardChange>[0]
+
+/** Reads the replicated board and makes changes to it (persisted, then gossiped). */
+export interface BoardWriter {
+  readonly peerId: string
+  readonly board: Board
+  /** Makes one change; false when `fn` changed nothing. */
+  changeBoard: (message: string, fn: BoardChange) => boolean
+}
+
+/** What the scheduler uses of its node. */
+export interface SchedulerNode extends BoardWriter, Pick<TypedEventTarget<MeshNodeEvents>, 'addEventListener' | 'removeEventListener'> {
+  readonly name: string
+  /** Wall-clock ms when the node started. */
+  readonly startedAt: number
+  readonly membership: Pick<Membership, 'get' | 'alive' | 'heartbeatMs'>
+  /** Like `changeBoard`, returning the change's hash (null when nothing changed). */
+  changeBoardHash: (message: string, fn: BoardChange) => string | null
+  /** What the scheduler adds to each heartbeat (the tasks it runs, its back-off). */
+  setPresenceExtras: (extras: () => PresenceExtras) => void
+}
+
+/** What the merge leader (and the main follower every node runs) uses of its node. */
+export interface LeaderNode extends BoardWriter, GitStreams {
+  /** May this node become merge leader (false with --no-leader). */
+  readonly eligible: boolean
+  readonly startedAt: number
+  readonly membership: Pick<Membership, 'members' | 'alive' | 'get'>
+  publishProgress: (taskId: string, kind: ProgressEvent['kind'], text: string) => void
+}
+
+/** What a task's execution (worktrees, commits) uses of its node. */
+export interface ExecutionNode {
+  readonly board: Board
+}
