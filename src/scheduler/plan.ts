@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
-import { TASK_ID_PATTERN } from '../crdt/schema.ts'
+import { CONTROL_CHARS, TASK_ID_PATTERN, isValidTaskId, isValidTitle } from '../crdt/schema.ts'
 import { DEFAULT_MAX_ATTEMPTS, type NewTask } from '../crdt/ops.ts'
 import { UsageError } from '../util/errors.ts'
 import { parseDuration } from '../util/wait.ts'
@@ -99,10 +99,13 @@ export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchec
   for (const t of planTasks) {
     const label = `task "${t.id}"`
     if (!TASK_ID_PATTERN.test(t.id)) problems.push(`${label}: malformed id (use lowercase letters, digits, ".", "_", "-", starting with a letter or digit, at most 64 characters)`)
+    else if (!isValidTaskId(t.id)) problems.push(`${label}: malformed id: not a valid git branch name part (no "..", not ending in "." or ".lock"; the task's branch is meshwork/<id>)`)
+    if (t.title !== undefined && !isValidTitle(t.title)) problems.push(`${label}: control characters in the title (${JSON.stringify(t.title)}); use plain text on one line`)
     if (seen.has(t.id)) problems.push(`${label}: duplicate id in the plan`)
     seen.add(t.id)
     if (onBoard(t.id)) problems.push(`${label}: a task with this id is already on the board (choose another id, or \`meshwork retry ${t.id}\`)`)
     if (t.prompt.trim() === '') problems.push(`${label}: empty prompt`)
+    if (t.prompt.includes('\0')) problems.push(`${label}: a NUL character in the prompt (no program can be given it)`)
     let timeoutMs: number | null = null
     if (t.timeout !== undefined) {
       timeoutMs = parseDuration(t.timeout)
@@ -119,7 +122,8 @@ export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchec
     }
     tasks.push({
       id: t.id,
-      title: t.title ?? t.prompt.trim().split('\n')[0]?.slice(0, 80) ?? t.id,
+      // a title taken from the prompt loses its control characters (a tab, a stray escape) rather than failing the plan
+      title: t.title ?? (t.prompt.trim().split('\n')[0]?.replace(new RegExp(CONTROL_CHARS.source, 'g'), ' ').slice(0, 80) ?? t.id),
       prompt: t.prompt,
       deps: t.deps ?? [],
       files: t.files ?? [],
