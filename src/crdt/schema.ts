@@ -111,6 +111,13 @@ export const taskSchema = z.object({
   readyAt: z.number().nullable(),
   /** Not to be claimed before this time (back-off after a failed attempt). */
   notBefore: z.number().nullable(),
+  /**
+   * Infrastructure failures of this task (worktree, main, `--setup`, agent
+   * start, commit) per node: how many, and until when that node leaves the task
+   * alone. Other nodes may take it at once. Absent on boards written before it
+   * existed; reset by a retry.
+   */
+  infraFailures: z.record(z.string(), z.object({ count: z.number().int().positive(), until: z.number() })).default({}),
   /** Peers known to hold the task's committed branch. */
   holders: z.array(z.string()),
   /** One key per claimant so concurrent claims are all visible (never overwritten). */
