@@ -54,6 +54,7 @@ function task (id = 'task-1', extra: Partial<Task> = {}): Task {
     error: null,
     readyAt: 0,
     notBefore: null,
+    infraFailures: {},
     holders: [],
     claims: {},
     summary: null,

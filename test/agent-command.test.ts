@@ -47,6 +47,7 @@ function task (id = 'task-1'): Task {
     error: null,
     readyAt: 0,
     notBefore: null,
+    infraFailures: {},
     holders: [],
     claims: {},
     summary: null

@@ -81,6 +81,7 @@ export async function retryTask (client: Client, id: string): Promise<void> {
     }
     rec.attempts = 0
     rec.failures = 0
+    rec.infraFailures = {}
     rec.error = null
   })
   await confirm(client)

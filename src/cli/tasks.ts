@@ -3,7 +3,7 @@ import { hostname, userInfo } from 'node:os'
 import { readPlan } from '../scheduler/plan.ts'
 import { cancelTask, retryTask, submitTasks } from '../api/tasks.ts'
 import type { Task } from '../crdt/schema.ts'
-import { blockedBy } from '../scheduler/dag.ts'
+import { blockedByAll } from '../scheduler/dag.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { flag, type Command } from './command.ts'
 import { summaryOf } from './commands.ts'
@@ -68,7 +68,8 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
       else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} ${t.state}${t.state === 'running' || t.state === 'done' ? ` on ${name(t.node)} (attempt ${t.attempts})` : ''}${t.error !== null && SHOW_ERROR.has(t.state) ? `: ${t.error}` : ''}\n`)
     }
     const tasks = ids.map(id => snap.tasks.get(id as never)).filter((t): t is Task => t !== undefined)
-    const blocked = new Map(tasks.map(t => [t.id as string, blockedBy(t, snap)] as const).filter((e): e is [string, NonNullable<ReturnType<typeof blockedBy>>] => e[1] !== null))
+    const blockers = blockedByAll(snap)
+    const blocked = new Map(tasks.flatMap(t => { const by = blockers.get(t.id); return by === undefined ? [] : [[t.id as string, by] as const] }))
     for (const [id, by] of blocked) {
       const line = `${by.id}|${by.state}`
       if (lastBlocked.get(id) === line) continue

@@ -55,6 +55,7 @@ export function newTaskRecord (t: NewTask, now: number): Record<string, unknown>
     summary: null,
     readyAt: t.deps.length === 0 ? now : null,
     notBefore: null,
+    infraFailures: {},
     holders: [],
     claims: {}
   }

@@ -9,8 +9,38 @@ export type TaskId = string & { readonly __brand: 'TaskId' }
 export type PeerIdString = string & { readonly __brand: 'PeerIdString' }
 export type ConflictId = string & { readonly __brand: 'ConflictId' }
 
-/** SPEC task id: `[a-z0-9][a-z0-9._-]{0,63}`. */
+/** The characters and length of a task id: `[a-z0-9][a-z0-9._-]{0,63}` (see `isValidTaskId` for the full rule). */
 export const TASK_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/
+
+/**
+ * Whether `id` is a valid task id: `TASK_ID_PATTERN`, and usable as a git
+ * branch name part (the task branch is `meshwork/<id>`), as
+ * `git check-ref-format --branch` judges it: no "..", not ending in "." or
+ * ".lock". A pure function: an id git would refuse must never reach the board,
+ * where every node that claimed it would fail to make its worktree.
+ */
+export function isValidTaskId (id: string): boolean {
+  return TASK_ID_PATTERN.test(id) && !id.includes('..') && !id.endsWith('.') && !id.endsWith('.lock')
+}
+
+/** C0 and C1 control characters and DEL (a NUL cannot even be passed to a child process). */
+export const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/
+
+/** Whether a task title is acceptable: no control characters (it reaches terminals, environments and commit messages). */
+export function isValidTitle (title: string): boolean {
+  return !CONTROL_CHARS.test(title)
+}
+
+/** A git object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex characters. */
+export const OID_PATTERN = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/
+
+/** Whether `s` is a git object id as meshwork writes them (see `OID_PATTERN`). */
+export function isOid (s: string): boolean {
+  return OID_PATTERN.test(s)
+}
+
+/** A nullable oid on the board: anything but an oid fails the schema, so the entry is quarantined, never passed to git. */
+const nullableOid = z.string().regex(OID_PATTERN, 'not a git object id (40 or 64 hex characters)').nullable()
 
 /** Every task state of SPEC.md, in lifecycle order. */
 export const TASK_STATES = ['pending', 'ready', 'claimed', 'running', 'done', 'merging', 'merged', 'conflict', 'failed', 'cancelled'] as const
@@ -46,9 +76,9 @@ export type Claim = z.infer<typeof claimSchema>
 const nullableString = z.string().nullable()
 
 export const taskSchema = z.object({
-  id: z.string().regex(TASK_ID_PATTERN).transform(s => s as TaskId),
-  title: z.string(),
-  prompt: z.string(),
+  id: z.string().refine(isValidTaskId, 'not a valid task id (lowercase letters, digits, ".", "_", "-"; no ".."; not ending in "." or ".lock")').transform(s => s as TaskId),
+  title: z.string().refine(isValidTitle, 'control characters in the title'),
+  prompt: z.string().refine(s => !s.includes('\0'), 'a NUL character in the prompt'),
   deps: z.array(z.string().transform(s => s as TaskId)),
   files: z.array(z.string()),
   priority: z.number(),
@@ -64,8 +94,8 @@ export const taskSchema = z.object({
   failures: z.number().int().nonnegative(),
   node: nullableString,
   branch: z.string(),
-  head: nullableString,
-  mergeCommit: nullableString,
+  head: nullableOid,
+  mergeCommit: nullableOid,
   costUsd: z.number().nonnegative(),
   tokens: tokensSchema,
   createdAt: z.number(),
@@ -83,6 +113,13 @@ export const taskSchema = z.object({
   readyAt: z.number().nullable(),
   /** Not to be claimed before this time (back-off after a failed attempt). */
   notBefore: z.number().nullable(),
+  /**
+   * Infrastructure failures of this task (worktree, main, `--setup`, agent
+   * start, commit) per node: how many, and until when that node leaves the task
+   * alone. Other nodes may take it at once. Absent on boards written before it
+   * existed; reset by a retry.
+   */
+  infraFailures: z.record(z.string(), z.object({ count: z.number().int().positive(), until: z.number() })).default({}),
   /** Peers known to hold the task's committed branch. */
   holders: z.array(z.string()),
   /** One key per claimant so concurrent claims are all visible (never overwritten). */
@@ -138,7 +175,7 @@ export type Conflict = z.infer<typeof conflictSchema>
  */
 export const pushReportSchema = z.object({
   remote: z.string(),
-  head: z.string(),
+  head: z.string().regex(OID_PATTERN),
   ok: z.boolean(),
   at: z.number(),
   error: nullableString,
@@ -148,7 +185,7 @@ export const pushReportSchema = z.object({
 export type PushReportRecord = z.infer<typeof pushReportSchema>
 
 export const mainSchema = z.object({
-  head: nullableString,
+  head: nullableOid,
   leader: nullableString,
   term: z.number().int().nonnegative(),
   push: pushReportSchema.nullable().optional().catch(undefined)

@@ -12,50 +12,90 @@ export interface GraphNode {
 }
 
 /**
+ * Depth-first post-order walk, iterative (an explicit stack, never recursion,
+ * so a 20,000-task chain is as safe as a short one). Starts from each root in
+ * order, follows `next(id)` in order, and calls `onFinish(id)` once per node
+ * reached, after every node reachable from it has finished, except those on
+ * the current path (a cycle): the callback finds those not finished yet.
+ * `visited` may be shared between calls to continue one walk.
+ */
+export function postOrder (roots: Iterable<string>, next: (id: string) => Iterable<string>, onFinish: (id: string) => void, visited: Set<string> = new Set()): void {
+  const stack: Array<{ id: string, children: Iterator<string> }> = []
+  for (const root of roots) {
+    if (visited.has(root)) continue
+    visited.add(root)
+    stack.push({ id: root, children: next(root)[Symbol.iterator]() })
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1] as { id: string, children: Iterator<string> }
+      const child = top.children.next()
+      if (child.done === true) {
+        stack.pop()
+        onFinish(top.id)
+      } else if (!visited.has(child.value)) {
+        visited.add(child.value)
+        stack.push({ id: child.value, children: next(child.value)[Symbol.iterator]() })
+      }
+    }
+  }
+}
+
+/**
  * Finds one dependency cycle, returned as a closed path `[a, b, c, a]`
  * (a depends on b, ... c depends on a), or null. Unknown deps are ignored.
+ * Iterative: any depth.
  */
 export function findCycle (nodes: readonly GraphNode[]): string[] | null {
   const byId = new Map(nodes.map(n => [n.id, n]))
-  const state = new Map<string, 1 | 2>() // 1 = on the stack, 2 = done
-  const stack: string[] = []
-  const visit = (id: string): string[] | null => {
-    state.set(id, 1)
-    stack.push(id)
-    for (const dep of byId.get(id)?.deps ?? []) {
-      if (!byId.has(dep)) continue
-      const s = state.get(dep)
-      if (s === 1) return [...stack.slice(stack.indexOf(dep)), dep]
-      if (s === undefined) {
-        const found = visit(dep)
-        if (found !== null) return found
-      }
-    }
-    stack.pop()
-    state.set(id, 2)
-    return null
-  }
+  const state = new Map<string, 1 | 2>() // 1 = on the path, 2 = done
+  const path: string[] = []
+  const frames: Array<{ id: string, i: number }> = []
   for (const n of nodes) {
     if (state.has(n.id)) continue
-    const found = visit(n.id)
-    if (found !== null) return found
+    state.set(n.id, 1)
+    path.push(n.id)
+    frames.push({ id: n.id, i: 0 })
+    while (frames.length > 0) {
+      const top = frames[frames.length - 1] as { id: string, i: number }
+      const deps = byId.get(top.id)?.deps ?? []
+      if (top.i >= deps.length) {
+        frames.pop()
+        path.pop()
+        state.set(top.id, 2)
+        continue
+      }
+      const dep = deps[top.i++] as string
+      if (!byId.has(dep)) continue
+      const s = state.get(dep)
+      if (s === 1) return [...path.slice(path.indexOf(dep)), dep]
+      if (s === undefined) {
+        state.set(dep, 1)
+        path.push(dep)
+        frames.push({ id: dep, i: 0 })
+      }
+    }
   }
   return null
 }
 
-/** Ids in an order where every task comes after its dependencies (input order among equals). */
+/** Ids in an order where every task comes after its dependencies (input order among equals). Iterative: any depth. */
 export function topoOrder (nodes: readonly GraphNode[]): string[] {
   const byId = new Map(nodes.map(n => [n.id, n]))
-  const done = new Set<string>()
   const out: string[] = []
-  const visit = (id: string): void => {
-    if (done.has(id)) return
-    done.add(id)
-    for (const d of byId.get(id)?.deps ?? []) if (byId.has(d)) visit(d)
-    out.push(id)
-  }
-  for (const n of nodes) visit(n.id)
+  postOrder(nodes.map(n => n.id), id => (byId.get(id)?.deps ?? []).filter(d => byId.has(d)), id => { out.push(id) })
   return out
+}
+
+/** Who depends on each id: the reverse edges of a task graph. */
+export function dependentsOf (nodes: Iterable<GraphNode>): Map<string, string[]> {
+  const dependents = new Map<string, string[]>()
+  for (const t of nodes) {
+    for (const d of t.deps) {
+      const list = dependents.get(d)
+      if (list === undefined) dependents.set(d, [t.id])
+      else list.push(t.id)
+    }
+  }
+  return dependents
 }
 
 /** Default duration estimate of a task for critical paths when nothing better is known. @default 60 s */
@@ -74,31 +114,17 @@ export function estimateMs (t: Pick<Task, 'sim' | 'timeoutMs'>): number {
  * list-scheduling priority ("bottom level").
  */
 export function remainingCriticalPath (tasks: ReadonlyMap<TaskId, Task>): Map<TaskId, number> {
-  const dependents = new Map<string, string[]>()
-  for (const t of tasks.values()) {
-    for (const d of t.deps) {
-      const list = dependents.get(d) ?? []
-      list.push(t.id)
-      dependents.set(d, list)
-    }
-  }
+  const dependents = dependentsOf(tasks.values())
   const memo = new Map<TaskId, number>()
   const finished = (t: Task): boolean => t.state === 'merged' || t.state === 'cancelled'
-  const level = (id: TaskId, guard: Set<string>): number => {
-    const cached = memo.get(id)
-    if (cached !== undefined) return cached
-    const t = tasks.get(id)
-    if (t === undefined || guard.has(id)) return 0
-    guard.add(id)
+  // post-order over the dependents: every dependent is valued before its dependency (one on the path, a cycle, counts 0)
+  postOrder(tasks.keys(), id => (dependents.get(id) ?? []).filter(c => tasks.has(c as TaskId)), id => {
+    const t = tasks.get(id as TaskId) as Task
     let below = 0
-    for (const child of dependents.get(id) ?? []) below = Math.max(below, level(child as TaskId, guard))
-    guard.delete(id)
+    for (const child of dependents.get(id) ?? []) below = Math.max(below, memo.get(child as TaskId) ?? 0)
     const own = finished(t) || t.state === 'done' || t.state === 'merging' ? 0 : estimateMs(t)
-    const v = own + below
-    memo.set(id, v)
-    return v
-  }
-  for (const id of tasks.keys()) level(id, new Set())
+    memo.set(id as TaskId, own + below)
+  })
   return memo
 }
 
@@ -119,25 +145,56 @@ export function effectiveState (t: Task, snap: BoardSnapshot): Task['state'] {
 /** States in which a task stays until a human acts: a dependent of one cannot become ready by itself. */
 export const WAITING_ON_HUMAN: ReadonlySet<Task['state']> = new Set(['failed', 'cancelled', 'conflict'])
 
+/** A dependency that keeps a task from becoming ready without a human decision. */
+export interface Blocker { id: TaskId, state: Task['state'] }
+
 /**
  * The first dependency, direct or transitive, that keeps `t` from ever
  * becoming ready without a human decision (a failed, cancelled or conflicted
- * task), or null. Only for tasks that are not ready yet.
+ * task), or null. Only for tasks that are not ready yet. For many tasks at
+ * once use `blockedByAll` (memoized).
  */
-export function blockedBy (t: Task, snap: BoardSnapshot): { id: TaskId, state: Task['state'] } | null {
+export function blockedBy (t: Task, snap: BoardSnapshot): Blocker | null {
   if (t.state !== 'pending') return null
-  const seen = new Set<TaskId>()
-  const stack = [...t.deps]
-  while (stack.length > 0) {
-    const id = stack.pop() as TaskId
-    if (seen.has(id)) continue
-    seen.add(id)
-    const d = snap.tasks.get(id)
-    if (d === undefined || d.state === 'merged') continue
-    if (WAITING_ON_HUMAN.has(d.state)) return { id, state: d.state }
-    stack.push(...d.deps)
+  return blockersFrom([t.id], snap).get(t.id) ?? null
+}
+
+/** `blockedBy` of every pending task of the board that has a blocker, in one memoized walk (linear in the graph). */
+export function blockedByAll (snap: BoardSnapshot): Map<TaskId, Blocker> {
+  const pending = [...snap.tasks.values()].filter(t => t.state === 'pending').map(t => t.id)
+  const all = blockersFrom(pending, snap)
+  const out = new Map<TaskId, Blocker>()
+  for (const id of pending) {
+    const b = all.get(id)
+    if (b !== undefined && b !== null) out.set(id, b)
   }
-  return null
+  return out
+}
+
+/**
+ * Blockers of the tasks reachable from `roots` through dependencies: a task's
+ * blocker is the first of its dependencies, last listed first, that waits on a
+ * human, or else that dependency's own blocker (merged and unknown
+ * dependencies block nothing). Iterative and memoized.
+ */
+function blockersFrom (roots: TaskId[], snap: BoardSnapshot): Map<TaskId, Blocker | null> {
+  const memo = new Map<TaskId, Blocker | null>()
+  const live = (id: string): boolean => {
+    const d = snap.tasks.get(id as TaskId)
+    return d !== undefined && d.state !== 'merged'
+  }
+  postOrder(roots, id => [...(snap.tasks.get(id as TaskId)?.deps ?? [])].reverse().filter(live), id => {
+    let found: Blocker | null = null
+    for (const dep of [...(snap.tasks.get(id as TaskId)?.deps ?? [])].reverse()) {
+      const d = snap.tasks.get(dep)
+      if (d === undefined || d.state === 'merged') continue
+      if (WAITING_ON_HUMAN.has(d.state)) { found = { id: dep, state: d.state }; break }
+      const below = memo.get(dep) ?? null
+      if (below !== null) { found = below; break }
+    }
+    memo.set(id as TaskId, found)
+  })
+  return memo
 }
 
 /** When `t` became ready: its own `readyAt`, or the merge of its last dependency. */

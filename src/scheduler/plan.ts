@@ -2,7 +2,7 @@ import { isAbsolute } from 'node:path'
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
-import { TASK_ID_PATTERN } from '../crdt/schema.ts'
+import { CONTROL_CHARS, TASK_ID_PATTERN, isValidTaskId, isValidTitle } from '../crdt/schema.ts'
 import { DEFAULT_MAX_ATTEMPTS, type NewTask } from '../crdt/ops.ts'
 import { UsageError } from '../util/errors.ts'
 import { parseDuration } from '../util/wait.ts'
@@ -68,7 +68,7 @@ export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchec
   const onBoard = (id: string): boolean => existing !== 'unchecked' && existing.has(id)
   let raw: unknown
   try {
-    raw = parseYaml(text, { prettyErrors: true })
+    raw = parsePlanText(text)
   } catch (err) {
     throw new PlanError(source, [`cannot parse YAML/JSON: ${(err as Error).message.split('\n')[0] ?? ''}`])
   }
@@ -101,10 +101,13 @@ export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchec
   for (const t of planTasks) {
     const label = `task "${t.id}"`
     if (!TASK_ID_PATTERN.test(t.id)) problems.push(`${label}: malformed id (use lowercase letters, digits, ".", "_", "-", starting with a letter or digit, at most 64 characters)`)
+    else if (!isValidTaskId(t.id)) problems.push(`${label}: malformed id: not a valid git branch name part (no "..", not ending in "." or ".lock"; the task's branch is meshwork/<id>)`)
+    if (t.title !== undefined && !isValidTitle(t.title)) problems.push(`${label}: control characters in the title (${JSON.stringify(t.title)}); use plain text on one line`)
     if (seen.has(t.id)) problems.push(`${label}: duplicate id in the plan`)
     seen.add(t.id)
     if (onBoard(t.id)) problems.push(`${label}: a task with this id is already on the board (choose another id, or \`meshwork retry ${t.id}\`)`)
     if (t.prompt.trim() === '') problems.push(`${label}: empty prompt`)
+    if (t.prompt.includes('\0')) problems.push(`${label}: a NUL character in the prompt (no program can be given it)`)
     let timeoutMs: number | null = null
     if (t.timeout !== undefined) {
       timeoutMs = parseDuration(t.timeout)
@@ -122,7 +125,8 @@ export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchec
     }
     tasks.push({
       id: t.id,
-      title: t.title ?? t.prompt.trim().split('\n')[0]?.slice(0, 80) ?? t.id,
+      // a title taken from the prompt loses its control characters (a tab, a stray escape) rather than failing the plan
+      title: t.title ?? (t.prompt.trim().split('\n')[0]?.replace(new RegExp(CONTROL_CHARS.source, 'g'), ' ').slice(0, 80) ?? t.id),
       prompt: t.prompt,
       deps: t.deps ?? [],
       files: t.files ?? [],
@@ -150,7 +154,22 @@ export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchec
   return tasks
 }
 
-/** Reads and validates a plan file. */
+/**
+ * Plan text as data: JSON when it is JSON (a generated plan of 20,000 tasks
+ * parses in milliseconds instead of seconds), else YAML (a superset of JSON,
+ * so the answer is the same).
+ */
+function parsePlanText (text: string): unknown {
+  if (/^\s*[{[]/.test(text)) {
+    try {
+      return JSON.parse(text)
+    } catch {
+      // not strict JSON (comments, trailing commas, flow-style YAML): YAML reads it
+    }
+  }
+  return parseYaml(text, { prettyErrors: true })
+}
+
 /** Reads and validates a plan file (see `parsePlan`). */
 export async function readPlan (file: string, existing: ReadonlySet<string> | 'unchecked'): Promise<NewTask[]> {
   let text: string

@@ -53,13 +53,22 @@ export const DEFAULT_STOP_GRACE_MS = 30_000
 export const DEFAULT_TASK_TIMEOUT_MS = 2 * 3_600_000
 /**
  * Back-off after an infrastructure failure (worktree, fetching main, `--setup`,
- * the agent could not start, commit): the task waits this long before anyone
- * claims it again and this node claims nothing meanwhile; doubles with every
- * such failure in a row on this node. @default 5 s
+ * the agent could not start, commit): the node where it happened leaves that
+ * task alone this long (other nodes may take it at once, and the node keeps
+ * claiming other tasks); doubles with every such failure of the task on the
+ * node. @default 5 s
  */
 export const INFRA_BACKOFF_MS = 5_000
 /** Longest infrastructure back-off. @default 5 min */
 export const MAX_INFRA_BACKOFF_MS = 5 * 60_000
+/**
+ * Infrastructure failures of one task, on all nodes together, that end it
+ * `failed` with the reason instead of cycling for ever (an id or title no
+ * node can use, a repository nobody can prepare). @default 3
+ */
+export const INFRA_FAILURE_LIMIT = 3
+/** Distinct nodes on which a task's infrastructure failed that end it `failed` (the fault goes with the task, not a node). @default 2 */
+export const INFRA_FAILURE_NODES = 2
 
 export interface SchedulerInit {
   node: SchedulerNode
@@ -132,8 +141,6 @@ export class Scheduler {
   #orphanSince = new Map<TaskId, number>()
   #backoffUntil: number | null = null
   #rateLimitStreak = 0
-  #infraStreak = 0
-  #infraPauseUntil = 0
   #lowered = false
   #unsubs: Array<() => void> = []
 
@@ -335,8 +342,6 @@ export class Scheduler {
   #claim (snap: BoardSnapshot, now: number): void {
     const free = this.#freeSlots()
     if (free === 0) return
-    // after an infrastructure failure this node takes no work until its back-off ends: a broken node must not spin
-    if (this.#infraPauseUntil > now) return
     // a node that just started claims nothing until its heartbeats have reached the mesh: peers
     // that have not heard of it would not wait for its acknowledgement and could run the same task
     if (now - this.node.startedAt < STARTUP_QUIET_HEARTBEATS * this.node.membership.heartbeatMs) return
@@ -347,6 +352,8 @@ export class Scheduler {
       const s = effectiveState(t, snap)
       if (s !== 'ready' && !(s === 'claimed' && claimWinner(t) === null)) continue
       if (t.notBefore !== null && t.notBefore > now) continue
+      // after an infrastructure failure of this task here, this node leaves it alone for a while (only this task)
+      if ((t.infraFailures[me]?.until ?? 0) > now) continue
       candidates.push(t)
     }
     if (candidates.length === 0) return
@@ -615,8 +622,6 @@ export class Scheduler {
     } else if (result.outcome === 'success') {
       this.#rateLimitStreak = 0
     }
-    // the run got past prepare and the agent started: this node's infrastructure works
-    if (result.outcome === 'success' || result.outcome === 'failure') this.#infraStreak = 0
     const fields = { task: t.id, epoch: run.epoch, attempt: t.attempts, ...(result.error !== null ? { error: result.error } : {}) }
     if (result.outcome === 'success') this.#log.info('task:done', fields)
     else if (result.outcome === 'failure') this.#log.warn(this.node.board.task(t.id)?.state === 'failed' ? 'task:failed' : 'task:retry', { ...fields, ...(result.final === true ? { note: 'not retried: a retry would fail the same way' } : {}) })
@@ -625,31 +630,52 @@ export class Scheduler {
 
   /**
    * An infrastructure failure: the task goes back to the mesh with the error on
-   * the board and a back-off, counting no failure (and no attempt when the
-   * agent never started); this node claims nothing until the back-off ends.
+   * the board, counting no failure (and no attempt when the agent never
+   * started); this node leaves that task alone for a back-off that doubles with
+   * each such failure of it here, and keeps claiming other tasks. Once the
+   * task's infrastructure has failed `INFRA_FAILURE_LIMIT` times, or on
+   * `INFRA_FAILURE_NODES` nodes, it ends `failed` with the reason: the fault
+   * goes with the task, and retrying it for ever would only burn the mesh.
    */
   #recordInfra (t: Task, run: Run, end: Extract<RunEnd, { kind: 'infra' }>, now: number): void {
-    this.#infraStreak++
-    const wait = retryBackoffMs(this.#infraStreak, this.#init.infraBackoffMs ?? INFRA_BACKOFF_MS, MAX_INFRA_BACKOFF_MS)
-    this.#infraPauseUntil = Math.max(this.#infraPauseUntil, now + wait)
-    const error = clipSummary(`${INFRA_TEXT[end.stage]} on node ${this.node.name !== '' ? this.node.name : this.#me()}: ${end.error}`)
+    const me = this.#me()
+    const current = this.node.board.task(t.id)
+    const mine = (current?.infraFailures[me]?.count ?? 0) + 1
+    const wait = retryBackoffMs(mine, this.#init.infraBackoffMs ?? INFRA_BACKOFF_MS, MAX_INFRA_BACKOFF_MS)
+    const others = Object.entries(current?.infraFailures ?? {}).filter(([peer]) => peer !== me)
+    const total = mine + others.reduce((n, [, f]) => n + f.count, 0)
+    const nodes = others.length + 1
+    const final = total >= INFRA_FAILURE_LIMIT || nodes >= INFRA_FAILURE_NODES
+    const error = clipSummary(`${INFRA_TEXT[end.stage]} on node ${this.node.name !== '' ? this.node.name : me}: ${end.error}`)
+    const finalError = clipSummary(`infrastructure failed ${total} time${total === 1 ? '' : 's'} on ${nodes} node${nodes === 1 ? '' : 's'}, so the task is not tried again (fix the cause, then \`meshwork retry ${t.id}\`); last: ${error}`)
     this.node.changeBoard('task:infra-failed', d => {
       const rec = d.tasks[t.id]
       if (rec === undefined) return
       if (end.result !== null) addUsage(rec, end.result)
       // attempts count agent runs started: a run that never got to its agent gives its number back
       if (!end.agentStarted) rec.attempts = Math.max(0, (rec.attempts as number) - 1)
-      releaseTask(d, t.id, now, now + wait)
-      rec.error = str(error)
+      rec.infraFailures ??= {}
+      ;(rec.infraFailures as Record<string, unknown>)[me] = { count: mine, until: now + wait }
+      if (final) {
+        rec.state = str('failed')
+        rec.claims = {}
+        rec.error = str(finalError)
+      } else {
+        releaseTask(d, t.id, now, null)
+        rec.error = str(error)
+      }
     })
-    this.#log.warn('task:infra-failed', {
+    this.#log.warn(final ? 'task:failed' : 'task:infra-failed', {
       task: t.id,
       epoch: run.epoch,
       stage: end.stage,
       error: end.error,
       attemptCounted: end.agentStarted,
-      retryInMs: wait,
-      note: `not the agent's failure: counts nothing against maxAttempts; this node claims no work for ${formatMs(wait)}`
+      infraFailures: total,
+      nodes,
+      ...(final
+        ? { note: 'the infrastructure failed too often for this task: it is failed, not retried' }
+        : { retryInMs: wait, note: `not the agent's failure: counts nothing against maxAttempts; this node leaves this task alone for ${formatMs(wait)} and keeps claiming others` })
     })
   }
 }

@@ -2,7 +2,7 @@ import type { StatusReport, StatusTask } from '../api/status.ts'
 import type { BoardSnapshot, ConflictHunk, TaskState } from '../crdt/schema.ts'
 import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
-import { estimateMs, topoOrder } from '../scheduler/dag.ts'
+import { dependentsOf, estimateMs, postOrder, topoOrder } from '../scheduler/dag.ts'
 
 /**
  * The TUI's view model: pure functions from a board snapshot, a membership view
@@ -106,30 +106,23 @@ export function criticalPath (data: TuiData): { ids: string[], ms: number } {
   const tasks = data.status.tasks
   const byId = new Map(tasks.map(t => [t.id, t]))
   const observed = observedRunMs(tasks)
-  const dependents = new Map<string, string[]>()
-  for (const t of tasks) for (const dep of t.deps) dependents.set(dep, [...dependents.get(dep) ?? [], t.id])
+  const dependents = dependentsOf(tasks)
   const memo = new Map<string, { ms: number, next: string | null }>()
-  const level = (id: string, guard: Set<string>): { ms: number, next: string | null } => {
-    const cached = memo.get(id)
-    if (cached !== undefined) return cached
-    const t = byId.get(id)
-    if (t === undefined || guard.has(id)) return { ms: 0, next: null }
-    guard.add(id)
+  // iterative post-order over the dependents (any depth): each task is valued after everything below it
+  postOrder(tasks.map(t => t.id), id => (dependents.get(id) ?? []).filter(c => byId.has(c)), id => {
     let best: { ms: number, next: string | null } = { ms: 0, next: null }
     for (const child of dependents.get(id) ?? []) {
-      const l = level(child, guard)
+      const l = memo.get(child) ?? { ms: 0, next: null }
       if (l.ms > best.ms) best = { ms: l.ms, next: child }
     }
-    guard.delete(id)
-    const v = { ms: remainingWorkMs(t, data.tasks.get(id), observed, data.now) + best.ms, next: best.next }
-    memo.set(id, v)
-    return v
-  }
+    memo.set(id, { ms: remainingWorkMs(byId.get(id)!, data.tasks.get(id), observed, data.now) + best.ms, next: best.next })
+  })
+  const level = (id: string): { ms: number, next: string | null } => memo.get(id) ?? { ms: 0, next: null }
   let start: string | null = null
   let ms = 0
   for (const t of tasks) {
     if (remainingWorkMs(t, data.tasks.get(t.id), observed, data.now) === 0) continue
-    const l = level(t.id, new Set())
+    const l = level(t.id)
     if (l.ms > ms) { ms = l.ms; start = t.id }
   }
   const ids: string[] = []

@@ -44,6 +44,7 @@ export function task (id: string, over: Partial<Task> = {}): Task {
     error: null,
     readyAt: null,
     notBefore: null,
+    infraFailures: {},
     holders: [],
     claims: {},
     summary: null,
