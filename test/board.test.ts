@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest'
 import * as A from '@automerge/automerge'
-import { Board, actorForPeer, str, type BoardDoc } from '../src/crdt/board.ts'
+import { Board, actorForPeer, str, type BoardDoc, type TaskRecord } from '../src/crdt/board.ts'
 import { addTasks, newTaskRecord, simpleTask } from '../src/crdt/ops.ts'
 
 const MESH = 'mesh-aaaaaaaaaaaa'
@@ -262,8 +262,9 @@ describe('schema validation of entries', () => {
     const old = peer.change('old node', d => {
       const rec: Record<string, unknown> = newTaskRecord(simpleTask('old'), 0)
       delete rec.summary
-      d.tasks.old = rec
-      d.tasks.bad = { ...newTaskRecord(simpleTask('bad'), 0), summary: 42 }
+      // records a node of another version writes: not of this version's write type
+      d.tasks.old = rec as unknown as TaskRecord
+      d.tasks.bad = { ...newTaskRecord(simpleTask('bad'), 0), summary: 42 } as unknown as TaskRecord
       d.tasks.good = { ...newTaskRecord(simpleTask('good'), 0), summary: str('did it') }
     })
     deliver(board, [old])

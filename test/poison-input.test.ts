@@ -88,7 +88,7 @@ describe('the board quarantines poison records a peer writes anyway', () => {
     board.onInvalid = key => { reports.push(key) }
     board.change('ok', addTasks([simpleTask('fine')]))
     const peer = Board.create(MESH, actorForPeer('evil'))
-    const raw = (id: string): Record<string, unknown> => newTaskRecord(simpleTask(id), 0)
+    const raw = (id: string) => newTaskRecord(simpleTask(id), 0)
     const c = peer.change('poison', d => {
       d.tasks['x.lock'] = raw('x.lock')
       d.tasks['a..b'] = raw('a..b')

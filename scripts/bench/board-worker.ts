@@ -14,7 +14,7 @@ import { MeshNode } from '../../src/node/mesh-node.ts'
 import { swarmKeyFromHex } from '../../src/node/swarm-key.ts'
 import { topics } from '../../src/node/constants.ts'
 import { addTasks, simpleTask } from '../../src/crdt/ops.ts'
-import { str } from '../../src/crdt/board.ts'
+import * as lifecycle from '../../src/crdt/lifecycle.ts'
 import { BOARD_FILE, BOARD_LOG } from '../../src/crdt/store.ts'
 import type { Logger, LogFields } from '../../src/util/logger.ts'
 import type { Command, LifecycleStep, ProcessConfig, SaveReply, StatusReply, WorkerConfig, WorkerEvent, WroteReply } from './board-protocol.ts'
@@ -104,46 +104,46 @@ function runNode (config: WorkerConfig, index: number): (c: Command) => Promise<
     return { at, changeBytes: lastLocalChanges }
   }
 
-  type Rec = Record<string, unknown>
   const hex40 = (): string => randomBytes(20).toString('hex')
 
-  /** The fields the scheduler will set at each step of a task's life, one coarse change per step. */
-  function lifecycle (id: string, step: LifecycleStep): WroteReply {
+  /**
+   * One step of a task's life, written by the product's own lifecycle
+   * transitions (one coarse change per step, as the scheduler and the merge
+   * leader make them). A step its task's state does not allow is an error.
+   */
+  function lifecycleStep (id: string, step: LifecycleStep): WroteReply {
     const me = node.peerId
     if (step === 'create') {
       return change('plan', addTasks([simpleTask(id, { title: `Task ${id}`, prompt: promptText(id, 200), files: [`src/${id}.ts`] })]))
     }
     return change(`task:${step}`, d => {
-      const t = d.tasks[id] as Rec | undefined
+      const t = node.board.task(id)
       if (t === undefined) throw new Error(`task ${id} is not on this node's board`)
       const now = Date.now()
+      let ok: boolean
       switch (step) {
         case 'claim':
-          (t.claims as Rec)[me] = { epoch: t.epoch as number, at: now }
-          t.state = str('claimed')
-          t.node = str(me)
+          ok = lifecycle.claim(d, id, me, t.epoch, now)
           break
         case 'running':
-          t.state = str('running')
-          t.startedAt = now
-          t.attempts = (t.attempts as number) + 1
+          ok = lifecycle.start(d, id, me, t.attempts + 1, now)
           break
         case 'done':
-          t.state = str('done')
-          t.head = str(hex40())
-          t.doneAt = now
-          t.costUsd = 0.4213
-          t.tokens = { input: 18_412, output: 6_734, cacheRead: 241_907, cacheWrite: 31_220 }
+          lifecycle.addUsage(d, id, { costUsd: 0.4213, tokens: { input: 18_412, output: 6_734, cacheRead: 241_907, cacheWrite: 31_220 } })
+          ok = lifecycle.complete(d, id, { peer: me, head: hex40(), summary: null, now })
           break
         case 'merging':
-          t.state = str('merging')
+          ok = lifecycle.startMerge(d, id)
           break
         case 'merged':
-          t.state = str('merged')
-          t.mergeCommit = str(hex40())
-          t.mergedAt = now
+          ok = lifecycle.merge(d, id, hex40(), now)
           break
+        default: {
+          const never: never = step
+          throw new Error(`unknown step ${String(never)}`)
+        }
       }
+      if (!ok) throw new Error(`task ${id} is ${t.state}: the lifecycle does not allow step ${step} from there`)
     })
   }
 
@@ -224,7 +224,7 @@ function runNode (config: WorkerConfig, index: number): (c: Command) => Promise<
       case 'write':
         return change('bench:write', addTasks([simpleTask(c.id, { prompt: promptText(c.id, 200) })]))
       case 'step':
-        return lifecycle(c.id, c.step)
+        return lifecycleStep(c.id, c.step)
       case 'bulk': {
         const bytes: number[] = []
         const at = Date.now()

@@ -21,7 +21,7 @@ import { swarmKeyFromHex } from '../../src/node/swarm-key.ts'
 import { Scheduler } from '../../src/scheduler/scheduler.ts'
 import { simAgent } from '../../src/agent/sim.ts'
 import { addTasks, simpleTask } from '../../src/crdt/ops.ts'
-import { str } from '../../src/crdt/board.ts'
+import * as lifecycle from '../../src/crdt/lifecycle.ts'
 import { createLogger } from '../../src/util/logger.ts'
 import type {
   BenchTask, LogLine, ProgressReply, ScheduleCommand, ScheduleWorkerConfig, ScheduleWorkerEvent, StatsReply, StatusReply, TaskDump
@@ -130,6 +130,8 @@ function reportStates (ids: readonly string[]): void {
 // the stand-in merge leader (merger worker only)
 
 let mergeQueued = false
+/** The stand-in merges nothing in git: every task's merge commit reads as this placeholder oid. */
+const MERGE_COMMIT = '0'.repeat(40)
 
 /** Marks `merged` every done task whose deps are all merged, in one board change (topological within it). */
 function mergeDone (): void {
@@ -150,11 +152,10 @@ function mergeDone (): void {
   if (batch.length === 0) return
   const now = Date.now()
   node.changeBoard('bench:merge', d => {
+    // the merge leader's two steps, in one change: into the batch, then merged
     for (const id of batch) {
-      const rec = d.tasks[id]
-      if (rec === undefined) continue
-      rec.state = str('merged')
-      rec.mergedAt = now
+      lifecycle.startMerge(d, id)
+      lifecycle.merge(d, id, MERGE_COMMIT, now)
     }
   })
 }

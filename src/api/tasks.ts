@@ -1,7 +1,6 @@
-import { str } from '../crdt/board.ts'
 import { addTasks, type NewTask } from '../crdt/ops.ts'
+import * as lifecycle from '../crdt/lifecycle.ts'
 import type { Task, TaskId } from '../crdt/schema.ts'
-import { releaseTask } from '../scheduler/scheduler.ts'
 import { depsMerged } from '../scheduler/dag.ts'
 import { UsageError } from '../util/errors.ts'
 import type { Client } from './client.ts'
@@ -48,16 +47,8 @@ export async function cancelTask (client: Client, id: string, by = `${client.nod
   const open = [...client.node.board.snapshot().conflicts.values()].filter(c => c.taskId === id && c.state === 'open').map(c => c.id as string)
   const now = Date.now()
   client.node.changeBoard(`task:cancel ${id}`, d => {
-    const rec = d.tasks[id]
-    if (rec === undefined) return
-    rec.state = str('cancelled')
-    rec.claims = {}
-    for (const cid of open) {
-      const c = d.conflicts[cid]
-      if (c === undefined) continue
-      c.state = str('resolved')
-      c.decision = { action: str('abandon'), by: str(by), at: now, note: str('the task was cancelled') }
-    }
+    if (!lifecycle.cancel(d, id)) return
+    for (const cid of open) lifecycle.resolve(d, cid, { decision: { action: 'abandon', by, at: now, note: 'the task was cancelled' } })
   })
   await confirm(client)
   return t.state
@@ -71,19 +62,7 @@ export async function retryTask (client: Client, id: string): Promise<void> {
   }
   const snap = client.node.board.snapshot()
   const now = Date.now()
-  client.node.changeBoard(`task:retry ${id}`, d => {
-    const rec = d.tasks[id]
-    if (rec === undefined) return
-    releaseTask(d, id, now, null)
-    if (!depsMerged(t, snap)) {
-      rec.state = str('pending')
-      rec.readyAt = null
-    }
-    rec.attempts = 0
-    rec.failures = 0
-    rec.infraFailures = {}
-    rec.error = null
-  })
+  client.node.changeBoard(`task:retry ${id}`, d => { lifecycle.retry(d, id, { now, depsMerged: depsMerged(t, snap) }) })
   await confirm(client)
 }
 
@@ -96,11 +75,6 @@ export async function resolveConflict (client: Client, id: string, action: Resol
   const c = client.node.board.snapshot().conflicts.get(id as never)
   if (c === undefined) throw new UsageError(`no conflict "${id}" on the board. \`meshwork status\` lists the open conflicts.`)
   if (c.state !== 'open') throw new TaskStateError(`conflict "${id}" is already resolved (${c.decision?.action ?? 'no decision'}).`)
-  client.node.changeBoard(`conflict:decision ${id}`, d => {
-    const rec = d.conflicts[id]
-    if (rec === undefined) return
-    rec.decision = { action: str(action), by: str(by), at: Date.now(), note: str(note) }
-    rec.error = null
-  })
+  client.node.changeBoard(`conflict:decision ${id}`, d => { lifecycle.decide(d, id, { action, by, at: Date.now(), note }) })
   await confirm(client)
 }

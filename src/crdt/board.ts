@@ -7,13 +7,39 @@ import {
 } from './schema.ts'
 import { BoardCorruptError } from '../util/errors.ts'
 
-/** The raw Automerge document. Strings are stored as `ImmutableString` (scalars, not text CRDTs). */
+/**
+ * The stored form of a value of a board schema: every string (branded or not)
+ * is an Automerge `ImmutableString`; numbers, booleans and null as they are.
+ * Write types are derived from the zod schemas with it, so a writer cannot set
+ * a field the schema does not have or give it the wrong type.
+ */
+export type Stored<T> =
+  T extends string ? A.ImmutableString
+    : T extends number | boolean | null | undefined ? T
+      : T extends ReadonlyArray<infer U> ? Array<Stored<U>>
+        : T extends object ? { -readonly [K in keyof T]: Stored<T[K]> }
+          : never
+
+/** A task as it is written inside a board change. */
+export type TaskRecord = Stored<Task>
+/** A conflict as it is written inside a board change. */
+export type ConflictRecord = Stored<Conflict>
+/** A node registration as it is written inside a board change. */
+export type NodeRecordDraft = Stored<NodeRecord>
+/** The `main` record as it is written inside a board change. */
+export type MainRecord = Stored<MainRef>
+
+/**
+ * The raw Automerge document. Strings are stored as `ImmutableString` (scalars,
+ * not text CRDTs). Records are typed for writers; what a peer wrote may still
+ * fail the schema, which is why reads go through `snapshot()`.
+ */
 export interface BoardDoc {
   meshId: A.ImmutableString
-  tasks: Record<string, Record<string, unknown>>
-  nodes: Record<string, Record<string, unknown>>
-  conflicts: Record<string, Record<string, unknown>>
-  main: Record<string, unknown>
+  tasks: Record<string, TaskRecord>
+  nodes: Record<string, NodeRecordDraft>
+  conflicts: Record<string, ConflictRecord>
+  main: MainRecord
 }
 
 /** Why a change or sync message from a peer was refused. */

@@ -1,5 +1,5 @@
-import { str, type BoardDoc } from './board.ts'
-import type { SimSpec, TaskId, Tokens } from './schema.ts'
+import { str, type BoardDoc, type TaskRecord } from './board.ts'
+import type { SimSpec, TaskId } from './schema.ts'
 
 /** What a plan contributes to a new task; the rest of the record starts empty. */
 export interface NewTask {
@@ -18,7 +18,7 @@ export interface NewTask {
 export const DEFAULT_MAX_ATTEMPTS = 3
 
 /** The stored form of a new task (strings as Automerge scalars). */
-export function newTaskRecord (t: NewTask, now: number): Record<string, unknown> {
+export function newTaskRecord (t: NewTask, now: number): TaskRecord {
   return {
     id: str(t.id),
     title: str(t.title),
@@ -71,12 +71,4 @@ export function addTasks (tasks: NewTask[], now = Date.now()): (d: BoardDoc) => 
 /** A minimal task for tests and benchmarks. */
 export function simpleTask (id: string, extra: Partial<NewTask> = {}): NewTask {
   return { id: id as TaskId, title: id, prompt: `do ${id}`, deps: [], files: [], priority: 0, timeoutMs: null, maxAttempts: DEFAULT_MAX_ATTEMPTS, sim: null, ...extra }
-}
-
-/** Adds a run's cost and tokens to a task record inside a board change (SPEC: they sum every run of the task). */
-export function addUsage (rec: Record<string, unknown>, usage: { costUsd: number, tokens: Tokens }): void {
-  rec.costUsd = Number(rec.costUsd ?? 0) + usage.costUsd
-  const tok = rec.tokens as Record<string, number> | undefined
-  if (tok === undefined) return
-  for (const k of ['input', 'output', 'cacheRead', 'cacheWrite'] as const) tok[k] = Number(tok[k] ?? 0) + usage.tokens[k]
 }

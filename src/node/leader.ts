@@ -1,24 +1,20 @@
-import type { BoardDraft as LeaderBoardDraft, LeaderNode } from './components.ts'
-import { str } from '../crdt/board.ts'
+import type { BoardDraft, LeaderNode } from './components.ts'
+import * as lifecycle from '../crdt/lifecycle.ts'
 import { electLeader, ELECTION_TIMEOUT_MS, type Candidate } from '../scheduler/election.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
 import { taskBranch } from '../git/worktree.ts'
 import { advanceBranch, branchOid, hasCommit, mergeCommit, mergeTakingSide, runVerify, tryMerge } from '../git/merge.ts'
 import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch } from '../git/batch.ts'
 import { mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
-import { releaseTask } from '../scheduler/scheduler.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
 import type { Conflict, Task } from '../crdt/schema.ts'
 import { git } from '../git/git.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
-import { addUsage } from '../crdt/ops.ts'
 import type { Agent } from '../agent/types.ts'
 import { MainPusher, type PushReport } from './main-push.ts'
 import { resolveWithAgent, type AgentResolveResult } from './agent-resolve.ts'
 
-/** The board document inside a change. */
-type BoardDraft = LeaderBoardDraft
 
 /** An agent-resolved merge the leader runs in the background (one at a time), with its result once the agent is done. */
 interface AgentJob {
@@ -110,9 +106,7 @@ export class Leadership {
   #publishPush (r: PushReport): void {
     const { node, logger } = this.#init
     if (node.board.snapshot().main.leader !== node.peerId) { logger.info('main:push-unreported', { head: r.head, ok: r.ok, reason: 'this node no longer leads' }); return }
-    node.changeBoard('main:push', d => {
-      d.main.push = { remote: str(r.remote), head: str(r.head), ok: r.ok, at: r.at, error: r.error === null ? null : str(r.error), by: str(node.peerId) }
-    })
+    node.changeBoard('main:push', d => { lifecycle.recordPush(d, { remote: r.remote, head: r.head, ok: r.ok, at: r.at, error: r.error, by: node.peerId }) })
   }
 
   /** Main advanced to `head` here: push it if `--push` is set (asynchronously, coalesced). */
@@ -151,10 +145,7 @@ export class Leadership {
     candidates.push({ peerId: me, state: 'alive', eligible: node.eligible, aliveSince: node.startedAt })
     const next = electLeader(snap.main, candidates, Date.now(), this.#init.electionTimeoutMs ?? ELECTION_TIMEOUT_MS)
     if (next !== null && next.leader === me) {
-      node.changeBoard('leader:elected', d => {
-        d.main.leader = str(me)
-        d.main.term = next.term
-      })
+      node.changeBoard('leader:elected', d => { lifecycle.electLeader(d, me, next.term) })
       logger.info('leader:elected', { term: next.term, previous: snap.main.leader })
     }
     // an agent resolving a conflict for a leader that is no longer one works for nobody
@@ -165,7 +156,7 @@ export class Leadership {
         // a task left "merging" by a previous leader (or by this one before a restart) is merged by nobody now
         const stuck = [...snap0().tasks.values()].filter(t => t.state === 'merging').map(t => t.id)
         if (stuck.length > 0) {
-          node.changeBoard('task:merge-reset', d => { for (const id of stuck) { const rec = d.tasks[id]; if (rec !== undefined) rec.state = str('done') } })
+          node.changeBoard('task:merge-reset', d => { for (const id of stuck) lifecycle.deferMerge(d, id) })
           logger.info('merge:reset', { tasks: stuck, reason: 'left merging by an earlier leader' })
         }
         this.#merging = true
@@ -232,10 +223,7 @@ export class Leadership {
     if (c === undefined || c.decision === null) return false
     const t = snap.tasks.get(c.taskId)
     const { action, by } = c.decision
-    const resolved = (d: Parameters<Parameters<typeof node.changeBoard>[1]>[0]): void => {
-      const rec = d.conflicts[c.id]
-      if (rec !== undefined) rec.state = str('resolved')
-    }
+    const resolved = (d: BoardDraft): void => { lifecycle.resolve(d, c.id) }
     if (t === undefined || t.state !== 'conflict') {
       node.changeBoard('conflict:resolved', resolved)
       return true
@@ -243,14 +231,12 @@ export class Leadership {
     const now = Date.now()
     switch (action) {
       case 'abandon':
-        node.changeBoard('conflict:abandon', d => { resolved(d); const rec = d.tasks[t.id]; if (rec !== undefined) { rec.state = str('cancelled'); rec.error = str(`abandoned after a merge conflict (decision by ${by})`) } })
+        node.changeBoard('conflict:abandon', d => { resolved(d); lifecycle.cancel(d, t.id, `abandoned after a merge conflict (decision by ${by})`) })
         break
       case 'rerun':
         node.changeBoard('conflict:rerun', d => {
           resolved(d)
-          releaseTask(d, t.id, now, null)
-          const rec = d.tasks[t.id]
-          if (rec !== undefined) { rec.head = null; rec.holders = []; rec.error = str(`rerun on the current main after a merge conflict in ${c.files.join(', ')}`) }
+          lifecycle.release(d, t.id, { now, notBefore: null, dropBranch: true, error: `rerun on the current main after a merge conflict in ${c.files.join(', ')}` })
         })
         break
       case 'agent': {
@@ -306,8 +292,7 @@ export class Leadership {
     const { node, repo, branch, logger } = this.#init
     const resolve = (d: BoardDraft): void => {
       extra?.(d)
-      const rec = d.conflicts[c.id]
-      if (rec !== undefined) { rec.state = str('resolved'); rec.error = null }
+      lifecycle.resolve(d, c.id, { clearError: true })
     }
     if (this.#init.verify !== undefined) {
       const v = await runVerify(repo, this.#init.dataDir, candidate, this.#init.verify)
@@ -315,8 +300,7 @@ export class Leadership {
       if (!v.ok) {
         node.changeBoard('task:verify-failed', d => {
           resolve(d)
-          const tr = d.tasks[t.id]
-          if (tr !== undefined) { tr.state = str('failed'); tr.error = str(`--verify failed on ${what}:\n${v.output.slice(-4000)}`) }
+          lifecycle.fail(d, t.id, `--verify failed on ${what}:\n${v.output.slice(-4000)}`)
         })
         logger.warn('merge:verify-failed', { task: t.id, conflict: c.id, action: c.decision?.action })
         return 'verify-failed'
@@ -329,9 +313,8 @@ export class Leadership {
     const now = Date.now()
     node.changeBoard('main:advance', d => {
       resolve(d)
-      d.main.head = str(candidate)
-      const tr = d.tasks[t.id]
-      if (tr !== undefined) { tr.state = str('merged'); tr.mergeCommit = str(candidate); tr.mergedAt = now; tr.error = null }
+      lifecycle.advanceMain(d, candidate)
+      lifecycle.merge(d, t.id, candidate, now)
     })
     this.#advanced(candidate)
     logger.info('merge:done', { tasks: [t.id], main: candidate, term, checkout: how, conflict: c.id, action: c.decision?.action })
@@ -354,10 +337,8 @@ export class Leadership {
     const { node, logger } = this.#init
     const action = c.decision?.action ?? 'none'
     node.changeBoard('conflict:decision-failed', d => {
-      const rec = d.conflicts[c.id]
-      if (rec !== undefined) { rec.decision = null; rec.error = str(`"${action}" failed: ${reason}`) }
-      const tr = d.tasks[taskId]
-      if (tr !== undefined) tr.error = str(`conflict ${c.id}: "${action}" failed: ${reason}`)
+      lifecycle.failDecision(d, c.id, `"${action}" failed: ${reason}`)
+      lifecycle.noteError(d, taskId, `conflict ${c.id}: "${action}" failed: ${reason}`)
       extra?.(d)
     })
     logger.warn('conflict:decision-failed', { conflict: c.id, action, error: reason })
@@ -410,10 +391,7 @@ export class Leadership {
   async #finishAgentJob (job: AgentJob): Promise<boolean> {
     const { node, repo, branch, logger } = this.#init
     const r = job.result as AgentResolveResult
-    const addCost = (d: BoardDraft): void => {
-      const rec = d.tasks[job.taskId]
-      if (rec !== undefined) addUsage(rec as Record<string, unknown>, r)
-    }
+    const addCost = (d: BoardDraft): void => { lifecycle.addUsage(d, job.taskId, r) }
     const done = (): void => { if (this.#agentJob === job) this.#agentJob = null }
     const snap = node.board.snapshot()
     const c = snap.conflicts.get(job.conflictId as never)
@@ -498,7 +476,7 @@ export class Leadership {
       for (const id of ids) { const t = s.tasks.get(id as never); if (t?.state !== 'merging' || t.head !== heads.get(id)) return false }
       return true
     }
-    node.changeBoard('task:merging', d => { for (const t of batch) { const rec = d.tasks[t.id]; if (rec !== undefined) rec.state = str('merging') } })
+    node.changeBoard('task:merging', d => { for (const t of batch) lifecycle.startMerge(d, t.id) })
     const ids = batch.map(t => t.id as string)
     try {
       const res = await runBatch({
@@ -514,11 +492,8 @@ export class Leadership {
           if (how === 'lost-race') throw new Error('local main moved during the merge')
           const now = Date.now()
           node.changeBoard('main:advance', d => {
-            d.main.head = str(tip)
-            for (const m of merged) {
-              const rec = d.tasks[m.taskId]
-              if (rec !== undefined) { rec.state = str('merged'); rec.mergeCommit = str(m.commit); rec.mergedAt = now; rec.error = null }
-            }
+            lifecycle.advanceMain(d, tip)
+            for (const m of merged) lifecycle.merge(d, m.taskId, m.commit, now)
           })
           logger.info('merge:done', { tasks: merged.map(m => m.taskId), main: tip, term, checkout: how })
           this.#advanced(tip)
@@ -531,27 +506,20 @@ export class Leadership {
           case 'merged':
             break
           case 'deferred':
-            if (node.board.task(o.taskId)?.state === 'merging') node.changeBoard('task:merge-deferred', d => { const rec = d.tasks[o.taskId]; if (rec !== undefined) rec.state = str('done') })
+            if (node.board.task(o.taskId)?.state === 'merging') node.changeBoard('task:merge-deferred', d => { lifecycle.deferMerge(d, o.taskId) })
             logger.info('merge:deferred', { task: o.taskId, reason: o.reason })
             break
           case 'conflict': {
             if (!still(current, [o.taskId])) break
             const n = [...node.board.snapshot().conflicts.values()].filter(c => c.taskId === o.taskId).length + 1
             const id = `${o.taskId}-${n}`
-            node.changeBoard('task:conflict', d => {
-              d.conflicts[id] = { id: str(id), taskId: str(o.taskId), files: o.files.map(str), hunks: o.hunks.map(h => ({ file: str(h.file), line: h.line, before: str(h.before), ours: str(h.ours), theirs: str(h.theirs), after: str(h.after) })), state: str('open'), decision: null, base: str(current), head: str(heads.get(o.taskId) as string), at: Date.now() }
-              const rec = d.tasks[o.taskId]
-              if (rec !== undefined) { rec.state = str('conflict'); rec.error = str(`merge conflict in ${o.files.join(', ')}`) }
-            })
+            node.changeBoard('task:conflict', d => { lifecycle.openConflict(d, o.taskId, { id, files: o.files, hunks: o.hunks }) })
             logger.warn('merge:conflict', { task: o.taskId, conflict: id, files: o.files, hunks: o.hunks.length, term })
             break
           }
           case 'verify-failed':
             if (!still(current, [o.taskId])) break
-            node.changeBoard('task:verify-failed', d => {
-              const rec = d.tasks[o.taskId]
-              if (rec !== undefined) { rec.state = str('failed'); rec.error = str(`--verify failed on the merge with main:\n${o.output.slice(-4000)}`) }
-            })
+            node.changeBoard('task:verify-failed', d => { lifecycle.fail(d, o.taskId, `--verify failed on the merge with main:\n${o.output.slice(-4000)}`) })
             logger.warn('merge:verify-failed', { task: o.taskId })
             break
           default: {
@@ -566,7 +534,7 @@ export class Leadership {
       logger.warn('merge:failed', { tasks: ids, error: toError(err).message })
     } finally {
       const left = ids.filter(id => node.board.task(id)?.state === 'merging')
-      if (left.length > 0) node.changeBoard('task:merge-retry', d => { for (const id of left) { const rec = d.tasks[id]; if (rec !== undefined) rec.state = str('done') } })
+      if (left.length > 0) node.changeBoard('task:merge-retry', d => { for (const id of left) lifecycle.deferMerge(d, id) })
     }
     return true
   }
@@ -587,22 +555,9 @@ export class Leadership {
     const now = Date.now()
     node.changeBoard('main:reconcile', d => {
       for (const r of repair.requeue) {
-        const rec = d.tasks[r.id]
-        if (rec === undefined) continue
-        rec.state = str(r.to)
-        rec.mergeCommit = null
-        rec.mergedAt = null
-        rec.error = str(`its merge ${r.lost === null ? '' : r.lost.slice(0, 12) + ' '}is not on main (made on the other side of a partition that lost); merging again`)
-        if (r.to === 'ready') rec.readyAt = now
+        lifecycle.requeue(d, r.id, { to: r.to, now, error: `its merge ${r.lost === null ? '' : r.lost.slice(0, 12) + ' '}is not on main (made on the other side of a partition that lost); merging again` })
       }
-      for (const r of repair.record) {
-        const rec = d.tasks[r.id]
-        if (rec === undefined) continue
-        rec.state = str('merged')
-        rec.mergeCommit = str(r.commit)
-        rec.mergedAt ??= now
-        rec.error = null
-      }
+      for (const r of repair.record) lifecycle.recordMerged(d, r.id, r.commit, now)
     })
     logger.warn('main:reconciled', { main: head, requeued: repair.requeue.map(r => r.id), recorded: repair.record.map(r => r.id) })
     return true
@@ -623,12 +578,7 @@ export class Leadership {
         try {
           const res = await fetchFromPeer(node, holder, repo, `refs/heads/${taskBranch(t.id)}`, { intoRef: `refs/heads/${taskBranch(t.id)}`, timeoutMs: 5 * 60_000, logger })
           if (res.oid !== head) throw new Error(`fetched ${res.oid} but the board says ${head}`)
-          node.changeBoard('task:collected', d => {
-            const rec = d.tasks[t.id]
-            if (rec === undefined) return
-            const holders = rec.holders as unknown[]
-            if (!holders.some(h => String(h) === me)) holders.push(str(me))
-          })
+          node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })
           logger.info('branch:collected', { task: t.id, from: holder, head, bytes: res.bytes })
         } catch (err) {
           this.#failedAt.set(t.id, Date.now())

@@ -1,7 +1,5 @@
 import type { SchedulerNode } from '../node/components.ts'
-import type { BoardDoc } from '../crdt/board.ts'
-import { str } from '../crdt/board.ts'
-import { addUsage } from '../crdt/ops.ts'
+import * as lifecycle from '../crdt/lifecycle.ts'
 import type { BoardSnapshot, Task, TaskId } from '../crdt/schema.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
@@ -293,7 +291,7 @@ export class Scheduler {
     }
     if (releases.length === 0) return
     this.node.changeBoard('tasks:release', d => {
-      for (const r of releases) releaseTask(d, r.id, now, null)
+      for (const r of releases) lifecycle.release(d, r.id, { now, notBefore: null })
     })
     for (const r of releases) {
       this.#orphanSince.delete(r.id)
@@ -310,7 +308,7 @@ export class Scheduler {
     }
     if (ids.length === 0) return
     const now = Date.now()
-    this.node.changeBoard('tasks:release', d => { for (const id of ids) releaseTask(d, id, now, null) })
+    this.node.changeBoard('tasks:release', d => { for (const id of ids) lifecycle.release(d, id, { now, notBefore: null }) })
     for (const id of ids) this.#log.info('task:released', { task: id, reason: 'this node restarted while holding it' })
   }
 
@@ -384,12 +382,7 @@ export class Scheduler {
     }
     if (picked.length === 0) return
     const hash = this.node.changeBoardHash('tasks:claim', d => {
-      for (const { task } of picked) {
-        const rec = d.tasks[task.id]
-        if (rec === undefined) continue
-        ;(rec.claims as Record<string, unknown>)[me] = { epoch: task.epoch, at: now }
-        rec.state = str('claimed')
-      }
+      for (const { task } of picked) lifecycle.claim(d, task.id, me, task.epoch, now)
     })
     const settleMs = this.settleMs
     // look again the moment the settle window ends rather than at the next tick
@@ -446,30 +439,14 @@ export class Scheduler {
   #withdraw (id: TaskId, reason: string): void {
     this.#pending.delete(id)
     const me = this.#me()
-    this.node.changeBoard('tasks:withdraw', d => {
-      const rec = d.tasks[id]
-      if (rec === undefined) return
-      const claims = rec.claims as Record<string, { epoch: number }>
-      delete claims[me]
-      const epoch = rec.epoch as number
-      if (String(rec.state) === 'claimed' && !Object.values(claims).some(c => c.epoch === epoch)) rec.state = str('ready')
-    })
+    this.node.changeBoard('tasks:withdraw', d => { lifecycle.withdraw(d, id, me) })
     this.#log.info('task:released', { task: id, reason })
   }
 
   #startRun (t: Task, now: number): void {
     const me = this.#me()
     const attempt = t.attempts + 1
-    this.node.changeBoard('task:start', d => {
-      const rec = d.tasks[t.id]
-      if (rec === undefined) return
-      rec.state = str('running')
-      rec.node = str(me)
-      rec.startedAt = now
-      rec.attempts = attempt
-      rec.error = null
-      rec.summary = null
-    })
+    this.node.changeBoard('task:start', d => { lifecycle.start(d, t.id, me, attempt, now) })
     const abort = new AbortController()
     const timeoutMs = runTimeoutMs(t, this.#init.defaultTimeoutMs)
     if (timeoutMs !== null && timeoutMs > 0) {
@@ -570,43 +547,28 @@ export class Scheduler {
     const { result, head } = end
     const base = retryBackoffMs(current.failures + 1, this.#init.retryBaseMs)
     this.node.changeBoard(`task:${result.outcome}`, d => {
-      const rec = d.tasks[t.id]
-      if (rec === undefined) return
-      addUsage(rec, result)
+      if (d.tasks[t.id] === undefined) return
+      lifecycle.addUsage(d, t.id, result)
       switch (result.outcome) {
         case 'success':
-          rec.state = str('done')
-          rec.doneAt = now
-          rec.head = head === null ? null : str(head)
-          rec.holders = [str(me)]
-          rec.error = null
-          rec.summary = result.summary !== undefined && result.summary.trim() !== '' ? str(clipSummary(result.summary)) : null
+          lifecycle.complete(d, t.id, { peer: me, head, now, summary: result.summary !== undefined && result.summary.trim() !== '' ? clipSummary(result.summary) : null })
           break
         case 'failure': {
-          const failures = (rec.failures as number) + 1
-          rec.failures = failures
-          if (result.final === true || failures >= (rec.maxAttempts as number)) {
-            rec.state = str('failed')
-            rec.error = str(result.error ?? 'agent failed')
-          } else {
-            releaseTask(d, t.id, now, now + base)
-            rec.error = str(result.error ?? 'agent failed')
-          }
+          const error = result.error ?? 'agent failed'
+          if (result.final === true || current.failures + 1 >= current.maxAttempts) lifecycle.fail(d, t.id, error, { failure: true })
+          else lifecycle.release(d, t.id, { now, notBefore: now + base, error, failure: true })
           break
         }
         case 'rate-limited':
-          releaseTask(d, t.id, now, null)
-          rec.error = str(result.error ?? 'rate limited')
+          lifecycle.release(d, t.id, { now, notBefore: null, error: result.error ?? 'rate limited' })
           break
         case 'aborted':
           // stopped before its agent started (node stopping during --setup): no agent run to count
-          if (!end.agentStarted) rec.attempts = Math.max(0, (rec.attempts as number) - 1)
-          releaseTask(d, t.id, now, null)
+          lifecycle.release(d, t.id, { now, notBefore: null, uncountAttempt: !end.agentStarted })
           break
         case 'unavailable':
           // turned into an infrastructure end by #runStages; kept for exhaustiveness
-          releaseTask(d, t.id, now, null)
-          rec.error = str(result.error ?? 'the agent could not be started')
+          lifecycle.release(d, t.id, { now, notBefore: null, error: result.error ?? 'the agent could not be started' })
           break
         default: {
           const never: never = result.outcome
@@ -649,21 +611,9 @@ export class Scheduler {
     const error = clipSummary(`${INFRA_TEXT[end.stage]} on node ${this.node.name !== '' ? this.node.name : me}: ${end.error}`)
     const finalError = clipSummary(`infrastructure failed ${total} time${total === 1 ? '' : 's'} on ${nodes} node${nodes === 1 ? '' : 's'}, so the task is not tried again (fix the cause, then \`meshwork retry ${t.id}\`); last: ${error}`)
     this.node.changeBoard('task:infra-failed', d => {
-      const rec = d.tasks[t.id]
-      if (rec === undefined) return
-      if (end.result !== null) addUsage(rec, end.result)
+      if (end.result !== null) lifecycle.addUsage(d, t.id, end.result)
       // attempts count agent runs started: a run that never got to its agent gives its number back
-      if (!end.agentStarted) rec.attempts = Math.max(0, (rec.attempts as number) - 1)
-      rec.infraFailures ??= {}
-      ;(rec.infraFailures as Record<string, unknown>)[me] = { count: mine, until: now + wait }
-      if (final) {
-        rec.state = str('failed')
-        rec.claims = {}
-        rec.error = str(finalError)
-      } else {
-        releaseTask(d, t.id, now, null)
-        rec.error = str(error)
-      }
+      lifecycle.infraFail(d, t.id, { peer: me, count: mine, until: now + wait, now, error: final ? finalError : error, final, uncountAttempt: !end.agentStarted })
     })
     this.#log.warn(final ? 'task:failed' : 'task:infra-failed', {
       task: t.id,
@@ -707,19 +657,4 @@ export function formatMs (ms: number): string {
   if (ms < 120_000) return `${+(ms / 1000).toFixed(1)} s`
   if (ms < 2 * 3_600_000) return `${+(ms / 60_000).toFixed(1)} min`
   return `${+(ms / 3_600_000).toFixed(1)} h`
-}
-
-/**
- * Gives a task back to the mesh inside a board change: a new epoch (older
- * results are ignored), no claims, ready again (or pending while a dependency
- * is not merged).
- */
-export function releaseTask (d: BoardDoc, id: string, now: number, notBefore: number | null): void {
-  const rec = d.tasks[id]
-  if (rec === undefined) return
-  rec.epoch = (rec.epoch as number) + 1
-  rec.claims = {}
-  rec.state = str('ready')
-  rec.readyAt = now
-  rec.notBefore = notBefore
 }
