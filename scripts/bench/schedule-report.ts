@@ -218,7 +218,7 @@ export function markdownSection (r: Results): string {
  * Reads the file right before writing, since another benchmark owns another
  * section of it.
  */
-export async function writeSection (file: string, section: string): Promise<void> {
+export async function writeSection (file: string, section: string, title = SECTION_TITLE): Promise<void> {
   let text: string
   try {
     text = await readFile(file, 'utf8')
@@ -226,7 +226,7 @@ export async function writeSection (file: string, section: string): Promise<void
     text = '# Benchmarks\n'
   }
   const lines = text.split('\n')
-  const start = lines.findIndex(l => l.trim() === SECTION_TITLE)
+  const start = lines.findIndex(l => l.trim() === title)
   let next: string
   if (start === -1) {
     next = text.replace(/\n*$/, '') + '\n\n' + section + '\n'

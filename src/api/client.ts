@@ -1,5 +1,7 @@
+import { multiaddr } from '@multiformats/multiaddr'
 import { MeshNode } from '../node/mesh-node.ts'
 import { MEMBERS_PROTOCOL } from '../protocol/members.ts'
+import { HANDSHAKE_FAILED } from '../node/pnet.ts'
 import type { SwarmKey } from '../node/swarm-key.ts'
 import { MeshUnreachableError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
@@ -19,11 +21,18 @@ export interface Client {
   close: () => Promise<void>
 }
 
+/** How a dial to one bootstrap address ended: `final` failures are not retried. */
+interface DialOutcome { final: boolean, error: string }
+
 /**
  * Joins the mesh as a light peer (never takes work, never appears among the
- * nodes), waits for a mesh node to answer and syncs the board from it. Gives up
- * after `timeoutMs` with a `MeshUnreachableError` naming the addresses tried; a
- * wrong swarm key looks exactly like that from outside.
+ * nodes), and syncs the board from the first mesh node that answers (every
+ * bootstrap address is dialled at once).
+ *
+ * Fails at once, with a `MeshUnreachableError` naming each address and its
+ * error, when every address refuses the connection or fails the handshake (a
+ * wrong swarm key, or not a meshwork node): waiting would not change the answer.
+ * Otherwise gives up after `timeoutMs` without an answer.
  */
 export async function connectClient (init: ClientInit): Promise<Client> {
   const node = new MeshNode({
@@ -35,22 +44,76 @@ export async function connectClient (init: ClientInit): Promise<Client> {
   })
   await node.start()
   const deadline = Date.now() + init.timeoutMs
+  const outcomes = new Map<string, DialOutcome>()
+  for (const addr of init.bootstrap) {
+    void node.host.dial(multiaddr(addr), { signal: AbortSignal.timeout(init.timeoutMs) })
+      .then(() => { outcomes.delete(addr) }, (err: unknown) => { outcomes.set(addr, classifyDialError(err)) })
+  }
+  // the first peer whose sync succeeds wins; a sync per peer at a time, retried if it fails
+  let synced: string | null = null
+  const syncing = new Set<string>()
   try {
     for (;;) {
       for (const peerId of node.connectedPeers()) {
+        const id = peerId.toString()
+        if (syncing.has(id)) continue
         if (!(await node.peerProtocols(peerId)).includes(MEMBERS_PROTOCOL)) continue
-        if (await node.requestSync(peerId.toString())) {
-          node.followBoard()
-          return { node, peer: peerId.toString(), close: async () => { await node.stop() } }
-        }
+        syncing.add(id)
+        void node.requestSync(id).then(ok => {
+          if (ok && synced === null) synced = id
+          else syncing.delete(id)
+        }, () => { syncing.delete(id) })
+      }
+      if (synced !== null) {
+        node.followBoard()
+        return { node, peer: synced, close: async () => { await node.stop() } }
+      }
+      const failed = init.bootstrap.filter(a => outcomes.get(a)?.final === true)
+      if (init.bootstrap.length > 0 && failed.length === init.bootstrap.length && node.connectedPeers().length === 0) {
+        throw new MeshUnreachableError(`could not reach the mesh: ${describeOutcomes(init.bootstrap, outcomes)}. Check that a node is running at that address and that you use the mesh's swarm key (or its join token).`)
       }
       if (Date.now() >= deadline) {
-        throw new MeshUnreachableError(`no mesh node answered within ${Math.round(init.timeoutMs / 1000)} s at ${init.bootstrap.join(', ')}. Check that a node is running there, that the address is reachable from here, and that you use the mesh's swarm key (a wrong key looks the same from outside).`)
+        const seen = outcomes.size > 0 ? ` (${describeOutcomes(init.bootstrap, outcomes)})` : ''
+        throw new MeshUnreachableError(`no mesh node answered within ${Math.round(init.timeoutMs / 1000)} s at ${init.bootstrap.join(', ')}${seen}. Check that a node is running there, that the address is reachable from here, and that you use the mesh's swarm key.`)
       }
-      await new Promise(resolve => setTimeout(resolve, 100))
+      await new Promise(resolve => setTimeout(resolve, 25))
     }
   } catch (err) {
     await node.stop()
     throw err
   }
+}
+
+function describeOutcomes (addrs: readonly string[], outcomes: ReadonlyMap<string, DialOutcome>): string {
+  return addrs.map(a => `${a}: ${outcomes.get(a)?.error ?? 'no answer'}`).join('; ')
+}
+
+/**
+ * Sorts a failed dial: a refused connection and a failed handshake (the peer
+ * hung up or answered with bytes that are not a libp2p handshake under this
+ * key) are final; a timeout or an unreachable network may still change.
+ */
+export function classifyDialError (err: unknown): DialOutcome {
+  const chain = errorChain(err)
+  const codes = chain.map(e => (e as { code?: unknown }).code).filter((c): c is string => typeof c === 'string')
+  const names = chain.map(e => e.name)
+  const text = chain.map(e => e.message).join(' ')
+  if (codes.includes('ECONNREFUSED') || /ECONNREFUSED/.test(text)) return { final: true, error: 'connection refused' }
+  if (names.includes('TimeoutError') || names.includes('AbortError')) return { final: false, error: 'no answer' }
+  if (names.includes('UnexpectedPeerError')) return { final: true, error: 'handshake failed: the node there has another peer id than the address says' }
+  const connectCode = codes.find(c => /^E[A-Z]+$/.test(c) && c !== 'ECONNRESET' && c !== 'EPIPE')
+  if (connectCode !== undefined) return { final: false, error: chain[0]?.message ?? connectCode }
+  return { final: true, error: HANDSHAKE_FAILED }
+}
+
+function errorChain (err: unknown): Error[] {
+  const out: Error[] = []
+  const visit = (e: unknown, depth: number): void => {
+    if (!(e instanceof Error) || depth > 4) return
+    out.push(e)
+    visit((e as { cause?: unknown }).cause, depth + 1)
+    for (const inner of (e as { errors?: unknown[] }).errors ?? []) visit(inner, depth + 1)
+  }
+  visit(err, 0)
+  return out
 }

@@ -16,7 +16,7 @@ export const CONNECTION_OPTIONS: OptionSpecs = {
 /** Options of client commands (status, submit, ...). */
 export const CLIENT_OPTIONS: OptionSpecs = {
   ...CONNECTION_OPTIONS,
-  timeout: { type: 'string', arg: 'DURATION', default: '15s', description: 'Give up when no mesh peer answers within this time.' }
+  timeout: { type: 'string', arg: 'DURATION', default: '15s', description: 'Give up when no mesh peer answers within this time (a refused connection or a wrong key fails at once).' }
 }
 
 /** Hex of the key used by `--insecure-no-swarm-key`: public, so it protects nothing. */

@@ -1,4 +1,3 @@
-import './pnet-fix.ts'
 import './yamux-fix.ts'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
@@ -6,7 +5,7 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { bootstrap } from '@libp2p/bootstrap'
-import { preSharedKey } from '@libp2p/pnet'
+import { preSharedKeyGuarded } from './pnet.ts'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
@@ -28,7 +27,7 @@ export interface HostInit {
 
 /**
  * Creates (but does not start) the libp2p host: TCP, Noise, Yamux, the pnet
- * protector with the swarm key, identify, bootstrap discovery and gossipsub
+ * protector with the swarm key (hanging up at once on a wrong key, see ./pnet.ts), identify, bootstrap discovery and gossipsub
  * with strict signing.
  *
  * Settings for many nodes on one host (loopback tests, NAT'd clouds):
@@ -62,7 +61,7 @@ export async function createHost (init: HostInit): Promise<Host> {
     transports: [tcp()],
     connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
-    connectionProtector: preSharedKey({ psk: init.swarmKey.psk }),
+    connectionProtector: preSharedKeyGuarded({ psk: init.swarmKey.psk }),
     peerDiscovery: init.bootstrap.length > 0 ? [bootstrap({ list: init.bootstrap, timeout: 100 })] : [],
     ...(init.connectionGater !== undefined ? { connectionGater: init.connectionGater } : {}),
     connectionManager: {

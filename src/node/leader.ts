@@ -33,14 +33,15 @@ interface AgentJob {
 export const LEADER_TICK_MS = 500
 
 /**
- * With the board unchanged since a merge pass or a main sync found nothing to
- * do, the next one is skipped (no git process is started) until this much time
- * has passed: retry back-offs expire and a main moved by hand is noticed.
+ * With the board unchanged since a merge pass found nothing to do, the next
+ * pass is skipped until this much time has passed (retry back-offs expire).
  * @default 5000
  */
 export const IDLE_RECHECK_MS = 5000
 /** Branch fetches a leader runs at once. @default 2 */
 export const MAX_PARALLEL_FETCHES = 2
+/** How long the last read of the local main branch is trusted while the board's main equals it. */
+export const MAIN_RECHECK_MS = 10_000
 
 export interface LeaderInit {
   node: LeaderNode
@@ -81,8 +82,14 @@ export class Leadership {
   #history: { head: string, history: MainHistory } | null = null
   /** The board version at which the last merge pass found nothing to do, and when. */
   #idle: { version: string, at: number } | null = null
-  /** The main head this repo was last found on, and when. */
-  #synced: { head: string, at: number } | null = null
+  /**
+   * The local main branch as last read or moved by this node, and when: while the
+   * board's main is that commit, the loops trust it instead of running
+   * `git rev-parse` every tick (re-read at most every MAIN_RECHECK_MS).
+   */
+  #mainSeen: { oid: string, at: number } | null = null
+  /** Task branches found here at the task's head (task id → head): not re-read every tick. */
+  #branchSeen = new Map<string, string>()
 
   /** Pushes main to `--push REMOTE` after each advance (null without `--push`). */
   readonly pusher: MainPusher | null
@@ -183,9 +190,9 @@ export class Leadership {
     const { node, repo, branch, logger } = this.#init
     const target = node.board.snapshot().main.head
     if (target === null) return
-    if (this.#synced?.head === target && Date.now() - this.#synced.at < IDLE_RECHECK_MS) return
-    const local = await branchOid(repo, branch)
-    if (local === target) { this.#synced = { head: target, at: Date.now() }; return }
+    if (this.#trustedMain() === target) return
+    const local = await this.#readMain()
+    if (local === target) return
     if (!await hasCommit(repo, target)) {
       const leader = node.board.snapshot().main.leader
       const sources = [leader, ...node.membership.alive().map(m => m.peerId)].filter((p): p is string => p !== null && p !== node.peerId)
@@ -204,7 +211,9 @@ export class Leadership {
     // main only moves forward: never rewind to a commit the local main already contains
     if (local !== null && (await git(['merge-base', '--is-ancestor', target, local], { cwd: repo, allowFail: true })).code === 0) return
     const how = await advanceBranch(repo, branch, local, target)
+    this.#mainSeen = null
     if (how === 'lost-race') return
+    this.#mainSeen = { oid: target, at: Date.now() }
     if (how === 'dirty') logger.warn('main:checkout-dirty', { repo, head: target, note: `${branch} moved to the mesh main but the checked-out working tree has local changes: left alone; run \`git reset --keep ${target.slice(0, 12)}\` when ready` })
     logger.info('main:updated', { head: target, checkout: how })
   }
@@ -308,6 +317,7 @@ export class Leadership {
     }
     const s2 = node.board.snapshot()
     if (s2.main.leader !== node.peerId || s2.main.term !== term || (s2.main.head ?? base) !== base) return 'stale'
+    this.#mainSeen = null
     const how = await advanceBranch(repo, branch, await branchOid(repo, branch), candidate)
     if (how === 'lost-race') return 'stale'
     const now = Date.now()
@@ -448,9 +458,9 @@ export class Leadership {
     const { term } = snap.main
     const base = snap.main.head ?? await branchOid(repo, branch)
     if (base === null) return idle()
-    if (snap.main.head !== null && await branchOid(repo, branch) !== base) {
+    if (snap.main.head !== null && this.#trustedMain() !== base && await this.#readMain() !== base) {
       await this.syncMain()
-      if (await branchOid(repo, branch) !== base) return false
+      if (await this.#readMain() !== base) return false
     }
     if (snap.main.head !== null && await this.#reconcile(base)) snap = node.board.snapshot()
     if (snap.main.head !== base && snap.main.head !== null) return idle()
@@ -464,7 +474,10 @@ export class Leadership {
     const batch: Task[] = []
     for (const t of claimOrder(candidates, remainingCriticalPath(snap.tasks))) {
       if (batch.length >= max) break
-      if (await branchOid(repo, taskBranch(t.id)) !== t.head || !await hasCommit(repo, t.head as string)) continue
+      if (this.#branchSeen.get(t.id) !== t.head) {
+        if (await branchOid(repo, taskBranch(t.id)) !== t.head || !await hasCommit(repo, t.head as string)) continue
+        this.#branchSeen.set(t.id, t.head as string)
+      }
       batch.push(t)
     }
     if (batch.length === 0) return idle()
@@ -488,8 +501,11 @@ export class Leadership {
         onVerify: (commit, ok, ms, size) => { logger.info('merge:verified', { commit, ok, ms, merges: size, term }) },
         land: async (prev, tip, merged) => {
           if (!still(prev, merged.map(m => m.taskId))) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'leadership, term or main changed during the merge' }); return false }
+          this.#mainSeen = null
           const how = await advanceBranch(repo, branch, await branchOid(repo, branch), tip)
           if (how === 'lost-race') throw new Error('local main moved during the merge')
+          this.#mainSeen = { oid: tip, at: Date.now() }
+          for (const m of merged) this.#branchSeen.delete(m.taskId)
           const now = Date.now()
           node.changeBoard('main:advance', d => {
             lifecycle.advanceMain(d, tip)
@@ -530,7 +546,8 @@ export class Leadership {
       }
       logger.info('merge:batch', { tasks: ids.length, merged: res.outcomes.filter(o => o.kind === 'merged').length, verifyRuns: res.verifyRuns, term })
     } catch (err) {
-      for (const id of ids) this.#failedAt.set(`merge:${id}`, Date.now())
+      for (const id of ids) { this.#failedAt.set(`merge:${id}`, Date.now()); this.#branchSeen.delete(id) }
+      this.#mainSeen = null
       logger.warn('merge:failed', { tasks: ids, error: toError(err).message })
     } finally {
       const left = ids.filter(id => node.board.task(id)?.state === 'merging')
@@ -563,6 +580,19 @@ export class Leadership {
     return true
   }
 
+  /** The local main as last read or moved here, if that was less than MAIN_RECHECK_MS ago. */
+  #trustedMain (): string | null {
+    const seen = this.#mainSeen
+    return seen !== null && Date.now() - seen.at < MAIN_RECHECK_MS ? seen.oid : null
+  }
+
+  /** Reads the local main branch (one git process) and remembers it. */
+  async #readMain (): Promise<string | null> {
+    const oid = await branchOid(this.#init.repo, this.#init.branch)
+    this.#mainSeen = oid === null ? null : { oid, at: Date.now() }
+    return oid
+  }
+
   #collect (): void {
     const { node, repo, logger } = this.#init
     const me = node.peerId
@@ -585,6 +615,8 @@ export class Leadership {
           logger.warn('branch:collect-failed', { task: t.id, from: holder, error: toError(err).message })
         } finally {
           this.#fetching.delete(t.id)
+          // merge what arrived, and start the next fetch, now rather than at the next tick
+          if (this.#timer !== null) setImmediate(() => { this.tick() })
         }
       })()
     }

@@ -502,6 +502,7 @@ export class Scheduler {
     }
     if (signal.aborted) return abortEnd(false, null)
     let result: AgentResult
+    const agentStart = Date.now()
     try {
       const onProgress = this.#init.onProgress
       const context = this.#init.context?.(t, this.node.board.snapshot())
@@ -518,6 +519,7 @@ export class Scheduler {
       // agents return expected failures as values: a throw is the adapter's bug, judged like a failed run
       result = { ...emptyResult(), outcome: 'failure', error: toError(err).message }
     }
+    const agentEnd = Date.now()
     if (result.outcome === 'unavailable') return { kind: 'infra', stage: 'agent-start', error: result.error ?? 'the agent could not be started', agentStarted: false, result }
     if (result.outcome !== 'success') return signal.aborted ? abortEnd(true, result) : { kind: 'agent', result, head: null, agentStarted: true }
     let head: string | null = null
@@ -526,6 +528,8 @@ export class Scheduler {
     } catch (err) {
       return { kind: 'infra', stage: 'finish', error: toError(err).message, agentStarted: true, result }
     }
+    // when the agent ran and when its work was committed, for the per-phase breakdown of a run
+    this.#log.info('task:committed', { task: t.id, epoch: t.epoch, head, agentStart, agentEnd })
     return { kind: 'agent', result, head, agentStarted: true }
   }
 

@@ -1,0 +1,96 @@
+/**
+ * Clients that fail fast (the real CLI as child processes, loopback only): an
+ * address where nothing listens and a node of another mesh (another swarm key)
+ * make `status` exit 1 at once, naming each address and its error, however long
+ * its --timeout; with several addresses the client reads through the one that
+ * answers.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import { runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+
+/**
+ * The clients below wait up to TIMEOUT for an answer; "at once" is asserted as a
+ * generous bound far below it (a CLI start on a loaded 2-core machine takes
+ * seconds by itself). The aim, < 3 s, is measured by bench:e2e.
+ */
+const TIMEOUT = '5m'
+const FAST_MS = 60_000
+/** A well-formed peer id nobody runs. */
+const NOBODY = '12D3KooWLRPJAA5o6RB1pnZqDvsdgqm6bjTDbRKNdHKHNsMk6AQp'
+const REFUSED = 'connection refused'
+const HANDSHAKE = 'handshake failed: wrong swarm key or not a meshwork node'
+
+/** A loopback port nobody listens on: bound by us, then closed. */
+async function closedPort (): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>(resolve => { srv.listen(0, '127.0.0.1', resolve) })
+  const port = (srv.address() as { port: number }).port
+  await new Promise<void>(resolve => { srv.close(() => { resolve() }) })
+  return port
+}
+
+describe('meshwork client commands fail fast', () => {
+  let dir = ''
+  let keyA = ''
+  let keyB = ''
+  let nodeB: CliNode
+  let deadAddr = ''
+
+  beforeAll(async () => {
+    dir = await makeTempDir()
+    keyA = join(dir, 'a.key')
+    keyB = join(dir, 'b.key')
+    for (const k of [keyA, keyB]) {
+      const r = await runCli(['init', '--out', k], { timeoutMs: 30_000 })
+      expect(r.code, describeResult(['init', '--out', k], r)).toBe(0)
+    }
+    // a node of mesh B; the clients below hold mesh A's key
+    nodeB = await startNode({ dir, name: 'b', keyFile: keyB, extraArgs: ['--agent', 'sim'] })
+    deadAddr = `/ip4/127.0.0.1/tcp/${await closedPort()}/p2p/${NOBODY}`
+  }, 60_000)
+
+  afterAll(async () => {
+    await killAllChildren()
+    await removeDir(dir)
+  })
+
+  it('an address where nothing listens: exit 1 at once, "connection refused", whatever the --timeout', async () => {
+    const args = ['status', '--swarm-key', keyA, '--bootstrap', deadAddr, '--timeout', TIMEOUT]
+    const r = await runCli(args, { timeoutMs: 100_000 })
+    expect(r.code, describeResult(args, r)).toBe(1)
+    expect(r.stderr, describeResult(args, r)).toContain(`${deadAddr}: ${REFUSED}`)
+    expect(r.stdout).toBe('')
+    expect(r.ms, describeResult(args, r)).toBeLessThan(FAST_MS)
+  })
+
+  it('a node of another mesh (another swarm key): exit 1 at once, "handshake failed", naming the address', async () => {
+    const addr = nodeB.info.addrs[0]!
+    const args = ['status', '--json', '--swarm-key', keyA, '--bootstrap', addr, '--timeout', TIMEOUT]
+    const r = await runCli(args, { timeoutMs: 100_000 })
+    expect(r.code, describeResult(args, r)).toBe(1)
+    expect(r.stderr, describeResult(args, r)).toContain(`${addr}: ${HANDSHAKE}`)
+    expect(r.stdout).toBe('')
+    expect(r.ms, describeResult(args, r)).toBeLessThan(FAST_MS)
+  })
+
+  it('both at once: the message names each address with its own error', async () => {
+    const addr = nodeB.info.addrs[0]!
+    const args = ['status', '--swarm-key', keyA, '--bootstrap', deadAddr, '--bootstrap', addr, '--timeout', TIMEOUT]
+    const r = await runCli(args, { timeoutMs: 100_000 })
+    expect(r.code, describeResult(args, r)).toBe(1)
+    expect(r.stderr, describeResult(args, r)).toContain(`${deadAddr}: ${REFUSED}`)
+    expect(r.stderr, describeResult(args, r)).toContain(`${addr}: ${HANDSHAKE}`)
+    expect(r.ms, describeResult(args, r)).toBeLessThan(FAST_MS)
+  })
+
+  it('a dead address before a live one: the client reads through the node that answers', async () => {
+    const addr = nodeB.info.addrs[0]!
+    const args = ['status', '--json', '--swarm-key', keyB, '--bootstrap', deadAddr, '--bootstrap', addr, '--timeout', TIMEOUT]
+    const r = await runCli(args, { timeoutMs: 100_000 })
+    expect(r.code, describeResult(args, r)).toBe(0)
+    const s = JSON.parse(r.stdout) as { nodes: Array<{ peerId: string }> }
+    expect(s.nodes.map(n => n.peerId)).toEqual([nodeB.info.peerId])
+  })
+})
