@@ -35,7 +35,7 @@ describe('install from an npm pack tarball', () => {
     const node = await pinnedNode()
     const { stdout: version } = await run(node, ['--version'])
     expect(Number(version.trim().replace(/^v/, '').split('.')[0])).toBeGreaterThanOrEqual(22)
-    const env = { ...process.env, PATH: `${dirname(node)}:${process.env.PATH ?? ''}` }
+    const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${dirname(node)}:${process.env.PATH ?? ''}` }
     for (const k of Object.keys(env)) if (k.startsWith('MESHWORK_')) delete env[k]
 
     const dir = await makeTempDir('meshwork-install-')
