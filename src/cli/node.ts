@@ -16,6 +16,7 @@ import { UsageError } from '../util/errors.ts'
 import { parseDuration } from '../util/wait.ts'
 import { CONNECTION_OPTIONS, durationOpt, resolveConnection } from './connection.ts'
 import { flag, int, list, str, type Command } from './command.ts'
+import { NodeMetrics, parseMetricsAddr, serveMetrics } from '../node/metrics.ts'
 
 /** The node settings meshwork passes to agents (used by the execution layer). */
 export const AGENT_KINDS = ['claude', 'command', 'sim'] as const
@@ -80,6 +81,7 @@ export const nodeCommand: Command = {
     'suspect-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_SUSPECT_AFTER_MS / 1000}s`, description: 'A silent peer is suspect after this long.' },
     'dead-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_DEAD_AFTER_MS / 1000}s`, description: 'A silent peer is dead after this long.' },
     grace: { type: 'string', arg: 'DURATION', default: '30s', description: 'On SIGINT/SIGTERM, how long running agents may finish before their tasks are released.' },
+    metrics: { type: 'string', arg: 'ADDR', description: 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (names prefixed meshwork_).' },
     'log-level': { type: 'string', arg: 'LEVEL', default: 'info', description: 'debug, info, warn, error or silent.' },
     ...CONNECTION_OPTIONS
   },
@@ -108,7 +110,12 @@ export const nodeCommand: Command = {
     if (deadAfterMs < suspectAfterMs) throw new UsageError('--dead-after must be at least --suspect-after.')
     const conn = await resolveConnection(opts, false)
     const level = logLevelOpt(str(opts, 'log-level'))
-    const log = createLogger('meshwork', { level })
+    const metricsAddr = str(opts, 'metrics')
+    if (metricsAddr !== undefined) parseMetricsAddr(metricsAddr)
+    const metrics = metricsAddr !== undefined ? new NodeMetrics() : null
+    const baseLog = createLogger('meshwork', { level })
+    // metrics count the events the node logs, at every level
+    const log = metrics !== null ? metrics.tap(baseLog) : baseLog
     if (conn.insecure) log.warn('mesh:insecure', { note: 'running without a private swarm key: anyone who can reach this node can join the mesh' })
 
     const repo = resolve(repoOpt)
@@ -129,6 +136,7 @@ export const nodeCommand: Command = {
       logger: log
     })
     await node.start()
+    metrics?.attach(node)
     const graceMs = durationOpt(opts, 'grace', DEFAULT_STOP_GRACE_MS)
     const nodeName = node.name
     const allowed = str(opts, 'allowed-tools')
@@ -160,7 +168,17 @@ export const nodeCommand: Command = {
       await node.stop()
       throw err
     }
-    const facts = { peerId: node.peerId, addrs: node.addrs(), join: node.joinToken(), pid: process.pid }
+    let metricsUrl: string | undefined
+    if (metrics !== null && metricsAddr !== undefined) {
+      try {
+        metricsUrl = (await serveMetrics(metrics, metricsAddr, log)).url
+      } catch (err) {
+        await worker.stop(0)
+        await node.stop()
+        throw err
+      }
+    }
+    const facts = { peerId: node.peerId, addrs: node.addrs(), join: node.joinToken(), pid: process.pid, ...(metricsUrl !== undefined ? { metrics: metricsUrl } : {}) }
     const tmp = join(dataDir, 'node.json.tmp')
     await writeFile(tmp, JSON.stringify(facts, null, 2) + '\n', { mode: 0o600 })
     await rename(tmp, join(dataDir, 'node.json'))
@@ -170,6 +188,7 @@ export const nodeCommand: Command = {
       ...facts.addrs.map(a => `addr   ${a}`),
       `join   ${facts.join}`,
       `data   ${dataDir}`,
+      ...(metricsUrl !== undefined ? [`metrics ${metricsUrl}`] : []),
       ''
     ].join('\n'))
     log.info('node:started', { peer: facts.peerId, name: node.name, slots, repo, data: dataDir, bootstrap: conn.bootstrap.length, noLeader: flag(opts, 'no-leader'), taskTimeoutMs })

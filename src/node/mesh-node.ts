@@ -54,6 +54,10 @@ export interface NodeStats {
   changesBroadcast: number
   changesReceived: number
   invalidEntries: number
+  /** Gossip this node published (all topics), for metrics. */
+  gossipSent: { messages: number, bytes: number }
+  /** Bytes of anti-entropy sync sessions, both directions, for metrics. */
+  syncBytes: { in: number, out: number }
 }
 
 export interface MeshNodeEvents {
@@ -94,7 +98,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly role: Role
   readonly swarmKey: SwarmKey
   readonly membership: Membership
-  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0 }
+  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 } }
   readonly name: string
   slots: number
   /** Whether this node may become merge leader (false with --no-leader). */
@@ -378,6 +382,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (host === null || host.status !== 'started') return
     try {
       await host.services.pubsub.publish(topic, data)
+      this.stats.gossipSent.messages++; this.stats.gossipSent.bytes += data.length
     } catch (err) {
       this.#log.debug('gossip:publish-failed', { topic, error: toError(err).message })
     }
@@ -515,7 +520,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       try {
         const stream = await host.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
         const res = await runSyncSession(this.board, stream, true, AbortSignal.timeout(60_000))
-        this.stats.syncSessions++
+        this.stats.syncSessions++; this.stats.syncBytes.in += res.bytesIn; this.stats.syncBytes.out += res.bytesOut
         this.#log.debug('sync:done', { peer, ...res })
         return true
       } catch (err) {
@@ -532,8 +537,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
 
   async #serveSync (stream: Stream, conn: Connection): Promise<void> {
     try {
-      await runSyncSession(this.board, stream, false, AbortSignal.timeout(60_000))
-      this.stats.syncSessions++
+      const res = await runSyncSession(this.board, stream, false, AbortSignal.timeout(60_000))
+      this.stats.syncSessions++; this.stats.syncBytes.in += res.bytesIn; this.stats.syncBytes.out += res.bytesOut
     } catch (err) {
       this.stats.syncFailures++
       this.#log.warn('sync:serve-failed', { peer: conn.remotePeer.toString(), error: toError(err).message })
