@@ -4,7 +4,8 @@
  * on loopback and agree with the board and with `meshwork status`.
  */
 import { describe, it, expect, afterAll } from 'vitest'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 import { waitFor } from '../src/util/wait.ts'
 import { runCli, startNode, statusJson, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
@@ -101,6 +102,12 @@ describe('meshwork node --metrics', () => {
     expect(get(lead.m, 'meshwork_is_leader')).toBe(1)
     expect(get(lead.m, 'meshwork_merges_total')).toBe(2)
     expect(get(lead.m, 'meshwork_merge_latency_seconds_count')).toBe(2)
+
+    // every metric the sample Grafana dashboard plots is one a node serves
+    const dashboard = await readFile(join(fileURLToPath(new URL('..', import.meta.url)), 'scripts', 'grafana', 'meshwork-dashboard.json'), 'utf8')
+    const plotted = new Set([...dashboard.matchAll(/meshwork_[a-z0-9_]+/g)].map(x => x[0].replace(/_bucket$/, '')))
+    expect(plotted.size).toBeGreaterThan(10)
+    for (const name of plotted) expect(lead.text, `dashboard metric ${name}`).toMatch(new RegExp(`^# TYPE ${name} `, 'm'))
 
     // a path other than /metrics is not found
     const url = (a.info as unknown as { metrics: string }).metrics
