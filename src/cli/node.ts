@@ -11,7 +11,7 @@ import { claudeAgent, findExecutable } from '../agent/claude.ts'
 import type { Agent } from '../agent/types.ts'
 import { Worker } from '../node/worker.ts'
 import { DEFAULT_LISTEN, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS } from '../node/constants.ts'
-import { createLogger, LOG_LEVELS, type LogLevel } from '../util/logger.ts'
+import { createLogger, LOG_LEVELS, type LogLevel, type Logger } from '../util/logger.ts'
 import { UsageError } from '../util/errors.ts'
 import { parseDuration } from '../util/wait.ts'
 import { CONNECTION_OPTIONS, durationOpt, resolveConnection } from './connection.ts'
@@ -46,6 +46,30 @@ export function taskTimeoutOpt (v: string | undefined): number | null {
 
 function formatTimeout (ms: number): string {
   return ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : `${ms / 1000}s`
+}
+
+/** Tasks this node finished whose branches the leader has not merged yet (it may be the only holder). */
+function unmergedBranches (node: MeshNode): string[] {
+  return [...node.board.snapshot().tasks.values()].filter(t => t.node === node.peerId && (t.state === 'done' || t.state === 'merging')).map(t => t.id)
+}
+
+/**
+ * Drains this node: advertises no slots and claims nothing more, lets running
+ * agents finish for up to `graceMs` and hands the rest back, waits (up to
+ * `graceMs` again) until the leader has merged what it finished, so no branch
+ * is held only here, then leaves the mesh.
+ */
+async function drainNode (node: MeshNode, worker: Worker, graceMs: number, log: Logger): Promise<void> {
+  log.info('node:draining', { graceMs, running: worker.scheduler?.busy() ?? [] })
+  node.slots = 0
+  await worker.scheduler?.stop(graceMs)
+  const deadline = Date.now() + graceMs
+  while (unmergedBranches(node).length > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 250))
+  const left = unmergedBranches(node)
+  if (left.length > 0) log.warn('node:drain-unmerged', { tasks: left, note: 'leaving before the leader merged these tasks; their branches are on this node only until it collects them' })
+  await worker.stop(0)
+  await node.stop()
+  log.info('node:drained', { peer: node.peerId })
 }
 
 export const nodeCommand: Command = {
@@ -209,6 +233,16 @@ export const nodeCommand: Command = {
       }
       process.on('SIGINT', () => { onSignal('SIGINT') })
       process.on('SIGTERM', () => { onSignal('SIGTERM') })
+      // `meshwork drain`: a request on this node's board record (made after this start) takes it out
+      const onBoard = (): void => {
+        const rec = node.board.snapshot().nodes.get(node.peerId as never)
+        if (stopping || rec?.drainAt == null || rec.drainAt < node.startedAt) return
+        stopping = true
+        node.removeEventListener('board:update', onBoard)
+        void drainNode(node, worker, graceMs, log).then(resolveStop, resolveStop)
+      }
+      node.addEventListener('board:update', onBoard)
+      onBoard()
     })
     log.info('node:stopped', { peer: facts.peerId })
     return 0
