@@ -6,7 +6,8 @@ import type { MemberState } from '../node/membership.ts'
 export interface StatusNode {
   peerId: string
   name: string
-  state: MemberState
+  /** `draining` while a node asked to drain (`meshwork drain`) is still alive. */
+  state: MemberState | 'draining'
   slots: number
   running: string[]
   lastSeenMs: number | null
@@ -83,7 +84,8 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
     const rec = snap.nodes.get(m.peerId as never)
     // a graceful stop is on the board too: a lost "leaving" heartbeat must not turn it into "dead"
     const leftOnBoard = rec !== undefined && rec.leftAt !== null && rec.leftAt >= rec.startedAt && (m.state === 'suspect' || m.state === 'dead')
-    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs) })
+    const draining = rec !== undefined && (rec.drainAt ?? null) !== null && (rec.drainAt ?? 0) >= rec.startedAt && m.state === 'alive'
+    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : draining ? 'draining' : m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs) })
   }
   for (const [peerId, rec] of snap.nodes) {
     if (seen.has(peerId)) continue

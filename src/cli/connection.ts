@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises'
 import { readSwarmKey, swarmKeyFromHex, type SwarmKey } from '../node/swarm-key.ts'
 import { decodeJoinToken } from '../node/join-token.ts'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -10,6 +11,7 @@ export const CONNECTION_OPTIONS: OptionSpecs = {
   'swarm-key': { type: 'string', arg: 'FILE', env: 'MESHWORK_SWARM_KEY', description: 'The mesh\'s pre-shared key file (from `meshwork init`).' },
   bootstrap: { type: 'string', arg: 'MULTIADDR', multiple: true, env: 'MESHWORK_BOOTSTRAP', description: 'Address of a mesh node to join through.' },
   join: { type: 'string', arg: 'TOKEN', env: 'MESHWORK_JOIN', description: 'Join token printed by a running node (carries the key and addresses; replaces the two above).' },
+  'join-file': { type: 'string', arg: 'FILE', env: 'MESHWORK_JOIN_FILE', description: 'Read the join token from FILE (keep it mode 0600), so it is not on the command line.' },
   'insecure-no-swarm-key': { type: 'boolean', description: 'Run an open mesh with a publicly known key. Anyone who can reach the node can join. Never on a shared network.' }
 }
 
@@ -30,7 +32,10 @@ export interface Connection {
 
 /** Resolves --join / --swarm-key / --bootstrap (and their env vars) into a key and addresses. */
 export async function resolveConnection (opts: ParsedOptions, needBootstrap: boolean): Promise<Connection> {
-  const join = str(opts, 'join')
+  let join = str(opts, 'join')
+  const joinFile = str(opts, 'join-file')
+  if (join !== undefined && joinFile !== undefined) throw new UsageError('give --join TOKEN or --join-file FILE, not both.')
+  if (joinFile !== undefined) join = await readJoinFile(joinFile)
   let key: SwarmKey | undefined
   let bootstrap = list(opts, 'bootstrap')
   const insecure = flag(opts, 'insecure-no-swarm-key')
@@ -57,6 +62,19 @@ export async function resolveConnection (opts: ParsedOptions, needBootstrap: boo
     throw new UsageError('no mesh address: pass --bootstrap MULTIADDR (or MESHWORK_BOOTSTRAP) or --join TOKEN, as printed by a running `meshwork node`.')
   }
   return { key, bootstrap, insecure }
+}
+
+/** Reads a join token from a file: missing, unreadable or empty is a usage error. */
+async function readJoinFile (file: string): Promise<string> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new UsageError(`cannot read --join-file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}. Write the "join" value printed by a running \`meshwork node\` (or found in its DATA/node.json) to that file.`)
+  }
+  const token = text.trim()
+  if (token === '') throw new UsageError(`--join-file ${file} is empty. Write the "join" value printed by a running \`meshwork node\` to it.`)
+  return token
 }
 
 /** Reads a duration option such as `--timeout 15s`. */

@@ -11,12 +11,13 @@ import { claudeAgent, findExecutable } from '../agent/claude.ts'
 import type { Agent } from '../agent/types.ts'
 import { Worker } from '../node/worker.ts'
 import { DEFAULT_LISTEN, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS } from '../node/constants.ts'
-import { createLogger, LOG_LEVELS, type LogLevel } from '../util/logger.ts'
+import { createLogger, LOG_LEVELS, type LogLevel, type Logger } from '../util/logger.ts'
 import { UsageError } from '../util/errors.ts'
 import { parseDuration } from '../util/wait.ts'
 import { CONNECTION_OPTIONS, durationOpt, resolveConnection } from './connection.ts'
 import { flag, int, list, str, type Command } from './command.ts'
 import { summaryOf } from './commands.ts'
+import { NodeMetrics, parseMetricsAddr, serveMetrics } from '../node/metrics.ts'
 
 /** The node settings meshwork passes to agents (used by the execution layer). */
 export const AGENT_KINDS = ['claude', 'command', 'sim'] as const
@@ -46,6 +47,30 @@ export function taskTimeoutOpt (v: string | undefined): number | null {
 
 function formatTimeout (ms: number): string {
   return ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : `${ms / 1000}s`
+}
+
+/** Tasks this node finished whose branches the leader has not merged yet (it may be the only holder). */
+function unmergedBranches (node: MeshNode): string[] {
+  return [...node.board.snapshot().tasks.values()].filter(t => t.node === node.peerId && (t.state === 'done' || t.state === 'merging')).map(t => t.id)
+}
+
+/**
+ * Drains this node: advertises no slots and claims nothing more, lets running
+ * agents finish for up to `graceMs` and hands the rest back, waits (up to
+ * `graceMs` again) until the leader has merged what it finished, so no branch
+ * is held only here, then leaves the mesh.
+ */
+async function drainNode (node: MeshNode, worker: Worker, graceMs: number, log: Logger): Promise<void> {
+  log.info('node:draining', { graceMs, running: worker.scheduler?.busy() ?? [] })
+  node.setSlots(0)
+  await worker.scheduler?.stop(graceMs)
+  const deadline = Date.now() + graceMs
+  while (unmergedBranches(node).length > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 250))
+  const left = unmergedBranches(node)
+  if (left.length > 0) log.warn('node:drain-unmerged', { tasks: left, note: 'leaving before the leader merged these tasks; their branches are on this node only until it collects them' })
+  await worker.stop(0)
+  await node.stop()
+  log.info('node:drained', { peer: node.peerId })
 }
 
 export const nodeCommand: Command = {
@@ -81,6 +106,7 @@ export const nodeCommand: Command = {
     'suspect-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_SUSPECT_AFTER_MS / 1000}s`, description: 'A silent peer is suspect after this long.' },
     'dead-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_DEAD_AFTER_MS / 1000}s`, description: 'A silent peer is dead after this long.' },
     grace: { type: 'string', arg: 'DURATION', default: '30s', description: 'On SIGINT/SIGTERM, how long running agents may finish before their tasks are released.' },
+    metrics: { type: 'string', arg: 'ADDR', description: 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (names prefixed meshwork_).' },
     'log-level': { type: 'string', arg: 'LEVEL', default: 'info', description: 'debug, info, warn, error or silent.' },
     ...CONNECTION_OPTIONS
   },
@@ -109,7 +135,12 @@ export const nodeCommand: Command = {
     if (deadAfterMs < suspectAfterMs) throw new UsageError('--dead-after must be at least --suspect-after.')
     const conn = await resolveConnection(opts, false)
     const level = logLevelOpt(str(opts, 'log-level'))
-    const log = createLogger('meshwork', { level })
+    const metricsAddr = str(opts, 'metrics')
+    if (metricsAddr !== undefined) parseMetricsAddr(metricsAddr)
+    const metrics = metricsAddr !== undefined ? new NodeMetrics() : null
+    const baseLog = createLogger('meshwork', { level })
+    // metrics count the events the node logs, at every level
+    const log = metrics !== null ? metrics.tap(baseLog) : baseLog
     if (conn.insecure) log.warn('mesh:insecure', { note: 'running without a private swarm key: anyone who can reach this node can join the mesh' })
 
     const repo = resolve(repoOpt)
@@ -130,6 +161,7 @@ export const nodeCommand: Command = {
       logger: log
     })
     await node.start()
+    metrics?.attach(node)
     const graceMs = durationOpt(opts, 'grace', DEFAULT_STOP_GRACE_MS)
     const nodeName = node.name
     const allowed = str(opts, 'allowed-tools')
@@ -161,7 +193,17 @@ export const nodeCommand: Command = {
       await node.stop()
       throw err
     }
-    const facts = { peerId: node.peerId, addrs: node.addrs(), join: node.joinToken(), pid: process.pid }
+    let metricsUrl: string | undefined
+    if (metrics !== null && metricsAddr !== undefined) {
+      try {
+        metricsUrl = (await serveMetrics(metrics, metricsAddr, log)).url
+      } catch (err) {
+        await worker.stop(0)
+        await node.stop()
+        throw err
+      }
+    }
+    const facts = { peerId: node.peerId, addrs: node.addrs(), join: node.joinToken(), pid: process.pid, ...(metricsUrl !== undefined ? { metrics: metricsUrl } : {}) }
     const tmp = join(dataDir, 'node.json.tmp')
     await writeFile(tmp, JSON.stringify(facts, null, 2) + '\n', { mode: 0o600 })
     await rename(tmp, join(dataDir, 'node.json'))
@@ -171,6 +213,7 @@ export const nodeCommand: Command = {
       ...facts.addrs.map(a => `addr   ${a}`),
       `join   ${facts.join}`,
       `data   ${dataDir}`,
+      ...(metricsUrl !== undefined ? [`metrics ${metricsUrl}`] : []),
       ''
     ].join('\n'))
     log.info('node:started', { peer: facts.peerId, name: node.name, slots, repo, data: dataDir, bootstrap: conn.bootstrap.length, noLeader: flag(opts, 'no-leader'), taskTimeoutMs })
@@ -191,6 +234,16 @@ export const nodeCommand: Command = {
       }
       process.on('SIGINT', () => { onSignal('SIGINT') })
       process.on('SIGTERM', () => { onSignal('SIGTERM') })
+      // `meshwork drain`: a request on this node's board record (made after this start) takes it out
+      const onBoard = (): void => {
+        const rec = node.board.snapshot().nodes.get(node.peerId as never)
+        if (stopping || rec?.drainAt == null || rec.drainAt < node.startedAt) return
+        stopping = true
+        node.removeEventListener('board:update', onBoard)
+        void drainNode(node, worker, graceMs, log).then(resolveStop, resolveStop)
+      }
+      node.addEventListener('board:update', onBoard)
+      onBoard()
     })
     log.info('node:stopped', { peer: facts.peerId })
     return 0

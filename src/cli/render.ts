@@ -1,4 +1,5 @@
 import type { StatusReport } from '../api/status.ts'
+import { meshTotals, renderTotals } from '../api/totals.ts'
 
 const short = (s: string | null, n = 8): string => s === null ? '-' : s.length > n ? s.slice(0, n) : s
 const peerShort = (p: string | null): string => p === null ? '-' : '…' + p.slice(-8)
@@ -30,6 +31,7 @@ export function renderStatus (s: StatusReport, via: string): string {
       ? `pushed ${short(push.head, 12)} to ${push.remote}`
       : `PUSH REJECTED: ${short(push.head, 12)} to ${push.remote}: ${push.error ?? 'unknown error'}`)
   }
+  out.push(...renderTotals(meshTotals(s)))
   const alive = s.nodes.filter(n => n.state === 'alive').length
   out.push('', `NODES ${alive} alive of ${s.nodes.length}`)
   out.push(...table([['NAME', 'STATE', 'SLOTS', 'RUNNING', 'LAST SEEN', 'PEER'], ...s.nodes.map(n => [n.name === '' ? '-' : n.name, n.state, String(n.slots), n.running.length === 0 ? '-' : n.running.join(','), ago(n.lastSeenMs), n.peerId])]))

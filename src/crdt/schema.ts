@@ -131,7 +131,9 @@ export const nodeRecordSchema = z.object({
   name: z.string(),
   slots: z.number().int().nonnegative(),
   startedAt: z.number(),
-  leftAt: z.number().nullable()
+  leftAt: z.number().nullable(),
+  /** When `meshwork drain` asked this node to leave (it drains if this is after its start); absent on older boards. */
+  drainAt: z.number().nullable().optional()
 })
 export type NodeRecord = z.infer<typeof nodeRecordSchema>
 

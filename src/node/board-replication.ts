@@ -29,6 +29,8 @@ export interface ReplicationStats {
   syncFailures: number
   changesBroadcast: number
   changesReceived: number
+  /** Bytes of anti-entropy sync sessions, both directions. */
+  syncBytes: { in: number, out: number }
 }
 
 export interface BoardReplicationComponents {
@@ -176,6 +178,8 @@ export class BoardReplication implements Startable {
         const stream = await streams.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
         const res = await runSyncSession(this.#c.board, stream, true, AbortSignal.timeout(60_000))
         this.#c.stats.syncSessions++
+        this.#c.stats.syncBytes.in += res.bytesIn
+        this.#c.stats.syncBytes.out += res.bytesOut
         this.#log.debug('sync:done', { peer, ...res })
         return true
       } catch (err) {
@@ -192,8 +196,10 @@ export class BoardReplication implements Startable {
 
   async #serveSync (stream: Stream, conn: Connection): Promise<void> {
     try {
-      await runSyncSession(this.#c.board, stream, false, AbortSignal.timeout(60_000))
+      const res = await runSyncSession(this.#c.board, stream, false, AbortSignal.timeout(60_000))
       this.#c.stats.syncSessions++
+      this.#c.stats.syncBytes.in += res.bytesIn
+      this.#c.stats.syncBytes.out += res.bytesOut
     } catch (err) {
       this.#c.stats.syncFailures++
       this.#log.warn('sync:serve-failed', { peer: conn.remotePeer.toString(), error: toError(err).message })

@@ -14,6 +14,8 @@ export interface GossipComponents {
   logger: Logger
   /** Counts of rejected messages by reason (the node's `stats.gossipRejected`). */
   rejected: Record<string, number>
+  /** Gossip this node published, all topics (the node's `stats.gossipSent`). */
+  sent: { messages: number, bytes: number }
   /** Test and benchmark knob: hold every inbound message this long before handling it. */
   delayMs: number
 }
@@ -95,6 +97,8 @@ export class Gossip implements Startable {
     if (!this.#c.hostStarted()) return
     try {
       await this.#c.pubsub.publish(topic, data)
+      this.#c.sent.messages++
+      this.#c.sent.bytes += data.length
     } catch (err) {
       this.#log.debug('gossip:publish-failed', { topic, error: toError(err).message })
     }

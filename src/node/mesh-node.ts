@@ -55,6 +55,10 @@ export interface NodeStats {
   changesBroadcast: number
   changesReceived: number
   invalidEntries: number
+  /** Gossip this node published (all topics), for metrics. */
+  gossipSent: { messages: number, bytes: number }
+  /** Bytes of anti-entropy sync sessions, both directions, for metrics. */
+  syncBytes: { in: number, out: number }
 }
 
 export interface MeshNodeEvents {
@@ -93,7 +97,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly role: Role
   readonly swarmKey: SwarmKey
   readonly membership: Membership
-  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0 }
+  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 } }
   readonly name: string
   /** Whether this node may become merge leader (false with --no-leader). */
   readonly eligible: boolean
@@ -238,7 +242,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     })
     const t = topics(this.meshId)
     const logger = this.#log
-    const gossip = new Gossip({ pubsub: host.services.pubsub, hostStarted: () => host.status === 'started', logger, rejected: this.stats.gossipRejected, delayMs: init.gossipDelayMs ?? 0 })
+    const gossip = new Gossip({ pubsub: host.services.pubsub, hostStarted: () => host.status === 'started', logger, rejected: this.stats.gossipRejected, sent: this.stats.gossipSent, delayMs: init.gossipDelayMs ?? 0 })
     const replication = new BoardReplication({ board, store: this.#store, gossip, topic: t.board, streams: host, heartbeatMs: this.membership.heartbeatMs, stats: this.stats, logger })
     const dialer = new Dialer({ host, membership: this.membership, bootstrap: init.bootstrap ?? [], peerId: () => this.peerId, logger })
     const heartbeats = new Heartbeats({

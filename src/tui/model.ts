@@ -274,7 +274,7 @@ export function taskRows (data: TuiData): TaskRow[] {
 export interface NodeRow {
   peerId: string
   name: string
-  state: MemberState
+  state: MemberState | 'draining'
   used: number
   slots: number
   running: string[]
@@ -287,7 +287,7 @@ export interface NodeRow {
 
 /** Nodes: live ones first, then by name. */
 export function nodeRows (data: TuiData): NodeRow[] {
-  const rank: Record<MemberState, number> = { alive: 0, suspect: 1, dead: 2, left: 3 }
+  const rank: Record<MemberState | 'draining', number> = { alive: 0, draining: 1, suspect: 1, dead: 2, left: 3 }
   return [...data.status.nodes]
     .sort((a, b) => rank[a.state] - rank[b.state] || a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId))
     .map(n => {

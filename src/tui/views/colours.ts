@@ -17,4 +17,4 @@ export const STATE_COLOURS: Record<TaskState, Colour> = {
 }
 
 /** Colour of each node state. */
-export const NODE_COLOURS: Record<MemberState, Colour> = { alive: 'green', suspect: 'yellow', dead: 'red', left: 'gray' }
+export const NODE_COLOURS: Record<MemberState | 'draining', Colour> = { alive: 'green', draining: 'yellow', suspect: 'yellow', dead: 'red', left: 'gray' }
