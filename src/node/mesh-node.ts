@@ -20,6 +20,7 @@ import { Board, actorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
 import { runSyncSession } from '../crdt/sync.ts'
 import { acquireLock, type Lock } from './lock.ts'
+import { HEALTH_OK } from './health.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 
@@ -128,7 +129,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   #storeClosed = false
   #loadReport: LoadReport | null = null
   /** Extra fields the scheduler puts into each heartbeat. */
-  presenceExtras: () => Partial<Pick<Presence, 'running' | 'backoffUntil'>> = () => ({})
+  presenceExtras: () => Partial<Pick<Presence, 'running' | 'backoffUntil' | 'health'>> = () => ({})
 
   constructor (init: MeshNodeInit) {
     super()
@@ -558,7 +559,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       const p = this.#presence(false)
       members.unshift({
         peerId: p.peerId, name: p.name, slots: p.slots, running: p.running, heads: p.heads, addrs: p.addrs,
-        load: p.load, lagMs: p.lagMs, backoffUntil: p.backoffUntil, state: 'alive', eligible: p.eligible ?? true, aliveSince: this.#startedAt, lastSeenAt: Date.now(), silentMs: 0
+        load: p.load, lagMs: p.lagMs, backoffUntil: p.backoffUntil, health: p.health ?? HEALTH_OK, state: 'alive', eligible: p.eligible ?? true, aliveSince: this.#startedAt, lastSeenAt: Date.now(), silentMs: 0
       })
     }
     const progress: NonNullable<MembersView['progress']> = {}
@@ -594,6 +595,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       load: (loadavg()[0] ?? 0) / availableParallelism(),
       rssBytes: this.#rss,
       backoffUntil: extras.backoffUntil ?? null,
+      ...(extras.health !== undefined ? { health: extras.health } : {}),
       startedAt: this.#startedAt,
       seq: this.#seq++,
       sentAt: Date.now(),
