@@ -29,9 +29,10 @@ const nodes: CliNode[] = []
 
 /** The worktree the CLI runs in, as its system prompt names it. */
 function workdir (req: ApiRequest): string {
-  const m = /Primary working directory: (\S+)/.exec(JSON.stringify(req.body.system ?? ''))
-  if (m === null) throw new Error('no working directory in the system prompt')
-  return m[1]!.replace(/\\n$/, '')
+  const body = JSON.stringify(req.body)
+  const m = /Primary working directory: (\/[^\s\\"]+)/.exec(body)
+  if (m === null) throw new Error(`no working directory in the request: ${body.slice(0, 300)}`)
+  return m[1]!
 }
 
 /** Each task writes `out/<task id>.txt` with Write, then says it is done. */
