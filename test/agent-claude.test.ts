@@ -92,6 +92,11 @@ async function readRecord (): Promise<{ argv: string[], env: Record<string, stri
 }
 
 
+/** The permission rules that keep the file tools out of the data dir (the worktree is outside it here). */
+function denyData (): string {
+  return ['Read', 'Read', 'Edit', 'Edit'].map((tool, i) => `${tool}(/${dataDir}${i % 2 === 1 ? '/**' : ''})`).join(',')
+}
+
 function flagValue (argv: string[], name: string): string | undefined {
   const i = argv.indexOf(name)
   return i === -1 ? undefined : argv[i + 1]
@@ -162,7 +167,8 @@ describe('claude agent', () => {
     expect(flagValue(rec.argv, '--permission-mode')).toBe('plan')
     const allowedAt = rec.argv.indexOf('--allowedTools')
     expect(rec.argv.slice(allowedAt + 1, allowedAt + 3)).toEqual(['Bash(git *)', 'Read'])
-    expect(flagValue(rec.argv, '--disallowedTools')).toBe('EnterWorktree,ExitWorktree')
+    // meshwork's worktree tools, and the node's data dir (keys, token, board, transcripts) for the file tools
+    expect(flagValue(rec.argv, '--disallowedTools')).toBe(`EnterWorktree,ExitWorktree,${denyData()}`)
     expect(flagValue(rec.argv, '--model')).toBe('claude-opus-4-1')
     expect(flagValue(rec.argv, '--max-turns')).toBe('7')
     expect(flagValue(rec.argv, '--max-budget-usd')).toBe('0.5')
@@ -183,7 +189,7 @@ describe('claude agent', () => {
     const run = start({ FAKE_CLAUDE_MODE: 'success' })
     expect((await run.result).outcome).toBe('success')
     const rec = await readRecord()
-    expect(rec.argv).toEqual(['-p', '--output-format', 'stream-json', '--verbose', '--permission-mode', 'acceptEdits', '--disallowedTools', 'EnterWorktree,ExitWorktree'])
+    expect(rec.argv).toEqual(['-p', '--output-format', 'stream-json', '--verbose', '--permission-mode', 'acceptEdits', '--disallowedTools', `EnterWorktree,ExitWorktree,${denyData()}`])
     expect(rec.stdin).toBe('Please do task-1.')
   })
 
@@ -198,12 +204,19 @@ describe('claude agent', () => {
     expect(rec.env.IS_SANDBOX).toBe(process.getuid?.() === 0 ? '1' : undefined)
   })
 
-  it('fails on an is_error result (API/auth errors come back as subtype success, exit 1)', async () => {
-    const r = await start({ FAKE_CLAUDE_MODE: 'is_error' }).result
+  it('fails on an is_error result (API errors come back as subtype success, exit 1)', async () => {
+    const r = await start({ FAKE_CLAUDE_MODE: 'is_error', FAKE_CLAUDE_RESULT_TEXT: 'API Error: 500 Internal server error' }).result
     expect(r.outcome).toBe('failure')
     expect(r.error).toContain('claude reported an error')
-    expect(r.error).toContain('Invalid API key')
+    expect(r.error).toContain('API Error: 500')
     expect(r.error).toContain('exit code 1')
+  })
+
+  it('pauses (no failed attempt) on an is_error result whose text says the credentials were refused', async () => {
+    const r = await start({ FAKE_CLAUDE_MODE: 'is_error' }).result
+    expect(r.outcome).toBe('paused')
+    expect(r.error).toContain('Invalid API key')
+    expect(r.error).toContain('claude could not use its credentials')
   })
 
   it('fails when there is no result event', async () => {

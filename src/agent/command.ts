@@ -1,5 +1,5 @@
 import { abortedByTimeout } from '../util/errors.ts'
-import { abortReason, meshworkEnv, promptText, runInGroup, withTail } from './process.ts'
+import { abortReason, agentEnv, meshworkEnv, promptText, runInGroup, withTail } from './process.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentResult, type AgentRunInit } from './types.ts'
 
 export interface CommandAgentInit {
@@ -31,7 +31,7 @@ export function commandAgent (init: CommandAgentInit): Agent {
         file: '/bin/sh',
         args: ['-c', init.cmd],
         cwd: run.cwd,
-        env: { ...process.env, ...init.env, ...meshworkEnv(run.task, init.nodeName, run.node, run.attempt), ...run.env },
+        env: { ...agentEnv(), ...init.env, ...meshworkEnv(run.task, init.nodeName, run.node, run.attempt), ...run.env },
         stdin: promptText(run.task, run.context),
         signal: run.signal,
         killGraceMs: init.killGraceMs,

@@ -279,7 +279,29 @@ function delay (ms: number): Promise<void> {
   return new Promise(resolve => { setTimeout(resolve, ms) })
 }
 
-/** The environment every agent kind gets (SPEC: `MESHWORK_TASK_ID`, `MESHWORK_TASK_TITLE`, `MESHWORK_NODE`). */
+/**
+ * Environment variables that hold the mesh's secrets (the join token, the swarm
+ * key): never passed to agents, `--setup` or `--verify`, which run code the node
+ * does not control.
+ */
+export const SECRET_ENV = ['MESHWORK_JOIN', 'MESHWORK_SWARM_KEY'] as const
+
+/**
+ * The base environment of anything a node runs for a task (agents, `--setup`,
+ * `--verify`): this process's environment minus the mesh's secrets and minus
+ * every other MESHWORK_* setting of the node itself (a task's own MESHWORK_*
+ * variables are added by the caller).
+ */
+export function agentEnv (env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(env)) {
+    if (k.startsWith('MESHWORK_') || (SECRET_ENV as readonly string[]).includes(k)) continue
+    out[k] = v
+  }
+  return out
+}
+
+/** The environment every agent kind gets (`MESHWORK_TASK_ID`, `MESHWORK_TASK_TITLE`, `MESHWORK_NODE`). */
 export function meshworkEnv (task: Task, nodeName: string, peerId: string, attempt: number): Record<string, string> {
   return {
     MESHWORK_TASK_ID: task.id,

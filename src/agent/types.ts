@@ -5,8 +5,11 @@ import type { Task, Tokens } from '../crdt/schema.ts'
  * `unavailable`: the agent could not be started at all (its executable is
  * missing or not runnable): a fault of the node, not of the task, so it burns no
  * attempt and the node backs off like for any other infrastructure failure.
+ * `paused`: the node cannot run this agent now (its credentials were refused):
+ * the task goes back to the mesh at once without using an attempt, and the node
+ * pauses its runs until a later run shows the cause is gone.
  */
-export const RUN_OUTCOMES = ['success', 'failure', 'rate-limited', 'aborted', 'unavailable'] as const
+export const RUN_OUTCOMES = ['success', 'failure', 'rate-limited', 'aborted', 'unavailable', 'paused'] as const
 export type RunOutcome = typeof RUN_OUTCOMES[number]
 
 /** The result of one agent run: expected failures are values, never throws. */

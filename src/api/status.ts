@@ -1,6 +1,7 @@
 import type { BoardSnapshot, ConflictHunk, PushReportRecord, Task, TaskState, Tokens } from '../crdt/schema.ts'
 import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
+import { HEALTH_OK, type HealthState } from '../node/health.ts'
 
 /** One node in `status --json` (SPEC). */
 export interface StatusNode {
@@ -11,6 +12,8 @@ export interface StatusNode {
   slots: number
   running: string[]
   lastSeenMs: number | null
+  /** Whether the node can run agents: paused with the reason and when it tries again (epoch ms). */
+  health: HealthState
 }
 
 /** One task in `status --json` (SPEC). */
@@ -85,11 +88,11 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
     // a graceful stop is on the board too: a lost "leaving" heartbeat must not turn it into "dead"
     const leftOnBoard = rec !== undefined && rec.leftAt !== null && rec.leftAt >= rec.startedAt && (m.state === 'suspect' || m.state === 'dead')
     const draining = rec !== undefined && (rec.drainAt ?? null) !== null && (rec.drainAt ?? 0) >= rec.startedAt && m.state === 'alive'
-    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : draining ? 'draining' : m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs) })
+    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : draining ? 'draining' : m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs), health: { ...(m.health ?? HEALTH_OK) } })
   }
   for (const [peerId, rec] of snap.nodes) {
     if (seen.has(peerId)) continue
-    nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null })
+    nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null, health: { ...HEALTH_OK } })
   }
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress))
   const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), state: c.state, decision: c.decision === null ? null : { ...c.decision }, error: c.error }))

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { realpath, writeFile, rename } from 'node:fs/promises'
+import { realpath, writeFile, rename, stat } from 'node:fs/promises'
 import { inspectRepo } from '../node/exec.ts'
 import { homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
@@ -10,6 +10,7 @@ import { commandAgent } from '../agent/command.ts'
 import { claudeAgent, findExecutable } from '../agent/claude.ts'
 import type { Agent } from '../agent/types.ts'
 import { Worker } from '../node/worker.ts'
+import { NodeHealth, PAUSE_BASE_MS } from '../node/health.ts'
 import { DEFAULT_LISTEN, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS } from '../node/constants.ts'
 import { createLogger, LOG_LEVELS, type LogLevel, type Logger } from '../util/logger.ts'
 import { UsageError } from '../util/errors.ts'
@@ -93,6 +94,8 @@ export const nodeCommand: Command = {
     agent: { type: 'string', arg: 'KIND', default: 'claude', description: 'Agent to run tasks with: claude, command or sim.' },
     'agent-cmd': { type: 'string', arg: 'CMD', description: 'Shell command for --agent command (prompt on stdin).' },
     'claude-bin': { type: 'string', arg: 'PATH', env: 'MESHWORK_CLAUDE_BIN', description: 'The claude executable.' },
+    'claude-config': { type: 'string', arg: 'DIR', description: 'A Claude config dir (e.g. ~/.claude) whose login, settings, agents, commands, skills and CLAUDE.md every run gets a copy of. Default: only the login of CLAUDE_CONFIG_DIR or ~/.claude.' },
+    'credentials-retry': { type: 'string', arg: 'DURATION', default: '30s', description: 'When the API refuses the claude credentials, the node pauses this long, then tries one run (doubling on repeats, up to 15m).' },
     'permission-mode': { type: 'string', arg: 'MODE', default: 'acceptEdits', description: 'Claude permission mode.' },
     'allowed-tools': { type: 'string', arg: 'RULES', description: 'Claude allowed tools, comma separated, e.g. "Bash(git *),Bash(npm test)".' },
     model: { type: 'string', arg: 'NAME', description: 'Claude model.' },
@@ -130,6 +133,12 @@ export const nodeCommand: Command = {
           : '--agent claude (the default) needs the claude CLI, and there is no `claude` on PATH. Install Claude Code (npm install -g @anthropic-ai/claude-code), pass --claude-bin PATH (env MESHWORK_CLAUDE_BIN), or use --agent command|sim.')
       }
     }
+    const claudeConfig = str(opts, 'claude-config')
+    if (claudeConfig !== undefined && !(await stat(claudeConfig).then(s => s.isDirectory(), () => false))) {
+      throw new UsageError(`--claude-config ${claudeConfig} is not a directory. Point it at a Claude config dir (for example ~/.claude), or leave it out.`)
+    }
+    const credentialsRetryMs = durationOpt(opts, 'credentials-retry', PAUSE_BASE_MS)
+    if (credentialsRetryMs <= 0) throw new UsageError('--credentials-retry must be a positive duration such as 30s or 5m.')
     const suspectAfterMs = durationOpt(opts, 'suspect-after', DEFAULT_SUSPECT_AFTER_MS)
     const deadAfterMs = durationOpt(opts, 'dead-after', DEFAULT_DEAD_AFTER_MS)
     if (deadAfterMs < suspectAfterMs) throw new UsageError('--dead-after must be at least --suspect-after.')
@@ -175,6 +184,7 @@ export const nodeCommand: Command = {
           dataDir,
           nodeName,
           permissionMode: str(opts, 'permission-mode') ?? 'acceptEdits',
+          ...(claudeConfig !== undefined ? { configSource: resolve(claudeConfig) } : {}),
           ...(claudeBin !== undefined ? { bin: claudeBin } : {}),
           ...(allowed !== undefined ? { allowedTools: allowed.split(',').map(s => s.trim()).filter(s => s !== '') } : {}),
           ...(model !== undefined ? { model } : {}),
@@ -186,7 +196,7 @@ export const nodeCommand: Command = {
     const pushOpt = str(opts, 'push')
     // a path is git's relative to --repo (where git push runs): make it the caller's
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
-    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, taskTimeoutMs, ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
+    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, taskTimeoutMs, health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
       await worker.start()
     } catch (err) {

@@ -35,6 +35,13 @@ export function renderStatus (s: StatusReport, via: string): string {
   const alive = s.nodes.filter(n => n.state === 'alive').length
   out.push('', `NODES ${alive} alive of ${s.nodes.length}`)
   out.push(...table([['NAME', 'STATE', 'SLOTS', 'RUNNING', 'LAST SEEN', 'PEER'], ...s.nodes.map(n => [n.name === '' ? '-' : n.name, n.state, String(n.slots), n.running.length === 0 ? '-' : n.running.join(','), ago(n.lastSeenMs), n.peerId])]))
+  // a node that cannot run agents says why, and when it tries again
+  for (const n of s.nodes) {
+    const h = n.health
+    if (h === undefined || h.state !== 'paused' || n.state === 'dead' || n.state === 'left') continue
+    const when = h.until === null ? '' : h.until > Date.now() ? ` (tries again in ${Math.ceil((h.until - Date.now()) / 1000)}s)` : ' (trying again)'
+    out.push(`  ${n.name === '' ? n.peerId : n.name}: PAUSED${when}: ${(h.reason ?? 'no reason given').split('\n')[0]}`)
+  }
   const byState = new Map<string, number>()
   for (const t of s.tasks) byState.set(t.state, (byState.get(t.state) ?? 0) + 1)
   const cost = s.tasks.reduce((sum, t) => sum + t.costUsd, 0)

@@ -3,6 +3,7 @@ import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { git, gitText } from './git.ts'
 import { commitEnv, TASK_TRAILER } from './worktree.ts'
+import { agentEnv } from '../agent/process.ts'
 import { conflictHunks, parseMergeTree } from './conflict.ts'
 import type { ConflictHunk } from '../crdt/schema.ts'
 
@@ -88,7 +89,7 @@ export async function runVerify (repo: string, dataDir: string, candidate: strin
   const started = Date.now()
   try {
     return await new Promise<VerifyResult>((resolve, reject) => {
-      const child = spawn('/bin/sh', ['-c', cmd], { cwd: path, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHWORK_CANDIDATE: candidate }, ...(signal !== undefined ? { signal } : {}) })
+      const child = spawn('/bin/sh', ['-c', cmd], { cwd: path, stdio: ['ignore', 'pipe', 'pipe'], env: { ...agentEnv(), MESHWORK_CANDIDATE: candidate }, ...(signal !== undefined ? { signal } : {}) })
       let out = ''
       const keep = (c: Buffer): void => { out = (out + c.toString()).slice(-8000) }
       child.stdout.on('data', keep)

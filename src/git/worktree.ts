@@ -1,7 +1,7 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { git, gitText } from './git.ts'
-import { runInGroup, withTail } from '../agent/process.ts'
+import { agentEnv, runInGroup, withTail } from '../agent/process.ts'
 
 /** The trailer every commit meshwork makes for a task carries (SPEC: git conventions). */
 export const TASK_TRAILER = 'Meshwork-Task'
@@ -126,7 +126,7 @@ export async function runSetup (cmd: string, cwd: string, signal?: AbortSignal, 
     out.push(line.length > 300 ? line.slice(0, 299) + '…' : line)
     if (out.length > SETUP_TAIL_LINES) out.shift()
   }
-  const exit = await runInGroup({ file: '/bin/sh', args: ['-c', cmd], cwd, env: { ...process.env, ...env }, stdin: '', signal: signal ?? new AbortController().signal, onStdoutLine: keep, onStderrLine: keep }).done
+  const exit = await runInGroup({ file: '/bin/sh', args: ['-c', cmd], cwd, env: { ...agentEnv(), ...env }, stdin: '', signal: signal ?? new AbortController().signal, onStdoutLine: keep, onStderrLine: keep }).done
   if (exit.aborted) throw signal?.reason instanceof Error ? signal.reason : new Error(`--setup "${cmd}" aborted`)
   if (exit.spawnError !== null) throw new SetupError(`--setup "${cmd}" could not start: ${exit.spawnError.message}`)
   if (exit.code === 0) return

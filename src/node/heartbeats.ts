@@ -9,12 +9,13 @@ import { decodePresence, encodePresence, type Presence } from '../protocol/prese
 import type { Board } from '../crdt/board.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
+import { HEALTH_OK } from './health.ts'
 
 /** How often the resident set size reported in heartbeats is sampled. */
 const RSS_SAMPLE_MS = 10_000
 
 /** Fields the scheduler adds to each heartbeat: the tasks it runs and its rate-limit back-off. */
-export type PresenceExtras = Partial<Pick<Presence, 'running' | 'backoffUntil'>>
+export type PresenceExtras = Partial<Pick<Presence, 'running' | 'backoffUntil' | 'health'>>
 
 export interface HeartbeatsComponents {
   /** Whether this node announces itself (nodes do; light clients only listen). */
@@ -141,6 +142,7 @@ export class Heartbeats implements Startable {
       load: (loadavg()[0] ?? 0) / availableParallelism(),
       rssBytes: this.#rss,
       backoffUntil: extras.backoffUntil ?? null,
+      ...(extras.health !== undefined ? { health: extras.health } : {}),
       startedAt: this.#c.startedAt(),
       seq: this.#seq++,
       sentAt: Date.now(),
@@ -154,7 +156,7 @@ export class Heartbeats implements Startable {
     const p = this.presence(false)
     return {
       peerId: p.peerId, name: p.name, slots: p.slots, running: p.running, heads: p.heads, addrs: p.addrs,
-      load: p.load, lagMs: p.lagMs, backoffUntil: p.backoffUntil, state: 'alive', eligible: p.eligible ?? true, aliveSince: this.#c.startedAt(), lastSeenAt: Date.now(), silentMs: 0
+      load: p.load, lagMs: p.lagMs, backoffUntil: p.backoffUntil, health: p.health ?? HEALTH_OK, state: 'alive', eligible: p.eligible ?? true, aliveSince: this.#c.startedAt(), lastSeenAt: Date.now(), silentMs: 0
     }
   }
 

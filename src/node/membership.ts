@@ -1,4 +1,5 @@
 import type { Presence } from '../protocol/presence.ts'
+import { HEALTH_OK, type HealthState } from './health.ts'
 import { DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS, HEARTBEAT_INTERVAL_MS } from './constants.ts'
 
 /** Liveness of a peer as this node sees it. */
@@ -16,6 +17,8 @@ export interface Member {
   load: number
   lagMs: number
   backoffUntil: number | null
+  /** Whether the peer can run agents (paused: claims nothing until the cause is gone); absent: ok. */
+  health?: HealthState
   state: MemberState
   /** May become merge leader (false with --no-leader). */
   eligible: boolean
@@ -99,6 +102,7 @@ export class Membership {
       load: p.load,
       lagMs: p.lagMs,
       backoffUntil: p.backoffUntil,
+      health: p.health ?? HEALTH_OK,
       state: p.leaving ? 'left' : 'alive',
       eligible: p.eligible ?? true,
       aliveSince: p.leaving ? null : prev?.member.state === 'alive' ? prev.member.aliveSince : this.#now(),
@@ -117,7 +121,7 @@ export class Membership {
   seed (peerId: string, name: string, slots: number, left: boolean): void {
     if (this.#entries.has(peerId)) return
     this.#entries.set(peerId, {
-      member: { peerId, name, slots, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null, state: left ? 'left' : 'suspect', eligible: true, aliveSince: null, lastSeenAt: null, silentMs: 0 },
+      member: { peerId, name, slots, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null, health: HEALTH_OK, state: left ? 'left' : 'suspect', eligible: true, aliveSince: null, lastSeenAt: null, silentMs: 0 },
       seenClock: this.#clockNow(),
       heard: false
     })

@@ -1,6 +1,7 @@
 import type { MeshNode } from './mesh-node.ts'
 import { Execution, inspectRepo, initRepo, taskContext } from './exec.ts'
 import { Scheduler } from '../scheduler/scheduler.ts'
+import type { NodeHealth } from './health.ts'
 import type { Agent } from '../agent/types.ts'
 import { serveGit, cloneFromPeer } from '../git/transfer.ts'
 import { GIT_PROTOCOL } from '../git/transfer.ts'
@@ -24,6 +25,8 @@ export interface WorkerInit {
   /** Whether this node was given peers to join (else it may start a new history in an empty repo). */
   hasBootstrap: boolean
   logger: Logger
+  /** Whether this node can run agents (paused when its credentials are refused). */
+  health?: NodeHealth
 }
 
 /**
@@ -82,6 +85,7 @@ export class Worker {
         agent: this.#init.agent,
         slots: this.#init.slots,
         logger,
+        ...(this.#init.health !== undefined ? { health: this.#init.health } : {}),
         ...(this.#init.taskTimeoutMs !== undefined ? { defaultTimeoutMs: this.#init.taskTimeoutMs } : {}),
         prepare: exec.prepare,
         finish: exec.finish,

@@ -21,6 +21,11 @@ export const memberSchema = z.object({
   load: z.number(),
   lagMs: z.number(),
   backoffUntil: z.number().nullable(),
+  health: z.object({
+    state: z.enum(['ok', 'paused']),
+    reason: z.string().max(500).nullable(),
+    until: z.number().nullable()
+  }).optional(),
   state: z.enum(['alive', 'suspect', 'dead', 'left']),
   eligible: z.boolean(),
   aliveSince: z.number().nullable(),

@@ -24,6 +24,12 @@ export const presenceSchema = z.object({
   rssBytes: z.number().nonnegative(),
   /** Epoch ms until which the sender backs off from starting agents (rate limits), or null. */
   backoffUntil: z.number().nullable(),
+  /** Whether the sender can run agents: paused (credentials refused, disk full, …) with the reason and when it tries again. */
+  health: z.object({
+    state: z.enum(['ok', 'paused']),
+    reason: z.string().max(500).nullable(),
+    until: z.number().nullable()
+  }).optional(),
   startedAt: z.number(),
   seq: z.number().int().nonnegative(),
   /** Sender's wall clock at publish time: receivers estimate gossip delay from it. */

@@ -1,5 +1,6 @@
 import type { SchedulerNode } from '../node/components.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
+import { NodeHealth } from '../node/health.ts'
 import type { BoardSnapshot, Task, TaskId } from '../crdt/schema.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
@@ -99,6 +100,8 @@ export interface SchedulerInit {
   /** Observes every run start (tests count executions with it). */
   onRunStart?: (taskId: TaskId, epoch: number) => void
   onProgress?: (taskId: TaskId, p: AgentProgress) => void
+  /** Whether this node can run agents; a run whose credentials were refused pauses it. Default: a fresh one. */
+  health?: NodeHealth
 }
 
 interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean, hash: string | null }
@@ -141,9 +144,12 @@ export class Scheduler {
   #rateLimitStreak = 0
   #lowered = false
   #unsubs: Array<() => void> = []
+  /** Whether this node can run agents now (paused: it claims nothing but a trial run once the pause ends). */
+  readonly health: NodeHealth
 
   constructor (init: SchedulerInit) {
     this.node = init.node
+    this.health = init.health ?? new NodeHealth()
     this.agent = init.agent
     this.slots = init.slots
     this.#init = init
@@ -172,7 +178,7 @@ export class Scheduler {
     if (!this.#stopped) return
     this.#stopped = false
     this.#claiming = true
-    this.node.setPresenceExtras(() => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null }))
+    this.node.setPresenceExtras(() => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null, health: this.health.state }))
     const onUpdate = (): void => { this.#schedule() }
     const onPresence = (evt: CustomEvent<{ sentAt?: number }>): void => {
       const sent = evt.detail.sentAt
@@ -340,6 +346,8 @@ export class Scheduler {
   #claim (snap: BoardSnapshot, now: number): void {
     const free = this.#freeSlots()
     if (free === 0) return
+    // a paused node (credentials refused, disk full…) claims nothing; once the pause ends, one trial run at a time
+    if (!this.health.mayRun(now) || (this.health.paused && this.#pending.size + this.#runs.size > 0)) return
     // a node that just started claims nothing until its heartbeats have reached the mesh: peers
     // that have not heard of it would not wait for its acknowledgement and could run the same task
     if (now - this.node.startedAt < STARTUP_QUIET_HEARTBEATS * this.node.membership.heartbeatMs) return
@@ -365,6 +373,7 @@ export class Scheduler {
     const capacity: Capacity[] = [{ peerId: me, free }]
     for (const m of this.node.membership.alive()) {
       if (m.backoffUntil !== null && m.backoffUntil > now) continue
+      if (m.health?.state === 'paused') continue
       capacity.push({ peerId: m.peerId, free: Math.max(0, m.slots - (load.get(m.peerId) ?? 0)) })
     }
     const owners = assignOwners(ordered, capacity)
@@ -570,6 +579,10 @@ export class Scheduler {
           // stopped before its agent started (node stopping during --setup): no agent run to count
           lifecycle.release(d, t.id, { now, notBefore: null, uncountAttempt: !end.agentStarted })
           break
+        case 'paused':
+          // the node's fault (credentials refused), not the task's: back to the mesh at once, no attempt used
+          lifecycle.release(d, t.id, { now, notBefore: null, uncountAttempt: true, error: result.error ?? 'the node could not run its agent' })
+          break
         case 'unavailable':
           // turned into an infrastructure end by #runStages; kept for exhaustiveness
           lifecycle.release(d, t.id, { now, notBefore: null, error: result.error ?? 'the agent could not be started' })
@@ -587,6 +600,15 @@ export class Scheduler {
       this.#log.warn('node:rate-limited', { task: t.id, until: new Date(this.#backoffUntil).toISOString(), note: 'this node starts no agent until then; the attempt does not count; the mesh lowers its concurrency meanwhile' })
     } else if (result.outcome === 'success') {
       this.#rateLimitStreak = 0
+    }
+    if (result.outcome === 'paused') {
+      const until = this.health.pauseWithBackoff(result.error ?? 'the agent could not use its credentials', 'credentials', now)
+      this.#log.warn('node:paused', { task: t.id, reason: result.error, until: new Date(until).toISOString(), note: 'this node claims nothing until then, then tries one run; the attempt does not count' })
+      this.#schedule()
+    } else if ((result.outcome === 'success' || result.outcome === 'failure') && this.health.paused) {
+      // the agent got past its credentials: the cause is gone
+      this.health.clear('credentials')
+      if (!this.health.paused) this.#log.info('node:resumed', { task: t.id })
     }
     const fields = { task: t.id, epoch: run.epoch, attempt: t.attempts, ...(result.error !== null ? { error: result.error } : {}) }
     if (result.outcome === 'success') this.#log.info('task:done', fields)

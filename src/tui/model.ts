@@ -283,6 +283,9 @@ export interface NodeRow {
   /** Rate-limit back-off left in ms, or 0. */
   backoffMs: number
   lastSeenMs: number | null
+  /** Why the node runs no agent (credentials refused, disk full…), or null when it can; `pauseMs`: until it tries again. */
+  paused: string | null
+  pauseMs: number
 }
 
 /** Nodes: live ones first, then by name. */
@@ -301,7 +304,9 @@ export function nodeRows (data: TuiData): NodeRow[] {
         running: [...n.running],
         load: x === undefined ? null : x.load,
         backoffMs: x?.backoffUntil == null ? 0 : Math.max(0, x.backoffUntil - data.now),
-        lastSeenMs: n.lastSeenMs
+        lastSeenMs: n.lastSeenMs,
+        paused: n.health?.state === 'paused' ? (n.health.reason ?? 'paused') : null,
+        pauseMs: n.health?.state === 'paused' && n.health.until !== null ? Math.max(0, n.health.until - data.now) : 0
       }
     })
 }

@@ -14,7 +14,7 @@ export function nodeLines (data: TuiData, width: number, height: number): Line[]
     const h = r === null ? { bold: true } : {}
     const cells: Cell[] = [
       { text: r === null ? 'NODE' : r.name, width: nameWidth, style: h },
-      { text: r === null ? 'STATE' : r.state, width: 7, style: r === null ? h : { color: NODE_COLOURS[r.state] } },
+      { text: r === null ? 'STATE' : r.paused !== null && r.state === 'alive' ? 'paused' : r.state, width: 7, style: r === null ? h : r.paused !== null && r.state === 'alive' ? { color: 'yellow', bold: true } : { color: NODE_COLOURS[r.state] } },
       { text: r === null ? 'SLOTS' : `${r.used}/${r.slots}`, width: 5, align: 'right', style: h },
       { text: r === null ? 'LOAD' : r.load === null ? '-' : r.load.toFixed(2), width: 5, align: 'right', style: r !== null && r.load !== null && r.load > 1 ? { color: 'yellow' } : h },
       { text: r === null ? 'BACKOFF' : r.backoffMs > 0 ? formatDuration(r.backoffMs) : '-', width: 7, align: 'right', style: r !== null && r.backoffMs > 0 ? { color: 'yellow', bold: true } : h },
@@ -28,7 +28,9 @@ export function nodeLines (data: TuiData, width: number, height: number): Line[]
   const alive = rows.filter(r => r.state === 'alive')
   const free = alive.reduce((n, r) => n + Math.max(0, r.slots - r.used), 0)
   const limited = alive.filter(r => r.backoffMs > 0).length
-  const out: Line[] = [[seg(`${alive.length} alive of ${rows.length}, ${free} free slot${free === 1 ? '' : 's'}`, { bold: true }), seg(limited > 0 ? `  ${limited} backing off from a rate limit: the mesh runs fewer agents at once` : '', { color: 'yellow' })]]
+  const paused = alive.filter(r => r.paused !== null)
+  const pausedText = paused.map(r => `${r.name} paused${r.pauseMs > 0 ? ` (retry in ${formatDuration(r.pauseMs)})` : ''}: ${(r.paused ?? '').split('\n')[0]}`).join('; ')
+  const out: Line[] = [[seg(`${alive.length} alive of ${rows.length}, ${free} free slot${free === 1 ? '' : 's'}`, { bold: true }), seg(limited > 0 ? `  ${limited} backing off from a rate limit: the mesh runs fewer agents at once` : '', { color: 'yellow' }), seg(paused.length > 0 ? `  ${pausedText}` : '', { color: 'yellow', bold: true })]]
   if (rows.length === 0) {
     out.push([seg('No node heard yet.', { dim: true })])
   } else {
