@@ -15,7 +15,7 @@ import { parsePlan } from '../scheduler/plan.ts'
 import { waitFor } from '../util/wait.ts'
 import { silentLogger } from '../util/logger.ts'
 import type { Task } from '../crdt/schema.ts'
-import { flag, str, type Command } from './command.ts'
+import { defineCommand, opt } from './command.ts'
 import { UsageError } from '../util/errors.ts'
 import { access, constants as fsConstants } from 'node:fs/promises'
 import { delimiter } from 'node:path'
@@ -158,7 +158,7 @@ async function askDecision (question: string): Promise<ResolveAction> {
   }
 }
 
-export const demoCommand: Command = {
+export const demoCommand = defineCommand({
   name: 'demo',
   summary: 'Start a local three-node mesh on loopback and run a sample plan end to end with the sim agent.',
   usage: 'meshwork demo [--agent sim|claude] [--clean]',
@@ -172,12 +172,11 @@ export const demoCommand: Command = {
     'takes minutes, and whether the two port tasks conflict is then up to the model.'
   ].join('\n'),
   options: {
-    agent: { type: 'string', arg: 'KIND', default: 'sim', description: 'sim (built in, no model, under a minute) or claude (real Claude Code).' },
-    clean: { type: 'boolean', description: 'Remove the demo\'s workspace at the end instead of keeping it for a look.' }
+    agent: opt.choice(['sim', 'claude'], { arg: 'KIND', default: 'sim', description: 'sim (built in, no model, under a minute) or claude (real Claude Code).' }),
+    clean: opt.boolean({ description: 'Remove the demo\'s workspace at the end instead of keeping it for a look.' })
   },
   run: async (opts) => {
-    const agent = str(opts, 'agent') ?? 'sim'
-    if (agent !== 'sim' && agent !== 'claude') throw new UsageError(`--agent must be sim or claude, got "${agent}".`)
+    const agent = opts.agent
     if (agent === 'claude' && !await onPath('claude')) throw new UsageError('--agent claude needs the `claude` executable (Claude Code) on PATH; install it or run the demo with the sim agent.')
     const t0 = Date.now()
     const dir = await mkdtemp(join(tmpdir(), 'meshwork-demo-'))
@@ -285,11 +284,11 @@ export const demoCommand: Command = {
       if (killed !== null) out(`${killed.node.name} was killed mid-run; ${killed.task} ran again on ${name(snap.tasks.get(killed.task as never)?.node ?? null)}`)
       out('main, first-parent history (one merge commit per task, in dependency order):')
       for (const line of history.split('\n')) out(`  ${line}`)
-      out(flag(opts, 'clean') ? 'workspace removed (--clean)' : `the merged repository: ${repo}   (nodes' data: ${dir}/*/data)`)
+      out(opts.clean ? 'workspace removed (--clean)' : `the merged repository: ${repo}   (nodes' data: ${dir}/*/data)`)
       return merged + abandoned.length === tasks.length ? 0 : 1
     } finally {
       await stopAll()
-      if (flag(opts, 'clean')) await rm(dir, { recursive: true, force: true })
+      if (opts.clean) await rm(dir, { recursive: true, force: true })
     }
   }
-}
+})

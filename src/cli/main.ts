@@ -1,5 +1,5 @@
 import { UsageError, toError } from '../util/errors.ts'
-import { commandHelp, parseCommandArgs, type Command } from './command.ts'
+import { closest, commandHelp, parseCommandArgs, type AnyCommand } from './command.ts'
 import { initCommand } from './init.ts'
 import { nodeCommand } from './node.ts'
 import { statusCommand } from './status.ts'
@@ -9,7 +9,7 @@ import { resolveCommand } from './resolve.ts'
 import { tuiCommand } from './tui.ts'
 
 /** Every command, in the order `meshwork --help` lists them. */
-export const COMMANDS: Command[] = [initCommand, nodeCommand, submitCommand, statusCommand, resolveCommand, cancelCommand, retryCommand, tuiCommand, demoCommand]
+export const COMMANDS: AnyCommand[] = [initCommand, nodeCommand, submitCommand, statusCommand, resolveCommand, cancelCommand, retryCommand, tuiCommand, demoCommand]
 
 const VERSION = '0.1.0'
 
@@ -44,7 +44,8 @@ export async function main (argv: string[]): Promise<number> {
   }
   const cmd = COMMANDS.find(c => c.name === name)
   if (cmd === undefined) {
-    process.stderr.write(`meshwork: unknown command "${name}". Commands: ${COMMANDS.map(c => c.name).join(', ')}. Run \`meshwork --help\`.\n`)
+    const near = closest(name, COMMANDS.map(c => c.name))
+    process.stderr.write(`meshwork: unknown command "${name}".${near !== null ? ` Did you mean \`meshwork ${near}\`?` : ''} Commands: ${COMMANDS.map(c => c.name).join(', ')}. Run \`meshwork --help\`.\n`)
     return 2
   }
   if (rest.includes('--help') || rest.includes('-h')) {

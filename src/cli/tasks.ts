@@ -5,7 +5,7 @@ import { cancelTask, retryTask, submitTasks } from '../api/tasks.ts'
 import type { Task } from '../crdt/schema.ts'
 import { blockedBy } from '../scheduler/dag.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
-import { flag, type Command } from './command.ts'
+import { defineCommand, opt } from './command.ts'
 import { clientFromOptions } from './status.ts'
 
 /** States after which `submit --wait` stops following a task. */
@@ -14,7 +14,7 @@ const SETTLED: ReadonlySet<Task['state']> = new Set(['merged', 'failed', 'cancel
 /** States whose line carries the task's error (why it is back in line, failed, or waiting). */
 const SHOW_ERROR: ReadonlySet<Task['state']> = new Set(['ready', 'failed', 'conflict', 'cancelled'])
 
-export const submitCommand: Command = {
+export const submitCommand = defineCommand({
   name: 'submit',
   summary: 'Validate a plan (YAML or JSON) and add its tasks to the board.',
   usage: 'meshwork submit PLAN [--wait] [--json] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
@@ -26,12 +26,12 @@ export const submitCommand: Command = {
   ].join('\n'),
   positionals: { min: 1, max: 1, names: 'a plan file' },
   options: {
-    wait: { type: 'boolean', description: 'Follow the plan until it settles; exit 0 only if every task merged.' },
-    json: { type: 'boolean', description: 'Print JSON: {"tasks": [ids]} (with --wait, one JSON line per change and a final summary).' },
+    wait: opt.boolean({ description: 'Follow the plan until it settles; exit 0 only if every task merged.' }),
+    json: opt.boolean({ description: 'Print JSON: {"tasks": [ids]} (with --wait, one JSON line per change and a final summary).' }),
     ...CLIENT_OPTIONS
   },
   run: async (opts, [planFile]) => {
-    const json = flag(opts, 'json')
+    const json = opts.json
     const file = resolve(planFile as string)
     // the file's own problems are usage errors that need no mesh: report them at once
     await readPlan(file, 'unchecked')
@@ -42,13 +42,13 @@ export const submitCommand: Command = {
       const ids = await submitTasks(client, tasks)
       if (json) process.stdout.write(JSON.stringify({ tasks: ids }) + '\n')
       else process.stdout.write(ids.join('\n') + '\n')
-      if (!flag(opts, 'wait')) return 0
+      if (!opts.wait) return 0
       return await follow(client, ids, json)
     } finally {
       await client.close()
     }
   }
-}
+})
 
 async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, ids: string[], json: boolean): Promise<number> {
   const last = new Map<string, string>()
@@ -94,7 +94,7 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
   }
 }
 
-export const cancelCommand: Command = {
+export const cancelCommand = defineCommand({
   name: 'cancel',
   summary: 'Cancel a task that has not merged (stops its agent if running).',
   usage: 'meshwork cancel TASK_ID (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
@@ -110,9 +110,9 @@ export const cancelCommand: Command = {
       await client.close()
     }
   }
-}
+})
 
-export const retryCommand: Command = {
+export const retryCommand = defineCommand({
   name: 'retry',
   summary: 'Put a failed or cancelled task back to pending with its attempt count reset.',
   usage: 'meshwork retry TASK_ID (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
@@ -128,4 +128,4 @@ export const retryCommand: Command = {
       await client.close()
     }
   }
-}
+})
