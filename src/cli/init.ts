@@ -14,7 +14,7 @@ export const initCommand = defineCommand({
     const file = resolve(opts.out)
     const key = generateSwarmKey()
     await writeSwarmKey(file, key)
-    process.stdout.write(`mesh ${key.meshId}\nswarm key written to ${file} (mode 0600)\n\nStart the first node:\n  meshwork node --repo ./repo --swarm-key ${file}\n`)
+    process.stdout.write(`mesh ${key.meshId}\nswarm key written to ${file} (mode 0600)\n\nStart the first node in your project's git clone:\n  meshwork node --repo PATH/TO/PROJECT --swarm-key ${file}\nor in a new, empty history:\n  meshwork node --repo ./repo --init-repo --swarm-key ${file}\n`)
     return 0
   }
 })

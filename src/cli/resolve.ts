@@ -8,7 +8,7 @@ import { clientFromOptions } from './status.ts'
 export const resolveCommand = defineCommand({
   name: 'resolve',
   summary: 'Record a human decision for a merge conflict; the merge leader carries it out.',
-  usage: 'meshwork resolve CONFLICT_ID --action ours|theirs|rerun|agent|abandon [--note TEXT] (--join TOKEN | ...)',
+  usage: 'meshwork resolve CONFLICT_ID|TASK_ID --action ours|theirs|rerun|agent|abandon [--note TEXT] (--join TOKEN | ...)',
   details: [
     'ours     keep main\'s side of every conflicted hunk, merge the rest of the task',
     'theirs   take the task\'s side of every conflicted hunk',
@@ -19,7 +19,7 @@ export const resolveCommand = defineCommand({
     'abandon  drop the task\'s changes; the task ends cancelled',
     'The decision records who made it (user@host) and when; ours, theirs and agent go through --verify like any merge.'
   ].join('\n'),
-  positionals: { min: 1, max: 1, names: 'a conflict id' },
+  positionals: { min: 1, max: 1, names: 'a conflict id (or the id of a task with one open conflict)' },
   options: {
     action: opt.custom<ResolveAction>({
       arg: 'ACTION',
@@ -40,8 +40,8 @@ export const resolveCommand = defineCommand({
     const client = await clientFromOptions(opts)
     try {
       const by = `${userInfo().username}@${hostname()}`
-      await resolveConflict(client, id as string, action, opts.note, by)
-      process.stdout.write(`${id as string}: decision "${action}" recorded by ${by}; the merge leader carries it out\n`)
+      const cid = await resolveConflict(client, id as string, action, opts.note, by)
+      process.stdout.write(`${cid}${cid !== id ? ` (the open conflict of task ${id as string})` : ''}: decision "${action}" recorded by ${by}; the merge leader carries it out\n`)
       return 0
     } finally {
       await client.close()

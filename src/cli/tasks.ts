@@ -4,6 +4,7 @@ import { readPlan } from '../scheduler/plan.ts'
 import { cancelTask, retryTask, submitTasks } from '../api/tasks.ts'
 import type { Task } from '../crdt/schema.ts'
 import { blockedBy } from '../scheduler/dag.ts'
+import { nextStep } from '../api/hints.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { defineCommand, opt } from './command.ts'
 import { clientFromOptions } from './status.ts'
@@ -37,7 +38,9 @@ export const submitCommand = defineCommand({
     await readPlan(file, 'unchecked')
     const client = await clientFromOptions(opts)
     try {
-      const existing = new Set<string>(client.node.board.snapshot().tasks.keys())
+      const snap = client.node.board.snapshot()
+      // for each id already on the board, what the user can do instead of resubmitting it
+      const existing = new Map<string, string>([...snap.tasks.values()].map(t => [t.id as string, `it is ${t.state}${((s) => s !== null ? `; ${s.text}` : '')(nextStep(t, snap))}`]))
       const tasks = await readPlan(file, existing)
       const ids = await submitTasks(client, tasks)
       if (json) process.stdout.write(JSON.stringify({ tasks: ids }) + '\n')
@@ -72,8 +75,10 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
       const line = `${by.id}|${by.state}`
       if (lastBlocked.get(id) === line) continue
       lastBlocked.set(id, line)
-      if (json) process.stdout.write(JSON.stringify({ id, state: 'pending', blockedBy: by.id, blockedState: by.state }) + '\n')
-      else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} blocked: its dependency ${by.id} is ${by.state} (\`meshwork retry ${by.id}\` or \`meshwork resolve\` lets it go on)\n`)
+      const dep = snap.tasks.get(by.id)
+      const step = dep !== undefined ? nextStep(dep, snap) : null
+      if (json) process.stdout.write(JSON.stringify({ id, state: 'pending', blockedBy: by.id, blockedState: by.state, next: step?.command ?? null }) + '\n')
+      else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} blocked: its dependency ${by.id} is ${by.state}${step !== null ? ` (${step.text})` : ''}\n`)
     }
     if (tasks.length === ids.length && tasks.every(t => SETTLED.has(t.state) || blocked.has(t.id))) {
       const merged = tasks.filter(t => t.state === 'merged').length
