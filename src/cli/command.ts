@@ -127,17 +127,19 @@ export const opt = {
     withDoc('string', doc, (raw, name) => doc.parse(asString(raw), name), doc.default)
 }
 
-/** Levenshtein distance between two short strings. */
+/** Edit distance between two short strings: insertions, deletions, substitutions and swaps of neighbours each count 1. */
 export function editDistance (a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => i === 0 ? j : j === 0 ? i : 0))
+  const at = (i: number, j: number): number => d[i]?.[j] ?? Infinity
   for (let i = 1; i <= a.length; i++) {
-    const cur = [i]
+    const row = d[i] as number[]
     for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min((prev[j] ?? 0) + 1, (cur[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1))
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      row[j] = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + cost)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) row[j] = Math.min(at(i, j), at(i - 2, j - 2) + 1)
     }
-    prev = cur
   }
-  return prev[b.length] ?? 0
+  return at(a.length, b.length)
 }
 
 /**

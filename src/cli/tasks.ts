@@ -40,7 +40,10 @@ export const submitCommand = defineCommand({
     try {
       const snap = client.node.board.snapshot()
       // for each id already on the board, what the user can do instead of resubmitting it
-      const existing = new Map<string, string>([...snap.tasks.values()].map(t => [t.id as string, `it is ${t.state}${((s) => s !== null ? `; ${s.text}` : '')(nextStep(t, snap))}`]))
+      const existing = new Map<string, string>([...snap.tasks.values()].map(t => {
+        const step = nextStep(t, snap)
+        return [t.id as string, t.state === 'merged' ? 'it is already merged into main, so there is nothing to retry' : `it is ${t.state}${step !== null ? `; ${step.text}` : ''}`]
+      }))
       const tasks = await readPlan(file, existing)
       const ids = await submitTasks(client, tasks)
       if (json) process.stdout.write(JSON.stringify({ tasks: ids }) + '\n')
