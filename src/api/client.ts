@@ -1,3 +1,4 @@
+import { multiaddr } from '@multiformats/multiaddr'
 import { MeshNode } from '../node/mesh-node.ts'
 import { MEMBERS_PROTOCOL } from '../node/constants.ts'
 import type { SwarmKey } from '../node/swarm-key.ts'
@@ -54,4 +55,36 @@ export async function connectClient (init: ClientInit): Promise<Client> {
     await node.stop()
     throw err
   }
+}
+
+/** A mesh node a client may read through instead: its peer id and where it listens. */
+export interface PeerCandidate {
+  peerId: string
+  addrs: readonly string[]
+}
+
+/** Bound of one attempt to read through another node (dial and board sync). @default 4 s */
+export const SWITCH_PEER_TIMEOUT_MS = 4000
+
+/**
+ * Moves the client to the first candidate that answers (a dial, then a board
+ * sync), for when the node it read through stopped answering. Returns the new
+ * peer id, or null when none answered; `client.peer` changes only on success.
+ */
+export async function switchPeer (client: Client, candidates: readonly PeerCandidate[], timeoutMs = SWITCH_PEER_TIMEOUT_MS): Promise<string | null> {
+  for (const c of candidates) {
+    if (c.peerId === client.peer) continue
+    const addrs = c.addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
+    if (addrs.length === 0) continue
+    try {
+      await client.node.host.dial(addrs, { signal: AbortSignal.timeout(timeoutMs) })
+      if (await client.node.requestSync(c.peerId)) {
+        client.peer = c.peerId
+        return c.peerId
+      }
+    } catch {
+      // this one is gone too: try the next
+    }
+  }
+  return null
 }
