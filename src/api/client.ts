@@ -117,3 +117,35 @@ function errorChain (err: unknown): Error[] {
   visit(err, 0)
   return out
 }
+
+/** A mesh node a client may read through instead: its peer id and where it listens. */
+export interface PeerCandidate {
+  peerId: string
+  addrs: readonly string[]
+}
+
+/** Bound of one attempt to read through another node (dial and board sync). @default 4 s */
+export const SWITCH_PEER_TIMEOUT_MS = 4000
+
+/**
+ * Moves the client to the first candidate that answers (a dial, then a board
+ * sync), for when the node it read through stopped answering. Returns the new
+ * peer id, or null when none answered; `client.peer` changes only on success.
+ */
+export async function switchPeer (client: Client, candidates: readonly PeerCandidate[], timeoutMs = SWITCH_PEER_TIMEOUT_MS): Promise<string | null> {
+  for (const c of candidates) {
+    if (c.peerId === client.peer) continue
+    const addrs = c.addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
+    if (addrs.length === 0) continue
+    try {
+      await client.node.host.dial(addrs, { signal: AbortSignal.timeout(timeoutMs) })
+      if (await client.node.requestSync(c.peerId)) {
+        client.peer = c.peerId
+        return c.peerId
+      }
+    } catch {
+      // this one is gone too: try the next
+    }
+  }
+  return null
+}

@@ -1,9 +1,10 @@
 import { addTasks, type NewTask } from '../crdt/ops.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
-import type { Task, TaskId } from '../crdt/schema.ts'
+import type { Conflict, ConflictId, Task, TaskId } from '../crdt/schema.ts'
 import { depsMerged } from '../scheduler/dag.ts'
 import { UsageError } from '../util/errors.ts'
 import type { Client } from './client.ts'
+import { nextStep, openConflictsOf } from './hints.ts'
 
 /** A task id that is not on the board. */
 export class UnknownTaskError extends UsageError {
@@ -57,10 +58,15 @@ export async function cancelTask (client: Client, id: string, by = `${client.nod
 /** Puts a failed or cancelled task back in line with its attempt count reset. */
 export async function retryTask (client: Client, id: string): Promise<void> {
   const t = taskOrThrow(client, id)
+  const snap = client.node.board.snapshot()
+  if (t.state === 'merged') throw new TaskStateError(`task "${id}" is already merged into main; there is nothing to retry.`)
+  if (t.state === 'conflict') {
+    const step = nextStep(t, snap)
+    throw new TaskStateError(`task "${id}" waits on a conflict decision, so it cannot be retried${step !== null ? `: ${step.text}` : ''} (rerun runs the task again on the current main).`)
+  }
   if (t.state !== 'failed' && t.state !== 'cancelled') {
     throw new TaskStateError(`task "${id}" is ${t.state}; only failed or cancelled tasks can be retried.`)
   }
-  const snap = client.node.board.snapshot()
   const now = Date.now()
   client.node.changeBoard(`task:retry ${id}`, d => { lifecycle.retry(d, id, { now, depsMerged: depsMerged(t, snap) }) })
   await confirm(client)
@@ -70,11 +76,35 @@ export async function retryTask (client: Client, id: string): Promise<void> {
 export const RESOLVE_ACTIONS = ['ours', 'theirs', 'rerun', 'agent', 'abandon'] as const
 export type ResolveAction = typeof RESOLVE_ACTIONS[number]
 
-/** Records a human decision on an open conflict; the merge leader carries it out. */
-export async function resolveConflict (client: Client, id: string, action: ResolveAction, note: string, by: string): Promise<void> {
-  const c = client.node.board.snapshot().conflicts.get(id as never)
-  if (c === undefined) throw new UsageError(`no conflict "${id}" on the board. \`meshwork status\` lists the open conflicts.`)
+/**
+ * The conflict `id` names: a conflict id, or the id of a task with exactly one
+ * open conflict.
+ */
+export function findConflict (client: Client, id: string): Conflict {
+  const snap = client.node.board.snapshot()
+  const c = snap.conflicts.get(id as ConflictId)
+  if (c !== undefined) return c
+  const open = openConflictsOf(id, snap)
+  if (open.length === 1) return open[0] as Conflict
+  if (open.length > 1) throw new UsageError(`task "${id}" has ${open.length} open conflicts (${open.map(o => o.id).join(', ')}); name one: \`meshwork resolve ${open[0]?.id ?? ''} --action ...\`.`)
+  const t = snap.tasks.get(id as TaskId)
+  if (t !== undefined) {
+    const closed = [...snap.conflicts.values()].filter(x => x.taskId === id)
+    throw new UsageError(`task "${id}" has no open conflict (it is ${t.state}${closed.length > 0 ? `; its conflicts ${closed.map(x => x.id).join(', ')} are resolved` : ''}). \`meshwork status\` lists the open conflicts.`)
+  }
+  throw new UsageError(`no conflict or task "${id}" on the board. \`meshwork status\` lists the open conflicts.`)
+}
+
+/**
+ * Records a human decision on an open conflict (named by its id, or by its
+ * task's id when the task has exactly one open conflict); the merge leader
+ * carries it out. Returns the conflict id.
+ */
+export async function resolveConflict (client: Client, conflictOrTask: string, action: ResolveAction, note: string, by: string): Promise<ConflictId> {
+  const c = findConflict(client, conflictOrTask)
+  const id = c.id
   if (c.state !== 'open') throw new TaskStateError(`conflict "${id}" is already resolved (${c.decision?.action ?? 'no decision'}).`)
   client.node.changeBoard(`conflict:decision ${id}`, d => { lifecycle.decide(d, id, { action, by, at: Date.now(), note }) })
   await confirm(client)
+  return id
 }

@@ -1,4 +1,11 @@
-import type { Command } from './command.ts'
+import type { AnyCommand } from './command.ts'
+
+/** One command of the CLI: its name, its one-line summary and how to load it. */
+export interface CommandEntry {
+  name: string
+  summary: string
+  load: () => Promise<AnyCommand>
+}
 
 /**
  * Every command's name, one-line summary and loader, in the order
@@ -6,7 +13,7 @@ import type { Command } from './command.ts'
  * top-level help imports nothing heavy (libp2p, Automerge and ink take most of
  * a second to load), and a command loads only the modules it uses.
  */
-export const COMMAND_TABLE = [
+export const COMMAND_TABLE: readonly CommandEntry[] = [
   { name: 'init', summary: 'Create a new mesh: write a swarm key (libp2p pnet format, mode 0600) and print the mesh id.', load: async () => (await import('./init.ts')).initCommand },
   { name: 'node', summary: 'Run a worker node until SIGINT/SIGTERM.', load: async () => (await import('./node.ts')).nodeCommand },
   { name: 'submit', summary: 'Validate a plan (YAML or JSON) and add its tasks to the board.', load: async () => (await import('./tasks.ts')).submitCommand },
@@ -18,11 +25,11 @@ export const COMMAND_TABLE = [
   { name: 'tui', summary: 'Terminal UI: nodes, the task DAG with live progress and cost, the conflict inbox, keys for resolve, cancel and retry.', load: async () => (await import('./tui.ts')).tuiCommand },
   { name: 'export', summary: 'Print the board as one JSON object (tasks, conflicts, main, nodes), for backups and scripts.', load: async () => (await import('./export.ts')).exportCommand },
   { name: 'demo', summary: 'Start a local three-node mesh on loopback and run a sample plan end to end with the sim agent.', load: async () => (await import('./demo.ts')).demoCommand }
-] as const satisfies ReadonlyArray<{ name: string, summary: string, load: () => Promise<Command> }>
-
-export type CommandName = typeof COMMAND_TABLE[number]['name']
+]
 
 /** The one-line summary of a command, for its own `Command` object. */
-export function summaryOf (name: CommandName): string {
-  return COMMAND_TABLE.find(c => c.name === name)!.summary
+export function summaryOf (name: string): string {
+  const entry = COMMAND_TABLE.find(c => c.name === name)
+  if (entry === undefined) throw new Error(`no command "${name}" in the command table`)
+  return entry.summary
 }

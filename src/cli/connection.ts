@@ -3,23 +3,28 @@ import { readSwarmKey, swarmKeyFromHex, type SwarmKey } from '../node/swarm-key.
 import { decodeJoinToken } from '../node/join-token.ts'
 import { multiaddr } from '@multiformats/multiaddr'
 import { UsageError } from '../util/errors.ts'
-import { list, str, flag, type OptionSpecs, type ParsedOptions } from './command.ts'
-import { parseDuration } from '../util/wait.ts'
+import { opt, type Options } from './command.ts'
 
-/** Options every command that talks to a mesh accepts (SPEC: connection options). */
-export const CONNECTION_OPTIONS: OptionSpecs = {
-  'swarm-key': { type: 'string', arg: 'FILE', env: 'MESHWORK_SWARM_KEY', description: 'The mesh\'s pre-shared key file (from `meshwork init`).' },
-  bootstrap: { type: 'string', arg: 'MULTIADDR', multiple: true, env: 'MESHWORK_BOOTSTRAP', description: 'Address of a mesh node to join through.' },
-  join: { type: 'string', arg: 'TOKEN', env: 'MESHWORK_JOIN', description: 'Join token printed by a running node (carries the key and addresses; replaces the two above).' },
-  'join-file': { type: 'string', arg: 'FILE', env: 'MESHWORK_JOIN_FILE', description: 'Read the join token from FILE (keep it mode 0600), so it is not on the command line.' },
-  'insecure-no-swarm-key': { type: 'boolean', description: 'Run an open mesh with a publicly known key. Anyone who can reach the node can join. Never on a shared network.' }
+/** Options every command that talks to a mesh accepts. */
+export const CONNECTION_OPTIONS = {
+  'swarm-key': opt.string({ arg: 'FILE', env: 'MESHWORK_SWARM_KEY', description: 'The mesh\'s pre-shared key file (from `meshwork init`).' }),
+  bootstrap: opt.list({ arg: 'MULTIADDR', env: 'MESHWORK_BOOTSTRAP', description: 'Address of a mesh node to join through.' }),
+  join: opt.string({ arg: 'TOKEN', env: 'MESHWORK_JOIN', description: 'Join token printed by a running node (carries the key and addresses; replaces the two above).' }),
+  'join-file': opt.string({ arg: 'FILE', env: 'MESHWORK_JOIN_FILE', description: 'Read the join token from FILE (keep it mode 0600), so it is not on the command line.' }),
+  'insecure-no-swarm-key': opt.boolean({ description: 'Run an open mesh with a publicly known key. Anyone who can reach the node can join. Never on a shared network.' })
 }
+
+/** How long a client command waits for a mesh node to answer. @default 15 s */
+export const DEFAULT_CLIENT_TIMEOUT_MS = 15_000
 
 /** Options of client commands (status, submit, ...). */
-export const CLIENT_OPTIONS: OptionSpecs = {
+export const CLIENT_OPTIONS = {
   ...CONNECTION_OPTIONS,
-  timeout: { type: 'string', arg: 'DURATION', default: '15s', description: 'Give up when no mesh peer answers within this time (a refused connection or a wrong key fails at once).' }
+  timeout: opt.duration({ arg: 'DURATION', default: DEFAULT_CLIENT_TIMEOUT_MS, description: 'Give up when no mesh peer answers within this time (a refused connection or a wrong key fails at once).' })
 }
+
+export type ConnectionOptions = Options<typeof CONNECTION_OPTIONS>
+export type ClientOptions = Options<typeof CLIENT_OPTIONS>
 
 /** Hex of the key used by `--insecure-no-swarm-key`: public, so it protects nothing. */
 const INSECURE_KEY_HEX = '6d657368776f726b2d696e7365637572652d6f70656e2d6d6573682d6b657921'
@@ -31,20 +36,20 @@ export interface Connection {
 }
 
 /** Resolves --join / --swarm-key / --bootstrap (and their env vars) into a key and addresses. */
-export async function resolveConnection (opts: ParsedOptions, needBootstrap: boolean): Promise<Connection> {
-  let join = str(opts, 'join')
-  const joinFile = str(opts, 'join-file')
+export async function resolveConnection (opts: ConnectionOptions, needBootstrap: boolean): Promise<Connection> {
+  let join = opts.join
+  const joinFile = opts['join-file']
   if (join !== undefined && joinFile !== undefined) throw new UsageError('give --join TOKEN or --join-file FILE, not both.')
   if (joinFile !== undefined) join = await readJoinFile(joinFile)
   let key: SwarmKey | undefined
-  let bootstrap = list(opts, 'bootstrap')
-  const insecure = flag(opts, 'insecure-no-swarm-key')
+  let bootstrap = [...opts.bootstrap]
+  const insecure = opts['insecure-no-swarm-key']
   if (join !== undefined) {
     const info = decodeJoinToken(join)
     key = info.key
     bootstrap = [...info.bootstrap, ...bootstrap]
   }
-  const keyFile = str(opts, 'swarm-key')
+  const keyFile = opts['swarm-key']
   if (key === undefined && keyFile !== undefined) key = await readSwarmKey(keyFile)
   if (key === undefined && insecure) key = swarmKeyFromHex(INSECURE_KEY_HEX)
   if (key === undefined) {
@@ -75,13 +80,4 @@ async function readJoinFile (file: string): Promise<string> {
   const token = text.trim()
   if (token === '') throw new UsageError(`--join-file ${file} is empty. Write the "join" value printed by a running \`meshwork node\` to it.`)
   return token
-}
-
-/** Reads a duration option such as `--timeout 15s`. */
-export function durationOpt (opts: ParsedOptions, name: string, fallbackMs: number): number {
-  const v = str(opts, name)
-  if (v === undefined) return fallbackMs
-  const ms = parseDuration(v)
-  if (ms === null) throw new UsageError(`--${name} must be a duration such as 500ms, 15s, 2m or 1h, got "${v}".`)
-  return ms
 }

@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createInterface } from 'node:readline/promises'
 import { userInfo } from 'node:os'
 import { git, gitText } from '../git/git.ts'
 import { commitEnv } from '../git/worktree.ts'
@@ -15,9 +14,10 @@ import { parsePlan } from '../scheduler/plan.ts'
 import { waitFor } from '../util/wait.ts'
 import { silentLogger } from '../util/logger.ts'
 import type { Task } from '../crdt/schema.ts'
-import { flag, str, type Command } from './command.ts'
+import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { UsageError } from '../util/errors.ts'
+import { RESOLVE_KEYS } from '../tui/keys.ts'
 import { access, constants as fsConstants } from 'node:fs/promises'
 import { delimiter } from 'node:path'
 
@@ -144,22 +144,53 @@ async function makeSampleRepo (repo: string): Promise<void> {
   await git(['commit', '-q', '-m', 'sample app'], { cwd: repo, env: commitEnv() })
 }
 
-/** Asks on a TTY which way to settle a conflict; `theirs` without one. */
-async function askDecision (question: string): Promise<ResolveAction> {
-  if (process.stdin.isTTY !== true || process.stdout.isTTY !== true) return 'theirs'
-  const rl = createInterface({ input: process.stdin, output: process.stdout })
-  try {
-    for (;;) {
-      const answer = (await rl.question(question)).trim().toLowerCase()
-      const pick = ({ o: 'ours', ours: 'ours', t: 'theirs', theirs: 'theirs', r: 'rerun', rerun: 'rerun', g: 'agent', agent: 'agent', a: 'abandon', abandon: 'abandon', '': 'theirs' } as Record<string, ResolveAction>)[answer]
-      if (pick !== undefined) return pick
-    }
-  } finally {
-    rl.close()
+/** The key that settles a conflict with "theirs" besides `t`: Enter, the demo's default. */
+const ENTER_KEYS = new Set(['\r', '\n'])
+
+/**
+ * Single key presses on a terminal (raw mode), for the conflict prompt: the
+ * same keys as the TUI's inbox (o ours, t theirs, r rerun, a agent, x
+ * abandon; Enter takes theirs). The demo's loop goes on printing progress
+ * while a prompt waits. Ctrl-C still interrupts.
+ */
+class KeyPrompt {
+  #wanted: ((action: ResolveAction) => void) | null = null
+  #onData = (chunk: Buffer): void => {
+    const text = chunk.toString('utf8')
+    if (text === '\x03') { this.close(); process.kill(process.pid, 'SIGINT'); return }
+    const key = text.toLowerCase()
+    const action = ENTER_KEYS.has(key) ? 'theirs' : RESOLVE_KEYS[key]
+    if (action === undefined || this.#wanted === null) return
+    const done = this.#wanted
+    this.#wanted = null
+    done(action)
+  }
+
+  constructor () {
+    process.stdin.setRawMode(true)
+    process.stdin.on('data', this.#onData)
+    process.stdin.resume()
+  }
+
+  /** Resolves with the action of the next key that names one. */
+  ask (): Promise<ResolveAction> {
+    return new Promise(resolveKey => { this.#wanted = resolveKey })
+  }
+
+  close (): void {
+    process.stdin.off('data', this.#onData)
+    if (process.stdin.isTTY === true) process.stdin.setRawMode(false)
+    process.stdin.pause()
   }
 }
 
-export const demoCommand: Command = {
+/** The prompt line of a conflict: the TUI's keys, one press each. */
+export function decisionPrompt (taskId: string): string {
+  const keyOf = (action: ResolveAction): string => Object.entries(RESOLVE_KEYS).find(([, a]) => a === action)?.[0] ?? '?'
+  return `settle it with one key: ${keyOf('ours')} ours keeps main, ${keyOf('theirs')} theirs takes ${taskId}, ${keyOf('rerun')} rerun, ${keyOf('agent')} agent resolves it, ${keyOf('abandon')} abandon (Enter: theirs)`
+}
+
+export const demoCommand = defineCommand({
   name: 'demo',
   summary: summaryOf('demo'),
   usage: 'meshwork demo [--agent sim|claude] [--clean]',
@@ -173,12 +204,11 @@ export const demoCommand: Command = {
     'takes minutes, and whether the two port tasks conflict is then up to the model.'
   ].join('\n'),
   options: {
-    agent: { type: 'string', arg: 'KIND', default: 'sim', description: 'sim (built in, no model, under a minute) or claude (real Claude Code).' },
-    clean: { type: 'boolean', description: 'Remove the demo\'s workspace at the end instead of keeping it for a look.' }
+    agent: opt.choice(['sim', 'claude'], { arg: 'KIND', default: 'sim', description: 'sim (built in, no model, under a minute) or claude (real Claude Code).' }),
+    clean: opt.boolean({ description: 'Remove the demo\'s workspace at the end instead of keeping it for a look.' })
   },
   run: async (opts) => {
-    const agent = str(opts, 'agent') ?? 'sim'
-    if (agent !== 'sim' && agent !== 'claude') throw new UsageError(`--agent must be sim or claude, got "${agent}".`)
+    const agent = opts.agent
     if (agent === 'claude' && !await onPath('claude')) throw new UsageError('--agent claude needs the `claude` executable (Claude Code) on PATH; install it or run the demo with the sim agent.')
     const t0 = Date.now()
     const dir = await mkdtemp(join(tmpdir(), 'meshwork-demo-'))
@@ -195,7 +225,9 @@ export const demoCommand: Command = {
     out(`mesh ${key.meshId}: starting 3 nodes on 127.0.0.1 (workspace ${dir})`)
     const nodes: DemoNode[] = []
     let client: Client | null = null
+    let closePrompt = (): void => {}
     const stopAll = async (): Promise<void> => {
+      closePrompt()
       await client?.close().catch(() => {})
       for (const n of nodes) if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill('SIGTERM')
       await Promise.all(nodes.map(async n => {
@@ -218,6 +250,11 @@ export const demoCommand: Command = {
       out(`submitted ${tasks.length} tasks (users-table -> login-form, users-api -> api-docs; two tasks both set the server port)`)
       const last = new Map<string, string>()
       const decided = new Set<string>()
+      // on a terminal, conflicts are settled with one key press while progress keeps printing
+      const prompt = process.stdin.isTTY === true && process.stdout.isTTY === true ? new KeyPrompt() : null
+      closePrompt = () => { prompt?.close() }
+      let asking: { conflictId: string, done: Promise<void> } | null = null
+      let wake = (): void => {}
       let killed: { node: DemoNode, task: string } | null = null
       const deadlineMs = agent === 'sim' ? 180_000 : 60 * 60_000
       const deadline = Date.now() + deadlineMs
@@ -240,16 +277,31 @@ export const demoCommand: Command = {
         for (const conflict of snap.conflicts.values()) {
           // asked again when a decision could not be carried out (an agent that left markers): the leader clears it
           if (conflict.state !== 'open' || conflict.decision !== null) continue
-          if (decided.has(conflict.id) && (process.stdin.isTTY !== true || process.stdout.isTTY !== true)) continue
+          if (asking?.conflictId === conflict.id) continue
+          if (decided.has(conflict.id) && prompt === null) continue
           const t = snap.tasks.get(conflict.taskId)
           if (decided.has(conflict.id)) out(`${conflict.id}: the decision was not carried out: ${conflict.error ?? 'no reason given'}`)
           else out(`CONFLICT ${conflict.id}: ${conflict.taskId} (${t?.title ?? ''}) conflicts with main in ${conflict.files.join(', ')}`)
           decided.add(conflict.id)
-          clearFooter()
-          footer = ''
-          const action = await askDecision(`         settle it: [o]urs keeps main, [t]heirs takes ${conflict.taskId}, [r]erun, a[g]ent resolves it, [a]bandon? [t] `)
-          await resolveConflict(c, conflict.id, action, 'decided in meshwork demo', `${userInfo().username}@demo`)
-          out(`decision for ${conflict.id}: ${action}${process.stdin.isTTY === true ? '' : ' (no terminal to ask: the demo takes theirs)'}`)
+          if (prompt === null) {
+            await resolveConflict(c, conflict.id, 'theirs', 'decided in meshwork demo', `${userInfo().username}@demo`)
+            out(`decision for ${conflict.id}: theirs (no terminal to ask: the demo takes theirs)`)
+            continue
+          }
+          if (asking !== null) continue
+          out(`         ${decisionPrompt(conflict.taskId)}`)
+          const cid: string = conflict.id
+          // progress goes on printing while the prompt waits for its key
+          asking = {
+            conflictId: cid,
+            done: prompt.ask().then(async action => {
+              await resolveConflict(c, cid, action, 'decided in meshwork demo', `${userInfo().username}@demo`)
+              out(`decision for ${cid}: ${action}`)
+              asking = null
+              wake()
+            })
+          }
+          asking.done.catch((err: unknown) => { out(`decision for ${cid} failed: ${(err as Error).message}`); decided.delete(cid); asking = null; wake() })
         }
         if (killed === null) {
           const victim = pickVictim(nodes, mine, snap.main.leader)
@@ -261,14 +313,15 @@ export const demoCommand: Command = {
         }
         if (tty) {
           clearFooter()
-          footer = liveLine(clock(t0), mine, name)
+          footer = (asking !== null ? `[o/t/r/a/x for ${asking.conflictId}] ` : '') + liveLine(clock(t0), mine, name)
           drawFooter()
         }
         if (mine.length === tasks.length && mine.every(t => t.state === 'merged' || t.state === 'failed' || t.state === 'cancelled')) break
         if (Date.now() > deadline) throw new Error(`the demo did not finish within ${deadlineMs / 60_000} minutes; its workspace is ${dir} (node logs: */data)`)
         await Promise.race([
           new Promise(resolveUpdate => { c.node.addEventListener('board:update', resolveUpdate, { once: true }) }),
-          new Promise(resolveTick => setTimeout(resolveTick, 250))
+          new Promise(resolveTick => setTimeout(resolveTick, 250)),
+          new Promise<void>(resolveWake => { wake = resolveWake })
         ])
       }
       clearFooter()
@@ -286,11 +339,11 @@ export const demoCommand: Command = {
       if (killed !== null) out(`${killed.node.name} was killed mid-run; ${killed.task} ran again on ${name(snap.tasks.get(killed.task as never)?.node ?? null)}`)
       out('main, first-parent history (one merge commit per task, in dependency order):')
       for (const line of history.split('\n')) out(`  ${line}`)
-      out(flag(opts, 'clean') ? 'workspace removed (--clean)' : `the merged repository: ${repo}   (nodes' data: ${dir}/*/data)`)
+      out(opts.clean ? 'workspace removed (--clean)' : `the merged repository: ${repo}   (nodes' data: ${dir}/*/data)`)
       return merged + abandoned.length === tasks.length ? 0 : 1
     } finally {
       await stopAll()
-      if (flag(opts, 'clean')) await rm(dir, { recursive: true, force: true })
+      if (opts.clean) await rm(dir, { recursive: true, force: true })
     }
   }
-}
+})

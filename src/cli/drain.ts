@@ -1,10 +1,10 @@
 import { requestDrain, findNode, drained } from '../api/drain.ts'
-import { CLIENT_OPTIONS, durationOpt } from './connection.ts'
-import { flag, type Command } from './command.ts'
+import { CLIENT_OPTIONS } from './connection.ts'
+import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { clientFromOptions } from './status.ts'
 
-export const drainCommand: Command = {
+export const drainCommand = defineCommand({
   name: 'drain',
   summary: summaryOf('drain'),
   usage: 'meshwork drain NODE [--wait] (--join TOKEN | --join-file FILE | --swarm-key FILE --bootstrap MULTIADDR)',
@@ -15,12 +15,12 @@ export const drainCommand: Command = {
   ].join('\n'),
   positionals: { min: 1, max: 1, names: 'a node (its --name or peer id)' },
   options: {
-    wait: { type: 'boolean', description: 'Wait until the node has left.' },
-    'wait-timeout': { type: 'string', arg: 'DURATION', default: '15m', description: 'With --wait: give up (exit 1) after this long.' },
+    wait: opt.boolean({ description: 'Wait until the node has left.' }),
+    'wait-timeout': opt.duration({ arg: 'DURATION', default: 15 * 60_000, description: 'With --wait: give up (exit 1) after this long.' }),
     ...CLIENT_OPTIONS
   },
   run: async (opts, [target]) => {
-    const waitMs = durationOpt(opts, 'wait-timeout', 15 * 60_000)
+    const waitMs = opts['wait-timeout']
     const client = await clientFromOptions(opts)
     try {
       const r = await requestDrain(client, target as string)
@@ -30,7 +30,7 @@ export const drainCommand: Command = {
         return 0
       }
       process.stdout.write(`draining ${label}: it stops claiming, finishes or hands back its runs and leaves\n`)
-      if (!flag(opts, 'wait')) return 0
+      if (!opts.wait) return 0
       const deadline = Date.now() + waitMs
       let lastSync = Date.now()
       while (Date.now() < deadline) {
@@ -51,4 +51,4 @@ export const drainCommand: Command = {
       await client.close()
     }
   }
-}
+})

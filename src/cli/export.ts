@@ -1,5 +1,5 @@
 import { CLIENT_OPTIONS } from './connection.ts'
-import type { Command } from './command.ts'
+import { defineCommand } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { clientFromOptions } from './status.ts'
 import type { BoardSnapshot } from '../crdt/schema.ts'
@@ -21,7 +21,7 @@ export function exportBoard (snap: BoardSnapshot, now = Date.now()): Record<stri
   }
 }
 
-export const exportCommand: Command = {
+export const exportCommand = defineCommand({
   name: 'export',
   summary: summaryOf('export'),
   usage: 'meshwork export (--join TOKEN | --join-file FILE | --swarm-key FILE --bootstrap MULTIADDR) > board.json',
@@ -36,4 +36,4 @@ export const exportCommand: Command = {
       await client.close()
     }
   }
-}
+})

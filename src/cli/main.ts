@@ -1,5 +1,5 @@
 import { UsageError, toError } from '../util/errors.ts'
-import { commandHelp, parseCommandArgs } from './command.ts'
+import { closest, commandHelp, parseCommandArgs } from './command.ts'
 import { COMMAND_TABLE as COMMANDS } from './commands.ts'
 
 const VERSION = '0.1.0'
@@ -35,7 +35,8 @@ export async function main (argv: string[]): Promise<number> {
   }
   const entry = COMMANDS.find(c => c.name === name)
   if (entry === undefined) {
-    process.stderr.write(`meshwork: unknown command "${name}". Commands: ${COMMANDS.map(c => c.name).join(', ')}. Run \`meshwork --help\`.\n`)
+    const near = closest(name, COMMANDS.map(c => c.name))
+    process.stderr.write(`meshwork: unknown command "${name}".${near !== null ? ` Did you mean \`meshwork ${near}\`?` : ''} Commands: ${COMMANDS.map(c => c.name).join(', ')}. Run \`meshwork --help\`.\n`)
     return 2
   }
   const cmd = await entry.load()

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
-import { realpath, writeFile, rename, stat } from 'node:fs/promises'
+import { realpath, writeFile, rename, readdir, stat } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
 import { inspectRepo } from '../node/exec.ts'
 import { homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
@@ -12,11 +13,11 @@ import type { Agent } from '../agent/types.ts'
 import { Worker } from '../node/worker.ts'
 import { NodeHealth, PAUSE_BASE_MS } from '../node/health.ts'
 import { DEFAULT_LISTEN, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS } from '../node/constants.ts'
-import { createLogger, LOG_LEVELS, type LogLevel, type Logger } from '../util/logger.ts'
+import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../util/logger.ts'
 import { UsageError } from '../util/errors.ts'
 import { parseDuration } from '../util/wait.ts'
-import { CONNECTION_OPTIONS, durationOpt, resolveConnection } from './connection.ts'
-import { flag, int, list, str, type Command } from './command.ts'
+import { CONNECTION_OPTIONS, resolveConnection } from './connection.ts'
+import { defineCommand, formatDuration, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { NodeMetrics, parseMetricsAddr, serveMetrics } from '../node/metrics.ts'
 
@@ -46,8 +47,14 @@ export function taskTimeoutOpt (v: string | undefined): number | null {
   return ms === 0 ? null : ms
 }
 
-function formatTimeout (ms: number): string {
-  return ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : `${ms / 1000}s`
+/** Whether `repo` would need a new history: missing, or an empty directory. */
+async function repoIsNew (repo: string): Promise<boolean> {
+  try {
+    return (await readdir(repo)).length === 0
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true
+    throw err
+  }
 }
 
 /** Tasks this node finished whose branches the leader has not merged yet (it may be the only holder). */
@@ -74,57 +81,127 @@ async function drainNode (node: MeshNode, worker: Worker, graceMs: number, log: 
   log.info('node:drained', { peer: node.peerId })
 }
 
-export const nodeCommand: Command = {
+/** A logger that writes `<field>Name` beside every peer-id field whose node name is known. */
+export function withPeerNames (log: Logger, name: (peerId: string) => string | undefined): Logger {
+  const add = (fields?: Record<string, unknown>): Record<string, unknown> | undefined => {
+    if (fields === undefined) return fields
+    let out: Record<string, unknown> | undefined
+    for (const k of PEER_FIELDS) {
+      const v = fields[k]
+      if (typeof v !== 'string' || !v.startsWith('12D3Koo') || fields[`${k}Name`] !== undefined) continue
+      const n = name(v)
+      if (n === undefined || n === '') continue
+      out ??= {}
+      out[`${k}Name`] = n
+    }
+    if (out === undefined) return fields
+    // the name right after the id it belongs to
+    const merged: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(fields)) {
+      merged[k] = v
+      if (out[`${k}Name`] !== undefined) merged[`${k}Name`] = out[`${k}Name`]
+    }
+    return merged
+  }
+  const wrap = (l: Logger): Logger => ({
+    ...l,
+    debug: (event, fields) => { l.debug(event, add(fields)) },
+    info: (event, fields) => { l.info(event, add(fields)) },
+    warn: (event, fields) => { l.warn(event, add(fields)) },
+    error: (event, fields) => { l.error(event, add(fields)) },
+    child: (ns: string) => wrap(l.child(ns))
+  })
+  return wrap(log)
+}
+
+/**
+ * Warns while a node that was given bootstrap peers has no connection to any
+ * peer: a wrong swarm key, an unreachable address or a stopped node look the
+ * same from here, and without the warning it would wait in silence.
+ */
+function watchForPeers (node: MeshNode, log: Logger, bootstrap: string[]): NodeJS.Timeout {
+  let lonelySince = Date.now()
+  let warned = 0
+  const timer = setInterval(() => {
+    if (node.connectedPeers().length > 0) { lonelySince = Date.now(); warned = 0; return }
+    const silent = Date.now() - lonelySince
+    if (silent < NO_PEER_WARN_MS || Date.now() - warned < 60_000) return
+    warned = Date.now()
+    log.warn('mesh:no-peers', {
+      silentS: Math.round(silent / 1000),
+      bootstrap: bootstrap.join(', '),
+      note: 'no peer answers. Likely causes: this node has another mesh\'s swarm key (the mesh id printed at start differs from the other nodes\'), the bootstrap address is wrong or unreachable from here, or no node runs there'
+    })
+  }, 1000)
+  timer.unref()
+  return timer
+}
+
+/** Log fields that hold a peer id: the logs add the node's name beside them where it is known. */
+const PEER_FIELDS = ['peer', 'from', 'to', 'leader', 'holder', 'node', 'by', 'winner', 'target']
+
+export const NODE_OPTIONS = {
+  repo: opt.string({ arg: 'DIR', description: 'The node\'s git repository. Missing or empty with --join/--bootstrap: main is cloned from the mesh. A new history (the first node of a new project) needs --init-repo.' }),
+  'init-repo': opt.boolean({ description: 'Start a new history in --repo when it is missing or empty and there is no peer to clone from (the first node of a new project). Without it such a --repo is refused, so a mistyped path never starts a second history.' }),
+  data: opt.string({ arg: 'DIR', description: 'Node state: identity key, board, node.json, task worktrees, claude transcripts. Logs go to stderr, not here. Default: ~/.local/state/meshwork/<repo-id>.' }),
+  branch: opt.string({ arg: 'NAME', default: 'main', description: 'The main branch.' }),
+  listen: opt.list({ arg: 'MULTIADDR', default: [DEFAULT_LISTEN], description: 'Address to listen on.' }),
+  name: opt.string({ arg: 'NAME', description: 'A human label shown in status and the TUI (default: host name).' }),
+  slots: opt.int({ arg: 'N', default: 1, min: 0, description: 'Concurrent agent runs.' }),
+  agent: opt.choice(AGENT_KINDS, { arg: 'KIND', default: 'claude', description: 'Agent to run tasks with: claude, command or sim.' }),
+  'agent-cmd': opt.string({ arg: 'CMD', description: 'Shell command for --agent command (prompt on stdin).' }),
+  'claude-bin': opt.string({ arg: 'PATH', env: 'MESHWORK_CLAUDE_BIN', description: 'The claude executable.' }),
+  'claude-config': opt.string({ arg: 'DIR', description: 'A Claude config dir (e.g. ~/.claude) whose login, settings, agents, commands, skills and CLAUDE.md every run gets a copy of. Default: only the login of CLAUDE_CONFIG_DIR or ~/.claude.' }),
+  'credentials-retry': opt.duration({ arg: 'DURATION', default: PAUSE_BASE_MS, min: 1, description: 'When the API refuses the claude credentials, the node pauses this long, then tries one run (doubling on repeats, up to 15m).' }),
+  'permission-mode': opt.string({ arg: 'MODE', default: 'acceptEdits', description: 'Claude permission mode.' }),
+  'allowed-tools': opt.custom<string[] | undefined>({ arg: 'RULES', description: 'Claude allowed tools, comma separated, e.g. "Bash(git *),Bash(npm test)".', parse: v => v?.split(',').map(s => s.trim()).filter(s => s !== '') }),
+  model: opt.string({ arg: 'NAME', description: 'Claude model.' }),
+  'max-turns': opt.int({ arg: 'N', description: 'Claude max turns per run.' }),
+  'max-budget-usd': opt.custom<number | undefined>({
+    arg: 'X',
+    description: 'Claude budget per run in USD; a run that reaches it ends its task failed at once (no retry). No default.',
+    parse: v => {
+      if (v === undefined) return undefined
+      if (!(Number(v) > 0)) throw new UsageError(`--max-budget-usd must be a positive number, got "${v}".`)
+      return Number(v)
+    }
+  }),
+  'task-timeout': opt.custom<number | null>({ arg: 'DURATION', default: formatDuration(DEFAULT_TASK_TIMEOUT_MS), description: 'Wall-clock limit of a run (--setup and agent) for tasks whose plan gives no timeout, e.g. 90s, 20m, 2h; 0 or none: no limit.', parse: v => taskTimeoutOpt(v) }),
+  verify: opt.string({ arg: 'CMD', description: 'Check run by the merge leader on each candidate merge before main advances.' }),
+  setup: opt.string({ arg: 'CMD', description: 'Run in each new worktree before the agent starts; killed with what it started on cancel or timeout; a failing setup releases the task without using an attempt.' }),
+  'no-leader': opt.boolean({ description: 'Never become merge leader.' }),
+  push: opt.string({ arg: 'REMOTE', description: 'As leader, push main to REMOTE (a remote name, URL or path) after each advance; never forced: a remote that moved is reported (status), not overwritten.' }),
+  'suspect-after': opt.duration({ arg: 'DURATION', default: DEFAULT_SUSPECT_AFTER_MS, description: 'A silent peer is suspect after this long.' }),
+  'dead-after': opt.duration({ arg: 'DURATION', default: DEFAULT_DEAD_AFTER_MS, description: 'A silent peer is dead after this long.' }),
+  grace: opt.duration({ arg: 'DURATION', default: DEFAULT_STOP_GRACE_MS, description: 'On SIGINT/SIGTERM, how long running agents may finish before their tasks are released.' }),
+  metrics: opt.string({ arg: 'ADDR', description: 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (names prefixed meshwork_).' }),
+  'log-level': opt.custom<LogLevel>({ arg: 'LEVEL', default: 'info', description: 'debug, info, warn, error or silent.', parse: v => logLevelOpt(v) }),
+  ...CONNECTION_OPTIONS
+}
+
+/** How long a node with bootstrap peers may hear from none before it warns. @default 15 s */
+export const NO_PEER_WARN_MS = 15_000
+
+export const nodeCommand = defineCommand({
   name: 'node',
   summary: summaryOf('node'),
-  usage: 'meshwork node --repo DIR [options]',
+  usage: 'meshwork node --repo DIR [--init-repo] [options]',
   details: [
     'On start the node prints its peer id, its dialable addresses and a join token, and writes them to DATA/node.json.',
     'Give the join token to other nodes (--join TOKEN) so they can find this one. A node whose bootstrap peers are',
     'unreachable keeps running and retrying: it may be the first. On SIGINT/SIGTERM it stops claiming work, lets',
-    'running agents finish up to a grace period, releases what is left and announces that it left.'
+    'running agents finish up to a grace period, releases what is left and announces that it left; a second',
+    'SIGINT exits at once.'
   ].join('\n'),
-  options: {
-    repo: { type: 'string', arg: 'DIR', description: 'The node\'s git repository (missing or empty: cloned from the mesh).' },
-    data: { type: 'string', arg: 'DIR', description: 'Node state: identity key, board, worktrees, logs. Default: ~/.local/state/meshwork/<repo-id>.' },
-    branch: { type: 'string', arg: 'NAME', default: 'main', description: 'The main branch.' },
-    listen: { type: 'string', arg: 'MULTIADDR', multiple: true, default: DEFAULT_LISTEN, description: 'Address to listen on.' },
-    name: { type: 'string', arg: 'NAME', description: 'A human label shown in status and the TUI (default: host name).' },
-    slots: { type: 'string', arg: 'N', default: '1', description: 'Concurrent agent runs.' },
-    agent: { type: 'string', arg: 'KIND', default: 'claude', description: 'Agent to run tasks with: claude, command or sim.' },
-    'agent-cmd': { type: 'string', arg: 'CMD', description: 'Shell command for --agent command (prompt on stdin).' },
-    'claude-bin': { type: 'string', arg: 'PATH', env: 'MESHWORK_CLAUDE_BIN', description: 'The claude executable.' },
-    'claude-config': { type: 'string', arg: 'DIR', description: 'A Claude config dir (e.g. ~/.claude) whose login, settings, agents, commands, skills and CLAUDE.md every run gets a copy of. Default: only the login of CLAUDE_CONFIG_DIR or ~/.claude.' },
-    'credentials-retry': { type: 'string', arg: 'DURATION', default: '30s', description: 'When the API refuses the claude credentials, the node pauses this long, then tries one run (doubling on repeats, up to 15m).' },
-    'permission-mode': { type: 'string', arg: 'MODE', default: 'acceptEdits', description: 'Claude permission mode.' },
-    'allowed-tools': { type: 'string', arg: 'RULES', description: 'Claude allowed tools, comma separated, e.g. "Bash(git *),Bash(npm test)".' },
-    model: { type: 'string', arg: 'NAME', description: 'Claude model.' },
-    'max-turns': { type: 'string', arg: 'N', description: 'Claude max turns per run.' },
-    'max-budget-usd': { type: 'string', arg: 'X', description: 'Claude budget per run in USD; a run that reaches it ends its task failed at once (no retry). No default.' },
-    'task-timeout': { type: 'string', arg: 'DURATION', default: formatTimeout(DEFAULT_TASK_TIMEOUT_MS), description: 'Wall-clock limit of a run (--setup and agent) for tasks whose plan gives no timeout, e.g. 90s, 20m, 2h; 0 or none: no limit.' },
-    verify: { type: 'string', arg: 'CMD', description: 'Check run by the merge leader on each candidate merge before main advances.' },
-    setup: { type: 'string', arg: 'CMD', description: 'Run in each new worktree before the agent starts; killed with what it started on cancel or timeout; a failing setup releases the task without using an attempt.' },
-    'no-leader': { type: 'boolean', description: 'Never become merge leader.' },
-    push: { type: 'string', arg: 'REMOTE', description: 'As leader, push main to REMOTE (a remote name, URL or path) after each advance; never forced: a remote that moved is reported (status), not overwritten.' },
-    'suspect-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_SUSPECT_AFTER_MS / 1000}s`, description: 'A silent peer is suspect after this long.' },
-    'dead-after': { type: 'string', arg: 'DURATION', default: `${DEFAULT_DEAD_AFTER_MS / 1000}s`, description: 'A silent peer is dead after this long.' },
-    grace: { type: 'string', arg: 'DURATION', default: '30s', description: 'On SIGINT/SIGTERM, how long running agents may finish before their tasks are released.' },
-    metrics: { type: 'string', arg: 'ADDR', description: 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (names prefixed meshwork_).' },
-    'log-level': { type: 'string', arg: 'LEVEL', default: 'info', description: 'debug, info, warn, error or silent.' },
-    ...CONNECTION_OPTIONS
-  },
+  options: NODE_OPTIONS,
   run: async (opts) => {
-    const repoOpt = str(opts, 'repo')
-    if (repoOpt === undefined) throw new UsageError('meshwork node needs --repo DIR: the git repository this node works in (a missing or empty DIR is cloned from the mesh).')
-    const agent = str(opts, 'agent') ?? 'claude'
-    if (!(AGENT_KINDS as readonly string[]).includes(agent)) throw new UsageError(`--agent must be one of ${AGENT_KINDS.join(', ')}, got "${agent}".`)
-    if (agent === 'command' && str(opts, 'agent-cmd') === undefined) throw new UsageError('--agent command needs --agent-cmd "CMD": the shell command that runs a task (prompt on stdin).')
-    for (const n of ['max-turns']) if (str(opts, n) !== undefined) int(opts, n, 1)
-    const budget = str(opts, 'max-budget-usd')
-    if (budget !== undefined && !(Number(budget) > 0)) throw new UsageError(`--max-budget-usd must be a positive number, got "${budget}".`)
-    const slots = int(opts, 'slots', 1, 0)
-    const taskTimeoutMs = taskTimeoutOpt(str(opts, 'task-timeout'))
-    const claudeBin = str(opts, 'claude-bin')
+    const repoOpt = opts.repo
+    if (repoOpt === undefined) throw new UsageError('meshwork node needs --repo DIR: the git repository this node works in (a missing or empty DIR is cloned from the mesh; add --init-repo to start a new history there).')
+    const agent = opts.agent
+    if (agent === 'command' && opts['agent-cmd'] === undefined) throw new UsageError('--agent command needs --agent-cmd "CMD": the shell command that runs a task (prompt on stdin).')
+    const slots = opts.slots
+    const taskTimeoutMs = opts['task-timeout']
+    const claudeBin = opts['claude-bin']
     if (agent === 'claude') {
       const bin = claudeBin ?? 'claude'
       if (await findExecutable(bin) === null) {
@@ -133,74 +210,86 @@ export const nodeCommand: Command = {
           : '--agent claude (the default) needs the claude CLI, and there is no `claude` on PATH. Install Claude Code (npm install -g @anthropic-ai/claude-code), pass --claude-bin PATH (env MESHWORK_CLAUDE_BIN), or use --agent command|sim.')
       }
     }
-    const claudeConfig = str(opts, 'claude-config')
+    const claudeConfig = opts['claude-config']
     if (claudeConfig !== undefined && !(await stat(claudeConfig).then(s => s.isDirectory(), () => false))) {
       throw new UsageError(`--claude-config ${claudeConfig} is not a directory. Point it at a Claude config dir (for example ~/.claude), or leave it out.`)
     }
-    const credentialsRetryMs = durationOpt(opts, 'credentials-retry', PAUSE_BASE_MS)
-    if (credentialsRetryMs <= 0) throw new UsageError('--credentials-retry must be a positive duration such as 30s or 5m.')
-    const suspectAfterMs = durationOpt(opts, 'suspect-after', DEFAULT_SUSPECT_AFTER_MS)
-    const deadAfterMs = durationOpt(opts, 'dead-after', DEFAULT_DEAD_AFTER_MS)
+    const credentialsRetryMs = opts['credentials-retry']
+    const suspectAfterMs = opts['suspect-after']
+    const deadAfterMs = opts['dead-after']
     if (deadAfterMs < suspectAfterMs) throw new UsageError('--dead-after must be at least --suspect-after.')
     const conn = await resolveConnection(opts, false)
-    const level = logLevelOpt(str(opts, 'log-level'))
-    const metricsAddr = str(opts, 'metrics')
+    const branch = opts.branch
+    const repo = resolve(repoOpt)
+    const hasBootstrap = conn.bootstrap.length > 0
+    if (hasBootstrap && opts['init-repo']) {
+      throw new UsageError('--init-repo starts a new history, but this node joins a mesh (--join/--bootstrap) and clones main from it. Drop --init-repo, or drop --join/--bootstrap to start a new mesh.')
+    }
+    // a repository that would have to start a new history: only on request, so a typo in --repo does not fork the project
+    if (!hasBootstrap && !opts['init-repo'] && await repoIsNew(repo)) {
+      throw new UsageError(`--repo ${repo} ${existsSync(repo) ? 'is empty' : 'does not exist'} and there is no peer to clone it from (no --join or --bootstrap). Check the path; to start a new history there, add --init-repo; to clone the mesh's main, add --join TOKEN.`)
+    }
+    const metricsAddr = opts.metrics
     if (metricsAddr !== undefined) parseMetricsAddr(metricsAddr)
     const metrics = metricsAddr !== undefined ? new NodeMetrics() : null
-    const baseLog = createLogger('meshwork', { level })
+    const baseLog = createLogger('meshwork', { level: opts['log-level'] })
     // metrics count the events the node logs, at every level
     const log = metrics !== null ? metrics.tap(baseLog) : baseLog
     if (conn.insecure) log.warn('mesh:insecure', { note: 'running without a private swarm key: anyone who can reach this node can join the mesh' })
 
-    const repo = resolve(repoOpt)
-    await inspectRepo(repo, str(opts, 'branch') ?? 'main')
-    const dataDir = resolve(str(opts, 'data') ?? await defaultDataDir(repo))
-    const listen = list(opts, 'listen')
-    const node = new MeshNode({
+    await inspectRepo(repo, branch)
+    const dataDir = resolve(opts.data ?? await defaultDataDir(repo))
+    let node: MeshNode | null = null
+    // peers by name beside their id, once the board knows the name
+    const peerName = (id: string): string | undefined => node?.board.snapshot().nodes.get(id as never)?.name
+    const nodeLog = withPeerNames(log, peerName)
+    node = new MeshNode({
       role: 'node',
       swarmKey: conn.key,
       dataDir,
-      listen: listen.length > 0 ? listen : [DEFAULT_LISTEN],
+      listen: opts.listen,
       bootstrap: conn.bootstrap,
-      name: str(opts, 'name') ?? (await import('node:os')).hostname(),
+      name: opts.name ?? (await import('node:os')).hostname(),
       slots,
-      eligible: !flag(opts, 'no-leader'),
+      eligible: !opts['no-leader'],
       suspectAfterMs,
       deadAfterMs,
-      logger: log
+      logger: nodeLog
     })
     await node.start()
     metrics?.attach(node)
-    const graceMs = durationOpt(opts, 'grace', DEFAULT_STOP_GRACE_MS)
-    const nodeName = node.name
-    const allowed = str(opts, 'allowed-tools')
-    const maxTurns = str(opts, 'max-turns')
-    const model = str(opts, 'model')
+    const mesh = node
+    const graceMs = opts.grace
+    const nodeName = mesh.name
+    const budget = opts['max-budget-usd']
+    const allowed = opts['allowed-tools']
+    const maxTurns = opts['max-turns']
+    const model = opts.model
     const agentImpl: Agent = agent === 'sim'
       ? simAgent()
       : agent === 'command'
-        ? commandAgent({ cmd: str(opts, 'agent-cmd') as string, nodeName })
+        ? commandAgent({ cmd: opts['agent-cmd'] as string, nodeName })
         : claudeAgent({
           dataDir,
           nodeName,
-          permissionMode: str(opts, 'permission-mode') ?? 'acceptEdits',
+          permissionMode: opts['permission-mode'],
           ...(claudeConfig !== undefined ? { configSource: resolve(claudeConfig) } : {}),
           ...(claudeBin !== undefined ? { bin: claudeBin } : {}),
-          ...(allowed !== undefined ? { allowedTools: allowed.split(',').map(s => s.trim()).filter(s => s !== '') } : {}),
+          ...(allowed !== undefined ? { allowedTools: allowed } : {}),
           ...(model !== undefined ? { model } : {}),
-          ...(maxTurns !== undefined ? { maxTurns: Number(maxTurns) } : {}),
-          ...(budget !== undefined ? { maxBudgetUsd: Number(budget) } : {})
+          ...(maxTurns !== undefined ? { maxTurns } : {}),
+          ...(budget !== undefined ? { maxBudgetUsd: budget } : {})
         })
-    const setup = str(opts, 'setup')
-    const verify = str(opts, 'verify')
-    const pushOpt = str(opts, 'push')
+    const setup = opts.setup
+    const verify = opts.verify
+    const pushOpt = opts.push
     // a path is git's relative to --repo (where git push runs): make it the caller's
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
-    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, taskTimeoutMs, health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
+    const worker = new Worker({ node: mesh, agent: agentImpl, repo, dataDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
       await worker.start()
     } catch (err) {
-      await node.stop()
+      await mesh.stop()
       throw err
     }
     let metricsUrl: string | undefined
@@ -209,16 +298,16 @@ export const nodeCommand: Command = {
         metricsUrl = (await serveMetrics(metrics, metricsAddr, log)).url
       } catch (err) {
         await worker.stop(0)
-        await node.stop()
+        await mesh.stop()
         throw err
       }
     }
-    const facts = { peerId: node.peerId, addrs: node.addrs(), join: node.joinToken(), pid: process.pid, ...(metricsUrl !== undefined ? { metrics: metricsUrl } : {}) }
+    const facts = { peerId: mesh.peerId, addrs: mesh.addrs(), join: mesh.joinToken(), pid: process.pid, ...(metricsUrl !== undefined ? { metrics: metricsUrl } : {}) }
     const tmp = join(dataDir, 'node.json.tmp')
     await writeFile(tmp, JSON.stringify(facts, null, 2) + '\n', { mode: 0o600 })
     await rename(tmp, join(dataDir, 'node.json'))
     process.stdout.write([
-      `meshwork node ${node.name} started in mesh ${node.meshId}`,
+      `meshwork node ${mesh.name} started in mesh ${mesh.meshId}`,
       `peerId ${facts.peerId}`,
       ...facts.addrs.map(a => `addr   ${a}`),
       `join   ${facts.join}`,
@@ -226,7 +315,8 @@ export const nodeCommand: Command = {
       ...(metricsUrl !== undefined ? [`metrics ${metricsUrl}`] : []),
       ''
     ].join('\n'))
-    log.info('node:started', { peer: facts.peerId, name: node.name, slots, repo, data: dataDir, bootstrap: conn.bootstrap.length, noLeader: flag(opts, 'no-leader'), taskTimeoutMs })
+    log.info('node:started', { peer: facts.peerId, name: mesh.name, slots, repo, data: dataDir, bootstrap: conn.bootstrap.length, noLeader: opts['no-leader'], taskTimeoutMs })
+    const lonely = hasBootstrap ? watchForPeers(mesh, log, conn.bootstrap) : null
 
     await new Promise<void>(resolveStop => {
       let stopping = false
@@ -236,26 +326,34 @@ export const nodeCommand: Command = {
           process.exit(130)
         }
         stopping = true
-        log.info('node:stopping', { signal: sig })
+        const running = worker.scheduler?.busy().length ?? 0
+        log.info('node:stopping', {
+          signal: sig,
+          note: running > 0
+            ? `no new work; waiting up to ${formatDuration(graceMs)} (--grace) for ${running} running agent run(s) to finish, then releasing their tasks and leaving the mesh; ${sig === 'SIGINT' ? 'press Ctrl-C again' : 'send the signal again'} to exit at once`
+            : `no new work; leaving the mesh (nothing is running); ${sig === 'SIGINT' ? 'press Ctrl-C again' : 'send the signal again'} to exit at once`
+        })
+        if (lonely !== null) clearInterval(lonely)
         void (async () => {
           await worker.stop(graceMs)
-          await node.stop()
+          await mesh.stop()
         })().then(resolveStop, resolveStop)
       }
       process.on('SIGINT', () => { onSignal('SIGINT') })
       process.on('SIGTERM', () => { onSignal('SIGTERM') })
       // `meshwork drain`: a request on this node's board record (made after this start) takes it out
       const onBoard = (): void => {
-        const rec = node.board.snapshot().nodes.get(node.peerId as never)
-        if (stopping || rec?.drainAt == null || rec.drainAt < node.startedAt) return
+        const rec = mesh.board.snapshot().nodes.get(mesh.peerId as never)
+        if (stopping || rec?.drainAt == null || rec.drainAt < mesh.startedAt) return
         stopping = true
-        node.removeEventListener('board:update', onBoard)
-        void drainNode(node, worker, graceMs, log).then(resolveStop, resolveStop)
+        mesh.removeEventListener('board:update', onBoard)
+        if (lonely !== null) clearInterval(lonely)
+        void drainNode(mesh, worker, graceMs, log).then(resolveStop, resolveStop)
       }
-      node.addEventListener('board:update', onBoard)
+      mesh.addEventListener('board:update', onBoard)
       onBoard()
     })
     log.info('node:stopped', { peer: facts.peerId })
     return 0
   }
-}
+})

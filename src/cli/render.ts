@@ -1,4 +1,4 @@
-import type { StatusReport } from '../api/status.ts'
+import type { StatusReport, StatusTask } from '../api/status.ts'
 import { meshTotals, renderTotals } from '../api/totals.ts'
 
 const short = (s: string | null, n = 8): string => s === null ? '-' : s.length > n ? s.slice(0, n) : s
@@ -15,6 +15,56 @@ function ago (ms: number | null): string {
   if (ms < 1000) return `${ms} ms`
   if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`
   return `${Math.round(ms / 60_000)} min`
+}
+
+const firstLine = (text: string, n = 100): string => {
+  const line = text.split('\n').find(l => l.trim() !== '')?.trim() ?? ''
+  return line.length > n ? line.slice(0, n - 1) + '…' : line
+}
+
+/**
+ * Why a task is where it is, for the WHY column: a failed task's reason, the
+ * conflict a task waits on and the command that settles it, and for a pending
+ * task the dependency that holds it (one waiting on a human first).
+ */
+export function taskNote (t: StatusTask, s: StatusReport): string {
+  const byId = new Map(s.tasks.map(x => [x.id, x]))
+  switch (t.state) {
+    case 'failed':
+      return `${firstLine(t.error ?? 'no reason recorded')} (\`meshwork retry ${t.id}\`)`
+    case 'cancelled':
+      return t.error !== null ? firstLine(t.error) : ''
+    case 'conflict': {
+      const c = s.conflicts.find(x => x.taskId === t.id && x.state === 'open')
+      if (c === undefined) return 'conflict being opened by the merge leader'
+      if (c.decision !== null) return `${c.id}: "${c.decision.action}" being carried out`
+      return `\`meshwork resolve ${c.id} --action ours|theirs|rerun|agent|abandon\``
+    }
+    case 'ready':
+      return t.error !== null ? `retrying after: ${firstLine(t.error, 80)}` : ''
+    case 'pending': {
+      // the first dependency (direct or not) that waits on a human, else the direct ones not merged yet
+      const seen = new Set<string>()
+      const stack = [...t.deps]
+      while (stack.length > 0) {
+        const id = stack.pop() as string
+        if (seen.has(id)) continue
+        seen.add(id)
+        const d = byId.get(id)
+        if (d === undefined || d.state === 'merged') continue
+        if (d.state === 'failed' || d.state === 'cancelled') return `blocked: ${d.id} is ${d.state} (\`meshwork retry ${d.id}\`)`
+        if (d.state === 'conflict') {
+          const c = s.conflicts.find(x => x.taskId === d.id && x.state === 'open')
+          return `blocked: ${d.id} is in conflict${c !== undefined && c.decision === null ? ` (\`meshwork resolve ${c.id} --action ...\`)` : ''}`
+        }
+        stack.push(...d.deps)
+      }
+      const waiting = t.deps.filter(d => byId.get(d)?.state !== 'merged')
+      return waiting.length > 0 ? `waits for ${waiting.join(', ')}` : ''
+    }
+    default:
+      return ''
+  }
 }
 
 /** Human-readable status (the default output of `meshwork status`). */
@@ -46,7 +96,7 @@ export function renderStatus (s: StatusReport, via: string): string {
   for (const t of s.tasks) byState.set(t.state, (byState.get(t.state) ?? 0) + 1)
   const cost = s.tasks.reduce((sum, t) => sum + t.costUsd, 0)
   out.push('', `TASKS ${s.tasks.length}${byState.size > 0 ? ' (' + [...byState].map(([k, v]) => `${v} ${k}`).join(', ') + ')' : ''}  cost $${cost.toFixed(2)}`)
-  out.push(...table(s.tasks.length === 0 ? [] : [['ID', 'STATE', 'ATTEMPTS', 'NODE', 'COST', 'DEPS'], ...s.tasks.map(t => [t.id, t.state, String(t.attempts), who(t.node), `$${t.costUsd.toFixed(2)}`, t.deps.join(',') || '-'])]))
+  out.push(...table(s.tasks.length === 0 ? [] : [['ID', 'STATE', 'ATTEMPTS', 'NODE', 'COST', 'DEPS', 'WHY'], ...s.tasks.map(t => [t.id, t.state, String(t.attempts), who(t.node), `$${t.costUsd.toFixed(2)}`, t.deps.join(',') || '-', taskNote(t, s) || '-'])]))
   const open = s.conflicts.filter(c => c.state === 'open')
   if (s.conflicts.length > 0) {
     out.push('', `CONFLICTS ${open.length} open of ${s.conflicts.length}`)

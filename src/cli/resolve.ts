@@ -1,15 +1,15 @@
 import { userInfo, hostname } from 'node:os'
 import { resolveConflict, RESOLVE_ACTIONS, type ResolveAction } from '../api/tasks.ts'
-import { UsageError } from '../util/errors.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
-import { str, type Command } from './command.ts'
+import { closest, defineCommand, opt } from './command.ts'
+import { UsageError } from '../util/errors.ts'
 import { summaryOf } from './commands.ts'
 import { clientFromOptions } from './status.ts'
 
-export const resolveCommand: Command = {
+export const resolveCommand = defineCommand({
   name: 'resolve',
   summary: summaryOf('resolve'),
-  usage: 'meshwork resolve CONFLICT_ID --action ours|theirs|rerun|agent|abandon [--note TEXT] (--join TOKEN | ...)',
+  usage: 'meshwork resolve CONFLICT_ID|TASK_ID --action ours|theirs|rerun|agent|abandon [--note TEXT] (--join TOKEN | ...)',
   details: [
     'ours     keep main\'s side of every conflicted hunk, merge the rest of the task',
     'theirs   take the task\'s side of every conflicted hunk',
@@ -20,25 +20,32 @@ export const resolveCommand: Command = {
     'abandon  drop the task\'s changes; the task ends cancelled',
     'The decision records who made it (user@host) and when; ours, theirs and agent go through --verify like any merge.'
   ].join('\n'),
-  positionals: { min: 1, max: 1, names: 'a conflict id' },
+  positionals: { min: 1, max: 1, names: 'a conflict id (or the id of a task with one open conflict)' },
   options: {
-    action: { type: 'string', arg: 'ACTION', description: 'ours, theirs, rerun, agent or abandon.' },
-    note: { type: 'string', arg: 'TEXT', description: 'Why (kept with the decision).' },
+    action: opt.custom<ResolveAction>({
+      arg: 'ACTION',
+      description: 'ours, theirs, rerun, agent or abandon.',
+      parse: (v) => {
+        if (v === undefined || !(RESOLVE_ACTIONS as readonly string[]).includes(v)) {
+          const near = v === undefined ? null : closest(v, RESOLVE_ACTIONS)
+          throw new UsageError(`--action must be one of ${RESOLVE_ACTIONS.join(', ')}${v === undefined ? '' : `, got "${v}"${near !== null ? ` (did you mean ${near}?)` : ''}`}.`)
+        }
+        return v as ResolveAction
+      }
+    }),
+    note: opt.string({ arg: 'TEXT', default: '', description: 'Why (kept with the decision).' }),
     ...CLIENT_OPTIONS
   },
   run: async (opts, [id]) => {
-    const action = str(opts, 'action')
-    if (action === undefined || !(RESOLVE_ACTIONS as readonly string[]).includes(action)) {
-      throw new UsageError(`--action must be one of ${RESOLVE_ACTIONS.join(', ')}${action === undefined ? '' : `, got "${action}"`}.`)
-    }
+    const action = opts.action
     const client = await clientFromOptions(opts)
     try {
       const by = `${userInfo().username}@${hostname()}`
-      await resolveConflict(client, id as string, action as ResolveAction, str(opts, 'note') ?? '', by)
-      process.stdout.write(`${id as string}: decision "${action}" recorded by ${by}; the merge leader carries it out\n`)
+      const cid = await resolveConflict(client, id as string, action, opts.note, by)
+      process.stdout.write(`${cid}${cid !== id ? ` (the open conflict of task ${id as string})` : ''}: decision "${action}" recorded by ${by}; the merge leader carries it out\n`)
       return 0
     } finally {
       await client.close()
     }
   }
-}
+})

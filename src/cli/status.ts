@@ -1,16 +1,15 @@
 import { connectClient, type Client } from '../api/client.ts'
 import { buildStatus, type StatusReport } from '../api/status.ts'
 import { silentLogger } from '../util/logger.ts'
-import { CLIENT_OPTIONS, durationOpt, resolveConnection } from './connection.ts'
-import { flag, type Command, type ParsedOptions } from './command.ts'
+import { CLIENT_OPTIONS, resolveConnection, type ClientOptions } from './connection.ts'
+import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { renderStatus } from './render.ts'
-import { UsageError } from '../util/errors.ts'
 
 /** Connects a light client with the standard client options. */
-export async function clientFromOptions (opts: ParsedOptions): Promise<Client> {
+export async function clientFromOptions (opts: ClientOptions): Promise<Client> {
   const conn = await resolveConnection(opts, true)
-  return await connectClient({ key: conn.key, bootstrap: conn.bootstrap, timeoutMs: durationOpt(opts, 'timeout', 15_000), logger: silentLogger })
+  return await connectClient({ key: conn.key, bootstrap: conn.bootstrap, timeoutMs: opts.timeout, logger: silentLogger })
 }
 
 /** Tries to read the node's membership view before `readStatus` gives up. @default 3 */
@@ -61,22 +60,19 @@ export async function watchStatus (client: Client, intervalMs: number, onReport:
   }
 }
 
-export const statusCommand: Command = {
+export const statusCommand = defineCommand({
   name: 'status',
   summary: summaryOf('status'),
   usage: 'meshwork status [--json] [--watch] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
   details: 'Joins as a light peer (never takes work, never listed among the nodes) and leaves when done.',
   options: {
-    json: { type: 'boolean', description: 'Print one JSON object (the format is in SPEC.md).' },
-    watch: { type: 'boolean', description: 'Refresh every second until interrupted.' },
-    interval: { type: 'string', arg: 'DURATION', default: '1s', description: 'Refresh period of --watch.' },
+    json: opt.boolean({ description: 'Print one JSON object: meshId, main, nodes, tasks, conflicts (the fields are listed in README.md, "status --json").' }),
+    watch: opt.boolean({ description: 'Refresh every --interval until interrupted.' }),
+    interval: opt.duration({ arg: 'DURATION', default: 1000, min: 100, description: 'Refresh period of --watch.' }),
     ...CLIENT_OPTIONS
   },
   run: async (opts) => {
-    const json = flag(opts, 'json')
-    const watch = flag(opts, 'watch')
-    const interval = durationOpt(opts, 'interval', 1000)
-    if (interval < 100) throw new UsageError(`--interval must be at least 100ms, got ${String(opts.interval)}.`)
+    const { json, watch, interval } = opts
     const client = await clientFromOptions(opts)
     try {
       if (!watch) {
@@ -95,4 +91,4 @@ export const statusCommand: Command = {
       await client.close()
     }
   }
-}
+})

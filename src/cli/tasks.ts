@@ -3,9 +3,10 @@ import { hostname, userInfo } from 'node:os'
 import { readPlan } from '../scheduler/plan.ts'
 import { cancelTask, retryTask, submitTasks } from '../api/tasks.ts'
 import type { Task } from '../crdt/schema.ts'
-import { blockedByAll } from '../scheduler/dag.ts'
+import { blockedBy, blockedByAll } from '../scheduler/dag.ts'
+import { nextStep } from '../api/hints.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
-import { flag, type Command } from './command.ts'
+import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { clientFromOptions } from './status.ts'
 
@@ -15,7 +16,7 @@ const SETTLED: ReadonlySet<Task['state']> = new Set(['merged', 'failed', 'cancel
 /** States whose line carries the task's error (why it is back in line, failed, or waiting). */
 const SHOW_ERROR: ReadonlySet<Task['state']> = new Set(['ready', 'failed', 'conflict', 'cancelled'])
 
-export const submitCommand: Command = {
+export const submitCommand = defineCommand({
   name: 'submit',
   summary: summaryOf('submit'),
   usage: 'meshwork submit PLAN [--wait] [--json] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
@@ -27,29 +28,34 @@ export const submitCommand: Command = {
   ].join('\n'),
   positionals: { min: 1, max: 1, names: 'a plan file' },
   options: {
-    wait: { type: 'boolean', description: 'Follow the plan until it settles; exit 0 only if every task merged.' },
-    json: { type: 'boolean', description: 'Print JSON: {"tasks": [ids]} (with --wait, one JSON line per change and a final summary).' },
+    wait: opt.boolean({ description: 'Follow the plan until it settles; exit 0 only if every task merged.' }),
+    json: opt.boolean({ description: 'Print JSON: {"tasks": [ids]} (with --wait, one JSON line per change and a final summary).' }),
     ...CLIENT_OPTIONS
   },
   run: async (opts, [planFile]) => {
-    const json = flag(opts, 'json')
+    const json = opts.json
     const file = resolve(planFile as string)
     // the file's own problems are usage errors that need no mesh: report them at once
     await readPlan(file, 'unchecked')
     const client = await clientFromOptions(opts)
     try {
-      const existing = new Set<string>(client.node.board.snapshot().tasks.keys())
+      const snap = client.node.board.snapshot()
+      // for each id already on the board, what the user can do instead of resubmitting it
+      const existing = new Map<string, string>([...snap.tasks.values()].map(t => {
+        const step = nextStep(t, snap)
+        return [t.id as string, t.state === 'merged' ? 'it is already merged into main, so there is nothing to retry' : `it is ${t.state}${step !== null ? `; ${step.text}` : ''}`]
+      }))
       const tasks = await readPlan(file, existing)
       const ids = await submitTasks(client, tasks)
       if (json) process.stdout.write(JSON.stringify({ tasks: ids }) + '\n')
       else process.stdout.write(ids.join('\n') + '\n')
-      if (!flag(opts, 'wait')) return 0
+      if (!opts.wait) return 0
       return await follow(client, ids, json)
     } finally {
       await client.close()
     }
   }
-}
+})
 
 async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, ids: string[], json: boolean): Promise<number> {
   const last = new Map<string, string>()
@@ -74,8 +80,10 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
       const line = `${by.id}|${by.state}`
       if (lastBlocked.get(id) === line) continue
       lastBlocked.set(id, line)
-      if (json) process.stdout.write(JSON.stringify({ id, state: 'pending', blockedBy: by.id, blockedState: by.state }) + '\n')
-      else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} blocked: its dependency ${by.id} is ${by.state} (\`meshwork retry ${by.id}\` or \`meshwork resolve\` lets it go on)\n`)
+      const dep = snap.tasks.get(by.id)
+      const step = dep !== undefined ? nextStep(dep, snap) : null
+      if (json) process.stdout.write(JSON.stringify({ id, state: 'pending', blockedBy: by.id, blockedState: by.state, next: step?.command ?? null }) + '\n')
+      else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} blocked: its dependency ${by.id} is ${by.state}${step !== null ? ` (${step.text})` : ''}\n`)
     }
     if (tasks.length === ids.length && tasks.every(t => SETTLED.has(t.state) || blocked.has(t.id))) {
       const merged = tasks.filter(t => t.state === 'merged').length
@@ -96,7 +104,7 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
   }
 }
 
-export const cancelCommand: Command = {
+export const cancelCommand = defineCommand({
   name: 'cancel',
   summary: summaryOf('cancel'),
   usage: 'meshwork cancel TASK_ID (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
@@ -112,9 +120,9 @@ export const cancelCommand: Command = {
       await client.close()
     }
   }
-}
+})
 
-export const retryCommand: Command = {
+export const retryCommand = defineCommand({
   name: 'retry',
   summary: summaryOf('retry'),
   usage: 'meshwork retry TASK_ID (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
@@ -130,4 +138,4 @@ export const retryCommand: Command = {
       await client.close()
     }
   }
-}
+})

@@ -1,11 +1,11 @@
 import { hostname, userInfo } from 'node:os'
 import { runTui, renderPlain, plainSignature } from '../tui/index.ts'
-import { CLIENT_OPTIONS, durationOpt } from './connection.ts'
-import { flag, type Command } from './command.ts'
+import { CLIENT_OPTIONS } from './connection.ts'
+import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { clientFromOptions, watchStatus } from './status.ts'
 
-export const tuiCommand: Command = {
+export const tuiCommand = defineCommand({
   name: 'tui',
   summary: summaryOf('tui'),
   usage: 'meshwork tui [--no-bell] [--plain] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
@@ -19,18 +19,18 @@ export const tuiCommand: Command = {
     'Without a terminal (or with --plain) it prints the `status` view and the inbox whenever they change.'
   ].join('\n'),
   options: {
-    'no-bell': { type: 'boolean', description: 'Do not ring the terminal bell when a conflict or failure reaches the inbox.' },
-    plain: { type: 'boolean', description: 'Print plain status frames when something changes instead of the interactive UI (the default without a terminal).' },
-    interval: { type: 'string', arg: 'DURATION', default: '1s', description: 'How often the plain output checks for changes.' },
+    'no-bell': opt.boolean({ description: 'Do not ring the terminal bell when a conflict or failure reaches the inbox.' }),
+    plain: opt.boolean({ description: 'Print plain status frames when something changes instead of the interactive UI (the default without a terminal).' }),
+    interval: opt.duration({ arg: 'DURATION', default: 1000, min: 100, description: 'How often the plain output checks for changes.' }),
     ...CLIENT_OPTIONS
   },
   run: async (opts) => {
-    const interval = durationOpt(opts, 'interval', 1000)
-    const interactive = !flag(opts, 'plain') && process.stdout.isTTY === true && process.stdin.isTTY === true
+    const interval = opts.interval
+    const interactive = !opts.plain && process.stdout.isTTY === true && process.stdin.isTTY === true
     const client = await clientFromOptions(opts)
     try {
       if (interactive) {
-        await runTui({ client, by: `${userInfo().username}@${hostname()}`, bell: !flag(opts, 'no-bell') })
+        await runTui({ client, by: `${userInfo().username}@${hostname()}`, bell: !opts['no-bell'] })
         return 0
       }
       process.stderr.write('meshwork tui: no terminal here (or --plain): printing the status and the inbox whenever they change; Ctrl-C to stop.\n')
@@ -46,4 +46,4 @@ export const tuiCommand: Command = {
       await client.close()
     }
   }
-}
+})

@@ -57,13 +57,20 @@ function issuePath (path: PropertyKey[], raw: unknown): string {
  * Returns the tasks or throws a `PlanError` listing every problem.
  */
 /**
+ * The task ids on the board: a set, or a map from id to a note on that task
+ * (its state and what to run instead of resubmitting it) quoted when a plan
+ * reuses the id; `'unchecked'` to validate without a board.
+ */
+export type ExistingTasks = ReadonlySet<string> | ReadonlyMap<string, string> | 'unchecked'
+
+/**
  * Validates a plan and returns its tasks, or throws `PlanError` listing every
  * problem. `existing` is the set of task ids on the board (dependencies may
  * name them; plan ids must not), or `'unchecked'` to validate without a board:
  * then neither unknown dependencies nor ids already taken are reported (the
  * check with the board follows once connected).
  */
-export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchecked', source = 'plan'): NewTask[] {
+export function parsePlan (text: string, existing: ExistingTasks, source = 'plan'): NewTask[] {
   const unchecked = existing === 'unchecked'
   const onBoard = (id: string): boolean => existing !== 'unchecked' && existing.has(id)
   let raw: unknown
@@ -105,7 +112,10 @@ export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchec
     if (t.title !== undefined && !isValidTitle(t.title)) problems.push(`${label}: control characters in the title (${JSON.stringify(t.title)}); use plain text on one line`)
     if (seen.has(t.id)) problems.push(`${label}: duplicate id in the plan`)
     seen.add(t.id)
-    if (onBoard(t.id)) problems.push(`${label}: a task with this id is already on the board (choose another id, or \`meshwork retry ${t.id}\`)`)
+    if (onBoard(t.id)) {
+      const about = existing instanceof Map ? existing.get(t.id) : undefined
+      problems.push(`${label}: a task with this id is already on the board${about !== undefined ? ` (${about})` : ''}; choose another id`)
+    }
     if (t.prompt.trim() === '') problems.push(`${label}: empty prompt`)
     if (t.prompt.includes('\0')) problems.push(`${label}: a NUL character in the prompt (no program can be given it)`)
     let timeoutMs: number | null = null
@@ -171,7 +181,7 @@ function parsePlanText (text: string): unknown {
 }
 
 /** Reads and validates a plan file (see `parsePlan`). */
-export async function readPlan (file: string, existing: ReadonlySet<string> | 'unchecked'): Promise<NewTask[]> {
+export async function readPlan (file: string, existing: ExistingTasks): Promise<NewTask[]> {
   let text: string
   try {
     text = await readFile(file, 'utf8')

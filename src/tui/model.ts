@@ -37,8 +37,25 @@ export interface NodeExtra {
   backoffUntil: number | null
 }
 
+/**
+ * The client's link to the node it reads through. While `lost` is set the
+ * board and membership facts are the last ones heard, not live.
+ */
+export interface LinkState {
+  /** Since when (epoch ms) the node has not answered, or null while it does. */
+  lostSince: number | null
+  /** The node that stopped answering (its name where known). */
+  lostPeer: string | null
+  /** What the TUI does about it, e.g. "trying beta". */
+  note: string
+  /** When the node it reads through last answered (epoch ms). */
+  lastOkAt: number
+}
+
 /** Everything one frame is drawn from. */
 export interface TuiData {
+  /** The link to the node read through; absent means live. */
+  link?: LinkState
   status: StatusReport
   tasks: ReadonlyMap<string, TaskDetail>
   nodes: ReadonlyMap<string, NodeExtra>
@@ -54,14 +71,14 @@ export interface TuiData {
 const NO_WORK: ReadonlySet<TaskState> = new Set(['done', 'merging', 'merged', 'cancelled', 'failed', 'conflict'])
 
 /** Builds the frame data from what the client knows; `status` comes from `buildStatus` of the same snapshot. */
-export function tuiData (status: StatusReport, snap: BoardSnapshot, view: MembersView | null, progress: ReadonlyMap<string, readonly ProgressLine[]>, via: string, now: number): TuiData {
+export function tuiData (status: StatusReport, snap: BoardSnapshot, view: MembersView | null, progress: ReadonlyMap<string, readonly ProgressLine[]>, via: string, now: number, link?: LinkState): TuiData {
   const tasks = new Map<string, TaskDetail>()
   for (const t of snap.tasks.values()) {
     tasks.set(t.id, { prompt: t.prompt, files: [...t.files], priority: t.priority, estimateMs: estimateMs(t), estimated: t.sim !== null || t.timeoutMs !== null })
   }
   const nodes = new Map<string, NodeExtra>()
   for (const m of view?.members ?? []) nodes.set(m.peerId, { load: m.load, backoffUntil: m.backoffUntil })
-  return { status, tasks, nodes, progress, via, now }
+  return { status, tasks, nodes, progress, via, now, ...(link !== undefined ? { link } : {}) }
 }
 
 /**

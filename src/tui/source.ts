@@ -1,15 +1,21 @@
-import type { Client } from '../api/client.ts'
+import { switchPeer, type Client, type PeerCandidate } from '../api/client.ts'
 import { buildStatus } from '../api/status.ts'
 import { cancelTask, resolveConflict, retryTask } from '../api/tasks.ts'
 import type { MembersView } from '../protocol/members.ts'
 import type { TuiActions, TuiSource } from './app.ts'
-import { appendProgress, tuiData, type ProgressLine, type TuiData } from './model.ts'
+import { appendProgress, tuiData, type LinkState, type ProgressLine, type TuiData } from './model.ts'
 
 /** How often the membership view (liveness, load, back-off, latest progress) is asked for. @default 1 s */
 export const MEMBERS_POLL_MS = 1000
 
 /** Least time between two frames: at most five redraws a second, whatever the gossip rate. @default 200 ms */
 export const MIN_FRAME_MS = 200
+
+/**
+ * How long the node read through may go without answering before the TUI says
+ * it lost it and tries another node: three missed polls. @default 3 s
+ */
+export const LOST_AFTER_MS = 3000
 
 /** How often a full sync repairs board gossip the client may have missed. @default 5 s */
 export const RESYNC_MS = 5000
@@ -39,6 +45,10 @@ export function liveSource (init: LiveSourceInit): LiveSource {
   const listeners = new Set<() => void>()
   const progress = new Map<string, ProgressLine[]>()
   let view: MembersView | null = null
+  let lastOkAt = Date.now()
+  let link: LinkState | null = null
+  // every node heard of, with its addresses: where to go when the node read through stops
+  const known = new Map<string, PeerCandidate & { name: string }>()
   let current: TuiData | null = null
   let lastFrame = 0
   let frameTimer: NodeJS.Timeout | null = null
@@ -51,7 +61,7 @@ export function liveSource (init: LiveSourceInit): LiveSource {
     if (stopped) return
     lastFrame = Date.now()
     const snap = client.node.board.snapshot()
-    current = tuiData(buildStatus(snap, view), snap, view, progress, client.peer, lastFrame)
+    current = tuiData(buildStatus(snap, view), snap, view, progress, client.peer, lastFrame, link ?? undefined)
     for (const l of listeners) l()
   }
   const schedule = (): void => {
@@ -77,7 +87,15 @@ export function liveSource (init: LiveSourceInit): LiveSource {
       if (stopped) return
       if (v !== null) {
         view = v
+        lastOkAt = Date.now()
+        if (link !== null) link = null
+        for (const m of v.members) if (m.addrs.length > 0 && m.state !== 'left') known.set(m.peerId, { peerId: m.peerId, addrs: m.addrs, name: m.name })
         for (const [taskId, p] of Object.entries(v.progress ?? {})) appendProgress(progress, taskId, p)
+      } else if (Date.now() - lastOkAt >= LOST_AFTER_MS) {
+        await recover()
+        if (stopped) return
+        schedule()
+        continue
       }
       if (Date.now() - lastSync >= RESYNC_MS) {
         lastSync = Date.now()
@@ -87,6 +105,30 @@ export function liveSource (init: LiveSourceInit): LiveSource {
       schedule()
       await sleep(pollMs)
     }
+  }
+
+  const nameOf = (peer: string): string => known.get(peer)?.name ?? client.node.board.snapshot().nodes.get(peer as never)?.name ?? peer.slice(-8)
+
+  // the node read through stopped answering: say so at once, then try every other node heard of
+  const recover = async (): Promise<void> => {
+    const lostPeer = client.peer
+    const lostSince = link?.lostSince ?? lastOkAt
+    const others = [...known.values()].filter(c => c.peerId !== lostPeer)
+    link = { lostSince, lostPeer: nameOf(lostPeer), lastOkAt, note: others.length > 0 ? `trying ${others.map(o => o.name).join(', ')}` : 'no other node known; retrying it' }
+    emit()
+    const moved = others.length > 0 ? await switchPeer(client, others) : null
+    if (stopped) return
+    if (moved !== null) {
+      const v = await client.node.fetchMembers(moved).catch(() => null)
+      if (v !== null) {
+        view = v
+        lastOkAt = Date.now()
+        link = null
+        return
+      }
+    }
+    link = { lostSince, lostPeer: nameOf(lostPeer), lastOkAt, note: others.length > 0 ? `no other node answered (${others.map(o => o.name).join(', ')}); retrying` : 'no other node known; retrying it' }
+    await sleep(pollMs)
   }
 
   return {

@@ -147,7 +147,7 @@ export interface StartNodeOptions {
   dir: string
   name: string
   dataDir?: string
-  /** The node's --repo. @default `<dir>/repo-<name>` (created empty: the node starts or clones a history) */
+  /** The node's --repo. @default `<dir>/repo-<name>` (created empty: the node clones a history, or starts one with --init-repo, which a node that joins nobody gets) */
   repoDir?: string
   keyFile?: string
   join?: string
@@ -197,7 +197,11 @@ export function nodeArgs (opts: StartNodeOptions): string[] {
   if (opts.keyFile !== undefined) args.push('--swarm-key', opts.keyFile)
   if (opts.join !== undefined) args.push('--join', opts.join)
   for (const b of opts.bootstrap ?? []) args.push('--bootstrap', b)
-  args.push(...(opts.extraArgs ?? []))
+  const extra = opts.extraArgs ?? []
+  // the first node of a mesh (nobody to clone from) starts a new history only when asked to
+  const joins = opts.join !== undefined || (opts.bootstrap ?? []).length > 0 || extra.includes('--join') || extra.includes('--bootstrap')
+  if (!joins && !extra.includes('--init-repo')) args.push('--init-repo')
+  args.push(...extra)
   return args
 }
 

@@ -12,6 +12,19 @@ import { STATE_COLOURS } from './colours.ts'
 export function headerLines (data: TuiData, totals: Totals, inbox: readonly InboxItem[], ui: UiState, width: number): Line[] {
   const s = data.status
   const alive = s.nodes.filter(n => n.state === 'alive').length
+  const link = data.link
+  if (link !== undefined && link.lostSince !== null) {
+    // the node read through stopped answering: nothing below is live, and the first line says so
+    const asOf = new Date(link.lastOkAt).toISOString().slice(11, 19)
+    const lost: Line = [
+      seg('meshwork ', { bold: true }),
+      seg(` LOST CONNECTION to ${link.lostPeer ?? 'its node'} `, { color: 'red', inverse: true, bold: true }),
+      seg(` no answer for ${formatDuration(Math.max(0, data.now - link.lostSince))}; ${link.note}. `, { color: 'red' }),
+      seg(`Below: last known facts from ${asOf} UTC, not live.`, { color: 'yellow', bold: true })
+    ]
+    const second: Line = [seg(`stale since ${asOf}`, { color: 'yellow', bold: true }), seg(`  ${formatCost(totals.costUsd)}  ${formatTokens(totals.tokens)} tok  tasks ${totals.total}`)]
+    return [lost, second, tabs(ui.view, inbox.length, ui.taskId)]
+  }
   const first: Line = [
     seg('meshwork ', { bold: true }),
     // first after the name, so that no width can cut it off
