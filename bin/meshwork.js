@@ -9,6 +9,10 @@ if (major < 22 || (major === 22 && minor < 18)) {
   process.stderr.write(`meshwork needs Node.js >= 22.18 (this is ${process.version}). From a clone, run it through npm (npx meshwork ..., npm start) so the pinned Node is used.\n`)
   process.exit(1)
 }
+// V8's compile cache (in the OS temp dir) saves a third of the start-up of a
+// command that loads libp2p; it is only a cache, so a failure to use it is ignored
+const { enableCompileCache } = await import('node:module')
+try { enableCompileCache?.() } catch {}
 const { existsSync } = await import('node:fs')
 const fromSources = existsSync(new URL('../src/cli/main.ts', import.meta.url)) && !import.meta.url.includes('/node_modules/')
 const { main } = await import(fromSources ? '../src/cli/main.ts' : '../dist/cli/main.js')

@@ -2,7 +2,7 @@ import { describe, it, expect, afterAll, beforeAll } from 'vitest'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { runCli, startCliMesh, killAllChildren, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { runCli, startCliMesh, killAllChildren, removeDir, describeResult, watchStatusJson, type CliNode, type StatusWatch } from './helpers/cli.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { git, gitText } from '../src/git/git.ts'
 
@@ -19,11 +19,19 @@ let last: Status | null = null
 /** The leader pushes main here (`--push`): a bare repository. */
 let remote = ''
 
+/** One status client for the whole file (`status --watch --json`), through node a. */
+let watch: StatusWatch | null = null
+
 async function status (): Promise<Status> {
-  const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
-  if (r.code !== 0) throw new Error(describeResult(['status'], r))
-  last = JSON.parse(r.stdout) as Status
+  last = (await watch!.fresh()) as Status
   return last
+}
+
+/** Waits until both racing tasks run (each from the same main), then lets them finish by creating `release`. */
+async function releaseWhenBothRun (ids: [string, string], release: string): Promise<void> {
+  await waitFor(async () => { const s = await status(); return ids.every(id => s.tasks.find(t => t.id === id)?.state === 'running') },
+    { timeoutMs: 90_000, intervalMs: 100, message: () => `${ids.join(' and ')} never ran at once: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
+  await writeFile(release, '')
 }
 
 beforeAll(async () => {
@@ -34,9 +42,11 @@ beforeAll(async () => {
   dir = mesh.dir
   nodes.push(...mesh.nodes)
   conn = mesh.conn
+  watch = await watchStatusJson(conn)
 })
 
 afterAll(async () => {
+  await watch?.close()
   await killAllChildren()
   if (dir !== '') await removeDir(dir)
   if (remote !== '') await removeDir(join(remote, '..'))
@@ -79,7 +89,7 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
       const s = await status()
       const st = (id: string): string | undefined => s.tasks.find(t => t.id === id)?.state
       return ['schema', 'api', 'ui', 'docs', 'left', 'right'].every(id => st(id) === 'merged') && st('bad') === 'failed'
-    }, { timeoutMs: 120_000, intervalMs: 500, message: () => `plan did not settle: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state, t.error]))}\n${nodes.map(n => n.describe()).join('\n')}` })
+    }, { timeoutMs: 120_000, intervalMs: 100, message: () => `plan did not settle: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state, t.error]))}\n${nodes.map(n => n.describe()).join('\n')}` })
     const s = last!
     const t = (id: string) => s.tasks.find(x => x.id === id)!
     // dependency order: a dependent's work started only after its dependencies merged
@@ -100,25 +110,27 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
       expect(await gitText(['show', 'main:docs/users.md'], { cwd: repo })).toBe('users')
     }
     // --push: the leader pushed main to the bare remote, and says so in status --json
-    await waitFor(async () => (await status()).main.push?.head === s.main.head, { timeoutMs: 30_000, intervalMs: 500, message: () => `no push of ${s.main.head} reported: ${JSON.stringify(last?.main)}` })
+    await waitFor(async () => (await status()).main.push?.head === s.main.head, { timeoutMs: 30_000, intervalMs: 100, message: () => `no push of ${s.main.head} reported: ${JSON.stringify(last?.main)}` })
     expect(last!.main.push).toMatchObject({ remote, ok: true, error: null })
     expect(await gitText(['rev-parse', 'refs/heads/main'], { cwd: remote })).toBe(s.main.head)
   })
 
   it('a conflict waits for a human; "theirs" merges the task\'s side and records who decided', async () => {
     const plan = join(dir, 'plan2.yaml')
-    // two tasks racing to write the same file from the same main: the second to merge conflicts (each runs
-    // longer than the 2 s steal delay, so the second starts from the same main even if it is only stolen)
+    // two tasks racing to write the same file from the same main: the second to merge conflicts (both are
+    // held until both run, so the second starts from the same main even if it is only stolen)
+    const release = join(dir, 'release-2')
     await writeFile(plan, `tasks:
   - id: red
     prompt: red
-    sim: { duration: 4s, write: { "color.txt": "red\\n" } }
+    sim: { duration: 0s, until: ${JSON.stringify(release)}, write: { "color.txt": "red\\n" } }
   - id: blue
     prompt: blue
-    sim: { duration: 4s, write: { "color.txt": "blue\\n" } }
+    sim: { duration: 0s, until: ${JSON.stringify(release)}, write: { "color.txt": "blue\\n" } }
 `)
     expect((await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })).code).toBe(0)
-    const conflict = await waitFor(async () => (await status()).conflicts.find(c => c.state === 'open'), { timeoutMs: 90_000, intervalMs: 500, message: () => `no conflict: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
+    await releaseWhenBothRun(['red', 'blue'], release)
+    const conflict = await waitFor(async () => (await status()).conflicts.find(c => c.state === 'open'), { timeoutMs: 90_000, intervalMs: 100, message: () => `no conflict: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
     expect(conflict.files).toEqual(['color.txt'])
     const loser = conflict.taskId
     const winner = loser === 'red' ? 'blue' : 'red'
@@ -129,7 +141,7 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
     expect(bad.code).toBe(2)
     const r = await runCli(['resolve', conflict.id, '--action', 'theirs', '--note', 'the later color wins', ...conn], { timeoutMs: 90_000 })
     expect(r.code, describeResult(['resolve'], r)).toBe(0)
-    await waitFor(async () => (await status()).tasks.find(x => x.id === loser)?.state === 'merged', { timeoutMs: 60_000, intervalMs: 500, message: () => `decision not carried out: ${JSON.stringify(last?.conflicts)}` })
+    await waitFor(async () => (await status()).tasks.find(x => x.id === loser)?.state === 'merged', { timeoutMs: 60_000, intervalMs: 100, message: () => `decision not carried out: ${JSON.stringify(last?.conflicts)}` })
     const c = last!.conflicts.find(x => x.id === conflict.id)!
     expect(c.state).toBe('resolved')
     expect(c.decision?.action).toBe('theirs')
@@ -143,19 +155,21 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
     const help = await runCli(['resolve', '--help'], { timeoutMs: 30_000 })
     expect(help.stdout).toMatch(/agent +the merge leader starts the merge in a worktree/)
     const plan = join(dir, 'plan3.yaml')
+    const release = join(dir, 'release-3')
     await writeFile(plan, `tasks:
   - id: tea
     prompt: tea
-    sim: { duration: 4s, write: { "drink.txt": "tea\\n" } }
+    sim: { duration: 0s, until: ${JSON.stringify(release)}, write: { "drink.txt": "tea\\n" } }
   - id: coffee
     prompt: coffee
-    sim: { duration: 4s, write: { "drink.txt": "coffee\\n" } }
+    sim: { duration: 0s, until: ${JSON.stringify(release)}, write: { "drink.txt": "coffee\\n" } }
 `)
     expect((await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })).code).toBe(0)
-    const conflict = await waitFor(async () => (await status()).conflicts.find(c => c.state === 'open' && (c.taskId === 'tea' || c.taskId === 'coffee')), { timeoutMs: 90_000, intervalMs: 500, message: () => `no conflict: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
+    await releaseWhenBothRun(['tea', 'coffee'], release)
+    const conflict = await waitFor(async () => (await status()).conflicts.find(c => c.state === 'open' && (c.taskId === 'tea' || c.taskId === 'coffee')), { timeoutMs: 90_000, intervalMs: 100, message: () => `no conflict: ${JSON.stringify(last?.tasks.map(t => [t.id, t.state]))}` })
     const r = await runCli(['resolve', conflict.id, '--action', 'agent', ...conn], { timeoutMs: 90_000 })
     expect(r.code, describeResult(['resolve'], r)).toBe(0)
-    await waitFor(async () => (await status()).tasks.find(x => x.id === conflict.taskId)?.state === 'merged', { timeoutMs: 60_000, intervalMs: 500, message: () => `decision not carried out: ${JSON.stringify(last?.conflicts.find(c => c.id === conflict.id))}` })
+    await waitFor(async () => (await status()).tasks.find(x => x.id === conflict.taskId)?.state === 'merged', { timeoutMs: 60_000, intervalMs: 100, message: () => `decision not carried out: ${JSON.stringify(last?.conflicts.find(c => c.id === conflict.id))}` })
     expect(last!.conflicts.find(x => x.id === conflict.id)?.state).toBe('resolved')
     const head = last!.main.head as string
     const repo = join(dir, 'repo-c')

@@ -1,7 +1,7 @@
 import { describe, it, expect, afterAll, beforeAll } from 'vitest'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { runCli, startCliMesh, killAllChildren, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { runCli, startCliMesh, killAllChildren, removeDir, describeResult, watchStatusJson, type CliNode, type StatusWatch } from './helpers/cli.ts'
 import { waitFor } from '../src/util/wait.ts'
 
 interface TaskJson { id: string, state: string, node: string | null, attempts: number, error: string | null }
@@ -9,11 +9,11 @@ interface TaskJson { id: string, state: string, node: string | null, attempts: n
 let dir = ''
 const nodes: CliNode[] = []
 let conn: string[] = []
+/** One status client for the whole file, through node a (never the one killed). */
+let watch: StatusWatch | null = null
 
 async function tasks (): Promise<TaskJson[]> {
-  const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
-  if (r.code !== 0) throw new Error(describeResult(['status'], r))
-  return (JSON.parse(r.stdout) as { tasks: TaskJson[] }).tasks
+  return ((await watch!.fresh()) as { tasks: TaskJson[] }).tasks
 }
 
 /** Every node's log lines about one task, for failure messages. */
@@ -26,9 +26,11 @@ beforeAll(async () => {
   dir = mesh.dir
   nodes.push(...mesh.nodes)
   conn = mesh.conn
+  watch = await watchStatusJson(conn)
 })
 
 afterAll(async () => {
+  await watch?.close()
   await killAllChildren()
   if (dir !== '') await removeDir(dir)
 })
@@ -39,12 +41,13 @@ describe('scheduling through the CLI', () => {
   it('a task whose node is killed -9 mid-run reruns elsewhere and finishes; the rest run once', async () => {
     const plan = join(dir, 'plan.yaml')
     const ids = Array.from({ length: 6 }, (_, i) => `job-${i}`)
-    await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: do ${id}\n    sim: { duration: 6s }\n`).join(''))
+    // every run is held until the test creates `release`: the victim is killed while it runs,
+    // however slow the host (a fixed duration could end before a status call sees the run)
+    const release = join(dir, 'release-1')
+    await writeFile(plan, 'tasks:\n' + ids.map(id => `  - id: ${id}\n    prompt: do ${id}\n    sim: { duration: 0s, until: ${JSON.stringify(release)} }\n`).join(''))
     // every node has its repository and runs its scheduler (it advertises its slots)
-    await waitFor(async () => {
-      const r = await runCli(['status', '--json', ...conn], { timeoutMs: 90_000 })
-      return r.code === 0 && (JSON.parse(r.stdout) as { nodes: Array<{ slots: number }> }).nodes.filter(n => n.slots === 2).length === 3
-    }, { timeoutMs: 90_000, intervalMs: 500, message: 'the nodes never advertised their slots' })
+    await waitFor(async () => ((await watch!.fresh()) as { nodes: Array<{ slots: number }> }).nodes.filter(n => n.slots === 2).length === 3,
+      { timeoutMs: 90_000, intervalMs: 100, message: 'the nodes never advertised their slots' })
     const sub = await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })
     expect(sub.code, describeResult(['submit'], sub)).toBe(0)
     expect(sub.stdout.trim().split('\n')).toEqual(ids)
@@ -72,12 +75,13 @@ describe('scheduling through the CLI', () => {
     const finished = new Set(events.filter(e => e.event === 'task:done').map(e => e.task))
     lost = ids.filter(id => started.has(id) && !finished.has(id))
     finishedByVictim = ids.filter(id => finished.has(id))
+    await writeFile(release, '')
 
     let seen: TaskJson[] = []
     const final = await waitFor(async () => {
       seen = await tasks()
       return seen.length === ids.length && seen.every(t => t.state === 'merged') ? seen : null
-    }, { timeoutMs: 90_000, intervalMs: 500, message: () => `tasks did not all finish: ${JSON.stringify(seen)}` })
+    }, { timeoutMs: 90_000, intervalMs: 100, message: () => `tasks did not all finish: ${JSON.stringify(seen)}` })
 
     for (const t of final) {
       if (lost.includes(t.id)) {
@@ -102,9 +106,11 @@ describe('scheduling through the CLI', () => {
 
   it('cancel and retry through the CLI', async () => {
     const plan = join(dir, 'plan2.yaml')
-    await writeFile(plan, 'tasks:\n  - id: slow\n    prompt: slow\n    sim: { duration: 30s }\n')
+    // held until the test creates `release`: it cannot finish before the cancel, however slow the host
+    const release = join(dir, 'release-2')
+    await writeFile(plan, `tasks:\n  - id: slow\n    prompt: slow\n    sim: { duration: 0s, until: ${JSON.stringify(release)} }\n`)
     expect((await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })).code).toBe(0)
-    await waitFor(async () => (await tasks()).find(t => t.id === 'slow')?.state === 'running', { timeoutMs: 30_000, intervalMs: 300, message: 'slow never ran' })
+    await waitFor(async () => (await tasks()).find(t => t.id === 'slow')?.state === 'running', { timeoutMs: 30_000, intervalMs: 100, message: 'slow never ran' })
     const c = await runCli(['cancel', 'slow', ...conn], { timeoutMs: 90_000 })
     expect(c.code, describeResult(['cancel'], c)).toBe(0)
     expect(c.stdout).toMatch(/cancelled \(was running\)/)
@@ -118,6 +124,8 @@ describe('scheduling through the CLI', () => {
     await waitFor(async () => (await tasks()).find(t => t.id === 'slow')?.state === 'running', { timeoutMs: 30_000, intervalMs: 300, message: 'slow did not run again after retry' })
     const t = (await tasks()).find(x => x.id === 'slow')!
     expect(t.attempts).toBe(1)
+    await writeFile(release, '')
+    await waitFor(async () => (await tasks()).find(x => x.id === 'slow')?.state === 'merged', { timeoutMs: 60_000, intervalMs: 300, message: 'slow did not merge once released' })
   })
 
   it('submit --wait --json: a failed task settles the plan with its dependents blocked behind it, exit 1', async () => {

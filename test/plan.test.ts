@@ -378,6 +378,13 @@ tasks:
     expect(Object.keys(ok[0]?.sim?.write ?? {})).toEqual(['src/x..y.ts', 'a/b/c.txt'])
   })
 
+  it('sim.until must be an absolute path, and is kept when it is', () => {
+    const e = planError(() => parsePlan(JSON.stringify({ tasks: [{ id: 'a', prompt: 'p', sim: { until: 'release' } }] }), NONE))
+    problemMatching(e.problems, /sim\.until "release" must be an absolute path/)
+    const ok = parsePlan(JSON.stringify({ tasks: [{ id: 'a', prompt: 'p', sim: { until: '/tmp/release' } }] }), NONE)
+    expect(ok[0]?.sim?.until).toBe('/tmp/release')
+  })
+
   it('rejects bad sim durations and non-positive timeouts', () => {
     const e = planError(() => parsePlan(JSON.stringify({
       tasks: [

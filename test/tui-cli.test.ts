@@ -83,21 +83,25 @@ describe.skipIf(!HAS_TMUX)('meshwork tui in a real terminal (tmux; skipped when 
     await waitScreen(/^(?:.*\n){39}.*q quit/, 10_000, 'the frame does not fill the 40-line terminal')
 
     const plan = join(m.dir, 'plan.yaml')
-    // two tasks racing to write the same file from the same main: the second to merge conflicts. Each runs
-    // longer than the 2 s steal delay, so the second starts from the same main even when the two nodes'
-    // views gave it to each other and it is only stolen
+    // two tasks racing to write the same file from the same main: the second to merge conflicts. Both are
+    // held until both run, so the second starts from the same main even when the two nodes' views gave it
+    // to each other and it is only stolen
+    const release = join(m.dir, 'release')
     await writeFile(plan, `tasks:
   - id: red
     title: Paint it red
     prompt: Make the colour red.
-    sim: { duration: 4s, write: { "color.txt": "red\\n" } }
+    sim: { duration: 0s, until: ${JSON.stringify(release)}, write: { "color.txt": "red\\n" } }
   - id: blue
     title: Paint it blue
     prompt: Make the colour blue.
-    sim: { duration: 4s, write: { "color.txt": "blue\\n" } }
+    sim: { duration: 0s, until: ${JSON.stringify(release)}, write: { "color.txt": "blue\\n" } }
 `)
     const sub = await runCli(['submit', plan, ...m.conn], { timeoutMs: 90_000 })
     expect(sub.code, describeResult(['submit'], sub)).toBe(0)
+    await waitFor(async () => { const s = await status(); return ['red', 'blue'].every(id => s.tasks.find(t => t.id === id)?.state === 'running') },
+      { timeoutMs: 90_000, intervalMs: 200, message: () => `red and blue never ran at once: ${JSON.stringify(last?.tasks)}` })
+    await writeFile(release, '')
 
     // the conflict is impossible to miss: the header says so
     await waitScreen('INBOX 1 waiting on you', 120_000, 'no conflict reached the inbox')

@@ -1,12 +1,12 @@
-import { appendFile, mkdir, writeFile } from 'node:fs/promises'
+import { access, appendFile, mkdir, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentResult, type AgentRunInit } from './types.ts'
 
 /**
  * The built-in simulated agent (SPEC: the `sim` agent): takes the task's `sim`
  * block and behaves like an agent run without calling any model: waits
- * `duration`, writes and appends files in its worktree, and fails the first
- * `fail` attempts.
+ * `duration` (then, with `until`, until that file exists), writes and appends
+ * files in its worktree, and fails the first `fail` attempts.
  *
  * Asked to resolve a conflicted merge (`resolve --action agent`), it does the
  * same in the merge's worktree: its `write` files overwrite the conflicted ones
@@ -20,7 +20,11 @@ export function simAgent (): Agent {
     run: async (init: AgentRunInit): Promise<AgentResult> => {
       const sim = init.task.sim ?? { durationMs: 1000, write: {}, append: {}, fail: 0 }
       init.onProgress?.({ kind: 'info', text: `sim: working for ${sim.durationMs} ms` })
-      const aborted = await sleep(sim.durationMs, init.signal)
+      let aborted = await sleep(sim.durationMs, init.signal)
+      if (!aborted && sim.until !== undefined) {
+        init.onProgress?.({ kind: 'info', text: `sim: waiting for ${sim.until}` })
+        aborted = await untilExists(sim.until, init.signal)
+      }
       if (aborted) return { outcome: 'aborted', error: String(init.signal.reason ?? 'aborted'), costUsd: 0, tokens: ZERO_TOKENS }
       if (init.task.failures < sim.fail) {
         return { outcome: 'failure', error: `sim: attempt ${init.attempt} fails as configured (fail: ${sim.fail})`, costUsd: 0, tokens: ZERO_TOKENS }
@@ -38,6 +42,20 @@ export function simAgent (): Agent {
       init.onProgress?.({ kind: 'info', text: 'sim: done' })
       return { outcome: 'success', error: null, costUsd: 0, tokens: ZERO_TOKENS, summary: simSummary(Object.keys(sim.write), Object.keys(sim.append), init.cwd !== undefined) }
     }
+  }
+}
+
+/** How often a held sim run looks for its `until` file. @default 100 */
+const UNTIL_POLL_MS = 100
+
+/** Resolves true if aborted before `file` exists. */
+async function untilExists (file: string, signal: AbortSignal): Promise<boolean> {
+  for (;;) {
+    try {
+      await access(file)
+      return false
+    } catch {}
+    if (await sleep(UNTIL_POLL_MS, signal)) return true
   }
 }
 

@@ -16,6 +16,7 @@ import { waitFor } from '../util/wait.ts'
 import { silentLogger } from '../util/logger.ts'
 import type { Task } from '../crdt/schema.ts'
 import { flag, str, type Command } from './command.ts'
+import { summaryOf } from './commands.ts'
 import { UsageError } from '../util/errors.ts'
 import { access, constants as fsConstants } from 'node:fs/promises'
 import { delimiter } from 'node:path'
@@ -160,7 +161,7 @@ async function askDecision (question: string): Promise<ResolveAction> {
 
 export const demoCommand: Command = {
   name: 'demo',
-  summary: 'Start a local three-node mesh on loopback and run a sample plan end to end with the sim agent.',
+  summary: summaryOf('demo'),
   usage: 'meshwork demo [--agent sim|claude] [--clean]',
   details: [
     'No credentials, nothing but 127.0.0.1. Three real `meshwork node` processes share one board, run a sample',

@@ -1,10 +1,11 @@
 import { resolve } from 'node:path'
 import { generateSwarmKey, writeSwarmKey } from '../node/swarm-key.ts'
 import { str, type Command } from './command.ts'
+import { summaryOf } from './commands.ts'
 
 export const initCommand: Command = {
   name: 'init',
-  summary: 'Create a new mesh: write a swarm key (libp2p pnet format, mode 0600) and print the mesh id.',
+  summary: summaryOf('init'),
   usage: 'meshwork init [--out FILE]',
   details: 'Copy the key file to every machine of the mesh over a channel you trust (scp, a secret manager); a node without it cannot connect. The file is never overwritten.',
   options: {

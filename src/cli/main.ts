@@ -1,15 +1,6 @@
 import { UsageError, toError } from '../util/errors.ts'
-import { commandHelp, parseCommandArgs, type Command } from './command.ts'
-import { initCommand } from './init.ts'
-import { nodeCommand } from './node.ts'
-import { statusCommand } from './status.ts'
-import { submitCommand, cancelCommand, retryCommand } from './tasks.ts'
-import { demoCommand } from './demo.ts'
-import { resolveCommand } from './resolve.ts'
-import { tuiCommand } from './tui.ts'
-
-/** Every command, in the order `meshwork --help` lists them. */
-export const COMMANDS: Command[] = [initCommand, nodeCommand, submitCommand, statusCommand, resolveCommand, cancelCommand, retryCommand, tuiCommand, demoCommand]
+import { commandHelp, parseCommandArgs } from './command.ts'
+import { COMMAND_TABLE as COMMANDS } from './commands.ts'
 
 const VERSION = '0.1.0'
 
@@ -42,11 +33,12 @@ export async function main (argv: string[]): Promise<number> {
     process.stdout.write(VERSION + '\n')
     return 0
   }
-  const cmd = COMMANDS.find(c => c.name === name)
-  if (cmd === undefined) {
+  const entry = COMMANDS.find(c => c.name === name)
+  if (entry === undefined) {
     process.stderr.write(`meshwork: unknown command "${name}". Commands: ${COMMANDS.map(c => c.name).join(', ')}. Run \`meshwork --help\`.\n`)
     return 2
   }
+  const cmd = await entry.load()
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(commandHelp(cmd) + '\n')
     return 0

@@ -16,6 +16,7 @@ import { UsageError } from '../util/errors.ts'
 import { parseDuration } from '../util/wait.ts'
 import { CONNECTION_OPTIONS, durationOpt, resolveConnection } from './connection.ts'
 import { flag, int, list, str, type Command } from './command.ts'
+import { summaryOf } from './commands.ts'
 
 /** The node settings meshwork passes to agents (used by the execution layer). */
 export const AGENT_KINDS = ['claude', 'command', 'sim'] as const
@@ -49,7 +50,7 @@ function formatTimeout (ms: number): string {
 
 export const nodeCommand: Command = {
   name: 'node',
-  summary: 'Run a worker node until SIGINT/SIGTERM.',
+  summary: summaryOf('node'),
   usage: 'meshwork node --repo DIR [options]',
   details: [
     'On start the node prints its peer id, its dialable addresses and a join token, and writes them to DATA/node.json.',

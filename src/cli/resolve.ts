@@ -3,11 +3,12 @@ import { resolveConflict, RESOLVE_ACTIONS, type ResolveAction } from '../api/tas
 import { UsageError } from '../util/errors.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { str, type Command } from './command.ts'
+import { summaryOf } from './commands.ts'
 import { clientFromOptions } from './status.ts'
 
 export const resolveCommand: Command = {
   name: 'resolve',
-  summary: 'Record a human decision for a merge conflict; the merge leader carries it out.',
+  summary: summaryOf('resolve'),
   usage: 'meshwork resolve CONFLICT_ID --action ours|theirs|rerun|agent|abandon [--note TEXT] (--join TOKEN | ...)',
   details: [
     'ours     keep main\'s side of every conflicted hunk, merge the rest of the task',

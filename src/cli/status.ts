@@ -3,6 +3,7 @@ import { buildStatus, type StatusReport } from '../api/status.ts'
 import { silentLogger } from '../util/logger.ts'
 import { CLIENT_OPTIONS, durationOpt, resolveConnection } from './connection.ts'
 import { flag, type Command, type ParsedOptions } from './command.ts'
+import { summaryOf } from './commands.ts'
 import { renderStatus } from './render.ts'
 import { UsageError } from '../util/errors.ts'
 
@@ -62,7 +63,7 @@ export async function watchStatus (client: Client, intervalMs: number, onReport:
 
 export const statusCommand: Command = {
   name: 'status',
-  summary: 'Show the mesh as seen through the node it connects to: nodes, tasks, main, conflicts.',
+  summary: summaryOf('status'),
   usage: 'meshwork status [--json] [--watch] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
   details: 'Joins as a light peer (never takes work, never listed among the nodes) and leaves when done.',
   options: {

@@ -6,6 +6,7 @@ import type { Task } from '../crdt/schema.ts'
 import { blockedBy } from '../scheduler/dag.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { flag, type Command } from './command.ts'
+import { summaryOf } from './commands.ts'
 import { clientFromOptions } from './status.ts'
 
 /** States after which `submit --wait` stops following a task. */
@@ -16,7 +17,7 @@ const SHOW_ERROR: ReadonlySet<Task['state']> = new Set(['ready', 'failed', 'conf
 
 export const submitCommand: Command = {
   name: 'submit',
-  summary: 'Validate a plan (YAML or JSON) and add its tasks to the board.',
+  summary: summaryOf('submit'),
   usage: 'meshwork submit PLAN [--wait] [--json] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
   details: [
     'An invalid plan is rejected whole, with every problem listed, before anything reaches the board (exit 2); the file is',
@@ -96,7 +97,7 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
 
 export const cancelCommand: Command = {
   name: 'cancel',
-  summary: 'Cancel a task that has not merged (stops its agent if running).',
+  summary: summaryOf('cancel'),
   usage: 'meshwork cancel TASK_ID (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
   positionals: { min: 1, max: 1, names: 'a task id' },
   options: { ...CLIENT_OPTIONS },
@@ -114,7 +115,7 @@ export const cancelCommand: Command = {
 
 export const retryCommand: Command = {
   name: 'retry',
-  summary: 'Put a failed or cancelled task back to pending with its attempt count reset.',
+  summary: summaryOf('retry'),
   usage: 'meshwork retry TASK_ID (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
   positionals: { min: 1, max: 1, names: 'a task id' },
   options: { ...CLIENT_OPTIONS },

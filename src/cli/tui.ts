@@ -2,11 +2,12 @@ import { hostname, userInfo } from 'node:os'
 import { runTui, renderPlain, plainSignature } from '../tui/index.ts'
 import { CLIENT_OPTIONS, durationOpt } from './connection.ts'
 import { flag, type Command } from './command.ts'
+import { summaryOf } from './commands.ts'
 import { clientFromOptions, watchStatus } from './status.ts'
 
 export const tuiCommand: Command = {
   name: 'tui',
-  summary: 'Terminal UI: nodes, the task DAG with live progress and cost, the conflict inbox, keys for resolve, cancel and retry.',
+  summary: summaryOf('tui'),
   usage: 'meshwork tui [--no-bell] [--plain] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
   details: [
     'Joins as a light peer (never takes work, never listed among the nodes). Views: 1 tasks (the DAG: state, node,',

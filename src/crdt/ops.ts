@@ -34,7 +34,8 @@ export function newTaskRecord (t: NewTask, now: number): Record<string, unknown>
           durationMs: t.sim.durationMs,
           write: Object.fromEntries(Object.entries(t.sim.write).map(([k, v]) => [k, str(v)])),
           append: Object.fromEntries(Object.entries(t.sim.append).map(([k, v]) => [k, str(v)])),
-          fail: t.sim.fail
+          fail: t.sim.fail,
+          ...(t.sim.until !== undefined ? { until: str(t.sim.until) } : {})
         },
     state: str(t.deps.length === 0 ? 'ready' : 'pending'),
     epoch: 0,

@@ -31,7 +31,9 @@ export const simSchema = z.object({
   durationMs: z.number().nonnegative(),
   write: z.record(z.string(), z.string()),
   append: z.record(z.string(), z.string()),
-  fail: z.number().int().nonnegative()
+  fail: z.number().int().nonnegative(),
+  /** An absolute path: after `durationMs` the run waits until this file exists (holds a run at a point, for tests and demos). */
+  until: z.string().optional()
 })
 export type SimSpec = z.infer<typeof simSchema>
 

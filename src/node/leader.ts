@@ -35,6 +35,14 @@ interface AgentJob {
 
 /** Period of the election and branch-collection loop. @default 500 ms */
 export const LEADER_TICK_MS = 500
+
+/**
+ * With the board unchanged since a merge pass or a main sync found nothing to
+ * do, the next one is skipped (no git process is started) until this much time
+ * has passed: retry back-offs expire and a main moved by hand is noticed.
+ * @default 5000
+ */
+export const IDLE_RECHECK_MS = 5000
 /** Branch fetches a leader runs at once. @default 2 */
 export const MAX_PARALLEL_FETCHES = 2
 
@@ -75,6 +83,10 @@ export class Leadership {
   #agentJob: AgentJob | null = null
   /** Main's first-parent merges at the last head read (task id → merge commit). */
   #history: { head: string, history: MainHistory } | null = null
+  /** The board version at which the last merge pass found nothing to do, and when. */
+  #idle: { version: string, at: number } | null = null
+  /** The main head this repo was last found on, and when. */
+  #synced: { head: string, at: number } | null = null
 
   /** Pushes main to `--push REMOTE` after each advance (null without `--push`). */
   readonly pusher: MainPusher | null
@@ -157,10 +169,11 @@ export class Leadership {
           logger.info('merge:reset', { tasks: stuck, reason: 'left merging by an earlier leader' })
         }
         this.#merging = true
-        void this.#mergeNext().catch(err => { logger.warn('merge:error', { error: toError(err).message }) }).finally(() => {
+        let progressed = false
+        void this.#mergeNext().then(p => { progressed = p }, err => { logger.warn('merge:error', { error: toError(err).message }) }).finally(() => {
           this.#merging = false
-          // keep the queue moving: the next merge need not wait for the next tick
-          if (this.#timer !== null) setImmediate(() => { this.tick() })
+          // keep the queue moving: the next merge need not wait for the next tick (but an idle pass waits for it)
+          if (progressed && this.#timer !== null) setImmediate(() => { this.tick() })
         })
       }
     }
@@ -179,8 +192,9 @@ export class Leadership {
     const { node, repo, branch, logger } = this.#init
     const target = node.board.snapshot().main.head
     if (target === null) return
+    if (this.#synced?.head === target && Date.now() - this.#synced.at < IDLE_RECHECK_MS) return
     const local = await branchOid(repo, branch)
-    if (local === target) return
+    if (local === target) { this.#synced = { head: target, at: Date.now() }; return }
     if (!await hasCommit(repo, target)) {
       const leader = node.board.snapshot().main.leader
       const sources = [leader, ...node.membership.alive().map(m => m.peerId)].filter((p): p is string => p !== null && p !== node.peerId)
@@ -441,22 +455,27 @@ export class Leadership {
    * Merges the next batch of ready tasks into main (the leader only; one batch
    * at a time): the queue's first tasks whose branches are here are stacked on
    * main, verified together and landed (see `runBatch`), each landing a
-   * compare-and-swap of main fenced by this leader's term.
+   * compare-and-swap of main fenced by this leader's term. Resolves true if it
+   * merged or decided something (the queue may have more at once).
    */
-  async #mergeNext (): Promise<void> {
+  async #mergeNext (): Promise<boolean> {
     const { node, repo, branch, logger } = this.#init
     const me = node.peerId
-    if (await this.#decide()) return
+    if (await this.#decide()) return true
+    // nothing changed on the board since a pass that found nothing to do: no git until IDLE_RECHECK_MS passed
+    const version = node.board.heads().join(',')
+    if (this.#idle?.version === version && Date.now() - this.#idle.at < IDLE_RECHECK_MS && this.#agentJob === null) return false
+    const idle = (): false => { this.#idle = { version, at: Date.now() }; return false }
     let snap = node.board.snapshot()
     const { term } = snap.main
     const base = snap.main.head ?? await branchOid(repo, branch)
-    if (base === null) return
+    if (base === null) return idle()
     if (snap.main.head !== null && await branchOid(repo, branch) !== base) {
       await this.syncMain()
-      if (await branchOid(repo, branch) !== base) return
+      if (await branchOid(repo, branch) !== base) return false
     }
     if (snap.main.head !== null && await this.#reconcile(base)) snap = node.board.snapshot()
-    if (snap.main.head !== base && snap.main.head !== null) return
+    if (snap.main.head !== base && snap.main.head !== null) return idle()
     const candidates: Task[] = []
     for (const t of snap.tasks.values()) {
       if (t.state !== 'done' || t.head === null || !t.holders.includes(me) || !depsMerged(t, snap)) continue
@@ -470,7 +489,7 @@ export class Leadership {
       if (await branchOid(repo, taskBranch(t.id)) !== t.head || !await hasCommit(repo, t.head as string)) continue
       batch.push(t)
     }
-    if (batch.length === 0) return
+    if (batch.length === 0) return idle()
     const heads = new Map(batch.map(t => [t.id as string, t.head as string]))
     /** Fencing: this node still leads in the same term, main is still `at`, and the tasks are still ours to merge. */
     const still = (at: string, ids: Iterable<string>): boolean => {
@@ -549,6 +568,7 @@ export class Leadership {
       const left = ids.filter(id => node.board.task(id)?.state === 'merging')
       if (left.length > 0) node.changeBoard('task:merge-retry', d => { for (const id of left) { const rec = d.tasks[id]; if (rec !== undefined) rec.state = str('done') } })
     }
+    return true
   }
 
   /**

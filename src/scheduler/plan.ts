@@ -1,3 +1,4 @@
+import { isAbsolute } from 'node:path'
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
@@ -34,7 +35,8 @@ export const planFileSchema = z.object({
       duration: duration.optional(),
       write: z.record(z.string(), z.string()).optional(),
       append: z.record(z.string(), z.string()).optional(),
-      fail: z.number().int().nonnegative().optional()
+      fail: z.number().int().nonnegative().optional(),
+      until: z.string().optional()
     }).strict().optional()
   }).strict()).min(1, 'a plan needs at least one task')
 }).strict()
@@ -115,7 +117,8 @@ export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchec
       for (const file of [...Object.keys(t.sim.write ?? {}), ...Object.keys(t.sim.append ?? {})]) {
         if (file.startsWith('/') || file.split('/').includes('..') || file === '') problems.push(`${label}: sim file "${file}" must be a relative path inside the repository`)
       }
-      sim = { durationMs: d ?? 0, write: t.sim.write ?? {}, append: t.sim.append ?? {}, fail: t.sim.fail ?? 0 }
+      if (t.sim.until !== undefined && !isAbsolute(t.sim.until)) problems.push(`${label}: sim.until "${t.sim.until}" must be an absolute path (the run waits until that file exists)`)
+      sim = { durationMs: d ?? 0, write: t.sim.write ?? {}, append: t.sim.append ?? {}, fail: t.sim.fail ?? 0, ...(t.sim.until !== undefined ? { until: t.sim.until } : {}) }
     }
     tasks.push({
       id: t.id,

@@ -333,3 +333,69 @@ export async function startCliMesh (prefix: string, extraArgs: string[], opts: {
   nodes.push(...await Promise.all(rest.map(async name => await startNode({ dir, name, join: join0, extraArgs, ...(env !== undefined ? { env } : {}) }))))
   return { dir, keyFile, nodes, conn: ['--join', join0] }
 }
+
+/**
+ * One long-running `meshwork status --watch --json` client: each refresh is a
+ * whole status report (the same object `status --json` prints). Tests that
+ * poll the board read it from here instead of starting a `status` process per
+ * poll (each costs a second of CPU loading libp2p, which a busy 2-core host
+ * pays for in every other process's timing).
+ */
+export interface StatusWatch {
+  /** The newest report, or null before the first. */
+  latest: () => unknown
+  /**
+   * A report produced after this call (so it reflects every board change the
+   * client's node had when the call was made, like a one-shot `status`).
+   * Rejects once `timeoutMs` passes, or at once if the watch has exited.
+   */
+  fresh: (timeoutMs?: number) => Promise<unknown>
+  close: () => Promise<void>
+}
+
+/** Starts `status --watch --json --interval 250ms` with `connArgs`; resolves once its first report arrived. */
+export async function watchStatusJson (connArgs: string[], timeoutMs = 60_000): Promise<StatusWatch> {
+  const args = ['status', '--watch', '--json', '--interval', '250ms', ...connArgs]
+  const s = spawnCli(args)
+  let exited = false
+  void s.exited.then(() => { exited = true })
+  let seq = 0
+  let latest: unknown = null
+  let buf = ''
+  s.proc.stdout?.on('data', (c: Buffer) => {
+    buf += c.toString()
+    let nl: number
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl)
+      buf = buf.slice(nl + 1)
+      if (line.trim() === '') continue
+      latest = JSON.parse(line)
+      seq++
+    }
+  })
+  const describe = (): string => `${tail('stderr of status --watch', s.stderr.text)}`
+  const fresh = async (ms = 60_000): Promise<unknown> => {
+    // the report in the making when the call came may have read the board before it: wait for the one after
+    const after = seq + 1
+    await waitFor(() => {
+      if (exited) throw new Error(`\`meshwork ${args.join(' ')}\` exited\n${describe()}`)
+      return seq > after
+    }, { timeoutMs: ms, intervalMs: 20, message: () => `status --watch gave no new report within ${ms} ms\n${describe()}` })
+    return latest
+  }
+  try {
+    await fresh(timeoutMs)
+  } catch (err) {
+    s.proc.kill('SIGKILL')
+    await s.exited
+    throw err
+  }
+  return {
+    latest: () => latest,
+    fresh,
+    close: async () => {
+      if (!exited) s.proc.kill('SIGTERM')
+      await s.exited
+    }
+  }
+}
