@@ -10,7 +10,8 @@ import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
 import type { SwarmKey } from './swarm-key.ts'
-import { noiseCrypto } from './noise-crypto.ts'
+import { checkLibraryPatches } from './patches.ts'
+import { silentLogger, type Logger } from '../util/logger.ts'
 import { DIAL_TIMEOUT_MS, GOSSIP_IDONTWANT_MIN_BYTES, GOSSIP_MESH, MAX_GOSSIP_BYTES } from './constants.ts'
 
 /** The libp2p node meshwork runs on, with the services it needs. */
@@ -23,6 +24,8 @@ export interface HostInit {
   bootstrap: string[]
   /** Lets tests cut links (partitions) through the connection gater. */
   connectionGater?: ConnectionGater
+  /** Where a library patch that did not apply is reported. */
+  logger?: Logger
 }
 
 /**
@@ -54,6 +57,7 @@ export interface HostInit {
  *   publishing (kept) delivers a node's own messages to all its peers at once.
  */
 export async function createHost (init: HostInit): Promise<Host> {
+  const noiseCrypto = checkLibraryPatches(init.logger ?? silentLogger)
   return await createLibp2p({
     privateKey: init.privateKey,
     start: false,

@@ -238,7 +238,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       swarmKey: this.swarmKey,
       listen: init.listen ?? (isNode ? ['/ip4/0.0.0.0/tcp/4001'] : ['/ip4/127.0.0.1/tcp/0']),
       bootstrap: init.bootstrap ?? [],
-      ...(init.connectionGater !== undefined ? { connectionGater: init.connectionGater } : {})
+      ...(init.connectionGater !== undefined ? { connectionGater: init.connectionGater } : {}),
+      logger: this.#log
     })
     const t = topics(this.meshId)
     const logger = this.#log

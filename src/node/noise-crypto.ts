@@ -1,6 +1,7 @@
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto'
 import { defaultCrypto } from '@chainsafe/libp2p-noise/crypto'
 import type { ICryptoInterface } from '@chainsafe/libp2p-noise'
+import type { PatchStatus } from './pnet-fix.ts'
 
 /**
  * Frames at least this large are sealed with Node's ChaCha20-Poly1305; smaller
@@ -55,4 +56,40 @@ export const noiseCrypto: ICryptoInterface = {
     const final = decipher.final()
     return final.byteLength > 0 ? Buffer.concat([out, final], out.byteLength + final.byteLength) : out
   }
+}
+
+let status: PatchStatus | null = null
+
+/**
+ * Whether `noiseCrypto` can stand in for Noise's default crypto of the version
+ * pinned in package.json (@chainsafe/libp2p-noise 17.0.0): the default has the
+ * two ChaCha20-Poly1305 functions, and both give the same bytes as ours for a
+ * small and a large frame (the cipher is deterministic). Checked once.
+ */
+export function noiseCryptoStatus (): PatchStatus {
+  status ??= checkNoiseCrypto()
+  return status
+}
+
+function checkNoiseCrypto (): PatchStatus {
+  const fail = (detail: string): PatchStatus => ({ name: 'noise-crypto', state: 'failed', detail })
+  if (typeof defaultCrypto.chaCha20Poly1305Encrypt !== 'function' || typeof defaultCrypto.chaCha20Poly1305Decrypt !== 'function') {
+    return fail('Noise\'s default crypto has no chaCha20Poly1305Encrypt/Decrypt')
+  }
+  try {
+    const k = new Uint8Array(32).fill(7)
+    const nonce = new Uint8Array(12).fill(1)
+    const ad = new Uint8Array(8).fill(2)
+    for (const size of [64, NODE_CIPHER_MIN_BYTES * 4]) {
+      const text = new Uint8Array(size).map((_, i) => i & 0xff)
+      const ours = noiseCrypto.chaCha20Poly1305Encrypt(text, nonce, ad, k)
+      const theirs = defaultCrypto.chaCha20Poly1305Encrypt(text, nonce, ad, k)
+      if (!Buffer.from(ours.subarray()).equals(Buffer.from(theirs.subarray()))) return fail(`sealing ${size} bytes differs from Noise's default`)
+      const back = noiseCrypto.chaCha20Poly1305Decrypt(theirs, nonce, ad, k)
+      if (!Buffer.from(back.subarray()).equals(Buffer.from(text))) return fail(`opening ${size} bytes differs from Noise's default`)
+    }
+  } catch (err) {
+    return fail(`a test frame failed: ${String(err)}`)
+  }
+  return { name: 'noise-crypto', state: 'applied', detail: 'large frames are sealed with Node\'s ChaCha20-Poly1305 and a cached key' }
 }

@@ -1,0 +1,124 @@
+/**
+ * The local side of a transfer: facts about the repository (looked up once),
+ * the quarantine a fetched pack waits in, and moving it into the repository.
+ *
+ * `repoInfos` is a module-global cache, on purpose: every fetch and every
+ * served request needs the repository's git dir, and a `git rev-parse` per
+ * transfer was a measurable part of a small fetch. It is keyed by the
+ * resolved directory and checked (the git dir must still exist) before use, so
+ * a repository removed and made again is looked up afresh.
+ */
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
+import { isAbsolute, join, resolve } from 'node:path'
+import { git } from '../git.ts'
+import { gitCommonDir } from '../repo.ts'
+
+/**
+ * Packs in `objects/pack` above which a fetch runs `git maintenance run --auto`
+ * (git's own `gc.autoPackLimit` default; git then decides by its config, as
+ * after a `git fetch`).
+ */
+const AUTO_MAINTENANCE_PACKS = 50
+
+export interface RepoInfo { commonDir: string, bare: boolean }
+
+const repoInfos = new Map<string, RepoInfo>()
+
+/**
+ * The repository's common git dir and whether it is bare, from one `git
+ * rev-parse`, remembered per directory while that git dir exists.
+ */
+export async function repoInfo (repoDir: string, signal?: AbortSignal): Promise<RepoInfo> {
+  const key = resolve(repoDir)
+  const cached = repoInfos.get(key)
+  if (cached !== undefined && await stat(cached.commonDir).then(s => s.isDirectory(), () => false)) return cached
+  repoInfos.delete(key)
+  const res = await git(['rev-parse', '--path-format=absolute', '--git-common-dir', '--is-bare-repository'], { cwd: repoDir, ...(signal !== undefined ? { signal } : {}) })
+  const [dir, bare] = res.stdout.toString('utf8').trim().split('\n')
+  if (dir === undefined || dir === '') throw new Error(`git rev-parse printed no git dir for ${repoDir}`)
+  const info = { commonDir: isAbsolute(dir) ? dir : resolve(repoDir, dir), bare: bare === 'true' }
+  repoInfos.set(key, info)
+  return info
+}
+
+/**
+ * Full ref names of branches checked out in any worktree of the repository:
+ * the `HEAD` files of the main worktree (unless bare) and of each linked one,
+ * which is what `git worktree list` reads, without starting git (and without
+ * waiting behind the worktree commands `git()` runs one at a time).
+ */
+export async function checkedOutBranches (info: RepoInfo): Promise<Set<string>> {
+  const heads = info.bare ? [] : [join(info.commonDir, 'HEAD')]
+  const linked = await readdir(join(info.commonDir, 'worktrees')).catch(() => [] as string[])
+  for (const name of linked) heads.push(join(info.commonDir, 'worktrees', name, 'HEAD'))
+  const refs = new Set<string>()
+  for (const file of heads) {
+    const text = await readFile(file, 'utf8').catch(() => '')
+    const m = /^ref: (refs\/\S+)\s*$/.exec(text)
+    if (m !== null) refs.add(m[1] as string)
+  }
+  return refs
+}
+
+/**
+ * `git cat-file --batch-check` of `names` (full oids, one process): for each,
+ * its oid and type, or null when the repository lacks it.
+ */
+export async function batchCheck (repoDir: string, names: string[], signal: AbortSignal, env?: NodeJS.ProcessEnv): Promise<Array<{ oid: string, type: string } | null>> {
+  if (names.length === 0) return []
+  const res = await git(['cat-file', '--batch-check=%(objectname) %(objecttype)'], { cwd: repoDir, input: names.join('\n') + '\n', signal, ...(env !== undefined ? { env } : {}) })
+  const lines = res.stdout.toString('utf8').split('\n')
+  return names.map((_, i) => {
+    const m = /^([0-9a-f]{40}|[0-9a-f]{64}) ([a-z]+)$/.exec(lines[i] ?? '')
+    return m === null ? null : { oid: m[1] as string, type: m[2] as string }
+  })
+}
+
+/** `rename`, or a copy when `objects/` is on another file system than the git dir (a symlink). */
+export async function moveFile (from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
+    await copyFile(from, `${to}.meshwork-tmp`)
+    await rename(`${to}.meshwork-tmp`, to)
+  }
+}
+
+/**
+ * Every fetch adds a pack, as `git fetch` of a bundle does; past git's pack
+ * limit, let git's own auto maintenance decide (it detaches its gc). Failures
+ * here are not the transfer's.
+ */
+export async function autoMaintenance (repoDir: string, packDir: string): Promise<void> {
+  const packs = (await readdir(packDir).catch(() => [] as string[])).filter(f => f.endsWith('.idx')).length
+  if (packs > AUTO_MAINTENANCE_PACKS) await git(['maintenance', 'run', '--auto', '--quiet'], { cwd: repoDir, allowFail: true }).catch(() => {})
+}
+
+/** Makes a quarantine dir (with `objects/pack`) for one fetch in the repository's git dir. */
+export async function makeQuarantine (commonDir: string): Promise<string> {
+  const dir = await mkdtemp(join(commonDir, 'meshwork-fetch-'))
+  await mkdir(join(dir, 'objects', 'pack'), { recursive: true })
+  return dir
+}
+
+/** Removes a quarantine dir; never throws. */
+export async function removeQuarantine (dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true }).catch(() => {})
+}
+
+/**
+ * Removes `meshwork-fetch-*` / `meshwork-serve-*` temp dirs a crashed process
+ * left in a repository's git dir. Call at startup, before serving or fetching.
+ */
+export async function removeStaleTransferTemps (repoDir: string): Promise<number> {
+  const gitDir = await gitCommonDir(repoDir)
+  let n = 0
+  for (const entry of await readdir(gitDir)) {
+    if (/^meshwork-(?:fetch|serve)-/.test(entry)) {
+      await rm(join(gitDir, entry), { recursive: true, force: true })
+      n++
+    }
+  }
+  return n
+}

@@ -1,0 +1,297 @@
+/**
+ * The serving side of `/meshwork/git/2`: resolves a request against the
+ * repository's branches and streams `git pack-objects` output as DATA frames
+ * within the flow-control window. The repository is never written to.
+ */
+import { createHash } from 'node:crypto'
+import type { Stream } from '@libp2p/interface'
+import { FramedStream, encodeJsonFrame, parseJson, type Frame } from '../../protocol/frame.ts'
+import {
+  GIT_PROTOCOL, GitFrame, MAX_CHUNK_BYTES, MAX_HAVES, MAX_REQUEST_FRAME_BYTES, WINDOW_BYTES, gitAckSchema, gitRequestSchema
+} from '../../protocol/git.ts'
+import { git, spawnGit, type GitProcess } from '../git.ts'
+import { OID_RE, isOid, isWellFormedRefName } from '../repo.ts'
+import { toError } from '../../util/errors.ts'
+import { silentLogger, type Logger } from '../../util/logger.ts'
+import {
+  DEFAULT_CHUNK_BYTES, DEFAULT_MAX_CONCURRENT_SERVES, DEFAULT_MAX_TRANSFER_BYTES, DEFAULT_TRANSFER_TIMEOUT_MS, lastLines, readFrame, type GitStreams
+} from './wire.ts'
+import { batchCheck, repoInfo } from './quarantine.ts'
+
+/** A pack file starts with `PACK`, version 2 or 3, and a 4-byte object count. */
+const PACK_HEADER_BYTES = 12
+export interface ServeGitOptions {
+  /** Largest pack served. @default 2 GiB */
+  maxBytes?: number
+  /** Transfers served at once (over all peers); more are answered `busy`. @default 4 */
+  maxConcurrent?: number
+  /** Time bound of one served transfer. @default 10 min */
+  timeoutMs?: number
+  /** Pack bytes per DATA frame (at most 1 MiB). @default 256 KiB */
+  chunkBytes?: number
+  logger?: Logger
+}
+
+export interface GitServeStats {
+  served: number
+  upToDate: number
+  failed: number
+  bytesSent: number
+}
+
+export interface GitServer {
+  /** Transfers in progress. */
+  readonly active: number
+  readonly stats: GitServeStats
+  /** Unregisters the protocol and aborts transfers in progress. */
+  close: () => Promise<void>
+}
+
+/** A refusal the server reports to the requester as an ERROR frame. */
+class ServeRefusal extends Error {
+  override name = 'ServeRefusal'
+  readonly code: string
+  constructor (code: string, message: string) {
+    super(message)
+    this.code = code
+  }
+}
+
+interface Resolved { oid: string, haves: string[] }
+
+/**
+ * Reads a stream of buffers in order into buffers the caller provides, so a
+ * DATA frame is filled with one copy of each byte.
+ */
+class StreamFiller {
+  private readonly it: AsyncIterator<Buffer>
+  private rest: Buffer = Buffer.alloc(0)
+  private ended = false
+  constructor (source: AsyncIterable<Buffer>) {
+    this.it = source[Symbol.asyncIterator]()
+  }
+
+  /** Puts `piece` back in front of what is still to be read. */
+  unshift (piece: Buffer): void {
+    this.rest = this.rest.length === 0 ? piece : Buffer.concat([piece, this.rest])
+  }
+
+  /** Fills `target` from `from` on; returns the bytes written (fewer than asked only at the end). */
+  async fill (target: Buffer, from = 0): Promise<number> {
+    let at = from
+    while (at < target.length) {
+      if (this.rest.length === 0) {
+        if (this.ended) break
+        const next = await this.it.next()
+        if (next.done === true) {
+          this.ended = true
+          break
+        }
+        this.rest = next.value
+      }
+      const n = this.rest.copy(target, at)
+      this.rest = this.rest.subarray(n)
+      at += n
+    }
+    return at - from
+  }
+}
+
+/**
+ * Serves `repoDir`'s branches (`refs/heads/*`, or commits reachable from them)
+ * to mesh peers over `/meshwork/git/2`.
+ */
+export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGitOptions = {}): Promise<GitServer> {
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_TRANSFER_BYTES
+  const maxConcurrent = Math.max(1, opts.maxConcurrent ?? DEFAULT_MAX_CONCURRENT_SERVES)
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS
+  const chunkBytes = Math.max(1, Math.min(opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES))
+  const log = opts.logger ?? silentLogger
+  const stats: GitServeStats = { served: 0, upToDate: 0, failed: 0, bytesSent: 0 }
+  await repoInfo(repoDir) // fails early on a directory that is not a repository
+  const running = new Set<Promise<void>>()
+  const controllers = new Set<AbortController>()
+  let active = 0
+  let closed = false
+
+  /**
+   * The want's commit and the haves that are commits here: one `cat-file
+   * --batch-check` for the haves (and an oid want) and, side by side, one
+   * `for-each-ref` that resolves a branch exactly (no DWIM: `refs/heads/x` never
+   * falls back to `refs/tags/refs/heads/x`) or checks that a branch contains an
+   * oid want.
+   */
+  const resolveRequest = async (want: string, haves: string[], signal: AbortSignal): Promise<Resolved> => {
+    const isOidWant = OID_RE.test(want)
+    if (!isOidWant) {
+      if (!want.startsWith('refs/heads/')) throw new ServeRefusal('refused', `only refs under refs/heads/ are served, not ${JSON.stringify(want)}`)
+      if (!isWellFormedRefName(want)) throw new ServeRefusal('bad-request', `invalid ref name ${JSON.stringify(want)}`)
+    }
+    const uniqueHaves = [...new Set(haves)]
+    const opt = { cwd: repoDir, signal, allowFail: true }
+    const [checks, refs] = await Promise.all([
+      batchCheck(repoDir, isOidWant ? [want, ...uniqueHaves] : uniqueHaves, signal),
+      isOidWant
+        // only what the branches reach is served
+        ? git(['for-each-ref', '--count=1', '--format=%(refname)', `--contains=${want}`, 'refs/heads/'], opt)
+        : git(['for-each-ref', '--format=%(objectname) %(objecttype) %(refname)', want], opt)
+    ])
+    const refLines = refs.code === 0 ? refs.stdout.toString('utf8').split('\n').filter(l => l !== '') : []
+    let oid: string
+    if (isOidWant) {
+      const w = checks.shift()
+      if (w === null || w === undefined || w.type !== 'commit') throw new ServeRefusal('not-found', `no commit ${want}`)
+      if (refLines.length === 0) throw new ServeRefusal('not-found', `no branch contains ${want}`)
+      oid = w.oid
+    } else {
+      const line = refLines.map(l => l.split(' ')).find(([, , name]) => name === want)
+      if (line === undefined || !isOid(line[0])) throw new ServeRefusal('not-found', `no branch ${want}`)
+      if (line[1] !== 'commit') throw new ServeRefusal('not-found', `${want} is not a commit`)
+      oid = line[0]
+    }
+    return { oid, haves: uniqueHaves.filter((_, i) => checks[i]?.type === 'commit') }
+  }
+
+  const parseRequest = (frame: Frame): { want: string, haves: string[] } => {
+    if (frame.tag !== GitFrame.REQUEST) throw new ServeRefusal('bad-request', `expected a REQUEST frame, got tag ${frame.tag}`)
+    const r = parseJson(gitRequestSchema, frame.body)
+    if (!r.ok) {
+      if (r.reason === 'not JSON') throw new ServeRefusal('bad-request', 'REQUEST frame is not JSON')
+      if (r.reason.startsWith('haves')) throw new ServeRefusal('bad-request', `\`haves\` must be at most ${MAX_HAVES} full oids`)
+      throw new ServeRefusal('bad-request', '`want` must be a ref name or an oid')
+    }
+    return { want: r.value.want, haves: r.value.haves ?? [] }
+  }
+
+  const serveOne = async (stream: Stream, peer: string): Promise<void> => {
+    const ac = new AbortController()
+    controllers.add(ac)
+    const timeout = AbortSignal.timeout(timeoutMs)
+    const signal = AbortSignal.any([ac.signal, timeout])
+    const lp = new FramedStream(stream, { maxDataLength: MAX_REQUEST_FRAME_BYTES })
+    let pack: GitProcess | undefined
+    let counted = false
+    const started = Date.now()
+    try {
+      if (active >= maxConcurrent) throw new ServeRefusal('busy', `serving ${active} transfers already`)
+      active++
+      counted = true
+      let first: Frame
+      try {
+        first = await readFrame(lp, signal)
+      } catch (err) {
+        if (signal.aborted) throw err
+        throw new ServeRefusal('bad-request', `unreadable request: ${toError(err).message}`)
+      }
+      const req = parseRequest(first)
+      const { oid, haves } = await resolveRequest(req.want, req.haves, signal)
+      const upToDate = async (): Promise<void> => {
+        await lp.writeRaw(encodeJsonFrame(GitFrame.HEADER, { oid, ref: req.want, upToDate: true }), { signal })
+        await stream.close({ signal })
+        stats.upToDate++
+        log.debug('git:serve-up-to-date', { peer, want: req.want, oid })
+      }
+      if (haves.includes(oid)) {
+        await upToDate()
+        return
+      }
+      // `oid` is fixed now: the pack is of that commit even if the branch moves meanwhile
+      pack = spawnGit(['pack-objects', '--revs', '--stdout', '--thin', '--delta-base-offset', '--quiet'], { cwd: repoDir, signal })
+      pack.child.stdin.end([oid, ...haves.map(h => `^${h}`)].join('\n') + '\n')
+      const reader = new StreamFiller(pack.child.stdout)
+      // pack-objects writes the header once it has counted the objects: none means nothing is missing
+      const header = Buffer.alloc(PACK_HEADER_BYTES)
+      if (await reader.fill(header) < PACK_HEADER_BYTES || header.subarray(0, 4).toString('latin1') !== 'PACK') {
+        const { code, stderr } = await pack.exited
+        throw new Error(`git pack-objects produced no pack (exit ${String(code)}): ${lastLines(stderr, 3)}`)
+      }
+      if (header.readUInt32BE(8) === 0) {
+        await upToDate()
+        return
+      }
+      await lp.writeRaw(encodeJsonFrame(GitFrame.HEADER, { oid, ref: req.want, upToDate: false }), { signal })
+
+      const hash = createHash('sha256')
+      let offset = 0 // bytes sent
+      let acked = 0
+      /** Sends `frame` (the DATA tag, then a piece of the pack) within the window. */
+      const send = async (frame: Buffer): Promise<void> => {
+        const piece = frame.subarray(1)
+        if (offset + piece.length > maxBytes) throw new ServeRefusal('too-large', `the pack of ${req.want} is more than this server's limit of ${maxBytes} bytes`)
+        while (offset > acked && offset - acked + piece.length > WINDOW_BYTES) {
+          const ack = await readFrame(lp, signal)
+          if (ack.tag !== GitFrame.ACK) throw new ServeRefusal('bad-request', `expected an ACK frame, got tag ${ack.tag}`)
+          const parsed = parseJson(gitAckSchema, ack.body)
+          const bytes = parsed.ok ? parsed.value.bytes : null
+          if (bytes === null || bytes < acked || bytes > offset) throw new ServeRefusal('bad-request', `bad ACK of ${parsed.ok ? String(bytes) : 'malformed'} bytes (sent ${offset})`)
+          acked = bytes
+        }
+        hash.update(piece)
+        await lp.writeRaw(frame, { signal })
+        offset += piece.length
+      }
+      // the header, then the rest as pack-objects produces it, in frames of chunkBytes (a fresh
+      // buffer each: lp.write may hold on to it)
+      reader.unshift(header)
+      for (;;) {
+        const frame = Buffer.allocUnsafe(1 + chunkBytes)
+        frame[0] = GitFrame.DATA
+        const n = await reader.fill(frame, 1)
+        if (n > 0) await send(n < chunkBytes ? frame.subarray(0, 1 + n) : frame)
+        if (n < chunkBytes) break
+      }
+      const { code, stderr } = await pack.exited
+      if (code !== 0) throw new Error(`git pack-objects failed (${String(code)}): ${lastLines(stderr, 3)}`)
+      await lp.writeRaw(encodeJsonFrame(GitFrame.END, { bytes: offset, sha256: hash.digest('hex') }), { signal })
+      await stream.close({ signal })
+      stats.served++
+      stats.bytesSent += offset
+      log.debug('git:served', { peer, want: req.want, oid, bytes: offset, haves: haves.length, ms: Date.now() - started })
+    } catch (err) {
+      stats.failed++
+      const e = toError(err)
+      const code = e instanceof ServeRefusal
+        ? e.code
+        : timeout.aborted ? 'timeout' : 'server'
+      const message = e instanceof ServeRefusal ? e.message : timeout.aborted ? `transfer took longer than ${timeoutMs} ms` : `serving failed: ${e.message.slice(0, 500)}`
+      log.debug('git:serve-failed', { peer, code, error: e.message })
+      pack?.kill()
+      if (stream.writeStatus === 'writable' && !ac.signal.aborted) {
+        // tell the requester why (after whatever it has not read yet), then close
+        try {
+          const bounded = AbortSignal.any([ac.signal, AbortSignal.timeout(2000)])
+          await lp.writeRaw(encodeJsonFrame(GitFrame.ERROR, { code, message }), { signal: bounded })
+          await stream.close({ signal: bounded })
+          return
+        } catch {}
+      }
+      stream.abort(e)
+    } finally {
+      pack?.kill()
+      if (counted) active--
+      controllers.delete(ac)
+    }
+  }
+
+  await node.handle(GIT_PROTOCOL, (stream, connection) => {
+    if (closed) {
+      stream.abort(new Error('git server closed'))
+      return
+    }
+    const p = serveOne(stream, connection.remotePeer.toString()).catch(() => {})
+    running.add(p)
+    void p.finally(() => running.delete(p))
+  }, { maxInboundStreams: maxConcurrent * 4 })
+
+  return {
+    get active () { return active },
+    stats,
+    close: async () => {
+      if (closed) return
+      closed = true
+      await node.unhandle(GIT_PROTOCOL).catch(() => {})
+      for (const ac of controllers) ac.abort(new Error('git server closed'))
+      await Promise.race([Promise.allSettled([...running]), new Promise(resolve => setTimeout(resolve, 5000).unref())])
+    }
+  }
+}

@@ -1,0 +1,75 @@
+import { describe, it, expect, afterEach } from 'vitest'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { lpStream } from '@libp2p/utils'
+import { YamuxStream } from '@chainsafe/libp2p-yamux/stream'
+import { createHost, type Host } from '../src/node/host.ts'
+import { checkLibraryPatches, libraryPatches } from '../src/node/patches.ts'
+import { yamuxPatchStatus } from '../src/node/yamux-fix.ts'
+import { noiseCrypto } from '../src/node/noise-crypto.ts'
+import { generateSwarmKey } from '../src/node/swarm-key.ts'
+import type { Logger } from '../src/util/logger.ts'
+import { LOOPBACK } from './helpers/mesh.ts'
+
+const hosts: Host[] = []
+afterEach(async () => {
+  await Promise.all(hosts.splice(0).map(async h => { await h.stop() }))
+})
+
+function recordingLogger (): { logger: Logger, warnings: Array<[string, unknown]> } {
+  const warnings: Array<[string, unknown]> = []
+  const none = (): void => {}
+  const logger = { debug: none, info: none, error: none, warn: (event: string, fields?: unknown) => { warnings.push([event, fields]) } } as unknown as Logger
+  return { logger, warnings }
+}
+
+describe('library patches (pinned versions)', () => {
+  it('each patch applies to the installed libraries', () => {
+    // fails when a release renames what a patch touches: pin the version back or port the patch
+    expect(libraryPatches().map(p => [p.name, p.state, p.detail])).toEqual([
+      ['pnet-fix', 'applied', expect.any(String)],
+      ['yamux-fix', 'applied', expect.any(String)],
+      ['noise-crypto', 'applied', expect.any(String)]
+    ])
+    const { logger, warnings } = recordingLogger()
+    expect(checkLibraryPatches(logger)).toBe(noiseCrypto)
+    expect(warnings).toEqual([])
+  })
+
+  it('the yamux patch finds the stream fields it reads on real streams carrying more than a window', async () => {
+    const key = generateSwarmKey()
+    const { logger, warnings } = recordingLogger()
+    const a = await createHost({ privateKey: await generateKeyPair('Ed25519'), swarmKey: key, listen: [LOOPBACK], bootstrap: [], logger })
+    const b = await createHost({ privateKey: await generateKeyPair('Ed25519'), swarmKey: key, listen: [LOOPBACK], bootstrap: [], logger })
+    hosts.push(a, b)
+    await a.start()
+    await b.start()
+    const piece = 64 * 1024
+    const pieces = 32 // 2 MiB: eight times yamux's initial 256 KiB window, so window updates must flow
+    let received = 0
+    let served: unknown = null
+    await b.handle('/meshwork-test/bulk/1', (stream) => {
+      served = stream
+      void (async () => {
+        const lp = lpStream(stream, { maxDataLength: piece * 2 })
+        for (let i = 0; i < pieces; i++) received += (await lp.read()).byteLength
+        await lp.write(new Uint8Array([1]))
+        await stream.close()
+      })()
+    })
+    const stream = await a.dialProtocol(b.getMultiaddrs()[0]!, '/meshwork-test/bulk/1', { signal: AbortSignal.timeout(20_000) })
+    const lp = lpStream(stream, { maxDataLength: piece * 2 })
+    for (let i = 0; i < pieces; i++) await lp.write(new Uint8Array(piece).fill(i & 0xff), { signal: AbortSignal.timeout(20_000) })
+    const ack = await lp.read({ signal: AbortSignal.timeout(20_000) })
+    expect(ack.subarray()[0]).toBe(1)
+    expect(received).toBe(piece * pieces)
+    // the streams libp2p hands out are yamux's own, with the private fields the patch reads
+    expect(stream).toBeInstanceOf(YamuxStream)
+    expect(served).toBeInstanceOf(YamuxStream)
+    const s = served as unknown as { recvWindow: unknown, recvWindowCapacity: unknown, state: unknown }
+    expect(typeof s.recvWindow).toBe('number')
+    expect(typeof s.recvWindowCapacity).toBe('number')
+    expect(s.state).not.toBeUndefined()
+    expect(yamuxPatchStatus().state).toBe('applied')
+    expect(warnings).toEqual([])
+  })
+})
