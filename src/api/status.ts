@@ -80,7 +80,7 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
   const seen = new Set<string>()
   for (const m of view?.members ?? []) {
     seen.add(m.peerId)
-    const rec = snap.nodes.get(m.peerId as never)
+    const rec = snap.nodes.get(m.peerId)
     // a graceful stop is on the board too: a lost "leaving" heartbeat must not turn it into "dead"
     const leftOnBoard = rec !== undefined && rec.leftAt !== null && rec.leftAt >= rec.startedAt && (m.state === 'suspect' || m.state === 'dead')
     nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs) })

@@ -1,6 +1,6 @@
 import { addTasks, type NewTask } from '../crdt/ops.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
-import type { Task, TaskId } from '../crdt/schema.ts'
+import { parseConflictId, parseTaskId, type Task, type TaskId } from '../crdt/schema.ts'
 import { depsMerged } from '../scheduler/dag.ts'
 import { UsageError } from '../util/errors.ts'
 import type { Client } from './client.ts'
@@ -22,8 +22,8 @@ async function confirm (client: Client): Promise<void> {
   }
 }
 
-function taskOrThrow (client: Client, id: string): Task {
-  const t = client.node.board.task(id)
+function taskOrThrow (client: Client, id: TaskId): Task {
+  const t = client.node.board.snapshot().tasks.get(id)
   if (t === undefined) throw new UnknownTaskError(`no task "${id}" on the board. \`meshwork status\` lists the tasks.`)
   return t
 }
@@ -40,11 +40,12 @@ export async function submitTasks (client: Client, tasks: NewTask[]): Promise<Ta
  * open conflict of the task is closed with it (decision `abandon`, by `by`),
  * so the inbox does not keep asking about a task nobody wants any more.
  */
-export async function cancelTask (client: Client, id: string, by = `${client.node.peerId}`): Promise<Task['state']> {
+export async function cancelTask (client: Client, idText: string, by = `${client.node.peerId}`): Promise<Task['state']> {
+  const id = parseTaskId(idText)
   const t = taskOrThrow(client, id)
   if (t.state === 'merged') throw new TaskStateError(`task "${id}" is already merged into main; it cannot be cancelled.`)
   if (t.state === 'cancelled') return t.state
-  const open = [...client.node.board.snapshot().conflicts.values()].filter(c => c.taskId === id && c.state === 'open').map(c => c.id as string)
+  const open = [...client.node.board.snapshot().conflicts.values()].filter(c => c.taskId === id && c.state === 'open').map(c => c.id)
   const now = Date.now()
   client.node.changeBoard(`task:cancel ${id}`, d => {
     if (!lifecycle.cancel(d, id)) return
@@ -55,7 +56,8 @@ export async function cancelTask (client: Client, id: string, by = `${client.nod
 }
 
 /** Puts a failed or cancelled task back in line with its attempt count reset. */
-export async function retryTask (client: Client, id: string): Promise<void> {
+export async function retryTask (client: Client, idText: string): Promise<void> {
+  const id = parseTaskId(idText)
   const t = taskOrThrow(client, id)
   if (t.state !== 'failed' && t.state !== 'cancelled') {
     throw new TaskStateError(`task "${id}" is ${t.state}; only failed or cancelled tasks can be retried.`)
@@ -71,8 +73,9 @@ export const RESOLVE_ACTIONS = ['ours', 'theirs', 'rerun', 'agent', 'abandon'] a
 export type ResolveAction = typeof RESOLVE_ACTIONS[number]
 
 /** Records a human decision on an open conflict; the merge leader carries it out. */
-export async function resolveConflict (client: Client, id: string, action: ResolveAction, note: string, by: string): Promise<void> {
-  const c = client.node.board.snapshot().conflicts.get(id as never)
+export async function resolveConflict (client: Client, idText: string, action: ResolveAction, note: string, by: string): Promise<void> {
+  const id = parseConflictId(idText)
+  const c = client.node.board.snapshot().conflicts.get(id)
   if (c === undefined) throw new UsageError(`no conflict "${id}" on the board. \`meshwork status\` lists the open conflicts.`)
   if (c.state !== 'open') throw new TaskStateError(`conflict "${id}" is already resolved (${c.decision?.action ?? 'no decision'}).`)
   client.node.changeBoard(`conflict:decision ${id}`, d => { lifecycle.decide(d, id, { action, by, at: Date.now(), note }) })

@@ -1,7 +1,7 @@
 import { readdir, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { MeshNode } from './mesh-node.ts'
-import type { Task, BoardSnapshot } from '../crdt/schema.ts'
+import type { Task, BoardSnapshot, PeerIdString } from '../crdt/schema.ts'
 import { Worktrees, commitEnv, type Worktree } from '../git/worktree.ts'
 import { git, gitText } from '../git/git.ts'
 import { UsageError } from '../util/errors.ts'
@@ -42,7 +42,7 @@ export async function initRepo (repo: string, branch: string): Promise<string> {
 export const DEP_SUMMARY_CHARS = 1000
 
 /** Builds what meshwork tells an agent besides the task prompt (SPEC: the claude agent). */
-export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: string) => string): string {
+export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: PeerIdString) => string): string {
   const lines = [`You are working on meshwork task "${t.id}"${t.title !== '' ? ` (${t.title})` : ''} in a git worktree on branch meshwork/${t.id}. Commit your work or leave it in the worktree: meshwork commits what is left.`]
   const deps = t.deps.map(d => snap.tasks.get(d)).filter((d): d is Task => d !== undefined)
   if (deps.length > 0) {

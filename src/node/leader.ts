@@ -7,7 +7,7 @@ import { advanceBranch, branchOid, hasCommit, mergeCommit, mergeTakingSide, runV
 import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch } from '../git/batch.ts'
 import { mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
-import type { Conflict, Task } from '../crdt/schema.ts'
+import { conflictIdFor, type Conflict, type ConflictId, type PeerIdString, type Task, type TaskId } from '../crdt/schema.ts'
 import { git } from '../git/git.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
@@ -20,8 +20,8 @@ type BoardDraft = Parameters<Parameters<MeshNode['changeBoard']>[1]>[0]
 
 /** An agent-resolved merge the leader runs in the background (one at a time), with its result once the agent is done. */
 interface AgentJob {
-  conflictId: string
-  taskId: string
+  conflictId: ConflictId
+  taskId: TaskId
   /** The decision being carried out (`decision.at`): a newer decision drops this job. */
   decisionAt: number
   /** Main and the task head the merge was made of. */
@@ -176,7 +176,7 @@ export class Leadership {
     if (local === target) return
     if (!await hasCommit(repo, target)) {
       const leader = node.board.snapshot().main.leader
-      const sources = [leader, ...node.membership.alive().map(m => m.peerId)].filter((p): p is string => p !== null && p !== node.peerId)
+      const sources = [leader, ...node.membership.alive().map(m => m.peerId)].filter((p): p is PeerIdString => p !== null && p !== node.peerId)
       let fetched = false
       for (const peer of sources) {
         try {
@@ -321,7 +321,7 @@ export class Leadership {
   }
 
   /** A decision that could not be carried out: the conflict stays open with no decision, and says why (as does its task). */
-  #decisionFailed (c: Conflict, taskId: string, reason: string, extra?: (d: BoardDraft) => void): void {
+  #decisionFailed (c: Conflict, taskId: TaskId, reason: string, extra?: (d: BoardDraft) => void): void {
     const { node, logger } = this.#init
     const action = c.decision?.action ?? 'none'
     node.changeBoard('conflict:decision-failed', d => {
@@ -335,8 +335,8 @@ export class Leadership {
   /** Whether the job's decision is still the conflict's, and the conflict still open on the same task head. */
   #jobCurrent (job: AgentJob): boolean {
     const snap = this.#init.node.board.snapshot()
-    const c = snap.conflicts.get(job.conflictId as never)
-    const t = snap.tasks.get(job.taskId as never)
+    const c = snap.conflicts.get(job.conflictId)
+    const t = snap.tasks.get(job.taskId)
     return c !== undefined && c.state === 'open' && c.decision?.action === 'agent' && c.decision.at === job.decisionAt && t?.state === 'conflict' && t.head === job.head
   }
 
@@ -382,8 +382,8 @@ export class Leadership {
     const addCost = (d: BoardDraft): void => { lifecycle.addUsage(d, job.taskId, r) }
     const done = (): void => { if (this.#agentJob === job) this.#agentJob = null }
     const snap = node.board.snapshot()
-    const c = snap.conflicts.get(job.conflictId as never)
-    const t = snap.tasks.get(job.taskId as never)
+    const c = snap.conflicts.get(job.conflictId)
+    const t = snap.tasks.get(job.taskId)
     if (c === undefined || t === undefined || !this.#jobCurrent(job)) {
       done()
       node.changeBoard('conflict:agent-dropped', addCost)
@@ -451,16 +451,16 @@ export class Leadership {
       batch.push(t)
     }
     if (batch.length === 0) return
-    const heads = new Map(batch.map(t => [t.id as string, t.head as string]))
+    const heads = new Map(batch.map(t => [t.id, t.head as string]))
     /** Fencing: this node still leads in the same term, main is still `at`, and the tasks are still ours to merge. */
-    const still = (at: string, ids: Iterable<string>): boolean => {
+    const still = (at: string, ids: Iterable<TaskId>): boolean => {
       const s = node.board.snapshot()
       if (s.main.leader !== me || s.main.term !== term || (s.main.head ?? base) !== at) return false
-      for (const id of ids) { const t = s.tasks.get(id as never); if (t?.state !== 'merging' || t.head !== heads.get(id)) return false }
+      for (const id of ids) { const t = s.tasks.get(id); if (t?.state !== 'merging' || t.head !== heads.get(id)) return false }
       return true
     }
     node.changeBoard('task:merging', d => { for (const t of batch) lifecycle.startMerge(d, t.id) })
-    const ids = batch.map(t => t.id as string)
+    const ids = batch.map(t => t.id)
     try {
       const res = await runBatch({
         repo,
@@ -495,7 +495,7 @@ export class Leadership {
           case 'conflict': {
             if (!still(current, [o.taskId])) break
             const n = [...node.board.snapshot().conflicts.values()].filter(c => c.taskId === o.taskId).length + 1
-            const id = `${o.taskId}-${n}`
+            const id = conflictIdFor(o.taskId, n)
             node.changeBoard('task:conflict', d => { lifecycle.openConflict(d, o.taskId, { id, files: o.files, hunks: o.hunks }) })
             logger.warn('merge:conflict', { task: o.taskId, conflict: id, files: o.files, hunks: o.hunks.length, term })
             break

@@ -17,6 +17,7 @@ import {
   DIAL_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, MAX_GOSSIP_BYTES, MAX_LEARNED_DIALS, MAX_STREAM_FRAME_BYTES, MEMBERS_PROTOCOL, PEER_TARGET, REDIAL_INTERVAL_MS, SYNC_PROTOCOL, topics
 } from './constants.ts'
 import { Board, actorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
+import { asPeerId, type PeerIdString } from '../crdt/schema.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
 import { runSyncSession } from '../crdt/sync.ts'
 import { acquireLock, type Lock } from './lock.ts'
@@ -158,13 +159,13 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     return this.#board
   }
 
-  get peerId (): string {
+  get peerId (): PeerIdString {
     // PeerId.toString() encodes the id every time, and every heartbeat and gossip message asks
-    this.#peerIdText ??= this.host.peerId.toString()
+    this.#peerIdText ??= asPeerId(this.host.peerId.toString())
     return this.#peerIdText
   }
 
-  #peerIdText: string | undefined
+  #peerIdText: PeerIdString | undefined
 
   get meshId (): string {
     return this.swarmKey.meshId
@@ -267,7 +268,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (this.role === 'node') {
       this.#lag = monitorEventLoopDelay({ resolution: 20 })
       this.#lag.enable()
-      const self = this.board.snapshot().nodes.get(this.peerId as never)
+      const self = this.board.snapshot().nodes.get(this.peerId)
       if (self === undefined || self.name !== this.name || self.slots !== this.slots || self.leftAt !== null || self.startedAt !== this.#startedAt) {
         this.changeBoard('node:join', d => {
           d.nodes[this.peerId] = { name: str(this.name), slots: this.slots, startedAt: this.#startedAt, leftAt: null }

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
-import { TASK_ID_PATTERN } from '../crdt/schema.ts'
+import { TASK_ID_PATTERN, type TaskId } from '../crdt/schema.ts'
 import { DEFAULT_MAX_ATTEMPTS, type NewTask } from '../crdt/ops.ts'
 import { UsageError } from '../util/errors.ts'
 import { parseDuration } from '../util/wait.ts'
@@ -118,10 +118,11 @@ export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchec
       sim = { durationMs: d ?? 0, write: t.sim.write ?? {}, append: t.sim.append ?? {}, fail: t.sim.fail ?? 0 }
     }
     tasks.push({
-      id: t.id,
+      // a malformed id or an unknown dependency rejects the whole plan below: what is returned holds only task ids
+      id: t.id as TaskId,
       title: t.title ?? t.prompt.trim().split('\n')[0]?.slice(0, 80) ?? t.id,
       prompt: t.prompt,
-      deps: t.deps ?? [],
+      deps: (t.deps ?? []).map(d => d as TaskId),
       files: t.files ?? [],
       priority: t.priority ?? 0,
       timeoutMs,
