@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { claudeAgent, type ClaudeAgentInit } from '../src/agent/claude.ts'
 import type { AgentProgress, AgentResult } from '../src/agent/types.ts'
-import type { Task, TaskId } from '../src/crdt/schema.ts'
+import { asPeerId, type Task, type TaskId } from '../src/crdt/schema.ts'
 import { realClaudeBin, standInEnv, startMessagesApi, USAGE, type MessagesApi, type Script } from './helpers/messages-api.ts'
 
 let bin = ''
@@ -34,7 +34,7 @@ afterEach(async () => {
 function task (id = 'task-1'): Task {
   return {
     id: id as TaskId, title: `Title of ${id}`, prompt: `Please do ${id}.`, deps: [], files: [], priority: 0, timeoutMs: null,
-    maxAttempts: 3, sim: null, state: 'running', epoch: 1, attempts: 1, failures: 0, node: 'peer-a', branch: `meshwork/${id}`,
+    maxAttempts: 3, sim: null, state: 'running', epoch: 1, attempts: 1, failures: 0, node: asPeerId('peer-a'), branch: `meshwork/${id}`,
     head: null, mergeCommit: null, costUsd: 0, tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }, createdAt: 0,
     startedAt: 0, doneAt: null, mergedAt: null, error: null, readyAt: 0, notBefore: null, holders: [], claims: {}, summary: null, infraFailures: {}
   }

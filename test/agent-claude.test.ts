@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { claudeAgent, isRateLimitText, parseResetTime, toolSummary, type ClaudeAgentInit } from '../src/agent/claude.ts'
 import type { AgentProgress, AgentResult } from '../src/agent/types.ts'
-import type { Task, TaskId } from '../src/crdt/schema.ts'
+import { asPeerId, type Task, type TaskId } from '../src/crdt/schema.ts'
 import { TimeoutError, waitFor } from '../src/util/wait.ts'
 import { isAlive } from './helpers/proc.ts'
 
@@ -41,7 +41,7 @@ function task (id = 'task-1', extra: Partial<Task> = {}): Task {
     epoch: 1,
     attempts: 1,
     failures: 0,
-    node: 'peer-a',
+    node: asPeerId('peer-a'),
     branch: `meshwork/${id}`,
     head: null,
     mergeCommit: null,
@@ -77,7 +77,7 @@ function start (fake: Record<string, string>, opts: Partial<ClaudeAgentInit> = {
   const result = agent.run({
     task: runOpts.task ?? task(),
     attempt: runOpts.attempt ?? 1,
-    node: 'peer-a',
+    node: asPeerId('peer-a'),
     context: runOpts.context,
     cwd,
     signal: runOpts.signal ?? abort.signal,

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { commandAgent } from '../src/agent/command.ts'
 import type { AgentProgress, AgentResult } from '../src/agent/types.ts'
-import type { Task, TaskId } from '../src/crdt/schema.ts'
+import { asPeerId, type Task, type TaskId } from '../src/crdt/schema.ts'
 import { TimeoutError, waitFor } from '../src/util/wait.ts'
 import { isAlive } from './helpers/proc.ts'
 
@@ -34,7 +34,7 @@ function task (id = 'task-1'): Task {
     epoch: 1,
     attempts: 1,
     failures: 0,
-    node: 'peer-a',
+    node: asPeerId('peer-a'),
     branch: `meshwork/${id}`,
     head: null,
     mergeCommit: null,

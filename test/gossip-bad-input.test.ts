@@ -8,6 +8,7 @@ import { createHost, type Host } from '../src/node/host.ts'
 import { MAX_GOSSIP_BYTES, topics } from '../src/node/constants.ts'
 import { Board, actorForPeer, type BoardDoc } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+import { asPeerId } from '../src/crdt/schema.ts'
 import { encodePresence, type Presence } from '../src/protocol/presence.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
 import type { Transition } from '../src/node/membership.ts'
@@ -50,7 +51,7 @@ describe('gossip validation against a peer that holds the swarm key', () => {
     attacker = await createHost({ privateKey: await generateKeyPair('Ed25519'), swarmKey: mesh.key, listen: [LOOPBACK], bootstrap: [] })
     await attacker.start()
     const host = attacker
-    const evilId = host.peerId.toString()
+    const evilId = asPeerId(host.peerId.toString())
     const pubsub = host.services.pubsub
     pubsub.subscribe(t.board)
     pubsub.subscribe(t.presence)
@@ -147,7 +148,7 @@ describe('gossip validation against a peer that holds the swarm key', () => {
     attacker = await createHost({ privateKey: await generateKeyPair('Ed25519'), swarmKey: mesh.key, listen: [LOOPBACK], bootstrap: [] })
     await attacker.start()
     const host = attacker
-    const evilId = host.peerId.toString()
+    const evilId = asPeerId(host.peerId.toString())
     host.services.pubsub.subscribe(t.board)
     await host.dial(multiaddr(n0.addrs()[0] as string), { signal: AbortSignal.timeout(10_000) })
     await waitFor(() => subscribed(n0.host, t.board, evilId) && subscribed(host, t.board, n0.peerId), {

@@ -4,10 +4,11 @@ import { Board, actorForPeer, plain, str, type BoardDoc } from '../src/crdt/boar
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { CONFLICT_TRANSITIONS, TASK_STATE_MOVES, TASK_TRANSITIONS, mayStart, type TaskTransition } from '../src/crdt/lifecycle.ts'
-import { TASK_STATES, conflictSchema, taskSchema, type TaskState } from '../src/crdt/schema.ts'
+import { TASK_STATES, asPeerId, conflictIdFor, conflictSchema, parseTaskId, taskSchema, type TaskId, type TaskState } from '../src/crdt/schema.ts'
 
 const MESH = 'mesh-lifecycle00'
-const PEER = 'peer-a'
+const PEER = asPeerId('peer-a')
+const T = parseTaskId('t')
 const NOW = 1_700_000_000_000
 
 /** The stored (raw) form of an entry of the board, as plain JSON: what a change actually wrote. */
@@ -16,7 +17,7 @@ function rawEntry (board: Board, section: 'tasks' | 'conflicts', id: string): Re
 }
 
 /** Calls each transition with arguments that are valid whenever its start state is. */
-const CALLS: Record<TaskTransition, (d: BoardDoc, id: string) => boolean> = {
+const CALLS: Record<TaskTransition, (d: BoardDoc, id: TaskId) => boolean> = {
   claim: (d, id) => lifecycle.claim(d, id, PEER, 0, NOW),
   withdraw: (d, id) => lifecycle.withdraw(d, id, PEER),
   start: (d, id) => lifecycle.start(d, id, PEER, 1, NOW),
@@ -29,7 +30,7 @@ const CALLS: Record<TaskTransition, (d: BoardDoc, id: string) => boolean> = {
   merge: (d, id) => lifecycle.merge(d, id, 'b'.repeat(40), NOW),
   requeue: (d, id) => lifecycle.requeue(d, id, { to: 'done', error: 'not on main', now: NOW }),
   recordMerged: (d, id) => lifecycle.recordMerged(d, id, 'c'.repeat(40), NOW),
-  openConflict: (d, id) => lifecycle.openConflict(d, id, { id: `${id}-1`, files: ['a.txt'], hunks: [{ file: 'a.txt', line: 1, before: '', ours: 'x', theirs: 'y', after: '' }] }),
+  openConflict: (d, id) => lifecycle.openConflict(d, id, { id: conflictIdFor(id, 1), files: ['a.txt'], hunks: [{ file: 'a.txt', line: 1, before: '', ours: 'x', theirs: 'y', after: '' }] }),
   cancel: (d, id) => lifecycle.cancel(d, id, 'no longer wanted')
 }
 
@@ -50,7 +51,7 @@ describe('task lifecycle transitions', () => {
         const board = boardIn(state)
         const before = board.task('t')
         let applied: boolean | undefined
-        const bytes = board.change(name, d => { applied = CALLS[name](d, 't') })
+        const bytes = board.change(name, d => { applied = CALLS[name](d, T) })
         expect(applied).toBe(allowed)
         expect(mayStart(name, state)).toBe(allowed)
         if (!allowed) {
@@ -87,7 +88,7 @@ describe('task lifecycle transitions', () => {
     for (const name of Object.keys(TASK_TRANSITIONS) as TaskTransition[]) {
       const state = TASK_TRANSITIONS[name].from[0] as TaskState
       const board = boardIn(state)
-      board.change(name, d => { CALLS[name](d, 't') })
+      board.change(name, d => { CALLS[name](d, T) })
       const raw = rawEntry(board, 'tasks', 't')
       for (const k of Object.keys(raw)) expect(keys, `${name} wrote ${k}`).toContain(k)
     }
@@ -95,43 +96,43 @@ describe('task lifecycle transitions', () => {
 
   it('a claim keeps concurrent claims; withdrawing the last claim of the epoch makes the task ready', () => {
     const board = boardIn('ready')
-    board.change('claim', d => { lifecycle.claim(d, 't', 'peer-a', 0, NOW) })
-    board.change('claim', d => { lifecycle.claim(d, 't', 'peer-b', 0, NOW + 1) })
+    board.change('claim', d => { lifecycle.claim(d, T, asPeerId('peer-a'), 0, NOW) })
+    board.change('claim', d => { lifecycle.claim(d, T, asPeerId('peer-b'), 0, NOW + 1) })
     expect(Object.keys(board.task('t')?.claims ?? {}).sort()).toEqual(['peer-a', 'peer-b'])
     // the claim does not name the node: only a started run does
     expect(board.task('t')?.node).toBeNull()
-    board.change('withdraw', d => { lifecycle.withdraw(d, 't', 'peer-a') })
+    board.change('withdraw', d => { lifecycle.withdraw(d, T, asPeerId('peer-a')) })
     expect(board.task('t')?.state).toBe('claimed')
-    board.change('withdraw', d => { lifecycle.withdraw(d, 't', 'peer-b') })
+    board.change('withdraw', d => { lifecycle.withdraw(d, T, asPeerId('peer-b')) })
     expect(board.task('t')?.state).toBe('ready')
     expect(board.task('t')?.claims).toEqual({})
   })
 
   it('release starts a new epoch without claims and counts a failure only when told', () => {
     const board = boardIn('claimed')
-    board.change('start', d => { lifecycle.start(d, 't', PEER, 1, NOW) })
+    board.change('start', d => { lifecycle.start(d, T, PEER, 1, NOW) })
     expect(board.task('t')?.node).toBe(PEER)
-    board.change('release', d => { lifecycle.release(d, 't', { now: NOW + 5, notBefore: NOW + 100, error: 'agent failed', failure: true }) })
+    board.change('release', d => { lifecycle.release(d, T, { now: NOW + 5, notBefore: NOW + 100, error: 'agent failed', failure: true }) })
     const t = board.task('t')
     expect(t).toMatchObject({ state: 'ready', epoch: 1, claims: {}, readyAt: NOW + 5, notBefore: NOW + 100, failures: 1, attempts: 1, error: 'agent failed' })
-    board.change('start', d => { lifecycle.start(d, 't', PEER, 2, NOW) })
-    board.change('release', d => { lifecycle.release(d, 't', { now: NOW + 6, notBefore: null, uncountAttempt: true }) })
+    board.change('start', d => { lifecycle.start(d, T, PEER, 2, NOW) })
+    board.change('release', d => { lifecycle.release(d, T, { now: NOW + 6, notBefore: null, uncountAttempt: true }) })
     expect(board.task('t')).toMatchObject({ state: 'ready', epoch: 2, failures: 1, attempts: 1, error: null })
   })
 
   it('retry resets attempts and goes to pending while a dependency is not merged', () => {
     const board = boardIn('failed')
-    board.change('retry', d => { lifecycle.retry(d, 't', { now: NOW, depsMerged: false }) })
+    board.change('retry', d => { lifecycle.retry(d, T, { now: NOW, depsMerged: false }) })
     expect(board.task('t')).toMatchObject({ state: 'pending', readyAt: null, attempts: 0, failures: 0, error: null, epoch: 1 })
   })
 
   it('a conflict record holds only schema fields, and its transitions check the conflict state', () => {
     const board = boardIn('merging')
-    board.change('conflict', d => { CALLS.openConflict(d, 't') })
-    const id = 't-1'
+    board.change('conflict', d => { CALLS.openConflict(d, T) })
+    const id = conflictIdFor(T, 1)
     const raw = rawEntry(board, 'conflicts', id)
     expect(Object.keys(raw).sort()).toEqual(Object.keys(conflictSchema.shape).sort())
-    expect(board.snapshot().conflicts.get(id as never)).toMatchObject({ state: 'open', taskId: 't', decision: null, error: null })
+    expect(board.snapshot().conflicts.get(id)).toMatchObject({ state: 'open', taskId: 't', decision: null, error: null })
     expect(board.task('t')).toMatchObject({ state: 'conflict', error: 'merge conflict in a.txt' })
 
     const decision = { action: 'ours' as const, by: 'tester', at: NOW, note: '' }
@@ -140,10 +141,10 @@ describe('task lifecycle transitions', () => {
     expect(ok).toBe(true)
     board.change('fail', d => { ok = lifecycle.failDecision(d, id, 'could not') })
     expect(ok).toBe(true)
-    expect(board.snapshot().conflicts.get(id as never)).toMatchObject({ state: 'open', decision: null, error: 'could not' })
+    expect(board.snapshot().conflicts.get(id)).toMatchObject({ state: 'open', decision: null, error: 'could not' })
     board.change('resolve', d => { ok = lifecycle.resolve(d, id, { decision, clearError: true }) })
     expect(ok).toBe(true)
-    expect(board.snapshot().conflicts.get(id as never)).toMatchObject({ state: 'resolved', decision, error: null })
+    expect(board.snapshot().conflicts.get(id)).toMatchObject({ state: 'resolved', decision, error: null })
     // a resolved conflict takes no further move
     for (const name of Object.keys(CONFLICT_TRANSITIONS) as Array<keyof typeof CONFLICT_TRANSITIONS>) {
       const bytes = board.change(name, d => {

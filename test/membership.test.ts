@@ -8,6 +8,7 @@ import { decodePresence, encodePresence } from '../src/protocol/presence.ts'
 import { generateSwarmKey, parseSwarmKey, readSwarmKey, swarmKeyFromHex, writeSwarmKey } from '../src/node/swarm-key.ts'
 import { decodeJoinToken, encodeJoinToken } from '../src/node/join-token.ts'
 import { UsageError } from '../src/util/errors.ts'
+import { asPeerId } from '../src/crdt/schema.ts'
 
 const HB = 1000
 const SUSPECT = 3000
@@ -31,12 +32,11 @@ function detector (): { m: Membership, clock: { t: number }, advance: (ms: numbe
   }
 }
 
-const P = 'peer-p'
+const P = asPeerId('peer-p')
 
-function presence (extra: Partial<Presence> = {}): Presence {
+function presence (extra: Partial<Omit<Presence, 'peerId'>> & { peerId?: string } = {}): Presence {
   return {
     v: 1,
-    peerId: P,
     name: 'p',
     slots: 2,
     running: [],
@@ -49,7 +49,8 @@ function presence (extra: Partial<Presence> = {}): Presence {
     startedAt: 1,
     seq: 0,
     leaving: false,
-    ...extra
+    ...extra,
+    peerId: asPeerId(extra.peerId ?? P)
   }
 }
 
@@ -107,7 +108,7 @@ describe('failure detector', () => {
     expect(advance(DEAD - 2 * HB)).toBe('suspect')
     expect(advance(HB)).toBe('dead')
 
-    m.seed('peer-gone', 'gone', 1, true)
+    m.seed(asPeerId('peer-gone'), 'gone', 1, true)
     expect(m.get('peer-gone')?.state).toBe('left')
     advance(DEAD * 3)
     expect(m.get('peer-gone')?.state).toBe('left')
@@ -118,7 +119,7 @@ describe('failure detector', () => {
     expect(m.get(P)?.name).toBe('p')
 
     // a seeded peer that speaks up is alive
-    m.seed('peer-new', 'new', 1, false)
+    m.seed(asPeerId('peer-new'), 'new', 1, false)
     expect(m.heartbeat(presence({ peerId: 'peer-new' }))).toEqual({ peerId: 'peer-new', from: 'suspect', to: 'alive' })
   })
 

@@ -6,6 +6,7 @@ import { git, gitText } from '../src/git/git.ts'
 import { runBatch, type BatchItem, type BatchOutcome } from '../src/git/batch.ts'
 import { casBranch } from '../src/git/merge.ts'
 import { commitFiles, initRepo } from './helpers/git.ts'
+import type { TaskId } from '../src/crdt/schema.ts'
 
 let dir = ''
 let repo = ''
@@ -23,7 +24,7 @@ async function task (id: string, files: Record<string, string>, from = base): Pr
   await git(['checkout', '-q', '-B', `meshwork/${id}`, from], { cwd: repo })
   const head = await commitFiles(repo, files, id)
   await git(['checkout', '-q', 'main'], { cwd: repo })
-  return { taskId: id, title: id, head }
+  return { taskId: id as TaskId, title: id, head }
 }
 
 /** A `land` that moves refs/heads/main by compare-and-swap and records each call. */

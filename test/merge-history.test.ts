@@ -1,4 +1,5 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
+import type { TaskId } from '../src/crdt/schema.ts'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -57,7 +58,7 @@ describe('re-deriving merged state from real git history', () => {
     await git(['checkout', '-q', '-B', `meshwork/${id}`, base], { cwd: repo })
     const head = await commitFiles(repo, { [`${id}.txt`]: `${id}\n` }, id)
     await git(['checkout', '-q', 'main'], { cwd: repo })
-    return { taskId: id, title: id, head }
+    return { taskId: id as TaskId, title: id, head }
   }
 
   it('two leaders merged on the two sides of a partition: after the heal the losing side\'s tasks are re-queued, merged again on the kept main, each exactly once', async () => {

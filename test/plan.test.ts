@@ -99,7 +99,8 @@ const JSON_PLAN = JSON.stringify({
   ]
 }, null, 2)
 
-const EXPECTED: NewTask[] = [
+// the plan's ids, as plain text: parsePlan returns them as task ids
+const EXPECTED: Array<Omit<NewTask, 'id' | 'deps'> & { id: string, deps: string[] }> = [
   {
     id: 'schema',
     title: 'Add the users table',

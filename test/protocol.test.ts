@@ -1,3 +1,4 @@
+import { asPeerId } from '../src/crdt/schema.ts'
 import { describe, it, expect } from 'vitest'
 import { z } from 'zod'
 import { decodeFrame, encodeFrame, encodeJsonFrame, parseJson } from '../src/protocol/frame.ts'
@@ -49,8 +50,8 @@ describe('board gossip', () => {
 
 describe('members view', () => {
   const member = {
-    peerId: 'p1', name: 'n', slots: 2, running: [], heads: [], addrs: [], load: 0.1, lagMs: 0, backoffUntil: null,
-    state: 'alive', eligible: true, aliveSince: 1, lastSeenAt: 2, silentMs: 0
+    peerId: asPeerId('p1'), name: 'n', slots: 2, running: [], heads: [], addrs: [], load: 0.1, lagMs: 0, backoffUntil: null,
+    state: 'alive' as const, eligible: true, aliveSince: 1, lastSeenAt: 2, silentMs: 0
   }
   it('accepts a well-formed view', () => {
     const view: MembersView = { self: 'p1', members: [member as MembersView['members'][number]], progress: { t1: { kind: 'text', text: 'hi', at: 1, peerId: 'p1' } } }

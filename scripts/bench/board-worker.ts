@@ -15,6 +15,7 @@ import { swarmKeyFromHex } from '../../src/node/swarm-key.ts'
 import { topics } from '../../src/node/constants.ts'
 import { addTasks, simpleTask } from '../../src/crdt/ops.ts'
 import * as lifecycle from '../../src/crdt/lifecycle.ts'
+import { parseTaskId } from '../../src/crdt/schema.ts'
 import { BOARD_FILE, BOARD_LOG } from '../../src/crdt/store.ts'
 import type { Logger, LogFields } from '../../src/util/logger.ts'
 import type { Command, LifecycleStep, ProcessConfig, SaveReply, StatusReply, WorkerConfig, WorkerEvent, WroteReply } from './board-protocol.ts'
@@ -111,7 +112,8 @@ function runNode (config: WorkerConfig, index: number): (c: Command) => Promise<
    * transitions (one coarse change per step, as the scheduler and the merge
    * leader make them). A step its task's state does not allow is an error.
    */
-  function lifecycleStep (id: string, step: LifecycleStep): WroteReply {
+  function lifecycleStep (idText: string, step: LifecycleStep): WroteReply {
+    const id = parseTaskId(idText)
     const me = node.peerId
     if (step === 'create') {
       return change('plan', addTasks([simpleTask(id, { title: `Task ${id}`, prompt: promptText(id, 200), files: [`src/${id}.ts`] })]))

@@ -12,6 +12,7 @@ import { runBatch, MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, type BatchItem } from '../
 import { commitEnv } from '../../src/git/worktree.ts'
 import { waitFor } from '../../src/util/wait.ts'
 import { runCli, startCliMesh, killAllChildren, describeResult } from '../../test/helpers/cli.ts'
+import { parseTaskId, type TaskId } from '../../src/crdt/schema.ts'
 
 /** A repository with `branches` finished task branches, each changing its own file. */
 export interface MergeRepo {
@@ -35,7 +36,7 @@ export async function makeRepo (root: string, n: number): Promise<MergeRepo> {
     await git(['checkout', '-q', '-B', `meshwork/${id}`, base], { cwd: repo })
     await writeFile(join(repo, 'src', `m${String(i).padStart(3, '0')}.txt`), `module ${i}, changed by ${id}\n`.repeat(40))
     await git(['commit', '-q', '-am', id, '--trailer', `Meshwork-Task: ${id}`], { cwd: repo, env: commitEnv() })
-    items.push({ taskId: id, title: id, head: await gitText(['rev-parse', 'HEAD'], { cwd: repo }) })
+    items.push({ taskId: parseTaskId(id), title: id, head: await gitText(['rev-parse', 'HEAD'], { cwd: repo }) })
   }
   await git(['checkout', '-q', 'main'], { cwd: repo })
   return { repo, base, items }
@@ -126,7 +127,7 @@ export async function runThroughput (r: MergeRepo, verifySeconds: number, log: (
   const verify = `sleep ${verifySeconds}`
   await step(leaderQueue(r, { name: `merge queue, ${verifySeconds} s verify, batched (up to ${MAX_VERIFY_BATCH})`, batch: MAX_VERIFY_BATCH, verify }))
   // two tasks whose merge breaks the check: the cost of bisecting
-  const bad = [r.items[17]?.taskId, r.items[62]?.taskId].filter((x): x is string => x !== undefined)
+  const bad = [r.items[17]?.taskId, r.items[62]?.taskId].filter((x): x is TaskId => x !== undefined)
   const failing = `sleep ${verifySeconds}; ! git log --format=%B -n 200 | grep -q -E '^Meshwork-Task: (${bad.join('|')})$'`
   await step(leaderQueue(r, { name: `merge queue, ${verifySeconds} s verify, batched, ${bad.length} merges failing it`, batch: MAX_VERIFY_BATCH, verify: failing }))
   await step(leaderQueue(r, { name: `merge queue, ${verifySeconds} s verify, one at a time`, batch: 1, verify }))

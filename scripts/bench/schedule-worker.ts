@@ -22,6 +22,7 @@ import { Scheduler } from '../../src/scheduler/scheduler.ts'
 import { simAgent } from '../../src/agent/sim.ts'
 import { addTasks, simpleTask } from '../../src/crdt/ops.ts'
 import * as lifecycle from '../../src/crdt/lifecycle.ts'
+import type { TaskId } from '../../src/crdt/schema.ts'
 import { createLogger } from '../../src/util/logger.ts'
 import type {
   BenchTask, LogLine, ProgressReply, ScheduleCommand, ScheduleWorkerConfig, ScheduleWorkerEvent, StatsReply, StatusReply, TaskDump
@@ -138,7 +139,7 @@ function mergeDone (): void {
   const snap = node.board.snapshot()
   const merged = new Set<string>()
   for (const t of snap.tasks.values()) if (t.state === 'merged') merged.add(t.id)
-  const batch: string[] = []
+  const batch: TaskId[] = []
   for (let progress = true; progress;) {
     progress = false
     for (const t of snap.tasks.values()) {

@@ -84,7 +84,7 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
   const seen = new Set<string>()
   for (const m of view?.members ?? []) {
     seen.add(m.peerId)
-    const rec = snap.nodes.get(m.peerId as never)
+    const rec = snap.nodes.get(m.peerId)
     // a graceful stop is on the board too: a lost "leaving" heartbeat must not turn it into "dead"
     const leftOnBoard = rec !== undefined && rec.leftAt !== null && rec.leftAt >= rec.startedAt && (m.state === 'suspect' || m.state === 'dead')
     const draining = rec !== undefined && (rec.drainAt ?? null) !== null && (rec.drainAt ?? 0) >= rec.startedAt && m.state === 'alive'

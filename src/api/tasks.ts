@@ -1,6 +1,6 @@
 import { addTasks, type NewTask } from '../crdt/ops.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
-import type { Conflict, ConflictId, Task, TaskId } from '../crdt/schema.ts'
+import { parseConflictId, parseTaskId, type Conflict, type ConflictId, type Task, type TaskId } from '../crdt/schema.ts'
 import { depsMerged } from '../scheduler/dag.ts'
 import { UsageError } from '../util/errors.ts'
 import type { Client } from './client.ts'
@@ -23,8 +23,8 @@ async function confirm (client: Client): Promise<void> {
   }
 }
 
-function taskOrThrow (client: Client, id: string): Task {
-  const t = client.node.board.task(id)
+function taskOrThrow (client: Client, id: TaskId): Task {
+  const t = client.node.board.snapshot().tasks.get(id)
   if (t === undefined) throw new UnknownTaskError(`no task "${id}" on the board. \`meshwork status\` lists the tasks.`)
   return t
 }
@@ -41,11 +41,12 @@ export async function submitTasks (client: Client, tasks: NewTask[]): Promise<Ta
  * open conflict of the task is closed with it (decision `abandon`, by `by`),
  * so the inbox does not keep asking about a task nobody wants any more.
  */
-export async function cancelTask (client: Client, id: string, by = `${client.node.peerId}`): Promise<Task['state']> {
+export async function cancelTask (client: Client, idText: string, by = `${client.node.peerId}`): Promise<Task['state']> {
+  const id = parseTaskId(idText)
   const t = taskOrThrow(client, id)
   if (t.state === 'merged') throw new TaskStateError(`task "${id}" is already merged into main; it cannot be cancelled.`)
   if (t.state === 'cancelled') return t.state
-  const open = [...client.node.board.snapshot().conflicts.values()].filter(c => c.taskId === id && c.state === 'open').map(c => c.id as string)
+  const open = [...client.node.board.snapshot().conflicts.values()].filter(c => c.taskId === id && c.state === 'open').map(c => c.id)
   const now = Date.now()
   client.node.changeBoard(`task:cancel ${id}`, d => {
     if (!lifecycle.cancel(d, id)) return
@@ -56,7 +57,8 @@ export async function cancelTask (client: Client, id: string, by = `${client.nod
 }
 
 /** Puts a failed or cancelled task back in line with its attempt count reset. */
-export async function retryTask (client: Client, id: string): Promise<void> {
+export async function retryTask (client: Client, idText: string): Promise<void> {
+  const id = parseTaskId(idText)
   const t = taskOrThrow(client, id)
   const snap = client.node.board.snapshot()
   if (t.state === 'merged') throw new TaskStateError(`task "${id}" is already merged into main; there is nothing to retry.`)
@@ -82,7 +84,7 @@ export type ResolveAction = typeof RESOLVE_ACTIONS[number]
  */
 export function findConflict (client: Client, id: string): Conflict {
   const snap = client.node.board.snapshot()
-  const c = snap.conflicts.get(id as ConflictId)
+  const c = snap.conflicts.get(parseConflictId(id))
   if (c !== undefined) return c
   const open = openConflictsOf(id, snap)
   if (open.length === 1) return open[0] as Conflict

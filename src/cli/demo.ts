@@ -13,7 +13,7 @@ import { submitTasks, resolveConflict, type ResolveAction } from '../api/tasks.t
 import { parsePlan } from '../scheduler/plan.ts'
 import { waitFor } from '../util/wait.ts'
 import { silentLogger } from '../util/logger.ts'
-import type { Task } from '../crdt/schema.ts'
+import type { PeerIdString, Task, TaskId } from '../crdt/schema.ts'
 import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { UsageError } from '../util/errors.ts'
@@ -122,7 +122,7 @@ export const CONFLICT_PAIR: readonly string[] = ['port-8080', 'port-9000']
  * the leader): a port task run again after the other merged would start from a
  * main that has it, and the conflict the demo promises would not happen.
  */
-function pickVictim (nodes: readonly DemoNode[], tasks: readonly Task[], leader: string | null): { node: DemoNode, task: string } | null {
+function pickVictim (nodes: readonly DemoNode[], tasks: readonly Task[], leader: PeerIdString | null): { node: DemoNode, task: TaskId } | null {
   for (const n of nodes) {
     if (n.peerId === leader || n.proc.exitCode !== null) continue
     const holdsConflict = tasks.some(t => CONFLICT_PAIR.includes(t.id) && t.node === n.peerId &&
@@ -255,12 +255,12 @@ export const demoCommand = defineCommand({
       closePrompt = () => { prompt?.close() }
       let asking: { conflictId: string, done: Promise<void> } | null = null
       let wake = (): void => {}
-      let killed: { node: DemoNode, task: string } | null = null
+      let killed: { node: DemoNode, task: TaskId } | null = null
       const deadlineMs = agent === 'sim' ? 180_000 : 60 * 60_000
       const deadline = Date.now() + deadlineMs
       for (;;) {
         const snap = c.node.board.snapshot()
-        const mine = tasks.map(t => snap.tasks.get(t.id as never)).filter((t): t is Task => t !== undefined)
+        const mine = tasks.map(t => snap.tasks.get(t.id)).filter((t): t is Task => t !== undefined)
         for (const t of mine) {
           const key2 = `${t.state}|${t.epoch}`
           if (last.get(t.id) === key2) continue
@@ -327,7 +327,7 @@ export const demoCommand = defineCommand({
       clearFooter()
       footer = ''
       const snap = c.node.board.snapshot()
-      const merged = tasks.filter(t => snap.tasks.get(t.id as never)?.state === 'merged').length
+      const merged = tasks.filter(t => snap.tasks.get(t.id)?.state === 'merged').length
       // a task dropped by the human's own "abandon" is the outcome asked for, not a failure
       const abandoned = [...snap.conflicts.values()].filter(x => x.decision?.action === 'abandon' && snap.tasks.get(x.taskId)?.state === 'cancelled').map(x => x.taskId as string)
       const repo = resolve(dir, 'alpha', 'repo')
@@ -336,7 +336,7 @@ export const demoCommand = defineCommand({
       out('')
       out(`summary: ${merged} of ${tasks.length} tasks merged in ${((Date.now() - t0) / 1000).toFixed(1)} s; main @ ${(snap.main.head ?? '').slice(0, 7)} (leader ${name(snap.main.leader)}, term ${snap.main.term})`)
       if (abandoned.length > 0) out(`abandoned by your decision: ${abandoned.join(', ')} (cancelled, its changes dropped)`)
-      if (killed !== null) out(`${killed.node.name} was killed mid-run; ${killed.task} ran again on ${name(snap.tasks.get(killed.task as never)?.node ?? null)}`)
+      if (killed !== null) out(`${killed.node.name} was killed mid-run; ${killed.task} ran again on ${name(snap.tasks.get(killed.task)?.node ?? null)}`)
       out('main, first-parent history (one merge commit per task, in dependency order):')
       for (const line of history.split('\n')) out(`  ${line}`)
       out(opts.clean ? 'workspace removed (--clean)' : `the merged repository: ${repo}   (nodes' data: ${dir}/*/data)`)

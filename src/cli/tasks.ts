@@ -2,7 +2,7 @@ import { resolve } from 'node:path'
 import { hostname, userInfo } from 'node:os'
 import { readPlan } from '../scheduler/plan.ts'
 import { cancelTask, retryTask, submitTasks } from '../api/tasks.ts'
-import type { Task } from '../crdt/schema.ts'
+import type { PeerIdString, Task, TaskId } from '../crdt/schema.ts'
 import { blockedBy, blockedByAll } from '../scheduler/dag.ts'
 import { nextStep } from '../api/hints.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
@@ -57,15 +57,15 @@ export const submitCommand = defineCommand({
   }
 })
 
-async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, ids: string[], json: boolean): Promise<number> {
+async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, ids: TaskId[], json: boolean): Promise<number> {
   const last = new Map<string, string>()
   const lastBlocked = new Map<string, string>()
   let lastSync = Date.now()
-  const name = (peer: string | null): string => peer === null ? '-' : client.node.board.snapshot().nodes.get(peer as never)?.name ?? peer.slice(-8)
+  const name = (peer: PeerIdString | null): string => peer === null ? '-' : client.node.board.snapshot().nodes.get(peer)?.name ?? peer.slice(-8)
   for (;;) {
     const snap = client.node.board.snapshot()
     for (const id of ids) {
-      const t = snap.tasks.get(id as never)
+      const t = snap.tasks.get(id)
       if (t === undefined) continue
       const line = `${t.state}|${t.attempts}|${t.node ?? ''}`
       if (last.get(id) === line) continue
@@ -73,7 +73,7 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
       if (json) process.stdout.write(JSON.stringify({ id, state: t.state, attempts: t.attempts, node: t.node, error: t.error }) + '\n')
       else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} ${t.state}${t.state === 'running' || t.state === 'done' ? ` on ${name(t.node)} (attempt ${t.attempts})` : ''}${t.error !== null && SHOW_ERROR.has(t.state) ? `: ${t.error}` : ''}\n`)
     }
-    const tasks = ids.map(id => snap.tasks.get(id as never)).filter((t): t is Task => t !== undefined)
+    const tasks = ids.map(id => snap.tasks.get(id)).filter((t): t is Task => t !== undefined)
     const blockers = blockedByAll(snap)
     const blocked = new Map(tasks.flatMap(t => { const by = blockers.get(t.id); return by === undefined ? [] : [[t.id as string, by] as const] }))
     for (const [id, by] of blocked) {

@@ -246,7 +246,7 @@ export class Board {
    * `BoardChangeRejectedError` and applies none if one is bad. The root rule is
    * also checked on the resulting patches: a change parked earlier by Automerge
    * (its dependency was missing, e.g. one that arrived in a sync message) is
-   * applied together with the change that completes it and was never checked.
+   * applied together with the change that completes it and was not checked before.
    */
   applyChanges (changes: Uint8Array[]): void {
     for (const c of changes) this.checkChange(c)

@@ -1,5 +1,5 @@
 import { str, type BoardDoc, type ConflictRecord, type TaskRecord } from './board.ts'
-import { TASK_STATES, type Conflict, type TaskState, type Tokens } from './schema.ts'
+import { TASK_STATES, type Conflict, type ConflictId, type PeerIdString, type TaskId, type TaskState, type Tokens } from './schema.ts'
 
 /**
  * The task lifecycle: every write of a task's `state` (and of a conflict's) is
@@ -93,13 +93,13 @@ function stateOf (rec: { state: unknown }): string {
 }
 
 /** The task record `id` if its state allows `name`, else undefined. */
-function taskFor (d: BoardDoc, id: string, name: TaskTransition): TaskRecord | undefined {
+function taskFor (d: BoardDoc, id: TaskId, name: TaskTransition): TaskRecord | undefined {
   const rec = d.tasks[id]
   if (rec === undefined) return undefined
   return mayStart(name, stateOf(rec) as TaskState) ? rec : undefined
 }
 
-function conflictFor (d: BoardDoc, id: string, name: ConflictTransition): ConflictRecord | undefined {
+function conflictFor (d: BoardDoc, id: ConflictId, name: ConflictTransition): ConflictRecord | undefined {
   const rec = d.conflicts[id]
   if (rec === undefined) return undefined
   return (CONFLICT_TRANSITIONS[name].from as readonly string[]).includes(stateOf(rec)) ? rec : undefined
@@ -108,7 +108,7 @@ function conflictFor (d: BoardDoc, id: string, name: ConflictTransition): Confli
 const text = (s: string | null): ReturnType<typeof str> | null => s === null ? null : str(s)
 
 /** Adds `peer`'s claim for the task's current epoch and marks it claimed. */
-export function claim (d: BoardDoc, id: string, peer: string, epoch: number, at: number): boolean {
+export function claim (d: BoardDoc, id: TaskId, peer: PeerIdString, epoch: number, at: number): boolean {
   const rec = taskFor(d, id, 'claim')
   if (rec === undefined) return false
   rec.claims[peer] = { epoch, at }
@@ -117,7 +117,7 @@ export function claim (d: BoardDoc, id: string, peer: string, epoch: number, at:
 }
 
 /** Removes `peer`'s claim; a claimed task with no claim of its epoch left is ready again. */
-export function withdraw (d: BoardDoc, id: string, peer: string): boolean {
+export function withdraw (d: BoardDoc, id: TaskId, peer: PeerIdString): boolean {
   const rec = taskFor(d, id, 'withdraw')
   if (rec === undefined) return false
   delete rec.claims[peer]
@@ -127,7 +127,7 @@ export function withdraw (d: BoardDoc, id: string, peer: string): boolean {
 }
 
 /** `peer` starts run number `attempt` of the task. */
-export function start (d: BoardDoc, id: string, peer: string, attempt: number, now: number): boolean {
+export function start (d: BoardDoc, id: TaskId, peer: PeerIdString, attempt: number, now: number): boolean {
   const rec = taskFor(d, id, 'start')
   if (rec === undefined) return false
   rec.state = str('running')
@@ -140,7 +140,7 @@ export function start (d: BoardDoc, id: string, peer: string, attempt: number, n
 }
 
 /** The run succeeded: `peer` holds the committed branch at `head`. */
-export function complete (d: BoardDoc, id: string, done: { peer: string, head: string | null, summary: string | null, now: number }): boolean {
+export function complete (d: BoardDoc, id: TaskId, done: { peer: PeerIdString, head: string | null, summary: string | null, now: number }): boolean {
   const rec = taskFor(d, id, 'complete')
   if (rec === undefined) return false
   rec.state = str('done')
@@ -161,7 +161,7 @@ export interface RunEndOptions {
 }
 
 /** The task ends failed with `error`. */
-export function fail (d: BoardDoc, id: string, error: string, opts: RunEndOptions = {}): boolean {
+export function fail (d: BoardDoc, id: TaskId, error: string, opts: RunEndOptions = {}): boolean {
   const rec = taskFor(d, id, 'fail')
   if (rec === undefined) return false
   endRun(rec, opts)
@@ -184,7 +184,7 @@ export interface ReleaseOptions extends RunEndOptions {
  * Gives a task back to the mesh: a new epoch (older results are ignored), no
  * claims, ready again.
  */
-export function release (d: BoardDoc, id: string, opts: ReleaseOptions): boolean {
+export function release (d: BoardDoc, id: TaskId, opts: ReleaseOptions): boolean {
   const rec = taskFor(d, id, 'release')
   if (rec === undefined) return false
   endRun(rec, opts)
@@ -213,7 +213,7 @@ function requeueRecord (rec: TaskRecord, now: number, notBefore: number | null):
 /** Options of `infraFail`. */
 export interface InfraFailOptions {
   /** The node the run failed on, its count of such failures for this task, and until when it leaves the task alone. */
-  peer: string
+  peer: PeerIdString
   count: number
   until: number
   now: number
@@ -230,7 +230,7 @@ export interface InfraFailOptions {
  * (only the failing node leaves it alone until `until`); at the limit it ends
  * failed with the reason.
  */
-export function infraFail (d: BoardDoc, id: string, opts: InfraFailOptions): boolean {
+export function infraFail (d: BoardDoc, id: TaskId, opts: InfraFailOptions): boolean {
   const rec = taskFor(d, id, opts.final ? 'fail' : 'release')
   if (rec === undefined) return false
   endRun(rec, { uncountAttempt: opts.uncountAttempt })
@@ -247,7 +247,7 @@ export function infraFail (d: BoardDoc, id: string, opts: InfraFailOptions): boo
 }
 
 /** A failed or cancelled task goes back in line with its attempt count reset: ready, or pending while a dependency is not merged. */
-export function retry (d: BoardDoc, id: string, opts: { now: number, depsMerged: boolean }): boolean {
+export function retry (d: BoardDoc, id: TaskId, opts: { now: number, depsMerged: boolean }): boolean {
   const rec = taskFor(d, id, 'retry')
   if (rec === undefined) return false
   requeueRecord(rec, opts.now, null)
@@ -263,7 +263,7 @@ export function retry (d: BoardDoc, id: string, opts: { now: number, depsMerged:
 }
 
 /** The merge leader takes the task into a merge batch. */
-export function startMerge (d: BoardDoc, id: string): boolean {
+export function startMerge (d: BoardDoc, id: TaskId): boolean {
   const rec = taskFor(d, id, 'startMerge')
   if (rec === undefined) return false
   rec.state = str('merging')
@@ -271,7 +271,7 @@ export function startMerge (d: BoardDoc, id: string): boolean {
 }
 
 /** A merge that did not land: the task waits in the merge queue again. */
-export function deferMerge (d: BoardDoc, id: string): boolean {
+export function deferMerge (d: BoardDoc, id: TaskId): boolean {
   const rec = taskFor(d, id, 'deferMerge')
   if (rec === undefined) return false
   rec.state = str('done')
@@ -279,7 +279,7 @@ export function deferMerge (d: BoardDoc, id: string): boolean {
 }
 
 /** The task's merge commit `commit` is on main. */
-export function merge (d: BoardDoc, id: string, commit: string, now: number): boolean {
+export function merge (d: BoardDoc, id: TaskId, commit: string, now: number): boolean {
   const rec = taskFor(d, id, 'merge')
   if (rec === undefined) return false
   rec.state = str('merged')
@@ -290,7 +290,7 @@ export function merge (d: BoardDoc, id: string, commit: string, now: number): bo
 }
 
 /** A merged task whose merge is not on main goes back to `to` (done with its branch, ready without) and says why. */
-export function requeue (d: BoardDoc, id: string, opts: { to: 'done' | 'ready', error: string, now: number }): boolean {
+export function requeue (d: BoardDoc, id: TaskId, opts: { to: 'done' | 'ready', error: string, now: number }): boolean {
   const rec = taskFor(d, id, 'requeue')
   if (rec === undefined) return false
   rec.state = str(opts.to)
@@ -302,7 +302,7 @@ export function requeue (d: BoardDoc, id: string, opts: { to: 'done' | 'ready', 
 }
 
 /** Main's history has the task's merge `commit`: the board says so (keeping an earlier `mergedAt`). */
-export function recordMerged (d: BoardDoc, id: string, commit: string, now: number): boolean {
+export function recordMerged (d: BoardDoc, id: TaskId, commit: string, now: number): boolean {
   const rec = taskFor(d, id, 'recordMerged')
   if (rec === undefined) return false
   rec.state = str('merged')
@@ -314,13 +314,13 @@ export function recordMerged (d: BoardDoc, id: string, commit: string, now: numb
 
 /** What a new conflict record holds besides its id and task. */
 export interface NewConflict {
-  id: string
+  id: ConflictId
   files: readonly string[]
   hunks: Conflict['hunks']
 }
 
 /** The merge of the task conflicted: a new open conflict record, and the task waits for a human. */
-export function openConflict (d: BoardDoc, taskId: string, c: NewConflict): boolean {
+export function openConflict (d: BoardDoc, taskId: TaskId, c: NewConflict): boolean {
   const rec = taskFor(d, taskId, 'openConflict')
   if (rec === undefined) return false
   d.conflicts[c.id] = {
@@ -338,7 +338,7 @@ export function openConflict (d: BoardDoc, taskId: string, c: NewConflict): bool
 }
 
 /** The task is cancelled (its claims dropped); `error`, when given, says why. */
-export function cancel (d: BoardDoc, id: string, error?: string): boolean {
+export function cancel (d: BoardDoc, id: TaskId, error?: string): boolean {
   const rec = taskFor(d, id, 'cancel')
   if (rec === undefined) return false
   rec.state = str('cancelled')
@@ -351,7 +351,7 @@ export function cancel (d: BoardDoc, id: string, error?: string): boolean {
 export type Decision = NonNullable<Conflict['decision']>
 
 /** Records a human decision on an open conflict (clearing the error of an earlier one). */
-export function decide (d: BoardDoc, conflictId: string, decision: Decision): boolean {
+export function decide (d: BoardDoc, conflictId: ConflictId, decision: Decision): boolean {
   const rec = conflictFor(d, conflictId, 'decide')
   if (rec === undefined) return false
   rec.decision = { action: str(decision.action), by: str(decision.by), at: decision.at, note: str(decision.note) }
@@ -360,7 +360,7 @@ export function decide (d: BoardDoc, conflictId: string, decision: Decision): bo
 }
 
 /** A decision could not be carried out: the conflict stays open without one, saying why. */
-export function failDecision (d: BoardDoc, conflictId: string, error: string): boolean {
+export function failDecision (d: BoardDoc, conflictId: ConflictId, error: string): boolean {
   const rec = conflictFor(d, conflictId, 'failDecision')
   if (rec === undefined) return false
   rec.decision = null
@@ -373,7 +373,7 @@ export function failDecision (d: BoardDoc, conflictId: string, error: string): b
  * closes the task's conflicts as abandoned); `clearError` drops a failed
  * decision's error (the conflict's merge landed).
  */
-export function resolve (d: BoardDoc, conflictId: string, opts: { decision?: Decision, clearError?: boolean } = {}): boolean {
+export function resolve (d: BoardDoc, conflictId: ConflictId, opts: { decision?: Decision, clearError?: boolean } = {}): boolean {
   const rec = conflictFor(d, conflictId, 'resolve')
   if (rec === undefined) return false
   rec.state = str('resolved')
@@ -383,13 +383,13 @@ export function resolve (d: BoardDoc, conflictId: string, opts: { decision?: Dec
 }
 
 /** Sets the task's error text without moving it (a failed conflict decision says why on its task too). */
-export function noteError (d: BoardDoc, id: string, error: string): void {
+export function noteError (d: BoardDoc, id: TaskId, error: string): void {
   const rec = d.tasks[id]
   if (rec !== undefined) rec.error = str(error)
 }
 
 /** Adds a run's cost and tokens to the task (they sum every run of the task, the agent resolution's too). */
-export function addUsage (d: BoardDoc, id: string, usage: { costUsd: number, tokens: Tokens }): void {
+export function addUsage (d: BoardDoc, id: TaskId, usage: { costUsd: number, tokens: Tokens }): void {
   const rec = d.tasks[id]
   if (rec === undefined) return
   rec.costUsd = Number(rec.costUsd ?? 0) + usage.costUsd
@@ -399,14 +399,14 @@ export function addUsage (d: BoardDoc, id: string, usage: { costUsd: number, tok
 }
 
 /** Records `peer` as a holder of the task's committed branch (once). */
-export function addHolder (d: BoardDoc, id: string, peer: string): void {
+export function addHolder (d: BoardDoc, id: TaskId, peer: PeerIdString): void {
   const rec = d.tasks[id]
   if (rec === undefined) return
   if (!rec.holders.some(h => String(h) === peer)) rec.holders.push(str(peer))
 }
 
 /** `peer` leads the mesh's merges from `term` on. */
-export function electLeader (d: BoardDoc, peer: string, term: number): void {
+export function electLeader (d: BoardDoc, peer: PeerIdString, term: number): void {
   d.main.leader = str(peer)
   d.main.term = term
 }
@@ -417,6 +417,6 @@ export function advanceMain (d: BoardDoc, head: string): void {
 }
 
 /** The leader's last push of main to its `--push` remote. */
-export function recordPush (d: BoardDoc, push: { remote: string, head: string, ok: boolean, at: number, error: string | null, by: string }): void {
+export function recordPush (d: BoardDoc, push: { remote: string, head: string, ok: boolean, at: number, error: string | null, by: PeerIdString }): void {
   d.main.push = { remote: str(push.remote), head: str(push.head), ok: push.ok, at: push.at, error: text(push.error), by: str(push.by) }
 }

@@ -3,10 +3,10 @@ import type { SimSpec, TaskId } from './schema.ts'
 
 /** What a plan contributes to a new task; the rest of the record starts empty. */
 export interface NewTask {
-  id: string
+  id: TaskId
   title: string
   prompt: string
-  deps: string[]
+  deps: TaskId[]
   files: string[]
   priority: number
   timeoutMs: number | null
@@ -69,6 +69,8 @@ export function addTasks (tasks: NewTask[], now = Date.now()): (d: BoardDoc) => 
 }
 
 /** A minimal task for tests and benchmarks. */
-export function simpleTask (id: string, extra: Partial<NewTask> = {}): NewTask {
-  return { id: id as TaskId, title: id, prompt: `do ${id}`, deps: [], files: [], priority: 0, timeoutMs: null, maxAttempts: DEFAULT_MAX_ATTEMPTS, sim: null, ...extra }
+export function simpleTask (id: string, extra: Partial<Omit<NewTask, 'deps'>> & { deps?: readonly string[] } = {}): NewTask {
+  // unchecked on purpose: tests build boards with whatever ids they need, the schema judges them on read
+  const { deps, ...rest } = extra
+  return { id: id as TaskId, title: id, prompt: `do ${id}`, deps: (deps ?? []).map(d => d as TaskId), files: [], priority: 0, timeoutMs: null, maxAttempts: DEFAULT_MAX_ATTEMPTS, sim: null, ...rest }
 }

@@ -1,11 +1,17 @@
 import { z } from 'zod'
+import { UsageError } from '../util/errors.ts'
 
 /**
  * The board's shape, validated at the read edge: whatever arrives over gossip or
  * sync is checked here before the scheduler, CLI or TUI sees it.
  */
 
+/** A task's id (plan files and the board): `TASK_ID_PATTERN`. */
 export type TaskId = string & { readonly __brand: 'TaskId' }
+/**
+ * A libp2p peer id in its string form, as the board, presence and claims hold
+ * it. (libp2p's own `PeerId` is an object; this is its text.)
+ */
 export type PeerIdString = string & { readonly __brand: 'PeerIdString' }
 export type ConflictId = string & { readonly __brand: 'ConflictId' }
 
@@ -41,6 +47,43 @@ export function isOid (s: string): boolean {
 
 /** A nullable oid on the board: anything but an oid fails the schema, so the entry is quarantined, never passed to git. */
 const nullableOid = z.string().regex(OID_PATTERN, 'not a git object id (40 or 64 hex characters)').nullable()
+
+/** An id that does not have the form its kind requires. */
+export class InvalidIdError extends UsageError {
+  override name = 'InvalidIdError'
+}
+
+/** Whether `s` is a valid task id (`isValidTaskId`). */
+export function isTaskId (s: string): s is TaskId {
+  return isValidTaskId(s)
+}
+
+/** Parses a task id given by a user or a peer; throws `InvalidIdError` naming the rule. */
+export function parseTaskId (s: string): TaskId {
+  if (!isTaskId(s)) throw new InvalidIdError(`"${s}" is not a task id: ids are 1 to 64 of a-z, 0-9, ".", "_" and "-", starting with a letter or digit, with no ".." and not ending in "." or ".lock".`)
+  return s
+}
+
+/**
+ * A peer id's text as it comes from libp2p (`peerId.toString()`) or from a
+ * message whose schema checked it: the only places a `PeerIdString` is made.
+ */
+export function asPeerId (s: string): PeerIdString {
+  return s as PeerIdString
+}
+
+/** A conflict id as a user names it (`meshwork resolve ID`): any non-empty text; the board says whether it exists. */
+export function parseConflictId (s: string): ConflictId {
+  if (s === '') throw new InvalidIdError('a conflict id is required: `meshwork status` lists the open conflicts.')
+  return s as ConflictId
+}
+
+/** The id of the `n`th conflict (1-based) of task `taskId`. */
+export function conflictIdFor (taskId: TaskId, n: number): ConflictId {
+  return `${taskId}-${n}` as ConflictId
+}
+
+const peerIdText = z.string().transform(asPeerId)
 
 /** Every task state of SPEC.md, in lifecycle order. */
 export const TASK_STATES = ['pending', 'ready', 'claimed', 'running', 'done', 'merging', 'merged', 'conflict', 'failed', 'cancelled'] as const
@@ -92,7 +135,7 @@ export const taskSchema = z.object({
   attempts: z.number().int().nonnegative(),
   /** Runs the agent itself failed: these count against `maxAttempts`; lost, rate-limited and released runs do not. */
   failures: z.number().int().nonnegative(),
-  node: nullableString,
+  node: peerIdText.nullable(),
   branch: z.string(),
   head: nullableOid,
   mergeCommit: nullableOid,
@@ -121,7 +164,7 @@ export const taskSchema = z.object({
    */
   infraFailures: z.record(z.string(), z.object({ count: z.number().int().positive(), until: z.number() })).default({}),
   /** Peers known to hold the task's committed branch. */
-  holders: z.array(z.string()),
+  holders: z.array(peerIdText),
   /** One key per claimant so concurrent claims are all visible (never overwritten). */
   claims: z.record(z.string(), claimSchema)
 })
@@ -182,13 +225,13 @@ export const pushReportSchema = z.object({
   at: z.number(),
   error: nullableString,
   /** The leader that pushed. */
-  by: z.string()
+  by: peerIdText
 })
 export type PushReportRecord = z.infer<typeof pushReportSchema>
 
 export const mainSchema = z.object({
   head: nullableOid,
-  leader: nullableString,
+  leader: peerIdText.nullable(),
   term: z.number().int().nonnegative(),
   push: pushReportSchema.nullable().optional().catch(undefined)
 })

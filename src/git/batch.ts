@@ -1,5 +1,5 @@
 import { mergeCommit, runVerify, tryMerge } from './merge.ts'
-import type { ConflictHunk } from '../crdt/schema.ts'
+import type { ConflictHunk, TaskId } from '../crdt/schema.ts'
 
 /** Most merges verified together in one `--verify` run. @default 8 */
 export const MAX_VERIFY_BATCH = 8
@@ -8,7 +8,7 @@ export const MAX_PLAIN_BATCH = 64
 
 /** A finished task to merge: its branch head, in queue order. */
 export interface BatchItem {
-  taskId: string
+  taskId: TaskId
   title: string
   head: string
 }
@@ -16,13 +16,13 @@ export interface BatchItem {
 /** What happened to one item of a batch. */
 export type BatchOutcome =
   /** On main now, by this merge commit. */
-  | { kind: 'merged', taskId: string, commit: string }
+  | { kind: 'merged', taskId: TaskId, commit: string }
   /** Conflicts with main itself: a human decides. */
-  | { kind: 'conflict', taskId: string, files: string[], hunks: ConflictHunk[] }
+  | { kind: 'conflict', taskId: TaskId, files: string[], hunks: ConflictHunk[] }
   /** `--verify` failed on main plus the merges before it plus this one. */
-  | { kind: 'verify-failed', taskId: string, output: string }
+  | { kind: 'verify-failed', taskId: TaskId, output: string }
   /** Not decided in this batch (conflicts only with an earlier item of the batch, or main could not be advanced): back in the queue. */
-  | { kind: 'deferred', taskId: string, reason: string }
+  | { kind: 'deferred', taskId: TaskId, reason: string }
 
 export interface BatchInit {
   repo: string
@@ -38,7 +38,7 @@ export interface BatchInit {
    * main could not be moved (leadership, term or main changed): the batch stops
    * and the rest of its items are deferred.
    */
-  land: (prev: string, tip: string, merged: ReadonlyArray<{ taskId: string, commit: string }>) => Promise<boolean>
+  land: (prev: string, tip: string, merged: ReadonlyArray<{ taskId: TaskId, commit: string }>) => Promise<boolean>
   /** Called after each verify run (for logs and benchmarks). */
   onVerify?: (commit: string, ok: boolean, ms: number, size: number) => void
   signal?: AbortSignal
@@ -67,7 +67,7 @@ export interface BatchResult {
 export async function runBatch (init: BatchInit): Promise<BatchResult> {
   const { repo, dataDir, base, items, verify } = init
   const outcomes = new Map<string, BatchOutcome>()
-  const stack: Array<{ taskId: string, commit: string }> = []
+  const stack: Array<{ taskId: TaskId, commit: string }> = []
   let tip = base
   for (const item of items) {
     init.signal?.throwIfAborted()
@@ -131,7 +131,7 @@ export async function runBatch (init: BatchInit): Promise<BatchResult> {
         }
         if (lost) deferRest(landed, 'main could not be advanced')
         else {
-          const culprit = stack[hi] as { taskId: string }
+          const culprit = stack[hi] as { taskId: TaskId }
           outcomes.set(culprit.taskId, { kind: 'verify-failed', taskId: culprit.taskId, output: failOutput })
           deferRest(hi + 1, `verified again on main without ${culprit.taskId}`)
         }

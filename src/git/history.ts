@@ -1,6 +1,6 @@
 import { gitText } from './git.ts'
 import { TASK_TRAILER } from './worktree.ts'
-import type { Task } from '../crdt/schema.ts'
+import type { Task, TaskId } from '../crdt/schema.ts'
 
 /** Main's first-parent history as far as merges of tasks go. */
 export interface MainHistory {
@@ -31,11 +31,11 @@ export async function mainHistory (repo: string, head: string): Promise<MainHist
 }
 
 /** What the leader corrects on the board so that "merged" means "on main" (see `reconcileMerged`). */
-export interface MergedRepair {
+export interface MergedRepair<I extends string = TaskId> {
   /** Marked merged but not on main (their merge was on the losing side of a partition): merge again, or run again if no branch is left. */
-  requeue: Array<{ id: string, to: 'done' | 'ready', lost: string | null }>
+  requeue: Array<{ id: I, to: 'done' | 'ready', lost: string | null }>
   /** On main but not marked merged (or marked with another commit): record it, never merge it twice. */
-  record: Array<{ id: string, commit: string }>
+  record: Array<{ id: I, commit: string }>
 }
 
 /**
@@ -49,8 +49,8 @@ export interface MergedRepair {
  * is on main is recorded merged: nothing is merged twice. An old merge of an
  * earlier task with the same id (another head) is not taken for this one.
  */
-export function reconcileMerged (tasks: Iterable<{ id: string, state: Task['state'], mergeCommit: string | null, head: string | null }>, history: MainHistory): MergedRepair {
-  const repair: MergedRepair = { requeue: [], record: [] }
+export function reconcileMerged<I extends string> (tasks: Iterable<{ id: I, state: Task['state'], mergeCommit: string | null, head: string | null }>, history: MainHistory): MergedRepair<I> {
+  const repair: MergedRepair<I> = { requeue: [], record: [] }
   for (const t of tasks) {
     if (t.state === 'merged' && t.mergeCommit !== null && history.commits.has(t.mergeCommit)) continue
     const onMain = t.head === null ? undefined : history.merges.get(t.id)?.find(m => m.head === t.head)

@@ -6,6 +6,7 @@
  */
 import type { TypedEventTarget } from '@libp2p/interface'
 import type { Board } from '../crdt/board.ts'
+import type { PeerIdString } from '../crdt/schema.ts'
 import type { Membership } from './membership.ts'
 import type { PresenceExtras } from './heartbeats.ts'
 import type { MeshNodeEvents } from './mesh-node.ts'
@@ -20,7 +21,7 @@ export type BoardDraft = Parameters<BoardChange>[0]
 
 /** Reads the replicated board and makes changes to it (persisted, then gossiped). */
 export interface BoardWriter {
-  readonly peerId: string
+  readonly peerId: PeerIdString
   readonly board: Board
   /** Makes one change; false when `fn` changed nothing. */
   changeBoard: (message: string, fn: BoardChange) => boolean

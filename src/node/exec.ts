@@ -1,7 +1,7 @@
 import { readdir, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ExecutionNode } from './components.ts'
-import type { Task, BoardSnapshot } from '../crdt/schema.ts'
+import type { Task, BoardSnapshot, PeerIdString } from '../crdt/schema.ts'
 import { Worktrees, commitEnv, type Worktree } from '../git/worktree.ts'
 import { git, gitText } from '../git/git.ts'
 import { UsageError } from '../util/errors.ts'
@@ -61,7 +61,7 @@ function dataLine (s: string, max: number): string {
  * are clipped and quoted as data between markers, each summary line indented,
  * after a line saying they are not instructions.
  */
-export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: string) => string): string {
+export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: PeerIdString) => string): string {
   const lines = [`You are working on meshwork task "${t.id}"${t.title !== '' ? ` (${dataLine(t.title, OTHER_TITLE_CHARS)})` : ''} in a git worktree on branch meshwork/${t.id}. Commit your work or leave it in the worktree: meshwork commits what is left.`]
   if (t.epoch > 0 && t.error !== null) lines.push('', `An earlier attempt of this task did not land: ${t.error}`)
   const data: string[] = []

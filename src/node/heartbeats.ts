@@ -7,6 +7,7 @@ import type { Membership, Member, Transition } from './membership.ts'
 import { MAX_GOSSIP_BYTES } from './constants.ts'
 import { decodePresence, encodePresence, type Presence } from '../protocol/presence.ts'
 import type { Board } from '../crdt/board.ts'
+import type { PeerIdString } from '../crdt/schema.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 import { HEALTH_OK } from './health.ts'
@@ -25,7 +26,7 @@ export interface HeartbeatsComponents {
   topic: string
   membership: Membership
   board: Board
-  peerId: () => string
+  peerId: () => PeerIdString
   name: string
   slots: () => number
   eligible: () => boolean

@@ -1,5 +1,6 @@
 import type { Presence } from '../protocol/presence.ts'
 import { HEALTH_OK, type HealthState } from './health.ts'
+import type { PeerIdString } from '../crdt/schema.ts'
 import { DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS, HEARTBEAT_INTERVAL_MS } from './constants.ts'
 
 /** Liveness of a peer as this node sees it. */
@@ -8,7 +9,7 @@ export type MemberState = typeof MEMBER_STATES[number]
 
 /** What this node knows about one peer. */
 export interface Member {
-  peerId: string
+  peerId: PeerIdString
   name: string
   slots: number
   running: string[]
@@ -40,7 +41,7 @@ export interface MembershipInit {
 
 /** A state change produced by `tick()` or a heartbeat. */
 export interface Transition {
-  peerId: string
+  peerId: PeerIdString
   from: MemberState | null
   to: MemberState
 }
@@ -118,7 +119,7 @@ export class Membership {
    * registry). It starts suspect and turns dead unless it speaks up; a peer
    * recorded as gracefully left starts left.
    */
-  seed (peerId: string, name: string, slots: number, left: boolean): void {
+  seed (peerId: PeerIdString, name: string, slots: number, left: boolean): void {
     if (this.#entries.has(peerId)) return
     this.#entries.set(peerId, {
       member: { peerId, name, slots, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null, health: HEALTH_OK, state: left ? 'left' : 'suspect', eligible: true, aliveSince: null, lastSeenAt: null, silentMs: 0 },

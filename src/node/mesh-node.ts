@@ -20,6 +20,7 @@ import type { Presence, ProgressEvent } from '../protocol/presence.ts'
 import type { MembersView } from '../protocol/members.ts'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
 import { Board, actorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
+import { asPeerId, type PeerIdString } from '../crdt/schema.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
@@ -143,13 +144,13 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     return this.#board
   }
 
-  get peerId (): string {
+  get peerId (): PeerIdString {
     // PeerId.toString() encodes the id every time, and every heartbeat and gossip message asks
-    this.#peerIdText ??= this.host.peerId.toString()
+    this.#peerIdText ??= asPeerId(this.host.peerId.toString())
     return this.#peerIdText
   }
 
-  #peerIdText: string | undefined
+  #peerIdText: PeerIdString | undefined
 
   get meshId (): string {
     return this.swarmKey.meshId
@@ -278,7 +279,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     // into it during that sync would only make the session longer
     if (isNode) {
       replication.follow()
-      const self = board.snapshot().nodes.get(this.peerId as never)
+      const self = board.snapshot().nodes.get(this.peerId)
       if (self === undefined || self.name !== this.name || self.slots !== this.#slots || self.leftAt !== null || self.startedAt !== this.#startedAt) {
         this.changeBoard('node:join', d => {
           d.nodes[this.peerId] = { name: str(this.name), slots: this.#slots, startedAt: this.#startedAt, leftAt: null }

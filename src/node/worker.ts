@@ -5,9 +5,10 @@ import type { NodeHealth } from './health.ts'
 import type { Agent } from '../agent/types.ts'
 import { serveGit, cloneFromPeer } from '../git/transfer.ts'
 import { GIT_PROTOCOL } from '../git/transfer.ts'
-import { Leadership } from './leader.ts'
+import { Leadership } from '../merge/leadership.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
+import type { PeerIdString } from '../crdt/schema.ts'
 
 export interface WorkerInit {
   node: MeshNode
@@ -79,7 +80,7 @@ export class Worker {
       leadership.start()
       const exec = new Execution({ node, repo, dataDir: this.#init.dataDir, branch, logger, ensureMain: async () => { await leadership.syncMain() }, ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}) })
       await exec.start()
-      const names = (peer: string): string => node.board.snapshot().nodes.get(peer as never)?.name ?? peer.slice(-8)
+      const names = (peer: PeerIdString): string => node.board.snapshot().nodes.get(peer)?.name ?? peer.slice(-8)
       this.scheduler = new Scheduler({
         node,
         agent: this.#init.agent,

@@ -4,6 +4,7 @@
  */
 import { z } from 'zod'
 import { parseJson } from './frame.ts'
+import { asPeerId } from '../crdt/schema.ts'
 import type { Member } from '../node/membership.ts'
 
 export const MEMBERS_PROTOCOL = '/meshwork/members/1'
@@ -12,7 +13,7 @@ export const MEMBERS_PROTOCOL = '/meshwork/members/1'
 const MAX_MEMBERS = 4096
 
 export const memberSchema = z.object({
-  peerId: z.string().min(1).max(128),
+  peerId: z.string().min(1).max(128).transform(asPeerId),
   name: z.string().max(128),
   slots: z.number().int().nonnegative(),
   running: z.array(z.string()),

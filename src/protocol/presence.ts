@@ -4,6 +4,7 @@
  */
 import { z } from 'zod'
 import { decodeJson, encodeJson } from './frame.ts'
+import { asPeerId } from '../crdt/schema.ts'
 
 /** Largest lists a presence message may carry (bounded so one peer cannot bloat another's memory). */
 const MAX_LIST = 256
@@ -11,7 +12,7 @@ const MAX_LIST = 256
 /** One presence heartbeat, published every second on the presence topic. */
 export const presenceSchema = z.object({
   v: z.literal(1),
-  peerId: z.string().min(1).max(128),
+  peerId: z.string().min(1).max(128).transform(asPeerId),
   name: z.string().max(128),
   slots: z.number().int().nonnegative().max(1024),
   running: z.array(z.string().max(64)).max(MAX_LIST),

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { Claim, Task, TaskId } from '../crdt/schema.ts'
+import { asPeerId, type Claim, type PeerIdString, type Task, type TaskId } from '../crdt/schema.ts'
 
 /**
  * Claim resolution without a coordinator (pure functions). A claim is a write
@@ -14,17 +14,17 @@ function before (a: [string, Claim], b: [string, Claim]): boolean {
 }
 
 /** The winning claimant among the claims of the task's current epoch, or null. */
-export function claimWinner (task: Pick<Task, 'claims' | 'epoch'>): string | null {
+export function claimWinner (task: Pick<Task, 'claims' | 'epoch'>): PeerIdString | null {
   let best: [string, Claim] | null = null
   for (const entry of Object.entries(task.claims)) {
     if (entry[1].epoch !== task.epoch) continue
     if (best === null || before(entry, best)) best = entry
   }
-  return best?.[0] ?? null
+  return best === null ? null : asPeerId(best[0])
 }
 
 /** The winning claim itself (who and when), or null. */
-export function winningClaim (task: Pick<Task, 'claims' | 'epoch'>): { peer: string, at: number } | null {
+export function winningClaim (task: Pick<Task, 'claims' | 'epoch'>): { peer: PeerIdString, at: number } | null {
   const w = claimWinner(task)
   if (w === null) return null
   return { peer: w, at: (task.claims[w] as Claim).at }

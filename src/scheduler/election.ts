@@ -21,7 +21,7 @@ export interface Candidate {
  * every action a leader takes carries its term (fencing).
  * Returns what to write, or null when nothing should change.
  */
-export function electLeader (main: Pick<MainRef, 'leader' | 'term'>, candidates: readonly Candidate[], now: number, timeoutMs = ELECTION_TIMEOUT_MS): { leader: string, term: number } | null {
+export function electLeader (main: { leader: string | null, term: MainRef['term'] }, candidates: readonly Candidate[], now: number, timeoutMs = ELECTION_TIMEOUT_MS): { leader: string, term: number } | null {
   const current = main.leader === null ? undefined : candidates.find(c => c.peerId === main.leader)
   if (current !== undefined && current.eligible && (current.state === 'alive' || current.state === 'suspect')) return null
   const stable = candidates

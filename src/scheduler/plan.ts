@@ -2,7 +2,7 @@ import { isAbsolute } from 'node:path'
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
-import { CONTROL_CHARS, TASK_ID_PATTERN, isValidTaskId, isValidTitle } from '../crdt/schema.ts'
+import { CONTROL_CHARS, TASK_ID_PATTERN, isValidTaskId, isValidTitle, type TaskId } from '../crdt/schema.ts'
 import { DEFAULT_MAX_ATTEMPTS, type NewTask } from '../crdt/ops.ts'
 import { UsageError } from '../util/errors.ts'
 import { parseDuration } from '../util/wait.ts'
@@ -134,11 +134,12 @@ export function parsePlan (text: string, existing: ExistingTasks, source = 'plan
       sim = { durationMs: d ?? 0, write: t.sim.write ?? {}, append: t.sim.append ?? {}, fail: t.sim.fail ?? 0, ...(t.sim.until !== undefined ? { until: t.sim.until } : {}) }
     }
     tasks.push({
-      id: t.id,
+      // a malformed id or an unknown dependency rejects the whole plan below: what is returned holds only task ids
+      id: t.id as TaskId,
       // a title taken from the prompt loses its control characters (a tab, a stray escape) rather than failing the plan
       title: t.title ?? (t.prompt.trim().split('\n')[0]?.replace(new RegExp(CONTROL_CHARS.source, 'g'), ' ').slice(0, 80) ?? t.id),
       prompt: t.prompt,
-      deps: t.deps ?? [],
+      deps: (t.deps ?? []).map(d => d as TaskId),
       files: t.files ?? [],
       priority: t.priority ?? 0,
       timeoutMs,

@@ -1,7 +1,8 @@
 import type { SchedulerNode } from '../node/components.ts'
+import type { Presence } from '../protocol/presence.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
 import { NodeHealth } from '../node/health.ts'
-import type { BoardSnapshot, Task, TaskId } from '../crdt/schema.ts'
+import type { BoardSnapshot, PeerIdString, Task, TaskId } from '../crdt/schema.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
@@ -180,7 +181,7 @@ export class Scheduler {
     this.#claiming = true
     this.node.setPresenceExtras(() => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null, health: this.health.state }))
     const onUpdate = (): void => { this.#schedule() }
-    const onPresence = (evt: CustomEvent<{ sentAt?: number }>): void => {
+    const onPresence = (evt: CustomEvent<Presence>): void => {
       const sent = evt.detail.sentAt
       if (sent === undefined) return
       const d = Math.min(2000, Math.max(0, Date.now() - sent))
@@ -190,11 +191,11 @@ export class Scheduler {
     }
     this.node.addEventListener('board:update', onUpdate)
     this.node.addEventListener('peer:state', onUpdate)
-    this.node.addEventListener('presence', onPresence as never)
+    this.node.addEventListener('presence', onPresence)
     this.#unsubs.push(
       () => { this.node.removeEventListener('board:update', onUpdate) },
       () => { this.node.removeEventListener('peer:state', onUpdate) },
-      () => { this.node.removeEventListener('presence', onPresence as never) }
+      () => { this.node.removeEventListener('presence', onPresence) }
     )
     this.#releaseLeftovers()
     this.#timer = setInterval(() => { this.#schedule() }, TICK_MS)
@@ -234,11 +235,11 @@ export class Scheduler {
     })
   }
 
-  #me (): string {
+  #me (): PeerIdString {
     return this.node.peerId
   }
 
-  #alive (peer: string): boolean {
+  #alive (peer: PeerIdString): boolean {
     if (peer === this.#me()) return true
     const s = this.node.membership.get(peer)?.state
     return s === 'alive' || s === 'suspect'

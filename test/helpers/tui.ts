@@ -4,7 +4,7 @@
  * hunks, a failed task, and two nodes (one backing off from a rate limit).
  */
 import { buildStatus } from '../../src/api/status.ts'
-import type { BoardSnapshot, Conflict, ConflictId, NodeRecord, PeerIdString, Task, TaskId } from '../../src/crdt/schema.ts'
+import { asPeerId, type BoardSnapshot, type Conflict, type ConflictId, type NodeRecord, type PeerIdString, type Task, type TaskId } from '../../src/crdt/schema.ts'
 import type { MembersView } from '../../src/protocol/members.ts'
 import type { Member } from '../../src/node/membership.ts'
 import { tuiData, type ProgressLine, type TuiData } from '../../src/tui/model.ts'
@@ -12,8 +12,8 @@ import { tuiData, type ProgressLine, type TuiData } from '../../src/tui/model.ts
 /** A fixed clock for the fixtures. */
 export const NOW = 1_750_000_000_000
 
-export const PEER_A = '12D3KooWAlphaAlphaAlphaAlphaAlphaAlphaAlphaAlpha1111'
-export const PEER_B = '12D3KooWBetaBetaBetaBetaBetaBetaBetaBetaBetaBeta22222'
+export const PEER_A = asPeerId('12D3KooWAlphaAlphaAlphaAlphaAlphaAlphaAlphaAlpha1111')
+export const PEER_B = asPeerId('12D3KooWBetaBetaBetaBetaBetaBetaBetaBetaBetaBeta22222')
 
 /** A task record with every field filled; `over` wins. */
 export function task (id: string, over: Partial<Task> = {}): Task {
@@ -73,7 +73,7 @@ export function snapshot (tasks: Task[], conflicts: Conflict[] = []): BoardSnaps
   }
 }
 
-function member (peerId: string, name: string, slots: number, running: string[], over: Partial<Member> = {}): Member {
+function member (peerId: PeerIdString, name: string, slots: number, running: string[], over: Partial<Member> = {}): Member {
   return { peerId, name, slots, running, heads: [], addrs: [], load: 0.25, lagMs: 0, backoffUntil: null, state: 'alive', eligible: true, aliveSince: NOW - 200_000, lastSeenAt: NOW - 400, silentMs: 400, ...over }
 }
 

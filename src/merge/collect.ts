@@ -1,0 +1,68 @@
+import * as lifecycle from '../crdt/lifecycle.ts'
+import type { Task, TaskId } from '../crdt/schema.ts'
+import { fetchFromPeer } from '../git/transfer.ts'
+import { hasCommit } from '../git/merge.ts'
+import { taskBranch } from '../git/worktree.ts'
+import { toError } from '../util/errors.ts'
+import type { LeaderInit } from './context.ts'
+
+/** Branch fetches a leader runs at once. @default 2 */
+export const MAX_PARALLEL_FETCHES = 2
+
+/**
+ * Branch collection, on the leader: fetches every finished task's branch from
+ * a live node that holds it (over the git stream protocol), checks the oid and
+ * records this node as a holder, so the work survives the node that made it.
+ */
+export class BranchCollector {
+  #init: LeaderInit
+  #wake: () => void
+  #fetching = new Set<TaskId>()
+  #failedAt = new Map<TaskId, number>()
+
+  /** `wake` runs the leader loop again soon: a branch that arrived is merged, and the next fetch starts, without waiting for the tick. */
+  constructor (init: LeaderInit, wake: () => void = () => {}) {
+    this.#init = init
+    this.#wake = wake
+  }
+
+  /** Starts fetches of finished tasks' branches this node does not hold yet (at most `MAX_PARALLEL_FETCHES` at once). */
+  collect (): void {
+    const { node, repo, logger } = this.#init
+    const me = node.peerId
+    for (const t of node.board.snapshot().tasks.values()) {
+      if (this.#fetching.size >= MAX_PARALLEL_FETCHES) return
+      if (t.state !== 'done' || t.head === null || t.holders.includes(me) || this.#fetching.has(t.id)) continue
+      if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < 5000) continue
+      const holder = t.holders.find(h => node.membership.get(h)?.state === 'alive')
+      if (holder === undefined) continue
+      const head = t.head
+      this.#fetching.add(t.id)
+      void (async () => {
+        try {
+          const res = await fetchFromPeer(node, holder, repo, `refs/heads/${taskBranch(t.id)}`, { intoRef: `refs/heads/${taskBranch(t.id)}`, timeoutMs: 5 * 60_000, logger })
+          if (res.oid !== head) throw new Error(`fetched ${res.oid} but the board says ${head}`)
+          node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })
+          logger.info('branch:collected', { task: t.id, from: holder, head, bytes: res.bytes })
+        } catch (err) {
+          this.#failedAt.set(t.id, Date.now())
+          logger.warn('branch:collect-failed', { task: t.id, from: holder, error: toError(err).message })
+        } finally {
+          this.#fetching.delete(t.id)
+          this.#wake()
+        }
+      })()
+    }
+  }
+}
+
+/** Makes sure the task's branch head is in this repository (fetching it from a live holder); false if it cannot be yet. */
+export async function ensureHead (init: LeaderInit, t: Task): Promise<boolean> {
+const { node, repo, logger } = init
+  if (t.head === null) return false
+  if (await hasCommit(repo, t.head)) return true
+  const holder = t.holders.find(h => node.membership.get(h)?.state === 'alive')
+  if (holder === undefined) return false
+  await fetchFromPeer(node, holder, repo, `refs/heads/${taskBranch(t.id)}`, { intoRef: `refs/heads/${taskBranch(t.id)}`, timeoutMs: 5 * 60_000, logger })
+  return true
+}

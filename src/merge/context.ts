@@ -1,0 +1,57 @@
+import type { LeaderNode } from '../node/components.ts'
+import type { Agent } from '../agent/types.ts'
+import type { Logger } from '../util/logger.ts'
+
+export type { BoardDraft } from '../node/components.ts'
+
+/** What the merge leader (and the main follower every node runs) is given. */
+export interface LeaderInit {
+  node: LeaderNode
+  repo: string
+  dataDir: string
+  branch: string
+  /** `--verify`: run on each candidate merge before main advances. */
+  verify?: string
+  logger: Logger
+  electionTimeoutMs?: number
+  /** Merges verified together in one `--verify` run; 1 turns batching off. @default MAX_VERIFY_BATCH */
+  batch?: number
+  /** The node's agent: resolves conflicts decided with the `agent` action (without one, that action fails with a reason). */
+  agent?: Agent
+  /** `--setup`: run in the worktree of an agent-resolved merge before the agent starts. */
+  setup?: string
+  /** `--push REMOTE`: after each advance of main made here, push it there (never forced; see `MainPusher`). */
+  push?: string
+  /** Pause before a failed push is tried again. @default PUSH_RETRY_MS */
+  pushRetryMs?: number
+}
+
+/** What the parts of the merge leader share: the init, and the hooks `Leadership` wires them with. */
+export interface MergeContext {
+  init: LeaderInit
+  /** Main advanced to `head` on this node (pushes it with `--push`). */
+  advanced: (head: string) => void
+  /** Runs the leader loop again soon rather than at its next tick (no-op once stopped). */
+  wake: () => void
+  /** Brings this repository's main to the board's (`MainFollower.sync`). */
+  syncMain: () => Promise<void>
+  /** This repository's main branch as last read or moved here (`MainFollower`): read without a git process while fresh. */
+  main: LocalMain
+}
+
+/**
+ * The local main branch as this node last read or moved it. While the board's
+ * main is that commit the loops trust it instead of running `git rev-parse`
+ * every tick; it is read again at most every `MAIN_RECHECK_MS`.
+ */
+export interface LocalMain {
+  /** The oid last read or moved to, if that was less than `MAIN_RECHECK_MS` ago; else null. */
+  trusted: () => string | null
+  /** Reads the branch (one git process) and remembers it. */
+  read: () => Promise<string | null>
+  /** This node moved the branch to `oid` (null: it may have moved, read it again). */
+  moved: (oid: string | null) => void
+}
+
+/** How long the last read of the local main branch is trusted while the board's main equals it. @default 10 s */
+export const MAIN_RECHECK_MS = 10_000

@@ -1,0 +1,64 @@
+import * as lifecycle from '../crdt/lifecycle.ts'
+import type { Conflict, Task, TaskId } from '../crdt/schema.ts'
+import { advanceBranch, branchOid, runVerify } from '../git/merge.ts'
+import type { BoardDraft, MergeContext } from './context.ts'
+
+/*
+ * Carrying out a decided conflict, shared by the ours/theirs decisions and the
+ * agent resolution: one landing step (verify, fenced compare-and-swap of main,
+ * conflict resolved and task merged) and one way to say a decision failed.
+ */
+
+/**
+ * Lands a decided conflict's merge commit `candidate`, made on main `base`:
+ * `--verify` on it, then the compare-and-swap of main fenced by this
+ * leader's term and main's head. The conflict ends resolved, the task merged
+ * (or failed with the check's output); `extra` joins either board change.
+ * 'changed' when `current` says the decision changed during the verify run,
+ * 'stale' when leadership or main moved (the next round tries again).
+ */
+export async function landDecision (ctx: MergeContext, c: Conflict, t: Task, base: string, term: number, candidate: string, what: string, extra?: (d: BoardDraft) => void, current?: () => boolean): Promise<'landed' | 'verify-failed' | 'changed' | 'stale'> {
+  const { node, repo, branch, logger } = ctx.init
+  const resolve = (d: BoardDraft): void => {
+    extra?.(d)
+    lifecycle.resolve(d, c.id, { clearError: true })
+  }
+  if (ctx.init.verify !== undefined) {
+    const v = await runVerify(repo, ctx.init.dataDir, candidate, ctx.init.verify)
+    if (current !== undefined && !current()) return 'changed'
+    if (!v.ok) {
+      node.changeBoard('task:verify-failed', d => {
+        resolve(d)
+        lifecycle.fail(d, t.id, `--verify failed on ${what}:\n${v.output.slice(-4000)}`)
+      })
+      logger.warn('merge:verify-failed', { task: t.id, conflict: c.id, action: c.decision?.action })
+      return 'verify-failed'
+    }
+  }
+  const s2 = node.board.snapshot()
+  if (s2.main.leader !== node.peerId || s2.main.term !== term || (s2.main.head ?? base) !== base) return 'stale'
+  ctx.main.moved(null)
+  const how = await advanceBranch(repo, branch, await branchOid(repo, branch), candidate)
+  if (how === 'lost-race') return 'stale'
+  const now = Date.now()
+  node.changeBoard('main:advance', d => {
+    resolve(d)
+    lifecycle.advanceMain(d, candidate)
+    lifecycle.merge(d, t.id, candidate, now)
+  })
+  ctx.advanced(candidate)
+  logger.info('merge:done', { tasks: [t.id], main: candidate, term, checkout: how, conflict: c.id, action: c.decision?.action })
+  return 'landed'
+}
+
+/** A decision that could not be carried out: the conflict stays open with no decision, and says why (as does its task). */
+export function decisionFailed (ctx: MergeContext, c: Conflict, taskId: TaskId, reason: string, extra?: (d: BoardDraft) => void): void {
+  const { node, logger } = ctx.init
+  const action = c.decision?.action ?? 'none'
+  node.changeBoard('conflict:decision-failed', d => {
+    lifecycle.failDecision(d, c.id, `"${action}" failed: ${reason}`)
+    lifecycle.noteError(d, taskId, `conflict ${c.id}: "${action}" failed: ${reason}`)
+    extra?.(d)
+  })
+  logger.warn('conflict:decision-failed', { conflict: c.id, action, error: reason })
+}

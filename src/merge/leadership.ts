@@ -1,0 +1,144 @@
+import * as lifecycle from '../crdt/lifecycle.ts'
+import { electLeader, ELECTION_TIMEOUT_MS, type Candidate } from '../scheduler/election.ts'
+import { toError } from '../util/errors.ts'
+import { MainPusher, type PushReport } from './main-push.ts'
+import { MainFollower } from './main-follower.ts'
+import { BranchCollector } from './collect.ts'
+import { MergeQueue } from './queue.ts'
+import { Decisions } from './decisions.ts'
+import { AgentResolution } from './agent-job.ts'
+import type { LeaderInit, MergeContext } from './context.ts'
+
+export type { LeaderInit } from './context.ts'
+export { MAX_PARALLEL_FETCHES } from './collect.ts'
+
+/** Period of the election and branch-collection loop. @default 500 ms */
+export const LEADER_TICK_MS = 500
+
+/**
+ * The merge leader's loop, run on every node: the election; on every node the
+ * main follower; on the elected leader branch collection, then one merge round
+ * at a time (a waiting conflict decision first, else the next merge batch).
+ * Each part lives in its own file of this folder; this class wires them.
+ */
+export class Leadership {
+  #init: LeaderInit
+  #timer: NodeJS.Timeout | null = null
+  #merging = false
+  #syncing = false
+  #follower: MainFollower
+  #collector: BranchCollector
+  #agents: AgentResolution
+  #decisions: Decisions
+  #queue: MergeQueue
+
+  /** Pushes main to `--push REMOTE` after each advance (null without `--push`). */
+  readonly pusher: MainPusher | null
+
+  constructor (init: LeaderInit) {
+    this.#init = init
+    this.pusher = init.push === undefined
+      ? null
+      : new MainPusher({
+        repo: init.repo,
+        remote: init.push,
+        branch: init.branch,
+        logger: init.logger,
+        onResult: r => { this.#publishPush(r) },
+        active: () => init.node.board.snapshot().main.leader === init.node.peerId,
+        ...(init.pushRetryMs !== undefined ? { retryMs: init.pushRetryMs } : {})
+      })
+    const ctx: MergeContext = {
+      init,
+      // main advanced here: push it if `--push` is set (asynchronously, coalesced)
+      advanced: head => { this.pusher?.request(head) },
+      wake: () => { if (this.#timer !== null) setImmediate(() => { this.tick() }) },
+      syncMain: async () => { await this.syncMain() },
+      get main () { return follower }
+    }
+    const follower = new MainFollower(init)
+    this.#follower = follower
+    this.#collector = new BranchCollector(init, ctx.wake)
+    this.#agents = new AgentResolution(ctx)
+    this.#decisions = new Decisions(ctx, this.#agents)
+    this.#queue = new MergeQueue(ctx)
+  }
+
+  /** Records a push's outcome as `main.push` on the board, for `status` and the TUI (only the current leader writes it). */
+  #publishPush (r: PushReport): void {
+    const { node, logger } = this.#init
+    if (node.board.snapshot().main.leader !== node.peerId) { logger.info('main:push-unreported', { head: r.head, ok: r.ok, reason: 'this node no longer leads' }); return }
+    node.changeBoard('main:push', d => { lifecycle.recordPush(d, { remote: r.remote, head: r.head, ok: r.ok, at: r.at, error: r.error, by: node.peerId }) })
+  }
+
+  start (): void {
+    this.#timer ??= setInterval(() => { this.tick() }, LEADER_TICK_MS)
+  }
+
+  stop (): void {
+    if (this.#timer !== null) clearInterval(this.#timer)
+    this.#timer = null
+    this.pusher?.stop()
+    this.#agents.job?.abort.abort(new Error('the node is stopping'))
+  }
+
+  /**
+   * Whether this node acts as leader: the board names it, and it has been up
+   * for an election timeout, so a restarted node does not act on a stale board
+   * before it has heard from the mesh.
+   */
+  isLeader (): boolean {
+    const { node } = this.#init
+    if (Date.now() - node.startedAt < (this.#init.electionTimeoutMs ?? ELECTION_TIMEOUT_MS)) return false
+    return node.board.snapshot().main.leader === node.peerId
+  }
+
+  tick (): void {
+    const { node, logger } = this.#init
+    const snap0 = (): ReturnType<typeof node.board.snapshot> => node.board.snapshot()
+    const me = node.peerId
+    const snap = node.board.snapshot()
+    const candidates: Candidate[] = node.membership.members().map(m => ({ peerId: m.peerId, state: m.state, eligible: m.eligible, aliveSince: m.aliveSince }))
+    candidates.push({ peerId: me, state: 'alive', eligible: node.eligible, aliveSince: node.startedAt })
+    const next = electLeader(snap.main, candidates, Date.now(), this.#init.electionTimeoutMs ?? ELECTION_TIMEOUT_MS)
+    if (next !== null && next.leader === me) {
+      node.changeBoard('leader:elected', d => { lifecycle.electLeader(d, me, next.term) })
+      logger.info('leader:elected', { term: next.term, previous: snap.main.leader })
+    }
+    // an agent resolving a conflict for a leader that is no longer one works for nobody
+    if (snap.main.leader !== me) this.#agents.abortRunning('this node is no longer the merge leader')
+    if (this.isLeader()) {
+      this.#collector.collect()
+      if (!this.#merging) {
+        // a task left "merging" by a previous leader (or by this one before a restart) is merged by nobody now
+        const stuck = [...snap0().tasks.values()].filter(t => t.state === 'merging').map(t => t.id)
+        if (stuck.length > 0) {
+          node.changeBoard('task:merge-reset', d => { for (const id of stuck) lifecycle.deferMerge(d, id) })
+          logger.info('merge:reset', { tasks: stuck, reason: 'left merging by an earlier leader' })
+        }
+        this.#merging = true
+        let progressed = false
+        void this.#mergeRound().then(p => { progressed = p }, err => { logger.warn('merge:error', { error: toError(err).message }) }).finally(() => {
+          this.#merging = false
+          // keep the queue moving: the next merge need not wait for the next tick (an idle round waits for it)
+          if (progressed && this.#timer !== null) setImmediate(() => { this.tick() })
+        })
+      }
+    }
+    if (!this.#syncing) {
+      this.#syncing = true
+      void this.syncMain().catch(err => { logger.warn('main:sync-failed', { error: toError(err).message }) }).finally(() => { this.#syncing = false })
+    }
+  }
+
+  /** One round of the merge loop: a conflict decision waiting to be carried out goes first, else the next batch; true if it did something. */
+  async #mergeRound (): Promise<boolean> {
+    if (await this.#decisions.decide()) return true
+    return await this.#queue.next(this.#agents.job !== null)
+  }
+
+  /** Brings this repository's main to the mesh main on the board (see `MainFollower`). */
+  async syncMain (): Promise<void> {
+    await this.#follower.sync()
+  }
+}

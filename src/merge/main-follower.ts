@@ -1,0 +1,72 @@
+import { fetchFromPeer } from '../git/transfer.ts'
+import { advanceBranch, branchOid, hasCommit } from '../git/merge.ts'
+import { git } from '../git/git.ts'
+import type { PeerIdString } from '../crdt/schema.ts'
+import { toError } from '../util/errors.ts'
+import { MAIN_RECHECK_MS, type LeaderInit, type LocalMain } from './context.ts'
+
+/**
+ * The main follower, which every node runs (leader or not): keeps the local
+ * main branch equal to the mesh main the board names.
+ */
+export class MainFollower implements LocalMain {
+  #init: LeaderInit
+  /** The local main as last read or moved here, and when. */
+  #seen: { oid: string, at: number } | null = null
+
+  constructor (init: LeaderInit) {
+    this.#init = init
+  }
+
+  trusted (): string | null {
+    const seen = this.#seen
+    return seen !== null && Date.now() - seen.at < MAIN_RECHECK_MS ? seen.oid : null
+  }
+
+  async read (): Promise<string | null> {
+    const oid = await branchOid(this.#init.repo, this.#init.branch)
+    this.#seen = oid === null ? null : { oid, at: Date.now() }
+    return oid
+  }
+
+  moved (oid: string | null): void {
+    this.#seen = oid === null ? null : { oid, at: Date.now() }
+  }
+
+  /**
+   * Keeps this repository's main equal to the mesh main on the board: moves the
+   * branch when the commit is here, else fetches it from the leader (or any
+   * node that has merged), and brings a clean primary checkout along.
+   */
+  async sync (): Promise<void> {
+    const { node, repo, branch, logger } = this.#init
+    const target = node.board.snapshot().main.head
+    if (target === null) return
+    if (this.trusted() === target) return
+    const local = await this.read()
+    if (local === target) return
+    if (!await hasCommit(repo, target)) {
+      const leader = node.board.snapshot().main.leader
+      const sources = [leader, ...node.membership.alive().map(m => m.peerId)].filter((p): p is PeerIdString => p !== null && p !== node.peerId)
+      let fetched = false
+      for (const peer of sources) {
+        try {
+          await fetchFromPeer(node, peer, repo, target, { intoRef: 'refs/meshwork/main-incoming', timeoutMs: 5 * 60_000, logger })
+          fetched = true
+          break
+        } catch (err) {
+          logger.debug('main:fetch-failed', { from: peer, error: toError(err).message })
+        }
+      }
+      if (!fetched) return
+    }
+    // main only moves forward: never rewind to a commit the local main already contains
+    if (local !== null && (await git(['merge-base', '--is-ancestor', target, local], { cwd: repo, allowFail: true })).code === 0) return
+    this.moved(null)
+    const how = await advanceBranch(repo, branch, local, target)
+    if (how === 'lost-race') return
+    this.moved(target)
+    if (how === 'dirty') logger.warn('main:checkout-dirty', { repo, head: target, note: `${branch} moved to the mesh main but the checked-out working tree has local changes: left alone; run \`git reset --keep ${target.slice(0, 12)}\` when ready` })
+    logger.info('main:updated', { head: target, checkout: how })
+  }
+}

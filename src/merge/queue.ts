@@ -1,0 +1,179 @@
+import * as lifecycle from '../crdt/lifecycle.ts'
+import { conflictIdFor, type Task, type TaskId } from '../crdt/schema.ts'
+import { advanceBranch, branchOid, hasCommit } from '../git/merge.ts'
+import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch } from '../git/batch.ts'
+import { mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
+import { taskBranch } from '../git/worktree.ts'
+import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
+import { toError } from '../util/errors.ts'
+import type { MergeContext } from './context.ts'
+
+/**
+ * The merge queue, on the leader: done tasks whose branches are here, in
+ * claim order, merged onto main in batches, each landing fenced by the
+ * leader's term and main's head; and the repair that keeps the board's
+ * "merged" equal to main's history.
+ */
+/**
+ * With the board unchanged since a merge pass found nothing to do, the next
+ * pass is skipped until this much time has passed (retry back-offs expire).
+ * @default 5000
+ */
+export const IDLE_RECHECK_MS = 5000
+
+export class MergeQueue {
+  #ctx: MergeContext
+  #failedAt = new Map<TaskId, number>()
+  /** The board version at which the last pass found nothing to do, and when. */
+  #idle: { version: string, at: number } | null = null
+  /** Task branches found here at the task's head (task id → head): not read again every pass. */
+  #branchSeen = new Map<TaskId, string>()
+  /** Main's first-parent merges at the last head read (task id → merge commit). */
+  #history: { head: string, history: MainHistory } | null = null
+
+  constructor (ctx: MergeContext) {
+    this.#ctx = ctx
+  }
+
+  /**
+   * Merges the next batch of ready tasks into main (the leader only; one batch
+   * at a time; decided conflicts go first, see `Leadership`): the queue's first tasks whose branches are here are stacked on
+   * main, verified together and landed (see `runBatch`), each landing a
+   * compare-and-swap of main fenced by this leader's term. Resolves true if it
+   * merged something (the queue may have more at once). `busy`: an agent
+   * resolution runs, so an unchanged board is no reason to skip the pass.
+   */
+  async next (busy = false): Promise<boolean> {
+    const { node, repo, branch, logger } = this.#ctx.init
+    const me = node.peerId
+    // nothing changed on the board since a pass that found nothing to do: no git until IDLE_RECHECK_MS passed
+    const version = node.board.heads().join(',')
+    if (!busy && this.#idle?.version === version && Date.now() - this.#idle.at < IDLE_RECHECK_MS) return false
+    const idle = (): false => { this.#idle = { version, at: Date.now() }; return false }
+    const main = this.#ctx.main
+    let snap = node.board.snapshot()
+    const { term } = snap.main
+    const base = snap.main.head ?? await branchOid(repo, branch)
+    if (base === null) return idle()
+    if (snap.main.head !== null && main.trusted() !== base && await main.read() !== base) {
+      await this.#ctx.syncMain()
+      if (await main.read() !== base) return false
+    }
+    if (snap.main.head !== null && await this.#reconcile(base)) snap = node.board.snapshot()
+    if (snap.main.head !== base && snap.main.head !== null) return idle()
+    const candidates: Task[] = []
+    for (const t of snap.tasks.values()) {
+      if (t.state !== 'done' || t.head === null || !t.holders.includes(me) || !depsMerged(t, snap)) continue
+      if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < 5000) continue
+      candidates.push(t)
+    }
+    const max = this.#ctx.init.verify === undefined ? MAX_PLAIN_BATCH : (this.#ctx.init.batch ?? MAX_VERIFY_BATCH)
+    const batch: Task[] = []
+    for (const t of claimOrder(candidates, remainingCriticalPath(snap.tasks))) {
+      if (batch.length >= max) break
+      if (this.#branchSeen.get(t.id) !== t.head) {
+        if (await branchOid(repo, taskBranch(t.id)) !== t.head || !await hasCommit(repo, t.head as string)) continue
+        this.#branchSeen.set(t.id, t.head as string)
+      }
+      batch.push(t)
+    }
+    if (batch.length === 0) return idle()
+    const heads = new Map(batch.map(t => [t.id, t.head as string]))
+    /** Fencing: this node still leads in the same term, main is still `at`, and the tasks are still ours to merge. */
+    const still = (at: string, ids: Iterable<TaskId>): boolean => {
+      const s = node.board.snapshot()
+      if (s.main.leader !== me || s.main.term !== term || (s.main.head ?? base) !== at) return false
+      for (const id of ids) { const t = s.tasks.get(id); if (t?.state !== 'merging' || t.head !== heads.get(id)) return false }
+      return true
+    }
+    node.changeBoard('task:merging', d => { for (const t of batch) lifecycle.startMerge(d, t.id) })
+    const ids = batch.map(t => t.id)
+    try {
+      const res = await runBatch({
+        repo,
+        dataDir: this.#ctx.init.dataDir,
+        base,
+        items: batch.map(t => ({ taskId: t.id, title: t.title, head: t.head as string })),
+        verify: this.#ctx.init.verify,
+        onVerify: (commit, ok, ms, size) => { logger.info('merge:verified', { commit, ok, ms, merges: size, term }) },
+        land: async (prev, tip, merged) => {
+          if (!still(prev, merged.map(m => m.taskId))) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'leadership, term or main changed during the merge' }); return false }
+          main.moved(null)
+          const how = await advanceBranch(repo, branch, await branchOid(repo, branch), tip)
+          if (how === 'lost-race') throw new Error('local main moved during the merge')
+          main.moved(tip)
+          for (const m of merged) this.#branchSeen.delete(m.taskId)
+          const now = Date.now()
+          node.changeBoard('main:advance', d => {
+            lifecycle.advanceMain(d, tip)
+            for (const m of merged) lifecycle.merge(d, m.taskId, m.commit, now)
+          })
+          logger.info('merge:done', { tasks: merged.map(m => m.taskId), main: tip, term, checkout: how })
+          this.#ctx.advanced(tip)
+          return true
+        }
+      })
+      const current = res.main
+      for (const o of res.outcomes) {
+        switch (o.kind) {
+          case 'merged':
+            break
+          case 'deferred':
+            if (node.board.task(o.taskId)?.state === 'merging') node.changeBoard('task:merge-deferred', d => { lifecycle.deferMerge(d, o.taskId) })
+            logger.info('merge:deferred', { task: o.taskId, reason: o.reason })
+            break
+          case 'conflict': {
+            if (!still(current, [o.taskId])) break
+            const n = [...node.board.snapshot().conflicts.values()].filter(c => c.taskId === o.taskId).length + 1
+            const id = conflictIdFor(o.taskId, n)
+            node.changeBoard('task:conflict', d => { lifecycle.openConflict(d, o.taskId, { id, files: o.files, hunks: o.hunks }) })
+            logger.warn('merge:conflict', { task: o.taskId, conflict: id, files: o.files, hunks: o.hunks.length, term })
+            break
+          }
+          case 'verify-failed':
+            if (!still(current, [o.taskId])) break
+            node.changeBoard('task:verify-failed', d => { lifecycle.fail(d, o.taskId, `--verify failed on the merge with main:\n${o.output.slice(-4000)}`) })
+            logger.warn('merge:verify-failed', { task: o.taskId })
+            break
+          default: {
+            const never: never = o
+            throw new Error(`unknown outcome ${String(never)}`)
+          }
+        }
+      }
+      logger.info('merge:batch', { tasks: ids.length, merged: res.outcomes.filter(o => o.kind === 'merged').length, verifyRuns: res.verifyRuns, term })
+    } catch (err) {
+      for (const id of ids) { this.#failedAt.set(id, Date.now()); this.#branchSeen.delete(id) }
+      main.moved(null)
+      logger.warn('merge:failed', { tasks: ids, error: toError(err).message })
+    } finally {
+      const left = ids.filter(id => node.board.task(id)?.state === 'merging')
+      if (left.length > 0) node.changeBoard('task:merge-retry', d => { for (const id of left) lifecycle.deferMerge(d, id) })
+    }
+    return true
+  }
+
+  /**
+   * Makes the board's "merged" agree with main's history (`reconcileMerged`):
+   * after a healed partition, tasks merged on the losing side's main go back in
+   * the queue and tasks already on main are recorded merged. Runs between
+   * batches on the leader, whose main is the board's; true if it changed the board.
+   */
+  async #reconcile (head: string): Promise<boolean> {
+    const { node, repo, logger } = this.#ctx.init
+    if (this.#history?.head !== head) this.#history = { head, history: await mainHistory(repo, head) }
+    const snap = node.board.snapshot()
+    if (snap.main.head !== head || snap.main.leader !== node.peerId) return false
+    const repair = reconcileMerged(snap.tasks.values(), this.#history.history)
+    if (repair.requeue.length === 0 && repair.record.length === 0) return false
+    const now = Date.now()
+    node.changeBoard('main:reconcile', d => {
+      for (const r of repair.requeue) {
+        lifecycle.requeue(d, r.id, { to: r.to, now, error: `its merge ${r.lost === null ? '' : r.lost.slice(0, 12) + ' '}is not on main (made on the other side of a partition that lost); merging again` })
+      }
+      for (const r of repair.record) lifecycle.recordMerged(d, r.id, r.commit, now)
+    })
+    logger.warn('main:reconciled', { main: head, requeued: repair.requeue.map(r => r.id), recorded: repair.record.map(r => r.id) })
+    return true
+  }
+}
