@@ -5,6 +5,7 @@ import { homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
 import { DEFAULT_STOP_GRACE_MS, DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/scheduler.ts'
+import { DEFAULT_VERIFY_TIMEOUT_MS } from '../git/merge.ts'
 import { simAgent } from '../agent/sim.ts'
 import { commandAgent } from '../agent/command.ts'
 import { claudeAgent, findExecutable } from '../agent/claude.ts'
@@ -36,10 +37,19 @@ export function logLevelOpt (v: string | undefined): LogLevel {
 
 /** `--task-timeout`: a duration, or `0`/`none` for no limit (null). */
 export function taskTimeoutOpt (v: string | undefined): number | null {
-  if (v === undefined) return DEFAULT_TASK_TIMEOUT_MS
+  return limitOpt('--task-timeout', v, DEFAULT_TASK_TIMEOUT_MS)
+}
+
+/** `--verify-timeout`: a duration, or `0`/`none` for no limit (null). */
+export function verifyTimeoutOpt (v: string | undefined): number | null {
+  return limitOpt('--verify-timeout', v, DEFAULT_VERIFY_TIMEOUT_MS)
+}
+
+function limitOpt (flagName: string, v: string | undefined, fallback: number): number | null {
+  if (v === undefined) return fallback
   if (v.trim().toLowerCase() === 'none') return null
   const ms = parseDuration(v)
-  if (ms === null) throw new UsageError(`--task-timeout must be a duration such as 90s, 20m or 2h (or 0/none for no limit), got "${v}".`)
+  if (ms === null) throw new UsageError(`${flagName} must be a duration such as 90s, 20m or 2h (or 0/none for no limit), got "${v}".`)
   return ms === 0 ? null : ms
 }
 
@@ -74,6 +84,7 @@ export const nodeCommand: Command = {
     'max-budget-usd': { type: 'string', arg: 'X', description: 'Claude budget per run in USD; a run that reaches it ends its task failed at once (no retry). No default.' },
     'task-timeout': { type: 'string', arg: 'DURATION', default: formatTimeout(DEFAULT_TASK_TIMEOUT_MS), description: 'Wall-clock limit of a run (--setup and agent) for tasks whose plan gives no timeout, e.g. 90s, 20m, 2h; 0 or none: no limit.' },
     verify: { type: 'string', arg: 'CMD', description: 'Check run by the merge leader on each candidate merge before main advances.' },
+    'verify-timeout': { type: 'string', arg: 'DURATION', default: formatTimeout(DEFAULT_VERIFY_TIMEOUT_MS), description: 'A --verify still running then is killed with its process group and counts as failed (with its output so far); 0 or none: no limit. Cancel of the task, a leader change and node stop kill it too.' },
     setup: { type: 'string', arg: 'CMD', description: 'Run in each new worktree before the agent starts; killed with what it started on cancel or timeout; a failing setup releases the task without using an attempt.' },
     'no-leader': { type: 'boolean', description: 'Never become merge leader.' },
     push: { type: 'string', arg: 'REMOTE', description: 'As leader, push main to REMOTE (a remote name, URL or path) after each advance; never forced: a remote that moved is reported (status), not overwritten.' },
@@ -94,6 +105,7 @@ export const nodeCommand: Command = {
     if (budget !== undefined && !(Number(budget) > 0)) throw new UsageError(`--max-budget-usd must be a positive number, got "${budget}".`)
     const slots = int(opts, 'slots', 1, 0)
     const taskTimeoutMs = taskTimeoutOpt(str(opts, 'task-timeout'))
+    const verifyTimeoutMs = verifyTimeoutOpt(str(opts, 'verify-timeout'))
     const claudeBin = str(opts, 'claude-bin')
     if (agent === 'claude') {
       const bin = claudeBin ?? 'claude'
@@ -153,7 +165,7 @@ export const nodeCommand: Command = {
     const pushOpt = str(opts, 'push')
     // a path is git's relative to --repo (where git push runs): make it the caller's
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
-    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, taskTimeoutMs, ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
+    const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, taskTimeoutMs, verifyTimeoutMs, ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
       await worker.start()
     } catch (err) {

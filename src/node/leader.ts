@@ -45,6 +45,8 @@ export interface LeaderInit {
   branch: string
   /** `--verify`: run on each candidate merge before main advances. */
   verify?: string
+  /** `--verify-timeout`: a check still running then is killed with its process group and fails; null: none. @default DEFAULT_VERIFY_TIMEOUT_MS */
+  verifyTimeoutMs?: number | null
   logger: Logger
   electionTimeoutMs?: number
   /** Merges verified together in one `--verify` run; 1 turns batching off. @default MAX_VERIFY_BATCH */
@@ -73,6 +75,8 @@ export class Leadership {
   #merging = false
   #syncing = false
   #agentJob: AgentJob | null = null
+  /** The merge (batch or decided conflict) in progress: aborting it kills its `--verify` process group. */
+  #mergeJob: { ids: string[], term: number, abort: AbortController } | null = null
   /** Main's first-parent merges at the last head read (task id → merge commit). */
   #history: { head: string, history: MainHistory } | null = null
 
@@ -117,6 +121,30 @@ export class Leadership {
     this.#timer = null
     this.pusher?.stop()
     this.#agentJob?.abort.abort(new Error('the node is stopping'))
+    this.#mergeJob?.abort.abort(new Error('the node is stopping'))
+  }
+
+  /** Starts tracking a merge of tasks `ids` in `term`; its signal is aborted by `#checkMergeJob` or `stop`. */
+  #startMergeJob (ids: string[], term: number): AbortSignal {
+    const job = { ids, term, abort: new AbortController() }
+    this.#mergeJob = job
+    return job.abort.signal
+  }
+
+  /** A merge whose tasks were cancelled, or whose leader lost its leadership or term, is stopped (its --verify killed). */
+  #checkMergeJob (): void {
+    const job = this.#mergeJob
+    if (job === null || job.abort.signal.aborted) return
+    const snap = this.#init.node.board.snapshot()
+    let reason: string | null = null
+    if (snap.main.leader !== this.#init.node.peerId || snap.main.term !== job.term) reason = `this node is no longer the merge leader of term ${job.term}`
+    else {
+      const cancelled = job.ids.find(id => snap.tasks.get(id as never)?.state === 'cancelled')
+      if (cancelled !== undefined) reason = `task ${cancelled} was cancelled`
+    }
+    if (reason === null) return
+    this.#init.logger.warn('merge:stopped', { tasks: job.ids, reason, note: 'its --verify, if running, is killed with its process group' })
+    job.abort.abort(new Error(reason))
   }
 
   /**
@@ -147,6 +175,7 @@ export class Leadership {
     }
     // an agent resolving a conflict for a leader that is no longer one works for nobody
     if (this.#agentJob !== null && this.#agentJob.result === null && snap.main.leader !== me) this.#agentJob.abort.abort(new Error('this node is no longer the merge leader'))
+    this.#checkMergeJob()
     if (this.isLeader()) {
       this.#collect()
       if (!this.#merging) {
@@ -296,7 +325,17 @@ export class Leadership {
       if (rec !== undefined) { rec.state = str('resolved'); rec.error = null }
     }
     if (this.#init.verify !== undefined) {
-      const v = await runVerify(repo, this.#init.dataDir, candidate, this.#init.verify)
+      let v: Awaited<ReturnType<typeof runVerify>>
+      const signal = this.#startMergeJob([t.id], term)
+      try {
+        v = await runVerify(repo, this.#init.dataDir, candidate, this.#init.verify, { signal, timeoutMs: this.#init.verifyTimeoutMs })
+      } catch (err) {
+        if (!signal.aborted) throw err
+        logger.warn('merge:verify-stopped', { task: t.id, conflict: c.id, reason: toError(signal.reason).message })
+        return 'stale'
+      } finally {
+        this.#mergeJob = null
+      }
       if (current !== undefined && !current()) return 'changed'
       if (!v.ok) {
         node.changeBoard('task:verify-failed', d => {
@@ -488,6 +527,8 @@ export class Leadership {
         base,
         items: batch.map(t => ({ taskId: t.id, title: t.title, head: t.head as string })),
         verify: this.#init.verify,
+        verifyTimeoutMs: this.#init.verifyTimeoutMs,
+        signal: this.#startMergeJob(ids, term),
         onVerify: (commit, ok, ms, size) => { logger.info('merge:verified', { commit, ok, ms, merges: size, term }) },
         land: async (prev, tip, merged) => {
           if (!still(prev, merged.map(m => m.taskId))) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'leadership, term or main changed during the merge' }); return false }
@@ -546,6 +587,7 @@ export class Leadership {
       for (const id of ids) this.#failedAt.set(`merge:${id}`, Date.now())
       logger.warn('merge:failed', { tasks: ids, error: toError(err).message })
     } finally {
+      this.#mergeJob = null
       const left = ids.filter(id => node.board.task(id)?.state === 'merging')
       if (left.length > 0) node.changeBoard('task:merge-retry', d => { for (const id of left) { const rec = d.tasks[id]; if (rec !== undefined) rec.state = str('done') } })
     }

@@ -17,6 +17,8 @@ export interface WorkerInit {
   slots: number
   setup?: string
   verify?: string
+  /** `--verify-timeout`; null: none. @default DEFAULT_VERIFY_TIMEOUT_MS */
+  verifyTimeoutMs?: number | null
   /** `--push REMOTE`: as leader, push main there after each advance. */
   push?: string
   /** Wall-clock limit of a run whose task gives no `timeout`; null: none (`--task-timeout`). */
@@ -70,6 +72,7 @@ export class Worker {
         agent: this.#init.agent,
         ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}),
         ...(this.#init.verify !== undefined ? { verify: this.#init.verify } : {}),
+        ...(this.#init.verifyTimeoutMs !== undefined ? { verifyTimeoutMs: this.#init.verifyTimeoutMs } : {}),
         ...(this.#init.push !== undefined ? { push: this.#init.push } : {})
       })
       this.leadership = leadership
