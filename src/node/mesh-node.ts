@@ -122,6 +122,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   /** Presence messages decoded by the validator, so the handler does not parse them again. */
   #decoded = new WeakMap<Message, Presence>()
   #persistQueue: Promise<void> = Promise.resolve()
+  /** The board heads last written to disk (null before the first write: the loaded board is on disk). */
+  #durableHeads: string[] | null = null
   #started = false
   #stopping = false
   #redialRound = 0
@@ -175,6 +177,15 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     return this.#startedAt
   }
 
+  /**
+   * Whether this node's disk (or quota) is full: its last board write failed
+   * with ENOSPC/EDQUOT and is being retried. The scheduler claims nothing
+   * meanwhile; it clears by itself once a write succeeds.
+   */
+  get diskFull (): boolean {
+    return this.#store?.diskFull ?? false
+  }
+
   get loadReport (): LoadReport | null {
     return this.#loadReport
   }
@@ -215,7 +226,14 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const peerId = peerIdFromPrivateKey(privateKey).toString()
     const actor = actorForPeer(peerId)
     if (this.role === 'node') {
-      this.#store = new BoardStore(init.dataDir as string)
+      this.#store = new BoardStore(init.dataDir as string, {
+        onWriteFailed: info => {
+          // the first failure of a streak, then every 10th: a full disk retries every few seconds
+          if (this.#store !== null && this.#store.failingWrites % 10 !== 1) return
+          this.#log.error(info.diskFull ? 'board:disk-full' : 'board:write-failed', { error: info.error, code: info.code, failures: this.#store?.failingWrites ?? 0, retryInMs: info.retryInMs, note: 'board changes are kept in memory and written when the disk takes them; nothing is published or acknowledged before; this node claims no work meanwhile' })
+        },
+        onWriteRecovered: info => { this.#log.info('board:write-recovered', { failures: info.failures }) }
+      })
       const { board, report } = await this.#store.load(this.meshId, actor)
       this.#board = board
       this.#loadReport = report
@@ -342,7 +360,11 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const board = this.#board
     // a change is on disk before it is acknowledged to anyone: write, then publish
     this.#persistQueue = this.#persistQueue.then(async () => {
-      if (store !== null && board !== null && !this.#storeClosed) await store.append(board)
+      if (store !== null && board !== null && !this.#storeClosed) {
+        const heads = board.heads()
+        await store.append(board)
+        this.#durableHeads = heads
+      }
       for (const change of update.changes) await this.#broadcastChange(change)
     }).catch(err => {
       this.#log.error('board:persist-failed', { error: toError(err).message })
@@ -588,7 +610,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       name: this.name,
       slots: this.slots,
       running: extras.running ?? [],
-      heads: this.board.heads().slice(0, 64),
+      // only heads on disk are acknowledged: a peer's claim counts as seen here once it would survive a crash
+      heads: (this.#durableHeads ?? this.board.heads()).slice(0, 64),
       addrs: this.addrs().slice(0, 16),
       lagMs: this.#lagMs,
       load: (loadavg()[0] ?? 0) / availableParallelism(),
