@@ -7,6 +7,7 @@ import { blockedByAll } from '../scheduler/dag.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { flag, type Command } from './command.ts'
 import { clientFromOptions } from './status.ts'
+import { safeText } from '../util/text.ts'
 
 /** States after which `submit --wait` stops following a task. */
 const SETTLED: ReadonlySet<Task['state']> = new Set(['merged', 'failed', 'cancelled', 'conflict'])
@@ -64,7 +65,7 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
       if (last.get(id) === line) continue
       last.set(id, line)
       if (json) process.stdout.write(JSON.stringify({ id, state: t.state, attempts: t.attempts, node: t.node, error: t.error }) + '\n')
-      else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} ${t.state}${t.state === 'running' || t.state === 'done' ? ` on ${name(t.node)} (attempt ${t.attempts})` : ''}${t.error !== null && SHOW_ERROR.has(t.state) ? `: ${t.error}` : ''}\n`)
+      else process.stdout.write(safeText(`${new Date().toISOString().slice(11, 19)} ${id} ${t.state}${t.state === 'running' || t.state === 'done' ? ` on ${name(t.node)} (attempt ${t.attempts})` : ''}${t.error !== null && SHOW_ERROR.has(t.state) ? `: ${t.error}` : ''}`, { newlines: true }) + '\n')
     }
     const tasks = ids.map(id => snap.tasks.get(id as never)).filter((t): t is Task => t !== undefined)
     const blockers = blockedByAll(snap)
