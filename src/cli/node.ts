@@ -11,6 +11,7 @@ import { commandAgent } from '../agent/command.ts'
 import { claudeAgent, findExecutable } from '../agent/claude.ts'
 import type { Agent } from '../agent/types.ts'
 import { Worker } from '../node/worker.ts'
+import { RunGroups } from '../node/run-groups.ts'
 import { DEFAULT_LISTEN, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS } from '../node/constants.ts'
 import { createLogger, LOG_LEVELS, type LogLevel } from '../util/logger.ts'
 import { UsageError } from '../util/errors.ts'
@@ -141,6 +142,9 @@ export const nodeCommand: Command = {
       logger: log
     })
     await node.start()
+    // no run outlives this node: leftovers of an earlier life are killed, a watchdog covers kill -9
+    const runGroups = new RunGroups(dataDir, log)
+    runGroups.start()
     const graceMs = durationOpt(opts, 'grace', DEFAULT_STOP_GRACE_MS)
     const nodeName = node.name
     const allowed = str(opts, 'allowed-tools')
@@ -197,6 +201,7 @@ export const nodeCommand: Command = {
         log.info('node:stopping', { signal: sig })
         void (async () => {
           await worker.stop(graceMs)
+          runGroups.stop()
           await node.stop()
         })().then(resolveStop, resolveStop)
       }
