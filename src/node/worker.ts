@@ -7,6 +7,10 @@ import { GIT_PROTOCOL } from '../git/transfer.ts'
 import { Leadership } from './leader.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
+import { pruneTaskBranches, sweepAtStart } from './disk-bounds.ts'
+
+/** How often a node deletes the branches of cancelled tasks and of merged tasks on main. @default 10 min */
+export const BRANCH_PRUNE_MS = 10 * 60_000
 
 export interface WorkerInit {
   node: MeshNode
@@ -39,6 +43,8 @@ export class Worker {
   #init: WorkerInit
   #stopped = false
   #ready: Promise<void> = Promise.resolve()
+  #pruneTimer: NodeJS.Timeout | null = null
+  #pruning = false
 
   constructor (init: WorkerInit) {
     this.#init = init
@@ -62,6 +68,15 @@ export class Worker {
       if (state === 'empty' && this.#init.hasBootstrap) await this.#cloneFromMesh()
       if (this.#stopped) return
       await serveGit(node, repo)
+      // bounded disk: leftovers of an earlier life, and branches no one will read again
+      await sweepAtStart(this.#init.dataDir, repo, logger).catch(err => { logger.warn('disk:sweep-failed', { error: toError(err).message }) })
+      await pruneTaskBranches(repo, node.board.snapshot(), logger).catch(err => { logger.warn('disk:prune-failed', { error: toError(err).message }) })
+      this.#pruneTimer = setInterval(() => {
+        if (this.#pruning) return
+        this.#pruning = true
+        void pruneTaskBranches(repo, node.board.snapshot(), logger).catch(() => {}).finally(() => { this.#pruning = false })
+      }, BRANCH_PRUNE_MS)
+      this.#pruneTimer.unref()
       const leadership = new Leadership({
         node,
         repo,
@@ -124,6 +139,7 @@ export class Worker {
 
   async stop (graceMs: number): Promise<void> {
     this.#stopped = true
+    if (this.#pruneTimer !== null) clearInterval(this.#pruneTimer)
     this.leadership?.stop()
     await this.scheduler?.stop(graceMs)
   }
