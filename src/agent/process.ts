@@ -57,6 +57,18 @@ export interface GroupRunResult {
 
 /** Process groups still running, killed with SIGKILL if this process exits first. */
 const liveGroups = new Set<number>()
+
+/** Told of every process group a run starts and of its end (a node records them in its data dir). */
+export interface GroupObserver {
+  started: (pgid: number) => void
+  ended: (pgid: number) => void
+}
+let observer: GroupObserver | null = null
+
+/** Installs the observer of process groups (one per process; null removes it). */
+export function observeGroups (o: GroupObserver | null): void {
+  observer = o
+}
 let exitHookInstalled = false
 function installExitHook (): void {
   if (exitHookInstalled) return
@@ -121,7 +133,10 @@ export function runInGroup (init: GroupRunInit): GroupRunHandle {
     }
   }
   const pid = child.pid
-  if (pid !== undefined) liveGroups.add(pid)
+  if (pid !== undefined) {
+    liveGroups.add(pid)
+    try { observer?.started(pid) } catch {}
+  }
 
   const terminate = (): void => {
     if (pid === undefined || killTimer !== null) return
@@ -167,6 +182,7 @@ export function runInGroup (init: GroupRunInit): GroupRunHandle {
         }
         if (killTimer !== null) clearTimeout(killTimer)
         liveGroups.delete(pid)
+        try { observer?.ended(pid) } catch {}
       }
       // A process that left the group (setsid) may still hold the pipes open: bound the wait.
       const streams = Promise.all([stdoutDone, stderrDone])

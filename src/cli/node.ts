@@ -6,12 +6,14 @@ import { homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
 import { DEFAULT_STOP_GRACE_MS, DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/scheduler.ts'
+import { DEFAULT_VERIFY_TIMEOUT_MS } from '../git/merge.ts'
 import { simAgent } from '../agent/sim.ts'
 import { commandAgent } from '../agent/command.ts'
 import { claudeAgent, findExecutable } from '../agent/claude.ts'
 import type { Agent } from '../agent/types.ts'
 import { Worker } from '../node/worker.ts'
 import { NodeHealth, PAUSE_BASE_MS } from '../node/health.ts'
+import { RunGroups } from '../node/run-groups.ts'
 import { DEFAULT_LISTEN, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS } from '../node/constants.ts'
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../util/logger.ts'
 import { UsageError } from '../util/errors.ts'
@@ -40,10 +42,19 @@ export function logLevelOpt (v: string | undefined): LogLevel {
 
 /** `--task-timeout`: a duration, or `0`/`none` for no limit (null). */
 export function taskTimeoutOpt (v: string | undefined): number | null {
-  if (v === undefined) return DEFAULT_TASK_TIMEOUT_MS
+  return limitOpt('--task-timeout', v, DEFAULT_TASK_TIMEOUT_MS)
+}
+
+/** `--verify-timeout`: a duration, or `0`/`none` for no limit (null). */
+export function verifyTimeoutOpt (v: string | undefined): number | null {
+  return limitOpt('--verify-timeout', v, DEFAULT_VERIFY_TIMEOUT_MS)
+}
+
+function limitOpt (flagName: string, v: string | undefined, fallback: number): number | null {
+  if (v === undefined) return fallback
   if (v.trim().toLowerCase() === 'none') return null
   const ms = parseDuration(v)
-  if (ms === null) throw new UsageError(`--task-timeout must be a duration such as 90s, 20m or 2h (or 0/none for no limit), got "${v}".`)
+  if (ms === null) throw new UsageError(`${flagName} must be a duration such as 90s, 20m or 2h (or 0/none for no limit), got "${v}".`)
   return ms === 0 ? null : ms
 }
 
@@ -168,6 +179,7 @@ export const NODE_OPTIONS = {
   }),
   'task-timeout': opt.custom<number | null>({ arg: 'DURATION', default: formatDuration(DEFAULT_TASK_TIMEOUT_MS), description: 'Wall-clock limit of a run (--setup and agent) for tasks whose plan gives no timeout, e.g. 90s, 20m, 2h; 0 or none: no limit.', parse: v => taskTimeoutOpt(v) }),
   verify: opt.string({ arg: 'CMD', description: 'Check run by the merge leader on each candidate merge before main advances.' }),
+  'verify-timeout': opt.custom<number | null>({ arg: 'DURATION', default: formatDuration(DEFAULT_VERIFY_TIMEOUT_MS), description: 'A --verify still running then is killed with its process group and counts as failed (with its output so far); 0 or none: no limit. Cancel of the task, a leader change and node stop kill it too.', parse: v => verifyTimeoutOpt(v) }),
   setup: opt.string({ arg: 'CMD', description: 'Run in each new worktree before the agent starts; killed with what it started on cancel or timeout; a failing setup releases the task without using an attempt.' }),
   'no-leader': opt.boolean({ description: 'Never become merge leader.' }),
   push: opt.string({ arg: 'REMOTE', description: 'As leader, push main to REMOTE (a remote name, URL or path) after each advance; never forced: a remote that moved is reported (status), not overwritten.' }),
@@ -202,6 +214,7 @@ export const nodeCommand = defineCommand({
     const slots = opts.slots
     const taskTimeoutMs = opts['task-timeout']
     const claudeBin = opts['claude-bin']
+    const verifyTimeoutMs = opts['verify-timeout']
     if (agent === 'claude') {
       const bin = claudeBin ?? 'claude'
       if (await findExecutable(bin) === null) {
@@ -259,6 +272,9 @@ export const nodeCommand = defineCommand({
     await node.start()
     metrics?.attach(node)
     const mesh = node
+    // no run outlives this node: leftovers of an earlier life are killed, a watchdog covers kill -9
+    const runGroups = new RunGroups(dataDir, log)
+    runGroups.start()
     const graceMs = opts.grace
     const nodeName = mesh.name
     const budget = opts['max-budget-usd']
@@ -285,7 +301,7 @@ export const nodeCommand = defineCommand({
     const pushOpt = opts.push
     // a path is git's relative to --repo (where git push runs): make it the caller's
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
-    const worker = new Worker({ node: mesh, agent: agentImpl, repo, dataDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
+    const worker = new Worker({ node: mesh, agent: agentImpl, repo, dataDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
       await worker.start()
     } catch (err) {
@@ -336,6 +352,7 @@ export const nodeCommand = defineCommand({
         if (lonely !== null) clearInterval(lonely)
         void (async () => {
           await worker.stop(graceMs)
+          runGroups.stop()
           await mesh.stop()
         })().then(resolveStop, resolveStop)
       }

@@ -1,5 +1,6 @@
 import type { StatusReport, StatusTask } from '../api/status.ts'
 import { meshTotals, renderTotals } from '../api/totals.ts'
+import { safeText } from '../util/text.ts'
 
 const short = (s: string | null, n = 8): string => s === null ? '-' : s.length > n ? s.slice(0, n) : s
 const peerShort = (p: string | null): string => p === null ? '-' : '…' + p.slice(-8)
@@ -104,5 +105,6 @@ export function renderStatus (s: StatusReport, via: string): string {
     // a decision that could not be carried out: the conflict waits for another one
     for (const c of open) if (c.error !== null && c.decision === null) out.push(`  ${c.id}: ${c.error.split('\n')[0] ?? ''}`)
   }
-  return out.join('\n')
+  // names, files, remotes and errors come from peers: no control character reaches the terminal
+  return out.map(line => safeText(line)).join('\n')
 }

@@ -9,6 +9,7 @@ import { CLIENT_OPTIONS } from './connection.ts'
 import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { clientFromOptions } from './status.ts'
+import { safeText } from '../util/text.ts'
 
 /** States after which `submit --wait` stops following a task. */
 const SETTLED: ReadonlySet<Task['state']> = new Set(['merged', 'failed', 'cancelled', 'conflict'])
@@ -71,7 +72,7 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
       if (last.get(id) === line) continue
       last.set(id, line)
       if (json) process.stdout.write(JSON.stringify({ id, state: t.state, attempts: t.attempts, node: t.node, error: t.error }) + '\n')
-      else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} ${t.state}${t.state === 'running' || t.state === 'done' ? ` on ${name(t.node)} (attempt ${t.attempts})` : ''}${t.error !== null && SHOW_ERROR.has(t.state) ? `: ${t.error}` : ''}\n`)
+      else process.stdout.write(safeText(`${new Date().toISOString().slice(11, 19)} ${id} ${t.state}${t.state === 'running' || t.state === 'done' ? ` on ${name(t.node)} (attempt ${t.attempts})` : ''}${t.error !== null && SHOW_ERROR.has(t.state) ? `: ${t.error}` : ''}`, { newlines: true }) + '\n')
     }
     const tasks = ids.map(id => snap.tasks.get(id)).filter((t): t is Task => t !== undefined)
     const blockers = blockedByAll(snap)

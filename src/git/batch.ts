@@ -32,6 +32,8 @@ export interface BatchInit {
   /** In queue order; each item's dependencies are already on `base`. */
   items: readonly BatchItem[]
   verify?: string | undefined
+  /** Time limit of each `--verify` run (see `runVerify`). @default DEFAULT_VERIFY_TIMEOUT_MS */
+  verifyTimeoutMs?: number | null | undefined
   /**
    * Moves main from `prev` to `tip` (compare-and-swap) and publishes the merges
    * in `merged` (in order, `tip` is the last one's commit). Returns false when
@@ -102,7 +104,7 @@ export async function runBatch (init: BatchInit): Promise<BatchResult> {
   }
   const check = async (i: number): Promise<{ ok: boolean, output: string }> => {
     const s = stack[i] as { commit: string }
-    const v = await runVerify(repo, dataDir, s.commit, verify as string, init.signal)
+    const v = await runVerify(repo, dataDir, s.commit, verify as string, { signal: init.signal, timeoutMs: init.verifyTimeoutMs })
     verifyRuns++
     init.onVerify?.(s.commit, v.ok, v.ms, i + 1 - landed)
     return v

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { git, gitText } from './git.ts'
@@ -6,6 +5,7 @@ import { commitEnv, TASK_TRAILER } from './worktree.ts'
 import { agentEnv } from '../agent/process.ts'
 import { conflictHunks, parseMergeTree } from './conflict.ts'
 import type { ConflictHunk } from '../crdt/schema.ts'
+import { runInGroup } from '../agent/process.ts'
 
 /** The outcome of merging a task branch into main, computed without touching any checkout. */
 export type MergeAttempt =
@@ -78,29 +78,66 @@ export interface VerifyResult {
   ok: boolean
   output: string
   ms: number
+  /** The check ran past its time limit and was killed with its process group (then `ok` is false). */
+  timedOut: boolean
 }
 
-/** Runs `--verify` through the shell in a detached worktree of the candidate, then removes the worktree. */
-export async function runVerify (repo: string, dataDir: string, candidate: string, cmd: string, signal?: AbortSignal): Promise<VerifyResult> {
+/** Longest `--verify` run before it is killed and counts as failed (`--verify-timeout`). @default 30 min */
+export const DEFAULT_VERIFY_TIMEOUT_MS = 30 * 60_000
+
+/** Characters of a `--verify` run's output kept (its end). @default 8000 */
+export const VERIFY_OUTPUT_CHARS = 8000
+
+export interface VerifyOptions {
+  /** Aborting kills the check's whole process group; `runVerify` then rejects with the signal's reason. */
+  signal?: AbortSignal | undefined
+  /** Time limit; null or 0: none. @default DEFAULT_VERIFY_TIMEOUT_MS */
+  timeoutMs?: number | null | undefined
+}
+
+/**
+ * Runs `--verify` through the shell in a detached worktree of the candidate,
+ * in its own process group, then removes the worktree. A check still running
+ * after `timeoutMs` is killed with its whole group (SIGTERM, then SIGKILL) and
+ * counts as failed, with the output it gave so far. Aborting `signal` (the
+ * task was cancelled, leadership changed, the node stops) kills the group too
+ * and rejects. Whatever the check left running in its group is killed when it
+ * exits.
+ */
+export async function runVerify (repo: string, dataDir: string, candidate: string, cmd: string, opts: VerifyOptions = {}): Promise<VerifyResult> {
+  opts.signal?.throwIfAborted()
   const path = join(dataDir, 'worktrees', `.verify-${candidate.slice(0, 12)}`)
   await mkdir(join(dataDir, 'worktrees'), { recursive: true })
   await git(['worktree', 'remove', '--force', path], { cwd: repo, allowFail: true })
   await git(['worktree', 'add', '--detach', '--force', path, candidate], { cwd: repo })
   const started = Date.now()
+  const limit = opts.timeoutMs === undefined ? DEFAULT_VERIFY_TIMEOUT_MS : opts.timeoutMs
+  const abort = new AbortController()
+  const onAbort = (): void => { abort.abort(opts.signal?.reason) }
+  opts.signal?.addEventListener('abort', onAbort, { once: true })
+  const timer = limit !== null && limit > 0 ? setTimeout(() => { run.kill('timeout') }, limit) : null
+  let out = ''
+  const keep = (line: string): void => { out = (out + line + '\n').slice(-VERIFY_OUTPUT_CHARS) }
+  const run = runInGroup({ file: '/bin/sh', args: ['-c', cmd], cwd: path, env: { ...agentEnv(), MESHWORK_CANDIDATE: candidate }, stdin: '', signal: abort.signal, onStdoutLine: keep, onStderrLine: keep })
   try {
-    return await new Promise<VerifyResult>((resolve, reject) => {
-      const child = spawn('/bin/sh', ['-c', cmd], { cwd: path, stdio: ['ignore', 'pipe', 'pipe'], env: { ...agentEnv(), MESHWORK_CANDIDATE: candidate }, ...(signal !== undefined ? { signal } : {}) })
-      let out = ''
-      const keep = (c: Buffer): void => { out = (out + c.toString()).slice(-8000) }
-      child.stdout.on('data', keep)
-      child.stderr.on('data', keep)
-      child.on('error', reject)
-      child.on('close', code => { resolve({ ok: code === 0, output: out.trim(), ms: Date.now() - started }) })
-    })
+    const exit = await run.done
+    if (exit.spawnError !== null) throw new Error(`--verify "${cmd}" could not start: ${exit.spawnError.message}`)
+    if (exit.aborted) throw opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('--verify was stopped')
+    const ms = Date.now() - started
+    if (exit.killedFor === 'timeout') return { ok: false, output: `${out.trim()}\n--verify timed out after ${formatLimit(limit as number)} and was killed with its process group`.trim(), ms, timedOut: true }
+    return { ok: exit.code === 0, output: out.trim(), ms, timedOut: false }
   } finally {
+    if (timer !== null) clearTimeout(timer)
+    opts.signal?.removeEventListener('abort', onAbort)
     await git(['worktree', 'remove', '--force', path], { cwd: repo, allowFail: true })
     await rm(path, { recursive: true, force: true })
   }
+}
+
+function formatLimit (ms: number): string {
+  if (ms < 1000) return `${ms} ms`
+  if (ms < 120_000) return `${+(ms / 1000).toFixed(1)} s`
+  return `${+(ms / 60_000).toFixed(1)} min`
 }
 
 /**

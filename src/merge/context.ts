@@ -1,6 +1,7 @@
 import type { LeaderNode } from '../node/components.ts'
 import type { Agent } from '../agent/types.ts'
 import type { Logger } from '../util/logger.ts'
+import type { MergeJob } from './merge-job.ts'
 
 export type { BoardDraft } from '../node/components.ts'
 
@@ -12,6 +13,8 @@ export interface LeaderInit {
   branch: string
   /** `--verify`: run on each candidate merge before main advances. */
   verify?: string
+  /** `--verify-timeout`: a check still running then is killed with its process group and fails; null: none. @default DEFAULT_VERIFY_TIMEOUT_MS */
+  verifyTimeoutMs?: number | null
   logger: Logger
   electionTimeoutMs?: number
   /** Merges verified together in one `--verify` run; 1 turns batching off. @default MAX_VERIFY_BATCH */
@@ -35,6 +38,8 @@ export interface MergeContext {
   wake: () => void
   /** Brings this repository's main to the board's (`MainFollower.sync`). */
   syncMain: () => Promise<void>
+  /** The merge in progress and the signal its `--verify` runs under. */
+  job: MergeJob
   /** This repository's main branch as last read or moved here (`MainFollower`): read without a git process while fresh. */
   main: LocalMain
 }

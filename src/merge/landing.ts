@@ -1,3 +1,4 @@
+import { toError } from '../util/errors.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
 import type { Conflict, Task, TaskId } from '../crdt/schema.ts'
 import { advanceBranch, branchOid, runVerify } from '../git/merge.ts'
@@ -24,7 +25,17 @@ export async function landDecision (ctx: MergeContext, c: Conflict, t: Task, bas
     lifecycle.resolve(d, c.id, { clearError: true })
   }
   if (ctx.init.verify !== undefined) {
-    const v = await runVerify(repo, ctx.init.dataDir, candidate, ctx.init.verify)
+    let v: Awaited<ReturnType<typeof runVerify>>
+    const signal = ctx.job.start([t.id], term)
+    try {
+      v = await runVerify(repo, ctx.init.dataDir, candidate, ctx.init.verify, { signal, timeoutMs: ctx.init.verifyTimeoutMs })
+    } catch (err) {
+      if (!signal.aborted) throw err
+      logger.warn('merge:verify-stopped', { task: t.id, conflict: c.id, reason: toError(signal.reason).message })
+      return 'stale'
+    } finally {
+      ctx.job.end()
+    }
     if (current !== undefined && !current()) return 'changed'
     if (!v.ok) {
       node.changeBoard('task:verify-failed', d => {

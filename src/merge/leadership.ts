@@ -8,6 +8,7 @@ import { MergeQueue } from './queue.ts'
 import { Decisions } from './decisions.ts'
 import { AgentResolution } from './agent-job.ts'
 import type { LeaderInit, MergeContext } from './context.ts'
+import { MergeJob } from './merge-job.ts'
 
 export type { LeaderInit } from './context.ts'
 export { MAX_PARALLEL_FETCHES } from './collect.ts'
@@ -31,6 +32,7 @@ export class Leadership {
   #agents: AgentResolution
   #decisions: Decisions
   #queue: MergeQueue
+  #job: MergeJob
 
   /** Pushes main to `--push REMOTE` after each advance (null without `--push`). */
   readonly pusher: MainPusher | null
@@ -48,8 +50,10 @@ export class Leadership {
         active: () => init.node.board.snapshot().main.leader === init.node.peerId,
         ...(init.pushRetryMs !== undefined ? { retryMs: init.pushRetryMs } : {})
       })
+    this.#job = new MergeJob(init.node, init.logger)
     const ctx: MergeContext = {
       init,
+      job: this.#job,
       // main advanced here: push it if `--push` is set (asynchronously, coalesced)
       advanced: head => { this.pusher?.request(head) },
       wake: () => { if (this.#timer !== null) setImmediate(() => { this.tick() }) },
@@ -80,6 +84,7 @@ export class Leadership {
     this.#timer = null
     this.pusher?.stop()
     this.#agents.job?.abort.abort(new Error('the node is stopping'))
+    this.#job.stop()
   }
 
   /**
@@ -107,6 +112,7 @@ export class Leadership {
     }
     // an agent resolving a conflict for a leader that is no longer one works for nobody
     if (snap.main.leader !== me) this.#agents.abortRunning('this node is no longer the merge leader')
+    this.#job.check()
     if (this.isLeader()) {
       this.#collector.collect()
       if (!this.#merging) {

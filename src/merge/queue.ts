@@ -95,6 +95,8 @@ export class MergeQueue {
         base,
         items: batch.map(t => ({ taskId: t.id, title: t.title, head: t.head as string })),
         verify: this.#ctx.init.verify,
+        verifyTimeoutMs: this.#ctx.init.verifyTimeoutMs,
+        signal: this.#ctx.job.start(ids, term),
         onVerify: (commit, ok, ms, size) => { logger.info('merge:verified', { commit, ok, ms, merges: size, term }) },
         land: async (prev, tip, merged) => {
           if (!still(prev, merged.map(m => m.taskId))) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'leadership, term or main changed during the merge' }); return false }
@@ -147,6 +149,7 @@ export class MergeQueue {
       main.moved(null)
       logger.warn('merge:failed', { tasks: ids, error: toError(err).message })
     } finally {
+      this.#ctx.job.end()
       const left = ids.filter(id => node.board.task(id)?.state === 'merging')
       if (left.length > 0) node.changeBoard('task:merge-retry', d => { for (const id of left) lifecycle.deferMerge(d, id) })
     }

@@ -98,12 +98,24 @@ export class BoardReplication implements Startable {
   }
 
   /** A board change happened (local or applied from a peer): persist it, then gossip it. */
+  /** The board heads last written to disk (null before the first write: the loaded board is on disk). */
+  #durableHeads: string[] | null = null
+
+  /** The heads this node may acknowledge: only what is on disk (a claim counts as seen here once it would survive a crash). */
+  durableHeads (): string[] {
+    return this.#durableHeads ?? this.#c.board.heads()
+  }
+
   onUpdate (update: BoardUpdate): void {
     const store = this.#c.store
     const board = this.#c.board
     // a change is on disk before it is acknowledged to anyone: write, then publish
     this.#persistQueue = this.#persistQueue.then(async () => {
-      if (store !== null && !this.#storeClosed) await store.append(board)
+      if (store !== null && !this.#storeClosed) {
+        const heads = board.heads()
+        await store.append(board)
+        this.#durableHeads = heads
+      }
       for (const change of update.changes) await this.#broadcastChange(change)
     }).catch(err => {
       this.#log.error('board:persist-failed', { error: toError(err).message })

@@ -35,6 +35,8 @@ export interface SchedulerNode extends BoardWriter, Pick<TypedEventTarget<MeshNo
   readonly membership: Pick<Membership, 'get' | 'alive' | 'heartbeatMs'>
   /** Like `changeBoard`, returning the change's hash (null when nothing changed). */
   changeBoardHash: (message: string, fn: BoardChange) => string | null
+  /** Whether this node's disk (or quota) is full: board writes fail and are retried; the scheduler claims nothing meanwhile. */
+  readonly diskFull: boolean
   /** What the scheduler adds to each heartbeat (the tasks it runs, its back-off). */
   setPresenceExtras: (extras: () => PresenceExtras) => void
 }

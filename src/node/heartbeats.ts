@@ -26,6 +26,8 @@ export interface HeartbeatsComponents {
   topic: string
   membership: Membership
   board: Board
+  /** The board heads to acknowledge in heartbeats (those on disk). @default the board's heads */
+  ackHeads?: () => string[]
   peerId: () => PeerIdString
   name: string
   slots: () => number
@@ -137,7 +139,8 @@ export class Heartbeats implements Startable {
       name: this.#c.name,
       slots: this.#c.slots(),
       running: extras.running ?? [],
-      heads: this.#c.board.heads().slice(0, 64),
+      // only heads on disk are acknowledged: a peer's claim counts as seen here once it would survive a crash
+      heads: (this.#c.ackHeads?.() ?? this.#c.board.heads()).slice(0, 64),
       addrs: this.#c.addrs().slice(0, 16),
       lagMs: this.#lagMs,
       load: (loadavg()[0] ?? 0) / availableParallelism(),

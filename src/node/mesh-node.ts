@@ -177,6 +177,15 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     return this.#startedAt
   }
 
+  /**
+   * Whether this node's disk (or quota) is full: its last board write failed
+   * with ENOSPC/EDQUOT and is being retried. The scheduler claims nothing
+   * meanwhile; it clears by itself once a write succeeds.
+   */
+  get diskFull (): boolean {
+    return this.#store?.diskFull ?? false
+  }
+
   get loadReport (): LoadReport | null {
     return this.#loadReport
   }
@@ -219,7 +228,14 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const actor = actorForPeer(peerId)
     let board: Board
     if (isNode) {
-      this.#store = new BoardStore(init.dataDir as string)
+      this.#store = new BoardStore(init.dataDir as string, {
+        onWriteFailed: info => {
+          // the first failure of a streak, then every 10th: a full disk retries every few seconds
+          if (this.#store !== null && this.#store.failingWrites % 10 !== 1) return
+          this.#log.error(info.diskFull ? 'board:disk-full' : 'board:write-failed', { error: info.error, code: info.code, failures: this.#store?.failingWrites ?? 0, retryInMs: info.retryInMs, note: 'board changes are kept in memory and written when the disk takes them; nothing is published or acknowledged before; this node claims no work meanwhile' })
+        },
+        onWriteRecovered: info => { this.#log.info('board:write-recovered', { failures: info.failures }) }
+      })
       const loaded = await this.#store.load(this.meshId, actor)
       board = loaded.board
       this.#loadReport = loaded.report
@@ -253,6 +269,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       topic: t.presence,
       membership: this.membership,
       board,
+      ackHeads: () => replication.durableHeads(),
       peerId: () => this.peerId,
       name: this.name,
       slots: () => this.#slots,

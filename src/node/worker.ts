@@ -9,6 +9,10 @@ import { Leadership } from '../merge/leadership.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
+import { pruneTaskBranches, sweepAtStart } from './disk-bounds.ts'
+
+/** How often a node deletes the branches of cancelled tasks and of merged tasks on main. @default 10 min */
+export const BRANCH_PRUNE_MS = 10 * 60_000
 
 export interface WorkerInit {
   node: MeshNode
@@ -19,6 +23,8 @@ export interface WorkerInit {
   slots: number
   setup?: string
   verify?: string
+  /** `--verify-timeout`; null: none. @default DEFAULT_VERIFY_TIMEOUT_MS */
+  verifyTimeoutMs?: number | null
   /** `--push REMOTE`: as leader, push main there after each advance. */
   push?: string
   /** Wall-clock limit of a run whose task gives no `timeout`; null: none (`--task-timeout`). */
@@ -41,6 +47,8 @@ export class Worker {
   #init: WorkerInit
   #stopped = false
   #ready: Promise<void> = Promise.resolve()
+  #pruneTimer: NodeJS.Timeout | null = null
+  #pruning = false
 
   constructor (init: WorkerInit) {
     this.#init = init
@@ -64,6 +72,15 @@ export class Worker {
       if (state === 'empty' && this.#init.hasBootstrap) await this.#cloneFromMesh()
       if (this.#stopped) return
       await serveGit(node, repo)
+      // bounded disk: leftovers of an earlier life, and branches no one will read again
+      await sweepAtStart(this.#init.dataDir, repo, logger).catch(err => { logger.warn('disk:sweep-failed', { error: toError(err).message }) })
+      await pruneTaskBranches(repo, node.board.snapshot(), logger).catch(err => { logger.warn('disk:prune-failed', { error: toError(err).message }) })
+      this.#pruneTimer = setInterval(() => {
+        if (this.#pruning) return
+        this.#pruning = true
+        void pruneTaskBranches(repo, node.board.snapshot(), logger).catch(() => {}).finally(() => { this.#pruning = false })
+      }, BRANCH_PRUNE_MS)
+      this.#pruneTimer.unref()
       const leadership = new Leadership({
         node,
         repo,
@@ -74,6 +91,7 @@ export class Worker {
         agent: this.#init.agent,
         ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}),
         ...(this.#init.verify !== undefined ? { verify: this.#init.verify } : {}),
+        ...(this.#init.verifyTimeoutMs !== undefined ? { verifyTimeoutMs: this.#init.verifyTimeoutMs } : {}),
         ...(this.#init.push !== undefined ? { push: this.#init.push } : {})
       })
       this.leadership = leadership
@@ -125,6 +143,7 @@ export class Worker {
 
   async stop (graceMs: number): Promise<void> {
     this.#stopped = true
+    if (this.#pruneTimer !== null) clearInterval(this.#pruneTimer)
     this.leadership?.stop()
     await this.scheduler?.stop(graceMs)
   }

@@ -344,7 +344,21 @@ export class Scheduler {
     return Math.max(0, this.effectiveSlots() - this.#pending.size - this.#runs.size)
   }
 
+  /** Why this node claims nothing now (a full disk), or null; logged when it starts and ends. */
+  get pausedFor (): string | null {
+    return this.node.diskFull ? 'disk full: board changes cannot be written' : null
+  }
+
+  #pausedLogged: string | null = null
+
   #claim (snap: BoardSnapshot, now: number): void {
+    const paused = this.pausedFor
+    if (paused !== this.#pausedLogged) {
+      if (paused !== null) this.#log.warn('node:paused', { reason: paused, note: 'claims no work until the cause is gone; running work goes on' })
+      else this.#log.info('node:resumed', { reason: `no longer: ${this.#pausedLogged ?? ''}` })
+      this.#pausedLogged = paused
+    }
+    if (paused !== null) return
     const free = this.#freeSlots()
     if (free === 0) return
     // a paused node (credentials refused, disk full…) claims nothing; once the pause ends, one trial run at a time

@@ -10,6 +10,7 @@ import { inboxLines } from './views/inbox.ts'
 import { nodeLines } from './views/nodes.ts'
 import { outputLines } from './views/output.ts'
 import { taskLines } from './views/tasks.ts'
+import { safeText } from '../util/text.ts'
 
 const h = React.createElement
 
@@ -99,7 +100,7 @@ function lineElement (line: Line, width: number, key: number): React.ReactElemen
       ...(s.bold === true ? { bold: true } : {}),
       ...(s.dim === true ? { dimColor: true } : {}),
       ...(s.inverse === true ? { inverse: true } : {})
-    }, s.text)))
+    }, safeText(s.text))))
 }
 
 /** The lines of one frame: exactly `height` lines of at most `width` columns. */

@@ -1,3 +1,5 @@
+import { safeText } from '../util/text.ts'
+
 /**
  * Screen lines as data: every view is a pure function to `Line[]` of exactly
  * known width and count, so a frame never grows past the terminal and views are
@@ -19,9 +21,9 @@ export interface Segment {
 /** One screen line. */
 export type Line = Segment[]
 
-/** A plain segment. */
+/** A plain segment; control characters in `text` (peers and agents wrote most of it) are made harmless. */
 export function seg (text: string, style: Omit<Segment, 'text'> = {}): Segment {
-  return { text, ...style }
+  return { text: safeText(text), ...style }
 }
 
 /** The text of a line without styles (tests and the no-TTY output read it). */
@@ -66,7 +68,8 @@ export interface Cell {
 export function row (cells: readonly Cell[]): Line {
   const line: Line = []
   cells.forEach((c, i) => {
-    const t = c.text.length > c.width ? (c.width > 1 ? c.text.slice(0, c.width - 1) + '…' : c.text.slice(0, c.width)) : c.text
+    const text = safeText(c.text)
+    const t = text.length > c.width ? (c.width > 1 ? text.slice(0, c.width - 1) + '…' : text.slice(0, c.width)) : text
     const padded = c.align === 'right' ? t.padStart(c.width) : t.padEnd(c.width)
     line.push(seg(padded, c.style ?? {}))
     if (i < cells.length - 1) line.push(seg(' '))

@@ -1,6 +1,7 @@
 import type { StatusReport } from '../api/status.ts'
 import { renderStatus } from '../cli/render.ts'
 import { inbox, type InboxItem } from './model.ts'
+import { safeText } from '../util/text.ts'
 
 /**
  * The TUI without a terminal: the `status --watch` rendering plus what waits
@@ -16,7 +17,7 @@ export function renderInbox (s: StatusReport): string {
   if (items.length === 0) return ''
   return [
     `INBOX ${items.length} waiting on a human (meshwork resolve / retry / cancel)`,
-    ...items.map(i => `  ${KIND[i.kind]} ${i.conflictId ?? i.taskId}${i.conflictId !== null ? ` (task ${i.taskId})` : ''}: ${i.summary}`)
+    ...items.map(i => safeText(`  ${KIND[i.kind]} ${i.conflictId ?? i.taskId}${i.conflictId !== null ? ` (task ${i.taskId})` : ''}: ${i.summary}`))
   ].join('\n')
 }
 

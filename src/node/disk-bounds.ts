@@ -1,0 +1,60 @@
+import { readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { git, gitText } from '../git/git.ts'
+import { gitCommonDir } from '../git/repo.ts'
+import type { BoardSnapshot } from '../crdt/schema.ts'
+import type { Logger } from '../util/logger.ts'
+
+/**
+ * What a node leaves on disk is bounded: at start no run and no fetch is in
+ * progress, so every per-run Claude config dir (`DATA/claude/<run>`) and every
+ * fetch quarantine (`<git dir>/meshwork-fetch-*`) left by a crash goes; and the
+ * task branches of cancelled tasks, and of merged tasks whose work is on the
+ * mesh main, are deleted (nothing will read them again).
+ */
+export async function sweepAtStart (dataDir: string, repo: string, logger: Logger): Promise<{ runDirs: number, fetchDirs: number }> {
+  let runDirs = 0
+  for (const name of await readdir(join(dataDir, 'claude')).catch(() => [] as string[])) {
+    await rm(join(dataDir, 'claude', name), { recursive: true, force: true })
+    runDirs++
+  }
+  let fetchDirs = 0
+  const common = await gitCommonDir(repo).catch(() => null)
+  if (common !== null) {
+    for (const name of await readdir(common).catch(() => [] as string[])) {
+      if (!name.startsWith('meshwork-fetch-')) continue
+      await rm(join(common, name), { recursive: true, force: true })
+      fetchDirs++
+    }
+  }
+  if (runDirs + fetchDirs > 0) logger.info('disk:swept', { runDirs, fetchDirs, note: 'left by an earlier life of this node (no run or fetch is in progress at start)' })
+  return { runDirs, fetchDirs }
+}
+
+/**
+ * Deletes the local `meshwork/<id>` branches of cancelled tasks and of merged
+ * tasks whose branch head is in the mesh main (the merge made it part of main's
+ * history, so no requeue can need the branch). Branches checked out somewhere
+ * are left alone. Returns the task ids whose branch went.
+ */
+export async function pruneTaskBranches (repo: string, snap: BoardSnapshot, logger: Logger): Promise<string[]> {
+  const main = snap.main.head
+  const out = await gitText(['for-each-ref', '--format=%(refname:strip=2) %(objectname)', 'refs/heads/meshwork/'], { cwd: repo }).catch(() => '')
+  const removed: string[] = []
+  for (const line of out.split('\n')) {
+    const [branch, oid] = line.split(' ')
+    if (branch === undefined || oid === undefined || !branch.startsWith('meshwork/')) continue
+    const id = branch.slice('meshwork/'.length)
+    const t = snap.tasks.get(id as never)
+    if (t === undefined) continue
+    let drop = t.state === 'cancelled'
+    if (!drop && t.state === 'merged' && main !== null) {
+      drop = (await git(['merge-base', '--is-ancestor', oid, main], { cwd: repo, allowFail: true })).code === 0
+    }
+    if (!drop) continue
+    const res = await git(['branch', '-D', '-q', branch], { cwd: repo, allowFail: true })
+    if (res.code === 0) removed.push(id)
+  }
+  if (removed.length > 0) logger.info('disk:branches-pruned', { tasks: removed.length, note: 'branches of cancelled tasks and of merged tasks whose work is on main' })
+  return removed
+}

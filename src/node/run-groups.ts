@@ -1,0 +1,116 @@
+import { spawn } from 'node:child_process'
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { killGroup, observeGroups } from '../agent/process.ts'
+import type { Logger } from '../util/logger.ts'
+
+/**
+ * The process groups a node's runs started (agents, `--setup`, `--verify`),
+ * recorded in `DATA/run-groups/<pgid>` while they run, so that none outlives
+ * its node: a watchdog process kills them the moment the node is gone (even
+ * after `kill -9`), and a node starting on the data dir kills any left from an
+ * earlier life. A record carries the boot id and the start time of the group's
+ * leader, so a pgid reused by an unrelated process is never killed.
+ */
+
+/** Subdirectory of the data dir holding one file per live process group. */
+export const RUN_GROUPS_DIR = 'run-groups'
+/** How often the watchdog checks that its node is still there. @default 1 s */
+export const WATCHDOG_POLL_S = 1
+
+interface GroupRecord { boot: string, start: number }
+
+/** This boot's id (Linux), or '' where there is none. */
+function bootId (): string {
+  try { return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() } catch { return '' }
+}
+
+/** `[pgrp, starttime]` of a process from /proc, or null. */
+function procStat (pid: number): [number, number] | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // the command name may hold spaces and parentheses: the fields start after its last ')'
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return [Number(fields[2]), Number(fields[19])]
+  } catch {
+    return null
+  }
+}
+
+/** Whether some process of group `pgid` started no earlier than `start` (it belongs to the recorded run). */
+function groupStartedSince (pgid: number, start: number): boolean {
+  let pids: string[]
+  try { pids = readdirSync('/proc').filter(p => /^\d+$/.test(p)) } catch { return false }
+  return pids.some(p => {
+    const st = procStat(Number(p))
+    return st !== null && st[0] === pgid && st[1] >= start
+  })
+}
+
+export class RunGroups {
+  readonly dir: string
+  #log: Logger
+  #boot = bootId()
+
+  constructor (dataDir: string, logger: Logger) {
+    this.dir = join(dataDir, RUN_GROUPS_DIR)
+    this.#log = logger
+  }
+
+  /**
+   * Kills the groups an earlier life of this node left running, starts the
+   * watchdog and records every group started from now on. Linux only (it reads
+   * /proc); elsewhere it does nothing.
+   */
+  start (): void {
+    if (this.#boot === '') return
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 })
+    this.#killLeftovers()
+    observeGroups({
+      started: pgid => {
+        const st = procStat(pgid)
+        writeFileSync(join(this.dir, String(pgid)), JSON.stringify({ boot: this.#boot, start: st?.[1] ?? 0 } satisfies GroupRecord))
+      },
+      ended: pgid => { rmSync(join(this.dir, String(pgid)), { force: true }) }
+    })
+    this.#startWatchdog()
+  }
+
+  stop (): void {
+    observeGroups(null)
+  }
+
+  #killLeftovers (): void {
+    for (const name of readdirSync(this.dir)) {
+      const file = join(this.dir, name)
+      const pgid = Number(name)
+      let rec: GroupRecord | null = null
+      try { rec = JSON.parse(readFileSync(file, 'utf8')) as GroupRecord } catch {}
+      if (Number.isInteger(pgid) && pgid > 1 && rec !== null && rec.boot === this.#boot && groupStartedSince(pgid, rec.start)) {
+        killGroup(pgid, 'SIGKILL')
+        this.#log.warn('run:leftover-killed', { pgid, note: 'a run of this node\'s earlier life was still running (the node was killed); killed with its process group' })
+      }
+      rmSync(file, { force: true })
+    }
+  }
+
+  /**
+   * A detached shell that waits for this node's pid to vanish, then kills every
+   * group still recorded. Its own process group, so a terminal's Ctrl-C or a
+   * kill of the node's group leaves it to do its job; it exits with the node.
+   */
+  #startWatchdog (): void {
+    const script = [
+      'while kill -0 "$1" 2>/dev/null; do sleep "$3"; done',
+      'for f in "$2"/*; do [ -e "$f" ] || continue; kill -KILL "-${f##*/}" 2>/dev/null; rm -f "$f"; done'
+    ].join('\n')
+    try {
+      const child = spawn('/bin/sh', ['-c', script, 'meshwork-watchdog', String(process.pid), this.dir, String(WATCHDOG_POLL_S)], { detached: true, stdio: 'ignore' })
+      child.on('error', err => { this.#log.warn('run:watchdog-failed', { error: err.message }) })
+      child.unref()
+      if (child.pid !== undefined) writeFileSync(join(this.dir, '..', 'watchdog.pid'), `${child.pid}\n`)
+    } catch (err) {
+      this.#log.warn('run:watchdog-failed', { error: (err as Error).message })
+    }
+  }
+}

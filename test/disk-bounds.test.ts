@@ -1,0 +1,63 @@
+/** Disk bounds at node start: leftover run dirs and fetch quarantines go; branches of cancelled and merged-on-main tasks go. */
+import { describe, it, expect, afterAll } from 'vitest'
+import { existsSync } from 'node:fs'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { tempDir } from './helpers/mesh.ts'
+import { initRepo, commitFiles, createBranch } from './helpers/git.ts'
+import { task, snapshot } from './helpers/tui.ts'
+import { git, gitText } from '../src/git/git.ts'
+import { pruneTaskBranches, sweepAtStart } from '../src/node/disk-bounds.ts'
+import { createLogger } from '../src/util/logger.ts'
+
+const dirs: string[] = []
+afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }) })
+const silent = createLogger('t', { level: 'silent' })
+
+describe('disk bounds', () => {
+  it('sweepAtStart removes every DATA/claude/<run> dir and every meshwork-fetch-* quarantine, nothing else', async () => {
+    const dir = await tempDir('meshwork-sweep-')
+    dirs.push(dir)
+    const repo = await initRepo(join(dir, 'repo'))
+    await commitFiles(repo, { 'a.txt': 'a\n' }, 'initial')
+    const data = join(dir, 'data')
+    for (const run of ['r1', 'r2']) { await mkdir(join(data, 'claude', run), { recursive: true }); await writeFile(join(data, 'claude', run, 'settings.json'), '{}') }
+    await mkdir(join(data, 'transcripts'), { recursive: true })
+    await mkdir(join(repo, '.git', 'meshwork-fetch-abc123', 'objects', 'pack'), { recursive: true })
+    const r = await sweepAtStart(data, repo, silent)
+    expect(r).toEqual({ runDirs: 2, fetchDirs: 1 })
+    expect(existsSync(join(data, 'claude', 'r1'))).toBe(false)
+    expect(existsSync(join(repo, '.git', 'meshwork-fetch-abc123'))).toBe(false)
+    expect(existsSync(join(data, 'transcripts'))).toBe(true)
+    expect(await gitText(['rev-parse', 'HEAD'], { cwd: repo })).toMatch(/^[0-9a-f]{40}$/)
+  })
+
+  it('pruneTaskBranches deletes the branches of cancelled tasks and of merged tasks on main, keeps the rest', async () => {
+    const dir = await tempDir('meshwork-prune-')
+    dirs.push(dir)
+    const repo = await initRepo(join(dir, 'repo'))
+    await commitFiles(repo, { 'a.txt': 'a\n' }, 'initial')
+    for (const id of ['landed', 'lost', 'dropped', 'busy']) {
+      await createBranch(repo, `meshwork/${id}`, 'main')
+      await git(['switch', '-q', `meshwork/${id}`], { cwd: repo })
+      await commitFiles(repo, { [`${id}.txt`]: `${id}\n` }, id)
+      await git(['switch', '-q', 'main'], { cwd: repo })
+    }
+    await git(['merge', '-q', '--no-ff', '-m', 'merge landed', 'meshwork/landed'], { cwd: repo, env: { GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@t', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@t' } })
+    const main = await gitText(['rev-parse', 'main'], { cwd: repo })
+    const snap = {
+      ...snapshot([
+        task('landed', { state: 'merged' }),
+        // "merged" on the board but not in this main (a healed partition may requeue it): kept
+        task('lost', { state: 'merged' }),
+        task('dropped', { state: 'cancelled' }),
+        task('busy', { state: 'running' })
+      ]),
+      main: { head: main, leader: null, term: 1 }
+    }
+    const removed = await pruneTaskBranches(repo, snap, silent)
+    expect(removed.sort()).toEqual(['dropped', 'landed'])
+    const left = (await gitText(['for-each-ref', '--format=%(refname:strip=2)', 'refs/heads/'], { cwd: repo })).split('\n').sort()
+    expect(left).toEqual(['main', 'meshwork/busy', 'meshwork/lost'])
+  })
+})
