@@ -257,6 +257,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     const submit = spawnTracked(['submit', planFile, '--wait', '--json', ...conn], baseEnv)
     let killed: string | null = null
     let killedAt: number | null = null
+    let finished = false
     const cpuAtKill = new Map<string, ReturnType<typeof cpuOf>>()
     if (spec.kill) {
       const victim = [...names].reverse().find(n => n !== leader && n !== 'n0') as string
@@ -266,9 +267,9 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
           for (const x of nodes.values()) n += parseLog(readFileSync(x.logFile, 'utf8')).filter(l => l.event === 'task:done').length
           return n
         }
-        await until(() => doneCount() >= spec.tasks.length * KILL_AT_DONE_FRACTION ? true : null, RUN_BOUND_MS, () => 'never reached the kill point', 250).catch(() => {})
+        await until(() => finished || doneCount() >= spec.tasks.length * KILL_AT_DONE_FRACTION ? true : null, RUN_BOUND_MS, () => 'never reached the kill point', 250).catch(() => {})
         const v = nodes.get(victim)
-        if (v === undefined) return
+        if (v === undefined || finished) return
         cpuAtKill.set(victim, cpuOf(v.pid))
         v.proc.kill('SIGKILL')
         killed = victim
@@ -279,6 +280,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     let timer: NodeJS.Timeout | undefined
     const sub = await Promise.race([submit.exited, new Promise<null>(resolve => { timer = setTimeout(() => { resolve(null) }, RUN_BOUND_MS) })])
     clearTimeout(timer)
+    finished = true
     const submitWallMs = Date.now() - t0
     if (sub === null) { submit.proc.kill('SIGKILL'); await submit.exited }
     log(`[${spec.name}] submit --wait exited ${sub?.code ?? 'timeout'} after ${(submitWallMs / 1000).toFixed(1)} s`)
