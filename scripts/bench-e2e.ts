@@ -240,7 +240,10 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
       leader = l.name
       return true
     }, 180_000, () => 'the mesh did not come up (all nodes alive, a leader)', 500)
-    log(`[${spec.name}] mesh up, leader ${leader}`)
+    // and every node that joined with an empty repo has cloned main (it takes no work before)
+    await until(() => names.slice(1).every(n => parseLog(readFileSync(nodes.get(n)?.logFile as string, 'utf8')).some(l => l.event === 'repo:cloned')) ? true : null,
+      300_000, () => `not every node cloned main: ${names.slice(1).filter(n => !parseLog(readFileSync(nodes.get(n)?.logFile as string, 'utf8')).some(l => l.event === 'repo:cloned')).join(', ')}`, 500)
+    log(`[${spec.name}] mesh up, leader ${leader}, every node cloned main`)
 
     // idle: CPU, RSS and git processes over a window with nothing submitted
     const idle0 = new Map([...nodes].map(([n, x]) => [n, { cpu: cpuOf(x.pid), git: gitCount(x.gitFile).total }]))
@@ -315,12 +318,18 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     const live = names.filter(n => n !== killed)
     const mainHead = board.main.head
     await until(() => live.every(n => {
-      try { return execFileSync('git', ['-C', join(root, `repo-${n}`), 'rev-parse', 'refs/heads/main']).toString().trim() === mainHead } catch { return false }
+      try { return execFileSync('git', ['-C', join(root, `repo-${n}`), 'rev-parse', 'refs/heads/main'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim() === mainHead } catch { return false }
     }) ? true : null, 60_000, () => 'main did not reach every live node', 250).catch(err => { log(String(err)) })
     // every task's file is on main, on every live node
     let mainChecked = 'ok'
     for (const n of live) {
-      const files = new Set(execFileSync('git', ['-C', join(root, `repo-${n}`), 'ls-tree', '-r', '--name-only', 'main']).toString().split('\n'))
+      let files: Set<string>
+      try {
+        files = new Set(execFileSync('git', ['-C', join(root, `repo-${n}`), 'ls-tree', '-r', '--name-only', 'main'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().split('\n'))
+      } catch {
+        mainChecked = `${n}: no main`
+        continue
+      }
       const missing = spec.tasks.filter(t => !files.has(`work/${t.id}.txt`)).length
       if (missing > 0) mainChecked = `${n}: ${missing} task files missing on main`
     }
