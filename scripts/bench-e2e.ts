@@ -36,6 +36,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile, open } from 'node:fs/promises'
 import { existsSync, readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -152,7 +153,10 @@ function gitCount (file: string): { total: number, bySub: Map<string, number> } 
 
 // ---------------------------------------------------------------------------
 
-interface RunSpec { name: string, title: string, nodes: number, tasks: BenchTask[], kill: boolean }
+interface RunSpec { name: string, title: string, nodes: number, tasks: BenchTask[], kill: boolean, clients: boolean }
+
+/** Wall time of client commands (CLI start-up included) against this mesh. */
+interface ClientFigures { okMs: number, okExit: number | null, refusedMs: number, refusedExit: number | null, wrongKeyMs: number, wrongKeyExit: number | null }
 
 interface NodeFigures { name: string, leader: boolean, killed: boolean, cpuPct: number, childCpuPct: number, idleCpuPct: number, idleGitPerS: number, rssMiB: number, idleRssMiB: number, git: number }
 
@@ -176,6 +180,7 @@ interface RunResult {
   gitPerTask: number
   gitBySub: Array<[string, number]>
   mainChecked: string
+  clients: ClientFigures | null
 }
 
 async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
@@ -235,7 +240,10 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
       leader = l.name
       return true
     }, 180_000, () => 'the mesh did not come up (all nodes alive, a leader)', 500)
-    log(`[${spec.name}] mesh up, leader ${leader}`)
+    // and every node that joined with an empty repo has cloned main (it takes no work before)
+    await until(() => names.slice(1).every(n => parseLog(readFileSync(nodes.get(n)?.logFile as string, 'utf8')).some(l => l.event === 'repo:cloned')) ? true : null,
+      300_000, () => `not every node cloned main: ${names.slice(1).filter(n => !parseLog(readFileSync(nodes.get(n)?.logFile as string, 'utf8')).some(l => l.event === 'repo:cloned')).join(', ')}`, 500)
+    log(`[${spec.name}] mesh up, leader ${leader}, every node cloned main`)
 
     // idle: CPU, RSS and git processes over a window with nothing submitted
     const idle0 = new Map([...nodes].map(([n, x]) => [n, { cpu: cpuOf(x.pid), git: gitCount(x.gitFile).total }]))
@@ -247,6 +255,23 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
       return [n, { cpuPct, gitPerS: (gitCount(x.gitFile).total - (a?.git ?? 0)) / (IDLE_WINDOW_MS / 1000), rss: rssMiB(x.pid) }]
     }))
 
+    // clients: a status that answers, one at a port where nothing listens, one with another mesh's key
+    let clients: ClientFigures | null = null
+    if (spec.clients) {
+      const info = JSON.parse(readFileSync(join(root, 'data-n0', 'node.json'), 'utf8')) as { peerId: string, addrs: string[] }
+      const srv = createServer()
+      await new Promise<void>(resolve => { srv.listen(0, '127.0.0.1', resolve) })
+      const port = (srv.address() as { port: number }).port
+      await new Promise<void>(resolve => { srv.close(() => { resolve() }) })
+      const wrongKey = join(root, 'wrong.key')
+      await cli(['init', '--out', wrongKey], baseEnv, 60_000)
+      const ok = await cli(['status', ...conn], baseEnv, 120_000)
+      const refused = await cli(['status', '--swarm-key', keyFile, '--bootstrap', `/ip4/127.0.0.1/tcp/${port}/p2p/${info.peerId}`, '--timeout', '60s'], baseEnv, 120_000)
+      const wrong = await cli(['status', '--swarm-key', wrongKey, '--bootstrap', info.addrs[0] as string, '--timeout', '60s'], baseEnv, 120_000)
+      clients = { okMs: ok.ms, okExit: ok.code, refusedMs: refused.ms, refusedExit: refused.code, wrongKeyMs: wrong.ms, wrongKeyExit: wrong.code }
+      log(`[${spec.name}] clients: status ${ok.ms} ms (exit ${ok.code}), refused ${refused.ms} ms (exit ${refused.code}), wrong key ${wrong.ms} ms (exit ${wrong.code})`)
+    }
+
     // the plan
     const plan = { tasks: spec.tasks.map(t => ({ id: t.id, prompt: `write ${t.id}`, deps: t.deps, sim: { duration: `${t.durationMs}ms`, write: { [`work/${t.id}.txt`]: `${t.id}\n` } } })) }
     const planFile = join(root, 'plan.yaml')
@@ -257,6 +282,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     const submit = spawnTracked(['submit', planFile, '--wait', '--json', ...conn], baseEnv)
     let killed: string | null = null
     let killedAt: number | null = null
+    let finished = false
     const cpuAtKill = new Map<string, ReturnType<typeof cpuOf>>()
     if (spec.kill) {
       const victim = [...names].reverse().find(n => n !== leader && n !== 'n0') as string
@@ -266,9 +292,9 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
           for (const x of nodes.values()) n += parseLog(readFileSync(x.logFile, 'utf8')).filter(l => l.event === 'task:done').length
           return n
         }
-        await until(() => doneCount() >= spec.tasks.length * KILL_AT_DONE_FRACTION ? true : null, RUN_BOUND_MS, () => 'never reached the kill point', 250).catch(() => {})
+        await until(() => finished || doneCount() >= spec.tasks.length * KILL_AT_DONE_FRACTION ? true : null, RUN_BOUND_MS, () => 'never reached the kill point', 250).catch(() => {})
         const v = nodes.get(victim)
-        if (v === undefined) return
+        if (v === undefined || finished) return
         cpuAtKill.set(victim, cpuOf(v.pid))
         v.proc.kill('SIGKILL')
         killed = victim
@@ -279,6 +305,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     let timer: NodeJS.Timeout | undefined
     const sub = await Promise.race([submit.exited, new Promise<null>(resolve => { timer = setTimeout(() => { resolve(null) }, RUN_BOUND_MS) })])
     clearTimeout(timer)
+    finished = true
     const submitWallMs = Date.now() - t0
     if (sub === null) { submit.proc.kill('SIGKILL'); await submit.exited }
     log(`[${spec.name}] submit --wait exited ${sub?.code ?? 'timeout'} after ${(submitWallMs / 1000).toFixed(1)} s`)
@@ -291,12 +318,18 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     const live = names.filter(n => n !== killed)
     const mainHead = board.main.head
     await until(() => live.every(n => {
-      try { return execFileSync('git', ['-C', join(root, `repo-${n}`), 'rev-parse', 'refs/heads/main']).toString().trim() === mainHead } catch { return false }
+      try { return execFileSync('git', ['-C', join(root, `repo-${n}`), 'rev-parse', 'refs/heads/main'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim() === mainHead } catch { return false }
     }) ? true : null, 60_000, () => 'main did not reach every live node', 250).catch(err => { log(String(err)) })
     // every task's file is on main, on every live node
     let mainChecked = 'ok'
     for (const n of live) {
-      const files = new Set(execFileSync('git', ['-C', join(root, `repo-${n}`), 'ls-tree', '-r', '--name-only', 'main']).toString().split('\n'))
+      let files: Set<string>
+      try {
+        files = new Set(execFileSync('git', ['-C', join(root, `repo-${n}`), 'ls-tree', '-r', '--name-only', 'main'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().split('\n'))
+      } catch {
+        mainChecked = `${n}: no main`
+        continue
+      }
       const missing = spec.tasks.filter(t => !files.has(`work/${t.id}.txt`)).length
       if (missing > 0) mainChecked = `${n}: ${missing} task files missing on main`
     }
@@ -360,7 +393,8 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
       perNode,
       gitPerTask: gitTotal / spec.tasks.length,
       gitBySub: [...bySub].filter(([, c]) => c > 0).sort((a, b) => b[1] - a[1]),
-      mainChecked
+      mainChecked,
+      clients
     }
   } finally {
     killAll()
@@ -394,6 +428,8 @@ function report (results: RunResult[], meta: { date: string, machine: string, qu
     const a = r.analysis
     out.push(`| ${r.title}${r.killed !== null ? ` (${r.killed} SIGKILLed at ${s1(r.killedAtMs ?? Number.NaN)})` : ''} | ${r.tasks} | ${r.slots} | ${s1(r.totalWorkMs)} | ${s1(r.lowerBoundMs)} | ${s1(r.idealMs)} | ${s1(r.makespanMs)} | ${(r.makespanMs / r.lowerBoundMs).toFixed(2)} | ${(r.makespanMs / r.idealMs).toFixed(2)} | ${s1(r.submitWallMs)} (exit ${r.submitExit ?? 'timeout'}) | ${r.mergedOnBoard}/${r.tasks} | ${a.runs} | ${a.rerunsAfterKill} | ${a.duplicateRuns} | ${a.duplicateMerges} | ${a.batches} (${a.meanBatch.toFixed(1)}) | ${r.mainChecked} |`)
   }
+  const c = results.find(r => r.clients !== null)?.clients
+  if (c != null) out.push('', `Client commands against a live mesh (wall time, CLI start-up included): \`status\` ${msf(c.okMs)} (exit ${c.okExit}); \`status\` at a port where nothing listens, \`--timeout 60s\`: ${msf(c.refusedMs)} (exit ${c.refusedExit}); with another mesh's key: ${msf(c.wrongKeyMs)} (exit ${c.wrongKeyExit}). Aims: a refused or wrong-key client fails in < 3 s, \`status\` < 1 s.`)
   const instant = results.find(r => r.name === 'instant')
   if (instant !== undefined) out.push('', `Leader throughput with instant agents: ${(instant.tasks / (instant.makespanMs / 1000)).toFixed(2)} tasks merged per second end to end (${instant.tasks} tasks in ${s1(instant.makespanMs)}).`)
   out.push('', '### Where the time goes, per task (p50 / p99)', '')
@@ -452,7 +488,7 @@ async function main (): Promise<void> {
     { name: 'dag', title: `DAG of ${dag.length} tasks`, nodes, tasks: dag, kill: false },
     { name: 'kill', title: `DAG of ${dag.length} tasks, one node killed`, nodes, tasks: dag, kill: true },
     { name: 'instant', title: `${instant.length} instant tasks`, nodes, tasks: instant, kill: false }
-  ].filter(s => want(s.name))
+  ].filter(s => want(s.name)).map((s, i) => ({ ...s, clients: i === 0 }))
   const started = Date.now()
   const machine = machineLine()
   const results: RunResult[] = []

@@ -167,6 +167,7 @@ export function markdownSection (r: Results): string {
   const d = r.dag
   const L: string[] = []
   L.push(SECTION_TITLE, '')
+  L.push('> **Stand-in figures:** merges here are instant and involve no git. The product as users run it (real nodes, git and merges) is measured by `npm run bench:e2e`, in "End to end" below.', '')
   L.push(`Measured ${r.date.slice(0, 10)} (${r.date}) on ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB RAM, Node ${m.node}, ${m.kernel}; load average at start ${m.loadAtStart.join(' ')}. The whole run took ${s1(r.durationMs)}.`, '')
   L.push('**How.** Every node is a real process (`scripts/bench/schedule-worker.ts`, forked by `scripts/bench-schedule.ts`): one `MeshNode` plus one `Scheduler` with the sim agent, on 127.0.0.1, reporting run starts, board state changes and scheduler log events to the parent over IPC with `Date.now()` timestamps (one host clock). One node submits the whole DAG in one board change.', '')
   L.push('**The merge step is an instant stand-in (no git):** to measure scheduling alone, without git, the submitting node (never the one killed) turns every `done` task whose deps are all `merged` into `merged` (`mergedAt = Date.now()`) as soon as it sees it. The figures therefore measure scheduling only: claims, settling, stealing, recovery and gossip, plus one gossip hop for the stand-in merge.', '')

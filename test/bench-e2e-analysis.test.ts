@@ -1,0 +1,52 @@
+/**
+ * The breakdown of bench:e2e from node logs (pure): phase times of the run that
+ * counted, main on every live node, re-runs after a kill apart from duplicates,
+ * and duplicate merges.
+ */
+import { describe, it, expect } from 'vitest'
+import { analyze, parseLog, type LogLine } from '../scripts/bench/e2e-analysis.ts'
+
+const L = (time: number, event: string, fields: Record<string, unknown> = {}): LogLine => ({ time, event, ...fields })
+
+describe('bench:e2e analysis', () => {
+  it('times each phase of the run that committed, and main on every live node', () => {
+    const tasks = [{ id: 'a', deps: [], durationMs: 100, layer: 0 }, { id: 'b', deps: ['a'], durationMs: 100, layer: 1 }]
+    const logs = new Map<string, LogLine[]>([
+      ['n0', [
+        L(1000, 'task:claimed', { task: 'a', epoch: 0 }), L(1010, 'task:started', { task: 'a', epoch: 0 }),
+        L(1200, 'task:committed', { task: 'a', epoch: 0, agentStart: 1050, agentEnd: 1150 }), L(1250, 'task:done', { task: 'a', epoch: 0 }),
+        L(1300, 'merge:done', { tasks: ['a'], main: 'm1' }),
+        L(1400, 'branch:collected', { task: 'b' }), L(1500, 'merge:done', { tasks: ['b'], main: 'm2' }),
+        // a second merge of b: a duplicate
+        L(1600, 'merge:done', { tasks: ['b'], main: 'm3' })
+      ]],
+      ['n1', [
+        L(1310, 'task:claimed', { task: 'b', epoch: 0 }), L(1320, 'task:started', { task: 'b', epoch: 0 }),
+        L(1330, 'main:updated', { head: 'm1' }),
+        L(1380, 'task:committed', { task: 'b', epoch: 0, agentStart: 1325, agentEnd: 1370 }), L(1390, 'task:done', { task: 'b', epoch: 0 }),
+        L(1550, 'main:updated', { head: 'm2' })
+      ]],
+      // n2 ran b first and was killed: its run is a re-run cause, not a duplicate
+      ['n2', [L(1305, 'task:started', { task: 'b', epoch: 0 })]]
+    ])
+    const r = analyze(tasks, new Map([['a', 900], ['b', 900]]), logs, 'n2')
+    const a = r.tasks.find(t => t.id === 'a')!
+    expect(a.node).toBe('n0')
+    expect(a.t).toEqual({ ready: 900, claimed: 1000, running: 1010, agentStart: 1050, agentEnd: 1150, committed: 1200, done: 1250, onLeader: 1250, merged: 1300, mainEverywhere: 1330 })
+    const b = r.tasks.find(t => t.id === 'b')!
+    // ready when its dep merged; on the leader when collected; main everywhere when n1 (the last live follower) had m2
+    expect(b.t).toEqual({ ready: 1300, claimed: 1310, running: 1320, agentStart: 1325, agentEnd: 1370, committed: 1380, done: 1390, onLeader: 1400, merged: 1500, mainEverywhere: 1550 })
+    expect(r.runs).toBe(3)
+    expect(r.extraRuns).toBe(1)
+    expect(r.rerunsAfterKill).toBe(1)
+    expect(r.duplicateRuns).toBe(0)
+    expect(r.duplicateMerges).toBe(1)
+    expect(r.merged).toBe(2)
+    expect(r.doneToMerged.n).toBe(2)
+    expect(r.phases.find(p => p.label.startsWith('done → branch'))?.p99).toBe(10)
+  })
+
+  it('parses JSON lines and skips anything else', () => {
+    expect(parseLog('{"time":1,"event":"x"}\nplain text\n{"time":2,"event":"y","task":"a"}\n{"torn":')).toEqual([{ time: 1, event: 'x' }, { time: 2, event: 'y', task: 'a' }])
+  })
+})
