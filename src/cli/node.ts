@@ -17,6 +17,8 @@ import { parseDuration } from '../util/wait.ts'
 import { CONNECTION_OPTIONS, durationOpt, resolveConnection } from './connection.ts'
 import { flag, int, list, str, type Command } from './command.ts'
 import { NodeMetrics, parseMetricsAddr, serveMetrics } from '../node/metrics.ts'
+import { incompatibility, agentVersion as agentVersion_ } from '../node/version.ts'
+import { MEMBERS_PROTOCOL } from '../node/constants.ts'
 
 /** The node settings meshwork passes to agents (used by the execution layer). */
 export const AGENT_KINDS = ['claude', 'command', 'sim'] as const
@@ -46,6 +48,37 @@ export function taskTimeoutOpt (v: string | undefined): number | null {
 
 function formatTimeout (ms: number): string {
   return ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : `${ms / 1000}s`
+}
+
+/**
+ * Watches the peers this node identifies. A bootstrap peer that speaks meshwork
+ * only in protocol versions this node does not (an older or newer meshwork that
+ * cannot work with this one), while no compatible node is connected, means this
+ * node cannot join: `failed` rejects with a usage error in one line. Other
+ * incompatible peers are logged once each.
+ */
+function watchVersions (node: MeshNode, bootstrap: string[], log: Logger): { failed: Promise<never> } {
+  const bootIds = new Set(bootstrap.map(a => /\/p2p\/([^/]+)$/.exec(a)?.[1]).filter((x): x is string => x !== undefined))
+  const compatible = new Set<string>()
+  const warned = new Set<string>()
+  let fail: (err: Error) => void = () => {}
+  const failed = new Promise<never>((_resolve, reject) => { fail = reject })
+  failed.catch(() => {})
+  node.host.addEventListener('peer:identify', evt => {
+    const { peerId, protocols, agentVersion } = evt.detail
+    const id = peerId.toString()
+    if (!protocols.some(p => p.startsWith('/meshwork/'))) return
+    const why = incompatibility(protocols)
+    if (why === null) { if (protocols.includes(MEMBERS_PROTOCOL)) compatible.add(id); return }
+    const theirs = agentVersion ?? 'an unknown meshwork version'
+    if (bootIds.has(id) && compatible.size === 0) {
+      fail(new UsageError(`this node runs ${agentVersion_()} and the mesh node ${id} runs ${theirs}, which speaks ${why}: they cannot work together. Install the mesh's meshwork version on this machine (or upgrade the mesh one node at a time) and start again.`))
+    } else if (!warned.has(id)) {
+      warned.add(id)
+      log.warn('peer:incompatible', { peer: id, version: theirs, protocols: why })
+    }
+  })
+  return { failed }
 }
 
 /** Tasks this node finished whose branches the leader has not merged yet (it may be the only holder). */
@@ -161,6 +194,7 @@ export const nodeCommand: Command = {
     })
     await node.start()
     metrics?.attach(node)
+    const mismatch = watchVersions(node, conn.bootstrap, log)
     const graceMs = durationOpt(opts, 'grace', DEFAULT_STOP_GRACE_MS)
     const nodeName = node.name
     const allowed = str(opts, 'allowed-tools')
@@ -187,8 +221,9 @@ export const nodeCommand: Command = {
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
     const worker = new Worker({ node, agent: agentImpl, repo, dataDir, branch: str(opts, 'branch') ?? 'main', slots, hasBootstrap: conn.bootstrap.length > 0, logger: log, taskTimeoutMs, ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
-      await worker.start()
+      await Promise.race([worker.start(), mismatch.failed])
     } catch (err) {
+      await worker.stop(0)
       await node.stop()
       throw err
     }
@@ -217,7 +252,7 @@ export const nodeCommand: Command = {
     ].join('\n'))
     log.info('node:started', { peer: facts.peerId, name: node.name, slots, repo, data: dataDir, bootstrap: conn.bootstrap.length, noLeader: flag(opts, 'no-leader'), taskTimeoutMs })
 
-    await new Promise<void>(resolveStop => {
+    await new Promise<void>((resolveStop, rejectStop) => {
       let stopping = false
       const onSignal = (sig: string): void => {
         if (stopping) {
@@ -243,6 +278,12 @@ export const nodeCommand: Command = {
       }
       node.addEventListener('board:update', onBoard)
       onBoard()
+      // a bootstrap peer of an incompatible version: this node cannot join; stop and exit 2
+      mismatch.failed.catch((err: unknown) => {
+        if (stopping) return
+        stopping = true
+        void (async () => { await worker.stop(0); await node.stop() })().finally(() => { rejectStop(err) })
+      })
     })
     log.info('node:stopped', { peer: facts.peerId })
     return 0

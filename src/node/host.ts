@@ -1,6 +1,7 @@
 import './pnet-fix.ts'
 import './yamux-fix.ts'
 import { createLibp2p, type Libp2p } from 'libp2p'
+import { MESHWORK_VERSION, agentVersion } from './version.ts'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -24,6 +25,8 @@ export interface HostInit {
   bootstrap: string[]
   /** Lets tests cut links (partitions) through the connection gater. */
   connectionGater?: ConnectionGater
+  /** The version announced to peers through identify. @default this meshwork's */
+  version?: string
 }
 
 /**
@@ -58,6 +61,7 @@ export async function createHost (init: HostInit): Promise<Host> {
   return await createLibp2p({
     privateKey: init.privateKey,
     start: false,
+    nodeInfo: { name: 'meshwork', version: init.version ?? MESHWORK_VERSION, userAgent: agentVersion(init.version) },
     addresses: { listen: init.listen },
     transports: [tcp()],
     connectionEncrypters: [noise({ crypto: noiseCrypto })],

@@ -1,6 +1,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { loadavg, availableParallelism } from 'node:os'
 import { mkdir } from 'node:fs/promises'
+import { MESHWORK_VERSION } from './version.ts'
 import { TypedEventEmitter, type PeerId, type ConnectionGater, type Stream, type Connection } from '@libp2p/interface'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -603,6 +604,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       seq: this.#seq++,
       sentAt: Date.now(),
       eligible: this.eligible,
+      version: MESHWORK_VERSION,
       leaving
     }
   }
