@@ -60,6 +60,12 @@ describe('meshwork drain and export', () => {
     await writeFile(plan, 'tasks:\n  - id: t3\n    prompt: three\n')
     expect((await runCli(['submit', plan, ...conn], { timeoutMs: 90_000 })).code).toBe(0)
 
+    // a backup taken mid-run, for the import below
+    const midExport = await runCli(['export', ...conn], { timeoutMs: 90_000 })
+    expect(midExport.code, describeResult(['export'], midExport)).toBe(0)
+    const backup = join(dir, 'backup.json')
+    await writeFile(backup, midExport.stdout)
+
     await writeFile(gate, '')
     const exit = await waitFor(async () => await Promise.race([b2.exited, new Promise<null>(resolve => setTimeout(() => { resolve(null) }, 500))]),
       { timeoutMs: 120_000, intervalMs: 100, message: () => `the drained node did not exit\n${b2.describe()}` })
@@ -89,5 +95,29 @@ describe('meshwork drain and export', () => {
     const bRec = board.nodes.find(n => n.peerId === b2.info.peerId)
     expect(bRec?.name).toBe('b')
     expect(bRec?.leftAt).toBeGreaterThanOrEqual(bRec?.drainAt ?? Infinity)
-  }, 400_000)
+
+    // the mid-run backup restores into a new mesh: its three unfinished tasks run and merge there
+    const bad = join(dir, 'not-export.json')
+    await writeFile(bad, '{"tasks": []}')
+    const refused = await runCli(['import', bad, ...conn], { timeoutMs: 60_000 })
+    expect(refused.code, describeResult(['import'], refused)).toBe(2)
+    expect(refused.stderr).toMatch(/not a meshwork export/)
+    const key2 = join(dir, 'swarm2.key')
+    expect((await runCli(['init', '--out', key2], { timeoutMs: 30_000 })).code).toBe(0)
+    const c = await startNode({ dir, name: 'c', keyFile: key2, extraArgs: agentArgs })
+    const conn2 = ['--join', c.info.join]
+    const imp = await runCli(['import', backup, ...conn2], { timeoutMs: 90_000 })
+    expect(imp.code, describeResult(['import'], imp)).toBe(0)
+    expect(imp.stdout).toMatch(/^imported 3 tasks: /)
+    // importing again into the same mesh is refused: the ids are taken
+    const again = await runCli(['import', backup, ...conn2], { timeoutMs: 90_000 })
+    expect(again.code, describeResult(['import'], again)).toBe(2)
+    expect(again.stderr).toMatch(/already has tasks/)
+    const restored = await waitFor(async () => {
+      const s = await statusJson(conn2, 90_000).catch(() => null)
+      return s !== null && tasksOf(s).length === 3 && tasksOf(s).every(t => t.state === 'merged') ? s : null
+    }, { timeoutMs: 180_000, intervalMs: 500, message: () => `the imported tasks did not all merge in the new mesh\n${c.describe()}` })
+    expect(tasksOf(restored).map(t => t.id).sort()).toEqual(tasksOf(after).map(t => t.id).sort())
+    expect(restored.meshId).not.toBe(after.meshId)
+  }, 700_000)
 })

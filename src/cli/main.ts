@@ -7,11 +7,11 @@ import { submitCommand, cancelCommand, retryCommand } from './tasks.ts'
 import { demoCommand } from './demo.ts'
 import { resolveCommand } from './resolve.ts'
 import { tuiCommand } from './tui.ts'
-import { exportCommand } from './export.ts'
+import { exportCommand, importCommand } from './export.ts'
 import { drainCommand } from './drain.ts'
 
 /** Every command, in the order `meshwork --help` lists them. */
-export const COMMANDS: Command[] = [initCommand, nodeCommand, submitCommand, statusCommand, resolveCommand, cancelCommand, retryCommand, drainCommand, tuiCommand, exportCommand, demoCommand]
+export const COMMANDS: Command[] = [initCommand, nodeCommand, submitCommand, statusCommand, resolveCommand, cancelCommand, retryCommand, drainCommand, tuiCommand, exportCommand, importCommand, demoCommand]
 
 const VERSION = '0.1.0'
 
