@@ -2,7 +2,8 @@
  * `meshwork drain NODE` and `meshwork export` on two real nodes: the drained
  * node shows as draining, keeps its running task until it finishes (held on a
  * gate file, not a duration), takes no new work, waits for its task to merge,
- * leaves and exits 0; export prints the whole board. Loopback only.
+ * leaves and exits 0; export prints the whole board, and a backup taken
+ * mid-run imports into a new mesh where its tasks merge. Loopback only.
  */
 import { describe, it, expect, afterAll } from 'vitest'
 import { writeFile } from 'node:fs/promises'
@@ -20,7 +21,7 @@ interface Task { id: string, state: string, node: string | null }
 const tasksOf = (s: StatusJson): Task[] => s.tasks as Task[]
 
 describe('meshwork drain and export', () => {
-  it('drains a node with a running task: draining in status, no new work, its task merged, then it leaves and exits 0', async () => {
+  it('drains a node with a running task: draining in status, no new work, its task merged, then it leaves and exits 0; a mid-run export imports into a new mesh', async () => {
     const dir = await makeTempDir('meshwork-drain-')
     dirs.push(dir)
     const keyFile = join(dir, 'swarm.key')
