@@ -69,7 +69,7 @@ describe('install from an npm pack tarball', () => {
     }
     const nodeInfo = async (data: string, out: () => string): Promise<{ join: string }> => await waitFor(async () => {
       try { return JSON.parse(await readFile(join(data, 'node.json'), 'utf8')) as { join: string } } catch { return null }
-    }, { timeoutMs: 30_000, intervalMs: 100, message: () => `installed node did not write node.json\n${tail('output', out())}` })
+    }, { timeoutMs: 90_000, intervalMs: 100, message: () => `installed node did not write node.json\n${tail('output', out())}` })
     const a = start('a', ['--swarm-key', key])
     const infoA = await nodeInfo(a.data, a.out)
     const b = start('b', ['--join', infoA.join])
@@ -87,7 +87,7 @@ describe('install from an npm pack tarball', () => {
     expect(task?.state, JSON.stringify(status.tasks)).toBe('merged')
     expect(task?.mergeCommit).toMatch(/^[0-9a-f]{40}$/)
     expect(status.nodes.map(n => `${n.name}=${n.state}`).sort()).toEqual(['a=alive', 'b=alive'])
-  })
+  }, 300_000)
 })
 
 async function mkdir (p: string): Promise<string> {

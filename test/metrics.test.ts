@@ -56,10 +56,10 @@ describe('meshwork node --metrics', () => {
     const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
     expect(init.code, describeResult(['init'], init)).toBe(0)
     const common = ['--agent', 'sim', '--metrics', '127.0.0.1:0']
-    const a = await startNode({ dir, name: 'a', keyFile, extraArgs: common })
+    const a = await startNode({ dir, name: 'a', keyFile, extraArgs: common, startTimeoutMs: 90_000 })
     const tokenFile = join(dir, 'join.token')
     await writeFile(tokenFile, a.info.join + '\n', { mode: 0o600 })
-    const b = await startNode({ dir, name: 'b', extraArgs: [...common, '--join-file', tokenFile] })
+    const b = await startNode({ dir, name: 'b', extraArgs: [...common, '--join-file', tokenFile], startTimeoutMs: 90_000 })
     expect(b.stdout()).toMatch(/^metrics http:\/\/127\.0\.0\.1:\d+\/metrics$/m)
 
     const plan = join(dir, 'plan.yaml')

@@ -24,6 +24,7 @@ export const COMMAND_TABLE: readonly CommandEntry[] = [
   { name: 'drain', summary: 'Take a node out: it stops claiming, finishes or hands back its runs, waits for its branches to merge, and leaves.', load: async () => (await import('./drain.ts')).drainCommand },
   { name: 'tui', summary: 'Terminal UI: nodes, the task DAG with live progress and cost, the conflict inbox, keys for resolve, cancel and retry.', load: async () => (await import('./tui.ts')).tuiCommand },
   { name: 'export', summary: 'Print the board as one JSON object (tasks, conflicts, main, nodes), for backups and scripts.', load: async () => (await import('./export.ts')).exportCommand },
+  { name: 'import', summary: 'Start the unfinished tasks of an export (not merged, not cancelled) again in a new mesh.', load: async () => (await import('./export.ts')).importCommand },
   { name: 'demo', summary: 'Start a local three-node mesh on loopback and run a sample plan end to end with the sim agent.', load: async () => (await import('./demo.ts')).demoCommand }
 ]
 

@@ -22,6 +22,8 @@ import { CONNECTION_OPTIONS, resolveConnection } from './connection.ts'
 import { defineCommand, formatDuration, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { NodeMetrics, parseMetricsAddr, serveMetrics } from '../node/metrics.ts'
+import { incompatibility, agentVersion as agentVersion_ } from '../node/version.ts'
+import { MEMBERS_PROTOCOL } from '../protocol/members.ts'
 
 /** The node settings meshwork passes to agents (used by the execution layer). */
 export const AGENT_KINDS = ['claude', 'command', 'sim'] as const
@@ -66,6 +68,37 @@ async function repoIsNew (repo: string): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true
     throw err
   }
+}
+
+/**
+ * Watches the peers this node identifies. A bootstrap peer that speaks meshwork
+ * only in protocol versions this node does not (an older or newer meshwork that
+ * cannot work with this one), while no compatible node is connected, means this
+ * node cannot join: `failed` rejects with a usage error in one line. Other
+ * incompatible peers are logged once each.
+ */
+function watchVersions (node: MeshNode, bootstrap: string[], log: Logger): { failed: Promise<never> } {
+  const bootIds = new Set(bootstrap.map(a => /\/p2p\/([^/]+)$/.exec(a)?.[1]).filter((x): x is string => x !== undefined))
+  const compatible = new Set<string>()
+  const warned = new Set<string>()
+  let fail: (err: Error) => void = () => {}
+  const failed = new Promise<never>((_resolve, reject) => { fail = reject })
+  failed.catch(() => {})
+  node.host.addEventListener('peer:identify', evt => {
+    const { peerId, protocols, agentVersion } = evt.detail
+    const id = peerId.toString()
+    if (!protocols.some(p => p.startsWith('/meshwork/'))) return
+    const why = incompatibility(protocols)
+    if (why === null) { if (protocols.includes(MEMBERS_PROTOCOL)) compatible.add(id); return }
+    const theirs = agentVersion ?? 'an unknown meshwork version'
+    if (bootIds.has(id) && compatible.size === 0) {
+      fail(new UsageError(`this node runs ${agentVersion_()} and the mesh node ${id} runs ${theirs}, which speaks ${why}: they cannot work together. Install the mesh's meshwork version on this machine (or upgrade the mesh one node at a time) and start again.`))
+    } else if (!warned.has(id)) {
+      warned.add(id)
+      log.warn('peer:incompatible', { peer: id, version: theirs, protocols: why })
+    }
+  })
+  return { failed }
 }
 
 /** Tasks this node finished whose branches the leader has not merged yet (it may be the only holder). */
@@ -272,6 +305,7 @@ export const nodeCommand = defineCommand({
     await node.start()
     metrics?.attach(node)
     const mesh = node
+    const mismatch = watchVersions(mesh, conn.bootstrap, log)
     // no run outlives this node: leftovers of an earlier life are killed, a watchdog covers kill -9
     const runGroups = new RunGroups(dataDir, log)
     runGroups.start()
@@ -303,8 +337,9 @@ export const nodeCommand = defineCommand({
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
     const worker = new Worker({ node: mesh, agent: agentImpl, repo, dataDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
-      await worker.start()
+      await Promise.race([worker.start(), mismatch.failed])
     } catch (err) {
+      await worker.stop(0)
       await mesh.stop()
       throw err
     }
@@ -334,7 +369,7 @@ export const nodeCommand = defineCommand({
     log.info('node:started', { peer: facts.peerId, name: mesh.name, slots, repo, data: dataDir, bootstrap: conn.bootstrap.length, noLeader: opts['no-leader'], taskTimeoutMs })
     const lonely = hasBootstrap ? watchForPeers(mesh, log, conn.bootstrap) : null
 
-    await new Promise<void>(resolveStop => {
+    await new Promise<void>((resolveStop, rejectStop) => {
       let stopping = false
       const onSignal = (sig: string): void => {
         if (stopping) {
@@ -369,6 +404,12 @@ export const nodeCommand = defineCommand({
       }
       mesh.addEventListener('board:update', onBoard)
       onBoard()
+      // a bootstrap peer of an incompatible version: this node cannot join; stop and exit 2
+      mismatch.failed.catch((err: unknown) => {
+        if (stopping) return
+        stopping = true
+        void (async () => { await worker.stop(0); await node.stop() })().finally(() => { rejectStop(err) })
+      })
     })
     log.info('node:stopped', { peer: facts.peerId })
     return 0

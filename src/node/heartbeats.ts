@@ -11,6 +11,7 @@ import type { PeerIdString } from '../crdt/schema.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 import { HEALTH_OK } from './health.ts'
+import { MESHWORK_VERSION } from './version.ts'
 
 /** How often the resident set size reported in heartbeats is sampled. */
 const RSS_SAMPLE_MS = 10_000
@@ -151,6 +152,7 @@ export class Heartbeats implements Startable {
       seq: this.#seq++,
       sentAt: Date.now(),
       eligible: this.#c.eligible(),
+      version: MESHWORK_VERSION,
       leaving
     }
   }

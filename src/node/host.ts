@@ -1,5 +1,6 @@
 import './yamux-fix.ts'
 import { createLibp2p, type Libp2p } from 'libp2p'
+import { MESHWORK_VERSION, agentVersion } from './version.ts'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -26,6 +27,8 @@ export interface HostInit {
   connectionGater?: ConnectionGater
   /** Where a library patch that did not apply is reported. */
   logger?: Logger
+  /** The version announced to peers through identify. @default this meshwork's */
+  version?: string
 }
 
 /**
@@ -61,6 +64,7 @@ export async function createHost (init: HostInit): Promise<Host> {
   return await createLibp2p({
     privateKey: init.privateKey,
     start: false,
+    nodeInfo: { name: 'meshwork', version: init.version ?? MESHWORK_VERSION, userAgent: agentVersion(init.version) },
     addresses: { listen: init.listen },
     transports: [tcp()],
     connectionEncrypters: [noise({ crypto: noiseCrypto })],

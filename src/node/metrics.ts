@@ -99,57 +99,63 @@ export class NodeMetrics {
       collect () { const n = node(); if (n !== null) this.set(n.connectedPeers().length) }
     })
     const gossipIn = this.#gossipIn
-    new Gauge({
+    new Counter({
       name: `${p}gossip_messages_total`, help: 'Gossip messages, by direction (sent: published by this node; received: delivered to it).', labelNames: ['direction'], registers,
       collect () {
         const n = node()
         if (n === null) return
-        this.set({ direction: 'sent' }, n.stats.gossipSent.messages)
-        this.set({ direction: 'received' }, gossipIn.messages)
+        this.reset()
+        this.inc({ direction: 'sent' }, n.stats.gossipSent.messages)
+        this.inc({ direction: 'received' }, gossipIn.messages)
       }
     })
-    new Gauge({
+    new Counter({
       name: `${p}gossip_bytes_total`, help: 'Gossip payload bytes, by direction.', labelNames: ['direction'], registers,
       collect () {
         const n = node()
         if (n === null) return
-        this.set({ direction: 'sent' }, n.stats.gossipSent.bytes)
-        this.set({ direction: 'received' }, gossipIn.bytes)
+        this.reset()
+        this.inc({ direction: 'sent' }, n.stats.gossipSent.bytes)
+        this.inc({ direction: 'received' }, gossipIn.bytes)
       }
     })
-    new Gauge({
+    new Counter({
       name: `${p}board_changes_total`, help: 'Board changes broadcast by this node and received over gossip.', labelNames: ['direction'], registers,
       collect () {
         const n = node()
         if (n === null) return
-        this.set({ direction: 'sent' }, n.stats.changesBroadcast)
-        this.set({ direction: 'received' }, n.stats.changesReceived)
+        this.reset()
+        this.inc({ direction: 'sent' }, n.stats.changesBroadcast)
+        this.inc({ direction: 'received' }, n.stats.changesReceived)
       }
     })
-    new Gauge({
+    new Counter({
       name: `${p}sync_sessions_total`, help: 'Anti-entropy sync sessions, by result.', labelNames: ['result'], registers,
       collect () {
         const n = node()
         if (n === null) return
-        this.set({ result: 'ok' }, n.stats.syncSessions)
-        this.set({ result: 'failed' }, n.stats.syncFailures)
+        this.reset()
+        this.inc({ result: 'ok' }, n.stats.syncSessions)
+        this.inc({ result: 'failed' }, n.stats.syncFailures)
       }
     })
-    new Gauge({
+    new Counter({
       name: `${p}sync_bytes_total`, help: 'Anti-entropy sync bytes, by direction.', labelNames: ['direction'], registers,
       collect () {
         const n = node()
         if (n === null) return
-        this.set({ direction: 'in' }, n.stats.syncBytes.in)
-        this.set({ direction: 'out' }, n.stats.syncBytes.out)
+        this.reset()
+        this.inc({ direction: 'in' }, n.stats.syncBytes.in)
+        this.inc({ direction: 'out' }, n.stats.syncBytes.out)
       }
     })
-    new Gauge({
+    new Counter({
       name: `${p}gossip_rejected_total`, help: 'Gossip messages this node rejected, by reason.', labelNames: ['reason'], registers,
       collect () {
         const n = node()
         if (n === null) return
-        for (const [reason, v] of Object.entries(n.stats.gossipRejected)) this.set({ reason }, v)
+        this.reset()
+        for (const [reason, v] of Object.entries(n.stats.gossipRejected)) this.inc({ reason }, v)
       }
     })
   }

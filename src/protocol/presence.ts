@@ -37,6 +37,8 @@ export const presenceSchema = z.object({
   sentAt: z.number().optional(),
   /** false for nodes started with --no-leader. */
   eligible: z.boolean().optional(),
+  /** The sender's meshwork version (absent from versions before it was announced). */
+  version: z.string().max(64).optional(),
   /** true in the last message of a graceful stop. */
   leaving: z.boolean()
 })
