@@ -61,3 +61,15 @@ describe('a paused node in status and the TUI', () => {
     expect(lines.find(l => l.startsWith('beta'))).toMatch(/^beta\s+paused\s/)
   })
 })
+
+describe('a pause that ends by itself', () => {
+  it('a usage limit\'s pause is over at its reset time, without a trial run', () => {
+    const h = new NodeHealth()
+    const until = Date.now() + 50
+    h.setPaused('usage limit reached', until, 'usage-limit', true)
+    expect(h.paused).toBe(true)
+    expect(h.mayRun(until - 1)).toBe(false)
+    expect(h.mayRun(until)).toBe(true)
+    expect(h.state).toEqual(HEALTH_OK)
+  })
+})
