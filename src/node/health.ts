@@ -22,6 +22,9 @@ export const PAUSE_BASE_MS = 30_000
 /** Longest pause between two tries. @default 15 min */
 export const MAX_PAUSE_MS = 15 * 60_000
 
+/** Longest reason kept (it is sent with every heartbeat). @default 300 */
+export const MAX_REASON_CHARS = 300
+
 export class NodeHealth extends EventTarget {
   #state: HealthState = HEALTH_OK
   #streak = 0
@@ -61,7 +64,8 @@ export class NodeHealth extends EventTarget {
   setPaused (reason: string, until: number | null, cause = 'other', endsByItself = false): void {
     this.#cause = cause
     this.#selfEnding = endsByItself && until !== null
-    this.#state = { state: 'paused', reason, until }
+    // the reason travels in every heartbeat: keep it short (receivers refuse longer ones)
+    this.#state = { state: 'paused', reason: reason.length > MAX_REASON_CHARS ? reason.slice(0, MAX_REASON_CHARS - 1) + '…' : reason, until }
     this.dispatchEvent(new CustomEvent('change', { detail: this.state }))
   }
 
