@@ -172,11 +172,15 @@ describe('claude agent with the real CLI', () => {
     process.env.MESHWORK_JOIN = 'JOIN-SECRET-5d1e'
     process.env.MESHWORK_SWARM_KEY = 'SWARM-SECRET-88aa'
     try {
+      // bypassPermissions: nothing but meshwork's deny rules stops a read (a control file outside the data dir is read)
+      const control = join(dir, 'control.txt')
+      await writeFile(control, 'CONTROL-CONTENT-41b7')
       const { r } = await run(req => {
         if (req.turn === 0) return { tool: 'Bash', input: { command: 'env > env.txt', description: 'dump env' } }
         if (req.turn === 1) return { tool: 'Read', input: { file_path: join(dataDir, 'node.json') } }
+        if (req.turn === 2) return { tool: 'Read', input: { file_path: control } }
         return { text: 'done' }
-      }, { allowedTools: ['Bash(env *)', 'Bash(env)'] })
+      }, { permissionMode: 'bypassPermissions' })
       expect(r.outcome, r.error ?? '').toBe('success')
     } finally {
       for (const [k, v] of [['MESHWORK_JOIN', saved.j], ['MESHWORK_SWARM_KEY', saved.k]] as const) {
@@ -192,5 +196,6 @@ describe('claude agent with the real CLI', () => {
     const readResult = api.requests.find(q => q.turn === 2)!.toolResults.join('\n')
     expect(readResult).not.toContain('JOIN-SECRET')
     expect(readResult.toLowerCase()).toMatch(/denied|permission|not allowed/)
+    expect(api.requests.find(q => q.turn === 3)!.toolResults.join('\n')).toContain('CONTROL-CONTENT-41b7')
   })
 })

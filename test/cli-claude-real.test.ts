@@ -110,7 +110,7 @@ describe('meshwork node --agent claude with the real CLI', { timeout: 600_000 },
     // the merged main holds what the real CLI wrote
     const repoA = join(dir, 'repo-a')
     await waitFor(async () => (await git(['rev-parse', 'main'], { cwd: repoA })).stdout.toString().trim() === last!.main.head, { timeoutMs: 30_000, message: 'repo a main is not the mesh main' })
-    for (const id of first) expect(await gitText(['show', `main:out/${id}.txt`], { cwd: repoA })).toBe(`${id} by the real cli\n`)
+    for (const id of first) expect(await gitText(['show', `main:out/${id}.txt`], { cwd: repoA })).toBe(`${id} by the real cli`) // gitText trims
     // b was refused at least once, and stopped at once each time (no retries of its own)
     const refused = api.requests.filter(q => q.headers['x-api-key'] === BAD).length
     expect(refused).toBeGreaterThan(0)

@@ -54,4 +54,18 @@ describe('meshwork node options', () => {
     expect(bad.code, describeResult(['node'], bad)).toBe(2)
     expect(bad.stderr).toContain('--task-timeout must be a duration')
   })
+
+  it('--claude-config must be a directory and --credentials-retry a positive duration (exit 2, naming the fix); both are in --help', async () => {
+    const base = ['node', '--repo', join(dir, 'repo'), '--claude-bin', FAKE, '--insecure-no-swarm-key']
+    const noDir = await runCli([...base, '--claude-config', join(dir, 'no-such-config')], { timeoutMs: 30_000 })
+    expect(noDir.code, describeResult(['node'], noDir)).toBe(2)
+    expect(noDir.stderr).toContain(`--claude-config ${join(dir, 'no-such-config')} is not a directory`)
+    expect(noDir.stderr).toContain('~/.claude')
+    const zero = await runCli([...base, '--credentials-retry', '0s'], { timeoutMs: 30_000 })
+    expect(zero.code, describeResult(['node'], zero)).toBe(2)
+    expect(zero.stderr).toContain('--credentials-retry must be a positive duration')
+    const help = await runCli(['node', '--help'], { timeoutMs: 30_000 })
+    expect(help.stdout).toMatch(/--claude-config DIR[\s\S]*CLAUDE\.md/)
+    expect(help.stdout).toMatch(/--credentials-retry DURATION[\s\S]*default: 30s/)
+  })
 })

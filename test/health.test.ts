@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { NodeHealth, HEALTH_OK } from '../src/node/health.ts'
+import { NodeHealth, HEALTH_OK, MAX_REASON_CHARS } from '../src/node/health.ts'
 
 describe('node health', () => {
   it('pauses with a reason and an end, allows a trial run after it, and doubles the pause on repeats', () => {
@@ -24,8 +24,10 @@ describe('node health', () => {
     expect(events).toEqual(['paused', 'paused', 'paused', 'ok', 'paused'])
   })
 
-  it('a pause without an end holds until cleared (e.g. a full disk)', () => {
+  it('a pause without an end holds until cleared (e.g. a full disk); a long reason is clipped for heartbeats', () => {
     const h = new NodeHealth()
+    h.setPaused('x'.repeat(1000), null)
+    expect(h.state.reason!.length).toBe(MAX_REASON_CHARS)
     h.setPaused('disk full', null, 'disk')
     expect(h.mayRun(Number.MAX_SAFE_INTEGER)).toBe(false)
     h.clear()
@@ -59,5 +61,17 @@ describe('a paused node in status and the TUI', () => {
     expect(lines[0]).toContain('beta paused')
     expect(lines[0]).toContain('claude could not use its credentials: HTTP 401')
     expect(lines.find(l => l.startsWith('beta'))).toMatch(/^beta\s+paused\s/)
+  })
+})
+
+describe('a pause that ends by itself', () => {
+  it('a usage limit\'s pause is over at its reset time, without a trial run', () => {
+    const h = new NodeHealth()
+    const until = Date.now() + 50
+    h.setPaused('usage limit reached', until, 'usage-limit', true)
+    expect(h.paused).toBe(true)
+    expect(h.mayRun(until - 1)).toBe(false)
+    expect(h.mayRun(until)).toBe(true)
+    expect(h.state).toEqual(HEALTH_OK)
   })
 })

@@ -200,6 +200,9 @@ describe('rate limits', () => {
     await waitFor(() => limited > 0, { timeoutMs: 20_000, message: 'a never ran the task' })
     expect(sa.backoffUntil).not.toBeNull()
     expect(sa.effectiveSlots()).toBe(0)
+    // a usage limit with a reset time pauses the node until then (its health, in presence and status)
+    expect(sa.health.state).toMatchObject({ state: 'paused', until: sa.backoffUntil })
+    expect(sa.health.state.reason).toMatch(/^usage limit reached; resets /)
     sb.slots = 4
     // b hears a's back-off through presence and halves its slots
     await waitFor(() => sb.effectiveSlots() === 2, { timeoutMs: 10_000, message: 'b did not lower its concurrency' })
@@ -210,5 +213,6 @@ describe('rate limits', () => {
     expect(t.node).toBe(b.peerId)
     // once the reset time has passed, everything is back to normal
     await waitFor(() => sa.backoffUntil === null && sb.effectiveSlots() === 4, { timeoutMs: 15_000, message: 'back-off did not clear' })
+    expect(sa.health.state).toEqual({ state: 'ok', reason: null, until: null })
   })
 })

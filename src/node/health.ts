@@ -22,11 +22,16 @@ export const PAUSE_BASE_MS = 30_000
 /** Longest pause between two tries. @default 15 min */
 export const MAX_PAUSE_MS = 15 * 60_000
 
+/** Longest reason kept (it is sent with every heartbeat). @default 300 */
+export const MAX_REASON_CHARS = 300
+
 export class NodeHealth extends EventTarget {
   #state: HealthState = HEALTH_OK
   #streak = 0
   /** Which cause paused the node (e.g. 'credentials', 'disk'): only that cause's clear ends the pause. */
   #cause: string | null = null
+  /** The pause ends by itself at `until` (a usage limit's reset time), without a trial run. */
+  #selfEnding = false
   readonly baseMs: number
   readonly maxMs: number
 
@@ -37,17 +42,30 @@ export class NodeHealth extends EventTarget {
   }
 
   get state (): HealthState {
+    this.#expire(Date.now())
     return { ...this.#state }
   }
 
   get paused (): boolean {
+    this.#expire(Date.now())
     return this.#state.state === 'paused'
   }
 
-  /** Pauses the node for `reason` until `until` (epoch ms; null: until `clear`). `cause` names the kind of trouble. */
-  setPaused (reason: string, until: number | null, cause = 'other'): void {
+  #expire (now: number): void {
+    if (this.#selfEnding && this.#state.until !== null && now >= this.#state.until) this.clear()
+  }
+
+  /**
+   * Pauses the node for `reason` until `until` (epoch ms; null: until `clear`).
+   * `cause` names the kind of trouble; with `endsByItself` the pause is over at
+   * `until` (a usage limit's reset time), else only a run that gets past the
+   * cause (or `clear`) ends it.
+   */
+  setPaused (reason: string, until: number | null, cause = 'other', endsByItself = false): void {
     this.#cause = cause
-    this.#state = { state: 'paused', reason, until }
+    this.#selfEnding = endsByItself && until !== null
+    // the reason travels in every heartbeat: keep it short (receivers refuse longer ones)
+    this.#state = { state: 'paused', reason: reason.length > MAX_REASON_CHARS ? reason.slice(0, MAX_REASON_CHARS - 1) + '…' : reason, until }
     this.dispatchEvent(new CustomEvent('change', { detail: this.state }))
   }
 
@@ -72,12 +90,14 @@ export class NodeHealth extends EventTarget {
     if (cause !== undefined && this.#cause !== cause) return
     this.#streak = 0
     this.#cause = null
+    this.#selfEnding = false
     this.#state = HEALTH_OK
     this.dispatchEvent(new CustomEvent('change', { detail: this.state }))
   }
 
   /** Whether the node may start a run now: when ok, or when a pause with an end is over (a trial run). */
   mayRun (now = Date.now()): boolean {
+    this.#expire(now)
     return this.#state.state === 'ok' || (this.#state.until !== null && now >= this.#state.until)
   }
 }

@@ -613,6 +613,8 @@ export class Scheduler {
       const wait = retryBackoffMs(this.#rateLimitStreak, RATE_LIMIT_BACKOFF_MS, MAX_RATE_LIMIT_BACKOFF_MS)
       this.#backoffUntil = Math.max(this.#backoffUntil ?? 0, result.retryAt ?? now + wait)
       this.#log.warn('node:rate-limited', { task: t.id, until: new Date(this.#backoffUntil).toISOString(), note: 'this node starts no agent until then; the attempt does not count; the mesh lowers its concurrency meanwhile' })
+      // a usage limit with a reset time: the node is paused until then (health in status and the TUI)
+      if (result.retryAt !== undefined && result.retryAt > now) this.health.setPaused(`usage limit reached; resets ${new Date(result.retryAt).toISOString()}`, result.retryAt, 'usage-limit', true)
     } else if (result.outcome === 'success') {
       this.#rateLimitStreak = 0
     }
@@ -621,8 +623,9 @@ export class Scheduler {
       this.#log.warn('node:paused', { task: t.id, reason: result.error, until: new Date(until).toISOString(), note: 'this node claims nothing until then, then tries one run; the attempt does not count' })
       this.#schedule()
     } else if ((result.outcome === 'success' || result.outcome === 'failure') && this.health.paused) {
-      // the agent got past its credentials: the cause is gone
+      // the agent got past its credentials and its limit: those causes are gone
       this.health.clear('credentials')
+      this.health.clear('usage-limit')
       if (!this.health.paused) this.#log.info('node:resumed', { task: t.id })
     }
     const fields = { task: t.id, epoch: run.epoch, attempt: t.attempts, ...(result.error !== null ? { error: result.error } : {}) }
