@@ -88,7 +88,7 @@ async function startNode (dir: string, name: string, keyFile: string | null, joi
     } catch {
       return null
     }
-  }, { timeoutMs: 30_000, intervalMs: 100, message: `node ${name} did not start` })
+  }, { timeoutMs: 120_000, intervalMs: 100, message: `node ${name} did not start within 2 minutes` })
   return { name, proc, data, peerId: info.peerId, join: info.join, stderr }
 }
 

@@ -108,10 +108,39 @@ export function observedRunMs (tasks: readonly StatusTask[]): number | null {
  * estimate, the mean of the runs observed so far is the better guess.
  */
 export function remainingWorkMs (t: StatusTask, d: TaskDetail | undefined, observed: number | null, now: number): number {
+  return remainingWork(t, d, observed, now)
+}
+
+function remainingWork (t: StatusTask, d: TaskDetail | undefined, observed: number | null, now: number): number {
   if (NO_WORK.has(t.state)) return 0
   const est = d !== undefined && d.estimated ? d.estimateMs : observed ?? d?.estimateMs ?? 60_000
   if (t.state === 'running' && t.startedAt !== null) return Math.max(0, est - (now - t.startedAt))
   return est
+}
+
+/** States a task stays in until a human acts. */
+const WAITS_ON_HUMAN: ReadonlySet<TaskState> = new Set(['failed', 'cancelled', 'conflict'])
+
+/**
+ * Tasks that cannot start until a human acts: a dependency, direct or not, is
+ * failed, cancelled or in conflict. They count no work in the ETA.
+ */
+export function blockedTasks (tasks: readonly StatusTask[]): Set<string> {
+  const byId = new Map(tasks.map(t => [t.id, t]))
+  const memo = new Map<string, boolean>()
+  const blocked = (id: string): boolean => {
+    const known = memo.get(id)
+    if (known !== undefined) return known
+    memo.set(id, false)
+    const t = byId.get(id)
+    const v = t !== undefined && t.state !== 'merged' && t.deps.some(d => {
+      const dep = byId.get(d)
+      return dep !== undefined && (WAITS_ON_HUMAN.has(dep.state) || blocked(d))
+    })
+    memo.set(id, v)
+    return v
+  }
+  return new Set(tasks.filter(t => (t.state === 'pending' || t.state === 'ready') && blocked(t.id)).map(t => t.id))
 }
 
 /**
@@ -123,6 +152,8 @@ export function criticalPath (data: TuiData): { ids: string[], ms: number } {
   const tasks = data.status.tasks
   const byId = new Map(tasks.map(t => [t.id, t]))
   const observed = observedRunMs(tasks)
+  const stuck = blockedTasks(tasks)
+  const remainingWorkMs = (t: StatusTask, d: TaskDetail | undefined, o: number | null, now: number): number => stuck.has(t.id) ? 0 : remainingWork(t, d, o, now)
   const dependents = new Map<string, string[]>()
   for (const t of tasks) for (const dep of t.deps) dependents.set(dep, [...dependents.get(dep) ?? [], t.id])
   const memo = new Map<string, { ms: number, next: string | null }>()
@@ -211,6 +242,8 @@ export interface Totals {
   remaining: number
   /** Items waiting on a human (they stop the plan from finishing). */
   waiting: number
+  /** Tasks that cannot start until a human acts on a dependency (left out of the ETA). */
+  blocked: number
 }
 
 const STATE_ORDER: readonly TaskState[] = ['running', 'claimed', 'ready', 'pending', 'done', 'merging', 'merged', 'conflict', 'failed', 'cancelled']
@@ -224,6 +257,9 @@ export function totals (data: TuiData): Totals {
   const counts = new Map<TaskState, number>()
   for (const t of tasks) counts.set(t.state, (counts.get(t.state) ?? 0) + 1)
   const observed = observedRunMs(tasks)
+  // a task blocked behind a failure or a conflict does not run until a human acts: no time for it
+  const stuck = blockedTasks(tasks)
+  const remainingWorkMs = (t: StatusTask, d: TaskDetail | undefined, o: number | null, now: number): number => stuck.has(t.id) ? 0 : remainingWork(t, d, o, now)
   const work = tasks.reduce((sum, t) => sum + remainingWorkMs(t, data.tasks.get(t.id), observed, data.now), 0)
   const remaining = tasks.filter(t => t.state === 'running' || remainingWorkMs(t, data.tasks.get(t.id), observed, data.now) > 0).length
   const slots = data.status.nodes.filter(n => n.state === 'alive').reduce((s, n) => s + n.slots, 0)
@@ -236,7 +272,8 @@ export function totals (data: TuiData): Totals {
     tokens: tasks.reduce((s, t) => s + t.tokens.input + t.tokens.output + t.tokens.cacheRead + t.tokens.cacheWrite, 0),
     etaMs,
     remaining,
-    waiting: inbox(data.status).length
+    waiting: inbox(data.status).length,
+    blocked: stuck.size
   }
 }
 
@@ -259,8 +296,25 @@ export interface TaskRow {
   note: string
 }
 
-/** Tasks in dependency order (each after its dependencies), indented by depth, with the critical path marked. */
-export function taskRows (data: TuiData): TaskRow[] {
+/** Which task rows to show: merged ones fold away unless asked for; a filter keeps ids or titles containing it. */
+export interface RowOptions {
+  showMerged?: boolean
+  filter?: string
+}
+
+/**
+ * Tasks in dependency order (each after its dependencies), indented by depth,
+ * with the critical path marked. With `opts`, merged rows fold away (unless
+ * `showMerged`) and only rows whose id or title contain `filter` are kept.
+ */
+export function taskRows (data: TuiData, opts?: RowOptions): TaskRow[] {
+  const all = allTaskRows(data)
+  if (opts === undefined) return all
+  const needle = (opts.filter ?? '').toLowerCase()
+  return all.filter(r => (opts.showMerged === true || r.state !== 'merged') && (needle === '' || r.id.toLowerCase().includes(needle) || r.title.toLowerCase().includes(needle)))
+}
+
+function allTaskRows (data: TuiData): TaskRow[] {
   const tasks = data.status.tasks
   const byId = new Map(tasks.map(t => [t.id, t]))
   const cp = new Set(criticalPath(data).ids)
