@@ -285,6 +285,8 @@ export interface TaskRow {
   /** Longest chain of dependencies above the task (0 for roots): the indentation. */
   depth: number
   deps: string[]
+  /** The task waits for several tasks on the board (a join in the DAG): drawn once, marked, with all of them named. */
+  join: boolean
   critical: boolean
   node: string
   attempts: number
@@ -330,13 +332,19 @@ function allTaskRows (data: TuiData): TaskRow[] {
     const latest = lines?.[lines.length - 1] ?? t.progress
     const end = t.state === 'running' ? data.now : t.doneAt
     const elapsedMs = t.startedAt === null || end === null ? null : Math.max(0, end - t.startedAt)
-    const note = t.state === 'failed' || (t.error !== null && t.state !== 'merged' && t.state !== 'running') ? firstLine(t.error ?? '') : t.state === 'running' || t.state === 'claimed' ? (latest?.text ?? '') : ''
+    const waitsFor = t.deps.filter(d => byId.has(d))
+    const note = t.state === 'failed' || (t.error !== null && t.state !== 'merged' && t.state !== 'running')
+      ? firstLine(t.error ?? '')
+      : t.state === 'running' || t.state === 'claimed'
+        ? (latest?.text ?? '')
+        : t.state === 'pending' && waitsFor.length > 1 ? `joins ${waitsFor.join(' + ')}` : ''
     return {
       id,
       title: t.title,
       state: t.state,
       depth: depth.get(id) ?? 0,
       deps: [...t.deps],
+      join: t.deps.filter(d => byId.has(d)).length > 1,
       critical: cp.has(id),
       node: nodeName(data.status, t.node),
       attempts: t.attempts,

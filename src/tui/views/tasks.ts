@@ -24,7 +24,8 @@ export function taskLines (data: TuiData, selected: string | null, width: number
   const cols = (r: TaskRow | null): Cell[] => {
     const cells: Cell[] = [
       { text: r === null ? ' ' : r.critical ? '*' : ' ', width: 1, style: { color: 'yellow', bold: true } },
-      { text: r === null ? 'TASK' : '  '.repeat(Math.min(r.depth, 4)) + r.id, width: idWidth, style: r === null ? { bold: true } : {} },
+      // a join (several dependencies) is drawn once, after the last of them, marked ⋈ and named in full in DEPS/PROGRESS
+      { text: r === null ? 'TASK' : '  '.repeat(Math.min(r.depth, 4) - (r.join ? 1 : 0)) + (r.join ? '⋈ ' : '') + r.id, width: idWidth, style: r === null ? { bold: true } : {} },
       { text: r === null ? 'STATE' : r.state, width: 9, style: r === null ? { bold: true } : { color: STATE_COLOURS[r.state] } },
       { text: r === null ? 'NODE' : r.node, width: wide ? 12 : 8, style: r === null ? { bold: true } : {} },
       { text: r === null ? 'TRY' : r.attempts === 0 ? '-' : `#${r.attempts}`, width: 3, align: 'right', style: r === null ? { bold: true } : {} },
