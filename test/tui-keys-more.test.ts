@@ -1,7 +1,8 @@
 import { describe, it, expect } from 'vitest'
 import { buildStatus } from '../src/api/status.ts'
 import type { TaskId } from '../src/crdt/schema.ts'
-import { blockedTasks, taskRows, totals, tuiData } from '../src/tui/model.ts'
+import { blockedTasks, oursFrom, taskRows, totals, tuiData } from '../src/tui/model.ts'
+import { hunkLines } from '../src/tui/views/inbox.ts'
 import { handleKey, helpLines, initialUiState, keyHelp, type KeyContext, type KeyInfo, type UiState } from '../src/tui/keys.ts'
 import { frameLines, keyContext } from '../src/tui/app.ts'
 import { lineText } from '../src/tui/lines.ts'
@@ -122,5 +123,23 @@ describe('tui: ETA and the DAG', () => {
     expect(nodes).toContain('liveness unknown')
     expect(nodes).not.toMatch(/ alive /)
     expect(nodes).not.toMatch(/ now /)
+  })
+
+  it('in a conflict, main\'s side names the task that put it there: merged after the task started, writing that file', () => {
+    const write = (file: string): { durationMs: number, write: Record<string, string>, append: Record<string, string>, fail: number } => ({ durationMs: 1000, write: { [file]: 'x\n' }, append: {}, fail: 0 })
+    const tasks = [
+      task('old', { state: 'merged', mergedAt: NOW - 90_000, sim: write('color.txt') }),
+      task('red', { state: 'merged', startedAt: NOW - 50_000, mergedAt: NOW - 20_000, sim: write('color.txt') }),
+      task('other', { state: 'merged', startedAt: NOW - 50_000, mergedAt: NOW - 15_000, sim: write('other.txt') }),
+      task('blue', { state: 'conflict', startedAt: NOW - 45_000, doneAt: NOW - 30_000, sim: write('color.txt') })
+    ]
+    const snap = snapshot(tasks)
+    const data = tuiData(buildStatus(snap, membersView()), snap, membersView(), new Map(), PEER_A, NOW)
+    expect(oursFrom(data, 'blue', 'color.txt')).toEqual(['red'])
+    // nothing merged since writes the file: every task merged since is named
+    expect(oursFrom(data, 'blue', 'unknown.txt')).toEqual(['red', 'other'])
+    const h = { file: 'color.txt', line: 1, before: '', ours: 'red\n', theirs: 'blue\n', after: '' }
+    expect(hunkLines(h, 'blue', 120, ['red']).map(lineText).join('\n')).toMatch(/ours: main, from red +│ theirs: task blue/)
+    expect(hunkLines(h, 'blue', 80, ['red']).map(lineText).join('\n')).toContain('<<<<<<< ours: main, from red')
   })
 })

@@ -29,6 +29,8 @@ export interface TaskDetail {
   estimateMs: number
   /** The plan gave a duration (sim or timeout): better than any observed mean. */
   estimated: boolean
+  /** Files the plan says the task writes (its sim `write` and `append`); empty or absent when unknown. */
+  touches?: string[]
 }
 
 /** Presence facts of a node that `status --json` does not carry. */
@@ -74,7 +76,7 @@ const NO_WORK: ReadonlySet<TaskState> = new Set(['done', 'merging', 'merged', 'c
 export function tuiData (status: StatusReport, snap: BoardSnapshot, view: MembersView | null, progress: ReadonlyMap<string, readonly ProgressLine[]>, via: string, now: number, link?: LinkState): TuiData {
   const tasks = new Map<string, TaskDetail>()
   for (const t of snap.tasks.values()) {
-    tasks.set(t.id, { prompt: t.prompt, files: [...t.files], priority: t.priority, estimateMs: estimateMs(t), estimated: t.sim !== null || t.timeoutMs !== null })
+    tasks.set(t.id, { prompt: t.prompt, files: [...t.files], priority: t.priority, estimateMs: estimateMs(t), estimated: t.sim !== null || t.timeoutMs !== null, touches: t.sim === null ? [] : [...Object.keys(t.sim.write), ...Object.keys(t.sim.append)] })
   }
   const nodes = new Map<string, NodeExtra>()
   for (const m of view?.members ?? []) nodes.set(m.peerId, { load: m.load, backoffUntil: m.backoffUntil })
@@ -223,6 +225,26 @@ export function inbox (status: StatusReport): InboxItem[] {
     items.push({ key: `failed:${t.id}`, kind: /budget/i.test(error) ? 'budget' : 'failed', taskId: t.id, conflictId: null, title: t.title, summary: firstLine(error), files: [], hunks: [] })
   }
   return items
+}
+
+/**
+ * Which merged tasks put main's side (`ours`) of a conflict in `file` there:
+ * the tasks merged after the conflicting task started (its branch did not have
+ * them), narrowed to those the board says write `file` (their plan's `sim`
+ * files or `files` scope) when any do. Empty when none merged meanwhile.
+ */
+export function oursFrom (data: TuiData, taskId: string, file: string): string[] {
+  const t = data.status.tasks.find(x => x.id === taskId)
+  if (t === undefined) return []
+  const since = t.startedAt ?? t.createdAt
+  const merged = data.status.tasks.filter(x => x.id !== taskId && x.mergedAt !== null && x.mergedAt >= since).sort((a, b) => (a.mergedAt ?? 0) - (b.mergedAt ?? 0))
+  const writes = (id: string): boolean => {
+    const d = data.tasks.get(id)
+    if (d === undefined) return false
+    return (d.touches ?? []).includes(file) || d.files.some(g => file.startsWith(g.split('*')[0] ?? g))
+  }
+  const sure = merged.filter(x => writes(x.id))
+  return (sure.length > 0 ? sure : merged).map(x => x.id)
 }
 
 /** Keys present in `next` but not in `prev`: the items that should ring the bell. */
