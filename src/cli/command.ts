@@ -209,7 +209,7 @@ export function parseCommandArgs<S extends OptionSpecs> (cmd: Command<S>, argv: 
 }
 
 /** The `--help` text of a command. */
-export function commandHelp (cmd: Command): string {
+export function commandHelp (cmd: AnyCommand): string {
   const lines = [`Usage: ${cmd.usage}`, '', cmd.summary]
   if (cmd.details !== undefined) lines.push('', cmd.details)
   lines.push('', 'Options:')
