@@ -2,7 +2,7 @@ import { describe, it, expect, afterAll, beforeAll } from 'vitest'
 import { mkdir, readdir, writeFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { runCli, startCliMesh, killAllChildren, removeDir, describeResult, makeTempDir, type CliNode } from './helpers/cli.ts'
+import { runCli, startCliMesh, startNode, killAllChildren, removeDir, describeResult, makeTempDir, type CliNode } from './helpers/cli.ts'
 import { waitFor } from '../src/util/wait.ts'
 
 /**
@@ -180,5 +180,20 @@ describe('CLI hints lead somewhere', { timeout: 300_000 }, () => {
     const none = await runCli(['resolve', c.taskId, '--action', 'theirs', ...conn], { timeoutMs: 90_000 })
     expect(none.code).toBe(2)
     expect(none.stderr).toContain(`task "${c.taskId}" has no open conflict (it is merged; its conflicts ${c.id} are resolved)`)
+  })
+
+  it('a node with another mesh\'s key says no peer answers and why; the first Ctrl-C says what it waits for', async () => {
+    const otherKey = join(scratch, 'other.key')
+    const init = await runCli(['init', '--out', otherKey], { timeoutMs: 30_000 })
+    expect(init.code).toBe(0)
+    const solo = nodes[0]!
+    const stray = await startNode({ dir: scratch, name: 'stray', keyFile: otherKey, bootstrap: solo.info.addrs, extraArgs: ['--agent', 'sim'] })
+    await waitFor(() => stray.stderr().includes('mesh:no-peers'), { timeoutMs: 90_000, message: () => `no mesh:no-peers warning\n${stray.describe()}` })
+    expect(stray.stderr()).toMatch(/no peer answers\. Likely causes: this node has another mesh's swarm key/)
+    stray.proc.kill('SIGINT')
+    await waitFor(() => stray.stderr().includes('node:stopping'), { timeoutMs: 30_000, message: () => stray.describe() })
+    expect(stray.stderr()).toMatch(/node:stopping.*press Ctrl-C again to exit at once/)
+    const exit = await stray.exited
+    expect(exit.code, stray.describe()).toBe(0)
   })
 })

@@ -115,7 +115,8 @@ describe.skipIf(!HAS_TMUX)('meshwork tui in a real terminal (tmux; skipped when 
     if (c!.hunks.length > 0) {
       // 120 columns: main's side and the task's side on one line
       const winner = loser === 'red' ? 'blue' : 'red'
-      expect(inbox).toMatch(/ours: main +│ theirs: task/)
+      // main's side names the task that put it there
+      expect(inbox).toMatch(new RegExp(`ours: main, from ${winner} +│ theirs: task`))
       expect(inbox).toMatch(new RegExp(`- ${winner} +│ \\+ ${loser}`))
     } else {
       expect(inbox).toContain('recorded no hunks')

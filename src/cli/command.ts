@@ -209,11 +209,11 @@ export function parseCommandArgs<S extends OptionSpecs> (cmd: Command<S>, argv: 
 }
 
 /** The `--help` text of a command. */
-export function commandHelp (cmd: Command): string {
+export function commandHelp (cmd: AnyCommand): string {
   const lines = [`Usage: ${cmd.usage}`, '', cmd.summary]
   if (cmd.details !== undefined) lines.push('', cmd.details)
   lines.push('', 'Options:')
-  const rows = Object.entries(cmd.options).map(([name, spec]) => {
+  const rows = Object.entries(cmd.options as OptionSpecs).map(([name, spec]) => {
     const flag = `${spec.short !== undefined ? `-${spec.short}, ` : ''}--${name}${spec.arg !== undefined ? ` ${spec.arg}` : ''}`
     const extra = [spec.default !== undefined ? `default: ${spec.default}` : '', spec.env !== undefined ? `env: ${spec.env}` : '', spec.multiple === true ? 'repeatable' : ''].filter(s => s !== '').join('; ')
     return [flag, spec.description + (extra !== '' ? ` (${extra})` : '')] as const

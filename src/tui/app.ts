@@ -2,7 +2,7 @@ import React from 'react'
 import { Box, Text, useApp, useInput, useStdout } from 'ink'
 import type { ResolveAction } from '../api/tasks.ts'
 import { toError } from '../util/errors.ts'
-import { handleKey, initialUiState, keyHelp, selectedInbox, selectedTask, type Effect, type KeyContext, type KeyInfo, type UiState } from './keys.ts'
+import { handleKey, helpLines, initialUiState, keyHelp, selectedInbox, selectedTask, type Effect, type KeyContext, type KeyInfo, type UiState } from './keys.ts'
 import { fitLine, seg, type Line } from './lines.ts'
 import { inbox, newInboxKeys, taskRows, totals, type TuiData } from './model.ts'
 import { headerLines } from './views/header.ts'
@@ -115,8 +115,14 @@ export function frameLines (data: TuiData | null, ui: UiState, ctx: KeyContext, 
   const keys = keyLines(keyHelp(ui, ctx), width, MAX_KEY_LINES)
   const bodyHeight = Math.max(1, height - HEADER_LINES - 1 - keys.length)
   let body: Line[]
-  switch (ui.view) {
-    case 'tasks': body = taskLines(data, selectedTask(ui, ctx), width, bodyHeight); break
+  if (ui.help) {
+    const rows = helpLines()
+    const w = Math.max(...rows.map(r => r[0].length)) + 2
+    body = [[seg('Keys', { bold: true })], ...rows.map(([k, what]): Line => [seg(k.padEnd(w), { bold: true, color: 'cyan' }), seg(what)])]
+    while (body.length < bodyHeight) body.push([])
+    body = body.slice(0, bodyHeight)
+  } else switch (ui.view) {
+    case 'tasks': body = taskLines(data, selectedTask(ui, ctx), width, bodyHeight, { showMerged: ui.showMerged, filter: ui.filter, filtering: ui.filtering }); break
     case 'nodes': body = nodeLines(data, width, bodyHeight); break
     case 'inbox': body = inboxLines(data, items, selectedInbox(ui, ctx)?.key ?? null, ui.scroll, width, bodyHeight); break
     case 'output': body = outputLines(data, selectedTask(ui, ctx), ui.scroll, width, bodyHeight); break
@@ -146,9 +152,9 @@ export function splitKeys (input: string, key: KeyInfo): Array<[string, KeyInfo]
 }
 
 /** The key context of a frame: task order and states, the inbox. */
-export function keyContext (data: TuiData | null): KeyContext {
+export function keyContext (data: TuiData | null, rows?: { showMerged: boolean, filter: string }): KeyContext {
   if (data === null) return { taskIds: [], taskStates: new Map(), inbox: [] }
-  return { taskIds: taskRows(data).map(r => r.id), taskStates: new Map(data.status.tasks.map(t => [t.id, t.state])), inbox: inbox(data.status) }
+  return { taskIds: taskRows(data, rows).map(r => r.id), taskStates: new Map(data.status.tasks.map(t => [t.id, t.state])), inbox: inbox(data.status) }
 }
 
 /**
@@ -163,7 +169,7 @@ export function App (props: AppProps): React.ReactElement {
   const [ui, setUi] = React.useState<UiState>(initialUiState)
   const [size, setSize] = React.useState({ columns: stdout.columns, rows: stdout.rows })
   const seen = React.useRef<Set<string> | null>(null)
-  const ctx = React.useMemo(() => keyContext(data), [data])
+  const ctx = React.useMemo(() => keyContext(data, { showMerged: ui.showMerged, filter: ui.filter }), [data, ui.showMerged, ui.filter])
 
   React.useEffect(() => {
     const onResize = (): void => { setSize({ columns: stdout.columns, rows: stdout.rows }) }

@@ -28,6 +28,10 @@ export interface KeyInfo {
   tab?: boolean
   shift?: boolean
   ctrl?: boolean
+  home?: boolean
+  end?: boolean
+  backspace?: boolean
+  delete?: boolean
 }
 
 /** UI state that survives between frames. */
@@ -43,11 +47,19 @@ export interface UiState {
   pending: { effect: Effect, question: string, detail: string } | null
   /** The last outcome or hint shown above the keys. */
   message: { text: string, tone: 'info' | 'ok' | 'error' } | null
+  /** The help screen (`?`) is open. */
+  help: boolean
+  /** Merged tasks are listed; `m` folds them away (and back). */
+  showMerged: boolean
+  /** The task filter (`/`): ids or titles containing it. */
+  filter: string
+  /** Keys go to the filter (after `/`, until Enter or Esc). */
+  filtering: boolean
 }
 
 /** The start state: the task DAG, nothing selected yet. */
 export function initialUiState (): UiState {
-  return { view: 'tasks', taskId: null, inboxKey: null, scroll: 0, pending: null, message: null }
+  return { view: 'tasks', taskId: null, inboxKey: null, scroll: 0, pending: null, message: null, help: false, showMerged: true, filter: '', filtering: false }
 }
 
 /** What the key handler needs to know about the current frame. */
@@ -133,7 +145,24 @@ export function handleKey (state: UiState, ctx: KeyContext, input: string, key: 
     if (input === 'n' || input === 'N' || key.escape === true) return { state: { ...state, pending: null, message: { text: 'not sent', tone: 'info' } } }
     return { state }
   }
+  if (state.help) {
+    // any key closes the help screen; q still quits
+    if (input === 'q') return { state, quit: true }
+    return { state: { ...state, help: false } }
+  }
+  if (state.filtering) {
+    if (key.return === true) return { state: { ...state, filtering: false } }
+    if (key.escape === true) return { state: { ...state, filtering: false, filter: '' } }
+    if (key.backspace === true || key.delete === true) return { state: { ...state, filter: state.filter.slice(0, -1) } }
+    if (input !== '' && key.ctrl !== true && !/[\x00-\x1f]/.test(input)) return { state: { ...state, filter: state.filter + input } }
+    return { state }
+  }
   if (input === 'q') return { state, quit: true }
+  if (input === '?') return { state: { ...state, help: true, message: null } }
+  if (input === '/' && (state.view === 'tasks' || state.view === 'output')) return { state: { ...state, view: 'tasks', filtering: true, message: null } }
+  if (input === 'm' && state.view === 'tasks') {
+    return { state: { ...state, showMerged: !state.showMerged, message: { text: state.showMerged ? 'merged tasks folded away (m shows them)' : 'merged tasks shown (m folds them)', tone: 'info' } } }
+  }
   const viewKey = ['1', '2', '3', '4'].indexOf(input)
   if (viewKey >= 0) return { state: { ...state, view: VIEWS[viewKey]!, scroll: 0, message: null } }
   if (key.tab === true) {
@@ -149,6 +178,16 @@ export function handleKey (state: UiState, ctx: KeyContext, input: string, key: 
   }
   const up = key.upArrow === true || input === 'k'
   const down = key.downArrow === true || input === 'j'
+  const last = key.end === true || input === 'G'
+  const first = key.home === true || input === 'g'
+  if ((last || first) && (state.view === 'tasks' || state.view === 'output')) {
+    const id = (last ? ctx.taskIds[ctx.taskIds.length - 1] : ctx.taskIds[0]) ?? null
+    return { state: { ...state, taskId: id, scroll: 0 } }
+  }
+  if ((last || first) && state.view === 'inbox') {
+    const item = last ? ctx.inbox[ctx.inbox.length - 1] : ctx.inbox[0]
+    return { state: { ...state, inboxKey: item?.key ?? null, scroll: 0 } }
+  }
   switch (state.view) {
     case 'tasks':
     case 'output': {
@@ -189,10 +228,12 @@ export function handleKey (state: UiState, ctx: KeyContext, input: string, key: 
 /** The keys shown on screen for the current view and selection: [key, meaning] pairs. */
 export function keyHelp (state: UiState, ctx: KeyContext): Array<[string, string]> {
   if (state.pending !== null) return [['y', 'send'], ['n/Esc', 'do not send']]
-  const common: Array<[string, string]> = [['1-4/Tab', 'views'], ['q', 'quit']]
+  if (state.help) return [['any key', 'close help'], ['q', 'quit']]
+  if (state.filtering) return [['type', 'filter'], ['Enter', 'keep'], ['Esc', 'clear']]
+  const common: Array<[string, string]> = [['1-4/Tab', 'views'], ['?', 'help'], ['q', 'quit']]
   switch (state.view) {
     case 'tasks':
-      return [['↑↓', 'select'], ['Enter', 'output'], [CANCEL_KEY, 'cancel'], [RETRY_KEY, 'retry'], ...common]
+      return [['↑↓', 'select'], ['Enter', 'output'], [CANCEL_KEY, 'cancel'], [RETRY_KEY, 'retry'], ['/', 'filter'], ['m', state.showMerged ? 'fold merged' : 'show merged'], ...common]
     case 'output':
       return [['↑↓', 'task'], ['PgUp/PgDn', 'scroll'], [CANCEL_KEY, 'cancel'], [RETRY_KEY, 'retry'], ['Esc', 'tasks'], ...common]
     case 'nodes':
@@ -209,4 +250,24 @@ export function keyHelp (state: UiState, ctx: KeyContext): Array<[string, string
       throw new Error(`unknown view ${String(never)}`)
     }
   }
+}
+
+/** The help screen: every key of every view. */
+export function helpLines (): Array<[string, string]> {
+  return [
+    ['1 2 3 4, Tab', 'views: tasks, nodes, inbox, output'],
+    ['↑↓ or j k', 'select a task or an inbox item'],
+    ['g / Home, G / End', 'first / last row'],
+    ['Enter', 'a task\'s live agent output (from tasks or the inbox)'],
+    ['PgUp PgDn or [ ]', 'scroll the output or the inbox detail'],
+    ['/', 'filter tasks by id or title (Enter keeps it, Esc clears it)'],
+    ['m', 'fold merged tasks away, or show them again'],
+    ...Object.entries(RESOLVE_KEYS).map(([k, a]): [string, string] => [k, `inbox, on a conflict: ${a}: ${RESOLVE_MEANING[a]}`]),
+    [CANCEL_KEY, 'cancel the task (tasks, output, a failed inbox item)'],
+    [RETRY_KEY, 'retry a failed or cancelled task'],
+    ['y / n', 'every action asks first: y sends it, n or Esc drops it'],
+    ['Esc', 'back to tasks from the output'],
+    ['?', 'this help'],
+    ['q or Ctrl-C', 'quit']
+  ]
 }

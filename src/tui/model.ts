@@ -29,6 +29,8 @@ export interface TaskDetail {
   estimateMs: number
   /** The plan gave a duration (sim or timeout): better than any observed mean. */
   estimated: boolean
+  /** Files the plan says the task writes (its sim `write` and `append`); empty or absent when unknown. */
+  touches?: string[]
 }
 
 /** Presence facts of a node that `status --json` does not carry. */
@@ -74,7 +76,7 @@ const NO_WORK: ReadonlySet<TaskState> = new Set(['done', 'merging', 'merged', 'c
 export function tuiData (status: StatusReport, snap: BoardSnapshot, view: MembersView | null, progress: ReadonlyMap<string, readonly ProgressLine[]>, via: string, now: number, link?: LinkState): TuiData {
   const tasks = new Map<string, TaskDetail>()
   for (const t of snap.tasks.values()) {
-    tasks.set(t.id, { prompt: t.prompt, files: [...t.files], priority: t.priority, estimateMs: estimateMs(t), estimated: t.sim !== null || t.timeoutMs !== null })
+    tasks.set(t.id, { prompt: t.prompt, files: [...t.files], priority: t.priority, estimateMs: estimateMs(t), estimated: t.sim !== null || t.timeoutMs !== null, touches: t.sim === null ? [] : [...Object.keys(t.sim.write), ...Object.keys(t.sim.append)] })
   }
   const nodes = new Map<string, NodeExtra>()
   for (const m of view?.members ?? []) nodes.set(m.peerId, { load: m.load, backoffUntil: m.backoffUntil })
@@ -108,10 +110,39 @@ export function observedRunMs (tasks: readonly StatusTask[]): number | null {
  * estimate, the mean of the runs observed so far is the better guess.
  */
 export function remainingWorkMs (t: StatusTask, d: TaskDetail | undefined, observed: number | null, now: number): number {
+  return remainingWork(t, d, observed, now)
+}
+
+function remainingWork (t: StatusTask, d: TaskDetail | undefined, observed: number | null, now: number): number {
   if (NO_WORK.has(t.state)) return 0
   const est = d !== undefined && d.estimated ? d.estimateMs : observed ?? d?.estimateMs ?? 60_000
   if (t.state === 'running' && t.startedAt !== null) return Math.max(0, est - (now - t.startedAt))
   return est
+}
+
+/** States a task stays in until a human acts. */
+const WAITS_ON_HUMAN: ReadonlySet<TaskState> = new Set(['failed', 'cancelled', 'conflict'])
+
+/**
+ * Tasks that cannot start until a human acts: a dependency, direct or not, is
+ * failed, cancelled or in conflict. They count no work in the ETA.
+ */
+export function blockedTasks (tasks: readonly StatusTask[]): Set<string> {
+  const byId = new Map(tasks.map(t => [t.id, t]))
+  const memo = new Map<string, boolean>()
+  const blocked = (id: string): boolean => {
+    const known = memo.get(id)
+    if (known !== undefined) return known
+    memo.set(id, false)
+    const t = byId.get(id)
+    const v = t !== undefined && t.state !== 'merged' && t.deps.some(d => {
+      const dep = byId.get(d)
+      return dep !== undefined && (WAITS_ON_HUMAN.has(dep.state) || blocked(d))
+    })
+    memo.set(id, v)
+    return v
+  }
+  return new Set(tasks.filter(t => (t.state === 'pending' || t.state === 'ready') && blocked(t.id)).map(t => t.id))
 }
 
 /**
@@ -123,6 +154,8 @@ export function criticalPath (data: TuiData): { ids: string[], ms: number } {
   const tasks = data.status.tasks
   const byId = new Map(tasks.map(t => [t.id, t]))
   const observed = observedRunMs(tasks)
+  const stuck = blockedTasks(tasks)
+  const remainingWorkMs = (t: StatusTask, d: TaskDetail | undefined, o: number | null, now: number): number => stuck.has(t.id) ? 0 : remainingWork(t, d, o, now)
   const dependents = dependentsOf(tasks)
   const memo = new Map<string, { ms: number, next: string | null }>()
   // iterative post-order over the dependents (any depth): each task is valued after everything below it
@@ -187,6 +220,26 @@ export function inbox (status: StatusReport): InboxItem[] {
   return items
 }
 
+/**
+ * Which merged tasks put main's side (`ours`) of a conflict in `file` there:
+ * the tasks merged after the conflicting task started (its branch did not have
+ * them), narrowed to those the board says write `file` (their plan's `sim`
+ * files or `files` scope) when any do. Empty when none merged meanwhile.
+ */
+export function oursFrom (data: TuiData, taskId: string, file: string): string[] {
+  const t = data.status.tasks.find(x => x.id === taskId)
+  if (t === undefined) return []
+  const since = t.startedAt ?? t.createdAt
+  const merged = data.status.tasks.filter(x => x.id !== taskId && x.mergedAt !== null && x.mergedAt >= since).sort((a, b) => (a.mergedAt ?? 0) - (b.mergedAt ?? 0))
+  const writes = (id: string): boolean => {
+    const d = data.tasks.get(id)
+    if (d === undefined) return false
+    return (d.touches ?? []).includes(file) || d.files.some(g => file.startsWith(g.split('*')[0] ?? g))
+  }
+  const sure = merged.filter(x => writes(x.id))
+  return (sure.length > 0 ? sure : merged).map(x => x.id)
+}
+
 /** Keys present in `next` but not in `prev`: the items that should ring the bell. */
 export function newInboxKeys (prev: ReadonlySet<string>, next: readonly InboxItem[]): string[] {
   return next.filter(i => !prev.has(i.key)).map(i => i.key)
@@ -204,6 +257,8 @@ export interface Totals {
   remaining: number
   /** Items waiting on a human (they stop the plan from finishing). */
   waiting: number
+  /** Tasks that cannot start until a human acts on a dependency (left out of the ETA). */
+  blocked: number
 }
 
 const STATE_ORDER: readonly TaskState[] = ['running', 'claimed', 'ready', 'pending', 'done', 'merging', 'merged', 'conflict', 'failed', 'cancelled']
@@ -217,6 +272,9 @@ export function totals (data: TuiData): Totals {
   const counts = new Map<TaskState, number>()
   for (const t of tasks) counts.set(t.state, (counts.get(t.state) ?? 0) + 1)
   const observed = observedRunMs(tasks)
+  // a task blocked behind a failure or a conflict does not run until a human acts: no time for it
+  const stuck = blockedTasks(tasks)
+  const remainingWorkMs = (t: StatusTask, d: TaskDetail | undefined, o: number | null, now: number): number => stuck.has(t.id) ? 0 : remainingWork(t, d, o, now)
   const work = tasks.reduce((sum, t) => sum + remainingWorkMs(t, data.tasks.get(t.id), observed, data.now), 0)
   const remaining = tasks.filter(t => t.state === 'running' || remainingWorkMs(t, data.tasks.get(t.id), observed, data.now) > 0).length
   const slots = data.status.nodes.filter(n => n.state === 'alive').reduce((s, n) => s + n.slots, 0)
@@ -229,7 +287,8 @@ export function totals (data: TuiData): Totals {
     tokens: tasks.reduce((s, t) => s + t.tokens.input + t.tokens.output + t.tokens.cacheRead + t.tokens.cacheWrite, 0),
     etaMs,
     remaining,
-    waiting: inbox(data.status).length
+    waiting: inbox(data.status).length,
+    blocked: stuck.size
   }
 }
 
@@ -241,6 +300,8 @@ export interface TaskRow {
   /** Longest chain of dependencies above the task (0 for roots): the indentation. */
   depth: number
   deps: string[]
+  /** The task waits for several tasks on the board (a join in the DAG): drawn once, marked, with all of them named. */
+  join: boolean
   critical: boolean
   node: string
   attempts: number
@@ -252,8 +313,25 @@ export interface TaskRow {
   note: string
 }
 
-/** Tasks in dependency order (each after its dependencies), indented by depth, with the critical path marked. */
-export function taskRows (data: TuiData): TaskRow[] {
+/** Which task rows to show: merged ones fold away unless asked for; a filter keeps ids or titles containing it. */
+export interface RowOptions {
+  showMerged?: boolean
+  filter?: string
+}
+
+/**
+ * Tasks in dependency order (each after its dependencies), indented by depth,
+ * with the critical path marked. With `opts`, merged rows fold away (unless
+ * `showMerged`) and only rows whose id or title contain `filter` are kept.
+ */
+export function taskRows (data: TuiData, opts?: RowOptions): TaskRow[] {
+  const all = allTaskRows(data)
+  if (opts === undefined) return all
+  const needle = (opts.filter ?? '').toLowerCase()
+  return all.filter(r => (opts.showMerged === true || r.state !== 'merged') && (needle === '' || r.id.toLowerCase().includes(needle) || r.title.toLowerCase().includes(needle)))
+}
+
+function allTaskRows (data: TuiData): TaskRow[] {
   const tasks = data.status.tasks
   const byId = new Map(tasks.map(t => [t.id, t]))
   const cp = new Set(criticalPath(data).ids)
@@ -269,13 +347,19 @@ export function taskRows (data: TuiData): TaskRow[] {
     const latest = lines?.[lines.length - 1] ?? t.progress
     const end = t.state === 'running' ? data.now : t.doneAt
     const elapsedMs = t.startedAt === null || end === null ? null : Math.max(0, end - t.startedAt)
-    const note = t.state === 'failed' || (t.error !== null && t.state !== 'merged' && t.state !== 'running') ? firstLine(t.error ?? '') : t.state === 'running' || t.state === 'claimed' ? (latest?.text ?? '') : ''
+    const waitsFor = t.deps.filter(d => byId.has(d))
+    const note = t.state === 'failed' || (t.error !== null && t.state !== 'merged' && t.state !== 'running')
+      ? firstLine(t.error ?? '')
+      : t.state === 'running' || t.state === 'claimed'
+        ? (latest?.text ?? '')
+        : t.state === 'pending' && waitsFor.length > 1 ? `joins ${waitsFor.join(' + ')}` : ''
     return {
       id,
       title: t.title,
       state: t.state,
       depth: depth.get(id) ?? 0,
       deps: [...t.deps],
+      join: t.deps.filter(d => byId.has(d)).length > 1,
       critical: cp.has(id),
       node: nodeName(data.status, t.node),
       attempts: t.attempts,

@@ -47,9 +47,10 @@ export function headerLines (data: TuiData, totals: Totals, inbox: readonly Inbo
 
 function etaText (t: Totals): string {
   if (t.total === 0) return 'no tasks'
-  if (t.remaining === 0) return t.waiting > 0 ? `waiting on ${t.waiting} decision${t.waiting === 1 ? '' : 's'}` : 'all work done'
+  const behind = t.blocked > 0 ? ` (+${t.blocked} blocked until you act)` : ''
+  if (t.remaining === 0) return t.waiting > 0 ? `waiting on ${t.waiting} decision${t.waiting === 1 ? '' : 's'}${behind}` : 'all work done'
   if (t.etaMs === null) return 'ETA - (no live slots)'
-  return `ETA ${formatDuration(t.etaMs)}`
+  return `ETA ${formatDuration(t.etaMs)}${behind}`
 }
 
 const TAB_NAMES: Record<ViewName, string> = { tasks: 'Tasks', nodes: 'Nodes', inbox: 'Inbox', output: 'Output' }

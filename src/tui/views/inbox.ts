@@ -1,5 +1,5 @@
 import { fitLine, seg, textLines, windowAround, type Line } from '../lines.ts'
-import { firstLine, formatCost, nodeName, type InboxItem, type TuiData } from '../model.ts'
+import { firstLine, formatCost, nodeName, oursFrom, type InboxItem, type TuiData } from '../model.ts'
 import type { ConflictHunk } from '../../crdt/schema.ts'
 
 /** Width from which a hunk's two sides are drawn next to each other. @default 100 */
@@ -18,7 +18,9 @@ const KIND_LABEL: Record<InboxItem['kind'], string> = { conflict: 'CONFLICT', fa
  * (`theirs`) next to each other when `width` allows, stacked with conflict
  * markers otherwise, then context after.
  */
-export function hunkLines (h: ConflictHunk, taskId: string, width: number): Line[] {
+export function hunkLines (h: ConflictHunk, taskId: string, width: number, from: readonly string[] = []): Line[] {
+  // main's side names the task(s) that put it there, where the board tells
+  const oursLabel = from.length === 0 ? 'ours: main' : `ours: main, from ${from.length <= 3 ? from.join(', ') : `${from.slice(0, 3).join(', ')} +${from.length - 3}`}`
   const out: Line[] = [[seg(`${h.file}${h.line > 0 ? `:${h.line}` : ''}`, { bold: true, color: 'yellow' })]]
   const ctx = (text: string): Line[] => textLines(text).map(l => fitLine([seg('  ' + l, { dim: true })], width))
   out.push(...ctx(h.before))
@@ -27,7 +29,7 @@ export function hunkLines (h: ConflictHunk, taskId: string, width: number): Line
   if (width >= SIDE_BY_SIDE_MIN_WIDTH) {
     const col = Math.floor((width - 3) / 2)
     const pair = (left: Line, right: Line): Line => [...fitLine(left, col, true), seg(' │ ', { dim: true }), ...fitLine(right, col)]
-    out.push(pair([seg('ours: main', { bold: true, color: 'blue' })], [seg(`theirs: task ${taskId}`, { bold: true, color: 'magenta' })]))
+    out.push(pair([seg(oursLabel, { bold: true, color: 'blue' })], [seg(`theirs: task ${taskId}`, { bold: true, color: 'magenta' })]))
     const n = Math.max(ours.length, theirs.length, 1)
     for (let i = 0; i < n; i++) {
       const l = ours[i]
@@ -35,7 +37,7 @@ export function hunkLines (h: ConflictHunk, taskId: string, width: number): Line
       out.push(pair(l === undefined ? [seg(i === 0 ? '(nothing)' : '', { dim: true })] : [seg('- ' + l, { color: 'blue' })], r === undefined ? [seg(i === 0 ? '(nothing)' : '', { dim: true })] : [seg('+ ' + r, { color: 'magenta' })]))
     }
   } else {
-    out.push([seg('<<<<<<< ours: main', { bold: true, color: 'blue' })])
+    out.push([seg(`<<<<<<< ${oursLabel}`, { bold: true, color: 'blue' })])
     out.push(...ours.map(l => fitLine([seg('- ' + l, { color: 'blue' })], width)))
     out.push([seg('=======', { bold: true })])
     out.push(...theirs.map(l => fitLine([seg('+ ' + l, { color: 'magenta' })], width)))
@@ -72,7 +74,7 @@ export function itemDetail (data: TuiData, item: InboxItem, width: number): Line
     } else {
       item.hunks.forEach((h, i) => {
         if (i > 0) out.push([])
-        out.push(...hunkLines(h, item.taskId, width))
+        out.push(...hunkLines(h, item.taskId, width, oursFrom(data, item.taskId, h.file)))
       })
     }
   } else {
