@@ -8,7 +8,7 @@ import type { TypedEventTarget } from '@libp2p/interface'
 import type { Board } from '../crdt/board.ts'
 import type { Membership } from './membership.ts'
 import type { PresenceExtras } from './heartbeats.ts'
-import type { MeshNodeEvents } from './mesh-node.ts'
+import type { MeshNodeEvents } from './types.ts'
 import type { ProgressEvent } from '../protocol/presence.ts'
 import type { GitStreams } from '../git/transfer.ts'
 
