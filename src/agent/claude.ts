@@ -1,10 +1,10 @@
-import { abortedByTimeout } from '../util/errors.ts'
 import { constants, createWriteStream } from 'node:fs'
 import { access, mkdir, stat } from 'node:fs/promises'
 import { delimiter, join, resolve } from 'node:path'
 import type { Tokens } from '../crdt/schema.ts'
 import { abortReason, meshworkEnv, promptText, runInGroup, withTail } from './process.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult, type AgentRunInit } from './types.ts'
+import { abortedByTimeout } from '../util/errors.ts'
 
 /*
  * The `claude` agent (SPEC "The `claude` agent"): runs Claude Code in print mode

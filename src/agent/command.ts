@@ -1,6 +1,6 @@
-import { abortedByTimeout } from '../util/errors.ts'
 import { abortReason, meshworkEnv, promptText, runInGroup, withTail } from './process.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentResult, type AgentRunInit } from './types.ts'
+import { abortedByTimeout } from '../util/errors.ts'
 
 export interface CommandAgentInit {
   /** A shell command line (`--agent-cmd`), run through `/bin/sh -c`. */
