@@ -9,7 +9,7 @@ import type { Board } from '../crdt/board.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
 import type { Membership } from './membership.ts'
 import type { PresenceExtras } from './heartbeats.ts'
-import type { MeshNodeEvents } from './mesh-node.ts'
+import type { MeshNodeEvents } from './types.ts'
 import type { ProgressEvent } from '../protocol/presence.ts'
 import type { GitStreams } from '../git/transfer.ts'
 

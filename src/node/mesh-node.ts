@@ -1,5 +1,5 @@
 import { mkdir } from 'node:fs/promises'
-import { TypedEventEmitter, type PeerId, type ConnectionGater, type Stream, type AbortOptions, type StreamHandler, type StreamHandlerOptions } from '@libp2p/interface'
+import { TypedEventEmitter, type PeerId, type Stream, type AbortOptions, type StreamHandler, type StreamHandlerOptions } from '@libp2p/interface'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { createHost, type Host } from './host.ts'
@@ -16,7 +16,8 @@ import { Dialer } from './dialer.ts'
 import { Progress } from './progress.ts'
 import { MembersProtocol } from './members-protocol.ts'
 import { acquireLock, type Lock } from './lock.ts'
-import type { Presence, ProgressEvent } from '../protocol/presence.ts'
+import type { ProgressEvent } from '../protocol/presence.ts'
+import type { MeshNodeEvents, MeshNodeInit, NodeStats, Role } from './types.ts'
 import type { MembersView } from '../protocol/members.ts'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
 import { Board, actorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
@@ -25,50 +26,7 @@ import { BoardStore, type LoadReport } from '../crdt/store.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 
-/** A worker node (claims work, persists, heartbeats) or a light client (status, submit, tui). */
-export type Role = 'node' | 'client'
-
-export interface MeshNodeInit {
-  role: Role
-  swarmKey: SwarmKey
-  /** Data dir (identity, board). Required for nodes; clients keep nothing on disk. */
-  dataDir?: string
-  listen?: string[]
-  bootstrap?: string[]
-  name?: string
-  slots?: number
-  suspectAfterMs?: number
-  deadAfterMs?: number
-  heartbeatMs?: number
-  logger?: Logger
-  connectionGater?: ConnectionGater
-  /** May this node become merge leader? @default true for nodes */
-  eligible?: boolean
-  /** Test and benchmark knob: hold every inbound gossip message this long before handling it. */
-  gossipDelayMs?: number
-}
-
-/** Counters of what the node dropped or did, for logs, status and tests. */
-export interface NodeStats {
-  gossipRejected: Record<string, number>
-  syncSessions: number
-  syncFailures: number
-  changesBroadcast: number
-  changesReceived: number
-  invalidEntries: number
-  /** Gossip this node published (all topics), for metrics. */
-  gossipSent: { messages: number, bytes: number }
-  /** Bytes of anti-entropy sync sessions, both directions, for metrics. */
-  syncBytes: { in: number, out: number }
-}
-
-export interface MeshNodeEvents {
-  'board:update': CustomEvent<BoardUpdate>
-  'peer:state': CustomEvent<Transition>
-  'presence': CustomEvent<Presence>
-  'progress': CustomEvent<ProgressEvent>
-}
-
+export type { MeshNodeEvents, MeshNodeInit, NodeStats, Role } from './types.ts'
 export type { MembersView }
 
 /** The services a started node runs. */

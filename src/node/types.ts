@@ -1,0 +1,52 @@
+/** The public types of a mesh node: its role, its options, its counters and its events. */
+import type { ConnectionGater } from '@libp2p/interface'
+import type { SwarmKey } from './swarm-key.ts'
+import type { Transition } from './membership.ts'
+import type { Presence, ProgressEvent } from '../protocol/presence.ts'
+import type { BoardUpdate } from '../crdt/board.ts'
+import type { Logger } from '../util/logger.ts'
+
+/** A worker node (claims work, persists, heartbeats) or a light client (status, submit, tui). */
+export type Role = 'node' | 'client'
+
+export interface MeshNodeInit {
+  role: Role
+  swarmKey: SwarmKey
+  /** Data dir (identity, board). Required for nodes; clients keep nothing on disk. */
+  dataDir?: string
+  listen?: string[]
+  bootstrap?: string[]
+  name?: string
+  slots?: number
+  suspectAfterMs?: number
+  deadAfterMs?: number
+  heartbeatMs?: number
+  logger?: Logger
+  connectionGater?: ConnectionGater
+  /** May this node become merge leader? @default true for nodes */
+  eligible?: boolean
+  /** Test and benchmark knob: hold every inbound gossip message this long before handling it. */
+  gossipDelayMs?: number
+}
+
+/** Counters of what the node dropped or did, for logs, status and tests. */
+export interface NodeStats {
+  gossipRejected: Record<string, number>
+  syncSessions: number
+  syncFailures: number
+  changesBroadcast: number
+  changesReceived: number
+  invalidEntries: number
+  /** Gossip this node published (all topics), for metrics. */
+  gossipSent: { messages: number, bytes: number }
+  /** Bytes of anti-entropy sync sessions, both directions, for metrics. */
+  syncBytes: { in: number, out: number }
+}
+
+export interface MeshNodeEvents {
+  'board:update': CustomEvent<BoardUpdate>
+  'peer:state': CustomEvent<Transition>
+  'presence': CustomEvent<Presence>
+  'progress': CustomEvent<ProgressEvent>
+}
+
