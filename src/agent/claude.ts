@@ -6,7 +6,7 @@ import { abortReason, meshworkEnv, promptText, runInGroup, withTail } from './pr
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult, type AgentRunInit } from './types.ts'
 
 /*
- * The `claude` agent (SPEC "The `claude` agent"): runs Claude Code in print mode
+ * The `claude` agent: runs Claude Code in print mode
  * with streamed JSON in the task's worktree and judges the run by its final
  * `result` event.
  *
@@ -18,14 +18,14 @@ import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentRes
  *   -p / --print                 print mode; the prompt is read from stdin when no
  *                                positional prompt is given
  *   --output-format stream-json  NDJSON events; needs --verbose in print mode
- *                                (DESIGN.md facts: exits 1 without it)
+ *                                (checked: the CLI exits 1 without it)
  *   --verbose
  *   --permission-mode MODE       default | acceptEdits | plan | bypassPermissions | dontAsk
  *   --allowedTools RULE...       variadic; documented as separate arguments,
  *                                e.g. "Bash(git log:*)" "Read" (commas work too)
  *   --disallowedTools RULE...    same form
  *   --model NAME
- *   --max-turns N                print mode; hidden from --help (DESIGN.md facts)
+ *   --max-turns N                print mode; hidden from --help (checked against the CLI)
  *   --max-budget-usd X           print mode; a per-run spending cap. Checked between
  *                                turns, so a run can overshoot; the run then ends
  *                                with `subtype: "error_max_budget_usd"` and
@@ -64,7 +64,7 @@ import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentRes
  * Claude Code shell would otherwise pass on.
  *
  * bypassPermissions: Claude Code refuses it (like --dangerously-skip-permissions)
- * when running as root unless IS_SANDBOX=1 (DESIGN.md facts); with that mode we
+ * when running as root unless IS_SANDBOX=1 (checked against the CLI); with that mode we
  * set IS_SANDBOX=1 only when this process runs as root, i.e. the operator chose
  * both root and bypassPermissions for the node.
  */
@@ -92,7 +92,7 @@ export interface ClaudeAgentInit {
   resultExitGraceMs?: number
 }
 
-/** Tools meshwork does not let the agent use: meshwork owns the worktrees (DESIGN "Execution"). */
+/** Tools meshwork does not let the agent use: meshwork owns the worktrees, branches and commits of a run. */
 export const CLAUDE_DISALLOWED_TOOLS = ['EnterWorktree', 'ExitWorktree'] as const
 
 /** The argument list for one run (the prompt goes on stdin). */

@@ -279,7 +279,7 @@ function delay (ms: number): Promise<void> {
   return new Promise(resolve => { setTimeout(resolve, ms) })
 }
 
-/** The environment every agent kind gets (SPEC: `MESHWORK_TASK_ID`, `MESHWORK_TASK_TITLE`, `MESHWORK_NODE`). */
+/** The environment every agent kind gets (`MESHWORK_TASK_ID`, `MESHWORK_TASK_TITLE`, `MESHWORK_NODE`). */
 export function meshworkEnv (task: Task, nodeName: string, peerId: string, attempt: number): Record<string, string> {
   return {
     MESHWORK_TASK_ID: task.id,

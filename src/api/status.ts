@@ -2,7 +2,7 @@ import type { BoardSnapshot, ConflictHunk, PushReportRecord, Task, TaskState, To
 import type { MembersView } from '../node/mesh-node.ts'
 import type { MemberState } from '../node/membership.ts'
 
-/** One node in `status --json` (SPEC). */
+/** One node in `status --json`. */
 export interface StatusNode {
   peerId: string
   name: string
@@ -12,7 +12,7 @@ export interface StatusNode {
   lastSeenMs: number | null
 }
 
-/** One task in `status --json` (SPEC). */
+/** One task in `status --json`. */
 export interface StatusTask {
   id: string
   title: string
@@ -36,7 +36,7 @@ export interface StatusTask {
   progress: { kind: string, text: string, at: number } | null
 }
 
-/** The object `meshwork status --json` prints (SPEC; fields may be added, never renamed). */
+/** The object `meshwork status --json` prints (a stable format: fields may be added, never renamed). */
 export interface StatusReport {
   meshId: string
   /** `push`: the leader's last push of main to its `--push` remote (null if none was made). */

@@ -5,7 +5,7 @@ import { UsageError } from '../util/errors.ts'
 import { list, str, flag, type OptionSpecs, type ParsedOptions } from './command.ts'
 import { parseDuration } from '../util/wait.ts'
 
-/** Options every command that talks to a mesh accepts (SPEC: connection options). */
+/** Options every command that talks to a mesh accepts. */
 export const CONNECTION_OPTIONS: OptionSpecs = {
   'swarm-key': { type: 'string', arg: 'FILE', env: 'MESHWORK_SWARM_KEY', description: 'The mesh\'s pre-shared key file (from `meshwork init`).' },
   bootstrap: { type: 'string', arg: 'MULTIADDR', multiple: true, env: 'MESHWORK_BOOTSTRAP', description: 'Address of a mesh node to join through.' },

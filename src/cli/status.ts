@@ -66,7 +66,7 @@ export const statusCommand: Command = {
   usage: 'meshwork status [--json] [--watch] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
   details: 'Joins as a light peer (never takes work, never listed among the nodes) and leaves when done.',
   options: {
-    json: { type: 'boolean', description: 'Print one JSON object (the format is in SPEC.md).' },
+    json: { type: 'boolean', description: 'Print one JSON object (fields may be added, never renamed).' },
     watch: { type: 'boolean', description: 'Refresh every second until interrupted.' },
     interval: { type: 'string', arg: 'DURATION', default: '1s', description: 'Refresh period of --watch.' },
     ...CLIENT_OPTIONS

@@ -41,7 +41,7 @@ export async function initRepo (repo: string, branch: string): Promise<string> {
 /** Characters of each dependency's summary given to a dependent task's agent. @default 1000 */
 export const DEP_SUMMARY_CHARS = 1000
 
-/** Builds what meshwork tells an agent besides the task prompt (SPEC: the claude agent). */
+/** Builds what meshwork tells an agent besides the task prompt (the task's dependencies and what they did, the files scope, where it runs). */
 export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: PeerIdString) => string): string {
   const lines = [`You are working on meshwork task "${t.id}"${t.title !== '' ? ` (${t.title})` : ''} in a git worktree on branch meshwork/${t.id}. Commit your work or leave it in the worktree: meshwork commits what is left.`]
   const deps = t.deps.map(d => snap.tasks.get(d)).filter((d): d is Task => d !== undefined)

@@ -19,7 +19,7 @@ export class PlanError extends UsageError {
 
 const duration = z.union([z.string(), z.number()])
 
-/** The plan file format (SPEC: Plan files), before semantic checks. */
+/** The plan file format (YAML or JSON), before semantic checks. */
 export const planFileSchema = z.object({
   tasks: z.array(z.object({
     id: z.string(),
@@ -78,7 +78,7 @@ export function parsePlan (text: string, existing: ReadonlySet<string> | 'unchec
   if (parsed.success) {
     planTasks = parsed.data.tasks
   } else {
-    // Shape problems do not hide the others (SPEC: every problem listed): the
+    // Shape problems do not hide the others (an invalid plan lists every problem): the
     // tasks whose only shape problem is an unknown field are still checked, and
     // the ids of the rest still count as known dependencies.
     problems.push(...parsed.error.issues.map(i => `${issuePath(i.path, raw)}: ${i.message}`))
