@@ -14,7 +14,7 @@ export interface CommandAgentInit {
 }
 
 /**
- * The `command` agent (SPEC): runs `cmd` through the shell in the task's
+ * The `command` agent: runs `cmd` through the shell in the task's
  * worktree with the prompt (and meshwork's context) on stdin and
  * MESHWORK_TASK_ID, MESHWORK_TASK_TITLE, MESHWORK_NODE in the environment.
  * Exit 0 is success (its last stdout lines are the task's summary); anything else is a failure with the exit code and the last

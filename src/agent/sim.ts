@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentResult, type AgentRunInit } from './types.ts'
 
 /**
- * The built-in simulated agent (SPEC: the `sim` agent): takes the task's `sim`
+ * The built-in simulated agent (the `sim` agent): takes the task's `sim`
  * block and behaves like an agent run without calling any model: waits
  * `duration` (then, with `until`, until that file exists), writes and appends
  * files in its worktree, and fails the first `fail` attempts.

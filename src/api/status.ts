@@ -3,7 +3,7 @@ import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
 import { HEALTH_OK, type HealthState } from '../node/health.ts'
 
-/** One node in `status --json` (SPEC). */
+/** One node in `status --json`. */
 export interface StatusNode {
   peerId: string
   name: string
@@ -16,7 +16,7 @@ export interface StatusNode {
   health: HealthState
 }
 
-/** One task in `status --json` (SPEC). */
+/** One task in `status --json`. */
 export interface StatusTask {
   id: string
   title: string
@@ -40,7 +40,7 @@ export interface StatusTask {
   progress: { kind: string, text: string, at: number } | null
 }
 
-/** The object `meshwork status --json` prints (SPEC; fields may be added, never renamed). */
+/** The object `meshwork status --json` prints (a stable format: fields may be added, never renamed). */
 export interface StatusReport {
   meshId: string
   /** `push`: the leader's last push of main to its `--push` remote (null if none was made). */

@@ -74,7 +74,7 @@ export async function retryTask (client: Client, idText: string): Promise<void> 
   await confirm(client)
 }
 
-/** Actions of `meshwork resolve` (SPEC). */
+/** Actions of `meshwork resolve`. */
 export const RESOLVE_ACTIONS = ['ours', 'theirs', 'rerun', 'agent', 'abandon'] as const
 export type ResolveAction = typeof RESOLVE_ACTIONS[number]
 

@@ -14,7 +14,7 @@ export interface NewTask {
   sim: SimSpec | null
 }
 
-/** Default `maxAttempts` of a task (SPEC). */
+/** Default `maxAttempts` of a task (a plan may set its own). */
 export const DEFAULT_MAX_ATTEMPTS = 3
 
 /** The stored form of a new task (strings as Automerge scalars). */

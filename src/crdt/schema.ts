@@ -85,7 +85,7 @@ export function conflictIdFor (taskId: TaskId, n: number): ConflictId {
 
 const peerIdText = z.string().transform(asPeerId)
 
-/** Every task state of SPEC.md, in lifecycle order. */
+/** Every task state, in lifecycle order (the moves between them are in lifecycle.ts). */
 export const TASK_STATES = ['pending', 'ready', 'claimed', 'running', 'done', 'merging', 'merged', 'conflict', 'failed', 'cancelled'] as const
 export type TaskState = typeof TASK_STATES[number]
 
@@ -131,7 +131,7 @@ export const taskSchema = z.object({
   state: z.enum(TASK_STATES),
   /** Incremented whenever the task is taken back (dead claimant, retry): results of older epochs are ignored. */
   epoch: z.number().int().nonnegative(),
-  /** Agent runs started (SPEC). */
+  /** Agent runs started (including the one running). */
   attempts: z.number().int().nonnegative(),
   /** Runs the agent itself failed: these count against `maxAttempts`; lost, rate-limited and released runs do not. */
   failures: z.number().int().nonnegative(),

@@ -3,10 +3,10 @@ import { join } from 'node:path'
 import { git, gitText } from './git.ts'
 import { agentEnv, runInGroup, withTail } from '../agent/process.ts'
 
-/** The trailer every commit meshwork makes for a task carries (SPEC: git conventions). */
+/** The trailer every commit meshwork makes for a task carries (`Meshwork-Task: <id>`: how main's history names the task a merge carries). */
 export const TASK_TRAILER = 'Meshwork-Task'
 
-/** Branch name of a task (SPEC). */
+/** Branch name of a task: `meshwork/<id>`. */
 export function taskBranch (taskId: string): string {
   return `meshwork/${taskId}`
 }

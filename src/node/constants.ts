@@ -24,10 +24,10 @@ export const GOSSIP_MESH = { D: 4, Dlo: 3, Dhi: 6, Dscore: 2, Dout: 2, Dlazy: 3 
 /** Presence heartbeat period. @default 1000 ms */
 export const HEARTBEAT_INTERVAL_MS = 1000
 
-/** A peer is suspect after this long without a heartbeat (SPEC). @default 3000 ms */
+/** A peer is suspect after this long without a heartbeat (the product's documented default). @default 3000 ms */
 export const DEFAULT_SUSPECT_AFTER_MS = 3000
 
-/** A peer is dead after this long without a heartbeat (SPEC). @default 10000 ms */
+/** A peer is dead after this long without a heartbeat (the product's documented default). @default 10000 ms */
 export const DEFAULT_DEAD_AFTER_MS = 10_000
 
 /** How often a node re-dials bootstrap and known peers it is not connected to. @default 2000 ms */
@@ -59,7 +59,7 @@ export const DIAL_TIMEOUT_MS = 20_000
 /** Dials of peers learned from heartbeats that may run at once. @default 2 */
 export const MAX_LEARNED_DIALS = 2
 
-/** Default listen address of a node (SPEC). */
+/** Default listen address of a node (`meshwork node --listen`). */
 export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4001'
 
 /** Largest single frame on meshwork's stream protocols. @default 64 MiB */

@@ -128,7 +128,7 @@ export function remainingCriticalPath (tasks: ReadonlyMap<TaskId, Task>): Map<Ta
   return memo
 }
 
-/** Whether every dependency of `t` is merged into main (SPEC: the definition of ready). */
+/** Whether every dependency of `t` is merged into main (a task is ready exactly when they all are). */
 export function depsMerged (t: Task, snap: BoardSnapshot): boolean {
   return t.deps.every(d => snap.tasks.get(d)?.state === 'merged')
 }

@@ -20,7 +20,7 @@ export class PlanError extends UsageError {
 
 const duration = z.union([z.string(), z.number()])
 
-/** The plan file format (SPEC: Plan files), before semantic checks. */
+/** The plan file format (YAML or JSON), before semantic checks. */
 export const planFileSchema = z.object({
   tasks: z.array(z.object({
     id: z.string(),
@@ -87,7 +87,7 @@ export function parsePlan (text: string, existing: ExistingTasks, source = 'plan
   if (parsed.success) {
     planTasks = parsed.data.tasks
   } else {
-    // Shape problems do not hide the others (SPEC: every problem listed): the
+    // Shape problems do not hide the others (an invalid plan lists every problem): the
     // tasks whose only shape problem is an unknown field are still checked, and
     // the ids of the rest still count as known dependencies.
     problems.push(...parsed.error.issues.map(i => `${issuePath(i.path, raw)}: ${i.message}`))

@@ -108,7 +108,7 @@ export interface SchedulerInit {
 interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean, hash: string | null }
 interface Run { epoch: number, abort: AbortController, done: Promise<void> }
 
-/** Where a run failed that was no fault of the agent (SPEC: such runs do not count against `maxAttempts`). */
+/** Where a run failed that was no fault of the agent (such runs do not count against `maxAttempts`). */
 export const INFRA_STAGES = ['prepare', 'agent-start', 'finish'] as const
 export type InfraStage = typeof INFRA_STAGES[number]
 

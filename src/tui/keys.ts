@@ -71,10 +71,10 @@ export interface KeyContext {
   inbox: readonly InboxItem[]
 }
 
-/** The key of each `resolve` action (SPEC: ours, theirs, rerun, agent, abandon). */
+/** The key of each `resolve` action (ours, theirs, rerun, agent, abandon). */
 export const RESOLVE_KEYS: Readonly<Record<string, ResolveAction>> = { o: 'ours', t: 'theirs', r: 'rerun', a: 'agent', x: 'abandon' }
 
-/** What each resolve action does, for the confirmation question (SPEC wording). */
+/** What each resolve action does, for the confirmation question (the words `meshwork resolve --help` uses). */
 export const RESOLVE_MEANING: Readonly<Record<ResolveAction, string>> = {
   ours: 'keep main\'s side of every conflicted hunk, merge the rest',
   theirs: 'take the task\'s side of every conflicted hunk',
