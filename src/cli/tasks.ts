@@ -83,7 +83,7 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
       lastBlocked.set(id, line)
       const dep = snap.tasks.get(by.id)
       const step = dep !== undefined ? nextStep(dep, snap) : null
-      if (json) process.stdout.write(JSON.stringify({ id, state: 'pending', blockedBy: by.id, blockedState: by.state, next: step?.command ?? null }) + '\n')
+      if (json) process.stdout.write(JSON.stringify({ id, state: 'pending', blockedBy: by.id, blockedState: by.state }) + '\n')
       else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} blocked: its dependency ${by.id} is ${by.state}${step !== null ? ` (${step.text})` : ''}\n`)
     }
     if (tasks.length === ids.length && tasks.every(t => SETTLED.has(t.state) || blocked.has(t.id))) {
