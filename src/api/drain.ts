@@ -1,10 +1,10 @@
 import type { Client } from './client.ts'
-import type { BoardSnapshot, NodeRecord } from '../crdt/schema.ts'
+import { asPeerId, type BoardSnapshot, type NodeRecord } from '../crdt/schema.ts'
 import { UsageError } from '../util/errors.ts'
 
 /** The board record of the node named `target` (its --name or peer id), still in the mesh. */
 export function findNode (snap: BoardSnapshot, target: string): { peerId: string, rec: NodeRecord } {
-  const byId = snap.nodes.get(target as never)
+  const byId = snap.nodes.get(asPeerId(target))
   if (byId !== undefined) return { peerId: target, rec: byId }
   const named = [...snap.nodes].filter(([, r]) => r.name === target)
   const present = named.filter(([, r]) => r.leftAt === null || r.leftAt < r.startedAt)

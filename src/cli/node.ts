@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { asPeerId } from '../crdt/schema.ts'
 import { realpath, writeFile, rename, readdir, stat } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { inspectRepo } from '../node/exec.ts'
@@ -287,7 +288,7 @@ export const nodeCommand = defineCommand({
     const dataDir = resolve(opts.data ?? await defaultDataDir(repo))
     let node: MeshNode | null = null
     // peers by name beside their id, once the board knows the name
-    const peerName = (id: string): string | undefined => node?.board.snapshot().nodes.get(id as never)?.name
+    const peerName = (id: string): string | undefined => node?.board.snapshot().nodes.get(asPeerId(id))?.name
     const nodeLog = withPeerNames(log, peerName)
     node = new MeshNode({
       role: 'node',
@@ -395,7 +396,7 @@ export const nodeCommand = defineCommand({
       process.on('SIGTERM', () => { onSignal('SIGTERM') })
       // `meshwork drain`: a request on this node's board record (made after this start) takes it out
       const onBoard = (): void => {
-        const rec = mesh.board.snapshot().nodes.get(mesh.peerId as never)
+        const rec = mesh.board.snapshot().nodes.get(mesh.peerId)
         if (stopping || rec?.drainAt == null || rec.drainAt < mesh.startedAt) return
         stopping = true
         mesh.removeEventListener('board:update', onBoard)

@@ -2,7 +2,7 @@ import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { git, gitText } from '../git/git.ts'
 import { gitCommonDir } from '../git/repo.ts'
-import type { BoardSnapshot } from '../crdt/schema.ts'
+import { isTaskId, type BoardSnapshot } from '../crdt/schema.ts'
 import type { Logger } from '../util/logger.ts'
 
 /**
@@ -45,7 +45,8 @@ export async function pruneTaskBranches (repo: string, snap: BoardSnapshot, logg
     const [branch, oid] = line.split(' ')
     if (branch === undefined || oid === undefined || !branch.startsWith('meshwork/')) continue
     const id = branch.slice('meshwork/'.length)
-    const t = snap.tasks.get(id as never)
+    if (!isTaskId(id)) continue
+    const t = snap.tasks.get(id)
     if (t === undefined) continue
     let drop = t.state === 'cancelled'
     if (!drop && t.state === 'merged' && main !== null) {

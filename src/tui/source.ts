@@ -1,4 +1,5 @@
 import { switchPeer, type Client, type PeerCandidate } from '../api/client.ts'
+import { asPeerId } from '../crdt/schema.ts'
 import { buildStatus } from '../api/status.ts'
 import { cancelTask, resolveConflict, retryTask } from '../api/tasks.ts'
 import type { MembersView } from '../protocol/members.ts'
@@ -107,7 +108,7 @@ export function liveSource (init: LiveSourceInit): LiveSource {
     }
   }
 
-  const nameOf = (peer: string): string => known.get(peer)?.name ?? client.node.board.snapshot().nodes.get(peer as never)?.name ?? peer.slice(-8)
+  const nameOf = (peer: string): string => known.get(peer)?.name ?? client.node.board.snapshot().nodes.get(asPeerId(peer))?.name ?? peer.slice(-8)
 
   // the node read through stopped answering: say so at once, then try every other node heard of
   const recover = async (): Promise<void> => {
