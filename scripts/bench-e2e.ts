@@ -409,6 +409,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
 const s1 = (ms: number): string => Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)} s` : 'n/a'
 const msf = (ms: number): string => Number.isFinite(ms) ? (Math.abs(ms) >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`) : 'n/a'
 const pct = (x: number): string => Number.isFinite(x) ? `${x.toFixed(1)} %` : 'n/a'
+const ratio = (a: number, b: number): string => b > 0 && Number.isFinite(a / b) ? (a / b).toFixed(2) : 'n/a'
 const phaseCell = (p: PhaseStat): string => `${msf(p.p50)} / ${msf(p.p99)}`
 
 function machineLine (): string {
@@ -420,13 +421,13 @@ function machineLine (): string {
 function report (results: RunResult[], meta: { date: string, machine: string, quick: boolean, seed: number, wallS: number }): string {
   const out: string[] = []
   out.push(SECTION_TITLE, '')
-  out.push(`Measured ${meta.date} on ${meta.machine}. ${meta.quick ? 'QUICK smoke run (small task counts, no kill run); ' : ''}seed ${meta.seed}; the whole benchmark took ${meta.wallS.toFixed(0)} s.`, '')
+  out.push(`Measured ${meta.date} on ${meta.machine}. ${meta.quick ? 'QUICK smoke run (small task counts); ' : ''}seed ${meta.seed}; the whole benchmark took ${meta.wallS.toFixed(0)} s.`, '')
   out.push('**How.** Real `meshwork node` processes on 127.0.0.1 (`--agent sim --slots 2`, every other option at its default), started and fed as a user would: `meshwork init`, the first node on a one-commit repo, the others with `--join` on empty repos, the plan through `meshwork submit --wait`. Every task writes one file; the elected leader merges for real. Makespan runs from the plan\'s board change to the last `mergedAt`; the lower bound is total work / slots; the ideal is the zero-overhead list schedule of `scripts/bench/schedule-dag.ts` on the same tasks and slots (with the killed node\'s slots lost at the kill time). Times per phase come from the nodes\' JSON logs (one host clock). CPU is each node process\'s utime+stime over the run (/proc/PID/stat), its reaped children (git) apart; git processes are counted by a `git` shim first on the nodes\' PATH.', '')
   out.push('| run | tasks | slots | work | lower bound | ideal | makespan | / bound | / ideal | submit --wait | merged | runs | re-runs after kill | duplicate runs | duplicate merges | batches (mean size) | main on every node |')
   out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
   for (const r of results) {
     const a = r.analysis
-    out.push(`| ${r.title}${r.killed !== null ? ` (${r.killed} SIGKILLed at ${s1(r.killedAtMs ?? Number.NaN)})` : ''} | ${r.tasks} | ${r.slots} | ${s1(r.totalWorkMs)} | ${s1(r.lowerBoundMs)} | ${s1(r.idealMs)} | ${s1(r.makespanMs)} | ${(r.makespanMs / r.lowerBoundMs).toFixed(2)} | ${(r.makespanMs / r.idealMs).toFixed(2)} | ${s1(r.submitWallMs)} (exit ${r.submitExit ?? 'timeout'}) | ${r.mergedOnBoard}/${r.tasks} | ${a.runs} | ${a.rerunsAfterKill} | ${a.duplicateRuns} | ${a.duplicateMerges} | ${a.batches} (${a.meanBatch.toFixed(1)}) | ${r.mainChecked} |`)
+    out.push(`| ${r.title}${r.killed !== null ? ` (${r.killed} SIGKILLed at ${s1(r.killedAtMs ?? Number.NaN)})` : ''} | ${r.tasks} | ${r.slots} | ${s1(r.totalWorkMs)} | ${s1(r.lowerBoundMs)} | ${s1(r.idealMs)} | ${s1(r.makespanMs)} | ${ratio(r.makespanMs, r.lowerBoundMs)} | ${ratio(r.makespanMs, r.idealMs)} | ${s1(r.submitWallMs)} (exit ${r.submitExit ?? 'timeout'}) | ${r.mergedOnBoard}/${r.tasks} | ${a.runs} | ${a.rerunsAfterKill} | ${a.duplicateRuns} | ${a.duplicateMerges} | ${a.batches} (${a.meanBatch.toFixed(1)}) | ${r.mainChecked} |`)
   }
   const c = results.find(r => r.clients !== null)?.clients
   if (c != null) out.push('', `Client commands against a live mesh (wall time, CLI start-up included): \`status\` ${msf(c.okMs)} (exit ${c.okExit}); \`status\` at a port where nothing listens, \`--timeout 60s\`: ${msf(c.refusedMs)} (exit ${c.refusedExit}); with another mesh's key: ${msf(c.wrongKeyMs)} (exit ${c.wrongKeyExit}). Aims: a refused or wrong-key client fails in < 3 s, \`status\` < 1 s.`)
@@ -443,7 +444,7 @@ function report (results: RunResult[], meta: { date: string, machine: string, qu
   out.push('| run | node | CPU over the run | its children (git) | idle CPU (5 s, nothing submitted) | idle git processes / s | RSS idle / end | git processes in the run |')
   out.push('|---|---|---|---|---|---|---|---|')
   for (const r of results) {
-    for (const n of r.perNode) out.push(`| ${r.name} | ${n.name}${n.leader ? ' (leader)' : ''}${n.killed ? ' (killed)' : ''} | ${pct(n.cpuPct)} | ${pct(n.childCpuPct)} | ${pct(n.idleCpuPct)} | ${n.idleGitPerS.toFixed(1)} | ${n.idleRssMiB.toFixed(0)} / ${Number.isFinite(n.rssMiB) ? n.rssMiB.toFixed(0) : 'n/a'} MiB | ${n.git} |`)
+    for (const n of r.perNode) out.push(`| ${r.name} | ${n.name}${n.leader ? ' (leader)' : ''}${n.killed ? ' (killed)' : ''} | ${pct(n.cpuPct)} | ${pct(n.childCpuPct)} | ${pct(n.idleCpuPct)} | ${n.idleGitPerS.toFixed(1)} | ${n.idleRssMiB.toFixed(0)} / ${Number.isFinite(n.rssMiB) ? n.rssMiB.toFixed(0) + ' MiB' : 'n/a'} | ${n.git} |`)
   }
   out.push('', 'git processes per task (all nodes): ' + results.map(r => `${r.name} ${r.gitPerTask.toFixed(1)} (${r.gitBySub.slice(0, 6).map(([s, c]) => `${s} ${(c / r.tasks).toFixed(1)}`).join(', ')})`).join('; ') + '.')
   return out.join('\n')
