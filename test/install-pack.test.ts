@@ -61,7 +61,9 @@ describe('install from an npm pack tarball', () => {
     const start = (name: string, conn: string[]): { data: string, out: () => string } => {
       const data = join(dir, `data-${name}`)
       let out = ''
-      const p = spawn(bin, ['node', '--repo', join(dir, `repo-${name}`), '--data', data, '--listen', LOOPBACK_LISTEN, '--name', name, '--agent', 'sim', ...conn], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      // the first node (it joins nobody) starts the project's history; the second clones it
+      const first = !conn.some(a => a === '--join' || a === '--bootstrap')
+      const p = spawn(bin, ['node', '--repo', join(dir, `repo-${name}`), '--data', data, '--listen', LOOPBACK_LISTEN, '--name', name, '--agent', 'sim', ...(first ? ['--init-repo'] : []), ...conn], { env, stdio: ['ignore', 'pipe', 'pipe'] })
       p.stdout.on('data', (c: Buffer) => { out += c.toString() })
       p.stderr.on('data', (c: Buffer) => { out += c.toString() })
       children.push(p)

@@ -43,7 +43,7 @@ describe('meshwork node --metrics', () => {
   it('a bad address is a usage error', async () => {
     const dir = await makeTempDir('meshwork-metrics-')
     dirs.push(dir)
-    const args = ['node', '--repo', join(dir, 'repo'), '--agent', 'sim', '--insecure-no-swarm-key', '--metrics', 'localhost']
+    const args = ['node', '--repo', join(dir, 'repo'), '--init-repo', '--agent', 'sim', '--insecure-no-swarm-key', '--metrics', 'localhost']
     const r = await runCli(args, { timeoutMs: 30_000 })
     expect(r.code, describeResult(args, r)).toBe(2)
     expect(r.stderr).toMatch(/--metrics must be HOST:PORT such as 127\.0\.0\.1:9464/)

@@ -53,6 +53,14 @@ export function verifyTimeoutOpt (v: string | undefined): number | null {
   return limitOpt('--verify-timeout', v, DEFAULT_VERIFY_TIMEOUT_MS)
 }
 
+/** A duration option that must be positive (`30s`, `5m`), or `fallback` when absent. */
+function positiveDuration (flagName: string, v: string | undefined, fallback: number): number {
+  if (v === undefined) return fallback
+  const ms = parseDuration(v)
+  if (ms === null || ms <= 0) throw new UsageError(`${flagName} must be a positive duration such as 30s or 5m, got "${v}".`)
+  return ms
+}
+
 function limitOpt (flagName: string, v: string | undefined, fallback: number): number | null {
   if (v === undefined) return fallback
   if (v.trim().toLowerCase() === 'none') return null
@@ -197,7 +205,7 @@ export const NODE_OPTIONS = {
   'agent-cmd': opt.string({ arg: 'CMD', description: 'Shell command for --agent command (prompt on stdin).' }),
   'claude-bin': opt.string({ arg: 'PATH', env: 'MESHWORK_CLAUDE_BIN', description: 'The claude executable.' }),
   'claude-config': opt.string({ arg: 'DIR', description: 'A Claude config dir (e.g. ~/.claude) whose login, settings, agents, commands, skills and CLAUDE.md every run gets a copy of. Default: only the login of CLAUDE_CONFIG_DIR or ~/.claude.' }),
-  'credentials-retry': opt.duration({ arg: 'DURATION', default: PAUSE_BASE_MS, min: 1, description: 'When the API refuses the claude credentials, the node pauses this long, then tries one run (doubling on repeats, up to 15m).' }),
+  'credentials-retry': opt.custom<number>({ arg: 'DURATION', default: formatDuration(PAUSE_BASE_MS), parse: v => positiveDuration('--credentials-retry', v, PAUSE_BASE_MS), description: 'When the API refuses the claude credentials, the node pauses this long, then tries one run (doubling on repeats, up to 15m).' }),
   'permission-mode': opt.string({ arg: 'MODE', default: 'acceptEdits', description: 'Claude permission mode.' }),
   'allowed-tools': opt.custom<string[] | undefined>({ arg: 'RULES', description: 'Claude allowed tools, comma separated, e.g. "Bash(git *),Bash(npm test)".', parse: v => v?.split(',').map(s => s.trim()).filter(s => s !== '') }),
   model: opt.string({ arg: 'NAME', description: 'Claude model.' }),

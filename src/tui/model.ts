@@ -130,17 +130,27 @@ const WAITS_ON_HUMAN: ReadonlySet<TaskState> = new Set(['failed', 'cancelled', '
 export function blockedTasks (tasks: readonly StatusTask[]): Set<string> {
   const byId = new Map(tasks.map(t => [t.id, t]))
   const memo = new Map<string, boolean>()
-  const blocked = (id: string): boolean => {
-    const known = memo.get(id)
-    if (known !== undefined) return known
-    memo.set(id, false)
-    const t = byId.get(id)
-    const v = t !== undefined && t.state !== 'merged' && t.deps.some(d => {
-      const dep = byId.get(d)
-      return dep !== undefined && (WAITS_ON_HUMAN.has(dep.state) || blocked(d))
-    })
-    memo.set(id, v)
-    return v
+  // iterative post-order walk (plans may be deep chains): a task is decided once all its dependencies are
+  const blocked = (root: string): boolean => {
+    const stack: Array<{ id: string, expanded: boolean }> = [{ id: root, expanded: false }]
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1] as { id: string, expanded: boolean }
+      if (memo.has(top.id)) { stack.pop(); continue }
+      const t = byId.get(top.id)
+      if (t === undefined || t.state === 'merged') { memo.set(top.id, false); stack.pop(); continue }
+      if (!top.expanded) {
+        top.expanded = true
+        // provisional value: a cycle (refused at submit) reads as not blocked
+        for (const d of t.deps) if (!memo.has(d) && byId.has(d)) stack.push({ id: d, expanded: false })
+        continue
+      }
+      stack.pop()
+      memo.set(top.id, t.deps.some(d => {
+        const dep = byId.get(d)
+        return dep !== undefined && (WAITS_ON_HUMAN.has(dep.state) || memo.get(d) === true)
+      }))
+    }
+    return memo.get(root) === true
   }
   return new Set(tasks.filter(t => (t.state === 'pending' || t.state === 'ready') && blocked(t.id)).map(t => t.id))
 }

@@ -199,7 +199,7 @@ export function nodeArgs (opts: StartNodeOptions): string[] {
   for (const b of opts.bootstrap ?? []) args.push('--bootstrap', b)
   const extra = opts.extraArgs ?? []
   // the first node of a mesh (nobody to clone from) starts a new history only when asked to
-  const joins = opts.join !== undefined || (opts.bootstrap ?? []).length > 0 || extra.includes('--join') || extra.includes('--bootstrap')
+  const joins = opts.join !== undefined || (opts.bootstrap ?? []).length > 0 || extra.includes('--join') || extra.includes('--join-file') || extra.includes('--bootstrap')
   if (!joins && !extra.includes('--init-repo')) args.push('--init-repo')
   args.push(...extra)
   return args
