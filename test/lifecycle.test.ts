@@ -30,7 +30,7 @@ const CALLS: Record<TaskTransition, (d: BoardDoc, id: TaskId) => boolean> = {
   merge: (d, id) => lifecycle.merge(d, id, 'b'.repeat(40), NOW),
   requeue: (d, id) => lifecycle.requeue(d, id, { to: 'done', error: 'not on main', now: NOW }),
   recordMerged: (d, id) => lifecycle.recordMerged(d, id, 'c'.repeat(40), NOW),
-  openConflict: (d, id) => lifecycle.openConflict(d, id, { id: conflictIdFor(id, 1), files: ['a.txt'], hunks: [{ file: 'a.txt', line: 1, before: '', ours: 'x', theirs: 'y', after: '' }] }),
+  openConflict: (d, id) => lifecycle.openConflict(d, id, { id: conflictIdFor(id, 1), files: ['a.txt'], hunks: [{ file: 'a.txt', line: 1, before: '', ours: 'x', theirs: 'y', after: '' }], oursFrom: { 'a.txt': parseTaskId('u') } }),
   cancel: (d, id) => lifecycle.cancel(d, id, 'no longer wanted')
 }
 
@@ -126,13 +126,28 @@ describe('task lifecycle transitions', () => {
     expect(board.task('t')).toMatchObject({ state: 'pending', readyAt: null, attempts: 0, failures: 0, error: null, epoch: 1 })
   })
 
+  it('a conflict record names who put main\'s side of each file there only when known: older records (and malformed names) still read', () => {
+    const board = boardIn('merging')
+    const id = conflictIdFor(T, 1)
+    board.change('conflict', d => { lifecycle.openConflict(d, T, { id, files: ['a.txt'], hunks: [], oursFrom: {} }) })
+    // nothing known: the field is left out, as on records written before it existed
+    expect(Object.keys(rawEntry(board, 'conflicts', id))).not.toContain('oursFrom')
+    expect(board.snapshot().conflicts.get(id)?.oursFrom).toBeUndefined()
+    expect(board.snapshot().invalid).toEqual([])
+    const base = { id, taskId: 't', files: ['a.txt', 'b.txt'], hunks: [], state: 'open', decision: null, error: null }
+    expect(conflictSchema.parse({ ...base, oursFrom: { 'a.txt': 'red', 'b.txt': 'blue' } }).oursFrom).toEqual({ 'a.txt': 'red', 'b.txt': 'blue' })
+    // a peer's malformed field drops, not the conflict
+    expect(conflictSchema.parse({ ...base, oursFrom: { 'a.txt': 'not a task id' } })).toMatchObject({ id, oursFrom: undefined })
+    expect(conflictSchema.parse({ ...base, oursFrom: 'red' })).toMatchObject({ id, oursFrom: undefined })
+  })
+
   it('a conflict record holds only schema fields, and its transitions check the conflict state', () => {
     const board = boardIn('merging')
     board.change('conflict', d => { CALLS.openConflict(d, T) })
     const id = conflictIdFor(T, 1)
     const raw = rawEntry(board, 'conflicts', id)
     expect(Object.keys(raw).sort()).toEqual(Object.keys(conflictSchema.shape).sort())
-    expect(board.snapshot().conflicts.get(id)).toMatchObject({ state: 'open', taskId: 't', decision: null, error: null })
+    expect(board.snapshot().conflicts.get(id)).toMatchObject({ state: 'open', taskId: 't', decision: null, error: null, oursFrom: { 'a.txt': 'u' } })
     expect(board.task('t')).toMatchObject({ state: 'conflict', error: 'merge conflict in a.txt' })
 
     const decision = { action: 'ours' as const, by: 'tester', at: NOW, note: '' }

@@ -118,7 +118,29 @@ describe('runBatch on real git', () => {
     expect(kinds(r.outcomes)).toEqual(['clash:conflict', 'first:merged', 'second:deferred', 'ok:merged'])
     const c = r.outcomes[0]
     expect(c?.kind === 'conflict' ? c.hunks : []).toEqual([{ file: 'shared.txt', line: 1, before: '', ours: 'main\n', theirs: 'clash\n', after: '' }])
+    // main's side came from a commit of no task: no task is named for it
+    expect(c?.kind === 'conflict' ? c.oursFrom : null).toEqual({})
     expect(await firstParentTasks(r.main)).toEqual(['first', 'ok'])
+  })
+
+  it('a conflict names, for each file, the task whose merge last changed it on main since the task forked', async () => {
+    // before blue forks, early changes color.txt: not what blue conflicts with
+    const e = await runBatch({ repo, dataDir: dir, base, items: [await task('early', { 'color.txt': 'early\n' })], land: async () => true })
+    const fork = e.main
+    const blue = await task('blue', { 'color.txt': 'blue\n', 'size.txt': 'blue\n', 'note.txt': 'blue\n' }, fork)
+    // after: red writes color.txt, big size.txt, late another file; then crimson writes color.txt again
+    const a = await runBatch({ repo, dataDir: dir, base: fork, items: [await task('red', { 'color.txt': 'red\n' }, fork), await task('big', { 'size.txt': 'big\n' }, fork), await task('late', { 'other.txt': 'late\n' }, fork)], land: async () => true })
+    expect(kinds(a.outcomes)).toEqual(['red:merged', 'big:merged', 'late:merged'])
+    const b = await runBatch({ repo, dataDir: dir, base: a.main, items: [await task('crimson', { 'color.txt': 'crimson\n' }, a.main)], land: async () => true })
+    expect(kinds(b.outcomes)).toEqual(['crimson:merged'])
+    // and a human commits note.txt straight onto main: no task to name
+    await git(['checkout', '-q', '-B', 'main', b.main], { cwd: repo })
+    const main = await commitFiles(repo, { 'note.txt': 'human\n' }, 'a human edits note.txt')
+    const r = await runBatch({ repo, dataDir: dir, base: main, items: [blue], land: async () => true })
+    const c = r.outcomes[0]
+    if (c?.kind !== 'conflict') throw new Error(`expected a conflict, got ${JSON.stringify(c)}`)
+    expect([...c.files].sort()).toEqual(['color.txt', 'note.txt', 'size.txt'])
+    expect(c.oursFrom).toEqual({ 'color.txt': 'crimson', 'size.txt': 'big' })
   })
 
   it('when main cannot be advanced (leadership or main changed), nothing is reported merged', async () => {

@@ -47,7 +47,7 @@ export interface StatusReport {
   main: { head: string | null, leader: string | null, term: number, push: PushReportRecord | null }
   nodes: StatusNode[]
   tasks: StatusTask[]
-  conflicts: Array<{ id: string, taskId: string, files: string[], hunks: ConflictHunk[], state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null, error: string | null }>
+  conflicts: Array<{ id: string, taskId: string, files: string[], hunks: ConflictHunk[], oursFrom?: Record<string, string>, state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null, error: string | null }>
 }
 
 function statusTask (t: Task, progress: MembersView['progress']): StatusTask {
@@ -95,7 +95,7 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
     nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null, health: { ...HEALTH_OK } })
   }
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress))
-  const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), state: c.state, decision: c.decision === null ? null : { ...c.decision }, error: c.error }))
+  const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), ...(c.oursFrom === undefined ? {} : { oursFrom: { ...c.oursFrom } }), state: c.state, decision: c.decision === null ? null : { ...c.decision }, error: c.error }))
   const { head, leader, term, push } = snap.main
   return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push } }, nodes, tasks, conflicts }
 }

@@ -317,17 +317,22 @@ export interface NewConflict {
   id: ConflictId
   files: readonly string[]
   hunks: Conflict['hunks']
+  /** Conflicted file → the task whose merge last changed it on main (see `Conflict['oursFrom']`); omitted or empty: none known. */
+  oursFrom?: Readonly<Record<string, TaskId>> | undefined
 }
 
 /** The merge of the task conflicted: a new open conflict record, and the task waits for a human. */
 export function openConflict (d: BoardDoc, taskId: TaskId, c: NewConflict): boolean {
   const rec = taskFor(d, taskId, 'openConflict')
   if (rec === undefined) return false
+  // Automerge stores no undefined: the field is left out when nothing is known
+  const from = Object.entries(c.oursFrom ?? {})
   d.conflicts[c.id] = {
     id: str(c.id),
     taskId: str(taskId),
     files: c.files.map(str),
     hunks: c.hunks.map(h => ({ file: str(h.file), line: h.line, before: str(h.before), ours: str(h.ours), theirs: str(h.theirs), after: str(h.after) })),
+    ...(from.length > 0 ? { oursFrom: Object.fromEntries(from.map(([file, id]) => [file, str(id)])) } : {}),
     state: str('open'),
     decision: null,
     error: null

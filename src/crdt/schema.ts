@@ -201,6 +201,13 @@ export const conflictSchema = z.object({
   files: z.array(z.string()),
   /** Absent on records written before hunks existed. */
   hunks: z.array(conflictHunkSchema).default([]),
+  /**
+   * Conflicted file → the task whose merge last changed it on main since the
+   * conflicting task's branch forked: who put main's side (`ours`) there, as
+   * the merge leader read it from main's history. Only files it could name;
+   * absent on older records (and dropped, not the record, when malformed).
+   */
+  oursFrom: z.record(z.string(), z.string().refine(isValidTaskId).transform(s => s as TaskId)).optional().catch(undefined),
   state: z.enum(['open', 'resolved']),
   decision: z.object({
     action: z.enum(['ours', 'theirs', 'rerun', 'agent', 'abandon']),

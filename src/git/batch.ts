@@ -1,4 +1,5 @@
 import { mergeCommit, runVerify, tryMerge } from './merge.ts'
+import { lastTaskPerFile } from './history.ts'
 import type { ConflictHunk, TaskId } from '../crdt/schema.ts'
 
 /** Most merges verified together in one `--verify` run. @default 8 */
@@ -17,8 +18,8 @@ export interface BatchItem {
 export type BatchOutcome =
   /** On main now, by this merge commit. */
   | { kind: 'merged', taskId: TaskId, commit: string }
-  /** Conflicts with main itself: a human decides. */
-  | { kind: 'conflict', taskId: TaskId, files: string[], hunks: ConflictHunk[] }
+  /** Conflicts with main itself: a human decides. `oursFrom`: file → the task whose merge last changed it on main since the task forked (see `lastTaskPerFile`). */
+  | { kind: 'conflict', taskId: TaskId, files: string[], hunks: ConflictHunk[], oursFrom: Record<string, TaskId> }
   /** `--verify` failed on main plus the merges before it plus this one. */
   | { kind: 'verify-failed', taskId: TaskId, output: string }
   /** Not decided in this batch (conflicts only with an earlier item of the batch, or main could not be advanced): back in the queue. */
@@ -77,7 +78,7 @@ export async function runBatch (init: BatchInit): Promise<BatchResult> {
     if (attempt.kind === 'conflict') {
       // a conflict with main itself is for a human; one only with an earlier item of this batch waits for that item to land
       const onMain = tip === base ? attempt : await tryMerge(repo, base, item.head)
-      if (onMain.kind === 'conflict') outcomes.set(item.taskId, { kind: 'conflict', taskId: item.taskId, files: onMain.files, hunks: onMain.hunks })
+      if (onMain.kind === 'conflict') outcomes.set(item.taskId, { kind: 'conflict', taskId: item.taskId, files: onMain.files, hunks: onMain.hunks, oursFrom: await lastTaskPerFile(repo, base, item.head, onMain.files).catch(() => ({})) })
       else outcomes.set(item.taskId, { kind: 'deferred', taskId: item.taskId, reason: `conflicts with ${stack.map(s => s.taskId).join(', ')} earlier in the batch` })
       continue
     }

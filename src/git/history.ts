@@ -1,6 +1,6 @@
-import { gitText } from './git.ts'
+import { git, gitText } from './git.ts'
 import { TASK_TRAILER } from './worktree.ts'
-import type { Task, TaskId } from '../crdt/schema.ts'
+import { isOid, isTaskId, type Task, type TaskId } from '../crdt/schema.ts'
 
 /** Main's first-parent history as far as merges of tasks go. */
 export interface MainHistory {
@@ -61,4 +61,34 @@ export function reconcileMerged<I extends string> (tasks: Iterable<{ id: I, stat
     }
   }
   return repair
+}
+
+/** Most conflicted files whose last task on main is looked up (one bounded `git log` each). @default 20 */
+export const MAX_OURS_FROM_FILES = 20
+
+/**
+ * For each conflicted file (the first `MAX_OURS_FROM_FILES`), the task whose
+ * merge last changed it on `main` since `head` forked from it (their merge
+ * base): the `Meshwork-Task` trailer of the newest commit on main's
+ * first-parent line after the fork that changed the file. That is the task
+ * that put main's side (`ours`) of the conflict there. A file last changed by
+ * a commit without the trailer (a human's) or not changed since the fork is
+ * left out (so is a trailer that is not a task id); so is everything when
+ * the two have no common history.
+ */
+export async function lastTaskPerFile (repo: string, main: string, head: string, files: readonly string[]): Promise<Record<string, TaskId>> {
+  const out: Record<string, TaskId> = {}
+  const fork = await git(['merge-base', main, head], { cwd: repo, allowFail: true, maxOutput: 4096 })
+  const base = fork.code === 0 ? fork.stdout.toString('utf8').trim().split('\n')[0] ?? '' : ''
+  if (!isOid(base)) return out
+  for (const file of [...new Set(files)].slice(0, MAX_OURS_FROM_FILES)) {
+    if (file === '') continue
+    // --literal-pathspecs: a file named like a pathspec (`*`, `:(glob)...`) is that file
+    const r = await git(['--literal-pathspecs', 'log', '-1', '--first-parent', `--format=%(trailers:key=${TASK_TRAILER},valueonly,separator=%x01)`, `${base}..${main}`, '--', file],
+      { cwd: repo, allowFail: true, maxOutput: 64 * 1024 })
+    if (r.code !== 0) continue
+    const id = r.stdout.toString('utf8').split('\x01')[0]?.trim() ?? ''
+    if (isTaskId(id)) out[file] = id
+  }
+  return out
 }

@@ -128,8 +128,8 @@ export class MergeQueue {
             if (!still(current, [o.taskId])) break
             const n = [...node.board.snapshot().conflicts.values()].filter(c => c.taskId === o.taskId).length + 1
             const id = conflictIdFor(o.taskId, n)
-            node.changeBoard('task:conflict', d => { lifecycle.openConflict(d, o.taskId, { id, files: o.files, hunks: o.hunks }) })
-            logger.warn('merge:conflict', { task: o.taskId, conflict: id, files: o.files, hunks: o.hunks.length, term })
+            node.changeBoard('task:conflict', d => { lifecycle.openConflict(d, o.taskId, { id, files: o.files, hunks: o.hunks, oursFrom: o.oursFrom }) })
+            logger.warn('merge:conflict', { task: o.taskId, conflict: id, files: o.files, hunks: o.hunks.length, oursFrom: o.oursFrom, term })
             break
           }
           case 'verify-failed':
