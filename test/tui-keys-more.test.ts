@@ -1,14 +1,14 @@
 import { describe, it, expect } from 'vitest'
 import { buildStatus } from '../src/api/status.ts'
 import type { TaskId } from '../src/crdt/schema.ts'
-import { blockedTasks, oursFrom, taskRows, totals, tuiData } from '../src/tui/model.ts'
+import { blockedTasks, inbox, oursFrom, taskRows, totals, tuiData } from '../src/tui/model.ts'
 import { hunkLines } from '../src/tui/views/inbox.ts'
 import { handleKey, helpLines, initialUiState, keyHelp, type KeyContext, type KeyInfo, type UiState } from '../src/tui/keys.ts'
 import { frameLines, keyContext } from '../src/tui/app.ts'
 import { lineText } from '../src/tui/lines.ts'
 import { headerLines } from '../src/tui/views/header.ts'
 import { nodeLines } from '../src/tui/views/nodes.ts'
-import { fixtureData, membersView, NOW, PEER_A, snapshot, task } from './helpers/tui.ts'
+import { conflict, fixtureData, membersView, NOW, PEER_A, snapshot, task } from './helpers/tui.ts'
 
 const sim = (ms: number): { durationMs: number, write: Record<string, string>, append: Record<string, string>, fail: number } => ({ durationMs: ms, write: {}, append: {}, fail: 0 })
 
@@ -125,21 +125,29 @@ describe('tui: ETA and the DAG', () => {
     expect(nodes).not.toMatch(/ now /)
   })
 
-  it('in a conflict, main\'s side names the task that put it there: merged after the task started, writing that file', () => {
-    const write = (file: string): { durationMs: number, write: Record<string, string>, append: Record<string, string>, fail: number } => ({ durationMs: 1000, write: { [file]: 'x\n' }, append: {}, fail: 0 })
+  it('in a conflict, main\'s side names the task the merge leader recorded for that file; plain "ours: main" when it recorded none', () => {
     const tasks = [
-      task('old', { state: 'merged', mergedAt: NOW - 90_000, sim: write('color.txt') }),
-      task('red', { state: 'merged', startedAt: NOW - 50_000, mergedAt: NOW - 20_000, sim: write('color.txt') }),
-      task('other', { state: 'merged', startedAt: NOW - 50_000, mergedAt: NOW - 15_000, sim: write('other.txt') }),
-      task('blue', { state: 'conflict', startedAt: NOW - 45_000, doneAt: NOW - 30_000, sim: write('color.txt') })
+      task('red', { state: 'merged', startedAt: NOW - 50_000, mergedAt: NOW - 20_000 }),
+      task('other', { state: 'merged', startedAt: NOW - 50_000, mergedAt: NOW - 15_000 }),
+      task('blue', { state: 'conflict', startedAt: NOW - 45_000, doneAt: NOW - 30_000 })
     ]
-    const snap = snapshot(tasks)
-    const data = tuiData(buildStatus(snap, membersView()), snap, membersView(), new Map(), PEER_A, NOW)
-    expect(oursFrom(data, 'blue', 'color.txt')).toEqual(['red'])
-    // nothing merged since writes the file: every task merged since is named
-    expect(oursFrom(data, 'blue', 'unknown.txt')).toEqual(['red', 'other'])
     const h = { file: 'color.txt', line: 1, before: '', ours: 'red\n', theirs: 'blue\n', after: '' }
-    expect(hunkLines(h, 'blue', 120, ['red']).map(lineText).join('\n')).toMatch(/ours: main, from red +│ theirs: task blue/)
-    expect(hunkLines(h, 'blue', 80, ['red']).map(lineText).join('\n')).toContain('<<<<<<< ours: main, from red')
+    const snap = snapshot(tasks, [conflict('blue-1', 'blue', { files: ['color.txt', 'other.txt'], hunks: [h], oursFrom: { 'color.txt': 'red' as TaskId } })])
+    const data = tuiData(buildStatus(snap, membersView()), snap, membersView(), new Map(), PEER_A, NOW)
+    const item = inbox(data.status)[0]!
+    expect(oursFrom(item, 'color.txt')).toBe('red')
+    // a file the record names no task for: no guess (not "other", merged meanwhile too)
+    expect(oursFrom(item, 'other.txt')).toBeNull()
+    expect(oursFrom(item, 'toString')).toBeNull()
+    expect(hunkLines(h, 'blue', 120, 'red').map(lineText).join('\n')).toMatch(/ours: main, from red +│ theirs: task blue/)
+    expect(hunkLines(h, 'blue', 80, 'red').map(lineText).join('\n')).toContain('<<<<<<< ours: main, from red')
+    expect(frameLines(data, { ...initialUiState(), view: 'inbox' }, keyContext(data), 120, 30).map(lineText).join('\n')).toMatch(/ours: main, from red +│ theirs: task blue/)
+    // an older record without the field: plain "ours: main"
+    const old = snapshot(tasks, [conflict('blue-1', 'blue', { files: ['color.txt'], hunks: [h] })])
+    const oldData = tuiData(buildStatus(old, membersView()), old, membersView(), new Map(), PEER_A, NOW)
+    expect(oursFrom(inbox(oldData.status)[0]!, 'color.txt')).toBeNull()
+    const screen = frameLines(oldData, { ...initialUiState(), view: 'inbox' }, keyContext(oldData), 120, 30).map(lineText).join('\n')
+    expect(screen).toMatch(/ours: main +│ theirs: task blue/)
+    expect(screen).not.toContain('from red')
   })
 })

@@ -29,8 +29,6 @@ export interface TaskDetail {
   estimateMs: number
   /** The plan gave a duration (sim or timeout): better than any observed mean. */
   estimated: boolean
-  /** Files the plan says the task writes (its sim `write` and `append`); empty or absent when unknown. */
-  touches?: string[]
 }
 
 /** Presence facts of a node that `status --json` does not carry. */
@@ -76,7 +74,7 @@ const NO_WORK: ReadonlySet<TaskState> = new Set(['done', 'merging', 'merged', 'c
 export function tuiData (status: StatusReport, snap: BoardSnapshot, view: MembersView | null, progress: ReadonlyMap<string, readonly ProgressLine[]>, via: string, now: number, link?: LinkState): TuiData {
   const tasks = new Map<string, TaskDetail>()
   for (const t of snap.tasks.values()) {
-    tasks.set(t.id, { prompt: t.prompt, files: [...t.files], priority: t.priority, estimateMs: estimateMs(t), estimated: t.sim !== null || t.timeoutMs !== null, touches: t.sim === null ? [] : [...Object.keys(t.sim.write), ...Object.keys(t.sim.append)] })
+    tasks.set(t.id, { prompt: t.prompt, files: [...t.files], priority: t.priority, estimateMs: estimateMs(t), estimated: t.sim !== null || t.timeoutMs !== null })
   }
   const nodes = new Map<string, NodeExtra>()
   for (const m of view?.members ?? []) nodes.set(m.peerId, { load: m.load, backoffUntil: m.backoffUntil })
@@ -212,6 +210,8 @@ export interface InboxItem {
   summary: string
   files: string[]
   hunks: ConflictHunk[]
+  /** Conflicted file → the task whose merge put main's side there, as the merge leader recorded it (empty when not recorded). */
+  oursFrom: Readonly<Record<string, string>>
 }
 
 /** Open conflicts first (board order), then failed tasks; a failure that mentions the budget is a `budget` item. */
@@ -220,34 +220,24 @@ export function inbox (status: StatusReport): InboxItem[] {
   const title = (id: string): string => status.tasks.find(t => t.id === id)?.title ?? ''
   for (const c of status.conflicts) {
     if (c.state !== 'open' || c.decision !== null) continue
-    items.push({ key: `conflict:${c.id}`, kind: 'conflict', taskId: c.taskId, conflictId: c.id, title: title(c.taskId), summary: `conflicts with main in ${c.files.join(', ') || '(no files listed)'}${c.error === null ? '' : `; ${firstLine(c.error)}`}`, files: [...c.files], hunks: c.hunks })
+    items.push({ key: `conflict:${c.id}`, kind: 'conflict', taskId: c.taskId, conflictId: c.id, title: title(c.taskId), summary: `conflicts with main in ${c.files.join(', ') || '(no files listed)'}${c.error === null ? '' : `; ${firstLine(c.error)}`}`, files: [...c.files], hunks: c.hunks, oursFrom: { ...c.oursFrom } })
   }
   for (const t of status.tasks) {
     if (t.state !== 'failed') continue
     const error = t.error ?? 'failed'
-    items.push({ key: `failed:${t.id}`, kind: /budget/i.test(error) ? 'budget' : 'failed', taskId: t.id, conflictId: null, title: t.title, summary: firstLine(error), files: [], hunks: [] })
+    items.push({ key: `failed:${t.id}`, kind: /budget/i.test(error) ? 'budget' : 'failed', taskId: t.id, conflictId: null, title: t.title, summary: firstLine(error), files: [], hunks: [], oursFrom: {} })
   }
   return items
 }
 
 /**
- * Which merged tasks put main's side (`ours`) of a conflict in `file` there:
- * the tasks merged after the conflicting task started (its branch did not have
- * them), narrowed to those the board says write `file` (their plan's `sim`
- * files or `files` scope) when any do. Empty when none merged meanwhile.
+ * The task whose merge put main's side (`ours`) of a conflict in `file` there,
+ * as the merge leader read it from main's history when it opened the conflict;
+ * null when it did not record one (an older record, a file last changed by a
+ * commit of no task).
  */
-export function oursFrom (data: TuiData, taskId: string, file: string): string[] {
-  const t = data.status.tasks.find(x => x.id === taskId)
-  if (t === undefined) return []
-  const since = t.startedAt ?? t.createdAt
-  const merged = data.status.tasks.filter(x => x.id !== taskId && x.mergedAt !== null && x.mergedAt >= since).sort((a, b) => (a.mergedAt ?? 0) - (b.mergedAt ?? 0))
-  const writes = (id: string): boolean => {
-    const d = data.tasks.get(id)
-    if (d === undefined) return false
-    return (d.touches ?? []).includes(file) || d.files.some(g => file.startsWith(g.split('*')[0] ?? g))
-  }
-  const sure = merged.filter(x => writes(x.id))
-  return (sure.length > 0 ? sure : merged).map(x => x.id)
+export function oursFrom (item: Pick<InboxItem, 'oursFrom'>, file: string): string | null {
+  return Object.hasOwn(item.oursFrom, file) ? item.oursFrom[file] ?? null : null
 }
 
 /** Keys present in `next` but not in `prev`: the items that should ring the bell. */

@@ -18,9 +18,9 @@ const KIND_LABEL: Record<InboxItem['kind'], string> = { conflict: 'CONFLICT', fa
  * (`theirs`) next to each other when `width` allows, stacked with conflict
  * markers otherwise, then context after.
  */
-export function hunkLines (h: ConflictHunk, taskId: string, width: number, from: readonly string[] = []): Line[] {
-  // main's side names the task(s) that put it there, where the board tells
-  const oursLabel = from.length === 0 ? 'ours: main' : `ours: main, from ${from.length <= 3 ? from.join(', ') : `${from.slice(0, 3).join(', ')} +${from.length - 3}`}`
+export function hunkLines (h: ConflictHunk, taskId: string, width: number, from: string | null = null): Line[] {
+  // main's side names the task whose merge put it there, where the conflict record says
+  const oursLabel = from === null ? 'ours: main' : `ours: main, from ${from}`
   const out: Line[] = [[seg(`${h.file}${h.line > 0 ? `:${h.line}` : ''}`, { bold: true, color: 'yellow' })]]
   const ctx = (text: string): Line[] => textLines(text).map(l => fitLine([seg('  ' + l, { dim: true })], width))
   out.push(...ctx(h.before))
@@ -74,7 +74,7 @@ export function itemDetail (data: TuiData, item: InboxItem, width: number): Line
     } else {
       item.hunks.forEach((h, i) => {
         if (i > 0) out.push([])
-        out.push(...hunkLines(h, item.taskId, width, oursFrom(data, item.taskId, h.file)))
+        out.push(...hunkLines(h, item.taskId, width, oursFrom(item, h.file)))
       })
     }
   } else {
