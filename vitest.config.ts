@@ -1,8 +1,34 @@
 import { defineConfig } from 'vitest/config'
 
+/**
+ * The end-to-end suite (`npm run test:e2e`): process-level runs that install a
+ * package, drive the real Claude CLI, or start several meshes of `meshwork
+ * node` processes each. `npm test` runs everything else and stays under four
+ * minutes on the slower machines of this kind; CI runs both.
+ */
+export const E2E_FILES = [
+  'test/install-pack.test.ts',
+  'test/agent-claude-real.test.ts',
+  'test/cli-claude-real.test.ts',
+  'test/cli-hints.test.ts',
+  'test/cli-exec.test.ts',
+  'test/demo.test.ts',
+  'test/drain-export.test.ts',
+  'test/metrics.test.ts',
+  'test/leader-kill.test.ts',
+  'test/leader-partition.test.ts',
+  'test/run-groups.test.ts',
+  'test/tui-lost.test.ts',
+  'test/tui-cli.test.ts',
+  'test/verify-timeout.test.ts'
+]
+
+const e2e = process.env.MESHWORK_SUITE === 'e2e'
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    include: e2e ? E2E_FILES : ['test/**/*.test.ts'],
+    exclude: e2e ? [] : E2E_FILES,
     globalSetup: ['test/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 60_000,

@@ -4,6 +4,7 @@
  */
 import { z } from 'zod'
 import { parseJson } from './frame.ts'
+import { healthSchema } from './presence.ts'
 import { asPeerId } from '../crdt/schema.ts'
 import type { Member } from '../node/membership.ts'
 
@@ -22,11 +23,7 @@ export const memberSchema = z.object({
   load: z.number(),
   lagMs: z.number(),
   backoffUntil: z.number().nullable(),
-  health: z.object({
-    state: z.enum(['ok', 'paused']),
-    reason: z.string().max(500).nullable(),
-    until: z.number().nullable()
-  }).optional(),
+  health: healthSchema.optional(),
   state: z.enum(['alive', 'suspect', 'dead', 'left']),
   eligible: z.boolean(),
   aliveSince: z.number().nullable(),

@@ -10,6 +10,13 @@ import { asPeerId } from '../crdt/schema.ts'
 const MAX_LIST = 256
 
 /** One presence heartbeat, published every second on the presence topic. */
+/** Whether a node can run agents: paused (credentials refused, disk full, …) with the reason and when it tries again. */
+export const healthSchema = z.object({
+  state: z.enum(['ok', 'paused']),
+  reason: z.string().max(500).nullable(),
+  until: z.number().nullable()
+})
+
 export const presenceSchema = z.object({
   v: z.literal(1),
   peerId: z.string().min(1).max(128).transform(asPeerId),
@@ -26,11 +33,7 @@ export const presenceSchema = z.object({
   /** Epoch ms until which the sender backs off from starting agents (rate limits), or null. */
   backoffUntil: z.number().nullable(),
   /** Whether the sender can run agents: paused (credentials refused, disk full, …) with the reason and when it tries again. */
-  health: z.object({
-    state: z.enum(['ok', 'paused']),
-    reason: z.string().max(500).nullable(),
-    until: z.number().nullable()
-  }).optional(),
+  health: healthSchema.optional(),
   startedAt: z.number(),
   seq: z.number().int().nonnegative(),
   /** Sender's wall clock at publish time: receivers estimate gossip delay from it. */
