@@ -140,6 +140,8 @@ describe('a full disk', () => {
       await waitFor(() => node.diskFull, { timeoutMs: 10_000, message: 'the node never noticed the full disk' })
       await waitFor(() => events.some(e => e.event === 'node:paused'), { timeoutMs: 10_000, message: 'the scheduler never paused' })
       expect(events.find(e => e.event === 'node:paused')?.reason).toMatch(/disk full/)
+      // and it says so in its heartbeats, which `status --json` shows as nodes[].health
+      expect(node.membersView().members.find(m => m.peerId === node.peerId)?.health).toMatchObject({ state: 'paused', reason: expect.stringMatching(/disk full/) })
       node.changeBoard('plan', addTasks([simpleTask('second', { sim })]))
       expect(node.board.task('second')?.state).toBe('ready')
       await rm(filler)
@@ -150,6 +152,7 @@ describe('a full disk', () => {
       const claimed = order.findIndex(e => e.endsWith(':second'))
       expect(claimed).toBeGreaterThan(resumed)
       expect(node.diskFull).toBe(false)
+      expect(node.membersView().members.find(m => m.peerId === node.peerId)?.health?.state).toBe('ok')
       await node.flush()
       // the board on disk is whole (every record complete) and holds every change
       expect(logRecords(await readFile(join(dataDir, BOARD_LOG)))).toBeGreaterThan(0)

@@ -1,7 +1,7 @@
 import type { SchedulerNode } from '../node/components.ts'
 import type { Presence } from '../protocol/presence.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
-import { NodeHealth } from '../node/health.ts'
+import { NodeHealth, type HealthState } from '../node/health.ts'
 import type { BoardSnapshot, PeerIdString, Task, TaskId } from '../crdt/schema.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
@@ -179,7 +179,7 @@ export class Scheduler {
     if (!this.#stopped) return
     this.#stopped = false
     this.#claiming = true
-    this.node.setPresenceExtras(() => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null, health: this.health.state }))
+    this.node.setPresenceExtras(() => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null, health: this.#healthNow() }))
     const onUpdate = (): void => { this.#schedule() }
     const onPresence = (evt: CustomEvent<Presence>): void => {
       const sent = evt.detail.sentAt
@@ -342,6 +342,12 @@ export class Scheduler {
 
   #freeSlots (): number {
     return Math.max(0, this.effectiveSlots() - this.#pending.size - this.#runs.size)
+  }
+
+  /** The health this node announces: paused for a full disk (until space returns), else the agent's health. */
+  #healthNow (): HealthState {
+    const why = this.pausedFor
+    return why !== null ? { state: 'paused', reason: why, until: null } : this.health.state
   }
 
   /** Why this node claims nothing now (a full disk), or null; logged when it starts and ends. */
