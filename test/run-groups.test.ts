@@ -4,7 +4,7 @@
  * earlier life left running (when even the watchdog was killed).
  */
 import { describe, it, expect, afterAll } from 'vitest'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runCli, startNode, killAllChildren, removeDir, describeResult, makeTempDir, type CliNode } from './helpers/cli.ts'
@@ -21,6 +21,17 @@ afterAll(async () => {
 })
 
 const pidFile = (): string => join(dir, 'agent.pids')
+
+/** For a failure message: the process group of `pid`, the recorded groups and whether the watchdog lives. */
+function groupFacts (pid: number, data: string): string {
+  let pgid = '?'
+  try { const st = readFileSync(`/proc/${pid}/stat`, 'utf8'); pgid = st.slice(st.lastIndexOf(')') + 2).split(' ')[2] ?? '?' } catch {}
+  let recorded: string[] = []
+  try { recorded = readdirSync(join(data, 'run-groups')) } catch {}
+  let watchdog = '?'
+  try { const w = Number(readFileSync(join(data, 'watchdog.pid'), 'utf8')); watchdog = `${w} ${isAlive(w) ? 'alive' : 'gone'}` } catch {}
+  return `pgid of ${pid}: ${pgid}; recorded groups: ${recorded.join(', ') || '(none)'}; watchdog: ${watchdog}`
+}
 const pids = (): number[] => dir !== '' && existsSync(pidFile()) ? readFileSync(pidFile(), 'utf8').split('\n').filter(l => l.trim() !== '').map(Number) : []
 
 describe('runs end with their node', { timeout: 300_000 }, () => {
@@ -45,7 +56,7 @@ describe('runs end with their node', { timeout: 300_000 }, () => {
     // 1. kill -9 of the node: its watchdog kills the agent's group
     node.proc.kill('SIGKILL')
     await node.exited
-    await waitFor(() => !isAlive(first), { timeoutMs: 15_000, message: `the agent's child ${first} outlived its node` })
+    await waitFor(() => !isAlive(first), { timeoutMs: 15_000, message: () => `the agent's child ${first} outlived its node\n${groupFacts(first, join(dir, 'data-a'))}` })
 
     // 2. the node comes back and runs the task again; this time the watchdog dies too
     node = await start()
