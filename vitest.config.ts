@@ -4,13 +4,14 @@ import { defineConfig } from 'vitest/config'
  * The end-to-end suite (`npm run test:e2e`): process-level runs that install a
  * package, drive the real Claude CLI, or start several meshes of `meshwork
  * node` processes each. `npm test` runs everything else and stays under four
- * minutes on the slower machines of this kind; CI runs both.
+ * minutes on the slower machines of this kind (with the type-check); CI runs both.
  */
 export const E2E_FILES = [
   'test/install-pack.test.ts',
   'test/agent-claude-real.test.ts',
   'test/cli-claude-real.test.ts',
   'test/cli-hints.test.ts',
+  'test/cli-mesh.test.ts',
   'test/cli-exec.test.ts',
   'test/demo.test.ts',
   'test/drain-export.test.ts',
