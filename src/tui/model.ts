@@ -2,7 +2,7 @@ import type { StatusReport, StatusTask } from '../api/status.ts'
 import type { BoardSnapshot, ConflictHunk, TaskState } from '../crdt/schema.ts'
 import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
-import { dependentsOf, estimateMs, postOrder, topoOrder } from '../scheduler/dag.ts'
+import { WAITING_ON_HUMAN, dependentsOf, estimateMs, postOrder, topoOrder } from '../scheduler/dag.ts'
 
 /**
  * The TUI's view model: pure functions from a board snapshot, a membership view
@@ -118,39 +118,22 @@ function remainingWork (t: StatusTask, d: TaskDetail | undefined, observed: numb
   return est
 }
 
-/** States a task stays in until a human acts. */
-const WAITS_ON_HUMAN: ReadonlySet<TaskState> = new Set(['failed', 'cancelled', 'conflict'])
-
 /**
  * Tasks that cannot start until a human acts: a dependency, direct or not, is
- * failed, cancelled or in conflict. They count no work in the ETA.
+ * failed, cancelled or in conflict (`WAITING_ON_HUMAN`). They count no work in
+ * the ETA. One iterative walk (`postOrder`): plans may be deep chains.
  */
 export function blockedTasks (tasks: readonly StatusTask[]): Set<string> {
   const byId = new Map(tasks.map(t => [t.id, t]))
-  const memo = new Map<string, boolean>()
-  // iterative post-order walk (plans may be deep chains): a task is decided once all its dependencies are
-  const blocked = (root: string): boolean => {
-    const stack: Array<{ id: string, expanded: boolean }> = [{ id: root, expanded: false }]
-    while (stack.length > 0) {
-      const top = stack[stack.length - 1] as { id: string, expanded: boolean }
-      if (memo.has(top.id)) { stack.pop(); continue }
-      const t = byId.get(top.id)
-      if (t === undefined || t.state === 'merged') { memo.set(top.id, false); stack.pop(); continue }
-      if (!top.expanded) {
-        top.expanded = true
-        // provisional value: a cycle (refused at submit) reads as not blocked
-        for (const d of t.deps) if (!memo.has(d) && byId.has(d)) stack.push({ id: d, expanded: false })
-        continue
-      }
-      stack.pop()
-      memo.set(top.id, t.deps.some(d => {
-        const dep = byId.get(d)
-        return dep !== undefined && (WAITS_ON_HUMAN.has(dep.state) || memo.get(d) === true)
-      }))
-    }
-    return memo.get(root) === true
-  }
-  return new Set(tasks.filter(t => (t.state === 'pending' || t.state === 'ready') && blocked(t.id)).map(t => t.id))
+  const blocked = new Set<string>()
+  const roots = tasks.filter(t => t.state === 'pending' || t.state === 'ready').map(t => t.id)
+  const live = (id: string): boolean => { const t = byId.get(id); return t !== undefined && t.state !== 'merged' }
+  postOrder(roots, id => (byId.get(id)?.deps ?? []).filter(live), id => {
+    const t = byId.get(id)
+    if (t === undefined || t.state === 'merged') return
+    if (t.deps.some(d => { const dep = byId.get(d); return dep !== undefined && (WAITING_ON_HUMAN.has(dep.state) || blocked.has(d)) })) blocked.add(id)
+  })
+  return new Set(roots.filter(id => blocked.has(id)))
 }
 
 /**
