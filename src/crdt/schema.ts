@@ -41,8 +41,8 @@ export function isValidTitle (title: string): boolean {
 export const OID_PATTERN = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/
 
 /** Whether `s` is a git object id as meshwork writes them (see `OID_PATTERN`). */
-export function isOid (s: string): boolean {
-  return OID_PATTERN.test(s)
+export function isOid (value: unknown): value is string {
+  return typeof value === 'string' && OID_PATTERN.test(value)
 }
 
 /** A nullable oid on the board: anything but an oid fails the schema, so the entry is quarantined, never passed to git. */

@@ -5,12 +5,10 @@
 import { isAbsolute, resolve } from 'node:path'
 import { git, gitText } from './git.ts'
 
-/** A full object id: 40 hex digits (SHA-1) or 64 (SHA-256). */
-export const OID_RE = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/
+import { OID_PATTERN, isOid } from '../crdt/schema.ts'
 
-export function isOid (value: unknown): value is string {
-  return typeof value === 'string' && OID_RE.test(value)
-}
+// one rule for an object id, the board's (40 hex digits for SHA-1, 64 for SHA-256)
+export { OID_PATTERN as OID_RE, isOid }
 
 /** Absolute path of the repository's common git dir (shared by all its worktrees). */
 export async function gitCommonDir (repoDir: string, signal?: AbortSignal): Promise<string> {
