@@ -1,3 +1,12 @@
+/*
+ * Over 400 lines, on purpose for now: this file is the one owner of a node's
+ * run state (claims settling, runs in flight, their abort controllers, the
+ * rate-limit and health pauses), which every part of it reads and writes in
+ * the same tick. The pure parts already live beside it (dag.ts, claims.ts,
+ * election.ts) and every board write goes through src/crdt/lifecycle.ts. The
+ * next split is the run stages (#runStages, #finish, #recordInfra: worktree,
+ * agent, commit, outcome) into their own file behind a narrow interface.
+ */
 import type { SchedulerNode } from '../node/components.ts'
 import type { Presence } from '../protocol/presence.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
