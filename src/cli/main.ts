@@ -2,7 +2,6 @@ import { UsageError, toError } from '../util/errors.ts'
 import { closest, commandHelp, parseCommandArgs } from './command.ts'
 import { COMMAND_TABLE as COMMANDS } from './commands.ts'
 
-const VERSION = '0.1.0'
 
 function mainHelp (): string {
   const width = Math.max(...COMMANDS.map(c => c.name.length)) + 2
@@ -15,7 +14,7 @@ function mainHelp (): string {
     ...COMMANDS.map(c => `  ${c.name.padEnd(width)}${c.summary}`),
     '',
     'Run `meshwork <command> --help` for a command\'s options.',
-    'Connection options (--join, --swarm-key, --bootstrap) also come from MESHWORK_JOIN, MESHWORK_SWARM_KEY, MESHWORK_BOOTSTRAP.'
+    'Connection options (--join, --join-file, --swarm-key, --bootstrap) also come from MESHWORK_JOIN, MESHWORK_JOIN_FILE, MESHWORK_SWARM_KEY, MESHWORK_BOOTSTRAP.'
   ].join('\n')
 }
 
@@ -30,7 +29,8 @@ export async function main (argv: string[]): Promise<number> {
     return name === undefined ? 2 : 0
   }
   if (name === '--version' || name === '-v') {
-    process.stdout.write(VERSION + '\n')
+    // the version in package.json (loaded only here: `--help` stays light)
+    process.stdout.write((await import('../node/version.ts')).MESHWORK_VERSION + '\n')
     return 0
   }
   const entry = COMMANDS.find(c => c.name === name)
