@@ -79,6 +79,11 @@ describe('merges on both sides of a partition', { timeout: 300_000 }, () => {
       for (const n of mesh!.nodes) {
         if (!mergedOn(n, all)) { lastProblem = `${n.name}: ${all.map(id => `${id}=${n.board.task(id)?.state}`).join(',')}`; return false }
         if (await gitText(['rev-parse', 'main'], { cwd: repoOf(n) }) !== head) { lastProblem = `${n.name}'s repo is not on main ${head}`; return false }
+        // right after the heal every board can read "merged" for the losing side's tasks while the kept
+        // main lacks their merges: settled only once the leader has re-merged them onto that main
+        const firstParent = new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repoOf(n) })).split('\n'))
+        const missing = all.filter(id => !firstParent.has(n.board.task(id)?.mergeCommit as string))
+        if (missing.length > 0) { lastProblem = `${n.name}: merges of ${missing.join(', ')} not on main ${head} yet`; return false }
       }
       return true
     }, { timeoutMs: 90_000, intervalMs: 250, message: () => `no single complete main after the heal: ${lastProblem}` })
