@@ -26,7 +26,7 @@ const processConfig = workerConfig<ProcessConfig>('board-worker')
 const configs: WorkerConfig[] = 'group' in processConfig ? processConfig.group : [processConfig]
 const bootAt = Date.now()
 const handlers: Array<(c: Command) => Promise<unknown>> = []
-let running = configs.length
+
 
 /** Starts node `index` of this process; returns its command handler. */
 function runNode (config: WorkerConfig, index: number): (c: Command) => Promise<unknown> {

@@ -1,3 +1,8 @@
+/*
+ * Over 400 lines, on purpose: this is the one place where a task's or a
+ * conflict's state is written. The transition tables and every transition
+ * stay together so a reviewer reads the whole lifecycle in one file.
+ */
 import { str, type BoardDoc, type ConflictRecord, type TaskRecord } from './board.ts'
 import { TASK_STATES, type Conflict, type ConflictId, type PeerIdString, type TaskId, type TaskState, type Tokens } from './schema.ts'
 
