@@ -430,3 +430,8 @@ export function advanceMain (d: BoardDoc, head: string): void {
 export function recordPush (d: BoardDoc, push: { remote: string, head: string, ok: boolean, at: number, error: string | null, by: PeerIdString }): void {
   d.main.push = { remote: str(push.remote), head: str(push.head), ok: push.ok, at: push.at, error: text(push.error), by: str(push.by) }
 }
+
+/** The leader's majority check, for `status` and the TUI (written when its outcome or counts change). */
+export function recordQuorum (d: BoardDoc, q: { ok: boolean, reachable: number, voters: number, missing: readonly string[], at: number, by: PeerIdString }): void {
+  d.main.quorum = { ok: q.ok, reachable: q.reachable, voters: q.voters, missing: q.missing.slice(0, 32).map(p => str(p)), at: q.at, by: str(q.by) }
+}
