@@ -15,6 +15,7 @@ export const E2E_FILES = [
   'test/cli-exec.test.ts',
   'test/demo.test.ts',
   'test/drain-export.test.ts',
+  'test/cli-forget.test.ts',
   'test/metrics.test.ts',
   'test/leader-kill.test.ts',
   'test/leader-partition.test.ts',

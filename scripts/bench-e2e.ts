@@ -44,7 +44,8 @@ import { parseArgs } from 'node:util'
 import { generateDag, listSchedule, prng, type DagParams } from './bench/schedule-dag.ts'
 import type { BenchTask } from './bench/schedule-protocol.ts'
 import { analyze, parseLog, type Analysis, type LogLine, type PhaseStat } from './bench/e2e-analysis.ts'
-import { writeSection } from './bench/schedule-report.ts'
+import { writeSection } from './bench/lib/docs.ts'
+import { installExitGuards, killAllChildren, register } from './bench/lib/children.ts'
 
 const BIN = fileURLToPath(new URL('../bin/meshwork.js', import.meta.url))
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url))
@@ -60,27 +61,20 @@ const log = (line: string): void => { process.stderr.write(line + '\n') }
 // ---------------------------------------------------------------------------
 // children: nothing outlives the benchmark
 
-const children = new Set<ChildProcess>()
-function killAll (): void {
-  for (const c of children) { try { c.kill('SIGKILL') } catch {} }
-}
-process.on('exit', killAll)
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => { killAll(); process.stderr.write(`\nbench:e2e: ${sig}, killed the child processes\n`); process.exit(130) })
-}
+installExitGuards('bench:e2e')
 
 interface Exit { code: number | null, signal: NodeJS.Signals | null }
 
 function spawnTracked (args: string[], env: NodeJS.ProcessEnv, stderrFd?: number): { proc: ChildProcess, exited: Promise<Exit>, stdout: () => string, stderr: () => string } {
   const proc = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', stderrFd ?? 'pipe'] })
-  children.add(proc)
+  register(proc)
   let out = ''
   let err = ''
   proc.stdout?.on('data', (b: Buffer) => { out = (out + b.toString()).slice(-1_000_000) })
   proc.stderr?.on('data', (b: Buffer) => { err = (err + b.toString()).slice(-100_000) })
   const exited = new Promise<Exit>(resolve => {
-    proc.once('close', (code, signal) => { children.delete(proc); resolve({ code, signal }) })
-    proc.once('error', () => { children.delete(proc); resolve({ code: null, signal: null }) })
+    proc.once('close', (code, signal) => { resolve({ code, signal }) })
+    proc.once('error', () => { resolve({ code: null, signal: null }) })
   })
   return { proc, exited, stdout: () => out, stderr: () => err }
 }
@@ -397,7 +391,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
       clients
     }
   } finally {
-    killAll()
+    killAllChildren()
     if (keep) log(`[${spec.name}] kept ${root}`)
     else await rm(root, { recursive: true, force: true })
   }
@@ -499,14 +493,14 @@ async function main (): Promise<void> {
   if (values.json !== undefined) await writeFile(values.json, JSON.stringify(results, null, 1))
   const writeDocs = !quick && values['no-docs'] !== true && only === null
   if (writeDocs) {
-    await writeSection(DOCS, text, SECTION_TITLE)
+    await writeSection(DOCS, SECTION_TITLE, text)
     log(`bench:e2e: wrote the section to ${DOCS}`)
   }
   if (!existsSync(DOCS)) log('bench:e2e: docs/benchmarks.md is missing')
 }
 
-main().then(() => { killAll(); process.exit(0) }, (err: unknown) => {
-  killAll()
+main().then(() => { killAllChildren(); process.exit(0) }, (err: unknown) => {
+  killAllChildren()
   process.stderr.write(`bench:e2e: ${(err as Error)?.stack ?? String(err)}\n`)
   process.exit(1)
 })

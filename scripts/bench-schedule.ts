@@ -89,7 +89,7 @@ async function main (): Promise<void> {
     edges: dag.reduce((s, t) => s + t.deps.length, 0)
   }
 
-  installExitGuards()
+  installExitGuards('bench:schedule')
   const root = await mkdtemp(join(tmpdir(), 'meshwork-bench-schedule-'))
   const started = Date.now()
   const results: Results = {

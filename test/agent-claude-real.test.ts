@@ -3,7 +3,7 @@
  * cache outside the repository on first use), pointed at a stand-in Messages API
  * on 127.0.0.1. Nothing here contacts the real API.
  */
-import { describe, it, expect, beforeAll, afterAll, beforeEach, afterEach } from 'vitest'
+import { describe, it, expect, beforeAll, beforeEach, afterEach } from 'vitest'
 import { existsSync, readFileSync } from 'node:fs'
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'

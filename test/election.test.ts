@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { electLeader, type Candidate } from '../src/scheduler/election.ts'
+import { electLeader, quorum, FORGET_AFTER_MS, type Candidate, type Voter } from '../src/scheduler/election.ts'
 
 const c = (peerId: string, extra: Partial<Candidate> = {}): Candidate => ({ peerId, state: 'alive', eligible: true, aliveSince: 0, ...extra })
 
@@ -25,5 +25,35 @@ describe('leader election (pure)', () => {
     const view = [c('p3'), c('p1'), c('p2')]
     const decisions = [view, [...view].reverse(), [view[1]!, view[2]!, view[0]!]].map(v => electLeader({ leader: null, term: 0 }, v, 10_000))
     expect(new Set(decisions.map(d => d?.leader)).size).toBe(1)
+  })
+})
+
+describe('the majority main needs (pure)', () => {
+  const now = 10 * FORGET_AFTER_MS
+  const v = (peerId: string, state: Voter['state'], extra: Partial<Voter> = {}): Voter => ({ peerId, startedAt: now - 60_000, leftAt: null, state, lastSeenAt: now - 30_000, ...extra })
+
+  it('counts registered nodes; a strict majority must be reachable', () => {
+    expect(quorum('a', [v('a', undefined), v('b', 'alive'), v('c', 'dead')], now, now - 120_000)).toEqual({ voters: 3, reachable: 2, ok: true, missing: ['c'] })
+    expect(quorum('a', [v('a', undefined), v('b', 'dead')], now, now - 120_000)).toEqual({ voters: 2, reachable: 1, ok: false, missing: ['b'] })
+    // two against two: neither side has a majority
+    expect(quorum('a', [v('a', undefined), v('b', 'suspect'), v('c', 'dead'), v('d', 'dead')], now, now - 120_000).ok).toBe(false)
+    // alone and registered alone: a one-node mesh advances
+    expect(quorum('a', [v('a', undefined)], now, now).ok).toBe(true)
+    // not registered yet: it counts itself
+    expect(quorum('a', [], now, now)).toMatchObject({ voters: 1, reachable: 1, ok: true })
+  })
+
+  it('leaves out nodes that left, were forgotten since their start, or were unreachable for the forget time', () => {
+    const left = v('b', 'left', { leftAt: now - 1000 })
+    const forgotten = v('c', 'dead', { forgottenAt: now - 1000 })
+    const longGone = v('d', 'dead', { lastSeenAt: now - FORGET_AFTER_MS - 1, startedAt: now - 2 * FORGET_AFTER_MS })
+    expect(quorum('a', [v('a', undefined), left, forgotten, longGone], now, now - 2 * FORGET_AFTER_MS)).toEqual({ voters: 1, reachable: 1, ok: true, missing: [] })
+    // forgotten before it started again: it counts again
+    expect(quorum('a', [v('a', undefined), v('c', 'dead', { forgottenAt: now - 120_000 })], now, now - 120_000).ok).toBe(false)
+    // never heard since this node started: silent only since this node's own start
+    expect(quorum('a', [v('a', undefined), v('d', undefined, { lastSeenAt: null, startedAt: 0 })], now, now - 60_000).ok).toBe(false)
+    expect(quorum('a', [v('a', undefined), v('d', undefined, { lastSeenAt: null, startedAt: 0 })], now, now - FORGET_AFTER_MS).ok).toBe(true)
+    // a shorter forget time
+    expect(quorum('a', [v('a', undefined), v('b', 'dead')], now, now - 120_000, 10_000).ok).toBe(true)
   })
 })

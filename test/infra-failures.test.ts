@@ -9,7 +9,8 @@ import { attachScheduler, stopSchedulers, RunLog } from './helpers/sched.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { createLogger, type Logger } from '../src/util/logger.ts'
-import { INFRA_FAILURE_LIMIT, INFRA_FAILURE_NODES, type Scheduler } from '../src/scheduler/scheduler.ts'
+import type { Scheduler } from '../src/scheduler/scheduler.ts'
+import { INFRA_FAILURE_LIMIT, INFRA_FAILURE_NODES } from '../src/scheduler/run.ts'
 import type { Task } from '../src/crdt/schema.ts'
 
 let mesh: TestMesh | undefined

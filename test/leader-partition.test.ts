@@ -23,8 +23,8 @@ const step = (what: string): void => { process.stderr.write(`[leader-partition] 
 
 const sim = (file: string): ReturnType<typeof simpleTask>['sim'] => ({ durationMs: 200, write: { [file]: `${file}\n` }, append: {}, fail: 0 })
 
-describe('merges on both sides of a partition', { timeout: 300_000 }, () => {
-  it('two leaders merge on the two sides; after the heal main is one linear history with every task merged exactly once', async () => {
+describe('a partition: only the majority side advances main', { timeout: 300_000 }, () => {
+  it('the old leader cut off alone runs its tasks but merges nothing; the three others elect a leader and merge; after the heal main is one forward-only history with every task merged exactly once', async () => {
     mesh = await createMesh(4)
     const root = mesh.dirs[0] as string
     // every node starts from a clone of the same project (cloning through the mesh is tested elsewhere)
@@ -43,44 +43,47 @@ describe('merges on both sides of a partition', { timeout: 300_000 }, () => {
     const first = mesh.nodes[0] as MeshNode
     const leader = await waitFor(() => leaderOf(first), { timeoutMs: 30_000, message: 'no leader' })
     await waitFor(() => mesh!.nodes.every(n => leaderOf(n) === leader), { timeoutMs: 30_000, message: 'nodes do not agree on the leader' })
-    // the old leader and one other node on one side, the other two on the other
-    const left = [mesh.nodes.find(n => n.peerId === leader) as MeshNode]
-    left.push(mesh.nodes.find(n => !left.includes(n)) as MeshNode)
-    const right = mesh.nodes.filter(n => !left.includes(n))
-    await mesh.partition(left, right)
+    const repoOf = (n: MeshNode): string => join(root, `repo${mesh!.nodes.indexOf(n)}`)
+    // the old leader alone on one side (a minority of 1 of 4), the other three on the other
+    const lone = mesh.nodes.find(n => n.peerId === leader) as MeshNode
+    const rest = mesh.nodes.filter(n => n !== lone)
+    const mainBefore = lone.board.snapshot().main.head
+    const repoMainBefore = await gitText(['rev-parse', 'main'], { cwd: repoOf(lone) })
+    await mesh.partition([lone], rest)
     step('partitioned')
-    // the right side elects its own leader once the old one is dead to it
-    await waitFor(() => { const l = leaderOf(right[0] as MeshNode); return l !== null && l !== leader && right.some(n => n.peerId === l) }, { timeoutMs: 40_000, message: 'the right side elected no leader' })
-
-    step('right side elected its leader')
+    await waitFor(() => { const l = leaderOf(rest[0] as MeshNode); return l !== null && l !== leader && rest.some(n => n.peerId === l) }, { timeoutMs: 40_000, message: 'the majority side elected no leader' })
+    step('majority side elected its leader')
     const lTasks = ['l1', 'l2', 'l3']
     const rTasks = ['r1', 'r2', 'r3']
-    ;(left[0] as MeshNode).changeBoard('plan', addTasks(lTasks.map(id => simpleTask(id, { sim: sim(`${id}.txt`) }))))
-    ;(right[0] as MeshNode).changeBoard('plan', addTasks(rTasks.map(id => simpleTask(id, { sim: sim(`${id}.txt`) }))))
-    const mergedOn = (n: MeshNode, ids: string[]): boolean => ids.every(id => n.board.task(id)?.state === 'merged')
-    await waitFor(() => mergedOn(left[0] as MeshNode, lTasks) && mergedOn(right[0] as MeshNode, rTasks), {
+    lone.changeBoard('plan', addTasks(lTasks.map(id => simpleTask(id, { sim: sim(`${id}.txt`) }))))
+    ;(rest[0] as MeshNode).changeBoard('plan', addTasks(rTasks.map(id => simpleTask(id, { sim: sim(`${id}.txt`) }))))
+    const stateOn = (n: MeshNode, ids: string[]): string => ids.map(id => `${id}=${n.board.task(id)?.state}`).join(',')
+    // the lone node runs its side's tasks to done (agents keep working), and its leader holds them for want of a majority
+    await waitFor(() => lTasks.every(id => lone.board.task(id)?.state === 'done') && rTasks.every(id => (rest[0] as MeshNode).board.task(id)?.state === 'merged'), {
       timeoutMs: 60_000,
-      message: () => `sides did not merge: ${[...left, ...right].map(n => `${n.name}: ${[...n.board.snapshot().tasks.values()].map(t => `${t.id}=${t.state}`).join(',')}`).join(' | ')}`
+      message: () => `sides did not reach done / merged: lone ${stateOn(lone, lTasks)} | majority ${stateOn(rest[0] as MeshNode, rTasks)}`
     })
-    const leftMain = (left[0] as MeshNode).board.snapshot().main.head
-    const rightMain = (right[0] as MeshNode).board.snapshot().main.head
-    expect(leftMain).not.toBe(rightMain)
+    const quorum = await waitFor(() => { const q = lone.board.snapshot().main.quorum; return q != null && q.by === lone.peerId ? q : null }, { timeoutMs: 20_000, message: 'the lone leader recorded no quorum check' })
+    expect(quorum.ok).toBe(false)
+    expect(quorum).toMatchObject({ reachable: 1, voters: 4 })
+    expect(lone.board.snapshot().main.head, 'the minority side moved main').toBe(mainBefore)
+    expect(await gitText(['rev-parse', 'main'], { cwd: repoOf(lone) })).toBe(repoMainBefore)
+    const majorityMain = (rest[0] as MeshNode).board.snapshot().main.head as string
+    expect(majorityMain).not.toBe(mainBefore)
 
-    step('both sides merged their tasks')
+    step('majority merged, minority held')
     mesh.heal()
     const all = [...lTasks, ...rTasks]
+    const mergedOn = (n: MeshNode, ids: string[]): boolean => ids.every(id => n.board.task(id)?.state === 'merged')
     // after the heal: one leader, every task merged, every node's main equal to the board's, containing every task's merge once
-    const repoOf = (n: MeshNode): string => join(root, `repo${mesh!.nodes.indexOf(n)}`)
     let lastProblem = ''
     await waitFor(async () => {
       const heads = new Set(mesh!.nodes.map(n => n.board.snapshot().main.head))
       if (heads.size !== 1) { lastProblem = `boards disagree on main: ${[...heads].join(' ')}`; return false }
       const head = [...heads][0] as string
       for (const n of mesh!.nodes) {
-        if (!mergedOn(n, all)) { lastProblem = `${n.name}: ${all.map(id => `${id}=${n.board.task(id)?.state}`).join(',')}`; return false }
+        if (!mergedOn(n, all)) { lastProblem = `${n.name}: ${stateOn(n, all)}`; return false }
         if (await gitText(['rev-parse', 'main'], { cwd: repoOf(n) }) !== head) { lastProblem = `${n.name}'s repo is not on main ${head}`; return false }
-        // right after the heal every board can read "merged" for the losing side's tasks while the kept
-        // main lacks their merges: settled only once the leader has re-merged them onto that main
         const firstParent = new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repoOf(n) })).split('\n'))
         const missing = all.filter(id => !firstParent.has(n.board.task(id)?.mergeCommit as string))
         if (missing.length > 0) { lastProblem = `${n.name}: merges of ${missing.join(', ')} not on main ${head} yet`; return false }
@@ -96,8 +99,7 @@ describe('merges on both sides of a partition', { timeout: 300_000 }, () => {
       for (const id of all) expect(firstParent.has(n.board.task(id)?.mergeCommit as string), `${id}'s merge commit on ${n.name}'s main`).toBe(true)
       for (const id of all) expect(await gitText(['show', `${head}:${id}.txt`], { cwd: repo })).toBe(`${id}.txt`)
     }
-    // one of the two sides' mains is kept whole; the other side's tasks were merged again on top of it
-    expect(new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repoOf(first) })).split('\n')).has(leftMain as string) ||
-      new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repoOf(first) })).split('\n')).has(rightMain as string)).toBe(true)
+    // main only moved forward: the majority's main of the partition is an ancestor of the final one
+    expect(new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repoOf(first) })).split('\n')).has(majorityMain)).toBe(true)
   })
 })

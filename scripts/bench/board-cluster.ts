@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Command, ProcessConfig, WorkerConfig, WorkerEvent } from './board-protocol.ts'
+import { childPids, pollUntil, register } from './lib/children.ts'
 
 /** A command without its request id (the worker handle assigns it). */
 export type CommandBody = Command extends infer C ? C extends unknown ? Omit<C, 'reqId'> : never : never
@@ -19,62 +20,7 @@ export type CommandBody = Command extends infer C ? C extends unknown ? Omit<C, 
 const COMPILE_CACHE = join(tmpdir(), 'meshwork-bench-compile-cache')
 const WORKER_PATH = fileURLToPath(new URL('./board-worker.ts', import.meta.url))
 
-// ---------------------------------------------------------------------------
-// child registry: nothing outlives the benchmark
-
-const children = new Set<ChildProcess>()
-
-function register (child: ChildProcess): void {
-  children.add(child)
-  child.once('exit', () => { children.delete(child) })
-}
-
-/** SIGKILLs every child still running (synchronous: safe in an 'exit' handler). */
-export function killAllChildren (): void {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) {
-      try { c.kill('SIGKILL') } catch {}
-    }
-  }
-}
-
-let guardsInstalled = false
-/** Kills every child on exit, on SIGINT/SIGTERM/SIGHUP and on an uncaught error. */
-export function installExitGuards (): void {
-  if (guardsInstalled) return
-  guardsInstalled = true
-  process.on('exit', killAllChildren)
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.on(sig, () => {
-      killAllChildren()
-      process.stderr.write(`\nbench: ${sig}, killed ${children.size} child process(es)\n`)
-      process.exit(130)
-    })
-  }
-  process.on('uncaughtException', err => {
-    killAllChildren()
-    process.stderr.write(`bench: uncaught ${err.stack ?? String(err)}\n`)
-    process.exit(1)
-  })
-  process.on('unhandledRejection', err => {
-    killAllChildren()
-    process.stderr.write(`bench: unhandled rejection ${(err as Error)?.stack ?? String(err)}\n`)
-    process.exit(1)
-  })
-}
-
-// ---------------------------------------------------------------------------
-// bounded polling
-
-/** Polls `cond` every `intervalMs` until it holds (true) or `timeoutMs` passes (false). Never a fixed sleep. */
-export async function pollUntil (cond: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = 50): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await cond()) return true
-    if (Date.now() >= deadline) return false
-    await delay(intervalMs)
-  }
-}
+export { childPids, installExitGuards, killAllChildren, pollUntil } from './lib/children.ts'
 
 /** A measurement window (or a pacing interval): NOT for waiting on a condition. */
 export async function delay (ms: number): Promise<void> {
@@ -530,10 +476,6 @@ export class CpuMeter {
   }
 }
 
-/** Pids of every child the benchmark is running now. */
-export function childPids (): number[] {
-  return [...children].map(c => c.pid).filter((p): p is number => p !== undefined)
-}
 
 /**
  * Waits (bounded) until the host is quiet: other processes use under

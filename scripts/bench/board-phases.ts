@@ -11,7 +11,7 @@ import {
   stopBurners, tcpRxDelta, waitAllAlive, waitQuiet, type CpuShare, type Mesh, type UpdateEvent
 } from './board-cluster.ts'
 import { LIFECYCLE_STEPS, type LifecycleStep, type SaveReply, type StatusReply, type WroteReply } from './board-protocol.ts'
-import { max, median, min, percentile } from './board-stats.ts'
+import { max, median, min, percentile } from './lib/stats.ts'
 
 export interface BenchContext {
   root: string

@@ -1,20 +1,9 @@
 /** Renders the board benchmark's results as a text report (stdout) and a Markdown section (docs/benchmarks.md). */
-import { execFileSync } from 'node:child_process'
-import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os'
-import { readFile, writeFile, mkdir } from 'node:fs/promises'
-import { dirname } from 'node:path'
 import type { DeadResult, Formation, IdleResult, JoinerResult, LifecycleResult, PropagationResult } from './board-phases.ts'
 import type { CpuShare } from './board-cluster.ts'
 import { LIFECYCLE_STEPS } from './board-protocol.ts'
-import { bytes, mdTable, ms, pct, secs, textTable } from './board-stats.ts'
-
-export interface Machine {
-  cpu: string
-  cores: number
-  memBytes: number
-  node: string
-  kernel: string
-}
+import { bytes, mdTable, ms, pct, secs, textTable } from './lib/stats.ts'
+import { writeSection as writeDocSection, type Machine } from './lib/docs.ts'
 
 export interface Results {
   date: string
@@ -32,19 +21,8 @@ export interface Results {
   deadFast?: DeadResult | null
 }
 
-export function machine (): Machine {
-  let kernel = release()
-  try { kernel = execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim() } catch {}
-  return {
-    cpu: cpus()[0]?.model ?? 'unknown',
-    cores: availableParallelism(),
-    memBytes: totalmem(),
-    node: process.version,
-    kernel
-  }
-}
 
-export const currentLoad = (): number[] => loadavg().map(v => Math.round(v * 100) / 100)
+export { currentLoad, machine } from './lib/docs.ts'
 
 /** The 50-node aim of the issue. */
 export const AIM_NODES = 50
@@ -312,26 +290,7 @@ function layoutText (r: Results): string {
 
 const SECTION = '## Board (npm run bench:board)'
 
-/** Writes `section` into the Markdown file, replacing only the board section (creating the file if missing). */
+/** Writes the board section of `file`, leaving the other sections as they are. */
 export async function writeSection (file: string, section: string): Promise<void> {
-  let text: string
-  try {
-    text = await readFile(file, 'utf8')
-  } catch {
-    text = '# Benchmarks\n'
-  }
-  const lines = text.split('\n')
-  const start = lines.findIndex(l => l.trim() === SECTION)
-  const body = section.trimEnd().split('\n')
-  let out: string[]
-  if (start === -1) {
-    out = [...lines.join('\n').trimEnd().split('\n'), '', ...body, '']
-  } else {
-    let end = lines.findIndex((l, i) => i > start && /^##\s/.test(l))
-    if (end === -1) end = lines.length
-    const after = lines.slice(end)
-    out = [...lines.slice(0, start), ...body, ...(after.length > 0 ? ['', ...after] : [''])]
-  }
-  await mkdir(dirname(file), { recursive: true })
-  await writeFile(file, out.join('\n'))
+  await writeDocSection(file, SECTION, section)
 }

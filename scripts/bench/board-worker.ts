@@ -11,7 +11,7 @@ import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { MeshNode } from '../../src/node/mesh-node.ts'
-import { swarmKeyFromHex } from '../../src/node/swarm-key.ts'
+import { benchNodeInit, sendToParent, workerConfig } from './lib/worker.ts'
 import { topics } from '../../src/node/constants.ts'
 import { addTasks, simpleTask } from '../../src/crdt/ops.ts'
 import * as lifecycle from '../../src/crdt/lifecycle.ts'
@@ -21,20 +21,12 @@ import type { Logger, LogFields } from '../../src/util/logger.ts'
 import type { Command, LifecycleStep, ProcessConfig, SaveReply, StatusReply, WorkerConfig, WorkerEvent, WroteReply } from './board-protocol.ts'
 import { promptText } from './board-text.ts'
 
-const sendRaw = (e: WorkerEvent): void => {
-  if (process.connected) process.send?.(e)
-}
-
-if (process.send === undefined) {
-  process.stderr.write('board-worker must be started with child_process.fork (it talks over IPC)\n')
-  process.exit(2)
-}
-
-const processConfig = JSON.parse(process.argv[2] ?? '{}') as ProcessConfig
+const sendRaw = (e: WorkerEvent): void => { sendToParent(e) }
+const processConfig = workerConfig<ProcessConfig>('board-worker')
 const configs: WorkerConfig[] = 'group' in processConfig ? processConfig.group : [processConfig]
 const bootAt = Date.now()
 const handlers: Array<(c: Command) => Promise<unknown>> = []
-let running = configs.length
+
 
 /** Starts node `index` of this process; returns its command handler. */
 function runNode (config: WorkerConfig, index: number): (c: Command) => Promise<unknown> {
@@ -55,18 +47,13 @@ function runNode (config: WorkerConfig, index: number): (c: Command) => Promise<
     return self
   }
 
-  const node = new MeshNode({
-    role: 'node',
-    swarmKey: swarmKeyFromHex(config.swarmKeyHex),
-    dataDir: config.dataDir,
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstrap: config.bootstrap,
-    name: config.name,
+  const node = new MeshNode(benchNodeInit(config, config.name, {
     heartbeatMs: config.heartbeatMs,
     ...(config.suspectAfterMs !== undefined ? { suspectAfterMs: config.suspectAfterMs } : {}),
     ...(config.deadAfterMs !== undefined ? { deadAfterMs: config.deadAfterMs } : {}),
     logger: countingLogger()
-  })
+  }))
+
 
   let lastLocalChanges: number[] = []
   let connectionsClosed = 0

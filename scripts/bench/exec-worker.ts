@@ -11,9 +11,9 @@
  *                    { ev: 'error', message }  on a failure, then exits
  */
 import { MeshNode } from '../../src/node/mesh-node.ts'
-import { swarmKeyFromHex } from '../../src/node/swarm-key.ts'
 import { serveGit } from '../../src/git/transfer.ts'
 import { cpuSample } from './exec-report.ts'
+import { benchNodeInit, sendToParent, workerConfig } from './lib/worker.ts'
 
 export interface ExecWorkerConfig {
   swarmKeyHex: string
@@ -28,22 +28,9 @@ export type ExecWorkerEvent =
   | { ev: 'stopped' }
   | { ev: 'error', message: string }
 
-const send = (e: ExecWorkerEvent): void => { if (process.connected) process.send?.(e) }
-
-if (process.send === undefined) {
-  process.stderr.write('exec-worker must be started with child_process.fork (it talks over IPC)\n')
-  process.exit(2)
-}
-
-const config = JSON.parse(process.argv[2] ?? '{}') as ExecWorkerConfig
-const node = new MeshNode({
-  role: 'node',
-  swarmKey: swarmKeyFromHex(config.swarmKeyHex),
-  dataDir: config.dataDir,
-  listen: ['/ip4/127.0.0.1/tcp/0'],
-  bootstrap: config.bootstrap,
-  name: 'exec-server'
-})
+const send = (e: ExecWorkerEvent): void => { sendToParent(e) }
+const config = workerConfig<ExecWorkerConfig>('exec-worker')
+const node = new MeshNode(benchNodeInit(config, 'exec-server'))
 
 async function main (): Promise<void> {
   await node.start()

@@ -2,8 +2,7 @@
  * Text and Markdown rendering of `npm run bench:merge`; statistics and machine
  * facts come from the execution benchmark's helpers.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { writeSection } from './lib/docs.ts'
 import { fmtMs, mdTable, percentile, textTable, type Machine } from './exec-report.ts'
 import type { LatencyResult, ThroughputRow } from './merge-phases.ts'
 
@@ -96,21 +95,7 @@ export function markdownSection (r: MergeResults): string {
   ].join('\n')
 }
 
-/** Replaces (or appends) the merge section of `file`, reading it right before writing: other sections stay as they are. */
+/** Writes the merge section of `file`, leaving the other sections as they are. */
 export async function writeMergeSection (file: string, section: string): Promise<void> {
-  let text: string
-  try { text = await readFile(file, 'utf8') } catch { text = '# Benchmarks\n' }
-  const lines = text.split('\n')
-  const start = lines.findIndex(l => l.trim() === SECTION)
-  const body = section.trimEnd().split('\n')
-  let out: string[]
-  if (start === -1) out = [...text.trimEnd().split('\n'), '', ...body, '']
-  else {
-    let end = lines.findIndex((l, i) => i > start && /^##\s/.test(l))
-    if (end === -1) end = lines.length
-    const after = lines.slice(end)
-    out = [...lines.slice(0, start), ...body, ...(after.length > 0 ? ['', ...after] : [''])]
-  }
-  await mkdir(dirname(file), { recursive: true })
-  await writeFile(file, out.join('\n'))
+  await writeSection(file, SECTION, section)
 }

@@ -7,63 +7,13 @@
 import { fork, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { ScheduleCommand, ScheduleWorkerConfig, ScheduleWorkerEvent } from './schedule-protocol.ts'
+import { pollUntil, register } from './lib/children.ts'
 
 const WORKER_PATH = fileURLToPath(new URL('./schedule-worker.ts', import.meta.url))
 
 type CommandBody = ScheduleCommand extends infer C ? C extends unknown ? Omit<C, 'reqId'> : never : never
 
-// ---------------------------------------------------------------------------
-// child registry: nothing outlives the benchmark
-
-const children = new Set<ChildProcess>()
-
-/** SIGKILLs every child still running (synchronous: safe in an 'exit' handler). */
-export function killAllChildren (): void {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) {
-      try { c.kill('SIGKILL') } catch {}
-    }
-  }
-}
-
-let guardsInstalled = false
-/** Kills every child on exit, on SIGINT/SIGTERM/SIGHUP and on an uncaught error. */
-export function installExitGuards (): void {
-  if (guardsInstalled) return
-  guardsInstalled = true
-  process.on('exit', killAllChildren)
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.on(sig, () => {
-      const n = children.size
-      killAllChildren()
-      process.stderr.write(`\nbench:schedule: ${sig}, killed ${n} child process(es)\n`)
-      process.exit(130)
-    })
-  }
-  process.on('uncaughtException', err => {
-    killAllChildren()
-    process.stderr.write(`bench:schedule: uncaught ${err.stack ?? String(err)}\n`)
-    process.exit(1)
-  })
-  process.on('unhandledRejection', err => {
-    killAllChildren()
-    process.stderr.write(`bench:schedule: unhandled rejection ${(err as Error)?.stack ?? String(err)}\n`)
-    process.exit(1)
-  })
-}
-
-// ---------------------------------------------------------------------------
-// bounded polling
-
-/** Polls `cond` every `intervalMs` until it holds (true) or `timeoutMs` passes (false). */
-export async function pollUntil (cond: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = 50): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await cond()) return true
-    if (Date.now() >= deadline) return false
-    await new Promise(resolve => setTimeout(resolve, intervalMs))
-  }
-}
+export { installExitGuards, killAllChildren, pollUntil } from './lib/children.ts'
 
 // ---------------------------------------------------------------------------
 
@@ -85,7 +35,7 @@ export class Worker {
       execPath: process.execPath,
       stdio: ['ignore', 'ignore', 'pipe', 'ipc']
     })
-    children.add(this.child)
+    register(this.child)
     let stderr = ''
     this.child.stderr?.on('data', (b: Buffer) => { stderr = (stderr + b.toString()).slice(-4000) })
     this.child.on('message', (e: ScheduleWorkerEvent) => {
@@ -107,7 +57,6 @@ export class Worker {
     })
     this.child.once('exit', (code, signal) => {
       this.exited = true
-      children.delete(this.child)
       const err = new Error(`${this.name} exited (${signal ?? code})${stderr === '' ? '' : ': ' + stderr.trim().split('\n').slice(-3).join(' | ')}`)
       for (const p of this.#pending.values()) p.reject(err)
       this.#pending.clear()

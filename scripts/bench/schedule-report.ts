@@ -3,8 +3,6 @@
  * and the `## Schedule (npm run bench:schedule)` section of docs/benchmarks.md
  * (replaced in place; every other section of the file is left alone).
  */
-import { cpus, totalmem, release, platform, loadavg } from 'node:os'
-import { readFile, writeFile } from 'node:fs/promises'
 import type { PhaseResult, Dist } from './schedule-analysis.ts'
 import type { DagParams } from './schedule-dag.ts'
 import { ACK_TIMEOUT_MS, CLAIM_TTL_MS, DEFAULT_STEAL_AFTER_MS, MAX_SETTLE_MS, MIN_SETTLE_MS, STARTUP_QUIET_HEARTBEATS } from '../../src/scheduler/scheduler.ts'
@@ -15,19 +13,10 @@ export const SECTION_TITLE = '## Schedule (npm run bench:schedule)'
 /** Aims from the issue. */
 export const AIMS = { ratioNoFault: 1.10, ratioNodeLost: 1.25 } as const
 
-export interface Machine { cpu: string, cores: number, memGiB: number, node: string, kernel: string, loadAtStart: number[] }
+export { machine, type Machine } from './lib/docs.ts'
+import type { Machine } from './lib/docs.ts'
+import { writeSection as writeDocSection } from './lib/docs.ts'
 
-export function machine (): Machine {
-  const c = cpus()
-  return {
-    cpu: c[0]?.model.trim() ?? 'unknown',
-    cores: c.length,
-    memGiB: Math.round(totalmem() / 2 ** 30 * 10) / 10,
-    node: process.version,
-    kernel: `${platform()} ${release()}`,
-    loadAtStart: loadavg().map(x => Math.round(x * 100) / 100)
-  }
-}
 
 export interface DagSummary {
   params: DagParams
@@ -114,7 +103,7 @@ export function textReport (r: Results): string {
   const out: string[] = []
   const m = r.machine
   out.push(`meshwork scheduling benchmark${r.quick ? ' (quick)' : ''}, ${r.date}`)
-  out.push(`machine: ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, Node ${m.node}, ${m.kernel}; load at start ${m.loadAtStart.join(' ')}`)
+  out.push(`machine: ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, Node ${m.node}, Linux ${m.kernel}; load at start ${m.loadAtStart.join(' ')}`)
   const d = r.dag
   out.push(`DAG: seed ${d.params.seed}, ${d.params.tasks} tasks in ${d.params.layers} layers, ${d.params.minDeps}-${d.params.maxDeps} deps each (${d.edges} edges), durations bounded Pareto alpha ${d.params.paretoAlpha} on [${d.params.minMs}, ${d.params.maxMs}] ms: mean ${ms0(d.meanMs)} (theory ${ms0(d.theoreticalMeanMs)}), p50 ${ms0(d.p50Ms)}, max ${ms0(d.maxMs)}; total work ${s1(d.totalWorkMs)}, critical path ${s1(d.criticalPathMs)}`)
   out.push('merge step: INSTANT STAND-IN (one node turns done -> merged as soon as every dep is merged; no git): figures measure scheduling only')
@@ -168,7 +157,7 @@ export function markdownSection (r: Results): string {
   const L: string[] = []
   L.push(SECTION_TITLE, '')
   L.push('> **Stand-in figures:** merges here are instant and involve no git. The product as users run it (real nodes, git and merges) is measured by `npm run bench:e2e`, in "End to end" below.', '')
-  L.push(`Measured ${r.date.slice(0, 10)} (${r.date}) on ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB RAM, Node ${m.node}, ${m.kernel}; load average at start ${m.loadAtStart.join(' ')}. The whole run took ${s1(r.durationMs)}.`, '')
+  L.push(`Measured ${r.date.slice(0, 10)} (${r.date}) on ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB RAM, Node ${m.node}, Linux ${m.kernel}; load average at start ${m.loadAtStart.join(' ')}. The whole run took ${s1(r.durationMs)}.`, '')
   L.push('**How.** Every node is a real process (`scripts/bench/schedule-worker.ts`, forked by `scripts/bench-schedule.ts`): one `MeshNode` plus one `Scheduler` with the sim agent, on 127.0.0.1, reporting run starts, board state changes and scheduler log events to the parent over IPC with `Date.now()` timestamps (one host clock). One node submits the whole DAG in one board change.', '')
   L.push('**The merge step is an instant stand-in (no git):** to measure scheduling alone, without git, the submitting node (never the one killed) turns every `done` task whose deps are all `merged` into `merged` (`mergedAt = Date.now()`) as soon as it sees it. The figures therefore measure scheduling only: claims, settling, stealing, recovery and gossip, plus one gossip hop for the stand-in merge.', '')
   L.push(`**The ideal** is a centralized, zero-overhead, non-preemptive list scheduler (event-driven simulation) on the same DAG, durations and total slots, highest remaining critical path first (the order meshwork claims in), merges instant. Ratio = makespan_mesh / makespan_ideal, where makespan_mesh runs from the plan's board change to the last \`mergedAt\`.`, '')
@@ -213,30 +202,7 @@ export function markdownSection (r: Results): string {
   return L.join('\n')
 }
 
-/**
- * Replaces this benchmark's section of `file` (creating the file with a
- * `# Benchmarks` title if missing), leaving every other section untouched.
- * Reads the file right before writing, since another benchmark owns another
- * section of it.
- */
+/** Writes this benchmark's section of `file` (by default the schedule section), leaving the other sections as they are. */
 export async function writeSection (file: string, section: string, title = SECTION_TITLE): Promise<void> {
-  let text: string
-  try {
-    text = await readFile(file, 'utf8')
-  } catch {
-    text = '# Benchmarks\n'
-  }
-  const lines = text.split('\n')
-  const start = lines.findIndex(l => l.trim() === title)
-  let next: string
-  if (start === -1) {
-    next = text.replace(/\n*$/, '') + '\n\n' + section + '\n'
-  } else {
-    let end = lines.findIndex((l, i) => i > start && /^## /.test(l))
-    if (end === -1) end = lines.length
-    const before = lines.slice(0, start).join('\n').replace(/\n*$/, '')
-    const after = lines.slice(end).join('\n').replace(/^\n*/, '')
-    next = before + '\n\n' + section + '\n' + (after === '' ? '' : '\n' + after.replace(/\n*$/, '') + '\n')
-  }
-  await writeFile(file, next)
+  await writeDocSection(file, title, section)
 }

@@ -17,7 +17,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import * as A from '@automerge/automerge'
 import { MeshNode } from '../../src/node/mesh-node.ts'
-import { swarmKeyFromHex } from '../../src/node/swarm-key.ts'
+import { benchNodeInit, sendToParent, workerConfig } from './lib/worker.ts'
 import { Scheduler } from '../../src/scheduler/scheduler.ts'
 import { simAgent } from '../../src/agent/sim.ts'
 import { addTasks, simpleTask } from '../../src/crdt/ops.ts'
@@ -28,16 +28,8 @@ import type {
   BenchTask, LogLine, ProgressReply, ScheduleCommand, ScheduleWorkerConfig, ScheduleWorkerEvent, StatsReply, StatusReply, TaskDump
 } from './schedule-protocol.ts'
 
-const send = (e: ScheduleWorkerEvent): void => {
-  if (process.connected) process.send?.(e)
-}
-
-if (process.send === undefined) {
-  process.stderr.write('schedule-worker must be started with child_process.fork (it talks over IPC)\n')
-  process.exit(2)
-}
-
-const config = JSON.parse(process.argv[2] ?? '{}') as ScheduleWorkerConfig
+const send = (e: ScheduleWorkerEvent): void => { sendToParent(e) }
+const config = workerConfig<ScheduleWorkerConfig>('schedule-worker')
 
 /** Every log line of the node and the scheduler goes to the parent (JSON format), nothing to the console. */
 const logger = createLogger(config.name, {
@@ -52,17 +44,7 @@ const logger = createLogger(config.name, {
   }
 })
 
-const node = new MeshNode({
-  role: 'node',
-  swarmKey: swarmKeyFromHex(config.swarmKeyHex),
-  dataDir: config.dataDir,
-  listen: ['/ip4/127.0.0.1/tcp/0'],
-  bootstrap: config.bootstrap,
-  name: config.name,
-  slots: config.slots,
-  heartbeatMs: config.heartbeatMs,
-  logger: logger.child('node')
-})
+const node = new MeshNode(benchNodeInit(config, config.name, { slots: config.slots, heartbeatMs: config.heartbeatMs, logger: logger.child('node') }))
 
 let scheduler: Scheduler | null = null
 const lastState = new Map<string, string>()

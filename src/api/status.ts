@@ -1,4 +1,5 @@
-import type { BoardSnapshot, ConflictHunk, PushReportRecord, Task, TaskState, Tokens } from '../crdt/schema.ts'
+import { forgotten } from './forget.ts'
+import type { BoardSnapshot, ConflictHunk, PushReportRecord, QuorumReportRecord, Task, TaskState, Tokens } from '../crdt/schema.ts'
 import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
 import { HEALTH_OK, type HealthState } from '../node/health.ts'
@@ -14,6 +15,8 @@ export interface StatusNode {
   lastSeenMs: number | null
   /** Whether the node can run agents: paused with the reason and when it tries again (epoch ms). */
   health: HealthState
+  /** Taken out of the majority count with `meshwork forget` (until it starts again). */
+  forgotten?: boolean
 }
 
 /** One task in `status --json`. */
@@ -44,7 +47,7 @@ export interface StatusTask {
 export interface StatusReport {
   meshId: string
   /** `push`: the leader's last push of main to its `--push` remote (null if none was made). */
-  main: { head: string | null, leader: string | null, term: number, push: PushReportRecord | null }
+  main: { head: string | null, leader: string | null, term: number, push: PushReportRecord | null, quorum?: QuorumReportRecord | null }
   nodes: StatusNode[]
   tasks: StatusTask[]
   conflicts: Array<{ id: string, taskId: string, files: string[], hunks: ConflictHunk[], oursFrom?: Record<string, string>, state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null, error: string | null }>
@@ -88,14 +91,14 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
     // a graceful stop is on the board too: a lost "leaving" heartbeat must not turn it into "dead"
     const leftOnBoard = rec !== undefined && rec.leftAt !== null && rec.leftAt >= rec.startedAt && (m.state === 'suspect' || m.state === 'dead')
     const draining = rec !== undefined && (rec.drainAt ?? null) !== null && (rec.drainAt ?? 0) >= rec.startedAt && m.state === 'alive'
-    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : draining ? 'draining' : m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs), health: { ...(m.health ?? HEALTH_OK) } })
+    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : draining ? 'draining' : m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs), health: { ...(m.health ?? HEALTH_OK) }, ...(rec !== undefined && forgotten(rec) && m.state === 'dead' ? { forgotten: true } : {}) })
   }
   for (const [peerId, rec] of snap.nodes) {
     if (seen.has(peerId)) continue
-    nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null, health: { ...HEALTH_OK } })
+    nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null, health: { ...HEALTH_OK }, ...(forgotten(rec) ? { forgotten: true } : {}) })
   }
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress))
   const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), ...(c.oursFrom === undefined ? {} : { oursFrom: { ...c.oursFrom } }), state: c.state, decision: c.decision === null ? null : { ...c.decision }, error: c.error }))
-  const { head, leader, term, push } = snap.main
-  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push } }, nodes, tasks, conflicts }
+  const { head, leader, term, push, quorum } = snap.main
+  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push }, quorum: quorum == null || quorum.by !== leader ? null : { ...quorum, missing: [...quorum.missing] } }, nodes, tasks, conflicts }
 }

@@ -6,7 +6,9 @@ import { inspectRepo } from '../node/exec.ts'
 import { homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
-import { DEFAULT_STOP_GRACE_MS, DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/scheduler.ts'
+import { DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
+import { DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/run.ts'
+import { FORGET_AFTER_MS } from '../scheduler/election.ts'
 import { DEFAULT_VERIFY_TIMEOUT_MS } from '../git/merge.ts'
 import { simAgent } from '../agent/sim.ts'
 import { commandAgent } from '../agent/command.ts'
@@ -226,6 +228,7 @@ export const NODE_OPTIONS = {
   'no-leader': opt.boolean({ description: 'Never become merge leader.' }),
   push: opt.string({ arg: 'REMOTE', description: 'As leader, push main to REMOTE (a remote name, URL or path) after each advance; never forced: a remote that moved is reported (status), not overwritten.' }),
   'suspect-after': opt.duration({ arg: 'DURATION', default: DEFAULT_SUSPECT_AFTER_MS, description: 'A silent peer is suspect after this long.' }),
+  'forget-after': opt.duration({ arg: 'DURATION', default: FORGET_AFTER_MS, description: 'Main advances only while a majority of the mesh\'s registered nodes is reachable; a node unreachable this long stops counting (`meshwork forget NODE` does it at once).' }),
   'dead-after': opt.duration({ arg: 'DURATION', default: DEFAULT_DEAD_AFTER_MS, description: 'A silent peer is dead after this long.' }),
   grace: opt.duration({ arg: 'DURATION', default: DEFAULT_STOP_GRACE_MS, description: 'On SIGINT/SIGTERM, how long running agents may finish before their tasks are released.' }),
   metrics: opt.string({ arg: 'ADDR', description: 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (names prefixed meshwork_).' }),
@@ -344,7 +347,7 @@ export const nodeCommand = defineCommand({
     const pushOpt = opts.push
     // a path is git's relative to --repo (where git push runs): make it the caller's
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
-    const worker = new Worker({ node: mesh, agent: agentImpl, repo, dataDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
+    const worker = new Worker({ node: mesh, agent: agentImpl, repo, dataDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, forgetAfterMs: opts['forget-after'], health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
       await Promise.race([worker.start(), mismatch.failed])
     } catch (err) {

@@ -93,6 +93,12 @@ export function renderStatus (s: StatusReport, via: string): string {
     const when = h.until === null ? '' : h.until > Date.now() ? ` (tries again in ${Math.ceil((h.until - Date.now()) / 1000)}s)` : ' (trying again)'
     out.push(`  ${n.name === '' ? n.peerId : n.name}: PAUSED${when}: ${(h.reason ?? 'no reason given').split('\n')[0]}`)
   }
+  // main advances only while the leader reaches a majority of the registered nodes (the leader's own count)
+  const q = s.main.quorum
+  if (q != null && !q.ok) {
+    const names = q.missing.map(p => { const n = s.nodes.find(x => x.peerId === p); return n === undefined || n.name === '' ? p : n.name })
+    out.push(`  NO MAJORITY: the leader reaches ${q.reachable} of ${q.voters} nodes, so main does not advance (finished tasks wait). A node gone for good: \`meshwork forget ${names[0] ?? 'NODE'}\`${names.length > 1 ? ` (also ${names.slice(1).join(', ')})` : ''}; it stops counting by itself after --forget-after (default 1 h).`)
+  }
   const byState = new Map<string, number>()
   for (const t of s.tasks) byState.set(t.state, (byState.get(t.state) ?? 0) + 1)
   const cost = s.tasks.reduce((sum, t) => sum + t.costUsd, 0)

@@ -1,3 +1,8 @@
+/*
+ * Over 400 lines, on purpose: this is the one place where a task's or a
+ * conflict's state is written. The transition tables and every transition
+ * stay together so a reviewer reads the whole lifecycle in one file.
+ */
 import { str, type BoardDoc, type ConflictRecord, type TaskRecord } from './board.ts'
 import { TASK_STATES, type Conflict, type ConflictId, type PeerIdString, type TaskId, type TaskState, type Tokens } from './schema.ts'
 
@@ -424,4 +429,9 @@ export function advanceMain (d: BoardDoc, head: string): void {
 /** The leader's last push of main to its `--push` remote. */
 export function recordPush (d: BoardDoc, push: { remote: string, head: string, ok: boolean, at: number, error: string | null, by: PeerIdString }): void {
   d.main.push = { remote: str(push.remote), head: str(push.head), ok: push.ok, at: push.at, error: text(push.error), by: str(push.by) }
+}
+
+/** The leader's majority check, for `status` and the TUI (written when its outcome or counts change). */
+export function recordQuorum (d: BoardDoc, q: { ok: boolean, reachable: number, voters: number, missing: readonly string[], at: number, by: PeerIdString }): void {
+  d.main.quorum = { ok: q.ok, reachable: q.reachable, voters: q.voters, missing: q.missing.slice(0, 32).map(p => str(p)), at: q.at, by: str(q.by) }
 }

@@ -176,7 +176,9 @@ export const nodeRecordSchema = z.object({
   startedAt: z.number(),
   leftAt: z.number().nullable(),
   /** When `meshwork drain` asked this node to leave (it drains if this is after its start); absent on older boards. */
-  drainAt: z.number().nullable().optional()
+  drainAt: z.number().nullable().optional(),
+  /** When `meshwork forget` took this node out of the majority count (until it starts again); absent on older boards. */
+  forgottenAt: z.number().nullable().optional()
 })
 export type NodeRecord = z.infer<typeof nodeRecordSchema>
 
@@ -236,11 +238,24 @@ export const pushReportSchema = z.object({
 })
 export type PushReportRecord = z.infer<typeof pushReportSchema>
 
+/** The majority the leader last found for advancing main (written by the leader when it changes). */
+export const quorumReportSchema = z.object({
+  ok: z.boolean(),
+  reachable: z.number().int().nonnegative(),
+  voters: z.number().int().nonnegative(),
+  /** Registered nodes the leader could not reach (peer ids; at most a few dozen are written). */
+  missing: z.array(peerIdText),
+  at: z.number(),
+  by: peerIdText
+})
+export type QuorumReportRecord = z.infer<typeof quorumReportSchema>
+
 export const mainSchema = z.object({
   head: nullableOid,
   leader: peerIdText.nullable(),
   term: z.number().int().nonnegative(),
-  push: pushReportSchema.nullable().optional().catch(undefined)
+  push: pushReportSchema.nullable().optional().catch(undefined),
+  quorum: quorumReportSchema.nullable().optional().catch(undefined)
 })
 export type MainRef = z.infer<typeof mainSchema>
 

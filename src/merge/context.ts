@@ -17,6 +17,8 @@ export interface LeaderInit {
   verifyTimeoutMs?: number | null
   logger: Logger
   electionTimeoutMs?: number
+  /** A registered node unreachable this long stops counting toward the majority main needs. @default FORGET_AFTER_MS */
+  forgetAfterMs?: number
   /** Merges verified together in one `--verify` run; 1 turns batching off. @default MAX_VERIFY_BATCH */
   batch?: number
   /** The node's agent: resolves conflicts decided with the `agent` action (without one, that action fails with a reason). */

@@ -1,5 +1,5 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
-import { electLeader, ELECTION_TIMEOUT_MS, type Candidate } from '../scheduler/election.ts'
+import { electLeader, quorum, ELECTION_TIMEOUT_MS, type Candidate, type Quorum, type Voter } from '../scheduler/election.ts'
 import { toError } from '../util/errors.ts'
 import { MainPusher, type PushReport } from './main-push.ts'
 import { MainFollower } from './main-follower.ts'
@@ -27,6 +27,8 @@ export class Leadership {
   #timer: NodeJS.Timeout | null = null
   #merging = false
   #syncing = false
+  /** Whether the last check found a majority (null before the first), to log only changes. */
+  #hadQuorum: boolean | null = null
   #follower: MainFollower
   #collector: BranchCollector
   #agents: AgentResolution
@@ -115,7 +117,7 @@ export class Leadership {
     this.#job.check()
     if (this.isLeader()) {
       this.#collector.collect()
-      if (!this.#merging) {
+      if (!this.#merging && this.#checkQuorum(snap)) {
         // a task left "merging" by a previous leader (or by this one before a restart) is merged by nobody now
         const stuck = [...snap0().tasks.values()].filter(t => t.state === 'merging').map(t => t.id)
         if (stuck.length > 0) {
@@ -135,6 +137,34 @@ export class Leadership {
       this.#syncing = true
       void this.syncMain().catch(err => { logger.warn('main:sync-failed', { error: toError(err).message }) }).finally(() => { this.#syncing = false })
     }
+  }
+
+  /** The majority this node needs to advance main, as it sees the mesh now (see `quorum`). */
+  quorum (snap = this.#init.node.board.snapshot()): Quorum {
+    const { node } = this.#init
+    const members = new Map(node.membership.members().map(m => [m.peerId as string, m]))
+    const voters: Voter[] = [...snap.nodes].map(([peerId, rec]) => {
+      const m = members.get(peerId)
+      return { peerId, startedAt: rec.startedAt, leftAt: rec.leftAt, forgottenAt: rec.forgottenAt, state: m?.state, lastSeenAt: m?.lastSeenAt ?? null }
+    })
+    return quorum(node.peerId, voters, Date.now(), node.startedAt, this.#init.forgetAfterMs)
+  }
+
+  /** True when main may advance; logs when the majority is lost or found again. */
+  #checkQuorum (snap: ReturnType<LeaderInit['node']['board']['snapshot']>): boolean {
+    const q = this.quorum(snap)
+    const prev = snap.main.quorum
+    if (prev == null ? !q.ok : prev.ok !== q.ok || prev.reachable !== q.reachable || prev.voters !== q.voters || prev.by !== this.#init.node.peerId) {
+      const { node } = this.#init
+      node.changeBoard('main:quorum', d => { lifecycle.recordQuorum(d, { ...q, at: Date.now(), by: node.peerId }) })
+    }
+    if (q.ok !== this.#hadQuorum) {
+      const fields = { reachable: q.reachable, voters: q.voters, missing: q.missing }
+      if (!q.ok) this.#init.logger.warn('merge:no-quorum', { ...fields, note: 'main advances only while a majority of the mesh\'s nodes is reachable; finished tasks wait. A node that is gone for good: `meshwork forget NODE`' })
+      else if (this.#hadQuorum === false) this.#init.logger.info('merge:quorum', fields)
+      this.#hadQuorum = q.ok
+    }
+    return q.ok
   }
 
   /** One round of the merge loop: a conflict decision waiting to be carried out goes first, else the next batch; true if it did something. */

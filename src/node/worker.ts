@@ -27,6 +27,8 @@ export interface WorkerInit {
   verifyTimeoutMs?: number | null
   /** `--push REMOTE`: as leader, push main there after each advance. */
   push?: string
+  /** `--forget-after`: an unreachable node stops counting toward the majority main needs after this long. */
+  forgetAfterMs?: number
   /** Wall-clock limit of a run whose task gives no `timeout`; null: none (`--task-timeout`). */
   taskTimeoutMs?: number | null
   /** Whether this node was given peers to join (else it may start a new history in an empty repo). */
@@ -92,7 +94,8 @@ export class Worker {
         ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}),
         ...(this.#init.verify !== undefined ? { verify: this.#init.verify } : {}),
         ...(this.#init.verifyTimeoutMs !== undefined ? { verifyTimeoutMs: this.#init.verifyTimeoutMs } : {}),
-        ...(this.#init.push !== undefined ? { push: this.#init.push } : {})
+        ...(this.#init.push !== undefined ? { push: this.#init.push } : {}),
+        ...(this.#init.forgetAfterMs !== undefined ? { forgetAfterMs: this.#init.forgetAfterMs } : {})
       })
       this.leadership = leadership
       leadership.start()

@@ -31,3 +31,66 @@ export function electLeader (main: { leader: string | null, term: MainRef['term'
   if (next === undefined || next.peerId === main.leader) return null
   return { leader: next.peerId, term: main.term + 1 }
 }
+
+/**
+ * How long a registered node may be unreachable before it stops counting
+ * toward the majority the merge leader needs (`meshwork node --forget-after`).
+ * @default 1 h
+ */
+export const FORGET_AFTER_MS = 3_600_000
+
+/** A registered node as the quorum sees it: its board record and what this node's failure detector says of it. */
+export interface Voter {
+  peerId: string
+  /** When the node last started, left and was forgotten (board record). */
+  startedAt: number
+  leftAt: number | null
+  forgottenAt?: number | null | undefined
+  /** This node's view: undefined when never heard since this node started. */
+  state: Candidate['state'] | undefined
+  /** Wall-clock ms this node last heard it, or null. */
+  lastSeenAt: number | null
+}
+
+export interface Quorum {
+  /** Nodes that count: registered, not left, not forgotten, not unreachable for longer than the forget time. */
+  voters: number
+  /** Voters reachable from this node (itself included). */
+  reachable: number
+  /** A strict majority of the voters is reachable. */
+  ok: boolean
+  /** The voters this node cannot reach (peer ids). */
+  missing: string[]
+}
+
+/**
+ * The majority the merge leader needs before main advances (pure). Every node
+ * registered on the board counts, except one that left gracefully, one a
+ * person forgot (`meshwork forget`, until it starts again) and one this node
+ * has not heard for `forgetAfterMs` (counted from this node's own start when
+ * it never heard it). A node is reachable when this node's failure detector
+ * has it alive or suspect. With a strict majority only one side of a
+ * partition can advance main; the minority keeps running agents and its
+ * finished tasks merge after the heal.
+ */
+export function quorum (me: string, voters: readonly Voter[], now: number, myStartedAt: number, forgetAfterMs = FORGET_AFTER_MS): Quorum {
+  let count = 0
+  let reachable = 0
+  const missing: string[] = []
+  for (const v of voters) {
+    if (v.leftAt !== null && v.leftAt >= v.startedAt) continue
+    if (v.forgottenAt != null && v.forgottenAt >= v.startedAt) continue
+    if (v.peerId === me || v.state === 'alive' || v.state === 'suspect') {
+      count++
+      reachable++
+      continue
+    }
+    if (v.state === 'left') continue
+    const silentSince = Math.max(v.lastSeenAt ?? 0, myStartedAt, v.startedAt)
+    if (now - silentSince >= forgetAfterMs) continue
+    count++
+    missing.push(v.peerId)
+  }
+  if (!voters.some(v => v.peerId === me)) { count++; reachable++ }
+  return { voters: count, reachable, ok: reachable * 2 > count, missing }
+}

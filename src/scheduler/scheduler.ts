@@ -1,22 +1,22 @@
 /*
- * Over 400 lines, on purpose for now: this file is the one owner of a node's
- * run state (claims settling, runs in flight, their abort controllers, the
+ * Over 400 lines, on purpose: this file is the one owner of a node's run
+ * state (claims settling, runs in flight, their abort controllers, the
  * rate-limit and health pauses), which every part of it reads and writes in
- * the same tick. The pure parts already live beside it (dag.ts, claims.ts,
- * election.ts) and every board write goes through src/crdt/lifecycle.ts. The
- * next split is the run stages (#runStages, #finish, #recordInfra: worktree,
- * agent, commit, outcome) into their own file behind a narrow interface.
+ * the same tick. What needs none of that state lives beside it: dag.ts and
+ * claims.ts (pure), run.ts (a run's stages and the board writes of its end);
+ * every board write goes through src/crdt/lifecycle.ts.
  */
 import type { SchedulerNode } from '../node/components.ts'
 import type { Presence } from '../protocol/presence.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
 import { NodeHealth, type HealthState } from '../node/health.ts'
 import type { BoardSnapshot, PeerIdString, Task, TaskId } from '../crdt/schema.ts'
-import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
+import type { Agent, AgentProgress } from '../agent/types.ts'
+import { formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
-import { TimeoutError, abortedByTimeout, toError } from '../util/errors.ts'
+import { TimeoutError, toError } from '../util/errors.ts'
 
 /**
  * Bounds of the minimum settle window (the wait between a claim and starting
@@ -55,30 +55,6 @@ export const MAX_RATE_LIMIT_BACKOFF_MS = 15 * 60_000
 export const STARTUP_QUIET_HEARTBEATS = 3
 /** Default grace for running agents on a graceful stop. @default 30 s */
 export const DEFAULT_STOP_GRACE_MS = 30_000
-/**
- * Wall-clock limit of a run (setup and agent) when the task's plan gives no
- * `timeout` (`meshwork node --task-timeout`). @default 2 h
- */
-export const DEFAULT_TASK_TIMEOUT_MS = 2 * 3_600_000
-/**
- * Back-off after an infrastructure failure (worktree, fetching main, `--setup`,
- * the agent could not start, commit): the node where it happened leaves that
- * task alone this long (other nodes may take it at once, and the node keeps
- * claiming other tasks); doubles with every such failure of the task on the
- * node. @default 5 s
- */
-export const INFRA_BACKOFF_MS = 5_000
-/** Longest infrastructure back-off. @default 5 min */
-export const MAX_INFRA_BACKOFF_MS = 5 * 60_000
-/**
- * Infrastructure failures of one task, on all nodes together, that end it
- * `failed` with the reason instead of cycling for ever (an id or title no
- * node can use, a repository nobody can prepare). @default 3
- */
-export const INFRA_FAILURE_LIMIT = 3
-/** Distinct nodes on which a task's infrastructure failed that end it `failed` (the fault goes with the task, not a node). @default 2 */
-export const INFRA_FAILURE_NODES = 2
-
 export interface SchedulerInit {
   node: SchedulerNode
   agent: Agent
@@ -116,16 +92,6 @@ export interface SchedulerInit {
 
 interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean, hash: string | null }
 interface Run { epoch: number, abort: AbortController, done: Promise<void> }
-
-/** Where a run failed that was no fault of the agent (such runs do not count against `maxAttempts`). */
-export const INFRA_STAGES = ['prepare', 'agent-start', 'finish'] as const
-export type InfraStage = typeof INFRA_STAGES[number]
-
-/** How a run ended, as the scheduler records it. */
-type RunEnd =
-  | { kind: 'agent', result: AgentResult, head: string | null, agentStarted: boolean }
-  /** `result` is set when the agent did run (its cost is kept); `agentStarted` decides whether the attempt counts. */
-  | { kind: 'infra', stage: InfraStage, error: string, agentStarted: boolean, result: AgentResult | null }
 
 /**
  * One node's scheduler: claims ready tasks (priority, then longest remaining
@@ -506,70 +472,13 @@ export class Scheduler {
   }
 
   async #execute (t: Task, run: Run): Promise<void> {
-    const end = await this.#runStages(t, run)
+    const end = await runStages({ ...this.#init, agent: this.agent, me: this.#me(), snapshot: () => this.node.board.snapshot(), log: this.#log }, t, run.abort.signal)
     try {
       await this.#init.cleanup?.(t)
     } catch (err) {
       this.#log.warn('task:cleanup-failed', { task: t.id, error: toError(err).message })
     }
     this.#record(t, run, end)
-  }
-
-  /**
-   * Prepare, agent, finish. Only what the agent itself did can be a failed
-   * attempt: a throw from `prepare` or `finish`, or an agent that could not be
-   * started, is an infrastructure failure; an abort is a release, except the
-   * timeout (a failed attempt once the agent runs, an infrastructure failure
-   * while still preparing).
-   */
-  async #runStages (t: Task, run: Run): Promise<RunEnd> {
-    const signal = run.abort.signal
-    const abortEnd = (agentStarted: boolean, result: AgentResult | null): RunEnd => {
-      const reason = toError(signal.reason).message
-      if (abortedByTimeout(signal)) {
-        if (!agentStarted) return { kind: 'infra', stage: 'prepare', error: `${reason} before the agent started (preparing the worktree or running --setup)`, agentStarted, result }
-        return { kind: 'agent', result: { ...(result ?? emptyResult()), outcome: 'failure', error: reason }, head: null, agentStarted }
-      }
-      return { kind: 'agent', result: { ...(result ?? emptyResult()), outcome: 'aborted', error: reason }, head: null, agentStarted }
-    }
-    let cwd: string | undefined
-    try {
-      cwd = await this.#init.prepare?.(t, signal)
-    } catch (err) {
-      if (signal.aborted) return abortEnd(false, null)
-      return { kind: 'infra', stage: 'prepare', error: toError(err).message, agentStarted: false, result: null }
-    }
-    if (signal.aborted) return abortEnd(false, null)
-    let result: AgentResult
-    const agentStart = Date.now()
-    try {
-      const onProgress = this.#init.onProgress
-      const context = this.#init.context?.(t, this.node.board.snapshot())
-      result = await this.agent.run({
-        ...(context !== undefined ? { context } : {}),
-        task: t,
-        attempt: t.attempts,
-        node: this.#me(),
-        signal,
-        ...(cwd !== undefined ? { cwd } : {}),
-        ...(onProgress !== undefined ? { onProgress: (p: AgentProgress) => { onProgress(t.id, p) } } : {})
-      })
-    } catch (err) {
-      // agents return expected failures as values: a throw is the adapter's bug, judged like a failed run
-      result = { ...emptyResult(), outcome: 'failure', error: toError(err).message }
-    }
-    const agentEnd = Date.now()
-    if (result.outcome === 'unavailable') return { kind: 'infra', stage: 'agent-start', error: result.error ?? 'the agent could not be started', agentStarted: false, result }
-    if (result.outcome !== 'success') return signal.aborted ? abortEnd(true, result) : { kind: 'agent', result, head: null, agentStarted: true }
-    let head: string | null = null
-    try {
-      if (this.#init.finish !== undefined) head = await this.#init.finish(t, cwd)
-    } catch (err) {
-      return { kind: 'infra', stage: 'finish', error: toError(err).message, agentStarted: true, result }
-    }
-    // when the agent ran and when its work was committed, for the per-phase breakdown of a run
-    this.#log.info('task:committed', { task: t.id, epoch: t.epoch, head, agentStart, agentEnd })
-    return { kind: 'agent', result, head, agentStarted: true }
   }
 
   /** Writes a run's end, if the run still owns the task (fencing by epoch and node). */
@@ -584,45 +493,11 @@ export class Scheduler {
       return
     }
     if (end.kind === 'infra') {
-      this.#recordInfra(t, run, end, now)
+      writeInfraEnd(this.node, this.#log, t, run.epoch, end, now, this.#init.infraBackoffMs)
       return
     }
-    const { result, head } = end
-    const base = retryBackoffMs(current.failures + 1, this.#init.retryBaseMs)
-    this.node.changeBoard(`task:${result.outcome}`, d => {
-      if (d.tasks[t.id] === undefined) return
-      lifecycle.addUsage(d, t.id, result)
-      switch (result.outcome) {
-        case 'success':
-          lifecycle.complete(d, t.id, { peer: me, head, now, summary: result.summary !== undefined && result.summary.trim() !== '' ? clipSummary(result.summary) : null })
-          break
-        case 'failure': {
-          const error = result.error ?? 'agent failed'
-          if (result.final === true || current.failures + 1 >= current.maxAttempts) lifecycle.fail(d, t.id, error, { failure: true })
-          else lifecycle.release(d, t.id, { now, notBefore: now + base, error, failure: true })
-          break
-        }
-        case 'rate-limited':
-          lifecycle.release(d, t.id, { now, notBefore: null, error: result.error ?? 'rate limited' })
-          break
-        case 'aborted':
-          // stopped before its agent started (node stopping during --setup): no agent run to count
-          lifecycle.release(d, t.id, { now, notBefore: null, uncountAttempt: !end.agentStarted })
-          break
-        case 'paused':
-          // the node's fault (credentials refused), not the task's: back to the mesh at once, no attempt used
-          lifecycle.release(d, t.id, { now, notBefore: null, uncountAttempt: true, error: result.error ?? 'the node could not run its agent' })
-          break
-        case 'unavailable':
-          // turned into an infrastructure end by #runStages; kept for exhaustiveness
-          lifecycle.release(d, t.id, { now, notBefore: null, error: result.error ?? 'the agent could not be started' })
-          break
-        default: {
-          const never: never = result.outcome
-          throw new Error(`unknown outcome ${String(never)}`)
-        }
-      }
-    })
+    const { result } = end
+    writeAgentEnd(this.node, current, end, now, this.#init.retryBaseMs)
     if (result.outcome === 'rate-limited') {
       this.#rateLimitStreak++
       const wait = retryBackoffMs(this.#rateLimitStreak, RATE_LIMIT_BACKOFF_MS, MAX_RATE_LIMIT_BACKOFF_MS)
@@ -649,71 +524,4 @@ export class Scheduler {
     else this.#log.info('task:released', { ...fields, reason: result.outcome })
   }
 
-  /**
-   * An infrastructure failure: the task goes back to the mesh with the error on
-   * the board, counting no failure (and no attempt when the agent never
-   * started); this node leaves that task alone for a back-off that doubles with
-   * each such failure of it here, and keeps claiming other tasks. Once the
-   * task's infrastructure has failed `INFRA_FAILURE_LIMIT` times, or on
-   * `INFRA_FAILURE_NODES` nodes, it ends `failed` with the reason: the fault
-   * goes with the task, and retrying it for ever would only burn the mesh.
-   */
-  #recordInfra (t: Task, run: Run, end: Extract<RunEnd, { kind: 'infra' }>, now: number): void {
-    const me = this.#me()
-    const current = this.node.board.task(t.id)
-    const mine = (current?.infraFailures[me]?.count ?? 0) + 1
-    const wait = retryBackoffMs(mine, this.#init.infraBackoffMs ?? INFRA_BACKOFF_MS, MAX_INFRA_BACKOFF_MS)
-    const others = Object.entries(current?.infraFailures ?? {}).filter(([peer]) => peer !== me)
-    const total = mine + others.reduce((n, [, f]) => n + f.count, 0)
-    const nodes = others.length + 1
-    const final = total >= INFRA_FAILURE_LIMIT || nodes >= INFRA_FAILURE_NODES
-    const error = clipSummary(`${INFRA_TEXT[end.stage]} on node ${this.node.name !== '' ? this.node.name : me}: ${end.error}`)
-    const finalError = clipSummary(`infrastructure failed ${total} time${total === 1 ? '' : 's'} on ${nodes} node${nodes === 1 ? '' : 's'}, so the task is not tried again (fix the cause, then \`meshwork retry ${t.id}\`); last: ${error}`)
-    this.node.changeBoard('task:infra-failed', d => {
-      if (end.result !== null) lifecycle.addUsage(d, t.id, end.result)
-      // attempts count agent runs started: a run that never got to its agent gives its number back
-      lifecycle.infraFail(d, t.id, { peer: me, count: mine, until: now + wait, now, error: final ? finalError : error, final, uncountAttempt: !end.agentStarted })
-    })
-    this.#log.warn(final ? 'task:failed' : 'task:infra-failed', {
-      task: t.id,
-      epoch: run.epoch,
-      stage: end.stage,
-      error: end.error,
-      attemptCounted: end.agentStarted,
-      infraFailures: total,
-      nodes,
-      ...(final
-        ? { note: 'the infrastructure failed too often for this task: it is failed, not retried' }
-        : { retryInMs: wait, note: `not the agent's failure: counts nothing against maxAttempts; this node leaves this task alone for ${formatMs(wait)} and keeps claiming others` })
-    })
-  }
-}
-
-/**
- * The wall-clock limit of a run: the task's own `timeout`, else the node's
- * default (`undefined`: `DEFAULT_TASK_TIMEOUT_MS`; null or 0: no limit, null).
- */
-export function runTimeoutMs (t: Pick<Task, 'timeoutMs'>, nodeDefault: number | null | undefined): number | null {
-  if (t.timeoutMs !== null) return t.timeoutMs
-  const d = nodeDefault === undefined ? DEFAULT_TASK_TIMEOUT_MS : nodeDefault
-  return d === null || d <= 0 ? null : d
-}
-
-/** How an infrastructure failure reads on the board, by stage. */
-const INFRA_TEXT: Record<InfraStage, string> = {
-  prepare: 'could not prepare the run (worktree, main or --setup)',
-  'agent-start': 'could not start the agent',
-  finish: 'could not commit the agent\'s work'
-}
-
-function emptyResult (): AgentResult {
-  return { outcome: 'failure', error: null, costUsd: 0, tokens: { ...ZERO_TOKENS } }
-}
-
-/** `90 s`, `20 min`, `2 h`, `250 ms`. */
-export function formatMs (ms: number): string {
-  if (ms < 1000) return `${ms} ms`
-  if (ms < 120_000) return `${+(ms / 1000).toFixed(1)} s`
-  if (ms < 2 * 3_600_000) return `${+(ms / 60_000).toFixed(1)} min`
-  return `${+(ms / 3_600_000).toFixed(1)} h`
 }

@@ -1,3 +1,8 @@
+/*
+ * Over 400 lines, on purpose: the TUI's whole view model (rows, critical
+ * path, inbox, totals, ETA) as pure functions of one snapshot, so that every
+ * view reads the same derived facts and all of them are unit-tested here.
+ */
 import type { StatusReport, StatusTask } from '../api/status.ts'
 import type { BoardSnapshot, ConflictHunk, TaskState } from '../crdt/schema.ts'
 import type { MembersView } from '../protocol/members.ts'

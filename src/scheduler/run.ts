@@ -1,0 +1,233 @@
+/**
+ * One run of a task on this node, apart from the scheduler that decides when
+ * runs start: its stages (prepare, agent, finish) and the board writes of its
+ * end. The scheduler owns the run's abort controller and the node-wide
+ * state a run's end feeds (rate-limit back-off, health); everything here is a
+ * function of the task, the run's signal and a narrow view of the node.
+ */
+import * as lifecycle from '../crdt/lifecycle.ts'
+import type { BoardWriter } from '../node/components.ts'
+import type { BoardSnapshot, PeerIdString, Task } from '../crdt/schema.ts'
+import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
+import { retryBackoffMs } from './claims.ts'
+import type { Logger } from '../util/logger.ts'
+import { abortedByTimeout, toError } from '../util/errors.ts'
+
+/** Wall-clock limit of a run (setup and agent) when the task's plan gives no `timeout` (`meshwork node --task-timeout`). @default 2 h */
+export const DEFAULT_TASK_TIMEOUT_MS = 2 * 3_600_000
+/**
+ * Back-off after an infrastructure failure (worktree, fetching main, `--setup`,
+ * the agent could not start, commit): the node where it happened leaves that
+ * task alone this long (other nodes may take it at once, and the node keeps
+ * claiming other tasks); doubles with every such failure of the task on the
+ * node. @default 5 s
+ */
+export const INFRA_BACKOFF_MS = 5_000
+/** Longest infrastructure back-off. @default 5 min */
+export const MAX_INFRA_BACKOFF_MS = 5 * 60_000
+/**
+ * Infrastructure failures of one task, on all nodes together, that end it
+ * `failed` with the reason instead of cycling for ever (an id or title no
+ * node can use, a repository nobody can prepare). @default 3
+ */
+export const INFRA_FAILURE_LIMIT = 3
+/** Distinct nodes on which a task's infrastructure failed that end it `failed` (the fault goes with the task, not a node). @default 2 */
+export const INFRA_FAILURE_NODES = 2
+
+/** Where a run failed that was no fault of the agent (such runs do not count against `maxAttempts`). */
+export const INFRA_STAGES = ['prepare', 'agent-start', 'finish'] as const
+export type InfraStage = typeof INFRA_STAGES[number]
+
+/** How a run ended, as the scheduler records it. */
+export type RunEnd =
+  | { kind: 'agent', result: AgentResult, head: string | null, agentStarted: boolean }
+  /** `result` is set when the agent did run (its cost is kept); `agentStarted` decides whether the attempt counts. */
+  | { kind: 'infra', stage: InfraStage, error: string, agentStarted: boolean, result: AgentResult | null }
+
+/** The hooks a run's stages call (the scheduler's init), and what they need of the node. */
+export interface RunHooks {
+  agent: Agent
+  me: PeerIdString
+  snapshot: () => BoardSnapshot
+  log: Logger
+  /**
+   * Prepares a run's working directory (worktree, `--setup`); default: none.
+   * `signal` is the run's: aborted on timeout, cancel, a lost claim or node stop.
+   * Whatever it throws is an infrastructure failure, never the agent's.
+   */
+  prepare?: ((task: Task, signal: AbortSignal) => Promise<string | undefined>) | undefined
+  /** Called after a successful run, before the task is marked done; returns the branch head oid. */
+  finish?: ((task: Task, cwd: string | undefined) => Promise<string | null>) | undefined
+  /** What to tell the agent besides the prompt; default: nothing. */
+  context?: ((task: Task, snap: BoardSnapshot) => string) | undefined
+  onProgress?: ((taskId: Task['id'], p: AgentProgress) => void) | undefined
+}
+
+/**
+ * Prepare, agent, finish. Only what the agent itself did can be a failed
+ * attempt: a throw from `prepare` or `finish`, or an agent that could not be
+ * started, is an infrastructure failure; an abort is a release, except the
+ * timeout (a failed attempt once the agent runs, an infrastructure failure
+ * while still preparing).
+ */
+export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal): Promise<RunEnd> {
+  const abortEnd = (agentStarted: boolean, result: AgentResult | null): RunEnd => {
+    const reason = toError(signal.reason).message
+    if (abortedByTimeout(signal)) {
+      if (!agentStarted) return { kind: 'infra', stage: 'prepare', error: `${reason} before the agent started (preparing the worktree or running --setup)`, agentStarted, result }
+      return { kind: 'agent', result: { ...(result ?? emptyResult()), outcome: 'failure', error: reason }, head: null, agentStarted }
+    }
+    return { kind: 'agent', result: { ...(result ?? emptyResult()), outcome: 'aborted', error: reason }, head: null, agentStarted }
+  }
+  let cwd: string | undefined
+  try {
+    cwd = await hooks.prepare?.(t, signal)
+  } catch (err) {
+    if (signal.aborted) return abortEnd(false, null)
+    return { kind: 'infra', stage: 'prepare', error: toError(err).message, agentStarted: false, result: null }
+  }
+  if (signal.aborted) return abortEnd(false, null)
+  let result: AgentResult
+  const agentStart = Date.now()
+  try {
+    const onProgress = hooks.onProgress
+    const context = hooks.context?.(t, hooks.snapshot())
+    result = await hooks.agent.run({
+      ...(context !== undefined ? { context } : {}),
+      task: t,
+      attempt: t.attempts,
+      node: hooks.me,
+      signal,
+      ...(cwd !== undefined ? { cwd } : {}),
+      ...(onProgress !== undefined ? { onProgress: (p: AgentProgress) => { onProgress(t.id, p) } } : {})
+    })
+  } catch (err) {
+    // agents return expected failures as values: a throw is the adapter's bug, judged like a failed run
+    result = { ...emptyResult(), outcome: 'failure', error: toError(err).message }
+  }
+  const agentEnd = Date.now()
+  if (result.outcome === 'unavailable') return { kind: 'infra', stage: 'agent-start', error: result.error ?? 'the agent could not be started', agentStarted: false, result }
+  if (result.outcome !== 'success') return signal.aborted ? abortEnd(true, result) : { kind: 'agent', result, head: null, agentStarted: true }
+  let head: string | null = null
+  try {
+    if (hooks.finish !== undefined) head = await hooks.finish(t, cwd)
+  } catch (err) {
+    return { kind: 'infra', stage: 'finish', error: toError(err).message, agentStarted: true, result }
+  }
+  // when the agent ran and when its work was committed, for the per-phase breakdown of a run
+  hooks.log.info('task:committed', { task: t.id, epoch: t.epoch, head, agentStart, agentEnd })
+  return { kind: 'agent', result, head, agentStarted: true }
+}
+
+/**
+ * Writes the end of a run the agent finished (its outcome, usage and, on
+ * success, the branch head) to the board. `current` is the task as the board
+ * has it now, already checked to be this run's.
+ */
+export function writeAgentEnd (node: BoardWriter, current: Task, end: Extract<RunEnd, { kind: 'agent' }>, now: number, retryBaseMs: number | undefined): void {
+  const { result, head } = end
+  const id = current.id
+  const base = retryBackoffMs(current.failures + 1, retryBaseMs)
+  node.changeBoard(`task:${result.outcome}`, d => {
+    if (d.tasks[id] === undefined) return
+    lifecycle.addUsage(d, id, result)
+    switch (result.outcome) {
+      case 'success':
+        lifecycle.complete(d, id, { peer: node.peerId, head, now, summary: result.summary !== undefined && result.summary.trim() !== '' ? clipSummary(result.summary) : null })
+        break
+      case 'failure': {
+        const error = result.error ?? 'agent failed'
+        if (result.final === true || current.failures + 1 >= current.maxAttempts) lifecycle.fail(d, id, error, { failure: true })
+        else lifecycle.release(d, id, { now, notBefore: now + base, error, failure: true })
+        break
+      }
+      case 'rate-limited':
+        lifecycle.release(d, id, { now, notBefore: null, error: result.error ?? 'rate limited' })
+        break
+      case 'aborted':
+        // stopped before its agent started (node stopping during --setup): no agent run to count
+        lifecycle.release(d, id, { now, notBefore: null, uncountAttempt: !end.agentStarted })
+        break
+      case 'paused':
+        // the node's fault (credentials refused), not the task's: back to the mesh at once, no attempt used
+        lifecycle.release(d, id, { now, notBefore: null, uncountAttempt: true, error: result.error ?? 'the node could not run its agent' })
+        break
+      case 'unavailable':
+        // turned into an infrastructure end by runStages; kept for exhaustiveness
+        lifecycle.release(d, id, { now, notBefore: null, error: result.error ?? 'the agent could not be started' })
+        break
+      default: {
+        const never: never = result.outcome
+        throw new Error(`unknown outcome ${String(never)}`)
+      }
+    }
+  })
+}
+
+/**
+ * An infrastructure failure: the task goes back to the mesh with the error on
+ * the board, counting no failure (and no attempt when the agent never
+ * started); this node leaves that task alone for a back-off that doubles with
+ * each such failure of it here, and keeps claiming other tasks. Once the
+ * task's infrastructure has failed `INFRA_FAILURE_LIMIT` times, or on
+ * `INFRA_FAILURE_NODES` nodes, it ends `failed` with the reason: the fault
+ * goes with the task, and retrying it for ever would only burn the mesh.
+ */
+export function writeInfraEnd (node: BoardWriter & { readonly name: string }, log: Logger, t: Task, epoch: number, end: Extract<RunEnd, { kind: 'infra' }>, now: number, backoffBaseMs: number | undefined): void {
+  const me = node.peerId
+  const current = node.board.task(t.id)
+  const mine = (current?.infraFailures[me]?.count ?? 0) + 1
+  const wait = retryBackoffMs(mine, backoffBaseMs ?? INFRA_BACKOFF_MS, MAX_INFRA_BACKOFF_MS)
+  const others = Object.entries(current?.infraFailures ?? {}).filter(([peer]) => peer !== me)
+  const total = mine + others.reduce((n, [, f]) => n + f.count, 0)
+  const nodes = others.length + 1
+  const final = total >= INFRA_FAILURE_LIMIT || nodes >= INFRA_FAILURE_NODES
+  const error = clipSummary(`${INFRA_TEXT[end.stage]} on node ${node.name !== '' ? node.name : me}: ${end.error}`)
+  const finalError = clipSummary(`infrastructure failed ${total} time${total === 1 ? '' : 's'} on ${nodes} node${nodes === 1 ? '' : 's'}, so the task is not tried again (fix the cause, then \`meshwork retry ${t.id}\`); last: ${error}`)
+  node.changeBoard('task:infra-failed', d => {
+    if (end.result !== null) lifecycle.addUsage(d, t.id, end.result)
+    // attempts count agent runs started: a run that never got to its agent gives its number back
+    lifecycle.infraFail(d, t.id, { peer: me, count: mine, until: now + wait, now, error: final ? finalError : error, final, uncountAttempt: !end.agentStarted })
+  })
+  log.warn(final ? 'task:failed' : 'task:infra-failed', {
+    task: t.id,
+    epoch,
+    stage: end.stage,
+    error: end.error,
+    attemptCounted: end.agentStarted,
+    infraFailures: total,
+    nodes,
+    ...(final
+      ? { note: 'the infrastructure failed too often for this task: it is failed, not retried' }
+      : { retryInMs: wait, note: `not the agent's failure: counts nothing against maxAttempts; this node leaves this task alone for ${formatMs(wait)} and keeps claiming others` })
+  })
+}
+
+/**
+ * The wall-clock limit of a run: the task's own `timeout`, else the node's
+ * default (`undefined`: `DEFAULT_TASK_TIMEOUT_MS`; null or 0: no limit, null).
+ */
+export function runTimeoutMs (t: Pick<Task, 'timeoutMs'>, nodeDefault: number | null | undefined): number | null {
+  if (t.timeoutMs !== null) return t.timeoutMs
+  const d = nodeDefault === undefined ? DEFAULT_TASK_TIMEOUT_MS : nodeDefault
+  return d === null || d <= 0 ? null : d
+}
+
+/** How an infrastructure failure reads on the board, by stage. */
+const INFRA_TEXT: Record<InfraStage, string> = {
+  prepare: 'could not prepare the run (worktree, main or --setup)',
+  'agent-start': 'could not start the agent',
+  finish: 'could not commit the agent\'s work'
+}
+
+function emptyResult (): AgentResult {
+  return { outcome: 'failure', error: null, costUsd: 0, tokens: { ...ZERO_TOKENS } }
+}
+
+/** `90 s`, `20 min`, `2 h`, `250 ms`. */
+export function formatMs (ms: number): string {
+  if (ms < 1000) return `${ms} ms`
+  if (ms < 120_000) return `${+(ms / 1000).toFixed(1)} s`
+  if (ms < 2 * 3_600_000) return `${+(ms / 60_000).toFixed(1)} min`
+  return `${+(ms / 3_600_000).toFixed(1)} h`
+}
