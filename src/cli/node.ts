@@ -19,7 +19,7 @@ import { NodeHealth, PAUSE_BASE_MS } from '../node/health.ts'
 import { RunGroups } from '../node/run-groups.ts'
 import { DEFAULT_LISTEN, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS } from '../node/constants.ts'
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../util/logger.ts'
-import { UsageError } from '../util/errors.ts'
+import { UsageError, toError } from '../util/errors.ts'
 import { parseDuration } from '../util/wait.ts'
 import { CONNECTION_OPTIONS, resolveConnection } from './connection.ts'
 import { defineCommand, formatDuration, opt } from './command.ts'
@@ -239,6 +239,9 @@ export const NODE_OPTIONS = {
 /** How long a node with bootstrap peers may hear from none before it warns. @default 15 s */
 export const NO_PEER_WARN_MS = 15_000
 
+/** How often DATA/node.json's join token is refreshed with the live peers' addresses (written only when it changed). @default 5 s */
+const JOIN_REFRESH_MS = 5_000
+
 export const nodeCommand = defineCommand({
   name: 'node',
   summary: summaryOf('node'),
@@ -366,9 +369,20 @@ export const nodeCommand = defineCommand({
       }
     }
     const facts = { peerId: mesh.peerId, addrs: mesh.addrs(), join: mesh.joinToken(), pid: process.pid, ...(metricsUrl !== undefined ? { metrics: metricsUrl } : {}) }
-    const tmp = join(dataDir, 'node.json.tmp')
-    await writeFile(tmp, JSON.stringify(facts, null, 2) + '\n', { mode: 0o600 })
-    await rename(tmp, join(dataDir, 'node.json'))
+    const writeFacts = async (): Promise<void> => {
+      const tmp = join(dataDir, 'node.json.tmp')
+      await writeFile(tmp, JSON.stringify(facts, null, 2) + '\n', { mode: 0o600 })
+      await rename(tmp, join(dataDir, 'node.json'))
+    }
+    await writeFacts()
+    // the token in node.json carries live peers' addresses too once they are known: it keeps working while any of them is up
+    const refreshFacts = setInterval(() => {
+      const token = mesh.joinToken()
+      if (token === facts.join) return
+      facts.join = token
+      void writeFacts().catch(err => { log.warn('node:facts-write-failed', { error: toError(err).message }) })
+    }, JOIN_REFRESH_MS)
+    refreshFacts.unref()
     process.stdout.write([
       `meshwork node ${mesh.name} started in mesh ${mesh.meshId}`,
       `peerId ${facts.peerId}`,
@@ -397,6 +411,7 @@ export const nodeCommand = defineCommand({
             : `no new work; leaving the mesh (nothing is running); ${sig === 'SIGINT' ? 'press Ctrl-C again' : 'send the signal again'} to exit at once`
         })
         if (lonely !== null) clearInterval(lonely)
+        clearInterval(refreshFacts)
         void (async () => {
           await worker.stop(graceMs)
           runGroups.stop()

@@ -21,6 +21,8 @@ export interface DialerComponents {
   /** Addresses to keep trying (`--bootstrap`). */
   bootstrap: string[]
   peerId: () => string
+  /** Peers heard before a restart, with their last known addresses (DATA/peers.json); default none. */
+  remembered?: () => Array<{ peerId: string, addrs: string[] }>
   logger: Logger
 }
 
@@ -117,6 +119,15 @@ export class Dialer implements Startable {
     }
     // dead peers are retried less often: a healed partition must find its way back
     const retryDead = this.#redialRound++ % 5 === 0
+    // peers remembered from before a restart: at once while this node has no peer, then with the dead ones
+    if (this.#connected.size === 0 || retryDead) {
+      for (const p of this.#c.remembered?.() ?? []) {
+        if (p.peerId === self || this.#connected.has(p.peerId)) continue
+        const m = this.#c.membership.get(p.peerId)
+        if (m !== undefined && (m.state === 'alive' || m.state === 'left')) continue
+        void this.#dial(parseAddrs(p.addrs), p.peerId)
+      }
+    }
     for (const m of this.#c.membership.members()) {
       if (m.state === 'left' || (m.state === 'dead' && !retryDead) || m.addrs.length === 0) continue
       if (this.#connected.has(m.peerId)) continue

@@ -13,6 +13,7 @@ import { Gossip } from './gossip.ts'
 import { BoardReplication } from './board-replication.ts'
 import { Heartbeats, type PresenceExtras } from './heartbeats.ts'
 import { Dialer } from './dialer.ts'
+import { KnownPeers } from './known-peers.ts'
 import { Progress } from './progress.ts'
 import { MembersProtocol } from './members-protocol.ts'
 import { acquireLock, type Lock } from './lock.ts'
@@ -30,11 +31,15 @@ export type { MeshNodeEvents, MeshNodeInit, NodeStats, Role } from './types.ts'
 export type { MembersView }
 
 /** The services a started node runs. */
+/** Live peers whose addresses a join token carries besides the node's own. @default 3 */
+export const JOIN_TOKEN_PEERS = 3
+
 interface Services {
   gossip: Gossip
   replication: BoardReplication
   heartbeats: Heartbeats
   dialer: Dialer
+  known: KnownPeers | null
   progress: Progress
   members: MembersProtocol
 }
@@ -153,9 +158,17 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     return this.#host?.getMultiaddrs().map(a => a.toString()) ?? []
   }
 
-  /** A join token carrying the swarm key and this node's addresses. */
+  /**
+   * A join token carrying the swarm key, this node's addresses and those of up
+   * to `JOIN_TOKEN_PEERS` live peers, so the token works while any of them is up.
+   */
   joinToken (): string {
-    return encodeJoinToken(this.swarmKey, this.addrs())
+    const peers = this.membership.members()
+      .filter(m => m.state === 'alive' && m.addrs.length > 0 && m.peerId !== this.peerId)
+      .sort((a, b) => (a.aliveSince ?? Infinity) - (b.aliveSince ?? Infinity))
+      .slice(0, JOIN_TOKEN_PEERS)
+      .map(m => m.addrs.filter(a => a.includes('/p2p/')).slice(0, 2))
+    return encodeJoinToken(this.swarmKey, [...this.addrs(), ...peers.flat()])
   }
 
   async start (): Promise<void> {
@@ -220,7 +233,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const logger = this.#log
     const gossip = new Gossip({ pubsub: host.services.pubsub, hostStarted: () => host.status === 'started', logger, rejected: this.stats.gossipRejected, sent: this.stats.gossipSent, delayMs: init.gossipDelayMs ?? 0 })
     const replication = new BoardReplication({ board, store: this.#store, gossip, topic: t.board, streams: host, heartbeatMs: this.membership.heartbeatMs, stats: this.stats, logger })
-    const dialer = new Dialer({ host, membership: this.membership, bootstrap: init.bootstrap ?? [], peerId: () => this.peerId, logger })
+    const known = isNode ? new KnownPeers({ dataDir: init.dataDir as string, live: () => this.membership.members(), self: () => this.peerId, logger }) : null
+    const dialer = new Dialer({ host, membership: this.membership, bootstrap: init.bootstrap ?? [], peerId: () => this.peerId, remembered: () => known?.list() ?? [], logger })
     const heartbeats = new Heartbeats({
       announce: isNode,
       gossip,
@@ -243,8 +257,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     heartbeats.setExtras(() => this.#extras())
     const progress = new Progress({ gossip, topic: t.progress, follow: isNode, peerId: () => this.peerId, onProgress: p => { this.dispatchEvent(new CustomEvent('progress', { detail: p })) } })
     const members = new MembersProtocol({ streams: host, serve: isNode, view: () => this.membersView() })
-    const services: Services = this.#services = { gossip, replication, heartbeats, dialer, progress, members }
-    const all: Startable[] = [gossip, replication, members, progress, dialer, heartbeats]
+    const services: Services = this.#services = { gossip, replication, heartbeats, dialer, known, progress, members }
+    const all: Startable[] = [gossip, replication, members, progress, ...(known !== null ? [known] : []), dialer, heartbeats]
     for (const s of all) await s.start()
     host.addEventListener('peer:identify', evt => {
       if (evt.detail.protocols.includes(SYNC_PROTOCOL)) void replication.requestSync(evt.detail.peerId.toString())
@@ -262,6 +276,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       }
     }
     for (const s of [services.progress, services.heartbeats, services.dialer]) await s.afterStart?.()
+    services.known?.afterStart()
   }
 
   /**
@@ -293,6 +308,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     s?.heartbeats.stop()
     s?.progress.stop()
     s?.members.stop()
+    await withTimeout(s?.known?.stop() ?? Promise.resolve(), 2000).catch(() => {})
     if (s !== null) await s.replication.stop()
     else await withTimeout(this.#store?.close() ?? Promise.resolve(), 5000).catch(() => {})
     await this.#lock?.release()
