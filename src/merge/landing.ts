@@ -1,7 +1,7 @@
 import { toError } from '../util/errors.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
 import type { Conflict, Task, TaskId } from '../crdt/schema.ts'
-import { advanceBranch, branchOid, runVerify } from '../git/merge.ts'
+import { advanceBranch, runVerify } from '../git/merge.ts'
 import type { BoardDraft, MergeContext } from './context.ts'
 
 /*
@@ -49,7 +49,8 @@ export async function landDecision (ctx: MergeContext, c: Conflict, t: Task, bas
   const s2 = node.board.snapshot()
   if (s2.main.leader !== node.peerId || s2.main.term !== term || (s2.main.head ?? base) !== base) return 'stale'
   ctx.main.moved(null)
-  const how = await advanceBranch(repo, branch, await branchOid(repo, branch), candidate)
+  // compare-and-swap from the main the candidate was made on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
+  const how = await advanceBranch(repo, branch, base, candidate)
   if (how === 'lost-race') return 'stale'
   const now = Date.now()
   node.changeBoard('main:advance', d => {

@@ -117,7 +117,8 @@ export class Leadership {
     this.#job.check()
     if (this.isLeader()) {
       this.#collector.collect()
-      if (!this.#merging && this.#checkQuorum(snap)) {
+      // never beside a main sync: each moves the local main, and neither may see the other's move half done
+      if (!this.#merging && !this.#syncing && this.#checkQuorum(snap)) {
         // a task left "merging" by a previous leader (or by this one before a restart) is merged by nobody now
         const stuck = [...snap0().tasks.values()].filter(t => t.state === 'merging').map(t => t.id)
         if (stuck.length > 0) {
@@ -133,7 +134,8 @@ export class Leadership {
         })
       }
     }
-    if (!this.#syncing) {
+    // on the leader a merge round moves main itself (its branch is ahead of the board for a moment)
+    if (!this.#syncing && !this.#merging) {
       this.#syncing = true
       void this.syncMain().catch(err => { logger.warn('main:sync-failed', { error: toError(err).message }) }).finally(() => { this.#syncing = false })
     }

@@ -1,5 +1,5 @@
 import { fetchFromPeer } from '../git/transfer.ts'
-import { advanceBranch, branchOid, hasCommit } from '../git/merge.ts'
+import { advanceBranch, branchOid, casBranch, hasCommit } from '../git/merge.ts'
 import { git } from '../git/git.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
 import { toError } from '../util/errors.ts'
@@ -60,8 +60,12 @@ export class MainFollower implements LocalMain {
       }
       if (!fetched) return
     }
-    // main only moves forward: never rewind to a commit the local main already contains
-    if (local !== null && (await git(['merge-base', '--is-ancestor', target, local], { cwd: repo, allowFail: true })).code === 0) return
+    // main only moves forward: a local main with commits the mesh main lacks (a person's commit,
+    // or a merge this node made as leader and crashed before publishing) is kept on a backup branch
+    if (local !== null && !await isAncestor(repo, local, target)) {
+      await this.#keepAside(local, target)
+      return
+    }
     this.moved(null)
     const how = await advanceBranch(repo, branch, local, target)
     if (how === 'lost-race') return
@@ -69,4 +73,39 @@ export class MainFollower implements LocalMain {
     if (how === 'dirty') logger.warn('main:checkout-dirty', { repo, head: target, note: `${branch} moved to the mesh main but the checked-out working tree has local changes: left alone; run \`git reset --keep ${target.slice(0, 12)}\` when ready` })
     logger.info('main:updated', { head: target, checkout: how })
   }
+
+  /**
+   * Keeps `local` on `meshwork/local/<time>` and moves main to the mesh main
+   * `target`: a clean checkout follows (`git reset --keep`), a dirty one is
+   * left alone with the branch moved under it. Nothing is merged silently and
+   * nothing is dropped: the backup branch holds it until a person decides.
+   */
+  async #keepAside (local: string, target: string): Promise<void> {
+    const { repo, branch, logger } = this.#init
+    const backup = `meshwork/local/${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}-${local.slice(0, 8)}`
+    await git(['branch', backup, local], { cwd: repo })
+    this.moved(null)
+    const head = (await git(['symbolic-ref', '-q', 'HEAD'], { cwd: repo, allowFail: true })).stdout.toString().trim()
+    let checkout = 'not-checked-out'
+    if (await branchOid(repo, branch) !== local) return
+    if (head === `refs/heads/${branch}`) {
+      const clean = (await git(['diff-index', '--quiet', 'HEAD', '--'], { cwd: repo, allowFail: true })).code === 0
+      if (clean && (await git(['reset', '-q', '--keep', target], { cwd: repo, allowFail: true })).code === 0) checkout = 'updated'
+      else { await casBranch(repo, branch, target, local); checkout = 'dirty' }
+    } else if (!await casBranch(repo, branch, target, local)) {
+      return
+    }
+    this.moved(target)
+    logger.warn('main:kept-aside', {
+      backup,
+      local,
+      mesh: target,
+      checkout,
+      note: `this repository's ${branch} had commits the mesh main lacks (a commit made here, or a merge this node made as leader and never published): kept on ${backup}, ${branch} moved to the mesh main. Merge what you need through a task; delete the branch when done`
+    })
+  }
+}
+
+async function isAncestor (repo: string, ancestor: string, of: string): Promise<boolean> {
+  return (await git(['merge-base', '--is-ancestor', ancestor, of], { cwd: repo, allowFail: true })).code === 0
 }

@@ -101,7 +101,8 @@ export class MergeQueue {
         land: async (prev, tip, merged) => {
           if (!still(prev, merged.map(m => m.taskId))) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'leadership, term or main changed during the merge' }); return false }
           main.moved(null)
-          const how = await advanceBranch(repo, branch, await branchOid(repo, branch), tip)
+          // compare-and-swap from the main the batch was stacked on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
+          const how = await advanceBranch(repo, branch, prev, tip)
           if (how === 'lost-race') throw new Error('local main moved during the merge')
           main.moved(tip)
           for (const m of merged) this.#branchSeen.delete(m.taskId)
