@@ -336,6 +336,9 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     for (const [n, x] of nodes) logs.set(n, parseLog(await readFile(x.logFile, 'utf8')))
     const createdAt = new Map(board.tasks.map(t => [t.id, t.createdAt]))
     const analysis = analyze(spec.tasks, createdAt, logs, killed)
+    // a task run twice without a kill to explain it: print its story, and keep the logs
+    for (const d of analysis.duplicates) log(`[${spec.name}] task ${d.task} ran more than once:\n  ${d.lines.join('\n  ')}`)
+    if (analysis.duplicates.length > 0) keep = true
     const mine = board.tasks.filter(t => spec.tasks.some(x => x.id === t.id))
     const mergedOnBoard = mine.filter(t => t.state === 'merged').length
     const first = Math.min(...mine.map(t => t.createdAt))

@@ -41,6 +41,8 @@ export interface Analysis {
   rerunsAfterKill: number
   /** Extra runs not explained by the kill: duplicates. */
   duplicateRuns: number
+  /** For each task run more than once (not because of the kill): its log lines on every node, for the report's diagnosis. */
+  duplicates: Array<{ task: string, lines: string[] }>
   /** Task merges logged beyond one per task (merge:done listing a task twice). */
   duplicateMerges: number
   /** merge:done events (batches that landed) and tasks merged per batch. */
@@ -110,14 +112,21 @@ export function analyze (tasks: readonly BenchTask[], createdAt: ReadonlyMap<str
   let runs = 0
   let extraRuns = 0
   let rerunsAfterKill = 0
+  const duplicates: Analysis['duplicates'] = []
   const out: TaskTimes[] = []
   for (const task of tasks) {
     const lines = byTask.get(task.id) ?? []
     const starts = lines.filter(l => l.event === 'task:started')
     runs += starts.length
+    let dup = false
     for (let i = 1; i < starts.length; i++) {
       extraRuns++
       if (starts.slice(0, i).some(s => s.node === killed)) rerunsAfterKill++
+      else dup = true
+    }
+    if (dup) {
+      const t0 = lines[0]?.time ?? 0
+      duplicates.push({ task: task.id, lines: [...lines].sort((a, b) => a.time - b.time).map(l => { const { time, node, event, level: _level, ns: _ns, task: _task, ...rest } = l; return `+${time - t0} ms ${node} ${event} ${JSON.stringify(rest)}` }) })
     }
     const times: TaskTimes = { id: task.id, node: null, t: {} }
     const created = createdAt.get(task.id)
@@ -157,6 +166,7 @@ export function analyze (tasks: readonly BenchTask[], createdAt: ReadonlyMap<str
     extraRuns,
     rerunsAfterKill,
     duplicateRuns: extraRuns - rerunsAfterKill,
+    duplicates,
     duplicateMerges: mergeNames - mergedAt.size,
     batches,
     meanBatch: batches === 0 ? 0 : mergeNames / batches,
