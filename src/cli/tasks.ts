@@ -46,9 +46,9 @@ export const submitCommand = defineCommand({
         const step = nextStep(t, snap)
         return [t.id as string, t.state === 'merged' ? 'it is already merged into main, so there is nothing to retry' : `it is ${t.state}${step !== null ? `; ${step.text}` : ''}`]
       }))
-      const tasks = await readPlan(file, existing)
-      const ids = await submitTasks(client, tasks)
-      if (json) process.stdout.write(JSON.stringify({ tasks: ids }) + '\n')
+      const plan = await readPlan(file, existing)
+      const ids = await submitTasks(client, plan.tasks, plan.budgetUsd)
+      if (json) process.stdout.write(JSON.stringify({ tasks: ids, plan: ids[0] ?? null }) + '\n')
       else process.stdout.write(ids.join('\n') + '\n')
       if (!opts.wait) return 0
       return await follow(client, ids, json)

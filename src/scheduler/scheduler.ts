@@ -15,6 +15,7 @@ import type { BoardSnapshot, PeerIdString, Task, TaskId } from '../crdt/schema.t
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
+import { budgetHold, budgetLeft, budgetView, describeHold, holdLogger } from './budget.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { TimeoutError, abortedByTimeout, toError } from '../util/errors.ts'
 
@@ -154,6 +155,7 @@ export class Scheduler {
   #rateLimitStreak = 0
   #lowered = false
   #unsubs: Array<() => void> = []
+  #logHeld: (held: string | null) => void
   /** Whether this node can run agents now (paused: it claims nothing but a trial run once the pause ends). */
   readonly health: NodeHealth
 
@@ -164,6 +166,7 @@ export class Scheduler {
     this.slots = init.slots
     this.#init = init
     this.#log = init.logger ?? silentLogger
+    this.#logHeld = holdLogger(this.#log)
   }
 
   /**
@@ -383,6 +386,8 @@ export class Scheduler {
     if (now - this.node.startedAt < STARTUP_QUIET_HEARTBEATS * this.node.membership.heartbeatMs) return
     const me = this.#me()
     const candidates: Task[] = []
+    const budgets = budgetView(snap)
+    let held: string | null = null
     for (const t of snap.tasks.values()) {
       if (this.#pending.has(t.id) || this.#runs.has(t.id)) continue
       const s = effectiveState(t, snap)
@@ -390,8 +395,12 @@ export class Scheduler {
       if (t.notBefore !== null && t.notBefore > now) continue
       // after an infrastructure failure of this task here, this node leaves it alone for a while (only this task)
       if ((t.infraFailures[me]?.until ?? 0) > now) continue
+      // a spent budget holds the task ready: no claim, no attempt, until the budget is raised (src/scheduler/budget.ts)
+      const hold = budgetHold(t, budgets)
+      if (hold !== null) { held ??= describeHold(hold); continue }
       candidates.push(t)
     }
+    this.#logHeld(held)
     if (candidates.length === 0) return
     const ordered = claimOrder(candidates, remainingCriticalPath(snap.tasks))
     // other nodes' load comes from the board (gossiped at once), not from presence (a heartbeat old)
@@ -470,6 +479,12 @@ export class Scheduler {
         this.#withdraw(id, `files scope overlaps ${blocker.id}`)
         continue
       }
+      // the budget may have been reached while the claim settled (another run ended)
+      const hold = budgetHold(t, budgetView(snap))
+      if (hold !== null) {
+        this.#withdraw(id, describeHold(hold))
+        continue
+      }
       this.#pending.delete(id)
       this.#startRun(t, now)
     }
@@ -540,6 +555,11 @@ export class Scheduler {
       return { kind: 'infra', stage: 'prepare', error: toError(err).message, agentStarted: false, result: null }
     }
     if (signal.aborted) return abortEnd(false, null)
+    const budgets = budgetView(this.node.board.snapshot())
+    // spent while this run prepared: the run goes back without its agent (no attempt counted)
+    const hold = budgetHold(t, budgets)
+    if (hold !== null) return { kind: 'agent', result: { ...emptyResult(), outcome: 'aborted', error: describeHold(hold) }, head: null, agentStarted: false }
+    const maxBudgetUsd = budgetLeft(t, budgets)
     let result: AgentResult
     const agentStart = Date.now()
     try {
@@ -547,6 +567,7 @@ export class Scheduler {
       const context = this.#init.context?.(t, this.node.board.snapshot())
       result = await this.agent.run({
         ...(context !== undefined ? { context } : {}),
+        ...(maxBudgetUsd !== null ? { maxBudgetUsd } : {}),
         task: t,
         attempt: t.attempts,
         node: this.#me(),
@@ -608,6 +629,11 @@ export class Scheduler {
         case 'aborted':
           // stopped before its agent started (node stopping during --setup): no agent run to count
           lifecycle.release(d, t.id, { now, notBefore: null, uncountAttempt: !end.agentStarted })
+          break
+        case 'budget':
+          // stopped at what was left of the mesh's or the plan's budget: not the agent's failure; the task
+          // goes back to ready, where the spent budget holds it until someone raises it
+          lifecycle.release(d, t.id, { now, notBefore: null, error: result.error ?? 'stopped at the budget' })
           break
         case 'paused':
           // the node's fault (credentials refused), not the task's: back to the mesh at once, no attempt used
