@@ -1,6 +1,6 @@
 import { setMeshBudget, setPlanBudget } from '../crdt/ops.ts'
 import { parseTaskId, type BoardSnapshot, type TaskId } from '../crdt/schema.ts'
-import { budgetView, describeHold, heldByBudget } from '../scheduler/budget.ts'
+import { budgetView, heldByBudget } from '../scheduler/budget.ts'
 import { UsageError } from '../util/errors.ts'
 import type { Client } from './client.ts'
 
@@ -45,9 +45,28 @@ export function budgetReport (snap: BoardSnapshot): BudgetReport {
   return { usd: view.mesh.usd, spentUsd: view.mesh.spentUsd, setBy: rec?.by ?? null, setAt: rec?.at ?? null, held: heldBy('mesh'), plans }
 }
 
-/** Why each held task is held, in words (task id → reason). */
-export function holdReasons (snap: BoardSnapshot): Map<string, string> {
-  return new Map([...heldByBudget(snap)].map(([id, h]) => [id as string, describeHold(h)]))
+/** A spent budget that holds ready tasks back, as the TUI inbox lists it. */
+export interface SpentBudget {
+  /** `budget:mesh` or `budget:plan:<id>`. */
+  key: string
+  /** The tasks it holds (at least one). */
+  held: string[]
+  /** One line: which budget, what it is and what is spent, the tasks, the command that raises it. */
+  text: string
+}
+
+/** The budgets of a report that hold ready tasks back, the mesh's first. */
+export function spentBudgets (r: BudgetReport): SpentBudget[] {
+  const usd = (n: number | null): string => `$${(n ?? 0).toFixed(2)}`
+  const one = (key: string, what: string, cap: number | null, spent: number, held: string[], raise: string): SpentBudget => ({
+    key,
+    held,
+    text: `${what} of ${usd(cap)} is spent (${usd(spent)}): ${held.length} ready task${held.length === 1 ? '' : 's'} held (${held.join(', ')}); \`${raise}\` raises it`
+  })
+  return [
+    ...(r.held.length > 0 ? [one('budget:mesh', 'the mesh budget', r.usd, r.spentUsd, r.held, 'meshwork budget --usd X')] : []),
+    ...r.plans.filter(p => p.held.length > 0).map(p => one(`budget:plan:${p.plan}`, `plan ${p.plan}'s budget`, p.usd, p.spentUsd, p.held, `meshwork budget --plan ${p.plan} --usd X`))
+  ]
 }
 
 /** The plan `target` names: a plan id, or the id of any of its tasks. */
