@@ -37,7 +37,7 @@ export interface BudgetReport {
 export function budgetReport (snap: BoardSnapshot): BudgetReport {
   const view = budgetView(snap)
   const holds = heldByBudget(snap)
-  const heldBy = (scope: string): string[] => [...holds].filter(([, h]) => (h.scope === 'mesh' ? 'mesh' : `plan:${h.plan}`) === scope).map(([id]) => id)
+  const heldBy = (scope: string): string[] => [...holds].filter(([, h]) => (h.scope === 'mesh' ? 'mesh' : `plan:${h.plan}`) === scope).map(([id]) => id as string).sort()
   const plans: PlanBudgetReport[] = [...view.plans]
     .filter(([, l]) => l.usd !== null)
     .map(([plan, l]) => ({ plan, usd: l.usd, spentUsd: l.spentUsd, held: heldBy(`plan:${plan}`) }))

@@ -38,8 +38,9 @@ export type BudgetHold =
   | { scope: 'plan', plan: string, usd: number, spentUsd: number }
 
 /**
- * Smallest cap a run is started with (USD): what is left is rounded to this,
- * and a budget with less than this left counts as reached. @default 0.000001
+ * Smallest cap a run is started with (USD): what is left is rounded to
+ * millionths of a dollar, and a budget with less than this left counts as
+ * reached. @default 0.000001
  */
 export const MIN_RUN_BUDGET_USD = 0.000001
 
@@ -94,7 +95,8 @@ export function budgetLeft (t: Pick<Task, 'plan'>, view: BudgetView): number | n
     left = left === null ? rest : Math.min(left, rest)
   }
   if (left === null) return null
-  return Math.max(MIN_RUN_BUDGET_USD, Math.round(left / MIN_RUN_BUDGET_USD) * MIN_RUN_BUDGET_USD)
+  // divided by a whole number, so a round amount stays exact (0.75, not 0.7500000000000001)
+  return Math.max(MIN_RUN_BUDGET_USD, Math.round(left * 1e6) / 1e6)
 }
 
 /**
