@@ -84,7 +84,11 @@ describe('meshwork budget', { timeout: 300_000 }, () => {
     // a plan with a budget of 0 waits on its own budget; raised by naming any of its tasks
     const plan2 = join(dir, 'plan2.yaml')
     await writeFile(plan2, 'budgetUsd: 0\ntasks:\n  - { id: p-one, prompt: do it, sim: { duration: 0s, cost: 0.25 } }\n  - { id: p-two, prompt: do it, sim: { duration: 0s, cost: 0.25 } }\n')
-    await cli(['submit', plan2])
+    // submit --wait counts a spent budget as waiting on a human: it stops at once and exits 1
+    const waited = await runCli(['submit', plan2, '--wait', ...conn], { timeoutMs: 90_000 })
+    expect(waited.code, describeResult(['submit', '--wait'], waited)).toBe(1)
+    expect(waited.stdout).toContain('p-one held: a budget is spent')
+    expect(waited.stdout).toContain('2 held by a spent budget')
     await until('the plan\'s tasks are not held', ts => byId(ts, 'p-one')?.held === 'budget' && byId(ts, 'p-two')?.held === 'budget')
     const planJson = JSON.parse(await cli(['budget', '--plan', 'p-two', '--json'])) as BudgetJson
     expect(planJson.plans).toEqual([{ plan: 'p-one', usd: 0, spentUsd: 0, held: ['p-one', 'p-two'] }])

@@ -1,6 +1,6 @@
 import type { BoardSnapshot, Task, TaskId } from '../crdt/schema.ts'
 import type { Logger } from '../util/logger.ts'
-import { effectiveState } from './dag.ts'
+import { effectiveState, postOrder } from './dag.ts'
 
 /*
  * Budgets: the breaker outside the model. Pure functions over a board
@@ -112,6 +112,24 @@ export function heldByBudget (snap: BoardSnapshot): Map<TaskId, BudgetHold> {
     const hold = budgetHold(t, view)
     if (hold !== null) out.set(t.id, hold)
   }
+  return out
+}
+
+/**
+ * Tasks that cannot start until someone raises a budget: the held ones, and
+ * pending ones whose every unmerged dependency is such a task (`submit --wait`
+ * counts them as waiting on a human).
+ */
+export function waitingOnBudget (snap: BoardSnapshot): Set<TaskId> {
+  const out = new Set<TaskId>(heldByBudget(snap).keys())
+  if (out.size === 0) return out
+  const unmerged = (id: string): TaskId[] => (snap.tasks.get(id as TaskId)?.deps ?? []).filter(d => { const s = snap.tasks.get(d)?.state; return s !== undefined && s !== 'merged' })
+  const pending = [...snap.tasks.values()].filter(t => t.state === 'pending').map(t => t.id)
+  postOrder(pending, unmerged, id => {
+    const t = snap.tasks.get(id as TaskId)
+    const deps = unmerged(id)
+    if (t?.state === 'pending' && deps.length > 0 && deps.every(d => out.has(d))) out.add(t.id)
+  })
   return out
 }
 
