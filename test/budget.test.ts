@@ -12,7 +12,10 @@ import { budgetHold, budgetLeft, budgetView, heldByBudget } from '../src/schedul
 import { parsePlanFile, PlanError } from '../src/scheduler/plan.ts'
 import { buildStatus } from '../src/api/status.ts'
 import { budgetReport, spentBudgets } from '../src/api/budget.ts'
-import { inbox } from '../src/tui/model.ts'
+import { inbox, taskRows, tuiData } from '../src/tui/model.ts'
+import { inboxLines } from '../src/tui/views/inbox.ts'
+import { lineText } from '../src/tui/lines.ts'
+import { renderStatus } from '../src/cli/render.ts'
 import { simAgent } from '../src/agent/sim.ts'
 import { claudeAgent, runBudget } from '../src/agent/claude.ts'
 import type { Agent } from '../src/agent/types.ts'
@@ -87,6 +90,15 @@ describe('budgets on a board (pure)', () => {
     const items = inbox(status).filter(i => i.kind === 'budget')
     expect(items.map(i => [i.key, i.taskId])).toEqual([['budget:plan:p1', 'p1']])
     expect(items[0]?.summary).toContain('meshwork budget --plan p1 --usd X')
+    // drawn: the inbox item says BUDGET and how to raise it; the task rows and the status table say held
+    const data = tuiData(status, snap2, null, new Map(), 'via', 10)
+    const drawn = inboxLines(data, items, 'budget:plan:p1', 0, 160, 20).map(lineText).join('\n')
+    expect(drawn).toContain('BUDGET')
+    expect(drawn).toContain('plan p1\'s budget of $1.00 is spent ($1.00): 2 ready tasks held (p1, p2)')
+    expect(taskRows(data).filter(r => r.note.startsWith('held')).map(r => r.id).sort()).toEqual(['p1', 'p2'])
+    const text = renderStatus(status, 'via')
+    expect(text).toContain('budget: mesh $2.00; plan p1 $1.00 (spent $1.00) REACHED; 2 ready tasks held')
+    expect(text).toMatch(/p2 +ready .*held: plan p1's budget is spent \(`meshwork budget --plan p1 --usd X`\)/)
     // the mesh cap reached holds every ready task, the mesh's hold first; running tasks are not held
     board.change('cap', d => { setMeshBudget(d, { usd: 1, at: 2, by: 'me@host' }) })
     board.change('run', d => { lifecycle.start(d, 'o1' as TaskId, asPeerId('peer'), 1, 3) })
