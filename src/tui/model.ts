@@ -183,7 +183,7 @@ export type InboxKind = typeof INBOX_KINDS[number]
 
 /** One thing waiting on a human decision. */
 export interface InboxItem {
-  /** Stable while the item waits: `conflict:<id>` or `failed:<task>`. */
+  /** Stable while the item waits: `conflict:<id>`, `failed:<task>`, `budget:mesh` or `budget:plan:<plan>`. */
   key: string
   kind: InboxKind
   taskId: string
