@@ -81,6 +81,18 @@ export interface ClaudeAgentInit {
   resultExitGraceMs?: number
 }
 
+/**
+ * The `--max-budget-usd` of one run: the node's own per-run cap, or what is
+ * left of the mesh's or the plan's budget (`AgentRunInit.maxBudgetUsd`) when
+ * that is less; `from` says which, since a run stopped at its own cap fails
+ * for good while one stopped at the budget waits until the budget is raised.
+ * Undefined when neither applies.
+ */
+export function runBudget (nodeCap: number | undefined, left: number | undefined): { usd: number, from: 'node' | 'budget' } | undefined {
+  if (left !== undefined && (nodeCap === undefined || left < nodeCap)) return { usd: left, from: 'budget' }
+  return nodeCap === undefined ? undefined : { usd: nodeCap, from: 'node' }
+}
+
 /** Tools meshwork does not let the agent use: meshwork owns the worktrees. */
 export const CLAUDE_DISALLOWED_TOOLS = ['EnterWorktree', 'ExitWorktree'] as const
 

@@ -19,8 +19,10 @@ import { clip, isAuthText, type ResultEvent, type StreamParser } from './claude-
 export interface RunFacts {
   bin: string
   taskId: string
-  maxBudgetUsd?: number
-  maxTurns?: number
+  /** The run's `--max-budget-usd`, and whether it was the node's own cap or what was left of a budget. */
+  maxBudgetUsd?: number | undefined
+  budgetFrom?: 'node' | 'budget' | undefined
+  maxTurns?: number | undefined
 }
 
 /** Result subtypes of a run that its `--max-budget-usd` cap stopped. */
@@ -76,6 +78,11 @@ export function classifyRun (exit: GroupRunResult, parser: StreamParser, signal:
   }
 
   let error: string
+  if (r !== null && isBudgetStop(r.subtype) && facts.budgetFrom === 'budget') {
+    // the mesh's or the plan's budget ran out, not this task's: it waits, held, until the budget is raised
+    error = `claude stopped at what was left of the budget ($${facts.maxBudgetUsd ?? '?'}; spent $${r.costUsd.toFixed(4)}, ${how}); the task waits until \`meshwork budget\` raises the budget`
+    return { outcome: 'budget', error, costUsd, tokens }
+  }
   if (r !== null && isBudgetStop(r.subtype)) {
     // a retry would start over and spend the budget again: the task fails at once
     error = withTail(`claude stopped: per-run budget of $${facts.maxBudgetUsd ?? '?'} exceeded (spent $${r.costUsd.toFixed(4)}, ${how}); not retried: raise --max-budget-usd or split the task, then \`meshwork retry ${facts.taskId}\``, 'stderr', exit.stderrTail)

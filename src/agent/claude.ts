@@ -3,7 +3,7 @@ import { access, mkdir, rm, stat } from 'node:fs/promises'
 import { delimiter, join, resolve } from 'node:path'
 import { promptText, runInGroup } from './process.ts'
 import type { Agent, AgentProgress, AgentResult, AgentRunInit } from './types.ts'
-import { claudeArgs, claudeEnv, dataDirDenyRules, prepareConfigDir, type ClaudeAgentInit } from './claude-args.ts'
+import { claudeArgs, claudeEnv, dataDirDenyRules, prepareConfigDir, runBudget, type ClaudeAgentInit } from './claude-args.ts'
 import { StreamParser } from './claude-stream.ts'
 import { abortedResult, classifyRun } from './claude-outcome.ts'
 
@@ -18,7 +18,7 @@ import { abortedResult, classifyRun } from './claude-outcome.ts'
  * minutes (10 retries with back-off) before giving up.
  */
 
-export { CLAUDE_DISALLOWED_TOOLS, claudeArgs, type ClaudeAgentInit } from './claude-args.ts'
+export { CLAUDE_DISALLOWED_TOOLS, claudeArgs, runBudget, type ClaudeAgentInit } from './claude-args.ts'
 export { StreamParser, toolSummary } from './claude-stream.ts'
 export { isBudgetStop } from './claude-outcome.ts'
 export { isRateLimitText, parseResetTime } from './claude-limits.ts'
@@ -41,6 +41,9 @@ export function claudeAgent (init: ClaudeAgentInit): Agent {
       transcript.on('error', () => { /* a transcript that cannot be written does not fail the run */ })
 
       const env = claudeEnv({ ...init, permissionMode }, run.task, run.node, run.attempt, run.env, configDir)
+      // the node's per-run cap, or what is left of the mesh's or the plan's budget when that is less
+      const budget = runBudget(init.maxBudgetUsd, run.maxBudgetUsd)
+      const argsInit: ClaudeAgentInit = { ...init, permissionMode, ...(budget !== undefined ? { maxBudgetUsd: budget.usd } : {}) }
       const progress = (p: AgentProgress): void => {
         try { run.onProgress?.(p) } catch { /* listener errors are not the run's */ }
       }
@@ -50,7 +53,7 @@ export function claudeAgent (init: ClaudeAgentInit): Agent {
 
       const handle = runInGroup({
         file: bin,
-        args: claudeArgs({ ...init, permissionMode }, deny),
+        args: claudeArgs(argsInit, deny),
         cwd: run.cwd,
         env,
         stdin: promptText(run.task, run.context),
@@ -71,7 +74,7 @@ export function claudeAgent (init: ClaudeAgentInit): Agent {
       await new Promise<void>(resolve => { transcript.end(() => { resolve() }) })
       // the login's copy is not left behind once the run is over
       await rm(join(configDir, '.credentials.json'), { force: true }).catch(() => {})
-      return classifyRun(exit, parser, run.signal, { bin, taskId: run.task.id, maxBudgetUsd: init.maxBudgetUsd, maxTurns: init.maxTurns })
+      return classifyRun(exit, parser, run.signal, { bin, taskId: run.task.id, maxBudgetUsd: budget?.usd, budgetFrom: budget?.from, maxTurns: init.maxTurns })
     }
   }
 }

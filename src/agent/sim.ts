@@ -6,7 +6,10 @@ import { ZERO_TOKENS, clipSummary, type Agent, type AgentResult, type AgentRunIn
  * The built-in simulated agent (the `sim` agent): takes the task's `sim`
  * block and behaves like an agent run without calling any model: waits
  * `duration` (then, with `until`, until that file exists), writes and appends
- * files in its worktree, and fails the first `fail` attempts.
+ * files in its worktree, and fails the first `fail` attempts. Each run reports
+ * `costUsd` as its cost; given less than that as `maxBudgetUsd` (what is left
+ * of the mesh's or the plan's budget), it stops there like claude at its
+ * `--max-budget-usd`: the cost is the cap and the outcome `budget`.
  *
  * Asked to resolve a conflicted merge (`resolve --action agent`), it does the
  * same in the merge's worktree: its `write` files overwrite the conflicted ones
@@ -19,15 +22,20 @@ export function simAgent (): Agent {
     kind: 'sim',
     run: async (init: AgentRunInit): Promise<AgentResult> => {
       const sim = init.task.sim ?? { durationMs: 1000, write: {}, append: {}, fail: 0 }
-      init.onProgress?.({ kind: 'info', text: `sim: working for ${sim.durationMs} ms` })
+      init.onProgress?.({ kind: 'info', text: `sim: working for ${sim.durationMs} ms${init.maxBudgetUsd !== undefined ? ` (budget left: $${init.maxBudgetUsd})` : ''}` })
       let aborted = await sleep(sim.durationMs, init.signal)
       if (!aborted && sim.until !== undefined) {
         init.onProgress?.({ kind: 'info', text: `sim: waiting for ${sim.until}` })
         aborted = await untilExists(sim.until, init.signal)
       }
       if (aborted) return { outcome: 'aborted', error: String(init.signal.reason ?? 'aborted'), costUsd: 0, tokens: ZERO_TOKENS }
+      const costUsd = sim.costUsd ?? 0
+      const cap = init.maxBudgetUsd
+      if (cap !== undefined && costUsd > cap) {
+        return { outcome: 'budget', error: `sim: stopped at what was left of the budget ($${cap}) before spending $${costUsd}`, costUsd: cap, tokens: ZERO_TOKENS }
+      }
       if (init.task.failures < sim.fail) {
-        return { outcome: 'failure', error: `sim: attempt ${init.attempt} fails as configured (fail: ${sim.fail})`, costUsd: 0, tokens: ZERO_TOKENS }
+        return { outcome: 'failure', error: `sim: attempt ${init.attempt} fails as configured (fail: ${sim.fail})`, costUsd, tokens: ZERO_TOKENS }
       }
       if (init.cwd !== undefined) {
         for (const [file, text] of Object.entries(sim.write)) {
@@ -40,7 +48,7 @@ export function simAgent (): Agent {
         }
       }
       init.onProgress?.({ kind: 'info', text: 'sim: done' })
-      return { outcome: 'success', error: null, costUsd: 0, tokens: ZERO_TOKENS, summary: simSummary(Object.keys(sim.write), Object.keys(sim.append), init.cwd !== undefined) }
+      return { outcome: 'success', error: null, costUsd, tokens: ZERO_TOKENS, summary: simSummary(Object.keys(sim.write), Object.keys(sim.append), init.cwd !== undefined) }
     }
   }
 }

@@ -8,8 +8,11 @@ import type { Task, Tokens } from '../crdt/schema.ts'
  * `paused`: the node cannot run this agent now (its credentials were refused):
  * the task goes back to the mesh at once without using an attempt, and the node
  * pauses its runs until a later run shows the cause is gone.
+ * `budget`: the run was stopped at what was left of the mesh's or its plan's
+ * budget (`AgentRunInit.maxBudgetUsd`): not the agent's failure; the task goes
+ * back to ready and waits, held by the spent budget, until it is raised.
  */
-export const RUN_OUTCOMES = ['success', 'failure', 'rate-limited', 'aborted', 'unavailable', 'paused'] as const
+export const RUN_OUTCOMES = ['success', 'failure', 'rate-limited', 'aborted', 'unavailable', 'paused', 'budget'] as const
 export type RunOutcome = typeof RUN_OUTCOMES[number]
 
 /** The result of one agent run: expected failures are values, never throws. */
@@ -68,6 +71,12 @@ export interface AgentRunInit {
   env?: Record<string, string>
   /** The task's worktree; absent for agents that touch no files. */
   cwd?: string
+  /**
+   * What is left of the tightest budget that applies to the task (the mesh's or
+   * its plan's), in USD; absent when none applies. An agent that can cap its
+   * spending stops there (claude: `--max-budget-usd`) and ends `budget`.
+   */
+  maxBudgetUsd?: number
   /** Aborted on timeout, cancel, a lost claim or node shutdown. */
   signal: AbortSignal
   onProgress?: (p: AgentProgress) => void

@@ -3,6 +3,8 @@ import type { BoardSnapshot, ConflictHunk, PushReportRecord, QuorumReportRecord,
 import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
 import { HEALTH_OK, type HealthState } from '../node/health.ts'
+import { budgetReport, type BudgetReport } from './budget.ts'
+import { heldByBudget, type BudgetHold } from '../scheduler/budget.ts'
 
 /** One node in `status --json`. */
 export interface StatusNode {
@@ -41,6 +43,13 @@ export interface StatusTask {
   summary: string | null
   /** The agent's latest progress event, as the node read through has heard it (ephemeral). */
   progress: { kind: string, text: string, at: number } | null
+  /** The plan the task came with (its first task's id), or null on tasks submitted before plans were recorded. */
+  plan: string | null
+  /**
+   * Why a ready task does not start: `budget` while the mesh's or its plan's
+   * budget is spent (it starts by itself once the budget is raised); else null.
+   */
+  held: 'budget' | null
 }
 
 /** The object `meshwork status --json` prints (a stable format: fields may be added, never renamed). */
@@ -51,9 +60,11 @@ export interface StatusReport {
   nodes: StatusNode[]
   tasks: StatusTask[]
   conflicts: Array<{ id: string, taskId: string, files: string[], hunks: ConflictHunk[], oursFrom?: Record<string, string>, state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null, error: string | null }>
+  /** The mesh's spending cap and the plans' budgets, what each has spent and the tasks each holds back. */
+  budget: BudgetReport
 }
 
-function statusTask (t: Task, progress: MembersView['progress']): StatusTask {
+function statusTask (t: Task, progress: MembersView['progress'], hold: BudgetHold | undefined): StatusTask {
   const p = progress?.[t.id]
   return {
     id: t.id,
@@ -73,7 +84,9 @@ function statusTask (t: Task, progress: MembersView['progress']): StatusTask {
     mergedAt: t.mergedAt,
     error: t.error,
     summary: t.summary,
-    progress: p === undefined ? null : { kind: p.kind, text: p.text, at: p.at }
+    progress: p === undefined ? null : { kind: p.kind, text: p.text, at: p.at },
+    plan: t.plan ?? null,
+    held: hold !== undefined ? 'budget' : null
   }
 }
 
@@ -97,8 +110,9 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
     if (seen.has(peerId)) continue
     nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null, health: { ...HEALTH_OK }, ...(forgotten(rec) ? { forgotten: true } : {}) })
   }
-  const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress))
+  const holds = heldByBudget(snap)
+  const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress, holds.get(t.id)))
   const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), ...(c.oursFrom === undefined ? {} : { oursFrom: { ...c.oursFrom } }), state: c.state, decision: c.decision === null ? null : { ...c.decision }, error: c.error }))
   const { head, leader, term, push, quorum } = snap.main
-  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push }, quorum: quorum == null || quorum.by !== leader ? null : { ...quorum, missing: [...quorum.missing] } }, nodes, tasks, conflicts }
+  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push }, quorum: quorum == null || quorum.by !== leader ? null : { ...quorum, missing: [...quorum.missing] } }, nodes, tasks, conflicts, budget: budgetReport(snap) }
 }

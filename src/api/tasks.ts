@@ -1,4 +1,4 @@
-import { addTasks, type NewTask } from '../crdt/ops.ts'
+import { addTasks, asPlan, type NewTask } from '../crdt/ops.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
 import { parseConflictId, parseTaskId, type Conflict, type ConflictId, type Task, type TaskId } from '../crdt/schema.ts'
 import { depsMerged } from '../scheduler/dag.ts'
@@ -29,9 +29,13 @@ function taskOrThrow (client: Client, id: TaskId): Task {
   return t
 }
 
-/** Adds a validated plan's tasks to the board in one change and waits until the mesh node has it. */
-export async function submitTasks (client: Client, tasks: NewTask[]): Promise<TaskId[]> {
-  client.node.changeBoard(`plan:submit ${tasks.length} tasks`, addTasks(tasks))
+/**
+ * Adds a validated plan's tasks to the board in one change, as one plan (its
+ * id is its first task's; `budgetUsd`, when given, is its budget), and waits
+ * until the mesh node has it.
+ */
+export async function submitTasks (client: Client, tasks: NewTask[], budgetUsd: number | null = null): Promise<TaskId[]> {
+  client.node.changeBoard(`plan:submit ${tasks.length} tasks`, addTasks(asPlan(tasks, budgetUsd)))
   await confirm(client)
   return tasks.map(t => t.id as TaskId)
 }

@@ -23,6 +23,7 @@ export const COMMAND_TABLE: readonly CommandEntry[] = [
   { name: 'retry', summary: 'Put a failed or cancelled task back to pending with its attempt count reset.', load: async () => (await import('./tasks.ts')).retryCommand },
   { name: 'drain', summary: 'Take a node out: it stops claiming, finishes or hands back its runs, waits for its branches to merge, and leaves.', load: async () => (await import('./drain.ts')).drainCommand },
   { name: 'forget', summary: 'Stop counting a node that is gone for good toward the majority the merge leader needs to advance main.', load: async () => (await import('./forget.ts')).forgetCommand },
+  { name: 'budget', summary: 'Set the mesh\'s total spending cap (--usd X) or a plan\'s (--plan); alone, print the caps and what is spent.', load: async () => (await import('./budget.ts')).budgetCommand },
   { name: 'tui', summary: 'Terminal UI: nodes, the task DAG with live progress and cost, the conflict inbox, keys for resolve, cancel and retry.', load: async () => (await import('./tui.ts')).tuiCommand },
   { name: 'export', summary: 'Print the board as one JSON object (tasks, conflicts, main, nodes), for backups and scripts.', load: async () => (await import('./export.ts')).exportCommand },
   { name: 'import', summary: 'Start the unfinished tasks of an export (not merged, not cancelled) again in a new mesh.', load: async () => (await import('./export.ts')).importCommand },

@@ -41,8 +41,13 @@ export function taskNote (t: StatusTask, s: StatusReport): string {
       if (c.decision !== null) return `${c.id}: "${c.decision.action}" being carried out`
       return `\`meshwork resolve ${c.id} --action ours|theirs|rerun|agent|abandon\``
     }
-    case 'ready':
+    case 'ready': {
+      if (t.held === 'budget') {
+        const plan = s.budget.plans.find(p => p.held.includes(t.id))
+        return plan !== undefined ? `held: plan ${plan.plan}'s budget is spent (\`meshwork budget --plan ${plan.plan} --usd X\`)` : 'held: the mesh budget is spent (`meshwork budget --usd X`)'
+      }
       return t.error !== null ? `retrying after: ${firstLine(t.error, 80)}` : ''
+    }
     case 'pending': {
       // the first dependency (direct or not) that waits on a human, else the direct ones not merged yet
       const seen = new Set<string>()
@@ -83,6 +88,12 @@ export function renderStatus (s: StatusReport, via: string): string {
       : `PUSH REJECTED: ${short(push.head, 12)} to ${push.remote}: ${push.error ?? 'unknown error'}`)
   }
   out.push(...renderTotals(meshTotals(s)))
+  const b = s.budget
+  if (b.usd !== null || b.plans.length > 0) {
+    const caps = [...(b.usd !== null ? [`mesh $${b.usd.toFixed(2)}${b.spentUsd >= b.usd ? ' REACHED' : ''}`] : []), ...b.plans.map(p => `plan ${p.plan} $${(p.usd ?? 0).toFixed(2)} (spent $${p.spentUsd.toFixed(2)})${p.usd !== null && p.spentUsd >= p.usd ? ' REACHED' : ''}`)]
+    const held = s.tasks.filter(t => t.held === 'budget').length
+    out.push(`budget: ${caps.join('; ')}${held > 0 ? `; ${held} ready task${held === 1 ? '' : 's'} held` : ''}`)
+  }
   const alive = s.nodes.filter(n => n.state === 'alive').length
   out.push('', `NODES ${alive} alive of ${s.nodes.length}`)
   out.push(...table([['NAME', 'STATE', 'SLOTS', 'RUNNING', 'LAST SEEN', 'PEER'], ...s.nodes.map(n => [n.name === '' ? '-' : n.name, n.state, String(n.slots), n.running.length === 0 ? '-' : n.running.join(','), ago(n.lastSeenMs), n.peerId])]))

@@ -10,6 +10,7 @@ import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { clientFromOptions } from './status.ts'
 import { safeText } from '../util/text.ts'
+import { waitingOnBudget } from '../scheduler/budget.ts'
 
 /** States after which `submit --wait` stops following a task. */
 const SETTLED: ReadonlySet<Task['state']> = new Set(['merged', 'failed', 'cancelled', 'conflict'])
@@ -46,9 +47,9 @@ export const submitCommand = defineCommand({
         const step = nextStep(t, snap)
         return [t.id as string, t.state === 'merged' ? 'it is already merged into main, so there is nothing to retry' : `it is ${t.state}${step !== null ? `; ${step.text}` : ''}`]
       }))
-      const tasks = await readPlan(file, existing)
-      const ids = await submitTasks(client, tasks)
-      if (json) process.stdout.write(JSON.stringify({ tasks: ids }) + '\n')
+      const plan = await readPlan(file, existing)
+      const ids = await submitTasks(client, plan.tasks, plan.budgetUsd)
+      if (json) process.stdout.write(JSON.stringify({ tasks: ids, plan: ids[0] ?? null }) + '\n')
       else process.stdout.write(ids.join('\n') + '\n')
       if (!opts.wait) return 0
       return await follow(client, ids, json)
@@ -86,11 +87,20 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
       if (json) process.stdout.write(JSON.stringify({ id, state: 'pending', blockedBy: by.id, blockedState: by.state }) + '\n')
       else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${id} blocked: its dependency ${by.id} is ${by.state}${step !== null ? ` (${step.text})` : ''}\n`)
     }
-    if (tasks.length === ids.length && tasks.every(t => SETTLED.has(t.state) || blocked.has(t.id))) {
+    // a spent budget waits on a human too: its tasks do not start until someone raises it
+    const onBudget = waitingOnBudget(snap)
+    for (const t of tasks) {
+      if (!onBudget.has(t.id) || lastBlocked.get(t.id) === 'budget') continue
+      lastBlocked.set(t.id, 'budget')
+      if (json) process.stdout.write(JSON.stringify({ id: t.id, state: t.state, held: 'budget' }) + '\n')
+      else process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${t.id} held: a budget is spent (\`meshwork budget\` shows it and raises it)\n`)
+    }
+    if (tasks.length === ids.length && tasks.every(t => SETTLED.has(t.state) || blocked.has(t.id) || onBudget.has(t.id))) {
       const merged = tasks.filter(t => t.state === 'merged').length
-      const summary = { merged, failed: tasks.filter(t => t.state === 'failed').length, cancelled: tasks.filter(t => t.state === 'cancelled').length, conflict: tasks.filter(t => t.state === 'conflict').length, blocked: blocked.size }
+      const held = tasks.filter(t => onBudget.has(t.id) && !blocked.has(t.id)).length
+      const summary = { merged, failed: tasks.filter(t => t.state === 'failed').length, cancelled: tasks.filter(t => t.state === 'cancelled').length, conflict: tasks.filter(t => t.state === 'conflict').length, blocked: blocked.size, ...(held > 0 ? { held } : {}) }
       if (json) process.stdout.write(JSON.stringify({ summary }) + '\n')
-      else process.stdout.write(`plan settled: ${summary.merged} merged, ${summary.failed} failed, ${summary.cancelled} cancelled, ${summary.conflict} waiting on a decision, ${summary.blocked} blocked behind those\n`)
+      else process.stdout.write(`plan settled: ${summary.merged} merged, ${summary.failed} failed, ${summary.cancelled} cancelled, ${summary.conflict} waiting on a decision, ${summary.blocked} blocked behind those${held > 0 ? `, ${held} held by a spent budget` : ''}\n`)
       return merged === ids.length ? 0 : 1
     }
     // gossip brings changes; a periodic sync repairs anything missed

@@ -12,6 +12,10 @@ export interface NewTask {
   timeoutMs: number | null
   maxAttempts: number
   sim: SimSpec | null
+  /** The plan it comes with (the id of the plan's first task); omitted: none (see `asPlan`). */
+  plan?: TaskId | null
+  /** On the plan's first task: the plan's budget in USD; omitted: none. */
+  budgetUsd?: number | null
 }
 
 /** Default `maxAttempts` of a task (a plan may set its own). */
@@ -35,7 +39,8 @@ export function newTaskRecord (t: NewTask, now: number): TaskRecord {
           write: Object.fromEntries(Object.entries(t.sim.write).map(([k, v]) => [k, str(v)])),
           append: Object.fromEntries(Object.entries(t.sim.append).map(([k, v]) => [k, str(v)])),
           fail: t.sim.fail,
-          ...(t.sim.until !== undefined ? { until: str(t.sim.until) } : {})
+          ...(t.sim.until !== undefined ? { until: str(t.sim.until) } : {}),
+          ...(t.sim.costUsd !== undefined ? { costUsd: t.sim.costUsd } : {})
         },
     state: str(t.deps.length === 0 ? 'ready' : 'pending'),
     epoch: 0,
@@ -56,6 +61,8 @@ export function newTaskRecord (t: NewTask, now: number): TaskRecord {
     readyAt: t.deps.length === 0 ? now : null,
     notBefore: null,
     infraFailures: {},
+    plan: t.plan === undefined || t.plan === null ? null : str(t.plan),
+    budgetUsd: t.budgetUsd ?? null,
     holders: [],
     claims: {}
   }
@@ -66,6 +73,29 @@ export function addTasks (tasks: NewTask[], now = Date.now()): (d: BoardDoc) => 
   return d => {
     for (const t of tasks) d.tasks[t.id] = newTaskRecord(t, now)
   }
+}
+
+/**
+ * The tasks of one submitted plan, marked as one: each carries the plan's id
+ * (its first task's id, unique in the mesh like every task id), and the first
+ * task carries the plan's budget (`budgetUsd` of the plan file; null: none).
+ */
+export function asPlan (tasks: readonly NewTask[], budgetUsd: number | null): NewTask[] {
+  const plan = tasks[0]?.id ?? null
+  return tasks.map((t, i) => ({ ...t, plan, budgetUsd: i === 0 ? budgetUsd : null }))
+}
+
+/** Sets (or with null removes) the mesh's spending cap: all tasks' `costUsd` together. */
+export function setMeshBudget (d: BoardDoc, budget: { usd: number | null, at: number, by: string }): void {
+  d.main.budget = { usd: budget.usd, at: budget.at, by: str(budget.by) }
+}
+
+/** Sets (or with null removes) the budget of plan `plan` (on its first task); false when that task is not on the board. */
+export function setPlanBudget (d: BoardDoc, plan: TaskId, usd: number | null): boolean {
+  const rec = d.tasks[plan]
+  if (rec === undefined) return false
+  rec.budgetUsd = usd
+  return true
 }
 
 /** A minimal task for tests and benchmarks. */

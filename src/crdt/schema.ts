@@ -106,7 +106,9 @@ export const simSchema = z.object({
   append: z.record(z.string(), z.string()),
   fail: z.number().int().nonnegative(),
   /** An absolute path: after `durationMs` the run waits until this file exists (holds a run at a point, for tests and demos). */
-  until: z.string().optional()
+  until: z.string().optional(),
+  /** What each run reports it cost (USD), so budgets can be tried without a model; absent: 0. */
+  costUsd: z.number().nonnegative().optional()
 })
 export type SimSpec = z.infer<typeof simSchema>
 
@@ -163,6 +165,17 @@ export const taskSchema = z.object({
    * existed; reset by a retry.
    */
   infraFailures: z.record(z.string(), z.object({ count: z.number().int().positive(), until: z.number() })).default({}),
+  /**
+   * The plan the task came with: the id of that plan's first task (every task
+   * of one `submit` shares it). Absent or null: none (boards written before
+   * plans had ids).
+   */
+  plan: z.string().nullable().optional(),
+  /**
+   * On a plan's first task only: the plan's budget in USD (`budgetUsd` of the
+   * plan file, raised with `meshwork budget --plan`); absent or null: none.
+   */
+  budgetUsd: z.number().nonnegative().nullable().optional(),
   /** Peers known to hold the task's committed branch. */
   holders: z.array(peerIdText),
   /** One key per claimant so concurrent claims are all visible (never overwritten). */
@@ -250,12 +263,26 @@ export const quorumReportSchema = z.object({
 })
 export type QuorumReportRecord = z.infer<typeof quorumReportSchema>
 
+/**
+ * The mesh's spending cap (`meshwork budget --usd X`): all tasks' `costUsd`
+ * together. `usd` null: the cap was removed. Absent on meshes that never set one.
+ */
+export const meshBudgetSchema = z.object({
+  usd: z.number().nonnegative().nullable(),
+  at: z.number(),
+  /** Who set it (user@host of the client). */
+  by: z.string()
+})
+export type MeshBudgetRecord = z.infer<typeof meshBudgetSchema>
+
 export const mainSchema = z.object({
   head: nullableOid,
   leader: peerIdText.nullable(),
   term: z.number().int().nonnegative(),
   push: pushReportSchema.nullable().optional().catch(undefined),
-  quorum: quorumReportSchema.nullable().optional().catch(undefined)
+  quorum: quorumReportSchema.nullable().optional().catch(undefined),
+  /** Read leniently like `push`: a malformed record reads as no cap, never invalidating main. */
+  budget: meshBudgetSchema.nullable().optional().catch(undefined)
 })
 export type MainRef = z.infer<typeof mainSchema>
 

@@ -36,10 +36,26 @@ export const planFileSchema = z.object({
       write: z.record(z.string(), z.string()).optional(),
       append: z.record(z.string(), z.string()).optional(),
       fail: z.number().int().nonnegative().optional(),
-      until: z.string().optional()
+      until: z.string().optional(),
+      cost: z.number().nonnegative().optional()
     }).strict().optional()
-  }).strict()).min(1, 'a plan needs at least one task')
+  }).strict()).min(1, 'a plan needs at least one task'),
+  // checked by parsePlanFile, so a bad value is one clear problem among the others
+  budgetUsd: z.unknown().optional()
 }).strict()
+
+/** A validated plan: its tasks, and its budget in USD (null: none). */
+export interface Plan {
+  tasks: NewTask[]
+  budgetUsd: number | null
+}
+
+/** `budgetUsd` of a plan file: a number of US dollars, 0 or more; else the problem. */
+export function parseBudgetUsd (raw: unknown): { usd: number | null, problem: string | null } {
+  if (raw === undefined || raw === null) return { usd: null, problem: null }
+  if (typeof raw === 'number' && Number.isFinite(raw) && raw >= 0) return { usd: raw, problem: null }
+  return { usd: null, problem: `budgetUsd: must be a number of US dollars, 0 or more (e.g. 25 or 2.5), got ${typeof raw === 'number' ? String(raw) : JSON.stringify(raw) ?? String(raw)}` }
+}
 
 function issuePath (path: PropertyKey[], raw: unknown): string {
   const [first, index, ...rest] = path
@@ -71,6 +87,11 @@ export type ExistingTasks = ReadonlySet<string> | ReadonlyMap<string, string> | 
  * check with the board follows once connected).
  */
 export function parsePlan (text: string, existing: ExistingTasks, source = 'plan'): NewTask[] {
+  return parsePlanFile(text, existing, source).tasks
+}
+
+/** Like `parsePlan`, with the plan's own fields (`budgetUsd`) besides its tasks. */
+export function parsePlanFile (text: string, existing: ExistingTasks, source = 'plan'): Plan {
   const unchecked = existing === 'unchecked'
   const onBoard = (id: string): boolean => existing !== 'unchecked' && existing.has(id)
   let raw: unknown
@@ -103,6 +124,8 @@ export function parsePlan (text: string, existing: ExistingTasks, source = 'plan
       else if (typeof (t as { id?: unknown }).id === 'string') badShapeIds.add((t as { id: string }).id)
     })
   }
+  const budget = parseBudgetUsd(raw !== null && typeof raw === 'object' ? (raw as { budgetUsd?: unknown }).budgetUsd : undefined)
+  if (budget.problem !== null) problems.push(budget.problem)
   const seen = new Set<string>()
   const tasks: NewTask[] = []
   for (const t of planTasks) {
@@ -131,7 +154,7 @@ export function parsePlan (text: string, existing: ExistingTasks, source = 'plan
         if (file.startsWith('/') || file.split('/').includes('..') || file === '') problems.push(`${label}: sim file "${file}" must be a relative path inside the repository`)
       }
       if (t.sim.until !== undefined && !isAbsolute(t.sim.until)) problems.push(`${label}: sim.until "${t.sim.until}" must be an absolute path (the run waits until that file exists)`)
-      sim = { durationMs: d ?? 0, write: t.sim.write ?? {}, append: t.sim.append ?? {}, fail: t.sim.fail ?? 0, ...(t.sim.until !== undefined ? { until: t.sim.until } : {}) }
+      sim = { durationMs: d ?? 0, write: t.sim.write ?? {}, append: t.sim.append ?? {}, fail: t.sim.fail ?? 0, ...(t.sim.until !== undefined ? { until: t.sim.until } : {}), ...(t.sim.cost !== undefined ? { costUsd: t.sim.cost } : {}) }
     }
     tasks.push({
       // a malformed id or an unknown dependency rejects the whole plan below: what is returned holds only task ids
@@ -162,7 +185,7 @@ export function parsePlan (text: string, existing: ExistingTasks, source = 'plan
     graph = graph.filter(n => !inCycle.has(n.id))
   }
   if (problems.length > 0) throw new PlanError(source, problems)
-  return tasks
+  return { tasks, budgetUsd: budget.usd }
 }
 
 /**
@@ -181,8 +204,8 @@ function parsePlanText (text: string): unknown {
   return parseYaml(text, { prettyErrors: true })
 }
 
-/** Reads and validates a plan file (see `parsePlan`). */
-export async function readPlan (file: string, existing: ExistingTasks): Promise<NewTask[]> {
+/** Reads and validates a plan file (see `parsePlanFile`). */
+export async function readPlan (file: string, existing: ExistingTasks): Promise<Plan> {
   let text: string
   try {
     text = await readFile(file, 'utf8')
@@ -190,5 +213,5 @@ export async function readPlan (file: string, existing: ExistingTasks): Promise<
     const code = (err as NodeJS.ErrnoException).code
     throw new UsageError(`cannot read the plan ${file} (${code === 'ENOENT' ? 'no such file' : code ?? String(err)}); check the path, or write a plan as README.md's "Plans" section shows.`)
   }
-  return parsePlan(text, existing, file)
+  return parsePlanFile(text, existing, file)
 }

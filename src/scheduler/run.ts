@@ -10,6 +10,7 @@ import type { BoardWriter } from '../node/components.ts'
 import type { BoardSnapshot, PeerIdString, Task } from '../crdt/schema.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
 import { retryBackoffMs } from './claims.ts'
+import { budgetHold, budgetLeft, budgetView, describeHold } from './budget.ts'
 import type { Logger } from '../util/logger.ts'
 import { abortedByTimeout, toError } from '../util/errors.ts'
 
@@ -87,6 +88,11 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
     return { kind: 'infra', stage: 'prepare', error: toError(err).message, agentStarted: false, result: null }
   }
   if (signal.aborted) return abortEnd(false, null)
+  const budgets = budgetView(hooks.snapshot())
+  // spent while this run prepared: the run goes back without its agent (no attempt counted)
+  const hold = budgetHold(t, budgets)
+  if (hold !== null) return { kind: 'agent', result: { ...emptyResult(), outcome: 'aborted', error: describeHold(hold) }, head: null, agentStarted: false }
+  const maxBudgetUsd = budgetLeft(t, budgets)
   let result: AgentResult
   const agentStart = Date.now()
   try {
@@ -94,6 +100,7 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
     const context = hooks.context?.(t, hooks.snapshot())
     result = await hooks.agent.run({
       ...(context !== undefined ? { context } : {}),
+      ...(maxBudgetUsd !== null ? { maxBudgetUsd } : {}),
       task: t,
       attempt: t.attempts,
       node: hooks.me,
@@ -147,6 +154,11 @@ export function writeAgentEnd (node: BoardWriter, current: Task, end: Extract<Ru
       case 'aborted':
         // stopped before its agent started (node stopping during --setup): no agent run to count
         lifecycle.release(d, id, { now, notBefore: null, uncountAttempt: !end.agentStarted })
+        break
+      case 'budget':
+        // stopped at what was left of the mesh's or the plan's budget: not the agent's failure; the task
+        // goes back to ready, where the spent budget holds it until someone raises it
+        lifecycle.release(d, id, { now, notBefore: null, error: result.error ?? 'stopped at the budget' })
         break
       case 'paused':
         // the node's fault (credentials refused), not the task's: back to the mesh at once, no attempt used

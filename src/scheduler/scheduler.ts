@@ -15,6 +15,7 @@ import type { Agent, AgentProgress } from '../agent/types.ts'
 import { formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
+import { budgetHold, budgetLeft, budgetView, describeHold, holdLogger } from './budget.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { TimeoutError, toError } from '../util/errors.ts'
 
@@ -120,6 +121,7 @@ export class Scheduler {
   #rateLimitStreak = 0
   #lowered = false
   #unsubs: Array<() => void> = []
+  #logHeld: (held: string | null) => void
   /** Whether this node can run agents now (paused: it claims nothing but a trial run once the pause ends). */
   readonly health: NodeHealth
 
@@ -130,6 +132,7 @@ export class Scheduler {
     this.slots = init.slots
     this.#init = init
     this.#log = init.logger ?? silentLogger
+    this.#logHeld = holdLogger(this.#log)
   }
 
   /**
@@ -349,6 +352,8 @@ export class Scheduler {
     if (now - this.node.startedAt < STARTUP_QUIET_HEARTBEATS * this.node.membership.heartbeatMs) return
     const me = this.#me()
     const candidates: Task[] = []
+    const budgets = budgetView(snap)
+    let held: string | null = null
     for (const t of snap.tasks.values()) {
       if (this.#pending.has(t.id) || this.#runs.has(t.id)) continue
       const s = effectiveState(t, snap)
@@ -356,8 +361,12 @@ export class Scheduler {
       if (t.notBefore !== null && t.notBefore > now) continue
       // after an infrastructure failure of this task here, this node leaves it alone for a while (only this task)
       if ((t.infraFailures[me]?.until ?? 0) > now) continue
+      // a spent budget holds the task ready: no claim, no attempt, until the budget is raised (src/scheduler/budget.ts)
+      const hold = budgetHold(t, budgets)
+      if (hold !== null) { held ??= describeHold(hold); continue }
       candidates.push(t)
     }
+    this.#logHeld(held)
     if (candidates.length === 0) return
     const ordered = claimOrder(candidates, remainingCriticalPath(snap.tasks))
     // other nodes' load comes from the board (gossiped at once), not from presence (a heartbeat old)
@@ -434,6 +443,12 @@ export class Scheduler {
           })
       if (blocker !== undefined) {
         this.#withdraw(id, `files scope overlaps ${blocker.id}`)
+        continue
+      }
+      // the budget may have been reached while the claim settled (another run ended)
+      const hold = budgetHold(t, budgetView(snap))
+      if (hold !== null) {
+        this.#withdraw(id, describeHold(hold))
         continue
       }
       this.#pending.delete(id)

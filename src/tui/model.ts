@@ -4,6 +4,7 @@
  * view reads the same derived facts and all of them are unit-tested here.
  */
 import type { StatusReport, StatusTask } from '../api/status.ts'
+import { spentBudgets } from '../api/budget.ts'
 import type { BoardSnapshot, ConflictHunk, TaskState } from '../crdt/schema.ts'
 import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
@@ -187,7 +188,7 @@ export type InboxKind = typeof INBOX_KINDS[number]
 
 /** One thing waiting on a human decision. */
 export interface InboxItem {
-  /** Stable while the item waits: `conflict:<id>` or `failed:<task>`. */
+  /** Stable while the item waits: `conflict:<id>`, `failed:<task>`, `budget:mesh` or `budget:plan:<plan>`. */
   key: string
   kind: InboxKind
   taskId: string
@@ -202,7 +203,11 @@ export interface InboxItem {
   oursFrom: Readonly<Record<string, string>>
 }
 
-/** Open conflicts first (board order), then failed tasks; a failure that mentions the budget is a `budget` item. */
+/**
+ * Open conflicts first (board order), then failed tasks (a failure that
+ * mentions the budget is a `budget` item), then each spent budget that holds
+ * ready tasks back (`budget:mesh`, `budget:plan:<id>`; its task is the first held).
+ */
 export function inbox (status: StatusReport): InboxItem[] {
   const items: InboxItem[] = []
   const title = (id: string): string => status.tasks.find(t => t.id === id)?.title ?? ''
@@ -214,6 +219,9 @@ export function inbox (status: StatusReport): InboxItem[] {
     if (t.state !== 'failed') continue
     const error = t.error ?? 'failed'
     items.push({ key: `failed:${t.id}`, kind: /budget/i.test(error) ? 'budget' : 'failed', taskId: t.id, conflictId: null, title: t.title, summary: firstLine(error), files: [], hunks: [], oursFrom: {} })
+  }
+  for (const h of spentBudgets(status.budget)) {
+    items.push({ key: h.key, kind: 'budget', taskId: h.held[0] as string, conflictId: null, title: title(h.held[0] as string), summary: h.text, files: [], hunks: [], oursFrom: {} })
   }
   return items
 }
@@ -336,7 +344,9 @@ function allTaskRows (data: TuiData): TaskRow[] {
     const end = t.state === 'running' ? data.now : t.doneAt
     const elapsedMs = t.startedAt === null || end === null ? null : Math.max(0, end - t.startedAt)
     const waitsFor = t.deps.filter(d => byId.has(d))
-    const note = t.state === 'failed' || (t.error !== null && t.state !== 'merged' && t.state !== 'running')
+    const note = t.held === 'budget'
+      ? 'held: budget spent (meshwork budget)'
+      : t.state === 'failed' || (t.error !== null && t.state !== 'merged' && t.state !== 'running')
       ? firstLine(t.error ?? '')
       : t.state === 'running' || t.state === 'claimed'
         ? (latest?.text ?? '')

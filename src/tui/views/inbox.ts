@@ -77,6 +77,10 @@ export function itemDetail (data: TuiData, item: InboxItem, width: number): Line
         out.push(...hunkLines(h, item.taskId, width, oursFrom(item, h.file)))
       })
     }
+  } else if (item.key.startsWith('budget:')) {
+    // a spent budget holds ready tasks back: what it is and how to raise it
+    out.push([seg('budget', { color: 'red', bold: true })])
+    for (const l of textLines(item.summary)) out.push(fitLine([seg('  ' + l, { color: 'red' })], width))
   } else {
     out.push([seg('error', { color: 'red', bold: true })])
     for (const l of textLines(t?.error ?? item.summary)) out.push(fitLine([seg('  ' + l, { color: 'red' })], width))
