@@ -15,7 +15,7 @@ import type { Agent, AgentProgress } from '../agent/types.ts'
 import { formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
-import { budgetHold, budgetLeft, budgetView, describeHold, holdLogger } from './budget.ts'
+import { budgetHold, budgetView, describeHold, holdLogger } from './budget.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { TimeoutError, toError } from '../util/errors.ts'
 
