@@ -140,7 +140,7 @@ describe('scheduling through the CLI', () => {
     const r = await runCli(['submit', plan, '--wait', '--json', ...conn], { timeoutMs: 120_000 })
     expect(r.code, describeResult(['submit', '--wait'], r)).toBe(1)
     const lines = r.stdout.trim().split('\n').map(l => JSON.parse(l) as Record<string, unknown>)
-    expect(lines[0]).toEqual({ tasks: ['w-ok', 'w-bad', 'w-child', 'w-grandchild'] })
+    expect(lines[0]).toEqual({ plan: 'w-ok', tasks: ['w-ok', 'w-bad', 'w-child', 'w-grandchild'] })
     expect(lines.at(-1)).toEqual({ summary: { merged: 1, failed: 1, cancelled: 0, conflict: 0, blocked: 2 } })
     expect(lines).toContainEqual({ id: 'w-grandchild', state: 'pending', blockedBy: 'w-bad', blockedState: 'failed' })
     expect(lines).toContainEqual(expect.objectContaining({ id: 'w-bad', state: 'failed' }))
