@@ -2,6 +2,7 @@ import type { BoardSnapshot, ConflictHunk, PushReportRecord, Task, TaskState, To
 import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
 import { HEALTH_OK, type HealthState } from '../node/health.ts'
+import { statusApprovals, type StatusApproval } from './approvals.ts'
 
 /** One node in `status --json`. */
 export interface StatusNode {
@@ -48,6 +49,8 @@ export interface StatusReport {
   nodes: StatusNode[]
   tasks: StatusTask[]
   conflicts: Array<{ id: string, taskId: string, files: string[], hunks: ConflictHunk[], oursFrom?: Record<string, string>, state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null, error: string | null }>
+  /** Permission requests of runs on nodes started with `--approvals`, oldest first (answered ones stay in the list). */
+  approvals: StatusApproval[]
 }
 
 function statusTask (t: Task, progress: MembersView['progress']): StatusTask {
@@ -97,5 +100,5 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress))
   const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), ...(c.oursFrom === undefined ? {} : { oursFrom: { ...c.oursFrom } }), state: c.state, decision: c.decision === null ? null : { ...c.decision }, error: c.error }))
   const { head, leader, term, push } = snap.main
-  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push } }, nodes, tasks, conflicts }
+  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push } }, nodes, tasks, conflicts, approvals: statusApprovals(snap) }
 }
