@@ -10,6 +10,7 @@ export const E2E_FILES = [
   'test/install-pack.test.ts',
   'test/agent-claude-real.test.ts',
   'test/cli-claude-real.test.ts',
+  'test/approvals-real.test.ts',
   'test/cli-hints.test.ts',
   'test/cli-mesh.test.ts',
   'test/cli-exec.test.ts',
