@@ -110,10 +110,12 @@ describe('the board\'s permission requests', () => {
 /** Runs meshwork's MCP server script as Claude Code would, speaking JSON-RPC lines. */
 class McpClient {
   readonly child: ChildProcessWithoutNullStreams
+  #exited: Promise<void>
   #next = 1
   #waiting = new Map<number, (msg: Record<string, unknown>) => void>()
   constructor (env: Record<string, string>) {
     this.child = spawn(process.execPath, [approvalMcpScript()], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
+    this.#exited = new Promise(resolve => { this.child.once('exit', () => { resolve() }) })
     createInterface({ input: this.child.stdout }).on('line', line => {
       const msg = JSON.parse(line) as Record<string, unknown>
       this.#waiting.get(msg.id as number)?.(msg)
@@ -136,11 +138,12 @@ class McpClient {
     return JSON.parse(content[0]!.text) as Record<string, unknown>
   }
 
+  /** Closes its stdin (the server exits on its own); SIGKILL if it has not within 5 s. */
   async close (): Promise<void> {
-    if (this.child.exitCode !== null) return
-    const exited = new Promise(resolve => this.child.once('exit', resolve))
     this.child.stdin.end()
-    await exited
+    const timer = setTimeout(() => { this.child.kill('SIGKILL') }, 5000)
+    await this.#exited
+    clearTimeout(timer)
   }
 }
 

@@ -181,7 +181,7 @@ export class ApprovalService implements ApprovalGate {
         resolve(how)
       }
       const check = (): void => {
-        const a = approvals.findApproval(node.board.snapshot(), id)
+        const a = node.board.task(run.taskId)?.approvals?.[id]
         if (a === undefined || a.state !== 'open') finish('answered')
       }
       const stop = (): void => { finish('stopped') }
