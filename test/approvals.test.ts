@@ -80,6 +80,20 @@ describe('the board\'s permission requests', () => {
     expect(y).toMatchObject({ id: b, state: 'expired', by: null, decidedAt: 11, note: 'the task was cancelled' })
   })
 
+  it('refuses a run that is not the task\'s current one, and reads an open request of a run that is gone as expired', () => {
+    const node = runningBoard()
+    const a = approvals.approvalIdFor(T1, 'a1a1a1')
+    const other = asPeerId('12D3KooWOther')
+    expect(node.changeBoard('ask', d => { approvals.ask(d, T1, { id: a, node: other, attempt: 1, tool: 'Bash', input: '{}', at: 1 }) })).toBe(false)
+    expect(node.changeBoard('ask', d => { approvals.ask(d, T1, { id: a, node: NODE, attempt: 2, tool: 'Bash', input: '{}', at: 1 }) })).toBe(false)
+    expect(node.changeBoard('ask', d => { approvals.ask(d, T1, { id: a, node: NODE, attempt: 1, tool: 'Bash', input: '{}', at: 1 }) })).toBe(true)
+    expect(approvals.findApproval(node.board.snapshot(), a)?.state).toBe('open')
+    // its node died: the others release the task; nobody wrote the request, it reads expired
+    node.changeBoard('release', d => { lifecycle.release(d, T1, { now: 3, notBefore: null }) })
+    expect(approvals.findApproval(node.board.snapshot(), a)).toMatchObject({ state: 'expired', note: approvals.GONE_NOTE })
+    expect(() => findApprovalRequest(node.board.snapshot(), 't1')).toThrow(/no open permission request/)
+  })
+
   it('clips a large input to a bounded JSON text that still parses, keeping the start of a command', () => {
     const long = 'x'.repeat(10_000)
     const text = clipToolInput({ command: `echo ${long}`, description: 'big' })

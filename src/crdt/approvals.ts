@@ -42,12 +42,14 @@ export interface NewApproval {
 }
 
 /**
- * Puts a new open request on task `taskId`. Only while the task is `running`
- * (a run of a task in any other state is being stopped) and the id is new.
+ * Puts a new open request on task `taskId`. Only while that run is the task's
+ * current one (the task is `running` on `a.node`, attempt `a.attempt`: a run
+ * being stopped, or one whose task went to another node, asks nobody) and the
+ * id is new.
  */
 export function ask (d: BoardDoc, taskId: TaskId, a: NewApproval): boolean {
   const rec = d.tasks[taskId]
-  if (rec === undefined || String(rec.state) !== 'running') return false
+  if (rec === undefined || String(rec.state) !== 'running' || String(rec.node) !== a.node || Number(rec.attempts) !== a.attempt) return false
   rec.approvals ??= {}
   if (rec.approvals[a.id] !== undefined) return false
   rec.approvals[a.id] = { id: str(a.id), node: str(a.node), attempt: a.attempt, tool: str(a.tool), input: str(a.input), state: str('open'), at: a.at, by: null, decidedAt: null, note: str('') }
@@ -93,11 +95,22 @@ export function expireAll (d: BoardDoc, taskId: TaskId, at: number, note: string
 /** A request with the task it belongs to. */
 export type TaskApproval = Approval & { taskId: TaskId }
 
-/** Every request on the board, oldest first. */
+/** What an open request whose run is gone reads as (see `listApprovals`). */
+export const GONE_NOTE = 'its run is gone (the task no longer runs there)'
+
+/**
+ * Every request on the board, oldest first. An open request whose run is no
+ * longer the task's current one (the task stopped running, or runs again
+ * elsewhere or as another attempt: its node died, say) reads as `expired`:
+ * derived on read, since a dead node cannot write it.
+ */
 export function listApprovals (snap: BoardSnapshot): TaskApproval[] {
   const out: TaskApproval[] = []
   for (const t of snap.tasks.values()) {
-    for (const a of Object.values(t.approvals ?? {})) out.push({ ...a, taskId: t.id })
+    const current = (a: Approval): boolean => t.state === 'running' && t.node === a.node && t.attempts === a.attempt
+    for (const a of Object.values(t.approvals ?? {})) {
+      out.push(a.state === 'open' && !current(a) ? { ...a, state: 'expired', note: GONE_NOTE, taskId: t.id } : { ...a, taskId: t.id })
+    }
   }
   return out.sort((a, b) => a.at - b.at || a.id.localeCompare(b.id))
 }
