@@ -61,7 +61,14 @@ export function clipToolInput (input: unknown, max = MAX_APPROVAL_INPUT_CHARS): 
   }
   const shorter = JSON.stringify(cut(input, 0)) ?? '{}'
   if (shorter.length <= max) return shorter
-  return JSON.stringify({ clipped: whole.slice(0, max - 20) + '…' })
+  // escapes make the quoted text longer than the text: cut until it fits
+  let n = max - 20
+  let out = JSON.stringify({ clipped: whole.slice(0, n) + '…' })
+  while (out.length > max && n > 0) {
+    n -= out.length - max
+    out = JSON.stringify({ clipped: whole.slice(0, Math.max(0, n)) + '…' })
+  }
+  return out
 }
 
 /** The stored input text back as a JSON value (`{ clipped: text }` when it does not parse). */
