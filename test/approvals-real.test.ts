@@ -7,9 +7,11 @@
  * `--approval-timeout`. Nothing here contacts the real API.
  */
 import { describe, it, expect, afterAll, beforeAll } from 'vitest'
+import { execFile, spawnSync } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { promisify } from 'node:util'
+import { BIN, runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
 import { realClaudeBin, standInEnv, startMessagesApi, type ApiRequest, type MessagesApi, type Reply } from './helpers/messages-api.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { git, gitText } from '../src/git/git.ts'
@@ -17,6 +19,16 @@ import { git, gitText } from '../src/git/git.ts'
 interface TaskJson { id: string, state: string, node: string | null, attempts: number, error: string | null }
 interface ApprovalJson { id: string, taskId: string, node: string, tool: string, input: Record<string, unknown>, state: string, at: number, by: string | null, note: string }
 interface Status { main: { head: string | null }, tasks: TaskJson[], approvals: ApprovalJson[] }
+
+const HAS_TMUX = spawnSync('tmux', ['-V'], { stdio: 'ignore' }).status === 0
+if (!HAS_TMUX) console.warn('test/approvals-real.test.ts: tmux is not installed, so the answer from the TUI in a real terminal is skipped; install tmux to run it')
+/** tmux on its own socket: no other tmux session on the machine is touched. */
+const SOCKET = `meshwork-approvals-test-${process.pid}`
+const run = promisify(execFile)
+async function tmux (...args: string[]): Promise<string> {
+  const { stdout } = await run('tmux', ['-L', SOCKET, ...args], { timeout: 10_000 })
+  return stdout
+}
 
 let dir = ''
 let api: MessagesApi
@@ -66,6 +78,7 @@ beforeAll(async () => {
 }, 900_000)
 
 afterAll(async () => {
+  if (HAS_TMUX) await tmux('kill-server').catch(() => {})
   await killAllChildren()
   await api?.close()
   if (dir !== '') await removeDir(dir)
@@ -147,6 +160,31 @@ describe('meshwork node --approvals with the real CLI', { timeout: 600_000 }, ()
     expect(s.approvals.find(x => x.id === req.id)).toMatchObject({ state: 'denied', note: 'no shell today' })
     expect(await onMain(mesh.repo, s.main.head!, 'bash-denied.txt')).toBeNull()
     expect(await onMain(mesh.repo, s.main.head!, 'result-denied.txt')).toContain('no shell today')
+  })
+
+  it.skipIf(!HAS_TMUX)('the TUI of another client shows the request in its inbox; a then y allows it and the run goes on', async () => {
+    const shellQuote = (x: string): string => `'${x.replace(/'/g, `'\\''`)}'`
+    const cmd = ['env', '-u', 'CI', '-u', 'MESHWORK_JOIN', '-u', 'MESHWORK_SWARM_KEY', '-u', 'MESHWORK_BOOTSTRAP', process.execPath, BIN, 'tui', '--no-bell', ...mesh.conn].map(shellQuote).join(' ')
+    await tmux('new-session', '-d', '-s', 'tui', '-x', '120', '-y', '40', cmd)
+    let seen = ''
+    const waitScreen = async (what: string, timeoutMs: number, why: string): Promise<void> => {
+      await waitFor(async () => { seen = await tmux('capture-pane', '-p', '-t', 'tui').catch(err => `(capture failed: ${(err as Error).message})`); return seen.includes(what) },
+        { timeoutMs, intervalMs: 250, message: () => `${why}: the screen never showed ${what}\n--- screen ---\n${seen}\n${explain()}` })
+    }
+    await waitScreen('1 Tasks', 60_000, 'the TUI did not start')
+    await submit(mesh.conn, 'from-tui')
+    const req = await openRequest(mesh.conn, 'from-tui')
+    await tmux('send-keys', '-t', 'tui', '3')
+    await waitScreen(`> APPROVE? ${req.id}`, 60_000, 'the request did not reach the inbox')
+    expect(seen).toContain('Bash: sh -c')
+    await tmux('send-keys', '-t', 'tui', 'a')
+    await waitScreen('Allow Bash for from-tui? [y/n]', 10_000, 'the key did not ask for confirmation')
+    await tmux('send-keys', '-t', 'tui', 'y')
+    await waitScreen(`${req.id}: allowed; the run goes on`, 30_000, 'the answer was not recorded')
+    const s = await merged(mesh.conn, 'from-tui')
+    expect(s.approvals.find(x => x.id === req.id)).toMatchObject({ state: 'allowed', note: '' })
+    expect(await onMain(mesh.repo, s.main.head!, 'bash-from-tui.txt')).toBe('from-tui')
+    await tmux('send-keys', '-t', 'tui', 'q')
   })
 
   it('an unanswered request is denied after --approval-timeout, with no decider', async () => {
