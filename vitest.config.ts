@@ -11,6 +11,7 @@ export const E2E_FILES = [
   'test/agent-claude-real.test.ts',
   'test/cli-claude-real.test.ts',
   'test/cli-budget.test.ts',
+  'test/approvals-real.test.ts',
   'test/cli-hints.test.ts',
   'test/cli-mesh.test.ts',
   'test/cli-exec.test.ts',

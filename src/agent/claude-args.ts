@@ -3,6 +3,7 @@ import { homedir } from 'node:os'
 import { join, relative, resolve, sep } from 'node:path'
 import type { Task } from '../crdt/schema.ts'
 import { agentEnv, meshworkEnv } from './process.ts'
+import type { ApprovalGate } from './approvals.ts'
 
 /*
  * How one `claude` run is started: its argument list, its environment and its
@@ -79,6 +80,11 @@ export interface ClaudeAgentInit {
   killGraceMs?: number
   /** How long claude may linger after its `result` event before its group is killed (default 15000 ms). */
   resultExitGraceMs?: number
+  /**
+   * `--approvals`: permission requests of a run wait on the board for a human
+   * (through this gate) instead of being denied. Absent: they are denied.
+   */
+  approvals?: ApprovalGate
 }
 
 /**

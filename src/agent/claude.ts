@@ -47,13 +47,15 @@ export function claudeAgent (init: ClaudeAgentInit): Agent {
       const progress = (p: AgentProgress): void => {
         try { run.onProgress?.(p) } catch { /* listener errors are not the run's */ }
       }
+      // --approvals: the run's permission requests go to the board and wait for a human
+      const approval = init.approvals === undefined ? null : await init.approvals.begin({ task: run.task, attempt: run.attempt, configDir, signal: run.signal, onProgress: progress })
       let lingerTimer: NodeJS.Timeout | null = null
       // refused credentials cannot get better within this run: stop it now
       const parser = new StreamParser(progress, reason => { handle.kill(`credentials refused: ${reason}`) })
 
       const handle = runInGroup({
         file: bin,
-        args: claudeArgs(argsInit, deny),
+        args: [...claudeArgs(argsInit, [...deny, ...(approval?.disallowed ?? [])]), ...(approval?.args ?? [])],
         cwd: run.cwd,
         env,
         stdin: promptText(run.task, run.context),
@@ -71,6 +73,7 @@ export function claudeAgent (init: ClaudeAgentInit): Agent {
       })
       const exit = await handle.done
       if (lingerTimer !== null) clearTimeout(lingerTimer)
+      await approval?.end()
       await new Promise<void>(resolve => { transcript.end(() => { resolve() }) })
       // the login's copy is not left behind once the run is over
       await rm(join(configDir, '.credentials.json'), { force: true }).catch(() => {})

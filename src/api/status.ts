@@ -5,6 +5,7 @@ import type { MemberState } from '../node/membership.ts'
 import { HEALTH_OK, type HealthState } from '../node/health.ts'
 import { budgetReport, type BudgetReport } from './budget.ts'
 import { heldByBudget, type BudgetHold } from '../scheduler/budget.ts'
+import { statusApprovals, type StatusApproval } from './approvals.ts'
 
 /** One node in `status --json`. */
 export interface StatusNode {
@@ -62,6 +63,8 @@ export interface StatusReport {
   conflicts: Array<{ id: string, taskId: string, files: string[], hunks: ConflictHunk[], oursFrom?: Record<string, string>, state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null, error: string | null }>
   /** The mesh's spending cap and the plans' budgets, what each has spent and the tasks each holds back. */
   budget: BudgetReport
+  /** Permission requests of runs on nodes started with `--approvals`, oldest first (answered ones stay in the list). */
+  approvals: StatusApproval[]
 }
 
 function statusTask (t: Task, progress: MembersView['progress'], hold: BudgetHold | undefined): StatusTask {
@@ -114,5 +117,5 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress, holds.get(t.id)))
   const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), ...(c.oursFrom === undefined ? {} : { oursFrom: { ...c.oursFrom } }), state: c.state, decision: c.decision === null ? null : { ...c.decision }, error: c.error }))
   const { head, leader, term, push, quorum } = snap.main
-  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push }, quorum: quorum == null || quorum.by !== leader ? null : { ...quorum, missing: [...quorum.missing] } }, nodes, tasks, conflicts, budget: budgetReport(snap) }
+  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push }, quorum: quorum == null || quorum.by !== leader ? null : { ...quorum, missing: [...quorum.missing] } }, nodes, tasks, conflicts, budget: budgetReport(snap), approvals: statusApprovals(snap) }
 }

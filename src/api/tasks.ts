@@ -1,5 +1,6 @@
 import { addTasks, asPlan, type NewTask } from '../crdt/ops.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
+import { expireAll } from '../crdt/approvals.ts'
 import { parseConflictId, parseTaskId, type Conflict, type ConflictId, type Task, type TaskId } from '../crdt/schema.ts'
 import { depsMerged } from '../scheduler/dag.ts'
 import { UsageError } from '../util/errors.ts'
@@ -55,6 +56,8 @@ export async function cancelTask (client: Client, idText: string, by = `${client
   client.node.changeBoard(`task:cancel ${id}`, d => {
     if (!lifecycle.cancel(d, id)) return
     for (const cid of open) lifecycle.resolve(d, cid, { decision: { action: 'abandon', by, at: now, note: 'the task was cancelled' } })
+    // its run stops: nothing waits on its permission requests any more
+    expireAll(d, id, now, 'the task was cancelled')
   })
   await confirm(client)
   return t.state

@@ -19,6 +19,7 @@ export const COMMAND_TABLE: readonly CommandEntry[] = [
   { name: 'submit', summary: 'Validate a plan (YAML or JSON) and add its tasks to the board.', load: async () => (await import('./tasks.ts')).submitCommand },
   { name: 'status', summary: 'Show the mesh as seen through the node it connects to: nodes, tasks, main, conflicts.', load: async () => (await import('./status.ts')).statusCommand },
   { name: 'resolve', summary: 'Record a human decision for a merge conflict; the merge leader carries it out.', load: async () => (await import('./resolve.ts')).resolveCommand },
+  { name: 'approve', summary: 'Allow or deny a permission request that a run of a node started with --approvals waits on.', load: async () => (await import('./approve.ts')).approveCommand },
   { name: 'cancel', summary: 'Cancel a task that has not merged (stops its agent if running).', load: async () => (await import('./tasks.ts')).cancelCommand },
   { name: 'retry', summary: 'Put a failed or cancelled task back to pending with its attempt count reset.', load: async () => (await import('./tasks.ts')).retryCommand },
   { name: 'drain', summary: 'Take a node out: it stops claiming, finishes or hands back its runs, waits for its branches to merge, and leaves.', load: async () => (await import('./drain.ts')).drainCommand },

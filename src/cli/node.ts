@@ -27,6 +27,7 @@ import { summaryOf } from './commands.ts'
 import { NodeMetrics, parseMetricsAddr, serveMetrics } from '../node/metrics.ts'
 import { incompatibility, agentVersion as agentVersion_ } from '../node/version.ts'
 import { MEMBERS_PROTOCOL } from '../protocol/members.ts'
+import { ApprovalService, DEFAULT_APPROVAL_TIMEOUT_MS } from '../node/approvals.ts'
 
 /** The node settings meshwork passes to agents (used by the execution layer). */
 export const AGENT_KINDS = ['claude', 'command', 'sim'] as const
@@ -221,6 +222,8 @@ export const NODE_OPTIONS = {
       return Number(v)
     }
   }),
+  approvals: opt.boolean({ description: 'Permission requests of claude runs (a tool use that --allowed-tools and --permission-mode do not allow) wait on the board for a human (`meshwork approve`, the TUI inbox) instead of being denied.' }),
+  'approval-timeout': opt.duration({ arg: 'DURATION', default: DEFAULT_APPROVAL_TIMEOUT_MS, min: 1000, description: 'With --approvals: a request nobody answers is denied after this long (the run\'s own --task-timeout still counts).' }),
   'task-timeout': opt.custom<number | null>({ arg: 'DURATION', default: formatDuration(DEFAULT_TASK_TIMEOUT_MS), description: 'Wall-clock limit of a run (--setup and agent) for tasks whose plan gives no timeout, e.g. 90s, 20m, 2h; 0 or none: no limit.', parse: v => taskTimeoutOpt(v) }),
   verify: opt.string({ arg: 'CMD', description: 'Check run by the merge leader on each candidate merge before main advances.' }),
   'verify-timeout': opt.custom<number | null>({ arg: 'DURATION', default: formatDuration(DEFAULT_VERIFY_TIMEOUT_MS), description: 'A --verify still running then is killed with its process group and counts as failed (with its output so far); 0 or none: no limit. Cancel of the task, a leader change and node stop kill it too.', parse: v => verifyTimeoutOpt(v) }),
@@ -275,6 +278,7 @@ export const nodeCommand = defineCommand({
     if (claudeConfig !== undefined && !(await stat(claudeConfig).then(s => s.isDirectory(), () => false))) {
       throw new UsageError(`--claude-config ${claudeConfig} is not a directory. Point it at a Claude config dir (for example ~/.claude), or leave it out.`)
     }
+    if (opts.approvals && agent !== 'claude') throw new UsageError(`--approvals waits on permission requests of claude runs; --agent ${agent} makes none. Drop --approvals, or use --agent claude.`)
     const credentialsRetryMs = opts['credentials-retry']
     const suspectAfterMs = opts['suspect-after']
     const deadAfterMs = opts['dead-after']
@@ -330,6 +334,7 @@ export const nodeCommand = defineCommand({
     const allowed = opts['allowed-tools']
     const maxTurns = opts['max-turns']
     const model = opts.model
+    const approvals = opts.approvals ? new ApprovalService({ node: mesh, timeoutMs: opts['approval-timeout'], logger: nodeLog }) : null
     const agentImpl: Agent = agent === 'sim'
       ? simAgent()
       : agent === 'command'
@@ -343,7 +348,8 @@ export const nodeCommand = defineCommand({
           ...(allowed !== undefined ? { allowedTools: allowed } : {}),
           ...(model !== undefined ? { model } : {}),
           ...(maxTurns !== undefined ? { maxTurns } : {}),
-          ...(budget !== undefined ? { maxBudgetUsd: budget } : {})
+          ...(budget !== undefined ? { maxBudgetUsd: budget } : {}),
+          ...(approvals !== null ? { approvals } : {})
         })
     const setup = opts.setup
     const verify = opts.verify
@@ -438,6 +444,7 @@ export const nodeCommand = defineCommand({
         void (async () => { await worker.stop(0); await node.stop() })().finally(() => { rejectStop(err) })
       })
     })
+    await approvals?.stop()
     log.info('node:stopped', { peer: facts.peerId })
     return 0
   }

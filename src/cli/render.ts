@@ -122,6 +122,20 @@ export function renderStatus (s: StatusReport, via: string): string {
     // a decision that could not be carried out: the conflict waits for another one
     for (const c of open) if (c.error !== null && c.decision === null) out.push(`  ${c.id}: ${c.error.split('\n')[0] ?? ''}`)
   }
+  const asking = s.approvals.filter(a => a.state === 'open')
+  if (asking.length > 0) {
+    out.push('', `APPROVALS ${asking.length} waiting (\`meshwork approve ID --allow|--deny\`)`)
+    out.push(...table([['ID', 'TASK', 'NODE', 'TOOL', 'INPUT'], ...asking.map(a => [a.id, a.taskId, who(a.node), a.tool, firstLine(approvalInputText(a.input), 80)])]))
+  }
   // names, files, remotes and errors come from peers: no control character reaches the terminal
   return out.map(line => safeText(line)).join('\n')
+}
+
+/** A tool input in one line: a Bash command or a file path as such, anything else as JSON. */
+export function approvalInputText (input: Record<string, unknown>): string {
+  for (const k of ['command', 'file_path', 'path', 'url', 'pattern']) {
+    const v = input[k]
+    if (typeof v === 'string') return v
+  }
+  return JSON.stringify(input)
 }

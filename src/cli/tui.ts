@@ -12,10 +12,11 @@ export const tuiCommand = defineCommand({
   details: [
     'Joins as a light peer (never takes work, never listed among the nodes). Views: 1 tasks (the DAG: state, node,',
     'attempt, time, cost, tokens, latest agent line, critical path *), 2 nodes (slots, load, rate-limit back-off),',
-    '3 inbox (conflicts with both sides of each hunk, failed tasks), 4 output (one task\'s live agent output).',
-    'Keys: arrows or j/k select, Enter opens a task\'s output, PgUp/PgDn scroll; in the inbox o ours, t theirs,',
-    'r rerun, a agent, x abandon; on tasks c cancel, r retry. Every action asks y/n and does exactly what',
-    '`meshwork resolve`, `cancel` and `retry` do. q or Ctrl-C quits. The bell rings when something new waits on you.',
+    '3 inbox (permission requests of --approvals runs, conflicts with both sides of each hunk, failed tasks), 4 output',
+    '(one task\'s live agent output). Keys: arrows or j/k select, Enter opens a task\'s output, PgUp/PgDn scroll; in the',
+    'inbox on a permission request a allow, d deny; on a conflict o ours, t theirs, r rerun, a agent, x abandon; on tasks',
+    'c cancel, r retry. Every action asks y/n and does exactly what `meshwork approve`, `resolve`, `cancel` and `retry` do.',
+    'q or Ctrl-C quits. The bell rings when something new waits on you.',
     'Without a terminal (or with --plain) it prints the `status` view and the inbox whenever they change.'
   ].join('\n'),
   options: {

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { UsageError } from '../util/errors.ts'
+import { approvalSchema } from './approval-schema.ts'
 
 /**
  * The board's shape, validated at the read edge: whatever arrives over gossip or
@@ -179,7 +180,12 @@ export const taskSchema = z.object({
   /** Peers known to hold the task's committed branch. */
   holders: z.array(peerIdText),
   /** One key per claimant so concurrent claims are all visible (never overwritten). */
-  claims: z.record(z.string(), claimSchema)
+  claims: z.record(z.string(), claimSchema),
+  /**
+   * Permission requests of this task's runs on nodes started with `--approvals`,
+   * by request id (see approval-schema.ts). Absent until a run asks.
+   */
+  approvals: z.record(z.string(), approvalSchema).optional()
 })
 export type Task = z.infer<typeof taskSchema>
 

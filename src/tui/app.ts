@@ -28,6 +28,8 @@ export interface TuiActions {
   /** Resolves with the state the task had. */
   cancel: (taskId: string) => Promise<string>
   retry: (taskId: string) => Promise<void>
+  /** Answers a permission request (`meshwork approve`); absent: the TUI cannot answer them. */
+  approve?: (approvalId: string, allow: boolean) => Promise<void>
 }
 
 export interface AppProps {
@@ -63,6 +65,10 @@ export async function runEffect (actions: TuiActions, effect: Effect): Promise<{
       case 'retry':
         await actions.retry(effect.taskId)
         return { text: `${effect.taskId} queued again`, tone: 'ok' }
+      case 'approve':
+        if (actions.approve === undefined) return { text: 'this TUI cannot answer permission requests; use `meshwork approve`', tone: 'error' }
+        await actions.approve(effect.approvalId, effect.allow)
+        return { text: `${effect.approvalId}: ${effect.allow ? 'allowed' : 'denied'}; the run goes on`, tone: 'ok' }
       default: {
         const never: never = effect
         throw new Error(`unknown effect ${JSON.stringify(never)}`)

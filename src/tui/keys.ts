@@ -16,6 +16,7 @@ export type Effect =
   | { kind: 'resolve', conflictId: string, action: ResolveAction }
   | { kind: 'cancel', taskId: string }
   | { kind: 'retry', taskId: string }
+  | { kind: 'approve', approvalId: string, allow: boolean }
 
 /** The part of ink's `Key` the TUI reads. */
 export interface KeyInfo {
@@ -82,6 +83,10 @@ export const RESOLVE_MEANING: Readonly<Record<ResolveAction, string>> = {
   agent: 'ask an agent to resolve the conflicted merge',
   abandon: 'drop the task\'s changes; the task ends cancelled'
 }
+
+/** Keys of a permission request in the inbox: allow, deny. */
+export const ALLOW_KEY = 'a'
+export const DENY_KEY = 'd'
 
 /** Lines moved by PgUp/PgDn (or `[`/`]`). @default 10 */
 export const SCROLL_STEP = 10
@@ -207,6 +212,12 @@ export function handleKey (state: UiState, ctx: KeyContext, input: string, key: 
       }
       if (item === null) return { state }
       if (key.return === true) return { state: { ...state, taskId: item.taskId, view: 'output', scroll: 0 } }
+      if (item.approval !== undefined) {
+        const a = item.approval
+        if (input === ALLOW_KEY) return ask(state, { kind: 'approve', approvalId: a.id, allow: true }, `Allow ${a.tool} for ${item.taskId}?`, `request ${a.id}: ${item.summary}`)
+        if (input === DENY_KEY) return ask(state, { kind: 'approve', approvalId: a.id, allow: false }, `Deny ${a.tool} for ${item.taskId}?`, `request ${a.id}: the agent is told and goes on without it`)
+        return { state }
+      }
       if (item.conflictId !== null) {
         const action = RESOLVE_KEYS[input]
         if (action === undefined) return { state }
@@ -242,6 +253,7 @@ export function keyHelp (state: UiState, ctx: KeyContext): Array<[string, string
       const item = selectedInbox(state, ctx)
       if (item === null) return common
       const nav: Array<[string, string]> = [['↑↓', 'select'], ['PgUp/PgDn', 'scroll']]
+      if (item.approval !== undefined) return [[ALLOW_KEY, 'allow'], [DENY_KEY, 'deny'], ['Enter', 'output'], ...nav, ...common]
       if (item.conflictId !== null) return [...Object.entries(RESOLVE_KEYS).map(([k, a]): [string, string] => [k, a]), ...nav, ...common]
       return [[RETRY_KEY, 'retry'], [CANCEL_KEY, 'cancel'], ...nav, ...common]
     }
@@ -262,6 +274,8 @@ export function helpLines (): Array<[string, string]> {
     ['PgUp PgDn or [ ]', 'scroll the output or the inbox detail'],
     ['/', 'filter tasks by id or title (Enter keeps it, Esc clears it)'],
     ['m', 'fold merged tasks away, or show them again'],
+    [ALLOW_KEY, 'inbox, on a permission request: allow it (the run\'s tool goes ahead)'],
+    [DENY_KEY, 'inbox, on a permission request: deny it (the agent is told and goes on)'],
     ...Object.entries(RESOLVE_KEYS).map(([k, a]): [string, string] => [k, `inbox, on a conflict: ${a}: ${RESOLVE_MEANING[a]}`]),
     [CANCEL_KEY, 'cancel the task (tasks, output, a failed inbox item)'],
     [RETRY_KEY, 'retry a failed or cancelled task'],

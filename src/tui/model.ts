@@ -9,6 +9,7 @@ import type { BoardSnapshot, ConflictHunk, TaskState } from '../crdt/schema.ts'
 import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
 import { WAITING_ON_HUMAN, dependentsOf, estimateMs, postOrder, topoOrder } from '../scheduler/dag.ts'
+import { approvalItems, type InboxApproval } from './approvals.ts'
 
 /**
  * The TUI's view model: pure functions from a board snapshot, a membership view
@@ -183,7 +184,7 @@ export function criticalPath (data: TuiData): { ids: string[], ms: number } {
 }
 
 /** What waits on a human. */
-export const INBOX_KINDS = ['conflict', 'failed', 'budget'] as const
+export const INBOX_KINDS = ['approval', 'conflict', 'failed', 'budget'] as const
 export type InboxKind = typeof INBOX_KINDS[number]
 
 /** One thing waiting on a human decision. */
@@ -201,16 +202,19 @@ export interface InboxItem {
   hunks: ConflictHunk[]
   /** Conflicted file → the task whose merge put main's side there, as the merge leader recorded it (empty when not recorded). */
   oursFrom: Readonly<Record<string, string>>
+  /** Set for permission requests (`approval:<id>`): what the run asks to do. */
+  approval?: InboxApproval
 }
 
 /**
- * Open conflicts first (board order), then failed tasks (a failure that
- * mentions the budget is a `budget` item), then each spent budget that holds
- * ready tasks back (`budget:mesh`, `budget:plan:<id>`; its task is the first held).
+ * Open permission requests first (a run waits on each, oldest first), then open
+ * conflicts (board order), then failed tasks (a failure that mentions the
+ * budget is a `budget` item), then each spent budget that holds ready tasks
+ * back (`budget:mesh`, `budget:plan:<id>`; its task is the first held).
  */
 export function inbox (status: StatusReport): InboxItem[] {
-  const items: InboxItem[] = []
   const title = (id: string): string => status.tasks.find(t => t.id === id)?.title ?? ''
+  const items: InboxItem[] = approvalItems(status, title)
   for (const c of status.conflicts) {
     if (c.state !== 'open' || c.decision !== null) continue
     items.push({ key: `conflict:${c.id}`, kind: 'conflict', taskId: c.taskId, conflictId: c.id, title: title(c.taskId), summary: `conflicts with main in ${c.files.join(', ') || '(no files listed)'}${c.error === null ? '' : `; ${firstLine(c.error)}`}`, files: [...c.files], hunks: c.hunks, oursFrom: { ...c.oursFrom } })

@@ -9,15 +9,15 @@ import { safeText } from '../util/text.ts'
  * a frame per second of "last seen" ticking).
  */
 
-const KIND: Record<InboxItem['kind'], string> = { conflict: 'CONFLICT', failed: 'FAILED', budget: 'BUDGET' }
+const KIND: Record<InboxItem['kind'], string> = { approval: 'APPROVE?', conflict: 'CONFLICT', failed: 'FAILED', budget: 'BUDGET' }
 
 /** The inbox as plain lines (empty when nothing waits). */
 export function renderInbox (s: StatusReport): string {
   const items = inbox(s)
   if (items.length === 0) return ''
   return [
-    `INBOX ${items.length} waiting on a human (meshwork resolve / retry / cancel)`,
-    ...items.map(i => safeText(`  ${KIND[i.kind]} ${i.conflictId ?? i.taskId}${i.conflictId !== null ? ` (task ${i.taskId})` : ''}: ${i.summary}`))
+    `INBOX ${items.length} waiting on a human (meshwork approve / resolve / retry / cancel)`,
+    ...items.map(i => { const id = i.approval?.id ?? i.conflictId; return safeText(`  ${KIND[i.kind]} ${id ?? i.taskId}${id !== null ? ` (task ${i.taskId})` : ''}: ${i.summary}`) })
   ].join('\n')
 }
 
@@ -33,6 +33,7 @@ export function plainSignature (s: StatusReport): string {
     s.main,
     s.nodes.map(n => [n.peerId, n.state, n.slots, n.running]),
     s.tasks.map(t => [t.id, t.state, t.attempts, t.node, t.costUsd.toFixed(2), t.error]),
-    s.conflicts.map(c => [c.id, c.state, c.files, c.hunks.length])
+    s.conflicts.map(c => [c.id, c.state, c.files, c.hunks.length]),
+    s.approvals.map(a => [a.id, a.state])
   ])
 }

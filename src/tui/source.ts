@@ -2,6 +2,7 @@ import { switchPeer, type Client, type PeerCandidate } from '../api/client.ts'
 import { asPeerId } from '../crdt/schema.ts'
 import { buildStatus } from '../api/status.ts'
 import { cancelTask, resolveConflict, retryTask } from '../api/tasks.ts'
+import { answerApproval } from '../api/approvals.ts'
 import type { MembersView } from '../protocol/members.ts'
 import type { TuiActions, TuiSource } from './app.ts'
 import { appendProgress, tuiData, type LinkState, type ProgressLine, type TuiData } from './model.ts'
@@ -164,6 +165,7 @@ export function liveActions (client: Client, by: string): TuiActions {
   return {
     resolve: async (conflictId, action) => { await resolveConflict(client, conflictId, action, '', by) },
     cancel: async (taskId) => await cancelTask(client, taskId, by),
-    retry: async (taskId) => { await retryTask(client, taskId) }
+    retry: async (taskId) => { await retryTask(client, taskId) },
+    approve: async (approvalId, allow) => { await answerApproval(client, approvalId, allow, '') }
   }
 }

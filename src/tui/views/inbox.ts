@@ -1,5 +1,5 @@
 import { fitLine, seg, textLines, windowAround, type Line } from '../lines.ts'
-import { firstLine, formatCost, nodeName, oursFrom, type InboxItem, type TuiData } from '../model.ts'
+import { firstLine, formatCost, formatDuration, nodeName, oursFrom, type InboxItem, type TuiData } from '../model.ts'
 import type { ConflictHunk } from '../../crdt/schema.ts'
 
 /** Width from which a hunk's two sides are drawn next to each other. @default 100 */
@@ -11,7 +11,7 @@ const SUMMARY_LINES = 4
 /** Inbox list lines at most (the rest of the height is the selected item). @default 5 */
 const MAX_LIST_LINES = 5
 
-const KIND_LABEL: Record<InboxItem['kind'], string> = { conflict: 'CONFLICT', failed: 'FAILED', budget: 'BUDGET' }
+const KIND_LABEL: Record<InboxItem['kind'], string> = { approval: 'APPROVE?', conflict: 'CONFLICT', failed: 'FAILED', budget: 'BUDGET' }
 
 /**
  * One hunk as lines: context before, main's side (`ours`) and the task's side
@@ -66,7 +66,9 @@ export function itemDetail (data: TuiData, item: InboxItem, width: number): Line
     const last = lines?.[lines.length - 1]?.text ?? t?.progress?.text
     if (last !== undefined) out.push(fitLine([seg('last    ', { dim: true }), seg(firstLine(last))], width))
   }
-  if (item.kind === 'conflict') {
+  if (item.approval !== undefined) {
+    out.push(...approvalDetail(data, item.approval, width))
+  } else if (item.kind === 'conflict') {
     out.push(fitLine([seg('files   ', { dim: true }), seg(item.files.join(', ') || '(none listed)', { color: 'yellow' })], width))
     out.push([])
     if (item.hunks.length === 0) {
@@ -88,8 +90,19 @@ export function itemDetail (data: TuiData, item: InboxItem, width: number): Line
   return out
 }
 
+/** What a permission request asks: the tool, where, since when, and its whole input. */
+function approvalDetail (data: TuiData, a: NonNullable<InboxItem['approval']>, width: number): Line[] {
+  const out: Line[] = []
+  out.push(fitLine([seg('asks    ', { dim: true }), seg(a.tool, { bold: true, color: 'yellow' }), seg(`  request ${a.id} from the run on ${nodeName(data.status, a.node)}, waiting ${formatDuration(Math.max(0, data.now - a.at))}`, { dim: true })], width))
+  out.push([seg('input', { dim: true })])
+  for (const l of textLines(JSON.stringify(a.input, null, 2))) out.push(fitLine([seg('  ' + l)], width))
+  out.push([])
+  out.push([seg('a allows it (the tool runs), d denies it (the agent is told and goes on); both ask y/n first.', { dim: true })])
+  return out
+}
+
 /**
- * The inbox: what waits on a human (open conflicts, failed tasks, spent
+ * The inbox: what waits on a human (permission requests, open conflicts, failed tasks, spent
  * budgets), the selected one in full below (for a conflict: the task's prompt,
  * what its agent said it did (or its last line), the files and each hunk with both sides and context).
  * `scroll` moves the detail down. Exactly `height` lines.
@@ -97,13 +110,13 @@ export function itemDetail (data: TuiData, item: InboxItem, width: number): Line
 export function inboxLines (data: TuiData, items: readonly InboxItem[], selectedKey: string | null, scroll: number, width: number, height: number): Line[] {
   const out: Line[] = []
   if (items.length === 0) {
-    out.push([seg('Nothing waits on you: no open conflict, no failed task.', { color: 'green' })])
+    out.push([seg('Nothing waits on you: no permission request, no open conflict, no failed task.', { color: 'green' })])
   } else {
     const sel = Math.max(0, items.findIndex(i => i.key === selectedKey))
     const win = windowAround(items, sel, Math.min(MAX_LIST_LINES, Math.max(1, height - 4)))
     win.items.forEach((it, i) => {
       const chosen = win.start + i === sel
-      const line = fitLine([seg(chosen ? '> ' : '  '), seg(KIND_LABEL[it.kind].padEnd(9), { color: 'red', bold: true }), seg(`${(it.conflictId ?? it.taskId).padEnd(16)} `), seg(it.summary, { dim: !chosen })], width)
+      const line = fitLine([seg(chosen ? '> ' : '  '), seg(KIND_LABEL[it.kind].padEnd(9), { color: 'red', bold: true }), seg(`${(it.approval?.id ?? it.conflictId ?? it.taskId).padEnd(16)} `), seg(it.summary, { dim: !chosen })], width)
       out.push(chosen ? line.map(s => ({ ...s, inverse: true })) : line)
     })
     out.push([seg('─'.repeat(Math.max(0, width)), { dim: true })])
