@@ -32,7 +32,7 @@ export interface SchedulerNode extends BoardWriter, Pick<TypedEventTarget<MeshNo
   readonly name: string
   /** Wall-clock ms when the node started. */
   readonly startedAt: number
-  readonly membership: Pick<Membership, 'get' | 'alive' | 'heartbeatMs'>
+  readonly membership: Pick<Membership, 'get' | 'alive' | 'members' | 'heartbeatMs'>
   /** Like `changeBoard`, returning the change's hash (null when nothing changed). */
   changeBoardHash: (message: string, fn: BoardChange) => string | null
   /** Whether this node's disk (or quota) is full: board writes fail and are retried; the scheduler claims nothing meanwhile. */

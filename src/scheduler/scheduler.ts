@@ -413,7 +413,9 @@ export class Scheduler {
 
   #settle (snap: BoardSnapshot, now: number): void {
     const me = this.#me()
-    const peers = this.node.membership.alive()
+    // suspect peers too: a peer that is only slow (an overloaded host misses heartbeats) may be claiming
+    // the same task right now; a peer that is really gone stops being waited for once it is dead
+    const peers = this.node.membership.members().filter(m => m.state === 'alive' || m.state === 'suspect')
     for (const [id, claim] of [...this.#pending]) {
       if (claim.settleAt > now) continue
       // settle once every live peer has seen the claim (its heads contain it): a concurrent claim
