@@ -7,7 +7,7 @@ import { homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
 import { DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
-import { DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/run.ts'
+import { DEFAULT_CHECKPOINT_EVERY_MS, DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/run.ts'
 import { FORGET_AFTER_MS } from '../scheduler/election.ts'
 import { DEFAULT_VERIFY_TIMEOUT_MS } from '../git/merge.ts'
 import { simAgent } from '../agent/sim.ts'
@@ -54,6 +54,11 @@ export function taskTimeoutOpt (v: string | undefined): number | null {
 /** `--verify-timeout`: a duration, or `0`/`none` for no limit (null). */
 export function verifyTimeoutOpt (v: string | undefined): number | null {
   return limitOpt('--verify-timeout', v, DEFAULT_VERIFY_TIMEOUT_MS)
+}
+
+/** `--checkpoint-every`: a duration, or 0/none for no checkpoints (0). */
+export function checkpointEveryOpt (v: string | undefined): number {
+  return limitOpt('--checkpoint-every', v, DEFAULT_CHECKPOINT_EVERY_MS) ?? 0
 }
 
 /** A duration option that must be positive (`30s`, `5m`), or `fallback` when absent. */
@@ -231,6 +236,7 @@ export const NODE_OPTIONS = {
   'no-leader': opt.boolean({ description: 'Never become merge leader.' }),
   push: opt.string({ arg: 'REMOTE', description: 'As leader, push main to REMOTE (a remote name, URL or path) after each advance; never forced: a remote that moved is reported (status), not overwritten.' }),
   'suspect-after': opt.duration({ arg: 'DURATION', default: DEFAULT_SUSPECT_AFTER_MS, description: 'A silent peer is suspect after this long.' }),
+  'checkpoint-every': opt.custom<number>({ arg: 'DURATION', default: formatDuration(DEFAULT_CHECKPOINT_EVERY_MS), description: 'While an agent works, commit its worktree to a checkpoint branch this often (the leader keeps a copy); a run after one lost with its node goes on from the last checkpoint. 0 or none: never.', parse: v => checkpointEveryOpt(v) }),
   'forget-after': opt.duration({ arg: 'DURATION', default: FORGET_AFTER_MS, description: 'Main advances only while a majority of the mesh\'s registered nodes is reachable; a node unreachable this long stops counting (`meshwork forget NODE` does it at once).' }),
   'dead-after': opt.duration({ arg: 'DURATION', default: DEFAULT_DEAD_AFTER_MS, description: 'A silent peer is dead after this long.' }),
   grace: opt.duration({ arg: 'DURATION', default: DEFAULT_STOP_GRACE_MS, description: 'On SIGINT/SIGTERM, how long running agents may finish before their tasks are released.' }),
@@ -356,7 +362,7 @@ export const nodeCommand = defineCommand({
     const pushOpt = opts.push
     // a path is git's relative to --repo (where git push runs): make it the caller's
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
-    const worker = new Worker({ node: mesh, agent: agentImpl, repo, dataDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, forgetAfterMs: opts['forget-after'], health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
+    const worker = new Worker({ node: mesh, agent: agentImpl, repo, dataDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, forgetAfterMs: opts['forget-after'], checkpointEveryMs: opts['checkpoint-every'], health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
       await Promise.race([worker.start(), mismatch.failed])
     } catch (err) {

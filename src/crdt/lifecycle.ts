@@ -435,3 +435,17 @@ export function recordPush (d: BoardDoc, push: { remote: string, head: string, o
 export function recordQuorum (d: BoardDoc, q: { ok: boolean, reachable: number, voters: number, missing: readonly string[], at: number, by: PeerIdString }): void {
   d.main.quorum = { ok: q.ok, reachable: q.reachable, voters: q.voters, missing: q.missing.slice(0, 32).map(p => str(p)), at: q.at, by: str(q.by) }
 }
+
+/** A running task's checkpoint (not a state change): written by the node running it, if it still does. */
+export function recordCheckpoint (d: BoardDoc, id: TaskId, cp: { head: string, at: number, node: PeerIdString, epoch: number, recent: readonly string[] }): boolean {
+  const rec = d.tasks[id]
+  if (rec === undefined || String(rec.state) !== 'running' || rec.epoch !== cp.epoch || String(rec.node) !== cp.node) return false
+  rec.checkpoint = { head: str(cp.head), at: cp.at, node: str(cp.node), epoch: cp.epoch, recent: cp.recent.slice(-10).map(l => str(l.slice(0, 300))) }
+  return true
+}
+
+/** Drops a task's checkpoint (its run failed: the next attempt starts from main). */
+export function clearCheckpoint (d: BoardDoc, id: TaskId): void {
+  const rec = d.tasks[id]
+  if (rec !== undefined && rec.checkpoint != null) rec.checkpoint = null
+}

@@ -177,6 +177,19 @@ export const taskSchema = z.object({
    * plan file, raised with `meshwork budget --plan`); absent or null: none.
    */
   budgetUsd: z.number().nonnegative().nullable().optional(),
+  /**
+   * The last checkpoint of a run (its worktree committed while the agent
+   * worked, on branch `meshwork/checkpoint/<id>` of `node`, then collected by
+   * the leader): a run after that one's was lost starts from it. Absent: none.
+   */
+  checkpoint: z.object({
+    head: z.string().regex(OID_PATTERN),
+    at: z.number(),
+    node: peerIdText,
+    epoch: z.number().int().nonnegative(),
+    /** The run's last progress lines, for the agent that goes on from it. */
+    recent: z.array(z.string()).max(10)
+  }).nullable().optional().catch(undefined),
   /** Peers known to hold the task's committed branch. */
   holders: z.array(peerIdText),
   /** One key per claimant so concurrent claims are all visible (never overwritten). */

@@ -11,12 +11,19 @@ export function taskBranch (taskId: string): string {
   return `meshwork/${taskId}`
 }
 
+/** Branch of a task's last checkpoint: `meshwork-checkpoint/<id>` (outside `meshwork/`, so no task id can name it). */
+export function checkpointBranch (taskId: string): string {
+  return `meshwork-checkpoint/${taskId}`
+}
+
 /** A task run's worktree. */
 export interface Worktree {
   path: string
   branch: string
   /** The commit the branch started from. */
   base: string
+  /** This run has made a checkpoint. */
+  checkpointed?: boolean
 }
 
 /** A `--setup` command that failed. */
@@ -82,6 +89,32 @@ export class Worktrees {
       await git(['commit', '--no-verify', '-q', '-F', '-'], { cwd: wt.path, input: message, env: commitEnv() })
     }
     return await gitText(['rev-parse', 'HEAD'], { cwd: wt.path })
+  }
+
+  /**
+   * Commits the worktree as it is now (tracked and untracked files) to the
+   * task's checkpoint branch, on top of the branch head, without touching the
+   * branch, the agent's index or its files: a private index is used. Returns
+   * the checkpoint commit, or null when the files are as at this run's last one.
+   */
+  async checkpoint (wt: Worktree, taskId: string): Promise<string | null> {
+    const index = join(this.root, `.${taskId}.checkpoint-index`)
+    const env = { GIT_INDEX_FILE: index }
+    try {
+      await git(['read-tree', 'HEAD'], { cwd: wt.path, env })
+      await git(['add', '-A'], { cwd: wt.path, env })
+      const tree = await gitText(['write-tree'], { cwd: wt.path, env })
+      // nothing changed since the last checkpoint of this run: no new commit (and no board write)
+      const last = await git(['rev-parse', '--verify', '--quiet', `refs/heads/${checkpointBranch(taskId)}^{tree}`], { cwd: this.repo, allowFail: true })
+      if (last.code === 0 && last.stdout.toString().trim() === tree && wt.checkpointed === true) return null
+      wt.checkpointed = true
+      const message = `meshwork checkpoint of ${taskId}\n\n${TASK_TRAILER}: ${taskId}\n`
+      const commit = await gitText(['commit-tree', tree, '-p', 'HEAD', '-F', '-'], { cwd: wt.path, input: message, env: commitEnv() })
+      await git(['update-ref', `refs/heads/${checkpointBranch(taskId)}`, commit], { cwd: this.repo })
+      return commit
+    } finally {
+      await rm(index, { force: true })
+    }
   }
 
   /** Removes the worktree; the branch (and its commits) stay in the repository. */

@@ -2,7 +2,7 @@ import * as lifecycle from '../crdt/lifecycle.ts'
 import type { Task, TaskId } from '../crdt/schema.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
 import { hasCommit } from '../git/merge.ts'
-import { taskBranch } from '../git/worktree.ts'
+import { checkpointBranch, taskBranch } from '../git/worktree.ts'
 import { toError } from '../util/errors.ts'
 import type { LeaderInit } from './context.ts'
 
@@ -26,8 +26,40 @@ export class BranchCollector {
     this.#wake = wake
   }
 
-  /** Starts fetches of finished tasks' branches this node does not hold yet (at most `MAX_PARALLEL_FETCHES` at once). */
+  /** Starts fetches of finished tasks' branches this node does not hold yet, then of running tasks' checkpoints (at most `MAX_PARALLEL_FETCHES` at once). */
   collect (): void {
+    this.#collectBranches()
+    this.#collectCheckpoints()
+  }
+
+  /** Checkpoints fetched here (task id → commit): the leader keeps each running task's last one, so it outlives the node running it. */
+  #checkpoints = new Map<TaskId, string>()
+
+  #collectCheckpoints (): void {
+    const { node, repo, logger } = this.#init
+    const me = node.peerId
+    for (const t of node.board.snapshot().tasks.values()) {
+      if (this.#fetching.size >= MAX_PARALLEL_FETCHES) return
+      const cp = t.checkpoint
+      if (t.state !== 'running' || cp == null || cp.node === me || this.#checkpoints.get(t.id) === cp.head || this.#fetching.has(t.id)) continue
+      if (node.membership.get(cp.node)?.state !== 'alive') continue
+      const ref = `refs/heads/${checkpointBranch(t.id)}`
+      this.#fetching.add(t.id)
+      void (async () => {
+        try {
+          const res = await fetchFromPeer(node, cp.node, repo, ref, { intoRef: ref, timeoutMs: 5 * 60_000, logger })
+          this.#checkpoints.set(t.id, res.oid)
+          logger.info('checkpoint:collected', { task: t.id, from: cp.node, head: res.oid })
+        } catch (err) {
+          logger.debug('checkpoint:collect-failed', { task: t.id, from: cp.node, error: toError(err).message })
+        } finally {
+          this.#fetching.delete(t.id)
+        }
+      })()
+    }
+  }
+
+  #collectBranches (): void {
     const { node, repo, logger } = this.#init
     const me = node.peerId
     for (const t of node.board.snapshot().tasks.values()) {

@@ -56,6 +56,16 @@ export async function pruneTaskBranches (repo: string, snap: BoardSnapshot, logg
     const res = await git(['branch', '-D', '-q', branch], { cwd: repo, allowFail: true })
     if (res.code === 0) removed.push(id)
   }
-  if (removed.length > 0) logger.info('disk:branches-pruned', { tasks: removed.length, note: 'branches of cancelled tasks and of merged tasks whose work is on main' })
+  // checkpoints matter only while a task may still be run again
+  const cps = await gitText(['for-each-ref', '--format=%(refname:strip=2)', 'refs/heads/meshwork-checkpoint/'], { cwd: repo }).catch(() => '')
+  for (const branch of cps.split('\n')) {
+    const id = branch.slice('meshwork-checkpoint/'.length)
+    if (branch === '' || !isTaskId(id)) continue
+    const t = snap.tasks.get(id)
+    if (t !== undefined && ['pending', 'ready', 'claimed', 'running'].includes(t.state)) continue
+    const res = await git(['branch', '-D', '-q', branch], { cwd: repo, allowFail: true })
+    if (res.code === 0) removed.push(id)
+  }
+  if (removed.length > 0) logger.info('disk:branches-pruned', { tasks: removed.length, note: 'branches of cancelled tasks and of merged tasks whose work is on main, and checkpoints of tasks that will not run again' })
   return removed
 }

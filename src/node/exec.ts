@@ -2,9 +2,9 @@ import { readdir, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ExecutionNode } from './components.ts'
 import type { Task, BoardSnapshot, PeerIdString } from '../crdt/schema.ts'
-import { Worktrees, commitEnv, type Worktree } from '../git/worktree.ts'
+import { Worktrees, checkpointBranch, commitEnv, type Worktree } from '../git/worktree.ts'
 import { git, gitText } from '../git/git.ts'
-import { UsageError } from '../util/errors.ts'
+import { UsageError, toError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
 
 /** The repository a node works in is not usable. */
@@ -61,10 +61,18 @@ function dataLine (s: string, max: number): string {
  * are clipped and quoted as data between markers, each summary line indented,
  * after a line saying they are not instructions.
  */
-export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: PeerIdString) => string): string {
+export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: PeerIdString) => string, resumedFrom?: string): string {
   const lines = [`You are working on meshwork task "${t.id}"${t.title !== '' ? ` (${dataLine(t.title, OTHER_TITLE_CHARS)})` : ''} in a git worktree on branch meshwork/${t.id}. Commit your work or leave it in the worktree: meshwork commits what is left.`]
   if (t.epoch > 0 && t.error !== null) lines.push('', `An earlier attempt of this task did not land: ${t.error}`)
   const data: string[] = []
+  const cp = t.checkpoint
+  if (resumedFrom !== undefined && cp != null) {
+    lines.push('', `An earlier run of this task was lost (its node ${dataLine(nodeName(cp.node), 64)} went away). Your worktree starts from that run's last checkpoint, taken ${new Date(cp.at).toISOString()}: the files hold its work up to then. Check what is there and go on from it rather than starting over.`)
+    if (cp.recent.length > 0) {
+      data.push('The lost run\'s last progress lines:')
+      for (const l of cp.recent) data.push(`- ${dataLine(l, 300)}`)
+    }
+  }
   const deps = t.deps.map(d => snap.tasks.get(d)).filter((d): d is Task => d !== undefined)
   if (deps.length > 0) {
     data.push('It builds on these tasks, already merged into the main branch you start from (with what their agents said they did):')
@@ -94,6 +102,8 @@ export interface ExecutionInit {
   logger: Logger
   /** Brings the local main to the mesh main (fetching it if needed). */
   ensureMain?: () => Promise<void>
+  /** Fetches a task's checkpoint commit from the leader or the node that made it; false when none has it. */
+  fetchCheckpoint?: (task: Task) => Promise<boolean>
 }
 
 /**
@@ -134,17 +144,53 @@ export class Execution {
    * worktree is removed and the error says which step failed.
    */
   prepare = async (task: Task, signal?: AbortSignal): Promise<string> => {
-    const base = await this.base()
+    // a run after one that was lost goes on from its last checkpoint, when this repo has it or can get it
+    const resume = await this.#checkpointOf(task)
+    const base = resume ?? await this.base()
     signal?.throwIfAborted()
     try {
       const wt = await this.worktrees.create(task.id, base, { ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}), ...(signal !== undefined ? { signal } : {}) })
       this.#open.set(task.id, wt)
+      if (resume !== null) {
+        this.resumed.set(task.id, resume)
+        this.#init.logger.info('task:resumed', { task: task.id, checkpoint: resume, from: task.checkpoint?.node })
+      } else {
+        this.resumed.delete(task.id)
+      }
       return wt.path
     } catch (err) {
       const path = join(this.worktrees.root, task.id)
       await this.worktrees.remove({ path, branch: `meshwork/${task.id}`, base }).catch(() => {})
       throw err
     }
+  }
+
+  /** Tasks whose current run here started from a checkpoint (task id → checkpoint commit). */
+  readonly resumed = new Map<string, string>()
+
+  /** The checkpoint a new run of `task` starts from: an earlier run's, here or fetched; null: start from main. */
+  async #checkpointOf (task: Task): Promise<string | null> {
+    const cp = task.checkpoint
+    if (cp == null || cp.epoch === task.epoch) return null
+    const has = async (): Promise<boolean> => (await git(['cat-file', '-e', `${cp.head}^{commit}`], { cwd: this.#init.repo, allowFail: true })).code === 0
+    try {
+      if (await has()) return cp.head
+      if (!(await this.#init.fetchCheckpoint?.(task) ?? false)) return null
+      if (await has()) return cp.head
+      // an earlier checkpoint of the lost run, the one a peer still had
+      const r = await git(['rev-parse', '--verify', '--quiet', `refs/heads/${checkpointBranch(task.id)}^{commit}`], { cwd: this.#init.repo, allowFail: true })
+      return r.code === 0 ? r.stdout.toString().trim() : null
+    } catch (err) {
+      this.#init.logger.warn('task:checkpoint-unavailable', { task: task.id, checkpoint: cp.head, error: toError(err).message, note: 'the run starts from main' })
+      return null
+    }
+  }
+
+  /** Commits the run's worktree to the task's checkpoint branch; null when the task has no open worktree here. */
+  checkpoint = async (task: Task): Promise<string | null> => {
+    const wt = this.#open.get(task.id)
+    if (wt === undefined) return null
+    return await this.worktrees.checkpoint(wt, task.id)
   }
 
   finish = async (task: Task): Promise<string | null> => {
@@ -154,6 +200,7 @@ export class Execution {
   }
 
   cleanup = async (task: Task): Promise<void> => {
+    this.resumed.delete(task.id)
     const wt = this.#open.get(task.id)
     if (wt === undefined) return
     this.#open.delete(task.id)

@@ -3,12 +3,13 @@ import { Execution, inspectRepo, initRepo, taskContext } from './exec.ts'
 import { Scheduler } from '../scheduler/scheduler.ts'
 import type { NodeHealth } from './health.ts'
 import type { Agent } from '../agent/types.ts'
-import { serveGit, cloneFromPeer } from '../git/transfer.ts'
+import { serveGit, cloneFromPeer, fetchFromPeer } from '../git/transfer.ts'
 import { GIT_PROTOCOL } from '../git/transfer.ts'
 import { Leadership } from '../merge/leadership.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
-import type { PeerIdString } from '../crdt/schema.ts'
+import type { PeerIdString, Task } from '../crdt/schema.ts'
+import { checkpointBranch } from '../git/worktree.ts'
 import { pruneTaskBranches, sweepAtStart } from './disk-bounds.ts'
 
 /** How often a node deletes the branches of cancelled tasks and of merged tasks on main. @default 10 min */
@@ -29,6 +30,8 @@ export interface WorkerInit {
   push?: string
   /** `--forget-after`: an unreachable node stops counting toward the majority main needs after this long. */
   forgetAfterMs?: number
+  /** `--checkpoint-every`: how often a run's worktree is checkpointed; 0: never. */
+  checkpointEveryMs?: number
   /** Wall-clock limit of a run whose task gives no `timeout`; null: none (`--task-timeout`). */
   taskTimeoutMs?: number | null
   /** Whether this node was given peers to join (else it may start a new history in an empty repo). */
@@ -99,7 +102,16 @@ export class Worker {
       })
       this.leadership = leadership
       leadership.start()
-      const exec = new Execution({ node, repo, dataDir: this.#init.dataDir, branch, logger, ensureMain: async () => { await leadership.syncMain() }, ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}) })
+      const exec = new Execution({
+        node,
+        repo,
+        dataDir: this.#init.dataDir,
+        branch,
+        logger,
+        ensureMain: async () => { await leadership.syncMain() },
+        fetchCheckpoint: async t => await fetchCheckpoint(node, repo, t, logger),
+        ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {})
+      })
       await exec.start()
       const names = (peer: PeerIdString): string => node.board.snapshot().nodes.get(peer)?.name ?? peer.slice(-8)
       this.scheduler = new Scheduler({
@@ -112,7 +124,9 @@ export class Worker {
         prepare: exec.prepare,
         finish: exec.finish,
         cleanup: exec.cleanup,
-        context: (t, snap) => taskContext(t, snap, names),
+        checkpoint: exec.checkpoint,
+        ...(this.#init.checkpointEveryMs !== undefined ? { checkpointEveryMs: this.#init.checkpointEveryMs } : {}),
+        context: (t, snap) => taskContext(t, snap, names, exec.resumed.get(t.id)),
         onProgress: (taskId, p) => { node.publishProgress(taskId, p.kind, p.text) }
       })
       this.scheduler.start()
@@ -150,4 +164,30 @@ export class Worker {
     this.leadership?.stop()
     await this.scheduler?.stop(graceMs)
   }
+}
+
+/**
+ * Fetches task `t`'s checkpoint (branch `meshwork-checkpoint/<id>`) from the
+ * leader, the node that made it, or any live peer: true once this repository
+ * has the commit the board names, or at least an earlier checkpoint of it.
+ */
+async function fetchCheckpoint (node: MeshNode, repo: string, t: Task, logger: Logger): Promise<boolean> {
+  const cp = t.checkpoint
+  if (cp == null) return false
+  const ref = `refs/heads/${checkpointBranch(t.id)}`
+  const snap = node.board.snapshot()
+  const sources = [...new Set([snap.main.leader, cp.node, ...node.membership.alive().map(m => m.peerId)])].filter((p): p is PeerIdString => p !== null && p !== node.peerId)
+  let any = false
+  for (const peer of sources) {
+    if (node.membership.get(peer)?.state !== 'alive') continue
+    try {
+      const res = await fetchFromPeer(node, peer, repo, ref, { intoRef: ref, timeoutMs: 5 * 60_000, logger })
+      // an older checkpoint of the run (the last one never reached that peer) is still its work so far
+      if (res.oid === cp.head) return true
+      any = true
+    } catch (err) {
+      logger.debug('task:checkpoint-fetch-failed', { task: t.id, from: peer, error: toError(err).message })
+    }
+  }
+  return any
 }

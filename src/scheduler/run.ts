@@ -62,6 +62,44 @@ export interface RunHooks {
   /** What to tell the agent besides the prompt; default: nothing. */
   context?: ((task: Task, snap: BoardSnapshot) => string) | undefined
   onProgress?: ((taskId: Task['id'], p: AgentProgress) => void) | undefined
+  /** Commits the run's worktree to the task's checkpoint branch (see `Execution.checkpoint`); default: no checkpoints. */
+  checkpoint?: ((task: Task) => Promise<string | null>) | undefined
+  /** How often a run is checkpointed while its agent works; 0 or absent: never. */
+  checkpointEveryMs?: number | undefined
+  /** Puts a checkpoint on the board (with the run's last progress lines). */
+  recordCheckpoint?: ((task: Task, head: string, recent: string[]) => void) | undefined
+}
+
+/** How often a run is checkpointed while its agent works (`meshwork node --checkpoint-every`). @default 5 min */
+export const DEFAULT_CHECKPOINT_EVERY_MS = 5 * 60_000
+
+/** Progress lines of a run kept for its checkpoint. */
+const RECENT_LINES = 10
+
+/**
+ * Checkpoints a run every `everyMs` while its agent works; `stop` ends the
+ * timer and waits for a checkpoint in progress, so none runs beside the
+ * final commit. A failed checkpoint is logged and the next one tried.
+ */
+function checkpointTimer (hooks: RunHooks, t: Task, recent: string[]): { stop: () => Promise<void> } {
+  const every = hooks.checkpointEveryMs ?? 0
+  const take = hooks.checkpoint
+  if (every <= 0 || take === undefined) return { stop: async () => {} }
+  let running: Promise<void> | null = null
+  const timer = setInterval(() => {
+    if (running !== null) return
+    running = (async () => {
+      try {
+        const head = await take(t)
+        if (head !== null) hooks.recordCheckpoint?.(t, head, [...recent])
+        hooks.log.info('task:checkpoint', { task: t.id, epoch: t.epoch, head })
+      } catch (err) {
+        hooks.log.warn('task:checkpoint-failed', { task: t.id, error: toError(err).message })
+      }
+    })().finally(() => { running = null })
+  }, every)
+  timer.unref()
+  return { stop: async () => { clearInterval(timer); await running } }
 }
 
 /**
@@ -95,6 +133,8 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
   const maxBudgetUsd = budgetLeft(t, budgets)
   let result: AgentResult
   const agentStart = Date.now()
+  const recent: string[] = []
+  const checkpoints = checkpointTimer(hooks, t, recent)
   try {
     const onProgress = hooks.onProgress
     const context = hooks.context?.(t, hooks.snapshot())
@@ -106,11 +146,17 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
       node: hooks.me,
       signal,
       ...(cwd !== undefined ? { cwd } : {}),
-      ...(onProgress !== undefined ? { onProgress: (p: AgentProgress) => { onProgress(t.id, p) } } : {})
+      onProgress: (p: AgentProgress) => {
+        recent.push(p.text)
+        if (recent.length > RECENT_LINES) recent.shift()
+        onProgress?.(t.id, p)
+      }
     })
   } catch (err) {
     // agents return expected failures as values: a throw is the adapter's bug, judged like a failed run
     result = { ...emptyResult(), outcome: 'failure', error: toError(err).message }
+  } finally {
+    await checkpoints.stop()
   }
   const agentEnd = Date.now()
   if (result.outcome === 'unavailable') return { kind: 'infra', stage: 'agent-start', error: result.error ?? 'the agent could not be started', agentStarted: false, result }
@@ -143,6 +189,8 @@ export function writeAgentEnd (node: BoardWriter, current: Task, end: Extract<Ru
         lifecycle.complete(d, id, { peer: node.peerId, head, now, summary: result.summary !== undefined && result.summary.trim() !== '' ? clipSummary(result.summary) : null })
         break
       case 'failure': {
+        // the next attempt starts afresh: a checkpoint is for a run that was lost, not for one that failed
+        lifecycle.clearCheckpoint(d, id)
         const error = result.error ?? 'agent failed'
         if (result.final === true || current.failures + 1 >= current.maxAttempts) lifecycle.fail(d, id, error, { failure: true })
         else lifecycle.release(d, id, { now, notBefore: now + base, error, failure: true })

@@ -12,7 +12,7 @@ import * as lifecycle from '../crdt/lifecycle.ts'
 import { NodeHealth, type HealthState } from '../node/health.ts'
 import type { BoardSnapshot, PeerIdString, Task, TaskId } from '../crdt/schema.ts'
 import type { Agent, AgentProgress } from '../agent/types.ts'
-import { formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
+import { DEFAULT_CHECKPOINT_EVERY_MS, formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
 import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
 import { budgetHold, budgetView, describeHold, holdLogger } from './budget.ts'
@@ -84,6 +84,10 @@ export interface SchedulerInit {
   cleanup?: (task: Task) => Promise<void>
   /** What to tell the agent besides the prompt; default: nothing. */
   context?: (task: Task, snap: BoardSnapshot) => string
+  /** Commits a run's worktree to its checkpoint branch (`Execution.checkpoint`); default: no checkpoints. */
+  checkpoint?: (task: Task) => Promise<string | null>
+  /** How often a run is checkpointed while its agent works (`--checkpoint-every`); 0: never. @default DEFAULT_CHECKPOINT_EVERY_MS */
+  checkpointEveryMs?: number
   /** Observes every run start (tests count executions with it). */
   onRunStart?: (taskId: TaskId, epoch: number) => void
   onProgress?: (taskId: TaskId, p: AgentProgress) => void
@@ -489,7 +493,18 @@ export class Scheduler {
   }
 
   async #execute (t: Task, run: Run): Promise<void> {
-    const end = await runStages({ ...this.#init, agent: this.agent, me: this.#me(), snapshot: () => this.node.board.snapshot(), log: this.#log }, t, run.abort.signal)
+    const end = await runStages({
+      ...this.#init,
+      agent: this.agent,
+      me: this.#me(),
+      snapshot: () => this.node.board.snapshot(),
+      log: this.#log,
+      checkpointEveryMs: this.#init.checkpointEveryMs ?? DEFAULT_CHECKPOINT_EVERY_MS,
+      recordCheckpoint: (task, head, recent) => {
+        const me = this.#me()
+        this.node.changeBoard('task:checkpoint', d => { lifecycle.recordCheckpoint(d, task.id, { head, at: Date.now(), node: me, epoch: task.epoch, recent }) })
+      }
+    }, t, run.abort.signal)
     try {
       await this.#init.cleanup?.(t)
     } catch (err) {
