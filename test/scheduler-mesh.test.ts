@@ -215,4 +215,33 @@ describe('rate limits', () => {
     await waitFor(() => sa.backoffUntil === null && sb.effectiveSlots() === 4, { timeoutMs: 15_000, message: 'back-off did not clear' })
     expect(sa.health.state).toEqual({ state: 'ok', reason: null, until: null })
   })
+
+  it('a usage limit pauses every node on the same credentials (by fingerprint) until the reset, and no node on others', async () => {
+    mesh = await createMesh(3)
+    await waitAllAlive(mesh.nodes)
+    const [a, b, c] = mesh.nodes as [MeshNode, MeshNode, MeshNode]
+    const log = new RunLog()
+    const resetAt = Date.now() + 6000
+    const limitedAgent = {
+      kind: 'limited',
+      run: async () => ({ outcome: 'rate-limited' as const, error: 'Claude AI usage limit reached', costUsd: 0, tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }, retryAt: resetAt })
+    }
+    const sa = attachScheduler(a, log, 1, { agent: limitedAgent, credential: 'sha256:aaaa' })
+    const sb = attachScheduler(b, log, 0, { credential: 'sha256:aaaa' })
+    const sc = attachScheduler(c, log, 0, { credential: 'sha256:cccc' })
+    scheds = [sa, sb, sc]
+    a.changeBoard('plan', addTasks([simpleTask('limit', { sim: sim(50) })]))
+    await waitFor(() => sa.health.paused, { timeoutMs: 20_000, message: 'a never hit the limit' })
+    expect(sa.health.state).toMatchObject({ state: 'paused', cause: 'usage-limit', credential: 'sha256:aaaa', until: resetAt })
+    // b, on the same credentials, pauses until the same reset without running anything; c does not
+    await waitFor(() => sb.health.paused, { timeoutMs: 10_000, message: 'b did not pause with a' })
+    expect(sb.health.state).toMatchObject({ state: 'paused', cause: 'usage-limit', until: resetAt })
+    expect(sb.health.state.reason).toMatch(/same credentials/)
+    expect(sc.health.paused).toBe(false)
+    // b's pause is in its presence, as status shows it; the secret is nowhere, only the fingerprint
+    await waitFor(() => c.membership.get(b.peerId)?.health?.state === 'paused', { timeoutMs: 10_000, message: 'b\'s pause did not reach c' })
+    // the pause ends by itself at the reset
+    await waitFor(() => !sa.health.paused && !sb.health.paused, { timeoutMs: 20_000, message: 'the shared pause did not end at the reset' })
+    expect(Date.now()).toBeGreaterThanOrEqual(resetAt)
+  })
 })

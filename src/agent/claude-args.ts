@@ -1,4 +1,5 @@
-import { chmod, copyFile, cp, mkdir, readdir, stat } from 'node:fs/promises'
+import { chmod, copyFile, cp, mkdir, readFile, readdir, stat } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
 import { homedir } from 'node:os'
 import { join, relative, resolve, sep } from 'node:path'
 import type { Task } from '../crdt/schema.ts'
@@ -189,4 +190,17 @@ async function isFile (p: string): Promise<boolean> {
 
 async function exists (p: string): Promise<boolean> {
   try { await stat(p); return true } catch { return false }
+}
+
+/**
+ * A fingerprint of the credentials claude runs on this node use: the API key,
+ * the OAuth token, else the login's `.credentials.json` (of `configSource`,
+ * CLAUDE_CONFIG_DIR or ~/.claude). A truncated SHA-256, never the secret:
+ * nodes that announce the same one share a usage limit. Undefined when none is found.
+ */
+export async function credentialFingerprint (env: NodeJS.ProcessEnv, configSource?: string): Promise<string | undefined> {
+  const secret = env.ANTHROPIC_API_KEY ?? env.CLAUDE_CODE_OAUTH_TOKEN ?? env.ANTHROPIC_AUTH_TOKEN ??
+    await readFile(join(configSource ?? userClaudeConfigDir(env), '.credentials.json'), 'utf8').catch(() => undefined)
+  if (secret === undefined || secret.trim() === '') return undefined
+  return 'sha256:' + createHash('sha256').update(`meshwork-credential\n${secret.trim()}`).digest('hex').slice(0, 16)
 }

@@ -8,6 +8,7 @@ import { basename, join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
 import { DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/run.ts'
+import { credentialFingerprint } from '../agent/claude-args.ts'
 import { FORGET_AFTER_MS } from '../scheduler/election.ts'
 import { DEFAULT_VERIFY_TIMEOUT_MS } from '../git/merge.ts'
 import { simAgent } from '../agent/sim.ts'
@@ -362,7 +363,9 @@ export const nodeCommand = defineCommand({
     const pushOpt = opts.push
     // a path is git's relative to --repo (where git push runs): make it the caller's
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
-    const worker = new Worker({ node: mesh, agent: agentImpl, repo, dataDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, forgetAfterMs: opts['forget-after'], checkpointEveryMs: opts['checkpoint-every'], health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
+    // nodes on the same claude credentials share a usage limit (a hash travels, never the secret)
+    const credential = agent === 'claude' ? await credentialFingerprint(process.env, claudeConfig !== undefined ? resolve(claudeConfig) : undefined) : undefined
+    const worker = new Worker({ node: mesh, agent: agentImpl, ...(credential !== undefined ? { credential } : {}), repo, dataDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, forgetAfterMs: opts['forget-after'], checkpointEveryMs: opts['checkpoint-every'], health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
       await Promise.race([worker.start(), mismatch.failed])
     } catch (err) {

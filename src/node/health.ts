@@ -13,6 +13,10 @@ export interface HealthState {
   reason: string | null
   /** Epoch ms when the node tries again (null when ok, or paused with no end in sight). */
   until: number | null
+  /** What paused it (`usage-limit`, `credentials`, `disk`...), when paused. */
+  cause?: string
+  /** With a usage limit: the fingerprint of the credentials it was hit with (never the secret). */
+  credential?: string
 }
 
 export const HEALTH_OK: HealthState = { state: 'ok', reason: null, until: null }
@@ -61,11 +65,11 @@ export class NodeHealth extends EventTarget {
    * `until` (a usage limit's reset time), else only a run that gets past the
    * cause (or `clear`) ends it.
    */
-  setPaused (reason: string, until: number | null, cause = 'other', endsByItself = false): void {
+  setPaused (reason: string, until: number | null, cause = 'other', endsByItself = false, credential?: string): void {
     this.#cause = cause
     this.#selfEnding = endsByItself && until !== null
     // the reason travels in every heartbeat: keep it short (receivers refuse longer ones)
-    this.#state = { state: 'paused', reason: reason.length > MAX_REASON_CHARS ? reason.slice(0, MAX_REASON_CHARS - 1) + '…' : reason, until }
+    this.#state = { state: 'paused', reason: reason.length > MAX_REASON_CHARS ? reason.slice(0, MAX_REASON_CHARS - 1) + '…' : reason, until, cause, ...(credential !== undefined ? { credential } : {}) }
     this.dispatchEvent(new CustomEvent('change', { detail: this.state }))
   }
 

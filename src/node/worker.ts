@@ -32,6 +32,8 @@ export interface WorkerInit {
   forgetAfterMs?: number
   /** `--checkpoint-every`: how often a run's worktree is checkpointed; 0: never. */
   checkpointEveryMs?: number
+  /** A fingerprint of the agent's credentials: nodes on the same ones share a usage limit. */
+  credential?: string
   /** Wall-clock limit of a run whose task gives no `timeout`; null: none (`--task-timeout`). */
   taskTimeoutMs?: number | null
   /** Whether this node was given peers to join (else it may start a new history in an empty repo). */
@@ -125,6 +127,7 @@ export class Worker {
         finish: exec.finish,
         cleanup: exec.cleanup,
         checkpoint: exec.checkpoint,
+        ...(this.#init.credential !== undefined ? { credential: this.#init.credential } : {}),
         ...(this.#init.checkpointEveryMs !== undefined ? { checkpointEveryMs: this.#init.checkpointEveryMs } : {}),
         context: (t, snap) => taskContext(t, snap, names, exec.resumed.get(t.id)),
         onProgress: (taskId, p) => { node.publishProgress(taskId, p.kind, p.text) }

@@ -14,7 +14,11 @@ const MAX_LIST = 256
 export const healthSchema = z.object({
   state: z.enum(['ok', 'paused']),
   reason: z.string().max(500).nullable(),
-  until: z.number().nullable()
+  until: z.number().nullable(),
+  /** What paused it (`usage-limit`, `credentials`, ...), when paused. */
+  cause: z.string().max(32).optional(),
+  /** A fingerprint of the credentials a usage limit was hit with (a hash, never the secret): peers using the same pause too. */
+  credential: z.string().max(80).optional()
 })
 
 export const presenceSchema = z.object({

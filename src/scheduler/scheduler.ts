@@ -93,6 +93,12 @@ export interface SchedulerInit {
   onProgress?: (taskId: TaskId, p: AgentProgress) => void
   /** Whether this node can run agents; a run whose credentials were refused pauses it. Default: a fresh one. */
   health?: NodeHealth
+  /**
+   * A fingerprint of the agent's credentials (a hash, never the secret): a
+   * usage limit hit here pauses every node announcing the same one until the
+   * reset, and one announced by a peer pauses this node. Absent: not shared.
+   */
+  credential?: string
 }
 
 interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean, hash: string | null }
@@ -339,7 +345,21 @@ export class Scheduler {
 
   #pausedLogged: string | null = null
 
+  /** A peer using the same credentials hit their usage limit: this node pauses until the same reset. */
+  #sharedUsageLimit (now: number): void {
+    const mine = this.#init.credential
+    if (mine === undefined || this.health.paused) return
+    for (const m of this.node.membership.alive()) {
+      const h = m.health
+      if (h?.state !== 'paused' || h.cause !== 'usage-limit' || h.credential !== mine || h.until === null || h.until <= now) continue
+      this.health.setPaused(`usage limit reached with the same credentials on ${m.name !== '' ? m.name : m.peerId}; resets ${new Date(h.until).toISOString()}`, h.until, 'usage-limit', true, mine)
+      this.#log.warn('node:rate-limited', { from: m.peerId, until: new Date(h.until).toISOString(), note: 'a peer with the same credentials hit their usage limit: this node starts no agent until the reset' })
+      return
+    }
+  }
+
   #claim (snap: BoardSnapshot, now: number): void {
+    this.#sharedUsageLimit(now)
     const paused = this.pausedFor
     if (paused !== this.#pausedLogged) {
       if (paused !== null) this.#log.warn('node:paused', { reason: paused, note: 'claims no work until the cause is gone; running work goes on' })
@@ -536,7 +556,7 @@ export class Scheduler {
       this.#backoffUntil = Math.max(this.#backoffUntil ?? 0, result.retryAt ?? now + wait)
       this.#log.warn('node:rate-limited', { task: t.id, until: new Date(this.#backoffUntil).toISOString(), note: 'this node starts no agent until then; the attempt does not count; the mesh lowers its concurrency meanwhile' })
       // a usage limit with a reset time: the node is paused until then (health in status and the TUI)
-      if (result.retryAt !== undefined && result.retryAt > now) this.health.setPaused(`usage limit reached; resets ${new Date(result.retryAt).toISOString()}`, result.retryAt, 'usage-limit', true)
+      if (result.retryAt !== undefined && result.retryAt > now) this.health.setPaused(`usage limit reached; resets ${new Date(result.retryAt).toISOString()}`, result.retryAt, 'usage-limit', true, this.#init.credential)
     } else if (result.outcome === 'success') {
       this.#rateLimitStreak = 0
     }
