@@ -1,77 +1,16 @@
 import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
+import { forbiddenWrite, unvouchedChanges } from './authors.ts'
 import type { ZodType } from 'zod'
 import {
   conflictSchema, mainSchema, nodeRecordSchema, taskSchema,
   type BoardSnapshot, type Conflict, type ConflictId, type MainRef, type NodeRecord, type PeerIdString, type Task, type TaskId
 } from './schema.ts'
+import { BoardAuthorRefusedError, BoardChangeRejectedError, plain, str, type BoardDoc, type BoardUpdate } from './board-types.ts'
 import { BoardCorruptError } from '../util/errors.ts'
 
-/**
- * The stored form of a value of a board schema: every string (branded or not)
- * is an Automerge `ImmutableString`; numbers, booleans and null as they are.
- * Write types are derived from the zod schemas with it, so a writer cannot set
- * a field the schema does not have or give it the wrong type.
- */
-export type Stored<T> =
-  T extends string ? A.ImmutableString
-    : T extends number | boolean | null | undefined ? T
-      : T extends ReadonlyArray<infer U> ? Array<Stored<U>>
-        : T extends object ? { -readonly [K in keyof T]: Stored<T[K]> }
-          : never
-
-/** A task as it is written inside a board change. */
-export type TaskRecord = Stored<Task>
-/** A conflict as it is written inside a board change. */
-export type ConflictRecord = Stored<Conflict>
-/** A node registration as it is written inside a board change. */
-export type NodeRecordDraft = Stored<NodeRecord>
-/** The `main` record as it is written inside a board change. */
-export type MainRecord = Stored<MainRef>
-
-/**
- * The raw Automerge document. Strings are stored as `ImmutableString` (scalars,
- * not text CRDTs). Records are typed for writers; what a peer wrote may still
- * fail the schema, which is why reads go through `snapshot()`.
- */
-export interface BoardDoc {
-  meshId: A.ImmutableString
-  tasks: Record<string, TaskRecord>
-  nodes: Record<string, NodeRecordDraft>
-  conflicts: Record<string, ConflictRecord>
-  main: MainRecord
-}
-
-/** Why a change or sync message from a peer was refused. */
-export class BoardChangeRejectedError extends Error {
-  override name = 'BoardChangeRejectedError'
-}
-
-/** A change to the board, local or remote. */
-export interface BoardUpdate {
-  /** true when this node made the change. */
-  local: boolean
-  /** Change bytes of a local change (for broadcast); empty for remote ones. */
-  changes: Uint8Array[]
-  /** Task ids whose record changed. */
-  tasks: TaskId[]
-}
-
-/** Wraps a value as an Automerge scalar string (never a text CRDT: concurrent writes resolve last-writer-wins). */
-export function str (s: string): A.ImmutableString {
-  return new A.ImmutableString(s)
-}
-
-/** Converts Automerge values (ImmutableString, proxies, counters) into plain JSON values. */
-export function plain (value: unknown): unknown {
-  if (value === null || typeof value !== 'object') return value
-  if (A.isImmutableString(value)) return value.toString()
-  if (Array.isArray(value)) return value.map(plain)
-  if (value instanceof Uint8Array || value instanceof Date) return value
-  const out: Record<string, unknown> = {}
-  for (const [k, v] of Object.entries(value)) out[k] = plain(v)
-  return out
-}
+export type { Stored, TaskRecord, ConflictRecord, NodeRecordDraft, MainRecord, BoardDoc, BoardUpdate } from './board-types.ts'
+export { BoardChangeRejectedError, BoardAuthorRefusedError, str, plain } from './board-types.ts'
 
 /** The deterministic Automerge actor of the genesis change of `meshId`. */
 function genesisActor (meshId: string): string {
@@ -92,10 +31,7 @@ function genesis (meshId: string): A.Doc<BoardDoc> {
   })
 }
 
-/** The Automerge actor a peer writes with: derived from its peer id, so a gossip sender can be checked against its changes. */
-export function actorForPeer (peerId: string): string {
-  return createHash('sha256').update('meshwork/actor/1:' + peerId).digest('hex').slice(0, 32)
-}
+export { actorForPeer, sessionActorForPeer, actorBelongsTo, peerTagOfActor } from './authors.ts'
 
 type Listener = (update: BoardUpdate) => void
 
@@ -126,6 +62,12 @@ export class Board {
   #snapshot: BoardSnapshot | null = null
   /** Called once per board entry that fails the schema. */
   onInvalid: (key: string, reason: string) => void = () => {}
+  /**
+   * Who may author received changes (a node's `--allow`), by Automerge actor:
+   * changes of another author are refused, with everything that came with
+   * them, unless an admitted change among them builds on them. null: anyone.
+   */
+  authorFilter: ((actor: string) => boolean) | null = null
 
   private constructor (meshId: string, doc: A.Doc<BoardDoc>, genesisHash: string) {
     this.meshId = meshId
@@ -237,9 +179,19 @@ export class Board {
       for (const op of decoded.ops) {
         if (op.obj === '_root') throw new BoardChangeRejectedError(`change ${decoded.hash?.slice(0, 12) ?? '?'} writes the document root (key ${String(op.key)})`)
       }
+      const forbidden = forbiddenWrite(decoded, this.#mainId)
+      if (forbidden !== null) throw new BoardAuthorRefusedError([decoded.actor], 1, forbidden)
     }
     return decoded
   }
+
+  /** The object id of `main` (fixed by the genesis change). */
+  get #mainId (): string | null {
+    this.#mainObj ??= A.getObjectId(this.#doc, 'main')
+    return this.#mainObj
+  }
+
+  #mainObj: string | null = null
 
   /**
    * Applies changes received from a peer after checking each; throws
@@ -264,8 +216,37 @@ export class Board {
       this.#doc = A.clone(before, { actor: A.getActorId(before) })
       throw new BoardChangeRejectedError(`applying these changes releases a parked change that writes the document root (key ${rootWrite as string}); rolled back`)
     }
+    this.#checkAuthors(before, doc)
     this.#doc = doc
     if (doc !== before) this.#afterPatches(touched, false, [])
+  }
+
+  /**
+   * Rolls back to `before` and throws when `after` adds changes whose author
+   * wrote what its role does not allow (`forbiddenWrite`), or that
+   * `authorFilter` refuses. A sync message may carry a compressed chunk, and
+   * a change parked earlier is applied with the one completing it, so the
+   * changes are checked once they are in the document.
+   */
+  #checkAuthors (before: A.Doc<BoardDoc>, after: A.Doc<BoardDoc>): void {
+    if (after === before) return
+    const forbidden = new Map<string, string>()
+    let count = 0
+    for (const bytes of A.getChanges(before, after)) {
+      const decoded = A.decodeChange(bytes)
+      const why = forbiddenWrite(decoded, this.#mainId)
+      if (why !== null) { forbidden.set(decoded.actor, why); count++ }
+    }
+    if (forbidden.size > 0) {
+      this.#doc = A.clone(before, { actor: A.getActorId(before) })
+      throw new BoardAuthorRefusedError([...forbidden.keys()], count, [...new Set(forbidden.values())].join('; '))
+    }
+    const admits = this.authorFilter
+    if (admits === null) return
+    const bad = unvouchedChanges(before, after, admits)
+    if (bad.length === 0) return
+    this.#doc = A.clone(before, { actor: A.getActorId(before) })
+    throw new BoardAuthorRefusedError([...new Set(bad.map(c => c.actor))], bad.length)
   }
 
   /** The next Automerge sync message for a peer, or null when the peer is up to date. */
@@ -299,6 +280,7 @@ export class Board {
       this.#doc = A.clone(before, { actor: A.getActorId(before) })
       throw new BoardChangeRejectedError(`sync message writes the document root (key ${rootWrite as string}); rolled back`)
     }
+    this.#checkAuthors(before, doc)
     this.#doc = doc
     if (doc !== before && touched.size > 0) this.#afterPatches(touched, false, [])
     return next

@@ -1,0 +1,89 @@
+import * as A from '@automerge/automerge'
+import type { Conflict, MainRef, NodeRecord, Task, TaskId } from './schema.ts'
+
+/*
+ * The board's stored types (what a change writes), its errors and its update
+ * event: what writers and the replication layer share with `Board`.
+ */
+
+/**
+ * The stored form of a value of a board schema: every string (branded or not)
+ * is an Automerge `ImmutableString`; numbers, booleans and null as they are.
+ * Write types are derived from the zod schemas with it, so a writer cannot set
+ * a field the schema does not have or give it the wrong type.
+ */
+export type Stored<T> =
+  T extends string ? A.ImmutableString
+    : T extends number | boolean | null | undefined ? T
+      : T extends ReadonlyArray<infer U> ? Array<Stored<U>>
+        : T extends object ? { -readonly [K in keyof T]: Stored<T[K]> }
+          : never
+
+/** A task as it is written inside a board change. */
+export type TaskRecord = Stored<Task>
+/** A conflict as it is written inside a board change. */
+export type ConflictRecord = Stored<Conflict>
+/** A node registration as it is written inside a board change. */
+export type NodeRecordDraft = Stored<NodeRecord>
+/** The `main` record as it is written inside a board change. */
+export type MainRecord = Stored<MainRef>
+
+/**
+ * The raw Automerge document. Strings are stored as `ImmutableString` (scalars,
+ * not text CRDTs). Records are typed for writers; what a peer wrote may still
+ * fail the schema, which is why reads go through `snapshot()`.
+ */
+export interface BoardDoc {
+  meshId: A.ImmutableString
+  tasks: Record<string, TaskRecord>
+  nodes: Record<string, NodeRecordDraft>
+  conflicts: Record<string, ConflictRecord>
+  main: MainRecord
+}
+
+/** Why a change or sync message from a peer was refused. */
+export class BoardChangeRejectedError extends Error {
+  override name = 'BoardChangeRejectedError'
+}
+
+/**
+ * Changes were refused for who wrote them: an author the node does not admit
+ * (`--allow`), or one that wrote what its role does not allow. `actors` names
+ * the authors, `reason` says why.
+ */
+export class BoardAuthorRefusedError extends BoardChangeRejectedError {
+  override name = 'BoardAuthorRefusedError'
+  readonly actors: string[]
+  readonly reason: string
+  constructor (actors: string[], count: number, reason = 'author not on the allowlist (--allow)') {
+    super(`refused ${count} change(s) by ${actors.length} author(s) (${actors.map(a => a.slice(0, 12)).join(', ')}): ${reason}; rolled back`)
+    this.actors = actors
+    this.reason = reason
+  }
+}
+
+/** A change to the board, local or remote. */
+export interface BoardUpdate {
+  /** true when this node made the change. */
+  local: boolean
+  /** Change bytes of a local change (for broadcast); empty for remote ones. */
+  changes: Uint8Array[]
+  /** Task ids whose record changed. */
+  tasks: TaskId[]
+}
+
+/** Wraps a value as an Automerge scalar string (never a text CRDT: concurrent writes resolve last-writer-wins). */
+export function str (s: string): A.ImmutableString {
+  return new A.ImmutableString(s)
+}
+
+/** Converts Automerge values (ImmutableString, proxies, counters) into plain JSON values. */
+export function plain (value: unknown): unknown {
+  if (value === null || typeof value !== 'object') return value
+  if (A.isImmutableString(value)) return value.toString()
+  if (Array.isArray(value)) return value.map(plain)
+  if (value instanceof Uint8Array || value instanceof Date) return value
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(value)) out[k] = plain(v)
+  return out
+}
