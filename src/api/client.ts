@@ -31,6 +31,9 @@ export interface Client {
  */
 export const CLIENT_RESYNC_MS = 1000
 
+/** What a refusal by a node's `--allow` says. */
+const NOT_ADMITTED = 'it does not admit this client'
+
 /** How a dial to one bootstrap address ended: `final` failures are not retried. */
 interface DialOutcome { final: boolean, error: string }
 
@@ -88,7 +91,9 @@ export async function connectClient (init: ClientInit): Promise<Client> {
       }
       const failed = init.bootstrap.filter(a => outcomes.get(a)?.final === true)
       if (init.bootstrap.length > 0 && failed.length === init.bootstrap.length && node.connectedPeers().length === 0) {
-        throw new MeshUnreachableError(`could not reach the mesh: ${describeOutcomes(init.bootstrap, outcomes)}. Check that a node is running at that address and that you use the mesh's swarm key (or its join token).`)
+        // refused by every node's --allow: the fix is in the message already
+        const refusedOnly = init.bootstrap.every(a => outcomes.get(a)?.error.includes(NOT_ADMITTED) === true)
+        throw new MeshUnreachableError(`could not reach the mesh: ${describeOutcomes(init.bootstrap, outcomes)}.${refusedOnly ? '' : ' Check that a node is running at that address and that you use the mesh\'s swarm key (or its join token).'}`)
       }
       if (Date.now() >= deadline) {
         const seen = outcomes.size > 0 ? ` (${describeOutcomes(init.bootstrap, outcomes)})` : ''
@@ -118,7 +123,7 @@ function watchRefusals (node: MeshNode, bootstrap: readonly string[], outcomes: 
     if (identified.has(peer)) return
     for (const addr of bootstrap) {
       if (!addr.endsWith(`/p2p/${peer}`)) continue
-      outcomes.set(addr, { final: true, error: `the node closed the connection right after the handshake: it does not admit this client (peer id ${node.peerId}). Add that id to the node's --allow file (\`meshwork whoami\` prints it) and reload it (kill -HUP), or use an --identity the node lists` })
+      outcomes.set(addr, { final: true, error: `the node closed the connection right after the handshake: ${NOT_ADMITTED} (peer id ${node.peerId}). Add that id to the node's --allow file (\`meshwork whoami\` prints it) and reload it (kill -HUP), or use an --identity the node lists` })
     }
   }
   node.host.addEventListener('peer:identify', onIdentify)
