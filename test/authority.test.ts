@@ -9,7 +9,9 @@
 import { describe, it, expect, afterEach } from 'vitest'
 import { createMesh, waitConverged, type TestMesh } from './helpers/mesh.ts'
 import { connectClient, type Client } from '../src/api/client.ts'
-import { Board, actorForPeer, peerTagOfActor, sessionActorForPeer, str, type BoardDoc } from '../src/crdt/board.ts'
+import { Board, actorForPeer, sessionActorForPeer, str, type BoardDoc } from '../src/crdt/board.ts'
+import { buildStatus } from '../src/api/status.ts'
+import { renderStatus } from '../src/cli/render.ts'
 import { forbiddenWrite } from '../src/crdt/authors.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
@@ -58,7 +60,6 @@ describe('a hostile peer with the swarm key', () => {
     await waitConverged(mesh.nodes, 20_000, n => n.board.snapshot().main.head === 'a'.repeat(40))
     const evil = await connectClient({ key: mesh.key, bootstrap: [n0.addrs()[0] as string], timeoutMs: 20_000 })
     clients.push(evil)
-    const evilTag = actorForPeer(evil.node.peerId)
 
     // gossip: its own signed change
     evil.node.changeBoard('forge', d => { d.main.head = str(FAKE_HEAD) })
@@ -67,7 +68,11 @@ describe('a hostile peer with the swarm key', () => {
     const forger = Board.load(mesh.key.meshId, sessionActorForPeer(evil.node.peerId), n0.board.save())
     forger.change('forge', d => { d.main.head = str(FAKE_HEAD) })
     await expect(runSyncSession(forger, await evil.node.dialProtocol(n0.host.peerId, SYNC_PROTOCOL), true, AbortSignal.timeout(10_000))).rejects.toThrow()
-    await waitFor(() => (n0.stats.refusedAuthors[evilTag] ?? 0) >= 2, { timeoutMs: 10_000, message: () => `not counted by author: ${JSON.stringify(n0.stats.refusedAuthors)}` })
+    await waitFor(() => (n0.stats.refusedAuthors[evil.node.peerId] ?? 0) >= 2, { timeoutMs: 10_000, message: () => `not counted by author: ${JSON.stringify(n0.stats.refusedAuthors)}` })
+    // and status (through n0) shows them by author
+    const report = buildStatus(n0.board.snapshot(), n0.membersView())
+    expect(report.refused[evil.node.peerId]).toBeGreaterThanOrEqual(2)
+    expect(renderStatus(report, n0.peerId)).toMatch(new RegExp(`REFUSED board changes: \\S*${evil.node.peerId.slice(-6)}\\S* \\d`))
 
     // the nodes go on: main unchanged everywhere, their own writes land
     n1.changeBoard('plan', addTasks([simpleTask('after')]))
@@ -91,7 +96,7 @@ describe('a hostile peer with the swarm key', () => {
       d.nodes[n1.peerId] = { name: str('hijacked'), slots: 0, startedAt: 0, leftAt: null }
     })
     await expect(runSyncSession(forger, await evil.node.dialProtocol(n0.host.peerId, SYNC_PROTOCOL), true, AbortSignal.timeout(10_000))).rejects.toThrow()
-    await waitFor(() => (n0.stats.refusedAuthors[peerTagOfActor(actorForPeer(evil.node.peerId))] ?? 0) > 0, { timeoutMs: 10_000, message: () => `not counted: ${JSON.stringify(n0.stats.refusedAuthors)}` })
+    await waitFor(() => (n0.stats.refusedAuthors[evil.node.peerId] ?? 0) > 0, { timeoutMs: 10_000, message: () => `not counted: ${JSON.stringify(n0.stats.refusedAuthors)}` })
     expect(n0.board.task('t1')?.claims[n1.peerId]).toBeUndefined()
     expect(n0.board.snapshot().nodes.get(n1.peerId)?.name).toBe('n1')
     // the victim's real claim lands everywhere

@@ -48,6 +48,8 @@ export interface StatusReport {
   nodes: StatusNode[]
   tasks: StatusTask[]
   conflicts: Array<{ id: string, taskId: string, files: string[], hunks: ConflictHunk[], oursFrom?: Record<string, string>, state: 'open' | 'resolved', decision: { action: string, by: string, at: number, note: string } | null, error: string | null }>
+  /** Board changes the node read through refused for their author (not on its `--allow`, or a write the author's role does not allow): author (peer id, else actor tag) → count. */
+  refused: Record<string, number>
 }
 
 function statusTask (t: Task, progress: MembersView['progress']): StatusTask {
@@ -97,5 +99,5 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress))
   const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), ...(c.oursFrom === undefined ? {} : { oursFrom: { ...c.oursFrom } }), state: c.state, decision: c.decision === null ? null : { ...c.decision }, error: c.error }))
   const { head, leader, term, push } = snap.main
-  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push } }, nodes, tasks, conflicts }
+  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push } }, nodes, tasks, conflicts, refused: { ...(view?.refused ?? {}) } }
 }

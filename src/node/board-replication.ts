@@ -31,7 +31,10 @@ export interface ReplicationStats {
   changesReceived: number
   /** Bytes of anti-entropy sync sessions, both directions. */
   syncBytes: { in: number, out: number }
-  /** Changes refused because their author is not admitted (`--allow`), by author (actor tag). */
+  /**
+   * Board changes refused for their author (not on `--allow`, or a write its role does not allow),
+   * by author: its peer id when the peer that sent them wrote them, else the author's actor tag.
+   */
   refusedAuthors: Record<string, number>
 }
 
@@ -211,8 +214,9 @@ export class BoardReplication implements Startable {
   /** Counts and logs changes refused for their author (`--allow`, or a write its role does not allow); false for any other error. */
   #refused (err: unknown, peer: string): boolean {
     if (!(err instanceof BoardAuthorRefusedError)) return false
-    for (const a of err.actors) this.#c.stats.refusedAuthors[peerTagOfActor(a)] = (this.#c.stats.refusedAuthors[peerTagOfActor(a)] ?? 0) + 1
-    this.#log.warn('board:refused', { peer, authors: err.actors.map(peerTagOfActor), reason: err.reason, note: 'refused whole (a sync session is dropped); other peers\' changes still arrive' })
+    const authors = err.actors.map(a => actorBelongsTo(a, peer) ? peer : peerTagOfActor(a))
+    for (const a of authors) this.#c.stats.refusedAuthors[a] = (this.#c.stats.refusedAuthors[a] ?? 0) + 1
+    this.#log.warn('board:refused', { peer, authors, reason: err.reason, note: 'refused whole (a sync session is dropped); other peers\' changes still arrive' })
     return true
   }
 

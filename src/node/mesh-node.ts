@@ -360,7 +360,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (this.role === 'node' && s !== null) members.unshift(s.heartbeats.selfMember())
     const progress: NonNullable<MembersView['progress']> = {}
     for (const [id, p] of s?.progress.latest() ?? []) progress[id] = { kind: p.kind, text: p.text, at: p.at, peerId: p.peerId }
-    return { self: this.peerId, members, progress }
+    return { self: this.peerId, members, progress, refused: { ...this.stats.refusedAuthors } }
   }
 
   /** Asks a node for its membership view (what `status` shows). */

@@ -46,7 +46,7 @@ export interface NodeStats {
   gossipSent: { messages: number, bytes: number }
   /** Bytes of anti-entropy sync sessions, both directions, for metrics. */
   syncBytes: { in: number, out: number }
-  /** Board changes refused because their author is not on the allowlist, by author (actor tag). */
+  /** Board changes refused for their author (see `ReplicationStats.refusedAuthors`): peer id, else actor tag. */
   refusedAuthors: Record<string, number>
 }
 
