@@ -25,7 +25,8 @@ export const E2E_FILES = [
   'test/run-groups.test.ts',
   'test/tui-lost.test.ts',
   'test/tui-cli.test.ts',
-  'test/verify-timeout.test.ts'
+  'test/verify-timeout.test.ts',
+  'test/cli-allow.test.ts'
 ]
 
 const e2e = process.env.MESHWORK_SUITE === 'e2e'

@@ -145,7 +145,12 @@ describe('merging through the CLI', { timeout: 300_000 }, () => {
     const c = last!.conflicts.find(x => x.id === conflict.id)!
     expect(c.state).toBe('resolved')
     expect(c.decision?.action).toBe('theirs')
-    expect(c.decision?.by).toMatch(/@/)
+    // by: this client's peer id (its --identity), the one `meshwork whoami` prints
+    const me = await runCli(['whoami'], { timeoutMs: 30_000 })
+    expect(me.code, describeResult(['whoami'], me)).toBe(0)
+    expect(me.stdout.trim()).toMatch(/^12D3KooW\w+$/)
+    expect(c.decision?.by).toBe(me.stdout.trim())
+    expect(r.stdout).toContain(`recorded by ${me.stdout.trim()}`)
     const repo = join(dir, 'repo-b')
     await waitFor(async () => (await gitText(['rev-parse', 'main'], { cwd: repo })) === last!.main.head, { timeoutMs: 30_000, message: 'node b is not on the mesh main' })
     expect(await gitText(['show', 'main:color.txt'], { cwd: repo })).toBe(`${loser}`)

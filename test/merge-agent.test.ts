@@ -106,7 +106,7 @@ describe('the "agent" conflict action on the merge leader (real git)', { timeout
     leadership = new Leadership({
       node,
       repo,
-      dataDir: join(root, 'data'),
+      worktreesDir: join(root, 'data-worktrees'),
       branch: 'main',
       logger: silentLogger,
       electionTimeoutMs: 300,
@@ -148,7 +148,7 @@ describe('the "agent" conflict action on the merge leader (real git)', { timeout
     expect(prompt).toMatch(/keep both colours/)
     expect(await readFile(join(root, `files-${c.id}.txt`), 'utf8')).toBe('color.txt')
     // the resolution's worktree is gone
-    expect(existsSync(join(root, 'data', 'worktrees', `.agent-merge-${loser}`))).toBe(false)
+    expect(existsSync(join(root, 'data-worktrees', `.agent-merge-${loser}`))).toBe(false)
 
     // now the agent resolves the markers
     await writeFile(flag(), '')

@@ -48,7 +48,7 @@ describe('runBatch on real git', () => {
   it('no verify: stacks every merge and lands them in one step, one merge commit per task in queue order', async () => {
     const items = [await task('a', { 'a.txt': 'a\n' }), await task('b', { 'b.txt': 'b\n' }), await task('c', { 'c.txt': 'c\n' })]
     const calls: Array<{ prev: string, tip: string, ids: string[] }> = []
-    const r = await runBatch({ repo, dataDir: dir, base, items, land: lander(calls) })
+    const r = await runBatch({ repo, worktreesDir: dir, base, items, land: lander(calls) })
     expect(kinds(r.outcomes)).toEqual(['a:merged', 'b:merged', 'c:merged'])
     expect(calls).toEqual([{ prev: base, tip: r.main, ids: ['a', 'b', 'c'] }])
     expect(r.verifyRuns).toBe(0)
@@ -65,7 +65,7 @@ describe('runBatch on real git', () => {
     const items = [await task('a', { 'a.txt': 'a\n' }), await task('b', { 'b.txt': 'b\n' }), await task('c', { 'c.txt': 'c\n' }), await task('d', { 'd.txt': 'd\n' })]
     const calls: Array<{ prev: string, tip: string, ids: string[] }> = []
     // the check sees the whole stack: every file of the batch is in the worktree it runs in
-    const r = await runBatch({ repo, dataDir: dir, base, items, verify: 'test -e a.txt -a -e b.txt -a -e c.txt -a -e d.txt', land: lander(calls) })
+    const r = await runBatch({ repo, worktreesDir: dir, base, items, verify: 'test -e a.txt -a -e b.txt -a -e c.txt -a -e d.txt', land: lander(calls) })
     expect(kinds(r.outcomes)).toEqual(['a:merged', 'b:merged', 'c:merged', 'd:merged'])
     expect(r.verifyRuns).toBe(1)
     expect(calls).toHaveLength(1)
@@ -76,7 +76,7 @@ describe('runBatch on real git', () => {
     for (const id of ['a', 'b', 'c', 'd', 'e', 'f']) items.push(await task(id, { [`${id}.txt`]: `${id}\n` }))
     const calls: Array<{ prev: string, tip: string, ids: string[] }> = []
     const seen: number[] = []
-    const r = await runBatch({ repo, dataDir: dir, base, items, verify: 'if test -e d.txt; then echo "d.txt breaks the build"; exit 1; fi', land: lander(calls), onVerify: (_c, _ok, _ms, size) => { seen.push(size) } })
+    const r = await runBatch({ repo, worktreesDir: dir, base, items, verify: 'if test -e d.txt; then echo "d.txt breaks the build"; exit 1; fi', land: lander(calls), onVerify: (_c, _ok, _ms, size) => { seen.push(size) } })
     expect(kinds(r.outcomes)).toEqual(['a:merged', 'b:merged', 'c:merged', 'd:verify-failed', 'e:deferred', 'f:deferred'])
     const failed = r.outcomes[3]
     expect(failed?.kind === 'verify-failed' ? failed.output : '').toBe('d.txt breaks the build')
@@ -86,7 +86,7 @@ describe('runBatch on real git', () => {
     expect(calls.map(c => c.ids)).toEqual([['a', 'b', 'c']])
     expect(await firstParentTasks(r.main)).toEqual(['a', 'b', 'c'])
     // the deferred ones go again on the new main, without the culprit
-    const again = await runBatch({ repo, dataDir: dir, base: r.main, items: items.slice(4), verify: 'test ! -e d.txt', land: lander(calls) })
+    const again = await runBatch({ repo, worktreesDir: dir, base: r.main, items: items.slice(4), verify: 'test ! -e d.txt', land: lander(calls) })
     expect(kinds(again.outcomes)).toEqual(['e:merged', 'f:merged'])
     expect(await firstParentTasks(again.main)).toEqual(['a', 'b', 'c', 'e', 'f'])
   })
@@ -94,7 +94,7 @@ describe('runBatch on real git', () => {
   it('the culprit first: nothing lands and main is unchanged', async () => {
     const items = [await task('bad', { 'bad.txt': 'x\n' }), await task('b', { 'b.txt': 'b\n' }), await task('c', { 'c.txt': 'c\n' })]
     const calls: Array<{ prev: string, tip: string, ids: string[] }> = []
-    const r = await runBatch({ repo, dataDir: dir, base, items, verify: 'test ! -e bad.txt', land: lander(calls) })
+    const r = await runBatch({ repo, worktreesDir: dir, base, items, verify: 'test ! -e bad.txt', land: lander(calls) })
     expect(kinds(r.outcomes)).toEqual(['bad:verify-failed', 'b:deferred', 'c:deferred'])
     expect(calls).toEqual([])
     expect(r.main).toBe(base)
@@ -102,7 +102,7 @@ describe('runBatch on real git', () => {
 
   it('a failure that only two merges together cause is charged to the later one', async () => {
     const items = [await task('x', { 'x.txt': 'x\n' }), await task('y', { 'y.txt': 'y\n' })]
-    const r = await runBatch({ repo, dataDir: dir, base, items, verify: 'if test -e x.txt -a -e y.txt; then exit 1; fi', land: lander([]) })
+    const r = await runBatch({ repo, worktreesDir: dir, base, items, verify: 'if test -e x.txt -a -e y.txt; then exit 1; fi', land: lander([]) })
     expect(kinds(r.outcomes)).toEqual(['x:merged', 'y:verify-failed'])
   })
 
@@ -114,7 +114,7 @@ describe('runBatch on real git', () => {
       await task('second', { 'twice.txt': 'second\n' }, main2),
       await task('ok', { 'ok.txt': 'ok\n' }, main2)
     ]
-    const r = await runBatch({ repo, dataDir: dir, base: main2, items, verify: 'true', land: async () => true })
+    const r = await runBatch({ repo, worktreesDir: dir, base: main2, items, verify: 'true', land: async () => true })
     expect(kinds(r.outcomes)).toEqual(['clash:conflict', 'first:merged', 'second:deferred', 'ok:merged'])
     const c = r.outcomes[0]
     expect(c?.kind === 'conflict' ? c.hunks : []).toEqual([{ file: 'shared.txt', line: 1, before: '', ours: 'main\n', theirs: 'clash\n', after: '' }])
@@ -125,18 +125,18 @@ describe('runBatch on real git', () => {
 
   it('a conflict names, for each file, the task whose merge last changed it on main since the task forked', async () => {
     // before blue forks, early changes color.txt: not what blue conflicts with
-    const e = await runBatch({ repo, dataDir: dir, base, items: [await task('early', { 'color.txt': 'early\n' })], land: async () => true })
+    const e = await runBatch({ repo, worktreesDir: dir, base, items: [await task('early', { 'color.txt': 'early\n' })], land: async () => true })
     const fork = e.main
     const blue = await task('blue', { 'color.txt': 'blue\n', 'size.txt': 'blue\n', 'note.txt': 'blue\n' }, fork)
     // after: red writes color.txt, big size.txt, late another file; then crimson writes color.txt again
-    const a = await runBatch({ repo, dataDir: dir, base: fork, items: [await task('red', { 'color.txt': 'red\n' }, fork), await task('big', { 'size.txt': 'big\n' }, fork), await task('late', { 'other.txt': 'late\n' }, fork)], land: async () => true })
+    const a = await runBatch({ repo, worktreesDir: dir, base: fork, items: [await task('red', { 'color.txt': 'red\n' }, fork), await task('big', { 'size.txt': 'big\n' }, fork), await task('late', { 'other.txt': 'late\n' }, fork)], land: async () => true })
     expect(kinds(a.outcomes)).toEqual(['red:merged', 'big:merged', 'late:merged'])
-    const b = await runBatch({ repo, dataDir: dir, base: a.main, items: [await task('crimson', { 'color.txt': 'crimson\n' }, a.main)], land: async () => true })
+    const b = await runBatch({ repo, worktreesDir: dir, base: a.main, items: [await task('crimson', { 'color.txt': 'crimson\n' }, a.main)], land: async () => true })
     expect(kinds(b.outcomes)).toEqual(['crimson:merged'])
     // and a human commits note.txt straight onto main: no task to name
     await git(['checkout', '-q', '-B', 'main', b.main], { cwd: repo })
     const main = await commitFiles(repo, { 'note.txt': 'human\n' }, 'a human edits note.txt')
-    const r = await runBatch({ repo, dataDir: dir, base: main, items: [blue], land: async () => true })
+    const r = await runBatch({ repo, worktreesDir: dir, base: main, items: [blue], land: async () => true })
     const c = r.outcomes[0]
     if (c?.kind !== 'conflict') throw new Error(`expected a conflict, got ${JSON.stringify(c)}`)
     expect([...c.files].sort()).toEqual(['color.txt', 'note.txt', 'size.txt'])
@@ -146,7 +146,7 @@ describe('runBatch on real git', () => {
   it('when main cannot be advanced (leadership or main changed), nothing is reported merged', async () => {
     const items = [await task('a', { 'a.txt': 'a\n' }), await task('b', { 'b.txt': 'b\n' })]
     const calls: Array<{ prev: string, tip: string, ids: string[] }> = []
-    const r = await runBatch({ repo, dataDir: dir, base, items, verify: 'true', land: lander(calls, true) })
+    const r = await runBatch({ repo, worktreesDir: dir, base, items, verify: 'true', land: lander(calls, true) })
     expect(kinds(r.outcomes)).toEqual(['a:deferred', 'b:deferred'])
     expect(r.main).toBe(base)
     expect(calls).toHaveLength(1)

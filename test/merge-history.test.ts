@@ -67,8 +67,8 @@ describe('re-deriving merged state from real git history', () => {
     const it = (id: string): BatchItem => items.get(id) as BatchItem
     const land = async (): Promise<boolean> => true
     // side 1's leader merges a and b; side 2's leader, from the same main, merges c and d
-    const side1 = await runBatch({ repo, dataDir: dir, base, items: [it('a'), it('b')], land })
-    const side2 = await runBatch({ repo, dataDir: dir, base, items: [it('c'), it('d')], land })
+    const side1 = await runBatch({ repo, worktreesDir: dir, base, items: [it('a'), it('b')], land })
+    const side2 = await runBatch({ repo, worktreesDir: dir, base, items: [it('c'), it('d')], land })
     const commitOf = (r: typeof side1, id: string): string => { const o = r.outcomes.find(x => x.taskId === id); if (o?.kind !== 'merged') throw new Error(`${id} not merged`); return o.commit }
     // after the heal the board kept side 1's main, and every task says merged (each side's writes survive in the CRDT)
     const board: T[] = [
@@ -82,7 +82,7 @@ describe('re-deriving merged state from real git history', () => {
     const repair = reconcileMerged(board, h1)
     expect(repair).toEqual({ requeue: [{ id: 'c', to: 'done', lost: commitOf(side2, 'c') }, { id: 'd', to: 'done', lost: commitOf(side2, 'd') }], record: [] })
     // the new leader merges the re-queued tasks on the kept main
-    const again = await runBatch({ repo, dataDir: dir, base: side1.main, items: repair.requeue.map(r => it(r.id)), land })
+    const again = await runBatch({ repo, worktreesDir: dir, base: side1.main, items: repair.requeue.map(r => it(r.id)), land })
     const h = await mainHistory(repo, again.main)
     // one linear first-parent history with every task's merge exactly once
     expect([...h.merges.entries()].map(([id, ms]) => [id, ms.length]).sort()).toEqual([['a', 1], ['b', 1], ['c', 1], ['d', 1]])

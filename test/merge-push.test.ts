@@ -111,7 +111,7 @@ describe('--push on the merge leader (real git)', { timeout: 120_000 }, () => {
     await commitFiles(repo, { 'README.md': 'base\n' }, 'base')
     remote = join(root, 'remote.git')
     await git(['init', '-q', '--bare', remote], { cwd: root })
-    leadership = new Leadership({ node, repo, dataDir: join(root, 'data'), branch: 'main', logger: silentLogger, electionTimeoutMs: 300, push: remote })
+    leadership = new Leadership({ node, repo, worktreesDir: join(root, 'worktrees'), branch: 'main', logger: silentLogger, electionTimeoutMs: 300, push: remote })
     leadership.start()
     await waitFor(() => leadership!.isLeader(), { timeoutMs: 20_000, message: 'the only node did not become leader' })
   })

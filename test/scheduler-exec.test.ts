@@ -45,13 +45,13 @@ async function oneNode (): Promise<MeshNode> {
   return mesh.nodes[0]!
 }
 
-/** A repository with one commit and an Execution (worktrees under the node's data dir) over it. */
+/** A repository with one commit and an Execution (its worktrees in their own dir) over it. */
 async function execution (node: MeshNode, setup?: string): Promise<{ repo: string, exec: Execution }> {
   const dir = await tempDir('meshwork-sched-exec-')
   mesh!.dirs.push(dir)
   const repo = await initRepo(join(dir, 'repo'))
   await commitFiles(repo, { 'README.md': '# project\n' }, 'initial')
-  const exec = new Execution({ node, repo, dataDir: join(dir, 'data'), branch: 'main', logger: createLogger('x', { level: 'silent' }), ...(setup !== undefined ? { setup } : {}) })
+  const exec = new Execution({ node, repo, worktreesDir: join(dir, 'worktrees'), branch: 'main', logger: createLogger('x', { level: 'silent' }), ...(setup !== undefined ? { setup } : {}) })
   await exec.start()
   return { repo, exec }
 }

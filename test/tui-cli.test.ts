@@ -131,7 +131,8 @@ describe.skipIf(!HAS_TMUX)('meshwork tui in a real terminal (tmux; skipped when 
     const resolved = last!.conflicts.find(x => x.id === c!.id)!
     expect(resolved.state).toBe('resolved')
     expect(resolved.decision?.action).toBe('theirs')
-    expect(resolved.decision?.by).toMatch(/@/)
+    // the client's peer id (its --identity), not a self-asserted user@host
+    expect(resolved.decision?.by).toMatch(/^12D3KooW/)
     // and the screen follows: the inbox empties, the task shows merged
     await waitScreen('inbox 0', 30_000, 'the inbox did not empty')
     await tmux('send-keys', '-t', SESSION, '1')

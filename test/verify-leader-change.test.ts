@@ -30,7 +30,7 @@ describe('a hung --verify and the leadership', () => {
     const readPids = (): number[] => existsSync(pids) ? readFileSync(pids, 'utf8').split('\n').filter(l => l !== '').map(Number) : []
     const events: Array<{ event: string } & Record<string, unknown>> = []
     const logger = createLogger('test', { level: 'debug', format: 'json', write: line => { events.push(JSON.parse(line)) } })
-    leadership = new Leadership({ node, repo, dataDir: join(root, 'data'), branch: 'main', logger, electionTimeoutMs: 300, verify: `sleep 1000 & echo $! >> ${pids}; wait`, verifyTimeoutMs: null })
+    leadership = new Leadership({ node, repo, worktreesDir: join(root, 'worktrees'), branch: 'main', logger, electionTimeoutMs: 300, verify: `sleep 1000 & echo $! >> ${pids}; wait`, verifyTimeoutMs: null })
     leadership.start()
     await waitFor(() => leadership!.isLeader(), { timeoutMs: 20_000, message: 'the only node did not become leader' })
     await git(['checkout', '-q', '-B', 'meshwork/t', 'main'], { cwd: repo })

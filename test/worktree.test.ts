@@ -21,12 +21,13 @@ function alive (pid: number): boolean {
 
 let dir = ''
 let repo = ''
-let data = ''
+/** The worktrees dir (`--worktrees`). */
+let root = ''
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'meshwork-wt-'))
   repo = join(dir, 'repo')
-  data = join(dir, 'data')
+  root = join(dir, 'worktrees')
   await mkdir(repo)
   await git(['init', '-q', '-b', 'main'], { cwd: repo })
   await writeFile(join(repo, 'README.md'), 'hello\n')
@@ -43,10 +44,10 @@ function task (id: string, sim: { write?: Record<string, string>, append?: Recor
 
 describe('worktrees', () => {
   it('runs a task in its own worktree from base, commits with the trailer, leaves the primary checkout alone', async () => {
-    const wts = new Worktrees(repo, data)
+    const wts = new Worktrees(repo, root)
     const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
     const wt = await wts.create('t1', base, { setup: 'echo setup-ran > .setup-marker' })
-    expect(wt.path.startsWith(data)).toBe(true)
+    expect(wt.path.startsWith(root)).toBe(true)
     expect(await readFile(join(wt.path, '.setup-marker'), 'utf8')).toBe('setup-ran\n')
     const t = task('t1', { write: { 'src/a.txt': 'A\n' }, append: { 'README.md': 'more\n' } })
     const res = await simAgent().run({ task: t, attempt: 1, node: 'n', cwd: wt.path, signal: new AbortController().signal })
@@ -62,12 +63,12 @@ describe('worktrees', () => {
     expect(await readFile(join(repo, 'README.md'), 'utf8')).toBe('hello\n')
     expect(await gitText(['status', '--porcelain'], { cwd: repo })).toBe('')
     await wts.remove(wt)
-    expect(await readdir(join(data, 'worktrees'))).toEqual([])
+    expect(await readdir(root)).toEqual([])
     expect(await gitText(['rev-parse', 'meshwork/t1'], { cwd: repo })).toBe(head)
   })
 
   it('keeps commits an agent made itself and adds one for leftovers; two tasks never share files', async () => {
-    const wts = new Worktrees(repo, data)
+    const wts = new Worktrees(repo, root)
     const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
     const [a, b] = await Promise.all([wts.create('a', base), wts.create('b', base)])
     await writeFile(join(a.path, 'x.txt'), 'agent commit\n')
@@ -86,7 +87,7 @@ describe('worktrees', () => {
   })
 
   it('a rerun starts fresh from the new base; stale worktrees from a crash are pruned; a failing setup says so', async () => {
-    const wts = new Worktrees(repo, data)
+    const wts = new Worktrees(repo, root)
     const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
     const first = await wts.create('t', base)
     await writeFile(join(first.path, 'half.txt'), 'crashed run\n')
@@ -96,11 +97,11 @@ describe('worktrees', () => {
     await wts.create('other', base)
     const removed = await wts.pruneStale()
     expect(removed.sort()).toEqual(['other', 't'])
-    expect(await readdir(join(data, 'worktrees'))).toEqual([])
+    expect(await readdir(root)).toEqual([])
     await expect(wts.create('s', base, { setup: 'echo nope >&2; exit 3' })).rejects.toMatchObject({ name: 'SetupError', message: expect.stringContaining('nope') })
   })
   it('--setup runs in its own process group: aborting the run kills it and what it started, and rejects with the reason', async () => {
-    const wts = new Worktrees(repo, data)
+    const wts = new Worktrees(repo, root)
     const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
     const pidFile = join(dir, 'grandchild.pid')
     const abort = new AbortController()
@@ -115,7 +116,7 @@ describe('worktrees', () => {
   })
 
   it('many runs creating and removing worktrees at once in one repository all succeed', async () => {
-    const wts = new Worktrees(repo, data)
+    const wts = new Worktrees(repo, root)
     const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
     const ids = Array.from({ length: 12 }, (_, i) => `c${i}`)
     for (let round = 0; round < 3; round++) {
@@ -123,6 +124,6 @@ describe('worktrees', () => {
       expect(made.map(w => w.branch)).toEqual(ids.map(id => `meshwork/${id}`))
       await Promise.all(made.map(async w => { await wts.remove(w) }))
     }
-    expect(await readdir(join(data, 'worktrees'))).toEqual([])
+    expect(await readdir(root)).toEqual([])
   })
 })

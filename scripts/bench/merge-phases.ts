@@ -91,7 +91,7 @@ export async function leaderQueue (r: MergeRepo, opts: { name: string, batch: nu
   while (queue.length > 0) {
     const res = await runBatch({
       repo: r.repo,
-      dataDir,
+      worktreesDir: dataDir,
       base: main,
       items: queue.slice(0, opts.batch),
       verify: opts.verify,

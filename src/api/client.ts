@@ -5,12 +5,15 @@ import { HANDSHAKE_FAILED } from '../node/pnet.ts'
 import type { SwarmKey } from '../node/swarm-key.ts'
 import { MeshUnreachableError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
+import type { PrivateKey } from '@libp2p/interface'
 
 export interface ClientInit {
   key: SwarmKey
   bootstrap: string[]
   timeoutMs: number
   logger?: Logger
+  /** The client's identity (`--identity`): its peer id is what allowlists name and decisions record. @default a new key */
+  privateKey?: PrivateKey
 }
 
 /** A light peer connected to a mesh node, with the board synced from it. */
@@ -20,6 +23,16 @@ export interface Client {
   peer: string
   close: () => Promise<void>
 }
+
+/**
+ * How often a connected client pulls the board from its node besides gossip:
+ * gossipsub keeps one stream per peer id, so of two runs of one client identity
+ * at once only one hears the gossip. @default 1 s
+ */
+export const CLIENT_RESYNC_MS = 1000
+
+/** What a refusal by a node's `--allow` says. */
+const NOT_ADMITTED = 'it does not admit this client'
 
 /** How a dial to one bootstrap address ended: `final` failures are not retried. */
 interface DialOutcome { final: boolean, error: string }
@@ -40,14 +53,16 @@ export async function connectClient (init: ClientInit): Promise<Client> {
     swarmKey: init.key,
     listen: [],
     bootstrap: init.bootstrap,
+    ...(init.privateKey !== undefined ? { privateKey: init.privateKey } : {}),
     ...(init.logger !== undefined ? { logger: init.logger } : {})
   })
   await node.start()
   const deadline = Date.now() + init.timeoutMs
   const outcomes = new Map<string, DialOutcome>()
+  const stopWatching = watchRefusals(node, init.bootstrap, outcomes)
   for (const addr of init.bootstrap) {
     void node.host.dial(multiaddr(addr), { signal: AbortSignal.timeout(init.timeoutMs) })
-      .then(() => { outcomes.delete(addr) }, (err: unknown) => { outcomes.set(addr, classifyDialError(err)) })
+      .then(conn => { if (conn.status === 'open' && outcomes.get(addr)?.final !== true) outcomes.delete(addr) }, (err: unknown) => { outcomes.set(addr, classifyDialError(err)) })
   }
   // the first peer whose sync succeeds wins; a sync per peer at a time, retried if it fails
   let synced: string | null = null
@@ -65,12 +80,20 @@ export async function connectClient (init: ClientInit): Promise<Client> {
         }, () => { syncing.delete(id) })
       }
       if (synced !== null) {
+        stopWatching()
         node.followBoard()
-        return { node, peer: synced, close: async () => { await node.stop() } }
+        const client: Client = { node, peer: synced, close: async () => { clearInterval(resync); await node.stop() } }
+        // gossip reaches one process per peer id: a second run of the same --identity (a `resolve` beside a
+        // `tui`) takes the node's gossip stream over, so the board is also pulled by a sync every second
+        const resync = setInterval(() => { void node.requestSync(client.peer) }, CLIENT_RESYNC_MS)
+        resync.unref()
+        return client
       }
       const failed = init.bootstrap.filter(a => outcomes.get(a)?.final === true)
       if (init.bootstrap.length > 0 && failed.length === init.bootstrap.length && node.connectedPeers().length === 0) {
-        throw new MeshUnreachableError(`could not reach the mesh: ${describeOutcomes(init.bootstrap, outcomes)}. Check that a node is running at that address and that you use the mesh's swarm key (or its join token).`)
+        // refused by every node's --allow: the fix is in the message already
+        const refusedOnly = init.bootstrap.every(a => outcomes.get(a)?.error.includes(NOT_ADMITTED) === true)
+        throw new MeshUnreachableError(`could not reach the mesh: ${describeOutcomes(init.bootstrap, outcomes)}.${refusedOnly ? '' : ' Check that a node is running at that address and that you use the mesh\'s swarm key (or its join token).'}`)
       }
       if (Date.now() >= deadline) {
         const seen = outcomes.size > 0 ? ` (${describeOutcomes(init.bootstrap, outcomes)})` : ''
@@ -79,8 +102,35 @@ export async function connectClient (init: ClientInit): Promise<Client> {
       await new Promise(resolve => setTimeout(resolve, 25))
     }
   } catch (err) {
+    stopWatching()
     await node.stop()
     throw err
+  }
+}
+
+/**
+ * A node with `--allow` that does not list this client completes the
+ * encrypted handshake (the client's peer id is only proven then) and hangs up
+ * at once: the dial itself succeeds. A bootstrap peer that closes the
+ * connection before identify finished is recorded as refusing this client, so
+ * the client fails at once with the fix instead of waiting for its timeout.
+ */
+function watchRefusals (node: MeshNode, bootstrap: readonly string[], outcomes: Map<string, DialOutcome>): () => void {
+  const identified = new Set<string>()
+  const onIdentify = (evt: CustomEvent<{ peerId: { toString: () => string } }>): void => { identified.add(evt.detail.peerId.toString()) }
+  const onClose = (evt: CustomEvent<{ remotePeer: { toString: () => string } }>): void => {
+    const peer = evt.detail.remotePeer.toString()
+    if (identified.has(peer)) return
+    for (const addr of bootstrap) {
+      if (!addr.endsWith(`/p2p/${peer}`)) continue
+      outcomes.set(addr, { final: true, error: `the node closed the connection right after the handshake: ${NOT_ADMITTED} (peer id ${node.peerId}). Add that id to the node's --allow file (\`meshwork whoami\` prints it) and reload it (kill -HUP), or use an --identity the node lists` })
+    }
+  }
+  node.host.addEventListener('peer:identify', onIdentify)
+  node.host.addEventListener('connection:close', onClose)
+  return () => {
+    node.host.removeEventListener('peer:identify', onIdentify)
+    node.host.removeEventListener('connection:close', onClose)
   }
 }
 
@@ -100,6 +150,7 @@ export function classifyDialError (err: unknown): DialOutcome {
   const text = chain.map(e => e.message).join(' ')
   if (codes.includes('ECONNREFUSED') || /ECONNREFUSED/.test(text)) return { final: true, error: 'connection refused' }
   if (names.includes('TimeoutError') || names.includes('AbortError')) return { final: false, error: 'no answer' }
+  if (names.includes('MuxerUnavailableError')) return { final: true, error: 'the node closed the connection after the handshake (its --allow list may not name this client: `meshwork whoami` prints the id to add)' }
   if (names.includes('UnexpectedPeerError')) return { final: true, error: 'handshake failed: the node there has another peer id than the address says' }
   const connectCode = codes.find(c => /^E[A-Z]+$/.test(c) && c !== 'ECONNRESET' && c !== 'EPIPE')
   if (connectCode !== undefined) return { final: false, error: chain[0]?.message ?? connectCode }

@@ -65,6 +65,8 @@ export interface StatusReport {
   budget: BudgetReport
   /** Permission requests of runs on nodes started with `--approvals`, oldest first (answered ones stay in the list). */
   approvals: StatusApproval[]
+  /** Board changes the node read through refused for their author (not on its `--allow`, or a write the author's role does not allow): author (peer id, else actor tag) → count. */
+  refused: Record<string, number>
 }
 
 function statusTask (t: Task, progress: MembersView['progress'], hold: BudgetHold | undefined): StatusTask {
@@ -117,5 +119,5 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress, holds.get(t.id)))
   const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), ...(c.oursFrom === undefined ? {} : { oursFrom: { ...c.oursFrom } }), state: c.state, decision: c.decision === null ? null : { ...c.decision }, error: c.error }))
   const { head, leader, term, push, quorum } = snap.main
-  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push }, quorum: quorum == null || quorum.by !== leader ? null : { ...quorum, missing: [...quorum.missing] } }, nodes, tasks, conflicts, budget: budgetReport(snap), approvals: statusApprovals(snap) }
+  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push }, quorum: quorum == null || quorum.by !== leader ? null : { ...quorum, missing: [...quorum.missing] } }, nodes, tasks, conflicts, budget: budgetReport(snap), approvals: statusApprovals(snap), refused: { ...(view?.refused ?? {}) } }
 }

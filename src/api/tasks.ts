@@ -107,9 +107,11 @@ export function findConflict (client: Client, id: string): Conflict {
 /**
  * Records a human decision on an open conflict (named by its id, or by its
  * task's id when the task has exactly one open conflict); the merge leader
- * carries it out. Returns the conflict id.
+ * carries it out. The decision's `by` is the client's peer id (its
+ * `--identity`), never a name the client asserts. Returns the conflict id.
  */
-export async function resolveConflict (client: Client, conflictOrTask: string, action: ResolveAction, note: string, by: string): Promise<ConflictId> {
+export async function resolveConflict (client: Client, conflictOrTask: string, action: ResolveAction, note: string): Promise<ConflictId> {
+  const by = client.node.peerId
   const c = findConflict(client, conflictOrTask)
   const id = c.id
   if (c.state !== 'open') throw new TaskStateError(`conflict "${id}" is already resolved (${c.decision?.action ?? 'no decision'}).`)

@@ -20,6 +20,7 @@ export const DEFAULT_CLIENT_TIMEOUT_MS = 15_000
 /** Options of client commands (status, submit, ...). */
 export const CLIENT_OPTIONS = {
   ...CONNECTION_OPTIONS,
+  identity: opt.string({ arg: 'FILE', env: 'MESHWORK_IDENTITY', description: 'This client\'s key, created on first use (mode 0600); its peer id (`meshwork whoami`) is what --allow lists name and what decisions record. Default: <user config dir>/meshwork/client.key.' }),
   timeout: opt.duration({ arg: 'DURATION', default: DEFAULT_CLIENT_TIMEOUT_MS, description: 'Give up when no mesh peer answers within this time (a refused connection or a wrong key fails at once).' })
 }
 

@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { userInfo } from 'node:os'
 import { git, gitText } from '../git/git.ts'
 import { commitEnv } from '../git/worktree.ts'
 import { decodeJoinToken } from '../node/join-token.ts'
@@ -285,7 +284,7 @@ export const demoCommand = defineCommand({
           else out(`CONFLICT ${conflict.id}: ${conflict.taskId} (${t?.title ?? ''}) conflicts with main in ${conflict.files.join(', ')}`)
           decided.add(conflict.id)
           if (prompt === null) {
-            await resolveConflict(c, conflict.id, 'theirs', 'decided in meshwork demo', `${userInfo().username}@demo`)
+            await resolveConflict(c, conflict.id, 'theirs', 'decided in meshwork demo')
             out(`decision for ${conflict.id}: theirs (no terminal to ask: the demo takes theirs)`)
             continue
           }
@@ -297,7 +296,7 @@ export const demoCommand = defineCommand({
           asking = {
             conflictId: cid,
             done: prompt.ask().then(async action => {
-              await resolveConflict(c, cid, action, 'decided in meshwork demo', `${userInfo().username}@demo`)
+              await resolveConflict(c, cid, action, 'decided in meshwork demo')
               out(`decision for ${cid}: ${action}`)
               deadline += Date.now() - askedAt
               asking = null

@@ -14,7 +14,8 @@ function mainHelp (): string {
     ...COMMANDS.map(c => `  ${c.name.padEnd(width)}${c.summary}`),
     '',
     'Run `meshwork <command> --help` for a command\'s options.',
-    'Connection options (--join, --join-file, --swarm-key, --bootstrap) also come from MESHWORK_JOIN, MESHWORK_JOIN_FILE, MESHWORK_SWARM_KEY, MESHWORK_BOOTSTRAP.'
+    'Connection options (--join, --join-file, --swarm-key, --bootstrap) also come from MESHWORK_JOIN, MESHWORK_JOIN_FILE, MESHWORK_SWARM_KEY, MESHWORK_BOOTSTRAP;',
+    'a client\'s key (--identity, default <user config dir>/meshwork/client.key) from MESHWORK_IDENTITY.'
   ].join('\n')
 }
 

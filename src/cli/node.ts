@@ -1,10 +1,8 @@
-import { createHash } from 'node:crypto'
 import { asPeerId } from '../crdt/schema.ts'
-import { realpath, writeFile, rename, readdir, stat } from 'node:fs/promises'
+import { writeFile, rename, readdir, stat } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { inspectRepo } from '../node/exec.ts'
-import { homedir } from 'node:os'
-import { basename, join, resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
 import { DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/run.ts'
@@ -26,20 +24,17 @@ import { CONNECTION_OPTIONS, resolveConnection } from './connection.ts'
 import { defineCommand, formatDuration, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { NodeMetrics, parseMetricsAddr, serveMetrics } from '../node/metrics.ts'
-import { incompatibility, agentVersion as agentVersion_ } from '../node/version.ts'
-import { MEMBERS_PROTOCOL } from '../protocol/members.ts'
 import { ApprovalService, DEFAULT_APPROVAL_TIMEOUT_MS } from '../node/approvals.ts'
+import { defaultDataDir, resolveWorktreesDir } from './data-dir.ts'
+import { watchForPeers, watchVersions, withPeerNames } from './node-watch.ts'
+import { loadAllowOption, printNodePeerId, reloadAllowOnHangup } from './node-access.ts'
+
+export { defaultDataDir } from './data-dir.ts'
+export { NO_PEER_WARN_MS, withPeerNames } from './node-watch.ts'
 
 /** The node settings meshwork passes to agents (used by the execution layer). */
 export const AGENT_KINDS = ['claude', 'command', 'sim'] as const
 
-/** Default data dir: one per repository under the user's state directory, never inside the working tree. */
-export async function defaultDataDir (repo: string): Promise<string> {
-  const abs = await realpath(repo).catch(() => resolve(repo))
-  const id = `${basename(abs) || 'repo'}-${createHash('sha256').update(abs).digest('hex').slice(0, 8)}`
-  const state = process.env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state')
-  return join(state, 'meshwork', id)
-}
 
 export function logLevelOpt (v: string | undefined): LogLevel {
   if (v === undefined) return 'info'
@@ -88,37 +83,6 @@ async function repoIsNew (repo: string): Promise<boolean> {
   }
 }
 
-/**
- * Watches the peers this node identifies. A bootstrap peer that speaks meshwork
- * only in protocol versions this node does not (an older or newer meshwork that
- * cannot work with this one), while no compatible node is connected, means this
- * node cannot join: `failed` rejects with a usage error in one line. Other
- * incompatible peers are logged once each.
- */
-function watchVersions (node: MeshNode, bootstrap: string[], log: Logger): { failed: Promise<never> } {
-  const bootIds = new Set(bootstrap.map(a => /\/p2p\/([^/]+)$/.exec(a)?.[1]).filter((x): x is string => x !== undefined))
-  const compatible = new Set<string>()
-  const warned = new Set<string>()
-  let fail: (err: Error) => void = () => {}
-  const failed = new Promise<never>((_resolve, reject) => { fail = reject })
-  failed.catch(() => {})
-  node.host.addEventListener('peer:identify', evt => {
-    const { peerId, protocols, agentVersion } = evt.detail
-    const id = peerId.toString()
-    if (!protocols.some(p => p.startsWith('/meshwork/'))) return
-    const why = incompatibility(protocols)
-    if (why === null) { if (protocols.includes(MEMBERS_PROTOCOL)) compatible.add(id); return }
-    const theirs = agentVersion ?? 'an unknown meshwork version'
-    if (bootIds.has(id) && compatible.size === 0) {
-      fail(new UsageError(`this node runs ${agentVersion_()} and the mesh node ${id} runs ${theirs}, which speaks ${why}: they cannot work together. Install the mesh's meshwork version on this machine (or upgrade the mesh one node at a time) and start again.`))
-    } else if (!warned.has(id)) {
-      warned.add(id)
-      log.warn('peer:incompatible', { peer: id, version: theirs, protocols: why })
-    }
-  })
-  return { failed }
-}
-
 /** Tasks this node finished whose branches the leader has not merged yet (it may be the only holder). */
 function unmergedBranches (node: MeshNode): string[] {
   return [...node.board.snapshot().tasks.values()].filter(t => t.node === node.peerId && (t.state === 'done' || t.state === 'merging')).map(t => t.id)
@@ -143,69 +107,13 @@ async function drainNode (node: MeshNode, worker: Worker, graceMs: number, log: 
   log.info('node:drained', { peer: node.peerId })
 }
 
-/** A logger that writes `<field>Name` beside every peer-id field whose node name is known. */
-export function withPeerNames (log: Logger, name: (peerId: string) => string | undefined): Logger {
-  const add = (fields?: Record<string, unknown>): Record<string, unknown> | undefined => {
-    if (fields === undefined) return fields
-    let out: Record<string, unknown> | undefined
-    for (const k of PEER_FIELDS) {
-      const v = fields[k]
-      if (typeof v !== 'string' || !v.startsWith('12D3Koo') || fields[`${k}Name`] !== undefined) continue
-      const n = name(v)
-      if (n === undefined || n === '') continue
-      out ??= {}
-      out[`${k}Name`] = n
-    }
-    if (out === undefined) return fields
-    // the name right after the id it belongs to
-    const merged: Record<string, unknown> = {}
-    for (const [k, v] of Object.entries(fields)) {
-      merged[k] = v
-      if (out[`${k}Name`] !== undefined) merged[`${k}Name`] = out[`${k}Name`]
-    }
-    return merged
-  }
-  const wrap = (l: Logger): Logger => ({
-    ...l,
-    debug: (event, fields) => { l.debug(event, add(fields)) },
-    info: (event, fields) => { l.info(event, add(fields)) },
-    warn: (event, fields) => { l.warn(event, add(fields)) },
-    error: (event, fields) => { l.error(event, add(fields)) },
-    child: (ns: string) => wrap(l.child(ns))
-  })
-  return wrap(log)
-}
-
-/**
- * Warns while a node that was given bootstrap peers has no connection to any
- * peer: a wrong swarm key, an unreachable address or a stopped node look the
- * same from here, and without the warning it would wait in silence.
- */
-function watchForPeers (node: MeshNode, log: Logger, bootstrap: string[]): NodeJS.Timeout {
-  let lonelySince = Date.now()
-  let warned = 0
-  const timer = setInterval(() => {
-    if (node.connectedPeers().length > 0) { lonelySince = Date.now(); warned = 0; return }
-    const silent = Date.now() - lonelySince
-    if (silent < NO_PEER_WARN_MS || Date.now() - warned < 60_000) return
-    warned = Date.now()
-    log.warn('mesh:no-peers', {
-      silentS: Math.round(silent / 1000),
-      bootstrap: bootstrap.join(', '),
-      note: 'no peer answers. Likely causes: this node has another mesh\'s swarm key (the mesh id printed at start differs from the other nodes\'), the bootstrap address is wrong or unreachable from here, or no node runs there'
-    })
-  }, 1000)
-  timer.unref()
-  return timer
-}
-
-/** Log fields that hold a peer id: the logs add the node's name beside them where it is known. */
-const PEER_FIELDS = ['peer', 'from', 'to', 'leader', 'holder', 'node', 'by', 'winner', 'target']
-
 export const NODE_OPTIONS = {
   repo: opt.string({ arg: 'DIR', description: 'The node\'s git repository. Missing or empty with --join/--bootstrap: main is cloned from the mesh. A new history (the first node of a new project) needs --init-repo.' }),
   'init-repo': opt.boolean({ description: 'Start a new history in --repo when it is missing or empty and there is no peer to clone from (the first node of a new project). Without it such a --repo is refused, so a mistyped path never starts a second history.' }),
-  data: opt.string({ arg: 'DIR', description: 'Node state: identity key, board, node.json, task worktrees, claude transcripts. Logs go to stderr, not here. Default: ~/.local/state/meshwork/<repo-id>.' }),
+  data: opt.string({ arg: 'DIR', description: 'Node state: identity key, board, node.json, claude transcripts. Logs go to stderr, not here. Default: ~/.local/state/meshwork/<repo-id>.' }),
+  worktrees: opt.string({ arg: 'DIR', description: 'Where task worktrees live; never inside --data (agents must not reach the node\'s keys, token or board). Default: beside the data dir, <data>-worktrees.' }),
+  allow: opt.string({ arg: 'FILE', description: 'Peer ids admitted to this node, one a line (# comments): only they (nodes and clients) may connect and change the board. Reloaded on SIGHUP. Default: anyone with the swarm key.' }),
+  'print-peer-id': opt.boolean({ description: 'Print the peer id of the node of --data (creating its identity if missing) and exit, e.g. for --allow lists.' }),
   branch: opt.string({ arg: 'NAME', default: 'main', description: 'The main branch.' }),
   listen: opt.list({ arg: 'MULTIADDR', default: [DEFAULT_LISTEN], description: 'Address to listen on.' }),
   name: opt.string({ arg: 'NAME', description: 'A human label shown in status and the TUI (default: host name).' }),
@@ -246,8 +154,6 @@ export const NODE_OPTIONS = {
   ...CONNECTION_OPTIONS
 }
 
-/** How long a node with bootstrap peers may hear from none before it warns. @default 15 s */
-export const NO_PEER_WARN_MS = 15_000
 
 /** How often DATA/node.json's join token is refreshed with the live peers' addresses (written only when it changed). @default 5 s */
 const JOIN_REFRESH_MS = 5_000
@@ -265,6 +171,7 @@ export const nodeCommand = defineCommand({
   ].join('\n'),
   options: NODE_OPTIONS,
   run: async (opts) => {
+    if (opts['print-peer-id']) return await printNodePeerId(opts.data, opts.repo)
     const repoOpt = opts.repo
     if (repoOpt === undefined) throw new UsageError('meshwork node needs --repo DIR: the git repository this node works in (a missing or empty DIR is cloned from the mesh; add --init-repo to start a new history there).')
     const agent = opts.agent
@@ -311,6 +218,8 @@ export const nodeCommand = defineCommand({
 
     await inspectRepo(repo, branch)
     const dataDir = resolve(opts.data ?? await defaultDataDir(repo))
+    const worktreesDir = await resolveWorktreesDir(dataDir, opts.worktrees)
+    const allow = await loadAllowOption(opts.allow, log)
     let node: MeshNode | null = null
     // peers by name beside their id, once the board knows the name
     const peerName = (id: string): string | undefined => node?.board.snapshot().nodes.get(asPeerId(id))?.name
@@ -326,7 +235,8 @@ export const nodeCommand = defineCommand({
       eligible: !opts['no-leader'],
       suspectAfterMs,
       deadAfterMs,
-      logger: nodeLog
+      logger: nodeLog,
+      ...(allow !== undefined ? { allow } : {})
     })
     await node.start()
     metrics?.attach(node)
@@ -365,7 +275,7 @@ export const nodeCommand = defineCommand({
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
     // nodes on the same claude credentials share a usage limit (a hash travels, never the secret)
     const credential = agent === 'claude' ? await credentialFingerprint(process.env, claudeConfig !== undefined ? resolve(claudeConfig) : undefined) : undefined
-    const worker = new Worker({ node: mesh, agent: agentImpl, ...(credential !== undefined ? { credential } : {}), repo, dataDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, forgetAfterMs: opts['forget-after'], checkpointEveryMs: opts['checkpoint-every'], health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
+    const worker = new Worker({ node: mesh, agent: agentImpl, ...(credential !== undefined ? { credential } : {}), repo, dataDir, worktreesDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, forgetAfterMs: opts['forget-after'], checkpointEveryMs: opts['checkpoint-every'], health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
       await Promise.race([worker.start(), mismatch.failed])
     } catch (err) {
@@ -404,11 +314,13 @@ export const nodeCommand = defineCommand({
       ...facts.addrs.map(a => `addr   ${a}`),
       `join   ${facts.join}`,
       `data   ${dataDir}`,
+      `worktrees ${worktreesDir}`,
       ...(metricsUrl !== undefined ? [`metrics ${metricsUrl}`] : []),
       ''
     ].join('\n'))
-    log.info('node:started', { peer: facts.peerId, name: mesh.name, slots, repo, data: dataDir, bootstrap: conn.bootstrap.length, noLeader: opts['no-leader'], taskTimeoutMs })
+    log.info('node:started', { peer: facts.peerId, name: mesh.name, slots, repo, data: dataDir, worktrees: worktreesDir, allow: allow?.size ?? null, bootstrap: conn.bootstrap.length, noLeader: opts['no-leader'], taskTimeoutMs })
     const lonely = hasBootstrap ? watchForPeers(mesh, log, conn.bootstrap) : null
+    const stopReload = allow !== undefined && opts.allow !== undefined ? reloadAllowOnHangup(opts.allow, allow, mesh, log) : () => {}
 
     await new Promise<void>((resolveStop, rejectStop) => {
       let stopping = false
@@ -454,6 +366,7 @@ export const nodeCommand = defineCommand({
       })
     })
     await approvals?.stop()
+    stopReload()
     log.info('node:stopped', { peer: facts.peerId })
     return 0
   }

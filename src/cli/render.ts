@@ -94,6 +94,9 @@ export function renderStatus (s: StatusReport, via: string): string {
     const held = s.tasks.filter(t => t.held === 'budget').length
     out.push(`budget: ${caps.join('; ')}${held > 0 ? `; ${held} ready task${held === 1 ? '' : 's'} held` : ''}`)
   }
+  // forged or unlisted board changes the node refused, by author
+  const refused = Object.entries(s.refused ?? {})
+  if (refused.length > 0) out.push(`REFUSED board changes: ${refused.map(([a, n]) => `${who(a)} ${n}`).join(', ')}`)
   const alive = s.nodes.filter(n => n.state === 'alive').length
   out.push('', `NODES ${alive} alive of ${s.nodes.length}`)
   out.push(...table([['NAME', 'STATE', 'SLOTS', 'RUNNING', 'LAST SEEN', 'PEER'], ...s.nodes.map(n => [n.name === '' ? '-' : n.name, n.state, String(n.slots), n.running.length === 0 ? '-' : n.running.join(','), ago(n.lastSeenMs), n.peerId])]))

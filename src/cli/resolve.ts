@@ -1,4 +1,3 @@
-import { userInfo, hostname } from 'node:os'
 import { resolveConflict, RESOLVE_ACTIONS, type ResolveAction } from '../api/tasks.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { closest, defineCommand, opt } from './command.ts'
@@ -18,7 +17,8 @@ export const resolveCommand = defineCommand({
     '         to resolve them (the note is passed on); no marker may be left. The merge then goes through --verify',
     '         like any merge; if the agent fails or leaves markers, the conflict waits for another decision, with the reason',
     'abandon  drop the task\'s changes; the task ends cancelled',
-    'The decision records who made it (user@host) and when; ours, theirs and agent go through --verify like any merge.'
+    'The decision records who made it (this client\'s peer id, from --identity; `meshwork whoami` prints it) and when;',
+    'ours, theirs and agent go through --verify like any merge.'
   ].join('\n'),
   positionals: { min: 1, max: 1, names: 'a conflict id (or the id of a task with one open conflict)' },
   options: {
@@ -40,9 +40,8 @@ export const resolveCommand = defineCommand({
     const action = opts.action
     const client = await clientFromOptions(opts)
     try {
-      const by = `${userInfo().username}@${hostname()}`
-      const cid = await resolveConflict(client, id as string, action, opts.note, by)
-      process.stdout.write(`${cid}${cid !== id ? ` (the open conflict of task ${id as string})` : ''}: decision "${action}" recorded by ${by}; the merge leader carries it out\n`)
+      const cid = await resolveConflict(client, id as string, action, opts.note)
+      process.stdout.write(`${cid}${cid !== id ? ` (the open conflict of task ${id as string})` : ''}: decision "${action}" recorded by ${client.node.peerId}; the merge leader carries it out\n`)
       return 0
     } finally {
       await client.close()

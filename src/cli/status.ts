@@ -1,6 +1,7 @@
 import { connectClient, type Client } from '../api/client.ts'
 import { buildStatus, type StatusReport } from '../api/status.ts'
 import { silentLogger } from '../util/logger.ts'
+import { defaultClientIdentityFile, loadClientIdentity } from '../node/identity.ts'
 import { CLIENT_OPTIONS, resolveConnection, type ClientOptions } from './connection.ts'
 import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
@@ -9,7 +10,8 @@ import { renderStatus } from './render.ts'
 /** Connects a light client with the standard client options. */
 export async function clientFromOptions (opts: ClientOptions): Promise<Client> {
   const conn = await resolveConnection(opts, true)
-  return await connectClient({ key: conn.key, bootstrap: conn.bootstrap, timeoutMs: opts.timeout, logger: silentLogger })
+  const privateKey = await loadClientIdentity(opts.identity ?? defaultClientIdentityFile())
+  return await connectClient({ key: conn.key, bootstrap: conn.bootstrap, timeoutMs: opts.timeout, logger: silentLogger, privateKey })
 }
 
 /** Tries to read the node's membership view before `readStatus` gives up. @default 3 */

@@ -1,29 +1,16 @@
 import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
+import { forbiddenWrite, unvouchedChanges } from './authors.ts'
 import type { ZodType } from 'zod'
 import {
   conflictSchema, mainSchema, nodeRecordSchema, taskSchema,
   type BoardSnapshot, type Conflict, type ConflictId, type MainRef, type NodeRecord, type PeerIdString, type Task, type TaskId
 } from './schema.ts'
+import { BoardAuthorRefusedError, BoardChangeRejectedError, plain, str, type BoardDoc, type BoardUpdate } from './board-types.ts'
 import { BoardCorruptError } from '../util/errors.ts'
-import { plain, str, type BoardDoc } from './doc.ts'
 
-export { plain, str, type BoardDoc, type ConflictRecord, type MainRecord, type NodeRecordDraft, type Stored, type TaskRecord } from './doc.ts'
-
-/** Why a change or sync message from a peer was refused. */
-export class BoardChangeRejectedError extends Error {
-  override name = 'BoardChangeRejectedError'
-}
-
-/** A change to the board, local or remote. */
-export interface BoardUpdate {
-  /** true when this node made the change. */
-  local: boolean
-  /** Change bytes of a local change (for broadcast); empty for remote ones. */
-  changes: Uint8Array[]
-  /** Task ids whose record changed. */
-  tasks: TaskId[]
-}
+export type { Stored, TaskRecord, ConflictRecord, NodeRecordDraft, MainRecord, BoardDoc, BoardUpdate } from './board-types.ts'
+export { BoardChangeRejectedError, BoardAuthorRefusedError, str, plain } from './board-types.ts'
 
 /** The deterministic Automerge actor of the genesis change of `meshId`. */
 function genesisActor (meshId: string): string {
@@ -44,10 +31,7 @@ function genesis (meshId: string): A.Doc<BoardDoc> {
   })
 }
 
-/** The Automerge actor a peer writes with: derived from its peer id, so a gossip sender can be checked against its changes. */
-export function actorForPeer (peerId: string): string {
-  return createHash('sha256').update('meshwork/actor/1:' + peerId).digest('hex').slice(0, 32)
-}
+export { actorForPeer, sessionActorForPeer, actorBelongsTo, peerTagOfActor } from './authors.ts'
 
 type Listener = (update: BoardUpdate) => void
 
@@ -78,6 +62,12 @@ export class Board {
   #snapshot: BoardSnapshot | null = null
   /** Called once per board entry that fails the schema. */
   onInvalid: (key: string, reason: string) => void = () => {}
+  /**
+   * Who may author received changes (a node's `--allow`), by Automerge actor:
+   * changes of another author are refused, with everything that came with
+   * them, unless an admitted change among them builds on them. null: anyone.
+   */
+  authorFilter: ((actor: string) => boolean) | null = null
 
   private constructor (meshId: string, doc: A.Doc<BoardDoc>, genesisHash: string) {
     this.meshId = meshId
@@ -189,9 +179,19 @@ export class Board {
       for (const op of decoded.ops) {
         if (op.obj === '_root') throw new BoardChangeRejectedError(`change ${decoded.hash?.slice(0, 12) ?? '?'} writes the document root (key ${String(op.key)})`)
       }
+      const forbidden = forbiddenWrite(decoded, this.#mainId)
+      if (forbidden !== null) throw new BoardAuthorRefusedError([decoded.actor], 1, forbidden)
     }
     return decoded
   }
+
+  /** The object id of `main` (fixed by the genesis change). */
+  get #mainId (): string | null {
+    this.#mainObj ??= A.getObjectId(this.#doc, 'main')
+    return this.#mainObj
+  }
+
+  #mainObj: string | null = null
 
   /**
    * Applies changes received from a peer after checking each; throws
@@ -216,8 +216,37 @@ export class Board {
       this.#doc = A.clone(before, { actor: A.getActorId(before) })
       throw new BoardChangeRejectedError(`applying these changes releases a parked change that writes the document root (key ${rootWrite as string}); rolled back`)
     }
+    this.#checkAuthors(before, doc)
     this.#doc = doc
     if (doc !== before) this.#afterPatches(touched, false, [])
+  }
+
+  /**
+   * Rolls back to `before` and throws when `after` adds changes whose author
+   * wrote what its role does not allow (`forbiddenWrite`), or that
+   * `authorFilter` refuses. A sync message may carry a compressed chunk, and
+   * a change parked earlier is applied with the one completing it, so the
+   * changes are checked once they are in the document.
+   */
+  #checkAuthors (before: A.Doc<BoardDoc>, after: A.Doc<BoardDoc>): void {
+    if (after === before) return
+    const forbidden = new Map<string, string>()
+    let count = 0
+    for (const bytes of A.getChanges(before, after)) {
+      const decoded = A.decodeChange(bytes)
+      const why = forbiddenWrite(decoded, this.#mainId)
+      if (why !== null) { forbidden.set(decoded.actor, why); count++ }
+    }
+    if (forbidden.size > 0) {
+      this.#doc = A.clone(before, { actor: A.getActorId(before) })
+      throw new BoardAuthorRefusedError([...forbidden.keys()], count, [...new Set(forbidden.values())].join('; '))
+    }
+    const admits = this.authorFilter
+    if (admits === null) return
+    const bad = unvouchedChanges(before, after, admits)
+    if (bad.length === 0) return
+    this.#doc = A.clone(before, { actor: A.getActorId(before) })
+    throw new BoardAuthorRefusedError([...new Set(bad.map(c => c.actor))], bad.length)
   }
 
   /** The next Automerge sync message for a peer, or null when the peer is up to date. */
@@ -251,6 +280,7 @@ export class Board {
       this.#doc = A.clone(before, { actor: A.getActorId(before) })
       throw new BoardChangeRejectedError(`sync message writes the document root (key ${rootWrite as string}); rolled back`)
     }
+    this.#checkAuthors(before, doc)
     this.#doc = doc
     if (doc !== before && touched.size > 0) this.#afterPatches(touched, false, [])
     return next

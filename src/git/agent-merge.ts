@@ -18,9 +18,9 @@ export class AgentMergeError extends Error {
   override name = 'AgentMergeError'
 }
 
-/** Where the agent-resolved merge of a task is worked on: under the leader's data dir. */
-export function agentMergePath (dataDir: string, taskId: string): string {
-  return join(dataDir, 'worktrees', `.agent-merge-${taskId}`)
+/** Where the agent-resolved merge of a task is worked on: in the leader's worktrees dir. */
+export function agentMergePath (worktreesDir: string, taskId: string): string {
+  return join(worktreesDir, `.agent-merge-${taskId}`)
 }
 
 /**
@@ -29,9 +29,9 @@ export function agentMergePath (dataDir: string, taskId: string): string {
  * conflicted files, and lists those files. Throws `AgentMergeError` when git
  * fails for another reason.
  */
-export async function startConflictedMerge (repo: string, dataDir: string, main: string, head: string, taskId: string): Promise<ConflictedMerge> {
-  const path = agentMergePath(dataDir, taskId)
-  await mkdir(join(dataDir, 'worktrees'), { recursive: true })
+export async function startConflictedMerge (repo: string, worktreesDir: string, main: string, head: string, taskId: string): Promise<ConflictedMerge> {
+  const path = agentMergePath(worktreesDir, taskId)
+  await mkdir(worktreesDir, { recursive: true })
   await removeMergeWorktree(repo, path)
   await git(['worktree', 'add', '--detach', '--force', path, main], { cwd: repo })
   const res = await git(['merge', '--no-ff', '--no-commit', head], { cwd: path, allowFail: true, env: commitEnv() })

@@ -27,7 +27,8 @@ export type BatchOutcome =
 
 export interface BatchInit {
   repo: string
-  dataDir: string
+  /** Where `--verify` worktrees are made (the node's worktrees dir). */
+  worktreesDir: string
   /** Main when the batch starts. */
   base: string
   /** In queue order; each item's dependencies are already on `base`. */
@@ -68,7 +69,7 @@ export interface BatchResult {
  * first-parent history gets exactly one merge commit per task, in queue order.
  */
 export async function runBatch (init: BatchInit): Promise<BatchResult> {
-  const { repo, dataDir, base, items, verify } = init
+  const { repo, worktreesDir, base, items, verify } = init
   const outcomes = new Map<string, BatchOutcome>()
   const stack: Array<{ taskId: TaskId, commit: string }> = []
   let tip = base
@@ -105,7 +106,7 @@ export async function runBatch (init: BatchInit): Promise<BatchResult> {
   }
   const check = async (i: number): Promise<{ ok: boolean, output: string }> => {
     const s = stack[i] as { commit: string }
-    const v = await runVerify(repo, dataDir, s.commit, verify as string, { signal: init.signal, timeoutMs: init.verifyTimeoutMs })
+    const v = await runVerify(repo, worktreesDir, s.commit, verify as string, { signal: init.signal, timeoutMs: init.verifyTimeoutMs })
     verifyRuns++
     init.onVerify?.(s.commit, v.ok, v.ms, i + 1 - landed)
     return v

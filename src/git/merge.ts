@@ -104,10 +104,10 @@ export interface VerifyOptions {
  * and rejects. Whatever the check left running in its group is killed when it
  * exits.
  */
-export async function runVerify (repo: string, dataDir: string, candidate: string, cmd: string, opts: VerifyOptions = {}): Promise<VerifyResult> {
+export async function runVerify (repo: string, worktreesDir: string, candidate: string, cmd: string, opts: VerifyOptions = {}): Promise<VerifyResult> {
   opts.signal?.throwIfAborted()
-  const path = join(dataDir, 'worktrees', `.verify-${candidate.slice(0, 12)}`)
-  await mkdir(join(dataDir, 'worktrees'), { recursive: true })
+  const path = join(worktreesDir, `.verify-${candidate.slice(0, 12)}`)
+  await mkdir(worktreesDir, { recursive: true })
   await git(['worktree', 'remove', '--force', path], { cwd: repo, allowFail: true })
   await git(['worktree', 'add', '--detach', '--force', path, candidate], { cwd: repo })
   const started = Date.now()
@@ -146,9 +146,9 @@ function formatLimit (ms: number): string {
  * task's). Returns the merge commit (two parents, the task trailer), or throws
  * when git cannot settle the conflict that way (e.g. a file deleted on one side).
  */
-export async function mergeTakingSide (repo: string, dataDir: string, main: string, head: string, side: 'ours' | 'theirs', taskId: string, title: string): Promise<string> {
-  const path = join(dataDir, 'worktrees', `.resolve-${taskId}`)
-  await mkdir(join(dataDir, 'worktrees'), { recursive: true })
+export async function mergeTakingSide (repo: string, worktreesDir: string, main: string, head: string, side: 'ours' | 'theirs', taskId: string, title: string): Promise<string> {
+  const path = join(worktreesDir, `.resolve-${taskId}`)
+  await mkdir(worktreesDir, { recursive: true })
   await git(['worktree', 'remove', '--force', path], { cwd: repo, allowFail: true })
   await git(['worktree', 'add', '--detach', '--force', path, main], { cwd: repo })
   try {

@@ -1,5 +1,5 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
-import { join } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { git, gitText } from './git.ts'
 import { agentEnv, runInGroup, withTail } from '../agent/process.ts'
 
@@ -32,31 +32,66 @@ export class SetupError extends Error {
 }
 
 /**
- * Manages one worktree per task run under `DATA/worktrees`, never inside the
- * primary checkout. Two runs never share one: a leftover worktree of the same
- * task (a crashed run) is removed before a new one is made.
+ * Where task worktrees live when `--worktrees` is not given: the data dir's
+ * sibling `<data>-worktrees`, never inside the data dir (an agent works in a
+ * worktree and must not reach the node's identity key, join token, board or
+ * transcripts through its parents).
+ */
+export function defaultWorktreesDir (dataDir: string): string {
+  const abs = resolve(dataDir)
+  return join(dirname(abs), `${basename(abs)}-worktrees`)
+}
+
+/** Where worktrees lived before `--worktrees` (inside the data dir): emptied and removed at start. */
+export const LEGACY_WORKTREES = 'worktrees'
+
+/** Removes every worktree under `root` (git forgets them; their branches and commits stay). */
+async function removeAllUnder (repo: string, root: string): Promise<string[]> {
+  const removed: string[] = []
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    const path = join(root, name)
+    await git(['worktree', 'remove', '--force', path], { cwd: repo, allowFail: true })
+    await rm(path, { recursive: true, force: true })
+    removed.push(name)
+  }
+  await git(['worktree', 'prune'], { cwd: repo, allowFail: true })
+  return removed
+}
+
+/**
+ * A data dir of an older meshwork keeps its worktrees in `DATA/worktrees`.
+ * They are what a crash left (a running node removes each when its run ends),
+ * and a node prunes those at start anyway: the branches and commits are in the
+ * repository, only a dead run's uncommitted files go, as before. Removes them
+ * and the directory; returns the names removed.
+ */
+export async function removeLegacyWorktrees (repo: string, dataDir: string): Promise<string[]> {
+  const root = join(dataDir, LEGACY_WORKTREES)
+  if (!await exists(root)) return []
+  const removed = await removeAllUnder(repo, root)
+  await rm(root, { recursive: true, force: true })
+  return removed
+}
+
+/**
+ * Manages one worktree per task run under `root` (`--worktrees`, by default
+ * beside the data dir), never inside the primary checkout or the data dir. Two
+ * runs never share one: a leftover worktree of the same task (a crashed run) is
+ * removed before a new one is made.
  */
 export class Worktrees {
   readonly repo: string
   readonly root: string
 
-  constructor (repo: string, dataDir: string) {
+  constructor (repo: string, root: string) {
     this.repo = repo
-    this.root = join(dataDir, 'worktrees')
+    this.root = root
   }
 
   /** Removes worktrees left by a crash and lets git forget them. */
   async pruneStale (): Promise<string[]> {
-    await mkdir(this.root, { recursive: true })
-    const removed: string[] = []
-    for (const name of await readdir(this.root)) {
-      const path = join(this.root, name)
-      await git(['worktree', 'remove', '--force', path], { cwd: this.repo, allowFail: true })
-      await rm(path, { recursive: true, force: true })
-      removed.push(name)
-    }
-    await git(['worktree', 'prune'], { cwd: this.repo, allowFail: true })
-    return removed
+    await mkdir(this.root, { recursive: true, mode: 0o700 })
+    return await removeAllUnder(this.repo, this.root)
   }
 
   /**

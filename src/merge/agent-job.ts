@@ -62,7 +62,7 @@ export class AgentResolution {
     logger.info('conflict:agent-started', { conflict: c.id, task: t.id, agent: agent.kind, main: base, head: t.head })
     void resolveWithAgent({
       repo,
-      dataDir: this.#ctx.init.dataDir,
+      worktreesDir: this.#ctx.init.worktreesDir,
       branch,
       main: base,
       task: t,

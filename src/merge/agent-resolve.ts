@@ -29,7 +29,8 @@ export function conflictPrompt (task: { id: string, title: string, prompt: strin
 
 export interface AgentResolveInit {
   repo: string
-  dataDir: string
+  /** Where the merge's worktree is made (the node's worktrees dir). */
+  worktreesDir: string
   branch: string
   /** Main to merge onto. */
   main: string
@@ -62,13 +63,13 @@ export interface AgentResolveResult {
  * every case. The merge commit is not verified or published here.
  */
 export async function resolveWithAgent (init: AgentResolveInit): Promise<AgentResolveResult> {
-  const { repo, dataDir, task, conflict } = init
+  const { repo, worktreesDir, task, conflict } = init
   const head = task.head
   const none = { costUsd: 0, tokens: ZERO_TOKENS }
   if (head === null) return { commit: null, error: 'the task has no committed branch to merge', ...none }
   let merge
   try {
-    merge = await startConflictedMerge(repo, dataDir, init.main, head, task.id)
+    merge = await startConflictedMerge(repo, worktreesDir, init.main, head, task.id)
   } catch (err) {
     return { commit: null, error: toError(err).message, ...none }
   }

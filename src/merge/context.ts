@@ -9,7 +9,8 @@ export type { BoardDraft } from '../node/components.ts'
 export interface LeaderInit {
   node: LeaderNode
   repo: string
-  dataDir: string
+  /** Where the leader's worktrees go (`--verify`, sides taken, agent-resolved merges): outside the data dir. */
+  worktreesDir: string
   branch: string
   /** `--verify`: run on each candidate merge before main advances. */
   verify?: string

@@ -71,7 +71,7 @@ export class Decisions {
         }
         let candidate: string
         try {
-          candidate = await mergeTakingSide(repo, this.#ctx.init.dataDir, base, t.head, action, t.id, t.title)
+          candidate = await mergeTakingSide(repo, this.#ctx.init.worktreesDir, base, t.head, action, t.id, t.title)
         } catch (err) {
           if (!unchanged()) return true
           decisionFailed(this.#ctx, c, t.id, toError(err).message)

@@ -28,7 +28,7 @@ export async function landDecision (ctx: MergeContext, c: Conflict, t: Task, bas
     let v: Awaited<ReturnType<typeof runVerify>>
     const signal = ctx.job.start([t.id], term)
     try {
-      v = await runVerify(repo, ctx.init.dataDir, candidate, ctx.init.verify, { signal, timeoutMs: ctx.init.verifyTimeoutMs })
+      v = await runVerify(repo, ctx.init.worktreesDir, candidate, ctx.init.verify, { signal, timeoutMs: ctx.init.verifyTimeoutMs })
     } catch (err) {
       if (!signal.aborted) throw err
       logger.warn('merge:verify-stopped', { task: t.id, conflict: c.id, reason: toError(signal.reason).message })

@@ -91,7 +91,7 @@ export class MergeQueue {
     try {
       const res = await runBatch({
         repo,
-        dataDir: this.#ctx.init.dataDir,
+        worktreesDir: this.#ctx.init.worktreesDir,
         base,
         items: batch.map(t => ({ taskId: t.id, title: t.title, head: t.head as string })),
         verify: this.#ctx.init.verify,

@@ -4,7 +4,7 @@ import type { Stream, Connection, StreamHandler, StreamHandlerOptions, AbortOpti
 import { withTimeout, type Startable } from './service.ts'
 import type { Gossip } from './gossip.ts'
 import { MAX_GOSSIP_BYTES } from './constants.ts'
-import { Board, actorForPeer, type BoardUpdate } from '../crdt/board.ts'
+import { Board, BoardAuthorRefusedError, actorBelongsTo, peerTagOfActor, type BoardUpdate } from '../crdt/board.ts'
 import type { BoardStore } from '../crdt/store.ts'
 import { runSyncSession } from '../crdt/sync.ts'
 import { decodeBoardGossip, encodeBoardChange, encodeBoardHeads } from '../protocol/board-gossip.ts'
@@ -31,6 +31,11 @@ export interface ReplicationStats {
   changesReceived: number
   /** Bytes of anti-entropy sync sessions, both directions. */
   syncBytes: { in: number, out: number }
+  /**
+   * Board changes refused for their author (not on `--allow`, or a write its role does not allow),
+   * by author: its peer id when the peer that sent them wrote them, else the author's actor tag.
+   */
+  refusedAuthors: Record<string, number>
 }
 
 export interface BoardReplicationComponents {
@@ -137,9 +142,9 @@ export class BoardReplication implements Startable {
     if (m.kind === 'change') {
       try {
         const decoded = this.#c.board.checkChange(m.change)
-        if (decoded.actor !== actorForPeer(from)) return gossip.reject('foreign-actor', from)
-      } catch {
-        return gossip.reject('bad-change', from)
+        if (!actorBelongsTo(decoded.actor, from)) return gossip.reject('foreign-actor', from)
+      } catch (err) {
+        return gossip.reject(this.#refused(err, from) ? 'forbidden-write' : 'bad-change', from)
       }
     }
     return TopicValidatorResult.Accept
@@ -196,7 +201,7 @@ export class BoardReplication implements Startable {
         return true
       } catch (err) {
         this.#c.stats.syncFailures++
-        this.#log.debug('sync:failed', { peer, error: toError(err).message })
+        if (!this.#refused(err, peer)) this.#log.debug('sync:failed', { peer, error: toError(err).message })
         return false
       } finally {
         this.#syncing.delete(peer)
@@ -204,6 +209,15 @@ export class BoardReplication implements Startable {
     })()
     this.#syncing.set(peer, run)
     return run
+  }
+
+  /** Counts and logs changes refused for their author (`--allow`, or a write its role does not allow); false for any other error. */
+  #refused (err: unknown, peer: string): boolean {
+    if (!(err instanceof BoardAuthorRefusedError)) return false
+    const authors = err.actors.map(a => actorBelongsTo(a, peer) ? peer : peerTagOfActor(a))
+    for (const a of authors) this.#c.stats.refusedAuthors[a] = (this.#c.stats.refusedAuthors[a] ?? 0) + 1
+    this.#log.warn('board:refused', { peer, authors, reason: err.reason, note: 'refused whole (a sync session is dropped); other peers\' changes still arrive' })
+    return true
   }
 
   async #serveSync (stream: Stream, conn: Connection): Promise<void> {
@@ -214,7 +228,7 @@ export class BoardReplication implements Startable {
       this.#c.stats.syncBytes.out += res.bytesOut
     } catch (err) {
       this.#c.stats.syncFailures++
-      this.#log.warn('sync:serve-failed', { peer: conn.remotePeer.toString(), error: toError(err).message })
+      if (!this.#refused(err, conn.remotePeer.toString())) this.#log.warn('sync:serve-failed', { peer: conn.remotePeer.toString(), error: toError(err).message })
       stream.abort(toError(err))
     }
   }

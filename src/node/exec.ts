@@ -96,7 +96,8 @@ export function taskContext (t: Task, snap: BoardSnapshot, nodeName: (peer: Peer
 export interface ExecutionInit {
   node: ExecutionNode
   repo: string
-  dataDir: string
+  /** Where run worktrees are made (`--worktrees`): outside the data dir. */
+  worktreesDir: string
   branch: string
   setup?: string
   logger: Logger
@@ -119,7 +120,7 @@ export class Execution {
 
   constructor (init: ExecutionInit) {
     this.#init = init
-    this.worktrees = new Worktrees(init.repo, init.dataDir)
+    this.worktrees = new Worktrees(init.repo, init.worktreesDir)
   }
 
   async start (): Promise<void> {

@@ -18,6 +18,8 @@ export interface GossipComponents {
   sent: { messages: number, bytes: number }
   /** Test and benchmark knob: hold every inbound message this long before handling it. */
   delayMs: number
+  /** Whether a message's author may be heard (`--allow`); absent: everyone. */
+  admits?: (peerId: string) => boolean
 }
 
 /** One gossip topic's validation (before gossipsub forwards a message) and handling (after). */
@@ -56,7 +58,14 @@ export class Gossip implements Startable {
     this.#handlers.set(topic, handler)
     this.#c.pubsub.topicValidators.set(topic, (_peer, msg) => {
       if (msg.type !== 'signed') return this.reject('unsigned', '?')
-      return handler.validate(msg, msg.from.toString())
+      const from = msg.from.toString()
+      // a listed peer may forward what an unlisted one wrote: the author decides, not the forwarder.
+      // Ignored rather than rejected, so gossipsub does not penalise the forwarder (a node whose list differs)
+      if (this.#c.admits !== undefined && !this.#c.admits(from)) {
+        this.reject('not-allowed', from)
+        return TopicValidatorResult.Ignore
+      }
+      return handler.validate(msg, from)
     })
   }
 

@@ -24,7 +24,7 @@ export interface HostInit {
   listen: string[]
   bootstrap: string[]
   /** Lets tests cut links (partitions) through the connection gater. */
-  connectionGater?: ConnectionGater
+  connectionGater?: ConnectionGater | undefined
   /** Where a library patch that did not apply is reported. */
   logger?: Logger
   /** The version announced to peers through identify. @default this meshwork's */

@@ -3,6 +3,7 @@ import { TypedEventEmitter, type PeerId, type Stream, type AbortOptions, type St
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { createHost, type Host } from './host.ts'
+import { combineGaters } from './allowlist.ts'
 import { loadOrCreateIdentity } from './identity.ts'
 import type { SwarmKey } from './swarm-key.ts'
 import { encodeJoinToken } from './join-token.ts'
@@ -21,7 +22,7 @@ import type { ProgressEvent } from '../protocol/presence.ts'
 import type { MeshNodeEvents, MeshNodeInit, NodeStats, Role } from './types.ts'
 import type { MembersView } from '../protocol/members.ts'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
-import { Board, actorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
+import { Board, actorForPeer, sessionActorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
 import { asPeerId, type PeerIdString } from '../crdt/schema.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
@@ -61,7 +62,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly role: Role
   readonly swarmKey: SwarmKey
   readonly membership: Membership
-  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 } }
+  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {} }
   readonly name: string
   /** Whether this node may become merge leader (false with --no-leader). */
   readonly eligible: boolean
@@ -193,10 +194,11 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       this.#lock = await acquireLock(dir)
       privateKey = await loadOrCreateIdentity(dir)
     } else {
-      privateKey = await generateKeyPair('Ed25519')
+      privateKey = init.privateKey ?? await generateKeyPair('Ed25519')
     }
     const peerId = peerIdFromPrivateKey(privateKey).toString()
-    const actor = actorForPeer(peerId)
+    // a client's peer id outlives one run (--identity): each run writes as its own actor of that peer
+    const actor = isNode ? actorForPeer(peerId) : sessionActorForPeer(peerId)
     let board: Board
     if (isNode) {
       this.#store = new BoardStore(init.dataDir as string, {
@@ -220,18 +222,22 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       this.#log.warn('board:invalid-entry', { key, reason })
     }
     board.subscribe(update => { this.#onBoardUpdate(update) })
+    const allow = init.allow
+    allow?.addSelf(peerId)
+    if (allow !== undefined) allow.onDenied = (peer, direction) => { this.#log.warn('peer:not-allowed', { peer, direction, note: 'not on this node\'s --allow list: connection refused (logged once per peer)' }) }
+    if (allow !== undefined) board.authorFilter = actor => allow.actorAllowed(actor)
 
     const host = this.#host = await createHost({
       privateKey,
       swarmKey: this.swarmKey,
       listen: init.listen ?? (isNode ? ['/ip4/0.0.0.0/tcp/4001'] : ['/ip4/127.0.0.1/tcp/0']),
       bootstrap: init.bootstrap ?? [],
-      ...(init.connectionGater !== undefined ? { connectionGater: init.connectionGater } : {}),
+      connectionGater: combineGaters(init.connectionGater, allow?.gater()),
       logger: this.#log
     })
     const t = topics(this.meshId)
     const logger = this.#log
-    const gossip = new Gossip({ pubsub: host.services.pubsub, hostStarted: () => host.status === 'started', logger, rejected: this.stats.gossipRejected, sent: this.stats.gossipSent, delayMs: init.gossipDelayMs ?? 0 })
+    const gossip = new Gossip({ pubsub: host.services.pubsub, hostStarted: () => host.status === 'started', logger, rejected: this.stats.gossipRejected, sent: this.stats.gossipSent, delayMs: init.gossipDelayMs ?? 0, ...(allow !== undefined ? { admits: (p: string) => allow.has(p) } : {}) })
     const replication = new BoardReplication({ board, store: this.#store, gossip, topic: t.board, streams: host, heartbeatMs: this.membership.heartbeatMs, stats: this.stats, logger })
     const known = isNode ? new KnownPeers({ dataDir: init.dataDir as string, live: () => this.membership.members(), self: () => this.peerId, logger }) : null
     const dialer = new Dialer({ host, membership: this.membership, bootstrap: init.bootstrap ?? [], peerId: () => this.peerId, remembered: () => known?.list() ?? [], logger })
@@ -370,7 +376,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (this.role === 'node' && s !== null) members.unshift(s.heartbeats.selfMember())
     const progress: NonNullable<MembersView['progress']> = {}
     for (const [id, p] of s?.progress.latest() ?? []) progress[id] = { kind: p.kind, text: p.text, at: p.at, peerId: p.peerId }
-    return { self: this.peerId, members, progress }
+    return { self: this.peerId, members, progress, refused: { ...this.stats.refusedAuthors } }
   }
 
   /** Asks a node for its membership view (what `status` shows). */
@@ -388,6 +394,15 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   /** Starts receiving board changes as they are gossiped (light clients call this after their first sync). */
   followBoard (): void {
     this.#services?.replication.follow()
+  }
+
+  /** Hangs up on connected peers the allowlist no longer admits (after a reload); returns how many. */
+  async dropUnlisted (): Promise<number> {
+    const allow = this.#init.allow
+    if (allow === undefined || this.#host === null) return 0
+    const gone = this.#host.getPeers().filter(p => !allow.has(p.toString()))
+    await Promise.all(gone.map(async p => { await this.#host?.hangUp(p).catch(() => {}) }))
+    return gone.length
   }
 
   /** Peers this node has an open connection to. */

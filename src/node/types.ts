@@ -1,10 +1,11 @@
 /** The public types of a mesh node: its role, its options, its counters and its events. */
-import type { ConnectionGater } from '@libp2p/interface'
+import type { ConnectionGater, PrivateKey } from '@libp2p/interface'
 import type { SwarmKey } from './swarm-key.ts'
 import type { Transition } from './membership.ts'
 import type { Presence, ProgressEvent } from '../protocol/presence.ts'
 import type { BoardUpdate } from '../crdt/board.ts'
 import type { Logger } from '../util/logger.ts'
+import type { Allowlist } from './allowlist.ts'
 
 /** A worker node (claims work, persists, heartbeats) or a light client (status, submit, tui). */
 export type Role = 'node' | 'client'
@@ -22,7 +23,11 @@ export interface MeshNodeInit {
   deadAfterMs?: number
   heartbeatMs?: number
   logger?: Logger
+  /** A client's libp2p identity (`--identity`); nodes keep theirs in the data dir. @default a new key per run */
+  privateKey?: PrivateKey
   connectionGater?: ConnectionGater
+  /** `--allow`: admit connections, gossip and board changes only from these peers (and this node). @default everyone with the swarm key */
+  allow?: Allowlist
   /** May this node become merge leader? @default true for nodes */
   eligible?: boolean
   /** Test and benchmark knob: hold every inbound gossip message this long before handling it. */
@@ -41,6 +46,8 @@ export interface NodeStats {
   gossipSent: { messages: number, bytes: number }
   /** Bytes of anti-entropy sync sessions, both directions, for metrics. */
   syncBytes: { in: number, out: number }
+  /** Board changes refused for their author (see `ReplicationStats.refusedAuthors`): peer id, else actor tag. */
+  refusedAuthors: Record<string, number>
 }
 
 export interface MeshNodeEvents {

@@ -11,6 +11,7 @@ import { toError } from '../util/errors.ts'
 import type { PeerIdString, Task } from '../crdt/schema.ts'
 import { checkpointBranch } from '../git/worktree.ts'
 import { pruneTaskBranches, sweepAtStart } from './disk-bounds.ts'
+import { defaultWorktreesDir, removeLegacyWorktrees } from '../git/worktree.ts'
 
 /** How often a node deletes the branches of cancelled tasks and of merged tasks on main. @default 10 min */
 export const BRANCH_PRUNE_MS = 10 * 60_000
@@ -20,6 +21,8 @@ export interface WorkerInit {
   agent: Agent
   repo: string
   dataDir: string
+  /** Where task and merge worktrees live (`--worktrees`), outside the data dir. @default defaultWorktreesDir(dataDir) */
+  worktreesDir?: string
   branch: string
   slots: number
   setup?: string
@@ -61,6 +64,11 @@ export class Worker {
     this.#init = init
   }
 
+  /** Where this node's worktrees live. */
+  get worktreesDir (): string {
+    return this.#init.worktreesDir ?? defaultWorktreesDir(this.#init.dataDir)
+  }
+
   /** Resolves once the repository is usable and the scheduler runs. */
   get ready (): Promise<void> {
     return this.#ready
@@ -82,6 +90,8 @@ export class Worker {
       // bounded disk: leftovers of an earlier life, and branches no one will read again
       await sweepAtStart(this.#init.dataDir, repo, logger).catch(err => { logger.warn('disk:sweep-failed', { error: toError(err).message }) })
       await pruneTaskBranches(repo, node.board.snapshot(), logger).catch(err => { logger.warn('disk:prune-failed', { error: toError(err).message }) })
+      const legacy = await removeLegacyWorktrees(repo, this.#init.dataDir)
+      if (legacy.length > 0) logger.warn('worktree:legacy-removed', { count: legacy.length, tasks: legacy, worktrees: this.worktreesDir, note: 'worktrees of an older meshwork inside the data dir (left by a crash; their branches and commits are kept, their tasks are rerun by the mesh); worktrees now live outside it' })
       this.#pruneTimer = setInterval(() => {
         if (this.#pruning) return
         this.#pruning = true
@@ -91,7 +101,7 @@ export class Worker {
       const leadership = new Leadership({
         node,
         repo,
-        dataDir: this.#init.dataDir,
+        worktreesDir: this.worktreesDir,
         branch,
         logger,
         // conflicts decided with "agent" are resolved by the same agent the scheduler runs tasks with
@@ -107,7 +117,7 @@ export class Worker {
       const exec = new Execution({
         node,
         repo,
-        dataDir: this.#init.dataDir,
+        worktreesDir: this.worktreesDir,
         branch,
         logger,
         ensureMain: async () => { await leadership.syncMain() },

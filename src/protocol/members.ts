@@ -40,7 +40,9 @@ export const membersViewSchema = z.object({
     text: z.string(),
     at: z.number(),
     peerId: z.string()
-  })).optional()
+  })).optional(),
+  /** Board changes this node refused for their author (peer id, else actor tag) → count. */
+  refused: z.record(z.string().max(128), z.number().int().nonnegative()).optional()
 })
 
 /** What a node reports about the mesh's membership over `/meshwork/members/1`. */

@@ -159,11 +159,12 @@ export function liveSource (init: LiveSourceInit): LiveSource {
 
 /**
  * The TUI's actions: exactly the calls `meshwork resolve`, `cancel` and
- * `retry` make, with the same `by` (user@host) for decisions.
+ * `retry` make (a decision records the client's peer id as `by`; `by` here is
+ * the cancel's user@host).
  */
 export function liveActions (client: Client, by: string): TuiActions {
   return {
-    resolve: async (conflictId, action) => { await resolveConflict(client, conflictId, action, '', by) },
+    resolve: async (conflictId, action) => { await resolveConflict(client, conflictId, action, '') },
     cancel: async (taskId) => await cancelTask(client, taskId, by),
     retry: async (taskId) => { await retryTask(client, taskId) },
     approve: async (approvalId, allow) => { await answerApproval(client, approvalId, allow, '') }

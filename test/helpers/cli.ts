@@ -27,15 +27,23 @@ const MAX_CAPTURE = 256 * 1024
   }
 }
 
+/** The user config dir of every child (its default client key is there): under this run's temp dir. */
+export const TEST_CONFIG_HOME = join(tmpdir(), 'meshwork-test-config')
+
 const live = new Set<ChildProcess>()
 process.once('exit', () => {
   for (const p of live) { try { p.kill('SIGKILL') } catch {} }
 })
 
-/** The environment children get: ours minus any MESHWORK_* connection settings, plus `extra`. */
+/**
+ * The environment children get: ours minus any MESHWORK_* connection settings, plus `extra`.
+ * Clients keep their key (`--identity` default) under XDG_CONFIG_HOME: one in this run's temp
+ * dir, never the user's own ~/.config.
+ */
 function childEnv (extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {}
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MESHWORK_')) env[k] = v
+  env.XDG_CONFIG_HOME = TEST_CONFIG_HOME
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete env[k]
     else env[k] = v

@@ -1,11 +1,10 @@
-/**
- * The board document as Automerge stores it, and the typed form writers see:
- * each record type is derived from its zod schema (src/crdt/schema.ts), so a
- * board change cannot set a field the schema lacks. Board (src/crdt/board.ts)
- * owns the document; src/crdt/lifecycle.ts makes every state write.
- */
 import * as A from '@automerge/automerge'
-import type { Conflict, MainRef, NodeRecord, Task } from './schema.ts'
+import type { Conflict, MainRef, NodeRecord, Task, TaskId } from './schema.ts'
+
+/*
+ * The board's stored types (what a change writes), its errors and its update
+ * event: what writers and the replication layer share with `Board`.
+ */
 
 /**
  * The stored form of a value of a board schema: every string (branded or not)
@@ -40,6 +39,37 @@ export interface BoardDoc {
   nodes: Record<string, NodeRecordDraft>
   conflicts: Record<string, ConflictRecord>
   main: MainRecord
+}
+
+/** Why a change or sync message from a peer was refused. */
+export class BoardChangeRejectedError extends Error {
+  override name = 'BoardChangeRejectedError'
+}
+
+/**
+ * Changes were refused for who wrote them: an author the node does not admit
+ * (`--allow`), or one that wrote what its role does not allow. `actors` names
+ * the authors, `reason` says why.
+ */
+export class BoardAuthorRefusedError extends BoardChangeRejectedError {
+  override name = 'BoardAuthorRefusedError'
+  readonly actors: string[]
+  readonly reason: string
+  constructor (actors: string[], count: number, reason = 'author not on the allowlist (--allow)') {
+    super(`refused ${count} change(s) by ${actors.length} author(s) (${actors.map(a => a.slice(0, 12)).join(', ')}): ${reason}; rolled back`)
+    this.actors = actors
+    this.reason = reason
+  }
+}
+
+/** A change to the board, local or remote. */
+export interface BoardUpdate {
+  /** true when this node made the change. */
+  local: boolean
+  /** Change bytes of a local change (for broadcast); empty for remote ones. */
+  changes: Uint8Array[]
+  /** Task ids whose record changed. */
+  tasks: TaskId[]
 }
 
 /** Wraps a value as an Automerge scalar string (never a text CRDT: concurrent writes resolve last-writer-wins). */
