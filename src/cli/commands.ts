@@ -21,6 +21,7 @@ export const COMMAND_TABLE: readonly CommandEntry[] = [
   { name: 'resolve', summary: 'Record a human decision for a merge conflict; the merge leader carries it out.', load: async () => (await import('./resolve.ts')).resolveCommand },
   { name: 'cancel', summary: 'Cancel a task that has not merged (stops its agent if running).', load: async () => (await import('./tasks.ts')).cancelCommand },
   { name: 'retry', summary: 'Put a failed or cancelled task back to pending with its attempt count reset.', load: async () => (await import('./tasks.ts')).retryCommand },
+  { name: 'launch', summary: 'Install and start nodes on hosts over ssh (systemd unit, or nohup where there is no systemd) and print each one\'s state.', load: async () => (await import('./launch.ts')).launchCommand },
   { name: 'drain', summary: 'Take a node out: it stops claiming, finishes or hands back its runs, waits for its branches to merge, and leaves.', load: async () => (await import('./drain.ts')).drainCommand },
   { name: 'tui', summary: 'Terminal UI: nodes, the task DAG with live progress and cost, the conflict inbox, keys for resolve, cancel and retry.', load: async () => (await import('./tui.ts')).tuiCommand },
   { name: 'export', summary: 'Print the board as one JSON object (tasks, conflicts, main, nodes), for backups and scripts.', load: async () => (await import('./export.ts')).exportCommand },
