@@ -214,11 +214,10 @@ function systemdWord (w: string): string {
  * a join token.
  */
 export function unitFor (template: string, plan: HostPlan, args: string[], firstWithKey: boolean): string {
-  let unit = template.replace(/^ExecStart=(?:.*\\\n)*.*$/m, `ExecStart=${[plan.bin, 'node', ...args].map(systemdWord).join(' ')}`)
-  if (firstWithKey) {
-    unit = unit.replace(/^Environment=MESHWORK_JOIN_FILE=.*$/m, `Environment=MESHWORK_JOIN_FILE=\nEnvironment=MESHWORK_SWARM_KEY=${plan.conf}/swarm.key`)
-  } else {
-    unit = unit.replace(/^Environment=MESHWORK_JOIN_FILE=.*$/m, `Environment=MESHWORK_JOIN_FILE=${plan.conf}/join.token`)
-  }
-  return unit
+  // replacements by function: a replacement string would read the `$$` of an escaped `$` as one `$`
+  const exec = `ExecStart=${[plan.bin, 'node', ...args].map(systemdWord).join(' ')}`
+  const env = firstWithKey
+    ? `Environment=MESHWORK_JOIN_FILE=\nEnvironment=MESHWORK_SWARM_KEY=${plan.conf}/swarm.key`
+    : `Environment=MESHWORK_JOIN_FILE=${plan.conf}/join.token`
+  return template.replace(/^ExecStart=(?:.*\\\n)*.*$/m, () => exec).replace(/^Environment=MESHWORK_JOIN_FILE=.*$/m, () => env)
 }
