@@ -93,6 +93,8 @@ describe('meshwork launch over ssh', () => {
       const line = lines.find(l => l.startsWith(`root@${h.ip}:`)) ?? ''
       expect(line, why()).toMatch(new RegExp(`^root@${h.ip.replace(/\./g, '\\.')}: ok, nohup \\(no systemd on the host; log .*\\), peer 12D3Koo\\w+, pid \\d+, /ip4/${h.ip.replace(/\./g, '\\.')}/tcp/4001/p2p/12D3Koo\\w+.*, health: \\d+ peers connected, \\d+ nodes alive, Node v\\d+`))
     }
+    // the joiner's health is read once it has a peer: it reached the first node at launch
+    expect(lines.find(l => l.startsWith(`root@${h2.ip}:`)), why()).toMatch(/health: [1-9]\d* peers connected/)
     expect(lines.find(l => l.startsWith(`root@${nobody}:`)), why()).toMatch(/^root@10\.119\.0\.99: FAILED: ssh failed: .+/)
     expect(launched.stdout, why()).toMatch(/join token of the new mesh written to/)
 

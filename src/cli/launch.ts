@@ -75,7 +75,7 @@ export const launchCommand = defineCommand({
     '{host} in --prefix, --data, --repo and --node-args is replaced by each host\'s name or address.',
     '',
     'Example:',
-    '  meshwork launch root@10.0.0.11 root@10.0.0.12 --join-file join.token --node-args "--slots 2 --name {host}"'
+    '  meshwork launch root@10.0.0.11 root@10.0.0.12 --join-file join.token --node-args="--slots 2 --name {host}"'
   ].join('\n'),
   options: {
     join: opt.string({ arg: 'TOKEN', env: 'MESHWORK_JOIN', description: 'Join token of a running node: every host joins that mesh.' }),
@@ -89,7 +89,7 @@ export const launchCommand = defineCommand({
     prefix: opt.string({ arg: 'DIR', description: 'Where meshwork (and a Node from npm) is installed on the host. Default: /opt/meshwork as root, ~/.meshwork otherwise.' }),
     data: opt.string({ arg: 'DIR', description: 'The node\'s --data on the host. Default: /var/lib/meshwork/data under systemd, PREFIX/data under nohup.' }),
     repo: opt.string({ arg: 'DIR', description: 'The node\'s --repo on the host (missing or empty: cloned from the mesh). Default: /var/lib/meshwork/repo under systemd, PREFIX/repo under nohup.' }),
-    'node-args': opt.string({ arg: 'ARGS', description: 'More `meshwork node` options, one string with shell quoting, e.g. "--slots 2 --agent sim"; a flag given here replaces the unit\'s own (--listen, --metrics, --grace).' }),
+    'node-args': opt.string({ arg: 'ARGS', description: 'More `meshwork node` options, one string with shell quoting, given with = since it starts with a dash: --node-args="--slots 2 --agent sim"; a flag given here replaces the unit\'s own (--listen, --metrics, --grace).' }),
     'token-out': opt.string({ arg: 'FILE', description: 'With --swarm-key: write the new mesh\'s join token to FILE (mode 0600), for `--join-file` of later commands.' }),
     timeout: opt.duration({ arg: 'DURATION', default: DEFAULT_HOST_TIMEOUT_MS, description: 'Per host, bound on the whole launch.' }),
     'start-timeout': opt.duration({ arg: 'DURATION', default: DEFAULT_START_TIMEOUT_MS, min: 1000, description: 'How long a started node may take to write its node.json.' }),

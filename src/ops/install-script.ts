@@ -7,6 +7,9 @@
  */
 import { shq, type HostPlan } from './remote.ts'
 
+/** How long the health check waits for a joining node's first peer. @default 20 s */
+export const HEALTH_PEER_WAIT_S = 20
+
 /** Everything the install script needs; secrets come inside the script, on ssh's stdin. */
 export interface InstallParams {
   plan: HostPlan
@@ -42,8 +45,12 @@ function secretFile (file: string, text: string, owner: string | null): string {
   ].join('\n')
 }
 
-/** Node fetches the metrics page and prints `N peers connected, M nodes alive`. */
-const HEALTH_JS = String.raw`fetch("http://"+process.argv[1]+"/metrics").then(r=>r.text()).then(t=>{const g=n=>{const m=new RegExp("^meshwork_"+n+" (\\S+)$","m").exec(t);return m?Number(m[1]):"?"};console.log(g("connected_peers")+" peers connected, "+g("peers\\{state=\"alive\"\\}")+" nodes alive")}).catch(e=>console.log("metrics unreachable: "+e.message))`
+/**
+ * Node reads the metrics page and prints `N peers connected, M nodes alive`;
+ * a joining node (argv[2] = seconds to wait) is read again until it has a peer
+ * or the time is up, so its line tells whether it reached the mesh.
+ */
+const HEALTH_JS = String.raw`const [addr,wait]=process.argv.slice(1);const end=Date.now()+Number(wait)*1000;const g=(t,n)=>{const m=new RegExp("^meshwork_"+n+" (\\S+)$","m").exec(t);return m?Number(m[1]):NaN};(async()=>{for(;;){let t;try{t=await (await fetch("http://"+addr+"/metrics")).text()}catch(e){console.log("metrics unreachable: "+e.message);return}const c=g(t,"connected_peers");if(c>0||Date.now()>=end){console.log(c+" peers connected, "+g(t,"peers\\{state=\"alive\"\\}")+" nodes alive");return}await new Promise(r=>setTimeout(r,250))}})()`
 
 /** The install-and-start script for one host. */
 export function installScript (p: InstallParams): string {
@@ -130,7 +137,7 @@ export function installScript (p: InstallParams): string {
     '  sleep 0.25',
     'done',
     'printf "MESHWORK_NODE %s %s\\n" "$("$NODE" --version)" "$NODE_SRC"',
-    p.metrics !== null ? `printf "MESHWORK_HEALTH %s\\n" "$("$NODE" -e ${shq(HEALTH_JS)} ${shq(p.metrics)})"` : 'echo "MESHWORK_HEALTH running (no --metrics to ask)"',
+    p.metrics !== null ? `printf "MESHWORK_HEALTH %s\\n" "$("$NODE" -e ${shq(HEALTH_JS)} ${shq(p.metrics)} ${p.secret.kind === 'join' ? HEALTH_PEER_WAIT_S : 0})"` : 'echo "MESHWORK_HEALTH running (no --metrics to ask)"',
     'printf "MESHWORK_RESULT %s\\n" "$(tr -d "\\n" < "$DATA/node.json")"',
     ''
   )
