@@ -49,7 +49,7 @@ async function warmNpmCache (dir: string): Promise<void> {
   const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }
   const v = process.versions.node
   const specs = [...Object.entries(pkg.dependencies).map(([n, r]) => `${n}@${r}`), `node@${v}`, `node-${process.platform}-${process.arch}@${v}`]
-  await run('npm', ['install', '--prefix', join(dir, 'warm'), '--no-audit', '--no-fund', '--prefer-offline', '--ignore-scripts', '--no-save', '--force', ...specs], { cwd: dir, env: cleanEnv(), timeout: 300_000, maxBuffer: 32 << 20 })
+  await run('npm', ['install', '--prefix', join(dir, 'warm'), '--no-audit', '--no-fund', '--prefer-offline', '--ignore-scripts', '--no-save', ...specs], { cwd: dir, env: cleanEnv(), timeout: 300_000, maxBuffer: 32 << 20 })
 }
 
 describe('meshwork launch over ssh', () => {
