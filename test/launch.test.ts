@@ -7,7 +7,8 @@
  * when the host's is older), starts the nodes under nohup (no systemd here),
  * and a third, unreachable host fails in one line without stopping the
  * others. The two nodes form a mesh and merge a sim task submitted from the
- * laptop. The namespaces have no route out, so the hosts' npm installs from
+ * laptop; launching one host again replaces its node in place (same peer id,
+ * a new process, the old one stopped) and it rejoins. The namespaces have no route out, so the hosts' npm installs from
  * the npm cache, which the test fills first from the machine's own namespace.
  */
 import { describe, it, expect, afterAll } from 'vitest'
@@ -53,7 +54,7 @@ async function warmNpmCache (dir: string): Promise<void> {
 }
 
 describe('meshwork launch over ssh', () => {
-  it('launches two nodes through sshd in two namespaces; they form a mesh and merge a task; an unreachable host fails alone', async (ctx) => {
+  it('launches two nodes through sshd in two namespaces; they form a mesh and merge a task; an unreachable host fails alone; a second launch upgrades in place', async (ctx) => {
     const noNetns = await netnsUnavailable()
     if (noNetns !== null) { ctx.skip(true, noNetns); return }
     const sshd = await ensureSshd()
@@ -81,6 +82,8 @@ describe('meshwork launch over ssh', () => {
       '--prefix', join(dir, '{host}', 'opt'), '--data', join(dir, '{host}', 'data'), '--repo', join(dir, '{host}', 'repo'),
       '--node-args=--agent sim --name {host}'
     ]
+    const sshOpts = args.slice(args.indexOf('--identity-file'), args.indexOf('--prefix'))
+    const placeArgs = args.slice(args.indexOf('--prefix'))
     const launched = await net.exec(laptop, process.execPath, args, { env: cleanEnv(), timeoutMs: 8 * 60_000 }).then(
       r => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
       (err: { code?: number, stdout?: string, stderr?: string, message: string }) => ({ code: typeof err.code === 'number' ? err.code : -1, stdout: err.stdout ?? '', stderr: (err.stderr ?? '') + '\n' + err.message })
@@ -122,5 +125,22 @@ describe('meshwork launch over ssh', () => {
         timeoutMs: 30_000, intervalMs: 250, message: () => `${h.ip} has no hello.txt on main\n${tail(h.name, nodeLog(h))}`
       })
     }
+
+    // launching again upgrades in place: the old node stops, a new one starts on the same data (same peer id) and rejoins.
+    // The tarball is packed from the dist/ the first launch's `npm pack` built (no second build).
+    const packed = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: ROOT, env: cleanEnv(), maxBuffer: 16 << 20 })
+    const tgz = join(dir, (JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as Array<{ filename: string }>)[0]?.filename ?? 'none')
+    const first = /peer (\S+), pid (\d+)/.exec(lines.find(l => l.startsWith(`root@${h2.ip}:`)) ?? '')
+    const again = await net.exec(laptop, process.execPath, [BIN, 'launch', `root@${h2.ip}`, '--join-file', token, '--tarball', tgz, '--json', ...sshOpts, ...placeArgs], { env: cleanEnv(), timeoutMs: 5 * 60_000 })
+      .catch((err: { stdout?: string, stderr?: string, message: string }) => { throw new Error(`launch again failed: ${err.message}\n${tail('stdout', err.stdout ?? '')}\n${tail('h2', nodeLog(h2))}`) })
+    const [relaunched] = JSON.parse(again.stdout) as Array<{ ok: boolean, peerId: string, pid: number, health: string }>
+    expect(relaunched?.ok, again.stdout + again.stderr).toBe(true)
+    expect(relaunched?.peerId).toBe(first?.[1])
+    expect(relaunched?.pid).not.toBe(Number(first?.[2]))
+    expect(relaunched?.health, tail('h2', nodeLog(h2))).toMatch(/^[1-9]\d* peers connected/)
+    expect(again.stderr).toMatch(/stopping the node started by an earlier launch/)
+    const procStatus = (pid: number): string => { try { return readFileSync(`/proc/${pid}/status`, 'utf8') } catch { return '' } }
+    const state = /^State:\s*(\S)/m.exec(procStatus(Number(first?.[2])))?.[1] ?? 'gone'
+    expect(['gone', 'Z'], 'the first node of h2 still runs').toContain(state)
   }, 900_000)
 })

@@ -115,7 +115,8 @@ export function installScript (p: InstallParams): string {
       // an earlier launch's node (same prefix) stops first: its data dir is the one we start on
       'if [ -f "$PIDFILE" ]; then old=$(cat "$PIDFILE"); if [ -n "$old" ] && grep -q meshwork "/proc/$old/cmdline" 2>/dev/null; then',
       '  step "stopping the node started by an earlier launch (pid $old)"; kill -TERM "$old" 2>/dev/null',
-      '  i=0; while kill -0 "$old" 2>/dev/null; do i=$((i+1)); [ $i -gt 400 ] && fail "the earlier node (pid $old) did not stop within 100 s"; sleep 0.25; done',
+      // a zombie (exited, not yet reaped) has stopped too
+      '  i=0; while kill -0 "$old" 2>/dev/null && ! grep -q "^State:[[:space:]]*Z" "/proc/$old/status" 2>/dev/null; do i=$((i+1)); [ $i -gt 400 ] && fail "the earlier node (pid $old) did not stop within 100 s"; sleep 0.25; done',
       'fi; fi',
       'rm -f "$DATA/node.json"',
       'mkdir -p "$(dirname "$DATA")" "$(dirname "$REPO")"',
