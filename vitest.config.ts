@@ -8,6 +8,8 @@ import { defineConfig } from 'vitest/config'
  */
 export const E2E_FILES = [
   'test/install-pack.test.ts',
+  'test/launch.test.ts',
+  'test/netns-partition.test.ts',
   'test/agent-claude-real.test.ts',
   'test/cli-claude-real.test.ts',
   'test/cli-budget.test.ts',

@@ -22,6 +22,7 @@ export const COMMAND_TABLE: readonly CommandEntry[] = [
   { name: 'approve', summary: 'Allow or deny a permission request that a run of a node started with --approvals waits on.', load: async () => (await import('./approve.ts')).approveCommand },
   { name: 'cancel', summary: 'Cancel a task that has not merged (stops its agent if running).', load: async () => (await import('./tasks.ts')).cancelCommand },
   { name: 'retry', summary: 'Put a failed or cancelled task back to pending with its attempt count reset.', load: async () => (await import('./tasks.ts')).retryCommand },
+  { name: 'launch', summary: 'Install and start nodes on hosts over ssh (systemd unit, or nohup where there is no systemd) and print each one\'s state.', load: async () => (await import('./launch.ts')).launchCommand },
   { name: 'drain', summary: 'Take a node out: it stops claiming, finishes or hands back its runs, waits for its branches to merge, and leaves.', load: async () => (await import('./drain.ts')).drainCommand },
   { name: 'forget', summary: 'Stop counting a node that is gone for good toward the majority the merge leader needs to advance main.', load: async () => (await import('./forget.ts')).forgetCommand },
   { name: 'budget', summary: 'Set the mesh\'s total spending cap (--usd X) or a plan\'s (--plan); alone, print the caps and what is spent.', load: async () => (await import('./budget.ts')).budgetCommand },

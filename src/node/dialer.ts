@@ -109,14 +109,20 @@ export class Dialer implements Startable {
   #redial (): void {
     if (this.#c.host.status !== 'started') return
     const self = this.#c.peerId()
+    // one dial per peer with all its addresses: dialed one by one, the first (a join token lists
+    // 127.0.0.1 first) kept the others out, and on hosts that all listen on port 4001 it is this
+    // node's own listener, so a joiner never tried the address that reaches the peer
+    const byPeer = new Map<string, Multiaddr[]>()
     for (const addr of this.#c.bootstrap) {
       let ma: Multiaddr
       try { ma = multiaddr(addr) } catch { continue }
       const peer = ma.getComponents().find(c => c.name === 'p2p')?.value
       if (peer !== undefined && this.#connected.has(peer)) continue
       if (peer === self) continue
-      void this.#dial([ma], peer ?? addr)
+      const key = peer ?? addr
+      byPeer.set(key, [...(byPeer.get(key) ?? []), ma])
     }
+    for (const [key, addrs] of byPeer) void this.#dial(addrs, key)
     // dead peers are retried less often: a healed partition must find its way back
     const retryDead = this.#redialRound++ % 5 === 0
     // peers remembered from before a restart: at once while this node has no peer, then with the dead ones
