@@ -21,6 +21,7 @@ export const E2E_FILES = [
   'test/drain-export.test.ts',
   'test/cli-forget.test.ts',
   'test/cli-rejoin.test.ts',
+  'test/cli-checkpoint.test.ts',
   'test/metrics.test.ts',
   'test/leader-kill.test.ts',
   'test/leader-partition.test.ts',
