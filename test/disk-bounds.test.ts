@@ -1,13 +1,13 @@
 /** Disk bounds at node start: leftover run dirs and fetch quarantines go; branches of cancelled and merged-on-main tasks go. */
 import { describe, it, expect, afterAll } from 'vitest'
 import { existsSync } from 'node:fs'
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tempDir } from './helpers/mesh.ts'
 import { initRepo, commitFiles, createBranch } from './helpers/git.ts'
 import { task, snapshot } from './helpers/tui.ts'
 import { git, gitText } from '../src/git/git.ts'
-import { pruneTaskBranches, sweepAtStart } from '../src/node/disk-bounds.ts'
+import { pruneTaskBranches, pruneTranscripts, sweepAtStart } from '../src/node/disk-bounds.ts'
 import { createLogger } from '../src/util/logger.ts'
 
 const dirs: string[] = []
@@ -59,5 +59,24 @@ describe('disk bounds', () => {
     expect(removed.sort()).toEqual(['dropped', 'landed'])
     const left = (await gitText(['for-each-ref', '--format=%(refname:strip=2)', 'refs/heads/'], { cwd: repo })).split('\n').sort()
     expect(left).toEqual(['main', 'meshwork/busy', 'meshwork/lost'])
+  })
+
+  it('pruneTranscripts keeps the newest transcripts within the age limit and deletes the rest', async () => {
+    const dir = await tempDir('meshwork-transcripts-')
+    dirs.push(dir)
+    const t = join(dir, 'transcripts')
+    await mkdir(t, { recursive: true })
+    const now = Date.now()
+    const day = 86_400_000
+    // ages in days: 0, 1, 2, 3 and 20
+    for (const [i, age] of [0, 1, 2, 3, 20].entries()) {
+      const f = join(t, `run${i}.jsonl`)
+      await writeFile(f, '{}\n')
+      await utimes(f, (now - age * day) / 1000, (now - age * day) / 1000)
+    }
+    expect(await pruneTranscripts(dir, silent, { now, maxAgeMs: 14 * day, maxFiles: 3 })).toBe(2)
+    expect((await readdir(t)).sort()).toEqual(['run0.jsonl', 'run1.jsonl', 'run2.jsonl'])
+    // no transcripts dir: nothing to do
+    expect(await pruneTranscripts(join(dir, 'none'), silent)).toBe(0)
   })
 })

@@ -1,4 +1,4 @@
-import { readdir, rm } from 'node:fs/promises'
+import { readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { git, gitText } from '../git/git.ts'
 import { gitCommonDir } from '../git/repo.ts'
@@ -29,6 +29,38 @@ export async function sweepAtStart (dataDir: string, repo: string, logger: Logge
   }
   if (runDirs + fetchDirs > 0) logger.info('disk:swept', { runDirs, fetchDirs, note: 'left by an earlier life of this node (no run or fetch is in progress at start)' })
   return { runDirs, fetchDirs }
+}
+
+/** Claude run transcripts (`DATA/transcripts/*.jsonl`) older than this are deleted. @default 14 days */
+export const TRANSCRIPT_MAX_AGE_MS = 14 * 24 * 3_600_000
+/** Transcripts kept at most (the newest). @default 500 */
+export const TRANSCRIPT_MAX_FILES = 500
+
+/**
+ * Keeps `DATA/transcripts` bounded: transcripts older than `maxAgeMs`, and
+ * all but the newest `maxFiles`, are deleted. Returns how many went.
+ */
+export async function pruneTranscripts (dataDir: string, logger: Logger, opts: { maxAgeMs?: number, maxFiles?: number, now?: number } = {}): Promise<number> {
+  const dir = join(dataDir, 'transcripts')
+  const names = await readdir(dir).catch(() => [] as string[])
+  const files: Array<{ path: string, mtime: number }> = []
+  for (const name of names) {
+    const path = join(dir, name)
+    const st = await stat(path).catch(() => null)
+    if (st?.isFile() === true) files.push({ path, mtime: st.mtimeMs })
+  }
+  files.sort((a, b) => b.mtime - a.mtime)
+  const now = opts.now ?? Date.now()
+  const maxAge = opts.maxAgeMs ?? TRANSCRIPT_MAX_AGE_MS
+  const maxFiles = opts.maxFiles ?? TRANSCRIPT_MAX_FILES
+  let removed = 0
+  for (const [i, f] of files.entries()) {
+    if (i < maxFiles && now - f.mtime < maxAge) continue
+    await rm(f.path, { force: true })
+    removed++
+  }
+  if (removed > 0) logger.info('disk:transcripts-pruned', { removed, kept: files.length - removed, note: `transcripts are kept ${Math.round(maxAge / 86_400_000)} days, at most ${maxFiles}` })
+  return removed
 }
 
 /**

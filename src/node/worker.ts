@@ -10,7 +10,7 @@ import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 import type { PeerIdString, Task } from '../crdt/schema.ts'
 import { checkpointBranch } from '../git/worktree.ts'
-import { pruneTaskBranches, sweepAtStart } from './disk-bounds.ts'
+import { pruneTaskBranches, pruneTranscripts, sweepAtStart } from './disk-bounds.ts'
 import { defaultWorktreesDir, removeLegacyWorktrees } from '../git/worktree.ts'
 
 /** How often a node deletes the branches of cancelled tasks and of merged tasks on main. @default 10 min */
@@ -90,12 +90,16 @@ export class Worker {
       // bounded disk: leftovers of an earlier life, and branches no one will read again
       await sweepAtStart(this.#init.dataDir, repo, logger).catch(err => { logger.warn('disk:sweep-failed', { error: toError(err).message }) })
       await pruneTaskBranches(repo, node.board.snapshot(), logger).catch(err => { logger.warn('disk:prune-failed', { error: toError(err).message }) })
+      await pruneTranscripts(this.#init.dataDir, logger).catch(err => { logger.warn('disk:prune-failed', { error: toError(err).message }) })
       const legacy = await removeLegacyWorktrees(repo, this.#init.dataDir)
       if (legacy.length > 0) logger.warn('worktree:legacy-removed', { count: legacy.length, tasks: legacy, worktrees: this.worktreesDir, note: 'worktrees of an older meshwork inside the data dir (left by a crash; their branches and commits are kept, their tasks are rerun by the mesh); worktrees now live outside it' })
       this.#pruneTimer = setInterval(() => {
         if (this.#pruning) return
         this.#pruning = true
-        void pruneTaskBranches(repo, node.board.snapshot(), logger).catch(() => {}).finally(() => { this.#pruning = false })
+        void (async () => {
+          await pruneTaskBranches(repo, node.board.snapshot(), logger)
+          await pruneTranscripts(this.#init.dataDir, logger)
+        })().catch(() => {}).finally(() => { this.#pruning = false })
       }, BRANCH_PRUNE_MS)
       this.#pruneTimer.unref()
       const leadership = new Leadership({
