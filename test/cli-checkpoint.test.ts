@@ -9,7 +9,7 @@ import { describe, it, expect, afterAll } from 'vitest'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { waitFor } from '../src/util/wait.ts'
-import { runCli, startNode, makeTempDir, killAllChildren, removeDir, describeResult, watchStatusJson, nodeStates, type StatusJson, type StatusWatch } from './helpers/cli.ts'
+import { runCli, startNode, killAllChildren, removeDir, describeResult, watchStatusJson, newMeshDir, untilStatus, type StatusJson, type StatusWatch } from './helpers/cli.ts'
 import { gitText } from '../src/git/git.ts'
 
 const dirs: string[] = []
@@ -24,11 +24,7 @@ interface Task { id: string, state: string, node: string | null }
 
 describe('checkpoints through the CLI', () => {
   it('a task whose node is killed -9 after a checkpoint resumes from it on another node', async () => {
-    const dir = await makeTempDir('meshwork-cp-')
-    dirs.push(dir)
-    const keyFile = join(dir, 'swarm.key')
-    const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
-    expect(init.code, describeResult(['init'], init)).toBe(0)
+    const { dir, keyFile } = await newMeshDir('meshwork-cp-', dirs)
     const gate = join(dir, 'gate')
     const agent = ['--agent', 'command', '--agent-cmd', `echo "run on $MESHWORK_NODE" >> log.txt; echo "wrote my line"; while [ ! -f '${gate}' ]; do sleep 0.1; done`, '--checkpoint-every', '300ms', '--suspect-after', '1s', '--dead-after', '3s']
     const a = await startNode({ dir, name: 'a', keyFile, extraArgs: [...agent, '--slots', '0'] })
@@ -36,10 +32,7 @@ describe('checkpoints through the CLI', () => {
     const conn = ['--join', a.info.join]
     const watch = await watchStatusJson(conn)
     watches.push(watch)
-    const until = async (cond: (s: StatusJson) => boolean, what: string): Promise<StatusJson> => await waitFor(() => {
-      const s = watch.latest() as StatusJson | null
-      return s !== null && cond(s) ? s : null
-    }, { timeoutMs: 90_000, intervalMs: 100, message: () => { const s = watch.latest() as StatusJson | null; return `${what}; nodes: ${nodeStates(s)}; tasks: ${JSON.stringify(s?.tasks)}\n${a.describe()}\n${b.describe()}` } })
+    const until = async (cond: (s: StatusJson) => boolean, what: string): Promise<StatusJson> => await untilStatus(watch, cond, what, { context: () => `${a.describe()}\n${b.describe()}` })
     await until(s => s.nodes.filter(n => n.state === 'alive').length === 2 && s.main.leader === a.info.peerId, 'two alive nodes led by a')
     const plan = join(dir, 'plan.yaml')
     await writeFile(plan, 'tasks:\n  - id: t1\n    prompt: append a line\n')

@@ -8,8 +8,7 @@
 import { describe, it, expect, afterAll } from 'vitest'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { waitFor } from '../src/util/wait.ts'
-import { runCli, startNode, makeTempDir, killAllChildren, removeDir, describeResult, watchStatusJson, nodeStates, type StatusJson, type StatusWatch } from './helpers/cli.ts'
+import { runCli, startNode, killAllChildren, removeDir, describeResult, watchStatusJson, newMeshDir, untilStatus, type StatusJson, type StatusWatch } from './helpers/cli.ts'
 
 const dirs: string[] = []
 const watches: StatusWatch[] = []
@@ -24,21 +23,14 @@ interface Quorum { ok: boolean, reachable: number, voters: number, missing: stri
 
 describe('meshwork forget', () => {
   it('a two-node mesh that lost a node merges nothing until the dead node is forgotten', async () => {
-    const dir = await makeTempDir('meshwork-forget-')
-    dirs.push(dir)
-    const keyFile = join(dir, 'swarm.key')
-    const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
-    expect(init.code, describeResult(['init'], init)).toBe(0)
+    const { dir, keyFile } = await newMeshDir('meshwork-forget-', dirs)
     const a = await startNode({ dir, name: 'a', keyFile, extraArgs: ['--agent', 'sim', '--dead-after', '4s', '--suspect-after', '2s'] })
     // b never leads, so a is the leader whichever peer id is smaller
     const b = await startNode({ dir, name: 'b', join: a.info.join, extraArgs: ['--agent', 'sim', '--no-leader', '--dead-after', '4s', '--suspect-after', '2s'] })
     const conn = ['--join', a.info.join]
     const watch = await watchStatusJson(conn)
     watches.push(watch)
-    const until = async (cond: (s: StatusJson) => boolean, timeoutMs: number, what: string): Promise<StatusJson> => await waitFor(() => {
-      const s = watch.latest() as StatusJson | null
-      return s !== null && cond(s) ? s : null
-    }, { timeoutMs, intervalMs: 100, message: () => { const s = watch.latest() as StatusJson | null; return `${what}; nodes: ${nodeStates(s)}; tasks: ${JSON.stringify((s?.tasks as Task[] | undefined)?.map(t => [t.id, t.state]))}; main: ${JSON.stringify(s?.main)}\n${a.describe()}` } })
+    const until = async (cond: (s: StatusJson) => boolean, timeoutMs: number, what: string): Promise<StatusJson> => await untilStatus(watch, cond, what, { timeoutMs, context: () => a.describe() })
     await until(s => s.nodes.filter(n => n.state === 'alive').length === 2 && s.main.leader === a.info.peerId, 60_000, 'two alive nodes with a leading')
 
     const refused = await runCli(['forget', 'b', ...conn], { timeoutMs: 60_000 })

@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { waitFor } from '../src/util/wait.ts'
 import { decodeJoinToken } from '../src/node/join-token.ts'
-import { runCli, startNode, makeTempDir, killAllChildren, removeDir, describeResult, statusJson, nodeStates, readNodeInfo, type StatusJson } from './helpers/cli.ts'
+import { startNode, killAllChildren, removeDir, statusJson, nodeStates, readNodeInfo, newMeshDir, type StatusJson } from './helpers/cli.ts'
 
 const dirs: string[] = []
 afterAll(async () => {
@@ -23,11 +23,7 @@ const aliveCount = (s: StatusJson): number => s.nodes.filter(n => n.state === 'a
 
 describe('finding the mesh again', () => {
   it('the first node, restarted on a new port without --bootstrap, rejoins its peers; a token taken from a node works after that node died', async () => {
-    const dir = await makeTempDir('meshwork-rejoin-')
-    dirs.push(dir)
-    const keyFile = join(dir, 'swarm.key')
-    const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
-    expect(init.code, describeResult(['init'], init)).toBe(0)
+    const { dir, keyFile } = await newMeshDir('meshwork-rejoin-', dirs)
     const fast = ['--agent', 'sim', '--suspect-after', '2s', '--dead-after', '4s']
     const a = await startNode({ dir, name: 'a', keyFile, extraArgs: fast })
     const b = await startNode({ dir, name: 'b', join: a.info.join, extraArgs: fast })

@@ -411,3 +411,32 @@ export async function watchStatusJson (connArgs: string[], timeoutMs = 60_000): 
     }
   }
 }
+
+/** A temp dir (pushed on `dirs` for removal) holding a new mesh's swarm key made with `meshwork init`. */
+export async function newMeshDir (prefix: string, dirs: string[]): Promise<{ dir: string, keyFile: string }> {
+  const dir = await makeTempDir(prefix)
+  dirs.push(dir)
+  const keyFile = join(dir, 'swarm.key')
+  const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
+  if (init.code !== 0) throw new Error(describeResult(['init'], init))
+  return { dir, keyFile }
+}
+
+/**
+ * Waits (bounded) until the watch's newest report satisfies `cond` and
+ * returns it; the failure names `what`, the nodes, tasks and main of the last
+ * report and `context()` (node stderr tails, say).
+ */
+export async function untilStatus (watch: StatusWatch, cond: (s: StatusJson) => boolean, what: string, opts: { timeoutMs?: number, context?: () => string } = {}): Promise<StatusJson> {
+  return await waitFor(() => {
+    const s = watch.latest() as StatusJson | null
+    return s !== null && cond(s) ? s : null
+  }, {
+    timeoutMs: opts.timeoutMs ?? 90_000,
+    intervalMs: 100,
+    message: () => {
+      const s = watch.latest() as StatusJson | null
+      return `${what}; nodes: ${nodeStates(s)}; tasks: ${JSON.stringify(s?.tasks)}; main: ${JSON.stringify(s?.main)}\n${opts.context?.() ?? ''}`
+    }
+  })
+}
