@@ -9,7 +9,7 @@ describe('node health', () => {
     expect(h.state).toEqual(HEALTH_OK)
     expect(h.mayRun(0)).toBe(true)
     expect(h.pauseWithBackoff('key refused', 'credentials', 10_000)).toBe(11_000)
-    expect(h.state).toEqual({ state: 'paused', reason: 'key refused', until: 11_000 })
+    expect(h.state).toEqual({ state: 'paused', reason: 'key refused', until: 11_000, cause: 'credentials' })
     expect(h.mayRun(10_999)).toBe(false)
     expect(h.mayRun(11_000)).toBe(true)
     expect(h.pauseWithBackoff('key refused', 'credentials', 20_000)).toBe(22_000)
