@@ -1,3 +1,10 @@
+/*
+ * Just over 400 lines, on purpose: the Board owns the Automerge document and
+ * every path into it (local changes, gossiped changes, sync messages), so the
+ * write rules and author checks (authors.ts) are applied in one class, beside
+ * the validated snapshot every reader uses. Its stored types live in
+ * board-types.ts, its transitions in lifecycle.ts.
+ */
 import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
 import { forbiddenWrite, unvouchedChanges } from './authors.ts'

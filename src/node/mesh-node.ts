@@ -1,3 +1,10 @@
+/*
+ * Over 400 lines, on purpose: MeshNode is where a node's parts are wired and
+ * started in order (lock, identity, board store, libp2p host with its gater,
+ * then the services: gossip, replication, heartbeats, dialer, known peers,
+ * progress, members) and stopped in reverse; each service is its own file
+ * behind a narrow interface (components.ts), and this class only connects them.
+ */
 import { mkdir } from 'node:fs/promises'
 import { TypedEventEmitter, type PeerId, type Stream, type AbortOptions, type StreamHandler, type StreamHandlerOptions } from '@libp2p/interface'
 import { generateKeyPair } from '@libp2p/crypto/keys'
