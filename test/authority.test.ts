@@ -48,6 +48,9 @@ describe('forbiddenWrite (unit)', () => {
     // what the roles do write
     expect(forbiddenWrite(as(actorForPeer(victim), d => { lifecycle.claim(d, 't1' as TaskId, asPeerId(victim), 0, 1) }), mainId)).toBeNull()
     expect(forbiddenWrite(as(actorForPeer(victim), d => { d.main.head = str(FAKE_HEAD) }), mainId)).toBeNull()
+    // a client sets the mesh's budget (main.budget), and nothing else of main
+    expect(forbiddenWrite(as(sessionActorForPeer(evil), d => { d.main.budget = { usd: 5, at: 1, by: str('me@host') } }), mainId)).toBeNull()
+    expect(forbiddenWrite(as(sessionActorForPeer(evil), d => { d.main.leader = str(evil) }), mainId)).toMatch(/a client wrote main\.leader/)
     expect(forbiddenWrite(as(sessionActorForPeer(evil), d => { lifecycle.cancel(d, 't1' as TaskId) }), mainId)).toBeNull()
   })
 })

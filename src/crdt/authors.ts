@@ -69,14 +69,18 @@ export function isSessionActor (actor: string): boolean {
 /** A peer id in its usual text form (Ed25519, base58btc): how board keys name peers (`nodes[P]`, `claims[P]`). */
 const PEER_KEY = /^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$/
 
+/** The keys of `main` a client may write: the mesh's budget (`meshwork budget --usd`). */
+const CLIENT_MAIN_KEYS = new Set(['budget'])
+
 /**
  * What `change` writes that its author's role does not allow, or null. Every
  * node checks this on every change it receives, gossiped or synced:
  * - an entry keyed by a peer id (a node's registration `nodes[P]`, a claim
  *   `tasks[*].claims[P]`) is made only by that peer: no claim in another
  *   node's name, no registration for it;
- * - a client never writes `main` (head, leader, term, push): main is the
- *   nodes' (the leader's) to move.
+ * - a client never writes `main` (head, leader, term, push, quorum): main is
+ *   the nodes' (the leader's) to move; except `main.budget`, the mesh's
+ *   spending cap that `meshwork budget --usd` sets.
  * `mainId` is the object id of the board's `main` map.
  */
 export function forbiddenWrite (change: A.DecodedChange, mainId: string | null): string | null {
@@ -85,7 +89,7 @@ export function forbiddenWrite (change: A.DecodedChange, mainId: string | null):
   for (const op of change.ops) {
     if (op.action === 'del') continue
     const key = typeof op.key === 'string' ? op.key : ''
-    if (client && mainId !== null && op.obj === mainId) return `a client wrote main.${key}`
+    if (client && mainId !== null && op.obj === mainId && !CLIENT_MAIN_KEYS.has(key)) return `a client wrote main.${key}`
     if (PEER_KEY.test(key) && actorForPeer(key) !== tag) return `wrote an entry of another peer (${key})`
   }
   return null
