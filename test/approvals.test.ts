@@ -217,6 +217,22 @@ describe('the node\'s approval service through meshwork\'s MCP server', () => {
     expect(String(r.message)).toContain('no network from agents')
   })
 
+  it('--always-for-task: later requests of the same tool in the task are allowed without asking; another tool still asks', async () => {
+    const { node, mcp, progress } = await begin(60_000)
+    const first = mcp.approve('Bash', { command: 'npm test' })
+    const a = await openOne(node)
+    node.changeBoard('allow', d => { approvals.decide(d, T1, a.id, { allow: true, by: CLIENT, at: Date.now(), note: '', alwaysForTask: true }) })
+    expect(await first).toEqual({ behavior: 'allow', updatedInput: { command: 'npm test' } })
+    expect(await mcp.approve('Bash', { command: 'npm run lint' })).toEqual({ behavior: 'allow', updatedInput: { command: 'npm run lint' } })
+    expect(approvals.listApprovals(node.board.snapshot())).toHaveLength(1)
+    expect(progress.some(p => p.text.includes('allowed for this task by'))).toBe(true)
+    const other = mcp.approve('WebFetch', { url: 'https://example.com' })
+    const b = await waitFor(() => approvals.listApprovals(node.board.snapshot()).find(x => x.state === 'open'), { timeoutMs: 10_000, message: 'another tool did not ask' })
+    expect(b.tool).toBe('WebFetch')
+    node.changeBoard('deny', d => { approvals.decide(d, T1, b.id, { allow: false, by: CLIENT, at: Date.now(), note: '' }) })
+    expect((await other).behavior).toBe('deny')
+  })
+
   it('denies what nobody answers within the timeout, recording no decider', async () => {
     const { node, mcp } = await begin(300)
     const t0 = Date.now()

@@ -61,11 +61,11 @@ export function findApprovalRequest (snap: BoardSnapshot, id: string): TaskAppro
  * run waits on it reads the answer from the board and lets the tool run, or
  * not. Returns the request id.
  */
-export async function answerApproval (client: Client, idOrTask: string, allow: boolean, note: string): Promise<ApprovalId> {
+export async function answerApproval (client: Client, idOrTask: string, allow: boolean, note: string, alwaysForTask = false): Promise<ApprovalId> {
   const a = findApprovalRequest(client.node.board.snapshot(), idOrTask)
   if (a.state !== 'open') throw new ApprovalClosedError(`permission request "${a.id}" is already ${a.state}${a.by !== null ? ` (by ${a.by})` : ''}${a.note !== '' ? `: ${a.note}` : ''}.`)
   const by = client.node.peerId
-  const ok = client.node.changeBoard(`approval:${allow ? 'allow' : 'deny'} ${a.id}`, d => { approvals.decide(d, a.taskId, a.id, { allow, by, at: Date.now(), note }) })
+  const ok = client.node.changeBoard(`approval:${allow ? 'allow' : 'deny'} ${a.id}`, d => { approvals.decide(d, a.taskId, a.id, { allow, by, at: Date.now(), note, alwaysForTask }) })
   if (!ok) throw new ApprovalClosedError(`permission request "${a.id}" is no longer open.`)
   if (!await client.node.requestSync(client.peer)) {
     throw new Error(`the answer is recorded locally but ${client.peer} did not confirm it; check the node and run the command again`)

@@ -8,7 +8,7 @@ import { UsageError } from '../util/errors.ts'
 export const approveCommand = defineCommand({
   name: 'approve',
   summary: summaryOf('approve'),
-  usage: 'meshwork approve REQUEST_ID|TASK_ID --allow|--deny [--note TEXT] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
+  usage: 'meshwork approve REQUEST_ID|TASK_ID --allow|--deny [--always-for-task] [--note TEXT] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
   details: [
     'A node started with --approvals puts each permission request of its claude runs (a tool use its --allowed-tools',
     'and --permission-mode do not allow, e.g. a Bash command) on the board, and the run waits. `meshwork status` lists the',
@@ -22,14 +22,16 @@ export const approveCommand = defineCommand({
     allow: opt.boolean({ description: 'Let the tool run.' }),
     deny: opt.boolean({ description: 'Refuse it; the agent is told (with the note) and goes on without it.' }),
     note: opt.string({ arg: 'TEXT', default: '', description: 'Why (kept with the answer; a denial\'s note is passed to the agent).' }),
+    'always-for-task': opt.boolean({ description: 'With --allow: also allow every later request of the same tool in this task, without asking.' }),
     ...CLIENT_OPTIONS
   },
   run: async (opts, [id]) => {
     if (opts.allow === opts.deny) throw new UsageError(`meshwork approve needs exactly one of --allow or --deny${opts.allow ? ', not both' : ''}. Usage: meshwork approve REQUEST_ID --allow|--deny [--note TEXT]`)
+    if (opts['always-for-task'] && !opts.allow) throw new UsageError('--always-for-task goes with --allow (it allows the tool for the rest of the task); a denial is for one request.')
     const client = await clientFromOptions(opts)
     try {
-      const rid = await answerApproval(client, id as string, opts.allow, opts.note)
-      process.stdout.write(`${rid}${rid !== id ? ` (the open request of task ${id as string})` : ''}: ${opts.allow ? 'allowed' : 'denied'} by ${client.node.peerId}; the node's run goes on\n`)
+      const rid = await answerApproval(client, id as string, opts.allow, opts.note, opts['always-for-task'])
+      process.stdout.write(`${rid}${rid !== id ? ` (the open request of task ${id as string})` : ''}: ${opts.allow ? 'allowed' : 'denied'}${opts['always-for-task'] ? ', with every later request of the same tool in this task' : ''} by ${client.node.peerId}; the node's run goes on\n`)
       return 0
     } finally {
       await client.close()

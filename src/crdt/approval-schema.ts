@@ -41,7 +41,9 @@ export const approvalSchema = z.object({
   /** When it was answered or expired (epoch ms); null while open. */
   decidedAt: z.number().nullable(),
   /** The decider's note, or why it was denied or expired without a human. */
-  note: z.string()
+  note: z.string(),
+  /** Allowed with `--always-for-task`: every later request of the same tool in this task is allowed without asking. */
+  always: z.boolean().optional()
 })
 export type Approval = z.infer<typeof approvalSchema>
 

@@ -69,8 +69,17 @@ function move (d: BoardDoc, taskId: TaskId, id: ApprovalId, name: ApprovalTransi
 }
 
 /** A human allows or denies an open request; `by` is the deciding client's peer id. */
-export function decide (d: BoardDoc, taskId: TaskId, id: ApprovalId, decision: { allow: boolean, by: string, at: number, note: string }): boolean {
-  return move(d, taskId, id, 'decide', decision.allow ? 'allowed' : 'denied', decision)
+export function decide (d: BoardDoc, taskId: TaskId, id: ApprovalId, decision: { allow: boolean, by: string, at: number, note: string, alwaysForTask?: boolean }): boolean {
+  const moved = move(d, taskId, id, 'decide', decision.allow ? 'allowed' : 'denied', decision)
+  const rec = d.tasks[taskId]?.approvals?.[id]
+  if (moved && decision.allow && decision.alwaysForTask === true && rec !== undefined) rec.always = true
+  return moved
+}
+
+/** The request of `taskId` allowed with `--always-for-task` for `tool`, if any: later requests of that tool in the task need no human. */
+export function standingApproval (task: { approvals?: Record<string, { tool: string, state: string, always?: boolean | undefined }> | undefined }, tool: string): string | null {
+  for (const [id, a] of Object.entries(task.approvals ?? {})) if (a.state === 'allowed' && a.always === true && a.tool === tool) return id
+  return null
 }
 
 /** Nobody answered in time: the request is denied without a human. */

@@ -140,6 +140,14 @@ export class ApprovalService implements ApprovalGate {
   /** Puts one request on the board and waits for its answer. */
   async #ask (run: RunEntry, tool: string, input: Record<string, unknown>, gone: AbortSignal): Promise<PermissionResult> {
     const { node, logger } = this.#init
+    // allowed before with --always-for-task for this tool in this task: no human needed again
+    const task = node.board.task(run.taskId)
+    const standing = task === undefined ? null : approvals.standingApproval(task, tool)
+    if (standing !== null) {
+      logger.info('approval:standing', { task: run.taskId, tool, by: standing })
+      run.onProgress?.({ kind: 'info', text: `${tool} allowed for this task by ${standing} (--always-for-task)` })
+      return { behavior: 'allow', updatedInput: input }
+    }
     const id = approvals.approvalIdFor(run.taskId, randomBytes(3).toString('hex'))
     const at = Date.now()
     const asked = node.changeBoard(`approval:ask ${id}`, d => { approvals.ask(d, run.taskId, { id, node: node.peerId, attempt: run.attempt, tool, input: clipToolInput(input), at }) })
