@@ -472,6 +472,8 @@ function report (r: { quick: boolean, seed: number, nodeCount: number, plan: Cha
   for (const f of r.faults) out.push(`| ${f.n} | ${f.kind} | ${f.target} | ${f.atS.toFixed(1)} | ${f.mergedBefore} | ${f.detail} | ${f.recoveredS.toFixed(1)} s |`)
   out.push('')
   out.push(`Counts: ${r.faults.length} faults injected (${[...new Set(r.faults.map(f => f.kind))].map(k => `${k} ×${r.faults.filter(f => f.kind === k).length}`).join(', ')}) plus the hung verify; ${r.runs} agent runs for ${r.plan.tasks.length} tasks (${r.reruns} re-runs of a task already run once); ${r.mergedEvents} task merges logged by leaders in ${r.terms} term(s); ${r.verifyRuns} verify runs, ${r.verifyTimeouts} verify failure(s) recorded; main kept aside: ${r.keptAsideAll}; node lives: ${r.lives}.`, '')
+  const failed = r.checks.filter(c => !c.ok).map(c => c.name)
+  out.push(failed.length === 0 ? '**Result: PASS** (exit 0): every check below holds.' : `**Result: FAIL** (exit 1): ${failed.join('; ')}.`, '')
   out.push('| check | result | detail |')
   out.push('|---|---|---|')
   for (const c of r.checks) out.push(`| ${c.name} | ${c.ok ? 'PASS' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`)
