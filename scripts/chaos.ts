@@ -390,6 +390,8 @@ async function main (): Promise<void> {
   await obs.close()
   // the marker check sees the run's processes: every node (and its watchdog) before they stop
   const markedBefore = processesWith(marker)
+  // the hung check's shell and its sleep were killed at the timeout, not only with their node
+  const hungChecks = markedBefore.filter(p => p.cmd.includes('sleep 100000') || p.cmd.includes('hanging on'))
   const unmarked = nodes.filter(n => !markedBefore.some(p => p.pid === n.pid)).map(n => n.name)
 
   // stop every node gracefully, then look for anything of the run still alive
@@ -419,8 +421,9 @@ async function main (): Promise<void> {
   const badMoves = [...reflogs].filter(([, r]) => r.bad.length > 0 || r.missing)
   add('each node\'s main only moved forward (reflog)', badMoves.length === 0, badMoves.length === 0 ? [...reflogs].map(([n, r]) => `${n} ${r.forward} forward${r.keptAside > 0 ? ` + ${r.keptAside} back with the old head kept on meshwork/local/` : ''}`).join('; ') : badMoves.map(([n, r]) => `${n}: ${r.missing ? 'no reflog' : r.bad.join(', ')}`).join('; '))
   const hang = taskOf(board, plan.hangId)
-  add('the hung verify ended its task failed, timed out', hang?.state === 'failed' && /--verify timed out after/.test(hang.error ?? '') && !trailers.has(plan.hangId), `${plan.hangId}: ${hang?.state}, "${(hang?.error ?? '').replace(/\s+/g, ' ').slice(0, 160)}"`)
-  add('no task lost', validIds.every(id => taskOf(board, id)?.state === 'merged'), `${validIds.filter(id => taskOf(board, id)?.state === 'merged').length}/${validIds.length} merged, ${plan.hangId} ${hang?.state}${lost().length > 0 ? `; lost: ${lost().map(id => `${id} ("${(taskOf(board, id)?.error ?? '').slice(0, 160)}")`).join('; ')}` : ''}`)
+  add('the hung verify ended its task failed, timed out', hang?.state === 'failed' && /--verify timed out after/.test(hang.error ?? '') && !trailers.has(plan.hangId) && hungChecks.length === 0, `${plan.hangId}: ${hang?.state}, "${(hang?.error ?? '').replace(/\s+/g, ' ').slice(0, 160)}"; hung checks still running at the end of the plan: ${hungChecks.length === 0 ? 'none' : hungChecks.map(p => `${p.pid} ${p.cmd}`).join(' | ')}`)
+  const blocked = validIds.filter(id => taskOf(board, id)?.state === 'pending')
+  add('no task lost', validIds.every(id => taskOf(board, id)?.state === 'merged'), `${validIds.filter(id => taskOf(board, id)?.state === 'merged').length}/${validIds.length} merged, ${plan.hangId} ${hang?.state}${lost().length > 0 ? `; lost: ${lost().map(id => `${id} ("${(taskOf(board, id)?.error ?? '').slice(0, 160)}")`).join('; ')}` : ''}${blocked.length > 0 ? `; never ran, waiting on a lost task: ${blocked.join(', ')}` : ''}`)
   const poisonRuns = nodes.flatMap(n => n.lines.filter(l => l.task === POISON_ID && /^task:/.test(l.event)).map(l => `${n.name} ${l.event}`))
   const poisonBranches = nodes.filter(n => branchExists(n.spec.repo, `meshwork/${POISON_ID}`)).map(n => n.name)
   const quarantinedBy = nodes.filter(n => n.lines.some(l => l.event === 'board:invalid-entry' && l.key === `tasks/${POISON_ID}`)).map(n => n.name)
