@@ -157,6 +157,7 @@ async function main (): Promise<void> {
   mkdirSync(gateDir)
   const plan: ChaosPlan = buildPlan(rand, { waves: kinds.length + 1, perWave: quick ? 2 : 3, gateDir })
   const validIds = plan.waves.flat()
+  const BALLAST_ID = 'disk-ballast'
   const openGate = (k: number): void => { if (k < plan.gates.length) writeFileSync(plan.gates[k] as string, 'open\n') }
 
   const baseEnv: NodeJS.ProcessEnv = {}
@@ -319,6 +320,14 @@ async function main (): Promise<void> {
         const filled = fill(diskMnt)
         disk.filledBytes = filled.bytes
         openGate(k)
+        // a user submits a task with a long prompt meanwhile: a board change larger than any slack left in the
+        // last page of the node's board log (small changes may still fit there, and the node would notice nothing)
+        const via = live().find(n => n !== target) as ChaosNode
+        const ballast = { tasks: [{ id: BALLAST_ID, prompt: `write ${taskFile(BALLAST_ID)}\n${randomBytes(24 * 1024).toString('base64')}`, priority: plan.waves.length + 1, sim: { duration: '100ms', write: { [taskFile(BALLAST_ID)]: `${BALLAST_ID}\n` } } }] }
+        writeFileSync(join(root, 'ballast.json'), JSON.stringify(ballast))
+        const bsub = await cli(['submit', join(root, 'ballast.json'), '--join', via.join], baseEnv, 120_000)
+        if (bsub.code !== 0) throw new Error(`submitting ${BALLAST_ID} failed (${bsub.code}): ${bsub.stderr.slice(-1000)}`)
+        validIds.push(BALLAST_ID)
         await until(() => target.events('node:paused', at).length > 0, 120_000, () => `${target.name} never paused with its disk full`)
         disk.pausedAt = (target.events('node:paused', at)[0] as LogLine).time
         disk.healthPaused = await until(async () => {
@@ -326,9 +335,9 @@ async function main (): Promise<void> {
           const h = v?.members.find(m => m.peerId === target.peerId)?.health
           return h?.state === 'paused' ? String(h.reason) : null
         }, 60_000, () => `${target.name}'s health never read paused in the mesh's view`)
-        // held full while the mesh goes on: until another node starts a run (work this node did not take), bounded
-        const othersWorked = await until(() => nodes.some(n => n !== target && n.events('task:started', disk.pausedAt as number).length > 0), 60_000, () => 'no other node started a run while the disk was full').then(() => true, () => false)
-        if (!othersWorked) log('  (no other node started a run within 60 s of the pause; freeing the disk anyway)')
+        // held full while the mesh goes on: until another node has run the ballast task (ready work this node did not take), bounded
+        const othersWorked = await until(() => nodes.some(n => n !== target && n.events('task:done', at).some(l => l.task === BALLAST_ID)), 90_000, () => `no other node ran ${BALLAST_ID} while the disk was full`).then(() => true, () => false)
+        if (!othersWorked) log(`  (no other node ran ${BALLAST_ID} within 90 s; freeing the disk anyway)`)
         free(filled.file)
         await until(() => target.events('node:resumed', disk.pausedAt as number).length > 0, 120_000, () => `${target.name} never resumed after its disk was freed`)
         disk.resumedAt = (target.events('node:resumed', disk.pausedAt)[0] as LogLine).time
@@ -337,7 +346,7 @@ async function main (): Promise<void> {
           const v = await obs.members()
           return v?.members.find(m => m.peerId === target.peerId)?.health?.state === 'ok'
         }, 60_000, () => `${target.name}'s health never read ok again`)
-        rec.detail = `filled ${(filled.bytes / 2 ** 20).toFixed(1)} MiB; paused ${((disk.pausedAt - at) / 1000).toFixed(1)} s after ("${disk.healthPaused}"), resumed ${((disk.resumedAt - disk.pausedAt) / 1000).toFixed(1)} s later`
+        rec.detail = `filled ${(filled.bytes / 2 ** 20).toFixed(1)} MiB, then a task with a 32 KB prompt submitted through ${via.name}; paused ${((disk.pausedAt - at) / 1000).toFixed(1)} s after ("${disk.healthPaused}"), resumed ${((disk.resumedAt - disk.pausedAt) / 1000).toFixed(1)} s later`
         break
       }
       case 'partition': {
