@@ -7,6 +7,23 @@ import { taskBranch } from '../git/worktree.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
 import { toError } from '../util/errors.ts'
 import type { MergeContext } from './context.ts'
+import { existsSync } from 'node:fs'
+
+/**
+ * Test hook (fault injection), read once when this module loads:
+ * `MESHWORK_FAULT=leader-crash-after-main-move` makes the leader kill itself
+ * with SIGKILL right after it moved its local main for a merge and before the
+ * board records it: the crash the main follower's "kept aside" path exists for
+ * (`npm run chaos`). With `MESHWORK_FAULT_ARM=FILE` it fires only once FILE
+ * exists, so a test can choose the moment. Never set it in production.
+ */
+const FAULT = process.env.MESHWORK_FAULT === 'leader-crash-after-main-move' ? { arm: process.env.MESHWORK_FAULT_ARM ?? null } : null
+
+/** The test hook above: SIGKILLs this process when the fault is set (and armed). */
+function crashAfterMainMoveIfInjected (): void {
+  if (FAULT === null || (FAULT.arm !== null && !existsSync(FAULT.arm))) return
+  process.kill(process.pid, 'SIGKILL')
+}
 
 /**
  * The merge queue, on the leader: done tasks whose branches are here, in
@@ -104,6 +121,7 @@ export class MergeQueue {
           // compare-and-swap from the main the batch was stacked on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
           const how = await advanceBranch(repo, branch, prev, tip)
           if (how === 'lost-race') throw new Error('local main moved during the merge')
+          crashAfterMainMoveIfInjected()
           main.moved(tip)
           for (const m of merged) this.#branchSeen.delete(m.taskId)
           const now = Date.now()

@@ -1,0 +1,504 @@
+/**
+ * `npm run chaos`: faults injected into a live mesh, then a check that nothing
+ * was lost, nothing ran twice into main, main only moved forward and nothing
+ * was left running. Real `meshwork node` processes on 127.0.0.1 (sim agent, 2
+ * slots, short --suspect-after/--dead-after, a `--verify` and a short
+ * `--verify-timeout`), a plan in waves (scripts/chaos/plan.ts), and one fault
+ * after each wave, in an order and at points (how many tasks merged) chosen
+ * by a seeded PRNG:
+ *
+ *   kill          kill -9 of a random node (one running work when there is one), restarted on its --data
+ *   leader-kill   kill -9 of the merge leader, restarted
+ *   leader-crash  the leader SIGKILLs itself after moving its main and before the board records the
+ *                 merge (MESHWORK_FAULT=leader-crash-after-main-move, armed by a file); restarted, it
+ *                 must keep the unpublished merge on meshwork/local/... and the tasks merge again
+ *   disk-full     one node's --data is a small tmpfs, filled to the brim, then freed: it must pause
+ *                 (health paused, disk full), claim nothing meanwhile, and resume
+ *   partition     SIGSTOP of a node until the others hold it dead, then SIGCONT (loopback has no
+ *                 firewall here: a stopped process is unreachable, honestly, but it is not a side
+ *                 of the mesh that keeps working)
+ *   poison        a raw board writer (an in-process light client) writes a task with id `x.lock`
+ *
+ * and throughout: a task whose candidate makes `--verify` hang (it must end failed, timed out).
+ *
+ * After the run: every valid task merged exactly once (trailers on main's
+ * first-parent history), main identical on every node's repo and equal to
+ * the board's (also as each node reports it), each repo's main only moved
+ * forward (reflog; a move back only with the old head kept on
+ * meshwork/local/...), no task lost, the poison task quarantined and never run,
+ * no process of the run left once the nodes stopped. Exit 0 only if all hold.
+ *
+ * Flags: --quick (4 nodes, fewer tasks and kills; leaves docs alone), --seed N,
+ * --nodes N, --keep (keep the temp dir), --no-docs, --json FILE.
+ * Root is needed for the tmpfs of the full disk: without it the run stops at once and says so.
+ * Not in `npm test`: the quick variant takes 2-3 minutes on a shared 2-core host.
+ */
+import { execFileSync, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { prng } from './bench/schedule-dag.ts'
+import { installExitGuards, killAllChildren, register } from './bench/lib/children.ts'
+import { machine, writeSection } from './bench/lib/docs.ts'
+import { buildPlan, taskFile, verifyCommand, type ChaosPlan } from './chaos/plan.ts'
+import { BIN, ChaosNode, type LogLine } from './chaos/nodes.ts'
+import { Observer } from './chaos/observer.ts'
+import { fill, free, mountTmpfs, unmountAll } from './chaos/disk.ts'
+import { backupBranches, branchExists, checkReflog, processesWith, revParse, trailersOnMain, type ReflogCheck } from './chaos/checks.ts'
+import { readSwarmKey } from '../src/node/swarm-key.ts'
+import type { BoardSnapshot, Task } from '../src/crdt/schema.ts'
+
+const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url))
+const SECTION_TITLE = '## Chaos (npm run chaos)'
+const POISON_ID = 'x.lock'
+const SUSPECT_AFTER = '2s'
+const DEAD_AFTER = '5s'
+const VERIFY_TIMEOUT = '4s'
+
+type FaultKind = 'kill' | 'leader-kill' | 'leader-crash' | 'disk-full' | 'partition' | 'poison'
+
+interface FaultRecord {
+  n: number
+  kind: FaultKind
+  target: string
+  /** Seconds since the plan was submitted. */
+  atS: number
+  mergedBefore: number
+  detail: string
+  /** Seconds from injection to recovery (node back and seen alive, or the mesh resumed). */
+  recoveredS: number
+}
+
+interface Check { name: string, ok: boolean, detail: string }
+
+const log = (line: string): void => { process.stderr.write(`chaos: ${line}\n`) }
+
+installExitGuards('chaos')
+
+// ---------------------------------------------------------------------------
+
+let root = ''
+let keep = false
+process.on('exit', () => {
+  killAllChildren()
+  unmountAll()
+  if (root !== '' && !keep) { try { rmSync(root, { recursive: true, force: true }) } catch {} }
+})
+
+/** A task that will not change any more: merged, failed, cancelled, or waiting on a dependency that did not merge and never will. */
+function settled (b: BoardSnapshot, id: string, seen = new Set<string>()): boolean {
+  const t = taskOf(b, id)
+  if (t === undefined) return false
+  if (['merged', 'failed', 'cancelled'].includes(t.state)) return true
+  if (t.state !== 'pending' || seen.has(id)) return false
+  seen.add(id)
+  return t.deps.some(d => { const dt = taskOf(b, d); return dt !== undefined && dt.state !== 'merged' && settled(b, d, seen) })
+}
+
+/** A task of the board by its id as plain text. */
+const taskOf = (b: BoardSnapshot, id: string): Task | undefined => (b.tasks as ReadonlyMap<string, Task>).get(id)
+
+function shuffle<T> (rand: () => number, xs: T[]): T[] {
+  const a = [...xs]
+  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(rand() * (i + 1)); [a[i], a[j]] = [a[j] as T, a[i] as T] }
+  return a
+}
+
+async function cli (args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const proc = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  register(proc)
+  let out = ''
+  let err = ''
+  proc.stdout.on('data', (b: Buffer) => { out += b.toString() })
+  proc.stderr.on('data', (b: Buffer) => { err = (err + b.toString()).slice(-20_000) })
+  let timer: NodeJS.Timeout | undefined
+  const code = await Promise.race([
+    new Promise<number | null>(resolve => { proc.once('close', c => { resolve(c) }) }),
+    new Promise<'timeout'>(resolve => { timer = setTimeout(() => { resolve('timeout') }, timeoutMs) })
+  ])
+  clearTimeout(timer)
+  if (code === 'timeout') { proc.kill('SIGKILL'); throw new Error(`meshwork ${args[0]}: no exit within ${timeoutMs} ms\n${err.slice(-2000)}`) }
+  return { code, stdout: out, stderr: err }
+}
+
+async function main (): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      seed: { type: 'string', default: '1' },
+      nodes: { type: 'string' },
+      keep: { type: 'boolean', default: false },
+      'no-docs': { type: 'boolean', default: false },
+      json: { type: 'string' }
+    }
+  })
+  const quick = values.quick === true
+  keep = values.keep === true
+  const seed = Number(values.seed)
+  if (!Number.isInteger(seed)) throw new Error(`--seed must be an integer, got ${JSON.stringify(values.seed)}`)
+  const nodeCount = values.nodes === undefined ? (quick ? 4 : 5) : Number(values.nodes)
+  if (!Number.isInteger(nodeCount) || nodeCount < 3 || nodeCount > 8) throw new Error(`--nodes must be an integer from 3 to 8, got ${JSON.stringify(values.nodes)}`)
+  if (Number(process.versions.node.split('.')[0]) < 22) throw new Error(`Node ${process.version} cannot run meshwork; use npm run chaos (the pinned Node)`)
+  const rand = prng(seed)
+  const started = Date.now()
+  const mach = machine(tmpdir())
+
+  root = mkdtempSync(join(tmpdir(), 'meshwork-chaos-'))
+  const marker = `chaos-run-${randomBytes(6).toString('hex')}`
+  log(`seed ${seed}, ${nodeCount} nodes, ${quick ? 'quick' : 'full'} run in ${root}; marker ${marker}`)
+
+  // faults: one after each wave, in a seeded order
+  const kinds: FaultKind[] = shuffle(rand, quick
+    ? ['kill', 'leader-kill', 'leader-crash', 'disk-full', 'partition', 'poison']
+    : ['kill', 'kill', 'kill', 'leader-kill', 'leader-crash', 'disk-full', 'partition', 'poison'])
+  const gateDir = join(root, 'gates')
+  mkdirSync(gateDir)
+  const plan: ChaosPlan = buildPlan(rand, { waves: kinds.length + 1, perWave: quick ? 2 : 3, gateDir })
+  const validIds = plan.waves.flat()
+  const BALLAST_ID = 'disk-ballast'
+  const openGate = (k: number): void => { if (k < plan.gates.length) writeFileSync(plan.gates[k] as string, 'open\n') }
+
+  const baseEnv: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MESHWORK_')) baseEnv[k] = v
+  const armFile = join(root, 'arm-leader-crash')
+  const nodeEnv: NodeJS.ProcessEnv = { ...baseEnv, CHAOS_RUN_ID: marker, MESHWORK_FAULT: 'leader-crash-after-main-move', MESHWORK_FAULT_ARM: armFile }
+  const keyFile = join(root, 'swarm.key')
+  const init = await cli(['init', '--out', keyFile], baseEnv, 60_000)
+  if (init.code !== 0) throw new Error(`meshwork init failed: ${init.stderr}`)
+  const repo0 = join(root, 'repo-n0')
+  mkdirSync(repo0)
+  const g = (args: string[]): void => { execFileSync('git', ['-C', repo0, ...args], { stdio: 'ignore' }) }
+  g(['init', '-q', '-b', 'main'])
+  g(['config', 'user.email', 'chaos@example.invalid'])
+  g(['config', 'user.name', 'chaos'])
+  writeFileSync(join(repo0, 'README.md'), '# chaos\n')
+  g(['add', '.'])
+  g(['commit', '-q', '-m', 'start'])
+
+  // the disk-full node: its --data on a tmpfs
+  const diskIdx = 1 + Math.floor(rand() * (nodeCount - 1))
+  const diskMnt = join(root, `disk-n${diskIdx}`)
+  try {
+    mountTmpfs(diskMnt, '24m')
+  } catch (err) {
+    throw new Error(`cannot mount a tmpfs for the full-disk fault (run as root): ${(err as Error).message.split('\n')[0]}`)
+  }
+
+  const common = ['--agent', 'sim', '--slots', '2', '--suspect-after', SUSPECT_AFTER, '--dead-after', DEAD_AFTER, '--verify', verifyCommand(plan.hangId, marker), '--verify-timeout', VERIFY_TIMEOUT, '--log-level', 'info']
+  const logDir = join(root, 'logs')
+  mkdirSync(logDir)
+  const mk = (i: number, conn: string[]): ChaosNode => new ChaosNode({
+    name: `n${i}`,
+    repo: join(root, `repo-n${i}`),
+    data: i === diskIdx ? join(diskMnt, 'data') : join(root, `data-n${i}`),
+    args: [...common, ...conn],
+    env: nodeEnv,
+    logDir
+  })
+  const nodes: ChaosNode[] = [mk(0, ['--swarm-key', keyFile])]
+  await (nodes[0] as ChaosNode).start(120_000)
+  for (let i = 1; i < nodeCount; i++) nodes.push(mk(i, ['--join', (nodes[0] as ChaosNode).join]))
+  await Promise.all(nodes.slice(1).map(async n => { await n.start(120_000) }))
+  const byPeer = (p: string | null): ChaosNode | undefined => nodes.find(n => n.peerId === p)
+  const expectedDown = new Set<ChaosNode>()
+
+  /** Bounded wait on a condition; fails at once when a node died that the run did not take down. */
+  const until = async <T>(cond: () => Promise<T | null | false> | T | null | false, timeoutMs: number, what: () => string, intervalMs = 250): Promise<T> => {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const v = await cond()
+      if (v !== null && v !== false) return v
+      for (const n of nodes) {
+        if (n.exit !== null && !expectedDown.has(n)) throw new Error(`node ${n.name} exited by itself (${n.exit.code ?? n.exit.signal}) while waiting for: ${what()}\n${n.tail()}`)
+      }
+      if (Date.now() >= deadline) throw new Error(`${what()} (waited ${Math.round(timeoutMs / 1000)} s)`)
+      await new Promise(resolve => setTimeout(resolve, intervalMs))
+    }
+  }
+
+  const key = await readSwarmKey(keyFile)
+  const obs = await Observer.connect(key, nodes, 60_000)
+  let board: BoardSnapshot = await obs.board()
+  const live = (): ChaosNode[] => nodes.filter(n => n.running && !n.stopped)
+  await until(async () => {
+    board = await obs.board()
+    const view = await obs.members()
+    const alive = view?.members.filter(m => m.state === 'alive' && byPeer(m.peerId) !== undefined).length ?? 0
+    return board.main.leader !== null && alive === nodeCount && nodes.every(n => revParse(n.spec.repo, 'refs/heads/main') !== null)
+  }, 300_000, () => `the mesh did not come up (every node alive, a leader, main cloned everywhere); leader ${board.main.leader}`, 500)
+  log(`mesh up: ${nodes.map(n => `${n.name}=${n.peerId.slice(-6)}`).join(' ')}, leader ${byPeer(board.main.leader)?.name}, disk-full node n${diskIdx}`)
+
+  // the plan, through the CLI as a user submits it
+  const planFile = join(root, 'plan.json')
+  writeFileSync(planFile, JSON.stringify({ tasks: plan.tasks }, null, 1))
+  const t0 = Date.now()
+  const sub = await cli(['submit', planFile, '--join', (nodes[0] as ChaosNode).join], baseEnv, 120_000)
+  if (sub.code !== 0) throw new Error(`submit failed (${sub.code}): ${sub.stderr}`)
+  const sinceT0 = (): number => (Date.now() - t0) / 1000
+  log(`submitted ${plan.tasks.length} tasks (${validIds.length} in ${plan.waves.length} waves + ${plan.hangId}); faults in order: ${kinds.join(', ')}`)
+
+  const mergedCount = async (): Promise<number> => {
+    board = await obs.board()
+    return validIds.filter(id => taskOf(board, id)?.state === 'merged').length
+  }
+  const states = (): string => [...board.tasks.values()].map(t => `${t.id}=${t.state}`).join(' ')
+  const seenBy = (target: ChaosNode, event: string, since: number): boolean =>
+    nodes.some(n => n !== target && n.running && n.events(event, since).some(l => l.peer === target.peerId))
+
+  /** Waits until the others hold `target` dead, restarts it on its --data, waits until they see it alive. */
+  const restartAfterDeath = async (target: ChaosNode, since: number): Promise<void> => {
+    await until(() => seenBy(target, 'peer:dead', since), 90_000, () => `nobody held ${target.name} dead after its kill`)
+    const at = Date.now()
+    await target.start(180_000)
+    expectedDown.delete(target)
+    await until(() => seenBy(target, 'peer:alive', at), 120_000, () => `nobody saw ${target.name} alive again after its restart`)
+  }
+
+  const faults: FaultRecord[] = []
+  const crash: { node: ChaosNode | null, localMain: string | null, boardMain: string | null } = { node: null, localMain: null, boardMain: null }
+  const disk: { pausedAt: number | null, resumedAt: number | null, filledBytes: number, healthPaused: string | null, claimsWhilePaused: string[] } = { pausedAt: null, resumedAt: null, filledBytes: 0, healthPaused: null, claimsWhilePaused: [] }
+  let cumulative = 0
+  /** Valid tasks that ended failed or cancelled: the run stops injecting and goes to its checks. */
+  const lost = (): string[] => validIds.filter(id => ['failed', 'cancelled'].includes(taskOf(board, id)?.state ?? ''))
+  const lostSeen = new Set<string>()
+  for (let k = 1; k <= kinds.length; k++) {
+    const kind = kinds[k - 1] as FaultKind
+    const prevWave = plan.waves[k - 1] as string[]
+    const threshold = cumulative + 1 + Math.floor(rand() * prevWave.length)
+    cumulative += prevWave.length
+    // a task that failed (or waits on one that did) counts as settled: the faults go on, the checks report the loss
+    await until(async () => { await mergedCount(); return validIds.filter(id => settled(board, id)).length >= threshold }, 600_000, () => `fault ${k} (${kind}) waits for ${threshold} settled tasks; the board: ${states()}`, 500)
+    for (const id of lost()) {
+      if (lostSeen.has(id)) continue
+      lostSeen.add(id)
+      log(`task ${id} is lost: ${taskOf(board, id)?.state} ("${(taskOf(board, id)?.error ?? '').replace(/\s+/g, ' ').slice(0, 300)}")`)
+    }
+    const mergedBefore = await mergedCount()
+    const at = Date.now()
+    const rec: FaultRecord = { n: k, kind, target: '', atS: sinceT0(), mergedBefore, detail: '', recoveredS: 0 }
+    const runningOn = (n: ChaosNode): number => [...board.tasks.values()].filter(t => t.state === 'running' && t.node === n.peerId).length
+    log(`fault ${k}/${kinds.length}: ${kind} at ${rec.atS.toFixed(1)} s, ${mergedBefore} merged`)
+    switch (kind) {
+      case 'kill':
+      case 'leader-kill': {
+        let target: ChaosNode
+        if (kind === 'leader-kill') {
+          target = byPeer(board.main.leader) ?? (live()[0] as ChaosNode)
+        } else {
+          const busy = live().filter(n => runningOn(n) > 0)
+          const pool = busy.length > 0 ? busy : live()
+          target = pool[Math.floor(rand() * pool.length)] as ChaosNode
+        }
+        rec.target = target.name
+        rec.detail = `${target.peerId === board.main.leader ? 'the leader' : 'not the leader'}, ${runningOn(target)} run(s) in flight`
+        await obs.moveOff(target.peerId, live())
+        expectedDown.add(target)
+        const killedAt = Date.now()
+        await target.kill()
+        openGate(k)
+        await restartAfterDeath(target, killedAt)
+        break
+      }
+      case 'leader-crash': {
+        writeFileSync(armFile, 'armed\n')
+        openGate(k)
+        const leaderBefore = byPeer(board.main.leader)
+        const crashed = await until(() => nodes.find(n => n.exit?.signal === 'SIGKILL' && !expectedDown.has(n)) ?? null, 180_000, () => `no leader crashed at a main move after arming (leader ${leaderBefore?.name}); ${states()}`, 20)
+        rmSync(armFile, { force: true })
+        expectedDown.add(crashed)
+        crash.node = crashed
+        crash.localMain = revParse(crashed.spec.repo, 'refs/heads/main')
+        crash.boardMain = (await obs.board()).main.head
+        rec.target = crashed.name
+        rec.detail = `its main ${crash.localMain?.slice(0, 10)}, the board's ${crash.boardMain?.slice(0, 10)}`
+        await obs.moveOff(crashed.peerId, live())
+        await restartAfterDeath(crashed, at)
+        break
+      }
+      case 'disk-full': {
+        const target = nodes[diskIdx] as ChaosNode
+        rec.target = target.name
+        await obs.moveOff(target.peerId, live())
+        const filled = fill(diskMnt)
+        disk.filledBytes = filled.bytes
+        openGate(k)
+        // a user submits a task with a long prompt meanwhile: a board change larger than any slack left in the
+        // last page of the node's board log (small changes may still fit there, and the node would notice nothing)
+        const via = live().find(n => n !== target) as ChaosNode
+        const ballast = { tasks: [{ id: BALLAST_ID, prompt: `write ${taskFile(BALLAST_ID)}\n${randomBytes(24 * 1024).toString('base64')}`, priority: plan.waves.length + 1, sim: { duration: '100ms', write: { [taskFile(BALLAST_ID)]: `${BALLAST_ID}\n` } } }] }
+        writeFileSync(join(root, 'ballast.json'), JSON.stringify(ballast))
+        const bsub = await cli(['submit', join(root, 'ballast.json'), '--join', via.join], baseEnv, 120_000)
+        if (bsub.code !== 0) throw new Error(`submitting ${BALLAST_ID} failed (${bsub.code}): ${bsub.stderr.slice(-1000)}`)
+        validIds.push(BALLAST_ID)
+        await until(() => target.events('node:paused', at).length > 0, 120_000, () => `${target.name} never paused with its disk full`)
+        disk.pausedAt = (target.events('node:paused', at)[0] as LogLine).time
+        disk.healthPaused = await until(async () => {
+          const v = await obs.members()
+          const h = v?.members.find(m => m.peerId === target.peerId)?.health
+          return h?.state === 'paused' ? String(h.reason) : null
+        }, 60_000, () => `${target.name}'s health never read paused in the mesh's view`)
+        // held full while the mesh goes on: until another node has run the ballast task (ready work this node did not take), bounded
+        const othersWorked = await until(() => nodes.some(n => n !== target && n.events('task:done', at).some(l => l.task === BALLAST_ID)), 90_000, () => `no other node ran ${BALLAST_ID} while the disk was full`).then(() => true, () => false)
+        if (!othersWorked) log(`  (no other node ran ${BALLAST_ID} within 90 s; freeing the disk anyway)`)
+        free(filled.file)
+        await until(() => target.events('node:resumed', disk.pausedAt as number).length > 0, 120_000, () => `${target.name} never resumed after its disk was freed`)
+        disk.resumedAt = (target.events('node:resumed', disk.pausedAt)[0] as LogLine).time
+        disk.claimsWhilePaused = target.lines.filter(l => (l.event === 'task:claimed' || l.event === 'task:stolen' || l.event === 'task:started') && l.time > (disk.pausedAt as number) && l.time < (disk.resumedAt as number)).map(l => `${l.event} ${String(l.task)}`)
+        await until(async () => {
+          const v = await obs.members()
+          return v?.members.find(m => m.peerId === target.peerId)?.health?.state === 'ok'
+        }, 60_000, () => `${target.name}'s health never read ok again`)
+        rec.detail = `filled ${(filled.bytes / 2 ** 20).toFixed(1)} MiB, then a task with a 32 KB prompt submitted through ${via.name}; paused ${((disk.pausedAt - at) / 1000).toFixed(1)} s after ("${disk.healthPaused}"), resumed ${((disk.resumedAt - disk.pausedAt) / 1000).toFixed(1)} s later`
+        break
+      }
+      case 'partition': {
+        const pool = live()
+        const target = pool[Math.floor(rand() * pool.length)] as ChaosNode
+        rec.target = target.name
+        rec.detail = `${target.peerId === board.main.leader ? 'the leader' : 'not the leader'}, ${runningOn(target)} run(s) in flight`
+        await obs.moveOff(target.peerId, live())
+        target.sigstop()
+        openGate(k)
+        await until(() => seenBy(target, 'peer:dead', at), 90_000, () => `nobody held the stopped ${target.name} dead`)
+        const contAt = Date.now()
+        target.sigcont()
+        await until(() => seenBy(target, 'peer:alive', contAt), 120_000, () => `nobody saw ${target.name} alive after SIGCONT`)
+        rec.detail += `; stopped ${((contAt - at) / 1000).toFixed(1)} s`
+        break
+      }
+      case 'poison': {
+        rec.target = `raw writer via ${byPeer(obs.peer)?.name ?? obs.peer.slice(-6)}`
+        await obs.writePoison(POISON_ID, taskFile(POISON_ID))
+        openGate(k)
+        await until(() => live().every(n => n.events('board:invalid-entry', at).some(l => l.key === `tasks/${POISON_ID}`)), 90_000, () => `not every node quarantined tasks/${POISON_ID}: ${live().filter(n => !n.events('board:invalid-entry', at).some(l => l.key === `tasks/${POISON_ID}`)).map(n => n.name).join(', ')}`)
+        rec.detail = `task id "${POISON_ID}" written straight into the board; quarantined by every live node`
+        break
+      }
+    }
+    rec.recoveredS = (Date.now() - at) / 1000
+    faults.push(rec)
+    log(`  ${rec.target}: ${rec.detail} (recovered in ${rec.recoveredS.toFixed(1)} s)`)
+  }
+  for (let k = 1; k < plan.gates.length; k++) openGate(k)
+
+  // the end: every valid task merged, the hung one failed
+  await until(async () => {
+    await mergedCount()
+    const hang = taskOf(board, plan.hangId)
+    return validIds.every(id => settled(board, id)) && hang !== undefined && settled(board, plan.hangId)
+  }, quick ? 300_000 : 600_000, () => `the plan did not finish: ${states()}`, 500)
+  if (lost().length > 0) log(`tasks lost: ${lost().join(', ')}`)
+  const planS = sinceT0()
+  const finalMain = board.main.head as string
+  log(`plan finished in ${planS.toFixed(1)} s, main ${finalMain.slice(0, 12)}`)
+  await until(() => nodes.every(n => revParse(n.spec.repo, 'refs/heads/main') === finalMain), 180_000, () => `not every repo's main reached ${finalMain.slice(0, 12)}: ${nodes.map(n => `${n.name}=${revParse(n.spec.repo, 'refs/heads/main')?.slice(0, 12)}`).join(' ')}`)
+  // main as each node reports it
+  const reported = new Map<string, string | null>()
+  for (const n of nodes) {
+    const r = await cli(['status', '--json', '--join', n.join, '--timeout', '60s'], baseEnv, 120_000)
+    reported.set(n.name, r.code === 0 ? (JSON.parse(r.stdout) as { main: { head: string | null } }).main.head : `exit ${r.code}: ${r.stderr.slice(-300)}`)
+  }
+  await obs.close()
+  // the marker check sees the run's processes: every node (and its watchdog) before they stop
+  const markedBefore = processesWith(marker)
+  // the hung check's shell and its sleep were killed at the timeout, not only with their node
+  const hungChecks = markedBefore.filter(p => p.cmd.includes('sleep 100000') || p.cmd.includes('hanging on'))
+  const unmarked = nodes.filter(n => !markedBefore.some(p => p.pid === n.pid)).map(n => n.name)
+
+  // stop every node gracefully, then look for anything of the run still alive
+  const stops = await Promise.all(nodes.map(async n => ({ name: n.name, ...await n.stop(60_000) })))
+  const leftoverDeadline = Date.now() + 20_000
+  let leftovers = processesWith(marker)
+  while (leftovers.length > 0 && Date.now() < leftoverDeadline) {
+    await new Promise(resolve => setTimeout(resolve, 250))
+    leftovers = processesWith(marker)
+  }
+  const wallS = (Date.now() - started) / 1000
+
+  // ---- checks
+  for (const n of nodes) n.poll()
+  const checks: Check[] = []
+  const add = (name: string, ok: boolean, detail: string): void => { checks.push({ name, ok, detail }) }
+  const repo = (nodes[0] as ChaosNode).spec.repo
+  const trailers = trailersOnMain(repo, finalMain)
+  const notOnce = validIds.filter(id => (trailers.get(id)?.length ?? 0) !== 1).map(id => `${id}×${trailers.get(id)?.length ?? 0}`)
+  const strangers = [...trailers.keys()].filter(id => !validIds.includes(id))
+  add('every valid task merged exactly once', notOnce.length === 0 && strangers.length === 0, notOnce.length === 0 && strangers.length === 0 ? `${validIds.length} tasks, one merge commit each on main's first-parent history` : `not once: ${notOnce.join(', ')}; not in the plan: ${strangers.join(', ')}`)
+  const mergeMismatch = validIds.filter(id => taskOf(board, id)?.mergeCommit !== trailers.get(id)?.[0])
+  add('the board\'s merge commits are main\'s', mergeMismatch.length === 0, mergeMismatch.length === 0 ? 'each task\'s mergeCommit is its merge on main' : mergeMismatch.join(', '))
+  const repoMains = nodes.map(n => [n.name, revParse(n.spec.repo, 'refs/heads/main')] as const)
+  add('main identical on every node and equal to the board', repoMains.every(([, m]) => m === finalMain) && [...reported.values()].every(m => m === finalMain), `board ${finalMain.slice(0, 12)}; repos ${repoMains.map(([n, m]) => `${n}=${m?.slice(0, 12)}`).join(' ')}; status through each: ${[...reported].map(([n, m]) => `${n}=${m?.slice(0, 12)}`).join(' ')}`)
+  const reflogs = new Map<string, ReflogCheck>(nodes.map(n => [n.name, checkReflog(n.spec.repo, 'main')]))
+  const badMoves = [...reflogs].filter(([, r]) => r.bad.length > 0 || r.missing)
+  add('each node\'s main only moved forward (reflog)', badMoves.length === 0, badMoves.length === 0 ? [...reflogs].map(([n, r]) => `${n} ${r.forward} forward${r.keptAside > 0 ? ` + ${r.keptAside} back with the old head kept on meshwork/local/` : ''}`).join('; ') : badMoves.map(([n, r]) => `${n}: ${r.missing ? 'no reflog' : r.bad.join(', ')}`).join('; '))
+  const hang = taskOf(board, plan.hangId)
+  add('the hung verify ended its task failed, timed out', hang?.state === 'failed' && /--verify timed out after/.test(hang.error ?? '') && !trailers.has(plan.hangId) && hungChecks.length === 0, `${plan.hangId}: ${hang?.state}, "${(hang?.error ?? '').replace(/\s+/g, ' ').slice(0, 160)}"; hung checks still running at the end of the plan: ${hungChecks.length === 0 ? 'none' : hungChecks.map(p => `${p.pid} ${p.cmd}`).join(' | ')}`)
+  const blocked = validIds.filter(id => taskOf(board, id)?.state === 'pending')
+  add('no task lost', validIds.every(id => taskOf(board, id)?.state === 'merged'), `${validIds.filter(id => taskOf(board, id)?.state === 'merged').length}/${validIds.length} merged, ${plan.hangId} ${hang?.state}${lost().length > 0 ? `; lost: ${lost().map(id => `${id} ("${(taskOf(board, id)?.error ?? '').slice(0, 160)}")`).join('; ')}` : ''}${blocked.length > 0 ? `; never ran, waiting on a lost task: ${blocked.join(', ')}` : ''}`)
+  const poisonRuns = nodes.flatMap(n => n.lines.filter(l => l.task === POISON_ID && /^task:/.test(l.event)).map(l => `${n.name} ${l.event}`))
+  const poisonBranches = nodes.filter(n => branchExists(n.spec.repo, `meshwork/${POISON_ID}`)).map(n => n.name)
+  const quarantinedBy = nodes.filter(n => n.lines.some(l => l.event === 'board:invalid-entry' && l.key === `tasks/${POISON_ID}`)).map(n => n.name)
+  add('the poison task quarantined, never run', !taskOf(board, POISON_ID) !== undefined && board.invalid.includes(`tasks/${POISON_ID}`) && poisonRuns.length === 0 && poisonBranches.length === 0 && !trailers.has(POISON_ID), `absent from the board's tasks, in its invalid list: ${board.invalid.includes(`tasks/${POISON_ID}`)}; quarantined (logged) by ${quarantinedBy.join(', ')}; runs ${poisonRuns.length}, branches ${poisonBranches.length}`)
+  if (crash.node !== null) {
+    const c = crash.node
+    const keptAside = c.lines.filter(l => l.event === 'main:kept-aside')
+    const backups = backupBranches(c.spec.repo)
+    const held = [...backups.values()].includes(crash.localMain ?? '')
+    add('the leader crashed after moving main: its unpublished merge kept aside, re-merged from the board', crash.localMain !== null && crash.localMain !== crash.boardMain && held && keptAside.some(l => l.local === crash.localMain), `${c.name}: main ${crash.localMain?.slice(0, 12)} vs board ${crash.boardMain?.slice(0, 12)}; kept on ${[...backups].filter(([, o]) => o === crash.localMain).map(([b]) => b).join(', ') || 'no backup branch'}; main:kept-aside logged ${keptAside.length}×`)
+  } else {
+    add('the leader crashed after moving main', false, 'the fault did not happen')
+  }
+  if (disk.pausedAt !== null) {
+    add('the full-disk node paused, claimed nothing meanwhile, resumed', disk.resumedAt !== null && disk.claimsWhilePaused.length === 0 && disk.healthPaused !== null && /disk full/.test(disk.healthPaused), `health "${disk.healthPaused}"; paused ${(((disk.resumedAt ?? 0) - disk.pausedAt) / 1000).toFixed(1)} s; while paused: ${disk.claimsWhilePaused.join(', ') || 'no claims'}`)
+  }
+  const forcedStops = stops.filter(s => s.forced).map(s => s.name)
+  add('no process left behind', leftovers.length === 0 && forcedStops.length === 0 && unmarked.length === 0, leftovers.length === 0 ? `${markedBefore.length} processes carried the run's marker before the stop (${unmarked.length === 0 ? 'every node among them' : `NOT ${unmarked.join(', ')}`}), none after${forcedStops.length > 0 ? `; but SIGKILLed after no exit on SIGTERM: ${forcedStops.join(', ')}` : ''}` : leftovers.map(p => `${p.pid} ${p.cmd}`).join(' | '))
+
+  // ---- figures
+  const all = nodes.flatMap(n => n.lines)
+  const runs = all.filter(l => l.event === 'task:started').length
+  const runsPerTask = new Map<string, number>()
+  for (const l of all) if (l.event === 'task:started') runsPerTask.set(String(l.task), (runsPerTask.get(String(l.task)) ?? 0) + 1)
+  const mergedEvents = all.filter(l => l.event === 'merge:done').reduce((s, l) => s + (Array.isArray(l.tasks) ? l.tasks.length : 0), 0)
+  const verifyRuns = all.filter(l => l.event === 'merge:verified').length
+  const verifyTimeouts = all.filter(l => l.event === 'merge:verify-failed').length
+  const keptAsideAll = nodes.map(n => `${n.name} ${n.lines.filter(l => l.event === 'main:kept-aside').length}`).join(', ')
+  const leaders = new Set(all.filter(l => l.event === 'merge:done').map(l => l.term)).size
+  const text = report({ quick, seed, nodeCount, plan, faults, checks, wallS, planS, runs, reruns: runs - runsPerTask.size, mergedEvents, verifyRuns, verifyTimeouts, keptAsideAll, terms: leaders, lives: nodes.map(n => `${n.name} ${n.lives}`).join(', '), mach, diskIdx })
+  process.stdout.write(text + '\n')
+  if (values.json !== undefined) writeFileSync(values.json, JSON.stringify({ seed, quick, faults, checks, wallS, planS, runs }, null, 1))
+  const ok = checks.every(c => c.ok)
+  if (!quick && values['no-docs'] !== true) {
+    await writeSection(DOCS, SECTION_TITLE, text)
+    log(`wrote the section to ${DOCS}`)
+  }
+  if (keep) log(`kept ${root}`)
+  if (!ok) throw new Error(`checks failed: ${checks.filter(c => !c.ok).map(c => c.name).join('; ')}`)
+}
+
+function report (r: { quick: boolean, seed: number, nodeCount: number, plan: ChaosPlan, faults: FaultRecord[], checks: Check[], wallS: number, planS: number, runs: number, reruns: number, mergedEvents: number, verifyRuns: number, verifyTimeouts: number, keptAsideAll: string, terms: number, lives: string, mach: ReturnType<typeof machine>, diskIdx: number }): string {
+  const m = r.mach
+  const out: string[] = [SECTION_TITLE, '']
+  out.push(`Run ${new Date().toISOString()} on ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB RAM, Node ${m.node}, Linux ${m.kernel}, git ${m.git}, temp dirs on ${m.tmpFs}; load average at start ${m.loadAtStart.join(' ')} (a shared host). ${r.quick ? 'QUICK run; ' : ''}seed ${r.seed}; the whole run took ${r.wallS.toFixed(0)} s, the plan ${r.planS.toFixed(0)} s from submit to its last merge.`, '')
+  out.push(`**How.** ${r.nodeCount} real \`meshwork node\` processes on 127.0.0.1 (\`--agent sim --slots 2 --suspect-after ${SUSPECT_AFTER} --dead-after ${DEAD_AFTER} --verify … --verify-timeout ${VERIFY_TIMEOUT}\`), n${r.diskIdx}'s --data on a 24 MiB tmpfs. The plan: ${r.plan.waves.flat().length} tasks in ${r.plan.waves.length} waves (each task writes its own file; ${r.plan.tasks.filter(t => t.deps.length > 0).length} with dependencies on earlier waves), wave k held by a sim \`until\` file that opens when fault k is injected, plus \`${r.plan.hangId}\`, whose candidate makes \`--verify\` hang. One fault after each wave, order and moment (how many tasks merged) from the seeded PRNG. The partition is a SIGSTOP of the node until the others hold it dead (no firewall on this loopback): it is unreachable, but it does not keep working on its side. Checks read the nodes' real repositories (trailers on main's first-parent history, each repo's reflog of main), the board, and /proc (every process carries the run's marker in its environment).`, '')
+  out.push('| # | fault | target | at (s after submit) | merged before | what happened | recovered in |')
+  out.push('|---|---|---|---|---|---|---|')
+  for (const f of r.faults) out.push(`| ${f.n} | ${f.kind} | ${f.target} | ${f.atS.toFixed(1)} | ${f.mergedBefore} | ${f.detail} | ${f.recoveredS.toFixed(1)} s |`)
+  out.push('')
+  out.push(`Counts: ${r.faults.length} faults injected (${[...new Set(r.faults.map(f => f.kind))].map(k => `${k} ×${r.faults.filter(f => f.kind === k).length}`).join(', ')}) plus the hung verify; ${r.runs} agent runs for ${r.plan.tasks.length} tasks (${r.reruns} re-runs of a task already run once); ${r.mergedEvents} task merges logged by leaders in ${r.terms} term(s); ${r.verifyRuns} verify runs, ${r.verifyTimeouts} verify failure(s) recorded; main kept aside: ${r.keptAsideAll}; node lives: ${r.lives}.`, '')
+  const failed = r.checks.filter(c => !c.ok).map(c => c.name)
+  out.push(failed.length === 0 ? '**Result: PASS** (exit 0): every check below holds.' : `**Result: FAIL** (exit 1): ${failed.join('; ')}.`, '')
+  out.push('| check | result | detail |')
+  out.push('|---|---|---|')
+  for (const c of r.checks) out.push(`| ${c.name} | ${c.ok ? 'PASS' : '**FAIL**'} | ${c.detail.replace(/\|/g, '\\|')} |`)
+  return out.join('\n')
+}
+
+main().then(() => { killAllChildren(); process.exit(0) }, (err: unknown) => {
+  killAllChildren()
+  process.stderr.write(`chaos: FAILED: ${(err as Error)?.stack ?? String(err)}\n`)
+  process.exit(1)
+})
