@@ -59,7 +59,17 @@ export interface LocalMain {
   read: () => Promise<string | null>
   /** This node moved the branch to `oid` (null: it may have moved, read it again). */
   moved: (oid: string | null) => void
+  /** The board's main when no live peer could give it to this node, and since when; else null. */
+  missing: () => { oid: string, since: number } | null
 }
+
+/**
+ * How long the merge leader waits for a mesh main that no live peer has
+ * (published by a leader that died before anyone fetched it) before it puts
+ * main back to the last main it has; the lost main's tasks are merged again.
+ * @default 15 s
+ */
+export const MAIN_LOST_MS = 15_000
 
 /** How long the last read of the local main branch is trusted while the board's main equals it. @default 10 s */
 export const MAIN_RECHECK_MS = 10_000

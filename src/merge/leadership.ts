@@ -175,6 +175,15 @@ export class Leadership {
     return await this.#queue.next(this.#agents.job !== null)
   }
 
+  /**
+   * Why no run should start from the mesh main now, or null: the board names a
+   * main that no live peer could give this node (a run would fail to prepare).
+   */
+  mainUnavailable (): string | null {
+    const m = this.#follower.missing()
+    return m === null ? null : `the mesh main ${m.oid.slice(0, 12)} is on no live node this node can reach (its leader may have died right after publishing it); waiting for it, or for the leader to go back to the last main it has`
+  }
+
   /** Brings this repository's main to the mesh main on the board (see `MainFollower`). */
   async syncMain (): Promise<void> {
     await this.#follower.sync()

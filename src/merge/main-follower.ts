@@ -13,6 +13,8 @@ export class MainFollower implements LocalMain {
   #init: LeaderInit
   /** The local main as last read or moved here, and when. */
   #seen: { oid: string, at: number } | null = null
+  /** The mesh main the board names that no live peer could give this node, and since when. */
+  #missing: { oid: string, since: number } | null = null
 
   constructor (init: LeaderInit) {
     this.#init = init
@@ -34,6 +36,15 @@ export class MainFollower implements LocalMain {
   }
 
   /**
+   * The board's main when no live peer could give it to this node (its
+   * leader died right after publishing it, say), and since when; else null.
+   */
+  missing (): { oid: string, since: number } | null {
+    const m = this.#missing
+    return m !== null && m.oid === this.#init.node.board.snapshot().main.head ? m : null
+  }
+
+  /**
    * Keeps this repository's main equal to the mesh main on the board: moves the
    * branch when the commit is here, else fetches it from the leader (or any
    * node that has merged), and brings a clean primary checkout along.
@@ -44,7 +55,7 @@ export class MainFollower implements LocalMain {
     if (target === null) return
     if (this.trusted() === target) return
     const local = await this.read()
-    if (local === target) return
+    if (local === target) { this.#missing = null; return }
     if (!await hasCommit(repo, target)) {
       const leader = node.board.snapshot().main.leader
       const sources = [leader, ...node.membership.alive().map(m => m.peerId)].filter((p): p is PeerIdString => p !== null && p !== node.peerId)
@@ -58,8 +69,12 @@ export class MainFollower implements LocalMain {
           logger.debug('main:fetch-failed', { from: peer, error: toError(err).message })
         }
       }
-      if (!fetched) return
+      if (!fetched) {
+        if (this.#missing?.oid !== target) this.#missing = { oid: target, since: Date.now() }
+        return
+      }
     }
+    this.#missing = null
     // main only moves forward: a local main with commits the mesh main lacks (a person's commit,
     // or a merge this node made as leader and crashed before publishing) is kept on a backup branch
     if (local !== null && !await isAncestor(repo, local, target)) {

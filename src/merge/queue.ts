@@ -6,7 +6,7 @@ import { mainHistory, reconcileMerged, type MainHistory } from '../git/history.t
 import { taskBranch } from '../git/worktree.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
 import { toError } from '../util/errors.ts'
-import type { MergeContext } from './context.ts'
+import { MAIN_LOST_MS, type MergeContext } from './context.ts'
 import { existsSync } from 'node:fs'
 
 /**
@@ -74,7 +74,10 @@ export class MergeQueue {
     if (base === null) return idle()
     if (snap.main.head !== null && main.trusted() !== base && await main.read() !== base) {
       await this.#ctx.syncMain()
-      if (await main.read() !== base) return false
+      if (await main.read() !== base) {
+        await this.#rollBackLostMain(base, term)
+        return false
+      }
     }
     if (snap.main.head !== null && await this.#reconcile(base)) snap = node.board.snapshot()
     if (snap.main.head !== base && snap.main.head !== null) return idle()
@@ -173,6 +176,27 @@ export class MergeQueue {
       if (left.length > 0) node.changeBoard('task:merge-retry', d => { for (const id of left) lifecycle.deferMerge(d, id) })
     }
     return true
+  }
+
+  /**
+   * The board names a main (`lost`) that no live peer has had for
+   * `MAIN_LOST_MS`: its leader died right after publishing it. This leader
+   * puts main back to the last main it has; the reconcile pass then sends the
+   * tasks merged only into the lost main back to the queue, so they merge
+   * again and nothing stalls. If the old leader comes back, its main is kept
+   * on a backup branch by its main follower.
+   */
+  async #rollBackLostMain (lost: string, term: number): Promise<void> {
+    const { node, logger } = this.#ctx.init
+    const m = this.#ctx.main.missing()
+    if (m === null || m.oid !== lost || Date.now() - m.since < MAIN_LOST_MS) return
+    const local = await this.#ctx.main.read()
+    if (local === null || local === lost) return
+    const changed = node.changeBoard('main:rollback', d => {
+      if (String(d.main.head) !== lost || String(d.main.leader) !== node.peerId || d.main.term !== term) return
+      lifecycle.advanceMain(d, local)
+    })
+    if (changed) logger.warn('main:rolled-back', { lost, main: local, term, note: `the mesh main ${lost.slice(0, 12)} is on no live node (its leader died before anyone fetched it): main goes back to ${local.slice(0, 12)} and the tasks merged into the lost main are merged again` })
   }
 
   /**

@@ -4,7 +4,7 @@ import type { ExecutionNode } from './components.ts'
 import type { Task, BoardSnapshot, PeerIdString } from '../crdt/schema.ts'
 import { Worktrees, checkpointBranch, commitEnv, type Worktree } from '../git/worktree.ts'
 import { git, gitText } from '../git/git.ts'
-import { UsageError, toError } from '../util/errors.ts'
+import { MainUnavailableError, UsageError, toError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
 
 /** The repository a node works in is not usable. */
@@ -135,7 +135,7 @@ export class Execution {
     const has = async (): Promise<boolean> => (await git(['cat-file', '-e', `${mesh}^{commit}`], { cwd: this.#init.repo, allowFail: true })).code === 0
     if (!await has()) await this.#init.ensureMain?.()
     // a task must start from a main that contains its dependencies: never from an older one
-    if (!await has()) throw new Error(`the mesh main ${mesh.slice(0, 12)} is not in this repository yet and could not be fetched`)
+    if (!await has()) throw new MainUnavailableError(`the mesh main ${mesh.slice(0, 12)} is not in this repository yet and could not be fetched`)
     return mesh
   }
 

@@ -141,6 +141,7 @@ export class Worker {
         finish: exec.finish,
         cleanup: exec.cleanup,
         checkpoint: exec.checkpoint,
+        holdClaims: () => leadership.mainUnavailable(),
         ...(this.#init.credential !== undefined ? { credential: this.#init.credential } : {}),
         ...(this.#init.checkpointEveryMs !== undefined ? { checkpointEveryMs: this.#init.checkpointEveryMs } : {}),
         context: (t, snap) => taskContext(t, snap, names, exec.resumed.get(t.id)),

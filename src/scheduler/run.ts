@@ -12,7 +12,7 @@ import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentRes
 import { retryBackoffMs } from './claims.ts'
 import { budgetHold, budgetLeft, budgetView, describeHold } from './budget.ts'
 import type { Logger } from '../util/logger.ts'
-import { abortedByTimeout, toError } from '../util/errors.ts'
+import { MainUnavailableError, abortedByTimeout, toError } from '../util/errors.ts'
 
 /** Wall-clock limit of a run (setup and agent) when the task's plan gives no `timeout` (`meshwork node --task-timeout`). @default 2 h */
 export const DEFAULT_TASK_TIMEOUT_MS = 2 * 3_600_000
@@ -123,6 +123,8 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
     cwd = await hooks.prepare?.(t, signal)
   } catch (err) {
     if (signal.aborted) return abortEnd(false, null)
+    // the mesh main is on no live node: not the task's fault, and not this node's either; back without counting
+    if (err instanceof MainUnavailableError) return { kind: 'agent', result: { ...emptyResult(), outcome: 'aborted', error: err.message }, head: null, agentStarted: false }
     return { kind: 'infra', stage: 'prepare', error: toError(err).message, agentStarted: false, result: null }
   }
   if (signal.aborted) return abortEnd(false, null)

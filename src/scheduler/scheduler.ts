@@ -56,6 +56,9 @@ export const MAX_RATE_LIMIT_BACKOFF_MS = 15 * 60_000
 export const STARTUP_QUIET_HEARTBEATS = 3
 /** Default grace for running agents on a graceful stop. @default 30 s */
 export const DEFAULT_STOP_GRACE_MS = 30_000
+/** The health cause of a node that claims and starts nothing for now (`pausedFor`): peers do not wait for its acknowledgements. */
+const HOLD_CAUSE = 'hold'
+
 export interface SchedulerInit {
   node: SchedulerNode
   agent: Agent
@@ -99,6 +102,8 @@ export interface SchedulerInit {
    * reset, and one announced by a peer pauses this node. Absent: not shared.
    */
   credential?: string
+  /** Why this node should start no run now although it could (the mesh main is on no live node), or null. */
+  holdClaims?: () => string | null
 }
 
 interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean, hash: string | null }
@@ -332,15 +337,16 @@ export class Scheduler {
     return Math.max(0, this.effectiveSlots() - this.#pending.size - this.#runs.size)
   }
 
-  /** The health this node announces: paused for a full disk (until space returns), else the agent's health. */
+  /** The health this node announces: paused for a full disk or a mesh main it cannot get (until that ends), else the agent's health. */
   #healthNow (): HealthState {
     const why = this.pausedFor
-    return why !== null ? { state: 'paused', reason: why, until: null } : this.health.state
+    return why !== null ? { state: 'paused', reason: why, until: null, cause: HOLD_CAUSE } : this.health.state
   }
 
   /** Why this node claims nothing now (a full disk), or null; logged when it starts and ends. */
   get pausedFor (): string | null {
-    return this.node.diskFull ? 'disk full: board changes cannot be written' : null
+    if (this.node.diskFull) return 'disk full: board changes cannot be written'
+    return this.#init.holdClaims?.() ?? null
   }
 
   #pausedLogged: string | null = null
@@ -439,7 +445,14 @@ export class Scheduler {
     const me = this.#me()
     // suspect peers too: a peer that is only slow (an overloaded host misses heartbeats) may be claiming
     // the same task right now; a peer that is really gone stops being waited for once it is dead
-    const peers = this.node.membership.members().filter(m => m.state === 'alive' || m.state === 'suspect')
+    // a peer that announces it claims nothing (disk full, no mesh main) is not waited for: it withdraws what it had
+    const peers = this.node.membership.members().filter(m => (m.state === 'alive' || m.state === 'suspect') && m.health?.cause !== HOLD_CAUSE)
+    // this node claims nothing now: what it was settling goes back (a claim made a moment before its disk filled)
+    const held = this.pausedFor
+    if (held !== null) {
+      for (const id of [...this.#pending.keys()]) this.#withdraw(id, held)
+      return
+    }
     for (const [id, claim] of [...this.#pending]) {
       if (claim.settleAt > now) continue
       // settle once every live peer has seen the claim (its heads contain it): a concurrent claim

@@ -53,3 +53,12 @@ export function abortedByTimeout (signal: AbortSignal): boolean {
 export function toError (err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err))
 }
+
+/**
+ * The mesh main the board names is on no live node this one can reach (its
+ * leader died right after publishing it, say): a run cannot start from it. No
+ * fault of the task: the run goes back without counting anything.
+ */
+export class MainUnavailableError extends Error {
+  override name = 'MainUnavailableError'
+}
