@@ -17,6 +17,7 @@ export const E2E_FILES = [
   'test/cli-hints.test.ts',
   'test/cli-mesh.test.ts',
   'test/cli-exec.test.ts',
+  'test/cli-merge.test.ts',
   'test/demo.test.ts',
   'test/drain-export.test.ts',
   'test/cli-forget.test.ts',

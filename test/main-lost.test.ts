@@ -36,7 +36,7 @@ describe('a mesh main on no live node', { timeout: 120_000 }, () => {
     await commitFiles(project, { 'README.md': 'project\n' }, 'project')
     for (const [i, node] of mesh.nodes.entries()) {
       await git(['clone', '-q', project, join(root, `repo${i}`)], { cwd: root })
-      const w = new Worker({ node, agent: simAgent(), repo: join(root, `repo${i}`), dataDir: join(root, `w${i}`), branch: 'main', slots: 1, hasBootstrap: i > 0, logger: silentLogger })
+      const w = new Worker({ node, agent: simAgent(), repo: join(root, `repo${i}`), dataDir: join(root, `w${i}`), branch: 'main', slots: 1, hasBootstrap: i > 0, logger: silentLogger, mainLostMs: 2000 })
       workers.set(node, w)
       await w.start()
       await w.ready

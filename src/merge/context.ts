@@ -20,6 +20,8 @@ export interface LeaderInit {
   electionTimeoutMs?: number
   /** A registered node unreachable this long stops counting toward the majority main needs. @default FORGET_AFTER_MS */
   forgetAfterMs?: number
+  /** How long a mesh main on no live node is waited for before main goes back to the last one here. @default MAIN_LOST_MS */
+  mainLostMs?: number
   /** Merges verified together in one `--verify` run; 1 turns batching off. @default MAX_VERIFY_BATCH */
   batch?: number
   /** The node's agent: resolves conflicts decided with the `agent` action (without one, that action fails with a reason). */

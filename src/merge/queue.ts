@@ -189,7 +189,7 @@ export class MergeQueue {
   async #rollBackLostMain (lost: string, term: number): Promise<void> {
     const { node, logger } = this.#ctx.init
     const m = this.#ctx.main.missing()
-    if (m === null || m.oid !== lost || Date.now() - m.since < MAIN_LOST_MS) return
+    if (m === null || m.oid !== lost || Date.now() - m.since < (this.#ctx.init.mainLostMs ?? MAIN_LOST_MS)) return
     const local = await this.#ctx.main.read()
     if (local === null || local === lost) return
     const changed = node.changeBoard('main:rollback', d => {

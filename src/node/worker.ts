@@ -33,6 +33,8 @@ export interface WorkerInit {
   push?: string
   /** `--forget-after`: an unreachable node stops counting toward the majority main needs after this long. */
   forgetAfterMs?: number
+  /** How long the leader waits for a mesh main on no live node before going back to its own (tests shorten it). */
+  mainLostMs?: number
   /** `--checkpoint-every`: how often a run's worktree is checkpointed; 0: never. */
   checkpointEveryMs?: number
   /** A fingerprint of the agent's credentials: nodes on the same ones share a usage limit. */
@@ -114,7 +116,8 @@ export class Worker {
         ...(this.#init.verify !== undefined ? { verify: this.#init.verify } : {}),
         ...(this.#init.verifyTimeoutMs !== undefined ? { verifyTimeoutMs: this.#init.verifyTimeoutMs } : {}),
         ...(this.#init.push !== undefined ? { push: this.#init.push } : {}),
-        ...(this.#init.forgetAfterMs !== undefined ? { forgetAfterMs: this.#init.forgetAfterMs } : {})
+        ...(this.#init.forgetAfterMs !== undefined ? { forgetAfterMs: this.#init.forgetAfterMs } : {}),
+        ...(this.#init.mainLostMs !== undefined ? { mainLostMs: this.#init.mainLostMs } : {})
       })
       this.leadership = leadership
       leadership.start()
