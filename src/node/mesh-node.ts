@@ -69,7 +69,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly role: Role
   readonly swarmKey: SwarmKey
   readonly membership: Membership
-  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {} }
+  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, streamsRefused: {} }
   readonly name: string
   /** Whether this node may become merge leader (false with --no-leader). */
   readonly eligible: boolean
@@ -245,7 +245,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const t = topics(this.meshId)
     const logger = this.#log
     const gossip = new Gossip({ pubsub: host.services.pubsub, hostStarted: () => host.status === 'started', logger, rejected: this.stats.gossipRejected, sent: this.stats.gossipSent, delayMs: init.gossipDelayMs ?? 0, ...(allow !== undefined ? { admits: (p: string) => allow.has(p) } : {}) })
-    const replication = new BoardReplication({ board, store: this.#store, gossip, topic: t.board, streams: host, heartbeatMs: this.membership.heartbeatMs, stats: this.stats, logger })
+    const replication = new BoardReplication({ board, store: this.#store, gossip, topic: t.board, streams: host, heartbeatMs: this.membership.heartbeatMs, stats: this.stats, logger, ...(init.streamIdleMs !== undefined ? { idleMs: init.streamIdleMs } : {}) })
     const known = isNode ? new KnownPeers({ dataDir: init.dataDir as string, live: () => this.membership.members(), self: () => this.peerId, logger }) : null
     const dialer = new Dialer({ host, membership: this.membership, bootstrap: init.bootstrap ?? [], peerId: () => this.peerId, remembered: () => known?.list() ?? [], logger })
     const heartbeats = new Heartbeats({
@@ -269,7 +269,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     })
     heartbeats.setExtras(() => this.#extras())
     const progress = new Progress({ gossip, topic: t.progress, follow: isNode, peerId: () => this.peerId, onProgress: p => { this.dispatchEvent(new CustomEvent('progress', { detail: p })) } })
-    const members = new MembersProtocol({ streams: host, serve: isNode, view: () => this.membersView() })
+    const members = new MembersProtocol({ streams: host, serve: isNode, view: () => this.membersView(), ...(init.streamIdleMs !== undefined ? { idleMs: init.streamIdleMs } : {}) })
     const services: Services = this.#services = { gossip, replication, heartbeats, dialer, known, progress, members }
     const all: Startable[] = [gossip, replication, members, progress, ...(known !== null ? [known] : []), dialer, heartbeats]
     for (const s of all) await s.start()
