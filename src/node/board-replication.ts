@@ -42,6 +42,10 @@ export interface ReplicationStats {
   streamsRefused: Record<string, number>
 }
 
+/** Authors `refusedAuthors` names one by one; refusals of any more are counted under `OTHER_AUTHORS`. */
+const MAX_REFUSED_AUTHORS = 256
+const OTHER_AUTHORS = 'other'
+
 export interface BoardReplicationComponents {
   board: Board
   /** Where a node persists the board; null for a light client. */
@@ -100,6 +104,17 @@ export class BoardReplication implements Startable {
   /** Peers the sync limits keep state for now (see `prune`). */
   get limitedPeers (): number {
     return this.#limiter.size
+  }
+
+  /**
+   * Drops per-peer state no longer needed: sync limits of peers quiet again,
+   * and heads-ahead marks older than `staleMs` (their peer went quiet before
+   * the two heartbeats that would start a sync; a later heartbeat marks it again).
+   */
+  prune (staleMs = 30 * this.#c.heartbeatMs): void {
+    this.#limiter.prune()
+    const now = Date.now()
+    for (const [peer, since] of this.#syncWanted) if (now - since > staleMs) this.#syncWanted.delete(peer)
   }
 
   /** Waits (bounded) for pending writes, then closes the store. Call after the host stopped. */
@@ -234,7 +249,12 @@ export class BoardReplication implements Startable {
   #refused (err: unknown, peer: string): boolean {
     if (!(err instanceof BoardAuthorRefusedError)) return false
     const authors = err.actors.map(a => actorBelongsTo(a, peer) ? peer : peerTagOfActor(a))
-    for (const a of authors) this.#c.stats.refusedAuthors[a] = (this.#c.stats.refusedAuthors[a] ?? 0) + 1
+    const counts = this.#c.stats.refusedAuthors
+    for (const a of authors) {
+      // bounded: a peer can make up authors without end
+      const key = a in counts || Object.keys(counts).length < MAX_REFUSED_AUTHORS ? a : OTHER_AUTHORS
+      counts[key] = (counts[key] ?? 0) + 1
+    }
     this.#log.warn('board:refused', { peer, authors, reason: err.reason, note: 'refused whole (a sync session is dropped); other peers\' changes still arrive' })
     return true
   }

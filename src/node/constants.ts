@@ -125,6 +125,24 @@ export const GIT_IDLE_MS = 120_000
  */
 export const GIT_SERVES_PER_PEER = 2
 
+/**
+ * How often a node drops what it keeps per peer or per task and no longer
+ * needs (`MeshNode`'s prune timer: membership, sync limits, progress).
+ * @default 60000 ms
+ */
+export const PRUNE_INTERVAL_MS = 60_000
+
+/**
+ * A peer this node has not heard for this long, that is dead or left and not
+ * registered on the board, is dropped from the membership (a node the board
+ * registers stays: it counts toward the majority until `--forget-after` or
+ * `meshwork forget`, and the board would seed it again). Peers that only ever
+ * heartbeated (a node whose board record never arrived, or one made up by a
+ * misbehaving peer) would otherwise be kept for the life of the process.
+ * @default 3600000 ms (1 h)
+ */
+export const MEMBER_PRUNE_AFTER_MS = 3_600_000
+
 /** Gossip topic names of a mesh. */
 export function topics (meshId: string): { board: string, presence: string, progress: string } {
   return {

@@ -8,15 +8,15 @@
 import { mkdir } from 'node:fs/promises'
 import { TypedEventEmitter, type PeerId, type Stream, type AbortOptions, type StreamHandler, type StreamHandlerOptions } from '@libp2p/interface'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { createHost, type Host } from './host.ts'
 import { combineGaters } from './allowlist.ts'
 import { loadOrCreateIdentity } from './identity.ts'
 import type { SwarmKey } from './swarm-key.ts'
 import { encodeJoinToken } from './join-token.ts'
 import { Membership, type Transition } from './membership.ts'
-import { HEARTBEAT_INTERVAL_MS, topics } from './constants.ts'
-import { withTimeout, type Startable } from './service.ts'
+import { HEARTBEAT_INTERVAL_MS, MEMBER_PRUNE_AFTER_MS, PRUNE_INTERVAL_MS, topics } from './constants.ts'
+import { every, withTimeout, type Startable } from './service.ts'
 import { Gossip } from './gossip.ts'
 import { BoardReplication } from './board-replication.ts'
 import { Heartbeats, type PresenceExtras } from './heartbeats.ts'
@@ -30,7 +30,7 @@ import type { MeshNodeEvents, MeshNodeInit, NodeStats, Role } from './types.ts'
 import type { MembersView } from '../protocol/members.ts'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
 import { Board, actorForPeer, sessionActorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
-import { asPeerId, type PeerIdString } from '../crdt/schema.ts'
+import { FINAL_TASK_STATES, asPeerId, type PeerIdString, type TaskState } from '../crdt/schema.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
@@ -86,6 +86,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   #stopping = false
   #loadReport: LoadReport | null = null
   #extras: () => PresenceExtras = () => ({})
+  #stopPrune: (() => void) | null = null
 
   constructor (init: MeshNodeInit) {
     super()
@@ -290,6 +291,33 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     }
     for (const s of [services.progress, services.heartbeats, services.dialer]) await s.afterStart?.()
     services.known?.afterStart()
+    this.#stopPrune = every(PRUNE_INTERVAL_MS, () => { this.prune() }, err => { this.#log.error('timer:failed', { error: toError(err).message }) })
+  }
+
+  /**
+   * Drops what this node keeps per peer or per task and no longer needs
+   * (every PRUNE_INTERVAL_MS): members gone for MEMBER_PRUNE_AFTER_MS that the
+   * board does not register, per-peer sync limits of quiet peers, stale
+   * heads-ahead marks, progress of finished tasks and expired throttles.
+   */
+  prune (): void {
+    const s = this.#services
+    const board = this.#board
+    if (s === null || board === null) return
+    const snap = board.snapshot()
+    const dropped = this.membership.prune(MEMBER_PRUNE_AFTER_MS, p => snap.nodes.has(p))
+    if (dropped.length > 0) this.#log.info('members:pruned', { peers: dropped.length, note: `dead or left for ${MEMBER_PRUNE_AFTER_MS / 60_000} min and not on the board` })
+    const host = this.#host
+    for (const p of dropped) {
+      s.dialer.forget(p)
+      // libp2p's peer store keeps every peer it was told of, in memory, for the life of the process
+      let id: PeerId
+      try { id = peerIdFromString(p) } catch { continue }
+      if (host !== null && host.getConnections(id).length === 0) void host.peerStore.delete(id).catch(() => {})
+    }
+    s.replication.prune()
+    const tasks: ReadonlyMap<string, { state: TaskState }> = snap.tasks
+    s.progress.prune(id => { const st = tasks.get(id)?.state; return st !== undefined && FINAL_TASK_STATES.has(st) })
   }
 
   /**
@@ -303,6 +331,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     s?.gossip.beforeStop()
     s?.dialer.stop()
     s?.heartbeats.beforeStop()
+    this.#stopPrune?.()
+    this.#stopPrune = null
     const host = this.#host
     if (s !== null && host !== null && this.role === 'node' && host.status === 'started') {
       try {
