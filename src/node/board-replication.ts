@@ -3,7 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Stream, Connection, StreamHandler, StreamHandlerOptions, AbortOptions, PeerId } from '@libp2p/interface'
 import { withTimeout, type Startable } from './service.ts'
 import type { Gossip } from './gossip.ts'
-import { MAX_GOSSIP_BYTES, STREAM_IDLE_MS, SYNC_STARTS_PER_PEER, SYNC_STREAMS_PER_PEER } from './constants.ts'
+import { MAX_GOSSIP_BYTES, STREAM_IDLE_MS, SYNC_REFUSED_RETRIES, SYNC_STARTS_PER_PEER, SYNC_STREAMS_PER_PEER } from './constants.ts'
 import { PeerStreamLimiter, type PeerLimits } from './peer-limits.ts'
 import { Board, BoardAuthorRefusedError, actorBelongsTo, peerTagOfActor, type BoardUpdate } from '../crdt/board.ts'
 import type { BoardStore } from '../crdt/store.ts'
@@ -224,19 +224,28 @@ export class BoardReplication implements Startable {
     if (running !== undefined) return running
     const run = (async () => {
       const streams = this.#c.streams
-      if (streams.status !== 'started') return false
       try {
-        const stream = await streams.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
-        const res = await runSyncSession(this.#c.board, stream, true, AbortSignal.timeout(60_000), this.#idleMs)
-        this.#c.stats.syncSessions++
-        this.#c.stats.syncBytes.in += res.bytesIn
-        this.#c.stats.syncBytes.out += res.bytesOut
-        this.#log.debug('sync:done', { peer, ...res })
-        return true
-      } catch (err) {
-        this.#c.stats.syncFailures++
-        if (!this.#refused(err, peer)) this.#log.debug('sync:failed', { peer, error: toError(err).message })
-        return false
+        for (let attempt = 0; ; attempt++) {
+          if (streams.status !== 'started') return false
+          let stream: Stream | undefined
+          try {
+            stream = await streams.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+            const res = await runSyncSession(this.#c.board, stream, true, AbortSignal.timeout(60_000), this.#idleMs)
+            this.#c.stats.syncSessions++
+            this.#c.stats.syncBytes.in += res.bytesIn
+            this.#c.stats.syncBytes.out += res.bytesOut
+            this.#log.debug('sync:done', { peer, ...res })
+            return true
+          } catch (err) {
+            this.#c.stats.syncFailures++
+            if (this.#refused(err, peer)) return false
+            // reset by the peer: how it refuses a sync over its per-peer bounds; a slot is free again shortly
+            const reset = stream?.status === 'reset'
+            this.#log.debug('sync:failed', { peer, error: toError(err).message, ...(reset ? { reset, attempt } : {}) })
+            if (!reset || attempt >= SYNC_REFUSED_RETRIES) return false
+          }
+          await new Promise(resolve => setTimeout(resolve, 250 * 2 ** attempt))
+        }
       } finally {
         this.#syncing.delete(peer)
       }

@@ -74,25 +74,36 @@ export const MAX_STREAM_FRAME_BYTES = 64 * 1024 * 1024
 /**
  * Board sync sessions one peer may run against this node at once, over all its
  * connections. An honest node runs one per peer at a time (`requestSync` joins
- * a running session); a client identity can be open in a few processes at once
- * (a `tui` beside a `resolve`), each with one session. More are refused: the
- * stream is reset at once, logged once per peer and counted in
- * `stats.streamsRefused`.
- * @default 4
+ * a running session); a client identity (`--identity`, one key for every run
+ * of a user) can be open in several processes at once (a `tui` beside a
+ * `resolve`, a script submitting in parallel), each with one session. More are
+ * refused: the stream is reset at once, logged once per peer and counted in
+ * `stats.streamsRefused`; the peer's `requestSync` tries again shortly
+ * (SYNC_REFUSED_RETRIES), so a burst of honest commands is slowed, not failed.
+ * @default 8
  */
-export const SYNC_STREAMS_PER_PEER = 4
+export const SYNC_STREAMS_PER_PEER = 8
 
 /**
  * Sync sessions one peer may start per second (a token bucket: `burst` at
  * once, then `perSecond`). A node starts one when it connects, when a
  * heartbeat shows heads it lacks for two periods and when an oversized change
- * is announced; a client resyncs once a second (CLIENT_RESYNC_MS) plus once per
- * command. A few processes of one client identity together stay under 5 a
- * second; a peer in a loop starts hundreds, each costing this node an
- * Automerge sync computation over the whole board.
- * @default 5 per second, bursts of 20
+ * is announced; a client resyncs once a second (CLIENT_RESYNC_MS) plus once or
+ * twice per command. Several processes of one client identity together stay
+ * well under 10 a second; a peer in a loop starts hundreds, each costing this
+ * node an Automerge sync computation over the whole board.
+ * @default 10 per second, bursts of 40
  */
-export const SYNC_STARTS_PER_PEER = { perSecond: 5, burst: 20 } as const
+export const SYNC_STARTS_PER_PEER = { perSecond: 10, burst: 40 } as const
+
+/**
+ * Times `requestSync` tries again, 250 ms, 500 ms and 1 s later, when the
+ * peer reset the stream before answering (how a node refuses a sync over its
+ * per-peer bounds): a burst of honest commands waits for a slot rather than
+ * failing. A peer that cannot be reached at all is not retried.
+ * @default 3
+ */
+export const SYNC_REFUSED_RETRIES = 3
 
 /**
  * How long a sync or members stream may go without a frame arriving (or one
