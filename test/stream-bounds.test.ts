@@ -27,8 +27,10 @@ import type { MeshNode } from '../src/node/mesh-node.ts'
 import type { LogFields, Logger } from '../src/util/logger.ts'
 import { waitFor } from '../src/util/wait.ts'
 
-/** Idle bound of sync and members streams in these meshes (the product's is STREAM_IDLE_MS). */
-const IDLE_MS = 3000
+/** Idle bound of sync and members streams in the tests of idle streams (the product's is STREAM_IDLE_MS). */
+const IDLE_MS = 2000
+/** Idle bound in the tests of the other bounds: longer than any of them takes, so no stream idles out on its own there. */
+const NO_IDLE_MS = 120_000
 
 let mesh: TestMesh | undefined
 const hosts: Host[] = []
@@ -53,10 +55,10 @@ function recordingLogger (): { logger: Logger, warnings: Array<{ event: string, 
   return { logger, warnings }
 }
 
-/** n0 (whose warnings are recorded) and n1, both honest; sync and members streams idle out after IDLE_MS. */
-async function honestPair (): Promise<{ n0: MeshNode, n1: MeshNode, warnings: Array<{ event: string, fields: LogFields }> }> {
+/** n0 (whose warnings are recorded) and n1, both honest; sync and members streams idle out after `idleMs`. */
+async function honestPair (idleMs: number): Promise<{ n0: MeshNode, n1: MeshNode, warnings: Array<{ event: string, fields: LogFields }> }> {
   const { logger, warnings } = recordingLogger()
-  mesh = await createMesh(0, { streamIdleMs: IDLE_MS })
+  mesh = await createMesh(0, { streamIdleMs: idleMs })
   const n0 = await mesh.add({ logger })
   const n1 = await mesh.add()
   await waitConverged([n0, n1])
@@ -88,12 +90,13 @@ async function honestStillSyncs (from: MeshNode, to: MeshNode, id: string): Prom
 const isOpen = (s: Stream): boolean => s.status === 'open' || s.status === 'closing'
 
 describe('per-peer bounds on sync streams', () => {
-  it(`a peer that opens many sync streams and sends nothing gets ${SYNC_STREAMS_PER_PEER} at most, each closed after the idle time; honest peers sync`, async () => {
-    const { n0, n1, warnings } = await honestPair()
+  it(`a peer that opens many sync streams gets ${SYNC_STREAMS_PER_PEER} at once, the rest are refused; honest peers sync`, async () => {
+    const { n0, n1, warnings } = await honestPair(NO_IDLE_MS)
     const evil = await hostile(n0)
     const evilId = evil.peerId.toString()
     const extra = 3
     const streams: Stream[] = []
+    // opened and never used: each holds one of its sessions
     for (let i = 0; i < SYNC_STREAMS_PER_PEER + extra; i++) {
       streams.push(await evil.dialProtocol(n0.host.peerId, SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) }))
     }
@@ -101,26 +104,43 @@ describe('per-peer bounds on sync streams', () => {
       timeoutMs: 10_000, message: () => `n0 did not refuse the streams over ${SYNC_STREAMS_PER_PEER}: ${JSON.stringify(n0.stats.streamsRefused)}`
     })
     expect(refused(n0, 'sync:too-many-streams')).toBe(extra)
-    // refused at once: reset, while the admitted ones wait for their first frame
-    await waitFor(() => streams.filter(s => !isOpen(s)).length >= extra, { timeoutMs: 10_000, message: 'the refused streams were not reset' })
+    // refused at once (reset), while the admitted ones wait for their first frame
+    await waitFor(() => streams.filter(s => !isOpen(s)).length === extra, { timeoutMs: 10_000, message: 'the refused streams were not reset' })
+    expect(streams.slice(0, SYNC_STREAMS_PER_PEER).every(isOpen)).toBe(true)
+    // one more: refused too, and the peer is logged once however many were refused
+    const more = await evil.dialProtocol(n0.host.peerId, SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+    await waitFor(() => refused(n0, 'sync:too-many-streams') === extra + 1, { timeoutMs: 10_000, message: 'the next stream was not refused' })
+    await waitFor(() => !isOpen(more), { timeoutMs: 10_000, message: 'the next refused stream was not reset' })
+    expect(warnings.filter(w => w.event === 'sync:refused' && w.fields.peer === evilId)).toHaveLength(1)
 
     // meanwhile an honest node syncs with n0 and the boards converge
     await honestStillSyncs(n1, n0, 'while-held')
 
-    // the silent streams are closed once nothing arrived for the idle time
-    await waitFor(() => streams.every(s => !isOpen(s)), { timeoutMs: IDLE_MS + 15_000, message: () => `streams still open: ${streams.filter(isOpen).length}` })
-    await waitFor(() => refused(n0, 'sync:idle') >= SYNC_STREAMS_PER_PEER, { timeoutMs: 10_000, message: () => `idle streams not counted: ${JSON.stringify(n0.stats.streamsRefused)}` })
-    // logged once for the peer, however many were refused
-    expect(warnings.filter(w => w.event === 'sync:refused' && w.fields.peer === evilId)).toHaveLength(1)
-
-    // its slots are free again: the same peer may sync properly now
+    // once the peer lets go of its streams it may sync properly again
+    for (const s of streams) s.abort(new Error('done'))
     const board = Board.create(n0.meshId, actorForPeer(evilId))
-    await runSyncSession(board, await evil.dialProtocol(n0.host.peerId, SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) }), true, AbortSignal.timeout(20_000))
+    await waitFor(async () => {
+      try {
+        await runSyncSession(board, await evil.dialProtocol(n0.host.peerId, SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) }), true, AbortSignal.timeout(20_000))
+        return true
+      } catch { return false }
+    }, { timeoutMs: 15_000, message: 'the peer could not sync after releasing its streams' })
     expect(board.task('while-held')).toBeDefined()
   })
 
+  it('a sync stream on which nothing arrives is closed after the idle time and counted', async () => {
+    const { n0, n1 } = await honestPair(IDLE_MS)
+    const evil = await hostile(n0)
+    const stream = await evil.dialProtocol(n0.host.peerId, SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+    await waitFor(() => !isOpen(stream), { timeoutMs: IDLE_MS + 15_000, message: () => `the silent stream is still ${stream.status}` })
+    expect(stream.status).toBe('reset')
+    await waitFor(() => refused(n0, 'sync:idle') === 1, { timeoutMs: 10_000, message: () => `the idle stream was not counted: ${JSON.stringify(n0.stats.streamsRefused)}` })
+    // honest sessions, with the same idle bound, go through
+    await honestStillSyncs(n1, n0, 'after-idle')
+  })
+
   it(`a peer that starts syncs in a loop is refused once it goes faster than ${SYNC_STARTS_PER_PEER.perSecond} a second; honest peers sync`, async () => {
-    const { n0, n1, warnings } = await honestPair()
+    const { n0, n1, warnings } = await honestPair(NO_IDLE_MS)
     const evil = await hostile(n0)
     const evilId = evil.peerId.toString()
     const board = Board.create(n0.meshId, actorForPeer(evilId))
@@ -153,7 +173,7 @@ describe('per-peer bounds on sync streams', () => {
 
 describe('idle members streams', () => {
   it('a peer that reads the members answer and never closes the stream has it aborted after the idle time', async () => {
-    const { n0, n1 } = await honestPair()
+    const { n0, n1 } = await honestPair(IDLE_MS)
     const evil = await hostile(n0)
     const stream = await evil.dialProtocol(n0.host.peerId, MEMBERS_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
     const answer = (await lpStream(stream).read({ signal: AbortSignal.timeout(10_000) })).subarray()
@@ -168,13 +188,24 @@ describe('idle members streams', () => {
 })
 
 describe('per-peer git serving slots and the request idle time', () => {
-  it('a peer holding its slots with silent requests gets busy for more, each silent one is told timeout; an honest node fetches', async () => {
-    const { n0, n1 } = await honestPair()
+  /** A repository with one commit on main, removed after the test. */
+  async function servedRepo (): Promise<{ root: string, repo: string, tip: string }> {
     const root = await tempDir('meshwork-bounds-git-')
     cleanups.push(async () => { await rm(root, { recursive: true, force: true }) })
     const repo = await initRepo(join(root, 'served'))
-    const tip = await commitFiles(repo, { 'a.txt': 'a\n' }, 'first')
-    const server: GitServer = await serveGit(n0, repo, { requestIdleMs: IDLE_MS })
+    return { root, repo, tip: await commitFiles(repo, { 'a.txt': 'a\n' }, 'first') }
+  }
+
+  /** Reads one frame from `s`: its tag and JSON body. */
+  async function frameOf (s: Stream, timeoutMs: number): Promise<{ tag: number | undefined, body: unknown }> {
+    const r = (await lpStream(s).read({ signal: AbortSignal.timeout(timeoutMs) })).subarray()
+    return { tag: r[0], body: JSON.parse(new TextDecoder().decode(r.subarray(1))) }
+  }
+
+  it('a peer holding its slots gets busy for more while the server has room; an honest node fetches', async () => {
+    const { n0, n1 } = await honestPair(NO_IDLE_MS)
+    const { root, repo, tip } = await servedRepo()
+    const server: GitServer = await serveGit(n0, repo, { requestIdleMs: NO_IDLE_MS })
     cleanups.push(async () => { await server.close() })
     const evil = await hostile(n0)
     const evilId = evil.peerId.toString()
@@ -185,9 +216,7 @@ describe('per-peer git serving slots and the request idle time', () => {
 
     // a third from the same peer: busy, although the server has slots left for others
     const third = await evil.dialProtocol(n0.host.peerId, GIT_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
-    const reply = (await lpStream(third).read({ signal: AbortSignal.timeout(10_000) })).subarray()
-    expect(reply[0]).toBe(GitFrame.ERROR)
-    expect(JSON.parse(new TextDecoder().decode(reply.subarray(1)))).toMatchObject({ code: 'busy' })
+    expect(await frameOf(third, 10_000)).toMatchObject({ tag: GitFrame.ERROR, body: { code: 'busy' } })
     expect(server.stats.busyPerPeer).toBe(1)
     expect(server.active).toBe(2)
 
@@ -197,14 +226,24 @@ describe('per-peer git serving slots and the request idle time', () => {
     expect(res.oid).toBe(tip)
     expect(await revParse(mine, 'refs/heads/from-n0')).toBe(tip)
 
-    // the silent requests are told why and their slots freed, well before the transfer's own 10 min bound
-    for (const s of silent) {
-      const r = (await lpStream(s).read({ signal: AbortSignal.timeout(IDLE_MS + 15_000) })).subarray()
-      expect(r[0]).toBe(GitFrame.ERROR)
-      expect(JSON.parse(new TextDecoder().decode(r.subarray(1)))).toMatchObject({ code: 'timeout' })
-    }
-    await waitFor(() => server.activeFor(evilId) === 0, { timeoutMs: 10_000, message: 'the silent requests kept their slots' })
-    expect(server.stats.idle).toBe(2)
+    // the peer's slots are its own again once it lets go
     for (const s of [...silent, third]) s.abort(new Error('done'))
+    await waitFor(() => server.activeFor(evilId) === 0, { timeoutMs: 10_000, message: 'the aborted requests kept their slots' })
+  })
+
+  it('a requester that never sends its request is told timeout after the request idle time, well before the transfer bound', async () => {
+    const { n0 } = await honestPair(NO_IDLE_MS)
+    const { repo } = await servedRepo()
+    const server: GitServer = await serveGit(n0, repo, { requestIdleMs: IDLE_MS })
+    cleanups.push(async () => { await server.close() })
+    const evil = await hostile(n0)
+    const silent = await evil.dialProtocol(n0.host.peerId, GIT_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+    // the transfer's own bound is 10 min: only the idle bound can end this
+    const reply = await frameOf(silent, IDLE_MS + 15_000)
+    expect(reply).toMatchObject({ tag: GitFrame.ERROR, body: { code: 'timeout' } })
+    expect(JSON.stringify(reply.body)).toContain('sent nothing')
+    await waitFor(() => server.active === 0, { timeoutMs: 10_000, message: 'the silent request kept its slot' })
+    expect(server.stats.idle).toBe(1)
+    silent.abort(new Error('done'))
   })
 })
