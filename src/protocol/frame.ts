@@ -156,14 +156,20 @@ export class FramedStream {
       else timer = setTimeout(check, idleMs - quiet)
     }
     timer = setTimeout(check, idleMs)
-    const signal = opts?.signal !== undefined ? AbortSignal.any([opts.signal, idle.signal]) : idle.signal
+    // one controller for both: AbortSignal.any per frame would hang a listener on a caller's
+    // long-lived signal (a whole transfer's) for every frame
+    const outer = opts?.signal
+    const onOuter = (): void => { idle.abort(outer?.reason) }
+    if (outer?.aborted === true) onOuter()
+    else outer?.addEventListener('abort', onOuter, { once: true })
     try {
-      return await op({ ...opts, signal })
+      return await op({ ...opts, signal: idle.signal })
     } catch (err) {
-      if (idle.signal.aborted && opts?.signal?.aborted !== true) throw idle.signal.reason as StreamIdleError
+      if (idle.signal.reason instanceof StreamIdleError && outer?.aborted !== true) throw idle.signal.reason
       throw err
     } finally {
       clearTimeout(timer)
+      outer?.removeEventListener('abort', onOuter)
     }
   }
 
