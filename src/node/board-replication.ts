@@ -42,10 +42,6 @@ export interface ReplicationStats {
   streamsRefused: Record<string, number>
 }
 
-/** Authors `refusedAuthors` names one by one; refusals of any more are counted under `OTHER_AUTHORS`. */
-const MAX_REFUSED_AUTHORS = 256
-const OTHER_AUTHORS = 'other'
-
 export interface BoardReplicationComponents {
   board: Board
   /** Where a node persists the board; null for a light client. */
@@ -258,12 +254,7 @@ export class BoardReplication implements Startable {
   #refused (err: unknown, peer: string): boolean {
     if (!(err instanceof BoardAuthorRefusedError)) return false
     const authors = err.actors.map(a => actorBelongsTo(a, peer) ? peer : peerTagOfActor(a))
-    const counts = this.#c.stats.refusedAuthors
-    for (const a of authors) {
-      // bounded: a peer can make up authors without end
-      const key = a in counts || Object.keys(counts).length < MAX_REFUSED_AUTHORS ? a : OTHER_AUTHORS
-      counts[key] = (counts[key] ?? 0) + 1
-    }
+    for (const a of authors) this.#c.stats.refusedAuthors[a] = (this.#c.stats.refusedAuthors[a] ?? 0) + 1
     this.#log.warn('board:refused', { peer, authors, reason: err.reason, note: 'refused whole (a sync session is dropped); other peers\' changes still arrive' })
     return true
   }
