@@ -1,9 +1,10 @@
 import * as A from '@automerge/automerge'
 import type { Stream } from '@libp2p/interface'
 import type { Board } from './board.ts'
-import { MAX_STREAM_FRAME_BYTES } from '../node/constants.ts'
-import { FramedStream } from '../protocol/frame.ts'
+import { MAX_STREAM_FRAME_BYTES, STREAM_IDLE_MS } from '../node/constants.ts'
+import { FramedStream, closeStream } from '../protocol/frame.ts'
 import { SyncFrame } from '../protocol/sync.ts'
+import { toError } from '../util/errors.ts'
 
 /** Upper bound of turns in one session; a session never needs many when both sides behave. */
 export const MAX_SYNC_ROUNDS = 200
@@ -21,10 +22,21 @@ export interface SyncResult {
  * turn by turn, until neither side has anything more to send. Both ends run this
  * same function; `initiator` speaks first. Every change received is checked by
  * the board before it is applied; a bad one throws and the caller drops the
- * stream.
+ * stream. A turn on which nothing arrives for `idleMs` throws a
+ * `StreamIdleError` (the stream is aborted).
  */
-export async function runSyncSession (board: Board, stream: Stream, initiator: boolean, signal?: AbortSignal): Promise<SyncResult> {
-  const lp = new FramedStream(stream, { maxDataLength: MAX_STREAM_FRAME_BYTES })
+export async function runSyncSession (board: Board, stream: Stream, initiator: boolean, signal?: AbortSignal, idleMs = STREAM_IDLE_MS): Promise<SyncResult> {
+  try {
+    return await session(board, stream, initiator, signal, idleMs)
+  } catch (err) {
+    // a stream given up on is reset, not left open for the peer to use
+    stream.abort(toError(err))
+    throw err
+  }
+}
+
+async function session (board: Board, stream: Stream, initiator: boolean, signal: AbortSignal | undefined, idleMs: number): Promise<SyncResult> {
+  const lp = new FramedStream(stream, { maxDataLength: MAX_STREAM_FRAME_BYTES, idleTimeoutMs: idleMs })
   let state = A.initSyncState()
   const result: SyncResult = { rounds: 0, sent: 0, received: 0, bytesIn: 0, bytesOut: 0 }
   const opts = signal !== undefined ? { signal } : {}
@@ -66,6 +78,7 @@ export async function runSyncSession (board: Board, stream: Stream, initiator: b
       turn = true
     }
   }
-  await stream.close(opts).catch(() => {})
+  // a peer that never closes its side has the stream aborted after idleMs
+  await closeStream(stream, idleMs)
   return result
 }

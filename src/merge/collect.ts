@@ -1,13 +1,17 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
-import type { Task, TaskId } from '../crdt/schema.ts'
+import { FINAL_TASK_STATES, type Task, type TaskId } from '../crdt/schema.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
 import { hasCommit } from '../git/merge.ts'
 import { checkpointBranch, taskBranch } from '../git/worktree.ts'
 import { toError } from '../util/errors.ts'
+import { dropOlderThan, dropUnless } from '../util/prune.ts'
 import type { LeaderInit } from './context.ts'
 
 /** Branch fetches a leader runs at once. @default 2 */
 export const MAX_PARALLEL_FETCHES = 2
+
+/** A branch whose fetch failed is not fetched again for this long. @default 5000 */
+export const COLLECT_RETRY_MS = 5000
 
 /**
  * Branch collection, on the leader: fetches every finished task's branch from
@@ -28,6 +32,10 @@ export class BranchCollector {
 
   /** Starts fetches of finished tasks' branches this node does not hold yet, then of running tasks' checkpoints (at most `MAX_PARALLEL_FETCHES` at once). */
   collect (): void {
+    // per-task memory follows the board: back-offs that ran out, checkpoints of tasks that are over
+    const tasks = this.#init.node.board.snapshot().tasks
+    dropOlderThan(this.#failedAt, Date.now(), COLLECT_RETRY_MS)
+    dropUnless(this.#checkpoints, id => { const t = tasks.get(id); return t !== undefined && !FINAL_TASK_STATES.has(t.state) })
     this.#collectBranches()
     this.#collectCheckpoints()
   }
@@ -65,7 +73,7 @@ export class BranchCollector {
     for (const t of node.board.snapshot().tasks.values()) {
       if (this.#fetching.size >= MAX_PARALLEL_FETCHES) return
       if (t.state !== 'done' || t.head === null || t.holders.includes(me) || this.#fetching.has(t.id)) continue
-      if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < 5000) continue
+      if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < COLLECT_RETRY_MS) continue
       const holder = t.holders.find(h => node.membership.get(h)?.state === 'alive')
       if (holder === undefined) continue
       const head = t.head

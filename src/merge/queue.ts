@@ -6,6 +6,7 @@ import { mainHistory, reconcileMerged, type MainHistory } from '../git/history.t
 import { taskBranch } from '../git/worktree.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
 import { toError } from '../util/errors.ts'
+import { dropOlderThan, dropUnless } from '../util/prune.ts'
 import { MAIN_LOST_MS, type MergeContext } from './context.ts'
 import { existsSync } from 'node:fs'
 
@@ -37,6 +38,9 @@ function crashAfterMainMoveIfInjected (): void {
  * @default 5000
  */
 export const IDLE_RECHECK_MS = 5000
+
+/** A batch that failed is not tried again for this long. @default 5000 */
+export const MERGE_RETRY_MS = 5000
 
 export class MergeQueue {
   #ctx: MergeContext
@@ -81,10 +85,13 @@ export class MergeQueue {
     }
     if (snap.main.head !== null && await this.#reconcile(base)) snap = node.board.snapshot()
     if (snap.main.head !== base && snap.main.head !== null) return idle()
+    // per-task memory follows the board: back-offs that ran out, branches of tasks no longer waiting to merge
+    dropOlderThan(this.#failedAt, Date.now(), MERGE_RETRY_MS)
+    dropUnless(this.#branchSeen, id => { const st = snap.tasks.get(id)?.state; return st === 'done' || st === 'merging' })
     const candidates: Task[] = []
     for (const t of snap.tasks.values()) {
       if (t.state !== 'done' || t.head === null || !t.holders.includes(me) || !depsMerged(t, snap)) continue
-      if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < 5000) continue
+      if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < MERGE_RETRY_MS) continue
       candidates.push(t)
     }
     const max = this.#ctx.init.verify === undefined ? MAX_PLAIN_BATCH : (this.#ctx.init.batch ?? MAX_VERIFY_BATCH)

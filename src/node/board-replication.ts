@@ -3,12 +3,14 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Stream, Connection, StreamHandler, StreamHandlerOptions, AbortOptions, PeerId } from '@libp2p/interface'
 import { withTimeout, type Startable } from './service.ts'
 import type { Gossip } from './gossip.ts'
-import { MAX_GOSSIP_BYTES } from './constants.ts'
+import { MAX_GOSSIP_BYTES, STREAM_IDLE_MS, SYNC_REFUSED_RETRIES, SYNC_STARTS_PER_PEER, SYNC_STREAMS_PER_PEER } from './constants.ts'
+import { PeerStreamLimiter, type PeerLimits } from './peer-limits.ts'
 import { Board, BoardAuthorRefusedError, actorBelongsTo, peerTagOfActor, type BoardUpdate } from '../crdt/board.ts'
 import type { BoardStore } from '../crdt/store.ts'
 import { runSyncSession } from '../crdt/sync.ts'
 import { decodeBoardGossip, encodeBoardChange, encodeBoardHeads } from '../protocol/board-gossip.ts'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
+import { StreamIdleError, StreamRefusedError } from '../protocol/frame.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 
@@ -36,6 +38,8 @@ export interface ReplicationStats {
    * by author: its peer id when the peer that sent them wrote them, else the author's actor tag.
    */
   refusedAuthors: Record<string, number>
+  /** Inbound streams refused or dropped by a per-peer bound, by `protocol:reason` (`sync:too-fast`, `sync:too-many-streams`, `sync:idle`). */
+  streamsRefused: Record<string, number>
 }
 
 export interface BoardReplicationComponents {
@@ -50,6 +54,12 @@ export interface BoardReplicationComponents {
   heartbeatMs: number
   stats: ReplicationStats
   logger: Logger
+  /** Per-peer bounds on inbound sync sessions. @default SYNC_STREAMS_PER_PEER at once, SYNC_STARTS_PER_PEER */
+  syncLimits?: PeerLimits
+  /** How long a sync stream may go without a frame. @default STREAM_IDLE_MS */
+  idleMs?: number
+  /** Monotonic clock in ms (tests inject one). */
+  now?: () => number
 }
 
 /**
@@ -67,10 +77,14 @@ export class BoardReplication implements Startable {
   #stopped = false
   readonly #syncing = new Map<string, Promise<boolean>>()
   readonly #syncWanted = new Map<string, number>()
+  readonly #limiter: PeerStreamLimiter
+  readonly #idleMs: number
 
   constructor (components: BoardReplicationComponents) {
     this.#c = components
     this.#log = components.logger
+    this.#idleMs = components.idleMs ?? STREAM_IDLE_MS
+    this.#limiter = new PeerStreamLimiter(components.syncLimits ?? { maxConcurrent: SYNC_STREAMS_PER_PEER, ...SYNC_STARTS_PER_PEER }, components.now)
     components.gossip.route(components.topic, {
       validate: (msg, from) => this.#validate(msg.data, from),
       handle: (msg, from) => { this.#handle(msg.data, from) }
@@ -80,7 +94,23 @@ export class BoardReplication implements Startable {
   async start (): Promise<void> {
     if (this.#started) return
     this.#started = true
-    await this.#c.streams.handle(SYNC_PROTOCOL, (stream, conn) => { void this.#serveSync(stream, conn) }, { maxInboundStreams: 64, maxOutboundStreams: 64 })
+    await this.#c.streams.handle(SYNC_PROTOCOL, (stream, conn) => { this.#admitSync(stream, conn) }, { maxInboundStreams: 64, maxOutboundStreams: 64 })
+  }
+
+  /** Peers the sync limits keep state for now (see `prune`). */
+  get limitedPeers (): number {
+    return this.#limiter.size
+  }
+
+  /**
+   * Drops per-peer state no longer needed: sync limits of peers quiet again,
+   * and heads-ahead marks older than `staleMs` (their peer went quiet before
+   * the two heartbeats that would start a sync; a later heartbeat marks it again).
+   */
+  prune (staleMs = 30 * this.#c.heartbeatMs): void {
+    this.#limiter.prune()
+    const now = Date.now()
+    for (const [peer, since] of this.#syncWanted) if (now - since > staleMs) this.#syncWanted.delete(peer)
   }
 
   /** Waits (bounded) for pending writes, then closes the store. Call after the host stopped. */
@@ -190,19 +220,28 @@ export class BoardReplication implements Startable {
     if (running !== undefined) return running
     const run = (async () => {
       const streams = this.#c.streams
-      if (streams.status !== 'started') return false
       try {
-        const stream = await streams.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
-        const res = await runSyncSession(this.#c.board, stream, true, AbortSignal.timeout(60_000))
-        this.#c.stats.syncSessions++
-        this.#c.stats.syncBytes.in += res.bytesIn
-        this.#c.stats.syncBytes.out += res.bytesOut
-        this.#log.debug('sync:done', { peer, ...res })
-        return true
-      } catch (err) {
-        this.#c.stats.syncFailures++
-        if (!this.#refused(err, peer)) this.#log.debug('sync:failed', { peer, error: toError(err).message })
-        return false
+        for (let attempt = 0; ; attempt++) {
+          if (streams.status !== 'started') return false
+          let stream: Stream | undefined
+          try {
+            stream = await streams.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+            const res = await runSyncSession(this.#c.board, stream, true, AbortSignal.timeout(60_000), this.#idleMs)
+            this.#c.stats.syncSessions++
+            this.#c.stats.syncBytes.in += res.bytesIn
+            this.#c.stats.syncBytes.out += res.bytesOut
+            this.#log.debug('sync:done', { peer, ...res })
+            return true
+          } catch (err) {
+            this.#c.stats.syncFailures++
+            if (this.#refused(err, peer)) return false
+            // reset by the peer: how it refuses a sync over its per-peer bounds; a slot is free again shortly
+            const reset = stream?.status === 'reset'
+            this.#log.debug('sync:failed', { peer, error: toError(err).message, ...(reset ? { reset, attempt } : {}) })
+            if (!reset || attempt >= SYNC_REFUSED_RETRIES) return false
+          }
+          await new Promise(resolve => setTimeout(resolve, 250 * 2 ** attempt))
+        }
       } finally {
         this.#syncing.delete(peer)
       }
@@ -220,15 +259,54 @@ export class BoardReplication implements Startable {
     return true
   }
 
-  async #serveSync (stream: Stream, conn: Connection): Promise<void> {
+  /**
+   * An inbound sync stream: served unless its peer holds SYNC_STREAMS_PER_PEER
+   * sessions already or starts them faster than SYNC_STARTS_PER_PEER; a refused
+   * stream is reset at once, counted, and logged once per peer.
+   */
+  #admitSync (stream: Stream, conn: Connection): void {
+    const peer = conn.remotePeer.toString()
+    const admission = this.#limiter.admit(peer)
+    if (!admission.ok) {
+      this.#countRefused(`sync:${admission.reason}`)
+      const l = this.#limiter.limits
+      if (admission.first) {
+        this.#log.warn('sync:refused', {
+          peer,
+          reason: admission.reason,
+          note: `a peer may run ${l.maxConcurrent} board syncs with this node at once and start ${l.perSecond} a second (bursts of ${l.burst}); more are refused (logged once per peer, counted in streamsRefused)`
+        })
+      }
+      stream.abort(new StreamRefusedError(`sync refused: ${admission.reason}`))
+      return
+    }
+    // the slot is the peer's until the stream is gone: a session that ended but whose stream the peer
+    // holds half-open counts until closeStream aborts it
+    void this.#serveSync(stream, peer).finally(() => {
+      if (stream.status === 'open' || stream.status === 'closing') stream.addEventListener('close', admission.release, { once: true })
+      else admission.release()
+    })
+  }
+
+  #countRefused (key: string): void {
+    const counts = this.#c.stats.streamsRefused
+    counts[key] = (counts[key] ?? 0) + 1
+  }
+
+  async #serveSync (stream: Stream, peer: string): Promise<void> {
     try {
-      const res = await runSyncSession(this.#c.board, stream, false, AbortSignal.timeout(60_000))
+      const res = await runSyncSession(this.#c.board, stream, false, AbortSignal.timeout(60_000), this.#idleMs)
       this.#c.stats.syncSessions++
       this.#c.stats.syncBytes.in += res.bytesIn
       this.#c.stats.syncBytes.out += res.bytesOut
     } catch (err) {
       this.#c.stats.syncFailures++
-      if (!this.#refused(err, conn.remotePeer.toString())) this.#log.warn('sync:serve-failed', { peer: conn.remotePeer.toString(), error: toError(err).message })
+      if (err instanceof StreamIdleError) {
+        this.#countRefused('sync:idle')
+        this.#log.debug('sync:idle', { peer, error: err.message })
+      } else if (!this.#refused(err, peer)) {
+        this.#log.warn('sync:serve-failed', { peer, error: toError(err).message })
+      }
       stream.abort(toError(err))
     }
   }

@@ -65,6 +65,95 @@ export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/4001'
 /** Largest single frame on meshwork's stream protocols. @default 64 MiB */
 export const MAX_STREAM_FRAME_BYTES = 64 * 1024 * 1024
 
+/*
+ * Bounds on what one peer can make this node hold (issue 11, case 9). A peer
+ * with the swarm key can open streams and start work here; each bound below is
+ * set well above what an honest peer does, so only a misbehaving one meets it.
+ */
+
+/**
+ * Board sync sessions one peer may run against this node at once, over all its
+ * connections. An honest node runs one per peer at a time (`requestSync` joins
+ * a running session); a client identity (`--identity`, one key for every run
+ * of a user) can be open in several processes at once (a `tui` beside a
+ * `resolve`, a script submitting in parallel), each with one session. More are
+ * refused: the stream is reset at once, logged once per peer and counted in
+ * `stats.streamsRefused`; the peer's `requestSync` tries again shortly
+ * (SYNC_REFUSED_RETRIES), so a burst of honest commands is slowed, not failed.
+ * @default 8
+ */
+export const SYNC_STREAMS_PER_PEER = 8
+
+/**
+ * Sync sessions one peer may start per second (a token bucket: `burst` at
+ * once, then `perSecond`). A node starts one when it connects, when a
+ * heartbeat shows heads it lacks for two periods and when an oversized change
+ * is announced; a client resyncs once a second (CLIENT_RESYNC_MS) plus once or
+ * twice per command. Several processes of one client identity together stay
+ * well under 10 a second; a peer in a loop starts hundreds, each costing this
+ * node an Automerge sync computation over the whole board.
+ * @default 10 per second, bursts of 40
+ */
+export const SYNC_STARTS_PER_PEER = { perSecond: 10, burst: 40 } as const
+
+/**
+ * Times `requestSync` tries again, 250 ms, 500 ms and 1 s later, when the
+ * peer reset the stream before answering (how a node refuses a sync over its
+ * per-peer bounds): a burst of honest commands waits for a slot rather than
+ * failing. A peer that cannot be reached at all is not retried.
+ * @default 3
+ */
+export const SYNC_REFUSED_RETRIES = 3
+
+/**
+ * How long a sync or members stream may go without a frame arriving (or one
+ * being taken by the peer). A sync turn costs the other side one Automerge
+ * sync message, well under a second even for a large board on a lagging host;
+ * without the bound a peer that opens a stream and sends nothing held it (and
+ * its slot) until the session's 60 s limit, or for ever once half-closed.
+ * @default 20000 ms
+ */
+export const STREAM_IDLE_MS = 20_000
+
+/**
+ * How long a git transfer (`/meshwork/git/2`, either side) may go without a
+ * frame arriving once its request is in. Longer than `STREAM_IDLE_MS`: the
+ * server's `git pack-objects` may count and compress a large repository for
+ * a minute before the pack header or the next piece, and a requester whose
+ * `git index-pack` is slow sends its ACKs late. The request itself must come
+ * within `STREAM_IDLE_MS`.
+ * @default 120000 ms
+ */
+export const GIT_IDLE_MS = 120_000
+
+/**
+ * Git transfers one peer may have served by this node at once (of the
+ * server's 4 in all, DEFAULT_MAX_CONCURRENT_SERVES). An honest leader fetches
+ * at most 2 at once (MAX_PARALLEL_FETCHES); a third is answered `busy` and
+ * retried, like any request over the server's total. Without it one peer could
+ * hold every slot and no other node could fetch a branch from here.
+ * @default 2
+ */
+export const GIT_SERVES_PER_PEER = 2
+
+/**
+ * How often a node drops what it keeps per peer or per task and no longer
+ * needs (`MeshNode`'s prune timer: membership, sync limits, progress).
+ * @default 60000 ms
+ */
+export const PRUNE_INTERVAL_MS = 60_000
+
+/**
+ * A peer this node has not heard for this long, that is dead or left and not
+ * registered on the board, is dropped from the membership (a node the board
+ * registers stays: it counts toward the majority until `--forget-after` or
+ * `meshwork forget`, and the board would seed it again). Peers that only ever
+ * heartbeated (a node whose board record never arrived, or one made up by a
+ * misbehaving peer) would otherwise be kept for the life of the process.
+ * @default 3600000 ms (1 h)
+ */
+export const MEMBER_PRUNE_AFTER_MS = 3_600_000
+
 /** Gossip topic names of a mesh. */
 export function topics (meshId: string): { board: string, presence: string, progress: string } {
   return {

@@ -97,6 +97,11 @@ export class Dialer implements Startable {
     this.#dialLearned(p.peerId, p.addrs)
   }
 
+  /** Forgets what was recorded for `peerId` (a peer the membership dropped). */
+  forget (peerId: string): void {
+    this.#storedAddrs.delete(peerId)
+  }
+
   /** Dials a peer learned from a heartbeat if this node is below its peer target (bounded, never more than MAX_LEARNED_DIALS at once). */
   #dialLearned (peerId: string, addrs: string[]): void {
     if (this.#learnedDials >= MAX_LEARNED_DIALS || this.#connected.size >= PEER_TARGET || this.#dialing.has(peerId)) return

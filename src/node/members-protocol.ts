@@ -2,8 +2,8 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Stream } from '@libp2p/interface'
 import type { Startable } from './service.ts'
 import type { StreamHost } from './board-replication.ts'
-import { MAX_STREAM_FRAME_BYTES } from './constants.ts'
-import { FramedStream, encodeJson } from '../protocol/frame.ts'
+import { MAX_STREAM_FRAME_BYTES, STREAM_IDLE_MS } from './constants.ts'
+import { FramedStream, closeStream, encodeJson } from '../protocol/frame.ts'
 import { MEMBERS_PROTOCOL, decodeMembersView, type MembersView } from '../protocol/members.ts'
 import { toError } from '../util/errors.ts'
 
@@ -13,6 +13,8 @@ export interface MembersProtocolComponents {
   serve: boolean
   /** This node's view, as answered. */
   view: () => MembersView
+  /** How long the asker may keep the stream open after the answer. @default STREAM_IDLE_MS */
+  idleMs?: number
 }
 
 /** `/meshwork/members/1`: answers a peer's question for this node's membership view, and asks others. */
@@ -36,16 +38,22 @@ export class MembersProtocol implements Startable {
   async fetch (peer: string): Promise<MembersView> {
     const stream = await this.#c.streams.dialProtocol(peerIdFromString(peer), MEMBERS_PROTOCOL, { signal: AbortSignal.timeout(5000) })
     const lp = new FramedStream(stream, { maxDataLength: MAX_STREAM_FRAME_BYTES })
-    const data = await lp.readRaw({ signal: AbortSignal.timeout(5000) })
-    await stream.close().catch(() => {})
-    return decodeMembersView(data, peer)
+    try {
+      const data = await lp.readRaw({ signal: AbortSignal.timeout(5000) })
+      await closeStream(stream, this.#c.idleMs ?? STREAM_IDLE_MS)
+      return decodeMembersView(data, peer)
+    } catch (err) {
+      stream.abort(toError(err))
+      throw err
+    }
   }
 
   async #serve (stream: Stream): Promise<void> {
     try {
       const lp = new FramedStream(stream, { maxDataLength: MAX_STREAM_FRAME_BYTES })
       await lp.writeRaw(encodeJson(this.#c.view()), { signal: AbortSignal.timeout(5000) })
-      await stream.close()
+      // the asker closes its side once it has read the answer; one that never does is aborted
+      await closeStream(stream, this.#c.idleMs ?? STREAM_IDLE_MS)
     } catch (err) {
       stream.abort(toError(err))
     }

@@ -51,6 +51,8 @@ interface Entry {
   /** Failure-detector clock reading of the last heartbeat. */
   seenClock: number
   heard: boolean
+  /** Wall-clock ms of the last heartbeat, or of the seed when never heard (for `prune`). */
+  seenWall: number
 }
 
 /**
@@ -110,7 +112,7 @@ export class Membership {
       lastSeenAt: this.#now(),
       silentMs: 0
     }
-    this.#entries.set(p.peerId, { member, seenClock: this.#clockNow(), heard: true })
+    this.#entries.set(p.peerId, { member, seenClock: this.#clockNow(), heard: true, seenWall: this.#now() })
     return from === member.state ? null : { peerId: p.peerId, from, to: member.state }
   }
 
@@ -124,13 +126,38 @@ export class Membership {
     this.#entries.set(peerId, {
       member: { peerId, name, slots, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null, health: HEALTH_OK, state: left ? 'left' : 'suspect', eligible: true, aliveSince: null, lastSeenAt: null, silentMs: 0 },
       seenClock: this.#clockNow(),
-      heard: false
+      heard: false,
+      seenWall: this.#now()
     })
   }
 
   /** Removes a peer (e.g. ourselves). */
   forget (peerId: string): void {
     this.#entries.delete(peerId)
+  }
+
+  /**
+   * Drops peers gone for long: dead or left, not heard from (nor seeded) for
+   * `afterMs` of wall-clock time, and not kept by `keep` (the node keeps the
+   * peers its board registers: they still count toward the majority, and the
+   * board would seed them again). Returns the peers dropped.
+   */
+  prune (afterMs: number, keep: (peerId: PeerIdString) => boolean): PeerIdString[] {
+    const now = this.#now()
+    const dropped: PeerIdString[] = []
+    for (const [id, e] of this.#entries) {
+      const m = e.member
+      if (m.state !== 'dead' && m.state !== 'left') continue
+      if (now - e.seenWall < afterMs || keep(m.peerId)) continue
+      this.#entries.delete(id)
+      dropped.push(m.peerId)
+    }
+    return dropped
+  }
+
+  /** Peers known (for tests of `prune`). */
+  get size (): number {
+    return this.#entries.size
   }
 
   /**

@@ -8,15 +8,15 @@
 import { mkdir } from 'node:fs/promises'
 import { TypedEventEmitter, type PeerId, type Stream, type AbortOptions, type StreamHandler, type StreamHandlerOptions } from '@libp2p/interface'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { createHost, type Host } from './host.ts'
 import { combineGaters } from './allowlist.ts'
 import { loadOrCreateIdentity } from './identity.ts'
 import type { SwarmKey } from './swarm-key.ts'
 import { encodeJoinToken } from './join-token.ts'
 import { Membership, type Transition } from './membership.ts'
-import { HEARTBEAT_INTERVAL_MS, topics } from './constants.ts'
-import { withTimeout, type Startable } from './service.ts'
+import { HEARTBEAT_INTERVAL_MS, MEMBER_PRUNE_AFTER_MS, PRUNE_INTERVAL_MS, topics } from './constants.ts'
+import { every, withTimeout, type Startable } from './service.ts'
 import { Gossip } from './gossip.ts'
 import { BoardReplication } from './board-replication.ts'
 import { Heartbeats, type PresenceExtras } from './heartbeats.ts'
@@ -30,7 +30,7 @@ import type { MeshNodeEvents, MeshNodeInit, NodeStats, Role } from './types.ts'
 import type { MembersView } from '../protocol/members.ts'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
 import { Board, actorForPeer, sessionActorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
-import { asPeerId, type PeerIdString } from '../crdt/schema.ts'
+import { FINAL_TASK_STATES, asPeerId, type PeerIdString, type TaskState } from '../crdt/schema.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
@@ -69,7 +69,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly role: Role
   readonly swarmKey: SwarmKey
   readonly membership: Membership
-  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {} }
+  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, streamsRefused: {} }
   readonly name: string
   /** Whether this node may become merge leader (false with --no-leader). */
   readonly eligible: boolean
@@ -86,6 +86,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   #stopping = false
   #loadReport: LoadReport | null = null
   #extras: () => PresenceExtras = () => ({})
+  #stopPrune: (() => void) | null = null
 
   constructor (init: MeshNodeInit) {
     super()
@@ -245,7 +246,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const t = topics(this.meshId)
     const logger = this.#log
     const gossip = new Gossip({ pubsub: host.services.pubsub, hostStarted: () => host.status === 'started', logger, rejected: this.stats.gossipRejected, sent: this.stats.gossipSent, delayMs: init.gossipDelayMs ?? 0, ...(allow !== undefined ? { admits: (p: string) => allow.has(p) } : {}) })
-    const replication = new BoardReplication({ board, store: this.#store, gossip, topic: t.board, streams: host, heartbeatMs: this.membership.heartbeatMs, stats: this.stats, logger })
+    const replication = new BoardReplication({ board, store: this.#store, gossip, topic: t.board, streams: host, heartbeatMs: this.membership.heartbeatMs, stats: this.stats, logger, ...(init.streamIdleMs !== undefined ? { idleMs: init.streamIdleMs } : {}) })
     const known = isNode ? new KnownPeers({ dataDir: init.dataDir as string, live: () => this.membership.members(), self: () => this.peerId, logger }) : null
     const dialer = new Dialer({ host, membership: this.membership, bootstrap: init.bootstrap ?? [], peerId: () => this.peerId, remembered: () => known?.list() ?? [], logger })
     const heartbeats = new Heartbeats({
@@ -269,7 +270,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     })
     heartbeats.setExtras(() => this.#extras())
     const progress = new Progress({ gossip, topic: t.progress, follow: isNode, peerId: () => this.peerId, onProgress: p => { this.dispatchEvent(new CustomEvent('progress', { detail: p })) } })
-    const members = new MembersProtocol({ streams: host, serve: isNode, view: () => this.membersView() })
+    const members = new MembersProtocol({ streams: host, serve: isNode, view: () => this.membersView(), ...(init.streamIdleMs !== undefined ? { idleMs: init.streamIdleMs } : {}) })
     const services: Services = this.#services = { gossip, replication, heartbeats, dialer, known, progress, members }
     const all: Startable[] = [gossip, replication, members, progress, ...(known !== null ? [known] : []), dialer, heartbeats]
     for (const s of all) await s.start()
@@ -290,6 +291,33 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     }
     for (const s of [services.progress, services.heartbeats, services.dialer]) await s.afterStart?.()
     services.known?.afterStart()
+    this.#stopPrune = every(PRUNE_INTERVAL_MS, () => { this.prune() }, err => { this.#log.error('timer:failed', { error: toError(err).message }) })
+  }
+
+  /**
+   * Drops what this node keeps per peer or per task and no longer needs
+   * (every PRUNE_INTERVAL_MS): members gone for MEMBER_PRUNE_AFTER_MS that the
+   * board does not register, per-peer sync limits of quiet peers, stale
+   * heads-ahead marks, progress of finished tasks and expired throttles.
+   */
+  prune (): void {
+    const s = this.#services
+    const board = this.#board
+    if (s === null || board === null) return
+    const snap = board.snapshot()
+    const dropped = this.membership.prune(MEMBER_PRUNE_AFTER_MS, p => snap.nodes.has(p))
+    if (dropped.length > 0) this.#log.info('members:pruned', { peers: dropped.length, note: `dead or left for ${MEMBER_PRUNE_AFTER_MS / 60_000} min and not on the board` })
+    const host = this.#host
+    for (const p of dropped) {
+      s.dialer.forget(p)
+      // libp2p's peer store keeps every peer it was told of, in memory, for the life of the process
+      let id: PeerId
+      try { id = peerIdFromString(p) } catch { continue }
+      if (host !== null && host.getConnections(id).length === 0) void host.peerStore.delete(id).catch(() => {})
+    }
+    s.replication.prune()
+    const tasks: ReadonlyMap<string, { state: TaskState }> = snap.tasks
+    s.progress.prune(id => { const st = tasks.get(id)?.state; return st !== undefined && FINAL_TASK_STATES.has(st) })
   }
 
   /**
@@ -303,6 +331,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     s?.gossip.beforeStop()
     s?.dialer.stop()
     s?.heartbeats.beforeStop()
+    this.#stopPrune?.()
+    this.#stopPrune = null
     const host = this.#host
     if (s !== null && host !== null && this.role === 'node' && host.status === 'started') {
       try {

@@ -158,6 +158,15 @@ export class NodeMetrics {
         for (const [reason, v] of Object.entries(n.stats.gossipRejected)) this.inc({ reason }, v)
       }
     })
+    new Counter({
+      name: `${p}streams_refused_total`, help: 'Inbound streams refused or dropped by a per-peer bound, by protocol:reason (sync:too-fast, sync:too-many-streams, sync:idle).', labelNames: ['reason'], registers,
+      collect () {
+        const n = node()
+        if (n === null) return
+        this.reset()
+        for (const [reason, v] of Object.entries(n.stats.streamsRefused)) this.inc({ reason }, v)
+      }
+    })
   }
 
   /** Starts reading gauges from `node` (after it started) and counting the gossip it receives. */

@@ -65,6 +65,21 @@ export class Progress implements Startable {
     return this.#latest
   }
 
+  /**
+   * Drops what is no longer needed: the send times older than the throttle
+   * interval (they no longer hold anything back), and the latest event of each
+   * task `finished` says is over (merged, failed or cancelled).
+   */
+  prune (finished: (taskId: string) => boolean, now = Date.now()): void {
+    for (const [id, at] of this.#sent) if (now - at >= PROGRESS_MIN_INTERVAL_MS) this.#sent.delete(id)
+    for (const id of this.#latest.keys()) if (finished(id)) this.#latest.delete(id)
+  }
+
+  /** Tasks with a send time kept (for tests of `prune`). */
+  get throttled (): number {
+    return this.#sent.size
+  }
+
   /** Notes a local agent's progress and shares it (at most four events a second per task). */
   publish (taskId: string, kind: ProgressEvent['kind'], text: string): void {
     const p: ProgressEvent = { v: 1, peerId: this.#c.peerId(), taskId, kind, text: text.slice(0, 1000), at: Date.now() }

@@ -32,6 +32,8 @@ export interface MeshNodeInit {
   eligible?: boolean
   /** Test and benchmark knob: hold every inbound gossip message this long before handling it. */
   gossipDelayMs?: number
+  /** Test knob: how long a sync or members stream may go without a frame. @default STREAM_IDLE_MS */
+  streamIdleMs?: number
 }
 
 /** Counters of what the node dropped or did, for logs, status and tests. */
@@ -48,6 +50,8 @@ export interface NodeStats {
   syncBytes: { in: number, out: number }
   /** Board changes refused for their author (see `ReplicationStats.refusedAuthors`): peer id, else actor tag. */
   refusedAuthors: Record<string, number>
+  /** Inbound streams refused or dropped by a per-peer bound, by `protocol:reason` (see `ReplicationStats.streamsRefused`). */
+  streamsRefused: Record<string, number>
 }
 
 export interface MeshNodeEvents {

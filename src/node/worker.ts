@@ -88,7 +88,7 @@ export class Worker {
     this.#ready = (async () => {
       if (state === 'empty' && this.#init.hasBootstrap) await this.#cloneFromMesh()
       if (this.#stopped) return
-      await serveGit(node, repo)
+      await serveGit(node, repo, { logger })
       // bounded disk: leftovers of an earlier life, and branches no one will read again
       await sweepAtStart(this.#init.dataDir, repo, logger).catch(err => { logger.warn('disk:sweep-failed', { error: toError(err).message }) })
       await pruneTaskBranches(repo, node.board.snapshot(), logger).catch(err => { logger.warn('disk:prune-failed', { error: toError(err).message }) })

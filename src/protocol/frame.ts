@@ -7,6 +7,7 @@
 import { lpStream } from '@libp2p/utils'
 import type { Stream, AbortOptions } from '@libp2p/interface'
 import type { z } from 'zod'
+import { TimeoutError, toError } from '../util/errors.ts'
 
 /** One frame: what kind of message (`tag`) and its bytes. */
 export interface Frame {
@@ -67,6 +68,12 @@ export interface FramedStreamOptions {
   maxDataLength: number
   /** Largest amount of unread data buffered. */
   maxBufferSize?: number
+  /**
+   * Longest wait for one read or write: when a peer sends nothing (or reads
+   * nothing) for this long, the read or write throws a `StreamIdleError`.
+   * @default no bound
+   */
+  idleTimeoutMs?: number
 }
 
 /** Thrown by `FramedStream.read` for a zero-length frame (it has no tag). */
@@ -75,32 +82,113 @@ export class EmptyFrameError extends Error {
 }
 
 /**
+ * Nothing arrived on a stream (or nothing could be written to it) for its idle
+ * time: the peer is gone or holds the stream open without using it. A
+ * `TimeoutError`, so callers tell it from other failures with `instanceof`.
+ */
+export class StreamIdleError extends TimeoutError {
+  override name = 'StreamIdleError'
+}
+
+/** A stream refused before it was used: the peer opened too many at once or too fast (see src/node/peer-limits.ts). */
+export class StreamRefusedError extends Error {
+  override name = 'StreamRefusedError'
+}
+
+/**
+ * Closes our side of `stream` (bounded by `idleMs`) and, if the peer has not
+ * closed its side `idleMs` later, aborts the stream with a `StreamIdleError`:
+ * a half-closed stream otherwise stays open (and counted against the
+ * connection's stream limits) for as long as the peer likes. Never throws.
+ */
+export async function closeStream (stream: Stream, idleMs: number): Promise<void> {
+  const signal = AbortSignal.timeout(idleMs)
+  try {
+    await stream.close({ signal })
+  } catch (err) {
+    stream.abort(signal.aborted ? new StreamIdleError(`could not close the stream within ${idleMs} ms`) : toError(err))
+    return
+  }
+  if (stream.status !== 'open' && stream.status !== 'closing') return
+  const timer = setTimeout(() => {
+    if (stream.status === 'open' || stream.status === 'closing') stream.abort(new StreamIdleError(`the peer did not close the stream within ${idleMs} ms of our close`))
+  }, idleMs)
+  timer.unref()
+  stream.addEventListener('close', () => { clearTimeout(timer) }, { once: true })
+}
+
+/**
  * A stream of length-prefixed tagged frames: every meshwork stream protocol
  * (board sync, members, git) reads and writes through this.
  */
 export class FramedStream {
   readonly #lp: ReturnType<typeof lpStream>
+  /** The bound of each read and write from now on (see `FramedStreamOptions.idleTimeoutMs`); undefined: none. */
+  idleTimeoutMs: number | undefined
+  /** When bytes last moved (arrived, or the peer took what we wrote): a frame still arriving is not idle. */
+  #activeAt = 0
 
   constructor (stream: Stream, opts: FramedStreamOptions) {
     this.#lp = lpStream(stream, { maxDataLength: opts.maxDataLength, ...(opts.maxBufferSize !== undefined ? { maxBufferSize: opts.maxBufferSize } : {}) })
+    this.idleTimeoutMs = opts.idleTimeoutMs
+    if (opts.idleTimeoutMs !== undefined) {
+      // added after lpStream's own listener, so it never sees data lpStream does not
+      const moved = (): void => { this.#activeAt = performance.now() }
+      stream.addEventListener('message', moved)
+      stream.addEventListener('drain', moved)
+    }
+  }
+
+  /**
+   * Runs one read or write under the idle bound: when no byte moved on the
+   * stream for `idleTimeoutMs` while it waits, the operation throws a
+   * `StreamIdleError` (the caller then tells the peer, or aborts the stream).
+   */
+  async #bounded<T> (op: (opts: AbortOptions) => Promise<T>, what: string, opts?: AbortOptions): Promise<T> {
+    const idleMs = this.idleTimeoutMs
+    if (idleMs === undefined) return await op(opts ?? {})
+    const idle = new AbortController()
+    this.#activeAt = performance.now()
+    let timer: NodeJS.Timeout | undefined
+    const check = (): void => {
+      const quiet = performance.now() - this.#activeAt
+      if (quiet >= idleMs) idle.abort(new StreamIdleError(`nothing ${what} the stream for ${idleMs} ms`))
+      else timer = setTimeout(check, idleMs - quiet)
+    }
+    timer = setTimeout(check, idleMs)
+    // one controller for both: AbortSignal.any per frame would hang a listener on a caller's
+    // long-lived signal (a whole transfer's) for every frame
+    const outer = opts?.signal
+    const onOuter = (): void => { idle.abort(outer?.reason) }
+    if (outer?.aborted === true) onOuter()
+    else outer?.addEventListener('abort', onOuter, { once: true })
+    try {
+      return await op({ ...opts, signal: idle.signal })
+    } catch (err) {
+      if (idle.signal.reason instanceof StreamIdleError && outer?.aborted !== true) throw idle.signal.reason
+      throw err
+    } finally {
+      clearTimeout(timer)
+      outer?.removeEventListener('abort', onOuter)
+    }
   }
 
   /** Writes one length-prefixed message as is (a frame built by `encodeFrame`, or an untagged body). */
   async writeRaw (data: Uint8Array, opts?: AbortOptions): Promise<void> {
-    await this.#lp.write(data, opts)
+    await this.#bounded(async o => { await this.#lp.write(data, o) }, 'could be written to', opts)
   }
 
   /** Reads one length-prefixed message as is. */
   async readRaw (opts?: AbortOptions): Promise<Uint8Array> {
-    return (await this.#lp.read(opts)).subarray()
+    return await this.#bounded(async o => (await this.#lp.read(o)).subarray(), 'arrived on', opts)
   }
 
   async write (tag: number, body?: Uint8Array, opts?: AbortOptions): Promise<void> {
-    await this.#lp.write(encodeFrame(tag, body), opts)
+    await this.writeRaw(encodeFrame(tag, body), opts)
   }
 
   async writeJson (tag: number, value: unknown, opts?: AbortOptions): Promise<void> {
-    await this.#lp.write(encodeJsonFrame(tag, value), opts)
+    await this.writeRaw(encodeJsonFrame(tag, value), opts)
   }
 
   /** Reads the next frame; throws `EmptyFrameError` on a frame without a tag. */

@@ -10,7 +10,8 @@ import { mkdir, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId, Stream } from '@libp2p/interface'
-import { FramedStream, encodeJsonFrame, parseJson, type Frame } from '../../protocol/frame.ts'
+import { FramedStream, StreamIdleError, encodeJsonFrame, parseJson, type Frame } from '../../protocol/frame.ts'
+import { GIT_IDLE_MS } from '../../node/constants.ts'
 import {
   ACK_BYTES, GIT_PROTOCOL, GitFrame, MAX_CHUNK_BYTES, MAX_HAVES, MAX_WANT_LENGTH, WINDOW_BYTES, gitEndSchema, gitErrorSchema, gitHeaderSchema
 } from '../../protocol/git.ts'
@@ -234,7 +235,9 @@ async function receivePack (node: GitStreams, peer: string | PeerId, want: strin
   const lp = new FramedStream(stream, {
     maxDataLength: 1 + MAX_CHUNK_BYTES,
     // a well-behaved server never has more than a window (or one piece) in flight
-    maxBufferSize: WINDOW_BYTES + MAX_CHUNK_BYTES + 64 * 1024
+    maxBufferSize: WINDOW_BYTES + MAX_CHUNK_BYTES + 64 * 1024,
+    // a server that stops sending is given up on long before the transfer's own time bound
+    idleTimeoutMs: GIT_IDLE_MS
   })
   const protocolError = (message: string): GitTransferError => new GitTransferError('protocol', `peer ${peerText}: ${message}`, { peer: peerText })
   const badPack = (stderr: string): GitTransferError => new GitTransferError(LOCAL_GIT_TROUBLE.test(stderr) ? 'git' : 'bad-bundle',
@@ -292,7 +295,7 @@ async function receivePack (node: GitStreams, peer: string | PeerId, want: strin
         read.catch(() => {})
         frame = await Promise.race([read, failed])
       } catch (err) {
-        if (err instanceof GitTransferError || signal.aborted) throw err
+        if (err instanceof GitTransferError || err instanceof StreamIdleError || signal.aborted) throw err
         throw protocolError(`the stream ended or broke after ${received} pack bytes, before END: ${toError(err).message}`)
       }
       if (frame.tag === GitFrame.DATA) {
@@ -337,6 +340,7 @@ async function receivePack (node: GitStreams, peer: string | PeerId, want: strin
       index.kill()
       await index.exited
     }
+    if (err instanceof StreamIdleError) throw new GitTransferError('timeout', `peer ${peerText}: ${err.message}`, { peer: peerText, cause: err })
     // local file errors and aborts are classified by the caller; the rest is the peer's doing
     if (err instanceof GitTransferError || signal.aborted || typeof (err as NodeJS.ErrnoException | null)?.syscall === 'string') throw err
     throw new GitTransferError('protocol', `peer ${peerText}: ${toError(err).message}`, { peer: peerText, cause: err })

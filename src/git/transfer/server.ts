@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto'
 import type { Stream } from '@libp2p/interface'
-import { FramedStream, encodeJsonFrame, parseJson, type Frame } from '../../protocol/frame.ts'
+import { FramedStream, StreamIdleError, closeStream, encodeJsonFrame, parseJson, type Frame } from '../../protocol/frame.ts'
 import {
   GIT_PROTOCOL, GitFrame, MAX_CHUNK_BYTES, MAX_HAVES, MAX_REQUEST_FRAME_BYTES, WINDOW_BYTES, gitAckSchema, gitRequestSchema
 } from '../../protocol/git.ts'
@@ -17,6 +17,7 @@ import {
   DEFAULT_CHUNK_BYTES, DEFAULT_MAX_CONCURRENT_SERVES, DEFAULT_MAX_TRANSFER_BYTES, DEFAULT_TRANSFER_TIMEOUT_MS, lastLines, readFrame, type GitStreams
 } from './wire.ts'
 import { batchCheck, repoInfo } from './quarantine.ts'
+import { GIT_IDLE_MS, GIT_SERVES_PER_PEER, STREAM_IDLE_MS } from '../../node/constants.ts'
 
 /** A pack file starts with `PACK`, version 2 or 3, and a 4-byte object count. */
 const PACK_HEADER_BYTES = 12
@@ -25,6 +26,12 @@ export interface ServeGitOptions {
   maxBytes?: number
   /** Transfers served at once (over all peers); more are answered `busy`. @default 4 */
   maxConcurrent?: number
+  /** Transfers served to one peer at once; more are answered `busy`. @default GIT_SERVES_PER_PEER (2) */
+  maxPerPeer?: number
+  /** How long the request may take to arrive. @default STREAM_IDLE_MS */
+  requestIdleMs?: number
+  /** How long the requester may then go without sending (its ACKs). @default GIT_IDLE_MS */
+  idleMs?: number
   /** Time bound of one served transfer. @default 10 min */
   timeoutMs?: number
   /** Pack bytes per DATA frame (at most 1 MiB). @default 256 KiB */
@@ -37,11 +44,17 @@ export interface GitServeStats {
   upToDate: number
   failed: number
   bytesSent: number
+  /** Requests answered `busy` because their peer had `maxPerPeer` transfers running already. */
+  busyPerPeer: number
+  /** Transfers given up because the requester sent nothing for the idle time (its request, or its ACKs). */
+  idle: number
 }
 
 export interface GitServer {
   /** Transfers in progress. */
   readonly active: number
+  /** Transfers in progress for `peer`. */
+  activeFor: (peer: string) => number
   readonly stats: GitServeStats
   /** Unregisters the protocol and aborts transfers in progress. */
   close: () => Promise<void>
@@ -104,14 +117,21 @@ class StreamFiller {
 export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGitOptions = {}): Promise<GitServer> {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_TRANSFER_BYTES
   const maxConcurrent = Math.max(1, opts.maxConcurrent ?? DEFAULT_MAX_CONCURRENT_SERVES)
+  const maxPerPeer = Math.max(1, opts.maxPerPeer ?? GIT_SERVES_PER_PEER)
+  const requestIdleMs = opts.requestIdleMs ?? STREAM_IDLE_MS
+  const idleMs = opts.idleMs ?? GIT_IDLE_MS
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS
   const chunkBytes = Math.max(1, Math.min(opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES))
   const log = opts.logger ?? silentLogger
-  const stats: GitServeStats = { served: 0, upToDate: 0, failed: 0, bytesSent: 0 }
+  const stats: GitServeStats = { served: 0, upToDate: 0, failed: 0, bytesSent: 0, busyPerPeer: 0, idle: 0 }
+  /** Peers whose per-peer refusal was logged (once each; bounded). */
+  const refusedPeers = new Set<string>()
   await repoInfo(repoDir) // fails early on a directory that is not a repository
   const running = new Set<Promise<void>>()
   const controllers = new Set<AbortController>()
   let active = 0
+  /** Transfers in progress by peer (an entry goes when its count reaches 0). */
+  const perPeer = new Map<string, number>()
   let closed = false
 
   /**
@@ -168,26 +188,39 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     controllers.add(ac)
     const timeout = AbortSignal.timeout(timeoutMs)
     const signal = AbortSignal.any([ac.signal, timeout])
-    const lp = new FramedStream(stream, { maxDataLength: MAX_REQUEST_FRAME_BYTES })
+    const lp = new FramedStream(stream, { maxDataLength: MAX_REQUEST_FRAME_BYTES, idleTimeoutMs: requestIdleMs })
     let pack: GitProcess | undefined
     let counted = false
     const started = Date.now()
     try {
       if (active >= maxConcurrent) throw new ServeRefusal('busy', `serving ${active} transfers already`)
+      const mine = perPeer.get(peer) ?? 0
+      if (mine >= maxPerPeer) {
+        stats.busyPerPeer++
+        if (!refusedPeers.has(peer)) {
+          refusedPeers.add(peer)
+          if (refusedPeers.size > 1024) refusedPeers.delete(refusedPeers.values().next().value as string)
+          log.warn('git:peer-busy', { peer, active: mine, note: `a peer may have ${maxPerPeer} git transfers served here at once; more are answered busy (logged once per peer, counted in the server's busyPerPeer)` })
+        }
+        throw new ServeRefusal('busy', `serving ${mine} transfers to ${peer} already (at most ${maxPerPeer} per peer)`)
+      }
       active++
+      perPeer.set(peer, mine + 1)
       counted = true
       let first: Frame
       try {
         first = await readFrame(lp, signal)
       } catch (err) {
-        if (signal.aborted) throw err
+        if (signal.aborted || err instanceof StreamIdleError) throw err
         throw new ServeRefusal('bad-request', `unreadable request: ${toError(err).message}`)
       }
+      // the request is in: from here on the requester only sends ACKs, each after ACK_BYTES it read
+      lp.idleTimeoutMs = idleMs
       const req = parseRequest(first)
       const { oid, haves } = await resolveRequest(req.want, req.haves, signal)
       const upToDate = async (): Promise<void> => {
         await lp.writeRaw(encodeJsonFrame(GitFrame.HEADER, { oid, ref: req.want, upToDate: true }), { signal })
-        await stream.close({ signal })
+        await closeStream(stream, idleMs)
         stats.upToDate++
         log.debug('git:serve-up-to-date', { peer, want: req.want, oid })
       }
@@ -243,17 +276,19 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       const { code, stderr } = await pack.exited
       if (code !== 0) throw new Error(`git pack-objects failed (${String(code)}): ${lastLines(stderr, 3)}`)
       await lp.writeRaw(encodeJsonFrame(GitFrame.END, { bytes: offset, sha256: hash.digest('hex') }), { signal })
-      await stream.close({ signal })
+      await closeStream(stream, idleMs)
       stats.served++
       stats.bytesSent += offset
       log.debug('git:served', { peer, want: req.want, oid, bytes: offset, haves: haves.length, ms: Date.now() - started })
     } catch (err) {
       stats.failed++
       const e = toError(err)
+      const idle = e instanceof StreamIdleError
+      if (idle) stats.idle++
       const code = e instanceof ServeRefusal
         ? e.code
-        : timeout.aborted ? 'timeout' : 'server'
-      const message = e instanceof ServeRefusal ? e.message : timeout.aborted ? `transfer took longer than ${timeoutMs} ms` : `serving failed: ${e.message.slice(0, 500)}`
+        : timeout.aborted || idle ? 'timeout' : 'server'
+      const message = e instanceof ServeRefusal ? e.message : timeout.aborted ? `transfer took longer than ${timeoutMs} ms` : idle ? `the requester sent nothing: ${e.message}` : `serving failed: ${e.message.slice(0, 500)}`
       log.debug('git:serve-failed', { peer, code, error: e.message })
       pack?.kill()
       if (stream.writeStatus === 'writable' && !ac.signal.aborted) {
@@ -261,14 +296,19 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
         try {
           const bounded = AbortSignal.any([ac.signal, AbortSignal.timeout(2000)])
           await lp.writeRaw(encodeJsonFrame(GitFrame.ERROR, { code, message }), { signal: bounded })
-          await stream.close({ signal: bounded })
+          await closeStream(stream, 2000)
           return
         } catch {}
       }
       stream.abort(e)
     } finally {
       pack?.kill()
-      if (counted) active--
+      if (counted) {
+        active--
+        const left = (perPeer.get(peer) ?? 1) - 1
+        if (left > 0) perPeer.set(peer, left)
+        else perPeer.delete(peer)
+      }
       controllers.delete(ac)
     }
   }
@@ -285,6 +325,7 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
 
   return {
     get active () { return active },
+    activeFor: (peer: string) => perPeer.get(peer) ?? 0,
     stats,
     close: async () => {
       if (closed) return

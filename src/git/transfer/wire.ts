@@ -77,6 +77,7 @@ export interface GitStreams {
   unhandle: (protocol: string) => Promise<void>
 }
 
+/** Reads the next frame; an empty frame is a protocol error (a `StreamIdleError` is passed on: the server answers it, the requester fails with `timeout`). */
 export async function readFrame (lp: FramedStream, signal: AbortSignal): Promise<Frame> {
   try {
     return await lp.read({ signal })
