@@ -65,12 +65,6 @@ describe('meshwork rotate-key', () => {
     expect(rotA.code, describeResult(['rotate-key', 'a'], rotA)).toBe(0)
     expect(rotA.stdout).toMatch(new RegExp(`moved the board of mesh ${before.meshId} to mesh \\w+: 2 tasks, 2 nodes, 0 conflicts, main ${before.main.head}`))
     expect(existsSync(join(a.dataDir, `board.am.${before.meshId}`))).toBe(true)
-    const rotB = await runCli(['rotate-key', '--data', b.dataDir, '--swarm-key', key2, '--from-peers', '--json'], { timeoutMs: 30_000 })
-    expect(rotB.code, describeResult(['rotate-key', 'b'], rotB)).toBe(0)
-    const rb = JSON.parse(rotB.stdout) as { from: string, to: string, kept: string[], carried: unknown }
-    expect(rb.from).toBe(before.meshId)
-    expect(rb.carried).toBeNull()
-    expect(rb.kept).toContain(join(b.dataDir, `board.am.${before.meshId}`))
     // a second run finds nothing to do
     const again = await runCli(['rotate-key', '--data', a.dataDir, '--swarm-key', key2], { timeoutMs: 30_000 })
     expect(again.code, describeResult(['rotate-key', 'again'], again)).toBe(2)
@@ -80,7 +74,17 @@ describe('meshwork rotate-key', () => {
     expect(help.code).toBe(0)
     expect(help.stdout).toMatch(/--from-peers/)
 
+    // a starts on the new key; b is moved with a's new token (README step 4, --join-file) and joins through it
     const a2 = await startNode({ dir, name: 'a', keyFile: key2, extraArgs: agentArgs })
+    const tokenFile = join(dir, 'new.token')
+    await writeFile(tokenFile, a2.info.join + '\n', { mode: 0o600 })
+    const rotB = await runCli(['rotate-key', '--data', b.dataDir, '--join-file', tokenFile, '--from-peers', '--json'], { timeoutMs: 30_000 })
+    expect(rotB.code, describeResult(['rotate-key', 'b'], rotB)).toBe(0)
+    const rb = JSON.parse(rotB.stdout) as { from: string, to: string, kept: string[], carried: unknown }
+    expect(rb.from).toBe(before.meshId)
+    expect(rb.to).toBe((await statusJson(['--join', a2.info.join], 60_000)).meshId)
+    expect(rb.carried).toBeNull()
+    expect(rb.kept).toContain(join(b.dataDir, `board.am.${before.meshId}`))
     const b2 = await startNode({ dir, name: 'b', join: a2.info.join, extraArgs: agentArgs })
     const viaA = ['--swarm-key', key2, '--bootstrap', a2.info.addrs[0] as string]
     const viaB = ['--swarm-key', key2, '--bootstrap', b2.info.addrs[0] as string]

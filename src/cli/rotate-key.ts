@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs'
-import { rename } from 'node:fs/promises'
+import { readFile, rename } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { Board } from '../crdt/board.ts'
 import { BOARD_FILE, BOARD_LOG, readSavedBoard, writeSavedBoard } from '../crdt/store.ts'
 import { acquireLock } from '../node/lock.ts'
-import { readSwarmKey } from '../node/swarm-key.ts'
+import { readSwarmKey, type SwarmKey } from '../node/swarm-key.ts'
+import { decodeJoinToken } from '../node/join-token.ts'
 import { UsageError } from '../util/errors.ts'
 import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
@@ -58,7 +59,7 @@ export async function rotateBoard (dataDir: string, toMeshId: string, fromPeers:
 export const rotateKeyCommand = defineCommand({
   name: 'rotate-key',
   summary: summaryOf('rotate-key'),
-  usage: 'meshwork rotate-key --swarm-key NEW_KEY_FILE [--data DIR | --repo DIR] [--from-peers] [--json]',
+  usage: 'meshwork rotate-key (--swarm-key NEW_KEY_FILE | --join-file NEW_TOKEN_FILE) [--data DIR | --repo DIR] [--from-peers] [--json]',
   details: [
     'Moves a stopped node to a new swarm key (from `meshwork init --out NEW_KEY_FILE`) without losing the board: its tasks,',
     'their states and attempts, nodes, conflicts and main are written onto the new mesh, whose id and genesis come from the new',
@@ -69,14 +70,14 @@ export const rotateKeyCommand = defineCommand({
   ].join('\n'),
   options: {
     'swarm-key': opt.string({ arg: 'FILE', description: 'The NEW swarm key file (from `meshwork init --out FILE`).' }),
+    'join-file': opt.string({ arg: 'FILE', description: 'Instead of --swarm-key: a file holding a join token of a node already on the new key (`meshwork token` there).' }),
     data: opt.string({ arg: 'DIR', description: 'The node\'s data dir (its --data).' }),
     repo: opt.string({ arg: 'DIR', default: '.', description: 'Without --data: the node\'s repository, whose default data dir is used.' }),
     'from-peers': opt.boolean({ description: 'Set this node\'s board aside instead of moving it: it takes the board from the nodes already on the new key when it starts.' }),
     json: opt.boolean({ description: 'Print {"from", "to", "kept", "carried"} as JSON (carried: counts of tasks, nodes, conflicts and main\'s head; null with --from-peers).' })
   },
   run: async (opts) => {
-    if (opts['swarm-key'] === undefined) throw new UsageError('rotate-key needs the new key: --swarm-key FILE (make one with `meshwork init --out FILE`).')
-    const key = await readSwarmKey(opts['swarm-key'])
+    const key = await newKey(opts['swarm-key'], opts['join-file'])
     const dataDir = resolve(opts.data ?? await defaultDataDir(opts.repo))
     if (!existsSync(dataDir)) throw new UsageError(`no data dir ${dataDir}: name the node's data dir with --data DIR (or its repository with --repo DIR).`)
     // the node must be stopped: a running one holds the lock and would write the old board back
@@ -94,7 +95,7 @@ export const rotateKeyCommand = defineCommand({
         ? `moved the board of mesh ${r.from} to mesh ${r.to}: ${r.carried.tasks} tasks, ${r.carried.nodes} nodes, ${r.carried.conflicts} conflicts, main ${r.carried.main ?? '(none)'}`
         : `set the board of mesh ${r.from} aside: this node takes the board of mesh ${r.to} from its peers when it starts`]
       out.push(`the old board is kept as ${r.kept.join(' and ')}`)
-      out.push(`start the node with the new key: meshwork node --data ${dataDir} --swarm-key ${resolve(opts['swarm-key'])} ...`)
+      out.push(`start the node with the new key: meshwork node --data ${dataDir} ${opts['swarm-key'] !== undefined ? `--swarm-key ${resolve(opts['swarm-key'])}` : `--join-file ${resolve(opts['join-file'] as string)}`} ...`)
       process.stdout.write(out.join('\n') + '\n')
       return 0
     } finally {
@@ -102,3 +103,17 @@ export const rotateKeyCommand = defineCommand({
     }
   }
 })
+
+/** The new key: from its key file, or from a join token of a node already on it. */
+async function newKey (keyFile: string | undefined, joinFile: string | undefined): Promise<SwarmKey> {
+  if (keyFile !== undefined && joinFile !== undefined) throw new UsageError('give the new key as --swarm-key FILE or --join-file FILE, not both.')
+  if (keyFile !== undefined) return await readSwarmKey(keyFile)
+  if (joinFile === undefined) throw new UsageError('rotate-key needs the new key: --swarm-key FILE (make one with `meshwork init --out FILE`), or --join-file FILE (a token of a node already on the new key).')
+  let text: string
+  try {
+    text = await readFile(joinFile, 'utf8')
+  } catch (err) {
+    throw new UsageError(`cannot read --join-file ${joinFile} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}).`)
+  }
+  return decodeJoinToken(text.trim()).key
+}
