@@ -7,7 +7,7 @@ import { describe, it, expect } from 'vitest'
 import * as A from '@automerge/automerge'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { Board, BoardAuthorRefusedError, BoardForgedChangeError, actorForPeer, nodeActorForPeer, sessionActorForPeer, carryActor, str } from '../src/crdt/board.ts'
+import { Board, BoardForgedChangeError, actorForPeer, nodeActorForPeer, sessionActorForPeer, carryActor, str } from '../src/crdt/board.ts'
 import { changeSigner, signerFromPrivateKey, type ChangeSigner } from '../src/crdt/signing.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
@@ -109,9 +109,13 @@ describe('signed board changes', () => {
     const p = await peer()
     const other = await peer()
     const writer = Board.create(MESH, nodeActorForPeer(p.id), p.signer)
+    writer.checkOwnChanges = true
+    const withheld: string[] = []
+    writer.onWithheld = (message, reason) => { withheld.push(`${message}: ${reason}`) }
     const first = writer.change('plan', addTasks([simpleTask('t1')])) as Uint8Array
     const heads = writer.heads()
-    expect(() => writer.change('claim', d => { lifecycle.claim(d, 't1' as TaskId, asPeerId(other.id), 0, 1) })).toThrow(BoardAuthorRefusedError)
+    expect(writer.change('claim', d => { lifecycle.claim(d, 't1' as TaskId, asPeerId(other.id), 0, 1) })).toBeNull()
+    expect(withheld).toEqual([expect.stringMatching(/^claim: wrote an entry of another peer/)])
     expect(writer.heads()).toEqual(heads)
     expect(writer.task('t1')?.claims[other.id]).toBeUndefined()
     const next = writer.change('plan', addTasks([simpleTask('t2')])) as Uint8Array

@@ -99,6 +99,16 @@ export class Board {
   /** Called once per board entry that fails the schema. */
   onInvalid: (key: string, reason: string) => void = () => {}
   /**
+   * Whether local changes are checked as peers check them and dropped when
+   * they would be refused (`onWithheld` says so): a change peers refuse would
+   * park every later change of this actor. A mesh node sets it; off for a
+   * board nobody else reads (tests write any state). Applies to signed changes
+   * (made on a fork, so dropping one costs nothing).
+   */
+  checkOwnChanges = false
+  /** Called when a local change is dropped because peers would refuse it. */
+  onWithheld: (message: string, reason: string) => void = () => {}
+  /**
    * Who may author received changes (a node's `--allow`), by Automerge actor:
    * changes of another author are refused, with everything that came with
    * them, unless an admitted change among them builds on them. null: anyone.
@@ -267,26 +277,40 @@ export class Board {
    */
   #signedChange (signer: ChangeSigner, message: string, fn: (doc: BoardDoc) => void): Uint8Array | null {
     const fork = A.clone(this.#doc, { actor: A.getActorId(this.#doc) })
-    let made: Uint8Array | undefined
+    let decoded: A.DecodedChange
     try {
       const after = A.change(fork, { message }, fn)
-      made = after === fork ? undefined : A.getLastLocalChange(after)
+      const made = after === fork ? undefined : A.getLastLocalChange(after)
+      if (made === undefined) return null
+      decoded = A.decodeChange(made)
+      for (const op of decoded.ops) {
+        if (op.obj === '_root') throw new BoardChangeRejectedError(`a local change writes the document root (key ${String(op.key)}); not made`)
+      }
+      const refused = this.checkOwnChanges ? this.#ownChangeRefused(decoded, after) : null
+      if (refused !== null) {
+        // dropped with the fork: never written, sent or persisted, so no later change depends on it
+        this.onWithheld(message, refused)
+        return null
+      }
     } finally {
       A.free(fork)
     }
-    if (made === undefined) return null
-    const decoded = A.decodeChange(made)
-    for (const op of decoded.ops) {
-      if (op.obj === '_root') throw new BoardChangeRejectedError(`a local change writes the document root (key ${String(op.key)}); not made`)
-    }
-    const why = forbiddenWrite(decoded, this.#mainId)
-    if (why !== null) throw new BoardAuthorRefusedError([decoded.actor], 1, `${why} (refused here before it was made: nothing was written or sent)`)
     const bytes = signChange(decoded, signer)
     const touched = new Set<string>()
     ;[this.#doc] = A.applyChanges(this.#doc, [bytes], { patchCallback: patches => { this.#collect(patches, touched) } })
     this.#noteSigners([A.decodeChange(bytes)])
     this.#afterPatches(touched, true, [bytes])
     return bytes
+  }
+
+  /**
+   * Why peers would refuse this board's own change `decoded` (made on `withIt`,
+   * a document that holds it), or null: the rules every node applies on
+   * receipt, judged on what the change was made on, so the verdict is theirs.
+   */
+  #ownChangeRefused (decoded: A.DecodedChange, withIt: A.Doc<BoardDoc>): string | null {
+    void withIt
+    return forbiddenWrite(decoded, this.#mainId)
   }
 
   /** Records the newest change of every signing actor among `changes`. */

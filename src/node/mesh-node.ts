@@ -231,6 +231,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       this.stats.invalidEntries++
       this.#log.warn('board:invalid-entry', { key, reason })
     }
+    board.checkOwnChanges = true
+    board.onWithheld = (message, reason) => { this.#log.warn('board:write-withheld', { change: message, reason, note: 'peers would refuse this change: dropped, not sent (its author\'s later changes still apply)' }) }
     board.subscribe(update => { this.#onBoardUpdate(update) })
     const allow = init.allow
     allow?.addSelf(peerId)
