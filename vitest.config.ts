@@ -18,6 +18,7 @@ export const E2E_FILES = [
   'test/cli-mesh.test.ts',
   'test/cli-exec.test.ts',
   'test/cli-merge.test.ts',
+  'test/cli-rotate-key.test.ts',
   'test/demo.test.ts',
   'test/drain-export.test.ts',
   'test/cli-forget.test.ts',

@@ -15,7 +15,7 @@ import { generateSwarmKey } from '../src/node/swarm-key.ts'
 import { loadOrCreateIdentity, loadClientIdentity, peerIdOf } from '../src/node/identity.ts'
 import { connectClient, type Client } from '../src/api/client.ts'
 import { submitTasks } from '../src/api/tasks.ts'
-import { Board, BoardAuthorRefusedError, actorForPeer, sessionActorForPeer } from '../src/crdt/board.ts'
+import { Board, BoardAuthorRefusedError, actorForPeer } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { runSyncSession } from '../src/crdt/sync.ts'
 import { SYNC_PROTOCOL } from '../src/protocol/sync.ts'
@@ -56,7 +56,8 @@ describe('board changes by author (unit)', () => {
     const listed = Board.create(MESH, actorForPeer(A))
     const guarded = Board.create(MESH, actorForPeer(B))
     guarded.authorFilter = actor => actor.startsWith(actorForPeer(A)) || actor.startsWith(actorForPeer(B))
-    const outsider = Board.create(MESH, sessionActorForPeer('12D3KooWoutsider'))
+    // an older version's client session (unsigned, tag + 16 hex digits): history from before the allowlist
+    const outsider = Board.create(MESH, actorForPeer('12D3KooWoutsider') + '0123456789abcdef')
     outsider.change('plan', addTasks([simpleTask('forged')]))
     // alone: refused, nothing of it stays
     expect(() => { sync(outsider, guarded) }).toThrow(BoardAuthorRefusedError)

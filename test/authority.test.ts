@@ -20,6 +20,10 @@ import { runSyncSession } from '../src/crdt/sync.ts'
 import { SYNC_PROTOCOL } from '../src/protocol/sync.ts'
 import { waitFor } from '../src/util/wait.ts'
 import * as A from '@automerge/automerge'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { signChange, signerFromPrivateKey } from '../src/crdt/signing.ts'
+import { topics } from '../src/node/constants.ts'
+import { encodeBoardChange } from '../src/protocol/board-gossip.ts'
 
 let mesh: TestMesh | null = null
 const clients: Client[] = []
@@ -61,11 +65,15 @@ describe('a hostile peer with the swarm key', () => {
     const [n0, n1] = mesh.nodes as [NonNullable<TestMesh['nodes'][0]>, NonNullable<TestMesh['nodes'][0]>]
     n0.changeBoard('main', d => { d.main.head = str('a'.repeat(40)) })
     await waitConverged(mesh.nodes, 20_000, n => n.board.snapshot().main.head === 'a'.repeat(40))
-    const evil = await connectClient({ key: mesh.key, bootstrap: [n0.addrs()[0] as string], timeoutMs: 20_000 })
+    const evilKey = await generateKeyPair('Ed25519')
+    const evil = await connectClient({ key: mesh.key, bootstrap: [n0.addrs()[0] as string], timeoutMs: 20_000, privateKey: evilKey })
     clients.push(evil)
 
-    // gossip: its own signed change
-    evil.node.changeBoard('forge', d => { d.main.head = str(FAKE_HEAD) })
+    // gossip: its own signed change (made past the writer's own check, which a hostile peer skips)
+    const raw = Board.load(mesh.key.meshId, sessionActorForPeer(evil.node.peerId), n0.board.save())
+    const unsigned = raw.change('forge', d => { d.main.head = str(FAKE_HEAD) }) as Uint8Array
+    const signed = signChange(A.decodeChange(unsigned), signerFromPrivateKey(evil.node.peerId, evilKey))
+    await evil.node.host.services.pubsub.publish(topics(mesh.key.meshId).board, encodeBoardChange(signed))
     await waitFor(() => (n0.stats.gossipRejected['forbidden-write'] ?? 0) > 0, { timeoutMs: 10_000, message: () => `not refused: ${JSON.stringify(n0.stats.gossipRejected)}` })
     // sync: the same forgery in a sync session
     const forger = Board.load(mesh.key.meshId, sessionActorForPeer(evil.node.peerId), n0.board.save())

@@ -65,7 +65,7 @@ export interface StatusReport {
   budget: BudgetReport
   /** Permission requests of runs on nodes started with `--approvals`, oldest first (answered ones stay in the list). */
   approvals: StatusApproval[]
-  /** Board changes the node read through refused for their author (not on its `--allow`, or a write the author's role does not allow): author (peer id, else actor tag) → count. */
+  /** Board changes the node read through refused for their author (not on its `--allow`, or a write the author's role does not allow): author (peer id, else actor tag) → count. A forgery (another peer's actor without its signature) counts against the peer that sent it. */
   refused: Record<string, number>
 }
 

@@ -29,6 +29,7 @@ export const COMMAND_TABLE: readonly CommandEntry[] = [
   { name: 'tui', summary: 'Terminal UI: nodes, the task DAG with live progress and cost, the conflict inbox, keys for resolve, cancel and retry.', load: async () => (await import('./tui.ts')).tuiCommand },
   { name: 'export', summary: 'Print the board as one JSON object (tasks, conflicts, main, nodes), for backups and scripts.', load: async () => (await import('./export.ts')).exportCommand },
   { name: 'import', summary: 'Start the unfinished tasks of an export (not merged, not cancelled) again in a new mesh.', load: async () => (await import('./export.ts')).importCommand },
+  { name: 'rotate-key', summary: 'Move a stopped node\'s board to a new swarm key (the mesh id and genesis change with the key; tasks, states, main are kept).', load: async () => (await import('./rotate-key.ts')).rotateKeyCommand },
   { name: 'whoami', summary: 'Print this client\'s peer id (its --identity key, created on first use), for --allow lists and decisions.', load: async () => (await import('./whoami.ts')).whoamiCommand },
   { name: 'token', summary: 'Print the join token of a node on this machine (from DATA/node.json).', load: async () => (await import('./token.ts')).tokenCommand },
   { name: 'demo', summary: 'Start a local three-node mesh on loopback and run a sample plan end to end with the sim agent.', load: async () => (await import('./demo.ts')).demoCommand }

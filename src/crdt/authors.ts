@@ -5,10 +5,15 @@ import { createHash, randomBytes } from 'node:crypto'
  * Who wrote a board change. Every peer writes with an Automerge actor derived
  * from its peer id, so a change names its author: gossip checks the actor
  * against the message's signer, and a node with `--allow` admits changes only
- * from the actors of listed peers.
+ * from the actors of listed peers. Peers of this version write with *signing*
+ * actors (the peer's tag followed by SIGNING_MARK) and sign every change
+ * (signing.ts): a change under a signing actor without its peer's signature is
+ * refused on every path. Older versions wrote unsigned changes under the bare
+ * tag (32 hex digits; a client session: tag + 16); those are an older peer's
+ * history and are judged by the board (board.ts).
  */
 
-/** The Automerge actor a peer writes with: derived from its peer id, so a gossip sender can be checked against its changes. */
+/** The tag of a peer: the first 32 hex digits of every actor it writes with; derived from its peer id. */
 export function actorForPeer (peerId: string): string {
   return createHash('sha256').update('meshwork/actor/1:' + peerId).digest('hex').slice(0, 32)
 }
@@ -16,23 +21,39 @@ export function actorForPeer (peerId: string): string {
 /** Hex digits of the random part of a client session's actor. */
 const SESSION_SUFFIX_HEX = 16
 
+/** What follows the tag in a signing actor: its changes must carry the peer's signature. */
+export const SIGNING_MARK = '5167ed01'
+
+/** The actor a node writes with: its tag and SIGNING_MARK (a signing actor). */
+export function nodeActorForPeer (peerId: string): string {
+  return actorForPeer(peerId) + SIGNING_MARK
+}
+
 /**
- * The actor of one client session: the peer's actor followed by 8 random bytes.
- * A client keeps its peer id across runs (`--identity`), but two runs of it
- * (a `status --watch` beside a `resolve`, or a run that reaches a node the last
- * run's changes have not reached yet) must never write the same actor's same
- * sequence number: peers would refuse the second change as a duplicate and
- * park everything that actor writes after it. The prefix still ties every
- * change to the peer that signed it.
+ * The actor of one client session: the peer's signing actor followed by 8
+ * random bytes. A client keeps its peer id across runs (`--identity`), but two
+ * runs of it (a `status --watch` beside a `resolve`, or a run that reaches a
+ * node the last run's changes have not reached yet) must never write the same
+ * actor's same sequence number: peers would refuse the second change as a
+ * duplicate and park everything that actor writes after it. The prefix still
+ * ties every change to the peer that signed it.
  */
 export function sessionActorForPeer (peerId: string): string {
-  return actorForPeer(peerId) + randomBytes(SESSION_SUFFIX_HEX / 2).toString('hex')
+  return nodeActorForPeer(peerId) + randomBytes(SESSION_SUFFIX_HEX / 2).toString('hex')
+}
+
+/** Whether changes under `actor` must carry its peer's signature (what this version writes with). */
+export function isSigningActor (actor: string): boolean {
+  return (actor.length === 32 + SIGNING_MARK.length || actor.length === 32 + SIGNING_MARK.length + SESSION_SUFFIX_HEX) &&
+    actor.slice(32, 32 + SIGNING_MARK.length) === SIGNING_MARK
 }
 
 /** Whether `actor` is one `peerId` writes with: its node actor or one of its client sessions' actors. */
 export function actorBelongsTo (actor: string, peerId: string): boolean {
   const own = actorForPeer(peerId)
-  return actor === own || (actor.length === own.length + SESSION_SUFFIX_HEX && actor.startsWith(own))
+  if (!actor.startsWith(own)) return false
+  // an older version's node and session actors, and this version's signing ones
+  return actor.length === own.length || actor.length === own.length + SESSION_SUFFIX_HEX || isSigningActor(actor)
 }
 
 /** The peer part of an actor (what `actorForPeer` derives), for allowlists. */
@@ -63,7 +84,7 @@ export function unvouchedChanges<T> (before: A.Doc<T>, after: A.Doc<T>, admits: 
 
 /** Whether `actor` is a client session's (a peer's actor plus a random part), not a node's. */
 export function isSessionActor (actor: string): boolean {
-  return actor.length === 32 + SESSION_SUFFIX_HEX
+  return actor.length === 32 + SESSION_SUFFIX_HEX || (isSigningActor(actor) && actor.length === 32 + SIGNING_MARK.length + SESSION_SUFFIX_HEX)
 }
 
 /** A peer id in its usual text form (Ed25519, base58btc): how board keys name peers (`nodes[P]`, `claims[P]`). */

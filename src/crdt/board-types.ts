@@ -62,6 +62,16 @@ export class BoardAuthorRefusedError extends BoardChangeRejectedError {
   }
 }
 
+/**
+ * Changes that claim an author who did not make them: under a signing actor
+ * without that peer's valid signature (an attempt to take its next sequence
+ * number, or to write in its name), or in an older peer's unsigned form for a
+ * peer that signs. Counted against the peer that sent them, not the actor.
+ */
+export class BoardForgedChangeError extends BoardAuthorRefusedError {
+  override name = 'BoardForgedChangeError'
+}
+
 /** A change to the board, local or remote. */
 export interface BoardUpdate {
   /** true when this node made the change. */

@@ -1,23 +1,26 @@
 /*
- * Just over 400 lines, on purpose: the Board owns the Automerge document and
- * every path into it (local changes, gossiped changes, sync messages), so the
- * write rules and author checks (authors.ts) are applied in one class, beside
- * the validated snapshot every reader uses. Its stored types live in
+ * Over 400 lines, on purpose: the Board owns the Automerge document and every
+ * path into it (local signed changes, gossiped changes, sync messages, a key
+ * rotation's carry), so the write rules, signatures and author checks
+ * (authors.ts, signing.ts) are applied in one class, beside the validated
+ * snapshot every reader uses. Its stored types live in
  * board-types.ts, its transitions in lifecycle.ts.
  */
 import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
-import { forbiddenWrite, unvouchedChanges } from './authors.ts'
+import { forbiddenWrite, isSigningActor, peerTagOfActor, unvouchedChanges } from './authors.ts'
+import { signChange, signatureProblem, type ChangeSigner } from './signing.ts'
 import type { ZodType } from 'zod'
 import {
   conflictSchema, mainSchema, nodeRecordSchema, taskSchema,
   type BoardSnapshot, type Conflict, type ConflictId, type MainRef, type NodeRecord, type PeerIdString, type Task, type TaskId
 } from './schema.ts'
-import { BoardAuthorRefusedError, BoardChangeRejectedError, plain, str, type BoardDoc, type BoardUpdate } from './board-types.ts'
+import { BoardAuthorRefusedError, BoardChangeRejectedError, BoardForgedChangeError, plain, str, type BoardDoc, type BoardUpdate } from './board-types.ts'
 import { BoardCorruptError } from '../util/errors.ts'
 
 export type { Stored, TaskRecord, ConflictRecord, NodeRecordDraft, MainRecord, BoardDoc, BoardUpdate } from './board-types.ts'
-export { BoardChangeRejectedError, BoardAuthorRefusedError, str, plain } from './board-types.ts'
+export { BoardChangeRejectedError, BoardAuthorRefusedError, BoardForgedChangeError, str, plain } from './board-types.ts'
+export type { ChangeSigner } from './signing.ts'
 
 /** The deterministic Automerge actor of the genesis change of `meshId`. */
 function genesisActor (meshId: string): string {
@@ -38,7 +41,33 @@ function genesis (meshId: string): A.Doc<BoardDoc> {
   })
 }
 
-export { actorForPeer, sessionActorForPeer, actorBelongsTo, peerTagOfActor } from './authors.ts'
+/**
+ * The actor of a mesh's carry change: the one change a key rotation
+ * (`meshwork rotate-key`) writes on the new mesh's genesis, holding the old
+ * board's content. Deterministic, like the genesis actor, and exempt from the
+ * author rules like the genesis change (it writes every peer's entries).
+ */
+export function carryActor (meshId: string): string {
+  return createHash('sha256').update('meshwork/carry/1:' + meshId).digest('hex').slice(0, 32)
+}
+
+/** Whether `change` has the form of `meshId`'s carry change: by carryActor, its first, on the genesis alone. */
+function isCarryChange (change: A.DecodedChange, meshId: string, genesisHash: string): boolean {
+  return change.actor === carryActor(meshId) && change.seq === 1 && change.deps.length === 1 && change.deps[0] === genesisHash
+}
+
+/** A deep copy of a value read from an Automerge document, fit to assign into another (scalar strings stay scalar, text stays text). */
+function copyValue (v: unknown): unknown {
+  if (v instanceof A.ImmutableString) return new A.ImmutableString(v.val)
+  if (v instanceof A.Counter) return new A.Counter(v.value)
+  if (v instanceof Date) return new Date(v.getTime())
+  if (v instanceof Uint8Array) return new Uint8Array(v)
+  if (Array.isArray(v)) return v.map(copyValue)
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, copyValue(x)]))
+  return v
+}
+
+export { actorForPeer, nodeActorForPeer, sessionActorForPeer, actorBelongsTo, peerTagOfActor, isSigningActor } from './authors.ts'
 
 type Listener = (update: BoardUpdate) => void
 
@@ -70,24 +99,58 @@ export class Board {
   /** Called once per board entry that fails the schema. */
   onInvalid: (key: string, reason: string) => void = () => {}
   /**
+   * Whether local changes are checked as peers check them and dropped when
+   * they would be refused (`onWithheld` says so): a change peers refuse would
+   * park every later change of this actor. A mesh node sets it; off for a
+   * board nobody else reads (tests write any state). Applies to signed changes
+   * (made on a fork, so dropping one costs nothing).
+   */
+  checkOwnChanges = false
+  /** Called when a local change is dropped because peers would refuse it. */
+  onWithheld: (message: string, reason: string) => void = () => {}
+  /**
    * Who may author received changes (a node's `--allow`), by Automerge actor:
    * changes of another author are refused, with everything that came with
    * them, unless an admitted change among them builds on them. null: anyone.
    */
   authorFilter: ((actor: string) => boolean) | null = null
 
-  private constructor (meshId: string, doc: A.Doc<BoardDoc>, genesisHash: string) {
+  /** Who signs this board's local changes; null: they go out unsigned (an older peer's form; tests forge with it). */
+  readonly #signer: ChangeSigner | null
+  /** The newest change (seq, hash) of every signing actor in the document: what vouches for an older peer's unsigned history. */
+  readonly #signingTips = new Map<string, { seq: number, hash: string }>()
+
+  /**
+   * Whether the document holds a change of another author than this board's
+   * (the genesis aside). A carry change is taken only before: by a node that
+   * starts on a rotated mesh with an empty board. A board with history of its
+   * own mesh never takes one (it would be exempt from the author rules).
+   */
+  #foreignSeen: boolean
+
+  private constructor (meshId: string, doc: A.Doc<BoardDoc>, genesisHash: string, signer: ChangeSigner | null) {
     this.meshId = meshId
     this.#doc = doc
     this.genesisHash = genesisHash
+    this.#signer = signer
+    const all = A.getChangesMetaSince(doc, [])
+    const own = A.getActorId(doc)
+    this.#foreignSeen = all.some(c => c.hash !== genesisHash && c.actor !== own)
+    this.#noteSigners(all)
     this.#reindexAll()
   }
 
-  /** A new board for `meshId`, writing as `actor`. */
-  static create (meshId: string, actor: string): Board {
+  /** Why a change of the carry's form may not be taken here, or null when it may (the board has nothing of others yet). */
+  #carryProblem (c: A.DecodedChange): string | null {
+    if (!isCarryChange(c, this.meshId, this.genesisHash)) return 'a change under the carry actor that is not the carry change'
+    return this.#foreignSeen ? 'a carry change for a board that already has history (only a node that starts empty on a rotated mesh takes one)' : null
+  }
+
+  /** A new board for `meshId`, writing as `actor` (signing its changes with `signer` when given). */
+  static create (meshId: string, actor: string, signer: ChangeSigner | null = null): Board {
     const g = genesis(meshId)
     const hash = A.getHeads(g)[0] as string
-    return new Board(meshId, A.clone(g, { actor }), hash)
+    return new Board(meshId, A.clone(g, { actor }), hash, signer)
   }
 
   /**
@@ -95,7 +158,7 @@ export class Board {
    * chunks). Throws `BoardCorruptError` when the bytes cannot be loaded or
    * belong to another mesh.
    */
-  static load (meshId: string, actor: string, bytes: Uint8Array): Board {
+  static load (meshId: string, actor: string, bytes: Uint8Array, signer: ChangeSigner | null = null): Board {
     const g = genesis(meshId)
     const hash = A.getHeads(g)[0] as string
     let doc: A.Doc<BoardDoc>
@@ -105,10 +168,44 @@ export class Board {
       throw new BoardCorruptError(`the saved board cannot be read: ${(err as Error).message}`)
     }
     if (A.getHeads(doc).length > 0 && !A.hasHeads(doc, [hash])) {
-      throw new BoardCorruptError('the saved board belongs to another mesh (its genesis differs from this swarm key\'s)')
+      throw new BoardCorruptError('the saved board belongs to another mesh (its genesis differs from this swarm key\'s; after a key change, `meshwork rotate-key` moves the board to the new key)')
     }
     if (A.getHeads(doc).length === 0) doc = A.clone(g, { actor })
-    return new Board(meshId, doc, hash)
+    return new Board(meshId, doc, hash, signer)
+  }
+
+  /** The mesh id a saved board was made for (its genesis), or null when the bytes hold no meshwork board. */
+  static meshIdOf (bytes: Uint8Array): string | null {
+    try {
+      const doc = A.load<BoardDoc>(bytes)
+      const id = doc.meshId instanceof A.ImmutableString ? doc.meshId.val : typeof doc.meshId === 'string' ? doc.meshId : null
+      if (id === null) return null
+      const g = genesis(id)
+      const ok = A.hasHeads(doc, A.getHeads(g))
+      A.free(doc)
+      return ok ? id : null
+    } catch {
+      return null
+    }
+  }
+
+  /**
+   * This board's content (tasks, nodes, conflicts, main) on `meshId`'s genesis,
+   * written by one carry change (`carryActor`): what a key rotation keeps. The
+   * old history (its changes and their signatures) stays behind. Saved bytes.
+   */
+  carryTo (meshId: string): Uint8Array {
+    const old = this.#doc
+    const doc = A.change(A.clone(genesis(meshId), { actor: carryActor(meshId) }), { time: 0, message: `carry from mesh ${this.meshId}` }, d => {
+      for (const section of ['tasks', 'nodes', 'conflicts'] as const) {
+        const src = old[section] as Record<string, unknown> | undefined
+        for (const [k, v] of Object.entries(src ?? {})) (d[section] as Record<string, unknown>)[k] = copyValue(v)
+      }
+      for (const [k, v] of Object.entries(old.main ?? {})) (d.main as unknown as Record<string, unknown>)[k] = copyValue(v)
+    })
+    const bytes = A.save(doc)
+    A.free(doc)
+    return bytes
   }
 
   /** Registers a listener for every change; returns the function that removes it. */
@@ -160,6 +257,7 @@ export class Board {
    * returns its bytes for broadcast, or null when `fn` changed nothing.
    */
   change (message: string, fn: (doc: BoardDoc) => void): Uint8Array | null {
+    if (this.#signer !== null) return this.#signedChange(this.#signer, message, fn)
     const touched = new Set<string>()
     const before = this.#doc
     this.#doc = A.change(this.#doc, { message, patchCallback: patches => { this.#collect(patches, touched) } }, fn)
@@ -168,6 +266,60 @@ export class Board {
     if (bytes === undefined) return null
     this.#afterPatches(touched, true, [bytes])
     return bytes
+  }
+
+  /**
+   * A local change, signed: made on a fork of the document (an Automerge
+   * change cannot be re-encoded in place), checked against the rules every
+   * peer applies (a change they would refuse is refused here, before it
+   * exists: the writer's later changes never depend on a refused one), signed
+   * (signing.ts) and applied. Throws `BoardAuthorRefusedError` when refused.
+   */
+  #signedChange (signer: ChangeSigner, message: string, fn: (doc: BoardDoc) => void): Uint8Array | null {
+    const fork = A.clone(this.#doc, { actor: A.getActorId(this.#doc) })
+    let decoded: A.DecodedChange
+    try {
+      const after = A.change(fork, { message }, fn)
+      const made = after === fork ? undefined : A.getLastLocalChange(after)
+      if (made === undefined) return null
+      decoded = A.decodeChange(made)
+      for (const op of decoded.ops) {
+        if (op.obj === '_root') throw new BoardChangeRejectedError(`a local change writes the document root (key ${String(op.key)}); not made`)
+      }
+      const refused = this.checkOwnChanges ? this.#ownChangeRefused(decoded, after) : null
+      if (refused !== null) {
+        // dropped with the fork: never written, sent or persisted, so no later change depends on it
+        this.onWithheld(message, refused)
+        return null
+      }
+    } finally {
+      A.free(fork)
+    }
+    const bytes = signChange(decoded, signer)
+    const touched = new Set<string>()
+    ;[this.#doc] = A.applyChanges(this.#doc, [bytes], { patchCallback: patches => { this.#collect(patches, touched) } })
+    this.#noteSigners([A.decodeChange(bytes)])
+    this.#afterPatches(touched, true, [bytes])
+    return bytes
+  }
+
+  /**
+   * Why peers would refuse this board's own change `decoded` (made on `withIt`,
+   * a document that holds it), or null: the rules every node applies on
+   * receipt, judged on what the change was made on, so the verdict is theirs.
+   */
+  #ownChangeRefused (decoded: A.DecodedChange, withIt: A.Doc<BoardDoc>): string | null {
+    void withIt
+    return forbiddenWrite(decoded, this.#mainId)
+  }
+
+  /** Records the newest change of every signing actor among `changes`. */
+  #noteSigners (changes: Array<{ actor: string, seq: number, hash: string | undefined }>): void {
+    for (const c of changes) {
+      if (!isSigningActor(c.actor) || c.hash === undefined) continue
+      const tip = this.#signingTips.get(c.actor)
+      if (tip === undefined || tip.seq < c.seq) this.#signingTips.set(c.actor, { seq: c.seq, hash: c.hash })
+    }
   }
 
   /**
@@ -182,7 +334,12 @@ export class Board {
     } catch (err) {
       throw new BoardChangeRejectedError(`undecodable change: ${(err as Error).message}`)
     }
-    if (decoded.hash !== this.genesisHash) {
+    if (decoded.hash !== this.genesisHash && decoded.actor === carryActor(this.meshId)) {
+      const why = this.hasHeads([decoded.hash as string]) ? null : this.#carryProblem(decoded)
+      if (why !== null) throw new BoardForgedChangeError([decoded.actor], 1, why)
+    } else if (decoded.hash !== this.genesisHash) {
+      const forged = signatureProblem(decoded)
+      if (forged !== null) throw new BoardForgedChangeError([decoded.actor], 1, forged)
       for (const op of decoded.ops) {
         if (op.obj === '_root') throw new BoardChangeRejectedError(`change ${decoded.hash?.slice(0, 12) ?? '?'} writes the document root (key ${String(op.key)})`)
       }
@@ -239,8 +396,15 @@ export class Board {
     if (after === before) return
     const forbidden = new Map<string, string>()
     let count = 0
-    for (const bytes of A.getChanges(before, after)) {
-      const decoded = A.decodeChange(bytes)
+    const all = A.getChanges(before, after).map(bytes => A.decodeChange(bytes))
+    const forged = this.#forgedChanges(after, all)
+    // the carry change writes every peer's entries: exempt from the role rules, like the genesis change
+    const added = all.filter(c => c.hash !== this.genesisHash && !isCarryChange(c, this.meshId, this.genesisHash))
+    if (forged.length > 0) {
+      this.#doc = A.clone(before, { actor: A.getActorId(before) })
+      throw new BoardForgedChangeError([...new Set(forged.map(f => f.change.actor))], forged.length, [...new Set(forged.map(f => f.why))].slice(0, 3).join('; '))
+    }
+    for (const decoded of added) {
       const why = forbiddenWrite(decoded, this.#mainId)
       if (why !== null) { forbidden.set(decoded.actor, why); count++ }
     }
@@ -249,11 +413,60 @@ export class Board {
       throw new BoardAuthorRefusedError([...forbidden.keys()], count, [...new Set(forbidden.values())].join('; '))
     }
     const admits = this.authorFilter
-    if (admits === null) return
-    const bad = unvouchedChanges(before, after, admits)
-    if (bad.length === 0) return
-    this.#doc = A.clone(before, { actor: A.getActorId(before) })
-    throw new BoardAuthorRefusedError([...new Set(bad.map(c => c.actor))], bad.length)
+    const bad = admits === null ? [] : unvouchedChanges(before, after, admits)
+    if (bad.length > 0) {
+      this.#doc = A.clone(before, { actor: A.getActorId(before) })
+      throw new BoardAuthorRefusedError([...new Set(bad.map(c => c.actor))], bad.length)
+    }
+    this.#noteSigners(added)
+    const own = A.getActorId(after)
+    if (all.some(c => c.hash !== this.genesisHash && c.actor !== own)) this.#foreignSeen = true
+  }
+
+  /**
+   * The changes among `added` (now in `after`) that claim an author who did
+   * not make them. A change under a signing actor needs its peer's signature.
+   * A change in an older peer's unsigned form is history, taken as it comes,
+   * unless that peer signs (a signing actor of its tag is on the board): then
+   * only its unsigned changes that one of its signed changes builds on (its own
+   * history from before it upgraded) are taken; any other is a forgery in its
+   * name.
+   */
+  #forgedChanges (after: A.Doc<BoardDoc>, added: A.DecodedChange[]): Array<{ change: A.DecodedChange, why: string }> {
+    const forged: Array<{ change: A.DecodedChange, why: string }> = []
+    const legacy: A.DecodedChange[] = []
+    const tips = new Map(this.#signingTips)
+    for (const c of added) {
+      if (c.hash === this.genesisHash) continue
+      if (c.actor === carryActor(this.meshId)) {
+        const why = this.#carryProblem(c)
+        if (why !== null) forged.push({ change: c, why })
+      } else if (isSigningActor(c.actor)) {
+        const why = c.hash !== undefined && this.#preverified.has(c.hash) ? null : signatureProblem(c)
+        if (why !== null) { forged.push({ change: c, why }); continue }
+        const tip = tips.get(c.actor)
+        if (c.hash !== undefined && (tip === undefined || tip.seq < c.seq)) tips.set(c.actor, { seq: c.seq, hash: c.hash })
+      } else {
+        legacy.push(c)
+      }
+    }
+    if (legacy.length === 0) return forged
+    const notBefore = new Map<string, Set<string>>()
+    for (const c of legacy) {
+      const tag = peerTagOfActor(c.actor)
+      const own = [...tips].filter(([actor]) => actor.startsWith(tag)).map(([, t]) => t.hash)
+      if (own.length === 0) continue
+      const vouched = own.some(tip => {
+        let later = notBefore.get(tip)
+        if (later === undefined) {
+          later = new Set(A.getChangesMetaSince(after, [tip]).map(m => m.hash))
+          notBefore.set(tip, later)
+        }
+        return !later.has(c.hash as string)
+      })
+      if (!vouched) forged.push({ change: c, why: `unsigned change in the name of ${tag.slice(0, 12)}, a peer that signs` })
+    }
+    return forged
   }
 
   /** The next Automerge sync message for a peer, or null when the peer is up to date. */
@@ -268,6 +481,15 @@ export class Board {
    * and refused.
    */
   receiveSyncMessage (state: A.SyncState, message: Uint8Array): A.SyncState {
+    try {
+      this.#precheckSync(message)
+      return this.#receiveSync(state, message)
+    } finally {
+      this.#preverified.clear()
+    }
+  }
+
+  #receiveSync (state: A.SyncState, message: Uint8Array): A.SyncState {
     const touched = new Set<string>()
     const before = this.#doc
     let rootWrite: string | null = null
@@ -292,6 +514,37 @@ export class Board {
     if (doc !== before && touched.size > 0) this.#afterPatches(touched, false, [])
     return next
   }
+
+  /**
+   * Refuses a sync message carrying a forged change before Automerge sees it:
+   * a forgery of a change this board already holds (same actor, same sequence
+   * number) would otherwise fail inside Automerge as a duplicate, uncounted.
+   * A message that carries a compressed chunk instead of changes is checked
+   * after applying (`#checkAuthors`).
+   */
+  #precheckSync (message: Uint8Array): void {
+    let changes: Uint8Array[]
+    try {
+      changes = A.decodeSyncMessage(message).changes
+    } catch {
+      return
+    }
+    for (const bytes of changes) {
+      let c: A.DecodedChange
+      try {
+        c = A.decodeChange(bytes)
+      } catch {
+        continue
+      }
+      if (c.hash === this.genesisHash || this.hasHeads([c.hash as string])) continue
+      const why = c.actor === carryActor(this.meshId) ? this.#carryProblem(c) : signatureProblem(c)
+      if (why !== null) throw new BoardForgedChangeError([c.actor], 1, why)
+      if (c.hash !== undefined) this.#preverified.add(c.hash)
+    }
+  }
+
+  /** Hashes of changes of the sync message being applied whose signatures `#precheckSync` verified. */
+  readonly #preverified = new Set<string>()
 
   /**
    * Whether a peer whose document is at `heads` has seen change `hash`: true or

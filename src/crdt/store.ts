@@ -1,7 +1,7 @@
 import { open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
-import { Board } from './board.ts'
+import { Board, type ChangeSigner } from './board.ts'
 import { BoardCorruptError } from '../util/errors.ts'
 
 /** Compacted board snapshot, written atomically (temp file + rename). */
@@ -79,7 +79,7 @@ export class BoardStore {
   }
 
   /** Loads the board saved in the data dir, or creates a new one. Compacts on the way. */
-  async load (meshId: string, actor: string): Promise<{ board: Board, report: LoadReport }> {
+  async load (meshId: string, actor: string, signer: ChangeSigner | null = null): Promise<{ board: Board, report: LoadReport }> {
     const snapFile = join(this.dir, BOARD_FILE)
     const logFile = join(this.dir, BOARD_LOG)
     const snap = await readOptional(snapFile)
@@ -95,10 +95,10 @@ export class BoardStore {
     }
     let board: Board
     if (chunks.length === 0) {
-      board = Board.create(meshId, actor)
+      board = Board.create(meshId, actor, signer)
     } else {
       try {
-        board = Board.load(meshId, actor, concat(chunks))
+        board = Board.load(meshId, actor, concat(chunks), signer)
       } catch (err) {
         throw new BoardCorruptError(`${(err as Error).message} (files ${snapFile} and ${logFile}). ${RECOVERY_HINT(this.dir)}`)
       }
@@ -339,6 +339,39 @@ async function readOptional (file: string): Promise<Uint8Array | null> {
 
 function concat (chunks: Uint8Array[]): Uint8Array {
   return Buffer.concat(chunks)
+}
+
+/**
+ * The saved board of a data dir as one byte string (snapshot and complete log
+ * records; a torn final record is left out), or null when it holds none.
+ * For offline tools (`meshwork rotate-key`); a node loads with `BoardStore.load`.
+ */
+export async function readSavedBoard (dir: string): Promise<Uint8Array | null> {
+  const snap = await readOptional(join(dir, BOARD_FILE))
+  const log = await readOptional(join(dir, BOARD_LOG))
+  const chunks: Uint8Array[] = []
+  if (snap !== null) chunks.push(snap)
+  if (log !== null) chunks.push(...parseLog(log, join(dir, BOARD_LOG)).records)
+  return chunks.length === 0 ? null : concat(chunks)
+}
+
+/**
+ * Writes `bytes` as a data dir's whole saved board (a new snapshot, no log),
+ * atomically and durably (temp file, fsync, rename, directory fsync).
+ */
+export async function writeSavedBoard (dir: string, bytes: Uint8Array): Promise<void> {
+  const snapFile = join(dir, BOARD_FILE)
+  const tmp = snapFile + '.tmp'
+  const handle = await open(tmp, 'w', 0o600)
+  try {
+    await writeFully(handle, bytes)
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+  await rename(tmp, snapFile)
+  await rm(join(dir, BOARD_LOG), { force: true })
+  await syncDir(dir)
 }
 
 /** Whether a data dir already holds a board. */

@@ -5,7 +5,7 @@ import { withTimeout, type Startable } from './service.ts'
 import type { Gossip } from './gossip.ts'
 import { MAX_GOSSIP_BYTES, STREAM_IDLE_MS, SYNC_REFUSED_RETRIES, SYNC_STARTS_PER_PEER, SYNC_STREAMS_PER_PEER } from './constants.ts'
 import { PeerStreamLimiter, type PeerLimits } from './peer-limits.ts'
-import { Board, BoardAuthorRefusedError, actorBelongsTo, peerTagOfActor, type BoardUpdate } from '../crdt/board.ts'
+import { Board, BoardAuthorRefusedError, BoardForgedChangeError, actorBelongsTo, peerTagOfActor, type BoardUpdate } from '../crdt/board.ts'
 import type { BoardStore } from '../crdt/store.ts'
 import { runSyncSession } from '../crdt/sync.ts'
 import { decodeBoardGossip, encodeBoardChange, encodeBoardHeads } from '../protocol/board-gossip.ts'
@@ -253,9 +253,11 @@ export class BoardReplication implements Startable {
   /** Counts and logs changes refused for their author (`--allow`, or a write its role does not allow); false for any other error. */
   #refused (err: unknown, peer: string): boolean {
     if (!(err instanceof BoardAuthorRefusedError)) return false
-    const authors = err.actors.map(a => actorBelongsTo(a, peer) ? peer : peerTagOfActor(a))
+    // a forgery (a change under another peer's actor without its signature) is the sender's doing, not the named author's
+    const forged = err instanceof BoardForgedChangeError
+    const authors = forged ? [peer] : err.actors.map(a => actorBelongsTo(a, peer) ? peer : peerTagOfActor(a))
     for (const a of authors) this.#c.stats.refusedAuthors[a] = (this.#c.stats.refusedAuthors[a] ?? 0) + 1
-    this.#log.warn('board:refused', { peer, authors, reason: err.reason, note: 'refused whole (a sync session is dropped); other peers\' changes still arrive' })
+    this.#log.warn('board:refused', { peer, authors, reason: err.reason, ...(forged ? { forged: err.actors.map(a => a.slice(0, 12)) } : {}), note: 'refused whole (a sync session is dropped); other peers\' changes still arrive' })
     return true
   }
 

@@ -29,7 +29,8 @@ import type { ProgressEvent } from '../protocol/presence.ts'
 import type { MeshNodeEvents, MeshNodeInit, NodeStats, Role } from './types.ts'
 import type { MembersView } from '../protocol/members.ts'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
-import { Board, actorForPeer, sessionActorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
+import { Board, nodeActorForPeer, sessionActorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
+import { signerFromPrivateKey } from '../crdt/signing.ts'
 import { FINAL_TASK_STATES, asPeerId, type PeerIdString, type TaskState } from '../crdt/schema.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
@@ -206,7 +207,9 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     }
     const peerId = peerIdFromPrivateKey(privateKey).toString()
     // a client's peer id outlives one run (--identity): each run writes as its own actor of that peer
-    const actor = isNode ? actorForPeer(peerId) : sessionActorForPeer(peerId)
+    const actor = isNode ? nodeActorForPeer(peerId) : sessionActorForPeer(peerId)
+    // every change this peer writes carries its signature: nobody else can write under its actor
+    const signer = signerFromPrivateKey(peerId, privateKey)
     let board: Board
     if (isNode) {
       this.#store = new BoardStore(init.dataDir as string, {
@@ -217,18 +220,20 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
         },
         onWriteRecovered: info => { this.#log.info('board:write-recovered', { failures: info.failures }) }
       })
-      const loaded = await this.#store.load(this.meshId, actor)
+      const loaded = await this.#store.load(this.meshId, actor, signer)
       board = loaded.board
       this.#loadReport = loaded.report
       if (loaded.report.tornTailBytes > 0) this.#log.warn('board:torn-tail', { bytes: loaded.report.tornTailBytes, note: 'the last board write was interrupted (crash); dropped it, peers hold the data' })
     } else {
-      board = Board.create(this.meshId, actor)
+      board = Board.create(this.meshId, actor, signer)
     }
     this.#board = board
     board.onInvalid = (key, reason) => {
       this.stats.invalidEntries++
       this.#log.warn('board:invalid-entry', { key, reason })
     }
+    board.checkOwnChanges = true
+    board.onWithheld = (message, reason) => { this.#log.warn('board:write-withheld', { change: message, reason, note: 'peers would refuse this change: dropped, not sent (its author\'s later changes still apply)' }) }
     board.subscribe(update => { this.#onBoardUpdate(update) })
     const allow = init.allow
     allow?.addSelf(peerId)
@@ -385,7 +390,26 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     // Other remote changes are acknowledged by the next heartbeat (an extra presence message from every
     // node for every change made acknowledgements O(nodes x changes))
     if (s !== null && !update.local && update.tasks.some(id => this.board.task(id)?.state === 'claimed')) s.heartbeats.ackSoon()
+    if (s !== null && !update.local && this.role === 'node') this.#keepRegistered()
     this.dispatchEvent(new CustomEvent('board:update', { detail: update }))
+  }
+
+  /**
+   * Writes this node's registration again when a remote change replaced it with
+   * an older one: a key rotation's carry change holds every node's record from
+   * before the rotation (stopped, `leftAt` set), and a node that took the board
+   * from its peers (`rotate-key --from-peers`) registered concurrently with it.
+   */
+  #keepRegistered (): void {
+    const self = this.board.snapshot().nodes.get(this.peerId)
+    if (this.#stopping || self === undefined || (self.leftAt === null && self.startedAt === this.#startedAt)) return
+    queueMicrotask(() => {
+      const now = this.board.snapshot().nodes.get(this.peerId)
+      if (this.#stopping || now === undefined || (now.leftAt === null && now.startedAt === this.#startedAt)) return
+      this.changeBoard('node:join', d => {
+        d.nodes[this.peerId] = { name: str(this.name), slots: this.#slots, startedAt: this.#startedAt, leftAt: null }
+      })
+    })
   }
 
   /**

@@ -1,0 +1,105 @@
+import * as A from '@automerge/automerge'
+import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { PrivateKey } from '@libp2p/interface'
+import { actorBelongsTo, isSigningActor } from './authors.ts'
+
+/*
+ * Signed board changes (docs/architecture.md, "Who wrote a change"). A change
+ * carries its author's Ed25519 signature in its own message, so the proof
+ * travels with the change on every path: gossip, a sync message (even a
+ * compressed document chunk), board.am on disk, a relay by any peer. The
+ * signature covers the change as it was before the signature line was added
+ * (Automerge's encoding of it with the original message), so the signed bytes
+ * hold the actor, sequence number, dependencies and every operation.
+ */
+
+/** The line a signed change's message ends with: `\n` + this + `<peer id> <signature, base64url>`. */
+const SIG_LINE = '\nmeshwork-sig/1 '
+/** Prefix of the signed bytes, so a signature over a change is never one over anything else. */
+const SIG_DOMAIN = Buffer.from('meshwork/change/1\n')
+
+/** Who signs this process's board changes: a peer id and its Ed25519 private key. */
+export interface ChangeSigner {
+  readonly peerId: string
+  sign: (data: Uint8Array) => Uint8Array
+}
+
+const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex')
+const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex')
+
+/** A signer for a libp2p Ed25519 key (node identity or client identity). */
+export function signerFromPrivateKey (peerId: string, key: PrivateKey): ChangeSigner {
+  if (key.type !== 'Ed25519') throw new Error(`board changes are signed with Ed25519 keys, not ${key.type}`)
+  const obj = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, key.raw.subarray(0, 32)]), format: 'der', type: 'pkcs8' })
+  return { peerId, sign: data => sign(null, data, obj) }
+}
+
+/** The bytes an author signs for `change`: its encoding with the message it had before the signature line. */
+function signedBytes (change: A.DecodedChange, message: string | null): Uint8Array {
+  const { hash: _hash, ...rest } = change
+  return Buffer.concat([SIG_DOMAIN, A.encodeChange({ ...rest, message })])
+}
+
+/** `change` (just made, unsigned) with its author's signature added to its message: new bytes, a new hash. */
+export function signChange (change: A.DecodedChange, signer: ChangeSigner): Uint8Array {
+  const sig = Buffer.from(signer.sign(signedBytes(change, change.message))).toString('base64url')
+  const { hash: _hash, ...rest } = change
+  return A.encodeChange({ ...rest, message: `${change.message ?? ''}${SIG_LINE}${signer.peerId} ${sig}` })
+}
+
+const publicKeys = new Map<string, KeyObject | null>()
+
+function publicKeyOf (peerId: string): KeyObject | null {
+  let k = publicKeys.get(peerId)
+  if (k !== undefined) return k
+  try {
+    const pub = peerIdFromString(peerId).publicKey
+    k = pub?.type === 'Ed25519' ? createPublicKey({ key: Buffer.concat([SPKI_ED25519, pub.raw]), format: 'der', type: 'spki' }) : null
+  } catch {
+    k = null
+  }
+  if (publicKeys.size >= 4096) publicKeys.clear()
+  publicKeys.set(peerId, k)
+  return k
+}
+
+/**
+ * Who signed `change`: the peer id whose signature it carries, when that
+ * signature is valid and the change's actor is one that peer writes with;
+ * else null, with why in `reason`.
+ */
+export function changeSigner (change: A.DecodedChange): { peer: string } | { peer: null, reason: string } {
+  const msg = change.message ?? ''
+  const at = msg.lastIndexOf(SIG_LINE)
+  if (at < 0) return { peer: null, reason: 'unsigned' }
+  const [peer, sig] = msg.slice(at + SIG_LINE.length).split(' ')
+  if (peer === undefined || sig === undefined) return { peer: null, reason: 'malformed signature' }
+  if (!actorBelongsTo(change.actor, peer)) return { peer: null, reason: `signed by ${peer}, whose actor it is not` }
+  const key = publicKeyOf(peer)
+  if (key === null) return { peer: null, reason: 'signer is not an Ed25519 peer id' }
+  const original = msg.slice(0, at)
+  // a change made without a message signs a null one
+  const ok = (original === '' ? [null, ''] : [original]).some(m => {
+    try {
+      return verify(null, signedBytes(change, m), key, Buffer.from(sig, 'base64url'))
+    } catch {
+      return false
+    }
+  })
+  return ok ? { peer } : { peer: null, reason: 'bad signature' }
+}
+
+/**
+ * Why a received change may not be applied for who wrote it, or null. A change
+ * under a signing actor (what every peer of this version writes with) must
+ * carry a valid signature of that actor's peer: nobody else can write under it,
+ * so nobody can take another peer's next sequence number (squatting) or write
+ * in its name. Changes under the older, unsigned actors are judged by the board
+ * (`Board`: an older peer's history).
+ */
+export function signatureProblem (change: A.DecodedChange): string | null {
+  if (!isSigningActor(change.actor)) return null
+  const s = changeSigner(change)
+  return s.peer !== null ? null : `${s.reason} change under signing actor ${change.actor.slice(0, 12)} (seq ${change.seq})`
+}
