@@ -7,7 +7,7 @@
  */
 import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
-import { forbiddenWrite, unvouchedChanges } from './authors.ts'
+import { changeContext, forbiddenWrite, roleViolation, unvouchedChanges, type ObjectPaths } from './authors.ts'
 import type { ZodType } from 'zod'
 import {
   conflictSchema, mainSchema, nodeRecordSchema, taskSchema,
@@ -69,6 +69,17 @@ export class Board {
   #snapshot: BoardSnapshot | null = null
   /** Called once per board entry that fails the schema. */
   onInvalid: (key: string, reason: string) => void = () => {}
+  /**
+   * Whether local changes are checked as peers check them (`roleViolation`)
+   * and dropped when they would be refused; `onWithheld` says so. A mesh node
+   * sets it: a change its peers refuse would park every later change of its
+   * actor. Off for a board nobody else reads (tests write any state).
+   */
+  checkOwnChanges = false
+  /** Called when a local change is dropped because peers would refuse it (this node no longer leads, say). */
+  onWithheld: (message: string, reason: string) => void = () => {}
+  /** Object paths the role checks looked up (see `changeContext`). */
+  #paths: ObjectPaths = new Map()
   /**
    * Who may author received changes (a node's `--allow`), by Automerge actor:
    * changes of another author are refused, with everything that came with
@@ -157,7 +168,8 @@ export class Board {
 
   /**
    * Makes one local change (keep changes coarse: one per scheduler event) and
-   * returns its bytes for broadcast, or null when `fn` changed nothing.
+   * returns its bytes for broadcast, or null when `fn` changed nothing (or,
+   * with `checkOwnChanges`, when peers would refuse the change: it is dropped).
    */
   change (message: string, fn: (doc: BoardDoc) => void): Uint8Array | null {
     const touched = new Set<string>()
@@ -166,6 +178,15 @@ export class Board {
     if (this.#doc === before) return null
     const bytes = A.getLastLocalChange(this.#doc)
     if (bytes === undefined) return null
+    // peers judge this change on the history it was made on, as here: one they would refuse is never
+    // sent (it would park every later change of this actor), e.g. a merge finished after leadership moved
+    const decoded = this.checkOwnChanges ? A.decodeChange(bytes) : null
+    const refused = decoded === null ? null : roleViolation(decoded, changeContext(this.#doc, decoded, this.#paths))
+    if (refused !== null) {
+      this.#doc = A.clone(before, { actor: A.getActorId(before) })
+      this.onWithheld(message, refused)
+      return null
+    }
     this.#afterPatches(touched, true, [bytes])
     return bytes
   }
@@ -241,7 +262,7 @@ export class Board {
     let count = 0
     for (const bytes of A.getChanges(before, after)) {
       const decoded = A.decodeChange(bytes)
-      const why = forbiddenWrite(decoded, this.#mainId)
+      const why = forbiddenWrite(decoded, this.#mainId) ?? roleViolation(decoded, changeContext(after, decoded, this.#paths))
       if (why !== null) { forbidden.set(decoded.actor, why); count++ }
     }
     if (forbidden.size > 0) {

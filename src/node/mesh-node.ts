@@ -228,6 +228,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       this.stats.invalidEntries++
       this.#log.warn('board:invalid-entry', { key, reason })
     }
+    board.checkOwnChanges = true
+    board.onWithheld = (message, reason) => { this.#log.warn('board:write-withheld', { change: message, reason, note: 'peers would refuse this change (it was made on a board where this node\'s role had changed): dropped, not sent' }) }
     board.subscribe(update => { this.#onBoardUpdate(update) })
     const allow = init.allow
     allow?.addSelf(peerId)
