@@ -267,6 +267,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       peerAddrs: p => { dialer.learnAddrs(p) },
       onTransition: tr => { this.#emitTransition(tr) },
       onPresence: p => { this.dispatchEvent(new CustomEvent('presence', { detail: p })) },
+      vouched: p => board.snapshot().nodes.has(p as PeerIdString) || host.getConnections().some(c => c.remotePeer.toString() === p),
       logger
     })
     heartbeats.setExtras(() => this.#extras())
