@@ -186,6 +186,8 @@ interface Write {
   path: ReadonlyArray<string | number>
   action: string
   value: unknown
+  /** The ops it overwrites: the value its author saw at that key (none: the key was empty). */
+  pred: readonly string[]
 }
 
 /**
@@ -222,7 +224,7 @@ export function roleViolation (change: A.DecodedChange, ctx: ChangeContext): str
     const base = op.obj === '_root' ? null : ctx.pathOf(op.obj)
     if (base === null) return
     const key = typeof op.key === 'string' ? op.key : '*'
-    writes.push({ id: `${change.startOp + i}@${change.actor}`, obj: op.obj, path: [...base, key], action: op.action, value: op.action === 'del' ? undefined : op.value ?? null })
+    writes.push({ id: `${change.startOp + i}@${change.actor}`, obj: op.obj, path: [...base, key], action: op.action, value: op.action === 'del' ? undefined : op.value ?? null, pred: op.pred })
   })
   const at = (w: Write, ...prefix: string[]): boolean => prefix.every((p, i) => w.path[i] === p)
   // what the change says of itself
@@ -238,13 +240,20 @@ export function roleViolation (change: A.DecodedChange, ctx: ChangeContext): str
     if (section === 'tasks' && w.path.length === 3 && field === 'state' && w.value === 'cancelled') cancels.add(String(id))
     if (section === 'conflicts' && w.path.length === 3 && field === 'decision' && w.action === 'makeMap') newDecisions.set(w.id, false)
   }
-  let leaderSeen: { leads: boolean, leader: unknown } | null = null
-  const leads = (): boolean => {
-    leaderSeen ??= { leads: false, leader: ctx.seen(['main', 'leader']) }
-    return !client && (elects || isSelf(leaderSeen.leader))
+  let leaderSeen: { leader: unknown } | null = null
+  const seenLeader = (): unknown => (leaderSeen ??= { leader: ctx.seen(['main', 'leader']) }).leader
+  const leads = (): boolean => !client && (elects || isSelf(seenLeader()))
+  const notLeader = (what: string): string => `${what} without leading (the leader it saw: ${String(seenLeader() ?? 'none')})`
+  const running = new Map<string, boolean>()
+  const runs = (task: string): boolean => {
+    if (client) return false
+    let yes = running.get(task)
+    if (yes === undefined) {
+      yes = isSelf(runners.has(task) ? runners.get(task) : ctx.seen(['tasks', task, 'node']))
+      running.set(task, yes)
+    }
+    return yes
   }
-  const notLeader = (what: string): string => `${what} without leading (the leader it saw: ${String(leaderSeen?.leader ?? ctx.seen(['main', 'leader']) ?? 'none')})`
-  const runs = (task: string): boolean => !client && isSelf(runners.has(task) ? runners.get(task) : ctx.seen(['tasks', task, 'node']))
 
   for (const w of writes) {
     const [section, id, field, sub] = w.path as [string, string | number | undefined, string | number | undefined, string | number | undefined]
@@ -265,7 +274,7 @@ export function roleViolation (change: A.DecodedChange, ctx: ChangeContext): str
       if (!leads()) return notLeader(`wrote main.${key}`)
       continue
     }
-    if ((section === 'tasks' || section === 'conflicts') && w.path.length === 2 && ctx.seen([section, key]) !== undefined) {
+    if ((section === 'tasks' || section === 'conflicts') && w.path.length === 2 && w.pred.length > 0) {
       // a new record in place of one its author saw would write every field past the rules below
       return `replaced the record of ${section === 'tasks' ? 'task' : 'conflict'} ${key}`
     }
@@ -314,7 +323,8 @@ export function roleViolation (change: A.DecodedChange, ctx: ChangeContext): str
         if (!closesOwnCancel && !leads()) return notLeader(`resolved conflict ${key}`)
         continue
       }
-      if (f === 'error' && w.path.length === 3 && !leads()) return notLeader(`wrote the error of conflict ${key}`)
+      // a decision clears the error of the last one; saying why one failed is the leader's
+      if (f === 'error' && w.path.length === 3 && w.value !== null && !leads()) return notLeader(`wrote the error of conflict ${key}`)
       if (f === 'decision') {
         if (w.path.length === 3) {
           if (w.action !== 'makeMap' && !leads()) return notLeader(`cleared the decision on conflict ${key}`)
