@@ -18,6 +18,8 @@ import { buildStatus } from '../src/api/status.ts'
 import { renderStatus } from '../src/cli/render.ts'
 import { forbiddenWrite } from '../src/crdt/authors.ts'
 import { BoardAuthorRefusedError } from '../src/crdt/board-types.ts'
+import * as approvals from '../src/crdt/approvals.ts'
+import type { ApprovalId } from '../src/crdt/approval-schema.ts'
 import { encodeBoardChange } from '../src/protocol/board-gossip.ts'
 import { topics } from '../src/node/constants.ts'
 import { resolveConflict } from '../src/api/tasks.ts'
@@ -223,6 +225,12 @@ describe('roleViolation (unit): judged on the history the change was made on', (
       lifecycle.resolve(d, c, { decision: { action: 'abandon', by: OTHER, at: 3, note: 'cancelled' } })
     })).toBeNull()
     expect(deliver(b, actorForPeer(LEADER), d => { lifecycle.resolve(d, c) })).toBeNull()
+    // an answer to a permission request is signed the same way
+    const asked = Board.load('m', actorForPeer(LEADER), b.save())
+    const r1 = 'r1' as ApprovalId
+    asked.applyChanges([Board.load('m', actorForPeer(RUNNER), b.save()).change('ask', d => { approvals.ask(d, 't1' as TaskId, { id: r1, node: asPeerId(RUNNER), attempt: 1, tool: 'Bash', input: '{}', at: 1 }) }) as Uint8Array])
+    expect(deliver(asked, sessionActorForPeer(OTHER), d => { approvals.decide(d, 't1' as TaskId, r1, { allow: true, by: RUNNER, at: 2, note: '' }) })).toMatch(/answered a permission request of task t1 as 12D3KooWSUU/)
+    expect(deliver(asked, sessionActorForPeer(OTHER), d => { approvals.decide(d, 't1' as TaskId, r1, { allow: true, by: OTHER, at: 2, note: '' }) })).toBeNull()
   })
 })
 

@@ -203,7 +203,8 @@ interface Write {
  *   `attempts`, `failures`, `doneAt`, `checkpoint`), its usage (or the leader);
  * - anybody: what gives a task back (`ready`, `pending`, `claimed`,
  *   `cancelled`, a new epoch, no claims), a new task, a decision on a
- *   conflict signed with the author's own peer id in `by`, a client's cancel
+ *   conflict (or an answer to a permission request) signed with the author's
+ *   own peer id in `by`, a client's cancel
  *   closing its task's conflicts;
  * - nobody: a task's or a conflict's definition after it was written, a new
  *   record in place of an existing one, fields inside another peer's entry (a
@@ -306,6 +307,8 @@ export function roleViolation (change: A.DecodedChange, ctx: ChangeContext): str
         if (w.path.length === 3 && !runs(key) && !leads()) return `replaced the holders of task ${key}`
         if (w.path.length > 3 && !isSelf(w.value) && (w.action !== 'del' || (!runs(key) && !leads()))) return `named another peer (${String(w.value)}) as a holder of task ${key}`
       }
+      // an answer to a permission request is signed like a decision: with its author's own peer id
+      if (f === 'approvals' && w.path.length === 5 && w.path[4] === 'by' && w.value !== null && !isSelf(w.value)) return `answered a permission request of task ${key} as ${String(w.value)}`
       // a claim or an infrastructure count of a peer: its fields too are that peer's
       if ((f === 'claims' || f === 'infraFailures') && w.path.length > 4 && !isSelf(sub)) return `wrote inside another peer's entry (${String(sub)}) of task ${key}`
       continue
