@@ -86,7 +86,8 @@ describe('a hostile peer with the swarm key', () => {
   it('cannot move main from a client, by gossip or by sync', async () => {
     mesh = await createMesh(2)
     const [n0, n1] = mesh.nodes as [NonNullable<TestMesh['nodes'][0]>, NonNullable<TestMesh['nodes'][0]>]
-    n0.changeBoard('main', d => { d.main.head = str('a'.repeat(40)) })
+    // (n0 leads: only the leader moves main, and a node elects only itself)
+    n0.changeBoard('main', d => { lifecycle.electLeader(d, n0.peerId, 1); d.main.head = str('a'.repeat(40)) })
     await waitConverged(mesh.nodes, 20_000, n => n.board.snapshot().main.head === 'a'.repeat(40))
     const evil = await connectClient({ key: mesh.key, bootstrap: [n0.addrs()[0] as string], timeoutMs: 20_000 })
     clients.push(evil)
