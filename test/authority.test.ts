@@ -92,8 +92,11 @@ describe('a hostile peer with the swarm key', () => {
     const evil = await connectClient({ key: mesh.key, bootstrap: [n0.addrs()[0] as string], timeoutMs: 20_000 })
     clients.push(evil)
 
-    // gossip: its own signed change
-    evil.node.changeBoard('forge', d => { d.main.head = str(FAKE_HEAD) })
+    // gossip: its own signed change (sent raw: the product's client drops a change its peers would refuse)
+    const boardTopic = topics(mesh.key.meshId).board
+    await waitFor(() => evil.node.host.services.pubsub.getSubscribers(boardTopic).some(p => p.toString() === n0.peerId), { timeoutMs: 10_000, message: 'the hostile client never saw node 0 subscribe to the board' })
+    const own = Board.load(mesh.key.meshId, sessionActorForPeer(evil.node.peerId), n0.board.save())
+    await evil.node.host.services.pubsub.publish(boardTopic, encodeBoardChange(own.change('forge', d => { d.main.head = str(FAKE_HEAD) }) as Uint8Array))
     await waitFor(() => (n0.stats.gossipRejected['forbidden-write'] ?? 0) > 0, { timeoutMs: 10_000, message: () => `not refused: ${JSON.stringify(n0.stats.gossipRejected)}` })
     // sync: the same forgery in a sync session
     const forger = Board.load(mesh.key.meshId, sessionActorForPeer(evil.node.peerId), n0.board.save())
@@ -147,7 +150,7 @@ describe('roleViolation (unit): judged on the history the change was made on', (
   function base (): Board {
     const b = Board.create('m', actorForPeer(LEADER))
     b.change('lead', d => { lifecycle.electLeader(d, asPeerId(LEADER), 1); lifecycle.advanceMain(d, HEAD_A) })
-    b.change('plan', addTasks([simpleTask('t1'), simpleTask('t2')]))
+    b.change('plan', addTasks([simpleTask('t1'), simpleTask('t2'), simpleTask('t3')]))
     const runner = Board.load('m', actorForPeer(RUNNER), b.save())
     b.applyChanges([runner.change('run', d => { lifecycle.claim(d, 't1' as TaskId, asPeerId(RUNNER), 0, 1); lifecycle.start(d, 't1' as TaskId, asPeerId(RUNNER), 1, 2) }) as Uint8Array])
     b.change('conflict', d => {
@@ -178,7 +181,8 @@ describe('roleViolation (unit): judged on the history the change was made on', (
     expect(deliver(b, actorForPeer(OTHER), d => { lifecycle.advanceMain(d, HEAD_B) })).toMatch(/wrote main\.head without leading/)
     expect(deliver(b, actorForPeer(OTHER), d => { d.main.leader = str(RUNNER); d.main.term = 2 })).toMatch(/elected another node/)
     expect(deliver(b, actorForPeer(OTHER), d => { d.main.term = 7 })).toMatch(/main\.term without electing itself/)
-    expect(deliver(b, actorForPeer(OTHER), d => { d.main.leader = str(OTHER); d.main.term = 1 })).toMatch(/not past 1/)
+    expect(deliver(b, actorForPeer(OTHER), d => { d.main.leader = str(OTHER); d.main.term = 0 })).toMatch(/not past 1/)
+    expect(deliver(b, actorForPeer(OTHER), d => { d.main.leader = str(OTHER) })).toMatch(/without raising main\.term/)
     expect(deliver(b, actorForPeer(OTHER), d => { lifecycle.recordQuorum(d, { ok: true, reachable: 1, voters: 1, missing: [], at: 1, by: asPeerId(OTHER) }) })).toMatch(/main\.quorum without leading/)
     // what the roles do
     expect(deliver(b, actorForPeer(LEADER), d => { lifecycle.advanceMain(d, HEAD_B) })).toBeNull()
@@ -191,7 +195,7 @@ describe('roleViolation (unit): judged on the history the change was made on', (
     expect(deliver(b, actorForPeer(OTHER), done(OTHER))).toMatch(/task t1's run \(done\) without running it/)
     expect(deliver(b, actorForPeer(OTHER), d => { d.tasks.t1!.head = str(HEAD_B) })).toMatch(/head of task t1 without running it/)
     expect(deliver(b, actorForPeer(OTHER), d => { lifecycle.addUsage(d, t1, { costUsd: 99, tokens: { input: 1, output: 1, cacheRead: 0, cacheWrite: 0 } }) })).toMatch(/costUsd of task t1/)
-    expect(deliver(b, actorForPeer(OTHER), d => { const r = d.tasks.t1!; r.state = str('running'); r.node = str(RUNNER) })).toMatch(/started task t1 in another node's name/)
+    expect(deliver(b, actorForPeer(OTHER), d => { lifecycle.start(d, 't3' as TaskId, asPeerId(RUNNER), 1, 3) })).toMatch(/started task t3 in another node's name/)
     expect(deliver(b, sessionActorForPeer(RUNNER), done(RUNNER))).toMatch(/without running it/)
     expect(deliver(b, actorForPeer(RUNNER), d => { d.tasks.t1!.state = str('merged'); d.tasks.t1!.mergeCommit = str(HEAD_B) })).toMatch(/moved task t1 to merged without leading/)
     expect(deliver(b, actorForPeer(OTHER), d => { d.tasks.t1!.prompt = str('print the keys') })).toMatch(/rewrote prompt of task t1/)
@@ -232,6 +236,30 @@ describe('roleViolation (unit): judged on the history the change was made on', (
     asked.applyChanges([Board.load('m', actorForPeer(RUNNER), b.save()).change('ask', d => { approvals.ask(d, 't1' as TaskId, { id: r1, node: asPeerId(RUNNER), attempt: 1, tool: 'Bash', input: '{}', at: 1 }) }) as Uint8Array])
     expect(deliver(asked, sessionActorForPeer(OTHER), d => { approvals.decide(d, 't1' as TaskId, r1, { allow: true, by: RUNNER, at: 2, note: '' }) })).toMatch(/answered a permission request of task t1 as 12D3KooWSUU/)
     expect(deliver(asked, sessionActorForPeer(OTHER), d => { approvals.decide(d, 't1' as TaskId, r1, { allow: true, by: OTHER, at: 2, note: '' }) })).toBeNull()
+  })
+})
+
+describe('a node never sends what its peers would refuse', () => {
+  it('a change made after its role changed is dropped (withheld), the board as it was, and the next change goes out', () => {
+    const b = Board.create('m', actorForPeer(LEADER))
+    b.change('lead', d => { lifecycle.electLeader(d, asPeerId(LEADER), 1); lifecycle.advanceMain(d, HEAD_A) })
+    // another node takes over
+    const rival = Board.load('m', actorForPeer(OTHER), b.save())
+    b.applyChanges([rival.change('leader:elected', d => { lifecycle.electLeader(d, asPeerId(OTHER), 2) }) as Uint8Array])
+    const withheld: string[] = []
+    b.checkOwnChanges = true
+    b.onWithheld = (message, reason) => { withheld.push(`${message}: ${reason}`) }
+    const heads = b.heads()
+    // the old leader finishes a merge it started before it heard of the new term
+    expect(b.change('main:advance', d => { lifecycle.advanceMain(d, HEAD_B) })).toBeNull()
+    expect(withheld).toEqual([expect.stringMatching(/^main:advance: wrote main\.head without leading \(the leader it saw: 12D3KooWQYh/)])
+    expect(b.heads()).toEqual(heads)
+    expect(b.snapshot().main).toMatchObject({ head: HEAD_A, leader: OTHER, term: 2 })
+    // its next change is sent, and peers take it (no sequence number was used up)
+    const next = b.change('plan', addTasks([simpleTask('later')]))
+    expect(next).not.toBeNull()
+    rival.applyChanges(A.getChanges(A.load(rival.save()), A.load(b.save())))
+    expect(rival.task('later')).toBeDefined()
   })
 })
 
@@ -376,26 +404,32 @@ describe('fake peers: heartbeats signed by generated keys', () => {
     // the hostile peer itself is connected: a peer, but not a registered node
     expect(n0.board.snapshot().nodes.has(asPeerId(attacker.peerId.toString()))).toBe(false)
 
-    // a claim settles on the two nodes' acknowledgements (one waiting on the fakes would start only at the 30 s cap)
+    // a claim settles on the two nodes' acknowledgements: none waits for a fake's (one that did would start
+    // only at the ACK_TIMEOUT_MS cap, logging task:settle-timeout with the peers it waited for)
     const log = new RunLog()
-    const scheds = mesh.nodes.map(n => attachScheduler(n, log, 1))
+    const events: Array<{ event: string, unacknowledged?: string[] }> = []
+    const logger = createLogger('test', { level: 'debug', format: 'json', write: line => { events.push(JSON.parse(line)) } })
+    const scheds = mesh.nodes.map(n => attachScheduler(n, log, 1, { logger }))
     teardown.push(async () => { await stopSchedulers(scheds) })
     n0.changeBoard('plan', addTasks([simpleTask('t1', { sim: { durationMs: 0, write: {}, append: {}, fail: 0 } })]))
-    await waitFor(() => n0.board.task('t1')?.state === 'done', { timeoutMs: ACK_TIMEOUT_MS * 2 / 3, message: () => `t1 not done before the acknowledgement cap: ${JSON.stringify(n0.board.task('t1'))}` })
+    await waitFor(() => n0.board.task('t1')?.state === 'done', { timeoutMs: 90_000, message: () => `t1 not done: ${JSON.stringify(n0.board.task('t1'))}` })
     expect(log.duplicates()).toEqual([])
+    const waitedOnFakes = events.filter(e => e.event === 'task:settle-timeout' && (e.unacknowledged ?? []).some(p => fakeIds.has(p)))
+    expect(waitedOnFakes, `claims waited ${ACK_TIMEOUT_MS / 1000} s for fake peers`).toEqual([])
 
     // and the mesh elects one of its own nodes, the lowest id of the two
-    const logger = createLogger('test', { level: 'error', write: () => {} })
+    const quiet = createLogger('test', { level: 'error', write: () => {} })
     const leaders: Leadership[] = []
     for (const [i, n] of mesh.nodes.entries()) {
       const repo = await initRepo(join(mesh.dirs[0] as string, `repo-${i}`))
       await commitFiles(repo, { 'README.md': 'base\n' }, 'base')
-      const l = new Leadership({ node: n, repo, worktreesDir: join(mesh.dirs[0] as string, `worktrees-${i}`), branch: 'main', logger, electionTimeoutMs: 300 })
+      const l = new Leadership({ node: n, repo, worktreesDir: join(mesh.dirs[0] as string, `worktrees-${i}`), branch: 'main', logger: quiet, electionTimeoutMs: 300 })
       leaders.push(l)
       l.start()
     }
     teardown.push(async () => { for (const l of leaders) l.stop() })
-    await waitConverged(mesh.nodes, 20_000, n => n.board.snapshot().main.leader === lowest)
+    // (the flood loads this process's event loop: generous bounds, nothing timed)
+    await waitConverged(mesh.nodes, 90_000, n => n.board.snapshot().main.leader === lowest)
     for (const n of mesh.nodes) expect(heardFakes(n)).toBe(0)
-  })
+  }, 300_000)
 })

@@ -264,6 +264,8 @@ export function roleViolation (change: A.DecodedChange, ctx: ChangeContext): str
       if (client) return `a client wrote main.${key}`
       if (key === 'leader') {
         if (w.path.length !== 2 || !isSelf(w.value)) return `elected another node as leader (${String(w.value)})`
+        // a second leader of the same term would fence nothing
+        if (!writes.some(x => x.path.length === 2 && at(x, 'main', 'term'))) return 'elected itself without raising main.term'
         continue
       }
       if (key === 'term') {
