@@ -243,14 +243,14 @@ describe('schema validation of entries', () => {
     expect(reports[0]![1]).toMatch(/state/)
 
     // another change to the still-invalid entry is not reported again
-    deliver(board, [peer.change('still bad', d => { d.tasks.broken!.title = str('renamed') })])
+    deliver(board, [peer.change('still bad', d => { d.tasks.broken!.error = str('noted') })])
     expect(board.snapshot().invalid).toEqual(['tasks/broken'])
     expect(reports).toHaveLength(1)
 
     // fixed by a later change: visible, no longer listed
     deliver(board, [peer.change('fix', d => { d.tasks.broken!.state = str('ready') })])
     expect(board.task('broken')?.state).toBe('ready')
-    expect(board.task('broken')?.title).toBe('renamed')
+    expect(board.task('broken')?.error).toBe('noted')
     expect(board.snapshot().invalid).toEqual([])
     expect(taskIds(board)).toEqual(['broken', 'fine'])
     expect(reports).toHaveLength(1)
@@ -293,14 +293,14 @@ describe('concurrent updates', () => {
     deliver(b, [a.change('add', addTasks([simpleTask('t')]))])
     expect(b.task('t')).toBeDefined()
 
-    // both write the same fields before hearing from each other
+    // both write the same fields before hearing from each other (fields anybody may write: a task's definition is never rewritten)
     const fromA = a.change('a', d => {
-      d.tasks.t!.title = str('title from a')
-      d.tasks.t!.priority = 1
+      d.tasks.t!.error = str('error from a')
+      d.tasks.t!.notBefore = 1
     })
     const fromB = b.change('b', d => {
-      d.tasks.t!.title = str('title from b')
-      d.tasks.t!.priority = 2
+      d.tasks.t!.error = str('error from b')
+      d.tasks.t!.notBefore = 2
     })
     deliver(a, [fromB])
     deliver(b, [fromA])
@@ -309,8 +309,8 @@ describe('concurrent updates', () => {
     const ta = a.task('t')!
     const tb = b.task('t')!
     expect(ta).toEqual(tb)
-    expect(['title from a', 'title from b']).toContain(ta.title)
-    expect([1, 2]).toContain(ta.priority)
+    expect(['error from a', 'error from b']).toContain(ta.error)
+    expect([1, 2]).toContain(ta.notBefore)
     expect(a.snapshot().invalid).toEqual([])
   })
 

@@ -87,6 +87,9 @@ describe('client identity', () => {
     expect(client.node.peerId).toBe(peerIdOf(key))
     await waitFor(() => node.connectedPeers().some(p => p.toString() === peerIdOf(key)), { timeoutMs: 10_000, message: 'the node does not see the client under its key\'s peer id' })
     node.changeBoard('test:conflict', d => {
+      // a conflict is the leader's to open: the node leads (a node elects only itself)
+      d.main.leader = str(node.peerId)
+      d.main.term = d.main.term + 1
       const t = newTaskRecord(simpleTask('t'), Date.now())
       t.state = str('conflict')
       d.tasks.t = t

@@ -61,7 +61,7 @@ function decideAgent (node: MeshNode, id: string, note = ''): void {
   node.changeBoard('test:decision', d => {
     const rec = d.conflicts[id]
     if (rec === undefined) throw new Error(`no conflict ${id}`)
-    rec.decision = { action: str('agent'), by: str('tester@host'), at: Date.now(), note: str(note) }
+    rec.decision = { action: str('agent'), by: str(node.peerId), at: Date.now(), note: str(note) }
     rec.error = null
   })
 }
@@ -199,7 +199,7 @@ describe('the "agent" conflict action on the merge leader (real git)', { timeout
     await doneTask(node, repo, 'drop', { 'doomed.txt': null }, base)
     const c = await openConflict(['edit', 'drop'])
     expect(c.files).toEqual(['doomed.txt'])
-    node.changeBoard('test:decision', d => { const rec = d.conflicts[c.id]!; rec.decision = { action: str(c.taskId === 'drop' ? 'theirs' : 'ours'), by: str('tester@host'), at: Date.now(), note: str('') } })
+    node.changeBoard('test:decision', d => { const rec = d.conflicts[c.id]!; rec.decision = { action: str(c.taskId === 'drop' ? 'theirs' : 'ours'), by: str(node.peerId), at: Date.now(), note: str('') } })
     await waitFor(() => { const x = node.board.snapshot().conflicts.get(c.id); return x?.decision === null && x.error !== null }, { timeoutMs: 30_000, message: () => `the failed decision was not reported: ${describeBoard()}` })
     expect(node.board.snapshot().conflicts.get(c.id)?.error).toMatch(/failed: git could not settle the conflict/)
     decideAgent(node, c.id)

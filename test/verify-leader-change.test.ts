@@ -7,7 +7,7 @@ import { commitFiles, initRepo } from './helpers/git.ts'
 import { isAlive } from './helpers/proc.ts'
 import { Leadership } from '../src/merge/leadership.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
-import { str } from '../src/crdt/board.ts'
+import { Board, actorForPeer, str } from '../src/crdt/board.ts'
 import { createLogger } from '../src/util/logger.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { git } from '../src/git/git.ts'
@@ -47,7 +47,10 @@ describe('a hung --verify and the leadership', () => {
     const first = readPids()[0]!
     const term = node.board.snapshot().main.term
     // another node takes over in a later term
-    node.changeBoard('test:new-term', d => { d.main.leader = str('12D3KooWSomeoneElseSomeoneElseSomeoneElseSomeone'); d.main.term = term + 1 })
+    // (its election, as that node writes it: a node elects only itself)
+    const other = '12D3KooWSomeoneElseSomeoneElseSomeoneElseSomeone'
+    const rival = Board.load(node.meshId, actorForPeer(other), node.board.save())
+    node.board.applyChanges([rival.change('leader:elected', d => { d.main.leader = str(other); d.main.term = term + 1 }) as Uint8Array])
     await waitFor(() => !isAlive(first), { timeoutMs: 15_000, message: `the check ${first} outlived the change of term` })
     expect(events.find(e => e.event === 'merge:stopped')?.reason).toBe(`this node is no longer the merge leader of term ${term}`)
     expect(node.board.task('t')?.state).not.toBe('merged')

@@ -122,6 +122,8 @@ function runNode (config: WorkerConfig, index: number): (c: Command) => Promise<
           ok = lifecycle.complete(d, id, { peer: me, head: hex40(), summary: null, now })
           break
         case 'merging':
+          // the bench's leader leads (a node elects only itself): peers refuse a merge written by a node that does not
+          if (String(d.main.leader) !== me) lifecycle.electLeader(d, me, Number(d.main.term) + 1)
           ok = lifecycle.startMerge(d, id)
           break
         case 'merged':

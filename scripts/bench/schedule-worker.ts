@@ -135,6 +135,8 @@ function mergeDone (): void {
   if (batch.length === 0) return
   const now = Date.now()
   node.changeBoard('bench:merge', d => {
+    // the stand-in leads (a node elects only itself): peers refuse a merge written by a node that does not
+    if (String(d.main.leader) !== node.peerId) lifecycle.electLeader(d, node.peerId, Number(d.main.term) + 1)
     // the merge leader's two steps, in one change: into the batch, then merged
     for (const id of batch) {
       lifecycle.startMerge(d, id)

@@ -43,10 +43,13 @@ export async function submitTasks (client: Client, tasks: NewTask[], budgetUsd: 
 
 /**
  * Cancels a task that has not merged; the node running it stops its agent. An
- * open conflict of the task is closed with it (decision `abandon`, by `by`),
- * so the inbox does not keep asking about a task nobody wants any more.
+ * open conflict of the task is closed with it (decision `abandon`, by this
+ * client's peer id, as every decision: peers refuse a decision signed with
+ * another identity), so the inbox does not keep asking about a task nobody
+ * wants any more.
  */
-export async function cancelTask (client: Client, idText: string, by = `${client.node.peerId}`): Promise<Task['state']> {
+export async function cancelTask (client: Client, idText: string): Promise<Task['state']> {
+  const by = client.node.peerId
   const id = parseTaskId(idText)
   const t = taskOrThrow(client, id)
   if (t.state === 'merged') throw new TaskStateError(`task "${id}" is already merged into main; it cannot be cancelled.`)

@@ -121,7 +121,9 @@ export function renderStatus (s: StatusReport, via: string): string {
   const open = s.conflicts.filter(c => c.state === 'open')
   if (s.conflicts.length > 0) {
     out.push('', `CONFLICTS ${open.length} open of ${s.conflicts.length}`)
-    out.push(...table([['ID', 'TASK', 'STATE', 'FILES'], ...s.conflicts.map(c => [c.id, c.taskId, c.state, c.files.join(',')])]))
+    // who decided: the name a node registered, else the identity's peer id (what `meshwork whoami` prints)
+    const decision = (d: StatusReport['conflicts'][number]['decision']): string => d === null ? '-' : `${d.action} by ${names.get(d.by) ?? d.by}`
+    out.push(...table([['ID', 'TASK', 'STATE', 'FILES', 'DECISION'], ...s.conflicts.map(c => [c.id, c.taskId, c.state, c.files.join(','), decision(c.decision)])]))
     // a decision that could not be carried out: the conflict waits for another one
     for (const c of open) if (c.error !== null && c.decision === null) out.push(`  ${c.id}: ${c.error.split('\n')[0] ?? ''}`)
   }

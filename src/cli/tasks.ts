@@ -1,5 +1,4 @@
 import { resolve } from 'node:path'
-import { hostname, userInfo } from 'node:os'
 import { readPlan } from '../scheduler/plan.ts'
 import { cancelTask, retryTask, submitTasks } from '../api/tasks.ts'
 import type { PeerIdString, Task, TaskId } from '../crdt/schema.ts'
@@ -124,7 +123,7 @@ export const cancelCommand = defineCommand({
   run: async (opts, [id]) => {
     const client = await clientFromOptions(opts)
     try {
-      const was = await cancelTask(client, id as string, `${userInfo().username}@${hostname()}`)
+      const was = await cancelTask(client, id as string)
       process.stdout.write(was === 'cancelled' ? `${id as string} was already cancelled\n` : `${id as string} cancelled (was ${was})\n`)
       return 0
     } finally {

@@ -1,4 +1,3 @@
-import { hostname, userInfo } from 'node:os'
 import { runTui, renderPlain, plainSignature } from '../tui/index.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { defineCommand, opt } from './command.ts'
@@ -31,7 +30,7 @@ export const tuiCommand = defineCommand({
     const client = await clientFromOptions(opts)
     try {
       if (interactive) {
-        await runTui({ client, by: `${userInfo().username}@${hostname()}`, bell: !opts['no-bell'] })
+        await runTui({ client, bell: !opts['no-bell'] })
         return 0
       }
       process.stderr.write('meshwork tui: no terminal here (or --plain): printing the status and the inbox whenever they change; Ctrl-C to stop.\n')

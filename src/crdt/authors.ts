@@ -115,3 +115,257 @@ export function forbiddenWrite (change: A.DecodedChange, mainId: string | null):
   }
   return null
 }
+
+/**
+ * How `roleViolation` reads the document around one change: where the
+ * change's objects sit, and what the change's author saw when it wrote it.
+ */
+export interface ChangeContext {
+  /** The path of object `obj` in the document (`['tasks', 't1']`; `[]` for the root), or null when it is not reachable. */
+  pathOf: (obj: string) => ReadonlyArray<string | number> | null
+  /**
+   * The value at `path` at the change's dependencies, i.e. in the document its
+   * author changed (an object reads as its id); undefined when absent there.
+   */
+  seen: (path: readonly string[]) => unknown
+}
+
+/** Object paths by object id, shared across the changes a board checks (an object's path does not change). */
+export type ObjectPaths = Map<string, ReadonlyArray<string | number>>
+
+/** Entries `ObjectPaths` keeps before it is emptied (a path is cheap to look up again). */
+const MAX_CACHED_PATHS = 50_000
+
+/**
+ * The context of `change` in `doc`, which must already hold it. Reads at the
+ * change's dependencies are exact whatever arrived since: every node judges a
+ * change on the same history, its author's, so every node comes to the same
+ * verdict in any order of arrival, and an honest author (which checks its own
+ * changes the same way before sending them) is never refused.
+ */
+export function changeContext<T> (doc: A.Doc<T>, change: A.DecodedChange, paths: ObjectPaths = new Map()): ChangeContext {
+  const backend = A.getBackend(doc)
+  const deps = change.deps
+  return {
+    pathOf: obj => {
+      if (obj === '_root') return []
+      const known = paths.get(obj)
+      if (known !== undefined) return known
+      let path: ReadonlyArray<string | number> | undefined
+      try {
+        path = backend.objInfo(obj).path
+      } catch {
+        return null
+      }
+      if (path === undefined) return null
+      if (paths.size >= MAX_CACHED_PATHS) paths.clear()
+      paths.set(obj, path)
+      return path
+    },
+    seen: path => {
+      if (deps.length === 0) return undefined
+      let obj = '_root'
+      for (let i = 0; i < path.length; i++) {
+        let got: ReturnType<typeof backend.getWithType>
+        try {
+          got = backend.getWithType(obj, path[i] as string, deps)
+        } catch {
+          return undefined
+        }
+        if (got === null || got === undefined) return undefined
+        if (i === path.length - 1) return got[1]
+        if (got[0] !== 'map' && got[0] !== 'list') return undefined
+        obj = got[1] as string
+      }
+      return undefined
+    }
+  }
+}
+
+/** A task's definition: written when the task is submitted, never after (a rewritten prompt would be an injection). */
+const TASK_DEFINITION = new Set(['id', 'title', 'prompt', 'deps', 'files', 'priority', 'timeoutMs', 'maxAttempts', 'sim', 'branch', 'createdAt', 'plan'])
+/** A run's own fields: only the node running the task writes them. */
+const RUNNER_FIELDS = new Set(['summary', 'doneAt', 'startedAt', 'checkpoint'])
+/** What runs cost: the node running the task, or the leader (an agent's conflict resolution). */
+const USAGE_FIELDS = new Set(['costUsd', 'tokens'])
+/** A task's merge: the leader's. */
+const MERGE_FIELDS = new Set(['mergeCommit', 'mergedAt'])
+/** Task states only the leader moves a task to. */
+const LEADER_STATES = new Set(['merging', 'merged', 'conflict'])
+/** Task states that end a run: its node, or the leader (a failed `--verify`, a merge that goes back to the queue). */
+const RUN_END_STATES = new Set(['done', 'failed'])
+/** A conflict's record as the leader opened it. */
+const CONFLICT_DEFINITION = new Set(['id', 'taskId', 'files', 'hunks', 'oursFrom'])
+/** A node's registration fields that only that node writes (a client may set `drainAt` and `forgottenAt`). */
+const NODE_OWN_FIELDS = new Set(['name', 'slots', 'startedAt', 'leftAt'])
+
+interface Write {
+  /** The op's id (`counter@actor`): the id of the object a make op creates. */
+  id: string
+  obj: string
+  /** Where the op writes: the object's path and the key (`'*'` for a list element). */
+  path: ReadonlyArray<string | number>
+  action: string
+  value: unknown
+  /** The ops it overwrites: the value its author saw at that key (none: the key was empty). */
+  pred: readonly string[]
+}
+
+/**
+ * What `change` writes that its author's role does not allow, judged in the
+ * document its author saw (`ctx`), or null. The roles (issue 12):
+ * - the leader: a node elects only itself (`main.leader` is the author, with a
+ *   higher `main.term`); `main.head`, `main.push` and `main.quorum` are written
+ *   by the node `main.leader` names, or in the change that elects it; so are a
+ *   task's merge (`merging`, `merged`, `conflict`, `mergeCommit`, `mergedAt`)
+ *   and a conflict's record, error and outcome;
+ * - the node running a task (its `node`; a change that starts a run names its
+ *   author there): the run's end (`done`, `failed`, `head`, `summary`,
+ *   `attempts`, `failures`, `doneAt`, `checkpoint`), its usage (or the leader);
+ * - anybody: what gives a task back (`ready`, `pending`, `claimed`,
+ *   `cancelled`, a new epoch, no claims), a new task, a decision on a
+ *   conflict (or an answer to a permission request) signed with the author's
+ *   own peer id in `by`, a client's cancel
+ *   closing its task's conflicts;
+ * - nobody: a task's or a conflict's definition after it was written, a new
+ *   record in place of an existing one, fields inside another peer's entry (a
+ *   claim, a registration, an infrastructure count), another author's decision.
+ * `forbiddenWrite` holds the rules that need no context.
+ */
+export function roleViolation (change: A.DecodedChange, ctx: ChangeContext): string | null {
+  const tag = peerTagOfActor(change.actor)
+  const client = isSessionActor(change.actor)
+  const isSelf = (peer: unknown): boolean => typeof peer === 'string' && actorForPeer(peer) === tag
+  const madeHere = (obj: string): boolean => {
+    const at = obj.indexOf('@')
+    const counter = Number(obj.slice(0, at))
+    return obj.slice(at + 1) === change.actor && counter >= change.startOp && counter < change.startOp + change.ops.length
+  }
+  const writes: Write[] = []
+  change.ops.forEach((op, i) => {
+    const base = op.obj === '_root' ? null : ctx.pathOf(op.obj)
+    if (base === null) return
+    const key = typeof op.key === 'string' ? op.key : '*'
+    writes.push({ id: `${change.startOp + i}@${change.actor}`, obj: op.obj, path: [...base, key], action: op.action, value: op.action === 'del' ? undefined : op.value ?? null, pred: op.pred })
+  })
+  const at = (w: Write, ...prefix: string[]): boolean => prefix.every((p, i) => w.path[i] === p)
+  // what the change says of itself
+  const elects = writes.some(w => w.path.length === 2 && at(w, 'main', 'leader') && w.action === 'set' && isSelf(w.value))
+  const runners = new Map<string, unknown>()
+  const cancels = new Set<string>()
+  const newRecords = new Set<string>()
+  const newDecisions = new Map<string, boolean>()
+  for (const w of writes) {
+    const [section, id, field] = w.path
+    if (w.path.length === 2 && (section === 'tasks' || section === 'conflicts') && w.action === 'makeMap') newRecords.add(`${section}/${String(id)}`)
+    if (section === 'tasks' && w.path.length === 3 && field === 'node') runners.set(String(id), w.value)
+    if (section === 'tasks' && w.path.length === 3 && field === 'state' && w.value === 'cancelled') cancels.add(String(id))
+    if (section === 'conflicts' && w.path.length === 3 && field === 'decision' && w.action === 'makeMap') newDecisions.set(w.id, false)
+  }
+  let leaderSeen: { leader: unknown } | null = null
+  const seenLeader = (): unknown => (leaderSeen ??= { leader: ctx.seen(['main', 'leader']) }).leader
+  const leads = (): boolean => !client && (elects || isSelf(seenLeader()))
+  const notLeader = (what: string): string => `${what} without leading (the leader it saw: ${String(seenLeader() ?? 'none')})`
+  const running = new Map<string, boolean>()
+  const runs = (task: string): boolean => {
+    if (client) return false
+    let yes = running.get(task)
+    if (yes === undefined) {
+      yes = isSelf(runners.has(task) ? runners.get(task) : ctx.seen(['tasks', task, 'node']))
+      running.set(task, yes)
+    }
+    return yes
+  }
+
+  for (const w of writes) {
+    const [section, id, field, sub] = w.path as [string, string | number | undefined, string | number | undefined, string | number | undefined]
+    const key = String(id)
+    if (section === 'main' && w.path.length >= 2) {
+      if (key === 'budget') continue
+      if (client) return `a client wrote main.${key}`
+      if (key === 'leader') {
+        if (w.path.length !== 2 || !isSelf(w.value)) return `elected another node as leader (${String(w.value)})`
+        // a second leader of the same term would fence nothing
+        if (!writes.some(x => x.path.length === 2 && at(x, 'main', 'term'))) return 'elected itself without raising main.term'
+        continue
+      }
+      if (key === 'term') {
+        if (!elects) return 'wrote main.term without electing itself'
+        const before = ctx.seen(['main', 'term'])
+        if (typeof w.value !== 'number' || (typeof before === 'number' && w.value <= before)) return `set main.term to ${String(w.value)}, not past ${String(before)}`
+        continue
+      }
+      if (!leads()) return notLeader(`wrote main.${key}`)
+      continue
+    }
+    if ((section === 'tasks' || section === 'conflicts') && w.path.length === 2 && w.pred.length > 0) {
+      // a new record in place of one its author saw would write every field past the rules below
+      return `replaced the record of ${section === 'tasks' ? 'task' : 'conflict'} ${key}`
+    }
+    if (section === 'tasks' && w.path.length >= 3) {
+      // a submission: whoever may submit writes the whole record
+      if (newRecords.has(`tasks/${key}`)) continue
+      const f = String(field)
+      if (TASK_DEFINITION.has(f)) return `rewrote ${f} of task ${key}`
+      if (f === 'node') {
+        if (w.path.length === 3 && (client || !isSelf(w.value))) return `named another node (${String(w.value)}) as the runner of task ${key}`
+        continue
+      }
+      if (f === 'state' && w.path.length === 3) {
+        const s = String(w.value)
+        if (s === 'running' && !runs(key)) return `started task ${key} in another node's name`
+        if (RUN_END_STATES.has(s) && !runs(key) && !leads()) return `ended task ${key}'s run (${s}) without running it or leading`
+        if (LEADER_STATES.has(s) && !leads()) return notLeader(`moved task ${key} to ${s}`)
+        continue
+      }
+      if (f === 'head' && w.path.length === 3) {
+        if (w.value === null ? !runs(key) && !leads() : !runs(key)) return `wrote the head of task ${key} without running it`
+        continue
+      }
+      if (RUNNER_FIELDS.has(f) && !runs(key)) return `wrote ${f} of task ${key} without running it`
+      if ((f === 'attempts' || f === 'failures') && w.path.length === 3 && w.value !== 0 && !runs(key)) return `wrote ${f} of task ${key} without running it`
+      if (USAGE_FIELDS.has(f) && !runs(key) && !leads()) return `wrote ${f} of task ${key} without running it or leading`
+      if (MERGE_FIELDS.has(f) && !leads()) return notLeader(`wrote ${f} of task ${key}`)
+      if (f === 'holders') {
+        if (w.path.length === 3 && !runs(key) && !leads()) return `replaced the holders of task ${key}`
+        if (w.path.length > 3 && !isSelf(w.value) && (w.action !== 'del' || (!runs(key) && !leads()))) return `named another peer (${String(w.value)}) as a holder of task ${key}`
+      }
+      // an answer to a permission request is signed like a decision: with its author's own peer id
+      if (f === 'approvals' && w.path.length === 5 && w.path[4] === 'by' && w.value !== null && !isSelf(w.value)) return `answered a permission request of task ${key} as ${String(w.value)}`
+      // a claim or an infrastructure count of a peer: its fields too are that peer's
+      if ((f === 'claims' || f === 'infraFailures') && w.path.length > 4 && !isSelf(sub)) return `wrote inside another peer's entry (${String(sub)}) of task ${key}`
+      continue
+    }
+    if (section === 'conflicts' && w.path.length >= 2) {
+      if (w.path.length === 2) {
+        if (!leads()) return notLeader(`opened conflict ${key}`)
+        continue
+      }
+      if (newRecords.has(`conflicts/${key}`)) continue
+      const f = String(field)
+      if (CONFLICT_DEFINITION.has(f)) return `rewrote ${f} of conflict ${key}`
+      if (f === 'state' && w.path.length === 3) {
+        const closesOwnCancel = client && w.value === 'resolved' && cancels.has(String(ctx.seen(['conflicts', key, 'taskId'])))
+        if (!closesOwnCancel && !leads()) return notLeader(`resolved conflict ${key}`)
+        continue
+      }
+      // a decision clears the error of the last one; saying why one failed is the leader's
+      if (f === 'error' && w.path.length === 3 && w.value !== null && !leads()) return notLeader(`wrote the error of conflict ${key}`)
+      if (f === 'decision') {
+        if (w.path.length === 3) {
+          if (w.action !== 'makeMap' && !leads()) return notLeader(`cleared the decision on conflict ${key}`)
+          continue
+        }
+        if (!madeHere(w.obj)) return `changed a decision on conflict ${key} that another change made`
+        if (sub === 'by') {
+          if (!isSelf(w.value)) return `signed a decision on conflict ${key} as ${String(w.value)}`
+          if (newDecisions.has(w.obj)) newDecisions.set(w.obj, true)
+        }
+      }
+      continue
+    }
+    if (section === 'nodes' && w.path.length >= 3 && NODE_OWN_FIELDS.has(String(field)) && !isSelf(key)) return `wrote ${String(field)} of another node's registration (${key})`
+  }
+  for (const [, signed] of newDecisions) if (!signed) return 'made a decision on a conflict without signing it (by)'
+  return null
+}

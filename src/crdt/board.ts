@@ -8,7 +8,7 @@
  */
 import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
-import { forbiddenWrite, isSigningActor, peerTagOfActor, unvouchedChanges } from './authors.ts'
+import { changeContext, forbiddenWrite, isSigningActor, peerTagOfActor, roleViolation, unvouchedChanges, type ObjectPaths } from './authors.ts'
 import { signChange, signatureProblem, type ChangeSigner } from './signing.ts'
 import type { ZodType } from 'zod'
 import {
@@ -99,15 +99,17 @@ export class Board {
   /** Called once per board entry that fails the schema. */
   onInvalid: (key: string, reason: string) => void = () => {}
   /**
-   * Whether local changes are checked as peers check them and dropped when
-   * they would be refused (`onWithheld` says so): a change peers refuse would
-   * park every later change of this actor. A mesh node sets it; off for a
-   * board nobody else reads (tests write any state). Applies to signed changes
-   * (made on a fork, so dropping one costs nothing).
+   * Whether local changes are checked as peers check them (`forbiddenWrite`,
+   * `roleViolation`) and dropped when they would be refused (`onWithheld` says
+   * so): a change peers refuse would park every later change of this actor. A
+   * mesh node sets it; off for a board nobody else reads (tests write any
+   * state). A signed change is made on a fork, so dropping one costs nothing.
    */
   checkOwnChanges = false
-  /** Called when a local change is dropped because peers would refuse it. */
+  /** Called when a local change is dropped because peers would refuse it (this node no longer leads, say). */
   onWithheld: (message: string, reason: string) => void = () => {}
+  /** Object paths the role checks looked up (see `changeContext`). */
+  #paths: ObjectPaths = new Map()
   /**
    * Who may author received changes (a node's `--allow`), by Automerge actor:
    * changes of another author are refused, with everything that came with
@@ -254,7 +256,8 @@ export class Board {
 
   /**
    * Makes one local change (keep changes coarse: one per scheduler event) and
-   * returns its bytes for broadcast, or null when `fn` changed nothing.
+   * returns its bytes for broadcast, or null when `fn` changed nothing (or,
+   * with `checkOwnChanges`, when peers would refuse the change: it is dropped).
    */
   change (message: string, fn: (doc: BoardDoc) => void): Uint8Array | null {
     if (this.#signer !== null) return this.#signedChange(this.#signer, message, fn)
@@ -264,6 +267,15 @@ export class Board {
     if (this.#doc === before) return null
     const bytes = A.getLastLocalChange(this.#doc)
     if (bytes === undefined) return null
+    // peers judge this change on the history it was made on, as here: one they would refuse is never
+    // sent (it would park every later change of this actor), e.g. a merge finished after leadership moved
+    const decoded = this.checkOwnChanges ? A.decodeChange(bytes) : null
+    const refused = decoded === null ? null : roleViolation(decoded, changeContext(this.#doc, decoded, this.#paths))
+    if (refused !== null) {
+      this.#doc = A.clone(before, { actor: A.getActorId(before) })
+      this.onWithheld(message, refused)
+      return null
+    }
     this.#afterPatches(touched, true, [bytes])
     return bytes
   }
@@ -309,8 +321,7 @@ export class Board {
    * receipt, judged on what the change was made on, so the verdict is theirs.
    */
   #ownChangeRefused (decoded: A.DecodedChange, withIt: A.Doc<BoardDoc>): string | null {
-    void withIt
-    return forbiddenWrite(decoded, this.#mainId)
+    return forbiddenWrite(decoded, this.#mainId) ?? roleViolation(decoded, changeContext(withIt, decoded, this.#paths))
   }
 
   /** Records the newest change of every signing actor among `changes`. */
@@ -405,7 +416,7 @@ export class Board {
       throw new BoardForgedChangeError([...new Set(forged.map(f => f.change.actor))], forged.length, [...new Set(forged.map(f => f.why))].slice(0, 3).join('; '))
     }
     for (const decoded of added) {
-      const why = forbiddenWrite(decoded, this.#mainId)
+      const why = forbiddenWrite(decoded, this.#mainId) ?? roleViolation(decoded, changeContext(after, decoded, this.#paths))
       if (why !== null) { forbidden.set(decoded.actor, why); count++ }
     }
     if (forbidden.size > 0) {

@@ -415,10 +415,15 @@ export function addHolder (d: BoardDoc, id: TaskId, peer: PeerIdString): void {
   if (!rec.holders.some(h => String(h) === peer)) rec.holders.push(str(peer))
 }
 
-/** `peer` leads the mesh's merges from `term` on. */
+/**
+ * `peer` leads the mesh's merges from `term` on (past the stored term in any
+ * case: peers refuse an election that does not raise it, and the stored term
+ * can be ahead of a snapshot that kept its last valid main).
+ */
 export function electLeader (d: BoardDoc, peer: PeerIdString, term: number): void {
   d.main.leader = str(peer)
-  d.main.term = term
+  const stored = Number(d.main.term)
+  d.main.term = Number.isInteger(stored) && stored >= term ? stored + 1 : term
 }
 
 /** Main's new head. */

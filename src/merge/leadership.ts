@@ -105,7 +105,8 @@ export class Leadership {
     const snap0 = (): ReturnType<typeof node.board.snapshot> => node.board.snapshot()
     const me = node.peerId
     const snap = node.board.snapshot()
-    const candidates: Candidate[] = node.membership.members().map(m => ({ peerId: m.peerId, state: m.state, eligible: m.eligible, aliveSince: m.aliveSince }))
+    // only registered nodes stand: a peer that never wrote its registration is no node of this mesh
+    const candidates: Candidate[] = node.membership.members().filter(m => snap.nodes.has(m.peerId)).map(m => ({ peerId: m.peerId, state: m.state, eligible: m.eligible, aliveSince: m.aliveSince }))
     candidates.push({ peerId: me, state: 'alive', eligible: node.eligible, aliveSince: node.startedAt })
     const next = electLeader(snap.main, candidates, Date.now(), this.#init.electionTimeoutMs ?? ELECTION_TIMEOUT_MS)
     if (next !== null && next.leader === me) {

@@ -184,7 +184,13 @@ export class BoardReplication implements Startable {
     const m = decodeBoardGossip(data)
     if (m.kind === 'change') {
       this.#c.stats.changesReceived++
-      this.#c.board.applyChanges([m.change])
+      try {
+        this.#c.board.applyChanges([m.change])
+      } catch (err) {
+        // the role rules that need the change's history run once it is applied (and rolled back)
+        if (!this.#refused(err, from)) throw err
+        this.#c.gossip.reject('forbidden-write', from)
+      }
     } else if (m.kind === 'heads') {
       if (!this.#c.board.hasHeads(m.heads)) void this.requestSync(from)
     }

@@ -30,6 +30,18 @@ export const DEFAULT_SUSPECT_AFTER_MS = 3000
 /** A peer is dead after this long without a heartbeat (the product's documented default). @default 10000 ms */
 export const DEFAULT_DEAD_AFTER_MS = 10_000
 
+/**
+ * Live peers (alive or suspect) a node keeps in its failure detector. Past it,
+ * the presence of a peer it does not know yet is ignored. Every live member
+ * costs a heartbeat a second, a place in every claim's acknowledgement wait and
+ * in the election's candidates; docs/scaling.md models meshes up to 1,000 nodes
+ * (where full presence already costs the mesh several cores), so more live
+ * members than that can only be peers that are not real, and a bound keeps
+ * them from growing those costs without limit.
+ * @default 1024
+ */
+export const MAX_LIVE_MEMBERS = 1024
+
 /** How often a node re-dials bootstrap and known peers it is not connected to. @default 2000 ms */
 export const REDIAL_INTERVAL_MS = 2000
 

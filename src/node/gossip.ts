@@ -100,6 +100,17 @@ export class Gossip implements Startable {
     return TopicValidatorResult.Reject
   }
 
+  /**
+   * Counts a message dropped without blaming the peer that forwarded it (it is
+   * not forwarded either); logged at debug level only, since a flood of them
+   * (fake peers) must not flood the log.
+   */
+  ignore (reason: string, from: string): TopicValidatorResult {
+    this.#c.rejected[reason] = (this.#c.rejected[reason] ?? 0) + 1
+    this.#log.debug('gossip:ignored', { reason, from })
+    return TopicValidatorResult.Ignore
+  }
+
   /** Publishes `data` on `topic`; throws above the size cap, logs (never throws) a failed publish. */
   async publish (topic: string, data: Uint8Array): Promise<void> {
     if (data.length > MAX_GOSSIP_BYTES) throw new Error(`refusing to publish ${data.length} bytes on ${topic}: the cap is ${MAX_GOSSIP_BYTES}`)

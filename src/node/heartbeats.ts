@@ -4,7 +4,7 @@ import { TopicValidatorResult, type SignedMessage } from '@libp2p/gossipsub'
 import { every, type Startable } from './service.ts'
 import type { Gossip } from './gossip.ts'
 import type { Membership, Member, Transition } from './membership.ts'
-import { MAX_GOSSIP_BYTES } from './constants.ts'
+import { MAX_GOSSIP_BYTES, MAX_LIVE_MEMBERS } from './constants.ts'
 import { decodePresence, encodePresence, type Presence } from '../protocol/presence.ts'
 import type { Board } from '../crdt/board.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
@@ -43,6 +43,13 @@ export interface HeartbeatsComponents {
   onTransition: (t: Transition) => void
   /** A heartbeat arrived. */
   onPresence: (p: Presence) => void
+  /**
+   * Whether a peer has shown it is part of the mesh: connected to this node
+   * (it completed the pnet and Noise handshakes with it), or registered on the
+   * board by its own change. Presence of any other peer id is ignored.
+   * @default every peer
+   */
+  vouched?: (peerId: string) => boolean
   logger: Logger
 }
 
@@ -204,9 +211,22 @@ export class Heartbeats implements Startable {
     const p = decodePresence(msg.data)
     if (p === null) return gossip.reject('bad-presence', from)
     if (p.peerId !== from) return gossip.reject('presence-spoofed', from)
+    // a key holder can sign heartbeats with any number of generated keys: a peer id that never
+    // connected to this node nor registered is no member (it would hold every claim's settle for its
+    // acknowledgement and could win elections nobody records). Ignored, not rejected: a forwarder
+    // whose board already has the registration is not to blame
+    if (this.#c.vouched !== undefined && !this.#c.vouched(p.peerId)) return gossip.ignore('presence-unvouched', from)
+    if (this.#c.membership.get(p.peerId) === undefined && this.#liveMembers() >= MAX_LIVE_MEMBERS) return gossip.ignore('members-full', from)
     // decoded once: the handler takes it from here
     this.#decoded.set(msg, p)
     return TopicValidatorResult.Accept
+  }
+
+  /** Peers alive or suspect in the failure detector (counted only when an unknown peer speaks up). */
+  #liveMembers (): number {
+    let n = 0
+    for (const m of this.#c.membership.members()) if (m.state === 'alive' || m.state === 'suspect') n++
+    return n
   }
 
   #handle (msg: SignedMessage, from: string): void {

@@ -233,7 +233,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       this.#log.warn('board:invalid-entry', { key, reason })
     }
     board.checkOwnChanges = true
-    board.onWithheld = (message, reason) => { this.#log.warn('board:write-withheld', { change: message, reason, note: 'peers would refuse this change: dropped, not sent (its author\'s later changes still apply)' }) }
+    board.onWithheld = (message, reason) => { this.#log.warn('board:write-withheld', { change: message, reason, note: 'peers would refuse this change (made on a board where this node\'s role had changed, say): dropped, not sent; this node\'s later changes still apply' }) }
     board.subscribe(update => { this.#onBoardUpdate(update) })
     const allow = init.allow
     allow?.addSelf(peerId)
@@ -271,6 +271,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       peerAddrs: p => { dialer.learnAddrs(p) },
       onTransition: tr => { this.#emitTransition(tr) },
       onPresence: p => { this.dispatchEvent(new CustomEvent('presence', { detail: p })) },
+      vouched: p => board.snapshot().nodes.has(p as PeerIdString) || host.getConnections().some(c => c.remotePeer.toString() === p),
       logger
     })
     heartbeats.setExtras(() => this.#extras())

@@ -446,7 +446,9 @@ export class Scheduler {
     // suspect peers too: a peer that is only slow (an overloaded host misses heartbeats) may be claiming
     // the same task right now; a peer that is really gone stops being waited for once it is dead
     // a peer that announces it claims nothing (disk full, no mesh main) is not waited for: it withdraws what it had
-    const peers = this.node.membership.members().filter(m => (m.state === 'alive' || m.state === 'suspect') && m.health?.cause !== HOLD_CAUSE)
+    // and only nodes registered on the board: a claim of a peer that never registered cannot reach this
+    // board before its registration (a node registers before it heartbeats or claims), so there is nothing to wait for
+    const peers = this.node.membership.members().filter(m => (m.state === 'alive' || m.state === 'suspect') && m.health?.cause !== HOLD_CAUSE && snap.nodes.has(m.peerId))
     // this node claims nothing now: what it was settling goes back (a claim made a moment before its disk filled)
     const held = this.pausedFor
     if (held !== null) {

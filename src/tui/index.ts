@@ -10,8 +10,6 @@ export { renderPlain, plainSignature } from './plain.ts'
 
 export interface RunTuiInit {
   client: Client
-  /** Who decisions are recorded as (user@host, as `meshwork resolve` does). */
-  by: string
   /** Ring the terminal bell when something new waits on a human. @default true */
   bell?: boolean
   stdout?: NodeJS.WriteStream
@@ -28,7 +26,7 @@ export async function runTui (init: RunTuiInit): Promise<void> {
   const source = liveSource({ client: init.client })
   source.start()
   const bell = init.bell === false ? undefined : (): void => { stdout.write('\x07') }
-  const app = render(React.createElement(App, { source, actions: liveActions(init.client, init.by), ...(bell !== undefined ? { bell } : {}) }), {
+  const app = render(React.createElement(App, { source, actions: liveActions(init.client), ...(bell !== undefined ? { bell } : {}) }), {
     stdout,
     stdin: init.stdin ?? process.stdin,
     // a terminal is a terminal even when CI=true is set: ink would otherwise only print the last frame

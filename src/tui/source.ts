@@ -159,13 +159,12 @@ export function liveSource (init: LiveSourceInit): LiveSource {
 
 /**
  * The TUI's actions: exactly the calls `meshwork resolve`, `cancel` and
- * `retry` make (a decision records the client's peer id as `by`; `by` here is
- * the cancel's user@host).
+ * `retry` make (a decision, a cancel's too, records the client's peer id as `by`).
  */
-export function liveActions (client: Client, by: string): TuiActions {
+export function liveActions (client: Client): TuiActions {
   return {
     resolve: async (conflictId, action) => { await resolveConflict(client, conflictId, action, '') },
-    cancel: async (taskId) => await cancelTask(client, taskId, by),
+    cancel: async (taskId) => await cancelTask(client, taskId),
     retry: async (taskId) => { await retryTask(client, taskId) },
     approve: async (approvalId, allow) => { await answerApproval(client, approvalId, allow, '') }
   }
