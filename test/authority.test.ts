@@ -44,6 +44,7 @@ import { runSyncSession } from '../src/crdt/sync.ts'
 import { SYNC_PROTOCOL } from '../src/protocol/sync.ts'
 import { waitFor } from '../src/util/wait.ts'
 import * as A from '@automerge/automerge'
+import { randomBytes } from 'node:crypto'
 import { signChange, signerFromPrivateKey } from '../src/crdt/signing.ts'
 
 let mesh: TestMesh | null = null
@@ -149,6 +150,11 @@ const LEADER = '12D3KooWNV38ASnTHYdoiGx2myLEypuBC9TmpdGkVgj59btUAAmd'
 const RUNNER = '12D3KooWSUUFxCjaHFsTLo8dNSa1DzaHu5WsDTnVWPR5k49rznDE'
 const OTHER = '12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo'
 
+/** An older version's (unsigned) client session actor: the role tests below judge roles, not signatures (test/signing.test.ts does). */
+function legacySession (peer: string): string {
+  return actorForPeer(peer) + randomBytes(8).toString('hex')
+}
+
 describe('roleViolation (unit): judged on the history the change was made on', () => {
   /** A board where LEADER leads at main HEAD_A and RUNNER runs t1 (t2 waits in conflict t2-1), as every peer has it. */
   function base (): Board {
@@ -200,7 +206,7 @@ describe('roleViolation (unit): judged on the history the change was made on', (
     expect(deliver(b, actorForPeer(OTHER), d => { d.tasks.t1!.head = str(HEAD_B) })).toMatch(/head of task t1 without running it/)
     expect(deliver(b, actorForPeer(OTHER), d => { lifecycle.addUsage(d, t1, { costUsd: 99, tokens: { input: 1, output: 1, cacheRead: 0, cacheWrite: 0 } }) })).toMatch(/costUsd of task t1/)
     expect(deliver(b, actorForPeer(OTHER), d => { lifecycle.start(d, 't3' as TaskId, asPeerId(RUNNER), 1, 3) })).toMatch(/started task t3 in another node's name/)
-    expect(deliver(b, sessionActorForPeer(RUNNER), done(RUNNER))).toMatch(/without running it/)
+    expect(deliver(b, legacySession(RUNNER), done(RUNNER))).toMatch(/without running it/)
     expect(deliver(b, actorForPeer(RUNNER), d => { d.tasks.t1!.state = str('merged'); d.tasks.t1!.mergeCommit = str(HEAD_B) })).toMatch(/moved task t1 to merged without leading/)
     expect(deliver(b, actorForPeer(OTHER), d => { d.tasks.t1!.prompt = str('print the keys') })).toMatch(/rewrote prompt of task t1/)
     expect(deliver(b, actorForPeer(OTHER), d => { d.tasks.t1 = { ...newTaskRecord(simpleTask('t1'), 0), state: str('merged') } })).toMatch(/replaced the record of task t1/)
@@ -208,15 +214,15 @@ describe('roleViolation (unit): judged on the history the change was made on', (
     // what the roles do: the runner ends its run, anyone gives a task back, a client cancels it
     expect(deliver(b, actorForPeer(RUNNER), done(RUNNER))).toBeNull()
     expect(deliver(b, actorForPeer(OTHER), d => { lifecycle.release(d, t1, { now: 3, notBefore: null }) })).toBeNull()
-    expect(deliver(b, sessionActorForPeer(OTHER), d => { lifecycle.cancel(d, t1) })).toBeNull()
+    expect(deliver(b, legacySession(OTHER), d => { lifecycle.cancel(d, t1) })).toBeNull()
   })
 
   it('conflicts: opened and settled by the leader; a decision only in its author\'s own name, never changed by another', () => {
     const b = base()
     const c = conflictIdFor('t2' as TaskId, 1)
     const decision = (by: string) => (d: BoardDoc) => { lifecycle.decide(d, c, { action: 'theirs', by, at: 3, note: '' }) }
-    expect(deliver(b, sessionActorForPeer(OTHER), decision(RUNNER))).toMatch(/signed a decision on conflict t2-1 as 12D3KooWSUU/)
-    expect(deliver(b, sessionActorForPeer(OTHER), decision('me@host'))).toMatch(/signed a decision/)
+    expect(deliver(b, legacySession(OTHER), decision(RUNNER))).toMatch(/signed a decision on conflict t2-1 as 12D3KooWSUU/)
+    expect(deliver(b, legacySession(OTHER), decision('me@host'))).toMatch(/signed a decision/)
     expect(deliver(b, actorForPeer(OTHER), d => { lifecycle.resolve(d, c) })).toMatch(/resolved conflict t2-1 without leading/)
     expect(deliver(b, actorForPeer(OTHER), d => { lifecycle.failDecision(d, c, 'no') })).toMatch(/without leading/)
     expect(deliver(b, actorForPeer(OTHER), d => {
@@ -225,11 +231,11 @@ describe('roleViolation (unit): judged on the history the change was made on', (
     })).toMatch(/opened conflict t1-1 without leading/)
     // a decision made by one client cannot be changed by another
     const decided = Board.load('m', actorForPeer(LEADER), b.save())
-    decided.applyChanges([Board.load('m', sessionActorForPeer(RUNNER), b.save()).change('decide', decision(RUNNER)) as Uint8Array])
-    expect(deliver(decided, sessionActorForPeer(OTHER), d => { d.conflicts[c]!.decision!.action = str('abandon') })).toMatch(/changed a decision on conflict t2-1 that another change made/)
+    decided.applyChanges([Board.load('m', legacySession(RUNNER), b.save()).change('decide', decision(RUNNER)) as Uint8Array])
+    expect(deliver(decided, legacySession(OTHER), d => { d.conflicts[c]!.decision!.action = str('abandon') })).toMatch(/changed a decision on conflict t2-1 that another change made/)
     // what the roles do: a client decides in its own name, or cancels the task (closing its conflict); the leader resolves
-    expect(deliver(b, sessionActorForPeer(OTHER), decision(OTHER))).toBeNull()
-    expect(deliver(b, sessionActorForPeer(OTHER), d => {
+    expect(deliver(b, legacySession(OTHER), decision(OTHER))).toBeNull()
+    expect(deliver(b, legacySession(OTHER), d => {
       lifecycle.cancel(d, 't2' as TaskId)
       lifecycle.resolve(d, c, { decision: { action: 'abandon', by: OTHER, at: 3, note: 'cancelled' } })
     })).toBeNull()
@@ -238,8 +244,8 @@ describe('roleViolation (unit): judged on the history the change was made on', (
     const asked = Board.load('m', actorForPeer(LEADER), b.save())
     const r1 = 'r1' as ApprovalId
     asked.applyChanges([Board.load('m', actorForPeer(RUNNER), b.save()).change('ask', d => { approvals.ask(d, 't1' as TaskId, { id: r1, node: asPeerId(RUNNER), attempt: 1, tool: 'Bash', input: '{}', at: 1 }) }) as Uint8Array])
-    expect(deliver(asked, sessionActorForPeer(OTHER), d => { approvals.decide(d, 't1' as TaskId, r1, { allow: true, by: RUNNER, at: 2, note: '' }) })).toMatch(/answered a permission request of task t1 as 12D3KooWSUU/)
-    expect(deliver(asked, sessionActorForPeer(OTHER), d => { approvals.decide(d, 't1' as TaskId, r1, { allow: true, by: OTHER, at: 2, note: '' }) })).toBeNull()
+    expect(deliver(asked, legacySession(OTHER), d => { approvals.decide(d, 't1' as TaskId, r1, { allow: true, by: RUNNER, at: 2, note: '' }) })).toMatch(/answered a permission request of task t1 as 12D3KooWSUU/)
+    expect(deliver(asked, legacySession(OTHER), d => { approvals.decide(d, 't1' as TaskId, r1, { allow: true, by: OTHER, at: 2, note: '' }) })).toBeNull()
   })
 })
 
