@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
 import { MEMBERS_PROTOCOL } from '../protocol/members.ts'
-import { GIT_PROTOCOL } from '../git/transfer.ts'
+import { GIT_PROTOCOL } from '../protocol/git.ts'
 
 /** This meshwork's version (package.json; the same file sits two levels up from src/ and dist/ files). */
 export const MESHWORK_VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
