@@ -33,6 +33,16 @@ describe('protocol versions', () => {
     expect(incompatibility(other)).toBe(`/meshwork/git/999 (this node: ${git})`)
   })
 
+  it('a node serving two versions of a protocol works with peers of either; a peer of neither is incompatible', () => {
+    // a release that moved git to /3 and still serves /2, against the previous release and a later one
+    const both = ['/meshwork/sync/1', '/meshwork/git/2', '/meshwork/git/3']
+    expect(incompatibility(['/meshwork/sync/1', '/meshwork/git/2'], both)).toBeNull()
+    expect(incompatibility(['/meshwork/sync/1', '/meshwork/git/3', '/meshwork/git/4'], both)).toBeNull()
+    expect(incompatibility(['/meshwork/sync/1', '/meshwork/git/4'], both)).toBe('/meshwork/git/4 (this node: /meshwork/git/2,3)')
+    // and the previous release, which speaks /2 only, judges the new one compatible
+    expect(incompatibility(both, ['/meshwork/sync/1', '/meshwork/git/2'])).toBeNull()
+  })
+
   it('heartbeats carry the version and stay readable by a version that does not know the field', () => {
     const p = { v: 1 as const, peerId: asPeerId('p'), name: 'n', slots: 1, running: [], heads: [], addrs: [], lagMs: 0, load: 0, rssBytes: 0, backoffUntil: null, startedAt: 0, seq: 0, leaving: false }
     expect(decodePresence(encodePresence({ ...p, version: MESHWORK_VERSION }))?.version).toBe(MESHWORK_VERSION)

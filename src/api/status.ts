@@ -20,6 +20,12 @@ export interface StatusNode {
   health: HealthState
   /** Taken out of the majority count with `meshwork forget` (until it starts again). */
   forgotten?: boolean
+  /**
+   * The meshwork version the node announces (a rolling upgrade shows old and
+   * new side by side); null when unknown: not heard from, or a version before
+   * nodes announced it, or read through such a node.
+   */
+  version: string | null
 }
 
 /** One task in `status --json`. */
@@ -109,11 +115,11 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
     // a graceful stop is on the board too: a lost "leaving" heartbeat must not turn it into "dead"
     const leftOnBoard = rec !== undefined && rec.leftAt !== null && rec.leftAt >= rec.startedAt && (m.state === 'suspect' || m.state === 'dead')
     const draining = rec !== undefined && (rec.drainAt ?? null) !== null && (rec.drainAt ?? 0) >= rec.startedAt && m.state === 'alive'
-    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : draining ? 'draining' : m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs), health: { ...(m.health ?? HEALTH_OK) }, ...(rec !== undefined && forgotten(rec) && m.state === 'dead' ? { forgotten: true } : {}) })
+    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : draining ? 'draining' : m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs), health: { ...(m.health ?? HEALTH_OK) }, version: m.version ?? null, ...(rec !== undefined && forgotten(rec) && m.state === 'dead' ? { forgotten: true } : {}) })
   }
   for (const [peerId, rec] of snap.nodes) {
     if (seen.has(peerId)) continue
-    nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null, health: { ...HEALTH_OK }, ...(forgotten(rec) ? { forgotten: true } : {}) })
+    nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null, health: { ...HEALTH_OK }, version: null, ...(forgotten(rec) ? { forgotten: true } : {}) })
   }
   const holds = heldByBudget(snap)
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress, holds.get(t.id)))

@@ -99,7 +99,7 @@ export function renderStatus (s: StatusReport, via: string): string {
   if (refused.length > 0) out.push(`REFUSED board changes: ${refused.map(([a, n]) => `${who(a)} ${n}`).join(', ')}`)
   const alive = s.nodes.filter(n => n.state === 'alive').length
   out.push('', `NODES ${alive} alive of ${s.nodes.length}`)
-  out.push(...table([['NAME', 'STATE', 'SLOTS', 'RUNNING', 'LAST SEEN', 'PEER'], ...s.nodes.map(n => [n.name === '' ? '-' : n.name, n.state, String(n.slots), n.running.length === 0 ? '-' : n.running.join(','), ago(n.lastSeenMs), n.peerId])]))
+  out.push(...table([['NAME', 'STATE', 'SLOTS', 'RUNNING', 'LAST SEEN', 'VERSION', 'PEER'], ...s.nodes.map(n => [n.name === '' ? '-' : n.name, n.state, String(n.slots), n.running.length === 0 ? '-' : n.running.join(','), ago(n.lastSeenMs), n.version ?? '-', n.peerId])]))
   // a node that cannot run agents says why, and when it tries again
   for (const n of s.nodes) {
     const h = n.health

@@ -169,7 +169,7 @@ export class Heartbeats implements Startable {
     const p = this.presence(false)
     return {
       peerId: p.peerId, name: p.name, slots: p.slots, running: p.running, heads: p.heads, addrs: p.addrs,
-      load: p.load, lagMs: p.lagMs, backoffUntil: p.backoffUntil, health: p.health ?? HEALTH_OK, state: 'alive', eligible: p.eligible ?? true, aliveSince: this.#c.startedAt(), lastSeenAt: Date.now(), silentMs: 0
+      load: p.load, lagMs: p.lagMs, backoffUntil: p.backoffUntil, health: p.health ?? HEALTH_OK, state: 'alive', eligible: p.eligible ?? true, ...(p.version !== undefined ? { version: p.version } : {}), aliveSince: this.#c.startedAt(), lastSeenAt: Date.now(), silentMs: 0
     }
   }
 

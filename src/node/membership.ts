@@ -23,6 +23,8 @@ export interface Member {
   state: MemberState
   /** May become merge leader (false with --no-leader). */
   eligible: boolean
+  /** The meshwork version the peer announces; absent until heard, or from versions before it was announced. */
+  version?: string
   /** Wall-clock ms since which the peer has been continuously alive, or null. */
   aliveSince: number | null
   /** Wall-clock ms of the last heartbeat, or null if never heard from (known from the board only). */
@@ -108,6 +110,7 @@ export class Membership {
       health: p.health ?? HEALTH_OK,
       state: p.leaving ? 'left' : 'alive',
       eligible: p.eligible ?? true,
+      ...(p.version !== undefined ? { version: p.version } : {}),
       aliveSince: p.leaving ? null : prev?.member.state === 'alive' ? prev.member.aliveSince : this.#now(),
       lastSeenAt: this.#now(),
       silentMs: 0

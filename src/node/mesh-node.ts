@@ -29,6 +29,7 @@ import type { ProgressEvent } from '../protocol/presence.ts'
 import type { MeshNodeEvents, MeshNodeInit, NodeStats, Role } from './types.ts'
 import type { MembersView } from '../protocol/members.ts'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
+import { incompatibility } from './version.ts'
 import { Board, nodeActorForPeer, sessionActorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
 import { signerFromPrivateKey } from '../crdt/signing.ts'
 import { FINAL_TASK_STATES, asPeerId, type PeerIdString, type TaskState } from '../crdt/schema.ts'
@@ -52,6 +53,9 @@ interface Services {
   progress: Progress
   members: MembersProtocol
 }
+
+/** How long a new joiner waits to identify a compatible peer before it registers on the board anyway. @default 10 s */
+const REGISTER_FALLBACK_MS = 10_000
 
 /**
  * One meshwork peer: the place where the libp2p host, the replicated board and
@@ -288,12 +292,17 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     // into it during that sync would only make the session longer
     if (isNode) {
       replication.follow()
-      const self = board.snapshot().nodes.get(this.peerId)
-      if (self === undefined || self.name !== this.name || self.slots !== this.#slots || self.leftAt !== null || self.startedAt !== this.#startedAt) {
-        this.changeBoard('node:join', d => {
-          d.nodes[this.peerId] = { name: str(this.name), slots: this.#slots, startedAt: this.#startedAt, leftAt: null }
-        })
+      const register = (): void => {
+        if (this.#stopping) return
+        const self = board.snapshot().nodes.get(this.peerId)
+        if (self === undefined || self.name !== this.name || self.slots !== this.#slots || self.leftAt !== null || self.startedAt !== this.#startedAt) {
+          this.changeBoard('node:join', d => {
+            d.nodes[this.peerId] = { name: str(this.name), slots: this.#slots, startedAt: this.#startedAt, leftAt: null }
+          })
+        }
       }
+      if ((init.bootstrap ?? []).length === 0 || board.snapshot().nodes.has(this.peerId)) register()
+      else this.#registerOnceCompatible(host, register)
     }
     for (const s of [services.progress, services.heartbeats, services.dialer]) await s.afterStart?.()
     services.known?.afterStart()
@@ -324,6 +333,35 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     s.replication.prune()
     const tasks: ReadonlyMap<string, { state: TaskState }> = snap.tasks
     s.progress.prune(id => { const st = tasks.get(id)?.state; return st !== undefined && FINAL_TASK_STATES.has(st) })
+  }
+
+  /**
+   * A node joining through bootstrap peers for the first time puts its record
+   * on the board only once it has identified a meshwork peer it can work with,
+   * so a node of another wire version (which exits 2 saying so, see
+   * cli/node-watch.ts) leaves no record behind on the mesh's board. When no
+   * meshwork peer at all has been identified after `REGISTER_FALLBACK_MS` (its
+   * bootstrap peers are unreachable: it may be the first), it registers anyway.
+   */
+  #registerOnceCompatible (host: Host, register: () => void): void {
+    let incompatible = false
+    let done = false
+    const finish = (): void => {
+      if (done) return
+      done = true
+      host.removeEventListener('peer:identify', onIdentify)
+      clearTimeout(fallback)
+      register()
+    }
+    const onIdentify = (evt: CustomEvent<{ protocols: string[] }>): void => {
+      const { protocols } = evt.detail
+      if (!protocols.some(p => p.startsWith('/meshwork/'))) return
+      if (incompatibility(protocols) === null) finish()
+      else incompatible = true
+    }
+    host.addEventListener('peer:identify', onIdentify)
+    const fallback = setTimeout(() => { if (!incompatible) finish() }, REGISTER_FALLBACK_MS)
+    fallback.unref()
   }
 
   /**

@@ -26,6 +26,8 @@ export const memberSchema = z.object({
   health: healthSchema.optional(),
   state: z.enum(['alive', 'suspect', 'dead', 'left']),
   eligible: z.boolean(),
+  /** Absent from nodes of versions before it was reported, and for peers not heard from. */
+  version: z.string().max(64).optional(),
   aliveSince: z.number().nullable(),
   lastSeenAt: z.number().nullable(),
   silentMs: z.number()

@@ -73,8 +73,8 @@ interface Spawned {
   exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
 }
 
-function spawnCli (args: string[], env?: Record<string, string | undefined>, cwd?: string): Spawned {
-  const proc = spawn(process.execPath, [BIN, ...args], {
+function spawnCli (args: string[], env?: Record<string, string | undefined>, cwd?: string, bin = BIN): Spawned {
+  const proc = spawn(process.execPath, [bin, ...args], {
     env: childEnv(env),
     cwd: cwd ?? process.cwd(),
     stdio: ['ignore', 'pipe', 'pipe']
@@ -113,6 +113,8 @@ export interface RunCliOptions {
   cwd?: string
   /** Hard bound: the child is killed and `runCli` rejects once it passes. */
   timeoutMs: number
+  /** The meshwork executable to run (another checkout's `bin/meshwork.js`). @default this checkout's `BIN` */
+  bin?: string
 }
 
 /**
@@ -121,7 +123,7 @@ export interface RunCliOptions {
  */
 export async function runCli (args: string[], opts: RunCliOptions): Promise<CliResult> {
   const started = Date.now()
-  const s = spawnCli(args, opts.env, opts.cwd)
+  const s = spawnCli(args, opts.env, opts.cwd, opts.bin)
   let timer: NodeJS.Timeout | undefined
   const timedOut = new Promise<'timeout'>(resolveT => { timer = setTimeout(() => { resolveT('timeout') }, opts.timeoutMs) })
   try {
@@ -164,6 +166,10 @@ export interface StartNodeOptions {
   env?: Record<string, string | undefined>
   /** Bound for node.json to appear. @default 30 s */
   startTimeoutMs?: number
+  /** The node's --listen. @default `LOOPBACK_LISTEN` (a port the OS picks) */
+  listen?: string
+  /** The meshwork executable to run (another checkout's `bin/meshwork.js`). @default this checkout's `BIN` */
+  bin?: string
 }
 
 export interface CliNode {
@@ -201,7 +207,7 @@ export async function readNodeInfo (dataDir: string): Promise<NodeInfo | null> {
 /** The args `startNode` passes for `opts` (exported so a test can replay a start by hand). */
 export function nodeArgs (opts: StartNodeOptions): string[] {
   const dataDir = opts.dataDir ?? join(opts.dir, `data-${opts.name}`)
-  const args = ['node', '--repo', opts.repoDir ?? join(opts.dir, `repo-${opts.name}`), '--data', dataDir, '--listen', LOOPBACK_LISTEN, '--name', opts.name]
+  const args = ['node', '--repo', opts.repoDir ?? join(opts.dir, `repo-${opts.name}`), '--data', dataDir, '--listen', opts.listen ?? LOOPBACK_LISTEN, '--name', opts.name]
   if (opts.keyFile !== undefined) args.push('--swarm-key', opts.keyFile)
   if (opts.join !== undefined) args.push('--join', opts.join)
   for (const b of opts.bootstrap ?? []) args.push('--bootstrap', b)
@@ -221,7 +227,7 @@ export function nodeArgs (opts: StartNodeOptions): string[] {
 export async function startNode (opts: StartNodeOptions): Promise<CliNode> {
   const dataDir = opts.dataDir ?? join(opts.dir, `data-${opts.name}`)
   const args = nodeArgs({ ...opts, dataDir })
-  const s = spawnCli(args, opts.env)
+  const s = spawnCli(args, opts.env, undefined, opts.bin)
   let exit: { code: number | null, signal: NodeJS.Signals | null } | null = null
   void s.exited.then(e => { exit = e })
   const pid = s.proc.pid ?? -1
