@@ -41,7 +41,7 @@ export type InfraStage = typeof INFRA_STAGES[number]
 
 /** How a run ended, as the scheduler records it. */
 export type RunEnd =
-  | { kind: 'agent', result: AgentResult, head: string | null, agentStarted: boolean }
+  | { kind: 'agent', result: AgentResult, head: string | null, agentStarted: boolean, holders?: PeerIdString[] }
   /** `result` is set when the agent did run (its cost is kept); `agentStarted` decides whether the attempt counts. */
   | { kind: 'infra', stage: InfraStage, error: string, agentStarted: boolean, result: AgentResult | null }
 
@@ -59,6 +59,12 @@ export interface RunHooks {
   prepare?: ((task: Task, signal: AbortSignal) => Promise<string | undefined>) | undefined
   /** Called after a successful run, before the task is marked done; returns the branch head oid. */
   finish?: ((task: Task, cwd: string | undefined) => Promise<string | null>) | undefined
+  /**
+   * Gives the committed branch to another peer (the merge leader) before the
+   * task is marked done; resolves to the peers that took it (written as
+   * holders beside this node). Never throws.
+   */
+  handOff?: ((task: Task, head: string, signal: AbortSignal) => Promise<PeerIdString[]>) | undefined
   /** What to tell the agent besides the prompt; default: nothing. */
   context?: ((task: Task, snap: BoardSnapshot) => string) | undefined
   onProgress?: ((taskId: Task['id'], p: AgentProgress) => void) | undefined
@@ -171,7 +177,9 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
   }
   // when the agent ran and when its work was committed, for the per-phase breakdown of a run
   hooks.log.info('task:committed', { task: t.id, epoch: t.epoch, head, agentStart, agentEnd })
-  return { kind: 'agent', result, head, agentStarted: true }
+  // the leader holds the branch before the board says done: a death of this node after done costs no run
+  const holders = head !== null && hooks.handOff !== undefined && !signal.aborted ? await hooks.handOff(t, head, signal) : []
+  return { kind: 'agent', result, head, agentStarted: true, ...(holders.length > 0 ? { holders } : {}) }
 }
 
 /**
@@ -188,7 +196,7 @@ export function writeAgentEnd (node: BoardWriter, current: Task, end: Extract<Ru
     lifecycle.addUsage(d, id, result)
     switch (result.outcome) {
       case 'success':
-        lifecycle.complete(d, id, { peer: node.peerId, head, now, summary: result.summary !== undefined && result.summary.trim() !== '' ? clipSummary(result.summary) : null })
+        lifecycle.complete(d, id, { peer: node.peerId, head, now, summary: result.summary !== undefined && result.summary.trim() !== '' ? clipSummary(result.summary) : null, ...(end.holders !== undefined ? { also: end.holders } : {}) })
         break
       case 'failure': {
         // the next attempt starts afresh: a checkpoint is for a run that was lost, not for one that failed

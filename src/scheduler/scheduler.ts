@@ -83,6 +83,8 @@ export interface SchedulerInit {
   prepare?: (task: Task, signal: AbortSignal) => Promise<string | undefined>
   /** Called after a successful run, before the task is marked done; returns the branch head oid. */
   finish?: (task: Task, cwd: string | undefined) => Promise<string | null>
+  /** Gives a committed branch to the merge leader before the task is marked done (`BranchHandoff`); resolves to the peers that took it. */
+  handOff?: (task: Task, head: string, signal: AbortSignal) => Promise<PeerIdString[]>
   /** Called after every run, whatever its outcome (remove the worktree). */
   cleanup?: (task: Task) => Promise<void>
   /** What to tell the agent besides the prompt; default: nothing. */
