@@ -41,6 +41,8 @@ export class Leadership {
   #missed = false
   #merging = false
   #syncing = false
+  /** When the last main sync ended. */
+  #syncEndedAt = 0
   /** Whether the last check found a majority (null before the first), to log only changes. */
   #hadQuorum: boolean | null = null
   #follower: MainFollower
@@ -169,12 +171,16 @@ export class Leadership {
     if (this.#syncing || this.#merging) {
       // a merge round started just now is no reason to come back: it moves main itself
       if (!mergeStarted) this.#missed = true
+    } else if (this.#follower.missing() !== null && Date.now() - this.#syncEndedAt < LEADER_TICK_MS) {
+      // a main no peer could give this node: asked for again at the tick's pace, not at every board change
     } else {
       this.#syncing = true
       void this.syncMain().catch(err => { logger.warn('main:sync-failed', { error: toError(err).message }) }).finally(() => {
         this.#syncing = false
-        // a new main (or a merge held back by this sync) that arrived meanwhile: at once
-        if (this.#missed && !this.#merging) { this.#missed = false; this.#wake() }
+        this.#syncEndedAt = Date.now()
+        // a new main (or a merge held back by this sync) that arrived meanwhile: at once (a main no peer
+        // could give this node is tried again at the tick, not at every board change)
+        if (this.#missed && !this.#merging && this.#follower.missing() === null) { this.#missed = false; this.#wake() }
       })
     }
   }
