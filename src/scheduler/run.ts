@@ -41,6 +41,7 @@ export type InfraStage = typeof INFRA_STAGES[number]
 
 /** How a run ended, as the scheduler records it. */
 export type RunEnd =
+  /** `holders`: peers the committed branch was handed to before the task is marked done (see `SchedulerInit.handOff`). */
   | { kind: 'agent', result: AgentResult, head: string | null, agentStarted: boolean, holders?: PeerIdString[] }
   /** `result` is set when the agent did run (its cost is kept); `agentStarted` decides whether the attempt counts. */
   | { kind: 'infra', stage: InfraStage, error: string, agentStarted: boolean, result: AgentResult | null }
@@ -59,12 +60,6 @@ export interface RunHooks {
   prepare?: ((task: Task, signal: AbortSignal) => Promise<string | undefined>) | undefined
   /** Called after a successful run, before the task is marked done; returns the branch head oid. */
   finish?: ((task: Task, cwd: string | undefined) => Promise<string | null>) | undefined
-  /**
-   * Gives the committed branch to another peer (the merge leader) before the
-   * task is marked done; resolves to the peers that took it (written as
-   * holders beside this node). Never throws.
-   */
-  handOff?: ((task: Task, head: string, signal: AbortSignal) => Promise<PeerIdString[]>) | undefined
   /** What to tell the agent besides the prompt; default: nothing. */
   context?: ((task: Task, snap: BoardSnapshot) => string) | undefined
   onProgress?: ((taskId: Task['id'], p: AgentProgress) => void) | undefined
@@ -177,9 +172,7 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
   }
   // when the agent ran and when its work was committed, for the per-phase breakdown of a run
   hooks.log.info('task:committed', { task: t.id, epoch: t.epoch, head, agentStart, agentEnd })
-  // the leader holds the branch before the board says done: a death of this node after done costs no run
-  const holders = head !== null && hooks.handOff !== undefined && !signal.aborted ? await hooks.handOff(t, head, signal) : []
-  return { kind: 'agent', result, head, agentStarted: true, ...(holders.length > 0 ? { holders } : {}) }
+  return { kind: 'agent', result, head, agentStarted: true }
 }
 
 /**
