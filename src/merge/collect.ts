@@ -19,6 +19,8 @@ export class BranchCollector {
   #wake: () => void
   #fetching = new Set<TaskId>()
   #failedAt = new Map<TaskId, number>()
+  /** Done tasks this leader has seen on its board (task id → head), to log each once. */
+  #seenDone = new Map<TaskId, string | null>()
 
   /** `wake` runs the leader loop again soon: a branch that arrived is merged, and the next fetch starts, without waiting for the tick. */
   constructor (init: LeaderInit, wake: () => void = () => {}) {
@@ -62,7 +64,15 @@ export class BranchCollector {
   #collectBranches (): void {
     const { node, repo, logger } = this.#init
     const me = node.peerId
-    for (const t of node.board.snapshot().tasks.values()) {
+    const tasks = node.board.snapshot().tasks
+    // when each done reached this leader, and whether its branch was here already (handed off at done)
+    for (const [id, head] of this.#seenDone) if (tasks.get(id)?.state !== 'done' || tasks.get(id)?.head !== head) this.#seenDone.delete(id)
+    for (const t of tasks.values()) {
+      if (t.state !== 'done' || this.#seenDone.has(t.id)) continue
+      this.#seenDone.set(t.id, t.head)
+      logger.info('task:done-seen', { task: t.id, head: t.head, held: t.holders.includes(me) })
+    }
+    for (const t of tasks.values()) {
       if (this.#fetching.size >= MAX_PARALLEL_FETCHES) return
       if (t.state !== 'done' || t.head === null || t.holders.includes(me) || this.#fetching.has(t.id)) continue
       if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < 5000) continue
