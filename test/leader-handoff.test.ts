@@ -43,9 +43,9 @@ describe('branch hand-off at done', { timeout: 240_000 }, () => {
     const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
     expect(init.code, describeResult(['init'], init)).toBe(0)
     const common = ['--agent', 'sim', '--suspect-after', '2s', '--dead-after', '6s', '--log-level', 'info']
-    const a = await startNode({ dir, name: 'a', keyFile, extraArgs: [...common, '--slots', '0'] })
+    const a = await startNode({ dir, name: 'a', keyFile, extraArgs: [...common, '--slots', '0'], startTimeoutMs: 120_000 })
     nodes.push(a)
-    nodes.push(...await Promise.all(['b', 'c'].map(async name => await startNode({ dir, name, join: a.info.join, extraArgs: [...common, '--slots', '1', '--no-leader'] }))))
+    nodes.push(...await Promise.all(['b', 'c'].map(async name => await startNode({ dir, name, join: a.info.join, extraArgs: [...common, '--slots', '1', '--no-leader'], startTimeoutMs: 120_000 }))))
     const conn = ['--join', a.info.join]
     watch = await watchStatusJson(conn)
     const status = async (): Promise<StatusJson> => await watch!.fresh() as StatusJson
