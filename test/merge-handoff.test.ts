@@ -8,7 +8,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createMesh, type TestMesh } from './helpers/mesh.ts'
-import { acceptHandoff } from '../src/merge/handoff.ts'
+import { acceptHandoff, recordTaken } from '../src/merge/handoff.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { asPeerId, type TaskId } from '../src/crdt/schema.ts'
@@ -28,7 +28,7 @@ const never = new AbortController().signal
 beforeAll(async () => {
   mesh = await createMesh(1)
   a = mesh.nodes[0]!
-  a.changeBoard('plan', addTasks(['t1', 't2', 't3', 't4', 't5'].map(t => simpleTask(t))))
+  a.changeBoard('plan', addTasks(['t1', 't2', 't3', 't4', 't5', 't6'].map(t => simpleTask(t))))
 })
 
 afterAll(async () => {
@@ -70,6 +70,17 @@ describe('acceptHandoff', () => {
     })
     expect(await acceptHandoff(a, RUNNER, req('t3'), never)).toBeNull()
     expect(await acceptHandoff(a, RUNNER, req('t3', { oid: 'b'.repeat(40) }), never)).toMatch(/t3 is done at a{40}/)
+  })
+
+  it('a hand-off finished after the node gave up waiting makes the leader a holder of the done task, at that head only', () => {
+    a.changeBoard('run', d => {
+      lifecycle.start(d, id('t6'), RUNNER, 1, Date.now())
+      lifecycle.complete(d, id('t6'), { peer: RUNNER, head: HEAD, summary: null, now: Date.now() })
+    })
+    recordTaken(a, 't6', 'b'.repeat(40))
+    expect(a.board.task(id('t6'))?.holders).toEqual([RUNNER])
+    recordTaken(a, 't6', HEAD)
+    expect(a.board.task(id('t6'))?.holders).toEqual([RUNNER, a.peerId])
   })
 
   it('waits for the board to show the run, and takes it when the change arrives', async () => {

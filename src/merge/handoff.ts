@@ -1,4 +1,5 @@
-import type { PeerIdString, Task } from '../crdt/schema.ts'
+import * as lifecycle from '../crdt/lifecycle.ts'
+import type { PeerIdString, Task, TaskId } from '../crdt/schema.ts'
 import { HandoffError, handOff, type HandoffRequest } from '../git/transfer.ts'
 import { taskBranch } from '../git/worktree.ts'
 import type { LeaderNode } from '../node/components.ts'
@@ -10,8 +11,13 @@ import type { Logger } from '../util/logger.ts'
  * (the requester's `running` change may still be on its way). @default 5 s
  */
 export const HANDOFF_BOARD_WAIT_MS = 5000
-/** How long a node waits for the leader to take its branch before it marks the task done without. @default 30 s */
-export const HANDOFF_WAIT_MS = 30_000
+/**
+ * How long a node waits for the leader to take its branch before it marks the
+ * task done without (its slot stays busy meanwhile). A hand-off is one small
+ * fetch, well under a second on an idle pair of nodes; on a host starved of
+ * CPU (bench:e2e at load average 20 on 2 cores) they took 20-30 s. @default 10 s
+ */
+export const HANDOFF_WAIT_MS = 10_000
 /** A leader that did not speak the hand-off protocol is asked again after this long (it may have been upgraded). @default 10 min */
 const UNSUPPORTED_RETRY_MS = 10 * 60_000
 
@@ -110,4 +116,15 @@ export async function acceptHandoff (node: LeaderNode, peer: string, req: Handof
       else last = r
     })
   })
+}
+
+/**
+ * The leader took a hand-off (`oid` is on the task's branch here). When the
+ * requester gave up waiting and marked the task done without it, the leader
+ * records itself as a holder now, as the collector would after a fetch.
+ */
+export function recordTaken (node: LeaderNode, task: string, oid: string): void {
+  const t = node.board.task(task as TaskId)
+  if (t === undefined || t.state !== 'done' || t.head !== oid || t.holders.includes(node.peerId)) return
+  node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, node.peerId) })
 }

@@ -6,7 +6,7 @@ import type { Agent } from '../agent/types.ts'
 import { serveGit, serveHandoffs, cloneFromPeer, fetchFromPeer } from '../git/transfer.ts'
 import { GIT_PROTOCOL } from '../git/transfer.ts'
 import { Leadership } from '../merge/leadership.ts'
-import { BranchHandoff, acceptHandoff } from '../merge/handoff.ts'
+import { BranchHandoff, acceptHandoff, recordTaken } from '../merge/handoff.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 import type { PeerIdString, Task } from '../crdt/schema.ts'
@@ -93,7 +93,10 @@ export class Worker {
       // the merge leader takes finished branches handed to it at done (see src/merge/handoff.ts)
       await serveHandoffs(node, repo, {
         accept: async (peer, req, signal) => await acceptHandoff(node, peer, req, signal),
-        onTaken: (peer, req, res, ms) => { logger.info('branch:received', { task: req.task, epoch: req.epoch, from: peer, head: res.oid, bytes: res.bytes, ms }) },
+        onTaken: (peer, req, res, ms) => {
+          logger.info('branch:received', { task: req.task, epoch: req.epoch, from: peer, head: res.oid, bytes: res.bytes, ms })
+          recordTaken(node, req.task, res.oid)
+        },
         logger
       })
       const handoff = new BranchHandoff(node, logger)
