@@ -76,6 +76,8 @@ export class BranchCollector {
       if (this.#fetching.size >= MAX_PARALLEL_FETCHES) return
       if (t.state !== 'done' || t.head === null || t.holders.includes(me) || this.#fetching.has(t.id)) continue
       if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < 5000) continue
+      // its node gave up waiting for a hand-off this node is still fetching: that fetch makes this node a holder
+      if (this.#init.handoffInFlight?.(t.id) === true) continue
       const holder = t.holders.find(h => node.membership.get(h)?.state === 'alive')
       if (holder === undefined) continue
       const head = t.head

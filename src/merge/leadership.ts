@@ -99,6 +99,11 @@ export class Leadership {
     this.#unsubscribe ??= this.#init.node.board.subscribe(() => { this.#wake() })
   }
 
+  /** Runs the loop again soon (a hand-off fetch ended, say); no-op once stopped. */
+  wake (): void {
+    this.#wake()
+  }
+
   /** Runs the loop again soon (once for any number of calls before it runs); no-op once stopped. */
   #wake (): void {
     if (this.#timer === null || this.#wakeQueued) return

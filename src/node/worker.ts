@@ -91,11 +91,18 @@ export class Worker {
       if (this.#stopped) return
       await serveGit(node, repo)
       // the merge leader takes finished branches handed to it at done (see src/merge/handoff.ts)
+      const handoffsInFlight = new Set<string>()
       await serveHandoffs(node, repo, {
         accept: async (peer, req, signal) => await acceptHandoff(node, peer, req, signal),
         onTaken: (peer, req, res, ms) => {
           logger.info('branch:received', { task: req.task, epoch: req.epoch, from: peer, head: res.oid, bytes: res.bytes, ms })
           recordTaken(node, req.task, res.oid)
+        },
+        onFetch: (req, fetching) => {
+          if (fetching) handoffsInFlight.add(req.task)
+          else handoffsInFlight.delete(req.task)
+          // done, and neither handed off nor being fetched: the collector takes it from here
+          if (!fetching) this.leadership?.wake()
         },
         logger
       })
@@ -128,7 +135,8 @@ export class Worker {
         ...(this.#init.verifyTimeoutMs !== undefined ? { verifyTimeoutMs: this.#init.verifyTimeoutMs } : {}),
         ...(this.#init.push !== undefined ? { push: this.#init.push } : {}),
         ...(this.#init.forgetAfterMs !== undefined ? { forgetAfterMs: this.#init.forgetAfterMs } : {}),
-        ...(this.#init.mainLostMs !== undefined ? { mainLostMs: this.#init.mainLostMs } : {})
+        ...(this.#init.mainLostMs !== undefined ? { mainLostMs: this.#init.mainLostMs } : {}),
+        handoffInFlight: task => handoffsInFlight.has(task)
       })
       this.leadership = leadership
       leadership.start()

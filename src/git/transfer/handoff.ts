@@ -87,6 +87,8 @@ export interface ServeHandoffsOptions {
   accept: (peer: string, req: HandoffRequest, signal: AbortSignal) => Promise<string | null>
   /** Called once a hand-off is in this repository (the requester is told right after). */
   onTaken?: (peer: string, req: HandoffRequest, res: FetchResult, ms: number) => void
+  /** Called when the fetch of an accepted hand-off starts, and when it ends (taken or not). */
+  onFetch?: (req: HandoffRequest, fetching: boolean) => void
   /** Fetches at once. @default DEFAULT_MAX_CONCURRENT_HANDOFFS */
   maxConcurrent?: number
   /** Time bound of one hand-off. @default DEFAULT_HANDOFF_TIMEOUT_MS */
@@ -155,11 +157,14 @@ export async function serveHandoffs (node: GitStreams, repoDir: string, opts: Se
       release = await turn(signal)
       const started = Date.now()
       let res: FetchResult
+      opts.onFetch?.(req, true)
       try {
         // by oid: exactly the commit asked about (the requester serves it only if a branch of its reaches it)
         res = await fetchFromPeer(node, peer, repoDir, req.oid, { intoRef: req.ref, timeoutMs, signal, logger: log })
       } catch (err) {
         throw new HandoffError(err instanceof GitTransferError && err.code === 'timeout' ? 'timeout' : 'failed', `fetching ${req.oid} from ${peer}: ${toError(err).message}`, { cause: err })
+      } finally {
+        opts.onFetch?.(req, false)
       }
       if (res.oid !== req.oid) throw new HandoffError('failed', `${peer}'s ${req.ref} is at ${res.oid}, not ${req.oid}`)
       opts.onTaken?.(peer, req, res, Date.now() - started)
