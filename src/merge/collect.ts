@@ -1,7 +1,7 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
 import type { Task, TaskId } from '../crdt/schema.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
-import { hasCommit } from '../git/merge.ts'
+import { branchOid, hasCommit } from '../git/merge.ts'
 import { checkpointBranch, taskBranch } from '../git/worktree.ts'
 import { toError } from '../util/errors.ts'
 import type { LeaderInit } from './context.ts'
@@ -84,6 +84,12 @@ export class BranchCollector {
       this.#fetching.add(t.id)
       void (async () => {
         try {
+          // handed off after all (the node gave up waiting just before this node had it): nothing to fetch
+          if (await branchOid(repo, taskBranch(t.id)) === head) {
+            node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })
+            logger.info('branch:held', { task: t.id, head, note: 'handed off after its node stopped waiting' })
+            return
+          }
           const res = await fetchFromPeer(node, holder, repo, `refs/heads/${taskBranch(t.id)}`, { intoRef: `refs/heads/${taskBranch(t.id)}`, timeoutMs: 5 * 60_000, logger })
           if (res.oid !== head) throw new Error(`fetched ${res.oid} but the board says ${head}`)
           node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })
