@@ -26,6 +26,7 @@ export const E2E_FILES = [
   'test/cli-checkpoint.test.ts',
   'test/metrics.test.ts',
   'test/leader-kill.test.ts',
+  'test/leader-handoff.test.ts',
   'test/leader-partition.test.ts',
   'test/run-groups.test.ts',
   'test/tui-lost.test.ts',

@@ -46,6 +46,21 @@ describe('bench:e2e analysis', () => {
     expect(r.phases.find(p => p.label.startsWith('done → branch'))?.p99).toBe(10)
   })
 
+  it('a branch handed to the leader before done is on the leader at done', () => {
+    const tasks = [{ id: 'h', deps: [], durationMs: 100, layer: 0 }]
+    const logs = new Map<string, LogLine[]>([
+      ['n0', [L(1385, 'branch:received', { task: 'h', epoch: 0 }), L(1420, 'merge:done', { tasks: ['h'], main: 'm1' })]],
+      ['n1', [
+        L(1310, 'task:claimed', { task: 'h', epoch: 0 }), L(1320, 'task:started', { task: 'h', epoch: 0 }),
+        L(1380, 'task:committed', { task: 'h', epoch: 0, agentStart: 1325, agentEnd: 1370 }), L(1390, 'task:done', { task: 'h', epoch: 0 }),
+        L(1450, 'main:updated', { head: 'm1' })
+      ]]
+    ])
+    const h = analyze(tasks, new Map([['h', 1300]]), logs, null).tasks[0]!
+    expect(h.t.onLeader).toBe(1390)
+    expect(h.t.merged).toBe(1420)
+  })
+
   it('parses JSON lines and skips anything else', () => {
     expect(parseLog('{"time":1,"event":"x"}\nplain text\n{"time":2,"event":"y","task":"a"}\n{"torn":')).toEqual([{ time: 1, event: 'x' }, { time: 2, event: 'y', task: 'a' }])
   })

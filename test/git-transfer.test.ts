@@ -17,8 +17,8 @@ import {
   commitFiles, createBranch, fsckOk, initRepo, listRefs, revParse, showFile, statusPorcelain, transferTemps
 } from './helpers/git.ts'
 import {
-  GIT_PROTOCOL, GitFrame, GitTransferError, MAX_CHUNK_BYTES, cloneFromPeer, encodeFrame, encodeJsonFrame, fetchFromPeer, removeStaleTransferTemps, serveGit,
-  type FetchFromPeerOptions, type GitServer
+  GIT_PROTOCOL, GitFrame, GitTransferError, HandoffError, MAX_CHUNK_BYTES, cloneFromPeer, encodeFrame, encodeJsonFrame, fetchFromPeer, handOff, removeStaleTransferTemps, serveGit,
+  serveHandoffs, type FetchFromPeerOptions, type GitServer, type HandoffRequest, type HandoffServer
 } from '../src/git/transfer.ts'
 import { git, gitText } from '../src/git/git.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
@@ -554,5 +554,67 @@ describe('cloneFromPeer', () => {
     evilMode = 'truncated-pack'
     await expectTransferError(cloneFromPeer(b, c.peerId, empty, 'main'), 'bad-bundle')
     expect(await readdir(empty)).toEqual([])
+  })
+})
+
+describe('handOff (/meshwork/git-handoff/1): a asks b to take a branch, b fetches it from a', () => {
+  let repoH: string
+  let server: HandoffServer
+  const taken: Array<{ peer: string, req: HandoffRequest }> = []
+  const ref = 'refs/heads/meshwork/h1'
+  let oid = ''
+
+  /** Expects `p` to reject with a HandoffError of `code`; returns its message. */
+  const expectHandoffError = async (p: Promise<unknown>, code: string): Promise<string> => {
+    const err = await p.then(() => { throw new Error(`expected a HandoffError ${code}, but it resolved`) }, (e: unknown) => e)
+    expect(err).toBeInstanceOf(HandoffError)
+    expect((err as HandoffError).code, (err as Error).message).toBe(code)
+    return (err as Error).message
+  }
+
+  beforeAll(async () => {
+    repoH = await freshRepo('h')
+    server = await serveHandoffs(b, repoH, {
+      // b takes only task h1 from a
+      accept: async (peer, req) => peer === a.peerId && req.task === 'h1' ? null : `not taking ${req.task} from ${peer}`,
+      onTaken: (peer, req) => { taken.push({ peer, req }) }
+    })
+    await createBranch(repoA, 'meshwork/h1', 'main')
+    oid = await commitFiles(repoA, { 'h1.txt': 'handed off\n' }, 'task h1\n\nMeshwork-Task: h1')
+    await git(['checkout', '--quiet', 'main'], { cwd: repoA })
+  })
+
+  afterAll(async () => {
+    await server?.close()
+  })
+
+  it('b has the commit on the branch when handOff resolves, checked like any fetch', async () => {
+    await handOff(a, b.peerId, { task: 'h1', epoch: 0, ref, oid })
+    expect(await revParse(repoH, ref)).toBe(oid)
+    expect((await showFile(repoH, ref, 'h1.txt')).toString()).toBe('handed off\n')
+    expect(await fsckOk(repoH)).toBe(true)
+    expect(await transferTemps(repoH)).toEqual([])
+    expect(taken).toEqual([{ peer: a.peerId, req: { task: 'h1', epoch: 0, ref, oid } }])
+  })
+
+  it('what accept refuses is refused, and nothing is fetched', async () => {
+    const before = await listRefs(repoH)
+    const msg = await expectHandoffError(handOff(a, b.peerId, { task: 'other', epoch: 0, ref: 'refs/heads/meshwork/other', oid }), 'refused')
+    expect(msg).toContain('not taking other')
+    // not a branch: refused before accept is asked
+    await expectHandoffError(handOff(a, b.peerId, { task: 'h1', epoch: 0, ref: 'refs/tags/h1', oid }), 'refused')
+    expect(await listRefs(repoH)).toEqual(before)
+    expect(taken.length).toBe(1)
+  })
+
+  it('a commit the requester does not have fails the hand-off and creates no ref', async () => {
+    await git(['update-ref', '-d', ref], { cwd: repoH })
+    await expectHandoffError(handOff(a, b.peerId, { task: 'h1', epoch: 0, ref, oid: 'f'.repeat(40) }), 'failed')
+    expect(await revParse(repoH, ref)).toBe(null)
+    expect(await transferTemps(repoH)).toEqual([])
+  })
+
+  it('a peer that does not serve the protocol (an older node) is told apart: unsupported', async () => {
+    await expectHandoffError(handOff(a, c.peerId, { task: 'h1', epoch: 0, ref, oid }), 'unsupported')
   })
 })

@@ -147,9 +147,11 @@ export function analyze (tasks: readonly BenchTask[], createdAt: ReadonlyMap<str
       const m = mergedAt.get(task.id)
       if (m !== undefined) {
         times.t.merged = m.time
-        times.t.onLeader = m.node === node
+        // collected by the leader after done, or handed to it before done (branch:received): on the leader at done then
+        const arrived = m.node === node
           ? times.t.done
-          : [...lines].reverse().find(l => l.node === m.node && l.event === 'branch:collected' && l.time <= m.time)?.time
+          : [...lines].reverse().find(l => l.node === m.node && (l.event === 'branch:collected' || l.event === 'branch:received' || l.event === 'branch:held') && l.time <= m.time)?.time
+        times.t.onLeader = arrived !== undefined && times.t.done !== undefined ? Math.max(arrived, times.t.done) : arrived
         const idx = tipIndex.get(m.tip) as number
         times.t.mainEverywhere = Math.max(...liveNodes.map(n => reached(n, idx)))
       }

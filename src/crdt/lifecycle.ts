@@ -144,14 +144,14 @@ export function start (d: BoardDoc, id: TaskId, peer: PeerIdString, attempt: num
   return true
 }
 
-/** The run succeeded: `peer` holds the committed branch at `head`. */
-export function complete (d: BoardDoc, id: TaskId, done: { peer: PeerIdString, head: string | null, summary: string | null, now: number }): boolean {
+/** The run succeeded: `peer` holds the committed branch at `head`, and so do the peers in `also` (it was handed to them). */
+export function complete (d: BoardDoc, id: TaskId, done: { peer: PeerIdString, head: string | null, summary: string | null, now: number, also?: readonly PeerIdString[] }): boolean {
   const rec = taskFor(d, id, 'complete')
   if (rec === undefined) return false
   rec.state = str('done')
   rec.doneAt = done.now
   rec.head = text(done.head)
-  rec.holders = [str(done.peer)]
+  rec.holders = [...new Set([done.peer, ...(done.head !== null ? done.also ?? [] : [])])].map(p => str(p))
   rec.error = null
   rec.summary = text(done.summary)
   return true

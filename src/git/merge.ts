@@ -46,6 +46,14 @@ export async function branchOid (repo: string, branch: string): Promise<string |
   return r.code === 0 ? r.stdout.toString().trim() : null
 }
 
+/** For each branch, the commit it points to, or null when it is missing or not a commit: one git process for all. */
+export async function branchOids (repo: string, branches: readonly string[]): Promise<Array<string | null>> {
+  if (branches.length === 0) return []
+  const r = await git(['cat-file', '--batch-check=%(objectname) %(objecttype)'], { cwd: repo, input: branches.map(b => `refs/heads/${b}`).join('\n') + '\n', allowFail: true })
+  const lines = r.code === 0 ? r.stdout.toString('utf8').split('\n') : []
+  return branches.map((_, i) => /^([0-9a-f]{40}|[0-9a-f]{64}) commit$/.exec(lines[i] ?? '')?.[1] ?? null)
+}
+
 /** Whether the repository has a commit. */
 export async function hasCommit (repo: string, oid: string): Promise<boolean> {
   return (await git(['cat-file', '-e', `${oid}^{commit}`], { cwd: repo, allowFail: true })).code === 0

@@ -23,6 +23,10 @@
  * with the quarantine as an alternate), moves the pack into `objects/pack` and
  * only then updates `intoRef`. The quarantine is removed on every path, so a
  * failed transfer leaves neither refs nor objects behind.
+ *
+ * `/meshwork/git-handoff/1` (`transfer/handoff.ts`) is the other direction:
+ * a node asks a peer to take a branch from it, and the peer fetches it as
+ * above.
  */
 export { GIT_PROTOCOL, GitFrame, MAX_CHUNK_BYTES, MAX_HAVES, WINDOW_BYTES, ACK_BYTES } from '../protocol/git.ts'
 export { encodeFrame, encodeJsonFrame } from '../protocol/frame.ts'
@@ -33,3 +37,4 @@ export {
 export { serveGit, type GitServeStats, type GitServer, type ServeGitOptions } from './transfer/server.ts'
 export { cloneFromPeer, collectHaves, fetchFromPeer, type CloneFromPeerOptions, type FetchFromPeerOptions, type FetchResult, type FetchStep } from './transfer/fetch.ts'
 export { removeStaleTransferTemps } from './transfer/quarantine.ts'
+export { handOff, serveHandoffs, HandoffError, GIT_HANDOFF_PROTOCOL, DEFAULT_HANDOFF_TIMEOUT_MS, type HandoffRequest, type HandoffServer, type ServeHandoffsOptions } from './transfer/handoff.ts'

@@ -1,7 +1,7 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
 import { FINAL_TASK_STATES, type Task, type TaskId } from '../crdt/schema.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
-import { hasCommit } from '../git/merge.ts'
+import { branchOid, hasCommit } from '../git/merge.ts'
 import { checkpointBranch, taskBranch } from '../git/worktree.ts'
 import { toError } from '../util/errors.ts'
 import { dropOlderThan, dropUnless } from '../util/prune.ts'
@@ -23,6 +23,8 @@ export class BranchCollector {
   #wake: () => void
   #fetching = new Set<TaskId>()
   #failedAt = new Map<TaskId, number>()
+  /** Done tasks this leader has seen on its board (task id → head), to log each once. */
+  #seenDone = new Map<TaskId, string | null>()
 
   /** `wake` runs the leader loop again soon: a branch that arrived is merged, and the next fetch starts, without waiting for the tick. */
   constructor (init: LeaderInit, wake: () => void = () => {}) {
@@ -70,16 +72,32 @@ export class BranchCollector {
   #collectBranches (): void {
     const { node, repo, logger } = this.#init
     const me = node.peerId
-    for (const t of node.board.snapshot().tasks.values()) {
+    const tasks = node.board.snapshot().tasks
+    // when each done reached this leader, and whether its branch was here already (handed off at done)
+    for (const [id, head] of this.#seenDone) if (tasks.get(id)?.state !== 'done' || tasks.get(id)?.head !== head) this.#seenDone.delete(id)
+    for (const t of tasks.values()) {
+      if (t.state !== 'done' || this.#seenDone.has(t.id)) continue
+      this.#seenDone.set(t.id, t.head)
+      logger.info('task:done-seen', { task: t.id, head: t.head, held: t.holders.includes(me) })
+    }
+    for (const t of tasks.values()) {
       if (this.#fetching.size >= MAX_PARALLEL_FETCHES) return
       if (t.state !== 'done' || t.head === null || t.holders.includes(me) || this.#fetching.has(t.id)) continue
       if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < COLLECT_RETRY_MS) continue
+      // its node gave up waiting for a hand-off this node is still fetching: that fetch makes this node a holder
+      if (this.#init.handoffInFlight?.(t.id) === true) continue
       const holder = t.holders.find(h => node.membership.get(h)?.state === 'alive')
       if (holder === undefined) continue
       const head = t.head
       this.#fetching.add(t.id)
       void (async () => {
         try {
+          // handed off after all (the node gave up waiting just before this node had it): nothing to fetch
+          if (await branchOid(repo, taskBranch(t.id)) === head) {
+            node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })
+            logger.info('branch:held', { task: t.id, head, note: 'handed off after its node stopped waiting' })
+            return
+          }
           const res = await fetchFromPeer(node, holder, repo, `refs/heads/${taskBranch(t.id)}`, { intoRef: `refs/heads/${taskBranch(t.id)}`, timeoutMs: 5 * 60_000, logger })
           if (res.oid !== head) throw new Error(`fetched ${res.oid} but the board says ${head}`)
           node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })

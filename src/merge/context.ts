@@ -32,6 +32,8 @@ export interface LeaderInit {
   push?: string
   /** Pause before a failed push is tried again. @default PUSH_RETRY_MS */
   pushRetryMs?: number
+  /** Whether a hand-off of this task's branch is being fetched here now (the collector leaves it alone meanwhile). */
+  handoffInFlight?: (task: string) => boolean
 }
 
 /** What the parts of the merge leader share: the init, and the hooks `Leadership` wires them with. */

@@ -13,7 +13,11 @@ import { MergeJob } from './merge-job.ts'
 export type { LeaderInit } from './context.ts'
 export { MAX_PARALLEL_FETCHES } from './collect.ts'
 
-/** Period of the election and branch-collection loop. @default 500 ms */
+/**
+ * Period of the election and branch-collection loop when nothing happens (the
+ * loop also runs on every board change, and again at once after a merge round
+ * that did something or that a board change arrived during). @default 500 ms
+ */
 export const LEADER_TICK_MS = 500
 
 /**
@@ -21,12 +25,24 @@ export const LEADER_TICK_MS = 500
  * main follower; on the elected leader branch collection, then one merge round
  * at a time (a waiting conflict decision first, else the next merge batch).
  * Each part lives in its own file of this folder; this class wires them.
+ *
+ * Woken by board changes, not only by its tick: a `done` whose branch the
+ * leader already holds (handed off, see handoff.ts) is merged as soon as the
+ * change arrives, batched with whatever else is ready, and a new main on the
+ * board is fetched by every follower as soon as it arrives.
  */
 export class Leadership {
   #init: LeaderInit
   #timer: NodeJS.Timeout | null = null
+  #unsubscribe: (() => void) | null = null
+  /** A run of the loop is queued (setImmediate): wakes in between coalesce into it. */
+  #wakeQueued = false
+  /** The loop ran while a merge round or a main sync was in progress, so part of it was skipped: run again when that ends. */
+  #missed = false
   #merging = false
   #syncing = false
+  /** When the last main sync ended. */
+  #syncEndedAt = 0
   /** Whether the last check found a majority (null before the first), to log only changes. */
   #hadQuorum: boolean | null = null
   #follower: MainFollower
@@ -58,7 +74,7 @@ export class Leadership {
       job: this.#job,
       // main advanced here: push it if `--push` is set (asynchronously, coalesced)
       advanced: head => { this.pusher?.request(head) },
-      wake: () => { if (this.#timer !== null) setImmediate(() => { this.tick() }) },
+      wake: () => { this.#wake() },
       syncMain: async () => { await this.syncMain() },
       get main () { return follower }
     }
@@ -79,11 +95,30 @@ export class Leadership {
 
   start (): void {
     this.#timer ??= setInterval(() => { this.tick() }, LEADER_TICK_MS)
+    // a board change (a task done, a new main, a decision) is acted on at once, not at the next tick
+    this.#unsubscribe ??= this.#init.node.board.subscribe(() => { this.#wake() })
+  }
+
+  /** Runs the loop again soon (a hand-off fetch ended, say); no-op once stopped. */
+  wake (): void {
+    this.#wake()
+  }
+
+  /** Runs the loop again soon (once for any number of calls before it runs); no-op once stopped. */
+  #wake (): void {
+    if (this.#timer === null || this.#wakeQueued) return
+    this.#wakeQueued = true
+    setImmediate(() => {
+      this.#wakeQueued = false
+      if (this.#timer !== null) this.tick()
+    })
   }
 
   stop (): void {
     if (this.#timer !== null) clearInterval(this.#timer)
     this.#timer = null
+    this.#unsubscribe?.()
+    this.#unsubscribe = null
     this.pusher?.stop()
     this.#agents.job?.abort.abort(new Error('the node is stopping'))
     this.#job.stop()
@@ -116,8 +151,10 @@ export class Leadership {
     // an agent resolving a conflict for a leader that is no longer one works for nobody
     if (snap.main.leader !== me) this.#agents.abortRunning('this node is no longer the merge leader')
     this.#job.check()
+    let mergeStarted = false
     if (this.isLeader()) {
       this.#collector.collect()
+      if (this.#merging || this.#syncing) this.#missed = true
       // never beside a main sync: each moves the local main, and neither may see the other's move half done
       if (!this.#merging && !this.#syncing && this.#checkQuorum(snap)) {
         // a task left "merging" by a previous leader (or by this one before a restart) is merged by nobody now
@@ -127,18 +164,30 @@ export class Leadership {
           logger.info('merge:reset', { tasks: stuck, reason: 'left merging by an earlier leader' })
         }
         this.#merging = true
+        mergeStarted = true
         let progressed = false
         void this.#mergeRound().then(p => { progressed = p }, err => { logger.warn('merge:error', { error: toError(err).message }) }).finally(() => {
           this.#merging = false
-          // keep the queue moving: the next merge need not wait for the next tick (an idle round waits for it)
-          if (progressed && this.#timer !== null) setImmediate(() => { this.tick() })
+          // keep the queue moving: the next merge need not wait for the next tick, nor does what arrived during this one
+          if (progressed || this.#missed) { this.#missed = false; this.#wake() }
         })
       }
     }
     // on the leader a merge round moves main itself (its branch is ahead of the board for a moment)
-    if (!this.#syncing && !this.#merging) {
+    if (this.#syncing || this.#merging) {
+      // a merge round started just now is no reason to come back: it moves main itself
+      if (!mergeStarted) this.#missed = true
+    } else if (this.#follower.missing() !== null && Date.now() - this.#syncEndedAt < LEADER_TICK_MS) {
+      // a main no peer could give this node: asked for again at the tick's pace, not at every board change
+    } else {
       this.#syncing = true
-      void this.syncMain().catch(err => { logger.warn('main:sync-failed', { error: toError(err).message }) }).finally(() => { this.#syncing = false })
+      void this.syncMain().catch(err => { logger.warn('main:sync-failed', { error: toError(err).message }) }).finally(() => {
+        this.#syncing = false
+        this.#syncEndedAt = Date.now()
+        // a new main (or a merge held back by this sync) that arrived meanwhile: at once (a main no peer
+        // could give this node is tried again at the tick, not at every board change)
+        if (this.#missed && !this.#merging && this.#follower.missing() === null) { this.#missed = false; this.#wake() }
+      })
     }
   }
 
@@ -185,8 +234,27 @@ export class Leadership {
     return m === null ? null : `the mesh main ${m.oid.slice(0, 12)} is on no live node this node can reach (its leader may have died right after publishing it); waiting for it, or for the leader to go back to the last main it has`
   }
 
-  /** Brings this repository's main to the mesh main on the board (see `MainFollower`). */
+  /** The main sync in progress, and the one queued behind it (callers that come meanwhile share it). */
+  #sync: { running: Promise<void> | null, queued: Promise<void> | null } = { running: null, queued: null }
+
+  /**
+   * Brings this repository's main to the mesh main on the board (see
+   * `MainFollower`). One at a time: the loop, a run preparing its worktree and
+   * the merge queue all ask for it, and two at once would fetch the same main
+   * twice. A call during a sync waits for it and then syncs once more (the
+   * board may have moved on), shared by every caller that came meanwhile.
+   */
   async syncMain (): Promise<void> {
-    await this.#follower.sync()
+    const s = this.#sync
+    if (s.queued !== null) { await s.queued; return }
+    const start = (): Promise<void> => {
+      const p = this.#follower.sync().finally(() => { if (s.running === p) s.running = null })
+      s.running = p
+      return p
+    }
+    if (s.running === null) { await start(); return }
+    const q = s.running.catch(() => {}).then(() => { s.queued = null; return start() })
+    s.queued = q
+    await q
   }
 }

@@ -1,6 +1,6 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
 import { conflictIdFor, type Task, type TaskId } from '../crdt/schema.ts'
-import { advanceBranch, branchOid, hasCommit } from '../git/merge.ts'
+import { advanceBranch, branchOid, branchOids } from '../git/merge.ts'
 import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch } from '../git/batch.ts'
 import { mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
 import { taskBranch } from '../git/worktree.ts'
@@ -95,14 +95,15 @@ export class MergeQueue {
       candidates.push(t)
     }
     const max = this.#ctx.init.verify === undefined ? MAX_PLAIN_BATCH : (this.#ctx.init.batch ?? MAX_VERIFY_BATCH)
+    const ordered = claimOrder(candidates, remainingCriticalPath(snap.tasks))
+    // branches not seen here at their head yet: all looked up in one git process
+    const unseen = ordered.filter(t => this.#branchSeen.get(t.id) !== t.head)
+    const oids = await branchOids(repo, unseen.map(t => taskBranch(t.id)))
+    unseen.forEach((t, i) => { const oid = oids[i]; if (oid != null && oid === t.head) this.#branchSeen.set(t.id, oid) })
     const batch: Task[] = []
-    for (const t of claimOrder(candidates, remainingCriticalPath(snap.tasks))) {
+    for (const t of ordered) {
       if (batch.length >= max) break
-      if (this.#branchSeen.get(t.id) !== t.head) {
-        if (await branchOid(repo, taskBranch(t.id)) !== t.head || !await hasCommit(repo, t.head as string)) continue
-        this.#branchSeen.set(t.id, t.head as string)
-      }
-      batch.push(t)
+      if (this.#branchSeen.get(t.id) === t.head) batch.push(t)
     }
     if (batch.length === 0) return idle()
     const heads = new Map(batch.map(t => [t.id, t.head as string]))

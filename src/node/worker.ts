@@ -3,9 +3,10 @@ import { Execution, inspectRepo, initRepo, taskContext } from './exec.ts'
 import { Scheduler } from '../scheduler/scheduler.ts'
 import type { NodeHealth } from './health.ts'
 import type { Agent } from '../agent/types.ts'
-import { serveGit, cloneFromPeer, fetchFromPeer } from '../git/transfer.ts'
+import { serveGit, serveHandoffs, cloneFromPeer, fetchFromPeer } from '../git/transfer.ts'
 import { GIT_PROTOCOL } from '../git/transfer.ts'
 import { Leadership } from '../merge/leadership.ts'
+import { BranchHandoff, acceptHandoff, recordTaken } from '../merge/handoff.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 import type { PeerIdString, Task } from '../crdt/schema.ts'
@@ -89,6 +90,23 @@ export class Worker {
       if (state === 'empty' && this.#init.hasBootstrap) await this.#cloneFromMesh()
       if (this.#stopped) return
       await serveGit(node, repo, { logger })
+      // the merge leader takes finished branches handed to it at done (see src/merge/handoff.ts)
+      const handoffsInFlight = new Set<string>()
+      await serveHandoffs(node, repo, {
+        accept: async (peer, req, signal) => await acceptHandoff(node, peer, req, signal),
+        onTaken: (peer, req, res, ms) => {
+          logger.info('branch:received', { task: req.task, epoch: req.epoch, from: peer, head: res.oid, bytes: res.bytes, ms })
+          recordTaken(node, req.task, res.oid)
+        },
+        onFetch: (req, fetching) => {
+          if (fetching) handoffsInFlight.add(req.task)
+          else handoffsInFlight.delete(req.task)
+          // done, and neither handed off nor being fetched: the collector takes it from here
+          if (!fetching) this.leadership?.wake()
+        },
+        logger
+      })
+      const handoff = new BranchHandoff(node, logger)
       // bounded disk: leftovers of an earlier life, and branches no one will read again
       await sweepAtStart(this.#init.dataDir, repo, logger).catch(err => { logger.warn('disk:sweep-failed', { error: toError(err).message }) })
       await pruneTaskBranches(repo, node.board.snapshot(), logger).catch(err => { logger.warn('disk:prune-failed', { error: toError(err).message }) })
@@ -117,7 +135,8 @@ export class Worker {
         ...(this.#init.verifyTimeoutMs !== undefined ? { verifyTimeoutMs: this.#init.verifyTimeoutMs } : {}),
         ...(this.#init.push !== undefined ? { push: this.#init.push } : {}),
         ...(this.#init.forgetAfterMs !== undefined ? { forgetAfterMs: this.#init.forgetAfterMs } : {}),
-        ...(this.#init.mainLostMs !== undefined ? { mainLostMs: this.#init.mainLostMs } : {})
+        ...(this.#init.mainLostMs !== undefined ? { mainLostMs: this.#init.mainLostMs } : {}),
+        handoffInFlight: task => handoffsInFlight.has(task)
       })
       this.leadership = leadership
       leadership.start()
@@ -142,6 +161,7 @@ export class Worker {
         ...(this.#init.taskTimeoutMs !== undefined ? { defaultTimeoutMs: this.#init.taskTimeoutMs } : {}),
         prepare: exec.prepare,
         finish: exec.finish,
+        handOff: async (t, head, signal) => await handoff.handOff(t, head, signal),
         cleanup: exec.cleanup,
         checkpoint: exec.checkpoint,
         holdClaims: () => leadership.mainUnavailable(),

@@ -41,7 +41,8 @@ export type InfraStage = typeof INFRA_STAGES[number]
 
 /** How a run ended, as the scheduler records it. */
 export type RunEnd =
-  | { kind: 'agent', result: AgentResult, head: string | null, agentStarted: boolean }
+  /** `holders`: peers the committed branch was handed to before the task is marked done (see `SchedulerInit.handOff`). */
+  | { kind: 'agent', result: AgentResult, head: string | null, agentStarted: boolean, holders?: PeerIdString[] }
   /** `result` is set when the agent did run (its cost is kept); `agentStarted` decides whether the attempt counts. */
   | { kind: 'infra', stage: InfraStage, error: string, agentStarted: boolean, result: AgentResult | null }
 
@@ -188,7 +189,7 @@ export function writeAgentEnd (node: BoardWriter, current: Task, end: Extract<Ru
     lifecycle.addUsage(d, id, result)
     switch (result.outcome) {
       case 'success':
-        lifecycle.complete(d, id, { peer: node.peerId, head, now, summary: result.summary !== undefined && result.summary.trim() !== '' ? clipSummary(result.summary) : null })
+        lifecycle.complete(d, id, { peer: node.peerId, head, now, summary: result.summary !== undefined && result.summary.trim() !== '' ? clipSummary(result.summary) : null, ...(end.holders !== undefined ? { also: end.holders } : {}) })
         break
       case 'failure': {
         // the next attempt starts afresh: a checkpoint is for a run that was lost, not for one that failed

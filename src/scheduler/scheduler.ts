@@ -83,6 +83,12 @@ export interface SchedulerInit {
   prepare?: (task: Task, signal: AbortSignal) => Promise<string | undefined>
   /** Called after a successful run, before the task is marked done; returns the branch head oid. */
   finish?: (task: Task, cwd: string | undefined) => Promise<string | null>
+  /**
+   * Gives a successful run's committed branch to the merge leader before the
+   * task is marked done (`BranchHandoff`), while the worktree is removed;
+   * resolves to the peers that took it, written as holders beside this node.
+   */
+  handOff?: (task: Task, head: string, signal: AbortSignal) => Promise<PeerIdString[]>
   /** Called after every run, whatever its outcome (remove the worktree). */
   cleanup?: (task: Task) => Promise<void>
   /** What to tell the agent besides the prompt; default: nothing. */
@@ -540,12 +546,19 @@ export class Scheduler {
         this.node.changeBoard('task:checkpoint', d => { lifecycle.recordCheckpoint(d, task.id, { head, at: Date.now(), node: me, epoch: task.epoch, recent }) })
       }
     }, t, run.abort.signal)
+    // the leader takes the branch before the board says done (a death of this node after done costs no run),
+    // while the worktree is removed
+    const handOff = this.#init.handOff
+    const handing = end.kind === 'agent' && end.result.outcome === 'success' && end.head !== null && handOff !== undefined && !run.abort.signal.aborted
+      ? handOff(t, end.head, run.abort.signal)
+      : Promise.resolve([])
     try {
       await this.#init.cleanup?.(t)
     } catch (err) {
       this.#log.warn('task:cleanup-failed', { task: t.id, error: toError(err).message })
     }
-    this.#record(t, run, end)
+    const holders = await handing.catch(() => [])
+    this.#record(t, run, end.kind === 'agent' && holders.length > 0 ? { ...end, holders } : end)
   }
 
   /** Writes a run's end, if the run still owns the task (fencing by epoch and node). */
