@@ -213,6 +213,10 @@ describe('roleViolation (unit): judged on the history the change was made on', (
     expect(deliver(b, actorForPeer(OTHER), d => { d.tasks.t1!.claims[RUNNER]!.at = 99 })).toMatch(/inside another peer's entry/)
     // what the roles do: the runner ends its run, anyone gives a task back, a client cancels it
     expect(deliver(b, actorForPeer(RUNNER), done(RUNNER))).toBeNull()
+    // the runner names the leader it handed its branch to as a holder, and no other peer
+    const doneHanded = (also: string) => (d: BoardDoc) => { lifecycle.complete(d, t1, { peer: asPeerId(RUNNER), head: HEAD_B, summary: 'did it', now: 3, also: [asPeerId(also)] }) }
+    expect(deliver(b, actorForPeer(RUNNER), doneHanded(LEADER))).toBeNull()
+    expect(deliver(b, actorForPeer(RUNNER), doneHanded(OTHER))).toMatch(/named another peer .* as a holder of task t1/)
     expect(deliver(b, actorForPeer(OTHER), d => { lifecycle.release(d, t1, { now: 3, notBefore: null }) })).toBeNull()
     expect(deliver(b, legacySession(OTHER), d => { lifecycle.cancel(d, t1) })).toBeNull()
   })

@@ -328,7 +328,9 @@ export function roleViolation (change: A.DecodedChange, ctx: ChangeContext): str
       if (MERGE_FIELDS.has(f) && !leads()) return notLeader(`wrote ${f} of task ${key}`)
       if (f === 'holders') {
         if (w.path.length === 3 && !runs(key) && !leads()) return `replaced the holders of task ${key}`
-        if (w.path.length > 3 && !isSelf(w.value) && (w.action !== 'del' || (!runs(key) && !leads()))) return `named another peer (${String(w.value)}) as a holder of task ${key}`
+        // the runner may name the leader it handed its branch to (the leader where it wrote: see scheduler/run.ts)
+        const handedToLeader = w.action !== 'del' && runs(key) && typeof w.value === 'string' && w.value === seenLeader()
+        if (w.path.length > 3 && !isSelf(w.value) && !handedToLeader && (w.action !== 'del' || (!runs(key) && !leads()))) return `named another peer (${String(w.value)}) as a holder of task ${key}`
       }
       // an answer to a permission request is signed like a decision: with its author's own peer id
       if (f === 'approvals' && w.path.length === 5 && w.path[4] === 'by' && w.value !== null && !isSelf(w.value)) return `answered a permission request of task ${key} as ${String(w.value)}`

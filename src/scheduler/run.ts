@@ -189,7 +189,7 @@ export function writeAgentEnd (node: BoardWriter, current: Task, end: Extract<Ru
     lifecycle.addUsage(d, id, result)
     switch (result.outcome) {
       case 'success':
-        lifecycle.complete(d, id, { peer: node.peerId, head, now, summary: result.summary !== undefined && result.summary.trim() !== '' ? clipSummary(result.summary) : null, ...(end.holders !== undefined ? { also: end.holders } : {}) })
+        lifecycle.complete(d, id, { peer: node.peerId, head, now, summary: result.summary !== undefined && result.summary.trim() !== '' ? clipSummary(result.summary) : null, ...(end.holders !== undefined ? { also: end.holders.filter(h => d.main.leader != null && String(d.main.leader) === h) } : {}) })
         break
       case 'failure': {
         // the next attempt starts afresh: a checkpoint is for a run that was lost, not for one that failed
