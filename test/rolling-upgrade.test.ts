@@ -298,8 +298,14 @@ describe('rolling upgrade', { timeout: 420_000 }, () => {
     upgraded = true
   })
 
+  // FROM (5bb9541) writes unsigned board changes; a peer that has signed one (every node and client of this
+  // version) is refused when it writes unsigned again, which is what stops a key holder from squatting its
+  // actor (docs/architecture.md, signed changes). So a rollback from this version to FROM is refused by
+  // design; the case runs again once FROM is a release that signs (move FROM forward then).
+  const ROLLBACK_BELOW_SIGNING = 'rolling back to a release from before signed board changes is refused by design (README, limits)'
   it('rolling back: a node started again on the previous version reads what the new one wrote; its work (from an old client) merges through a new leader', async (ctx) => {
     if (skipWhy !== null) ctx.skip(true, skipWhy)
+    ctx.skip(true, ROLLBACK_BELOW_SIGNING)
     if (!upgraded) ctx.skip(true, 'the first test did not upgrade the mesh')
     all.push(...await runOnlyOn(vms[2] as Vm, oldBin, batch(4, 2), oldBin))
     await until(allMerged(all), 'not every task merged after the roll back')
