@@ -60,6 +60,7 @@ export class Leadership {
       advanced: head => { this.pusher?.request(head) },
       wake: () => { if (this.#timer !== null) setImmediate(() => { this.tick() }) },
       syncMain: async () => { await this.syncMain() },
+      majority: () => this.quorum().ok,
       get main () { return follower }
     }
     const follower = new MainFollower(init)
