@@ -461,11 +461,11 @@ async function main (): Promise<void> {
   await until(() => nodes.every(n => revParse(n.spec.repo, 'refs/heads/main') === finalMain), 180_000, () => `not every repo's main reached ${finalMain.slice(0, 12)}: ${nodes.map(n => `${n.name}=${revParse(n.spec.repo, 'refs/heads/main')?.slice(0, 12)}`).join(' ')}`)
   // main as each node reports it
   const reported = new Map<string, string | null>()
-  for (const n of nodes) {
+  await Promise.all(nodes.map(async n => {
     // through n alone (its join token carries other live nodes' addresses too, and a client reads through the first that answers)
     const r = await cli(['status', '--json', '--swarm-key', keyFile, ...n.addrs.flatMap(a => ['--bootstrap', a]), '--timeout', '60s'], cliEnv, 120_000)
     reported.set(n.name, r.code === 0 ? (JSON.parse(r.stdout) as { main: { head: string | null } }).main.head : `exit ${r.code}: ${r.stderr.slice(-300)}`)
-  }
+  }))
   await obs.close()
   // the marker check sees the run's processes: every node (and its watchdog) before they stop
   const markedBefore = processesWith(marker)
@@ -495,7 +495,7 @@ async function main (): Promise<void> {
   const mergeMismatch = validIds.filter(id => taskOf(board, id)?.mergeCommit !== trailers.get(id)?.[0])
   add('the board\'s merge commits are main\'s', mergeMismatch.length === 0, mergeMismatch.length === 0 ? 'each task\'s mergeCommit is its merge on main' : mergeMismatch.join(', '))
   const repoMains = nodes.map(n => [n.name, revParse(n.spec.repo, 'refs/heads/main')] as const)
-  add('main identical on every node and equal to the board', repoMains.every(([, m]) => m === finalMain) && [...reported.values()].every(m => m === finalMain), `board ${finalMain.slice(0, 12)}; repos ${repoMains.map(([n, m]) => `${n}=${m?.slice(0, 12)}`).join(' ')}; status through each: ${[...reported].map(([n, m]) => `${n}=${m?.slice(0, 12)}`).join(' ')}`)
+  add('main identical on every node and equal to the board', repoMains.every(([, m]) => m === finalMain) && [...reported.values()].every(m => m === finalMain), `board ${finalMain.slice(0, 12)}; repos ${repoMains.map(([n, m]) => `${n}=${m?.slice(0, 12)}`).join(' ')}; status through each: ${nodes.map(n => [n.name, reported.get(n.name)] as const).map(([n, m]) => `${n}=${m?.slice(0, 12)}`).join(' ')}`)
   const reflogs = new Map<string, ReflogCheck>(nodes.map(n => [n.name, checkReflog(n.spec.repo, 'main')]))
   const badMoves = [...reflogs].filter(([, r]) => r.bad.length > 0 || r.missing)
   add('each node\'s main only moved forward (reflog)', badMoves.length === 0, badMoves.length === 0 ? [...reflogs].map(([n, r]) => `${n} ${r.forward} forward${r.keptAside > 0 ? ` + ${r.keptAside} back with the old head kept on meshwork/local/` : ''}`).join('; ') : badMoves.map(([n, r]) => `${n}: ${r.missing ? 'no reflog' : r.bad.join(', ')}`).join('; '))
