@@ -33,7 +33,8 @@ export const E2E_FILES = [
   'test/tui-cli.test.ts',
   'test/verify-timeout.test.ts',
   'test/cli-allow.test.ts',
-  'test/rolling-upgrade.test.ts'
+  'test/rolling-upgrade.test.ts',
+  'test/chaos-short.test.ts'
 ]
 
 const e2e = process.env.MESHWORK_SUITE === 'e2e'

@@ -14,9 +14,13 @@
  *                 must keep the unpublished merge on meshwork/local/... and the tasks merge again
  *   disk-full     one node's --data is a small tmpfs, filled to the brim, then freed: it must pause
  *                 (health paused, disk full), claim nothing meanwhile, and resume
- *   partition     SIGSTOP of a node until the others hold it dead, then SIGCONT (loopback has no
- *                 firewall here: a stopped process is unreachable, honestly, but it is not a side
- *                 of the mesh that keeps working)
+ *   partition     the mesh cut in two sides that both keep running: every node runs with an `--allow`
+ *                 file; the cut rewrites each side's files to list only that side (the minority:
+ *                 fewer than half the nodes, the leader among them or not) and sends SIGHUP, so each
+ *                 node hangs up on the other side and its connection gater refuses it; the run's
+ *                 own client (the observer, the CLI calls) is listed on the majority side only. Both
+ *                 sides hold the other dead and work on (the minority must merge nothing); the heal
+ *                 restores the files and sends SIGHUP again
  *   poison        a raw board writer (an in-process light client) writes a task with id `x.lock`
  *
  * and throughout: a task whose candidate makes `--verify` hang (it must end failed, timed out).
@@ -28,10 +32,12 @@
  * meshwork/local/...), no task lost, the poison task quarantined and never run,
  * no process of the run left once the nodes stopped. Exit 0 only if all hold.
  *
- * Flags: --quick (4 nodes, fewer tasks and kills; leaves docs alone), --seed N,
- * --nodes N, --keep (keep the temp dir), --no-docs, --json FILE.
- * Root is needed for the tmpfs of the full disk: without it the run stops at once and says so.
- * Not in `npm test`: the quick variant takes 2-3 minutes on a shared 2-core host.
+ * Flags: --quick (4 nodes, fewer tasks and kills; leaves docs alone), --short (3
+ * nodes, two tasks a wave, only a leader kill and the partition: test/chaos-short.test.ts
+ * runs it in the e2e suite), --faults LIST (these fault kinds, comma separated, in a
+ * seeded order), --seed N, --nodes N, --keep (keep the temp dir), --no-docs, --json FILE.
+ * Root is needed for the tmpfs of the full disk: without it a run with that fault stops at
+ * once and says so. Not in `npm test`: the quick variant takes 2-3 minutes on a shared 2-core host.
  */
 import { execFileSync, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -49,6 +55,7 @@ import { Observer } from './chaos/observer.ts'
 import { fill, free, mountTmpfs, unmountAll } from './chaos/disk.ts'
 import { backupBranches, branchExists, checkReflog, processesWith, revParse, trailersOnMain, type ReflogCheck } from './chaos/checks.ts'
 import { readSwarmKey } from '../src/node/swarm-key.ts'
+import { loadClientIdentity, loadOrCreateIdentity, peerIdOf } from '../src/node/identity.ts'
 import type { BoardSnapshot, Task } from '../src/crdt/schema.ts'
 
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url))
@@ -58,7 +65,8 @@ const SUSPECT_AFTER = '2s'
 const DEAD_AFTER = '5s'
 const VERIFY_TIMEOUT = '4s'
 
-type FaultKind = 'kill' | 'leader-kill' | 'leader-crash' | 'disk-full' | 'partition' | 'poison'
+const FAULT_KINDS = ['kill', 'leader-kill', 'leader-crash', 'disk-full', 'partition', 'poison'] as const
+type FaultKind = typeof FAULT_KINDS[number]
 
 interface FaultRecord {
   n: number
@@ -128,6 +136,8 @@ async function main (): Promise<void> {
   const { values } = parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
+      short: { type: 'boolean', default: false },
+      faults: { type: 'string' },
       seed: { type: 'string', default: '1' },
       nodes: { type: 'string' },
       keep: { type: 'boolean', default: false },
@@ -135,11 +145,12 @@ async function main (): Promise<void> {
       json: { type: 'string' }
     }
   })
-  const quick = values.quick === true
+  const short = values.short === true
+  const quick = values.quick === true || short
   keep = values.keep === true
   const seed = Number(values.seed)
   if (!Number.isInteger(seed)) throw new Error(`--seed must be an integer, got ${JSON.stringify(values.seed)}`)
-  const nodeCount = values.nodes === undefined ? (quick ? 4 : 5) : Number(values.nodes)
+  const nodeCount = values.nodes === undefined ? (short ? 3 : quick ? 4 : 5) : Number(values.nodes)
   if (!Number.isInteger(nodeCount) || nodeCount < 3 || nodeCount > 8) throw new Error(`--nodes must be an integer from 3 to 8, got ${JSON.stringify(values.nodes)}`)
   if (Number(process.versions.node.split('.')[0]) < 22) throw new Error(`Node ${process.version} cannot run meshwork; use npm run chaos (the pinned Node)`)
   const rand = prng(seed)
@@ -148,12 +159,21 @@ async function main (): Promise<void> {
 
   root = mkdtempSync(join(tmpdir(), 'meshwork-chaos-'))
   const marker = `chaos-run-${randomBytes(6).toString('hex')}`
-  log(`seed ${seed}, ${nodeCount} nodes, ${quick ? 'quick' : 'full'} run in ${root}; marker ${marker}`)
+  log(`seed ${seed}, ${nodeCount} nodes, ${short ? 'short' : quick ? 'quick' : 'full'} run in ${root}; marker ${marker}`)
 
   // faults: one after each wave, in a seeded order
-  const kinds: FaultKind[] = shuffle(rand, quick
-    ? ['kill', 'leader-kill', 'leader-crash', 'disk-full', 'partition', 'poison']
-    : ['kill', 'kill', 'kill', 'leader-kill', 'leader-crash', 'disk-full', 'partition', 'poison'])
+  const chosen: FaultKind[] = values.faults !== undefined
+    ? values.faults.split(',').map(k => k.trim()).filter(k => k !== '').map(k => {
+      if (!FAULT_KINDS.includes(k as FaultKind)) throw new Error(`--faults: unknown fault "${k}" (one of ${FAULT_KINDS.join(', ')})`)
+      return k as FaultKind
+    })
+    : short
+      ? ['leader-kill', 'partition']
+      : quick
+        ? ['kill', 'leader-kill', 'leader-crash', 'disk-full', 'partition', 'poison']
+        : ['kill', 'kill', 'kill', 'leader-kill', 'leader-crash', 'disk-full', 'partition', 'poison']
+  if (chosen.length === 0) throw new Error('--faults: no fault named')
+  const kinds: FaultKind[] = shuffle(rand, chosen)
   const gateDir = join(root, 'gates')
   mkdirSync(gateDir)
   const plan: ChaosPlan = buildPlan(rand, { waves: kinds.length + 1, perWave: quick ? 2 : 3, gateDir })
@@ -178,14 +198,34 @@ async function main (): Promise<void> {
   g(['add', '.'])
   g(['commit', '-q', '-m', 'start'])
 
-  // the disk-full node: its --data on a tmpfs
-  const diskIdx = 1 + Math.floor(rand() * (nodeCount - 1))
+  // the disk-full node: its --data on a tmpfs (none without that fault)
+  const diskPick = 1 + Math.floor(rand() * (nodeCount - 1))
+  const diskIdx = kinds.includes('disk-full') ? diskPick : -1
   const diskMnt = join(root, `disk-n${diskIdx}`)
-  try {
-    mountTmpfs(diskMnt, '24m')
-  } catch (err) {
-    throw new Error(`cannot mount a tmpfs for the full-disk fault (run as root): ${(err as Error).message.split('\n')[0]}`)
+  if (diskIdx >= 0) {
+    try {
+      mountTmpfs(diskMnt, '24m')
+    } catch (err) {
+      throw new Error(`cannot mount a tmpfs for the full-disk fault (run as root): ${(err as Error).message.split('\n')[0]}`)
+    }
   }
+  const dataOf = (i: number): string => i === diskIdx ? join(diskMnt, 'data') : join(root, `data-n${i}`)
+
+  // who may connect: every node runs with an --allow file naming every node and the run's own client
+  // (the observer and the CLI calls); the partition rewrites them (see allowOnly)
+  const clientKeyFile = join(root, 'client.key')
+  const clientKey = await loadClientIdentity(clientKeyFile)
+  const clientId = peerIdOf(clientKey)
+  const cliEnv: NodeJS.ProcessEnv = { ...baseEnv, MESHWORK_IDENTITY: clientKeyFile }
+  const nodeIds: string[] = []
+  for (let i = 0; i < nodeCount; i++) nodeIds.push(peerIdOf(await loadOrCreateIdentity(dataOf(i))))
+  const allowFile = (i: number): string => join(root, `allow-n${i}.txt`)
+  /** Node i admits the nodes `peers` (indexes) and, with `client`, the run's client. */
+  const writeAllow = (i: number, peers: readonly number[], client: boolean): void => {
+    writeFileSync(allowFile(i), [...peers.map(j => `${nodeIds[j] as string} # n${j}`), ...(client ? [`${clientId} # the chaos run's client`] : []), ''].join('\n'))
+  }
+  const everyone = nodeIds.map((_, j) => j)
+  for (let i = 0; i < nodeCount; i++) writeAllow(i, everyone, true)
 
   const common = ['--agent', 'sim', '--slots', '2', '--suspect-after', SUSPECT_AFTER, '--dead-after', DEAD_AFTER, '--verify', verifyCommand(plan.hangId, marker), '--verify-timeout', VERIFY_TIMEOUT, '--log-level', 'info']
   const logDir = join(root, 'logs')
@@ -193,8 +233,8 @@ async function main (): Promise<void> {
   const mk = (i: number, conn: string[]): ChaosNode => new ChaosNode({
     name: `n${i}`,
     repo: join(root, `repo-n${i}`),
-    data: i === diskIdx ? join(diskMnt, 'data') : join(root, `data-n${i}`),
-    args: [...common, ...conn],
+    data: dataOf(i),
+    args: [...common, '--allow', allowFile(i), ...conn],
     env: nodeEnv,
     logDir
   })
@@ -220,22 +260,22 @@ async function main (): Promise<void> {
   }
 
   const key = await readSwarmKey(keyFile)
-  const obs = await Observer.connect(key, nodes, 60_000)
+  const obs = await Observer.connect(key, nodes, clientKey, 60_000)
   let board: BoardSnapshot = await obs.board()
-  const live = (): ChaosNode[] => nodes.filter(n => n.running && !n.stopped)
+  const live = (): ChaosNode[] => nodes.filter(n => n.running)
   await until(async () => {
     board = await obs.board()
     const view = await obs.members()
     const alive = view?.members.filter(m => m.state === 'alive' && byPeer(m.peerId) !== undefined).length ?? 0
     return board.main.leader !== null && alive === nodeCount && nodes.every(n => revParse(n.spec.repo, 'refs/heads/main') !== null)
   }, 300_000, () => `the mesh did not come up (every node alive, a leader, main cloned everywhere); leader ${board.main.leader}`, 500)
-  log(`mesh up: ${nodes.map(n => `${n.name}=${n.peerId.slice(-6)}`).join(' ')}, leader ${byPeer(board.main.leader)?.name}, disk-full node n${diskIdx}`)
+  log(`mesh up: ${nodes.map(n => `${n.name}=${n.peerId.slice(-6)}`).join(' ')}, leader ${byPeer(board.main.leader)?.name}${diskIdx >= 0 ? `, disk-full node n${diskIdx}` : ''}`)
 
   // the plan, through the CLI as a user submits it
   const planFile = join(root, 'plan.json')
   writeFileSync(planFile, JSON.stringify({ tasks: plan.tasks }, null, 1))
   const t0 = Date.now()
-  const sub = await cli(['submit', planFile, '--join', (nodes[0] as ChaosNode).join], baseEnv, 120_000)
+  const sub = await cli(['submit', planFile, '--join', (nodes[0] as ChaosNode).join], cliEnv, 120_000)
   if (sub.code !== 0) throw new Error(`submit failed (${sub.code}): ${sub.stderr}`)
   const sinceT0 = (): number => (Date.now() - t0) / 1000
   log(`submitted ${plan.tasks.length} tasks (${validIds.length} in ${plan.waves.length} waves + ${plan.hangId}); faults in order: ${kinds.join(', ')}`)
@@ -264,6 +304,7 @@ async function main (): Promise<void> {
   /** Valid tasks that ended failed or cancelled: the run stops injecting and goes to its checks. */
   const lost = (): string[] => validIds.filter(id => ['failed', 'cancelled'].includes(taskOf(board, id)?.state ?? ''))
   const lostSeen = new Set<string>()
+  let partition: { minority: string[], majority: string[], withLeader: boolean, majorityMerged: number, minorityDone: number, minorityMerges: string[], cutS: number } | null = null
   for (let k = 1; k <= kinds.length; k++) {
     const kind = kinds[k - 1] as FaultKind
     const prevWave = plan.waves[k - 1] as string[]
@@ -330,7 +371,7 @@ async function main (): Promise<void> {
         const via = live().find(n => n !== target) as ChaosNode
         const ballast = { tasks: [{ id: BALLAST_ID, prompt: `write ${taskFile(BALLAST_ID)}\n${randomBytes(24 * 1024).toString('base64')}`, priority: plan.waves.length + 1, sim: { duration: '100ms', write: { [taskFile(BALLAST_ID)]: `${BALLAST_ID}\n` } } }] }
         writeFileSync(join(root, 'ballast.json'), JSON.stringify(ballast))
-        const bsub = await cli(['submit', join(root, 'ballast.json'), '--join', via.join], baseEnv, 120_000)
+        const bsub = await cli(['submit', join(root, 'ballast.json'), '--join', via.join], cliEnv, 120_000)
         if (bsub.code !== 0) throw new Error(`submitting ${BALLAST_ID} failed (${bsub.code}): ${bsub.stderr.slice(-1000)}`)
         validIds.push(BALLAST_ID)
         await until(() => target.events('node:paused', at).length > 0, 120_000, () => `${target.name} never paused with its disk full`)
@@ -355,18 +396,41 @@ async function main (): Promise<void> {
         break
       }
       case 'partition': {
-        const pool = live()
-        const target = pool[Math.floor(rand() * pool.length)] as ChaosNode
-        rec.target = target.name
-        rec.detail = `${target.peerId === board.main.leader ? 'the leader' : 'not the leader'}, ${runningOn(target)} run(s) in flight`
-        await obs.moveOff(target.peerId, live())
-        target.sigstop()
+        // the minority: fewer than half the nodes, the leader among them or not (seeded)
+        const leader = byPeer(board.main.leader)
+        const withLeader = leader !== undefined && rand() < 0.5
+        const others = shuffle(rand, nodes.filter(n => n !== leader))
+        const minority = [...(withLeader ? [leader] : []), ...others].slice(0, Math.floor((nodes.length - 1) / 2))
+        const majority = nodes.filter(n => !minority.includes(n))
+        rec.target = `${minority.map(n => n.name).join('+')} cut from ${majority.map(n => n.name).join('+')}`
+        const inFlight = minority.reduce((s, n) => s + runningOn(n), 0)
+        // the run's client reads through the majority and is cut off from the minority with it
+        await obs.moveOff(new Set(minority.map(n => n.peerId)), majority)
+        const idx = (side: ChaosNode[]): number[] => side.map(n => nodes.indexOf(n))
+        for (const n of minority) writeAllow(nodes.indexOf(n), idx(minority), false)
+        for (const n of majority) writeAllow(nodes.indexOf(n), idx(majority), true)
+        const cutAt = Date.now()
+        for (const n of nodes) n.sighup()
+        await until(() => nodes.every(n => n.events('allow:reloaded', cutAt).length > 0), 30_000, () => `not every node reloaded its --allow file: ${nodes.filter(n => n.events('allow:reloaded', cutAt).length === 0).map(n => n.name).join(', ')}`)
+        const pairs = minority.flatMap(a => majority.flatMap(b => [[a, b], [b, a]] as Array<[ChaosNode, ChaosNode]>))
+        const holds = (event: string, since: number) => ([a, b]: [ChaosNode, ChaosNode]): boolean => a.events(event, since).some(l => l.peer === b.peerId)
+        await until(() => pairs.every(holds('peer:dead', cutAt)), 90_000, () => `the sides did not hold each other dead: not yet ${pairs.filter(p => !holds('peer:dead', cutAt)(p)).map(([a, b]) => `${a.name}→${b.name}`).join(', ')}`)
+        const deadAt = Date.now()
+        const mergedAtCut = await mergedCount()
         openGate(k)
-        await until(() => seenBy(target, 'peer:dead', at), 90_000, () => `nobody held the stopped ${target.name} dead`)
-        const contAt = Date.now()
-        target.sigcont()
-        await until(() => seenBy(target, 'peer:alive', contAt), 120_000, () => `nobody saw ${target.name} alive after SIGCONT`)
-        rec.detail += `; stopped ${((contAt - at) / 1000).toFixed(1)} s`
+        // both sides work on: the majority merges (a new leader if the old one is cut off), the minority
+        // finishes what it runs and merges nothing; bounded, and the run goes on either way
+        const minorityDone = (): number => minority.reduce((s, n) => s + n.events('task:done', deadAt).length, 0)
+        const worked = await until(async () => (await mergedCount()) > mergedAtCut && (inFlight === 0 || minorityDone() > 0), 90_000, () => 'no work on both sides').then(() => true, () => false)
+        const majorityMerged = (await mergedCount()) - mergedAtCut
+        const healAt = Date.now()
+        for (let i = 0; i < nodes.length; i++) writeAllow(i, everyone, true)
+        for (const n of nodes) n.sighup()
+        await until(() => nodes.every(n => n.events('allow:reloaded', healAt).length > 0), 30_000, () => `not every node reloaded its --allow file at the heal: ${nodes.filter(n => n.events('allow:reloaded', healAt).length === 0).map(n => n.name).join(', ')}`)
+        await until(() => pairs.every(holds('peer:alive', healAt)), 120_000, () => `the sides did not see each other alive after the heal: not yet ${pairs.filter(p => !holds('peer:alive', healAt)(p)).map(([a, b]) => `${a.name}→${b.name}`).join(', ')}`)
+        const minorityMerges = minority.flatMap(n => n.events('merge:done', deadAt).filter(l => l.time < healAt).map(l => `${n.name} ${JSON.stringify(l.tasks)}`))
+        partition = { minority: minority.map(n => n.name), majority: majority.map(n => n.name), withLeader, majorityMerged, minorityDone: minorityDone(), minorityMerges, cutS: (healAt - cutAt) / 1000 }
+        rec.detail = `minority ${withLeader ? 'with' : 'without'} the leader, ${inFlight} run(s) in flight there; each side held the other dead ${((deadAt - cutAt) / 1000).toFixed(1)} s after the cut; meanwhile the majority merged ${majorityMerged}, the minority finished ${partition.minorityDone} run(s) and merged ${minorityMerges.length}${worked ? '' : ' (waited 90 s for work on both sides)'}; healed after ${partition.cutS.toFixed(1)} s`
         break
       }
       case 'poison': {
@@ -397,10 +461,11 @@ async function main (): Promise<void> {
   await until(() => nodes.every(n => revParse(n.spec.repo, 'refs/heads/main') === finalMain), 180_000, () => `not every repo's main reached ${finalMain.slice(0, 12)}: ${nodes.map(n => `${n.name}=${revParse(n.spec.repo, 'refs/heads/main')?.slice(0, 12)}`).join(' ')}`)
   // main as each node reports it
   const reported = new Map<string, string | null>()
-  for (const n of nodes) {
-    const r = await cli(['status', '--json', '--join', n.join, '--timeout', '60s'], baseEnv, 120_000)
+  await Promise.all(nodes.map(async n => {
+    // through n alone (its join token carries other live nodes' addresses too, and a client reads through the first that answers)
+    const r = await cli(['status', '--json', '--swarm-key', keyFile, ...n.addrs.flatMap(a => ['--bootstrap', a]), '--timeout', '60s'], cliEnv, 120_000)
     reported.set(n.name, r.code === 0 ? (JSON.parse(r.stdout) as { main: { head: string | null } }).main.head : `exit ${r.code}: ${r.stderr.slice(-300)}`)
-  }
+  }))
   await obs.close()
   // the marker check sees the run's processes: every node (and its watchdog) before they stop
   const markedBefore = processesWith(marker)
@@ -430,7 +495,7 @@ async function main (): Promise<void> {
   const mergeMismatch = validIds.filter(id => taskOf(board, id)?.mergeCommit !== trailers.get(id)?.[0])
   add('the board\'s merge commits are main\'s', mergeMismatch.length === 0, mergeMismatch.length === 0 ? 'each task\'s mergeCommit is its merge on main' : mergeMismatch.join(', '))
   const repoMains = nodes.map(n => [n.name, revParse(n.spec.repo, 'refs/heads/main')] as const)
-  add('main identical on every node and equal to the board', repoMains.every(([, m]) => m === finalMain) && [...reported.values()].every(m => m === finalMain), `board ${finalMain.slice(0, 12)}; repos ${repoMains.map(([n, m]) => `${n}=${m?.slice(0, 12)}`).join(' ')}; status through each: ${[...reported].map(([n, m]) => `${n}=${m?.slice(0, 12)}`).join(' ')}`)
+  add('main identical on every node and equal to the board', repoMains.every(([, m]) => m === finalMain) && [...reported.values()].every(m => m === finalMain), `board ${finalMain.slice(0, 12)}; repos ${repoMains.map(([n, m]) => `${n}=${m?.slice(0, 12)}`).join(' ')}; status through each: ${nodes.map(n => [n.name, reported.get(n.name)] as const).map(([n, m]) => `${n}=${m?.slice(0, 12)}`).join(' ')}`)
   const reflogs = new Map<string, ReflogCheck>(nodes.map(n => [n.name, checkReflog(n.spec.repo, 'main')]))
   const badMoves = [...reflogs].filter(([, r]) => r.bad.length > 0 || r.missing)
   add('each node\'s main only moved forward (reflog)', badMoves.length === 0, badMoves.length === 0 ? [...reflogs].map(([n, r]) => `${n} ${r.forward} forward${r.keptAside > 0 ? ` + ${r.keptAside} back with the old head kept on meshwork/local/` : ''}`).join('; ') : badMoves.map(([n, r]) => `${n}: ${r.missing ? 'no reflog' : r.bad.join(', ')}`).join('; '))
@@ -441,18 +506,22 @@ async function main (): Promise<void> {
   const poisonRuns = nodes.flatMap(n => n.lines.filter(l => l.task === POISON_ID && /^task:/.test(l.event)).map(l => `${n.name} ${l.event}`))
   const poisonBranches = nodes.filter(n => branchExists(n.spec.repo, `meshwork/${POISON_ID}`)).map(n => n.name)
   const quarantinedBy = nodes.filter(n => n.lines.some(l => l.event === 'board:invalid-entry' && l.key === `tasks/${POISON_ID}`)).map(n => n.name)
-  add('the poison task quarantined, never run', !taskOf(board, POISON_ID) !== undefined && board.invalid.includes(`tasks/${POISON_ID}`) && poisonRuns.length === 0 && poisonBranches.length === 0 && !trailers.has(POISON_ID), `absent from the board's tasks, in its invalid list: ${board.invalid.includes(`tasks/${POISON_ID}`)}; quarantined (logged) by ${quarantinedBy.join(', ')}; runs ${poisonRuns.length}, branches ${poisonBranches.length}`)
+  if (kinds.includes('poison')) add('the poison task quarantined, never run', taskOf(board, POISON_ID) === undefined && board.invalid.includes(`tasks/${POISON_ID}`) && poisonRuns.length === 0 && poisonBranches.length === 0 && !trailers.has(POISON_ID), `absent from the board's tasks, in its invalid list: ${board.invalid.includes(`tasks/${POISON_ID}`)}; quarantined (logged) by ${quarantinedBy.join(', ')}; runs ${poisonRuns.length}, branches ${poisonBranches.length}`)
   if (crash.node !== null) {
     const c = crash.node
     const keptAside = c.lines.filter(l => l.event === 'main:kept-aside')
     const backups = backupBranches(c.spec.repo)
     const held = [...backups.values()].includes(crash.localMain ?? '')
     add('the leader crashed after moving main: its unpublished merge kept aside, re-merged from the board', crash.localMain !== null && crash.localMain !== crash.boardMain && held && keptAside.some(l => l.local === crash.localMain), `${c.name}: main ${crash.localMain?.slice(0, 12)} vs board ${crash.boardMain?.slice(0, 12)}; kept on ${[...backups].filter(([, o]) => o === crash.localMain).map(([b]) => b).join(', ') || 'no backup branch'}; main:kept-aside logged ${keptAside.length}×`)
-  } else {
+  } else if (kinds.includes('leader-crash')) {
     add('the leader crashed after moving main', false, 'the fault did not happen')
   }
   if (disk.pausedAt !== null) {
     add('the full-disk node paused, claimed nothing meanwhile, resumed', disk.resumedAt !== null && disk.claimsWhilePaused.length === 0 && disk.healthPaused !== null && /disk full/.test(disk.healthPaused), `health "${disk.healthPaused}"; paused ${(((disk.resumedAt ?? 0) - disk.pausedAt) / 1000).toFixed(1)} s; while paused: ${disk.claimsWhilePaused.join(', ') || 'no claims'}`)
+  }
+  if (partition !== null) {
+    const p = partition
+    add('the partition: both sides ran, the minority merged nothing while cut off', p.minorityMerges.length === 0, `${p.minority.join('+')} (${p.withLeader ? 'with' : 'without'} the leader) cut from ${p.majority.join('+')}: the majority merged ${p.majorityMerged}, the minority finished ${p.minorityDone} run(s) and merged ${p.minorityMerges.length === 0 ? 'nothing' : p.minorityMerges.join('; ')}; cut for ${p.cutS.toFixed(1)} s`)
   }
   const forcedStops = stops.filter(s => s.forced).map(s => s.name)
   add('no process left behind', leftovers.length === 0 && forcedStops.length === 0 && unmarked.length === 0, leftovers.length === 0 ? `${markedBefore.length} processes carried the run's marker before the stop (${unmarked.length === 0 ? 'every node among them' : `NOT ${unmarked.join(', ')}`}), none after${forcedStops.length > 0 ? `; but SIGKILLed after no exit on SIGTERM: ${forcedStops.join(', ')}` : ''}` : leftovers.map(p => `${p.pid} ${p.cmd}`).join(' | '))
@@ -483,7 +552,7 @@ function report (r: { quick: boolean, seed: number, nodeCount: number, plan: Cha
   const m = r.mach
   const out: string[] = [SECTION_TITLE, '']
   out.push(`Run ${new Date().toISOString()} on ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB RAM, Node ${m.node}, Linux ${m.kernel}, git ${m.git}, temp dirs on ${m.tmpFs}; load average at start ${m.loadAtStart.join(' ')} (a shared host). ${r.quick ? 'QUICK run; ' : ''}seed ${r.seed}; the whole run took ${r.wallS.toFixed(0)} s, the plan ${r.planS.toFixed(0)} s from submit to its last merge.`, '')
-  out.push(`**How.** ${r.nodeCount} real \`meshwork node\` processes on 127.0.0.1 (\`--agent sim --slots 2 --suspect-after ${SUSPECT_AFTER} --dead-after ${DEAD_AFTER} --verify … --verify-timeout ${VERIFY_TIMEOUT}\`), n${r.diskIdx}'s --data on a 24 MiB tmpfs. The plan: ${r.plan.waves.flat().length} tasks in ${r.plan.waves.length} waves (each task writes its own file; ${r.plan.tasks.filter(t => t.deps.length > 0).length} with dependencies on earlier waves), wave k held by a sim \`until\` file that opens when fault k is injected, plus \`${r.plan.hangId}\`, whose candidate makes \`--verify\` hang. One fault after each wave, order and moment (how many tasks merged) from the seeded PRNG. The partition is a SIGSTOP of the node until the others hold it dead (no firewall on this loopback): it is unreachable, but it does not keep working on its side. Checks read the nodes' real repositories (trailers on main's first-parent history, each repo's reflog of main), the board, and /proc (every process carries the run's marker in its environment).`, '')
+  out.push(`**How.** ${r.nodeCount} real \`meshwork node\` processes on 127.0.0.1 (\`--agent sim --slots 2 --suspect-after ${SUSPECT_AFTER} --dead-after ${DEAD_AFTER} --verify … --verify-timeout ${VERIFY_TIMEOUT}\`, each with an \`--allow\` file naming every node and the run's client)${r.diskIdx >= 0 ? `, n${r.diskIdx}'s --data on a 24 MiB tmpfs` : ''}. The plan: ${r.plan.waves.flat().length} tasks in ${r.plan.waves.length} waves (each task writes its own file; ${r.plan.tasks.filter(t => t.deps.length > 0).length} with dependencies on earlier waves), wave k held by a sim \`until\` file that opens when fault k is injected, plus \`${r.plan.hangId}\`, whose candidate makes \`--verify\` hang. One fault after each wave, order and moment (how many tasks merged) from the seeded PRNG. The partition cuts the mesh in two sides that both keep running: each side's \`--allow\` files are rewritten to list only that side (the run's client on the majority side only) and every node gets SIGHUP, so it hangs up on the other side and its connection gater refuses it; the heal restores the files (SIGHUP again). Checks read the nodes' real repositories (trailers on main's first-parent history, each repo's reflog of main), the board, and /proc (every process carries the run's marker in its environment).`, '')
   out.push('| # | fault | target | at (s after submit) | merged before | what happened | recovered in |')
   out.push('|---|---|---|---|---|---|---|')
   for (const f of r.faults) out.push(`| ${f.n} | ${f.kind} | ${f.target} | ${f.atS.toFixed(1)} | ${f.mergedBefore} | ${f.detail} | ${f.recoveredS.toFixed(1)} s |`)

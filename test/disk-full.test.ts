@@ -2,7 +2,9 @@
  * A full disk: board changes wait in memory and are retried, never dropped and
  * never left half-written in the log; the node claims nothing meanwhile and
  * resumes by itself once space returns. The data dir is a small tmpfs filled
- * to the brim (needs root to mount; skipped with the reason otherwise).
+ * to the brim (needs root to mount; skipped with the reason otherwise). A full
+ * disk where only the runs write (the worktrees) pauses the node as well: its
+ * board writes may still succeed there, but every run it claimed would fail.
  */
 import { parseTaskId } from '../src/crdt/schema.ts'
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
@@ -18,24 +20,32 @@ import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { createLogger } from '../src/util/logger.ts'
 import type { Scheduler } from '../src/scheduler/scheduler.ts'
+import { Worker } from '../src/node/worker.ts'
+import { simAgent } from '../src/agent/sim.ts'
+import { commitFiles, initRepo } from './helpers/git.ts'
 
 let root = ''
 let mnt = ''
+/** A second tmpfs: only a node's worktrees live there. */
+let mntRuns = ''
 let mountError: string | null = null
 
 beforeAll(async () => {
   root = await tempDir('meshwork-diskfull-')
   mnt = join(root, 'mnt')
   await mkdir(mnt)
+  mntRuns = join(root, 'mnt-runs')
+  await mkdir(mntRuns)
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt], { stdio: 'pipe' })
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mntRuns], { stdio: 'pipe' })
   } catch (err) {
     mountError = (err as Error).message.split('\n')[0] ?? 'mount failed'
   }
 })
 
 afterAll(async () => {
-  if (mountError === null) execFileSync('umount', ['-l', mnt], { stdio: 'pipe' })
+  for (const m of [mnt, mntRuns]) { try { execFileSync('umount', ['-l', m], { stdio: 'pipe' }) } catch {} }
   await rm(root, { recursive: true, force: true })
 })
 
@@ -156,6 +166,55 @@ describe('a full disk', () => {
       await node.flush()
       // the board on disk is whole (every record complete) and holds every change
       expect(logRecords(await readFile(join(dataDir, BOARD_LOG)))).toBeGreaterThan(0)
+    })
+  })
+
+  describe('a node whose worktrees\' disk is full (its board\'s is not)', () => {
+    let mesh: TestMesh | undefined
+    let worker: Worker | undefined
+    afterAll(async () => {
+      await worker?.stop(0)
+      await mesh?.stop()
+    })
+
+    it('claims nothing while it is full, says so in its health and logs, and resumes by itself; no run fails on it', async ctx => {
+      if (mountError !== null) { ctx.skip(`cannot mount a tmpfs (${mountError}); run as root`); return }
+      mesh = await createMesh(1, {})
+      await waitAllAlive(mesh.nodes)
+      const node = mesh.nodes[0]!
+      const dir = mesh.dirs[0] as string
+      const project = await initRepo(join(dir, 'project'))
+      await commitFiles(project, { 'README.md': 'project\n' }, 'project')
+      const events: Array<{ event: string } & Record<string, unknown>> = []
+      const logger = createLogger('test', { level: 'debug', format: 'json', write: line => { events.push(JSON.parse(line)) } })
+      // the board and the repository on the ordinary disk, the worktrees on the small tmpfs
+      worker = new Worker({ node, agent: simAgent(), repo: project, dataDir: join(dir, 'worker'), worktreesDir: join(mntRuns, 'worktrees'), branch: 'main', slots: 1, hasBootstrap: false, logger })
+      await worker.start()
+      await worker.ready
+      const sim = (file: string): ReturnType<typeof simpleTask>['sim'] => ({ durationMs: 10, write: { [file]: `${file}\n` }, append: {}, fail: 0 })
+      const states = (): string => [...node.board.snapshot().tasks.values()].map(t => `${t.id}=${t.state}${t.error !== null ? `(${t.error})` : ''}`).join(', ')
+      node.changeBoard('plan', addTasks([simpleTask('before', { sim: sim('before.txt') })]))
+      await waitFor(() => node.board.task('before')?.state === 'merged', { timeoutMs: 30_000, message: () => `before not merged: ${states()}` })
+      const filler = fill(mntRuns)
+      await waitFor(() => events.some(e => e.event === 'node:paused' && /disk full/.test(String(e.reason))), { timeoutMs: 10_000, message: () => `the node never paused with its worktrees' disk full: ${events.filter(e => /paused|disk/.test(e.event)).map(e => JSON.stringify(e)).join('\n')}` })
+      expect(node.diskFull).toBe(false)
+      expect(String(events.find(e => e.event === 'node:paused')?.reason)).toContain(join(mntRuns, 'worktrees'))
+      await waitFor(() => node.membersView().members.find(m => m.peerId === node.peerId)?.health?.state === 'paused', { timeoutMs: 10_000, message: 'the health in its heartbeats did not say paused' })
+      expect(node.membersView().members.find(m => m.peerId === node.peerId)?.health).toMatchObject({ state: 'paused', reason: expect.stringMatching(/disk full/) })
+      node.changeBoard('plan', addTasks([simpleTask('during', { sim: sim('during.txt') })]))
+      expect(node.board.task('during')?.state).toBe('ready')
+      await rm(filler)
+      await waitFor(() => node.board.task('during')?.state === 'merged', { timeoutMs: 30_000, message: () => `during not merged after space returned: ${states()}` })
+      const order = events.map(e => e.event === 'task:claimed' || e.event === 'task:stolen' ? `${e.event}:${String(e.task)}` : e.event)
+      const paused = order.indexOf('node:paused')
+      const resumed = order.indexOf('node:resumed')
+      expect(resumed).toBeGreaterThan(paused)
+      expect(order.findIndex(e => e.endsWith(':during'))).toBeGreaterThan(resumed)
+      // nothing was tried on the full disk: no failed attempt, no infrastructure failure
+      const during = node.board.task('during')!
+      expect(during.failures).toBe(0)
+      expect(during.infraFailures).toEqual({})
+      expect(events.filter(e => e.event === 'task:infra-failed' || e.event === 'task:retry')).toEqual([])
     })
   })
 })

@@ -36,6 +36,15 @@ describe('reconcileMerged (pure)', () => {
     expect(reconcileMerged(tasks, h)).toEqual({ requeue: [], record: [{ id: 'a', commit: 'm1' }, { id: 'b', commit: 'm2' }] })
   })
 
+  it('merged on main, then shown done or ready with another run\'s head (the other side of a partition ran it meanwhile): recorded merged, never merged twice', () => {
+    const h = history(['m0', 'm1', 'm2'], { a: [{ commit: 'm1', head: 'h-majority' }], b: [{ commit: 'm2', head: 'hb' }] })
+    const tasks: T[] = [
+      { id: 'a', state: 'done', mergeCommit: 'm1', head: 'h-minority' },
+      { id: 'b', state: 'ready', mergeCommit: 'm2', head: null }
+    ]
+    expect(reconcileMerged(tasks, h)).toEqual({ requeue: [], record: [{ id: 'a', commit: 'm1' }, { id: 'b', commit: 'm2' }] })
+  })
+
   it('an old merge of another task with the same id (another head) does not count', () => {
     const h = history(['m0', 'old'], { a: [{ commit: 'old', head: 'h-old' }] })
     expect(reconcileMerged([{ id: 'a', state: 'done', mergeCommit: null, head: 'h-new' }], h)).toEqual({ requeue: [], record: [] })

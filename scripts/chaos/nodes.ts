@@ -1,6 +1,6 @@
 /**
- * The chaos run's `meshwork node` processes: started, SIGKILLed, stopped and
- * continued, restarted on the same --data (a new port each life), their JSON
+ * The chaos run's `meshwork node` processes: started, SIGKILLed, sent SIGHUP
+ * (their --allow files were rewritten), stopped, restarted on the same --data (a new port each life), their JSON
  * logs read incrementally (one file per life). Every child is in the bench
  * child registry, so nothing outlives the run.
  */
@@ -34,7 +34,6 @@ export class ChaosNode {
   peerId = ''
   addrs: string[] = []
   join = ''
-  stopped = false
   readonly lines: LogLine[] = []
   #logFiles: Array<{ file: string, offset: number, rest: string }> = []
 
@@ -57,7 +56,6 @@ export class ChaosNode {
     register(proc)
     this.proc = proc
     this.exit = null
-    this.stopped = false
     this.#logFiles.push({ file, offset: 0, rest: '' })
     this.exited = new Promise<Exit>(resolve => {
       proc.once('exit', (code, signal) => { this.exit = { code, signal }; resolve(this.exit) })
@@ -86,13 +84,12 @@ export class ChaosNode {
     return await this.exited
   }
 
-  sigstop (): void { this.proc?.kill('SIGSTOP'); this.stopped = true }
-  sigcont (): void { this.proc?.kill('SIGCONT'); this.stopped = false }
+  /** SIGHUP: the node reloads its --allow file. */
+  sighup (): void { if (this.running) this.proc?.kill('SIGHUP') }
 
   /** SIGTERM (graceful stop); SIGKILL and an error after `timeoutMs`. */
   async stop (timeoutMs: number): Promise<Exit & { forced: boolean }> {
     if (this.exit !== null) return { ...this.exit, forced: false }
-    if (this.stopped) this.sigcont()
     this.proc?.kill('SIGTERM')
     let timer: NodeJS.Timeout | undefined
     const r = await Promise.race([this.exited, new Promise<null>(resolve => { timer = setTimeout(() => { resolve(null) }, timeoutMs) })])

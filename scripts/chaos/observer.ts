@@ -10,6 +10,7 @@ import { addTasks, simpleTask } from '../../src/crdt/ops.ts'
 import type { BoardSnapshot } from '../../src/crdt/schema.ts'
 import type { MembersView } from '../../src/protocol/members.ts'
 import type { SwarmKey } from '../../src/node/swarm-key.ts'
+import type { PrivateKey } from '@libp2p/interface'
 import { silentLogger } from '../../src/util/logger.ts'
 import type { ChaosNode } from './nodes.ts'
 
@@ -21,9 +22,10 @@ export class Observer {
     this.#client = client
   }
 
-  static async connect (key: SwarmKey, nodes: readonly ChaosNode[], timeoutMs: number): Promise<Observer> {
-    const bootstrap = nodes.filter(n => n.running && !n.stopped).flatMap(n => n.addrs)
-    return new Observer(await connectClient({ key, bootstrap, timeoutMs, logger: silentLogger }))
+  /** Connects as the run's client (`privateKey`: the identity every node's --allow file names). */
+  static async connect (key: SwarmKey, nodes: readonly ChaosNode[], privateKey: PrivateKey, timeoutMs: number): Promise<Observer> {
+    const bootstrap = nodes.filter(n => n.running).flatMap(n => n.addrs)
+    return new Observer(await connectClient({ key, bootstrap, timeoutMs, privateKey, logger: silentLogger }))
   }
 
   get peer (): string { return this.#client.peer }
@@ -42,9 +44,10 @@ export class Observer {
     return await withTimeout(this.#client.node.fetchMembers(this.#client.peer), 5000).catch(() => null)
   }
 
-  /** Reads through one of `live` other than `avoid` (when it reads through `avoid` or its node is gone). */
-  async moveOff (avoid: string | null, live: readonly ChaosNode[]): Promise<void> {
-    const candidates = live.filter(n => n.running && !n.stopped && n.peerId !== avoid)
+  /** Reads through one of `live` other than `avoid` (a peer id, or several) when it reads through one of those or its node is gone. */
+  async moveOff (avoid: string | null | ReadonlySet<string>, live: readonly ChaosNode[]): Promise<void> {
+    const avoided = (p: string): boolean => typeof avoid === 'string' || avoid === null ? p === avoid : avoid.has(p)
+    const candidates = live.filter(n => n.running && !avoided(n.peerId))
     const current = candidates.find(n => n.peerId === this.#client.peer)
     if (current !== undefined) return
     const moved = await switchPeer(this.#client, candidates.map(n => ({ peerId: n.peerId, addrs: n.addrs })), 10_000)

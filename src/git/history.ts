@@ -46,14 +46,20 @@ export interface MergedRepair<I extends string = TaskId> {
  * keeps one main; the merges made on the other side are not on it, and their
  * tasks go back to `done` (their branch is still held) or `ready` (it is not)
  * to be merged again: nothing merged disappears silently. A task whose merge
- * is on main is recorded merged: nothing is merged twice. An old merge of an
- * earlier task with the same id (another head) is not taken for this one.
+ * is on main is recorded merged: nothing is merged twice; so is a task whose
+ * recorded merge commit is on main although the board now shows another
+ * run's head (the other side of a partition ran it again meanwhile). An old
+ * merge of an earlier task with the same id (another head, not its recorded
+ * merge) is not taken for this one.
  */
 export function reconcileMerged<I extends string> (tasks: Iterable<{ id: I, state: Task['state'], mergeCommit: string | null, head: string | null }>, history: MainHistory): MergedRepair<I> {
   const repair: MergedRepair<I> = { requeue: [], record: [] }
   for (const t of tasks) {
     if (t.state === 'merged' && t.mergeCommit !== null && history.commits.has(t.mergeCommit)) continue
-    const onMain = t.head === null ? undefined : history.merges.get(t.id)?.find(m => m.head === t.head)
+    const merges = history.merges.get(t.id) ?? []
+    // the merge of its head; else the merge the board recorded for it, when main has it: after a partition's
+    // heal the losing side's later run may show on the board (another head, done or ready) over that merge
+    const onMain = (t.head === null ? undefined : merges.find(m => m.head === t.head)) ?? (t.mergeCommit === null ? undefined : merges.find(m => m.commit === t.mergeCommit))
     if (onMain !== undefined) {
       if (t.state !== 'merged' || t.mergeCommit !== onMain.commit) repair.record.push({ id: t.id, commit: onMain.commit })
     } else if (t.state === 'merged') {

@@ -49,6 +49,11 @@ export interface MergeContext {
   job: MergeJob
   /** This repository's main branch as last read or moved here (`MainFollower`): read without a git process while fresh. */
   main: LocalMain
+  /**
+   * Whether main may advance now: a majority of the mesh reachable (`Leadership.quorum`). Asked
+   * again right before main moves: a merge round (a `--verify`) can outlast the majority.
+   */
+  majority: () => boolean
 }
 
 /**

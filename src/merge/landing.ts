@@ -47,7 +47,8 @@ export async function landDecision (ctx: MergeContext, c: Conflict, t: Task, bas
     }
   }
   const s2 = node.board.snapshot()
-  if (s2.main.leader !== node.peerId || s2.main.term !== term || (s2.main.head ?? base) !== base) return 'stale'
+  // fenced by term and main, and by the majority (it may have become unreachable during the verify run)
+  if (s2.main.leader !== node.peerId || s2.main.term !== term || (s2.main.head ?? base) !== base || !ctx.majority()) return 'stale'
   ctx.main.moved(null)
   // compare-and-swap from the main the candidate was made on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
   const how = await advanceBranch(repo, branch, base, candidate)

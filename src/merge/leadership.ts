@@ -76,6 +76,7 @@ export class Leadership {
       advanced: head => { this.pusher?.request(head) },
       wake: () => { this.#wake() },
       syncMain: async () => { await this.syncMain() },
+      majority: () => this.quorum().ok,
       get main () { return follower }
     }
     const follower = new MainFollower(init)

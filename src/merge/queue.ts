@@ -128,6 +128,8 @@ export class MergeQueue {
         onVerify: (commit, ok, ms, size) => { logger.info('merge:verified', { commit, ok, ms, merges: size, term }) },
         land: async (prev, tip, merged) => {
           if (!still(prev, merged.map(m => m.taskId))) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'leadership, term or main changed during the merge' }); return false }
+          // the majority may have become unreachable while the batch was verified: a minority's leader moves nothing
+          if (!this.#ctx.majority()) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'the majority of the mesh became unreachable during the merge' }); return false }
           main.moved(null)
           // compare-and-swap from the main the batch was stacked on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
           const how = await advanceBranch(repo, branch, prev, tip)

@@ -65,10 +65,11 @@ export class Allowlist {
     this.#tags.add(actorForPeer(peerId))
   }
 
-  /** Replaces the listed peers (a reload). */
+  /** Replaces the listed peers (a reload): a peer refused again after it is dropped is logged again. */
   replace (peers: Iterable<string>): void {
     this.#peers = new Set(peers)
     this.#tags = new Set([...this.#peers, ...this.#self].map(p => actorForPeer(p)))
+    this.#denied.clear()
   }
 
   get size (): number {

@@ -13,6 +13,7 @@ import type { PeerIdString, Task } from '../crdt/schema.ts'
 import { checkpointBranch } from '../git/worktree.ts'
 import { pruneTaskBranches, pruneTranscripts, sweepAtStart } from './disk-bounds.ts'
 import { defaultWorktreesDir, removeLegacyWorktrees } from '../git/worktree.ts'
+import { DiskSpace } from './disk-space.ts'
 
 /** How often a node deletes the branches of cancelled tasks and of merged tasks on main. @default 10 min */
 export const BRANCH_PRUNE_MS = 10 * 60_000
@@ -62,6 +63,7 @@ export class Worker {
   #ready: Promise<void> = Promise.resolve()
   #pruneTimer: NodeJS.Timeout | null = null
   #pruning = false
+  #disk: DiskSpace | null = null
 
   constructor (init: WorkerInit) {
     this.#init = init
@@ -140,6 +142,14 @@ export class Worker {
       })
       this.leadership = leadership
       leadership.start()
+      // a full disk where runs write (worktrees, git objects) pauses the node too, not only one under the board
+      const disk = new DiskSpace({
+        dirs: [{ what: 'board and node files', dir: this.#init.dataDir }, { what: 'worktrees', dir: this.worktreesDir }, { what: 'repository\'s files', dir: repo }],
+        logger
+      })
+      this.#disk = disk
+      await disk.check()
+      disk.start()
       const exec = new Execution({
         node,
         repo,
@@ -164,7 +174,7 @@ export class Worker {
         handOff: async (t, head, signal) => await handoff.handOff(t, head, signal),
         cleanup: exec.cleanup,
         checkpoint: exec.checkpoint,
-        holdClaims: () => leadership.mainUnavailable(),
+        holdClaims: () => disk.full ?? leadership.mainUnavailable(),
         ...(this.#init.credential !== undefined ? { credential: this.#init.credential } : {}),
         ...(this.#init.checkpointEveryMs !== undefined ? { checkpointEveryMs: this.#init.checkpointEveryMs } : {}),
         context: (t, snap) => taskContext(t, snap, names, exec.resumed.get(t.id)),
@@ -202,6 +212,7 @@ export class Worker {
   async stop (graceMs: number): Promise<void> {
     this.#stopped = true
     if (this.#pruneTimer !== null) clearInterval(this.#pruneTimer)
+    this.#disk?.stop()
     this.leadership?.stop()
     await this.scheduler?.stop(graceMs)
   }
