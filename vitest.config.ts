@@ -8,7 +8,6 @@ import { defineConfig } from 'vitest/config'
  */
 export const E2E_FILES = [
   'test/install-pack.test.ts',
-  'test/launch.test.ts',
   'test/netns-partition.test.ts',
   'test/agent-claude-real.test.ts',
   'test/cli-claude-real.test.ts',
@@ -18,7 +17,6 @@ export const E2E_FILES = [
   'test/cli-mesh.test.ts',
   'test/cli-exec.test.ts',
   'test/cli-merge.test.ts',
-  'test/cli-rotate-key.test.ts',
   'test/demo.test.ts',
   'test/drain-export.test.ts',
   'test/cli-forget.test.ts',
@@ -33,16 +31,30 @@ export const E2E_FILES = [
   'test/tui-cli.test.ts',
   'test/verify-timeout.test.ts',
   'test/cli-allow.test.ts',
-  'test/rolling-upgrade.test.ts',
   'test/chaos-short.test.ts'
 ]
 
-const e2e = process.env.MESHWORK_SUITE === 'e2e'
+/**
+ * The slow tier (`npm run test:slow`): process-level runs of several minutes
+ * each on 2 cores, kept out of CI's time budget (15 minutes for npm test and
+ * the e2e suite together). Run them before a release and after touching what
+ * they cover: `meshwork launch` over ssh into network namespaces, key rotation
+ * with real nodes, and the rolling upgrade from an earlier commit.
+ */
+export const SLOW_FILES = [
+  'test/launch.test.ts',
+  'test/cli-rotate-key.test.ts',
+  'test/rolling-upgrade.test.ts'
+]
+
+const suite = process.env.MESHWORK_SUITE
+const e2e = suite === 'e2e'
+const slow = suite === 'slow'
 
 export default defineConfig({
   test: {
-    include: e2e ? E2E_FILES : ['test/**/*.test.ts'],
-    exclude: e2e ? [] : E2E_FILES,
+    include: slow ? SLOW_FILES : e2e ? E2E_FILES : ['test/**/*.test.ts'],
+    exclude: slow || e2e ? [] : [...E2E_FILES, ...SLOW_FILES],
     globalSetup: ['test/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 60_000,
