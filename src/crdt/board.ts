@@ -270,7 +270,7 @@ export class Board {
     // peers judge this change on the history it was made on, as here: one they would refuse is never
     // sent (it would park every later change of this actor), e.g. a merge finished after leadership moved
     const decoded = this.checkOwnChanges ? A.decodeChange(bytes) : null
-    const refused = decoded === null ? null : roleViolation(decoded, changeContext(this.#doc, decoded, this.#paths))
+    const refused = decoded === null ? null : this.#ownChangeRefused(decoded, this.#doc)
     if (refused !== null) {
       this.#doc = A.clone(before, { actor: A.getActorId(before) })
       this.onWithheld(message, refused)
