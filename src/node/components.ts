@@ -5,7 +5,7 @@
  * all of them.
  */
 import type { TypedEventTarget } from '@libp2p/interface'
-import type { Board } from '../crdt/board.ts'
+import type { Board, BoardWrite } from '../crdt/board.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
 import type { Membership } from './membership.ts'
 import type { PresenceExtras } from './heartbeats.ts'
@@ -23,8 +23,10 @@ export type BoardDraft = Parameters<BoardChange>[0]
 export interface BoardWriter {
   readonly peerId: PeerIdString
   readonly board: Board
-  /** Makes one change; false when `fn` changed nothing. */
+  /** Makes one change; false when `fn` changed nothing (or the change was withheld: see `writeBoard`). */
   changeBoard: (message: string, fn: BoardChange) => boolean
+  /** Makes one change and says what came of it: written, unchanged, or withheld because peers would refuse it (with the reason). */
+  writeBoard: (message: string, fn: BoardChange) => BoardWrite
 }
 
 /** What the scheduler uses of its node. */

@@ -30,7 +30,7 @@ import type { MeshNodeEvents, MeshNodeInit, NodeStats, Role } from './types.ts'
 import type { MembersView } from '../protocol/members.ts'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
 import { incompatibility } from './version.ts'
-import { Board, nodeActorForPeer, sessionActorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
+import { Board, nodeActorForPeer, sessionActorForPeer, str, type BoardUpdate, type BoardWrite } from '../crdt/board.ts'
 import { signerFromPrivateKey } from '../crdt/signing.ts'
 import { FINAL_TASK_STATES, asPeerId, type PeerIdString, type TaskState } from '../crdt/schema.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
@@ -408,6 +408,15 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
    */
   changeBoard (message: string, fn: Parameters<Board['change']>[1]): boolean {
     return this.board.change(message, fn) !== null
+  }
+
+  /**
+   * Like `changeBoard`, saying what came of the change: written, unchanged,
+   * or withheld because peers would refuse it (with the reason; logged as
+   * `board:write-withheld`). For writes whose caller must not assume they landed.
+   */
+  writeBoard (message: string, fn: Parameters<Board['change']>[1]): BoardWrite {
+    return this.board.write(message, fn)
   }
 
   /** Like `changeBoard`, returning the change's hash (null when nothing changed). */
