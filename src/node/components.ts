@@ -45,8 +45,12 @@ export interface SchedulerNode extends BoardWriter, Pick<TypedEventTarget<MeshNo
 
 /** What the merge leader (and the main follower every node runs) uses of its node. */
 export interface LeaderNode extends BoardWriter, GitStreams {
-  /** May this node become merge leader (false with --no-leader). */
+  /** May this node become merge leader now (false with --no-leader, and while it stands down: `setLeaderHold`). */
   readonly eligible: boolean
+  /** Whether this node may ever lead (false with --no-leader). */
+  readonly leaderEligible: boolean
+  /** Stands down from leading for a reason (a full disk), or stands again (null); peers see it in its heartbeats. */
+  setLeaderHold: (reason: string | null) => void
   readonly startedAt: number
   readonly membership: Pick<Membership, 'members' | 'alive' | 'get'>
   publishProgress: (taskId: string, kind: ProgressEvent['kind'], text: string) => void

@@ -76,8 +76,10 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly membership: Membership
   readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, streamsRefused: {} }
   readonly name: string
-  /** Whether this node may become merge leader (false with --no-leader). */
-  readonly eligible: boolean
+  /** Whether this node may ever become merge leader (false with --no-leader). */
+  readonly leaderEligible: boolean
+  /** Why this node stands down from leading now (a full disk), or null: see `setLeaderHold`. */
+  #leaderHold: string | null = null
   #slots: number
   #init: MeshNodeInit
   #log: Logger
@@ -101,7 +103,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     this.swarmKey = init.swarmKey
     this.name = init.name ?? ''
     this.#slots = init.slots ?? (init.role === 'node' ? 1 : 0)
-    this.eligible = init.role === 'node' && init.eligible !== false
+    this.leaderEligible = init.role === 'node' && init.eligible !== false
     this.#log = init.logger ?? silentLogger
     this.membership = new Membership({
       ...(init.suspectAfterMs !== undefined ? { suspectAfterMs: init.suspectAfterMs } : {}),
@@ -142,6 +144,29 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   setSlots (slots: number): void {
     if (!Number.isInteger(slots) || slots < 0) throw new RangeError(`slots must be a whole number >= 0, got ${slots}`)
     this.#slots = slots
+  }
+
+  /**
+   * Whether this node stands for merge leader now: eligible (no --no-leader)
+   * and not standing down (`setLeaderHold`). Announced in every heartbeat, so
+   * peers elect another leader while it is false.
+   */
+  get eligible (): boolean {
+    return this.leaderEligible && this.#leaderHold === null
+  }
+
+  /**
+   * Stands down from leading for `reason` (a full disk where merges write), or
+   * stands again (null). While standing down the node is not eligible: its
+   * heartbeats say so, peers elect another leader, and it merges nothing.
+   */
+  setLeaderHold (reason: string | null): void {
+    this.#leaderHold = reason
+  }
+
+  /** Why this node stands down from leading now, or null. */
+  get leaderHold (): string | null {
+    return this.#leaderHold
   }
 
   /** Sets what the scheduler adds to each heartbeat (the tasks it runs, its back-off); read at every beat. */

@@ -371,8 +371,10 @@ export class Scheduler {
 
   /** Why this node claims nothing now (a full disk), or null; logged when it starts and ends. */
   get pausedFor (): string | null {
-    if (this.node.diskFull) return 'disk full: board changes cannot be written'
-    return this.#init.holdClaims?.() ?? null
+    // the node's own reason first: it may say more (a full disk that also keeps it from leading merges)
+    const held = this.#init.holdClaims?.() ?? null
+    if (this.node.diskFull && !(held?.startsWith('disk full') ?? false)) return 'disk full: board changes cannot be written'
+    return held
   }
 
   #pausedLogged: string | null = null
