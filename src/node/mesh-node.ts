@@ -74,7 +74,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly role: Role
   readonly swarmKey: SwarmKey
   readonly membership: Membership
-  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, streamsRefused: {} }
+  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, refusedForgotten: { keys: 0, total: 0 }, streamsRefused: {} }
   readonly name: string
   /** Whether this node may ever become merge leader (false with --no-leader). */
   readonly leaderEligible: boolean
@@ -510,7 +510,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (this.role === 'node' && s !== null) members.unshift(s.heartbeats.selfMember())
     const progress: NonNullable<MembersView['progress']> = {}
     for (const [id, p] of s?.progress.latest() ?? []) progress[id] = { kind: p.kind, text: p.text, at: p.at, peerId: p.peerId }
-    return { self: this.peerId, members, progress, refused: { ...this.stats.refusedAuthors } }
+    const forgotten = this.stats.refusedForgotten
+    return { self: this.peerId, members, progress, refused: { ...this.stats.refusedAuthors }, ...(forgotten.keys > 0 ? { refusedForgotten: { authors: forgotten.keys, changes: forgotten.total } } : {}) }
   }
 
   /** Asks a node for its membership view (what `status` shows). */
