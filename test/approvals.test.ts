@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { TypedEventEmitter } from '@libp2p/interface'
-import { Board } from '../src/crdt/board.ts'
+import { Board, type BoardWrite } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import * as approvals from '../src/crdt/approvals.ts'
@@ -41,6 +41,12 @@ class FakeNode extends TypedEventEmitter<MeshNodeEvents> {
     if (bytes === null) return false
     this.dispatchEvent(new CustomEvent('board:update', { detail: { local: true, changes: [bytes], tasks: [] } }))
     return true
+  }
+
+  writeBoard (message: string, fn: Parameters<Board['change']>[1]): BoardWrite {
+    const w = this.board.write(message, fn)
+    if (w.kind === 'written') this.dispatchEvent(new CustomEvent('board:update', { detail: { local: true, changes: [w.bytes], tasks: [] } }))
+    return w
   }
 }
 

@@ -275,6 +275,21 @@ describe('a node never sends what its peers would refuse', () => {
     rival.applyChanges(A.getChanges(A.load(rival.save()), A.load(b.save())))
     expect(rival.task('later')).toBeDefined()
   })
+
+  it('`write` tells the writer what came of its change: withheld with the reason, unchanged, or written', () => {
+    const b = Board.create('m', actorForPeer(LEADER))
+    b.change('lead', d => { lifecycle.electLeader(d, asPeerId(LEADER), 1); lifecycle.advanceMain(d, HEAD_A) })
+    const rival = Board.load('m', actorForPeer(OTHER), b.save())
+    b.applyChanges([rival.change('leader:elected', d => { lifecycle.electLeader(d, asPeerId(OTHER), 2) }) as Uint8Array])
+    b.checkOwnChanges = true
+    const heads = b.heads()
+    expect(b.write('main:advance', d => { lifecycle.advanceMain(d, HEAD_B) })).toEqual({ kind: 'withheld', reason: expect.stringMatching(/^wrote main\.head without leading/) })
+    expect(b.heads()).toEqual(heads)
+    expect(b.write('nothing', d => { lifecycle.deferMerge(d, 'absent' as TaskId) })).toEqual({ kind: 'unchanged' })
+    const w = b.write('plan', addTasks([simpleTask('later')]))
+    expect(w.kind).toBe('written')
+    expect(w.kind === 'written' ? Board.hashOf(w.bytes) : null).toBe(b.heads()[0])
+  })
 })
 
 describe('a hostile node with the swarm key (the roles that need history)', () => {

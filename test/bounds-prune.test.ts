@@ -14,6 +14,12 @@ import type { Presence } from '../src/protocol/presence.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { createMesh, type TestMesh } from './helpers/mesh.ts'
+import { addBounded, countBounded, type Forgotten } from '../src/util/bounded.ts'
+import { Allowlist } from '../src/node/allowlist.ts'
+import { MAX_DENIED_REMEMBERED, MAX_REFUSED_AUTHORS } from '../src/node/constants.ts'
+import { buildStatus } from '../src/api/status.ts'
+import { renderStatus } from '../src/cli/render.ts'
+import { decodeMembersView } from '../src/protocol/members.ts'
 
 function presence (peerId: string, extra: Partial<Presence> = {}): Presence {
   return {
@@ -153,5 +159,69 @@ describe('per-task memory', () => {
     expect(node.board.task('cancelled-one' as TaskId)?.state).toBe('cancelled')
     node.prune()
     expect(Object.keys(node.membersView().progress ?? {})).toEqual(['running-one'])
+  })
+})
+
+describe('what peers can make up without end is bounded', () => {
+  it('countBounded keeps the keys counted most recently and counts what it forgot', () => {
+    const counts: Record<string, number> = {}
+    const forgotten: Forgotten = { keys: 0, total: 0 }
+    for (const k of ['p1', 'p2', 'p3']) countBounded(counts, k, 3, forgotten)
+    countBounded(counts, 'p1', 3, forgotten, 4)
+    // p2 was counted least recently: it goes for p4, with its count
+    countBounded(counts, 'p4', 3, forgotten)
+    expect(counts).toEqual({ p3: 1, p1: 5, p4: 1 })
+    expect(forgotten).toEqual({ keys: 1, total: 1 })
+    countBounded(counts, 'p5', 3, forgotten)
+    expect(Object.keys(counts)).toEqual(['p1', 'p4', 'p5'])
+    expect(forgotten).toEqual({ keys: 2, total: 2 })
+    const set = new Set<string>()
+    expect([1, 2, 3, 4].map(i => addBounded(set, `k${i}`, 2))).toEqual([0, 0, 1, 1])
+    expect([...set]).toEqual(['k3', 'k4'])
+    expect(addBounded(set, 'k4', 2)).toBe(0)
+  })
+
+  it('--allow remembers at most maxDenied refused peers (each logged once while remembered), and counts the forgotten', () => {
+    expect(MAX_DENIED_REMEMBERED).toBe(1024)
+    const allow = new Allowlist([])
+    allow.maxDenied = 4
+    const logged: string[] = []
+    allow.onDenied = peer => { logged.push(peer) }
+    // the gater's checks read only the peer id's text
+    type Check = (peer: { toString: () => string }) => boolean
+    const gater = allow.gater() as unknown as { denyInboundEncryptedConnection: Check, denyOutboundEncryptedConnection: Check }
+    const peer = (i: number): { toString: () => string } => ({ toString: () => `intruder-${i}` })
+    for (let i = 0; i < 10; i++) expect(gater.denyInboundEncryptedConnection(peer(i))).toBe(true)
+    expect(allow.deniedRemembered).toBe(4)
+    expect(allow.deniedForgotten).toBe(6)
+    expect(logged).toHaveLength(10)
+    // a remembered peer is not logged again; a forgotten one is
+    gater.denyOutboundEncryptedConnection(peer(9))
+    expect(logged).toHaveLength(10)
+    gater.denyOutboundEncryptedConnection(peer(0))
+    expect(logged).toHaveLength(11)
+    expect(allow.deniedRemembered).toBe(4)
+  })
+
+  let mesh: TestMesh | undefined
+  afterEach(async () => {
+    await mesh?.stop()
+    mesh = undefined
+  })
+
+  it('refused-change counts by author keep the newest MAX_REFUSED_AUTHORS; members, status and its text say how many more', async () => {
+    mesh = await createMesh(1)
+    const node = mesh.nodes[0]!
+    // as the replication counts each refused change (board-replication.ts)
+    for (let i = 0; i < MAX_REFUSED_AUTHORS + 5; i++) countBounded(node.stats.refusedAuthors, `author-${i}`, MAX_REFUSED_AUTHORS, node.stats.refusedForgotten)
+    countBounded(node.stats.refusedAuthors, 'author-300', MAX_REFUSED_AUTHORS, node.stats.refusedForgotten, 2)
+    const view = decodeMembersView(new TextEncoder().encode(JSON.stringify(node.membersView())), 'n0')
+    expect(Object.keys(view.refused ?? {})).toHaveLength(MAX_REFUSED_AUTHORS)
+    expect(view.refused?.['author-0']).toBeUndefined()
+    expect(view.refused?.['author-300']).toBe(2)
+    expect(view.refusedForgotten).toEqual({ authors: 6, changes: 6 })
+    const report = buildStatus(node.board.snapshot(), view)
+    expect(report.refusedForgotten).toEqual({ authors: 6, changes: 6 })
+    expect(renderStatus(report, node.peerId)).toMatch(/REFUSED board changes: .*thor-300 2; 6 more by 6 other authors/)
   })
 })

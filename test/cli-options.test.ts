@@ -25,6 +25,14 @@ describe('typed CLI options', () => {
     expect(help).toMatch(/--slots N +.*\(default: 1\)/)
   })
 
+  it('--main-lost-after: how long a main on no live node is waited for (default 15s, at least 1s), in --help', () => {
+    expect(parseCommandArgs(nodeCommand, []).opts['main-lost-after']).toBe(15_000)
+    expect(parseCommandArgs(nodeCommand, ['--main-lost-after', '2m']).opts['main-lost-after']).toBe(120_000)
+    expect(() => parseCommandArgs(nodeCommand, ['--main-lost-after', 'soon'])).toThrow('--main-lost-after must be a duration such as 500ms, 15s, 2m or 1h, got "soon".')
+    expect(() => parseCommandArgs(nodeCommand, ['--main-lost-after', '10ms'])).toThrow('--main-lost-after must be at least 1s, got "10ms".')
+    expect(commandHelp(nodeCommand)).toMatch(/--main-lost-after DURATION +[\s\S]*puts main back to the last main it has[\s\S]*\(default: 15s\)/)
+  })
+
   it('bad values are usage errors naming the flag, all reported at once', () => {
     let err: unknown
     try { parseCommandArgs(nodeCommand, ['--slots', 'two', '--grace', 'soon']) } catch (e) { err = e }

@@ -7,7 +7,7 @@ import { tempDir } from './helpers/mesh.ts'
 import { initRepo, commitFiles, createBranch } from './helpers/git.ts'
 import { task, snapshot } from './helpers/tui.ts'
 import { git, gitText } from '../src/git/git.ts'
-import { pruneTaskBranches, pruneTranscripts, sweepAtStart } from '../src/node/disk-bounds.ts'
+import { PRUNE_MERGED_AFTER_MS, pruneTaskBranches, pruneTranscripts, sweepAtStart } from '../src/node/disk-bounds.ts'
 import { createLogger } from '../src/util/logger.ts'
 
 const dirs: string[] = []
@@ -32,22 +32,24 @@ describe('disk bounds', () => {
     expect(await gitText(['rev-parse', 'HEAD'], { cwd: repo })).toMatch(/^[0-9a-f]{40}$/)
   })
 
-  it('pruneTaskBranches deletes the branches of cancelled tasks and of merged tasks on main, keeps the rest', async () => {
+  it('pruneTaskBranches deletes the branches of cancelled tasks and of merged tasks on main (merged a while ago), keeps the rest', async () => {
     const dir = await tempDir('meshwork-prune-')
     dirs.push(dir)
     const repo = await initRepo(join(dir, 'repo'))
     await commitFiles(repo, { 'a.txt': 'a\n' }, 'initial')
-    for (const id of ['landed', 'lost', 'dropped', 'busy']) {
+    for (const id of ['landed', 'fresh', 'lost', 'dropped', 'busy']) {
       await createBranch(repo, `meshwork/${id}`, 'main')
       await git(['switch', '-q', `meshwork/${id}`], { cwd: repo })
       await commitFiles(repo, { [`${id}.txt`]: `${id}\n` }, id)
       await git(['switch', '-q', 'main'], { cwd: repo })
     }
-    await git(['merge', '-q', '--no-ff', '-m', 'merge landed', 'meshwork/landed'], { cwd: repo, env: { GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@t', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@t' } })
+    for (const id of ['landed', 'fresh']) await git(['merge', '-q', '--no-ff', '-m', `merge ${id}`, `meshwork/${id}`], { cwd: repo, env: { GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@t', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@t' } })
     const main = await gitText(['rev-parse', 'main'], { cwd: repo })
     const snap = {
       ...snapshot([
-        task('landed', { state: 'merged' }),
+        task('landed', { state: 'merged', mergedAt: Date.now() - PRUNE_MERGED_AFTER_MS }),
+        // merged a moment ago: the merge may still be undone (a lost main put back, a partition's losing side), kept
+        task('fresh', { state: 'merged', mergedAt: Date.now() - 1000 }),
         // "merged" on the board but not in this main (a healed partition may requeue it): kept
         task('lost', { state: 'merged' }),
         task('dropped', { state: 'cancelled' }),
@@ -58,7 +60,7 @@ describe('disk bounds', () => {
     const removed = await pruneTaskBranches(repo, snap, silent)
     expect(removed.sort()).toEqual(['dropped', 'landed'])
     const left = (await gitText(['for-each-ref', '--format=%(refname:strip=2)', 'refs/heads/'], { cwd: repo })).split('\n').sort()
-    expect(left).toEqual(['main', 'meshwork/busy', 'meshwork/lost'])
+    expect(left).toEqual(['main', 'meshwork/busy', 'meshwork/fresh', 'meshwork/lost'])
   })
 
   it('pruneTranscripts keeps the newest transcripts within the age limit and deletes the rest', async () => {

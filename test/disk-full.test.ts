@@ -5,6 +5,8 @@
  * to the brim (needs root to mount; skipped with the reason otherwise). A full
  * disk where only the runs write (the worktrees) pauses the node as well: its
  * board writes may still succeed there, but every run it claimed would fail.
+ * A merge leader whose disk is full stands down: another node leads and
+ * merges meanwhile, and it stands again once space returns.
  */
 import { parseTaskId } from '../src/crdt/schema.ts'
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
@@ -23,6 +25,10 @@ import type { Scheduler } from '../src/scheduler/scheduler.ts'
 import { Worker } from '../src/node/worker.ts'
 import { simAgent } from '../src/agent/sim.ts'
 import { commitFiles, initRepo } from './helpers/git.ts'
+import { git } from '../src/git/git.ts'
+import { silentLogger } from '../src/util/logger.ts'
+import type { MeshNode } from '../src/node/mesh-node.ts'
+import { ELECTION_TIMEOUT_MS } from '../src/scheduler/election.ts'
 
 let root = ''
 let mnt = ''
@@ -215,6 +221,78 @@ describe('a full disk', () => {
       expect(during.failures).toBe(0)
       expect(during.infraFailures).toEqual({})
       expect(events.filter(e => e.event === 'task:infra-failed' || e.event === 'task:retry')).toEqual([])
+    })
+  })
+
+  describe('a merge leader whose worktrees\' disk is full', () => {
+    let mesh: TestMesh | undefined
+    const workers: Worker[] = []
+    afterAll(async () => {
+      for (const w of workers) await w.stop(0)
+      await mesh?.stop()
+    })
+
+    it('stands down (another node is elected and merges), says why in its health, and stands again when space returns', async ctx => {
+      if (mountError !== null) { ctx.skip(`cannot mount a tmpfs (${mountError}); run as root`); return }
+      mesh = await createMesh(2)
+      const root = mesh.dirs[0] as string
+      const project = await initRepo(join(root, 'project'))
+      await commitFiles(project, { 'README.md': 'project\n' }, 'project')
+      // the first leader is the smallest peer id once both have been up for an election timeout (before,
+      // the first leader loop would elect its own node, the only stable one): its --verify worktrees go on the small tmpfs
+      const [lead, other] = [...mesh.nodes].sort((a, b) => (a.peerId < b.peerId ? -1 : 1)) as [MeshNode, MeshNode]
+      await waitAllAlive(mesh.nodes)
+      await waitFor(() => mesh!.nodes.every(n => mesh!.nodes.every(o => o === n || (n.membership.get(o.peerId)?.aliveSince ?? Infinity) <= Date.now() - ELECTION_TIMEOUT_MS) && n.startedAt <= Date.now() - ELECTION_TIMEOUT_MS), { timeoutMs: 20_000, message: 'the nodes did not see each other stably alive' })
+      const events: Array<{ event: string } & Record<string, unknown>> = []
+      const logger = createLogger('test', { level: 'debug', format: 'json', write: line => { events.push(JSON.parse(line)) } })
+      for (const [i, node] of mesh.nodes.entries()) {
+        await git(['clone', '-q', project, join(root, `repo${i}`)], { cwd: root })
+        const w = new Worker({
+          node,
+          agent: simAgent(),
+          repo: join(root, `repo${i}`),
+          dataDir: join(root, `w${i}`),
+          worktreesDir: node === lead ? join(mntRuns, 'leader-worktrees') : join(root, `wt${i}`),
+          branch: 'main',
+          slots: 1,
+          verify: 'true',
+          hasBootstrap: i > 0,
+          logger: node === lead ? logger : silentLogger
+        })
+        workers.push(w)
+        await w.start()
+        await w.ready
+      }
+      await waitAllAlive(mesh.nodes, 30_000)
+      const states = (n: MeshNode): string => [...n.board.snapshot().tasks.values()].map(t => `${t.id}=${t.state}${t.error !== null ? `(${t.error})` : ''}`).join(', ')
+      const sim = (file: string): ReturnType<typeof simpleTask>['sim'] => ({ durationMs: 10, write: { [file]: `${file}\n` }, append: {}, fail: 0 })
+      await waitFor(() => mesh!.nodes.every(n => n.board.snapshot().main.leader === lead.peerId), { timeoutMs: 30_000, message: () => `${lead.name} was not elected: leader ${String(other.board.snapshot().main.leader)}` })
+      lead.changeBoard('plan', addTasks([simpleTask('before', { sim: sim('before.txt') })]))
+      await waitFor(() => mesh!.nodes.every(n => n.board.task('before')?.state === 'merged'), { timeoutMs: 30_000, message: () => `before not merged: ${states(lead)}` })
+      const termBefore = lead.board.snapshot().main.term
+
+      const filler = fill(mntRuns)
+      await waitFor(() => events.some(e => e.event === 'leader:stand-down'), { timeoutMs: 15_000, message: () => `the leader never stood down: ${events.filter(e => /leader|disk|paused/.test(e.event)).map(e => JSON.stringify(e)).join('\n')}` })
+      expect(String(events.find(e => e.event === 'leader:stand-down')?.reason)).toContain(join(mntRuns, 'leader-worktrees'))
+      // the other node is elected (a new term) and the leader's health says why it does not lead
+      await waitFor(() => mesh!.nodes.every(n => n.board.snapshot().main.leader === other.peerId), { timeoutMs: 30_000, message: () => `no other leader: ${String(lead.board.snapshot().main.leader)}` })
+      expect(lead.board.snapshot().main.term).toBeGreaterThan(termBefore)
+      expect(lead.eligible).toBe(false)
+      await waitFor(() => other.membership.get(lead.peerId)?.eligible === false, { timeoutMs: 10_000, message: 'the peer never heard the leader stand down' })
+      expect(lead.membersView().members.find(m => m.peerId === lead.peerId)?.health).toMatchObject({ state: 'paused', reason: expect.stringMatching(/^disk full: .*; not standing for merge leader until space returns$/) })
+      // work goes on: the other node runs and merges
+      other.changeBoard('plan', addTasks([simpleTask('during', { sim: sim('during.txt') })]))
+      await waitFor(() => mesh!.nodes.every(n => n.board.task('during')?.state === 'merged'), { timeoutMs: 30_000, message: () => `during not merged while the old leader's disk was full: ${states(other)}` })
+      // the full leader tried no merge (no retry every few seconds on a disk that cannot take it)
+      expect(events.filter(e => e.event === 'merge:failed' || e.event === 'merge:batch')).toHaveLength(1)
+
+      await rm(filler)
+      await waitFor(() => events.some(e => e.event === 'leader:stand-again'), { timeoutMs: 15_000, message: 'the node never stood again after space returned' })
+      await waitFor(() => lead.membersView().members.find(m => m.peerId === lead.peerId)?.health?.state === 'ok', { timeoutMs: 10_000, message: 'its health never read ok again' })
+      expect(lead.eligible).toBe(true)
+      await waitFor(() => other.membership.get(lead.peerId)?.eligible === true, { timeoutMs: 10_000, message: 'the peer never heard it stand again' })
+      // a healthy leader elected meanwhile is kept
+      expect(lead.board.snapshot().main.leader).toBe(other.peerId)
     })
   })
 })

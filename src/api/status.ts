@@ -73,6 +73,8 @@ export interface StatusReport {
   approvals: StatusApproval[]
   /** Board changes the node read through refused for their author (not on its `--allow`, or a write the author's role does not allow): author (peer id, else actor tag) → count. A forgery (another peer's actor without its signature) counts against the peer that sent it. */
   refused: Record<string, number>
+  /** Authors the node no longer counts one by one in `refused` (it keeps the most recently refused), and their refused changes; absent when none. */
+  refusedForgotten?: { authors: number, changes: number }
 }
 
 function statusTask (t: Task, progress: MembersView['progress'], hold: BudgetHold | undefined): StatusTask {
@@ -125,5 +127,5 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress, holds.get(t.id)))
   const conflicts = [...snap.conflicts.values()].map(c => ({ id: c.id, taskId: c.taskId, files: [...c.files], hunks: c.hunks.map(h => ({ ...h })), ...(c.oursFrom === undefined ? {} : { oursFrom: { ...c.oursFrom } }), state: c.state, decision: c.decision === null ? null : { ...c.decision }, error: c.error }))
   const { head, leader, term, push, quorum } = snap.main
-  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push }, quorum: quorum == null || quorum.by !== leader ? null : { ...quorum, missing: [...quorum.missing] } }, nodes, tasks, conflicts, budget: budgetReport(snap), approvals: statusApprovals(snap), refused: { ...(view?.refused ?? {}) } }
+  return { meshId: snap.meshId, main: { head, leader, term, push: push == null ? null : { ...push }, quorum: quorum == null || quorum.by !== leader ? null : { ...quorum, missing: [...quorum.missing] } }, nodes, tasks, conflicts, budget: budgetReport(snap), approvals: statusApprovals(snap), refused: { ...(view?.refused ?? {}) }, ...(view?.refusedForgotten !== undefined ? { refusedForgotten: { ...view.refusedForgotten } } : {}) }
 }

@@ -8,6 +8,7 @@ import { DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/run.ts'
 import { credentialFingerprint } from '../agent/claude-args.ts'
 import { FORGET_AFTER_MS } from '../scheduler/election.ts'
+import { MAIN_LOST_MS } from '../merge/context.ts'
 import { DEFAULT_VERIFY_TIMEOUT_MS } from '../git/merge.ts'
 import { simAgent } from '../agent/sim.ts'
 import { commandAgent } from '../agent/command.ts'
@@ -147,6 +148,7 @@ export const NODE_OPTIONS = {
   'suspect-after': opt.duration({ arg: 'DURATION', default: DEFAULT_SUSPECT_AFTER_MS, description: 'A silent peer is suspect after this long.' }),
   'checkpoint-every': opt.custom<number>({ arg: 'DURATION', default: formatDuration(DEFAULT_CHECKPOINT_EVERY_MS), description: 'While an agent works, commit its worktree to a checkpoint branch this often (the leader keeps a copy); a run after one lost with its node goes on from the last checkpoint. 0 or none: never.', parse: v => checkpointEveryOpt(v) }),
   'forget-after': opt.duration({ arg: 'DURATION', default: FORGET_AFTER_MS, description: 'Main advances only while a majority of the mesh\'s registered nodes is reachable; a node unreachable this long stops counting (`meshwork forget NODE` does it at once).' }),
+  'main-lost-after': opt.duration({ arg: 'DURATION', default: MAIN_LOST_MS, min: 1000, description: 'When the board\'s main is on no live node (its leader died right after publishing it), nodes start no run meanwhile, and after this long the leader puts main back to the last main it has; the tasks merged only into the lost main merge again.' }),
   'dead-after': opt.duration({ arg: 'DURATION', default: DEFAULT_DEAD_AFTER_MS, description: 'A silent peer is dead after this long.' }),
   grace: opt.duration({ arg: 'DURATION', default: DEFAULT_STOP_GRACE_MS, description: 'On SIGINT/SIGTERM, how long running agents may finish before their tasks are released.' }),
   metrics: opt.string({ arg: 'ADDR', description: 'Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (names prefixed meshwork_).' }),
@@ -275,7 +277,7 @@ export const nodeCommand = defineCommand({
     const push = pushOpt !== undefined && /^(\.{1,2}\/|\/|\.{1,2}$)/.test(pushOpt) ? resolve(pushOpt) : pushOpt
     // nodes on the same claude credentials share a usage limit (a hash travels, never the secret)
     const credential = agent === 'claude' ? await credentialFingerprint(process.env, claudeConfig !== undefined ? resolve(claudeConfig) : undefined) : undefined
-    const worker = new Worker({ node: mesh, agent: agentImpl, ...(credential !== undefined ? { credential } : {}), repo, dataDir, worktreesDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, forgetAfterMs: opts['forget-after'], checkpointEveryMs: opts['checkpoint-every'], health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
+    const worker = new Worker({ node: mesh, agent: agentImpl, ...(credential !== undefined ? { credential } : {}), repo, dataDir, worktreesDir, branch, slots, hasBootstrap, logger: nodeLog, taskTimeoutMs, verifyTimeoutMs, forgetAfterMs: opts['forget-after'], mainLostMs: opts['main-lost-after'], checkpointEveryMs: opts['checkpoint-every'], health: new NodeHealth({ baseMs: credentialsRetryMs }), ...(setup !== undefined ? { setup } : {}), ...(verify !== undefined ? { verify } : {}), ...(push !== undefined ? { push } : {}) })
     try {
       await Promise.race([worker.start(), mismatch.failed])
     } catch (err) {

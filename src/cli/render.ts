@@ -96,7 +96,8 @@ export function renderStatus (s: StatusReport, via: string): string {
   }
   // forged or unlisted board changes the node refused, by author
   const refused = Object.entries(s.refused ?? {})
-  if (refused.length > 0) out.push(`REFUSED board changes: ${refused.map(([a, n]) => `${who(a)} ${n}`).join(', ')}`)
+  const forgotten = s.refusedForgotten
+  if (refused.length > 0 || forgotten !== undefined) out.push(`REFUSED board changes: ${refused.map(([a, n]) => `${who(a)} ${n}`).join(', ')}${forgotten !== undefined ? `${refused.length > 0 ? '; ' : ''}${forgotten.changes} more by ${forgotten.authors} other author${forgotten.authors === 1 ? '' : 's'}` : ''}`)
   const alive = s.nodes.filter(n => n.state === 'alive').length
   out.push('', `NODES ${alive} alive of ${s.nodes.length}`)
   out.push(...table([['NAME', 'STATE', 'SLOTS', 'RUNNING', 'LAST SEEN', 'VERSION', 'PEER'], ...s.nodes.map(n => [n.name === '' ? '-' : n.name, n.state, String(n.slots), n.running.length === 0 ? '-' : n.running.join(','), ago(n.lastSeenMs), n.version ?? '-', n.peerId])]))

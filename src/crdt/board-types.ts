@@ -72,6 +72,22 @@ export class BoardForgedChangeError extends BoardAuthorRefusedError {
   override name = 'BoardForgedChangeError'
 }
 
+/**
+ * What one local board change came to (`Board.write`). A caller that must
+ * know its transition landed (the end of a run, say) reads this rather than
+ * the bare "changed or not" of `Board.change`.
+ */
+export type BoardWrite =
+  /** Made, and handed on to be persisted and sent: `bytes` is the change. */
+  | { readonly kind: 'written', readonly bytes: Uint8Array }
+  /** The function changed nothing (a transition its record's state did not allow, say). */
+  | { readonly kind: 'unchanged' }
+  /**
+   * Dropped before it existed, because peers would refuse it (`reason`, from
+   * the role rules: see `Board.checkOwnChanges`); nothing was written.
+   */
+  | { readonly kind: 'withheld', readonly reason: string }
+
 /** A change to the board, local or remote. */
 export interface BoardUpdate {
   /** true when this node made the change. */

@@ -15,10 +15,10 @@ import {
   conflictSchema, mainSchema, nodeRecordSchema, taskSchema,
   type BoardSnapshot, type Conflict, type ConflictId, type MainRef, type NodeRecord, type PeerIdString, type Task, type TaskId
 } from './schema.ts'
-import { BoardAuthorRefusedError, BoardChangeRejectedError, BoardForgedChangeError, plain, str, type BoardDoc, type BoardUpdate } from './board-types.ts'
+import { BoardAuthorRefusedError, BoardChangeRejectedError, BoardForgedChangeError, plain, str, type BoardDoc, type BoardUpdate, type BoardWrite } from './board-types.ts'
 import { BoardCorruptError } from '../util/errors.ts'
 
-export type { Stored, TaskRecord, ConflictRecord, NodeRecordDraft, MainRecord, BoardDoc, BoardUpdate } from './board-types.ts'
+export type { Stored, TaskRecord, ConflictRecord, NodeRecordDraft, MainRecord, BoardDoc, BoardUpdate, BoardWrite } from './board-types.ts'
 export { BoardChangeRejectedError, BoardAuthorRefusedError, BoardForgedChangeError, str, plain } from './board-types.ts'
 export type { ChangeSigner } from './signing.ts'
 
@@ -70,6 +70,9 @@ function copyValue (v: unknown): unknown {
 export { actorForPeer, nodeActorForPeer, sessionActorForPeer, actorBelongsTo, peerTagOfActor, isSigningActor } from './authors.ts'
 
 type Listener = (update: BoardUpdate) => void
+
+/** A local change that changed nothing. */
+const UNCHANGED: BoardWrite = { kind: 'unchanged' }
 
 interface Section<K, V> {
   schema: ZodType<V>
@@ -258,15 +261,28 @@ export class Board {
    * Makes one local change (keep changes coarse: one per scheduler event) and
    * returns its bytes for broadcast, or null when `fn` changed nothing (or,
    * with `checkOwnChanges`, when peers would refuse the change: it is dropped).
+   * `write` says which of the two it was.
    */
   change (message: string, fn: (doc: BoardDoc) => void): Uint8Array | null {
+    const w = this.write(message, fn)
+    return w.kind === 'written' ? w.bytes : null
+  }
+
+  /**
+   * Makes one local change like `change`, and says what came of it: written
+   * (with its bytes), unchanged (`fn` changed nothing), or withheld (with
+   * `checkOwnChanges`, peers would refuse it: dropped, `onWithheld` called, and
+   * the reason returned so the caller can undo what it assumed, see
+   * `Scheduler`).
+   */
+  write (message: string, fn: (doc: BoardDoc) => void): BoardWrite {
     if (this.#signer !== null) return this.#signedChange(this.#signer, message, fn)
     const touched = new Set<string>()
     const before = this.#doc
     this.#doc = A.change(this.#doc, { message, patchCallback: patches => { this.#collect(patches, touched) } }, fn)
-    if (this.#doc === before) return null
+    if (this.#doc === before) return UNCHANGED
     const bytes = A.getLastLocalChange(this.#doc)
-    if (bytes === undefined) return null
+    if (bytes === undefined) return UNCHANGED
     // peers judge this change on the history it was made on, as here: one they would refuse is never
     // sent (it would park every later change of this actor), e.g. a merge finished after leadership moved
     const decoded = this.checkOwnChanges ? A.decodeChange(bytes) : null
@@ -274,10 +290,10 @@ export class Board {
     if (refused !== null) {
       this.#doc = A.clone(before, { actor: A.getActorId(before) })
       this.onWithheld(message, refused)
-      return null
+      return { kind: 'withheld', reason: refused }
     }
     this.#afterPatches(touched, true, [bytes])
-    return bytes
+    return { kind: 'written', bytes }
   }
 
   /**
@@ -285,15 +301,15 @@ export class Board {
    * change cannot be re-encoded in place), checked against the rules every
    * peer applies (a change they would refuse is refused here, before it
    * exists: the writer's later changes never depend on a refused one), signed
-   * (signing.ts) and applied. Throws `BoardAuthorRefusedError` when refused.
+   * (signing.ts) and applied. Throws `BoardChangeRejectedError` when it writes the root.
    */
-  #signedChange (signer: ChangeSigner, message: string, fn: (doc: BoardDoc) => void): Uint8Array | null {
+  #signedChange (signer: ChangeSigner, message: string, fn: (doc: BoardDoc) => void): BoardWrite {
     const fork = A.clone(this.#doc, { actor: A.getActorId(this.#doc) })
     let decoded: A.DecodedChange
     try {
       const after = A.change(fork, { message }, fn)
       const made = after === fork ? undefined : A.getLastLocalChange(after)
-      if (made === undefined) return null
+      if (made === undefined) return UNCHANGED
       decoded = A.decodeChange(made)
       for (const op of decoded.ops) {
         if (op.obj === '_root') throw new BoardChangeRejectedError(`a local change writes the document root (key ${String(op.key)}); not made`)
@@ -302,7 +318,7 @@ export class Board {
       if (refused !== null) {
         // dropped with the fork: never written, sent or persisted, so no later change depends on it
         this.onWithheld(message, refused)
-        return null
+        return { kind: 'withheld', reason: refused }
       }
     } finally {
       A.free(fork)
@@ -312,7 +328,7 @@ export class Board {
     ;[this.#doc] = A.applyChanges(this.#doc, [bytes], { patchCallback: patches => { this.#collect(patches, touched) } })
     this.#noteSigners([A.decodeChange(bytes)])
     this.#afterPatches(touched, true, [bytes])
-    return bytes
+    return { kind: 'written', bytes }
   }
 
   /**

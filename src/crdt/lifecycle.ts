@@ -415,6 +415,14 @@ export function addHolder (d: BoardDoc, id: TaskId, peer: PeerIdString): void {
   if (!rec.holders.some(h => String(h) === peer)) rec.holders.push(str(peer))
 }
 
+/** `peer` no longer holds the task's branch at `head` (it lost the commit): it is taken off the holders. */
+export function dropHolder (d: BoardDoc, id: TaskId, peer: PeerIdString, head: string): void {
+  const rec = d.tasks[id]
+  if (rec === undefined || String(rec.head) !== head) return
+  const i = rec.holders.findIndex(h => String(h) === peer)
+  if (i >= 0) rec.holders.splice(i, 1)
+}
+
 /**
  * `peer` leads the mesh's merges from `term` on (past the stored term in any
  * case: peers refuse an election that does not raise it, and the stored term

@@ -1,7 +1,8 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
-import { FINAL_TASK_STATES, type Task, type TaskId } from '../crdt/schema.ts'
+import { FINAL_TASK_STATES, type PeerIdString, type Task, type TaskId } from '../crdt/schema.ts'
 import { fetchFromPeer } from '../git/transfer.ts'
 import { branchOid, hasCommit } from '../git/merge.ts'
+import { git } from '../git/git.ts'
 import { checkpointBranch, taskBranch } from '../git/worktree.ts'
 import { toError } from '../util/errors.ts'
 import { dropOlderThan, dropUnless } from '../util/prune.ts'
@@ -14,6 +15,16 @@ export const MAX_PARALLEL_FETCHES = 2
 export const COLLECT_RETRY_MS = 5000
 
 /**
+ * How long a done task the board says this leader holds may wait before the
+ * leader checks that its branch is really here at the task's head (the merge
+ * queue only takes branches it finds). A leader can be named a holder of a
+ * branch it lost: a node that restarted on a board saying the task was merged
+ * deleted the branch at start, and the merge was then undone (a lost main
+ * put back, the losing side of a partition). @default 10 s
+ */
+export const HELD_CHECK_AFTER_MS = 10_000
+
+/**
  * Branch collection, on the leader: fetches every finished task's branch from
  * a live node that holds it (over the git stream protocol), checks the oid and
  * records this node as a holder, so the work survives the node that made it.
@@ -23,8 +34,12 @@ export class BranchCollector {
   #wake: () => void
   #fetching = new Set<TaskId>()
   #failedAt = new Map<TaskId, number>()
-  /** Done tasks this leader has seen on its board (task id → head), to log each once. */
-  #seenDone = new Map<TaskId, string | null>()
+  /** The holder a task's last failed fetch was from: the next one tries another live holder first. */
+  #failedFrom = new Map<TaskId, string>()
+  /** Done tasks this leader has seen on its board (task id → head, and when), to log each once. */
+  #seenDone = new Map<TaskId, { head: string | null, at: number }>()
+  /** Done tasks held here whose branch was found here at their head (task id → head): not checked again. */
+  #heldOk = new Map<TaskId, string>()
 
   /** `wake` runs the leader loop again soon: a branch that arrived is merged, and the next fetch starts, without waiting for the tick. */
   constructor (init: LeaderInit, wake: () => void = () => {}) {
@@ -37,6 +52,8 @@ export class BranchCollector {
     // per-task memory follows the board: back-offs that ran out, checkpoints of tasks that are over
     const tasks = this.#init.node.board.snapshot().tasks
     dropOlderThan(this.#failedAt, Date.now(), COLLECT_RETRY_MS)
+    dropUnless(this.#failedFrom, id => tasks.get(id)?.state === 'done')
+    dropUnless(this.#heldOk, (id, head) => tasks.get(id)?.state === 'done' && tasks.get(id)?.head === head)
     dropUnless(this.#checkpoints, id => { const t = tasks.get(id); return t !== undefined && !FINAL_TASK_STATES.has(t.state) })
     this.#collectBranches()
     this.#collectCheckpoints()
@@ -74,19 +91,24 @@ export class BranchCollector {
     const me = node.peerId
     const tasks = node.board.snapshot().tasks
     // when each done reached this leader, and whether its branch was here already (handed off at done)
-    for (const [id, head] of this.#seenDone) if (tasks.get(id)?.state !== 'done' || tasks.get(id)?.head !== head) this.#seenDone.delete(id)
+    for (const [id, seen] of this.#seenDone) if (tasks.get(id)?.state !== 'done' || tasks.get(id)?.head !== seen.head) this.#seenDone.delete(id)
     for (const t of tasks.values()) {
       if (t.state !== 'done' || this.#seenDone.has(t.id)) continue
-      this.#seenDone.set(t.id, t.head)
+      this.#seenDone.set(t.id, { head: t.head, at: Date.now() })
       logger.info('task:done-seen', { task: t.id, head: t.head, held: t.holders.includes(me) })
     }
     for (const t of tasks.values()) {
       if (this.#fetching.size >= MAX_PARALLEL_FETCHES) return
-      if (t.state !== 'done' || t.head === null || t.holders.includes(me) || this.#fetching.has(t.id)) continue
+      if (t.state !== 'done' || t.head === null || this.#fetching.has(t.id)) continue
       if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < COLLECT_RETRY_MS) continue
+      if (t.holders.includes(me)) {
+        // held here, says the board: make sure, once it has waited a while (the queue takes only branches it finds)
+        if (this.#heldOk.get(t.id) !== t.head && Date.now() - (this.#seenDone.get(t.id)?.at ?? Date.now()) >= HELD_CHECK_AFTER_MS) this.#checkHeld(t)
+        continue
+      }
       // its node gave up waiting for a hand-off this node is still fetching: that fetch makes this node a holder
       if (this.#init.handoffInFlight?.(t.id) === true) continue
-      const holder = t.holders.find(h => node.membership.get(h)?.state === 'alive')
+      const holder = this.#pickHolder(t)
       if (holder === undefined) continue
       const head = t.head
       this.#fetching.add(t.id)
@@ -98,12 +120,12 @@ export class BranchCollector {
             logger.info('branch:held', { task: t.id, head, note: 'handed off after its node stopped waiting' })
             return
           }
-          const res = await fetchFromPeer(node, holder, repo, `refs/heads/${taskBranch(t.id)}`, { intoRef: `refs/heads/${taskBranch(t.id)}`, timeoutMs: 5 * 60_000, logger })
-          if (res.oid !== head) throw new Error(`fetched ${res.oid} but the board says ${head}`)
+          const res = await this.#fetchHead(t.id, head, holder)
           node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })
           logger.info('branch:collected', { task: t.id, from: holder, head, bytes: res.bytes })
         } catch (err) {
           this.#failedAt.set(t.id, Date.now())
+          this.#failedFrom.set(t.id, holder)
           logger.warn('branch:collect-failed', { task: t.id, from: holder, error: toError(err).message })
         } finally {
           this.#fetching.delete(t.id)
@@ -111,6 +133,82 @@ export class BranchCollector {
         }
       })()
     }
+  }
+
+  /** A live holder of the task's branch other than this node, not the one the last fetch failed from while there is another. */
+  #pickHolder (t: Task): PeerIdString | undefined {
+    const { node } = this.#init
+    const live = t.holders.filter(h => h !== node.peerId && node.membership.get(h)?.state === 'alive')
+    const failed = this.#failedFrom.get(t.id)
+    return live.find(h => h !== failed) ?? live[0]
+  }
+
+  /**
+   * Fetches the task's head commit from `holder` onto its branch here. By the
+   * commit, not by the holder's branch: a holder serves any commit one of its
+   * branches reaches, so the work is found even where the task branch itself
+   * is gone (deleted at a restart on a board that said the task was merged;
+   * main, or the branch a main put aside is kept on, still reaches it).
+   */
+  async #fetchHead (id: TaskId, head: string, holder: PeerIdString): Promise<{ bytes: number }> {
+    const { node, repo, logger } = this.#init
+    const res = await fetchFromPeer(node, holder, repo, head, { intoRef: `refs/heads/${taskBranch(id)}`, timeoutMs: 5 * 60_000, logger })
+    if (res.oid !== head) throw new Error(`fetched ${res.oid} but the board says ${head}`)
+    return res
+  }
+
+  /**
+   * The board names this node a holder of done task `t`'s branch: checks that
+   * the branch is here at the task's head, and if not, puts it back: from the
+   * commit when this repository still has it, else fetched from another live
+   * holder. When no live node has it, this node stops being named a holder,
+   * and a task no other holder is left for goes back to ready without its
+   * branch (it runs again), rather than waiting for a merge that can never come.
+   */
+  #checkHeld (t: Task): void {
+    const { node, repo, logger } = this.#init
+    const me = node.peerId
+    const head = t.head as string
+    const ref = `refs/heads/${taskBranch(t.id)}`
+    this.#fetching.add(t.id)
+    void (async () => {
+      try {
+        if (await branchOid(repo, taskBranch(t.id)) === head) { this.#heldOk.set(t.id, head); return }
+        if (await hasCommit(repo, head)) {
+          await git(['update-ref', '-m', 'meshwork: task branch put back', ref, head], { cwd: repo })
+          this.#heldOk.set(t.id, head)
+          logger.warn('branch:restored', { task: t.id, head, note: 'the board names this node a holder but its branch was gone (deleted at a restart while the task read merged, say): put back from the commit' })
+          return
+        }
+        const holder = this.#pickHolder(t)
+        if (holder !== undefined) {
+          const res = await this.#fetchHead(t.id, head, holder)
+          this.#heldOk.set(t.id, head)
+          logger.warn('branch:collected', { task: t.id, from: holder, head, bytes: res.bytes, note: 'the board named this node a holder but the commit was not here' })
+          return
+        }
+        const others = t.holders.filter(h => h !== me)
+        const why = `the board names ${me} a holder of its branch at ${head.slice(0, 12)}, but that commit is not there`
+        if (others.length > 0) {
+          // the other holders are not alive: once none of them is, the task goes back to ready (the scheduler's rule)
+          node.changeBoard('task:holder-dropped', d => { lifecycle.dropHolder(d, t.id, me, head) })
+          logger.warn('branch:lost', { task: t.id, head, holders: others, reason: why, note: 'no longer named a holder; the task waits for its other holders (it runs again if none of them comes back)' })
+        } else {
+          const now = Date.now()
+          node.changeBoard('task:branch-lost', d => {
+            if (String(d.tasks[t.id]?.head) !== head || String(d.tasks[t.id]?.state) !== 'done') return
+            lifecycle.release(d, t.id, { now, notBefore: null, dropBranch: true, error: `its branch is on no live node (${why}): run again` })
+          })
+          logger.warn('branch:lost', { task: t.id, head, reason: why, note: 'no other holder: the task goes back to ready and runs again' })
+        }
+      } catch (err) {
+        this.#failedAt.set(t.id, Date.now())
+        logger.warn('branch:check-failed', { task: t.id, head, error: toError(err).message })
+      } finally {
+        this.#fetching.delete(t.id)
+        this.#wake()
+      }
+    })()
   }
 }
 
@@ -121,6 +219,7 @@ const { node, repo, logger } = init
   if (await hasCommit(repo, t.head)) return true
   const holder = t.holders.find(h => node.membership.get(h)?.state === 'alive')
   if (holder === undefined) return false
-  await fetchFromPeer(node, holder, repo, `refs/heads/${taskBranch(t.id)}`, { intoRef: `refs/heads/${taskBranch(t.id)}`, timeoutMs: 5 * 60_000, logger })
+  // by the commit, which any branch of the holder may reach (see BranchCollector)
+  await fetchFromPeer(node, holder, repo, t.head, { intoRef: `refs/heads/${taskBranch(t.id)}`, timeoutMs: 5 * 60_000, logger })
   return true
 }

@@ -34,6 +34,13 @@ export interface LeaderInit {
   pushRetryMs?: number
   /** Whether a hand-off of this task's branch is being fetched here now (the collector leaves it alone meanwhile). */
   handoffInFlight?: (task: string) => boolean
+  /**
+   * Why this node should not lead now (a full disk where merges write: its
+   * repository, worktrees or board), or null. While it gives a reason the node
+   * stands down: not eligible in its heartbeats (peers elect another leader),
+   * no merges or collection here; it stands again once the reason is gone.
+   */
+  standDown?: () => string | null
 }
 
 /** What the parts of the merge leader share: the init, and the hooks `Leadership` wires them with. */

@@ -136,11 +136,43 @@ export class Leadership {
     return node.board.snapshot().main.leader === node.peerId
   }
 
+  /** Why this node stands down from leading (the last `standDown` answer), or null. */
+  #standing: string | null = null
+
+  /** Why this node does not stand for merge leader now (a full disk), or null. */
+  get standingDown (): string | null {
+    return this.#standing
+  }
+
+  /**
+   * Stands down while `standDown` gives a reason: the node is not eligible in
+   * its heartbeats (peers elect another leader: a leader that cannot write its
+   * merges would only retry them), and a merge of its own in progress is
+   * stopped. Stands again once the reason is gone (a healthy leader elected
+   * meanwhile is kept). Logs each change.
+   */
+  #checkStanding (leading: boolean): string | null {
+    const { node, logger } = this.#init
+    const why = node.leaderEligible ? this.#init.standDown?.() ?? null : null
+    if (why === this.#standing) return why
+    const was = this.#standing
+    this.#standing = why
+    node.setLeaderHold(why)
+    if (why !== null && was === null) {
+      logger.warn('leader:stand-down', { reason: why, leading, note: 'this node does not stand for merge leader until the cause is gone; another eligible node leads meanwhile (if none, merges wait)' })
+      this.#job.stop(`this node stands down from leading: ${why}`)
+    } else if (why === null) {
+      logger.info('leader:stand-again', { reason: `no longer: ${was ?? ''}`, note: 'eligible for merge leader again; a healthy leader elected meanwhile is kept' })
+    }
+    return why
+  }
+
   tick (): void {
     const { node, logger } = this.#init
     const snap0 = (): ReturnType<typeof node.board.snapshot> => node.board.snapshot()
     const me = node.peerId
     const snap = node.board.snapshot()
+    const standing = this.#checkStanding(snap.main.leader === me)
     // only registered nodes stand: a peer that never wrote its registration is no node of this mesh
     const candidates: Candidate[] = node.membership.members().filter(m => snap.nodes.has(m.peerId)).map(m => ({ peerId: m.peerId, state: m.state, eligible: m.eligible, aliveSince: m.aliveSince }))
     candidates.push({ peerId: me, state: 'alive', eligible: node.eligible, aliveSince: node.startedAt })
@@ -153,7 +185,8 @@ export class Leadership {
     if (snap.main.leader !== me) this.#agents.abortRunning('this node is no longer the merge leader')
     this.#job.check()
     let mergeStarted = false
-    if (this.isLeader()) {
+    // standing down (a full disk): the board may still name this node until a peer is elected; it merges nothing
+    if (this.isLeader() && standing === null) {
       this.#collector.collect()
       if (this.#merging || this.#syncing) this.#missed = true
       // never beside a main sync: each moves the local main, and neither may see the other's move half done

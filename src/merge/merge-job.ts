@@ -46,8 +46,8 @@ export class MergeJob {
     job.abort.abort(new Error(reason))
   }
 
-  /** The node stops: whatever merge runs is stopped. */
-  stop (): void {
-    this.#job?.abort.abort(new Error('the node is stopping'))
+  /** The node stops (or stands down from leading): whatever merge runs is stopped. */
+  stop (reason = 'the node is stopping'): void {
+    this.#job?.abort.abort(new Error(reason))
   }
 }

@@ -3,6 +3,8 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { ConnectionGater, PeerId } from '@libp2p/interface'
 import { actorForPeer, peerTagOfActor } from '../crdt/board.ts'
 import { UsageError } from '../util/errors.ts'
+import { addBounded } from '../util/bounded.ts'
+import { MAX_DENIED_REMEMBERED } from './constants.ts'
 
 /** An `--allow` file that cannot be read or names something that is not a peer id. */
 export class AllowlistError extends UsageError {
@@ -88,7 +90,21 @@ export class Allowlist {
 
   /** Called the first time a peer is refused a connection (for the log). */
   onDenied: (peerId: string, direction: 'inbound' | 'outbound') => void = () => {}
+  /** Refused peers remembered (so each is logged once), at most `maxDenied`, the oldest forgotten first. */
   readonly #denied = new Set<string>()
+  #deniedForgotten = 0
+  /** How many refused peers are remembered at most. @default MAX_DENIED_REMEMBERED */
+  maxDenied = MAX_DENIED_REMEMBERED
+
+  /** Refused peers remembered now (each was logged once). */
+  get deniedRemembered (): number {
+    return this.#denied.size
+  }
+
+  /** Refused peers forgotten to stay within `maxDenied` (a forgotten one refused again is logged again). */
+  get deniedForgotten (): number {
+    return this.#deniedForgotten
+  }
 
   /** Connection gater checks that refuse every peer not on the list. */
   gater (): Pick<ConnectionGater, 'denyInboundEncryptedConnection' | 'denyOutboundEncryptedConnection'> {
@@ -96,7 +112,7 @@ export class Allowlist {
       const id = peer.toString()
       if (this.has(id)) return false
       if (!this.#denied.has(id)) {
-        this.#denied.add(id)
+        this.#deniedForgotten += addBounded(this.#denied, id, this.maxDenied)
         this.onDenied(id, direction)
       }
       return true

@@ -3,7 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Stream, Connection, StreamHandler, StreamHandlerOptions, AbortOptions, PeerId } from '@libp2p/interface'
 import { withTimeout, type Startable } from './service.ts'
 import type { Gossip } from './gossip.ts'
-import { MAX_GOSSIP_BYTES, STREAM_IDLE_MS, SYNC_REFUSED_RETRIES, SYNC_STARTS_PER_PEER, SYNC_STREAMS_PER_PEER } from './constants.ts'
+import { MAX_GOSSIP_BYTES, MAX_REFUSED_AUTHORS, STREAM_IDLE_MS, SYNC_REFUSED_RETRIES, SYNC_STARTS_PER_PEER, SYNC_STREAMS_PER_PEER } from './constants.ts'
 import { PeerStreamLimiter, type PeerLimits } from './peer-limits.ts'
 import { Board, BoardAuthorRefusedError, BoardForgedChangeError, actorBelongsTo, peerTagOfActor, type BoardUpdate } from '../crdt/board.ts'
 import type { BoardStore } from '../crdt/store.ts'
@@ -13,6 +13,7 @@ import { SYNC_PROTOCOL } from '../protocol/sync.ts'
 import { StreamIdleError, StreamRefusedError } from '../protocol/frame.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
+import { countBounded, type Forgotten } from '../util/bounded.ts'
 
 /** Sync sessions a heartbeat showing missing heads may start while others run. */
 const MAX_HEARTBEAT_SYNCS = 2
@@ -38,6 +39,8 @@ export interface ReplicationStats {
    * by author: its peer id when the peer that sent them wrote them, else the author's actor tag.
    */
   refusedAuthors: Record<string, number>
+  /** Authors dropped from `refusedAuthors` to keep it within MAX_REFUSED_AUTHORS (least recently refused first), and their changes. */
+  refusedForgotten: Forgotten
   /** Inbound streams refused or dropped by a per-peer bound, by `protocol:reason` (`sync:too-fast`, `sync:too-many-streams`, `sync:idle`). */
   streamsRefused: Record<string, number>
 }
@@ -262,7 +265,8 @@ export class BoardReplication implements Startable {
     // a forgery (a change under another peer's actor without its signature) is the sender's doing, not the named author's
     const forged = err instanceof BoardForgedChangeError
     const authors = forged ? [peer] : err.actors.map(a => actorBelongsTo(a, peer) ? peer : peerTagOfActor(a))
-    for (const a of authors) this.#c.stats.refusedAuthors[a] = (this.#c.stats.refusedAuthors[a] ?? 0) + 1
+    // bounded: a key holder can make up authors without end (the counts go to every client asking for members)
+    for (const a of authors) countBounded(this.#c.stats.refusedAuthors, a, MAX_REFUSED_AUTHORS, this.#c.stats.refusedForgotten)
     this.#log.warn('board:refused', { peer, authors, reason: err.reason, ...(forged ? { forged: err.actors.map(a => a.slice(0, 12)) } : {}), note: 'refused whole (a sync session is dropped); other peers\' changes still arrive' })
     return true
   }

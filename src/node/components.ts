@@ -5,7 +5,7 @@
  * all of them.
  */
 import type { TypedEventTarget } from '@libp2p/interface'
-import type { Board } from '../crdt/board.ts'
+import type { Board, BoardWrite } from '../crdt/board.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
 import type { Membership } from './membership.ts'
 import type { PresenceExtras } from './heartbeats.ts'
@@ -23,8 +23,10 @@ export type BoardDraft = Parameters<BoardChange>[0]
 export interface BoardWriter {
   readonly peerId: PeerIdString
   readonly board: Board
-  /** Makes one change; false when `fn` changed nothing. */
+  /** Makes one change; false when `fn` changed nothing (or the change was withheld: see `writeBoard`). */
   changeBoard: (message: string, fn: BoardChange) => boolean
+  /** Makes one change and says what came of it: written, unchanged, or withheld because peers would refuse it (with the reason). */
+  writeBoard: (message: string, fn: BoardChange) => BoardWrite
 }
 
 /** What the scheduler uses of its node. */
@@ -43,8 +45,12 @@ export interface SchedulerNode extends BoardWriter, Pick<TypedEventTarget<MeshNo
 
 /** What the merge leader (and the main follower every node runs) uses of its node. */
 export interface LeaderNode extends BoardWriter, GitStreams {
-  /** May this node become merge leader (false with --no-leader). */
+  /** May this node become merge leader now (false with --no-leader, and while it stands down: `setLeaderHold`). */
   readonly eligible: boolean
+  /** Whether this node may ever lead (false with --no-leader). */
+  readonly leaderEligible: boolean
+  /** Stands down from leading for a reason (a full disk), or stands again (null); peers see it in its heartbeats. */
+  setLeaderHold: (reason: string | null) => void
   readonly startedAt: number
   readonly membership: Pick<Membership, 'members' | 'alive' | 'get'>
   publishProgress: (taskId: string, kind: ProgressEvent['kind'], text: string) => void

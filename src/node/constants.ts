@@ -174,3 +174,23 @@ export function topics (meshId: string): { board: string, presence: string, prog
     progress: `meshwork/${meshId}/progress/1`
   }
 }
+
+/**
+ * Peers refused by `--allow` that a node remembers, so it logs each refusal
+ * once (`peer:not-allowed`) rather than at every redial. Beyond this the
+ * oldest are forgotten (a peer forgotten and refused again is logged again):
+ * key holders can generate peer ids without end, and each id would otherwise
+ * stay in memory for the life of the process. Forgotten ones are counted
+ * (`Allowlist.deniedForgotten`). @default 1024
+ */
+export const MAX_DENIED_REMEMBERED = 1024
+
+/**
+ * Authors whose refused board changes a node counts one by one
+ * (`stats.refusedAuthors`, `refused` in `status --json`). The counts travel
+ * in every members answer to clients, and a key holder can make up authors
+ * without end; beyond this many the author refused least recently is dropped
+ * and its count added to `stats.refusedForgotten` (`refusedForgotten` in
+ * status). An honest mesh has a handful at most. @default 256
+ */
+export const MAX_REFUSED_AUTHORS = 256

@@ -64,12 +64,22 @@ export async function pruneTranscripts (dataDir: string, logger: Logger, opts: {
 }
 
 /**
+ * How long a task must have been merged before its branch may be deleted. A
+ * merge only minutes old can still be undone: a main its leader died with is
+ * put back (`--main-lost-after`), the losing side of a partition's merges are
+ * requeued on heal; and a node that restarts reads its own board from before
+ * that, so it would delete a branch the mesh needs again. @default 10 min
+ */
+export const PRUNE_MERGED_AFTER_MS = 10 * 60_000
+
+/**
  * Deletes the local `meshwork/<id>` branches of cancelled tasks and of merged
  * tasks whose branch head is in the mesh main (the merge made it part of main's
- * history, so no requeue can need the branch). Branches checked out somewhere
+ * history, so no requeue can need the branch) and that were merged
+ * `PRUNE_MERGED_AFTER_MS` ago or more. Branches checked out somewhere
  * are left alone. Returns the task ids whose branch went.
  */
-export async function pruneTaskBranches (repo: string, snap: BoardSnapshot, logger: Logger): Promise<string[]> {
+export async function pruneTaskBranches (repo: string, snap: BoardSnapshot, logger: Logger, now = Date.now()): Promise<string[]> {
   const main = snap.main.head
   const out = await gitText(['for-each-ref', '--format=%(refname:strip=2) %(objectname)', 'refs/heads/meshwork/'], { cwd: repo }).catch(() => '')
   const removed: string[] = []
@@ -81,7 +91,7 @@ export async function pruneTaskBranches (repo: string, snap: BoardSnapshot, logg
     const t = snap.tasks.get(id)
     if (t === undefined) continue
     let drop = t.state === 'cancelled'
-    if (!drop && t.state === 'merged' && main !== null) {
+    if (!drop && t.state === 'merged' && main !== null && (t.mergedAt === null || now - t.mergedAt >= PRUNE_MERGED_AFTER_MS)) {
       drop = (await git(['merge-base', '--is-ancestor', oid, main], { cwd: repo, allowFail: true })).code === 0
     }
     if (!drop) continue

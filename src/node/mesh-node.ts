@@ -30,7 +30,7 @@ import type { MeshNodeEvents, MeshNodeInit, NodeStats, Role } from './types.ts'
 import type { MembersView } from '../protocol/members.ts'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
 import { incompatibility } from './version.ts'
-import { Board, nodeActorForPeer, sessionActorForPeer, str, type BoardUpdate } from '../crdt/board.ts'
+import { Board, nodeActorForPeer, sessionActorForPeer, str, type BoardUpdate, type BoardWrite } from '../crdt/board.ts'
 import { signerFromPrivateKey } from '../crdt/signing.ts'
 import { FINAL_TASK_STATES, asPeerId, type PeerIdString, type TaskState } from '../crdt/schema.ts'
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
@@ -74,10 +74,12 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly role: Role
   readonly swarmKey: SwarmKey
   readonly membership: Membership
-  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, streamsRefused: {} }
+  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, refusedForgotten: { keys: 0, total: 0 }, streamsRefused: {} }
   readonly name: string
-  /** Whether this node may become merge leader (false with --no-leader). */
-  readonly eligible: boolean
+  /** Whether this node may ever become merge leader (false with --no-leader). */
+  readonly leaderEligible: boolean
+  /** Why this node stands down from leading now (a full disk), or null: see `setLeaderHold`. */
+  #leaderHold: string | null = null
   #slots: number
   #init: MeshNodeInit
   #log: Logger
@@ -101,7 +103,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     this.swarmKey = init.swarmKey
     this.name = init.name ?? ''
     this.#slots = init.slots ?? (init.role === 'node' ? 1 : 0)
-    this.eligible = init.role === 'node' && init.eligible !== false
+    this.leaderEligible = init.role === 'node' && init.eligible !== false
     this.#log = init.logger ?? silentLogger
     this.membership = new Membership({
       ...(init.suspectAfterMs !== undefined ? { suspectAfterMs: init.suspectAfterMs } : {}),
@@ -142,6 +144,29 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   setSlots (slots: number): void {
     if (!Number.isInteger(slots) || slots < 0) throw new RangeError(`slots must be a whole number >= 0, got ${slots}`)
     this.#slots = slots
+  }
+
+  /**
+   * Whether this node stands for merge leader now: eligible (no --no-leader)
+   * and not standing down (`setLeaderHold`). Announced in every heartbeat, so
+   * peers elect another leader while it is false.
+   */
+  get eligible (): boolean {
+    return this.leaderEligible && this.#leaderHold === null
+  }
+
+  /**
+   * Stands down from leading for `reason` (a full disk where merges write), or
+   * stands again (null). While standing down the node is not eligible: its
+   * heartbeats say so, peers elect another leader, and it merges nothing.
+   */
+  setLeaderHold (reason: string | null): void {
+    this.#leaderHold = reason
+  }
+
+  /** Why this node stands down from leading now, or null. */
+  get leaderHold (): string | null {
+    return this.#leaderHold
   }
 
   /** Sets what the scheduler adds to each heartbeat (the tasks it runs, its back-off); read at every beat. */
@@ -410,6 +435,15 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     return this.board.change(message, fn) !== null
   }
 
+  /**
+   * Like `changeBoard`, saying what came of the change: written, unchanged,
+   * or withheld because peers would refuse it (with the reason; logged as
+   * `board:write-withheld`). For writes whose caller must not assume they landed.
+   */
+  writeBoard (message: string, fn: Parameters<Board['change']>[1]): BoardWrite {
+    return this.board.write(message, fn)
+  }
+
   /** Like `changeBoard`, returning the change's hash (null when nothing changed). */
   changeBoardHash (message: string, fn: Parameters<Board['change']>[1]): string | null {
     const bytes = this.board.change(message, fn)
@@ -476,7 +510,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (this.role === 'node' && s !== null) members.unshift(s.heartbeats.selfMember())
     const progress: NonNullable<MembersView['progress']> = {}
     for (const [id, p] of s?.progress.latest() ?? []) progress[id] = { kind: p.kind, text: p.text, at: p.at, peerId: p.peerId }
-    return { self: this.peerId, members, progress, refused: { ...this.stats.refusedAuthors } }
+    const forgotten = this.stats.refusedForgotten
+    return { self: this.peerId, members, progress, refused: { ...this.stats.refusedAuthors }, ...(forgotten.keys > 0 ? { refusedForgotten: { authors: forgotten.keys, changes: forgotten.total } } : {}) }
   }
 
   /** Asks a node for its membership view (what `status` shows). */

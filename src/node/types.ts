@@ -50,6 +50,8 @@ export interface NodeStats {
   syncBytes: { in: number, out: number }
   /** Board changes refused for their author (see `ReplicationStats.refusedAuthors`): peer id, else actor tag. */
   refusedAuthors: Record<string, number>
+  /** Authors dropped from `refusedAuthors` to keep it bounded, and their changes (see `ReplicationStats.refusedForgotten`). */
+  refusedForgotten: { keys: number, total: number }
   /** Inbound streams refused or dropped by a per-peer bound, by `protocol:reason` (see `ReplicationStats.streamsRefused`). */
   streamsRefused: Record<string, number>
 }

@@ -15,6 +15,9 @@ import { pruneTaskBranches, pruneTranscripts, sweepAtStart } from './disk-bounds
 import { defaultWorktreesDir, removeLegacyWorktrees } from '../git/worktree.ts'
 import { DiskSpace } from './disk-space.ts'
 
+/** Why a node whose board cannot be written claims nothing and does not lead (its store retries the write). */
+const BOARD_DISK_FULL = 'disk full: board changes cannot be written'
+
 /** How often a node deletes the branches of cancelled tasks and of merged tasks on main. @default 10 min */
 export const BRANCH_PRUNE_MS = 10 * 60_000
 
@@ -138,10 +141,11 @@ export class Worker {
         ...(this.#init.push !== undefined ? { push: this.#init.push } : {}),
         ...(this.#init.forgetAfterMs !== undefined ? { forgetAfterMs: this.#init.forgetAfterMs } : {}),
         ...(this.#init.mainLostMs !== undefined ? { mainLostMs: this.#init.mainLostMs } : {}),
-        handoffInFlight: task => handoffsInFlight.has(task)
+        handoffInFlight: task => handoffsInFlight.has(task),
+        // a leader that cannot write merges (verify worktrees, git objects, the board) would only retry them: another leads
+        standDown: () => disk.full ?? (node.diskFull ? BOARD_DISK_FULL : null)
       })
       this.leadership = leadership
-      leadership.start()
       // a full disk where runs write (worktrees, git objects) pauses the node too, not only one under the board
       const disk = new DiskSpace({
         dirs: [{ what: 'board and node files', dir: this.#init.dataDir }, { what: 'worktrees', dir: this.worktreesDir }, { what: 'repository\'s files', dir: repo }],
@@ -150,6 +154,7 @@ export class Worker {
       this.#disk = disk
       await disk.check()
       disk.start()
+      leadership.start()
       const exec = new Execution({
         node,
         repo,
@@ -174,7 +179,12 @@ export class Worker {
         handOff: async (t, head, signal) => await handoff.handOff(t, head, signal),
         cleanup: exec.cleanup,
         checkpoint: exec.checkpoint,
-        holdClaims: () => disk.full ?? leadership.mainUnavailable(),
+        holdClaims: () => {
+          const full = disk.full ?? (node.diskFull ? BOARD_DISK_FULL : null)
+          if (full === null) return leadership.mainUnavailable()
+          // what the health in status says: the node claims nothing, and does not lead merges either
+          return leadership.standingDown !== null ? `${full}; not standing for merge leader until space returns` : full
+        },
         ...(this.#init.credential !== undefined ? { credential: this.#init.credential } : {}),
         ...(this.#init.checkpointEveryMs !== undefined ? { checkpointEveryMs: this.#init.checkpointEveryMs } : {}),
         context: (t, snap) => taskContext(t, snap, names, exec.resumed.get(t.id)),

@@ -44,7 +44,9 @@ export const membersViewSchema = z.object({
     peerId: z.string()
   })).optional(),
   /** Board changes this node refused for their author (peer id, else actor tag) → count. */
-  refused: z.record(z.string().max(128), z.number().int().nonnegative()).optional()
+  refused: z.record(z.string().max(128), z.number().int().nonnegative()).optional(),
+  /** Authors dropped from `refused` to keep it bounded (least recently refused first), and their refused changes. */
+  refusedForgotten: z.object({ authors: z.number().int().nonnegative(), changes: z.number().int().nonnegative() }).optional()
 })
 
 /** What a node reports about the mesh's membership over `/meshwork/members/1`. */

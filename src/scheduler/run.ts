@@ -7,6 +7,7 @@
  */
 import * as lifecycle from '../crdt/lifecycle.ts'
 import type { BoardWriter } from '../node/components.ts'
+import type { BoardWrite } from '../crdt/board.ts'
 import type { BoardSnapshot, PeerIdString, Task } from '../crdt/schema.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
 import { retryBackoffMs } from './claims.ts'
@@ -178,13 +179,15 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
 /**
  * Writes the end of a run the agent finished (its outcome, usage and, on
  * success, the branch head) to the board. `current` is the task as the board
- * has it now, already checked to be this run's.
+ * has it now, already checked to be this run's. Returns what came of the
+ * write: a `withheld` end left the task running on the board (see
+ * `Scheduler`, which then gives it back).
  */
-export function writeAgentEnd (node: BoardWriter, current: Task, end: Extract<RunEnd, { kind: 'agent' }>, now: number, retryBaseMs: number | undefined): void {
+export function writeAgentEnd (node: BoardWriter, current: Task, end: Extract<RunEnd, { kind: 'agent' }>, now: number, retryBaseMs: number | undefined): BoardWrite {
   const { result, head } = end
   const id = current.id
   const base = retryBackoffMs(current.failures + 1, retryBaseMs)
-  node.changeBoard(`task:${result.outcome}`, d => {
+  return node.writeBoard(`task:${result.outcome}`, d => {
     if (d.tasks[id] === undefined) return
     lifecycle.addUsage(d, id, result)
     switch (result.outcome) {
@@ -236,7 +239,7 @@ export function writeAgentEnd (node: BoardWriter, current: Task, end: Extract<Ru
  * `INFRA_FAILURE_NODES` nodes, it ends `failed` with the reason: the fault
  * goes with the task, and retrying it for ever would only burn the mesh.
  */
-export function writeInfraEnd (node: BoardWriter & { readonly name: string }, log: Logger, t: Task, epoch: number, end: Extract<RunEnd, { kind: 'infra' }>, now: number, backoffBaseMs: number | undefined): void {
+export function writeInfraEnd (node: BoardWriter & { readonly name: string }, log: Logger, t: Task, epoch: number, end: Extract<RunEnd, { kind: 'infra' }>, now: number, backoffBaseMs: number | undefined): BoardWrite {
   const me = node.peerId
   const current = node.board.task(t.id)
   const mine = (current?.infraFailures[me]?.count ?? 0) + 1
@@ -247,11 +250,12 @@ export function writeInfraEnd (node: BoardWriter & { readonly name: string }, lo
   const final = total >= INFRA_FAILURE_LIMIT || nodes >= INFRA_FAILURE_NODES
   const error = clipSummary(`${INFRA_TEXT[end.stage]} on node ${node.name !== '' ? node.name : me}: ${end.error}`)
   const finalError = clipSummary(`infrastructure failed ${total} time${total === 1 ? '' : 's'} on ${nodes} node${nodes === 1 ? '' : 's'}, so the task is not tried again (fix the cause, then \`meshwork retry ${t.id}\`); last: ${error}`)
-  node.changeBoard('task:infra-failed', d => {
+  const written = node.writeBoard('task:infra-failed', d => {
     if (end.result !== null) lifecycle.addUsage(d, t.id, end.result)
     // attempts count agent runs started: a run that never got to its agent gives its number back
     lifecycle.infraFail(d, t.id, { peer: me, count: mine, until: now + wait, now, error: final ? finalError : error, final, uncountAttempt: !end.agentStarted })
   })
+  if (written.kind === 'withheld') return written
   log.warn(final ? 'task:failed' : 'task:infra-failed', {
     task: t.id,
     epoch,
@@ -264,6 +268,7 @@ export function writeInfraEnd (node: BoardWriter & { readonly name: string }, lo
       ? { note: 'the infrastructure failed too often for this task: it is failed, not retried' }
       : { retryInMs: wait, note: `not the agent's failure: counts nothing against maxAttempts; this node leaves this task alone for ${formatMs(wait)} and keeps claiming others` })
   })
+  return written
 }
 
 /**

@@ -46,6 +46,15 @@ export const DEFAULT_STEAL_AFTER_MS = 2000
 
 /** How long non-janitor nodes wait before releasing a dead node's tasks themselves. @default 5000 ms */
 export const JANITOR_GRACE_MS = 5000
+/**
+ * How long the board may say this node runs a task that no run here holds
+ * before the node gives the task back (its end was withheld and could not be
+ * written, say): the watchdog that keeps such a task from staying `running`
+ * for good. A run's start and end are written in the same tick as the local
+ * run is added and removed, so any wait is enough; this one rides out a tick.
+ * @default 2000 ms
+ */
+export const STUCK_RUN_GRACE_MS = 2000
 /** Scheduler tick period (it also runs on every board or membership change). @default 250 ms */
 export const TICK_MS = 250
 /** Back-off after a rate-limited run when the agent gave no reset time; doubles on repeats. @default 60 s */
@@ -274,10 +283,15 @@ export class Scheduler {
     const me = this.#me()
     const alivePeers = [me, ...this.node.membership.alive().map(m => m.peerId)].sort()
     const janitor = alivePeers[0] === me
-    const releases: Array<{ id: TaskId, reason: string }> = []
+    const releases: Array<{ id: TaskId, reason: string, epoch: number, own: boolean }> = []
     for (const t of snap.tasks.values()) {
       let reason: string | null = null
-      if (t.state === 'running' && t.node !== null && t.node !== me && !this.#alive(t.node)) {
+      // the watchdog: the board says this node runs the task, but no run here holds it (the run's end was
+      // withheld and could not be written, say): nobody else will release it, since this node is alive
+      const own = t.state === 'running' && t.node === me && !this.#runs.has(t.id)
+      if (own) {
+        reason = 'the board says this node runs it, but no run here holds it (the end of its run was never written)'
+      } else if (t.state === 'running' && t.node !== null && t.node !== me && !this.#alive(t.node)) {
         reason = `node ${t.node} is ${this.node.membership.get(t.node)?.state ?? 'gone'}`
       } else if (t.state === 'claimed') {
         const w = winningClaim(t)
@@ -293,15 +307,21 @@ export class Scheduler {
       }
       const since = this.#orphanSince.get(t.id) ?? now
       this.#orphanSince.set(t.id, since)
-      if (janitor || now - since >= JANITOR_GRACE_MS) releases.push({ id: t.id, reason })
+      if (own ? now - since >= STUCK_RUN_GRACE_MS : janitor || now - since >= JANITOR_GRACE_MS) releases.push({ id: t.id, reason, epoch: t.epoch, own })
     }
     if (releases.length === 0) return
-    this.node.changeBoard('tasks:release', d => {
-      for (const r of releases) lifecycle.release(d, r.id, { now, notBefore: null })
+    const written = this.node.writeBoard('tasks:release', d => {
+      for (const r of releases) {
+        // the watchdog's own tasks say on the board why they went back; a dead node's need no word
+        if (r.own && d.tasks[r.id]?.epoch !== r.epoch) continue
+        lifecycle.release(d, r.id, { now, notBefore: null, ...(r.own ? { error: `given back by its node: ${r.reason}` } : {}) })
+      }
     })
     for (const r of releases) {
       this.#orphanSince.delete(r.id)
-      this.#log.info('task:released', { task: r.id, reason: r.reason })
+      if (written.kind === 'withheld') this.#log.error('task:release-withheld', { task: r.id, reason: r.reason, withheld: written.reason, note: 'peers would refuse this release; tried again in a few seconds' })
+      else if (r.own) this.#log.warn('task:released', { task: r.id, epoch: r.epoch, reason: r.reason, note: 'stuck running on the board with no run here: given back to the mesh (a new epoch)' })
+      else this.#log.info('task:released', { task: r.id, reason: r.reason })
     }
   }
 
@@ -351,8 +371,10 @@ export class Scheduler {
 
   /** Why this node claims nothing now (a full disk), or null; logged when it starts and ends. */
   get pausedFor (): string | null {
-    if (this.node.diskFull) return 'disk full: board changes cannot be written'
-    return this.#init.holdClaims?.() ?? null
+    // the node's own reason first: it may say more (a full disk that also keeps it from leading merges)
+    const held = this.#init.holdClaims?.() ?? null
+    if (this.node.diskFull && !(held?.startsWith('disk full') ?? false)) return 'disk full: board changes cannot be written'
+    return held
   }
 
   #pausedLogged: string | null = null
@@ -513,7 +535,12 @@ export class Scheduler {
   #startRun (t: Task, now: number): void {
     const me = this.#me()
     const attempt = t.attempts + 1
-    this.node.changeBoard('task:start', d => { lifecycle.start(d, t.id, me, attempt, now) })
+    const started = this.node.writeBoard('task:start', d => { lifecycle.start(d, t.id, me, attempt, now) })
+    if (started.kind === 'withheld') {
+      // the board does not say this node runs it: a run now would be one nobody can end
+      this.#withdraw(t.id, `its start was withheld (${started.reason})`)
+      return
+    }
     const abort = new AbortController()
     const timeoutMs = runTimeoutMs(t, this.#init.defaultTimeoutMs)
     if (timeoutMs !== null && timeoutMs > 0) {
@@ -573,11 +600,19 @@ export class Scheduler {
       return
     }
     if (end.kind === 'infra') {
-      writeInfraEnd(this.node, this.#log, t, run.epoch, end, now, this.#init.infraBackoffMs)
+      const w = writeInfraEnd(this.node, this.#log, t, run.epoch, end, now, this.#init.infraBackoffMs)
+      if (w.kind === 'withheld') this.#giveBack(t.id, run.epoch, outcome, w.reason)
       return
     }
     const { result } = end
-    writeAgentEnd(this.node, current, end, now, this.#init.retryBaseMs)
+    let w = writeAgentEnd(this.node, current, end, now, this.#init.retryBaseMs)
+    if (w.kind === 'withheld' && end.holders !== undefined && end.holders.length > 0) {
+      // the leader named as a holder is what peers refused once (a runner may name only the leader of the
+      // board it writes on): done with this node alone as the holder, and the leader collects the branch
+      this.#log.warn('task:end-withheld', { task: t.id, epoch: run.epoch, outcome, reason: w.reason, note: 'written again without the holders it was handed to' })
+      w = writeAgentEnd(this.node, current, { kind: 'agent', result: end.result, head: end.head, agentStarted: end.agentStarted }, now, this.#init.retryBaseMs)
+    }
+    if (w.kind === 'withheld') this.#giveBack(t.id, run.epoch, outcome, w.reason)
     if (result.outcome === 'rate-limited') {
       this.#rateLimitStreak++
       const wait = retryBackoffMs(this.#rateLimitStreak, RATE_LIMIT_BACKOFF_MS, MAX_RATE_LIMIT_BACKOFF_MS)
@@ -599,9 +634,29 @@ export class Scheduler {
       if (!this.health.paused) this.#log.info('node:resumed', { task: t.id })
     }
     const fields = { task: t.id, epoch: run.epoch, attempt: t.attempts, ...(result.error !== null ? { error: result.error } : {}) }
+    // a withheld end was given back (logged there)
+    if (w.kind === 'withheld') return
     if (result.outcome === 'success') this.#log.info('task:done', fields)
     else if (result.outcome === 'failure') this.#log.warn(this.node.board.task(t.id)?.state === 'failed' ? 'task:failed' : 'task:retry', { ...fields, ...(result.final === true ? { note: 'not retried: a retry would fail the same way' } : {}) })
     else this.#log.info('task:released', { ...fields, reason: result.outcome })
+  }
+
+  /**
+   * The end of this node's run of `id` (epoch `epoch`) was withheld (peers
+   * would refuse it, `reason`): the task would stay `running` on the board for
+   * good while no run here holds it. Gives it back to the mesh instead (a new
+   * epoch, ready, the reason on the board), so it runs again. If the release
+   * is withheld too, the watchdog in `#recover` tries again.
+   */
+  #giveBack (id: TaskId, epoch: number, outcome: string, reason: string): void {
+    const error = `the end of its run on ${this.node.name !== '' ? this.node.name : this.#me()} (${outcome}) was withheld, as peers would refuse it: ${reason}; given back to run again`
+    const w = this.node.writeBoard('task:give-back', d => {
+      if (d.tasks[id]?.epoch !== epoch) return
+      lifecycle.release(d, id, { now: Date.now(), notBefore: null, error })
+    })
+    if (w.kind === 'written') this.#log.warn('task:released', { task: id, epoch, reason: `end withheld: ${reason}`, note: 'given back to the mesh (a new epoch) rather than left running on the board' })
+    else if (w.kind === 'withheld') this.#log.error('task:end-unwritten', { task: id, epoch, outcome, reason, withheld: w.reason, note: 'neither the end of this run nor its release could be written; the watchdog gives the task back' })
+    // unchanged: the task moved on meanwhile (a new epoch): nothing of this run is left to end
   }
 
 }
