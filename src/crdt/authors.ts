@@ -123,6 +123,8 @@ export function forbiddenWrite (change: A.DecodedChange, mainId: string | null):
 export interface ChangeContext {
   /** The path of object `obj` in the document (`['tasks', 't1']`; `[]` for the root), or null when it is not reachable. */
   pathOf: (obj: string) => ReadonlyArray<string | number> | null
+  /** The type of object `obj` (`map`, `list`, `text`, `table`), or null when it is not in the document. */
+  typeOf?: (obj: string) => string | null
   /**
    * The value at `path` at the change's dependencies, i.e. in the document its
    * author changed (an object reads as its id); undefined when absent there.
@@ -162,6 +164,14 @@ export function changeContext<T> (doc: A.Doc<T>, change: A.DecodedChange, paths:
       paths.set(obj, path)
       return path
     },
+    typeOf: obj => {
+      if (obj === '_root') return 'map'
+      try {
+        return backend.objInfo(obj).type
+      } catch {
+        return null
+      }
+    },
     seen: path => {
       if (deps.length === 0) return undefined
       let obj = '_root'
@@ -181,6 +191,9 @@ export function changeContext<T> (doc: A.Doc<T>, change: A.DecodedChange, paths:
     }
   }
 }
+
+/** The type of object each make action creates. */
+const MAKE_ACTIONS: Readonly<Record<string, string>> = { makeMap: 'map', makeList: 'list', makeText: 'text', makeTable: 'table' }
 
 /** A task's definition: written when the task is submitted, never after (a rewritten prompt would be an injection). */
 const TASK_DEFINITION = new Set(['id', 'title', 'prompt', 'deps', 'files', 'priority', 'timeoutMs', 'maxAttempts', 'sim', 'branch', 'createdAt', 'plan'])
@@ -242,11 +255,26 @@ export function roleViolation (change: A.DecodedChange, ctx: ChangeContext): str
     return obj.slice(at + 1) === change.actor && counter >= change.startOp && counter < change.startOp + change.ops.length
   }
   const writes: Write[] = []
+  // objects this change makes under a map key: their paths follow from the change itself (its author's
+  // view), so the document is not asked for each of them (a plan of 10,000 tasks makes ~70,000)
+  const made = new Map<string, { path: ReadonlyArray<string | number>, type: string }>()
+  const parentTypes = new Map<string, string | null>()
   change.ops.forEach((op, i) => {
-    const base = op.obj === '_root' ? null : ctx.pathOf(op.obj)
+    const inside = made.get(op.obj)
+    const base = op.obj === '_root' ? null : inside?.path ?? ctx.pathOf(op.obj)
     if (base === null) return
     const key = typeof op.key === 'string' ? op.key : '*'
-    writes.push({ id: `${change.startOp + i}@${change.actor}`, obj: op.obj, path: [...base, key], action: op.action, value: op.action === 'del' ? undefined : op.value ?? null, pred: op.pred })
+    const id = `${change.startOp + i}@${change.actor}`
+    writes.push({ id, obj: op.obj, path: [...base, key], action: op.action, value: op.action === 'del' ? undefined : op.value ?? null, pred: op.pred })
+    const makes = MAKE_ACTIONS[op.action]
+    // under a list the path holds an index, which the change does not know: those are looked up
+    if (makes === undefined || typeof op.key !== 'string' || ctx.typeOf === undefined) return
+    let parent = inside?.type
+    if (parent === undefined) {
+      if (!parentTypes.has(op.obj)) parentTypes.set(op.obj, ctx.typeOf(op.obj))
+      parent = parentTypes.get(op.obj) ?? undefined
+    }
+    if (parent === 'map') made.set(id, { path: [...base, op.key], type: makes })
   })
   const at = (w: Write, ...prefix: string[]): boolean => prefix.every((p, i) => w.path[i] === p)
   // what the change says of itself

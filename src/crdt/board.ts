@@ -22,6 +22,29 @@ export type { Stored, TaskRecord, ConflictRecord, NodeRecordDraft, MainRecord, B
 export { BoardChangeRejectedError, BoardAuthorRefusedError, BoardForgedChangeError, str, plain } from './board-types.ts'
 export type { ChangeSigner } from './signing.ts'
 
+/**
+ * A sync message whose chunks come to at least this many bytes and hold a
+ * whole document is loaded, not applied (`Board.receiveSyncMessage`). Small:
+ * a compressed document of 1,000 tasks can be 22 KB, and applying it took
+ * four times as long as loading it.
+ * @default 4 KiB
+ */
+export const LOAD_SYNC_BYTES = 4 * 1024
+
+/** Whether `chunk` is an Automerge document chunk (magic, checksum, then chunk type 0), not a change. */
+function isDocumentChunk (chunk: Uint8Array): boolean {
+  return chunk.length > 8 && chunk[0] === 0x85 && chunk[1] === 0x6f && chunk[2] === 0x4a && chunk[3] === 0x83 && chunk[8] === 0
+}
+
+function concatBytes (parts: Uint8Array[]): Uint8Array {
+  let n = 0
+  for (const p of parts) n += p.length
+  const out = new Uint8Array(n)
+  let at = 0
+  for (const p of parts) { out.set(p, at); at += p.length }
+  return out
+}
+
 /** The deterministic Automerge actor of the genesis change of `meshId`. */
 function genesisActor (meshId: string): string {
   return createHash('sha256').update('meshwork/genesis/1:' + meshId).digest('hex').slice(0, 32)
@@ -419,17 +442,35 @@ export class Board {
    * a change parked earlier is applied with the one completing it, so the
    * changes are checked once they are in the document.
    */
-  #checkAuthors (before: A.Doc<BoardDoc>, after: A.Doc<BoardDoc>): void {
+  #checkAuthors (before: A.Doc<BoardDoc>, after: A.Doc<BoardDoc>, rootRule = false): void {
     if (after === before) return
     const forbidden = new Map<string, string>()
     let count = 0
-    const all = A.getChanges(before, after).map(bytes => A.decodeChange(bytes))
+    // a change a sync message carried was decoded by #precheckSync already: decoding a large one again
+    // (every op as a JS object) was a good part of a joiner's sync
+    const backend = A.getBackend(after)
+    const all = A.getChangesMetaSince(after, A.getHeads(before)).map(m => {
+      const known = this.#preverified.get(m.hash)
+      if (known !== undefined) return known
+      const bytes = backend.getChangeByHash(m.hash)
+      if (bytes === null) {
+        this.#doc = A.clone(before, { actor: A.getActorId(before) })
+        throw new BoardChangeRejectedError(`change ${m.hash.slice(0, 12)} is listed in the document but cannot be read from it`)
+      }
+      return A.decodeChange(bytes)
+    })
     const forged = this.#forgedChanges(after, all)
     // the carry change writes every peer's entries: exempt from the role rules, like the genesis change
     const added = all.filter(c => c.hash !== this.genesisHash && !isCarryChange(c, this.meshId, this.genesisHash))
     if (forged.length > 0) {
       this.#doc = A.clone(before, { actor: A.getActorId(before) })
       throw new BoardForgedChangeError([...new Set(forged.map(f => f.change.actor))], forged.length, [...new Set(forged.map(f => f.why))].slice(0, 3).join('; '))
+    }
+    // (changes applied through Automerge are held to the root rule by their patches; a loaded document has none)
+    const rootWrite = rootRule ? added.find(c => c.ops.some(op => op.obj === '_root')) : undefined
+    if (rootWrite !== undefined) {
+      this.#doc = A.clone(before, { actor: A.getActorId(before) })
+      throw new BoardChangeRejectedError(`change ${rootWrite.hash?.slice(0, 12) ?? '?'} writes the document root; refused with the document it came in`)
     }
     for (const decoded of added) {
       const why = forbiddenWrite(decoded, this.#mainId) ?? roleViolation(decoded, changeContext(after, decoded, this.#paths))
@@ -469,7 +510,7 @@ export class Board {
         const why = this.#carryProblem(c)
         if (why !== null) forged.push({ change: c, why })
       } else if (isSigningActor(c.actor)) {
-        const why = c.hash !== undefined && this.#preverified.has(c.hash) ? null : signatureProblem(c)
+        const why = c.hash !== undefined && this.#preverified.get(c.hash) === c ? null : signatureProblem(c)
         if (why !== null) { forged.push({ change: c, why }); continue }
         const tip = tips.get(c.actor)
         if (c.hash !== undefined && (tip === undefined || tip.seq < c.seq)) tips.set(c.actor, { seq: c.seq, hash: c.hash })
@@ -509,11 +550,73 @@ export class Board {
    */
   receiveSyncMessage (state: A.SyncState, message: Uint8Array): A.SyncState {
     try {
+      const loaded = this.#receiveDocument(state, message)
+      if (loaded !== null) return loaded
       this.#precheckSync(message)
       return this.#receiveSync(state, message)
     } finally {
       this.#preverified.clear()
     }
+  }
+
+  /**
+   * A sync message carrying a whole document (what Automerge sends a peer
+   * that lacks most of the board: a joiner) of `LOAD_SYNC_BYTES` or more is
+   * loaded together with this board's own content (`A.load` of both), then
+   * checked like any received change (signatures, the root rule, the role
+   * rules, `authorFilter`) and taken whole or refused whole. Applying it as a
+   * sync message builds a patch for every field of every task, and that took
+   * more than half of a joiner's sync of a 10,000-task board. Returns null
+   * when the message is not such a one (the caller applies it as usual).
+   */
+  #receiveDocument (state: A.SyncState, message: Uint8Array): A.SyncState | null {
+    let chunks: Uint8Array[]
+    try {
+      chunks = A.decodeSyncMessage(message).changes
+    } catch {
+      return null
+    }
+    let bytes = 0
+    for (const c of chunks) bytes += c.length
+    if (bytes < LOAD_SYNC_BYTES || !chunks.some(isDocumentChunk)) return null
+    const before = this.#doc
+    let loaded: A.Doc<BoardDoc>
+    try {
+      loaded = A.load<BoardDoc>(concatBytes([A.save(before), ...chunks]), { actor: A.getActorId(before) })
+    } catch {
+      // not loadable as it stands (a chunk that needs changes this board lacks): the sync path handles it
+      return null
+    }
+    if (!A.hasHeads(loaded, [this.genesisHash])) {
+      A.free(loaded)
+      throw new BoardChangeRejectedError('sync message carries a document of another mesh (its genesis differs)')
+    }
+    try {
+      this.#checkAuthors(before, loaded, true)
+    } catch (err) {
+      A.free(loaded)
+      throw err
+    }
+    // the message's other parts (their heads, what they need) go through Automerge's sync state; its
+    // changes are all in the document now, so this applies nothing
+    let doc: A.Doc<BoardDoc>
+    let next: A.SyncState
+    try {
+      [doc, next] = A.receiveSyncMessage(loaded, state, message)
+    } catch (err) {
+      throw new BoardChangeRejectedError(`bad sync message: ${(err as Error).message}`)
+    }
+    const touched = new Set<string>(['main'])
+    for (const d of [before, doc]) {
+      for (const section of ['tasks', 'nodes', 'conflicts'] as const) {
+        const raw = d[section]
+        if (raw !== null && typeof raw === 'object') for (const key of Object.keys(raw)) touched.add(`${section}/${key}`)
+      }
+    }
+    this.#doc = doc
+    A.free(before)
+    this.#afterPatches(touched, false, [])
+    return next
   }
 
   #receiveSync (state: A.SyncState, message: Uint8Array): A.SyncState {
@@ -566,12 +669,12 @@ export class Board {
       if (c.hash === this.genesisHash || this.hasHeads([c.hash as string])) continue
       const why = c.actor === carryActor(this.meshId) ? this.#carryProblem(c) : signatureProblem(c)
       if (why !== null) throw new BoardForgedChangeError([c.actor], 1, why)
-      if (c.hash !== undefined) this.#preverified.add(c.hash)
+      if (c.hash !== undefined) this.#preverified.set(c.hash, c)
     }
   }
 
-  /** Hashes of changes of the sync message being applied whose signatures `#precheckSync` verified. */
-  readonly #preverified = new Set<string>()
+  /** Changes of the sync message being applied whose signatures `#precheckSync` verified, decoded, by hash. */
+  readonly #preverified = new Map<string, A.DecodedChange>()
 
   /**
    * Whether a peer whose document is at `heads` has seen change `hash`: true or

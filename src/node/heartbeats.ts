@@ -10,11 +10,32 @@ import type { Board } from '../crdt/board.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
-import { HEALTH_OK } from './health.ts'
+import { HEALTH_OK, type HealthState } from './health.ts'
 import { MESHWORK_VERSION } from './version.ts'
 
 /** How often the resident set size reported in heartbeats is sampled. */
 const RSS_SAMPLE_MS = 10_000
+
+/**
+ * Shortest gap between two presence messages of this node when an
+ * acknowledgement brings the next heartbeat forward: acknowledgements of a
+ * burst of remote claims share one message. @default 100 ms
+ */
+export const ACK_MIN_GAP_MS = 100
+
+/** Wait between a remote claim reaching this node's disk and its acknowledgement (claims arriving together share it). @default 20 ms */
+export const ACK_DELAY_MS = 20
+
+/**
+ * A heartbeat carries this node's addresses when they changed, while the node
+ * or a peer of it is new (`ADDRS_FRESH_MS`), and on every `ADDRS_EVERY`th
+ * beat; the others carry none (receivers keep what they last heard). Heads go
+ * in every beat: they are the claim acknowledgements. @default 10
+ */
+export const ADDRS_EVERY = 10
+
+/** How long after this node starts, or after a peer comes alive, every heartbeat carries the addresses. @default 10 s */
+export const ADDRS_FRESH_MS = 10_000
 
 /** Fields the scheduler adds to each heartbeat: the tasks it runs and its rate-limit back-off. */
 export type PresenceExtras = Partial<Pick<Presence, 'running' | 'backoffUntil' | 'health'>>
@@ -55,9 +76,15 @@ export interface HeartbeatsComponents {
 
 /**
  * Presence and failure detection: this node's heartbeat every period (load,
- * event-loop lag, heads, addresses), an extra one soon after a remote claim so
- * claimants settle quickly, the last one on the way down (`leaving`), and the
- * failure detector fed by everyone else's.
+ * event-loop lag, heads, addresses), brought forward after a remote claim so
+ * claimants settle quickly (`ackSoon`), the last one on the way down
+ * (`leaving`), and the failure detector fed by everyone else's.
+ *
+ * An acknowledgement is the next heartbeat sent early, not an extra message:
+ * the period restarts from it. A node therefore sends one presence message a
+ * period while remote claims come less often than that, and at most one per
+ * `ACK_MIN_GAP_MS` under a burst (every node acknowledging every claim with
+ * an extra message made presence traffic grow with nodes x claims).
  */
 export class Heartbeats implements Startable {
   readonly #c: HeartbeatsComponents
@@ -68,11 +95,22 @@ export class Heartbeats implements Startable {
   #extras: () => PresenceExtras = () => ({})
   #seq = 0
   #lagMs = 0
-  #lastBeat = 0
   #rss = 0
   #rssAt = 0
-  #ackTimer: NodeJS.Timeout | null = null
-  #lastAck = 0
+  /** The next presence message: the regular heartbeat, or earlier for an acknowledgement. */
+  #beatTimer: NodeJS.Timeout | null = null
+  /** When `#beatTimer` fires (wall ms). */
+  #beatAt = 0
+  /** When the last presence message went out (wall ms). */
+  #lastSent = 0
+  /** Presence messages sent early as acknowledgements (each replaced a heartbeat). */
+  #acks = 0
+  /** The addresses last sent, joined, and the beat they went in. */
+  #addrsSent = ''
+  #addrsSeq = -Infinity
+  /** Until when every heartbeat carries the addresses (a peer came alive: it may not know them yet). */
+  #addrsFreshUntil = 0
+  #onError: (err: unknown) => void = () => {}
   #started = false
   #stopped = false
 
@@ -105,23 +143,28 @@ export class Heartbeats implements Startable {
     this.#lag = monitorEventLoopDelay({ resolution: 20 })
     this.#lag.enable()
     this.seedFromBoard()
-    const onError = (err: unknown): void => { this.#log.error('timer:failed', { error: toError(err).message }) }
-    this.#stopTimers.push(every(membership.heartbeatMs, () => { this.#beat() }, onError))
+    const onError = this.#onError = (err: unknown): void => { this.#log.error('timer:failed', { error: toError(err).message }) }
     // the failure detector looks four times per heartbeat: a silent peer is declared as soon as its
     // timeout passes, not up to a whole period later
     this.#stopTimers.push(every(Math.max(50, Math.floor(membership.heartbeatMs / 4)), () => {
       for (const t of membership.tick(this.#lagMs)) this.#c.onTransition(t)
     }, onError))
-    this.#beat()
+    this.#fire()
   }
 
   /** Stops the timers (no more heartbeats). */
   beforeStop (): void {
     for (const stop of this.#stopTimers) stop()
     this.#stopTimers = []
-    if (this.#ackTimer !== null) clearTimeout(this.#ackTimer)
+    if (this.#beatTimer !== null) clearTimeout(this.#beatTimer)
+    this.#beatTimer = null
     this.#lag?.disable()
     this.#stopped = true
+  }
+
+  /** Presence messages this node sent early as acknowledgements, each in place of a heartbeat. */
+  get acksSent (): number {
+    return this.#acks
   }
 
   /** Publishes the last heartbeat, with `leaving` set. */
@@ -141,6 +184,7 @@ export class Heartbeats implements Startable {
       this.#rss = process.memoryUsage.rss()
       this.#rssAt = now
     }
+    const eligible = this.#c.eligible()
     return {
       v: 1,
       peerId: this.#c.peerId(),
@@ -151,17 +195,36 @@ export class Heartbeats implements Startable {
       heads: (this.#c.ackHeads?.() ?? this.#c.board.heads()).slice(0, 64),
       addrs: this.#c.addrs().slice(0, 16),
       lagMs: this.#lagMs,
-      load: (loadavg()[0] ?? 0) / availableParallelism(),
+      load: Math.round(100 * (loadavg()[0] ?? 0) / availableParallelism()) / 100,
       rssBytes: this.#rss,
       backoffUntil: extras.backoffUntil ?? null,
-      ...(extras.health !== undefined ? { health: extras.health } : {}),
+      // absent means ok and eligible, to every version (membership.ts)
+      ...(extras.health !== undefined && !isOk(extras.health) ? { health: extras.health } : {}),
       startedAt: this.#c.startedAt(),
       seq: this.#seq++,
       sentAt: Date.now(),
-      eligible: this.#c.eligible(),
+      ...(eligible ? {} : { eligible }),
       version: MESHWORK_VERSION,
       leaving
     }
+  }
+
+  /** Keeps every heartbeat carrying this node's addresses for a while (a peer came alive and may not know them). */
+  peerCameAlive (): void {
+    this.#addrsFreshUntil = Date.now() + ADDRS_FRESH_MS
+  }
+
+  /** `p` as it goes out in a heartbeat: without its addresses when receivers have them (see `ADDRS_EVERY`). */
+  #trimmed (p: Presence): Presence {
+    const joined = p.addrs.join(' ')
+    const now = Date.now()
+    const fresh = now - this.#c.startedAt() < ADDRS_FRESH_MS || now < this.#addrsFreshUntil
+    if (fresh || joined !== this.#addrsSent || p.seq - this.#addrsSeq >= ADDRS_EVERY) {
+      this.#addrsSent = joined
+      this.#addrsSeq = p.seq
+      return p
+    }
+    return { ...p, addrs: [] }
   }
 
   /** This node as a member (the first entry of its members view). */
@@ -173,15 +236,39 @@ export class Heartbeats implements Startable {
     }
   }
 
-  /** Publishes an extra heartbeat (with our new heads) soon, at most every 100 ms. */
+  /**
+   * Brings the next heartbeat (with this node's new heads) forward to
+   * `ACK_DELAY_MS` from now, or `ACK_MIN_GAP_MS` after the last one; the
+   * period restarts from it. Call once a remote claim is on disk (only heads
+   * on disk are acknowledged).
+   */
   ackSoon (): void {
-    if (!this.#c.announce || this.#ackTimer !== null || this.#stopped) return
-    const wait = Math.max(20, 100 - (Date.now() - this.#lastAck))
-    this.#ackTimer = setTimeout(() => {
-      this.#ackTimer = null
-      this.#lastAck = Date.now()
-      void this.#c.gossip.publish(this.#c.topic, encodePresence(this.presence(false)))
-    }, wait)
+    if (!this.#c.announce || !this.#started || this.#stopped) return
+    const now = Date.now()
+    const at = Math.max(now + ACK_DELAY_MS, this.#lastSent + ACK_MIN_GAP_MS)
+    // the heartbeat already due by then carries the acknowledgement
+    if (this.#beatTimer !== null && this.#beatAt <= at) return
+    this.#acks++
+    this.#arm(at - now)
+  }
+
+  /** Sets the next presence message `ms` from now (replacing the one set before). */
+  #arm (ms: number): void {
+    if (this.#beatTimer !== null) clearTimeout(this.#beatTimer)
+    this.#beatAt = Date.now() + ms
+    this.#beatTimer = setTimeout(() => { this.#fire() }, ms)
+  }
+
+  /** Sends this node's heartbeat now and sets the next one a period later. */
+  #fire (): void {
+    this.#beatTimer = null
+    if (this.#stopped) return
+    try {
+      this.#beat()
+    } catch (err) {
+      this.#onError(err)
+    }
+    this.#arm(this.#c.membership.heartbeatMs)
   }
 
   /** Makes the peers the board knows of known to the failure detector (nodes only). */
@@ -196,13 +283,14 @@ export class Heartbeats implements Startable {
 
   #beat (): void {
     const now = Date.now()
-    const drift = this.#lastBeat === 0 ? 0 : Math.max(0, now - this.#lastBeat - this.#c.membership.heartbeatMs)
-    this.#lastBeat = now
+    // how late this beat's timer fired (an early one, an acknowledgement, is never late)
+    const drift = this.#beatAt === 0 ? 0 : Math.max(0, now - this.#beatAt)
+    this.#lastSent = now
     const loopLag = this.#lag !== null ? this.#lag.max / 1e6 : 0
     this.#lag?.reset()
     this.#lagMs = Math.round(Math.max(drift, loopLag))
     for (const t of this.#c.membership.tick(this.#lagMs)) this.#c.onTransition(t)
-    void this.#c.gossip.publish(this.#c.topic, encodePresence(this.presence(false)))
+    void this.#c.gossip.publish(this.#c.topic, encodePresence(this.#trimmed(this.presence(false))))
   }
 
   #validate (msg: SignedMessage, from: string): TopicValidatorResult {
@@ -233,9 +321,17 @@ export class Heartbeats implements Startable {
     const p = this.#decoded.get(msg) ?? decodePresence(msg.data)
     if (p === null) return
     const t = this.#c.membership.heartbeat(p)
-    if (t !== null) this.#c.onTransition(t)
+    if (t !== null) {
+      if (t.to === 'alive') this.peerCameAlive()
+      this.#c.onTransition(t)
+    }
     this.#c.onPresence(p)
     this.#c.peerHeads(from, p.heads)
     if (!p.leaving) this.#c.peerAddrs(p)
   }
+}
+
+/** Whether `h` says what an absent `health` says (ok, nothing more). */
+function isOk (h: HealthState): boolean {
+  return h.state === 'ok' && h.reason === null && h.until === null && h.cause === undefined && h.credential === undefined
 }

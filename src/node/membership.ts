@@ -103,7 +103,8 @@ export class Membership {
       slots: p.slots,
       running: p.running,
       heads: p.heads,
-      addrs: p.addrs,
+      // a heartbeat without addresses keeps the last ones heard (they are sent when they change, see heartbeats.ts)
+      addrs: p.addrs.length > 0 ? p.addrs : prev?.member.addrs ?? [],
       load: p.load,
       lagMs: p.lagMs,
       backoffUntil: p.backoffUntil,

@@ -460,9 +460,11 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     s?.replication.onUpdate(update)
     if (s !== null && (update.tasks.length > 0 || !update.local)) s.heartbeats.seedFromBoard()
     // acknowledge remote claims quickly: a claimant settles once every peer's heads contain its claim.
-    // Other remote changes are acknowledged by the next heartbeat (an extra presence message from every
-    // node for every change made acknowledgements O(nodes x changes))
-    if (s !== null && !update.local && update.tasks.some(id => this.board.task(id)?.state === 'claimed')) s.heartbeats.ackSoon()
+    // The acknowledgement is the next heartbeat brought forward once the claim is on disk (only heads on
+    // disk are acknowledged), not an extra message; other remote changes ride the regular heartbeat
+    if (s !== null && !update.local && update.tasks.some(id => this.board.task(id)?.state === 'claimed')) {
+      void s.replication.flush().then(() => { s.heartbeats.ackSoon() })
+    }
     if (s !== null && !update.local && this.role === 'node') this.#keepRegistered()
     this.dispatchEvent(new CustomEvent('board:update', { detail: update }))
   }

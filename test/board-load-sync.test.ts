@@ -1,0 +1,144 @@
+/**
+ * A joiner's first sync: Automerge sends a peer that lacks most of the board
+ * the whole document in one sync message, and the board loads it (with its
+ * own content) instead of applying it change by change, then checks every
+ * change in it as it checks any received change, taking it whole or refusing
+ * it whole.
+ */
+import { describe, it, expect } from 'vitest'
+import * as A from '@automerge/automerge'
+import { randomBytes } from 'node:crypto'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { Board, LOAD_SYNC_BYTES, nodeActorForPeer, type BoardUpdate } from '../src/crdt/board.ts'
+import { signerFromPrivateKey, type ChangeSigner } from '../src/crdt/signing.ts'
+import * as lifecycle from '../src/crdt/lifecycle.ts'
+import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+import { asPeerId, type TaskId } from '../src/crdt/schema.ts'
+
+const MESH = 'mesh-load-sync-test'
+
+async function peer (): Promise<{ id: string, actor: string, signer: ChangeSigner }> {
+  const key = await generateKeyPair('Ed25519')
+  const id = peerIdFromPrivateKey(key).toString()
+  return { id, actor: nodeActorForPeer(id), signer: signerFromPrivateKey(id, key) }
+}
+
+/** `n` tasks with prompts that do not compress away, so the document is well above LOAD_SYNC_BYTES. */
+function tasks (n: number, prefix = 't'): ReturnType<typeof simpleTask>[] {
+  return Array.from({ length: n }, (_, i) => simpleTask(`${prefix}-${i}`, { prompt: `task ${i}: ${randomBytes(48).toString('hex')}` }))
+}
+
+/** Whether a sync message carries a whole document (chunk type 0) of LOAD_SYNC_BYTES or more. */
+function carriesDocument (message: Uint8Array): boolean {
+  const chunks = A.decodeSyncMessage(message).changes
+  return chunks.some(c => c[8] === 0) && chunks.reduce((n, c) => n + c.length, 0) >= LOAD_SYNC_BYTES
+}
+
+/**
+ * Runs the sync protocol from `source` (a board, or a raw document a hostile
+ * peer made) into `joiner` until both are idle or the joiner refuses;
+ * returns the refusal and whether a whole document was offered.
+ */
+function syncInto (joiner: Board, source: Board | A.Doc<unknown>): { refused: unknown, documentOffered: boolean } {
+  let js = A.initSyncState()
+  let ss = A.initSyncState()
+  let documentOffered = false
+  const gen = (s: A.SyncState): [A.SyncState, Uint8Array | null] => source instanceof Board ? source.generateSyncMessage(s) : A.generateSyncMessage(source, s)
+  const recv = (s: A.SyncState, m: Uint8Array): A.SyncState => source instanceof Board ? source.receiveSyncMessage(s, m) : A.receiveSyncMessage(source, s, m)[1]
+  for (let round = 0; round < 10; round++) {
+    const [j1, toSource] = joiner.generateSyncMessage(js)
+    js = j1
+    if (toSource !== null) ss = recv(ss, toSource)
+    const [s1, toJoiner] = gen(ss)
+    ss = s1
+    if (toJoiner === null && toSource === null) break
+    if (toJoiner === null) continue
+    documentOffered ||= carriesDocument(toJoiner)
+    try {
+      js = joiner.receiveSyncMessage(js, toJoiner)
+    } catch (err) {
+      return { refused: err, documentOffered }
+    }
+  }
+  return { refused: null, documentOffered }
+}
+
+describe('a sync message carrying the whole board', () => {
+  it('is loaded with the joiner\'s own changes: every task arrives, one update names them all, and the board saves them', async () => {
+    const [p, j] = [await peer(), await peer()]
+    const source = Board.create(MESH, p.actor, p.signer)
+    source.checkOwnChanges = true
+    for (let i = 0; i < 3; i++) source.change('plan', addTasks(tasks(100, `p${i}`)))
+    source.change('tasks:claim', d => { lifecycle.claim(d, 'p0-1' as TaskId, asPeerId(p.id), 0, 1000) })
+    const joiner = Board.create(MESH, j.actor, j.signer)
+    joiner.checkOwnChanges = true
+    // the joiner registered before its first sync, as a node does
+    joiner.change('node:join', d => { d.nodes[j.id] = { name: 'j' as never, slots: 1, startedAt: 1, leftAt: null } })
+    const updates: BoardUpdate[] = []
+    joiner.subscribe(u => { updates.push(u) })
+
+    const { refused, documentOffered } = syncInto(joiner, source)
+    expect(refused).toBeNull()
+    expect(documentOffered, 'the source never offered a whole document: the load path was not exercised').toBe(true)
+    expect(joiner.snapshot().tasks.size).toBe(300)
+    expect(joiner.task('p0-1')?.state).toBe('claimed')
+    expect(joiner.snapshot().nodes.get(asPeerId(j.id))?.name).toBe('j')
+    expect(joiner.hasHeads(source.heads())).toBe(true)
+    expect(source.hasHeads(joiner.heads())).toBe(true)
+    const named = new Set(updates.flatMap(u => u.tasks))
+    expect(named.size).toBe(300)
+    expect(updates.every(u => !u.local)).toBe(true)
+    // what a node appends to its log after the update holds the whole board
+    const reloaded = Board.load(MESH, j.actor, joiner.saveIncremental(), j.signer)
+    expect(reloaded.snapshot().tasks.size).toBe(300)
+    // and the joiner goes on writing signed changes that the source takes
+    const claim = joiner.change('tasks:claim', d => { lifecycle.claim(d, 'p2-5' as TaskId, asPeerId(j.id), 0, 2000) })
+    expect(claim).not.toBeNull()
+    source.applyChanges([claim as Uint8Array])
+    expect(source.task('p2-5')?.claims[j.id]).toEqual({ epoch: 0, at: 2000 })
+  })
+
+  it('is refused whole when it holds a change under a peer\'s signing actor that the peer did not sign', async () => {
+    const [victim, j] = [await peer(), await peer()]
+    // a hostile board writing under the victim's signing actor without its key
+    const forger = Board.create(MESH, victim.actor, null)
+    forger.change('plan', addTasks(tasks(200)))
+    const joiner = Board.create(MESH, j.actor, j.signer)
+    const heads = joiner.heads()
+    const { refused, documentOffered } = syncInto(joiner, forger)
+    expect(documentOffered).toBe(true)
+    expect((refused as Error | null)?.name).toBe('BoardForgedChangeError')
+    expect(joiner.snapshot().tasks.size).toBe(0)
+    expect(joiner.heads()).toEqual(heads)
+  })
+
+  it('is refused whole when a change in it writes the document root', async () => {
+    const [p, j] = [await peer(), await peer()]
+    const honest = Board.create(MESH, p.actor, p.signer)
+    honest.change('plan', addTasks(tasks(200)))
+    // an older peer's unsigned actor, replacing main at the root
+    let evil = A.load<Record<string, unknown>>(honest.save(), { actor: 'ee'.repeat(16) })
+    evil = A.change(evil, d => { d.main = { head: null, leader: 'evil', term: 99 } })
+    const joiner = Board.create(MESH, j.actor, j.signer)
+    const { refused, documentOffered } = syncInto(joiner, evil)
+    expect(documentOffered).toBe(true)
+    expect((refused as Error | null)?.name).toBe('BoardChangeRejectedError')
+    expect((refused as Error).message).toMatch(/writes the document root/)
+    expect(joiner.snapshot().tasks.size).toBe(0)
+    expect(joiner.snapshot().main.leader).toBeNull()
+  })
+
+  it('is refused whole when a change in it writes what its author\'s role does not allow (a claim in another node\'s name)', async () => {
+    const [p, other, j] = [await peer(), await peer(), await peer()]
+    // signed by p, but without the writer's own check: p claims in the other node's name
+    const writer = Board.create(MESH, p.actor, p.signer)
+    writer.change('plan', addTasks(tasks(200)))
+    writer.change('tasks:claim', d => { lifecycle.claim(d, 't-3' as TaskId, asPeerId(other.id), 0, 1000) })
+    const joiner = Board.create(MESH, j.actor, j.signer)
+    const { refused, documentOffered } = syncInto(joiner, writer)
+    expect(documentOffered).toBe(true)
+    expect((refused as Error | null)?.name).toBe('BoardAuthorRefusedError')
+    expect(joiner.snapshot().tasks.size).toBe(0)
+  })
+})

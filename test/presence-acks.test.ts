@@ -1,0 +1,180 @@
+/**
+ * Claim acknowledgements ride the heartbeat: a remote claim brings this node's
+ * next heartbeat forward (once the claim is on disk) instead of adding a
+ * presence message, so presence traffic no longer grows with nodes x claims.
+ */
+import { describe, it, expect, afterEach, vi } from 'vitest'
+import { Heartbeats, ACK_DELAY_MS, ACK_MIN_GAP_MS, ADDRS_EVERY, ADDRS_FRESH_MS } from '../src/node/heartbeats.ts'
+import { Membership } from '../src/node/membership.ts'
+import type { Gossip } from '../src/node/gossip.ts'
+import { Board } from '../src/crdt/board.ts'
+import { asPeerId, type TaskId } from '../src/crdt/schema.ts'
+import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+import * as lifecycle from '../src/crdt/lifecycle.ts'
+import { silentLogger } from '../src/util/logger.ts'
+import { decodePresence, type Presence } from '../src/protocol/presence.ts'
+import { createMesh, waitAllAlive, waitConverged, type TestMesh } from './helpers/mesh.ts'
+import { waitFor } from '../src/util/wait.ts'
+
+const HB = 1000
+
+/** Heartbeats over a gossip that records what it publishes (sequence numbers in `sent`, whole messages in `messages`), on fake timers. */
+function heartbeats (opts: { addrs?: () => string[], startedAt?: number } = {}): { hb: Heartbeats, sent: number[], messages: Presence[] } {
+  const sent: number[] = []
+  const messages: Presence[] = []
+  const gossip = {
+    route: () => {},
+    subscribe: () => {},
+    publish: async (_topic: string, data: Uint8Array) => {
+      const p = decodePresence(data)
+      expect(p).not.toBeNull()
+      sent.push(p?.seq ?? -1)
+      if (p !== null) messages.push(p)
+    }
+  } as unknown as Gossip
+  const startedAt = opts.startedAt ?? 0
+  const hb = new Heartbeats({
+    announce: true,
+    gossip,
+    topic: 'presence',
+    membership: new Membership({ heartbeatMs: HB }),
+    board: Board.create('acks-mesh', 'aa'.repeat(16)),
+    peerId: () => asPeerId('12D3KooWself'),
+    name: 'self',
+    slots: () => 1,
+    eligible: () => true,
+    startedAt: () => startedAt,
+    addrs: opts.addrs ?? (() => []),
+    peerHeads: () => {},
+    peerAddrs: () => {},
+    onTransition: () => {},
+    onPresence: () => {},
+    logger: silentLogger
+  })
+  return { hb, sent, messages }
+}
+
+describe('acknowledgements as early heartbeats', () => {
+  afterEach(() => { vi.useRealTimers() })
+
+  it('an acknowledgement replaces the next heartbeat: the period restarts from it', async () => {
+    vi.useFakeTimers()
+    const { hb, sent } = heartbeats()
+    hb.afterStart()
+    expect(sent.length).toBe(1)
+    await vi.advanceTimersByTimeAsync(HB)
+    expect(sent.length).toBe(2)
+    await vi.advanceTimersByTimeAsync(400)
+    hb.ackSoon()
+    await vi.advanceTimersByTimeAsync(ACK_DELAY_MS)
+    expect(sent.length).toBe(3)
+    expect(hb.acksSent).toBe(1)
+    // the heartbeat that was due 600 ms after the acknowledgement is not sent: the next is a period after it
+    await vi.advanceTimersByTimeAsync(HB - 1)
+    expect(sent.length).toBe(3)
+    await vi.advanceTimersByTimeAsync(1)
+    expect(sent.length).toBe(4)
+    // four messages in 2.4 s: the same as heartbeats alone would have sent by 3 s
+    hb.stop()
+  })
+
+  it('a burst of claims is acknowledged by one message, and acknowledgements keep ACK_MIN_GAP_MS apart', async () => {
+    vi.useFakeTimers()
+    const { hb, sent } = heartbeats()
+    hb.afterStart()
+    await vi.advanceTimersByTimeAsync(300)
+    for (let i = 0; i < 10; i++) {
+      hb.ackSoon()
+      await vi.advanceTimersByTimeAsync(2)
+    }
+    await vi.advanceTimersByTimeAsync(ACK_DELAY_MS)
+    expect(sent.length).toBe(2)
+    // another claim right after: its acknowledgement waits for the gap, then goes
+    hb.ackSoon()
+    await vi.advanceTimersByTimeAsync(ACK_MIN_GAP_MS - ACK_DELAY_MS - 10)
+    expect(sent.length).toBe(2)
+    await vi.advanceTimersByTimeAsync(ACK_DELAY_MS + 10)
+    expect(sent.length).toBe(3)
+    expect(hb.acksSent).toBe(2)
+    // an acknowledgement the regular heartbeat (due 10 ms from now) carries anyway adds nothing
+    await vi.advanceTimersByTimeAsync(HB - 30)
+    hb.ackSoon()
+    await vi.advanceTimersByTimeAsync(ACK_MIN_GAP_MS)
+    expect(sent.length).toBe(4)
+    expect(hb.acksSent).toBe(2)
+    hb.stop()
+  })
+})
+
+describe('heartbeat payload', () => {
+  afterEach(() => { vi.useRealTimers() })
+
+  it('addresses go out while the node is new, when they change, when a peer comes alive and every ADDRS_EVERY beats; defaults are left out', async () => {
+    vi.useFakeTimers()
+    let addrs = ['/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWself']
+    const { hb, messages } = heartbeats({ addrs: () => addrs, startedAt: Date.now() })
+    hb.afterStart()
+    await vi.advanceTimersByTimeAsync(ADDRS_FRESH_MS - 1)
+    // new: every beat carries them
+    expect(messages.length).toBe(ADDRS_FRESH_MS / HB)
+    expect(messages.every(m => m.addrs.length === 1)).toBe(true)
+    // ok health and leader eligibility are what an absent field means: not sent
+    expect(messages.every(m => m.health === undefined && m.eligible === undefined && m.heads.length === 1)).toBe(true)
+    await vi.advanceTimersByTimeAsync(2 * ADDRS_EVERY * HB)
+    const settled = messages.slice(ADDRS_FRESH_MS / HB)
+    expect(settled.filter(m => m.addrs.length > 0).length).toBe(2)
+    // a change goes in the next beat
+    addrs = [...addrs, '/ip4/10.0.0.2/tcp/4001/p2p/12D3KooWself']
+    await vi.advanceTimersByTimeAsync(HB)
+    expect(messages.at(-1)?.addrs.length).toBe(2)
+    await vi.advanceTimersByTimeAsync(HB)
+    expect(messages.at(-1)?.addrs.length).toBe(0)
+    // a peer that comes alive may not know them: sent again for a while
+    hb.peerCameAlive()
+    await vi.advanceTimersByTimeAsync(3 * HB)
+    expect(messages.slice(-3).every(m => m.addrs.length === 2)).toBe(true)
+    hb.stop()
+  })
+
+  it('a receiver keeps the addresses it heard last when a heartbeat carries none', () => {
+    const m = new Membership({ heartbeatMs: HB })
+    const base: Presence = { v: 1, peerId: asPeerId('12D3KooWpeer'), name: 'p', slots: 1, running: [], heads: [], addrs: ['/ip4/10.0.0.3/tcp/4001'], lagMs: 0, load: 0, rssBytes: 0, backoffUntil: null, startedAt: 0, seq: 0, leaving: false }
+    m.heartbeat(base)
+    m.heartbeat({ ...base, seq: 1, addrs: [] })
+    expect(m.get('12D3KooWpeer')?.addrs).toEqual(['/ip4/10.0.0.3/tcp/4001'])
+    expect(m.get('12D3KooWpeer')?.eligible).toBe(true)
+    expect(m.get('12D3KooWpeer')?.health?.state).toBe('ok')
+  })
+})
+
+let mesh: TestMesh | undefined
+afterEach(async () => { await mesh?.stop(); mesh = undefined })
+
+describe('claims acknowledged over a real mesh', () => {
+  it('each remote claim is acknowledged by every peer long before its next regular heartbeat, without extra presence messages', async () => {
+    // a long period: only an acknowledgement brought forward can show a claim in a peer's heads within a second or two
+    const heartbeatMs = 6000
+    mesh = await createMesh(3, { heartbeatMs, suspectAfterMs: 3 * heartbeatMs, deadAfterMs: 10 * heartbeatMs })
+    await waitAllAlive(mesh.nodes, 60_000)
+    const [a, b, c] = mesh.nodes as [typeof mesh.nodes[0], typeof mesh.nodes[0], typeof mesh.nodes[0]]
+    a.changeBoard('plan', addTasks([0, 1, 2].map(i => simpleTask(`t-${i}`))))
+    await waitConverged(mesh.nodes, 20_000, n => n.board.snapshot().tasks.size === 3)
+    const sentBefore = b.stats.gossipSent.messages
+    const started = Date.now()
+    for (const i of [0, 1, 2]) {
+      const id = `t-${i}` as TaskId
+      const hash = a.changeBoardHash('tasks:claim', d => { lifecycle.claim(d, id, a.peerId, 0, Date.now()) })
+      expect(hash).not.toBeNull()
+      // the claim counts as seen by a peer once its heartbeat heads (on a's side) contain it
+      for (const peer of [b, c]) {
+        await waitFor(() => a.board.seenBy(a.membership.get(peer.peerId)?.heads ?? [], hash as string) === true, {
+          timeoutMs: 2500,
+          message: `${peer.name} did not acknowledge claim ${i} within 2.5 s (its regular heartbeat comes every ${heartbeatMs} ms)`
+        })
+      }
+    }
+    // b wrote nothing: everything it sent is presence, one message per claim at most, plus regular beats
+    const elapsed = Date.now() - started
+    expect(b.stats.gossipSent.messages - sentBefore).toBeLessThanOrEqual(3 + Math.ceil(elapsed / heartbeatMs))
+  }, 90_000)
+})
