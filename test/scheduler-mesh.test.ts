@@ -1,4 +1,7 @@
 import { describe, it, expect, afterEach } from 'vitest'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createMesh, waitAllAlive, type TestMesh } from './helpers/mesh.ts'
 import { attachScheduler, stopSchedulers, RunLog } from './helpers/sched.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
@@ -139,13 +142,18 @@ describe('nodes that come and go', () => {
     const log = new RunLog()
     scheds = mesh.nodes.map(n => attachScheduler(n, log, 2))
     const n0 = mesh.nodes[0]!
-    n0.changeBoard('plan', addTasks(Array.from({ length: 40 }, (_, i) => simpleTask(`t${i}`, { sim: sim(400) }))))
+    // every run is held until the gate file exists: the slots fill (two runs per node, the victim's
+    // among them) and stay full until the joiner runs too, however slow the host
+    const gate = join(await mkdtemp(join(tmpdir(), 'meshwork-sched-mesh-')), 'open')
+    n0.changeBoard('plan', addTasks(Array.from({ length: 40 }, (_, i) => simpleTask(`t${i}`, { sim: { ...sim(400), until: gate } }))))
     const victim = mesh.nodes[3]!
-    await waitFor(() => [...n0.board.snapshot().tasks.values()].some(t => t.state === 'running' && t.node === victim.peerId), { timeoutMs: 20_000, message: 'the victim never ran a task' })
+    await waitFor(() => [...n0.board.snapshot().tasks.values()].some(t => t.state === 'running' && t.node === victim.peerId), { timeoutMs: 60_000, message: 'the victim never ran a task' })
     const lostTasks = [...n0.board.snapshot().tasks.values()].filter(t => t.state === 'running' && t.node === victim.peerId).map(t => t.id)
     await crash(victim, scheds[3]!)
     const joiner = await mesh.add()
     scheds.push(attachScheduler(joiner, log, 2))
+    await waitFor(() => [...n0.board.snapshot().tasks.values()].some(t => t.state === 'running' && t.node === joiner.peerId), { timeoutMs: 60_000, message: 'the joiner never ran a task' })
+    await writeFile(gate, '')
     const live = mesh.nodes.filter(n => n !== victim)
     await waitAllDone(n0, 40, 90_000)
     // the crashed node's runs were taken over: started again elsewhere in a later epoch
