@@ -1,5 +1,5 @@
 import { fetchFromPeer } from '../git/transfer.ts'
-import { advanceBranch, branchOid, casBranch, hasCommit } from '../git/merge.ts'
+import { advanceBranch, branchOid, casBranch, commitOids } from '../git/merge.ts'
 import { git } from '../git/git.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
 import { toError } from '../util/errors.ts'
@@ -31,6 +31,15 @@ export class MainFollower implements LocalMain {
     return oid
   }
 
+  /**
+   * Whether `oid` is a commit this repository certainly has: the local main as
+   * last read or moved here, however long ago (commits are never removed from
+   * under main; a main kept aside stays on its backup branch).
+   */
+  holds (oid: string): boolean {
+    return this.#seen?.oid === oid
+  }
+
   moved (oid: string | null): void {
     this.#seen = oid === null ? null : { oid, at: Date.now() }
   }
@@ -54,9 +63,11 @@ export class MainFollower implements LocalMain {
     const target = node.board.snapshot().main.head
     if (target === null) return
     if (this.trusted() === target) return
-    const local = await this.read()
+    // the local main and whether the target is here already, in one git process
+    const [local, here] = await commitOids(repo, [`refs/heads/${branch}`, target])
+    this.#seen = local == null ? null : { oid: local, at: Date.now() }
     if (local === target) { this.#missing = null; return }
-    if (!await hasCommit(repo, target)) {
+    if (here !== target) {
       const leader = node.board.snapshot().main.leader
       const sources = [leader, ...node.membership.alive().map(m => m.peerId)].filter((p): p is PeerIdString => p !== null && p !== node.peerId)
       let fetched = false
@@ -77,12 +88,12 @@ export class MainFollower implements LocalMain {
     this.#missing = null
     // main only moves forward: a local main with commits the mesh main lacks (a person's commit,
     // or a merge this node made as leader and crashed before publishing) is kept on a backup branch
-    if (local !== null && !await isAncestor(repo, local, target)) {
+    if (local != null && !await isAncestor(repo, local, target)) {
       await this.#keepAside(local, target)
       return
     }
     this.moved(null)
-    const how = await advanceBranch(repo, branch, local, target)
+    const how = await advanceBranch(repo, branch, local ?? null, target)
     if (how === 'lost-race') return
     this.moved(target)
     if (how === 'dirty') logger.warn('main:checkout-dirty', { repo, head: target, note: `${branch} moved to the mesh main but the checked-out working tree has local changes: left alone; run \`git reset --keep ${target.slice(0, 12)}\` when ready` })

@@ -157,6 +157,7 @@ export class Worker {
         branch,
         logger,
         ensureMain: async () => { await leadership.syncMain() },
+        knownCommit: oid => leadership.holdsMain(oid),
         fetchCheckpoint: async t => await fetchCheckpoint(node, repo, t, logger),
         ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {})
       })
