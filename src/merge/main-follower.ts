@@ -5,6 +5,9 @@ import type { PeerIdString } from '../crdt/schema.ts'
 import { toError } from '../util/errors.ts'
 import { MAIN_RECHECK_MS, type LeaderInit, type LocalMain } from './context.ts'
 
+/** Recent local mains kept as haves for fetches (`MainFollower.recentMains`). @default 32 */
+export const RECENT_MAINS = 32
+
 /**
  * The main follower, which every node runs (leader or not): keeps the local
  * main branch equal to the mesh main the board names.
@@ -15,6 +18,8 @@ export class MainFollower implements LocalMain {
   #seen: { oid: string, at: number } | null = null
   /** The mesh main the board names that no live peer could give this node, and since when. */
   #missing: { oid: string, since: number } | null = null
+  /** The last `RECENT_MAINS` commits the local main was read at or moved to, newest first. */
+  #recent: string[] = []
 
   constructor (init: LeaderInit) {
     this.#init = init
@@ -27,8 +32,25 @@ export class MainFollower implements LocalMain {
 
   async read (): Promise<string | null> {
     const oid = await branchOid(this.#init.repo, this.#init.branch)
-    this.#seen = oid === null ? null : { oid, at: Date.now() }
+    this.#see(oid)
     return oid
+  }
+
+  /** The local main is `oid` (null: unknown) as of now. */
+  #see (oid: string | null): void {
+    this.#seen = oid === null ? null : { oid, at: Date.now() }
+    if (oid !== null && this.#recent[0] !== oid) this.#recent = [oid, ...this.#recent.filter(o => o !== oid)].slice(0, RECENT_MAINS)
+  }
+
+  /**
+   * Commits this repository has for sure, to announce as haves when fetching
+   * from a peer (a new main, a handed-off branch): the mains it had lately,
+   * newest first, which a peer that follows main has too. Saves reading the
+   * branch tips and main's history with two git processes per fetch. Empty
+   * before the local main was first read.
+   */
+  recentMains (): string[] {
+    return [...this.#recent]
   }
 
   /**
@@ -41,7 +63,7 @@ export class MainFollower implements LocalMain {
   }
 
   moved (oid: string | null): void {
-    this.#seen = oid === null ? null : { oid, at: Date.now() }
+    this.#see(oid)
   }
 
   /**
@@ -65,7 +87,7 @@ export class MainFollower implements LocalMain {
     if (this.trusted() === target) return
     // the local main and whether the target is here already, in one git process
     const [local, here] = await commitOids(repo, [`refs/heads/${branch}`, target])
-    this.#seen = local == null ? null : { oid: local, at: Date.now() }
+    this.#see(local ?? null)
     if (local === target) { this.#missing = null; return }
     if (here !== target) {
       const leader = node.board.snapshot().main.leader
@@ -73,11 +95,14 @@ export class MainFollower implements LocalMain {
       let fetched = false
       for (const peer of sources) {
         try {
-          await fetchFromPeer(node, peer, repo, target, { intoRef: 'refs/meshwork/main-incoming', timeoutMs: 5 * 60_000, logger })
+          const haves = this.recentMains()
+          await fetchFromPeer(node, peer, repo, target, { intoRef: 'refs/meshwork/main-incoming', timeoutMs: 5 * 60_000, logger, ...(haves.length > 0 ? { haves } : {}) })
           fetched = true
           break
         } catch (err) {
           logger.debug('main:fetch-failed', { from: peer, error: toError(err).message })
+          // the next try reads the haves from the repository (a remembered main could be gone: a backup branch deleted)
+          this.#recent = []
         }
       }
       if (!fetched) {

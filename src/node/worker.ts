@@ -100,6 +100,7 @@ export class Worker {
           logger.info('branch:received', { task: req.task, epoch: req.epoch, from: peer, head: res.oid, bytes: res.bytes, ms })
           recordTaken(node, req.task, res.oid)
         },
+        haves: () => this.leadership?.recentMains() ?? [],
         onFetch: (req, fetching) => {
           if (fetching) handoffsInFlight.add(req.task)
           else handoffsInFlight.delete(req.task)
