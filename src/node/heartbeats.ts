@@ -29,6 +29,11 @@ export interface HeartbeatsComponents {
   board: Board
   /** The board heads to acknowledge in heartbeats (those on disk). @default the board's heads */
   ackHeads?: () => string[]
+  /**
+   * Resolves once the board changes made or applied so far are on disk (in
+   * `ackHeads`): an early acknowledgement waits for it. @default none: at once
+   */
+  durable?: () => Promise<void>
   peerId: () => PeerIdString
   name: string
   slots: () => number
@@ -173,8 +178,21 @@ export class Heartbeats implements Startable {
     }
   }
 
-  /** Publishes an extra heartbeat (with our new heads) soon, at most every 100 ms. */
+  /**
+   * Publishes an extra heartbeat (with our new heads) soon, at most every
+   * 100 ms, once what the board holds now is on disk: a heartbeat sent before
+   * would name the heads from before the change it is meant to acknowledge (a
+   * write takes longer than the 20 ms this waited on a loaded host), and the
+   * claimant would wait for the next regular heartbeat, a whole period.
+   */
   ackSoon (): void {
+    if (!this.#c.announce || this.#stopped) return
+    const durable = this.#c.durable
+    if (durable === undefined) { this.#ackAfterWrite(); return }
+    void durable().then(() => { this.#ackAfterWrite() }, () => { this.#ackAfterWrite() })
+  }
+
+  #ackAfterWrite (): void {
     if (!this.#c.announce || this.#ackTimer !== null || this.#stopped) return
     const wait = Math.max(20, 100 - (Date.now() - this.#lastAck))
     this.#ackTimer = setTimeout(() => {

@@ -265,6 +265,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       membership: this.membership,
       board,
       ackHeads: () => replication.durableHeads(),
+      durable: async () => { await replication.flush() },
       peerId: () => this.peerId,
       name: this.name,
       slots: () => this.#slots,
