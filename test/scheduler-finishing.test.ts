@@ -84,35 +84,33 @@ describe('a finished run frees its slot before its hand-off ends', () => {
       handOff: held.hook,
       onRunStart: id => { started.push(id); log.record(runner.peerId, id, 0) }
     })]
-    runner.changeBoard('plan', addTasks([
-      simpleTask('a', { sim: sim('a.txt'), priority: 2 }),
-      simpleTask('b', { sim: sim('b.txt'), priority: 1 })
-    ]))
+    runner.changeBoard('plan', addTasks([simpleTask('a', { sim: sim('a.txt') }), simpleTask('b', { sim: sim('b.txt') })]))
 
-    // a committed and its hand-off waits: b runs on the one slot meanwhile, and a is not done yet
-    await waitFor(() => held.calls.length === 1, { timeoutMs: 20_000, message: () => `a never reached its hand-off: ${JSON.stringify(runner.board.task('a'))}` })
-    expect(held.calls[0]!.task).toBe('a')
-    await waitFor(() => held.calls.length === 2, { timeoutMs: 20_000, message: () => `b never ran and reached its hand-off while a's was held: started ${started.join(',')}, b ${JSON.stringify(runner.board.task('b'))}` })
-    expect(started).toEqual(['a', 'b'])
-    expect(runner.board.task('a')?.state).toBe('running')
-    expect(runner.board.task('b')?.state).toBe('running')
+    // the first run committed and its hand-off waits: the other runs on the one slot meanwhile, and the first is not done yet
+    await waitFor(() => held.calls.length === 1, { timeoutMs: 20_000, message: () => `no run reached its hand-off: ${JSON.stringify([runner.board.task('a'), runner.board.task('b')])}` })
+    const first = held.calls[0]!.task
+    const second = first === 'a' ? 'b' : 'a'
+    await waitFor(() => held.calls.length === 2, { timeoutMs: 20_000, message: () => `${second} never ran and reached its hand-off while ${first}'s was held: started ${started.join(',')}, ${second} ${JSON.stringify(runner.board.task(second))}` })
+    expect(started).toEqual([first, second])
+    expect(runner.board.task(first)?.state).toBe('running')
+    expect(runner.board.task(second)?.state).toBe('running')
     // the commit is on the branch the leader is asked to take
-    expect(held.calls[0]!.head).toBe(await gitText(['rev-parse', 'refs/heads/meshwork/a'], { cwd: repo }))
+    expect(held.calls[0]!.head).toBe(await gitText(['rev-parse', `refs/heads/meshwork/${first}`], { cwd: repo }))
 
     // two hand-offs in the background on one slot is past FINISHING_PER_SLOT: a new task waits for one to end
     runner.changeBoard('plan', addTasks([simpleTask('c', { sim: sim('c.txt') })]))
     await afterSchedulerPass()
     expect(runner.board.task('c')?.state).toBe('ready')
-    expect(started).toEqual(['a', 'b'])
+    expect(started).toEqual([first, second])
 
-    // the leader takes a: a is done with the leader as a second holder, and the slot takes c
-    held.open('a')
-    await waitFor(() => runner.board.task('a')?.state === 'done', { timeoutMs: 20_000, message: () => JSON.stringify(runner.board.task('a')) })
-    expect([...runner.board.task('a')!.holders].sort()).toEqual([runner.peerId, leader.peerId].sort())
-    await waitFor(() => held.calls.length === 3, { timeoutMs: 20_000, message: () => `c never ran after a's hand-off ended: ${JSON.stringify(runner.board.task('c'))}` })
-    held.open('b')
+    // the leader takes the first: it is done with the leader as a second holder, and the slot takes c
+    held.open(first)
+    await waitFor(() => runner.board.task(first)?.state === 'done', { timeoutMs: 20_000, message: () => JSON.stringify(runner.board.task(first)) })
+    expect([...runner.board.task(first)!.holders].sort()).toEqual([runner.peerId, leader.peerId].sort())
+    await waitFor(() => held.calls.length === 3, { timeoutMs: 20_000, message: () => `c never ran after ${first}'s hand-off ended: ${JSON.stringify(runner.board.task('c'))}` })
+    held.open(second)
     held.open('c')
-    await waitFor(() => ['b', 'c'].every(id => runner.board.task(id)?.state === 'done'), { timeoutMs: 20_000, message: () => JSON.stringify(['b', 'c'].map(id => runner.board.task(id))) })
+    await waitFor(() => [second, 'c'].every(id => runner.board.task(id)?.state === 'done'), { timeoutMs: 20_000, message: () => JSON.stringify([second, 'c'].map(id => runner.board.task(id))) })
     expect(log.duplicates()).toEqual([])
     for (const id of ['a', 'b', 'c']) expect(runner.board.task(id)?.attempts).toBe(1)
   })
