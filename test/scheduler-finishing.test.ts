@@ -66,7 +66,7 @@ function heldHandoff (takenBy: PeerIdString[]) {
 const afterSchedulerPass = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)); await new Promise(resolve => setImmediate(resolve)) }
 
 describe('a finished run frees its slot before its hand-off ends', () => {
-  it('the next task runs while the branch is handed off; done waits for the leader; one hand-off per slot in the background, then the slot waits', async () => {
+  it('the next task runs while the branch is handed off; done waits for the leader; one hand-off per slot at a time; one finished run per slot in the background, then the slot waits', async () => {
     mesh = await createMesh(2)
     await waitAllAlive(mesh.nodes)
     const [runner, leader] = mesh.nodes as [MeshNode, MeshNode]
@@ -77,7 +77,10 @@ describe('a finished run frees its slot before its hand-off ends', () => {
     const held = heldHandoff([leader.peerId])
     const log = new RunLog()
     const started: string[] = []
+    const committed: string[] = []
+    const logger = createLogger('runner', { level: 'info', format: 'json', write: line => { const e = JSON.parse(line) as { event: string, task?: string }; if (e.event === 'task:committed' && e.task !== undefined) committed.push(e.task) } })
     scheds = [attachScheduler(runner, log, 1, {
+      logger,
       prepare: exec.prepare,
       finish: exec.finish,
       cleanup: exec.cleanup,
@@ -90,25 +93,32 @@ describe('a finished run frees its slot before its hand-off ends', () => {
     await waitFor(() => held.calls.length === 1, { timeoutMs: 20_000, message: () => `no run reached its hand-off: ${JSON.stringify([runner.board.task('a'), runner.board.task('b')])}` })
     const first = held.calls[0]!.task
     const second = first === 'a' ? 'b' : 'a'
-    await waitFor(() => held.calls.length === 2, { timeoutMs: 20_000, message: () => `${second} never ran and reached its hand-off while ${first}'s was held: started ${started.join(',')}, ${second} ${JSON.stringify(runner.board.task(second))}` })
+    await waitFor(() => committed.includes(second), { timeoutMs: 20_000, message: () => `${second} never ran and committed while ${first}'s hand-off was held: started ${started.join(',')}, ${second} ${JSON.stringify(runner.board.task(second))}` })
+    await afterSchedulerPass()
     expect(started).toEqual([first, second])
     expect(runner.board.task(first)?.state).toBe('running')
     expect(runner.board.task(second)?.state).toBe('running')
+    // one hand-off per slot at once: the second waits for its turn here, not in the leader's queue
+    expect(held.calls.map(c => c.task)).toEqual([first])
     // the commit is on the branch the leader is asked to take
     expect(held.calls[0]!.head).toBe(await gitText(['rev-parse', `refs/heads/meshwork/${first}`], { cwd: repo }))
 
-    // two hand-offs in the background on one slot is past FINISHING_PER_SLOT: a new task waits for one to end
+    // two finished runs in the background on one slot is past FINISHING_PER_SLOT: a new task waits for one to end
     runner.changeBoard('plan', addTasks([simpleTask('c', { sim: sim('c.txt') })]))
     await afterSchedulerPass()
     expect(runner.board.task('c')?.state).toBe('ready')
     expect(started).toEqual([first, second])
 
-    // the leader takes the first: it is done with the leader as a second holder, and the slot takes c
+    // the leader takes the first: it is done with the leader as a second holder, the second's hand-off
+    // gets its turn, and the slot takes c
     held.open(first)
     await waitFor(() => runner.board.task(first)?.state === 'done', { timeoutMs: 20_000, message: () => JSON.stringify(runner.board.task(first)) })
     expect([...runner.board.task(first)!.holders].sort()).toEqual([runner.peerId, leader.peerId].sort())
-    await waitFor(() => held.calls.length === 3, { timeoutMs: 20_000, message: () => `c never ran after ${first}'s hand-off ended: ${JSON.stringify(runner.board.task('c'))}` })
+    await waitFor(() => held.calls.length === 2, { timeoutMs: 20_000, message: () => `${second}'s hand-off never started after ${first}'s ended` })
+    expect(held.calls[1]!.task).toBe(second)
+    await waitFor(() => committed.includes('c'), { timeoutMs: 20_000, message: () => `c never ran after ${first}'s hand-off ended: ${JSON.stringify(runner.board.task('c'))}` })
     held.open(second)
+    await waitFor(() => held.calls.length === 3, { timeoutMs: 20_000, message: () => `c's hand-off never started after ${second}'s ended` })
     held.open('c')
     await waitFor(() => [second, 'c'].every(id => runner.board.task(id)?.state === 'done'), { timeoutMs: 20_000, message: () => JSON.stringify([second, 'c'].map(id => runner.board.task(id))) })
     expect(log.duplicates()).toEqual([])

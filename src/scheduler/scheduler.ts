@@ -168,6 +168,13 @@ export class Scheduler {
   #rateLimitStreak = 0
   #lowered = false
   #unsubs: Array<() => void> = []
+  /**
+   * Hand-offs in progress from this node (at most one per slot, as many as
+   * when each held its slot: more would only queue, and time out, at the
+   * leader), and the finished runs waiting for a turn.
+   */
+  #handoffs = 0
+  #handoffTurns: Array<() => void> = []
   /** The last `ACK_HEARTBEATS_KEPT` heartbeat heads of each peer, newest first, kept while claims settle. */
   #recentHeads = new Map<PeerIdString, string[][]>()
   #logHeld: (held: string | null) => void
@@ -596,7 +603,7 @@ export class Scheduler {
     // while the worktree is removed
     const handOff = this.#init.handOff
     const handing = committed?.head != null && handOff !== undefined
-      ? handOff(t, committed.head, run.abort.signal)
+      ? this.#handOffInTurn(handOff, t, committed.head, run.abort.signal)
       : Promise.resolve([])
     try {
       await this.#init.cleanup?.(t)
@@ -605,6 +612,34 @@ export class Scheduler {
     }
     const holders = await handing.catch(() => [])
     this.#record(t, run, end.kind === 'agent' && holders.length > 0 ? { ...end, holders } : end)
+  }
+
+  /**
+   * Hands a finished run's branch off once fewer than one hand-off per slot
+   * is in progress here (the turn passes straight to the next waiting run);
+   * a run stopped while it waits hands nothing off.
+   */
+  async #handOffInTurn (handOff: NonNullable<SchedulerInit['handOff']>, t: Task, head: string, signal: AbortSignal): Promise<PeerIdString[]> {
+    if (signal.aborted) return []
+    if (this.#handoffs < Math.max(1, this.slots)) {
+      this.#handoffs++
+    } else {
+      const turn = await new Promise<boolean>(resolve => {
+        const go = (): void => { signal.removeEventListener('abort', stop); resolve(true) }
+        const stop = (): void => { const i = this.#handoffTurns.indexOf(go); if (i >= 0) this.#handoffTurns.splice(i, 1); resolve(false) }
+        this.#handoffTurns.push(go)
+        signal.addEventListener('abort', stop, { once: true })
+      })
+      if (!turn) return []
+    }
+    try {
+      return await handOff(t, head, signal)
+    } finally {
+      const next = this.#handoffTurns.shift()
+      // the turn passes on as it is, or is given back
+      if (next !== undefined) next()
+      else this.#handoffs--
+    }
   }
 
   /** Run `id` committed its work: it leaves its slot for the next claim and finishes in the background. */
