@@ -23,6 +23,7 @@ import {
 import { git, gitText } from '../src/git/git.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
 import { waitFor } from '../src/util/wait.ts'
+import { createLogger } from '../src/util/logger.ts'
 
 const MiB = 1024 * 1024
 const T1 = 'refs/heads/meshwork/t1'
@@ -572,12 +573,18 @@ describe('handOff (/meshwork/git-handoff/1): a asks b to take a branch, b fetche
     return (err as Error).message
   }
 
+  /** What b announces as haves for its fetches (empty: read from its repository); the fetches b logs. */
+  let havesH: string[] = []
+  const fetched: Array<Record<string, unknown>> = []
+
   beforeAll(async () => {
     repoH = await freshRepo('h')
     server = await serveHandoffs(b, repoH, {
-      // b takes only task h1 from a
-      accept: async (peer, req) => peer === a.peerId && req.task === 'h1' ? null : `not taking ${req.task} from ${peer}`,
-      onTaken: (peer, req) => { taken.push({ peer, req }) }
+      // b takes only tasks h1 and h2 from a
+      accept: async (peer, req) => peer === a.peerId && (req.task === 'h1' || req.task === 'h2') ? null : `not taking ${req.task} from ${peer}`,
+      onTaken: (peer, req) => { taken.push({ peer, req }) },
+      haves: () => havesH,
+      logger: createLogger('h', { level: 'debug', format: 'json', write: line => { const e = JSON.parse(line) as Record<string, unknown>; if (e.event === 'git:fetched') fetched.push(e) } })
     })
     await createBranch(repoA, 'meshwork/h1', 'main')
     oid = await commitFiles(repoA, { 'h1.txt': 'handed off\n' }, 'task h1\n\nMeshwork-Task: h1')
@@ -616,5 +623,20 @@ describe('handOff (/meshwork/git-handoff/1): a asks b to take a branch, b fetche
 
   it('a peer that does not serve the protocol (an older node) is told apart: unsupported', async () => {
     await expectHandoffError(handOff(a, c.peerId, { task: 'h1', epoch: 0, ref, oid }), 'unsupported')
+  })
+
+  it('the haves b is given (its recent mains) are what it announces: no git process reads them, and only what they lack travels', async () => {
+    await createBranch(repoA, 'meshwork/h2', oid)
+    const h2 = await commitFiles(repoA, { 'h2.txt': 'on top of h1\n' }, 'task h2\n\nMeshwork-Task: h2')
+    await git(['checkout', '--quiet', 'main'], { cwd: repoA })
+    // b has h1's commit (taken above; its ref deleted since, its objects kept)
+    havesH = [oid]
+    fetched.length = 0
+    await handOff(a, b.peerId, { task: 'h2', epoch: 0, ref: 'refs/heads/meshwork/h2', oid: h2 })
+    expect(await revParse(repoH, 'refs/heads/meshwork/h2')).toBe(h2)
+    expect(fetched.map(e => e.haves)).toEqual([1])
+    // one commit, one tree, one blob: nothing of h1 travelled again
+    expect(Number(fetched[0]?.bytes)).toBeLessThan(1000)
+    expect(await fsckOk(repoH)).toBe(true)
   })
 })

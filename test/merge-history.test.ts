@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { git, gitText } from '../src/git/git.ts'
 import { runBatch, type BatchItem } from '../src/git/batch.ts'
-import { mainHistory, reconcileMerged, type MainHistory } from '../src/git/history.ts'
+import { extendHistory, mainHistory, reconcileMerged, type MainHistory } from '../src/git/history.ts'
 import { commitFiles, initRepo } from './helpers/git.ts'
 
 type T = { id: string, state: 'done' | 'merged' | 'conflict' | 'failed' | 'ready', mergeCommit: string | null, head: string | null }
@@ -101,6 +101,18 @@ describe('re-deriving merged state from real git history', () => {
     // and the board re-derived from it agrees with the new commits
     const fixed = board.map(t => ({ ...t, mergeCommit: h.merges.get(t.id)?.[0]?.commit ?? null }))
     expect(reconcileMerged(fixed, h)).toEqual({ requeue: [], record: [] })
+  })
+
+  it('extendHistory after a batch lands is what `git log` reads at the new main (the leader does not read it again)', async () => {
+    const a = await task('a')
+    const b = await task('b')
+    const c = await task('c')
+    const land = async (): Promise<boolean> => true
+    const first = await runBatch({ repo, worktreesDir: dir, base, items: [a], land })
+    const known = await mainHistory(repo, first.main)
+    const second = await runBatch({ repo, worktreesDir: dir, base: first.main, items: [b, c], land })
+    const merged = second.outcomes.map(o => { if (o.kind !== 'merged') throw new Error(`${o.taskId} not merged`); return { taskId: o.taskId, commit: o.commit, head: o.taskId === 'b' ? b.head : c.head } })
+    expect(extendHistory(known, merged)).toEqual(await mainHistory(repo, second.main))
   })
 
   it('reads merges made by `git merge` too (the ours/theirs decisions) and ignores commits without the trailer', async () => {

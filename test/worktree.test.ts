@@ -86,6 +86,26 @@ describe('worktrees', () => {
     expect(await wts.commit(b, 'b', 'B')).toBe(hb)
   })
 
+  it('a commit git refuses with something staged (a failing prepare-commit-msg hook) is an error, not "nothing to commit"', async () => {
+    const wts = new Worktrees(repo, root)
+    const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+    const wt = await wts.create('h', base)
+    const hooks = join(dir, 'hooks')
+    await mkdir(hooks)
+    // --no-verify skips pre-commit and commit-msg, not prepare-commit-msg; git exits 1 as for nothing to commit
+    await writeFile(join(hooks, 'prepare-commit-msg'), '#!/bin/sh\nexit 1\n', { mode: 0o755 })
+    await git(['config', 'core.hooksPath', hooks], { cwd: repo })
+    await writeFile(join(wt.path, 'left.txt'), 'left over\n')
+    await expect(wts.commit(wt, 'h', 'H')).rejects.toMatchObject({ name: 'GitError', code: 1 })
+    expect(await gitText(['rev-parse', 'meshwork/h'], { cwd: repo })).toBe(base)
+    // with the hook gone the leftovers are committed; with nothing left the head is returned as it is
+    await git(['config', '--unset', 'core.hooksPath'], { cwd: repo })
+    const head = await wts.commit(wt, 'h', 'H')
+    expect(head).not.toBe(base)
+    expect(await wts.commit(wt, 'h', 'H')).toBe(head)
+    await wts.remove(wt)
+  })
+
   it('a rerun starts fresh from the new base; stale worktrees from a crash are pruned; a failing setup says so', async () => {
     const wts = new Worktrees(repo, root)
     const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })

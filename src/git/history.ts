@@ -30,6 +30,22 @@ export async function mainHistory (repo: string, head: string): Promise<MainHist
   return { commits, merges }
 }
 
+/**
+ * Main's history after merge commits `merged` were stacked on it (in order,
+ * the first with the history's head as first parent, each task head the
+ * second parent): what `mainHistory` reads at the last one, without reading it.
+ * Adds to `history` and returns it.
+ */
+export function extendHistory (history: MainHistory, merged: ReadonlyArray<{ taskId: string, commit: string, head: string }>): MainHistory {
+  for (const m of merged) {
+    history.commits.add(m.commit)
+    const list = history.merges.get(m.taskId) ?? []
+    list.push({ commit: m.commit, head: m.head })
+    history.merges.set(m.taskId, list)
+  }
+  return history
+}
+
 /** What the leader corrects on the board so that "merged" means "on main" (see `reconcileMerged`). */
 export interface MergedRepair<I extends string = TaskId> {
   /** Marked merged but not on main (their merge was on the losing side of a partition): merge again, or run again if no branch is left. */

@@ -48,10 +48,19 @@ export async function branchOid (repo: string, branch: string): Promise<string |
 
 /** For each branch, the commit it points to, or null when it is missing or not a commit: one git process for all. */
 export async function branchOids (repo: string, branches: readonly string[]): Promise<Array<string | null>> {
-  if (branches.length === 0) return []
-  const r = await git(['cat-file', '--batch-check=%(objectname) %(objecttype)'], { cwd: repo, input: branches.map(b => `refs/heads/${b}`).join('\n') + '\n', allowFail: true })
+  return await commitOids(repo, branches.map(b => `refs/heads/${b}`))
+}
+
+/**
+ * For each name (a full ref name or an oid), the commit it names in this
+ * repository, or null when it is missing or not a commit: one git process for
+ * all (an oid that is here reads as itself).
+ */
+export async function commitOids (repo: string, names: readonly string[]): Promise<Array<string | null>> {
+  if (names.length === 0) return []
+  const r = await git(['cat-file', '--batch-check=%(objectname) %(objecttype)'], { cwd: repo, input: names.join('\n') + '\n', allowFail: true })
   const lines = r.code === 0 ? r.stdout.toString('utf8').split('\n') : []
-  return branches.map((_, i) => /^([0-9a-f]{40}|[0-9a-f]{64}) commit$/.exec(lines[i] ?? '')?.[1] ?? null)
+  return names.map((_, i) => /^([0-9a-f]{40}|[0-9a-f]{64}) commit$/.exec(lines[i] ?? '')?.[1] ?? null)
 }
 
 /** Whether the repository has a commit. */
@@ -67,18 +76,34 @@ export async function hasCommit (repo: string, oid: string): Promise<boolean> {
  * Returns how the checkout fared, or 'lost-race' when the branch was not at `prev`.
  */
 export async function advanceBranch (repo: string, branch: string, prev: string | null, next: string): Promise<'updated' | 'dirty' | 'not-checked-out' | 'lost-race'> {
-  const head = await git(['symbolic-ref', '-q', 'HEAD'], { cwd: repo, allowFail: true })
-  const bare = (await gitText(['rev-parse', '--is-bare-repository'], { cwd: repo })) === 'true'
-  if (bare || head.stdout.toString().trim() !== `refs/heads/${branch}`) {
+  const where = await checkoutOf(repo, branch)
+  if (where.bare || where.head !== `refs/heads/${branch}`) {
     return await casBranch(repo, branch, next, prev) ? 'not-checked-out' : 'lost-race'
   }
-  if (prev !== null && await branchOid(repo, branch) !== prev) return 'lost-race'
+  if (prev !== null && where.oid !== prev) return 'lost-race'
   const clean = prev !== null && (await git(['diff-index', '--quiet', 'HEAD', '--'], { cwd: repo, allowFail: true })).code === 0
   if (clean) {
     const ff = await git(['merge', '--ff-only', '-q', next], { cwd: repo, allowFail: true, env: commitEnv() })
     if (ff.code === 0) return 'updated'
   }
   return await casBranch(repo, branch, next, prev) ? 'dirty' : 'lost-race'
+}
+
+/**
+ * Whether the repository is bare, the commit `branch` points to and the ref
+ * HEAD names (`HEAD` when detached): one `git rev-parse` for the three (it was
+ * three processes on every advance of main, on every node). A HEAD on an
+ * unborn branch, or a missing `branch`, fails that call: then they are read
+ * one by one.
+ */
+async function checkoutOf (repo: string, branch: string): Promise<{ bare: boolean, oid: string | null, head: string | null }> {
+  // --symbolic-full-name applies to the arguments after it only: the branch reads as its oid, HEAD as the ref it names
+  const r = await git(['rev-parse', '--is-bare-repository', `refs/heads/${branch}^{commit}`, '--symbolic-full-name', 'HEAD'], { cwd: repo, allowFail: true })
+  const lines = r.stdout.toString('utf8').split('\n')
+  if (r.code === 0 && lines.length >= 3) return { bare: lines[0] === 'true', oid: lines[1] ?? null, head: lines[2] ?? null }
+  const head = await git(['symbolic-ref', '-q', 'HEAD'], { cwd: repo, allowFail: true })
+  const bare = (await gitText(['rev-parse', '--is-bare-repository'], { cwd: repo })) === 'true'
+  return { bare, oid: await branchOid(repo, branch), head: head.code === 0 ? head.stdout.toString().trim() : null }
 }
 
 /** Result of `--verify` on a candidate merge. */

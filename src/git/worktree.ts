@@ -1,6 +1,6 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
-import { git, gitText } from './git.ts'
+import { GitError, git, gitText } from './git.ts'
 import { agentEnv, runInGroup, withTail } from '../agent/process.ts'
 
 /** The trailer every commit meshwork makes for a task carries (`Meshwork-Task: <id>`: how main's history names the task a merge carries). */
@@ -118,10 +118,15 @@ export class Worktrees {
    */
   async commit (wt: Worktree, taskId: string, title: string): Promise<string> {
     await git(['add', '-A'], { cwd: wt.path })
-    const dirty = (await git(['diff', '--cached', '--quiet'], { cwd: wt.path, allowFail: true })).code !== 0
-    if (dirty) {
-      const message = `${title === '' ? taskId : title}\n\n${TASK_TRAILER}: ${taskId}\n`
-      await git(['commit', '--no-verify', '-q', '-F', '-'], { cwd: wt.path, input: message, env: commitEnv() })
+    const message = `${title === '' ? taskId : title}\n\n${TASK_TRAILER}: ${taskId}\n`
+    // committed straight away (not after a `git diff --cached --quiet`: one git process less per run, and
+    // almost every run leaves something); git exits 1 when there is nothing to commit, and a failing hook
+    // can exit 1 too: only with nothing staged is that "the agent committed everything itself"
+    const args = ['commit', '--no-verify', '-q', '-F', '-']
+    const res = await git(args, { cwd: wt.path, input: message, env: commitEnv(), allowFail: true })
+    if (res.code !== 0) {
+      const staged = res.code !== 1 || (await git(['diff', '--cached', '--quiet'], { cwd: wt.path, allowFail: true })).code !== 0
+      if (staged) throw new GitError(args, res.code, res.stderr)
     }
     return await gitText(['rev-parse', 'HEAD'], { cwd: wt.path })
   }

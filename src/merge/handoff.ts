@@ -13,12 +13,14 @@ import type { Logger } from '../util/logger.ts'
 export const HANDOFF_BOARD_WAIT_MS = 5000
 /**
  * How long a node waits for the leader to take its branch before it marks the
- * task done without (its slot stays busy meanwhile). A hand-off is one small
- * fetch, well under a second on an idle pair of nodes; on a host starved of
- * CPU (bench:e2e at load average 20-30 on 2 cores) they took 9-37 s, and with
- * a 10 s wait a node marked its task done just before the leader had the
- * branch, so its death right after cost a run. Long, on purpose: the wait only
- * matters on a host that slow, and there the guarantee is worth the slot.
+ * task done without. The run's slot does not wait: it takes the next task as
+ * soon as the work is committed (the scheduler's `FINISHING_PER_SLOT`); only
+ * the task's `done` does. A hand-off is one small fetch, well under a second
+ * on an idle pair of nodes; on a host starved of CPU (bench:e2e at load
+ * average 20-30 on 2 cores) they took 9-37 s, and with a 10 s wait a node
+ * marked its task done just before the leader had the branch, so its death
+ * right after cost a run. Long, on purpose: the wait only matters on a host
+ * that slow, and there the guarantee is worth a later `done`.
  * @default 30 s
  */
 export const HANDOFF_WAIT_MS = 30_000

@@ -268,6 +268,16 @@ export class Leadership {
     return m === null ? null : `the mesh main ${m.oid.slice(0, 12)} is on no live node this node can reach (its leader may have died right after publishing it); waiting for it, or for the leader to go back to the last main it has`
   }
 
+  /** Commits surely here to announce as haves when fetching (see `MainFollower.recentMains`). */
+  recentMains (): string[] {
+    return this.#follower.recentMains()
+  }
+
+  /** Whether `oid` is the local main as last read or moved here (so the commit is here: no git process to ask). */
+  holdsMain (oid: string): boolean {
+    return this.#follower.holds(oid)
+  }
+
   /** The main sync in progress, and the one queued behind it (callers that come meanwhile share it). */
   #sync: { running: Promise<void> | null, queued: Promise<void> | null } = { running: null, queued: null }
 

@@ -2,7 +2,7 @@ import * as lifecycle from '../crdt/lifecycle.ts'
 import { conflictIdFor, type Task, type TaskId } from '../crdt/schema.ts'
 import { advanceBranch, branchOid, branchOids } from '../git/merge.ts'
 import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch } from '../git/batch.ts'
-import { mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
+import { extendHistory, mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
 import { taskBranch } from '../git/worktree.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
 import { toError } from '../util/errors.ts'
@@ -136,6 +136,7 @@ export class MergeQueue {
           if (how === 'lost-race') throw new Error('local main moved during the merge')
           crashAfterMainMoveIfInjected()
           main.moved(tip)
+          this.#extendHistory(prev, tip, merged.map(m => ({ taskId: m.taskId, commit: m.commit, head: heads.get(m.taskId) as string })))
           for (const m of merged) this.#branchSeen.delete(m.taskId)
           const now = Date.now()
           node.changeBoard('main:advance', d => {
@@ -207,6 +208,18 @@ export class MergeQueue {
       lifecycle.advanceMain(d, local)
     })
     if (changed) logger.warn('main:rolled-back', { lost, main: local, term, note: `the mesh main ${lost.slice(0, 12)} is on no live node (its leader died before anyone fetched it): main goes back to ${local.slice(0, 12)} and the tasks merged into the lost main are merged again` })
+  }
+
+  /**
+   * Main moved here from `prev` to `tip` by the merge commits `merged` (each
+   * on the one before, the first on `prev`, the task head its second parent):
+   * main's history at `tip` is the one at `prev` plus these, so the next
+   * reconcile pass need not read it again with `git log`.
+   */
+  #extendHistory (prev: string, tip: string, merged: ReadonlyArray<{ taskId: TaskId, commit: string, head: string }>): void {
+    const h = this.#history
+    if (h?.head !== prev || merged.at(-1)?.commit !== tip) { this.#history = null; return }
+    this.#history = { head: tip, history: extendHistory(h.history, merged) }
   }
 
   /**

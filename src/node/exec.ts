@@ -103,6 +103,8 @@ export interface ExecutionInit {
   logger: Logger
   /** Brings the local main to the mesh main (fetching it if needed). */
   ensureMain?: () => Promise<void>
+  /** Whether a commit is known to be here without asking git (the local main as last read or moved). */
+  knownCommit?: (oid: string) => boolean
   /** Fetches a task's checkpoint commit from the leader or the node that made it; false when none has it. */
   fetchCheckpoint?: (task: Task) => Promise<boolean>
 }
@@ -132,6 +134,8 @@ export class Execution {
   async base (): Promise<string> {
     const mesh = this.#init.node.board.snapshot().main.head
     if (mesh === null) return await gitText(['rev-parse', `refs/heads/${this.#init.branch}`], { cwd: this.#init.repo })
+    // the usual case: this node's main follower has moved the local main to the mesh main already
+    if (this.#init.knownCommit?.(mesh) === true) return mesh
     const has = async (): Promise<boolean> => (await git(['cat-file', '-e', `${mesh}^{commit}`], { cwd: this.#init.repo, allowFail: true })).code === 0
     if (!await has()) await this.#init.ensureMain?.()
     // a task must start from a main that contains its dependencies: never from an older one

@@ -103,6 +103,7 @@ export class Worker {
           logger.info('branch:received', { task: req.task, epoch: req.epoch, from: peer, head: res.oid, bytes: res.bytes, ms })
           recordTaken(node, req.task, res.oid)
         },
+        haves: () => this.leadership?.recentMains() ?? [],
         onFetch: (req, fetching) => {
           if (fetching) handoffsInFlight.add(req.task)
           else handoffsInFlight.delete(req.task)
@@ -162,6 +163,7 @@ export class Worker {
         branch,
         logger,
         ensureMain: async () => { await leadership.syncMain() },
+        knownCommit: oid => leadership.holdsMain(oid),
         fetchCheckpoint: async t => await fetchCheckpoint(node, repo, t, logger),
         ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {})
       })

@@ -65,6 +65,23 @@ export const MAX_RATE_LIMIT_BACKOFF_MS = 15 * 60_000
 export const STARTUP_QUIET_HEARTBEATS = 3
 /** Default grace for running agents on a graceful stop. @default 30 s */
 export const DEFAULT_STOP_GRACE_MS = 30_000
+/**
+ * Finished runs per slot that may hand their branch to the leader and write
+ * `done` in the background, their slot already running the next task. Past
+ * that, a finished run keeps its slot until its hand-off ends: the leader takes
+ * at most a few hand-offs at once, and a node that piled up more would only
+ * see them time out (and fall back to collection) there. @default 1
+ */
+export const FINISHING_PER_SLOT = 1
+/**
+ * Heartbeats per peer kept while claims settle. A peer acknowledges a claim
+ * with heads that contain it, but a busy mesh's next heartbeat often also
+ * names a change (of that peer or a third) still on its way here, which this
+ * board cannot judge yet; an earlier heartbeat that contained the claim and
+ * whose changes are all here is acknowledgement enough (everything that peer
+ * had claimed before it saw ours is then here too). @default 4
+ */
+export const ACK_HEARTBEATS_KEPT = 4
 /** The health cause of a node that claims and starts nothing for now (`pausedFor`): peers do not wait for its acknowledgements. */
 const HOLD_CAUSE = 'hold'
 
@@ -96,6 +113,8 @@ export interface SchedulerInit {
    * Gives a successful run's committed branch to the merge leader before the
    * task is marked done (`BranchHandoff`), while the worktree is removed;
    * resolves to the peers that took it, written as holders beside this node.
+   * Runs after the run's slot is free (see `FINISHING_PER_SLOT`); `signal` is
+   * the run's (a lost claim, or a stop past its grace, ends the wait).
    */
   handOff?: (task: Task, head: string, signal: AbortSignal) => Promise<PeerIdString[]>
   /** Called after every run, whatever its outcome (remove the worktree). */
@@ -140,7 +159,14 @@ export class Scheduler {
   #init: SchedulerInit
   #log: Logger
   #pending = new Map<TaskId, PendingClaim>()
+  /** Runs that hold a slot: preparing, their agent working, or committing. */
   #runs = new Map<TaskId, Run>()
+  /**
+   * Runs whose agent succeeded and whose work is committed, handing their
+   * branch to the leader and writing `done` (and removing their worktree):
+   * they hold no slot, up to `FINISHING_PER_SLOT` per slot.
+   */
+  #finishing = new Map<TaskId, Run>()
   #timer: NodeJS.Timeout | null = null
   #scheduled = false
   #stopped = true
@@ -151,6 +177,15 @@ export class Scheduler {
   #rateLimitStreak = 0
   #lowered = false
   #unsubs: Array<() => void> = []
+  /**
+   * Hand-offs in progress from this node (at most one per slot, as many as
+   * when each held its slot: more would only queue, and time out, at the
+   * leader), and the finished runs waiting for a turn.
+   */
+  #handoffs = 0
+  #handoffTurns: Array<() => void> = []
+  /** The last `ACK_HEARTBEATS_KEPT` heartbeat heads of each peer, newest first, kept while claims settle. */
+  #recentHeads = new Map<PeerIdString, string[][]>()
   #logHeld: (held: string | null) => void
   /** Whether this node can run agents now (paused: it claims nothing but a trial run once the pause ends). */
   readonly health: NodeHealth
@@ -178,9 +213,9 @@ export class Scheduler {
     return Math.min(MAX_SETTLE_MS, Math.max(MIN_SETTLE_MS, 50 + 2 * this.#gossipDelayMs))
   }
 
-  /** Tasks this node has claimed or is running. */
+  /** Tasks this node has claimed or is running (finished runs still handing their branch off included). */
   busy (): TaskId[] {
-    return [...this.#pending.keys(), ...this.#runs.keys()]
+    return [...this.#pending.keys(), ...this.#runs.keys(), ...this.#finishing.keys()]
   }
 
   start (): void {
@@ -195,7 +230,11 @@ export class Scheduler {
       const d = Math.min(2000, Math.max(0, Date.now() - sent))
       this.#gossipDelayMs = 0.9 * this.#gossipDelayMs + 0.1 * d
       // a presence may carry the last acknowledgement a pending claim waits for: settle now, not at the next tick
-      if (this.#pending.size > 0) this.#schedule()
+      if (this.#pending.size > 0) {
+        const kept = this.#recentHeads.get(evt.detail.peerId) ?? []
+        this.#recentHeads.set(evt.detail.peerId, [evt.detail.heads, ...kept].slice(0, ACK_HEARTBEATS_KEPT))
+        this.#schedule()
+      }
     }
     this.node.addEventListener('board:update', onUpdate)
     this.node.addEventListener('peer:state', onUpdate)
@@ -211,18 +250,20 @@ export class Scheduler {
   }
 
   /**
-   * Graceful stop: claims nothing more, lets running agents finish for up to
-   * `graceMs`, then stops the rest and gives their tasks back to the mesh.
+   * Graceful stop: claims nothing more, lets running agents finish (and
+   * finished runs hand their branch to the leader and write `done`) for up to
+   * `graceMs`, then stops the rest and gives their tasks back to the mesh (a
+   * hand-off stopped so marks its task done with this node as its holder).
    */
   async stop (graceMs = DEFAULT_STOP_GRACE_MS): Promise<void> {
     if (this.#stopped) return
     this.#claiming = false
     for (const id of [...this.#pending.keys()]) this.#withdraw(id, 'node stopping')
     const deadline = Date.now() + graceMs
-    while (this.#runs.size > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 100))
-    const left = [...this.#runs.entries()]
-    for (const [, run] of left) run.abort.abort(new Error('node stopping'))
-    await Promise.all(left.map(async ([, r]) => { await r.done }))
+    while (this.#runs.size + this.#finishing.size > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 100))
+    const left = [...this.#runs.values(), ...this.#finishing.values()]
+    for (const run of left) run.abort.abort(new Error('node stopping'))
+    await Promise.all(left.map(async r => { await r.done }))
     this.#stopped = true
     if (this.#timer !== null) clearInterval(this.#timer)
     for (const u of this.#unsubs) u()
@@ -262,9 +303,9 @@ export class Scheduler {
     if (this.#claiming) this.#claim(snap, now)
   }
 
-  /** Stops runs whose claim was lost, superseded or cancelled. */
+  /** Stops runs (and finished runs' hand-offs) whose claim was lost, superseded or cancelled. */
   #checkRuns (snap: BoardSnapshot): void {
-    for (const [id, run] of this.#runs) {
+    for (const [id, run] of [...this.#runs, ...this.#finishing]) {
       const t = snap.tasks.get(id)
       let reason: string | null = null
       if (t === undefined) reason = 'task vanished'
@@ -359,8 +400,10 @@ export class Scheduler {
     return meshLimited ? Math.max(1, Math.floor(this.slots / 2)) : this.slots
   }
 
+  /** Slots for new claims: finished runs handing their branch off take one only past `FINISHING_PER_SLOT` per slot. */
   #freeSlots (): number {
-    return Math.max(0, this.effectiveSlots() - this.#pending.size - this.#runs.size)
+    const overflow = Math.max(0, this.#finishing.size - FINISHING_PER_SLOT * Math.max(1, this.slots))
+    return Math.max(0, this.effectiveSlots() - this.#pending.size - this.#runs.size - overflow)
   }
 
   /** The health this node announces: paused for a full disk or a mesh main it cannot get (until that ends), else the agent's health. */
@@ -404,7 +447,7 @@ export class Scheduler {
     const free = this.#freeSlots()
     if (free === 0) return
     // a paused node (credentials refused, disk full…) claims nothing; once the pause ends, one trial run at a time
-    if (!this.health.mayRun(now) || (this.health.paused && this.#pending.size + this.#runs.size > 0)) return
+    if (!this.health.mayRun(now) || (this.health.paused && this.#pending.size + this.#runs.size + this.#finishing.size > 0)) return
     // a node that just started claims nothing until its heartbeats have reached the mesh: peers
     // that have not heard of it would not wait for its acknowledgement and could run the same task
     if (now - this.node.startedAt < STARTUP_QUIET_HEARTBEATS * this.node.membership.heartbeatMs) return
@@ -413,7 +456,8 @@ export class Scheduler {
     const budgets = budgetView(snap)
     let held: string | null = null
     for (const t of snap.tasks.values()) {
-      if (this.#pending.has(t.id) || this.#runs.has(t.id)) continue
+      // a finished run of the task still hands its branch off here (its worktree is being removed): not again meanwhile
+      if (this.#pending.has(t.id) || this.#runs.has(t.id) || this.#finishing.has(t.id)) continue
       const s = effectiveState(t, snap)
       if (s !== 'ready' && !(s === 'claimed' && claimWinner(t) === null)) continue
       if (t.notBefore !== null && t.notBefore > now) continue
@@ -483,11 +527,15 @@ export class Scheduler {
       for (const id of [...this.#pending.keys()]) this.#withdraw(id, held)
       return
     }
+    if (this.#pending.size === 0) { this.#recentHeads.clear(); return }
+    /** Whether `peer` has seen change `hash` here: its latest heads, or one of its last heartbeats, contain it and this board has all they name. */
+    const acknowledged = (peer: { peerId: PeerIdString, heads: string[] }, hash: string): boolean =>
+      this.node.board.seenBy(peer.heads, hash) === true || (this.#recentHeads.get(peer.peerId) ?? []).some(h => this.node.board.seenBy(h, hash) === true)
     for (const [id, claim] of [...this.#pending]) {
       if (claim.settleAt > now) continue
       // settle once every live peer has seen the claim (its heads contain it): a concurrent claim
       // of theirs is then in our board too, so all claimants compute the same winner
-      const waiting = claim.hash === null ? [] : peers.filter(p => this.node.board.seenBy(p.heads, claim.hash as string) !== true)
+      const waiting = claim.hash === null ? [] : peers.filter(p => !acknowledged(p, claim.hash as string))
       if (waiting.length > 0 && now - claim.at < ACK_TIMEOUT_MS) continue
       if (waiting.length > 0) this.#log.warn('task:settle-timeout', { task: id, unacknowledged: waiting.map(p => p.peerId), note: `started without every acknowledgement after ${ACK_TIMEOUT_MS / 1000} s` })
       const t = snap.tasks.get(id)
@@ -555,6 +603,7 @@ export class Scheduler {
     const run: Run = { epoch: t.epoch, abort, done: Promise.resolve() }
     run.done = this.#execute({ ...t, attempts: attempt }, run).finally(() => {
       this.#runs.delete(t.id)
+      this.#finishing.delete(t.id)
       this.#schedule()
     })
     this.#runs.set(t.id, run)
@@ -573,11 +622,15 @@ export class Scheduler {
         this.node.changeBoard('task:checkpoint', d => { lifecycle.recordCheckpoint(d, task.id, { head, at: Date.now(), node: me, epoch: task.epoch, recent }) })
       }
     }, t, run.abort.signal)
+    const committed = end.kind === 'agent' && end.result.outcome === 'success' && !run.abort.signal.aborted ? { head: end.head } : null
+    // the work is committed: the slot takes the next task while the branch goes to the leader, the worktree
+    // is removed and done is written (an agent no longer runs, so --slots still bounds agents)
+    if (committed !== null) this.#finish(t.id, run)
     // the leader takes the branch before the board says done (a death of this node after done costs no run),
     // while the worktree is removed
     const handOff = this.#init.handOff
-    const handing = end.kind === 'agent' && end.result.outcome === 'success' && end.head !== null && handOff !== undefined && !run.abort.signal.aborted
-      ? handOff(t, end.head, run.abort.signal)
+    const handing = committed?.head != null && handOff !== undefined
+      ? this.#handOffInTurn(handOff, t, committed.head, run.abort.signal)
       : Promise.resolve([])
     try {
       await this.#init.cleanup?.(t)
@@ -586,6 +639,42 @@ export class Scheduler {
     }
     const holders = await handing.catch(() => [])
     this.#record(t, run, end.kind === 'agent' && holders.length > 0 ? { ...end, holders } : end)
+  }
+
+  /**
+   * Hands a finished run's branch off once fewer than one hand-off per slot
+   * is in progress here (the turn passes straight to the next waiting run);
+   * a run stopped while it waits hands nothing off.
+   */
+  async #handOffInTurn (handOff: NonNullable<SchedulerInit['handOff']>, t: Task, head: string, signal: AbortSignal): Promise<PeerIdString[]> {
+    if (signal.aborted) return []
+    if (this.#handoffs < Math.max(1, this.slots)) {
+      this.#handoffs++
+    } else {
+      const turn = await new Promise<boolean>(resolve => {
+        const go = (): void => { signal.removeEventListener('abort', stop); resolve(true) }
+        const stop = (): void => { const i = this.#handoffTurns.indexOf(go); if (i >= 0) this.#handoffTurns.splice(i, 1); resolve(false) }
+        this.#handoffTurns.push(go)
+        signal.addEventListener('abort', stop, { once: true })
+      })
+      if (!turn) return []
+    }
+    try {
+      return await handOff(t, head, signal)
+    } finally {
+      const next = this.#handoffTurns.shift()
+      // the turn passes on as it is, or is given back
+      if (next !== undefined) next()
+      else this.#handoffs--
+    }
+  }
+
+  /** Run `id` committed its work: it leaves its slot for the next claim and finishes in the background. */
+  #finish (id: TaskId, run: Run): void {
+    if (this.#runs.get(id) !== run) return
+    this.#runs.delete(id)
+    this.#finishing.set(id, run)
+    this.#schedule()
   }
 
   /** Writes a run's end, if the run still owns the task (fencing by epoch and node). */

@@ -89,6 +89,11 @@ export interface ServeHandoffsOptions {
   onTaken?: (peer: string, req: HandoffRequest, res: FetchResult, ms: number) => void
   /** Called when the fetch of an accepted hand-off starts, and when it ends (taken or not). */
   onFetch?: (req: HandoffRequest, fetching: boolean) => void
+  /**
+   * Commits this repository surely has, announced as haves for the fetch (the
+   * recent mains); absent or empty: read from the repository (two git processes).
+   */
+  haves?: () => string[]
   /** Fetches at once. @default DEFAULT_MAX_CONCURRENT_HANDOFFS */
   maxConcurrent?: number
   /** Time bound of one hand-off. @default DEFAULT_HANDOFF_TIMEOUT_MS */
@@ -160,7 +165,8 @@ export async function serveHandoffs (node: GitStreams, repoDir: string, opts: Se
       opts.onFetch?.(req, true)
       try {
         // by oid: exactly the commit asked about (the requester serves it only if a branch of its reaches it)
-        res = await fetchFromPeer(node, peer, repoDir, req.oid, { intoRef: req.ref, timeoutMs, signal, logger: log })
+        const haves = opts.haves?.() ?? []
+        res = await fetchFromPeer(node, peer, repoDir, req.oid, { intoRef: req.ref, timeoutMs, signal, logger: log, ...(haves.length > 0 ? { haves } : {}) })
       } catch (err) {
         throw new HandoffError(err instanceof GitTransferError && err.code === 'timeout' ? 'timeout' : 'failed', `fetching ${req.oid} from ${peer}: ${toError(err).message}`, { cause: err })
       } finally {

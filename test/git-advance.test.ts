@@ -1,0 +1,71 @@
+/**
+ * Moving main (src/git/merge.ts `advanceBranch`, every advance on every node)
+ * and looking commits up (`commitOids`), on real repositories: checked out and
+ * clean, dirty, detached, bare, HEAD on an unborn branch, and a lost race.
+ */
+import { describe, it, expect, beforeEach, afterEach } from 'vitest'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { git, gitText } from '../src/git/git.ts'
+import { advanceBranch, commitOids } from '../src/git/merge.ts'
+import { commitFiles, initRepo } from './helpers/git.ts'
+
+let dir = ''
+let repo = ''
+let base = ''
+let next = ''
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'meshwork-advance-'))
+  repo = await initRepo(join(dir, 'repo'))
+  base = await commitFiles(repo, { 'a.txt': 'a\n' }, 'base')
+  next = await commitFiles(repo, { 'a.txt': 'a2\n' }, 'next')
+  await git(['reset', '-q', '--hard', base], { cwd: repo })
+})
+afterEach(async () => { await rm(dir, { recursive: true, force: true }) })
+
+const mainOf = async (r = repo): Promise<string> => await gitText(['rev-parse', 'refs/heads/main'], { cwd: r })
+
+describe('advanceBranch', () => {
+  it('a clean checkout of the branch follows it; a dirty one is left alone with the branch moved', async () => {
+    expect(await advanceBranch(repo, 'main', base, next)).toBe('updated')
+    expect(await mainOf()).toBe(next)
+    expect(await readFile(join(repo, 'a.txt'), 'utf8')).toBe('a2\n')
+    await git(['reset', '-q', '--hard', base], { cwd: repo })
+    await writeFile(join(repo, 'a.txt'), 'local edit\n')
+    expect(await advanceBranch(repo, 'main', base, next)).toBe('dirty')
+    expect(await mainOf()).toBe(next)
+    expect(await readFile(join(repo, 'a.txt'), 'utf8')).toBe('local edit\n')
+  })
+
+  it('a branch not checked out (detached HEAD, another branch, an unborn one, a bare repository) is moved by compare-and-swap', async () => {
+    await git(['checkout', '-q', '--detach'], { cwd: repo })
+    expect(await advanceBranch(repo, 'main', base, next)).toBe('not-checked-out')
+    expect(await mainOf()).toBe(next)
+    // HEAD on an unborn branch: git cannot name HEAD's commit, the facts are read one by one
+    await git(['checkout', '-q', '--orphan', 'fresh'], { cwd: repo })
+    expect(await advanceBranch(repo, 'main', next, base)).toBe('not-checked-out')
+    expect(await mainOf()).toBe(base)
+    const bare = join(dir, 'bare.git')
+    await git(['clone', '-q', '--bare', repo, bare], { cwd: dir })
+    expect(await advanceBranch(bare, 'main', base, next)).toBe('not-checked-out')
+    expect(await mainOf(bare)).toBe(next)
+  })
+
+  it('a branch that is not where the caller saw it is a lost race, checked out or not, and is not moved', async () => {
+    expect(await advanceBranch(repo, 'main', next, base)).toBe('lost-race')
+    expect(await mainOf()).toBe(base)
+    await git(['checkout', '-q', '--detach'], { cwd: repo })
+    expect(await advanceBranch(repo, 'main', next, base)).toBe('lost-race')
+    expect(await mainOf()).toBe(base)
+  })
+})
+
+describe('commitOids', () => {
+  it('names a branch\'s commit and an oid that is here; null for what is missing, in one call', async () => {
+    const tree = await gitText(['rev-parse', `${next}^{tree}`], { cwd: repo })
+    expect(await commitOids(repo, ['refs/heads/main', next, 'refs/heads/nope', 'f'.repeat(40), tree])).toEqual([base, next, null, null, null])
+    expect(await commitOids(repo, [])).toEqual([])
+  })
+})

@@ -1,0 +1,157 @@
+/**
+ * A finished run leaves its slot as soon as its work is committed: the branch
+ * goes to the leader, the worktree is removed and `done` is written in the
+ * background while the slot runs the next task (src/scheduler/scheduler.ts,
+ * `FINISHING_PER_SLOT`). Real git (an `Execution` over a temp repository), a
+ * real mesh node's board, and a hand-off hook the test holds open.
+ */
+import { describe, it, expect, afterEach } from 'vitest'
+import { join } from 'node:path'
+import { createMesh, tempDir, waitAllAlive, type TestMesh } from './helpers/mesh.ts'
+import { attachScheduler, stopSchedulers, RunLog } from './helpers/sched.ts'
+import { initRepo, commitFiles } from './helpers/git.ts'
+import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+import * as lifecycle from '../src/crdt/lifecycle.ts'
+import { waitFor } from '../src/util/wait.ts'
+import { createLogger } from '../src/util/logger.ts'
+import { gitText } from '../src/git/git.ts'
+import { Execution } from '../src/node/exec.ts'
+import type { Scheduler } from '../src/scheduler/scheduler.ts'
+import type { MeshNode } from '../src/node/mesh-node.ts'
+import type { PeerIdString, Task } from '../src/crdt/schema.ts'
+
+let mesh: TestMesh | undefined
+let scheds: Scheduler[] = []
+afterEach(async () => {
+  await stopSchedulers(scheds)
+  scheds = []
+  await mesh?.stop()
+  mesh = undefined
+})
+
+const sim = (file: string) => ({ durationMs: 20, write: { [file]: `${file}\n` }, append: {}, fail: 0 })
+
+/** A repository with one commit and an Execution (its worktrees in their own dir) over it. */
+async function execution (node: MeshNode): Promise<{ repo: string, exec: Execution }> {
+  const dir = await tempDir('meshwork-finishing-')
+  mesh!.dirs.push(dir)
+  const repo = await initRepo(join(dir, 'repo'))
+  await commitFiles(repo, { 'README.md': '# project\n' }, 'initial')
+  const exec = new Execution({ node, repo, worktreesDir: join(dir, 'worktrees'), branch: 'main', logger: createLogger('x', { level: 'silent' }) })
+  await exec.start()
+  return { repo, exec }
+}
+
+/** A hand-off hook the test opens task by task; `calls` in order, each with the signal it got. */
+function heldHandoff (takenBy: PeerIdString[]) {
+  const gates = new Map<string, () => void>()
+  const calls: Array<{ task: string, head: string, signal: AbortSignal }> = []
+  const hook = async (t: Task, head: string, signal: AbortSignal): Promise<PeerIdString[]> => {
+    calls.push({ task: t.id, head, signal })
+    return await new Promise<PeerIdString[]>(resolve => {
+      gates.set(t.id, () => { resolve(takenBy) })
+      // as BranchHandoff does: a run stopped (node stopping past its grace, claim lost) is done without the leader
+      signal.addEventListener('abort', () => { resolve([]) }, { once: true })
+    })
+  }
+  const open = (id: string): void => {
+    const g = gates.get(id)
+    if (g === undefined) throw new Error(`no hand-off of ${id} is waiting`)
+    g()
+  }
+  return { hook, calls, open }
+}
+
+/** One turn of the event loop: a scheduler pass queued by a board change before this call has run when it resolves. */
+const afterSchedulerPass = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)); await new Promise(resolve => setImmediate(resolve)) }
+
+describe('a finished run frees its slot before its hand-off ends', () => {
+  it('the next task runs while the branch is handed off; done waits for the leader; one hand-off per slot at a time; one finished run per slot in the background, then the slot waits', async () => {
+    mesh = await createMesh(2)
+    await waitAllAlive(mesh.nodes)
+    const [runner, leader] = mesh.nodes as [MeshNode, MeshNode]
+    // the other node leads (it writes its own election), so the hand-off's peer is a holder at done
+    leader.changeBoard('leader:elected', d => { lifecycle.electLeader(d, leader.peerId, 1) })
+    await waitFor(() => runner.board.snapshot().main.leader === leader.peerId, { timeoutMs: 10_000, message: 'the runner never saw the election' })
+    const { repo, exec } = await execution(runner)
+    const held = heldHandoff([leader.peerId])
+    const log = new RunLog()
+    const started: string[] = []
+    const committed: string[] = []
+    const logger = createLogger('runner', { level: 'info', format: 'json', write: line => { const e = JSON.parse(line) as { event: string, task?: string }; if (e.event === 'task:committed' && e.task !== undefined) committed.push(e.task) } })
+    scheds = [attachScheduler(runner, log, 1, {
+      logger,
+      prepare: exec.prepare,
+      finish: exec.finish,
+      cleanup: exec.cleanup,
+      handOff: held.hook,
+      onRunStart: id => { started.push(id); log.record(runner.peerId, id, 0) }
+    })]
+    runner.changeBoard('plan', addTasks([simpleTask('a', { sim: sim('a.txt') }), simpleTask('b', { sim: sim('b.txt') })]))
+
+    // the first run committed and its hand-off waits: the other runs on the one slot meanwhile, and the first is not done yet
+    await waitFor(() => held.calls.length === 1, { timeoutMs: 20_000, message: () => `no run reached its hand-off: ${JSON.stringify([runner.board.task('a'), runner.board.task('b')])}` })
+    const first = held.calls[0]!.task
+    const second = first === 'a' ? 'b' : 'a'
+    await waitFor(() => committed.includes(second), { timeoutMs: 20_000, message: () => `${second} never ran and committed while ${first}'s hand-off was held: started ${started.join(',')}, ${second} ${JSON.stringify(runner.board.task(second))}` })
+    await afterSchedulerPass()
+    expect(started).toEqual([first, second])
+    expect(runner.board.task(first)?.state).toBe('running')
+    expect(runner.board.task(second)?.state).toBe('running')
+    // one hand-off per slot at once: the second waits for its turn here, not in the leader's queue
+    expect(held.calls.map(c => c.task)).toEqual([first])
+    // the commit is on the branch the leader is asked to take
+    expect(held.calls[0]!.head).toBe(await gitText(['rev-parse', `refs/heads/meshwork/${first}`], { cwd: repo }))
+
+    // two finished runs in the background on one slot is past FINISHING_PER_SLOT: a new task waits for one to end
+    runner.changeBoard('plan', addTasks([simpleTask('c', { sim: sim('c.txt') })]))
+    await afterSchedulerPass()
+    expect(runner.board.task('c')?.state).toBe('ready')
+    expect(started).toEqual([first, second])
+
+    // the leader takes the first: it is done with the leader as a second holder, the second's hand-off
+    // gets its turn, and the slot takes c
+    held.open(first)
+    await waitFor(() => runner.board.task(first)?.state === 'done', { timeoutMs: 20_000, message: () => JSON.stringify(runner.board.task(first)) })
+    expect([...runner.board.task(first)!.holders].sort()).toEqual([runner.peerId, leader.peerId].sort())
+    await waitFor(() => held.calls.length === 2, { timeoutMs: 20_000, message: () => `${second}'s hand-off never started after ${first}'s ended` })
+    expect(held.calls[1]!.task).toBe(second)
+    await waitFor(() => committed.includes('c'), { timeoutMs: 20_000, message: () => `c never ran after ${first}'s hand-off ended: ${JSON.stringify(runner.board.task('c'))}` })
+    held.open(second)
+    await waitFor(() => held.calls.length === 3, { timeoutMs: 20_000, message: () => `c's hand-off never started after ${second}'s ended` })
+    held.open('c')
+    await waitFor(() => [second, 'c'].every(id => runner.board.task(id)?.state === 'done'), { timeoutMs: 20_000, message: () => JSON.stringify([second, 'c'].map(id => runner.board.task(id))) })
+    expect(log.duplicates()).toEqual([])
+    for (const id of ['a', 'b', 'c']) expect(runner.board.task(id)?.attempts).toBe(1)
+  })
+
+  it('stop waits for a hand-off in the background; past its grace the hand-off is stopped and the task is done with this node as holder', async () => {
+    mesh = await createMesh(1)
+    await waitAllAlive(mesh.nodes)
+    const node = mesh.nodes[0]!
+    const { exec } = await execution(node)
+    const held = heldHandoff([])
+    const s = attachScheduler(node, new RunLog(), 1, { prepare: exec.prepare, finish: exec.finish, cleanup: exec.cleanup, handOff: held.hook })
+    scheds = [s]
+    node.changeBoard('plan', addTasks([simpleTask('a', { sim: sim('a.txt') })]))
+    await waitFor(() => held.calls.length === 1, { timeoutMs: 20_000, message: () => `a never reached its hand-off: ${JSON.stringify(node.board.task('a'))}` })
+    expect(s.busy()).toEqual(['a'])
+    // the hand-off ends while stop waits: stop resolves only once a's done is written
+    const stopping = s.stop(60_000)
+    held.open('a')
+    await stopping
+    expect(node.board.task('a')?.state).toBe('done')
+
+    // a second scheduler, whose hand-off never ends: stop(0) stops the wait, and the task is done here only
+    const held2 = heldHandoff([])
+    const s2 = attachScheduler(node, new RunLog(), 1, { prepare: exec.prepare, finish: exec.finish, cleanup: exec.cleanup, handOff: held2.hook })
+    scheds = [s2]
+    node.changeBoard('plan', addTasks([simpleTask('b', { sim: sim('b.txt') })]))
+    await waitFor(() => held2.calls.length === 1, { timeoutMs: 20_000, message: () => `b never reached its hand-off: ${JSON.stringify(node.board.task('b'))}` })
+    await s2.stop(0)
+    expect(held2.calls[0]!.signal.aborted).toBe(true)
+    const b = node.board.task('b')!
+    expect(b.state).toBe('done')
+    expect([...b.holders]).toEqual([node.peerId])
+  })
+})

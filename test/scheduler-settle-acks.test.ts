@@ -1,0 +1,109 @@
+/**
+ * A claim settles on an earlier heartbeat's acknowledgement
+ * (src/scheduler/scheduler.ts, `ACK_HEARTBEATS_KEPT`): on a busy mesh a peer's
+ * latest heartbeat often names a change still on its way here, which this
+ * board cannot judge yet; the heartbeat before it that contained the claim,
+ * with every change it names here, is acknowledgement enough. A heartbeat
+ * from before the claim is not.
+ *
+ * One scheduler over a fake node (two real boards, this node's and its one
+ * peer's; the test carries the changes between them and delivers the peer's
+ * heartbeats), so which heads arrive when is the test's choice.
+ */
+import { describe, it, expect, afterEach } from 'vitest'
+import { Board, str } from '../src/crdt/board.ts'
+import { actorForPeer } from '../src/crdt/authors.ts'
+import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+import { asPeerId, type PeerIdString } from '../src/crdt/schema.ts'
+import { Scheduler } from '../src/scheduler/scheduler.ts'
+import type { SchedulerNode } from '../src/node/components.ts'
+import type { Member } from '../src/node/membership.ts'
+import type { Presence } from '../src/protocol/presence.ts'
+import { ZERO_TOKENS, type Agent } from '../src/agent/types.ts'
+import { waitFor } from '../src/util/wait.ts'
+
+const MESH = 'mesh-settle-acks'
+const ME = asPeerId('12D3KooWsettleMe')
+const PEER = asPeerId('12D3KooWsettlePeer')
+
+let sched: Scheduler | null = null
+afterEach(async () => {
+  await sched?.stop(0)
+  sched = null
+})
+
+/** This node's view for the scheduler: its board, one peer whose latest heads the test sets, heartbeats the test delivers. */
+class FakeNode extends EventTarget {
+  readonly peerId: PeerIdString = ME
+  readonly name = 'me'
+  readonly startedAt = 0
+  readonly diskFull = false
+  readonly board = Board.create(MESH, actorForPeer(ME))
+  peer: Member = {
+    peerId: PEER, name: 'peer', slots: 0, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null,
+    state: 'alive', eligible: true, aliveSince: 0, lastSeenAt: Date.now(), silentMs: 0
+  }
+
+  readonly membership = {
+    heartbeatMs: 1000,
+    get: (p: string) => p === PEER ? this.peer : undefined,
+    alive: () => [this.peer],
+    members: () => [this.peer]
+  }
+
+  changeBoard (message: string, fn: Parameters<Board['change']>[1]): boolean {
+    return this.board.change(message, fn) !== null
+  }
+
+  changeBoardHash (message: string, fn: Parameters<Board['change']>[1]): string | null {
+    const bytes = this.board.change(message, fn)
+    return bytes === null ? null : Board.hashOf(bytes)
+  }
+
+  setPresenceExtras (): void {}
+
+  /** The peer's heartbeat with `heads` arrives. */
+  heartbeat (heads: string[]): void {
+    this.peer = { ...this.peer, heads, lastSeenAt: Date.now() }
+    const p = { v: 1, peerId: PEER, name: 'peer', slots: 0, running: [], heads, addrs: [], lagMs: 0, load: 0, rssBytes: 0, backoffUntil: null, startedAt: 0, seq: 0, sentAt: Date.now(), leaving: false } satisfies Presence
+    this.dispatchEvent(new CustomEvent('presence', { detail: p }))
+  }
+}
+
+const instant: Agent = { kind: 'instant', run: async () => ({ outcome: 'success', error: null, costUsd: 0, tokens: ZERO_TOKENS }) }
+
+/** A scheduler pass queued by an event before this call has run when it resolves (setImmediate is first in, first out). */
+const afterSchedulerPass = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)); await new Promise(resolve => setImmediate(resolve)) }
+
+describe('settling a claim on acknowledgements', () => {
+  it('an earlier heartbeat that contains the claim settles it though the latest names a change not here yet; one from before the claim does not', async () => {
+    const node = new FakeNode()
+    const peerBoard = Board.create(MESH, actorForPeer(PEER))
+    // this node's changes reach the peer at once (the test holds back only the peer's)
+    node.board.subscribe(u => { if (u.local) peerBoard.applyChanges(u.changes) })
+    const reg = peerBoard.change('node:join', d => { d.nodes[PEER] = { name: str('peer'), slots: 0, startedAt: 0, leftAt: null } })
+    node.board.applyChanges([reg as Uint8Array])
+    node.heartbeat(peerBoard.heads())
+    const started: string[] = []
+    sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: instant, slots: 1, settleMs: 0, onRunStart: id => { started.push(id) } })
+    sched.start()
+    node.changeBoard('plan', addTasks([simpleTask('t')]))
+    const before = peerBoard.heads()
+    await waitFor(() => node.board.task('t')?.state === 'claimed', { timeoutMs: 5000, message: () => `t was never claimed: ${JSON.stringify(node.board.task('t'))}` })
+
+    // a heartbeat from before the claim reached the peer: no acknowledgement
+    node.heartbeat(before)
+    await afterSchedulerPass()
+    expect(node.board.task('t')?.state).toBe('claimed')
+
+    // the peer has the claim (its heads now contain it), then writes a change this node does not have yet
+    const acked = peerBoard.heads()
+    peerBoard.change('plan', addTasks([simpleTask('elsewhere')]))
+    const ahead = peerBoard.heads()
+    expect(node.board.seenBy(ahead, acked[0] as string)).toBeNull()
+    node.heartbeat(acked)
+    node.heartbeat(ahead)
+    // the latest heads cannot be judged here; the one before settles the claim (not the 30 s acknowledgement timeout)
+    await waitFor(() => started.includes('t'), { timeoutMs: 5000, message: () => `t never started: ${JSON.stringify(node.board.task('t'))}` })
+  })
+})
