@@ -11,7 +11,7 @@
  * heartbeats), so which heads arrive when is the test's choice.
  */
 import { describe, it, expect, afterEach } from 'vitest'
-import { Board, str } from '../src/crdt/board.ts'
+import { Board, str, type BoardWrite } from '../src/crdt/board.ts'
 import { actorForPeer } from '../src/crdt/authors.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { asPeerId, type PeerIdString } from '../src/crdt/schema.ts'
@@ -53,6 +53,10 @@ class FakeNode extends EventTarget {
 
   changeBoard (message: string, fn: Parameters<Board['change']>[1]): boolean {
     return this.board.change(message, fn) !== null
+  }
+
+  writeBoard (message: string, fn: Parameters<Board['change']>[1]): BoardWrite {
+    return this.board.write(message, fn)
   }
 
   changeBoardHash (message: string, fn: Parameters<Board['change']>[1]): string | null {
