@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { createMesh, waitAllAlive, type TestMesh } from './helpers/mesh.ts'
 import { Worker } from '../src/node/worker.ts'
 import { simAgent } from '../src/agent/sim.ts'
-import { createLogger, silentLogger } from '../src/util/logger.ts'
+import { createLogger } from '../src/util/logger.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { waitFor } from '../src/util/wait.ts'
@@ -39,20 +39,24 @@ describe('collecting a done task\'s branch', { timeout: 120_000 }, () => {
     const root = mesh.dirs[0] as string
     const project = await initRepo(join(root, 'project'))
     await commitFiles(project, { 'README.md': 'project\n' }, 'project')
-    const [lead, runner] = [...mesh.nodes].sort((a, b) => (a.peerId < b.peerId ? -1 : 1)) as [MeshNode, MeshNode]
+    const [first, second] = mesh.nodes as [MeshNode, MeshNode]
     const repoOf = (n: MeshNode): string => join(root, `repo-${n.name}`)
-    const events: Array<{ event: string } & Record<string, unknown>> = []
-    const logger = createLogger('test', { level: 'debug', format: 'json', write: line => { events.push(JSON.parse(line)) } })
-    for (const node of [lead, runner]) {
+    // each node's log; the test reads the leader's, whichever node is elected
+    const logs = new Map<MeshNode, Array<{ event: string } & Record<string, unknown>>>([[first, []], [second, []]])
+    for (const node of [first, second]) {
+      const logger = createLogger('test', { level: 'debug', format: 'json', write: line => { logs.get(node)!.push(JSON.parse(line)) } })
       await git(['clone', '-q', project, repoOf(node)], { cwd: root })
       // no slots: nothing runs here but what the test writes; the leader loop and git serving run
-      const w = new Worker({ node, agent: simAgent(), repo: repoOf(node), dataDir: join(root, `data-${node.name}`), worktreesDir: join(root, `wt-${node.name}`), branch: 'main', slots: 0, hasBootstrap: node === runner, logger: node === lead ? logger : silentLogger })
+      const w = new Worker({ node, agent: simAgent(), repo: repoOf(node), dataDir: join(root, `data-${node.name}`), worktreesDir: join(root, `wt-${node.name}`), branch: 'main', slots: 0, hasBootstrap: node === second, logger })
       workers.push(w)
       await w.start()
       await w.ready
     }
     await waitAllAlive(mesh.nodes, 30_000)
-    await waitFor(() => mesh!.nodes.every(n => n.board.snapshot().main.leader === lead.peerId), { timeoutMs: 30_000, message: 'no leader elected' })
+    await waitFor(() => { const l = first.board.snapshot().main.leader; return l !== null && mesh!.nodes.every(n => n.board.snapshot().main.leader === l) }, { timeoutMs: 60_000, message: 'no leader elected' })
+    const lead = first.board.snapshot().main.leader === first.peerId ? first : second
+    const runner = lead === first ? second : first
+    const events = logs.get(lead)!
 
     // the two tasks' work, made in a scratch clone and put into the runner's repository: t1 only on a
     // kept-aside branch (its task branch deleted), t2 on its task branch
