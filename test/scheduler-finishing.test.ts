@@ -16,7 +16,7 @@ import { waitFor } from '../src/util/wait.ts'
 import { createLogger } from '../src/util/logger.ts'
 import { gitText } from '../src/git/git.ts'
 import { Execution } from '../src/node/exec.ts'
-import type { Scheduler } from '../src/scheduler/scheduler.ts'
+import { STUCK_RUN_GRACE_MS, type Scheduler } from '../src/scheduler/scheduler.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
 import type { PeerIdString, Task } from '../src/crdt/schema.ts'
 
@@ -108,6 +108,14 @@ describe('a finished run frees its slot before its hand-off ends', () => {
     await afterSchedulerPass()
     expect(runner.board.task('c')?.state).toBe('ready')
     expect(started).toEqual([first, second])
+
+    // the watchdog that gives back a task the board says runs here but no run holds leaves a run finishing
+    // in the background alone: past twice its grace (the scheduler's passes run every tick meanwhile), the
+    // first is still running at its first epoch and attempt
+    const heldSince = Date.now()
+    await waitFor(() => Date.now() - heldSince > 2 * STUCK_RUN_GRACE_MS, { timeoutMs: 20_000, message: 'the clock did not move' })
+    await afterSchedulerPass()
+    expect(runner.board.task(first)).toMatchObject({ state: 'running', epoch: 0, attempts: 1, error: null })
 
     // the leader takes the first: it is done with the leader as a second holder, the second's hand-off
     // gets its turn, and the slot takes c

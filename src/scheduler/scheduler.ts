@@ -329,7 +329,8 @@ export class Scheduler {
       let reason: string | null = null
       // the watchdog: the board says this node runs the task, but no run here holds it (the run's end was
       // withheld and could not be written, say): nobody else will release it, since this node is alive
-      const own = t.state === 'running' && t.node === me && !this.#runs.has(t.id)
+      // (a run finishing in the background, its hand-off and `done` still to come, holds it too)
+      const own = t.state === 'running' && t.node === me && !this.#pending.has(t.id) && !this.#runs.has(t.id) && !this.#finishing.has(t.id)
       if (own) {
         reason = 'the board says this node runs it, but no run here holds it (the end of its run was never written)'
       } else if (t.state === 'running' && t.node !== null && t.node !== me && !this.#alive(t.node)) {
