@@ -30,7 +30,8 @@ export interface ChaosPlan {
 /** The file a task writes on main. */
 export const taskFile = (id: string): string => `chaos/${id}.txt`
 
-export function buildPlan (rand: () => number, opts: { waves: number, perWave: number, gateDir: string }): ChaosPlan {
+/** `perWave` tasks a wave, or `total` tasks spread over the waves (earlier waves one more when it does not divide). */
+export function buildPlan (rand: () => number, opts: { waves: number, perWave: number, total?: number, gateDir: string }): ChaosPlan {
   const tasks: PlanTask[] = []
   const waves: string[][] = []
   const gates = Array.from({ length: opts.waves }, (_, k) => join(opts.gateDir, `gate-${k}`))
@@ -38,7 +39,8 @@ export function buildPlan (rand: () => number, opts: { waves: number, perWave: n
   for (let k = 0; k < opts.waves; k++) {
     const wave: string[] = []
     const earlier = waves.flat()
-    for (let i = 0; i < opts.perWave; i++) {
+    const size = opts.total === undefined ? opts.perWave : Math.floor(opts.total / opts.waves) + (k < opts.total % opts.waves ? 1 : 0)
+    for (let i = 0; i < size; i++) {
       const id = `w${k}-t${i}`
       const deps: string[] = []
       if (k > 0 && rand() < 0.6) {
