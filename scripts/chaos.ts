@@ -385,6 +385,7 @@ async function main (): Promise<void> {
   // (asserted, not annotated: partitionFault sets it from a closure, which TypeScript's narrowing does not see)
   let partition = null as { minority: string[], majority: string[], withLeader: boolean, majorityMerged: number, minorityDone: number, minorityMerges: string[], cutS: number } | null
   type PartitionRecord = NonNullable<typeof partition>
+  const waveOf = new Map(plan.waves.flatMap((w, i) => w.map(id => [id, i] as const)))
   /**
    * A partition: the mesh cut in two sides that both keep running (the minority: fewer than half the nodes,
    * the leader among them or not, seeded); both sides must hold each other dead, then the wave's gate opens and
@@ -398,7 +399,10 @@ async function main (): Promise<void> {
     const minority = [...(withLeader ? [leader] : []), ...others].slice(0, Math.floor((nodes.length - 1) / 2))
     const majority = nodes.filter(n => !minority.includes(n))
     rec.target = `${minority.map(n => n.name).join('+')} cut from ${majority.map(n => n.name).join('+')}`
-    const inFlight = minority.reduce((s, n) => s + [...board.tasks.values()].filter(t => t.state === 'running' && t.node === n.peerId).length, 0)
+    const runsThere = [...board.tasks.values()].filter(t => t.state === 'running' && minority.some(n => t.node === n.peerId))
+    const inFlight = runsThere.length
+    // runs of a later wave stay held by their closed gate: the minority cannot finish those while cut off
+    const inFlightOpen = runsThere.filter(t => (waveOf.get(t.id) ?? 0) <= k).length
     // the run's client reads through the majority and is cut off from the minority with it
     await obs.moveOff(new Set(minority.map(n => n.peerId)), majority)
     const cutAt = Date.now()
@@ -412,7 +416,7 @@ async function main (): Promise<void> {
     // both sides work on: the majority merges (a new leader if the old one is cut off), the minority
     // finishes what it runs and merges nothing; bounded, and the run goes on either way
     const minorityDone = (): number => minority.reduce((s, n) => s + n.events('task:done', deadAt).length, 0)
-    const worked = await until(async () => Date.now() - cutAt >= how.holdMs && (await mergedCount()) > mergedAtCut && (inFlight === 0 || minorityDone() > 0), how.holdMs + 90_000, () => 'no work on both sides').then(() => true, () => false)
+    const worked = await until(async () => Date.now() - cutAt >= how.holdMs && (await mergedCount()) > mergedAtCut && (inFlightOpen === 0 || minorityDone() > 0), how.holdMs + 90_000, () => 'no work on both sides').then(() => true, () => false)
     const majorityMerged = (await mergedCount()) - mergedAtCut
     const healAt = Date.now()
     await how.heal()
@@ -420,7 +424,7 @@ async function main (): Promise<void> {
     const minorityMerges = minority.flatMap(n => n.events('merge:done', deadAt).filter(l => l.time < healAt).map(l => `${n.name} ${JSON.stringify(l.tasks)}`))
     const p: PartitionRecord = { minority: minority.map(n => n.name), majority: majority.map(n => n.name), withLeader, majorityMerged, minorityDone: minorityDone(), minorityMerges, cutS: (healAt - cutAt) / 1000 }
     partition = p
-    rec.detail = `minority ${withLeader ? 'with' : 'without'} the leader, ${inFlight} run(s) in flight there; each side held the other dead ${((deadAt - cutAt) / 1000).toFixed(1)} s after the cut; meanwhile the majority merged ${majorityMerged}, the minority finished ${p.minorityDone} run(s) and merged ${minorityMerges.length}${worked ? '' : ` (waited ${Math.round((how.holdMs + 90_000) / 1000)} s for work on both sides)`}; healed after ${p.cutS.toFixed(1)} s`
+    rec.detail = `minority ${withLeader ? 'with' : 'without'} the leader, ${inFlight} run(s) in flight there${inFlightOpen < inFlight ? ` (${inFlight - inFlightOpen} held by a later wave's gate)` : ''}; each side held the other dead ${((deadAt - cutAt) / 1000).toFixed(1)} s after the cut; meanwhile the majority merged ${majorityMerged}, the minority finished ${p.minorityDone} run(s) and merged ${minorityMerges.length}${worked ? '' : ` (waited ${Math.round((how.holdMs + 90_000) / 1000)} s for work on both sides)`}; healed after ${p.cutS.toFixed(1)} s`
     return p
   }
   /** How long the network partition, a link cut and the slow link last (--netns). */
@@ -685,10 +689,10 @@ async function main (): Promise<void> {
   const forcedStops = [...stops.filter(s => s.forced).map(s => s.name), ...(proxyForced ? ['the proxy'] : [])]
   if (!proxyMarked) unmarked.push('the proxy')
   const netRemains = chaosNet?.remains() ?? []
-  const inNamespaces = chaosNet?.leftoverPids ?? []
+  const inNamespaces = chaosNet?.leftovers ?? []
   const netOk = netRemains.length === 0 && inNamespaces.length === 0
   add('no process left behind', leftovers.length === 0 && forcedStops.length === 0 && unmarked.length === 0 && netOk, (leftovers.length === 0 ? `${markedBefore.length} processes carried the run's marker before the stop (${unmarked.length === 0 ? `every node${chaosNet !== null ? ' and the proxy' : ''} among them` : `NOT ${unmarked.join(', ')}`}), none after${forcedStops.length > 0 ? `; but SIGKILLed after no exit on SIGTERM: ${forcedStops.join(', ')}` : ''}` : leftovers.map(p => `${p.pid} ${p.cmd}`).join(' | ')) +
-    (chaosNet !== null ? `; namespaces: ${inNamespaces.length === 0 ? 'nothing running in them once the nodes and the proxy stopped' : `still running in them: pids ${inNamespaces.join(', ')}`}, ${netRemains.length === 0 ? 'all removed, and the link of this namespace to the bridge' : `NOT removed: ${netRemains.join(', ')}`}` : ''))
+    (chaosNet !== null ? `; namespaces: ${inNamespaces.length === 0 ? 'nothing running in them once the nodes and the proxy stopped' : `still running in them 20 s after: ${inNamespaces.join(' | ')}`}, ${netRemains.length === 0 ? 'all removed, and the link of this namespace to the bridge' : `NOT removed: ${netRemains.join(', ')}`}` : ''))
 
   // ---- figures
   const all = nodes.flatMap(n => n.lines)

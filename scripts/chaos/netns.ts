@@ -28,6 +28,7 @@
  * no packet crosses either way until the heal puts the routes back.
  */
 import type { ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { register } from '../bench/lib/children.ts'
@@ -54,8 +55,8 @@ export class ChaosNet {
   readonly #waiting = new Map<number, (v: Record<string, unknown>) => void>()
   /** Blackhole routes the partition added: [host, address]. */
   #blackholes: Array<[NetHost, string]> = []
-  /** Pids found inside the namespaces right before they were deleted (after every node and the proxy stopped). */
-  leftoverPids: number[] = []
+  /** Processes (pid and command line) still inside the namespaces when they were deleted (after every node and the proxy stopped). */
+  leftovers: string[] = []
 
   private constructor (net: NetNetwork, prefix: string) {
     this.net = net
@@ -76,7 +77,7 @@ export class ChaosNet {
       await c.#setUp()
       await c.#startProxy(env, seed)
     } catch (err) {
-      await c.destroy()
+      await c.destroy(0)
       throw err
     }
     return c
@@ -202,10 +203,20 @@ export class ChaosNet {
     return { forced: true }
   }
 
-  /** Records what still runs in the namespaces, then removes them (and the root link). */
-  async destroy (): Promise<void> {
-    const all = await Promise.all(this.net.namespaces().map(async ns => await this.net.pids({ ns } as NetHost)))
-    this.leftoverPids = all.flat()
+  /**
+   * Waits (up to `graceMs`) until nothing runs in the namespaces any more (a
+   * stopped node's watchdog exits a moment after it), records what still
+   * runs then, and removes the namespaces (killing that) and the root link.
+   */
+  async destroy (graceMs = 20_000): Promise<void> {
+    const inside = async (): Promise<number[]> => (await Promise.all(this.net.namespaces().map(async ns => await this.net.pids({ ns } as NetHost)))).flat()
+    const deadline = Date.now() + graceMs
+    let left = await inside()
+    while (left.length > 0 && Date.now() < deadline) {
+      await new Promise(resolve => setTimeout(resolve, 250))
+      left = await inside()
+    }
+    this.leftovers = left.map(pid => { try { return `${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim().slice(0, 160)}` } catch { return `${pid}` } })
     await this.net.destroy()
   }
 
