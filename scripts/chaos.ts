@@ -560,12 +560,14 @@ async function main (): Promise<void> {
         // held a while (the fault's length); both go on through the other nodes meanwhile
         await new Promise(resolve => setTimeout(resolve, linkCutMs))
         const during = await cnet().linkStats(a.name, b.name)
-        await cnet().healLink(a.name, b.name)
+        // taken before the heal: a redial may get through while the harness hears back
         const healAt = Date.now()
+        await cnet().healLink(a.name, b.name)
         const deadSeen = [[a, b], [b, a]].filter(([x, y]) => (x as ChaosNode).events('peer:dead', at).some(l => l.peer === (y as ChaosNode).peerId)).map(([x, y]) => `${(x as ChaosNode).name} held ${(y as ChaosNode).name} dead`)
         // recovered: a connection between the two through the healed link
-        await until(async () => ((await cnet().linkStats(a.name, b.name))?.lastConnectAt ?? 0) >= healAt || null, 90_000, () => `${a.name} and ${b.name} did not connect again after their link was healed`)
-        rec.detail = `${a.peerId === board.main.leader || b.peerId === board.main.leader ? 'the leader\'s link; ' : ''}${reset} connection(s) reset, ${(during?.refused ?? 0) - (before?.refused ?? 0)} redial(s) refused in ${(linkCutMs / 1000).toFixed(0)} s${deadSeen.length > 0 ? ` (${deadSeen.join(', ')})` : ' (neither held the other dead: the others relayed)'}; connected again ${((Date.now() - healAt) / 1000).toFixed(1)} s after the heal`
+        // (not a failure of the run when they do not: two live nodes need no direct link; recorded, and the run goes on)
+        const reconnected = await until(async () => ((await cnet().linkStats(a.name, b.name))?.lastConnectAt ?? 0) >= healAt || null, 90_000, () => `${a.name} and ${b.name} did not connect again after their link was healed`).then(() => true, (err: Error) => { log(`  ${err.message}; the link: ${JSON.stringify(during)}`); return false })
+        rec.detail = `${a.peerId === board.main.leader || b.peerId === board.main.leader ? 'the leader\'s link; ' : ''}${reset} connection(s) reset, ${(during?.refused ?? 0) - (before?.refused ?? 0)} redial(s) refused in ${(linkCutMs / 1000).toFixed(0)} s${deadSeen.length > 0 ? ` (${deadSeen.join(', ')})` : ' (neither held the other dead: the others relayed)'}; ${reconnected ? `connected again ${((Date.now() - healAt) / 1000).toFixed(1)} s after the heal` : '**not connected again within 90 s of the heal**'}`
         break
       }
       case 'slow-link': {
