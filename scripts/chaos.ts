@@ -245,8 +245,8 @@ async function main (): Promise<void> {
   const kinds: FaultKind[] = shuffle(rand, chosen)
   const gateDir = join(root, 'gates')
   mkdirSync(gateDir)
-  // --netns (full): 49 tasks in the waves and the hung verify, 50
-  const plan: ChaosPlan = buildPlan(rand, { waves: kinds.length + 1, perWave: quick ? 2 : 3, ...(netns && !quick ? { total: 49 } : {}), gateDir })
+  // --netns (full): 49 tasks in the waves and the hung verify, 50; chained waves (see buildPlan)
+  const plan: ChaosPlan = buildPlan(rand, { waves: kinds.length + 1, perWave: quick ? 2 : 3, ...(netns && !quick ? { total: 49 } : {}), chain: netns, gateDir })
   const validIds = plan.waves.flat()
   const BALLAST_ID = 'disk-ballast'
   const openGate = (k: number): void => { if (k < plan.gates.length) writeFileSync(plan.gates[k] as string, 'open\n') }
