@@ -11,7 +11,7 @@
  * identical on every node and only moved forward, no task lost, the minority
  * merged nothing while cut off, and no process left behind: the nodes, the
  * proxy, and the namespaces all gone. Skips where namespaces cannot be made
- * (not root, no `ip`). Slow tier: about three minutes on 2 cores.
+ * (not root, no `ip`). Slow tier: 3 to 6 minutes on 2 shared cores.
  */
 import { describe, it, expect, afterAll } from 'vitest'
 import { spawn, type ChildProcess } from 'node:child_process'
