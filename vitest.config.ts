@@ -39,12 +39,14 @@ export const E2E_FILES = [
  * each on 2 cores, kept out of CI's time budget (15 minutes for npm test and
  * the e2e suite together). Run them before a release and after touching what
  * they cover: `meshwork launch` over ssh into network namespaces, key rotation
- * with real nodes, and the rolling upgrade from an earlier commit.
+ * with real nodes, the rolling upgrade from an earlier commit, and the chaos run
+ * on a network of namespaces (`npm run chaos -- --netns --short`).
  */
 export const SLOW_FILES = [
   'test/launch.test.ts',
   'test/cli-rotate-key.test.ts',
-  'test/rolling-upgrade.test.ts'
+  'test/rolling-upgrade.test.ts',
+  'test/chaos-netns.test.ts'
 ]
 
 const suite = process.env.MESHWORK_SUITE

@@ -32,12 +32,36 @@
  * meshwork/local/...), no task lost, the poison task quarantined and never run,
  * no process of the run left once the nodes stopped. Exit 0 only if all hold.
  *
+ * --netns: the same run on a network of hosts on this machine (scripts/chaos/netns.ts):
+ * each node in a network namespace of its own with its own address on a bridge the run
+ * makes, the run's client in the machine's own namespace attached to that bridge, and
+ * every node-to-node connection through a fault-injecting TCP proxy (scripts/chaos/proxy.ts:
+ * this kernel has no netem). 5 nodes, 50 tasks (49 in waves and the hung verify) and the
+ * faults of a network:
+ *
+ *   link-cut       the link between two nodes cut at the proxy (open connections reset, new
+ *                  ones refused) for a while, then healed; both go on through the others
+ *   slow-link      200 ms added to every chunk on one link (the leader's), 5 % of chunks held
+ *                  a retransmission timeout (1 s) more: loss as TCP shows it
+ *   net-partition  a two-way partition by the network for 30 s: blackhole routes between the
+ *                  two sides' namespaces (no packet crosses either way), then the routes back
+ *
+ * besides kill -9 of nodes and of the leader. The same checks, and "no process left" also
+ * covers the proxy and the namespaces (all removed). It needs root and `ip`; elsewhere it
+ * prints "chaos: skipped: <why>" and exits 0. Figures in their own section of
+ * docs/benchmarks.md. `--netns --short`: 3 nodes, one fault of each network kind and a
+ * leader kill (test/chaos-netns.test.ts, slow tier).
+ *
  * Flags: --quick (4 nodes, fewer tasks and kills; leaves docs alone), --short (3
  * nodes, two tasks a wave, only a leader kill and the partition: test/chaos-short.test.ts
- * runs it in the e2e suite), --faults LIST (these fault kinds, comma separated, in a
- * seeded order), --seed N, --nodes N, --keep (keep the temp dir), --no-docs, --json FILE.
+ * runs it in the e2e suite), --netns (above), --faults LIST (these fault kinds, comma separated, in a
+ * seeded order), --seed N, --nodes N, --keep (keep the temp dir), --no-docs, --json FILE, --help.
  * Root is needed for the tmpfs of the full disk: without it a run with that fault stops at
  * once and says so. Not in `npm test`: the quick variant takes 2-3 minutes on a shared 2-core host.
+ *
+ * Over 400 lines: one run is one sequence (set-up, faults in order, checks, report) over shared
+ * state (the nodes, the board seen, the faults recorded); its parts that stand alone are in
+ * scripts/chaos/.
  */
 import { execFileSync, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -54,18 +78,46 @@ import { BIN, ChaosNode, type LogLine } from './chaos/nodes.ts'
 import { Observer } from './chaos/observer.ts'
 import { fill, free, mountTmpfs, unmountAll } from './chaos/disk.ts'
 import { backupBranches, branchExists, checkReflog, processesWith, revParse, trailersOnMain, type ReflogCheck } from './chaos/checks.ts'
+import { ChaosNet, NODE_PORT, netnsUnavailable, type LinkState } from './chaos/netns.ts'
 import { readSwarmKey } from '../src/node/swarm-key.ts'
 import { loadClientIdentity, loadOrCreateIdentity, peerIdOf } from '../src/node/identity.ts'
 import type { BoardSnapshot, Task } from '../src/crdt/schema.ts'
 
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url))
 const SECTION_TITLE = '## Chaos (npm run chaos)'
+const NETNS_SECTION_TITLE = '## Chaos on a network of namespaces (npm run chaos -- --netns)'
 const POISON_ID = 'x.lock'
 const SUSPECT_AFTER = '2s'
 const DEAD_AFTER = '5s'
 const VERIFY_TIMEOUT = '4s'
 
-const FAULT_KINDS = ['kill', 'leader-kill', 'leader-crash', 'disk-full', 'partition', 'poison'] as const
+const FAULT_KINDS = ['kill', 'leader-kill', 'leader-crash', 'disk-full', 'partition', 'poison', 'link-cut', 'slow-link', 'net-partition'] as const
+/** Faults that need the network of --netns. */
+const NETNS_FAULTS: readonly string[] = ['link-cut', 'slow-link', 'net-partition']
+/** The slow link (--netns): added to every chunk, the share of chunks held a retransmission timeout more, that timeout. */
+const SLOW_DELAY_MS = 200
+const SLOW_LOSS = 0.05
+const SLOW_RTO_MS = 1000
+
+const USAGE = `usage: npm run chaos -- [--quick | --short] [--netns] [--faults LIST] [--seed N] [--nodes N] [--keep] [--no-docs] [--json FILE]
+
+Faults injected into a mesh of real meshwork nodes, then checks: every task merged exactly once,
+main identical on every node and only moved forward, no task lost, no process left behind.
+
+  --quick        4 nodes, fewer tasks; leaves docs/benchmarks.md alone
+  --short        3 nodes, two tasks a wave, fewer faults (what the tests run)
+  --netns        each node in a network namespace of its own on a bridge, every node-to-node
+                 connection through a fault-injecting TCP proxy; faults: kill -9 (the leader
+                 too), link cuts, a slow lossy link (200 ms, 5 %), a 30 s partition by the
+                 network. Needs root and ip(8); elsewhere prints "skipped: ..." and exits 0
+  --faults LIST  these fault kinds, comma separated (${FAULT_KINDS.join(', ')};
+                 ${NETNS_FAULTS.join(', ')} only with --netns)
+  --seed N       the PRNG seed (fault order, targets, plan); default 1
+  --nodes N      3 to 8 nodes
+  --keep         keep the temp dir (logs, repos)
+  --no-docs      do not write docs/benchmarks.md (full runs write their section)
+  --json FILE    the faults and checks as JSON
+`
 type FaultKind = typeof FAULT_KINDS[number]
 
 interface FaultRecord {
@@ -90,8 +142,10 @@ installExitGuards('chaos')
 
 let root = ''
 let keep = false
+let chaosNet: ChaosNet | null = null
 process.on('exit', () => {
   killAllChildren()
+  chaosNet?.destroySync()
   unmountAll()
   if (root !== '' && !keep) { try { rmSync(root, { recursive: true, force: true }) } catch {} }
 })
@@ -142,14 +196,22 @@ async function main (): Promise<void> {
       nodes: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'no-docs': { type: 'boolean', default: false },
-      json: { type: 'string' }
+      json: { type: 'string' },
+      netns: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false }
     }
   })
+  if (values.help === true) { process.stdout.write(USAGE); return }
   const short = values.short === true
   const quick = values.quick === true || short
+  const netns = values.netns === true
   keep = values.keep === true
   const seed = Number(values.seed)
   if (!Number.isInteger(seed)) throw new Error(`--seed must be an integer, got ${JSON.stringify(values.seed)}`)
+  if (netns) {
+    const why = await netnsUnavailable()
+    if (why !== null) { process.stdout.write(`chaos: skipped: --netns needs network namespaces here: ${why}\n`); return }
+  }
   const nodeCount = values.nodes === undefined ? (short ? 3 : quick ? 4 : 5) : Number(values.nodes)
   if (!Number.isInteger(nodeCount) || nodeCount < 3 || nodeCount > 8) throw new Error(`--nodes must be an integer from 3 to 8, got ${JSON.stringify(values.nodes)}`)
   if (Number(process.versions.node.split('.')[0]) < 22) throw new Error(`Node ${process.version} cannot run meshwork; use npm run chaos (the pinned Node)`)
@@ -159,14 +221,21 @@ async function main (): Promise<void> {
 
   root = mkdtempSync(join(tmpdir(), 'meshwork-chaos-'))
   const marker = `chaos-run-${randomBytes(6).toString('hex')}`
-  log(`seed ${seed}, ${nodeCount} nodes, ${short ? 'short' : quick ? 'quick' : 'full'} run in ${root}; marker ${marker}`)
+  log(`seed ${seed}, ${nodeCount} nodes, ${short ? 'short' : quick ? 'quick' : 'full'}${netns ? ' netns' : ''} run in ${root}; marker ${marker}`)
 
   // faults: one after each wave, in a seeded order
   const chosen: FaultKind[] = values.faults !== undefined
     ? values.faults.split(',').map(k => k.trim()).filter(k => k !== '').map(k => {
       if (!FAULT_KINDS.includes(k as FaultKind)) throw new Error(`--faults: unknown fault "${k}" (one of ${FAULT_KINDS.join(', ')})`)
+      if (!netns && NETNS_FAULTS.includes(k)) throw new Error(`--faults: "${k}" needs --netns`)
       return k as FaultKind
     })
+    : netns
+      ? short
+        ? ['leader-kill', 'link-cut', 'slow-link', 'net-partition']
+        : quick
+          ? ['kill', 'leader-kill', 'link-cut', 'slow-link', 'net-partition']
+          : ['kill', 'kill', 'leader-kill', 'link-cut', 'link-cut', 'slow-link', 'net-partition']
     : short
       ? ['leader-kill', 'partition']
       : quick
@@ -176,7 +245,8 @@ async function main (): Promise<void> {
   const kinds: FaultKind[] = shuffle(rand, chosen)
   const gateDir = join(root, 'gates')
   mkdirSync(gateDir)
-  const plan: ChaosPlan = buildPlan(rand, { waves: kinds.length + 1, perWave: quick ? 2 : 3, gateDir })
+  // --netns (full): 49 tasks in the waves and the hung verify, 50; chained waves (see buildPlan)
+  const plan: ChaosPlan = buildPlan(rand, { waves: kinds.length + 1, perWave: quick ? 2 : 3, ...(netns && !quick ? { total: 49 } : {}), chain: netns, gateDir })
   const validIds = plan.waves.flat()
   const BALLAST_ID = 'disk-ballast'
   const openGate = (k: number): void => { if (k < plan.gates.length) writeFileSync(plan.gates[k] as string, 'open\n') }
@@ -211,6 +281,13 @@ async function main (): Promise<void> {
   }
   const dataOf = (i: number): string => i === diskIdx ? join(diskMnt, 'data') : join(root, `data-n${i}`)
 
+  // --netns: the namespaces, the routes through the proxy, the proxy (carrying the run's marker)
+  if (netns) {
+    chaosNet = await ChaosNet.create(`mwc${process.pid}`, nodeCount, { ...baseEnv, CHAOS_RUN_ID: marker }, seed)
+    log(`network: ${chaosNet.hosts.map(h => `${h.name} ${h.ip}`).join(', ')}; proxy ${chaosNet.proxyHost.ip}; the client (this namespace) ${chaosNet.clientIp}`)
+  }
+  const cnet = (): ChaosNet => { if (chaosNet === null) throw new Error('a --netns fault without --netns'); return chaosNet }
+
   // who may connect: every node runs with an --allow file naming every node and the run's own client
   // (the observer and the CLI calls); the partition rewrites them (see allowOnly)
   const clientKeyFile = join(root, 'client.key')
@@ -236,7 +313,8 @@ async function main (): Promise<void> {
     data: dataOf(i),
     args: [...common, '--allow', allowFile(i), ...conn],
     env: nodeEnv,
-    logDir
+    logDir,
+    ...(chaosNet !== null ? { listen: `/ip4/${chaosNet.host(`n${i}`).ip}/tcp/${NODE_PORT}`, wrap: ['ip', 'netns', 'exec', chaosNet.host(`n${i}`).ns] } : {})
   })
   const nodes: ChaosNode[] = [mk(0, ['--swarm-key', keyFile])]
   await (nodes[0] as ChaosNode).start(120_000)
@@ -304,7 +382,55 @@ async function main (): Promise<void> {
   /** Valid tasks that ended failed or cancelled: the run stops injecting and goes to its checks. */
   const lost = (): string[] => validIds.filter(id => ['failed', 'cancelled'].includes(taskOf(board, id)?.state ?? ''))
   const lostSeen = new Set<string>()
-  let partition: { minority: string[], majority: string[], withLeader: boolean, majorityMerged: number, minorityDone: number, minorityMerges: string[], cutS: number } | null = null
+  // (asserted, not annotated: partitionFault sets it from a closure, which TypeScript's narrowing does not see)
+  let partition = null as { minority: string[], majority: string[], withLeader: boolean, majorityMerged: number, minorityDone: number, minorityMerges: string[], cutS: number } | null
+  type PartitionRecord = NonNullable<typeof partition>
+  const waveOf = new Map(plan.waves.flatMap((w, i) => w.map(id => [id, i] as const)))
+  /**
+   * A partition: the mesh cut in two sides that both keep running (the minority: fewer than half the nodes,
+   * the leader among them or not, seeded); both sides must hold each other dead, then the wave's gate opens and
+   * both work on (held at least `holdMs`, until the majority merged and the minority finished a run, bounded),
+   * then the heal, and both sides must see each other alive again.
+   */
+  const partitionFault = async (k: number, rec: FaultRecord, how: { holdMs: number, cut: (minority: ChaosNode[], majority: ChaosNode[]) => Promise<void>, heal: () => Promise<void> }): Promise<PartitionRecord> => {
+    const leader = byPeer(board.main.leader)
+    const withLeader = leader !== undefined && rand() < 0.5
+    const others = shuffle(rand, nodes.filter(n => n !== leader))
+    const minority = [...(withLeader ? [leader] : []), ...others].slice(0, Math.floor((nodes.length - 1) / 2))
+    const majority = nodes.filter(n => !minority.includes(n))
+    rec.target = `${minority.map(n => n.name).join('+')} cut from ${majority.map(n => n.name).join('+')}`
+    const runsThere = [...board.tasks.values()].filter(t => t.state === 'running' && minority.some(n => t.node === n.peerId))
+    const inFlight = runsThere.length
+    // runs of a later wave stay held by their closed gate: the minority cannot finish those while cut off
+    const inFlightOpen = runsThere.filter(t => (waveOf.get(t.id) ?? 0) <= k).length
+    // the run's client reads through the majority and is cut off from the minority with it
+    await obs.moveOff(new Set(minority.map(n => n.peerId)), majority)
+    const cutAt = Date.now()
+    await how.cut(minority, majority)
+    const pairs = minority.flatMap(a => majority.flatMap(b => [[a, b], [b, a]] as Array<[ChaosNode, ChaosNode]>))
+    const holds = (event: string, since: number) => ([a, b]: [ChaosNode, ChaosNode]): boolean => a.events(event, since).some(l => l.peer === b.peerId)
+    await until(() => pairs.every(holds('peer:dead', cutAt)), 90_000, () => `the sides did not hold each other dead: not yet ${pairs.filter(p => !holds('peer:dead', cutAt)(p)).map(([a, b]) => `${a.name}→${b.name}`).join(', ')}`)
+    const deadAt = Date.now()
+    const mergedAtCut = await mergedCount()
+    openGate(k)
+    // both sides work on: the majority merges (a new leader if the old one is cut off), the minority
+    // finishes what it runs and merges nothing; bounded, and the run goes on either way
+    const minorityDone = (): number => minority.reduce((s, n) => s + n.events('task:done', deadAt).length, 0)
+    const worked = await until(async () => Date.now() - cutAt >= how.holdMs && (await mergedCount()) > mergedAtCut && (inFlightOpen === 0 || minorityDone() > 0), how.holdMs + 90_000, () => 'no work on both sides').then(() => true, () => false)
+    const majorityMerged = (await mergedCount()) - mergedAtCut
+    const healAt = Date.now()
+    await how.heal()
+    await until(() => pairs.every(holds('peer:alive', healAt)), 120_000, () => `the sides did not see each other alive after the heal: not yet ${pairs.filter(p => !holds('peer:alive', healAt)(p)).map(([a, b]) => `${a.name}→${b.name}`).join(', ')}`)
+    const minorityMerges = minority.flatMap(n => n.events('merge:done', deadAt).filter(l => l.time < healAt).map(l => `${n.name} ${JSON.stringify(l.tasks)}`))
+    const p: PartitionRecord = { minority: minority.map(n => n.name), majority: majority.map(n => n.name), withLeader, majorityMerged, minorityDone: minorityDone(), minorityMerges, cutS: (healAt - cutAt) / 1000 }
+    partition = p
+    rec.detail = `minority ${withLeader ? 'with' : 'without'} the leader, ${inFlight} run(s) in flight there${inFlightOpen < inFlight ? ` (${inFlight - inFlightOpen} held by a later wave's gate)` : ''}; each side held the other dead ${((deadAt - cutAt) / 1000).toFixed(1)} s after the cut; meanwhile the majority merged ${majorityMerged}, the minority finished ${p.minorityDone} run(s) and merged ${minorityMerges.length}${worked ? '' : ` (waited ${Math.round((how.holdMs + 90_000) / 1000)} s for work on both sides)`}; healed after ${p.cutS.toFixed(1)} s`
+    return p
+  }
+  /** How long the network partition, a link cut and the slow link last (--netns). */
+  const partitionHoldMs = short ? 12_000 : 30_000
+  const linkCutMs = short ? 6_000 : 15_000
+  const slowHoldMs = short ? 10_000 : 45_000
   for (let k = 1; k <= kinds.length; k++) {
     const kind = kinds[k - 1] as FaultKind
     const prevWave = plan.waves[k - 1] as string[]
@@ -396,41 +522,71 @@ async function main (): Promise<void> {
         break
       }
       case 'partition': {
-        // the minority: fewer than half the nodes, the leader among them or not (seeded)
-        const leader = byPeer(board.main.leader)
-        const withLeader = leader !== undefined && rand() < 0.5
-        const others = shuffle(rand, nodes.filter(n => n !== leader))
-        const minority = [...(withLeader ? [leader] : []), ...others].slice(0, Math.floor((nodes.length - 1) / 2))
-        const majority = nodes.filter(n => !minority.includes(n))
-        rec.target = `${minority.map(n => n.name).join('+')} cut from ${majority.map(n => n.name).join('+')}`
-        const inFlight = minority.reduce((s, n) => s + runningOn(n), 0)
-        // the run's client reads through the majority and is cut off from the minority with it
-        await obs.moveOff(new Set(minority.map(n => n.peerId)), majority)
+        // cut by --allow files: each side's list only that side (the run's client on the majority's), SIGHUP to every node
         const idx = (side: ChaosNode[]): number[] => side.map(n => nodes.indexOf(n))
-        for (const n of minority) writeAllow(nodes.indexOf(n), idx(minority), false)
-        for (const n of majority) writeAllow(nodes.indexOf(n), idx(majority), true)
-        const cutAt = Date.now()
-        for (const n of nodes) n.sighup()
-        await until(() => nodes.every(n => n.events('allow:reloaded', cutAt).length > 0), 30_000, () => `not every node reloaded its --allow file: ${nodes.filter(n => n.events('allow:reloaded', cutAt).length === 0).map(n => n.name).join(', ')}`)
-        const pairs = minority.flatMap(a => majority.flatMap(b => [[a, b], [b, a]] as Array<[ChaosNode, ChaosNode]>))
-        const holds = (event: string, since: number) => ([a, b]: [ChaosNode, ChaosNode]): boolean => a.events(event, since).some(l => l.peer === b.peerId)
-        await until(() => pairs.every(holds('peer:dead', cutAt)), 90_000, () => `the sides did not hold each other dead: not yet ${pairs.filter(p => !holds('peer:dead', cutAt)(p)).map(([a, b]) => `${a.name}→${b.name}`).join(', ')}`)
-        const deadAt = Date.now()
-        const mergedAtCut = await mergedCount()
+        const reload = async (since: number, what: string): Promise<void> => {
+          for (const n of nodes) n.sighup()
+          await until(() => nodes.every(n => n.events('allow:reloaded', since).length > 0), 30_000, () => `not every node reloaded its --allow file${what}: ${nodes.filter(n => n.events('allow:reloaded', since).length === 0).map(n => n.name).join(', ')}`)
+        }
+        await partitionFault(k, rec, {
+          holdMs: 0,
+          cut: async (minority, majority) => {
+            for (const n of minority) writeAllow(nodes.indexOf(n), idx(minority), false)
+            for (const n of majority) writeAllow(nodes.indexOf(n), idx(majority), true)
+            await reload(Date.now(), '')
+          },
+          heal: async () => {
+            for (let i = 0; i < nodes.length; i++) writeAllow(i, everyone, true)
+            await reload(Date.now(), ' at the heal')
+          }
+        })
+        break
+      }
+      case 'net-partition': {
+        // cut by the network: blackhole routes between the sides' namespaces (and the minority and the client)
+        await partitionFault(k, rec, {
+          holdMs: partitionHoldMs,
+          cut: async (minority) => { await cnet().partition(minority.map(n => n.name)) },
+          heal: async () => { await cnet().heal() }
+        })
+        break
+      }
+      case 'link-cut': {
+        const [a, b] = shuffle(rand, live()) as [ChaosNode, ChaosNode]
+        rec.target = `${a.name}~${b.name}`
+        const before = await cnet().linkStats(a.name, b.name)
+        const reset = await cnet().cutLink(a.name, b.name)
         openGate(k)
-        // both sides work on: the majority merges (a new leader if the old one is cut off), the minority
-        // finishes what it runs and merges nothing; bounded, and the run goes on either way
-        const minorityDone = (): number => minority.reduce((s, n) => s + n.events('task:done', deadAt).length, 0)
-        const worked = await until(async () => (await mergedCount()) > mergedAtCut && (inFlight === 0 || minorityDone() > 0), 90_000, () => 'no work on both sides').then(() => true, () => false)
-        const majorityMerged = (await mergedCount()) - mergedAtCut
+        // held a while (the fault's length); both go on through the other nodes meanwhile
+        await new Promise(resolve => setTimeout(resolve, linkCutMs))
+        const during = await cnet().linkStats(a.name, b.name)
+        // taken before the heal: a redial may get through while the harness hears back
         const healAt = Date.now()
-        for (let i = 0; i < nodes.length; i++) writeAllow(i, everyone, true)
-        for (const n of nodes) n.sighup()
-        await until(() => nodes.every(n => n.events('allow:reloaded', healAt).length > 0), 30_000, () => `not every node reloaded its --allow file at the heal: ${nodes.filter(n => n.events('allow:reloaded', healAt).length === 0).map(n => n.name).join(', ')}`)
-        await until(() => pairs.every(holds('peer:alive', healAt)), 120_000, () => `the sides did not see each other alive after the heal: not yet ${pairs.filter(p => !holds('peer:alive', healAt)(p)).map(([a, b]) => `${a.name}→${b.name}`).join(', ')}`)
-        const minorityMerges = minority.flatMap(n => n.events('merge:done', deadAt).filter(l => l.time < healAt).map(l => `${n.name} ${JSON.stringify(l.tasks)}`))
-        partition = { minority: minority.map(n => n.name), majority: majority.map(n => n.name), withLeader, majorityMerged, minorityDone: minorityDone(), minorityMerges, cutS: (healAt - cutAt) / 1000 }
-        rec.detail = `minority ${withLeader ? 'with' : 'without'} the leader, ${inFlight} run(s) in flight there; each side held the other dead ${((deadAt - cutAt) / 1000).toFixed(1)} s after the cut; meanwhile the majority merged ${majorityMerged}, the minority finished ${partition.minorityDone} run(s) and merged ${minorityMerges.length}${worked ? '' : ' (waited 90 s for work on both sides)'}; healed after ${partition.cutS.toFixed(1)} s`
+        await cnet().healLink(a.name, b.name)
+        const deadSeen = [[a, b], [b, a]].filter(([x, y]) => (x as ChaosNode).events('peer:dead', at).some(l => l.peer === (y as ChaosNode).peerId)).map(([x, y]) => `${(x as ChaosNode).name} held ${(y as ChaosNode).name} dead`)
+        // recovered: a connection between the two through the healed link
+        // (not a failure of the run when they do not: two live nodes need no direct link; recorded, and the run goes on)
+        const reconnected = await until(async () => ((await cnet().linkStats(a.name, b.name))?.lastConnectAt ?? 0) >= healAt || null, 90_000, () => `${a.name} and ${b.name} did not connect again after their link was healed`).then(() => true, (err: Error) => { log(`  ${err.message}; the link: ${JSON.stringify(during)}`); return false })
+        rec.detail = `${a.peerId === board.main.leader || b.peerId === board.main.leader ? 'the leader\'s link; ' : ''}${reset} connection(s) reset, ${(during?.refused ?? 0) - (before?.refused ?? 0)} redial(s) refused in ${(linkCutMs / 1000).toFixed(0)} s${deadSeen.length > 0 ? ` (${deadSeen.join(', ')})` : ' (neither held the other dead: the others relayed)'}; ${reconnected ? `connected again ${((Date.now() - healAt) / 1000).toFixed(1)} s after the heal` : '**not connected again within 90 s of the heal**'}`
+        break
+      }
+      case 'slow-link': {
+        // the leader's link to one other node
+        const leader = byPeer(board.main.leader)
+        const a = leader !== undefined && leader.running ? leader : live()[0] as ChaosNode
+        const others = live().filter(n => n !== a)
+        const b = others[Math.floor(rand() * others.length)] as ChaosNode
+        rec.target = `${a.name}~${b.name}`
+        const before = await cnet().linkStats(a.name, b.name)
+        await cnet().slowLink(a.name, b.name, SLOW_DELAY_MS, SLOW_LOSS, SLOW_RTO_MS)
+        const mergedAtSlow = await mergedCount()
+        openGate(k)
+        // held at least slowHoldMs, and until the mesh merged something meanwhile (bounded)
+        const worked = await until(async () => Date.now() - at >= slowHoldMs && (await mergedCount()) > mergedAtSlow, slowHoldMs + 120_000, () => 'no merge while the link was slow').then(() => true, () => false)
+        const during = await cnet().linkStats(a.name, b.name)
+        await cnet().slowLink(a.name, b.name, 0, 0)
+        const d = (f: keyof LinkState): number => Number(during?.[f] ?? 0) - Number(before?.[f] ?? 0)
+        rec.detail = `${a.peerId === board.main.leader ? 'the leader\'s link; ' : ''}${SLOW_DELAY_MS} ms a chunk, ${SLOW_LOSS * 100} % of chunks held ${SLOW_RTO_MS} ms more, for ${((Date.now() - at) / 1000).toFixed(1)} s: ${d('chunks')} chunks (${(d('bytes') / 1024).toFixed(0)} KiB) on ${d('connections') + (before?.open ?? 0)} connection(s), ${d('lost')} held as lost; ${(await mergedCount()) - mergedAtSlow} merged meanwhile${worked ? '' : ' (none within the bound)'}`
         break
       }
       case 'poison': {
@@ -475,6 +631,15 @@ async function main (): Promise<void> {
 
   // stop every node gracefully, then look for anything of the run still alive
   const stops = await Promise.all(nodes.map(async n => ({ name: n.name, ...await n.stop(60_000) })))
+  // --netns: the proxy's totals, then the proxy stopped and the namespaces removed (what still ran in them recorded first)
+  let linkTotals: Map<string, LinkState> | null = null
+  let proxyForced = false
+  const proxyMarked = chaosNet === null || markedBefore.some(p => p.pid === chaosNet?.proxyPid)
+  if (chaosNet !== null) {
+    linkTotals = await chaosNet.stats().catch(() => null)
+    proxyForced = (await chaosNet.stopProxy()).forced
+    await chaosNet.destroy()
+  }
   const leftoverDeadline = Date.now() + 20_000
   let leftovers = processesWith(marker)
   while (leftovers.length > 0 && Date.now() < leftoverDeadline) {
@@ -523,8 +688,13 @@ async function main (): Promise<void> {
     const p = partition
     add('the partition: both sides ran, the minority merged nothing while cut off', p.minorityMerges.length === 0, `${p.minority.join('+')} (${p.withLeader ? 'with' : 'without'} the leader) cut from ${p.majority.join('+')}: the majority merged ${p.majorityMerged}, the minority finished ${p.minorityDone} run(s) and merged ${p.minorityMerges.length === 0 ? 'nothing' : p.minorityMerges.join('; ')}; cut for ${p.cutS.toFixed(1)} s`)
   }
-  const forcedStops = stops.filter(s => s.forced).map(s => s.name)
-  add('no process left behind', leftovers.length === 0 && forcedStops.length === 0 && unmarked.length === 0, leftovers.length === 0 ? `${markedBefore.length} processes carried the run's marker before the stop (${unmarked.length === 0 ? 'every node among them' : `NOT ${unmarked.join(', ')}`}), none after${forcedStops.length > 0 ? `; but SIGKILLed after no exit on SIGTERM: ${forcedStops.join(', ')}` : ''}` : leftovers.map(p => `${p.pid} ${p.cmd}`).join(' | '))
+  const forcedStops = [...stops.filter(s => s.forced).map(s => s.name), ...(proxyForced ? ['the proxy'] : [])]
+  if (!proxyMarked) unmarked.push('the proxy')
+  const netRemains = chaosNet?.remains() ?? []
+  const inNamespaces = chaosNet?.leftovers ?? []
+  const netOk = netRemains.length === 0 && inNamespaces.length === 0
+  add('no process left behind', leftovers.length === 0 && forcedStops.length === 0 && unmarked.length === 0 && netOk, (leftovers.length === 0 ? `${markedBefore.length} processes carried the run's marker before the stop (${unmarked.length === 0 ? `every node${chaosNet !== null ? ' and the proxy' : ''} among them` : `NOT ${unmarked.join(', ')}`}), none after${forcedStops.length > 0 ? `; but SIGKILLed after no exit on SIGTERM: ${forcedStops.join(', ')}` : ''}` : leftovers.map(p => `${p.pid} ${p.cmd}`).join(' | ')) +
+    (chaosNet !== null ? `; namespaces: ${inNamespaces.length === 0 ? 'nothing running in them once the nodes and the proxy stopped' : `still running in them 20 s after: ${inNamespaces.join(' | ')}`}, ${netRemains.length === 0 ? 'all removed, and the link of this namespace to the bridge' : `NOT removed: ${netRemains.join(', ')}`}` : ''))
 
   // ---- figures
   const all = nodes.flatMap(n => n.lines)
@@ -536,23 +706,28 @@ async function main (): Promise<void> {
   const verifyTimeouts = all.filter(l => l.event === 'merge:verify-failed').length
   const keptAsideAll = nodes.map(n => `${n.name} ${n.lines.filter(l => l.event === 'main:kept-aside').length}`).join(', ')
   const leaders = new Set(all.filter(l => l.event === 'merge:done').map(l => l.term)).size
-  const text = report({ quick, seed, nodeCount, plan, faults, checks, wallS, planS, runs, reruns: runs - runsPerTask.size, mergedEvents, verifyRuns, verifyTimeouts, keptAsideAll, terms: leaders, lives: nodes.map(n => `${n.name} ${n.lives}`).join(', '), mach, diskIdx })
+  const links = linkTotals === null ? 'unknown (the proxy did not answer)' : [...linkTotals].sort(([a], [b]) => a.localeCompare(b)).map(([k, l]) => `${k} ${l.connections} conn, ${(l.bytes / 2 ** 20).toFixed(1)} MiB`).join('; ')
+  const text = report({ netns, links, quick, seed, nodeCount, plan, faults, checks, wallS, planS, runs, reruns: runs - runsPerTask.size, mergedEvents, verifyRuns, verifyTimeouts, keptAsideAll, terms: leaders, lives: nodes.map(n => `${n.name} ${n.lives}`).join(', '), mach, diskIdx })
   process.stdout.write(text + '\n')
-  if (values.json !== undefined) writeFileSync(values.json, JSON.stringify({ seed, quick, faults, checks, wallS, planS, runs }, null, 1))
+  if (values.json !== undefined) writeFileSync(values.json, JSON.stringify({ seed, quick, netns, faults, checks, wallS, planS, runs, links: linkTotals === null ? null : Object.fromEntries(linkTotals) }, null, 1))
   const ok = checks.every(c => c.ok)
   if (!quick && values['no-docs'] !== true) {
-    await writeSection(DOCS, SECTION_TITLE, text)
+    await writeSection(DOCS, netns ? NETNS_SECTION_TITLE : SECTION_TITLE, text)
     log(`wrote the section to ${DOCS}`)
   }
   if (keep) log(`kept ${root}`)
   if (!ok) throw new Error(`checks failed: ${checks.filter(c => !c.ok).map(c => c.name).join('; ')}`)
 }
 
-function report (r: { quick: boolean, seed: number, nodeCount: number, plan: ChaosPlan, faults: FaultRecord[], checks: Check[], wallS: number, planS: number, runs: number, reruns: number, mergedEvents: number, verifyRuns: number, verifyTimeouts: number, keptAsideAll: string, terms: number, lives: string, mach: ReturnType<typeof machine>, diskIdx: number }): string {
+function report (r: { netns: boolean, links: string, quick: boolean, seed: number, nodeCount: number, plan: ChaosPlan, faults: FaultRecord[], checks: Check[], wallS: number, planS: number, runs: number, reruns: number, mergedEvents: number, verifyRuns: number, verifyTimeouts: number, keptAsideAll: string, terms: number, lives: string, mach: ReturnType<typeof machine>, diskIdx: number }): string {
   const m = r.mach
-  const out: string[] = [SECTION_TITLE, '']
+  const out: string[] = [r.netns ? NETNS_SECTION_TITLE : SECTION_TITLE, '']
   out.push(`Run ${new Date().toISOString()} on ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB RAM, Node ${m.node}, Linux ${m.kernel}, git ${m.git}, temp dirs on ${m.tmpFs}; load average at start ${m.loadAtStart.join(' ')} (a shared host). ${r.quick ? 'QUICK run; ' : ''}seed ${r.seed}; the whole run took ${r.wallS.toFixed(0)} s, the plan ${r.planS.toFixed(0)} s from submit to its last merge.`, '')
-  out.push(`**How.** ${r.nodeCount} real \`meshwork node\` processes on 127.0.0.1 (\`--agent sim --slots 2 --suspect-after ${SUSPECT_AFTER} --dead-after ${DEAD_AFTER} --verify … --verify-timeout ${VERIFY_TIMEOUT}\`, each with an \`--allow\` file naming every node and the run's client)${r.diskIdx >= 0 ? `, n${r.diskIdx}'s --data on a 24 MiB tmpfs` : ''}. The plan: ${r.plan.waves.flat().length} tasks in ${r.plan.waves.length} waves (each task writes its own file; ${r.plan.tasks.filter(t => t.deps.length > 0).length} with dependencies on earlier waves), wave k held by a sim \`until\` file that opens when fault k is injected, plus \`${r.plan.hangId}\`, whose candidate makes \`--verify\` hang. One fault after each wave, order and moment (how many tasks merged) from the seeded PRNG. The partition cuts the mesh in two sides that both keep running: each side's \`--allow\` files are rewritten to list only that side (the run's client on the majority side only) and every node gets SIGHUP, so it hangs up on the other side and its connection gater refuses it; the heal restores the files (SIGHUP again). Checks read the nodes' real repositories (trailers on main's first-parent history, each repo's reflog of main), the board, and /proc (every process carries the run's marker in its environment).`, '')
+  if (r.netns) {
+    out.push(`**How.** ${r.nodeCount} real \`meshwork node\` processes, each in a network namespace of its own with its own address on a bridge the run made (veth pairs; port ${NODE_PORT}; \`--agent sim --slots 2 --suspect-after ${SUSPECT_AFTER} --dead-after ${DEAD_AFTER} --verify … --verify-timeout ${VERIFY_TIMEOUT}\`, an \`--allow\` file naming every node and the run's client). Every node-to-node connection goes through a fault-injecting TCP proxy in a namespace of its own (each node's routes send its peers' addresses there; the proxy answers for every node address and connects on: scripts/chaos/netns.ts); the run's client (its observer and the CLI calls) is this machine's own namespace, attached to the bridge, and reaches the nodes directly. No traffic leaves the namespaces the run made. The plan: ${r.plan.waves.flat().length} tasks in ${r.plan.waves.length} waves (each task writes its own file; ${r.plan.tasks.filter(t => t.deps.length > 0).length} with dependencies on earlier waves), wave k held by a sim \`until\` file that opens when fault k is injected, plus \`${r.plan.hangId}\`, whose candidate makes \`--verify\` hang. One fault after each wave, order, targets and moment (how many tasks merged) from the seeded PRNG: kill -9 (a node running work, or the leader), restarted on its --data; a link cut at the proxy (the pair's open connections reset, new ones refused, then healed); a slow link (the leader's to one node: ${SLOW_DELAY_MS} ms added to every chunk, ${SLOW_LOSS * 100} % of chunks held ${SLOW_RTO_MS} ms more, which is how a lost segment shows through TCP: its retransmission; nothing is dropped); a two-way partition by the network (blackhole routes between the two sides' namespaces, strict reverse-path filtering, the client on the majority's side) for at least 30 s, then the routes back. Checks read the nodes' real repositories (trailers on main's first-parent history, each repo's reflog of main), the board, /proc (every process carries the run's marker in its environment) and \`ip netns\` (every namespace removed). Proxy totals per link: ${r.links}.`, '')
+  } else {
+    out.push(`**How.** ${r.nodeCount} real \`meshwork node\` processes on 127.0.0.1 (\`--agent sim --slots 2 --suspect-after ${SUSPECT_AFTER} --dead-after ${DEAD_AFTER} --verify … --verify-timeout ${VERIFY_TIMEOUT}\`, each with an \`--allow\` file naming every node and the run's client)${r.diskIdx >= 0 ? `, n${r.diskIdx}'s --data on a 24 MiB tmpfs` : ''}. The plan: ${r.plan.waves.flat().length} tasks in ${r.plan.waves.length} waves (each task writes its own file; ${r.plan.tasks.filter(t => t.deps.length > 0).length} with dependencies on earlier waves), wave k held by a sim \`until\` file that opens when fault k is injected, plus \`${r.plan.hangId}\`, whose candidate makes \`--verify\` hang. One fault after each wave, order and moment (how many tasks merged) from the seeded PRNG. The partition cuts the mesh in two sides that both keep running: each side's \`--allow\` files are rewritten to list only that side (the run's client on the majority side only) and every node gets SIGHUP, so it hangs up on the other side and its connection gater refuses it; the heal restores the files (SIGHUP again). Checks read the nodes' real repositories (trailers on main's first-parent history, each repo's reflog of main), the board, and /proc (every process carries the run's marker in its environment).`, '')
+  }
   out.push('| # | fault | target | at (s after submit) | merged before | what happened | recovered in |')
   out.push('|---|---|---|---|---|---|---|')
   for (const f of r.faults) out.push(`| ${f.n} | ${f.kind} | ${f.target} | ${f.atS.toFixed(1)} | ${f.mergedBefore} | ${f.detail} | ${f.recoveredS.toFixed(1)} s |`)

@@ -1,6 +1,7 @@
 /**
- * The chaos run's `meshwork node` processes: started, SIGKILLed, sent SIGHUP
- * (their --allow files were rewritten), stopped, restarted on the same --data (a new port each life), their JSON
+ * The chaos run's `meshwork node` processes: started (on 127.0.0.1, or in a
+ * network namespace of their own), SIGKILLed, sent SIGHUP
+ * (their --allow files were rewritten), stopped, restarted on the same --data (a new port each life on 127.0.0.1), their JSON
  * logs read incrementally (one file per life). Every child is in the bench
  * child registry, so nothing outlives the run.
  */
@@ -21,6 +22,10 @@ export interface NodeSpec {
   data: string
   /** Connection and node options after --repo/--data/--listen/--name. */
   args: string[]
+  /** The --listen address. @default /ip4/127.0.0.1/tcp/0 (a new port each life) */
+  listen?: string
+  /** A command the node is started under, e.g. `ip netns exec NS` (it must exec the node: the pid is the node's). */
+  wrap?: string[]
   env: NodeJS.ProcessEnv
   logDir: string
 }
@@ -50,8 +55,11 @@ export class ChaosNode {
     this.lives++
     const file = join(this.spec.logDir, `log-${this.name}-${this.lives}.jsonl`)
     const fd = openSync(file, 'w')
-    const args = [BIN, 'node', '--repo', this.spec.repo, '--data', this.spec.data, '--listen', '/ip4/127.0.0.1/tcp/0', '--name', this.name, ...this.spec.args]
-    const proc = spawn(process.execPath, args, { env: this.spec.env, stdio: ['ignore', 'ignore', fd] })
+    const args = [BIN, 'node', '--repo', this.spec.repo, '--data', this.spec.data, '--listen', this.spec.listen ?? '/ip4/127.0.0.1/tcp/0', '--name', this.name, ...this.spec.args]
+    const wrap = this.spec.wrap ?? []
+    const proc = wrap.length > 0
+      ? spawn(wrap[0] as string, [...wrap.slice(1), process.execPath, ...args], { env: this.spec.env, stdio: ['ignore', 'ignore', fd] })
+      : spawn(process.execPath, args, { env: this.spec.env, stdio: ['ignore', 'ignore', fd] })
     closeSync(fd)
     register(proc)
     this.proc = proc

@@ -30,7 +30,13 @@ export interface ChaosPlan {
 /** The file a task writes on main. */
 export const taskFile = (id: string): string => `chaos/${id}.txt`
 
-export function buildPlan (rand: () => number, opts: { waves: number, perWave: number, gateDir: string }): ChaosPlan {
+/**
+ * `perWave` tasks a wave, or `total` tasks spread over the waves (earlier waves one more when it does not divide).
+ * `chain`: every task of wave k >= 1 depends on a task of wave k-1 (and maybe one earlier), so only the next
+ * wave's runs can be held by a closed gate: with waves larger than a few tasks, later waves' tasks without
+ * dependencies otherwise take every slot of the mesh, held, while the wave the next fault waits for cannot run.
+ */
+export function buildPlan (rand: () => number, opts: { waves: number, perWave: number, total?: number, chain?: boolean, gateDir: string }): ChaosPlan {
   const tasks: PlanTask[] = []
   const waves: string[][] = []
   const gates = Array.from({ length: opts.waves }, (_, k) => join(opts.gateDir, `gate-${k}`))
@@ -38,10 +44,16 @@ export function buildPlan (rand: () => number, opts: { waves: number, perWave: n
   for (let k = 0; k < opts.waves; k++) {
     const wave: string[] = []
     const earlier = waves.flat()
-    for (let i = 0; i < opts.perWave; i++) {
+    const size = opts.total === undefined ? opts.perWave : Math.floor(opts.total / opts.waves) + (k < opts.total % opts.waves ? 1 : 0)
+    for (let i = 0; i < size; i++) {
       const id = `w${k}-t${i}`
       const deps: string[] = []
-      if (k > 0 && rand() < 0.6) {
+      if (k > 0 && opts.chain === true) {
+        const prev = waves[k - 1] as string[]
+        deps.push(prev[Math.floor(rand() * prev.length)] as string)
+        const d = earlier[Math.floor(rand() * earlier.length)] as string
+        if (rand() < 0.3 && !deps.includes(d)) deps.push(d)
+      } else if (k > 0 && rand() < 0.6) {
         const n = 1 + Math.floor(rand() * 2)
         for (let j = 0; j < n; j++) {
           const d = earlier[Math.floor(rand() * earlier.length)] as string
