@@ -44,8 +44,14 @@ function syncInto (joiner: Board, source: Board | A.Doc<unknown>): { refused: un
   let js = A.initSyncState()
   let ss = A.initSyncState()
   let documentOffered = false
-  const gen = (s: A.SyncState): [A.SyncState, Uint8Array | null] => source instanceof Board ? source.generateSyncMessage(s) : A.generateSyncMessage(source, s)
-  const recv = (s: A.SyncState, m: Uint8Array): A.SyncState => source instanceof Board ? source.receiveSyncMessage(s, m) : A.receiveSyncMessage(source, s, m)[1]
+  let raw = source instanceof Board ? null : source
+  const gen = (s: A.SyncState): [A.SyncState, Uint8Array | null] => source instanceof Board ? source.generateSyncMessage(s) : A.generateSyncMessage(raw!, s)
+  const recv = (s: A.SyncState, m: Uint8Array): A.SyncState => {
+    if (source instanceof Board) return source.receiveSyncMessage(s, m)
+    const [doc, next] = A.receiveSyncMessage(raw!, s, m)
+    raw = doc
+    return next
+  }
   for (let round = 0; round < 10; round++) {
     const [j1, toSource] = joiner.generateSyncMessage(js)
     js = j1
@@ -64,23 +70,38 @@ function syncInto (joiner: Board, source: Board | A.Doc<unknown>): { refused: un
   return { refused: null, documentOffered }
 }
 
+/**
+ * Builds a fresh scenario and syncs it until the source offers a whole
+ * document. Automerge does not always send one: in about one run of this file
+ * in twelve it sent changes instead (the change hashes are random here: random
+ * keys and prompts; why it chose so was not traced). Both paths must refuse
+ * what these tests refuse, but only the document path is under test. Five
+ * fresh tries in a row without a document fail the test.
+ */
+async function withDocumentOffered<T extends { documentOffered: boolean }> (attempt: () => Promise<T>): Promise<T> {
+  let r = await attempt()
+  for (let i = 1; i < 5 && !r.documentOffered; i++) r = await attempt()
+  expect(r.documentOffered, 'the source never offered a whole document in 5 fresh tries: the load path was not exercised').toBe(true)
+  return r
+}
+
 describe('a sync message carrying the whole board', () => {
   it('is loaded with the joiner\'s own changes: every task arrives, one update names them all, and the board saves them', async () => {
-    const [p, j] = [await peer(), await peer()]
-    const source = Board.create(MESH, p.actor, p.signer)
-    source.checkOwnChanges = true
-    for (let i = 0; i < 3; i++) source.change('plan', addTasks(tasks(100, `p${i}`)))
-    source.change('tasks:claim', d => { lifecycle.claim(d, 'p0-1' as TaskId, asPeerId(p.id), 0, 1000) })
-    const joiner = Board.create(MESH, j.actor, j.signer)
-    joiner.checkOwnChanges = true
-    // the joiner registered before its first sync, as a node does
-    joiner.change('node:join', d => { d.nodes[j.id] = { name: 'j' as never, slots: 1, startedAt: 1, leftAt: null } })
-    const updates: BoardUpdate[] = []
-    joiner.subscribe(u => { updates.push(u) })
-
-    const { refused, documentOffered } = syncInto(joiner, source)
+    const { p, j, source, joiner, updates, refused } = await withDocumentOffered(async () => {
+      const [p, j] = [await peer(), await peer()]
+      const source = Board.create(MESH, p.actor, p.signer)
+      source.checkOwnChanges = true
+      for (let i = 0; i < 3; i++) source.change('plan', addTasks(tasks(100, `p${i}`)))
+      source.change('tasks:claim', d => { lifecycle.claim(d, 'p0-1' as TaskId, asPeerId(p.id), 0, 1000) })
+      const joiner = Board.create(MESH, j.actor, j.signer)
+      joiner.checkOwnChanges = true
+      // the joiner registered before its first sync, as a node does
+      joiner.change('node:join', d => { d.nodes[j.id] = { name: 'j' as never, slots: 1, startedAt: 1, leftAt: null } })
+      const updates: BoardUpdate[] = []
+      joiner.subscribe(u => { updates.push(u) })
+      return { p, j, source, joiner, updates, ...syncInto(joiner, source) }
+    })
     expect(refused).toBeNull()
-    expect(documentOffered, 'the source never offered a whole document: the load path was not exercised').toBe(true)
     expect(joiner.snapshot().tasks.size).toBe(300)
     expect(joiner.task('p0-1')?.state).toBe('claimed')
     expect(joiner.snapshot().nodes.get(asPeerId(j.id))?.name).toBe('j')
@@ -100,29 +121,31 @@ describe('a sync message carrying the whole board', () => {
   })
 
   it('is refused whole when it holds a change under a peer\'s signing actor that the peer did not sign', async () => {
-    const [victim, j] = [await peer(), await peer()]
-    // a hostile board writing under the victim's signing actor without its key
-    const forger = Board.create(MESH, victim.actor, null)
-    forger.change('plan', addTasks(tasks(200)))
-    const joiner = Board.create(MESH, j.actor, j.signer)
-    const heads = joiner.heads()
-    const { refused, documentOffered } = syncInto(joiner, forger)
-    expect(documentOffered).toBe(true)
+    const { joiner, heads, refused } = await withDocumentOffered(async () => {
+      const [victim, j] = [await peer(), await peer()]
+      // a hostile board writing under the victim's signing actor without its key
+      const forger = Board.create(MESH, victim.actor, null)
+      forger.change('plan', addTasks(tasks(200)))
+      const joiner = Board.create(MESH, j.actor, j.signer)
+      const heads = joiner.heads()
+      return { joiner, heads, ...syncInto(joiner, forger) }
+    })
     expect((refused as Error | null)?.name).toBe('BoardForgedChangeError')
     expect(joiner.snapshot().tasks.size).toBe(0)
     expect(joiner.heads()).toEqual(heads)
   })
 
   it('is refused whole when a change in it writes the document root', async () => {
-    const [p, j] = [await peer(), await peer()]
-    const honest = Board.create(MESH, p.actor, p.signer)
-    honest.change('plan', addTasks(tasks(200)))
-    // an older peer's unsigned actor, replacing main at the root
-    let evil = A.load<Record<string, unknown>>(honest.save(), { actor: 'ee'.repeat(16) })
-    evil = A.change(evil, d => { d.main = { head: null, leader: 'evil', term: 99 } })
-    const joiner = Board.create(MESH, j.actor, j.signer)
-    const { refused, documentOffered } = syncInto(joiner, evil)
-    expect(documentOffered).toBe(true)
+    const { joiner, refused } = await withDocumentOffered(async () => {
+      const [p, j] = [await peer(), await peer()]
+      const honest = Board.create(MESH, p.actor, p.signer)
+      honest.change('plan', addTasks(tasks(200)))
+      // an older peer's unsigned actor, replacing main at the root
+      let evil = A.load<Record<string, unknown>>(honest.save(), { actor: 'ee'.repeat(16) })
+      evil = A.change(evil, d => { d.main = { head: null, leader: 'evil', term: 99 } })
+      const joiner = Board.create(MESH, j.actor, j.signer)
+      return { joiner, ...syncInto(joiner, evil) }
+    })
     expect((refused as Error | null)?.name).toBe('BoardChangeRejectedError')
     expect((refused as Error).message).toMatch(/writes the document root/)
     expect(joiner.snapshot().tasks.size).toBe(0)
@@ -130,14 +153,15 @@ describe('a sync message carrying the whole board', () => {
   })
 
   it('is refused whole when a change in it writes what its author\'s role does not allow (a claim in another node\'s name)', async () => {
-    const [p, other, j] = [await peer(), await peer(), await peer()]
-    // signed by p, but without the writer's own check: p claims in the other node's name
-    const writer = Board.create(MESH, p.actor, p.signer)
-    writer.change('plan', addTasks(tasks(200)))
-    writer.change('tasks:claim', d => { lifecycle.claim(d, 't-3' as TaskId, asPeerId(other.id), 0, 1000) })
-    const joiner = Board.create(MESH, j.actor, j.signer)
-    const { refused, documentOffered } = syncInto(joiner, writer)
-    expect(documentOffered).toBe(true)
+    const { joiner, refused } = await withDocumentOffered(async () => {
+      const [p, other, j] = [await peer(), await peer(), await peer()]
+      // signed by p, but without the writer's own check: p claims in the other node's name
+      const writer = Board.create(MESH, p.actor, p.signer)
+      writer.change('plan', addTasks(tasks(200)))
+      writer.change('tasks:claim', d => { lifecycle.claim(d, 't-3' as TaskId, asPeerId(other.id), 0, 1000) })
+      const joiner = Board.create(MESH, j.actor, j.signer)
+      return { joiner, ...syncInto(joiner, writer) }
+    })
     expect((refused as Error | null)?.name).toBe('BoardAuthorRefusedError')
     expect(joiner.snapshot().tasks.size).toBe(0)
   })
