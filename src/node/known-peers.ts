@@ -84,8 +84,21 @@ export class KnownPeers implements Startable {
     return [...this.#peers.values()].sort((a, b) => b.seenAt - a.seenAt)
   }
 
-  /** Takes the live peers' addresses in, keeps the newest `KNOWN_PEERS_MAX`, and writes the file when it changed. */
+  #saving: Promise<void> = Promise.resolve()
+
+  /**
+   * Takes the live peers' addresses in, keeps the newest `KNOWN_PEERS_MAX`, and
+   * writes the file when it changed. Called every `KNOWN_PEERS_SAVE_MS` and
+   * whenever a peer comes alive (a node killed within its first seconds must
+   * find its mesh again, too); one save at a time.
+   */
   async save (): Promise<void> {
+    const run = this.#saving.then(async () => { await this.#save() })
+    this.#saving = run.catch(() => {})
+    await run
+  }
+
+  async #save (): Promise<void> {
     const now = Date.now()
     const self = this.#c.self()
     for (const m of this.#c.live()) {

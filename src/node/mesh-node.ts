@@ -525,6 +525,9 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   #emitTransition (t: Transition): void {
     if (this.#host !== null && t.peerId === this.peerId) return
     this.#log.info(`peer:${t.to}`, { peer: t.peerId, from: t.from })
+    // a peer that came alive is remembered at once, not at the next periodic save: a node killed in its
+    // first seconds (the first node of a mesh, started without --bootstrap) finds its mesh again from it
+    if (t.to === 'alive') void this.#services?.known?.save().catch(() => {})
     this.dispatchEvent(new CustomEvent('peer:state', { detail: t }))
   }
 
