@@ -27,6 +27,7 @@
 import { createServer, connect, type Socket } from 'node:net'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
+import { prng } from '../bench/schedule-dag.ts'
 
 export interface LinkStats {
   /** Connections accepted on the link (both directions). */
@@ -63,17 +64,6 @@ const MAX_HELD_BYTES = 4 << 20
 
 interface Link { faults: LinkFaults, stats: LinkStats, sockets: Set<Socket> }
 
-function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 function main (): void {
   const { values } = parseArgs({ options: { port: { type: 'string' }, source: { type: 'string' }, hosts: { type: 'string' }, seed: { type: 'string', default: '1' } } })
   const port = Number(values.port)
@@ -87,7 +77,7 @@ function main (): void {
     byIp.set(m[2] as string, m[1] as string)
   }
   if (byIp.size < 2) throw new Error('--hosts: at least two hosts')
-  const rand = mulberry32(Number(values.seed))
+  const rand = prng(Number(values.seed))
   const links = new Map<string, Link>()
   const linkOf = (a: string, b: string): Link => {
     const k = linkKey(a, b)

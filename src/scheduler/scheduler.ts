@@ -332,7 +332,7 @@ export class Scheduler {
       // (a run finishing in the background, its hand-off and `done` still to come, holds it too)
       const own = t.state === 'running' && t.node === me && !this.#pending.has(t.id) && !this.#runs.has(t.id) && !this.#finishing.has(t.id)
       if (own) {
-        reason = 'the board says this node runs it, but no run here holds it (the end of its run was never written)'
+        reason = 'the board says this node runs it, but no run here holds it (the end of its run was not written)'
       } else if (t.state === 'running' && t.node !== null && t.node !== me && !this.#alive(t.node)) {
         reason = `node ${t.node} is ${this.node.membership.get(t.node)?.state ?? 'gone'}`
       } else if (t.state === 'claimed') {
