@@ -28,7 +28,7 @@ let mesh: TestMesh | null = null
 let leadership: Leadership | null = null
 
 afterAll(async () => {
-  leadership?.stop()
+  await leadership?.stop()
   await mesh?.stop()
 })
 

@@ -15,7 +15,7 @@ import { git } from '../src/git/git.ts'
 let mesh: TestMesh | null = null
 let leadership: Leadership | null = null
 afterAll(async () => {
-  leadership?.stop()
+  await leadership?.stop()
   await mesh?.stop()
 })
 
@@ -57,7 +57,7 @@ describe('a hung --verify and the leadership', () => {
     // this node leads again (the other is not in the mesh) and checks again; stopping the leadership kills that check
     await waitFor(() => readPids().length >= 2, { timeoutMs: 30_000, message: () => `no second check: ${JSON.stringify(node.board.snapshot().main)} ${node.board.task('t')?.state}` })
     const second = readPids()[1]!
-    leadership.stop()
+    await leadership.stop()
     await waitFor(() => !isAlive(second), { timeoutMs: 15_000, message: `the check ${second} outlived the leadership's stop` })
     expect(node.board.task('t')?.state).not.toBe('merged')
   })

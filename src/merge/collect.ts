@@ -7,6 +7,7 @@ import { checkpointBranch, taskBranch } from '../git/worktree.ts'
 import { toError } from '../util/errors.ts'
 import { dropOlderThan, dropUnless } from '../util/prune.ts'
 import type { LeaderInit } from './context.ts'
+import { Background } from '../util/background.ts'
 
 /** Branch fetches a leader runs at once. @default 2 */
 export const MAX_PARALLEL_FETCHES = 2
@@ -42,10 +43,14 @@ export class BranchCollector {
   #heldOk = new Map<TaskId, string>()
 
   /** `wake` runs the leader loop again soon: a branch that arrived is merged, and the next fetch starts, without waiting for the tick. */
-  constructor (init: LeaderInit, wake: () => void = () => {}) {
+  /** `bg` tracks the fetches, so stopping the leadership aborts them and waits for them. */
+  constructor (init: LeaderInit, wake: () => void = () => {}, bg = new Background()) {
     this.#init = init
     this.#wake = wake
+    this.#bg = bg
   }
+
+  #bg: Background
 
   /** Starts fetches of finished tasks' branches this node does not hold yet, then of running tasks' checkpoints (at most `MAX_PARALLEL_FETCHES` at once). */
   collect (): void {
@@ -72,9 +77,9 @@ export class BranchCollector {
       if (node.membership.get(cp.node)?.state !== 'alive') continue
       const ref = `refs/heads/${checkpointBranch(t.id)}`
       this.#fetching.add(t.id)
-      void (async () => {
+      void this.#bg.track((async () => {
         try {
-          const res = await fetchFromPeer(node, cp.node, repo, ref, { intoRef: ref, timeoutMs: 5 * 60_000, logger })
+          const res = await fetchFromPeer(node, cp.node, repo, ref, { intoRef: ref, timeoutMs: 5 * 60_000, logger, signal: this.#bg.signal })
           this.#checkpoints.set(t.id, res.oid)
           logger.info('checkpoint:collected', { task: t.id, from: cp.node, head: res.oid })
         } catch (err) {
@@ -82,7 +87,7 @@ export class BranchCollector {
         } finally {
           this.#fetching.delete(t.id)
         }
-      })()
+      })())
     }
   }
 
@@ -112,7 +117,7 @@ export class BranchCollector {
       if (holder === undefined) continue
       const head = t.head
       this.#fetching.add(t.id)
-      void (async () => {
+      void this.#bg.track((async () => {
         try {
           // handed off after all (the node gave up waiting just before this node had it): nothing to fetch
           if (await branchOid(repo, taskBranch(t.id)) === head) {
@@ -131,7 +136,7 @@ export class BranchCollector {
           this.#fetching.delete(t.id)
           this.#wake()
         }
-      })()
+      })())
     }
   }
 
@@ -152,7 +157,7 @@ export class BranchCollector {
    */
   async #fetchHead (id: TaskId, head: string, holder: PeerIdString): Promise<{ bytes: number }> {
     const { node, repo, logger } = this.#init
-    const res = await fetchFromPeer(node, holder, repo, head, { intoRef: `refs/heads/${taskBranch(id)}`, timeoutMs: 5 * 60_000, logger })
+    const res = await fetchFromPeer(node, holder, repo, head, { intoRef: `refs/heads/${taskBranch(id)}`, timeoutMs: 5 * 60_000, logger, signal: this.#bg.signal })
     if (res.oid !== head) throw new Error(`fetched ${res.oid} but the board says ${head}`)
     return res
   }
@@ -171,7 +176,7 @@ export class BranchCollector {
     const head = t.head as string
     const ref = `refs/heads/${taskBranch(t.id)}`
     this.#fetching.add(t.id)
-    void (async () => {
+    void this.#bg.track((async () => {
       try {
         if (await branchOid(repo, taskBranch(t.id)) === head) { this.#heldOk.set(t.id, head); return }
         if (await hasCommit(repo, head)) {
@@ -208,7 +213,7 @@ export class BranchCollector {
         this.#fetching.delete(t.id)
         this.#wake()
       }
-    })()
+    })())
   }
 }
 

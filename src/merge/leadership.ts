@@ -9,6 +9,7 @@ import { Decisions } from './decisions.ts'
 import { AgentResolution } from './agent-job.ts'
 import type { LeaderInit, MergeContext } from './context.ts'
 import { MergeJob } from './merge-job.ts'
+import { Background } from '../util/background.ts'
 
 export type { LeaderInit } from './context.ts'
 export { MAX_PARALLEL_FETCHES } from './collect.ts'
@@ -51,6 +52,8 @@ export class Leadership {
   #decisions: Decisions
   #queue: MergeQueue
   #job: MergeJob
+  /** Merge rounds, main syncs and branch fetches in progress: `stop` aborts them and waits for them. */
+  #bg = new Background()
 
   /** Pushes main to `--push REMOTE` after each advance (null without `--push`). */
   readonly pusher: MainPusher | null
@@ -79,9 +82,9 @@ export class Leadership {
       majority: () => this.quorum().ok,
       get main () { return follower }
     }
-    const follower = new MainFollower(init)
+    const follower = new MainFollower(init, this.#bg.signal)
     this.#follower = follower
-    this.#collector = new BranchCollector(init, ctx.wake)
+    this.#collector = new BranchCollector(init, ctx.wake, this.#bg)
     this.#agents = new AgentResolution(ctx)
     this.#decisions = new Decisions(ctx, this.#agents)
     this.#queue = new MergeQueue(ctx)
@@ -115,7 +118,8 @@ export class Leadership {
     })
   }
 
-  stop (): void {
+  /** Stops the loop and the push, aborts what is in progress (a merge's checks, fetches, an agent resolving), and waits for it to end. */
+  async stop (): Promise<void> {
     if (this.#timer !== null) clearInterval(this.#timer)
     this.#timer = null
     this.#unsubscribe?.()
@@ -123,6 +127,7 @@ export class Leadership {
     this.pusher?.stop()
     this.#agents.job?.abort.abort(new Error('the node is stopping'))
     this.#job.stop()
+    await this.#bg.stop('the node is stopping')
   }
 
   /**
@@ -200,7 +205,7 @@ export class Leadership {
         this.#merging = true
         mergeStarted = true
         let progressed = false
-        void this.#mergeRound().then(p => { progressed = p }, err => { logger.warn('merge:error', { error: toError(err).message }) }).finally(() => {
+        void this.#bg.track(this.#mergeRound()).then(p => { progressed = p }, err => { logger.warn('merge:error', { error: toError(err).message }) }).finally(() => {
           this.#merging = false
           // keep the queue moving: the next merge need not wait for the next tick, nor does what arrived during this one
           if (progressed || this.#missed) { this.#missed = false; this.#wake() }
@@ -215,7 +220,7 @@ export class Leadership {
       // a main no peer could give this node: asked for again at the tick's pace, not at every board change
     } else {
       this.#syncing = true
-      void this.syncMain().catch(err => { logger.warn('main:sync-failed', { error: toError(err).message }) }).finally(() => {
+      void this.#bg.track(this.syncMain()).catch(err => { logger.warn('main:sync-failed', { error: toError(err).message }) }).finally(() => {
         this.#syncing = false
         this.#syncEndedAt = Date.now()
         // a new main (or a merge held back by this sync) that arrived meanwhile: at once (a main no peer

@@ -21,8 +21,12 @@ export class MainFollower implements LocalMain {
   /** The last `RECENT_MAINS` commits the local main was read at or moved to, newest first. */
   #recent: string[] = []
 
-  constructor (init: LeaderInit) {
+  #signal: AbortSignal | undefined
+
+  /** `signal` aborts the fetches of a sync (the leadership stopping). */
+  constructor (init: LeaderInit, signal?: AbortSignal) {
     this.#init = init
+    this.#signal = signal
   }
 
   trusted (): string | null {
@@ -96,7 +100,7 @@ export class MainFollower implements LocalMain {
       for (const peer of sources) {
         try {
           const haves = this.recentMains()
-          await fetchFromPeer(node, peer, repo, target, { intoRef: 'refs/meshwork/main-incoming', timeoutMs: 5 * 60_000, logger, ...(haves.length > 0 ? { haves } : {}) })
+          await fetchFromPeer(node, peer, repo, target, { intoRef: 'refs/meshwork/main-incoming', timeoutMs: 5 * 60_000, logger, ...(haves.length > 0 ? { haves } : {}), ...(this.#signal !== undefined ? { signal: this.#signal } : {}) })
           fetched = true
           break
         } catch (err) {

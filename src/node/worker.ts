@@ -65,7 +65,8 @@ export class Worker {
   #stopped = false
   #ready: Promise<void> = Promise.resolve()
   #pruneTimer: NodeJS.Timeout | null = null
-  #pruning = false
+  /** The periodic prune of branches and transcripts in progress, or null. */
+  #pruning: Promise<void> | null = null
   #disk: DiskSpace | null = null
 
   constructor (init: WorkerInit) {
@@ -120,12 +121,11 @@ export class Worker {
       const legacy = await removeLegacyWorktrees(repo, this.#init.dataDir)
       if (legacy.length > 0) logger.warn('worktree:legacy-removed', { count: legacy.length, tasks: legacy, worktrees: this.worktreesDir, note: 'worktrees of an older meshwork inside the data dir (left by a crash; their branches and commits are kept, their tasks are rerun by the mesh); worktrees now live outside it' })
       this.#pruneTimer = setInterval(() => {
-        if (this.#pruning) return
-        this.#pruning = true
-        void (async () => {
+        if (this.#pruning !== null || this.#stopped) return
+        this.#pruning = (async () => {
           await pruneTaskBranches(repo, node.board.snapshot(), logger)
           await pruneTranscripts(this.#init.dataDir, logger)
-        })().catch(() => {}).finally(() => { this.#pruning = false })
+        })().catch(() => {}).finally(() => { this.#pruning = null })
       }, BRANCH_PRUNE_MS)
       this.#pruneTimer.unref()
       const leadership = new Leadership({
@@ -225,8 +225,11 @@ export class Worker {
     this.#stopped = true
     if (this.#pruneTimer !== null) clearInterval(this.#pruneTimer)
     this.#disk?.stop()
-    this.leadership?.stop()
+    // no merge starts from now on; what the leadership has in progress is aborted, and waited for with the runs
+    const leaving = this.leadership?.stop()
     await this.scheduler?.stop(graceMs)
+    await leaving
+    await this.#pruning
   }
 }
 
