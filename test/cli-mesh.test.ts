@@ -5,9 +5,10 @@
  * bounded condition poll.
  */
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest'
-import { readFile, rename, stat, truncate } from 'node:fs/promises'
+import { readFile, rename, rm, stat, truncate } from 'node:fs/promises'
 import { join } from 'node:path'
 import { waitFor } from '../src/util/wait.ts'
+import { KNOWN_PEERS_FILE } from '../src/node/known-peers.ts'
 import {
   runCli, startNode, statusJson, killAllChildren, makeTempDir, removeDir, describeResult, nodeStates, nodeArgs, readNodeInfo,
   type CliNode, type StatusJson, type CliResult
@@ -163,8 +164,10 @@ describe('meshwork CLI: a 5-node mesh of processes', () => {
     expect(Date.now() - killedAt).toBeGreaterThan(1000)
     for (const p of peers) if (p !== victimId) expect(stateOf(dead, p), `${p} in ${nodeStates(dead)}`).toBe('alive')
 
-    // restarted alone (no bootstrap: it cannot reach anyone), its board comes from disk only
+    // restarted alone, its board comes from disk only: no bootstrap, and without the peers it knew
+    // (DATA/peers.json: with it the node dials them by itself, see cli-rejoin.test.ts)
     // (a scratch --repo: with no peers to clone from, a node starts a new history in an empty repo)
+    await rm(join(victim.dataDir, KNOWN_PEERS_FILE), { force: true })
     const alone = await startNode({ dir: root, name: 'n3', dataDir: victim.dataDir, repoDir: join(root, 'repo-n3-alone'), keyFile, extraArgs: TIMING })
     expect(alone.info.peerId).toBe(victimId)
     const fromDisk = await statusJson(['--swarm-key', keyFile, '--bootstrap', alone.info.addrs[0]!])
