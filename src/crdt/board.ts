@@ -587,9 +587,12 @@ export class Board {
       // not loadable as it stands (a chunk that needs changes this board lacks): the sync path handles it
       return null
     }
-    if (!A.hasHeads(loaded, [this.genesisHash])) {
+    // loaded with this board's own content, the document always holds this mesh's genesis: another mesh's
+    // shows as a second change without dependencies (its own genesis)
+    const foreign = this.#foreignGenesis(before, loaded)
+    if (foreign !== null) {
       A.free(loaded)
-      throw new BoardChangeRejectedError('sync message carries a document of another mesh (its genesis differs)')
+      throw new BoardChangeRejectedError(foreign)
     }
     try {
       this.#checkAuthors(before, loaded, true)
@@ -619,6 +622,18 @@ export class Board {
     return next
   }
 
+  /**
+   * Why `after` is refused as another mesh's board, or null: every change of a
+   * mesh's board builds on its genesis, so a change `after` adds beyond
+   * `before` that has no dependencies is the genesis of another mesh (a peer
+   * with another swarm key's board, or one from before a key rotation).
+   */
+  #foreignGenesis (before: A.Doc<BoardDoc>, after: A.Doc<BoardDoc>): string | null {
+    const root = A.getChangesMetaSince(after, A.getHeads(before)).find(c => c.deps.length === 0 && c.hash !== this.genesisHash)
+    if (root === undefined) return null
+    return `sync message carries a board of another mesh (its genesis ${root.hash.slice(0, 12)} is not this mesh's ${this.genesisHash.slice(0, 12)}); refused whole`
+  }
+
   #receiveSync (state: A.SyncState, message: Uint8Array): A.SyncState {
     const touched = new Set<string>()
     const before = this.#doc
@@ -637,7 +652,7 @@ export class Board {
     }
     if (rootWrite !== null) {
       this.#doc = A.clone(before, { actor: A.getActorId(before) })
-      throw new BoardChangeRejectedError(`sync message writes the document root (key ${rootWrite as string}); rolled back`)
+      throw new BoardChangeRejectedError(this.#foreignGenesis(before, doc) ?? `sync message writes the document root (key ${rootWrite as string}); rolled back`)
     }
     this.#checkAuthors(before, doc)
     this.#doc = doc
