@@ -388,7 +388,7 @@ export class Board {
       const why = this.hasHeads([decoded.hash as string]) ? null : this.#carryProblem(decoded)
       if (why !== null) throw new BoardForgedChangeError([decoded.actor], 1, why)
     } else if (decoded.hash !== this.genesisHash) {
-      const forged = signatureProblem(decoded)
+      const forged = signatureProblem(decoded, bytes)
       if (forged !== null) throw new BoardForgedChangeError([decoded.actor], 1, forged)
       for (const op of decoded.ops) {
         if (op.obj === '_root') throw new BoardChangeRejectedError(`change ${decoded.hash?.slice(0, 12) ?? '?'} writes the document root (key ${String(op.key)})`)
@@ -449,6 +449,7 @@ export class Board {
     // a change a sync message carried was decoded by #precheckSync already: decoding a large one again
     // (every op as a JS object) was a good part of a joiner's sync
     const backend = A.getBackend(after)
+    const raw = new Map<string, Uint8Array>()
     const all = A.getChangesMetaSince(after, A.getHeads(before)).map(m => {
       const known = this.#preverified.get(m.hash)
       if (known !== undefined) return known
@@ -457,9 +458,10 @@ export class Board {
         this.#doc = A.clone(before, { actor: A.getActorId(before) })
         throw new BoardChangeRejectedError(`change ${m.hash.slice(0, 12)} is listed in the document but cannot be read from it`)
       }
+      raw.set(m.hash, bytes)
       return A.decodeChange(bytes)
     })
-    const forged = this.#forgedChanges(after, all)
+    const forged = this.#forgedChanges(after, all, raw)
     // the carry change writes every peer's entries: exempt from the role rules, like the genesis change
     const added = all.filter(c => c.hash !== this.genesisHash && !isCarryChange(c, this.meshId, this.genesisHash))
     if (forged.length > 0) {
@@ -498,9 +500,9 @@ export class Board {
    * unless that peer signs (a signing actor of its tag is on the board): then
    * only its unsigned changes that one of its signed changes builds on (its own
    * history from before it upgraded) are taken; any other is a forgery in its
-   * name.
+   * name. `raw`: the changes' bytes by hash, where at hand (see `withMessage`).
    */
-  #forgedChanges (after: A.Doc<BoardDoc>, added: A.DecodedChange[]): Array<{ change: A.DecodedChange, why: string }> {
+  #forgedChanges (after: A.Doc<BoardDoc>, added: A.DecodedChange[], raw: ReadonlyMap<string, Uint8Array>): Array<{ change: A.DecodedChange, why: string }> {
     const forged: Array<{ change: A.DecodedChange, why: string }> = []
     const legacy: A.DecodedChange[] = []
     const tips = new Map(this.#signingTips)
@@ -510,7 +512,7 @@ export class Board {
         const why = this.#carryProblem(c)
         if (why !== null) forged.push({ change: c, why })
       } else if (isSigningActor(c.actor)) {
-        const why = c.hash !== undefined && this.#preverified.get(c.hash) === c ? null : signatureProblem(c)
+        const why = c.hash !== undefined && this.#preverified.get(c.hash) === c ? null : signatureProblem(c, raw.get(c.hash as string))
         if (why !== null) { forged.push({ change: c, why }); continue }
         const tip = tips.get(c.actor)
         if (c.hash !== undefined && (tip === undefined || tip.seq < c.seq)) tips.set(c.actor, { seq: c.seq, hash: c.hash })
@@ -682,7 +684,7 @@ export class Board {
         continue
       }
       if (c.hash === this.genesisHash || this.hasHeads([c.hash as string])) continue
-      const why = c.actor === carryActor(this.meshId) ? this.#carryProblem(c) : signatureProblem(c)
+      const why = c.actor === carryActor(this.meshId) ? this.#carryProblem(c) : signatureProblem(c, bytes)
       if (why !== null) throw new BoardForgedChangeError([c.actor], 1, why)
       if (c.hash !== undefined) this.#preverified.set(c.hash, c)
     }
