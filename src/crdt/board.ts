@@ -584,7 +584,10 @@ export class Board {
     const before = this.#doc
     let loaded: A.Doc<BoardDoc>
     try {
-      loaded = A.load<BoardDoc>(concatBytes([A.save(before), ...chunks]), { actor: A.getActorId(before) })
+      // the peer's document first: Automerge takes a first document chunk as it is stored, while it
+      // turns every later chunk into changes and applies them op by op (this board's own content is small)
+      const order = [...chunks.filter(isDocumentChunk), A.save(before), ...chunks.filter(c => !isDocumentChunk(c))]
+      loaded = A.load<BoardDoc>(concatBytes(order), { actor: A.getActorId(before) })
     } catch {
       // not loadable as it stands (a chunk that needs changes this board lacks): the sync path handles it
       return null
