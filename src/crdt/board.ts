@@ -623,6 +623,7 @@ export class Board {
     }
     this.#doc = doc
     A.free(before)
+    this.#tookWhole = true
     this.#afterPatches(touched, false, [])
     return next
   }
@@ -713,13 +714,28 @@ export class Board {
 
   /** The whole document, compacted. */
   save (): Uint8Array {
+    this.#tookWhole = false
     return A.save(this.#doc)
   }
 
   /** The changes since the last `save()`/`saveIncremental()`. */
   saveIncremental (): Uint8Array {
+    this.#tookWhole = false
     return A.saveIncremental(this.#doc)
   }
+
+  /**
+   * Whether the board took a whole document at once (a joiner's first sync,
+   * `#receiveDocument`) since it was last saved: then what is new is best
+   * persisted with `save()`, compacted, not with `saveIncremental()`, which
+   * holds every change of the board uncompressed (6.9 MiB against 0.7 MiB for
+   * a board of 10,000 tasks).
+   */
+  get needsSnapshot (): boolean {
+    return this.#tookWhole
+  }
+
+  #tookWhole = false
 
   /** Number of changes in the document's history. */
   changeCount (): number {

@@ -29,7 +29,8 @@ export interface StoreEvents {
   onWriteRecovered?: (info: { failures: number }) => void
 }
 
-interface PendingWrite { chunk: Uint8Array, resolve: () => void }
+/** A write waiting its turn: a log record, or (`chunk` null) a new snapshot of the board. */
+interface PendingWrite { chunk: Uint8Array | null, resolve: () => void }
 
 /** What loading found, for the node's log. */
 export interface LoadReport {
@@ -124,6 +125,17 @@ export class BoardStore {
    */
   async append (board: Board): Promise<void> {
     if (this.#closed) throw new Error('board store is closed')
+    if (board.needsSnapshot) {
+      // the board took a whole document at once (a joiner's first sync): written as a new snapshot, in
+      // its turn, rather than as a log record of every change of the board, uncompressed
+      if (!this.#queue.some(w => w.chunk === null)) {
+        const done = new Promise<void>(resolve => { this.#queue.push({ chunk: null, resolve }) })
+        this.#kick(board)
+        await done
+      }
+      await this.#drained()
+      return
+    }
     const chunk = board.saveIncremental()
     if (chunk.length === 0) {
       // nothing new, but earlier changes may still be on their way to disk: wait for them
@@ -167,15 +179,22 @@ export class BoardStore {
 
   async #writeLoop (board: Board): Promise<void> {
     while (this.#queue.length > 0 && !this.#closed) {
-      const batch = this.#queue.slice()
-      const records = Buffer.concat(batch.flatMap(w => {
-        const header = Buffer.alloc(RECORD_HEADER)
-        header.writeUInt32BE(w.chunk.length, 0)
-        header.writeUInt32BE(crc32(w.chunk), 4)
-        return [header, w.chunk]
-      }))
+      const snapshot = this.#queue[0]?.chunk === null
+      // the records queued before a snapshot, together; a snapshot alone
+      const upTo = snapshot ? 1 : this.#queue.findIndex(w => w.chunk === null)
+      const batch = this.#queue.slice(0, upTo === -1 ? undefined : upTo)
+      const records = snapshot
+        ? Buffer.alloc(0)
+        : Buffer.concat(batch.flatMap(w => {
+          const chunk = w.chunk as Uint8Array
+          const header = Buffer.alloc(RECORD_HEADER)
+          header.writeUInt32BE(chunk.length, 0)
+          header.writeUInt32BE(crc32(chunk), 4)
+          return [header, chunk]
+        }))
       try {
-        await this.#writeAt(records)
+        if (snapshot) await this.#compact(board)
+        else await this.#writeAt(records)
       } catch (err) {
         const e = err as NodeJS.ErrnoException
         this.#failures++
@@ -196,7 +215,7 @@ export class BoardStore {
       this.#failures = 0
       this.#diskFull = false
       for (const w of batch) w.resolve()
-      if (this.#logBytes > COMPACT_LOG_BYTES) {
+      if (!snapshot && this.#logBytes > COMPACT_LOG_BYTES) {
         try {
           await this.#compact(board)
         } catch (err) {
