@@ -120,6 +120,38 @@ describe('a sync message carrying the whole board', () => {
     expect(source.task('p2-5')?.claims[j.id]).toEqual({ epoch: 0, at: 2000 })
   })
 
+  it('is not loaded again when a second session, started before the first delivered, brings the same document', async () => {
+    // both ends of a new connection start a session: the joiner asks twice before either answer arrives
+    const { joiner, source, second } = await withDocumentOffered(async () => {
+      const [p, j] = [await peer(), await peer()]
+      const source = Board.create(MESH, p.actor, p.signer)
+      source.change('plan', addTasks(tasks(300)))
+      const joiner = Board.create(MESH, j.actor, j.signer)
+      const answers: Uint8Array[] = []
+      const states: A.SyncState[] = []
+      for (let session = 0; session < 2; session++) {
+        const [js, ask] = joiner.generateSyncMessage(A.initSyncState())
+        const [ss, answer] = source.generateSyncMessage(source.receiveSyncMessage(A.initSyncState(), ask as Uint8Array))
+        void ss
+        states.push(js)
+        answers.push(answer as Uint8Array)
+      }
+      const documentOffered = answers.every(carriesDocument)
+      if (documentOffered) joiner.receiveSyncMessage(states[0] as A.SyncState, answers[0] as Uint8Array)
+      return { joiner, source, second: { state: states[1] as A.SyncState, answer: answers[1] as Uint8Array }, documentOffered }
+    })
+    expect(joiner.snapshot().tasks.size).toBe(300)
+    expect(joiner.needsSnapshot).toBe(true)
+    joiner.save()
+    const updates: BoardUpdate[] = []
+    joiner.subscribe(u => { updates.push(u) })
+    joiner.receiveSyncMessage(second.state, second.answer)
+    // nothing new: no update, and nothing to write again
+    expect(updates).toEqual([])
+    expect(joiner.needsSnapshot).toBe(false)
+    expect(joiner.heads()).toEqual(source.heads())
+  })
+
   it('is refused whole when it holds a change under a peer\'s signing actor that the peer did not sign', async () => {
     const { joiner, heads, refused } = await withDocumentOffered(async () => {
       const [victim, j] = [await peer(), await peer()]
