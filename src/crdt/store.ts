@@ -125,19 +125,12 @@ export class BoardStore {
    */
   async append (board: Board): Promise<void> {
     if (this.#closed) throw new Error('board store is closed')
-    if (board.needsSnapshot) {
-      // the board took a whole document at once (a joiner's first sync): written as a new snapshot, in
-      // its turn, rather than as a log record of every change of the board, uncompressed
-      if (!this.#queue.some(w => w.chunk === null)) {
-        const done = new Promise<void>(resolve => { this.#queue.push({ chunk: null, resolve }) })
-        this.#kick(board)
-        await done
-      }
-      await this.#drained()
-      return
-    }
-    const chunk = board.saveIncremental()
-    if (chunk.length === 0) {
+    // a board that took a whole document at once (a joiner's first sync) is written as a new snapshot
+    // in its turn (chunk null), not as a log record of every change of the board, uncompressed
+    const snapshot = board.needsSnapshot
+    if (snapshot && this.#queue.some(w => w.chunk === null)) return await this.#drained()
+    const chunk = snapshot ? null : board.saveIncremental()
+    if (chunk?.length === 0) {
       // nothing new, but earlier changes may still be on their way to disk: wait for them
       await this.#drained()
       return
@@ -183,15 +176,13 @@ export class BoardStore {
       // the records queued before a snapshot, together; a snapshot alone
       const upTo = snapshot ? 1 : this.#queue.findIndex(w => w.chunk === null)
       const batch = this.#queue.slice(0, upTo === -1 ? undefined : upTo)
-      const records = snapshot
-        ? Buffer.alloc(0)
-        : Buffer.concat(batch.flatMap(w => {
-          const chunk = w.chunk as Uint8Array
-          const header = Buffer.alloc(RECORD_HEADER)
-          header.writeUInt32BE(chunk.length, 0)
-          header.writeUInt32BE(crc32(chunk), 4)
-          return [header, chunk]
-        }))
+      const records = Buffer.concat(batch.flatMap(w => {
+        if (w.chunk === null) return []
+        const header = Buffer.alloc(RECORD_HEADER)
+        header.writeUInt32BE(w.chunk.length, 0)
+        header.writeUInt32BE(crc32(w.chunk), 4)
+        return [header, w.chunk]
+      }))
       try {
         if (snapshot) await this.#compact(board)
         else await this.#writeAt(records)
