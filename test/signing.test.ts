@@ -7,8 +7,8 @@ import { describe, it, expect } from 'vitest'
 import * as A from '@automerge/automerge'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { Board, BoardForgedChangeError, actorForPeer, nodeActorForPeer, sessionActorForPeer, carryActor, str } from '../src/crdt/board.ts'
-import { changeSigner, signerFromPrivateKey, type ChangeSigner } from '../src/crdt/signing.ts'
+import { Board, BoardForgedChangeError, type TaskRecord, actorForPeer, nodeActorForPeer, sessionActorForPeer, carryActor, str } from '../src/crdt/board.ts'
+import { changeSigner, signerFromPrivateKey, withMessage, type ChangeSigner } from '../src/crdt/signing.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { asPeerId, type TaskId } from '../src/crdt/schema.ts'
@@ -79,6 +79,36 @@ describe('signed board changes', () => {
     const carried = A.load(Board.create('elsewhere', nodeActorForPeer(evil.id)).carryTo(MESH))
     const fakeCarry = A.getAllChanges(carried).find(c => A.decodeChange(c).actor === carryActor(MESH)) as Uint8Array
     expect(() => { reader.applyChanges([fakeCarry]) }).toThrow(BoardForgedChangeError)
+  })
+
+  it('the bytes a signature covers, cut from a change\'s own bytes, are what encoding the change again gives; an altered operation fails', async () => {
+    const [p, q] = [await peer(), await peer()]
+    const a = Board.create(MESH, nodeActorForPeer(p.id), p.signer)
+    const b = Board.create(MESH, sessionActorForPeer(q.id), q.signer)
+    const changes = [a.change('plan', addTasks([simpleTask('a1', { prompt: 'x'.repeat(500) })])) as Uint8Array]
+    changes.push(b.change('plan ✓ ünï', addTasks([simpleTask('b1')])) as Uint8Array)
+    a.applyChanges([changes[1] as Uint8Array])
+    // two dependencies, a session actor's other actors, a message past one LEB128 byte
+    changes.push(a.change('m'.repeat(300), d => { (d.tasks['b1'] as TaskRecord).priority = 3 }) as Uint8Array)
+    expect(A.decodeChange(changes[2] as Uint8Array).deps).toHaveLength(2)
+    for (const bytes of changes) {
+      const { hash: _hash, ...rest } = A.decodeChange(bytes)
+      for (const message of [null, '', 'plan', 'plan ✓ ünï', 'y'.repeat(200)]) {
+        expect(Buffer.from(withMessage(bytes, message) as Uint8Array), String(message)).toEqual(Buffer.from(A.encodeChange({ ...rest, message })))
+      }
+      expect(changeSigner(A.decodeChange(bytes), bytes).peer).not.toBeNull()
+    }
+    // not one uncompressed change chunk: the caller encodes
+    expect(withMessage(a.save(), 'x')).toBeNull()
+    expect(withMessage((changes[0] as Uint8Array).subarray(0, 40), 'x')).toBeNull()
+    // an operation's value altered, the signature kept: refused on the path that cuts the bytes
+    const real = A.decodeChange(changes[0] as Uint8Array)
+    const { hash: _h, ...body } = real
+    const altered = A.encodeChange({ ...body, ops: body.ops.map(op => op.value === 'x'.repeat(500) ? { ...op, value: 'y'.repeat(500) } : op) })
+    expect(A.decodeChange(altered).ops.some(op => op.value === 'y'.repeat(500))).toBe(true)
+    expect(changeSigner(A.decodeChange(altered), altered)).toEqual({ peer: null, reason: 'bad signature' })
+    const reader = Board.create(MESH, nodeActorForPeer((await peer()).id))
+    expect(() => { reader.applyChanges([altered]) }).toThrow(/bad signature/)
   })
 
   it('takes an older peer\'s unsigned history, but not an unsigned change in the name of a peer that signs', async () => {

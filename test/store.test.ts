@@ -1,8 +1,10 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
 import { appendFile, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import * as A from '@automerge/automerge'
 import { BoardStore, BOARD_FILE, BOARD_LOG } from '../src/crdt/store.ts'
-import { actorForPeer, type Board } from '../src/crdt/board.ts'
+import { Board, actorForPeer } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { tempDir } from './helpers/mesh.ts'
 
@@ -173,6 +175,49 @@ describe('BoardStore', () => {
     })
   }
 
+  it('writes a board that took a whole document at once (a joiner\'s first sync) as one snapshot, after the records queued before it', async () => {
+    // Automerge chooses whether to send a whole document or changes; a fresh source board until it sends one
+    let joined: { store: BoardStore, board: Board, source: Board, first: Promise<void> } | null = null
+    for (let attempt = 0; attempt < 5 && joined === null; attempt++) {
+      for (const f of await readdir(dir)) await rm(join(dir, f))
+      const source = Board.create(MESH, actorForPeer(`peer-source-${attempt}`))
+      for (let b = 0; b < 3; b++) source.change('plan', addTasks(Array.from({ length: 100 }, (_, i) => simpleTask(`s-${b}-${i}`, { prompt: randomBytes(48).toString('hex') })), 1000))
+      const store = new BoardStore(dir)
+      const { board } = await store.load(MESH, ACTOR)
+      // a change of its own, on its way to the log while the document arrives
+      board.change('mine', addTasks([simpleTask('own-1')], 1000))
+      const first = store.append(board)
+      syncFrom(source, board)
+      if (board.needsSnapshot) joined = { store, board, source, first }
+      else await Promise.all([first, store.close()])
+    }
+    expect(joined, 'the source never sent a whole document in 5 fresh tries').not.toBeNull()
+    const { store, board, source, first } = joined as NonNullable<typeof joined>
+    try {
+      await Promise.all([first, store.append(board)])
+      expect(board.needsSnapshot).toBe(false)
+      // the snapshot holds everything; the log holds none of the board's changes
+      expect((await stat(join(dir, BOARD_LOG))).size).toBe(0)
+      const snap = await readFile(join(dir, BOARD_FILE))
+      expect(snap.length).toBeLessThan(A.saveIncremental(A.load(source.save())).length)
+      expect(Board.load(MESH, ACTOR, snap).heads()).toEqual(board.heads())
+      // later changes go to the log as before
+      board.change('mine', addTasks([simpleTask('own-2')], 1000))
+      await store.append(board)
+      expect(recordOffsets(await readFile(join(dir, BOARD_LOG)))).toHaveLength(1)
+    } finally {
+      await store.close()
+    }
+    const again = new BoardStore(dir)
+    try {
+      const { board: reloaded } = await again.load(MESH, ACTOR)
+      expect(reloaded.snapshot().tasks.size).toBe(302)
+      expect(reloaded.heads()).toEqual(board.heads())
+    } finally {
+      await again.close()
+    }
+  })
+
   it('refuses a data dir that holds another mesh\'s board', async () => {
     await writeRecords([['x-1']])
     const files = await snapshotFiles()
@@ -182,6 +227,22 @@ describe('BoardStore', () => {
     expect(await snapshotFiles()).toEqual(files)
   })
 })
+
+/** Runs the sync protocol from `source` into `board` (and back) until both are idle. */
+function syncFrom (source: Board, board: Board): void {
+  let mine = A.initSyncState()
+  let theirs = A.initSyncState()
+  for (let round = 0; round < 10; round++) {
+    const [m1, toSource] = board.generateSyncMessage(mine)
+    mine = m1
+    if (toSource !== null) theirs = source.receiveSyncMessage(theirs, toSource)
+    const [t1, toBoard] = source.generateSyncMessage(theirs)
+    theirs = t1
+    if (toBoard !== null) mine = board.receiveSyncMessage(mine, toBoard)
+    if (toSource === null && toBoard === null) return
+  }
+  throw new Error('sync did not settle in 10 rounds')
+}
 
 function header (len: number, crc: number): Buffer {
   const h = Buffer.alloc(8)

@@ -1,5 +1,5 @@
 import * as A from '@automerge/automerge'
-import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto'
+import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import { actorBelongsTo, isSigningActor } from './authors.ts'
@@ -35,10 +35,79 @@ export function signerFromPrivateKey (peerId: string, key: PrivateKey): ChangeSi
   return { peerId, sign: data => sign(null, data, obj) }
 }
 
-/** The bytes an author signs for `change`: its encoding with the message it had before the signature line. */
-function signedBytes (change: A.DecodedChange, message: string | null): Uint8Array {
+/**
+ * The bytes an author signs for `change`: its encoding with the message it had
+ * before the signature line. With the change's own bytes (`raw`), they are cut
+ * from those (`withMessage`) instead of encoded again from every operation.
+ */
+function signedBytes (change: A.DecodedChange, message: string | null, raw?: Uint8Array): Uint8Array {
+  const cut = raw === undefined ? null : withMessage(raw, message)
+  if (cut !== null) return Buffer.concat([SIG_DOMAIN, cut])
   const { hash: _hash, ...rest } = change
   return Buffer.concat([SIG_DOMAIN, A.encodeChange({ ...rest, message })])
+}
+
+const CHUNK_MAGIC = Buffer.from([0x85, 0x6f, 0x4a, 0x83])
+/** Automerge's chunk type of an uncompressed change. */
+const CHANGE_CHUNK = 1
+
+/** The unsigned LEB128 number at `at` of `b` and the offset after it; null past the end or beyond 2^49. */
+function readUleb (b: Uint8Array, at: number): { value: number, next: number } | null {
+  let value = 0
+  for (let i = 0; i < 7; i++) {
+    const byte = b[at + i]
+    if (byte === undefined) return null
+    value += (byte & 0x7f) * 2 ** (7 * i)
+    if ((byte & 0x80) === 0) return { value, next: at + i + 1 }
+  }
+  return null
+}
+
+/** The offset after the LEB128 number (signed or not) at `at`, or null past the end. */
+function skipLeb (b: Uint8Array, at: number): number | null {
+  for (let i = at; i < b.length && i < at + 10; i++) if (((b[i] as number) & 0x80) === 0) return i + 1
+  return null
+}
+
+function uleb (n: number): Buffer {
+  const out: number[] = []
+  do {
+    const low = n % 128
+    n = Math.floor(n / 128)
+    out.push(n > 0 ? low | 0x80 : low)
+  } while (n > 0)
+  return Buffer.from(out)
+}
+
+/**
+ * `raw`, one uncompressed Automerge change chunk, with `message` in place of
+ * its message (null and '' are both encoded empty): the bytes `A.encodeChange`
+ * makes of the same change with that message, without decoding and encoding
+ * its operations (a plan of 100 tasks has thousands; a joiner checks every
+ * change of the board). The message is one of the header fields before the
+ * operation columns (deps, actor, seq, start op, time, message); the chunk's
+ * length and checksum are recomputed. Null when `raw` is not laid out so
+ * (the caller encodes).
+ */
+export function withMessage (raw: Uint8Array, message: string | null): Uint8Array | null {
+  if (raw.length < 10 || !CHUNK_MAGIC.equals(raw.subarray(0, 4)) || raw[8] !== CHANGE_CHUNK) return null
+  const length = readUleb(raw, 9)
+  if (length === null || length.next + length.value !== raw.length) return null
+  const bodyAt = length.next
+  const deps = readUleb(raw, bodyAt)
+  if (deps === null) return null
+  const actor = readUleb(raw, deps.next + 32 * deps.value)
+  if (actor === null) return null
+  let at: number | null = actor.next + actor.value
+  for (let field = 0; field < 3 && at !== null; field++) at = skipLeb(raw, at) // seq, start op, time
+  if (at === null) return null
+  const old = readUleb(raw, at)
+  if (old === null || old.next + old.value > raw.length) return null
+  const text = Buffer.from(message ?? '', 'utf8')
+  const body = Buffer.concat([raw.subarray(bodyAt, at), uleb(text.length), text, raw.subarray(old.next + old.value)])
+  const typeAndLength = Buffer.concat([Buffer.from([CHANGE_CHUNK]), uleb(body.length)])
+  const checksum = createHash('sha256').update(typeAndLength).update(body).digest().subarray(0, 4)
+  return Buffer.concat([CHUNK_MAGIC, checksum, typeAndLength, body])
 }
 
 /** `change` (just made, unsigned) with its author's signature added to its message: new bytes, a new hash. */
@@ -67,9 +136,10 @@ function publicKeyOf (peerId: string): KeyObject | null {
 /**
  * Who signed `change`: the peer id whose signature it carries, when that
  * signature is valid and the change's actor is one that peer writes with;
- * else null, with why in `reason`.
+ * else null, with why in `reason`. `raw`: the change's own bytes, when the
+ * caller has them (the check is cheaper with them; the verdict is the same).
  */
-export function changeSigner (change: A.DecodedChange): { peer: string } | { peer: null, reason: string } {
+export function changeSigner (change: A.DecodedChange, raw?: Uint8Array): { peer: string } | { peer: null, reason: string } {
   const msg = change.message ?? ''
   const at = msg.lastIndexOf(SIG_LINE)
   if (at < 0) return { peer: null, reason: 'unsigned' }
@@ -82,7 +152,7 @@ export function changeSigner (change: A.DecodedChange): { peer: string } | { pee
   // a change made without a message signs a null one
   const ok = (original === '' ? [null, ''] : [original]).some(m => {
     try {
-      return verify(null, signedBytes(change, m), key, Buffer.from(sig, 'base64url'))
+      return verify(null, signedBytes(change, m, raw), key, Buffer.from(sig, 'base64url'))
     } catch {
       return false
     }
@@ -98,8 +168,8 @@ export function changeSigner (change: A.DecodedChange): { peer: string } | { pee
  * in its name. Changes under the older, unsigned actors are judged by the board
  * (`Board`: an older peer's history).
  */
-export function signatureProblem (change: A.DecodedChange): string | null {
+export function signatureProblem (change: A.DecodedChange, raw?: Uint8Array): string | null {
   if (!isSigningActor(change.actor)) return null
-  const s = changeSigner(change)
+  const s = changeSigner(change, raw)
   return s.peer !== null ? null : `${s.reason} change under signing actor ${change.actor.slice(0, 12)} (seq ${change.seq})`
 }

@@ -29,7 +29,8 @@ export interface StoreEvents {
   onWriteRecovered?: (info: { failures: number }) => void
 }
 
-interface PendingWrite { chunk: Uint8Array, resolve: () => void }
+/** A write waiting its turn: a log record, or (`chunk` null) a new snapshot of the board. */
+interface PendingWrite { chunk: Uint8Array | null, resolve: () => void }
 
 /** What loading found, for the node's log. */
 export interface LoadReport {
@@ -124,8 +125,12 @@ export class BoardStore {
    */
   async append (board: Board): Promise<void> {
     if (this.#closed) throw new Error('board store is closed')
-    const chunk = board.saveIncremental()
-    if (chunk.length === 0) {
+    // a board that took a whole document at once (a joiner's first sync) is written as a new snapshot
+    // in its turn (chunk null), not as a log record of every change of the board, uncompressed
+    const snapshot = board.needsSnapshot
+    if (snapshot && this.#queue.some(w => w.chunk === null)) return await this.#drained()
+    const chunk = snapshot ? null : board.saveIncremental()
+    if (chunk?.length === 0) {
       // nothing new, but earlier changes may still be on their way to disk: wait for them
       await this.#drained()
       return
@@ -167,15 +172,20 @@ export class BoardStore {
 
   async #writeLoop (board: Board): Promise<void> {
     while (this.#queue.length > 0 && !this.#closed) {
-      const batch = this.#queue.slice()
+      const snapshot = this.#queue[0]?.chunk === null
+      // the records queued before a snapshot, together; a snapshot alone
+      const upTo = snapshot ? 1 : this.#queue.findIndex(w => w.chunk === null)
+      const batch = this.#queue.slice(0, upTo === -1 ? undefined : upTo)
       const records = Buffer.concat(batch.flatMap(w => {
+        if (w.chunk === null) return []
         const header = Buffer.alloc(RECORD_HEADER)
         header.writeUInt32BE(w.chunk.length, 0)
         header.writeUInt32BE(crc32(w.chunk), 4)
         return [header, w.chunk]
       }))
       try {
-        await this.#writeAt(records)
+        if (snapshot) await this.#compact(board)
+        else await this.#writeAt(records)
       } catch (err) {
         const e = err as NodeJS.ErrnoException
         this.#failures++
@@ -196,7 +206,7 @@ export class BoardStore {
       this.#failures = 0
       this.#diskFull = false
       for (const w of batch) w.resolve()
-      if (this.#logBytes > COMPACT_LOG_BYTES) {
+      if (!snapshot && this.#logBytes > COMPACT_LOG_BYTES) {
         try {
           await this.#compact(board)
         } catch (err) {
