@@ -10,7 +10,6 @@ import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
 import { changeContext, forbiddenWrite, isSigningActor, peerTagOfActor, roleViolation, unvouchedChanges, type ObjectPaths } from './authors.ts'
 import { signChange, signatureProblem, type ChangeSigner } from './signing.ts'
-import { decodeChangeFast } from './change-decode.ts'
 import type { ZodType } from 'zod'
 import {
   conflictSchema, mainSchema, nodeRecordSchema, taskSchema,
@@ -460,7 +459,7 @@ export class Board {
         throw new BoardChangeRejectedError(`change ${m.hash.slice(0, 12)} is listed in the document but cannot be read from it`)
       }
       raw.set(m.hash, bytes)
-      return decodeChangeFast(bytes, m.hash) ?? A.decodeChange(bytes)
+      return A.decodeChange(bytes)
     })
     const forged = this.#forgedChanges(after, all, raw)
     // the carry change writes every peer's entries: exempt from the role rules, like the genesis change
