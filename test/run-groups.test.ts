@@ -1,6 +1,6 @@
 /**
  * No agent outlives its node: `kill -9` of a node kills its runs' process
- * groups (a watchdog), and a node starting on a data dir kills any group an
+ * groups (a watchdog waiting on a pipe only the node holds), and a node starting on a data dir kills any group an
  * earlier life left running (when even the watchdog was killed).
  */
 import { describe, it, expect, afterAll } from 'vitest'
@@ -63,6 +63,8 @@ describe('runs end with their node', { timeout: 300_000 }, () => {
     await waitFor(() => pids().length >= 2, { timeoutMs: 120_000, message: () => `the task was not run again\n${node.describe()}` })
     const second = pids()[1]!
     const watchdog = Number(readFileSync(join(dir, 'data-a', 'watchdog.pid'), 'utf8'))
+    // it waits on a pipe, not in a loop: no process (a `sleep`) under it while the node lives
+    expect(readFileSync(`/proc/${watchdog}/task/${watchdog}/children`, 'utf8').trim(), 'the watchdog polls with child processes').toBe('')
     process.kill(watchdog, 'SIGKILL')
     node.proc.kill('SIGKILL')
     await node.exited

@@ -66,10 +66,11 @@ export interface MergeContext {
 /**
  * The local main branch as this node last read or moved it. While the board's
  * main is that commit the loops trust it instead of running `git rev-parse`
- * every tick; it is read again at most every `MAIN_RECHECK_MS`.
+ * every tick: it is read again when the files git keeps the branch in change
+ * (a commit made in the repository, say), and at least every `MAIN_RECHECK_MS`.
  */
 export interface LocalMain {
-  /** The oid last read or moved to, if that was less than `MAIN_RECHECK_MS` ago; else null. */
+  /** The oid last read or moved to, if the branch's files are unchanged since and that was less than `MAIN_RECHECK_MS` ago; else null. */
   trusted: () => string | null
   /** Reads the branch (one git process) and remembers it. */
   read: () => Promise<string | null>
@@ -87,5 +88,13 @@ export interface LocalMain {
  */
 export const MAIN_LOST_MS = 15_000
 
-/** How long the last read of the local main branch is trusted while the board's main equals it. @default 10 s */
-export const MAIN_RECHECK_MS = 10_000
+/**
+ * How long the last read of the local main branch is trusted while the files
+ * git keeps it in (the loose ref, packed-refs, a reftable's table list) are
+ * unchanged: a safety net, since any move of the branch changes one of them.
+ * An idle node starts no git process in between. @default 5 min
+ */
+export const MAIN_RECHECK_MS = 5 * 60_000
+
+/** The same where those files cannot be found (the repository's git dir is unknown). @default 10 s */
+export const MAIN_RECHECK_BLIND_MS = 10_000

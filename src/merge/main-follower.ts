@@ -1,9 +1,12 @@
+import { statSync } from 'node:fs'
+import { join } from 'node:path'
 import { fetchFromPeer } from '../git/transfer.ts'
 import { advanceBranch, branchOid, casBranch, commitOids } from '../git/merge.ts'
 import { git } from '../git/git.ts'
+import { gitCommonDir } from '../git/repo.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
 import { toError } from '../util/errors.ts'
-import { MAIN_RECHECK_MS, type LeaderInit, type LocalMain } from './context.ts'
+import { MAIN_RECHECK_BLIND_MS, MAIN_RECHECK_MS, type LeaderInit, type LocalMain } from './context.ts'
 
 /** Recent local mains kept as haves for fetches (`MainFollower.recentMains`). @default 32 */
 export const RECENT_MAINS = 32
@@ -14,8 +17,10 @@ export const RECENT_MAINS = 32
  */
 export class MainFollower implements LocalMain {
   #init: LeaderInit
-  /** The local main as last read or moved here, and when. */
-  #seen: { oid: string, at: number } | null = null
+  /** The local main as last read or moved here, when, and the signature of the branch's files then. */
+  #seen: { oid: string, at: number, sig: string } | null = null
+  /** The files git keeps the branch in (null: not looked up yet; empty: unknown, trust by age only). */
+  #refFiles: string[] | null = null
   /** The mesh main the board names that no live peer could give this node, and since when. */
   #missing: { oid: string, since: number } | null = null
   /** The last `RECENT_MAINS` commits the local main was read at or moved to, newest first. */
@@ -29,20 +34,31 @@ export class MainFollower implements LocalMain {
     this.#signal = signal
   }
 
+  /**
+   * The local main as last read or moved here, while it surely has not moved
+   * since: the files git keeps the branch in are as they were then (a stat
+   * each, no git process), and it is less than `MAIN_RECHECK_MS` old. Else null.
+   */
   trusted (): string | null {
     const seen = this.#seen
-    return seen !== null && Date.now() - seen.at < MAIN_RECHECK_MS ? seen.oid : null
+    if (seen === null) return null
+    const files = this.#refFiles ?? []
+    if (Date.now() - seen.at >= (files.length > 0 ? MAIN_RECHECK_MS : MAIN_RECHECK_BLIND_MS)) return null
+    return files.length === 0 || refSignature(files) === seen.sig ? seen.oid : null
   }
 
   async read (): Promise<string | null> {
+    this.#refFiles ??= await refFilesOf(this.#init.repo, this.#init.branch)
+    // the signature before the read: a move in between makes the next `trusted` read again
+    const sig = refSignature(this.#refFiles)
     const oid = await branchOid(this.#init.repo, this.#init.branch)
-    this.#see(oid)
+    this.#see(oid, sig)
     return oid
   }
 
-  /** The local main is `oid` (null: unknown) as of now. */
-  #see (oid: string | null): void {
-    this.#seen = oid === null ? null : { oid, at: Date.now() }
+  /** The local main is `oid` (null: unknown) as of now; `sig` is the branch files' signature when it was read. */
+  #see (oid: string | null, sig = refSignature(this.#refFiles ?? [])): void {
+    this.#seen = oid === null ? null : { oid, at: Date.now(), sig }
     if (oid !== null && this.#recent[0] !== oid) this.#recent = [oid, ...this.#recent.filter(o => o !== oid)].slice(0, RECENT_MAINS)
   }
 
@@ -89,9 +105,11 @@ export class MainFollower implements LocalMain {
     const target = node.board.snapshot().main.head
     if (target === null) return
     if (this.trusted() === target) return
+    this.#refFiles ??= await refFilesOf(repo, branch)
+    const sig = refSignature(this.#refFiles)
     // the local main and whether the target is here already, in one git process
     const [local, here] = await commitOids(repo, [`refs/heads/${branch}`, target])
-    this.#see(local ?? null)
+    this.#see(local ?? null, sig)
     if (local === target) { this.#missing = null; return }
     if (here !== target) {
       const leader = node.board.snapshot().main.leader
@@ -159,6 +177,30 @@ export class MainFollower implements LocalMain {
       note: `this repository's ${branch} had commits the mesh main lacks (a commit made here, or a merge this node made as leader and never published): kept on ${backup}, ${branch} moved to the mesh main. Merge what you need through a task; delete the branch when done`
     })
   }
+}
+
+/**
+ * The files whose change means `branch` may have moved: its loose ref,
+ * packed-refs, and a reftable's table list (whichever the repository uses),
+ * in the common git dir (where a linked worktree's branches live too). Empty
+ * when git cannot say where that is.
+ */
+async function refFilesOf (repo: string, branch: string): Promise<string[]> {
+  const common = await gitCommonDir(repo).catch(() => null)
+  if (common === null) return []
+  return [join(common, 'refs', 'heads', ...branch.split('/')), join(common, 'packed-refs'), join(common, 'reftable', 'tables.list')]
+}
+
+/**
+ * Inode, size and modification time of each file ('-' where missing). Git
+ * writes a ref by renaming a new file into place, so any move of the branch
+ * changes this; a stat is microseconds, a git process tens of milliseconds.
+ */
+function refSignature (files: string[]): string {
+  return files.map(f => {
+    const s = statSync(f, { throwIfNoEntry: false, bigint: true })
+    return s === undefined ? '-' : `${s.ino}:${s.size}:${s.mtimeNs}`
+  }).join(' ')
 }
 
 async function isAncestor (repo: string, ancestor: string, of: string): Promise<boolean> {

@@ -1,6 +1,6 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
 import { conflictIdFor, type Task, type TaskId } from '../crdt/schema.ts'
-import { advanceBranch, branchOid, branchOids } from '../git/merge.ts'
+import { advanceBranch, branchOids } from '../git/merge.ts'
 import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch } from '../git/batch.ts'
 import { extendHistory, mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
 import { taskBranch } from '../git/worktree.ts'
@@ -74,7 +74,8 @@ export class MergeQueue {
     const main = this.#ctx.main
     let snap = node.board.snapshot()
     const { term } = snap.main
-    const base = snap.main.head ?? await branchOid(repo, branch)
+    // before the first merge the board names no main: the local one, read without git while it is unchanged
+    const base = snap.main.head ?? main.trusted() ?? await main.read()
     if (base === null) return idle()
     if (snap.main.head !== null && main.trusted() !== base && await main.read() !== base) {
       await this.#ctx.syncMain()

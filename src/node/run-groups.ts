@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { Socket } from 'node:net'
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { killGroup, observeGroups } from '../agent/process.ts'
@@ -15,9 +16,6 @@ import type { Logger } from '../util/logger.ts'
 
 /** Subdirectory of the data dir holding one file per live process group. */
 export const RUN_GROUPS_DIR = 'run-groups'
-/** How often the watchdog checks that its node is still there. @default 1 s */
-export const WATCHDOG_POLL_S = 1
-
 interface GroupRecord { boot: string, start: number }
 
 /** This boot's id (Linux), or '' where there is none. */
@@ -95,19 +93,27 @@ export class RunGroups {
   }
 
   /**
-   * A detached shell that waits for this node's pid to vanish, then kills every
-   * group still recorded. Its own process group, so a terminal's Ctrl-C or a
-   * kill of the node's group leaves it to do its job; it exits with the node.
+   * A detached shell that waits for this node to vanish, then kills every
+   * group still recorded. It waits on a pipe whose other end only this node
+   * holds (libuv opens every descriptor close-on-exec, so no run inherits it):
+   * the kernel closes that end when the node exits, however it dies, and the
+   * shell's read returns. No polling while the node lives (a `sleep` a second
+   * was a process a second on an idle node). Its own process group, so a
+   * terminal's Ctrl-C or a kill of the node's group leaves it to do its job.
    */
   #startWatchdog (): void {
     const script = [
-      'while kill -0 "$1" 2>/dev/null; do sleep "$3"; done',
-      'for f in "$2"/*; do [ -e "$f" ] || continue; kill -KILL "-${f##*/}" 2>/dev/null; rm -f "$f"; done'
+      'while read -r _; do :; done',
+      'for f in "$1"/*; do [ -e "$f" ] || continue; kill -KILL "-${f##*/}" 2>/dev/null; rm -f "$f"; done'
     ].join('\n')
     try {
-      const child = spawn('/bin/sh', ['-c', script, 'meshwork-watchdog', String(process.pid), this.dir, String(WATCHDOG_POLL_S)], { detached: true, stdio: 'ignore' })
+      const child = spawn('/bin/sh', ['-c', script, 'meshwork-watchdog', this.dir], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] })
       child.on('error', err => { this.#log.warn('run:watchdog-failed', { error: err.message }) })
       child.unref()
+      // the pipe stays open for the node's life without holding its event loop open
+      const stdin = child.stdin
+      if (stdin instanceof Socket) stdin.unref()
+      stdin?.on('error', () => {})
       if (child.pid !== undefined) writeFileSync(join(this.dir, '..', 'watchdog.pid'), `${child.pid}\n`)
     } catch (err) {
       this.#log.warn('run:watchdog-failed', { error: (err as Error).message })

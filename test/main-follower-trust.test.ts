@@ -1,0 +1,84 @@
+/**
+ * The main follower trusts the local main it last read without a git process
+ * while the files git keeps the branch in are unchanged, and reads it again as
+ * soon as they change: a commit made in the repository, a ref packed by
+ * `git pack-refs`, a branch in a linked worktree's common git dir.
+ */
+import { describe, it, expect, afterAll } from 'vitest'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { git, gitText } from '../src/git/git.ts'
+import { MainFollower } from '../src/merge/main-follower.ts'
+import type { LeaderInit } from '../src/merge/context.ts'
+import { silentLogger } from '../src/util/logger.ts'
+import { commitFiles, initRepo } from './helpers/git.ts'
+
+const dirs: string[] = []
+afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }) })
+
+/** A follower of `repo`'s `branch`: `trusted` and `read` use only the repository, never the node. */
+function follower (repo: string, branch = 'main'): MainFollower {
+  const init: Pick<LeaderInit, 'repo' | 'branch' | 'logger' | 'worktreesDir'> = { repo, branch, logger: silentLogger, worktreesDir: join(repo, '..', 'wt') }
+  return new MainFollower(init as LeaderInit)
+}
+
+describe('MainFollower.trusted', () => {
+  it('holds while the branch is unchanged and drops at once when a commit moves it', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'meshwork-follower-'))
+    dirs.push(root)
+    const repo = await initRepo(join(root, 'repo'))
+    const first = await commitFiles(repo, { 'a.txt': 'a\n' }, 'first')
+    const f = follower(repo)
+    expect(f.trusted(), 'nothing read yet').toBeNull()
+    expect(await f.read()).toBe(first)
+    expect(f.trusted()).toBe(first)
+    expect(f.trusted(), 'still, with nothing changed').toBe(first)
+
+    // a person's commit on main: no longer trusted, and the next read sees it
+    const second = await commitFiles(repo, { 'b.txt': 'b\n' }, 'second')
+    expect(f.trusted()).toBeNull()
+    expect(await f.read()).toBe(second)
+    expect(f.trusted()).toBe(second)
+
+    // the loose ref packed away (the branch did not move, its files did): read again, same commit
+    await git(['pack-refs', '--all'], { cwd: repo })
+    expect(f.trusted()).toBeNull()
+    expect(await f.read()).toBe(second)
+    // a move of the packed branch rewrites packed-refs or a new loose ref
+    await git(['update-ref', 'refs/heads/main', first], { cwd: repo })
+    expect(f.trusted()).toBeNull()
+    expect(await f.read()).toBe(first)
+  })
+
+  it('watches the common git dir: a commit on the branch from a linked worktree drops the trust', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'meshwork-follower-wt-'))
+    dirs.push(root)
+    const repo = await initRepo(join(root, 'repo'))
+    await commitFiles(repo, { 'a.txt': 'a\n' }, 'first')
+    await git(['branch', 'trunk'], { cwd: repo })
+    await git(['worktree', 'add', '-q', join(root, 'linked'), 'trunk'], { cwd: repo })
+    // the follower runs in the linked worktree, the branch moves there
+    const f = follower(join(root, 'linked'), 'trunk')
+    const before = await f.read()
+    expect(f.trusted()).toBe(before)
+    const moved = await commitFiles(join(root, 'linked'), { 'c.txt': 'c\n' }, 'on trunk')
+    expect(moved).not.toBe(before)
+    expect(f.trusted()).toBeNull()
+    expect(await f.read()).toBe(await gitText(['rev-parse', 'refs/heads/trunk'], { cwd: repo }))
+  })
+
+  it('moved() after this node moves the branch itself is trusted without a read', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'meshwork-follower-moved-'))
+    dirs.push(root)
+    const repo = await initRepo(join(root, 'repo'))
+    const first = await commitFiles(repo, { 'a.txt': 'a\n' }, 'first')
+    const f = follower(repo)
+    await f.read()
+    const second = await gitText(['commit-tree', '-p', first, '-m', 'next', `${first}^{tree}`], { cwd: repo })
+    f.moved(null)
+    await git(['update-ref', 'refs/heads/main', second, first], { cwd: repo })
+    f.moved(second)
+    expect(f.trusted()).toBe(second)
+  })
+})
