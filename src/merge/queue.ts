@@ -67,6 +67,11 @@ export class MergeQueue {
   async next (busy = false): Promise<boolean> {
     const { node, repo, branch, logger } = this.#ctx.init
     const me = node.peerId
+    // where a round spends its wall time (ms per phase, logged with merge:batch)
+    const started = performance.now()
+    const ms: Record<string, number> = {}
+    let lapAt = started
+    const lap = (phase: string): void => { const now = performance.now(); ms[phase] = Math.round((ms[phase] ?? 0) + now - lapAt); lapAt = now }
     // nothing changed on the board since a pass that found nothing to do: no git until IDLE_RECHECK_MS passed
     const version = node.board.heads().join(',')
     if (!busy && this.#idle?.version === version && Date.now() - this.#idle.at < IDLE_RECHECK_MS) return false
@@ -98,6 +103,7 @@ export class MergeQueue {
     const ordered = claimOrder(candidates, remainingCriticalPath(snap.tasks))
     // branches not seen here at their head yet: all looked up in one git process
     const unseen = ordered.filter(t => this.#branchSeen.get(t.id) !== t.head)
+    lap('prepare')
     const oids = await branchOids(repo, unseen.map(t => taskBranch(t.id)))
     unseen.forEach((t, i) => { const oid = oids[i]; if (oid != null && oid === t.head) this.#branchSeen.set(t.id, oid) })
     const batch: Task[] = []
@@ -114,7 +120,9 @@ export class MergeQueue {
       for (const id of ids) { const t = s.tasks.get(id); if (t?.state !== 'merging' || t.head !== heads.get(id)) return false }
       return true
     }
+    lap('lookup')
     node.changeBoard('task:merging', d => { for (const t of batch) lifecycle.startMerge(d, t.id) })
+    lap('mark')
     const ids = batch.map(t => t.id)
     try {
       const res = await runBatch({
@@ -127,12 +135,14 @@ export class MergeQueue {
         signal: this.#ctx.job.start(ids, term),
         onVerify: (commit, ok, ms, size) => { logger.info('merge:verified', { commit, ok, ms, merges: size, term }) },
         land: async (prev, tip, merged) => {
+          lap('stack')
           if (!still(prev, merged.map(m => m.taskId))) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'leadership, term or main changed during the merge' }); return false }
           // the majority may have become unreachable while the batch was verified: a minority's leader moves nothing
           if (!this.#ctx.majority()) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'the majority of the mesh became unreachable during the merge' }); return false }
           main.moved(null)
           // compare-and-swap from the main the batch was stacked on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
           const how = await advanceBranch(repo, branch, prev, tip)
+          lap('advance')
           if (how === 'lost-race') throw new Error('local main moved during the merge')
           crashAfterMainMoveIfInjected()
           main.moved(tip)
@@ -143,6 +153,7 @@ export class MergeQueue {
             lifecycle.advanceMain(d, tip)
             for (const m of merged) lifecycle.merge(d, m.taskId, m.commit, now)
           })
+          lap('publish')
           logger.info('merge:done', { tasks: merged.map(m => m.taskId), main: tip, term, checkout: how })
           this.#ctx.advanced(tip)
           return true
@@ -176,7 +187,8 @@ export class MergeQueue {
           }
         }
       }
-      logger.info('merge:batch', { tasks: ids.length, merged: res.outcomes.filter(o => o.kind === 'merged').length, verifyRuns: res.verifyRuns, term })
+      lap('after')
+      logger.info('merge:batch', { tasks: ids.length, merged: res.outcomes.filter(o => o.kind === 'merged').length, verifyRuns: res.verifyRuns, term, ms: { ...ms, total: Math.round(performance.now() - started) } })
     } catch (err) {
       for (const id of ids) { this.#failedAt.set(id, Date.now()); this.#branchSeen.delete(id) }
       main.moved(null)
