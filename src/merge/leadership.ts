@@ -10,6 +10,7 @@ import { AgentResolution } from './agent-job.ts'
 import type { LeaderInit, MergeContext } from './context.ts'
 import { MergeJob } from './merge-job.ts'
 import { Background } from '../util/background.ts'
+import type { TaskId } from '../crdt/schema.ts'
 
 export type { LeaderInit } from './context.ts'
 export { MAX_PARALLEL_FETCHES } from './collect.ts'
@@ -84,10 +85,10 @@ export class Leadership {
     }
     const follower = new MainFollower(init, this.#bg.signal)
     this.#follower = follower
-    this.#collector = new BranchCollector(init, ctx.wake, this.#bg)
+    this.#queue = new MergeQueue(ctx)
+    this.#collector = new BranchCollector(init, ctx.wake, this.#bg, (task, oid) => { this.#queue.arrived(task, oid) })
     this.#agents = new AgentResolution(ctx)
     this.#decisions = new Decisions(ctx, this.#agents)
-    this.#queue = new MergeQueue(ctx)
   }
 
   /** Records a push's outcome as `main.push` on the board, for `status` and the TUI (only the current leader writes it). */
@@ -106,6 +107,12 @@ export class Leadership {
   /** Runs the loop again soon (a hand-off fetch ended, say); no-op once stopped. */
   wake (): void {
     this.#wake()
+  }
+
+  /** Task `task`'s branch was put here at `oid` (a hand-off taken): neither the collector nor the merge queue looks it up again. */
+  branchArrived (task: string, oid: string): void {
+    this.#collector.handedOff(task as TaskId, oid)
+    this.#queue.arrived(task as TaskId, oid)
   }
 
   /** Runs the loop again soon (once for any number of calls before it runs); no-op once stopped. */

@@ -1,7 +1,7 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
-import { conflictIdFor, type Task, type TaskId } from '../crdt/schema.ts'
+import { conflictIdFor, FINAL_TASK_STATES, type BoardSnapshot, type Task, type TaskId } from '../crdt/schema.ts'
 import { advanceBranch, branchOid, branchOids } from '../git/merge.ts'
-import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch } from '../git/batch.ts'
+import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch, type BatchItem } from '../git/batch.ts'
 import { extendHistory, mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
 import { taskBranch } from '../git/worktree.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
@@ -47,7 +47,11 @@ export class MergeQueue {
   #failedAt = new Map<TaskId, number>()
   /** The board version at which the last pass found nothing to do, and when. */
   #idle: { version: string, at: number } | null = null
-  /** Task branches found here at the task's head (task id → head): not read again every pass. */
+  /**
+   * Task branches known here at a commit (task id → oid): found by a pass, or
+   * put here by a hand-off or a collection (`arrived`). A task whose head is
+   * its entry is merged without reading its branch again.
+   */
   #branchSeen = new Map<TaskId, string>()
   /** Main's first-parent merges at the last head read (task id → merge commit). */
   #history: { head: string, history: MainHistory } | null = null
@@ -92,15 +96,9 @@ export class MergeQueue {
     if (snap.main.head !== base && snap.main.head !== null) return idle()
     // per-task memory follows the board: back-offs that ran out, branches of tasks no longer waiting to merge
     dropOlderThan(this.#failedAt, Date.now(), MERGE_RETRY_MS)
-    dropUnless(this.#branchSeen, id => { const st = snap.tasks.get(id)?.state; return st === 'done' || st === 'merging' })
-    const candidates: Task[] = []
-    for (const t of snap.tasks.values()) {
-      if (t.state !== 'done' || t.head === null || !t.holders.includes(me) || !depsMerged(t, snap)) continue
-      if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < MERGE_RETRY_MS) continue
-      candidates.push(t)
-    }
+    dropUnless(this.#branchSeen, id => { const t = snap.tasks.get(id); return t !== undefined && !FINAL_TASK_STATES.has(t.state) })
     const max = this.#ctx.init.verify === undefined ? MAX_PLAIN_BATCH : (this.#ctx.init.batch ?? MAX_VERIFY_BATCH)
-    const ordered = claimOrder(candidates, remainingCriticalPath(snap.tasks))
+    const ordered = this.#ready(snap)
     // branches not seen here at their head yet: all looked up in one git process
     const unseen = ordered.filter(t => this.#branchSeen.get(t.id) !== t.head)
     lap('prepare')
@@ -124,6 +122,24 @@ export class MergeQueue {
     node.changeBoard('task:merging', d => { for (const t of batch) lifecycle.startMerge(d, t.id) })
     lap('mark')
     const ids = batch.map(t => t.id)
+    /**
+     * Tasks done while the batch was stacked, whose branches are known here
+     * (handed off, collected, or found by an earlier pass): they join it
+     * rather than wait for the whole next round. Only while this node leads
+     * in the same term on the same main, and the batch has room.
+     */
+    const more = async (): Promise<BatchItem[]> => {
+      const s = node.board.snapshot()
+      if (ids.length >= max || s.main.leader !== me || s.main.term !== term || (s.main.head ?? base) !== base) return []
+      const extra = this.#ready(s).filter(t => !heads.has(t.id) && this.#branchSeen.get(t.id) === t.head).slice(0, max - ids.length)
+      if (extra.length === 0) return []
+      lap('stack')
+      node.changeBoard('task:merging', d => { for (const t of extra) lifecycle.startMerge(d, t.id) })
+      lap('mark')
+      for (const t of extra) { heads.set(t.id, t.head as string); ids.push(t.id) }
+      this.#ctx.job.add(extra.map(t => t.id))
+      return extra.map(t => ({ taskId: t.id, title: t.title, head: t.head as string }))
+    }
     try {
       const res = await runBatch({
         repo,
@@ -132,7 +148,8 @@ export class MergeQueue {
         items: batch.map(t => ({ taskId: t.id, title: t.title, head: t.head as string })),
         verify: this.#ctx.init.verify,
         verifyTimeoutMs: this.#ctx.init.verifyTimeoutMs,
-        signal: this.#ctx.job.start(ids, term),
+        signal: this.#ctx.job.start([...ids], term),
+        more,
         onVerify: (commit, ok, ms, size) => { logger.info('merge:verified', { commit, ok, ms, merges: size, term }) },
         land: async (prev, tip, merged) => {
           lap('stack')
@@ -199,6 +216,31 @@ export class MergeQueue {
       if (left.length > 0) node.changeBoard('task:merge-retry', d => { for (const id of left) lifecycle.deferMerge(d, id) })
     }
     return true
+  }
+
+  /**
+   * The done tasks this leader may merge now, in queue order: held here,
+   * dependencies merged, not in a retry back-off. Whether each branch is
+   * here at its head is for the caller to check.
+   */
+  #ready (snap: BoardSnapshot): Task[] {
+    const me = this.#ctx.init.node.peerId
+    const candidates: Task[] = []
+    for (const t of snap.tasks.values()) {
+      if (t.state !== 'done' || t.head === null || !t.holders.includes(me) || !depsMerged(t, snap)) continue
+      if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < MERGE_RETRY_MS) continue
+      candidates.push(t)
+    }
+    return claimOrder(candidates, remainingCriticalPath(snap.tasks))
+  }
+
+  /**
+   * Task `id`'s branch is here at `oid` now: this node fetched it (a hand-off
+   * taken, often before the task is done on the board, or a collection). The
+   * pass that merges it need not look the branch up with a git process.
+   */
+  arrived (id: TaskId, oid: string): void {
+    this.#branchSeen.set(id, oid)
   }
 
   /**
