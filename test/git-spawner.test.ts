@@ -1,6 +1,6 @@
 /**
- * git processes started from the spawner thread (src/git/spawner.ts) behave as
- * those started from the event loop did: output, exit codes, stdin, the output
+ * git processes started from the spawner thread (src/git/spawner.ts, which
+ * the merge leader turns on) behave as those started from the event loop did: output, exit codes, stdin, the output
  * limit, and a signal that kills the process and fails the call at once.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { git, gitText, GitError } from '../src/git/git.ts'
-import { runInThread } from '../src/git/spawner.ts'
+import { runInThread, spawnFromThread } from '../src/git/spawner.ts'
 import { initRepo, commitFiles } from './helpers/git.ts'
 
 let dir = ''
@@ -22,8 +22,10 @@ beforeAll(async () => {
 afterAll(async () => { await rm(dir, { recursive: true, force: true }) })
 
 describe('git from the spawner thread', () => {
-  it('is where git runs: output, stdin, exit codes and stderr come back as before', async () => {
-    // the thread is there (a null would mean git ran from the event loop)
+  it('is where git runs once turned on: output, stdin, exit codes and stderr come back as before', async () => {
+    // off until the merge leader turns it on (a null: git runs from the event loop)
+    expect(await runInThread(['--version'], { cwd: repo, env: process.env, maxOutput: 1024 })).toBeNull()
+    spawnFromThread()
     expect(await runInThread(['--version'], { cwd: repo, env: process.env, maxOutput: 1024 })).not.toBeNull()
     expect(await gitText(['log', '--format=%s'], { cwd: repo })).toBe('first')
     const oid = await gitText(['hash-object', '--stdin'], { cwd: repo, input: 'hello\n' })

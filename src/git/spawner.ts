@@ -13,9 +13,13 @@ import { Worker } from 'node:worker_threads'
  * merge round paid for every other spawn. From this thread the event loop
  * only posts a message and gets the output back.
  *
- * One thread for the process (started at the first git call, a few MiB), kept
- * alive only while a git process it started runs. If the thread cannot be
- * started or dies, git is started from the event loop as before.
+ * Only where it pays: the thread costs a node 10-15 MiB of RSS for good (a V8
+ * isolate; measured in bench:e2e), so it is turned on by the merge leader,
+ * whose event loop the whole mesh waits on (`spawnFromThread`); other nodes
+ * start git from the event loop. One thread for the process, started at the
+ * first git call after that, kept alive only while a git process it started
+ * runs. If the thread cannot be started or dies, git is started from the
+ * event loop as before.
  */
 
 /** What the thread reports when a git process has ended (or could not start). */
@@ -83,6 +87,18 @@ parentPort.on('message', m => {
 })
 `
 
+/** Whether git is started from the thread (see `spawnFromThread`). */
+let wanted = false
+
+/**
+ * From now on, git processes are started from the spawner thread (the merge
+ * leader calls it when it starts to lead). Once on, it stays on for the life of
+ * the process: the thread's memory would not be given back anyway.
+ */
+export function spawnFromThread (): void {
+  wanted = true
+}
+
 let thread: Worker | null = null
 /** The thread could not be started, or died: git is started from the event loop from now on. */
 let unavailable = false
@@ -96,7 +112,7 @@ function failAll (err: Error): void {
 }
 
 function spawnerThread (): Worker | null {
-  if (thread !== null || unavailable) return thread
+  if (thread !== null || unavailable || !wanted) return thread
   try {
     const w = new Worker(THREAD_SOURCE, { eval: true, name: 'meshwork-git' })
     w.unref()
