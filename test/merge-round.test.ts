@@ -135,19 +135,22 @@ describe('a merge round', () => {
     await git(['fsck', '--strict', '--no-dangling'], { cwd: repo })
   })
 
-  it('a task done while the batch is stacked joins it: marked merging, landed in the same move of main', async () => {
+  it('a task done while the batch is stacked joins it once: marked merging, landed in the same move of main', async () => {
     const q = queue()
     expect(await q.next()).toBe(false)
     q.arrived('f' as TaskId, await doneTask('f'))
-    // g is done (and its branch here) the moment the batch is marked merging, before its merges are made
+    // g is done (and its branch here) the moment the batch is marked merging, before its merges are made;
+    // h the moment g joins: too late, the batch was extended once already
     const lateHead = await prepareBranch('g')
+    const laterHead = await prepareBranch('h')
     const off = node.board.subscribe(() => {
-      if (node.board.task('f')?.state !== 'merging' || node.board.task('g') !== undefined) return
-      // once the change that marked f is through (a microtask: before any git process of the round can end)
-      queueMicrotask(() => {
-        markDone('g', lateHead)
-        q.arrived('g' as TaskId, lateHead)
-      })
+      // (a microtask: once the change that marked the task is through, before any git process of the round can end)
+      if (node.board.task('f')?.state === 'merging' && node.board.task('g') === undefined) {
+        queueMicrotask(() => { markDone('g', lateHead); q.arrived('g' as TaskId, lateHead) })
+      }
+      if (node.board.task('g')?.state === 'merging' && node.board.task('h') === undefined) {
+        queueMicrotask(() => { markDone('h', laterHead); q.arrived('h' as TaskId, laterHead) })
+      }
     })
     const before = node.board.snapshot().main.head as string
     try {
@@ -157,8 +160,12 @@ describe('a merge round', () => {
     }
     expect(node.board.task('f')?.state).toBe('merged')
     expect(node.board.task('g')?.state).toBe('merged')
+    expect(node.board.task('h')?.state).toBe('done')
     const head = node.board.snapshot().main.head as string
     expect((await gitText(['log', '--first-parent', '--format=%s', `${before}..${head}`], { cwd: repo })).split('\n').map(l => l.replace(/:.*/, ''))).toEqual(['Merge meshwork/g', 'Merge meshwork/f'])
+    // h goes with the next batch
+    expect(await q.next()).toBe(true)
+    expect(node.board.task('h')?.state).toBe('merged')
   })
 
   it('a task whose branch did not arrive through a hand-off is looked up once, in one process for the batch', async () => {

@@ -125,13 +125,19 @@ export class MergeQueue {
     /**
      * Tasks done while the batch was stacked, whose branches are known here
      * (handed off, collected, or found by an earlier pass): they join it
-     * rather than wait for the whole next round. Only while this node leads
-     * in the same term on the same main, and the batch has room.
+     * rather than wait for the whole next round. Once per batch and at most
+     * as many as it had, so that the batch's own tasks land at worst one
+     * batch later (asked again and again, a batch grew for 80 s while tasks
+     * kept coming in bench:e2e's 100 instant tasks, and nothing landed
+     * meanwhile). Only while this node leads in the same term on the same
+     * main, and the batch has room.
      */
+    let extended = false
     const more = async (): Promise<BatchItem[]> => {
       const s = node.board.snapshot()
-      if (ids.length >= max || s.main.leader !== me || s.main.term !== term || (s.main.head ?? base) !== base) return []
-      const extra = this.#ready(s).filter(t => !heads.has(t.id) && this.#branchSeen.get(t.id) === t.head).slice(0, max - ids.length)
+      if (extended || ids.length >= max || s.main.leader !== me || s.main.term !== term || (s.main.head ?? base) !== base) return []
+      extended = true
+      const extra = this.#ready(s).filter(t => !heads.has(t.id) && this.#branchSeen.get(t.id) === t.head).slice(0, Math.min(max - ids.length, batch.length))
       if (extra.length === 0) return []
       lap('stack')
       node.changeBoard('task:merging', d => { for (const t of extra) lifecycle.startMerge(d, t.id) })
