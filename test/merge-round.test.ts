@@ -7,7 +7,7 @@
  * main follower beside it), so the round is all the shim sees.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { createMesh, type TestMesh } from './helpers/mesh.ts'
@@ -30,6 +30,7 @@ let root = ''
 let repo = ''
 let base = ''
 let shimLog = ''
+let slowMerges = ''
 const savedPath = process.env.PATH
 
 beforeAll(async () => {
@@ -46,7 +47,9 @@ beforeAll(async () => {
   shimLog = join(root, 'git.log')
   await writeFile(shimLog, '')
   const realGit = execFileSync('sh', ['-c', 'command -v git']).toString().trim()
-  await writeFile(join(bin, 'git'), `#!/bin/sh\necho "$1" >> '${shimLog}'\nexec '${realGit}' "$@"\n`)
+  slowMerges = join(root, 'slow-merges')
+  // while the file slowMerges exists, each merge-tree takes 2 s more (a host short of CPU)
+  await writeFile(join(bin, 'git'), `#!/bin/sh\necho "$1" >> '${shimLog}'\nif [ "$1" = merge-tree ] && [ -e '${slowMerges}' ]; then sleep 2; fi\nexec '${realGit}' "$@"\n`)
   await chmod(join(bin, 'git'), 0o755)
   process.env.PATH = `${bin}:${savedPath ?? ''}`
 })
@@ -166,6 +169,33 @@ describe('a merge round', () => {
     // h goes with the next batch
     expect(await q.next()).toBe(true)
     expect(node.board.task('h')?.state).toBe('merged')
+  })
+
+  it('a task done while the batch is stacked waits for the next one when the batch\'s merges took longer than a move of main', async () => {
+    const q = queue()
+    expect(await q.next()).toBe(false)
+    // a first batch: main moves (tens of milliseconds here)
+    q.arrived('i' as TaskId, await doneTask('i'))
+    expect(await q.next()).toBe(true)
+    // the next batch's merge takes 2 s: joining it would cost its task more than another move of main costs the late one
+    q.arrived('j' as TaskId, await doneTask('j'))
+    const lateHead = await prepareBranch('k')
+    const off = node.board.subscribe(() => {
+      if (node.board.task('j')?.state === 'merging' && node.board.task('k') === undefined) {
+        queueMicrotask(() => { markDone('k', lateHead); q.arrived('k' as TaskId, lateHead) })
+      }
+    })
+    await writeFile(slowMerges, '')
+    try {
+      expect(await q.next()).toBe(true)
+    } finally {
+      off()
+      await rm(slowMerges, { force: true })
+    }
+    expect(node.board.task('j')?.state).toBe('merged')
+    expect(node.board.task('k')?.state).toBe('done')
+    expect(await q.next()).toBe(true)
+    expect(node.board.task('k')?.state).toBe('merged')
   })
 
   it('a task whose branch did not arrive through a hand-off is looked up once, in one process for the batch', async () => {

@@ -55,6 +55,8 @@ export class MergeQueue {
   #branchSeen = new Map<TaskId, string>()
   /** Main's first-parent merges at the last head read (task id → merge commit). */
   #history: { head: string, history: MainHistory } | null = null
+  /** How long the last move of main took here (ms): what a task that misses a batch waits for once more. */
+  #advanceMs: number | null = null
 
   constructor (ctx: MergeContext) {
     this.#ctx = ctx
@@ -125,17 +127,21 @@ export class MergeQueue {
     /**
      * Tasks done while the batch was stacked, whose branches are known here
      * (handed off, collected, or found by an earlier pass): they join it
-     * rather than wait for the whole next round. Once per batch and at most
-     * as many as it had, so that the batch's own tasks land at worst one
-     * batch later (asked again and again, a batch grew for 80 s while tasks
-     * kept coming in bench:e2e's 100 instant tasks, and nothing landed
-     * meanwhile). Only while this node leads in the same term on the same
-     * main, and the batch has room.
+     * rather than wait for the whole next round, when that is worth it. Each
+     * task that joins saves itself a move of main and costs the batch's own
+     * tasks the time of its merge, which is about what each of theirs took:
+     * so they join only while the batch's merges so far took less than the
+     * last move of main, once per batch, and at most as many as it had (asked
+     * until none were left, a batch of bench:e2e's 100 instant tasks grew for
+     * 80 s while tasks kept coming, and nothing landed meanwhile). Only while
+     * this node leads in the same term on the same main, and the batch has room.
      */
     let extended = false
+    const stackStart = performance.now()
     const more = async (): Promise<BatchItem[]> => {
       const s = node.board.snapshot()
       if (extended || ids.length >= max || s.main.leader !== me || s.main.term !== term || (s.main.head ?? base) !== base) return []
+      if (this.#advanceMs !== null && performance.now() - stackStart > this.#advanceMs) return []
       extended = true
       const extra = this.#ready(s).filter(t => !heads.has(t.id) && this.#branchSeen.get(t.id) === t.head).slice(0, Math.min(max - ids.length, batch.length))
       if (extra.length === 0) return []
@@ -164,7 +170,9 @@ export class MergeQueue {
           if (!this.#ctx.majority()) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'the majority of the mesh became unreachable during the merge' }); return false }
           main.moved(null)
           // compare-and-swap from the main the batch was stacked on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
+          const advanceStart = performance.now()
           const how = await advanceBranch(repo, branch, prev, tip)
+          this.#advanceMs = performance.now() - advanceStart
           lap('advance')
           if (how === 'lost-race') throw new Error('local main moved during the merge')
           crashAfterMainMoveIfInjected()
