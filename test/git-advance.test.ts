@@ -4,7 +4,7 @@
  * clean, dirty, detached, bare, HEAD on an unborn branch, and a lost race.
  */
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { git, gitText } from '../src/git/git.ts'
@@ -37,6 +37,14 @@ describe('advanceBranch', () => {
     expect(await advanceBranch(repo, 'main', base, next)).toBe('dirty')
     expect(await mainOf()).toBe(next)
     expect(await readFile(join(repo, 'a.txt'), 'utf8')).toBe('local edit\n')
+  })
+
+  it('a file touched but unchanged does not make the checkout dirty: it follows main (one git status asks where HEAD is and whether it is clean)', async () => {
+    // same content, new mtime: the index's stat data no longer matches, the file does
+    await writeFile(join(repo, 'a.txt'), 'a\n')
+    await utimes(join(repo, 'a.txt'), new Date(Date.now() + 5000), new Date(Date.now() + 5000))
+    expect(await advanceBranch(repo, 'main', base, next)).toBe('updated')
+    expect(await readFile(join(repo, 'a.txt'), 'utf8')).toBe('a2\n')
   })
 
   it('a branch not checked out (detached HEAD, another branch, an unborn one, a bare repository) is moved by compare-and-swap', async () => {

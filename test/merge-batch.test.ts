@@ -61,6 +61,28 @@ describe('runBatch on real git', () => {
     expect(await gitText(['ls-tree', '--name-only', r.main], { cwd: repo })).toBe('README.md\na.txt\nb.txt\nc.txt')
   })
 
+  it('tasks that became ready while the batch was stacked go on top and land in the same step, verified with it', async () => {
+    const items = [await task('a', { 'a.txt': 'a\n' }), await task('b', { 'b.txt': 'b\n' })]
+    const late = [[await task('c', { 'c.txt': 'c\n' })], [await task('d', { 'd.txt': 'd\n' }), await task('e', { 'e.txt': 'e\n' })]]
+    const asked: number[] = []
+    const calls: Array<{ prev: string, tip: string, ids: string[] }> = []
+    const r = await runBatch({
+      repo,
+      worktreesDir: dir,
+      base,
+      items,
+      verify: 'test -e a.txt -a -e b.txt -a -e c.txt -a -e d.txt -a -e e.txt',
+      // asked once the stack is built, again after each extension, until it gives nothing
+      more: async () => { asked.push(asked.length); return late.shift() ?? [] },
+      land: lander(calls)
+    })
+    expect(asked).toEqual([0, 1, 2])
+    expect(kinds(r.outcomes)).toEqual(['a:merged', 'b:merged', 'c:merged', 'd:merged', 'e:merged'])
+    expect(r.verifyRuns).toBe(1)
+    expect(calls).toEqual([{ prev: base, tip: r.main, ids: ['a', 'b', 'c', 'd', 'e'] }])
+    expect(await firstParentTasks(r.main)).toEqual(['a', 'b', 'c', 'd', 'e'])
+  })
+
   it('a passing verify runs once for the whole batch', async () => {
     const items = [await task('a', { 'a.txt': 'a\n' }), await task('b', { 'b.txt': 'b\n' }), await task('c', { 'c.txt': 'c\n' }), await task('d', { 'd.txt': 'd\n' })]
     const calls: Array<{ prev: string, tip: string, ids: string[] }> = []

@@ -43,12 +43,21 @@ export interface BatchInit {
    * and the rest of its items are deferred.
    */
   land: (prev: string, tip: string, merged: ReadonlyArray<{ taskId: TaskId, commit: string }>) => Promise<boolean>
+  /**
+   * Items that became ready while the batch was stacked (queue order, each's
+   * dependencies on `base`, none already in the batch): stacked on top before
+   * the batch is verified and landed, so a task done meanwhile lands in this
+   * batch instead of waiting for the whole next one. Asked after the stack is
+   * built, again after each extension, until it gives none.
+   */
+  more?: () => Promise<readonly BatchItem[]>
   /** Called after each verify run (for logs and benchmarks). */
   onVerify?: (commit: string, ok: boolean, ms: number, size: number) => void
   signal?: AbortSignal
 }
 
 export interface BatchResult {
+  /** One per item, the batch's items first, then those `more` gave, in order. */
   outcomes: BatchOutcome[]
   /** Main after the batch (`base` if nothing landed). */
   main: string
@@ -69,11 +78,16 @@ export interface BatchResult {
  * first-parent history gets exactly one merge commit per task, in queue order.
  */
 export async function runBatch (init: BatchInit): Promise<BatchResult> {
-  const { repo, worktreesDir, base, items, verify } = init
+  const { repo, worktreesDir, base, verify } = init
   const outcomes = new Map<string, BatchOutcome>()
   const stack: Array<{ taskId: TaskId, commit: string }> = []
   let tip = base
-  for (const item of items) {
+  const items = [...init.items]
+  for (let i = 0; ; i++) {
+    // the stack is built: what became ready meanwhile goes on top
+    if (i === items.length && init.more !== undefined) items.push(...await init.more())
+    if (i >= items.length) break
+    const item = items[i] as BatchItem
     init.signal?.throwIfAborted()
     const attempt = await tryMerge(repo, tip, item.head)
     if (attempt.kind === 'conflict') {

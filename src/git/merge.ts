@@ -6,6 +6,7 @@ import { agentEnv } from '../agent/process.ts'
 import { conflictHunks, parseMergeTree } from './conflict.ts'
 import type { ConflictHunk } from '../crdt/schema.ts'
 import { runInGroup } from '../agent/process.ts'
+import { writeCommit } from './commit-object.ts'
 
 /** The outcome of merging a task branch into main, computed without touching any checkout. */
 export type MergeAttempt =
@@ -30,7 +31,13 @@ export async function tryMerge (repo: string, main: string, head: string): Promi
 /** The merge commit of a task: two parents (main first) and the task trailer. */
 export async function mergeCommit (repo: string, tree: string, main: string, head: string, taskId: string, title: string): Promise<string> {
   const message = `Merge meshwork/${taskId}: ${title === '' ? taskId : title}\n\n${TASK_TRAILER}: ${taskId}\n`
-  return await gitText(['commit-tree', tree, '-p', main, '-p', head, '-F', '-'], { cwd: repo, input: message, env: commitEnv() })
+  const env = commitEnv()
+  // the same bytes git commit-tree would write, without its process where that is certain (see commit-object.ts)
+  if (env.GIT_AUTHOR_NAME === env.GIT_COMMITTER_NAME && env.GIT_AUTHOR_EMAIL === env.GIT_COMMITTER_EMAIL) {
+    const oid = await writeCommit(repo, { tree, parents: [main, head], name: env.GIT_AUTHOR_NAME ?? '', email: env.GIT_AUTHOR_EMAIL ?? '', message }).catch(() => null)
+    if (oid !== null) return oid
+  }
+  return await gitText(['commit-tree', tree, '-p', main, '-p', head, '-F', '-'], { cwd: repo, input: message, env })
 }
 
 /** Compare-and-swap of a branch: moves it to `next` only if it still points at `prev`. */
@@ -76,17 +83,48 @@ export async function hasCommit (repo: string, oid: string): Promise<boolean> {
  * Returns how the checkout fared, or 'lost-race' when the branch was not at `prev`.
  */
 export async function advanceBranch (repo: string, branch: string, prev: string | null, next: string): Promise<'updated' | 'dirty' | 'not-checked-out' | 'lost-race'> {
-  const where = await checkoutOf(repo, branch)
+  const st = await worktreeStatus(repo)
+  const where = st ?? await checkoutOf(repo, branch)
   if (where.bare || where.head !== `refs/heads/${branch}`) {
     return await casBranch(repo, branch, next, prev) ? 'not-checked-out' : 'lost-race'
   }
   if (prev !== null && where.oid !== prev) return 'lost-race'
-  const clean = prev !== null && (await git(['diff-index', '--quiet', 'HEAD', '--'], { cwd: repo, allowFail: true })).code === 0
+  const clean = prev !== null && (st !== null ? st.clean : (await git(['diff-index', '--quiet', 'HEAD', '--'], { cwd: repo, allowFail: true })).code === 0)
   if (clean) {
     const ff = await git(['merge', '--ff-only', '-q', next], { cwd: repo, allowFail: true, env: commitEnv() })
     if (ff.code === 0) return 'updated'
   }
   return await casBranch(repo, branch, next, prev) ? 'dirty' : 'lost-race'
+}
+
+/**
+ * The primary worktree's HEAD (the branch it is on as a full ref name, or
+ * `HEAD` when detached), HEAD's commit, and whether its tracked files match
+ * HEAD: one `git status` for what `git rev-parse` and `git diff-index` told in
+ * two processes, on every advance of main on every node. Untracked files do
+ * not count (as for `diff-index`); ahead/behind counts are not computed (they
+ * walk history). Null when status cannot answer (a bare repository): then
+ * `checkoutOf` reads the facts.
+ */
+async function worktreeStatus (repo: string): Promise<{ bare: false, oid: string | null, head: string, clean: boolean } | null> {
+  const r = await git(['status', '--porcelain=v2', '--branch', '--untracked-files=no', '--no-ahead-behind', '-z'], { cwd: repo, allowFail: true })
+  if (r.code !== 0) return null
+  let oid: string | null = null
+  let head: string | null = null
+  let clean = true
+  for (const entry of r.stdout.toString('utf8').split('\0')) {
+    if (entry.startsWith('# branch.oid ')) {
+      const v = entry.slice('# branch.oid '.length)
+      oid = /^[0-9a-f]{40,64}$/.test(v) ? v : null
+    } else if (entry.startsWith('# branch.head ')) {
+      const v = entry.slice('# branch.head '.length)
+      head = v === '(detached)' ? 'HEAD' : `refs/heads/${v}`
+    } else if (entry !== '' && !entry.startsWith('# ')) {
+      // a changed tracked file (a rename's second path is an entry of its own: dirty all the same)
+      clean = false
+    }
+  }
+  return head === null ? null : { bare: false, oid, head, clean }
 }
 
 /**

@@ -42,15 +42,28 @@ export class BranchCollector {
   /** Done tasks held here whose branch was found here at their head (task id → head): not checked again. */
   #heldOk = new Map<TaskId, string>()
 
-  /** `wake` runs the leader loop again soon: a branch that arrived is merged, and the next fetch starts, without waiting for the tick. */
-  /** `bg` tracks the fetches, so stopping the leadership aborts them and waits for them. */
-  constructor (init: LeaderInit, wake: () => void = () => {}, bg = new Background()) {
+  /**
+   * `wake` runs the leader loop again soon: a branch that arrived is merged, and the next fetch starts, without waiting for the tick.
+   * `bg` tracks the fetches, so stopping the leadership aborts them and waits for them.
+   * `arrived` is told of each branch put here at a task's head (the merge queue then need not look it up).
+   */
+  constructor (init: LeaderInit, wake: () => void = () => {}, bg = new Background(), arrived: (task: TaskId, oid: string) => void = () => {}) {
     this.#init = init
     this.#wake = wake
     this.#bg = bg
+    this.#arrived = arrived
   }
 
   #bg: Background
+  #arrived: (task: TaskId, oid: string) => void
+
+  /**
+   * Task `id`'s branch was put here at `oid` by a hand-off: the task needs no
+   * collection, and no check that its branch is here while it waits to merge.
+   */
+  handedOff (id: TaskId, oid: string): void {
+    this.#heldOk.set(id, oid)
+  }
 
   /** Starts fetches of finished tasks' branches this node does not hold yet, then of running tasks' checkpoints (at most `MAX_PARALLEL_FETCHES` at once). */
   collect (): void {
@@ -58,7 +71,8 @@ export class BranchCollector {
     const tasks = this.#init.node.board.snapshot().tasks
     dropOlderThan(this.#failedAt, Date.now(), COLLECT_RETRY_MS)
     dropUnless(this.#failedFrom, id => tasks.get(id)?.state === 'done')
-    dropUnless(this.#heldOk, (id, head) => tasks.get(id)?.state === 'done' && tasks.get(id)?.head === head)
+    // (a branch handed off arrives while its task still runs: kept until the task is over)
+    dropUnless(this.#heldOk, id => { const t = tasks.get(id); return t !== undefined && !FINAL_TASK_STATES.has(t.state) })
     dropUnless(this.#checkpoints, id => { const t = tasks.get(id); return t !== undefined && !FINAL_TASK_STATES.has(t.state) })
     this.#collectBranches()
     this.#collectCheckpoints()
@@ -121,11 +135,15 @@ export class BranchCollector {
         try {
           // handed off after all (the node gave up waiting just before this node had it): nothing to fetch
           if (await branchOid(repo, taskBranch(t.id)) === head) {
+            this.#heldOk.set(t.id, head)
+            this.#arrived(t.id, head)
             node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })
             logger.info('branch:held', { task: t.id, head, note: 'handed off after its node stopped waiting' })
             return
           }
           const res = await this.#fetchHead(t.id, head, holder)
+          this.#heldOk.set(t.id, head)
+          this.#arrived(t.id, head)
           node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })
           logger.info('branch:collected', { task: t.id, from: holder, head, bytes: res.bytes })
         } catch (err) {

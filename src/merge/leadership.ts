@@ -10,6 +10,8 @@ import { AgentResolution } from './agent-job.ts'
 import type { LeaderInit, MergeContext } from './context.ts'
 import { MergeJob } from './merge-job.ts'
 import { Background } from '../util/background.ts'
+import { spawnFromThread } from '../git/spawner.ts'
+import type { TaskId } from '../crdt/schema.ts'
 
 export type { LeaderInit } from './context.ts'
 export { MAX_PARALLEL_FETCHES } from './collect.ts'
@@ -84,10 +86,10 @@ export class Leadership {
     }
     const follower = new MainFollower(init, this.#bg.signal)
     this.#follower = follower
-    this.#collector = new BranchCollector(init, ctx.wake, this.#bg)
+    this.#queue = new MergeQueue(ctx)
+    this.#collector = new BranchCollector(init, ctx.wake, this.#bg, (task, oid) => { this.#queue.arrived(task, oid) })
     this.#agents = new AgentResolution(ctx)
     this.#decisions = new Decisions(ctx, this.#agents)
-    this.#queue = new MergeQueue(ctx)
   }
 
   /** Records a push's outcome as `main.push` on the board, for `status` and the TUI (only the current leader writes it). */
@@ -106,6 +108,12 @@ export class Leadership {
   /** Runs the loop again soon (a hand-off fetch ended, say); no-op once stopped. */
   wake (): void {
     this.#wake()
+  }
+
+  /** Task `task`'s branch was put here at `oid` (a hand-off taken): neither the collector nor the merge queue looks it up again. */
+  branchArrived (task: string, oid: string): void {
+    this.#collector.handedOff(task as TaskId, oid)
+    this.#queue.arrived(task as TaskId, oid)
   }
 
   /** Runs the loop again soon (once for any number of calls before it runs); no-op once stopped. */
@@ -192,6 +200,8 @@ export class Leadership {
     let mergeStarted = false
     // standing down (a full disk): the board may still name this node until a peer is elected; it merges nothing
     if (this.isLeader() && standing === null) {
+      // the mesh waits on this event loop now: git is started off it (the thread's memory is paid only here)
+      spawnFromThread()
       this.#collector.collect()
       if (this.#merging || this.#syncing) this.#missed = true
       // never beside a main sync: each moves the local main, and neither may see the other's move half done

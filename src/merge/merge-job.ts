@@ -25,6 +25,11 @@ export class MergeJob {
     return job.abort.signal
   }
 
+  /** Tasks `ids` joined the merge in progress (see `runBatch`'s `more`): their cancellation stops it too. */
+  add (ids: readonly TaskId[]): void {
+    this.#job?.ids.push(...ids)
+  }
+
   /** The merge ended (landed, failed or stopped). */
   end (): void {
     this.#job = null

@@ -1,7 +1,7 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
-import { conflictIdFor, type Task, type TaskId } from '../crdt/schema.ts'
+import { conflictIdFor, FINAL_TASK_STATES, type BoardSnapshot, type Task, type TaskId } from '../crdt/schema.ts'
 import { advanceBranch, branchOids } from '../git/merge.ts'
-import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch } from '../git/batch.ts'
+import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch, type BatchItem } from '../git/batch.ts'
 import { extendHistory, mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
 import { taskBranch } from '../git/worktree.ts'
 import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
@@ -47,10 +47,16 @@ export class MergeQueue {
   #failedAt = new Map<TaskId, number>()
   /** The board version at which the last pass found nothing to do, and when. */
   #idle: { version: string, at: number } | null = null
-  /** Task branches found here at the task's head (task id → head): not read again every pass. */
+  /**
+   * Task branches known here at a commit (task id → oid): found by a pass, or
+   * put here by a hand-off or a collection (`arrived`). A task whose head is
+   * its entry is merged without reading its branch again.
+   */
   #branchSeen = new Map<TaskId, string>()
   /** Main's first-parent merges at the last head read (task id → merge commit). */
   #history: { head: string, history: MainHistory } | null = null
+  /** How long the last move of main took here (ms): what a task that misses a batch waits for once more. */
+  #advanceMs: number | null = null
 
   constructor (ctx: MergeContext) {
     this.#ctx = ctx
@@ -67,6 +73,11 @@ export class MergeQueue {
   async next (busy = false): Promise<boolean> {
     const { node, repo, branch, logger } = this.#ctx.init
     const me = node.peerId
+    // where a round spends its wall time (ms per phase, logged with merge:batch)
+    const started = performance.now()
+    const ms: Record<string, number> = {}
+    let lapAt = started
+    const lap = (phase: string): void => { const now = performance.now(); ms[phase] = Math.round((ms[phase] ?? 0) + now - lapAt); lapAt = now }
     // nothing changed on the board since a pass that found nothing to do: no git until IDLE_RECHECK_MS passed
     const version = node.board.heads().join(',')
     if (!busy && this.#idle?.version === version && Date.now() - this.#idle.at < IDLE_RECHECK_MS) return false
@@ -88,17 +99,12 @@ export class MergeQueue {
     if (snap.main.head !== base && snap.main.head !== null) return idle()
     // per-task memory follows the board: back-offs that ran out, branches of tasks no longer waiting to merge
     dropOlderThan(this.#failedAt, Date.now(), MERGE_RETRY_MS)
-    dropUnless(this.#branchSeen, id => { const st = snap.tasks.get(id)?.state; return st === 'done' || st === 'merging' })
-    const candidates: Task[] = []
-    for (const t of snap.tasks.values()) {
-      if (t.state !== 'done' || t.head === null || !t.holders.includes(me) || !depsMerged(t, snap)) continue
-      if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < MERGE_RETRY_MS) continue
-      candidates.push(t)
-    }
+    dropUnless(this.#branchSeen, id => { const t = snap.tasks.get(id); return t !== undefined && !FINAL_TASK_STATES.has(t.state) })
     const max = this.#ctx.init.verify === undefined ? MAX_PLAIN_BATCH : (this.#ctx.init.batch ?? MAX_VERIFY_BATCH)
-    const ordered = claimOrder(candidates, remainingCriticalPath(snap.tasks))
+    const ordered = this.#ready(snap)
     // branches not seen here at their head yet: all looked up in one git process
     const unseen = ordered.filter(t => this.#branchSeen.get(t.id) !== t.head)
+    lap('prepare')
     const oids = await branchOids(repo, unseen.map(t => taskBranch(t.id)))
     unseen.forEach((t, i) => { const oid = oids[i]; if (oid != null && oid === t.head) this.#branchSeen.set(t.id, oid) })
     const batch: Task[] = []
@@ -115,8 +121,38 @@ export class MergeQueue {
       for (const id of ids) { const t = s.tasks.get(id); if (t?.state !== 'merging' || t.head !== heads.get(id)) return false }
       return true
     }
+    lap('lookup')
     node.changeBoard('task:merging', d => { for (const t of batch) lifecycle.startMerge(d, t.id) })
+    lap('mark')
     const ids = batch.map(t => t.id)
+    /**
+     * Tasks done while the batch was stacked, whose branches are known here
+     * (handed off, collected, or found by an earlier pass): they join it
+     * rather than wait for the whole next round, when that is worth it. Each
+     * task that joins saves itself a move of main and costs the batch's own
+     * tasks the time of its merge, which is about what each of theirs took:
+     * so they join only while the batch's merges so far took less than the
+     * last move of main, once per batch, and at most as many as it had (asked
+     * until none were left, a batch of bench:e2e's 100 instant tasks grew for
+     * 80 s while tasks kept coming, and nothing landed meanwhile). Only while
+     * this node leads in the same term on the same main, and the batch has room.
+     */
+    let extended = false
+    const stackStart = performance.now()
+    const more = async (): Promise<BatchItem[]> => {
+      const s = node.board.snapshot()
+      if (extended || ids.length >= max || s.main.leader !== me || s.main.term !== term || (s.main.head ?? base) !== base) return []
+      if (this.#advanceMs !== null && performance.now() - stackStart > this.#advanceMs) return []
+      extended = true
+      const extra = this.#ready(s).filter(t => !heads.has(t.id) && this.#branchSeen.get(t.id) === t.head).slice(0, Math.min(max - ids.length, batch.length))
+      if (extra.length === 0) return []
+      lap('stack')
+      node.changeBoard('task:merging', d => { for (const t of extra) lifecycle.startMerge(d, t.id) })
+      lap('mark')
+      for (const t of extra) { heads.set(t.id, t.head as string); ids.push(t.id) }
+      this.#ctx.job.add(extra.map(t => t.id))
+      return extra.map(t => ({ taskId: t.id, title: t.title, head: t.head as string }))
+    }
     try {
       const res = await runBatch({
         repo,
@@ -125,15 +161,20 @@ export class MergeQueue {
         items: batch.map(t => ({ taskId: t.id, title: t.title, head: t.head as string })),
         verify: this.#ctx.init.verify,
         verifyTimeoutMs: this.#ctx.init.verifyTimeoutMs,
-        signal: this.#ctx.job.start(ids, term),
+        signal: this.#ctx.job.start([...ids], term),
+        more,
         onVerify: (commit, ok, ms, size) => { logger.info('merge:verified', { commit, ok, ms, merges: size, term }) },
         land: async (prev, tip, merged) => {
+          lap('stack')
           if (!still(prev, merged.map(m => m.taskId))) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'leadership, term or main changed during the merge' }); return false }
           // the majority may have become unreachable while the batch was verified: a minority's leader moves nothing
           if (!this.#ctx.majority()) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'the majority of the mesh became unreachable during the merge' }); return false }
           main.moved(null)
           // compare-and-swap from the main the batch was stacked on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
+          const advanceStart = performance.now()
           const how = await advanceBranch(repo, branch, prev, tip)
+          this.#advanceMs = performance.now() - advanceStart
+          lap('advance')
           if (how === 'lost-race') throw new Error('local main moved during the merge')
           crashAfterMainMoveIfInjected()
           main.moved(tip)
@@ -144,6 +185,7 @@ export class MergeQueue {
             lifecycle.advanceMain(d, tip)
             for (const m of merged) lifecycle.merge(d, m.taskId, m.commit, now)
           })
+          lap('publish')
           logger.info('merge:done', { tasks: merged.map(m => m.taskId), main: tip, term, checkout: how })
           this.#ctx.advanced(tip)
           return true
@@ -177,7 +219,8 @@ export class MergeQueue {
           }
         }
       }
-      logger.info('merge:batch', { tasks: ids.length, merged: res.outcomes.filter(o => o.kind === 'merged').length, verifyRuns: res.verifyRuns, term })
+      lap('after')
+      logger.info('merge:batch', { tasks: ids.length, merged: res.outcomes.filter(o => o.kind === 'merged').length, verifyRuns: res.verifyRuns, term, ms: { ...ms, total: Math.round(performance.now() - started) } })
     } catch (err) {
       for (const id of ids) { this.#failedAt.set(id, Date.now()); this.#branchSeen.delete(id) }
       main.moved(null)
@@ -188,6 +231,31 @@ export class MergeQueue {
       if (left.length > 0) node.changeBoard('task:merge-retry', d => { for (const id of left) lifecycle.deferMerge(d, id) })
     }
     return true
+  }
+
+  /**
+   * The done tasks this leader may merge now, in queue order: held here,
+   * dependencies merged, not in a retry back-off. Whether each branch is
+   * here at its head is for the caller to check.
+   */
+  #ready (snap: BoardSnapshot): Task[] {
+    const me = this.#ctx.init.node.peerId
+    const candidates: Task[] = []
+    for (const t of snap.tasks.values()) {
+      if (t.state !== 'done' || t.head === null || !t.holders.includes(me) || !depsMerged(t, snap)) continue
+      if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < MERGE_RETRY_MS) continue
+      candidates.push(t)
+    }
+    return claimOrder(candidates, remainingCriticalPath(snap.tasks))
+  }
+
+  /**
+   * Task `id`'s branch is here at `oid` now: this node fetched it (a hand-off
+   * taken, often before the task is done on the board, or a collection). The
+   * pass that merges it need not look the branch up with a git process.
+   */
+  arrived (id: TaskId, oid: string): void {
+    this.#branchSeen.set(id, oid)
   }
 
   /**

@@ -102,6 +102,7 @@ export class Worker {
         accept: async (peer, req, signal) => await acceptHandoff(node, peer, req, signal),
         onTaken: (peer, req, res, ms) => {
           logger.info('branch:received', { task: req.task, epoch: req.epoch, from: peer, head: res.oid, bytes: res.bytes, ms })
+          this.leadership?.branchArrived(req.task, res.oid)
           recordTaken(node, req.task, res.oid)
         },
         haves: () => this.leadership?.recentMains() ?? [],
@@ -178,7 +179,11 @@ export class Worker {
         ...(this.#init.taskTimeoutMs !== undefined ? { defaultTimeoutMs: this.#init.taskTimeoutMs } : {}),
         prepare: exec.prepare,
         finish: exec.finish,
-        handOff: async (t, head, signal) => await handoff.handOff(t, head, signal),
+        handOff: async (t, head, signal) => {
+          // a run of the leader's own: its branch is here already, and its merge needs no lookup
+          if (node.board.snapshot().main.leader === node.peerId) leadership.branchArrived(t.id, head)
+          return await handoff.handOff(t, head, signal)
+        },
         cleanup: exec.cleanup,
         checkpoint: exec.checkpoint,
         holdClaims: () => {
