@@ -113,22 +113,21 @@ function queue (): MergeQueue {
 }
 
 describe('a merge round', () => {
-  it('merges a batch whose branches were handed off in 1 git process per task and 2 to move main: no lookups, no commit-tree', async () => {
+  it('merges a batch whose branches were handed off in 2 git processes per task and 2 to move main: no lookups', async () => {
     const q = queue()
     // a first pass reads main and its history (a leader does this once, then follows its own merges)
     expect(await q.next()).toBe(false)
-    // the first merge in a repository asks git once where its objects go, and whether they may be written here
     q.arrived('w' as TaskId, await doneTask('w'))
     let from = (await gitSince(0)).length
     expect(await q.next()).toBe(true)
-    expect((await gitSince(from)).sort()).toEqual(['config', 'merge', 'merge-tree', 'rev-parse', 'status'])
+    expect((await gitSince(from)).sort()).toEqual(['commit-tree', 'merge', 'merge-tree', 'status'])
     const ids = ['a', 'b', 'c']
     for (const id of ids) q.arrived(id as TaskId, await doneTask(id))
     from = (await gitSince(0)).length
     expect(await q.next()).toBe(true)
     const ran = await gitSince(from)
-    // merge-tree per task (the merge commit is written without git); status (where main is checked out, and whether the checkout is clean) + merge --ff-only
-    expect(ran.sort()).toEqual([...ids.map(() => 'merge-tree'), 'merge', 'status'].sort())
+    // merge-tree and commit-tree per task; status (where main is checked out, and whether the checkout is clean) + merge --ff-only
+    expect(ran.sort()).toEqual([...ids.flatMap(() => ['merge-tree', 'commit-tree']), 'merge', 'status'].sort())
     for (const id of ids) expect(node.board.task(id)?.state).toBe('merged')
     const head = node.board.snapshot().main.head as string
     expect(await revParse(repo, 'refs/heads/main')).toBe(head)

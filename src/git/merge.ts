@@ -6,7 +6,6 @@ import { agentEnv } from '../agent/process.ts'
 import { conflictHunks, parseMergeTree } from './conflict.ts'
 import type { ConflictHunk } from '../crdt/schema.ts'
 import { runInGroup } from '../agent/process.ts'
-import { writeCommit } from './commit-object.ts'
 
 /** The outcome of merging a task branch into main, computed without touching any checkout. */
 export type MergeAttempt =
@@ -32,11 +31,6 @@ export async function tryMerge (repo: string, main: string, head: string): Promi
 export async function mergeCommit (repo: string, tree: string, main: string, head: string, taskId: string, title: string): Promise<string> {
   const message = `Merge meshwork/${taskId}: ${title === '' ? taskId : title}\n\n${TASK_TRAILER}: ${taskId}\n`
   const env = commitEnv()
-  // the same bytes git commit-tree would write, without its process where that is certain (see commit-object.ts)
-  if (env.GIT_AUTHOR_NAME === env.GIT_COMMITTER_NAME && env.GIT_AUTHOR_EMAIL === env.GIT_COMMITTER_EMAIL) {
-    const oid = await writeCommit(repo, { tree, parents: [main, head], name: env.GIT_AUTHOR_NAME ?? '', email: env.GIT_AUTHOR_EMAIL ?? '', message }).catch(() => null)
-    if (oid !== null) return oid
-  }
   return await gitText(['commit-tree', tree, '-p', main, '-p', head, '-F', '-'], { cwd: repo, input: message, env })
 }
 
