@@ -34,7 +34,7 @@
  * Every child process is killed when the script ends, fails or is interrupted.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile, open } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile, open } from 'node:fs/promises'
 import { existsSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os'
@@ -46,6 +46,7 @@ import type { BenchTask } from './bench/schedule-protocol.ts'
 import { analyze, parseLog, type Analysis, type LogLine, type PhaseStat } from './bench/e2e-analysis.ts'
 import { writeSection } from './bench/lib/docs.ts'
 import { installExitGuards, killAllChildren, register } from './bench/lib/children.ts'
+import { seedRepo, writeGitShim } from './bench/lib/repo.ts'
 
 const BIN = fileURLToPath(new URL('../bin/meshwork.js', import.meta.url))
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url))
@@ -182,24 +183,14 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
   log(`[${spec.name}] ${spec.title}: ${spec.tasks.length} tasks on ${spec.nodes} nodes x ${SLOTS} slots in ${root}`)
   try {
     // a git shim first on the nodes' PATH counts their git processes, one file per node
-    const realGit = execFileSync('sh', ['-c', 'command -v git']).toString().trim()
-    await mkdir(join(root, 'bin'))
-    await writeFile(join(root, 'bin', 'git'), `#!/bin/sh\necho "$*" | cut -c1-200 >> "$MESHWORK_BENCH_GIT_LOG"\nexec ${realGit} "$@"\n`)
-    await chmod(join(root, 'bin', 'git'), 0o755)
+    await writeGitShim(root)
     const baseEnv: NodeJS.ProcessEnv = {}
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MESHWORK_')) baseEnv[k] = v
     const keyFile = join(root, 'swarm.key')
     const init = await cli(['init', '--out', keyFile], baseEnv, 60_000)
     if (init.code !== 0) throw new Error(`meshwork init failed: ${init.stderr}`)
     const repo0 = join(root, 'repo-n0')
-    await mkdir(repo0)
-    const g = (args: string[]): void => { execFileSync('git', ['-C', repo0, ...args], { stdio: 'ignore' }) }
-    g(['init', '-q', '-b', 'main'])
-    g(['config', 'user.email', 'bench@example.invalid'])
-    g(['config', 'user.name', 'bench'])
-    await writeFile(join(repo0, 'README.md'), '# bench\n')
-    g(['add', '.'])
-    g(['commit', '-q', '-m', 'start'])
+    await seedRepo(repo0)
 
     const names = Array.from({ length: spec.nodes }, (_, i) => `n${i}`)
     const nodes = new Map<string, { pid: number, proc: ChildProcess, exited: Promise<Exit>, logFile: string, gitFile: string }>()

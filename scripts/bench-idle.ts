@@ -29,7 +29,7 @@
  * Every child process is killed when the script ends, fails or is interrupted.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { chmod, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -38,6 +38,7 @@ import { parseArgs } from 'node:util'
 import { parseLog } from './bench/e2e-analysis.ts'
 import { installExitGuards, pollUntil, register } from './bench/lib/children.ts'
 import { median, textTable } from './bench/lib/stats.ts'
+import { seedRepo, writeGitShim } from './bench/lib/repo.ts'
 
 const HERE = fileURLToPath(new URL('..', import.meta.url))
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
@@ -118,23 +119,13 @@ async function measure (v: Variant, round: number): Promise<MeshFigures> {
   const bin = join(v.dir, 'bin', 'meshwork.js')
   const procs: Array<{ name: string, proc: ChildProcess, exited: Promise<void>, logFile: string, gitFile: string }> = []
   try {
-    const realGit = execFileSync('sh', ['-c', 'command -v git']).toString().trim()
-    await mkdir(join(root, 'bin'))
-    await writeFile(join(root, 'bin', 'git'), `#!/bin/sh\necho "$*" | cut -c1-200 >> "$MESHWORK_BENCH_GIT_LOG"\nexec ${realGit} "$@"\n`)
-    await chmod(join(root, 'bin', 'git'), 0o755)
+    await writeGitShim(root)
     const baseEnv: NodeJS.ProcessEnv = {}
     for (const [k, val] of Object.entries(process.env)) if (!k.startsWith('MESHWORK_') && k !== 'NODE_OPTIONS') baseEnv[k] = val
     const keyFile = join(root, 'swarm.key')
     execFileSync(process.execPath, [bin, 'init', '--out', keyFile], { env: baseEnv, stdio: 'ignore' })
     const repo0 = join(root, 'repo-n0')
-    await mkdir(repo0)
-    const g = (a: string[]): void => { execFileSync('git', ['-C', repo0, ...a], { stdio: 'ignore' }) }
-    g(['init', '-q', '-b', 'main'])
-    g(['config', 'user.email', 'bench@example.invalid'])
-    g(['config', 'user.name', 'bench'])
-    await writeFile(join(repo0, 'README.md'), '# bench\n')
-    g(['add', '.'])
-    g(['commit', '-q', '-m', 'start'])
+    await seedRepo(repo0)
 
     const start = async (name: string, conn: string[]): Promise<string> => {
       const logFile = join(root, `log-${name}.jsonl`)
