@@ -316,15 +316,7 @@ export const nodeCommand = defineCommand({
       await writeFile(tmp, JSON.stringify(facts, null, 2) + '\n', { mode: 0o600 })
       await rename(tmp, join(dataDir, 'node.json'))
     }
-    await writeFacts()
-    // the token in node.json carries live peers' addresses too once they are known: it keeps working while any of them is up
-    const refreshFacts = setInterval(() => {
-      const token = mesh.joinToken()
-      if (token === facts.join) return
-      facts.join = token
-      void writeFacts().catch(err => { log.warn('node:facts-write-failed', { error: toError(err).message }) })
-    }, JOIN_REFRESH_MS)
-    refreshFacts.unref()
+    // printed before node.json appears: a script that waits for the file finds the lines printed too
     process.stdout.write([
       `meshwork node ${mesh.name} started in mesh ${mesh.meshId}`,
       `peerId ${facts.peerId}`,
@@ -335,6 +327,15 @@ export const nodeCommand = defineCommand({
       ...(metricsUrl !== undefined ? [`metrics ${metricsUrl}`] : []),
       ''
     ].join('\n'))
+    await writeFacts()
+    // the token in node.json carries live peers' addresses too once they are known: it keeps working while any of them is up
+    const refreshFacts = setInterval(() => {
+      const token = mesh.joinToken()
+      if (token === facts.join) return
+      facts.join = token
+      void writeFacts().catch(err => { log.warn('node:facts-write-failed', { error: toError(err).message }) })
+    }, JOIN_REFRESH_MS)
+    refreshFacts.unref()
     log.info('node:started', { peer: facts.peerId, name: mesh.name, slots, repo, data: dataDir, worktrees: worktreesDir, allow: allow?.size ?? null, bootstrap: conn.bootstrap.length, noLeader: opts['no-leader'], taskTimeoutMs })
     const lonely = hasBootstrap ? watchForPeers(mesh, log, conn.bootstrap) : null
     const stopReload = allow !== undefined && opts.allow !== undefined ? reloadAllowOnHangup(opts.allow, allow, mesh, log) : () => {}

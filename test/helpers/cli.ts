@@ -239,7 +239,8 @@ export async function startNode (opts: StartNodeOptions): Promise<CliNode> {
         throw new Error(`node ${opts.name} exited (${exit.code ?? exit.signal}) before writing node.json\n${describe()}\n${tail('stdout', s.stdout.text)}`)
       }
       const i = await readNodeInfo(dataDir)
-      return i !== null && i.pid === pid ? i : null
+      // the node prints its lines before it writes node.json; the pipe may still hold them here
+      return i !== null && i.pid === pid && s.stdout.text.includes(`peerId ${i.peerId}`) ? i : null
     }, { timeoutMs: opts.startTimeoutMs ?? 30_000, intervalMs: 100, message: () => `node ${opts.name} did not write ${join(dataDir, 'node.json')}\n${describe()}` })
   } catch (err) {
     if (exit === null) { s.proc.kill('SIGKILL'); await s.exited }
