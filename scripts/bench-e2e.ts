@@ -47,6 +47,7 @@ import { analyze, parseLog, type Analysis, type LogLine, type PhaseStat } from '
 import { writeSection } from './bench/lib/docs.ts'
 import { installExitGuards, killAllChildren, register } from './bench/lib/children.ts'
 import { seedRepo, writeGitShim } from './bench/lib/repo.ts'
+import { cpuOf } from './bench/lib/proc.ts'
 
 const BIN = fileURLToPath(new URL('../bin/meshwork.js', import.meta.url))
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url))
@@ -55,7 +56,6 @@ const SLOTS = 2
 const IDLE_WINDOW_MS = 5000
 const KILL_AT_DONE_FRACTION = 0.3
 const RUN_BOUND_MS = 20 * 60_000
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
 
 const log = (line: string): void => { process.stderr.write(line + '\n') }
 
@@ -107,18 +107,6 @@ async function until<T> (cond: () => Promise<T | null> | T | null, timeoutMs: nu
 
 // ---------------------------------------------------------------------------
 // measurements of processes
-
-/** CPU seconds of a process and of its reaped children, from /proc/PID/stat. */
-function cpuOf (pid: number): { self: number, children: number } | null {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const rest = text.slice(text.lastIndexOf(')') + 2).split(' ')
-    const n = (i: number): number => Number(rest[i])
-    return { self: (n(11) + n(12)) / CLK_TCK, children: (n(13) + n(14)) / CLK_TCK }
-  } catch {
-    return null
-  }
-}
 
 function rssMiB (pid: number): number {
   try {

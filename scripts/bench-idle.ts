@@ -39,9 +39,9 @@ import { parseLog } from './bench/e2e-analysis.ts'
 import { installExitGuards, pollUntil, register } from './bench/lib/children.ts'
 import { median, textTable } from './bench/lib/stats.ts'
 import { seedRepo, writeGitShim } from './bench/lib/repo.ts'
+import { cpuOf } from './bench/lib/proc.ts'
 
 const HERE = fileURLToPath(new URL('..', import.meta.url))
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
 const log = (line: string): void => { process.stderr.write(line + '\n') }
 
 installExitGuards('bench:idle')
@@ -76,18 +76,6 @@ for (const e of args.env ?? []) {
   const v = m === null ? undefined : variants.find(x => x.name === m[1])
   if (m === null || v === undefined) throw new Error(`--env NAME:KEY=VALUE with NAME a variant, got "${e}"`)
   v.env[m[2] as string] = m[3] as string
-}
-
-/** CPU seconds of a process and of its reaped children, from /proc/PID/stat. */
-function cpuOf (pid: number): { self: number, children: number } | null {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const rest = text.slice(text.lastIndexOf(')') + 2).split(' ')
-    const n = (i: number): number => Number(rest[i])
-    return { self: (n(11) + n(12)) / CLK_TCK, children: (n(13) + n(14)) / CLK_TCK }
-  } catch {
-    return null
-  }
 }
 
 function statusKiB (pid: number, field: string): number {

@@ -3,7 +3,6 @@
  * (see ./board-cluster.ts and ./board-worker.ts). Each phase starts its own mesh with
  * a fresh swarm key and kills it before returning, success or failure.
  */
-import { execFileSync } from 'node:child_process'
 import { availableParallelism, loadavg } from 'node:os'
 import { generateSwarmKey } from '../../src/node/swarm-key.ts'
 import {
@@ -12,6 +11,7 @@ import {
 } from './board-cluster.ts'
 import { LIFECYCLE_STEPS, type LifecycleStep, type SaveReply, type StatusReply, type WroteReply } from './board-protocol.ts'
 import { max, median, min, percentile } from './lib/stats.ts'
+import { CLK_TCK } from './lib/proc.ts'
 
 export interface BenchContext {
   root: string
@@ -38,9 +38,6 @@ async function background (ctx: BenchContext): Promise<Background> {
 }
 
 const HEARTBEAT_MS = 1000
-const CLK_TCK = (() => {
-  try { return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100 } catch { return 100 }
-})()
 
 /** Spawn concurrency after the first node: enough to overlap process boot with I/O, not so much that 2 cores starve the running nodes. */
 const SPAWN_CONCURRENCY = Math.max(2, availableParallelism() * 2)

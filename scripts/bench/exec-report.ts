@@ -3,14 +3,13 @@
  * the execution benchmark (`npm run bench:exec`). Self-contained: shares no
  * helpers with the other benchmarks.
  */
-import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 
 // ---------------------------------------------------------------------------
 // statistics and formatting
 
 import { bytes } from './lib/stats.ts'
 import { writeSection as writeDocSection } from './lib/docs.ts'
+import { cpuOf } from './lib/proc.ts'
 export { median, percentile, mdTable, textTable } from './lib/stats.ts'
 
 export const fmtMs = (v: number | null | undefined): string => v === null || v === undefined ? 'n/a' : v < 10 ? `${v.toFixed(1)} ms` : `${Math.round(v)} ms`
@@ -27,29 +26,12 @@ export { currentLoad, machine, type Machine } from './lib/docs.ts'
 // ---------------------------------------------------------------------------
 // CPU accounting
 
-const CLK_TCK = Number(getconf('CLK_TCK') ?? '100') || 100
-
-function getconf (name: string): string | null {
-  try {
-    return execFileSync('getconf', [name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
-  } catch {
-    return null
-  }
-}
-
 /** CPU used so far (ms): this process (both in-process nodes) and its reaped child processes (git). */
 export interface CpuSample { self: number, children: number }
 
 export function cpuSample (): CpuSample {
   const u = process.cpuUsage()
-  let children = 0
-  try {
-    // /proc/self/stat: fields after the command's closing parenthesis; cutime and cstime are the 14th and 15th
-    const stat = readFileSync('/proc/self/stat', 'utf8')
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    children = (Number(rest[13]) + Number(rest[14])) * 1000 / CLK_TCK
-  } catch {}
-  return { self: (u.user + u.system) / 1000, children }
+  return { self: (u.user + u.system) / 1000, children: (cpuOf('self')?.children ?? 0) * 1000 }
 }
 
 export function cpuSince (start: CpuSample): CpuSample {
