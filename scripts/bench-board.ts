@@ -35,7 +35,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
+import { parseScriptArgs } from './bench/lib/args.ts'
 import { installExitGuards, killAllChildren } from './bench/board-cluster.ts'
 import { runDead, runJoiner, runSize, type BenchContext } from './bench/board-phases.ts'
 import { currentLoad, machine, markdownSection, textReport, writeSection, type Results } from './bench/board-report.ts'
@@ -46,8 +46,7 @@ const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url))
 const DEFAULT_PER_PROCESS_ABOVE_20 = 5
 
 async function main (): Promise<void> {
-  const { values } = parseArgs({
-    options: {
+  const values = parseScriptArgs(import.meta.url, {
       quick: { type: 'boolean', default: false },
       'no-docs': { type: 'boolean', default: false },
       json: { type: 'string' },
@@ -57,8 +56,7 @@ async function main (): Promise<void> {
       'dead-after': { type: 'string' },
       'diag-no-ping-abort': { type: 'boolean', default: false },
       'from-json': { type: 'string' }
-    }
-  })
+    })
   const major = Number(process.versions.node.split('.')[0])
   if (major < 22) throw new Error(`Node ${process.version} cannot run libp2p 3; use the pinned Node 24 (npm run bench:board, or ./node_modules/.bin/node scripts/bench-board.ts)`)
   const quick = values.quick === true

@@ -40,7 +40,7 @@ import { createServer } from 'node:net'
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
+import { parseScriptArgs } from './bench/lib/args.ts'
 import { generateDag, listSchedule, prng, type DagParams } from './bench/schedule-dag.ts'
 import type { BenchTask } from './bench/schedule-protocol.ts'
 import { analyze, parseLog, type Analysis, type LogLine, type PhaseStat } from './bench/e2e-analysis.ts'
@@ -429,8 +429,7 @@ function report (results: RunResult[], meta: { date: string, machine: string, qu
 // ---------------------------------------------------------------------------
 
 async function main (): Promise<void> {
-  const { values } = parseArgs({
-    options: {
+  const values = parseScriptArgs(import.meta.url, {
       quick: { type: 'boolean', default: false },
       tasks: { type: 'string' },
       only: { type: 'string' },
@@ -439,8 +438,7 @@ async function main (): Promise<void> {
       'no-docs': { type: 'boolean', default: false },
       json: { type: 'string' },
       keep: { type: 'boolean', default: false }
-    }
-  })
+    })
   const major = Number(process.versions.node.split('.')[0])
   if (major < 22) throw new Error(`Node ${process.version} cannot run meshwork; use the pinned Node 24 (npm run bench:e2e)`)
   const quick = values.quick === true

@@ -26,7 +26,7 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
+import { parseScriptArgs } from './bench/lib/args.ts'
 import { createMesh, waitAllAlive, type TestMesh } from '../test/helpers/mesh.ts'
 import type { RepoSpec } from './bench/exec-repo.ts'
 import { runOverhead, runThroughput, spawnBaseline, type OverheadParams, type ThroughputParams } from './bench/exec-phases.ts'
@@ -45,15 +45,13 @@ const SMALL_REPO: RepoSpec = { files: 200, minBytes: 500, maxBytes: 4000, commit
 const LARGE_REPO: RepoSpec = { files: 20_000, minBytes: 1024, maxBytes: 7168, commits: 120, changedPerCommit: 250, seed: 2, checkout: false }
 
 async function main (): Promise<void> {
-  const { values } = parseArgs({
-    options: {
+  const values = parseScriptArgs(import.meta.url, {
       quick: { type: 'boolean', default: false },
       'no-docs': { type: 'boolean', default: false },
       json: { type: 'string' },
       tasks: { type: 'string' },
       'from-json': { type: 'string' }
-    }
-  })
+    })
   if (values['from-json'] !== undefined) {
     const saved = JSON.parse(await readFile(values['from-json'], 'utf8')) as ExecResults
     process.stdout.write(textReport(saved) + '\n')

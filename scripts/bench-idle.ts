@@ -34,7 +34,7 @@ import { readFileSync } from 'node:fs'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
+import { parseScriptArgs } from './bench/lib/args.ts'
 import { parseLog } from './bench/e2e-analysis.ts'
 import { installExitGuards, pollUntil, register } from './bench/lib/children.ts'
 import { median, textTable } from './bench/lib/stats.ts'
@@ -46,8 +46,7 @@ const log = (line: string): void => { process.stderr.write(line + '\n') }
 
 installExitGuards('bench:idle')
 
-const { values: args } = parseArgs({
-  options: {
+const args = parseScriptArgs(import.meta.url, {
     nodes: { type: 'string', default: '4' },
     window: { type: 'string', default: '30' },
     settle: { type: 'string', default: '15' },
@@ -57,8 +56,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '1' },
     json: { type: 'string' },
     keep: { type: 'boolean', default: false }
-  }
-})
+  })
 const NODES = Number(args.nodes)
 const WINDOW_MS = Number(args.window) * 1000
 const SETTLE_MS = Number(args.settle) * 1000

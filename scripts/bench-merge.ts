@@ -21,7 +21,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
+import { parseScriptArgs } from './bench/lib/args.ts'
 import { makeRepo, runLatency, runThroughput } from './bench/merge-phases.ts'
 import { markdownSection, textReport, writeMergeSection, type MergeResults } from './bench/merge-report.ts'
 import { currentLoad, machine } from './bench/exec-report.ts'
@@ -29,7 +29,7 @@ import { currentLoad, machine } from './bench/exec-report.ts'
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url))
 
 async function main (): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'no-docs': { type: 'boolean', default: false }, json: { type: 'string' } } })
+  const values = parseScriptArgs(import.meta.url, { quick: { type: 'boolean', default: false }, 'no-docs': { type: 'boolean', default: false }, json: { type: 'string' } })
   const quick = values.quick === true
   const branches = quick ? 20 : 100
   const verifySeconds = quick ? 1 : 2

@@ -31,7 +31,7 @@ import { mkdtemp, rm, writeFile, appendFile } from 'node:fs/promises'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
+import { parseScriptArgs } from './bench/lib/args.ts'
 import { generateSwarmKey } from '../src/node/swarm-key.ts'
 import { installExitGuards, killAllChildren, pollUntil, Worker } from './bench/schedule-cluster.ts'
 import { boundedParetoMean, criticalPathMs, generateDag, listSchedule, mean, percentile, type DagParams, type IdealSchedule } from './bench/schedule-dag.ts'
@@ -49,8 +49,7 @@ interface PhaseSpec { name: string, nodes: number, kill: boolean }
 const log = (line: string): void => { process.stderr.write(line + '\n') }
 
 async function main (): Promise<void> {
-  const { values } = parseArgs({
-    options: {
+  const values = parseScriptArgs(import.meta.url, {
       quick: { type: 'boolean', default: false },
       seed: { type: 'string', default: '1' },
       'no-docs': { type: 'boolean', default: false },
@@ -58,8 +57,7 @@ async function main (): Promise<void> {
       json: { type: 'string' },
       trace: { type: 'string' },
       'wait-quiet': { type: 'string', default: '0' }
-    }
-  })
+    })
   const major = Number(process.versions.node.split('.')[0])
   if (major < 22) throw new Error(`Node ${process.version} cannot run libp2p 3; use the pinned Node 24 (npm run bench:schedule, or ./node_modules/.bin/node scripts/bench-schedule.ts)`)
   const quick = values.quick === true
