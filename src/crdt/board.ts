@@ -592,19 +592,20 @@ export class Board {
     } catch {
       return null
     }
-    let bytes = 0
-    for (const c of chunks) bytes += c.length
-    if (bytes < LOAD_SYNC_BYTES || !chunks.some(isDocumentChunk)) return null
+    let size = 0
+    for (const c of chunks) size += c.length
+    if (size < LOAD_SYNC_BYTES || !chunks.some(isDocumentChunk)) return null
     // both ends of a new connection start a session, so a joiner is sent the document twice: when it has
     // the sender's heads already, Automerge's own path skips a document chunk whose heads it has (cheap)
     if (senderHeads.length > 0 && this.hasHeads(senderHeads)) return null
     const before = this.#doc
     let loaded: A.Doc<BoardDoc>
+    let bytes: Uint8Array
     try {
       // the peer's document first: Automerge takes a first document chunk as it is stored, while it
       // turns every later chunk into changes and applies them op by op (this board's own content is small)
-      const order = [...chunks.filter(isDocumentChunk), A.save(before), ...chunks.filter(c => !isDocumentChunk(c))]
-      loaded = A.load<BoardDoc>(concatBytes(order), { actor: A.getActorId(before) })
+      bytes = concatBytes([...chunks.filter(isDocumentChunk), A.save(before), ...chunks.filter(c => !isDocumentChunk(c))])
+      loaded = A.load<BoardDoc>(bytes, { actor: A.getActorId(before) })
     } catch {
       // not loadable as it stands (a chunk that needs changes this board lacks): the sync path handles it
       return null
@@ -641,6 +642,7 @@ export class Board {
     this.#doc = doc
     A.free(before)
     this.#tookWhole = true
+    this.#loadedFrom = { heads: A.getHeads(doc), bytes }
     this.#afterPatches(touched, false, [])
     return next
   }
@@ -729,17 +731,39 @@ export class Board {
     return A.decodeChange(change).hash as string
   }
 
-  /** The whole document, compacted. */
+  /**
+   * The whole document: compacted (`A.save`), or, while the board is still
+   * the document it took whole from a peer (`#receiveDocument`), the bytes it
+   * loaded it from (the peer's compacted document and this board's own small
+   * one): a joiner of a 10,000-task board writes its first snapshot without
+   * compacting the document again.
+   */
   save (): Uint8Array {
     this.#tookWhole = false
-    return A.save(this.#doc)
+    const loaded = this.#loadedFrom
+    this.#loadedFrom = null
+    const heads = A.getHeads(this.#doc)
+    this.#savedHeads = heads
+    // the same heads, the same document (later sync rounds that bring nothing new give a new Doc object)
+    const same = loaded !== null && loaded.heads.length === heads.length && loaded.heads.every(h => heads.includes(h))
+    return same ? loaded.bytes : A.save(this.#doc)
   }
 
   /** The changes since the last `save()`/`saveIncremental()`. */
   saveIncremental (): Uint8Array {
     this.#tookWhole = false
-    return A.saveIncremental(this.#doc)
+    const since = this.#savedHeads
+    // Automerge's own record of what was saved is only kept by A.save/A.saveIncremental, and a save()
+    // above may not have called A.save: after one, what is new is counted from the heads it saved
+    if (since === null) return A.saveIncremental(this.#doc)
+    this.#savedHeads = A.getHeads(this.#doc)
+    return A.saveSince(this.#doc, since)
   }
+
+  /** The heads of the last `save()`/`saveIncremental()` after a `save()`; null before the first `save()`. */
+  #savedHeads: string[] | null = null
+  /** The heads of the document `#receiveDocument` took whole and the bytes it loaded it from, until the next `save()`. */
+  #loadedFrom: { heads: string[], bytes: Uint8Array } | null = null
 
   /**
    * Whether the board took a whole document at once (a joiner's first sync,
