@@ -120,6 +120,40 @@ describe('a sync message carrying the whole board', () => {
     expect(source.task('p2-5')?.claims[j.id]).toEqual({ epoch: 0, at: 2000 })
   })
 
+  it('is saved as the bytes it was loaded from, and what the board writes after it is saved on its own', async () => {
+    const { j, joiner, refused } = await withDocumentOffered(async () => {
+      const [p, j] = [await peer(), await peer()]
+      const source = Board.create(MESH, p.actor, p.signer)
+      for (let i = 0; i < 3; i++) source.change('plan', addTasks(tasks(100, `p${i}`)))
+      const joiner = Board.create(MESH, j.actor, j.signer)
+      joiner.change('node:join', d => { d.nodes[j.id] = { name: 'j' as never, slots: 1, startedAt: 1, leftAt: null } })
+      return { j, joiner, ...syncInto(joiner, source) }
+    })
+    expect(refused).toBeNull()
+    const heads = joiner.heads()
+    expect(joiner.needsSnapshot).toBe(true)
+    // the snapshot the store writes: the document as it came (no compaction of it again), with the joiner's own
+    const snapshot = joiner.save()
+    expect(joiner.needsSnapshot).toBe(false)
+    const reloaded = Board.load(MESH, j.actor, snapshot, j.signer)
+    expect(reloaded.heads()).toEqual(heads)
+    expect(reloaded.snapshot().tasks.size).toBe(300)
+    expect(reloaded.snapshot().nodes.has(asPeerId(j.id))).toBe(true)
+    // two documents one after the other: longer than the one Automerge compacts them to
+    expect(snapshot.length).toBeGreaterThan(reloaded.save().length)
+    // the next log record holds the one change made since, not the whole board again
+    joiner.change('tasks:claim', d => { lifecycle.claim(d, 'p1-7' as TaskId, asPeerId(j.id), 0, 3000) })
+    const record = joiner.saveIncremental()
+    expect(record.length).toBeGreaterThan(0)
+    expect(record.length).toBeLessThan(2048)
+    expect(joiner.saveIncremental().length).toBe(0)
+    const restarted = Board.load(MESH, j.actor, Buffer.concat([snapshot, record]), j.signer)
+    expect(restarted.heads()).toEqual(joiner.heads())
+    expect(restarted.task('p1-7')?.claims[j.id]).toEqual({ epoch: 0, at: 3000 })
+    // once the board changed, a save compacts the document as usual
+    expect(Board.load(MESH, j.actor, joiner.save(), j.signer).heads()).toEqual(joiner.heads())
+  })
+
   it('is not loaded again when a second session, started before the first delivered, brings the same document', async () => {
     // both ends of a new connection start a session: the joiner asks twice before either answer arrives
     const { joiner, source, second } = await withDocumentOffered(async () => {

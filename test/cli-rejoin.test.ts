@@ -41,13 +41,14 @@ describe('finding the mesh again', () => {
         return ids.includes(b.info.peerId) && ids.includes(c.info.peerId)
       } catch { return false }
     }, { timeoutMs: 40_000, intervalMs: 500, message: 'a/peers.json never named b and c' })
-    // b's node.json token gains its live peers' addresses
+    // b's node.json token gains its live peers' addresses (rewritten every few seconds: c's may come in
+    // after a's, and the token must carry c's, through which it reaches the mesh once a and b are gone)
     const bToken = await waitFor(async () => {
       const info = await readNodeInfo(b.dataDir)
       if (info === null) return null
       const addrs = decodeJoinToken(info.join).bootstrap
-      return addrs.some(x => x.endsWith(a.info.peerId)) && addrs.some(x => x.endsWith(b.info.peerId)) ? info.join : null
-    }, { timeoutMs: 40_000, intervalMs: 500, message: 'b/node.json never carried a\'s address' })
+      return [a, b, c].every(n => addrs.some(x => x.endsWith(n.info.peerId))) ? info.join : null
+    }, { timeoutMs: 40_000, intervalMs: 500, message: 'b/node.json never carried a\'s and c\'s addresses' })
 
     // the first node dies and comes back on a new port, with no --bootstrap: it finds b and c from peers.json
     a.proc.kill('SIGKILL')

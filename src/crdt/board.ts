@@ -75,7 +75,7 @@ export function carryActor (meshId: string): string {
 }
 
 /** Whether `change` has the form of `meshId`'s carry change: by carryActor, its first, on the genesis alone. */
-function isCarryChange (change: A.DecodedChange, meshId: string, genesisHash: string): boolean {
+function isCarryChange (change: { actor: string, seq: number, deps: readonly string[] }, meshId: string, genesisHash: string): boolean {
   return change.actor === carryActor(meshId) && change.seq === 1 && change.deps.length === 1 && change.deps[0] === genesisHash
 }
 
@@ -444,39 +444,48 @@ export class Board {
    */
   #checkAuthors (before: A.Doc<BoardDoc>, after: A.Doc<BoardDoc>, rootRule = false): void {
     if (after === before) return
+    const backend = A.getBackend(after)
+    const added = A.getChangesMetaSince(after, A.getHeads(before)).filter(m => m.hash !== this.genesisHash)
+    const forged: Array<{ actor: string, why: string }> = []
+    const legacy: A.ChangeMetadata[] = []
+    const tips = new Map(this.#signingTips)
     const forbidden = new Map<string, string>()
     let count = 0
-    // a change a sync message carried was decoded by #precheckSync already: decoding a large one again
-    // (every op as a JS object) was a good part of a joiner's sync
-    const backend = A.getBackend(after)
-    const raw = new Map<string, Uint8Array>()
-    const all = A.getChangesMetaSince(after, A.getHeads(before)).map(m => {
-      const known = this.#preverified.get(m.hash)
-      if (known !== undefined) return known
-      const bytes = backend.getChangeByHash(m.hash)
-      if (bytes === null) {
-        this.#doc = A.clone(before, { actor: A.getActorId(before) })
-        throw new BoardChangeRejectedError(`change ${m.hash.slice(0, 12)} is listed in the document but cannot be read from it`)
+    let rootWrite: string | null = null
+    // one change at a time: decoded (every op a JS object), judged on every rule, and dropped before the
+    // next is decoded. Decoding them all first kept a joiner's ~370,000 ops alive at once, and garbage
+    // collection was a large part of its sync. The verdicts are thrown in the same order as ever:
+    // forgeries first, then the root rule, then the role rules.
+    for (const m of added) {
+      // a change a sync message carried was decoded (and its signature checked) by #precheckSync already
+      let decoded = this.#preverified.get(m.hash)
+      let raw: Uint8Array | undefined
+      if (decoded === undefined) {
+        const bytes = backend.getChangeByHash(m.hash)
+        if (bytes === null) {
+          this.#doc = A.clone(before, { actor: A.getActorId(before) })
+          throw new BoardChangeRejectedError(`change ${m.hash.slice(0, 12)} is listed in the document but cannot be read from it`)
+        }
+        raw = bytes
+        decoded = A.decodeChange(bytes)
       }
-      raw.set(m.hash, bytes)
-      return A.decodeChange(bytes)
-    })
-    const forged = this.#forgedChanges(after, all, raw)
-    // the carry change writes every peer's entries: exempt from the role rules, like the genesis change
-    const added = all.filter(c => c.hash !== this.genesisHash && !isCarryChange(c, this.meshId, this.genesisHash))
+      const why = this.#authorshipProblem(decoded, raw, tips, legacy, m)
+      if (why !== null) forged.push({ actor: m.actor, why })
+      // the carry change writes every peer's entries: exempt from the role rules, like the genesis change
+      if (isCarryChange(m, this.meshId, this.genesisHash)) continue
+      // (changes applied through Automerge are held to the root rule by their patches; a loaded document has none)
+      if (rootRule && rootWrite === null && decoded.ops.some(op => op.obj === '_root')) rootWrite = m.hash
+      const role = forbiddenWrite(decoded, this.#mainId) ?? roleViolation(decoded, changeContext(after, decoded, this.#paths))
+      if (role !== null) { forbidden.set(decoded.actor, role); count++ }
+    }
+    forged.push(...this.#legacyForgeries(after, legacy, tips))
     if (forged.length > 0) {
       this.#doc = A.clone(before, { actor: A.getActorId(before) })
-      throw new BoardForgedChangeError([...new Set(forged.map(f => f.change.actor))], forged.length, [...new Set(forged.map(f => f.why))].slice(0, 3).join('; '))
+      throw new BoardForgedChangeError([...new Set(forged.map(f => f.actor))], forged.length, [...new Set(forged.map(f => f.why))].slice(0, 3).join('; '))
     }
-    // (changes applied through Automerge are held to the root rule by their patches; a loaded document has none)
-    const rootWrite = rootRule ? added.find(c => c.ops.some(op => op.obj === '_root')) : undefined
-    if (rootWrite !== undefined) {
+    if (rootWrite !== null) {
       this.#doc = A.clone(before, { actor: A.getActorId(before) })
-      throw new BoardChangeRejectedError(`change ${rootWrite.hash?.slice(0, 12) ?? '?'} writes the document root; refused with the document it came in`)
-    }
-    for (const decoded of added) {
-      const why = forbiddenWrite(decoded, this.#mainId) ?? roleViolation(decoded, changeContext(after, decoded, this.#paths))
-      if (why !== null) { forbidden.set(decoded.actor, why); count++ }
+      throw new BoardChangeRejectedError(`change ${rootWrite.slice(0, 12)} writes the document root; refused with the document it came in`)
     }
     if (forbidden.size > 0) {
       this.#doc = A.clone(before, { actor: A.getActorId(before) })
@@ -490,36 +499,40 @@ export class Board {
     }
     this.#noteSigners(added)
     const own = A.getActorId(after)
-    if (all.some(c => c.hash !== this.genesisHash && c.actor !== own)) this.#foreignSeen = true
+    if (added.some(c => c.actor !== own)) this.#foreignSeen = true
   }
 
   /**
-   * The changes among `added` (now in `after`) that claim an author who did
-   * not make them. A change under a signing actor needs its peer's signature.
-   * A change in an older peer's unsigned form is history, taken as it comes,
-   * unless that peer signs (a signing actor of its tag is on the board): then
-   * only its unsigned changes that one of its signed changes builds on (its own
-   * history from before it upgraded) are taken; any other is a forgery in its
-   * name. `raw`: the changes' bytes by hash, where at hand (see `withMessage`).
+   * Why `c` (now in the document; `meta` its metadata) claims an author who
+   * did not make it, or null. A change under a signing actor needs its peer's
+   * signature (checked on `raw`, its bytes; a change without them was checked
+   * by `#precheckSync`), and then counts in `tips`; the carry change must be
+   * the carry change; a change in an older peer's unsigned form goes to
+   * `legacy`, judged once all are seen (`#legacyForgeries`).
    */
-  #forgedChanges (after: A.Doc<BoardDoc>, added: A.DecodedChange[], raw: ReadonlyMap<string, Uint8Array>): Array<{ change: A.DecodedChange, why: string }> {
-    const forged: Array<{ change: A.DecodedChange, why: string }> = []
-    const legacy: A.DecodedChange[] = []
-    const tips = new Map(this.#signingTips)
-    for (const c of added) {
-      if (c.hash === this.genesisHash) continue
-      if (c.actor === carryActor(this.meshId)) {
-        const why = this.#carryProblem(c)
-        if (why !== null) forged.push({ change: c, why })
-      } else if (isSigningActor(c.actor)) {
-        const why = c.hash !== undefined && this.#preverified.get(c.hash) === c ? null : signatureProblem(c, raw.get(c.hash as string))
-        if (why !== null) { forged.push({ change: c, why }); continue }
-        const tip = tips.get(c.actor)
-        if (c.hash !== undefined && (tip === undefined || tip.seq < c.seq)) tips.set(c.actor, { seq: c.seq, hash: c.hash })
-      } else {
-        legacy.push(c)
-      }
+  #authorshipProblem (c: A.DecodedChange, raw: Uint8Array | undefined, tips: Map<string, { seq: number, hash: string }>, legacy: A.ChangeMetadata[], meta: A.ChangeMetadata): string | null {
+    if (c.actor === carryActor(this.meshId)) return this.#carryProblem(c)
+    if (!isSigningActor(c.actor)) {
+      legacy.push(meta)
+      return null
     }
+    const why = raw === undefined ? null : signatureProblem(c, raw)
+    if (why !== null) return why
+    const tip = tips.get(c.actor)
+    if (tip === undefined || tip.seq < c.seq) tips.set(c.actor, { seq: c.seq, hash: meta.hash })
+    return null
+  }
+
+  /**
+   * The changes among `legacy` (in an older peer's unsigned form, now in
+   * `after`) that claim an author who did not make them. Such a change is
+   * history, taken as it comes, unless that peer signs (a signing actor of its
+   * tag is among `tips`): then only its unsigned changes that one of its
+   * signed changes builds on (its own history from before it upgraded) are
+   * taken; any other is a forgery in its name.
+   */
+  #legacyForgeries (after: A.Doc<BoardDoc>, legacy: A.ChangeMetadata[], tips: ReadonlyMap<string, { seq: number, hash: string }>): Array<{ actor: string, why: string }> {
+    const forged: Array<{ actor: string, why: string }> = []
     if (legacy.length === 0) return forged
     const notBefore = new Map<string, Set<string>>()
     for (const c of legacy) {
@@ -532,9 +545,9 @@ export class Board {
           later = new Set(A.getChangesMetaSince(after, [tip]).map(m => m.hash))
           notBefore.set(tip, later)
         }
-        return !later.has(c.hash as string)
+        return !later.has(c.hash)
       })
-      if (!vouched) forged.push({ change: c, why: `unsigned change in the name of ${tag.slice(0, 12)}, a peer that signs` })
+      if (!vouched) forged.push({ actor: c.actor, why: `unsigned change in the name of ${tag.slice(0, 12)}, a peer that signs` })
     }
     return forged
   }
@@ -579,19 +592,20 @@ export class Board {
     } catch {
       return null
     }
-    let bytes = 0
-    for (const c of chunks) bytes += c.length
-    if (bytes < LOAD_SYNC_BYTES || !chunks.some(isDocumentChunk)) return null
+    let size = 0
+    for (const c of chunks) size += c.length
+    if (size < LOAD_SYNC_BYTES || !chunks.some(isDocumentChunk)) return null
     // both ends of a new connection start a session, so a joiner is sent the document twice: when it has
     // the sender's heads already, Automerge's own path skips a document chunk whose heads it has (cheap)
     if (senderHeads.length > 0 && this.hasHeads(senderHeads)) return null
     const before = this.#doc
     let loaded: A.Doc<BoardDoc>
+    let bytes: Uint8Array
     try {
       // the peer's document first: Automerge takes a first document chunk as it is stored, while it
       // turns every later chunk into changes and applies them op by op (this board's own content is small)
-      const order = [...chunks.filter(isDocumentChunk), A.save(before), ...chunks.filter(c => !isDocumentChunk(c))]
-      loaded = A.load<BoardDoc>(concatBytes(order), { actor: A.getActorId(before) })
+      bytes = concatBytes([...chunks.filter(isDocumentChunk), A.save(before), ...chunks.filter(c => !isDocumentChunk(c))])
+      loaded = A.load<BoardDoc>(bytes, { actor: A.getActorId(before) })
     } catch {
       // not loadable as it stands (a chunk that needs changes this board lacks): the sync path handles it
       return null
@@ -628,6 +642,7 @@ export class Board {
     this.#doc = doc
     A.free(before)
     this.#tookWhole = true
+    this.#loadedFrom = { heads: A.getHeads(doc), bytes }
     this.#afterPatches(touched, false, [])
     return next
   }
@@ -716,17 +731,39 @@ export class Board {
     return A.decodeChange(change).hash as string
   }
 
-  /** The whole document, compacted. */
+  /**
+   * The whole document: compacted (`A.save`), or, while the board is still
+   * the document it took whole from a peer (`#receiveDocument`), the bytes it
+   * loaded it from (the peer's compacted document and this board's own small
+   * one): a joiner of a 10,000-task board writes its first snapshot without
+   * compacting the document again.
+   */
   save (): Uint8Array {
     this.#tookWhole = false
-    return A.save(this.#doc)
+    const loaded = this.#loadedFrom
+    this.#loadedFrom = null
+    const heads = A.getHeads(this.#doc)
+    this.#savedHeads = heads
+    // the same heads, the same document (later sync rounds that bring nothing new give a new Doc object)
+    const same = loaded !== null && loaded.heads.length === heads.length && loaded.heads.every(h => heads.includes(h))
+    return same ? loaded.bytes : A.save(this.#doc)
   }
 
   /** The changes since the last `save()`/`saveIncremental()`. */
   saveIncremental (): Uint8Array {
     this.#tookWhole = false
-    return A.saveIncremental(this.#doc)
+    const since = this.#savedHeads
+    // Automerge's own record of what was saved is only kept by A.save/A.saveIncremental, and a save()
+    // above may not have called A.save: after one, what is new is counted from the heads it saved
+    if (since === null) return A.saveIncremental(this.#doc)
+    this.#savedHeads = A.getHeads(this.#doc)
+    return A.saveSince(this.#doc, since)
   }
+
+  /** The heads of the last `save()`/`saveIncremental()` after a `save()`; null before the first `save()`. */
+  #savedHeads: string[] | null = null
+  /** The heads of the document `#receiveDocument` took whole and the bytes it loaded it from, until the next `save()`. */
+  #loadedFrom: { heads: string[], bytes: Uint8Array } | null = null
 
   /**
    * Whether the board took a whole document at once (a joiner's first sync,
