@@ -5,6 +5,7 @@ import { setFlagsFromString } from 'node:v8'
 import { inspectRepo } from '../node/exec.ts'
 import { join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
+import { serveStatus } from '../api/status-service.ts'
 import { DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/run.ts'
 import { credentialFingerprint } from '../agent/claude-args.ts'
@@ -256,6 +257,8 @@ export const nodeCommand = defineCommand({
       ...(allow !== undefined ? { allow } : {})
     })
     await node.start()
+    // clients ask for the status in one request (`meshwork status`), no board sync needed
+    await serveStatus(node)
     metrics?.attach(node)
     const mesh = node
     const mismatch = watchVersions(mesh, conn.bootstrap, log)
