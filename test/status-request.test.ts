@@ -7,28 +7,35 @@
  */
 import { describe, it, expect, afterEach } from 'vitest'
 import { createServer } from 'node:net'
+import { rm } from 'node:fs/promises'
+import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { createMesh, type TestMesh } from './helpers/mesh.ts'
+import { createMesh, tempDir, type TestMesh } from './helpers/mesh.ts'
 import { serveStatus } from '../src/api/status-service.ts'
 import { requestStatus } from '../src/api/status-request.ts'
 import { readStatus } from '../src/cli/mesh-client.ts'
+import { statusOnce } from '../src/cli/status.ts'
 import { connectClient, type Client } from '../src/api/client.ts'
 import { Allowlist } from '../src/node/allowlist.ts'
 import { generateSwarmKey } from '../src/node/swarm-key.ts'
+import { encodeJoinToken } from '../src/node/join-token.ts'
 import { HANDSHAKE_FAILED } from '../src/node/pnet.ts'
 import { str } from '../src/crdt/board.ts'
 import { addTasks, asPlan, newTaskRecord, setMeshBudget, simpleTask } from '../src/crdt/ops.ts'
 import { ask, approvalIdFor } from '../src/crdt/approvals.ts'
 import type { TaskId } from '../src/crdt/schema.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
+import { waitFor } from '../src/util/wait.ts'
 
 let mesh: TestMesh | null = null
 const clients: Client[] = []
+const dirs: string[] = []
 
 afterEach(async () => {
   await Promise.all(clients.splice(0).map(async c => { await c.close() }))
   await mesh?.stop()
   mesh = null
+  await Promise.all(dirs.splice(0).map(async d => { await rm(d, { recursive: true, force: true }) }))
 })
 
 const OID = 'a'.repeat(40)
@@ -121,6 +128,25 @@ describe('status in one request', () => {
     const answer = await requestStatus({ key: mesh.key, bootstrap: [addr], timeoutMs: 20_000, privateKey: await generateKeyPair('Ed25519') })
     expect(answer.kind).toBe('unsupported')
     if (answer.kind === 'unsupported') expect(answer.remainingMs).toBeGreaterThan(10_000)
+  })
+
+  it('`status` reads through a node that does not serve it the old way (board sync, members view), and through one that does in one request', async () => {
+    mesh = await createMesh(2)
+    const [old, current] = mesh.nodes as [MeshNode, MeshNode]
+    await serveStatus(current)
+    fillBoard(old)
+    const dir = await tempDir('meshwork-status-once-')
+    dirs.push(dir)
+    const opts = { 'swarm-key': undefined, bootstrap: [], 'join-file': undefined, 'insecure-no-swarm-key': false, identity: join(dir, 'client.key'), timeout: 20_000 }
+    // one address each (a node's own join token carries its live peers' addresses too)
+    const viaOld = await statusOnce({ ...opts, join: encodeJoinToken(mesh.key, [old.addrs()[0]!]) })
+    expect(viaOld.peer).toBe(old.peerId)
+    expect(viaOld.report.tasks.map(t => t.id).sort()).toEqual(['a', 'b', 'c', 'm', 'r'])
+    expect(viaOld.report.nodes.map(n => n.peerId).sort()).toEqual([old.peerId, current.peerId].sort())
+    await waitFor(() => current.board.snapshot().tasks.size === 5, { timeoutMs: 20_000, message: 'the board did not reach the second node' })
+    const viaCurrent = await statusOnce({ ...opts, join: encodeJoinToken(mesh.key, [current.addrs()[0]!]) })
+    expect(viaCurrent.peer).toBe(current.peerId)
+    expect(viaCurrent.report.tasks).toEqual(viaOld.report.tasks)
   })
 
   it('fails at once naming each address: refused, wrong swarm key, not admitted by --allow', async () => {

@@ -14,7 +14,7 @@ import { renderStatus } from './render.ts'
  * and members view) in the time left. The light client's modules (Automerge,
  * gossip) are loaded only then.
  */
-async function statusOnce (opts: ClientOptions): Promise<{ report: StatusReport, peer: string }> {
+export async function statusOnce (opts: ClientOptions): Promise<{ report: StatusReport, peer: string }> {
   const conn = await resolveConnection(opts, true)
   const privateKey = await loadClientIdentity(opts.identity ?? defaultClientIdentityFile())
   const answer = await requestStatus({ key: conn.key, bootstrap: conn.bootstrap, timeoutMs: opts.timeout, logger: silentLogger, privateKey })
