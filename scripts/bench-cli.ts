@@ -32,7 +32,7 @@ import { createServer } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
+import { parseScriptArgs } from './bench/lib/args.ts'
 import { childPids, installExitGuards, killAllChildren, pollUntil, register } from './bench/lib/children.ts'
 import { cpuOf } from './bench/lib/proc.ts'
 import { max, median, min, textTable } from './bench/lib/stats.ts'
@@ -42,13 +42,11 @@ const log = (line: string): void => { process.stderr.write(line + '\n') }
 
 installExitGuards('bench:cli')
 
-const { values: args } = parseArgs({
-  options: {
-    variant: { type: 'string', multiple: true },
-    rounds: { type: 'string', default: '10' },
-    npx: { type: 'boolean', default: false },
-    json: { type: 'string' }
-  }
+const args = parseScriptArgs(import.meta.url, {
+  variant: { type: 'string', multiple: true },
+  rounds: { type: 'string', default: '10' },
+  npx: { type: 'boolean', default: false },
+  json: { type: 'string' }
 })
 
 const ROUNDS = Number(args.rounds)
