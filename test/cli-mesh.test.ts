@@ -154,6 +154,16 @@ describe('meshwork CLI: a 5-node mesh of processes', () => {
   it('kill -9: the node goes dead; restarted on its data dir it keeps its peer id, its board, and is alive again', async () => {
     const victim = nodes[3]!
     const victimId = victim.info.peerId
+    // what the victim keeps is its own board: it must hold every node's registration before it dies
+    // (the node registry reaches each node by gossip; n0 listing all five alive says nothing of n3's board)
+    const viaVictim = ['--swarm-key', keyFile, '--bootstrap', victim.info.addrs[0]!]
+    let registry: string[] = []
+    await waitFor(async () => {
+      const r = await runCli(['export', ...viaVictim], { timeoutMs: 40_000 })
+      if (r.code !== 0) throw new Error(describeResult(['export', ...viaVictim], r))
+      registry = (JSON.parse(r.stdout) as { nodes: Array<{ peerId: string }> }).nodes.map(n => n.peerId).sort()
+      return JSON.stringify(registry) === JSON.stringify([...peers].sort())
+    }, { timeoutMs: 30_000, intervalMs: 200, message: () => `the victim's board never held all 5 registrations (it has ${registry.join(', ')})\n${meshContext()}` })
     const killedAt = Date.now()
     const exit = await victim.stop('SIGKILL')
     expect(exit.signal).toBe('SIGKILL')

@@ -1,11 +1,13 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import { MeshNode } from '../node/mesh-node.ts'
 import { MEMBERS_PROTOCOL } from '../protocol/members.ts'
-import { HANDSHAKE_FAILED } from '../node/pnet.ts'
+import { classifyDialError, notAdmitted, noAnswerMessage, unreachableMessage, type DialOutcome } from './dial-outcome.ts'
 import type { SwarmKey } from '../node/swarm-key.ts'
 import { MeshUnreachableError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
 import type { PrivateKey } from '@libp2p/interface'
+
+export { classifyDialError } from './dial-outcome.ts'
 
 export interface ClientInit {
   key: SwarmKey
@@ -30,12 +32,6 @@ export interface Client {
  * at once only one hears the gossip. @default 1 s
  */
 export const CLIENT_RESYNC_MS = 1000
-
-/** What a refusal by a node's `--allow` says. */
-const NOT_ADMITTED = 'it does not admit this client'
-
-/** How a dial to one bootstrap address ended: `final` failures are not retried. */
-interface DialOutcome { final: boolean, error: string }
 
 /**
  * Joins the mesh as a light peer (never takes work, never appears among the
@@ -91,13 +87,10 @@ export async function connectClient (init: ClientInit): Promise<Client> {
       }
       const failed = init.bootstrap.filter(a => outcomes.get(a)?.final === true)
       if (init.bootstrap.length > 0 && failed.length === init.bootstrap.length && node.connectedPeers().length === 0) {
-        // refused by every node's --allow: the fix is in the message already
-        const refusedOnly = init.bootstrap.every(a => outcomes.get(a)?.error.includes(NOT_ADMITTED) === true)
-        throw new MeshUnreachableError(`could not reach the mesh: ${describeOutcomes(init.bootstrap, outcomes)}.${refusedOnly ? '' : ' Check that a node is running at that address and that you use the mesh\'s swarm key (or its join token).'}`)
+        throw new MeshUnreachableError(unreachableMessage(init.bootstrap, outcomes))
       }
       if (Date.now() >= deadline) {
-        const seen = outcomes.size > 0 ? ` (${describeOutcomes(init.bootstrap, outcomes)})` : ''
-        throw new MeshUnreachableError(`no mesh node answered within ${Math.round(init.timeoutMs / 1000)} s at ${init.bootstrap.join(', ')}${seen}. Check that a node is running there, that the address is reachable from here, and that you use the mesh's swarm key.`)
+        throw new MeshUnreachableError(noAnswerMessage(init.bootstrap, outcomes, init.timeoutMs))
       }
       await new Promise(resolve => setTimeout(resolve, 25))
     }
@@ -123,7 +116,7 @@ function watchRefusals (node: MeshNode, bootstrap: readonly string[], outcomes: 
     if (identified.has(peer)) return
     for (const addr of bootstrap) {
       if (!addr.endsWith(`/p2p/${peer}`)) continue
-      outcomes.set(addr, { final: true, error: `the node closed the connection right after the handshake: ${NOT_ADMITTED} (peer id ${node.peerId}). Add that id to the node's --allow file (\`meshwork whoami\` prints it) and reload it (kill -HUP), or use an --identity the node lists` })
+      outcomes.set(addr, notAdmitted(node.peerId))
     }
   }
   node.host.addEventListener('peer:identify', onIdentify)
@@ -132,41 +125,6 @@ function watchRefusals (node: MeshNode, bootstrap: readonly string[], outcomes: 
     node.host.removeEventListener('peer:identify', onIdentify)
     node.host.removeEventListener('connection:close', onClose)
   }
-}
-
-function describeOutcomes (addrs: readonly string[], outcomes: ReadonlyMap<string, DialOutcome>): string {
-  return addrs.map(a => `${a}: ${outcomes.get(a)?.error ?? 'no answer'}`).join('; ')
-}
-
-/**
- * Sorts a failed dial: a refused connection and a failed handshake (the peer
- * hung up or answered with bytes that are not a libp2p handshake under this
- * key) are final; a timeout or an unreachable network may still change.
- */
-export function classifyDialError (err: unknown): DialOutcome {
-  const chain = errorChain(err)
-  const codes = chain.map(e => (e as { code?: unknown }).code).filter((c): c is string => typeof c === 'string')
-  const names = chain.map(e => e.name)
-  const text = chain.map(e => e.message).join(' ')
-  if (codes.includes('ECONNREFUSED') || /ECONNREFUSED/.test(text)) return { final: true, error: 'connection refused' }
-  if (names.includes('TimeoutError') || names.includes('AbortError')) return { final: false, error: 'no answer' }
-  if (names.includes('MuxerUnavailableError')) return { final: true, error: 'the node closed the connection after the handshake (its --allow list may not name this client: `meshwork whoami` prints the id to add)' }
-  if (names.includes('UnexpectedPeerError')) return { final: true, error: 'handshake failed: the node there has another peer id than the address says' }
-  const connectCode = codes.find(c => /^E[A-Z]+$/.test(c) && c !== 'ECONNRESET' && c !== 'EPIPE')
-  if (connectCode !== undefined) return { final: false, error: chain[0]?.message ?? connectCode }
-  return { final: true, error: HANDSHAKE_FAILED }
-}
-
-function errorChain (err: unknown): Error[] {
-  const out: Error[] = []
-  const visit = (e: unknown, depth: number): void => {
-    if (!(e instanceof Error) || depth > 4) return
-    out.push(e)
-    visit((e as { cause?: unknown }).cause, depth + 1)
-    for (const inner of (e as { errors?: unknown[] }).errors ?? []) visit(inner, depth + 1)
-  }
-  visit(err, 0)
-  return out
 }
 
 /** A mesh node a client may read through instead: its peer id and where it listens. */

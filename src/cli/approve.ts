@@ -2,7 +2,7 @@ import { answerApproval } from '../api/approvals.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
-import { clientFromOptions } from './status.ts'
+import { clientFromOptions } from './mesh-client.ts'
 import { UsageError } from '../util/errors.ts'
 
 export const approveCommand = defineCommand({

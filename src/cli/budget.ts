@@ -4,7 +4,7 @@ import { UsageError } from '../util/errors.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
-import { clientFromOptions } from './status.ts'
+import { clientFromOptions } from './mesh-client.ts'
 
 /** `--usd`: a number of US dollars, 0 or more, or `none` to remove the cap; undefined when absent. */
 export function parseUsd (v: string | undefined, name: string): number | null | undefined {

@@ -2,7 +2,7 @@ import { requestDrain, findNode, drained } from '../api/drain.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
-import { clientFromOptions } from './status.ts'
+import { clientFromOptions } from './mesh-client.ts'
 
 export const drainCommand = defineCommand({
   name: 'drain',

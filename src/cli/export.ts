@@ -1,7 +1,7 @@
 import { CLIENT_OPTIONS } from './connection.ts'
 import { defineCommand } from './command.ts'
 import { summaryOf } from './commands.ts'
-import { clientFromOptions } from './status.ts'
+import { clientFromOptions } from './mesh-client.ts'
 import { readFile } from 'node:fs/promises'
 import { z } from 'zod'
 import { parseTaskId, simSchema, TASK_STATES, type BoardSnapshot } from '../crdt/schema.ts'

@@ -2,7 +2,7 @@ import { requestForget } from '../api/forget.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { defineCommand } from './command.ts'
 import { summaryOf } from './commands.ts'
-import { clientFromOptions } from './status.ts'
+import { clientFromOptions } from './mesh-client.ts'
 
 export const forgetCommand = defineCommand({
   name: 'forget',

@@ -6,6 +6,7 @@ import { inspectRepo } from '../node/exec.ts'
 import { join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
 import { hasSavedBoard } from '../crdt/store.ts'
+import { serveStatus } from '../api/status-service.ts'
 import { DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/run.ts'
 import { credentialFingerprint } from '../agent/claude-args.ts'
@@ -286,6 +287,8 @@ export const nodeCommand = defineCommand({
     await node.start()
     if (joining) favourMemoryOnceJoined(node)
     else favourMemory()
+    // clients ask for the status in one request (`meshwork status`), no board sync needed
+    await serveStatus(node)
     metrics?.attach(node)
     const mesh = node
     const mismatch = watchVersions(mesh, conn.bootstrap, log)

@@ -3,7 +3,7 @@ import { CLIENT_OPTIONS } from './connection.ts'
 import { closest, defineCommand, opt } from './command.ts'
 import { UsageError } from '../util/errors.ts'
 import { summaryOf } from './commands.ts'
-import { clientFromOptions } from './status.ts'
+import { clientFromOptions } from './mesh-client.ts'
 
 export const resolveCommand = defineCommand({
   name: 'resolve',

@@ -1,5 +1,5 @@
-import { connectClient, type Client } from '../api/client.ts'
-import { buildStatus, type StatusReport } from '../api/status.ts'
+import type { StatusReport } from '../api/status.ts'
+import { requestStatus } from '../api/status-request.ts'
 import { silentLogger } from '../util/logger.ts'
 import { defaultClientIdentityFile, loadClientIdentity } from '../node/identity.ts'
 import { CLIENT_OPTIONS, resolveConnection, type ClientOptions } from './connection.ts'
@@ -7,58 +7,24 @@ import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
 import { renderStatus } from './render.ts'
 
-/** Connects a light client with the standard client options. */
-export async function clientFromOptions (opts: ClientOptions): Promise<Client> {
+/**
+ * One status report and the node it came through: asked of a bootstrap node in
+ * one request (`/meshwork/status/1`), or, when no node answering serves that
+ * (nodes of an earlier release), read through a light mesh client (board sync
+ * and members view) in the time left. The light client's modules (Automerge,
+ * gossip) are loaded only then.
+ */
+export async function statusOnce (opts: ClientOptions): Promise<{ report: StatusReport, peer: string }> {
   const conn = await resolveConnection(opts, true)
   const privateKey = await loadClientIdentity(opts.identity ?? defaultClientIdentityFile())
-  return await connectClient({ key: conn.key, bootstrap: conn.bootstrap, timeoutMs: opts.timeout, logger: silentLogger, privateKey })
-}
-
-/** Tries to read the node's membership view before `readStatus` gives up. @default 3 */
-const MEMBERS_ATTEMPTS = 3
-
-/**
- * The status report as seen through the client's mesh node. Without that
- * node's membership view every node would read as dead, so a view that cannot
- * be had after a few tries is an error, not an empty list.
- */
-export async function readStatus (client: Client): Promise<StatusReport> {
-  let last: unknown = null
-  for (let i = 0; i < MEMBERS_ATTEMPTS; i++) {
-    try {
-      const view = await client.node.fetchMembers(client.peer)
-      return buildStatus(client.node.board.snapshot(), view)
-    } catch (err) {
-      last = err
-      await new Promise(resolve => setTimeout(resolve, 200 * (i + 1)))
-    }
-  }
-  throw new Error(`${client.peer} did not answer for its membership view (${last instanceof Error ? last.message : String(last)}); run the command again or through another node`)
-}
-
-/**
- * Reads the status every `intervalMs` and hands each report to `onReport`
- * until SIGINT or SIGTERM; a read that fails is reported on stderr and the
- * watch goes on.
- */
-export async function watchStatus (client: Client, intervalMs: number, onReport: (s: StatusReport) => void): Promise<void> {
-  let stop = false
-  const onSig = (): void => { stop = true }
-  process.once('SIGINT', onSig)
-  process.once('SIGTERM', onSig)
+  const answer = await requestStatus({ key: conn.key, bootstrap: conn.bootstrap, timeoutMs: opts.timeout, logger: silentLogger, privateKey })
+  if (answer.kind === 'report') return answer
+  const { clientFromOptions, readStatus } = await import('./mesh-client.ts')
+  const client = await clientFromOptions({ ...opts, timeout: Math.max(answer.remainingMs, 1000) })
   try {
-    while (!stop) {
-      try {
-        onReport(await readStatus(client))
-      } catch (err) {
-        process.stderr.write(`${new Date().toISOString()} ${(err as Error).message}\n`)
-      }
-      const until = Date.now() + intervalMs
-      while (!stop && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 50))
-    }
+    return { report: await readStatus(client), peer: client.peer }
   } finally {
-    process.off('SIGINT', onSig)
-    process.off('SIGTERM', onSig)
+    await client.close()
   }
 }
 
@@ -66,7 +32,7 @@ export const statusCommand = defineCommand({
   name: 'status',
   summary: summaryOf('status'),
   usage: 'meshwork status [--json] [--watch] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
-  details: 'Joins as a light peer (never takes work, never listed among the nodes) and leaves when done.',
+  details: 'Asks the node it connects to for the mesh as that node sees it, as a light peer (never takes work, never listed among the nodes), and leaves when done.',
   options: {
     json: opt.boolean({ description: 'Print one JSON object: meshId, main, nodes, tasks, conflicts (the fields are listed in README.md, "status --json").' }),
     watch: opt.boolean({ description: 'Refresh every --interval until interrupted.' }),
@@ -75,13 +41,14 @@ export const statusCommand = defineCommand({
   },
   run: async (opts) => {
     const { json, watch, interval } = opts
+    if (!watch) {
+      const { report, peer } = await statusOnce(opts)
+      process.stdout.write((json ? JSON.stringify(report, null, 2) : renderStatus(report, peer)) + '\n')
+      return 0
+    }
+    const { clientFromOptions, watchStatus } = await import('./mesh-client.ts')
     const client = await clientFromOptions(opts)
     try {
-      if (!watch) {
-        const s = await readStatus(client)
-        process.stdout.write((json ? JSON.stringify(s, null, 2) : renderStatus(s, client.peer)) + '\n')
-        return 0
-      }
       const tty = process.stdout.isTTY === true
       await watchStatus(client, interval, s => {
         if (json) process.stdout.write(JSON.stringify(s) + '\n')

@@ -7,7 +7,7 @@ import { nextStep } from '../api/hints.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
-import { clientFromOptions } from './status.ts'
+import { clientFromOptions } from './mesh-client.ts'
 import { safeText } from '../util/text.ts'
 import { waitingOnBudget } from '../scheduler/budget.ts'
 

@@ -2,7 +2,7 @@ import { runTui, renderPlain, plainSignature } from '../tui/index.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
 import { defineCommand, opt } from './command.ts'
 import { summaryOf } from './commands.ts'
-import { clientFromOptions, watchStatus } from './status.ts'
+import { clientFromOptions, watchStatus } from './mesh-client.ts'
 
 export const tuiCommand = defineCommand({
   name: 'tui',
