@@ -6,7 +6,7 @@
  * process the round starts; the queue is driven directly (no leader loop, no
  * main follower beside it), so the round is all the shim sees.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest'
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
@@ -22,6 +22,7 @@ import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { str } from '../src/crdt/board.ts'
 import type { TaskId } from '../src/crdt/schema.ts'
 import { silentLogger } from '../src/util/logger.ts'
+import { waitFor } from '../src/util/wait.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
 
 let mesh: TestMesh
@@ -91,8 +92,17 @@ function markDone (id: string, head: string): void {
   })
 }
 
+/** Task `id` on the board in state `state` (a run elsewhere in the mesh: `running`; over: `cancelled`). */
+function setState (id: string, state: 'running' | 'cancelled'): void {
+  node.changeBoard('test:state', d => {
+    if (d.tasks[id] === undefined) addTasks([simpleTask(id)])(d)
+    const rec = d.tasks[id] as Record<string, unknown>
+    rec.state = str(state)
+  })
+}
+
 /** The queue with what `Leadership` would give it; main is read once and then trusted, as on a leader merging in a row. */
-function queue (): MergeQueue {
+function queue (wake: () => void = () => {}): MergeQueue {
   let seen: string | null = null
   const main: LocalMain = {
     trusted: () => seen,
@@ -103,7 +113,7 @@ function queue (): MergeQueue {
   const ctx: MergeContext = {
     init: { node, repo, worktreesDir: join(root, 'worktrees'), branch: 'main', logger: silentLogger },
     advanced: () => {},
-    wake: () => {},
+    wake,
     syncMain: async () => {},
     job: new MergeJob(node, silentLogger),
     main,
@@ -206,5 +216,70 @@ describe('a merge round', () => {
     expect((await gitSince(from)).filter(c => c === 'cat-file')).toHaveLength(1)
     expect(node.board.task('d')?.state).toBe('merged')
     expect(node.board.task('e')?.state).toBe('merged')
+  })
+
+  describe('under load (tasks still running in the mesh)', () => {
+    afterEach(async () => {
+      await rm(slowMerges, { force: true })
+      setState('busy', 'cancelled')
+    })
+
+    /** A queue whose last round took about 2 s (its merge-tree slowed down): the time a batch right after it is held. */
+    async function afterSlowRound (id: string, wake: () => void): Promise<MergeQueue> {
+      const q = queue(wake)
+      expect(await q.next()).toBe(false)
+      q.arrived(id as TaskId, await doneTask(id))
+      await writeFile(slowMerges, '')
+      try {
+        expect(await q.next()).toBe(true)
+      } finally {
+        await rm(slowMerges, { force: true })
+      }
+      expect(node.board.task(id)?.state).toBe('merged')
+      return q
+    }
+
+    it('a batch found right after a move of main is held for the last round\'s time, then lands with what was done meanwhile in one move', async () => {
+      setState('busy', 'running')
+      let woken = 0
+      const heads = { m: await prepareBranch('m'), n: await prepareBranch('n') }
+      const q = await afterSlowRound('l', () => { woken++ })
+      markDone('m', heads.m)
+      q.arrived('m' as TaskId, heads.m)
+      const before = node.board.snapshot().main.head as string
+      // held: nothing merged, main unchanged, and the loop is to be woken when the hold ends
+      expect(await q.next()).toBe(false)
+      expect(node.board.task('m')?.state).toBe('done')
+      expect(node.board.snapshot().main.head).toBe(before)
+      markDone('n', heads.n)
+      q.arrived('n' as TaskId, heads.n)
+      // asked again during the hold (a board change woke the loop): still held, one wake-up pending
+      expect(await q.next()).toBe(false)
+      await waitFor(() => woken > 0, { timeoutMs: 10_000, message: 'the held batch never woke the leader loop' })
+      expect(woken).toBe(1)
+      expect(await q.next()).toBe(true)
+      expect(node.board.task('m')?.state).toBe('merged')
+      expect(node.board.task('n')?.state).toBe('merged')
+      const head = node.board.snapshot().main.head as string
+      // both in the one move of main that followed `before`
+      expect((await gitText(['log', '--first-parent', '--format=%s', `${before}..${head}`], { cwd: repo })).split('\n').map(l => l.replace(/:.*/, ''))).toEqual(['Merge meshwork/n', 'Merge meshwork/m'])
+    })
+
+    it('nothing else running in the mesh: a batch right after a move of main merges at once', async () => {
+      const q = await afterSlowRound('o', () => {})
+      q.arrived('p' as TaskId, await doneTask('p'))
+      expect(await q.next()).toBe(true)
+      expect(node.board.task('p')?.state).toBe('merged')
+    })
+
+    it('a task another one depends on merges at once, held by nothing', async () => {
+      setState('busy', 'running')
+      const q = await afterSlowRound('s', () => {})
+      q.arrived('t' as TaskId, await doneTask('t'))
+      node.changeBoard('test:dependent', d => { addTasks([simpleTask('u', { deps: ['t'] })])(d) })
+      expect(await q.next()).toBe(true)
+      expect(node.board.task('t')?.state).toBe('merged')
+      setState('u', 'cancelled')
+    })
   })
 })

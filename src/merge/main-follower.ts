@@ -104,13 +104,25 @@ export class MainFollower implements LocalMain {
     const { node, repo, branch, logger } = this.#init
     const target = node.board.snapshot().main.head
     if (target === null) return
-    if (this.trusted() === target) return
-    this.#refFiles ??= await refFilesOf(repo, branch)
-    const sig = refSignature(this.#refFiles)
-    // the local main and whether the target is here already, in one git process
-    const [local, here] = await commitOids(repo, [`refs/heads/${branch}`, target])
-    this.#see(local ?? null, sig)
-    if (local === target) { this.#missing = null; return }
+    const trusted = this.trusted()
+    if (trusted === target) return
+    let local: string | null
+    let here: string | null
+    if (trusted !== null) {
+      // the local main is known (its files have not changed since), and a new main is as good as never
+      // here before it is fetched: no git process to ask (were it here, the peer answers "up to date")
+      local = trusted
+      here = null
+    } else {
+      this.#refFiles ??= await refFilesOf(repo, branch)
+      const sig = refSignature(this.#refFiles)
+      // the local main and whether the target is here already, in one git process
+      const found = await commitOids(repo, [`refs/heads/${branch}`, target])
+      local = found[0] ?? null
+      here = found[1] ?? null
+      this.#see(local, sig)
+      if (local === target) { this.#missing = null; return }
+    }
     if (here !== target) {
       const leader = node.board.snapshot().main.leader
       const sources = [leader, ...node.membership.alive().map(m => m.peerId)].filter((p): p is PeerIdString => p !== null && p !== node.peerId)
@@ -127,6 +139,8 @@ export class MainFollower implements LocalMain {
           this.#recent = []
         }
       }
+      // not asked before (the trusted local main): no peer could give it, but it may be here all the same (an older main the board went back to)
+      if (!fetched && here === null) fetched = (await commitOids(repo, [target]))[0] === target
       if (!fetched) {
         if (this.#missing?.oid !== target) this.#missing = { oid: target, since: Date.now() }
         return
