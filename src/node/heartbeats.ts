@@ -12,6 +12,7 @@ import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 import { HEALTH_OK, type HealthState } from './health.ts'
 import { MESHWORK_VERSION } from './version.ts'
+import { PresenceRelay, peerTag } from './presence-relay.ts'
 
 /** How often the resident set size reported in heartbeats is sampled. */
 const RSS_SAMPLE_MS = 10_000
@@ -111,14 +112,17 @@ export class Heartbeats implements Startable {
   /** Until when every heartbeat carries the addresses (a peer came alive: it may not know them yet). */
   #addrsFreshUntil = 0
   #onError: (err: unknown) => void = () => {}
+  /** Who hears whose heartbeats directly: this node's report, and its peers' for forwarding. */
+  readonly #relay: PresenceRelay
   #started = false
   #stopped = false
 
   constructor (components: HeartbeatsComponents) {
     this.#c = components
     this.#log = components.logger
+    this.#relay = new PresenceRelay(() => components.membership.heartbeatMs)
     components.gossip.route(components.topic, {
-      validate: (msg, from) => this.#validate(msg, from),
+      validate: (msg, from, direct) => this.#validate(msg, from, direct),
       handle: (msg, from) => { this.#handle(msg, from) }
     })
   }
@@ -148,6 +152,9 @@ export class Heartbeats implements Startable {
     // timeout passes, not up to a whole period later
     this.#stopTimers.push(every(Math.max(50, Math.floor(membership.heartbeatMs / 4)), () => {
       for (const t of membership.tick(this.#lagMs)) this.#c.onTransition(t)
+      // an author this node last reported hearing directly has gone quiet on that link: the forwarders
+      // learn it from an early heartbeat and send its heartbeats here again
+      if (this.#relay.lapsed()) this.#soon()
     }, onError))
     this.#fire()
   }
@@ -160,6 +167,16 @@ export class Heartbeats implements Startable {
     this.#beatTimer = null
     this.#lag?.disable()
     this.#stopped = true
+  }
+
+  /**
+   * Peers a forwarded gossip message on `topic` by `author` (its multihash
+   * bytes) need not be sent to: on the presence topic, those whose latest
+   * heartbeat says they hear the author directly (src/node/presence-relay.ts).
+   */
+  forwardSkip (topic: string, author: Uint8Array | undefined): ReadonlySet<string> | null {
+    if (topic !== this.#c.topic || author === undefined) return null
+    return this.#relay.skipFor(peerTag(author))
   }
 
   /** Presence messages this node sent early as acknowledgements, each in place of a heartbeat. */
@@ -185,6 +202,7 @@ export class Heartbeats implements Startable {
       this.#rssAt = now
     }
     const eligible = this.#c.eligible()
+    const direct = this.#relay.report()
     return {
       v: 1,
       peerId: this.#c.peerId(),
@@ -204,6 +222,7 @@ export class Heartbeats implements Startable {
       seq: this.#seq++,
       sentAt: Date.now(),
       ...(eligible ? {} : { eligible }),
+      ...(direct !== '' ? { direct } : {}),
       version: MESHWORK_VERSION,
       leaving
     }
@@ -243,13 +262,21 @@ export class Heartbeats implements Startable {
    * on disk are acknowledged).
    */
   ackSoon (): void {
-    if (!this.#c.announce || !this.#started || this.#stopped) return
+    if (this.#soon()) this.#acks++
+  }
+
+  /**
+   * Brings the next heartbeat forward to `ACK_DELAY_MS` from now, or
+   * `ACK_MIN_GAP_MS` after the last one; false when one is due by then anyway.
+   */
+  #soon (): boolean {
+    if (!this.#c.announce || !this.#started || this.#stopped) return false
     const now = Date.now()
     const at = Math.max(now + ACK_DELAY_MS, this.#lastSent + ACK_MIN_GAP_MS)
-    // the heartbeat already due by then carries the acknowledgement
-    if (this.#beatTimer !== null && this.#beatAt <= at) return
-    this.#acks++
+    // the heartbeat already due by then carries it
+    if (this.#beatTimer !== null && this.#beatAt <= at) return false
     this.#arm(at - now)
+    return true
   }
 
   /** Sets the next presence message `ms` from now (replacing the one set before). */
@@ -290,10 +317,12 @@ export class Heartbeats implements Startable {
     this.#lag?.reset()
     this.#lagMs = Math.round(Math.max(drift, loopLag))
     for (const t of this.#c.membership.tick(this.#lagMs)) this.#c.onTransition(t)
-    void this.#c.gossip.publish(this.#c.topic, encodePresence(this.#trimmed(this.presence(false))))
+    const p = this.presence(false)
+    this.#relay.sent(p.direct ?? '')
+    void this.#c.gossip.publish(this.#c.topic, encodePresence(this.#trimmed(p)))
   }
 
-  #validate (msg: SignedMessage, from: string): TopicValidatorResult {
+  #validate (msg: SignedMessage, from: string, direct: boolean): TopicValidatorResult {
     const gossip = this.#c.gossip
     if (msg.data.length > MAX_GOSSIP_BYTES) return gossip.reject('oversized', from)
     const p = decodePresence(msg.data)
@@ -307,6 +336,7 @@ export class Heartbeats implements Startable {
     if (this.#c.membership.get(p.peerId) === undefined && this.#liveMembers() >= MAX_LIVE_MEMBERS) return gossip.ignore('members-full', from)
     // decoded once: the handler takes it from here
     this.#decoded.set(msg, p)
+    this.#relay.heard(peerTag(msg.from.toMultihash().bytes), direct, p.leaving)
     return TopicValidatorResult.Accept
   }
 
@@ -325,6 +355,7 @@ export class Heartbeats implements Startable {
       if (t.to === 'alive') this.peerCameAlive()
       this.#c.onTransition(t)
     }
+    this.#relay.peerReport(p.peerId, p.direct)
     this.#c.onPresence(p)
     this.#c.peerHeads(from, p.heads)
     if (!p.leaving) this.#c.peerAddrs(p)
