@@ -68,6 +68,8 @@ export interface HostInit {
  *   once per mesh peer, so the degree multiplies the whole mesh's gossip work.
  *   Meshes of tens of nodes are covered in a few hops at degree 4, and flood
  *   publishing (kept) delivers a node's own messages to all its peers at once.
+ *   The node then keeps gossipsub from forwarding a heartbeat to peers that
+ *   say they heard it from its author (./gossip-forward.ts, ./presence-relay.ts).
  */
 export async function createHost (init: HostInit): Promise<Host> {
   const noiseCrypto = checkLibraryPatches(init.logger ?? silentLogger)
