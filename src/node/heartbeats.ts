@@ -1,4 +1,3 @@
-import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { loadavg, availableParallelism } from 'node:os'
 import { TopicValidatorResult, type SignedMessage } from '@libp2p/gossipsub'
 import { every, type Startable } from './service.ts'
@@ -91,7 +90,10 @@ export class Heartbeats implements Startable {
   readonly #c: HeartbeatsComponents
   readonly #log: Logger
   #stopTimers: Array<() => void> = []
-  #lag: ReturnType<typeof monitorEventLoopDelay> | null = null
+  /** The failure detector's tick: its period, when it last ran (monotonic ms), and its largest delay since the last heartbeat. */
+  #tickMs = 0
+  #tickAt = 0
+  #tickLate = 0
   #decoded = new WeakMap<SignedMessage, Presence>()
   #extras: () => PresenceExtras = () => ({})
   #seq = 0
@@ -144,13 +146,20 @@ export class Heartbeats implements Startable {
     this.#started = true
     const { gossip, membership } = this.#c
     gossip.subscribe(this.#c.topic)
-    this.#lag = monitorEventLoopDelay({ resolution: 20 })
-    this.#lag.enable()
     this.seedFromBoard()
     const onError = this.#onError = (err: unknown): void => { this.#log.error('timer:failed', { error: toError(err).message }) }
     // the failure detector looks four times per heartbeat: a silent peer is declared as soon as its
     // timeout passes, not up to a whole period later
-    this.#stopTimers.push(every(Math.max(50, Math.floor(membership.heartbeatMs / 4)), () => {
+    // the tick measures the event-loop lag too, by how late it runs: a stall delays it by what is left
+    // of the stall when it falls due, so any stall longer than a tick (a quarter period) is seen within a
+    // tick of its length, at no cost of its own (a 20 ms delay sampler woke an idle node 50 times a
+    // second, more than all its other timers and its gossip together)
+    this.#tickMs = Math.max(50, Math.floor(membership.heartbeatMs / 4))
+    this.#tickAt = performance.now()
+    this.#stopTimers.push(every(this.#tickMs, () => {
+      const at = performance.now()
+      this.#tickLate = Math.max(this.#tickLate, at - this.#tickAt - this.#tickMs)
+      this.#tickAt = at
       for (const t of membership.tick(this.#lagMs)) this.#c.onTransition(t)
       // an author this node last reported hearing directly has gone quiet on that link: the forwarders
       // learn it from an early heartbeat and send its heartbeats here again
@@ -165,7 +174,6 @@ export class Heartbeats implements Startable {
     this.#stopTimers = []
     if (this.#beatTimer !== null) clearTimeout(this.#beatTimer)
     this.#beatTimer = null
-    this.#lag?.disable()
     this.#stopped = true
   }
 
@@ -313,9 +321,10 @@ export class Heartbeats implements Startable {
     // how late this beat's timer fired (an early one, an acknowledgement, is never late)
     const drift = this.#beatAt === 0 ? 0 : Math.max(0, now - this.#beatAt)
     this.#lastSent = now
-    const loopLag = this.#lag !== null ? this.#lag.max / 1e6 : 0
-    this.#lag?.reset()
-    this.#lagMs = Math.round(Math.max(drift, loopLag))
+    // a stall still under way (the tick is overdue) counts too
+    const loopLag = this.#tickMs === 0 ? 0 : Math.max(this.#tickLate, performance.now() - this.#tickAt - this.#tickMs)
+    this.#tickLate = 0
+    this.#lagMs = Math.round(Math.max(0, drift, loopLag))
     for (const t of this.#c.membership.tick(this.#lagMs)) this.#c.onTransition(t)
     const p = this.presence(false)
     this.#relay.sent(p.direct ?? '')
