@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest'
 import {
   findCycle, topoOrder, estimateMs, remainingCriticalPath, depsMerged, effectiveState, readySince,
-  claimOrder, scopesOverlap, blockedBy, DEFAULT_ESTIMATE_MS, type GraphNode
+  claimOrder, scopesOverlap, blockedBy, openTasks, DEFAULT_ESTIMATE_MS, type GraphNode
 } from '../src/scheduler/dag.ts'
 import { Board, plain, str } from '../src/crdt/board.ts'
 import { addTasks, newTaskRecord, simpleTask, type NewTask } from '../src/crdt/ops.ts'
@@ -432,5 +432,19 @@ describe('blockedBy', () => {
     expect(by('free')).toBeNull()
     expect(by('waits')).toBeNull()
     expect(by('bad')).toBeNull()
+  })
+})
+
+describe('openTasks', () => {
+  it('lists the tasks not over, in board order, once per snapshot', () => {
+    const snap = snapshotOf([
+      task('a', { state: 'merged' }), task('b', { state: 'ready' }), task('c', { state: 'failed' }),
+      task('d', { state: 'done' }), task('e', { state: 'cancelled' }), task('f', { state: 'conflict' })
+    ])
+    expect(openTasks(snap).map(t => t.id)).toEqual(['b', 'd', 'f'])
+    expect(openTasks(snap)).toBe(openTasks(snap))
+    // another snapshot (the board changed) is read again
+    const next = snapshotOf([task('a', { state: 'merged' }), task('b', { state: 'merged' })])
+    expect(openTasks(next)).toEqual([])
   })
 })

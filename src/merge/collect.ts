@@ -4,6 +4,7 @@ import { fetchFromPeer } from '../git/transfer.ts'
 import { branchOid, hasCommit } from '../git/merge.ts'
 import { git } from '../git/git.ts'
 import { checkpointBranch, taskBranch } from '../git/worktree.ts'
+import { openTasks } from '../scheduler/dag.ts'
 import { toError } from '../util/errors.ts'
 import { dropOlderThan, dropUnless } from '../util/prune.ts'
 import type { LeaderInit } from './context.ts'
@@ -84,7 +85,7 @@ export class BranchCollector {
   #collectCheckpoints (): void {
     const { node, repo, logger } = this.#init
     const me = node.peerId
-    for (const t of node.board.snapshot().tasks.values()) {
+    for (const t of openTasks(node.board.snapshot())) {
       if (this.#fetching.size >= MAX_PARALLEL_FETCHES) return
       const cp = t.checkpoint
       if (t.state !== 'running' || cp == null || cp.node === me || this.#checkpoints.get(t.id) === cp.head || this.#fetching.has(t.id)) continue
@@ -108,15 +109,16 @@ export class BranchCollector {
   #collectBranches (): void {
     const { node, repo, logger } = this.#init
     const me = node.peerId
-    const tasks = node.board.snapshot().tasks
+    const snap = node.board.snapshot()
+    const tasks = snap.tasks
     // when each done reached this leader, and whether its branch was here already (handed off at done)
     for (const [id, seen] of this.#seenDone) if (tasks.get(id)?.state !== 'done' || tasks.get(id)?.head !== seen.head) this.#seenDone.delete(id)
-    for (const t of tasks.values()) {
+    for (const t of openTasks(snap)) {
       if (t.state !== 'done' || this.#seenDone.has(t.id)) continue
       this.#seenDone.set(t.id, { head: t.head, at: Date.now() })
       logger.info('task:done-seen', { task: t.id, head: t.head, held: t.holders.includes(me) })
     }
-    for (const t of tasks.values()) {
+    for (const t of openTasks(snap)) {
       if (this.#fetching.size >= MAX_PARALLEL_FETCHES) return
       if (t.state !== 'done' || t.head === null || this.#fetching.has(t.id)) continue
       if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < COLLECT_RETRY_MS) continue

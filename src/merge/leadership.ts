@@ -1,5 +1,6 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
 import { electLeader, quorum, ELECTION_TIMEOUT_MS, type Candidate, type Quorum, type Voter } from '../scheduler/election.ts'
+import { openTasks } from '../scheduler/dag.ts'
 import { toError } from '../util/errors.ts'
 import { MainPusher, type PushReport } from './main-push.ts'
 import { MainFollower } from './main-follower.ts'
@@ -207,7 +208,7 @@ export class Leadership {
       // never beside a main sync: each moves the local main, and neither may see the other's move half done
       if (!this.#merging && !this.#syncing && this.#checkQuorum(snap)) {
         // a task left "merging" by a previous leader (or by this one before a restart) is merged by nobody now
-        const stuck = [...snap0().tasks.values()].filter(t => t.state === 'merging').map(t => t.id)
+        const stuck = openTasks(snap0()).filter(t => t.state === 'merging').map(t => t.id)
         if (stuck.length > 0) {
           node.changeBoard('task:merge-reset', d => { for (const id of stuck) lifecycle.deferMerge(d, id) })
           logger.info('merge:reset', { tasks: stuck, reason: 'left merging by an earlier leader' })

@@ -24,8 +24,12 @@ export interface GossipComponents {
 
 /** One gossip topic's validation (before gossipsub forwards a message) and handling (after). */
 export interface TopicHandler {
-  /** Checks a signed message; use `Gossip.reject` to refuse it with a counted reason. */
-  validate: (msg: SignedMessage, from: string) => TopicValidatorResult
+  /**
+   * Checks a signed message; use `Gossip.reject` to refuse it with a counted
+   * reason. `direct`: this copy came from its author itself, not forwarded by
+   * another peer (gossipsub validates only the first copy of a message).
+   */
+  validate: (msg: SignedMessage, from: string, direct: boolean) => TopicValidatorResult
   /** Handles an accepted message; a throw counts as an `apply-failed` rejection. */
   handle: (msg: SignedMessage, from: string) => void
 }
@@ -56,7 +60,7 @@ export class Gossip implements Startable {
   /** Validates and handles `topic`'s messages with `handler` (call before `start`). */
   route (topic: string, handler: TopicHandler): void {
     this.#handlers.set(topic, handler)
-    this.#c.pubsub.topicValidators.set(topic, (_peer, msg) => {
+    this.#c.pubsub.topicValidators.set(topic, (peer, msg) => {
       if (msg.type !== 'signed') return this.reject('unsigned', '?')
       const from = msg.from.toString()
       // a listed peer may forward what an unlisted one wrote: the author decides, not the forwarder.
@@ -65,7 +69,7 @@ export class Gossip implements Startable {
         this.reject('not-allowed', from)
         return TopicValidatorResult.Ignore
       }
-      return handler.validate(msg, from)
+      return handler.validate(msg, from, peer.equals(msg.from))
     })
   }
 

@@ -1,4 +1,3 @@
-import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { loadavg, availableParallelism } from 'node:os'
 import { TopicValidatorResult, type SignedMessage } from '@libp2p/gossipsub'
 import { every, type Startable } from './service.ts'
@@ -12,6 +11,7 @@ import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 import { HEALTH_OK, type HealthState } from './health.ts'
 import { MESHWORK_VERSION } from './version.ts'
+import { PresenceRelay, peerTag } from './presence-relay.ts'
 
 /** How often the resident set size reported in heartbeats is sampled. */
 const RSS_SAMPLE_MS = 10_000
@@ -90,7 +90,10 @@ export class Heartbeats implements Startable {
   readonly #c: HeartbeatsComponents
   readonly #log: Logger
   #stopTimers: Array<() => void> = []
-  #lag: ReturnType<typeof monitorEventLoopDelay> | null = null
+  /** The failure detector's tick: its period, when it last ran (monotonic ms), and its largest delay since the last heartbeat. */
+  #tickMs = 0
+  #tickAt = 0
+  #tickLate = 0
   #decoded = new WeakMap<SignedMessage, Presence>()
   #extras: () => PresenceExtras = () => ({})
   #seq = 0
@@ -111,14 +114,17 @@ export class Heartbeats implements Startable {
   /** Until when every heartbeat carries the addresses (a peer came alive: it may not know them yet). */
   #addrsFreshUntil = 0
   #onError: (err: unknown) => void = () => {}
+  /** Who hears whose heartbeats directly: this node's report, and its peers' for forwarding. */
+  readonly #relay: PresenceRelay
   #started = false
   #stopped = false
 
   constructor (components: HeartbeatsComponents) {
     this.#c = components
     this.#log = components.logger
+    this.#relay = new PresenceRelay(() => components.membership.heartbeatMs)
     components.gossip.route(components.topic, {
-      validate: (msg, from) => this.#validate(msg, from),
+      validate: (msg, from, direct) => this.#validate(msg, from, direct),
       handle: (msg, from) => { this.#handle(msg, from) }
     })
   }
@@ -140,14 +146,24 @@ export class Heartbeats implements Startable {
     this.#started = true
     const { gossip, membership } = this.#c
     gossip.subscribe(this.#c.topic)
-    this.#lag = monitorEventLoopDelay({ resolution: 20 })
-    this.#lag.enable()
     this.seedFromBoard()
     const onError = this.#onError = (err: unknown): void => { this.#log.error('timer:failed', { error: toError(err).message }) }
     // the failure detector looks four times per heartbeat: a silent peer is declared as soon as its
     // timeout passes, not up to a whole period later
-    this.#stopTimers.push(every(Math.max(50, Math.floor(membership.heartbeatMs / 4)), () => {
+    // the tick measures the event-loop lag too, by how late it runs: a stall delays it by what is left
+    // of the stall when it falls due, so any stall longer than a tick (a quarter period) is seen within a
+    // tick of its length, at no cost of its own (a 20 ms delay sampler woke an idle node 50 times a
+    // second, more than all its other timers and its gossip together)
+    this.#tickMs = Math.max(50, Math.floor(membership.heartbeatMs / 4))
+    this.#tickAt = performance.now()
+    this.#stopTimers.push(every(this.#tickMs, () => {
+      const at = performance.now()
+      this.#tickLate = Math.max(this.#tickLate, at - this.#tickAt - this.#tickMs)
+      this.#tickAt = at
       for (const t of membership.tick(this.#lagMs)) this.#c.onTransition(t)
+      // an author this node last reported hearing directly has gone quiet on that link: the forwarders
+      // learn it from an early heartbeat and send its heartbeats here again
+      if (this.#relay.lapsed()) this.#soon()
     }, onError))
     this.#fire()
   }
@@ -158,8 +174,17 @@ export class Heartbeats implements Startable {
     this.#stopTimers = []
     if (this.#beatTimer !== null) clearTimeout(this.#beatTimer)
     this.#beatTimer = null
-    this.#lag?.disable()
     this.#stopped = true
+  }
+
+  /**
+   * Peers a forwarded gossip message on `topic` by `author` (its multihash
+   * bytes) need not be sent to: on the presence topic, those whose latest
+   * heartbeat says they hear the author directly (src/node/presence-relay.ts).
+   */
+  forwardSkip (topic: string, author: Uint8Array | undefined): ReadonlySet<string> | null {
+    if (topic !== this.#c.topic || author === undefined) return null
+    return this.#relay.skipFor(peerTag(author))
   }
 
   /** Presence messages this node sent early as acknowledgements, each in place of a heartbeat. */
@@ -185,6 +210,7 @@ export class Heartbeats implements Startable {
       this.#rssAt = now
     }
     const eligible = this.#c.eligible()
+    const direct = this.#relay.report()
     return {
       v: 1,
       peerId: this.#c.peerId(),
@@ -204,6 +230,7 @@ export class Heartbeats implements Startable {
       seq: this.#seq++,
       sentAt: Date.now(),
       ...(eligible ? {} : { eligible }),
+      ...(direct !== '' ? { direct } : {}),
       version: MESHWORK_VERSION,
       leaving
     }
@@ -243,13 +270,21 @@ export class Heartbeats implements Startable {
    * on disk are acknowledged).
    */
   ackSoon (): void {
-    if (!this.#c.announce || !this.#started || this.#stopped) return
+    if (this.#soon()) this.#acks++
+  }
+
+  /**
+   * Brings the next heartbeat forward to `ACK_DELAY_MS` from now, or
+   * `ACK_MIN_GAP_MS` after the last one; false when one is due by then anyway.
+   */
+  #soon (): boolean {
+    if (!this.#c.announce || !this.#started || this.#stopped) return false
     const now = Date.now()
     const at = Math.max(now + ACK_DELAY_MS, this.#lastSent + ACK_MIN_GAP_MS)
-    // the heartbeat already due by then carries the acknowledgement
-    if (this.#beatTimer !== null && this.#beatAt <= at) return
-    this.#acks++
+    // the heartbeat already due by then carries it
+    if (this.#beatTimer !== null && this.#beatAt <= at) return false
     this.#arm(at - now)
+    return true
   }
 
   /** Sets the next presence message `ms` from now (replacing the one set before). */
@@ -286,14 +321,17 @@ export class Heartbeats implements Startable {
     // how late this beat's timer fired (an early one, an acknowledgement, is never late)
     const drift = this.#beatAt === 0 ? 0 : Math.max(0, now - this.#beatAt)
     this.#lastSent = now
-    const loopLag = this.#lag !== null ? this.#lag.max / 1e6 : 0
-    this.#lag?.reset()
-    this.#lagMs = Math.round(Math.max(drift, loopLag))
+    // a stall still under way (the tick is overdue) counts too
+    const loopLag = this.#tickMs === 0 ? 0 : Math.max(this.#tickLate, performance.now() - this.#tickAt - this.#tickMs)
+    this.#tickLate = 0
+    this.#lagMs = Math.round(Math.max(0, drift, loopLag))
     for (const t of this.#c.membership.tick(this.#lagMs)) this.#c.onTransition(t)
-    void this.#c.gossip.publish(this.#c.topic, encodePresence(this.#trimmed(this.presence(false))))
+    const p = this.presence(false)
+    this.#relay.sent(p.direct ?? '')
+    void this.#c.gossip.publish(this.#c.topic, encodePresence(this.#trimmed(p)))
   }
 
-  #validate (msg: SignedMessage, from: string): TopicValidatorResult {
+  #validate (msg: SignedMessage, from: string, direct: boolean): TopicValidatorResult {
     const gossip = this.#c.gossip
     if (msg.data.length > MAX_GOSSIP_BYTES) return gossip.reject('oversized', from)
     const p = decodePresence(msg.data)
@@ -307,6 +345,7 @@ export class Heartbeats implements Startable {
     if (this.#c.membership.get(p.peerId) === undefined && this.#liveMembers() >= MAX_LIVE_MEMBERS) return gossip.ignore('members-full', from)
     // decoded once: the handler takes it from here
     this.#decoded.set(msg, p)
+    this.#relay.heard(peerTag(msg.from.toMultihash().bytes), direct, p.leaving)
     return TopicValidatorResult.Accept
   }
 
@@ -325,6 +364,7 @@ export class Heartbeats implements Startable {
       if (t.to === 'alive') this.peerCameAlive()
       this.#c.onTransition(t)
     }
+    this.#relay.peerReport(p.peerId, p.direct)
     this.#c.onPresence(p)
     this.#c.peerHeads(from, p.heads)
     if (!p.leaving) this.#c.peerAddrs(p)

@@ -15,6 +15,14 @@ import { checkLibraryPatches } from './patches.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { DIAL_TIMEOUT_MS, GOSSIP_IDONTWANT_MIN_BYTES, GOSSIP_MESH, MAX_GOSSIP_BYTES } from './constants.ts'
 
+/**
+ * How often libp2p's connection monitor pings each connection (a new stream,
+ * multistream-select and 32 bytes each way). Every 10 s cost an idle node of a
+ * 4-node mesh 0.1-0.2 % of a core; dead peers are the failure detector's.
+ * @default 30000 ms
+ */
+export const PING_INTERVAL_MS = 30_000
+
 /** The libp2p node meshwork runs on, with the services it needs. */
 export type Host = Libp2p<{ pubsub: GossipSub, identify: Identify }>
 
@@ -29,6 +37,8 @@ export interface HostInit {
   logger?: Logger
   /** The version announced to peers through identify. @default this meshwork's */
   version?: string
+  /** Counts every copy of a gossip message that arrives, duplicates included (the node's `stats.gossipCopies`). */
+  received?: { copies: number }
 }
 
 /**
@@ -58,6 +68,8 @@ export interface HostInit {
  *   once per mesh peer, so the degree multiplies the whole mesh's gossip work.
  *   Meshes of tens of nodes are covered in a few hops at degree 4, and flood
  *   publishing (kept) delivers a node's own messages to all its peers at once.
+ *   The node then keeps gossipsub from forwarding a heartbeat to peers that
+ *   say they heard it from its author (./gossip-forward.ts, ./presence-relay.ts).
  */
 export async function createHost (init: HostInit): Promise<Host> {
   const noiseCrypto = checkLibraryPatches(init.logger ?? silentLogger)
@@ -80,11 +92,13 @@ export async function createHost (init: HostInit): Promise<Host> {
       addressDialTimeout: DIAL_TIMEOUT_MS,
       inboundUpgradeTimeout: DIAL_TIMEOUT_MS
     },
-    // liveness is the presence failure detector's job (it widens its timeouts under load); libp2p's own
-    // ping monitor, with its default few-second adaptive timeout, aborted healthy connections on a
-    // saturated host and split large local meshes. It still closes links silent for half a minute (a VM
-    // that vanished without a TCP reset), so redials can find the peer again.
-    connectionMonitor: { pingInterval: 10_000, pingTimeout: { minTimeout: 30_000, maxTimeout: 60_000 } },
+    // liveness is the presence failure detector's job (it widens its timeouts under load), and a node
+    // hangs up on a peer it declares dead (mesh-node.ts), so the redial starts on a fresh connection;
+    // libp2p's own ping monitor, with its default few-second adaptive timeout, aborted healthy
+    // connections on a saturated host and split large local meshes. It still closes a link that went
+    // silent while its peer stays alive through others (a path that dropped without a TCP reset), within
+    // a minute or so: a ping every PING_INTERVAL_MS (a stream per connection each time) is enough for that.
+    connectionMonitor: { pingInterval: PING_INTERVAL_MS, pingTimeout: { minTimeout: 30_000, maxTimeout: 60_000 } },
     services: {
       identify: identify(),
       pubsub: gossipsub({
@@ -95,7 +109,7 @@ export async function createHost (init: HostInit): Promise<Host> {
         fallbackToFloodsub: false,
         // the receiver's hard limit sits above the sender's cap, so an honest message never trips it
         maxInboundDataLength: MAX_GOSSIP_BYTES * 4,
-        fastMsgIdFn,
+        fastMsgIdFn: init.received === undefined ? fastMsgIdFn : countedFastMsgId(init.received),
         ...GOSSIP_MESH,
         idontwantMinDataSize: GOSSIP_IDONTWANT_MIN_BYTES,
         scoreParams: {
@@ -122,3 +136,11 @@ export function fastMsgId (msg: { from?: Uint8Array, seqno?: Uint8Array }): stri
 }
 
 const fastMsgIdFn = fastMsgId
+
+/** `fastMsgId`, counting its calls: gossipsub asks for the fast id of every copy that arrives, once. */
+function countedFastMsgId (received: { copies: number }): typeof fastMsgId {
+  return msg => {
+    received.copies++
+    return fastMsgId(msg)
+  }
+}

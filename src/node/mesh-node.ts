@@ -18,6 +18,7 @@ import { Membership, type Transition } from './membership.ts'
 import { HEARTBEAT_INTERVAL_MS, MEMBER_PRUNE_AFTER_MS, PRUNE_INTERVAL_MS, topics } from './constants.ts'
 import { every, withTimeout, type Startable } from './service.ts'
 import { Gossip } from './gossip.ts'
+import { filterForwards } from './gossip-forward.ts'
 import { BoardReplication } from './board-replication.ts'
 import { Heartbeats, type PresenceExtras } from './heartbeats.ts'
 import { Dialer } from './dialer.ts'
@@ -74,7 +75,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly role: Role
   readonly swarmKey: SwarmKey
   readonly membership: Membership
-  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, refusedForgotten: { keys: 0, total: 0 }, streamsRefused: {} }
+  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, refusedForgotten: { keys: 0, total: 0 }, streamsRefused: {}, gossipCopies: { copies: 0 }, presenceForwardsSkipped: 0 }
   readonly name: string
   /** Whether this node may ever become merge leader (false with --no-leader). */
   readonly leaderEligible: boolean
@@ -275,7 +276,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       listen: init.listen ?? (isNode ? ['/ip4/0.0.0.0/tcp/4001'] : ['/ip4/127.0.0.1/tcp/0']),
       bootstrap: init.bootstrap ?? [],
       connectionGater: combineGaters(init.connectionGater, allow?.gater()),
-      logger: this.#log
+      logger: this.#log,
+      received: this.stats.gossipCopies
     })
     const t = topics(this.meshId)
     const logger = this.#log
@@ -304,6 +306,12 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       logger
     })
     heartbeats.setExtras(() => this.#extras())
+    const forwarding = filterForwards(host.services.pubsub, (topic, author) => {
+      const skip = heartbeats.forwardSkip(topic, author)
+      if (skip !== null) this.stats.presenceForwardsSkipped += skip.size
+      return skip
+    })
+    if (forwarding.state === 'failed') logger.warn('patch:not-applied', { patch: forwarding.name, detail: forwarding.detail, note: 'every heartbeat is forwarded to every mesh peer (more CPU); reinstall the exact versions in package.json (npm ci)' })
     const progress = new Progress({ gossip, topic: t.progress, follow: isNode, peerId: () => this.peerId, onProgress: p => { this.dispatchEvent(new CustomEvent('progress', { detail: p })) } })
     const members = new MembersProtocol({ streams: host, serve: isNode, view: () => this.membersView(), ...(init.streamIdleMs !== undefined ? { idleMs: init.streamIdleMs } : {}) })
     const services: Services = this.#services = { gossip, replication, heartbeats, dialer, known, progress, members }
@@ -528,7 +536,20 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     // a peer that came alive is remembered at once, not at the next periodic save: a node killed in its
     // first seconds (the first node of a mesh, started without --bootstrap) finds its mesh again from it
     if (t.to === 'alive') void this.#services?.known?.save().catch(() => {})
+    // a peer silent for deadAfter: its connections are dropped, so a redial (the dialer tries dead peers
+    // again) or the peer's own starts afresh rather than on a link that may be dead without knowing it
+    if (t.to === 'dead') this.#hangUpDead(t.peerId)
     this.dispatchEvent(new CustomEvent('peer:state', { detail: t }))
+  }
+
+  #hangUpDead (peer: PeerIdString): void {
+    const host = this.#host
+    if (host === null || this.#stopping) return
+    let id: PeerId
+    try { id = peerIdFromString(peer) } catch { return }
+    if (host.getConnections(id).length === 0) return
+    this.#log.debug('peer:hang-up', { peer, reason: 'declared dead' })
+    void host.hangUp(id).catch(() => {})
   }
 
   /** Starts receiving board changes as they are gossiped (light clients call this after their first sync). */

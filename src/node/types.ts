@@ -54,6 +54,10 @@ export interface NodeStats {
   refusedForgotten: { keys: number, total: number }
   /** Inbound streams refused or dropped by a per-peer bound, by `protocol:reason` (see `ReplicationStats.streamsRefused`). */
   streamsRefused: Record<string, number>
+  /** Copies of gossip messages that arrived, duplicates included (all topics). */
+  gossipCopies: { copies: number }
+  /** Copies of heartbeats not forwarded to a peer that hears their author directly (src/node/presence-relay.ts). */
+  presenceForwardsSkipped: number
 }
 
 export interface MeshNodeEvents {

@@ -9,6 +9,9 @@ import { asPeerId } from '../crdt/schema.ts'
 /** Largest lists a presence message may carry (bounded so one peer cannot bloat another's memory). */
 const MAX_LIST = 256
 
+/** Most authors a presence message may report as heard directly (the live members a node keeps, MAX_LIVE_MEMBERS). */
+const MAX_DIRECT = 1024
+
 /** One presence heartbeat, published every second on the presence topic. */
 /** Whether a node can run agents: paused (credentials refused, disk full, …) with the reason and when it tries again. */
 export const healthSchema = z.object({
@@ -44,6 +47,12 @@ export const presenceSchema = z.object({
   sentAt: z.number().optional(),
   /** false for nodes started with --no-leader. */
   eligible: z.boolean().optional(),
+  /**
+   * The authors whose heartbeats the sender heard straight from them lately: an
+   * 8-character tag each (src/node/presence-relay.ts), joined. Forwarders leave
+   * those copies out; absent (versions before it) means every copy is wanted.
+   */
+  direct: z.string().max(8 * MAX_DIRECT).regex(/^(?:[A-Za-z0-9_-]{8})*$/).optional(),
   /** The sender's meshwork version (absent from versions before it was announced). */
   version: z.string().max(64).optional(),
   /** true in the last message of a graceful stop. */

@@ -10,10 +10,10 @@ import type { SchedulerNode } from '../node/components.ts'
 import type { Presence } from '../protocol/presence.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
 import { NodeHealth, type HealthState } from '../node/health.ts'
-import type { BoardSnapshot, PeerIdString, Task, TaskId } from '../crdt/schema.ts'
+import { FINAL_TASK_STATES, type BoardSnapshot, type PeerIdString, type Task, type TaskId } from '../crdt/schema.ts'
 import type { Agent, AgentProgress } from '../agent/types.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
-import { claimOrder, effectiveState, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
+import { claimOrder, effectiveState, openTasks, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
 import { budgetHold, budgetView, describeHold, holdLogger } from './budget.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
@@ -325,7 +325,9 @@ export class Scheduler {
     const alivePeers = [me, ...this.node.membership.alive().map(m => m.peerId)].sort()
     const janitor = alivePeers[0] === me
     const releases: Array<{ id: TaskId, reason: string, epoch: number, own: boolean }> = []
-    for (const t of snap.tasks.values()) {
+    // a task over (merged, failed, cancelled) is nobody's to release
+    for (const id of this.#orphanSince.keys()) { const t = snap.tasks.get(id); if (t === undefined || FINAL_TASK_STATES.has(t.state)) this.#orphanSince.delete(id) }
+    for (const t of openTasks(snap)) {
       let reason: string | null = null
       // the watchdog: the board says this node runs the task, but no run here holds it (the run's end was
       // withheld and could not be written, say): nobody else will release it, since this node is alive
@@ -456,7 +458,7 @@ export class Scheduler {
     const candidates: Task[] = []
     const budgets = budgetView(snap)
     let held: string | null = null
-    for (const t of snap.tasks.values()) {
+    for (const t of openTasks(snap)) {
       // a finished run of the task still hands its branch off here (its worktree is being removed): not again meanwhile
       if (this.#pending.has(t.id) || this.#runs.has(t.id) || this.#finishing.has(t.id)) continue
       const s = effectiveState(t, snap)
@@ -474,7 +476,7 @@ export class Scheduler {
     const ordered = claimOrder(candidates, remainingCriticalPath(snap.tasks))
     // other nodes' load comes from the board (gossiped at once), not from presence (a heartbeat old)
     const load = new Map<string, number>()
-    for (const t of snap.tasks.values()) {
+    for (const t of openTasks(snap)) {
       const holder = t.state === 'running' ? t.node : t.state === 'claimed' ? claimWinner(t) : null
       if (holder !== null) load.set(holder, (load.get(holder) ?? 0) + 1)
     }
@@ -485,7 +487,7 @@ export class Scheduler {
       capacity.push({ peerId: m.peerId, free: Math.max(0, m.slots - (load.get(m.peerId) ?? 0)) })
     }
     const owners = assignOwners(ordered, capacity)
-    const active = [...snap.tasks.values()].filter(t => t.files.length > 0 && (t.state === 'running' || (t.state === 'claimed' && claimWinner(t) !== null)))
+    const active = openTasks(snap).filter(t => t.files.length > 0 && (t.state === 'running' || (t.state === 'claimed' && claimWinner(t) !== null)))
     const picked: Array<{ task: Task, stolen: boolean }> = []
     for (const t of ordered) {
       if (picked.length >= free) break
@@ -553,7 +555,7 @@ export class Scheduler {
       const mine = t.claims[me]
       const blocker = t.files.length === 0
         ? undefined
-        : [...snap.tasks.values()].find(o => {
+        : openTasks(snap).find(o => {
             if (o.id === id || o.files.length === 0 || !scopesOverlap(o.files, t.files)) return false
             if (o.state === 'running') return true
             const w = o.state === 'claimed' ? winningClaim(o) : null
