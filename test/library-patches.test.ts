@@ -28,8 +28,7 @@ describe('library patches (pinned versions)', () => {
     expect(libraryPatches().map(p => [p.name, p.state, p.detail])).toEqual([
       ['pnet-fix', 'applied', expect.any(String)],
       ['yamux-fix', 'applied', expect.any(String)],
-      ['noise-crypto', 'applied', expect.any(String)],
-      ['ed25519-keys', 'applied', expect.any(String)]
+      ['noise-crypto', 'applied', expect.any(String)]
     ])
     const { logger, warnings } = recordingLogger()
     expect(checkLibraryPatches(logger)).toBe(noiseCrypto)
