@@ -78,42 +78,60 @@ function limitOpt (flagName: string, v: string | undefined, fallback: number): n
 }
 
 /**
- * Makes V8 favour memory over speed from here on. A node runs for days and is
- * idle most of the time, and V8's default heap growing then lets the old
- * generation fill with garbage to several times what is live (heaps of 100 MiB
- * holding 35 were seen): an idle node's RSS is about a sixth lower with it
- * (docs/benchmarks.md, idle cost). Set once the node's modules are loaded: a
- * flag changed before would make V8 refuse the compile cache the other
- * commands share (the cache records the flags it was made with).
+ * How long a node's board must stay unchanged before V8 favours memory over
+ * speed; any change of the board (a task claimed, run, merged anywhere in the
+ * mesh) switches it back at once. @default 15 s
  */
-function favourMemory (): void {
-  setFlagsFromString('--optimize-for-size')
-}
+export const FAVOUR_MEMORY_AFTER_MS = 15_000
 
 /**
- * How long a joiner (a node whose data dir holds no board yet) runs before V8
- * favours memory if its first sync has not completed by then.
- * @default 30 s
+ * How long a joiner (a node whose data dir holds no board yet) runs at full
+ * speed at most while its first sync has not completed. @default 30 s
  */
 const JOIN_AT_FULL_SPEED_MS = 30_000
 
 /**
- * `favourMemory` for a joiner: once its first sync session has completed (it
- * took the mesh's whole board), or after `JOIN_AT_FULL_SPEED_MS`. Taking a
- * board is a burst of allocation (Automerge loads the document, every change
- * is decoded and checked, every task read through the schema), and with the
- * flag set it cost 2.5-3x the CPU: a 10,000-task board's receive, in-process,
- * 4.0-5.6 s of CPU against 11.9-13.8 s (three runs each, the flag set at run
- * time as here, on a loaded 2-core host).
+ * V8 favours memory (`--optimize-for-size`) while the node is idle and speed
+ * while its board changes. A node runs for days and is idle most of the time,
+ * and V8's default heap growing then lets the old generation fill with
+ * garbage to several times what is live (heaps of 100 MiB holding 35 were
+ * seen): an idle node's RSS is about a sixth lower with the flag (docs/
+ * benchmarks.md, idle cost). But the flag costs a busy node dearly: a
+ * 10,000-task board's receive took 2.5-3x the CPU with it (in-process), and
+ * bench:e2e's 40 independent tasks took 3.9x their lower bound with it set for
+ * good against 3.1x without (1.14 against 1.45 merges a second with instant
+ * tasks, the same checkout back to back). So it is set after
+ * `FAVOUR_MEMORY_AFTER_MS` without a board change (a joiner: not before its
+ * first sync completed, or `JOIN_AT_FULL_SPEED_MS`) and cleared by the next
+ * change. Changed only once the node's modules are loaded: a flag changed
+ * before would make V8 refuse the compile cache the other commands share (the
+ * cache records the flags it was made with).
  */
-function favourMemoryOnceJoined (node: MeshNode): void {
+function favourMemoryWhenIdle (node: MeshNode, joining: boolean, log: Logger): () => void {
   const started = Date.now()
+  let changedAt = started
+  let small = false
+  const onChange = (): void => {
+    changedAt = Date.now()
+    if (!small) return
+    small = false
+    setFlagsFromString('--no-optimize-for-size')
+    log.debug('node:v8-speed', { note: 'the board changed: V8 favours speed' })
+  }
+  node.addEventListener('board:update', onChange)
   const check = setInterval(() => {
-    if (node.stats.syncSessions === 0 && Date.now() - started < JOIN_AT_FULL_SPEED_MS) return
-    clearInterval(check)
-    favourMemory()
-  }, 250)
+    const now = Date.now()
+    if (small || now - changedAt < FAVOUR_MEMORY_AFTER_MS) return
+    if (joining && node.stats.syncSessions === 0 && now - started < JOIN_AT_FULL_SPEED_MS) return
+    small = true
+    setFlagsFromString('--optimize-for-size')
+    log.debug('node:v8-memory', { note: `no board change for ${formatDuration(FAVOUR_MEMORY_AFTER_MS)}: V8 favours memory` })
+  }, 1000)
   check.unref()
+  return () => {
+    clearInterval(check)
+    node.removeEventListener('board:update', onChange)
+  }
 }
 
 /** Whether `repo` would need a new history: missing, or an empty directory. */
@@ -285,8 +303,7 @@ export const nodeCommand = defineCommand({
     // a node that restarts on its board favours memory at once; a joiner once it has taken the mesh's board
     const joining = !await hasSavedBoard(dataDir)
     await node.start()
-    if (joining) favourMemoryOnceJoined(node)
-    else favourMemory()
+    const stopFavouring = favourMemoryWhenIdle(node, joining, log)
     // clients ask for the status in one request (`meshwork status`), no board sync needed
     await serveStatus(node)
     metrics?.attach(node)
@@ -418,6 +435,7 @@ export const nodeCommand = defineCommand({
     })
     await approvals?.stop()
     stopReload()
+    stopFavouring()
     log.info('node:stopped', { peer: facts.peerId })
     return 0
   }
