@@ -28,7 +28,6 @@
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -36,6 +35,7 @@ import { parseScriptArgs } from './bench/lib/args.ts'
 import { childPids, installExitGuards, killAllChildren, pollUntil, register } from './bench/lib/children.ts'
 import { cpuOf } from './bench/lib/proc.ts'
 import { max, median, min, textTable } from './bench/lib/stats.ts'
+import { NOBODY, closedPort } from '../test/helpers/net.ts'
 
 const HERE = fileURLToPath(new URL('..', import.meta.url))
 const log = (line: string): void => { process.stderr.write(line + '\n') }
@@ -51,8 +51,6 @@ const args = parseScriptArgs(import.meta.url, {
 
 const ROUNDS = Number(args.rounds)
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`--rounds must be a whole number >= 1, got ${args.rounds}`)
-/** A well-formed peer id nobody runs. */
-const NOBODY = '12D3KooWLRPJAA5o6RB1pnZqDvsdgqm6bjTDbRKNdHKHNsMk6AQp'
 /** How long a node may take to write node.json. */
 const NODE_START_MS = 60_000
 /** Longest single CLI run before the bench gives up on it. */
@@ -85,15 +83,6 @@ function variantSpecs (): Array<{ name: string, dir: string }> {
     if (eq <= 0) throw new Error(`--variant takes NAME=DIR, got "${s}"`)
     return { name: s.slice(0, eq), dir: resolve(s.slice(eq + 1)) }
   })
-}
-
-/** A loopback port nobody listens on: bound, then closed. */
-async function closedPort (): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>(resolve => { srv.listen(0, '127.0.0.1', resolve) })
-  const port = (srv.address() as { port: number }).port
-  await new Promise<void>(resolve => { srv.close(() => { resolve() }) })
-  return port
 }
 
 /** Starts a one-node mesh with the checkout's own `meshwork node` and waits for its node.json. */

@@ -6,9 +6,9 @@
  * answers.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { NOBODY, closedPort } from './helpers/net.ts'
 
 /**
  * The clients below wait up to TIMEOUT for an answer; "at once" is asserted as a
@@ -17,19 +17,8 @@ import { runCli, startNode, killAllChildren, makeTempDir, removeDir, describeRes
  */
 const TIMEOUT = '5m'
 const FAST_MS = 60_000
-/** A well-formed peer id nobody runs. */
-const NOBODY = '12D3KooWLRPJAA5o6RB1pnZqDvsdgqm6bjTDbRKNdHKHNsMk6AQp'
 const REFUSED = 'connection refused'
 const HANDSHAKE = 'handshake failed: wrong swarm key or not a meshwork node'
-
-/** A loopback port nobody listens on: bound by us, then closed. */
-async function closedPort (): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>(resolve => { srv.listen(0, '127.0.0.1', resolve) })
-  const port = (srv.address() as { port: number }).port
-  await new Promise<void>(resolve => { srv.close(() => { resolve() }) })
-  return port
-}
 
 describe('meshwork client commands fail fast', () => {
   let dir = ''

@@ -6,7 +6,6 @@
  * keys and a node whose --allow does not list the client fail at once.
  */
 import { describe, it, expect, afterEach } from 'vitest'
-import { createServer } from 'node:net'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -26,6 +25,7 @@ import { ask, approvalIdFor } from '../src/crdt/approvals.ts'
 import type { TaskId } from '../src/crdt/schema.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
 import { waitFor } from '../src/util/wait.ts'
+import { NOBODY, closedPort } from './helpers/net.ts'
 
 let mesh: TestMesh | null = null
 const clients: Client[] = []
@@ -39,17 +39,6 @@ afterEach(async () => {
 })
 
 const OID = 'a'.repeat(40)
-/** A well-formed peer id nobody runs. */
-const NOBODY = '12D3KooWLRPJAA5o6RB1pnZqDvsdgqm6bjTDbRKNdHKHNsMk6AQp'
-
-/** A loopback port nobody listens on: bound by us, then closed. */
-async function closedPort (): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>(resolve => { srv.listen(0, '127.0.0.1', resolve) })
-  const port = (srv.address() as { port: number }).port
-  await new Promise<void>(resolve => { srv.close(() => { resolve() }) })
-  return port
-}
 
 /** Puts one of everything `status --json` shows on the node's board. */
 function fillBoard (node: MeshNode): void {
