@@ -4,7 +4,7 @@ import { advanceBranch, branchOids } from '../git/merge.ts'
 import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch, type BatchItem } from '../git/batch.ts'
 import { extendHistory, mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
 import { taskBranch } from '../git/worktree.ts'
-import { claimOrder, depsMerged, remainingCriticalPath } from '../scheduler/dag.ts'
+import { claimOrder, depsMerged, openTasks, remainingCriticalPath } from '../scheduler/dag.ts'
 import { toError } from '../util/errors.ts'
 import { dropOlderThan, dropUnless } from '../util/prune.ts'
 import { MAIN_LOST_MS, type MergeContext } from './context.ts'
@@ -285,7 +285,7 @@ export class MergeQueue {
     if (left <= 0) return 0
     const ids = new Set<TaskId>(ordered.map(t => t.id))
     let arriving = false
-    for (const t of snap.tasks.values()) {
+    for (const t of openTasks(snap)) {
       if (t.state === 'running' || t.state === 'claimed') arriving = true
       // a task the batch would merge is a dependency of one not yet merged: that one waits for it
       else if (t.state === 'pending' && t.deps.some(d => ids.has(d))) return 0
@@ -311,12 +311,13 @@ export class MergeQueue {
   #ready (snap: BoardSnapshot): Task[] {
     const me = this.#ctx.init.node.peerId
     const candidates: Task[] = []
-    for (const t of snap.tasks.values()) {
+    for (const t of openTasks(snap)) {
       if (t.state !== 'done' || t.head === null || !t.holders.includes(me) || !depsMerged(t, snap)) continue
       if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < MERGE_RETRY_MS) continue
       candidates.push(t)
     }
-    return claimOrder(candidates, remainingCriticalPath(snap.tasks))
+    // the critical paths walk the whole board: only when there is something to order
+    return candidates.length === 0 ? candidates : claimOrder(candidates, remainingCriticalPath(snap.tasks))
   }
 
   /**
