@@ -22,9 +22,16 @@ function alive (pid: number): boolean {
   }
 }
 
-/** The pid in a lock file, or null when it is missing, empty or not a pid. */
-async function lockPid (file: string): Promise<number | null> {
-  const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim())
+/** The pid in a lock file; null when it is empty or not a pid; 'missing' when there is no lock file. */
+async function lockPid (file: string): Promise<number | null | 'missing'> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing'
+    text = ''
+  }
+  const pid = Number(text.trim())
   return Number.isInteger(pid) && pid > 0 ? pid : null
 }
 
@@ -48,6 +55,8 @@ export async function acquireLock (dir: string): Promise<Lock> {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
       const pid = await lockPid(file)
+      // gone meanwhile (its holder stopped, or a stale one was removed): try again
+      if (pid === 'missing') continue
       if (pid !== null && pid !== process.pid && alive(pid)) {
         throw new DataDirLockedError(`the data dir ${dir} is in use by process ${pid}. Stop that node first, or give this one its own --data DIR.`)
       }
@@ -74,7 +83,10 @@ async function breakStaleLock (dir: string, file: string): Promise<void> {
   }
   try {
     await h.close()
+    // no lock file: another breaker removed the stale one, and the file that may appear any moment now is a
+    // fresh lock of a live process (removing it would let a second process take the data dir as well)
     const pid = await lockPid(file)
+    if (pid === 'missing') return
     if (pid === null || (pid !== process.pid && !alive(pid))) await unlink(file).catch(() => {})
   } finally {
     await unlink(breaker).catch(() => {})
