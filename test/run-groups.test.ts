@@ -27,7 +27,7 @@ function groupFacts (pid: number, data: string): string {
   let pgid = '?'
   try { const st = readFileSync(`/proc/${pid}/stat`, 'utf8'); pgid = st.slice(st.lastIndexOf(')') + 2).split(' ')[2] ?? '?' } catch {}
   let recorded: string[] = []
-  try { recorded = readdirSync(join(data, 'run-groups')) } catch {}
+  try { recorded = readdirSync(join(data, 'run-groups')).map(f => `${f} ${readFileSync(join(data, 'run-groups', f), 'utf8')}`) } catch {}
   let watchdog = '?'
   try { const w = Number(readFileSync(join(data, 'watchdog.pid'), 'utf8')); watchdog = `${w} ${isAlive(w) ? 'alive' : 'gone'}` } catch {}
   return `pgid of ${pid}: ${pgid}; recorded groups: ${recorded.join(', ') || '(none)'}; watchdog: ${watchdog}`
@@ -72,7 +72,7 @@ describe('runs end with their node', { timeout: 300_000 }, () => {
     expect(isAlive(second), 'with node and watchdog gone the agent still runs (the case the restart covers)').toBe(true)
     // 3. the next start kills the leftover before anything else
     node = await start()
-    await waitFor(() => !isAlive(second), { timeoutMs: 15_000, message: () => `the leftover agent ${second} survived the restart\n${node.describe()}` })
+    await waitFor(() => !isAlive(second), { timeoutMs: 15_000, message: () => `the leftover agent ${second} survived the restart\n${groupFacts(second, join(dir, 'data-a'))}\n${node.describe()}` })
     expect(node.stderr()).toMatch(/"event":"run:leftover-killed"/)
     await node.stop('SIGTERM', 60_000)
     // a graceful stop leaves nothing either

@@ -119,13 +119,20 @@ export const CONFLICT_PAIR: readonly string[] = ['port-8080', 'port-9000']
  * more, for half a second already), and holding no part of the deliberate
  * conflict (a port task running there, or done there and not yet collected by
  * the leader): a port task run again after the other merged would start from a
- * main that has it, and the conflict the demo promises would not happen.
+ * main that has it, and the conflict the demo promises would not happen. Until
+ * both port tasks are placed it picks nobody: one still ready may be claimed by
+ * the victim a moment later (the demo's view of a claim can lag it).
  */
 function pickVictim (nodes: readonly DemoNode[], tasks: readonly Task[], leader: PeerIdString | null): { node: DemoNode, task: TaskId } | null {
+  // a port task not yet placed may still go to the victim (its claim can be on the way): wait until both are
+  const unplaced = tasks.some(t => CONFLICT_PAIR.includes(t.id) && (t.state === 'pending' || t.state === 'ready'))
+  if (unplaced) return null
   for (const n of nodes) {
     if (n.peerId === leader || n.proc.exitCode !== null) continue
-    const holdsConflict = tasks.some(t => CONFLICT_PAIR.includes(t.id) && t.node === n.peerId &&
-      (t.state === 'claimed' || t.state === 'running' || (t.state === 'done' && (leader === null || !t.holders.includes(leader)))))
+    // a claim names its node only in `claims` (`node` is set when the run starts)
+    const holdsConflict = tasks.some(t => CONFLICT_PAIR.includes(t.id) && (
+      (t.state === 'claimed' && t.claims[n.peerId]?.epoch === t.epoch) ||
+      (t.node === n.peerId && (t.state === 'running' || (t.state === 'done' && (leader === null || !t.holders.includes(leader)))))))
     if (holdsConflict) continue
     const long = tasks.find(t => t.state === 'running' && t.node === n.peerId && t.sim !== null && t.sim.durationMs >= 2500 && Date.now() - (t.startedAt ?? 0) > 500)
     if (long !== undefined) return { node: n, task: long.id }
