@@ -71,8 +71,9 @@ describe('runs end with their node', { timeout: 300_000 }, () => {
     await waitFor(() => !isAlive(watchdog), { timeoutMs: 5000, message: 'the watchdog survived SIGKILL' })
     expect(isAlive(second), 'with node and watchdog gone the agent still runs (the case the restart covers)').toBe(true)
     // 3. the next start kills the leftover before anything else
+    const before = groupFacts(second, join(dir, 'data-a'))
     node = await start()
-    await waitFor(() => !isAlive(second), { timeoutMs: 15_000, message: () => `the leftover agent ${second} survived the restart\n${groupFacts(second, join(dir, 'data-a'))}\n${node.describe()}` })
+    await waitFor(() => !isAlive(second), { timeoutMs: 15_000, message: () => `the leftover agent ${second} survived the restart\nbefore the restart: ${before}\nnow: ${groupFacts(second, join(dir, 'data-a'))}\nagent pids: ${pids().join(' ')}\nits run lines: ${node.stderr().split('\n').filter(l => l.includes('"event":"run:')).join('\n')}\n${node.describe()}` })
     expect(node.stderr()).toMatch(/"event":"run:leftover-killed"/)
     await node.stop('SIGTERM', 60_000)
     // a graceful stop leaves nothing either

@@ -87,6 +87,9 @@ export class RunGroups {
       if (Number.isInteger(pgid) && pgid > 1 && rec !== null && rec.boot === this.#boot && groupStartedSince(pgid, rec.start)) {
         killGroup(pgid, 'SIGKILL')
         this.#log.warn('run:leftover-killed', { pgid, note: 'a run of this node\'s earlier life was still running (the node was killed); killed with its process group' })
+      } else {
+        // only after a crash of node and watchdog both (a run's end removes its record): worth a line
+        this.#log.info('run:leftover-gone', { pgid: name, record: rec, sameBoot: rec?.boot === this.#boot, note: 'a run recorded by an earlier life of this node is no longer running' })
       }
       rmSync(file, { force: true })
     }
