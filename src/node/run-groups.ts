@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { Socket } from 'node:net'
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { killGroup, observeGroups } from '../agent/process.ts'
 import type { Logger } from '../util/logger.ts'
@@ -11,7 +11,9 @@ import type { Logger } from '../util/logger.ts'
  * its node: a watchdog process kills them the moment the node is gone (even
  * after `kill -9`), and a node starting on the data dir kills any left from an
  * earlier life. A record carries the boot id and the start time of the group's
- * leader, so a pgid reused by an unrelated process is never killed.
+ * leader, so a pgid reused by an unrelated process is never killed. A group is
+ * recorded just after its process starts (its pid is known only then): a kill
+ * -9 of the node in that instant leaves that one run unrecorded, and it runs on.
  */
 
 /** Subdirectory of the data dir holding one file per live process group. */
@@ -67,7 +69,14 @@ export class RunGroups {
     observeGroups({
       started: pgid => {
         const st = procStat(pgid)
-        writeFileSync(join(this.dir, String(pgid)), JSON.stringify({ boot: this.#boot, start: st?.[1] ?? 0 } satisfies GroupRecord))
+        try {
+          // whole or not at all: a kill -9 in the middle of a write left an empty record, which no restart could read
+          const tmp = join(this.dir, `.${pgid}.tmp`)
+          writeFileSync(tmp, JSON.stringify({ boot: this.#boot, start: st?.[1] ?? 0 } satisfies GroupRecord))
+          renameSync(tmp, join(this.dir, String(pgid)))
+        } catch (err) {
+          this.#log.warn('run:record-failed', { pgid, error: (err as Error).message, note: 'a kill -9 of this node may leave this run running' })
+        }
       },
       ended: pgid => { rmSync(join(this.dir, String(pgid)), { force: true }) }
     })
