@@ -62,6 +62,8 @@ const liveGroups = new Set<number>()
 export interface GroupObserver {
   started: (pgid: number) => void
   ended: (pgid: number) => void
+  /** Variables every run's environment gets (a mark its processes carry, whatever group they move to). */
+  env?: Readonly<Record<string, string>>
 }
 let observer: GroupObserver | null = null
 
@@ -119,7 +121,7 @@ export function runInGroup (init: GroupRunInit): GroupRunHandle {
   try {
     child = spawn(init.file, init.args, {
       cwd: init.cwd,
-      env: init.env,
+      env: observer?.env !== undefined ? { ...init.env, ...observer.env } : init.env,
       detached: true,
       stdio: ['pipe', 'pipe', 'pipe'],
       windowsHide: true

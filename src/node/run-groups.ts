@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process'
 import { Socket } from 'node:net'
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { createHash } from 'node:crypto'
+import { join, resolve } from 'node:path'
 import { killGroup, observeGroups } from '../agent/process.ts'
 import type { Logger } from '../util/logger.ts'
 
@@ -18,6 +19,37 @@ import type { Logger } from '../util/logger.ts'
 
 /** Subdirectory of the data dir holding one file per live process group. */
 export const RUN_GROUPS_DIR = 'run-groups'
+
+/**
+ * The variable every run's processes carry: a mark of the data dir whose node
+ * started them (`MESHWORK_RUN_OF=<16 hex>`). Processes inherit it whatever
+ * group or session they move to, and it is there from a run's first
+ * instruction, before the node has recorded the run's group: the watchdog and
+ * a restart also kill every process that carries it.
+ */
+export const RUN_MARK_ENV = 'MESHWORK_RUN_OF'
+
+/** The mark of the runs of the node on `dataDir` (stable across its lives). */
+export function runMark (dataDir: string): string {
+  return createHash('sha256').update(resolve(dataDir)).digest('hex').slice(0, 16)
+}
+
+/** Pids of the processes (other than this one) whose environment holds `name=value`; Linux only. */
+export function processesMarked (name: string, value: string): number[] {
+  const needle = Buffer.from(`${name}=${value}\0`)
+  let pids: string[]
+  try { pids = readdirSync('/proc').filter(p => /^\d+$/.test(p)) } catch { return [] }
+  const found: number[] = []
+  for (const p of pids) {
+    const pid = Number(p)
+    if (pid === process.pid) continue
+    let env: Buffer
+    try { env = readFileSync(`/proc/${p}/environ`) } catch { continue }
+    // a variable starts the block or follows a NUL
+    if (env.subarray(0, needle.length).equals(needle) || env.includes(Buffer.concat([Buffer.from([0]), needle]))) found.push(pid)
+  }
+  return found
+}
 interface GroupRecord { boot: string, start: number }
 
 /** This boot's id (Linux), or '' where there is none. */
@@ -49,11 +81,14 @@ function groupStartedSince (pgid: number, start: number): boolean {
 
 export class RunGroups {
   readonly dir: string
+  /** This data dir's mark in every run's environment (`RUN_MARK_ENV`). */
+  readonly mark: string
   #log: Logger
   #boot = bootId()
 
   constructor (dataDir: string, logger: Logger) {
     this.dir = join(dataDir, RUN_GROUPS_DIR)
+    this.mark = runMark(dataDir)
     this.#log = logger
   }
 
@@ -78,13 +113,23 @@ export class RunGroups {
           this.#log.warn('run:record-failed', { pgid, error: (err as Error).message, note: 'a kill -9 of this node may leave this run running' })
         }
       },
-      ended: pgid => { rmSync(join(this.dir, String(pgid)), { force: true }) }
+      ended: pgid => { rmSync(join(this.dir, String(pgid)), { force: true }) },
+      env: { [RUN_MARK_ENV]: this.mark }
     })
     this.#startWatchdog()
   }
 
+  /**
+   * Called once the node's runs have ended (a graceful stop): kills what they
+   * left outside their groups (a process an agent moved to a session of its own).
+   */
   stop (): void {
     observeGroups(null)
+    if (this.#boot === '') return
+    for (const pid of processesMarked(RUN_MARK_ENV, this.mark)) {
+      try { process.kill(pid, 'SIGKILL') } catch { continue }
+      this.#log.info('run:left-behind-killed', { pid, note: 'a process a run started outside its process group, killed as the node stops' })
+    }
   }
 
   #killLeftovers (): void {
@@ -102,6 +147,11 @@ export class RunGroups {
       }
       rmSync(file, { force: true })
     }
+    // what no record covers: a run the node was killed before recording, a process that left its group
+    for (const pid of processesMarked(RUN_MARK_ENV, this.mark)) {
+      try { process.kill(pid, 'SIGKILL') } catch { continue }
+      this.#log.warn('run:leftover-killed', { pid, note: 'a process of a run of this node\'s earlier life was still running (the node was killed); found by the mark in its environment' })
+    }
   }
 
   /**
@@ -114,12 +164,17 @@ export class RunGroups {
    * terminal's Ctrl-C or a kill of the node's group leaves it to do its job.
    */
   #startWatchdog (): void {
+    // then twice over /proc: every process whose environment carries the mark (a second pass for children
+    // forked during the first); grep prints the matching environ files, /proc/PID/environ
     const script = [
       'while read -r _; do :; done',
-      'for f in "$1"/*; do [ -e "$f" ] || continue; kill -KILL "-${f##*/}" 2>/dev/null; rm -f "$f"; done'
+      'for f in "$1"/*; do [ -e "$f" ] || continue; kill -KILL "-${f##*/}" 2>/dev/null; rm -f "$f"; done',
+      'for pass in 1 2; do',
+      '  for e in $(grep -lsaF "$2=$3" /proc/[0-9]*/environ 2>/dev/null); do p=${e#/proc/}; p=${p%/environ}; [ "$p" = "$$" ] || kill -KILL "$p" 2>/dev/null; done',
+      'done'
     ].join('\n')
     try {
-      const child = spawn('/bin/sh', ['-c', script, 'meshwork-watchdog', this.dir], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] })
+      const child = spawn('/bin/sh', ['-c', script, 'meshwork-watchdog', this.dir, RUN_MARK_ENV, this.mark], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] })
       child.on('error', err => { this.#log.warn('run:watchdog-failed', { error: err.message }) })
       child.unref()
       // the pipe stays open for the node's life without holding its event loop open
