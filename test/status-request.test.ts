@@ -162,4 +162,19 @@ describe('status in one request', () => {
     // "at once": far below the timeout (a loaded 2-core machine takes a while for a handshake)
     for (const f of [refused, wrongKey, stranger]) expect(f.ms).toBeLessThan(timeoutMs / 4)
   })
+
+  it('a peer asking faster than its bound is refused and counted; another peer is still answered', async () => {
+    mesh = await createMesh(1)
+    const node = mesh.nodes[0]!
+    // two answers, then (practically) no refill: the third request from the same peer id is refused every time
+    await serveStatus(node, { limits: { maxConcurrent: 2, perSecond: 0.0001, burst: 2 } })
+    const addr = node.addrs()[0]!
+    const privateKey = await generateKeyPair('Ed25519')
+    for (let i = 0; i < 2; i++) expect((await requestStatus({ key: mesh.key, bootstrap: [addr], timeoutMs: 20_000, privateKey })).kind).toBe('report')
+    const third = await requestStatus({ key: mesh.key, bootstrap: [addr], timeoutMs: 3000, privateKey }).then(a => a.kind, (e: Error) => e.name)
+    expect(third).toBe('MeshUnreachableError')
+    expect(node.stats.streamsRefused['status:too-fast'] ?? 0).toBeGreaterThanOrEqual(1)
+    const other = await requestStatus({ key: mesh.key, bootstrap: [addr], timeoutMs: 20_000, privateKey: await generateKeyPair('Ed25519') })
+    expect(other.kind).toBe('report')
+  })
 })

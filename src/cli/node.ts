@@ -305,7 +305,7 @@ export const nodeCommand = defineCommand({
     await node.start()
     const stopFavouring = favourMemoryWhenIdle(node, joining, log)
     // clients ask for the status in one request (`meshwork status`), no board sync needed
-    await serveStatus(node)
+    await serveStatus(node, { logger: nodeLog })
     metrics?.attach(node)
     const mesh = node
     const mismatch = watchVersions(mesh, conn.bootstrap, log)
