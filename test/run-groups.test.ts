@@ -72,7 +72,8 @@ describe('runs end with their node', { timeout: 300_000 }, () => {
       await waitFor(() => pids().length >= n && escaped().length >= n, { timeoutMs: 120_000, message: () => `run ${n} of the agent never started\n${node.describe()}` })
       const r = { child: pids()[n - 1]!, escaped: escaped()[n - 1]! }
       expect(isAlive(r.child) && isAlive(r.escaped), `run ${n}'s processes run`).toBe(true)
-      expect(pgidOf(r.escaped), 'setsid moved the escaped child to a group of its own').not.toBe(pgidOf(r.child))
+      // `$!` is known at the fork, before the child has called setsid
+      await waitFor(() => pgidOf(r.escaped) !== pgidOf(r.child), { timeoutMs: 10_000, message: `setsid did not move ${r.escaped} to a group of its own` })
       return r
     }
     const gone = async (pids: number[], why: string, node: CliNode): Promise<void> => {
