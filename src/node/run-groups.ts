@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { Socket } from 'node:net'
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { join, resolve } from 'node:path'
 import { killGroup, observeGroups } from '../agent/process.ts'
 import type { Logger } from '../util/logger.ts'
@@ -22,21 +22,23 @@ export const RUN_GROUPS_DIR = 'run-groups'
 
 /**
  * The variable every run's processes carry: a mark of the data dir whose node
- * started them (`MESHWORK_RUN_OF=<16 hex>`). Processes inherit it whatever
- * group or session they move to, and it is there from a run's first
- * instruction, before the node has recorded the run's group: the watchdog and
- * a restart also kill every process that carries it.
+ * started them and of that node's life (`MESHWORK_RUN_OF=<16 hex>-<8 hex>`).
+ * Processes inherit it whatever group or session they move to, and it is
+ * there from a run's first instruction, before the node has recorded the
+ * run's group: the watchdog also kills every process with its life's mark,
+ * and a restart every process with the data dir's (any earlier life's).
  */
 export const RUN_MARK_ENV = 'MESHWORK_RUN_OF'
 
-/** The mark of the runs of the node on `dataDir` (stable across its lives). */
-export function runMark (dataDir: string): string {
+/** The part of the mark that names the data dir (the same in every life of its node). */
+export function dataDirMark (dataDir: string): string {
   return createHash('sha256').update(resolve(dataDir)).digest('hex').slice(0, 16)
 }
 
-/** Pids of the processes (other than this one) whose environment holds `name=value`; Linux only. */
-export function processesMarked (name: string, value: string): number[] {
-  const needle = Buffer.from(`${name}=${value}\0`)
+/** Pids of the processes (other than this one) with a variable `name` whose value starts with `prefix`; Linux only. */
+export function processesMarked (name: string, prefix: string): number[] {
+  const needle = Buffer.from(`${name}=${prefix}`)
+  const inside = Buffer.concat([Buffer.from([0]), needle])
   let pids: string[]
   try { pids = readdirSync('/proc').filter(p => /^\d+$/.test(p)) } catch { return [] }
   const found: number[] = []
@@ -46,10 +48,11 @@ export function processesMarked (name: string, value: string): number[] {
     let env: Buffer
     try { env = readFileSync(`/proc/${p}/environ`) } catch { continue }
     // a variable starts the block or follows a NUL
-    if (env.subarray(0, needle.length).equals(needle) || env.includes(Buffer.concat([Buffer.from([0]), needle]))) found.push(pid)
+    if (env.subarray(0, needle.length).equals(needle) || env.includes(inside)) found.push(pid)
   }
   return found
 }
+
 interface GroupRecord { boot: string, start: number }
 
 /** This boot's id (Linux), or '' where there is none. */
@@ -81,14 +84,16 @@ function groupStartedSince (pgid: number, start: number): boolean {
 
 export class RunGroups {
   readonly dir: string
-  /** This data dir's mark in every run's environment (`RUN_MARK_ENV`). */
+  /** This life's mark in every run's environment (`RUN_MARK_ENV`): the data dir's, then this life's. */
   readonly mark: string
+  readonly #dirMark: string
   #log: Logger
   #boot = bootId()
 
   constructor (dataDir: string, logger: Logger) {
     this.dir = join(dataDir, RUN_GROUPS_DIR)
-    this.mark = runMark(dataDir)
+    this.#dirMark = dataDirMark(dataDir)
+    this.mark = `${this.#dirMark}-${randomBytes(4).toString('hex')}`
     this.#log = logger
   }
 
@@ -148,7 +153,8 @@ export class RunGroups {
       rmSync(file, { force: true })
     }
     // what no record covers: a run the node was killed before recording, a process that left its group
-    for (const pid of processesMarked(RUN_MARK_ENV, this.mark)) {
+    // every earlier life's (this one has started nothing yet)
+    for (const pid of processesMarked(RUN_MARK_ENV, `${this.#dirMark}-`)) {
       try { process.kill(pid, 'SIGKILL') } catch { continue }
       this.#log.warn('run:leftover-killed', { pid, note: 'a process of a run of this node\'s earlier life was still running (the node was killed); found by the mark in its environment' })
     }
@@ -164,8 +170,9 @@ export class RunGroups {
    * terminal's Ctrl-C or a kill of the node's group leaves it to do its job.
    */
   #startWatchdog (): void {
-    // then twice over /proc: every process whose environment carries the mark (a second pass for children
-    // forked during the first); grep prints the matching environ files, /proc/PID/environ
+    // then twice over /proc: every process whose environment carries this life's mark (a second pass for
+    // children forked during the first; a later life's runs have another); grep prints the matching
+    // environ files, /proc/PID/environ
     const script = [
       'while read -r _; do :; done',
       'for f in "$1"/*; do [ -e "$f" ] || continue; kill -KILL "-${f##*/}" 2>/dev/null; rm -f "$f"; done',
