@@ -3,7 +3,7 @@ import type { TaskApproval } from '../crdt/approvals.ts'
 import { parseToolInput, type ApprovalId, type ApprovalState } from '../crdt/approval-schema.ts'
 import type { BoardSnapshot } from '../crdt/schema.ts'
 import { UsageError } from '../util/errors.ts'
-import type { Client } from './client.ts'
+import { confirmWrite, type Client } from './client.ts'
 
 /** A request id that is not on the board (nor a task with one open request). */
 export class UnknownApprovalError extends UsageError {
@@ -67,8 +67,6 @@ export async function answerApproval (client: Client, idOrTask: string, allow: b
   const by = client.node.peerId
   const ok = client.node.changeBoard(`approval:${allow ? 'allow' : 'deny'} ${a.id}`, d => { approvals.decide(d, a.taskId, a.id, { allow, by, at: Date.now(), note, alwaysForTask }) })
   if (!ok) throw new ApprovalClosedError(`permission request "${a.id}" is no longer open.`)
-  if (!await client.node.requestSync(client.peer)) {
-    throw new Error(`the answer is recorded locally but ${client.peer} did not confirm it; check the node and run the command again`)
-  }
+  await confirmWrite(client, 'the answer', 'check the node and run the command again')
   return a.id
 }

@@ -2,7 +2,7 @@ import { setMeshBudget, setPlanBudget } from '../crdt/ops.ts'
 import { parseTaskId, type BoardSnapshot, type TaskId } from '../crdt/schema.ts'
 import { budgetView, heldByBudget } from '../scheduler/budget.ts'
 import { UsageError } from '../util/errors.ts'
-import type { Client } from './client.ts'
+import { confirmWrite, type Client } from './client.ts'
 
 /** One plan's budget in `status --json` and `budget --json`. */
 export interface PlanBudgetReport {
@@ -78,9 +78,7 @@ export function findPlan (snap: BoardSnapshot, target: string): TaskId {
 }
 
 async function confirm (client: Client, what: string): Promise<void> {
-  if (!await client.node.requestSync(client.peer)) {
-    throw new Error(`the ${what} is recorded locally but ${client.peer} did not confirm it; run the command again`)
-  }
+  await confirmWrite(client, `the ${what}`)
 }
 
 /** Sets (null: removes) the mesh's spending cap; returns the report after the change. */

@@ -23,7 +23,22 @@ export interface Client {
   node: MeshNode
   /** The mesh node this client reads through. */
   peer: string
+  /** The command's `--timeout`: how long it waits for the mesh to answer. */
+  timeoutMs: number
   close: () => Promise<void>
+}
+
+/**
+ * Waits until the node the client reads through has the client's latest board
+ * changes (one sync session with it), bounded by the client's `--timeout`
+ * rather than a session's usual minute: a plan of thousands of tasks is one
+ * change of megabytes, which a node on a busy host takes a while to check.
+ * Throws when it did not confirm: `what` names the change, `then` what to do.
+ */
+export async function confirmWrite (client: Client, what: string, then = 'run the command again'): Promise<void> {
+  if (!await client.node.requestSync(client.peer, { timeoutMs: client.timeoutMs })) {
+    throw new Error(`${what} is recorded locally but ${client.peer} did not confirm it within ${Math.round(client.timeoutMs / 1000)} s (--timeout); ${then}`)
+  }
 }
 
 /**
@@ -78,7 +93,7 @@ export async function connectClient (init: ClientInit): Promise<Client> {
       if (synced !== null) {
         stopWatching()
         node.followBoard()
-        const client: Client = { node, peer: synced, close: async () => { clearInterval(resync); await node.stop() } }
+        const client: Client = { node, peer: synced, timeoutMs: init.timeoutMs, close: async () => { clearInterval(resync); await node.stop() } }
         // gossip reaches one process per peer id: a second run of the same --identity (a `resolve` beside a
         // `tui`) takes the node's gossip stream over, so the board is also pulled by a sync every second
         const resync = setInterval(() => { void node.requestSync(client.peer) }, CLIENT_RESYNC_MS)

@@ -1,4 +1,4 @@
-import type { Client } from './client.ts'
+import { confirmWrite, type Client } from './client.ts'
 import { asPeerId, type BoardSnapshot, type NodeRecord } from '../crdt/schema.ts'
 import { UsageError } from '../util/errors.ts'
 
@@ -29,8 +29,6 @@ export async function requestDrain (client: Client, target: string): Promise<{ p
     const r = d.nodes[peerId]
     if (r !== undefined) r.drainAt = Date.now()
   })
-  if (!await client.node.requestSync(client.peer)) {
-    throw new Error(`the drain request is recorded locally but ${client.peer} did not confirm it; run the command again`)
-  }
+  await confirmWrite(client, 'the drain request')
   return { peerId, name: rec.name, already: false }
 }

@@ -1,4 +1,4 @@
-import type { Client } from './client.ts'
+import { confirmWrite, type Client } from './client.ts'
 import { findNode } from './drain.ts'
 import { UsageError } from '../util/errors.ts'
 
@@ -26,8 +26,6 @@ export async function requestForget (client: Client, target: string): Promise<{ 
     const r = d.nodes[peerId]
     if (r !== undefined) r.forgottenAt = Date.now()
   })
-  if (!await client.node.requestSync(client.peer)) {
-    throw new Error(`forgetting ${label} is recorded locally but ${client.peer} did not confirm it; run the command again`)
-  }
+  await confirmWrite(client, `forgetting ${label}`)
   return { peerId, name: rec.name, already: false }
 }

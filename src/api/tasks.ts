@@ -4,7 +4,7 @@ import { expireAll } from '../crdt/approvals.ts'
 import { parseConflictId, parseTaskId, type Conflict, type ConflictId, type Task, type TaskId } from '../crdt/schema.ts'
 import { depsMerged } from '../scheduler/dag.ts'
 import { UsageError } from '../util/errors.ts'
-import type { Client } from './client.ts'
+import { confirmWrite, type Client } from './client.ts'
 import { nextStep, openConflictsOf } from './hints.ts'
 
 /** A task id that is not on the board. */
@@ -19,9 +19,7 @@ export class TaskStateError extends UsageError {
 
 /** Makes sure the node the client reads through has our latest changes. */
 async function confirm (client: Client): Promise<void> {
-  if (!await client.node.requestSync(client.peer)) {
-    throw new Error(`the change is recorded locally but ${client.peer} did not confirm it; check the node and run the command again`)
-  }
+  await confirmWrite(client, 'the change', 'check the node and run the command again')
 }
 
 function taskOrThrow (client: Client, id: TaskId): Task {

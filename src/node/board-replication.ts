@@ -3,7 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Stream, Connection, StreamHandler, StreamHandlerOptions, AbortOptions, PeerId } from '@libp2p/interface'
 import { withTimeout, type Startable } from './service.ts'
 import type { Gossip } from './gossip.ts'
-import { MAX_GOSSIP_BYTES, MAX_REFUSED_AUTHORS, STREAM_IDLE_MS, SYNC_REFUSED_RETRIES, SYNC_STARTS_PER_PEER, SYNC_STREAMS_PER_PEER } from './constants.ts'
+import { MAX_GOSSIP_BYTES, MAX_REFUSED_AUTHORS, STREAM_IDLE_MS, SYNC_REFUSED_RETRIES, SYNC_SERVE_MS, SYNC_SESSION_MS, SYNC_STARTS_PER_PEER, SYNC_STREAMS_PER_PEER } from './constants.ts'
 import { PeerStreamLimiter, type PeerLimits } from './peer-limits.ts'
 import { Board, BoardAuthorRefusedError, BoardForgedChangeError, actorBelongsTo, peerTagOfActor, type BoardUpdate } from '../crdt/board.ts'
 import type { BoardStore } from '../crdt/store.ts'
@@ -223,10 +223,17 @@ export class BoardReplication implements Startable {
     }
   }
 
-  /** Runs an anti-entropy session with `peer` unless one is already running; resolves true when it completed. */
-  requestSync (peer: string): Promise<boolean> {
+  /**
+   * Runs an anti-entropy session with `peer` unless one is already running;
+   * resolves true when it completed. The session may last `timeoutMs` (default
+   * a minute), and the peer may answer nothing for as long (while it checks a
+   * large change) when that is longer than the usual idle time.
+   */
+  requestSync (peer: string, opts: { timeoutMs?: number } = {}): Promise<boolean> {
     const running = this.#syncing.get(peer)
     if (running !== undefined) return running
+    const timeoutMs = opts.timeoutMs ?? SYNC_SESSION_MS
+    const idleMs = Math.max(this.#idleMs, opts.timeoutMs ?? 0)
     const run = (async () => {
       const streams = this.#c.streams
       try {
@@ -235,7 +242,7 @@ export class BoardReplication implements Startable {
           let stream: Stream | undefined
           try {
             stream = await streams.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
-            const res = await runSyncSession(this.#c.board, stream, true, AbortSignal.timeout(60_000), this.#idleMs)
+            const res = await runSyncSession(this.#c.board, stream, true, AbortSignal.timeout(timeoutMs), idleMs)
             this.#c.stats.syncSessions++
             this.#c.stats.syncBytes.in += res.bytesIn
             this.#c.stats.syncBytes.out += res.bytesOut
@@ -307,7 +314,7 @@ export class BoardReplication implements Startable {
 
   async #serveSync (stream: Stream, peer: string): Promise<void> {
     try {
-      const res = await runSyncSession(this.#c.board, stream, false, AbortSignal.timeout(60_000), this.#idleMs)
+      const res = await runSyncSession(this.#c.board, stream, false, AbortSignal.timeout(SYNC_SERVE_MS), this.#idleMs)
       this.#c.stats.syncSessions++
       this.#c.stats.syncBytes.in += res.bytesIn
       this.#c.stats.syncBytes.out += res.bytesOut

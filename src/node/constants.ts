@@ -194,3 +194,13 @@ export const MAX_DENIED_REMEMBERED = 1024
  * status). An honest mesh has a handful at most. @default 256
  */
 export const MAX_REFUSED_AUTHORS = 256
+
+/** Longest board sync session a node starts (a client confirming its write waits its `--timeout` instead). @default 60 s */
+export const SYNC_SESSION_MS = 60_000
+
+/**
+ * Longest board sync session a node serves: a client waits up to its
+ * `--timeout` for a large change to be taken (a peer that stalls is cut off
+ * after `STREAM_IDLE_MS` of silence whatever this says). @default 10 min
+ */
+export const SYNC_SERVE_MS = 10 * 60_000

@@ -509,8 +509,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   }
 
   /** Runs an anti-entropy session with `peer` unless one is already running; resolves true when it completed. */
-  async requestSync (peer: string): Promise<boolean> {
-    return await (this.#services?.replication.requestSync(peer) ?? Promise.resolve(false))
+  async requestSync (peer: string, opts: { timeoutMs?: number } = {}): Promise<boolean> {
+    return await (this.#services?.replication.requestSync(peer, opts) ?? Promise.resolve(false))
   }
 
   /** This node's view of the membership, itself included. */

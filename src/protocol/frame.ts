@@ -63,10 +63,18 @@ export function decodeJson<S extends z.ZodType> (schema: S, bytes: Uint8Array): 
   return r.ok ? r.value : null
 }
 
+/** The longest varint length prefix of a frame. */
+const MAX_LENGTH_PREFIX_BYTES = 10
+
 export interface FramedStreamOptions {
   /** Largest frame accepted (tag included). */
   maxDataLength: number
-  /** Largest amount of unread data buffered. */
+  /**
+   * Largest amount of unread data buffered.
+   * @default maxDataLength plus its length prefix (a frame is buffered whole
+   * before it is read: libp2p's default of 4 MiB refused every larger frame,
+   * such as the board sync of a plan of 10,000 tasks, whatever maxDataLength said)
+   */
   maxBufferSize?: number
   /**
    * Longest wait for one read or write: when a peer sends nothing (or reads
@@ -129,7 +137,7 @@ export class FramedStream {
   #activeAt = 0
 
   constructor (stream: Stream, opts: FramedStreamOptions) {
-    this.#lp = lpStream(stream, { maxDataLength: opts.maxDataLength, ...(opts.maxBufferSize !== undefined ? { maxBufferSize: opts.maxBufferSize } : {}) })
+    this.#lp = lpStream(stream, { maxDataLength: opts.maxDataLength, maxBufferSize: opts.maxBufferSize ?? opts.maxDataLength + MAX_LENGTH_PREFIX_BYTES })
     this.idleTimeoutMs = opts.idleTimeoutMs
     if (opts.idleTimeoutMs !== undefined) {
       // added after lpStream's own listener, so it never sees data lpStream does not
