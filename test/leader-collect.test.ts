@@ -46,8 +46,9 @@ describe('collecting a done task\'s branch', { timeout: 120_000 }, () => {
     for (const node of [first, second]) {
       const logger = createLogger('test', { level: 'debug', format: 'json', write: line => { logs.get(node)!.push(JSON.parse(line)) } })
       await git(['clone', '-q', project, repoOf(node)], { cwd: root })
-      // no slots: nothing runs here but what the test writes; the leader loop and git serving run
-      const w = new Worker({ node, agent: simAgent(), repo: repoOf(node), dataDir: join(root, `data-${node.name}`), worktreesDir: join(root, `wt-${node.name}`), branch: 'main', slots: 0, hasBootstrap: node === second, logger })
+      // no slots: nothing runs here but what the test writes; the leader loop and git serving run.
+      // The check of a branch the board says the leader holds comes after 1 s here, not 10 s.
+      const w = new Worker({ node, agent: simAgent(), repo: repoOf(node), dataDir: join(root, `data-${node.name}`), worktreesDir: join(root, `wt-${node.name}`), branch: 'main', slots: 0, hasBootstrap: node === second, logger, heldCheckAfterMs: 1000 })
       workers.push(w)
       await w.start()
       await w.ready

@@ -16,22 +16,35 @@ afterAll(async () => { await Promise.all(dirs.map(async d => { await rm(d, { rec
 
 const LOCK_MODULE = fileURLToPath(new URL('../src/node/lock.ts', import.meta.url))
 
-/** A process that waits for `go`, tries the lock, prints `took` or `refused`, and holds what it took until stdin closes. */
-function contender (dir: string, go: string): { result: Promise<string>, stop: () => void } {
+/**
+ * A process that loads the lock module, says `ready`, waits for `go`, tries the lock, prints `took` or
+ * `refused`, and holds what it took until stdin closes.
+ */
+function contender (dir: string, go: string): { ready: Promise<void>, result: Promise<string>, stop: () => void } {
   const script = `
     import { existsSync } from 'node:fs'
     const { acquireLock } = await import(${JSON.stringify(LOCK_MODULE)})
+    process.stdout.write('ready\\n')
     while (!existsSync(${JSON.stringify(go)})) await new Promise(r => setTimeout(r, 5))
     try { await acquireLock(${JSON.stringify(dir)}); process.stdout.write('took\\n') } catch (e) { process.stdout.write('refused ' + e.message + '\\n') }
     process.stdin.resume(); process.stdin.on('end', () => process.exit(0))
   `
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] })
   let out = ''
+  let onReady = (): void => {}
+  const ready = new Promise<void>(resolve => { onReady = resolve })
   const result = new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (b: Buffer) => { out += b.toString(); if (out.includes('\n')) resolve(out.trim()) })
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString()
+      // first line `ready`, second the answer
+      const lines = out.split('\n')
+      if (lines.length > 1) onReady()
+      if (lines.length > 2) resolve(lines[1]!.trim())
+    })
     child.once('exit', code => { reject(new Error(`contender exited (${code}) before answering: ${out}`)) })
   })
-  return { result, stop: () => { child.stdin.end() } }
+  // a contender that dies before it is ready fails the wait for it with its own error
+  return { ready: Promise.race([ready, result.then(() => {})]), result, stop: () => { child.stdin.end() } }
 }
 
 describe('data-dir lock', () => {
@@ -43,7 +56,8 @@ describe('data-dir lock', () => {
       await writeFile(join(dir, LOCK_FILE), '99999999')
       const go = join(dir, 'go')
       const cs = Array.from({ length: 6 }, () => contender(dir, go))
-      await new Promise(resolve => setTimeout(resolve, 300))
+      // all six loaded and polling for go: they try the lock within a few ms of one another
+      await Promise.all(cs.map(async c => await c.ready))
       await writeFile(go, '')
       const results = await Promise.all(cs.map(async c => await c.result))
       const took = results.filter(r => r === 'took')

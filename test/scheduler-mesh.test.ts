@@ -36,16 +36,16 @@ async function waitAllDone (n: MeshNode, count: number, timeoutMs: number): Prom
 }
 
 describe('scheduling on a real mesh', () => {
-  it('4 nodes x 2 slots run 40 independent sim tasks, each exactly once, spread over the nodes', async () => {
+  it('4 nodes x 2 slots run 16 independent sim tasks (two rounds of every slot), each exactly once, spread over the nodes', async () => {
     mesh = await createMesh(4)
     await waitAllAlive(mesh.nodes)
     const log = new RunLog()
     scheds = mesh.nodes.map(n => attachScheduler(n, log, 2))
-    mesh.nodes[0]!.changeBoard('plan', addTasks(Array.from({ length: 40 }, (_, i) => simpleTask(`t${i}`, { sim: sim(300) }))))
-    await waitAllDone(mesh.nodes[0]!, 40, 60_000)
+    mesh.nodes[0]!.changeBoard('plan', addTasks(Array.from({ length: 16 }, (_, i) => simpleTask(`t${i}`, { sim: sim(300) }))))
+    await waitAllDone(mesh.nodes[0]!, 16, 60_000)
     await new Promise(resolve => setTimeout(resolve, 0))
     expect(log.duplicates()).toEqual([])
-    expect(log.runs.size).toBe(40)
+    expect(log.runs.size).toBe(16)
     const perNode = new Map<string, number>()
     for (const l of log.runs.values()) perNode.set(l[0]!.node, (perNode.get(l[0]!.node) ?? 0) + 1)
     expect(perNode.size).toBe(4)
@@ -136,7 +136,7 @@ async function crash (node: MeshNode, sched: Scheduler): Promise<void> {
 }
 
 describe('nodes that come and go', () => {
-  it('runs 40 tasks exactly once while one node crashes mid-run and another joins mid-run', async () => {
+  it('runs 16 tasks exactly once while one node crashes mid-run and another joins mid-run', async () => {
     mesh = await createMesh(4)
     await waitAllAlive(mesh.nodes)
     const log = new RunLog()
@@ -145,7 +145,8 @@ describe('nodes that come and go', () => {
     // every run is held until the gate file exists: the slots fill (two runs per node, the victim's
     // among them) and stay full until the joiner runs too, however slow the host
     const gate = join(await mkdtemp(join(tmpdir(), 'meshwork-sched-mesh-')), 'open')
-    n0.changeBoard('plan', addTasks(Array.from({ length: 40 }, (_, i) => simpleTask(`t${i}`, { sim: { ...sim(400), until: gate } }))))
+    // 16 tasks: every slot full (8), with as many more waiting for the joiner and for the victim's runs to be taken over
+    n0.changeBoard('plan', addTasks(Array.from({ length: 16 }, (_, i) => simpleTask(`t${i}`, { sim: { ...sim(400), until: gate } }))))
     const victim = mesh.nodes[3]!
     await waitFor(() => [...n0.board.snapshot().tasks.values()].some(t => t.state === 'running' && t.node === victim.peerId), { timeoutMs: 60_000, message: 'the victim never ran a task' })
     await crash(victim, scheds[3]!)
@@ -156,7 +157,7 @@ describe('nodes that come and go', () => {
     await waitFor(() => [...n0.board.snapshot().tasks.values()].some(t => t.state === 'running' && t.node === joiner.peerId), { timeoutMs: 60_000, message: 'the joiner never ran a task' })
     await writeFile(gate, '')
     const live = mesh.nodes.filter(n => n !== victim)
-    await waitAllDone(n0, 40, 90_000)
+    await waitAllDone(n0, 16, 90_000)
     // the crashed node's runs were taken over: started again elsewhere in a later epoch
     for (const id of lostTasks) {
       const runs = log.runs.get(id)!
@@ -167,10 +168,10 @@ describe('nodes that come and go', () => {
     }
     // every other task ran exactly once
     for (const [id, runs] of log.runs) if (!(lostTasks as string[]).includes(id)) expect(runs.length, id).toBe(1)
-    expect(log.runs.size).toBe(40)
+    expect(log.runs.size).toBe(16)
     expect(n0.membership.get(victim.peerId)?.state).toBe('dead')
     expect([...log.runs.values()].some(r => r.some(x => x.node === joiner.peerId))).toBe(true)
-    for (const n of live) expect(n.board.snapshot().tasks.size).toBe(40)
+    for (const n of live) expect(n.board.snapshot().tasks.size).toBe(16)
   })
 
   it('two nodes racing for the same tasks with gossip delayed 250 ms never both run one', async () => {

@@ -124,7 +124,7 @@ export class BranchCollector {
       if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < COLLECT_RETRY_MS) continue
       if (t.holders.includes(me)) {
         // held here, says the board: make sure, once it has waited a while (the queue takes only branches it finds)
-        if (this.#heldOk.get(t.id) !== t.head && Date.now() - (this.#seenDone.get(t.id)?.at ?? Date.now()) >= HELD_CHECK_AFTER_MS) this.#checkHeld(t)
+        if (this.#heldOk.get(t.id) !== t.head && Date.now() - (this.#seenDone.get(t.id)?.at ?? Date.now()) >= (this.#init.heldCheckAfterMs ?? HELD_CHECK_AFTER_MS)) this.#checkHeld(t)
         continue
       }
       // its node gave up waiting for a hand-off this node is still fetching: that fetch makes this node a holder

@@ -32,6 +32,8 @@ export interface LeaderInit {
   push?: string
   /** Pause before a failed push is tried again. @default PUSH_RETRY_MS */
   pushRetryMs?: number
+  /** How long a done task the board says this leader holds waits before its branch here is checked. @default HELD_CHECK_AFTER_MS */
+  heldCheckAfterMs?: number
   /** Whether a hand-off of this task's branch is being fetched here now (the collector leaves it alone meanwhile). */
   handoffInFlight?: (task: string) => boolean
   /**

@@ -40,6 +40,8 @@ export interface WorkerInit {
   forgetAfterMs?: number
   /** How long the leader waits for a mesh main on no live node before going back to its own (tests shorten it). */
   mainLostMs?: number
+  /** How long the leader waits before checking that a branch the board says it holds is here (tests shorten it). */
+  heldCheckAfterMs?: number
   /** `--checkpoint-every`: how often a run's worktree is checkpointed; 0: never. */
   checkpointEveryMs?: number
   /** A fingerprint of the agent's credentials: nodes on the same ones share a usage limit. */
@@ -143,6 +145,7 @@ export class Worker {
         ...(this.#init.push !== undefined ? { push: this.#init.push } : {}),
         ...(this.#init.forgetAfterMs !== undefined ? { forgetAfterMs: this.#init.forgetAfterMs } : {}),
         ...(this.#init.mainLostMs !== undefined ? { mainLostMs: this.#init.mainLostMs } : {}),
+        ...(this.#init.heldCheckAfterMs !== undefined ? { heldCheckAfterMs: this.#init.heldCheckAfterMs } : {}),
         handoffInFlight: task => handoffsInFlight.has(task),
         // a leader that cannot write merges (verify worktrees, git objects, the board) would only retry them: another leads
         standDown: () => disk.full ?? (node.diskFull ? BOARD_DISK_FULL : null)
