@@ -1,4 +1,5 @@
 import { loadavg, availableParallelism } from 'node:os'
+import { performance as hooks } from 'node:perf_hooks'
 import { TopicValidatorResult, type SignedMessage } from '@libp2p/gossipsub'
 import type { Startable } from './service.ts'
 import type { Gossip } from './gossip.ts'
@@ -114,7 +115,7 @@ export class Heartbeats implements Startable {
   /** Whether the event loop was quiet over the last heartbeat period (`QUIET_BUSY_MS`). */
   #quiet = false
   /** The event loop's utilization at the last heartbeat. */
-  #elu = performance.eventLoopUtilization()
+  #elu = hooks.eventLoopUtilization()
   #decoded = new WeakMap<SignedMessage, Presence>()
   #extras: () => PresenceExtras = () => ({})
   #seq = 0
@@ -379,8 +380,8 @@ export class Heartbeats implements Startable {
     this.#tickLate = 0
     this.#lagMs = Math.round(Math.max(0, drift, loopLag))
     // how busy the event loop was since the last heartbeat: a quiet period had no stall worth measuring
-    const elu = performance.eventLoopUtilization()
-    this.#quiet = performance.eventLoopUtilization(elu, this.#elu).active < QUIET_BUSY_MS && this.#lagMs < QUIET_BUSY_MS
+    const elu = hooks.eventLoopUtilization()
+    this.#quiet = hooks.eventLoopUtilization(elu, this.#elu).active < QUIET_BUSY_MS && this.#lagMs < QUIET_BUSY_MS
     this.#elu = elu
     for (const t of this.#c.membership.tick(this.#lagMs)) this.#c.onTransition(t)
     const p = this.presence(false)
