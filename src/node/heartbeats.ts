@@ -88,6 +88,8 @@ export interface HeartbeatsComponents {
    * @default every peer
    */
   vouched?: (peerId: string) => boolean
+  /** The event loop's busy time so far, in ms (tests set it). @default from `performance.eventLoopUtilization()` */
+  loopBusyMs?: () => number
   logger: Logger
 }
 
@@ -114,8 +116,8 @@ export class Heartbeats implements Startable {
   #tickDue = 0
   /** Whether the event loop was quiet over the last heartbeat period (`QUIET_BUSY_MS`). */
   #quiet = false
-  /** The event loop's utilization at the last heartbeat. */
-  #elu = hooks.eventLoopUtilization()
+  /** The event loop's busy time (ms) at the last heartbeat. */
+  #busyAt: number
   #decoded = new WeakMap<SignedMessage, Presence>()
   #extras: () => PresenceExtras = () => ({})
   #seq = 0
@@ -144,6 +146,7 @@ export class Heartbeats implements Startable {
   constructor (components: HeartbeatsComponents) {
     this.#c = components
     this.#log = components.logger
+    this.#busyAt = this.#loopBusy()
     this.#relay = new PresenceRelay(() => components.membership.heartbeatMs)
     components.gossip.route(components.topic, {
       validate: (msg, from, direct) => this.#validate(msg, from, direct),
@@ -181,6 +184,11 @@ export class Heartbeats implements Startable {
     // falls due before the next one (see #armTick), so an idle node is not woken four times a second
     this.#tickMs = Math.max(50, Math.floor(membership.heartbeatMs / 4))
     this.#fire()
+  }
+
+  /** The event loop's busy time so far (ms). */
+  #loopBusy (): number {
+    return this.#c.loopBusyMs?.() ?? hooks.eventLoopUtilization().active
   }
 
   /** The failure detector's tick: the detector advances, and its next tick is set. */
@@ -380,9 +388,9 @@ export class Heartbeats implements Startable {
     this.#tickLate = 0
     this.#lagMs = Math.round(Math.max(0, drift, loopLag))
     // how busy the event loop was since the last heartbeat: a quiet period had no stall worth measuring
-    const elu = hooks.eventLoopUtilization()
-    this.#quiet = hooks.eventLoopUtilization(elu, this.#elu).active < QUIET_BUSY_MS && this.#lagMs < QUIET_BUSY_MS
-    this.#elu = elu
+    const busy = this.#loopBusy()
+    this.#quiet = busy - this.#busyAt < QUIET_BUSY_MS && this.#lagMs < QUIET_BUSY_MS
+    this.#busyAt = busy
     for (const t of this.#c.membership.tick(this.#lagMs)) this.#c.onTransition(t)
     const p = this.presence(false)
     this.#relay.sent(p.direct ?? '')
