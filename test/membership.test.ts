@@ -172,6 +172,36 @@ describe('failure detector', () => {
     expect(m.get('slow')?.state).toBe('dead') // 30 s = 3 x deadAfter
   })
 
+  it('nextChangeIn: when the next timeout falls due with no heartbeat meanwhile, and a tick then makes the change', () => {
+    const { m, clock } = detector()
+    expect(m.nextChangeIn()).toBeNull() // nobody known
+    m.heartbeat(presence())
+    expect(m.nextChangeIn()).toBe(SUSPECT)
+    clock.t += 1200
+    m.tick()
+    expect(m.nextChangeIn()).toBe(SUSPECT - 1200)
+    // the earliest of the peers: a seeded one (never heard) is suspect already, and dead at deadAfter
+    m.seed(asPeerId('seeded'), 'seeded', 1, false)
+    expect(m.nextChangeIn()).toBe(SUSPECT - 1200)
+    // a peer that reports lag gets its timeouts widened
+    m.heartbeat(presence({ peerId: 'slow', name: 'slow', lagMs: 1050 })) // widening 2
+    clock.t += SUSPECT - 1200 - 1
+    m.tick()
+    expect(m.get(P)?.state).toBe('alive')
+    expect(m.nextChangeIn()).toBe(1)
+    clock.t += 1
+    expect(m.tick()).toEqual([{ peerId: P, from: 'alive', to: 'suspect' }])
+    // next: the slow peer suspect at 2 x suspectAfter after its heartbeat (4.2 s on), before P dead at deadAfter (7 s on)
+    expect(m.nextChangeIn()).toBe(2 * SUSPECT - (SUSPECT - 1200))
+    // dead and left peers change only with a heartbeat
+    const only = detector()
+    only.m.heartbeat(presence())
+    only.m.heartbeat(presence({ peerId: 'gone', name: 'gone', leaving: true }))
+    only.advance(DEAD)
+    expect(only.m.get(P)?.state).toBe('dead')
+    expect(only.m.nextChangeIn()).toBeNull()
+  })
+
   it('rejects deadAfter below suspectAfter', () => {
     expect(() => new Membership({ suspectAfterMs: 5000, deadAfterMs: 1000 })).toThrow(RangeError)
   })

@@ -5,25 +5,31 @@
  */
 import { describe, it, expect, afterEach, vi } from 'vitest'
 import { Heartbeats, ACK_DELAY_MS, ACK_MIN_GAP_MS, ADDRS_EVERY, ADDRS_FRESH_MS } from '../src/node/heartbeats.ts'
-import { Membership } from '../src/node/membership.ts'
+import { Membership, type Transition } from '../src/node/membership.ts'
+import type { SignedMessage } from '@libp2p/gossipsub'
 import type { Gossip } from '../src/node/gossip.ts'
 import { Board } from '../src/crdt/board.ts'
 import { asPeerId, type TaskId } from '../src/crdt/schema.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { silentLogger } from '../src/util/logger.ts'
-import { decodePresence, type Presence } from '../src/protocol/presence.ts'
+import { decodePresence, encodePresence, type Presence } from '../src/protocol/presence.ts'
 import { createMesh, waitAllAlive, waitConverged, type TestMesh } from './helpers/mesh.ts'
 import { waitFor } from '../src/util/wait.ts'
 
 const HB = 1000
 
-/** Heartbeats over a gossip that records what it publishes (sequence numbers in `sent`, whole messages in `messages`), on fake timers. */
-function heartbeats (opts: { addrs?: () => string[], startedAt?: number } = {}): { hb: Heartbeats, sent: number[], messages: Presence[] } {
+/**
+ * Heartbeats over a gossip that records what it publishes (sequence numbers in `sent`, whole messages in `messages`), on fake timers;
+ * `deliver` hands it a peer's heartbeat as gossip would (validated), `transitions` records the failure detector's changes.
+ */
+function heartbeats (opts: { addrs?: () => string[], startedAt?: number, loopBusyMs?: () => number } = {}): { hb: Heartbeats, sent: number[], messages: Presence[], transitions: Transition[], deliver: (p: Presence) => void } {
   const sent: number[] = []
   const messages: Presence[] = []
+  const transitions: Transition[] = []
+  let handler: ((msg: SignedMessage, from: string) => void) | null = null
   const gossip = {
-    route: () => {},
+    route: (_topic: string, h: { handle: (msg: SignedMessage, from: string) => void }) => { handler = h.handle },
     subscribe: () => {},
     publish: async (_topic: string, data: Uint8Array) => {
       const p = decodePresence(data)
@@ -47,11 +53,13 @@ function heartbeats (opts: { addrs?: () => string[], startedAt?: number } = {}):
     addrs: opts.addrs ?? (() => []),
     peerHeads: () => {},
     peerAddrs: () => {},
-    onTransition: () => {},
+    onTransition: t => { transitions.push(t) },
     onPresence: () => {},
+    ...(opts.loopBusyMs !== undefined ? { loopBusyMs: opts.loopBusyMs } : {}),
     logger: silentLogger
   })
-  return { hb, sent, messages }
+  const deliver = (p: Presence): void => { handler?.({ data: encodePresence(p) } as unknown as SignedMessage, p.peerId) }
+  return { hb, sent, messages, transitions, deliver }
 }
 
 describe('acknowledgements as early heartbeats', () => {
@@ -102,6 +110,56 @@ describe('acknowledgements as early heartbeats', () => {
     await vi.advanceTimersByTimeAsync(ACK_MIN_GAP_MS)
     expect(sent.length).toBe(4)
     expect(hb.acksSent).toBe(2)
+    hb.stop()
+  })
+})
+
+describe('the failure detector while the event loop is quiet', () => {
+  afterEach(() => { vi.useRealTimers() })
+
+  it('ticks at the heartbeats and when a timeout falls due, not four times a period, and declares a silent peer on time', async () => {
+    vi.useFakeTimers()
+    // an event loop that is never busy: every period is quiet
+    const { hb, transitions, deliver } = heartbeats({ loopBusyMs: () => 0 })
+    const peer: Presence = { v: 1, peerId: asPeerId('12D3KooWpeer'), name: 'p', slots: 1, running: [], heads: [], addrs: [], lagMs: 0, load: 0, rssBytes: 0, backoffUntil: null, startedAt: 0, seq: 0, leaving: false }
+    hb.afterStart()
+    await vi.advanceTimersByTimeAsync(2 * HB)
+    for (let i = 0; i < 5; i++) {
+      deliver({ ...peer, seq: i })
+      // between heartbeats only the next heartbeat is set: the peer's timeout is further off
+      expect(vi.getTimerCount()).toBe(1)
+      await vi.advanceTimersByTimeAsync(HB)
+    }
+    expect(transitions).toEqual([{ peerId: peer.peerId, from: null, to: 'alive' }])
+    // silent from now on: suspect once suspectAfter has passed since its last heartbeat, within a few ms, though no heartbeat of this node falls then
+    const last = Date.now() - HB
+    await vi.advanceTimersByTimeAsync(last + 3000 - Date.now() - 1)
+    expect(transitions.length).toBe(1)
+    await vi.advanceTimersByTimeAsync(5)
+    expect(transitions.at(-1)).toEqual({ peerId: peer.peerId, from: 'alive', to: 'suspect' })
+    await vi.advanceTimersByTimeAsync(last + 10_000 - Date.now() - 1)
+    expect(transitions.length).toBe(2)
+    await vi.advanceTimersByTimeAsync(5)
+    expect(transitions.at(-1)).toEqual({ peerId: peer.peerId, from: 'suspect', to: 'dead' })
+    hb.stop()
+  })
+
+  it('ticks four times a period again once the loop was busy (the ticks measure its lag)', async () => {
+    vi.useFakeTimers()
+    let busy = 0
+    const { hb } = heartbeats({ loopBusyMs: () => busy })
+    hb.afterStart()
+    await vi.advanceTimersByTimeAsync(2 * HB)
+    expect(vi.getTimerCount()).toBe(1)
+    // 60 ms of work in the next period: from the heartbeat after it, a tick every quarter period beside the heartbeat
+    busy += 60
+    await vi.advanceTimersByTimeAsync(HB)
+    expect(vi.getTimerCount()).toBe(2)
+    await vi.advanceTimersByTimeAsync(HB / 4)
+    expect(vi.getTimerCount()).toBe(2)
+    // quiet again: back to the heartbeats alone
+    await vi.advanceTimersByTimeAsync(HB)
+    expect(vi.getTimerCount()).toBe(1)
     hb.stop()
   })
 })

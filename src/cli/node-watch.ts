@@ -12,6 +12,9 @@ import { MEMBERS_PROTOCOL } from '../protocol/members.ts'
 /** How long a node with bootstrap peers may hear from none before it warns. @default 15 s */
 export const NO_PEER_WARN_MS = 15_000
 
+/** How often a node given bootstrap peers looks whether it has any connection (`watchForPeers`). @default 5 s */
+const NO_PEER_CHECK_MS = 5000
+
 /**
  * Watches the peers this node identifies. A bootstrap peer that speaks meshwork
  * only in protocol versions this node does not (an older or newer meshwork that
@@ -79,7 +82,9 @@ export function withPeerNames (log: Logger, name: (peerId: string) => string | u
 /**
  * Warns while a node that was given bootstrap peers has no connection to any
  * peer: a wrong swarm key, an unreachable address or a stopped node look the
- * same from here, and without the warning it would wait in silence.
+ * same from here, and without the warning it would wait in silence. Looks
+ * every `NO_PEER_CHECK_MS` (the warning is a matter of seconds either way; a
+ * look every second woke every node for it).
  */
 export function watchForPeers (node: MeshNode, log: Logger, bootstrap: string[]): NodeJS.Timeout {
   let lonelySince = Date.now()
@@ -94,7 +99,7 @@ export function watchForPeers (node: MeshNode, log: Logger, bootstrap: string[])
       bootstrap: bootstrap.join(', '),
       note: 'no peer answers. Likely causes: this node has another mesh\'s swarm key (the mesh id printed at start differs from the other nodes\'), the bootstrap address is wrong or unreachable from here, or no node runs there'
     })
-  }, 1000)
+  }, NO_PEER_CHECK_MS)
   timer.unref()
   return timer
 }

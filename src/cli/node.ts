@@ -111,25 +111,37 @@ function favourMemoryWhenIdle (node: MeshNode, joining: boolean, log: Logger): (
   const started = Date.now()
   let changedAt = started
   let small = false
+  // one timer, set for when the flag may next be due (a timer every second woke an idle node for nothing)
+  let timer: NodeJS.Timeout | null = null
+  const arm = (ms: number): void => {
+    timer = setTimeout(check, Math.max(0, ms))
+    timer.unref()
+  }
+  const check = (): void => {
+    timer = null
+    const now = Date.now()
+    if (small) return
+    if (now - changedAt < FAVOUR_MEMORY_AFTER_MS) { arm(changedAt + FAVOUR_MEMORY_AFTER_MS - now); return }
+    // a joiner: looked at again every second until its first sync completed (or the limit)
+    if (joining && node.stats.syncSessions === 0 && now - started < JOIN_AT_FULL_SPEED_MS) { arm(1000); return }
+    small = true
+    setFlagsFromString('--optimize-for-size')
+    log.debug('node:v8-memory', { note: `no board change for ${formatDuration(FAVOUR_MEMORY_AFTER_MS)}: V8 favours memory` })
+  }
   const onChange = (): void => {
     changedAt = Date.now()
+    // the timer set before this change looks again when it fires
+    if (timer === null) arm(FAVOUR_MEMORY_AFTER_MS)
     if (!small) return
     small = false
     setFlagsFromString('--no-optimize-for-size')
     log.debug('node:v8-speed', { note: 'the board changed: V8 favours speed' })
   }
   node.addEventListener('board:update', onChange)
-  const check = setInterval(() => {
-    const now = Date.now()
-    if (small || now - changedAt < FAVOUR_MEMORY_AFTER_MS) return
-    if (joining && node.stats.syncSessions === 0 && now - started < JOIN_AT_FULL_SPEED_MS) return
-    small = true
-    setFlagsFromString('--optimize-for-size')
-    log.debug('node:v8-memory', { note: `no board change for ${formatDuration(FAVOUR_MEMORY_AFTER_MS)}: V8 favours memory` })
-  }, 1000)
-  check.unref()
+  arm(FAVOUR_MEMORY_AFTER_MS)
   return () => {
-    clearInterval(check)
+    if (timer !== null) clearTimeout(timer)
+    timer = null
     node.removeEventListener('board:update', onChange)
   }
 }

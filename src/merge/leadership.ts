@@ -25,6 +25,17 @@ export { MAX_PARALLEL_FETCHES } from './collect.ts'
 export const LEADER_TICK_MS = 500
 
 /**
+ * Period of the loop while the mesh is settled: no task open on the board, a
+ * leader elected and alive, no merge round or main sync under way and no main
+ * missing here. A board change or a peer's change of state (the leader
+ * suspect or dead, a node back) runs the loop at once and brings the period
+ * back to `LEADER_TICK_MS`, so nothing waits for it; it is left for what
+ * changes without an event (the local main moved by hand, a disk filling).
+ * @default 2000 ms
+ */
+export const LEADER_IDLE_TICK_MS = 2000
+
+/**
  * The merge leader's loop, run on every node: the election; on every node the
  * main follower; on the elected leader branch collection, then one merge round
  * at a time (a waiting conflict decision first, else the next merge batch).
@@ -38,6 +49,8 @@ export const LEADER_TICK_MS = 500
 export class Leadership {
   #init: LeaderInit
   #timer: NodeJS.Timeout | null = null
+  /** The period `#timer` runs at (`LEADER_TICK_MS`, or `LEADER_IDLE_TICK_MS` while settled). */
+  #tickEvery = 0
   #unsubscribe: (() => void) | null = null
   /** A run of the loop is queued (setImmediate): wakes in between coalesce into it. */
   #wakeQueued = false
@@ -101,9 +114,24 @@ export class Leadership {
   }
 
   start (): void {
-    this.#timer ??= setInterval(() => { this.tick() }, LEADER_TICK_MS)
-    // a board change (a task done, a new main, a decision) is acted on at once, not at the next tick
-    this.#unsubscribe ??= this.#init.node.board.subscribe(() => { this.#wake() })
+    if (this.#timer === null) this.#pace(LEADER_TICK_MS)
+    if (this.#unsubscribe === null) {
+      const { node } = this.#init
+      // a board change (a task done, a new main, a decision) is acted on at once, not at the next tick
+      const unsubscribe = node.board.subscribe(() => { this.#wake() })
+      // and so is a peer's change of state (the leader dead: an election; a majority lost or found)
+      const onState = (): void => { this.#wake() }
+      node.addEventListener?.('peer:state', onState)
+      this.#unsubscribe = () => { unsubscribe(); node.removeEventListener?.('peer:state', onState) }
+    }
+  }
+
+  /** Runs the loop every `ms` from now on (a no-op when it already does). */
+  #pace (ms: number): void {
+    if (ms === this.#tickEvery && this.#timer !== null) return
+    if (this.#timer !== null) clearInterval(this.#timer)
+    this.#tickEvery = ms
+    this.#timer = setInterval(() => { this.tick() }, ms)
   }
 
   /** Runs the loop again soon (a hand-off fetch ended, say); no-op once stopped. */
@@ -131,6 +159,7 @@ export class Leadership {
   async stop (): Promise<void> {
     if (this.#timer !== null) clearInterval(this.#timer)
     this.#timer = null
+    this.#tickEvery = 0
     this.#unsubscribe?.()
     this.#unsubscribe = null
     this.pusher?.stop()
@@ -239,6 +268,13 @@ export class Leadership {
         if (this.#missed && !this.#merging && this.#follower.missing() === null) { this.#missed = false; this.#wake() }
       })
     }
+    // settled: nothing open, a live leader, nothing under way here (a main sync started just now with the
+    // local main trusted ends at once)
+    const leader = snap.main.leader === null ? undefined : candidates.find(c => c.peerId === snap.main.leader)
+    const led = leader !== undefined && leader.eligible && (leader.state === 'alive' || leader.state === 'suspect')
+    // (a round started by this tick with nothing open finds nothing to merge; one that does merge wakes the loop when it ends)
+    const settled = led && (!this.#merging || mergeStarted) && this.#follower.missing() === null && openTasks(snap).length === 0
+    if (this.#timer !== null) this.#pace(settled ? LEADER_IDLE_TICK_MS : LEADER_TICK_MS)
   }
 
   /** The majority this node needs to advance main, as it sees the mesh now (see `quorum`). */

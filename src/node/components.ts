@@ -44,7 +44,7 @@ export interface SchedulerNode extends BoardWriter, Pick<TypedEventTarget<MeshNo
 }
 
 /** What the merge leader (and the main follower every node runs) uses of its node. */
-export interface LeaderNode extends BoardWriter, GitStreams {
+export interface LeaderNode extends BoardWriter, GitStreams, Partial<Pick<TypedEventTarget<MeshNodeEvents>, 'addEventListener' | 'removeEventListener'>> {
   /** May this node become merge leader now (false with --no-leader, and while it stands down: `setLeaderHold`). */
   readonly eligible: boolean
   /** Whether this node may ever lead (false with --no-leader). */

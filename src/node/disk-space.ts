@@ -62,8 +62,10 @@ export class DiskSpace {
       const min = this.#init.minFreeBytes ?? MIN_FREE_BYTES
       let full: string | null = null
       let at: { what: string, dir: string, free: number } | null = null
-      for (const { what, dir } of this.#init.dirs) {
-        const free = await freeBytes(dir).catch((err: unknown) => { this.#init.logger.debug('disk:check-failed', { dir, error: toError(err).message }); return null })
+      // all at once: one trip to the thread pool and back wakes the event loop once, not once per directory
+      const frees = await Promise.all(this.#init.dirs.map(async ({ dir }) => await freeBytes(dir).catch((err: unknown) => { this.#init.logger.debug('disk:check-failed', { dir, error: toError(err).message }); return null })))
+      for (const [i, { what, dir }] of this.#init.dirs.entries()) {
+        const free = frees[i] ?? null
         if (free === null || free >= min) continue
         full = `disk full: ${formatBytes(free)} free where the ${what} are (${dir})`
         at = { what, dir, free }

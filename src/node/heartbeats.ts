@@ -1,6 +1,7 @@
 import { loadavg, availableParallelism } from 'node:os'
+import { performance as hooks } from 'node:perf_hooks'
 import { TopicValidatorResult, type SignedMessage } from '@libp2p/gossipsub'
-import { every, type Startable } from './service.ts'
+import type { Startable } from './service.ts'
 import type { Gossip } from './gossip.ts'
 import type { Membership, Member, Transition } from './membership.ts'
 import { MAX_GOSSIP_BYTES, MAX_LIVE_MEMBERS } from './constants.ts'
@@ -15,6 +16,22 @@ import { PresenceRelay, peerTag } from './presence-relay.ts'
 
 /** How often the resident set size reported in heartbeats is sampled. */
 const RSS_SAMPLE_MS = 10_000
+
+/**
+ * Event-loop time (ms) below which a heartbeat period counts as quiet: the
+ * loop was busy for less than this in all, so no stall of this length can
+ * have happened in it (the failure detector widens its timeouts only for lag
+ * above 50 ms). After a quiet period the failure detector does not tick four
+ * times a period: see `Heartbeats`. @default 50 ms
+ */
+export const QUIET_BUSY_MS = 50
+
+/** CPUs this node may use (read once: the call opens two files in /proc each time). */
+let cpus = 0
+function cpuCount (): number {
+  if (cpus === 0) cpus = availableParallelism()
+  return cpus
+}
 
 /**
  * Shortest gap between two presence messages of this node when an
@@ -71,6 +88,8 @@ export interface HeartbeatsComponents {
    * @default every peer
    */
   vouched?: (peerId: string) => boolean
+  /** The event loop's busy time so far, in ms (tests set it). @default from `performance.eventLoopUtilization()` */
+  loopBusyMs?: () => number
   logger: Logger
 }
 
@@ -89,11 +108,16 @@ export interface HeartbeatsComponents {
 export class Heartbeats implements Startable {
   readonly #c: HeartbeatsComponents
   readonly #log: Logger
-  #stopTimers: Array<() => void> = []
-  /** The failure detector's tick: its period, when it last ran (monotonic ms), and its largest delay since the last heartbeat. */
+  /** The failure detector's tick: its period while the event loop is busy, and its largest delay since the last heartbeat. */
   #tickMs = 0
-  #tickAt = 0
   #tickLate = 0
+  /** The detector's next tick, and when it falls due (monotonic ms). */
+  #tickTimer: NodeJS.Timeout | null = null
+  #tickDue = 0
+  /** Whether the event loop was quiet over the last heartbeat period (`QUIET_BUSY_MS`). */
+  #quiet = false
+  /** The event loop's busy time (ms) at the last heartbeat. */
+  #busyAt: number
   #decoded = new WeakMap<SignedMessage, Presence>()
   #extras: () => PresenceExtras = () => ({})
   #seq = 0
@@ -122,6 +146,7 @@ export class Heartbeats implements Startable {
   constructor (components: HeartbeatsComponents) {
     this.#c = components
     this.#log = components.logger
+    this.#busyAt = this.#loopBusy()
     this.#relay = new PresenceRelay(() => components.membership.heartbeatMs)
     components.gossip.route(components.topic, {
       validate: (msg, from, direct) => this.#validate(msg, from, direct),
@@ -147,31 +172,67 @@ export class Heartbeats implements Startable {
     const { gossip, membership } = this.#c
     gossip.subscribe(this.#c.topic)
     this.seedFromBoard()
-    const onError = this.#onError = (err: unknown): void => { this.#log.error('timer:failed', { error: toError(err).message }) }
-    // the failure detector looks four times per heartbeat: a silent peer is declared as soon as its
-    // timeout passes, not up to a whole period later
+    this.#onError = (err: unknown): void => { this.#log.error('timer:failed', { error: toError(err).message }) }
+    // the failure detector looks four times per heartbeat while the event loop is busy: a silent peer is
+    // declared as soon as its timeout passes, not up to a whole period later
     // the tick measures the event-loop lag too, by how late it runs: a stall delays it by what is left
     // of the stall when it falls due, so any stall longer than a tick (a quarter period) is seen within a
     // tick of its length, at no cost of its own (a 20 ms delay sampler woke an idle node 50 times a
     // second, more than all its other timers and its gossip together)
+    // after a quiet period (the loop busy for less than QUIET_BUSY_MS in all) there was no stall to
+    // measure: the detector then ticks at each heartbeat, and in between only when a peer's timeout
+    // falls due before the next one (see #armTick), so an idle node is not woken four times a second
     this.#tickMs = Math.max(50, Math.floor(membership.heartbeatMs / 4))
-    this.#tickAt = performance.now()
-    this.#stopTimers.push(every(this.#tickMs, () => {
-      const at = performance.now()
-      this.#tickLate = Math.max(this.#tickLate, at - this.#tickAt - this.#tickMs)
-      this.#tickAt = at
-      for (const t of membership.tick(this.#lagMs)) this.#c.onTransition(t)
+    this.#fire()
+  }
+
+  /** The event loop's busy time so far (ms). */
+  #loopBusy (): number {
+    return this.#c.loopBusyMs?.() ?? hooks.eventLoopUtilization().active
+  }
+
+  /** The failure detector's tick: the detector advances, and its next tick is set. */
+  #tick (): void {
+    this.#tickTimer = null
+    if (this.#stopped) return
+    try {
+      this.#tickLate = Math.max(this.#tickLate, performance.now() - this.#tickDue)
+      for (const t of this.#c.membership.tick(this.#lagMs)) this.#c.onTransition(t)
       // an author this node last reported hearing directly has gone quiet on that link: the forwarders
       // learn it from an early heartbeat and send its heartbeats here again
       if (this.#relay.lapsed()) this.#soon()
-    }, onError))
-    this.#fire()
+    } catch (err) {
+      this.#onError(err)
+    }
+    this.#armTick()
+  }
+
+  /**
+   * Sets the detector's next tick: a quarter period from now while the event
+   * loop is busy; after a quiet period, when the next peer's timeout falls due
+   * if that comes before the next heartbeat (which ticks the detector itself),
+   * else none.
+   */
+  #armTick (): void {
+    if (this.#stopped) return
+    // busy: a tick already set within a quarter period keeps its pace (heartbeats brought forward do not put it off)
+    if (!this.#quiet && this.#tickTimer !== null && this.#tickDue - performance.now() <= this.#tickMs) return
+    let ms: number | null = this.#tickMs
+    if (this.#quiet) {
+      const due = this.#c.membership.nextChangeIn()
+      ms = due !== null && due < this.#beatAt - Date.now() ? due + 1 : null
+    }
+    if (this.#tickTimer !== null) clearTimeout(this.#tickTimer)
+    this.#tickTimer = null
+    if (ms === null) return
+    this.#tickDue = performance.now() + ms
+    this.#tickTimer = setTimeout(() => { this.#tick() }, ms)
   }
 
   /** Stops the timers (no more heartbeats). */
   beforeStop (): void {
-    for (const stop of this.#stopTimers) stop()
-    this.#stopTimers = []
+    if (this.#tickTimer !== null) clearTimeout(this.#tickTimer)
+    this.#tickTimer = null
     if (this.#beatTimer !== null) clearTimeout(this.#beatTimer)
     this.#beatTimer = null
     this.#stopped = true
@@ -221,7 +282,7 @@ export class Heartbeats implements Startable {
       heads: (this.#c.ackHeads?.() ?? this.#c.board.heads()).slice(0, 64),
       addrs: this.#c.addrs().slice(0, 16),
       lagMs: this.#lagMs,
-      load: Math.round(100 * (loadavg()[0] ?? 0) / availableParallelism()) / 100,
+      load: Math.round(100 * (loadavg()[0] ?? 0) / cpuCount()) / 100,
       rssBytes: this.#rss,
       backoffUntil: extras.backoffUntil ?? null,
       // absent means ok and eligible, to every version (membership.ts)
@@ -304,6 +365,7 @@ export class Heartbeats implements Startable {
       this.#onError(err)
     }
     this.#arm(this.#c.membership.heartbeatMs)
+    this.#armTick()
   }
 
   /** Makes the peers the board knows of known to the failure detector (nodes only). */
@@ -322,9 +384,13 @@ export class Heartbeats implements Startable {
     const drift = this.#beatAt === 0 ? 0 : Math.max(0, now - this.#beatAt)
     this.#lastSent = now
     // a stall still under way (the tick is overdue) counts too
-    const loopLag = this.#tickMs === 0 ? 0 : Math.max(this.#tickLate, performance.now() - this.#tickAt - this.#tickMs)
+    const loopLag = Math.max(this.#tickLate, this.#tickTimer === null ? 0 : performance.now() - this.#tickDue)
     this.#tickLate = 0
     this.#lagMs = Math.round(Math.max(0, drift, loopLag))
+    // how busy the event loop was since the last heartbeat: a quiet period had no stall worth measuring
+    const busy = this.#loopBusy()
+    this.#quiet = busy - this.#busyAt < QUIET_BUSY_MS && this.#lagMs < QUIET_BUSY_MS
+    this.#busyAt = busy
     for (const t of this.#c.membership.tick(this.#lagMs)) this.#c.onTransition(t)
     const p = this.presence(false)
     this.#relay.sent(p.direct ?? '')
@@ -365,6 +431,13 @@ export class Heartbeats implements Startable {
       this.#c.onTransition(t)
     }
     this.#relay.peerReport(p.peerId, p.direct)
+    if (this.#quiet && this.#started) {
+      // the detector does not tick between heartbeats now: the arrivals of peers' heartbeats are when
+      // this node looks whether an author it reported hearing directly went quiet on its link
+      if (this.#relay.lapsed()) this.#soon()
+      // a timeout shorter than what is left of the period (--suspect-after under the heartbeat period) needs a tick of its own
+      if (this.#tickTimer === null && this.#c.membership.suspectAfterMs < this.#beatAt - Date.now()) this.#armTick()
+    }
     this.#c.onPresence(p)
     this.#c.peerHeads(from, p.heads)
     if (!p.leaving) this.#c.peerAddrs(p)

@@ -191,6 +191,24 @@ export class Membership {
     return out
   }
 
+  /**
+   * Milliseconds from now until the next change `tick` would make if no
+   * heartbeat arrives meanwhile (a peer's suspect or dead timeout, widened as
+   * they are now), or null when none is coming (no peer, or every one dead or
+   * left: only a heartbeat changes those).
+   */
+  nextChangeIn (): number | null {
+    const clock = this.#clockNow()
+    let next = Infinity
+    for (const e of this.#entries.values()) {
+      const m = e.member
+      if (m.state === 'dead' || m.state === 'left') continue
+      const at = e.seenClock + (m.state === 'alive' ? this.suspectAfterMs : this.deadAfterMs) * this.#widening(m.lagMs)
+      if (at < next) next = at
+    }
+    return next === Infinity ? null : Math.max(0, next - clock)
+  }
+
   /** Timeout multiplier: 1 on a healthy host, up to 4 when this node or the peer lags. */
   #widening (peerLagMs: number): number {
     const lag = Math.max(0, this.#localLagMs - 50) + Math.max(0, peerLagMs - 50)

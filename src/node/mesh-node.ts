@@ -58,6 +58,9 @@ interface Services {
 /** How long a new joiner waits to identify a compatible peer before it registers on the board anyway. @default 10 s */
 const REGISTER_FALLBACK_MS = 10_000
 
+/** Longest a node's own address list is reused before libp2p is asked again (`MeshNode.addrs`). @default 5000 ms */
+const ADDRS_READ_MS = 5000
+
 /**
  * One meshwork peer: the place where the libp2p host, the replicated board and
  * the node's services are wired together. Each service is its own `Startable`
@@ -193,9 +196,24 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     return this.#loadReport
   }
 
-  /** Dialable addresses, each ending in /p2p/<peerId>. */
+  /** This node's addresses as last read from libp2p, and when (see `addrs`). */
+  #addrs: { list: string[], at: number } | null = null
+
+  /**
+   * Dialable addresses, each ending in /p2p/<peerId>. Read from libp2p again
+   * when it says they changed (`self:peer:update`) and at least every
+   * `ADDRS_READ_MS`: every heartbeat asks, and libp2p builds the list anew
+   * each time (a sixth of a lone idle node's heartbeat).
+   */
   addrs (): string[] {
-    return this.#host?.getMultiaddrs().map(a => a.toString()) ?? []
+    const host = this.#host
+    if (host === null) return []
+    const now = Date.now()
+    if (this.#addrs !== null && now - this.#addrs.at < ADDRS_READ_MS) return [...this.#addrs.list]
+    const list = host.getMultiaddrs().map(a => a.toString())
+    // none yet (not listening): asked again next time
+    this.#addrs = list.length > 0 ? { list, at: now } : null
+    return [...list]
   }
 
   /**
@@ -317,6 +335,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const services: Services = this.#services = { gossip, replication, heartbeats, dialer, known, progress, members }
     const all: Startable[] = [gossip, replication, members, progress, ...(known !== null ? [known] : []), dialer, heartbeats]
     for (const s of all) await s.start()
+    host.addEventListener('self:peer:update', () => { this.#addrs = null })
     host.addEventListener('peer:identify', evt => {
       if (evt.detail.protocols.includes(SYNC_PROTOCOL)) void replication.requestSync(evt.detail.peerId.toString())
     })

@@ -57,6 +57,14 @@ export const JANITOR_GRACE_MS = 5000
 export const STUCK_RUN_GRACE_MS = 2000
 /** Scheduler tick period (it also runs on every board or membership change). @default 250 ms */
 export const TICK_MS = 250
+/**
+ * Tick period while nothing is in flight: no task open on the board, none
+ * claimed, running or finishing here. Every task arrives as a board change,
+ * which runs the scheduler at once (and brings the tick back to `TICK_MS`), so
+ * the slower tick delays no claim; it is left for what changes without an
+ * event (a disk filling, logged as `node:paused`). @default 2000 ms
+ */
+export const IDLE_TICK_MS = 2000
 /** Back-off after a rate-limited run when the agent gave no reset time; doubles on repeats. @default 60 s */
 export const RATE_LIMIT_BACKOFF_MS = 60_000
 /** Longest rate-limit back-off without a reset time. @default 15 min */
@@ -168,6 +176,8 @@ export class Scheduler {
    */
   #finishing = new Map<TaskId, Run>()
   #timer: NodeJS.Timeout | null = null
+  /** The period `#timer` runs at (`TICK_MS`, or `IDLE_TICK_MS` while nothing is in flight). */
+  #tickEvery = 0
   #scheduled = false
   #stopped = true
   #claiming = false
@@ -245,7 +255,7 @@ export class Scheduler {
       () => { this.node.removeEventListener('presence', onPresence) }
     )
     this.#releaseLeftovers()
-    this.#timer = setInterval(() => { this.#schedule() }, TICK_MS)
+    this.#pace(TICK_MS)
     this.#schedule()
   }
 
@@ -266,6 +276,8 @@ export class Scheduler {
     await Promise.all(left.map(async r => { await r.done }))
     this.#stopped = true
     if (this.#timer !== null) clearInterval(this.#timer)
+    this.#timer = null
+    this.#tickEvery = 0
     for (const u of this.#unsubs) u()
     this.#unsubs = []
   }
@@ -301,6 +313,16 @@ export class Scheduler {
     this.#recover(snap, now)
     this.#settle(snap, now)
     if (this.#claiming) this.#claim(snap, now)
+    const idle = openTasks(snap).length === 0 && this.#pending.size + this.#runs.size + this.#finishing.size + this.#orphanSince.size === 0
+    this.#pace(idle ? IDLE_TICK_MS : TICK_MS)
+  }
+
+  /** Runs the tick every `ms` from now on (a no-op when it already does, or once stopped). */
+  #pace (ms: number): void {
+    if (this.#stopped || ms === this.#tickEvery) return
+    if (this.#timer !== null) clearInterval(this.#timer)
+    this.#tickEvery = ms
+    this.#timer = setInterval(() => { this.#schedule() }, ms)
   }
 
   /** Stops runs (and finished runs' hand-offs) whose claim was lost, superseded or cancelled. */
