@@ -210,7 +210,8 @@ export class Heartbeats implements Startable {
   /**
    * Sets the detector's next tick: a quarter period from now while the event
    * loop is busy; after a quiet period, when the next peer's timeout falls due
-   * if that comes before the next heartbeat (which ticks the detector itself),
+   * or an author this node reported hearing directly would count as lapsed, if
+   * that comes before the next heartbeat (which ticks the detector itself),
    * else none.
    */
   #armTick (): void {
@@ -219,7 +220,11 @@ export class Heartbeats implements Startable {
     if (!this.#quiet && this.#tickTimer !== null && this.#tickDue - performance.now() <= this.#tickMs) return
     let ms: number | null = this.#tickMs
     if (this.#quiet) {
-      const due = this.#c.membership.nextChangeIn()
+      // a peer's timeout, or an author heard directly going quiet on its link (the forwarders must learn
+      // it at once, before this node's next heartbeat: within a suspect timeout)
+      const member = this.#c.membership.nextChangeIn()
+      const lapse = this.#relay.nextLapseIn()
+      const due = member === null ? lapse : lapse === null ? member : Math.min(member, lapse)
       ms = due !== null && due < this.#beatAt - Date.now() ? due + 1 : null
     }
     if (this.#tickTimer !== null) clearTimeout(this.#tickTimer)

@@ -108,6 +108,15 @@ export class PresenceRelay {
     return false
   }
 
+  /** Milliseconds until `lapsed` would turn true if no author in the last report is heard directly meanwhile; null: never. */
+  nextLapseIn (): number | null {
+    if (this.#sent.length === 0) return null
+    const fresh = DIRECT_FRESH_PERIODS * this.#periodMs()
+    let next = Infinity
+    for (const tag of this.#sent) next = Math.min(next, (this.#heard.get(tag) ?? -Infinity) + fresh)
+    return next === Infinity ? null : Math.max(0, next - this.#now())
+  }
+
   /** A peer's heartbeat arrived with its report (`undefined`: it sends none, so it gets every copy). */
   peerReport (peerId: string, report: string | undefined): void {
     if (report === undefined) {
