@@ -40,15 +40,21 @@ describe('presence relay bookkeeping', () => {
     r.heard(A, true, false)
     r.heard(B, false, false)
     expect(r.report()).toBe(A)
+    expect(r.nextLapseIn(), 'nothing sent yet: nothing can lapse').toBeNull()
     r.sent(r.report())
     expect(r.lapsed()).toBe(false)
+    // when a lapse falls due (the quiet failure detector sets its tick for then)
+    expect(r.nextLapseIn()).toBe(DIRECT_FRESH_PERIODS * PERIOD)
     clock.now += DIRECT_FRESH_PERIODS * PERIOD - 1
     expect(r.lapsed()).toBe(false)
+    expect(r.nextLapseIn()).toBe(1)
     clock.now += 2
     expect(r.lapsed()).toBe(true)
+    expect(r.nextLapseIn()).toBe(0)
     expect(r.report()).toBe('')
     r.sent('')
     expect(r.lapsed()).toBe(false)
+    expect(r.nextLapseIn()).toBeNull()
   })
 
   it('skips the peers whose fresh report names the author, never a leaving author\'s last heartbeat', () => {
