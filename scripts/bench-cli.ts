@@ -29,9 +29,9 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseScriptArgs } from './bench/lib/args.ts'
+import { parseScriptArgs, variantSpecs } from './bench/lib/args.ts'
 import { childPids, installExitGuards, killAllChildren, pollUntil, register } from './bench/lib/children.ts'
 import { cpuOf } from './bench/lib/proc.ts'
 import { max, median, min, textTable } from './bench/lib/stats.ts'
@@ -74,15 +74,6 @@ interface Case {
   /** The exit code the run must end with. */
   code: number
   npx?: boolean
-}
-
-function variantSpecs (): Array<{ name: string, dir: string }> {
-  const specs = args.variant ?? [`this=${HERE}`]
-  return specs.map(s => {
-    const eq = s.indexOf('=')
-    if (eq <= 0) throw new Error(`--variant takes NAME=DIR, got "${s}"`)
-    return { name: s.slice(0, eq), dir: resolve(s.slice(eq + 1)) }
-  })
 }
 
 /** Starts a one-node mesh with the checkout's own `meshwork node` and waits for its node.json. */
@@ -131,7 +122,7 @@ async function main (): Promise<void> {
   try {
     const dead = `/ip4/127.0.0.1/tcp/${await closedPort()}/p2p/${NOBODY}`
     const variants: Variant[] = []
-    for (const spec of variantSpecs()) variants.push(await startMesh(spec, root))
+    for (const spec of variantSpecs(args.variant, HERE)) variants.push(await startMesh(spec, root))
     const cases: Case[] = [
       { name: 'help', args: () => ['--help'], code: 0 },
       { name: 'status', args: v => ['status', '--json', '--join', v.join], code: 0 },

@@ -32,9 +32,9 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseScriptArgs } from './bench/lib/args.ts'
+import { parseScriptArgs, variantSpecs } from './bench/lib/args.ts'
 import { parseLog } from './bench/e2e-analysis.ts'
 import { installExitGuards, pollUntil, register } from './bench/lib/children.ts'
 import { median, textTable } from './bench/lib/stats.ts'
@@ -64,11 +64,7 @@ const ROUNDS = Number(args.rounds)
 const TASKS = Number(args.tasks)
 
 interface Variant { name: string, dir: string, env: Record<string, string> }
-const variants: Variant[] = (args.variant ?? [`this=${HERE}`]).map(v => {
-  const i = v.indexOf('=')
-  if (i <= 0) throw new Error(`--variant NAME=DIR, got "${v}"`)
-  return { name: v.slice(0, i), dir: resolve(v.slice(i + 1)), env: {} }
-})
+const variants: Variant[] = variantSpecs(args.variant, HERE).map(v => ({ ...v, env: {} }))
 for (const e of args.env ?? []) {
   const m = /^([^:]+):([^=]+)=(.*)$/.exec(e)
   const v = m === null ? undefined : variants.find(x => x.name === m[1])

@@ -33,10 +33,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { parseScriptArgs } from './bench/lib/args.ts'
+import { parseScriptArgs, variantSpecs, type VariantSpec } from './bench/lib/args.ts'
 import { childPids, installExitGuards, killAllChildren, pollUntil, register } from './bench/lib/children.ts'
 import { cpuOf } from './bench/lib/proc.ts'
 import { median, textTable } from './bench/lib/stats.ts'
@@ -68,18 +68,9 @@ const BOUND_MS = 10 * 60_000
 const POLL_MS = 250
 const AGENT = ['--agent', 'command', '--agent-cmd', 'sleep 100000', '--slots', '1']
 
-interface Spec { name: string, dir: string }
+type Spec = VariantSpec
 interface Mesh { spec: Spec, node: string, bin: string, dir: string, join: string, key: SwarmKey, tasks: number }
 interface Round { variant: string, tasks: number, answersMs: number | null, allMs: number | null, cpuMs: number | null, rssMiB: number | null, error: string | null }
-
-function variantSpecs (): Spec[] {
-  const specs = args.variant ?? [`this=${HERE}`]
-  return specs.map(s => {
-    const eq = s.indexOf('=')
-    if (eq <= 0) throw new Error(`--variant takes NAME=DIR, got "${s}"`)
-    return { name: s.slice(0, eq), dir: resolve(s.slice(eq + 1)) }
-  })
-}
 
 const privateKey = await generateKeyPair('Ed25519')
 
@@ -181,7 +172,7 @@ async function main (): Promise<void> {
   try {
     for (const tasks of SIZES) {
       const meshes: Mesh[] = []
-      for (const spec of variantSpecs()) meshes.push(await startMesh(spec, tasks, root))
+      for (const spec of variantSpecs(args.variant, HERE)) meshes.push(await startMesh(spec, tasks, root))
       for (let r = 0; r < ROUNDS; r++) {
         loads.push(loadavg()[0] ?? 0)
         for (const m of meshes) {
@@ -194,7 +185,7 @@ async function main (): Promise<void> {
       await pollUntil(() => childPids().length === 0, 10_000)
     }
     const rows: string[][] = []
-    const variants = variantSpecs().map(s => s.name)
+    const variants = variantSpecs(args.variant, HERE).map(s => s.name)
     for (const tasks of SIZES) {
       const base = median(rounds.filter(r => r.tasks === tasks && r.variant === variants[0] && r.allMs !== null).map(r => r.allMs as number))
       for (const v of variants) {

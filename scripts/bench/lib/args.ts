@@ -5,7 +5,7 @@
  * instead of a stack trace.
  */
 import { readFileSync } from 'node:fs'
-import { basename } from 'node:path'
+import { basename, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 
@@ -33,4 +33,16 @@ export function parseScriptArgs<O extends Options> (scriptUrl: string, options: 
     process.exit(0)
   }
   return values as ReturnType<typeof parseArgs<{ options: O }>>['values']
+}
+
+/** A checkout a benchmark runs (`--variant NAME=DIR`). */
+export interface VariantSpec { name: string, dir: string }
+
+/** The `--variant NAME=DIR` options given (DIR resolved), or `this=<defaultDir>` when none. */
+export function variantSpecs (given: readonly string[] | undefined, defaultDir: string): VariantSpec[] {
+  return (given ?? [`this=${defaultDir}`]).map(s => {
+    const eq = s.indexOf('=')
+    if (eq <= 0) throw new Error(`--variant takes NAME=DIR, got "${s}"`)
+    return { name: s.slice(0, eq), dir: resolve(s.slice(eq + 1)) }
+  })
 }
