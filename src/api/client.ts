@@ -1,5 +1,6 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import { MeshNode } from '../node/mesh-node.ts'
+import { SYNC_SESSION_MS } from '../node/constants.ts'
 import { MEMBERS_PROTOCOL } from '../protocol/members.ts'
 import { classifyDialError, notAdmitted, noAnswerMessage, unreachableMessage, type DialOutcome } from './dial-outcome.ts'
 import type { SwarmKey } from '../node/swarm-key.ts'
@@ -30,14 +31,15 @@ export interface Client {
 
 /**
  * Waits until the node the client reads through has the client's latest board
- * changes (one sync session with it), bounded by the client's `--timeout`
- * rather than a session's usual minute: a plan of thousands of tasks is one
- * change of megabytes, which a node on a busy host takes a while to check.
+ * changes (one sync session with it), for a sync session's usual minute or the
+ * client's `--timeout` when that is longer: a plan of thousands of tasks is
+ * one change of megabytes, which a node on a busy host takes a while to check.
  * Throws when it did not confirm: `what` names the change, `then` what to do.
  */
 export async function confirmWrite (client: Client, what: string, then = 'run the command again'): Promise<void> {
-  if (!await client.node.requestSync(client.peer, { timeoutMs: client.timeoutMs })) {
-    throw new Error(`${what} is recorded locally but ${client.peer} did not confirm it within ${Math.round(client.timeoutMs / 1000)} s (--timeout); ${then}`)
+  const waitMs = Math.max(client.timeoutMs, SYNC_SESSION_MS)
+  if (!await client.node.requestSync(client.peer, { timeoutMs: waitMs })) {
+    throw new Error(`${what} is recorded locally but ${client.peer} did not confirm it within ${Math.round(waitMs / 1000)} s (a longer --timeout waits longer); ${then}`)
   }
 }
 
