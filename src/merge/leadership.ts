@@ -1,4 +1,5 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
+import { Ticker } from '../node/service.ts'
 import { electLeader, quorum, ELECTION_TIMEOUT_MS, type Candidate, type Quorum, type Voter } from '../scheduler/election.ts'
 import { openTasks } from '../scheduler/dag.ts'
 import { toError } from '../util/errors.ts'
@@ -48,9 +49,8 @@ export const LEADER_IDLE_TICK_MS = 2000
  */
 export class Leadership {
   #init: LeaderInit
-  #timer: NodeJS.Timeout | null = null
-  /** The period `#timer` runs at (`LEADER_TICK_MS`, or `LEADER_IDLE_TICK_MS` while settled). */
-  #tickEvery = 0
+  /** The loop's periodic run: `LEADER_TICK_MS`, or `LEADER_IDLE_TICK_MS` while settled. */
+  #ticker = new Ticker(() => { this.tick() })
   #unsubscribe: (() => void) | null = null
   /** A run of the loop is queued (setImmediate): wakes in between coalesce into it. */
   #wakeQueued = false
@@ -114,7 +114,7 @@ export class Leadership {
   }
 
   start (): void {
-    if (this.#timer === null) this.#pace(LEADER_TICK_MS)
+    if (!this.#ticker.running) this.#ticker.pace(LEADER_TICK_MS)
     if (this.#unsubscribe === null) {
       const { node } = this.#init
       // a board change (a task done, a new main, a decision) is acted on at once, not at the next tick
@@ -124,14 +124,6 @@ export class Leadership {
       node.addEventListener?.('peer:state', onState)
       this.#unsubscribe = () => { unsubscribe(); node.removeEventListener?.('peer:state', onState) }
     }
-  }
-
-  /** Runs the loop every `ms` from now on (a no-op when it already does). */
-  #pace (ms: number): void {
-    if (ms === this.#tickEvery && this.#timer !== null) return
-    if (this.#timer !== null) clearInterval(this.#timer)
-    this.#tickEvery = ms
-    this.#timer = setInterval(() => { this.tick() }, ms)
   }
 
   /** Runs the loop again soon (a hand-off fetch ended, say); no-op once stopped. */
@@ -147,19 +139,17 @@ export class Leadership {
 
   /** Runs the loop again soon (once for any number of calls before it runs); no-op once stopped. */
   #wake (): void {
-    if (this.#timer === null || this.#wakeQueued) return
+    if (!this.#ticker.running || this.#wakeQueued) return
     this.#wakeQueued = true
     setImmediate(() => {
       this.#wakeQueued = false
-      if (this.#timer !== null) this.tick()
+      if (this.#ticker.running) this.tick()
     })
   }
 
   /** Stops the loop and the push, aborts what is in progress (a merge's checks, fetches, an agent resolving), and waits for it to end. */
   async stop (): Promise<void> {
-    if (this.#timer !== null) clearInterval(this.#timer)
-    this.#timer = null
-    this.#tickEvery = 0
+    this.#ticker.stop()
     this.#unsubscribe?.()
     this.#unsubscribe = null
     this.pusher?.stop()
@@ -274,7 +264,7 @@ export class Leadership {
     const led = leader !== undefined && leader.eligible && (leader.state === 'alive' || leader.state === 'suspect')
     // (a round started by this tick with nothing open finds nothing to merge; one that does merge wakes the loop when it ends)
     const settled = led && (!this.#merging || mergeStarted) && this.#follower.missing() === null && openTasks(snap).length === 0
-    if (this.#timer !== null) this.#pace(settled ? LEADER_IDLE_TICK_MS : LEADER_TICK_MS)
+    if (this.#ticker.running) this.#ticker.pace(settled ? LEADER_IDLE_TICK_MS : LEADER_TICK_MS)
   }
 
   /** The majority this node needs to advance main, as it sees the mesh now (see `quorum`). */

@@ -1,5 +1,11 @@
 import { FINAL_TASK_STATES, type BoardSnapshot, type Task, type TaskId } from '../crdt/schema.ts'
 
+/**
+ * Pure functions over task graphs and board snapshots: cycles, readiness,
+ * critical paths, scheduling order. No I/O.
+ */
+
+/** `openTasks` of each snapshot seen (a snapshot is immutable; dropped with it). */
 const open = new WeakMap<BoardSnapshot, readonly Task[]>()
 
 /**
@@ -18,11 +24,6 @@ export function openTasks (snap: BoardSnapshot): readonly Task[] {
   open.set(snap, list)
   return list
 }
-
-/**
- * Pure functions over task graphs and board snapshots: cycles, readiness,
- * critical paths, scheduling order. No I/O.
- */
 
 /** Minimal view of a task for graph algorithms. */
 export interface GraphNode {

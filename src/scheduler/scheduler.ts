@@ -9,6 +9,7 @@
 import type { SchedulerNode } from '../node/components.ts'
 import type { Presence } from '../protocol/presence.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
+import { Ticker } from '../node/service.ts'
 import { NodeHealth, type HealthState } from '../node/health.ts'
 import { FINAL_TASK_STATES, type BoardSnapshot, type PeerIdString, type Task, type TaskId } from '../crdt/schema.ts'
 import type { Agent, AgentProgress } from '../agent/types.ts'
@@ -175,9 +176,8 @@ export class Scheduler {
    * they hold no slot, up to `FINISHING_PER_SLOT` per slot.
    */
   #finishing = new Map<TaskId, Run>()
-  #timer: NodeJS.Timeout | null = null
-  /** The period `#timer` runs at (`TICK_MS`, or `IDLE_TICK_MS` while nothing is in flight). */
-  #tickEvery = 0
+  /** The periodic tick: `TICK_MS`, or `IDLE_TICK_MS` while nothing is in flight. */
+  #ticker = new Ticker(() => { this.#schedule() })
   #scheduled = false
   #stopped = true
   #claiming = false
@@ -255,7 +255,7 @@ export class Scheduler {
       () => { this.node.removeEventListener('presence', onPresence) }
     )
     this.#releaseLeftovers()
-    this.#pace(TICK_MS)
+    this.#ticker.pace(TICK_MS)
     this.#schedule()
   }
 
@@ -275,9 +275,7 @@ export class Scheduler {
     for (const run of left) run.abort.abort(new Error('node stopping'))
     await Promise.all(left.map(async r => { await r.done }))
     this.#stopped = true
-    if (this.#timer !== null) clearInterval(this.#timer)
-    this.#timer = null
-    this.#tickEvery = 0
+    this.#ticker.stop()
     for (const u of this.#unsubs) u()
     this.#unsubs = []
   }
@@ -314,15 +312,7 @@ export class Scheduler {
     this.#settle(snap, now)
     if (this.#claiming) this.#claim(snap, now)
     const idle = openTasks(snap).length === 0 && this.#pending.size + this.#runs.size + this.#finishing.size + this.#orphanSince.size === 0
-    this.#pace(idle ? IDLE_TICK_MS : TICK_MS)
-  }
-
-  /** Runs the tick every `ms` from now on (a no-op when it already does, or once stopped). */
-  #pace (ms: number): void {
-    if (this.#stopped || ms === this.#tickEvery) return
-    if (this.#timer !== null) clearInterval(this.#timer)
-    this.#tickEvery = ms
-    this.#timer = setInterval(() => { this.#schedule() }, ms)
+    if (!this.#stopped) this.#ticker.pace(idle ? IDLE_TICK_MS : TICK_MS)
   }
 
   /** Stops runs (and finished runs' hand-offs) whose claim was lost, superseded or cancelled. */
