@@ -53,6 +53,13 @@ export function processesMarked (name: string, prefix: string): number[] {
   return found
 }
 
+/** SIGKILLs every process whose run mark starts with `prefix`; the pids it killed. */
+function killMarked (prefix: string): number[] {
+  return processesMarked(RUN_MARK_ENV, prefix).filter(pid => {
+    try { process.kill(pid, 'SIGKILL'); return true } catch { return false }
+  })
+}
+
 interface GroupRecord { boot: string, start: number }
 
 /** This boot's id (Linux), or '' where there is none. */
@@ -131,8 +138,7 @@ export class RunGroups {
   stop (): void {
     observeGroups(null)
     if (this.#boot === '') return
-    for (const pid of processesMarked(RUN_MARK_ENV, this.mark)) {
-      try { process.kill(pid, 'SIGKILL') } catch { continue }
+    for (const pid of killMarked(this.mark)) {
       this.#log.info('run:left-behind-killed', { pid, note: 'a process a run started outside its process group, killed as the node stops' })
     }
   }
@@ -146,7 +152,7 @@ export class RunGroups {
       if (Number.isInteger(pgid) && pgid > 1 && rec !== null && rec.boot === this.#boot && groupStartedSince(pgid, rec.start)) {
         killGroup(pgid, 'SIGKILL')
         this.#log.warn('run:leftover-killed', { pgid, note: 'a run of this node\'s earlier life was still running (the node was killed); killed with its process group' })
-      } else {
+      } else if (Number.isInteger(pgid)) {
         // only after a crash of node and watchdog both (a run's end removes its record): worth a line
         this.#log.info('run:leftover-gone', { pgid: name, record: rec, sameBoot: rec?.boot === this.#boot, note: 'a run recorded by an earlier life of this node is no longer running' })
       }
@@ -154,8 +160,7 @@ export class RunGroups {
     }
     // what no record covers: a run the node was killed before recording, a process that left its group
     // every earlier life's (this one has started nothing yet)
-    for (const pid of processesMarked(RUN_MARK_ENV, `${this.#dirMark}-`)) {
-      try { process.kill(pid, 'SIGKILL') } catch { continue }
+    for (const pid of killMarked(`${this.#dirMark}-`)) {
       this.#log.warn('run:leftover-killed', { pid, note: 'a process of a run of this node\'s earlier life was still running (the node was killed); found by the mark in its environment' })
     }
   }
