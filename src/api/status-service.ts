@@ -1,8 +1,8 @@
 import type { Connection, Stream } from '@libp2p/interface'
 import type { MeshNode } from '../node/mesh-node.ts'
 import { MAX_STREAM_FRAME_BYTES, STREAM_IDLE_MS } from '../node/constants.ts'
-import { PeerStreamLimiter, type PeerLimits } from '../node/peer-limits.ts'
-import { FramedStream, StreamRefusedError, closeStream, encodeJson } from '../protocol/frame.ts'
+import { PeerStreamLimiter, serveBounded, type PeerLimits } from '../node/peer-limits.ts'
+import { FramedStream, closeStream, encodeJson } from '../protocol/frame.ts'
 import { STATUS_PROTOCOL } from '../protocol/status.ts'
 import { toError } from '../util/errors.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
@@ -37,20 +37,7 @@ export async function serveStatus (node: MeshNode, opts: ServeStatusOptions = {}
   const log = opts.logger ?? silentLogger
   const limiter = new PeerStreamLimiter(opts.limits ?? STATUS_LIMITS)
   await node.handle(STATUS_PROTOCOL, (stream: Stream, conn: Connection) => {
-    const peer = conn.remotePeer.toString()
-    const admission = limiter.admit(peer)
-    if (!admission.ok) {
-      const counts = node.stats.streamsRefused
-      const key = `status:${admission.reason}`
-      counts[key] = (counts[key] ?? 0) + 1
-      if (admission.first) {
-        const l = limiter.limits
-        log.warn('status:refused', { peer, reason: admission.reason, note: `a peer may ask for ${l.maxConcurrent} status reports at once and ${l.perSecond} a second (bursts of ${l.burst}); more are refused (logged once per peer, counted in streamsRefused)` })
-      }
-      stream.abort(new StreamRefusedError(`status refused: ${admission.reason}`))
-      return
-    }
-    void answer(node, stream, idleMs).finally(admission.release)
+    serveBounded(limiter, stream, conn.remotePeer.toString(), { name: 'status', what: 'status requests', counts: node.stats.streamsRefused, logger: log }, async () => { await answer(node, stream, idleMs) })
   }, { maxInboundStreams: STATUS_STREAMS_PER_CONNECTION })
 }
 

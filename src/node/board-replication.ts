@@ -4,13 +4,13 @@ import type { Stream, Connection, StreamHandler, StreamHandlerOptions, AbortOpti
 import { withTimeout, type Startable } from './service.ts'
 import type { Gossip } from './gossip.ts'
 import { MAX_GOSSIP_BYTES, MAX_REFUSED_AUTHORS, STREAM_IDLE_MS, SYNC_REFUSED_RETRIES, SYNC_SERVE_MS, SYNC_SESSION_MS, SYNC_STARTS_PER_PEER, SYNC_STREAMS_PER_PEER } from './constants.ts'
-import { PeerStreamLimiter, type PeerLimits } from './peer-limits.ts'
+import { PeerStreamLimiter, serveBounded, type PeerLimits } from './peer-limits.ts'
 import { Board, BoardAuthorRefusedError, BoardForgedChangeError, actorBelongsTo, peerTagOfActor, type BoardUpdate } from '../crdt/board.ts'
 import type { BoardStore } from '../crdt/store.ts'
 import { runSyncSession } from '../crdt/sync.ts'
 import { decodeBoardGossip, encodeBoardChange, encodeBoardHeads } from '../protocol/board-gossip.ts'
 import { SYNC_PROTOCOL } from '../protocol/sync.ts'
-import { StreamIdleError, StreamRefusedError } from '../protocol/frame.ts'
+import { StreamIdleError } from '../protocol/frame.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 import { countBounded, type Forgotten } from '../util/bounded.ts'
@@ -285,26 +285,7 @@ export class BoardReplication implements Startable {
    */
   #admitSync (stream: Stream, conn: Connection): void {
     const peer = conn.remotePeer.toString()
-    const admission = this.#limiter.admit(peer)
-    if (!admission.ok) {
-      this.#countRefused(`sync:${admission.reason}`)
-      const l = this.#limiter.limits
-      if (admission.first) {
-        this.#log.warn('sync:refused', {
-          peer,
-          reason: admission.reason,
-          note: `a peer may run ${l.maxConcurrent} board syncs with this node at once and start ${l.perSecond} a second (bursts of ${l.burst}); more are refused (logged once per peer, counted in streamsRefused)`
-        })
-      }
-      stream.abort(new StreamRefusedError(`sync refused: ${admission.reason}`))
-      return
-    }
-    // the slot is the peer's until the stream is gone: a session that ended but whose stream the peer
-    // holds half-open counts until closeStream aborts it
-    void this.#serveSync(stream, peer).finally(() => {
-      if (stream.status === 'open' || stream.status === 'closing') stream.addEventListener('close', admission.release, { once: true })
-      else admission.release()
-    })
+    serveBounded(this.#limiter, stream, peer, { name: 'sync', what: 'board syncs', counts: this.#c.stats.streamsRefused, logger: this.#log }, async () => { await this.#serveSync(stream, peer) })
   }
 
   #countRefused (key: string): void {

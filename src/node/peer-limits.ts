@@ -5,6 +5,10 @@
  * are pruned, so the map holds only peers active in the last few seconds.
  */
 
+import type { Stream } from '@libp2p/interface'
+import { StreamRefusedError } from '../protocol/frame.ts'
+import type { Logger } from '../util/logger.ts'
+
 export interface PeerLimits {
   /** Streams one peer may hold at once. */
   maxConcurrent: number
@@ -116,4 +120,44 @@ export class PeerStreamLimiter {
     e.tokens = Math.min(this.limits.burst, e.tokens + elapsed * this.limits.perSecond / 1000)
     e.at = now
   }
+}
+
+/** Where `serveBounded` reports a refused stream. */
+export interface BoundedProtocol {
+  /** Short protocol name: the counter key's and the log event's prefix (`sync`: `sync:too-fast`, `sync:refused`). */
+  name: string
+  /** What a peer opens, for the log line ("board syncs", "status requests"). */
+  what: string
+  /** The node's counts of refused streams (`NodeStats.streamsRefused`). */
+  counts: Record<string, number>
+  logger: Logger
+}
+
+/**
+ * Serves an inbound `stream` of `peer` with `serve` if `limiter` admits it,
+ * the peer's slot held until the stream is gone (a session that ended but
+ * whose stream the peer holds half-open counts until it is closed); a refused
+ * stream is reset at once, counted under `<name>:<reason>` and logged once
+ * per peer.
+ */
+export function serveBounded (limiter: PeerStreamLimiter, stream: Stream, peer: string, p: BoundedProtocol, serve: () => Promise<void>): void {
+  const admission = limiter.admit(peer)
+  if (!admission.ok) {
+    const key = `${p.name}:${admission.reason}`
+    p.counts[key] = (p.counts[key] ?? 0) + 1
+    if (admission.first) {
+      const l = limiter.limits
+      p.logger.warn(`${p.name}:refused`, {
+        peer,
+        reason: admission.reason,
+        note: `a peer may have ${l.maxConcurrent} ${p.what} with this node at once and start ${l.perSecond} a second (bursts of ${l.burst}); more are refused (logged once per peer, counted in streamsRefused)`
+      })
+    }
+    stream.abort(new StreamRefusedError(`${p.name} refused: ${admission.reason}`))
+    return
+  }
+  void serve().finally(() => {
+    if (stream.status === 'open' || stream.status === 'closing') stream.addEventListener('close', admission.release, { once: true })
+    else admission.release()
+  })
 }
