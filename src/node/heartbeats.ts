@@ -104,6 +104,11 @@ export interface HeartbeatsComponents {
  * period while remote claims come less often than that, and at most one per
  * `ACK_MIN_GAP_MS` under a burst (every node acknowledging every claim with
  * an extra message made presence traffic grow with nodes x claims).
+ *
+ * One class though it is long: the heartbeat timer and the detector's tick
+ * share the event-loop lag they measure and the quiet state that decides when
+ * the detector ticks at all; the relay's own bookkeeping is apart
+ * (presence-relay.ts), as are the detector's states (membership.ts).
  */
 export class Heartbeats implements Startable {
   readonly #c: HeartbeatsComponents
