@@ -6,6 +6,7 @@ import { createHost, type Host } from '../src/node/host.ts'
 import { checkLibraryPatches, libraryPatches } from '../src/node/patches.ts'
 import { yamuxPatchStatus } from '../src/node/yamux-fix.ts'
 import { noiseCrypto } from '../src/node/noise-crypto.ts'
+import * as ed25519 from '../node_modules/@libp2p/crypto/dist/src/keys/ed25519/index.js'
 import { generateSwarmKey } from '../src/node/swarm-key.ts'
 import type { Logger } from '../src/util/logger.ts'
 import { LOOPBACK } from './helpers/mesh.ts'
@@ -28,11 +29,32 @@ describe('library patches (pinned versions)', () => {
     expect(libraryPatches().map(p => [p.name, p.state, p.detail])).toEqual([
       ['pnet-fix', 'applied', expect.any(String)],
       ['yamux-fix', 'applied', expect.any(String)],
-      ['noise-crypto', 'applied', expect.any(String)]
+      ['noise-crypto', 'applied', expect.any(String)],
+      ['ed25519-keys', 'applied', expect.any(String)]
     ])
     const { logger, warnings } = recordingLogger()
     expect(checkLibraryPatches(logger)).toBe(noiseCrypto)
     expect(warnings).toEqual([])
+  })
+
+  it('Ed25519 keys sign and check as the library does with a KeyObject kept per key', async () => {
+    const a = await generateKeyPair('Ed25519')
+    const b = await generateKeyPair('Ed25519')
+    const message = new Uint8Array(300).fill(9)
+    const sig = await a.sign(message)
+    // Ed25519 signatures are deterministic: the same as the library's own (its JWK path, called directly)
+    expect(Buffer.from(sig)).toEqual(Buffer.from(ed25519.hashAndSign(a.raw, message) as Uint8Array))
+    expect(await a.publicKey.verify(message, sig)).toBe(true)
+    // a kept key is the right key: another key's signature, a changed message and a changed signature all fail
+    expect(await b.publicKey.verify(message, sig)).toBe(false)
+    expect(await a.publicKey.verify(message.map((x, i) => i === 7 ? x ^ 1 : x), sig)).toBe(false)
+    expect(await a.publicKey.verify(message, sig.map((x, i) => i === 3 ? x ^ 1 : x))).toBe(false)
+    expect(Buffer.from(await b.sign(message))).toEqual(Buffer.from(ed25519.hashAndSign(b.raw, message) as Uint8Array))
+    // a list of pieces (how gossipsub hands over what it signs) is signed as its bytes
+    const list = { subarray: () => message }
+    expect(await a.publicKey.verify(list as unknown as Uint8Array, sig)).toBe(true)
+    // what the library refuses it still refuses
+    expect(() => a.publicKey.verify(message, sig.subarray(0, 10))).toThrow(/64 bytes/)
   })
 
   it('the yamux patch finds the stream fields it reads on real streams carrying more than a window', async () => {

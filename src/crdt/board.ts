@@ -97,6 +97,17 @@ type Listener = (update: BoardUpdate) => void
 /** A local change that changed nothing. */
 const UNCHANGED: BoardWrite = { kind: 'unchanged' }
 
+/** Checked changes a board remembers (`Board.checkChange`): a gossiped change is applied within moments of its check. */
+const CHECKED_KEPT = 256
+
+/** Answers of `Board.seenBy` a board remembers. */
+const SEEN_ANSWERS_KEPT = 4096
+
+/** A change's bytes, as a key: their SHA-256 (a hash costs microseconds; decoding and verifying a change, a good part of a millisecond). */
+function checkedKey (bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('base64')
+}
+
 interface Section<K, V> {
   schema: ZodType<V>
   entries: Map<K, V>
@@ -378,6 +389,11 @@ export class Board {
    * the whole board). Returns the decoded change.
    */
   checkChange (bytes: Uint8Array): A.DecodedChange {
+    // a gossiped change is checked by the topic validator, then again when it is applied: the second time is
+    // a look-up (only verdicts that depend on the bytes alone are kept: signature, root and main rules)
+    const key = checkedKey(bytes)
+    const known = this.#checked.get(key)
+    if (known !== undefined) return known
     let decoded: A.DecodedChange
     try {
       decoded = A.decodeChange(bytes)
@@ -395,9 +411,14 @@ export class Board {
       }
       const forbidden = forbiddenWrite(decoded, this.#mainId)
       if (forbidden !== null) throw new BoardAuthorRefusedError([decoded.actor], 1, forbidden)
+      if (this.#checked.size >= CHECKED_KEPT) this.#checked.delete(this.#checked.keys().next().value as string)
+      this.#checked.set(key, decoded)
     }
     return decoded
   }
+
+  /** Changes that passed `checkChange`'s checks of their bytes alone (signed ones), decoded, by `checkedKey`; the oldest go first. */
+  readonly #checked = new Map<string, A.DecodedChange>()
 
   /** The object id of `main` (fixed by the genesis change). */
   get #mainId (): string | null {
@@ -415,7 +436,19 @@ export class Board {
    * applied together with the change that completes it and was not checked before.
    */
   applyChanges (changes: Uint8Array[]): void {
-    for (const c of changes) this.checkChange(c)
+    try {
+      for (const c of changes) {
+        const decoded = this.checkChange(c)
+        // checked here, with their bytes: #checkAuthors need not read, decode and verify them again
+        if (decoded.hash !== undefined && isSigningActor(decoded.actor)) this.#preverified.set(decoded.hash, decoded)
+      }
+      this.#applyChecked(changes)
+    } finally {
+      this.#preverified.clear()
+    }
+  }
+
+  #applyChecked (changes: Uint8Array[]): void {
     const touched = new Set<string>()
     const before = this.#doc
     let rootWrite: string | null = null
@@ -457,7 +490,7 @@ export class Board {
     // collection was a large part of its sync. The verdicts are thrown in the same order as ever:
     // forgeries first, then the root rule, then the role rules.
     for (const m of added) {
-      // a change a sync message carried was decoded (and its signature checked) by #precheckSync already
+      // a change a sync message or `applyChanges` carried was decoded (and its signature checked) already
       let decoded = this.#preverified.get(m.hash)
       let raw: Uint8Array | undefined
       if (decoded === undefined) {
@@ -713,7 +746,7 @@ export class Board {
     }
   }
 
-  /** Changes of the sync message being applied whose signatures `#precheckSync` verified, decoded, by hash. */
+  /** Changes being applied whose signatures were verified (`#precheckSync`, `applyChanges`), decoded, by hash. */
   readonly #preverified = new Map<string, A.DecodedChange>()
 
   /**
@@ -723,8 +756,19 @@ export class Board {
   seenBy (heads: string[], hash: string): boolean | null {
     if (!this.hasHeads(heads)) return null
     if (!this.hasHeads([hash])) return false
-    return !A.getChangesMetaSince(this.#doc, heads).some(c => c.hash === hash)
+    // with both in the document, whether `hash` is among the ancestors of `heads` never changes: the answer
+    // is kept (a settling claim asks it of every peer's last heads at each tick, and each ask lists changes)
+    const key = `${hash} ${heads.join(',')}`
+    const known = this.#seenAnswers.get(key)
+    if (known !== undefined) return known
+    const seen = !A.getChangesMetaSince(this.#doc, heads).some(c => c.hash === hash)
+    if (this.#seenAnswers.size >= SEEN_ANSWERS_KEPT) this.#seenAnswers.delete(this.#seenAnswers.keys().next().value as string)
+    this.#seenAnswers.set(key, seen)
+    return seen
   }
+
+  /** Answers of `seenBy` (immutable once both sides are in the document), oldest first. */
+  readonly #seenAnswers = new Map<string, boolean>()
 
   /** Hash of a change made by `change()`. */
   static hashOf (change: Uint8Array): string {

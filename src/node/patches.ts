@@ -1,8 +1,9 @@
 /**
- * meshwork changes three libraries it depends on (each pinned to the exact
+ * meshwork changes four libraries it depends on (each pinned to the exact
  * version in package.json the change was written for): `pnet-fix.ts`
- * (xsalsa20's shared WebAssembly memory), `yamux-fix.ts` (window updates) and
- * `noise-crypto.ts` (Noise's cipher). A release that renames what they touch
+ * (xsalsa20's shared WebAssembly memory), `yamux-fix.ts` (window updates),
+ * `noise-crypto.ts` (Noise's cipher) and `ed25519-keys.ts` (@libp2p/crypto's
+ * Ed25519 keys). A release that renames what they touch
  * would make them silently do nothing; every host creation checks them here.
  */
 import { defaultCrypto } from '@chainsafe/libp2p-noise/crypto'
@@ -10,6 +11,7 @@ import type { ICryptoInterface } from '@chainsafe/libp2p-noise'
 import { pnetPatchStatus, type PatchStatus } from './pnet-fix.ts'
 import { yamuxPatchStatus } from './yamux-fix.ts'
 import { noiseCrypto, noiseCryptoStatus } from './noise-crypto.ts'
+import { ed25519KeysStatus } from './ed25519-keys.ts'
 import type { Logger } from '../util/logger.ts'
 
 export type { PatchStatus }
@@ -21,13 +23,13 @@ export class LibraryPatchError extends Error {
 
 /** The state of each library patch. */
 export function libraryPatches (): PatchStatus[] {
-  return [pnetPatchStatus(), yamuxPatchStatus(), noiseCryptoStatus()]
+  return [pnetPatchStatus(), yamuxPatchStatus(), noiseCryptoStatus(), ed25519KeysStatus()]
 }
 
 /**
  * Checks every patch before a host is made. Without the xsalsa20 fix a busy
  * node dies later with "Maximum memory size exceeded", so that one fails the
- * start (`LibraryPatchError`); the other two only cost CPU and fall back to the
+ * start (`LibraryPatchError`); the others only cost CPU and fall back to the
  * library's own behaviour with a warning. Returns the Noise crypto to use.
  */
 export function checkLibraryPatches (logger: Logger): ICryptoInterface {
@@ -38,6 +40,8 @@ export function checkLibraryPatches (logger: Logger): ICryptoInterface {
   }
   const yamux = yamuxPatchStatus()
   if (yamux.state === 'failed') logger.warn('patch:not-applied', { patch: yamux.name, detail: yamux.detail, note: `yamux sends a window update per frame (more CPU); ${reinstall}` })
+  const keys = ed25519KeysStatus()
+  if (keys.state === 'failed') logger.warn('patch:not-applied', { patch: keys.name, detail: keys.detail, note: `every gossip message builds its signing keys anew (more CPU); ${reinstall}` })
   const noise = noiseCryptoStatus()
   if (noise.state === 'failed') {
     logger.warn('patch:not-applied', { patch: noise.name, detail: noise.detail, note: `using Noise's default crypto (slower for large frames); ${reinstall}` })
