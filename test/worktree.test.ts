@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile, mkdir, readdir } from 'node:fs/promis
 import { tmpdir } from 'node:os'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Worktrees, commitEnv } from '../src/git/worktree.ts'
+import { COMMITS_PER_MAINTENANCE, Worktrees, commitEnv } from '../src/git/worktree.ts'
 import { git, gitText } from '../src/git/git.ts'
 import { simAgent } from '../src/agent/sim.ts'
 import { Board } from '../src/crdt/board.ts'
@@ -145,5 +145,31 @@ describe('worktrees', () => {
       await Promise.all(made.map(async w => { await wts.remove(w) }))
     }
     expect(await readdir(root)).toEqual([])
+  })
+
+  it('task commits leave git\'s auto maintenance to every COMMITS_PER_MAINTENANCE-th commit, which runs it', async () => {
+    // a repository where auto maintenance always has something to do: two packs past a limit of one (it repacks
+    // them into one), in the foreground
+    const packs = async (): Promise<string[]> => (await readdir(join(repo, '.git', 'objects', 'pack')).catch(() => [] as string[])).filter(f => f.endsWith('.pack'))
+    for (const name of ['p1', 'p2']) {
+      await writeFile(join(repo, `${name}.txt`), `${name}\n`)
+      await git(['add', '.'], { cwd: repo })
+      await git(['-c', 'maintenance.auto=false', 'commit', '-q', '-m', name], { cwd: repo, env: commitEnv() })
+      await git(['repack', '-q'], { cwd: repo })
+    }
+    expect(await packs()).toHaveLength(2)
+    await git(['config', 'gc.autoPackLimit', '1'], { cwd: repo })
+    await git(['config', 'gc.autoDetach', 'false'], { cwd: repo })
+    const wts = new Worktrees(repo, root)
+    const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+    for (let i = 1; i <= COMMITS_PER_MAINTENANCE; i++) {
+      const wt = await wts.create(`m${i}`, base)
+      await writeFile(join(wt.path, `f${i}.txt`), `${i}\n`)
+      await wts.commit(wt, `m${i}`, `commit ${i}`)
+      await wts.remove(wt)
+      // before the last, no commit started git's maintenance (a plain `git commit` here would have repacked)
+      if (i < COMMITS_PER_MAINTENANCE) expect(await packs(), `after commit ${i}`).toHaveLength(2)
+    }
+    await waitFor(async () => (await packs()).length === 1, { timeoutMs: 30_000, message: 'auto maintenance did not repack after the last commit' })
   })
 })

@@ -85,7 +85,8 @@ export async function advanceBranch (repo: string, branch: string, prev: string 
   if (prev !== null && where.oid !== prev) return 'lost-race'
   const clean = prev !== null && (st !== null ? st.clean : (await git(['diff-index', '--quiet', 'HEAD', '--'], { cwd: repo, allowFail: true })).code === 0)
   if (clean) {
-    const ff = await git(['merge', '--ff-only', '-q', next], { cwd: repo, allowFail: true, env: commitEnv() })
+    // a fast-forward writes no object: git's auto maintenance after it (a second process) has nothing new to do
+    const ff = await git(['-c', 'maintenance.auto=false', 'merge', '--ff-only', '-q', next], { cwd: repo, allowFail: true, env: commitEnv() })
     if (ff.code === 0) return 'updated'
   }
   return await casBranch(repo, branch, next, prev) ? 'dirty' : 'lost-race'

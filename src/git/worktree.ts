@@ -73,6 +73,9 @@ export async function removeLegacyWorktrees (repo: string, dataDir: string): Pro
   return removed
 }
 
+/** Task commits between two runs of git's auto maintenance (`Worktrees.commit`). @default 20 */
+export const COMMITS_PER_MAINTENANCE = 20
+
 /**
  * Manages one worktree per task run under `root` (`--worktrees`, by default
  * beside the data dir), never inside the primary checkout or the data dir. Two
@@ -82,6 +85,8 @@ export async function removeLegacyWorktrees (repo: string, dataDir: string): Pro
 export class Worktrees {
   readonly repo: string
   readonly root: string
+  /** Task commits made here since git's auto maintenance last ran (see `commit`). */
+  #commits = 0
 
   constructor (repo: string, root: string) {
     this.repo = repo
@@ -122,11 +127,18 @@ export class Worktrees {
     // committed straight away (not after a `git diff --cached --quiet`: one git process less per run, and
     // almost every run leaves something); git exits 1 when there is nothing to commit, and a failing hook
     // can exit 1 too: only with nothing staged is that "the agent committed everything itself"
-    const args = ['commit', '--no-verify', '-q', '-F', '-']
+    // `git commit` starts `git maintenance run --auto` (a second git process) after every commit: here it
+    // runs once every COMMITS_PER_MAINTENANCE task commits instead, which keeps loose objects in check as well
+    const args = ['-c', 'maintenance.auto=false', 'commit', '--no-verify', '-q', '-F', '-']
     const res = await git(args, { cwd: wt.path, input: message, env: commitEnv(), allowFail: true })
     if (res.code !== 0) {
       const staged = res.code !== 1 || (await git(['diff', '--cached', '--quiet'], { cwd: wt.path, allowFail: true })).code !== 0
       if (staged) throw new GitError(args, res.code, res.stderr)
+    }
+    if (++this.#commits >= COMMITS_PER_MAINTENANCE) {
+      this.#commits = 0
+      // git decides whether anything is due (loose objects, packs) and detaches its gc; never the run's failure
+      void git(['maintenance', 'run', '--auto', '--quiet'], { cwd: this.repo, allowFail: true }).catch(() => {})
     }
     return await gitText(['rev-parse', 'HEAD'], { cwd: wt.path })
   }
