@@ -49,8 +49,8 @@ beforeAll(async () => {
   await writeFile(shimLog, '')
   const realGit = execFileSync('sh', ['-c', 'command -v git']).toString().trim()
   slowMerges = join(root, 'slow-merges')
-  // while the file slowMerges exists, each merge-tree takes 2 s more (a host short of CPU)
-  await writeFile(join(bin, 'git'), `#!/bin/sh\necho "$1" >> '${shimLog}'\nif [ "$1" = merge-tree ] && [ -e '${slowMerges}' ]; then sleep 2; fi\nexec '${realGit}' "$@"\n`)
+  // logs each subcommand (past a `-c name=value`); while the file slowMerges exists, each merge-tree takes 2 s more (a host short of CPU)
+  await writeFile(join(bin, 'git'), `#!/bin/sh\nsub="$1"\n[ "$1" = -c ] && sub="$3"\necho "$sub" >> '${shimLog}'\nif [ "$sub" = merge-tree ] && [ -e '${slowMerges}' ]; then sleep 2; fi\nexec '${realGit}' "$@"\n`)
   await chmod(join(bin, 'git'), 0o755)
   process.env.PATH = `${bin}:${savedPath ?? ''}`
 })
