@@ -1,14 +1,17 @@
 /**
- * git processes started from the spawner thread (src/git/spawner.ts, which
- * the merge leader turns on) behave as those started from the event loop did: output, exit codes, stdin, the output
- * limit, and a signal that kills the process and fails the call at once.
+ * git processes started by the helper process (src/git/spawner.ts, which
+ * `meshwork node` and the merge leader turn on) behave as those started by the node did: output, exit codes, stdin,
+ * the output limit, and a signal that kills the process and fails the call at once; the helper leaves when idle.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { waitFor } from '../src/util/wait.ts'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { git, gitText, GitError } from '../src/git/git.ts'
-import { runInThread, spawnFromThread } from '../src/git/spawner.ts'
+import { HELPER_IDLE_MS, helperPid, runInHelper, spawnFromHelper } from '../src/git/spawner.ts'
 import { initRepo, commitFiles } from './helpers/git.ts'
 
 let dir = ''
@@ -21,12 +24,16 @@ beforeAll(async () => {
 })
 afterAll(async () => { await rm(dir, { recursive: true, force: true }) })
 
-describe('git from the spawner thread', () => {
+describe('git from the helper process', () => {
   it('is where git runs once turned on: output, stdin, exit codes and stderr come back as before', async () => {
-    // off until the merge leader turns it on (a null: git runs from the event loop)
-    expect(await runInThread(['--version'], { cwd: repo, env: process.env, maxOutput: 1024 })).toBeNull()
-    spawnFromThread()
-    expect(await runInThread(['--version'], { cwd: repo, env: process.env, maxOutput: 1024 })).not.toBeNull()
+    // off until turned on (a null: git runs from this process)
+    expect(await runInHelper(['--version'], { cwd: repo, env: process.env, maxOutput: 1024 })).toBeNull()
+    expect(helperPid()).toBeNull()
+    spawnFromHelper()
+    expect(await runInHelper(['--version'], { cwd: repo, env: process.env, maxOutput: 1024 })).not.toBeNull()
+    // git's parent is the helper, not this process
+    const parent = Number((await gitText(['-c', 'alias.ppid=!ps -o ppid= -p $PPID', 'ppid'], { cwd: repo })).trim())
+    expect(parent).toBe(helperPid())
     expect(await gitText(['log', '--format=%s'], { cwd: repo })).toBe('first')
     const oid = await gitText(['hash-object', '--stdin'], { cwd: repo, input: 'hello\n' })
     expect(oid).toBe('ce013625030ba8dba906f756967f9e9ca394464a')
@@ -58,4 +65,48 @@ describe('git from the spawner thread', () => {
     expect(Date.now() - started).toBeLessThan(4000)
     await expect(git(['--version'], { cwd: repo, signal: ac.signal })).rejects.toThrow()
   })
+
+  it('the helper ignores a Ctrl-C to the process group, leaves when idle, and a later call starts another', async () => {
+    spawnFromHelper({ idleMs: 300 })
+    await gitText(['--version'], { cwd: repo })
+    const first = helperPid()
+    expect(first).not.toBeNull()
+    process.kill(first as number, 'SIGINT')
+    process.kill(first as number, 'SIGTERM')
+    expect(await gitText(['log', '--format=%s'], { cwd: repo })).toBe('first')
+    await waitFor(() => helperPid() === null && !alive(first as number), { timeoutMs: 10_000, message: 'the idle helper did not leave' })
+    expect(await gitText(['log', '--format=%s'], { cwd: repo })).toBe('first')
+    expect(helperPid()).not.toBe(first)
+    expect(helperPid()).not.toBeNull()
+    spawnFromHelper({ idleMs: HELPER_IDLE_MS })
+  })
+
+  it('the helper exits when its node is killed -9', async () => {
+    const spawner = join(process.cwd(), 'src', 'git', 'spawner.ts')
+    const script = `import { spawnFromHelper, runInHelper, helperPid } from ${JSON.stringify(spawner)}
+spawnFromHelper()
+await runInHelper(['--version'], { cwd: ${JSON.stringify(repo)}, env: process.env, maxOutput: 1024 })
+console.log(helperPid())
+setInterval(() => {}, 1000)`
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (c: Buffer) => { out += c.toString() })
+    try {
+      const pid = await waitFor(() => /^\d+\n/.test(out) ? Number(out.trim()) : null, { timeoutMs: 20_000, message: 'the node never reported its helper' })
+      expect(alive(pid)).toBe(true)
+      child.kill('SIGKILL')
+      await waitFor(() => !alive(pid), { timeoutMs: 10_000, message: 'the helper outlived its node' })
+    } finally {
+      child.kill('SIGKILL')
+    }
+  })
 })
+
+/** Alive and not a zombie. */
+function alive (pid: number): boolean {
+  try { process.kill(pid, 0) } catch { return false }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return !['Z', 'X'].includes(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '')
+  } catch { return false }
+}

@@ -31,6 +31,7 @@ import { ApprovalService, DEFAULT_APPROVAL_TIMEOUT_MS } from '../node/approvals.
 import { defaultDataDir, resolveWorktreesDir } from './data-dir.ts'
 import { watchForPeers, watchVersions, withPeerNames } from './node-watch.ts'
 import { favourMemoryWhenIdle } from './v8-memory.ts'
+import { spawnFromHelper } from '../git/spawner.ts'
 import { loadAllowOption, printNodePeerId, reloadAllowOnHangup } from './node-access.ts'
 
 export { defaultDataDir } from './data-dir.ts'
@@ -179,6 +180,8 @@ export const nodeCommand = defineCommand({
     if (opts['print-peer-id']) return await printNodePeerId(opts.data, opts.repo)
     const repoOpt = opts.repo
     if (repoOpt === undefined) throw new UsageError('meshwork node needs --repo DIR: the git repository this node works in (a missing or empty DIR is cloned from the mesh; add --init-repo to start a new history there).')
+    // every git process of this node is started by a small helper process (src/git/spawner.ts)
+    spawnFromHelper()
     const agent = opts.agent
     if (agent === 'command' && opts['agent-cmd'] === undefined) throw new UsageError('--agent command needs --agent-cmd "CMD": the shell command that runs a task (prompt on stdin).')
     const slots = opts.slots

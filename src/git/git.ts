@@ -1,6 +1,6 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { resolve } from 'node:path'
-import { runInThread } from './spawner.ts'
+import { runInHelper } from './spawner.ts'
 
 /** A git command that exited non-zero. */
 export class GitError extends Error {
@@ -61,12 +61,12 @@ async function serialized<T> (key: string, fn: () => Promise<T>): Promise<T> {
 async function run (args: string[], opts: GitOptions): Promise<GitResult> {
   const max = opts.maxOutput ?? 256 * 1024 * 1024
   const env = { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C', ...opts.env }
-  // started from a thread of its own, so that the fork and exec do not stall this event loop (spawner.ts)
-  const viaThread = await runInThread(args, { cwd: opts.cwd, env, input: opts.input, maxOutput: max, signal: opts.signal })
-  if (viaThread !== null) {
-    if (viaThread.over) throw new GitError(args, viaThread.code, `output larger than ${max} bytes`)
-    if (viaThread.code !== 0 && opts.allowFail !== true) throw new GitError(args, viaThread.code, viaThread.stderr)
-    return { code: viaThread.code, stdout: viaThread.stdout, stderr: viaThread.stderr }
+  // started by a small helper process, so that the fork neither copies this process nor stalls its event loop (spawner.ts)
+  const viaHelper = await runInHelper(args, { cwd: opts.cwd, env, input: opts.input, maxOutput: max, signal: opts.signal })
+  if (viaHelper !== null) {
+    if (viaHelper.over) throw new GitError(args, viaHelper.code, `output larger than ${max} bytes`)
+    if (viaHelper.code !== 0 && opts.allowFail !== true) throw new GitError(args, viaHelper.code, viaHelper.stderr)
+    return { code: viaHelper.code, stdout: viaHelper.stdout, stderr: viaHelper.stderr }
   }
   return await new Promise<GitResult>((resolve, reject) => {
     const child = spawn('git', args, {

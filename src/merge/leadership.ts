@@ -12,7 +12,7 @@ import { AgentResolution } from './agent-job.ts'
 import type { LeaderInit, MergeContext } from './context.ts'
 import { MergeJob } from './merge-job.ts'
 import { Background } from '../util/background.ts'
-import { spawnFromThread } from '../git/spawner.ts'
+import { spawnFromHelper } from '../git/spawner.ts'
 import type { TaskId } from '../crdt/schema.ts'
 
 export type { LeaderInit } from './context.ts'
@@ -220,8 +220,8 @@ export class Leadership {
     let mergeStarted = false
     // standing down (a full disk): the board may still name this node until a peer is elected; it merges nothing
     if (this.isLeader() && standing === null) {
-      // the mesh waits on this event loop now: git is started off it (the thread's memory is paid only here)
-      spawnFromThread()
+      // the mesh waits on this event loop now: git is started off it (`meshwork node` does so from its start)
+      spawnFromHelper()
       this.#collector.collect()
       if (this.#merging || this.#syncing) this.#missed = true
       // never beside a main sync: each moves the local main, and neither may see the other's move half done
