@@ -1,9 +1,9 @@
 /**
- * Heartbeats are not forwarded to peers that hear their author directly
- * (src/node/presence-relay.ts): the bookkeeping alone on a fake clock, then a
- * real 4-node mesh, where each node gets about one copy of each heartbeat,
- * and keeps hearing an author whose link to it was cut through the others,
- * without ever suspecting it.
+ * Heartbeats (and board changes) are not forwarded to peers that hear their
+ * author directly (src/node/presence-relay.ts): the bookkeeping alone on a
+ * fake clock, then a real 4-node mesh, where each node gets about one copy of
+ * each heartbeat, and keeps hearing an author whose link to it was cut (and
+ * getting its board changes) through the others, without ever suspecting it.
  */
 import { describe, it, expect, afterEach } from 'vitest'
 import { PresenceRelay, peerTag, DIRECT_FRESH_PERIODS, REPORT_FRESH_PERIODS } from '../src/node/presence-relay.ts'
@@ -12,6 +12,7 @@ import { createMesh, waitAllAlive, type TestMesh } from './helpers/mesh.ts'
 import { waitFor } from '../src/util/wait.ts'
 import type { Transition } from '../src/node/membership.ts'
 import type { Presence } from '../src/protocol/presence.ts'
+import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 
 const PERIOD = 1000
 
@@ -112,6 +113,12 @@ describe('presence relay in a mesh', () => {
     expect(Math.max(...ratios), `copies per heartbeat: ${ratios.map(r => r.toFixed(2)).join(', ')}`).toBeLessThan(1.5)
     expect(nodes.every(n => n.stats.presenceForwardsSkipped > 0)).toBe(true)
 
+    // a's board changes are not forwarded either: each of the others hears a directly
+    const skipped0 = nodes.map(n => n.stats.forwardsSkipped)
+    a.changeBoard('relay test', addTasks([simpleTask('relay-1')]))
+    await waitFor(() => nodes.every(n => n.board.task('relay-1') !== undefined), { timeoutMs: 20_000, message: 'a board change of a did not reach every node' })
+    await waitFor(() => nodes.slice(1).some((n, i) => n.stats.forwardsSkipped > (skipped0[i + 1] ?? 0)), { timeoutMs: 10_000, message: 'no node left out a forward of a board change' })
+
     // cut the link between a and c: c hears a through the two others from then on
     const transitions: Transition[] = []
     const onState = (evt: CustomEvent<Transition>): void => { if (evt.detail.peerId === a.peerId) transitions.push(evt.detail) }
@@ -135,5 +142,8 @@ describe('presence relay in a mesh', () => {
     const named = (r: string): string[] => r.match(/.{8}/g) ?? []
     expect(named(reportOfC)).not.toContain(tag(a))
     expect(named(reportOfC).sort()).toEqual([tag(b), tag(d)].sort())
+    // and a's board changes reach c through the others
+    a.changeBoard('relay test', addTasks([simpleTask('relay-2')]))
+    await waitFor(() => c.board.task('relay-2') !== undefined, { timeoutMs: 20_000, message: 'a board change of a did not reach c after the cut' })
   }, 90_000)
 })

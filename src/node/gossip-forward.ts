@@ -37,5 +37,5 @@ export function filterForwards (pubsub: GossipSub, filter: ForwardFilter): Patch
     if (excludePeers !== undefined) for (const p of excludePeers) exclude.add(p)
     forward.call(this, msgIdStr, rawMsg, propagationSource, exclude)
   }
-  return { name: 'gossip-forward', state: 'applied', detail: 'presence heartbeats are not forwarded to peers that hear their author directly' }
+  return { name: 'gossip-forward', state: 'applied', detail: 'gossip is not forwarded to peers that hear its author directly' }
 }

@@ -249,12 +249,13 @@ export class Heartbeats implements Startable {
   }
 
   /**
-   * Peers a forwarded gossip message on `topic` by `author` (its multihash
-   * bytes) need not be sent to: on the presence topic, those whose latest
-   * heartbeat says they hear the author directly (src/node/presence-relay.ts).
+   * Peers a forwarded gossip message by `author` (its multihash bytes) need
+   * not be sent to: those whose latest heartbeat says they hear the author
+   * directly (src/node/presence-relay.ts). The caller says on which topics
+   * that holds (`MeshNode`: every topic a node both publishes and follows).
    */
-  forwardSkip (topic: string, author: Uint8Array | undefined): ReadonlySet<string> | null {
-    if (topic !== this.#c.topic || author === undefined) return null
+  forwardSkip (author: Uint8Array | undefined): ReadonlySet<string> | null {
+    if (author === undefined) return null
     return this.#relay.skipFor(peerTag(author))
   }
 

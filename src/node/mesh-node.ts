@@ -78,7 +78,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly role: Role
   readonly swarmKey: SwarmKey
   readonly membership: Membership
-  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, refusedForgotten: { keys: 0, total: 0 }, streamsRefused: {}, gossipCopies: { copies: 0 }, presenceForwardsSkipped: 0 }
+  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, refusedForgotten: { keys: 0, total: 0 }, streamsRefused: {}, gossipCopies: { copies: 0 }, presenceForwardsSkipped: 0, forwardsSkipped: 0 }
   readonly name: string
   /** Whether this node may ever become merge leader (false with --no-leader). */
   readonly leaderEligible: boolean
@@ -324,12 +324,20 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       logger
     })
     heartbeats.setExtras(() => this.#extras())
+    // a peer that hears an author's heartbeats straight from it gets that author's board changes and
+    // progress the same way (publishing floods every peer following the topic): a forwarded copy would be a
+    // duplicate. A copy it misses all the same (a subscription not yet known to the author) comes with the
+    // next sync: the author's heads in its heartbeats tell the peer it lacks a change.
     const forwarding = filterForwards(host.services.pubsub, (topic, author) => {
-      const skip = heartbeats.forwardSkip(topic, author)
-      if (skip !== null) this.stats.presenceForwardsSkipped += skip.size
+      if (topic !== t.presence && topic !== t.board && topic !== t.progress) return null
+      const skip = heartbeats.forwardSkip(author)
+      if (skip !== null) {
+        if (topic === t.presence) this.stats.presenceForwardsSkipped += skip.size
+        else this.stats.forwardsSkipped += skip.size
+      }
       return skip
     })
-    if (forwarding.state === 'failed') logger.warn('patch:not-applied', { patch: forwarding.name, detail: forwarding.detail, note: 'every heartbeat is forwarded to every mesh peer (more CPU); reinstall the exact versions in package.json (npm ci)' })
+    if (forwarding.state === 'failed') logger.warn('patch:not-applied', { patch: forwarding.name, detail: forwarding.detail, note: 'every heartbeat and board change is forwarded to every mesh peer (more CPU); reinstall the exact versions in package.json (npm ci)' })
     const progress = new Progress({ gossip, topic: t.progress, follow: isNode, peerId: () => this.peerId, onProgress: p => { this.dispatchEvent(new CustomEvent('progress', { detail: p })) } })
     const members = new MembersProtocol({ streams: host, serve: isNode, view: () => this.membersView(), ...(init.streamIdleMs !== undefined ? { idleMs: init.streamIdleMs } : {}) })
     const services: Services = this.#services = { gossip, replication, heartbeats, dialer, known, progress, members }

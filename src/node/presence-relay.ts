@@ -19,8 +19,14 @@
  * receiver sends its next heartbeat early with the shorter report
  * (`Heartbeats`), and the forwarders send it A's heartbeats again from then
  * on, within about two periods of the last direct one (suspect takes three).
- * A peer that sends no report (an older version) gets every copy, as before,
- * and so does the last heartbeat of an author that is leaving.
+ * A peer that sends no report (an older version, or a client) gets every
+ * copy, as before, and so does the last heartbeat of an author that is leaving.
+ *
+ * The same reports spare the forwards of the author's board changes and
+ * progress (`MeshNode`): an author floods what it publishes to every peer
+ * following the topic, so a peer that hears its heartbeats directly gets those
+ * directly too. A copy missed all the same is repaired by the board sync the
+ * author's heads in its next heartbeats start.
  */
 
 /** Bytes of a peer's multihash (its last ones) a tag is made of: 48 random bits of its public key. */

@@ -58,6 +58,8 @@ export interface NodeStats {
   gossipCopies: { copies: number }
   /** Copies of heartbeats not forwarded to a peer that hears their author directly (src/node/presence-relay.ts). */
   presenceForwardsSkipped: number
+  /** The same for board changes and progress (`MeshNode`). */
+  forwardsSkipped: number
 }
 
 export interface MeshNodeEvents {
