@@ -5,7 +5,6 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { waitFor } from '../src/util/wait.ts'
 import { tmpdir } from 'node:os'
@@ -13,6 +12,7 @@ import { join } from 'node:path'
 import { git, gitText, GitError } from '../src/git/git.ts'
 import { HELPER_IDLE_MS, helperPid, runInHelper, spawnFromHelper } from '../src/git/spawner.ts'
 import { initRepo, commitFiles } from './helpers/git.ts'
+import { isAlive as alive } from './helpers/proc.ts'
 
 let dir = ''
 let repo = ''
@@ -102,11 +102,3 @@ setInterval(() => {}, 1000)`
   })
 })
 
-/** Alive and not a zombie. */
-function alive (pid: number): boolean {
-  try { process.kill(pid, 0) } catch { return false }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return !['Z', 'X'].includes(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '')
-  } catch { return false }
-}

@@ -1,7 +1,6 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
 import { mkdtemp, readFile, rm, writeFile, mkdir, readdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { COMMITS_PER_MAINTENANCE, Worktrees, commitEnv } from '../src/git/worktree.ts'
 import { git, gitText } from '../src/git/git.ts'
@@ -9,15 +8,7 @@ import { simAgent } from '../src/agent/sim.ts'
 import { Board } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { waitFor } from '../src/util/wait.ts'
-
-/** Alive and not a zombie. */
-function alive (pid: number): boolean {
-  try { process.kill(pid, 0) } catch { return false }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return !['Z', 'X'].includes(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '')
-  } catch { return true }
-}
+import { isAlive as alive } from './helpers/proc.ts'
 
 let dir = ''
 let repo = ''
