@@ -9,7 +9,8 @@ import { spawn } from 'node:child_process'
 import { waitFor } from '../src/util/wait.ts'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { git, gitText, GitError } from '../src/git/git.ts'
+import { git, gitText, GitError, spawnGit } from '../src/git/git.ts'
+import { createHash } from 'node:crypto'
 import { HELPER_IDLE_MS, helperPid, runInHelper, spawnFromHelper } from '../src/git/spawner.ts'
 import { initRepo, commitFiles } from './helpers/git.ts'
 import { isAlive as alive } from './helpers/proc.ts'
@@ -100,5 +101,46 @@ setInterval(() => {}, 1000)`
       child.kill('SIGKILL')
     }
   })
-})
 
+  it('streams a process through the helper: stdin with backpressure, stdout paused while unread, a kill', async () => {
+    spawnFromHelper()
+    // 8 MiB into `hash-object --stdin`, written as a caller does (waiting for 'drain')
+    const size = 8 * 1024 * 1024
+    const data = Buffer.alloc(size)
+    for (let i = 0; i < size; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i)
+    const write = spawnGit(['hash-object', '-w', '--stdin'], { cwd: repo })
+    expect(helperPid()).not.toBeNull()
+    for (let at = 0; at < size; at += 64 * 1024) {
+      if (!write.stdin.write(data.subarray(at, at + 64 * 1024))) await new Promise(resolve => write.stdin.once('drain', resolve))
+    }
+    write.stdin.end()
+    const hashed: Buffer[] = []
+    for await (const c of write.stdout) hashed.push(c as Buffer)
+    expect((await write.exited).code).toBe(0)
+    const oid = Buffer.concat(hashed).toString().trim()
+    expect(oid).toBe(createHash('sha1').update(`blob ${size}\0`).update(data).digest('hex'))
+    // read back, slowly: the helper holds git's output while this side does not read
+    const read = spawnGit(['cat-file', 'blob', oid], { cwd: repo })
+    read.stdin.end()
+    const got: Buffer[] = []
+    for await (const c of read.stdout) {
+      got.push(c as Buffer)
+      if (got.length % 16 === 0) await new Promise(resolve => setImmediate(resolve))
+    }
+    expect(Buffer.concat(got).equals(data)).toBe(true)
+    expect((await read.exited).code).toBe(0)
+    // a process killed before its end exits at once, without a code
+    const waiting = spawnGit(['-c', 'alias.wait=!sleep 5', 'wait'], { cwd: repo })
+    const started = Date.now()
+    waiting.kill()
+    expect((await waiting.exited).code).toBeNull()
+    expect(Date.now() - started).toBeLessThan(4000)
+    // a failing git reports its code and stderr
+    const bad = spawnGit(['cat-file', 'blob', 'f'.repeat(40)], { cwd: repo })
+    bad.stdin.end()
+    bad.stdout.resume()
+    const r = await bad.exited
+    expect(r.code).toBe(128)
+    expect(r.stderr).toMatch(/fatal/)
+  })
+})

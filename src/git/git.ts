@@ -1,6 +1,7 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { spawn } from 'node:child_process'
+import type { Readable, Writable } from 'node:stream'
 import { resolve } from 'node:path'
-import { runInHelper } from './spawner.ts'
+import { runInHelper, streamInHelper } from './spawner.ts'
 
 /** A git command that exited non-zero. */
 export class GitError extends Error {
@@ -110,7 +111,8 @@ export async function gitText (args: string[], opts: GitOptions): Promise<string
 
 /** A git process whose stdin and stdout the caller streams (see `spawnGit`). */
 export interface GitProcess {
-  readonly child: ChildProcessWithoutNullStreams
+  readonly stdin: Writable
+  readonly stdout: Readable
   /** Settles when the process has exited: its exit code (null if killed) and the start of its stderr. */
   readonly exited: Promise<{ code: number | null, stderr: string }>
   /** Kills the process if it is still running. */
@@ -120,13 +122,17 @@ export interface GitProcess {
 /**
  * Starts the system git with an argument array and leaves its stdin and stdout
  * to the caller, for data that should flow through rather than be buffered
- * (`pack-objects --stdout`, `index-pack --stdin`). `exited` never rejects: a
- * failed start resolves with code null and the error in `stderr`.
+ * (`pack-objects --stdout`, `index-pack --stdin`): through the helper process
+ * when there is one (spawner.ts), else from this process. `exited` never
+ * rejects: a failed start resolves with code null and the error in `stderr`.
  */
 export function spawnGit (args: string[], opts: Omit<GitOptions, 'input' | 'allowFail' | 'maxOutput'>): GitProcess {
+  const env = { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C', ...opts.env }
+  const viaHelper = streamInHelper(args, { cwd: opts.cwd, env, signal: opts.signal })
+  if (viaHelper !== null) return viaHelper
   const child = spawn('git', args, {
     cwd: opts.cwd,
-    env: { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C', ...opts.env },
+    env,
     stdio: ['pipe', 'pipe', 'pipe'],
     ...(opts.signal !== undefined ? { signal: opts.signal } : {})
   })
@@ -145,7 +151,8 @@ export function spawnGit (args: string[], opts: Omit<GitOptions, 'input' | 'allo
     child.on('close', code => { if (!done) { done = true; resolve({ code, stderr: err }) } })
   })
   return {
-    child,
+    stdin: child.stdin,
+    stdout: child.stdout,
     exited,
     kill: () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') }
   }

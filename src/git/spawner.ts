@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { Readable, Writable } from 'node:stream'
 
 /**
  * git processes started by a small helper process, not by the node itself.
@@ -16,7 +17,8 @@ import { spawn, type ChildProcess } from 'node:child_process'
  *
  * The helper is a bare Node process (about 45 MiB, no meshwork code) that
  * takes requests over an IPC channel, starts git and sends back its exit code
- * and output. The node's event loop only sends a message, and each fork copies
+ * and output (`runInHelper`), or streams its stdin and stdout (`streamInHelper`,
+ * for pack transfers). The node's event loop only sends a message, and each fork copies
  * the helper's page tables instead of the node's. It starts at the first git
  * call once turned on (`spawnFromHelper`: `meshwork node` at its start, a
  * merge leader when it leads), and leaves after `HELPER_IDLE_MS` without a
@@ -44,6 +46,7 @@ interface Reply {
 }
 
 interface Request {
+  op: 'run'
   id: number
   args: string[]
   cwd: string
@@ -59,15 +62,17 @@ const running = new Map()
 process.on('SIGINT', () => {})
 process.on('SIGTERM', () => {})
 process.on('disconnect', () => { process.exit(0) })
-process.on('message', m => {
-  if (m.kill !== undefined) { const c = running.get(m.kill); if (c !== undefined) c.kill(m.signal); return }
-  let child
+function start (m, stdio) {
   try {
-    child = spawn('git', m.args, { cwd: m.cwd, env: m.env, stdio: ['pipe', 'pipe', 'pipe'] })
+    return spawn('git', m.args, { cwd: m.cwd, env: m.env, stdio: ['pipe', 'pipe', 'pipe'] })
   } catch (e) {
-    process.send({ id: m.id, code: null, stdout: new Uint8Array(0), stderr: '', over: false, error: String(e && e.message) })
-    return
+    process.send({ id: m.id, code: null, stdout: new Uint8Array(0), stderr: String(e && e.message), over: false, error: String(e && e.message) })
+    return null
   }
+}
+function run (m) {
+  const child = start(m)
+  if (child === null) return
   running.set(m.id, child)
   const out = []
   let outBytes = 0
@@ -90,6 +95,37 @@ process.on('message', m => {
   child.stdin.on('error', () => {})
   if (m.input !== undefined) child.stdin.end(m.input)
   else child.stdin.end()
+}
+// a process whose stdin and stdout the node streams: stdout in 'out' messages (paused and resumed by the
+// node as it reads), stdin from 'in' messages (each acknowledged once written), then one 'exit' message
+function stream (m) {
+  const child = start(m)
+  if (child === null) return
+  running.set(m.id, child)
+  let err = ''
+  let done = false
+  const exit = code => { if (!done) { done = true; running.delete(m.id); process.send({ id: m.id, exit: true, code, stderr: err }) } }
+  child.stdout.on('data', c => { process.send({ id: m.id, out: c }) })
+  child.stdout.on('error', () => {})
+  child.stderr.on('data', c => { if (err.length < 65536) err += c.toString() })
+  child.stdin.on('error', () => {})
+  child.on('error', e => { err += String(e && e.message) + '\\n'; if (child.pid === undefined) exit(null) })
+  child.on('close', code => { exit(code) })
+}
+process.on('message', m => {
+  const c = m.id === undefined ? undefined : running.get(m.id)
+  switch (m.op) {
+    case 'run': run(m); break
+    case 'stream': stream(m); break
+    case 'in':
+      if (c === undefined) process.send({ id: m.id, wrote: true })
+      else c.stdin.write(m.chunk, () => { process.send({ id: m.id, wrote: true }) })
+      break
+    case 'end': if (c !== undefined) c.stdin.end(); break
+    case 'pause': if (c !== undefined) c.stdout.pause(); break
+    case 'resume': if (c !== undefined) c.stdout.resume(); break
+    case 'kill': if (c !== undefined) c.kill(m.signal); break
+  }
 })
 `
 
@@ -111,13 +147,17 @@ let helper: ChildProcess | null = null
 /** The helper could not be started, or died: git is started by this process from now on. */
 let unavailable = false
 let nextId = 1
-const waiting = new Map<number, (r: Reply | Error) => void>()
+/** What to do with the helper's messages about each git process it runs for this one (a death: an `Error`). */
+const handlers = new Map<number, (m: HelperMessage | Error) => void>()
 let idleTimer: NodeJS.Timeout | null = null
 
+/** A message of the helper: a run's reply, or a stream's output, write acknowledgement or exit. */
+type HelperMessage = Reply | { id: number, out: Uint8Array } | { id: number, wrote: true } | { id: number, exit: true, code: number | null, stderr: string }
+
 function failAll (err: Error): void {
-  const all = [...waiting.values()]
-  waiting.clear()
-  for (const settle of all) settle(err)
+  const all = [...handlers.values()]
+  handlers.clear()
+  for (const handle of all) handle(err)
 }
 
 /** The helper keeps this process alive only while it runs something for it. */
@@ -127,12 +167,25 @@ function hold (on: boolean): void {
   if (on) { h.ref(); h.channel?.ref() } else { h.unref(); h.channel?.unref() }
 }
 
+/** Starts following git process `id` of the helper. */
+function follow (id: number, handle: (m: HelperMessage | Error) => void): void {
+  handlers.set(id, handle)
+  if (handlers.size === 1) hold(true)
+  if (idleTimer !== null) { clearTimeout(idleTimer); idleTimer = null }
+}
+
+/** Stops following git process `id`; with nothing left to follow, the helper's idle time starts. */
+function unfollow (h: ChildProcess, id: number): void {
+  handlers.delete(id)
+  if (handlers.size === 0 && helper === h) { hold(false); armIdle() }
+}
+
 function armIdle (): void {
   if (idleTimer !== null) clearTimeout(idleTimer)
   idleTimer = setTimeout(() => {
     idleTimer = null
     const h = helper
-    if (h === null || waiting.size > 0) return
+    if (h === null || handlers.size > 0) return
     // leaving on purpose: not a death (the next call starts another)
     helper = null
     try { h.disconnect() } catch {}
@@ -144,12 +197,7 @@ function spawnerHelper (): ChildProcess | null {
   if (helper !== null || unavailable || !wanted) return helper
   try {
     const h = spawn(process.execPath, ['-e', HELPER_SOURCE], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'], serialization: 'advanced' })
-    h.on('message', (r: Reply) => {
-      const settle = waiting.get(r.id)
-      waiting.delete(r.id)
-      if (waiting.size === 0 && helper === h) { hold(false); armIdle() }
-      settle?.(r)
-    })
+    h.on('message', (m: HelperMessage) => { handlers.get(m.id)?.(m) })
     const gone = (err: Error): void => {
       if (helper !== h) return
       helper = null
@@ -166,6 +214,14 @@ function spawnerHelper (): ChildProcess | null {
   return helper
 }
 
+function abortError (signal: AbortSignal | undefined): Error {
+  const e = new Error('The operation was aborted', { cause: signal?.reason })
+  e.name = 'AbortError'
+  return e
+}
+
+const asBuffer = (b: Uint8Array): Buffer => Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)
+
 /** The outcome of a git process started by the helper, or null when git should be started here (no helper). */
 export async function runInHelper (args: string[], opts: { cwd: string, env: NodeJS.ProcessEnv, input?: string | Uint8Array | undefined, maxOutput: number, signal?: AbortSignal | undefined }): Promise<{ code: number | null, stdout: Buffer, stderr: string, over: boolean } | null> {
   const h = spawnerHelper()
@@ -173,27 +229,94 @@ export async function runInHelper (args: string[], opts: { cwd: string, env: Nod
   const signal = opts.signal
   signal?.throwIfAborted()
   const id = nextId++
-  const req: Request = { id, args, cwd: opts.cwd, env: opts.env, maxOutput: opts.maxOutput, ...(opts.input !== undefined ? { input: opts.input } : {}) }
+  const req: Request = { op: 'run', id, args, cwd: opts.cwd, env: opts.env, maxOutput: opts.maxOutput, ...(opts.input !== undefined ? { input: opts.input } : {}) }
   const reply = await new Promise<Reply | Error>((resolve, reject) => {
     const onAbort = (): void => {
       // as child_process does with a signal: the process is killed and the call fails at once
-      waiting.delete(id)
-      if (waiting.size === 0 && helper === h) { hold(false); armIdle() }
-      try { h.send({ kill: id, signal: 'SIGTERM' }) } catch {}
-      const e = new Error('The operation was aborted', { cause: signal?.reason })
-      e.name = 'AbortError'
-      reject(e)
+      unfollow(h, id)
+      try { h.send({ op: 'kill', id, signal: 'SIGTERM' }) } catch {}
+      reject(abortError(signal))
     }
     signal?.addEventListener('abort', onAbort, { once: true })
-    waiting.set(id, r => { signal?.removeEventListener('abort', onAbort); resolve(r) })
-    if (waiting.size === 1) hold(true)
-    if (idleTimer !== null) { clearTimeout(idleTimer); idleTimer = null }
-    h.send(req, err => { if (err !== null && err !== undefined) { waiting.delete(id); resolve(err) } })
+    follow(id, m => {
+      unfollow(h, id)
+      signal?.removeEventListener('abort', onAbort)
+      resolve(m instanceof Error ? m : m as Reply)
+    })
+    h.send(req, err => { if (err !== null && err !== undefined) { unfollow(h, id); resolve(err) } })
   })
   if (reply instanceof Error) throw reply
   if (reply.error !== null) throw new Error(`git could not be started: ${reply.error}`)
-  const out = reply.stdout
-  return { code: reply.code, stdout: Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength), stderr: reply.stderr, over: reply.over }
+  return { code: reply.code, stdout: asBuffer(reply.stdout), stderr: reply.stderr, over: reply.over }
+}
+
+/** A git process whose stdin and stdout the caller streams, started by the helper. */
+export interface StreamedGit {
+  stdin: Writable
+  stdout: Readable
+  /** Its exit code (null if killed or never started) and the start of its stderr; never rejects. */
+  exited: Promise<{ code: number | null, stderr: string }>
+  kill: () => void
+}
+
+/**
+ * Starts git through the helper with its stdin and stdout streamed to this
+ * process (`spawnGit`): stdout is paused in the helper while this side does
+ * not read, and each write to stdin completes once the helper wrote it to
+ * git, so neither side buffers more than a stream's high-water mark. Null
+ * when git should be started here (no helper).
+ */
+export function streamInHelper (args: string[], opts: { cwd: string, env: NodeJS.ProcessEnv, signal?: AbortSignal | undefined }): StreamedGit | null {
+  const h = spawnerHelper()
+  if (h === null) return null
+  const id = nextId++
+  const send = (m: Record<string, unknown>): void => { try { h.send({ id, ...m }) } catch {} }
+  let paused = false
+  let settle: (r: { code: number | null, stderr: string }) => void = () => {}
+  const exited = new Promise<{ code: number | null, stderr: string }>(resolve => { settle = resolve })
+  let ended = false
+  const writes: Array<(err?: Error | null) => void> = []
+  const stdout = new Readable({
+    read: () => {
+      if (paused) { paused = false; send({ op: 'resume' }) }
+    }
+  })
+  const stdin = new Writable({
+    write: (chunk: Buffer, _enc, cb) => {
+      if (ended) { cb(); return }
+      writes.push(cb)
+      send({ op: 'in', chunk })
+    },
+    final: cb => { send({ op: 'end' }); cb() }
+  })
+  stdin.on('error', () => {})
+  stdout.on('error', () => {})
+  const finish = (r: { code: number | null, stderr: string }): void => {
+    if (ended) return
+    ended = true
+    unfollow(h, id)
+    opts.signal?.removeEventListener('abort', onAbort)
+    for (const cb of writes.splice(0)) cb()
+    stdout.push(null)
+    settle(r)
+  }
+  const onAbort = (): void => { send({ op: 'kill', signal: 'SIGKILL' }) }
+  follow(id, m => {
+    if (m instanceof Error) { finish({ code: null, stderr: m.message }); return }
+    if ('out' in m) {
+      if (!stdout.push(asBuffer(m.out)) && !paused) { paused = true; send({ op: 'pause' }) }
+    } else if ('wrote' in m) {
+      writes.shift()?.()
+    } else if ('exit' in m) {
+      finish({ code: m.code, stderr: m.stderr })
+    } else if ('error' in m && m.error !== null) {
+      finish({ code: null, stderr: m.error })
+    }
+  })
+  if (opts.signal?.aborted === true) onAbort()
+  else opts.signal?.addEventListener('abort', onAbort, { once: true })
+  h.send({ op: 'stream', id, args, cwd: opts.cwd, env: opts.env }, err => { if (err !== null && err !== undefined) finish({ code: null, stderr: err.message }) })
+  return { stdin, stdout, exited, kill: () => { if (!ended) send({ op: 'kill', signal: 'SIGKILL' }) } }
 }
 
 /** The helper's pid while it runs (tests), else null. */

@@ -283,8 +283,8 @@ async function receivePack (node: GitStreams, peer: string | PeerId, want: strin
     })
     failed.catch(() => {})
     const stdout: Buffer[] = []
-    proc.child.stdout.on('data', (c: Buffer) => { stdout.push(c) })
-    const stdin = proc.child.stdin
+    proc.stdout.on('data', (c: Buffer) => { stdout.push(c) })
+    const stdin = proc.stdin
     const hash = createHash('sha256')
     let received = 0
     let acked = 0

@@ -230,8 +230,8 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       }
       // `oid` is fixed now: the pack is of that commit even if the branch moves meanwhile
       pack = spawnGit(['pack-objects', '--revs', '--stdout', '--thin', '--delta-base-offset', '--quiet'], { cwd: repoDir, signal })
-      pack.child.stdin.end([oid, ...haves.map(h => `^${h}`)].join('\n') + '\n')
-      const reader = new StreamFiller(pack.child.stdout)
+      pack.stdin.end([oid, ...haves.map(h => `^${h}`)].join('\n') + '\n')
+      const reader = new StreamFiller(pack.stdout)
       // pack-objects writes the header once it has counted the objects: none means nothing is missing
       const header = Buffer.alloc(PACK_HEADER_BYTES)
       if (await reader.fill(header) < PACK_HEADER_BYTES || header.subarray(0, 4).toString('latin1') !== 'PACK') {
