@@ -14,7 +14,7 @@ import type { Presence } from '../src/protocol/presence.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { createMesh, type TestMesh } from './helpers/mesh.ts'
-import { addBounded, countBounded, type Forgotten } from '../src/util/bounded.ts'
+import { addBounded, countBounded, setBounded, type Forgotten } from '../src/util/bounded.ts'
 import { Allowlist } from '../src/node/allowlist.ts'
 import { MAX_DENIED_REMEMBERED, MAX_REFUSED_AUTHORS } from '../src/node/constants.ts'
 import { buildStatus } from '../src/api/status.ts'
@@ -179,6 +179,12 @@ describe('what peers can make up without end is bounded', () => {
     expect([1, 2, 3, 4].map(i => addBounded(set, `k${i}`, 2))).toEqual([0, 0, 1, 1])
     expect([...set]).toEqual(['k3', 'k4'])
     expect(addBounded(set, 'k4', 2)).toBe(0)
+    // a map the same way: a new key past the bound drops the oldest, a known key is only updated
+    const map = new Map<string, number>()
+    for (const i of [1, 2, 3]) setBounded(map, `k${i}`, i, 2)
+    expect([...map]).toEqual([['k2', 2], ['k3', 3]])
+    setBounded(map, 'k2', 20, 2)
+    expect([...map]).toEqual([['k2', 20], ['k3', 3]])
   })
 
   it('--allow remembers at most maxDenied refused peers (each logged once while remembered), and counts the forgotten', () => {

@@ -17,6 +17,7 @@ import {
 } from './schema.ts'
 import { BoardAuthorRefusedError, BoardChangeRejectedError, BoardForgedChangeError, plain, str, type BoardDoc, type BoardUpdate, type BoardWrite } from './board-types.ts'
 import { BoardCorruptError } from '../util/errors.ts'
+import { setBounded } from '../util/bounded.ts'
 
 export type { Stored, TaskRecord, ConflictRecord, NodeRecordDraft, MainRecord, BoardDoc, BoardUpdate, BoardWrite } from './board-types.ts'
 export { BoardChangeRejectedError, BoardAuthorRefusedError, BoardForgedChangeError, str, plain } from './board-types.ts'
@@ -411,8 +412,7 @@ export class Board {
       }
       const forbidden = forbiddenWrite(decoded, this.#mainId)
       if (forbidden !== null) throw new BoardAuthorRefusedError([decoded.actor], 1, forbidden)
-      if (this.#checked.size >= CHECKED_KEPT) this.#checked.delete(this.#checked.keys().next().value as string)
-      this.#checked.set(key, decoded)
+      setBounded(this.#checked, key, decoded, CHECKED_KEPT)
     }
     return decoded
   }
@@ -762,8 +762,7 @@ export class Board {
     const known = this.#seenAnswers.get(key)
     if (known !== undefined) return known
     const seen = !A.getChangesMetaSince(this.#doc, heads).some(c => c.hash === hash)
-    if (this.#seenAnswers.size >= SEEN_ANSWERS_KEPT) this.#seenAnswers.delete(this.#seenAnswers.keys().next().value as string)
-    this.#seenAnswers.set(key, seen)
+    setBounded(this.#seenAnswers, key, seen, SEEN_ANSWERS_KEPT)
     return seen
   }
 

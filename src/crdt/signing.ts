@@ -1,8 +1,10 @@
 import * as A from '@automerge/automerge'
-import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto'
+import { createHash, sign, verify, type KeyObject } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import { actorBelongsTo, isSigningActor } from './authors.ts'
+import { setBounded } from '../util/bounded.ts'
+import { ed25519PrivateKey, ed25519PublicKey } from '../util/ed25519.ts'
 
 /*
  * Signed board changes (docs/architecture.md, "Who wrote a change"). A change
@@ -25,13 +27,10 @@ export interface ChangeSigner {
   sign: (data: Uint8Array) => Uint8Array
 }
 
-const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex')
-const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex')
-
 /** A signer for a libp2p Ed25519 key (node identity or client identity). */
 export function signerFromPrivateKey (peerId: string, key: PrivateKey): ChangeSigner {
   if (key.type !== 'Ed25519') throw new Error(`board changes are signed with Ed25519 keys, not ${key.type}`)
-  const obj = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, key.raw.subarray(0, 32)]), format: 'der', type: 'pkcs8' })
+  const obj = ed25519PrivateKey(key.raw)
   return { peerId, sign: data => sign(null, data, obj) }
 }
 
@@ -124,12 +123,11 @@ function publicKeyOf (peerId: string): KeyObject | null {
   if (k !== undefined) return k
   try {
     const pub = peerIdFromString(peerId).publicKey
-    k = pub?.type === 'Ed25519' ? createPublicKey({ key: Buffer.concat([SPKI_ED25519, pub.raw]), format: 'der', type: 'spki' }) : null
+    k = pub?.type === 'Ed25519' ? ed25519PublicKey(pub.raw) : null
   } catch {
     k = null
   }
-  if (publicKeys.size >= 4096) publicKeys.clear()
-  publicKeys.set(peerId, k)
+  setBounded(publicKeys, peerId, k, 4096)
   return k
 }
 

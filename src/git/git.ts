@@ -3,6 +3,11 @@ import type { Readable, Writable } from 'node:stream'
 import { resolve } from 'node:path'
 import { runInHelper, streamInHelper } from './spawner.ts'
 
+/** The environment git runs in: this process's, never prompting, in the C locale (its messages are parsed), then `extra`. */
+function gitEnv (extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv {
+  return { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C', ...extra }
+}
+
 /** A git command that exited non-zero. */
 export class GitError extends Error {
   override name = 'GitError'
@@ -61,7 +66,7 @@ async function serialized<T> (key: string, fn: () => Promise<T>): Promise<T> {
 
 async function run (args: string[], opts: GitOptions): Promise<GitResult> {
   const max = opts.maxOutput ?? 256 * 1024 * 1024
-  const env = { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C', ...opts.env }
+  const env = gitEnv(opts.env)
   // started by a small helper process, so that the fork neither copies this process nor stalls its event loop (spawner.ts)
   const viaHelper = await runInHelper(args, { cwd: opts.cwd, env, input: opts.input, maxOutput: max, signal: opts.signal })
   if (viaHelper !== null) {
@@ -127,7 +132,7 @@ export interface GitProcess {
  * rejects: a failed start resolves with code null and the error in `stderr`.
  */
 export function spawnGit (args: string[], opts: Omit<GitOptions, 'input' | 'allowFail' | 'maxOutput'>): GitProcess {
-  const env = { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C', ...opts.env }
+  const env = gitEnv(opts.env)
   const viaHelper = streamInHelper(args, { cwd: opts.cwd, env, signal: opts.signal })
   if (viaHelper !== null) return viaHelper
   const child = spawn('git', args, {

@@ -62,7 +62,7 @@ const running = new Map()
 process.on('SIGINT', () => {})
 process.on('SIGTERM', () => {})
 process.on('disconnect', () => { process.exit(0) })
-function start (m, stdio) {
+function start (m) {
   try {
     return spawn('git', m.args, { cwd: m.cwd, env: m.env, stdio: ['pipe', 'pipe', 'pipe'] })
   } catch (e) {

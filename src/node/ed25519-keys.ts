@@ -1,7 +1,9 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
+import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
 import { privateKeyFromRaw, publicKeyFromRaw } from '@libp2p/crypto/keys'
 import type { PrivateKey, PublicKey } from '@libp2p/interface'
 import type { PatchStatus } from './pnet-fix.ts'
+import { setBounded } from '../util/bounded.ts'
+import { ed25519PrivateKey, ed25519PublicKey } from '../util/ed25519.ts'
 
 /**
  * @libp2p/crypto's Ed25519 keys (the version pinned in package.json, 5.1.23)
@@ -14,21 +16,18 @@ import type { PatchStatus } from './pnet-fix.ts'
  * Ed25519 is deterministic, so the bytes are the same, and `ed25519KeysStatus`
  * checks that they are.
  */
-const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex')
-const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex')
-/** Keys kept (peers a node hears from, and its own): past this the cache starts again. */
+/** Keys kept (peers a node hears from, and its own): past this the oldest go. */
 const KEPT = 4096
 
 const publicKeys = new Map<string, KeyObject>()
 const privateKeys = new Map<string, KeyObject>()
 
-function kept (cache: Map<string, KeyObject>, raw: Uint8Array, make: () => KeyObject): KeyObject {
+function kept (cache: Map<string, KeyObject>, raw: Uint8Array, make: (raw: Uint8Array) => KeyObject): KeyObject {
   const id = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64')
   let k = cache.get(id)
   if (k === undefined) {
-    if (cache.size >= KEPT) cache.clear()
-    k = make()
-    cache.set(id, k)
+    k = make(raw)
+    setBounded(cache, id, k, KEPT)
   }
   return k
 }
@@ -61,13 +60,13 @@ function patch (): PatchStatus {
     // the library's own checks and errors for anything unusual
     if (this.raw.byteLength !== 64) return origSign.call(this, m, o)
     o?.signal?.throwIfAborted()
-    const key = kept(privateKeys, this.raw, () => createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, this.raw.subarray(0, 32)]), format: 'der', type: 'pkcs8' }))
+    const key = kept(privateKeys, this.raw, ed25519PrivateKey)
     return sign(null, flat(m), key)
   }
   pubProto.verify = function (this: PublicKey, d: Bytes, s: Uint8Array, o?: { signal?: AbortSignal }) {
     if (this.raw.byteLength !== 32 || !(s instanceof Uint8Array) || s.byteLength !== 64) return origVerify.call(this, d, s, o)
     o?.signal?.throwIfAborted()
-    const key = kept(publicKeys, this.raw, () => createPublicKey({ key: Buffer.concat([SPKI_ED25519, this.raw]), format: 'der', type: 'spki' }))
+    const key = kept(publicKeys, this.raw, ed25519PublicKey)
     return verify(null, flat(d), key, s)
   }
   privProto.__meshworkPatched = true

@@ -48,3 +48,15 @@ export function addBounded<K> (set: Set<K>, key: K, max: number): number {
   }
   return dropped
 }
+
+/**
+ * Sets `map[key]` to `value`, keeping at most `max` keys: a new key past `max`
+ * drops the oldest (insertion order). For caches of answers that never go stale.
+ */
+export function setBounded<K, V> (map: Map<K, V>, key: K, value: V, max: number): void {
+  if (!map.has(key) && map.size >= max) {
+    const oldest = map.keys().next()
+    if (oldest.done !== true) map.delete(oldest.value)
+  }
+  map.set(key, value)
+}
