@@ -205,7 +205,7 @@ function spawnerHelper (): ChildProcess | null {
       failAll(err)
     }
     h.on('error', gone)
-    h.on('exit', (code, signal) => { gone(new Error(`the git helper process exited (${signal ?? code ?? 'unknown'})`)) })
+    h.on('exit', (code, signal) => { gone(new Error(`the git helper process exited (${signal ?? code ?? 'unknown'}) while this git command ran; git is started by the node itself from now on, so running the step again works`)) })
     helper = h
     hold(false)
   } catch {
