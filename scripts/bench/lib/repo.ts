@@ -10,13 +10,15 @@ import { join } from 'node:path'
 /**
  * Writes `ROOT/bin/git`, which appends its arguments to the file named by
  * `$MESHWORK_BENCH_GIT_LOG` and runs the real git: put `ROOT/bin` first on a
- * node's PATH. Returns that directory.
+ * node's PATH. Returns that directory. Shell built-ins only, then `exec`: the
+ * shim adds one `sh` start to each git call and no process of its own (a
+ * pipe through `cut` added two, and their CPU counted as git's).
  */
 export async function writeGitShim (root: string): Promise<string> {
   const realGit = execFileSync('sh', ['-c', 'command -v git']).toString().trim()
   const bin = join(root, 'bin')
   await mkdir(bin)
-  await writeFile(join(bin, 'git'), `#!/bin/sh\necho "$*" | cut -c1-200 >> "$MESHWORK_BENCH_GIT_LOG"\nexec ${realGit} "$@"\n`)
+  await writeFile(join(bin, 'git'), `#!/bin/sh\nprintf '%.200s\\n' "$*" >> "$MESHWORK_BENCH_GIT_LOG"\nexec ${realGit} "$@"\n`)
   await chmod(join(bin, 'git'), 0o755)
   return bin
 }
