@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { claimWinner, winningClaim, rendezvousScore, assignOwners, retryBackoffMs, type Capacity } from '../src/scheduler/claims.ts'
+import { claimWinner, winningClaim, rendezvousScore, assignOwners, retryBackoffMs, spreadTies, type Capacity } from '../src/scheduler/claims.ts'
 import { Board, actorForPeer, str } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import type { Claim, Task, TaskId } from '../src/crdt/schema.ts'
@@ -398,5 +398,52 @@ describe('retryBackoffMs', () => {
         prev = v
       }
     }
+  })
+})
+
+describe('spreadTies', () => {
+  const tasks = (n: number, rank: (i: number) => number): Array<{ id: TaskId, rank: number }> => Array.from({ length: n }, (_, i) => ({ id: `s${i}` as TaskId, rank: rank(i) }))
+  const byRank = (t: { rank: number }): string => String(t.rank)
+
+  it('nodes claiming at once from one queue of tasks ranked alike go first for different tasks, and between them for all', () => {
+    const rand = lcg(77)
+    for (let round = 0; round < 50; round++) {
+      const peers = distinctPeers(rand, 2 + Math.floor(rand() * 4))
+      const queue = tasks(10 + Math.floor(rand() * 30), () => 0)
+      const firsts = peers.map(me => {
+        const out = spreadTies(queue, byRank, me, peers, queue.length)
+        expect(new Set(out.map(t => t.id)).size).toBe(queue.length)
+        // the node's own share leads: up to the first task the rendezvous gives to another node
+        const lead: string[] = []
+        for (const t of out) {
+          if (peers.some(p => p !== me && rendezvousScore(t.id, p) > rendezvousScore(t.id, me))) break
+          lead.push(t.id)
+        }
+        return lead
+      })
+      const all = firsts.flat()
+      expect(new Set(all).size, 'two nodes lead with the same task').toBe(all.length)
+      expect(all.length).toBe(queue.length)
+    }
+  })
+
+  it('moves no task past one ranked otherwise, keeps the order within a node\'s share and leaves the tail past the limit alone', () => {
+    const queue = tasks(60, i => 5 - Math.floor(i / 12))
+    const peers = ['pa', 'pb', 'pc']
+    for (const me of peers) {
+      const out = spreadTies(queue, byRank, me, peers, 48)
+      expect(out.map(t => t.rank)).toEqual(queue.map(t => t.rank))
+      expect(out.slice(48)).toEqual(queue.slice(48))
+      for (let r = 0; r < 4; r++) {
+        const group = out.slice(r * 12, r * 12 + 12)
+        const own = group.filter(t => peers.every(p => p === me || rendezvousScore(t.id, p) < rendezvousScore(t.id, me)))
+        expect(group.slice(0, own.length)).toEqual(own)
+        expect(own.map(t => t.id)).toEqual(queue.filter(t => own.includes(t)).map(t => t.id))
+      }
+    }
+    // alone, or a task alone in its rank: the order is claimOrder's
+    expect(spreadTies(queue, byRank, 'pa', ['pa'], 60)).toEqual(queue)
+    const distinct = tasks(10, i => -i)
+    expect(spreadTies(distinct, byRank, 'pb', peers, 10)).toEqual(distinct)
   })
 })

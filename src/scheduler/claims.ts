@@ -76,3 +76,38 @@ export function assignOwners (orderedTasks: ReadonlyArray<Pick<Task, 'id'>>, cap
 export function retryBackoffMs (failures: number, baseMs = 1000, maxMs = 60_000): number {
   return Math.min(maxMs, baseMs * 2 ** Math.max(0, failures - 1))
 }
+
+/**
+ * `ordered` (claim order) with each run of tasks that `rank` ranks alike
+ * reordered so that those the whole mesh's rendezvous gives to `me` (the
+ * highest score among `peers`, `me` included) come first, the rest after in
+ * their order. Nodes whose slots free at about the same time each see only
+ * themselves with room (a run still handing its branch off is `running` on
+ * the board), so their owner maps agree on nothing and every one of them
+ * would go for the head of the same queue; with this they mostly go for
+ * different tasks, at no cost to the order, as tasks ranked alike are equal
+ * to it. Only the first `limit` tasks are reordered (a node takes a few per
+ * pass; scoring a 10,000-task queue each time would be waste).
+ */
+export function spreadTies<T extends Pick<Task, 'id'>> (ordered: readonly T[], rank: (t: T) => string, me: string, peers: readonly string[], limit: number): T[] {
+  const head = ordered.slice(0, limit)
+  const out: T[] = []
+  const others = peers.filter(p => p !== me)
+  const mine = (t: T): boolean => {
+    const own = rendezvousScore(t.id, me)
+    return others.every(p => { const s = rendezvousScore(t.id, p); return s < own || (s === own && me < p) })
+  }
+  for (let i = 0; i < head.length;) {
+    let j = i + 1
+    const key = rank(head[i] as T)
+    while (j < head.length && rank(head[j] as T) === key) j++
+    const run = head.slice(i, j)
+    if (run.length === 1 || others.length === 0) out.push(...run)
+    else {
+      const own = run.map(mine)
+      out.push(...run.filter((_, k) => own[k]), ...run.filter((_, k) => !own[k]))
+    }
+    i = j
+  }
+  return [...out, ...ordered.slice(limit)]
+}

@@ -15,7 +15,7 @@ import { FINAL_TASK_STATES, type BoardSnapshot, type PeerIdString, type Task, ty
 import type { Agent, AgentProgress } from '../agent/types.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
 import { claimOrder, effectiveState, openTasks, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
-import { assignOwners, claimWinner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
+import { assignOwners, claimWinner, retryBackoffMs, spreadTies, winningClaim, type Capacity } from './claims.ts'
 import { budgetHold, budgetView, describeHold, holdLogger } from './budget.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { TimeoutError, toError } from '../util/errors.ts'
@@ -485,7 +485,8 @@ export class Scheduler {
     }
     this.#logHeld(held)
     if (candidates.length === 0) return
-    const ordered = claimOrder(candidates, remainingCriticalPath(snap.tasks))
+    const cp = remainingCriticalPath(snap.tasks)
+    const ordered = claimOrder(candidates, cp)
     // other nodes' load comes from the board (gossiped at once), not from presence (a heartbeat old)
     const load = new Map<string, number>()
     for (const t of openTasks(snap)) {
@@ -493,15 +494,20 @@ export class Scheduler {
       if (holder !== null) load.set(holder, (load.get(holder) ?? 0) + 1)
     }
     const capacity: Capacity[] = [{ peerId: me, free }]
+    /** The nodes that run tasks, whatever their load: between them, the mesh's rendezvous shares out tasks ranked alike. */
+    const runners: string[] = [me]
     for (const m of this.node.membership.alive()) {
       if (m.backoffUntil !== null && m.backoffUntil > now) continue
       if (m.health?.state === 'paused') continue
       capacity.push({ peerId: m.peerId, free: Math.max(0, m.slots - (load.get(m.peerId) ?? 0)) })
+      if (m.slots > 0) runners.push(m.peerId)
     }
     const owners = assignOwners(ordered, capacity)
     const active = openTasks(snap).filter(t => t.files.length > 0 && (t.state === 'running' || (t.state === 'claimed' && claimWinner(t) !== null)))
     const picked: Array<{ task: Task, stolen: boolean }> = []
-    for (const t of ordered) {
+    // of the tasks ranked alike, those the mesh's rendezvous gives this node first: nodes claiming at once go for different ones
+    const spread = spreadTies(ordered, t => `${t.priority}:${cp.get(t.id) ?? 0}`, me, runners, Math.max(32, 4 * free * runners.length))
+    for (const t of spread) {
       if (picked.length >= free) break
       const owner = owners.get(t.id)
       const waited = now - readySince(t, snap)
