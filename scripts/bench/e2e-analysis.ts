@@ -50,6 +50,8 @@ export interface Analysis {
   meanBatch: number
   /** Tasks whose merge was logged. */
   merged: number
+  /** Claims that came to nothing (another node's won, or had started the task already): a board change and a settle wait each, for no run. */
+  claimsLost: number
 }
 
 function stat (label: string, values: number[]): PhaseStat {
@@ -110,6 +112,7 @@ export function analyze (tasks: readonly BenchTask[], createdAt: ReadonlyMap<str
   }
 
   let runs = 0
+  let claimsLost = 0
   let extraRuns = 0
   let rerunsAfterKill = 0
   const duplicates: Analysis['duplicates'] = []
@@ -118,6 +121,7 @@ export function analyze (tasks: readonly BenchTask[], createdAt: ReadonlyMap<str
     const lines = byTask.get(task.id) ?? []
     const starts = lines.filter(l => l.event === 'task:started')
     runs += starts.length
+    claimsLost += lines.filter(l => l.event === 'task:released' && typeof l.reason === 'string' && (l.reason.startsWith('lost the claim') || l.reason.startsWith('superseded'))).length
     let dup = false
     for (let i = 1; i < starts.length; i++) {
       extraRuns++
@@ -172,7 +176,8 @@ export function analyze (tasks: readonly BenchTask[], createdAt: ReadonlyMap<str
     duplicateMerges: mergeNames - mergedAt.size,
     batches,
     meanBatch: batches === 0 ? 0 : mergeNames / batches,
-    merged: mergedAt.size
+    merged: mergedAt.size,
+    claimsLost
   }
 }
 
