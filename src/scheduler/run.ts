@@ -70,8 +70,6 @@ export interface RunHooks {
   checkpointEveryMs?: number | undefined
   /** Puts a checkpoint on the board (with the run's last progress lines). */
   recordCheckpoint?: ((task: Task, head: string, recent: string[]) => void) | undefined
-  /** Called when the agent has succeeded, before `finish` commits its work: the run needs no slot from then on. */
-  agentSucceeded?: (() => void) | undefined
 }
 
 /** How often a run is checkpointed while its agent works (`meshwork node --checkpoint-every`). @default 5 min */
@@ -167,7 +165,6 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
   const agentEnd = Date.now()
   if (result.outcome === 'unavailable') return { kind: 'infra', stage: 'agent-start', error: result.error ?? 'the agent could not be started', agentStarted: false, result }
   if (result.outcome !== 'success') return signal.aborted ? abortEnd(true, result) : { kind: 'agent', result, head: null, agentStarted: true }
-  hooks.agentSucceeded?.()
   let head: string | null = null
   try {
     if (hooks.finish !== undefined) head = await hooks.finish(t, cwd)

@@ -75,9 +75,8 @@ export const STARTUP_QUIET_HEARTBEATS = 3
 /** Default grace for running agents on a graceful stop. @default 30 s */
 export const DEFAULT_STOP_GRACE_MS = 30_000
 /**
- * Finished runs per slot (the agent succeeded) that may commit its work, hand
- * their branch to the leader and write `done` in the background, their slot
- * already running the next task. Past
+ * Finished runs per slot that may hand their branch to the leader and write
+ * `done` in the background, their slot already running the next task. Past
  * that, a finished run keeps its slot until its hand-off ends: the leader takes
  * at most a few hand-offs at once, and a node that piled up more would only
  * see them time out (and fall back to collection) there. @default 1
@@ -642,12 +641,12 @@ export class Scheduler {
       recordCheckpoint: (task, head, recent) => {
         const me = this.#me()
         this.node.changeBoard('task:checkpoint', d => { lifecycle.recordCheckpoint(d, task.id, { head, at: Date.now(), node: me, epoch: task.epoch, recent }) })
-      },
-      // the agent is done: the slot takes the next task while its work is committed, the branch goes to the
-      // leader, the worktree is removed and done is written (an agent no longer runs, so --slots still bounds agents)
-      agentSucceeded: () => { if (!run.abort.signal.aborted) this.#finish(t.id, run) }
+      }
     }, t, run.abort.signal)
     const committed = end.kind === 'agent' && end.result.outcome === 'success' && !run.abort.signal.aborted ? { head: end.head } : null
+    // the work is committed: the slot takes the next task while the branch goes to the leader, the worktree
+    // is removed and done is written (an agent no longer runs, so --slots still bounds agents)
+    if (committed !== null) this.#finish(t.id, run)
     // the leader takes the branch before the board says done (a death of this node after done costs no run),
     // while the worktree is removed
     const handOff = this.#init.handOff
@@ -691,7 +690,7 @@ export class Scheduler {
     }
   }
 
-  /** Run `id`'s agent succeeded: the run leaves its slot for the next claim and finishes (commit, hand-off, done) in the background. */
+  /** Run `id` committed its work: it leaves its slot for the next claim and finishes in the background. */
   #finish (id: TaskId, run: Run): void {
     if (this.#runs.get(id) !== run) return
     this.#runs.delete(id)
