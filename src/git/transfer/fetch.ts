@@ -111,7 +111,8 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
   const timeout = AbortSignal.timeout(timeoutMs)
   const signal = opts.signal !== undefined ? AbortSignal.any([opts.signal, timeout]) : timeout
   const fail = (err: unknown): GitTransferError => {
-    if (err instanceof GitTransferError) return err
+    // a frame the wire could not read says nothing of whose it was: the error names the peer that sent it
+    if (err instanceof GitTransferError) return err.peer !== undefined ? err : new GitTransferError(err.code, `peer ${peerText}: ${err.message}`, { peer: peerText, cause: err })
     if (opts.signal?.aborted === true) return new GitTransferError('aborted', `fetch of ${want} from ${peerText} aborted`, { peer: peerText, cause: err })
     if (timeout.aborted) return new GitTransferError('timeout', `fetch of ${want} from ${peerText} took longer than ${timeoutMs} ms`, { peer: peerText, cause: err })
     if (err instanceof GitError) return new GitTransferError('git', toError(err).message, { peer: peerText, cause: err })
