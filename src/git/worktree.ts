@@ -121,6 +121,9 @@ export class Worktrees {
    * Commits whatever the agent left uncommitted, with the task trailer; an
    * agent that committed by itself keeps its commits. Returns the branch head.
    */
+  /** The last `git maintenance run --auto` started after a task commit (never rejects); nothing waits for it but tests. */
+  maintenance: Promise<void> = Promise.resolve()
+
   async commit (wt: Worktree, taskId: string, title: string): Promise<string> {
     await git(['add', '-A'], { cwd: wt.path })
     const message = `${title === '' ? taskId : title}\n\n${TASK_TRAILER}: ${taskId}\n`
@@ -138,7 +141,7 @@ export class Worktrees {
     if (++this.#commits >= COMMITS_PER_MAINTENANCE) {
       this.#commits = 0
       // git decides whether anything is due (loose objects, packs) and detaches its gc; never the run's failure
-      void git(['maintenance', 'run', '--auto', '--quiet'], { cwd: this.repo, allowFail: true }).catch(() => {})
+      this.maintenance = git(['maintenance', 'run', '--auto', '--quiet'], { cwd: this.repo, allowFail: true }).then(() => {}, () => {})
     }
     return await gitText(['rev-parse', 'HEAD'], { cwd: wt.path })
   }
