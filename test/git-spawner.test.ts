@@ -5,6 +5,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { waitFor } from '../src/util/wait.ts'
 import { tmpdir } from 'node:os'
@@ -57,13 +58,18 @@ describe('git from the helper process', () => {
 
   it('a signal kills the process and fails the call at once', async () => {
     const ac = new AbortController()
-    // a git that runs until it is killed (5 s at most: its shell command outlives git by that long at worst)
-    const running = git(['-c', 'alias.wait=!sleep 5', 'wait'], { cwd: repo, signal: ac.signal })
-    const started = Date.now()
-    setTimeout(() => { ac.abort(new Error('stop')) }, 200)
-    const err = await running.catch((e: unknown) => e)
-    expect((err as Error).name).toBe('AbortError')
-    expect(Date.now() - started).toBeLessThan(4000)
+    // a git that runs until it is killed: the alias's shell writes its pid, then becomes a sleep that outlives git
+    const pidFile = join(repo, '.git', 'sleeper.pid')
+    const running = git(['-c', `alias.wait=!echo $$ > '${pidFile}'; exec sleep 600`, 'wait'], { cwd: repo, signal: ac.signal })
+    const sleeper = await waitFor(() => { try { return Number(readFileSync(pidFile, 'utf8').trim()) || null } catch { return null } }, { timeoutMs: 20_000, message: 'the alias never wrote its pid' })
+    try {
+      ac.abort(new Error('stop'))
+      const err = await running.catch((e: unknown) => e)
+      expect((err as Error).name).toBe('AbortError')
+      expect(alive(sleeper)).toBe(true)
+    } finally {
+      try { process.kill(sleeper, 'SIGKILL') } catch {}
+    }
     await expect(git(['--version'], { cwd: repo, signal: ac.signal })).rejects.toThrow()
   })
 
@@ -129,12 +135,20 @@ setInterval(() => {}, 1000)`
     }
     expect(Buffer.concat(got).equals(data)).toBe(true)
     expect((await read.exited).code).toBe(0)
-    // a process killed before its end exits at once, without a code
-    const waiting = spawnGit(['-c', 'alias.wait=!sleep 5', 'wait'], { cwd: repo })
-    const started = Date.now()
-    waiting.kill()
-    expect((await waiting.exited).code).toBeNull()
-    expect(Date.now() - started).toBeLessThan(4000)
+    // a killed process is over at once, without a code, even while a process it started still holds its
+    // stdout: the alias's shell says its pid, then becomes a sleep that outlives the killed git
+    const waiting = spawnGit(['-c', 'alias.wait=!echo $$; exec sleep 600', 'wait'], { cwd: repo })
+    waiting.stdin.end()
+    let said = ''
+    waiting.stdout.on('data', (c: Buffer) => { said += c.toString() })
+    const sleeper = await waitFor(() => /^\d+\n/.test(said) ? Number(said.trim()) : null, { timeoutMs: 20_000, message: 'the alias never said its pid' })
+    try {
+      waiting.kill()
+      expect((await waiting.exited).code).toBeNull()
+      expect(alive(sleeper)).toBe(true)
+    } finally {
+      try { process.kill(sleeper, 'SIGKILL') } catch {}
+    }
     // a failing git reports its code and stderr
     const bad = spawnGit(['cat-file', 'blob', 'f'.repeat(40)], { cwd: repo })
     bad.stdin.end()

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import type { Readable, Writable } from 'node:stream'
 import { resolve } from 'node:path'
 import { runInHelper, streamInHelper } from './spawner.ts'
@@ -94,6 +94,7 @@ async function run (args: string[], opts: GitOptions): Promise<GitResult> {
     })
     child.stderr.on('data', (c: Buffer) => { if (err.length < 64 * 1024) err += c.toString() })
     child.on('error', reject)
+    closeOnSignal(child)
     child.on('close', code => {
       if (outBytes > max) {
         reject(new GitError(args, code, `output larger than ${max} bytes`))
@@ -106,6 +107,17 @@ async function run (args: string[], opts: GitOptions): Promise<GitResult> {
     child.stdin.on('error', () => {})
     if (opts.input !== undefined) child.stdin.end(opts.input)
     else child.stdin.end()
+  })
+}
+
+/**
+ * A process killed by a signal is over even while a process it started (a
+ * hook, an alias, a remote helper) still holds its stdout or stderr: its
+ * pipes are closed so that 'close' comes at once (the helper does the same).
+ */
+function closeOnSignal (child: ChildProcess): void {
+  child.on('exit', (_code, signal) => {
+    if (signal !== null) { child.stdout?.destroy(); child.stderr?.destroy() }
   })
 }
 
@@ -145,6 +157,7 @@ export function spawnGit (args: string[], opts: Omit<GitOptions, 'input' | 'allo
   child.stderr.on('data', (c: Buffer) => { if (err.length < 64 * 1024) err += c.toString() })
   child.stdin.on('error', () => {})
   child.stdout.on('error', () => {})
+  closeOnSignal(child)
   const exited = new Promise<{ code: number | null, stderr: string }>(resolve => {
     let done = false
     child.on('error', e => {

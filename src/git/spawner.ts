@@ -70,10 +70,15 @@ function start (m) {
     return null
   }
 }
+// a process killed by a signal is over even while a process it started (a hook, an alias) still holds its pipes
+function closeOnSignal (child) {
+  child.on('exit', (code, signal) => { if (signal !== null) { child.stdout.destroy(); child.stderr.destroy() } })
+}
 function run (m) {
   const child = start(m)
   if (child === null) return
   running.set(m.id, child)
+  closeOnSignal(child)
   const out = []
   let outBytes = 0
   let over = false
@@ -102,6 +107,7 @@ function stream (m) {
   const child = start(m)
   if (child === null) return
   running.set(m.id, child)
+  closeOnSignal(child)
   let err = ''
   let done = false
   const exit = code => { if (!done) { done = true; running.delete(m.id); process.send({ id: m.id, exit: true, code, stderr: err }) } }
