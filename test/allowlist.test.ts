@@ -121,11 +121,12 @@ describe('a mesh with --allow', () => {
     await waitFor(() => n1.board.task('from-listed') !== undefined, { timeoutMs: 20_000, message: 'the listed client\'s task did not reach n1' })
     // an unlisted one fails at once, saying why and which id to add
     const t0 = Date.now()
-    const refused = await connectClient({ key, bootstrap: [n0.addrs()[0] as string], timeoutMs: 15_000, privateKey: strangerKey }).then(c => { env!.clients.push(c); return null }, (err: Error) => err)
+    // (at once: well before a timeout no host is slow enough to reach by itself)
+    const refused = await connectClient({ key, bootstrap: [n0.addrs()[0] as string], timeoutMs: 120_000, privateKey: strangerKey }).then(c => { env!.clients.push(c); return null }, (err: Error) => err)
     expect(refused?.name).toBe('MeshUnreachableError')
     expect(refused?.message).toContain(peerIdOf(strangerKey))
     expect(refused?.message).toContain('--allow')
-    expect(Date.now() - t0).toBeLessThan(5000)
+    expect(Date.now() - t0).toBeLessThan(60_000)
 
     // a listed peer's stream carrying changes of an unlisted author: refused, rolled back, counted by author
     const forger = Board.load(key.meshId, actorForPeer(intruderId as string), n0.board.save())
