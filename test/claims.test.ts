@@ -3,6 +3,7 @@ import { claimWinner, winningClaim, rendezvousScore, assignOwners, retryBackoffM
 import { Board, actorForPeer, str } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import type { Claim, Task, TaskId } from '../src/crdt/schema.ts'
+import { claimOrder, claimRank } from '../src/scheduler/dag.ts'
 
 /** A small deterministic pseudo-random generator (LCG, 32-bit state). */
 function lcg (seed: number): () => number {
@@ -445,5 +446,30 @@ describe('spreadTies', () => {
     expect(spreadTies(queue, byRank, 'pa', ['pa'], 60)).toEqual(queue)
     const distinct = tasks(10, i => -i)
     expect(spreadTies(distinct, byRank, 'pb', peers, 10)).toEqual(distinct)
+  })
+
+  it('claimOrder keeps the tasks of one claimRank together, so the scheduler\'s ties are whole classes', () => {
+    // priorities and critical paths drawn so that ranks repeat, ages and ids interleaved across them
+    const board = Board.create('mesh-rank-test', actorForPeer('12D3KooWpeerA'))
+    const cp = new Map<TaskId, number>()
+    for (let i = 0; i < 90; i++) {
+      const id = `t${(i * 37) % 90}`
+      board.change('add', addTasks([simpleTask(id, { priority: i % 3 })], 1000 + ((i * 53) % 90)))
+      cp.set(id as TaskId, 1000 * ((i * 7) % 4))
+    }
+    const all = [...board.snapshot().tasks.values()]
+    expect(all).toHaveLength(90)
+    const ordered = claimOrder(all, cp)
+    const seen = new Set<string>()
+    let last = ''
+    for (const t of ordered) {
+      const r = claimRank(t, cp)
+      if (r !== last) {
+        expect(seen.has(r), `rank ${r} comes back after another`).toBe(false)
+        seen.add(r)
+        last = r
+      }
+    }
+    expect(seen.size).toBe(12)
   })
 })

@@ -224,6 +224,15 @@ export function readySince (t: Task, snap: BoardSnapshot): number {
   return at
 }
 
+/**
+ * The part of `claimOrder` that ranks tasks as alike or apart (priority, then
+ * remaining critical path); age and id only break its ties. Tasks with the
+ * same rank are those the nodes may share out among themselves (`spreadTies`).
+ */
+export function claimRank (t: Task, cp: ReadonlyMap<TaskId, number>): string {
+  return `${t.priority}:${cp.get(t.id) ?? 0}`
+}
+
 /** Orders tasks for claiming: priority (higher first), then longest remaining critical path, then age, then id. */
 export function claimOrder (tasks: Task[], cp: ReadonlyMap<TaskId, number>): Task[] {
   return [...tasks].sort((a, b) =>

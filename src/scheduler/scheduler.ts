@@ -14,7 +14,7 @@ import { NodeHealth, type HealthState } from '../node/health.ts'
 import { FINAL_TASK_STATES, type BoardSnapshot, type PeerIdString, type Task, type TaskId } from '../crdt/schema.ts'
 import type { Agent, AgentProgress } from '../agent/types.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
-import { claimOrder, effectiveState, openTasks, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
+import { claimOrder, claimRank, effectiveState, openTasks, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, retryBackoffMs, spreadTies, winningClaim, type Capacity } from './claims.ts'
 import { budgetHold, budgetView, describeHold, holdLogger } from './budget.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
@@ -506,7 +506,7 @@ export class Scheduler {
     const active = openTasks(snap).filter(t => t.files.length > 0 && (t.state === 'running' || (t.state === 'claimed' && claimWinner(t) !== null)))
     const picked: Array<{ task: Task, stolen: boolean }> = []
     // of the tasks ranked alike, those the mesh's rendezvous gives this node first: nodes claiming at once go for different ones
-    const spread = spreadTies(ordered, t => `${t.priority}:${cp.get(t.id) ?? 0}`, me, runners, Math.max(32, 4 * free * runners.length))
+    const spread = spreadTies(ordered, t => claimRank(t, cp), me, runners, Math.max(32, 4 * free * runners.length))
     for (const t of spread) {
       if (picked.length >= free) break
       const owner = owners.get(t.id)
