@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { COMMITS_PER_MAINTENANCE, Worktrees, commitEnv } from '../src/git/worktree.ts'
 import { git, gitText } from '../src/git/git.ts'
+import { headOid } from '../src/git/repo.ts'
 import { simAgent } from '../src/agent/sim.ts'
 import { Board } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
@@ -34,6 +35,32 @@ function task (id: string, sim: { write?: Record<string, string>, append?: Recor
 }
 
 describe('worktrees', () => {
+  it('headOid reads HEAD as git rev-parse does: a linked worktree, the primary one, detached, packed refs, an unborn branch', async () => {
+    const wts = new Worktrees(repo, root)
+    const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+    const wt = await wts.create('h1', base)
+    await writeFile(join(wt.path, 'x.txt'), 'x\n')
+    const head = await wts.commit(wt, 'h1', 'one')
+    const asGit = async (cwd: string): Promise<string> => await gitText(['rev-parse', 'HEAD'], { cwd })
+    expect(head).not.toBe(base)
+    expect(head).toBe(await asGit(wt.path))
+    expect(await headOid(wt.path)).toBe(head)
+    expect(await headOid(repo)).toBe(base)
+    // detached: HEAD holds the oid itself
+    await git(['checkout', '-q', '--detach', base], { cwd: wt.path })
+    expect(await headOid(wt.path)).toBe(base)
+    await git(['checkout', '-q', 'meshwork/h1'], { cwd: wt.path })
+    // the branch only in packed-refs (no loose file): git answers
+    await git(['pack-refs', '--all'], { cwd: repo })
+    expect(await headOid(wt.path)).toBe(head)
+    expect(await headOid(repo)).toBe(base)
+    // a branch with no commit yet: an error, as from git
+    await git(['checkout', '-q', '--orphan', 'empty'], { cwd: wt.path })
+    await expect(headOid(wt.path)).rejects.toThrow()
+    await git(['checkout', '-q', '-f', 'meshwork/h1'], { cwd: wt.path })
+    await wts.remove(wt)
+  })
+
   it('runs a task in its own worktree from base, commits with the trailer, leaves the primary checkout alone', async () => {
     const wts = new Worktrees(repo, root)
     const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })

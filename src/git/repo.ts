@@ -2,7 +2,8 @@
  * Small read-only helpers over a local git repository, built on `git()` (argument
  * arrays, never shell strings). Nothing here changes a repository.
  */
-import { isAbsolute, resolve } from 'node:path'
+import { readFile, stat } from 'node:fs/promises'
+import { isAbsolute, join, resolve } from 'node:path'
 import { git, gitText } from './git.ts'
 
 import { OID_PATTERN, isOid } from '../crdt/schema.ts'
@@ -14,6 +15,36 @@ export { OID_PATTERN as OID_RE, isOid }
 export async function gitCommonDir (repoDir: string, signal?: AbortSignal): Promise<string> {
   const dir = await gitText(['rev-parse', '--path-format=absolute', '--git-common-dir'], { cwd: repoDir, ...(signal !== undefined ? { signal } : {}) })
   return isAbsolute(dir) ? dir : resolve(repoDir, dir)
+}
+
+/**
+ * The commit HEAD of a working tree names, as `git rev-parse HEAD` says: read
+ * from git's own files when they are plain (the worktree's `.git` file, its
+ * HEAD, the loose ref of the branch HEAD names), which spares a git process
+ * after every task's commit; else from git (packed or reftable refs, a ref
+ * that is itself symbolic, anything unexpected). Throws as git does when HEAD
+ * names no commit.
+ */
+export async function headOid (worktree: string): Promise<string> {
+  return await headFromFiles(worktree).catch(() => null) ?? await gitText(['rev-parse', 'HEAD'], { cwd: worktree })
+}
+
+async function headFromFiles (worktree: string): Promise<string | null> {
+  const dotGit = join(worktree, '.git')
+  let gitDir = dotGit
+  if (!(await stat(dotGit)).isDirectory()) {
+    const m = /^gitdir: (.+?)\r?\n?$/.exec(await readFile(dotGit, 'utf8'))
+    if (m === null) return null
+    gitDir = resolve(worktree, m[1] as string)
+  }
+  const head = (await readFile(join(gitDir, 'HEAD'), 'utf8')).trim()
+  if (isOid(head)) return head
+  const ref = /^ref: (refs\/heads\/\S+)$/.exec(head)?.[1]
+  if (ref === undefined || !isWellFormedRefName(ref)) return null
+  // a linked worktree's branches are in the common dir, which its `commondir` file names
+  const common = await readFile(join(gitDir, 'commondir'), 'utf8').then(c => resolve(gitDir, c.trim()), () => gitDir)
+  const oid = (await readFile(join(common, ...ref.split('/')), 'utf8').catch(() => '')).trim()
+  return isOid(oid) ? oid : null
 }
 
 /** `sha1` or `sha256`. */

@@ -1,6 +1,7 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { GitError, git, gitText } from './git.ts'
+import { headOid } from './repo.ts'
 import { agentEnv, runInGroup, withTail } from '../agent/process.ts'
 
 /** The trailer every commit meshwork makes for a task carries (`Meshwork-Task: <id>`: how main's history names the task a merge carries). */
@@ -143,7 +144,7 @@ export class Worktrees {
       // git decides whether anything is due (loose objects, packs) and detaches its gc; never the run's failure
       this.maintenance = git(['maintenance', 'run', '--auto', '--quiet'], { cwd: this.repo, allowFail: true }).then(() => {}, () => {})
     }
-    return await gitText(['rev-parse', 'HEAD'], { cwd: wt.path })
+    return await headOid(wt.path)
   }
 
   /**
