@@ -83,6 +83,16 @@ describe('worktrees', () => {
     await wts.remove(wt)
     expect(await readdir(root)).toEqual([])
     expect(await gitText(['rev-parse', 'meshwork/t1'], { cwd: repo })).toBe(head)
+    // git knows it gone: nothing left to prune, the branch free to check out again
+    expect(await readdir(join(repo, '.git', 'worktrees')).catch(() => [])).toEqual([])
+    expect(await gitText(['worktree', 'list', '--porcelain'], { cwd: repo })).not.toContain(root)
+    const again = await wts.create('t1', head)
+    expect(await gitText(['rev-parse', 'HEAD'], { cwd: again.path })).toBe(head)
+    // a locked worktree is left to git, which refuses to remove its registration: the files go all the same
+    await git(['worktree', 'lock', again.path], { cwd: repo })
+    await wts.remove(again)
+    expect(await readdir(root)).toEqual([])
+    await git(['worktree', 'prune'], { cwd: repo })
   })
 
   it('keeps commits an agent made itself and adds one for leftovers; two tasks never share files', async () => {
