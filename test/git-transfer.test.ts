@@ -260,6 +260,15 @@ describe('fetchFromPeer over a real mesh', () => {
     expect(res.upToDate).toBe(false)
     expect(res.bytes).toBeLessThan(4096)
     expect(await revParse(repoB, 'refs/heads/meshwork/t2')).toBe(oid)
+    // another requester of the same commit a moment later (as every follower after a merge round) is served
+    // without looking it up again, and gets the same
+    const knownBefore = serverA.stats.knownWants
+    const repoC = await freshRepo('c-known')
+    const again = await fetchFromPeer(b, a.peerId, repoC, oid, { intoRef: 'refs/heads/meshwork/t2', haves: [] })
+    expect(again.oid).toBe(oid)
+    expect(await revParse(repoC, 'refs/heads/meshwork/t2')).toBe(oid)
+    expect(await fsckOk(repoC)).toBe(true)
+    expect(serverA.stats.knownWants).toBe(knownBefore + 1)
     // a commit object that no branch reaches (not served) and one that does not exist
     const tree = await gitText(['rev-parse', 'main^{tree}'], { cwd: repoA })
     const dangling = await gitText(['commit-tree', tree, '-m', 'dangling'], { cwd: repoA })

@@ -21,6 +21,13 @@ import { GIT_IDLE_MS, GIT_SERVES_PER_PEER, STREAM_IDLE_MS } from '../../node/con
 
 /** A pack file starts with `PACK`, version 2 or 3, and a 4-byte object count. */
 const PACK_HEADER_BYTES = 12
+/**
+ * How long a commit looked up for a request counts as known here without
+ * looking again (see `serveGit`'s `known`). @default 10 s
+ */
+export const KNOWN_COMMIT_TTL_MS = 10_000
+/** Known commits kept at most; past it, the expired ones are dropped. */
+const KNOWN_COMMITS_MAX = 1024
 export interface ServeGitOptions {
   /** Largest pack served. @default 2 GiB */
   maxBytes?: number
@@ -48,6 +55,8 @@ export interface GitServeStats {
   busyPerPeer: number
   /** Transfers given up because the requester sent nothing for the idle time (its request, or its ACKs). */
   idle: number
+  /** Requests whose want and haves were all known commits (no git process to look them up). */
+  knownWants: number
 }
 
 export interface GitServer {
@@ -123,7 +132,7 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS
   const chunkBytes = Math.max(1, Math.min(opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES))
   const log = opts.logger ?? silentLogger
-  const stats: GitServeStats = { served: 0, upToDate: 0, failed: 0, bytesSent: 0, busyPerPeer: 0, idle: 0 }
+  const stats: GitServeStats = { served: 0, upToDate: 0, failed: 0, bytesSent: 0, busyPerPeer: 0, idle: 0, knownWants: 0 }
   /** Peers whose per-peer refusal was logged (once each; bounded). */
   const refusedPeers = new Set<string>()
   await repoInfo(repoDir) // fails early on a directory that is not a repository
@@ -141,6 +150,24 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
    * falls back to `refs/tags/refs/heads/x`) or checks that a branch contains an
    * oid want.
    */
+  /**
+   * Commits looked up here lately, until when they count as known
+   * (`performance.now()`): oid wants a branch contained, and haves that were
+   * commits. After each merge round every follower fetches the same new main
+   * with much the same haves, a moment apart: the second and later requests
+   * are served without the two git processes that look them up. A commit
+   * found here stays (git's gc prunes only what nothing reaches, and only
+   * when old); `KNOWN_COMMIT_TTL_MS` bounds how long a want stays served
+   * after a branch that contained it was deleted.
+   */
+  const known = new Map<string, number>()
+  const isKnown = (oid: string, now: number): boolean => (known.get(oid) ?? 0) > now
+  const remember = (oids: string[], now: number): void => {
+    if (known.size + oids.length > KNOWN_COMMITS_MAX) for (const [o, until] of known) if (until <= now) known.delete(o)
+    if (known.size + oids.length > KNOWN_COMMITS_MAX) known.clear()
+    for (const o of oids) known.set(o, now + KNOWN_COMMIT_TTL_MS)
+  }
+
   const resolveRequest = async (want: string, haves: string[], signal: AbortSignal): Promise<Resolved> => {
     const isOidWant = OID_RE.test(want)
     if (!isOidWant) {
@@ -148,28 +175,41 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       if (!isWellFormedRefName(want)) throw new ServeRefusal('bad-request', `invalid ref name ${JSON.stringify(want)}`)
     }
     const uniqueHaves = [...new Set(haves)]
+    const now = performance.now()
+    const wantKnown = isOidWant && isKnown(want, now)
+    const unknownHaves = uniqueHaves.filter(h => !isKnown(h, now))
+    const lookUp = [...(isOidWant && !wantKnown ? [want] : []), ...unknownHaves]
     const opt = { cwd: repoDir, signal, allowFail: true }
     const [checks, refs] = await Promise.all([
-      batchCheck(repoDir, isOidWant ? [want, ...uniqueHaves] : uniqueHaves, signal),
-      isOidWant
-        // only what the branches reach is served
-        ? git(['for-each-ref', '--count=1', '--format=%(refname)', `--contains=${want}`, 'refs/heads/'], opt)
-        : git(['for-each-ref', '--format=%(objectname) %(objecttype) %(refname)', want], opt)
+      lookUp.length > 0 ? batchCheck(repoDir, lookUp, signal) : Promise.resolve([]),
+      wantKnown
+        ? null
+        : isOidWant
+          // only what the branches reach is served
+          ? git(['for-each-ref', '--count=1', '--format=%(refname)', `--contains=${want}`, 'refs/heads/'], opt)
+          : git(['for-each-ref', '--format=%(objectname) %(objecttype) %(refname)', want], opt)
     ])
-    const refLines = refs.code === 0 ? refs.stdout.toString('utf8').split('\n').filter(l => l !== '') : []
+    const refLines = refs !== null && refs.code === 0 ? refs.stdout.toString('utf8').split('\n').filter(l => l !== '') : []
     let oid: string
-    if (isOidWant) {
+    if (wantKnown) {
+      oid = want
+    } else if (isOidWant) {
       const w = checks.shift()
       if (w === null || w === undefined || w.type !== 'commit') throw new ServeRefusal('not-found', `no commit ${want}`)
       if (refLines.length === 0) throw new ServeRefusal('not-found', `no branch contains ${want}`)
       oid = w.oid
+      remember([oid], now)
     } else {
       const line = refLines.map(l => l.split(' ')).find(([, , name]) => name === want)
       if (line === undefined || !isOid(line[0])) throw new ServeRefusal('not-found', `no branch ${want}`)
       if (line[1] !== 'commit') throw new ServeRefusal('not-found', `${want} is not a commit`)
       oid = line[0]
+      remember([oid], now)
     }
-    return { oid, haves: uniqueHaves.filter((_, i) => checks[i]?.type === 'commit') }
+    if (lookUp.length === 0 && wantKnown) stats.knownWants++
+    const found = unknownHaves.filter((_, i) => checks[i]?.type === 'commit')
+    remember(found, now)
+    return { oid, haves: uniqueHaves.filter(h => isKnown(h, now) || found.includes(h)) }
   }
 
   const parseRequest = (frame: Frame): { want: string, haves: string[] } => {
