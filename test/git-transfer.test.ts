@@ -273,6 +273,18 @@ describe('fetchFromPeer over a real mesh', () => {
     const tree = await gitText(['rev-parse', 'main^{tree}'], { cwd: repoA })
     const dangling = await gitText(['commit-tree', tree, '-m', 'dangling'], { cwd: repoA })
     await expectTransferError(fetchFromPeer(b, a.peerId, repoB, dangling, { intoRef: 'refs/heads/x' }), 'not-found')
+    // a commit announced as a have and found here is not thereby on a branch: still not served as a want
+    await fetchFromPeer(b, a.peerId, repoB, 'refs/heads/main', { intoRef: 'refs/heads/main-again', haves: [dangling] })
+    await expectTransferError(fetchFromPeer(b, a.peerId, repoB, dangling, { intoRef: 'refs/heads/x', haves: [] }), 'not-found')
+    // one vouched for (a task's commit, just made on its branch) is served without a lookup
+    await git(['checkout', '--quiet', 'meshwork/t2'], { cwd: repoA })
+    const vouched = await commitFiles(repoA, { 'docs/t2.md': 'task two, vouched\n' }, 'task two vouched')
+    await git(['checkout', '--quiet', 'main'], { cwd: repoA })
+    const beforeVouch = serverA.stats.knownWants
+    serverA.vouch(vouched)
+    expect((await fetchFromPeer(b, a.peerId, repoC, vouched, { intoRef: 'refs/heads/meshwork/t2', haves: [oid] })).oid).toBe(vouched)
+    expect(serverA.stats.knownWants).toBe(beforeVouch + 1)
+    expect(await fsckOk(repoC)).toBe(true)
     await expectTransferError(fetchFromPeer(b, a.peerId, repoB, '1'.repeat(40), { intoRef: 'refs/heads/x' }), 'not-found')
     expect(await revParse(repoB, 'refs/heads/x')).toBeNull()
     // an oid needs an explicit intoRef

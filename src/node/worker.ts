@@ -97,7 +97,8 @@ export class Worker {
     this.#ready = (async () => {
       if (state === 'empty' && this.#init.hasBootstrap) await this.#cloneFromMesh()
       if (this.#stopped) return
-      await serveGit(node, repo, { logger })
+      // the mains this node was at lately are on its main: a request for one (a new main, haves) needs no lookup
+      const gitServer = await serveGit(node, repo, { logger, known: () => this.leadership?.recentMains() ?? [] })
       // the merge leader takes finished branches handed to it at done (see src/merge/handoff.ts)
       const handoffsInFlight = new Set<string>()
       await serveHandoffs(node, repo, {
@@ -185,6 +186,8 @@ export class Worker {
         handOff: async (t, head, signal) => {
           // a run of the leader's own: its branch is here already, and its merge needs no lookup
           if (node.board.snapshot().main.leader === node.peerId) leadership.branchArrived(t.id, head)
+          // the task's branch points at `head`: the leader's fetch of it is served without a lookup
+          gitServer.vouch(head)
           return await handoff.handOff(t, head, signal)
         },
         cleanup: exec.cleanup,

@@ -43,6 +43,12 @@ export interface ServeGitOptions {
   timeoutMs?: number
   /** Pack bytes per DATA frame (at most 1 MiB). @default 256 KiB */
   chunkBytes?: number
+  /**
+   * Commits surely here and on a branch, asked at each request: the mains the
+   * local main was at lately (`MainFollower.recentMains`). A want or a have
+   * among them needs no git process to look it up.
+   */
+  known?: () => readonly string[]
   logger?: Logger
 }
 
@@ -65,6 +71,12 @@ export interface GitServer {
   /** Transfers in progress for `peer`. */
   activeFor: (peer: string) => number
   readonly stats: GitServeStats
+  /**
+   * `oid` is a commit a branch of this repository points to now (a task's
+   * commit, just made): a request for it in the next `KNOWN_COMMIT_TTL_MS`
+   * is served without looking it up.
+   */
+  vouch: (oid: string) => void
   /** Unregisters the protocol and aborts transfers in progress. */
   close: () => Promise<void>
 }
@@ -152,21 +164,24 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
    */
   /**
    * Commits looked up here lately, until when they count as known
-   * (`performance.now()`): oid wants a branch contained, and haves that were
-   * commits. After each merge round every follower fetches the same new main
-   * with much the same haves, a moment apart: the second and later requests
-   * are served without the two git processes that look them up. A commit
-   * found here stays (git's gc prunes only what nothing reaches, and only
-   * when old); `KNOWN_COMMIT_TTL_MS` bounds how long a want stays served
-   * after a branch that contained it was deleted.
+   * (`performance.now()`): `onBranch`, oid wants a branch contained (and
+   * commits vouched for); `present`, haves that were commits here (which may
+   * be on no branch: never served as a want on that account). After each
+   * merge round every follower fetches the same new main with much the same
+   * haves, a moment apart: the second and later requests are served without
+   * the two git processes that look them up. A commit found here stays (git's
+   * gc prunes only what nothing reaches, and only when old);
+   * `KNOWN_COMMIT_TTL_MS` bounds how long a want stays served after a branch
+   * that contained it was deleted.
    */
-  const known = new Map<string, number>()
-  const isKnown = (oid: string, now: number): boolean => (known.get(oid) ?? 0) > now
-  const remember = (oids: string[], now: number): void => {
-    if (known.size + oids.length > KNOWN_COMMITS_MAX) for (const [o, until] of known) if (until <= now) known.delete(o)
-    if (known.size + oids.length > KNOWN_COMMITS_MAX) known.clear()
-    for (const o of oids) known.set(o, now + KNOWN_COMMIT_TTL_MS)
+  const onBranch = new Map<string, number>()
+  const present = new Map<string, number>()
+  const remember = (into: Map<string, number>, oids: string[], now: number): void => {
+    if (into.size + oids.length > KNOWN_COMMITS_MAX) for (const [o, until] of into) if (until <= now) into.delete(o)
+    if (into.size + oids.length > KNOWN_COMMITS_MAX) into.clear()
+    for (const o of oids) into.set(o, now + KNOWN_COMMIT_TTL_MS)
   }
+  const fresh = (m: Map<string, number>, oid: string, now: number): boolean => (m.get(oid) ?? 0) > now
 
   const resolveRequest = async (want: string, haves: string[], signal: AbortSignal): Promise<Resolved> => {
     const isOidWant = OID_RE.test(want)
@@ -176,8 +191,12 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     }
     const uniqueHaves = [...new Set(haves)]
     const now = performance.now()
-    const wantKnown = isOidWant && isKnown(want, now)
-    const unknownHaves = uniqueHaves.filter(h => !isKnown(h, now))
+    const lately = new Set(opts.known?.() ?? [])
+    const wantKnown = isOidWant && (lately.has(want) || fresh(onBranch, want, now))
+    // haves only spare bytes: with one known here, the others are left out rather than looked up (a commit
+    // here that was left out only makes the pack larger by what lies between it and a known one)
+    const knownHaves = uniqueHaves.filter(h => lately.has(h) || fresh(onBranch, h, now) || fresh(present, h, now))
+    const unknownHaves = knownHaves.length > 0 ? [] : uniqueHaves
     const lookUp = [...(isOidWant && !wantKnown ? [want] : []), ...unknownHaves]
     const opt = { cwd: repoDir, signal, allowFail: true }
     const [checks, refs] = await Promise.all([
@@ -198,18 +217,18 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       if (w === null || w === undefined || w.type !== 'commit') throw new ServeRefusal('not-found', `no commit ${want}`)
       if (refLines.length === 0) throw new ServeRefusal('not-found', `no branch contains ${want}`)
       oid = w.oid
-      remember([oid], now)
+      remember(onBranch, [oid], now)
     } else {
       const line = refLines.map(l => l.split(' ')).find(([, , name]) => name === want)
       if (line === undefined || !isOid(line[0])) throw new ServeRefusal('not-found', `no branch ${want}`)
       if (line[1] !== 'commit') throw new ServeRefusal('not-found', `${want} is not a commit`)
       oid = line[0]
-      remember([oid], now)
+      remember(onBranch, [oid], now)
     }
     if (lookUp.length === 0 && wantKnown) stats.knownWants++
     const found = unknownHaves.filter((_, i) => checks[i]?.type === 'commit')
-    remember(found, now)
-    return { oid, haves: uniqueHaves.filter(h => isKnown(h, now) || found.includes(h)) }
+    remember(present, found, now)
+    return { oid, haves: knownHaves.length > 0 ? knownHaves : found }
   }
 
   const parseRequest = (frame: Frame): { want: string, haves: string[] } => {
@@ -367,6 +386,7 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     get active () { return active },
     activeFor: (peer: string) => perPeer.get(peer) ?? 0,
     stats,
+    vouch: (oid: string) => { if (isOid(oid)) remember(onBranch, [oid], performance.now()) },
     close: async () => {
       if (closed) return
       closed = true
