@@ -39,6 +39,30 @@ describe('advanceBranch', () => {
     expect(await readFile(join(repo, 'a.txt'), 'utf8')).toBe('local edit\n')
   })
 
+  it('fastForwardOnly moves only by a fast-forward of the clean checkout; anything else changes nothing and says not-fast-forward', async () => {
+    const ff = { fastForwardOnly: true }
+    expect(await advanceBranch(repo, 'main', base, next, ff)).toBe('updated')
+    expect(await mainOf()).toBe(next)
+    expect(await readFile(join(repo, 'a.txt'), 'utf8')).toBe('a2\n')
+    // `base` is behind main (git: "Already up to date", exit 0): no move
+    expect(await advanceBranch(repo, 'main', next, base, ff)).toBe('not-fast-forward')
+    expect(await mainOf()).toBe(next)
+    // diverged: a commit main lacks
+    await git(['reset', '-q', '--hard', base], { cwd: repo })
+    const other = await commitFiles(repo, { 'b.txt': 'b\n' }, 'other')
+    expect(await advanceBranch(repo, 'main', other, next, ff)).toBe('not-fast-forward')
+    expect(await mainOf()).toBe(other)
+    // dirty, and not checked out: the ancestry is the caller's to check first
+    await git(['reset', '-q', '--hard', base], { cwd: repo })
+    await writeFile(join(repo, 'a.txt'), 'local edit\n')
+    expect(await advanceBranch(repo, 'main', base, next, ff)).toBe('not-fast-forward')
+    expect(await mainOf()).toBe(base)
+    expect(await readFile(join(repo, 'a.txt'), 'utf8')).toBe('local edit\n')
+    await git(['checkout', '-q', '-f', '--detach'], { cwd: repo })
+    expect(await advanceBranch(repo, 'main', base, next, ff)).toBe('not-fast-forward')
+    expect(await mainOf()).toBe(base)
+  })
+
   it('a file touched but unchanged does not make the checkout dirty: it follows main (one git status asks where HEAD is and whether it is clean)', async () => {
     // same content, new mtime: the index's stat data no longer matches, the file does
     await writeFile(join(repo, 'a.txt'), 'a\n')

@@ -1,6 +1,7 @@
 import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { git, gitText } from './git.ts'
+import { headOid } from './repo.ts'
 import { commitEnv, TASK_TRAILER } from './worktree.ts'
 import { agentEnv } from '../agent/process.ts'
 import { conflictHunks, parseMergeTree } from './conflict.ts'
@@ -75,11 +76,18 @@ export async function hasCommit (repo: string, oid: string): Promise<boolean> {
  * which updates the files before the ref, so the checkout never looks dirty
  * halfway). A dirty checkout is left alone with the branch moved under it.
  * Returns how the checkout fared, or 'lost-race' when the branch was not at `prev`.
+ *
+ * `fastForwardOnly`: whether `next` descends from `prev` is not known yet;
+ * the branch moves only by a fast-forward of its clean checkout (which shows
+ * by itself that it does), else nothing changes and the answer is
+ * 'not-fast-forward' (the caller finds out, then calls again without it).
+ * Saves the ancestry check's git process on every node's usual move of main.
  */
-export async function advanceBranch (repo: string, branch: string, prev: string | null, next: string): Promise<'updated' | 'dirty' | 'not-checked-out' | 'lost-race'> {
+export async function advanceBranch (repo: string, branch: string, prev: string | null, next: string, opts: { fastForwardOnly?: boolean } = {}): Promise<'updated' | 'dirty' | 'not-checked-out' | 'lost-race' | 'not-fast-forward'> {
   const st = await worktreeStatus(repo)
   const where = st ?? await checkoutOf(repo, branch)
   if (where.bare || where.head !== `refs/heads/${branch}`) {
+    if (opts.fastForwardOnly === true) return 'not-fast-forward'
     return await casBranch(repo, branch, next, prev) ? 'not-checked-out' : 'lost-race'
   }
   if (prev !== null && where.oid !== prev) return 'lost-race'
@@ -87,8 +95,10 @@ export async function advanceBranch (repo: string, branch: string, prev: string 
   if (clean) {
     // a fast-forward writes no object: git's auto maintenance after it (a second process) has nothing new to do
     const ff = await git(['-c', 'maintenance.auto=false', 'merge', '--ff-only', '-q', next], { cwd: repo, allowFail: true, env: commitEnv() })
-    if (ff.code === 0) return 'updated'
+    // (git says "Already up to date" and exits 0 when `next` is behind the branch: only a HEAD at `next` is a move)
+    if (ff.code === 0 && (opts.fastForwardOnly !== true || await headOid(repo) === next)) return 'updated'
   }
+  if (opts.fastForwardOnly === true) return 'not-fast-forward'
   return await casBranch(repo, branch, next, prev) ? 'dirty' : 'lost-race'
 }
 

@@ -147,15 +147,19 @@ export class MainFollower implements LocalMain {
       }
     }
     this.#missing = null
-    // main only moves forward: a local main with commits the mesh main lacks (a person's commit,
-    // or a merge this node made as leader and crashed before publishing) is kept on a backup branch
-    if (local != null && !await isAncestor(repo, local, target)) {
-      await this.#keepAside(local, target)
-      return
-    }
     this.moved(null)
-    const how = await advanceBranch(repo, branch, local ?? null, target)
-    if (how === 'lost-race') return
+    // the usual move first: a fast-forward of the clean checkout, which shows by itself that main only moves forward
+    let how = local != null ? await advanceBranch(repo, branch, local, target, { fastForwardOnly: true }) : 'not-fast-forward'
+    if (how === 'not-fast-forward') {
+      // main only moves forward: a local main with commits the mesh main lacks (a person's commit,
+      // or a merge this node made as leader and crashed before publishing) is kept on a backup branch
+      if (local != null && !await isAncestor(repo, local, target)) {
+        await this.#keepAside(local, target)
+        return
+      }
+      how = await advanceBranch(repo, branch, local ?? null, target)
+    }
+    if (how === 'lost-race' || how === 'not-fast-forward') return
     this.moved(target)
     if (how === 'dirty') logger.warn('main:checkout-dirty', { repo, head: target, note: `${branch} moved to the mesh main but the checked-out working tree has local changes: left alone; run \`git reset --keep ${target.slice(0, 12)}\` when ready` })
     logger.info('main:updated', { head: target, checkout: how })
