@@ -1,4 +1,5 @@
 import { mergeCommit, runVerify, tryMerge } from './merge.ts'
+import { CommitWriter } from './commit-writer.ts'
 import { lastTaskPerFile } from './history.ts'
 import type { ConflictHunk, TaskId } from '../crdt/schema.ts'
 
@@ -83,23 +84,29 @@ export async function runBatch (init: BatchInit): Promise<BatchResult> {
   const stack: Array<{ taskId: TaskId, commit: string }> = []
   let tip = base
   const items = [...init.items]
-  for (let i = 0; ; i++) {
-    // the stack is built: what became ready meanwhile goes on top
-    if (i === items.length && init.more !== undefined) items.push(...await init.more())
-    if (i >= items.length) break
-    const item = items[i] as BatchItem
-    init.signal?.throwIfAborted()
-    const attempt = await tryMerge(repo, tip, item.head)
-    if (attempt.kind === 'conflict') {
-      // a conflict with main itself is for a human; one only with an earlier item of this batch waits for that item to land
-      const onMain = tip === base ? attempt : await tryMerge(repo, base, item.head)
-      if (onMain.kind === 'conflict') outcomes.set(item.taskId, { kind: 'conflict', taskId: item.taskId, files: onMain.files, hunks: onMain.hunks, oursFrom: await lastTaskPerFile(repo, base, item.head, onMain.files).catch(() => ({})) })
-      else outcomes.set(item.taskId, { kind: 'deferred', taskId: item.taskId, reason: `conflicts with ${stack.map(s => s.taskId).join(', ')} earlier in the batch` })
-      continue
+  // the first merge commit by `git commit-tree`, the others through one process for the batch (commit-writer.ts)
+  const writer = new CommitWriter(repo)
+  try {
+    for (let i = 0; ; i++) {
+      // the stack is built: what became ready meanwhile goes on top
+      if (i === items.length && init.more !== undefined) items.push(...await init.more())
+      if (i >= items.length) break
+      const item = items[i] as BatchItem
+      init.signal?.throwIfAborted()
+      const attempt = await tryMerge(repo, tip, item.head)
+      if (attempt.kind === 'conflict') {
+        // a conflict with main itself is for a human; one only with an earlier item of this batch waits for that item to land
+        const onMain = tip === base ? attempt : await tryMerge(repo, base, item.head)
+        if (onMain.kind === 'conflict') outcomes.set(item.taskId, { kind: 'conflict', taskId: item.taskId, files: onMain.files, hunks: onMain.hunks, oursFrom: await lastTaskPerFile(repo, base, item.head, onMain.files).catch(() => ({})) })
+        else outcomes.set(item.taskId, { kind: 'deferred', taskId: item.taskId, reason: `conflicts with ${stack.map(s => s.taskId).join(', ')} earlier in the batch` })
+        continue
+      }
+      const commit = await mergeCommit(repo, attempt.tree, tip, item.head, item.taskId, item.title, stack.length > 0 ? writer : undefined)
+      stack.push({ taskId: item.taskId, commit })
+      tip = commit
     }
-    const commit = await mergeCommit(repo, attempt.tree, tip, item.head, item.taskId, item.title)
-    stack.push({ taskId: item.taskId, commit })
-    tip = commit
+  } finally {
+    await writer.close()
   }
   let main = base
   let verifyRuns = 0

@@ -2,6 +2,7 @@ import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { git, gitText } from './git.ts'
 import { headOid } from './repo.ts'
+import type { CommitWriter } from './commit-writer.ts'
 import { commitEnv, TASK_TRAILER } from './worktree.ts'
 import { agentEnv } from '../agent/process.ts'
 import { conflictHunks, parseMergeTree } from './conflict.ts'
@@ -28,9 +29,15 @@ export async function tryMerge (repo: string, main: string, head: string): Promi
   throw new Error(`git merge-tree failed (${res.code ?? 'killed'}): ${res.stderr.trim()}`)
 }
 
-/** The merge commit of a task: two parents (main first) and the task trailer. */
-export async function mergeCommit (repo: string, tree: string, main: string, head: string, taskId: string, title: string): Promise<string> {
+/**
+ * The merge commit of a task: two parents (main first) and the task trailer.
+ * Written by `writer` when one is given and can (a batch's later merges:
+ * src/git/commit-writer.ts), else by `git commit-tree`.
+ */
+export async function mergeCommit (repo: string, tree: string, main: string, head: string, taskId: string, title: string, writer?: CommitWriter): Promise<string> {
   const message = `Merge meshwork/${taskId}: ${title === '' ? taskId : title}\n\n${TASK_TRAILER}: ${taskId}\n`
+  const written = await writer?.write(tree, [main, head], message)
+  if (written != null) return written
   const env = commitEnv()
   return await gitText(['commit-tree', tree, '-p', main, '-p', head, '-F', '-'], { cwd: repo, input: message, env })
 }
