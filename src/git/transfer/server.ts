@@ -23,7 +23,7 @@ import { GIT_IDLE_MS, GIT_SERVES_PER_PEER, STREAM_IDLE_MS } from '../../node/con
 const PACK_HEADER_BYTES = 12
 /**
  * How long a commit looked up for a request counts as known here without
- * looking again (see `serveGit`'s `known`). @default 10 s
+ * looking again (see `serveGit`'s `onBranch` and `present`). @default 10 s
  */
 export const KNOWN_COMMIT_TTL_MS = 10_000
 /** Known commits kept at most; past it, the expired ones are dropped. */
@@ -156,13 +156,6 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
   let closed = false
 
   /**
-   * The want's commit and the haves that are commits here: one `cat-file
-   * --batch-check` for the haves (and an oid want) and, side by side, one
-   * `for-each-ref` that resolves a branch exactly (no DWIM: `refs/heads/x` never
-   * falls back to `refs/tags/refs/heads/x`) or checks that a branch contains an
-   * oid want.
-   */
-  /**
    * Commits looked up here lately, until when they count as known
    * (`performance.now()`): `onBranch`, oid wants a branch contained (and
    * commits vouched for); `present`, haves that were commits here (which may
@@ -183,6 +176,13 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
   }
   const fresh = (m: Map<string, number>, oid: string, now: number): boolean => (m.get(oid) ?? 0) > now
 
+  /**
+   * The want's commit and the haves that are commits here: one `cat-file
+   * --batch-check` for the haves (and an oid want) and, side by side, one
+   * `for-each-ref` that resolves a branch exactly (no DWIM: `refs/heads/x` never
+   * falls back to `refs/tags/refs/heads/x`) or checks that a branch contains an
+   * oid want; either only for what it does not know (above).
+   */
   const resolveRequest = async (want: string, haves: string[], signal: AbortSignal): Promise<Resolved> => {
     const isOidWant = OID_RE.test(want)
     if (!isOidWant) {
