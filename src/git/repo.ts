@@ -29,14 +29,21 @@ export async function headOid (worktree: string): Promise<string> {
   return await headFromFiles(worktree).catch(() => null) ?? await gitText(['rev-parse', 'HEAD'], { cwd: worktree })
 }
 
-async function headFromFiles (worktree: string): Promise<string | null> {
+/**
+ * The git dir of the working tree at `worktree` as its `.git` says: that
+ * directory itself, or the one a linked worktree's `.git` file names; null
+ * when the file is not of that form. Throws when there is no `.git`.
+ */
+export async function gitDirOf (worktree: string): Promise<{ dir: string, linked: boolean } | null> {
   const dotGit = join(worktree, '.git')
-  let gitDir = dotGit
-  if (!(await stat(dotGit)).isDirectory()) {
-    const m = /^gitdir: (.+?)\r?\n?$/.exec(await readFile(dotGit, 'utf8'))
-    if (m === null) return null
-    gitDir = resolve(worktree, m[1] as string)
-  }
+  if ((await stat(dotGit)).isDirectory()) return { dir: dotGit, linked: false }
+  const m = /^gitdir: (.+?)\r?\n?$/.exec(await readFile(dotGit, 'utf8'))
+  return m === null ? null : { dir: resolve(worktree, m[1] as string), linked: true }
+}
+
+async function headFromFiles (worktree: string): Promise<string | null> {
+  const gitDir = (await gitDirOf(worktree))?.dir
+  if (gitDir === undefined) return null
   const head = (await readFile(join(gitDir, 'HEAD'), 'utf8')).trim()
   if (isOid(head)) return head
   const ref = /^ref: (refs\/heads\/\S+)$/.exec(head)?.[1]

@@ -1,7 +1,7 @@
 import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { GitError, git, gitText } from './git.ts'
-import { headOid } from './repo.ts'
+import { gitDirOf, headOid } from './repo.ts'
 import { agentEnv, runInGroup, withTail } from '../agent/process.ts'
 
 /** The trailer every commit meshwork makes for a task carries (`Meshwork-Task: <id>`: how main's history names the task a merge carries). */
@@ -201,9 +201,9 @@ export function commitEnv (): NodeJS.ProcessEnv {
  */
 async function adminDirOf (path: string): Promise<string | null> {
   try {
-    const m = /^gitdir: (.+?)\r?\n?$/.exec(await readFile(join(path, '.git'), 'utf8'))
-    if (m === null) return null
-    const admin = resolve(path, m[1] as string)
+    const git = await gitDirOf(path)
+    if (git === null || !git.linked) return null
+    const admin = git.dir
     if (basename(dirname(admin)) !== 'worktrees' || await exists(join(admin, 'locked'))) return null
     const back = (await readFile(join(admin, 'gitdir'), 'utf8')).trim()
     return resolve(admin, back) === resolve(path, '.git') ? admin : null
