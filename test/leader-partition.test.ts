@@ -53,6 +53,12 @@ describe('a partition: only the majority side advances main', { timeout: 300_000
     step('partitioned')
     await waitFor(() => { const l = leaderOf(rest[0] as MeshNode); return l !== null && l !== leader && rest.some(n => n.peerId === l) }, { timeoutMs: 40_000, message: 'the majority side elected no leader' })
     step('majority side elected its leader')
+    // the lone leader's tasks come once it has found itself cut off (a failed quorum check on its board): until its
+    // failure detector says so, which a loaded host widens, it may still count the others as reachable
+    // (leader-partition's design: a window that the majority's reconcile pass repairs after the heal)
+    const quorum = await waitFor(() => { const q = lone.board.snapshot().main.quorum; return q != null && q.by === lone.peerId && !q.ok && q.reachable === 1 ? q : null }, { timeoutMs: 60_000, message: () => `the lone leader recorded no failed quorum check with only itself reachable (last: ${JSON.stringify(lone.board.snapshot().main.quorum)})` })
+    expect(quorum.voters).toBe(4)
+    step('lone leader lost its majority')
     const lTasks = ['l1', 'l2', 'l3']
     const rTasks = ['r1', 'r2', 'r3']
     lone.changeBoard('plan', addTasks(lTasks.map(id => simpleTask(id, { sim: sim(`${id}.txt`) }))))
@@ -63,9 +69,8 @@ describe('a partition: only the majority side advances main', { timeout: 300_000
       timeoutMs: 60_000,
       message: () => `sides did not reach done / merged: lone ${stateOn(lone, lTasks)} | majority ${stateOn(rest[0] as MeshNode, rTasks)}`
     })
-    const quorum = await waitFor(() => { const q = lone.board.snapshot().main.quorum; return q != null && q.by === lone.peerId ? q : null }, { timeoutMs: 20_000, message: 'the lone leader recorded no quorum check' })
-    expect(quorum.ok).toBe(false)
-    expect(quorum).toMatchObject({ reachable: 1, voters: 4 })
+    // and it still knows it is cut off
+    expect(lone.board.snapshot().main.quorum).toMatchObject({ ok: false, reachable: 1, voters: 4, by: lone.peerId })
     expect(lone.board.snapshot().main.head, 'the minority side moved main').toBe(mainBefore)
     expect(await gitText(['rev-parse', 'main'], { cwd: repoOf(lone) })).toBe(repoMainBefore)
     const majorityMain = (rest[0] as MeshNode).board.snapshot().main.head as string
