@@ -27,6 +27,7 @@ export const E2E_FILES = [
   'test/leader-kill.test.ts',
   'test/leader-handoff.test.ts',
   'test/leader-partition.test.ts',
+  'test/leader-split.test.ts',
   'test/run-groups.test.ts',
   'test/tui-lost.test.ts',
   'test/tui-cli.test.ts',
