@@ -4,8 +4,9 @@
  * a real mesh for up to `--dead-after`, widened on a lagging host) while the
  * majority elects another leader and merges too. After the heal the mesh keeps
  * one main, moved only forward, with every task's merge on it exactly once and
- * every node's repository on it. (The task whose merge was on the main not kept
- * is run again today, a second run: not asserted here, see README's Limits.)
+ * every node's repository on it. (l1, running on n0 at the cut, is run again
+ * by the majority once it holds n0 dead: the double run across a partition
+ * README's Limits names. Not asserted here.)
  */
 import { describe, it, expect, afterAll } from 'vitest'
 import { join } from 'node:path'
