@@ -1,6 +1,6 @@
 import { describe, it, expect, afterAll } from 'vitest'
 import { join } from 'node:path'
-import { createMesh, waitAllAlive, type TestMesh } from './helpers/mesh.ts'
+import { createMesh, mainTrailers, waitAllAlive, waitOneCompleteMain, type TestMesh } from './helpers/mesh.ts'
 import { Worker } from '../src/node/worker.ts'
 import { simAgent } from '../src/agent/sim.ts'
 import { silentLogger } from '../src/util/logger.ts'
@@ -79,27 +79,11 @@ describe('a partition: only the majority side advances main', { timeout: 300_000
     step('majority merged, minority held')
     mesh.heal()
     const all = [...lTasks, ...rTasks]
-    const mergedOn = (n: MeshNode, ids: string[]): boolean => ids.every(id => n.board.task(id)?.state === 'merged')
     // after the heal: one leader, every task merged, every node's main equal to the board's, containing every task's merge once
-    let lastProblem = ''
-    await waitFor(async () => {
-      const heads = new Set(mesh!.nodes.map(n => n.board.snapshot().main.head))
-      if (heads.size !== 1) { lastProblem = `boards disagree on main: ${[...heads].join(' ')}`; return false }
-      const head = [...heads][0] as string
-      for (const n of mesh!.nodes) {
-        if (!mergedOn(n, all)) { lastProblem = `${n.name}: ${stateOn(n, all)}`; return false }
-        if (await gitText(['rev-parse', 'main'], { cwd: repoOf(n) }) !== head) { lastProblem = `${n.name}'s repo is not on main ${head}`; return false }
-        const firstParent = new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repoOf(n) })).split('\n'))
-        const missing = all.filter(id => !firstParent.has(n.board.task(id)?.mergeCommit as string))
-        if (missing.length > 0) { lastProblem = `${n.name}: merges of ${missing.join(', ')} not on main ${head} yet`; return false }
-      }
-      return true
-    }, { timeoutMs: 90_000, intervalMs: 250, message: () => `no single complete main after the heal: ${lastProblem}` })
-    const head = first.board.snapshot().main.head as string
+    const head = await waitOneCompleteMain(mesh.nodes, repoOf, all, 90_000)
     for (const n of mesh.nodes) {
       const repo = repoOf(n)
-      const trailers = (await gitText(['log', '--first-parent', '--format=%(trailers:key=Meshwork-Task,valueonly)', 'main'], { cwd: repo })).split('\n').map(l => l.trim()).filter(l => l !== '')
-      expect(trailers.sort(), `${n.name}'s main`).toEqual([...all].sort())
+      expect(await mainTrailers(repo), `${n.name}'s main`).toEqual([...all].sort())
       const firstParent = new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repo })).split('\n'))
       for (const id of all) expect(firstParent.has(n.board.task(id)?.mergeCommit as string), `${id}'s merge commit on ${n.name}'s main`).toBe(true)
       for (const id of all) expect(await gitText(['show', `${head}:${id}.txt`], { cwd: repo })).toBe(`${id}.txt`)

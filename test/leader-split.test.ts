@@ -11,7 +11,7 @@
 import { describe, it, expect, afterAll } from 'vitest'
 import { join } from 'node:path'
 import { writeFile } from 'node:fs/promises'
-import { createMesh, waitAllAlive, type TestMesh } from './helpers/mesh.ts'
+import { createMesh, mainTrailers, waitAllAlive, waitOneCompleteMain, type TestMesh } from './helpers/mesh.ts'
 import { Worker } from '../src/node/worker.ts'
 import { simAgent } from '../src/agent/sim.ts'
 import { silentLogger } from '../src/util/logger.ts'
@@ -77,26 +77,10 @@ describe('a leader that merges on its own side of a partition before it knows', 
 
     mesh.heal()
     const all = ['l1', 'r1']
-    let lastProblem = ''
-    await waitFor(async () => {
-      const heads = new Set(mesh!.nodes.map(n => n.board.snapshot().main.head))
-      if (heads.size !== 1) { lastProblem = `boards disagree on main: ${[...heads].join(' ')}`; return false }
-      const head = [...heads][0] as string
-      for (const n of mesh!.nodes) {
-        const states = all.map(id => `${id}=${n.board.task(id)?.state}`).join(',')
-        if (!all.every(id => n.board.task(id)?.state === 'merged')) { lastProblem = `${n.name}: ${states}`; return false }
-        if (await gitText(['rev-parse', 'main'], { cwd: repoOf(n) }) !== head) { lastProblem = `${n.name}'s repo is not on main ${head}`; return false }
-        const firstParent = new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repoOf(n) })).split('\n'))
-        const missing = all.filter(id => !firstParent.has(n.board.task(id)?.mergeCommit as string))
-        if (missing.length > 0) { lastProblem = `${n.name}: merges of ${missing.join(', ')} not on main ${head} (${states})`; return false }
-      }
-      return true
-    }, { timeoutMs: 120_000, intervalMs: 250, message: () => `no single complete main after the heal: ${lastProblem}` })
-    const head = (rest[0] as MeshNode).board.snapshot().main.head as string
+    const head = await waitOneCompleteMain(mesh.nodes, repoOf, all, 120_000)
     step('healed: one main')
     for (const n of mesh.nodes) {
-      const trailers = (await gitText(['log', '--first-parent', '--format=%(trailers:key=Meshwork-Task,valueonly)', 'main'], { cwd: repoOf(n) })).split('\n').map(l => l.trim()).filter(l => l !== '')
-      expect(trailers.sort(), `${n.name}'s main`).toEqual([...all].sort())
+      expect(await mainTrailers(repoOf(n)), `${n.name}'s main`).toEqual([...all].sort())
       for (const id of all) expect(await gitText(['show', `${head}:${id}.txt`], { cwd: repoOf(n) })).toBe(id)
     }
     // main moved only forward: one side's main of the partition is an ancestor of the final one

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { MeshNode, type MeshNodeInit } from '../../src/node/mesh-node.ts'
 import { generateSwarmKey, type SwarmKey } from '../../src/node/swarm-key.ts'
 import { waitFor } from '../../src/util/wait.ts'
+import { gitText } from '../../src/git/git.ts'
 
 export const LOOPBACK = '/ip4/127.0.0.1/tcp/0'
 
@@ -105,4 +106,35 @@ export async function waitAllAlive (nodes: MeshNode[], timeoutMs = 20_000): Prom
     timeoutMs,
     message: () => `not all alive: ${nodes.map(n => `${n.name} sees ${n.membership.alive().length}`).join(', ')}`
   })
+}
+
+/**
+ * Waits until every board names one main, every node's repository (`repoOf`)
+ * has its `main` there, and each of `ids` is merged on every board with its
+ * merge commit on that main's first-parent history; returns that main. The
+ * check after a partition heals.
+ */
+export async function waitOneCompleteMain (nodes: MeshNode[], repoOf: (n: MeshNode) => string, ids: readonly string[], timeoutMs: number): Promise<string> {
+  let lastProblem = ''
+  let head = ''
+  await waitFor(async () => {
+    const heads = new Set(nodes.map(n => n.board.snapshot().main.head))
+    if (heads.size !== 1) { lastProblem = `boards disagree on main: ${[...heads].join(' ')}`; return false }
+    head = [...heads][0] as string
+    for (const n of nodes) {
+      const states = ids.map(id => `${id}=${n.board.task(id)?.state}`).join(',')
+      if (!ids.every(id => n.board.task(id)?.state === 'merged')) { lastProblem = `${n.name}: ${states}`; return false }
+      if (await gitText(['rev-parse', 'main'], { cwd: repoOf(n) }) !== head) { lastProblem = `${n.name}'s repo is not on main ${head}`; return false }
+      const firstParent = new Set((await gitText(['rev-list', '--first-parent', head], { cwd: repoOf(n) })).split('\n'))
+      const missing = ids.filter(id => !firstParent.has(n.board.task(id)?.mergeCommit as string))
+      if (missing.length > 0) { lastProblem = `${n.name}: merges of ${missing.join(', ')} not on main ${head} (${states})`; return false }
+    }
+    return true
+  }, { timeoutMs, intervalMs: 250, message: () => `no single complete main after the heal: ${lastProblem}` })
+  return head
+}
+
+/** The task ids of the `Meshwork-Task` trailers on `main`'s first-parent history in `repo`, sorted. */
+export async function mainTrailers (repo: string): Promise<string[]> {
+  return (await gitText(['log', '--first-parent', '--format=%(trailers:key=Meshwork-Task,valueonly)', 'main'], { cwd: repo })).split('\n').map(l => l.trim()).filter(l => l !== '').sort()
 }
