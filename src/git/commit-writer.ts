@@ -69,8 +69,9 @@ async function idents (repo: string): Promise<Idents | null> {
  * Writes commits through one `git hash-object -t commit -w --stdin-paths`
  * (see the top of this file). `write` resolves to the commit's id, or null
  * when this writer cannot make it (then `commit-tree` should); after a null
- * every later `write` is null too. `close` ends the process and removes the
- * temporary file; it is safe to call more than once.
+ * every later `write` is null too. One file holds each commit's text in turn
+ * (git has read it by the time it answers). `close` ends the process and
+ * removes the file; it is safe to call more than once.
  */
 export class CommitWriter {
   #repo: string
@@ -78,7 +79,6 @@ export class CommitWriter {
   #proc: GitProcess | null = null
   #answers: AsyncIterator<string> | null = null
   #broken = false
-  #n = 0
 
   constructor (repo: string) {
     this.#repo = repo
@@ -96,13 +96,12 @@ export class CommitWriter {
       }
       const when = `${Math.floor(Date.now() / 1000)} ${who.tz}`
       const text = [`tree ${tree}`, ...parents.map(p => `parent ${p}`), `author ${who.author} ${when}`, `committer ${who.committer} ${when}`, '', message].join('\n')
-      const file = join(this.#dir as string, `c${this.#n++}`)
+      const file = join(this.#dir as string, 'commit')
       await writeFile(file, text)
       this.#proc.stdin.write(`${file}\n`)
       const answer = await (this.#answers as AsyncIterator<string>).next()
       const oid = answer.done === true ? '' : answer.value.trim()
       if (!isOid(oid)) { this.#broken = true; return null }
-      await rm(file, { force: true })
       return oid
     } catch {
       this.#broken = true
