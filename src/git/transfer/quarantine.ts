@@ -20,6 +20,26 @@ import { gitCommonDir } from '../repo.ts'
  */
 const AUTO_MAINTENANCE_PACKS = 50
 
+/**
+ * Least time between two `git maintenance run --auto` started by fetches into
+ * one repository: when git declines (its gc is already running detached, or
+ * off after a failure), every fetch would start one again. @default 30 s
+ */
+export const AUTO_MAINTENANCE_GAP_MS = 30_000
+
+/** When a fetch last started maintenance, by pack dir. */
+const maintainedAt = new Map<string, number>()
+
+/**
+ * What git's gc leaves in `gc.log` when it raced a worktree being added:
+ * `git worktree add` writes a null HEAD in the worktree's admin dir before it
+ * checks out, and a repack that reads it then fails. While that log is there
+ * git runs no automatic gc for a day (`gc.logExpiry`), and packs pile up (a
+ * fetch adds one); a node adds worktrees all day, so it meets this race.
+ */
+const RACED_WORKTREE_GC = /^fatal: bad object worktrees\/[^/\n]+\/HEAD$/
+const FAILED_REPACK = 'fatal: failed to run repack'
+
 export interface RepoInfo { commonDir: string, bare: boolean }
 
 const repoInfos = new Map<string, RepoInfo>()
@@ -92,7 +112,27 @@ export async function moveFile (from: string, to: string): Promise<void> {
  */
 export async function autoMaintenance (repoDir: string, packDir: string): Promise<void> {
   const packs = (await readdir(packDir).catch(() => [] as string[])).filter(f => f.endsWith('.idx')).length
-  if (packs > AUTO_MAINTENANCE_PACKS) await git(['maintenance', 'run', '--auto', '--quiet'], { cwd: repoDir, allowFail: true }).catch(() => {})
+  if (packs <= AUTO_MAINTENANCE_PACKS) return
+  const now = Date.now()
+  if (now - (maintainedAt.get(packDir) ?? -Infinity) < AUTO_MAINTENANCE_GAP_MS) return
+  maintainedAt.set(packDir, now)
+  await clearRacedGcLog(join(packDir, '..', '..'))
+  await git(['maintenance', 'run', '--auto', '--quiet'], { cwd: repoDir, allowFail: true }).catch(() => {})
+}
+
+/**
+ * Removes `gitDir`'s `gc.log` when all it says is that gc raced a worktree
+ * being added (`RACED_WORKTREE_GC`), so git's automatic gc runs again; any
+ * other complaint is left for a person to read. Whether it removed one.
+ */
+export async function clearRacedGcLog (gitDir: string): Promise<boolean> {
+  const file = join(gitDir, 'gc.log')
+  const text = await readFile(file, 'utf8').catch(() => null)
+  if (text === null) return false
+  const lines = text.split('\n').filter(l => l.trim() !== '')
+  if (!lines.some(l => RACED_WORKTREE_GC.test(l)) || !lines.every(l => RACED_WORKTREE_GC.test(l) || l === FAILED_REPACK)) return false
+  await rm(file, { force: true })
+  return true
 }
 
 /** Makes a quarantine dir (with `objects/pack`) for one fetch in the repository's git dir. */

@@ -1,0 +1,82 @@
+/**
+ * A fetch's automatic maintenance: git's gc runs again after it raced a
+ * worktree being added (its `gc.log` would keep automatic gc off for a day
+ * while every fetch adds a pack), other complaints stay, and fetches in a row
+ * start at most one maintenance per `AUTO_MAINTENANCE_GAP_MS`. Real git.
+ */
+import { describe, it, expect, afterAll } from 'vitest'
+import { existsSync } from 'node:fs'
+import { readdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { tempDir } from './helpers/mesh.ts'
+import { initRepo } from './helpers/git.ts'
+import { git } from '../src/git/git.ts'
+import { waitFor } from '../src/util/wait.ts'
+import { autoMaintenance, clearRacedGcLog } from '../src/git/transfer/quarantine.ts'
+
+const dirs: string[] = []
+afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }) })
+
+const RACED = 'fatal: bad object worktrees/l04-t018/HEAD\nfatal: failed to run repack\n'
+
+/** A repository with `n` packs of one object each. */
+async function repoWithPacks (name: string, n: number): Promise<{ repo: string, packDir: string }> {
+  const dir = await tempDir('meshwork-maint-')
+  dirs.push(dir)
+  const repo = await initRepo(join(dir, name))
+  await addPacks(repo, n)
+  return { repo, packDir: join(repo, '.git', 'objects', 'pack') }
+}
+
+async function addPacks (repo: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    // a pack of one new object, as a fetch adds one (plumbing: no automatic gc of its own)
+    const blob = (await git(['hash-object', '-w', '--stdin'], { cwd: repo, input: `${Date.now()}-${i}-${Math.random()}\n` })).stdout.toString().trim()
+    await git(['pack-objects', '-q', join('.git', 'objects', 'pack', 'pack')], { cwd: repo, input: `${blob}\n` })
+  }
+}
+
+async function packCount (packDir: string): Promise<number> {
+  return (await readdir(packDir)).filter(f => f.endsWith('.idx')).length
+}
+
+describe('a fetch\'s automatic maintenance', { timeout: 120_000 }, () => {
+  it('clears a gc.log of the worktree race so gc runs, and starts no second maintenance within the gap', async () => {
+    const { repo, packDir } = await repoWithPacks('raced', 52)
+    await writeFile(join(repo, '.git', 'gc.log'), RACED)
+    // git itself declines while the log is there (its gc detaches, as by default)
+    const declined = await git(['gc', '--auto'], { cwd: repo })
+    expect(declined.stderr.toString()).toContain('bad object worktrees/l04-t018/HEAD')
+    expect(await packCount(packDir)).toBeGreaterThan(50)
+    await autoMaintenance(repo, packDir)
+    expect(existsSync(join(repo, '.git', 'gc.log'))).toBe(false)
+    let packs = -1
+    await waitFor(async () => { packs = await packCount(packDir); return packs <= 2 && !existsSync(join(repo, '.git', 'gc.pid')) }, { timeoutMs: 60_000, message: () => `git's detached gc did not pack the repository: ${packs} packs` })
+    // packs pile up again at once: the next fetch starts no maintenance until the gap has passed (gc in
+    // the foreground now, so one started would have packed them before the call returns)
+    await git(['config', 'gc.autoDetach', 'false'], { cwd: repo })
+    await addPacks(repo, 52)
+    await autoMaintenance(repo, packDir)
+    expect(await packCount(packDir)).toBeGreaterThan(50)
+    // another repository has a gap of its own
+    const other = await repoWithPacks('other-gap', 52)
+    await git(['config', 'gc.autoDetach', 'false'], { cwd: other.repo })
+    await autoMaintenance(other.repo, other.packDir)
+    expect(await packCount(other.packDir)).toBeLessThanOrEqual(2)
+  })
+
+  it('leaves any other gc.log for a person to read', async () => {
+    const { repo } = await repoWithPacks('other', 0)
+    const other = 'warning: There are too many unreachable loose objects; run \'git prune\' to remove them.\n'
+    await writeFile(join(repo, '.git', 'gc.log'), other)
+    expect(await clearRacedGcLog(join(repo, '.git'))).toBe(false)
+    expect(existsSync(join(repo, '.git', 'gc.log'))).toBe(true)
+    // the race's lines with another complaint: kept too
+    await writeFile(join(repo, '.git', 'gc.log'), RACED + other)
+    expect(await clearRacedGcLog(join(repo, '.git'))).toBe(false)
+    await writeFile(join(repo, '.git', 'gc.log'), RACED)
+    expect(await clearRacedGcLog(join(repo, '.git'))).toBe(true)
+    expect(existsSync(join(repo, '.git', 'gc.log'))).toBe(false)
+    expect(await clearRacedGcLog(join(repo, '.git'))).toBe(false)
+  })
+})
