@@ -308,6 +308,23 @@ describe('fetchFromPeer over a real mesh', () => {
     expect(await fsckOk(repoB)).toBe(true)
   })
 
+  it('fetches objects only with intoRef null (as a follower fetches a new main): the commit is here, no ref moves', async () => {
+    await git(['checkout', '--quiet', 'meshwork/t2'], { cwd: repoA })
+    const oid = await commitFiles(repoA, { 'docs/t2.md': 'task two, objects only\n' }, 'task two objects only')
+    await git(['checkout', '--quiet', 'main'], { cwd: repoA })
+    const refsBefore = await gitText(['for-each-ref', '--format=%(objectname) %(refname)'], { cwd: repoB })
+    const res = await fetchFromPeer(b, a.peerId, repoB, oid, { intoRef: null, haves: [] })
+    expect(res).toEqual({ oid, bytes: expect.any(Number), upToDate: false })
+    expect(res.bytes).toBeGreaterThan(0)
+    expect(await gitText(['cat-file', '-t', oid], { cwd: repoB })).toBe('commit')
+    expect(await gitText(['for-each-ref', '--format=%(objectname) %(refname)'], { cwd: repoB })).toBe(refsBefore)
+    expect(await transferTemps(repoB)).toEqual([])
+    // asked again, the peer finds it here: up to date, still no ref
+    expect(await fetchFromPeer(b, a.peerId, repoB, oid, { intoRef: null, haves: [oid] })).toEqual({ oid, bytes: 0, upToDate: true })
+    expect(await gitText(['for-each-ref', '--format=%(objectname) %(refname)'], { cwd: repoB })).toBe(refsBefore)
+    expect(await fsckOk(repoB)).toBe(true)
+  })
+
   it('an unknown ref is a clear not-found error and creates nothing', async () => {
     const before = await listRefs(repoB)
     const err = await expectTransferError(fetchFromPeer(b, a.peerId, repoB, 'refs/heads/meshwork/nope', { intoRef: 'refs/heads/meshwork/nope' }), 'not-found')

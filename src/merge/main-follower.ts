@@ -130,7 +130,8 @@ export class MainFollower implements LocalMain {
       for (const peer of sources) {
         try {
           const haves = this.recentMains()
-          await fetchFromPeer(node, peer, repo, target, { intoRef: 'refs/meshwork/main-incoming', timeoutMs: 5 * 60_000, logger, ...(haves.length > 0 ? { haves } : {}), ...(this.#signal !== undefined ? { signal: this.#signal } : {}) })
+          // objects only: the fast-forward below moves main to it, and shows it a commit (no ref to keep it meanwhile)
+          await fetchFromPeer(node, peer, repo, target, { intoRef: null, timeoutMs: 5 * 60_000, logger, ...(haves.length > 0 ? { haves } : {}), ...(this.#signal !== undefined ? { signal: this.#signal } : {}) })
           fetched = true
           break
         } catch (err) {
@@ -151,6 +152,11 @@ export class MainFollower implements LocalMain {
     // the usual move first: a fast-forward of the clean checkout, which shows by itself that main only moves forward
     let how = local != null ? await advanceBranch(repo, branch, local, target, { fastForwardOnly: true }) : 'not-fast-forward'
     if (how === 'not-fast-forward') {
+      // the fetch took the objects without asking what `target` is: only a commit may become main
+      if ((await commitOids(repo, [target]))[0] !== target) {
+        logger.warn('main:not-a-commit', { head: target, note: `the board names ${target.slice(0, 12)} as the mesh main, but it is no commit here: ${branch} left where it is` })
+        return
+      }
       // main only moves forward: a local main with commits the mesh main lacks (a person's commit,
       // or a merge this node made as leader and crashed before publishing) is kept on a backup branch
       if (local != null && !await isAncestor(repo, local, target)) {

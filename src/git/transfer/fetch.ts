@@ -27,9 +27,14 @@ import { autoMaintenance, batchCheck, checkedOutBranches, makeQuarantine, moveFi
 export interface FetchFromPeerOptions {
   /**
    * Ref to create or force-update with the fetched commit. @default `want`
-   * (required when `want` is an oid)
+   * (required when `want` is an oid). `null`: objects only, no ref, and no
+   * check that the fetched oid names a commit (one git process fewer, and a
+   * second for the ref): the caller moves a ref of its own to it at once, by
+   * a command that takes only commits (the main follower's fast-forward).
+   * Until then the objects are reachable from no ref, which git's gc keeps
+   * (it prunes only unreachable objects older than `gc.pruneExpire`).
    */
-  intoRef?: string
+  intoRef?: string | null
   signal?: AbortSignal
   /** Largest pack accepted, enforced as bytes arrive. @default 2 GiB */
   maxBytes?: number
@@ -45,7 +50,7 @@ export interface FetchFromPeerOptions {
 }
 
 export interface FetchResult {
-  /** The commit `intoRef` now points to. */
+  /** The commit `intoRef` now points to (the fetched oid, with `intoRef: null`). */
   oid: string
   /** Pack bytes received (0 when up to date). */
   bytes: number
@@ -103,9 +108,9 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
   } catch (err) {
     throw new GitTransferError('local', `${repoDir} is not a git repository: ${toError(err).message}`, { cause: err })
   }
-  const intoRef = opts.intoRef ?? (OID_RE.test(want) ? undefined : want)
+  const intoRef = opts.intoRef === null ? null : opts.intoRef ?? (OID_RE.test(want) ? undefined : want)
   if (intoRef === undefined) throw new GitTransferError('bad-request', 'intoRef is required when fetching an oid')
-  if (!isWellFormedRefName(intoRef)) throw new GitTransferError('bad-request', `invalid intoRef ${JSON.stringify(intoRef)}`)
+  if (intoRef !== null && !isWellFormedRefName(intoRef)) throw new GitTransferError('bad-request', `invalid intoRef ${JSON.stringify(intoRef)}`)
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_TRANSFER_BYTES
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS
   const timeout = AbortSignal.timeout(timeoutMs)
@@ -125,15 +130,15 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
   const steps: Partial<Record<FetchStep, number>> = {}
   const mark = (step: FetchStep): void => { steps[step] = Math.round(performance.now() - t0) }
   const local = { cwd: repoDir, signal }
-  const mayBeCheckedOut = opts.updateHeadOk !== true && intoRef.startsWith('refs/heads/')
+  const mayBeCheckedOut = opts.updateHeadOk !== true && intoRef?.startsWith('refs/heads/') === true
   const protectCheckedOut = async (): Promise<void> => {
-    if (mayBeCheckedOut && (await checkedOutBranches(info)).has(intoRef)) {
+    if (mayBeCheckedOut && (await checkedOutBranches(info)).has(intoRef as string)) {
       throw new GitTransferError('bad-request', `${intoRef} is checked out; pass updateHeadOk to update it anyway`)
     }
   }
   let quarantine: string | undefined
   try {
-    const haves = (opts.haves ?? await collectHaves(repoDir, { intoRef, ...(opts.baseRef !== undefined ? { baseRef: opts.baseRef } : {}), signal })).filter(isOid).slice(0, MAX_HAVES)
+    const haves = (opts.haves ?? await collectHaves(repoDir, { ...(intoRef !== null ? { intoRef } : {}), ...(opts.baseRef !== undefined ? { baseRef: opts.baseRef } : {}), signal })).filter(isOid).slice(0, MAX_HAVES)
     const got = await receivePack(node, peer, want, haves, maxBytes, signal, {
       // only once the server offers a pack: an up-to-date answer may leave intoRef as it is
       beforePack: protectCheckedOut,
@@ -147,11 +152,11 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
 
     if (got.upToDate) {
       // the peer says we have it: check, then point intoRef at it
-      const [[have], cur] = await Promise.all([batchCheck(repoDir, [got.oid], signal), refOid(repoDir, intoRef, signal)])
+      const [[have], cur] = await Promise.all([batchCheck(repoDir, [got.oid], signal), intoRef === null ? null : refOid(repoDir, intoRef, signal)])
       if (have?.type !== 'commit') {
         throw new GitTransferError('protocol', `peer ${peerText} said we are up to date with ${got.oid}, which we do not have`, { peer: peerText })
       }
-      if (cur !== got.oid) {
+      if (intoRef !== null && cur !== got.oid) {
         await protectCheckedOut()
         await git(['update-ref', '-m', `meshwork: fetch ${want} from ${peerText}`, intoRef, got.oid], local)
       }
@@ -166,8 +171,8 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
     const withPack = { GIT_ALTERNATE_OBJECT_DIRECTORIES: alternates }
     const [connected, [obj]] = await Promise.all([
       git(['rev-list', '--objects', '--quiet', got.oid, '--not', '--all'], { ...local, allowFail: true, env: withPack }),
-      // update-ref refuses non-commits for branches only
-      intoRef.startsWith('refs/heads/') ? Promise.resolve([{ oid: got.oid, type: 'commit' }]) : batchCheck(repoDir, [got.oid], signal, withPack)
+      // update-ref refuses non-commits for branches only; objects only: the caller's command checks
+      intoRef === null || intoRef.startsWith('refs/heads/') ? Promise.resolve([{ oid: got.oid, type: 'commit' }]) : batchCheck(repoDir, [got.oid], signal, withPack)
     ])
     if (connected.code !== 0) {
       throw new GitTransferError('bad-bundle', `the pack from ${peerText} does not hold ${got.oid} with everything it needs: ${lastLines(connected.stderr, 2)}`, { peer: peerText })
@@ -179,8 +184,10 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
     await mkdir(packDir, { recursive: true })
     await moveFile(join(objects, 'pack', 'incoming.pack'), join(packDir, `pack-${got.packHash}.pack`))
     await moveFile(join(objects, 'pack', 'incoming.idx'), join(packDir, `pack-${got.packHash}.idx`))
-    await protectCheckedOut()
-    await git(['update-ref', '-m', `meshwork: fetch ${want} from ${peerText}`, intoRef, got.oid], local)
+    if (intoRef !== null) {
+      await protectCheckedOut()
+      await git(['update-ref', '-m', `meshwork: fetch ${want} from ${peerText}`, intoRef, got.oid], local)
+    }
     mark('updated')
     log.debug('git:fetched', { peer: peerText, want, oid: got.oid, bytes: got.bytes, haves: haves.length, ms: Date.now() - started, steps })
     await autoMaintenance(repoDir, packDir)
