@@ -17,7 +17,7 @@ import {
   commitFiles, createBranch, fsckOk, initRepo, listRefs, revParse, showFile, statusPorcelain, transferTemps
 } from './helpers/git.ts'
 import {
-  GIT_PROTOCOL, GitFrame, GitTransferError, HandoffError, MAX_CHUNK_BYTES, cloneFromPeer, encodeFrame, encodeJsonFrame, fetchFromPeer, handOff, removeStaleTransferTemps, serveGit,
+  GIT_PROTOCOL, GitFrame, GitTransferError, HandoffError, MAX_CHUNK_BYTES, PACK_REUSE_MAX_BYTES, cloneFromPeer, encodeFrame, encodeJsonFrame, fetchFromPeer, handOff, removeStaleTransferTemps, serveGit,
   serveHandoffs, type FetchFromPeerOptions, type GitServer, type HandoffRequest, type HandoffServer
 } from '../src/git/transfer.ts'
 import { git, gitText } from '../src/git/git.ts'
@@ -431,6 +431,52 @@ describe('fetchFromPeer over a real mesh', () => {
       expect(res.oid).toBe(tip)
       expect(await revParse(dest, 'refs/heads/from-b')).toBe(tip)
       expect(await fsckOk(dest)).toBe(true)
+    } finally {
+      await serverB.close()
+    }
+  })
+
+  it('makes one pack for requesters of the same commit from the same main (the followers after a merge round), and keeps no large one', async () => {
+    const src = await freshRepo('reuse-src')
+    const m1 = await commitFiles(src, { 'a.txt': 'one\n' }, 'one')
+    const m2 = await commitFiles(src, { 'b.txt': 'two\n' }, 'two')
+    // the server's node was at m1, then m2, then m3 (newest first, as `MainFollower.recentMains`)
+    const recent: string[] = [m2, m1]
+    // (the second of two requests at once waits for the first's pack, and the pack is kept, however slow the host)
+    const serverB = await serveGit(b, src, { known: () => recent, packReuseWaitMs: 120_000, packReuseTtlMs: 120_000 })
+    try {
+      const followers = await Promise.all(['f1', 'f2', 'f3', 'f4'].map(async f => await freshRepo(`reuse-${f}`)))
+      for (const repo of followers) await fetchFromPeer(a, b.peerId, repo, m2, { intoRef: 'refs/heads/from-b', haves: [] })
+      const m3 = await commitFiles(src, { 'c.txt': 'three\n' }, 'three')
+      recent.unshift(m3)
+      const made = serverB.stats.packsReused
+      // two at once, with different lists of older mains: one pack-objects, the other waits for its pack
+      const [r1, r2] = await Promise.all([
+        fetchFromPeer(a, b.peerId, followers[0] as string, m3, { intoRef: null, haves: [m2, m1] }),
+        fetchFromPeer(a, b.peerId, followers[1] as string, m3, { intoRef: null, haves: [m2] })
+      ])
+      expect(serverB.stats.packsReused).toBe(made + 1)
+      expect(r2.bytes).toBe(r1.bytes)
+      // a moment later, the kept pack again
+      await fetchFromPeer(a, b.peerId, followers[2] as string, m3, { intoRef: null, haves: [m1, m2] })
+      expect(serverB.stats.packsReused).toBe(made + 2)
+      // a requester at another main gets a pack of its own
+      await fetchFromPeer(a, b.peerId, followers[3] as string, m3, { intoRef: null, haves: [m1] })
+      expect(serverB.stats.packsReused).toBe(made + 2)
+      for (const repo of followers) {
+        expect(await gitText(['cat-file', '-t', m3], { cwd: repo })).toBe('commit')
+        expect(await gitText(['show', `${m3}:c.txt`], { cwd: repo })).toBe('three')
+        expect(await fsckOk(repo)).toBe(true)
+      }
+      // a pack over PACK_REUSE_MAX_BYTES is made for each request
+      const m4 = await commitFiles(src, { 'big.bin': randomBytes(PACK_REUSE_MAX_BYTES + 4096).toString('base64') }, 'big')
+      recent.unshift(m4)
+      for (const repo of followers.slice(0, 2)) {
+        const res = await fetchFromPeer(a, b.peerId, repo, m4, { intoRef: null, haves: [m3] })
+        expect(res.bytes).toBeGreaterThan(PACK_REUSE_MAX_BYTES)
+        expect(await fsckOk(repo)).toBe(true)
+      }
+      expect(serverB.stats.packsReused).toBe(made + 2)
     } finally {
       await serverB.close()
     }

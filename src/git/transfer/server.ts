@@ -28,6 +28,17 @@ const PACK_HEADER_BYTES = 12
 export const KNOWN_COMMIT_TTL_MS = 10_000
 /** Known commits kept at most; past it, the expired ones are dropped. */
 const KNOWN_COMMITS_MAX = 1024
+/**
+ * How long a pack made here is kept to answer the same request again (see
+ * `serveGit`'s `packs`). @default 10 s
+ */
+export const PACK_REUSE_TTL_MS = 10_000
+/** Largest pack kept for reuse: a new main's pack is a few KiB; larger ones are made for each request. @default 128 KiB */
+export const PACK_REUSE_MAX_BYTES = 128 * 1024
+/** Packs kept for reuse at once. */
+const PACK_REUSE_ENTRIES = 8
+/** How long a request waits for the same pack another request is making, before making its own. @default 2 s */
+export const PACK_REUSE_WAIT_MS = 2000
 export interface ServeGitOptions {
   /** Largest pack served. @default 2 GiB */
   maxBytes?: number
@@ -49,6 +60,10 @@ export interface ServeGitOptions {
    * among them needs no git process to look it up.
    */
   known?: () => readonly string[]
+  /** How long a request waits for the same pack another request is making, before making its own. @default 2 s */
+  packReuseWaitMs?: number
+  /** How long a pack made here is kept to answer the same request again. @default PACK_REUSE_TTL_MS (10 s) */
+  packReuseTtlMs?: number
   logger?: Logger
 }
 
@@ -63,6 +78,8 @@ export interface GitServeStats {
   idle: number
   /** Requests whose want and haves were all known commits (no git process to look them up). */
   knownWants: number
+  /** Packs sent again as made for an earlier request of the same commit and have (no `git pack-objects`). */
+  packsReused: number
 }
 
 export interface GitServer {
@@ -93,6 +110,32 @@ class ServeRefusal extends Error {
 
 interface Resolved { oid: string, haves: string[] }
 
+/** A pack being made for a request, kept for others when it is whole and small (see `serveGit`'s `packs`). */
+interface KeptPack {
+  /** Passes the pack's bytes through, keeping a copy. */
+  tee: (source: AsyncIterable<Buffer>) => AsyncIterable<Buffer>
+  /** The pack is whole (pack-objects exited 0): keep it. */
+  done: () => void
+  /** Not kept (failed, cut short, or too large); a no-op after `done`. */
+  drop: () => void
+}
+
+/** The key of a pack: the commit and the haves it excludes. */
+function packKey (oid: string, haves: readonly string[]): string {
+  return `${oid} ${[...haves].sort().join(' ')}`
+}
+
+/** `p`'s value if it settles within `ms`, else null (a rejection counts as null). */
+async function withinMs<T> (p: Promise<T | null>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<null>(resolve => { timer = setTimeout(() => { resolve(null) }, ms) })
+  try {
+    return await Promise.race([p.catch(() => null), late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 /**
  * Reads a stream of buffers in order into buffers the caller provides, so a
  * DATA frame is filled with one copy of each byte.
@@ -101,8 +144,8 @@ class StreamFiller {
   private readonly it: AsyncIterator<Buffer>
   private rest: Buffer = Buffer.alloc(0)
   private ended = false
-  constructor (source: AsyncIterable<Buffer>) {
-    this.it = source[Symbol.asyncIterator]()
+  constructor (source: AsyncIterable<Buffer> | Iterable<Buffer>) {
+    this.it = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : (async function * () { yield * source })()
   }
 
   /** Puts `piece` back in front of what is still to be read. */
@@ -144,7 +187,7 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS
   const chunkBytes = Math.max(1, Math.min(opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES))
   const log = opts.logger ?? silentLogger
-  const stats: GitServeStats = { served: 0, upToDate: 0, failed: 0, bytesSent: 0, busyPerPeer: 0, idle: 0, knownWants: 0 }
+  const stats: GitServeStats = { served: 0, upToDate: 0, failed: 0, bytesSent: 0, busyPerPeer: 0, idle: 0, knownWants: 0, packsReused: 0 }
   /** Peers whose per-peer refusal was logged (once each; bounded). */
   const refusedPeers = new Set<string>()
   await repoInfo(repoDir) // fails early on a directory that is not a repository
@@ -191,7 +234,8 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     }
     const uniqueHaves = [...new Set(haves)]
     const now = performance.now()
-    const lately = new Set(opts.known?.() ?? [])
+    const recentMains = opts.known?.() ?? []
+    const lately = new Set(recentMains)
     const wantKnown = isOidWant && (lately.has(want) || fresh(onBranch, want, now))
     // haves only spare bytes: with one known here, the others are left out rather than looked up (a commit
     // here that was left out only makes the pack larger by what lies between it and a known one)
@@ -228,7 +272,59 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     if (lookUp.length === 0 && wantKnown) stats.knownWants++
     const found = unknownHaves.filter((_, i) => checks[i]?.type === 'commit')
     remember(present, found, now)
-    return { oid, haves: knownHaves.length > 0 ? knownHaves : found }
+    // of the mains this node was at lately, the newest the requester has (or the want itself: up to date):
+    // the mains before it are in its history, so the pack is the same without them, and requesters at the
+    // same main ask for one pack (`packs`)
+    const newest = knownHaves.includes(oid) ? oid : recentMains.find(h => knownHaves.includes(h))
+    return { oid, haves: newest !== undefined ? [newest] : knownHaves.length > 0 ? knownHaves : found }
+  }
+
+  /**
+   * Packs made lately, by commit and haves (`packKey`), to send again: after
+   * each merge round every follower asks the leader for the same new main
+   * from the same old one, at about the same moment. The first request makes
+   * the pack and sends it as it comes; the others wait for it (at most
+   * `packReuseWaitMs`, then make their own) and send the same bytes,
+   * saving a `git pack-objects` each. Only packs up to `PACK_REUSE_MAX_BYTES`
+   * are kept, for `packReuseTtlMs`; a pack is of immutable objects, so the
+   * same bytes answer the same request for as long as they are kept.
+   */
+  const packs = new Map<string, { until: number, pack: Promise<Buffer | null> }>()
+  const keepPack = (key: string): KeptPack => {
+    const now = performance.now()
+    for (const [k, e] of packs) if (e.until <= now) packs.delete(k)
+    while (packs.size >= PACK_REUSE_ENTRIES) packs.delete(packs.keys().next().value as string)
+    let settle: (b: Buffer | null) => void = () => {}
+    const entry = { until: now + (opts.packReuseTtlMs ?? PACK_REUSE_TTL_MS), pack: new Promise<Buffer | null>(resolve => { settle = resolve }) }
+    packs.set(key, entry)
+    const chunks: Buffer[] = []
+    let bytes = 0
+    let open = true
+    const drop = (): void => {
+      if (!open) return
+      open = false
+      chunks.length = 0
+      if (packs.get(key) === entry) packs.delete(key)
+      settle(null)
+    }
+    return {
+      tee: async function * (source: AsyncIterable<Buffer>) {
+        for await (const chunk of source) {
+          if (open) {
+            bytes += chunk.length
+            if (bytes > PACK_REUSE_MAX_BYTES) drop()
+            else chunks.push(chunk)
+          }
+          yield chunk
+        }
+      },
+      done: () => {
+        if (!open) return
+        open = false
+        settle(Buffer.concat(chunks))
+      },
+      drop
+    }
   }
 
   const parseRequest = (frame: Frame): { want: string, haves: string[] } => {
@@ -249,6 +345,8 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     const signal = AbortSignal.any([ac.signal, timeout])
     const lp = new FramedStream(stream, { maxDataLength: MAX_REQUEST_FRAME_BYTES, idleTimeoutMs: requestIdleMs })
     let pack: GitProcess | undefined
+    /** The pack this request makes, kept for the same request from others (`packs`). */
+    let making: KeptPack | undefined
     let counted = false
     const started = Date.now()
     try {
@@ -288,13 +386,23 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
         return
       }
       // `oid` is fixed now: the pack is of that commit even if the branch moves meanwhile
-      pack = spawnGit(['pack-objects', '--revs', '--stdout', '--thin', '--delta-base-offset', '--quiet'], { cwd: repoDir, signal })
-      pack.stdin.end([oid, ...haves.map(h => `^${h}`)].join('\n') + '\n')
-      const reader = new StreamFiller(pack.stdout)
+      const key = packKey(oid, haves)
+      const made = packs.get(key)
+      const reused = made !== undefined && made.until > performance.now() ? await withinMs(made.pack, opts.packReuseWaitMs ?? PACK_REUSE_WAIT_MS) : null
+      let reader: StreamFiller
+      if (reused !== null) {
+        stats.packsReused++
+        reader = new StreamFiller([reused])
+      } else {
+        pack = spawnGit(['pack-objects', '--revs', '--stdout', '--thin', '--delta-base-offset', '--quiet'], { cwd: repoDir, signal })
+        pack.stdin.end([oid, ...haves.map(h => `^${h}`)].join('\n') + '\n')
+        making = keepPack(key)
+        reader = new StreamFiller(making.tee(pack.stdout))
+      }
       // pack-objects writes the header once it has counted the objects: none means nothing is missing
       const header = Buffer.alloc(PACK_HEADER_BYTES)
       if (await reader.fill(header) < PACK_HEADER_BYTES || header.subarray(0, 4).toString('latin1') !== 'PACK') {
-        const { code, stderr } = await pack.exited
+        const { code, stderr } = pack !== undefined ? await pack.exited : { code: null, stderr: 'a kept pack without its header' }
         throw new Error(`git pack-objects produced no pack (exit ${String(code)}): ${lastLines(stderr, 3)}`)
       }
       if (header.readUInt32BE(8) === 0) {
@@ -332,8 +440,11 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
         if (n > 0) await send(n < chunkBytes ? frame.subarray(0, 1 + n) : frame)
         if (n < chunkBytes) break
       }
-      const { code, stderr } = await pack.exited
-      if (code !== 0) throw new Error(`git pack-objects failed (${String(code)}): ${lastLines(stderr, 3)}`)
+      if (pack !== undefined) {
+        const { code, stderr } = await pack.exited
+        if (code !== 0) throw new Error(`git pack-objects failed (${String(code)}): ${lastLines(stderr, 3)}`)
+        making?.done()
+      }
       await lp.writeRaw(encodeJsonFrame(GitFrame.END, { bytes: offset, sha256: hash.digest('hex') }), { signal })
       await closeStream(stream, idleMs)
       stats.served++
@@ -362,6 +473,8 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       stream.abort(e)
     } finally {
       pack?.kill()
+      // a pack not made to its end is not kept: those waiting for it make their own
+      making?.drop()
       if (counted) {
         active--
         const left = (perPeer.get(peer) ?? 1) - 1
