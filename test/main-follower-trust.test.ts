@@ -13,6 +13,7 @@ import { MainFollower } from '../src/merge/main-follower.ts'
 import type { LeaderInit } from '../src/merge/context.ts'
 import { silentLogger } from '../src/util/logger.ts'
 import { commitFiles, initRepo } from './helpers/git.ts'
+import { waitFor } from '../src/util/wait.ts'
 
 const dirs: string[] = []
 afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }) })
@@ -80,5 +81,44 @@ describe('MainFollower.trusted', () => {
     await git(['update-ref', 'refs/heads/main', second, first], { cwd: repo })
     f.moved(second)
     expect(f.trusted()).toBe(second)
+  })
+})
+
+describe('MainFollower.landing', () => {
+  it('a sync while the leader lands a merge waits for it: the local main ahead of the board for that moment is not kept aside', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'meshwork-follower-landing-'))
+    dirs.push(root)
+    const repo = await initRepo(join(root, 'repo'))
+    const base = await commitFiles(repo, { 'a.txt': 'a\n' }, 'base')
+    const tip = await gitText(['commit-tree', '-p', base, '-m', 'merged', `${base}^{tree}`], { cwd: repo })
+    // the board names `head` as the mesh main; this node is its leader
+    let head = base
+    const events: string[] = []
+    const logger = { ...silentLogger, debug: (event: string) => { events.push(event) } }
+    const node = { peerId: 'me', board: { snapshot: () => ({ main: { head, leader: 'me' } }) }, membership: { alive: () => [] } }
+    const init: Pick<LeaderInit, 'repo' | 'branch' | 'logger' | 'worktreesDir'> & { node: unknown } = { repo, branch: 'main', logger, worktreesDir: join(root, 'wt'), node }
+    const f = new MainFollower(init as LeaderInit)
+    expect(await f.read()).toBe(base)
+    let release: () => void = () => {}
+    const held = new Promise<void>(resolve => { release = resolve })
+    // the landing: main moves to the merge first, the board names it after (held here in between)
+    const landing = f.landing(async () => {
+      f.moved(null)
+      await git(['merge', '--ff-only', '-q', tip], { cwd: repo })
+      await held
+      f.moved(tip)
+      head = tip
+    })
+    // a run preparing its worktree asks for a sync meanwhile
+    let synced = false
+    const sync = f.sync().then(() => { synced = true })
+    // released once the sync waits for the landing, or (were it not to wait) once it is over
+    await waitFor(() => synced || events.includes('main:sync-after-landing'), { timeoutMs: 60_000, message: 'the sync neither waited nor finished' })
+    release()
+    await landing
+    await sync
+    expect(await gitText(['for-each-ref', '--format=%(refname)', 'refs/heads/meshwork/local/'], { cwd: repo }), 'main kept aside').toBe('')
+    expect(await gitText(['rev-parse', 'refs/heads/main'], { cwd: repo })).toBe(tip)
+    expect(f.trusted()).toBe(tip)
   })
 })

@@ -108,7 +108,8 @@ function queue (wake: () => void = () => {}): MergeQueue {
     trusted: () => seen,
     read: async () => { seen = await branchOid(repo, 'main'); return seen },
     moved: oid => { seen = oid },
-    missing: () => null
+    missing: () => null,
+    landing: async fn => await fn()
   }
   const ctx: MergeContext = {
     init: { node, repo, worktreesDir: join(root, 'worktrees'), branch: 'main', logger: silentLogger },

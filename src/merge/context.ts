@@ -80,6 +80,13 @@ export interface LocalMain {
   moved: (oid: string | null) => void
   /** The board's main when no live peer could give it to this node, and since when; else null. */
   missing: () => { oid: string, since: number } | null
+  /**
+   * Runs `fn`, the leader's landing of a merge: it moves the local main ahead
+   * of the board's and then names the new main on the board. A sync of the
+   * local main meanwhile would take that main for a stray commit and keep it
+   * aside: it waits until `fn` is done.
+   */
+  landing: <T>(fn: () => Promise<T>) => Promise<T>
 }
 
 /**

@@ -49,16 +49,21 @@ export async function landDecision (ctx: MergeContext, c: Conflict, t: Task, bas
   const s2 = node.board.snapshot()
   // fenced by term and main, and by the majority (it may have become unreachable during the verify run)
   if (s2.main.leader !== node.peerId || s2.main.term !== term || (s2.main.head ?? base) !== base || !ctx.majority()) return 'stale'
-  ctx.main.moved(null)
-  // compare-and-swap from the main the candidate was made on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
-  const how = await advanceBranch(repo, branch, base, candidate)
-  if (how === 'lost-race') return 'stale'
-  const now = Date.now()
-  node.changeBoard('main:advance', d => {
-    resolve(d)
-    lifecycle.advanceMain(d, candidate)
-    lifecycle.merge(d, t.id, candidate, now)
+  // from the move of the local main until the board names it, no sync of it (`LocalMain.landing`)
+  const how = await ctx.main.landing(async () => {
+    ctx.main.moved(null)
+    // compare-and-swap from the main the candidate was made on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
+    const how = await advanceBranch(repo, branch, base, candidate)
+    if (how === 'lost-race') return how
+    const now = Date.now()
+    node.changeBoard('main:advance', d => {
+      resolve(d)
+      lifecycle.advanceMain(d, candidate)
+      lifecycle.merge(d, t.id, candidate, now)
+    })
+    return how
   })
+  if (how === 'lost-race') return 'stale'
   ctx.advanced(candidate)
   logger.info('merge:done', { tasks: [t.id], main: candidate, term, checkout: how, conflict: c.id, action: c.decision?.action })
   return 'landed'

@@ -27,6 +27,8 @@ export class MainFollower implements LocalMain {
   #recent: string[] = []
 
   #signal: AbortSignal | undefined
+  /** The landing in progress (`landing`), which a sync waits for. */
+  #landing: Promise<unknown> | null = null
 
   /** `signal` aborts the fetches of a sync (the leadership stopping). */
   constructor (init: LeaderInit, signal?: AbortSignal) {
@@ -95,13 +97,28 @@ export class MainFollower implements LocalMain {
     return m !== null && m.oid === this.#init.node.board.snapshot().main.head ? m : null
   }
 
+  async landing<T> (fn: () => Promise<T>): Promise<T> {
+    const p = fn()
+    this.#landing = p
+    try {
+      return await p
+    } finally {
+      if (this.#landing === p) this.#landing = null
+    }
+  }
+
   /**
    * Keeps this repository's main equal to the mesh main on the board: moves the
    * branch when the commit is here, else fetches it from the leader (or any
-   * node that has merged), and brings a clean primary checkout along.
+   * node that has merged), and brings a clean primary checkout along. Waits
+   * for a landing in progress first (`landing`).
    */
   async sync (): Promise<void> {
     const { node, repo, branch, logger } = this.#init
+    while (this.#landing !== null) {
+      logger.debug('main:sync-after-landing')
+      await this.#landing.catch(() => {})
+    }
     const target = node.board.snapshot().main.head
     if (target === null) return
     const trusted = this.trusted()

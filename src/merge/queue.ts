@@ -193,21 +193,25 @@ export class MergeQueue {
           if (!still(prev, merged.map(m => m.taskId))) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'leadership, term or main changed during the merge' }); return false }
           // the majority may have become unreachable while the batch was verified: a minority's leader moves nothing
           if (!this.#ctx.majority()) { logger.warn('merge:abandoned', { tasks: merged.map(m => m.taskId), reason: 'the majority of the mesh became unreachable during the merge' }); return false }
-          main.moved(null)
-          // compare-and-swap from the main the batch was stacked on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
-          const advanceStart = performance.now()
-          const how = await advanceBranch(repo, branch, prev, tip)
-          this.#advanceMs = performance.now() - advanceStart
-          lap('advance')
-          if (how === 'lost-race') throw new Error('local main moved during the merge')
-          crashAfterMainMoveIfInjected()
-          main.moved(tip)
-          this.#extendHistory(prev, tip, merged.map(m => ({ taskId: m.taskId, commit: m.commit, head: heads.get(m.taskId) as string })))
-          for (const m of merged) this.#branchSeen.delete(m.taskId)
-          const now = Date.now()
-          node.changeBoard('main:advance', d => {
-            lifecycle.advanceMain(d, tip)
-            for (const m of merged) lifecycle.merge(d, m.taskId, m.commit, now)
+          // from the move of the local main until the board names it, no sync of it (`LocalMain.landing`)
+          const how = await main.landing(async () => {
+            main.moved(null)
+            // compare-and-swap from the main the batch was stacked on: a local main that moved (a commit made here) is a lost race, kept aside by the main follower
+            const advanceStart = performance.now()
+            const how = await advanceBranch(repo, branch, prev, tip)
+            this.#advanceMs = performance.now() - advanceStart
+            lap('advance')
+            if (how === 'lost-race') throw new Error('local main moved during the merge')
+            crashAfterMainMoveIfInjected()
+            main.moved(tip)
+            this.#extendHistory(prev, tip, merged.map(m => ({ taskId: m.taskId, commit: m.commit, head: heads.get(m.taskId) as string })))
+            for (const m of merged) this.#branchSeen.delete(m.taskId)
+            const now = Date.now()
+            node.changeBoard('main:advance', d => {
+              lifecycle.advanceMain(d, tip)
+              for (const m of merged) lifecycle.merge(d, m.taskId, m.commit, now)
+            })
+            return how
           })
           lap('publish')
           const landedAt = performance.now()

@@ -137,9 +137,9 @@ export class Execution {
     // the usual case: this node's main follower has moved the local main to the mesh main already
     if (this.#init.knownCommit?.(mesh) === true) return mesh
     const has = async (): Promise<boolean> => (await git(['cat-file', '-e', `${mesh}^{commit}`], { cwd: this.#init.repo, allowFail: true })).code === 0
-    // not asked straight to follow: a leader landing a merge has its local main ahead of the board's for a moment,
-    // and a follow then would take that main for a stray commit and keep it aside
-    if (!await has()) await this.#init.ensureMain?.()
+    // else main moved a moment ago and the follower is on its way: follow it now (the commit is seldom here before),
+    // then the follower knows it without a git process (a leader landing a merge is waited for: `LocalMain.landing`)
+    if (this.#init.ensureMain !== undefined) await this.#init.ensureMain()
     // a task must start from a main that contains its dependencies: never from an older one (once followed, the
     // follower knows it without asking git)
     if (this.#init.knownCommit?.(mesh) !== true && !await has()) throw new MainUnavailableError(`the mesh main ${mesh.slice(0, 12)} is not in this repository yet and could not be fetched`)
