@@ -56,4 +56,19 @@ describe('the majority main needs (pure)', () => {
     // a shorter forget time
     expect(quorum('a', [v('a', undefined), v('b', 'dead')], now, now - 120_000, 10_000).ok).toBe(true)
   })
+
+  it('with a lease, counts a peer the failure detector still holds alive or suspect only while heard within it', () => {
+    const heard = (ms: number): Partial<Voter> => ({ lastSeenAt: now - ms })
+    // a leader cut off from the two others: its detector still holds them alive (timeouts widened by lag)
+    const cut = [v('a', undefined), v('b', 'alive', heard(6000)), v('c', 'suspect', heard(6000))]
+    expect(quorum('a', cut, now, now - 120_000).ok).toBe(true)
+    expect(quorum('a', cut, now, now - 120_000, FORGET_AFTER_MS, 5000)).toEqual({ voters: 3, reachable: 1, ok: false, missing: ['b', 'c'] })
+    // heard within the lease: counted as before
+    expect(quorum('a', [v('a', undefined), v('b', 'alive', heard(1000)), v('c', 'suspect', heard(4999))], now, now - 120_000, FORGET_AFTER_MS, 5000)).toEqual({ voters: 3, reachable: 3, ok: true, missing: [] })
+    // one of two heard: still a majority of three; never heard at all: not counted as reachable
+    expect(quorum('a', [v('a', undefined), v('b', 'alive', heard(1000)), v('c', 'alive', heard(6000))], now, now - 120_000, FORGET_AFTER_MS, 5000).ok).toBe(true)
+    expect(quorum('a', [v('a', undefined), v('b', 'alive', { lastSeenAt: null })], now, now - 120_000, FORGET_AFTER_MS, 5000).ok).toBe(false)
+    // itself needs no lease
+    expect(quorum('a', [v('a', undefined, { lastSeenAt: null })], now, now, FORGET_AFTER_MS, 5000).ok).toBe(true)
+  })
 })

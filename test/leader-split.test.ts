@@ -1,8 +1,9 @@
 /**
  * A merge leader that does not yet know it is cut off merges on its own side
- * (its failure detector still holds the others alive: here by configuration, on
- * a real mesh for up to `--dead-after`, widened on a lagging host) while the
- * majority elects another leader and merges too. After the heal the mesh keeps
+ * (it counts the others toward its majority while it heard them within half of
+ * its `--dead-after`: here a minute, by configuration, so the majority, whose
+ * detector is the default one, elects another leader and merges meanwhile; on
+ * a mesh of one configuration the lease runs out before the majority elects). After the heal the mesh keeps
  * one main, moved only forward, with every task's merge on it exactly once and
  * every node's repository on it. (l1, running on n0 at the cut, is run again
  * by the majority once it holds n0 dead: the double run across a partition
@@ -33,7 +34,7 @@ const step = (what: string): void => { process.stderr.write(`[leader-split] ${ne
 
 describe('a leader that merges on its own side of a partition before it knows', { timeout: 300_000 }, () => {
   it('after the heal one main is kept, moved only forward, with every task merged on it exactly once', async () => {
-    // n0 leads and holds its peers alive for a minute of silence: cut off, it still counts a majority
+    // n0 leads and holds its peers alive for a minute of silence (its majority lease: half of two minutes): cut off, it still counts a majority
     mesh = await createMesh(0)
     await mesh.add({ suspectAfterMs: 60_000, deadAfterMs: 120_000 })
     const root = mesh.dirs[0] as string

@@ -69,18 +69,27 @@ export interface Quorum {
  * person forgot (`meshwork forget`, until it starts again) and one this node
  * has not heard for `forgetAfterMs` (counted from this node's own start when
  * it never heard it). A node is reachable when this node's failure detector
- * has it alive or suspect. With a strict majority only one side of a
- * partition can advance main; the minority keeps running agents and its
- * finished tasks merge after the heal.
+ * has it alive or suspect, and, given `leaseMs`, heard within it. With a
+ * strict majority only one side of a partition can advance main; the
+ * minority keeps running agents and its finished tasks merge after the heal.
+ *
+ * The lease is what keeps a leader cut off from the majority from merging
+ * on while the majority elects another: its failure detector holds the
+ * others alive, then suspect, for `deadAfter` and more (it widens its
+ * timeouts with lag), and the majority may elect a new leader once it holds
+ * this one dead, `deadAfter` after the cut at the earliest. A lease shorter
+ * than that (`Leadership.quorum`: half of it, never widened) makes the old
+ * leader stop first.
  */
-export function quorum (me: string, voters: readonly Voter[], now: number, myStartedAt: number, forgetAfterMs = FORGET_AFTER_MS): Quorum {
+export function quorum (me: string, voters: readonly Voter[], now: number, myStartedAt: number, forgetAfterMs = FORGET_AFTER_MS, leaseMs: number | null = null): Quorum {
   let count = 0
   let reachable = 0
   const missing: string[] = []
   for (const v of voters) {
     if (v.leftAt !== null && v.leftAt >= v.startedAt) continue
     if (v.forgottenAt != null && v.forgottenAt >= v.startedAt) continue
-    if (v.peerId === me || v.state === 'alive' || v.state === 'suspect') {
+    const heard = v.peerId === me || leaseMs === null || (v.lastSeenAt !== null && now - v.lastSeenAt < leaseMs)
+    if (v.peerId === me || ((v.state === 'alive' || v.state === 'suspect') && heard)) {
       count++
       reachable++
       continue
