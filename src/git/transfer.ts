@@ -34,7 +34,8 @@ export {
   DEFAULT_CHUNK_BYTES, DEFAULT_MAX_CONCURRENT_SERVES, DEFAULT_MAX_TRANSFER_BYTES, DEFAULT_TRANSFER_TIMEOUT_MS, GitTransferError,
   type GitStreams, type GitTransferErrorCode
 } from './transfer/wire.ts'
-export { PACK_REUSE_MAX_BYTES, serveGit, type GitServeStats, type GitServer, type ServeGitOptions } from './transfer/server.ts'
+export { serveGit, type GitServeStats, type GitServer, type ServeGitOptions } from './transfer/server.ts'
+export { PACK_REUSE_MAX_BYTES } from './transfer/pack-reuse.ts'
 export { cloneFromPeer, collectHaves, fetchFromPeer, type CloneFromPeerOptions, type FetchFromPeerOptions, type FetchResult, type FetchStep } from './transfer/fetch.ts'
 export { removeStaleTransferTemps } from './transfer/quarantine.ts'
 export { handOff, serveHandoffs, HandoffError, GIT_HANDOFF_PROTOCOL, DEFAULT_HANDOFF_TIMEOUT_MS, type HandoffRequest, type HandoffServer, type ServeHandoffsOptions } from './transfer/handoff.ts'

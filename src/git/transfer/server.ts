@@ -18,6 +18,7 @@ import {
 } from './wire.ts'
 import { batchCheck, repoInfo } from './quarantine.ts'
 import { GIT_IDLE_MS, GIT_SERVES_PER_PEER, STREAM_IDLE_MS } from '../../node/constants.ts'
+import { PackReuse, packKey, type KeptPack } from './pack-reuse.ts'
 
 /** A pack file starts with `PACK`, version 2 or 3, and a 4-byte object count. */
 const PACK_HEADER_BYTES = 12
@@ -28,17 +29,6 @@ const PACK_HEADER_BYTES = 12
 export const KNOWN_COMMIT_TTL_MS = 10_000
 /** Known commits kept at most; past it, the expired ones are dropped. */
 const KNOWN_COMMITS_MAX = 1024
-/**
- * How long a pack made here is kept to answer the same request again (see
- * `serveGit`'s `packs`). @default 10 s
- */
-export const PACK_REUSE_TTL_MS = 10_000
-/** Largest pack kept for reuse: a new main's pack is a few KiB; larger ones are made for each request. @default 128 KiB */
-export const PACK_REUSE_MAX_BYTES = 128 * 1024
-/** Packs kept for reuse at once. */
-const PACK_REUSE_ENTRIES = 8
-/** How long a request waits for the same pack another request is making, before making its own. @default 2 s */
-export const PACK_REUSE_WAIT_MS = 2000
 export interface ServeGitOptions {
   /** Largest pack served. @default 2 GiB */
   maxBytes?: number
@@ -60,7 +50,7 @@ export interface ServeGitOptions {
    * among them needs no git process to look it up.
    */
   known?: () => readonly string[]
-  /** How long a request waits for the same pack another request is making, before making its own. @default 2 s */
+  /** How long a request waits for the same pack another request is making, before making its own. @default PACK_REUSE_WAIT_MS (2 s) */
   packReuseWaitMs?: number
   /** How long a pack made here is kept to answer the same request again. @default PACK_REUSE_TTL_MS (10 s) */
   packReuseTtlMs?: number
@@ -109,32 +99,6 @@ class ServeRefusal extends Error {
 }
 
 interface Resolved { oid: string, haves: string[] }
-
-/** A pack being made for a request, kept for others when it is whole and small (see `serveGit`'s `packs`). */
-interface KeptPack {
-  /** Passes the pack's bytes through, keeping a copy. */
-  tee: (source: AsyncIterable<Buffer>) => AsyncIterable<Buffer>
-  /** The pack is whole (pack-objects exited 0): keep it. */
-  done: () => void
-  /** Not kept (failed, cut short, or too large); a no-op after `done`. */
-  drop: () => void
-}
-
-/** The key of a pack: the commit and the haves it excludes. */
-function packKey (oid: string, haves: readonly string[]): string {
-  return `${oid} ${[...haves].sort().join(' ')}`
-}
-
-/** `p`'s value if it settles within `ms`, else null (a rejection counts as null). */
-async function withinMs<T> (p: Promise<T | null>, ms: number): Promise<T | null> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<null>(resolve => { timer = setTimeout(() => { resolve(null) }, ms) })
-  try {
-    return await Promise.race([p.catch(() => null), late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 /**
  * Reads a stream of buffers in order into buffers the caller provides, so a
@@ -274,58 +238,13 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     remember(present, found, now)
     // of the mains this node was at lately, the newest the requester has (or the want itself: up to date):
     // the mains before it are in its history, so the pack is the same without them, and requesters at the
-    // same main ask for one pack (`packs`)
+    // same main ask for one pack (`PackReuse`)
     const newest = knownHaves.includes(oid) ? oid : recentMains.find(h => knownHaves.includes(h))
     return { oid, haves: newest !== undefined ? [newest] : knownHaves.length > 0 ? knownHaves : found }
   }
 
-  /**
-   * Packs made lately, by commit and haves (`packKey`), to send again: after
-   * each merge round every follower asks the leader for the same new main
-   * from the same old one, at about the same moment. The first request makes
-   * the pack and sends it as it comes; the others wait for it (at most
-   * `packReuseWaitMs`, then make their own) and send the same bytes,
-   * saving a `git pack-objects` each. Only packs up to `PACK_REUSE_MAX_BYTES`
-   * are kept, for `packReuseTtlMs`; a pack is of immutable objects, so the
-   * same bytes answer the same request for as long as they are kept.
-   */
-  const packs = new Map<string, { until: number, pack: Promise<Buffer | null> }>()
-  const keepPack = (key: string): KeptPack => {
-    const now = performance.now()
-    for (const [k, e] of packs) if (e.until <= now) packs.delete(k)
-    while (packs.size >= PACK_REUSE_ENTRIES) packs.delete(packs.keys().next().value as string)
-    let settle: (b: Buffer | null) => void = () => {}
-    const entry = { until: now + (opts.packReuseTtlMs ?? PACK_REUSE_TTL_MS), pack: new Promise<Buffer | null>(resolve => { settle = resolve }) }
-    packs.set(key, entry)
-    const chunks: Buffer[] = []
-    let bytes = 0
-    let open = true
-    const drop = (): void => {
-      if (!open) return
-      open = false
-      chunks.length = 0
-      if (packs.get(key) === entry) packs.delete(key)
-      settle(null)
-    }
-    return {
-      tee: async function * (source: AsyncIterable<Buffer>) {
-        for await (const chunk of source) {
-          if (open) {
-            bytes += chunk.length
-            if (bytes > PACK_REUSE_MAX_BYTES) drop()
-            else chunks.push(chunk)
-          }
-          yield chunk
-        }
-      },
-      done: () => {
-        if (!open) return
-        open = false
-        settle(Buffer.concat(chunks))
-      },
-      drop
-    }
-  }
+  /** Packs made lately, sent again to requests of the same commit from the same main (`PackReuse`). */
+  const packs = new PackReuse({ ttlMs: opts.packReuseTtlMs, waitMs: opts.packReuseWaitMs })
 
   const parseRequest = (frame: Frame): { want: string, haves: string[] } => {
     if (frame.tag !== GitFrame.REQUEST) throw new ServeRefusal('bad-request', `expected a REQUEST frame, got tag ${frame.tag}`)
@@ -345,7 +264,7 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     const signal = AbortSignal.any([ac.signal, timeout])
     const lp = new FramedStream(stream, { maxDataLength: MAX_REQUEST_FRAME_BYTES, idleTimeoutMs: requestIdleMs })
     let pack: GitProcess | undefined
-    /** The pack this request makes, kept for the same request from others (`packs`). */
+    /** The pack this request makes, kept for the same request from others (`PackReuse`). */
     let making: KeptPack | undefined
     let counted = false
     const started = Date.now()
@@ -387,8 +306,8 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       }
       // `oid` is fixed now: the pack is of that commit even if the branch moves meanwhile
       const key = packKey(oid, haves)
-      const made = packs.get(key)
-      const reused = made !== undefined && made.until > performance.now() ? await withinMs(made.pack, opts.packReuseWaitMs ?? PACK_REUSE_WAIT_MS) : null
+      const kept = packs.take(key)
+      const reused = kept === null ? null : await kept
       let reader: StreamFiller
       if (reused !== null) {
         stats.packsReused++
@@ -396,7 +315,7 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       } else {
         pack = spawnGit(['pack-objects', '--revs', '--stdout', '--thin', '--delta-base-offset', '--quiet'], { cwd: repoDir, signal })
         pack.stdin.end([oid, ...haves.map(h => `^${h}`)].join('\n') + '\n')
-        making = keepPack(key)
+        making = packs.keep(key)
         reader = new StreamFiller(making.tee(pack.stdout))
       }
       // pack-objects writes the header once it has counted the objects: none means nothing is missing
