@@ -58,9 +58,11 @@ describe('git from the helper process', () => {
 
   it('a signal kills the process and fails the call at once', async () => {
     const ac = new AbortController()
-    // a git that runs until it is killed: the alias's shell writes its pid, then becomes a sleep that outlives git
+    // a git that runs until it is killed: the alias's shell writes its pid, then becomes a sleep that outlives git.
+    // The sleep ignores SIGTERM: an abort sends git SIGTERM, and git passes it on to its alias's process as it
+    // exits, so without that whether the sleep was still there when the call ended depended on the host's speed
     const pidFile = join(repo, '.git', 'sleeper.pid')
-    const running = git(['-c', `alias.wait=!echo $$ > '${pidFile}'; exec sleep 600`, 'wait'], { cwd: repo, signal: ac.signal })
+    const running = git(['-c', `alias.wait=!echo $$ > '${pidFile}'; trap '' TERM; exec sleep 600`, 'wait'], { cwd: repo, signal: ac.signal })
     const sleeper = await waitFor(() => { try { return Number(readFileSync(pidFile, 'utf8').trim()) || null } catch { return null } }, { timeoutMs: 20_000, message: 'the alias never wrote its pid' })
     try {
       ac.abort(new Error('stop'))
