@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
-import { mkdtemp, readFile, rm, writeFile, mkdir, readdir } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile, mkdir, readdir, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
@@ -204,5 +204,57 @@ describe('worktrees', () => {
     // it may still be writing in the repository (the teardown would race it)
     await wts.maintenance
     expect(existsSync(join(repo, '.git', 'gc.log'))).toBe(false)
+  })
+  it('with a spare: the next run takes the worktree checked out ahead, moved to its path and brought to its base; stop removes the spare', async () => {
+    const wts = new Worktrees(repo, root, { spare: true })
+    await writeFile(join(repo, 'stable.txt'), 'never changes\n')
+    await git(['add', '.'], { cwd: repo })
+    await git(['commit', '-q', '-m', 'stable'], { cwd: repo, env: commitEnv() })
+    const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+    const first = await wts.create('s1', base)
+    const spare = await wts.spareReady()
+    expect(spare, 'no spare was made after the first run').not.toBeNull()
+    expect(spare!.startsWith(join(root, '.spare-'))).toBe(true)
+    expect(await gitText(['rev-parse', 'HEAD'], { cwd: spare! })).toBe(base)
+    const stableInode = (await stat(join(spare!, 'stable.txt'))).ino
+    // main moves on (one file changed, one added) before the next run
+    await writeFile(join(repo, 'README.md'), 'hello again\n')
+    await writeFile(join(repo, 'new.txt'), 'new\n')
+    await git(['add', '.'], { cwd: repo })
+    await git(['commit', '-q', '-m', 'second'], { cwd: repo, env: commitEnv() })
+    const base2 = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+    const second = await wts.create('s2', base2)
+    expect(second.path).toBe(join(root, 's2'))
+    // the spare moved there (its files are the same files), and is gone from where it was
+    expect(existsSync(spare!)).toBe(false)
+    expect(await readFile(join(second.path, 'README.md'), 'utf8')).toBe('hello again\n')
+    expect(await readFile(join(second.path, 'new.txt'), 'utf8')).toBe('new\n')
+    expect(await gitText(['symbolic-ref', 'HEAD'], { cwd: second.path })).toBe('refs/heads/meshwork/s2')
+    expect(await gitText(['rev-parse', 'HEAD'], { cwd: second.path })).toBe(base2)
+    expect(await gitText(['status', '--porcelain'], { cwd: second.path })).toBe('')
+    const list = await gitText(['worktree', 'list', '--porcelain'], { cwd: repo })
+    expect(list).toContain(`worktree ${second.path}\n`)
+    expect(list).not.toContain(spare!)
+    // a file that did not change between the two bases was not written again: the spare's own file
+    expect((await stat(join(second.path, 'stable.txt'))).ino).toBe(stableInode)
+    // the run commits and is removed as any other; git forgets it
+    await writeFile(join(second.path, 'work.txt'), 'done\n')
+    const head = await wts.commit(second, 's2', 'S2')
+    expect(await gitText(['rev-parse', 'meshwork/s2'], { cwd: repo })).toBe(head)
+    await wts.remove(second)
+    await wts.remove(first)
+    // the next spare was made after the second run; a stop removes it, and nothing is left for git to prune
+    const next = await wts.spareReady()
+    expect(next).not.toBeNull()
+    expect(next).not.toBe(spare)
+    await wts.dropSpare()
+    expect(await readdir(root)).toEqual([])
+    expect(await readdir(join(repo, '.git', 'worktrees')).catch(() => [])).toEqual([])
+    // a spare left by a crash is pruned at start, and not reported as a task's worktree
+    const again = new Worktrees(repo, root, { spare: true })
+    await again.create('s3', base2)
+    expect(await again.spareReady()).not.toBeNull()
+    expect((await again.pruneStale()).sort()).toEqual(['s3'])
+    expect(await readdir(root)).toEqual([])
   })
 })

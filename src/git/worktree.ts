@@ -1,4 +1,4 @@
-import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises'
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { GitError, git, gitText } from './git.ts'
 import { gitDirOf, headOid } from './repo.ts'
@@ -75,6 +75,8 @@ export async function removeLegacyWorktrees (repo: string, dataDir: string): Pro
   return removed
 }
 
+/** Name prefix of a spare worktree under the worktrees root (no task id starts with a dot: ids are valid in branch names). */
+const SPARE_PREFIX = '.spare-'
 /** Task commits between two runs of git's auto maintenance (`Worktrees.commit`). @default 20 */
 export const COMMITS_PER_MAINTENANCE = 20
 
@@ -90,20 +92,36 @@ export class Worktrees {
   /** Task commits made here since git's auto maintenance last ran (see `commit`). */
   #commits = 0
 
-  constructor (repo: string, root: string) {
+  /** Whether `create` keeps a spare worktree ahead (see `#spare`). */
+  #keepSpare: boolean
+
+  /** `spare`: keep one worktree checked out ahead for the next run (a node does; off by default). */
+  constructor (repo: string, root: string, opts: { spare?: boolean } = {}) {
     this.repo = repo
     this.root = root
+    this.#keepSpare = opts.spare ?? false
   }
 
-  /** Removes worktrees left by a crash and lets git forget them. */
+  /** Removes worktrees left by a crash (and a spare) and lets git forget them; returns the tasks' names. */
   async pruneStale (): Promise<string[]> {
     await mkdir(this.root, { recursive: true, mode: 0o700 })
-    return await removeAllUnder(this.repo, this.root)
+    return (await removeAllUnder(this.repo, this.root)).filter(name => !name.startsWith(SPARE_PREFIX))
   }
 
   /**
+   * The spare: a worktree checked out (detached) at an earlier run's base, made
+   * in the background after a run's worktree, which the next run takes instead
+   * of checking out the whole tree on its slot. Null: none made or being made.
+   */
+  #spare: Promise<string | null> | null = null
+  #spareReady: string | null = null
+  #spares = 0
+
+  /**
    * Creates the worktree of a task run on branch `meshwork/<id>`, reset to
-   * `base` (the mesh main at claim time), and runs `setup` in it.
+   * `base` (the mesh main at claim time), and runs `setup` in it. Takes the
+   * spare worktree when one is ready (moved to the task's path, its files
+   * brought to `base`: only what differs is written), and starts the next spare.
    */
   async create (taskId: string, base: string, opts: { setup?: string, signal?: AbortSignal, env?: NodeJS.ProcessEnv } = {}): Promise<Worktree> {
     await mkdir(this.root, { recursive: true })
@@ -114,9 +132,71 @@ export class Worktrees {
       await rm(path, { recursive: true, force: true })
       await git(['worktree', 'prune'], { cwd: this.repo, allowFail: true })
     }
-    await git(['worktree', 'add', '--force', '-B', branch, path, base], { cwd: this.repo, ...(opts.signal !== undefined ? { signal: opts.signal } : {}) })
+    const signal = opts.signal !== undefined ? { signal: opts.signal } : {}
+    if (!await this.#fromSpare(path, branch, base, signal)) {
+      await git(['worktree', 'add', '--force', '-B', branch, path, base], { cwd: this.repo, ...signal })
+    }
+    this.#makeSpare(base)
     if (opts.setup !== undefined && opts.setup.trim() !== '') await runSetup(opts.setup, path, opts.signal, opts.env)
     return { path, branch, base }
+  }
+
+  /** Moves a ready spare to `path` and checks out `branch` at `base` there; false when there was none (or it failed: then it is gone). */
+  async #fromSpare (path: string, branch: string, base: string, signal: { signal?: AbortSignal }): Promise<boolean> {
+    const spare = this.#spareReady
+    if (spare === null) return false
+    this.#spareReady = null
+    this.#spare = null
+    try {
+      const admin = await adminDirOf(spare)
+      if (admin === null) throw new Error('not a plain linked worktree')
+      await rename(spare, path)
+      // git finds a linked worktree through its admin dir's `gitdir`: point it at the new place
+      await writeFile(join(admin, 'gitdir'), join(path, '.git') + '\n')
+      // -f: the spare's files are git's own (nothing ran in it); another worktree of the branch is a crashed run's
+      await git(['checkout', '-q', '-f', '--ignore-other-worktrees', '-B', branch, base], { cwd: path, ...signal })
+      return true
+    } catch (err) {
+      if (signal.signal?.aborted === true) throw err
+      await this.remove({ path: await exists(path) ? path : spare, branch, base }).catch(() => {})
+      await rm(spare, { recursive: true, force: true }).catch(() => {})
+      return false
+    }
+  }
+
+  /** Starts a spare worktree at `base` in the background, unless one is ready or on its way. */
+  #makeSpare (base: string): void {
+    if (!this.#keepSpare || this.#spare !== null) return
+    const path = join(this.root, `${SPARE_PREFIX}${process.pid}-${++this.#spares}`)
+    const made = (async (): Promise<string | null> => {
+      try {
+        await git(['worktree', 'add', '--force', '--detach', path, base], { cwd: this.repo })
+        return path
+      } catch {
+        await rm(path, { recursive: true, force: true }).catch(() => {})
+        return null
+      }
+    })()
+    this.#spare = made
+    void made.then(p => {
+      if (this.#spare !== made) return
+      if (p === null) this.#spare = null
+      else this.#spareReady = p
+    })
+  }
+
+  /** The spare worktree, once made (null: none). */
+  async spareReady (): Promise<string | null> {
+    return await this.#spare
+  }
+
+  /** Makes no more spares and removes the one there is (waiting for one on its way): at a node's stop. */
+  async dropSpare (): Promise<void> {
+    this.#keepSpare = false
+    const path = await this.#spare
+    this.#spare = null
+    this.#spareReady = null
+    if (path !== null && path !== undefined) await this.remove({ path, branch: '', base: '' }).catch(() => {})
   }
 
   /**

@@ -107,6 +107,8 @@ export interface ExecutionInit {
   knownCommit?: (oid: string) => boolean
   /** Fetches a task's checkpoint commit from the leader or the node that made it; false when none has it. */
   fetchCheckpoint?: (task: Task) => Promise<boolean>
+  /** Keep a spare worktree checked out ahead for the next run (`Worktrees`); `stop` removes it. @default false */
+  spareWorktree?: boolean
 }
 
 /**
@@ -122,7 +124,12 @@ export class Execution {
 
   constructor (init: ExecutionInit) {
     this.#init = init
-    this.worktrees = new Worktrees(init.repo, init.worktreesDir)
+    this.worktrees = new Worktrees(init.repo, init.worktreesDir, { spare: init.spareWorktree ?? false })
+  }
+
+  /** Removes the spare worktree (runs remove their own as they end). */
+  async stop (): Promise<void> {
+    await this.worktrees.dropSpare()
   }
 
   async start (): Promise<void> {

@@ -69,6 +69,7 @@ export class Worker {
   #pruneTimer: NodeJS.Timeout | null = null
   /** The periodic prune of branches and transcripts in progress, or null. */
   #pruning: Promise<void> | null = null
+  #exec: Execution | null = null
   #disk: DiskSpace | null = null
 
   constructor (init: WorkerInit) {
@@ -170,9 +171,12 @@ export class Worker {
         ensureMain: async () => { await leadership.syncMain() },
         knownCommit: oid => leadership.holdsMain(oid),
         fetchCheckpoint: async t => await fetchCheckpoint(node, repo, t, logger),
+        // the next run's worktree is checked out while this one works: a run's slot waits only for the files that differ
+        spareWorktree: true,
         ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {})
       })
       await exec.start()
+      this.#exec = exec
       const names = (peer: PeerIdString): string => node.board.snapshot().nodes.get(peer)?.name ?? peer.slice(-8)
       this.scheduler = new Scheduler({
         node,
@@ -241,6 +245,7 @@ export class Worker {
     await this.scheduler?.stop(graceMs)
     await leaving
     await this.#pruning
+    await this.#exec?.stop()
   }
 }
 
