@@ -162,4 +162,37 @@ describe('a finished run frees its slot before its hand-off ends', () => {
     expect(b.state).toBe('done')
     expect([...b.holders]).toEqual([node.peerId])
   })
+  it('the slot is free once the agent succeeded: the next task runs while the first one\'s work is still being committed', async () => {
+    mesh = await createMesh(1)
+    await waitAllAlive(mesh.nodes)
+    const node = mesh.nodes[0]!
+    const { repo, exec } = await execution(node)
+    const commits: string[] = []
+    let release: (() => void) | null = null
+    const held = new Promise<void>(resolve => { release = resolve })
+    const started: string[] = []
+    // the first run's commit waits for the test; every later one goes straight through
+    const finish = async (t: Task): Promise<string | null> => {
+      commits.push(t.id)
+      if (commits.length === 1) await held
+      return await exec.finish(t)
+    }
+    const log = new RunLog()
+    scheds = [attachScheduler(node, log, 1, { prepare: exec.prepare, finish, cleanup: exec.cleanup, onRunStart: id => { started.push(id); log.record(node.peerId, id, 0) } })]
+    node.changeBoard('plan', addTasks([simpleTask('a', { sim: sim('a.txt') }), simpleTask('b', { sim: sim('b.txt') })]))
+    await waitFor(() => commits.length === 1, { timeoutMs: 20_000, message: () => `no run reached its commit: ${JSON.stringify([node.board.task('a'), node.board.task('b')])}` })
+    const first = commits[0]!
+    const second = first === 'a' ? 'b' : 'a'
+    // one slot, and the first run's commit is held: the second starts and reaches its own commit all the same
+    await waitFor(() => commits.length === 2, { timeoutMs: 20_000, message: () => `${second} never ran while ${first}'s commit was held: started ${started.join(',')}, ${JSON.stringify(node.board.task(second))}` })
+    expect(started).toEqual([first, second])
+    expect(node.board.task(first)?.state).toBe('running')
+    release!()
+    await waitFor(() => ['a', 'b'].every(id => node.board.task(id)?.state === 'done'), { timeoutMs: 20_000, message: () => JSON.stringify([node.board.task('a'), node.board.task('b')]) })
+    for (const id of ['a', 'b']) {
+      expect(node.board.task(id)?.head).toBe(await gitText(['rev-parse', `refs/heads/meshwork/${id}`], { cwd: repo }))
+      expect(node.board.task(id)?.attempts).toBe(1)
+    }
+    expect(log.duplicates()).toEqual([])
+  })
 })

@@ -61,6 +61,8 @@ export interface RunHooks {
   prepare?: ((task: Task, signal: AbortSignal) => Promise<string | undefined>) | undefined
   /** Called after a successful run, before the task is marked done; returns the branch head oid. */
   finish?: ((task: Task, cwd: string | undefined) => Promise<string | null>) | undefined
+  /** Called when the agent has ended with success, before `finish` commits its work: the run's slot may take the next task. */
+  agentDone?: (() => void) | undefined
   /** What to tell the agent besides the prompt; default: nothing. */
   context?: ((task: Task, snap: BoardSnapshot) => string) | undefined
   onProgress?: ((taskId: Task['id'], p: AgentProgress) => void) | undefined
@@ -166,6 +168,8 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
   if (result.outcome === 'unavailable') return { kind: 'infra', stage: 'agent-start', error: result.error ?? 'the agent could not be started', agentStarted: false, result }
   if (result.outcome !== 'success') return signal.aborted ? abortEnd(true, result) : { kind: 'agent', result, head: null, agentStarted: true }
   let head: string | null = null
+  // the agent is done: the commit needs no slot
+  if (!signal.aborted) hooks.agentDone?.()
   try {
     if (hooks.finish !== undefined) head = await hooks.finish(t, cwd)
   } catch (err) {

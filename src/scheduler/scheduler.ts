@@ -75,8 +75,9 @@ export const STARTUP_QUIET_HEARTBEATS = 3
 /** Default grace for running agents on a graceful stop. @default 30 s */
 export const DEFAULT_STOP_GRACE_MS = 30_000
 /**
- * Finished runs per slot that may hand their branch to the leader and write
- * `done` in the background, their slot already running the next task. Past
+ * Finished runs per slot that may commit their work, hand their branch to the
+ * leader and write `done` in the background, their slot already running the
+ * next task. Past
  * that, a finished run keeps its slot until its hand-off ends: the leader takes
  * at most a few hand-offs at once, and a node that piled up more would only
  * see them time out (and fall back to collection) there. @default 1
@@ -171,9 +172,9 @@ export class Scheduler {
   /** Runs that hold a slot: preparing, their agent working, or committing. */
   #runs = new Map<TaskId, Run>()
   /**
-   * Runs whose agent succeeded and whose work is committed, handing their
-   * branch to the leader and writing `done` (and removing their worktree):
-   * they hold no slot, up to `FINISHING_PER_SLOT` per slot.
+   * Runs whose agent succeeded, committing their work, handing their branch
+   * to the leader and writing `done` (and removing their worktree): they hold
+   * no slot, up to `FINISHING_PER_SLOT` per slot.
    */
   #finishing = new Map<TaskId, Run>()
   /** The periodic tick: `TICK_MS`, or `IDLE_TICK_MS` while nothing is in flight. */
@@ -637,6 +638,8 @@ export class Scheduler {
       me: this.#me(),
       snapshot: () => this.node.board.snapshot(),
       log: this.#log,
+      // the agent succeeded: its slot takes the next task while the work is committed and handed off
+      agentDone: () => { this.#finish(t.id, run) },
       checkpointEveryMs: this.#init.checkpointEveryMs ?? DEFAULT_CHECKPOINT_EVERY_MS,
       recordCheckpoint: (task, head, recent) => {
         const me = this.#me()
@@ -644,8 +647,8 @@ export class Scheduler {
       }
     }, t, run.abort.signal)
     const committed = end.kind === 'agent' && end.result.outcome === 'success' && !run.abort.signal.aborted ? { head: end.head } : null
-    // the work is committed: the slot takes the next task while the branch goes to the leader, the worktree
-    // is removed and done is written (an agent no longer runs, so --slots still bounds agents)
+    // the agent is done (`agentDone` freed the slot before the commit): the slot takes the next task while the
+    // branch goes to the leader, the worktree is removed and done is written (--slots still bounds agents)
     if (committed !== null) this.#finish(t.id, run)
     // the leader takes the branch before the board says done (a death of this node after done costs no run),
     // while the worktree is removed
@@ -690,7 +693,7 @@ export class Scheduler {
     }
   }
 
-  /** Run `id` committed its work: it leaves its slot for the next claim and finishes in the background. */
+  /** Run `id`'s agent succeeded: it leaves its slot for the next claim and finishes (commit, hand-off, done) in the background. */
   #finish (id: TaskId, run: Run): void {
     if (this.#runs.get(id) !== run) return
     this.#runs.delete(id)
