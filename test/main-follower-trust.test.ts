@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { git, gitText } from '../src/git/git.ts'
-import { MainFollower } from '../src/merge/main-follower.ts'
+import { FOLLOW_LAND_MAX_MS, FOLLOW_LAND_QUIET_MS, MainFollower } from '../src/merge/main-follower.ts'
 import type { LeaderInit } from '../src/merge/context.ts'
 import { silentLogger } from '../src/util/logger.ts'
 import { commitFiles, initRepo } from './helpers/git.ts'
@@ -120,5 +120,62 @@ describe('MainFollower.landing', () => {
     expect(await gitText(['for-each-ref', '--format=%(refname)', 'refs/heads/meshwork/local/'], { cwd: repo }), 'main kept aside').toBe('')
     expect(await gitText(['rev-parse', 'refs/heads/main'], { cwd: repo })).toBe(tip)
     expect(f.trusted()).toBe(tip)
+  })
+})
+
+describe('MainFollower deferred sync (a node that does not lead)', () => {
+  it('takes a new main as a commit a run may start from, moves the branch only on a sync without defer, and dates its quiet time from the last new main', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'meshwork-follower-defer-'))
+    dirs.push(root)
+    const repo = await initRepo(join(root, 'repo'))
+    const base = await commitFiles(repo, { 'a.txt': 'a\n' }, 'base')
+    // mesh mains this node has the objects of (as after a fetch) but its branch does not point at
+    const next = await gitText(['commit-tree', '-p', base, '-m', 'next', `${base}^{tree}`], { cwd: repo })
+    const next2 = await gitText(['commit-tree', '-p', next, '-m', 'next2', `${base}^{tree}`], { cwd: repo })
+    const tree = await gitText(['rev-parse', `${base}^{tree}`], { cwd: repo })
+    let head = next
+    const node = { peerId: 'me', board: { snapshot: () => ({ main: { head, leader: 'other' } }) }, membership: { alive: () => [] } }
+    const init: Pick<LeaderInit, 'repo' | 'branch' | 'logger' | 'worktreesDir'> & { node: unknown } = { repo, branch: 'main', logger: silentLogger, worktreesDir: join(root, 'wt'), node }
+    const f = new MainFollower(init as LeaderInit)
+    expect(await f.read()).toBe(base)
+    const branch = async (): Promise<string> => await gitText(['rev-parse', 'refs/heads/main'], { cwd: repo })
+
+    const t0 = Date.now()
+    await f.sync({ defer: true })
+    const t1 = Date.now()
+    expect(await branch(), 'a deferred sync moved the branch').toBe(base)
+    expect(f.holds(next), 'a run may start from the fetched main').toBe(true)
+    expect(f.holds(base)).toBe(true)
+    expect(f.behind).toBe(true)
+    expect(f.recentMains()[0], 'the fetched main is a have for the next fetch').toBe(next)
+    expect(f.landDue(t0 - 1)).toBe(false)
+    expect(f.landDue(t1 + FOLLOW_LAND_QUIET_MS)).toBe(true)
+    // the same main asked for again (every board change asks) does not start its quiet time over
+    await waitFor(() => Date.now() > t1, { timeoutMs: 5000, message: 'the clock did not move' })
+    await f.sync({ defer: true })
+    expect(f.landDue(t1 + FOLLOW_LAND_QUIET_MS)).toBe(true)
+    // a newer main does; but the first deferred one still bounds the wait
+    head = next2
+    await waitFor(() => Date.now() > t1 + 1, { timeoutMs: 5000, message: 'the clock did not move' })
+    await f.sync({ defer: true })
+    expect(f.holds(next2)).toBe(true)
+    expect(f.landDue(t1 + FOLLOW_LAND_QUIET_MS), 'the quiet time dates from the newest main').toBe(false)
+    expect(f.landDue(t1 + FOLLOW_LAND_MAX_MS)).toBe(true)
+    expect(await branch()).toBe(base)
+
+    // a sync without defer moves the branch (and the clean checkout) to the newest main
+    await f.sync()
+    expect(await branch()).toBe(next2)
+    expect(await gitText(['rev-parse', 'HEAD'], { cwd: repo })).toBe(next2)
+    expect(f.behind).toBe(false)
+    expect(f.landDue(Date.now() + FOLLOW_LAND_MAX_MS)).toBe(false)
+    expect(f.trusted()).toBe(next2)
+
+    // a mesh main that is no commit is never taken as one a run may start from
+    head = tree
+    await f.sync({ defer: true })
+    expect(f.holds(tree)).toBe(false)
+    expect(f.behind).toBe(false)
+    expect(await branch()).toBe(next2)
   })
 })

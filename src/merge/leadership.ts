@@ -4,7 +4,7 @@ import { electLeader, quorum, ELECTION_TIMEOUT_MS, type Candidate, type Quorum, 
 import { openTasks } from '../scheduler/dag.ts'
 import { toError } from '../util/errors.ts'
 import { MainPusher, type PushReport } from './main-push.ts'
-import { MainFollower } from './main-follower.ts'
+import { FOLLOW_LAND_QUIET_MS, MainFollower } from './main-follower.ts'
 import { BranchCollector } from './collect.ts'
 import { MergeQueue } from './queue.ts'
 import { Decisions } from './decisions.ts'
@@ -150,6 +150,8 @@ export class Leadership {
   /** Stops the loop and the push, aborts what is in progress (a merge's checks, fetches, an agent resolving), and waits for it to end. */
   async stop (): Promise<void> {
     this.#ticker.stop()
+    if (this.#landTimer !== null) clearTimeout(this.#landTimer)
+    this.#landTimer = null
     this.#unsubscribe?.()
     this.#unsubscribe = null
     this.pusher?.stop()
@@ -250,7 +252,11 @@ export class Leadership {
       // a main no peer could give this node: asked for again at the tick's pace, not at every board change
     } else {
       this.#syncing = true
-      void this.#bg.track(this.syncMain()).catch(err => { logger.warn('main:sync-failed', { error: toError(err).message }) }).finally(() => {
+      // a node that does not lead fetches a new main at once and moves its branch and checkout once main is
+      // still for a moment (its runs start from the fetched commit meanwhile); the leader never waits
+      const defer = snap.main.leader !== me && !this.#follower.landDue()
+      void this.#bg.track(this.syncMain({ defer })).catch(err => { logger.warn('main:sync-failed', { error: toError(err).message }) }).finally(() => {
+        if (this.#follower.behind) this.#armLanding()
         this.#syncing = false
         this.#syncEndedAt = Date.now()
         // a new main (or a merge held back by this sync) that arrived meanwhile: at once (a main no peer
@@ -322,8 +328,8 @@ export class Leadership {
     return this.#follower.holds(oid)
   }
 
-  /** The main sync in progress, and the one queued behind it (callers that come meanwhile share it). */
-  #sync: { running: Promise<void> | null, queued: Promise<void> | null } = { running: null, queued: null }
+  /** The main sync in progress, and the one queued behind it (callers that come meanwhile share it; a deferred one only if all asked for that). */
+  #sync: { running: Promise<void> | null, queued: Promise<void> | null, queuedDefer: boolean } = { running: null, queued: null, queuedDefer: true }
 
   /**
    * Brings this repository's main to the mesh main on the board (see
@@ -331,18 +337,30 @@ export class Leadership {
    * the merge queue all ask for it, and two at once would fetch the same main
    * twice. A call during a sync waits for it and then syncs once more (the
    * board may have moved on), shared by every caller that came meanwhile.
+   * `defer`: fetch only, move the branch later (the loop on a node that does
+   * not lead, `MainFollower.sync`).
    */
-  async syncMain (): Promise<void> {
+  async syncMain (opts: { defer?: boolean } = {}): Promise<void> {
+    const defer = opts.defer === true
     const s = this.#sync
-    if (s.queued !== null) { await s.queued; return }
-    const start = (): Promise<void> => {
-      const p = this.#follower.sync().finally(() => { if (s.running === p) s.running = null })
+    if (s.queued !== null) { if (!defer) s.queuedDefer = false; await s.queued; return }
+    const start = (d: boolean): Promise<void> => {
+      const p = this.#follower.sync({ defer: d }).finally(() => { if (s.running === p) s.running = null })
       s.running = p
       return p
     }
-    if (s.running === null) { await start(); return }
-    const q = s.running.catch(() => {}).then(() => { s.queued = null; return start() })
+    if (s.running === null) { await start(defer); return }
+    s.queuedDefer = defer
+    const q = s.running.catch(() => {}).then(() => { const d = s.queuedDefer; s.queued = null; s.queuedDefer = true; return start(d) })
     s.queued = q
     await q
+  }
+
+  /** Wakes the loop when a main fetched without moving to it is due to be moved to (`FOLLOW_LAND_QUIET_MS`). */
+  #landTimer: ReturnType<typeof setTimeout> | null = null
+  #armLanding (): void {
+    if (this.#landTimer !== null) clearTimeout(this.#landTimer)
+    this.#landTimer = setTimeout(() => { this.#landTimer = null; this.#wake() }, FOLLOW_LAND_QUIET_MS + 10)
+    this.#landTimer.unref()
   }
 }

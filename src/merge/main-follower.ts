@@ -12,6 +12,16 @@ import { MAIN_RECHECK_BLIND_MS, MAIN_RECHECK_MS, type LeaderInit, type LocalMain
 export const RECENT_MAINS = 32
 
 /**
+ * A node that does not lead fetches each new mesh main at once (a run starts
+ * from it), but moves its main branch and primary checkout there (`git status`
+ * and `git merge --ff-only`: two of the four git processes of every move) only
+ * once main has been still this long (`MainFollower.landDue`). @default 1000 ms
+ */
+export const FOLLOW_LAND_QUIET_MS = 1000
+/** ...and never later than this after the first main it fetched without moving to it. @default 3000 ms */
+export const FOLLOW_LAND_MAX_MS = 3000
+
+/**
  * The main follower, which every node runs (leader or not): keeps the local
  * main branch equal to the mesh main the board names.
  */
@@ -25,6 +35,13 @@ export class MainFollower implements LocalMain {
   #missing: { oid: string, since: number } | null = null
   /** The last `RECENT_MAINS` commits the local main was read at or moved to, newest first. */
   #recent: string[] = []
+
+  /**
+   * The newest mesh main fetched here (a commit: the fetch's connectivity
+   * check peels it) that the local branch has not moved to yet (a deferred
+   * sync), with when the first and the last such fetch were; null: none.
+   */
+  #ahead: { oid: string, since: number, at: number } | null = null
 
   #signal: AbortSignal | undefined
   /** The landing in progress (`landing`), which a sync waits for. */
@@ -72,7 +89,19 @@ export class MainFollower implements LocalMain {
    * before the local main was first read.
    */
   recentMains (): string[] {
-    return [...this.#recent]
+    const ahead = this.#ahead?.oid
+    return ahead === undefined ? [...this.#recent] : [ahead, ...this.#recent.filter(o => o !== ahead)]
+  }
+
+  /** Whether a main fetched without moving to it (a deferred sync) should be moved to now (`FOLLOW_LAND_QUIET_MS`, `FOLLOW_LAND_MAX_MS`). */
+  landDue (now = Date.now()): boolean {
+    const a = this.#ahead
+    return a !== null && (now - a.at >= FOLLOW_LAND_QUIET_MS || now - a.since >= FOLLOW_LAND_MAX_MS)
+  }
+
+  /** Whether a fetched main waits for the local branch to move to it (see `sync`'s `defer`). */
+  get behind (): boolean {
+    return this.#ahead !== null
   }
 
   /**
@@ -81,10 +110,12 @@ export class MainFollower implements LocalMain {
    * under main; a main kept aside stays on its backup branch).
    */
   holds (oid: string): boolean {
-    return this.#seen?.oid === oid
+    return this.#seen?.oid === oid || this.#ahead?.oid === oid
   }
 
   moved (oid: string | null): void {
+    // the branch moved (a sync, or a merge landed here): a main fetched ahead of it is behind it now
+    if (oid !== null) this.#ahead = null
     this.#see(oid)
   }
 
@@ -111,9 +142,11 @@ export class MainFollower implements LocalMain {
    * Keeps this repository's main equal to the mesh main on the board: moves the
    * branch when the commit is here, else fetches it from the leader (or any
    * node that has merged), and brings a clean primary checkout along. Waits
-   * for a landing in progress first (`landing`).
+   * for a landing in progress first (`landing`). `defer`: only fetch the new
+   * main (a run can start from it: `holds`), and move the branch and checkout
+   * later, by a sync without it (a follower while main moves fast).
    */
-  async sync (): Promise<void> {
+  async sync (opts: { defer?: boolean } = {}): Promise<void> {
     const { node, repo, branch, logger } = this.#init
     while (this.#landing !== null) {
       logger.debug('main:sync-after-landing')
@@ -122,14 +155,15 @@ export class MainFollower implements LocalMain {
     const target = node.board.snapshot().main.head
     if (target === null) return
     const trusted = this.trusted()
-    if (trusted === target) return
+    if (trusted === target) { this.#ahead = null; return }
     let local: string | null
     let here: string | null
     if (trusted !== null) {
       // the local main is known (its files have not changed since), and a new main is as good as never
-      // here before it is fetched: no git process to ask (were it here, the peer answers "up to date")
+      // here before it is fetched (but for one fetched by a deferred sync): no git process to ask (were it
+      // here, the peer answers "up to date")
       local = trusted
-      here = null
+      here = this.#ahead?.oid === target ? target : null
     } else {
       this.#refFiles ??= await refFilesOf(repo, branch)
       const sig = refSignature(this.#refFiles)
@@ -138,7 +172,7 @@ export class MainFollower implements LocalMain {
       local = found[0] ?? null
       here = found[1] ?? null
       this.#see(local, sig)
-      if (local === target) { this.#missing = null; return }
+      if (local === target) { this.#missing = null; this.#ahead = null; return }
     }
     if (here !== target) {
       const leader = node.board.snapshot().main.leader
@@ -165,6 +199,15 @@ export class MainFollower implements LocalMain {
       }
     }
     this.#missing = null
+    if (opts.defer === true && local != null) {
+      // the commit is here and checked (a run may start from it); the branch and checkout move later
+      const now = Date.now()
+      // (the same main again, as every board change asks, is no move: its quiet time goes on)
+      const a = this.#ahead
+      this.#ahead = a?.oid === target ? a : { oid: target, since: a?.since ?? now, at: now }
+      return
+    }
+    this.#ahead = null
     this.moved(null)
     // the usual move first: a fast-forward of the clean checkout, which shows by itself that main only moves forward
     let how = local != null ? await advanceBranch(repo, branch, local, target, { fastForwardOnly: true }) : 'not-fast-forward'

@@ -170,8 +170,10 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
     const alternates = [objects, process.env.GIT_ALTERNATE_OBJECT_DIRECTORIES].filter(d => d !== undefined && d !== '').join(':')
     const withPack = { GIT_ALTERNATE_OBJECT_DIRECTORIES: alternates }
     const [connected, [obj]] = await Promise.all([
-      git(['rev-list', '--objects', '--quiet', got.oid, '--not', '--all'], { ...local, allowFail: true, env: withPack }),
-      // update-ref refuses non-commits for branches only; objects only: the caller's command checks
+      // peeled to a commit: a tree or blob fails here (what every fetch wants is a commit), so a main fetched
+      // objects-only is known to be one (a run may start from it before main moves there)
+      git(['rev-list', '--objects', '--quiet', `${got.oid}^{commit}`, '--not', '--all'], { ...local, allowFail: true, env: withPack }),
+      // update-ref refuses non-commits for branches only; objects only: the peel above checks
       intoRef === null || intoRef.startsWith('refs/heads/') ? Promise.resolve([{ oid: got.oid, type: 'commit' }]) : batchCheck(repoDir, [got.oid], signal, withPack)
     ])
     if (connected.code !== 0) {
