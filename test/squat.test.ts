@@ -46,9 +46,12 @@ type Node = NonNullable<TestMesh['nodes'][0]>
 
 /** Waits until every node in `nodes` has task `id`. */
 async function landsEverywhere (nodes: Node[], id: string, what: string): Promise<void> {
+  const name = (peer: string): string => nodes.find(n => n.peerId === peer)?.name ?? peer.slice(-6)
+  // who is linked to whom and what each thinks of the others: what a failure here needs to be understood
+  const links = (): string => nodes.map(n => `${n.name} connected to [${n.connectedPeers().map(p => name(p.toString())).join(', ')}], sees ${n.membership.members().map(m => `${name(m.peerId)} ${m.state}`).join(', ')}`).join('; ')
   await waitFor(() => nodes.every(n => n.board.task(id) !== undefined), {
     timeoutMs: 20_000,
-    message: () => `${what}: task ${id} is not on ${nodes.filter(n => n.board.task(id) === undefined).map(n => n.name).join(', ')}`
+    message: () => `${what}: task ${id} is not on ${nodes.filter(n => n.board.task(id) === undefined).map(n => n.name).join(', ')} (${links()})`
   })
 }
 
