@@ -101,7 +101,7 @@ export interface ExecutionInit {
   branch: string
   setup?: string
   logger: Logger
-  /** Brings the local main to the mesh main (fetching it if needed). */
+  /** Makes the mesh main's commit known here (fetching it if needed; a node that does not lead moves its branch there later). */
   ensureMain?: () => Promise<void>
   /** Whether a commit is known to be here without asking git (the local main as last read or moved). */
   knownCommit?: (oid: string) => boolean

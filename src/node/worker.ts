@@ -168,7 +168,8 @@ export class Worker {
         worktreesDir: this.worktreesDir,
         branch,
         logger,
-        ensureMain: async () => { await leadership.syncMain() },
+        // a run needs the commit, not the branch moved: a node that does not lead only fetches it (`MainFollower.sync`)
+        ensureMain: async () => { await leadership.syncMain({ defer: node.board.snapshot().main.leader !== node.peerId }) },
         knownCommit: oid => leadership.holdsMain(oid),
         fetchCheckpoint: async t => await fetchCheckpoint(node, repo, t, logger),
         // the next run's worktree is checked out while this one works: a run's slot waits only for the files that differ
