@@ -24,6 +24,17 @@ function follower (repo: string, branch = 'main'): MainFollower {
   return new MainFollower(init as LeaderInit)
 }
 
+/** A repository with one commit (`base`), and a follower of it whose node's board names `head()` as the mesh main, led by `leader`. */
+async function boardFollower (prefix: string, leader: string, head: (base: string) => string, logger = silentLogger): Promise<{ root: string, repo: string, base: string, f: MainFollower }> {
+  const root = await mkdtemp(join(tmpdir(), prefix))
+  dirs.push(root)
+  const repo = await initRepo(join(root, 'repo'))
+  const base = await commitFiles(repo, { 'a.txt': 'a\n' }, 'base')
+  const node = { peerId: 'me', board: { snapshot: () => ({ main: { head: head(base), leader } }) }, membership: { alive: () => [] } }
+  const init: Pick<LeaderInit, 'repo' | 'branch' | 'logger' | 'worktreesDir'> & { node: unknown } = { repo, branch: 'main', logger, worktreesDir: join(root, 'wt'), node }
+  return { root, repo, base, f: new MainFollower(init as LeaderInit) }
+}
+
 describe('MainFollower.trusted', () => {
   it('holds while the branch is unchanged and drops at once when a commit moves it', async () => {
     const root = await mkdtemp(join(tmpdir(), 'meshwork-follower-'))
@@ -86,18 +97,12 @@ describe('MainFollower.trusted', () => {
 
 describe('MainFollower.landing', () => {
   it('a sync while the leader lands a merge waits for it: the local main ahead of the board for that moment is not kept aside', async () => {
-    const root = await mkdtemp(join(tmpdir(), 'meshwork-follower-landing-'))
-    dirs.push(root)
-    const repo = await initRepo(join(root, 'repo'))
-    const base = await commitFiles(repo, { 'a.txt': 'a\n' }, 'base')
-    const tip = await gitText(['commit-tree', '-p', base, '-m', 'merged', `${base}^{tree}`], { cwd: repo })
-    // the board names `head` as the mesh main; this node is its leader
-    let head = base
     const events: string[] = []
     const logger = { ...silentLogger, debug: (event: string) => { events.push(event) } }
-    const node = { peerId: 'me', board: { snapshot: () => ({ main: { head, leader: 'me' } }) }, membership: { alive: () => [] } }
-    const init: Pick<LeaderInit, 'repo' | 'branch' | 'logger' | 'worktreesDir'> & { node: unknown } = { repo, branch: 'main', logger, worktreesDir: join(root, 'wt'), node }
-    const f = new MainFollower(init as LeaderInit)
+    // the board names `head` as the mesh main (the base until the landing says otherwise); this node is its leader
+    let head: string | null = null
+    const { repo, base, f } = await boardFollower('meshwork-follower-landing-', 'me', b => head ?? b, logger)
+    const tip = await gitText(['commit-tree', '-p', base, '-m', 'merged', `${base}^{tree}`], { cwd: repo })
     expect(await f.read()).toBe(base)
     let release: () => void = () => {}
     const held = new Promise<void>(resolve => { release = resolve })
@@ -125,18 +130,14 @@ describe('MainFollower.landing', () => {
 
 describe('MainFollower deferred sync (a node that does not lead)', () => {
   it('takes a new main as a commit a run may start from, moves the branch only on a sync without defer, and dates its quiet time from the last new main', async () => {
-    const root = await mkdtemp(join(tmpdir(), 'meshwork-follower-defer-'))
-    dirs.push(root)
-    const repo = await initRepo(join(root, 'repo'))
-    const base = await commitFiles(repo, { 'a.txt': 'a\n' }, 'base')
+    // the board names `head` as the mesh main; another node leads
+    let head = ''
+    const { repo, base, f } = await boardFollower('meshwork-follower-defer-', 'other', () => head)
     // mesh mains this node has the objects of (as after a fetch) but its branch does not point at
     const next = await gitText(['commit-tree', '-p', base, '-m', 'next', `${base}^{tree}`], { cwd: repo })
     const next2 = await gitText(['commit-tree', '-p', next, '-m', 'next2', `${base}^{tree}`], { cwd: repo })
     const tree = await gitText(['rev-parse', `${base}^{tree}`], { cwd: repo })
-    let head = next
-    const node = { peerId: 'me', board: { snapshot: () => ({ main: { head, leader: 'other' } }) }, membership: { alive: () => [] } }
-    const init: Pick<LeaderInit, 'repo' | 'branch' | 'logger' | 'worktreesDir'> & { node: unknown } = { repo, branch: 'main', logger: silentLogger, worktreesDir: join(root, 'wt'), node }
-    const f = new MainFollower(init as LeaderInit)
+    head = next
     expect(await f.read()).toBe(base)
     const branch = async (): Promise<string> => await gitText(['rev-parse', 'refs/heads/main'], { cwd: repo })
 
