@@ -95,7 +95,7 @@ export class Worktrees {
   /** Whether `create` keeps a spare worktree ahead (see `#spare`). */
   #keepSpare: boolean
 
-  /** `spare`: keep a finished run's worktree for the next run (`retire`; a node does; off by default). */
+  /** `spare`: keep one worktree checked out ahead for the next run (a node does; off by default). */
   constructor (repo: string, root: string, opts: { spare?: boolean } = {}) {
     this.repo = repo
     this.root = root
@@ -109,9 +109,9 @@ export class Worktrees {
   }
 
   /**
-   * The spare: a finished run's worktree, detached and cleaned (`retire`),
-   * which the next run takes instead of checking out the whole tree on its
-   * slot. Null: none parked or being parked.
+   * The spare: a worktree checked out (detached) at an earlier run's base, made
+   * in the background after a run's worktree, which the next run takes instead
+   * of checking out the whole tree on its slot. Null: none made or being made.
    */
   #spare: Promise<string | null> | null = null
   #spareReady: string | null = null
@@ -121,7 +121,7 @@ export class Worktrees {
    * Creates the worktree of a task run on branch `meshwork/<id>`, reset to
    * `base` (the mesh main at claim time), and runs `setup` in it. Takes the
    * spare worktree when one is ready (moved to the task's path, its files
-   * brought to `base`: only what differs is written).
+   * brought to `base`: only what differs is written), and starts the next spare.
    */
   async create (taskId: string, base: string, opts: { setup?: string, signal?: AbortSignal, env?: NodeJS.ProcessEnv } = {}): Promise<Worktree> {
     await mkdir(this.root, { recursive: true })
@@ -136,6 +136,7 @@ export class Worktrees {
     if (!await this.#fromSpare(path, branch, base, signal)) {
       await git(['worktree', 'add', '--force', '-B', branch, path, base], { cwd: this.repo, ...signal })
     }
+    this.#makeSpare(base)
     if (opts.setup !== undefined && opts.setup.trim() !== '') await runSetup(opts.setup, path, opts.signal, opts.env)
     return { path, branch, base }
   }
@@ -152,8 +153,7 @@ export class Worktrees {
       await rename(spare, path)
       // git finds a linked worktree through its admin dir's `gitdir`: point it at the new place
       await writeFile(join(admin, 'gitdir'), join(path, '.git') + '\n')
-      // -f: tracked files an earlier run changed go back to the base (untracked ones were cleaned at parking);
-      // another worktree of the branch is a crashed run's
+      // -f: the spare's files are git's own (nothing ran in it); another worktree of the branch is a crashed run's
       await git(['checkout', '-q', '-f', '--ignore-other-worktrees', '-B', branch, base], { cwd: path, ...signal })
       return true
     } catch (err) {
@@ -164,48 +164,28 @@ export class Worktrees {
     }
   }
 
-  /**
-   * Ends a run's worktree: kept as the spare when none is parked or being
-   * parked (detached at its head, which frees the branch; every untracked and
-   * ignored file removed, `git clean -ffdx`; the per-worktree sparse-checkout
-   * and config an agent could have set removed; moved to a `.spare-` name),
-   * else removed. Anything that fails removes it.
-   */
-  async retire (wt: Worktree): Promise<void> {
-    if (!this.#keepSpare || this.#spare !== null) { await this.remove(wt); return }
+  /** Starts a spare worktree at `base` in the background, unless one is ready or on its way. */
+  #makeSpare (base: string): void {
+    if (!this.#keepSpare || this.#spare !== null) return
     const path = join(this.root, `${SPARE_PREFIX}${process.pid}-${++this.#spares}`)
-    const parked = (async (): Promise<string | null> => {
-      let at = wt.path
+    const made = (async (): Promise<string | null> => {
       try {
-        const admin = await adminDirOf(wt.path)
-        if (admin === null) throw new Error('not a plain linked worktree')
-        // refuses a merge or rebase left half done (an unmerged index): then the worktree goes
-        await git(['checkout', '-q', '--detach'], { cwd: wt.path })
-        await git(['clean', '-ffdxq'], { cwd: wt.path })
-        await rm(join(admin, 'info', 'sparse-checkout'), { force: true })
-        await rm(join(admin, 'config.worktree'), { force: true })
-        await rename(wt.path, path)
-        at = path
-        await writeFile(join(admin, 'gitdir'), join(path, '.git') + '\n')
+        await git(['worktree', 'add', '--force', '--detach', path, base], { cwd: this.repo })
         return path
       } catch {
-        await this.remove({ ...wt, path: at }).catch(() => {})
-        await rm(at, { recursive: true, force: true }).catch(() => {})
+        await rm(path, { recursive: true, force: true }).catch(() => {})
         return null
       }
     })()
-    this.#spare = parked
-    const spare = await parked
-    if (this.#spare !== parked) {
-      // dropped while it was parked (the node stopping)
-      if (spare !== null) await this.remove({ ...wt, path: spare }).catch(() => {})
-      return
-    }
-    if (spare === null) this.#spare = null
-    else this.#spareReady = spare
+    this.#spare = made
+    void made.then(p => {
+      if (this.#spare !== made) return
+      if (p === null) this.#spare = null
+      else this.#spareReady = p
+    })
   }
 
-  /** The spare worktree, once parked (null: none). */
+  /** The spare worktree, once made (null: none). */
   async spareReady (): Promise<string | null> {
     return await this.#spare
   }

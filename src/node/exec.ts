@@ -114,9 +114,8 @@ export interface ExecutionInit {
 /**
  * Connects the scheduler to git: each run gets a fresh worktree on
  * `meshwork/<id>` from the main it is based on; after a successful run the
- * leftovers are committed and the head oid goes to the board; after every run
- * the worktree is removed, or kept as the next run's spare (`Worktrees.retire`;
- * the branch stays either way).
+ * leftovers are committed and the head oid goes to the board; the worktree is
+ * removed after every run (the branch stays).
  */
 export class Execution {
   readonly worktrees: Worktrees
@@ -220,7 +219,6 @@ export class Execution {
     const wt = this.#open.get(task.id)
     if (wt === undefined) return
     this.#open.delete(task.id)
-    // kept as the next run's spare when the node keeps one (cleaned of everything the run left), else removed
-    await this.worktrees.retire(wt)
+    await this.worktrees.remove(wt)
   }
 }
