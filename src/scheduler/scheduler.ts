@@ -169,7 +169,7 @@ export class Scheduler {
   #init: SchedulerInit
   #log: Logger
   #pending = new Map<TaskId, PendingClaim>()
-  /** Runs that hold a slot: preparing, their agent working, or committing. */
+  /** Runs that hold a slot: preparing, or their agent working. */
   #runs = new Map<TaskId, Run>()
   /**
    * Runs whose agent succeeded, committing their work, handing their branch
