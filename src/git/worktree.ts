@@ -158,7 +158,7 @@ export class Worktrees {
       return true
     } catch (err) {
       if (signal.signal?.aborted === true) throw err
-      await this.remove({ path: await exists(path) ? path : spare, branch, base }).catch(() => {})
+      await this.remove({ path: await exists(path) ? path : spare }).catch(() => {})
       await rm(spare, { recursive: true, force: true }).catch(() => {})
       return false
     }
@@ -196,7 +196,7 @@ export class Worktrees {
     const path = await this.#spare
     this.#spare = null
     this.#spareReady = null
-    if (path !== null && path !== undefined) await this.remove({ path, branch: '', base: '' }).catch(() => {})
+    if (path !== null && path !== undefined) await this.remove({ path }).catch(() => {})
   }
 
   /**
@@ -260,7 +260,7 @@ export class Worktrees {
   }
 
   /** Removes the worktree; the branch (and its commits) stay in the repository. */
-  async remove (wt: Worktree): Promise<void> {
+  async remove (wt: Pick<Worktree, 'path'>): Promise<void> {
     // what `git worktree remove --force` does, without a git process per task: the files, then the
     // worktree's administrative dir (which its `.git` file names); git itself when that is not plain
     const admin = await adminDirOf(wt.path)

@@ -175,7 +175,7 @@ export class Execution {
       return wt.path
     } catch (err) {
       const path = join(this.worktrees.root, task.id)
-      await this.worktrees.remove({ path, branch: `meshwork/${task.id}`, base }).catch(() => {})
+      await this.worktrees.remove({ path }).catch(() => {})
       throw err
     }
   }

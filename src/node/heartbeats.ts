@@ -1,3 +1,11 @@
+/*
+ * Over 450 lines, on purpose: a node's presence in one class. What it sends
+ * (the heartbeat, its timing, acknowledgements brought forward, the addresses
+ * and the direct-peer report it carries) and what it does with the peers'
+ * (validation, membership updates, the failure detector's tick) share the
+ * timer and the last-sent state; the forwarding rule lives apart
+ * (presence-relay.ts), as does the wire format (protocol/presence.ts).
+ */
 import { loadavg, availableParallelism } from 'node:os'
 import { performance as hooks } from 'node:perf_hooks'
 import { TopicValidatorResult, type SignedMessage } from '@libp2p/gossipsub'

@@ -646,10 +646,9 @@ export class Scheduler {
         this.node.changeBoard('task:checkpoint', d => { lifecycle.recordCheckpoint(d, task.id, { head, at: Date.now(), node: me, epoch: task.epoch, recent }) })
       }
     }, t, run.abort.signal)
+    // a run that committed left its slot when its agent succeeded (`agentDone`): the slot runs the next task
+    // while the branch goes to the leader, the worktree is removed and done is written (--slots still bounds agents)
     const committed = end.kind === 'agent' && end.result.outcome === 'success' && !run.abort.signal.aborted ? { head: end.head } : null
-    // the agent is done (`agentDone` freed the slot before the commit): the slot takes the next task while the
-    // branch goes to the leader, the worktree is removed and done is written (--slots still bounds agents)
-    if (committed !== null) this.#finish(t.id, run)
     // the leader takes the branch before the board says done (a death of this node after done costs no run),
     // while the worktree is removed
     const handOff = this.#init.handOff
