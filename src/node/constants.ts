@@ -46,6 +46,16 @@ export const MAX_LIVE_MEMBERS = 1024
 export const REDIAL_INTERVAL_MS = 2000
 
 /**
+ * For how long after its start a node dials the peers it remembers from before
+ * a restart (DATA/peers.json) every round while they are not alive, rather than
+ * only with the dead ones (every fifth round). Its peers may know it only by the
+ * address it had before: if its first dial of one of them fails, that peer may
+ * have no other way back to the mesh.
+ * @default 30000 ms
+ */
+export const REMEMBERED_EAGER_MS = 30_000
+
+/**
  * Peers a node dials on its own once it has learned them from heartbeats. Gossip
  * reaches everyone else through them (gossipsub keeps a mesh of about six per
  * topic), and a stream to any peer (sync, git) dials it when needed. Without a

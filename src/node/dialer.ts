@@ -3,7 +3,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { AbortOptions, PeerId, PeerData, Libp2pEvents, TypedEventTarget, Connection } from '@libp2p/interface'
 import { every, type Startable } from './service.ts'
 import type { Membership } from './membership.ts'
-import { DIAL_TIMEOUT_MS, MAX_LEARNED_DIALS, PEER_TARGET, REDIAL_INTERVAL_MS } from './constants.ts'
+import { DIAL_TIMEOUT_MS, MAX_LEARNED_DIALS, PEER_TARGET, REDIAL_INTERVAL_MS, REMEMBERED_EAGER_MS } from './constants.ts'
 import type { Presence } from '../protocol/presence.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
@@ -31,7 +31,9 @@ export interface DialerComponents {
  * come up later), top up to PEER_TARGET peers from addresses learned in
  * heartbeats (at most MAX_LEARNED_DIALS dials at once), and redial peers that
  * went suspect or dead: they may be cut off from us (a partition) rather than
- * gone.
+ * gone. A node with no connection at all dials every address it knows every
+ * round, of peers that look dead or left too: a peer that restarted on a new
+ * port, through which alone it was linked, may not know where it is.
  */
 export class Dialer implements Startable {
   readonly #c: DialerComponents
@@ -44,6 +46,7 @@ export class Dialer implements Startable {
   /** The addresses last put into the peer store for each peer, joined. */
   readonly #storedAddrs = new Map<string, string>()
   #redialRound = 0
+  #startedAt = 0
   #stopTimer: (() => void) | null = null
   #started = false
   #stopped = false
@@ -64,6 +67,7 @@ export class Dialer implements Startable {
 
   afterStart (): void {
     if (this.#stopTimer !== null || this.#stopped) return
+    this.#startedAt = Date.now()
     this.#stopTimer = every(REDIAL_INTERVAL_MS, () => { this.#redial() }, err => { this.#log.error('timer:failed', { error: toError(err).message }) })
     this.#redial()
   }
@@ -128,21 +132,25 @@ export class Dialer implements Startable {
       byPeer.set(key, [...(byPeer.get(key) ?? []), ma])
     }
     for (const [key, addrs] of byPeer) void this.#dial(addrs, key)
+    // a node linked to nobody tries everything it knows, every round: it has nothing else to do, and the
+    // peer it was linked through may be back on a new port that only the others can tell it
+    const isolated = this.#connected.size === 0
     // dead peers are retried less often: a healed partition must find its way back
-    const retryDead = this.#redialRound++ % 5 === 0
-    // peers remembered from before a restart: at once while this node has no peer, then with the dead ones
-    if (this.#connected.size === 0 || retryDead) {
+    const retryDead = this.#redialRound++ % 5 === 0 || isolated
+    // peers remembered from before a restart: every round while isolated or just started (they may know this
+    // node only by its old address), then with the dead ones
+    if (retryDead || Date.now() - this.#startedAt < REMEMBERED_EAGER_MS) {
       for (const p of this.#c.remembered?.() ?? []) {
         if (p.peerId === self || this.#connected.has(p.peerId)) continue
         const m = this.#c.membership.get(p.peerId)
-        if (m !== undefined && (m.state === 'alive' || m.state === 'left')) continue
+        if (m !== undefined && !isolated && (m.state === 'alive' || m.state === 'left')) continue
         void this.#dial(parseAddrs(p.addrs), p.peerId)
       }
     }
     for (const m of this.#c.membership.members()) {
-      if (m.state === 'left' || (m.state === 'dead' && !retryDead) || m.addrs.length === 0) continue
+      if ((m.state === 'left' && !isolated) || (m.state === 'dead' && !retryDead) || m.addrs.length === 0) continue
       if (this.#connected.has(m.peerId)) continue
-      if (m.state === 'alive') this.#dialLearned(m.peerId, m.addrs)
+      if (m.state === 'alive' && !isolated) this.#dialLearned(m.peerId, m.addrs)
       else void this.#dial(parseAddrs(m.addrs), m.peerId)
     }
   }
