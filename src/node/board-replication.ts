@@ -183,49 +183,19 @@ export class BoardReplication implements Startable {
     return TopicValidatorResult.Accept
   }
 
-  /** Gossiped changes validated and waiting to be applied together (`#applyReceived`), with who sent each. */
-  #received: Array<{ change: Uint8Array, from: string }> = []
-
   #handle (data: Uint8Array, from: string): void {
     const m = decodeBoardGossip(data)
     if (m.kind === 'change') {
       this.#c.stats.changesReceived++
-      // applied once the messages read with this one are handled: on a busy host several arrive together, and
-      // one apply of all of them costs one board update (a patch pass, a disk write, a scheduler and a merge
-      // loop wake-up) instead of one each
-      if (this.#received.push({ change: m.change, from }) === 1) setImmediate(() => { this.#applyReceived() })
-    } else if (m.kind === 'heads') {
-      if (!this.#c.board.hasHeads(m.heads)) void this.requestSync(from)
-    }
-  }
-
-  /**
-   * Applies the gossiped changes that came in since the last call, all at once;
-   * when that fails (the board applies none of a batch with a bad change), one
-   * by one, so each refusal is counted against the peer that sent it.
-   */
-  #applyReceived (): void {
-    const batch = this.#received
-    this.#received = []
-    if (batch.length === 0 || this.#stopped) return
-    if (batch.length > 1) {
       try {
-        this.#c.board.applyChanges(batch.map(b => b.change))
-        return
-      } catch {}
-    }
-    for (const { change, from } of batch) {
-      try {
-        this.#c.board.applyChanges([change])
+        this.#c.board.applyChanges([m.change])
       } catch (err) {
         // the role rules that need the change's history run once it is applied (and rolled back)
-        if (this.#refused(err, from)) {
-          this.#c.gossip.reject('forbidden-write', from)
-        } else {
-          this.#c.gossip.reject('apply-failed', from)
-          this.#log.warn('gossip:apply-failed', { from, error: toError(err).message })
-        }
+        if (!this.#refused(err, from)) throw err
+        this.#c.gossip.reject('forbidden-write', from)
       }
+    } else if (m.kind === 'heads') {
+      if (!this.#c.board.hasHeads(m.heads)) void this.requestSync(from)
     }
   }
 
