@@ -154,6 +154,8 @@ interface RunResult {
   idealMs: number
   makespanMs: number
   submitWallMs: number
+  /** CPU seconds of the `submit --wait` process (it runs on the same host as the nodes); null when unknown. */
+  submitCpuS: number | null
   submitExit: number | null
   mergedOnBoard: number
   killed: string | null
@@ -251,6 +253,8 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     await writeFile(planFile, JSON.stringify(plan, null, 1))
     const cpu0 = new Map([...nodes].map(([n, x]) => [n, cpuOf(x.pid)]))
     const git0 = new Map([...nodes].map(([n, x]) => [n, gitCount(x.gitFile)]))
+    // the submit client's CPU: what this process's reaped children used meanwhile (it is the only one reaped then)
+    const reaped0 = cpuOf('self')?.children ?? null
     const t0 = Date.now()
     const submit = spawnTracked(['submit', planFile, '--wait', '--json', ...conn], baseEnv)
     let killed: string | null = null
@@ -281,7 +285,10 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     finished = true
     const submitWallMs = Date.now() - t0
     if (sub === null) { submit.proc.kill('SIGKILL'); await submit.exited }
-    log(`[${spec.name}] submit --wait exited ${sub?.code ?? 'timeout'} after ${(submitWallMs / 1000).toFixed(1)} s`)
+    const reaped1 = cpuOf('self')?.children ?? null
+    // (not with a node killed: its CPU is reaped too)
+    const submitCpuS = reaped0 === null || reaped1 === null || killed !== null ? null : reaped1 - reaped0
+    log(`[${spec.name}] submit --wait exited ${sub?.code ?? 'timeout'} after ${(submitWallMs / 1000).toFixed(1)} s, using ${submitCpuS?.toFixed(1) ?? '?'} s of CPU`)
     // main everywhere: wait (bounded) for every live node to log main at the last tip before reading the figures
     const cpu1 = new Map([...nodes].map(([n, x]) => [n, n === killed ? cpuAtKill.get(n) ?? null : cpuOf(x.pid)]))
     const git1 = new Map([...nodes].map(([n, x]) => [n, gitCount(x.gitFile)]))
@@ -361,6 +368,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
       idealMs,
       makespanMs: last - first,
       submitWallMs,
+      submitCpuS,
       submitExit: sub?.code ?? null,
       mergedOnBoard,
       killed,
@@ -403,7 +411,7 @@ function report (results: RunResult[], meta: { date: string, machine: string, qu
   out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
   for (const r of results) {
     const a = r.analysis
-    out.push(`| ${r.title}${r.killed !== null ? ` (${r.killed} SIGKILLed at ${s1(r.killedAtMs ?? Number.NaN)})` : ''} | ${r.tasks} | ${r.slots} | ${s1(r.totalWorkMs)} | ${s1(r.lowerBoundMs)} | ${s1(r.idealMs)} | ${s1(r.makespanMs)} | ${ratio(r.makespanMs, r.lowerBoundMs)} | ${ratio(r.makespanMs, r.idealMs)} | ${s1(r.submitWallMs)} (exit ${r.submitExit ?? 'timeout'}) | ${r.mergedOnBoard}/${r.tasks} | ${a.runs} | ${a.claimsLost} | ${a.rerunsAfterKill} | ${a.duplicateRuns} | ${a.duplicateMerges} | ${a.batches} (${a.meanBatch.toFixed(1)}) | ${r.mainChecked} |`)
+    out.push(`| ${r.title}${r.killed !== null ? ` (${r.killed} SIGKILLed at ${s1(r.killedAtMs ?? Number.NaN)})` : ''} | ${r.tasks} | ${r.slots} | ${s1(r.totalWorkMs)} | ${s1(r.lowerBoundMs)} | ${s1(r.idealMs)} | ${s1(r.makespanMs)} | ${ratio(r.makespanMs, r.lowerBoundMs)} | ${ratio(r.makespanMs, r.idealMs)} | ${s1(r.submitWallMs)} (exit ${r.submitExit ?? 'timeout'}; ${r.submitCpuS?.toFixed(1) ?? '?'} s CPU) | ${r.mergedOnBoard}/${r.tasks} | ${a.runs} | ${a.claimsLost} | ${a.rerunsAfterKill} | ${a.duplicateRuns} | ${a.duplicateMerges} | ${a.batches} (${a.meanBatch.toFixed(1)}) | ${r.mainChecked} |`)
   }
   const c = results.find(r => r.clients !== null)?.clients
   if (c != null) out.push('', `Client commands against a live mesh (wall time, CLI start-up included): \`status\` ${msf(c.okMs)} (exit ${c.okExit}); \`status\` at a port where nothing listens, \`--timeout 60s\`: ${msf(c.refusedMs)} (exit ${c.refusedExit}); with another mesh's key: ${msf(c.wrongKeyMs)} (exit ${c.wrongKeyExit}). Aims: a refused or wrong-key client fails in < 3 s, \`status\` < 1 s.`)
