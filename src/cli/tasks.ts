@@ -58,6 +58,9 @@ export const submitCommand = defineCommand({
   }
 })
 
+/** `submit --wait` reads the plan's tasks at most this often (a line for each state it sees). @default 200 ms */
+const FOLLOW_PASS_MS = 200
+
 async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, ids: TaskId[], json: boolean): Promise<number> {
   const last = new Map<string, string>()
   const lastBlocked = new Map<string, string>()
@@ -102,11 +105,15 @@ async function follow (client: Awaited<ReturnType<typeof clientFromOptions>>, id
       else process.stdout.write(`plan settled: ${summary.merged} merged, ${summary.failed} failed, ${summary.cancelled} cancelled, ${summary.conflict} waiting on a decision, ${summary.blocked} blocked behind those${held > 0 ? `, ${held} held by a spent budget` : ''}\n`)
       return merged === ids.length ? 0 : 1
     }
-    // gossip brings changes; a periodic sync repairs anything missed
+    // gossip brings changes; a periodic sync repairs anything missed. A pass reads the whole plan, so passes
+    // are at least FOLLOW_PASS_MS apart: a busy mesh changes the board many times a second
+    const passEnded = Date.now()
     await Promise.race([
       new Promise(resolve => { client.node.addEventListener('board:update', resolve, { once: true }) }),
       new Promise(resolve => setTimeout(resolve, 2000))
     ])
+    const early = FOLLOW_PASS_MS - (Date.now() - passEnded)
+    if (early > 0) await new Promise(resolve => setTimeout(resolve, early))
     if (Date.now() - lastSync > 5000) {
       lastSync = Date.now()
       await client.node.requestSync(client.peer)
