@@ -47,7 +47,7 @@ import { analyze, parseLog, type Analysis, type LogLine, type PhaseStat } from '
 import { writeSection } from './bench/lib/docs.ts'
 import { installExitGuards, killAllChildren, register } from './bench/lib/children.ts'
 import { seedRepo, writeGitShim } from './bench/lib/repo.ts'
-import { cpuOf } from './bench/lib/proc.ts'
+import { cpuOf, reapedChildrenCpu } from './bench/lib/proc.ts'
 
 const BIN = fileURLToPath(new URL('../bin/meshwork.js', import.meta.url))
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url))
@@ -254,7 +254,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     const cpu0 = new Map([...nodes].map(([n, x]) => [n, cpuOf(x.pid)]))
     const git0 = new Map([...nodes].map(([n, x]) => [n, gitCount(x.gitFile)]))
     // the submit client's CPU: what this process's reaped children used meanwhile (it is the only one reaped then)
-    const reaped0 = cpuOf('self')?.children ?? null
+    const reaped0 = reapedChildrenCpu()
     const t0 = Date.now()
     const submit = spawnTracked(['submit', planFile, '--wait', '--json', ...conn], baseEnv)
     let killed: string | null = null
@@ -285,7 +285,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     finished = true
     const submitWallMs = Date.now() - t0
     if (sub === null) { submit.proc.kill('SIGKILL'); await submit.exited }
-    const reaped1 = cpuOf('self')?.children ?? null
+    const reaped1 = reapedChildrenCpu()
     // (not with a node killed: its CPU is reaped too)
     const submitCpuS = reaped0 === null || reaped1 === null || killed !== null ? null : reaped1 - reaped0
     log(`[${spec.name}] submit --wait exited ${sub?.code ?? 'timeout'} after ${(submitWallMs / 1000).toFixed(1)} s, using ${submitCpuS?.toFixed(1) ?? '?'} s of CPU`)

@@ -27,6 +27,11 @@ export function cpuOf (pid: number | 'self'): { self: number, children: number }
   return { self: own.self, children }
 }
 
+/** CPU seconds of this process's children that have ended and been reaped (not its running ones). */
+export function reapedChildrenCpu (): number | null {
+  return statTimes('self')?.children ?? null
+}
+
 function statTimes (pid: number | 'self'): { self: number, children: number } | null {
   try {
     const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
