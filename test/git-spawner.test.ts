@@ -110,6 +110,41 @@ setInterval(() => {}, 1000)`
     }
   })
 
+  it('a helper that dies is reported once: the call it ran fails, and later git runs from the node itself', async () => {
+    const spawner = join(process.cwd(), 'src', 'git', 'spawner.ts')
+    const gitModule = join(process.cwd(), 'src', 'git', 'git.ts')
+    // in a process of its own: a dead helper is not replaced for the rest of the process
+    const script = `import { spawnFromHelper, helperPid } from ${JSON.stringify(spawner)}
+import { git } from ${JSON.stringify(gitModule)}
+import { readFileSync } from 'node:fs'
+const lost = []
+spawnFromHelper({ onLost: why => { lost.push(why) } })
+const pidFile = ${JSON.stringify(join(dir, 'helper-death.pid'))}
+const running = git(['-c', "alias.wait=!echo $$ > '" + pidFile + "'; exec sleep 600", 'wait'], { cwd: ${JSON.stringify(repo)} })
+const helper = helperPid()
+while (true) { try { if (readFileSync(pidFile, 'utf8').trim() !== '') break } catch {} await new Promise(r => setTimeout(r, 20)) }
+process.kill(helper, 'SIGKILL')
+const failed = await running.then(() => 'ran', e => e.message)
+const after = (await git(['rev-parse', 'HEAD'], { cwd: ${JSON.stringify(repo)} })).stdout.toString().trim()
+try { process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL') } catch {}
+console.log(JSON.stringify({ lost, failed, after, helperAfter: helperPid() }))
+process.exit(0)`
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (c: Buffer) => { out += c.toString() })
+    try {
+      const line = await waitFor(() => out.includes('\n') ? out.trim() : null, { timeoutMs: 30_000, message: () => `the script reported nothing: ${out}` })
+      const r = JSON.parse(line) as { lost: string[], failed: string, after: string, helperAfter: number | null }
+      expect(r.lost, 'told once').toHaveLength(1)
+      expect(r.lost[0]).toMatch(/git helper process exited \(SIGKILL\)/)
+      expect(r.failed).toMatch(/git helper process exited/)
+      expect(r.after).toMatch(/^[0-9a-f]{40}$/)
+      expect(r.helperAfter, 'no helper after its death').toBeNull()
+    } finally {
+      child.kill('SIGKILL')
+    }
+  })
+
   it('streams a process through the helper: stdin with backpressure, stdout paused while unread, a kill', async () => {
     spawnFromHelper()
     // 8 MiB into `hash-object --stdin`, written as a caller does (waiting for 'drain')

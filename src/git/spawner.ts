@@ -144,9 +144,19 @@ let idleMs = HELPER_IDLE_MS
  * node` calls it at its start, the merge leader when it starts to lead).
  * `idleMs`: how long an idle helper stays (`HELPER_IDLE_MS`).
  */
-export function spawnFromHelper (opts: { idleMs?: number } = {}): void {
+export function spawnFromHelper (opts: { idleMs?: number, onLost?: (why: string) => void } = {}): void {
   wanted = true
   if (opts.idleMs !== undefined) idleMs = opts.idleMs
+  if (opts.onLost !== undefined) onLost = opts.onLost
+}
+
+/** Told once, when the helper could not be started or died (git is started by this process from then on). */
+let onLost: ((why: string) => void) | null = null
+
+function lost (why: string): void {
+  const tell = onLost
+  onLost = null
+  try { tell?.(why) } catch {}
 }
 
 let helper: ChildProcess | null = null
@@ -208,14 +218,16 @@ function spawnerHelper (): ChildProcess | null {
       if (helper !== h) return
       helper = null
       unavailable = true
+      lost(err.message)
       failAll(err)
     }
     h.on('error', gone)
     h.on('exit', (code, signal) => { gone(new Error(`the git helper process exited (${signal ?? code ?? 'unknown'}) while this git command ran; git is started by the node itself from now on, so running the step again works`)) })
     helper = h
     hold(false)
-  } catch {
+  } catch (err) {
     unavailable = true
+    lost(`the git helper process could not be started (${err instanceof Error ? err.message : String(err)}); git is started by the node itself from now on`)
   }
   return helper
 }
