@@ -494,13 +494,7 @@ export class Scheduler {
       const holder = t.state === 'running' ? t.node : t.state === 'claimed' ? claimWinner(t) : null
       if (holder !== null) load.set(holder, (load.get(holder) ?? 0) + 1)
     }
-    // this node's own room as the others see it (the board): a slot freed at its agent's success is not on the
-    // board until the run's done is, and counting it here would make this node the preferred owner of a task
-    // the others give to someone else (a lost claim on one side). Such hidden room takes only tasks that no
-    // node has room for in the board's view, below
-    const boardFree = Math.max(0, Math.min(free, this.effectiveSlots() - (load.get(me) ?? 0)))
-    let hidden = free - boardFree
-    const capacity: Capacity[] = [{ peerId: me, free: boardFree }]
+    const capacity: Capacity[] = [{ peerId: me, free }]
     /** The nodes that run tasks, whatever their load: between them, the mesh's rendezvous shares out tasks ranked alike. */
     const runners: string[] = [me]
     for (const m of this.node.membership.alive()) {
@@ -520,10 +514,8 @@ export class Scheduler {
       const waited = now - readySince(t, snap)
       const stealAfter = this.#init.stealAfterMs ?? DEFAULT_STEAL_AFTER_MS
       const mine = owner === me
-      const spare = owner === undefined && hidden > 0
-      if (!mine && !spare && waited < stealAfter) continue
+      if (!mine && waited < stealAfter) continue
       if (t.files.length > 0 && [...active, ...picked.map(p => p.task)].some(o => o.id !== t.id && scopesOverlap(o.files, t.files))) continue
-      if (!mine && owner === undefined && hidden > 0) hidden--
       picked.push({ task: t, stolen: !mine })
     }
     if (picked.length === 0) return
