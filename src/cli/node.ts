@@ -180,11 +180,6 @@ export const nodeCommand = defineCommand({
     if (opts['print-peer-id']) return await printNodePeerId(opts.data, opts.repo)
     const repoOpt = opts.repo
     if (repoOpt === undefined) throw new UsageError('meshwork node needs --repo DIR: the git repository this node works in (a missing or empty DIR is cloned from the mesh; add --init-repo to start a new history there).')
-    // every git process of this node is started by a small helper process (src/git/spawner.ts); its loss is
-    // logged once the node's logger exists
-    let helperLost: string | null = null
-    let logHelperLost = (why: string): void => { helperLost = why }
-    spawnFromHelper({ onLost: why => { logHelperLost(why) } })
     const agent = opts.agent
     if (agent === 'command' && opts['agent-cmd'] === undefined) throw new UsageError('--agent command needs --agent-cmd "CMD": the shell command that runs a task (prompt on stdin).')
     const slots = opts.slots
@@ -225,8 +220,8 @@ export const nodeCommand = defineCommand({
     const baseLog = createLogger('meshwork', { level: opts['log-level'] })
     // metrics count the events the node logs, at every level
     const log = metrics !== null ? metrics.tap(baseLog) : baseLog
-    logHelperLost = why => { log.warn('git:helper-lost', { error: why, note: 'git processes are started by the node itself from now on (more CPU and event-loop stalls per git process on a busy node); restart the node to get the helper back' }) }
-    if (helperLost !== null) logHelperLost(helperLost)
+    // from here on every git process of this node is started by a small helper process (src/git/spawner.ts)
+    spawnFromHelper({ onLost: why => { log.warn('git:helper-lost', { error: why, note: 'git processes are started by the node itself from now on (more CPU and event-loop stalls per git process on a busy node); restart the node to get the helper back' }) } })
     if (conn.insecure) log.warn('mesh:insecure', { note: 'running without a private swarm key: anyone who can reach this node can join the mesh' })
 
     await inspectRepo(repo, branch)
