@@ -151,6 +151,21 @@ export interface SchedulerInit {
 }
 
 interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean, hash: string | null }
+
+/**
+ * Whether this node's pending claim can no longer win whatever arrives
+ * later: the task runs on another node in the claim's epoch, or another
+ * node's claim of the epoch comes first (claims are only added; an earlier
+ * one keeps beating this one, and should it be withdrawn, the task is
+ * claimed afresh).
+ */
+function lostAlready (t: Task | undefined, claim: PendingClaim, me: PeerIdString): boolean {
+  if (t === undefined || t.epoch !== claim.epoch) return false
+  if (t.state === 'running') return t.node !== me
+  if (t.state !== 'claimed' || t.claims[me]?.epoch !== claim.epoch) return false
+  const winner = claimWinner(t)
+  return winner !== null && winner !== me
+}
 interface Run { epoch: number, abort: AbortController, done: Promise<void> }
 
 /**
@@ -197,6 +212,13 @@ export class Scheduler {
   #handoffTurns: Array<() => void> = []
   /** The last `ACK_HEARTBEATS_KEPT` heartbeat heads of each peer, newest first, kept while claims settle. */
   #recentHeads = new Map<PeerIdString, string[][]>()
+  /**
+   * Claims withdrawn during a tick, written at its end: with the tick's new
+   * claims when it makes any (one board change for both: a node that lost a
+   * claim usually claims another task at once), else in a change of their own.
+   */
+  #withdrawals: Array<{ id: TaskId, reason: string }> = []
+  #inTick = false
   #logHeld: (held: string | null) => void
   /** Whether this node can run agents now (paused: it claims nothing but a trial run once the pause ends). */
   readonly health: NodeHealth
@@ -310,8 +332,14 @@ export class Scheduler {
     const now = Date.now()
     this.#checkRuns(snap)
     this.#recover(snap, now)
-    this.#settle(snap, now)
-    if (this.#claiming) this.#claim(snap, now)
+    this.#inTick = true
+    try {
+      this.#settle(snap, now)
+      if (this.#claiming) this.#claim(snap, now)
+    } finally {
+      this.#inTick = false
+      this.#writeWithdrawals()
+    }
     const idle = openTasks(snap).length === 0 && this.#pending.size + this.#runs.size + this.#finishing.size + this.#orphanSince.size === 0
     if (!this.#stopped) this.#ticker.pace(idle ? IDLE_TICK_MS : TICK_MS)
   }
@@ -519,9 +547,15 @@ export class Scheduler {
       picked.push({ task: t, stolen: !mine })
     }
     if (picked.length === 0) return
+    // the claims lost in this tick's settle go back in the same change
+    const withdrawn = this.#withdrawals.splice(0)
     const hash = this.node.changeBoardHash('tasks:claim', d => {
+      for (const w of withdrawn) lifecycle.withdraw(d, w.id, me)
       for (const { task } of picked) lifecycle.claim(d, task.id, me, task.epoch, now)
     })
+    // a change that was not made (withheld) takes the withdrawals with it: they go on their own
+    if (hash === null) this.#withdrawals.unshift(...withdrawn)
+    else for (const w of withdrawn) this.#log.info('task:released', { task: w.id, reason: w.reason })
     const settleMs = this.settleMs
     // look again the moment the settle window ends rather than at the next tick
     const wake = setTimeout(() => { this.#schedule() }, settleMs + 1)
@@ -554,13 +588,15 @@ export class Scheduler {
     const acknowledged = (peer: { peerId: PeerIdString, heads: string[] }, hash: string): boolean =>
       this.node.board.seenBy(peer.heads, hash) === true || (this.#recentHeads.get(peer.peerId) ?? []).some(h => this.node.board.seenBy(h, hash) === true)
     for (const [id, claim] of [...this.#pending]) {
-      if (claim.settleAt > now) continue
+      const t = snap.tasks.get(id)
+      // a claim already beaten (an earlier claim of another node, or a run another node started) is let go at
+      // once, not at the end of its window: nothing that arrives later can make it win, and the slot claims again
+      if (claim.settleAt > now && !lostAlready(t, claim, me)) continue
       // settle once every live peer has seen the claim (its heads contain it): a concurrent claim
       // of theirs is then in our board too, so all claimants compute the same winner
-      const waiting = claim.hash === null ? [] : peers.filter(p => !acknowledged(p, claim.hash as string))
+      const waiting = claim.settleAt > now || claim.hash === null ? [] : peers.filter(p => !acknowledged(p, claim.hash as string))
       if (waiting.length > 0 && now - claim.at < ACK_TIMEOUT_MS) continue
       if (waiting.length > 0) this.#log.warn('task:settle-timeout', { task: id, unacknowledged: waiting.map(p => p.peerId), note: `started without every acknowledgement after ${ACK_TIMEOUT_MS / 1000} s` })
-      const t = snap.tasks.get(id)
       if (t === undefined || t.epoch !== claim.epoch || (t.state !== 'claimed' && t.state !== 'ready' && t.state !== 'pending')) {
         this.#pending.delete(id)
         this.#log.info('task:released', { task: id, reason: t === undefined ? 'task vanished' : `superseded (state ${t.state}, epoch ${t.epoch})` })
@@ -597,9 +633,17 @@ export class Scheduler {
 
   #withdraw (id: TaskId, reason: string): void {
     this.#pending.delete(id)
+    this.#withdrawals.push({ id, reason })
+    if (!this.#inTick) this.#writeWithdrawals()
+  }
+
+  /** Writes the withdrawals not yet written (see `#withdrawals`) as one change. */
+  #writeWithdrawals (): void {
+    if (this.#withdrawals.length === 0) return
     const me = this.#me()
-    this.node.changeBoard('tasks:withdraw', d => { lifecycle.withdraw(d, id, me) })
-    this.#log.info('task:released', { task: id, reason })
+    const withdrawn = this.#withdrawals.splice(0)
+    this.node.changeBoard('tasks:withdraw', d => { for (const w of withdrawn) lifecycle.withdraw(d, w.id, me) })
+    for (const w of withdrawn) this.#log.info('task:released', { task: w.id, reason: w.reason })
   }
 
   #startRun (t: Task, now: number): void {

@@ -1,0 +1,108 @@
+/**
+ * A claim that can no longer win is let go at once (src/scheduler/scheduler.ts,
+ * `lostAlready`), not at the end of its settle window, and its withdrawal goes
+ * in the same board change as the claim the freed slot makes next: two nodes
+ * whose slots free at about the same moment often claim the same task, and
+ * the loser's slot should not wait out the window, nor cost the mesh a board
+ * change of its own.
+ *
+ * One scheduler over a fake node (its real board and one peer's; the test
+ * carries the changes between them), with a settle window of a minute: only
+ * the early release can free the slot within the test's wait.
+ */
+import { describe, it, expect, afterEach } from 'vitest'
+import * as A from '@automerge/automerge'
+import { Board, str, type BoardWrite } from '../src/crdt/board.ts'
+import { actorForPeer } from '../src/crdt/authors.ts'
+import * as lifecycle from '../src/crdt/lifecycle.ts'
+import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+import { asPeerId, type PeerIdString, type TaskId } from '../src/crdt/schema.ts'
+import { Scheduler } from '../src/scheduler/scheduler.ts'
+import type { SchedulerNode } from '../src/node/components.ts'
+import type { Member } from '../src/node/membership.ts'
+import { ZERO_TOKENS, type Agent } from '../src/agent/types.ts'
+import { waitFor } from '../src/util/wait.ts'
+
+const MESH = 'mesh-lost-claim'
+const ME = asPeerId('12D3KooWlostMe')
+const PEER = asPeerId('12D3KooWlostPeer')
+
+let sched: Scheduler | null = null
+afterEach(async () => {
+  await sched?.stop(0)
+  sched = null
+})
+
+/** This node's view for the scheduler: its board and one peer that runs nothing in its view. */
+class FakeNode extends EventTarget {
+  readonly peerId: PeerIdString = ME
+  readonly name = 'me'
+  readonly startedAt = 0
+  readonly diskFull = false
+  readonly board = Board.create(MESH, actorForPeer(ME))
+  readonly peer: Member = {
+    peerId: PEER, name: 'peer', slots: 0, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null,
+    state: 'alive', eligible: true, aliveSince: 0, lastSeenAt: Date.now(), silentMs: 0
+  }
+
+  readonly membership = {
+    heartbeatMs: 1000,
+    get: (p: string) => p === PEER ? this.peer : undefined,
+    alive: () => [this.peer],
+    members: () => [this.peer]
+  }
+
+  changeBoard (message: string, fn: Parameters<Board['change']>[1]): boolean {
+    return this.board.change(message, fn) !== null
+  }
+
+  writeBoard (message: string, fn: Parameters<Board['change']>[1]): BoardWrite {
+    return this.board.write(message, fn)
+  }
+
+  changeBoardHash (message: string, fn: Parameters<Board['change']>[1]): string | null {
+    const bytes = this.board.change(message, fn)
+    return bytes === null ? null : Board.hashOf(bytes)
+  }
+
+  setPresenceExtras (): void {}
+}
+
+/** An agent whose runs last until the test ends them. */
+const held: Agent = {
+  kind: 'held',
+  run: async ({ signal }) => await new Promise((resolve) => {
+    signal.addEventListener('abort', () => { resolve({ outcome: 'aborted', error: 'stopped', costUsd: 0, tokens: ZERO_TOKENS }) }, { once: true })
+  })
+}
+
+describe('a claim already lost', () => {
+  it('is withdrawn before its settle window ends, in the change that claims the next task', async () => {
+    const node = new FakeNode()
+    const peerBoard = Board.create(MESH, actorForPeer(PEER))
+    node.board.subscribe(u => { if (u.local) peerBoard.applyChanges(u.changes) })
+    const reg = peerBoard.change('node:join', d => { d.nodes[PEER] = { name: str('peer'), slots: 1, startedAt: 0, leftAt: null } })
+    node.board.applyChanges([reg as Uint8Array])
+    sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: held, slots: 1, settleMs: 60_000 })
+    sched.start()
+    node.changeBoard('plan', addTasks([simpleTask('t'), simpleTask('u')]))
+    const mine = (id: string): boolean => node.board.task(id as TaskId)?.claims[ME] !== undefined
+    await waitFor(() => mine('t') || mine('u'), { timeoutMs: 5000, message: () => `no task was claimed: ${JSON.stringify([node.board.task('t' as TaskId), node.board.task('u' as TaskId)])}` })
+    const first = mine('t') ? 't' : 'u'
+    const next = first === 't' ? 'u' : 't'
+    expect(mine(next)).toBe(false)
+
+    // the peer claimed the same task a moment earlier; its claim arrives now
+    const messages: string[] = []
+    node.board.subscribe(u => { if (u.local) for (const c of u.changes) messages.push((A.decodeChange(c).message ?? '').split('\n')[0] as string) })
+    const task = node.board.task(first as TaskId)
+    const at = (task?.claims[ME]?.at ?? 0) - 1
+    const theirs = peerBoard.change('tasks:claim', d => { lifecycle.claim(d, first as TaskId, PEER, task?.epoch ?? 0, at) })
+    node.board.applyChanges([theirs as Uint8Array])
+
+    // long before the minute is up: the lost claim is gone and the slot claimed the other task
+    await waitFor(() => !mine(first) && mine(next), { timeoutMs: 10_000, message: () => `the lost claim of ${first} was not let go early: ${JSON.stringify(node.board.task(first as TaskId)?.claims)}; ${next}: ${JSON.stringify(node.board.task(next as TaskId)?.claims)}` })
+    // one change did both
+    expect(messages).toEqual(['tasks:claim'])
+  })
+})
