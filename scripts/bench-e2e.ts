@@ -15,8 +15,8 @@
  * nodes' JSON logs (ready → claimed → running → agent start → agent end →
  * committed → done → branch on the leader → merged → main on every node) with
  * p50/p99 per phase, CPU per node process (/proc/PID/stat, with its reaped
- * children such as git), git processes per task (a `git` shim first on the
- * nodes' PATH appends to a file per node), idle CPU and git processes over 5 s
+ * children such as git), git processes per task (each node appends every git
+ * command it starts to a file of its own, `MESHWORK_BENCH_GIT_LOG`), idle CPU and git processes over 5 s
  * before the plan, duplicate runs and merges, and a check that main on every
  * live node holds every task's file.
  *
@@ -46,7 +46,7 @@ import type { BenchTask } from './bench/schedule-protocol.ts'
 import { analyze, parseLog, type Analysis, type LogLine, type PhaseStat } from './bench/e2e-analysis.ts'
 import { writeSection } from './bench/lib/docs.ts'
 import { installExitGuards, killAllChildren, register } from './bench/lib/children.ts'
-import { seedRepo, writeGitShim } from './bench/lib/repo.ts'
+import { seedRepo } from './bench/lib/repo.ts'
 import { cpuOf, reapedChildrenCpu } from './bench/lib/proc.ts'
 
 const BIN = fileURLToPath(new URL('../bin/meshwork.js', import.meta.url))
@@ -172,8 +172,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
   const root = await mkdtemp(join(tmpdir(), `meshwork-e2e-${spec.name}-`))
   log(`[${spec.name}] ${spec.title}: ${spec.tasks.length} tasks on ${spec.nodes} nodes x ${SLOTS} slots in ${root}`)
   try {
-    // a git shim first on the nodes' PATH counts their git processes, one file per node
-    await writeGitShim(root)
+    // each node counts its git processes in a file of its own (MESHWORK_BENCH_GIT_LOG, src/git/git.ts)
     const baseEnv: NodeJS.ProcessEnv = {}
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MESHWORK_')) baseEnv[k] = v
     const keyFile = join(root, 'swarm.key')
@@ -188,7 +187,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
       const logFile = join(root, `log-${name}.jsonl`)
       const gitFile = join(root, `git-${name}.log`)
       const fh = await open(logFile, 'w')
-      const env = { ...baseEnv, PATH: `${join(root, 'bin')}:${process.env.PATH ?? ''}`, MESHWORK_BENCH_GIT_LOG: gitFile }
+      const env = { ...baseEnv, MESHWORK_BENCH_GIT_LOG: gitFile }
       const c = spawnTracked(['node', '--repo', join(root, `repo-${name}`), '--data', join(root, `data-${name}`), '--listen', '/ip4/127.0.0.1/tcp/0', '--name', name, '--agent', 'sim', '--slots', String(SLOTS), ...conn], env, fh.fd)
       void c.exited.finally(() => { void fh.close() })
       nodes.set(name, { pid: c.proc.pid as number, proc: c.proc, exited: c.exited, logFile, gitFile })
@@ -406,7 +405,7 @@ function report (results: RunResult[], meta: { date: string, machine: string, qu
   const out: string[] = []
   out.push(SECTION_TITLE, '')
   out.push(`Measured ${meta.date} on ${meta.machine}. ${meta.quick ? 'QUICK smoke run (small task counts); ' : ''}seed ${meta.seed}; the whole benchmark took ${meta.wallS.toFixed(0)} s.`, '')
-  out.push('**How.** Real `meshwork node` processes on 127.0.0.1 (`--agent sim --slots 2`, every other option at its default), started and fed as a user would: `meshwork init`, the first node on a one-commit repo, the others with `--join` on empty repos, the plan through `meshwork submit --wait`. Every task writes one file; the elected leader merges for real. Makespan runs from the plan\'s board change to the last `mergedAt`; the lower bound is total work / slots; the ideal is the zero-overhead list schedule of `scripts/bench/schedule-dag.ts` on the same tasks and slots (with the killed node\'s slots lost at the kill time). Times per phase come from the nodes\' JSON logs (one host clock). CPU is each node process\'s utime+stime over the run (/proc/PID/stat), its children apart (the git processes it started and its git helper with the git processes that one started, running or reaped); git processes are counted by a `git` shim first on the nodes\' PATH.', '')
+  out.push('**How.** Real `meshwork node` processes on 127.0.0.1 (`--agent sim --slots 2`, every other option at its default), started and fed as a user would: `meshwork init`, the first node on a one-commit repo, the others with `--join` on empty repos, the plan through `meshwork submit --wait`. Every task writes one file; the elected leader merges for real. Makespan runs from the plan\'s board change to the last `mergedAt`; the lower bound is total work / slots; the ideal is the zero-overhead list schedule of `scripts/bench/schedule-dag.ts` on the same tasks and slots (with the killed node\'s slots lost at the kill time). Times per phase come from the nodes\' JSON logs (one host clock). CPU is each node process\'s utime+stime over the run (/proc/PID/stat), its children apart (the git processes it started and its git helper with the git processes that one started, running or reaped); each node appends every git command it starts to a file (`MESHWORK_BENCH_GIT_LOG`; until 2026-12-04 a `git` shim first on the nodes\' PATH counted them, whose shell start added about 2 ms of CPU to every git call).', '')
   out.push('| run | tasks | slots | work | lower bound | ideal | makespan | / bound | / ideal | submit --wait | merged | runs | claims lost | re-runs after kill | duplicate runs | duplicate merges | batches (mean size) | main on every node |')
   out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
   for (const r of results) {

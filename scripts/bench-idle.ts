@@ -5,7 +5,7 @@
  * lets the mesh settle, then measures each node over a window: CPU (utime +
  * stime from /proc/PID/stat, with its reaped children such as git), RSS at the
  * start and the end of the window (/proc/PID/status), git processes started
- * (a `git` shim first on the nodes' PATH counts them) and how busy the whole
+ * (each node appends the git commands it starts to a file, `MESHWORK_BENCH_GIT_LOG`) and how busy the whole
  * host was meanwhile (/proc/stat).
  *
  * Variants compare checkouts (or Node options) back to back on one machine:
@@ -38,7 +38,7 @@ import { parseScriptArgs, variantSpecs } from './bench/lib/args.ts'
 import { parseLog } from './bench/e2e-analysis.ts'
 import { installExitGuards, pollUntil, register } from './bench/lib/children.ts'
 import { median, textTable } from './bench/lib/stats.ts'
-import { seedRepo, writeGitShim } from './bench/lib/repo.ts'
+import { seedRepo } from './bench/lib/repo.ts'
 import { cpuOf } from './bench/lib/proc.ts'
 
 const HERE = fileURLToPath(new URL('..', import.meta.url))
@@ -101,7 +101,6 @@ async function measure (v: Variant, round: number): Promise<MeshFigures> {
   const bin = join(v.dir, 'bin', 'meshwork.js')
   const procs: Array<{ name: string, proc: ChildProcess, exited: Promise<void>, logFile: string, gitFile: string }> = []
   try {
-    await writeGitShim(root)
     const baseEnv: NodeJS.ProcessEnv = {}
     for (const [k, val] of Object.entries(process.env)) if (!k.startsWith('MESHWORK_') && k !== 'NODE_OPTIONS') baseEnv[k] = val
     const keyFile = join(root, 'swarm.key')
@@ -113,7 +112,7 @@ async function measure (v: Variant, round: number): Promise<MeshFigures> {
       const logFile = join(root, `log-${name}.jsonl`)
       const gitFile = join(root, `git-${name}.log`)
       const fh = await open(logFile, 'w')
-      const env = { ...baseEnv, ...v.env, PATH: `${join(root, 'bin')}:${process.env.PATH ?? ''}`, MESHWORK_BENCH_GIT_LOG: gitFile }
+      const env = { ...baseEnv, ...v.env, MESHWORK_BENCH_GIT_LOG: gitFile }
       const proc = spawn(process.execPath, [bin, 'node', '--repo', join(root, `repo-${name}`), '--data', join(root, `data-${name}`), '--listen', '/ip4/127.0.0.1/tcp/0', '--name', name, '--agent', 'sim', '--slots', '2', ...conn], { env, stdio: ['ignore', 'ignore', fh.fd] })
       register(proc)
       const exited = new Promise<void>(resolveExit => { proc.once('close', () => { void fh.close(); resolveExit() }) })

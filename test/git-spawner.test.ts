@@ -145,6 +145,33 @@ process.exit(0)`
     }
   })
 
+  it('with MESHWORK_BENCH_GIT_LOG set, every git command started is appended to that file, by the helper or not', async () => {
+    const spawner = join(process.cwd(), 'src', 'git', 'spawner.ts')
+    const gitModule = join(process.cwd(), 'src', 'git', 'git.ts')
+    const logFile = join(dir, 'git-commands.log')
+    // in a process of its own: the file is named once, when git.ts loads
+    const script = `import { spawnFromHelper } from ${JSON.stringify(spawner)}
+import { git, spawnGit } from ${JSON.stringify(gitModule)}
+await git(['rev-parse', 'HEAD'], { cwd: ${JSON.stringify(repo)} })
+spawnFromHelper()
+await git(['log', '-1', '--format=%s'], { cwd: ${JSON.stringify(repo)} })
+const p = spawnGit(['hash-object', '--stdin'], { cwd: ${JSON.stringify(repo)} })
+p.stdin.end('x')
+p.stdout.resume()
+await p.exited
+console.log('done')
+process.exit(0)`
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MESHWORK_BENCH_GIT_LOG: logFile } })
+    let out = ''
+    child.stdout.on('data', (c: Buffer) => { out += c.toString() })
+    try {
+      await waitFor(() => out.includes('done'), { timeoutMs: 30_000, message: () => `the script did not finish: ${out}` })
+      expect(readFileSync(logFile, 'utf8').split('\n')).toEqual(['rev-parse HEAD', 'log -1 --format=%s', 'hash-object --stdin', ''])
+    } finally {
+      child.kill('SIGKILL')
+    }
+  })
+
   it('streams a process through the helper: stdin with backpressure, stdout paused while unread, a kill', async () => {
     spawnFromHelper()
     // 8 MiB into `hash-object --stdin`, written as a caller does (waiting for 'drain')

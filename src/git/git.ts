@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { openSync, writeSync } from 'node:fs'
 import type { Readable, Writable } from 'node:stream'
 import { resolve } from 'node:path'
 import { runInHelper, streamInHelper } from './spawner.ts'
@@ -64,7 +65,28 @@ async function serialized<T> (key: string, fn: () => Promise<T>): Promise<T> {
   return await next
 }
 
+/**
+ * With `MESHWORK_BENCH_GIT_LOG` set (the benchmarks that count a node's git
+ * processes), each git command this process starts is appended to that file,
+ * its arguments on one line cut at 200 characters. Counted here rather than by
+ * a `git` wrapper on PATH, whose shell start cost about 2 ms of CPU per call
+ * and was counted as git's. Git's own children (a `worktree add`'s checkout)
+ * are not counted, as they were not through the wrapper either.
+ */
+const GIT_LOG = process.env.MESHWORK_BENCH_GIT_LOG
+let gitLogFd: number | null = null
+function noteGit (args: readonly string[]): void {
+  if (GIT_LOG === undefined || GIT_LOG === '') return
+  try {
+    gitLogFd ??= openSync(GIT_LOG, 'a')
+    writeSync(gitLogFd, `${args.join(' ').slice(0, 200)}\n`)
+  } catch {
+    // a count the benchmark cannot write is its loss, never the node's
+  }
+}
+
 async function run (args: string[], opts: GitOptions): Promise<GitResult> {
+  noteGit(args)
   const max = opts.maxOutput ?? 256 * 1024 * 1024
   const env = gitEnv(opts.env)
   // started by a small helper process, so that the fork neither copies this process nor stalls its event loop (spawner.ts)
@@ -144,6 +166,7 @@ export interface GitProcess {
  * rejects: a failed start resolves with code null and the error in `stderr`.
  */
 export function spawnGit (args: string[], opts: Omit<GitOptions, 'input' | 'allowFail' | 'maxOutput'>): GitProcess {
+  noteGit(args)
   const env = gitEnv(opts.env)
   const viaHelper = streamInHelper(args, { cwd: opts.cwd, env, signal: opts.signal })
   if (viaHelper !== null) return viaHelper
