@@ -40,12 +40,14 @@ const sizes: Record<string, number> = {}
 
 type EvilMode =
   | 'garbage' | 'silent' | 'truncated-header' | 'truncated-pack' | 'truncated-stream' | 'wrong-oid' | 'oversize' | 'lie-up-to-date'
-  | 'corrupt-pack' | 'garbage-pack' | 'garbage-then-silent' | 'bad-hash' | 'disconnected'
+  | 'corrupt-pack' | 'garbage-pack' | 'garbage-then-silent' | 'bad-hash' | 'disconnected' | 'not-a-commit'
 let evilMode: EvilMode = 'garbage'
 /** A real pack of c's main (three commits), and one of its tip commit alone (without what it needs from its parent). */
 let evilPack: Uint8Array = new Uint8Array()
 let evilTipPack: Uint8Array = new Uint8Array()
 let evilPackOid = ''
+/** The tree of c's main: in `evilPack`, whole. */
+let evilTreeOid = ''
 let evilDone = 0
 let evilRequests = 0
 const evilStreams = new Set<Stream>()
@@ -139,6 +141,10 @@ async function evil (stream: Stream): Promise<void> {
         // a good pack, but not of the announced commit: the connectivity check finds it missing
         await sendPack(evilPack, 'f'.repeat(40))
         break
+      case 'not-a-commit':
+        // a good pack that holds the announced object, but as a tree (read from the pack, no git walk)
+        await sendPack(evilPack, evilTreeOid)
+        break
       case 'disconnected':
         // the tip commit without the parent (and the parent's files) it refers to
         await sendPack(evilTipPack, evilPackOid)
@@ -190,6 +196,7 @@ beforeAll(async () => {
   evilPack = (await git(['pack-objects', '--revs', '--stdout', '--quiet'], { cwd: repoE, input: 'main\n' })).stdout
   evilTipPack = (await git(['pack-objects', '--revs', '--stdout', '--quiet'], { cwd: repoE, input: 'main\n^main~1\n' })).stdout
   evilPackOid = (await revParse(repoE, 'refs/heads/main'))!
+  evilTreeOid = (await revParse(repoE, 'refs/heads/main^{tree}'))!
   expect(evilPack.length).toBeGreaterThan(20_000)
 })
 
@@ -568,6 +575,7 @@ describe('a malicious server', () => {
     ['bad-hash', 'protocol'],
     ['wrong-oid', 'bad-bundle'],
     ['disconnected', 'bad-bundle'],
+    ['not-a-commit', 'bad-bundle'],
     ['oversize', 'too-large', { maxBytes: 8 * 1024 }],
     ['lie-up-to-date', 'protocol']
   ]

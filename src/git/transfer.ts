@@ -19,8 +19,9 @@
  * --fix-thin --strict` (what `git fetch` with `transfer.fsckObjects` runs)
  * writing into a quarantine directory in the git dir, while counting bytes
  * against its limit and hashing; after END and a matching size and hash it
- * checks that `oid` is connected (`git rev-list --objects <oid> --not --all`
- * with the quarantine as an alternate), moves the pack into `objects/pack` and
+ * checks that `oid` is there and connected (read from the pack when it holds
+ * the commit whole, `transfer/pack-index.ts`; else `git rev-list --objects
+ * <oid> --not --all` with the quarantine as an alternate), moves the pack into `objects/pack` and
  * only then updates `intoRef`. The quarantine is removed on every path, so a
  * failed transfer leaves neither refs nor objects behind.
  *

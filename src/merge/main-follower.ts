@@ -14,7 +14,7 @@ export const RECENT_MAINS = 32
 /**
  * A node that does not lead fetches each new mesh main at once (a run starts
  * from it), but moves its main branch and primary checkout there (`git status`
- * and `git merge --ff-only`: two of the four git processes of every move) only
+ * and `git merge --ff-only`: two of the three git processes of every move) only
  * once main has been still this long (`MainFollower.landDue`). @default 1000 ms
  */
 export const FOLLOW_LAND_QUIET_MS = 1000

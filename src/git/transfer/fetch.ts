@@ -23,6 +23,7 @@ import {
   DEFAULT_MAX_TRANSFER_BYTES, DEFAULT_TRANSFER_TIMEOUT_MS, GitTransferError, REMOTE_CODES, lastLines, parseBody, readFrame, type GitStreams, type GitTransferErrorCode
 } from './wire.ts'
 import { autoMaintenance, batchCheck, checkedOutBranches, makeQuarantine, moveFile, removeQuarantine, repoInfo, type RepoInfo } from './quarantine.ts'
+import { packedCommit } from './pack-index.ts'
 
 export interface FetchFromPeerOptions {
   /**
@@ -167,19 +168,27 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
     // index-pack checked every object (--strict) and that each object the pack refers to exists; what
     // is left is that the announced commit is there and complete down to what our refs already reach
     const objects = join(got.dir, 'objects')
-    const alternates = [objects, process.env.GIT_ALTERNATE_OBJECT_DIRECTORIES].filter(d => d !== undefined && d !== '').join(':')
-    const withPack = { GIT_ALTERNATE_OBJECT_DIRECTORIES: alternates }
-    const [connected, [obj]] = await Promise.all([
-      // peeled to a commit: a tree or blob fails here (what every fetch wants is a commit), so a main fetched
-      // objects-only is known to be one (a run may start from it before main moves there)
-      git(['rev-list', '--objects', '--quiet', `${got.oid}^{commit}`, '--not', '--all'], { ...local, allowFail: true, env: withPack }),
-      // update-ref refuses non-commits for branches only; objects only: the peel above checks
-      intoRef === null || intoRef.startsWith('refs/heads/') ? Promise.resolve([{ oid: got.oid, type: 'commit' }]) : batchCheck(repoDir, [got.oid], signal, withPack)
-    ])
-    if (connected.code !== 0) {
-      throw new GitTransferError('bad-bundle', `the pack from ${peerText} does not hold ${got.oid} with everything it needs: ${lastLines(connected.stderr, 2)}`, { peer: peerText })
+    // held whole in the pack, it is there, and complete: every object it reaches is in the pack or here (index-pack
+    // saw each link), and what is here is complete; read from the pack, with no git process (one per fetch on
+    // every node: each hand-off on the leader, each new main on the others)
+    const held = await packedCommit(join(objects, 'pack', 'incoming.idx'), join(objects, 'pack', 'incoming.pack'), got.oid)
+    if (held === false) throw new GitTransferError('bad-bundle', `${got.oid} from ${peerText} is not a commit`, { peer: peerText })
+    if (held === null) {
+      // not in the pack, or a delta or a tag there: git walks it
+      const alternates = [objects, process.env.GIT_ALTERNATE_OBJECT_DIRECTORIES].filter(d => d !== undefined && d !== '').join(':')
+      const withPack = { GIT_ALTERNATE_OBJECT_DIRECTORIES: alternates }
+      const [connected, [obj]] = await Promise.all([
+        // peeled to a commit: a tree or blob fails here (what every fetch wants is a commit), so a main fetched
+        // objects-only is known to be one (a run may start from it before main moves there)
+        git(['rev-list', '--objects', '--quiet', `${got.oid}^{commit}`, '--not', '--all'], { ...local, allowFail: true, env: withPack }),
+        // update-ref refuses non-commits for branches only; objects only: the peel above checks
+        intoRef === null || intoRef.startsWith('refs/heads/') ? Promise.resolve([{ oid: got.oid, type: 'commit' }]) : batchCheck(repoDir, [got.oid], signal, withPack)
+      ])
+      if (connected.code !== 0) {
+        throw new GitTransferError('bad-bundle', `the pack from ${peerText} does not hold ${got.oid} with everything it needs: ${lastLines(connected.stderr, 2)}`, { peer: peerText })
+      }
+      if (obj?.type !== 'commit') throw new GitTransferError('bad-bundle', `${got.oid} from ${peerText} is a ${String(obj?.type)}, not a commit`, { peer: peerText })
     }
-    if (obj?.type !== 'commit') throw new GitTransferError('bad-bundle', `${got.oid} from ${peerText} is a ${String(obj?.type)}, not a commit`, { peer: peerText })
     mark('connected')
     // the pack joins the repository (the .idx last: it makes the pack visible), then the ref moves
     const packDir = join(info.commonDir, 'objects', 'pack')
