@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile, mkdir, readdir, stat } from 'node:fs/
 import { tmpdir } from 'node:os'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { COMMITS_PER_MAINTENANCE, Worktrees, commitEnv } from '../src/git/worktree.ts'
+import { COMMITS_PER_MAINTENANCE, Worktrees, addDetached, commitEnv } from '../src/git/worktree.ts'
 import { git, gitText } from '../src/git/git.ts'
 import { headOid } from '../src/git/repo.ts'
 import { simAgent } from '../src/agent/sim.ts'
@@ -204,6 +204,38 @@ describe('worktrees', () => {
     // it may still be writing in the repository (the teardown would race it)
     await wts.maintenance
     expect(existsSync(join(repo, '.git', 'gc.log'))).toBe(false)
+  })
+  it('a spare written by hand is a worktree git knows as it knows its own: detached at its commit, clean, valid, removable', async () => {
+    await writeFile(join(repo, 'a.txt'), 'a\n')
+    await mkdir(join(repo, 'sub'), { recursive: true })
+    await writeFile(join(repo, 'sub', 'b.txt'), 'b\n')
+    await git(['add', '.'], { cwd: repo })
+    await git(['commit', '-q', '-m', 'files'], { cwd: repo, env: commitEnv() })
+    const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
+    await mkdir(root, { recursive: true })
+    const path = join(root, '.spare-by-hand')
+    expect(await addDetached(repo, path, base)).toBe(true)
+    expect(await readFile(join(path, 'sub', 'b.txt'), 'utf8')).toBe('b\n')
+    expect(await gitText(['status', '--porcelain'], { cwd: path })).toBe('')
+    expect(await gitText(['rev-parse', 'HEAD'], { cwd: path })).toBe(base)
+    const list = await gitText(['worktree', 'list', '--porcelain'], { cwd: repo })
+    expect(list).toContain(`worktree ${path}\nHEAD ${base}\ndetached`)
+    expect(list).not.toContain('locked')
+    // git would prune nothing: it finds the worktree where its admin dir says
+    expect(await gitText(['worktree', 'prune', '--dry-run', '--verbose'], { cwd: repo })).toBe('')
+    const fsck = await git(['fsck', '--no-progress'], { cwd: repo, allowFail: true })
+    expect(fsck.code, fsck.stderr + fsck.stdout.toString()).toBe(0)
+    // the id is taken (a second spare of the same name): nothing is written, and git is asked instead
+    expect(await addDetached(repo, join(dir, 'elsewhere', '.spare-by-hand'), base)).toBe(false)
+    expect(existsSync(join(dir, 'elsewhere'))).toBe(false)
+    await git(['worktree', 'remove', '--force', path], { cwd: repo })
+    expect(await readdir(join(repo, '.git', 'worktrees')).catch(() => [])).toEqual([])
+    expect(existsSync(path)).toBe(false)
+    // a sparse checkout (which git copies into a new worktree) is left to git
+    await git(['config', 'core.sparseCheckout', 'true'], { cwd: repo })
+    expect(await addDetached(repo, path, base)).toBe(false)
+    expect(existsSync(path)).toBe(false)
+    await git(['config', '--unset', 'core.sparseCheckout'], { cwd: repo })
   })
   it('with a spare: the next run takes the worktree checked out ahead, moved to its path and brought to its base; stop removes the spare', async () => {
     const wts = new Worktrees(repo, root, { spare: true })

@@ -170,7 +170,7 @@ export class Worktrees {
     const path = join(this.root, `${SPARE_PREFIX}${process.pid}-${++this.#spares}`)
     const made = (async (): Promise<string | null> => {
       try {
-        await git(['worktree', 'add', '--force', '--detach', path, base], { cwd: this.repo })
+        if (!await addDetached(this.repo, path, base)) await git(['worktree', 'add', '--force', '--detach', path, base], { cwd: this.repo })
         return path
       } catch {
         await rm(path, { recursive: true, force: true }).catch(() => {})
@@ -267,6 +267,53 @@ export class Worktrees {
     if (admin === null) await git(['worktree', 'remove', '--force', wt.path], { cwd: this.repo, allowFail: true })
     await rm(wt.path, { recursive: true, force: true })
     if (admin !== null) await rm(admin, { recursive: true, force: true })
+  }
+}
+
+/**
+ * Adds a linked worktree at `path`, detached at `commit` and checked out, as
+ * `git worktree add --detach` does, in one git process where that takes three
+ * (its `update-ref` and `reset --hard` children): the administrative files
+ * that gitrepository-layout(5) describes (`worktrees/<id>/` with `gitdir`,
+ * `commondir`, `HEAD`, and `locked` while it is made, which keeps `git
+ * worktree prune` off it) and the worktree's `.git` file are written here,
+ * then `git reset --hard` checks the files out. False, with nothing left
+ * behind, when it cannot (the id is taken, `path` exists, git fails): the
+ * caller asks git. Spares only: a run's own worktree goes through git.
+ */
+export async function addDetached (repo: string, path: string, commit: string): Promise<boolean> {
+  const { commonDir, bare } = await repoInfo(repo)
+  if (bare) return false
+  // a sparse checkout or per-worktree config is copied into a new worktree by git (2.36 and later): git makes those
+  const config = await readFile(join(commonDir, 'config'), 'utf8').catch(() => '')
+  if (/^\s*(sparsecheckout|worktreeconfig)\s*=\s*(true|yes|on|1)\s*$/im.test(config) || /^\s*\[include/im.test(config)) return false
+  // git names the admin dir after the worktree's dir, made a valid ref name component (`worktrees/<id>/HEAD`
+  // is a ref): a leading dot becomes a dash, as git does; any other name git is left to make
+  const id = basename(path).replace(/^\./, '-')
+  if (!/^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(id) || id.includes('..') || id.endsWith('.lock')) return false
+  const admin = join(commonDir, 'worktrees', id)
+  await mkdir(dirname(admin), { recursive: true })
+  try {
+    await mkdir(admin)
+  } catch {
+    return false
+  }
+  let madePath = false
+  try {
+    await writeFile(join(admin, 'locked'), 'initializing\n')
+    await writeFile(join(admin, 'commondir'), '../..\n')
+    await writeFile(join(admin, 'HEAD'), `${commit}\n`)
+    await mkdir(path)
+    madePath = true
+    await writeFile(join(path, '.git'), `gitdir: ${admin}\n`)
+    await writeFile(join(admin, 'gitdir'), `${join(path, '.git')}\n`)
+    await git(['reset', '--hard', '--quiet', '--no-recurse-submodules'], { cwd: path })
+    await rm(join(admin, 'locked'))
+    return true
+  } catch {
+    await rm(admin, { recursive: true, force: true }).catch(() => {})
+    if (madePath) await rm(path, { recursive: true, force: true }).catch(() => {})
+    return false
   }
 }
 
