@@ -12,16 +12,16 @@
  */
 import { describe, it, expect, afterEach } from 'vitest'
 import * as A from '@automerge/automerge'
-import { Board, str, type BoardWrite } from '../src/crdt/board.ts'
+import { Board, str } from '../src/crdt/board.ts'
 import { actorForPeer } from '../src/crdt/authors.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { asPeerId, type PeerIdString, type TaskId } from '../src/crdt/schema.ts'
 import { Scheduler } from '../src/scheduler/scheduler.ts'
 import type { SchedulerNode } from '../src/node/components.ts'
-import type { Member } from '../src/node/membership.ts'
 import { ZERO_TOKENS, type Agent } from '../src/agent/types.ts'
 import { waitFor } from '../src/util/wait.ts'
+import { FakeSchedulerNode } from './helpers/fake-sched-node.ts'
 
 const MESH = 'mesh-lost-claim'
 const ME = asPeerId('12D3KooWlostMe')
@@ -33,41 +33,6 @@ afterEach(async () => {
   sched = null
 })
 
-/** This node's view for the scheduler: its board and one peer that runs nothing in its view. */
-class FakeNode extends EventTarget {
-  readonly peerId: PeerIdString = ME
-  readonly name = 'me'
-  readonly startedAt = 0
-  readonly diskFull = false
-  readonly board = Board.create(MESH, actorForPeer(ME))
-  readonly peer: Member = {
-    peerId: PEER, name: 'peer', slots: 0, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null,
-    state: 'alive', eligible: true, aliveSince: 0, lastSeenAt: Date.now(), silentMs: 0
-  }
-
-  readonly membership = {
-    heartbeatMs: 1000,
-    get: (p: string) => p === PEER ? this.peer : undefined,
-    alive: () => [this.peer],
-    members: () => [this.peer]
-  }
-
-  changeBoard (message: string, fn: Parameters<Board['change']>[1]): boolean {
-    return this.board.change(message, fn) !== null
-  }
-
-  writeBoard (message: string, fn: Parameters<Board['change']>[1]): BoardWrite {
-    return this.board.write(message, fn)
-  }
-
-  changeBoardHash (message: string, fn: Parameters<Board['change']>[1]): string | null {
-    const bytes = this.board.change(message, fn)
-    return bytes === null ? null : Board.hashOf(bytes)
-  }
-
-  setPresenceExtras (): void {}
-}
-
 /** An agent whose runs last until the test ends them. */
 const held: Agent = {
   kind: 'held',
@@ -78,7 +43,7 @@ const held: Agent = {
 
 describe('a claim already lost', () => {
   it('is withdrawn before its settle window ends, in the change that claims the next task', async () => {
-    const node = new FakeNode()
+    const node = new FakeSchedulerNode(MESH, ME, PEER)
     const peerBoard = Board.create(MESH, actorForPeer(PEER))
     node.board.subscribe(u => { if (u.local) peerBoard.applyChanges(u.changes) })
     const reg = peerBoard.change('node:join', d => { d.nodes[PEER] = { name: str('peer'), slots: 1, startedAt: 0, leftAt: null } })

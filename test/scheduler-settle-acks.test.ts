@@ -11,16 +11,16 @@
  * heartbeats), so which heads arrive when is the test's choice.
  */
 import { describe, it, expect, afterEach } from 'vitest'
-import { Board, str, type BoardWrite } from '../src/crdt/board.ts'
+import { Board, str } from '../src/crdt/board.ts'
 import { actorForPeer } from '../src/crdt/authors.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { asPeerId, type PeerIdString } from '../src/crdt/schema.ts'
 import { Scheduler } from '../src/scheduler/scheduler.ts'
 import type { SchedulerNode } from '../src/node/components.ts'
-import type { Member } from '../src/node/membership.ts'
 import type { Presence } from '../src/protocol/presence.ts'
 import { ZERO_TOKENS, type Agent } from '../src/agent/types.ts'
 import { waitFor } from '../src/util/wait.ts'
+import { FakeSchedulerNode } from './helpers/fake-sched-node.ts'
 
 const MESH = 'mesh-settle-acks'
 const ME = asPeerId('12D3KooWsettleMe')
@@ -33,38 +33,10 @@ afterEach(async () => {
 })
 
 /** This node's view for the scheduler: its board, one peer whose latest heads the test sets, heartbeats the test delivers. */
-class FakeNode extends EventTarget {
-  readonly peerId: PeerIdString = ME
-  readonly name = 'me'
-  readonly startedAt = 0
-  readonly diskFull = false
-  readonly board = Board.create(MESH, actorForPeer(ME))
-  peer: Member = {
-    peerId: PEER, name: 'peer', slots: 0, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null,
-    state: 'alive', eligible: true, aliveSince: 0, lastSeenAt: Date.now(), silentMs: 0
+class FakeNode extends FakeSchedulerNode {
+  constructor () {
+    super(MESH, ME, PEER)
   }
-
-  readonly membership = {
-    heartbeatMs: 1000,
-    get: (p: string) => p === PEER ? this.peer : undefined,
-    alive: () => [this.peer],
-    members: () => [this.peer]
-  }
-
-  changeBoard (message: string, fn: Parameters<Board['change']>[1]): boolean {
-    return this.board.change(message, fn) !== null
-  }
-
-  writeBoard (message: string, fn: Parameters<Board['change']>[1]): BoardWrite {
-    return this.board.write(message, fn)
-  }
-
-  changeBoardHash (message: string, fn: Parameters<Board['change']>[1]): string | null {
-    const bytes = this.board.change(message, fn)
-    return bytes === null ? null : Board.hashOf(bytes)
-  }
-
-  setPresenceExtras (): void {}
 
   /** The peer's heartbeat with `heads` arrives. */
   heartbeat (heads: string[]): void {
