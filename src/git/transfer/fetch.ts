@@ -24,6 +24,7 @@ import {
 } from './wire.ts'
 import { autoMaintenance, batchCheck, checkedOutBranches, makeQuarantine, moveFile, removeQuarantine, repoInfo, type RepoInfo } from './quarantine.ts'
 import { packedCommit } from './pack-index.ts'
+import { refUpdater } from '../ref-updater.ts'
 
 export interface FetchFromPeerOptions {
   /**
@@ -159,7 +160,7 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
       }
       if (intoRef !== null && cur !== got.oid) {
         await protectCheckedOut()
-        await git(['update-ref', '-m', `meshwork: fetch ${want} from ${peerText}`, intoRef, got.oid], local)
+        await pointRef(repoDir, intoRef, got.oid, local)
       }
       log.debug('git:fetch-up-to-date', { peer: peerText, want, oid: got.oid })
       return { oid: got.oid, bytes: 0, upToDate: true }
@@ -197,7 +198,7 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
     await moveFile(join(objects, 'pack', 'incoming.idx'), join(packDir, `pack-${got.packHash}.idx`))
     if (intoRef !== null) {
       await protectCheckedOut()
-      await git(['update-ref', '-m', `meshwork: fetch ${want} from ${peerText}`, intoRef, got.oid], local)
+      await pointRef(repoDir, intoRef, got.oid, local)
     }
     mark('updated')
     log.debug('git:fetched', { peer: peerText, want, oid: got.oid, bytes: got.bytes, haves: haves.length, ms: Date.now() - started, steps })
@@ -207,6 +208,20 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
     throw fail(err)
   } finally {
     if (quarantine !== undefined) await removeQuarantine(quarantine)
+  }
+}
+
+/**
+ * Points `ref` at `oid` after a fetch: through the repository's long-lived
+ * `update-ref --stdin` (src/git/ref-updater.ts: no git process per fetch), or
+ * a `git update-ref` of its own when that fails (whose error is the one that
+ * counts). Reflog message "meshwork: fetch".
+ */
+async function pointRef (repoDir: string, ref: string, oid: string, local: { cwd: string, signal?: AbortSignal }): Promise<void> {
+  try {
+    await refUpdater(repoDir, 'meshwork: fetch').update(ref, oid)
+  } catch {
+    await git(['update-ref', '-m', 'meshwork: fetch', ref, oid], local)
   }
 }
 
