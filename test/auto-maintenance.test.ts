@@ -6,11 +6,11 @@
  */
 import { describe, it, expect, afterAll } from 'vitest'
 import { existsSync } from 'node:fs'
-import { readdir, rm, writeFile } from 'node:fs/promises'
+import { chmod, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tempDir } from './helpers/mesh.ts'
 import { initRepo } from './helpers/git.ts'
-import { git } from '../src/git/git.ts'
+import { git, inWorktreeQueue } from '../src/git/git.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { autoMaintenance, clearRacedGcLog } from '../src/git/transfer/quarantine.ts'
 
@@ -63,6 +63,29 @@ describe('a fetch\'s automatic maintenance', { timeout: 120_000 }, () => {
     await git(['config', 'gc.autoDetach', 'false'], { cwd: other.repo })
     await autoMaintenance(other.repo, other.packDir)
     expect(await packCount(other.packDir)).toBeLessThanOrEqual(2)
+  })
+
+  it('runs its gc in the foreground, one at a time with worktree commands: nothing is added beside a gc that prunes worktrees', async () => {
+    const { repo, packDir } = await repoWithPacks('turns', 52)
+    // git's pre-auto-gc hook holds the gc until the test lets it go
+    const started = join(repo, 'gc-started')
+    const release = join(repo, 'gc-release')
+    const hook = join(repo, '.git', 'hooks', 'pre-auto-gc')
+    await writeFile(hook, `#!/bin/sh\ntouch '${started}'\nwhile [ ! -f '${release}' ]; do sleep 0.05; done\nexit 0\n`)
+    await chmod(hook, 0o755)
+    const maintained = autoMaintenance(repo, packDir)
+    await waitFor(() => existsSync(started), { timeoutMs: 30_000, message: 'the maintenance run never reached gc' })
+    let ran = false
+    const queued = inWorktreeQueue(repo, async () => { ran = true })
+    // a free queue runs it at once (before the next turn of the event loop)
+    await new Promise(resolve => setImmediate(resolve))
+    expect(ran, 'a worktree command ran beside the gc').toBe(false)
+    await writeFile(release, '')
+    await maintained
+    await queued
+    expect(ran).toBe(true)
+    // the gc ran to its end before the call returned (in the foreground)
+    expect(await packCount(packDir)).toBeLessThanOrEqual(2)
   })
 
   it('leaves any other gc.log for a person to read', async () => {

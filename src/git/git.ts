@@ -47,11 +47,33 @@ export interface GitResult {
  * `allowFail` is set.
  */
 export async function git (args: string[], opts: GitOptions): Promise<GitResult> {
-  // git reads every worktree's admin directory while adding, removing or pruning one, and fails on a
-  // half-written one ("failed to read .git/worktrees/x/commondir"): worktree commands on one
-  // repository run one at a time
-  if (args[0] === 'worktree') return await serialized(resolve(opts.cwd), async () => await run(args, opts))
+  if (WORKTREE_QUEUE.has(subcommand(args))) return await inWorktreeQueue(opts.cwd, async () => await run(args, opts))
   return await run(args, opts)
+}
+
+/**
+ * git commands that run one at a time per repository (`inWorktreeQueue`): git
+ * reads every worktree's admin directory while adding, removing or pruning
+ * one, and fails on a half-written one ("failed to read
+ * .git/worktrees/x/commondir"); and gc, which a maintenance run starts (in the
+ * foreground: callers pass `-c gc.autoDetach=false`), prunes an admin dir that
+ * has neither its `gitdir` nor its `locked` file yet, which is how every
+ * `worktree add` starts ("could not open '.git/worktrees/x/locked'", seen in a
+ * benchmark run), and reads the `HEAD` it writes as a null id at first ("bad
+ * object worktrees/x/HEAD").
+ */
+const WORKTREE_QUEUE = new Set(['worktree', 'maintenance', 'gc'])
+
+/** The git subcommand of `args`, after any `-c name=value` options. */
+function subcommand (args: readonly string[]): string {
+  let i = 0
+  while (args[i] === '-c') i += 2
+  return args[i] ?? ''
+}
+
+/** Runs `fn` in the queue of repository `repo`'s worktree commands (see `WORKTREE_QUEUE`): for worktree admin files written without git. */
+export async function inWorktreeQueue<T> (repo: string, fn: () => Promise<T>): Promise<T> {
+  return await serialized(resolve(repo), fn)
 }
 
 const queues = new Map<string, Promise<unknown>>()

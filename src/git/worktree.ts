@@ -1,6 +1,6 @@
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
-import { GitError, git, gitText } from './git.ts'
+import { GitError, git, gitText, inWorktreeQueue } from './git.ts'
 import { gitDirOf, headOid } from './repo.ts'
 import { agentEnv, runInGroup, withTail } from '../agent/process.ts'
 import { clearRacedGcLog, repoInfo } from './transfer/quarantine.ts'
@@ -227,7 +227,8 @@ export class Worktrees {
       this.maintenance = (async () => {
         const info = await repoInfo(this.repo).catch(() => null)
         if (info !== null) await clearRacedGcLog(info.commonDir)
-        await git(['maintenance', 'run', '--auto', '--quiet'], { cwd: this.repo, allowFail: true })
+        // gc in the foreground, in the queue of worktree commands (its worktree prune would race a worktree being added)
+        await git(['-c', 'gc.autoDetach=false', 'maintenance', 'run', '--auto', '--quiet'], { cwd: this.repo, allowFail: true })
       })().then(() => {}, () => {})
     }
     return await headOid(wt.path)
@@ -282,7 +283,12 @@ export class Worktrees {
  * caller asks git. Spares only: a run's own worktree goes through git.
  */
 export async function addDetached (repo: string, path: string, commit: string): Promise<boolean> {
-  const { commonDir, bare } = await repoInfo(repo)
+  const info = await repoInfo(repo)
+  // in the queue of worktree commands: a gc's worktree prune would take the admin dir for a dead one while it is made
+  return await inWorktreeQueue(repo, async () => await writeDetached(repo, info, path, commit))
+}
+
+async function writeDetached (repo: string, { commonDir, bare }: { commonDir: string, bare: boolean }, path: string, commit: string): Promise<boolean> {
   if (bare) return false
   // a sparse checkout or per-worktree config is copied into a new worktree by git (2.36 and later): git makes those
   const config = await readFile(join(commonDir, 'config'), 'utf8').catch(() => '')

@@ -202,7 +202,8 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
     }
     mark('updated')
     log.debug('git:fetched', { peer: peerText, want, oid: got.oid, bytes: got.bytes, haves: haves.length, ms: Date.now() - started, steps })
-    await autoMaintenance(repoDir, packDir)
+    // not waited for: a gc may take a while, and the fetch is done
+    void autoMaintenance(repoDir, packDir).catch(() => {})
     return { oid: got.oid, bytes: got.bytes, upToDate: false }
   } catch (err) {
     throw fail(err)

@@ -107,8 +107,9 @@ export async function moveFile (from: string, to: string): Promise<void> {
 
 /**
  * Every fetch adds a pack, as `git fetch` of a bundle does; past git's pack
- * limit, let git's own auto maintenance decide (it detaches its gc). Failures
- * here are not the transfer's.
+ * limit, let git's own auto maintenance decide (its gc runs in the foreground,
+ * one at a time with worktree commands: the fetch does not wait for it).
+ * Failures here are not the transfer's.
  */
 export async function autoMaintenance (repoDir: string, packDir: string): Promise<void> {
   const packs = (await readdir(packDir).catch(() => [] as string[])).filter(f => f.endsWith('.idx')).length
@@ -117,7 +118,8 @@ export async function autoMaintenance (repoDir: string, packDir: string): Promis
   if (now - (maintainedAt.get(packDir) ?? -Infinity) < AUTO_MAINTENANCE_GAP_MS) return
   maintainedAt.set(packDir, now)
   await clearRacedGcLog(join(packDir, '..', '..'))
-  await git(['maintenance', 'run', '--auto', '--quiet'], { cwd: repoDir, allowFail: true }).catch(() => {})
+  // gc in the foreground, in the queue of worktree commands (src/git/git.ts: its worktree prune would race a worktree being added)
+  await git(['-c', 'gc.autoDetach=false', 'maintenance', 'run', '--auto', '--quiet'], { cwd: repoDir, allowFail: true }).catch(() => {})
 }
 
 /**
