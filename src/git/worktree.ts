@@ -3,7 +3,7 @@ import { basename, dirname, join, resolve } from 'node:path'
 import { GitError, git, gitText, inWorktreeQueue } from './git.ts'
 import { gitDirOf, headOid } from './repo.ts'
 import { agentEnv, runInGroup, withTail } from '../agent/process.ts'
-import { clearRacedGcLog, repoInfo } from './transfer/quarantine.ts'
+import { repoInfo, runMaintenance } from './transfer/quarantine.ts'
 
 /** The trailer every commit meshwork makes for a task carries (`Meshwork-Task: <id>`: how main's history names the task a merge carries). */
 export const TASK_TRAILER = 'Meshwork-Task'
@@ -222,13 +222,10 @@ export class Worktrees {
     }
     if (++this.#commits >= COMMITS_PER_MAINTENANCE) {
       this.#commits = 0
-      // git decides whether anything is due (loose objects, packs) and detaches its gc; never the run's failure
-      // (a gc.log of git's gc racing a worktree being added would keep it from running at all: see clearRacedGcLog)
+      // git decides whether anything is due (loose objects, packs); never the run's failure
       this.maintenance = (async () => {
         const info = await repoInfo(this.repo).catch(() => null)
-        if (info !== null) await clearRacedGcLog(info.commonDir)
-        // gc in the foreground, in the queue of worktree commands (its worktree prune would race a worktree being added)
-        await git(['-c', 'gc.autoDetach=false', 'maintenance', 'run', '--auto', '--quiet'], { cwd: this.repo, allowFail: true })
+        if (info !== null) await runMaintenance(this.repo, info.commonDir)
       })().then(() => {}, () => {})
     }
     return await headOid(wt.path)

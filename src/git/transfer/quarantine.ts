@@ -117,8 +117,19 @@ export async function autoMaintenance (repoDir: string, packDir: string): Promis
   const now = Date.now()
   if (now - (maintainedAt.get(packDir) ?? -Infinity) < AUTO_MAINTENANCE_GAP_MS) return
   maintainedAt.set(packDir, now)
-  await clearRacedGcLog(join(packDir, '..', '..'))
-  // gc in the foreground, in the queue of worktree commands (src/git/git.ts: its worktree prune would race a worktree being added)
+  await runMaintenance(repoDir, join(packDir, '..', '..'))
+}
+
+/**
+ * git's auto maintenance of `repoDir` (git dir `gitDir`), as a node starts it
+ * (after fetches, and after every so many task commits): git decides whether
+ * anything is due. Its gc runs in the foreground, in the queue of worktree
+ * commands (src/git/git.ts: its worktree prune would race a worktree being
+ * added), after a `gc.log` of that race is cleared (`clearRacedGcLog`). Never
+ * rejects: maintenance is never a run's or a transfer's failure.
+ */
+export async function runMaintenance (repoDir: string, gitDir: string): Promise<void> {
+  await clearRacedGcLog(gitDir).catch(() => false)
   await git(['-c', 'gc.autoDetach=false', 'maintenance', 'run', '--auto', '--quiet'], { cwd: repoDir, allowFail: true }).catch(() => {})
 }
 
