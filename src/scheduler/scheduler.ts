@@ -218,7 +218,7 @@ export class Scheduler {
    * claim usually claims another task at once), else in a change of their own.
    */
   #withdrawals: Array<{ id: TaskId, reason: string }> = []
-  #inTick = false
+  #holdWithdrawals = false
   #logHeld: (held: string | null) => void
   /** Whether this node can run agents now (paused: it claims nothing but a trial run once the pause ends). */
   readonly health: NodeHealth
@@ -291,7 +291,7 @@ export class Scheduler {
   async stop (graceMs = DEFAULT_STOP_GRACE_MS): Promise<void> {
     if (this.#stopped) return
     this.#claiming = false
-    for (const id of [...this.#pending.keys()]) this.#withdraw(id, 'node stopping')
+    this.#withdrawalsTogether(() => { for (const id of [...this.#pending.keys()]) this.#withdraw(id, 'node stopping') })
     const deadline = Date.now() + graceMs
     while (this.#runs.size + this.#finishing.size > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 100))
     const left = [...this.#runs.values(), ...this.#finishing.values()]
@@ -332,14 +332,10 @@ export class Scheduler {
     const now = Date.now()
     this.#checkRuns(snap)
     this.#recover(snap, now)
-    this.#inTick = true
-    try {
+    this.#withdrawalsTogether(() => {
       this.#settle(snap, now)
       if (this.#claiming) this.#claim(snap, now)
-    } finally {
-      this.#inTick = false
-      this.#writeWithdrawals()
-    }
+    })
     const idle = openTasks(snap).length === 0 && this.#pending.size + this.#runs.size + this.#finishing.size + this.#orphanSince.size === 0
     if (!this.#stopped) this.#ticker.pace(idle ? IDLE_TICK_MS : TICK_MS)
   }
@@ -634,7 +630,18 @@ export class Scheduler {
   #withdraw (id: TaskId, reason: string): void {
     this.#pending.delete(id)
     this.#withdrawals.push({ id, reason })
-    if (!this.#inTick) this.#writeWithdrawals()
+    if (!this.#holdWithdrawals) this.#writeWithdrawals()
+  }
+
+  /** Runs `fn` with its withdrawals held back, then writes those a claim change did not take as one change. */
+  #withdrawalsTogether (fn: () => void): void {
+    this.#holdWithdrawals = true
+    try {
+      fn()
+    } finally {
+      this.#holdWithdrawals = false
+      this.#writeWithdrawals()
+    }
   }
 
   /** Writes the withdrawals not yet written (see `#withdrawals`) as one change. */
