@@ -23,6 +23,20 @@ export function claimWinner (task: Pick<Task, 'claims' | 'epoch'>): PeerIdString
   return best === null ? null : asPeerId(best[0])
 }
 
+/**
+ * Whether `me`'s claim of `epoch` can no longer win whatever arrives later:
+ * the task runs on another node in that epoch, or another node's claim of the
+ * epoch comes first (claims are only added; an earlier one keeps beating this
+ * one, and should it be withdrawn, the task is claimed afresh).
+ */
+export function lostAlready (t: Pick<Task, 'claims' | 'epoch' | 'state' | 'node'> | undefined, epoch: number, me: PeerIdString): boolean {
+  if (t === undefined || t.epoch !== epoch) return false
+  if (t.state === 'running') return t.node !== me
+  if (t.state !== 'claimed' || t.claims[me]?.epoch !== epoch) return false
+  const winner = claimWinner(t)
+  return winner !== null && winner !== me
+}
+
 /** The winning claim itself (who and when), or null. */
 export function winningClaim (task: Pick<Task, 'claims' | 'epoch'>): { peer: PeerIdString, at: number } | null {
   const w = claimWinner(task)

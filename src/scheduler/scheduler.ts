@@ -15,7 +15,7 @@ import { FINAL_TASK_STATES, type BoardSnapshot, type PeerIdString, type Task, ty
 import type { Agent, AgentProgress } from '../agent/types.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
 import { claimOrder, claimRank, effectiveState, openTasks, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
-import { assignOwners, claimWinner, retryBackoffMs, spreadTies, winningClaim, type Capacity } from './claims.ts'
+import { assignOwners, claimWinner, lostAlready, retryBackoffMs, spreadTies, winningClaim, type Capacity } from './claims.ts'
 import { budgetHold, budgetView, describeHold, holdLogger } from './budget.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { TimeoutError, toError } from '../util/errors.ts'
@@ -151,21 +151,6 @@ export interface SchedulerInit {
 }
 
 interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean, hash: string | null }
-
-/**
- * Whether this node's pending claim can no longer win whatever arrives
- * later: the task runs on another node in the claim's epoch, or another
- * node's claim of the epoch comes first (claims are only added; an earlier
- * one keeps beating this one, and should it be withdrawn, the task is
- * claimed afresh).
- */
-function lostAlready (t: Task | undefined, claim: PendingClaim, me: PeerIdString): boolean {
-  if (t === undefined || t.epoch !== claim.epoch) return false
-  if (t.state === 'running') return t.node !== me
-  if (t.state !== 'claimed' || t.claims[me]?.epoch !== claim.epoch) return false
-  const winner = claimWinner(t)
-  return winner !== null && winner !== me
-}
 interface Run { epoch: number, abort: AbortController, done: Promise<void> }
 
 /**
@@ -587,7 +572,7 @@ export class Scheduler {
       const t = snap.tasks.get(id)
       // a claim already beaten (an earlier claim of another node, or a run another node started) is let go at
       // once, not at the end of its window: nothing that arrives later can make it win, and the slot claims again
-      if (claim.settleAt > now && !lostAlready(t, claim, me)) continue
+      if (claim.settleAt > now && !lostAlready(t, claim.epoch, me)) continue
       // settle once every live peer has seen the claim (its heads contain it): a concurrent claim
       // of theirs is then in our board too, so all claimants compute the same winner
       const waiting = claim.settleAt > now || claim.hash === null ? [] : peers.filter(p => !acknowledged(p, claim.hash as string))
