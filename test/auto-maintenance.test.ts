@@ -10,7 +10,7 @@ import { chmod, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tempDir } from './helpers/mesh.ts'
 import { initRepo } from './helpers/git.ts'
-import { git, inWorktreeQueue } from '../src/git/git.ts'
+import { git, inWorktreeQueue, objectWritersWaiting } from '../src/git/git.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { autoMaintenance, clearRacedGcLog } from '../src/git/transfer/quarantine.ts'
 
@@ -86,6 +86,29 @@ describe('a fetch\'s automatic maintenance', { timeout: 120_000 }, () => {
     expect(ran).toBe(true)
     // the gc ran to its end before the call returned (in the foreground)
     expect(await packCount(packDir)).toBeLessThanOrEqual(2)
+  })
+
+  it('writes no object beside its gc (whose repack removes the object directories it empties): a task commit waits for the gc', async () => {
+    const { repo, packDir } = await repoWithPacks('writers', 52)
+    const started = join(repo, 'gc-started')
+    const release = join(repo, 'gc-release')
+    const hook = join(repo, '.git', 'hooks', 'pre-auto-gc')
+    await writeFile(hook, `#!/bin/sh\ntouch '${started}'\nwhile [ ! -f '${release}' ]; do sleep 0.05; done\nexit 0\n`)
+    await chmod(hook, 0o755)
+    const order: string[] = []
+    const maintained = autoMaintenance(repo, packDir).then(() => order.push('gc'))
+    await waitFor(() => existsSync(started), { timeoutMs: 30_000, message: 'the maintenance run never reached gc' })
+    await writeFile(join(repo, 'work.txt'), 'the agent\'s work\n')
+    const added = git(['add', '-A'], { cwd: repo }).then(() => order.push('add'))
+    const hashed = git(['hash-object', '-w', '--stdin'], { cwd: repo, input: 'an object\n' }).then(() => order.push('hash-object'))
+    // a read goes on beside the gc
+    expect((await git(['rev-parse', '--git-dir'], { cwd: repo })).code).toBe(0)
+    await waitFor(() => objectWritersWaiting() === 2, { timeoutMs: 30_000, message: `the writers did not wait for the gc (waiting: ${objectWritersWaiting()}, done: ${order.join(', ')})` })
+    await writeFile(release, '')
+    await Promise.all([maintained, added, hashed])
+    expect(order[0]).toBe('gc')
+    expect(order.slice(1).sort()).toEqual(['add', 'hash-object'])
+    expect((await git(['diff', '--cached', '--name-only'], { cwd: repo })).stdout.toString()).toContain('work.txt')
   })
 
   it('leaves any other gc.log for a person to read', async () => {

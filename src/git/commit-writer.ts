@@ -20,7 +20,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { git, spawnGit, type GitProcess } from './git.ts'
+import { git, spawnGit, writingObjects, type GitProcess } from './git.ts'
 import { isOid } from './repo.ts'
 import { commitEnv } from './worktree.ts'
 
@@ -98,8 +98,12 @@ export class CommitWriter {
       const text = [`tree ${tree}`, ...parents.map(p => `parent ${p}`), `author ${who.author} ${when}`, `committer ${who.committer} ${when}`, '', message].join('\n')
       const file = join(this.#dir as string, 'commit')
       await writeFile(file, text)
-      this.#proc.stdin.write(`${file}\n`)
-      const answer = await (this.#answers as AsyncIterator<string>).next()
+      const proc = this.#proc
+      // written never beside a gc's repack or prune (git.ts)
+      const answer = await writingObjects(async () => {
+        proc.stdin.write(`${file}\n`)
+        return await (this.#answers as AsyncIterator<string>).next()
+      })
       const oid = answer.done === true ? '' : answer.value.trim()
       if (!isOid(oid)) { this.#broken = true; return null }
       return oid

@@ -47,8 +47,75 @@ export interface GitResult {
  * `allowFail` is set.
  */
 export async function git (args: string[], opts: GitOptions): Promise<GitResult> {
-  if (WORKTREE_QUEUE.has(subcommand(args))) return await inWorktreeQueue(opts.cwd, async () => await run(args, opts))
-  return await run(args, opts)
+  const sub = subcommand(args)
+  const go = OBJECT_PRUNERS.has(sub)
+    ? async () => await pruningObjects(async () => await run(args, opts))
+    : OBJECT_WRITERS.has(sub) ? async () => await writingObjects(async () => await run(args, opts)) : async () => await run(args, opts)
+  if (WORKTREE_QUEUE.has(sub)) return await inWorktreeQueue(opts.cwd, go)
+  return await go()
+}
+
+/**
+ * git commands that write loose objects. git writes one into `objects/xx/`,
+ * making that directory first when it is missing; a repack or prune
+ * (`OBJECT_PRUNERS`) removes every such directory it empties, and a write
+ * that falls between fails ("unable to create temporary file: No such file
+ * or directory", then "failed to insert into database"): seen as a task
+ * commit's `git add -A` failing in a benchmark run, so the agent's work was
+ * run again elsewhere, and shown with `hash-object -w` in a loop beside
+ * `repack -a -d` (30 of 3,000 writes failed). These run beside each other,
+ * never beside a pruner (`writingObjects`).
+ */
+const OBJECT_WRITERS = new Set([
+  'add', 'commit', 'commit-tree', 'merge-tree', 'hash-object', 'mktree', 'write-tree', 'update-index',
+  'merge', 'stash', 'cherry-pick', 'revert', 'rebase', 'am', 'apply', 'tag', 'notes', 'unpack-objects'
+])
+
+/** git commands that may remove object directories (see `OBJECT_WRITERS`): each runs alone. */
+const OBJECT_PRUNERS = new Set(['maintenance', 'gc', 'repack', 'prune', 'prune-packed'])
+
+// The object lock, for this whole process (a node has one repository; pruners are rare): writers share it, a
+// pruner holds it alone, and a waiting pruner lets no new writer in.
+let writers = 0
+let pruner: Promise<void> | null = null
+let writersDone: (() => void) | null = null
+let writersWaiting = 0
+
+/**
+ * Runs `fn`, which writes objects (a git process that `git` does not start
+ * itself, such as the commit writer's), never beside a git command that
+ * prunes object directories (see `OBJECT_WRITERS`).
+ */
+export async function writingObjects<T> (fn: () => Promise<T>): Promise<T> {
+  while (pruner !== null) {
+    writersWaiting++
+    await pruner.finally(() => { writersWaiting-- })
+  }
+  writers++
+  try {
+    return await fn()
+  } finally {
+    if (--writers === 0 && writersDone !== null) writersDone()
+  }
+}
+
+async function pruningObjects<T> (fn: () => Promise<T>): Promise<T> {
+  while (pruner !== null) await pruner
+  let release = (): void => {}
+  pruner = new Promise<void>(resolve => { release = resolve })
+  try {
+    if (writers > 0) await new Promise<void>(resolve => { writersDone = resolve })
+    writersDone = null
+    return await fn()
+  } finally {
+    pruner = null
+    release()
+  }
+}
+
+/** How many object writers wait for a pruner now (for tests). */
+export function objectWritersWaiting (): number {
+  return writersWaiting
 }
 
 /**
