@@ -1,10 +1,10 @@
 /**
  * `npm test`: the type-check and the core suite side by side, then one verdict.
  *
- * The suite's two workers leave about half of a 2-core machine idle (its
- * tests mostly wait for nodes, timers and git), and the type-check is one
- * process of about 25 s there, so running it beside the suite instead of
- * before it takes it off the wall time. Arguments go to `vitest run`
+ * The suite's tests mostly wait for nodes, timers and git, so its workers
+ * (one more than the cores: vitest.config.ts) leave room on a 2-core machine,
+ * and the type-check is one process of about 25-35 s there: running it beside
+ * the suite instead of before it takes it off the wall time. Arguments go to `vitest run`
  * (`npm test -- test/board.test.ts`). The type-check's output is printed after
  * the suite's, so the two do not interleave; the exit code is the first
  * non-zero of the two.
