@@ -48,7 +48,15 @@ describe('a claim already lost', () => {
     node.board.subscribe(u => { if (u.local) peerBoard.applyChanges(u.changes) })
     const reg = peerBoard.change('node:join', d => { d.nodes[PEER] = { name: str('peer'), slots: 1, startedAt: 0, leftAt: null } })
     node.board.applyChanges([reg as Uint8Array])
-    sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: held, slots: 1, settleMs: 60_000 })
+    // the worktree of each claim is started as it is claimed, and undone when the claim is let go
+    const early: string[] = []
+    const dropped: string[] = []
+    const prepareEarly = async (t: { id: string, epoch: number }, signal: AbortSignal): Promise<void> => {
+      early.push(`${t.id}@${t.epoch}`)
+      signal.addEventListener('abort', () => { early.push(`${t.id} aborted`) }, { once: true })
+    }
+    const dropEarly = async (id: string, epoch: number): Promise<void> => { dropped.push(`${id}@${epoch}`) }
+    sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: held, slots: 1, settleMs: 60_000, prepareEarly, dropEarly })
     sched.start()
     node.changeBoard('plan', addTasks([simpleTask('t'), simpleTask('u')]))
     const mine = (id: string): boolean => node.board.task(id as TaskId)?.claims[ME] !== undefined
@@ -56,6 +64,8 @@ describe('a claim already lost', () => {
     const first = mine('t') ? 't' : 'u'
     const next = first === 't' ? 'u' : 't'
     expect(mine(next)).toBe(false)
+    // started within the settle window of a minute: at the claim
+    expect(early).toEqual([`${first}@0`])
 
     // the peer claimed the same task a moment earlier; its claim arrives now
     const messages: string[] = []
@@ -69,5 +79,9 @@ describe('a claim already lost', () => {
     await waitFor(() => !mine(first) && mine(next), { timeoutMs: 10_000, message: () => `the lost claim of ${first} was not let go early: ${JSON.stringify(node.board.task(first as TaskId)?.claims)}; ${next}: ${JSON.stringify(node.board.task(next as TaskId)?.claims)}` })
     // one change did both
     expect(messages).toEqual(['tasks:claim'])
+    // the lost claim's worktree was stopped and undone; the next claim's was started
+    await waitFor(() => dropped.length > 0, { timeoutMs: 10_000, message: 'the lost claim\'s early worktree was not undone' })
+    expect(dropped).toEqual([`${first}@0`])
+    expect(early).toEqual([`${first}@0`, `${first} aborted`, `${next}@0`])
   })
 })

@@ -2,7 +2,7 @@ import { readdir, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ExecutionNode } from './components.ts'
 import type { Task, BoardSnapshot, PeerIdString } from '../crdt/schema.ts'
-import { Worktrees, checkpointBranch, commitEnv, type Worktree } from '../git/worktree.ts'
+import { Worktrees, checkpointBranch, commitEnv, runSetup, type Worktree } from '../git/worktree.ts'
 import { git, gitText } from '../git/git.ts'
 import { MainUnavailableError, UsageError, toError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
@@ -159,12 +159,62 @@ export class Execution {
    * worktree is removed and the error says which step failed.
    */
   prepare = async (task: Task, signal?: AbortSignal): Promise<string> => {
+    const early = this.#early.get(task.id)
+    let wt: Worktree | null = null
+    if (early !== undefined && early.epoch === task.epoch) {
+      this.#early.delete(task.id)
+      wt = await early.made
+    }
+    // made now when the claim's early start failed (its error, if any, comes again) or there was none
+    wt ??= await this.#make(task, signal)
+    const setup = this.#init.setup
+    if (setup !== undefined && setup.trim() !== '') {
+      try {
+        await runSetup(setup, wt.path, signal)
+      } catch (err) {
+        this.#open.delete(task.id)
+        await this.worktrees.remove(wt).catch(() => {})
+        throw err
+      }
+    }
+    return wt.path
+  }
+
+  /**
+   * Makes the worktree of a run of `task` the moment it is claimed (no
+   * `--setup`), so that it is made while the claim settles; the run's
+   * `prepare` takes it (the same task and epoch). Never throws: a failure is
+   * met again by `prepare`.
+   */
+  prepareEarly = async (task: Task, signal: AbortSignal): Promise<void> => {
+    const made = this.#make(task, signal).catch(() => null)
+    this.#early.set(task.id, { epoch: task.epoch, made })
+    await made
+  }
+
+  /** Removes what `prepareEarly` made for the claim of `id` at `epoch`, unless a run took it or a later claim made its own. */
+  dropEarly = async (id: string, epoch: number): Promise<void> => {
+    const early = this.#early.get(id)
+    if (early === undefined || early.epoch !== epoch) return
+    this.#early.delete(id)
+    const wt = await early.made
+    if (wt === null || this.#open.get(id) !== wt) return
+    this.#open.delete(id)
+    this.resumed.delete(id)
+    await this.worktrees.remove(wt)
+  }
+
+  /** Worktrees made as their tasks were claimed (`prepareEarly`), by task: null when making one failed. */
+  readonly #early = new Map<string, { epoch: number, made: Promise<Worktree | null> }>()
+
+  /** The run's worktree at the mesh main (or the lost run's checkpoint), without `--setup`; a half-made one is removed. */
+  async #make (task: Task, signal?: AbortSignal): Promise<Worktree> {
     // a run after one that was lost goes on from its last checkpoint, when this repo has it or can get it
     const resume = await this.#checkpointOf(task)
     const base = resume ?? await this.base()
     signal?.throwIfAborted()
     try {
-      const wt = await this.worktrees.create(task.id, base, { ...(this.#init.setup !== undefined ? { setup: this.#init.setup } : {}), ...(signal !== undefined ? { signal } : {}) })
+      const wt = await this.worktrees.create(task.id, base, signal !== undefined ? { signal } : {})
       this.#open.set(task.id, wt)
       if (resume !== null) {
         this.resumed.set(task.id, resume)
@@ -172,7 +222,7 @@ export class Execution {
       } else {
         this.resumed.delete(task.id)
       }
-      return wt.path
+      return wt
     } catch (err) {
       const path = join(this.worktrees.root, task.id)
       await this.worktrees.remove({ path }).catch(() => {})

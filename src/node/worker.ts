@@ -187,6 +187,8 @@ export class Worker {
         ...(this.#init.health !== undefined ? { health: this.#init.health } : {}),
         ...(this.#init.taskTimeoutMs !== undefined ? { defaultTimeoutMs: this.#init.taskTimeoutMs } : {}),
         prepare: exec.prepare,
+        prepareEarly: exec.prepareEarly,
+        dropEarly: exec.dropEarly,
         finish: exec.finish,
         handOff: async (t, head, signal) => {
           // a run of the leader's own: its branch is here already, and its merge needs no lookup

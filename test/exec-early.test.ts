@@ -1,0 +1,91 @@
+/**
+ * A run's worktree made while its claim settles (src/node/exec.ts,
+ * `prepareEarly`): the run's `prepare` takes it as it is and runs `--setup`
+ * in it; a claim let go has it removed (`dropEarly`), but never a later
+ * claim's. Real git.
+ */
+import { describe, it, expect, afterAll } from 'vitest'
+import { existsSync } from 'node:fs'
+import { rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { tempDir } from './helpers/mesh.ts'
+import { initRepo, commitFiles } from './helpers/git.ts'
+import { Board } from '../src/crdt/board.ts'
+import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+import type { Task, TaskId } from '../src/crdt/schema.ts'
+import { createLogger } from '../src/util/logger.ts'
+import { Execution } from '../src/node/exec.ts'
+
+const dirs: string[] = []
+afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }) })
+
+async function setUp (setup?: string): Promise<{ exec: Execution, board: Board, dir: string }> {
+  const dir = await tempDir('meshwork-early-')
+  dirs.push(dir)
+  const repo = await initRepo(join(dir, 'repo'))
+  await commitFiles(repo, { 'README.md': '# project\n' }, 'initial')
+  const board = Board.create('mesh-early', 'aa11')
+  board.change('plan', addTasks([simpleTask('t')]))
+  const exec = new Execution({ node: { board }, repo, worktreesDir: join(dir, 'worktrees'), branch: 'main', logger: createLogger('x', { level: 'silent' }), ...(setup !== undefined ? { setup } : {}) })
+  await exec.start()
+  return { exec, board, dir }
+}
+
+const taskOf = (board: Board, epoch?: number): Task => {
+  const t = board.task('t' as TaskId) as Task
+  return epoch === undefined ? t : { ...t, epoch }
+}
+
+describe('a worktree made as its task is claimed', () => {
+  it('is the one the run gets, and --setup runs in it then', async () => {
+    const { exec, board, dir } = await setUp('touch setup-ran')
+    const task = taskOf(board)
+    await exec.prepareEarly(task, new AbortController().signal)
+    const path = join(dir, 'worktrees', 't')
+    expect(existsSync(join(path, 'README.md'))).toBe(true)
+    // --setup waits for the run: the claim may still be lost
+    expect(existsSync(join(path, 'setup-ran'))).toBe(false)
+    // a file left in it now is still there when the run starts: prepare did not make it again
+    await writeFile(join(path, 'marker'), 'x')
+    expect(await exec.prepare({ ...task, attempts: 1 }, new AbortController().signal)).toBe(path)
+    expect(existsSync(join(path, 'marker'))).toBe(true)
+    expect(existsSync(join(path, 'setup-ran'))).toBe(true)
+    await exec.cleanup(task)
+    expect(existsSync(path)).toBe(false)
+    await exec.stop()
+  })
+
+  it('is removed when its claim is let go, but not a later claim\'s', async () => {
+    const { exec, board, dir } = await setUp()
+    const path = join(dir, 'worktrees', 't')
+    await exec.prepareEarly(taskOf(board, 0), new AbortController().signal)
+    expect(existsSync(path)).toBe(true)
+    await exec.dropEarly('t', 0)
+    expect(existsSync(path)).toBe(false)
+    // claimed again at a later epoch: the first claim's late drop leaves it
+    await exec.prepareEarly(taskOf(board, 0), new AbortController().signal)
+    await exec.prepareEarly(taskOf(board, 1), new AbortController().signal)
+    await exec.dropEarly('t', 0)
+    expect(existsSync(join(path, 'README.md'))).toBe(true)
+    // a run of the task at that epoch takes it
+    expect(await exec.prepare(taskOf(board, 1), new AbortController().signal)).toBe(path)
+    // and a drop after the run took it leaves it to the run
+    await exec.dropEarly('t', 1)
+    expect(existsSync(join(path, 'README.md'))).toBe(true)
+    await exec.cleanup(taskOf(board, 1))
+    await exec.stop()
+  })
+
+  it('stops when its claim is let go while it is made, leaving nothing', async () => {
+    const { exec, board, dir } = await setUp()
+    const abort = new AbortController()
+    abort.abort(new Error('the claim was let go'))
+    await exec.prepareEarly(taskOf(board, 0), abort.signal)
+    await exec.dropEarly('t', 0)
+    expect(existsSync(join(dir, 'worktrees', 't'))).toBe(false)
+    // the run made later makes its own
+    expect(existsSync(join(await exec.prepare(taskOf(board, 0), new AbortController().signal), 'README.md'))).toBe(true)
+    await exec.cleanup(taskOf(board, 0))
+    await exec.stop()
+  })
+})
