@@ -688,9 +688,11 @@ export class Scheduler {
       this.#withdraw(t.id, `its start was withheld (${started.reason})`)
       return
     }
-    // the run's prepare takes what the claim's early start made
-    this.#early.delete(t.id)
     const abort = new AbortController()
+    // the run's prepare takes what the claim's early start made, and the run's end (a cancel, a timeout) stops it
+    const early = this.#early.get(t.id)
+    this.#early.delete(t.id)
+    if (early !== undefined) abort.signal.addEventListener('abort', () => { early.abort.abort(abort.signal.reason) }, { once: true })
     const timeoutMs = runTimeoutMs(t, this.#init.defaultTimeoutMs)
     if (timeoutMs !== null && timeoutMs > 0) {
       const source = t.timeoutMs !== null ? 'the task\'s timeout' : 'the node\'s --task-timeout'
