@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { createMesh, tempDir, waitAllAlive, type TestMesh } from './helpers/mesh.ts'
 import { attachScheduler, stopSchedulers, RunLog } from './helpers/sched.ts'
 import { initRepo, commitFiles } from './helpers/git.ts'
-import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+import { addTasks, setMeshBudget, simpleTask } from '../src/crdt/ops.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { createLogger } from '../src/util/logger.ts'
@@ -162,6 +162,32 @@ describe('a finished run frees its slot before its hand-off ends', () => {
     expect(b.state).toBe('done')
     expect([...b.holders]).toEqual([node.peerId])
   })
+  it('a budget a finished run spent holds the next task while that run\'s done (with its cost) waits for its hand-off', async () => {
+    mesh = await createMesh(1)
+    await waitAllAlive(mesh.nodes)
+    const node = mesh.nodes[0]!
+    const { exec } = await execution(node)
+    const held = heldHandoff([])
+    const started: string[] = []
+    scheds = [attachScheduler(node, new RunLog(), 1, { prepare: exec.prepare, prepareEarly: exec.prepareEarly, dropEarly: exec.dropEarly, finish: exec.finish, cleanup: exec.cleanup, handOff: held.hook, onRunStart: id => { started.push(id) } })]
+    // a mesh budget of $0.50 and two runs of $0.50: the first spends it all
+    node.changeBoard('budget', d => { setMeshBudget(d, { usd: 0.5, at: Date.now(), by: node.peerId }) })
+    const costly = (file: string) => ({ ...sim(file), costUsd: 0.5 })
+    node.changeBoard('plan', addTasks([simpleTask('a', { sim: costly('a.txt'), priority: 2 }), simpleTask('b', { sim: costly('b.txt'), priority: 1 })]))
+    await waitFor(() => held.calls.length === 1, { timeoutMs: 20_000, message: () => `a never reached its hand-off: ${JSON.stringify(node.board.task('a'))}` })
+    // the slot is free and a's cost is not on the board yet (its done waits for the hand-off): b is held all the same
+    expect(node.board.task('a')).toMatchObject({ state: 'running', costUsd: 0 })
+    await afterSchedulerPass()
+    expect(started).toEqual(['a'])
+    expect(node.board.task('b')?.state).toBe('ready')
+    held.open('a')
+    await waitFor(() => node.board.task('a')?.state === 'done', { timeoutMs: 20_000, message: () => `a was not done: ${JSON.stringify(node.board.task('a'))}` })
+    expect(node.board.task('a')?.costUsd).toBe(0.5)
+    await afterSchedulerPass()
+    expect(started).toEqual(['a'])
+    expect(node.board.task('b')).toMatchObject({ state: 'ready', attempts: 0 })
+  })
+
   it('the slot is free once the agent succeeded: the next task runs while the first one\'s work is still being committed', async () => {
     mesh = await createMesh(1)
     await waitAllAlive(mesh.nodes)

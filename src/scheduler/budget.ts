@@ -68,6 +68,26 @@ export function budgetView (snap: BoardSnapshot): BudgetView {
   return view
 }
 
+/**
+ * `view` with the costs of runs whose end is not on the board yet counted as
+ * spent: a node's runs whose agent is done and whose `done` (with its cost)
+ * waits for the commit and the hand-off. Their slots take the next task
+ * meanwhile, and a budget that run spent must hold it.
+ */
+export function withUnwritten (view: BudgetView, runs: Iterable<{ plan: string | null, costUsd: number }>): BudgetView {
+  let mesh = view.mesh.spentUsd
+  let plans: Map<string, BudgetLine> | null = null
+  for (const r of runs) {
+    if (!(r.costUsd > 0)) continue
+    mesh += r.costUsd
+    if (r.plan === null) continue
+    plans ??= new Map(view.plans)
+    const line = plans.get(r.plan) ?? { usd: null, spentUsd: 0 }
+    plans.set(r.plan, { usd: line.usd, spentUsd: line.spentUsd + r.costUsd })
+  }
+  return mesh === view.mesh.spentUsd ? view : { mesh: { usd: view.mesh.usd, spentUsd: mesh }, plans: plans ?? view.plans }
+}
+
 function reached (line: BudgetLine): boolean {
   return line.usd !== null && line.usd - line.spentUsd < MIN_RUN_BUDGET_USD
 }

@@ -11,7 +11,7 @@ import type { BoardWrite } from '../crdt/board.ts'
 import type { BoardSnapshot, PeerIdString, Task } from '../crdt/schema.ts'
 import { ZERO_TOKENS, clipSummary, type Agent, type AgentProgress, type AgentResult } from '../agent/types.ts'
 import { retryBackoffMs } from './claims.ts'
-import { budgetHold, budgetLeft, budgetView, describeHold } from './budget.ts'
+import { budgetHold, budgetLeft, budgetView, describeHold, type BudgetView } from './budget.ts'
 import type { Logger } from '../util/logger.ts'
 import { MainUnavailableError, abortedByTimeout, toError } from '../util/errors.ts'
 
@@ -62,7 +62,9 @@ export interface RunHooks {
   /** Called after a successful run, before the task is marked done; returns the branch head oid. */
   finish?: ((task: Task, cwd: string | undefined) => Promise<string | null>) | undefined
   /** Called when the agent has ended with success, before `finish` commits its work: the run's slot may take the next task. */
-  agentDone?: (() => void) | undefined
+  agentDone?: ((result: AgentResult) => void) | undefined
+  /** The budgets a run is checked against after it prepared; default: the snapshot's (`budgetView`). */
+  budgets?: (() => BudgetView) | undefined
   /** What to tell the agent besides the prompt; default: nothing. */
   context?: ((task: Task, snap: BoardSnapshot) => string) | undefined
   onProgress?: ((taskId: Task['id'], p: AgentProgress) => void) | undefined
@@ -132,7 +134,7 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
     return { kind: 'infra', stage: 'prepare', error: toError(err).message, agentStarted: false, result: null }
   }
   if (signal.aborted) return abortEnd(false, null)
-  const budgets = budgetView(hooks.snapshot())
+  const budgets = hooks.budgets?.() ?? budgetView(hooks.snapshot())
   // spent while this run prepared: the run goes back without its agent (no attempt counted)
   const hold = budgetHold(t, budgets)
   if (hold !== null) return { kind: 'agent', result: { ...emptyResult(), outcome: 'aborted', error: describeHold(hold) }, head: null, agentStarted: false }
@@ -169,7 +171,7 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
   if (result.outcome !== 'success') return signal.aborted ? abortEnd(true, result) : { kind: 'agent', result, head: null, agentStarted: true }
   let head: string | null = null
   // the agent is done: the commit needs no slot
-  if (!signal.aborted) hooks.agentDone?.()
+  if (!signal.aborted) hooks.agentDone?.(result)
   try {
     if (hooks.finish !== undefined) head = await hooks.finish(t, cwd)
   } catch (err) {

@@ -16,7 +16,7 @@ import type { Agent, AgentProgress } from '../agent/types.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
 import { claimOrder, claimRank, effectiveState, openTasks, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
 import { assignOwners, claimWinner, lostAlready, retryBackoffMs, spreadTies, winningClaim, type Capacity } from './claims.ts'
-import { budgetHold, budgetView, describeHold, holdLogger } from './budget.ts'
+import { budgetHold, budgetView, describeHold, holdLogger, withUnwritten, type BudgetView } from './budget.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { TimeoutError, toError } from '../util/errors.ts'
 
@@ -179,6 +179,12 @@ export class Scheduler {
   #init: SchedulerInit
   #log: Logger
   #pending = new Map<TaskId, PendingClaim>()
+  /**
+   * What this node's runs whose agent succeeded spent, until their `done`
+   * puts it on the board (the commit and hand-off come first): their slots
+   * take the next task meanwhile, which the budgets they spent must hold.
+   */
+  #unwritten = new Map<TaskId, { plan: string | null, costUsd: number }>()
   /** The early starts of pending claims' worktrees (`prepareEarly`), by task. */
   #early = new Map<TaskId, { epoch: number, abort: AbortController, done: Promise<void> }>()
   /** Runs that hold a slot: preparing, or their agent working. */
@@ -490,7 +496,7 @@ export class Scheduler {
     if (now - this.node.startedAt < STARTUP_QUIET_HEARTBEATS * this.node.membership.heartbeatMs) return
     const me = this.#me()
     const candidates: Task[] = []
-    const budgets = budgetView(snap)
+    const budgets = this.#budgets(snap)
     let held: string | null = null
     for (const t of openTasks(snap)) {
       // a finished run of the task still hands its branch off here (its worktree is being removed): not again meanwhile
@@ -616,7 +622,7 @@ export class Scheduler {
         continue
       }
       // the budget may have been reached while the claim settled (another run ended)
-      const hold = budgetHold(t, budgetView(snap))
+      const hold = budgetHold(t, this.#budgets(snap))
       if (hold !== null) {
         this.#withdraw(id, describeHold(hold))
         continue
@@ -651,6 +657,11 @@ export class Scheduler {
     const withdrawn = this.#withdrawals.splice(0)
     this.node.changeBoard('tasks:withdraw', d => { for (const w of withdrawn) lifecycle.withdraw(d, w.id, me) })
     for (const w of withdrawn) this.#log.info('task:released', { task: w.id, reason: w.reason })
+  }
+
+  /** The budgets of `snap`, with what this node's finishing runs spent and the board does not show yet (`#unwritten`). */
+  #budgets (snap: BoardSnapshot): BudgetView {
+    return withUnwritten(budgetView(snap), this.#unwritten.values())
   }
 
   /**
@@ -705,6 +716,7 @@ export class Scheduler {
     this.#log.info('task:started', { task: t.id, epoch: t.epoch, attempt })
     const run: Run = { epoch: t.epoch, abort, done: Promise.resolve() }
     run.done = this.#execute({ ...t, attempts: attempt }, run).finally(() => {
+      this.#unwritten.delete(t.id)
       this.#runs.delete(t.id)
       this.#finishing.delete(t.id)
       this.#schedule()
@@ -720,7 +732,11 @@ export class Scheduler {
       snapshot: () => this.node.board.snapshot(),
       log: this.#log,
       // the agent succeeded: its slot takes the next task while the work is committed and handed off
-      agentDone: () => { this.#finish(t.id, run) },
+      agentDone: (result) => {
+        this.#unwritten.set(t.id, { plan: t.plan ?? null, costUsd: result.costUsd })
+        this.#finish(t.id, run)
+      },
+      budgets: () => this.#budgets(this.node.board.snapshot()),
       checkpointEveryMs: this.#init.checkpointEveryMs ?? DEFAULT_CHECKPOINT_EVERY_MS,
       recordCheckpoint: (task, head, recent) => {
         const me = this.#me()
@@ -743,6 +759,8 @@ export class Scheduler {
     }
     const holders = await handing.catch(() => [])
     this.#record(t, run, end.kind === 'agent' && holders.length > 0 ? { ...end, holders } : end)
+    // the cost is on the board now (or the run's end was not this node's to write)
+    this.#unwritten.delete(t.id)
   }
 
   /**
