@@ -6,7 +6,7 @@
  */
 import { describe, it, expect, afterAll } from 'vitest'
 import { existsSync } from 'node:fs'
-import { rm, writeFile } from 'node:fs/promises'
+import { chmod, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tempDir } from './helpers/mesh.ts'
 import { initRepo, commitFiles } from './helpers/git.ts'
@@ -15,6 +15,8 @@ import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import type { Task, TaskId } from '../src/crdt/schema.ts'
 import { createLogger } from '../src/util/logger.ts'
 import { Execution } from '../src/node/exec.ts'
+import { git } from '../src/git/git.ts'
+import { waitFor } from '../src/util/wait.ts'
 
 const dirs: string[] = []
 afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }) })
@@ -73,6 +75,30 @@ describe('a worktree made as its task is claimed', () => {
     await exec.dropEarly('t', 1)
     expect(existsSync(join(path, 'README.md'))).toBe(true)
     await exec.cleanup(taskOf(board, 1))
+    await exec.stop()
+  })
+
+  it('lets git finish when its claim is let go during git\'s work: no lock file is left on the task\'s branch', async () => {
+    const { exec, board, dir } = await setUp()
+    const repo = join(dir, 'repo')
+    // git's reference-transaction hook holds git while it holds the branch's lock (the first time only)
+    const started = join(dir, 'ref-started')
+    const release = join(dir, 'ref-release')
+    const hook = join(repo, '.git', 'hooks', 'reference-transaction')
+    await writeFile(hook, `#!/bin/sh\nif [ "$1" = prepared ] && [ ! -f '${release}' ]; then touch '${started}'; while [ ! -f '${release}' ]; do sleep 0.05; done; fi\nexit 0\n`)
+    await chmod(hook, 0o755)
+    const claim = new AbortController()
+    const early = exec.prepareEarly(taskOf(board, 0), claim.signal)
+    await waitFor(() => existsSync(started), { timeoutMs: 30_000, message: 'git never reached the branch update' })
+    // the claim is lost while git holds the lock: git is not killed there
+    claim.abort(new Error('the claim was let go'))
+    await writeFile(release, '')
+    await early
+    await exec.dropEarly('t', 0)
+    expect(existsSync(join(dir, 'worktrees', 't'))).toBe(false)
+    expect(existsSync(join(repo, '.git', 'refs', 'heads', 'meshwork', 't.lock'))).toBe(false)
+    // the branch can be moved (as a leader moves it to the winner's head)
+    expect((await git(['update-ref', 'refs/heads/meshwork/t', 'HEAD'], { cwd: repo, allowFail: true })).code).toBe(0)
     await exec.stop()
   })
 

@@ -187,7 +187,10 @@ export class Execution {
    * met again by `prepare`.
    */
   prepareEarly = async (task: Task, signal: AbortSignal): Promise<void> => {
-    const made = this.#make(task, signal).catch(() => null)
+    // `signal` (the claim let go) stops it before its git work starts, never during: git killed while it moves the
+    // task's branch leaves that branch's lock file, and every later update of it fails (seen on a merge leader that
+    // had lost its claim of the task: it could never take the winner's branch)
+    const made = this.#make(task, signal, false).catch(() => null)
     this.#early.set(task.id, { epoch: task.epoch, made })
     await made
   }
@@ -207,14 +210,18 @@ export class Execution {
   /** Worktrees made as their tasks were claimed (`prepareEarly`), by task: null when making one failed. */
   readonly #early = new Map<string, { epoch: number, made: Promise<Worktree | null> }>()
 
-  /** The run's worktree at the mesh main (or the lost run's checkpoint), without `--setup`; a half-made one is removed. */
-  async #make (task: Task, signal?: AbortSignal): Promise<Worktree> {
+  /**
+   * The run's worktree at the mesh main (or the lost run's checkpoint),
+   * without `--setup`; a half-made one is removed. `signal` stops it before
+   * its git work, and kills that git too unless `killGit` is false.
+   */
+  async #make (task: Task, signal?: AbortSignal, killGit = true): Promise<Worktree> {
     // a run after one that was lost goes on from its last checkpoint, when this repo has it or can get it
     const resume = await this.#checkpointOf(task)
     const base = resume ?? await this.base()
     signal?.throwIfAborted()
     try {
-      const wt = await this.worktrees.create(task.id, base, signal !== undefined ? { signal } : {})
+      const wt = await this.worktrees.create(task.id, base, signal !== undefined && killGit ? { signal } : {})
       this.#open.set(task.id, wt)
       if (resume !== null) {
         this.resumed.set(task.id, resume)
