@@ -19,6 +19,20 @@ afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, forc
 
 const RACED = 'fatal: bad object worktrees/l04-t018/HEAD\nfatal: failed to run repack\n'
 
+/**
+ * Makes git's pre-auto-gc hook of `repo` hold each gc until the test lets it
+ * go: the hook creates `gc-started` in `repo` and waits for the file whose
+ * path this returns.
+ */
+async function holdGc (repo: string): Promise<string> {
+  const started = join(repo, 'gc-started')
+  const release = join(repo, 'gc-release')
+  const hook = join(repo, '.git', 'hooks', 'pre-auto-gc')
+  await writeFile(hook, `#!/bin/sh\ntouch '${started}'\nwhile [ ! -f '${release}' ]; do sleep 0.05; done\nexit 0\n`)
+  await chmod(hook, 0o755)
+  return release
+}
+
 /** A repository with `n` packs of one object each. */
 async function repoWithPacks (name: string, n: number): Promise<{ repo: string, packDir: string }> {
   const dir = await tempDir('meshwork-maint-')
@@ -67,14 +81,9 @@ describe('a fetch\'s automatic maintenance', { timeout: 120_000 }, () => {
 
   it('runs its gc in the foreground, one at a time with worktree commands: nothing is added beside a gc that prunes worktrees', async () => {
     const { repo, packDir } = await repoWithPacks('turns', 52)
-    // git's pre-auto-gc hook holds the gc until the test lets it go
-    const started = join(repo, 'gc-started')
-    const release = join(repo, 'gc-release')
-    const hook = join(repo, '.git', 'hooks', 'pre-auto-gc')
-    await writeFile(hook, `#!/bin/sh\ntouch '${started}'\nwhile [ ! -f '${release}' ]; do sleep 0.05; done\nexit 0\n`)
-    await chmod(hook, 0o755)
+    const release = await holdGc(repo)
     const maintained = autoMaintenance(repo, packDir)
-    await waitFor(() => existsSync(started), { timeoutMs: 30_000, message: 'the maintenance run never reached gc' })
+    await waitFor(() => existsSync(join(repo, 'gc-started')), { timeoutMs: 30_000, message: 'the maintenance run never reached gc' })
     let ran = false
     const queued = inWorktreeQueue(repo, async () => { ran = true })
     // a free queue runs it at once (before the next turn of the event loop)
@@ -90,14 +99,10 @@ describe('a fetch\'s automatic maintenance', { timeout: 120_000 }, () => {
 
   it('writes no object beside its gc (whose repack removes the object directories it empties): a task commit waits for the gc', async () => {
     const { repo, packDir } = await repoWithPacks('writers', 52)
-    const started = join(repo, 'gc-started')
-    const release = join(repo, 'gc-release')
-    const hook = join(repo, '.git', 'hooks', 'pre-auto-gc')
-    await writeFile(hook, `#!/bin/sh\ntouch '${started}'\nwhile [ ! -f '${release}' ]; do sleep 0.05; done\nexit 0\n`)
-    await chmod(hook, 0o755)
+    const release = await holdGc(repo)
     const order: string[] = []
     const maintained = autoMaintenance(repo, packDir).then(() => order.push('gc'))
-    await waitFor(() => existsSync(started), { timeoutMs: 30_000, message: 'the maintenance run never reached gc' })
+    await waitFor(() => existsSync(join(repo, 'gc-started')), { timeoutMs: 30_000, message: 'the maintenance run never reached gc' })
     await writeFile(join(repo, 'work.txt'), 'the agent\'s work\n')
     const added = git(['add', '-A'], { cwd: repo }).then(() => order.push('add'))
     const hashed = git(['hash-object', '-w', '--stdin'], { cwd: repo, input: 'an object\n' }).then(() => order.push('hash-object'))
