@@ -124,6 +124,7 @@ export class Worktrees {
    * brought to `base`: only what differs is written), and starts the next spare.
    */
   async create (taskId: string, base: string, opts: { setup?: string, signal?: AbortSignal, env?: NodeJS.ProcessEnv } = {}): Promise<Worktree> {
+    // `signal` stops `setup` only: git killed while it moves the task's branch would leave the branch's lock file
     await mkdir(this.root, { recursive: true })
     const path = join(this.root, taskId)
     const branch = taskBranch(taskId)
@@ -132,9 +133,8 @@ export class Worktrees {
       await rm(path, { recursive: true, force: true })
       await git(['worktree', 'prune'], { cwd: this.repo, allowFail: true })
     }
-    const signal = opts.signal !== undefined ? { signal: opts.signal } : {}
-    if (!await this.#fromSpare(path, branch, base, signal)) {
-      await git(['worktree', 'add', '--force', '-B', branch, path, base], { cwd: this.repo, ...signal })
+    if (!await this.#fromSpare(path, branch, base)) {
+      await git(['worktree', 'add', '--force', '-B', branch, path, base], { cwd: this.repo })
     }
     this.#makeSpare(base)
     if (opts.setup !== undefined && opts.setup.trim() !== '') await runSetup(opts.setup, path, opts.signal, opts.env)
@@ -142,7 +142,7 @@ export class Worktrees {
   }
 
   /** Moves a ready spare to `path` and checks out `branch` at `base` there; false when there was none (or it failed: then it is gone). */
-  async #fromSpare (path: string, branch: string, base: string, signal: { signal?: AbortSignal }): Promise<boolean> {
+  async #fromSpare (path: string, branch: string, base: string): Promise<boolean> {
     const spare = this.#spareReady
     if (spare === null) return false
     this.#spareReady = null
@@ -154,10 +154,9 @@ export class Worktrees {
       // git finds a linked worktree through its admin dir's `gitdir`: point it at the new place
       await writeFile(join(admin, 'gitdir'), join(path, '.git') + '\n')
       // -f: the spare's files are git's own (nothing ran in it); another worktree of the branch is a crashed run's
-      await git(['checkout', '-q', '-f', '--ignore-other-worktrees', '-B', branch, base], { cwd: path, ...signal })
+      await git(['checkout', '-q', '-f', '--ignore-other-worktrees', '-B', branch, base], { cwd: path })
       return true
-    } catch (err) {
-      if (signal.signal?.aborted === true) throw err
+    } catch {
       await this.remove({ path: await exists(path) ? path : spare }).catch(() => {})
       await rm(spare, { recursive: true, force: true }).catch(() => {})
       return false

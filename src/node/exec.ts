@@ -187,10 +187,8 @@ export class Execution {
    * met again by `prepare`.
    */
   prepareEarly = async (task: Task, signal: AbortSignal): Promise<void> => {
-    // `signal` (the claim let go) stops it before its git work starts, never during: git killed while it moves the
-    // task's branch leaves that branch's lock file, and every later update of it fails (seen on a merge leader that
-    // had lost its claim of the task: it could never take the winner's branch)
-    const made = this.#make(task, signal, false).catch(() => null)
+    // `signal` (the claim let go) stops it before its git work starts, never during (`#make`)
+    const made = this.#make(task, signal).catch(() => null)
     this.#early.set(task.id, { epoch: task.epoch, made })
     await made
   }
@@ -213,15 +211,19 @@ export class Execution {
   /**
    * The run's worktree at the mesh main (or the lost run's checkpoint),
    * without `--setup`; a half-made one is removed. `signal` stops it before
-   * its git work, and kills that git too unless `killGit` is false.
+   * its git work starts, never during: git killed while it moves the task's
+   * branch leaves that branch's lock file, and every later update of it fails
+   * (seen on a merge leader that had lost its claim of the task while its
+   * early worktree was made: it could never take the winner's branch). A run
+   * stopped meanwhile (cancel, timeout, node stop) waits for one checkout.
    */
-  async #make (task: Task, signal?: AbortSignal, killGit = true): Promise<Worktree> {
+  async #make (task: Task, signal?: AbortSignal): Promise<Worktree> {
     // a run after one that was lost goes on from its last checkpoint, when this repo has it or can get it
     const resume = await this.#checkpointOf(task)
     const base = resume ?? await this.base()
     signal?.throwIfAborted()
     try {
-      const wt = await this.worktrees.create(task.id, base, signal !== undefined && killGit ? { signal } : {})
+      const wt = await this.worktrees.create(task.id, base)
       this.#open.set(task.id, wt)
       if (resume !== null) {
         this.resumed.set(task.id, resume)
