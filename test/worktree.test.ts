@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile, mkdir, readdir, stat } from 'node:fs/
 import { tmpdir } from 'node:os'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { COMMITS_PER_MAINTENANCE, Worktrees, addDetached, commitEnv } from '../src/git/worktree.ts'
+import { COMMITS_PER_MAINTENANCE, Worktrees, addDetached, commitEnv, runSetup } from '../src/git/worktree.ts'
 import { git, gitText } from '../src/git/git.ts'
 import { headOid } from '../src/git/repo.ts'
 import { simAgent } from '../src/agent/sim.ts'
@@ -65,7 +65,8 @@ describe('worktrees', () => {
   it('runs a task in its own worktree from base, commits with the trailer, leaves the primary checkout alone', async () => {
     const wts = new Worktrees(repo, root)
     const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
-    const wt = await wts.create('t1', base, { setup: 'echo setup-ran > .setup-marker' })
+    const wt = await wts.create('t1', base)
+    await runSetup('echo setup-ran > .setup-marker', wt.path)
     expect(wt.path.startsWith(root)).toBe(true)
     expect(await readFile(join(wt.path, '.setup-marker'), 'utf8')).toBe('setup-ran\n')
     const t = task('t1', { write: { 'src/a.txt': 'A\n' }, append: { 'README.md': 'more\n' } })
@@ -147,14 +148,14 @@ describe('worktrees', () => {
     const removed = await wts.pruneStale()
     expect(removed.sort()).toEqual(['other', 't'])
     expect(await readdir(root)).toEqual([])
-    await expect(wts.create('s', base, { setup: 'echo nope >&2; exit 3' })).rejects.toMatchObject({ name: 'SetupError', message: expect.stringContaining('nope') })
+    await expect(runSetup('echo nope >&2; exit 3', (await wts.create('s', base)).path)).rejects.toMatchObject({ name: 'SetupError', message: expect.stringContaining('nope') })
   })
   it('--setup runs in its own process group: aborting the run kills it and what it started, and rejects with the reason', async () => {
     const wts = new Worktrees(repo, root)
     const base = await gitText(['rev-parse', 'HEAD'], { cwd: repo })
     const pidFile = join(dir, 'grandchild.pid')
     const abort = new AbortController()
-    const made = wts.create('hang', base, { setup: `sleep 1000 & echo $! > ${pidFile}; wait`, signal: abort.signal })
+    const made = runSetup(`sleep 1000 & echo $! > ${pidFile}; wait`, (await wts.create('hang', base)).path, abort.signal)
     await waitFor(async () => (await readFile(pidFile, 'utf8').catch(() => '')).trim() !== '', { timeoutMs: 10_000, message: 'setup did not start' })
     const grandchild = Number(await readFile(pidFile, 'utf8'))
     // the setup would sleep 1000 s: rejecting at all is rejecting at once

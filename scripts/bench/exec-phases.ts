@@ -18,7 +18,7 @@ import { execFileSync, fork, spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { Worktrees } from '../../src/git/worktree.ts'
+import { Worktrees, runSetup } from '../../src/git/worktree.ts'
 import { git, gitText } from '../../src/git/git.ts'
 import { simAgent } from '../../src/agent/sim.ts'
 import { Board } from '../../src/crdt/board.ts'
@@ -160,7 +160,11 @@ export async function runOverhead (ctx: Ctx, params: OverheadParams): Promise<Ov
         mark(phase, false)
         return [out, ms]
       }
-      const [wt, create] = await timed('create', async () => await wts.create(id, main, { setup: params.setup }))
+      const [wt, create] = await timed('create', async () => {
+        const made = await wts.create(id, main)
+        if (params.setup.trim() !== '') await runSetup(params.setup, made.path)
+        return made
+      })
       const [res, agentMs] = await timed('agent', async () => await agent.run({ task, attempt: 1, node: ctx.a.peerId, cwd: wt.path, signal: new AbortController().signal }))
       if (res.outcome !== 'success') throw new Error(`sim agent failed on ${id}: ${String(res.error)}`)
       const [head, commit] = await timed('commit', async () => await wts.commit(wt, id, `Benchmark task ${id}`))

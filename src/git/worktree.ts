@@ -119,12 +119,13 @@ export class Worktrees {
 
   /**
    * Creates the worktree of a task run on branch `meshwork/<id>`, reset to
-   * `base` (the mesh main at claim time), and runs `setup` in it. Takes the
+   * `base` (the mesh main at claim time); `--setup` is the caller's
+   * (`runSetup`). Never stopped halfway: git killed while it moves the task's
+   * branch would leave the branch's lock file. Takes the
    * spare worktree when one is ready (moved to the task's path, its files
    * brought to `base`: only what differs is written), and starts the next spare.
    */
-  async create (taskId: string, base: string, opts: { setup?: string, signal?: AbortSignal, env?: NodeJS.ProcessEnv } = {}): Promise<Worktree> {
-    // `signal` stops `setup` only: git killed while it moves the task's branch would leave the branch's lock file
+  async create (taskId: string, base: string): Promise<Worktree> {
     await mkdir(this.root, { recursive: true })
     const path = join(this.root, taskId)
     const branch = taskBranch(taskId)
@@ -137,7 +138,6 @@ export class Worktrees {
       await git(['worktree', 'add', '--force', '-B', branch, path, base], { cwd: this.repo })
     }
     this.#makeSpare(base)
-    if (opts.setup !== undefined && opts.setup.trim() !== '') await runSetup(opts.setup, path, opts.signal, opts.env)
     return { path, branch, base }
   }
 
