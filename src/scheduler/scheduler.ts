@@ -125,7 +125,7 @@ export interface SchedulerInit {
    * `prepare` to meet again. Default: none (`prepare` does it all).
    */
   prepareEarly?: (task: Task, signal: AbortSignal) => Promise<void>
-  /** Undoes what `prepareEarly` made for the claim of `id` at `epoch` (the claim was let go). */
+  /** Undoes what `prepareEarly` made for the claim of `id` at `epoch` (the claim was let go), once that has stopped. */
   dropEarly?: (id: TaskId, epoch: number) => Promise<void>
   /** Called after a successful run, before the task is marked done; returns the branch head oid. */
   finish?: (task: Task, cwd: string | undefined) => Promise<string | null>
@@ -186,7 +186,7 @@ export class Scheduler {
    */
   #unwritten = new Map<TaskId, { plan: string | null, costUsd: number }>()
   /** The early starts of pending claims' worktrees (`prepareEarly`), by task. */
-  #early = new Map<TaskId, { epoch: number, abort: AbortController, done: Promise<void> }>()
+  #early = new Map<TaskId, { epoch: number, abort: AbortController }>()
   /** Runs that hold a slot: preparing, or their agent working. */
   #runs = new Map<TaskId, Run>()
   /**
@@ -673,11 +673,11 @@ export class Scheduler {
     const early = this.#init.prepareEarly
     if (early === undefined) return
     const abort = new AbortController()
-    const done = early(task, abort.signal).catch(() => {})
-    this.#early.set(task.id, { epoch: task.epoch, abort, done })
+    void early(task, abort.signal).catch(() => {})
+    this.#early.set(task.id, { epoch: task.epoch, abort })
   }
 
-  /** The claim of `id` is let go: what its early start made is undone once that has stopped. */
+  /** The claim of `id` is let go: its early start is stopped and what it made undone (`dropEarly` waits for it). */
   #dropEarly (id: TaskId): void {
     const e = this.#early.get(id)
     if (e === undefined) return
@@ -685,7 +685,7 @@ export class Scheduler {
     e.abort.abort(new Error('the claim was let go'))
     const drop = this.#init.dropEarly
     if (drop === undefined) return
-    void e.done.then(async () => { await drop(id, e.epoch) }).catch(err => {
+    void drop(id, e.epoch).catch(err => {
       this.#log.warn('task:cleanup-failed', { task: id, error: toError(err).message, note: 'the worktree made while the claim settled' })
     })
   }
