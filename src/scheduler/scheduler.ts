@@ -161,7 +161,17 @@ export interface SchedulerInit {
 }
 
 interface PendingClaim { epoch: number, at: number, settleAt: number, stolen: boolean, hash: string | null }
-interface Run { epoch: number, abort: AbortController, done: Promise<void> }
+interface Run {
+  epoch: number
+  abort: AbortController
+  done: Promise<void>
+  /**
+   * What the run's agent spent, from its success until the run's `done` puts
+   * it on the board (the commit and hand-off come first): its slot takes the
+   * next task meanwhile, which the budgets it spent must hold (`#budgets`).
+   */
+  unwritten?: { plan: string | null, costUsd: number } | null
+}
 
 /**
  * One node's scheduler: claims ready tasks (priority, then longest remaining
@@ -179,12 +189,6 @@ export class Scheduler {
   #init: SchedulerInit
   #log: Logger
   #pending = new Map<TaskId, PendingClaim>()
-  /**
-   * What this node's runs whose agent succeeded spent, until their `done`
-   * puts it on the board (the commit and hand-off come first): their slots
-   * take the next task meanwhile, which the budgets they spent must hold.
-   */
-  #unwritten = new Map<TaskId, { plan: string | null, costUsd: number }>()
   /** The early starts of pending claims' worktrees (`prepareEarly`), by task. */
   #early = new Map<TaskId, { epoch: number, abort: AbortController }>()
   /** Runs that hold a slot: preparing, or their agent working. */
@@ -659,9 +663,9 @@ export class Scheduler {
     for (const w of withdrawn) this.#log.info('task:released', { task: w.id, reason: w.reason })
   }
 
-  /** The budgets of `snap`, with what this node's finishing runs spent and the board does not show yet (`#unwritten`). */
+  /** The budgets of `snap`, with what this node's finishing runs spent and the board does not show yet (`Run.unwritten`). */
   #budgets (snap: BoardSnapshot): BudgetView {
-    return withUnwritten(budgetView(snap), this.#unwritten.values())
+    return withUnwritten(budgetView(snap), [...this.#finishing.values()].flatMap(r => r.unwritten ?? []))
   }
 
   /**
@@ -716,7 +720,6 @@ export class Scheduler {
     this.#log.info('task:started', { task: t.id, epoch: t.epoch, attempt })
     const run: Run = { epoch: t.epoch, abort, done: Promise.resolve() }
     run.done = this.#execute({ ...t, attempts: attempt }, run).finally(() => {
-      this.#unwritten.delete(t.id)
       this.#runs.delete(t.id)
       this.#finishing.delete(t.id)
       this.#schedule()
@@ -733,7 +736,7 @@ export class Scheduler {
       log: this.#log,
       // the agent succeeded: its slot takes the next task while the work is committed and handed off
       agentDone: (result) => {
-        this.#unwritten.set(t.id, { plan: t.plan ?? null, costUsd: result.costUsd })
+        run.unwritten = { plan: t.plan ?? null, costUsd: result.costUsd }
         this.#finish(t.id, run)
       },
       budgets: () => this.#budgets(this.node.board.snapshot()),
@@ -760,7 +763,7 @@ export class Scheduler {
     const holders = await handing.catch(() => [])
     this.#record(t, run, end.kind === 'agent' && holders.length > 0 ? { ...end, holders } : end)
     // the cost is on the board now (or the run's end was not this node's to write)
-    this.#unwritten.delete(t.id)
+    run.unwritten = null
   }
 
   /**
