@@ -154,9 +154,10 @@ export class Execution {
   }
 
   /**
-   * Makes the run's worktree from the mesh main and runs `--setup` in it (its
-   * own process group, killed when `signal` aborts). On failure the half-made
-   * worktree is removed and the error says which step failed.
+   * Makes the run's worktree from the mesh main, or takes the one its claim
+   * made (`prepareEarly`), and runs `--setup` in it (its own process group,
+   * killed when `signal` aborts). On failure the worktree is removed and the
+   * error says which step failed.
    */
   prepare = async (task: Task, signal?: AbortSignal): Promise<string> => {
     const early = this.#early.get(task.id)
@@ -172,8 +173,7 @@ export class Execution {
       try {
         await runSetup(setup, wt.path, signal)
       } catch (err) {
-        this.#open.delete(task.id)
-        await this.worktrees.remove(wt).catch(() => {})
+        await this.cleanup(task).catch(() => {})
         throw err
       }
     }
