@@ -3,10 +3,23 @@ import { openSync, writeSync } from 'node:fs'
 import type { Readable, Writable } from 'node:stream'
 import { resolve } from 'node:path'
 import { runInHelper, streamInHelper } from './spawner.ts'
+import { clearStaleLock, STALE_LOCK_NOTE } from './stale-lock.ts'
 
 /** The environment git runs in: this process's, never prompting, in the C locale (its messages are parsed), then `extra`. */
 function gitEnv (extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv {
   return { ...process.env, GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C', ...extra }
+}
+
+/**
+ * The lines of git's stderr that say what went wrong: its `fatal:` and
+ * `error:` lines and a stale lock's removal (stale-lock.ts), the last three;
+ * else its last three lines. (After a lock in the way, git's last five lines
+ * are advice that does not name the lock.)
+ */
+function summary (stderr: string): string {
+  const lines = stderr.trim().split('\n')
+  const said = lines.filter(l => /^(fatal|error): /.test(l) || l.startsWith(STALE_LOCK_NOTE))
+  return (said.length > 0 ? said : lines).slice(-3).join(' | ')
 }
 
 /** A git command that exited non-zero. */
@@ -16,7 +29,7 @@ export class GitError extends Error {
   readonly code: number | null
   readonly stderr: string
   constructor (args: string[], code: number | null, stderr: string) {
-    super(`git ${args.join(' ')} failed (${code ?? 'killed'}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`)
+    super(`git ${args.join(' ')} failed (${code ?? 'killed'}): ${summary(stderr)}`)
     this.args = args
     this.code = code
     this.stderr = stderr
@@ -182,10 +195,9 @@ async function run (args: string[], opts: GitOptions): Promise<GitResult> {
   const viaHelper = await runInHelper(args, { cwd: opts.cwd, env, input: opts.input, maxOutput: max, signal: opts.signal })
   if (viaHelper !== null) {
     if (viaHelper.over) throw new GitError(args, viaHelper.code, `output larger than ${max} bytes`)
-    if (viaHelper.code !== 0 && opts.allowFail !== true) throw new GitError(args, viaHelper.code, viaHelper.stderr)
-    return { code: viaHelper.code, stdout: viaHelper.stdout, stderr: viaHelper.stderr }
+    return await outcome(args, opts, { code: viaHelper.code, stdout: viaHelper.stdout, stderr: viaHelper.stderr })
   }
-  return await new Promise<GitResult>((resolve, reject) => {
+  const result = await new Promise<GitResult>((resolve, reject) => {
     const child = spawn('git', args, {
       cwd: opts.cwd,
       env,
@@ -211,14 +223,22 @@ async function run (args: string[], opts: GitOptions): Promise<GitResult> {
         reject(new GitError(args, code, `output larger than ${max} bytes`))
         return
       }
-      const result = { code, stdout: Buffer.concat(out), stderr: err }
-      if (code !== 0 && opts.allowFail !== true) reject(new GitError(args, code, err))
-      else resolve(result)
+      resolve({ code, stdout: Buffer.concat(out), stderr: err })
     })
     child.stdin.on('error', () => {})
     if (opts.input !== undefined) child.stdin.end(opts.input)
     else child.stdin.end()
   })
+  return await outcome(args, opts, result)
+}
+
+/** A finished git's result, or its `GitError`; a failure on a stale ref lock removes that lock first (stale-lock.ts). */
+async function outcome (args: string[], opts: GitOptions, result: GitResult): Promise<GitResult> {
+  if (result.code === 0) return result
+  const cleared = await clearStaleLock(result.stderr, opts.cwd)
+  const stderr = cleared === null ? result.stderr : `${result.stderr.trimEnd()}\n${cleared}\n`
+  if (opts.allowFail !== true) throw new GitError(args, result.code, stderr)
+  return { ...result, stderr }
 }
 
 /**

@@ -1,6 +1,7 @@
 import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { git, gitText } from './git.ts'
+import { git, gitText, type GitResult } from './git.ts'
+import { STALE_LOCK_NOTE } from './stale-lock.ts'
 import { headOid } from './repo.ts'
 import type { CommitWriter } from './commit-writer.ts'
 import { commitEnv, TASK_TRAILER } from './worktree.ts'
@@ -101,7 +102,10 @@ export async function advanceBranch (repo: string, branch: string, prev: string 
   const clean = prev !== null && (st !== null ? st.clean : (await git(['diff-index', '--quiet', 'HEAD', '--'], { cwd: repo, allowFail: true })).code === 0)
   if (clean) {
     // a fast-forward writes no object: git's auto maintenance after it (a second process) has nothing new to do
-    const ff = await git(['-c', 'maintenance.auto=false', 'merge', '--ff-only', '-q', next], { cwd: repo, allowFail: true, env: commitEnv() })
+    const fastForward = async (): Promise<GitResult> => await git(['-c', 'maintenance.auto=false', 'merge', '--ff-only', '-q', next], { cwd: repo, allowFail: true, env: commitEnv() })
+    let ff = await fastForward()
+    // a stale lock on the branch, just removed (stale-lock.ts): once more, rather than move the branch without its checkout
+    if (ff.code !== 0 && ff.stderr.includes(STALE_LOCK_NOTE)) ff = await fastForward()
     // (git says "Already up to date" and exits 0 when `next` is behind the branch: only a HEAD at `next` is a move)
     if (ff.code === 0 && (opts.fastForwardOnly !== true || await headOid(repo) === next)) return 'updated'
   }

@@ -15,6 +15,7 @@
 import { resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { GitError, spawnGit, type GitProcess } from './git.ts'
+import { clearStaleLock } from './stale-lock.ts'
 
 /** How long a ref updater's process waits for the next update before it is let go. @default 10 s */
 export const REF_UPDATER_IDLE_MS = 10_000
@@ -65,7 +66,9 @@ export class RefUpdater {
         if (this.#proc === proc) { this.#proc = null; this.#answers = null }
         proc.stdin.end()
         const { code, stderr } = await proc.exited
-        throw new GitError(['update-ref', '--stdin', ref, oid], code, stderr !== '' ? stderr : `unexpected answer: ${line.done === true ? '(none)' : line.value}`)
+        const cleared = await clearStaleLock(stderr, this.repo)
+        const why = stderr !== '' ? stderr : `unexpected answer: ${line.done === true ? '(none)' : line.value}`
+        throw new GitError(['update-ref', '--stdin', ref, oid], code, cleared === null ? why : `${why.trimEnd()}\n${cleared}`)
       }
     }
     this.#idle = setTimeout(() => { this.close() }, this.#idleMs)
