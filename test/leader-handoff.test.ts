@@ -2,7 +2,8 @@
  * Branch hand-off at done (src/merge/handoff.ts), through real `meshwork node`
  * processes: the node that finished a task gives its branch to the merge
  * leader before it marks the task done, so a kill -9 of that node right after
- * done costs no run.
+ * done costs no run; while no leader is alive, it gives it to another node
+ * (a keeper), so its death before a leader comes back costs no run either.
  *
  * Node a is the only node that may lead and runs nothing (`--slots 0`); b and
  * c run the tasks. The node that ran the task is killed -9 the moment the
@@ -14,21 +15,22 @@
 import { describe, it, expect, afterAll } from 'vitest'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { runCli, startNode, makeTempDir, killAllChildren, removeDir, describeResult, watchStatusJson, type CliNode, type StatusWatch } from './helpers/cli.ts'
+import { runCli, startNode, makeTempDir, killAllChildren, removeDir, describeResult, statusJson, watchStatusJson, type CliNode, type StatusWatch } from './helpers/cli.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { gitText } from '../src/git/git.ts'
 
 interface TaskJson { id: string, state: string, node: string | null, attempts: number, error: string | null }
-interface StatusJson { main: { head: string | null, leader: string | null }, tasks: TaskJson[], nodes: Array<{ peerId: string, slots: number }> }
+interface StatusJson { main: { head: string | null, leader: string | null }, tasks: TaskJson[], nodes: Array<{ peerId: string, slots: number, state: string }> }
 
 let dir = ''
 const nodes: CliNode[] = []
 let watch: StatusWatch | null = null
+const dirs: string[] = []
 
 afterAll(async () => {
   await watch?.close()
   await killAllChildren()
-  if (dir !== '') await removeDir(dir)
+  for (const d of [dir, ...dirs]) if (d !== '') await removeDir(d)
 })
 
 /** Every node's log lines about one task, for failure messages. */
@@ -83,5 +85,65 @@ describe('branch hand-off at done', { timeout: 240_000 }, () => {
     expect(a.stderr()).not.toMatch(/"event":"branch:collected","task":"h1"/)
     const head = (await status()).main.head as string
     expect(await gitText(['show', `${head}:h1.txt`], { cwd: join(dir, 'repo-a') })).toBe('h1')
+  })
+
+  it('no leader alive at done: the branch goes to a keeper, and the runner\'s death before a leader is back costs no run', async () => {
+    const root = await makeTempDir('meshwork-keeper-')
+    dirs.push(root)
+    const keyFile = join(root, 'swarm.key')
+    const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
+    expect(init.code, describeResult(['init'], init)).toBe(0)
+    const common = ['--agent', 'sim', '--suspect-after', '2s', '--dead-after', '6s', '--log-level', 'info']
+    // a may lead and runs nothing; b runs every task; c only keeps what it is given
+    const a = await startNode({ dir: root, name: 'a', keyFile, extraArgs: [...common, '--slots', '0'], startTimeoutMs: 120_000 })
+    const [b, c] = await Promise.all(['b', 'c'].map(async name => await startNode({ dir: root, name, join: a.info.join, extraArgs: [...common, '--slots', name === 'b' ? '1' : '0', '--no-leader'], startTimeoutMs: 120_000 }))) as [CliNode, CliNode]
+    const all = [a, b, c]
+    const log = (id: string): string => all.map(n => `${n.name}: ${n.stderr().split('\n').filter(l => l.includes(`"task":"${id}"`)).join(`\n${n.name}: `)}`).join('\n')
+    const keeperWatch = await watchStatusJson(['--join', c.info.join])
+    try {
+      const status = async (): Promise<StatusJson> => await keeperWatch.fresh() as StatusJson
+      await waitFor(async () => {
+        const s = await status()
+        return s.main.leader === a.info.peerId && s.nodes.some(n => n.peerId === b.info.peerId && n.slots === 1)
+      }, { timeoutMs: 120_000, intervalMs: 100, message: () => `a never led a mesh where b runs\n${all.map(n => n.describe()).join('\n')}` })
+
+      // k1 runs on b, held there until the leader is dead
+      const release = join(root, 'release')
+      const plan = join(root, 'plan.yaml')
+      await writeFile(plan, `tasks:\n  - id: k1\n    prompt: do k1\n    sim: { duration: 0s, until: ${JSON.stringify(release)}, write: { "k1.txt": "k1\\n" } }\n`)
+      const sub = await runCli(['submit', plan, '--join', c.info.join], { timeoutMs: 90_000 })
+      expect(sub.code, describeResult(['submit'], sub)).toBe(0)
+      let k1: TaskJson | undefined
+      await waitFor(async () => { k1 = (await status()).tasks.find(t => t.id === 'k1'); return k1?.state === 'running' },
+        { timeoutMs: 120_000, intervalMs: 100, message: () => `k1 never ran: ${JSON.stringify(k1)}\n${log('k1')}` })
+
+      // the leader dies; once b and c see it dead, k1 finishes
+      a.proc.kill('SIGKILL')
+      await a.exited
+      for (const via of [b, c]) {
+        await waitFor(async () => (await statusJson(['--join', via.info.join])).nodes.some(n => n.peerId === a.info.peerId && n.state === 'dead'),
+          { timeoutMs: 60_000, intervalMs: 500, message: () => `${via.name} never saw the leader a dead` })
+      }
+      await writeFile(release, '')
+      await waitFor(async () => { k1 = (await status()).tasks.find(t => t.id === 'k1'); return k1?.state === 'done' },
+        { timeoutMs: 120_000, intervalMs: 100, message: () => `k1 never reached done: ${JSON.stringify(k1)}\n${log('k1')}` })
+      expect(b.stderr(), log('k1')).toMatch(new RegExp(`"event":"branch:handed-off","task":"k1",.*"to":"${c.info.peerId}",.*"as":"keeper"`))
+      expect(c.stderr(), log('k1')).toMatch(/"event":"branch:received","task":"k1"/)
+
+      // the runner dies before any leader merged k1; a comes back (now with a slot, so a lost branch would be run again there)
+      b.proc.kill('SIGKILL')
+      await b.exited
+      const a2 = await startNode({ dir: root, name: 'a', keyFile, extraArgs: [...common, '--slots', '1'], startTimeoutMs: 120_000 })
+      all.push(a2)
+      await waitFor(async () => { k1 = (await status()).tasks.find(t => t.id === 'k1'); return k1?.state === 'merged' },
+        { timeoutMs: 120_000, intervalMs: 100, message: () => `k1 never merged after its runner died: ${JSON.stringify(k1)}\n${log('k1')}` })
+      expect(k1!.attempts, log('k1')).toBe(1)
+      expect(a2.stderr(), log('k1')).toMatch(new RegExp(`"event":"branch:collected","task":"k1","from":"${c.info.peerId}"`))
+      expect(a2.stderr(), log('k1')).not.toMatch(/"event":"task:started","task":"k1"/)
+      const head = (await status()).main.head as string
+      expect(await gitText(['show', `${head}:k1.txt`], { cwd: join(root, 'repo-a') })).toBe('k1')
+    } finally {
+      await keeperWatch.close()
+    }
   })
 })

@@ -1,14 +1,16 @@
 /**
- * The leader's side of the branch hand-off at done (`acceptHandoff`,
+ * The taking side of the branch hand-off at done (`acceptHandoff`,
  * src/merge/handoff.ts), on a real node's board: a hand-off is taken only
- * while this node leads, only on the task's own branch, and only for the run
+ * while this node leads or no leader is alive here (a keeper), only on the task's own branch, and only for the run
  * the board says the asking peer makes in that epoch; a run the board does not
  * show yet is waited for (woken by the board change), a run that is over or
  * someone else's is refused at once.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createMesh, type TestMesh } from './helpers/mesh.ts'
-import { acceptHandoff, recordTaken } from '../src/merge/handoff.ts'
+import { waitFor } from '../src/util/wait.ts'
+import { acceptHandoff, TakenBranches } from '../src/merge/handoff.ts'
+import { silentLogger } from '../src/util/logger.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { asPeerId, type TaskId } from '../src/crdt/schema.ts'
@@ -24,12 +26,14 @@ const id = (s: string): TaskId => s as TaskId
 
 let mesh: TestMesh
 let a: MeshNode
+let b: MeshNode
 const never = new AbortController().signal
 
 beforeAll(async () => {
-  mesh = await createMesh(1)
+  mesh = await createMesh(2)
   a = mesh.nodes[0]!
-  a.changeBoard('plan', addTasks(['t1', 't2', 't3', 't4', 't5', 't6'].map(t => simpleTask(t))))
+  b = mesh.nodes[1]!
+  a.changeBoard('plan', addTasks(['t1', 't2', 't3', 't4', 't5', 't6', 't7'].map(t => simpleTask(t))))
 })
 
 afterAll(async () => {
@@ -56,9 +60,20 @@ async function pending (p: Promise<unknown>): Promise<boolean> {
 }
 
 describe('acceptHandoff', () => {
-  it('refuses every hand-off while this node does not lead', async () => {
+  it('refuses every hand-off while another node leads and is alive here; while none is, takes it as a keeper', async () => {
     asRunner(d => { lifecycle.start(d, id('t1'), RUNNER, 1, Date.now()) })
-    expect(await acceptHandoff(a, RUNNER, req('t1'), never)).toMatch(/not the merge leader/)
+    // no leader elected yet: a keeps the branch until one collects it
+    expect(await acceptHandoff(a, RUNNER, req('t1'), never)).toBeNull()
+    // a leader this node does not see alive (RUNNER has no presence here): the same
+    asRunner(d => { lifecycle.electLeader(d, RUNNER, 1) })
+    expect(a.board.snapshot().main.leader).toBe(RUNNER)
+    expect(await acceptHandoff(a, RUNNER, req('t1'), never)).toBeNull()
+    // b leads, alive (elected over the board b has from a, so its leader wins): the branch goes there, not here
+    await waitFor(() => b.board.snapshot().main.leader === RUNNER, { timeoutMs: 30_000, message: () => 'b never had the board with RUNNER as leader' })
+    b.changeBoard('elect', d => { lifecycle.electLeader(d, b.peerId, 1) })
+    await waitFor(() => a.board.snapshot().main.leader === b.peerId && a.membership.get(b.peerId)?.state === 'alive',
+      { timeoutMs: 30_000, message: () => `a never saw b lead and alive: leader ${String(a.board.snapshot().main.leader)}, b ${a.membership.get(b.peerId)?.state ?? 'unknown'}` })
+    expect(await acceptHandoff(a, RUNNER, req('t1'), never)).toMatch(new RegExp(`not the merge leader \\(${b.peerId} is, and alive\\)`))
   })
 
   it('takes the branch of a run the asking peer makes, in its epoch, and nothing else', async () => {
@@ -84,15 +99,28 @@ describe('acceptHandoff', () => {
     expect(await acceptHandoff(a, RUNNER, req('t3', { oid: 'b'.repeat(40) }), never)).toMatch(/t3 is done at a{40}/)
   })
 
-  it('a hand-off finished after the node gave up waiting makes the leader a holder of the done task, at that head only', () => {
-    asRunner(d => {
-      lifecycle.start(d, id('t6'), RUNNER, 1, Date.now())
-      lifecycle.complete(d, id('t6'), { peer: RUNNER, head: HEAD, summary: null, now: Date.now() })
-    })
-    recordTaken(a, 't6', 'b'.repeat(40))
-    expect(a.board.task(id('t6'))?.holders).toEqual([RUNNER])
-    recordTaken(a, 't6', HEAD)
+  it('a taken branch makes this node a holder once the board shows its task done at that head, not before and not at another', () => {
+    const taken = new TakenBranches(a, silentLogger)
+    // taken before the done (the usual order: the runner writes done once the branch is taken)
+    asRunner(d => { lifecycle.start(d, id('t6'), RUNNER, 1, Date.now()) })
+    taken.taken('t6', 0, HEAD)
+    expect(taken.waiting).toBe(1)
+    expect(a.board.task(id('t6'))?.holders).toEqual([])
+    asRunner(d => { lifecycle.complete(d, id('t6'), { peer: RUNNER, head: HEAD, summary: null, now: Date.now() }) })
+    taken.settle()
     expect(a.board.task(id('t6'))?.holders).toEqual([RUNNER, a.peerId])
+    expect(taken.waiting).toBe(0)
+    // taken after the done (the runner gave up waiting), at another head than the board's: nothing written
+    asRunner(d => {
+      lifecycle.start(d, id('t7'), RUNNER, 1, Date.now())
+      lifecycle.complete(d, id('t7'), { peer: RUNNER, head: HEAD, summary: null, now: Date.now() })
+    })
+    taken.taken('t7', 0, 'b'.repeat(40))
+    expect(a.board.task(id('t7'))?.holders).toEqual([RUNNER])
+    expect(taken.waiting).toBe(0)
+    // at the head the board names: a holder at once
+    taken.taken('t7', 0, HEAD)
+    expect(a.board.task(id('t7'))?.holders).toEqual([RUNNER, a.peerId])
   })
 
   it('waits for the board to show the run, and takes it when the change arrives', async () => {

@@ -5,6 +5,7 @@ import { taskBranch } from '../git/worktree.ts'
 import type { LeaderNode } from '../node/components.ts'
 import { toError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
+import { rendezvousScore } from '../scheduler/claims.ts'
 
 /**
  * How long the leader waits for its board to show the run a hand-off names
@@ -32,15 +33,19 @@ const UNSUPPORTED_RETRY_MS = 10 * 60_000
  * finished a task gives its branch to the merge leader before it writes
  * `done`, and writes the leader as a second holder. The leader then merges it
  * as soon as the `done` change arrives (no collection round trip), and a death
- * of the node after `done` costs no run. A hand-off that fails for any reason
- * costs nothing but time: the task is marked done with this node as its only
- * holder, and the leader collects the branch as before (`BranchCollector`).
+ * of the node after `done` costs no run. While no leader is alive (it died and
+ * no other is elected yet, or none may lead), the branch goes to another live
+ * node instead, a keeper (spread over the nodes by task, as claims are), so
+ * that the node's death before a leader collects it costs no run either. A
+ * hand-off that fails for any reason costs nothing but time: the task is
+ * marked done with this node as its only holder, and the leader collects the
+ * branch as before (`BranchCollector`).
  */
 export class BranchHandoff {
   #node: LeaderNode
   #log: Logger
   #timeoutMs: number
-  /** Leaders that did not speak the protocol, and when that was found. */
+  /** Peers that did not speak the protocol, and when that was found. */
   #unsupported = new Map<PeerIdString, number>()
 
   constructor (node: LeaderNode, logger: Logger, opts: { timeoutMs?: number } = {}) {
@@ -50,36 +55,59 @@ export class BranchHandoff {
   }
 
   /**
-   * Hands the branch of run `t` (committed at `head`) to the merge leader;
-   * resolves to the peers that now hold it besides this node (the leader, or
-   * none). Never throws.
+   * Hands the branch of run `t` (committed at `head`) to the merge leader,
+   * or to a keeper while no leader is alive; resolves to the peers this node
+   * writes as holders beside itself (the leader that took it, or none: a
+   * keeper writes itself). Never throws.
    */
   async handOff (t: Task, head: string, signal?: AbortSignal): Promise<PeerIdString[]> {
     const node = this.#node
     const leader = node.board.snapshot().main.leader
-    if (leader === null || leader === node.peerId) return []
-    if (node.membership.get(leader)?.state !== 'alive') return []
-    const unsupportedAt = this.#unsupported.get(leader)
-    if (unsupportedAt !== undefined && Date.now() - unsupportedAt < UNSUPPORTED_RETRY_MS) return []
+    // the leader's own run: its branch is where it merges (a death of the leader before then costs the run)
+    if (leader === node.peerId) return []
+    const leaderAlive = leader !== null && node.membership.get(leader)?.state === 'alive'
+    const to = leaderAlive ? leader : this.#keeper(t.id)
+    if (to === undefined || !this.#speaks(to)) return []
+    const as = to === leader ? 'leader' : 'keeper'
     const req: HandoffRequest = { task: t.id, epoch: t.epoch, ref: `refs/heads/${taskBranch(t.id)}`, oid: head }
     const started = Date.now()
     try {
-      await handOff(node, leader, req, { timeoutMs: this.#timeoutMs, ...(signal !== undefined ? { signal } : {}) })
-      this.#unsupported.delete(leader)
-      this.#log.info('branch:handed-off', { task: t.id, epoch: t.epoch, to: leader, head, ms: Date.now() - started })
-      return [leader]
+      await handOff(node, to, req, { timeoutMs: this.#timeoutMs, ...(signal !== undefined ? { signal } : {}) })
+      this.#unsupported.delete(to)
+      this.#log.info('branch:handed-off', { task: t.id, epoch: t.epoch, to, as, head, ms: Date.now() - started, ...(as === 'keeper' ? { note: `no merge leader is alive (${leader ?? 'none elected'}): a keeper holds the branch until one collects it` } : {}) })
+      // a runner names only the leader as a holder (peers refuse any other: crdt/authors.ts); a keeper names itself (`TakenBranches`)
+      return as === 'leader' ? [to] : []
     } catch (err) {
       const code = err instanceof HandoffError ? err.code : 'failed'
-      if (code === 'unsupported') this.#unsupported.set(leader, Date.now())
-      this.#log.info('branch:handoff-failed', { task: t.id, epoch: t.epoch, to: leader, code, error: toError(err).message, note: 'the task is marked done all the same; the leader collects the branch from this node' })
+      if (code === 'unsupported') this.#unsupported.set(to, Date.now())
+      this.#log.info('branch:handoff-failed', { task: t.id, epoch: t.epoch, to, as, code, error: toError(err).message, note: 'the task is marked done all the same; the leader collects the branch from this node' })
       return []
     }
+  }
+
+  /** Whether `peer` is not known to lack the protocol (asked again after a while: it may have been upgraded). */
+  #speaks (peer: PeerIdString): boolean {
+    const at = this.#unsupported.get(peer)
+    return at === undefined || Date.now() - at >= UNSUPPORTED_RETRY_MS
+  }
+
+  /** The live peer that keeps task `id`'s branch while no leader is alive: the one rendezvous hashing picks for it. */
+  #keeper (id: TaskId): PeerIdString | undefined {
+    const me = this.#node.peerId
+    let best: { peer: PeerIdString, score: number } | undefined
+    for (const m of this.#node.membership.alive()) {
+      if (m.peerId === me || !this.#speaks(m.peerId)) continue
+      const score = rendezvousScore(id, m.peerId)
+      if (best === undefined || score > best.score) best = { peer: m.peerId, score }
+    }
+    return best?.peer
   }
 }
 
 /**
- * The leader's side: whether to take a hand-off of `req` from `peer` (null),
- * or why not. Taken only while this node is the merge leader, for the task
+ * The taking side: whether to take a hand-off of `req` from `peer` (null),
+ * or why not. Taken while this node is the merge leader, or as a keeper while
+ * no leader is alive here (see `BranchHandoff`), and only for the task
  * branch of a run the board says `peer` makes in that epoch (running, or done
  * at that commit). The board may not show the run yet: waits for it (for
  * board changes, up to `waitMs`).
@@ -89,7 +117,8 @@ export async function acceptHandoff (node: LeaderNode, peer: string, req: Handof
   /** null: take it; `wait`: the board may not have caught up yet; else a final refusal. */
   const check = (): { final: boolean, reason: string } | null => {
     const snap = node.board.snapshot()
-    if (snap.main.leader !== node.peerId) return { final: true, reason: 'this node is not the merge leader' }
+    const leader = snap.main.leader
+    if (leader !== null && leader !== node.peerId && node.membership.get(leader)?.state === 'alive') return { final: true, reason: `this node is not the merge leader (${leader} is, and alive)` }
     const t = snap.tasks.get(req.task as Task['id'])
     if (t === undefined) return { final: false, reason: `no task ${req.task} on this node's board` }
     if (t.epoch > req.epoch) return { final: true, reason: `task ${req.task} is at epoch ${t.epoch}, past the run of epoch ${req.epoch}` }
@@ -124,13 +153,65 @@ export async function acceptHandoff (node: LeaderNode, peer: string, req: Handof
   })
 }
 
+/** How long a taken branch waits for the board to show its task done before this node forgets it. @default 10 min */
+export const TAKEN_WAIT_MS = 10 * 60_000
+
 /**
- * The leader took a hand-off (`oid` is on the task's branch here). When the
- * requester gave up waiting and marked the task done without it, the leader
- * records itself as a holder now, as the collector would after a fetch.
+ * Branches this node took by hand-off, until the board shows their tasks done
+ * at the commit taken: then this node writes itself as a holder, unless the
+ * runner named it already (a leader it handed to; a keeper is never named by
+ * the runner, whom peers allow to name only the leader). A take usually
+ * comes before the `done` it is for (the runner writes done once the branch
+ * is taken); when the runner gave up waiting first, the done is there at once.
  */
-export function recordTaken (node: LeaderNode, task: string, oid: string): void {
-  const t = node.board.task(task as TaskId)
-  if (t === undefined || t.state !== 'done' || t.head !== oid || t.holders.includes(node.peerId)) return
-  node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, node.peerId) })
+export class TakenBranches {
+  #node: LeaderNode
+  #log: Logger
+  #taken = new Map<TaskId, { epoch: number, oid: string, at: number }>()
+  #queued = false
+
+  constructor (node: LeaderNode, logger: Logger) {
+    this.#node = node
+    this.#log = logger
+  }
+
+  /** This node took task `task`'s branch at `oid`, for the run of `epoch`. */
+  taken (task: string, epoch: number, oid: string): void {
+    this.#taken.set(task as TaskId, { epoch, oid, at: Date.now() })
+    this.settle()
+  }
+
+  /** Forgets every taken branch: nothing is written from now on. */
+  stop (): void {
+    this.#taken.clear()
+  }
+
+  /** How many taken branches wait for their done (tests). */
+  get waiting (): number {
+    return this.#taken.size
+  }
+
+  /** Looks at the board again soon (once for any number of calls before it does): call on every board change. */
+  boardChanged (): void {
+    if (this.#queued || this.#taken.size === 0) return
+    this.#queued = true
+    setImmediate(() => { this.#queued = false; this.settle() })
+  }
+
+  /** Writes this node as a holder of each taken branch whose task the board shows done at it; forgets those whose run is over otherwise. */
+  settle (): void {
+    const node = this.#node
+    const me = node.peerId
+    const tasks = node.board.snapshot().tasks
+    for (const [id, k] of this.#taken) {
+      const t = tasks.get(id)
+      if (t === undefined || t.epoch > k.epoch || Date.now() - k.at > TAKEN_WAIT_MS) { this.#taken.delete(id); continue }
+      // the board has not caught up with the run yet
+      if (t.epoch < k.epoch || t.state === 'running' || t.state === 'claimed' || t.state === 'ready') continue
+      this.#taken.delete(id)
+      if (t.state !== 'done' || t.head !== k.oid || t.holders.includes(me)) continue
+      node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })
+      this.#log.info('branch:held', { task: id, head: k.oid, note: 'taken by hand-off: this node is a holder of the branch' })
+    }
+  }
 }

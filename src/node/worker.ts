@@ -6,7 +6,7 @@ import type { Agent } from '../agent/types.ts'
 import { serveGit, serveHandoffs, cloneFromPeer, fetchFromPeer } from '../git/transfer.ts'
 import { GIT_PROTOCOL } from '../git/transfer.ts'
 import { Leadership } from '../merge/leadership.ts'
-import { BranchHandoff, acceptHandoff, recordTaken } from '../merge/handoff.ts'
+import { BranchHandoff, TakenBranches, acceptHandoff } from '../merge/handoff.ts'
 import type { Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
 import type { PeerIdString, Task } from '../crdt/schema.ts'
@@ -67,6 +67,8 @@ export class Worker {
   #stopped = false
   #ready: Promise<void> = Promise.resolve()
   #pruneTimer: NodeJS.Timeout | null = null
+  /** Stops writing this node as a holder of branches handed to it (see `TakenBranches`). */
+  #stopTaken = (): void => {}
   /** The periodic prune of branches and transcripts in progress, or null. */
   #pruning: Promise<void> | null = null
   #exec: Execution | null = null
@@ -100,14 +102,17 @@ export class Worker {
       if (this.#stopped) return
       // the mains this node was at lately are on its main: a request for one (a new main, haves) needs no lookup
       const gitServer = await serveGit(node, repo, { logger, known: () => this.leadership?.recentMains() ?? [] })
-      // the merge leader takes finished branches handed to it at done (see src/merge/handoff.ts)
+      // the merge leader (or a keeper, while no leader is alive) takes finished branches handed to it at done (see src/merge/handoff.ts)
       const handoffsInFlight = new Set<string>()
+      const taken = new TakenBranches(node, logger)
+      const unsubscribe = node.board.subscribe(() => { taken.boardChanged() })
+      this.#stopTaken = () => { unsubscribe(); taken.stop() }
       await serveHandoffs(node, repo, {
         accept: async (peer, req, signal) => await acceptHandoff(node, peer, req, signal),
         onTaken: (peer, req, res, ms) => {
           logger.info('branch:received', { task: req.task, epoch: req.epoch, from: peer, head: res.oid, bytes: res.bytes, ms })
           this.leadership?.branchArrived(req.task, res.oid)
-          recordTaken(node, req.task, res.oid)
+          taken.taken(req.task, req.epoch, res.oid)
         },
         haves: () => this.leadership?.recentMains() ?? [],
         onFetch: (req, fetching) => {
@@ -241,6 +246,7 @@ export class Worker {
 
   async stop (graceMs: number): Promise<void> {
     this.#stopped = true
+    this.#stopTaken()
     if (this.#pruneTimer !== null) clearInterval(this.#pruneTimer)
     this.#disk?.stop()
     // no merge starts from now on; what the leadership has in progress is aborted, and waited for with the runs
