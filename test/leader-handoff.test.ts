@@ -146,4 +146,54 @@ describe('branch hand-off at done', { timeout: 240_000 }, () => {
       await keeperWatch.close()
     }
   })
+
+  it('a run of the leader\'s own that waits for its merge is backed up to a keeper: the leader\'s death costs no run', async () => {
+    const root = await makeTempDir('meshwork-backup-')
+    dirs.push(root)
+    const keyFile = join(root, 'swarm.key')
+    const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
+    expect(init.code, describeResult(['init'], init)).toBe(0)
+    const common = ['--agent', 'sim', '--suspect-after', '2s', '--dead-after', '6s', '--log-level', 'info']
+    // a leads and runs; its merges wait in --verify until the test ends (the file never appears before then)
+    const never = join(root, 'verify-go')
+    const a = await startNode({ dir: root, name: 'a', keyFile, extraArgs: [...common, '--slots', '1', '--verify', `while [ ! -f ${JSON.stringify(never)} ]; do sleep 0.2; done`], startTimeoutMs: 120_000 })
+    // b only keeps what it is given
+    const b = await startNode({ dir: root, name: 'b', join: a.info.join, extraArgs: [...common, '--slots', '0', '--no-leader'], startTimeoutMs: 120_000 })
+    const all = [a, b]
+    const log = (id: string): string => all.map(n => `${n.name}: ${n.stderr().split('\n').filter(l => l.includes(`"task":"${id}"`)).join(`\n${n.name}: `)}`).join('\n')
+    const bWatch = await watchStatusJson(['--join', b.info.join])
+    try {
+      const status = async (): Promise<StatusJson> => await bWatch.fresh() as StatusJson
+      await waitFor(async () => (await status()).main.leader === a.info.peerId,
+        { timeoutMs: 120_000, intervalMs: 100, message: () => `a never led\n${all.map(n => n.describe()).join('\n')}` })
+      const plan = join(root, 'plan.yaml')
+      await writeFile(plan, 'tasks:\n  - id: k2\n    prompt: do k2\n    sim: { duration: 0s, write: { "k2.txt": "k2\\n" } }\n')
+      const sub = await runCli(['submit', plan, '--join', b.info.join], { timeoutMs: 90_000 })
+      expect(sub.code, describeResult(['submit'], sub)).toBe(0)
+
+      // a ran k2 and holds it alone while its merge waits: after a while a hands it to b
+      await waitFor(() => new RegExp(`"event":"branch:handed-off","task":"k2",.*"to":"${b.info.peerId}",.*"as":"backup"`).test(a.stderr()),
+        { timeoutMs: 120_000, intervalMs: 100, message: () => `a never backed k2 up to b\n${log('k2')}` })
+      await waitFor(() => /"event":"branch:held","task":"k2"/.test(b.stderr()),
+        { timeoutMs: 30_000, intervalMs: 100, message: () => `b never wrote itself a holder of k2\n${log('k2')}` })
+      let k2: TaskJson | undefined
+      k2 = (await status()).tasks.find(t => t.id === 'k2')
+      expect(k2?.state, log('k2')).toBe('merging')
+
+      // the leader dies with k2's merge in progress; a new node that may lead joins, and merges k2 from b's copy
+      a.proc.kill('SIGKILL')
+      await a.exited
+      const c = await startNode({ dir: root, name: 'c', join: b.info.join, extraArgs: [...common, '--slots', '1'], startTimeoutMs: 120_000 })
+      all.push(c)
+      await waitFor(async () => { k2 = (await status()).tasks.find(t => t.id === 'k2'); return k2?.state === 'merged' },
+        { timeoutMs: 120_000, intervalMs: 100, message: () => `k2 never merged after the leader died: ${JSON.stringify(k2)}\n${log('k2')}` })
+      expect(k2!.attempts, log('k2')).toBe(1)
+      expect(c.stderr(), log('k2')).toMatch(new RegExp(`"event":"branch:collected","task":"k2","from":"${b.info.peerId}"`))
+      expect(c.stderr(), log('k2')).not.toMatch(/"event":"task:started","task":"k2"/)
+    } finally {
+      await bWatch.close()
+      // the dead leader's --verify (its own process group) ends
+      await writeFile(never, '')
+    }
+  })
 })

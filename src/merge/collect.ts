@@ -27,6 +27,17 @@ export const COLLECT_RETRY_MS = 5000
 export const HELD_CHECK_AFTER_MS = 10_000
 
 /**
+ * How long one of the leader's own runs (done or merging, its branch held on
+ * the leader alone) waits for its merge before the leader hands its branch to
+ * a keeper, so that the leader's death costs no run. Most merge within a
+ * second or two and are never handed on; those held back (behind a long
+ * `--verify`, a conflict, a lost majority) are. @default 10 s
+ */
+export const BACKUP_AFTER_MS = 10_000
+/** A backup that failed is tried again after this long. @default 30 s */
+export const BACKUP_RETRY_MS = 30_000
+
+/**
  * Branch collection, on the leader: fetches every finished task's branch from
  * a live node that holds it (over the git stream protocol), checks the oid and
  * records this node as a holder, so the work survives the node that made it.
@@ -42,6 +53,9 @@ export class BranchCollector {
   #seenDone = new Map<TaskId, { head: string | null, at: number }>()
   /** Done tasks held here whose branch was found here at their head (task id → head): not checked again. */
   #heldOk = new Map<TaskId, string>()
+  /** This leader's own runs waiting for their merge, held here alone (task id → head, since when, and the last backup's outcome). */
+  #own = new Map<TaskId, { head: string, since: number, tried: number | null, ok: boolean }>()
+  #backingUp = false
 
   /**
    * `wake` runs the leader loop again soon: a branch that arrived is merged, and the next fetch starts, without waiting for the tick.
@@ -77,6 +91,42 @@ export class BranchCollector {
     dropUnless(this.#checkpoints, id => { const t = tasks.get(id); return t !== undefined && !FINAL_TASK_STATES.has(t.state) })
     this.#collectBranches()
     this.#collectCheckpoints()
+    this.#backUpOwn()
+  }
+
+  /**
+   * Hands one of this leader's own runs that waited `backupAfterMs` for its
+   * merge, held here alone, to a keeper (one at a time; a failed one is
+   * tried again after `BACKUP_RETRY_MS`).
+   */
+  #backUpOwn (): void {
+    const { node, logger, backUp } = this.#init
+    if (backUp === undefined) return
+    const me = node.peerId
+    const now = Date.now()
+    const tasks = node.board.snapshot().tasks
+    const alone = (t: Task | undefined): t is Task & { head: string } =>
+      t !== undefined && (t.state === 'done' || t.state === 'merging') && t.node === me && t.head !== null && t.holders.every(h => h === me)
+    dropUnless(this.#own, id => { const t = tasks.get(id); return alone(t) && t.head === this.#own.get(id)?.head })
+    for (const t of openTasks(node.board.snapshot())) if (alone(t) && !this.#own.has(t.id)) this.#own.set(t.id, { head: t.head, since: now, tried: null, ok: false })
+    if (this.#backingUp) return
+    const after = this.#init.backupAfterMs ?? BACKUP_AFTER_MS
+    for (const [id, own] of this.#own) {
+      if (own.ok || now - own.since < after || (own.tried !== null && now - own.tried < BACKUP_RETRY_MS)) continue
+      const t = tasks.get(id) as Task
+      this.#backingUp = true
+      own.tried = now
+      void this.#bg.track((async () => {
+        try {
+          own.ok = await backUp(t, own.head)
+        } catch (err) {
+          logger.warn('branch:backup-failed', { task: id, error: toError(err).message })
+        } finally {
+          this.#backingUp = false
+        }
+      })())
+      return
+    }
   }
 
   /** Checkpoints fetched here (task id → commit): the leader keeps each running task's last one, so it outlives the node running it. */

@@ -2,6 +2,7 @@ import type { LeaderNode } from '../node/components.ts'
 import type { Agent } from '../agent/types.ts'
 import type { Logger } from '../util/logger.ts'
 import type { MergeJob } from './merge-job.ts'
+import type { Task } from '../crdt/schema.ts'
 
 export type { BoardDraft } from '../node/components.ts'
 
@@ -36,6 +37,15 @@ export interface LeaderInit {
   heldCheckAfterMs?: number
   /** Whether a hand-off of this task's branch is being fetched here now (the collector leaves it alone meanwhile). */
   handoffInFlight?: (task: string) => boolean
+  /**
+   * Hands the branch of one of this leader's own runs (done or merging, held
+   * here alone) to a keeper, another live node; resolves to whether one took
+   * it. Called once such a run has waited `backupAfterMs` for its merge.
+   * Without it, the leader's own runs are held here alone until merged.
+   */
+  backUp?: (t: Task, head: string) => Promise<boolean>
+  /** How long one of the leader's own runs waits for its merge before its branch is handed to a keeper. @default BACKUP_AFTER_MS */
+  backupAfterMs?: number
   /**
    * Why this node should not lead now (a full disk where merges write: its
    * repository, worktrees or board), or null. While it gives a reason the node

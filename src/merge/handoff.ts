@@ -85,6 +85,28 @@ export class BranchHandoff {
     }
   }
 
+  /**
+   * Hands the branch of this leader's own run `t` (done or merging at
+   * `head`, held here alone) to a keeper, which writes itself a holder:
+   * whether one took it. Never throws.
+   */
+  async backUp (t: Task, head: string): Promise<boolean> {
+    const to = this.#keeper(t.id)
+    if (to === undefined) return false
+    const req: HandoffRequest = { task: t.id, epoch: t.epoch, ref: `refs/heads/${taskBranch(t.id)}`, oid: head }
+    const started = Date.now()
+    try {
+      await handOff(this.#node, to, req, { timeoutMs: this.#timeoutMs })
+      this.#log.info('branch:handed-off', { task: t.id, epoch: t.epoch, to, as: 'backup', head, ms: Date.now() - started, note: 'a run of the leader\'s own, waiting for its merge: a keeper holds its branch too' })
+      return true
+    } catch (err) {
+      const code = err instanceof HandoffError ? err.code : 'failed'
+      if (code === 'unsupported') this.#unsupported.set(to, Date.now())
+      this.#log.info('branch:handoff-failed', { task: t.id, epoch: t.epoch, to, as: 'backup', code, error: toError(err).message })
+      return false
+    }
+  }
+
   /** Whether `peer` is not known to lack the protocol (asked again after a while: it may have been upgraded). */
   #speaks (peer: PeerIdString): boolean {
     const at = this.#unsupported.get(peer)
@@ -118,14 +140,15 @@ export async function acceptHandoff (node: LeaderNode, peer: string, req: Handof
   const check = (): { final: boolean, reason: string } | null => {
     const snap = node.board.snapshot()
     const leader = snap.main.leader
-    if (leader !== null && leader !== node.peerId && node.membership.get(leader)?.state === 'alive') return { final: true, reason: `this node is not the merge leader (${leader} is, and alive)` }
+    // (the leader itself may ask: it backs up a run of its own that waits for its merge)
+    if (leader !== null && leader !== node.peerId && leader !== peer && node.membership.get(leader)?.state === 'alive') return { final: true, reason: `this node is not the merge leader (${leader} is, and alive)` }
     const t = snap.tasks.get(req.task as Task['id'])
     if (t === undefined) return { final: false, reason: `no task ${req.task} on this node's board` }
     if (t.epoch > req.epoch) return { final: true, reason: `task ${req.task} is at epoch ${t.epoch}, past the run of epoch ${req.epoch}` }
     if (t.epoch < req.epoch) return { final: false, reason: `this node's board has task ${req.task} at epoch ${t.epoch}, not ${req.epoch} yet` }
     if (t.node !== peer) return { final: t.state !== 'claimed' && t.state !== 'ready', reason: `task ${req.task} is ${t.state} on ${t.node ?? 'no node'}, not on ${peer}` }
     if (t.state === 'running') return null
-    if (t.state === 'done' && t.head === req.oid) return null
+    if ((t.state === 'done' || t.state === 'merging') && t.head === req.oid) return null
     if (t.state === 'claimed' || t.state === 'ready') return { final: false, reason: `task ${req.task} is ${t.state}` }
     return { final: true, reason: `task ${req.task} is ${t.state}${t.state === 'done' ? ` at ${String(t.head)}` : ''}` }
   }
@@ -209,7 +232,7 @@ export class TakenBranches {
       // the board has not caught up with the run yet
       if (t.epoch < k.epoch || t.state === 'running' || t.state === 'claimed' || t.state === 'ready') continue
       this.#taken.delete(id)
-      if (t.state !== 'done' || t.head !== k.oid || t.holders.includes(me)) continue
+      if ((t.state !== 'done' && t.state !== 'merging') || t.head !== k.oid || t.holders.includes(me)) continue
       node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })
       this.#log.info('branch:held', { task: id, head: k.oid, note: 'taken by hand-off: this node is a holder of the branch' })
     }

@@ -154,6 +154,7 @@ export class Worker {
         ...(this.#init.mainLostMs !== undefined ? { mainLostMs: this.#init.mainLostMs } : {}),
         ...(this.#init.heldCheckAfterMs !== undefined ? { heldCheckAfterMs: this.#init.heldCheckAfterMs } : {}),
         handoffInFlight: task => handoffsInFlight.has(task),
+        backUp: async (t, head) => await handoff.backUp(t, head),
         // a leader that cannot write merges (verify worktrees, git objects, the board) would only retry them: another leads
         standDown: () => disk.full ?? (node.diskFull ? BOARD_DISK_FULL : null)
       })
