@@ -33,7 +33,7 @@ beforeAll(async () => {
   mesh = await createMesh(2)
   a = mesh.nodes[0]!
   b = mesh.nodes[1]!
-  a.changeBoard('plan', addTasks(['t1', 't2', 't3', 't4', 't5', 't6', 't7'].map(t => simpleTask(t))))
+  a.changeBoard('plan', addTasks(['t1', 't2', 't3', 't4', 't5', 't6', 't7', 't8'].map(t => simpleTask(t))))
 })
 
 afterAll(async () => {
@@ -137,5 +137,26 @@ describe('acceptHandoff', () => {
     expect(await pending(p)).toBe(true)
     ac.abort()
     expect(await p).toMatch(/did not show the run in time/)
+  })
+
+  it('a keeper takes a run of the leader\'s own from the leader itself, done or merging, while it refuses other runners', async () => {
+    a.changeBoard('elect', d => { lifecycle.electLeader(d, a.peerId, 1) })
+    a.changeBoard('run', d => {
+      lifecycle.start(d, id('t8'), a.peerId, 1, Date.now())
+      lifecycle.complete(d, id('t8'), { peer: a.peerId, head: HEAD, summary: null, now: Date.now() })
+      lifecycle.startMerge(d, id('t8'))
+    })
+    await waitFor(() => b.board.snapshot().main.leader === a.peerId && b.board.task(id('t8'))?.state === 'merging' && b.membership.get(a.peerId)?.state === 'alive',
+      { timeoutMs: 30_000, message: () => `b never saw a lead alive with t8 merging: ${JSON.stringify(b.board.task(id('t8')))}` })
+    expect(await acceptHandoff(b, a.peerId, req('t8'), never)).toBeNull()
+    // at another commit than the board's: refused
+    expect(await acceptHandoff(b, a.peerId, req('t8', { oid: 'c'.repeat(40) }), never)).toMatch(/t8 is merging/)
+    // another runner while a leads and is alive: refused
+    expect(await acceptHandoff(b, RUNNER, req('t8'), never)).toMatch(/not the merge leader/)
+    // taken: b writes itself a holder of the merging run, and a sees it
+    const taken = new TakenBranches(b, silentLogger)
+    taken.taken('t8', 0, HEAD)
+    expect(b.board.task(id('t8'))?.holders).toEqual([a.peerId, b.peerId])
+    await waitFor(() => a.board.task(id('t8'))?.holders.includes(b.peerId) === true, { timeoutMs: 30_000, message: 'a never saw b hold t8' })
   })
 })
