@@ -53,8 +53,8 @@ export class BranchCollector {
   #seenDone = new Map<TaskId, { head: string | null, at: number }>()
   /** Done tasks held here whose branch was found here at their head (task id → head): not checked again. */
   #heldOk = new Map<TaskId, string>()
-  /** This leader's own runs waiting for their merge, held here alone (task id → head, since when, and the last backup's outcome). */
-  #own = new Map<TaskId, { head: string, since: number, tried: number | null, ok: boolean }>()
+  /** This leader's own runs waiting for their merge, held by no other live node (task id → head, since when, and when a backup was last tried). */
+  #own = new Map<TaskId, { head: string, since: number, tried: number | null }>()
   #backingUp = false
 
   /**
@@ -96,8 +96,9 @@ export class BranchCollector {
 
   /**
    * Hands one of this leader's own runs that waited `backupAfterMs` for its
-   * merge, held here alone, to a keeper (one at a time; a failed one is
-   * tried again after `BACKUP_RETRY_MS`).
+   * merge, held by no other live node, to a keeper (one at a time; one still
+   * held alone `BACKUP_RETRY_MS` later, the backup failed or its keeper died,
+   * is tried again).
    */
   #backUpOwn (): void {
     const { node, logger, backUp } = this.#init
@@ -105,20 +106,23 @@ export class BranchCollector {
     const me = node.peerId
     const now = Date.now()
     const tasks = node.board.snapshot().tasks
+    // held by no other live node (a keeper that took it and died since does not count)
     const alone = (t: Task | undefined): t is Task & { head: string } =>
-      t !== undefined && (t.state === 'done' || t.state === 'merging') && t.node === me && t.head !== null && t.holders.every(h => h === me)
+      t !== undefined && (t.state === 'done' || t.state === 'merging') && t.node === me && t.head !== null &&
+      t.holders.every(h => h === me || node.membership.get(h)?.state !== 'alive')
     dropUnless(this.#own, id => { const t = tasks.get(id); return alone(t) && t.head === this.#own.get(id)?.head })
-    for (const t of openTasks(node.board.snapshot())) if (alone(t) && !this.#own.has(t.id)) this.#own.set(t.id, { head: t.head, since: now, tried: null, ok: false })
+    for (const t of openTasks(node.board.snapshot())) if (alone(t) && !this.#own.has(t.id)) this.#own.set(t.id, { head: t.head, since: now, tried: null })
     if (this.#backingUp) return
     const after = this.#init.backupAfterMs ?? BACKUP_AFTER_MS
     for (const [id, own] of this.#own) {
-      if (own.ok || now - own.since < after || (own.tried !== null && now - own.tried < BACKUP_RETRY_MS)) continue
+      // (one that a keeper took leaves this map once the keeper writes itself a holder; else it is tried again)
+      if (now - own.since < after || (own.tried !== null && now - own.tried < BACKUP_RETRY_MS)) continue
       const t = tasks.get(id) as Task
       this.#backingUp = true
       own.tried = now
       void this.#bg.track((async () => {
         try {
-          own.ok = await backUp(t, own.head)
+          await backUp(t, own.head)
         } catch (err) {
           logger.warn('branch:backup-failed', { task: id, error: toError(err).message })
         } finally {

@@ -65,8 +65,9 @@ export class BranchHandoff {
     const leader = node.board.snapshot().main.leader
     // the leader's own run: its branch is where it merges (a death of the leader before then costs the run)
     if (leader === node.peerId) return []
-    const leaderAlive = leader !== null && node.membership.get(leader)?.state === 'alive'
-    const to = leaderAlive ? leader : this.#keeper(t.id)
+    // a suspect leader is still asked (under load a live leader is often suspect for a moment): its hand-off times out if it is gone
+    const state = leader === null ? undefined : node.membership.get(leader)?.state
+    const to = leader !== null && (state === 'alive' || state === 'suspect') ? leader : this.#keeper(t.id)
     if (to === undefined || !this.#speaks(to)) return []
     const as = to === leader ? 'leader' : 'keeper'
     const req: HandoffRequest = { task: t.id, epoch: t.epoch, ref: `refs/heads/${taskBranch(t.id)}`, oid: head }
