@@ -63,27 +63,17 @@ export class BranchHandoff {
   async handOff (t: Task, head: string, signal?: AbortSignal): Promise<PeerIdString[]> {
     const node = this.#node
     const leader = node.board.snapshot().main.leader
-    // the leader's own run: its branch is where it merges (a death of the leader before then costs the run)
+    // the leader's own run: its branch is where it merges (one that waits long for its merge is backed up: `backUp`)
     if (leader === node.peerId) return []
     // a suspect leader is still asked (under load a live leader is often suspect for a moment): its hand-off times out if it is gone
     const state = leader === null ? undefined : node.membership.get(leader)?.state
     const to = leader !== null && (state === 'alive' || state === 'suspect') ? leader : this.#keeper(t.id)
     if (to === undefined || !this.#speaks(to)) return []
     const as = to === leader ? 'leader' : 'keeper'
-    const req: HandoffRequest = { task: t.id, epoch: t.epoch, ref: `refs/heads/${taskBranch(t.id)}`, oid: head }
-    const started = Date.now()
-    try {
-      await handOff(node, to, req, { timeoutMs: this.#timeoutMs, ...(signal !== undefined ? { signal } : {}) })
-      this.#unsupported.delete(to)
-      this.#log.info('branch:handed-off', { task: t.id, epoch: t.epoch, to, as, head, ms: Date.now() - started, ...(as === 'keeper' ? { note: `no merge leader is alive (${leader ?? 'none elected'}): a keeper holds the branch until one collects it` } : {}) })
-      // a runner names only the leader as a holder (peers refuse any other: crdt/authors.ts); a keeper names itself (`TakenBranches`)
-      return as === 'leader' ? [to] : []
-    } catch (err) {
-      const code = err instanceof HandoffError ? err.code : 'failed'
-      if (code === 'unsupported') this.#unsupported.set(to, Date.now())
-      this.#log.info('branch:handoff-failed', { task: t.id, epoch: t.epoch, to, as, code, error: toError(err).message, note: 'the task is marked done all the same; the leader collects the branch from this node' })
-      return []
-    }
+    const note = as === 'keeper' ? `no merge leader is alive (${leader ?? 'none elected'}): a keeper holds the branch until one collects it` : undefined
+    const given = await this.#give(t, head, to, as, note, signal)
+    // a runner names only the leader as a holder (peers refuse any other: crdt/authors.ts); a keeper names itself (`TakenBranches`)
+    return given && as === 'leader' ? [to] : []
   }
 
   /**
@@ -94,16 +84,25 @@ export class BranchHandoff {
   async backUp (t: Task, head: string): Promise<boolean> {
     const to = this.#keeper(t.id)
     if (to === undefined) return false
+    return await this.#give(t, head, to, 'backup', 'a run of the leader\'s own, waiting for its merge: a keeper holds its branch too')
+  }
+
+  /** Asks `to` to take run `t`'s branch at `head`: whether it did (logged either way). */
+  async #give (t: Task, head: string, to: PeerIdString, as: 'leader' | 'keeper' | 'backup', note: string | undefined, signal?: AbortSignal): Promise<boolean> {
     const req: HandoffRequest = { task: t.id, epoch: t.epoch, ref: `refs/heads/${taskBranch(t.id)}`, oid: head }
     const started = Date.now()
     try {
-      await handOff(this.#node, to, req, { timeoutMs: this.#timeoutMs })
-      this.#log.info('branch:handed-off', { task: t.id, epoch: t.epoch, to, as: 'backup', head, ms: Date.now() - started, note: 'a run of the leader\'s own, waiting for its merge: a keeper holds its branch too' })
+      await handOff(this.#node, to, req, { timeoutMs: this.#timeoutMs, ...(signal !== undefined ? { signal } : {}) })
+      this.#unsupported.delete(to)
+      this.#log.info('branch:handed-off', { task: t.id, epoch: t.epoch, to, as, head, ms: Date.now() - started, ...(note !== undefined ? { note } : {}) })
       return true
     } catch (err) {
       const code = err instanceof HandoffError ? err.code : 'failed'
       if (code === 'unsupported') this.#unsupported.set(to, Date.now())
-      this.#log.info('branch:handoff-failed', { task: t.id, epoch: t.epoch, to, as: 'backup', code, error: toError(err).message })
+      this.#log.info('branch:handoff-failed', {
+        task: t.id, epoch: t.epoch, to, as, code, error: toError(err).message,
+        ...(as !== 'backup' ? { note: 'the task is marked done all the same; the leader collects the branch from this node' } : {})
+      })
       return false
     }
   }
@@ -130,9 +129,9 @@ export class BranchHandoff {
 /**
  * The taking side: whether to take a hand-off of `req` from `peer` (null),
  * or why not. Taken while this node is the merge leader, or as a keeper while
- * no leader is alive here (see `BranchHandoff`), and only for the task
- * branch of a run the board says `peer` makes in that epoch (running, or done
- * at that commit). The board may not show the run yet: waits for it (for
+ * no leader is alive here or from the leader itself (see `BranchHandoff`),
+ * and only for the task branch of a run the board says `peer` makes in that
+ * epoch (running, or done or merging at that commit). The board may not show the run yet: waits for it (for
  * board changes, up to `waitMs`).
  */
 export async function acceptHandoff (node: LeaderNode, peer: string, req: HandoffRequest, signal: AbortSignal, waitMs = HANDOFF_BOARD_WAIT_MS): Promise<string | null> {
