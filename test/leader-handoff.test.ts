@@ -22,7 +22,6 @@ import { gitText } from '../src/git/git.ts'
 interface TaskJson { id: string, state: string, node: string | null, attempts: number, error: string | null }
 interface StatusJson { main: { head: string | null, leader: string | null }, tasks: TaskJson[], nodes: Array<{ peerId: string, slots: number, state: string }> }
 
-let dir = ''
 const nodes: CliNode[] = []
 let watch: StatusWatch | null = null
 const dirs: string[] = []
@@ -30,24 +29,38 @@ const dirs: string[] = []
 afterAll(async () => {
   await watch?.close()
   await killAllChildren()
-  for (const d of [dir, ...dirs]) if (d !== '') await removeDir(d)
+  for (const d of dirs) await removeDir(d)
 })
 
-/** Every node's log lines about one task, for failure messages. */
-function history (id: string): string {
+/** The node options every case uses: the sim agent, short failure detection, info logs. */
+const COMMON = ['--agent', 'sim', '--suspect-after', '2s', '--dead-after', '6s', '--log-level', 'info']
+
+/** A temp dir (removed after the file) with a new swarm key in it. */
+async function meshDir (prefix: string): Promise<{ root: string, keyFile: string }> {
+  const root = await makeTempDir(prefix)
+  dirs.push(root)
+  const keyFile = join(root, 'swarm.key')
+  const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
+  expect(init.code, describeResult(['init'], init)).toBe(0)
+  return { root, keyFile }
+}
+
+/** What `nodes` logged about one task, one line each, for failure messages. */
+function taskLog (nodes: readonly CliNode[], id: string): string {
   return nodes.flatMap(n => n.stderr().split('\n').filter(l => l.includes(`"task":"${id}"`)).map(l => `${n.name}: ${l}`)).join('\n')
+}
+
+/** The first case's nodes' log lines about one task, for failure messages. */
+function history (id: string): string {
+  return taskLog(nodes, id)
 }
 
 describe('branch hand-off at done', { timeout: 240_000 }, () => {
   it('kill -9 of the node right after done: the task merges without a re-run', async () => {
-    dir = await makeTempDir('meshwork-handoff-')
-    const keyFile = join(dir, 'swarm.key')
-    const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
-    expect(init.code, describeResult(['init'], init)).toBe(0)
-    const common = ['--agent', 'sim', '--suspect-after', '2s', '--dead-after', '6s', '--log-level', 'info']
-    const a = await startNode({ dir, name: 'a', keyFile, extraArgs: [...common, '--slots', '0'], startTimeoutMs: 120_000 })
+    const { root: dir, keyFile } = await meshDir('meshwork-handoff-')
+    const a = await startNode({ dir, name: 'a', keyFile, extraArgs: [...COMMON, '--slots', '0'], startTimeoutMs: 120_000 })
     nodes.push(a)
-    nodes.push(...await Promise.all(['b', 'c'].map(async name => await startNode({ dir, name, join: a.info.join, extraArgs: [...common, '--slots', '1', '--no-leader'], startTimeoutMs: 120_000 }))))
+    nodes.push(...await Promise.all(['b', 'c'].map(async name => await startNode({ dir, name, join: a.info.join, extraArgs: [...COMMON, '--slots', '1', '--no-leader'], startTimeoutMs: 120_000 }))))
     const conn = ['--join', a.info.join]
     watch = await watchStatusJson(conn)
     const status = async (): Promise<StatusJson> => await watch!.fresh() as StatusJson
@@ -88,17 +101,12 @@ describe('branch hand-off at done', { timeout: 240_000 }, () => {
   })
 
   it('no leader alive at done: the branch goes to a keeper, and the runner\'s death before a leader is back costs no run', async () => {
-    const root = await makeTempDir('meshwork-keeper-')
-    dirs.push(root)
-    const keyFile = join(root, 'swarm.key')
-    const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
-    expect(init.code, describeResult(['init'], init)).toBe(0)
-    const common = ['--agent', 'sim', '--suspect-after', '2s', '--dead-after', '6s', '--log-level', 'info']
+    const { root, keyFile } = await meshDir('meshwork-keeper-')
     // a may lead and runs nothing; b runs every task; c only keeps what it is given
-    const a = await startNode({ dir: root, name: 'a', keyFile, extraArgs: [...common, '--slots', '0'], startTimeoutMs: 120_000 })
-    const [b, c] = await Promise.all(['b', 'c'].map(async name => await startNode({ dir: root, name, join: a.info.join, extraArgs: [...common, '--slots', name === 'b' ? '1' : '0', '--no-leader'], startTimeoutMs: 120_000 }))) as [CliNode, CliNode]
+    const a = await startNode({ dir: root, name: 'a', keyFile, extraArgs: [...COMMON, '--slots', '0'], startTimeoutMs: 120_000 })
+    const [b, c] = await Promise.all(['b', 'c'].map(async name => await startNode({ dir: root, name, join: a.info.join, extraArgs: [...COMMON, '--slots', name === 'b' ? '1' : '0', '--no-leader'], startTimeoutMs: 120_000 }))) as [CliNode, CliNode]
     const all = [a, b, c]
-    const log = (id: string): string => all.map(n => `${n.name}: ${n.stderr().split('\n').filter(l => l.includes(`"task":"${id}"`)).join(`\n${n.name}: `)}`).join('\n')
+    const log = (id: string): string => taskLog(all, id)
     const keeperWatch = await watchStatusJson(['--join', c.info.join])
     try {
       const status = async (): Promise<StatusJson> => await keeperWatch.fresh() as StatusJson
@@ -133,7 +141,7 @@ describe('branch hand-off at done', { timeout: 240_000 }, () => {
       // the runner dies before any leader merged k1; a comes back (now with a slot, so a lost branch would be run again there)
       b.proc.kill('SIGKILL')
       await b.exited
-      const a2 = await startNode({ dir: root, name: 'a', keyFile, extraArgs: [...common, '--slots', '1'], startTimeoutMs: 120_000 })
+      const a2 = await startNode({ dir: root, name: 'a', keyFile, extraArgs: [...COMMON, '--slots', '1'], startTimeoutMs: 120_000 })
       all.push(a2)
       await waitFor(async () => { k1 = (await status()).tasks.find(t => t.id === 'k1'); return k1?.state === 'merged' },
         { timeoutMs: 120_000, intervalMs: 100, message: () => `k1 never merged after its runner died: ${JSON.stringify(k1)}\n${log('k1')}` })
@@ -148,19 +156,14 @@ describe('branch hand-off at done', { timeout: 240_000 }, () => {
   })
 
   it('a run of the leader\'s own that waits for its merge is backed up to a keeper: the leader\'s death costs no run', async () => {
-    const root = await makeTempDir('meshwork-backup-')
-    dirs.push(root)
-    const keyFile = join(root, 'swarm.key')
-    const init = await runCli(['init', '--out', keyFile], { timeoutMs: 30_000 })
-    expect(init.code, describeResult(['init'], init)).toBe(0)
-    const common = ['--agent', 'sim', '--suspect-after', '2s', '--dead-after', '6s', '--log-level', 'info']
+    const { root, keyFile } = await meshDir('meshwork-backup-')
     // a leads and runs; its merges wait in --verify until the test ends (the file never appears before then)
     const never = join(root, 'verify-go')
-    const a = await startNode({ dir: root, name: 'a', keyFile, extraArgs: [...common, '--slots', '1', '--verify', `while [ ! -f ${JSON.stringify(never)} ]; do sleep 0.2; done`], startTimeoutMs: 120_000 })
+    const a = await startNode({ dir: root, name: 'a', keyFile, extraArgs: [...COMMON, '--slots', '1', '--verify', `while [ ! -f ${JSON.stringify(never)} ]; do sleep 0.2; done`], startTimeoutMs: 120_000 })
     // b only keeps what it is given
-    const b = await startNode({ dir: root, name: 'b', join: a.info.join, extraArgs: [...common, '--slots', '0', '--no-leader'], startTimeoutMs: 120_000 })
+    const b = await startNode({ dir: root, name: 'b', join: a.info.join, extraArgs: [...COMMON, '--slots', '0', '--no-leader'], startTimeoutMs: 120_000 })
     const all = [a, b]
-    const log = (id: string): string => all.map(n => `${n.name}: ${n.stderr().split('\n').filter(l => l.includes(`"task":"${id}"`)).join(`\n${n.name}: `)}`).join('\n')
+    const log = (id: string): string => taskLog(all, id)
     const bWatch = await watchStatusJson(['--join', b.info.join])
     try {
       const status = async (): Promise<StatusJson> => await bWatch.fresh() as StatusJson
@@ -183,7 +186,7 @@ describe('branch hand-off at done', { timeout: 240_000 }, () => {
       // the leader dies with k2's merge in progress; a new node that may lead joins, and merges k2 from b's copy
       a.proc.kill('SIGKILL')
       await a.exited
-      const c = await startNode({ dir: root, name: 'c', join: b.info.join, extraArgs: [...common, '--slots', '1'], startTimeoutMs: 120_000 })
+      const c = await startNode({ dir: root, name: 'c', join: b.info.join, extraArgs: [...COMMON, '--slots', '1'], startTimeoutMs: 120_000 })
       all.push(c)
       await waitFor(async () => { k2 = (await status()).tasks.find(t => t.id === 'k2'); return k2?.state === 'merged' },
         { timeoutMs: 120_000, intervalMs: 100, message: () => `k2 never merged after the leader died: ${JSON.stringify(k2)}\n${log('k2')}` })
