@@ -13,7 +13,7 @@ import { acceptHandoff, TakenBranches } from '../src/merge/handoff.ts'
 import { silentLogger } from '../src/util/logger.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
-import { asPeerId, type TaskId } from '../src/crdt/schema.ts'
+import { asPeerId, type ConflictId, type TaskId } from '../src/crdt/schema.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
 import type { HandoffRequest } from '../src/git/transfer.ts'
 import { Board, actorForPeer, type BoardDoc } from '../src/crdt/board.ts'
@@ -33,7 +33,7 @@ beforeAll(async () => {
   mesh = await createMesh(2)
   a = mesh.nodes[0]!
   b = mesh.nodes[1]!
-  a.changeBoard('plan', addTasks(['t1', 't2', 't3', 't4', 't5', 't6', 't7', 't8'].map(t => simpleTask(t))))
+  a.changeBoard('plan', addTasks(['t1', 't2', 't3', 't4', 't5', 't6', 't7', 't8', 't9'].map(t => simpleTask(t))))
 })
 
 afterAll(async () => {
@@ -139,7 +139,7 @@ describe('acceptHandoff', () => {
     expect(await p).toMatch(/did not show the run in time/)
   })
 
-  it('a keeper takes a run of the leader\'s own from the leader itself, done or merging, while it refuses other runners', async () => {
+  it('a keeper takes a run of the leader\'s own from the leader itself, done, merging or in conflict, while it refuses other runners', async () => {
     a.changeBoard('elect', d => { lifecycle.electLeader(d, a.peerId, 1) })
     a.changeBoard('run', d => {
       lifecycle.start(d, id('t8'), a.peerId, 1, Date.now())
@@ -158,5 +158,17 @@ describe('acceptHandoff', () => {
     taken.taken('t8', 0, HEAD)
     expect(b.board.task(id('t8'))?.holders).toEqual([a.peerId, b.peerId])
     await waitFor(() => a.board.task(id('t8'))?.holders.includes(b.peerId) === true, { timeoutMs: 30_000, message: 'a never saw b hold t8' })
+
+    // a run of a's own in conflict (waiting for a human) is kept the same way
+    a.changeBoard('run', d => {
+      lifecycle.start(d, id('t9'), a.peerId, 1, Date.now())
+      lifecycle.complete(d, id('t9'), { peer: a.peerId, head: HEAD, summary: null, now: Date.now() })
+      lifecycle.startMerge(d, id('t9'))
+      lifecycle.openConflict(d, id('t9'), { id: 't9-1' as ConflictId, files: ['a.txt'], hunks: [], oursFrom: {} })
+    })
+    await waitFor(() => b.board.task(id('t9'))?.state === 'conflict', { timeoutMs: 30_000, message: () => `b never saw t9 in conflict: ${JSON.stringify(b.board.task(id('t9')))}` })
+    expect(await acceptHandoff(b, a.peerId, req('t9'), never)).toBeNull()
+    taken.taken('t9', 0, HEAD)
+    expect(b.board.task(id('t9'))?.holders).toEqual([a.peerId, b.peerId])
   })
 })

@@ -8,6 +8,7 @@ import { openTasks } from '../scheduler/dag.ts'
 import { toError } from '../util/errors.ts'
 import { dropOlderThan, dropUnless } from '../util/prune.ts'
 import type { LeaderInit } from './context.ts'
+import { BRANCH_WAITS } from './handoff.ts'
 import { Background } from '../util/background.ts'
 
 /** Branch fetches a leader runs at once. @default 2 */
@@ -27,7 +28,7 @@ export const COLLECT_RETRY_MS = 5000
 export const HELD_CHECK_AFTER_MS = 10_000
 
 /**
- * How long one of the leader's own runs (done or merging, its branch held on
+ * How long one of the leader's own runs (done, merging or in conflict, its branch held on
  * the leader alone) waits for its merge before the leader hands its branch to
  * a keeper, so that the leader's death costs no run. Most merge within a
  * second or two and are never handed on; those held back (behind a long
@@ -108,7 +109,7 @@ export class BranchCollector {
     const tasks = node.board.snapshot().tasks
     // held by no other live node (a keeper that took it and died since does not count)
     const alone = (t: Task | undefined): t is Task & { head: string } =>
-      t !== undefined && (t.state === 'done' || t.state === 'merging') && t.node === me && t.head !== null &&
+      t !== undefined && BRANCH_WAITS.has(t.state) && t.node === me && t.head !== null &&
       t.holders.every(h => h === me || node.membership.get(h)?.state !== 'alive')
     dropUnless(this.#own, id => { const t = tasks.get(id); return alone(t) && t.head === this.#own.get(id)?.head })
     for (const t of openTasks(node.board.snapshot())) if (alone(t) && !this.#own.has(t.id)) this.#own.set(t.id, { head: t.head, since: now, tried: null })

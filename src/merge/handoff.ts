@@ -77,7 +77,7 @@ export class BranchHandoff {
   }
 
   /**
-   * Hands the branch of this leader's own run `t` (done or merging at
+   * Hands the branch of this leader's own run `t` (done, merging or in conflict at
    * `head`, held here alone) to a keeper, which writes itself a holder:
    * whether one took it. Never throws.
    */
@@ -131,7 +131,7 @@ export class BranchHandoff {
  * or why not. Taken while this node is the merge leader, or as a keeper while
  * no leader is alive here or from the leader itself (see `BranchHandoff`),
  * and only for the task branch of a run the board says `peer` makes in that
- * epoch (running, or done or merging at that commit). The board may not show the run yet: waits for it (for
+ * epoch (running, or done, merging or in conflict at that commit). The board may not show the run yet: waits for it (for
  * board changes, up to `waitMs`).
  */
 export async function acceptHandoff (node: LeaderNode, peer: string, req: HandoffRequest, signal: AbortSignal, waitMs = HANDOFF_BOARD_WAIT_MS): Promise<string | null> {
@@ -148,7 +148,7 @@ export async function acceptHandoff (node: LeaderNode, peer: string, req: Handof
     if (t.epoch < req.epoch) return { final: false, reason: `this node's board has task ${req.task} at epoch ${t.epoch}, not ${req.epoch} yet` }
     if (t.node !== peer) return { final: t.state !== 'claimed' && t.state !== 'ready', reason: `task ${req.task} is ${t.state} on ${t.node ?? 'no node'}, not on ${peer}` }
     if (t.state === 'running') return null
-    if ((t.state === 'done' || t.state === 'merging') && t.head === req.oid) return null
+    if (BRANCH_WAITS.has(t.state) && t.head === req.oid) return null
     if (t.state === 'claimed' || t.state === 'ready') return { final: false, reason: `task ${req.task} is ${t.state}` }
     return { final: true, reason: `task ${req.task} is ${t.state}${t.state === 'done' ? ` at ${String(t.head)}` : ''}` }
   }
@@ -176,12 +176,19 @@ export async function acceptHandoff (node: LeaderNode, peer: string, req: Handof
   })
 }
 
+/**
+ * The states in which a finished run's branch waits for its merge: done,
+ * merging, or in conflict (a human's decision merges it, or takes its side).
+ */
+export const BRANCH_WAITS: ReadonlySet<Task['state']> = new Set(['done', 'merging', 'conflict'])
+
 /** How long a taken branch waits for the board to show its task done before this node forgets it. @default 10 min */
 export const TAKEN_WAIT_MS = 10 * 60_000
 
 /**
  * Branches this node took by hand-off, until the board shows their tasks done
- * at the commit taken: then this node writes itself as a holder, unless the
+ * (or merging, or in conflict: `BRANCH_WAITS`) at the commit taken: then this
+ * node writes itself as a holder, unless the
  * runner named it already (a leader it handed to; a keeper is never named by
  * the runner, whom peers allow to name only the leader). A take usually
  * comes before the `done` it is for (the runner writes done once the branch
@@ -221,7 +228,7 @@ export class TakenBranches {
     setImmediate(() => { this.#queued = false; this.settle() })
   }
 
-  /** Writes this node as a holder of each taken branch whose task the board shows done at it; forgets those whose run is over otherwise. */
+  /** Writes this node as a holder of each taken branch whose task the board shows waiting for its merge at it (`BRANCH_WAITS`); forgets those whose run is over otherwise. */
   settle (): void {
     const node = this.#node
     const me = node.peerId
@@ -232,7 +239,7 @@ export class TakenBranches {
       // the board has not caught up with the run yet
       if (t.epoch < k.epoch || t.state === 'running' || t.state === 'claimed' || t.state === 'ready') continue
       this.#taken.delete(id)
-      if ((t.state !== 'done' && t.state !== 'merging') || t.head !== k.oid || t.holders.includes(me)) continue
+      if (!BRANCH_WAITS.has(t.state) || t.head !== k.oid || t.holders.includes(me)) continue
       node.changeBoard('task:collected', d => { lifecycle.addHolder(d, t.id, me) })
       this.#log.info('branch:held', { task: id, head: k.oid, note: 'taken by hand-off: this node is a holder of the branch' })
     }
