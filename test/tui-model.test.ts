@@ -72,6 +72,19 @@ describe('tui model', () => {
     expect(newInboxKeys(new Set(items.map(i => i.key)), items)).toEqual([])
   })
 
+  it('a decided conflict leaves the inbox, and its task\'s row says who decided what', () => {
+    const decision = { action: 'theirs' as const, by: PEER_A, at: NOW, note: '' }
+    const data = fixtureData({
+      extraTasks: [task('settled', { state: 'merged' })],
+      conflicts: [conflict('right-1', 'right', { decision }), conflict('settled-1', 'settled', { state: 'resolved', decision: { ...decision, action: 'ours' as const, by: 'peer-of-a-client-00000001' } })]
+    })
+    const rows = taskRows(data, { showMerged: true })
+    expect(rows.find(r => r.id === 'right')?.note).toBe('decided "theirs" by alpha: the merge leader carries it out')
+    expect(rows.find(r => r.id === 'settled')?.note).toBe('conflict settled-1 settled "ours" by …00000001')
+    // undecided: the row keeps the conflict's error (the inbox asks the question)
+    expect(taskRows(fixtureData()).find(r => r.id === 'right')?.note).toBe('merge conflict in config/server.json')
+  })
+
   it('a decision that failed puts the conflict back in the inbox with the reason; a refused push of main shows in the header', () => {
     const data = fixtureData({ conflicts: [conflict('right-1', 'right', { error: '"agent" failed: conflict markers are left in config/server.json' })] })
     expect(inbox(data.status)[0]!.summary).toBe('conflicts with main in config/server.json; "agent" failed: conflict markers are left in config/server.json')

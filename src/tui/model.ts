@@ -348,8 +348,11 @@ function allTaskRows (data: TuiData): TaskRow[] {
     const end = t.state === 'running' ? data.now : t.doneAt
     const elapsedMs = t.startedAt === null || end === null ? null : Math.max(0, end - t.startedAt)
     const waitsFor = t.deps.filter(d => byId.has(d))
+    const decided = decisionNote(data.status, t.id, t.state)
     const note = t.held === 'budget'
       ? 'held: budget spent (meshwork budget)'
+      : decided !== null
+      ? decided
       : t.state === 'failed' || (t.error !== null && t.state !== 'merged' && t.state !== 'running')
       ? firstLine(t.error ?? '')
       : t.state === 'running' || t.state === 'claimed'
@@ -415,6 +418,22 @@ export function nodeRows (data: TuiData): NodeRow[] {
 }
 
 /** A node's name from the status (or the tail of its peer id). */
+/**
+ * Who decided task `id`'s conflict, and what: for a task still in conflict
+ * whose decision the merge leader is carrying out, or a merged task whose
+ * last conflict was settled by one. Null otherwise (an open conflict waits in
+ * the inbox). Teammates on other screens see the question leave their inbox;
+ * this row says who answered it.
+ */
+function decisionNote (status: StatusReport, id: string, state: TaskState): string | null {
+  if (state !== 'conflict' && state !== 'merged') return null
+  const c = status.conflicts.filter(x => x.taskId === id && x.decision !== null).at(-1)
+  if (c?.decision == null) return null
+  const who = `"${c.decision.action}" by ${nodeName(status, c.decision.by)}`
+  if (state === 'conflict' && c.state === 'open') return `decided ${who}: the merge leader carries it out`
+  return state === 'merged' && c.state === 'resolved' ? `conflict ${c.id} settled ${who}` : null
+}
+
 export function nodeName (status: StatusReport, peer: string | null): string {
   if (peer === null) return '-'
   const n = status.nodes.find(x => x.peerId === peer)
