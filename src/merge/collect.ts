@@ -28,9 +28,9 @@ export const COLLECT_RETRY_MS = 5000
 export const HELD_CHECK_AFTER_MS = 10_000
 
 /**
- * How long one of the leader's own runs (done, merging or in conflict, its branch held on
- * the leader alone) waits for its merge before the leader hands its branch to
- * a keeper, so that the leader's death costs no run. Most merge within a
+ * How long one of the leader's own runs (done, merging or in conflict, its
+ * branch held on the leader alone) waits for its merge before the leader
+ * hands its branch to a keeper, so that the leader's death costs no run. Most merge within a
  * second or two and are never handed on; those held back (behind a long
  * `--verify`, a conflict, a lost majority) are. @default 10 s
  */

@@ -38,9 +38,9 @@ export interface LeaderInit {
   /** Whether a hand-off of this task's branch is being fetched here now (the collector leaves it alone meanwhile). */
   handoffInFlight?: (task: string) => boolean
   /**
-   * Hands the branch of one of this leader's own runs (done, merging or in conflict, held
-   * here alone) to a keeper, another live node; resolves to whether one took
-   * it. Called once such a run has waited `backupAfterMs` for its merge.
+   * Hands the branch of one of this leader's own runs (done, merging or in
+   * conflict, held here alone) to a keeper, another live node; resolves to
+   * whether one took it. Called once such a run has waited `backupAfterMs` for its merge.
    * Without it, the leader's own runs are held here alone until merged.
    */
   backUp?: (t: Task, head: string) => Promise<boolean>

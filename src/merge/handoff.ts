@@ -77,9 +77,9 @@ export class BranchHandoff {
   }
 
   /**
-   * Hands the branch of this leader's own run `t` (done, merging or in conflict at
-   * `head`, held here alone) to a keeper, which writes itself a holder:
-   * whether one took it. Never throws.
+   * Hands the branch of this leader's own run `t` (done, merging or in
+   * conflict at `head`, held here alone) to a keeper, which writes itself a
+   * holder: whether one took it. Never throws.
    */
   async backUp (t: Task, head: string): Promise<boolean> {
     const to = this.#keeper(t.id)
@@ -131,8 +131,8 @@ export class BranchHandoff {
  * or why not. Taken while this node is the merge leader, or as a keeper while
  * no leader is alive here or from the leader itself (see `BranchHandoff`),
  * and only for the task branch of a run the board says `peer` makes in that
- * epoch (running, or done, merging or in conflict at that commit). The board may not show the run yet: waits for it (for
- * board changes, up to `waitMs`).
+ * epoch (running, or done, merging or in conflict at that commit). The board
+ * may not show the run yet: waits for it (for board changes, up to `waitMs`).
  */
 export async function acceptHandoff (node: LeaderNode, peer: string, req: HandoffRequest, signal: AbortSignal, waitMs = HANDOFF_BOARD_WAIT_MS): Promise<string | null> {
   if (req.ref !== `refs/heads/${taskBranch(req.task)}`) return `${req.ref} is not the branch of task ${req.task}`
@@ -188,9 +188,9 @@ export const TAKEN_WAIT_MS = 10 * 60_000
 /**
  * Branches this node took by hand-off, until the board shows their tasks done
  * (or merging, or in conflict: `BRANCH_WAITS`) at the commit taken: then this
- * node writes itself as a holder, unless the
- * runner named it already (a leader it handed to; a keeper is never named by
- * the runner, whom peers allow to name only the leader). A take usually
+ * node writes itself as a holder, unless the runner named it already (a
+ * leader it handed to; a keeper is never named by the runner, whom peers
+ * allow to name only the leader). A take usually
  * comes before the `done` it is for (the runner writes done once the branch
  * is taken); when the runner gave up waiting first, the done is there at once.
  */
