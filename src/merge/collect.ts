@@ -292,6 +292,18 @@ export class BranchCollector {
   }
 }
 
+/**
+ * Why task `t`'s branch can be had from no node any more, or null while it
+ * may be (here, or a holder alive or only suspect now): every node the board
+ * names as a holder is dead or gone. Call after `ensureHead` said false.
+ */
+export function branchLost (init: LeaderInit, t: Task): string | null {
+  const { node } = init
+  if (t.holders.some(h => h === node.peerId || ['alive', 'suspect'].includes(node.membership.get(h)?.state ?? 'unknown'))) return null
+  const held = t.holders.length === 0 ? 'no node holds it' : `its holders (${t.holders.map(h => `${h} ${node.membership.get(h)?.state ?? 'unknown'}`).join(', ')}) are gone`
+  return `the task's branch at ${String(t.head).slice(0, 12)} is on no live node: ${held}; choose rerun or abandon`
+}
+
 /** Makes sure the task's branch head is in this repository (fetching it from a live holder); false if it cannot be yet. */
 export async function ensureHead (init: LeaderInit, t: Task): Promise<boolean> {
 const { node, repo, logger } = init

@@ -1,8 +1,9 @@
 import * as lifecycle from '../crdt/lifecycle.ts'
+import type { Conflict, Task } from '../crdt/schema.ts'
 import { branchOid, mergeTakingSide } from '../git/merge.ts'
 import { toError } from '../util/errors.ts'
 import type { AgentResolution } from './agent-job.ts'
-import { ensureHead } from './collect.ts'
+import { branchLost, ensureHead } from './collect.ts'
 import type { BoardDraft, MergeContext } from './context.ts'
 import { decisionFailed, landDecision } from './landing.ts'
 
@@ -52,7 +53,8 @@ export class Decisions {
         break
       case 'agent': {
         const base = snap.main.head ?? await branchOid(repo, branch)
-        if (base === null || t.head === null || !await ensureHead(this.#ctx.init, t)) return false
+        if (base === null || t.head === null) return false
+        if (!await ensureHead(this.#ctx.init, t)) return this.#lost(c, t)
         if (this.#ctx.init.agent === undefined) {
           decisionFailed(this.#ctx, c, t.id, 'this merge leader has no agent to resolve conflicts with; choose ours, theirs, rerun or abandon')
           return true
@@ -64,7 +66,7 @@ export class Decisions {
       case 'theirs': {
         const base = snap.main.head ?? await branchOid(repo, branch)
         if (base === null || t.head === null) return false
-        if (!await ensureHead(this.#ctx.init, t)) return false
+        if (!await ensureHead(this.#ctx.init, t)) return this.#lost(c, t)
         const unchanged = (): boolean => {
           const x = node.board.snapshot().conflicts.get(c.id)
           return x !== undefined && x.state === 'open' && x.decision?.action === action && x.decision.at === c.decision?.at
@@ -88,6 +90,18 @@ export class Decisions {
       }
     }
     logger.info('conflict:decided', { conflict: c.id, task: t.id, action, by })
+    return true
+  }
+
+  /**
+   * The decision needs the task's branch, which is not here: when no node
+   * that could give it is left, the decision fails back to the inbox saying
+   * so (true); while one may still (a holder only suspect now), it waits (false).
+   */
+  #lost (c: Conflict, t: Task): boolean {
+    const why = branchLost(this.#ctx.init, t)
+    if (why === null) return false
+    decisionFailed(this.#ctx, c, t.id, why)
     return true
   }
 }
