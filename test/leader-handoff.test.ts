@@ -50,6 +50,20 @@ function taskLog (nodes: readonly CliNode[], id: string): string {
   return nodes.flatMap(n => n.stderr().split('\n').filter(l => l.includes(`"task":"${id}"`)).map(l => `${n.name}: ${l}`)).join('\n')
 }
 
+/**
+ * Waits (through `status`) for task `id` to merge after its only other holder
+ * died, and checks it ran once: `leader` collected its branch from `keeper`
+ * and never started it.
+ */
+async function mergedFromKeeper (status: () => Promise<StatusJson>, id: string, leader: CliNode, keeper: CliNode, log: (id: string) => string): Promise<void> {
+  let t: TaskJson | undefined
+  await waitFor(async () => { t = (await status()).tasks.find(x => x.id === id); return t?.state === 'merged' },
+    { timeoutMs: 120_000, intervalMs: 100, message: () => `${id} never merged after its holder died: ${JSON.stringify(t)}\n${log(id)}` })
+  expect(t!.attempts, log(id)).toBe(1)
+  expect(leader.stderr(), log(id)).toMatch(new RegExp(`"event":"branch:collected","task":"${id}","from":"${keeper.info.peerId}"`))
+  expect(leader.stderr(), log(id)).not.toMatch(new RegExp(`"event":"task:started","task":"${id}"`))
+}
+
 /** The first case's nodes' log lines about one task, for failure messages. */
 function history (id: string): string {
   return taskLog(nodes, id)
@@ -143,11 +157,7 @@ describe('branch hand-off at done', { timeout: 240_000 }, () => {
       await b.exited
       const a2 = await startNode({ dir: root, name: 'a', keyFile, extraArgs: [...COMMON, '--slots', '1'], startTimeoutMs: 120_000 })
       all.push(a2)
-      await waitFor(async () => { k1 = (await status()).tasks.find(t => t.id === 'k1'); return k1?.state === 'merged' },
-        { timeoutMs: 120_000, intervalMs: 100, message: () => `k1 never merged after its runner died: ${JSON.stringify(k1)}\n${log('k1')}` })
-      expect(k1!.attempts, log('k1')).toBe(1)
-      expect(a2.stderr(), log('k1')).toMatch(new RegExp(`"event":"branch:collected","task":"k1","from":"${c.info.peerId}"`))
-      expect(a2.stderr(), log('k1')).not.toMatch(/"event":"task:started","task":"k1"/)
+      await mergedFromKeeper(status, 'k1', a2, c, log)
       const head = (await status()).main.head as string
       expect(await gitText(['show', `${head}:k1.txt`], { cwd: join(root, 'repo-a') })).toBe('k1')
     } finally {
@@ -179,20 +189,14 @@ describe('branch hand-off at done', { timeout: 240_000 }, () => {
         { timeoutMs: 120_000, intervalMs: 100, message: () => `a never backed k2 up to b\n${log('k2')}` })
       await waitFor(() => /"event":"branch:held","task":"k2"/.test(b.stderr()),
         { timeoutMs: 30_000, intervalMs: 100, message: () => `b never wrote itself a holder of k2\n${log('k2')}` })
-      let k2: TaskJson | undefined
-      k2 = (await status()).tasks.find(t => t.id === 'k2')
-      expect(k2?.state, log('k2')).toBe('merging')
+      expect((await status()).tasks.find(t => t.id === 'k2')?.state, log('k2')).toBe('merging')
 
       // the leader dies with k2's merge in progress; a new node that may lead joins, and merges k2 from b's copy
       a.proc.kill('SIGKILL')
       await a.exited
       const c = await startNode({ dir: root, name: 'c', join: b.info.join, extraArgs: [...COMMON, '--slots', '1'], startTimeoutMs: 120_000 })
       all.push(c)
-      await waitFor(async () => { k2 = (await status()).tasks.find(t => t.id === 'k2'); return k2?.state === 'merged' },
-        { timeoutMs: 120_000, intervalMs: 100, message: () => `k2 never merged after the leader died: ${JSON.stringify(k2)}\n${log('k2')}` })
-      expect(k2!.attempts, log('k2')).toBe(1)
-      expect(c.stderr(), log('k2')).toMatch(new RegExp(`"event":"branch:collected","task":"k2","from":"${b.info.peerId}"`))
-      expect(c.stderr(), log('k2')).not.toMatch(/"event":"task:started","task":"k2"/)
+      await mergedFromKeeper(status, 'k2', c, b, log)
     } finally {
       await bWatch.close()
       // the dead leader's --verify (its own process group) ends
