@@ -106,13 +106,14 @@ export class BranchCollector {
     if (backUp === undefined) return
     const me = node.peerId
     const now = Date.now()
-    const tasks = node.board.snapshot().tasks
+    const snap = node.board.snapshot()
+    const tasks = snap.tasks
     // held by no other live node (a keeper that took it and died since does not count)
     const alone = (t: Task | undefined): t is Task & { head: string } =>
       t !== undefined && BRANCH_WAITS.has(t.state) && t.node === me && t.head !== null &&
       t.holders.every(h => h === me || node.membership.get(h)?.state !== 'alive')
     dropUnless(this.#own, id => { const t = tasks.get(id); return alone(t) && t.head === this.#own.get(id)?.head })
-    for (const t of openTasks(node.board.snapshot())) if (alone(t) && !this.#own.has(t.id)) this.#own.set(t.id, { head: t.head, since: now, tried: null })
+    for (const t of openTasks(snap)) if (alone(t) && !this.#own.has(t.id)) this.#own.set(t.id, { head: t.head, since: now, tried: null })
     if (this.#backingUp) return
     const after = this.#init.backupAfterMs ?? BACKUP_AFTER_MS
     for (const [id, own] of this.#own) {
@@ -306,7 +307,7 @@ export function branchLost (init: LeaderInit, t: Task): string | null {
 
 /** Makes sure the task's branch head is in this repository (fetching it from a live holder); false if it cannot be yet. */
 export async function ensureHead (init: LeaderInit, t: Task): Promise<boolean> {
-const { node, repo, logger } = init
+  const { node, repo, logger } = init
   if (t.head === null) return false
   if (await hasCommit(repo, t.head)) return true
   const holder = t.holders.find(h => node.membership.get(h)?.state === 'alive')
