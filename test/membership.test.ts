@@ -202,6 +202,35 @@ describe('failure detector', () => {
     expect(only.m.nextChangeIn()).toBeNull()
   })
 
+  it('a calm peer that announces a longer period (`every`) is suspect no sooner than 1.5 of them; the defaults keep 3 s and 10 s', () => {
+    const { m, clock } = detector()
+    /** Ticks once a heartbeat period for `ms`; returns the changes. */
+    const run = (ms: number): Array<[string, MemberState]> => {
+      const out: Array<[string, MemberState]> = []
+      for (let done = 0; done < ms; done += HB) {
+        clock.t += Math.min(HB, ms - done)
+        for (const t of m.tick()) out.push([t.peerId, t.to])
+      }
+      return out
+    }
+    expect(m.calmPeriodMs).toBe(2000)
+    // the calm period of the defaults (2 s) fits the 3 s suspect timeout exactly
+    m.heartbeat(presence({ every: 2000 }))
+    expect(m.nextChangeIn()).toBe(SUSPECT)
+    // a peer configured with a longer period than this node's timeouts allow gets 1.5 of its periods
+    m.heartbeat(presence({ peerId: 'slow-beat', name: 'slow-beat', every: 4000 }))
+    expect(run(SUSPECT)).toEqual([[P, 'suspect']])
+    expect(m.nextChangeIn()).toBe(6000 - SUSPECT)
+    expect(run(6000 - SUSPECT)).toEqual([['slow-beat', 'suspect']])
+    // dead at deadAfter all the same
+    expect(run(DEAD - 6000 - 1)).toEqual([])
+    expect(run(1)).toEqual([[P, 'dead'], ['slow-beat', 'dead']])
+    // a node calms down only as far as a peer with its own suspect timeout allows, and not at all when that leaves no room
+    expect(new Membership({ heartbeatMs: 1000, suspectAfterMs: 2400, deadAfterMs: DEAD }).calmPeriodMs).toBe(1600)
+    expect(new Membership({ heartbeatMs: 1000, suspectAfterMs: 1200, deadAfterMs: DEAD }).calmPeriodMs).toBe(1000)
+    expect(new Membership({ heartbeatMs: 1000, suspectAfterMs: 30_000, deadAfterMs: 60_000 }).calmPeriodMs).toBe(2000)
+  })
+
   it('rejects deadAfter below suspectAfter', () => {
     expect(() => new Membership({ suspectAfterMs: 5000, deadAfterMs: 1000 })).toThrow(RangeError)
   })

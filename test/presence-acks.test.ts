@@ -23,7 +23,7 @@ const HB = 1000
  * Heartbeats over a gossip that records what it publishes (sequence numbers in `sent`, whole messages in `messages`), on fake timers;
  * `deliver` hands it a peer's heartbeat as gossip would (validated), `transitions` records the failure detector's changes.
  */
-function heartbeats (opts: { addrs?: () => string[], startedAt?: number, loopBusyMs?: () => number } = {}): { hb: Heartbeats, sent: number[], messages: Presence[], transitions: Transition[], deliver: (p: Presence) => void } {
+function heartbeats (opts: { addrs?: () => string[], startedAt?: number, loopBusyMs?: () => number, membership?: Membership } = {}): { hb: Heartbeats, sent: number[], messages: Presence[], transitions: Transition[], deliver: (p: Presence) => void } {
   const sent: number[] = []
   const messages: Presence[] = []
   const transitions: Transition[] = []
@@ -43,7 +43,7 @@ function heartbeats (opts: { addrs?: () => string[], startedAt?: number, loopBus
     announce: true,
     gossip,
     topic: 'presence',
-    membership: new Membership({ heartbeatMs: HB }),
+    membership: opts.membership ?? new Membership({ heartbeatMs: HB }),
     board: Board.create('acks-mesh', 'aa'.repeat(16)),
     peerId: () => asPeerId('12D3KooWself'),
     name: 'self',
@@ -160,6 +160,52 @@ describe('the failure detector while the event loop is quiet', () => {
     // quiet again: back to the heartbeats alone
     await vi.advanceTimersByTimeAsync(HB)
     expect(vi.getTimerCount()).toBe(1)
+    hb.stop()
+  })
+})
+
+describe('calm heartbeats', () => {
+  afterEach(() => { vi.useRealTimers() })
+
+  it('a calm node beats a calm period apart and says so (`every`); busy again, a period apart; an acknowledgement still goes at once', async () => {
+    vi.useFakeTimers()
+    const membership = new Membership({ heartbeatMs: HB })
+    const { hb, messages } = heartbeats({ membership })
+    let calm = true
+    hb.setExtras(() => ({ calm }))
+    hb.afterStart()
+    await vi.advanceTimersByTimeAsync(3 * 2 * HB)
+    expect(messages.length).toBe(4)
+    expect(messages.every(m => m.every === 2 * HB)).toBe(true)
+    expect(membership.periodMs).toBe(2 * HB)
+    // an acknowledgement while calm is not held to the calm period
+    await vi.advanceTimersByTimeAsync(HB)
+    hb.ackSoon()
+    await vi.advanceTimersByTimeAsync(ACK_DELAY_MS)
+    expect(messages.length).toBe(5)
+    // busy: the beat already announced comes a calm period after the last, and the next a period after it, without `every`
+    calm = false
+    await vi.advanceTimersByTimeAsync(2 * HB - ACK_DELAY_MS)
+    expect(messages.length).toBe(5)
+    await vi.advanceTimersByTimeAsync(ACK_DELAY_MS)
+    expect(messages.length).toBe(6)
+    expect(messages.at(-1)?.every).toBeUndefined()
+    await vi.advanceTimersByTimeAsync(HB)
+    expect(messages.length).toBe(7)
+    expect(membership.periodMs).toBe(HB)
+    hb.stop()
+  })
+
+  it('no calm period when the suspect timeout leaves no room for one; the last heartbeat of a stop carries none', async () => {
+    vi.useFakeTimers()
+    const membership = new Membership({ heartbeatMs: HB, suspectAfterMs: 1200, deadAfterMs: 5000 })
+    const { hb, messages } = heartbeats({ membership })
+    hb.setExtras(() => ({ calm: true }))
+    hb.afterStart()
+    await vi.advanceTimersByTimeAsync(3 * HB)
+    expect(messages.length).toBe(4)
+    expect(messages.every(m => m.every === undefined)).toBe(true)
+    expect(hb.presence(true).every).toBeUndefined()
     hb.stop()
   })
 })

@@ -58,6 +58,27 @@ describe('presence relay bookkeeping', () => {
     expect(r.nextLapseIn()).toBeNull()
   })
 
+  it('a calm author or reporter (a longer announced period) stays fresh for as many of its own periods', () => {
+    const { r, clock } = relay()
+    r.heard(A, true, false, 2 * PERIOD)
+    r.heard(B, true, false)
+    r.sent(r.report())
+    expect(r.nextLapseIn()).toBe(DIRECT_FRESH_PERIODS * PERIOD)
+    clock.now += DIRECT_FRESH_PERIODS * PERIOD + 1
+    expect(r.report()).toBe(A)
+    expect(r.lapsed(), 'B lapsed').toBe(true)
+    r.sent(r.report())
+    expect(r.nextLapseIn()).toBe(DIRECT_FRESH_PERIODS * 2 * PERIOD - DIRECT_FRESH_PERIODS * PERIOD - 1)
+    clock.now += DIRECT_FRESH_PERIODS * PERIOD
+    expect(r.lapsed()).toBe(true)
+    r.peerReport('peer-c', A, 2 * PERIOD)
+    r.peerReport('peer-d', A)
+    clock.now += REPORT_FRESH_PERIODS * PERIOD + 1
+    expect([...r.skipFor(A) ?? []]).toEqual(['peer-c'])
+    clock.now += REPORT_FRESH_PERIODS * PERIOD
+    expect(r.skipFor(A)).toBeNull()
+  })
+
   it('skips the peers whose fresh report names the author, never a leaving author\'s last heartbeat', () => {
     const { r, clock } = relay()
     r.peerReport('peer-c', A + B)

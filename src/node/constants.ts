@@ -24,6 +24,14 @@ export const GOSSIP_MESH = { D: 4, Dlo: 3, Dhi: 6, Dscore: 2, Dout: 2, Dlazy: 3 
 /** Presence heartbeat period. @default 1000 ms */
 export const HEARTBEAT_INTERVAL_MS = 1000
 
+/**
+ * A calm node (nothing open on its board, nothing running or settling on it)
+ * sends its heartbeat this many periods apart, no further apart than its
+ * peers' suspect timeout allows (`Membership.calmPeriodMs`): in an idle mesh
+ * heartbeat traffic is almost all of a node's CPU. @default 2
+ */
+export const CALM_HEARTBEAT_PERIODS = 2
+
 /** A peer is suspect after this long without a heartbeat (the product's documented default). @default 3000 ms */
 export const DEFAULT_SUSPECT_AFTER_MS = 3000
 

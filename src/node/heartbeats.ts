@@ -62,8 +62,13 @@ export const ADDRS_EVERY = 10
 /** How long after this node starts, or after a peer comes alive, every heartbeat carries the addresses. @default 10 s */
 export const ADDRS_FRESH_MS = 10_000
 
-/** Fields the scheduler adds to each heartbeat: the tasks it runs and its rate-limit back-off. */
-export type PresenceExtras = Partial<Pick<Presence, 'running' | 'backoffUntil' | 'health'>>
+/**
+ * Fields the scheduler adds to each heartbeat: the tasks it runs and its
+ * rate-limit back-off; and whether the node is calm (nothing open on its
+ * board, nothing running or settling on it), which spaces its heartbeats by
+ * `Membership.calmPeriodMs`.
+ */
+export type PresenceExtras = Partial<Pick<Presence, 'running' | 'backoffUntil' | 'health'>> & { calm?: boolean }
 
 export interface HeartbeatsComponents {
   /** Whether this node announces itself (nodes do; light clients only listen). */
@@ -281,9 +286,11 @@ export class Heartbeats implements Startable {
     this.beforeStop()
   }
 
-  /** This node's heartbeat as of now. */
+  /** This node's heartbeat as of now; `every` set while the node is calm (the next one comes that much later). */
   presence (leaving: boolean): Presence {
     const extras = this.#extras()
+    const calmMs = this.#c.membership.calmPeriodMs
+    const every = extras.calm === true && !leaving && calmMs > this.#c.membership.heartbeatMs ? calmMs : undefined
     const now = Date.now()
     if (now - this.#rssAt >= RSS_SAMPLE_MS) {
       this.#rss = process.memoryUsage.rss()
@@ -311,6 +318,7 @@ export class Heartbeats implements Startable {
       sentAt: Date.now(),
       ...(eligible ? {} : { eligible }),
       ...(direct !== '' ? { direct } : {}),
+      ...(every !== undefined ? { every } : {}),
       version: MESHWORK_VERSION,
       leaving
     }
@@ -378,12 +386,15 @@ export class Heartbeats implements Startable {
   #fire (): void {
     this.#beatTimer = null
     if (this.#stopped) return
+    let period = this.#c.membership.heartbeatMs
     try {
-      this.#beat()
+      period = this.#beat()
     } catch (err) {
       this.#onError(err)
     }
-    this.#arm(this.#c.membership.heartbeatMs)
+    // the detector's clock counts a stall as at most two of this node's periods
+    this.#c.membership.periodMs = period
+    this.#arm(period)
     this.#armTick()
   }
 
@@ -397,7 +408,8 @@ export class Heartbeats implements Startable {
     }
   }
 
-  #beat (): void {
+  /** Sends this node's heartbeat; returns the period until the next one (longer while calm). */
+  #beat (): number {
     const now = Date.now()
     // how late this beat's timer fired (an early one, an acknowledgement, is never late)
     const drift = this.#beatAt === 0 ? 0 : Math.max(0, now - this.#beatAt)
@@ -414,6 +426,7 @@ export class Heartbeats implements Startable {
     const p = this.presence(false)
     this.#relay.sent(p.direct ?? '')
     void this.#c.gossip.publish(this.#c.topic, encodePresence(this.#trimmed(p)))
+    return p.every ?? this.#c.membership.heartbeatMs
   }
 
   #validate (msg: SignedMessage, from: string, direct: boolean): TopicValidatorResult {
@@ -430,7 +443,7 @@ export class Heartbeats implements Startable {
     if (this.#c.membership.get(p.peerId) === undefined && this.#liveMembers() >= MAX_LIVE_MEMBERS) return gossip.ignore('members-full', from)
     // decoded once: the handler takes it from here
     this.#decoded.set(msg, p)
-    this.#relay.heard(peerTag(msg.from.toMultihash().bytes), direct, p.leaving)
+    this.#relay.heard(peerTag(msg.from.toMultihash().bytes), direct, p.leaving, p.every)
     return TopicValidatorResult.Accept
   }
 
@@ -449,7 +462,7 @@ export class Heartbeats implements Startable {
       if (t.to === 'alive') this.peerCameAlive()
       this.#c.onTransition(t)
     }
-    this.#relay.peerReport(p.peerId, p.direct)
+    this.#relay.peerReport(p.peerId, p.direct, p.every)
     if (this.#quiet && this.#started) {
       // the detector does not tick between heartbeats now: the arrivals of peers' heartbeats are when
       // this node looks whether an author it reported hearing directly went quiet on its link

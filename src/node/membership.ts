@@ -1,7 +1,15 @@
 import type { Presence } from '../protocol/presence.ts'
 import { HEALTH_OK, type HealthState } from './health.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
-import { DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS, HEARTBEAT_INTERVAL_MS } from './constants.ts'
+import { CALM_HEARTBEAT_PERIODS, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS, HEARTBEAT_INTERVAL_MS } from './constants.ts'
+
+/**
+ * A peer is suspect no sooner than this many of its announced heartbeat
+ * periods after its last heartbeat (`Presence.every`): a calm peer's slower
+ * heartbeat never makes it suspect, whatever this node's own timeouts.
+ * @default 1.5
+ */
+export const SUSPECT_PERIODS = 1.5
 
 /** Liveness of a peer as this node sees it. */
 export const MEMBER_STATES = ['alive', 'suspect', 'dead', 'left'] as const
@@ -52,6 +60,8 @@ interface Entry {
   member: Member
   /** Failure-detector clock reading of the last heartbeat. */
   seenClock: number
+  /** The period the peer announced for its next heartbeat (its `every`, else this node's own period). */
+  periodMs: number
   heard: boolean
   /** Wall-clock ms of the last heartbeat, or of the seed when never heard (for `prune`). */
   seenWall: number
@@ -72,6 +82,12 @@ export class Membership {
   readonly suspectAfterMs: number
   readonly deadAfterMs: number
   readonly heartbeatMs: number
+  /**
+   * This node's own heartbeat period as it is now (`heartbeatMs`, or longer
+   * while calm): the detector ticks at least once per period, and a stall
+   * counts as at most two of them.
+   */
+  periodMs: number
   #now: () => number
   #entries = new Map<string, Entry>()
   #clock = 0
@@ -82,15 +98,31 @@ export class Membership {
     this.suspectAfterMs = init.suspectAfterMs ?? DEFAULT_SUSPECT_AFTER_MS
     this.deadAfterMs = init.deadAfterMs ?? DEFAULT_DEAD_AFTER_MS
     this.heartbeatMs = init.heartbeatMs ?? HEARTBEAT_INTERVAL_MS
+    this.periodMs = this.heartbeatMs
     if (this.deadAfterMs < this.suspectAfterMs) throw new RangeError('deadAfterMs must be at least suspectAfterMs')
     this.#now = init.now ?? Date.now
     this.#lastTickWall = this.#now()
   }
 
+  /**
+   * The period a calm node sends its heartbeats at (`CALM_HEARTBEAT_PERIODS`),
+   * short enough that a peer with this node's suspect timeout never suspects
+   * it (`SUSPECT_PERIODS`); `heartbeatMs` when that leaves no room.
+   */
+  get calmPeriodMs (): number {
+    return Math.max(this.heartbeatMs, Math.min(CALM_HEARTBEAT_PERIODS * this.heartbeatMs, Math.floor(this.suspectAfterMs / SUSPECT_PERIODS)))
+  }
+
   /** The failure detector's clock: wall time, except that a stall counts as at most two heartbeat periods. */
   #clockNow (): number {
     const delta = this.#now() - this.#lastTickWall
-    return this.#clock + Math.max(0, Math.min(delta, 2 * this.heartbeatMs))
+    return this.#clock + Math.max(0, Math.min(delta, 2 * this.periodMs))
+  }
+
+  /** A peer's suspect and dead timeouts before widening: this node's, or longer for a peer that announced a long period. */
+  #limits (e: Entry): { suspect: number, dead: number } {
+    const suspect = Math.max(this.suspectAfterMs, SUSPECT_PERIODS * e.periodMs)
+    return { suspect, dead: Math.max(this.deadAfterMs, suspect) }
   }
 
   /** Records a heartbeat; returns the transition it caused, if any. */
@@ -116,7 +148,7 @@ export class Membership {
       lastSeenAt: this.#now(),
       silentMs: 0
     }
-    this.#entries.set(p.peerId, { member, seenClock: this.#clockNow(), heard: true, seenWall: this.#now() })
+    this.#entries.set(p.peerId, { member, seenClock: this.#clockNow(), periodMs: p.every ?? this.heartbeatMs, heard: true, seenWall: this.#now() })
     return from === member.state ? null : { peerId: p.peerId, from, to: member.state }
   }
 
@@ -130,6 +162,7 @@ export class Membership {
     this.#entries.set(peerId, {
       member: { peerId, name, slots, running: [], heads: [], addrs: [], load: 0, lagMs: 0, backoffUntil: null, health: HEALTH_OK, state: left ? 'left' : 'suspect', eligible: true, aliveSince: null, lastSeenAt: null, silentMs: 0 },
       seenClock: this.#clockNow(),
+      periodMs: this.heartbeatMs,
       heard: false,
       seenWall: this.#now()
     })
@@ -170,7 +203,7 @@ export class Membership {
    */
   tick (localLagMs = 0): Transition[] {
     const wall = this.#now()
-    this.#clock += Math.max(0, Math.min(wall - this.#lastTickWall, 2 * this.heartbeatMs))
+    this.#clock += Math.max(0, Math.min(wall - this.#lastTickWall, 2 * this.periodMs))
     this.#lastTickWall = wall
     this.#localLagMs = localLagMs
     const out: Transition[] = []
@@ -179,9 +212,10 @@ export class Membership {
       m.silentMs = this.#clock - e.seenClock
       if (m.state === 'left') continue
       const widen = this.#widening(m.lagMs)
+      const limit = this.#limits(e)
       let next: MemberState = 'alive'
-      if (m.silentMs >= this.deadAfterMs * widen) next = 'dead'
-      else if (m.silentMs >= this.suspectAfterMs * widen || !e.heard) next = 'suspect'
+      if (m.silentMs >= limit.dead * widen) next = 'dead'
+      else if (m.silentMs >= limit.suspect * widen || !e.heard) next = 'suspect'
       if (next !== m.state) {
         out.push({ peerId: m.peerId, from: m.state, to: next })
         m.state = next
@@ -203,7 +237,8 @@ export class Membership {
     for (const e of this.#entries.values()) {
       const m = e.member
       if (m.state === 'dead' || m.state === 'left') continue
-      const at = e.seenClock + (m.state === 'alive' ? this.suspectAfterMs : this.deadAfterMs) * this.#widening(m.lagMs)
+      const limit = this.#limits(e)
+      const at = e.seenClock + (m.state === 'alive' ? limit.suspect : limit.dead) * this.#widening(m.lagMs)
       if (at < next) next = at
     }
     return next === Infinity ? null : Math.max(0, next - clock)

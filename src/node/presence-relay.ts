@@ -19,6 +19,10 @@
  * receiver sends its next heartbeat early with the shorter report
  * (`Heartbeats`), and the forwarders send it A's heartbeats again from then
  * on, within about two periods of the last direct one (suspect takes three).
+ * Periods are the author's and the reporter's own as they announce them
+ * (`Presence.every`: a calm node's are longer); a calm author's cut link can
+ * then make the receiver suspect it briefly, at its 1.5 calm periods, until a
+ * forwarded copy comes: nothing is open on a board that calms its nodes.
  * A peer that sends no report (an older version, or a client) gets every
  * copy, as before, and so does the last heartbeat of an author that is leaving.
  *
@@ -60,13 +64,19 @@ const FORGET_AFTER_MS = 60_000
 interface Report {
   tags: Set<string>
   at: number
+  /** Until when the report is used (wall ms): `REPORT_FRESH_PERIODS` of the reporter's period. */
+  until: number
 }
 
 /** What one node knows about direct heartbeat delivery: its own, and what its peers report. */
 export class PresenceRelay {
   readonly #periodMs: () => number
   readonly #now: () => number
-  /** Author tag to the wall ms of its last heartbeat that came from the author itself. */
+  /**
+   * Author tag to the wall ms until which it counts as heard directly: its
+   * last heartbeat that came from the author itself, plus
+   * `DIRECT_FRESH_PERIODS` of the author's period.
+   */
   readonly #heard = new Map<string, number>()
   /** Peer id to its last report and when it arrived. */
   readonly #reports = new Map<string, Report>()
@@ -81,9 +91,13 @@ export class PresenceRelay {
     this.#now = now
   }
 
-  /** A heartbeat of the author tagged `tag` passed validation; `direct`: it came from the author itself. */
-  heard (tag: string, direct: boolean, leaving: boolean): void {
-    if (direct) this.#heard.set(tag, this.#now())
+  /**
+   * A heartbeat of the author tagged `tag` passed validation; `direct`: it
+   * came from the author itself; `periodMs`: the author's announced period
+   * until its next one (a calm author's is longer). @default this node's period
+   */
+  heard (tag: string, direct: boolean, leaving: boolean, periodMs = this.#periodMs()): void {
+    if (direct) this.#heard.set(tag, this.#now() + DIRECT_FRESH_PERIODS * periodMs)
     if (leaving) this.#leaving.add(tag)
     else if (this.#leaving.size > 0) this.#leaving.delete(tag)
   }
@@ -91,9 +105,8 @@ export class PresenceRelay {
   /** This node's report for its next heartbeat: the tags of authors heard directly lately, joined. */
   report (): string {
     const now = this.#now()
-    const since = now - DIRECT_FRESH_PERIODS * this.#periodMs()
     let out = ''
-    for (const [tag, at] of this.#heard) if (at >= since) out += tag
+    for (const [tag, until] of this.#heard) if (until >= now) out += tag
     this.#forget(now)
     return out
   }
@@ -109,27 +122,31 @@ export class PresenceRelay {
    */
   lapsed (): boolean {
     if (this.#sent.length === 0) return false
-    const since = this.#now() - DIRECT_FRESH_PERIODS * this.#periodMs()
-    for (const tag of this.#sent) if ((this.#heard.get(tag) ?? -Infinity) < since) return true
+    const now = this.#now()
+    for (const tag of this.#sent) if ((this.#heard.get(tag) ?? -Infinity) < now) return true
     return false
   }
 
   /** Milliseconds until `lapsed` would turn true if no author in the last report is heard directly meanwhile; null: never. */
   nextLapseIn (): number | null {
     if (this.#sent.length === 0) return null
-    const fresh = DIRECT_FRESH_PERIODS * this.#periodMs()
     let next = Infinity
-    for (const tag of this.#sent) next = Math.min(next, (this.#heard.get(tag) ?? -Infinity) + fresh)
+    for (const tag of this.#sent) next = Math.min(next, this.#heard.get(tag) ?? -Infinity)
     return next === Infinity ? null : Math.max(0, next - this.#now())
   }
 
-  /** A peer's heartbeat arrived with its report (`undefined`: it sends none, so it gets every copy). */
-  peerReport (peerId: string, report: string | undefined): void {
+  /**
+   * A peer's heartbeat arrived with its report (`undefined`: it sends none,
+   * so it gets every copy); `periodMs`: the peer's announced period until its
+   * next one. @default this node's period
+   */
+  peerReport (peerId: string, report: string | undefined, periodMs = this.#periodMs()): void {
     if (report === undefined) {
       this.#reports.delete(peerId)
       return
     }
-    this.#reports.set(peerId, { tags: new Set(split(report)), at: this.#now() })
+    const now = this.#now()
+    this.#reports.set(peerId, { tags: new Set(split(report)), at: now, until: now + REPORT_FRESH_PERIODS * periodMs })
   }
 
   /**
@@ -139,10 +156,10 @@ export class PresenceRelay {
    */
   skipFor (tag: string): Set<string> | null {
     if (this.#leaving.has(tag)) return null
-    const since = this.#now() - REPORT_FRESH_PERIODS * this.#periodMs()
+    const now = this.#now()
     let out: Set<string> | null = null
     for (const [peer, r] of this.#reports) {
-      if (r.at < since || !r.tags.has(tag)) continue
+      if (r.until < now || !r.tags.has(tag)) continue
       out ??= new Set()
       out.add(peer)
     }
@@ -152,7 +169,7 @@ export class PresenceRelay {
   #forget (now: number): void {
     if (now - this.#lastForget < FORGET_AFTER_MS) return
     this.#lastForget = now
-    for (const [tag, at] of this.#heard) if (now - at > FORGET_AFTER_MS) { this.#heard.delete(tag); this.#leaving.delete(tag) }
+    for (const [tag, until] of this.#heard) if (now - until > FORGET_AFTER_MS) { this.#heard.delete(tag); this.#leaving.delete(tag) }
     for (const [peer, r] of this.#reports) if (now - r.at > FORGET_AFTER_MS) this.#reports.delete(peer)
   }
 }

@@ -53,6 +53,13 @@ export const presenceSchema = z.object({
    * those copies out; absent (versions before it) means every copy is wanted.
    */
   direct: z.string().max(8 * MAX_DIRECT).regex(/^(?:[A-Za-z0-9_-]{8})*$/).optional(),
+  /**
+   * Milliseconds until the sender's next regular heartbeat, when longer than
+   * the usual period (a calm node: nothing open on its board, nothing running
+   * on it); receivers wait that much longer before they suspect it. Absent:
+   * the usual period.
+   */
+  every: z.number().int().positive().max(60_000).optional(),
   /** The sender's meshwork version (absent from versions before it was announced). */
   version: z.string().max(64).optional(),
   /** true in the last message of a graceful stop. */

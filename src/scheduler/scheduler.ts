@@ -201,6 +201,8 @@ export class Scheduler {
   #finishing = new Map<TaskId, Run>()
   /** The periodic tick: `TICK_MS`, or `IDLE_TICK_MS` while nothing is in flight. */
   #ticker = new Ticker(() => { this.#schedule() })
+  /** Whether the last tick found nothing in flight (the heartbeats then go out further apart). */
+  #calm = false
   #scheduled = false
   #stopped = true
   #claiming = false
@@ -262,7 +264,7 @@ export class Scheduler {
     if (!this.#stopped) return
     this.#stopped = false
     this.#claiming = true
-    this.node.setPresenceExtras(() => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null, health: this.#healthNow() }))
+    this.node.setPresenceExtras(() => ({ running: this.busy(), backoffUntil: this.#backoffUntil !== null && this.#backoffUntil > Date.now() ? this.#backoffUntil : null, health: this.#healthNow(), calm: this.#calm }))
     const onUpdate = (): void => { this.#schedule() }
     const onPresence = (evt: CustomEvent<Presence>): void => {
       const sent = evt.detail.sentAt
@@ -344,6 +346,9 @@ export class Scheduler {
       if (this.#claiming) this.#claim(snap, now)
     })
     const idle = openTasks(snap).length === 0 && this.#pending.size + this.#runs.size + this.#finishing.size + this.#orphanSince.size === 0
+    // an idle node is calm: its heartbeats go out further apart (Heartbeats); the next one after a task
+    // arrives is still at most one calm period away, and a claim's acknowledgement is sent at once anyway
+    this.#calm = idle
     if (!this.#stopped) this.#ticker.pace(idle ? IDLE_TICK_MS : TICK_MS)
   }
 
