@@ -5,8 +5,10 @@
  * lets the mesh settle, then measures each node over a window: CPU (utime +
  * stime from /proc/PID/stat, with its reaped children such as git), RSS at the
  * start and the end of the window (/proc/PID/status), git processes started
- * (each node appends the git commands it starts to a file, `MESHWORK_BENCH_GIT_LOG`) and how busy the whole
- * host was meanwhile (/proc/stat).
+ * (each node appends the git commands it starts to a file, `MESHWORK_BENCH_GIT_LOG`), the mesh's
+ * traffic (TCP payload bytes each node received on its own sockets, `ss`
+ * tcp_info `bytes_received`) and how busy the whole host was meanwhile
+ * (/proc/stat).
  *
  * Variants compare checkouts (or Node options) back to back on one machine:
  * `--variant before=/work/main --variant after=.` runs a mesh of each in turn,
@@ -38,6 +40,7 @@ import { parseScriptArgs, variantSpecs } from './bench/lib/args.ts'
 import { parseLog } from './bench/e2e-analysis.ts'
 import { installExitGuards, pollUntil, register } from './bench/lib/children.ts'
 import { median, textTable } from './bench/lib/stats.ts'
+import { readTcpRx, tcpRxDelta } from './bench/board-cluster.ts'
 import { seedRepo } from './bench/lib/repo.ts'
 import { cpuOf } from './bench/lib/proc.ts'
 
@@ -93,7 +96,7 @@ function lines (file: string): number {
   try { return readFileSync(file, 'utf8').split('\n').filter(l => l !== '').length } catch { return 0 }
 }
 
-interface NodeFigures { variant: string, round: number, node: string, leader: boolean, cpuPct: number, childCpuPct: number, rssStartMiB: number, rssEndMiB: number, anonMiB: number, gitPerS: number }
+interface NodeFigures { variant: string, round: number, node: string, leader: boolean, cpuPct: number, childCpuPct: number, rssStartMiB: number, rssEndMiB: number, anonMiB: number, gitPerS: number, rxKiBPerS: number }
 interface MeshFigures { variant: string, round: number, hostBusyPct: number, load: number, nodes: NodeFigures[] }
 
 async function measure (v: Variant, round: number): Promise<MeshFigures> {
@@ -153,11 +156,13 @@ async function measure (v: Variant, round: number): Promise<MeshFigures> {
       return best?.name ?? null
     }
     const before = procs.map(p => ({ cpu: cpuOf(p.proc.pid as number), git: lines(p.gitFile), rss: statusKiB(p.proc.pid as number, 'VmRSS') }))
+    const rx0 = procs.map(p => readTcpRx(new Set([p.proc.pid as number])))
     const host0 = hostJiffies()
     const t0 = Date.now()
     await new Promise(resolveWait => setTimeout(resolveWait, WINDOW_MS))
     const secs = (Date.now() - t0) / 1000
     const host1 = hostJiffies()
+    const rx1 = procs.map(p => readTcpRx(new Set([p.proc.pid as number])))
     const leader = leaderName()
     const nodes: NodeFigures[] = procs.map((p, i) => {
       const pid = p.proc.pid as number
@@ -174,7 +179,8 @@ async function measure (v: Variant, round: number): Promise<MeshFigures> {
         rssStartMiB: (a?.rss ?? Number.NaN) / 1024,
         rssEndMiB: statusKiB(pid, 'VmRSS') / 1024,
         anonMiB: statusKiB(pid, 'RssAnon') / 1024,
-        gitPerS: (lines(p.gitFile) - (a?.git ?? 0)) / secs
+        gitPerS: (lines(p.gitFile) - (a?.git ?? 0)) / secs,
+        rxKiBPerS: (tcpRxDelta(rx0[i] ?? null, rx1[i] ?? null) ?? Number.NaN) / 1024 / secs
       }
     })
     const hostBusyPct = 100 * (host1.busy - host0.busy) / Math.max(1, host1.total - host0.total)
@@ -202,9 +208,9 @@ for (let r = 1; r <= ROUNDS; r++) {
 
 const rows: string[][] = []
 for (const m of meshes) {
-  for (const n of m.nodes) rows.push([m.variant, String(m.round), n.node + (n.leader ? ' (leader)' : ''), f2(n.cpuPct), f2(n.childCpuPct), f1(n.rssStartMiB), f1(n.rssEndMiB), f1(n.anonMiB), f2(n.gitPerS)])
+  for (const n of m.nodes) rows.push([m.variant, String(m.round), n.node + (n.leader ? ' (leader)' : ''), f2(n.cpuPct), f2(n.childCpuPct), f1(n.rssStartMiB), f1(n.rssEndMiB), f1(n.anonMiB), f2(n.gitPerS), f2(n.rxKiBPerS)])
 }
-process.stdout.write(textTable(['variant', 'round', 'node', 'CPU %', 'children %', 'RSS start MiB', 'RSS end MiB', 'anon MiB', 'git/s'], rows) + '\n\n')
+process.stdout.write(textTable(['variant', 'round', 'node', 'CPU %', 'children %', 'RSS start MiB', 'RSS end MiB', 'anon MiB', 'git/s', 'mesh rx KiB/s'], rows) + '\n\n')
 
 const summary = variants.map(v => {
   const ns = meshes.filter(m => m.variant === v.name).flatMap(m => m.nodes)
@@ -216,13 +222,14 @@ const summary = variants.map(v => {
     rss: median(ns.map(n => n.rssEndMiB)) ?? Number.NaN,
     rssMax: Math.max(...ns.map(n => n.rssEndMiB)),
     git: median(ns.map(n => n.gitPerS)) ?? Number.NaN,
+    rx: median(ns.map(n => n.rxKiBPerS)) ?? Number.NaN,
     hostBusy: median(ms.map(m => m.hostBusyPct)) ?? Number.NaN,
     load: median(ms.map(m => m.load)) ?? Number.NaN
   }
 })
 const first = summary[0]
 process.stdout.write(textTable(
-  ['variant', 'CPU % median (max), self + children', 'RSS MiB median (max)', 'git/s median', 'host busy % (all cores)', 'load', 'CPU ratio', 'RSS ratio'],
-  summary.map(s => [s.name, `${f2(s.cpu)} (${f2(s.cpuMax)})`, `${f1(s.rss)} (${f1(s.rssMax)})`, f2(s.git), f1(s.hostBusy), f2(s.load), first === undefined ? '' : f2(s.cpu / first.cpu), first === undefined ? '' : f2(s.rss / first.rss)])
+  ['variant', 'CPU % median (max), self + children', 'RSS MiB median (max)', 'git/s median', 'mesh rx KiB/s median', 'host busy % (all cores)', 'load', 'CPU ratio', 'RSS ratio'],
+  summary.map(s => [s.name, `${f2(s.cpu)} (${f2(s.cpuMax)})`, `${f1(s.rss)} (${f1(s.rssMax)})`, f2(s.git), f2(s.rx), f1(s.hostBusy), f2(s.load), first === undefined ? '' : f2(s.cpu / first.cpu), first === undefined ? '' : f2(s.rss / first.rss)])
 ) + '\n')
 if (args.json !== undefined) await writeFile(args.json, JSON.stringify({ nodes: NODES, windowMs: WINDOW_MS, settleMs: SETTLE_MS, variants, meshes }, null, 1) + '\n')
