@@ -1,6 +1,7 @@
 import { describe, it, expect, afterEach } from 'vitest'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { lpStream } from '@libp2p/utils'
+import { lpStream, LengthPrefixedDecoder } from '@libp2p/utils'
+import { uint16BEDecode, uint16BEEncode } from '../node_modules/@chainsafe/libp2p-noise/dist/src/encoder.js'
 import { YamuxStream } from '@chainsafe/libp2p-yamux/stream'
 import { createHost, type Host } from '../src/node/host.ts'
 import { checkLibraryPatches, libraryPatches } from '../src/node/patches.ts'
@@ -30,11 +31,34 @@ describe('library patches (pinned versions)', () => {
       ['pnet-fix', 'applied', expect.any(String)],
       ['yamux-fix', 'applied', expect.any(String)],
       ['noise-crypto', 'applied', expect.any(String)],
-      ['ed25519-keys', 'applied', expect.any(String)]
+      ['ed25519-keys', 'applied', expect.any(String)],
+      ['length-prefix-fix', 'applied', expect.any(String)]
     ])
     const { logger, warnings } = recordingLogger()
     expect(checkLibraryPatches(logger)).toBe(noiseCrypto)
     expect(warnings).toEqual([])
+  })
+
+  it('the frame decoder, guarded, takes frames split anywhere as the library does, and ends on an empty buffer without a new exception', () => {
+    const frames = [new Uint8Array(300).fill(1), new Uint8Array([2]), new Uint8Array(70_000 % 65_535).fill(3)]
+    const wire = Buffer.concat(frames.flatMap(f => [uint16BEEncode(f.byteLength), f]))
+    for (const size of [1, 2, 3, 7, 301, wire.byteLength]) {
+      const decoder = new LengthPrefixedDecoder({ lengthDecoder: uint16BEDecode as never, encodingLength: () => 2 })
+      const out: Buffer[] = []
+      for (let i = 0; i < wire.byteLength; i += size) for (const f of decoder.decode(wire.subarray(i, i + size))) out.push(Buffer.from(f.subarray()))
+      expect(out, `chunks of ${size} bytes`).toEqual(frames.map(f => Buffer.from(f)))
+      expect((decoder as unknown as { lengthDecoder: { __meshworkGuarded?: boolean } }).lengthDecoder.__meshworkGuarded).toBe(true)
+    }
+    // the default (varint) length decoder too
+    const varint = new LengthPrefixedDecoder()
+    expect([...varint.decode(Uint8Array.from([3, 9, 8, 7, 1]))].map(f => [...f.subarray()])).toEqual([[9, 8, 7]])
+    expect([...varint.decode(Uint8Array.from([5]))].map(f => [...f.subarray()])).toEqual([[5]])
+    // an empty buffer throws the one RangeError made in advance: the same object every time, no stack captured per chunk
+    const guarded = (new LengthPrefixedDecoder() as unknown as { lengthDecoder: (d: Uint8Array) => number, decode: (b: Uint8Array) => Iterable<unknown> })
+    ;[...guarded.decode(Uint8Array.from([1, 1]))]
+    const thrown = [0, 1].map(() => { try { guarded.lengthDecoder(new Uint8Array(0)); return null } catch (e) { return e } })
+    expect(thrown[0]).toBeInstanceOf(RangeError)
+    expect(thrown[1]).toBe(thrown[0])
   })
 
   it('Ed25519 keys sign and check as the library does with a KeyObject kept per key', async () => {

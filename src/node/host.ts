@@ -1,4 +1,5 @@
 import './yamux-fix.ts'
+import './length-prefix-fix.ts'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { MESHWORK_VERSION, agentVersion } from './version.ts'
 import { tcp } from '@libp2p/tcp'

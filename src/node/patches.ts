@@ -1,9 +1,9 @@
 /**
- * meshwork changes four libraries it depends on (each pinned to the exact
+ * meshwork changes five libraries it depends on (each pinned to the exact
  * version in package.json the change was written for): `pnet-fix.ts`
  * (xsalsa20's shared WebAssembly memory), `yamux-fix.ts` (window updates),
- * `noise-crypto.ts` (Noise's cipher) and `ed25519-keys.ts` (@libp2p/crypto's
- * Ed25519 keys). A release that renames what they touch
+ * `noise-crypto.ts` (Noise's cipher), `ed25519-keys.ts` (@libp2p/crypto's
+ * Ed25519 keys) and `length-prefix-fix.ts` (@libp2p/utils' frame decoder). A release that renames what they touch
  * would make them silently do nothing; every host creation checks them here.
  */
 import { defaultCrypto } from '@chainsafe/libp2p-noise/crypto'
@@ -12,6 +12,7 @@ import { pnetPatchStatus, type PatchStatus } from './pnet-fix.ts'
 import { yamuxPatchStatus } from './yamux-fix.ts'
 import { noiseCrypto, noiseCryptoStatus } from './noise-crypto.ts'
 import { ed25519KeysStatus } from './ed25519-keys.ts'
+import { lengthPrefixPatchStatus } from './length-prefix-fix.ts'
 import type { Logger } from '../util/logger.ts'
 
 export type { PatchStatus }
@@ -23,7 +24,7 @@ export class LibraryPatchError extends Error {
 
 /** The state of each library patch. */
 export function libraryPatches (): PatchStatus[] {
-  return [pnetPatchStatus(), yamuxPatchStatus(), noiseCryptoStatus(), ed25519KeysStatus()]
+  return [pnetPatchStatus(), yamuxPatchStatus(), noiseCryptoStatus(), ed25519KeysStatus(), lengthPrefixPatchStatus()]
 }
 
 /**
@@ -40,6 +41,8 @@ export function checkLibraryPatches (logger: Logger): ICryptoInterface {
   }
   const yamux = yamuxPatchStatus()
   if (yamux.state === 'failed') logger.warn('patch:not-applied', { patch: yamux.name, detail: yamux.detail, note: `yamux sends a window update per frame (more CPU); ${reinstall}` })
+  const frames = lengthPrefixPatchStatus()
+  if (frames.state === 'failed') logger.warn('patch:not-applied', { patch: frames.name, detail: frames.detail, note: `every chunk read makes an exception (more CPU); ${reinstall}` })
   const keys = ed25519KeysStatus()
   if (keys.state === 'failed') logger.warn('patch:not-applied', { patch: keys.name, detail: keys.detail, note: `every gossip message builds its signing keys anew (more CPU); ${reinstall}` })
   const noise = noiseCryptoStatus()
