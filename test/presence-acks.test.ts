@@ -177,7 +177,6 @@ describe('calm heartbeats', () => {
     await vi.advanceTimersByTimeAsync(3 * 2 * HB)
     expect(messages.length).toBe(4)
     expect(messages.every(m => m.every === 2 * HB)).toBe(true)
-    expect(membership.periodMs).toBe(2 * HB)
     // an acknowledgement while calm is not held to the calm period
     await vi.advanceTimersByTimeAsync(HB)
     hb.ackSoon()
@@ -192,7 +191,6 @@ describe('calm heartbeats', () => {
     expect(messages.at(-1)?.every).toBeUndefined()
     await vi.advanceTimersByTimeAsync(HB)
     expect(messages.length).toBe(7)
-    expect(membership.periodMs).toBe(HB)
     hb.stop()
   })
 

@@ -392,8 +392,6 @@ export class Heartbeats implements Startable {
     } catch (err) {
       this.#onError(err)
     }
-    // the detector's clock counts a stall as at most two of this node's periods
-    this.#c.membership.periodMs = period
     this.#arm(period)
     this.#armTick()
   }

@@ -82,12 +82,6 @@ export class Membership {
   readonly suspectAfterMs: number
   readonly deadAfterMs: number
   readonly heartbeatMs: number
-  /**
-   * This node's own heartbeat period as it is now (`heartbeatMs`, or longer
-   * while calm): the detector ticks at least once per period, and a stall
-   * counts as at most two of them.
-   */
-  periodMs: number
   #now: () => number
   #entries = new Map<string, Entry>()
   #clock = 0
@@ -98,7 +92,6 @@ export class Membership {
     this.suspectAfterMs = init.suspectAfterMs ?? DEFAULT_SUSPECT_AFTER_MS
     this.deadAfterMs = init.deadAfterMs ?? DEFAULT_DEAD_AFTER_MS
     this.heartbeatMs = init.heartbeatMs ?? HEARTBEAT_INTERVAL_MS
-    this.periodMs = this.heartbeatMs
     if (this.deadAfterMs < this.suspectAfterMs) throw new RangeError('deadAfterMs must be at least suspectAfterMs')
     this.#now = init.now ?? Date.now
     this.#lastTickWall = this.#now()
@@ -113,10 +106,16 @@ export class Membership {
     return Math.max(this.heartbeatMs, Math.min(CALM_HEARTBEAT_PERIODS * this.heartbeatMs, Math.floor(this.suspectAfterMs / SUSPECT_PERIODS)))
   }
 
-  /** The failure detector's clock: wall time, except that a stall counts as at most two heartbeat periods. */
+  /**
+   * The failure detector's clock: wall time, except that a stall counts as at
+   * most two heartbeat periods. Two usual periods, also while this node is
+   * calm and ticks once a calm period: a stall of its own must not age its
+   * peers past their suspect timeout at once; its clock then falls behind by
+   * how late its timers run, and a silent peer is declared that much later.
+   */
   #clockNow (): number {
     const delta = this.#now() - this.#lastTickWall
-    return this.#clock + Math.max(0, Math.min(delta, 2 * this.periodMs))
+    return this.#clock + Math.max(0, Math.min(delta, 2 * this.heartbeatMs))
   }
 
   /** A peer's suspect and dead timeouts before widening: this node's, or longer for a peer that announced a long period. */
@@ -203,7 +202,7 @@ export class Membership {
    */
   tick (localLagMs = 0): Transition[] {
     const wall = this.#now()
-    this.#clock += Math.max(0, Math.min(wall - this.#lastTickWall, 2 * this.periodMs))
+    this.#clock += Math.max(0, Math.min(wall - this.#lastTickWall, 2 * this.heartbeatMs))
     this.#lastTickWall = wall
     this.#localLagMs = localLagMs
     const out: Transition[] = []
