@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { git, gitText } from '../src/git/git.ts'
-import { advanceBranch, commitOids } from '../src/git/merge.ts'
+import { advanceBranch, commitOids, hasCommit } from '../src/git/merge.ts'
 import { commitFiles, initRepo } from './helpers/git.ts'
 
 let dir = ''
@@ -99,5 +99,13 @@ describe('commitOids', () => {
     const tree = await gitText(['rev-parse', `${next}^{tree}`], { cwd: repo })
     expect(await commitOids(repo, ['refs/heads/main', next, 'refs/heads/nope', 'f'.repeat(40), tree])).toEqual([base, next, null, null, null])
     expect(await commitOids(repo, [])).toEqual([])
+  })
+
+  it('hasCommit: a commit that is here, not a tag object pointing at one, nor a tree', async () => {
+    await git(['tag', '-a', '-m', 'annotated', 'v1', next], { cwd: repo })
+    const tag = await gitText(['rev-parse', 'refs/tags/v1'], { cwd: repo })
+    expect(tag).not.toBe(next)
+    const tree = await gitText(['rev-parse', `${next}^{tree}`], { cwd: repo })
+    expect(await Promise.all([next, tag, tree, 'f'.repeat(40)].map(async o => await hasCommit(repo, o)))).toEqual([true, false, false, false])
   })
 })

@@ -73,9 +73,13 @@ export async function commitOids (repo: string, names: readonly string[]): Promi
   return names.map((_, i) => /^([0-9a-f]{40}|[0-9a-f]{64}) commit$/.exec(lines[i] ?? '')?.[1] ?? null)
 }
 
-/** Whether the repository has a commit. */
+/**
+ * Whether the repository has the commit `oid`: a commit itself, not a tag
+ * that points at one (`<oid>^{commit}` would peel it, and a branch set to the
+ * tag's id would name no commit).
+ */
 export async function hasCommit (repo: string, oid: string): Promise<boolean> {
-  return (await git(['cat-file', '-e', `${oid}^{commit}`], { cwd: repo, allowFail: true })).code === 0
+  return (await commitOids(repo, [oid]))[0] === oid
 }
 
 /**

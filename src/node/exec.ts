@@ -4,6 +4,7 @@ import type { ExecutionNode } from './components.ts'
 import type { Task, BoardSnapshot, PeerIdString } from '../crdt/schema.ts'
 import { Worktrees, checkpointBranch, commitEnv, runSetup, type Worktree } from '../git/worktree.ts'
 import { git, gitText } from '../git/git.ts'
+import { hasCommit } from '../git/merge.ts'
 import { MainUnavailableError, UsageError, toError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
 
@@ -143,7 +144,7 @@ export class Execution {
     if (mesh === null) return await gitText(['rev-parse', `refs/heads/${this.#init.branch}`], { cwd: this.#init.repo })
     // the usual case: this node's main follower has moved the local main to the mesh main already
     if (this.#init.knownCommit?.(mesh) === true) return mesh
-    const has = async (): Promise<boolean> => (await git(['cat-file', '-e', `${mesh}^{commit}`], { cwd: this.#init.repo, allowFail: true })).code === 0
+    const has = async (): Promise<boolean> => await hasCommit(this.#init.repo, mesh)
     // else main moved a moment ago and the follower is on its way: follow it now (the commit is seldom here before),
     // then the follower knows it without a git process (a leader landing a merge is waited for: `LocalMain.landing`)
     if (this.#init.ensureMain !== undefined) await this.#init.ensureMain()
@@ -246,7 +247,7 @@ export class Execution {
   async #checkpointOf (task: Task): Promise<string | null> {
     const cp = task.checkpoint
     if (cp == null || cp.epoch === task.epoch) return null
-    const has = async (): Promise<boolean> => (await git(['cat-file', '-e', `${cp.head}^{commit}`], { cwd: this.#init.repo, allowFail: true })).code === 0
+    const has = async (): Promise<boolean> => await hasCommit(this.#init.repo, cp.head)
     try {
       if (await has()) return cp.head
       if (!(await this.#init.fetchCheckpoint?.(task) ?? false)) return null
