@@ -203,6 +203,14 @@ export class Scheduler {
   #ticker = new Ticker(() => { this.#schedule() })
   /** Whether the last tick found nothing in flight (the heartbeats then go out further apart). */
   #calm = false
+  /**
+   * Per ready task another node owns in this node's view: that owner, and
+   * since when this node has seen it as the owner, over consecutive claim
+   * passes (`#claim`): the steal wait counts from then.
+   */
+  #ownerSeen = new Map<TaskId, { owner: string, at: number }>()
+  /** When the last claim pass that looked at the tasks ran (its entries in `#ownerSeen` are fresh only right after). */
+  #lastClaimPass = 0
   #scheduled = false
   #stopped = true
   #claiming = false
@@ -544,13 +552,24 @@ export class Scheduler {
     const picked: Array<{ task: Task, stolen: boolean }> = []
     // of the tasks ranked alike, those the mesh's rendezvous gives this node first: nodes claiming at once go for different ones
     const spread = spreadTies(ordered, t => claimRank(t, cp), me, runners, Math.max(32, 4 * free * runners.length))
+    // a steal waits for the owner from when this node saw it as the owner, in passes one after another, not from
+    // when the task became ready: a task that waited for a slot anywhere is no owner's delay, and its owner, free
+    // a moment ago, is about to claim it (a steal at once collided with that claim)
+    const seenBefore = now - this.#lastClaimPass <= 4 * TICK_MS ? this.#ownerSeen : new Map<TaskId, { owner: string, at: number }>()
+    const seen = new Map<TaskId, { owner: string, at: number }>()
+    this.#ownerSeen = seen
+    this.#lastClaimPass = now
     for (const t of spread) {
       if (picked.length >= free) break
       const owner = owners.get(t.id)
-      const waited = now - readySince(t, snap)
       const stealAfter = this.#init.stealAfterMs ?? DEFAULT_STEAL_AFTER_MS
       const mine = owner === me
-      if (!mine && waited < stealAfter) continue
+      if (!mine) {
+        const before = seenBefore.get(t.id)
+        const since = before !== undefined && before.owner === (owner ?? '') ? before.at : now
+        seen.set(t.id, { owner: owner ?? '', at: since })
+        if (now - Math.max(since, readySince(t, snap)) < stealAfter) continue
+      }
       if (t.files.length > 0 && [...active, ...picked.map(p => p.task)].some(o => o.id !== t.id && scopesOverlap(o.files, t.files))) continue
       picked.push({ task: t, stolen: !mine })
     }
@@ -572,7 +591,7 @@ export class Scheduler {
       this.#pending.set(task.id, { epoch: task.epoch, at: now, settleAt: now + settleMs, stolen, hash })
       this.#startEarly(task)
       const owner = owners.get(task.id)
-      if (stolen) this.#log.info('task:stolen', { task: task.id, epoch: task.epoch, reason: owner === undefined ? 'no node had room for it in this node\'s view' : `preferred node ${owner} left it waiting ${now - readySince(task, snap)} ms` })
+      if (stolen) this.#log.info('task:stolen', { task: task.id, epoch: task.epoch, reason: owner === undefined ? 'no node had room for it in this node\'s view' : `preferred node ${owner} left it waiting ${now - Math.max(seen.get(task.id)?.at ?? now, readySince(task, snap))} ms` })
       else this.#log.info('task:claimed', { task: task.id, epoch: task.epoch, reason: 'preferred owner (rendezvous)' })
     }
     this.#schedule()
