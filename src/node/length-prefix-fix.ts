@@ -40,7 +40,7 @@ const APPLIED: PatchStatus = { name: 'length-prefix-fix', state: 'applied', deta
 let status: PatchStatus = { name: 'length-prefix-fix', state: 'failed', detail: 'not attempted' }
 
 /** `inner`, throwing `NO_LENGTH_YET` on an empty buffer instead of calling it. */
-export function guardLengthDecoder (inner: LengthDecoder): LengthDecoder {
+function guardLengthDecoder (inner: LengthDecoder): LengthDecoder {
   if (inner.__meshworkGuarded === true) return inner
   const guarded: LengthDecoder = (data) => {
     if (data.byteLength === 0) throw NO_LENGTH_YET

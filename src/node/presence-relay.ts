@@ -63,7 +63,6 @@ const FORGET_AFTER_MS = 60_000
 
 interface Report {
   tags: Set<string>
-  at: number
   /** Until when the report is used (wall ms): `REPORT_FRESH_PERIODS` of the reporter's period. */
   until: number
 }
@@ -146,7 +145,7 @@ export class PresenceRelay {
       return
     }
     const now = this.#now()
-    this.#reports.set(peerId, { tags: new Set(split(report)), at: now, until: now + REPORT_FRESH_PERIODS * periodMs })
+    this.#reports.set(peerId, { tags: new Set(split(report)), until: now + REPORT_FRESH_PERIODS * periodMs })
   }
 
   /**
@@ -170,7 +169,7 @@ export class PresenceRelay {
     if (now - this.#lastForget < FORGET_AFTER_MS) return
     this.#lastForget = now
     for (const [tag, until] of this.#heard) if (now - until > FORGET_AFTER_MS) { this.#heard.delete(tag); this.#leaving.delete(tag) }
-    for (const [peer, r] of this.#reports) if (now - r.at > FORGET_AFTER_MS) this.#reports.delete(peer)
+    for (const [peer, r] of this.#reports) if (now - r.until > FORGET_AFTER_MS) this.#reports.delete(peer)
   }
 }
 

@@ -417,7 +417,6 @@ export function nodeRows (data: TuiData): NodeRow[] {
     })
 }
 
-/** A node's name from the status (or the tail of its peer id). */
 /**
  * Who decided task `id`'s conflict, and what: for a task still in conflict
  * whose decision the merge leader is carrying out, or a merged task whose
@@ -434,6 +433,7 @@ function decisionNote (status: StatusReport, id: string, state: TaskState): stri
   return state === 'merged' && c.state === 'resolved' ? `conflict ${c.id} settled ${who}` : null
 }
 
+/** A node's name from the status (or the tail of its peer id). */
 export function nodeName (status: StatusReport, peer: string | null): string {
   if (peer === null) return '-'
   const n = status.nodes.find(x => x.peerId === peer)
