@@ -1,5 +1,6 @@
-import { mergeCommit, runVerify, tryMerge } from './merge.ts'
+import { mergeCommit, runVerify, tryMerge, type MergeAttempt } from './merge.ts'
 import { CommitWriter } from './commit-writer.ts'
+import { MergeTreeSession } from './merge-session.ts'
 import { lastTaskPerFile } from './history.ts'
 import type { ConflictHunk, TaskId } from '../crdt/schema.ts'
 
@@ -84,8 +85,10 @@ export async function runBatch (init: BatchInit): Promise<BatchResult> {
   const stack: Array<{ taskId: TaskId, commit: string }> = []
   let tip = base
   const items = [...init.items]
-  // the first merge commit by `git commit-tree`, the others through one process for the batch (commit-writer.ts)
+  // the first merge commit by `git commit-tree`, the others through one process for the batch (commit-writer.ts);
+  // the clean merges through one `merge-tree` process for the batch (merge-session.ts)
   const writer = new CommitWriter(repo)
+  const merges = new MergeTreeSession(repo)
   try {
     for (let i = 0; ; i++) {
       // the stack is built: what became ready meanwhile goes on top
@@ -93,7 +96,8 @@ export async function runBatch (init: BatchInit): Promise<BatchResult> {
       if (i >= items.length) break
       const item = items[i] as BatchItem
       init.signal?.throwIfAborted()
-      const attempt = await tryMerge(repo, tip, item.head)
+      const clean = await merges.merge(tip, item.head)
+      const attempt: MergeAttempt = clean !== null ? { kind: 'clean', tree: clean } : await tryMerge(repo, tip, item.head)
       if (attempt.kind === 'conflict') {
         // a conflict with main itself is for a human; one only with an earlier item of this batch waits for that item to land
         const onMain = tip === base ? attempt : await tryMerge(repo, base, item.head)
@@ -106,7 +110,7 @@ export async function runBatch (init: BatchInit): Promise<BatchResult> {
       tip = commit
     }
   } finally {
-    await writer.close()
+    await Promise.all([writer.close(), merges.close()])
   }
   let main = base
   let verifyRuns = 0
