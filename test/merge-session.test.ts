@@ -4,9 +4,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { git, gitText } from '../src/git/git.ts'
 import { tryMerge } from '../src/git/merge.ts'
-import { MergeTreeSession, mergeSessionsOn, resetMergeSessions } from '../src/git/merge-session.ts'
+import { BatchProcesses, MergeTreeSession, mergeSessionsOn, resetMergeSessions } from '../src/git/merge-session.ts'
 import { runBatch, type BatchItem } from '../src/git/batch.ts'
 import { commitFiles, initRepo } from './helpers/git.ts'
+import { waitFor } from '../src/util/wait.ts'
 import type { TaskId } from '../src/crdt/schema.ts'
 
 let dir = ''
@@ -121,5 +122,52 @@ describe('a merge-tree session (one git process for a batch\'s clean merges)', (
     expect(through.outcomes.map(o => o.kind)).toEqual(['merged', 'merged', 'merged', 'merged'])
     expect(alone.outcomes.map(o => o.kind)).toEqual(['merged', 'merged', 'merged', 'merged'])
     expect(await gitText(['rev-parse', `${through.main}^{tree}`], { cwd: repo })).toBe(await gitText(['rev-parse', `${alone.main}^{tree}`], { cwd: repo }))
+  })
+
+  it('a session started before a branch arrived in a pack of its own merges it (git looks for new packs)', async () => {
+    const first = await branch('first', { 'first.txt': '1\n' })
+    const session = new MergeTreeSession(repo)
+    try {
+      const t1 = await session.merge(base, first)
+      expect(t1).not.toBeNull()
+      const tip = await commitOf(t1 as string, base, first)
+      // another clone makes a branch; it is fetched as a pack (no loose objects)
+      const other = join(dir, 'other')
+      await git(['clone', '-q', repo, other], { cwd: dir })
+      await commitFiles(other, { 'late.txt': 'late\n' }, 'late')
+      await git(['-c', 'fetch.unpackLimit=1', 'fetch', '-q', other, 'HEAD:refs/heads/late'], { cwd: repo })
+      const late = await gitText(['rev-parse', 'refs/heads/late'], { cwd: repo })
+      const t2 = await session.merge(tip, late)
+      expect(t2).toBe((await tryMerge(repo, tip, late)).tree)
+    } finally {
+      await session.close()
+    }
+  })
+
+  it('a leader\'s batches share one session and writer, which end after a while without a batch', async () => {
+    const processes = new BatchProcesses(repo, 200)
+    const land = async (): Promise<boolean> => true
+    const one = { taskId: 'a' as TaskId, title: 'a', head: await branch('meshwork/a', { 'a.txt': 'a\n' }) }
+    const two = { taskId: 'b' as TaskId, title: 'b', head: await branch('meshwork/b', { 'b.txt': 'b\n' }) }
+    try {
+      const r1 = await runBatch({ repo, worktreesDir: dir, base, items: [one], land, processes })
+      const taken = processes.take()
+      processes.release()
+      const r2 = await runBatch({ repo, worktreesDir: dir, base: r1.main, items: [two], land, processes })
+      expect(r2.outcomes.map(o => o.kind)).toEqual(['merged'])
+      // both batches' merges went through the same session
+      expect(taken.merges.merges).toBe(2)
+      expect(await gitText(['ls-tree', '--name-only', r2.main], { cwd: repo })).toBe('README.md\na.txt\nb.txt\nshared.txt')
+      // each merge commit: main first, the task second, the task trailer (as commit-tree writes it)
+      expect(await gitText(['rev-list', '--parents', '-n', '1', r2.main], { cwd: repo })).toBe(`${r2.main} ${r1.main} ${two.head}`)
+      expect(await gitText(['log', '-1', '--format=%(trailers:key=Meshwork-Task,valueonly)', r1.main], { cwd: repo })).toBe('a')
+      // idle: ended, and the next batch gets new ones
+      await waitFor(() => !taken.merges.usable && !taken.writer.usable, { timeoutMs: 10_000, message: 'the idle processes were never ended' })
+      const next = processes.take()
+      expect(next.merges).not.toBe(taken.merges)
+      expect(next.merges.usable).toBe(true)
+    } finally {
+      await processes.close()
+    }
   })
 })

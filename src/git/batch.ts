@@ -1,6 +1,6 @@
 import { mergeCommit, runVerify, tryMerge, type MergeAttempt } from './merge.ts'
 import { CommitWriter } from './commit-writer.ts'
-import { MergeTreeSession } from './merge-session.ts'
+import { MergeTreeSession, type BatchProcesses } from './merge-session.ts'
 import { lastTaskPerFile } from './history.ts'
 import type { ConflictHunk, TaskId } from '../crdt/schema.ts'
 
@@ -56,6 +56,8 @@ export interface BatchInit {
   /** Called after each verify run (for logs and benchmarks). */
   onVerify?: (commit: string, ok: boolean, ms: number, size: number) => void
   signal?: AbortSignal
+  /** The leader's merge processes, kept from batch to batch (see `BatchProcesses`); else the batch starts its own. */
+  processes?: BatchProcesses
 }
 
 export interface BatchResult {
@@ -85,10 +87,11 @@ export async function runBatch (init: BatchInit): Promise<BatchResult> {
   const stack: Array<{ taskId: TaskId, commit: string }> = []
   let tip = base
   const items = [...init.items]
-  // the first merge commit by `git commit-tree`, the others through one process for the batch (commit-writer.ts);
-  // the clean merges through one `merge-tree` process for the batch (merge-session.ts)
-  const writer = new CommitWriter(repo)
-  const merges = new MergeTreeSession(repo)
+  // the clean merges through one `merge-tree` process, the merge commits through one `hash-object` (merge-session.ts,
+  // commit-writer.ts): the leader's, kept from batch to batch; else the batch's own, its first commit by `commit-tree`
+  const shared = init.processes?.take()
+  const writer = shared?.writer ?? new CommitWriter(repo)
+  const merges = shared?.merges ?? new MergeTreeSession(repo)
   try {
     for (let i = 0; ; i++) {
       // the stack is built: what became ready meanwhile goes on top
@@ -105,12 +108,14 @@ export async function runBatch (init: BatchInit): Promise<BatchResult> {
         else outcomes.set(item.taskId, { kind: 'deferred', taskId: item.taskId, reason: `conflicts with ${stack.map(s => s.taskId).join(', ')} earlier in the batch` })
         continue
       }
-      const commit = await mergeCommit(repo, attempt.tree, tip, item.head, item.taskId, item.title, stack.length > 0 ? writer : undefined)
+      const commit = await mergeCommit(repo, attempt.tree, tip, item.head, item.taskId, item.title, stack.length > 0 || shared !== undefined ? writer : undefined)
       stack.push({ taskId: item.taskId, commit })
       tip = commit
     }
   } finally {
-    await Promise.all([writer.close(), merges.close()])
+    // the batch's own end without holding up the landing (their exits are waited for in the background)
+    if (shared !== undefined) init.processes?.release()
+    else void Promise.all([writer.close(), merges.close()])
   }
   let main = base
   let verifyRuns = 0

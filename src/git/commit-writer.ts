@@ -113,6 +113,11 @@ export class CommitWriter {
     }
   }
 
+  /** Whether `write` may still make commits (it has not failed nor been closed). */
+  get usable (): boolean {
+    return !this.#broken
+  }
+
   async close (): Promise<void> {
     const proc = this.#proc
     this.#proc = null

@@ -24,6 +24,7 @@
  */
 import { existsSync } from 'node:fs'
 import { spawnGit, writingObjects, type GitProcess } from './git.ts'
+import { CommitWriter } from './commit-writer.ts'
 
 /** How long a session that has not answered yet waits for its first answer before it is taken for a git that does not flush. @default 5 s */
 export const FIRST_ANSWER_MS = 5000
@@ -84,6 +85,7 @@ export class MergeTreeSession {
   #wake: (() => void) | null = null
   #ended = false
   #broken = false
+  #merges = 0
 
   constructor (repo: string, opts: MergeSessionOptions = {}) {
     this.#repo = repo
@@ -108,6 +110,7 @@ export class MergeTreeSession {
         return null
       }
       flushes = true
+      this.#merges++
       return tree
     } catch {
       await this.close()
@@ -155,6 +158,16 @@ export class MergeTreeSession {
     }
   }
 
+  /** Whether `merge` may still answer (not ended), and how many merges it made. */
+  get usable (): boolean {
+    return !this.#broken && flushes !== false
+  }
+
+  get merges (): number {
+    return this.#merges
+  }
+
+  /** Ends the process: its stdin closed, killed if it has not exited 5 s later (the caller need not wait). */
   async close (): Promise<void> {
     this.#broken = true
     const proc = this.#proc
@@ -163,5 +176,63 @@ export class MergeTreeSession {
     proc.stdin.end()
     const exited = await Promise.race([proc.exited, new Promise<null>(resolve => setTimeout(() => resolve(null), 5000).unref())])
     if (exited === null) proc.kill()
+  }
+}
+
+/** A leader's merge processes go after this long without a batch. @default 10 s */
+export const BATCH_PROCESSES_IDLE_MS = 10_000
+
+/** Merges a session makes before it is replaced by a new one (git keeps every object it read in memory). @default 1000 */
+export const MAX_SESSION_MERGES = 1000
+
+/**
+ * The merge leader's long-lived git processes, shared by its batches: a merge
+ * session and a commit writer (commit-writer.ts), so a batch starts no git
+ * process to stack its merges (a batch of one task started three: merge-tree,
+ * commit-tree, and the end of the writer's and the session's). `take` gives
+ * them to a batch (new ones in place of ended ones); `release` once the batch
+ * is stacked: after `BATCH_PROCESSES_IDLE_MS` without a batch they are ended,
+ * so an idle leader keeps no git process. `close` ends them at once.
+ */
+export class BatchProcesses {
+  readonly #repo: string
+  readonly #idleMs: number
+  #merges: MergeTreeSession | null = null
+  #writer: CommitWriter | null = null
+  #idle: NodeJS.Timeout | null = null
+
+  constructor (repo: string, idleMs = BATCH_PROCESSES_IDLE_MS) {
+    this.#repo = repo
+    this.#idleMs = idleMs
+  }
+
+  take (): { merges: MergeTreeSession, writer: CommitWriter } {
+    if (this.#idle !== null) clearTimeout(this.#idle)
+    this.#idle = null
+    if (this.#merges === null || !this.#merges.usable || this.#merges.merges >= MAX_SESSION_MERGES) {
+      if (this.#merges !== null) void this.#merges.close()
+      this.#merges = new MergeTreeSession(this.#repo)
+    }
+    if (this.#writer === null || !this.#writer.usable) {
+      if (this.#writer !== null) void this.#writer.close()
+      this.#writer = new CommitWriter(this.#repo)
+    }
+    return { merges: this.#merges, writer: this.#writer }
+  }
+
+  release (): void {
+    if (this.#idle !== null) clearTimeout(this.#idle)
+    this.#idle = setTimeout(() => { void this.close() }, this.#idleMs)
+    this.#idle.unref()
+  }
+
+  async close (): Promise<void> {
+    if (this.#idle !== null) clearTimeout(this.#idle)
+    this.#idle = null
+    const merges = this.#merges
+    const writer = this.#writer
+    this.#merges = null
+    this.#writer = null
+    await Promise.all([merges?.close(), writer?.close()])
   }
 }

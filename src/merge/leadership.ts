@@ -158,6 +158,7 @@ export class Leadership {
     this.#agents.job?.abort.abort(new Error('the node is stopping'))
     this.#job.stop()
     await this.#bg.stop('the node is stopping')
+    await this.#queue.close()
   }
 
   /**

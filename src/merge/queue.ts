@@ -2,6 +2,7 @@ import * as lifecycle from '../crdt/lifecycle.ts'
 import { conflictIdFor, FINAL_TASK_STATES, type BoardSnapshot, type Task, type TaskId } from '../crdt/schema.ts'
 import { advanceBranch, branchOids } from '../git/merge.ts'
 import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch, type BatchItem } from '../git/batch.ts'
+import { BatchProcesses } from '../git/merge-session.ts'
 import { extendHistory, mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
 import { taskBranch } from '../git/worktree.ts'
 import { claimOrder, depsMerged, openTasks, remainingCriticalPath } from '../scheduler/dag.ts'
@@ -68,9 +69,17 @@ export class MergeQueue {
   /** The wake-up of the leader loop once a held batch may go (see `#holdFor`), and when that is (`performance.now()`). */
   #holdTimer: NodeJS.Timeout | null = null
   #holdUntil = 0
+  /** The git processes the batches share (a merge session and a commit writer), ended after a while without a batch. */
+  readonly #processes: BatchProcesses
 
   constructor (ctx: MergeContext) {
     this.#ctx = ctx
+    this.#processes = new BatchProcesses(ctx.init.repo)
+  }
+
+  /** Ends the git processes kept for the next batch (the node is stopping). */
+  async close (): Promise<void> {
+    await this.#processes.close()
   }
 
   /**
@@ -186,6 +195,7 @@ export class MergeQueue {
         verify: this.#ctx.init.verify,
         verifyTimeoutMs: this.#ctx.init.verifyTimeoutMs,
         signal: this.#ctx.job.start([...ids], term),
+        processes: this.#processes,
         more,
         onVerify: (commit, ok, ms, size) => { logger.info('merge:verified', { commit, ok, ms, merges: size, term }) },
         land: async (prev, tip, merged) => {
