@@ -91,7 +91,7 @@ export class CommitWriter {
       if (who === null) { this.#broken = true; return null }
       if (this.#proc === null) {
         this.#dir = await mkdtemp(join(tmpdir(), 'meshwork-commit-'))
-        this.#proc = spawnGit(['hash-object', '-t', 'commit', '-w', '--stdin-paths'], { cwd: this.#repo, env: commitEnv() })
+        this.#proc = spawnGit(['hash-object', '-t', 'commit', '-w', '--stdin-paths'], { cwd: this.#repo, env: commitEnv(), direct: true })
         this.#answers = createInterface({ input: this.#proc.stdout, crlfDelay: Infinity })[Symbol.asyncIterator]()
       }
       const when = `${Math.floor(Date.now() / 1000)} ${who.tz}`

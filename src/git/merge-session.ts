@@ -121,7 +121,7 @@ export class MergeTreeSession {
   #start (): GitProcess {
     if (this.#proc !== null) return this.#proc
     const library = this.#opts.stdbuf === undefined ? findStdbuf() : this.#opts.stdbuf
-    const proc = spawnGit(['merge-tree', '--write-tree', '--stdin'], { cwd: this.#repo, env: unbufferedEnv(library) })
+    const proc = spawnGit(['merge-tree', '--write-tree', '--stdin'], { cwd: this.#repo, env: unbufferedEnv(library), direct: true })
     proc.stdout.setEncoding('latin1')
     proc.stdout.on('data', (chunk: string) => {
       this.#out += chunk
