@@ -120,27 +120,34 @@ function queue (wake: () => void = () => {}): MergeQueue {
     main,
     majority: () => true
   }
-  return new MergeQueue(ctx)
+  const q = new MergeQueue(ctx)
+  queues.push(q)
+  return q
 }
 
+/** Every queue a test made: their merge processes (a session, a commit writer) are ended after each test. */
+const queues: MergeQueue[] = []
+afterEach(async () => { await Promise.all(queues.splice(0).map(async q => { await q.close() })) })
+
 describe('a merge round', () => {
-  it('merges a batch whose branches were handed off in one git process per task, two for its commits and two to move main: no lookups', async () => {
+  it('merges batches whose branches were handed off with two git processes each, to move main, once the leader\'s merge processes run: no lookups', async () => {
     const q = queue()
     // a first pass reads main and its history (a leader does this once, then follows its own merges)
     expect(await q.next()).toBe(false)
     q.arrived('w' as TaskId, await doneTask('w'))
     let from = (await gitSince(0)).length
     expect(await q.next()).toBe(true)
-    expect((await gitSince(from)).sort()).toEqual(['commit-tree', 'merge', 'merge-tree', 'status'])
+    // the first batch starts the merge session (merge-tree --stdin) and the commit writer (hash-object, and
+    // `git var` once in a while for the identities it writes); status (where main is checked out, and whether
+    // the checkout is clean) + merge --ff-only move main
+    expect((await gitSince(from)).filter(c => c !== 'var').sort()).toEqual(['hash-object', 'merge', 'merge-tree', 'status'])
     const ids = ['a', 'b', 'c']
     for (const id of ids) q.arrived(id as TaskId, await doneTask(id))
     from = (await gitSince(0)).length
     expect(await q.next()).toBe(true)
     const ran = await gitSince(from)
-    // merge-tree per task; commit-tree for the first merge commit, one hash-object for the others (and, once in a
-    // while, `git var` for the identities it writes); status (where main is checked out, and whether the checkout
-    // is clean) + merge --ff-only
-    expect(ran.sort()).toEqual([...ids.map(() => 'merge-tree'), 'commit-tree', 'hash-object', 'var', 'merge', 'status'].sort())
+    // the next batch's three merges and commits go through the same two processes: only main's move starts git
+    expect(ran.sort()).toEqual(['merge', 'status'])
     for (const id of ids) expect(node.board.task(id)?.state).toBe('merged')
     const head = node.board.snapshot().main.head as string
     expect(await revParse(repo, 'refs/heads/main')).toBe(head)
@@ -190,6 +197,9 @@ describe('a merge round', () => {
     q.arrived('i' as TaskId, await doneTask('i'))
     expect(await q.next()).toBe(true)
     // the next batch's merge takes 2 s: joining it would cost its task more than another move of main costs the late one
+    // (the shim slows a merge-tree's start: the queue's merge session from the first batch is ended, so this batch
+    // starts one)
+    await q.close()
     q.arrived('j' as TaskId, await doneTask('j'))
     const lateHead = await prepareBranch('k')
     const off = node.board.subscribe(() => {

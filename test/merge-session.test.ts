@@ -124,6 +124,20 @@ describe('a merge-tree session (one git process for a batch\'s clean merges)', (
     expect(await gitText(['rev-parse', `${through.main}^{tree}`], { cwd: repo })).toBe(await gitText(['rev-parse', `${alone.main}^{tree}`], { cwd: repo }))
   })
 
+  it('a session whose git dies (a commit it cannot find) ends; sessions stay on, and the next one merges', async () => {
+    const head = await branch('y', { 'y.txt': 'y\n' })
+    const session = new MergeTreeSession(repo)
+    expect(await session.merge(base, '0123456789012345678901234567890123456789')).toBeNull()
+    await session.close()
+    expect(mergeSessionsOn()).toBe(true)
+    const next = new MergeTreeSession(repo)
+    try {
+      expect(await next.merge(base, head)).toBe((await tryMerge(repo, base, head)).tree)
+    } finally {
+      await next.close()
+    }
+  })
+
   it('a session started before a branch arrived in a pack of its own merges it (git looks for new packs)', async () => {
     const first = await branch('first', { 'first.txt': '1\n' })
     const session = new MergeTreeSession(repo)

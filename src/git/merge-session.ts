@@ -104,8 +104,9 @@ export class MergeTreeSession {
         return await this.#answer(bound)
       })
       if (tree === null) {
-        // a session that never answered: this git does not flush its answers (or hung); none from now on
-        if (!verified && this.#out === '') flushes = false
+        // a session still running that never answered: this git does not flush its answers; none from now on
+        // (one that exited said why on its stderr: the merge of its own that follows says it again)
+        if (!verified && this.#out === '' && !this.#ended) flushes = false
         await this.close()
         return null
       }
