@@ -9,18 +9,22 @@
  *
  * Some versions of git (2.39 among them) write the answers into their stdio
  * buffer, which reaches a pipe only when the process exits. So the process
- * runs with coreutils'
- * `libstdbuf` preloaded (what `stdbuf -o0` does) when that library is found,
- * so each answer is written as soon as it is made. Where neither works the
- * first answer does not come within `FIRST_ANSWER_MS`: the session ends,
- * sessions are off for this process from then on, and the caller merges with
- * one process per merge (`tryMerge`), as it does after any answer a session
- * cannot give (a conflict, whose files and hunks `tryMerge` lists; a process
- * that failed).
+ * runs with coreutils' `libstdbuf` preloaded (what `stdbuf -o0` does) when
+ * that library is found, and each answer is written as soon as it is made.
+ * Where neither works the first answer does not come within
+ * `FIRST_ANSWER_MS`: the session ends, sessions are off for this process from
+ * then on, and the caller merges with one process per merge (`tryMerge`), as
+ * it does after any answer a session cannot give (a conflict, whose files and
+ * hunks `tryMerge` lists; a process that failed).
+ *
+ * The merge leader keeps its session and its commit writer from batch to
+ * batch (`BatchProcesses`, below), so a batch starts no git process to stack
+ * its merges.
  *
  * Measured on this project's 2-core AMD EPYC (40 merges of one-file branches,
  * each followed by a `commit-tree`): 22 ms a merge with a process each, 12 ms
- * through a session, quiet; about half as well under load.
+ * through a session, quiet; 25-70 ms against 14-32 ms with four busy loops
+ * beside it.
  */
 import { existsSync } from 'node:fs'
 import { spawnGit, writingObjects, type GitProcess } from './git.ts'
