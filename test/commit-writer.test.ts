@@ -5,7 +5,8 @@
  * the same (signing configured) or git refuses it.
  */
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
-import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { spawnSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { git, gitText } from '../src/git/git.ts'
@@ -34,7 +35,11 @@ async function textOf (oid: string): Promise<string> {
   return (await gitText(['cat-file', 'commit', oid], { cwd: repo })).replace(/> \d+ ([+-]\d{4})$/gm, '> T $1')
 }
 
-const leftovers = async (): Promise<string[]> => (await readdir(tmpdir())).filter(n => n.startsWith('meshwork-commit-'))
+/** The writers' files left in the temp dir and in the repository's git dir. */
+const leftovers = async (): Promise<string[]> => [
+  ...(await readdir(tmpdir())).filter(n => n.startsWith('meshwork-commit-')),
+  ...(await readdir(join(repo, '.git'))).filter(n => n.startsWith('meshwork-commit-')).map(n => `.git/${n}`)
+]
 
 describe('CommitWriter', () => {
   it('writes the commit commit-tree writes (but for its time), several through one process, and cleans up', async () => {
@@ -55,6 +60,28 @@ describe('CommitWriter', () => {
     }
     expect((await git(['fsck', '--strict', '--no-dangling'], { cwd: repo, allowFail: true })).code).toBe(0)
     expect(await leftovers()).toEqual(before)
+  })
+
+  it('keeps its file in the repository\'s git dir, and removes one a killed node\'s writer left there', async () => {
+    // a process that has exited: its writer's file is a leftover
+    const dead = spawnSync('true').pid as number
+    const left = join(repo, '.git', `meshwork-commit-${dead}-0badf00d`)
+    await writeFile(left, 'tree 0000\n')
+    const mine = join(repo, '.git', `meshwork-commit-${process.pid}-0000beef`)
+    await writeFile(mine, 'this process\'s own\n')
+    const writer = new CommitWriter(repo)
+    try {
+      expect(await writer.write(tree, [main, head], 'in the git dir\n')).toMatch(/^[0-9a-f]{40}$/)
+      const files = await leftovers()
+      expect(files).not.toContain(`.git/meshwork-commit-${dead}-0badf00d`)
+      // this process's other file stays (another writer of this process may be using it), and the writer's own is there
+      expect(files).toContain(`.git/meshwork-commit-${process.pid}-0000beef`)
+      expect(files.filter(f => f.startsWith(`.git/meshwork-commit-${process.pid}-`))).toHaveLength(2)
+    } finally {
+      await writer.close()
+      await rm(mine, { force: true })
+    }
+    expect((await leftovers()).filter(f => f.startsWith('.git/'))).toEqual([])
   })
 
   it('a malformed commit git refuses ends the writer: that and every later write answer null, for commit-tree to make', async () => {

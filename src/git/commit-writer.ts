@@ -16,7 +16,9 @@
  * (`i18n.commitEncoding`) configured, and no fixed date in the environment.
  * Anything else, or a process that fails, and the caller uses `commit-tree`.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { existsSync, statSync } from 'node:fs'
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -65,6 +67,54 @@ async function idents (repo: string): Promise<Idents | null> {
   return found
 }
 
+/** What the name of a writer's file starts with, before its process id. */
+const FILE_PREFIX = 'meshwork-commit-'
+
+/**
+ * The git dir of `repo` when it is plain (a `.git` directory, or `repo` itself
+ * when it is a bare repository), else null.
+ */
+function plainGitDir (repo: string): string | null {
+  const dotGit = join(repo, '.git')
+  try {
+    if (statSync(dotGit).isDirectory()) return dotGit
+  } catch {}
+  return existsSync(join(repo, 'objects')) && existsSync(join(repo, 'HEAD')) ? repo : null
+}
+
+/** Whether process `pid` runs (on this host). */
+function alive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * Where a writer keeps the file it hands git, and whether it made a directory
+ * for it: in the repository's git dir when that is plain, else in a temp dir of
+ * its own. A writer is kept open while its leader merges (merge-session.ts), so
+ * a node killed then leaves the file behind: in the git dir the next writer
+ * there removes it (its process is gone), rather than a directory in the
+ * temp dir that nobody removes.
+ */
+async function fileFor (repo: string): Promise<{ file: string, dir: string | null }> {
+  const gitDir = plainGitDir(repo)
+  if (gitDir === null) {
+    const dir = await mkdtemp(join(tmpdir(), FILE_PREFIX))
+    return { file: join(dir, 'commit'), dir }
+  }
+  const names = await readdir(gitDir).catch(() => [] as string[])
+  for (const name of names) {
+    if (!name.startsWith(FILE_PREFIX)) continue
+    const pid = Number(name.slice(FILE_PREFIX.length).split('-')[0])
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !alive(pid)) await rm(join(gitDir, name), { force: true })
+  }
+  return { file: join(gitDir, `${FILE_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`), dir: null }
+}
+
 /**
  * Writes commits through one `git hash-object -t commit -w --stdin-paths`
  * (see the top of this file). `write` resolves to the commit's id, or null
@@ -75,6 +125,8 @@ async function idents (repo: string): Promise<Idents | null> {
  */
 export class CommitWriter {
   #repo: string
+  /** The file each commit's text is written to, and the directory made for it (null: none, the file is in the git dir). */
+  #file: string | null = null
   #dir: string | null = null
   #proc: GitProcess | null = null
   #answers: AsyncIterator<string> | null = null
@@ -90,13 +142,15 @@ export class CommitWriter {
       const who = await idents(this.#repo)
       if (who === null) { this.#broken = true; return null }
       if (this.#proc === null) {
-        this.#dir = await mkdtemp(join(tmpdir(), 'meshwork-commit-'))
+        const where = await fileFor(this.#repo)
+        this.#file = where.file
+        this.#dir = where.dir
         this.#proc = spawnGit(['hash-object', '-t', 'commit', '-w', '--stdin-paths'], { cwd: this.#repo, env: commitEnv(), direct: true })
         this.#answers = createInterface({ input: this.#proc.stdout, crlfDelay: Infinity })[Symbol.asyncIterator]()
       }
       const when = `${Math.floor(Date.now() / 1000)} ${who.tz}`
       const text = [`tree ${tree}`, ...parents.map(p => `parent ${p}`), `author ${who.author} ${when}`, `committer ${who.committer} ${when}`, '', message].join('\n')
-      const file = join(this.#dir as string, 'commit')
+      const file = this.#file as string
       await writeFile(file, text)
       const proc = this.#proc
       // written never beside a gc's repack or prune (git.ts)
@@ -128,6 +182,8 @@ export class CommitWriter {
       if (exited === null) proc.kill()
     }
     if (this.#dir !== null) await rm(this.#dir, { recursive: true, force: true })
+    else if (this.#file !== null) await rm(this.#file, { force: true })
     this.#dir = null
+    this.#file = null
   }
 }
