@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { git, gitText } from '../src/git/git.ts'
@@ -136,6 +136,19 @@ describe('a merge-tree session (one git process for a batch\'s clean merges)', (
     } finally {
       await next.close()
     }
+  })
+
+  it('sessions whose git dies before any answer, three in a row (a git without --stdin dies so on the option): sessions are off', async () => {
+    // not a repository: each session's git exits at once, having said nothing on stdout
+    const nowhere = join(dir, 'not-a-repo')
+    await mkdir(nowhere)
+    for (let i = 0; i < 3; i++) {
+      expect(mergeSessionsOn()).toBe(true)
+      const s = new MergeTreeSession(nowhere)
+      expect(await s.merge(base, base)).toBeNull()
+      await s.close()
+    }
+    expect(mergeSessionsOn()).toBe(false)
   })
 
   it('a session started before a branch arrived in a pack of its own merges it (git looks for new packs)', async () => {

@@ -15,7 +15,9 @@
  * `FIRST_ANSWER_MS`: the session ends, sessions are off for this process from
  * then on, and the caller merges with one process per merge (`tryMerge`), as
  * it does after any answer a session cannot give (a conflict, whose files and
- * hunks `tryMerge` lists; a process that failed).
+ * hunks `tryMerge` lists; a process that failed). Three sessions in a row whose
+ * git exits before its first answer (a git without `--stdin`) turn them off
+ * too.
  *
  * The merge leader keeps its session and its commit writer from batch to
  * batch (`BatchProcesses`, below), so a batch starts no git process to stack
@@ -42,9 +44,20 @@ const STDBUF_LIBRARIES = ['/usr/libexec/coreutils/libstdbuf.so', '/usr/lib/coreu
 /** Whether a session's answers arrive as they are made here: null until one has answered (or failed to). */
 let flushes: boolean | null = null
 
+/**
+ * Sessions in a row whose git exited before it answered anything, while none
+ * had answered yet: a git without `--stdin` (before 2.39 or so) dies at once on
+ * the option. After `MAX_SILENT_DEATHS` of them sessions are off, as for a git
+ * that does not flush; a single one is a merge git could not make (a commit
+ * it lacks), which its merge of its own reports.
+ */
+let silentDeaths = 0
+const MAX_SILENT_DEATHS = 3
+
 /** For tests: forget what the last sessions showed. */
 export function resetMergeSessions (): void {
   flushes = null
+  silentDeaths = 0
 }
 
 /** Whether merge sessions are used in this process (false once one did not answer in time). */
@@ -111,10 +124,12 @@ export class MergeTreeSession {
         // a session still running that never answered: this git does not flush its answers; none from now on
         // (one that exited said why on its stderr: the merge of its own that follows says it again)
         if (!verified && this.#out === '' && !this.#ended) flushes = false
+        if (!verified && this.#out === '' && this.#ended && ++silentDeaths >= MAX_SILENT_DEATHS) flushes = false
         await this.close()
         return null
       }
       flushes = true
+      silentDeaths = 0
       this.#merges++
       return tree
     } catch {
