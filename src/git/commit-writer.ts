@@ -25,6 +25,7 @@ import { createInterface } from 'node:readline'
 import { git, spawnGit, writingObjects, type GitProcess } from './git.ts'
 import { isOid } from './repo.ts'
 import { commitEnv } from './worktree.ts'
+import { processAlive } from '../util/pid.ts'
 
 /** How long identities read with `git var` are used before they are read again (a time zone may change). @default 10 min */
 export const IDENT_TTL_MS = 10 * 60_000
@@ -82,16 +83,6 @@ function plainGitDir (repo: string): string | null {
   return existsSync(join(repo, 'objects')) && existsSync(join(repo, 'HEAD')) ? repo : null
 }
 
-/** Whether process `pid` runs (on this host). */
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 /**
  * Where a writer keeps the file it hands git, and whether it made a directory
  * for it: in the repository's git dir when that is plain, else in a temp dir of
@@ -110,7 +101,7 @@ async function fileFor (repo: string): Promise<{ file: string, dir: string | nul
   for (const name of names) {
     if (!name.startsWith(FILE_PREFIX)) continue
     const pid = Number(name.slice(FILE_PREFIX.length).split('-')[0])
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !alive(pid)) await rm(join(gitDir, name), { force: true })
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid)) await rm(join(gitDir, name), { force: true })
   }
   return { file: join(gitDir, `${FILE_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`), dir: null }
 }

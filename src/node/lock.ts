@@ -1,6 +1,7 @@
 import { link, open, readFile, stat, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { DataDirLockedError } from '../util/errors.ts'
+import { processAlive } from '../util/pid.ts'
 
 /** Lock file in a node's data dir: the pid of the process using it. */
 export const LOCK_FILE = 'node.lock'
@@ -11,15 +12,6 @@ const BREAKER_STALE_MS = 10_000
 
 export interface Lock {
   release: () => Promise<void>
-}
-
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
 }
 
 /** The pid in a lock file; null when it is empty or not a pid; 'missing' when there is no lock file. */
@@ -57,7 +49,7 @@ export async function acquireLock (dir: string): Promise<Lock> {
       const pid = await lockPid(file)
       // gone meanwhile (its holder stopped, or a stale one was removed): try again
       if (pid === 'missing') continue
-      if (pid !== null && pid !== process.pid && alive(pid)) {
+      if (pid !== null && pid !== process.pid && processAlive(pid)) {
         throw new DataDirLockedError(`the data dir ${dir} is in use by process ${pid}. Stop that node first, or give this one its own --data DIR.`)
       }
       await breakStaleLock(dir, file)
@@ -87,7 +79,7 @@ async function breakStaleLock (dir: string, file: string): Promise<void> {
     // fresh lock of a live process (removing it would let a second process take the data dir as well)
     const pid = await lockPid(file)
     if (pid === 'missing') return
-    if (pid === null || (pid !== process.pid && !alive(pid))) await unlink(file).catch(() => {})
+    if (pid === null || (pid !== process.pid && !processAlive(pid))) await unlink(file).catch(() => {})
   } finally {
     await unlink(breaker).catch(() => {})
   }
