@@ -22,7 +22,7 @@ import { randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { git, spawnGit, writingObjects, type GitProcess } from './git.ts'
+import { endGit, git, spawnGit, writingObjects, type GitProcess } from './git.ts'
 import { isOid } from './repo.ts'
 import { commitEnv } from './worktree.ts'
 import { processAlive } from '../util/pid.ts'
@@ -167,11 +167,7 @@ export class CommitWriter {
     const proc = this.#proc
     this.#proc = null
     this.#broken = true
-    if (proc !== null) {
-      proc.stdin.end()
-      const exited = await Promise.race([proc.exited, new Promise<null>(resolve => setTimeout(() => resolve(null), 5000).unref())])
-      if (exited === null) proc.kill()
-    }
+    if (proc !== null) await endGit(proc)
     if (this.#dir !== null) await rm(this.#dir, { recursive: true, force: true })
     else if (this.#file !== null) await rm(this.#file, { force: true })
     this.#dir = null

@@ -267,6 +267,13 @@ export interface GitProcess {
   kill: () => void
 }
 
+/** Ends a long-lived git that reads requests on its stdin: the input closed, and the process killed if it has not exited `graceMs` later. */
+export async function endGit (proc: GitProcess, graceMs = 5000): Promise<void> {
+  proc.stdin.end()
+  const exited = await Promise.race([proc.exited, new Promise<null>(resolve => setTimeout(() => resolve(null), graceMs).unref())])
+  if (exited === null) proc.kill()
+}
+
 /**
  * Starts the system git with an argument array and leaves its stdin and stdout
  * to the caller, for data that should flow through rather than be buffered

@@ -29,7 +29,7 @@
  * beside it.
  */
 import { existsSync } from 'node:fs'
-import { spawnGit, writingObjects, type GitProcess } from './git.ts'
+import { endGit, spawnGit, writingObjects, type GitProcess } from './git.ts'
 import { CommitWriter } from './commit-writer.ts'
 
 /** How long a session that has not answered yet waits for its first answer before it is taken for a git that does not flush. @default 5 s */
@@ -192,10 +192,7 @@ export class MergeTreeSession {
     this.#broken = true
     const proc = this.#proc
     this.#proc = null
-    if (proc === null) return
-    proc.stdin.end()
-    const exited = await Promise.race([proc.exited, new Promise<null>(resolve => setTimeout(() => resolve(null), 5000).unref())])
-    if (exited === null) proc.kill()
+    if (proc !== null) await endGit(proc)
   }
 }
 
