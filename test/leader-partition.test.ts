@@ -41,8 +41,10 @@ describe('a partition: only the majority side advances main', { timeout: 300_000
     await waitAllAlive(mesh.nodes, 30_000)
     const leaderOf = (n: MeshNode): string | null => n.board.snapshot().main.leader
     const first = mesh.nodes[0] as MeshNode
-    const leader = await waitFor(() => leaderOf(first), { timeoutMs: 30_000, message: 'no leader' })
-    await waitFor(() => mesh!.nodes.every(n => leaderOf(n) === leader), { timeoutMs: 30_000, message: 'nodes do not agree on the leader' })
+    // two nodes may elect themselves at once (each before it has heard the other long enough): the board's
+    // register keeps one, so the leader node 0 sees first need not be the one all agree on
+    const views = (): string => mesh!.nodes.map(n => `${n.name}: leader ${leaderOf(n)?.slice(-6)} term ${n.board.snapshot().main.term}, sees ${n.membership.members().map(m => `${m.peerId.slice(-6)}=${m.state}${m.eligible ? '' : '(ineligible)'}`).join(' ')}`).join(' | ')
+    const leader = await waitFor(() => { const l = leaderOf(first); return l !== null && mesh!.nodes.every(n => leaderOf(n) === l) ? l : null }, { timeoutMs: 30_000, message: () => `nodes do not agree on a leader: ${views()}` })
     const repoOf = (n: MeshNode): string => join(root, `repo${mesh!.nodes.indexOf(n)}`)
     // the old leader alone on one side (a minority of 1 of 4), the other three on the other
     const lone = mesh.nodes.find(n => n.peerId === leader) as MeshNode
