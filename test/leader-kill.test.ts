@@ -1,10 +1,11 @@
 import { describe, it, expect, afterAll } from 'vitest'
-import { mkdir, readdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, sep } from 'node:path'
 import { runCli, startCliMesh, killAllChildren, removeDir, describeResult, statusJson, type CliNode } from './helpers/cli.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { gitText } from '../src/git/git.ts'
+import { defaultWorktreesDir } from '../src/git/worktree.ts'
 
 interface Task { id: string, state: string, mergeCommit: string | null, error: string | null }
 interface Status { main: { head: string | null, leader: string | null, term: number }, tasks: Task[] }
@@ -26,19 +27,15 @@ describe('the merge leader killed mid-merge', { timeout: 300_000 }, () => {
     // the verify leaves a mark when it starts and takes long enough to be killed during it
     marks = join(tmpdir(), `meshwork-verify-marks-${process.pid}-${Date.now()}`)
     await mkdir(marks)
-    const verify = `touch "${marks}/$(date +%s%N)-$$"; sleep 4`
+    // (its working dir, in the running leader's worktrees dir, names the node it runs on)
+    const verify = `pwd > "${marks}/$(date +%s%N)-$$"; sleep 4`
     const mesh = await startCliMesh('meshwork-leader-kill-', ['--agent', 'sim', '--slots', '2', '--suspect-after', '1s', '--dead-after', '3s', '--verify', verify])
     dir = mesh.dir
     let conn = mesh.conn
     let last: Status | null = null
     const status = async (): Promise<Status> => { last = await statusJson(conn, 90_000) as unknown as Status; return last }
-    const leader = await waitFor(async () => (await status()).main.leader, { timeoutMs: 60_000, intervalMs: 500, message: 'no leader elected' })
-    const victim = mesh.nodes.find(n => n.info.peerId === leader) as CliNode
-    expect(victim, `leader ${leader} is none of the started nodes`).toBeDefined()
-    const survivors = mesh.nodes.filter(n => n !== victim)
+    await waitFor(async () => (await status()).main.leader, { timeoutMs: 60_000, intervalMs: 500, message: 'no leader elected' })
     const termBefore = last!.main.term
-    // clients reach the mesh through a node that survives
-    conn = ['--join', survivors[0]!.info.join]
 
     const plan = join(dir, 'plan.yaml')
     await writeFile(plan, 'tasks:\n' + TASKS.map(id => `  - id: ${id}\n    prompt: ${id}\n    sim: { duration: 300ms, write: { "${id}.txt": "${id}\\n" } }\n`).join(''))
@@ -46,7 +43,16 @@ describe('the merge leader killed mid-merge', { timeout: 300_000 }, () => {
     expect(sub.code, describeResult(['submit'], sub)).toBe(0)
 
     // the first verify run starts on the leader: kill it while the check runs
-    await waitFor(async () => (await readdir(marks)).length > 0, { timeoutMs: 120_000, intervalMs: 50, message: () => `no verify started\n${victim.describe()}` })
+    await waitFor(async () => (await readdir(marks)).length > 0, { timeoutMs: 120_000, intervalMs: 50, message: () => `no verify started\n${mesh.nodes.map(n => n.describe()).join('\n')}` })
+    // the node the check runs on leads now (two nodes electing themselves at once keep one of them, which need
+    // not be the leader the first status named): that one is killed
+    const ranIn = await waitFor(async () => { const [f] = await readdir(marks); return f === undefined ? null : (await readFile(join(marks, f), 'utf8')).trim() || null }, { timeoutMs: 10_000, intervalMs: 50, message: 'the verify mark names no directory' })
+    const victim = mesh.nodes.find(n => ranIn.startsWith(defaultWorktreesDir(n.dataDir) + sep)) as CliNode
+    expect(victim, `the verify ran in ${ranIn}, under none of the nodes' worktrees`).toBeDefined()
+    const leader = victim.info.peerId
+    const survivors = mesh.nodes.filter(n => n !== victim)
+    // clients reach the mesh through a node that survives
+    conn = ['--join', survivors[0]!.info.join]
     victim.proc.kill('SIGKILL')
     await victim.exited
     const victimRepo = join(dir, `repo-${victim.name}`)
