@@ -1,8 +1,8 @@
 /**
  * The one-shot commands and refusals around who may do what: `meshwork
  * token`, `meshwork node --print-peer-id`, `meshwork init --allowlist`, and
- * the usage errors of `--worktrees` inside the data dir and a bad `--allow`
- * file. No mesh runs here (see cli-allow.test.ts for that).
+ * the usage errors of `--worktrees` inside the data dir, a bad `--allow`
+ * file and a bad `--listen` address. No mesh runs here (see cli-allow.test.ts for that).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
@@ -93,5 +93,20 @@ describe('meshwork node refuses what would expose its secrets or admit nobody se
     expect(r.code, describeResult(base, r)).toBe(2)
     expect(r.stderr).toContain('line 3: "alice" is not a peer id')
     expect(r.stderr).toContain('line 5: "bob carol" is not a peer id')
+  })
+
+  it('a --listen address the node could not listen on is a usage error naming it and a good one, before anything is created', async () => {
+    const key = join(dir, 'swarm3.key')
+    expect((await runCli(['init', '--out', key], { timeoutMs: 30_000 })).code).toBe(0)
+    const repo = join(dir, 'listen-repo')
+    const base = ['node', '--repo', repo, '--init-repo', '--data', join(dir, 'listen-data'), '--swarm-key', key, '--agent', 'sim']
+    for (const [addr, why] of [['garbage', 'must start with "/"'], ['/ip4/127.0.0.1', 'no /tcp/<port>'], ['/ip4/127.0.0.1/tcp/0/p2p/12D3KooWSUUFxCjaHFsTLo8dNSa1DzaHu5WsDTnVWPR5k49rznDE', 'names no peer']] as const) {
+      const r = await runCli([...base, '--listen', addr], { timeoutMs: 30_000 })
+      expect(r.code, describeResult([...base, '--listen', addr], r)).toBe(2)
+      expect(r.stderr).toContain(`bad --listen address "${addr}"`)
+      expect(r.stderr).toContain(why)
+      expect(r.stderr).toContain('/ip4/0.0.0.0/tcp/4001')
+    }
+    await expect(stat(repo)).rejects.toThrow()
   })
 })

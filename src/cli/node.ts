@@ -1,6 +1,7 @@
 import { asPeerId } from '../crdt/schema.ts'
 import { writeFile, rename, readdir, stat } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
+import { multiaddr } from '@multiformats/multiaddr'
 import { inspectRepo } from '../node/exec.ts'
 import { join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
@@ -203,6 +204,7 @@ export const nodeCommand = defineCommand({
     const suspectAfterMs = opts['suspect-after']
     const deadAfterMs = opts['dead-after']
     if (deadAfterMs < suspectAfterMs) throw new UsageError('--dead-after must be at least --suspect-after.')
+    for (const a of opts.listen) checkListenAddr(a)
     const conn = await resolveConnection(opts, false)
     const branch = opts.branch
     const repo = resolve(repoOpt)
@@ -386,3 +388,16 @@ export const nodeCommand = defineCommand({
     return 0
   }
 })
+
+/** Refuses a `--listen` address the node could not listen on (exit 2 with the fix), before anything starts. */
+export function checkListenAddr (a: string): void {
+  let why: string | null = null
+  try {
+    const names = multiaddr(a).getComponents().map(c => c.name)
+    if (!names.includes('tcp')) why = 'no /tcp/<port>'
+    else if (names.includes('p2p')) why = 'a listen address names no peer (/p2p/...)'
+  } catch (err) {
+    why = (err as Error).message
+  }
+  if (why !== null) throw new UsageError(`bad --listen address "${a}": ${why}. Use an address such as /ip4/0.0.0.0/tcp/4001 (every interface, port 4001) or /ip4/127.0.0.1/tcp/0 (loopback, any free port).`)
+}
