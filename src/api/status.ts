@@ -11,8 +11,9 @@ import { statusApprovals, type StatusApproval } from './approvals.ts'
 export interface StatusNode {
   peerId: string
   name: string
-  /** `draining` while a node asked to drain (`meshwork drain`) is still alive. */
-  state: MemberState | 'draining'
+  state: MemberState
+  /** Asked to drain (`meshwork drain`) and still alive: it claims nothing new, finishes and leaves. */
+  draining: boolean
   slots: number
   running: string[]
   lastSeenMs: number | null
@@ -117,11 +118,11 @@ export function buildStatus (snap: BoardSnapshot, view: MembersView | null): Sta
     // a graceful stop is on the board too: a lost "leaving" heartbeat must not turn it into "dead"
     const leftOnBoard = rec !== undefined && rec.leftAt !== null && rec.leftAt >= rec.startedAt && (m.state === 'suspect' || m.state === 'dead')
     const draining = rec !== undefined && (rec.drainAt ?? null) !== null && (rec.drainAt ?? 0) >= rec.startedAt && m.state === 'alive'
-    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : draining ? 'draining' : m.state, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs), health: { ...(m.health ?? HEALTH_OK) }, version: m.version ?? null, ...(rec !== undefined && forgotten(rec) && m.state === 'dead' ? { forgotten: true } : {}) })
+    nodes.push({ peerId: m.peerId, name: m.name !== '' ? m.name : rec?.name ?? '', state: leftOnBoard ? 'left' : m.state, draining, slots: m.slots, running: m.running, lastSeenMs: m.lastSeenAt === null ? null : Math.round(m.silentMs), health: { ...(m.health ?? HEALTH_OK) }, version: m.version ?? null, ...(rec !== undefined && forgotten(rec) && m.state === 'dead' ? { forgotten: true } : {}) })
   }
   for (const [peerId, rec] of snap.nodes) {
     if (seen.has(peerId)) continue
-    nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', slots: rec.slots, running: [], lastSeenMs: null, health: { ...HEALTH_OK }, version: null, ...(forgotten(rec) ? { forgotten: true } : {}) })
+    nodes.push({ peerId, name: rec.name, state: rec.leftAt !== null ? 'left' : 'dead', draining: false, slots: rec.slots, running: [], lastSeenMs: null, health: { ...HEALTH_OK }, version: null, ...(forgotten(rec) ? { forgotten: true } : {}) })
   }
   const holds = heldByBudget(snap)
   const tasks = [...snap.tasks.values()].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id)).map(t => statusTask(t, view?.progress, holds.get(t.id)))

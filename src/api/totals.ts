@@ -1,6 +1,7 @@
 import { TASK_STATES, type TaskState, type Tokens } from '../crdt/schema.ts'
 import { MEMBER_STATES } from '../node/membership.ts'
 import type { StatusReport } from './status.ts'
+import { shownState } from './shown-state.ts'
 
 /**
  * The mesh's totals, from one status report: what `meshwork status` shows in
@@ -29,7 +30,7 @@ export function meshTotals (s: Pick<StatusReport, 'tasks' | 'nodes' | 'conflicts
     tokens.cacheWrite += t.tokens.cacheWrite
   }
   const nodes: Record<string, number> = Object.fromEntries(MEMBER_STATES.map(st => [st, 0]))
-  for (const n of s.nodes) nodes[n.state] = (nodes[n.state] ?? 0) + 1
+  for (const n of s.nodes) nodes[shownState(n)] = (nodes[shownState(n)] ?? 0) + 1
   return {
     tasks,
     mergeQueue: tasks.done + tasks.merging,

@@ -1,6 +1,7 @@
 import type { StatusReport, StatusTask } from '../api/status.ts'
 import { meshTotals, renderTotals } from '../api/totals.ts'
 import { safeText } from '../util/text.ts'
+import { shownState } from '../api/shown-state.ts'
 
 const short = (s: string | null, n = 8): string => s === null ? '-' : s.length > n ? s.slice(0, n) : s
 const peerShort = (p: string | null): string => p === null ? '-' : '…' + p.slice(-8)
@@ -100,7 +101,7 @@ export function renderStatus (s: StatusReport, via: string): string {
   if (refused.length > 0 || forgotten !== undefined) out.push(`REFUSED board changes: ${refused.map(([a, n]) => `${who(a)} ${n}`).join(', ')}${forgotten !== undefined ? `${refused.length > 0 ? '; ' : ''}${forgotten.changes} more by ${forgotten.authors} other author${forgotten.authors === 1 ? '' : 's'}` : ''}`)
   const alive = s.nodes.filter(n => n.state === 'alive').length
   out.push('', `NODES ${alive} alive of ${s.nodes.length}`)
-  out.push(...table([['NAME', 'STATE', 'SLOTS', 'RUNNING', 'LAST SEEN', 'VERSION', 'PEER'], ...s.nodes.map(n => [n.name === '' ? '-' : n.name, n.state, String(n.slots), n.running.length === 0 ? '-' : n.running.join(','), ago(n.lastSeenMs), n.version ?? '-', n.peerId])]))
+  out.push(...table([['NAME', 'STATE', 'SLOTS', 'RUNNING', 'LAST SEEN', 'VERSION', 'PEER'], ...s.nodes.map(n => [n.name === '' ? '-' : n.name, shownState(n), String(n.slots), n.running.length === 0 ? '-' : n.running.join(','), ago(n.lastSeenMs), n.version ?? '-', n.peerId])]))
   // a node that cannot run agents says why, and when it tries again
   for (const n of s.nodes) {
     const h = n.health

@@ -29,14 +29,16 @@ const nullableNumber = z.number().nullable()
 const statusNodeSchema = z.looseObject({
   peerId: z.string().min(1).max(128),
   name: z.string(),
+  // `draining` as a state: from versions before the `draining` field (read as alive and draining)
   state: z.enum(['alive', 'suspect', 'dead', 'left', 'draining']),
+  draining: z.boolean().optional(),
   slots: z.number().int().nonnegative(),
   running: z.array(z.string()),
   lastSeenMs: nullableNumber,
   health: healthSchema,
   forgotten: z.boolean().optional(),
   version: nullableString
-})
+}).transform(n => ({ ...n, state: n.state === 'draining' ? 'alive' : n.state, draining: n.state === 'draining' || n.draining === true }))
 
 const statusTaskSchema = z.looseObject({
   id: z.string(),

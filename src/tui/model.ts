@@ -10,6 +10,7 @@ import type { MembersView } from '../protocol/members.ts'
 import type { MemberState } from '../node/membership.ts'
 import { WAITING_ON_HUMAN, dependentsOf, estimateMs, postOrder, topoOrder } from '../scheduler/dag.ts'
 import { approvalItems, type InboxApproval } from './approvals.ts'
+import { shownState } from '../api/shown-state.ts'
 
 /**
  * The TUI's view model: pure functions from a board snapshot, a membership view
@@ -398,13 +399,13 @@ export interface NodeRow {
 export function nodeRows (data: TuiData): NodeRow[] {
   const rank: Record<MemberState | 'draining', number> = { alive: 0, draining: 1, suspect: 1, dead: 2, left: 3 }
   return [...data.status.nodes]
-    .sort((a, b) => rank[a.state] - rank[b.state] || a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId))
+    .sort((a, b) => rank[shownState(a)] - rank[shownState(b)] || a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId))
     .map(n => {
       const x = data.nodes.get(n.peerId)
       return {
         peerId: n.peerId,
         name: n.name === '' ? shortPeer(n.peerId) : n.name,
-        state: n.state,
+        state: shownState(n),
         used: n.running.length,
         slots: n.slots,
         running: [...n.running],
