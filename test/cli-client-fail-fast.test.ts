@@ -7,7 +7,8 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { join } from 'node:path'
-import { runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
+import { spawn } from 'node:child_process'
+import { BIN, runCli, startNode, killAllChildren, makeTempDir, removeDir, describeResult, type CliNode } from './helpers/cli.ts'
 import { NOBODY, closedPort } from './helpers/net.ts'
 
 /**
@@ -81,5 +82,19 @@ describe('meshwork client commands fail fast', () => {
     expect(r.code, describeResult(args, r)).toBe(0)
     const s = JSON.parse(r.stdout) as { nodes: Array<{ peerId: string }> }
     expect(s.nodes.map(n => n.peerId)).toEqual([nodeB.info.peerId])
+  })
+
+  it('status --watch whose reader closes its stdout (`| head -1`) exits 0 at its next refresh, without a stack trace', async () => {
+    const proc = spawn(process.execPath, [BIN, 'status', '--watch', '--json', '--interval', '250ms', '--swarm-key', keyB, '--bootstrap', nodeB.info.addrs[0]!], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stderr = ''
+    proc.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+    const closed = new Promise<number | null>(resolve => proc.once('close', c => { resolve(c) }))
+    // the first report, then the reader goes away
+    await new Promise<void>((resolve, reject) => {
+      proc.stdout.once('data', () => { resolve() })
+      proc.once('close', () => { reject(new Error(`status --watch exited before its first report\n${stderr}`)) })
+    })
+    proc.stdout.destroy()
+    expect({ code: await closed, stderr }).toEqual({ code: 0, stderr: '' })
   })
 })

@@ -45,6 +45,7 @@ export async function main (argv: string[]): Promise<number> {
     process.stdout.write(commandHelp(cmd) + '\n')
     return 0
   }
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => { onStdoutError(cmd.name, err) })
   try {
     const { opts, positionals } = parseCommandArgs(cmd, rest)
     return await cmd.run(opts, positionals)
@@ -58,4 +59,15 @@ export async function main (argv: string[]): Promise<number> {
     if (process.env.MESHWORK_DEBUG === '1' && e.stack !== undefined) process.stderr.write(e.stack + '\n')
     return 1
   }
+}
+
+/**
+ * stdout closed by its reader (`meshwork status --watch --json | head -1`):
+ * a client has nowhere left to write and exits 0 at once, quietly (it was a
+ * stack trace); a node keeps running without its stdout (its logs go to
+ * stderr). Any other write error is thrown as before.
+ */
+function onStdoutError (command: string, err: NodeJS.ErrnoException): void {
+  if (err.code !== 'EPIPE') throw err
+  if (command !== 'node') process.exit(0)
 }
