@@ -331,6 +331,30 @@ tasks:
     expect(e.problems).toHaveLength(5)
   })
 
+  it('a field of the wrong shape does not hide the same task\'s other problems, nor a duplicate id a cycle', () => {
+    const text = JSON.stringify({
+      tasks: [
+        { id: 'g2', title: 'tab\there', prompt: 'p', priority: 'high', timeout: '5x', deps: ['nowhere'] },
+        { id: 'g3', prompt: 7, deps: ['g2'] },
+        { id: 'a', prompt: 'p', deps: ['c'] },
+        { id: 'c', prompt: 'p', deps: ['a'] },
+        { id: 'c', prompt: 'p' }
+      ]
+    })
+    const e = planError(() => parsePlan(text, NONE))
+    problemMatching(e.problems, /"g2"/, /priority/)
+    problemMatching(e.problems, /"g2"/, /bad timeout "5x"/)
+    problemMatching(e.problems, /"g2"/, /control characters in the title/)
+    problemMatching(e.problems, /"g2"/, /unknown dependency "nowhere"/)
+    // a prompt of the wrong shape is reported once, as such (not as empty too)
+    problemMatching(e.problems, /"g3"/, /prompt/)
+    expect(e.problems.filter(p => /"g3"/.test(p))).toHaveLength(1)
+    problemMatching(e.problems, /"c"/, /duplicate/)
+    const cycle = problemMatching(e.problems, /cycle/, /a -> c|c -> a/)
+    expect(cycle.includes('a -> c -> a') || cycle.includes('c -> a -> c'), cycle).toBe(true)
+    expect(e.problems, e.problems.join('\n')).toHaveLength(7)
+  })
+
   it('rejects malformed YAML', () => {
     const e = planError(() => parsePlan('tasks:\n  - id: a\n    prompt: [unclosed\n', NONE, 'broken.yaml'))
     expect(e.problems).toHaveLength(1)
@@ -418,5 +442,12 @@ describe('parsePlan without a board', () => {
     expect(parsePlan(text, 'unchecked').map(t => t.id)).toEqual(['a', 'b'])
     expect(() => parsePlan(text, new Set())).toThrow(/unknown dependency "on-board"/)
     expect(() => parsePlan('tasks:\n  - id: a\n    prompt: x\n    deps: [a]\n', 'unchecked')).toThrow(/depends on itself/)
+  })
+
+  it('a file with problems says which dependencies outside it are left to the check with the board (not counted as problems)', () => {
+    const e = planError(() => parsePlan('tasks:\n  - id: a\n    prompt: x\n    deps: [nonexist, b]\n  - id: b\n    prompt: ""\n', 'unchecked'))
+    expect(e.problems).toEqual(['task "b": empty prompt'])
+    expect(e.message).toContain('Not checked yet: "nonexist", not in this plan, must be on the board')
+    expect(e.message).not.toContain('"b", not in this plan')
   })
 })

@@ -34,7 +34,7 @@ export const statusCommand = defineCommand({
   usage: 'meshwork status [--json] [--watch] (--join TOKEN | --swarm-key FILE --bootstrap MULTIADDR)',
   details: 'Asks the node it connects to for the mesh as that node sees it, as a light peer (never takes work, never listed among the nodes), and leaves when done.',
   options: {
-    json: opt.boolean({ description: 'Print one JSON object: meshId, main, nodes, tasks, conflicts (the fields are listed in README.md, "status --json").' }),
+    json: opt.boolean({ description: 'Print one JSON object: meshId, main, nodes, tasks, conflicts, approvals (the fields are listed in README.md, "status --json").' }),
     watch: opt.boolean({ description: 'Refresh every --interval until interrupted.' }),
     interval: opt.duration({ arg: 'DURATION', default: 1000, min: 100, description: 'Refresh period of --watch.' }),
     ...CLIENT_OPTIONS

@@ -12,8 +12,9 @@ import { findCycle } from './dag.ts'
 export class PlanError extends UsageError {
   override name = 'PlanError'
   readonly problems: string[]
-  constructor (source: string, problems: string[]) {
-    super(`${source} is not a valid plan (${problems.length} problem${problems.length === 1 ? '' : 's'}); nothing was submitted:\n${problems.map(p => `  - ${p}`).join('\n')}`)
+  /** `note`: what could not be checked yet (printed after the problems). */
+  constructor (source: string, problems: string[], note: string | null = null) {
+    super(`${source} is not a valid plan (${problems.length} problem${problems.length === 1 ? '' : 's'}); nothing was submitted:\n${problems.map(p => `  - ${p}`).join('\n')}${note !== null ? `\n${note}` : ''}`)
     this.problems = problems
   }
 }
@@ -112,16 +113,30 @@ export function parsePlanFile (text: string, existing: ExistingTasks, source = '
     // tasks whose only shape problem is an unknown field are still checked, and
     // the ids of the rest still count as known dependencies.
     problems.push(...parsed.error.issues.map(i => `${issuePath(i.path, raw)}: ${i.message}`))
-    const badShape = new Set<number>()
+    // the fields of each task that are of the wrong shape
+    const badShape = new Map<number, Set<string>>()
     for (const i of parsed.error.issues) {
-      if (i.path[0] === 'tasks' && typeof i.path[1] === 'number' && i.code !== 'unrecognized_keys') badShape.add(i.path[1])
+      if (i.path[0] !== 'tasks' || typeof i.path[1] !== 'number' || i.code === 'unrecognized_keys') continue
+      const fields = badShape.get(i.path[1]) ?? new Set<string>()
+      fields.add(String(i.path[2] ?? ''))
+      badShape.set(i.path[1], fields)
     }
     const rawTasks: unknown[] = raw !== null && typeof raw === 'object' && Array.isArray((raw as { tasks?: unknown }).tasks) ? (raw as { tasks: unknown[] }).tasks : []
     planTasks = []
     rawTasks.forEach((t, index) => {
       if (t === null || typeof t !== 'object' || Array.isArray(t)) return
-      if (!badShape.has(index)) planTasks.push(t as PlanTask)
-      else if (typeof (t as { id?: unknown }).id === 'string') badShapeIds.add((t as { id: string }).id)
+      const bad = badShape.get(index)
+      if (bad === undefined) { planTasks.push(t as PlanTask); return }
+      if (typeof (t as { id?: unknown }).id === 'string') badShapeIds.add((t as { id: string }).id)
+      // a task with a field of the wrong shape: its other fields are still checked (a wrong priority does not
+      // hide a bad timeout beside it); a bad id or a task that is no object leaves nothing to check by
+      if (bad.has('id') || bad.has('')) return
+      const rest: Record<string, unknown> = {}
+      for (const [k, v] of Object.entries(t)) if (!bad.has(k)) rest[k] = v
+      // a prompt of the wrong shape was reported: a stand-in keeps the checks below from reporting it again
+      if (bad.has('prompt')) rest.prompt = '(reported above)'
+      const again = planFileSchema.shape.tasks.element.safeParse(rest)
+      if (again.success) planTasks.push(again.data)
     })
   }
   const budget = parseBudgetUsd(raw !== null && typeof raw === 'object' ? (raw as { budgetUsd?: unknown }).budgetUsd : undefined)
@@ -177,14 +192,26 @@ export function parsePlanFile (text: string, existing: ExistingTasks, source = '
     if (new Set(t.deps).size !== t.deps.length) problems.push(`task "${t.id}": a dependency is listed twice`)
     if (t.deps.includes(t.id)) problems.push(`task "${t.id}": depends on itself`)
   }
-  // every cycle, not just the first: report one, drop its tasks, look again
-  let graph = tasks.map(t => ({ id: t.id, deps: t.deps.filter(d => d !== t.id) }))
+  // every cycle, not just the first: report one, drop its tasks, look again (a duplicate id counts with the
+  // dependencies of each of its tasks: it was reported, and must not hide a cycle through it)
+  const depsOf = new Map<string, Set<string>>()
+  for (const t of tasks) {
+    const deps = depsOf.get(t.id) ?? new Set<string>()
+    for (const d of t.deps) if (d !== t.id) deps.add(d)
+    depsOf.set(t.id, deps)
+  }
+  let graph = [...depsOf].map(([id, deps]) => ({ id, deps: [...deps] }))
   for (let cycle = findCycle(graph); cycle !== null; cycle = findCycle(graph)) {
     problems.push(`dependency cycle: ${cycle.join(' -> ')}`)
     const inCycle = new Set(cycle)
     graph = graph.filter(n => !inCycle.has(n.id))
   }
-  if (problems.length > 0) throw new PlanError(source, problems)
+  if (problems.length > 0) {
+    // checked without the board (before connecting): say which dependencies it will be asked about
+    const outside = unchecked ? [...new Set(tasks.flatMap(t => t.deps).filter(d => !seen.has(d) && !badShapeIds.has(d)))] : []
+    const note = outside.length === 0 ? null : `Not checked yet: ${outside.map(d => `"${d}"`).join(', ')}, not in this plan, must be on the board; that is checked once the problems above are fixed.`
+    throw new PlanError(source, problems, note)
+  }
   return { tasks, budgetUsd: budget.usd }
 }
 
