@@ -18,6 +18,8 @@ describe('typed CLI options', () => {
     expect(opts.repo).toBeUndefined()
     const given = parseCommandArgs(nodeCommand, ['--slots', '0', '--grace', '2s', '--listen', '/ip4/127.0.0.1/tcp/0', '--listen', '/ip4/127.0.0.1/tcp/1', '--agent', 'sim', '--allowed-tools', 'Bash(git *), Bash(npm test)', '--max-budget-usd', '0.5']).opts
     expect(given).toMatchObject({ slots: 0, grace: 2000, listen: ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/1'], agent: 'sim', 'allowed-tools': ['Bash(git *)', 'Bash(npm test)'], 'max-budget-usd': 0.5 })
+    // a comma inside a rule's parentheses belongs to the rule
+    expect(parseCommandArgs(nodeCommand, ['--allowed-tools', 'Bash(echo a,b),Read, Bash(git log --format=%h,%s)']).opts['allowed-tools']).toEqual(['Bash(echo a,b)', 'Read', 'Bash(git log --format=%h,%s)'])
     expect(parseCommandArgs(statusCommand, []).opts).toMatchObject({ json: false, watch: false, interval: 1000, timeout: 15_000, bootstrap: [] })
     // the help text shows the same defaults
     const help = commandHelp(nodeCommand)

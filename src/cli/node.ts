@@ -130,7 +130,7 @@ export const NODE_OPTIONS = {
   'claude-config': opt.string({ arg: 'DIR', description: 'A Claude config dir (e.g. ~/.claude) whose login, settings, agents, commands, skills and CLAUDE.md every run gets a copy of. Default: only the login of CLAUDE_CONFIG_DIR or ~/.claude.' }),
   'credentials-retry': opt.custom<number>({ arg: 'DURATION', default: formatDuration(PAUSE_BASE_MS), parse: v => positiveDuration('--credentials-retry', v, PAUSE_BASE_MS), description: 'When the API refuses the claude credentials, the node pauses this long, then tries one run (doubling on repeats, up to 15m).' }),
   'permission-mode': opt.string({ arg: 'MODE', default: 'acceptEdits', description: 'Claude permission mode.' }),
-  'allowed-tools': opt.custom<string[] | undefined>({ arg: 'RULES', description: 'Claude allowed tools, comma separated, e.g. "Bash(git *),Bash(npm test)".', parse: v => v?.split(',').map(s => s.trim()).filter(s => s !== '') }),
+  'allowed-tools': opt.custom<string[] | undefined>({ arg: 'RULES', description: 'Claude allowed tools, comma separated, e.g. "Bash(git *),Bash(npm test)" (a comma inside a rule\'s parentheses is part of the rule).', parse: v => v === undefined ? undefined : splitRules(v) }),
   model: opt.string({ arg: 'NAME', description: 'Claude model.' }),
   'max-turns': opt.int({ arg: 'N', description: 'Claude max turns per run.' }),
   'max-budget-usd': opt.custom<number | undefined>({
@@ -400,4 +400,22 @@ export function checkListenAddr (a: string): void {
     why = (err as Error).message
   }
   if (why !== null) throw new UsageError(`bad --listen address "${a}": ${why}. Use an address such as /ip4/0.0.0.0/tcp/4001 (every interface, port 4001) or /ip4/127.0.0.1/tcp/0 (loopback, any free port).`)
+}
+
+/**
+ * `--allowed-tools` as rules (pure): split at the commas outside parentheses,
+ * so `Bash(echo a,b),Read` is two rules, as Claude reads them.
+ */
+export function splitRules (v: string): string[] {
+  const out: string[] = []
+  let depth = 0
+  let cur = ''
+  for (const ch of v) {
+    if (ch === '(') depth++
+    else if (ch === ')') depth = Math.max(0, depth - 1)
+    if (ch === ',' && depth === 0) { out.push(cur); cur = ''; continue }
+    cur += ch
+  }
+  out.push(cur)
+  return out.map(s => s.trim()).filter(s => s !== '')
 }
