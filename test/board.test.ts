@@ -222,6 +222,33 @@ describe('root writes from peers', () => {
   })
 })
 
+describe('hasHeads', () => {
+  it('older heads stay present as the board grows; an absent change is present once applied; a refused one stays absent', () => {
+    const board = Board.create(MESH, actorA)
+    const h1 = A.decodeChange(board.change('one', addTasks([simpleTask('one')]))!).hash!
+    expect(board.hasHeads([h1])).toBe(true)
+    const peer = Board.create(MESH, actorB)
+    const p1 = peer.change('p1', addTasks([simpleTask('p1')]))!
+    const hp = A.decodeChange(p1).hash!
+    // asked twice while absent (the second answer is remembered for this version of the document)
+    expect(board.hasHeads([hp])).toBe(false)
+    expect(board.hasHeads([h1, hp])).toBe(false)
+    board.applyChanges([p1])
+    expect(board.hasHeads([hp])).toBe(true)
+    const h2 = A.decodeChange(board.change('two', addTasks([simpleTask('two')]))!).hash!
+    // h1 and hp are no heads any more: still present, and so is everything together
+    expect(board.heads()).toEqual([h2])
+    expect(board.hasHeads([h1, hp, h2])).toBe(true)
+    // a change refused after it was applied (a parked root write released) is rolled back: absent
+    const evil = A.change(rawCopy(board, actorEvil), d => { d.tasks = {} })
+    const bad = A.getLastLocalChange(evil)!
+    expectRejected(() => { board.applyChanges([bad]) }, /document root/)
+    expect(board.hasHeads([A.decodeChange(bad).hash!])).toBe(false)
+    expect(board.hasHeads([h1, hp, h2])).toBe(true)
+    expect(board.heads()).toEqual([h2])
+  })
+})
+
 describe('schema validation of entries', () => {
   it('quarantines an invalid task, reports it once, and shows it once fixed', () => {
     const board = Board.create(MESH, actorA)
