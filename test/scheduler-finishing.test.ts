@@ -133,6 +133,26 @@ describe('a finished run frees its slot before its hand-off ends', () => {
     for (const id of ['a', 'b', 'c']) expect(runner.board.task(id)?.attempts).toBe(1)
   })
 
+  it('done is written once the hand-off ends, without waiting for the worktree\'s removal; the run stays this node\'s until that ends', async () => {
+    mesh = await createMesh(1)
+    await waitAllAlive(mesh.nodes)
+    const node = mesh.nodes[0]!
+    const { exec } = await execution(node)
+    // a removal the test holds (a large checkout takes a while to delete)
+    let release: () => void = () => {}
+    const removing = new Promise<void>(resolve => { release = resolve })
+    const cleaned: string[] = []
+    const cleanup = async (t: Task): Promise<void> => { cleaned.push(t.id); await removing; await exec.cleanup(t) }
+    const s = attachScheduler(node, new RunLog(), 1, { prepare: exec.prepare, finish: exec.finish, cleanup })
+    scheds = [s]
+    node.changeBoard('plan', addTasks([simpleTask('a', { sim: sim('a.txt') })]))
+    await waitFor(() => node.board.task('a')?.state === 'done', { timeoutMs: 20_000, message: () => `a not done while its worktree is removed: ${JSON.stringify(node.board.task('a'))}` })
+    expect(cleaned).toEqual(['a'])
+    expect(s.busy()).toEqual(['a'])
+    release()
+    await waitFor(() => s.busy().length === 0, { timeoutMs: 20_000, message: () => `a still finishing after its removal: ${JSON.stringify(s.busy())}` })
+  })
+
   it('stop waits for a hand-off in the background; past its grace the hand-off is stopped and the task is done with this node as holder', async () => {
     mesh = await createMesh(1)
     await waitAllAlive(mesh.nodes)

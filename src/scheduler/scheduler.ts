@@ -774,20 +774,24 @@ export class Scheduler {
     // while the branch goes to the leader, the worktree is removed and done is written (--slots still bounds agents)
     const committed = end.kind === 'agent' && end.result.outcome === 'success' && !run.abort.signal.aborted ? { head: end.head } : null
     // the leader takes the branch before the board says done (a death of this node after done costs no run),
-    // while the worktree is removed
+    // while the worktree is removed; done does not wait for the removal (a large checkout takes a while to
+    // delete), and the task stays this node's finishing run, claimed by nobody here, until it is gone
     const handOff = this.#init.handOff
     const handing = committed?.head != null && handOff !== undefined
       ? this.#handOffInTurn(handOff, t, committed.head, run.abort.signal)
       : Promise.resolve([])
-    try {
-      await this.#init.cleanup?.(t)
-    } catch (err) {
-      this.#log.warn('task:cleanup-failed', { task: t.id, error: toError(err).message })
-    }
+    const cleaning = (async () => {
+      try {
+        await this.#init.cleanup?.(t)
+      } catch (err) {
+        this.#log.warn('task:cleanup-failed', { task: t.id, error: toError(err).message })
+      }
+    })()
     const holders = await handing.catch(() => [])
     this.#record(t, run, end.kind === 'agent' && holders.length > 0 ? { ...end, holders } : end)
     // the cost is on the board now (or the run's end was not this node's to write)
     run.unwritten = null
+    await cleaning
   }
 
   /**
