@@ -334,7 +334,7 @@ tasks:
   it('a field of the wrong shape does not hide the same task\'s other problems, nor a duplicate id a cycle', () => {
     const text = JSON.stringify({
       tasks: [
-        { id: 'g2', title: 'tab\there', prompt: 'p', priority: 'high', timeout: '5x', deps: ['nowhere'] },
+        { id: 'g2', title: 'tab\there', prompt: 'p', priority: 'high', timeout: '5x', deps: ['nowhere'], colour: 'red' },
         { id: 'g3', prompt: 7, deps: ['g2'] },
         { id: 'a', prompt: 'p', deps: ['c'] },
         { id: 'c', prompt: 'p', deps: ['a'] },
@@ -346,13 +346,14 @@ tasks:
     problemMatching(e.problems, /"g2"/, /bad timeout "5x"/)
     problemMatching(e.problems, /"g2"/, /control characters in the title/)
     problemMatching(e.problems, /"g2"/, /unknown dependency "nowhere"/)
+    problemMatching(e.problems, /"g2"/, /colour/)
     // a prompt of the wrong shape is reported once, as such (not as empty too)
     problemMatching(e.problems, /"g3"/, /prompt/)
     expect(e.problems.filter(p => /"g3"/.test(p))).toHaveLength(1)
     problemMatching(e.problems, /"c"/, /duplicate/)
     const cycle = problemMatching(e.problems, /cycle/, /a -> c|c -> a/)
     expect(cycle.includes('a -> c -> a') || cycle.includes('c -> a -> c'), cycle).toBe(true)
-    expect(e.problems, e.problems.join('\n')).toHaveLength(7)
+    expect(e.problems, e.problems.join('\n')).toHaveLength(8)
   })
 
   it('rejects malformed YAML', () => {

@@ -135,7 +135,8 @@ export function parsePlanFile (text: string, existing: ExistingTasks, source = '
       for (const [k, v] of Object.entries(t)) if (!bad.has(k)) rest[k] = v
       // a prompt of the wrong shape was reported: a stand-in keeps the checks below from reporting it again
       if (bad.has('prompt')) rest.prompt = '(reported above)'
-      const again = planFileSchema.shape.tasks.element.safeParse(rest)
+      // (an unknown field beside it was reported too, and is left out here)
+      const again = planFileSchema.shape.tasks.element.strip().safeParse(rest)
       if (again.success) planTasks.push(again.data)
     })
   }
