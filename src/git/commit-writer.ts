@@ -16,14 +16,13 @@
  * (`i18n.commitEncoding`) configured, and no fixed date in the environment.
  * Anything else, or a process that fails, and the caller uses `commit-tree`.
  */
-import { existsSync, statSync } from 'node:fs'
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { endGit, git, spawnGit, writingObjects, type GitProcess } from './git.ts'
-import { isOid } from './repo.ts'
+import { gitDirOf, isOid } from './repo.ts'
 import { commitEnv } from './worktree.ts'
 import { processAlive } from '../util/pid.ts'
 
@@ -72,27 +71,17 @@ async function idents (repo: string): Promise<Idents | null> {
 const FILE_PREFIX = 'meshwork-commit-'
 
 /**
- * The git dir of `repo` when it is plain (a `.git` directory, or `repo` itself
- * when it is a bare repository), else null.
- */
-function plainGitDir (repo: string): string | null {
-  const dotGit = join(repo, '.git')
-  try {
-    if (statSync(dotGit).isDirectory()) return dotGit
-  } catch {}
-  return existsSync(join(repo, 'objects')) && existsSync(join(repo, 'HEAD')) ? repo : null
-}
-
-/**
  * Where a writer keeps the file it hands git, and whether it made a directory
- * for it: in the repository's git dir when that is plain, else in a temp dir of
- * its own. A writer is kept open while its leader merges (merge-session.ts), so
+ * for it: in the repository's `.git` directory when it has one, else in a temp
+ * dir of its own. A writer is kept open while its leader merges (merge-session.ts), so
  * a node killed then leaves the file behind: in the git dir the next writer
  * there removes it (its process is gone), rather than a directory in the
  * temp dir that nobody removes.
  */
 async function fileFor (repo: string): Promise<{ file: string, dir: string | null }> {
-  const gitDir = plainGitDir(repo)
+  // a plain `.git` directory (repo.ts); a linked worktree's or anything else gets a temp dir
+  const found = await gitDirOf(repo).catch(() => null)
+  const gitDir = found !== null && !found.linked ? found.dir : null
   if (gitDir === null) {
     const dir = await mkdtemp(join(tmpdir(), FILE_PREFIX))
     return { file: join(dir, 'commit'), dir }
