@@ -274,7 +274,7 @@ export class Board {
   hasHeads (heads: string[]): boolean {
     const cache = this.#headsCache()
     for (const h of heads) {
-      if (cache.set.has(h) || this.#present.has(h)) continue
+      if (this.#present.has(h)) continue
       if (cache.absent.has(h)) return false
       let has: boolean
       try {
@@ -293,9 +293,9 @@ export class Board {
   }
 
   /**
-   * Changes known to be in the document (beyond its current heads), found by
-   * `hasHeads` or heads it had before it grew. Emptied by `#rollBack`: the only
-   * way the document loses changes.
+   * Changes known to be in the document: its heads as `#headsCache` read them
+   * (then and since), and what `hasHeads` found. Emptied by `#rollBack`: the
+   * only way the document loses changes.
    */
   readonly #present = new Set<string>()
 
@@ -319,9 +319,9 @@ export class Board {
 
   #headsCache (): { sorted: string[], set: Set<string>, absent: Set<string> } {
     if (this.#heads?.doc !== this.#doc) {
-      // the document grew (a roll-back empties `#heads` first): its last heads are still in it
-      if (this.#heads !== null) for (const h of this.#heads.sorted) this.#remember(h)
       const sorted = [...A.getHeads(this.#doc)].sort()
+      // heads stay in the document as it grows (a roll-back empties `#present` too)
+      for (const h of sorted) this.#remember(h)
       this.#heads = { doc: this.#doc, sorted, set: new Set(sorted), absent: new Set() }
     }
     return this.#heads
