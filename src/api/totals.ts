@@ -30,7 +30,7 @@ export function meshTotals (s: Pick<StatusReport, 'tasks' | 'nodes' | 'conflicts
     tokens.cacheWrite += t.tokens.cacheWrite
   }
   const nodes: Record<string, number> = Object.fromEntries(MEMBER_STATES.map(st => [st, 0]))
-  for (const n of s.nodes) nodes[shownState(n)] = (nodes[shownState(n)] ?? 0) + 1
+  for (const n of s.nodes) { const st = shownState(n); nodes[st] = (nodes[st] ?? 0) + 1 }
   return {
     tasks,
     mergeQueue: tasks.done + tasks.merging,
