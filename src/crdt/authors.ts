@@ -149,21 +149,7 @@ export function changeContext<T> (doc: A.Doc<T>, change: A.DecodedChange, paths:
   const backend = A.getBackend(doc)
   const deps = change.deps
   return {
-    pathOf: obj => {
-      if (obj === '_root') return []
-      const known = paths.get(obj)
-      if (known !== undefined) return known
-      let path: ReadonlyArray<string | number> | undefined
-      try {
-        path = backend.objInfo(obj).path
-      } catch {
-        return null
-      }
-      if (path === undefined) return null
-      if (paths.size >= MAX_CACHED_PATHS) paths.clear()
-      paths.set(obj, path)
-      return path
-    },
+    pathOf: objectPaths(doc, paths),
     typeOf: obj => {
       if (obj === '_root') return 'map'
       try {
@@ -189,6 +175,26 @@ export function changeContext<T> (doc: A.Doc<T>, change: A.DecodedChange, paths:
       }
       return undefined
     }
+  }
+}
+
+/** Where an object of `doc` is (its path), or null when it is in none; looked up in Automerge once and kept in `paths`. */
+export function objectPaths<T> (doc: A.Doc<T>, paths: ObjectPaths = new Map()): (obj: string) => ReadonlyArray<string | number> | null {
+  const backend = A.getBackend(doc)
+  return obj => {
+    if (obj === '_root') return []
+    const known = paths.get(obj)
+    if (known !== undefined) return known
+    let path: ReadonlyArray<string | number> | undefined
+    try {
+      path = backend.objInfo(obj).path
+    } catch {
+      return null
+    }
+    if (path === undefined) return null
+    if (paths.size >= MAX_CACHED_PATHS) paths.clear()
+    paths.set(obj, path)
+    return path
   }
 }
 

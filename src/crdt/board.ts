@@ -8,7 +8,7 @@
  */
 import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
-import { changeContext, forbiddenWrite, isSigningActor, peerTagOfActor, roleViolation, unvouchedChanges, type ObjectPaths } from './authors.ts'
+import { changeContext, forbiddenWrite, objectPaths, isSigningActor, peerTagOfActor, roleViolation, unvouchedChanges, type ObjectPaths } from './authors.ts'
 import { signChange, signatureProblem, type ChangeSigner } from './signing.ts'
 import type { ZodType } from 'zod'
 import {
@@ -18,6 +18,9 @@ import {
 import { BoardAuthorRefusedError, BoardChangeRejectedError, BoardForgedChangeError, plain, str, type BoardDoc, type BoardUpdate, type BoardWrite } from './board-types.ts'
 import { BoardCorruptError } from '../util/errors.ts'
 import { setBounded } from '../util/bounded.ts'
+import { isDocumentChunk } from './chunks.ts'
+import { applyQuietly, changeQuietly, detachedDoc, keysAt, loadDetached, pinned, readPath } from './detached.ts'
+import { ChangedPlaces, DocMirror } from './mirror.ts'
 
 export type { Stored, TaskRecord, ConflictRecord, NodeRecordDraft, MainRecord, BoardDoc, BoardUpdate, BoardWrite } from './board-types.ts'
 export { BoardChangeRejectedError, BoardAuthorRefusedError, BoardForgedChangeError, str, plain } from './board-types.ts'
@@ -31,11 +34,6 @@ export type { ChangeSigner } from './signing.ts'
  * @default 4 KiB
  */
 export const LOAD_SYNC_BYTES = 4 * 1024
-
-/** Whether `chunk` is an Automerge document chunk (magic, checksum, then chunk type 0), not a change. */
-function isDocumentChunk (chunk: Uint8Array): boolean {
-  return chunk.length > 8 && chunk[0] === 0x85 && chunk[1] === 0x6f && chunk[2] === 0x4a && chunk[3] === 0x83 && chunk[8] === 0
-}
 
 function concatBytes (parts: Uint8Array[]): Uint8Array {
   let n = 0
@@ -63,6 +61,15 @@ function genesis (meshId: string): A.Doc<BoardDoc> {
     d.conflicts = {}
     d.main = { head: null, leader: null, term: 0 }
   })
+}
+
+/**
+ * A board document of `g` (a genesis) written as `actor`: detached
+ * (detached.ts), like every document a board holds, so that no update copies
+ * the object of all its tasks.
+ */
+function genesisAs (g: A.Doc<BoardDoc>, actor: string): A.Doc<BoardDoc> {
+  return detachedDoc<BoardDoc>(actor, backend => { backend.applyChanges(A.getAllChanges(g)) })
 }
 
 /**
@@ -137,6 +144,8 @@ export class Board {
   #main: MainRef = { head: null, leader: null, term: 0 }
   #invalid = new Set<string>()
   #snapshot: BoardSnapshot | null = null
+  /** The document's content as plain objects, updated in place from each update's patches: what the entries are read from. */
+  readonly #mirror = new DocMirror()
   /** Called once per board entry that fails the schema. */
   onInvalid: (key: string, reason: string) => void = () => {}
   /**
@@ -193,7 +202,7 @@ export class Board {
   static create (meshId: string, actor: string, signer: ChangeSigner | null = null): Board {
     const g = genesis(meshId)
     const hash = A.getHeads(g)[0] as string
-    return new Board(meshId, A.clone(g, { actor }), hash, signer)
+    return new Board(meshId, genesisAs(g, actor), hash, signer)
   }
 
   /**
@@ -206,22 +215,23 @@ export class Board {
     const hash = A.getHeads(g)[0] as string
     let doc: A.Doc<BoardDoc>
     try {
-      doc = A.load<BoardDoc>(bytes, { actor })
+      doc = loadDetached<BoardDoc>(bytes, actor)
     } catch (err) {
       throw new BoardCorruptError(`the saved board cannot be read: ${(err as Error).message}`)
     }
     if (A.getHeads(doc).length > 0 && !A.hasHeads(doc, [hash])) {
       throw new BoardCorruptError('the saved board belongs to another mesh (its genesis differs from this swarm key\'s; after a key change, `meshwork rotate-key` moves the board to the new key)')
     }
-    if (A.getHeads(doc).length === 0) doc = A.clone(g, { actor })
+    if (A.getHeads(doc).length === 0) doc = genesisAs(g, actor)
     return new Board(meshId, doc, hash, signer)
   }
 
   /** The mesh id a saved board was made for (its genesis), or null when the bytes hold no meshwork board. */
   static meshIdOf (bytes: Uint8Array): string | null {
     try {
-      const doc = A.load<BoardDoc>(bytes)
-      const id = doc.meshId instanceof A.ImmutableString ? doc.meshId.val : typeof doc.meshId === 'string' ? doc.meshId : null
+      const doc = loadDetached<BoardDoc>(bytes)
+      const meshId = readPath(doc, ['meshId'])
+      const id = meshId instanceof A.ImmutableString ? meshId.val : typeof meshId === 'string' ? meshId : null
       if (id === null) return null
       const g = genesis(id)
       const ok = A.hasHeads(doc, A.getHeads(g))
@@ -238,7 +248,7 @@ export class Board {
    * old history (its changes and their signatures) stays behind. Saved bytes.
    */
   carryTo (meshId: string): Uint8Array {
-    const old = this.#doc
+    const old = readPath(this.#doc, []) as BoardDoc
     const doc = A.change(A.clone(genesis(meshId), { actor: carryActor(meshId) }), { time: 0, message: `carry from mesh ${this.meshId}` }, d => {
       for (const section of ['tasks', 'nodes', 'conflicts'] as const) {
         const src = old[section] as Record<string, unknown> | undefined
@@ -347,22 +357,22 @@ export class Board {
    */
   write (message: string, fn: (doc: BoardDoc) => void): BoardWrite {
     if (this.#signer !== null) return this.#signedChange(this.#signer, message, fn)
-    const touched = new Set<string>()
     const before = this.#doc
-    this.#doc = A.change(this.#doc, { message, patchCallback: patches => { this.#collect(patches, touched) } }, fn)
-    if (this.#doc === before) return UNCHANGED
-    const bytes = A.getLastLocalChange(this.#doc)
+    // (the live document first: `before` is now a view, and a write that throws leaves the board writable)
+    const after = this.#doc = pinned(before)
+    if (!changeQuietly(after, message, fn)) return UNCHANGED
+    const bytes = A.getLastLocalChange(after)
     if (bytes === undefined) return UNCHANGED
+    const decoded = A.decodeChange(bytes)
     // peers judge this change on the history it was made on, as here: one they would refuse is never
     // sent (it would park every later change of this actor), e.g. a merge finished after leadership moved
-    const decoded = this.checkOwnChanges ? A.decodeChange(bytes) : null
-    const refused = decoded === null ? null : this.#ownChangeRefused(decoded, this.#doc)
+    const refused = this.checkOwnChanges ? this.#ownChangeRefused(decoded, after) : null
     if (refused !== null) {
       this.#rollBack(before)
       this.onWithheld(message, refused)
       return { kind: 'withheld', reason: refused }
     }
-    this.#afterPatches(touched, true, [bytes])
+    this.#afterOwn(decoded, [bytes])
     return { kind: 'written', bytes }
   }
 
@@ -377,14 +387,13 @@ export class Board {
     const fork = A.clone(this.#doc, { actor: A.getActorId(this.#doc) })
     let decoded: A.DecodedChange
     try {
-      const after = A.change(fork, { message }, fn)
-      const made = after === fork ? undefined : A.getLastLocalChange(after)
+      const made = changeQuietly(fork, message, fn) ? A.getLastLocalChange(fork) : undefined
       if (made === undefined) return UNCHANGED
       decoded = A.decodeChange(made)
       for (const op of decoded.ops) {
         if (op.obj === '_root') throw new BoardChangeRejectedError(`a local change writes the document root (key ${String(op.key)}); not made`)
       }
-      const refused = this.checkOwnChanges ? this.#ownChangeRefused(decoded, after) : null
+      const refused = this.checkOwnChanges ? this.#ownChangeRefused(decoded, fork) : null
       if (refused !== null) {
         // dropped with the fork: never written, sent or persisted, so no later change depends on it
         this.onWithheld(message, refused)
@@ -394,12 +403,21 @@ export class Board {
       A.free(fork)
     }
     const bytes = signChange(decoded, signer)
-    const touched = new Set<string>()
-    ;[this.#doc] = A.applyChanges(this.#doc, [bytes], { patchCallback: patches => { this.#collect(patches, touched) } })
+    const after = this.#doc = pinned(this.#doc)
+    applyQuietly(after, [bytes])
     this.#noteSigners([A.decodeChange(bytes)])
-    this.#afterPatches(touched, true, [bytes])
+    // the signed change writes what the unsigned one did (the same operations under the same ids)
+    this.#afterOwn(decoded, [bytes])
     return { kind: 'written', bytes }
   }
+
+  /** Reads what this board's own change `decoded` (now in the document) wrote, and tells the listeners. */
+  #afterOwn (decoded: A.DecodedChange, changes: Uint8Array[]): void {
+    const places = new ChangedPlaces()
+    places.note(decoded, objectPaths(this.#doc, this.#paths))
+    this.#afterPatches(this.#mirror.refresh(this.#doc, places), true, changes)
+  }
+
 
   /**
    * Why peers would refuse this board's own change `decoded` (made on `withIt`,
@@ -484,23 +502,16 @@ export class Board {
   }
 
   #applyChecked (changes: Uint8Array[]): void {
-    const touched = new Set<string>()
     const before = this.#doc
-    let rootWrite: string | null = null
-    const [doc] = A.applyChanges(this.#doc, changes, {
-      patchCallback: patches => {
-        for (const p of patches) if (p.path.length === 1) rootWrite ??= String(p.path[0])
-        this.#collect(patches, touched)
-      }
-    })
-    if (rootWrite !== null) {
-      // forking at the old heads also drops Automerge's queue of parked changes
-      this.#rollBack(before)
-      throw new BoardChangeRejectedError(`applying these changes releases a parked change that writes the document root (key ${rootWrite as string}); rolled back`)
-    }
-    this.#checkAuthors(before, doc)
-    this.#doc = doc
-    if (doc !== before) this.#afterPatches(touched, false, [])
+    const after = this.#doc = pinned(before)
+    // through the backend, without patches (their cost grows with the board): what the changes wrote,
+    // including a change parked earlier that one of them completes, is read from their operations
+    applyQuietly(after, changes)
+    const places = new ChangedPlaces()
+    // a parked change that writes the root is refused here with the rest (a roll-back also drops
+    // Automerge's queue of parked changes)
+    this.#checkAuthors(before, after, true, places)
+    this.#afterPatches(this.#mirror.refresh(after, places), false, [])
   }
 
   /**
@@ -510,7 +521,7 @@ export class Board {
    * a change parked earlier is applied with the one completing it, so the
    * changes are checked once they are in the document.
    */
-  #checkAuthors (before: A.Doc<BoardDoc>, after: A.Doc<BoardDoc>, rootRule = false): void {
+  #checkAuthors (before: A.Doc<BoardDoc>, after: A.Doc<BoardDoc>, rootRule = false, places: ChangedPlaces | null = null): void {
     if (after === before) return
     const backend = A.getBackend(after)
     const added = A.getChangesMetaSince(after, A.getHeads(before)).filter(m => m.hash !== this.genesisHash)
@@ -539,11 +550,13 @@ export class Board {
       }
       const why = this.#authorshipProblem(decoded, raw, tips, legacy, m)
       if (why !== null) forged.push({ actor: m.actor, why })
+      const ctx = changeContext(after, decoded, this.#paths)
+      places?.note(decoded, ctx.pathOf)
       // the carry change writes every peer's entries: exempt from the role rules, like the genesis change
       if (isCarryChange(m, this.meshId, this.genesisHash)) continue
-      // (changes applied through Automerge are held to the root rule by their patches; a loaded document has none)
+      // (changes applied through a sync message are held to the root rule by their patches)
       if (rootRule && rootWrite === null && decoded.ops.some(op => op.obj === '_root')) rootWrite = m.hash
-      const role = forbiddenWrite(decoded, this.#mainId) ?? roleViolation(decoded, changeContext(after, decoded, this.#paths))
+      const role = forbiddenWrite(decoded, this.#mainId) ?? roleViolation(decoded, ctx)
       if (role !== null) { forbidden.set(decoded.actor, role); count++ }
     }
     forged.push(...this.#legacyForgeries(after, legacy, tips))
@@ -553,7 +566,7 @@ export class Board {
     }
     if (rootWrite !== null) {
       this.#rollBack(before)
-      throw new BoardChangeRejectedError(`change ${rootWrite.slice(0, 12)} writes the document root; refused with the document it came in`)
+      throw new BoardChangeRejectedError(`change ${rootWrite.slice(0, 12)} writes the document root; refused with what came with it, rolled back`)
     }
     if (forbidden.size > 0) {
       this.#rollBack(before)
@@ -673,7 +686,7 @@ export class Board {
       // the peer's document first: Automerge takes a first document chunk as it is stored, while it
       // turns every later chunk into changes and applies them op by op (this board's own content is small)
       bytes = concatBytes([...chunks.filter(isDocumentChunk), A.save(before), ...chunks.filter(c => !isDocumentChunk(c))])
-      loaded = A.load<BoardDoc>(bytes, { actor: A.getActorId(before) })
+      loaded = loadDetached<BoardDoc>(bytes, A.getActorId(before))
     } catch {
       // not loadable as it stands (a chunk that needs changes this board lacks): the sync path handles it
       return null
@@ -703,14 +716,14 @@ export class Board {
     const touched = new Set<string>(['main'])
     for (const d of [before, doc]) {
       for (const section of ['tasks', 'nodes', 'conflicts'] as const) {
-        const raw = d[section]
-        if (raw !== null && typeof raw === 'object') for (const key of Object.keys(raw)) touched.add(`${section}/${key}`)
+        for (const key of keysAt(d, section)) touched.add(`${section}/${key}`)
       }
     }
     this.#doc = doc
     A.free(before)
     this.#tookWhole = true
     this.#loadedFrom = { heads: A.getHeads(doc), bytes }
+    this.#mirror.reset(doc)
     this.#afterPatches(touched, false, [])
     return next
   }
@@ -728,16 +741,16 @@ export class Board {
   }
 
   #receiveSync (state: A.SyncState, message: Uint8Array): A.SyncState {
-    const touched = new Set<string>()
+    const patches: A.Patch[] = []
     const before = this.#doc
     let rootWrite: string | null = null
     let doc: A.Doc<BoardDoc>
     let next: A.SyncState
     try {
       [doc, next] = A.receiveSyncMessage(this.#doc, state, message, {
-        patchCallback: patches => {
-          for (const p of patches) if (p.path.length === 1) rootWrite ??= String(p.path[0])
-          this.#collect(patches, touched)
+        patchCallback: ps => {
+          for (const p of ps) if (p.path.length === 1) rootWrite ??= String(p.path[0])
+          patches.push(...ps)
         }
       })
     } catch (err) {
@@ -749,7 +762,7 @@ export class Board {
     }
     this.#checkAuthors(before, doc)
     this.#doc = doc
-    if (doc !== before && touched.size > 0) this.#afterPatches(touched, false, [])
+    if (doc !== before && patches.length > 0) this.#afterPatches(this.#mirror.apply(doc, patches), false, [])
     return next
   }
 
@@ -879,15 +892,6 @@ export class Board {
     return this.#tasks.entries.get(id as TaskId)
   }
 
-  #collect (patches: A.Patch[], touched: Set<string>): void {
-    for (const p of patches) {
-      const [root, key] = p.path
-      if (root === 'main') touched.add('main')
-      else if (typeof root === 'string' && key !== undefined) touched.add(`${root}/${String(key)}`)
-      else if (typeof root === 'string') touched.add(`${root}/*`)
-    }
-  }
-
   #afterPatches (touched: Set<string>, local: boolean, changes: Uint8Array[]): void {
     if (touched.size === 0 && changes.length === 0) return
     const tasks: TaskId[] = []
@@ -913,7 +917,7 @@ export class Board {
   }
 
   #reindexEntry (section: 'tasks' | 'nodes' | 'conflicts', target: Section<string, unknown>, key: string): void {
-    const raw = this.#doc[section]?.[key]
+    const raw = this.#mirror.entry(section, key)
     const label = `${section}/${key}`
     if (raw === undefined) {
       target.entries.delete(key)
@@ -935,7 +939,7 @@ export class Board {
   }
 
   #reindexMain (): void {
-    const parsed = mainSchema.safeParse(plain(this.#doc.main))
+    const parsed = mainSchema.safeParse(plain(this.#mirror.root('main')))
     if (parsed.success) {
       this.#main = parsed.data
       this.#invalid.delete('main')
@@ -946,12 +950,11 @@ export class Board {
   }
 
   #reindexAll (): void {
+    this.#mirror.reset(this.#doc)
     for (const section of ['tasks', 'nodes', 'conflicts'] as const) {
       const target = (section === 'tasks' ? this.#tasks : section === 'nodes' ? this.#nodes : this.#conflicts) as Section<string, unknown>
       target.entries = new Map()
-      const raw = this.#doc[section]
-      if (raw === null || typeof raw !== 'object') continue
-      for (const key of Object.keys(raw)) this.#reindexEntry(section, target, key)
+      for (const key of this.#mirror.keys(section)) this.#reindexEntry(section, target, key)
     }
     this.#reindexMain()
     this.#snapshot = null

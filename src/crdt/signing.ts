@@ -5,6 +5,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { actorBelongsTo, isSigningActor } from './authors.ts'
 import { setBounded } from '../util/bounded.ts'
 import { ed25519PrivateKey, ed25519PublicKey } from '../util/ed25519.ts'
+import { CHANGE_CHUNK, CHUNK_MAGIC, hasMagic, readUleb } from './chunks.ts'
 
 /*
  * Signed board changes (docs/architecture.md, "Who wrote a change"). A change
@@ -46,22 +47,6 @@ function signedBytes (change: A.DecodedChange, message: string | null, raw?: Uin
   return Buffer.concat([SIG_DOMAIN, A.encodeChange({ ...rest, message })])
 }
 
-const CHUNK_MAGIC = Buffer.from([0x85, 0x6f, 0x4a, 0x83])
-/** Automerge's chunk type of an uncompressed change. */
-const CHANGE_CHUNK = 1
-
-/** The unsigned LEB128 number at `at` of `b` and the offset after it; null past the end or beyond 2^49. */
-function readUleb (b: Uint8Array, at: number): { value: number, next: number } | null {
-  let value = 0
-  for (let i = 0; i < 7; i++) {
-    const byte = b[at + i]
-    if (byte === undefined) return null
-    value += (byte & 0x7f) * 2 ** (7 * i)
-    if ((byte & 0x80) === 0) return { value, next: at + i + 1 }
-  }
-  return null
-}
-
 /** The offset after the LEB128 number (signed or not) at `at`, or null past the end. */
 function skipLeb (b: Uint8Array, at: number): number | null {
   for (let i = at; i < b.length && i < at + 10; i++) if (((b[i] as number) & 0x80) === 0) return i + 1
@@ -89,7 +74,7 @@ function uleb (n: number): Buffer {
  * (the caller encodes).
  */
 export function withMessage (raw: Uint8Array, message: string | null): Uint8Array | null {
-  if (raw.length < 10 || !CHUNK_MAGIC.equals(raw.subarray(0, 4)) || raw[8] !== CHANGE_CHUNK) return null
+  if (raw.length < 10 || !hasMagic(raw, 0) || raw[8] !== CHANGE_CHUNK) return null
   const length = readUleb(raw, 9)
   if (length === null || length.next + length.value !== raw.length) return null
   const bodyAt = length.next

@@ -1,0 +1,226 @@
+import * as A from '@automerge/automerge'
+import { pathReader, readPath } from './detached.ts'
+
+/*
+ * A plain copy of a detached document's content (detached.ts), kept up to
+ * date in place after each update, from its patches or from the places its
+ * changes wrote (`ChangedPlaces`, read again from the document): what the
+ * board reads its entries from. Automerge's own object tree is immutable, so each update
+ * copied every object on the way to what changed (the map of all tasks among
+ * them); this copy is private to its owner and changed where it stands.
+ *
+ * A patch that does not fit the copy (a path that is not there, a list
+ * operation on something that is not a list) never leaves it wrong: the
+ * entry it falls in is read again from the document.
+ */
+
+/** An object of the copy: a map (null prototype, so any key is only a key) or a list. */
+type Node = Record<string, unknown> | unknown[]
+
+function isNode (v: unknown): v is Node {
+  return v !== null && typeof v === 'object' && !(v instanceof A.ImmutableString) && !(v instanceof A.Counter) && !(v instanceof Uint8Array) && !(v instanceof Date)
+}
+
+/** `v` with every map of it re-made with a null prototype (values from Automerge are plain objects). */
+function adopt (v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(adopt)
+  if (!isNode(v)) return v
+  const out: Record<string, unknown> = Object.create(null)
+  for (const k of Object.keys(v)) out[k] = adopt((v as Record<string, unknown>)[k])
+  return out
+}
+
+/** A path in a document: map keys and list indexes. */
+type Path = ReadonlyArray<string | number>
+
+/** Actions that make an object (its id is the op's id). */
+const MAKES = new Set(['makeMap', 'makeList', 'makeText', 'makeTable'])
+
+/**
+ * The places one update's changes wrote, from their operations: each a key of
+ * a map (a list is taken whole), to be read again from the document once the
+ * update stands (`DocMirror.refresh`). Cheaper than Automerge's patches, whose
+ * cost grows with the document: a place is read in a few calls.
+ */
+export class ChangedPlaces {
+  /** Root keys written themselves (the whole copy is made again). */
+  root = false
+  /** Places by the label of the entry they are in (`DocMirror.apply`'s labels); null: the entry whole. */
+  readonly byEntry = new Map<string, Path[] | null>()
+
+  /** Notes the places `change` writes; `pathOf` gives an object's path in the document (null: not in it). */
+  note (change: A.DecodedChange, pathOf: (obj: string) => Path | null): void {
+    // objects the change makes: their paths follow from the change itself
+    const made = new Map<string, Path>()
+    change.ops.forEach((op, i) => {
+      const base = op.obj === '_root' ? [] : made.get(op.obj) ?? pathOf(op.obj)
+      // an object that is nowhere in the document (a loser of concurrent writes of one key): nothing shows
+      if (base === null) return
+      const key = typeof op.key === 'string' && (op as { elemId?: string }).elemId === undefined ? op.key : null
+      if (key !== null && MAKES.has(op.action)) made.set(`${change.startOp + i}@${change.actor}`, [...base, key])
+      const place = key === null ? base : [...base, key]
+      // inside a list: the list whole
+      const list = place.findIndex(p => typeof p === 'number')
+      this.#add(list < 0 ? place : place.slice(0, list))
+    })
+  }
+
+  #add (place: Path): void {
+    if (place.length <= 1) { this.root = true; return }
+    const [top, key] = place as [string, string | number]
+    const label = top === 'main' ? 'main' : `${top}/${String(key)}`
+    if (top === 'main' || place.length === 2) { this.byEntry.set(label, null); return }
+    const known = this.byEntry.get(label)
+    if (known === null) return
+    if (known === undefined) this.byEntry.set(label, [place])
+    else if (known.length < 64) known.push(place)
+    else this.byEntry.set(label, null)
+  }
+}
+
+/** A patch could not be applied to the copy as it stands. */
+class MisfitError extends Error {}
+
+function child (node: unknown, prop: string | number): unknown {
+  if (Array.isArray(node) && typeof prop === 'number') return node[prop]
+  if (isNode(node) && !Array.isArray(node) && typeof prop === 'string') return Object.hasOwn(node, prop) ? node[prop] : undefined
+  throw new MisfitError()
+}
+
+/** Applies `patch` to the tree under `root`; throws `MisfitError` when it does not fit. */
+function applyPatch (root: Record<string, unknown>, patch: A.Patch): void {
+  const path = patch.path
+  if (path.length === 0) throw new MisfitError()
+  let parent: unknown = root
+  for (let i = 0; i < path.length - 1; i++) parent = child(parent, path[i] as string | number)
+  const prop = path[path.length - 1] as string | number
+  switch (patch.action) {
+    case 'put':
+      if (Array.isArray(parent) && typeof prop === 'number' && prop <= parent.length) parent[prop] = adopt(patch.value)
+      else if (isNode(parent) && !Array.isArray(parent) && typeof prop === 'string') parent[prop] = adopt(patch.value)
+      else throw new MisfitError()
+      return
+    case 'del':
+      if (Array.isArray(parent) && typeof prop === 'number' && prop < parent.length) parent.splice(prop, patch.length ?? 1)
+      else if (isNode(parent) && !Array.isArray(parent) && typeof prop === 'string') delete parent[prop]
+      else throw new MisfitError()
+      return
+    case 'insert':
+      if (!Array.isArray(parent) || typeof prop !== 'number' || prop > parent.length) throw new MisfitError()
+      parent.splice(prop, 0, ...patch.values.map(adopt))
+      return
+    case 'inc': {
+      const at = child(parent, prop)
+      const next = (at instanceof A.Counter ? at.value : typeof at === 'number' ? at : NaN) + patch.value
+      if (Number.isNaN(next)) throw new MisfitError()
+      ;(parent as Record<string | number, unknown>)[prop] = at instanceof A.Counter ? new A.Counter(next) : next
+      return
+    }
+    case 'conflict':
+      return
+    default:
+      // text edits, marks and block markers: the board holds no text
+      throw new MisfitError()
+  }
+}
+
+/** The place of the entry a label names: `main`, a root key (`<key>/*`), or an entry of a root map. */
+function entryOf (label: string): string[] {
+  const slash = label.indexOf('/')
+  if (slash < 0) return [label]
+  const key = label.slice(slash + 1)
+  return key === '*' ? [label.slice(0, slash)] : [label.slice(0, slash), key]
+}
+
+export class DocMirror {
+  #root: Record<string, unknown> = Object.create(null)
+
+  /** Copies the whole of `doc` afresh. */
+  reset (doc: A.Doc<unknown>): void {
+    const all = adopt(readPath(doc, []))
+    this.#root = isNode(all) && !Array.isArray(all) ? all : Object.create(null)
+  }
+
+  /**
+   * Applies the patches of one update of `doc` (already made) and returns what
+   * they touched: `<root key>/<key>` for an entry of a root map, `<root
+   * key>/*` when a root key itself was written, and `main` for anything
+   * under `main`. An entry a patch does not fit is read again from `doc`.
+   */
+  apply (doc: A.Doc<unknown>, patches: readonly A.Patch[]): Set<string> {
+    const touched = new Set<string>()
+    const misfits = new Set<string>()
+    for (const p of patches) {
+      const [root, key] = p.path
+      if (typeof root !== 'string') continue
+      const label = root === 'main' ? 'main' : key === undefined ? `${root}/*` : `${root}/${String(key)}`
+      touched.add(label)
+      if (misfits.has(label)) continue
+      try {
+        applyPatch(this.#root, p)
+      } catch (err) {
+        if (!(err instanceof MisfitError)) throw err
+        misfits.add(label)
+      }
+    }
+    for (const label of misfits) {
+      const place = entryOf(label)
+      if (!this.#put(place, readPath(doc, place))) this.reset(doc)
+    }
+    return touched
+  }
+
+  /**
+   * Reads the places `places` names again from `doc` (the update that wrote
+   * them stands) and returns the labels of what they touched, as `apply` does.
+   */
+  refresh (doc: A.Doc<unknown>, places: ChangedPlaces): Set<string> {
+    const touched = new Set<string>()
+    if (places.root) {
+      this.reset(doc)
+      for (const k of Object.keys(this.#root)) touched.add(k === 'main' ? 'main' : `${k}/*`)
+      return touched
+    }
+    const read = pathReader(doc)
+    for (const [label, within] of places.byEntry) {
+      touched.add(label)
+      const entry = entryOf(label)
+      if (within !== null && within.every(place => this.#put(place, read(place as string[])))) continue
+      if (!this.#put(entry, read(entry))) this.reset(doc)
+    }
+    return touched
+  }
+
+  /** Sets `place` of the copy to `value` (absent: removed); false when its parent is not a map of the copy. */
+  #put (place: Path, value: unknown): boolean {
+    let parent: unknown = this.#root
+    try {
+      for (let i = 0; i < place.length - 1; i++) parent = child(parent, place[i] as string)
+    } catch (err) {
+      if (err instanceof MisfitError) return false
+      throw err
+    }
+    if (!isNode(parent) || Array.isArray(parent)) return false
+    const key = place[place.length - 1] as string
+    if (value === undefined) delete parent[key]
+    else parent[key] = adopt(value)
+    return true
+  }
+
+  /** The value at `key` of the document's root. */
+  root (key: string): unknown {
+    return Object.hasOwn(this.#root, key) ? this.#root[key] : undefined
+  }
+
+  /** The entry `key` of the root map `section`. */
+  entry (section: string, key: string): unknown {
+    const s = this.root(section)
+    return isNode(s) && !Array.isArray(s) && Object.hasOwn(s, key) ? s[key] : undefined
+  }
+
+  /** The keys of the root map `section`. */
+  keys (section: string): string[] {
+    const s = this.root(section)
+    return isNode(s) && !Array.isArray(s) ? Object.keys(s) : []
+  }
+}
