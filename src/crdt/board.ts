@@ -405,7 +405,9 @@ export class Board {
     const bytes = signChange(decoded, signer)
     const after = this.#doc = pinned(this.#doc)
     applyQuietly(after, [bytes])
-    this.#noteSigners([A.decodeChange(bytes)])
+    // made on every head of the document, it is now its only head: its hash without decoding it again
+    const heads = A.getHeads(after)
+    this.#noteSigners([heads.length === 1 ? { actor: decoded.actor, seq: decoded.seq, hash: heads[0] } : A.decodeChange(bytes)])
     // the signed change writes what the unsigned one did (the same operations under the same ids)
     this.#afterOwn(decoded, [bytes])
     return { kind: 'written', bytes }
