@@ -62,7 +62,7 @@ describe('a detached document', () => {
       ['trailing bytes', Buffer.concat([full, Buffer.from([1, 2, 3])]), /not enough data/],
       ['a cut chunk', Buffer.concat([full, inc.subarray(0, inc.length - 2)]), /not enough data/],
       ['not a chunk', Buffer.from('not an automerge document at all'), /invalid magic/],
-      ['a change without its dependencies', A.getLastLocalChange(more) as Uint8Array, /dependencies/]
+      ['a change without its dependencies', A.getLastLocalChange(more) as Uint8Array, /deps|dependencies/]
     ] as const) {
       expect(() => A.load(bytes), `A.load refuses ${what}`).toThrow()
       expect(() => loadDetached(bytes), `loadDetached refuses ${what}`).toThrow(why)

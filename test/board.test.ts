@@ -140,7 +140,8 @@ describe('root writes from peers', () => {
     for (let round = 0; round < 10 && caught === undefined; round++) {
       const [bs, toEvil] = board.generateSyncMessage(boardState)
       boardState = bs
-      if (toEvil !== null) evilState = A.receiveSyncMessage(evil, evilState, toEvil)[1]
+      // (the peer's document moves on with what it receives: an older copy of it cannot take a second message)
+      if (toEvil !== null) [evil, evilState] = A.receiveSyncMessage(evil, evilState, toEvil)
       const [es, toBoard] = A.generateSyncMessage(evil, evilState)
       evilState = es
       if (toBoard === null) continue

@@ -37,14 +37,17 @@ export function detachedDoc<T> (actor: string | undefined, fill: (backend: Backe
  * A detached document loaded from saved bytes (`A.save`, followed by any
  * number of incremental saves or changes). Throws on what `A.load` refuses:
  * bytes that are not whole chunks, a chunk Automerge cannot read, a change
- * whose dependencies are missing.
+ * whose dependencies are missing (other than changes a saved document kept
+ * waiting for theirs).
  */
 export function loadDetached<T> (bytes: Uint8Array, actor?: string): A.Doc<T> {
   const framing = chunkFramingProblem(bytes)
   if (framing !== null) throw new Error(`unable to parse chunk: ${framing}`)
   return detachedDoc<T>(actor, backend => {
     backend.loadIncremental(bytes)
-    if (backend.getMissingDeps([]).length > 0) throw new Error('a change\'s dependencies are not in the document')
+    // changes waiting for their dependencies: A.load keeps those a saved document held (a board saves
+    // the changes Automerge parked) and refuses others; it is asked in this rare case, and its answer kept
+    if (backend.getMissingDeps([]).length > 0) A.free(A.load(bytes))
   })
 }
 
