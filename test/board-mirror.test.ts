@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest'
 import * as A from '@automerge/automerge'
 import { detachedDoc, keysAt, loadDetached, readPath } from '../src/crdt/detached.ts'
-import { DocMirror } from '../src/crdt/mirror.ts'
+import { ChangedPlaces, DocMirror } from '../src/crdt/mirror.ts'
 import { chunkFramingProblem } from '../src/crdt/chunks.ts'
 import { Board, actorForPeer, plain, str } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'

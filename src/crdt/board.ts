@@ -420,7 +420,6 @@ export class Board {
     this.#afterPatches(this.#mirror.refresh(this.#doc, places), true, changes)
   }
 
-
   /**
    * Why peers would refuse this board's own change `decoded` (made on `withIt`,
    * a document that holds it), or null: the rules every node applies on
@@ -508,7 +507,13 @@ export class Board {
     const after = this.#doc = pinned(before)
     // through the backend, without patches (their cost grows with the board): what the changes wrote,
     // including a change parked earlier that one of them completes, is read from their operations
-    applyQuietly(after, changes)
+    try {
+      applyQuietly(after, changes)
+    } catch (err) {
+      // nothing of a batch Automerge could not take stays (the copy never saw any of it)
+      this.#rollBack(before)
+      throw err
+    }
     const places = new ChangedPlaces()
     // a parked change that writes the root is refused here with the rest (a roll-back also drops
     // Automerge's queue of parked changes)

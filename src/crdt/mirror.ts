@@ -14,20 +14,17 @@ import { pathReader, readPath } from './detached.ts'
  * entry it falls in is read again from the document.
  */
 
-/** An object of the copy: a map (null prototype, so any key is only a key) or a list. */
+/** An object of the copy: a map or a list. */
 type Node = Record<string, unknown> | unknown[]
 
 function isNode (v: unknown): v is Node {
   return v !== null && typeof v === 'object' && !(v instanceof A.ImmutableString) && !(v instanceof A.Counter) && !(v instanceof Uint8Array) && !(v instanceof Date)
 }
 
-/** `v` with every map of it re-made with a null prototype (values from Automerge are plain objects). */
-function adopt (v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(adopt)
-  if (!isNode(v)) return v
-  const out: Record<string, unknown> = Object.create(null)
-  for (const k of Object.keys(v)) out[k] = adopt((v as Record<string, unknown>)[k])
-  return out
+/** Sets key `key` of map `m` as its own property, whatever the key (`__proto__` too: a key of a peer's is only a key). */
+function setKey (m: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === '__proto__') Object.defineProperty(m, key, { value, writable: true, enumerable: true, configurable: true })
+  else m[key] = value
 }
 
 /** A path in a document: map keys and list indexes. */
@@ -96,8 +93,8 @@ function applyPatch (root: Record<string, unknown>, patch: A.Patch): void {
   const prop = path[path.length - 1] as string | number
   switch (patch.action) {
     case 'put':
-      if (Array.isArray(parent) && typeof prop === 'number' && prop <= parent.length) parent[prop] = adopt(patch.value)
-      else if (isNode(parent) && !Array.isArray(parent) && typeof prop === 'string') parent[prop] = adopt(patch.value)
+      if (Array.isArray(parent) && typeof prop === 'number' && prop <= parent.length) parent[prop] = patch.value
+      else if (isNode(parent) && !Array.isArray(parent) && typeof prop === 'string') setKey(parent, prop, patch.value)
       else throw new MisfitError()
       return
     case 'del':
@@ -107,13 +104,15 @@ function applyPatch (root: Record<string, unknown>, patch: A.Patch): void {
       return
     case 'insert':
       if (!Array.isArray(parent) || typeof prop !== 'number' || prop > parent.length) throw new MisfitError()
-      parent.splice(prop, 0, ...patch.values.map(adopt))
+      parent.splice(prop, 0, ...patch.values)
       return
     case 'inc': {
       const at = child(parent, prop)
       const next = (at instanceof A.Counter ? at.value : typeof at === 'number' ? at : NaN) + patch.value
       if (Number.isNaN(next)) throw new MisfitError()
-      ;(parent as Record<string | number, unknown>)[prop] = at instanceof A.Counter ? new A.Counter(next) : next
+      const value = at instanceof A.Counter ? new A.Counter(next) : next
+      if (Array.isArray(parent)) parent[prop as number] = value
+      else setKey(parent as Record<string, unknown>, String(prop), value)
       return
     }
     case 'conflict':
@@ -133,12 +132,12 @@ function entryOf (label: string): string[] {
 }
 
 export class DocMirror {
-  #root: Record<string, unknown> = Object.create(null)
+  #root: Record<string, unknown> = {}
 
   /** Copies the whole of `doc` afresh. */
   reset (doc: A.Doc<unknown>): void {
-    const all = adopt(readPath(doc, []))
-    this.#root = isNode(all) && !Array.isArray(all) ? all : Object.create(null)
+    const all = readPath(doc, [])
+    this.#root = isNode(all) && !Array.isArray(all) ? all : {}
   }
 
   /**
@@ -203,7 +202,7 @@ export class DocMirror {
     if (!isNode(parent) || Array.isArray(parent)) return false
     const key = place[place.length - 1] as string
     if (value === undefined) delete parent[key]
-    else parent[key] = adopt(value)
+    else setKey(parent, key, value)
     return true
   }
 
