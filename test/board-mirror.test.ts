@@ -163,6 +163,26 @@ describe('a board read from its plain copy', () => {
     expect(a.snapshot().tasks.get('t1' as TaskId)?.claims).toHaveProperty(peerB)
   })
 
+  it('a snapshot keeps what it showed while the board changes on, whether or not another was taken in between', () => {
+    const a = Board.create('mesh-mirror', actorForPeer('peer-a'))
+    a.change('w', addTasks([simpleTask('t1')]))
+    const s1 = a.snapshot()
+    a.change('w', addTasks([simpleTask('t2')]))
+    a.change('w', addTasks([simpleTask('t3')]))
+    const s2 = a.snapshot()
+    expect(a.snapshot()).toBe(s2)
+    a.change('w', d => L.cancel(d, 't1' as TaskId))
+    a.change('w', addTasks([simpleTask('t4')]))
+    const s3 = a.snapshot()
+    expect([...s1.tasks.keys()]).toEqual(['t1'])
+    expect(s1.tasks.get('t1' as TaskId)?.state).toBe('ready')
+    expect([...s2.tasks.keys()].sort()).toEqual(['t1', 't2', 't3'])
+    expect(s2.tasks.get('t1' as TaskId)?.state).toBe('ready')
+    expect([...s3.tasks.keys()].sort()).toEqual(['t1', 't2', 't3', 't4'])
+    expect(s3.tasks.get('t1' as TaskId)?.state).toBe('cancelled')
+    expect(a.task('t4')?.id).toBe('t4')
+  })
+
   it('refuses saved bytes with a cut tail as corrupt, as before', () => {
     const a = Board.create('mesh-mirror', actorForPeer('peer-a'))
     a.change('w', addTasks([simpleTask('t1')]))

@@ -883,6 +883,7 @@ export class Board {
 
   /** The validated plain view of the board; the same object until the board changes. */
   snapshot (): BoardSnapshot {
+    if (this.#snapshot === null) for (const section of ['tasks', 'nodes', 'conflicts']) this.#handedOut.add(section)
     this.#snapshot ??= {
       meshId: this.meshId,
       tasks: this.#tasks.entries,
@@ -894,6 +895,9 @@ export class Board {
     return this.#snapshot
   }
 
+  /** The sections whose entries map a snapshot was given since the map was last copied. */
+  readonly #handedOut = new Set<string>()
+
   /** Shortcut for one task of the snapshot. */
   task (id: string): Task | undefined {
     return this.#tasks.entries.get(id as TaskId)
@@ -902,19 +906,17 @@ export class Board {
   #afterPatches (touched: Set<string>, local: boolean, changes: Uint8Array[]): void {
     if (touched.size === 0 && changes.length === 0) return
     const tasks: TaskId[] = []
-    let copied = { tasks: false, nodes: false, conflicts: false }
     for (const t of touched) {
       if (t === 'main') { this.#reindexMain(); continue }
       const slash = t.indexOf('/')
       const section = t.slice(0, slash)
       const key = t.slice(slash + 1)
       if (section !== 'tasks' && section !== 'nodes' && section !== 'conflicts') continue
-      if (key === '*') { this.#reindexAll(); copied = { tasks: true, nodes: true, conflicts: true }; continue }
+      if (key === '*') { this.#reindexAll(); continue }
       const target = section === 'tasks' ? this.#tasks : section === 'nodes' ? this.#nodes : this.#conflicts
-      if (!copied[section]) {
-        (target as Section<string, unknown>).entries = new Map((target as Section<string, unknown>).entries)
-        copied[section] = true
-      }
+      // a snapshot someone holds keeps the entries it was given: a map handed out is copied before it changes
+      // (once: the copy is this board's until the next snapshot), one nobody was given is changed in place
+      if (this.#handedOut.delete(section)) (target as Section<string, unknown>).entries = new Map((target as Section<string, unknown>).entries)
       this.#reindexEntry(section, target as Section<string, unknown>, key)
       if (section === 'tasks') tasks.push(key as TaskId)
     }
@@ -963,6 +965,7 @@ export class Board {
       target.entries = new Map()
       for (const key of this.#mirror.keys(section)) this.#reindexEntry(section, target, key)
     }
+    this.#handedOut.clear()
     this.#reindexMain()
     this.#snapshot = null
   }
