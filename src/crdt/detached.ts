@@ -12,12 +12,14 @@ import { chunkFramingProblem } from './chunks.ts'
  *
  * A detached document is an ordinary `A.Doc` whose object tree is the empty
  * root `{}`: its content lives in Automerge's backend alone, where changes,
- * sync and history go on as usual. Automerge still computes the patches of
- * every update (a patch callback gets them), but their paths are missing from
- * the empty root, so applying them copies nothing. Changes are still written
- * through `A.change` (its proxies read and write the backend); what the
- * document holds is read with `readPath` and `keysAt`, never from the object.
- * A clone (`A.clone`) of a detached document is detached too.
+ * sync and history go on as usual. Where Automerge still computes the patches
+ * of an update (`A.receiveSyncMessage`; a patch callback gets them), their
+ * paths are missing from the empty root, so applying them copies nothing.
+ * `changeQuietly` and `applyQuietly` compute none: they write through
+ * `A.change`'s proxies (which read and write the backend) and apply through
+ * the backend. What the document holds is read with `readPath` and `keysAt`,
+ * never from the object. A clone (`A.clone`) of a detached document is
+ * detached too.
  */
 
 /** Automerge's backend of a document (its wasm handle). */

@@ -5,9 +5,10 @@ import { pathReader, readPath } from './detached.ts'
  * A plain copy of a detached document's content (detached.ts), kept up to
  * date in place after each update, from its patches or from the places its
  * changes wrote (`ChangedPlaces`, read again from the document): what the
- * board reads its entries from. Automerge's own object tree is immutable, so each update
- * copied every object on the way to what changed (the map of all tasks among
- * them); this copy is private to its owner and changed where it stands.
+ * board reads its entries from. Automerge's own object tree is immutable, so
+ * each update copied every object on the way to what changed (the map of all
+ * tasks among them); this copy is private to its owner and changed where it
+ * stands.
  *
  * A patch that does not fit the copy (a path that is not there, a list
  * operation on something that is not a list) never leaves it wrong: the
