@@ -144,7 +144,7 @@ export class Board {
   #main: MainRef = { head: null, leader: null, term: 0 }
   #invalid = new Set<string>()
   #snapshot: BoardSnapshot | null = null
-  /** The document's content as plain objects, updated in place from each update's patches: what the entries are read from. */
+  /** The document's content as plain objects, updated in place after each update: what the entries are read from. */
   readonly #mirror = new DocMirror()
   /** Called once per board entry that fails the schema. */
   onInvalid: (key: string, reason: string) => void = () => {}
@@ -748,17 +748,14 @@ export class Board {
   }
 
   #receiveSync (state: A.SyncState, message: Uint8Array): A.SyncState {
-    const patches: A.Patch[] = []
     const before = this.#doc
     let rootWrite: string | null = null
     let doc: A.Doc<BoardDoc>
     let next: A.SyncState
     try {
+      // (Automerge computes a sync message's patches whatever the board does: they say whether it writes the root)
       [doc, next] = A.receiveSyncMessage(this.#doc, state, message, {
-        patchCallback: ps => {
-          for (const p of ps) if (p.path.length === 1) rootWrite ??= String(p.path[0])
-          patches.push(...ps)
-        }
+        patchCallback: ps => { for (const p of ps) if (p.path.length === 1) rootWrite ??= String(p.path[0]) }
       })
     } catch (err) {
       throw new BoardChangeRejectedError(`bad sync message: ${(err as Error).message}`)
@@ -767,9 +764,10 @@ export class Board {
       this.#rollBack(before)
       throw new BoardChangeRejectedError(this.#foreignGenesis(before, doc) ?? `sync message writes the document root (key ${rootWrite as string}); rolled back`)
     }
-    this.#checkAuthors(before, doc)
+    const places = new ChangedPlaces()
+    this.#checkAuthors(before, doc, false, places)
     this.#doc = doc
-    if (doc !== before && patches.length > 0) this.#afterPatches(this.#mirror.apply(doc, patches), false, [])
+    this.#afterPatches(this.#mirror.refresh(doc, places), false, [])
     return next
   }
 

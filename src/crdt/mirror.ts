@@ -3,16 +3,14 @@ import { pathReader, readPath } from './detached.ts'
 
 /*
  * A plain copy of a detached document's content (detached.ts), kept up to
- * date in place after each update, from its patches or from the places its
- * changes wrote (`ChangedPlaces`, read again from the document): what the
- * board reads its entries from. Automerge's own object tree is immutable, so
- * each update copied every object on the way to what changed (the map of all
- * tasks among them); this copy is private to its owner and changed where it
- * stands.
+ * date in place after each update from the places its changes wrote
+ * (`ChangedPlaces`, read again from the document): what the board reads its
+ * entries from. Automerge's own object tree is immutable, so each update
+ * copied every object on the way to what changed (the map of all tasks among
+ * them); this copy is private to its owner and changed where it stands.
  *
- * A patch that does not fit the copy (a path that is not there, a list
- * operation on something that is not a list) never leaves it wrong: the
- * entry it falls in is read again from the document.
+ * A place whose parent is not in the copy (a copy that missed an update)
+ * never leaves it wrong: the entry it falls in is read again whole.
  */
 
 /** An object of the copy: a map or a list. */
@@ -76,52 +74,13 @@ export class ChangedPlaces {
   }
 }
 
-/** A patch could not be applied to the copy as it stands. */
+/** A place is not in the copy as it stands. */
 class MisfitError extends Error {}
 
 function child (node: unknown, prop: string | number): unknown {
   if (Array.isArray(node) && typeof prop === 'number') return node[prop]
   if (isNode(node) && !Array.isArray(node) && typeof prop === 'string') return Object.hasOwn(node, prop) ? node[prop] : undefined
   throw new MisfitError()
-}
-
-/** Applies `patch` to the tree under `root`; throws `MisfitError` when it does not fit. */
-function applyPatch (root: Record<string, unknown>, patch: A.Patch): void {
-  const path = patch.path
-  if (path.length === 0) throw new MisfitError()
-  let parent: unknown = root
-  for (let i = 0; i < path.length - 1; i++) parent = child(parent, path[i] as string | number)
-  const prop = path[path.length - 1] as string | number
-  switch (patch.action) {
-    case 'put':
-      if (Array.isArray(parent) && typeof prop === 'number' && prop <= parent.length) parent[prop] = patch.value
-      else if (isNode(parent) && !Array.isArray(parent) && typeof prop === 'string') setKey(parent, prop, patch.value)
-      else throw new MisfitError()
-      return
-    case 'del':
-      if (Array.isArray(parent) && typeof prop === 'number' && prop < parent.length) parent.splice(prop, patch.length ?? 1)
-      else if (isNode(parent) && !Array.isArray(parent) && typeof prop === 'string') delete parent[prop]
-      else throw new MisfitError()
-      return
-    case 'insert':
-      if (!Array.isArray(parent) || typeof prop !== 'number' || prop > parent.length) throw new MisfitError()
-      parent.splice(prop, 0, ...patch.values)
-      return
-    case 'inc': {
-      const at = child(parent, prop)
-      const next = (at instanceof A.Counter ? at.value : typeof at === 'number' ? at : NaN) + patch.value
-      if (Number.isNaN(next)) throw new MisfitError()
-      const value = at instanceof A.Counter ? new A.Counter(next) : next
-      if (Array.isArray(parent)) parent[prop as number] = value
-      else setKey(parent as Record<string, unknown>, String(prop), value)
-      return
-    }
-    case 'conflict':
-      return
-    default:
-      // text edits, marks and block markers: the board holds no text
-      throw new MisfitError()
-  }
 }
 
 /** The place of the entry a label names: `main`, a root key (`<key>/*`), or an entry of a root map. */
@@ -142,37 +101,10 @@ export class DocMirror {
   }
 
   /**
-   * Applies the patches of one update of `doc` (already made) and returns what
-   * they touched: `<root key>/<key>` for an entry of a root map, `<root
-   * key>/*` when a root key itself was written, and `main` for anything
-   * under `main`. An entry a patch does not fit is read again from `doc`.
-   */
-  apply (doc: A.Doc<unknown>, patches: readonly A.Patch[]): Set<string> {
-    const touched = new Set<string>()
-    const misfits = new Set<string>()
-    for (const p of patches) {
-      const [root, key] = p.path
-      if (typeof root !== 'string') continue
-      const label = root === 'main' ? 'main' : key === undefined ? `${root}/*` : `${root}/${String(key)}`
-      touched.add(label)
-      if (misfits.has(label)) continue
-      try {
-        applyPatch(this.#root, p)
-      } catch (err) {
-        if (!(err instanceof MisfitError)) throw err
-        misfits.add(label)
-      }
-    }
-    for (const label of misfits) {
-      const place = entryOf(label)
-      if (!this.#put(place, readPath(doc, place))) this.reset(doc)
-    }
-    return touched
-  }
-
-  /**
    * Reads the places `places` names again from `doc` (the update that wrote
-   * them stands) and returns the labels of what they touched, as `apply` does.
+   * them stands) and returns what they touched: `<root key>/<key>` for an
+   * entry of a root map, `<root key>/*` when a root key itself was written,
+   * and `main` for anything under `main`.
    */
   refresh (doc: A.Doc<unknown>, places: ChangedPlaces): Set<string> {
     const touched = new Set<string>()
