@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { claimWinner, winningClaim, rendezvousScore, assignOwners, retryBackoffMs, spreadTies, type Capacity } from '../src/scheduler/claims.ts'
+import { claimWinner, winningClaim, rendezvousScore, assignOwners, retryBackoffMs, spreadTies, preferredOwners, type Capacity } from '../src/scheduler/claims.ts'
 import { Board, actorForPeer, str } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import type { Claim, Task, TaskId } from '../src/crdt/schema.ts'
@@ -446,6 +446,34 @@ describe('spreadTies', () => {
     expect(spreadTies(queue, byRank, 'pa', ['pa'], 60)).toEqual(queue)
     const distinct = tasks(10, i => -i)
     expect(spreadTies(distinct, byRank, 'pb', peers, 10)).toEqual(distinct)
+  })
+
+  it('nodes that each see only themselves with room are the preferred owners of different tasks ranked alike, and nodes that see the same room pick different tasks', () => {
+    const rand = lcg(91)
+    /** The tasks a node claims in one pass: the first `free` of its order that it owns. */
+    const picks = (me: string, peers: string[], queue: ReturnType<typeof tasks>, capacity: Capacity[], free: number): string[] => {
+      const { order, owners } = preferredOwners(queue, byRank, me, peers, capacity, queue.length)
+      return order.filter(t => owners.get(t.id) === me).slice(0, free).map(t => t.id)
+    }
+    for (let round = 0; round < 50; round++) {
+      const peers = distinctPeers(rand, 2 + Math.floor(rand() * 4))
+      const queue = tasks(40, () => 0)
+      const free = new Map(peers.map(p => [p, 1 + Math.floor(rand() * 2)]))
+      // each node's slots free at once: it sees itself with room and every other node full (their runs still on the board)
+      const alone = peers.map(me => picks(me, peers, queue, [{ peerId: me, free: free.get(me) ?? 0 }], free.get(me) ?? 0))
+      for (const [i, me] of peers.entries()) {
+        expect(alone[i]?.length).toBe(free.get(me))
+        // its own share of the rendezvous first
+        for (const id of alone[i] ?? []) expect(peers.every(p => p === me || rendezvousScore(id, p) < rendezvousScore(id, me)), `${me} took ${id}`).toBe(true)
+      }
+      const all = alone.flat()
+      expect(new Set(all).size, 'two nodes that see only themselves with room go for the same task').toBe(all.length)
+      // the same room seen by every node
+      const capacity = peers.map(p => ({ peerId: p, free: free.get(p) ?? 0 }))
+      const shared = peers.map(me => picks(me, peers, queue, capacity, free.get(me) ?? 0)).flat()
+      expect(new Set(shared).size, 'two nodes that see the same room go for the same task').toBe(shared.length)
+      expect(shared.length).toBe([...free.values()].reduce((a, b) => a + b, 0))
+    }
   })
 
   it('claimOrder keeps the tasks of one claimRank together, so the scheduler\'s ties are whole classes', () => {

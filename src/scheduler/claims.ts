@@ -83,6 +83,20 @@ export function assignOwners (orderedTasks: ReadonlyArray<Pick<Task, 'id'>>, cap
 }
 
 /**
+ * The order in which this node looks at the ready tasks (`ordered` with the
+ * ties this node's rendezvous wins first: `spreadTies`) and the preferred
+ * owner of each (`assignOwners` over that same order). Owners must come from
+ * the spread order: nodes whose slots free at about the same time each see
+ * only themselves with room, and owners given in the queue's own order would
+ * hand each of them the queue's head, the same tasks for all, whatever the
+ * spread put first.
+ */
+export function preferredOwners<T extends Pick<Task, 'id'>> (ordered: readonly T[], rank: (t: T) => string, me: string, runners: readonly string[], capacity: readonly Capacity[], limit: number): { order: T[], owners: Map<TaskId, string> } {
+  const order = spreadTies(ordered, rank, me, runners, limit)
+  return { order, owners: assignOwners(order, capacity) }
+}
+
+/**
  * Doubling back-off after the `failures`-th failure in a row: `baseMs`,
  * twice that, four times, ... capped at `maxMs`. The default is the wait
  * before a failed task may be claimed again (1 s, 2 s, 4 s, ... 60 s).

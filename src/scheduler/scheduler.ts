@@ -15,7 +15,7 @@ import { FINAL_TASK_STATES, type BoardSnapshot, type PeerIdString, type Task, ty
 import type { Agent, AgentProgress } from '../agent/types.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
 import { claimOrder, claimRank, effectiveState, openTasks, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
-import { assignOwners, claimWinner, lostAlready, retryBackoffMs, spreadTies, winningClaim, type Capacity } from './claims.ts'
+import { claimWinner, lostAlready, preferredOwners, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
 import { budgetHold, budgetView, describeHold, holdLogger, withUnwritten, type BudgetView } from './budget.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { TimeoutError, toError } from '../util/errors.ts'
@@ -547,11 +547,10 @@ export class Scheduler {
       capacity.push({ peerId: m.peerId, free: Math.max(0, m.slots - (load.get(m.peerId) ?? 0)) })
       if (m.slots > 0) runners.push(m.peerId)
     }
-    const owners = assignOwners(ordered, capacity)
+    // of the tasks ranked alike, those the mesh's rendezvous gives this node first: nodes claiming at once go for different ones
+    const { order: spread, owners } = preferredOwners(ordered, t => claimRank(t, cp), me, runners, capacity, Math.max(32, 4 * free * runners.length))
     const active = openTasks(snap).filter(t => t.files.length > 0 && (t.state === 'running' || (t.state === 'claimed' && claimWinner(t) !== null)))
     const picked: Array<{ task: Task, stolen: boolean }> = []
-    // of the tasks ranked alike, those the mesh's rendezvous gives this node first: nodes claiming at once go for different ones
-    const spread = spreadTies(ordered, t => claimRank(t, cp), me, runners, Math.max(32, 4 * free * runners.length))
     // a steal waits for the owner from when this node saw it as the owner, in passes one after another, not from
     // when the task became ready: a task that waited for a slot anywhere is no owner's delay, and its owner, free
     // a moment ago, is about to claim it (a steal at once collided with that claim)
