@@ -56,15 +56,41 @@ export interface Capacity {
 }
 
 /**
+ * How `assignOwners` shares out tasks ranked alike: `rank` (claimOrder's rank,
+ * `claimRank`) and `runners`, every node that runs tasks whatever its load.
+ */
+export interface Ties<T> {
+  rank: (t: T) => string
+  runners: readonly string[]
+}
+
+/**
  * Preferred owner of each ready task: tasks in claim order each go to the node
  * with free capacity that scores highest for it (rendezvous hashing with
  * capacity). Every node computes this from its own view; views that differ only
  * cause contention that the settle window resolves.
+ *
+ * With `ties`, a run of tasks ranked alike (equal to the claim order) goes
+ * first to their rendezvous owners among all `runners`, busy or not, each as
+ * far as its room goes; what is left of the run then goes by capacity as
+ * above. Views differ one way above all: a run handing its branch off is still
+ * `running` on the board, so nodes whose slots free at about the same time
+ * each see only themselves with room, and by capacity alone each would own the
+ * head of the queue, the same tasks for all. By the rendezvous over all
+ * runners each owns its own share instead. Nodes that see the same room still
+ * compute the same owners. Only the head of the queue is shared so (four times
+ * the room seen, at least 32 tasks): scoring every runner for a 10,000-task
+ * queue at each pass would be waste, and the room runs out long before.
  */
-export function assignOwners (orderedTasks: ReadonlyArray<Pick<Task, 'id'>>, capacity: readonly Capacity[]): Map<TaskId, string> {
+export function assignOwners<T extends Pick<Task, 'id'>> (orderedTasks: readonly T[], capacity: readonly Capacity[], ties?: Ties<T>): Map<TaskId, string> {
   const free = new Map(capacity.filter(c => c.free > 0).map(c => [c.peerId, c.free]))
   const out = new Map<TaskId, string>()
-  for (const t of orderedTasks) {
+  const give = (t: T, peer: string): void => {
+    out.set(t.id as TaskId, peer)
+    free.set(peer, (free.get(peer) ?? 1) - 1)
+  }
+  /** By capacity: the peer with room that scores highest for `t`; false when no peer has room. */
+  const byCapacity = (t: T): boolean => {
     let best: string | null = null
     let bestScore = -1
     for (const [peer, n] of free) {
@@ -75,25 +101,72 @@ export function assignOwners (orderedTasks: ReadonlyArray<Pick<Task, 'id'>>, cap
         bestScore = s
       }
     }
-    if (best === null) break
-    out.set(t.id as TaskId, best)
-    free.set(best, (free.get(best) ?? 1) - 1)
+    if (best === null) return false
+    give(t, best)
+    return true
   }
+  let room = 0
+  for (const n of free.values()) room += n
+  const head = ties === undefined || ties.runners.length < 2 ? 0 : Math.min(orderedTasks.length, Math.max(32, 4 * room))
+  for (let i = 0; i < head;) {
+    const rank = (ties as Ties<T>).rank
+    const key = rank(orderedTasks[i] as T)
+    let j = i + 1
+    while (j < head && rank(orderedTasks[j] as T) === key) j++
+    if (j - i > 1) {
+      for (let k = i; k < j; k++) {
+        const t = orderedTasks[k] as T
+        const owner = rendezvousOwner(t.id, (ties as Ties<T>).runners)
+        if (owner !== null && (free.get(owner) ?? 0) > 0) give(t, owner)
+      }
+    }
+    for (let k = i; k < j; k++) {
+      const t = orderedTasks[k] as T
+      if (!out.has(t.id as TaskId) && !byCapacity(t)) return out
+    }
+    i = j
+  }
+  for (let k = head; k < orderedTasks.length; k++) if (!byCapacity(orderedTasks[k] as T)) break
   return out
 }
 
 /**
- * The order in which this node looks at the ready tasks (`ordered` with the
- * ties this node's rendezvous wins first: `spreadTies`) and the preferred
- * owner of each (`assignOwners` over that same order). Owners must come from
- * the spread order: nodes whose slots free at about the same time each see
- * only themselves with room, and owners given in the queue's own order would
- * hand each of them the queue's head, the same tasks for all, whatever the
- * spread put first.
+ * The order a node goes through the ready tasks in: claim order, with the
+ * tasks it owns (`owned`) first within each run of tasks ranked alike. A
+ * task ranked alike with one of its own that it would steal (its owner left
+ * it waiting) would be the same to the plan, and other nodes that see only
+ * themselves with room steal in the same order; a task ranked above stays
+ * first, steal or not.
  */
-export function preferredOwners<T extends Pick<Task, 'id'>> (ordered: readonly T[], rank: (t: T) => string, me: string, runners: readonly string[], capacity: readonly Capacity[], limit: number): { order: T[], owners: Map<TaskId, string> } {
-  const order = spreadTies(ordered, rank, me, runners, limit)
-  return { order, owners: assignOwners(order, capacity) }
+export function ownFirst<T> (ordered: readonly T[], rank: (t: T) => string, owned: (t: T) => boolean): T[] {
+  const out: T[] = []
+  for (let i = 0; i < ordered.length;) {
+    const key = rank(ordered[i] as T)
+    let j = i + 1
+    while (j < ordered.length && rank(ordered[j] as T) === key) j++
+    if (j - i === 1) out.push(ordered[i] as T)
+    else {
+      const run = ordered.slice(i, j)
+      for (const t of run) if (owned(t)) out.push(t)
+      for (const t of run) if (!owned(t)) out.push(t)
+    }
+    i = j
+  }
+  return out
+}
+
+/** The peer of `peers` that scores highest for `taskId` (ties: the lower id); null for none. */
+export function rendezvousOwner (taskId: string, peers: readonly string[]): string | null {
+  let best: string | null = null
+  let bestScore = -1
+  for (const peer of peers) {
+    const s = rendezvousScore(taskId, peer)
+    if (s > bestScore || (s === bestScore && best !== null && peer < best)) {
+      best = peer
+      bestScore = s
+    }
+  }
+  return best
 }
 
 /**
@@ -103,39 +176,4 @@ export function preferredOwners<T extends Pick<Task, 'id'>> (ordered: readonly T
  */
 export function retryBackoffMs (failures: number, baseMs = 1000, maxMs = 60_000): number {
   return Math.min(maxMs, baseMs * 2 ** Math.max(0, failures - 1))
-}
-
-/**
- * `ordered` (claim order) with each run of tasks that `rank` ranks alike
- * reordered so that those the whole mesh's rendezvous gives to `me` (the
- * highest score among `peers`, `me` included) come first, the rest after in
- * their order. Nodes whose slots free at about the same time each see only
- * themselves with room (a run still handing its branch off is `running` on
- * the board), so their owner maps agree on nothing and every one of them
- * would go for the head of the same queue; with this they mostly go for
- * different tasks, at no cost to the order, as tasks ranked alike are equal
- * to it. Only the first `limit` tasks are reordered (a node takes a few per
- * pass; scoring a 10,000-task queue each time would be waste).
- */
-export function spreadTies<T extends Pick<Task, 'id'>> (ordered: readonly T[], rank: (t: T) => string, me: string, peers: readonly string[], limit: number): T[] {
-  const head = ordered.slice(0, limit)
-  const out: T[] = []
-  const others = peers.filter(p => p !== me)
-  const mine = (t: T): boolean => {
-    const own = rendezvousScore(t.id, me)
-    return others.every(p => { const s = rendezvousScore(t.id, p); return s < own || (s === own && me < p) })
-  }
-  for (let i = 0; i < head.length;) {
-    let j = i + 1
-    const key = rank(head[i] as T)
-    while (j < head.length && rank(head[j] as T) === key) j++
-    const run = head.slice(i, j)
-    if (run.length === 1 || others.length === 0) out.push(...run)
-    else {
-      const own = run.map(mine)
-      out.push(...run.filter((_, k) => own[k]), ...run.filter((_, k) => !own[k]))
-    }
-    i = j
-  }
-  return [...out, ...ordered.slice(limit)]
 }

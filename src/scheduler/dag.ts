@@ -227,7 +227,7 @@ export function readySince (t: Task, snap: BoardSnapshot): number {
 /**
  * The part of `claimOrder` that ranks tasks as alike or apart (priority, then
  * remaining critical path); age and id only break its ties. Tasks with the
- * same rank are those the nodes may share out among themselves (`spreadTies`).
+ * same rank are those the nodes may share out among themselves (`assignOwners`' ties).
  */
 export function claimRank (t: Task, cp: ReadonlyMap<TaskId, number>): string {
   return `${t.priority}:${cp.get(t.id) ?? 0}`

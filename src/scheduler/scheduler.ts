@@ -15,7 +15,7 @@ import { FINAL_TASK_STATES, type BoardSnapshot, type PeerIdString, type Task, ty
 import type { Agent, AgentProgress } from '../agent/types.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
 import { claimOrder, claimRank, effectiveState, openTasks, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
-import { claimWinner, lostAlready, preferredOwners, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
+import { assignOwners, claimWinner, lostAlready, ownFirst, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
 import { budgetHold, budgetView, describeHold, holdLogger, withUnwritten, type BudgetView } from './budget.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { TimeoutError, toError } from '../util/errors.ts'
@@ -547,8 +547,9 @@ export class Scheduler {
       capacity.push({ peerId: m.peerId, free: Math.max(0, m.slots - (load.get(m.peerId) ?? 0)) })
       if (m.slots > 0) runners.push(m.peerId)
     }
-    // of the tasks ranked alike, those the mesh's rendezvous gives this node first: nodes claiming at once go for different ones
-    const { order: spread, owners } = preferredOwners(ordered, t => claimRank(t, cp), me, runners, capacity, Math.max(32, 4 * free * runners.length))
+    // tasks ranked alike go by the mesh's rendezvous first: nodes claiming at once go for different ones
+    const rank = (t: Task): string => claimRank(t, cp)
+    const owners = assignOwners(ordered, capacity, { rank, runners })
     const active = openTasks(snap).filter(t => t.files.length > 0 && (t.state === 'running' || (t.state === 'claimed' && claimWinner(t) !== null)))
     const picked: Array<{ task: Task, stolen: boolean }> = []
     // a steal waits for the owner from when this node saw it as the owner, in passes one after another, not from
@@ -558,7 +559,7 @@ export class Scheduler {
     const seen = new Map<TaskId, { owner: string, at: number }>()
     this.#ownerSeen = seen
     this.#lastClaimPass = now
-    for (const t of spread) {
+    for (const t of ownFirst(ordered, rank, t => owners.get(t.id) === me)) {
       if (picked.length >= free) break
       const owner = owners.get(t.id)
       const stealAfter = this.#init.stealAfterMs ?? DEFAULT_STEAL_AFTER_MS
