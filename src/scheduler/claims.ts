@@ -87,43 +87,31 @@ export function assignOwners<T extends Pick<Task, 'id'>> (orderedTasks: readonly
   const out = new Map<TaskId, string>()
   const give = (t: T, peer: string): void => {
     out.set(t.id as TaskId, peer)
-    free.set(peer, (free.get(peer) ?? 1) - 1)
+    const left = (free.get(peer) ?? 1) - 1
+    if (left > 0) free.set(peer, left)
+    else free.delete(peer)
   }
-  /** By capacity: the peer with room that scores highest for `t`; false when no peer has room. */
+  /** By capacity: to the peer with room that scores highest for `t`; false when no peer has room. */
   const byCapacity = (t: T): boolean => {
-    let best: string | null = null
-    let bestScore = -1
-    for (const [peer, n] of free) {
-      if (n <= 0) continue
-      const s = rendezvousScore(t.id, peer)
-      if (s > bestScore || (s === bestScore && best !== null && peer < best)) {
-        best = peer
-        bestScore = s
-      }
-    }
-    if (best === null) return false
-    give(t, best)
-    return true
+    const best = rendezvousOwner(t.id, [...free.keys()])
+    if (best !== null) give(t, best)
+    return best !== null
   }
   let room = 0
   for (const n of free.values()) room += n
   const head = ties === undefined || ties.runners.length < 2 ? 0 : Math.min(orderedTasks.length, Math.max(32, 4 * room))
-  for (let i = 0; i < head;) {
-    const rank = (ties as Ties<T>).rank
-    const key = rank(orderedTasks[i] as T)
+  for (let i = 0; i < head && ties !== undefined;) {
+    const key = ties.rank(orderedTasks[i] as T)
     let j = i + 1
-    while (j < head && rank(orderedTasks[j] as T) === key) j++
-    if (j - i > 1) {
-      for (let k = i; k < j; k++) {
-        const t = orderedTasks[k] as T
-        const owner = rendezvousOwner(t.id, (ties as Ties<T>).runners)
-        if (owner !== null && (free.get(owner) ?? 0) > 0) give(t, owner)
+    while (j < head && ties.rank(orderedTasks[j] as T) === key) j++
+    const run = orderedTasks.slice(i, j)
+    if (run.length > 1) {
+      for (const t of run) {
+        const owner = rendezvousOwner(t.id, ties.runners)
+        if (owner !== null && free.has(owner)) give(t, owner)
       }
     }
-    for (let k = i; k < j; k++) {
-      const t = orderedTasks[k] as T
-      if (!out.has(t.id as TaskId) && !byCapacity(t)) return out
-    }
+    for (const t of run) if (!out.has(t.id as TaskId) && !byCapacity(t)) return out
     i = j
   }
   for (let k = head; k < orderedTasks.length; k++) if (!byCapacity(orderedTasks[k] as T)) break
@@ -131,12 +119,10 @@ export function assignOwners<T extends Pick<Task, 'id'>> (orderedTasks: readonly
 }
 
 /**
- * The order a node goes through the ready tasks in: claim order, with the
- * tasks it owns (`owned`) first within each run of tasks ranked alike. A
- * task ranked alike with one of its own that it would steal (its owner left
- * it waiting) would be the same to the plan, and other nodes that see only
- * themselves with room steal in the same order; a task ranked above stays
- * first, steal or not.
+ * The order a node goes through the ready tasks in: claim order, except that
+ * within each run of tasks ranked alike the ones it owns (`owned`) come first.
+ * It takes its own share of a rank before it steals a task of the same rank;
+ * a task ranked higher stays first, its own or a steal.
  */
 export function ownFirst<T> (ordered: readonly T[], rank: (t: T) => string, owned: (t: T) => boolean): T[] {
   const out: T[] = []
