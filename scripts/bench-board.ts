@@ -29,6 +29,11 @@
  *   --diag-no-ping-abort  diagnostic: libp2p's connection monitor keeps a connection whose
  *                   ping timed out (not meshwork's configuration); implies --no-docs
  *
+ * CPU profiles: `NODE_OPTIONS="--cpu-prof --cpu-prof-dir=DIR"` profiles every
+ * process; a phase ends its worker processes with SIGTERM (SIGKILL only past
+ * 30 s), so each writes its profile. Nodes killed to be detected dead are
+ * killed with SIGKILL, and write none.
+ *
  * Every child process is killed when the script ends, fails or is interrupted.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'

@@ -27,6 +27,10 @@
  *   --rounds R           joiners per size and variant (default 3)
  *   --json FILE          also write every measurement as JSON
  *
+ * CPU profiles: `NODE_OPTIONS="--cpu-prof --cpu-prof-dir=DIR"` profiles every
+ * process; a joiner is stopped with SIGTERM after its round (killed only if it
+ * has not stopped within 30 s), so it writes its profile.
+ *
  * Every child process is killed when the script ends, fails or is interrupted.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -158,7 +162,10 @@ async function joinOnce (m: Mesh, round: number): Promise<Round> {
     res.error = (err as Error).message
     log(`  error: ${res.error}`)
   } finally {
-    b.kill('SIGKILL')
+    // stopped as a user stops it (a `--cpu-prof` profile is written then), killed if it does not stop
+    b.kill('SIGTERM')
+    await pollUntil(() => b.exitCode !== null || b.signalCode !== null, 30_000)
+    if (b.exitCode === null && b.signalCode === null) b.kill('SIGKILL')
     await pollUntil(() => b.exitCode !== null || b.signalCode !== null, 10_000)
     await rm(dir, { recursive: true, force: true })
   }

@@ -233,6 +233,20 @@ export class Worker {
     this.child.kill('SIGKILL')
     await Promise.race([gone, delay(timeoutMs)])
   }
+
+  /**
+   * Ends this node's process at the end of a phase: SIGTERM, on which the
+   * worker exits at once (and writes its profile when it runs with
+   * `--cpu-prof`, which a large one takes seconds to do), then SIGKILL past
+   * `graceMs`.
+   */
+  async stop (graceMs = 30_000): Promise<void> {
+    if (this.exited) return
+    const gone = new Promise<void>(resolve => { this.child.once('exit', () => { resolve() }) })
+    this.child.kill('SIGTERM')
+    await Promise.race([gone, delay(graceMs)])
+    await this.kill()
+  }
 }
 
 export interface MeshOptions {
@@ -316,9 +330,9 @@ export async function startMesh (o: MeshOptions): Promise<Mesh> {
   return { workers, processes, spawnMs: Date.now() - t0, failed }
 }
 
-/** Kills every worker process of a mesh and waits for them to be gone. */
+/** Ends every worker process of a mesh (`stop`: profiles are written) and waits for them to be gone. */
 export async function killMesh (workers: Worker[]): Promise<void> {
-  await Promise.all([...new Set(workers.map(w => w.proc))].map(async p => { await p.nodes[0]?.kill() }))
+  await Promise.all([...new Set(workers.map(w => w.proc))].map(async p => { await p.nodes[0]?.stop() }))
 }
 
 /** Waits (bounded) until every ready worker sees every other ready worker alive. */

@@ -288,3 +288,5 @@ process.on('message', (msg: Command) => {
 
 // the parent went away (crashed or finished): never outlive it
 process.on('disconnect', () => { process.exit(0) })
+// the end of a phase (`stop`): at once, so that a `--cpu-prof` profile is written
+process.on('SIGTERM', () => { process.exit(0) })
