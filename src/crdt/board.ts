@@ -189,6 +189,7 @@ export class Board {
     const own = A.getActorId(doc)
     this.#foreignSeen = all.some(c => c.hash !== genesisHash && c.actor !== own)
     this.#noteSigners(all)
+    this.#mirror.reset(doc)
     this.#reindexAll()
   }
 
@@ -904,13 +905,15 @@ export class Board {
   #afterPatches (touched: Set<string>, local: boolean, changes: Uint8Array[]): void {
     if (touched.size === 0 && changes.length === 0) return
     const tasks: TaskId[] = []
+    let all = false
     for (const t of touched) {
       if (t === 'main') { this.#reindexMain(); continue }
       const slash = t.indexOf('/')
       const section = t.slice(0, slash)
       const key = t.slice(slash + 1)
       if (section !== 'tasks' && section !== 'nodes' && section !== 'conflicts') continue
-      if (key === '*') { this.#reindexAll(); continue }
+      // a root key written: the copy was made afresh (`DocMirror.refresh`), and every entry is read again, once
+      if (key === '*') { if (!all) this.#reindexAll(); all = true; continue }
       const target = section === 'tasks' ? this.#tasks : section === 'nodes' ? this.#nodes : this.#conflicts
       // a snapshot someone holds keeps the entries it was given: a map handed out is copied before it changes
       // (once: the copy is this board's until the next snapshot), one nobody was given is changed in place
@@ -956,8 +959,8 @@ export class Board {
     }
   }
 
+  /** Reads every entry again from the copy (made afresh by the caller). */
   #reindexAll (): void {
-    this.#mirror.reset(this.#doc)
     for (const section of ['tasks', 'nodes', 'conflicts'] as const) {
       const target = (section === 'tasks' ? this.#tasks : section === 'nodes' ? this.#nodes : this.#conflicts) as Section<string, unknown>
       target.entries = new Map()

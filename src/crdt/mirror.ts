@@ -41,7 +41,7 @@ const MAKES = new Set(['makeMap', 'makeList', 'makeText', 'makeTable'])
 export class ChangedPlaces {
   /** Root keys written themselves (the whole copy is made again). */
   root = false
-  /** Places by the label of the entry they are in (`DocMirror.apply`'s labels); null: the entry whole. */
+  /** Places by the label of the entry they are in (the labels `DocMirror.refresh` returns); null: the entry whole. */
   readonly byEntry = new Map<string, Path[] | null>()
 
   /** Notes the places `change` writes; `pathOf` gives an object's path in the document (null: not in it). */
