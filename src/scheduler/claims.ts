@@ -100,19 +100,14 @@ export function assignOwners<T extends Pick<Task, 'id'>> (orderedTasks: readonly
   let room = 0
   for (const n of free.values()) room += n
   const head = ties === undefined || ties.runners.length < 2 ? 0 : Math.min(orderedTasks.length, Math.max(32, 4 * room))
-  for (let i = 0; i < head && ties !== undefined;) {
-    const key = ties.rank(orderedTasks[i] as T)
-    let j = i + 1
-    while (j < head && ties.rank(orderedTasks[j] as T) === key) j++
-    const run = orderedTasks.slice(i, j)
+  for (const run of ties === undefined ? [] : runsOfRank(orderedTasks.slice(0, head), ties.rank)) {
     if (run.length > 1) {
       for (const t of run) {
-        const owner = rendezvousOwner(t.id, ties.runners)
+        const owner = rendezvousOwner(t.id, (ties as Ties<T>).runners)
         if (owner !== null && free.has(owner)) give(t, owner)
       }
     }
     for (const t of run) if (!out.has(t.id as TaskId) && !byCapacity(t)) return out
-    i = j
   }
   for (let k = head; k < orderedTasks.length; k++) if (!byCapacity(orderedTasks[k] as T)) break
   return out
@@ -126,19 +121,22 @@ export function assignOwners<T extends Pick<Task, 'id'>> (orderedTasks: readonly
  */
 export function ownFirst<T> (ordered: readonly T[], rank: (t: T) => string, owned: (t: T) => boolean): T[] {
   const out: T[] = []
+  for (const run of runsOfRank(ordered, rank)) {
+    for (const t of run) if (owned(t)) out.push(t)
+    for (const t of run) if (!owned(t)) out.push(t)
+  }
+  return out
+}
+
+/** `ordered` cut into runs of tasks that `rank` ranks alike, in order. */
+function * runsOfRank<T> (ordered: readonly T[], rank: (t: T) => string): Generator<T[]> {
   for (let i = 0; i < ordered.length;) {
     const key = rank(ordered[i] as T)
     let j = i + 1
     while (j < ordered.length && rank(ordered[j] as T) === key) j++
-    if (j - i === 1) out.push(ordered[i] as T)
-    else {
-      const run = ordered.slice(i, j)
-      for (const t of run) if (owned(t)) out.push(t)
-      for (const t of run) if (!owned(t)) out.push(t)
-    }
+    yield ordered.slice(i, j)
     i = j
   }
-  return out
 }
 
 /** The peer of `peers` that scores highest for `taskId` (ties: the lower id); null for none. */
