@@ -387,8 +387,9 @@ export class Board {
   #signedChange (signer: ChangeSigner, message: string, fn: (doc: BoardDoc) => void): BoardWrite {
     const fork = A.clone(this.#doc, { actor: A.getActorId(this.#doc) })
     let decoded: A.DecodedChange
+    let made: Uint8Array | undefined
     try {
-      const made = changeQuietly(fork, message, fn) ? A.getLastLocalChange(fork) : undefined
+      made = changeQuietly(fork, message, fn) ? A.getLastLocalChange(fork) : undefined
       if (made === undefined) return UNCHANGED
       decoded = A.decodeChange(made)
       for (const op of decoded.ops) {
@@ -403,7 +404,7 @@ export class Board {
     } finally {
       A.free(fork)
     }
-    const bytes = signChange(decoded, signer)
+    const bytes = signChange(decoded, signer, made)
     const after = this.#doc = pinned(this.#doc)
     applyQuietly(after, [bytes])
     // made on every head of the document, it is now its only head: its hash without decoding it again
