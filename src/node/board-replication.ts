@@ -183,18 +183,17 @@ export class BoardReplication implements Startable {
     return TopicValidatorResult.Accept
   }
 
-  /** Gossiped changes not applied yet, with the peer each came from (`#applyReceived`). */
-  #received: Array<{ change: Uint8Array, from: string }> = []
-
   #handle (data: Uint8Array, from: string): void {
     const m = decodeBoardGossip(data)
     if (m.kind === 'change') {
       this.#c.stats.changesReceived++
-      // applied once gossipsub has forwarded it: gossipsub hands a message to this handler before it
-      // forwards it, so applying here held every later hop back by this node's apply (a plan of 200
-      // tasks reached the other nodes about 160 ms after the first had it, one apply later)
-      this.#received.push({ change: m.change, from })
-      if (this.#received.length === 1) setImmediate(() => { this.#applyReceived() })
+      try {
+        this.#c.board.applyChanges([m.change])
+      } catch (err) {
+        // the role rules that need the change's history run once it is applied (and rolled back)
+        if (!this.#refused(err, from)) throw err
+        this.#c.gossip.reject('forbidden-write', from)
+      }
     } else if (m.kind === 'heads') {
       if (!this.#c.board.hasHeads(m.heads)) void this.requestSync(from)
     }
@@ -268,42 +267,6 @@ export class BoardReplication implements Startable {
   }
 
   /** Counts and logs changes refused for their author (`--allow`, or a write its role does not allow); false for any other error. */
-  /**
-   * Applies the changes gossip brought since the last turn of the event loop,
-   * together: an update costs about the same for several changes as for one
-   * (Automerge's apply, the author checks, the copy's refresh, the write to
-   * disk and its fsync), and a busy node takes many in one turn. When the lot
-   * is refused, each is applied on its own, so a bad change takes only itself
-   * along and is blamed on the peer it came from. Changes still waiting when
-   * the node stops are dropped: the next sync with any peer brings them.
-   */
-  #applyReceived (): void {
-    const received = this.#received
-    this.#received = []
-    if (received.length === 0 || this.#stopped) return
-    if (received.length > 1) {
-      try {
-        this.#c.board.applyChanges(received.map(r => r.change))
-        return
-      } catch {
-        // one of them is refused: each on its own below
-      }
-    }
-    for (const { change, from } of received) {
-      try {
-        this.#c.board.applyChanges([change])
-      } catch (err) {
-        // the role rules that need the change's history run once it is applied (and rolled back)
-        if (this.#refused(err, from)) {
-          this.#c.gossip.reject('forbidden-write', from)
-        } else {
-          this.#c.gossip.reject('apply-failed', from)
-          this.#log.warn('gossip:apply-failed', { from, error: toError(err).message })
-        }
-      }
-    }
-  }
-
   #refused (err: unknown, peer: string): boolean {
     if (!(err instanceof BoardAuthorRefusedError)) return false
     // a forgery (a change under another peer's actor without its signature) is the sender's doing, not the named author's
