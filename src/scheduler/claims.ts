@@ -99,11 +99,12 @@ export function assignOwners<T extends Pick<Task, 'id'>> (orderedTasks: readonly
   }
   let room = 0
   for (const n of free.values()) room += n
-  const head = ties === undefined || ties.runners.length < 2 ? 0 : Math.min(orderedTasks.length, Math.max(32, 4 * room))
-  for (const run of ties === undefined ? [] : runsOfRank(orderedTasks.slice(0, head), ties.rank)) {
+  const runners = ties?.runners ?? []
+  const head = runners.length < 2 ? 0 : Math.min(orderedTasks.length, Math.max(32, 4 * room))
+  for (const run of ties === undefined || head === 0 ? [] : runsOfRank(orderedTasks.slice(0, head), ties.rank)) {
     if (run.length > 1) {
       for (const t of run) {
-        const owner = rendezvousOwner(t.id, (ties as Ties<T>).runners)
+        const owner = rendezvousOwner(t.id, runners)
         if (owner !== null && free.has(owner)) give(t, owner)
       }
     }
