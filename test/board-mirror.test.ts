@@ -130,6 +130,30 @@ describe('the plain copy of a document', () => {
     }
   })
 
+  it('a plan of many new entries is read in one piece, and says what the document says, as entry by entry', () => {
+    const g = A.change(A.init<Doc>({ actor: 'a0' }), d => { d.tasks = {}; d.nodes = {} })
+    let doc = detachedDoc<Doc>('a1', b => { b.applyChanges(A.getAllChanges(g)) })
+    const mirror = new DocMirror()
+    mirror.reset(doc)
+    doc = A.change(doc, d => { d.tasks.old = { n: 1 } }) // never reaches the copy: read with the section
+    const plans = [100, 30, 200] // read whole, then entry by entry (30 < 64), then whole again (200 > 131 held)
+    let n = 0
+    for (const size of plans) {
+      const heads = A.getHeads(doc)
+      doc = A.change(doc, d => {
+        for (let i = 0; i < size; i++) d.tasks[`t${n + i}`] = { deps: [str('old')], n: n + i }
+        d.tasks.old.n = n
+        d.nodes.a = { at: n }
+      })
+      n += size
+      const touched = mirror.refresh(doc, placesSince(doc, heads))
+      expect(touched.size).toBe(size + 2)
+      expect(touched.has(`tasks/t${n - 1}`) && touched.has('tasks/old') && touched.has('nodes/a')).toBe(true)
+      for (const key of ['tasks', 'nodes']) expect(norm(mirror.root(key)), `${key} after a plan of ${size}`).toEqual(norm(readPath(doc, [key])))
+    }
+    expect(mirror.keys('tasks')).toHaveLength(n + 1)
+  })
+
   it('an entry whose place is not in the copy (a copy that missed an update) is read again from the document', () => {
     const g = A.change(A.init<Doc>({ actor: 'a0' }), d => { d.tasks = {} })
     let doc = detachedDoc<Doc>('a1', b => { b.applyChanges(A.getAllChanges(g)) })
