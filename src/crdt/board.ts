@@ -19,6 +19,7 @@ import { BoardAuthorRefusedError, BoardChangeRejectedError, BoardForgedChangeErr
 import { BoardCorruptError } from '../util/errors.ts'
 import { setBounded } from '../util/bounded.ts'
 import { isDocumentChunk } from './chunks.ts'
+import { decodeChange } from './change-decoder.ts'
 import { applyQuietly, changeQuietly, detachedDoc, keysAt, loadDetached, pinned, readPath } from './detached.ts'
 import { ChangedPlaces, DocMirror } from './mirror.ts'
 
@@ -364,7 +365,7 @@ export class Board {
     if (!changeQuietly(after, message, fn)) return UNCHANGED
     const bytes = A.getLastLocalChange(after)
     if (bytes === undefined) return UNCHANGED
-    const decoded = A.decodeChange(bytes)
+    const decoded = decodeChange(bytes)
     // peers judge this change on the history it was made on, as here: one they would refuse is never
     // sent (it would park every later change of this actor), e.g. a merge finished after leadership moved
     const refused = this.checkOwnChanges ? this.#ownChangeRefused(decoded, after) : null
@@ -391,7 +392,7 @@ export class Board {
     try {
       made = changeQuietly(fork, message, fn) ? A.getLastLocalChange(fork) : undefined
       if (made === undefined) return UNCHANGED
-      decoded = A.decodeChange(made)
+      decoded = decodeChange(made)
       for (const op of decoded.ops) {
         if (op.obj === '_root') throw new BoardChangeRejectedError(`a local change writes the document root (key ${String(op.key)}); not made`)
       }
@@ -409,7 +410,7 @@ export class Board {
     applyQuietly(after, [bytes])
     // made on every head of the document, it is now its only head: its hash without decoding it again
     const heads = A.getHeads(after)
-    this.#noteSigners([heads.length === 1 ? { actor: decoded.actor, seq: decoded.seq, hash: heads[0] } : A.decodeChange(bytes)])
+    this.#noteSigners([heads.length === 1 ? { actor: decoded.actor, seq: decoded.seq, hash: heads[0] } : decodeChange(bytes)])
     // the signed change writes what the unsigned one did (the same operations under the same ids)
     this.#afterOwn(decoded, [bytes])
     return { kind: 'written', bytes }
@@ -453,7 +454,7 @@ export class Board {
     if (known !== undefined) return known
     let decoded: A.DecodedChange
     try {
-      decoded = A.decodeChange(bytes)
+      decoded = decodeChange(bytes)
     } catch (err) {
       throw new BoardChangeRejectedError(`undecodable change: ${(err as Error).message}`)
     }
@@ -555,7 +556,7 @@ export class Board {
           throw new BoardChangeRejectedError(`change ${m.hash.slice(0, 12)} is listed in the document but cannot be read from it`)
         }
         raw = bytes
-        decoded = A.decodeChange(bytes)
+        decoded = decodeChange(bytes)
       }
       const why = this.#authorshipProblem(decoded, raw, tips, legacy, m)
       if (why !== null) forged.push({ actor: m.actor, why })
@@ -790,7 +791,7 @@ export class Board {
     for (const bytes of changes) {
       let c: A.DecodedChange
       try {
-        c = A.decodeChange(bytes)
+        c = decodeChange(bytes)
       } catch {
         continue
       }
@@ -826,7 +827,7 @@ export class Board {
 
   /** Hash of a change made by `change()`. */
   static hashOf (change: Uint8Array): string {
-    return A.decodeChange(change).hash as string
+    return decodeChange(change).hash as string
   }
 
   /**
