@@ -37,6 +37,7 @@
 import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
 import { CHANGE_CHUNK, hasMagic } from './chunks.ts'
+import { Cursor, INTERNED_KEYS, INTERNED_VALUES, float64At, hex, sleb, uleb, unreadable, utf8 } from './columnar.ts'
 
 /** Counters and actor indices of an op id are u32 in Automerge (types.rs `OpId`); larger ones make it panic. */
 const MAX_U32 = 0xffffffff
@@ -103,140 +104,6 @@ const ACT_SET = 1
 const ACT_INC = 5
 const ACT_MARK = 7
 
-/** Thrown inside the decoder for input it does not read; `decodeChangeFast` turns it into null. */
-class UnreadableChangeError extends Error {
-  override name = 'UnreadableChangeError'
-}
-
-function unreadable (): never {
-  throw new UnreadableChangeError('not a change this decoder reads')
-}
-
-/** A read position in a range of bytes. */
-class Cursor {
-  readonly buf: Uint8Array
-  pos: number
-  readonly end: number
-  constructor (buf: Uint8Array, pos: number, end: number) {
-    this.buf = buf
-    this.pos = pos
-    this.end = end
-  }
-}
-
-/**
- * The unsigned LEB128 number at the cursor. Strict as parse/leb128.rs is (no
- * overlong encoding), and at most 2^53 - 1: anything larger is not a number
- * A.decodeChange can give, nor a length or count that fits the input.
- */
-function uleb (c: Cursor): number {
-  const buf = c.buf
-  const end = c.end
-  let pos = c.pos
-  if (pos >= end) unreadable()
-  let b = buf[pos++] as number
-  if (b < 0x80) {
-    c.pos = pos
-    return b
-  }
-  let value = b & 0x7f
-  let mul = 128
-  for (;;) {
-    if (pos >= end) unreadable()
-    b = buf[pos++] as number
-    if (b < 0x80) {
-      if (b === 0) unreadable() // overlong
-      value += b * mul
-      break
-    }
-    value += (b & 0x7f) * mul
-    mul *= 128
-    if (mul > 2 ** 49) unreadable() // a ninth byte: beyond 2^56
-  }
-  if (value > Number.MAX_SAFE_INTEGER) unreadable()
-  c.pos = pos
-  return value
-}
-
-/** The signed LEB128 number at the cursor: strict as parse/leb128.rs is, within ±(2^53 - 1). */
-function sleb (c: Cursor): number {
-  const buf = c.buf
-  const end = c.end
-  let pos = c.pos
-  if (pos >= end) unreadable()
-  let b = buf[pos++] as number
-  if (b < 0x80) {
-    c.pos = pos
-    return b < 0x40 ? b : b - 0x80
-  }
-  let value = b & 0x7f
-  let mul = 128
-  let prev = b
-  for (;;) {
-    if (pos >= end) unreadable()
-    b = buf[pos++] as number
-    if (b < 0x80) {
-      // overlong: the last byte only extends the sign of the one before
-      if ((b === 0 && (prev & 0x40) === 0) || (b === 0x7f && (prev & 0x40) !== 0)) unreadable()
-      value += (b < 0x40 ? b : b - 0x80) * mul
-      break
-    }
-    value += (b & 0x7f) * mul
-    mul *= 128
-    prev = b
-    if (mul > 2 ** 49) unreadable()
-  }
-  if (value > Number.MAX_SAFE_INTEGER || value < -Number.MAX_SAFE_INTEGER) unreadable()
-  c.pos = pos
-  return value
-}
-
-const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
-
-/** Strings of at most this many bytes are interned (`INTERNED`). @default 24 */
-const INTERN_MAX_BYTES = 24
-/**
- * Short ASCII strings decoded lately, by a hash of their bytes, one table for
- * map keys and one for values: a change's keys repeat (every task of a plan
- * has the same few dozen field names) and so do many values, and one string for
- * each saves an allocation per op; values that do not repeat (ids, titles)
- * would push the keys out of a shared table. A slot's string is used only
- * when its characters are the bytes read.
- */
-const INTERNED_KEYS: Array<string | undefined> = new Array<string | undefined>(4096).fill(undefined)
-const INTERNED_VALUES: Array<string | undefined> = new Array<string | undefined>(4096).fill(undefined)
-
-/**
- * The UTF-8 text of `buf[start, end)`, interned in `table` when short; throws
- * on invalid UTF-8, as Rust's `str::from_utf8` refuses it.
- */
-function utf8 (buf: Uint8Array, start: number, end: number, table: Array<string | undefined>): string {
-  const n = end - start
-  if (n > INTERN_MAX_BYTES) return utf8Decoder.decode(buf.subarray(start, end))
-  let h = n
-  for (let i = start; i < end; i++) {
-    const b = buf[i] as number
-    if (b >= 0x80) return utf8Decoder.decode(buf.subarray(start, end))
-    h = (Math.imul(h, 31) + b) | 0
-  }
-  const slot = h & 4095
-  const cached = table[slot]
-  if (cached !== undefined && cached.length === n) {
-    let same = true
-    for (let i = 0; i < n; i++) {
-      if (cached.charCodeAt(i) !== buf[start + i]) {
-        same = false
-        break
-      }
-    }
-    if (same) return cached
-  }
-  let s = ''
-  for (let i = start; i < end; i++) s += String.fromCharCode(buf[i] as number)
-  table[slot] = s
-  return s
-}
-
 /** A length-prefixed UTF-8 string at the cursor (decodable_impls.rs `SmolStr`). */
 function lengthPrefixedString (c: Cursor, table: Array<string | undefined>): string {
   const n = uleb(c)
@@ -244,15 +111,6 @@ function lengthPrefixedString (c: Cursor, table: Array<string | undefined>): str
   if (n > c.end - start) unreadable()
   c.pos = start + n
   return utf8(c.buf, start, start + n, table)
-}
-
-/** Scratch space for reading little-endian doubles (value.rs `ValueType::Float`) without a DataView per value. */
-const FLOAT = new Float64Array(1)
-const FLOAT_BYTES = new Uint8Array(FLOAT.buffer)
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
-
-function hex (buf: Uint8Array, start: number, end: number): string {
-  return Buffer.from(buf.buffer, buf.byteOffset + start, end - start).toString('hex')
 }
 
 /*
@@ -633,8 +491,7 @@ function readValue (meta: number, raw: Cursor, slot: ValueSlot): number {
     }
     case VAL_FLOAT:
       if (vlen !== 8) unreadable()
-      for (let i = 0; i < 8; i++) FLOAT_BYTES[LITTLE_ENDIAN ? i : 7 - i] = bytes[start + i] as number
-      slot.value = FLOAT[0]
+      slot.value = float64At(bytes, start)
       slot.datatype = 'float64'
       break
     case VAL_STRING:
@@ -870,7 +727,7 @@ export function decodeChangeFast (bytes: Uint8Array): A.DecodedChange | null {
   try {
     return decode(bytes)
   } catch {
-    // UnreadableChangeError, a TypeError of invalid UTF-8, or anything else: not a change this decoder
+    // UnreadableChunkError, a TypeError of invalid UTF-8, or anything else: not a change this decoder
     // reads, so null and the caller's A.decodeChange decides
     return null
   }

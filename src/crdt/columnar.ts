@@ -1,0 +1,158 @@
+/*
+ * The byte-level readers that change-decoder.ts (change chunks) and
+ * document-reader.ts (document chunks) share: a cursor over a range of bytes,
+ * Automerge's strict LEB128 (automerge/src/storage/parse/leb128.rs), UTF-8
+ * strings with a cache of short ones, hex ids and little-endian doubles.
+ * Input they do not read throws `UnreadableChunkError`, which both readers
+ * turn into null (the caller then asks Automerge).
+ */
+
+/** Thrown for input the readers do not read; `decodeChangeFast` and `materializeDocument` turn it into null. */
+export class UnreadableChunkError extends Error {
+  override name = 'UnreadableChunkError'
+}
+
+export function unreadable (): never {
+  throw new UnreadableChunkError('not a chunk these readers read')
+}
+
+/** A read position in a range of bytes. */
+export class Cursor {
+  buf: Uint8Array
+  pos: number
+  end: number
+  constructor (buf: Uint8Array, pos: number, end: number) {
+    this.buf = buf
+    this.pos = pos
+    this.end = end
+  }
+}
+
+/**
+ * The unsigned LEB128 number at the cursor. Strict as parse/leb128.rs is (no
+ * overlong encoding), and at most 2^53 - 1: anything larger is not a number
+ * A.decodeChange can give, nor a length or count that fits the input.
+ */
+export function uleb (c: Cursor): number {
+  const buf = c.buf
+  const end = c.end
+  let pos = c.pos
+  if (pos >= end) unreadable()
+  let b = buf[pos++] as number
+  if (b < 0x80) {
+    c.pos = pos
+    return b
+  }
+  let value = b & 0x7f
+  let mul = 128
+  for (;;) {
+    if (pos >= end) unreadable()
+    b = buf[pos++] as number
+    if (b < 0x80) {
+      if (b === 0) unreadable() // overlong
+      value += b * mul
+      break
+    }
+    value += (b & 0x7f) * mul
+    mul *= 128
+    if (mul > 2 ** 49) unreadable() // a ninth byte: beyond 2^56
+  }
+  if (value > Number.MAX_SAFE_INTEGER) unreadable()
+  c.pos = pos
+  return value
+}
+
+/** The signed LEB128 number at the cursor: strict as parse/leb128.rs is, within ±(2^53 - 1). */
+export function sleb (c: Cursor): number {
+  const buf = c.buf
+  const end = c.end
+  let pos = c.pos
+  if (pos >= end) unreadable()
+  let b = buf[pos++] as number
+  if (b < 0x80) {
+    c.pos = pos
+    return b < 0x40 ? b : b - 0x80
+  }
+  let value = b & 0x7f
+  let mul = 128
+  let prev = b
+  for (;;) {
+    if (pos >= end) unreadable()
+    b = buf[pos++] as number
+    if (b < 0x80) {
+      // overlong: the last byte only extends the sign of the one before
+      if ((b === 0 && (prev & 0x40) === 0) || (b === 0x7f && (prev & 0x40) !== 0)) unreadable()
+      value += (b < 0x40 ? b : b - 0x80) * mul
+      break
+    }
+    value += (b & 0x7f) * mul
+    mul *= 128
+    prev = b
+    if (mul > 2 ** 49) unreadable()
+  }
+  if (value > Number.MAX_SAFE_INTEGER || value < -Number.MAX_SAFE_INTEGER) unreadable()
+  c.pos = pos
+  return value
+}
+
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+
+/** Strings of at most this many bytes are interned (`INTERNED_KEYS`). @default 24 */
+const INTERN_MAX_BYTES = 24
+/**
+ * Short ASCII strings decoded lately, by a hash of their bytes, one table for
+ * map keys and one for values: a board's keys repeat (every task of a plan
+ * has the same few dozen field names) and so do many values, and one string
+ * for each saves an allocation per op; values that do not repeat (ids,
+ * titles) would push the keys out of a shared table. A slot's string is used
+ * only when its characters are the bytes read.
+ */
+export const INTERNED_KEYS: Array<string | undefined> = new Array<string | undefined>(4096).fill(undefined)
+export const INTERNED_VALUES: Array<string | undefined> = new Array<string | undefined>(4096).fill(undefined)
+
+/**
+ * The UTF-8 text of `buf[start, end)`, interned in `table` when short; throws
+ * on invalid UTF-8, as Rust's `str::from_utf8` refuses it.
+ */
+export function utf8 (buf: Uint8Array, start: number, end: number, table: Array<string | undefined>): string {
+  const n = end - start
+  if (n > INTERN_MAX_BYTES) return utf8Decoder.decode(buf.subarray(start, end))
+  let h = n
+  for (let i = start; i < end; i++) {
+    const b = buf[i] as number
+    if (b >= 0x80) return utf8Decoder.decode(buf.subarray(start, end))
+    h = (Math.imul(h, 31) + b) | 0
+  }
+  const slot = h & 4095
+  const cached = table[slot]
+  if (cached !== undefined && cached.length === n) {
+    let same = true
+    for (let i = 0; i < n; i++) {
+      if (cached.charCodeAt(i) !== buf[start + i]) {
+        same = false
+        break
+      }
+    }
+    if (same) return cached
+  }
+  let s = ''
+  for (let i = start; i < end; i++) s += String.fromCharCode(buf[i] as number)
+  table[slot] = s
+  return s
+}
+
+/** Scratch space for reading little-endian doubles (a float value's 8 bytes) without a DataView per value. */
+const FLOAT = new Float64Array(1)
+const FLOAT_BYTES = new Uint8Array(FLOAT.buffer)
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
+
+/** The little-endian double at `buf[start, start + 8)` (the caller checked there are 8 bytes). */
+export function float64At (buf: Uint8Array, start: number): number {
+  for (let i = 0; i < 8; i++) FLOAT_BYTES[LITTLE_ENDIAN ? i : 7 - i] = buf[start + i] as number
+  return FLOAT[0] as number
+}
+
+/** The hex of `buf[start, end)` (actor ids, change hashes). */
+export function hex (buf: Uint8Array, start: number, end: number): string {
+  return Buffer.from(buf.buffer, buf.byteOffset + start, end - start).toString('hex')
+}
