@@ -102,6 +102,8 @@ describe('a sync message carrying the whole board', () => {
       return { p, j, source, joiner, updates, ...syncInto(joiner, source) }
     })
     expect(refused).toBeNull()
+    // its copy read from the document's bytes (document-reader.ts), its own registration read in after
+    expect(joiner.copyMadeBy).toBe('read')
     expect(joiner.snapshot().tasks.size).toBe(300)
     expect(joiner.task('p0-1')?.state).toBe('claimed')
     expect(joiner.snapshot().nodes.get(asPeerId(j.id))?.name).toBe('j')

@@ -198,6 +198,41 @@ describe('a board read from its plain copy', () => {
     expect(a.snapshot().tasks.get('t1' as TaskId)?.claims).toHaveProperty(peerB)
   })
 
+  it('a board loaded from saved bytes reads its copy from them (document-reader.ts), with the changes saved after them read in, and shows what Automerge shows', () => {
+    const peerA = asPeerId('12D3KooW' + 'a'.repeat(44))
+    const peerB = asPeerId('12D3KooW' + 'b'.repeat(44))
+    const a = Board.create('mesh-mirror', actorForPeer(peerA))
+    a.change('plan', addTasks(Array.from({ length: 40 }, (_, i) => simpleTask('t' + i))))
+    const saved = a.save()
+    // a peer's changes after the snapshot, concurrent with some of a's: its log
+    const b = Board.load('mesh-mirror', actorForPeer(peerB), saved)
+    const log: Uint8Array[] = []
+    for (let i = 0; i < 10; i++) log.push(b.change('w', d => L.claim(d, ('t' + i) as TaskId, peerB, 0, i)) as Uint8Array)
+    log.push(b.change('w', d => L.cancel(d, 't3' as TaskId, 'by b')) as Uint8Array)
+    a.change('w', d => L.claim(d, 't3' as TaskId, peerA, 0, 1))
+    a.applyChanges(log)
+    const many: Uint8Array[] = []
+    for (let i = 0; i < 300; i++) many.push(b.change('w', d => { (d.tasks as any)['t' + (i % 40)].notBefore = i }) as Uint8Array)
+    a.applyChanges(many)
+    const cases: Array<[string, Uint8Array, 'read' | 'materialized', Board | null]> = [
+      ['a snapshot alone', saved, 'read', null],
+      ['a snapshot and a log of 11 changes', Buffer.concat([saved, ...log]), 'read', null],
+      ['a snapshot and a log of 311 changes', Buffer.concat([saved, ...log, ...many]), 'materialized', null]
+    ]
+    for (const [what, bytes, made] of cases) {
+      const loaded = Board.load('mesh-mirror', actorForPeer('peer-c'), bytes)
+      expect(loaded.copyMadeBy, what).toBe(made)
+      // the same content made the other way: materialized by Automerge from the document as loaded
+      const doc = loadDetached<Doc>(bytes, 'cc')
+      const mirror = new DocMirror()
+      mirror.reset(doc)
+      expect(mirror.lastReset).toBe('materialized')
+      for (const t of loaded.snapshot().tasks.values()) expect(norm(mirror.entry('tasks', t.id)), `${what}: ${t.id}`).toEqual(norm(readPath(doc, ['tasks', t.id])))
+      expect(loaded.snapshot().tasks.size, what).toBe(40)
+      if (bytes !== saved) expect(loaded.snapshot().tasks.get('t1' as TaskId)?.claims, what).toHaveProperty(peerB)
+    }
+  })
+
   it('a snapshot keeps what it showed while the board changes on, whether or not another was taken in between', () => {
     const a = Board.create('mesh-mirror', actorForPeer('peer-a'))
     a.change('w', addTasks([simpleTask('t1')]))

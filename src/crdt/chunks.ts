@@ -33,6 +33,19 @@ export function isDocumentChunk (chunk: Uint8Array): boolean {
   return chunk.length > 8 && hasMagic(chunk, 0) && chunk[8] === DOCUMENT_CHUNK
 }
 
+/** The chunks `bytes` holds, each a view of its bytes; null when they are not a whole sequence of chunks (`chunkFramingProblem`). */
+export function splitChunks (bytes: Uint8Array): Uint8Array[] | null {
+  if (chunkFramingProblem(bytes) !== null) return null
+  const chunks: Uint8Array[] = []
+  let at = 0
+  while (at < bytes.length) {
+    const length = readUleb(bytes, at + 9) as { value: number, next: number }
+    chunks.push(bytes.subarray(at, length.next + length.value))
+    at = length.next + length.value
+  }
+  return chunks
+}
+
 /**
  * Why `bytes` is not a whole sequence of chunks (none is one), or null when it is: each
  * starts with the magic and a known type, and the last ends where the bytes
