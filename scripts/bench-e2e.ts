@@ -326,6 +326,12 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     if (analysis.duplicates.length > 0) keep = true
     const mine = board.tasks.filter(t => spec.tasks.some(x => x.id === t.id))
     const mergedOnBoard = mine.filter(t => t.state === 'merged').length
+    // a plan that did not merge whole (or a client that failed): what the client and the board said, and the logs kept
+    if (sub?.code !== 0 || mergedOnBoard < spec.tasks.length) {
+      keep = true
+      const unmerged = mine.filter(t => t.state !== 'merged').map(t => `${t.id} ${t.state}`)
+      log(`[${spec.name}] ${spec.tasks.length - mergedOnBoard} task(s) not merged (${unmerged.join(', ') || 'none on the board'}); submit --wait's last output:\n  ${[...submit.stdout().trim().split('\n').slice(-8), ...submit.stderr().trim().split('\n').slice(-8)].join('\n  ')}`)
+    }
     const first = Math.min(...mine.map(t => t.createdAt))
     const last = Math.max(...mine.map(t => t.mergedAt ?? Number.NaN))
     const totalWorkMs = spec.tasks.reduce((a, t) => a + t.durationMs, 0)
