@@ -37,6 +37,7 @@
 import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
 import { CHANGE_CHUNK, hasMagic } from './chunks.ts'
+import { encodesTo } from './change-encoder.ts'
 import { Cursor, INTERNED_KEYS, INTERNED_VALUES, float64At, hex, sleb, uleb, unreadable, utf8 } from './columnar.ts'
 
 /** Counters and actor indices of an op id are u32 in Automerge (types.rs `OpId`); larger ones make it panic. */
@@ -733,7 +734,15 @@ export function decodeChangeFast (bytes: Uint8Array): A.DecodedChange | null {
   }
 }
 
-/** The change `bytes` holds, decoded: by `decodeChangeFast` when it reads it, else by `A.decodeChange` (which throws on bad bytes). */
+/**
+ * The change `bytes` holds, decoded as Automerge reads it: by
+ * `decodeChangeFast` when it reads it and its answer encodes back, as
+ * `A.encodeChange` encodes, to exactly `bytes` (change-encoder.ts: then
+ * Automerge reads those bytes as that change, and checks made on it are
+ * checks of what Automerge applies); else by `A.decodeChange`, which throws on
+ * bad bytes.
+ */
 export function decodeChange (bytes: Uint8Array): A.DecodedChange {
-  return decodeChangeFast(bytes) ?? A.decodeChange(bytes)
+  const fast = decodeChangeFast(bytes)
+  return fast !== null && encodesTo(fast, bytes) ? fast : A.decodeChange(bytes)
 }
