@@ -12,18 +12,18 @@
  */
 import { describe, it, expect } from 'vitest'
 import * as A from '@automerge/automerge'
-import { createHash } from 'node:crypto'
 import { isDeepStrictEqual } from 'node:util'
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { materializeDocument } from '../src/crdt/document-reader.ts'
 import { detachedDoc, loadDetached } from '../src/crdt/detached.ts'
 import { Board, nodeActorForPeer, sessionActorForPeer, type BoardDoc } from '../src/crdt/board.ts'
-import { signerFromPrivateKey } from '../src/crdt/signing.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
-import { asPeerId, conflictIdFor, parseTaskId } from '../src/crdt/schema.ts'
+import { conflictIdFor, parseTaskId } from '../src/crdt/schema.ts'
+import {
+  TEXT_CHARS, bodyOf, chunk as checksummed, editableDoc, int, newPeer, pick, randomEdit, randomText, rewrite, seeded, sleb, uleb,
+  type Doc, type EditValues, type ListProxy, type Rand
+} from './helpers/automerge-bytes.ts'
 
 /**
  * Where `got` differs from `want` (materialize's tree), or null: prototypes,
@@ -106,31 +106,8 @@ function expectNullOrAlike (bytes: Uint8Array, label = ''): 'null' | 'refused by
   return same ? 'alike' : 'other heads'
 }
 
-/** A seeded generator of numbers in [0, 1) (mulberry32). */
-function seeded (seed: number): () => number {
-  let s = seed | 0
-  return () => {
-    s = (s + 0x6d2b79f5) | 0
-    let t = Math.imul(s ^ (s >>> 15), 1 | s)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-type Rand = () => number
-const int = (r: Rand, n: number): number => Math.floor(r() * n)
-function pick<T> (r: Rand, items: readonly T[]): T {
-  return items[int(r, items.length)] as T
-}
-
-const CHARS = ['a', 'b', 'z', ' ', '0', '/', 'é', 'ß', 'ж', '中', '文', '😀', '🧩', '\u{10ffff}', '\ufeff', '\n', '"', '\\', '\uffff', '\ue000']
-
-function randomText (r: Rand): string {
-  const len = r() < 0.1 ? 0 : r() < 0.1 ? 30 + int(r, 200) : int(r, 12)
-  let s = ''
-  for (let i = 0; i < len; i++) s += r() < 0.6 ? String.fromCharCode(97 + int(r, 26)) : pick(r, CHARS)
-  return s
-}
+/** The characters of random text besides a-z: '\uffff' and '\ue000' too (their UTF-16 and UTF-8 orders differ). */
+const CHARS = [...TEXT_CHARS, '\uffff', '\ue000']
 
 /** A scalar of any type Automerge stores: ints to ±2^63, uints to 2^64, floats to NaN and ±Infinity. */
 function randomScalar (r: Rand): unknown {
@@ -143,12 +120,12 @@ function randomScalar (r: Rand): unknown {
     case 5: return new A.Int(int(r, 2000) - 1000)
     case 6: return new A.Float64(pick(r, [1.5, -2.25, 0.1, 1e-300, Number.MAX_VALUE, Number.MIN_VALUE, Infinity, -Infinity, 3]))
     case 7: return r() < 0.2 ? pick(r, [NaN, -0, Infinity]) : (int(r, 20000) - 10000) / 7
-    case 8: return new A.ImmutableString(randomText(r))
+    case 8: return new A.ImmutableString(randomText(r, CHARS))
     case 9: return Uint8Array.from({ length: r() < 0.2 ? 0 : int(r, 40) }, () => int(r, 256))
     case 10: return new A.Counter(pick(r, [0, 1, -1, int(r, 2000) - 1000, 2 ** 40, -(2 ** 40)]))
     case 11: return new Date(pick(r, [0, -1, 1_700_000_000_000, -86_400_000 * 365, int(r, 2 ** 42), 8.64e15, -8.64e15]))
     case 12: return pick(r, [2n ** 53n, -(2n ** 53n), 2n ** 60n, -(2n ** 63n), 2n ** 63n - 1n, 2n ** 63n, 2n ** 64n - 1n, BigInt(int(r, 1000))])
-    default: return randomText(r) // a string: a text object
+    default: return randomText(r, CHARS) // a string: a text object
   }
 }
 
@@ -161,32 +138,16 @@ function randomValue (r: Rand, depth = 0): unknown {
 
 // keys whose UTF-16 and UTF-8 orders differ ('\uffff' and '😀'), integer-like ones (JS orders those first)
 const MAP_KEYS = ['a', 'b', 'key with spaces', '', 'é', '😀', '\uffff', '\ue000', 'k'.repeat(40), '\ufeffbom', '0', '1', '10', '2', '-1', '01', 'constructor', 'toString', 'length']
-type Doc = Record<string, any>
-type ListProxy = unknown[] & { insertAt: (i: number, ...v: unknown[]) => void, deleteAt: (i: number, n?: number) => void }
 
-/** One random edit of `d` (inside A.change): maps, lists, text, counters, marks, blocks, deletes. */
-function randomEdit (r: Rand, d: Doc): void {
-  const list = d.l as ListProxy
-  const text = d.t as string
-  switch (int(r, 14)) {
-    case 0:
-    case 1: d.m[pick(r, MAP_KEYS)] = randomValue(r); break
-    case 2: { const k = pick(r, MAP_KEYS); if (k in d.m) delete d.m[k]; break }
-    case 3: list.insertAt(int(r, list.length + 1), randomValue(r)); break
-    case 4: if (list.length > 0) list.deleteAt(int(r, list.length), 1 + int(r, 2)); break
-    case 5: if (list.length > 0) d.l[int(r, list.length)] = randomScalar(r); break
-    case 6: A.splice(d, ['t'], int(r, text.length + 1), text.length > 0 ? int(r, 3) : 0, randomText(r)); break
-    case 7: (d.c as A.Counter).increment(int(r, 200) - 100); break
-    case 8: {
-      if (text.length < 2) break
-      const start = int(r, text.length - 1)
-      const range = { start, end: start + 1 + int(r, text.length - start - 1), expand: pick(r, ['before', 'after', 'both', 'none'] as const) }
-      if (r() < 0.7) A.mark(d, ['t'], range, pick(r, ['bold', 'link', 'comment']), pick(r, [true, false, null, 'https://x', 42, 1.5, new Date(5)]))
-      else A.unmark(d, ['t'], range, pick(r, ['bold', 'link']))
-      break
-    }
-    case 9: d.m.nested = { deep: { deeper: [randomScalar(r), randomScalar(r)] }, when: new Date(1_700_000_000_000) }; break
-    case 10: {
+/** What the random documents' edits are made of (randomEdit), with edits of counters, blocks and keys of a map in a list. */
+const EDITS: EditValues = {
+  chars: CHARS,
+  scalar: randomScalar,
+  value: randomValue,
+  mapKeys: MAP_KEYS,
+  markValues: [true, false, null, 'https://x', 42, 1.5, new Date(5)],
+  extraEdits: [
+    (r, d) => {
       // counters in a map and a list, incremented, overwritten, deleted
       if (!(d.m.counters instanceof Object)) d.m.counters = { x: new A.Counter(0), l: [new A.Counter(5)] }
       const roll = int(r, 5)
@@ -194,19 +155,20 @@ function randomEdit (r: Rand, d: Doc): void {
       else if (roll === 2) (d.m.counters.l[0] as A.Counter).increment(int(r, 20) - 10)
       else if (roll === 3) d.m.counters.x = r() < 0.5 ? new A.Counter(int(r, 100)) : randomScalar(r)
       else delete d.m.counters.x
-      break
-    }
-    case 11: if (text.length > 0 && r() < 0.5) A.splitBlock(d, ['t'], int(r, text.length), { type: new A.ImmutableString('paragraph'), parents: [], attrs: {} }); break
-    case 12: {
+    },
+    (r, d) => {
+      const text = d.t as string
+      if (text.length > 0 && r() < 0.5) A.splitBlock(d, ['t'], int(r, text.length), { type: new A.ImmutableString('paragraph'), parents: [], attrs: {} })
+    },
+    (r, d) => {
       // a key of a map in the list deleted
+      const list = d.l as ListProxy
       const first: unknown = list.length > 0 ? d.l[0] : null
-      if (first === null || typeof first !== 'object' || Array.isArray(first) || first instanceof A.Counter || first instanceof A.ImmutableString || first instanceof Date || first instanceof Uint8Array) break
+      if (first === null || typeof first !== 'object' || Array.isArray(first) || first instanceof A.Counter || first instanceof A.ImmutableString || first instanceof Date || first instanceof Uint8Array) return
       const keys = Object.keys(first)
       if (keys.length > 0) delete (first as Doc)[pick(r, keys)]
-      break
     }
-    default: d.m[pick(r, MAP_KEYS)] = randomScalar(r)
-  }
+  ]
 }
 
 /**
@@ -217,12 +179,7 @@ function randomEdit (r: Rand, d: Doc): void {
  */
 function randomDocuments (seed: number, rounds: number, actors: string[]): Array<A.Doc<Doc>> {
   const r = seeded(seed)
-  const base = A.change(A.init<Doc>({ actor: actors[0] as string }), d => {
-    d.m = {}
-    d.l = []
-    d.t = 'hello'
-    d.c = new A.Counter(0)
-  })
+  const base = editableDoc(actors[0] as string)
   const docs = actors.map((actor, i) => i === 0 ? base : A.merge(A.init<Doc>({ actor }), base))
   const out: Array<A.Doc<Doc>> = []
   for (let round = 0; round < rounds; round++) {
@@ -230,7 +187,7 @@ function randomDocuments (seed: number, rounds: number, actors: string[]): Array
     let doc = docs[i] as A.Doc<Doc>
     doc = A.change(doc, d => {
       const n = 1 + int(r, r() < 0.1 ? 30 : 4)
-      for (let k = 0; k < n; k++) randomEdit(r, d)
+      for (let k = 0; k < n; k++) randomEdit(r, d, EDITS)
     })
     const other = int(r, docs.length)
     if (other !== i && r() < 0.25) doc = A.merge(doc, docs[other] as A.Doc<Doc>)
@@ -242,36 +199,6 @@ function randomDocuments (seed: number, rounds: number, actors: string[]): Array
 }
 
 // Document chunks taken apart and built byte by byte (chunk.rs, document.rs), for what Automerge itself does not write.
-function uleb (n: number): number[] {
-  const out: number[] = []
-  do {
-    let b = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) b |= 0x80
-    out.push(b)
-  } while (n > 0)
-  return out
-}
-
-function sleb (n: number): number[] {
-  const out: number[] = []
-  for (;;) {
-    const b = ((n % 128) + 128) % 128
-    n = Math.floor(n / 128)
-    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
-      out.push(b)
-      return out
-    }
-    out.push(b | 0x80)
-  }
-}
-
-/** The body of chunk `bytes` (after magic, checksum, type and length). */
-function bodyOf (bytes: Uint8Array): Uint8Array {
-  let at = 9
-  while (((bytes[at] as number) & 0x80) !== 0) at++
-  return bytes.subarray(at + 1)
-}
 
 /** The number of values in run-length encoded column `data` (rle.rs): runs, literal runs and null runs. */
 function rleCount (data: Uint8Array | number[]): number {
@@ -302,12 +229,9 @@ function rleCount (data: Uint8Array | number[]): number {
   return n
 }
 
-/** A chunk of `type` around `body`, with its checksum. */
-function chunk (type: number, body: Uint8Array | number[]): Uint8Array {
-  const head = Uint8Array.from([type, ...uleb(body.length)])
-  const bytes = Uint8Array.from(body)
-  const hash = createHash('sha256').update(head).update(bytes).digest()
-  return Buffer.concat([Uint8Array.from([0x85, 0x6f, 0x4a, 0x83]), hash.subarray(0, 4), head, bytes])
+/** A chunk of `type` around `body`, with its checksum, as a Buffer (small ones are views into Node's pool, at an offset). */
+function chunk (type: number, body: Uint8Array | number[]): Buffer {
+  return Buffer.concat([checksummed(type, body)])
 }
 
 type Columns = Array<[number, Uint8Array | number[]]>
@@ -372,15 +296,9 @@ function documentChunk (parts: DocumentParts): Uint8Array {
 const MESH = 'mesh-document-reader'
 const NOW = 1_700_000_000_000
 
-async function peer (): Promise<{ id: string, peer: ReturnType<typeof asPeerId>, signer: ReturnType<typeof signerFromPrivateKey> }> {
-  const key = await generateKeyPair('Ed25519')
-  const id = peerIdFromPrivateKey(key).toString()
-  return { id, peer: asPeerId(id), signer: signerFromPrivateKey(id, key) }
-}
-
 describe('materializeDocument', () => {
   it('reads a signed board through task lifecycles, written by several actors with concurrent writes, as materialize does', async () => {
-    const [p1, p2] = [await peer(), await peer()]
+    const [p1, p2] = [await newPeer(), await newPeer()]
     const t = parseTaskId
     const one = Board.create(MESH, nodeActorForPeer(p1.id), p1.signer)
     one.change('plan', addTasks(['t1', 't2', 't3', 't4', 't5', 't6'].map((id, i) => simpleTask(id, { prompt: `do ${id} — ✓ 😀`, deps: i > 3 ? ['t1'] : [] })), NOW))
@@ -708,15 +626,7 @@ describe('materializeDocument', () => {
       // the body changed and the chunk made whole again (length and checksum): null, or read as Automerge loads it
       const body = bodyOf(bytes)
       for (let i = 0; i < 1500; i++) {
-        const b = Array.from(body)
-        const at = int(r, b.length)
-        switch (int(r, 4)) {
-          case 0: b[at] = int(r, 256); break
-          case 1: b[at] = (b[at] as number) ^ (1 << int(r, 8)); break
-          case 2: b.splice(at, 1 + int(r, 3)); break
-          default: b.splice(at, 0, ...Array.from({ length: 1 + int(r, 3) }, () => int(r, 256)))
-        }
-        count(expectNullOrAlike(chunk(0, b), `rewrite ${i}`))
+        count(expectNullOrAlike(chunk(0, rewrite(r, body)), `rewrite ${i}`))
       }
     }
     // random bytes, with and without a chunk header around them

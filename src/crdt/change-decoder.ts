@@ -37,11 +37,8 @@
 import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
 import { CHANGE_CHUNK, hasMagic } from './chunks.ts'
-import { encodesTo } from './change-encoder.ts'
-import { Cursor, INTERNED_KEYS, INTERNED_VALUES, float64At, hex, sleb, uleb, unreadable, utf8 } from './columnar.ts'
-
-/** Counters and actor indices of an op id are u32 in Automerge (types.rs `OpId`); larger ones make it panic. */
-const MAX_U32 = 0xffffffff
+import { authorOf, encodesTo } from './change-encoder.ts'
+import { ACTION_NAMES, ACT_INC, ACT_MARK, ACT_SET, COL_ACTION, COL_EXPAND, COL_INSERT, COL_KEY_ACTOR, COL_KEY_CTR, COL_KEY_STR, COL_MARK_NAME, COL_OBJ_ACTOR, COL_OBJ_CTR, COL_PRED_ACTOR, COL_PRED_CTR, COL_PRED_NUM, COL_VAL_META, COL_VAL_RAW, Cursor, INTERNED_KEYS, INTERNED_VALUES, MAX_U32, VAL_BYTES, VAL_COUNTER, VAL_FLOAT, VAL_LEB, VAL_NULL, VAL_STRING, VAL_TIMESTAMP, VAL_TRUE, VAL_ULEB, float64At, hex, sleb, uleb, unreadable, utf8 } from './columnar.ts'
 
 /**
  * At most `OPS_SLACK` operations (and as many pred entries), plus this many
@@ -68,42 +65,10 @@ const OPS_SLACK = 4096
 const MAX_CHANGE_BYTES = 256 * 1024 * 1024
 
 /** Column specifications (id << 4 | type) of a change's operation columns, in the order they are stored (change_op_columns.rs). */
-const COL_OBJ_ACTOR = 0x01
-const COL_OBJ_CTR = 0x02
-const COL_KEY_ACTOR = 0x11
-const COL_KEY_CTR = 0x13
-const COL_KEY_STR = 0x15
-const COL_INSERT = 0x34
-const COL_ACTION = 0x42
-const COL_VAL_META = 0x56
-const COL_VAL_RAW = 0x57
-const COL_PRED_NUM = 0x70
-const COL_PRED_ACTOR = 0x71
-const COL_PRED_CTR = 0x73
-const COL_EXPAND = 0x94
-const COL_MARK_NAME = 0xa5
 const KNOWN_COLUMNS = [
   COL_OBJ_ACTOR, COL_OBJ_CTR, COL_KEY_ACTOR, COL_KEY_CTR, COL_KEY_STR, COL_INSERT, COL_ACTION,
   COL_VAL_META, COL_VAL_RAW, COL_PRED_NUM, COL_PRED_ACTOR, COL_PRED_CTR, COL_EXPAND, COL_MARK_NAME
 ]
-
-/** Value metadata type codes (value.rs `ValueType`): the low four bits; the rest is the value's length in bytes. */
-const VAL_NULL = 0
-const VAL_FALSE = 1
-const VAL_TRUE = 2
-const VAL_ULEB = 3
-const VAL_LEB = 4
-const VAL_FLOAT = 5
-const VAL_STRING = 6
-const VAL_BYTES = 7
-const VAL_COUNTER = 8
-const VAL_TIMESTAMP = 9
-
-/** Op actions (legacy/mod.rs `OpType::from_parts`) and their names in the decoded change (serde_impls/op.rs). */
-const ACTION_NAMES = ['makeMap', 'set', 'makeList', 'del', 'makeText', 'inc', 'makeTable', 'mark']
-const ACT_SET = 1
-const ACT_INC = 5
-const ACT_MARK = 7
 
 /** A length-prefixed UTF-8 string at the cursor (decodable_impls.rs `SmolStr`). */
 function lengthPrefixedString (c: Cursor, table: Array<string | undefined>): string {
@@ -386,54 +351,12 @@ function decode (bytes: Uint8Array): A.DecodedChange | null {
   }
   // bytes after the columns are the change's extra bytes (change.rs), given as an array of numbers when present
   if (dataEnd < len) {
-    change.extra_bytes = Array.from(bytes.subarray(dataEnd, len))
-    const author = authorOf(new Cursor(bytes, dataEnd, len))
-    if (author !== null) change.author = author
+    const extra = Array.from(bytes.subarray(dataEnd, len))
+    change.extra_bytes = extra
+    const author = authorOf(extra)
+    if (author !== undefined) change.author = author
   }
   return change as unknown as A.DecodedChange
-}
-
-/**
- * The unsigned LEB128 number at the cursor as the `leb128` crate reads it for
- * the author footer (overlong encodings are taken, a tenth byte other than 0
- * or 1 overflows): its low 32 bits, plus 2^32 when it has higher ones. -1
- * when it fails (the end of the bytes, an overflow), which makes the footer
- * no author.
- */
-function footerNumber (c: Cursor): number {
-  let low = 0
-  let high = false
-  for (let shift = 0; ; shift += 7) {
-    if (c.pos >= c.end) return -1
-    const b = c.buf[c.pos++] as number
-    if (shift === 63 && b > 1) return -1
-    const bits = b & 0x7f
-    if (shift < 32) {
-      const v = bits * 2 ** shift
-      low += v % 2 ** 32
-      if (v >= 2 ** 32) high = true
-    } else if (bits !== 0) high = true
-    if (b < 0x80) return high ? low + 2 ** 32 : low
-  }
-}
-
-/** The author footer's id (change.rs `Footer::Author`). */
-const FOOTER_AUTHOR = 1
-
-/**
- * The author a change's extra bytes name, as @automerge/automerge 3.5.0 reads
- * it (change.rs `Change::author` on its branch revocation-fragments-hexane-v1;
- * not in 3.4.1): a footer id of 1, a length, and at least that many bytes,
- * whose hex is the author; null when the extra bytes are no such footer. The
- * length is cut to its low 32 bits, as wasm32's usize cuts it (a length of
- * 2^32 + 1 names one byte, as A.decodeChange gives it).
- */
-function authorOf (c: Cursor): string | null {
-  if (footerNumber(c) !== FOOTER_AUTHOR) return null
-  const length = footerNumber(c)
-  if (length < 0) return null
-  const n = length % 2 ** 32
-  return n <= c.end - c.pos ? hex(c.buf, c.pos, c.pos + n) : null
 }
 
 /**

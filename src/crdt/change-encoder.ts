@@ -63,9 +63,13 @@
  */
 import type * as A from '@automerge/automerge'
 import { hash as oneShotHash } from 'node:crypto'
+import { ACT_DELETE, ACT_INC, ACT_MAKE_LIST, ACT_MAKE_MAP, ACT_MAKE_TABLE, ACT_MAKE_TEXT, ACT_MARK, ACT_SET, COL_ACTION, COL_EXPAND, COL_INSERT, COL_KEY_ACTOR, COL_KEY_CTR, COL_KEY_STR, COL_MARK_NAME, COL_OBJ_ACTOR, COL_OBJ_CTR, COL_PRED_ACTOR, COL_PRED_CTR, COL_PRED_NUM, COL_VAL_META, COL_VAL_RAW, MAX_U32, VAL_COUNTER, VAL_FALSE, VAL_FLOAT, VAL_LEB, VAL_NULL, VAL_STRING, VAL_TIMESTAMP, VAL_TRUE, VAL_ULEB } from './columnar.ts'
 
 /** Column specifications (id << 4 | type), in the order change_op_columns.rs writes them; as change-decoder.ts reads them. */
-const COLUMN_SPECS = [0x01, 0x02, 0x11, 0x13, 0x15, 0x34, 0x42, 0x56, 0x57, 0x70, 0x71, 0x73, 0x94, 0xa5]
+const COLUMN_SPECS = [
+  COL_OBJ_ACTOR, COL_OBJ_CTR, COL_KEY_ACTOR, COL_KEY_CTR, COL_KEY_STR, COL_INSERT, COL_ACTION,
+  COL_VAL_META, COL_VAL_RAW, COL_PRED_NUM, COL_PRED_ACTOR, COL_PRED_CTR, COL_EXPAND, COL_MARK_NAME
+]
 const C_OBJ_ACTOR = 0
 const C_OBJ_CTR = 1
 const C_KEY_ACTOR = 2
@@ -81,28 +85,6 @@ const C_PRED_CTR = 11
 const C_EXPAND = 12
 const C_MARK_NAME = 13
 
-/** Value metadata type codes (value.rs `ValueType`). */
-const VAL_NULL = 0
-const VAL_FALSE = 1
-const VAL_TRUE = 2
-const VAL_ULEB = 3
-const VAL_LEB = 4
-const VAL_FLOAT = 5
-const VAL_STRING = 6
-const VAL_COUNTER = 8
-const VAL_TIMESTAMP = 9
-
-/** Action codes (legacy/mod.rs `OpType::action_index`). */
-const ACT_MAKE_MAP = 0
-const ACT_SET = 1
-const ACT_MAKE_LIST = 2
-const ACT_DEL = 3
-const ACT_MAKE_TEXT = 4
-const ACT_INC = 5
-const ACT_MAKE_TABLE = 6
-const ACT_MARK = 7
-
-const MAX_U32 = 0xffffffff
 const MAGIC = [0x85, 0x6f, 0x4a, 0x83]
 const CHANGE_CHUNK = 1
 
@@ -923,7 +905,7 @@ function encodeOp (op: unknown, i: number, nPreds: number): number {
     case 'makeList': code = ACT_MAKE_LIST; valMetaRle.put(VAL_NULL); break
     case 'makeText': code = ACT_MAKE_TEXT; valMetaRle.put(VAL_NULL); break
     case 'makeTable': code = ACT_MAKE_TABLE; valMetaRle.put(VAL_NULL); break
-    case 'del': code = ACT_DEL; valMetaRle.put(VAL_NULL); break
+    case 'del': code = ACT_DELETE; valMetaRle.put(VAL_NULL); break
     case 'inc': {
       // legacy `OpType::Increment(i64)`, written as an int
       code = ACT_INC
@@ -991,9 +973,11 @@ function encodeOp (op: unknown, i: number, nPreds: number): number {
 }
 
 /**
- * The number of the author footer's leb128 (change.rs `Change::author`, as
- * change-decoder.ts reads it): low 32 bits, plus 2^32 when it has higher
- * ones; -1 when it fails.
+ * The unsigned LEB128 number at `at.pos` of `bytes` as the `leb128` crate
+ * reads it for the author footer (overlong encodings are taken, a tenth byte
+ * other than 0 or 1 overflows): its low 32 bits, plus 2^32 when it has higher
+ * ones. -1 when it fails (the end of the bytes, an overflow), which makes the
+ * footer no author.
  */
 function footerNumber (bytes: readonly number[], at: { pos: number }): number {
   let low = 0
@@ -1012,10 +996,22 @@ function footerNumber (bytes: readonly number[], at: { pos: number }): number {
   }
 }
 
-/** The author the extra bytes name (a footer id of 1, a length, that many bytes at least), as A.decodeChange gives it; undefined for none. */
-function authorOf (extra: readonly number[]): string | undefined {
+/** The author footer's id (change.rs `Footer::Author`). */
+const FOOTER_AUTHOR = 1
+
+/**
+ * The author a change's extra bytes name, as @automerge/automerge 3.5.0 reads
+ * it (change.rs `Change::author` on its branch revocation-fragments-hexane-v1;
+ * not in 3.4.1): a footer id of 1, a length, and at least that many bytes,
+ * whose hex is the author; undefined when the extra bytes are no such footer.
+ * The length is cut to its low 32 bits, as wasm32's usize cuts it (a length
+ * of 2^32 + 1 names one byte, as A.decodeChange gives it). The decoder
+ * (change-decoder.ts) gives it as the change's `author`; the encoder takes a
+ * change only when its `author` is this.
+ */
+export function authorOf (extra: readonly number[]): string | undefined {
   const at = { pos: 0 }
-  if (footerNumber(extra, at) !== 1) return undefined
+  if (footerNumber(extra, at) !== FOOTER_AUTHOR) return undefined
   const length = footerNumber(extra, at)
   if (length < 0) return undefined
   const n = length % 2 ** 32

@@ -1,11 +1,64 @@
 /*
- * The byte-level readers that change-decoder.ts (change chunks) and
- * document-reader.ts (document chunks) share: a cursor over a range of bytes,
- * Automerge's strict LEB128 (automerge/src/storage/parse/leb128.rs), UTF-8
- * strings with a cache of short ones, hex ids and little-endian doubles.
+ * What change-decoder.ts, change-encoder.ts (change chunks) and
+ * document-reader.ts (document chunks) share: the format's codes, a cursor
+ * over a range of bytes, Automerge's strict LEB128
+ * (automerge/src/storage/parse/leb128.rs), UTF-8 strings with a cache of
+ * short ones, hex ids and little-endian doubles.
  * Input they do not read throws `UnreadableChunkError`, which both readers
  * turn into null (the caller then asks Automerge).
  */
+
+/** Counters and actor indices of an op id are u32 in Automerge (types.rs `OpId`); larger ones make it panic. */
+export const MAX_U32 = 0xffffffff
+
+/**
+ * Column specifications (id << 4 | type; a document's deflate bit, 8, apart):
+ * a change's op columns (change_op_columns.rs) and a document's
+ * (op_set2/columns.rs), which add the op's id and its successors where a
+ * change has its predecessors.
+ */
+export const COL_OBJ_ACTOR = 0x01
+export const COL_OBJ_CTR = 0x02
+export const COL_KEY_ACTOR = 0x11
+export const COL_KEY_CTR = 0x13
+export const COL_KEY_STR = 0x15
+export const COL_ID_ACTOR = 0x21
+export const COL_ID_CTR = 0x23
+export const COL_INSERT = 0x34
+export const COL_ACTION = 0x42
+export const COL_VAL_META = 0x56
+export const COL_VAL_RAW = 0x57
+export const COL_PRED_NUM = 0x70
+export const COL_PRED_ACTOR = 0x71
+export const COL_PRED_CTR = 0x73
+export const COL_SUCC_NUM = 0x80
+export const COL_SUCC_ACTOR = 0x81
+export const COL_SUCC_CTR = 0x83
+export const COL_EXPAND = 0x94
+export const COL_MARK_NAME = 0xa5
+
+/** Value metadata type codes (value.rs `ValueType`): the low four bits; the rest is the value's length in bytes. */
+export const VAL_NULL = 0
+export const VAL_FALSE = 1
+export const VAL_TRUE = 2
+export const VAL_ULEB = 3
+export const VAL_LEB = 4
+export const VAL_FLOAT = 5
+export const VAL_STRING = 6
+export const VAL_BYTES = 7
+export const VAL_COUNTER = 8
+export const VAL_TIMESTAMP = 9
+
+/** Op actions as stored (legacy/mod.rs `OpType::from_parts`, op_set2/types.rs `Action`), and their names in a decoded change (serde_impls/op.rs). */
+export const ACT_MAKE_MAP = 0
+export const ACT_SET = 1
+export const ACT_MAKE_LIST = 2
+export const ACT_DELETE = 3
+export const ACT_MAKE_TEXT = 4
+export const ACT_INC = 5
+export const ACT_MAKE_TABLE = 6
+export const ACT_MARK = 7
+export const ACTION_NAMES = ['makeMap', 'set', 'makeList', 'del', 'makeText', 'inc', 'makeTable', 'mark']
 
 /** Thrown for input the readers do not read; `decodeChangeFast` and `materializeDocument` turn it into null. */
 export class UnreadableChunkError extends Error {

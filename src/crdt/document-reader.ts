@@ -45,10 +45,7 @@ import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
 import { inflateRawSync } from 'node:zlib'
 import { DOCUMENT_CHUNK, hasMagic } from './chunks.ts'
-import { Cursor, INTERNED_KEYS, INTERNED_VALUES, float64At, hex, sleb, uleb, unreadable, utf8 } from './columnar.ts'
-
-/** Op counters and actor indices are u32 in Automerge (types.rs `OpId`). */
-const MAX_U32 = 0xffffffff
+import { ACT_DELETE, ACT_INC, ACT_MAKE_LIST, ACT_MAKE_MAP, ACT_MAKE_TABLE, ACT_MAKE_TEXT, ACT_MARK, ACT_SET, COL_ACTION, COL_EXPAND, COL_ID_ACTOR, COL_ID_CTR, COL_INSERT, COL_KEY_ACTOR, COL_KEY_CTR, COL_KEY_STR, COL_MARK_NAME, COL_OBJ_ACTOR, COL_OBJ_CTR, COL_SUCC_ACTOR, COL_SUCC_CTR, COL_SUCC_NUM, COL_VAL_META, COL_VAL_RAW, Cursor, INTERNED_KEYS, INTERNED_VALUES, MAX_U32, VAL_BYTES, VAL_COUNTER, VAL_FALSE, VAL_FLOAT, VAL_LEB, VAL_NULL, VAL_STRING, VAL_TIMESTAMP, VAL_TRUE, VAL_ULEB, float64At, hex, sleb, uleb, unreadable, utf8 } from './columnar.ts'
 
 /**
  * Larger documents are left to Automerge: offsets here stay well within
@@ -102,22 +99,6 @@ const MAX_ACTORS = 2 ** 20
 const ABSENT = 2 ** 30
 
 /** Column specifications (id << 4 | type; the deflate bit, 8, apart) of a document's op columns (op_set2/columns.rs `ids`), in their order. */
-const COL_OBJ_ACTOR = 0x01
-const COL_OBJ_CTR = 0x02
-const COL_KEY_ACTOR = 0x11
-const COL_KEY_CTR = 0x13
-const COL_KEY_STR = 0x15
-const COL_ID_ACTOR = 0x21
-const COL_ID_CTR = 0x23
-const COL_INSERT = 0x34
-const COL_ACTION = 0x42
-const COL_VAL_META = 0x56
-const COL_VAL_RAW = 0x57
-const COL_SUCC_NUM = 0x80
-const COL_SUCC_ACTOR = 0x81
-const COL_SUCC_CTR = 0x83
-const COL_EXPAND = 0x94
-const COL_MARK_NAME = 0xa5
 const OP_COLUMNS = [
   COL_OBJ_ACTOR, COL_OBJ_CTR, COL_KEY_ACTOR, COL_KEY_CTR, COL_KEY_STR, COL_ID_ACTOR, COL_ID_CTR, COL_INSERT,
   COL_ACTION, COL_VAL_META, COL_VAL_RAW, COL_SUCC_NUM, COL_SUCC_ACTOR, COL_SUCC_CTR, COL_EXPAND, COL_MARK_NAME
@@ -125,27 +106,6 @@ const OP_COLUMNS = [
 /** The change columns (change_graph.rs): actor, seq, max op, time, message, deps (count, index), extra bytes (metadata, raw). */
 const CHANGE_COLUMNS = [0x01, 0x03, 0x13, 0x23, 0x35, 0x40, 0x43, 0x56, 0x57]
 const DEFLATE_BIT = 8
-
-/** Value metadata type codes (meta.rs `ValueType`): the low four bits; the rest is the value's length in bytes. */
-const VAL_NULL = 0
-const VAL_TRUE = 2
-const VAL_ULEB = 3
-const VAL_LEB = 4
-const VAL_FLOAT = 5
-const VAL_STRING = 6
-const VAL_BYTES = 7
-const VAL_COUNTER = 8
-const VAL_TIMESTAMP = 9
-
-/** Op actions as stored (op_set2/types.rs `Action`). */
-const ACT_MAKE_MAP = 0
-const ACT_SET = 1
-const ACT_MAKE_LIST = 2
-const ACT_DELETE = 3
-const ACT_MAKE_TEXT = 4
-const ACT_INC = 5
-const ACT_MAKE_TABLE = 6
-const ACT_MARK = 7
 
 /** The kinds of object the tree is built of. */
 const KIND_MAP = 1
@@ -209,26 +169,39 @@ function lebValue (buf: Uint8Array, start: number, end: number, signed: boolean)
  * does not.
  */
 
+/** What the column readers share: whether the column is absent, the values left of its current run, and `done`. */
+class ColumnReader extends Cursor {
+  readonly absent: boolean
+  left: number
+  /** An absent column (no bytes) has `absentLeft` values: ABSENT where it reads as all null (or false), else none. */
+  constructor (col: Cursor, absentLeft: number) {
+    super(col.buf, col.pos, col.end)
+    this.absent = col.pos === col.end
+    this.left = this.absent ? absentLeft : 0
+  }
+
+  /** Whether the column was read whole: every value of its runs, and nothing after them. */
+  done (): boolean {
+    return this.absent || (this.left === 0 && this.pos === this.end)
+  }
+}
+
 /**
  * A run-length encoded column of unsigned integers (rle.rs): runs of one
  * value (count > 0, then the value), literal runs (count < 0, then that many
  * values) and null runs (0, then the count). `next` gives -1 for null, else a
  * value of at most `max`.
  */
-class RleReader extends Cursor {
+class RleReader extends ColumnReader {
   readonly max: number
   readonly nullable: boolean
-  readonly absent: boolean
-  left: number
   literal = false
   value = -1
   constructor (col: Cursor, max: number, nullable: boolean) {
-    super(col.buf, col.pos, col.end)
+    // an absent nullable column is null throughout; an absent required one has no values
+    super(col, nullable ? ABSENT : 0)
     this.max = max
     this.nullable = nullable
-    this.absent = col.pos === col.end
-    // an absent nullable column is null throughout; an absent required one has no values
-    this.left = this.absent && nullable ? ABSENT : 0
   }
 
   next (): number {
@@ -261,10 +234,6 @@ class RleReader extends Cursor {
       this.left = nulls
     }
   }
-
-  done (): boolean {
-    return this.absent || (this.left === 0 && this.pos === this.end)
-  }
 }
 
 /**
@@ -272,19 +241,15 @@ class RleReader extends Cursor {
  * signed differences from the previous non-null value, starting at 0. `next`
  * gives -1 for null; a value below 0 or above u32 is unreadable.
  */
-class DeltaReader extends Cursor {
+class DeltaReader extends ColumnReader {
   readonly nullable: boolean
-  readonly absent: boolean
-  left: number
   literal = false
   delta = 0
   absolute = 0
   isNull = false
   constructor (col: Cursor, nullable: boolean) {
-    super(col.buf, col.pos, col.end)
+    super(col, nullable ? ABSENT : 0)
     this.nullable = nullable
-    this.absent = col.pos === col.end
-    this.left = this.absent && nullable ? ABSENT : 0
     this.isNull = this.absent
   }
 
@@ -316,22 +281,14 @@ class DeltaReader extends Cursor {
       this.left = nulls
     }
   }
-
-  done (): boolean {
-    return this.absent || (this.left === 0 && this.pos === this.end)
-  }
 }
 
 /** A run-length encoded column of strings (rle.rs over length-prefixed UTF-8), null for none; absent, all null. */
-class StringReader extends Cursor {
-  readonly absent: boolean
-  left: number
+class StringReader extends ColumnReader {
   literal = false
   value: string | null = null
   constructor (col: Cursor) {
-    super(col.buf, col.pos, col.end)
-    this.absent = col.pos === col.end
-    this.left = this.absent ? ABSENT : 0
+    super(col, ABSENT)
   }
 
   next (): string | null {
@@ -365,21 +322,13 @@ class StringReader extends Cursor {
       this.left = nulls
     }
   }
-
-  done (): boolean {
-    return this.absent || (this.left === 0 && this.pos === this.end)
-  }
 }
 
 /** A boolean column (boolean.rs): alternating counts of false and true values, false first; absent, all false. */
-class BoolReader extends Cursor {
-  readonly absent: boolean
-  left: number
+class BoolReader extends ColumnReader {
   value = true
   constructor (col: Cursor) {
-    super(col.buf, col.pos, col.end)
-    this.absent = col.pos === col.end
-    this.left = this.absent ? ABSENT : 0
+    super(col, ABSENT)
     if (this.absent) this.value = false
   }
 
@@ -390,10 +339,6 @@ class BoolReader extends Cursor {
     }
     this.left--
     return this.value
-  }
-
-  done (): boolean {
-    return this.absent || (this.left === 0 && this.pos === this.end)
   }
 }
 
