@@ -15,6 +15,10 @@
  * not give as a JS number, anything malformed. The caller then calls
  * A.decodeChange, which decodes what it can and throws on the rest.
  *
+ * Kept in one file (over 450 lines): one format read front to back, whose
+ * column readers, op assembly and strictness checks only make sense together;
+ * what it shares with the other readers is in columnar.ts.
+ *
  * It follows the Automerge source (github.com/automerge/automerge, rust/, read
  * at 47908d6, after js/automerge-3.4.1; 3.5.0 has no tag there):
  *   automerge/src/storage/chunk.rs               header, checksum, hash
@@ -38,7 +42,7 @@ import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
 import { CHANGE_CHUNK, hasMagic } from './chunks.ts'
 import { authorOf, encodesTo } from './change-encoder.ts'
-import { ACTION_NAMES, ACT_INC, ACT_MARK, ACT_SET, COL_ACTION, COL_EXPAND, COL_INSERT, COL_KEY_ACTOR, COL_KEY_CTR, COL_KEY_STR, COL_MARK_NAME, COL_OBJ_ACTOR, COL_OBJ_CTR, COL_PRED_ACTOR, COL_PRED_CTR, COL_PRED_NUM, COL_VAL_META, COL_VAL_RAW, Cursor, INTERNED_KEYS, INTERNED_VALUES, MAX_U32, VAL_BYTES, VAL_COUNTER, VAL_FLOAT, VAL_LEB, VAL_NULL, VAL_STRING, VAL_TIMESTAMP, VAL_TRUE, VAL_ULEB, float64At, hex, sleb, uleb, unreadable, utf8 } from './columnar.ts'
+import { ACTION_NAMES, ACT_INC, ACT_MARK, ACT_SET, COL_ACTION, COL_EXPAND, COL_INSERT, COL_KEY_ACTOR, COL_KEY_CTR, COL_KEY_STR, COL_MARK_NAME, COL_OBJ_ACTOR, COL_OBJ_CTR, COL_PRED_ACTOR, COL_PRED_CTR, COL_PRED_NUM, COL_VAL_META, COL_VAL_RAW, Cursor, INTERNED_KEYS, INTERNED_VALUES, rleLength, MAX_U32, VAL_BYTES, VAL_COUNTER, VAL_FLOAT, VAL_LEB, VAL_NULL, VAL_STRING, VAL_TIMESTAMP, VAL_TRUE, VAL_ULEB, float64At, hex, sleb, uleb, unreadable, utf8 } from './columnar.ts'
 
 /**
  * At most `OPS_SLACK` operations (and as many pred entries), plus this many
@@ -86,35 +90,6 @@ function lengthPrefixedString (c: Cursor, table: Array<string | undefined>): str
  * end where its bytes end: Automerge writes no more, and a longer column
  * (which change_op_columns.rs would read only in part) is left to it.
  */
-
-/**
- * The number of values in a run-length encoded column (rle.rs): runs of one
- * value (count > 0, then the value), literal runs (count < 0, then that many
- * values) and null runs (0, then the count). Here for the action column,
- * whose length is the number of ops; its values are checked as they are read
- * again (`rleInto`). At most `max`.
- */
-function rleLength (c: Cursor, max: number): number {
-  const start = c.pos
-  let n = 0
-  while (c.pos < c.end) {
-    const count = sleb(c)
-    if (count > 0) {
-      uleb(c)
-      n += count
-    } else if (count < 0) {
-      for (let k = -count; k > 0; k--) uleb(c)
-      n -= count
-    } else {
-      const nulls = uleb(c)
-      if (nulls === 0) unreadable()
-      n += nulls
-    }
-    if (n > max) unreadable()
-  }
-  c.pos = start
-  return n
-}
 
 /**
  * A run-length encoded column of unsigned integers (rle.rs) into `out`, one
@@ -438,7 +413,8 @@ function decodeOps (bytes: Uint8Array, ranges: Int32Array, actors: readonly stri
   const lastActor = nActors - 1
 
   const actionCol = column(bytes, ranges, COL_ACTION)
-  const n = rleLength(actionCol, maxOps)
+  // the action column's length is the number of ops; its values are checked as they are read again (`rleInto`)
+  const n = rleLength(actionCol, maxOps, true)
   const action = new Int32Array(n)
   rleInto(actionCol, action, ACT_MARK)
   const objActor = new Int32Array(n)

@@ -9,6 +9,10 @@
  * for which A.decodeChange(A.encodeChange(change)) is the change itself, so
  * encode(change) === bytes means A.decodeChange(bytes) is `change`.
  *
+ * Kept in one file (over 450 lines): the canonical-form checks and the column
+ * encoders answer one question together, and a split would put the rules of
+ * one column in two places.
+ *
  * It follows the Automerge source (github.com/automerge/automerge, rust/, read
  * at 47908d6, after js/automerge-3.4.1) and, where 3.5.0 differs from it or
  * the source leaves it open, what @automerge/automerge 3.5.0 does

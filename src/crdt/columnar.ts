@@ -148,6 +148,33 @@ export function sleb (c: Cursor): number {
   return value
 }
 
+/**
+ * The number of values in the run-length encoded column at `col` (rle.rs):
+ * runs of one value (count > 0, then the value), literal runs (count < 0,
+ * then that many values) and null runs (0, then the count; unreadable unless
+ * `nulls`). At most `max`; `col` is left where it is.
+ */
+export function rleLength (col: Cursor, max: number, nulls: boolean): number {
+  const c = new Cursor(col.buf, col.pos, col.end)
+  let n = 0
+  while (c.pos < c.end) {
+    const count = sleb(c)
+    if (count > 0) {
+      uleb(c)
+      n += count
+    } else if (count < 0) {
+      for (let k = -count; k > 0; k--) uleb(c)
+      n -= count
+    } else {
+      const run = nulls ? uleb(c) : 0
+      if (run === 0) unreadable()
+      n += run
+    }
+    if (n > max) unreadable()
+  }
+  return n
+}
+
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /** Strings of at most this many bytes are interned (`INTERNED_KEYS`). @default 24 */

@@ -18,6 +18,10 @@
  * derives the heads from them): the caller loads the same bytes with
  * Automerge too, and takes the tree when the heads agree.
  *
+ * Kept in one file (over 450 lines): the document format's column readers and
+ * the tree built from them are one reading of one chunk; what it shares with
+ * the change readers is in columnar.ts.
+ *
  * It follows the Automerge source (github.com/automerge/automerge, under
  * rust/ but the last, read at 47908d6, after js/automerge-3.4.1; 3.5.0 has no
  * tag there), checked against materialize of @automerge/automerge 3.5.0
@@ -45,7 +49,7 @@ import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
 import { inflateRawSync } from 'node:zlib'
 import { DOCUMENT_CHUNK, hasMagic } from './chunks.ts'
-import { ACT_DELETE, ACT_INC, ACT_MAKE_LIST, ACT_MAKE_MAP, ACT_MAKE_TABLE, ACT_MAKE_TEXT, ACT_MARK, ACT_SET, COL_ACTION, COL_EXPAND, COL_ID_ACTOR, COL_ID_CTR, COL_INSERT, COL_KEY_ACTOR, COL_KEY_CTR, COL_KEY_STR, COL_MARK_NAME, COL_OBJ_ACTOR, COL_OBJ_CTR, COL_SUCC_ACTOR, COL_SUCC_CTR, COL_SUCC_NUM, COL_VAL_META, COL_VAL_RAW, Cursor, INTERNED_KEYS, INTERNED_VALUES, MAX_U32, VAL_BYTES, VAL_COUNTER, VAL_FALSE, VAL_FLOAT, VAL_LEB, VAL_NULL, VAL_STRING, VAL_TIMESTAMP, VAL_TRUE, VAL_ULEB, float64At, hex, sleb, uleb, unreadable, utf8 } from './columnar.ts'
+import { ACT_DELETE, ACT_INC, ACT_MAKE_LIST, ACT_MAKE_MAP, ACT_MAKE_TABLE, ACT_MAKE_TEXT, ACT_MARK, ACT_SET, COL_ACTION, COL_EXPAND, COL_ID_ACTOR, COL_ID_CTR, COL_INSERT, COL_KEY_ACTOR, COL_KEY_CTR, COL_KEY_STR, COL_MARK_NAME, COL_OBJ_ACTOR, COL_OBJ_CTR, COL_SUCC_ACTOR, COL_SUCC_CTR, COL_SUCC_NUM, COL_VAL_META, COL_VAL_RAW, Cursor, INTERNED_KEYS, INTERNED_VALUES, rleLength, MAX_U32, VAL_BYTES, VAL_COUNTER, VAL_FALSE, VAL_FLOAT, VAL_LEB, VAL_NULL, VAL_STRING, VAL_TIMESTAMP, VAL_TRUE, VAL_ULEB, float64At, hex, sleb, uleb, unreadable, utf8 } from './columnar.ts'
 
 /**
  * Larger documents are left to Automerge: offsets here stay well within
@@ -340,26 +344,6 @@ class BoolReader extends ColumnReader {
     this.left--
     return this.value
   }
-}
-
-/** The number of values in a run-length encoded column (the id actors: one per op), at most `max`. */
-function rleLength (col: Cursor, max: number): number {
-  const c = new Cursor(col.buf, col.pos, col.end)
-  let n = 0
-  while (c.pos < c.end) {
-    const count = sleb(c)
-    if (count > 0) {
-      uleb(c)
-      n += count
-    } else if (count < 0) {
-      for (let k = -count; k > 0; k--) uleb(c)
-      n -= count
-    } else {
-      unreadable() // an op's actor is never null
-    }
-    if (n > max) unreadable()
-  }
-  return n
 }
 
 /**
@@ -856,7 +840,8 @@ function read (bytes: Uint8Array): { heads: string[], root: Record<string, unkno
 
   // ops: one id actor each, bounded by the input's size
   const maxOps = Math.min(MAX_OPS, OPS_SLACK + OPS_PER_BYTE * len)
-  const n = rleLength(column(cols, COL_ID_ACTOR), maxOps)
+  // the id actors: one per op, never null
+  const n = rleLength(column(cols, COL_ID_ACTOR), maxOps, false)
   if (n === 0 && dataBytes > 0) unreadable()
   const root = buildTree(cols, n, actors, maxOps)
   return { heads, root }
