@@ -1,14 +1,20 @@
-import { connectClient, type Client } from '../api/client.ts'
+import type { PrivateKey } from '@libp2p/interface'
+import { connectClient, type Client, type ClientInit } from '../api/client.ts'
 import { buildStatus, type StatusReport } from '../api/status.ts'
 import { silentLogger } from '../util/logger.ts'
 import { defaultClientIdentityFile, loadClientIdentity } from '../node/identity.ts'
 import { resolveConnection, type ClientOptions } from './connection.ts'
 
-/** Connects a light client with the standard client options. */
-export async function clientFromOptions (opts: ClientOptions): Promise<Client> {
+/** What a client connects with, from the standard client options: the swarm key, the addresses, the timeout, its identity. */
+export async function clientInit (opts: ClientOptions): Promise<ClientInit & { privateKey: PrivateKey }> {
   const conn = await resolveConnection(opts, true)
   const privateKey = await loadClientIdentity(opts.identity ?? defaultClientIdentityFile())
-  return await connectClient({ key: conn.key, bootstrap: conn.bootstrap, timeoutMs: opts.timeout, logger: silentLogger, privateKey })
+  return { key: conn.key, bootstrap: conn.bootstrap, timeoutMs: opts.timeout, logger: silentLogger, privateKey }
+}
+
+/** Connects a light client with the standard client options. */
+export async function clientFromOptions (opts: ClientOptions): Promise<Client> {
+  return await connectClient(await clientInit(opts))
 }
 
 /** Tries to read the node's membership view before `readStatus` gives up. @default 3 */

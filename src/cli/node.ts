@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path'
 import { MeshNode } from '../node/mesh-node.ts'
 import { hasSavedBoard } from '../crdt/store.ts'
 import { serveStatus } from '../api/status-service.ts'
+import { serveFollow } from '../api/follow-service.ts'
 import { DEFAULT_STOP_GRACE_MS } from '../scheduler/scheduler.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, DEFAULT_TASK_TIMEOUT_MS } from '../scheduler/run.ts'
 import { credentialFingerprint } from '../agent/claude-args.ts'
@@ -254,6 +255,8 @@ export const nodeCommand = defineCommand({
     const stopFavouring = favourMemoryWhenIdle(node, joining, log)
     // clients ask for the status in one request (`meshwork status`), no board sync needed
     await serveStatus(node, { logger: nodeLog })
+    // `submit --wait` follows its plan through a node, without a board replica of its own
+    await serveFollow(node, { logger: nodeLog })
     metrics?.attach(node)
     const mesh = node
     const mismatch = watchVersions(mesh, conn.bootstrap, log)

@@ -38,3 +38,17 @@ export function parseDuration (text: string | number): number | null {
   const factor = unit === 'ms' ? 1 : unit === 's' ? 1000 : unit === 'm' ? 60_000 : 3_600_000
   return Math.round(n * factor)
 }
+
+/** Waits `ms`, or less when `signal` aborts first. Never throws. */
+export async function pause (ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return
+  await new Promise<void>(resolve => {
+    const timer = setTimeout(done, ms)
+    function done (): void {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done, { once: true })
+  })
+}
