@@ -133,7 +133,7 @@ async function followThrough (follower: TaskFollower, ids: TaskId[], json: boole
   const printer = new PlanPrinter(ids, json)
   const entries = new Map<string, FollowEntry>()
   for (;;) {
-    const batch = await follower.next((peer, why) => { process.stderr.write(`${new Date().toISOString().slice(11, 19)} lost ${peer} (${safeText(why)}); following through another node\n`) })
+    const batch = await follower.next((peer, why) => { process.stderr.write(`${new Date().toISOString().slice(11, 19)} lost ${peer} (${safeText(why)}); asking the bootstrap nodes again\n`) })
     for (const e of batch.entries) entries.set(e.id, e)
     const code = printer.show(entries)
     if (code !== null) return code
