@@ -34,7 +34,8 @@ export const E2E_FILES = [
   'test/tui-cli.test.ts',
   'test/verify-timeout.test.ts',
   'test/cli-allow.test.ts',
-  'test/chaos-short.test.ts'
+  'test/chaos-short.test.ts',
+  'test/cli-follow.test.ts'
 ]
 
 /**

@@ -46,18 +46,19 @@ export async function serveFollow (node: MeshNode, opts: ServeFollowOptions = {}
   const limiter = new PeerStreamLimiter(opts.limits ?? FOLLOW_LIMITS)
   await node.handle(FOLLOW_PROTOCOL, (stream: Stream, conn: Connection) => {
     serveBounded(limiter, stream, conn.remotePeer.toString(), { name: 'follow', what: 'plans followed', counts: node.stats.streamsRefused, logger: log }, async () => {
-      await follow(node, stream, { idleMs: opts.idleMs ?? STREAM_IDLE_MS, passMs: opts.passMs ?? FOLLOW_PASS_MS, keepaliveMs: opts.keepaliveMs ?? FOLLOW_KEEPALIVE_MS })
+      await follow(node, stream, { idleMs: opts.idleMs ?? STREAM_IDLE_MS, passMs: opts.passMs ?? FOLLOW_PASS_MS, keepaliveMs: opts.keepaliveMs ?? FOLLOW_KEEPALIVE_MS, log, peer: conn.remotePeer.toString() })
     })
   }, { maxInboundStreams: FOLLOW_STREAMS_PER_CONNECTION })
 }
 
-async function follow (node: MeshNode, stream: Stream, o: { idleMs: number, passMs: number, keepaliveMs: number }): Promise<void> {
+async function follow (node: MeshNode, stream: Stream, o: { idleMs: number, passMs: number, keepaliveMs: number, log: Logger, peer: string }): Promise<void> {
   const lp = new FramedStream(stream, { maxDataLength: MAX_STREAM_FRAME_BYTES })
   let ids: string[]
   try {
     const r = parseJson(followRequestSchema, await lp.readRaw({ signal: AbortSignal.timeout(o.idleMs) }))
     if (!r.ok) { stream.abort(new Error(`malformed follow request: ${r.reason.slice(0, 200)}`)); return }
     ids = r.value.ids
+    o.log.debug('follow:start', { peer: o.peer, tasks: ids.length })
   } catch (err) {
     stream.abort(toError(err))
     return
@@ -105,7 +106,9 @@ async function follow (node: MeshNode, stream: Stream, o: { idleMs: number, pass
       })
     }
     await closeStream(stream, o.idleMs)
+    o.log.debug('follow:end', { peer: o.peer })
   } catch (err) {
+    o.log.debug('follow:end', { peer: o.peer, error: toError(err).message })
     stream.abort(toError(err))
   } finally {
     node.removeEventListener('board:update', onUpdate)

@@ -66,14 +66,14 @@ export function tail (label: string, text: string, n = 2000): string {
   return `--- ${label} ---\n${t.trimEnd() === '' ? '(empty)' : t.trimEnd()}`
 }
 
-interface Spawned {
+export interface Spawned {
   proc: ChildProcess
   stdout: Capture
   stderr: Capture
   exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
 }
 
-function spawnCli (args: string[], env?: Record<string, string | undefined>, cwd?: string, bin = BIN): Spawned {
+export function spawnCli (args: string[], env?: Record<string, string | undefined>, cwd?: string, bin = BIN): Spawned {
   const proc = spawn(process.execPath, [bin, ...args], {
     env: childEnv(env),
     cwd: cwd ?? process.cwd(),
