@@ -132,9 +132,11 @@ class PlanPrinter {
 async function followThrough (follower: TaskFollower, ids: TaskId[], json: boolean): Promise<number> {
   const printer = new PlanPrinter(ids, json)
   const entries = new Map<string, FollowEntry>()
+  const wanted = new Set<string>(ids)
   for (;;) {
     const batch = await follower.next((peer, why) => { process.stderr.write(`${new Date().toISOString().slice(11, 19)} lost ${peer} (${safeText(why)}); asking the bootstrap nodes again\n`) })
-    for (const e of batch.entries) entries.set(e.id, e)
+    // (only the plan's own: a node that sends others is not let grow this map)
+    for (const e of batch.entries) if (wanted.has(e.id)) entries.set(e.id, e)
     const code = printer.show(entries)
     if (code !== null) return code
   }
