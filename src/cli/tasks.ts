@@ -55,8 +55,9 @@ export const submitCommand = defineCommand({
       else process.stdout.write(ids.join('\n') + '\n')
       if (!opts.wait) return 0
       // the plan is followed through a node that sends what changes of it; the board replica this client
-      // holds would apply every change of the mesh meanwhile. Nodes of an earlier release: through the replica
-      const follower = await TaskFollower.open({ ...init, ids })
+      // holds would apply every change of the mesh meanwhile. Nodes of an earlier release, or no node that
+      // answers the request (the replica is connected already): through the replica
+      const follower = await TaskFollower.open({ ...init, ids }).catch(() => 'unsupported' as const)
       if (follower === 'unsupported') return await followReplica(client, ids, json)
       await client.close()
       try {
