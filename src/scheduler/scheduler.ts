@@ -569,29 +569,27 @@ export class Scheduler {
     const seen = new Map<TaskId, { owner: string, at: number }>()
     this.#ownerSeen = seen
     this.#lastClaimPass = now
-    const stealAfter = this.#init.stealAfterMs ?? DEFAULT_STEAL_AFTER_MS
-    /** Whether `t`, owned by `owner` in this node's view (a label), has waited for it long enough to be stolen. */
-    const stealable = (t: Task, owner: string): boolean => {
-      const before = seenBefore.get(t.id)
-      const since = before !== undefined && before.owner === owner ? before.at : now
-      seen.set(t.id, { owner, at: since })
-      return now - Math.max(since, readySince(t, snap)) >= stealAfter
-    }
-    /** Whether `t` may not run beside what runs or is picked already (their files scopes overlap). */
-    const overlaps = (t: Task): boolean => t.files.length > 0 && [...active, ...picked.map(p => p.task)].some(o => o.id !== t.id && scopesOverlap(o.files, t.files))
     for (const t of ownFirst(ordered, rank, t => owners.get(t.id) === me)) {
       if (picked.length >= free - hidden) break
       const owner = owners.get(t.id)
+      const stealAfter = this.#init.stealAfterMs ?? DEFAULT_STEAL_AFTER_MS
       const mine = owner === me
-      if (!mine && !stealable(t, owner ?? '')) continue
-      if (overlaps(t)) continue
+      if (!mine) {
+        const before = seenBefore.get(t.id)
+        const since = before !== undefined && before.owner === (owner ?? '') ? before.at : now
+        seen.set(t.id, { owner: owner ?? '', at: since })
+        if (now - Math.max(since, readySince(t, snap)) < stealAfter) continue
+      }
+      if (t.files.length > 0 && [...active, ...picked.map(p => p.task)].some(o => o.id !== t.id && scopesOverlap(o.files, t.files))) continue
       picked.push({ task: t, stolen: !mine })
     }
     // the hidden room: among the head of the queue (a task a runner, as many as it has hidden slots, and every
-    // task ranked alike with the first), the tasks no node with room gets whose rendezvous owner among all
-    // runners is this node; two nodes with hidden room pick apart, and a node with room the others see keeps
-    // what it owns. Any other task is stolen after the usual wait, as the pass above steals
+    // task ranked alike with the first), the tasks
+    // no node with room gets whose rendezvous owner among all runners is this node; two nodes with hidden room
+    // pick apart, and a node with room the others see keeps what it owns. Any other task is stolen after the
+    // usual wait, as the pass above steals
     if (hidden > 0) {
+      const stealAfter = this.#init.stealAfterMs ?? DEFAULT_STEAL_AFTER_MS
       const window = runners.length * hidden
       // tasks ranked alike with the head of the queue (a plan of independent tasks) all come first: its own
       // among them anywhere, not only in the window
@@ -603,9 +601,15 @@ export class Scheduler {
         if (assigned === me || picked.some(p => p.task.id === t.id)) continue
         const owner = rendezvousOwner(t.id, runners)
         const mine = assigned === undefined && owner === me && (k < window || rank(t) === headRank)
-        // the same wait as the pass above for a task a node with room owns; its own for one nobody gets
-        if (!mine && !stealable(t, assigned ?? `all:${owner ?? ''}`)) continue
-        if (overlaps(t)) continue
+        if (!mine) {
+          // the same wait as the pass above for a task a node with room owns; its own for one nobody gets
+          const label = assigned ?? `all:${owner ?? ''}`
+          const before = seenBefore.get(t.id)
+          const since = before !== undefined && before.owner === label ? before.at : now
+          seen.set(t.id, { owner: label, at: since })
+          if (now - Math.max(since, readySince(t, snap)) < stealAfter) continue
+        }
+        if (t.files.length > 0 && [...active, ...picked.map(p => p.task)].some(o => o.id !== t.id && scopesOverlap(o.files, t.files))) continue
         picked.push({ task: t, stolen: !mine, hidden: true })
         taken++
       }
