@@ -1,7 +1,5 @@
 import { request } from 'node:http'
 import { createInterface } from 'node:readline'
-import { realpathSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
 
 /*
  * The MCP server Claude Code starts (stdio) for a run of a node started with
@@ -14,7 +12,7 @@ import { fileURLToPath } from 'node:url'
  * permission result as the text content: `{"behavior":"allow","updatedInput":
  * {...}}` or `{"behavior":"deny","message":"..."}`.
  *
- * Run as a script with the node's own Node binary, it imports nothing but
+ * Run as a script (approval-mcp-server.ts) with the node's own Node binary, it imports nothing but
  * Node's built-ins (it starts with every run). MCP over stdio is JSON-RPC 2.0,
  * one message a line; the few methods a tool server needs are answered here
  * (the MCP SDK would add a dependency tree for that). Nothing else may be
@@ -147,12 +145,3 @@ export function serveApprovalMcp (env: NodeJS.ProcessEnv = process.env): void {
     process.exit(0)
   })
 }
-
-/** Whether this module is the script Node was started with. */
-function isMain (): boolean {
-  const script = process.argv[1]
-  if (script === undefined) return false
-  try { return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url)) } catch { return false }
-}
-
-if (isMain()) serveApprovalMcp()

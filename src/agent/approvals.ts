@@ -58,10 +58,10 @@ export interface ApprovalGate {
   begin: (run: ApprovalRunInit) => Promise<ApprovalSession>
 }
 
-/** The MCP server script beside this module (`.ts` from a clone, `.js` when built). */
+/** The MCP server script beside this module (`.ts` from a clone, `.js` when built or bundled: the bundle has it as an entry of its own). */
 export function approvalMcpScript (): string {
   const here = fileURLToPath(import.meta.url)
-  return join(here, '..', `approval-mcp${extname(here)}`)
+  return join(here, '..', `approval-mcp-server${extname(here)}`)
 }
 
 /**

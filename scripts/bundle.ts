@@ -1,0 +1,60 @@
+/**
+ * `npm run bundle`: bundles the CLI into .build/cli/ (gitignored), which
+ * bin/meshwork.js runs in a clone while it matches the sources (bin/bundle.js
+ * keeps their fingerprint); otherwise it runs the TypeScript sources, as
+ * before. `npm ci` and `npm install` run it (the `prepare` script).
+ *
+ * Why: a command loads about a thousand modules from the sources and their
+ * dependencies, 0.4 s before it does anything on this project's 2-core test
+ * machines; from the bundle 0.14 s. Every `meshwork` command and every node's
+ * start gains that (docs/benchmarks.md, "Session of 2026-12-05, ninth").
+ *
+ * Two entries: the CLI (`main.js`) and the approval MCP server a node's
+ * Claude runs start as a script beside it (`approval-mcp-server.js`, see
+ * src/agent/approvals.ts). Left out of the bundle and loaded from
+ * node_modules as usual: Automerge (it reads its WebAssembly file beside its
+ * own module) and ink's optional devtools.
+ *
+ * It never fails an install: when the bundle cannot be made it says why, and
+ * the commands run from the sources.
+ */
+import { build } from 'rolldown'
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { existsSync } from 'node:fs'
+import { BUNDLE_DIR, STAMP_FILE, sourcesFingerprint } from '../bin/bundle.js'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const say = (line: string): void => { process.stderr.write(`meshwork: ${line}\n`) }
+const started = performance.now()
+// taken before the build: a source edited while it runs leaves the bundle stale, never wrongly fresh
+const fingerprint = sourcesFingerprint(root)
+const out = join(root, '.build')
+// built aside and swapped in whole: a command running meanwhile (a test beside `npm pack`, which runs
+// this too) finds either bundle complete; chunk names are content hashes, so the same sources give the same files
+const aside = join(root, `.build-${process.pid}`)
+try {
+  if (existsSync(join(root, BUNDLE_DIR, 'main.js')) && (await readFile(join(root, STAMP_FILE), 'utf8').catch(() => '')).trim() === fingerprint) {
+    say(`the bundle in ${BUNDLE_DIR} is up to date`)
+  } else {
+    await rm(aside, { recursive: true, force: true })
+    await build({
+      input: { main: join(root, 'src/cli/main.ts'), 'approval-mcp-server': join(root, 'src/agent/approval-mcp-server.ts') },
+      platform: 'node',
+      external: ['@automerge/automerge', 'react-devtools-core'],
+      logLevel: 'warn',
+      output: { dir: join(aside, 'cli'), format: 'esm' }
+    })
+    await mkdir(aside, { recursive: true })
+    await writeFile(join(aside, 'sources'), fingerprint + '\n')
+    const old = join(root, `.build-old-${process.pid}`)
+    await rename(out, old).catch(() => {})
+    await rename(aside, out)
+    await rm(old, { recursive: true, force: true })
+    say(`bundled the CLI into ${BUNDLE_DIR} in ${((performance.now() - started) / 1000).toFixed(1)} s (commands start from it while src/ is unchanged)`)
+  }
+} catch (err) {
+  await rm(aside, { recursive: true, force: true }).catch(() => {})
+  say(`no bundle made (${err instanceof Error ? err.message : String(err)}); commands run from the TypeScript sources`)
+}
