@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { createMesh, mainTrailers, waitAllAlive, waitOneCompleteMain, type TestMesh } from './helpers/mesh.ts'
 import { Worker } from '../src/node/worker.ts'
 import { simAgent } from '../src/agent/sim.ts'
-import { silentLogger } from '../src/util/logger.ts'
+import { createLogger } from '../src/util/logger.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { git, gitText } from '../src/git/git.ts'
@@ -17,6 +17,15 @@ afterAll(async () => {
   await Promise.all(workers.map(async w => { await w.stop(0) }))
   await mesh?.stop()
 })
+
+/** Each node's last log lines (info and up), printed when the heal's wait fails: the case is rare and depends on timing. */
+const logs = new Map<number, string[]>()
+const KEPT_LINES = 600
+function nodeLogger (i: number): ReturnType<typeof createLogger> {
+  const lines: string[] = []
+  logs.set(i, lines)
+  return createLogger(`n${i}`, { level: 'info', format: 'text', write: line => { lines.push(line); if (lines.length > KEPT_LINES) lines.shift() } })
+}
 
 /** Progress for a failure report (a timeout of the whole test says nothing about where it stood). */
 const step = (what: string): void => { process.stderr.write(`[leader-partition] ${new Date().toISOString()} ${what}\n`) }
@@ -32,7 +41,7 @@ describe('a partition: only the majority side advances main', { timeout: 300_000
     await commitFiles(project, { 'README.md': 'project\n' }, 'project')
     for (const [i] of mesh.nodes.entries()) await git(['clone', '-q', project, join(root, `repo${i}`)], { cwd: root })
     for (const [i, node] of mesh.nodes.entries()) {
-      const w = new Worker({ node, agent: simAgent(), repo: join(root, `repo${i}`), dataDir: join(root, `w${i}`), branch: 'main', slots: 2, hasBootstrap: i > 0, logger: silentLogger })
+      const w = new Worker({ node, agent: simAgent(), repo: join(root, `repo${i}`), dataDir: join(root, `w${i}`), branch: 'main', slots: 2, hasBootstrap: i > 0, logger: nodeLogger(i) })
       workers.push(w)
       await w.start()
       await w.ready
@@ -82,7 +91,13 @@ describe('a partition: only the majority side advances main', { timeout: 300_000
     mesh.heal()
     const all = [...lTasks, ...rTasks]
     // after the heal: one leader, every task merged, every node's main equal to the board's, containing every task's merge once
-    const head = await waitOneCompleteMain(mesh.nodes, repoOf, all, 90_000)
+    let head: string
+    try {
+      head = await waitOneCompleteMain(mesh.nodes, repoOf, all, 90_000)
+    } catch (err) {
+      for (const [i, lines] of logs) process.stderr.write(`--- node ${i} (${mesh.nodes[i]?.peerId.slice(-6)}${mesh.nodes[i] === lone ? ', the cut-off leader' : ''}), last ${lines.length} log lines ---\n${lines.join('\n')}\n`)
+      throw err
+    }
     for (const n of mesh.nodes) {
       const repo = repoOf(n)
       expect(await mainTrailers(repo), `${n.name}'s main`).toEqual([...all].sort())
