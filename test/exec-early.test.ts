@@ -14,21 +14,21 @@ import { Board } from '../src/crdt/board.ts'
 import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import type { Task, TaskId } from '../src/crdt/schema.ts'
 import { createLogger } from '../src/util/logger.ts'
-import { Execution } from '../src/node/exec.ts'
+import { Execution, type ExecutionInit } from '../src/node/exec.ts'
 import { git } from '../src/git/git.ts'
 import { waitFor } from '../src/util/wait.ts'
 
 const dirs: string[] = []
 afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }) })
 
-async function setUp (setup?: string): Promise<{ exec: Execution, board: Board, dir: string }> {
+async function setUp (setup?: string, more: Partial<ExecutionInit> = {}): Promise<{ exec: Execution, board: Board, dir: string }> {
   const dir = await tempDir('meshwork-early-')
   dirs.push(dir)
   const repo = await initRepo(join(dir, 'repo'))
   await commitFiles(repo, { 'README.md': '# project\n' }, 'initial')
   const board = Board.create('mesh-early', 'aa11')
   board.change('plan', addTasks([simpleTask('t')]))
-  const exec = new Execution({ node: { board }, repo, worktreesDir: join(dir, 'worktrees'), branch: 'main', logger: createLogger('x', { level: 'silent' }), ...(setup !== undefined ? { setup } : {}) })
+  const exec = new Execution({ node: { board }, repo, worktreesDir: join(dir, 'worktrees'), branch: 'main', logger: createLogger('x', { level: 'silent' }), ...(setup !== undefined ? { setup } : {}), ...more })
   await exec.start()
   return { exec, board, dir }
 }
@@ -112,6 +112,40 @@ describe('a worktree made as its task is claimed', () => {
     // the run made later makes its own
     expect(existsSync(join(await exec.prepare(taskOf(board, 0), new AbortController().signal), 'README.md'))).toBe(true)
     await exec.cleanup(taskOf(board, 0))
+    await exec.stop()
+  })
+
+  it('is not taken from the next claim by the late end of a claim let go while git made it (the task claimed again at once)', async () => {
+    // as a node makes them: from a spare worktree checked out ahead
+    const { exec, board, dir } = await setUp(undefined, { spareWorktree: true })
+    const repo = join(dir, 'repo')
+    const path = join(dir, 'worktrees', 't')
+    await exec.prepare(taskOf(board, 0), new AbortController().signal)
+    await exec.cleanup(taskOf(board, 0))
+    expect(await exec.worktrees.spareReady(), 'no spare worktree was made').not.toBeNull()
+    // git's post-checkout hook holds the first checkout (the first claim's worktree, made but not yet handed back) until told
+    const started = join(dir, 'checkout-started')
+    const release = join(dir, 'checkout-release')
+    const hook = join(repo, '.git', 'hooks', 'post-checkout')
+    await writeFile(hook, `#!/bin/sh\nif mkdir '${join(dir, 'checkout-held')}' 2>/dev/null; then touch '${started}'; while [ ! -f '${release}' ]; do sleep 0.05; done; fi\nexit 0\n`)
+    await chmod(hook, 0o755)
+    const first = new AbortController()
+    const early1 = exec.prepareEarly(taskOf(board, 1), first.signal)
+    await waitFor(() => existsSync(started), { timeoutMs: 30_000, message: 'git never reached the first claim\'s checkout' })
+    // the claim is let go (the scheduler aborts it, then drops what it made) and the task claimed again at once
+    first.abort(new Error('the claim was let go'))
+    const drop1 = exec.dropEarly('t', 1)
+    const early2 = exec.prepareEarly(taskOf(board, 2), new AbortController().signal)
+    await writeFile(release, '')
+    await Promise.all([early1, drop1, early2])
+    // the later claim's run has its worktree, and its work is committed to the task's branch
+    expect(await exec.prepare(taskOf(board, 2), new AbortController().signal)).toBe(path)
+    await writeFile(join(path, 'work.txt'), 'done\n')
+    const head = await exec.finish(taskOf(board, 2))
+    expect(head, 'the run\'s worktree was gone when its work was committed').not.toBeNull()
+    expect((await git(['show', `${head as string}:work.txt`], { cwd: repo })).stdout.toString()).toBe('done\n')
+    await exec.cleanup(taskOf(board, 2))
+    expect(existsSync(path)).toBe(false)
     await exec.stop()
   })
 })

@@ -122,6 +122,26 @@ export class Execution {
   readonly worktrees: Worktrees
   #init: ExecutionInit
   #open = new Map<string, Worktree>()
+  /**
+   * Each task's worktree work (made, dropped, removed), one piece at a time.
+   * A claim let go while git still made its worktree, and the task claimed
+   * again at once, had two makes of the one path at once: the second found the
+   * first's worktree and replaced it, then the first ended, named its own (by
+   * then the second's) the task's worktree, and its drop removed it under the
+   * second claim's run, whose work was then never committed (seen in
+   * test/leader-partition.test.ts: a task `done` with no head, never merged).
+   */
+  readonly #turns = new Map<string, Promise<unknown>>()
+
+  /** Runs `work` once every earlier piece of task `id`'s worktree work has ended (however it ended). */
+  #inTurn<T> (id: string, work: () => Promise<T>): Promise<T> {
+    const before = this.#turns.get(id) ?? Promise.resolve()
+    const mine = before.then(work, work)
+    const settled = mine.then(() => {}, () => {})
+    this.#turns.set(id, settled)
+    void settled.then(() => { if (this.#turns.get(id) === settled) this.#turns.delete(id) })
+    return mine
+  }
 
   constructor (init: ExecutionInit) {
     this.#init = init
@@ -168,7 +188,7 @@ export class Execution {
       wt = await early.made
     }
     // made now when the claim's early start failed (its error, if any, comes again) or there was none
-    wt ??= await this.#make(task, signal)
+    wt ??= await this.#inTurn(task.id, async () => await this.#make(task, signal))
     const setup = this.#init.setup
     if (setup !== undefined && setup.trim() !== '') {
       try {
@@ -189,7 +209,7 @@ export class Execution {
    */
   prepareEarly = async (task: Task, signal: AbortSignal): Promise<void> => {
     // `signal` (the claim let go) stops it before its git work starts, never during (`#make`)
-    const made = this.#make(task, signal).catch(() => null)
+    const made = this.#inTurn(task.id, async () => await this.#make(task, signal)).catch(() => null)
     this.#early.set(task.id, { epoch: task.epoch, made })
     await made
   }
@@ -199,11 +219,14 @@ export class Execution {
     const early = this.#early.get(id)
     if (early === undefined || early.epoch !== epoch) return
     this.#early.delete(id)
-    const wt = await early.made
-    if (wt === null || this.#open.get(id) !== wt) return
-    this.#open.delete(id)
-    this.resumed.delete(id)
-    await this.worktrees.remove(wt)
+    // in turn: after its make, before any make a later claim asked for since
+    await this.#inTurn(id, async () => {
+      const wt = await early.made
+      if (wt === null || this.#open.get(id) !== wt) return
+      this.#open.delete(id)
+      this.resumed.delete(id)
+      await this.worktrees.remove(wt)
+    })
   }
 
   /** Worktrees made as their tasks were claimed (`prepareEarly`), by task: null when making one failed. */
@@ -275,10 +298,12 @@ export class Execution {
   }
 
   cleanup = async (task: Task): Promise<void> => {
-    this.resumed.delete(task.id)
-    const wt = this.#open.get(task.id)
-    if (wt === undefined) return
-    this.#open.delete(task.id)
-    await this.worktrees.remove(wt)
+    await this.#inTurn(task.id, async () => {
+      this.resumed.delete(task.id)
+      const wt = this.#open.get(task.id)
+      if (wt === undefined) return
+      this.#open.delete(task.id)
+      await this.worktrees.remove(wt)
+    })
   }
 }
