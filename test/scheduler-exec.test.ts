@@ -111,7 +111,7 @@ describe('infrastructure failures do not burn attempts', () => {
       finish: async () => {
         finishes++
         if (finishes === 1) throw new Error('git commit failed: disk full')
-        return null
+        return 'c0ffee'.padEnd(40, '0')
       }
     })]
     node.changeBoard('plan', addTasks([simpleTask('t', { maxAttempts: 1 })]))
@@ -124,6 +124,20 @@ describe('infrastructure failures do not burn attempts', () => {
     expect(t.costUsd).toBeCloseTo(1.0, 6)
     expect(t.tokens.input).toBe(20)
     expect(t.summary).toBe('did it')
+  })
+
+  it('a successful run whose worktree was gone when its work was to be committed runs again, never ends done with no commit to merge', async () => {
+    const node = await oneNode()
+    const head = 'c0ffee'.padEnd(40, '0')
+    let finishes = 0
+    // the first finish finds no worktree open for the task (what Execution.finish returns then)
+    scheds = [attachScheduler(node, new RunLog(), 1, { infraBackoffMs: 100, finish: async () => ++finishes === 1 ? null : head })]
+    node.changeBoard('plan', addTasks([simpleTask('t', { maxAttempts: 1 })]))
+    await waitFor(() => node.board.task('t')?.state === 'done', { timeoutMs: 20_000, message: () => JSON.stringify(node.board.task('t')) })
+    const t = node.board.task('t')!
+    expect(finishes).toBe(2)
+    expect(t.head).toBe(head)
+    expect(t.failures).toBe(0)
   })
 
   it('a failing --setup is reported as such with its output, and counts nothing', async () => {

@@ -59,7 +59,7 @@ export interface RunHooks {
    * Whatever it throws is an infrastructure failure, never the agent's.
    */
   prepare?: ((task: Task, signal: AbortSignal) => Promise<string | undefined>) | undefined
-  /** Called after a successful run, before the task is marked done; returns the branch head oid. */
+  /** Called after a successful run, before the task is marked done; returns the branch head oid (null: the run's worktree is gone, an infrastructure failure). */
   finish?: ((task: Task, cwd: string | undefined) => Promise<string | null>) | undefined
   /** Called when the agent has ended with success, before `finish` commits its work: the run's slot may take the next task. */
   agentDone?: ((result: AgentResult) => void) | undefined
@@ -177,6 +177,8 @@ export async function runStages (hooks: RunHooks, t: Task, signal: AbortSignal):
   } catch (err) {
     return { kind: 'infra', stage: 'finish', error: toError(err).message, agentStarted: true, result }
   }
+  // a run with no commit to show would be `done` with nothing to merge, and wait for its merge for ever
+  if (hooks.finish !== undefined && head === null) return { kind: 'infra', stage: 'finish', error: 'the run\'s worktree was gone when its work was to be committed; the task runs again', agentStarted: true, result }
   // when the agent ran and when its work was committed, for the per-phase breakdown of a run
   hooks.log.info('task:committed', { task: t.id, epoch: t.epoch, head, agentStart, agentEnd })
   return { kind: 'agent', result, head, agentStarted: true }
