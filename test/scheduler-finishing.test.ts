@@ -17,8 +17,9 @@ import { createLogger } from '../src/util/logger.ts'
 import { gitText } from '../src/git/git.ts'
 import { Execution } from '../src/node/exec.ts'
 import { STUCK_RUN_GRACE_MS, type Scheduler } from '../src/scheduler/scheduler.ts'
+import { rendezvousOwner } from '../src/scheduler/claims.ts'
 import type { MeshNode } from '../src/node/mesh-node.ts'
-import type { PeerIdString, Task } from '../src/crdt/schema.ts'
+import type { PeerIdString, Task, TaskId } from '../src/crdt/schema.ts'
 
 let mesh: TestMesh | undefined
 let scheds: Scheduler[] = []
@@ -239,6 +240,58 @@ describe('a finished run frees its slot before its hand-off ends', () => {
       expect(node.board.task(id)?.head).toBe(await gitText(['rev-parse', `refs/heads/meshwork/${id}`], { cwd: repo }))
       expect(node.board.task(id)?.attempts).toBe(1)
     }
+    expect(log.duplicates()).toEqual([])
+  })
+  it('two nodes whose runs hand off at once each take the task the mesh\'s rendezvous gives it, not both the head of the queue', async () => {
+    // a and b run; c (no scheduler) writes the plans, which reach a and b by gossip at about the same moment
+    mesh = await createMesh(3)
+    await waitAllAlive(mesh.nodes)
+    const [a, b, c] = mesh.nodes as [MeshNode, MeshNode, MeshNode]
+    // c runs nothing: with no slots it is no runner of the mesh's rendezvous
+    c.setSlots(0)
+    await waitFor(() => [a, b].every(n => n.membership.get(c.peerId)?.slots === 0), { timeoutMs: 20_000, message: 'c\'s slots never reached a and b' })
+    const runners = [a.peerId, b.peerId]
+    /** The first id of `prefix`0, `prefix`1, … whose rendezvous owner among a and b is `peer`. */
+    const ownedBy = (prefix: string, peer: string): string => {
+      for (let i = 0; ; i++) if (rendezvousOwner(`${prefix}${i}`, runners) === peer) return `${prefix}${i}`
+    }
+    const claims: Array<{ node: string, task: string }> = []
+    const lost: string[] = []
+    const loggerOf = (name: string) => createLogger(name, { level: 'info', format: 'json', write: line => {
+      const e = JSON.parse(line) as { event: string, task?: string, reason?: string }
+      if (e.event === 'task:claimed' || e.event === 'task:stolen') claims.push({ node: name, task: e.task ?? '' })
+      if (e.event === 'task:released' && (e.reason ?? '').startsWith('lost the claim')) lost.push(`${name}: ${e.task ?? ''}`)
+    } })
+    const held = heldHandoff([])
+    const log = new RunLog()
+    for (const [node, name] of [[a, 'a'], [b, 'b']] as const) {
+      const { exec } = await execution(node)
+      // no steals while the test looks (a slow host would let one node take the other's task)
+      scheds.push(attachScheduler(node, log, 1, { logger: loggerOf(name), prepare: exec.prepare, finish: exec.finish, cleanup: exec.cleanup, handOff: held.hook, stealAfterMs: 120_000 }))
+    }
+    // one run each (tasks ranked alike go by the rendezvous), both held in their hand-off: each node has a
+    // slot free that the other sees taken (its task is still running on the board)
+    const first = [ownedBy('wa', a.peerId), ownedBy('wb', b.peerId)]
+    c.changeBoard('plan', addTasks(first.map(id => simpleTask(id, { sim: sim(`${id}.txt`) }))))
+    await waitFor(() => held.calls.length === 2, { timeoutMs: 30_000, message: () => `both runs did not reach their hand-off: ${JSON.stringify(held.calls.map(x => x.task))}, claims ${JSON.stringify(claims)}` })
+    expect(held.calls.map(x => x.task).sort()).toEqual([...first].sort())
+    await waitFor(() => first.every(id => a.board.task(id as TaskId)?.state === 'running' && b.board.task(id as TaskId)?.state === 'running'), { timeoutMs: 20_000, message: 'the runs were not seen running on both nodes' })
+    // the head of the queue is b's by the rendezvous, the next a's
+    const head = ownedBy('hb', b.peerId)
+    const next = ownedBy('ha', a.peerId)
+    const before = claims.length
+    c.changeBoard('plan', addTasks([simpleTask(head, { priority: 2, sim: sim(`${head}.txt`) }), simpleTask(next, { priority: 1, sim: sim(`${next}.txt`) })]))
+    // (their hand-offs wait for the first ones': one a slot at a time)
+    await waitFor(() => [head, next].every(id => log.runs.has(id)), { timeoutMs: 30_000, message: () => `the second runs did not start: claims ${JSON.stringify(claims.slice(before))}, lost ${lost.join(', ')}` })
+    const later = claims.slice(before)
+    // each took its own at once; neither went for the head and lost it
+    expect(later.find(x => x.node === 'a')?.task).toBe(next)
+    expect(later.find(x => x.node === 'b')?.task).toBe(head)
+    expect(lost).toEqual([])
+    for (const id of first) held.open(id)
+    await waitFor(() => held.calls.length === 4, { timeoutMs: 30_000, message: () => `the second runs never reached their hand-off: ${JSON.stringify(held.calls.map(x => x.task))}` })
+    for (const id of [head, next]) held.open(id)
+    await waitFor(() => [...first, head, next].every(id => c.board.task(id as TaskId)?.state === 'done'), { timeoutMs: 30_000, message: () => JSON.stringify([...first, head, next].map(id => c.board.task(id as TaskId)?.state)) })
     expect(log.duplicates()).toEqual([])
   })
 })

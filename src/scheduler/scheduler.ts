@@ -15,7 +15,7 @@ import { FINAL_TASK_STATES, type BoardSnapshot, type PeerIdString, type Task, ty
 import type { Agent, AgentProgress } from '../agent/types.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
 import { claimOrder, claimRank, effectiveState, openTasks, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
-import { assignOwners, claimWinner, lostAlready, ownFirst, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
+import { assignOwners, claimWinner, lostAlready, ownFirst, rendezvousOwner, retryBackoffMs, winningClaim, type Capacity } from './claims.ts'
 import { budgetHold, budgetView, describeHold, holdLogger, withUnwritten, type BudgetView } from './budget.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { TimeoutError, toError } from '../util/errors.ts'
@@ -541,7 +541,14 @@ export class Scheduler {
       const holder = t.state === 'running' ? t.node : t.state === 'claimed' ? claimWinner(t) : null
       if (holder !== null) load.set(holder, (load.get(holder) ?? 0) + 1)
     }
-    const capacity: Capacity[] = [{ peerId: me, free }]
+    // slots free here that the others cannot see yet: a run that ended and hands its branch off is `running` on
+    // the board until its `done` arrives. Counted by capacity, two nodes whose runs end together each saw only
+    // themselves with room and both owned the head of the queue (8 nodes on a 2-core host: a claim in three lost
+    // so, the two claims about 30 ms apart). The owners are worked out with the room the others see; the hidden
+    // room takes only tasks nobody with room gets that the mesh's rendezvous gives this node (below)
+    const shown = Math.max(0, this.slots - (load.get(me) ?? 0))
+    const hidden = Math.max(0, free - shown)
+    const capacity: Capacity[] = [{ peerId: me, free: free - hidden }]
     /** The nodes that run tasks, whatever their load: between them, the mesh's rendezvous shares out tasks ranked alike. */
     const runners: string[] = [me]
     for (const m of this.node.membership.alive()) {
@@ -554,7 +561,7 @@ export class Scheduler {
     const rank = (t: Task): string => claimRank(t, cp)
     const owners = assignOwners(ordered, capacity, { rank, runners })
     const active = openTasks(snap).filter(t => t.files.length > 0 && (t.state === 'running' || (t.state === 'claimed' && claimWinner(t) !== null)))
-    const picked: Array<{ task: Task, stolen: boolean }> = []
+    const picked: Array<{ task: Task, stolen: boolean, hidden?: true }> = []
     // a steal waits for the owner from when this node saw it as the owner, in passes one after another, not from
     // when the task became ready: a task that waited for a slot anywhere is no owner's delay, and its owner, free
     // a moment ago, is about to claim it (a steal at once collided with that claim)
@@ -562,19 +569,46 @@ export class Scheduler {
     const seen = new Map<TaskId, { owner: string, at: number }>()
     this.#ownerSeen = seen
     this.#lastClaimPass = now
+    const stealAfter = this.#init.stealAfterMs ?? DEFAULT_STEAL_AFTER_MS
+    /** Whether `t`, owned by `owner` in this node's view (a label), has waited for it long enough to be stolen. */
+    const stealable = (t: Task, owner: string): boolean => {
+      const before = seenBefore.get(t.id)
+      const since = before !== undefined && before.owner === owner ? before.at : now
+      seen.set(t.id, { owner, at: since })
+      return now - Math.max(since, readySince(t, snap)) >= stealAfter
+    }
+    /** Whether `t` may not run beside what runs or is picked already (their files scopes overlap). */
+    const overlaps = (t: Task): boolean => t.files.length > 0 && [...active, ...picked.map(p => p.task)].some(o => o.id !== t.id && scopesOverlap(o.files, t.files))
     for (const t of ownFirst(ordered, rank, t => owners.get(t.id) === me)) {
-      if (picked.length >= free) break
+      if (picked.length >= free - hidden) break
       const owner = owners.get(t.id)
-      const stealAfter = this.#init.stealAfterMs ?? DEFAULT_STEAL_AFTER_MS
       const mine = owner === me
-      if (!mine) {
-        const before = seenBefore.get(t.id)
-        const since = before !== undefined && before.owner === (owner ?? '') ? before.at : now
-        seen.set(t.id, { owner: owner ?? '', at: since })
-        if (now - Math.max(since, readySince(t, snap)) < stealAfter) continue
-      }
-      if (t.files.length > 0 && [...active, ...picked.map(p => p.task)].some(o => o.id !== t.id && scopesOverlap(o.files, t.files))) continue
+      if (!mine && !stealable(t, owner ?? '')) continue
+      if (overlaps(t)) continue
       picked.push({ task: t, stolen: !mine })
+    }
+    // the hidden room: among the head of the queue (a task a runner, as many as it has hidden slots, and every
+    // task ranked alike with the first), the tasks no node with room gets whose rendezvous owner among all
+    // runners is this node; two nodes with hidden room pick apart, and a node with room the others see keeps
+    // what it owns. Any other task is stolen after the usual wait, as the pass above steals
+    if (hidden > 0) {
+      const window = runners.length * hidden
+      // tasks ranked alike with the head of the queue (a plan of independent tasks) all come first: its own
+      // among them anywhere, not only in the window
+      const headRank = ordered.length > 0 ? rank(ordered[0] as Task) : null
+      let taken = 0
+      for (let k = 0; k < ordered.length && taken < hidden; k++) {
+        const t = ordered[k] as Task
+        const assigned = owners.get(t.id)
+        if (assigned === me || picked.some(p => p.task.id === t.id)) continue
+        const owner = rendezvousOwner(t.id, runners)
+        const mine = assigned === undefined && owner === me && (k < window || rank(t) === headRank)
+        // the same wait as the pass above for a task a node with room owns; its own for one nobody gets
+        if (!mine && !stealable(t, assigned ?? `all:${owner ?? ''}`)) continue
+        if (overlaps(t)) continue
+        picked.push({ task: t, stolen: !mine, hidden: true })
+        taken++
+      }
     }
     if (picked.length === 0) return
     // the claims lost in this tick's settle go back in the same change
@@ -590,12 +624,12 @@ export class Scheduler {
     // look again the moment the settle window ends rather than at the next tick
     const wake = setTimeout(() => { this.#schedule() }, settleMs + 1)
     wake.unref()
-    for (const { task, stolen } of picked) {
+    for (const { task, stolen, hidden: unseen } of picked) {
       this.#pending.set(task.id, { epoch: task.epoch, at: now, settleAt: now + settleMs, stolen, hash })
       this.#startEarly(task)
       const owner = owners.get(task.id)
       if (stolen) this.#log.info('task:stolen', { task: task.id, epoch: task.epoch, reason: owner === undefined ? 'no node had room for it in this node\'s view' : `preferred node ${owner} left it waiting ${now - Math.max(seen.get(task.id)?.at ?? now, readySince(task, snap))} ms` })
-      else this.#log.info('task:claimed', { task: task.id, epoch: task.epoch, reason: 'preferred owner (rendezvous)' })
+      else this.#log.info('task:claimed', { task: task.id, epoch: task.epoch, reason: unseen === true ? 'rendezvous owner among all runners (a slot the others do not see free yet)' : 'preferred owner (rendezvous)' })
     }
     this.#schedule()
   }
