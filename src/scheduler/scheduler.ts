@@ -50,6 +50,17 @@ export const DEFAULT_STEAL_AFTER_MS = 2000
 
 /** How long non-janitor nodes wait before releasing a dead node's tasks themselves. @default 5000 ms */
 export const JANITOR_GRACE_MS = 5000
+
+/**
+ * How long a done task whose branch's holders all look dead waits before it
+ * goes back to ready, on the janitor too. Nodes that learn of a finished task
+ * only as a partition heals (the board syncs before the cut-off holder's
+ * heartbeats arrive) still count its holder dead for a moment, and running a
+ * finished task again costs a whole agent run: in test/leader-partition the
+ * majority's janitor re-ran all three of the cut-off node's finished tasks
+ * within 0.6 s of the heal. @default 3000 ms
+ */
+export const HOLDERS_GONE_GRACE_MS = 3000
 /**
  * How long the board may say this node runs a task that no run here holds
  * before the node gives the task back (its end was withheld and could not be
@@ -389,6 +400,7 @@ export class Scheduler {
     for (const id of this.#orphanSince.keys()) { const t = snap.tasks.get(id); if (t === undefined || FINAL_TASK_STATES.has(t.state)) this.#orphanSince.delete(id) }
     for (const t of openTasks(snap)) {
       let reason: string | null = null
+      let holdersGone = false
       // the watchdog: the board says this node runs the task, but no run here holds it (the run's end was
       // withheld and could not be written, say): nobody else will release it, since this node is alive
       // (a run finishing in the background, its hand-off and `done` still to come, holds it too)
@@ -404,14 +416,17 @@ export class Scheduler {
         else if (w.peer !== me && now - w.at > CLAIM_TTL_MS) reason = `claim by ${w.peer} went stale`
       } else if (t.state === 'done' && t.holders.length > 0 && t.holders.every(h => !this.#alive(h))) {
         reason = `every holder of the branch is gone (${t.holders.join(', ')})`
+        holdersGone = true
       }
       if (reason === null) {
         this.#orphanSince.delete(t.id)
         continue
       }
+      if (holdersGone && !this.#orphanSince.has(t.id)) this.#log.info('task:holders-gone', { task: t.id, holders: t.holders, releaseInMs: janitor ? HOLDERS_GONE_GRACE_MS : JANITOR_GRACE_MS, note: 'runs again unless a holder comes back meanwhile' })
       const since = this.#orphanSince.get(t.id) ?? now
       this.#orphanSince.set(t.id, since)
-      if (own ? now - since >= STUCK_RUN_GRACE_MS : janitor || now - since >= JANITOR_GRACE_MS) releases.push({ id: t.id, reason, epoch: t.epoch, own })
+      const grace = own ? STUCK_RUN_GRACE_MS : !janitor ? JANITOR_GRACE_MS : holdersGone ? HOLDERS_GONE_GRACE_MS : 0
+      if (now - since >= grace) releases.push({ id: t.id, reason, epoch: t.epoch, own })
     }
     if (releases.length === 0) return
     const written = this.node.writeBoard('tasks:release', d => {
