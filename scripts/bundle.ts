@@ -17,6 +17,11 @@
  *
  * It never fails an install: when the bundle cannot be made it says why, and
  * the commands run from the sources.
+ *
+ * `--dist` (the `prepack` script): the same bundle into dist/cli/, which a
+ * package made with `npm pack` runs (the VMs' nodes and commands), so an
+ * installed meshwork starts from it too. No stamp: a package never runs its
+ * sources. A failure there fails the pack.
  */
 import { build } from 'rolldown'
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
@@ -28,33 +33,47 @@ import { BUNDLE_DIR, STAMP_FILE, sourcesFingerprint } from '../bin/bundle.js'
 const root = fileURLToPath(new URL('..', import.meta.url))
 const say = (line: string): void => { process.stderr.write(`meshwork: ${line}\n`) }
 const started = performance.now()
-// taken before the build: a source edited while it runs leaves the bundle stale, never wrongly fresh
-const fingerprint = sourcesFingerprint(root)
-const out = join(root, '.build')
-// built aside and swapped in whole: a command running meanwhile (a test beside `npm pack`, which runs
-// this too) finds either bundle complete; chunk names are content hashes, so the same sources give the same files
-const aside = join(root, `.build-${process.pid}`)
-try {
-  if (existsSync(join(root, BUNDLE_DIR, 'main.js')) && (await readFile(join(root, STAMP_FILE), 'utf8').catch(() => '')).trim() === fingerprint) {
-    say(`the bundle in ${BUNDLE_DIR} is up to date`)
-  } else {
-    await rm(aside, { recursive: true, force: true })
-    await build({
-      input: { main: join(root, 'src/cli/main.ts'), 'approval-mcp-server': join(root, 'src/agent/approval-mcp-server.ts') },
-      platform: 'node',
-      external: ['@automerge/automerge', 'react-devtools-core'],
-      logLevel: 'warn',
-      output: { dir: join(aside, 'cli'), format: 'esm' }
-    })
-    await mkdir(aside, { recursive: true })
-    await writeFile(join(aside, 'sources'), fingerprint + '\n')
-    const old = join(root, `.build-old-${process.pid}`)
-    await rename(out, old).catch(() => {})
-    await rename(aside, out)
-    await rm(old, { recursive: true, force: true })
-    say(`bundled the CLI into ${BUNDLE_DIR} in ${((performance.now() - started) / 1000).toFixed(1)} s (commands start from it while src/ is unchanged)`)
+
+/** The bundle's two entries, into `dir` (ESM chunks beside them). */
+async function bundleInto (dir: string): Promise<void> {
+  await build({
+    input: { main: join(root, 'src/cli/main.ts'), 'approval-mcp-server': join(root, 'src/agent/approval-mcp-server.ts') },
+    platform: 'node',
+    external: ['@automerge/automerge', 'react-devtools-core'],
+    logLevel: 'warn',
+    output: { dir, format: 'esm' }
+  })
+}
+
+if (process.argv.includes('--dist')) {
+  // `npm pack` (prepack): the package runs dist/cli/main.js (bin/meshwork.js), two levels under its root as in a
+  // clone. Unlike a clone's bundle this one is needed: a failure fails the pack.
+  await rm(join(root, 'dist'), { recursive: true, force: true })
+  await bundleInto(join(root, 'dist', 'cli'))
+  say(`bundled the CLI into dist/cli for the package in ${((performance.now() - started) / 1000).toFixed(1)} s`)
+} else {
+  // taken before the build: a source edited while it runs leaves the bundle stale, never wrongly fresh
+  const fingerprint = sourcesFingerprint(root)
+  const out = join(root, '.build')
+  // built aside and swapped in whole: a command running meanwhile (a test beside `npm pack`, which runs
+  // this too) finds either bundle complete; chunk names are content hashes, so the same sources give the same files
+  const aside = join(root, `.build-${process.pid}`)
+  try {
+    if (existsSync(join(root, BUNDLE_DIR, 'main.js')) && (await readFile(join(root, STAMP_FILE), 'utf8').catch(() => '')).trim() === fingerprint) {
+      say(`the bundle in ${BUNDLE_DIR} is up to date`)
+    } else {
+      await rm(aside, { recursive: true, force: true })
+      await bundleInto(join(aside, 'cli'))
+      await mkdir(aside, { recursive: true })
+      await writeFile(join(aside, 'sources'), fingerprint + '\n')
+      const old = join(root, `.build-old-${process.pid}`)
+      await rename(out, old).catch(() => {})
+      await rename(aside, out)
+      await rm(old, { recursive: true, force: true })
+      say(`bundled the CLI into ${BUNDLE_DIR} in ${((performance.now() - started) / 1000).toFixed(1)} s (commands start from it while src/ is unchanged)`)
+    }
+  } catch (err) {
+    await rm(aside, { recursive: true, force: true }).catch(() => {})
+    say(`no bundle made (${err instanceof Error ? err.message : String(err)}); commands run from the TypeScript sources`)
   }
-} catch (err) {
-  await rm(aside, { recursive: true, force: true }).catch(() => {})
-  say(`no bundle made (${err instanceof Error ? err.message : String(err)}); commands run from the TypeScript sources`)
 }

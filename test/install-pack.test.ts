@@ -8,6 +8,7 @@ import { describe, it, expect, afterAll } from 'vitest'
 import { spawn, execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { writeFile, readFile, realpath, stat } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
 import { join, dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from '../src/util/wait.ts'
@@ -51,6 +52,12 @@ describe('install from an npm pack tarball', () => {
     // the installed command runs the built JavaScript, not this checkout's sources
     const installed = await realpath(bin)
     expect(installed.startsWith(await realpath(prefix)), installed).toBe(true)
+    // the package's dist/ is the bundle (scripts/bundle.ts --dist): the CLI and the approval MCP server's entry in
+    // dist/cli, no tree of modules beside them
+    const pkg = join(dirname(installed), '..')
+    expect(existsSync(join(pkg, 'dist', 'cli', 'main.js'))).toBe(true)
+    expect(existsSync(join(pkg, 'dist', 'cli', 'approval-mcp-server.js'))).toBe(true)
+    expect(existsSync(join(pkg, 'dist', 'crdt'))).toBe(false)
     const help = await run(bin, ['--help'], { env })
     expect(help.stdout).toMatch(/Usage: meshwork <command>/)
     const ver = await run(bin, ['--version'], { env })
