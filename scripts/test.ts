@@ -1,5 +1,7 @@
 /**
- * `npm test`: the type-check and the core suite side by side, then one verdict.
+ * `npm test`: the bundle made again if a source changed (the CLI tests run
+ * `meshwork` from it, as users and CI do), then the type-check and the core
+ * suite side by side, then one verdict.
  *
  * The suite's tests mostly wait for nodes, timers and git, so its workers
  * (one more than the cores: vitest.config.ts) leave room on a 2-core machine,
@@ -29,6 +31,9 @@ function run (cmd: string, args: string[], capture: boolean): Promise<Done> {
   })
 }
 
+// the CLI tests start `meshwork` as users do: from the bundle, made again first if a source changed since
+// (scripts/bundle.ts; it never fails, and without a bundle the commands run from the sources)
+await run(process.execPath, [join(root, 'scripts', 'bundle.ts')], false)
 const started = Date.now()
 const typecheck = run(bin('tsc'), ['--noEmit', '-p', '.'], true).then((d) => ({ ...d, ms: Date.now() - started }))
 const suite = await run(bin('vitest'), ['run', ...process.argv.slice(2)], false)
