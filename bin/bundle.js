@@ -1,8 +1,8 @@
 // Which build of meshwork a clone runs (bin/meshwork.js): the bundle that
 // `npm ci` / `npm install` made (`npm run bundle`: scripts/bundle.ts) while it
 // matches the sources, else the TypeScript sources themselves. A bundle is a
-// few files where the sources and their dependencies are about a thousand
-// modules, and a command starts in about a third of the time (docs/benchmarks.md).
+// few dozen files where the sources and their dependencies are about a
+// thousand modules, and a command starts in about a third of the time (docs/benchmarks.md).
 // Built-in modules only: this runs at every command's start.
 import { createHash } from 'node:crypto'
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
