@@ -8,10 +8,12 @@ import { createHash } from 'node:crypto'
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 
-/** Where the bundle goes, under the package root (two levels deep, as the sources are: paths relative to a module stay right). */
-export const BUNDLE_DIR = join('.build', 'cli')
-/** The file holding the fingerprint of the sources a bundle was made from. */
-export const STAMP_FILE = join('.build', 'sources')
+/** Where a clone's bundle is made, under the package root. */
+export const BUILD_DIR = '.build'
+/** The bundle's directory in it (two levels under the root, as the sources are: paths relative to a module stay right). */
+export const BUNDLE_SUBDIR = 'cli'
+/** The file in it holding the fingerprint of the sources the bundle was made from. */
+export const STAMP_NAME = 'sources'
 
 /**
  * A fingerprint of what a bundle is made from: every file under src/ (path,
@@ -30,17 +32,22 @@ export function sourcesFingerprint (root) {
   return hash.digest('hex')
 }
 
+/** The bundle's entry (an absolute path) when `root` has one made from the sources whose fingerprint is `fingerprint`, else null. */
+export function bundleMadeFrom (root, fingerprint) {
+  const entry = join(root, BUILD_DIR, BUNDLE_SUBDIR, 'main.js')
+  try {
+    if (!existsSync(entry)) return null
+    return readFileSync(join(root, BUILD_DIR, STAMP_NAME), 'utf8').trim() === fingerprint ? entry : null
+  } catch {
+    return null
+  }
+}
+
 /**
  * The bundle's entry (an absolute path) when `root` has one made from the
  * sources as they are now, else null. `MESHWORK_SOURCES=1` always says null.
  */
 export function freshBundle (root) {
   if (process.env.MESHWORK_SOURCES === '1') return null
-  const entry = join(root, BUNDLE_DIR, 'main.js')
-  try {
-    if (!existsSync(entry)) return null
-    return readFileSync(join(root, STAMP_FILE), 'utf8').trim() === sourcesFingerprint(root) ? entry : null
-  } catch {
-    return null
-  }
+  return bundleMadeFrom(root, sourcesFingerprint(root))
 }

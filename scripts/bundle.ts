@@ -24,11 +24,10 @@
  * sources. A failure there fails the pack.
  */
 import { build } from 'rolldown'
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { existsSync } from 'node:fs'
-import { BUNDLE_DIR, STAMP_FILE, sourcesFingerprint } from '../bin/bundle.js'
+import { BUILD_DIR, BUNDLE_SUBDIR, STAMP_NAME, bundleMadeFrom, sourcesFingerprint } from '../bin/bundle.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const say = (line: string): void => { process.stderr.write(`meshwork: ${line}\n`) }
@@ -49,28 +48,28 @@ if (process.argv.includes('--dist')) {
   // `npm pack` (prepack): the package runs dist/cli/main.js (bin/meshwork.js), two levels under its root as in a
   // clone. Unlike a clone's bundle this one is needed: a failure fails the pack.
   await rm(join(root, 'dist'), { recursive: true, force: true })
-  await bundleInto(join(root, 'dist', 'cli'))
+  await bundleInto(join(root, 'dist', BUNDLE_SUBDIR))
   say(`bundled the CLI into dist/cli for the package in ${((performance.now() - started) / 1000).toFixed(1)} s`)
 } else {
   // taken before the build: a source edited while it runs leaves the bundle stale, never wrongly fresh
   const fingerprint = sourcesFingerprint(root)
-  const out = join(root, '.build')
+  const out = join(root, BUILD_DIR)
+  const where = join(BUILD_DIR, BUNDLE_SUBDIR)
   // built aside and swapped in whole: a command running meanwhile (a test beside `npm pack`, which runs
   // this too) finds either bundle complete; chunk names are content hashes, so the same sources give the same files
-  const aside = join(root, `.build-${process.pid}`)
+  const aside = `${out}-${process.pid}`
   try {
-    if (existsSync(join(root, BUNDLE_DIR, 'main.js')) && (await readFile(join(root, STAMP_FILE), 'utf8').catch(() => '')).trim() === fingerprint) {
-      say(`the bundle in ${BUNDLE_DIR} is up to date`)
+    if (bundleMadeFrom(root, fingerprint) !== null) {
+      say(`the bundle in ${where} is up to date`)
     } else {
       await rm(aside, { recursive: true, force: true })
-      await bundleInto(join(aside, 'cli'))
-      await mkdir(aside, { recursive: true })
-      await writeFile(join(aside, 'sources'), fingerprint + '\n')
-      const old = join(root, `.build-old-${process.pid}`)
+      await bundleInto(join(aside, BUNDLE_SUBDIR))
+      await writeFile(join(aside, STAMP_NAME), fingerprint + '\n')
+      const old = `${out}-old-${process.pid}`
       await rename(out, old).catch(() => {})
       await rename(aside, out)
       await rm(old, { recursive: true, force: true })
-      say(`bundled the CLI into ${BUNDLE_DIR} in ${((performance.now() - started) / 1000).toFixed(1)} s (commands start from it while src/ is unchanged)`)
+      say(`bundled the CLI into ${where} in ${((performance.now() - started) / 1000).toFixed(1)} s (commands start from it while src/ is unchanged)`)
     }
   } catch (err) {
     await rm(aside, { recursive: true, force: true }).catch(() => {})

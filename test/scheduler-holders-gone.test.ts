@@ -13,10 +13,9 @@ import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { asPeerId, type TaskId } from '../src/crdt/schema.ts'
 import { HOLDERS_GONE_GRACE_MS, Scheduler } from '../src/scheduler/scheduler.ts'
 import type { SchedulerNode } from '../src/node/components.ts'
-import { ZERO_TOKENS, type Agent } from '../src/agent/types.ts'
 import { createLogger } from '../src/util/logger.ts'
 import { waitFor } from '../src/util/wait.ts'
-import { FakeSchedulerNode } from './helpers/fake-sched-node.ts'
+import { FakeSchedulerNode, heldAgent } from './helpers/fake-sched-node.ts'
 
 const MESH = 'mesh-holders-gone'
 // this node sorts first: it is the janitor, which releases a dead node's other tasks at once
@@ -29,14 +28,6 @@ afterEach(async () => {
   await sched?.stop(0)
   sched = null
 })
-
-/** An agent whose runs last until they are stopped. */
-const held: Agent = {
-  kind: 'held',
-  run: async ({ signal }) => await new Promise((resolve) => {
-    signal.addEventListener('abort', () => { resolve({ outcome: 'aborted', error: 'stopped', costUsd: 0, tokens: ZERO_TOKENS }) }, { once: true })
-  })
-}
 
 /** A fake node whose board has task `t` done by the peer, its branch held by the peer alone; its recover passes counted. */
 function setUp (): { node: FakeSchedulerNode, events: Array<{ event: string, time: number }>, passes: () => number } {
@@ -53,7 +44,7 @@ function setUp (): { node: FakeSchedulerNode, events: Array<{ event: string, tim
   node.membership.alive = () => { count++; return alive() }
   const events: Array<{ event: string, time: number }> = []
   const logger = createLogger('s', { level: 'info', format: 'json', write: line => { events.push(JSON.parse(line) as { event: string, time: number }) } })
-  sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: held, slots: 1, logger })
+  sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: heldAgent, slots: 1, logger })
   return { node, events, passes: () => count }
 }
 

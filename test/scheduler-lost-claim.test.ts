@@ -19,9 +19,8 @@ import { addTasks, simpleTask } from '../src/crdt/ops.ts'
 import { asPeerId, type PeerIdString, type TaskId } from '../src/crdt/schema.ts'
 import { Scheduler } from '../src/scheduler/scheduler.ts'
 import type { SchedulerNode } from '../src/node/components.ts'
-import { ZERO_TOKENS, type Agent } from '../src/agent/types.ts'
 import { waitFor } from '../src/util/wait.ts'
-import { FakeSchedulerNode } from './helpers/fake-sched-node.ts'
+import { FakeSchedulerNode, heldAgent } from './helpers/fake-sched-node.ts'
 
 const MESH = 'mesh-lost-claim'
 const ME = asPeerId('12D3KooWlostMe')
@@ -32,14 +31,6 @@ afterEach(async () => {
   await sched?.stop(0)
   sched = null
 })
-
-/** An agent whose runs last until the test ends them. */
-const held: Agent = {
-  kind: 'held',
-  run: async ({ signal }) => await new Promise((resolve) => {
-    signal.addEventListener('abort', () => { resolve({ outcome: 'aborted', error: 'stopped', costUsd: 0, tokens: ZERO_TOKENS }) }, { once: true })
-  })
-}
 
 describe('a claim already lost', () => {
   it('is withdrawn before its settle window ends, in the change that claims the next task', async () => {
@@ -56,7 +47,7 @@ describe('a claim already lost', () => {
       signal.addEventListener('abort', () => { early.push(`${t.id} aborted`) }, { once: true })
     }
     const dropEarly = async (id: string, epoch: number): Promise<void> => { dropped.push(`${id}@${epoch}`) }
-    sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: held, slots: 1, settleMs: 60_000, prepareEarly, dropEarly })
+    sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: heldAgent, slots: 1, settleMs: 60_000, prepareEarly, dropEarly })
     sched.start()
     node.changeBoard('plan', addTasks([simpleTask('t'), simpleTask('u')]))
     const mine = (id: string): boolean => node.board.task(id as TaskId)?.claims[ME] !== undefined

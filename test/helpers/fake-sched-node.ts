@@ -2,6 +2,15 @@ import { Board, type BoardWrite } from '../../src/crdt/board.ts'
 import { actorForPeer } from '../../src/crdt/authors.ts'
 import type { PeerIdString } from '../../src/crdt/schema.ts'
 import type { Member } from '../../src/node/membership.ts'
+import { ZERO_TOKENS, type Agent } from '../../src/agent/types.ts'
+
+/** An agent whose runs last until they are stopped (a scheduler's slot held at will). */
+export const heldAgent: Agent = {
+  kind: 'held',
+  run: async ({ signal }) => await new Promise((resolve) => {
+    signal.addEventListener('abort', () => { resolve({ outcome: 'aborted', error: 'stopped', costUsd: 0, tokens: ZERO_TOKENS }) }, { once: true })
+  })
+}
 
 /**
  * What a scheduler needs of its node, over a real board and one peer whose
