@@ -122,6 +122,29 @@ describe('a sync message carrying the whole board', () => {
     expect(source.task('p2-5')?.claims[j.id]).toEqual({ epoch: 0, at: 2000 })
   })
 
+  it('hands out tasks that later writes inside them leave as they were (its copy, read lean, shares nothing with them)', async () => {
+    const { p, source, joiner, refused } = await withDocumentOffered(async () => {
+      const [p, j] = [await peer(), await peer()]
+      const source = Board.create(MESH, p.actor, p.signer)
+      for (let i = 0; i < 3; i++) source.change('plan', addTasks(tasks(100, `p${i}`)))
+      const joiner = Board.create(MESH, j.actor, j.signer)
+      return { p, source, joiner, ...syncInto(joiner, source) }
+    })
+    expect(refused).toBeNull()
+    expect(joiner.copyMadeBy).toBe('read')
+    const held = joiner.task('p1-3')
+    const heldSnapshot = joiner.snapshot().tasks.get('p1-3' as TaskId)
+    expect(held).toBeDefined()
+    const was = structuredClone(held)
+    // a claim writes inside the task's claims map, which the copy changes where it stands
+    const claim = source.change('tasks:claim', d => { lifecycle.claim(d, 'p1-3' as TaskId, asPeerId(p.id), 0, 5000) })
+    joiner.applyChanges([claim as Uint8Array])
+    expect(joiner.task('p1-3')?.claims[p.id]).toEqual({ epoch: 0, at: 5000 })
+    expect(held).toEqual(was)
+    expect(heldSnapshot).toEqual(was)
+    expect(held?.claims).toEqual({})
+  })
+
   it('is saved as the bytes it was loaded from, and what the board writes after it is saved on its own', async () => {
     const { j, joiner, refused } = await withDocumentOffered(async () => {
       const [p, j] = [await peer(), await peer()]

@@ -103,15 +103,40 @@ export function str (s: string): A.ImmutableString {
   return new A.ImmutableString(s)
 }
 
-/** Converts Automerge values (ImmutableString, proxies, counters) into plain JSON values. */
+/**
+ * Converts Automerge values (ImmutableString, proxies, counters) into plain
+ * JSON values. Objects and arrays that hold none are returned as they are,
+ * not copied (a joiner's copy of the board, read with plain strings, holds
+ * none): a caller that hands the result out or changes it must copy it. The
+ * board parses it with zod, whose objects, arrays and records are new.
+ */
 export function plain (value: unknown): unknown {
   if (value === null || typeof value !== 'object') return value
   // (instanceof first: the common case, cheaper than the marker A.isImmutableString looks for)
   if (value instanceof A.ImmutableString || A.isImmutableString(value)) return value.toString()
-  if (Array.isArray(value)) return value.map(v => plain(v))
+  if (Array.isArray(value)) {
+    let out: unknown[] | null = null
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i]
+      const p = plain(v)
+      if (p !== v && out === null) out = value.slice(0, i)
+      if (out !== null) out.push(p)
+    }
+    return out ?? value
+  }
   if (value instanceof Uint8Array || value instanceof Date) return value
   // a joiner reads every field of every task through here: keys, not entries (an array per field)
-  const out: Record<string, unknown> = {}
-  for (const k of Object.keys(value)) out[k] = plain((value as Record<string, unknown>)[k])
-  return out
+  const keys = Object.keys(value)
+  let out: Record<string, unknown> | null = null
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i] as string
+    const v = (value as Record<string, unknown>)[k]
+    const p = plain(v)
+    if (p !== v && out === null) {
+      out = {}
+      for (let j = 0; j < i; j++) out[keys[j] as string] = (value as Record<string, unknown>)[keys[j] as string]
+    }
+    if (out !== null) out[k] = p
+  }
+  return out ?? value
 }
