@@ -9,9 +9,10 @@
  * machines; from the bundle 0.14 s. Every `meshwork` command and every node's
  * start gains that (docs/benchmarks.md, "Session of 2026-12-05, ninth").
  *
- * Two entries: the CLI (`main.js`) and the approval MCP server a node's
+ * Three entries: the CLI (`main.js`), the approval MCP server a node's
  * Claude runs start as a script beside it (`approval-mcp-server.js`, see
- * src/agent/approvals.ts). Left out of the bundle and loaded from
+ * src/agent/approvals.ts), and the worker thread a joiner reads its copy of
+ * a large board on (`copy-worker.js`, src/crdt/copy-reader.ts). Left out of the bundle and loaded from
  * node_modules as usual: Automerge (it reads its WebAssembly file beside its
  * own module) and ink's optional devtools.
  *
@@ -33,10 +34,14 @@ const root = fileURLToPath(new URL('..', import.meta.url))
 const say = (line: string): void => { process.stderr.write(`meshwork: ${line}\n`) }
 const started = performance.now()
 
-/** The bundle's two entries, into `dir` (ESM chunks beside them). */
+/** The bundle's three entries, into `dir` (ESM chunks beside them). */
 async function bundleInto (dir: string): Promise<void> {
   await build({
-    input: { main: join(root, 'src/cli/main.ts'), 'approval-mcp-server': join(root, 'src/agent/approval-mcp-server.ts') },
+    input: {
+      main: join(root, 'src/cli/main.ts'),
+      'approval-mcp-server': join(root, 'src/agent/approval-mcp-server.ts'),
+      'copy-worker': join(root, 'src/crdt/copy-worker.ts')
+    },
     platform: 'node',
     external: ['@automerge/automerge', 'react-devtools-core'],
     logLevel: 'warn',

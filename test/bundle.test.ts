@@ -4,7 +4,8 @@
  * of this checkout in a temporary directory (the checkout's own .build is
  * left alone): the CLI runs from it without loading a module of the sources,
  * a node started from it applies every library patch, the approval MCP
- * server answers from it, and it is taken only while it matches the sources.
+ * server and the copy reader's worker answer from it, and it is taken only
+ * while it matches the sources.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { execFile, spawn } from 'node:child_process'
@@ -16,6 +17,11 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { freshBundle, sourcesFingerprint } from '../bin/bundle.js'
 import { makeTempDir, removeDir, startNode, type CliNode } from './helpers/cli.ts'
+import { MessageChannel, Worker } from 'node:worker_threads'
+import { Board } from '../src/crdt/board.ts'
+import { addTasks, simpleTask } from '../src/crdt/ops.ts'
+import { AsideState, type CopyRead } from '../src/crdt/copy-reader.ts'
+import { waitFor } from '../src/util/wait.ts'
 
 const run = promisify(execFile)
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '..')
@@ -97,6 +103,28 @@ describe('the bundle a clone\'s commands start from', { timeout: 120_000 }, () =
       expect(reply).toMatchObject({ jsonrpc: '2.0', id: 1, result: { serverInfo: expect.objectContaining({ name: expect.any(String) }) } })
     } finally {
       child.kill('SIGKILL')
+    }
+  })
+
+  it('has the copy reader\'s worker as an entry of its own, which reads a board\'s document it is sent', async () => {
+    const script = join(copy, '.build', 'cli', 'copy-worker.js')
+    expect(existsSync(script)).toBe(true)
+    const board = Board.create('mesh-bundle-test', 'ab'.repeat(16))
+    board.change('plan', addTasks([simpleTask('one'), simpleTask('two')]))
+    const { port1, port2 } = new MessageChannel()
+    const state = new Int32Array(new SharedArrayBuffer(4))
+    const worker = new Worker(script, { workerData: { port: port2, state }, transferList: [port2] })
+    try {
+      const answer = new Promise<unknown>(resolveAnswer => { port1.once('message', resolveAnswer) })
+      port1.postMessage(board.save())
+      const read = await answer as CopyRead
+      expect(read.heads).toEqual(board.heads())
+      expect(read.entries.tasks.map(([key]) => key).sort()).toEqual(['one', 'two'])
+      // (it says so in its state right after it posts the answer)
+      await waitFor(() => Atomics.load(state, 0) === AsideState.Answered, { timeoutMs: 30_000, message: 'the worker never said it answered' })
+    } finally {
+      port1.close()
+      await worker.terminate()
     }
   })
 

@@ -52,11 +52,12 @@ describe('install from an npm pack tarball', () => {
     // the installed command runs the built JavaScript, not this checkout's sources
     const installed = await realpath(bin)
     expect(installed.startsWith(await realpath(prefix)), installed).toBe(true)
-    // the package's dist/ is the bundle (scripts/bundle.ts --dist): the CLI and the approval MCP server's entry in
-    // dist/cli, no tree of modules beside them
+    // the package's dist/ is the bundle (scripts/bundle.ts --dist): the CLI, the approval MCP server's and the copy
+    // reader's worker's entries in dist/cli, no tree of modules beside them
     const pkg = join(dirname(installed), '..')
     expect(existsSync(join(pkg, 'dist', 'cli', 'main.js'))).toBe(true)
     expect(existsSync(join(pkg, 'dist', 'cli', 'approval-mcp-server.js'))).toBe(true)
+    expect(existsSync(join(pkg, 'dist', 'cli', 'copy-worker.js'))).toBe(true)
     expect(existsSync(join(pkg, 'dist', 'crdt'))).toBe(false)
     const help = await run(bin, ['--help'], { env })
     expect(help.stdout).toMatch(/Usage: meshwork <command>/)

@@ -10,9 +10,8 @@ import * as A from '@automerge/automerge'
 import { createHash } from 'node:crypto'
 import { changeContext, forbiddenWrite, objectPaths, isSigningActor, peerTagOfActor, roleViolation, unvouchedChanges, type ObjectPaths } from './authors.ts'
 import { signChange, signatureProblem, type ChangeSigner } from './signing.ts'
-import type { ZodType } from 'zod'
 import {
-  conflictSchema, mainSchema, nodeRecordSchema, taskSchema,
+  mainSchema,
   type BoardSnapshot, type Conflict, type ConflictId, type MainRef, type NodeRecord, type PeerIdString, type Task, type TaskId
 } from './schema.ts'
 import { BoardAuthorRefusedError, BoardChangeRejectedError, BoardForgedChangeError, plain, str, type BoardDoc, type BoardUpdate, type BoardWrite } from './board-types.ts'
@@ -21,7 +20,9 @@ import { setBounded } from '../util/bounded.ts'
 import { isDocumentChunk, splitChunks } from './chunks.ts'
 import { decodeChange } from './change-decoder.ts'
 import { applyQuietly, changeQuietly, detachedDoc, keysAt, loadDetached, pinned, readPath } from './detached.ts'
-import { ChangedPlaces, DocMirror, readLargestDocument } from './mirror.ts'
+import { ChangedPlaces, DocMirror, largestDocument, readLargestDocument } from './mirror.ts'
+import { COPY_ASIDE_BYTES, CopyReader, type CopyRead } from './copy-reader.ts'
+import { RECORD_SECTIONS, parseEntry, type RecordSection } from './entries.ts'
 
 export type { Stored, TaskRecord, ConflictRecord, NodeRecordDraft, MainRecord, BoardDoc, BoardUpdate, BoardWrite } from './board-types.ts'
 export { BoardChangeRejectedError, BoardAuthorRefusedError, BoardForgedChangeError, str, plain } from './board-types.ts'
@@ -124,7 +125,6 @@ function checkedKey (bytes: Uint8Array): string {
 }
 
 interface Section<K, V> {
-  schema: ZodType<V>
   entries: Map<K, V>
 }
 
@@ -142,9 +142,9 @@ export class Board {
   readonly genesisHash: string
   #doc: A.Doc<BoardDoc>
   #listeners = new Set<Listener>()
-  #tasks: Section<TaskId, Task> = { schema: taskSchema as unknown as ZodType<Task>, entries: new Map() }
-  #nodes: Section<PeerIdString, NodeRecord> = { schema: nodeRecordSchema, entries: new Map() }
-  #conflicts: Section<ConflictId, Conflict> = { schema: conflictSchema as unknown as ZodType<Conflict>, entries: new Map() }
+  #tasks: Section<TaskId, Task> = { entries: new Map() }
+  #nodes: Section<PeerIdString, NodeRecord> = { entries: new Map() }
+  #conflicts: Section<ConflictId, Conflict> = { entries: new Map() }
   #main: MainRef = { head: null, leader: null, term: 0 }
   #invalid = new Set<string>()
   #snapshot: BoardSnapshot | null = null
@@ -211,27 +211,37 @@ export class Board {
    * after a snapshot) are then read in from the places they wrote, as any
    * update is. Otherwise (more than `MAX_CHANGES_AFTER_READ` such changes,
    * or bytes the reader does not read) Automerge materializes it.
+   *
+   * With `aside` (copy-reader.ts: that document read on a worker thread, with
+   * its records), its read is taken when it has one; then it returns the
+   * records it parsed, for the caller to take, and the entries the changes
+   * beyond them touched (to be read again from the copy). Null otherwise.
    */
-  #resetMirror (doc: A.Doc<BoardDoc>, chunks: readonly Uint8Array[]): void {
-    const read = readLargestDocument(chunks)
+  #resetMirror (doc: A.Doc<BoardDoc>, chunks: readonly Uint8Array[], aside: CopyReader | null = null): (CopyRead & { refreshed: Set<string> }) | null {
+    const ahead = aside?.take() ?? null
+    this.#readAside = ahead !== null
+    const read = ahead ?? readLargestDocument(chunks)
     const after = read !== null && A.hasHeads(doc, read.heads) ? A.getChangesMetaSince(doc, read.heads) : null
     if (read === null || after === null || after.length > MAX_CHANGES_AFTER_READ) {
       this.#mirror.reset(doc)
-      return
+      return null
     }
     this.#mirror.reset(doc, read.root)
-    if (after.length === 0) return
-    const backend = A.getBackend(doc)
-    const places = new ChangedPlaces()
-    for (const m of after) {
-      const bytes = backend.getChangeByHash(m.hash)
-      if (bytes === null) {
-        this.#mirror.reset(doc)
-        return
+    let refreshed = new Set<string>()
+    if (after.length > 0) {
+      const backend = A.getBackend(doc)
+      const places = new ChangedPlaces()
+      for (const m of after) {
+        const bytes = backend.getChangeByHash(m.hash)
+        if (bytes === null) {
+          this.#mirror.reset(doc)
+          return null
+        }
+        places.note(decodeChange(bytes), objectPaths(doc, this.#paths))
       }
-      places.note(decodeChange(bytes), objectPaths(doc, this.#paths))
+      refreshed = this.#mirror.refresh(doc, places)
     }
-    this.#mirror.refresh(doc, places)
+    return ahead === null ? null : { ...ahead, refreshed }
   }
 
   /** A new board for `meshId`, writing as `actor` (signing its changes with `signer` when given). */
@@ -286,7 +296,7 @@ export class Board {
   carryTo (meshId: string): Uint8Array {
     const old = readPath(this.#doc, []) as BoardDoc
     const doc = A.change(A.clone(genesis(meshId), { actor: carryActor(meshId) }), { time: 0, message: `carry from mesh ${this.meshId}` }, d => {
-      for (const section of ['tasks', 'nodes', 'conflicts'] as const) {
+      for (const section of RECORD_SECTIONS) {
         const src = old[section] as Record<string, unknown> | undefined
         for (const [k, v] of Object.entries(src ?? {})) (d[section] as Record<string, unknown>)[k] = copyValue(v)
       }
@@ -723,6 +733,18 @@ export class Board {
     // both ends of a new connection start a session, so a joiner is sent the document twice: when it has
     // the sender's heads already, Automerge's own path skips a document chunk whose heads it has (cheap)
     if (senderHeads.length > 0 && this.hasHeads(senderHeads)) return null
+    // the copy depends on the document's bytes alone: a large one is read on another thread meanwhile
+    const largest = largestDocument(chunks)
+    const aside = largest !== null && largest.length >= this.copyAsideBytes ? this.startCopyReader(largest) : null
+    try {
+      return this.#takeDocument(state, message, chunks, aside)
+    } finally {
+      aside?.close()
+    }
+  }
+
+  /** `#receiveDocument` once it knows the message carries a whole document (`aside`: its copy being read on a worker thread). */
+  #takeDocument (state: A.SyncState, message: Uint8Array, chunks: Uint8Array[], aside: CopyReader | null): A.SyncState | null {
     const before = this.#doc
     let loaded: A.Doc<BoardDoc>
     let bytes: Uint8Array
@@ -759,7 +781,7 @@ export class Board {
     }
     const touched = new Set<string>(['main'])
     for (const d of [before, doc]) {
-      for (const section of ['tasks', 'nodes', 'conflicts'] as const) {
+      for (const section of RECORD_SECTIONS) {
         for (const key of keysAt(d, section)) touched.add(`${section}/${key}`)
       }
     }
@@ -767,8 +789,9 @@ export class Board {
     A.free(before)
     this.#tookWhole = true
     this.#loadedFrom = { heads: A.getHeads(doc), bytes }
-    this.#resetMirror(doc, chunks)
-    this.#afterPatches(touched, false, [])
+    const parsed = this.#resetMirror(doc, chunks, aside)
+    if (parsed !== null) this.#takeEntries(parsed)
+    this.#afterPatches(touched, false, [], parsed?.refreshed ?? null)
     return next
   }
 
@@ -918,7 +941,7 @@ export class Board {
 
   /** The validated plain view of the board; the same object until the board changes. */
   snapshot (): BoardSnapshot {
-    if (this.#snapshot === null) for (const section of ['tasks', 'nodes', 'conflicts']) this.#handedOut.add(section)
+    if (this.#snapshot === null) for (const section of RECORD_SECTIONS) this.#handedOut.add(section)
     this.#snapshot ??= {
       meshId: this.meshId,
       tasks: this.#tasks.entries,
@@ -933,17 +956,53 @@ export class Board {
   /** The sections whose entries map a snapshot was given since the map was last copied. */
   readonly #handedOut = new Set<string>()
 
-  /** How the plain copy of the document was last made whole: read from saved bytes or materialized by Automerge (`#resetMirror`; for tests). */
-  get copyMadeBy (): 'read' | 'materialized' | null {
-    return this.#mirror.lastReset
+  /**
+   * How the plain copy of the document was last made whole: read from saved
+   * bytes (`read aside`: on a worker thread, copy-reader.ts) or materialized
+   * by Automerge (`#resetMirror`; for tests).
+   */
+  get copyMadeBy (): 'read' | 'read aside' | 'materialized' | null {
+    const made = this.#mirror.lastReset
+    return made === 'read' && this.#readAside ? 'read aside' : made
   }
+
+  /** Whether the copy was last made from a worker's read (`#resetMirror`). */
+  #readAside = false
+
+  /** A whole document received (`#receiveDocument`) is read on a worker thread from this size of its document chunk up (`startCopyReader`); for tests. */
+  copyAsideBytes = COPY_ASIDE_BYTES
+  /** Starts that read; for tests. */
+  startCopyReader: (chunk: Uint8Array) => CopyReader | null = chunk => CopyReader.start(chunk)
 
   /** Shortcut for one task of the snapshot. */
   task (id: string): Task | undefined {
     return this.#tasks.entries.get(id as TaskId)
   }
 
-  #afterPatches (touched: Set<string>, local: boolean, changes: Uint8Array[]): void {
+  /**
+   * Takes the records a worker parsed from the copy (`#resetMirror`) as this
+   * board's entries, whole: what each section holds and which entries fail
+   * their schema (`onInvalid` is called for those not failing before).
+   */
+  #takeEntries (read: CopyRead): void {
+    this.#tasks.entries = new Map(read.entries.tasks as Array<[TaskId, Task]>)
+    this.#nodes.entries = new Map(read.entries.nodes as Array<[PeerIdString, NodeRecord]>)
+    this.#conflicts.entries = new Map(read.entries.conflicts as Array<[ConflictId, Conflict]>)
+    this.#handedOut.clear()
+    const was = this.#invalid
+    this.#invalid = new Set([...was].filter(label => label === 'main'))
+    for (const [label, why] of read.invalid) {
+      this.#invalid.add(label)
+      if (!was.has(label)) this.onInvalid(label, why)
+    }
+  }
+
+  /**
+   * Reads the entries `touched` names again from the copy (but for those
+   * that were taken parsed already: all but `reparse`, when given) and tells
+   * the listeners.
+   */
+  #afterPatches (touched: Set<string>, local: boolean, changes: Uint8Array[], reparse: ReadonlySet<string> | null = null): void {
     if (touched.size === 0 && changes.length === 0) return
     const tasks: TaskId[] = []
     let all = false
@@ -955,6 +1014,10 @@ export class Board {
       if (section !== 'tasks' && section !== 'nodes' && section !== 'conflicts') continue
       // a root key written: the copy was made afresh (`DocMirror.refresh`), and every entry is read again, once
       if (key === '*') { if (!all) this.#reindexAll(); all = true; continue }
+      if (all || (reparse !== null && !reparse.has(t))) {
+        if (section === 'tasks') tasks.push(key as TaskId)
+        continue
+      }
       const target = section === 'tasks' ? this.#tasks : section === 'nodes' ? this.#nodes : this.#conflicts
       // a snapshot someone holds keeps the entries it was given: a map handed out is copied before it changes
       // (once: the copy is this board's until the next snapshot), one nobody was given is changed in place
@@ -967,7 +1030,7 @@ export class Board {
     for (const l of this.#listeners) l(update)
   }
 
-  #reindexEntry (section: 'tasks' | 'nodes' | 'conflicts', target: Section<string, unknown>, key: string): void {
+  #reindexEntry (section: RecordSection, target: Section<string, unknown>, key: string): void {
     const raw = this.#mirror.entry(section, key)
     const label = `${section}/${key}`
     if (raw === undefined) {
@@ -975,16 +1038,15 @@ export class Board {
       this.#invalid.delete(label)
       return
     }
-    const parsed = target.schema.safeParse(plain(raw))
-    const idOk = section !== 'tasks' || (parsed.success && (parsed.data as Task).id === key)
-    if (parsed.success && idOk) {
-      target.entries.set(key, parsed.data)
+    const parsed = parseEntry(section, key, raw)
+    if ('value' in parsed) {
+      target.entries.set(key, parsed.value)
       this.#invalid.delete(label)
     } else {
       target.entries.delete(key)
       if (!this.#invalid.has(label)) {
         this.#invalid.add(label)
-        this.onInvalid(label, parsed.success ? 'id does not match its key' : parsed.error.issues.map(i => `${i.path.join('.')}: ${i.message}`).join('; ').slice(0, 300))
+        this.onInvalid(label, parsed.why)
       }
     }
   }
@@ -1002,7 +1064,7 @@ export class Board {
 
   /** Reads every entry again from the copy (made afresh by the caller). */
   #reindexAll (): void {
-    for (const section of ['tasks', 'nodes', 'conflicts'] as const) {
+    for (const section of RECORD_SECTIONS) {
       const target = (section === 'tasks' ? this.#tasks : section === 'nodes' ? this.#nodes : this.#conflicts) as Section<string, unknown>
       target.entries = new Map()
       for (const key of this.#mirror.keys(section)) this.#reindexEntry(section, target, key)

@@ -205,7 +205,13 @@ export class DocMirror {
  * differs (`Board`).
  */
 export function readLargestDocument (chunks: readonly Uint8Array[]): { heads: string[], root: Record<string, unknown> } | null {
-  let largest: Uint8Array | undefined
+  const largest = largestDocument(chunks)
+  return largest === null ? null : materializeDocument(largest, { lean: true })
+}
+
+/** The largest document chunk among `chunks`, or null when there is none. */
+export function largestDocument (chunks: readonly Uint8Array[]): Uint8Array | null {
+  let largest: Uint8Array | null = null
   for (const c of chunks) if (isDocumentChunk(c) && c.length > (largest?.length ?? 0)) largest = c
-  return largest === undefined ? null : materializeDocument(largest, { lean: true })
+  return largest
 }
