@@ -1,4 +1,4 @@
-import { request } from 'node:http'
+import { http } from '../util/http.ts'
 import { createInterface } from 'node:readline'
 
 /*
@@ -48,7 +48,7 @@ function askNode (url: string, token: string, body: unknown, signal: AbortSignal
   return new Promise(resolve => {
     const deny = (why: string): void => { resolve({ behavior: 'deny', message: `meshwork could not ask for approval: ${why}` }) }
     const data = JSON.stringify(body)
-    const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), authorization: `Bearer ${token}` }, signal }, res => {
+    const req = http.request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), authorization: `Bearer ${token}` }, signal }, res => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('error', err => { deny(err.message) })

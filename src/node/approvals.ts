@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import { http } from '../util/http.ts'
 import type { AddressInfo } from 'node:net'
 import type { TypedEventTarget } from '@libp2p/interface'
 import * as approvals from '../crdt/approvals.ts'
@@ -63,7 +64,7 @@ export class ApprovalService implements ApprovalGate {
   /** Starts the endpoint (once; later calls return the same URL). */
   async start (): Promise<string> {
     this.#url ??= new Promise<string>((resolve, reject) => {
-      const server = createServer((req, res) => { void this.#handle(req, res) })
+      const server = http.createServer((req, res) => { void this.#handle(req, res) })
       // a request waits as long as a human takes: no server-side time limit (the run's and ours apply)
       server.requestTimeout = 0
       server.on('error', reject)

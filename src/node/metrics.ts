@@ -1,4 +1,5 @@
-import { createServer, type Server } from 'node:http'
+import type { Server } from 'node:http'
+import { http } from '../util/http.ts'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Message } from '@libp2p/gossipsub'
 import { buildStatus } from '../api/status.ts'
@@ -237,7 +238,7 @@ export function parseMetricsAddr (addr: string): { host: string, port: number } 
 /** Serves `metrics` at http://ADDR/metrics; resolves once listening, with the bound address. */
 export async function serveMetrics (metrics: NodeMetrics, addr: string, log: Logger): Promise<{ server: Server, url: string }> {
   const { host, port } = parseMetricsAddr(addr)
-  const server = createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('meshwork serves only GET /metrics\n')
       return
