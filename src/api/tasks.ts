@@ -1,4 +1,4 @@
-import { addTasks, asPlan, type NewTask } from '../crdt/ops.ts'
+import { addTasks, asPlan, compactTasksRead, type NewTask } from '../crdt/ops.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
 import { expireAll } from '../crdt/approvals.ts'
 import { parseConflictId, parseTaskId, type Conflict, type ConflictId, type Task, type TaskId } from '../crdt/schema.ts'
@@ -34,7 +34,9 @@ function taskOrThrow (client: Client, id: TaskId): Task {
  * until the mesh node has it.
  */
 export async function submitTasks (client: Client, tasks: NewTask[], budgetUsd: number | null = null): Promise<TaskId[]> {
-  client.node.changeBoard(`plan:submit ${tasks.length} tasks`, addTasks(asPlan(tasks, budgetUsd)))
+  // compact records (the fields at their default left out) once every node reads them: 0.55x the operations
+  const compact = compactTasksRead(client.node.board.snapshot().nodes)
+  client.node.changeBoard(`plan:submit ${tasks.length} tasks`, addTasks(asPlan(tasks, budgetUsd), Date.now(), compact))
   await confirm(client)
   return tasks.map(t => t.id as TaskId)
 }

@@ -49,7 +49,7 @@ export interface NewApproval {
  */
 export function ask (d: BoardDoc, taskId: TaskId, a: NewApproval): boolean {
   const rec = d.tasks[taskId]
-  if (rec === undefined || String(rec.state) !== 'running' || String(rec.node) !== a.node || Number(rec.attempts) !== a.attempt) return false
+  if (rec === undefined || String(rec.state) !== 'running' || String(rec.node) !== a.node || Number(rec.attempts ?? 0) !== a.attempt) return false
   rec.approvals ??= {}
   if (rec.approvals[a.id] !== undefined) return false
   rec.approvals[a.id] = { id: str(a.id), node: str(a.node), attempt: a.attempt, tool: str(a.tool), input: str(a.input), state: str('open'), at: a.at, by: null, decidedAt: null, note: str('') }

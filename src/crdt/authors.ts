@@ -216,7 +216,7 @@ const RUN_END_STATES = new Set(['done', 'failed'])
 /** A conflict's record as the leader opened it. */
 const CONFLICT_DEFINITION = new Set(['id', 'taskId', 'files', 'hunks', 'oursFrom'])
 /** A node's registration fields that only that node writes (a client may set `drainAt` and `forgottenAt`). */
-const NODE_OWN_FIELDS = new Set(['name', 'slots', 'startedAt', 'leftAt'])
+const NODE_OWN_FIELDS = new Set(['name', 'slots', 'startedAt', 'leftAt', 'readsCompactTasks'])
 
 interface Write {
   /** The op's id (`counter@actor`): the id of the object a make op creates. */

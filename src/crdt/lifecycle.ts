@@ -97,6 +97,16 @@ function stateOf (rec: { state: unknown }): string {
   return String(rec.state)
 }
 
+/**
+ * A task record's epoch: 0 when the record leaves it out (a compact record,
+ * board-types.ts `TASK_DEFAULTS`: every field there is read with its default).
+ */
+export function epochOf (rec: TaskRecord): number
+export function epochOf (rec: TaskRecord | undefined): number | undefined
+export function epochOf (rec: TaskRecord | undefined): number | undefined {
+  return rec === undefined ? undefined : Number(rec.epoch ?? 0)
+}
+
 /** The task record `id` if its state allows `name`, else undefined. */
 function taskFor (d: BoardDoc, id: TaskId, name: TaskTransition): TaskRecord | undefined {
   const rec = d.tasks[id]
@@ -126,7 +136,7 @@ export function withdraw (d: BoardDoc, id: TaskId, peer: PeerIdString): boolean 
   const rec = taskFor(d, id, 'withdraw')
   if (rec === undefined) return false
   delete rec.claims[peer]
-  const epoch = rec.epoch
+  const epoch = epochOf(rec)
   if (stateOf(rec) === 'claimed' && !Object.values(rec.claims).some(c => c.epoch === epoch)) rec.state = str('ready')
   return true
 }
@@ -203,12 +213,12 @@ export function release (d: BoardDoc, id: TaskId, opts: ReleaseOptions): boolean
 }
 
 function endRun (rec: TaskRecord, opts: RunEndOptions): void {
-  if (opts.failure === true) rec.failures = Number(rec.failures) + 1
-  if (opts.uncountAttempt === true) rec.attempts = Math.max(0, Number(rec.attempts) - 1)
+  if (opts.failure === true) rec.failures = Number(rec.failures ?? 0) + 1
+  if (opts.uncountAttempt === true) rec.attempts = Math.max(0, Number(rec.attempts ?? 0) - 1)
 }
 
 function requeueRecord (rec: TaskRecord, now: number, notBefore: number | null): void {
-  rec.epoch = Number(rec.epoch) + 1
+  rec.epoch = epochOf(rec) + 1
   rec.claims = {}
   rec.state = str('ready')
   rec.readyAt = now
@@ -452,7 +462,7 @@ export function recordQuorum (d: BoardDoc, q: { ok: boolean, reachable: number, 
 /** A running task's checkpoint (not a state change): written by the node running it, if it still does. */
 export function recordCheckpoint (d: BoardDoc, id: TaskId, cp: { head: string, at: number, node: PeerIdString, epoch: number, recent: readonly string[] }): boolean {
   const rec = d.tasks[id]
-  if (rec === undefined || String(rec.state) !== 'running' || rec.epoch !== cp.epoch || String(rec.node) !== cp.node) return false
+  if (rec === undefined || String(rec.state) !== 'running' || epochOf(rec) !== cp.epoch || String(rec.node) !== cp.node) return false
   rec.checkpoint = { head: str(cp.head), at: cp.at, node: str(cp.node), epoch: cp.epoch, recent: cp.recent.slice(-10).map(l => str(l.slice(0, 300))) }
   return true
 }

@@ -1,5 +1,6 @@
 import { str, type BoardDoc, type TaskRecord } from './board.ts'
-import type { SimSpec, TaskId } from './schema.ts'
+import { TASK_DEFAULTS } from './board-types.ts'
+import type { NodeRecord, SimSpec, TaskId } from './schema.ts'
 
 /** What a plan contributes to a new task; the rest of the record starts empty. */
 export interface NewTask {
@@ -22,8 +23,8 @@ export interface NewTask {
 export const DEFAULT_MAX_ATTEMPTS = 3
 
 /** The stored form of a new task (strings as Automerge scalars). */
-export function newTaskRecord (t: NewTask, now: number): TaskRecord {
-  return {
+export function newTaskRecord (t: NewTask, now: number, compact = false): TaskRecord {
+  const rec: TaskRecord = {
     id: str(t.id),
     title: str(t.title),
     prompt: str(t.prompt),
@@ -66,12 +67,38 @@ export function newTaskRecord (t: NewTask, now: number): TaskRecord {
     holders: [],
     claims: {}
   }
+  if (compact) {
+    // the fields still at their default are left out (the schema reads them so); maps and lists stay, since two
+    // peers that both made one later (a claim each) would keep only one of them
+    for (const [key, value] of Object.entries(TASK_DEFAULTS)) {
+      if ((rec as Record<string, unknown>)[key] === value) delete (rec as Record<string, unknown>)[key]
+    }
+  }
+  return rec
+}
+
+/**
+ * Whether every node registered on the board that has not left (or been
+ * forgotten) reads compact task records (`readsCompactTasks`, set by this
+ * version and later): then a plan is written compact (`addTasks`). A node of
+ * an earlier version would refuse such a record as invalid and never see the
+ * task, so a mesh upgraded one node at a time gets full records until its
+ * last older node is gone. False for a board with no node.
+ */
+export function compactTasksRead (nodes: ReadonlyMap<string, NodeRecord>): boolean {
+  let any = false
+  for (const n of nodes.values()) {
+    if (n.leftAt !== null || (n.forgottenAt ?? null) !== null) continue
+    if (n.readsCompactTasks !== true) return false
+    any = true
+  }
+  return any
 }
 
 /** A board mutation adding tasks (one change for the whole batch). */
-export function addTasks (tasks: NewTask[], now = Date.now()): (d: BoardDoc) => void {
+export function addTasks (tasks: NewTask[], now = Date.now(), compact = false): (d: BoardDoc) => void {
   return d => {
-    for (const t of tasks) d.tasks[t.id] = newTaskRecord(t, now)
+    for (const t of tasks) d.tasks[t.id] = newTaskRecord(t, now, compact)
   }
 }
 

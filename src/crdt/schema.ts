@@ -127,28 +127,28 @@ export const taskSchema = z.object({
   prompt: z.string().refine(s => !s.includes('\0'), 'a NUL character in the prompt'),
   deps: z.array(z.string().transform(s => s as TaskId)),
   files: z.array(z.string()),
-  priority: z.number(),
-  timeoutMs: z.number().positive().nullable(),
+  priority: z.number().default(0),
+  timeoutMs: z.number().positive().nullable().default(null),
   maxAttempts: z.number().int().positive(),
-  sim: simSchema.nullable(),
+  sim: simSchema.nullable().default(null),
   state: z.enum(TASK_STATES),
   /** Incremented whenever the task is taken back (dead claimant, retry): results of older epochs are ignored. */
-  epoch: z.number().int().nonnegative(),
+  epoch: z.number().int().nonnegative().default(0),
   /** Agent runs started (including the one running). */
-  attempts: z.number().int().nonnegative(),
+  attempts: z.number().int().nonnegative().default(0),
   /** Runs the agent itself failed: these count against `maxAttempts`; lost, rate-limited and released runs do not. */
-  failures: z.number().int().nonnegative(),
-  node: peerIdText.nullable(),
+  failures: z.number().int().nonnegative().default(0),
+  node: peerIdText.nullable().default(null),
   branch: z.string(),
-  head: nullableOid,
-  mergeCommit: nullableOid,
-  costUsd: z.number().nonnegative(),
+  head: nullableOid.default(null),
+  mergeCommit: nullableOid.default(null),
+  costUsd: z.number().nonnegative().default(0),
   tokens: tokensSchema,
   createdAt: z.number(),
-  startedAt: z.number().nullable(),
-  doneAt: z.number().nullable(),
-  mergedAt: z.number().nullable(),
-  error: nullableString,
+  startedAt: z.number().nullable().default(null),
+  doneAt: z.number().nullable().default(null),
+  mergedAt: z.number().nullable().default(null),
+  error: nullableString.default(null),
   /**
    * What the agent said it did in the run that made the task `done` (claude's
    * result text, a command's last stdout lines, the sim's files), at most 2 KB.
@@ -156,9 +156,9 @@ export const taskSchema = z.object({
    */
   summary: z.string().nullable().default(null),
   /** When the task last became ready (creation without deps, release, retry); null while pending. */
-  readyAt: z.number().nullable(),
+  readyAt: z.number().nullable().default(null),
   /** Not to be claimed before this time (back-off after a failed attempt). */
-  notBefore: z.number().nullable(),
+  notBefore: z.number().nullable().default(null),
   /**
    * Infrastructure failures of this task (worktree, main, `--setup`, agent
    * start, commit) per node: how many, and until when that node leaves the task
@@ -210,7 +210,9 @@ export const nodeRecordSchema = z.object({
   /** When `meshwork drain` asked this node to leave (it drains if this is after its start); absent on older boards. */
   drainAt: z.number().nullable().optional(),
   /** When `meshwork forget` took this node out of the majority count (until it starts again); absent on older boards. */
-  forgottenAt: z.number().nullable().optional()
+  forgottenAt: z.number().nullable().optional(),
+  /** The node reads task records that leave out fields at their default (ops.ts `compactTasksRead`); absent: a version before them. */
+  readsCompactTasks: z.boolean().optional()
 })
 export type NodeRecord = z.infer<typeof nodeRecordSchema>
 

@@ -355,9 +355,9 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       const register = (): void => {
         if (this.#stopping) return
         const self = board.snapshot().nodes.get(this.peerId)
-        if (self === undefined || self.name !== this.name || self.slots !== this.#slots || self.leftAt !== null || self.startedAt !== this.#startedAt) {
+        if (self === undefined || self.name !== this.name || self.slots !== this.#slots || self.leftAt !== null || self.startedAt !== this.#startedAt || self.readsCompactTasks !== true) {
           this.changeBoard('node:join', d => {
-            d.nodes[this.peerId] = { name: str(this.name), slots: this.#slots, startedAt: this.#startedAt, leftAt: null }
+            d.nodes[this.peerId] = { name: str(this.name), slots: this.#slots, startedAt: this.#startedAt, leftAt: null, readsCompactTasks: true }
           })
         }
       }
@@ -517,7 +517,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       const now = this.board.snapshot().nodes.get(this.peerId)
       if (this.#stopping || now === undefined || (now.leftAt === null && now.startedAt === this.#startedAt)) return
       this.changeBoard('node:join', d => {
-        d.nodes[this.peerId] = { name: str(this.name), slots: this.#slots, startedAt: this.#startedAt, leftAt: null }
+        d.nodes[this.peerId] = { name: str(this.name), slots: this.#slots, startedAt: this.#startedAt, leftAt: null, readsCompactTasks: true }
       })
     })
   }

@@ -432,7 +432,7 @@ export class Scheduler {
     const written = this.node.writeBoard('tasks:release', d => {
       for (const r of releases) {
         // the watchdog's own tasks say on the board why they went back; a dead node's need no word
-        if (r.own && d.tasks[r.id]?.epoch !== r.epoch) continue
+        if (r.own && lifecycle.epochOf(d.tasks[r.id]) !== r.epoch) continue
         lifecycle.release(d, r.id, { now, notBefore: null, ...(r.own ? { error: `given back by its node: ${r.reason}` } : {}) })
       }
     })
@@ -945,7 +945,7 @@ export class Scheduler {
   #giveBack (id: TaskId, epoch: number, outcome: string, reason: string): void {
     const error = `the end of its run on ${this.node.name !== '' ? this.node.name : this.#me()} (${outcome}) was withheld, as peers would refuse it: ${reason}; given back to run again`
     const w = this.node.writeBoard('task:give-back', d => {
-      if (d.tasks[id]?.epoch !== epoch) return
+      if (lifecycle.epochOf(d.tasks[id]) !== epoch) return
       lifecycle.release(d, id, { now: Date.now(), notBefore: null, error })
     })
     if (w.kind === 'written') this.#log.warn('task:released', { task: id, epoch, reason: `end withheld: ${reason}`, note: 'given back to the mesh (a new epoch) rather than left running on the board' })
