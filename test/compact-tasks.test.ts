@@ -1,5 +1,5 @@
 /**
- * Compact task records (board-types.ts `TASK_DEFAULTS`): a task written
+ * Compact task records (schema.ts `TASK_DEFAULTS`): a task written
  * without the fields still at their default reads, at every step of its life,
  * exactly as the same task written whole, and a plan is written compact only
  * once every registered node reads such records.
@@ -7,10 +7,10 @@
 import { describe, it, expect } from 'vitest'
 import * as A from '@automerge/automerge'
 import { Board, type BoardDoc } from '../src/crdt/board.ts'
-import { TASK_DEFAULTS, plain } from '../src/crdt/board-types.ts'
+import { plain } from '../src/crdt/board-types.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
 import { addTasks, asPlan, compactTasksRead, simpleTask } from '../src/crdt/ops.ts'
-import { asPeerId, type NodeRecord, type TaskId } from '../src/crdt/schema.ts'
+import { TASK_DEFAULTS, asPeerId, type NodeRecord, type TaskId } from '../src/crdt/schema.ts'
 
 const MESH = 'mesh-compact-tasks-test'
 const P1 = asPeerId('12D3KooWKnDdG3iXw9eTFijk3EWSunZcFi54Zka4wmtqtt6rPxc1')

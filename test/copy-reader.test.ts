@@ -62,7 +62,7 @@ describe('a joiner\'s copy read on a worker thread', () => {
     const joiners: Array<{ board: Board, invalid: string[], started: () => number }> = []
     for (const aside of [true, false]) {
       const { id, board } = await signingBoard()
-      if (!aside) board.copyAsideBytes = Number.POSITIVE_INFINITY
+      if (!aside) board.startCopyReader = () => null
       const invalid: string[] = []
       board.onInvalid = label => { invalid.push(label) }
       // the joiner registered before its first sync, as a node does: a change beyond the document's heads

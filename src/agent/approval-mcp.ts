@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline'
  * {...}}` or `{"behavior":"deny","message":"..."}`.
  *
  * Run as a script (approval-mcp-server.ts) with the node's own Node binary, it imports nothing but
- * Node's built-ins (it starts with every run). MCP over stdio is JSON-RPC 2.0,
+ * Node's built-ins (`node:http` through util/http.ts; it starts with every run). MCP over stdio is JSON-RPC 2.0,
  * one message a line; the few methods a tool server needs are answered here
  * (the MCP SDK would add a dependency tree for that). Nothing else may be
  * written to stdout.

@@ -1,5 +1,5 @@
 import * as A from '@automerge/automerge'
-import type { Conflict, MainRef, NodeRecord, Task, TaskId } from './schema.ts'
+import type { Conflict, MainRef, NodeRecord, Task, TaskId, TASK_DEFAULTS } from './schema.ts'
 
 /*
  * The board's stored types (what a change writes), its errors and its update
@@ -19,34 +19,7 @@ export type Stored<T> =
         : T extends object ? { -readonly [K in keyof T]: Stored<T[K]> }
           : never
 
-/**
- * The fields of a task whose value at its creation is the schema's default
- * (null, or 0), which a compact record leaves out until they hold something
- * else (`newTaskRecord`; the schema reads an absent one as its default). A
- * plan of 10,000 tasks is 380,000 operations with them and 210,000 without:
- * every node applies, checks and reads each of them. (`plan` and
- * `budgetUsd`, which the schema reads as absent rather than null, are
- * always written, so a task reads the same either way.)
- */
-export const TASK_DEFAULTS = {
-  priority: 0,
-  timeoutMs: null,
-  sim: null,
-  epoch: 0,
-  attempts: 0,
-  failures: 0,
-  node: null,
-  head: null,
-  mergeCommit: null,
-  costUsd: 0,
-  startedAt: null,
-  doneAt: null,
-  mergedAt: null,
-  error: null,
-  summary: null,
-  readyAt: null,
-  notBefore: null
-} as const satisfies Partial<Record<keyof Task, null | 0>>
+/** The fields a compact task record leaves out while they hold their default (schema.ts `TASK_DEFAULTS`). */
 type DefaultedField = keyof typeof TASK_DEFAULTS
 
 /** A task as it is written inside a board change (a compact record leaves out the fields of `TASK_DEFAULTS`). */

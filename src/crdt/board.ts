@@ -735,7 +735,7 @@ export class Board {
     if (senderHeads.length > 0 && this.hasHeads(senderHeads)) return null
     // the copy depends on the document's bytes alone: a large one is read on another thread meanwhile
     const largest = largestDocument(chunks)
-    const aside = largest !== null && largest.length >= this.copyAsideBytes ? this.startCopyReader(largest) : null
+    const aside = largest !== null && largest.length >= COPY_ASIDE_BYTES ? this.startCopyReader(largest) : null
     try {
       return this.#takeDocument(state, message, chunks, aside)
     } finally {
@@ -969,9 +969,7 @@ export class Board {
   /** Whether the copy was last made from a worker's read (`#resetMirror`). */
   #readAside = false
 
-  /** A whole document received (`#receiveDocument`) is read on a worker thread from this size of its document chunk up (`startCopyReader`); for tests. */
-  copyAsideBytes = COPY_ASIDE_BYTES
-  /** Starts that read; for tests. */
+  /** Starts the read of a whole document's copy on a worker thread (`#receiveDocument`, from `COPY_ASIDE_BYTES` up); null: this thread reads it. For tests. */
   startCopyReader: (chunk: Uint8Array) => CopyReader | null = chunk => CopyReader.start(chunk)
 
   /** Shortcut for one task of the snapshot. */

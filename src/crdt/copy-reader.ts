@@ -2,6 +2,7 @@ import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from '
 import { dirname, extname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { materializeDocument } from './document-reader.ts'
+import { isMap } from './mirror.ts'
 import { RECORD_SECTIONS, parseEntry, type RecordSection } from './entries.ts'
 
 /*
@@ -57,11 +58,11 @@ export function readCopy (chunk: Uint8Array): CopyRead | null {
   const entries: CopyRead['entries'] = { tasks: [], nodes: [], conflicts: [] }
   const invalid: Array<[string, string]> = []
   for (const section of RECORD_SECTIONS) {
+    // (as the board's copy reads a section: anything but a map at its place has no records)
     const s = read.root[section]
-    // (a lean copy's maps are plain objects; anything else at a section's place has no records)
-    if (s === null || typeof s !== 'object' || Array.isArray(s) || s instanceof Date || s instanceof Uint8Array) continue
+    if (!isMap(s)) continue
     for (const key of Object.keys(s)) {
-      const e = parseEntry(section, key, (s as Record<string, unknown>)[key])
+      const e = parseEntry(section, key, s[key])
       if ('value' in e) entries[section].push([key, e.value])
       else invalid.push([`${section}/${key}`, e.why])
     }

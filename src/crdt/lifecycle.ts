@@ -99,7 +99,7 @@ function stateOf (rec: { state: unknown }): string {
 
 /**
  * A task record's epoch: 0 when the record leaves it out (a compact record,
- * board-types.ts `TASK_DEFAULTS`: every field there is read with its default).
+ * schema.ts `TASK_DEFAULTS`: every field there is read with its default).
  */
 export function epochOf (rec: TaskRecord): number
 export function epochOf (rec: TaskRecord | undefined): number | undefined

@@ -22,6 +22,11 @@ function isNode (v: unknown): v is Node {
   return v !== null && typeof v === 'object' && !(v instanceof A.ImmutableString) && !(v instanceof A.Counter) && !(v instanceof Uint8Array) && !(v instanceof Date)
 }
 
+/** Whether `v`, a value of a copy, is a map of it (not a list, nor a scalar such as a string, counter, date or bytes). */
+export function isMap (v: unknown): v is Record<string, unknown> {
+  return isNode(v) && !Array.isArray(v)
+}
+
 /** Sets key `key` of map `m` as its own property, whatever the key (`__proto__` too: a key of a peer's is only a key). */
 function setKey (m: Record<string, unknown>, key: string, value: unknown): void {
   if (key === '__proto__') Object.defineProperty(m, key, { value, writable: true, enumerable: true, configurable: true })
@@ -84,7 +89,7 @@ class MisfitError extends Error {}
 
 function child (node: unknown, prop: string | number): unknown {
   if (Array.isArray(node) && typeof prop === 'number') return node[prop]
-  if (isNode(node) && !Array.isArray(node) && typeof prop === 'string') return Object.hasOwn(node, prop) ? node[prop] : undefined
+  if (isMap(node) && typeof prop === 'string') return Object.hasOwn(node, prop) ? node[prop] : undefined
   throw new MisfitError()
 }
 
@@ -109,7 +114,7 @@ export class DocMirror {
    */
   reset (doc: A.Doc<unknown>, shown?: Record<string, unknown>): void {
     const all = shown ?? readPath(doc, [])
-    this.#root = isNode(all) && !Array.isArray(all) ? all : {}
+    this.#root = isMap(all) ? all : {}
     this.lastReset = shown === undefined ? 'materialized' : 'read'
   }
 
@@ -168,7 +173,7 @@ export class DocMirror {
       if (err instanceof MisfitError) return false
       throw err
     }
-    if (!isNode(parent) || Array.isArray(parent)) return false
+    if (!isMap(parent)) return false
     const key = place[place.length - 1] as string
     if (value === undefined) delete parent[key]
     else setKey(parent, key, value)
@@ -183,13 +188,13 @@ export class DocMirror {
   /** The entry `key` of the root map `section`. */
   entry (section: string, key: string): unknown {
     const s = this.root(section)
-    return isNode(s) && !Array.isArray(s) && Object.hasOwn(s, key) ? s[key] : undefined
+    return isMap(s) && Object.hasOwn(s, key) ? s[key] : undefined
   }
 
   /** The keys of the root map `section`. */
   keys (section: string): string[] {
     const s = this.root(section)
-    return isNode(s) && !Array.isArray(s) ? Object.keys(s) : []
+    return isMap(s) ? Object.keys(s) : []
   }
 }
 

@@ -1,6 +1,5 @@
 import { str, type BoardDoc, type TaskRecord } from './board.ts'
-import { TASK_DEFAULTS } from './board-types.ts'
-import type { NodeRecord, SimSpec, TaskId } from './schema.ts'
+import { TASK_DEFAULTS, type NodeRecord, type SimSpec, type TaskId } from './schema.ts'
 
 /** What a plan contributes to a new task; the rest of the record starts empty. */
 export interface NewTask {

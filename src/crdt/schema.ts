@@ -121,44 +121,74 @@ export type Claim = z.infer<typeof claimSchema>
 
 const nullableString = z.string().nullable()
 
+/**
+ * The fields of a task whose value at its creation is a default (null, or
+ * 0): the schema reads an absent one as that value, and a compact record
+ * (ops.ts `newTaskRecord`) leaves them out until they hold something else. A
+ * plan of 10,000 tasks is 380,000 operations with them and 210,000 without:
+ * every node applies, checks and reads each of them. (`plan` and
+ * `budgetUsd`, which the schema reads as absent rather than null, are
+ * always written, so a task reads the same either way.)
+ */
+export const TASK_DEFAULTS = {
+  priority: 0,
+  timeoutMs: null,
+  sim: null,
+  epoch: 0,
+  attempts: 0,
+  failures: 0,
+  node: null,
+  head: null,
+  mergeCommit: null,
+  costUsd: 0,
+  startedAt: null,
+  doneAt: null,
+  mergedAt: null,
+  error: null,
+  summary: null,
+  readyAt: null,
+  notBefore: null
+} as const
+const D = TASK_DEFAULTS
+
 export const taskSchema = z.object({
   id: z.string().refine(isValidTaskId, 'not a valid task id (lowercase letters, digits, ".", "_", "-"; no ".."; not ending in "." or ".lock")').transform(s => s as TaskId),
   title: z.string().refine(isValidTitle, 'control characters in the title'),
   prompt: z.string().refine(s => !s.includes('\0'), 'a NUL character in the prompt'),
   deps: z.array(z.string().transform(s => s as TaskId)),
   files: z.array(z.string()),
-  priority: z.number().default(0),
-  timeoutMs: z.number().positive().nullable().default(null),
+  priority: z.number().default(D.priority),
+  timeoutMs: z.number().positive().nullable().default(D.timeoutMs),
   maxAttempts: z.number().int().positive(),
-  sim: simSchema.nullable().default(null),
+  sim: simSchema.nullable().default(D.sim),
   state: z.enum(TASK_STATES),
   /** Incremented whenever the task is taken back (dead claimant, retry): results of older epochs are ignored. */
-  epoch: z.number().int().nonnegative().default(0),
+  epoch: z.number().int().nonnegative().default(D.epoch),
   /** Agent runs started (including the one running). */
-  attempts: z.number().int().nonnegative().default(0),
+  attempts: z.number().int().nonnegative().default(D.attempts),
   /** Runs the agent itself failed: these count against `maxAttempts`; lost, rate-limited and released runs do not. */
-  failures: z.number().int().nonnegative().default(0),
-  node: peerIdText.nullable().default(null),
+  failures: z.number().int().nonnegative().default(D.failures),
+  node: peerIdText.nullable().default(D.node),
   branch: z.string(),
-  head: nullableOid.default(null),
-  mergeCommit: nullableOid.default(null),
-  costUsd: z.number().nonnegative().default(0),
+  head: nullableOid.default(D.head),
+  mergeCommit: nullableOid.default(D.mergeCommit),
+  costUsd: z.number().nonnegative().default(D.costUsd),
   tokens: tokensSchema,
   createdAt: z.number(),
-  startedAt: z.number().nullable().default(null),
-  doneAt: z.number().nullable().default(null),
-  mergedAt: z.number().nullable().default(null),
-  error: nullableString.default(null),
+  startedAt: z.number().nullable().default(D.startedAt),
+  doneAt: z.number().nullable().default(D.doneAt),
+  mergedAt: z.number().nullable().default(D.mergedAt),
+  error: nullableString.default(D.error),
   /**
    * What the agent said it did in the run that made the task `done` (claude's
    * result text, a command's last stdout lines, the sim's files), at most 2 KB.
    * Null until a run succeeds; absent on boards written before it existed.
    */
-  summary: z.string().nullable().default(null),
+  summary: z.string().nullable().default(D.summary),
   /** When the task last became ready (creation without deps, release, retry); null while pending. */
-  readyAt: z.number().nullable().default(null),
+  readyAt: z.number().nullable().default(D.readyAt),
   /** Not to be claimed before this time (back-off after a failed attempt). */
-  notBefore: z.number().nullable().default(null),
+  notBefore: z.number().nullable().default(D.notBefore),
   /**
    * Infrastructure failures of this task (worktree, main, `--setup`, agent
    * start, commit) per node: how many, and until when that node leaves the task
