@@ -2,17 +2,18 @@
  * A fetch's automatic maintenance: git's gc runs again after it raced a
  * worktree being added (its `gc.log` would keep automatic gc off for a day
  * while every fetch adds a pack), other complaints stay, and fetches in a row
- * start at most one maintenance per `AUTO_MAINTENANCE_GAP_MS`. Real git.
+ * start at most one maintenance per `AUTO_MAINTENANCE_GAP_MS`. A fetched pack
+ * is kept from a gc until the ref that reaches it is set. Real git.
  */
 import { describe, it, expect, afterAll } from 'vitest'
 import { existsSync } from 'node:fs'
-import { chmod, readdir, rm, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tempDir } from './helpers/mesh.ts'
 import { initRepo } from './helpers/git.ts'
 import { git, inWorktreeQueue, objectWritersWaiting } from '../src/git/git.ts'
 import { waitFor } from '../src/util/wait.ts'
-import { autoMaintenance, clearRacedGcLog } from '../src/git/transfer/quarantine.ts'
+import { autoMaintenance, clearRacedGcLog, keepPack, KEEP_NOTE, removeStaleTransferTemps } from '../src/git/transfer/quarantine.ts'
 
 const dirs: string[] = []
 afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, force: true }) })
@@ -114,6 +115,58 @@ describe('a fetch\'s automatic maintenance', { timeout: 120_000 }, () => {
     expect(order[0]).toBe('gc')
     expect(order.slice(1).sort()).toEqual(['add', 'hash-object'])
     expect((await git(['diff', '--cached', '--name-only'], { cwd: repo })).stdout.toString()).toContain('work.txt')
+  })
+
+  it('keeps a fetched pack from a repack until its ref is set, and removes only its own stale keep files', async () => {
+    const { repo, packDir } = await repoWithPacks('keep', 3)
+    /** A pack of one new object, made outside `objects/pack` as a fetch's quarantine holds it; the loose object removed. */
+    const fetchedPack = async (name: string): Promise<{ blob: string, hash: string, dir: string }> => {
+      const dir = join(repo, '.git', `quarantine-${name}`)
+      await mkdir(dir)
+      const blob = (await git(['hash-object', '-w', '--stdin'], { cwd: repo, input: `${name} ${Math.random()}\n` })).stdout.toString().trim()
+      const hash = (await git(['pack-objects', '-q', join(dir, 'pack')], { cwd: repo, input: `${blob}\n` })).stdout.toString().trim()
+      await rm(join(repo, '.git', 'objects', blob.slice(0, 2), blob.slice(2)))
+      expect((await git(['cat-file', '-e', blob], { cwd: repo, allowFail: true })).code).not.toBe(0)
+      return { blob, hash, dir }
+    }
+    /** The fetch's move, stopped where a gc found it: the .pack in, its .idx not yet, no ref. */
+    const halfMoved = async (p: { hash: string, dir: string }): Promise<void> => {
+      await rename(join(p.dir, `pack-${p.hash}.pack`), join(packDir, `pack-${p.hash}.pack`))
+    }
+    const idxIn = async (p: { hash: string, dir: string }): Promise<void> => {
+      await rename(join(p.dir, `pack-${p.hash}.idx`), join(packDir, `pack-${p.hash}.idx`))
+    }
+
+    // unkept, a repack at that point deletes the pack: the object is lost (what a leader met)
+    const lost = await fetchedPack('lost')
+    await halfMoved(lost)
+    await git(['repack', '-a', '-d', '-q'], { cwd: repo })
+    expect(existsSync(join(packDir, `pack-${lost.hash}.pack`))).toBe(false)
+
+    // kept, the same repack leaves it, and the object is there once the .idx is in
+    const kept = await fetchedPack('kept')
+    const unkeep = await keepPack(packDir, kept.hash)
+    await halfMoved(kept)
+    await git(['repack', '-a', '-d', '-q'], { cwd: repo })
+    await idxIn(kept)
+    // and a gc that prunes what no ref reaches at once (gc.pruneExpire=now) leaves it too
+    await git(['-c', 'gc.pruneExpire=now', 'gc', '-q'], { cwd: repo })
+    expect((await git(['cat-file', '-e', kept.blob], { cwd: repo, allowFail: true })).code).toBe(0)
+    await git(['update-ref', 'refs/heads/kept', (await git(['commit-tree', (await git(['mktree'], { cwd: repo, input: `100644 blob ${kept.blob}\tkept.txt\n` })).stdout.toString().trim(), '-m', 'kept'], { cwd: repo })).stdout.toString().trim()], { cwd: repo })
+    await unkeep()
+    expect(existsSync(join(packDir, `pack-${kept.hash}.keep`))).toBe(false)
+    // reached by a ref now, the object survives the next gc without the keep
+    await git(['-c', 'gc.pruneExpire=now', 'gc', '-q'], { cwd: repo })
+    expect((await git(['cat-file', '-e', kept.blob], { cwd: repo, allowFail: true })).code).toBe(0)
+
+    // a keep file a crashed fetch left goes at the next start; a keep of anyone else's stays
+    const stale = await fetchedPack('stale')
+    await keepPack(packDir, stale.hash)
+    await writeFile(join(packDir, 'pack-0123456789abcdef0123456789abcdef01234567.keep'), 'kept by a person\n')
+    expect(await readFile(join(packDir, `pack-${stale.hash}.keep`), 'utf8')).toMatch(new RegExp(`^${KEEP_NOTE} `))
+    expect(await removeStaleTransferTemps(repo)).toBe(1)
+    expect(existsSync(join(packDir, `pack-${stale.hash}.keep`))).toBe(false)
+    expect(existsSync(join(packDir, 'pack-0123456789abcdef0123456789abcdef01234567.keep'))).toBe(true)
   })
 
   it('leaves any other gc.log for a person to read', async () => {

@@ -225,6 +225,8 @@ describe('fetchFromPeer over a real mesh', () => {
     expect(await gitText(['log', '-1', '--format=%B', T1], { cwd: repoB })).toContain('Meshwork-Task: t1')
     expect(await fsckOk(repoB)).toBe(true)
     expect(await transferTemps(repoB)).toEqual([])
+    // the pack was kept from any gc while it moved in (quarantine.ts keepPack), and is not now
+    expect((await readdir(join(repoB, '.git', 'objects', 'pack'))).filter(f => f.endsWith('.keep'))).toEqual([])
     await waitFor(() => serverA.active === 0, { timeoutMs: 10_000, message: 'serve did not finish' })
     expect(await transferTemps(repoA)).toEqual([])
     expect(serverA.stats.served).toBeGreaterThanOrEqual(1)

@@ -145,6 +145,17 @@ describe('runBatch on real git', () => {
     expect(await firstParentTasks(r.main)).toEqual(['first', 'ok'])
   })
 
+  it('a task whose head commit is not in the repository is reported missing, not a conflict of no files; the others merge', async () => {
+    const items = [await task('a', { 'a.txt': 'a\n' }), await task('b', { 'b.txt': 'b\n' })]
+    // b's commit is gone from the repository (a gc deleted the pack it came in), its branch still naming it
+    const gone = '0123456789abcdef0123456789abcdef01234567'
+    const calls: Array<{ prev: string, tip: string, ids: string[] }> = []
+    const r = await runBatch({ repo, worktreesDir: dir, base, items: [items[0]!, { ...items[1]!, head: gone }, await task('c', { 'c.txt': 'c\n' })], land: lander(calls) })
+    expect(kinds(r.outcomes)).toEqual(['a:merged', 'b:missing', 'c:merged'])
+    expect(r.outcomes[1]).toEqual({ kind: 'missing', taskId: 'b', head: gone })
+    expect(await firstParentTasks(r.main)).toEqual(['a', 'c'])
+  })
+
   it('a conflict names, for each file, the task whose merge last changed it on main since the task forked', async () => {
     // before blue forks, early changes color.txt: not what blue conflicts with
     const e = await runBatch({ repo, worktreesDir: dir, base, items: [await task('early', { 'color.txt': 'early\n' })], land: async () => true })

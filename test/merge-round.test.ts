@@ -118,7 +118,8 @@ function queue (wake: () => void = () => {}): MergeQueue {
     syncMain: async () => {},
     job: new MergeJob(node, silentLogger),
     main,
-    majority: () => true
+    majority: () => true,
+    branchMissing: () => {}
   }
   const q = new MergeQueue(ctx)
   queues.push(q)

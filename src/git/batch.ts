@@ -1,4 +1,4 @@
-import { mergeCommit, runVerify, tryMerge, type MergeAttempt } from './merge.ts'
+import { hasCommit, mergeCommit, runVerify, tryMerge, type MergeAttempt } from './merge.ts'
 import { CommitWriter } from './commit-writer.ts'
 import { MergeTreeSession, type BatchProcesses } from './merge-session.ts'
 import { lastTaskPerFile } from './history.ts'
@@ -26,6 +26,8 @@ export type BatchOutcome =
   | { kind: 'verify-failed', taskId: TaskId, output: string }
   /** Not decided in this batch (conflicts only with an earlier item of the batch, or main could not be advanced): back in the queue. */
   | { kind: 'deferred', taskId: TaskId, reason: string }
+  /** Its head commit is not in this repository (its branch names a commit that is gone): back in the queue, to be fetched again. */
+  | { kind: 'missing', taskId: TaskId, head: string }
 
 export interface BatchInit {
   repo: string
@@ -100,7 +102,14 @@ export async function runBatch (init: BatchInit): Promise<BatchResult> {
       const item = items[i] as BatchItem
       init.signal?.throwIfAborted()
       const clean = await merges.merge(tip, item.head)
-      const attempt: MergeAttempt = clean !== null ? { kind: 'clean', tree: clean } : await tryMerge(repo, tip, item.head)
+      let attempt: MergeAttempt
+      try {
+        attempt = clean !== null ? { kind: 'clean', tree: clean } : await tryMerge(repo, tip, item.head)
+      } catch (err) {
+        // the rest of the batch merges without it
+        if (!await hasCommit(repo, item.head)) { outcomes.set(item.taskId, { kind: 'missing', taskId: item.taskId, head: item.head }); continue }
+        throw err
+      }
       if (attempt.kind === 'conflict') {
         // a conflict with main itself is for a human; one only with an earlier item of this batch waits for that item to land
         const onMain = tip === base ? attempt : await tryMerge(repo, base, item.head)

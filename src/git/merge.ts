@@ -2,7 +2,7 @@ import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { git, gitText, type GitResult } from './git.ts'
 import { STALE_LOCK_NOTE } from './stale-lock.ts'
-import { headOid } from './repo.ts'
+import { headOid, isOid } from './repo.ts'
 import type { CommitWriter } from './commit-writer.ts'
 import { commitEnv, TASK_TRAILER } from './worktree.ts'
 import { agentEnv } from '../agent/process.ts'
@@ -23,7 +23,9 @@ export async function tryMerge (repo: string, main: string, head: string): Promi
   const res = await git(['merge-tree', '--write-tree', '-z', main, head], { cwd: repo, allowFail: true })
   const out = parseMergeTree(res.stdout.toString('utf8'))
   if (res.code === 0) return { kind: 'clean', tree: out.tree }
-  if (res.code === 1) {
+  // a conflict still writes its tree; exit 1 without one is git refusing an input ("<oid> - not
+  // something we can merge": a commit not in this repository), which no human can resolve
+  if (res.code === 1 && isOid(out.tree)) {
     const files = [...new Set(out.stages.map(s => s.path))]
     return { kind: 'conflict', tree: out.tree, files, hunks: await conflictHunks(repo, out) }
   }

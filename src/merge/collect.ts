@@ -81,6 +81,19 @@ export class BranchCollector {
     this.#heldOk.set(id, oid)
   }
 
+  /**
+   * Task `id`'s branch was found here naming a commit this repository does
+   * not have (a merge could not read it): it is checked, and fetched again
+   * from a holder, at the next collection.
+   */
+  lost (id: TaskId): void {
+    this.#heldOk.delete(id)
+    this.#recheck.add(id)
+  }
+
+  /** Tasks whose branch a merge found naming a missing commit (`lost`): checked at once, without waiting `heldCheckAfterMs`. */
+  #recheck = new Set<TaskId>()
+
   /** Starts fetches of finished tasks' branches this node does not hold yet, then of running tasks' checkpoints (at most `MAX_PARALLEL_FETCHES` at once). */
   collect (): void {
     // per-task memory follows the board: back-offs that ran out, checkpoints of tasks that are over
@@ -90,6 +103,7 @@ export class BranchCollector {
     // (a branch handed off arrives while its task still runs: kept until the task is over)
     dropUnless(this.#heldOk, id => { const t = tasks.get(id); return t !== undefined && !FINAL_TASK_STATES.has(t.state) })
     dropUnless(this.#checkpoints, id => { const t = tasks.get(id); return t !== undefined && !FINAL_TASK_STATES.has(t.state) })
+    for (const id of this.#recheck) { const t = tasks.get(id); if (t === undefined || FINAL_TASK_STATES.has(t.state)) this.#recheck.delete(id) }
     this.#collectBranches()
     this.#collectCheckpoints()
     this.#backUpOwn()
@@ -180,7 +194,11 @@ export class BranchCollector {
       if (Date.now() - (this.#failedAt.get(t.id) ?? 0) < COLLECT_RETRY_MS) continue
       if (t.holders.includes(me)) {
         // held here, says the board: make sure, once it has waited a while (the queue takes only branches it finds)
-        if (this.#heldOk.get(t.id) !== t.head && Date.now() - (this.#seenDone.get(t.id)?.at ?? Date.now()) >= (this.#init.heldCheckAfterMs ?? HELD_CHECK_AFTER_MS)) this.#checkHeld(t)
+        const due = this.#recheck.has(t.id) || Date.now() - (this.#seenDone.get(t.id)?.at ?? Date.now()) >= (this.#init.heldCheckAfterMs ?? HELD_CHECK_AFTER_MS)
+        if (this.#heldOk.get(t.id) !== t.head && due) {
+          this.#recheck.delete(t.id)
+          this.#checkHeld(t)
+        }
         continue
       }
       // its node gave up waiting for a hand-off this node is still fetching: that fetch makes this node a holder

@@ -2,7 +2,7 @@ import type { LeaderNode } from '../node/components.ts'
 import type { Agent } from '../agent/types.ts'
 import type { Logger } from '../util/logger.ts'
 import type { MergeJob } from './merge-job.ts'
-import type { Task } from '../crdt/schema.ts'
+import type { Task, TaskId } from '../crdt/schema.ts'
 
 export type { BoardDraft } from '../node/components.ts'
 
@@ -73,6 +73,8 @@ export interface MergeContext {
    * again right before main moves: a merge round (a `--verify`) can outlast the majority.
    */
   majority: () => boolean
+  /** Task `task`'s branch was found naming a commit this repository does not have: the collector looks for it again. */
+  branchMissing: (task: TaskId) => void
 }
 
 /**

@@ -96,6 +96,7 @@ export class Leadership {
       wake: () => { this.#wake() },
       syncMain: async () => { await this.syncMain() },
       majority: () => this.quorum().ok,
+      branchMissing: task => { this.#collector.lost(task) },
       get main () { return follower }
     }
     const follower = new MainFollower(init, this.#bg.signal)

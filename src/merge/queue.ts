@@ -5,6 +5,7 @@ import { MAX_PLAIN_BATCH, MAX_VERIFY_BATCH, runBatch, type BatchItem } from '../
 import { BatchProcesses } from '../git/merge-session.ts'
 import { extendHistory, mainHistory, reconcileMerged, type MainHistory } from '../git/history.ts'
 import { taskBranch } from '../git/worktree.ts'
+import { git } from '../git/git.ts'
 import { claimOrder, depsMerged, openTasks, remainingCriticalPath } from '../scheduler/dag.ts'
 import { toError } from '../util/errors.ts'
 import { dropOlderThan, dropUnless } from '../util/prune.ts'
@@ -240,6 +241,15 @@ export class MergeQueue {
             if (node.board.task(o.taskId)?.state === 'merging') node.changeBoard('task:merge-deferred', d => { lifecycle.deferMerge(d, o.taskId) })
             logger.info('merge:deferred', { task: o.taskId, reason: o.reason })
             break
+          case 'missing': {
+            // the branch names a commit this repository lost: the collector fetches it again from a holder
+            this.#branchSeen.delete(o.taskId)
+            if (node.board.task(o.taskId)?.state === 'merging') node.changeBoard('task:merge-deferred', d => { lifecycle.deferMerge(d, o.taskId) })
+            await git(['update-ref', '-d', `refs/heads/${taskBranch(o.taskId)}`, o.head], { cwd: repo, allowFail: true })
+            this.#ctx.branchMissing(o.taskId)
+            logger.warn('merge:branch-missing', { task: o.taskId, head: o.head, note: 'its branch names a commit that is not in this repository; fetched again from a node that holds it' })
+            break
+          }
           case 'conflict': {
             if (!still(current, [o.taskId])) break
             const n = [...node.board.snapshot().conflicts.values()].filter(c => c.taskId === o.taskId).length + 1

@@ -22,7 +22,7 @@ import { silentLogger, type Logger } from '../../util/logger.ts'
 import {
   DEFAULT_MAX_TRANSFER_BYTES, DEFAULT_TRANSFER_TIMEOUT_MS, GitTransferError, REMOTE_CODES, lastLines, parseBody, readFrame, type GitStreams, type GitTransferErrorCode
 } from './wire.ts'
-import { autoMaintenance, batchCheck, checkedOutBranches, makeQuarantine, moveFile, removeQuarantine, repoInfo, type RepoInfo } from './quarantine.ts'
+import { autoMaintenance, batchCheck, checkedOutBranches, keepPack, makeQuarantine, moveFile, removeQuarantine, repoInfo, type RepoInfo } from './quarantine.ts'
 import { packedCommit } from './pack-index.ts'
 import { refUpdater } from '../ref-updater.ts'
 
@@ -191,14 +191,20 @@ export async function fetchFromPeer (node: GitStreams, peer: string | PeerId, re
       if (obj?.type !== 'commit') throw new GitTransferError('bad-bundle', `${got.oid} from ${peerText} is a ${String(obj?.type)}, not a commit`, { peer: peerText })
     }
     mark('connected')
-    // the pack joins the repository (the .idx last: it makes the pack visible), then the ref moves
+    // the pack joins the repository (the .idx last: it makes the pack visible), then the ref moves; kept
+    // from any gc until the ref reaches its objects (`keepPack`)
     const packDir = join(info.commonDir, 'objects', 'pack')
     await mkdir(packDir, { recursive: true })
-    await moveFile(join(objects, 'pack', 'incoming.pack'), join(packDir, `pack-${got.packHash}.pack`))
-    await moveFile(join(objects, 'pack', 'incoming.idx'), join(packDir, `pack-${got.packHash}.idx`))
-    if (intoRef !== null) {
-      await protectCheckedOut()
-      await pointRef(repoDir, intoRef, got.oid, local)
+    const unkeep = await keepPack(packDir, got.packHash)
+    try {
+      await moveFile(join(objects, 'pack', 'incoming.pack'), join(packDir, `pack-${got.packHash}.pack`))
+      await moveFile(join(objects, 'pack', 'incoming.idx'), join(packDir, `pack-${got.packHash}.idx`))
+      if (intoRef !== null) {
+        await protectCheckedOut()
+        await pointRef(repoDir, intoRef, got.oid, local)
+      }
+    } finally {
+      await unkeep()
     }
     mark('updated')
     log.debug('git:fetched', { peer: peerText, want, oid: got.oid, bytes: got.bytes, haves: haves.length, ms: Date.now() - started, steps })

@@ -8,7 +8,8 @@
  * resolved directory and checked (the git dir must still exist) before use, so
  * a repository removed and made again is looked up afresh.
  */
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
+import { randomUUID } from 'node:crypto'
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
 import { git } from '../git.ts'
 import { gitCommonDir } from '../repo.ts'
@@ -148,6 +149,31 @@ export async function clearRacedGcLog (gitDir: string): Promise<boolean> {
   return true
 }
 
+/** What a fetch writes in the `.keep` file that holds its pack (`keepPack`); a stale one is known by it. */
+export const KEEP_NOTE = 'meshwork: fetch'
+
+/**
+ * Writes `pack-<hash>.keep` in `packDir` before a fetched pack moves in, and
+ * returns what removes it once the ref that reaches the pack's objects is set
+ * (as git's own fetch and receive-pack do with `index-pack --keep`). A
+ * repack lists the `.pack` files there and deletes every one it did not keep
+ * once its new pack is written, and it did not put in that new pack what it
+ * could not see (a pack whose `.idx` was not there yet, objects no ref
+ * reached yet): a gc that ran beside a fetch (one the node started after
+ * another fetch, or anyone's) deleted a branch a leader had just been
+ * handed, and its merge found the commit gone (bench:e2e, 8 nodes). A kept
+ * pack is left alone.
+ */
+export async function keepPack (packDir: string, packHash: string): Promise<() => Promise<void>> {
+  const file = join(packDir, `pack-${packHash}.keep`)
+  const note = `${KEEP_NOTE} ${process.pid} ${randomUUID()}\n`
+  await writeFile(file, note)
+  return async () => {
+    // (one of another fetch of the same pack, written since, is that fetch's to remove)
+    if (await readFile(file, 'utf8').catch(() => null) === note) await rm(file, { force: true })
+  }
+}
+
 /** Makes a quarantine dir (with `objects/pack`) for one fetch in the repository's git dir. */
 export async function makeQuarantine (commonDir: string): Promise<string> {
   const dir = await mkdtemp(join(commonDir, 'meshwork-fetch-'))
@@ -162,7 +188,9 @@ export async function removeQuarantine (dir: string): Promise<void> {
 
 /**
  * Removes `meshwork-fetch-*` / `meshwork-serve-*` temp dirs a crashed process
- * left in a repository's git dir. Call at startup, before serving or fetching.
+ * left in a repository's git dir, and the `.keep` files its fetches left on
+ * their packs (`keepPack`; git would never repack those packs). Call at
+ * startup, before serving or fetching.
  */
 export async function removeStaleTransferTemps (repoDir: string): Promise<number> {
   const gitDir = await gitCommonDir(repoDir)
@@ -170,6 +198,15 @@ export async function removeStaleTransferTemps (repoDir: string): Promise<number
   for (const entry of await readdir(gitDir)) {
     if (/^meshwork-(?:fetch|serve)-/.test(entry)) {
       await rm(join(gitDir, entry), { recursive: true, force: true })
+      n++
+    }
+  }
+  const packDir = join(gitDir, 'objects', 'pack')
+  for (const entry of await readdir(packDir).catch(() => [] as string[])) {
+    if (!/^pack-[0-9a-f]+\.keep$/.test(entry)) continue
+    const file = join(packDir, entry)
+    if ((await readFile(file, 'utf8').catch(() => '')).startsWith(KEEP_NOTE + ' ')) {
+      await rm(file, { force: true })
       n++
     }
   }
