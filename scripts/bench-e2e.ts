@@ -141,7 +141,44 @@ interface RunSpec { name: string, title: string, nodes: number, tasks: BenchTask
 /** Wall time of client commands (CLI start-up included) against this mesh. */
 interface ClientFigures { okMs: number, okExit: number | null, refusedMs: number, refusedExit: number | null, wrongKeyMs: number, wrongKeyExit: number | null }
 
-interface NodeFigures { name: string, leader: boolean, killed: boolean, cpuPct: number, childCpuPct: number, idleCpuPct: number, idleGitPerS: number, rssMiB: number, idleRssMiB: number, git: number }
+interface NodeFigures { name: string, leader: boolean, killed: boolean, cpuPct: number, childCpuPct: number, idleCpuPct: number, idleGitPerS: number, rssMiB: number, idleRssMiB: number, git: number, gossip: GossipFigures | null }
+
+/** What a node's gossip counters (its `--metrics`) moved by over the run. */
+interface GossipFigures { received: number, copies: number, sent: number, changesIn: number, changesOut: number }
+
+const GOSSIP_METRICS: Record<keyof GossipFigures, string> = {
+  received: 'meshwork_gossip_messages_total{direction="received"}',
+  copies: 'meshwork_gossip_copies_total',
+  sent: 'meshwork_gossip_messages_total{direction="sent"}',
+  changesIn: 'meshwork_board_changes_total{direction="received"}',
+  changesOut: 'meshwork_board_changes_total{direction="sent"}'
+}
+
+/** A node's gossip counters from its metrics endpoint, or null when it does not answer. */
+async function scrapeGossip (port: number): Promise<GossipFigures | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) })
+    const values = new Map<string, number>()
+    for (const line of (await res.text()).split('\n')) {
+      const m = /^(\S+) (\S+)$/.exec(line)
+      if (m !== null) values.set(m[1] as string, Number(m[2]))
+    }
+    const out = {} as GossipFigures
+    for (const [k, name] of Object.entries(GOSSIP_METRICS)) out[k as keyof GossipFigures] = values.get(name) ?? 0
+    return out
+  } catch {
+    return null
+  }
+}
+
+/** A TCP port on 127.0.0.1 that nothing listened on a moment ago. */
+async function freePort (): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>(resolve => { srv.listen(0, '127.0.0.1', resolve) })
+  const port = (srv.address() as { port: number }).port
+  await new Promise<void>(resolve => { srv.close(() => { resolve() }) })
+  return port
+}
 
 interface RunResult {
   name: string
@@ -182,15 +219,17 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     await seedRepo(repo0)
 
     const names = Array.from({ length: spec.nodes }, (_, i) => `n${i}`)
-    const nodes = new Map<string, { pid: number, proc: ChildProcess, exited: Promise<Exit>, logFile: string, gitFile: string }>()
+    const nodes = new Map<string, { pid: number, proc: ChildProcess, exited: Promise<Exit>, logFile: string, gitFile: string, metricsPort: number }>()
     const startNode = async (name: string, conn: string[]): Promise<string> => {
       const logFile = join(root, `log-${name}.jsonl`)
       const gitFile = join(root, `git-${name}.log`)
       const fh = await open(logFile, 'w')
       const env = { ...baseEnv, MESHWORK_BENCH_GIT_LOG: gitFile }
-      const c = spawnTracked(['node', '--repo', join(root, `repo-${name}`), '--data', join(root, `data-${name}`), '--listen', '/ip4/127.0.0.1/tcp/0', '--name', name, '--agent', 'sim', '--slots', String(SLOTS), ...conn], env, fh.fd)
+      // its gossip counters, read before and after the plan
+      const metricsPort = await freePort()
+      const c = spawnTracked(['node', '--repo', join(root, `repo-${name}`), '--data', join(root, `data-${name}`), '--listen', '/ip4/127.0.0.1/tcp/0', '--name', name, '--agent', 'sim', '--slots', String(SLOTS), '--metrics', `127.0.0.1:${metricsPort}`, ...conn], env, fh.fd)
       void c.exited.finally(() => { void fh.close() })
-      nodes.set(name, { pid: c.proc.pid as number, proc: c.proc, exited: c.exited, logFile, gitFile })
+      nodes.set(name, { pid: c.proc.pid as number, proc: c.proc, exited: c.exited, logFile, gitFile, metricsPort })
       const info = await until(() => {
         try {
           const v = JSON.parse(readFileSync(join(root, `data-${name}`, 'node.json'), 'utf8')) as { pid: number, join: string }
@@ -233,10 +272,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     let clients: ClientFigures | null = null
     if (spec.clients) {
       const info = JSON.parse(readFileSync(join(root, 'data-n0', 'node.json'), 'utf8')) as { peerId: string, addrs: string[] }
-      const srv = createServer()
-      await new Promise<void>(resolve => { srv.listen(0, '127.0.0.1', resolve) })
-      const port = (srv.address() as { port: number }).port
-      await new Promise<void>(resolve => { srv.close(() => { resolve() }) })
+      const port = await freePort()
       const wrongKey = join(root, 'wrong.key')
       await cli(['init', '--out', wrongKey], baseEnv, 60_000)
       const ok = await cli(['status', ...conn], baseEnv, 120_000)
@@ -252,6 +288,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     await writeFile(planFile, JSON.stringify(plan, null, 1))
     const cpu0 = new Map([...nodes].map(([n, x]) => [n, cpuOf(x.pid)]))
     const git0 = new Map([...nodes].map(([n, x]) => [n, gitCount(x.gitFile)]))
+    const gossip0 = new Map(await Promise.all([...nodes].map(async ([n, x]) => [n, await scrapeGossip(x.metricsPort)] as const)))
     // the submit client's CPU: what this process's reaped children used meanwhile (it is the only one reaped then)
     const reaped0 = reapedChildrenCpu()
     const t0 = Date.now()
@@ -260,6 +297,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     let killedAt: number | null = null
     let finished = false
     const cpuAtKill = new Map<string, ReturnType<typeof cpuOf>>()
+    const gossipAtKill = new Map<string, GossipFigures | null>()
     if (spec.kill) {
       const victim = [...names].reverse().find(n => n !== leader && n !== 'n0') as string
       void (async () => {
@@ -272,6 +310,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
         const v = nodes.get(victim)
         if (v === undefined || finished) return
         cpuAtKill.set(victim, cpuOf(v.pid))
+        gossipAtKill.set(victim, await scrapeGossip(v.metricsPort))
         v.proc.kill('SIGKILL')
         killed = victim
         killedAt = Date.now()
@@ -292,6 +331,7 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     const cpu1 = new Map([...nodes].map(([n, x]) => [n, n === killed ? cpuAtKill.get(n) ?? null : cpuOf(x.pid)]))
     const git1 = new Map([...nodes].map(([n, x]) => [n, gitCount(x.gitFile)]))
     const rss1 = new Map([...nodes].map(([n, x]) => [n, rssMiB(x.pid)]))
+    const gossip1 = new Map(await Promise.all([...nodes].map(async ([n, x]) => [n, n === killed ? gossipAtKill.get(n) ?? null : await scrapeGossip(x.metricsPort)] as const)))
     const r = await cli(['status', '--json', ...conn], baseEnv, 120_000)
     const board = JSON.parse(r.stdout) as { main: { head: string | null }, tasks: Array<{ id: string, state: string, createdAt: number, mergedAt: number | null }> }
     const live = names.filter(n => n !== killed)
@@ -353,7 +393,8 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
         idleGitPerS: i?.gitPerS ?? Number.NaN,
         rssMiB: rss1.get(n) ?? Number.NaN,
         idleRssMiB: i?.rss ?? Number.NaN,
-        git: (git1.get(n)?.total ?? 0) - (git0.get(n)?.total ?? 0)
+        git: (git1.get(n)?.total ?? 0) - (git0.get(n)?.total ?? 0),
+        gossip: gossipDelta(gossip0.get(n) ?? null, gossip1.get(n) ?? null)
       }
     })
     const bySub = new Map<string, number>()
@@ -390,6 +431,13 @@ async function runOne (spec: RunSpec, keep: boolean): Promise<RunResult> {
     if (keep) log(`[${spec.name}] kept ${root}`)
     else await rm(root, { recursive: true, force: true })
   }
+}
+
+function gossipDelta (a: GossipFigures | null, b: GossipFigures | null): GossipFigures | null {
+  if (a === null || b === null) return null
+  const out = {} as GossipFigures
+  for (const k of Object.keys(GOSSIP_METRICS) as Array<keyof GossipFigures>) out[k] = b[k] - a[k]
+  return out
 }
 
 // ---------------------------------------------------------------------------
@@ -436,7 +484,17 @@ function report (results: RunResult[], meta: { date: string, machine: string, qu
     for (const n of r.perNode) out.push(`| ${r.name} | ${n.name}${n.leader ? ' (leader)' : ''}${n.killed ? ' (killed)' : ''} | ${pct(n.cpuPct)} | ${pct(n.childCpuPct)} | ${pct(n.idleCpuPct)} | ${n.idleGitPerS.toFixed(1)} | ${n.idleRssMiB.toFixed(0)} / ${Number.isFinite(n.rssMiB) ? n.rssMiB.toFixed(0) + ' MiB' : 'n/a'} | ${n.git} |`)
   }
   out.push('', 'git processes per task (all nodes): ' + results.map(r => `${r.name} ${r.gitPerTask.toFixed(1)} (${r.gitBySub.slice(0, 6).map(([s, c]) => `${s} ${(c / r.tasks).toFixed(1)}`).join(', ')})`).join('; ') + '.')
+  const gossip = results.map(r => gossipLine(r)).filter(l => l !== null)
+  if (gossip.length > 0) out.push('', 'Gossip per task, from each node\'s `--metrics` over the run (mean of the nodes; copies count every copy that arrived, duplicates included): ' + gossip.join('; ') + '.')
   return out.join('\n')
+}
+
+function gossipLine (r: RunResult): string | null {
+  const g = r.perNode.map(n => n.gossip).filter(x => x !== null)
+  if (g.length === 0) return null
+  const mean = (k: keyof GossipFigures): string => (g.reduce((a, x) => a + x[k], 0) / g.length / r.tasks).toFixed(1)
+  const sum = (k: keyof GossipFigures): string => (g.reduce((a, x) => a + x[k], 0) / r.tasks).toFixed(1)
+  return `${r.name}: received ${mean('received')} messages (${mean('copies')} copies) and ${mean('changesIn')} board changes a node; ${sum('changesOut')} board changes and ${sum('sent')} messages sent by all nodes together`
 }
 
 // ---------------------------------------------------------------------------

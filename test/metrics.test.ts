@@ -85,6 +85,8 @@ describe('meshwork node --metrics', () => {
       expect(get(m, 'meshwork_peers{state="dead"}')).toBe(0)
       expect(get(m, 'meshwork_gossip_messages_total{direction="sent"}')).toBeGreaterThan(0)
       expect(get(m, 'meshwork_gossip_messages_total{direction="received"}')).toBeGreaterThan(0)
+      // every message received came as at least one copy
+      expect(get(m, 'meshwork_gossip_copies_total')).toBeGreaterThanOrEqual(get(m, 'meshwork_gossip_messages_total{direction="received"}'))
       expect(get(m, 'meshwork_gossip_bytes_total{direction="received"}')).toBeGreaterThan(0)
       expect(get(m, 'meshwork_board_changes_total{direction="sent"}')).toBeGreaterThan(0)
       expect(get(m, 'meshwork_process_resident_memory_bytes')).toBeGreaterThan(1e6)

@@ -121,6 +121,15 @@ export class NodeMetrics {
       }
     })
     new Counter({
+      name: `${p}gossip_copies_total`, help: 'Copies of gossip messages that reached this node, duplicates from several mesh peers included (received messages are the first copies that passed validation).', registers,
+      collect () {
+        const n = node()
+        if (n === null) return
+        this.reset()
+        this.inc(n.stats.gossipCopies.copies)
+      }
+    })
+    new Counter({
       name: `${p}board_changes_total`, help: 'Board changes broadcast by this node and received over gossip.', labelNames: ['direction'], registers,
       collect () {
         const n = node()
