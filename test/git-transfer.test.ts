@@ -511,6 +511,40 @@ describe('fetchFromPeer over a real mesh', () => {
     }
   })
 
+  it('past its bound still serves a kept pack (the followers after a merge round), and nothing that needs git', async () => {
+    const src = await freshRepo('bound-src')
+    const m1 = await commitFiles(src, { 'a.txt': 'one\n' }, 'one')
+    const recent: string[] = [m1]
+    const serverB = await serveGit(b, src, { maxConcurrent: 1, known: () => recent, packReuseWaitMs: 120_000, packReuseTtlMs: 120_000 })
+    try {
+      const followers = await Promise.all(['f1', 'f2', 'f3'].map(async f => await freshRepo(`bound-${f}`)))
+      for (const repo of followers) await fetchFromPeer(a, b.peerId, repo, m1, { intoRef: 'refs/heads/from-b', haves: [] })
+      const m2 = await commitFiles(src, { 'b.txt': 'two\n' }, 'two')
+      recent.unshift(m2)
+      // the first follower's fetch makes the pack (and keeps it)
+      await fetchFromPeer(a, b.peerId, followers[0] as string, m2, { intoRef: null, haves: [m1] })
+      const made = serverB.stats.packsReused
+      // a silent requester takes the only slot
+      const silent = await a.host.dialProtocol(peerIdFromString(b.peerId), GIT_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+      try {
+        await waitFor(() => serverB.active === 1, { timeoutMs: 10_000, message: 'silent requester not being served' })
+        // the same main from the same old one: the kept pack, past the bound
+        const res = await fetchFromPeer(a, b.peerId, followers[1] as string, m2, { intoRef: null, haves: [m1] })
+        expect(res.oid).toBe(m2)
+        expect(serverB.stats.packsReused).toBe(made + 1)
+        expect(await gitText(['show', `${m2}:b.txt`], { cwd: followers[1] as string })).toBe('two')
+        // a pack nobody made yet (no have it knows), and a branch (looked up by git): busy
+        await expectTransferError(fetchFromPeer(a, b.peerId, followers[2] as string, m2, { intoRef: null, haves: [] }), 'busy')
+        await expectTransferError(fetchFromPeer(a, b.peerId, followers[2] as string, 'refs/heads/main', { intoRef: 'refs/heads/other' }), 'busy')
+        expect(serverB.stats.packsReused).toBe(made + 1)
+      } finally {
+        silent.abort(new Error('done'))
+      }
+    } finally {
+      await serverB.close()
+    }
+  })
+
   it('bounds the time of a serve: a requester that never asks is told and dropped', async () => {
     const serverB = await serveGit(b, repoB, { timeoutMs: 1000 })
     try {

@@ -32,7 +32,11 @@ const KNOWN_COMMITS_MAX = 1024
 export interface ServeGitOptions {
   /** Largest pack served. @default 2 GiB */
   maxBytes?: number
-  /** Transfers served at once (over all peers); more are answered `busy`. @default 4 */
+  /**
+   * Transfers served at once (over all peers); past it, a request is served only when a pack
+   * kept for reuse (or being made) answers it without a git process, and otherwise answered
+   * `busy` (`maxConcurrent * 4` streams at most). @default 4
+   */
   maxConcurrent?: number
   /** Transfers served to one peer at once; more are answered `busy`. @default GIT_SERVES_PER_PEER (2) */
   maxPerPeer?: number
@@ -243,6 +247,18 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     return { oid, haves: newest !== undefined ? [newest] : knownHaves.length > 0 ? knownHaves : found }
   }
 
+  /**
+   * Whether `resolveRequest` answers this request without a git process: an oid want this
+   * node's mains or branches reached lately, and a have known as well.
+   */
+  const knownRequest = (want: string, haves: readonly string[]): boolean => {
+    if (!OID_RE.test(want)) return false
+    const now = performance.now()
+    const lately = new Set(opts.known?.() ?? [])
+    const known = (h: string): boolean => lately.has(h) || fresh(onBranch, h, now) || fresh(present, h, now)
+    return (lately.has(want) || fresh(onBranch, want, now)) && haves.some(known)
+  }
+
   /** Packs made lately, sent again to requests of the same commit from the same main (`PackReuse`). */
   const packs = new PackReuse({ ttlMs: opts.packReuseTtlMs, waitMs: opts.packReuseWaitMs })
 
@@ -269,7 +285,11 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     let counted = false
     const started = Date.now()
     try {
-      if (active >= maxConcurrent) throw new ServeRefusal('busy', `serving ${active} transfers already`)
+      // past the bound, only a request that a pack kept or being made answers is served (below): sending kept
+      // bytes costs no git process, and after a merge round every follower asks the leader for the same
+      // new main at once (8 nodes: 7 requests; answered busy, they asked nodes without it, 2 a task)
+      const busy = active
+      const over = busy >= maxConcurrent
       const mine = perPeer.get(peer) ?? 0
       if (mine >= maxPerPeer) {
         stats.busyPerPeer++
@@ -293,6 +313,9 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       // the request is in: from here on the requester only sends ACKs, each after ACK_BYTES it read
       lp.idleTimeoutMs = idleMs
       const req = parseRequest(first)
+      const overBound = (): ServeRefusal => new ServeRefusal('busy', `serving ${busy} transfers already`)
+      // (looked up with no git process, or not at all)
+      if (over && !knownRequest(req.want, req.haves)) throw overBound()
       const { oid, haves } = await resolveRequest(req.want, req.haves, signal)
       const upToDate = async (): Promise<void> => {
         await lp.writeRaw(encodeJsonFrame(GitFrame.HEADER, { oid, ref: req.want, upToDate: true }), { signal })
@@ -307,6 +330,7 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       // `oid` is fixed now: the pack is of that commit even if the branch moves meanwhile
       const key = packKey(oid, haves)
       const kept = packs.take(key)
+      if (over && kept === null) throw overBound()
       const reused = kept === null ? null : await kept
       let reader: StreamFiller
       if (reused !== null) {
