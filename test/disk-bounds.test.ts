@@ -8,6 +8,7 @@ import { initRepo, commitFiles, createBranch } from './helpers/git.ts'
 import { task, snapshot } from './helpers/tui.ts'
 import { git, gitText } from '../src/git/git.ts'
 import { PRUNE_MERGED_AFTER_MS, pruneTaskBranches, pruneTranscripts, sweepAtStart } from '../src/node/disk-bounds.ts'
+import { KEEP_NOTE } from '../src/git/transfer/quarantine.ts'
 import { createLogger } from '../src/util/logger.ts'
 
 const dirs: string[] = []
@@ -15,7 +16,7 @@ afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, forc
 const silent = createLogger('t', { level: 'silent' })
 
 describe('disk bounds', () => {
-  it('sweepAtStart removes every DATA/claude/<run> dir and every meshwork-fetch-* quarantine, nothing else', async () => {
+  it('sweepAtStart removes every DATA/claude/<run> dir, every meshwork-fetch-* quarantine and a fetch\'s stale keep file, nothing else', async () => {
     const dir = await tempDir('meshwork-sweep-')
     dirs.push(dir)
     const repo = await initRepo(join(dir, 'repo'))
@@ -24,8 +25,14 @@ describe('disk bounds', () => {
     for (const run of ['r1', 'r2']) { await mkdir(join(data, 'claude', run), { recursive: true }); await writeFile(join(data, 'claude', run, 'settings.json'), '{}') }
     await mkdir(join(data, 'transcripts'), { recursive: true })
     await mkdir(join(repo, '.git', 'meshwork-fetch-abc123', 'objects', 'pack'), { recursive: true })
+    // a keep file a fetch that crashed left on its pack, and one of somebody else's
+    await mkdir(join(repo, '.git', 'objects', 'pack'), { recursive: true })
+    await writeFile(join(repo, '.git', 'objects', 'pack', `pack-${'a'.repeat(40)}.keep`), `${KEEP_NOTE} 1234 x\n`)
+    await writeFile(join(repo, '.git', 'objects', 'pack', `pack-${'b'.repeat(40)}.keep`), 'mine\n')
     const r = await sweepAtStart(data, repo, silent)
-    expect(r).toEqual({ runDirs: 2, fetchDirs: 1 })
+    expect(r).toEqual({ runDirs: 2, transferTemps: 2 })
+    expect(existsSync(join(repo, '.git', 'objects', 'pack', `pack-${'a'.repeat(40)}.keep`))).toBe(false)
+    expect(existsSync(join(repo, '.git', 'objects', 'pack', `pack-${'b'.repeat(40)}.keep`))).toBe(true)
     expect(existsSync(join(data, 'claude', 'r1'))).toBe(false)
     expect(existsSync(join(repo, '.git', 'meshwork-fetch-abc123'))).toBe(false)
     expect(existsSync(join(data, 'transcripts'))).toBe(true)

@@ -1,34 +1,27 @@
 import { readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { git, gitText } from '../git/git.ts'
-import { gitCommonDir } from '../git/repo.ts'
+import { removeStaleTransferTemps } from '../git/transfer/quarantine.ts'
 import { isTaskId, type BoardSnapshot } from '../crdt/schema.ts'
 import type { Logger } from '../util/logger.ts'
 
 /**
- * What a node leaves on disk is bounded: at start no run and no fetch is in
- * progress, so every per-run Claude config dir (`DATA/claude/<run>`) and every
- * fetch quarantine (`<git dir>/meshwork-fetch-*`) left by a crash goes; and the
- * task branches of cancelled tasks, and of merged tasks whose work is on the
- * mesh main, are deleted (nothing will read them again).
+ * What a node leaves on disk is bounded: at start no run and no transfer is in
+ * progress, so every per-run Claude config dir (`DATA/claude/<run>`) and what a
+ * crash left of a transfer (`removeStaleTransferTemps`: a fetch's quarantine or
+ * a serve's temp dir in the git dir, the `.keep` a fetch put on its pack) goes;
+ * and the task branches of cancelled tasks, and of merged tasks whose work is
+ * on the mesh main, are deleted (nothing will read them again).
  */
-export async function sweepAtStart (dataDir: string, repo: string, logger: Logger): Promise<{ runDirs: number, fetchDirs: number }> {
+export async function sweepAtStart (dataDir: string, repo: string, logger: Logger): Promise<{ runDirs: number, transferTemps: number }> {
   let runDirs = 0
   for (const name of await readdir(join(dataDir, 'claude')).catch(() => [] as string[])) {
     await rm(join(dataDir, 'claude', name), { recursive: true, force: true })
     runDirs++
   }
-  let fetchDirs = 0
-  const common = await gitCommonDir(repo).catch(() => null)
-  if (common !== null) {
-    for (const name of await readdir(common).catch(() => [] as string[])) {
-      if (!name.startsWith('meshwork-fetch-')) continue
-      await rm(join(common, name), { recursive: true, force: true })
-      fetchDirs++
-    }
-  }
-  if (runDirs + fetchDirs > 0) logger.info('disk:swept', { runDirs, fetchDirs, note: 'left by an earlier life of this node (no run or fetch is in progress at start)' })
-  return { runDirs, fetchDirs }
+  const transferTemps = await removeStaleTransferTemps(repo).catch(() => 0)
+  if (runDirs + transferTemps > 0) logger.info('disk:swept', { runDirs, transferTemps, note: 'left by an earlier life of this node (no run or transfer is in progress at start)' })
+  return { runDirs, transferTemps }
 }
 
 /** Claude run transcripts (`DATA/transcripts/*.jsonl`) older than this are deleted. @default 14 days */
