@@ -332,6 +332,8 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       const kept = packs.take(key)
       if (over && kept === null) throw overBound()
       const reused = kept === null ? null : await kept
+      // (the pack it waited for was not made whole in time: past the bound it makes no pack of its own)
+      if (over && reused === null) throw overBound()
       let reader: StreamFiller
       if (reused !== null) {
         stats.packsReused++
