@@ -9,7 +9,7 @@ import * as A from '@automerge/automerge'
 import { Board, type BoardDoc } from '../src/crdt/board.ts'
 import { plain } from '../src/crdt/board-types.ts'
 import * as lifecycle from '../src/crdt/lifecycle.ts'
-import { addTasks, asPlan, compactTasksRead, simpleTask } from '../src/crdt/ops.ts'
+import { addTasks, asPlan, compactHoldouts, compactTasksRead, simpleTask, WHOLE_RECORDS_NOTE_TASKS, wholeRecordsNote } from '../src/crdt/ops.ts'
 import { TASK_DEFAULTS, asPeerId, type NodeRecord, type TaskId } from '../src/crdt/schema.ts'
 
 const MESH = 'mesh-compact-tasks-test'
@@ -109,5 +109,20 @@ describe('compact task records', () => {
     expect(compactTasksRead(new Map([['a', node()], ['b', node({ readsCompactTasks: undefined, leftAt: 5 })]]))).toBe(true)
     expect(compactTasksRead(new Map([['a', node()], ['b', node({ readsCompactTasks: undefined, forgottenAt: 5 })]]))).toBe(true)
     expect(compactTasksRead(new Map([['b', node({ leftAt: 5 })]]))).toBe(false)
+  })
+
+  it('a large plan written whole says which nodes hold compact records back, and what to do', () => {
+    const node = (over: Partial<NodeRecord> = {}): NodeRecord => ({ name: 'n', slots: 1, startedAt: 1, leftAt: null, readsCompactTasks: true, ...over })
+    const old = new Map([['12D3KooWaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaOLD1', node({ name: 'vm-3', readsCompactTasks: undefined })], ['p2', node({ name: 'vm-1' })], ['p3', node({ name: 'vm-9', readsCompactTasks: undefined, leftAt: 5 })]])
+    expect(compactHoldouts(old)).toEqual([{ peerId: '12D3KooWaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaOLD1', name: 'vm-3' }])
+    const note = wholeRecordsNote(old, WHOLE_RECORDS_NOTE_TASKS)
+    expect(note).toContain('node vm-3 (aaaaOLD1) does not read compact records')
+    expect(note).toContain('`meshwork forget`')
+    // a small plan, or one written compact: nothing to say
+    expect(wholeRecordsNote(old, WHOLE_RECORDS_NOTE_TASKS - 1)).toBeNull()
+    expect(wholeRecordsNote(new Map([['p2', node()]]), 5000)).toBeNull()
+    // many: the first five named
+    const many = new Map(Array.from({ length: 7 }, (_, i) => [`peer-${i}`, node({ name: `old-${i}`, readsCompactTasks: undefined })] as const))
+    expect(wholeRecordsNote(many, 5000)).toMatch(/nodes old-0 \(peer-0\), .*old-4 \(peer-4\) and 2 more do not read/)
   })
 })

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path'
 import { readPlan } from '../scheduler/plan.ts'
 import { cancelTask, retryTask, submitTasks } from '../api/tasks.ts'
+import { wholeRecordsNote } from '../crdt/ops.ts'
 import type { Task, TaskId } from '../crdt/schema.ts'
 import { nextStep } from '../api/hints.ts'
 import { CLIENT_OPTIONS } from './connection.ts'
@@ -50,7 +51,9 @@ export const submitCommand = defineCommand({
         return [t.id as string, t.state === 'merged' ? 'it is already merged into main, so there is nothing to retry' : `it is ${t.state}${step !== null ? `; ${step.text}` : ''}`]
       }))
       const plan = await readPlan(file, existing)
+      const note = wholeRecordsNote(client.node.board.snapshot().nodes, plan.tasks.length)
       const ids = await submitTasks(client, plan.tasks, plan.budgetUsd)
+      if (note !== null) process.stderr.write(note + '\n')
       if (json) process.stdout.write(JSON.stringify({ tasks: ids, plan: ids[0] ?? null }) + '\n')
       else process.stdout.write(ids.join('\n') + '\n')
       if (!opts.wait) return 0

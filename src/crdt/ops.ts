@@ -85,13 +85,30 @@ export function newTaskRecord (t: NewTask, now: number, compact = false): TaskRe
  * last older node is gone. False for a board with no node.
  */
 export function compactTasksRead (nodes: ReadonlyMap<string, NodeRecord>): boolean {
-  let any = false
-  for (const n of nodes.values()) {
-    if (n.leftAt !== null || (n.forgottenAt ?? null) !== null) continue
-    if (n.readsCompactTasks !== true) return false
-    any = true
-  }
-  return any
+  return compactHoldouts(nodes).length === 0 && [...nodes.values()].some(live)
+}
+
+const live = (n: NodeRecord): boolean => n.leftAt === null && (n.forgottenAt ?? null) === null
+
+/** The nodes registered on the board, not left or forgotten, that do not say they read compact task records (`compactTasksRead`). */
+export function compactHoldouts (nodes: ReadonlyMap<string, NodeRecord>): Array<{ peerId: string, name: string }> {
+  return [...nodes].filter(([, n]) => live(n) && n.readsCompactTasks !== true).map(([peerId, n]) => ({ peerId, name: n.name }))
+}
+
+/** Plans at least this large get `wholeRecordsNote` from `submit`. @default 1000 */
+export const WHOLE_RECORDS_NOTE_TASKS = 1000
+
+/**
+ * What `submit` says (on stderr) when it writes a plan of `tasks` tasks as whole
+ * records because of `compactHoldouts`, or null (a small plan, or written compact):
+ * a user whose large plans stay large sees which node holds them back and why.
+ */
+export function wholeRecordsNote (nodes: ReadonlyMap<string, NodeRecord>, tasks: number): string | null {
+  if (tasks < WHOLE_RECORDS_NOTE_TASKS || compactTasksRead(nodes)) return null
+  const holdouts = compactHoldouts(nodes)
+  if (holdouts.length === 0) return null
+  const named = holdouts.slice(0, 5).map(h => `${h.name} (${h.peerId.slice(-8)})`).join(', ') + (holdouts.length > 5 ? ` and ${holdouts.length - 5} more` : '')
+  return `note: the plan was written as whole task records (about 1.6x the size of compact ones) because ${holdouts.length === 1 ? 'node' : 'nodes'} ${named} ${holdouts.length === 1 ? 'does' : 'do'} not read compact records: ${holdouts.length === 1 ? 'it runs' : 'they run'} a version before them, or stopped without leaving. Upgrade ${holdouts.length === 1 ? 'it' : 'them'}, or \`meshwork forget\` a node that is gone for good.`
 }
 
 /** A board mutation adding tasks (one change for the whole batch). */
