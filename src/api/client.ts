@@ -38,8 +38,13 @@ export interface Client {
  */
 export async function confirmWrite (client: Client, what: string, then = 'run the command again'): Promise<void> {
   const waitMs = Math.max(client.timeoutMs, SYNC_SESSION_MS)
+  const started = Date.now()
   if (!await client.node.requestSync(client.peer, { timeoutMs: waitMs })) {
-    throw new Error(`${what} is recorded locally but ${client.peer} did not confirm it within ${Math.round(waitMs / 1000)} s (a longer --timeout waits longer); ${then}`)
+    // a sync that failed early (the node closed the connection) is not a slow node
+    const why = Date.now() - started < waitMs - 1000
+      ? 'the sync with it failed (it closed the connection or stopped)'
+      : `it did not confirm it within ${Math.round(waitMs / 1000)} s (a longer --timeout waits longer)`
+    throw new Error(`${what} is recorded locally but not confirmed by ${client.peer}: ${why}; ${then}`)
   }
 }
 
