@@ -192,9 +192,11 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
    * --batch-check` for the haves (and an oid want) and, side by side, one
    * `for-each-ref` that resolves a branch exactly (no DWIM: `refs/heads/x` never
    * falls back to `refs/tags/refs/heads/x`) or checks that a branch contains an
-   * oid want; either only for what it does not know (above).
+   * oid want; either only for what it does not know (above). `overBound`: the
+   * server is past its bound, and a request that needs a git process is
+   * refused with it instead.
    */
-  const resolveRequest = async (want: string, haves: string[], signal: AbortSignal): Promise<Resolved> => {
+  const resolveRequest = async (want: string, haves: string[], signal: AbortSignal, overBound: ServeRefusal | null): Promise<Resolved> => {
     const isOidWant = OID_RE.test(want)
     if (!isOidWant) {
       if (!want.startsWith('refs/heads/')) throw new ServeRefusal('refused', `only refs under refs/heads/ are served, not ${JSON.stringify(want)}`)
@@ -210,6 +212,7 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     const knownHaves = uniqueHaves.filter(h => lately.has(h) || fresh(onBranch, h, now) || fresh(present, h, now))
     const unknownHaves = knownHaves.length > 0 ? [] : uniqueHaves
     const lookUp = [...(isOidWant && !wantKnown ? [want] : []), ...unknownHaves]
+    if (overBound !== null && (!wantKnown || lookUp.length > 0)) throw overBound
     const opt = { cwd: repoDir, signal, allowFail: true }
     const [checks, refs] = await Promise.all([
       lookUp.length > 0 ? batchCheck(repoDir, lookUp, signal) : Promise.resolve([]),
@@ -247,18 +250,6 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
     return { oid, haves: newest !== undefined ? [newest] : knownHaves.length > 0 ? knownHaves : found }
   }
 
-  /**
-   * Whether `resolveRequest` answers this request without a git process: an oid want this
-   * node's mains or branches reached lately, and a have known as well.
-   */
-  const knownRequest = (want: string, haves: readonly string[]): boolean => {
-    if (!OID_RE.test(want)) return false
-    const now = performance.now()
-    const lately = new Set(opts.known?.() ?? [])
-    const known = (h: string): boolean => lately.has(h) || fresh(onBranch, h, now) || fresh(present, h, now)
-    return (lately.has(want) || fresh(onBranch, want, now)) && haves.some(known)
-  }
-
   /** Packs made lately, sent again to requests of the same commit from the same main (`PackReuse`). */
   const packs = new PackReuse({ ttlMs: opts.packReuseTtlMs, waitMs: opts.packReuseWaitMs })
 
@@ -289,7 +280,6 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       // bytes costs no git process, and after a merge round every follower asks the leader for the same
       // new main at once (8 nodes: 7 requests; answered busy, they asked nodes without it, 2 a task)
       const busy = active
-      const over = busy >= maxConcurrent
       const mine = perPeer.get(peer) ?? 0
       if (mine >= maxPerPeer) {
         stats.busyPerPeer++
@@ -313,10 +303,8 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       // the request is in: from here on the requester only sends ACKs, each after ACK_BYTES it read
       lp.idleTimeoutMs = idleMs
       const req = parseRequest(first)
-      const overBound = (): ServeRefusal => new ServeRefusal('busy', `serving ${busy} transfers already`)
-      // (looked up with no git process, or not at all)
-      if (over && !knownRequest(req.want, req.haves)) throw overBound()
-      const { oid, haves } = await resolveRequest(req.want, req.haves, signal)
+      const overBound = busy >= maxConcurrent ? new ServeRefusal('busy', `serving ${busy} transfers already`) : null
+      const { oid, haves } = await resolveRequest(req.want, req.haves, signal, overBound)
       const upToDate = async (): Promise<void> => {
         await lp.writeRaw(encodeJsonFrame(GitFrame.HEADER, { oid, ref: req.want, upToDate: true }), { signal })
         await closeStream(stream, idleMs)
@@ -330,10 +318,9 @@ export async function serveGit (node: GitStreams, repoDir: string, opts: ServeGi
       // `oid` is fixed now: the pack is of that commit even if the branch moves meanwhile
       const key = packKey(oid, haves)
       const kept = packs.take(key)
-      if (over && kept === null) throw overBound()
       const reused = kept === null ? null : await kept
-      // (the pack it waited for was not made whole in time: past the bound it makes no pack of its own)
-      if (over && reused === null) throw overBound()
+      // (none kept, or the one it waited for was not made whole in time: past the bound it makes no pack of its own)
+      if (overBound !== null && reused === null) throw overBound
       let reader: StreamFiller
       if (reused !== null) {
         stats.packsReused++
