@@ -104,9 +104,8 @@ export const WHOLE_RECORDS_NOTE_TASKS = 1000
  * a user whose large plans stay large sees which node holds them back and why.
  */
 export function wholeRecordsNote (nodes: ReadonlyMap<string, NodeRecord>, tasks: number): string | null {
-  if (tasks < WHOLE_RECORDS_NOTE_TASKS || compactTasksRead(nodes)) return null
   const holdouts = compactHoldouts(nodes)
-  if (holdouts.length === 0) return null
+  if (tasks < WHOLE_RECORDS_NOTE_TASKS || holdouts.length === 0) return null
   const named = holdouts.slice(0, 5).map(h => `${h.name} (${h.peerId.slice(-8)})`).join(', ') + (holdouts.length > 5 ? ` and ${holdouts.length - 5} more` : '')
   return `note: the plan was written as whole task records (about 1.6x the size of compact ones) because ${holdouts.length === 1 ? 'node' : 'nodes'} ${named} ${holdouts.length === 1 ? 'does' : 'do'} not read compact records: ${holdouts.length === 1 ? 'it runs' : 'they run'} a version before them, or stopped without leaving. Upgrade ${holdouts.length === 1 ? 'it' : 'them'}, or \`meshwork forget\` a node that is gone for good.`
 }
