@@ -1,7 +1,9 @@
 /**
- * Claim acknowledgements ride the heartbeat: a remote claim brings this node's
- * next heartbeat forward (once the claim is on disk) instead of adding a
- * presence message, so presence traffic no longer grows with nodes x claims.
+ * Claim acknowledgements: a node sends its heads to the claimant alone over
+ * `/meshwork/ack/1` (src/node/claim-acks.ts) once the claim is on disk; for a
+ * claimant that does not take them so (an older version), the remote claim
+ * brings this node's next heartbeat forward instead of adding a presence
+ * message. Either way presence traffic no longer grows with nodes x claims.
  */
 import { describe, it, expect, afterEach, vi } from 'vitest'
 import { Heartbeats, ACK_DELAY_MS, ACK_MIN_GAP_MS, ADDRS_EVERY, ADDRS_FRESH_MS } from '../src/node/heartbeats.ts'
@@ -16,6 +18,9 @@ import { silentLogger } from '../src/util/logger.ts'
 import { decodePresence, encodePresence, type Presence } from '../src/protocol/presence.ts'
 import { createMesh, waitAllAlive, waitConverged, type TestMesh } from './helpers/mesh.ts'
 import { waitFor } from '../src/util/wait.ts'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { ACK_PROTOCOL } from '../src/node/claim-acks.ts'
+import { FramedStream } from '../src/protocol/frame.ts'
 
 const HB = 1000
 
@@ -253,30 +258,83 @@ let mesh: TestMesh | undefined
 afterEach(async () => { await mesh?.stop(); mesh = undefined })
 
 describe('claims acknowledged over a real mesh', () => {
-  it('each remote claim is acknowledged by every peer long before its next regular heartbeat, without extra presence messages', async () => {
-    // a long period: only an acknowledgement brought forward can show a claim in a peer's heads within a second or two
-    const heartbeatMs = 6000
-    mesh = await createMesh(3, { heartbeatMs, suspectAfterMs: 3 * heartbeatMs, deadAfterMs: 10 * heartbeatMs })
-    await waitAllAlive(mesh.nodes, 60_000)
-    const [a, b, c] = mesh.nodes as [typeof mesh.nodes[0], typeof mesh.nodes[0], typeof mesh.nodes[0]]
+  // a long period: only an acknowledgement sent at once can show a claim to its claimant within a second or two
+  const heartbeatMs = 6000
+  const timing = { heartbeatMs, suspectAfterMs: 3 * heartbeatMs, deadAfterMs: 10 * heartbeatMs }
+
+  /** Claims t-0..t-2 on `a` one after another; waits until both peers acknowledged each (`acked`: whether a knows `peer` saw `hash`). */
+  async function claimAll (a: TestMesh['nodes'][number], peers: Array<TestMesh['nodes'][number]>, acked: (peer: string, hash: string) => boolean): Promise<void> {
     a.changeBoard('plan', addTasks([0, 1, 2].map(i => simpleTask(`t-${i}`))))
-    await waitConverged(mesh.nodes, 20_000, n => n.board.snapshot().tasks.size === 3)
-    const sentBefore = b.stats.gossipSent.messages
-    const started = Date.now()
+    await waitConverged(mesh?.nodes ?? [], 20_000, n => n.board.snapshot().tasks.size === 3)
     for (const i of [0, 1, 2]) {
       const id = `t-${i}` as TaskId
       const hash = a.changeBoardHash('tasks:claim', d => { lifecycle.claim(d, id, a.peerId, 0, Date.now()) })
       expect(hash).not.toBeNull()
-      // the claim counts as seen by a peer once its heartbeat heads (on a's side) contain it
-      for (const peer of [b, c]) {
-        await waitFor(() => a.board.seenBy(a.membership.get(peer.peerId)?.heads ?? [], hash as string) === true, {
+      for (const peer of peers) {
+        await waitFor(() => acked(peer.peerId, hash as string), {
           timeoutMs: 2500,
           message: `${peer.name} did not acknowledge claim ${i} within 2.5 s (its regular heartbeat comes every ${heartbeatMs} ms)`
         })
       }
     }
-    // b wrote nothing: everything it sent is presence, one message per claim at most, plus regular beats
+  }
+
+  it('each remote claim is acknowledged to its claimant alone, long before the next regular heartbeat: no presence message brought forward', async () => {
+    mesh = await createMesh(3, timing)
+    await waitAllAlive(mesh.nodes, 60_000)
+    const [a, b, c] = mesh.nodes as [typeof mesh.nodes[0], typeof mesh.nodes[0], typeof mesh.nodes[0]]
+    // what a heard from each peer directly, newest last
+    const heard = new Map<string, string[][]>()
+    a.addEventListener('ack', evt => { heard.set(evt.detail.peerId, [...(heard.get(evt.detail.peerId) ?? []), evt.detail.heads]) })
+    const sentBefore = [b, c].map(n => n.stats.gossipSent.messages)
+    const started = Date.now()
+    await claimAll(a, [b, c], (peer, hash) => (heard.get(peer) ?? []).some(h => a.board.seenBy(h, hash) === true))
     const elapsed = Date.now() - started
+    for (const [k, peer] of [b, c].entries()) {
+      // it wrote nothing on the board: all it gossiped is regular heartbeats, none brought forward
+      expect(peer.stats.gossipSent.messages - (sentBefore[k] as number)).toBeLessThanOrEqual(1 + Math.ceil(elapsed / heartbeatMs))
+      expect(peer.stats.claimAcks.sent).toBeGreaterThanOrEqual(3)
+      expect(peer.stats.claimAcks.failed).toBe(0)
+    }
+    expect(a.stats.claimAcks.received).toBeGreaterThanOrEqual(6)
+  }, 90_000)
+
+  it('a claimant that does not take direct acknowledgements (an older version) gets them as heartbeats brought forward', async () => {
+    mesh = await createMesh(0, timing)
+    const a = await mesh.add({ directAcks: false })
+    const b = await mesh.add()
+    const c = await mesh.add()
+    await waitAllAlive(mesh.nodes, 60_000)
+    const sentBefore = b.stats.gossipSent.messages
+    const started = Date.now()
+    // the claim counts as seen by a peer once its heartbeat heads (on a's side) contain it
+    await claimAll(a, [b, c], (peer, hash) => a.board.seenBy(a.membership.get(peer)?.heads ?? [], hash) === true)
+    const elapsed = Date.now() - started
+    // one presence message per claim at most, plus regular beats; nothing sent directly to a
     expect(b.stats.gossipSent.messages - sentBefore).toBeLessThanOrEqual(3 + Math.ceil(elapsed / heartbeatMs))
+    expect(b.stats.claimAcks.sent + c.stats.claimAcks.sent).toBe(0)
+    expect(a.stats.claimAcks.received).toBe(0)
+  }, 90_000)
+
+  it('garbage on the acknowledgement protocol closes that stream and counts nothing; the node goes on', async () => {
+    mesh = await createMesh(2, timing)
+    await waitAllAlive(mesh.nodes, 60_000)
+    const [a, b] = mesh.nodes as [typeof mesh.nodes[0], typeof mesh.nodes[0]]
+    const acks: unknown[] = []
+    a.addEventListener('ack', evt => { acks.push(evt.detail) })
+    for (const body of [new TextEncoder().encode('{"heads":["not-a-hash"]}'), new TextEncoder().encode('not json'), new Uint8Array(9000)]) {
+      const stream = await b.host.dialProtocol(peerIdFromString(a.peerId), ACK_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+      const lp = new FramedStream(stream, { maxDataLength: 16 * 1024 })
+      await lp.writeRaw(body, { signal: AbortSignal.timeout(10_000) }).catch(() => {})
+      await waitFor(() => stream.status !== 'open', { timeoutMs: 10_000, message: `a kept a stream open after ${body.length} bytes of garbage (status ${stream.status})` })
+    }
+    expect(acks).toEqual([])
+    expect(a.stats.claimAcks.received).toBe(0)
+    // a well-formed one still counts
+    const stream = await b.host.dialProtocol(peerIdFromString(a.peerId), ACK_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+    await new FramedStream(stream, { maxDataLength: 16 * 1024 }).writeRaw(new TextEncoder().encode(JSON.stringify({ heads: b.board.heads() })), { signal: AbortSignal.timeout(10_000) })
+    await waitFor(() => acks.length === 1, { timeoutMs: 10_000, message: 'a well-formed acknowledgement never arrived' })
+    expect(a.host.status).toBe('started')
+    stream.abort(new Error('test done'))
   }, 90_000)
 })

@@ -44,6 +44,11 @@ class FakeNode extends FakeSchedulerNode {
     const p = { v: 1, peerId: PEER, name: 'peer', slots: 0, running: [], heads, addrs: [], lagMs: 0, load: 0, rssBytes: 0, backoffUntil: null, startedAt: 0, seq: 0, sentAt: Date.now(), leaving: false } satisfies Presence
     this.dispatchEvent(new CustomEvent('presence', { detail: p }))
   }
+
+  /** The peer's acknowledgement with `heads` arrives directly (src/node/claim-acks.ts); its heartbeats stay as they were. */
+  ack (heads: string[]): void {
+    this.dispatchEvent(new CustomEvent('ack', { detail: { peerId: PEER, heads } }))
+  }
 }
 
 const instant: Agent = { kind: 'instant', run: async () => ({ outcome: 'success', error: null, costUsd: 0, tokens: ZERO_TOKENS }) }
@@ -81,5 +86,30 @@ describe('settling a claim on acknowledgements', () => {
     node.heartbeat(ahead)
     // the latest heads cannot be judged here; the one before settles the claim (not the 30 s acknowledgement timeout)
     await waitFor(() => started.includes('t'), { timeoutMs: 5000, message: () => `t never started: ${JSON.stringify(node.board.task('t'))}` })
+  })
+
+  it('a direct acknowledgement settles the claim while the peer\'s heartbeats still name heads from before it', async () => {
+    const node = new FakeNode()
+    const peerBoard = Board.create(MESH, actorForPeer(PEER))
+    node.board.subscribe(u => { if (u.local) peerBoard.applyChanges(u.changes) })
+    const reg = peerBoard.change('node:join', d => { d.nodes[PEER] = { name: str('peer'), slots: 0, startedAt: 0, leftAt: null } })
+    node.board.applyChanges([reg as Uint8Array])
+    node.heartbeat(peerBoard.heads())
+    const started: string[] = []
+    sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: instant, slots: 1, settleMs: 0, onRunStart: id => { started.push(id) } })
+    sched.start()
+    const before = peerBoard.heads()
+    node.changeBoard('plan', addTasks([simpleTask('t')]))
+    await waitFor(() => node.board.task('t')?.state === 'claimed', { timeoutMs: 5000, message: () => `t was never claimed: ${JSON.stringify(node.board.task('t'))}` })
+
+    // an acknowledgement of heads from before the claim settles nothing
+    node.ack(before)
+    await afterSchedulerPass()
+    expect(node.board.task('t')?.state).toBe('claimed')
+
+    // the peer's heads with the claim, sent directly: the claim settles, though no heartbeat of the peer has them
+    node.ack(peerBoard.heads())
+    await waitFor(() => started.includes('t'), { timeoutMs: 5000, message: () => `t never started: ${JSON.stringify(node.board.task('t'))}` })
+    expect(node.peer.heads).toEqual(before)
   })
 })

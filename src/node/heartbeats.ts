@@ -80,6 +80,8 @@ export interface HeartbeatsComponents {
   board: Board
   /** The board heads to acknowledge in heartbeats (those on disk). @default the board's heads */
   ackHeads?: () => string[]
+  /** Whether this node takes acknowledgements over `/meshwork/ack/1` (announced as `acks`). @default false */
+  directAcks?: boolean
   peerId: () => PeerIdString
   name: string
   slots: () => number
@@ -320,6 +322,7 @@ export class Heartbeats implements Startable {
       ...(direct !== '' ? { direct } : {}),
       ...(every !== undefined ? { every } : {}),
       version: MESHWORK_VERSION,
+      ...(this.#c.directAcks === true ? { acks: true as const } : {}),
       leaving
     }
   }

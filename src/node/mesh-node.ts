@@ -37,6 +37,7 @@ import { FINAL_TASK_STATES, asPeerId, type PeerIdString, type TaskState } from '
 import { BoardStore, type LoadReport } from '../crdt/store.ts'
 import { silentLogger, type Logger } from '../util/logger.ts'
 import { toError } from '../util/errors.ts'
+import { ClaimAcks } from './claim-acks.ts'
 
 export type { MeshNodeEvents, MeshNodeInit, NodeStats, Role } from './types.ts'
 export type { MembersView }
@@ -53,6 +54,7 @@ interface Services {
   known: KnownPeers | null
   progress: Progress
   members: MembersProtocol
+  acks: ClaimAcks
 }
 
 /** How long a new joiner waits to identify a compatible peer before it registers on the board anyway. @default 10 s */
@@ -78,7 +80,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   readonly role: Role
   readonly swarmKey: SwarmKey
   readonly membership: Membership
-  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, refusedForgotten: { keys: 0, total: 0 }, streamsRefused: {}, gossipCopies: { copies: 0 }, presenceForwardsSkipped: 0, forwardsSkipped: 0 }
+  readonly stats: NodeStats = { gossipRejected: {}, syncSessions: 0, syncFailures: 0, changesBroadcast: 0, changesReceived: 0, invalidEntries: 0, gossipSent: { messages: 0, bytes: 0 }, syncBytes: { in: 0, out: 0 }, refusedAuthors: {}, refusedForgotten: { keys: 0, total: 0 }, streamsRefused: {}, gossipCopies: { copies: 0 }, presenceForwardsSkipped: 0, forwardsSkipped: 0, claimAcks: { sent: 0, received: 0, failed: 0 } }
   readonly name: string
   /** Whether this node may ever become merge leader (false with --no-leader). */
   readonly leaderEligible: boolean
@@ -95,6 +97,8 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
   #startedAt = 0
   #started = false
   #stopping = false
+  /** Peers whose latest heartbeat says they take acknowledgements directly (`Presence.acks`). */
+  readonly #ackPeers = new Set<string>()
   #loadReport: LoadReport | null = null
   #extras: () => PresenceExtras = () => ({})
   #stopPrune: (() => void) | null = null
@@ -310,6 +314,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       membership: this.membership,
       board,
       ackHeads: () => replication.durableHeads(),
+      directAcks: isNode && init.directAcks !== false,
       peerId: () => this.peerId,
       name: this.name,
       slots: () => this.#slots,
@@ -319,7 +324,11 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
       peerHeads: (peer, heads) => { replication.peerHeads(peer, heads) },
       peerAddrs: p => { dialer.learnAddrs(p) },
       onTransition: tr => { this.#emitTransition(tr) },
-      onPresence: p => { this.dispatchEvent(new CustomEvent('presence', { detail: p })) },
+      onPresence: p => {
+        if (p.acks === true) this.#ackPeers.add(p.peerId)
+        else this.#ackPeers.delete(p.peerId)
+        this.dispatchEvent(new CustomEvent('presence', { detail: p }))
+      },
       vouched: p => board.snapshot().nodes.has(p as PeerIdString) || host.getConnections().some(c => c.remotePeer.toString() === p),
       logger
     })
@@ -340,8 +349,9 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (forwarding.state === 'failed') logger.warn('patch:not-applied', { patch: forwarding.name, detail: forwarding.detail, note: 'every heartbeat and board change is forwarded to every mesh peer (more CPU); reinstall the exact versions in package.json (npm ci)' })
     const progress = new Progress({ gossip, topic: t.progress, follow: isNode, peerId: () => this.peerId, onProgress: p => { this.dispatchEvent(new CustomEvent('progress', { detail: p })) } })
     const members = new MembersProtocol({ streams: host, serve: isNode, view: () => this.membersView(), ...(init.streamIdleMs !== undefined ? { idleMs: init.streamIdleMs } : {}) })
-    const services: Services = this.#services = { gossip, replication, heartbeats, dialer, known, progress, members }
-    const all: Startable[] = [gossip, replication, members, progress, ...(known !== null ? [known] : []), dialer, heartbeats]
+    const acks = new ClaimAcks({ streams: host, stats: this.stats.claimAcks, connected: p => host.getConnections().some(c => c.remotePeer.toString() === p && c.status === 'open'), heads: () => replication.durableHeads(), onAck: (peerId, heads) => { this.dispatchEvent(new CustomEvent('ack', { detail: { peerId, heads } })) }, logger })
+    const services: Services = this.#services = { gossip, replication, heartbeats, dialer, known, progress, members, acks }
+    const all: Startable[] = [gossip, replication, members, progress, ...(isNode && init.directAcks !== false ? [acks] : []), ...(known !== null ? [known] : []), dialer, heartbeats]
     for (const s of all) await s.start()
     host.addEventListener('self:peer:update', () => { this.#addrs = null })
     host.addEventListener('peer:identify', evt => {
@@ -455,6 +465,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     s?.heartbeats.stop()
     s?.progress.stop()
     s?.members.stop()
+    s?.acks.stop()
     await withTimeout(s?.known?.stop() ?? Promise.resolve(), 2000).catch(() => {})
     if (s !== null) await s.replication.stop()
     else await withTimeout(this.#store?.close() ?? Promise.resolve(), 5000).catch(() => {})
@@ -490,6 +501,17 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     await this.#services?.replication.flush()
   }
 
+  /** The peers (not this node) whose claims of the current epoch are on the claimed tasks among `tasks`. */
+  #claimants (tasks: readonly string[]): Set<string> {
+    const out = new Set<string>()
+    for (const id of tasks) {
+      const t = this.board.task(id)
+      if (t?.state !== 'claimed') continue
+      for (const [peer, claim] of Object.entries(t.claims)) if (claim.epoch === t.epoch && peer !== this.peerId) out.add(peer)
+    }
+    return out
+  }
+
   #onBoardUpdate (update: BoardUpdate): void {
     const s = this.#services
     s?.replication.onUpdate(update)
@@ -497,8 +519,18 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     // acknowledge remote claims quickly: a claimant settles once every peer's heads contain its claim.
     // The acknowledgement is the next heartbeat brought forward once the claim is on disk (only heads on
     // disk are acknowledged), not an extra message; other remote changes ride the regular heartbeat
-    if (s !== null && !update.local && update.tasks.some(id => this.board.task(id)?.state === 'claimed')) {
-      void s.replication.flush().then(() => { s.heartbeats.ackSoon() })
+    if (s !== null && !update.local) {
+      const claimants = this.#claimants(update.tasks)
+      if (claimants.size > 0) {
+        void s.replication.flush().then(() => {
+          // to each claimant that takes them directly, its acknowledgement alone; the others read heartbeats
+          let viaHeartbeat = false
+          for (const peer of claimants) {
+            if (!this.#ackPeers.has(peer) || !s.acks.send(peer)) viaHeartbeat = true
+          }
+          if (viaHeartbeat) s.heartbeats.ackSoon()
+        })
+      }
     }
     if (s !== null && !update.local && this.role === 'node') this.#keepRegistered()
     this.dispatchEvent(new CustomEvent('board:update', { detail: update }))

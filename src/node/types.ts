@@ -34,6 +34,12 @@ export interface MeshNodeInit {
   gossipDelayMs?: number
   /** Test knob: how long a sync or members stream may go without a frame. @default STREAM_IDLE_MS */
   streamIdleMs?: number
+  /**
+   * Test knob: false makes the node take claim acknowledgements only from
+   * heartbeats and not announce `/meshwork/ack/1`, as versions before it did
+   * (src/node/claim-acks.ts). @default true
+   */
+  directAcks?: boolean
 }
 
 /** Counters of what the node dropped or did, for logs, status and tests. */
@@ -60,12 +66,16 @@ export interface NodeStats {
   presenceForwardsSkipped: number
   /** The same for board changes and progress (`MeshNode`). */
   forwardsSkipped: number
+  /** Claim acknowledgements sent to and received from claimants directly (src/node/claim-acks.ts), and sends that failed. */
+  claimAcks: { sent: number, received: number, failed: number }
 }
 
 export interface MeshNodeEvents {
   'board:update': CustomEvent<BoardUpdate>
   'peer:state': CustomEvent<Transition>
   'presence': CustomEvent<Presence>
+  /** A peer acknowledged this node's claims directly (src/node/claim-acks.ts): its heads on disk. */
+  'ack': CustomEvent<{ peerId: string, heads: string[] }>
   'progress': CustomEvent<ProgressEvent>
 }
 

@@ -62,6 +62,12 @@ export const presenceSchema = z.object({
   every: z.number().int().positive().max(60_000).optional(),
   /** The sender's meshwork version (absent from versions before it was announced). */
   version: z.string().max(64).optional(),
+  /**
+   * true: the sender takes a claim's acknowledgements over `/meshwork/ack/1`
+   * (src/node/claim-acks.ts) instead of brought-forward heartbeats. Absent:
+   * it reads only heartbeats (versions before it).
+   */
+  acks: z.literal(true).optional(),
   /** true in the last message of a graceful stop. */
   leaving: z.boolean()
 })

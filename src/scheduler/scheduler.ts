@@ -11,7 +11,7 @@ import type { Presence } from '../protocol/presence.ts'
 import * as lifecycle from '../crdt/lifecycle.ts'
 import { Ticker } from '../node/service.ts'
 import { NodeHealth, type HealthState } from '../node/health.ts'
-import { FINAL_TASK_STATES, type BoardSnapshot, type PeerIdString, type Task, type TaskId } from '../crdt/schema.ts'
+import { FINAL_TASK_STATES, asPeerId, type BoardSnapshot, type PeerIdString, type Task, type TaskId } from '../crdt/schema.ts'
 import type { Agent, AgentProgress } from '../agent/types.ts'
 import { DEFAULT_CHECKPOINT_EVERY_MS, formatMs, runStages, runTimeoutMs, writeAgentEnd, writeInfraEnd, type RunEnd } from './run.ts'
 import { claimOrder, claimRank, effectiveState, openTasks, readySince, remainingCriticalPath, scopesOverlap } from './dag.ts'
@@ -302,8 +302,17 @@ export class Scheduler {
     }
     this.node.addEventListener('board:update', onUpdate)
     this.node.addEventListener('peer:state', onUpdate)
+    const onAck = (evt: CustomEvent<{ peerId: string, heads: string[] }>): void => {
+      if (this.#pending.size === 0) return
+      const peer = asPeerId(evt.detail.peerId)
+      const kept = this.#recentHeads.get(peer) ?? []
+      this.#recentHeads.set(peer, [evt.detail.heads, ...kept].slice(0, ACK_HEARTBEATS_KEPT))
+      this.#schedule()
+    }
     this.node.addEventListener('presence', onPresence)
+    this.node.addEventListener('ack', onAck)
     this.#unsubs.push(
+      () => { this.node.removeEventListener('ack', onAck) },
       () => { this.node.removeEventListener('board:update', onUpdate) },
       () => { this.node.removeEventListener('peer:state', onUpdate) },
       () => { this.node.removeEventListener('presence', onPresence) }
