@@ -19,7 +19,8 @@ import { decodePresence, encodePresence, type Presence } from '../src/protocol/p
 import { createMesh, waitAllAlive, waitConverged, type TestMesh } from './helpers/mesh.ts'
 import { waitFor } from '../src/util/wait.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { ACK_PROTOCOL } from '../src/node/claim-acks.ts'
+import { ACK_PROTOCOL, ClaimAcks } from '../src/node/claim-acks.ts'
+import type { StreamHost } from '../src/node/board-replication.ts'
 import { FramedStream } from '../src/protocol/frame.ts'
 
 const HB = 1000
@@ -337,4 +338,32 @@ describe('claims acknowledged over a real mesh', () => {
     expect(a.host.status).toBe('started')
     stream.abort(new Error('test done'))
   }, 90_000)
+})
+
+describe('direct acknowledgements that cannot go', () => {
+  it('no connection to the claimant: not sent (the caller acknowledges by heartbeat); a claimant that refuses the protocol: tried twice, then handed back', async () => {
+    let dials = 0
+    const streams = {
+      status: 'started',
+      handle: async () => {},
+      unhandle: async () => {},
+      dialProtocol: async () => { dials++; throw new Error('protocol selection failed') }
+    } as unknown as StreamHost
+    const failed: string[] = []
+    const stats = { sent: 0, received: 0, failed: 0 }
+    const peer = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
+    let connected = false
+    const acks = new ClaimAcks({ streams, connected: () => connected, heads: () => [], onAck: () => {}, onFailed: p => { failed.push(p) }, stats, logger: silentLogger })
+    expect(acks.send(peer)).toBe(false)
+    await acks.start()
+    expect(acks.send(peer)).toBe(false)
+    expect(dials).toBe(0)
+    connected = true
+    expect(acks.send(peer)).toBe(true)
+    await waitFor(() => failed.length === 1, { timeoutMs: 5000, message: 'the failed acknowledgement was never handed back' })
+    expect(failed).toEqual([peer])
+    expect(dials).toBe(2)
+    expect(stats).toEqual({ sent: 0, received: 0, failed: 1 })
+    acks.stop()
+  })
 })

@@ -54,6 +54,8 @@ export interface ClaimAcksComponents {
   heads: () => string[]
   /** An acknowledgement arrived from `peer`. */
   onAck: (peer: string, heads: string[]) => void
+  /** An acknowledgement to `peer` could not be written (twice): the caller acknowledges by heartbeat instead. */
+  onFailed?: (peer: string) => void
   /** Counts acknowledgements sent, received, and sends that failed (the node's `stats.claimAcks`). */
   stats: { sent: number, received: number, failed: number }
   logger: Logger
@@ -123,6 +125,7 @@ export class ClaimAcks implements Startable {
         if (attempt === 1) {
           this.#c.stats.failed++
           this.#c.logger.debug('ack:failed', { peer, error: toError(err).message })
+          this.#c.onFailed?.(peer)
         }
       }
     }

@@ -349,7 +349,16 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     if (forwarding.state === 'failed') logger.warn('patch:not-applied', { patch: forwarding.name, detail: forwarding.detail, note: 'every heartbeat and board change is forwarded to every mesh peer (more CPU); reinstall the exact versions in package.json (npm ci)' })
     const progress = new Progress({ gossip, topic: t.progress, follow: isNode, peerId: () => this.peerId, onProgress: p => { this.dispatchEvent(new CustomEvent('progress', { detail: p })) } })
     const members = new MembersProtocol({ streams: host, serve: isNode, view: () => this.membersView(), ...(init.streamIdleMs !== undefined ? { idleMs: init.streamIdleMs } : {}) })
-    const acks = new ClaimAcks({ streams: host, stats: this.stats.claimAcks, connected: p => host.getConnections().some(c => c.remotePeer.toString() === p && c.status === 'open'), heads: () => replication.durableHeads(), onAck: (peerId, heads) => { this.dispatchEvent(new CustomEvent('ack', { detail: { peerId, heads } })) }, logger })
+    const acks = new ClaimAcks({
+      streams: host,
+      stats: this.stats.claimAcks,
+      connected: p => host.getConnections().some(c => c.remotePeer.toString() === p && c.status === 'open'),
+      heads: () => replication.durableHeads(),
+      onAck: (peerId, heads) => { this.dispatchEvent(new CustomEvent('ack', { detail: { peerId, heads } })) },
+      // a claimant that stopped taking them (rolled back to an older version) hears it by heartbeat
+      onFailed: () => { heartbeats.ackSoon() },
+      logger
+    })
     const services: Services = this.#services = { gossip, replication, heartbeats, dialer, known, progress, members, acks }
     const all: Startable[] = [gossip, replication, members, progress, ...(isNode && init.directAcks !== false ? [acks] : []), ...(known !== null ? [known] : []), dialer, heartbeats]
     for (const s of all) await s.start()
