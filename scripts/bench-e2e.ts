@@ -14,7 +14,8 @@
  * schedule (scripts/bench/schedule-dag.ts), the per-task breakdown from the
  * nodes' JSON logs (ready → claimed → running → agent start → agent end →
  * committed → done → branch on the leader → merged → main on every node) with
- * p50/p99 per phase, CPU per node process (/proc/PID/stat, with its reaped
+ * p50/p99 per phase, the critical path (the chain of tasks whose merges set
+ * the makespan, each phase summed over it), CPU per node process (/proc/PID/stat, with its reaped
  * children such as git), git processes per task (each node appends every git
  * command it starts to a file of its own, `MESHWORK_BENCH_GIT_LOG`), idle CPU and git processes over 5 s
  * before the plan, duplicate runs and merges, and a check that main on every
@@ -477,6 +478,12 @@ function report (results: RunResult[], meta: { date: string, machine: string, qu
   for (let i = 0; i < rows.length; i++) out.push(`| ${rows[i]} | ${results.map(r => phaseCell(r.analysis.phases[i] as PhaseStat)).join(' | ')} |`)
   out.push(`| **done → merged** | ${results.map(r => phaseCell(r.analysis.doneToMerged)).join(' | ')} |`)
   out.push(`| **ready → merged** | ${results.map(r => phaseCell(r.analysis.readyToMerged)).join(' | ')} |`)
+  out.push('', '### The critical path', '')
+  out.push('The chain of tasks whose merges set the makespan (from the task merged last back through the dependency whose merge made each task ready), each phase summed over the chain: what delayed the last merge.', '')
+  out.push(`| phase, summed over the chain | ${results.map(r => `${r.name} (${r.analysis.criticalPath.tasks.length} ${r.analysis.criticalPath.tasks.length === 1 ? 'task' : 'tasks'})`).join(' | ')} |`)
+  out.push(`|---|${results.map(() => '---').join('|')}|`)
+  const chainRows = results[0]?.analysis.criticalPath.phases.map(p => p.label) ?? []
+  for (let i = 0; i < chainRows.length; i++) out.push(`| ${chainRows[i]} | ${results.map(r => msf(r.analysis.criticalPath.phases[i]?.ms ?? Number.NaN)).join(' | ')} |`)
   out.push('', '### Processes', '')
   out.push('| run | node | CPU over the run | its children (git) | idle CPU (5 s, nothing submitted) | idle git processes / s | RSS idle / end | git processes in the run |')
   out.push('|---|---|---|---|---|---|---|---|')

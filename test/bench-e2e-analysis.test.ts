@@ -4,7 +4,7 @@
  * and duplicate merges.
  */
 import { describe, it, expect } from 'vitest'
-import { analyze, parseLog, type LogLine } from '../scripts/bench/e2e-analysis.ts'
+import { analyze, criticalPath, parseLog, type LogLine, type TaskTimes } from '../scripts/bench/e2e-analysis.ts'
 
 const L = (time: number, event: string, fields: Record<string, unknown> = {}): LogLine => ({ time, event, ...fields })
 
@@ -44,6 +44,32 @@ describe('bench:e2e analysis', () => {
     expect(r.merged).toBe(2)
     expect(r.doneToMerged.n).toBe(2)
     expect(r.phases.find(p => p.label.startsWith('done → branch'))?.p99).toBe(10)
+    // a then b, whose phases add up to b's merge minus a's ready time
+    expect(r.criticalPath.tasks).toEqual(['a', 'b'])
+    expect(r.criticalPath.phases.map(p => p.ms)).toEqual([110, 20, 45, 145, 60, 60, 10, 150])
+    expect(r.criticalPath.phases.reduce((sum, p) => sum + p.ms, 0)).toBe(1500 - 900)
+  })
+
+  it('the critical path follows the dependency merged last, and stops at a task ready at its creation', () => {
+    const tasks = [
+      { id: 'a', deps: [], durationMs: 1, layer: 0 }, { id: 'b', deps: [], durationMs: 1, layer: 0 },
+      { id: 'c', deps: ['a', 'b'], durationMs: 1, layer: 1 }, { id: 'd', deps: ['c'], durationMs: 1, layer: 2 }
+    ]
+    const stamps = (ready: number, merged: number): TaskTimes['t'] => ({ ready, claimed: ready + 1, running: ready + 2, agentStart: ready + 3, agentEnd: merged - 4, committed: merged - 3, done: merged - 2, onLeader: merged - 1, merged })
+    const times: TaskTimes[] = [
+      { id: 'a', node: 'n0', t: stamps(0, 100) },
+      { id: 'b', node: 'n1', t: stamps(0, 150) },
+      // ready when b (merged last of its deps) merged
+      { id: 'c', node: 'n0', t: stamps(150, 300) },
+      // created after c merged: ready at its creation, so the chain is d alone
+      { id: 'd', node: 'n1', t: stamps(400, 500) }
+    ]
+    expect(criticalPath(tasks, times).tasks).toEqual(['d'])
+    times[3] = { id: 'd', node: 'n1', t: stamps(300, 500) }
+    const path = criticalPath(tasks, times)
+    expect(path.tasks).toEqual(['b', 'c', 'd'])
+    expect(path.phases.reduce((sum, p) => sum + p.ms, 0)).toBe(500)
+    expect(path.phases[0]).toEqual({ label: 'ready → claimed', ms: 3 })
   })
 
   it('a branch handed to the leader before done is on the leader at done', () => {

@@ -52,6 +52,21 @@ export interface Analysis {
   merged: number
   /** Claims that came to nothing (another node's won, or had started the task already): a board change and a settle wait each, for no run. */
   claimsLost: number
+  /** The chain of tasks whose merges set the makespan (`criticalPath`). */
+  criticalPath: CriticalPath
+}
+
+/**
+ * The critical path a run took: from the task merged last back through the
+ * dependency whose merge made each task ready, to a task ready at its
+ * creation. Its phases summed say where the makespan went beyond the agents'
+ * work: every millisecond of a phase on the chain delayed the last merge.
+ */
+export interface CriticalPath {
+  /** Task ids, first to last. */
+  tasks: string[]
+  /** Each phase from ready to merged, summed over the chain (ms), in `PHASES` order; NaN where a stamp is missing. */
+  phases: Array<{ label: string, ms: number }>
 }
 
 function stat (label: string, values: number[]): PhaseStat {
@@ -177,7 +192,32 @@ export function analyze (tasks: readonly BenchTask[], createdAt: ReadonlyMap<str
     batches,
     meanBatch: batches === 0 ? 0 : mergeNames / batches,
     merged: mergedAt.size,
-    claimsLost
+    claimsLost,
+    criticalPath: criticalPath(tasks, out)
+  }
+}
+
+/** See `CriticalPath`. */
+export function criticalPath (tasks: readonly BenchTask[], times: readonly TaskTimes[]): CriticalPath {
+  const byId = new Map(times.map(t => [t.id, t]))
+  const deps = new Map(tasks.map(t => [t.id, t.deps]))
+  let last: TaskTimes | undefined
+  for (const t of times) if (t.t.merged !== undefined && (last?.t.merged === undefined || t.t.merged > last.t.merged)) last = t
+  const chain: TaskTimes[] = []
+  for (let cur = last; cur !== undefined && chain.length <= times.length;) {
+    chain.unshift(cur)
+    // the dependency merged last made it ready (ready = max(created, deps merged)); none: ready at creation
+    let prev: TaskTimes | undefined
+    for (const d of deps.get(cur.id) ?? []) {
+      const dt = byId.get(d)
+      if (dt?.t.merged !== undefined && (prev?.t.merged === undefined || dt.t.merged > prev.t.merged)) prev = dt
+    }
+    cur = prev !== undefined && prev.t.merged === cur.t.ready ? prev : undefined
+  }
+  const onChain = PHASES.filter(([, b]) => b !== 'mainEverywhere')
+  return {
+    tasks: chain.map(t => t.id),
+    phases: onChain.map(([a, b, label]) => ({ label, ms: chain.reduce((sum, t) => sum + ((t.t[b] ?? Number.NaN) - (t.t[a] ?? Number.NaN)), 0) }))
   }
 }
 
