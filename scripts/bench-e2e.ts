@@ -479,7 +479,7 @@ function report (results: RunResult[], meta: { date: string, machine: string, qu
   out.push(`| **done → merged** | ${results.map(r => phaseCell(r.analysis.doneToMerged)).join(' | ')} |`)
   out.push(`| **ready → merged** | ${results.map(r => phaseCell(r.analysis.readyToMerged)).join(' | ')} |`)
   out.push('', '### The critical path', '')
-  out.push('The chain of tasks whose merges set the makespan (from the task merged last back through the dependency whose merge made each task ready), each phase summed over the chain: what delayed the last merge.', '')
+  out.push('The chain of tasks whose merges set the makespan (from the task merged last back through the dependency whose merge made each task ready), each phase summed over the chain: what delayed the last merge. A long ready → claimed on it is a task waiting for a free slot: there the slots bound the makespan, not the chain.', '')
   out.push(`| phase, summed over the chain | ${results.map(r => `${r.name} (${r.analysis.criticalPath.tasks.length} ${r.analysis.criticalPath.tasks.length === 1 ? 'task' : 'tasks'})`).join(' | ')} |`)
   out.push(`|---|${results.map(() => '---').join('|')}|`)
   const chainRows = results[0]?.analysis.criticalPath.phases.map(p => p.label) ?? []
