@@ -56,21 +56,29 @@ const instant: Agent = { kind: 'instant', run: async () => ({ outcome: 'success'
 /** A scheduler pass queued by an event before this call has run when it resolves (setImmediate is first in, first out). */
 const afterSchedulerPass = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)); await new Promise(resolve => setImmediate(resolve)) }
 
+/**
+ * This node (one slot, no settle window) with its peer registered and heard, and task `t` claimed here;
+ * `before`: the peer's heads from before the claim (it gets this node's changes at once, the test holds back only its own).
+ */
+async function claimedWithPeer (): Promise<{ node: FakeNode, peerBoard: Board, started: string[], before: string[] }> {
+  const node = new FakeNode()
+  const peerBoard = Board.create(MESH, actorForPeer(PEER))
+  node.board.subscribe(u => { if (u.local) peerBoard.applyChanges(u.changes) })
+  const reg = peerBoard.change('node:join', d => { d.nodes[PEER] = { name: str('peer'), slots: 0, startedAt: 0, leftAt: null } })
+  node.board.applyChanges([reg as Uint8Array])
+  node.heartbeat(peerBoard.heads())
+  const started: string[] = []
+  sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: instant, slots: 1, settleMs: 0, onRunStart: id => { started.push(id) } })
+  sched.start()
+  const before = peerBoard.heads()
+  node.changeBoard('plan', addTasks([simpleTask('t')]))
+  await waitFor(() => node.board.task('t')?.state === 'claimed', { timeoutMs: 5000, message: () => `t was never claimed: ${JSON.stringify(node.board.task('t'))}` })
+  return { node, peerBoard, started, before }
+}
+
 describe('settling a claim on acknowledgements', () => {
   it('an earlier heartbeat that contains the claim settles it though the latest names a change not here yet; one from before the claim does not', async () => {
-    const node = new FakeNode()
-    const peerBoard = Board.create(MESH, actorForPeer(PEER))
-    // this node's changes reach the peer at once (the test holds back only the peer's)
-    node.board.subscribe(u => { if (u.local) peerBoard.applyChanges(u.changes) })
-    const reg = peerBoard.change('node:join', d => { d.nodes[PEER] = { name: str('peer'), slots: 0, startedAt: 0, leftAt: null } })
-    node.board.applyChanges([reg as Uint8Array])
-    node.heartbeat(peerBoard.heads())
-    const started: string[] = []
-    sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: instant, slots: 1, settleMs: 0, onRunStart: id => { started.push(id) } })
-    sched.start()
-    node.changeBoard('plan', addTasks([simpleTask('t')]))
-    const before = peerBoard.heads()
-    await waitFor(() => node.board.task('t')?.state === 'claimed', { timeoutMs: 5000, message: () => `t was never claimed: ${JSON.stringify(node.board.task('t'))}` })
+    const { node, peerBoard, started, before } = await claimedWithPeer()
 
     // a heartbeat from before the claim reached the peer: no acknowledgement
     node.heartbeat(before)
@@ -89,18 +97,7 @@ describe('settling a claim on acknowledgements', () => {
   })
 
   it('a direct acknowledgement settles the claim while the peer\'s heartbeats still name heads from before it', async () => {
-    const node = new FakeNode()
-    const peerBoard = Board.create(MESH, actorForPeer(PEER))
-    node.board.subscribe(u => { if (u.local) peerBoard.applyChanges(u.changes) })
-    const reg = peerBoard.change('node:join', d => { d.nodes[PEER] = { name: str('peer'), slots: 0, startedAt: 0, leftAt: null } })
-    node.board.applyChanges([reg as Uint8Array])
-    node.heartbeat(peerBoard.heads())
-    const started: string[] = []
-    sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: instant, slots: 1, settleMs: 0, onRunStart: id => { started.push(id) } })
-    sched.start()
-    const before = peerBoard.heads()
-    node.changeBoard('plan', addTasks([simpleTask('t')]))
-    await waitFor(() => node.board.task('t')?.state === 'claimed', { timeoutMs: 5000, message: () => `t was never claimed: ${JSON.stringify(node.board.task('t'))}` })
+    const { node, peerBoard, started, before } = await claimedWithPeer()
 
     // an acknowledgement of heads from before the claim settles nothing
     node.ack(before)
