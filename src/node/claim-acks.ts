@@ -149,7 +149,7 @@ export class ClaimAcks implements Startable {
     } catch (err) {
       // the peer closed its side (its node stopping, an idle stream) or sent something else: this stream is done
       if (stream.status === 'open') {
-        this.#c.logger.debug('ack:refused', { peer, error: toError(err).message })
+        this.#c.logger.debug('ack:stream-ended', { peer, error: toError(err).message })
         stream.abort(toError(err))
       }
     }

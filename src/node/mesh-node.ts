@@ -525,9 +525,10 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const s = this.#services
     s?.replication.onUpdate(update)
     if (s !== null && (update.tasks.length > 0 || !update.local)) s.heartbeats.seedFromBoard()
-    // acknowledge remote claims quickly: a claimant settles once every peer's heads contain its claim.
-    // The acknowledgement is the next heartbeat brought forward once the claim is on disk (only heads on
-    // disk are acknowledged), not an extra message; other remote changes ride the regular heartbeat
+    // acknowledge remote claims quickly: a claimant settles once every peer's heads contain its claim. Once
+    // the claim is on disk (only heads on disk are acknowledged), to the claimant alone where it takes that
+    // (src/node/claim-acks.ts), else by bringing the next heartbeat forward; other remote changes ride the
+    // regular heartbeat
     if (s !== null && !update.local) {
       const claimants = this.#claimants(update.tasks)
       if (claimants.size > 0) {

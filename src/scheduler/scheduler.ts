@@ -277,6 +277,18 @@ export class Scheduler {
     return Math.min(MAX_SETTLE_MS, Math.max(MIN_SETTLE_MS, 2 * this.#gossipDelayMs))
   }
 
+  /**
+   * A peer's heads arrived (its heartbeat, or an acknowledgement sent here
+   * alone): they may be the last acknowledgement a pending claim waits for, so
+   * settle now, not at the next tick.
+   */
+  #acknowledgement (peer: PeerIdString, heads: string[]): void {
+    if (this.#pending.size === 0) return
+    const kept = this.#recentHeads.get(peer) ?? []
+    this.#recentHeads.set(peer, [heads, ...kept].slice(0, ACK_HEARTBEATS_KEPT))
+    this.#schedule()
+  }
+
   /** Tasks this node has claimed or is running (finished runs still handing their branch off included). */
   busy (): TaskId[] {
     return [...this.#pending.keys(), ...this.#runs.keys(), ...this.#finishing.keys()]
@@ -293,22 +305,12 @@ export class Scheduler {
       if (sent === undefined) return
       const d = Math.min(2000, Math.max(0, Date.now() - sent))
       this.#gossipDelayMs = 0.9 * this.#gossipDelayMs + 0.1 * d
-      // a presence may carry the last acknowledgement a pending claim waits for: settle now, not at the next tick
-      if (this.#pending.size > 0) {
-        const kept = this.#recentHeads.get(evt.detail.peerId) ?? []
-        this.#recentHeads.set(evt.detail.peerId, [evt.detail.heads, ...kept].slice(0, ACK_HEARTBEATS_KEPT))
-        this.#schedule()
-      }
+      this.#acknowledgement(evt.detail.peerId, evt.detail.heads)
     }
+    // a peer's heads sent to this node alone (src/node/claim-acks.ts)
+    const onAck = (evt: CustomEvent<{ peerId: string, heads: string[] }>): void => { this.#acknowledgement(asPeerId(evt.detail.peerId), evt.detail.heads) }
     this.node.addEventListener('board:update', onUpdate)
     this.node.addEventListener('peer:state', onUpdate)
-    const onAck = (evt: CustomEvent<{ peerId: string, heads: string[] }>): void => {
-      if (this.#pending.size === 0) return
-      const peer = asPeerId(evt.detail.peerId)
-      const kept = this.#recentHeads.get(peer) ?? []
-      this.#recentHeads.set(peer, [evt.detail.heads, ...kept].slice(0, ACK_HEARTBEATS_KEPT))
-      this.#schedule()
-    }
     this.node.addEventListener('presence', onPresence)
     this.node.addEventListener('ack', onAck)
     this.#unsubs.push(
