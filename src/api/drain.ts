@@ -1,6 +1,7 @@
 import { confirmWrite, type Client } from './client.ts'
 import { asPeerId, type BoardSnapshot, type NodeRecord } from '../crdt/schema.ts'
 import { UsageError } from '../util/errors.ts'
+import { waitFor } from '../util/wait.ts'
 
 /** The board record of the node named `target` (its --name or peer id), still in the mesh. */
 export function findNode (snap: BoardSnapshot, target: string): { peerId: string, rec: NodeRecord } {
@@ -42,11 +43,6 @@ export async function requestDrain (client: Client, target: string): Promise<{ p
 
 /** Whether the board shows node `peerId` drained (left after its drain request) within `ms`. */
 async function drainedWithin (client: Client, peerId: string, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const rec = client.node.board.snapshot().nodes.get(asPeerId(peerId))
-    if (rec !== undefined && drained(rec)) return true
-    if (Date.now() >= deadline) return false
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
+  const left = (): boolean => { const rec = client.node.board.snapshot().nodes.get(asPeerId(peerId)); return rec !== undefined && drained(rec) }
+  return await waitFor(left, { timeoutMs: ms, intervalMs: 100, message: 'drained' }).then(() => true, () => false)
 }

@@ -64,8 +64,8 @@ export interface ClaimAcksComponents {
 export class ClaimAcks implements Startable {
   readonly #c: ClaimAcksComponents
   readonly #out = new Map<string, { stream: Stream, lp: FramedStream }>()
-  /** Writes in flight per peer: one at a time, the latest heads win. */
-  readonly #sending = new Map<string, Promise<void>>()
+  /** Peers a write is in flight to: one at a time each; `#again`, those asked meanwhile get one more with the latest heads. */
+  readonly #sending = new Set<string>()
   readonly #again = new Set<string>()
   #started = false
 
@@ -95,11 +95,11 @@ export class ClaimAcks implements Startable {
   send (peer: string): boolean {
     if (!this.#started || !this.#c.connected(peer)) return false
     if (this.#sending.has(peer)) { this.#again.add(peer); return true }
-    const run = this.#write(peer).finally(() => {
+    this.#sending.add(peer)
+    void this.#write(peer).catch(err => { this.#c.logger.debug('ack:failed', { peer, error: toError(err).message }) }).finally(() => {
       this.#sending.delete(peer)
       if (this.#again.delete(peer)) this.send(peer)
     })
-    this.#sending.set(peer, run)
     return true
   }
 

@@ -404,6 +404,7 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     const host = this.#host
     for (const p of dropped) {
       s.dialer.forget(p)
+      this.#ackPeers.delete(p)
       // libp2p's peer store keeps every peer it was told of, in memory, for the life of the process
       let id: PeerId
       try { id = peerIdFromString(p) } catch { continue }
