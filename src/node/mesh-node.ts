@@ -1,7 +1,7 @@
 /*
  * Over 400 lines, on purpose: MeshNode is where a node's parts are wired and
  * started in order (lock, identity, board store, libp2p host with its gater,
- * then the services: gossip, replication, heartbeats, dialer, known peers,
+ * then the services: gossip, replication, heartbeats, claim acks, dialer, known peers,
  * progress, members) and stopped in reverse; each service is its own file
  * behind a narrow interface (components.ts), and this class only connects them.
  */
