@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Membership, type MemberState } from '../src/node/membership.ts'
+import { PRESENCE_FULL_RATE_PEERS } from '../src/node/constants.ts'
 import type { Presence } from '../src/protocol/presence.ts'
 import { decodePresence, encodePresence } from '../src/protocol/presence.ts'
 import { generateSwarmKey, parseSwarmKey, readSwarmKey, swarmKeyFromHex, writeSwarmKey } from '../src/node/swarm-key.ts'
@@ -229,6 +230,32 @@ describe('failure detector', () => {
     expect(new Membership({ heartbeatMs: 1000, suspectAfterMs: 2400, deadAfterMs: DEAD }).calmPeriodMs).toBe(1600)
     expect(new Membership({ heartbeatMs: 1000, suspectAfterMs: 1200, deadAfterMs: DEAD }).calmPeriodMs).toBe(1000)
     expect(new Membership({ heartbeatMs: 1000, suspectAfterMs: 30_000, deadAfterMs: 60_000 }).calmPeriodMs).toBe(2000)
+  })
+
+  it('past PRESENCE_FULL_RATE_PEERS live peers a node heartbeats in proportion to them, and its detector lets a stall count as two such periods', () => {
+    const { m, clock } = detector()
+    const peers = (n: number, from = 0): void => { for (let i = from; i < n; i++) m.heartbeat(presence({ peerId: `peer-${i}`, name: `peer-${i}` })) }
+    peers(PRESENCE_FULL_RATE_PEERS)
+    expect(m.periodMs(false)).toBe(HB)
+    expect(m.periodMs(true)).toBe(m.calmPeriodMs)
+    peers(2 * PRESENCE_FULL_RATE_PEERS + 10, PRESENCE_FULL_RATE_PEERS)
+    const long = Math.round(HB * (2 * PRESENCE_FULL_RATE_PEERS + 10) / PRESENCE_FULL_RATE_PEERS)
+    expect(long).toBeGreaterThan(m.calmPeriodMs)
+    expect(m.periodMs(false)).toBe(long)
+    // calm or not, the mesh's size sets the period once it is the longer one
+    expect(m.periodMs(true)).toBe(long)
+    // dead and left peers do not count
+    m.heartbeat(presence({ peerId: 'peer-0', name: 'peer-0', leaving: true }))
+    expect(m.periodMs(false)).toBe(Math.round(HB * (2 * PRESENCE_FULL_RATE_PEERS + 9) / PRESENCE_FULL_RATE_PEERS))
+    // one quiet tick a long period later ages a silent peer by that whole period (not by two usual ones only)
+    const before = m.members().find(p => p.peerId === 'peer-1')?.silentMs
+    clock.t += 2.5 * HB
+    m.tick()
+    expect(m.get('peer-1')?.silentMs).toBe((before ?? 0) + 2.5 * HB)
+    // a stall longer than two of them still counts as two
+    clock.t += 60_000
+    m.tick()
+    expect(m.get('peer-1')?.silentMs).toBe((before ?? 0) + 2.5 * HB + 2 * m.periodMs(false))
   })
 
   it('rejects deadAfter below suspectAfter', () => {

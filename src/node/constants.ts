@@ -30,6 +30,18 @@ export const GOSSIP_MESH = { D: 3, Dlo: 2, Dhi: 4, Dscore: 1, Dout: 1, Dlazy: 3 
 export const HEARTBEAT_INTERVAL_MS = 1000
 
 /**
+ * Live peers up to which a node heartbeats every period. Past it, its period
+ * grows in proportion to the live peers it sees (and it announces the longer
+ * period, `Presence.every`, so peers time it out later): each node then
+ * receives about this many heartbeats a period however large the mesh, where
+ * all-to-all presence made a node's work grow with the mesh and made it the
+ * first limit of a large one (docs/scaling.md). The cost is a slower failure
+ * detector past this size: suspect after 1.5 announced periods, dead after
+ * `--dead-after` or that, whichever is later. @default 20
+ */
+export const PRESENCE_FULL_RATE_PEERS = 20
+
+/**
  * A calm node (nothing open on its board, nothing running or settling on it)
  * sends its heartbeat this many periods apart, no further apart than its
  * peers' suspect timeout allows (`Membership.calmPeriodMs`): in an idle mesh
@@ -46,8 +58,8 @@ export const DEFAULT_DEAD_AFTER_MS = 10_000
 /**
  * Live peers (alive or suspect) a node keeps in its failure detector. Past it,
  * the presence of a peer it does not know yet is ignored. Every live member
- * costs a heartbeat a second, a place in every claim's acknowledgement wait and
- * in the election's candidates; docs/scaling.md models meshes up to 1,000 nodes
+ * costs its share of the heartbeats (`PRESENCE_FULL_RATE_PEERS`), a place in
+ * every claim's acknowledgement wait and in the election's candidates; docs/scaling.md models meshes up to 1,000 nodes
  * (where full presence already costs the mesh several cores), so more live
  * members than that can only be peers that are not real, and a bound keeps
  * them from growing those costs without limit.

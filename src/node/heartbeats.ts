@@ -288,11 +288,11 @@ export class Heartbeats implements Startable {
     this.beforeStop()
   }
 
-  /** This node's heartbeat as of now; `every` set while the node is calm (the next one comes that much later). */
+  /** This node's heartbeat as of now; `every` set while its period is longer than the usual one: the node is calm, or the mesh large (`Membership.periodMs`). */
   presence (leaving: boolean): Presence {
     const extras = this.#extras()
-    const calmMs = this.#c.membership.calmPeriodMs
-    const every = extras.calm === true && !leaving && calmMs > this.#c.membership.heartbeatMs ? calmMs : undefined
+    const period = this.#c.membership.periodMs(extras.calm === true)
+    const every = !leaving && period > this.#c.membership.heartbeatMs ? period : undefined
     const now = Date.now()
     if (now - this.#rssAt >= RSS_SAMPLE_MS) {
       this.#rss = process.memoryUsage.rss()

@@ -1,7 +1,7 @@
 import type { Presence } from '../protocol/presence.ts'
 import { HEALTH_OK, type HealthState } from './health.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
-import { CALM_HEARTBEAT_PERIODS, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS, HEARTBEAT_INTERVAL_MS } from './constants.ts'
+import { CALM_HEARTBEAT_PERIODS, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS, HEARTBEAT_INTERVAL_MS, PRESENCE_FULL_RATE_PEERS } from './constants.ts'
 
 /**
  * A peer is suspect no sooner than this many of its announced heartbeat
@@ -87,6 +87,8 @@ export class Membership {
   #clock = 0
   #lastTickWall: number
   #localLagMs = 0
+  /** This node's own heartbeat period as last set (`periodMs`): a stall counts as at most two of them. */
+  #ownPeriodMs: number
 
   constructor (init: MembershipInit = {}) {
     this.suspectAfterMs = init.suspectAfterMs ?? DEFAULT_SUSPECT_AFTER_MS
@@ -95,6 +97,22 @@ export class Membership {
     if (this.deadAfterMs < this.suspectAfterMs) throw new RangeError('deadAfterMs must be at least suspectAfterMs')
     this.#now = init.now ?? Date.now
     this.#lastTickWall = this.#now()
+    this.#ownPeriodMs = this.heartbeatMs
+  }
+
+  /**
+   * The period of this node's next heartbeat: `heartbeatMs` (or `calmPeriodMs`
+   * while calm), and longer in a mesh of more than `PRESENCE_FULL_RATE_PEERS`
+   * live peers, in proportion to them, so that each node receives about that
+   * many heartbeats a period whatever the mesh's size. The failure detector's
+   * clock then lets a stall count as two of these periods.
+   */
+  periodMs (calm: boolean): number {
+    let live = 0
+    for (const e of this.#entries.values()) if (e.member.state === 'alive' || e.member.state === 'suspect') live++
+    const scaled = Math.round(this.heartbeatMs * live / PRESENCE_FULL_RATE_PEERS)
+    this.#ownPeriodMs = Math.max(calm ? this.calmPeriodMs : this.heartbeatMs, scaled)
+    return this.#ownPeriodMs
   }
 
   /**
@@ -115,7 +133,12 @@ export class Membership {
    */
   #clockNow (): number {
     const delta = this.#now() - this.#lastTickWall
-    return this.#clock + Math.max(0, Math.min(delta, 2 * this.heartbeatMs))
+    return this.#clock + Math.max(0, Math.min(delta, this.#stallCapMs()))
+  }
+
+  /** The most the detector's clock advances in one step: two of this node's heartbeat periods (a quiet node ticks at each). */
+  #stallCapMs (): number {
+    return 2 * Math.max(this.heartbeatMs, this.#ownPeriodMs)
   }
 
   /** A peer's suspect and dead timeouts before widening: this node's, or longer for a peer that announced a long period. */
@@ -202,7 +225,7 @@ export class Membership {
    */
   tick (localLagMs = 0): Transition[] {
     const wall = this.#now()
-    this.#clock += Math.max(0, Math.min(wall - this.#lastTickWall, 2 * this.heartbeatMs))
+    this.#clock += Math.max(0, Math.min(wall - this.#lastTickWall, this.#stallCapMs()))
     this.#lastTickWall = wall
     this.#localLagMs = localLagMs
     const out: Transition[] = []
