@@ -247,15 +247,29 @@ describe('failure detector', () => {
     // dead and left peers do not count
     m.heartbeat(presence({ peerId: 'peer-0', name: 'peer-0', leaving: true }))
     expect(m.periodMs(false)).toBe(Math.round(HB * (2 * PRESENCE_FULL_RATE_PEERS + 9) / PRESENCE_FULL_RATE_PEERS))
-    // one quiet tick a long period later ages a silent peer by that whole period (not by two usual ones only)
-    const before = m.members().find(p => p.peerId === 'peer-1')?.silentMs
-    clock.t += 2.5 * HB
+    // until a heartbeat announced it, the long period changes neither the detector's clock nor the lease
+    expect(m.leaseMs).toBe(DEAD / 2)
+    const before = m.members().find(p => p.peerId === 'peer-1')?.silentMs ?? 0
+    clock.t += 2.5 * long
     m.tick()
-    expect(m.get('peer-1')?.silentMs).toBe((before ?? 0) + 2.5 * HB)
+    expect(m.get('peer-1')?.silentMs).toBe(before + 2 * HB)
+    // announced: one quiet tick a long period later ages a silent peer by that whole period
+    m.announced(long)
+    clock.t += long
+    m.tick()
+    expect(m.get('peer-1')?.silentMs).toBe(before + 2 * HB + long)
     // a stall longer than two of them still counts as two
     clock.t += 60_000
     m.tick()
-    expect(m.get('peer-1')?.silentMs).toBe((before ?? 0) + 2.5 * HB + 2 * m.periodMs(false))
+    expect(m.get('peer-1')?.silentMs).toBe(before + 2 * HB + long + 2 * long)
+    // the lease takes the shorter of the last two periods announced, and at least half of deadAfter
+    expect(m.leaseMs).toBe(DEAD / 2)
+    m.announced(5 * long)
+    expect(m.leaseMs).toBe(Math.max(DEAD / 2, Math.ceil(1.25 * long)))
+    m.announced(5 * long)
+    expect(m.leaseMs).toBe(Math.ceil(1.25 * 5 * long))
+    // shorter than peers take to hold this node dead: 1.5 announced periods (and deadAfter)
+    expect(m.leaseMs).toBeLessThan(Math.max(DEAD, 1.5 * 5 * long))
   })
 
   it('rejects deadAfter below suspectAfter', () => {

@@ -283,9 +283,9 @@ export class Leadership {
       const m = members.get(peerId)
       return { peerId, startedAt: rec.startedAt, leftAt: rec.leftAt, forgottenAt: rec.forgottenAt, state: m?.state, lastSeenAt: m?.lastSeenAt ?? null }
     })
-    // a peer counts while heard within half the time the others take to hold a silent node dead (never widened):
-    // a leader cut off from the majority stops merging before the majority can elect another (see `quorum`)
-    return quorum(node.peerId, voters, Date.now(), node.startedAt, this.#init.forgetAfterMs, Math.floor(node.membership.deadAfterMs / 2))
+    // a peer counts while heard within less than the time the others take to hold a silent node dead (never
+    // widened): a leader cut off from the majority stops merging before the majority can elect another (see `quorum`)
+    return quorum(node.peerId, voters, Date.now(), node.startedAt, this.#init.forgetAfterMs, node.membership.leaseMs)
   }
 
   /** True when main may advance; logs when the majority is lost or found again. */

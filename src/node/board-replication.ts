@@ -79,7 +79,13 @@ export class BoardReplication implements Startable {
   #started = false
   #stopped = false
   readonly #syncing = new Map<string, Promise<boolean>>()
-  readonly #syncWanted = new Map<string, number>()
+  /**
+   * Peers whose heartbeat showed heads this board lacks: the latest such heads,
+   * since when, and the check due `2 * heartbeatMs` after the first (null: it
+   * found the sync sessions full; the peer's next heartbeat that still shows
+   * the gap starts one).
+   */
+  readonly #syncWanted = new Map<string, { since: number, heads: string[], timer: NodeJS.Timeout | null }>()
   readonly #limiter: PeerStreamLimiter
   readonly #idleMs: number
 
@@ -113,13 +119,22 @@ export class BoardReplication implements Startable {
   prune (staleMs = 30 * this.#c.heartbeatMs): void {
     this.#limiter.prune()
     const now = Date.now()
-    for (const [peer, since] of this.#syncWanted) if (now - since > staleMs) this.#syncWanted.delete(peer)
+    for (const [peer, wanted] of this.#syncWanted) if (now - wanted.since > staleMs) this.#unwant(peer)
+  }
+
+  /** Forgets that `peer` showed heads ahead of this board. */
+  #unwant (peer: string): void {
+    const wanted = this.#syncWanted.get(peer)
+    if (wanted === undefined) return
+    if (wanted.timer !== null) clearTimeout(wanted.timer)
+    this.#syncWanted.delete(peer)
   }
 
   /** Waits (bounded) for pending writes, then closes the store. Call after the host stopped. */
   async stop (): Promise<void> {
     if (this.#stopped) return
     this.#stopped = true
+    for (const peer of [...this.#syncWanted.keys()]) this.#unwant(peer)
     await withTimeout(this.#persistQueue, 5000).catch(() => {})
     this.#storeClosed = true
     await withTimeout(this.#c.store?.close() ?? Promise.resolve(), 5000).catch(() => {})
@@ -200,27 +215,48 @@ export class BoardReplication implements Startable {
   }
 
   /**
-   * A peer's heartbeat showed `heads`. If they are ahead of ours: sync if it
-   * stays that way for two heartbeats and fewer than MAX_HEARTBEAT_SYNCS
-   * sessions are running (else wait for a later heartbeat that still shows the
-   * gap). While changes are being written, heads differ everywhere for a gossip
-   * round; on a busy host a round lasts seconds, and syncing with every such
-   * peer at once (up to N x N sessions) loaded the host further and made every
-   * round longer still.
+   * A peer's heartbeat showed `heads`. If they are ahead of ours: sync if the
+   * heads it showed last are still not all here two heartbeat periods after
+   * the first such heartbeat (`heartbeatMs`: the usual period, also in a large
+   * mesh whose heartbeats come further apart) and fewer than
+   * MAX_HEARTBEAT_SYNCS sessions are running (else at a later heartbeat that
+   * still shows the gap). While changes are being written, heads differ
+   * everywhere for a gossip round; on a busy host a round lasts seconds, and
+   * syncing with every such peer at once (up to N x N sessions) loaded the
+   * host further and made every round longer still.
    */
   peerHeads (peer: string, heads: string[]): void {
     if (heads.length === 0 || this.#c.board.hasHeads(heads)) {
-      this.#syncWanted.delete(peer)
+      this.#unwant(peer)
       return
     }
-    const since = this.#syncWanted.get(peer)
-    const now = Date.now()
-    if (since === undefined) {
-      this.#syncWanted.set(peer, now)
-    } else if (now - since >= 2 * this.#c.heartbeatMs && this.#syncing.size < MAX_HEARTBEAT_SYNCS) {
-      this.#syncWanted.delete(peer)
-      void this.requestSync(peer)
+    const wanted = this.#syncWanted.get(peer)
+    if (wanted !== undefined) {
+      wanted.heads = heads
+      // its check found the sessions full: this heartbeat still shows the gap
+      if (wanted.timer === null && this.#syncing.size < MAX_HEARTBEAT_SYNCS) {
+        this.#unwant(peer)
+        void this.requestSync(peer)
+      }
+      return
     }
+    const timer = setTimeout(() => { this.#recheck(peer) }, 2 * this.#c.heartbeatMs)
+    timer.unref()
+    this.#syncWanted.set(peer, { since: Date.now(), heads, timer })
+  }
+
+  /** Two heartbeat periods after `peer` showed heads ahead of ours: sync with it if they are still not all here. */
+  #recheck (peer: string): void {
+    const wanted = this.#syncWanted.get(peer)
+    if (wanted === undefined) return
+    wanted.timer = null
+    if (this.#stopped || this.#c.board.hasHeads(wanted.heads)) {
+      this.#unwant(peer)
+      return
+    }
+    if (this.#syncing.size >= MAX_HEARTBEAT_SYNCS) return
+    this.#unwant(peer)
+    void this.requestSync(peer)
   }
 
   /**

@@ -52,7 +52,7 @@ export interface LeaderNode extends BoardWriter, GitStreams, Partial<Pick<TypedE
   /** Stands down from leading for a reason (a full disk), or stands again (null); peers see it in its heartbeats. */
   setLeaderHold: (reason: string | null) => void
   readonly startedAt: number
-  readonly membership: Pick<Membership, 'members' | 'alive' | 'get' | 'deadAfterMs'>
+  readonly membership: Pick<Membership, 'members' | 'alive' | 'get' | 'deadAfterMs' | 'leaseMs'>
   publishProgress: (taskId: string, kind: ProgressEvent['kind'], text: string) => void
 }
 

@@ -39,7 +39,7 @@ export const HEARTBEAT_INTERVAL_MS = 1000
  * detector past this size: suspect after 1.5 announced periods, dead after
  * `--dead-after` or that, whichever is later. @default 20
  */
-export const PRESENCE_FULL_RATE_PEERS = 20
+export const PRESENCE_FULL_RATE_PEERS = 10
 
 /**
  * A calm node (nothing open on its board, nothing running or settling on it)

@@ -425,6 +425,7 @@ export class Heartbeats implements Startable {
     this.#busyAt = busy
     for (const t of this.#c.membership.tick(this.#lagMs)) this.#c.onTransition(t)
     const p = this.presence(false)
+    this.#c.membership.announced(p.every ?? this.#c.membership.heartbeatMs)
     this.#relay.sent(p.direct ?? '')
     void this.#c.gossip.publish(this.#c.topic, encodePresence(this.#trimmed(p)))
     return p.every ?? this.#c.membership.heartbeatMs

@@ -11,6 +11,15 @@ import { CALM_HEARTBEAT_PERIODS, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS
  */
 export const SUSPECT_PERIODS = 1.5
 
+/**
+ * A peer counts toward the majority main needs while heard within this many
+ * of this node's own announced heartbeat periods, at least (`leaseMs`): more
+ * than one period, so a heartbeat a little late does not drop it, and less than
+ * `SUSPECT_PERIODS`, so the lease ends before the peers can hold this node dead.
+ * @default 1.25
+ */
+export const LEASE_PERIODS = 1.25
+
 /** Liveness of a peer as this node sees it. */
 export const MEMBER_STATES = ['alive', 'suspect', 'dead', 'left'] as const
 export type MemberState = typeof MEMBER_STATES[number]
@@ -87,8 +96,10 @@ export class Membership {
   #clock = 0
   #lastTickWall: number
   #localLagMs = 0
-  /** This node's own heartbeat period as last set (`periodMs`): a stall counts as at most two of them. */
+  /** The period this node announced in its last heartbeat (`announced`): a stall counts as at most two of them. */
   #ownPeriodMs: number
+  /** The shorter of the last two periods announced (`leaseMs`). */
+  #leasePeriodMs: number
 
   constructor (init: MembershipInit = {}) {
     this.suspectAfterMs = init.suspectAfterMs ?? DEFAULT_SUSPECT_AFTER_MS
@@ -98,21 +109,43 @@ export class Membership {
     this.#now = init.now ?? Date.now
     this.#lastTickWall = this.#now()
     this.#ownPeriodMs = this.heartbeatMs
+    this.#leasePeriodMs = this.heartbeatMs
   }
 
   /**
    * The period of this node's next heartbeat: `heartbeatMs` (or `calmPeriodMs`
    * while calm), and longer in a mesh of more than `PRESENCE_FULL_RATE_PEERS`
    * live peers, in proportion to them, so that each node receives about that
-   * many heartbeats a period whatever the mesh's size. The failure detector's
-   * clock then lets a stall count as two of these periods.
+   * many heartbeats a period whatever the mesh's size.
    */
   periodMs (calm: boolean): number {
     let live = 0
     for (const e of this.#entries.values()) if (e.member.state === 'alive' || e.member.state === 'suspect') live++
-    const scaled = Math.round(this.heartbeatMs * live / PRESENCE_FULL_RATE_PEERS)
-    this.#ownPeriodMs = Math.max(calm ? this.calmPeriodMs : this.heartbeatMs, scaled)
-    return this.#ownPeriodMs
+    return Math.max(calm ? this.calmPeriodMs : this.heartbeatMs, Math.round(this.heartbeatMs * live / PRESENCE_FULL_RATE_PEERS))
+  }
+
+  /**
+   * Records the period this node announced in the heartbeat it just sent (its
+   * `every`, else `heartbeatMs`): the failure detector's clock lets a stall
+   * count as two of them, and the lease follows them (`leaseMs`).
+   */
+  announced (periodMs: number): void {
+    this.#leasePeriodMs = Math.min(this.#ownPeriodMs, periodMs)
+    this.#ownPeriodMs = periodMs
+  }
+
+  /**
+   * How recently a peer must have been heard to count toward the majority main
+   * needs (`quorum` in scheduler/election.ts): half of `deadAfterMs`, or
+   * `LEASE_PERIODS` of this node's announced period when that is longer (a
+   * large mesh). Never widened. Either way shorter than the time its peers take
+   * to hold this node dead once it goes silent: `deadAfterMs` and 1.5 of its
+   * announced periods, whichever is later (of the last two periods announced,
+   * the shorter counts: the heartbeat announcing the longer may not have
+   * reached them).
+   */
+  get leaseMs (): number {
+    return Math.max(Math.floor(this.deadAfterMs / 2), Math.ceil(LEASE_PERIODS * this.#leasePeriodMs))
   }
 
   /**

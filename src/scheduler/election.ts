@@ -77,9 +77,11 @@ export interface Quorum {
  * on while the majority elects another: its failure detector holds the
  * others alive, then suspect, for `deadAfter` and more (it widens its
  * timeouts with lag), and the majority may elect a new leader once it holds
- * this one dead, `deadAfter` after the cut at the earliest. A lease shorter
- * than that (`Leadership.quorum`: half of it, never widened) makes the old
- * leader stop first.
+ * this one dead, `deadAfter` after the cut at the earliest (or 1.5 of the
+ * heartbeat periods the leader announced, in a large mesh). A lease shorter
+ * than that (`Membership.leaseMs`: half of `deadAfter`, or 1.25 of the
+ * leader's own announced period when that is longer; never widened) makes
+ * the old leader stop first.
  */
 export function quorum (me: string, voters: readonly Voter[], now: number, myStartedAt: number, forgetAfterMs = FORGET_AFTER_MS, leaseMs: number | null = null): Quorum {
   let count = 0
