@@ -86,6 +86,9 @@ describe('presence relay bookkeeping', () => {
     r.peerReport('peer-e', undefined)
     expect([...r.skipFor(A) ?? []]).toEqual(['peer-c'])
     expect([...r.skipFor(B) ?? []].sort()).toEqual(['peer-c', 'peer-d'])
+    // among the peers a copy would go to only (a gossip mesh's few), whatever the others report
+    expect([...r.skipFor(B, ['peer-d', 'peer-e', 'peer-f']) ?? []]).toEqual(['peer-d'])
+    expect(r.skipFor(A, ['peer-d', 'peer-e'])).toBeNull()
     // a report with nothing in it, or none at all (an older peer): every copy
     r.peerReport('peer-d', '')
     expect([...r.skipFor(B) ?? []]).toEqual(['peer-c'])

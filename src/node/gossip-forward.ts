@@ -3,10 +3,11 @@ import type { PatchStatus } from './pnet-fix.ts'
 
 /**
  * Peers (peer id strings) a gossip message should not be forwarded to, given
- * its topic and author (the raw `from` of the message: the author's multihash
- * bytes), or null for none.
+ * its topic, author (the raw `from` of the message: the author's multihash
+ * bytes) and the topic's mesh peers (those a forward goes to; undefined: not
+ * known), or null for none.
  */
-export type ForwardFilter = (topic: string, author: Uint8Array | undefined) => ReadonlySet<string> | null
+export type ForwardFilter = (topic: string, author: Uint8Array | undefined, meshPeers: ReadonlySet<string> | undefined) => ReadonlySet<string> | null
 
 interface RawForwarded { topic: string, from?: Uint8Array | null }
 type ForwardMessage = (msgIdStr: string, rawMsg: RawForwarded, propagationSource?: string, excludePeers?: Set<string>) => void
@@ -23,7 +24,7 @@ type ForwardMessage = (msgIdStr: string, rawMsg: RawForwarded, propagationSource
  * does, to every mesh peer but the source).
  */
 export function filterForwards (pubsub: GossipSub, filter: ForwardFilter): PatchStatus {
-  const target = pubsub as unknown as { forwardMessage?: ForwardMessage, __meshworkForwardFilter?: boolean }
+  const target = pubsub as unknown as { forwardMessage?: ForwardMessage, mesh?: Map<string, Set<string>>, __meshworkForwardFilter?: boolean }
   const forward = target.forwardMessage
   if (typeof forward !== 'function' || forward.length !== 4) {
     return { name: 'gossip-forward', state: 'failed', detail: 'gossipsub has no forwardMessage(msgId, raw, source, excludePeers) method' }
@@ -31,7 +32,8 @@ export function filterForwards (pubsub: GossipSub, filter: ForwardFilter): Patch
   if (target.__meshworkForwardFilter === true) return { name: 'gossip-forward', state: 'failed', detail: 'a forward filter is installed already' }
   target.__meshworkForwardFilter = true
   target.forwardMessage = function (this: unknown, msgIdStr, rawMsg, propagationSource, excludePeers) {
-    const skip = filter(rawMsg.topic, rawMsg.from ?? undefined)
+    // the topic's mesh is whom gossipsub forwards to (meshwork configures no direct peers)
+    const skip = filter(rawMsg.topic, rawMsg.from ?? undefined, target.mesh instanceof Map ? target.mesh.get(rawMsg.topic) : undefined)
     if (skip === null || skip.size === 0) { forward.call(this, msgIdStr, rawMsg, propagationSource, excludePeers); return }
     const exclude = new Set(skip)
     if (excludePeers !== undefined) for (const p of excludePeers) exclude.add(p)

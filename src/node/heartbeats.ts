@@ -264,14 +264,14 @@ export class Heartbeats implements Startable {
   }
 
   /**
-   * Peers a forwarded gossip message by `author` (its multihash bytes) need
-   * not be sent to: those whose latest heartbeat says they hear the author
-   * directly (src/node/presence-relay.ts). The caller says on which topics
+   * Peers (of `among`: those it would go to; default: any) a forwarded gossip
+   * message by `author` (its multihash bytes) need not be sent to: those whose
+   * latest heartbeat says they hear the author directly (src/node/presence-relay.ts). The caller says on which topics
    * that holds (`MeshNode`: every topic a node both publishes and follows).
    */
-  forwardSkip (author: Uint8Array | undefined): ReadonlySet<string> | null {
+  forwardSkip (author: Uint8Array | undefined, among?: Iterable<string>): ReadonlySet<string> | null {
     if (author === undefined) return null
-    return this.#relay.skipFor(peerTag(author))
+    return this.#relay.skipFor(peerTag(author), among)
   }
 
   /** Presence messages this node sent early as acknowledgements, each in place of a heartbeat. */

@@ -337,9 +337,9 @@ export class MeshNode extends TypedEventEmitter<MeshNodeEvents> {
     // progress the same way (publishing floods every peer following the topic): a forwarded copy would be a
     // duplicate. A copy it misses all the same (a subscription not yet known to the author) comes with the
     // next sync: the author's heads in its heartbeats tell the peer it lacks a change.
-    const forwarding = filterForwards(host.services.pubsub, (topic, author) => {
+    const forwarding = filterForwards(host.services.pubsub, (topic, author, meshPeers) => {
       if (topic !== t.presence && topic !== t.board && topic !== t.progress) return null
-      const skip = heartbeats.forwardSkip(author)
+      const skip = heartbeats.forwardSkip(author, meshPeers)
       if (skip !== null) {
         if (topic === t.presence) this.stats.presenceForwardsSkipped += skip.size
         else this.stats.forwardsSkipped += skip.size

@@ -149,19 +149,22 @@ export class PresenceRelay {
   }
 
   /**
-   * The peers that need no forwarded copy of a heartbeat by the author tagged
-   * `tag`: those whose fresh report names it. Null when none (or the author is
-   * leaving: its last heartbeat goes every way).
+   * The peers (of `among`, the peers a copy would go to; default: every peer
+   * that reported) that need no forwarded copy of a heartbeat by the author
+   * tagged `tag`: those whose fresh report names it. Null when none (or the
+   * author is leaving: its last heartbeat goes every way).
    */
-  skipFor (tag: string): Set<string> | null {
+  skipFor (tag: string, among?: Iterable<string>): Set<string> | null {
     if (this.#leaving.has(tag)) return null
     const now = this.#now()
     let out: Set<string> | null = null
-    for (const [peer, r] of this.#reports) {
-      if (r.until < now || !r.tags.has(tag)) continue
+    const skips = (peer: string, r: Report | undefined): void => {
+      if (r === undefined || r.until < now || !r.tags.has(tag)) return
       out ??= new Set()
       out.add(peer)
     }
+    if (among === undefined) for (const [peer, r] of this.#reports) skips(peer, r)
+    else for (const peer of among) skips(peer, this.#reports.get(peer))
     return out
   }
 
