@@ -348,6 +348,28 @@ describe('assignOwners', () => {
     }
   })
 
+  it('gives the head of the queue to the merge leader when it has room, and the rest as without it', () => {
+    const peers = ['12D3KooWa', '12D3KooWb', '12D3KooWc', '12D3KooWd']
+    const tasks = ids(12, 'h')
+    const capacity = peers.map(p => ({ peerId: p, free: 2 }))
+    const rank = (t: { id: TaskId }): string => t.id === 'h0' ? 'a' : 'b'
+    // a leader whose rendezvous would not give it the head of the queue
+    const leader = peers.find(p => best('h0', peers) !== p) as string
+    const plain = assignOwners(tasks, capacity, { rank, runners: peers })
+    expect(plain.get('h0' as TaskId)).not.toBe(leader)
+    const led = assignOwners(tasks, capacity, { rank, runners: peers, leader })
+    expect(led.get('h0' as TaskId)).toBe(leader)
+    // as many tasks owned, the leader's room counted once
+    expect(led.size).toBe(plain.size)
+    expect(counts(led).get(leader)).toBeLessThanOrEqual(2)
+    // without room, or without runners to share ties among, the leader is no owner beyond its room
+    expect(assignOwners(tasks, capacity.map(c => c.peerId === leader ? { ...c, free: 0 } : c), { rank, runners: peers, leader }).get('h0' as TaskId)).not.toBe(leader)
+    const alone = assignOwners(tasks, [{ peerId: leader, free: 1 }, { peerId: 'other', free: 3 }], { rank, runners: [], leader })
+    expect(alone.get('h0' as TaskId)).toBe(leader)
+    expect(counts(alone).get(leader)).toBe(1)
+    expect(alone.size).toBe(4)
+  })
+
   it('removing a node only moves the tasks it owned (unbounded capacity)', () => {
     const rand = lcg(99)
     for (let round = 0; round < 10; round++) {

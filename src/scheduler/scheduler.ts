@@ -585,7 +585,8 @@ export class Scheduler {
     }
     // tasks ranked alike go by the mesh's rendezvous first: nodes claiming at once go for different ones
     const rank = (t: Task): string => claimRank(t, cp)
-    const owners = assignOwners(ordered, capacity, { rank, runners })
+    const leader = snap.main.leader !== null && runners.includes(String(snap.main.leader)) ? String(snap.main.leader) : null
+    const owners = assignOwners(ordered, capacity, { rank, runners, leader })
     const active = openTasks(snap).filter(t => t.files.length > 0 && (t.state === 'running' || (t.state === 'claimed' && claimWinner(t) !== null)))
     const picked: Array<{ task: Task, stolen: boolean, hidden?: true }> = []
     // a steal waits for the owner from when this node saw it as the owner, in passes one after another, not from
