@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { Membership, type MemberState } from '../src/node/membership.ts'
 import { PRESENCE_FULL_RATE_PEERS } from '../src/node/constants.ts'
 import type { Presence } from '../src/protocol/presence.ts'
-import { decodePresence, encodePresence } from '../src/protocol/presence.ts'
+import { MAX_PRESENCE_EVERY_MS, decodePresence, encodePresence } from '../src/protocol/presence.ts'
 import { generateSwarmKey, parseSwarmKey, readSwarmKey, swarmKeyFromHex, writeSwarmKey } from '../src/node/swarm-key.ts'
 import { decodeJoinToken, encodeJoinToken } from '../src/node/join-token.ts'
 import { UsageError } from '../src/util/errors.ts'
@@ -270,6 +270,10 @@ describe('failure detector', () => {
     expect(m.leaseMs).toBe(Math.ceil(1.25 * 5 * long))
     // shorter than peers take to hold this node dead: 1.5 announced periods (and deadAfter)
     expect(m.leaseMs).toBeLessThan(Math.max(DEAD, 1.5 * 5 * long))
+    // never longer than a presence message may announce, however large the mesh
+    peers(100 * PRESENCE_FULL_RATE_PEERS, 2 * PRESENCE_FULL_RATE_PEERS + 10)
+    expect(m.periodMs(false)).toBe(MAX_PRESENCE_EVERY_MS)
+    expect(decodePresence(encodePresence(presence({ every: m.periodMs(false) })))?.every).toBe(MAX_PRESENCE_EVERY_MS)
   })
 
   it('rejects deadAfter below suspectAfter', () => {

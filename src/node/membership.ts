@@ -1,4 +1,4 @@
-import type { Presence } from '../protocol/presence.ts'
+import { MAX_PRESENCE_EVERY_MS, type Presence } from '../protocol/presence.ts'
 import { HEALTH_OK, type HealthState } from './health.ts'
 import type { PeerIdString } from '../crdt/schema.ts'
 import { CALM_HEARTBEAT_PERIODS, DEFAULT_DEAD_AFTER_MS, DEFAULT_SUSPECT_AFTER_MS, HEARTBEAT_INTERVAL_MS, PRESENCE_FULL_RATE_PEERS } from './constants.ts'
@@ -116,12 +116,14 @@ export class Membership {
    * The period of this node's next heartbeat: `heartbeatMs` (or `calmPeriodMs`
    * while calm), and longer in a mesh of more than `PRESENCE_FULL_RATE_PEERS`
    * live peers, in proportion to them, so that each node receives about that
-   * many heartbeats a period whatever the mesh's size.
+   * many heartbeats a period whatever the mesh's size (up to
+   * `MAX_PRESENCE_EVERY_MS`, the longest period peers take: 600 live peers).
    */
   periodMs (calm: boolean): number {
     let live = 0
     for (const e of this.#entries.values()) if (e.member.state === 'alive' || e.member.state === 'suspect') live++
-    return Math.max(calm ? this.calmPeriodMs : this.heartbeatMs, Math.round(this.heartbeatMs * live / PRESENCE_FULL_RATE_PEERS))
+    const scaled = Math.min(MAX_PRESENCE_EVERY_MS, Math.round(this.heartbeatMs * live / PRESENCE_FULL_RATE_PEERS))
+    return Math.max(calm ? this.calmPeriodMs : this.heartbeatMs, scaled)
   }
 
   /**

@@ -24,6 +24,9 @@ export const healthSchema = z.object({
   credential: z.string().max(80).optional()
 })
 
+/** The longest heartbeat period a node may announce (`every`); every version refuses a presence message with a longer one. @default 60 s */
+export const MAX_PRESENCE_EVERY_MS = 60_000
+
 export const presenceSchema = z.object({
   v: z.literal(1),
   peerId: z.string().min(1).max(128).transform(asPeerId),
@@ -56,10 +59,10 @@ export const presenceSchema = z.object({
   /**
    * Milliseconds until the sender's next regular heartbeat, when longer than
    * the usual period (a calm node: nothing open on its board, nothing running
-   * on it); receivers wait that much longer before they suspect it. Absent:
-   * the usual period.
+   * on it; or a large mesh); receivers wait that much longer before they
+   * suspect it. Absent: the usual period.
    */
-  every: z.number().int().positive().max(60_000).optional(),
+  every: z.number().int().positive().max(MAX_PRESENCE_EVERY_MS).optional(),
   /** The sender's meshwork version (absent from versions before it was announced). */
   version: z.string().max(64).optional(),
   /**
