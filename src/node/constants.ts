@@ -37,7 +37,7 @@ export const HEARTBEAT_INTERVAL_MS = 1000
  * all-to-all presence made a node's work grow with the mesh and made it the
  * first limit of a large one (docs/scaling.md). The cost is a slower failure
  * detector past this size: suspect after 1.5 announced periods, dead after
- * `--dead-after` or that, whichever is later. @default 20
+ * `--dead-after` or that, whichever is later. @default 10
  */
 export const PRESENCE_FULL_RATE_PEERS = 10
 

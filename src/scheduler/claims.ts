@@ -90,6 +90,9 @@ export interface Ties<T> {
  * compute the same owners. Only the head of the queue is shared so (four times
  * the room seen, at least 32 tasks): scoring every runner for a 10,000-task
  * queue at each pass would be waste, and the room runs out long before.
+ *
+ * With `ties.leader` and room on it, the first task of all goes to the merge
+ * leader before any of this (see `Ties.leader`).
  */
 export function assignOwners<T extends Pick<Task, 'id'>> (orderedTasks: readonly T[], capacity: readonly Capacity[], ties?: Ties<T>): Map<TaskId, string> {
   const free = new Map(capacity.filter(c => c.free > 0).map(c => [c.peerId, c.free]))
