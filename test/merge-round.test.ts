@@ -32,6 +32,7 @@ let repo = ''
 let base = ''
 let shimLog = ''
 let slowMerges = ''
+let heldMerges = ''
 const savedPath = process.env.PATH
 
 beforeAll(async () => {
@@ -49,8 +50,10 @@ beforeAll(async () => {
   await writeFile(shimLog, '')
   const realGit = execFileSync('sh', ['-c', 'command -v git']).toString().trim()
   slowMerges = join(root, 'slow-merges')
-  // logs each subcommand (past a `-c name=value`); while the file slowMerges exists, each merge-tree takes 2 s more (a host short of CPU)
-  await writeFile(join(bin, 'git'), `#!/bin/sh\nsub="$1"\n[ "$1" = -c ] && sub="$3"\necho "$sub" >> '${shimLog}'\nif [ "$sub" = merge-tree ] && [ -e '${slowMerges}' ]; then sleep 2; fi\nexec '${realGit}' "$@"\n`)
+  heldMerges = join(root, 'held-merges')
+  // logs each subcommand (past a `-c name=value`); while the file slowMerges exists, each merge-tree takes 2 s more (a host
+  // short of CPU); while heldMerges exists, a merge-tree that starts waits until it is gone
+  await writeFile(join(bin, 'git'), `#!/bin/sh\nsub="$1"\n[ "$1" = -c ] && sub="$3"\necho "$sub" >> '${shimLog}'\nif [ "$sub" = merge-tree ] && [ -e '${slowMerges}' ]; then sleep 2; fi\nwhile [ "$sub" = merge-tree ] && [ -e '${heldMerges}' ]; do sleep 0.05; done\nexec '${realGit}' "$@"\n`)
   await chmod(join(bin, 'git'), 0o755)
   process.env.PATH = `${bin}:${savedPath ?? ''}`
 })
@@ -102,7 +105,7 @@ function setState (id: string, state: 'running' | 'cancelled'): void {
 }
 
 /** The queue with what `Leadership` would give it; main is read once and then trusted, as on a leader merging in a row. */
-function queue (wake: () => void = () => {}): MergeQueue {
+function queue (wake: () => void = () => {}, markMergingAfterMs = 0): MergeQueue {
   let seen: string | null = null
   const main: LocalMain = {
     trusted: () => seen,
@@ -112,7 +115,8 @@ function queue (wake: () => void = () => {}): MergeQueue {
     landing: async fn => await fn()
   }
   const ctx: MergeContext = {
-    init: { node, repo, worktreesDir: join(root, 'worktrees'), branch: 'main', logger: silentLogger },
+    // marked merging at once unless a test says otherwise: several use the mark as their moment to act
+    init: { node, repo, worktreesDir: join(root, 'worktrees'), branch: 'main', logger: silentLogger, markMergingAfterMs },
     advanced: () => {},
     wake,
     syncMain: async () => {},
@@ -219,6 +223,42 @@ describe('a merge round', () => {
     expect(node.board.task('k')?.state).toBe('done')
     expect(await q.next()).toBe(true)
     expect(node.board.task('k')?.state).toBe('merged')
+  })
+
+  it('a batch that lands before its mark is due takes its task from done to merged in one board change; one still merging then is marked merging', async () => {
+    /** Task `id`'s states as the board shows them, each change apart. */
+    const watch = (id: string): { states: string[], off: () => void } => {
+      const states: string[] = []
+      const off = node.board.subscribe(() => { const st = node.board.task(id)?.state; if (st !== undefined && states.at(-1) !== st) states.push(st) })
+      return { states, off }
+    }
+    // no mark due before the batch lands
+    const fast = queue(() => {}, 600_000)
+    expect(await fast.next()).toBe(false)
+    fast.arrived('lazy1' as TaskId, await doneTask('lazy1'))
+    const p = watch('lazy1')
+    try {
+      expect(await fast.next()).toBe(true)
+    } finally {
+      p.off()
+    }
+    expect(p.states).toEqual(['merged'])
+    // a batch whose merge is held (a merge-tree that waits for a file) is marked once the mark is due, then lands
+    const slow = queue(() => {}, 50)
+    expect(await slow.next()).toBe(false)
+    slow.arrived('lazy2' as TaskId, await doneTask('lazy2'))
+    const q = watch('lazy2')
+    await writeFile(heldMerges, '')
+    try {
+      const round = slow.next()
+      await waitFor(() => node.board.task('lazy2')?.state === 'merging', { timeoutMs: 30_000, message: () => `lazy2 was never marked merging while its merge was held: ${node.board.task('lazy2')?.state}` })
+      await rm(heldMerges, { force: true })
+      expect(await round).toBe(true)
+    } finally {
+      q.off()
+      await rm(heldMerges, { force: true })
+    }
+    expect(q.states).toEqual(['merging', 'merged'])
   })
 
   it('a task whose branch did not arrive through a hand-off is looked up once, in one process for the batch', async () => {

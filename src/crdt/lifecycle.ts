@@ -56,14 +56,14 @@ export const TASK_TRANSITIONS = {
   startMerge: { from: ['done'], to: ['merging'] },
   /** A merge that did not land (deferred, failed, left by an earlier leader): back in the merge queue. */
   deferMerge: { from: ['merging'], to: ['done'] },
-  /** The task's merge is on main. */
-  merge: { from: ['merging', 'conflict'], to: ['merged'] },
+  /** The task's merge is on main (from done: a batch that landed before it was marked merging). */
+  merge: { from: ['done', 'merging', 'conflict'], to: ['merged'] },
   /** Main's history does not have the task's merge (it was made on the losing side of a partition): merge again, or run again without a branch. */
   requeue: { from: ['merged'], to: ['done', 'ready'] },
   /** Main's history has the task's merge: record it, whatever the board said (main is the truth). */
   recordMerged: { from: ALL_STATES, to: ['merged'] },
   /** The merge with main conflicted: a human decides. */
-  openConflict: { from: ['merging'], to: ['conflict'] },
+  openConflict: { from: ['done', 'merging'], to: ['conflict'] },
   /** Cancelled by a human, or abandoned after a conflict. */
   cancel: { from: ['pending', 'ready', 'claimed', 'running', 'done', 'merging', 'conflict', 'failed'], to: ['cancelled'] }
 } as const satisfies Record<string, Transition<TaskState>>

@@ -15,6 +15,8 @@ export interface LeaderInit {
   branch: string
   /** `--verify`: run on each candidate merge before main advances. */
   verify?: string
+  /** How long a batch merges before its tasks are marked merging on the board (tests: 0, at once). @default MERGING_MARK_AFTER_MS (at once with `verify`) */
+  markMergingAfterMs?: number
   /** `--verify-timeout`: a check still running then is killed with its process group and fails; null: none. @default DEFAULT_VERIFY_TIMEOUT_MS */
   verifyTimeoutMs?: number | null
   logger: Logger
