@@ -57,10 +57,10 @@ const instant: Agent = { kind: 'instant', run: async () => ({ outcome: 'success'
 const afterSchedulerPass = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)); await new Promise(resolve => setImmediate(resolve)) }
 
 /**
- * This node (one slot, no settle window) with its peer registered and heard, and task `t` claimed here;
+ * This node (one slot, a settle window of `settleMs`, none by default) with its peer registered and heard, and task `t` claimed here;
  * `before`: the peer's heads from before the claim (it gets this node's changes at once, the test holds back only its own).
  */
-async function claimedWithPeer (): Promise<{ node: FakeNode, peerBoard: Board, started: string[], before: string[] }> {
+async function claimedWithPeer (settleMs = 0): Promise<{ node: FakeNode, peerBoard: Board, started: string[], before: string[] }> {
   const node = new FakeNode()
   const peerBoard = Board.create(MESH, actorForPeer(PEER))
   node.board.subscribe(u => { if (u.local) peerBoard.applyChanges(u.changes) })
@@ -68,7 +68,7 @@ async function claimedWithPeer (): Promise<{ node: FakeNode, peerBoard: Board, s
   node.board.applyChanges([reg as Uint8Array])
   node.heartbeat(peerBoard.heads())
   const started: string[] = []
-  sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: instant, slots: 1, settleMs: 0, onRunStart: id => { started.push(id) } })
+  sched = new Scheduler({ node: node as unknown as SchedulerNode, agent: instant, slots: 1, settleMs, onRunStart: id => { started.push(id) } })
   sched.start()
   const before = peerBoard.heads()
   node.changeBoard('plan', addTasks([simpleTask('t')]))
@@ -108,5 +108,15 @@ describe('settling a claim on acknowledgements', () => {
     node.ack(peerBoard.heads())
     await waitFor(() => started.includes('t'), { timeoutMs: 5000, message: () => `t never started: ${JSON.stringify(node.board.task('t'))}` })
     expect(node.peer.heads).toEqual(before)
+  })
+
+  it('once every acknowledgement is in, the claim starts without waiting out its settle window', async () => {
+    // a window of a minute: only the acknowledgement can start the run within the test's bound
+    const { node, peerBoard, started, before } = await claimedWithPeer(60_000)
+    node.ack(before)
+    await afterSchedulerPass()
+    expect(node.board.task('t')?.state).toBe('claimed')
+    node.ack(peerBoard.heads())
+    await waitFor(() => started.includes('t'), { timeoutMs: 10_000, message: () => `t did not start on its acknowledgement within its settle window: ${JSON.stringify(node.board.task('t'))}` })
   })
 })

@@ -28,7 +28,10 @@ import { TimeoutError, toError } from '../util/errors.ts'
  * window adds no safety of its own; it only has to cover the round trip those
  * need anyway. (It was 100 ms at least, plus 50 ms over the round trip: on 4
  * nodes whose acknowledgements came back in 40-70 ms, every claim idled its
- * slot about 40 ms longer, a second of a 200-task DAG on 8 slots.)
+ * slot about 40 ms longer, a second of a 200-task DAG on 8 slots.) Since
+ * acknowledgements go to the claimant directly, they often come back sooner
+ * than the gossip round trip the window is made of: a claim whose
+ * acknowledgements are all in starts then, window or not.
  */
 export const MIN_SETTLE_MS = 20
 export const MAX_SETTLE_MS = 3000
@@ -683,10 +686,14 @@ export class Scheduler {
       const t = snap.tasks.get(id)
       // a claim already beaten (an earlier claim of another node, or a run another node started) is let go at
       // once, not at the end of its window: nothing that arrives later can make it win, and the slot claims again
-      if (claim.settleAt > now && !lostAlready(t, claim.epoch, me)) continue
+      const lost = lostAlready(t, claim.epoch, me)
       // settle once every live peer has seen the claim (its heads contain it): a concurrent claim
       // of theirs is then in our board too, so all claimants compute the same winner
-      const waiting = claim.settleAt > now || claim.hash === null ? [] : peers.filter(p => !acknowledged(p, claim.hash as string))
+      const hash = claim.hash
+      const waiting = lost || hash === null ? [] : peers.filter(p => !acknowledged(p, hash))
+      // the acknowledgements are what make it safe: once all are in, the window (the round trip they were
+      // expected to take) is not waited out; a claim whose change has no hash has only the window
+      if (!lost && claim.settleAt > now && (hash === null || waiting.length > 0)) continue
       if (waiting.length > 0 && now - claim.at < ACK_TIMEOUT_MS) continue
       if (waiting.length > 0) this.#log.warn('task:settle-timeout', { task: id, unacknowledged: waiting.map(p => p.peerId), note: `started without every acknowledgement after ${ACK_TIMEOUT_MS / 1000} s` })
       if (t === undefined || t.epoch !== claim.epoch || (t.state !== 'claimed' && t.state !== 'ready' && t.state !== 'pending')) {
