@@ -37,9 +37,11 @@ export const HEARTBEAT_INTERVAL_MS = 1000
  * all-to-all presence made a node's work grow with the mesh and made it the
  * first limit of a large one (docs/scaling.md). The cost is a slower failure
  * detector past this size: suspect after 1.5 announced periods, dead after
- * `--dead-after` or that, whichever is later. @default 10
+ * `--dead-after` or that, whichever is later. At 50 local nodes on 2 cores, 8
+ * against 10 in turns: p99 to every node 5.3 and 1.5 s against 8.2 and 2.9 s,
+ * idle 1.34 and 1.12 % of a core a node against 1.76 and 1.44 %. @default 8
  */
-export const PRESENCE_FULL_RATE_PEERS = 10
+export const PRESENCE_FULL_RATE_PEERS = 8
 
 /**
  * A calm node (nothing open on its board, nothing running or settling on it)

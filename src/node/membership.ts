@@ -117,7 +117,7 @@ export class Membership {
    * while calm), and longer in a mesh of more than `PRESENCE_FULL_RATE_PEERS`
    * live peers, in proportion to them, so that each node receives about that
    * many heartbeats a period whatever the mesh's size (up to
-   * `MAX_PRESENCE_EVERY_MS`, the longest period peers take: 600 live peers).
+   * `MAX_PRESENCE_EVERY_MS`, the longest period peers take: 480 live peers).
    */
   periodMs (calm: boolean): number {
     let live = 0
