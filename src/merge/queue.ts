@@ -168,32 +168,19 @@ export class MergeQueue {
     }
     lap('lookup')
     const ids = batch.map(t => t.id)
-    // the tasks are marked merging once the batch has taken a while (`MERGING_MARK_AFTER_MS`), never after it landed
+    // the tasks are marked merging once the batch has taken a while (`MERGING_MARK_AFTER_MS`), never after it
+    // landed: landing clears the timer (`stopMarking`)
     let marked = false
-    let landing = false
     const mark = (these: readonly TaskId[]): void => {
       const s = node.board.snapshot()
       const due = these.filter(id => { const t = s.tasks.get(id); return t?.state === 'done' && t.head === heads.get(id) })
       if (due.length > 0) node.changeBoard('task:merging', d => { for (const id of due) lifecycle.startMerge(d, id) })
     }
+    const markAll = (): void => { marked = true; mark(ids) }
     const markAfter = this.#ctx.init.verify !== undefined ? 0 : this.#ctx.init.markMergingAfterMs ?? MERGING_MARK_AFTER_MS
-    let markTimer: NodeJS.Timeout | null = null
-    const markNow = (): void => {
-      markTimer = null
-      if (landing || marked) return
-      marked = true
-      mark(ids)
-    }
-    if (markAfter <= 0) markNow()
-    else {
-      markTimer = setTimeout(markNow, markAfter)
-      markTimer.unref()
-    }
-    const stopMarking = (): void => {
-      landing = true
-      if (markTimer !== null) clearTimeout(markTimer)
-      markTimer = null
-    }
+    const markTimer = markAfter <= 0 ? null : setTimeout(markAll, markAfter).unref()
+    if (markTimer === null) markAll()
+    const stopMarking = (): void => { if (markTimer !== null) clearTimeout(markTimer) }
     lap('mark')
     /**
      * Tasks done while the batch was stacked, whose branches are known here

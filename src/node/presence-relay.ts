@@ -158,13 +158,12 @@ export class PresenceRelay {
     if (this.#leaving.has(tag)) return null
     const now = this.#now()
     let out: Set<string> | null = null
-    const skips = (peer: string, r: Report | undefined): void => {
-      if (r === undefined || r.until < now || !r.tags.has(tag)) return
+    for (const peer of among ?? this.#reports.keys()) {
+      const r = this.#reports.get(peer)
+      if (r === undefined || r.until < now || !r.tags.has(tag)) continue
       out ??= new Set()
       out.add(peer)
     }
-    if (among === undefined) for (const [peer, r] of this.#reports) skips(peer, r)
-    else for (const peer of among) skips(peer, this.#reports.get(peer))
     return out
   }
 
